@@ -1,0 +1,273 @@
+"""Azure ML's own deployment files, read into this project's spec fields.
+
+`az ml model deploy -ic inferenceconfig.json -dc deploymentconfig.json` takes two JSON files;
+a stack can point at them (`azureml: {inference_config: ..., deployment_config: ...}`) so an
+existing Azure ML user migrates without rewriting anything. Their keys are camelCase and
+unknown keys are refused, as in the stack.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Json(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class AutoScaler(_Json):
+    autoscale_enabled: bool | None = Field(None, alias="autoscaleEnabled")
+    min_replicas: int | None = Field(None, alias="minReplicas")
+    max_replicas: int | None = Field(None, alias="maxReplicas")
+    refresh_period_in_seconds: int | None = Field(None, alias="refreshPeriodInSeconds")
+    target_utilization: int | None = Field(None, alias="targetUtilization")
+
+
+class ContainerResourceRequirements(_Json):
+    cpu: float | None = None
+    memory_in_gb: float | None = Field(None, alias="memoryInGB")
+    cpu_limit: float | None = Field(None, alias="cpuLimit")
+    memory_in_gb_limit: float | None = Field(None, alias="memoryInGBLimit")
+
+
+class LivenessProbeRequirements(_Json):
+    period_seconds: int | None = Field(None, alias="periodSeconds")
+    initial_delay_seconds: int | None = Field(None, alias="initialDelaySeconds")
+    timeout_seconds: int | None = Field(None, alias="timeoutSeconds")
+    success_threshold: int | None = Field(None, alias="successThreshold")
+    failure_threshold: int | None = Field(None, alias="failureThreshold")
+
+
+class DataCollection(_Json):
+    storage_enabled: bool | None = Field(None, alias="storageEnabled")
+
+
+class Keys(_Json):
+    primary_key: str | None = Field(None, alias="primaryKey")
+    secondary_key: str | None = Field(None, alias="secondaryKey")
+
+
+class DeploymentConfig(_Json):
+    """deploymentconfig.json for computeType aks."""
+
+    compute_type: Literal["aks", "AKS"] = Field(alias="computeType")
+    auto_scaler: AutoScaler | None = Field(None, alias="autoScaler")
+    container_resource_requirements: ContainerResourceRequirements | None = Field(None, alias="containerResourceRequirements")
+    gpu_cores: int | None = Field(None, alias="gpuCores")
+    liveness_probe_requirements: LivenessProbeRequirements | None = Field(None, alias="livenessProbeRequirements")
+    data_collection: DataCollection | None = Field(None, alias="dataCollection")
+    auth_enabled: bool | None = Field(None, alias="authEnabled")
+    token_auth_enabled: bool | None = Field(None, alias="tokenAuthEnabled")
+    app_insights_enabled: bool | None = Field(None, alias="appInsightsEnabled")
+    scoring_timeout_ms: int | None = Field(None, alias="scoringTimeoutMs")
+    max_concurrent_requests_per_container: int | None = Field(None, alias="maxConcurrentRequestsPerContainer")
+    max_queue_wait_ms: int | None = Field(None, alias="maxQueueWaitMs")
+    num_replicas: int | None = Field(None, alias="numReplicas")
+    keys: Keys | None = None
+    namespace: str | None = None
+    description: str | None = None
+    tags: dict[str, str] | None = None
+
+    def to_settings(self) -> dict[str, Any]:
+        """The same values under AksWebservice.deploy_configuration's names."""
+        a = self.auto_scaler or AutoScaler()
+        r = self.container_resource_requirements or ContainerResourceRequirements()
+        p = self.liveness_probe_requirements or LivenessProbeRequirements()
+        k = self.keys or Keys()
+        fields = {
+            "autoscale_enabled": a.autoscale_enabled,
+            "autoscale_min_replicas": a.min_replicas,
+            "autoscale_max_replicas": a.max_replicas,
+            "autoscale_refresh_seconds": a.refresh_period_in_seconds,
+            "autoscale_target_utilization": a.target_utilization,
+            "cpu_cores": r.cpu,
+            "memory_gb": r.memory_in_gb,
+            "cpu_cores_limit": r.cpu_limit,
+            "memory_gb_limit": r.memory_in_gb_limit,
+            "gpu_cores": self.gpu_cores,
+            "period_seconds": p.period_seconds,
+            "initial_delay_seconds": p.initial_delay_seconds,
+            "timeout_seconds": p.timeout_seconds,
+            "success_threshold": p.success_threshold,
+            "failure_threshold": p.failure_threshold,
+            "collect_model_data": self.data_collection.storage_enabled if self.data_collection else None,
+            "auth_enabled": self.auth_enabled,
+            "token_auth_enabled": self.token_auth_enabled,
+            "enable_app_insights": self.app_insights_enabled,
+            "scoring_timeout_ms": self.scoring_timeout_ms,
+            "replica_max_concurrent_requests": self.max_concurrent_requests_per_container,
+            "max_request_wait_time": self.max_queue_wait_ms,
+            "num_replicas": self.num_replicas,
+            "primary_key": k.primary_key,
+            "secondary_key": k.secondary_key,
+            "namespace": self.namespace,
+            "description": self.description,
+            "tags": self.tags,
+        }
+        return {name: value for name, value in fields.items() if value is not None}
+
+
+class BaseImageRegistry(_Json):
+    address: str | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+class Docker(_Json):
+    base_image: str | None = Field(None, alias="baseImage")
+    base_dockerfile: str | None = Field(None, alias="baseDockerfile")
+    base_image_registry: BaseImageRegistry | None = Field(None, alias="baseImageRegistry")
+    enabled: bool | None = None
+    arguments: list[str] | None = None
+    shm_size: str | None = Field(None, alias="shmSize")
+
+
+class CondaDependencies(_Json):
+    name: str = "project_environment"
+    channels: list[str] = []
+    dependencies: list[str | dict[str, list[str]]] = []
+
+
+class PythonSection(_Json):
+    conda_dependencies: CondaDependencies | None = Field(None, alias="condaDependencies")
+    user_managed_dependencies: bool | None = Field(None, alias="userManagedDependencies")
+    interpreter_path: str | None = Field(None, alias="interpreterPath")
+    base_conda_environment: str | None = Field(None, alias="baseCondaEnvironment")
+
+
+class Environment(_Json):
+    name: str | None = None
+    version: str | None = None
+    docker: Docker | None = None
+    python: PythonSection | None = None
+    environment_variables: dict[str, str] | None = Field(None, alias="environmentVariables")
+    inferencing_stack_version: str | None = Field(None, alias="inferencingStackVersion")
+
+
+class InferenceConfig(_Json):
+    """inferenceconfig.json, current format: the entry script plus an Environment."""
+
+    entry_script: str = Field(alias="entryScript")
+    source_directory: str | None = Field(None, alias="sourceDirectory")
+    environment: Environment | None = None
+
+    def to_spec(self, base: Path) -> dict[str, Any]:
+        env = self.environment or Environment()
+        docker = env.docker or Docker()
+        conda = (env.python.conda_dependencies if env.python else None)
+        environment = {
+            "name": env.name,
+            "version": env.version,
+            "base_image": docker.base_image,
+            "base_dockerfile": docker.base_dockerfile,
+            "conda_dependencies": conda.model_dump() if conda else None,
+            "environment_variables": env.environment_variables,
+        }
+        return _inference(self.entry_script, self.source_directory, environment, base)
+
+
+class LegacyInferenceConfig(_Json):
+    """inferenceconfig.json, the older flat format (InferenceConfig(runtime=..., conda_file=...))."""
+
+    entry_script: str = Field(alias="entryScript")
+    runtime: Literal["python", "Python"] = "python"
+    conda_file: str | None = Field(None, alias="condaFile")
+    extra_docker_file_steps: str | None = Field(None, alias="extraDockerFileSteps")
+    base_image: str | None = Field(None, alias="baseImage")
+    base_image_registry: BaseImageRegistry | None = Field(None, alias="baseImageRegistry")
+    enable_gpu: bool | None = Field(None, alias="enableGpu")
+    cuda_version: str | None = Field(None, alias="cudaVersion")
+    source_directory: str | None = Field(None, alias="sourceDirectory")
+    description: str | None = None
+
+    @field_validator("runtime", mode="before")
+    @classmethod
+    def _runtime(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() != "python":
+            raise ValueError(f"runtime {value!r} is not supported; only python entry scripts are")
+        return value
+
+    def to_spec(self, base: Path) -> dict[str, Any]:
+        environment = {
+            "base_image": self.base_image,
+            "conda_file": self.conda_file and str(_relative(base, self.conda_file)),
+            "docker_steps": self.extra_docker_file_steps and str(_relative(base, self.extra_docker_file_steps)),
+            "gpu": self.enable_gpu,
+            "cuda_version": self.cuda_version,
+        }
+        return _inference(self.entry_script, self.source_directory, environment, base)
+
+
+_LEGACY_KEYS = {"runtime", "condaFile", "extraDockerFileSteps", "baseImage", "enableGpu", "cudaVersion"}
+
+
+def _relative(base: Path, path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else base / path
+
+
+def _inference(entry_script: str, source_directory: str | None, environment: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The InferenceConfigSpec dict; paths in Azure ML's files are relative to the file."""
+    return {
+        "entry_script": entry_script,
+        "source_directory": str(_relative(base, source_directory)) if source_directory else str(base),
+        "environment": {k: v for k, v in environment.items() if v is not None},
+    }
+
+
+class AzureMlFileError(ValueError):
+    """A problem in an Azure ML JSON file, one `field: message` line per problem."""
+
+
+def _read(path: Path, field: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AzureMlFileError(f"{field}: file {path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise AzureMlFileError(f"{field}: {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise AzureMlFileError(f"{field}: {path} must hold a JSON object")
+    return data
+
+
+def _problems(exc: ValidationError, field: str, path: Path) -> AzureMlFileError:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{field}: {path.name}: {where}: {msg}" if where else f"{field}: {path.name}: {msg}")
+    return AzureMlFileError("\n".join(lines))
+
+
+def load_deployment_config(path: Path, field: str = "deployment_config") -> dict[str, Any]:
+    data = _read(path, field)
+    try:
+        return DeploymentConfig.model_validate(data).to_settings()
+    except ValidationError as exc:
+        raise _problems(exc, field, path) from None
+
+
+def load_inference_config(path: Path, field: str = "inference_config") -> dict[str, Any]:
+    data = _read(path, field)
+    model = LegacyInferenceConfig if _LEGACY_KEYS & data.keys() else InferenceConfig
+    try:
+        return model.model_validate(data).to_spec(path.parent)
+    except ValidationError as exc:
+        raise _problems(exc, field, path) from None
+
+
+def kind_of(path: Path) -> Literal["deployment_config", "inference_config"] | None:
+    """Which Azure ML file a JSON is, by its keys: computeType marks a deployment config."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if isinstance(data, dict) and "computeType" in data:
+        return "deployment_config"
+    if isinstance(data, dict) and "entryScript" in data:
+        return "inference_config"
+    return None

@@ -1,0 +1,85 @@
+"""`python -m components check FILE`: is this stack (or Azure ML JSON file) usable?
+
+Exit 0 with a one-screen summary, or exit 2 with every problem as `path.to.field: message`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from components.azureml import AzureMlFileError, kind_of, load_deployment_config, load_inference_config
+from components.spec import DeploymentSettings, InferenceConfigSpec, StackSpec
+from components.stackfile import StackError, format_errors, load_stack
+from pydantic import ValidationError
+
+
+def summary(spec: StackSpec, name: str) -> list[str]:
+    lines = [f"stack {name}: valid"]
+    if spec.workspace:
+        lines.append(f"  workspace   {spec.workspace.name} (resource group {spec.workspace.resource_group})")
+    c = spec.cluster
+    if c is None:
+        lines.append("  cluster     none: runs on this machine (python -m components local up)")
+    elif c.attach:
+        lines.append(f"  cluster     {c.name}: attached ({'resource id' if c.attach.resource_id else 'kubeconfig'}), {c.cluster_purpose}")
+    else:
+        net = c.network
+        lines.append(f"  cluster     {c.name}: {c.cluster_purpose}, kubernetes {c.kubernetes_version}, network {net.plugin}"
+                     f" (services {net.service_cidr}, dns {net.dns_service_ip}), load balancer {c.load_balancer.type}")
+        for p in c.node_pools:
+            size = f"{p.count} nodes" if p.min_count is None else f"{p.min_count}-{p.max_count} nodes"
+            lines.append(f"    pool {p.name:<12} {p.mode:<6} {p.vm_size:<20} {size}{'' if p.accelerator == 'none' else ', ' + p.accelerator}")
+    lines.append(f"  models      {len(spec.models)}")
+    for path, dep in spec.deployments():
+        scale = (f"autoscale {dep.autoscale_min_replicas}-{dep.autoscale_max_replicas} at {dep.autoscale_target_utilization}%"
+                 if dep.autoscale_enabled else f"{dep.replicas} replicas fixed")
+        lines.append(f"  {path:<28} {len(dep.models)} models, cpu {dep.cpu_cores:g}/{dep.cpu_limit:g}, "
+                     f"memory {dep.memory_gb:g}/{dep.memory_limit_gb:g} GB{', gpu ' + str(dep.gpu_cores) if dep.gpu_cores else ''}, {scale}")
+    for s in spec.services:
+        lines.append(f"  service  {s.name}: /api/v1/service/{s.name}/score, auth {_auth(s.auth_enabled, s.token_auth_enabled)}")
+    for e in spec.endpoints:
+        split = ", ".join(f"{v.version_name} {v.traffic_percentile:g}%{' default' if v.is_default else ''}{' control' if v.is_control_version_type else ''}" for v in e.versions)
+        lines.append(f"  endpoint {e.name}: /api/v1/endpoint/{e.name}/score, auth {_auth(e.auth_enabled, e.token_auth_enabled)}; {split}")
+    lines += [f"warning: {w}" for w in spec.warnings]
+    return lines
+
+
+def _auth(key: bool, token: bool) -> str:
+    return "token" if token else "key" if key else "off"
+
+
+def check_azureml(path: Path) -> list[str]:
+    """Validate one Azure ML JSON file as the spec it maps onto."""
+    kind = kind_of(path)
+    if kind is None:
+        raise StackError([f"{path}: not a deploymentconfig.json (computeType) or inferenceconfig.json (entryScript)"])
+    try:
+        if kind == "deployment_config":
+            settings = DeploymentSettings.model_validate(load_deployment_config(path))
+            return [f"{path}: valid deployment config", *(f"  {k} = {v}" for k, v in settings.model_dump().items())]
+        spec = InferenceConfigSpec.model_validate(load_inference_config(path))
+        return [f"{path}: valid inference config", f"  entry_script = {spec.entry_script}", f"  source_directory = {spec.source_directory}"]
+    except AzureMlFileError as exc:
+        raise StackError(str(exc).splitlines()) from None
+    except ValidationError as exc:
+        raise StackError([f"{path.name}: {line}" for line in format_errors(exc)]) from None
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components check", description=__doc__)
+    parser.add_argument("file", type=Path, help="stacks/Pulumi.<stack>.yaml, deploymentconfig.json or inferenceconfig.json")
+    args = parser.parse_args(argv)
+    try:
+        if args.file.suffix == ".json":
+            lines = check_azureml(args.file)
+        else:
+            stack = load_stack(args.file)
+            lines = summary(stack.spec, stack.name)
+    except StackError as exc:
+        print(f"{args.file}: {len(exc.problems)} problem(s)")
+        for line in exc.problems:
+            print(f"  {line}")
+        return 2
+    print("\n".join(lines))
+    return 0

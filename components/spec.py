@@ -1,0 +1,740 @@
+"""What a stack may say: the one source of truth, as pydantic models.
+
+Every model forbids unknown fields, so a misspelled key fails before any resource is
+declared. Cross-field rules raise one line per problem in the form `field: message`;
+`components.stackfile.format_errors` turns those into `path.to.field: message`.
+
+The deployment settings carry the names and defaults of Azure ML's
+`AksWebservice.deploy_configuration` / `AksServiceDeploymentConfiguration`
+(https://learn.microsoft.com/python/api/azureml-core/azureml.core.webservice.aks.aksservicedeploymentconfiguration):
+autoscale on unless num_replicas is set, min 1, max 10, refresh 1 s, target 70 %;
+cpu_cores 0.1, memory_gb 0.5; auth_enabled True, token_auth_enabled False;
+scoring_timeout_ms 60000; replica_max_concurrent_requests 1; max_request_wait_time 500 ms;
+liveness probe period 10 s, initial delay 310 s, timeout 2 s, success 1, failure 3;
+collect_model_data and enable_app_insights False. Cluster settings follow `AksCompute`
+(https://learn.microsoft.com/python/api/azureml-core/azureml.core.compute.akscompute):
+cluster_purpose FastProd by default, which needs at least 3 nodes and 12 vCPUs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+MAX_MODELS_PER_SERVICE = 1000
+MAX_ENDPOINT_VERSIONS = 6
+FAST_PROD_MIN_NODES = 3
+FAST_PROD_MIN_VCPUS = 12
+
+
+class Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+def _fail(problems: list[str]) -> None:
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
+# Names Kubernetes and Azure accept. Azure ML service names: 3-32 chars, lowercase letters,
+# digits and dashes, starting with a letter and not ending with a dash; that is also a valid
+# DNS-1035 label, so it is safe for Kubernetes Services and Deployments.
+ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")]
+K8sName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+# AKS agent pool names: lowercase alphanumerics, start with a letter, at most 12 characters.
+PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,11}$")]
+AzureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]$")]
+ResourceGroupName = Annotated[str, StringConstraints(pattern=r"^[-\w.()]{0,89}[-\w()]$")]
+ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")]
+Cidr = Annotated[str, StringConstraints(min_length=9)]
+
+
+def _network(value: str, field: str) -> ipaddress.IPv4Network:
+    try:
+        return ipaddress.ip_network(value, strict=True)  # type: ignore[return-value]
+    except ValueError as exc:
+        raise ValueError(f"{field}: {value!r} is not a CIDR block ({exc})") from None
+
+
+# ---------------------------------------------------------------- workspace
+
+
+class WorkspaceSpec(Spec):
+    """Resource group, registry, storage, Log Analytics and Application Insights."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$")]
+    location: str | None = None  # defaults to the stack's azure-native:location
+    resource_group: ResourceGroupName
+    create_resource_group: bool = True
+    # ACR: 5-50 alphanumerics; storage account: 3-24 lowercase alphanumerics. Derived from
+    # the workspace name when not given.
+    registry_name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9]{5,50}$")] | None = None
+    registry_sku: Literal["Basic", "Standard", "Premium"] = "Standard"
+    storage_account_name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{3,24}$")] | None = None
+    log_retention_days: int = Field(30, ge=30, le=730)
+
+
+# ---------------------------------------------------------------- cluster
+
+Accelerator = Literal["none", "gpu", "fpga"]
+_GPU_SIZE = re.compile(r"^Standard_N[CDV]", re.I)
+_FPGA_SIZE = re.compile(r"^Standard_PB", re.I)
+# D-series v2 sizes are numbered by generation, not by vCPU; every later family
+# (Dv3+, Ev3+, Fsv2, NC, ND, NV, PB, ...) puts the vCPU count in the name.
+_V2_VCPUS = {
+    "D1": 1, "D2": 2, "D3": 4, "D4": 8, "D5": 16,
+    "D11": 2, "D12": 4, "D13": 8, "D14": 16, "D15": 20,
+    "DS1": 1, "DS2": 2, "DS3": 4, "DS4": 8, "DS5": 16,
+    "DS11": 2, "DS12": 4, "DS13": 8, "DS14": 16, "DS15": 20,
+}
+
+
+def vcpus(vm_size: str) -> int | None:
+    """vCPUs of an Azure VM size, from its name; None when the name has no count."""
+    m = re.match(r"^Standard_([A-Z]+)(\d+)[a-z-]*(?:_[A-Za-z0-9]+)*?(_v(\d+))?$", vm_size, re.I)
+    if not m:
+        return None
+    family, number, version = m.group(1).upper(), m.group(2), m.group(4)
+    if version == "2" and f"{family}{number}" in _V2_VCPUS:
+        return _V2_VCPUS[f"{family}{number}"]
+    return int(number)
+
+
+def accelerator_of(vm_size: str) -> Accelerator:
+    if _GPU_SIZE.match(vm_size):
+        return "gpu"
+    if _FPGA_SIZE.match(vm_size):
+        return "fpga"
+    return "none"
+
+
+class NodePoolSpec(Spec):
+    name: PoolName
+    vm_size: str = "Standard_D3_v2"  # AksCompute's default vm_size
+    mode: Literal["System", "User"] = "User"
+    count: int | None = Field(None, ge=0, le=1000)
+    min_count: int | None = Field(None, ge=0, le=1000)
+    max_count: int | None = Field(None, ge=1, le=1000)
+    zones: list[Literal["1", "2", "3"]] = []
+    labels: dict[str, str] = {}
+    taints: list[Annotated[str, StringConstraints(pattern=r"^[\w./-]+=[\w.-]*:(NoSchedule|PreferNoSchedule|NoExecute)$")]] = []
+    # Defaults to what the VM size carries: N-series -> gpu, PB-series -> fpga.
+    accelerator: Accelerator | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> NodePoolSpec:
+        problems = []
+        if not re.match(r"^Standard_[A-Za-z0-9_]+$", self.vm_size):
+            problems.append(f"vm_size: {self.vm_size!r} is not an Azure VM size like Standard_D4s_v3")
+        if self.accelerator is None:
+            self.accelerator = accelerator_of(self.vm_size)
+        elif self.accelerator != "none" and accelerator_of(self.vm_size) != self.accelerator:
+            family = "N-series (NC, ND, NV)" if self.accelerator == "gpu" else "PB-series"
+            problems.append(f"accelerator: {self.accelerator} needs a {family} vm_size, not {self.vm_size}")
+        autoscaled = self.min_count is not None or self.max_count is not None
+        if autoscaled and (self.min_count is None or self.max_count is None):
+            problems.append("min_count: cluster-autoscaler bounds need both min_count and max_count")
+        elif autoscaled and self.min_count > self.max_count:  # type: ignore[operator]
+            problems.append(f"min_count: {self.min_count} exceeds max_count {self.max_count}")
+        if self.count is None and not autoscaled:
+            self.count = 3 if self.mode == "System" else 1
+        if self.mode == "System" and self.taints:
+            problems.append("taints: the System pool runs the cluster's own pods; taint a User pool instead")
+        _fail(problems)
+        return self
+
+    @property
+    def node_count(self) -> int:
+        """Nodes the pool starts with (the autoscaler's lower bound when autoscaled)."""
+        return self.count if self.count is not None else max(self.min_count or 0, 1)
+
+
+class VnetSpec(Spec):
+    """An existing subnet (subnet_id) or a new VNet and subnet (address_space + subnet_prefix)."""
+
+    subnet_id: str | None = None
+    address_space: Cidr | None = None
+    subnet_prefix: Cidr | None = None
+    # Custom DNS servers on the VNet: the cluster then reports the FQDNs they must resolve.
+    dns_servers: list[str] = []
+
+    @model_validator(mode="after")
+    def _one_source(self) -> VnetSpec:
+        problems = []
+        if self.subnet_id and (self.address_space or self.subnet_prefix):
+            problems.append("subnet_id: give an existing subnet_id or a new address_space + subnet_prefix, not both")
+        elif not self.subnet_id and not (self.address_space and self.subnet_prefix):
+            problems.append("subnet_id: give an existing subnet_id, or address_space and subnet_prefix for a new VNet")
+        if self.subnet_id and not re.match(
+            r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/virtualNetworks/[^/]+/subnets/[^/]+$",
+            self.subnet_id, re.I,
+        ):
+            problems.append("subnet_id: must be a subnet resource id (/subscriptions/.../virtualNetworks/<vnet>/subnets/<subnet>)")
+        if self.address_space and self.subnet_prefix and not problems:
+            space = _network(self.address_space, "address_space")
+            subnet = _network(self.subnet_prefix, "subnet_prefix")
+            if not subnet.subnet_of(space):
+                problems.append(f"subnet_prefix: {subnet} is not inside address_space {space}")
+        for ip in self.dns_servers:
+            try:
+                ipaddress.ip_address(ip)
+            except ValueError:
+                problems.append(f"dns_servers: {ip!r} is not an IP address")
+        _fail(problems)
+        return self
+
+
+class NetworkSpec(Spec):
+    """kubenet (pods on pod_cidr, NAT to the node) or azure CNI (pods on the VNet subnet)."""
+
+    plugin: Literal["kubenet", "azure"] = "kubenet"
+    pod_cidr: Cidr | None = None
+    # AKS defaults for both plugins.
+    service_cidr: Cidr = "10.0.0.0/16"
+    dns_service_ip: str = "10.0.0.10"
+    vnet: VnetSpec | None = None
+    outbound_type: Literal["loadBalancer", "userDefinedRouting", "managedNATGateway", "userAssignedNATGateway"] = "loadBalancer"
+
+    @model_validator(mode="after")
+    def _rules(self) -> NetworkSpec:
+        problems = []
+        if self.plugin == "kubenet" and self.pod_cidr is None:
+            self.pod_cidr = "10.244.0.0/16"
+        if self.plugin == "azure" and self.pod_cidr is not None:
+            problems.append("pod_cidr: azure CNI gives pods addresses from the subnet; pod_cidr is for kubenet only")
+        if self.plugin == "azure" and self.vnet is None:
+            problems.append("vnet: azure CNI needs a vnet (an existing subnet_id, or address_space + subnet_prefix)")
+        if self.outbound_type == "userDefinedRouting" and self.vnet is None:
+            problems.append("outbound_type: userDefinedRouting needs a vnet whose subnet has a route table")
+        try:
+            service = _network(self.service_cidr, "service_cidr")
+        except ValueError as exc:
+            _fail(problems + [str(exc)])
+        try:
+            dns = ipaddress.ip_address(self.dns_service_ip)
+        except ValueError:
+            problems.append(f"dns_service_ip: {self.dns_service_ip!r} is not an IP address")
+        else:
+            if dns not in service:
+                problems.append(f"dns_service_ip: {dns} is outside service_cidr {service}; pick an address inside it, e.g. {service[10]}")
+            elif dns == service.network_address or dns == service.network_address + 1:
+                problems.append(f"dns_service_ip: {dns} is reserved (the first addresses of service_cidr go to the kubernetes service); use e.g. {service[10]}")
+        others = {"pod_cidr": self.pod_cidr}
+        if self.vnet is not None:
+            others |= {"vnet.address_space": self.vnet.address_space, "vnet.subnet_prefix": self.vnet.subnet_prefix}
+        for name, value in others.items():
+            if value is None:
+                continue
+            try:
+                net = _network(value, name)
+            except ValueError as exc:
+                problems.append(str(exc))
+                continue
+            if net.overlaps(service):
+                problems.append(f"service_cidr: {service} overlaps {name} {net}; choose a range used nowhere on the network")
+        _fail(problems)
+        return self
+
+
+class LoadBalancerSpec(Spec):
+    """AksCompute's load_balancer_type: PublicIp, or InternalLoadBalancer in a subnet."""
+
+    type: Literal["PublicIp", "InternalLoadBalancer"] = "PublicIp"
+    subnet: str | None = None
+
+    @model_validator(mode="after")
+    def _subnet(self) -> LoadBalancerSpec:
+        if self.type == "InternalLoadBalancer" and not self.subnet:
+            raise ValueError("subnet: an InternalLoadBalancer needs the subnet its address comes from")
+        if self.type == "PublicIp" and self.subnet:
+            raise ValueError("subnet: only an InternalLoadBalancer takes a subnet")
+        return self
+
+
+class SslSpec(Spec):
+    """TLS for the scoring front end: AksCompute's ssl settings, plus self-signed and cert-manager.
+
+    One source: cname + certificate + key together (Azure ML's rule), or a leaf_domain_label
+    (a certificate for <label>.<region>.cloudapp.azure.com), or self_signed, or cert_manager_issuer.
+    """
+
+    cname: str | None = None
+    certificate: SecretStr | None = None  # PEM, a stack secret
+    key: SecretStr | None = None  # PEM, a stack secret
+    leaf_domain_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")] | None = None
+    overwrite_existing_domain: bool = False
+    self_signed: bool = False
+    cert_manager_issuer: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SslSpec:
+        problems = []
+        given = [n for n in ("cname", "certificate", "key") if getattr(self, n) is not None]
+        if given and len(given) < 3:
+            missing = sorted({"cname", "certificate", "key"} - set(given))
+            problems.append(f"{missing[0]}: cname, certificate and key go together; missing {', '.join(missing)}")
+        sources = [bool(given), self.leaf_domain_label is not None, self.self_signed, self.cert_manager_issuer is not None]
+        if sum(sources) > 1:
+            problems.append("leaf_domain_label: choose one TLS source: cname + certificate + key, leaf_domain_label, self_signed, or cert_manager_issuer")
+        elif sum(sources) == 0:
+            problems.append("cname: no TLS source; give cname + certificate + key, leaf_domain_label, self_signed: true or cert_manager_issuer, or drop ssl")
+        _fail(problems)
+        return self
+
+
+class AttachSpec(Spec):
+    """An existing cluster: an AKS resource id, or a kubeconfig for any Kubernetes."""
+
+    resource_id: str | None = None
+    kubeconfig: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> AttachSpec:
+        if bool(self.resource_id) == bool(self.kubeconfig):
+            raise ValueError("resource_id: attach by exactly one of resource_id or kubeconfig")
+        if self.resource_id and not re.match(
+            r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerService/managedClusters/[^/]+$",
+            self.resource_id, re.I,
+        ):
+            raise ValueError("resource_id: must be /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.ContainerService/managedClusters/<name>")
+        return self
+
+
+ClusterPurpose = Literal["dev_test", "fast_prod", "dense_prod"]
+_PURPOSE_ALIASES = {"devtest": "dev_test", "fastprod": "fast_prod", "denseprod": "dense_prod"}
+
+
+class DnsSpec(Spec):
+    """What to do about custom DNS on the VNet: the FQDNs are always an output."""
+
+    private_zone_links: bool = False
+    connectivity_check: bool = False
+
+
+class ClusterSpec(Spec):
+    name: AzureName
+    attach: AttachSpec | None = None
+    # Azure ML's AksCompute cluster_purpose: FastProd by default.
+    cluster_purpose: ClusterPurpose = "fast_prod"
+    kubernetes_version: Annotated[str, StringConstraints(pattern=r"^1\.\d+(\.\d+)?$")] = "1.30"
+    node_pools: list[NodePoolSpec] = []
+    network: NetworkSpec = NetworkSpec()
+    load_balancer: LoadBalancerSpec = LoadBalancerSpec()
+    ssl: SslSpec | None = None
+    dns: DnsSpec = DnsSpec()
+    monitoring: bool = True
+    # Microsoft Defender for containers: on by default in fast_prod (resolved below).
+    defender: bool | None = None
+
+    @field_validator("cluster_purpose", mode="before")
+    @classmethod
+    def _azureml_purpose(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return _PURPOSE_ALIASES.get(value.replace("_", "").lower(), value)
+        return value
+
+    @model_validator(mode="after")
+    def _rules(self) -> ClusterSpec:
+        problems = []
+        if self.defender is None:
+            self.defender = self.cluster_purpose == "fast_prod"
+        if self.attach is not None:
+            if self.node_pools:
+                problems.append("node_pools: an attached cluster's pools are not managed here; remove node_pools or drop attach")
+            _fail(problems)
+            return self
+        if not self.node_pools:
+            count = 1 if self.cluster_purpose == "dev_test" else FAST_PROD_MIN_NODES
+            self.node_pools = [NodePoolSpec(name="system", mode="System", count=count)]
+        names = [p.name for p in self.node_pools]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"node_pools: pool name {dup!r} is used twice")
+        if not any(p.mode == "System" for p in self.node_pools):
+            problems.append("node_pools: one pool must have mode: System to run the cluster's own pods")
+        if self.cluster_purpose in ("fast_prod", "dense_prod"):
+            nodes = sum(p.node_count for p in self.node_pools if p.accelerator == "none")
+            sized = [(p.node_count, vcpus(p.vm_size)) for p in self.node_pools if p.accelerator == "none"]
+            cores = sum(n * (c or 0) for n, c in sized)
+            if nodes < FAST_PROD_MIN_NODES or cores < FAST_PROD_MIN_VCPUS:
+                problems.append(
+                    f"node_pools: cluster_purpose {self.cluster_purpose} needs at least {FAST_PROD_MIN_NODES} nodes and "
+                    f"{FAST_PROD_MIN_VCPUS} vCPUs in CPU pools (has {nodes} nodes, {cores} vCPUs); add nodes or use cluster_purpose: dev_test"
+                )
+        if self.load_balancer.type == "InternalLoadBalancer" and self.network.vnet is None:
+            problems.append("load_balancer: an InternalLoadBalancer needs the cluster on a vnet")
+        _fail(problems)
+        return self
+
+    def has_accelerator(self, kind: Accelerator) -> bool:
+        """Attached clusters are taken at their word: their pools are not described here."""
+        return self.attach is not None or any(p.accelerator == kind for p in self.node_pools)
+
+
+# ---------------------------------------------------------------- environment, models, inference
+
+
+class CondaSpec(Spec):
+    name: str = "project_environment"
+    channels: list[str] = []
+    dependencies: list[str | dict[str, list[str]]] = []
+
+
+class EnvironmentSpec(Spec):
+    """What a service's image holds beyond the scorer: Azure ML's Environment, narrowed."""
+
+    name: str | None = None
+    version: str | None = None
+    base_image: str | None = None  # None: the project's scorer image
+    base_dockerfile: str | None = None
+    docker_steps: str | None = None  # extra Dockerfile steps (Azure ML's extraDockerFileSteps)
+    conda_dependencies: CondaSpec | None = None
+    conda_file: str | None = None
+    pip: list[str] = []
+    environment_variables: dict[str, str] = {}
+    gpu: bool = False
+    cuda_version: str | None = None
+
+    @model_validator(mode="after")
+    def _rules(self) -> EnvironmentSpec:
+        problems = []
+        if self.conda_dependencies is not None and self.conda_file is not None:
+            problems.append("conda_file: give conda_dependencies or conda_file, not both")
+        if self.base_image is not None and self.base_dockerfile is not None:
+            problems.append("base_dockerfile: give base_image or base_dockerfile, not both")
+        _fail(problems)
+        return self
+
+    @property
+    def is_custom(self) -> bool:
+        """True when the service needs its own image rather than the stock scorer image."""
+        return any([self.base_image, self.base_dockerfile, self.docker_steps, self.conda_dependencies,
+                    self.conda_file, self.pip])
+
+
+class InferenceConfigSpec(Spec):
+    entry_script: str
+    source_directory: str | None = None
+    environment: EnvironmentSpec = EnvironmentSpec()
+
+    @field_validator("entry_script")
+    @classmethod
+    def _python(cls, value: str) -> str:
+        if not value.endswith(".py"):
+            raise ValueError(f"{value!r} is not a Python file; the entry script defines init() and run()")
+        return value
+
+
+class ModelSpec(Spec):
+    """A registered model: a local folder (uploaded to storage) or a blob URL."""
+
+    name: ModelName
+    version: int = Field(1, ge=1)
+    path: str | None = None
+    url: Annotated[str, StringConstraints(pattern=r"^https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/.+|^http://127\.0\.0\.1:\d+/.+")] | None = None
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _source(self) -> ModelSpec:
+        if bool(self.path) == bool(self.url):
+            raise ValueError("path: a model comes from exactly one source: a local path or a blob url")
+        return self
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}:{self.version}"
+
+
+# ---------------------------------------------------------------- deployment settings
+
+
+class DeploymentSettings(Spec):
+    """Azure ML's AksWebservice.deploy_configuration, same names, same defaults."""
+
+    cpu_cores: float = Field(0.1, gt=0)
+    memory_gb: float = Field(0.5, gt=0)
+    cpu_cores_limit: float | None = Field(None, gt=0)  # None: equal to the request
+    memory_gb_limit: float | None = Field(None, gt=0)
+    gpu_cores: int = Field(0, ge=0)
+    fpga_cores: int = Field(0, ge=0)
+    autoscale_enabled: bool | None = None  # None: on unless num_replicas is set
+    autoscale_min_replicas: int = Field(1, ge=1)
+    autoscale_max_replicas: int = Field(10, ge=1)
+    autoscale_refresh_seconds: int = Field(1, ge=1)
+    autoscale_target_utilization: int = 70
+    num_replicas: int | None = Field(None, ge=1)
+    scoring_timeout_ms: int = Field(60_000, ge=1)
+    replica_max_concurrent_requests: int = Field(1, ge=1)
+    max_request_wait_time: int = Field(500, ge=0)  # ms
+    period_seconds: int = Field(10, ge=1)
+    initial_delay_seconds: int = Field(310, ge=0)
+    timeout_seconds: int = Field(2, ge=1)
+    success_threshold: int = Field(1, ge=1)
+    failure_threshold: int = Field(3, ge=1)
+    namespace: K8sName | None = None
+    collect_model_data: bool = False
+    enable_app_insights: bool = False
+
+    @model_validator(mode="after")
+    def _settings(self) -> DeploymentSettings:
+        problems = []
+        if not 1 <= self.autoscale_target_utilization <= 100:
+            problems.append(f"autoscale_target_utilization: {self.autoscale_target_utilization} is outside 1..100 (a percentage of busy replica slots)")
+        if self.autoscale_enabled and self.num_replicas is not None:
+            problems.append("num_replicas: a fixed num_replicas and autoscale_enabled exclude each other; drop one")
+        if self.autoscale_enabled is None:
+            self.autoscale_enabled = self.num_replicas is None
+        if self.autoscale_min_replicas > self.autoscale_max_replicas:
+            problems.append(f"autoscale_min_replicas: {self.autoscale_min_replicas} exceeds autoscale_max_replicas {self.autoscale_max_replicas}")
+        if self.cpu_cores_limit is not None and self.cpu_cores_limit < self.cpu_cores:
+            problems.append(f"cpu_cores_limit: {self.cpu_cores_limit} is below the request cpu_cores {self.cpu_cores}; raise the limit or lower the request")
+        if self.memory_gb_limit is not None and self.memory_gb_limit < self.memory_gb:
+            problems.append(f"memory_gb_limit: {self.memory_gb_limit} is below the request memory_gb {self.memory_gb}; raise the limit or lower the request")
+        if self.gpu_cores and self.fpga_cores:
+            problems.append("fpga_cores: a replica uses GPU or FPGA cores, not both")
+        _fail(problems)
+        return self
+
+    @property
+    def replicas(self) -> int:
+        """Replicas a deployment starts with."""
+        return self.autoscale_min_replicas if self.autoscale_enabled else (self.num_replicas or 1)
+
+    @property
+    def cpu_limit(self) -> float:
+        return self.cpu_cores_limit if self.cpu_cores_limit is not None else self.cpu_cores
+
+    @property
+    def memory_limit_gb(self) -> float:
+        return self.memory_gb_limit if self.memory_gb_limit is not None else self.memory_gb
+
+
+class AzureMlFiles(Spec):
+    """Paths to Azure ML's own `az ml model deploy -ic ... -dc ...` files."""
+
+    inference_config: str | None = None
+    deployment_config: str | None = None
+
+
+def _azureml_merge(data: Any, info: ValidationInfo) -> Any:
+    """Fold `azureml: {inference_config, deployment_config}` files into the spec's fields.
+
+    Fields written in the stack win over the files, so a stack can override one setting of
+    an existing Azure ML deployment.
+    """
+    if not isinstance(data, dict) or "azureml" not in data:
+        return data
+    from components.azureml import load_deployment_config, load_inference_config
+
+    files = AzureMlFiles.model_validate(data["azureml"])
+    base = Path((info.context or {}).get("base_dir", "."))
+    merged: dict[str, Any] = {}
+    if files.deployment_config:
+        merged |= load_deployment_config(base / files.deployment_config, field="azureml.deployment_config")
+    if files.inference_config:
+        merged["inference_config"] = load_inference_config(base / files.inference_config, field="azureml.inference_config")
+    return merged | {k: v for k, v in data.items() if k != "azureml"}
+
+
+class _Deployable(DeploymentSettings):
+    models: list[str] = []
+    inference_config: InferenceConfigSpec | None = None
+    description: str | None = None
+    tags: dict[str, str] = {}
+
+    _merge_azureml = model_validator(mode="before")(_azureml_merge)
+
+    @model_validator(mode="after")
+    def _deployable(self) -> _Deployable:
+        problems = []
+        if self.inference_config is None:
+            problems.append("inference_config: a deployment needs an entry script (inference_config or azureml.inference_config)")
+        if len(self.models) > MAX_MODELS_PER_SERVICE:
+            problems.append(f"models: {len(self.models)} models; one service holds at most {MAX_MODELS_PER_SERVICE} (split it)")
+        for dup in sorted({m for m in self.models if self.models.count(m) > 1}):
+            problems.append(f"models: {dup} is listed twice")
+        _fail(problems)
+        return self
+
+
+class ServiceSpec(_Deployable):
+    """A model web service: one version at /api/v1/service/<name>/score."""
+
+    name: ServiceName
+    auth_enabled: bool = True
+    token_auth_enabled: bool = False
+    primary_key: SecretStr | None = None
+    secondary_key: SecretStr | None = None
+    # Bump to regenerate the keys (Azure ML's regen_key).
+    key_rotation: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _auth(self) -> ServiceSpec:
+        _fail(_auth_problems(self.auth_enabled, self.token_auth_enabled))
+        return self
+
+
+def _auth_problems(auth_enabled: bool, token_auth_enabled: bool) -> list[str]:
+    if auth_enabled and token_auth_enabled:
+        return ["token_auth_enabled: key auth (auth_enabled) and token auth both on; Azure ML allows one: set auth_enabled: false for tokens"]
+    return []
+
+
+class EndpointVersionSpec(_Deployable):
+    """One version of an endpoint (AksEndpoint.deploy_configuration's version settings)."""
+
+    version_name: ServiceName
+    traffic_percentile: float = Field(0, ge=0, le=100)
+    is_default: bool = False
+    is_control_version_type: bool = False
+
+
+class EndpointSpec(Spec):
+    """Up to 6 versions behind /api/v1/endpoint/<name>/score, split by traffic_percentile."""
+
+    name: ServiceName
+    auth_enabled: bool = True
+    token_auth_enabled: bool = False
+    primary_key: SecretStr | None = None
+    secondary_key: SecretStr | None = None
+    key_rotation: int = Field(0, ge=0)
+    description: str | None = None
+    versions: list[EndpointVersionSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _versions(self) -> EndpointSpec:
+        problems = _auth_problems(self.auth_enabled, self.token_auth_enabled)
+        n = len(self.versions)
+        if n > MAX_ENDPOINT_VERSIONS:
+            problems.append(f"versions: {n} versions; an endpoint holds at most {MAX_ENDPOINT_VERSIONS}")
+        total = sum(v.traffic_percentile for v in self.versions)
+        if total > 100:
+            problems.append(f"versions: traffic_percentile sums to {total:g} (over 100); lower the treatments")
+        defaults = [v.version_name for v in self.versions if v.is_default]
+        if len(defaults) > 1:
+            problems.append(f"versions: {len(defaults)} default versions ({', '.join(defaults)}); mark exactly one is_default")
+        if not defaults and n > 1:
+            problems.append("versions: no version is_default; the default takes the traffic left over by the percentiles")
+        controls = [v.version_name for v in self.versions if v.is_control_version_type]
+        if len(controls) > 1:
+            problems.append(f"versions: {len(controls)} control versions ({', '.join(controls)}); one control, the rest treatments")
+        names = [v.version_name for v in self.versions]
+        for dup in sorted({x for x in names if names.count(x) > 1}):
+            problems.append(f"versions: version_name {dup!r} is used twice")
+        _fail(problems)
+        if n == 1 and not defaults:
+            self.versions[0].is_default = True
+        return self
+
+    @property
+    def default_version(self) -> EndpointVersionSpec:
+        return next(v for v in self.versions if v.is_default)
+
+
+# ---------------------------------------------------------------- router and local mode
+
+
+class RouterSpec(Spec):
+    """The front end's own deployment: it scales itself on CPU and routing latency."""
+
+    min_replicas: int = Field(2, ge=1)
+    max_replicas: int = Field(4, ge=1)
+    cpu_cores: float = Field(0.5, gt=0)
+    memory_gb: float = Field(0.5, gt=0)
+    # Public LoadBalancer with an Azure DNS label (<label>.<region>.cloudapp.azure.com).
+    dns_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")] | None = None
+    namespace: K8sName = "azureml"
+    token_algorithm: Literal["ES256", "RS256"] = "ES256"
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RouterSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas: {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+        return self
+
+
+class LocalSpec(Spec):
+    """Running the stack on one machine: router and scorers as processes on loopback."""
+
+    router_port: int = Field(8890, ge=1024, le=65535)
+    state_dir: str = ".local"
+    # Collected model data goes here (same modeldata/... layout as blob storage).
+    data_dir: str = ".local/modeldata"
+
+
+# ---------------------------------------------------------------- the stack
+
+
+class StackSpec(Spec):
+    """Everything one stack file declares (its `aks-model-serving:*` config keys)."""
+
+    workspace: WorkspaceSpec | None = None
+    cluster: ClusterSpec | None = None
+    router: RouterSpec = RouterSpec()
+    local: LocalSpec = LocalSpec()
+    models: list[ModelSpec] = []
+    services: list[ServiceSpec] = []
+    endpoints: list[EndpointSpec] = []
+
+    _warnings: list[str] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        return self._warnings
+
+    @property
+    def is_local(self) -> bool:
+        """A stack without a cluster runs only on this machine (`python -m components local`)."""
+        return self.cluster is None
+
+    @model_validator(mode="after")
+    def _stack(self) -> StackSpec:
+        problems: list[str] = []
+        if self.cluster is not None and self.cluster.attach is None and self.workspace is None:
+            problems.append("workspace: a new cluster needs a workspace (registry, storage, monitoring)")
+        refs = [m.ref for m in self.models]
+        for dup in sorted({r for r in refs if refs.count(r) > 1}):
+            problems.append(f"models: {dup} is declared twice")
+        latest = {m.name: max(x.version for x in self.models if x.name == m.name) for m in self.models}
+        names = [s.name for s in self.services] + [e.name for e in self.endpoints]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"services: the name {dup!r} is used twice among services and endpoints")
+        for path, dep in self.deployments():
+            for i, ref in enumerate(dep.models):
+                name, _, version = ref.partition(":")
+                if (f"{name}:{version}" if version else f"{name}:{latest.get(name)}") not in refs:
+                    problems.append(f"{path}.models[{i}]: {ref!r} is not declared under models")
+            for kind, field in (("gpu", "gpu_cores"), ("fpga", "fpga_cores")):
+                if getattr(dep, field) and self.cluster is not None and not self.cluster.has_accelerator(kind):
+                    problems.append(f"{path}.{field}: the cluster has no {kind.upper()} pool; add a node pool with accelerator: {kind} or set {field}: 0")
+            if self.cluster is not None and self.cluster.cluster_purpose == "dev_test" and dep.autoscale_enabled:
+                if "autoscale_enabled" in dep.model_fields_set:
+                    self._warnings.append(f"{path}.autoscale_enabled: a dev_test cluster keeps replicas fixed; autoscaling is off")
+                dep.autoscale_enabled = False
+        _fail(problems)
+        return self
+
+    def deployments(self) -> list[tuple[str, _Deployable]]:
+        """Every deployable with its path in the stack: services, then endpoint versions."""
+        out: list[tuple[str, _Deployable]] = [(f"services[{i}]", s) for i, s in enumerate(self.services)]
+        for i, e in enumerate(self.endpoints):
+            out += [(f"endpoints[{i}].versions[{j}]", v) for j, v in enumerate(e.versions)]
+        return out
+
+    def model(self, ref: str) -> ModelSpec:
+        name, _, version = ref.partition(":")
+        matching = [m for m in self.models if m.name == name and (not version or str(m.version) == version)]
+        return max(matching, key=lambda m: m.version)

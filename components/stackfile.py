@@ -1,0 +1,143 @@
+"""Reading a Pulumi stack file (`stacks/Pulumi.<stack>.yaml`) into a StackSpec.
+
+The stack's settings live under `config:` as `aks-model-serving:<key>` entries; everything
+else there (e.g. `azure-native:location`) belongs to providers. Every problem comes back as a
+`path.to.field: message` line, never a traceback, and nothing is declared until all are gone.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from components.spec import StackSpec
+
+PROJECT = "aks-model-serving"
+
+
+class StackError(Exception):
+    """The stack cannot be used; `problems` holds one `path: message` line each."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class Stack:
+    name: str
+    path: Path
+    project_dir: Path
+    spec: StackSpec
+    provider_config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def location(self) -> str | None:
+        ws = self.spec.workspace
+        return (ws.location if ws else None) or self.provider_config.get("azure-native:location")
+
+    def resolve(self, path: str) -> Path:
+        """Paths in a stack are relative to the project, as the Pulumi program runs there."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else self.project_dir / p
+
+
+def project_dir_of(path: Path) -> Path:
+    """The folder holding Pulumi.yaml above the stack file, else the stack file's folder."""
+    for folder in path.resolve().parents:
+        if (folder / "Pulumi.yaml").exists():
+            return folder
+    return path.resolve().parent
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    out = ""
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not re.match(r"^[a-z_][a-z0-9_]*$", str(part)):
+            # pydantic names union branches and tagged types; they are noise for a user.
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """`path.to.field: message` for each problem; a cross-field rule names its own field."""
+    lines: list[str] = []
+    for err in exc.errors():
+        where = _loc(err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check its spelling against the documented settings)"
+        for line in msg.splitlines():
+            lines.append(_join(where, line))
+    return lines
+
+
+def _join(where: str, line: str) -> str:
+    field_, sep, rest = line.partition(": ")
+    if sep and re.match(r"^[A-Za-z_][\w.\[\]]*$", field_):
+        return f"{where}.{field_}: {rest}" if where else f"{field_}: {rest}"
+    return f"{where}: {line}" if where else line
+
+
+def _unsecure(value: Any) -> Any:
+    """Pulumi `secure:` values are ciphertext here; stand in a marker so specs still validate."""
+    if isinstance(value, dict):
+        if set(value) == {"secure"}:
+            return "<secure>"
+        return {k: _unsecure(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unsecure(v) for v in value]
+    return value
+
+
+def parse_config(config: dict[str, Any], base_dir: Path) -> tuple[StackSpec, dict[str, Any]]:
+    """Validate the `config:` mapping of a stack (also what `pulumi.Config` hands the program)."""
+    ours: dict[str, Any] = {}
+    providers: dict[str, Any] = {}
+    problems = []
+    for key, value in config.items():
+        namespace, sep, name = str(key).partition(":")
+        if not sep:
+            problems.append(f"config.{key}: keys are namespaced, e.g. {PROJECT}:{key}")
+        elif namespace == PROJECT:
+            ours[name] = _unsecure(value)
+        else:
+            providers[str(key)] = value
+    if problems:
+        raise StackError(problems)
+    try:
+        spec = StackSpec.model_validate(ours, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        raise StackError(format_errors(exc)) from None
+    return spec, providers
+
+
+def load_stack(path: str | Path) -> Stack:
+    path = Path(path)
+    if not path.is_file():
+        raise StackError([f"{path}: no such stack file (stacks live in stacks/Pulumi.<stack>.yaml)"])
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise StackError([f"{path}: not valid YAML{where}: {problem}"]) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
+        raise StackError([f"{path}: a stack file is a mapping with a config: mapping inside"])
+    unknown = sorted(set(doc) - {"config", "encryptionsalt", "secretsprovider", "encryptedkey", "environment"})
+    if unknown:
+        raise StackError([f"{k}: unknown top-level key in a Pulumi stack file" for k in unknown])
+    project_dir = project_dir_of(path)
+    spec, providers = parse_config(doc.get("config") or {}, project_dir)
+    name = path.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml")
+    return Stack(name=name, path=path, project_dir=project_dir, spec=spec, provider_config=providers)

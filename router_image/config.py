@@ -1,0 +1,152 @@
+"""The router's configuration: what one router pod serves and how.
+
+The Pulumi components (and the local stack) render this model from the stack specs; the
+router reads it from a mounted file and reloads it on change.  It imports nothing but
+pydantic so that `components` can depend on it without the router's runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AutoscaleConfig(_Strict):
+    """Azure ML's utilization autoscaler for one version (its defaults)."""
+
+    enabled: bool = True
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(10, ge=1)
+    target_utilization: int = Field(70, ge=1, le=100)
+    refresh_seconds: float = Field(1.0, gt=0)
+    scale_down_delay_seconds: float = Field(60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscaleConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class ScorerLaunch(_Strict):
+    """How the `local` backend starts a scorer replica: `python -m scoring_image` with this env.
+
+    `env` is `scoring_image.config.ScorerSettings.to_env()` of the version (entry script,
+    model dir, timeouts, data collection); the backend adds the port.
+    """
+
+    env: dict[str, str] = {}
+    cwd: str | None = None
+
+
+class VersionConfig(_Strict):
+    """One deployable version: a pool of identical scorer replicas."""
+
+    name: str
+    # kubernetes: the Deployment and its headless Service; local: the name of its processes.
+    deployment: str
+    traffic_percentile: float = Field(0.0, ge=0, le=100)
+    is_default: bool = False
+    is_control: bool = False
+    replica_max_concurrent_requests: int = Field(1, ge=1)
+    max_request_wait_time_ms: int = Field(500, ge=0)
+    scoring_timeout_ms: int = Field(60_000, ge=1)
+    # Fixed size when autoscale is off (num_replicas in Azure ML's terms).
+    num_replicas: int = Field(1, ge=0)
+    autoscale: AutoscaleConfig = AutoscaleConfig()
+    scorer_port: int = Field(5001, ge=1, le=65535)
+    scorer: ScorerLaunch | None = None
+
+
+class AuthConfig(_Strict):
+    """Key auth (primary + secondary) or token auth, never both (Azure ML's rule)."""
+
+    key_enabled: bool = True
+    token_enabled: bool = False
+
+    @model_validator(mode="after")
+    def _one(self) -> AuthConfig:
+        if self.key_enabled and self.token_enabled:
+            raise ValueError("key_enabled and token_enabled are exclusive")
+        return self
+
+
+class RouteConfig(_Strict):
+    """A service (one version) at /api/v1/service/<name>/score, or an endpoint at /api/v1/endpoint/<name>/score."""
+
+    kind: Literal["service", "endpoint"]
+    name: str
+    auth: AuthConfig = AuthConfig()
+    versions: list[VersionConfig] = Field(min_length=1, max_length=6)
+
+    @model_validator(mode="after")
+    def _versions(self) -> RouteConfig:
+        if sum(v.is_default for v in self.versions) > 1:
+            raise ValueError(f"{self.kind} {self.name}: more than one default version")
+        if sum(v.traffic_percentile for v in self.versions) > 100:
+            raise ValueError(f"{self.kind} {self.name}: traffic percentiles sum over 100")
+        return self
+
+    @property
+    def key_id(self) -> str:
+        """Prefix of this route's key files in the mounted secret: `<kind>.<name>`."""
+        return f"{self.kind}.{self.name}"
+
+
+class TlsConfig(_Strict):
+    cert_file: str
+    key_file: str
+
+
+class TokenConfig(_Strict):
+    """JWT verification: tokens are signed with the cluster's key; audience = route name."""
+
+    public_key_file: str
+    algorithm: Literal["ES256", "RS256"] = "ES256"
+    issuer: str = "aks-model-serving"
+    lifetime_seconds: int = Field(3600, ge=60)
+
+
+class PeersConfig(_Strict):
+    """How router pods find each other and elect the scaling leader (kubernetes backend)."""
+
+    service: str  # headless Service of the router pods
+    lease_name: str = "model-router-autoscaler"
+    port: int = 8080
+
+
+class RouterConfig(_Strict):
+    backend: Literal["local", "kubernetes"] = "local"
+    namespace: str = "default"
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    tls: TlsConfig | None = None
+    # Directory of key files `<kind>.<name>.primary|secondary` (a mounted Kubernetes Secret).
+    keys_dir: str | None = None
+    token: TokenConfig | None = None
+    # False in a dev_test cluster: replicas stay fixed at num_replicas.
+    autoscale_enabled: bool = True
+    peers: PeersConfig | None = None
+    routes: list[RouteConfig] = []
+
+    @model_validator(mode="after")
+    def _unique(self) -> RouterConfig:
+        seen = [r.key_id for r in self.routes]
+        dupes = sorted({k for k in seen if seen.count(k) > 1})
+        if dupes:
+            raise ValueError(f"routes declared twice: {', '.join(dupes)}")
+        return self
+
+    @classmethod
+    def load(cls, path: str | Path) -> RouterConfig:
+        return cls.model_validate_json(Path(path).read_text())
+
+    def dump(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
