@@ -1,0 +1,61 @@
+"""The stack's services and endpoints as the router sees them (router_image.config routes).
+
+One translation for both places a router runs: ModelRouter renders it into the cluster's
+ConfigMap, the local stack into a file on disk. Only how a replica starts differs, so the
+caller passes `launch` (the local backend's scorer command) or nothing (kubernetes).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from components.spec import StackSpec, _Deployable
+from router_image.config import AuthConfig, AutoscaleConfig, RouteConfig, ScorerLaunch, VersionConfig
+
+Launch = Callable[[str, _Deployable], ScorerLaunch]
+
+
+def deployment_name(route: str, version: str | None = None) -> str:
+    """Kubernetes name of a version's Deployment and headless Service."""
+    return route if version is None else f"{route}-{version}"
+
+
+def version_config(deployment: str, dep: _Deployable, *, name: str, launch: Launch | None,
+                   traffic_percentile: float = 0, is_default: bool = True, is_control: bool = False) -> VersionConfig:
+    return VersionConfig(
+        name=name,
+        deployment=deployment,
+        traffic_percentile=traffic_percentile,
+        is_default=is_default,
+        is_control=is_control,
+        replica_max_concurrent_requests=dep.replica_max_concurrent_requests,
+        max_request_wait_time_ms=dep.max_request_wait_time,
+        scoring_timeout_ms=dep.scoring_timeout_ms,
+        num_replicas=dep.replicas,
+        autoscale=AutoscaleConfig(
+            enabled=bool(dep.autoscale_enabled),
+            min_replicas=dep.autoscale_min_replicas,
+            max_replicas=dep.autoscale_max_replicas,
+            target_utilization=dep.autoscale_target_utilization,
+            refresh_seconds=dep.autoscale_refresh_seconds,
+        ),
+        scorer=launch(deployment, dep) if launch else None,
+    )
+
+
+def routes(spec: StackSpec, launch: Launch | None = None) -> list[RouteConfig]:
+    out = []
+    for s in spec.services:
+        auth = AuthConfig(key_enabled=s.auth_enabled, token_enabled=s.token_auth_enabled)
+        version = version_config(deployment_name(s.name), s, name=s.name, launch=launch)
+        out.append(RouteConfig(kind="service", name=s.name, auth=auth, versions=[version]))
+    for e in spec.endpoints:
+        auth = AuthConfig(key_enabled=e.auth_enabled, token_enabled=e.token_auth_enabled)
+        versions = [
+            version_config(deployment_name(e.name, v.version_name), v, name=v.version_name, launch=launch,
+                           traffic_percentile=v.traffic_percentile, is_default=v.is_default,
+                           is_control=v.is_control_version_type)
+            for v in e.versions
+        ]
+        out.append(RouteConfig(kind="endpoint", name=e.name, auth=auth, versions=versions))
+    return out
