@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from components.azureml import AzureMlFileError, kind_of, load_deployment_config, load_inference_config
-from components.spec import DeploymentSettings, InferenceConfigSpec, StackSpec
+from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings
 from components.stackfile import StackError, format_errors, load_stack
 from pydantic import ValidationError
 
@@ -56,8 +56,8 @@ def check_azureml(path: Path) -> list[str]:
         raise StackError([f"{path}: not a deploymentconfig.json (computeType) or inferenceconfig.json (entryScript)"])
     try:
         if kind == "deployment_config":
-            settings = DeploymentSettings.model_validate(load_deployment_config(path))
-            return [f"{path}: valid deployment config", *(f"  {k} = {v}" for k, v in settings.model_dump().items())]
+            settings = WebserviceSettings.model_validate(load_deployment_config(path))
+            return [f"{path}: valid deployment config", *(f"  {k} = {v}" for k, v in settings.model_dump(exclude={"primary_key", "secondary_key"}).items())]
         spec = InferenceConfigSpec.model_validate(load_inference_config(path))
         return [f"{path}: valid inference config", f"  entry_script = {spec.entry_script}", f"  source_directory = {spec.source_directory}"]
     except AzureMlFileError as exc:

@@ -42,12 +42,21 @@ FAST_PROD_MIN_VCPUS = 12
 
 
 class Spec(BaseModel):
+    """Base of every spec: each class adds `_rules`, and all of them run, so every problem
+    of a model is reported at once rather than the first one only."""
+
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-
-def _fail(problems: list[str]) -> None:
-    if problems:
-        raise ValueError("\n".join(problems))
+    @model_validator(mode="after")
+    def _check_rules(self) -> Spec:
+        problems: list[str] = []
+        for cls in reversed(type(self).__mro__):
+            rules = cls.__dict__.get("_rules")
+            if rules is not None:
+                problems += rules(self)
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
 
 # Names Kubernetes and Azure accept. Azure ML service names: 3-32 chars, lowercase letters,
@@ -135,8 +144,7 @@ class NodePoolSpec(Spec):
     # Defaults to what the VM size carries: N-series -> gpu, PB-series -> fpga.
     accelerator: Accelerator | None = None
 
-    @model_validator(mode="after")
-    def _rules(self) -> NodePoolSpec:
+    def _rules(self) -> list[str]:
         problems = []
         if not re.match(r"^Standard_[A-Za-z0-9_]+$", self.vm_size):
             problems.append(f"vm_size: {self.vm_size!r} is not an Azure VM size like Standard_D4s_v3")
@@ -154,8 +162,7 @@ class NodePoolSpec(Spec):
             self.count = 3 if self.mode == "System" else 1
         if self.mode == "System" and self.taints:
             problems.append("taints: the System pool runs the cluster's own pods; taint a User pool instead")
-        _fail(problems)
-        return self
+        return problems
 
     @property
     def node_count(self) -> int:
@@ -172,8 +179,7 @@ class VnetSpec(Spec):
     # Custom DNS servers on the VNet: the cluster then reports the FQDNs they must resolve.
     dns_servers: list[str] = []
 
-    @model_validator(mode="after")
-    def _one_source(self) -> VnetSpec:
+    def _rules(self) -> list[str]:
         problems = []
         if self.subnet_id and (self.address_space or self.subnet_prefix):
             problems.append("subnet_id: give an existing subnet_id or a new address_space + subnet_prefix, not both")
@@ -194,8 +200,7 @@ class VnetSpec(Spec):
                 ipaddress.ip_address(ip)
             except ValueError:
                 problems.append(f"dns_servers: {ip!r} is not an IP address")
-        _fail(problems)
-        return self
+        return problems
 
 
 class NetworkSpec(Spec):
@@ -209,8 +214,7 @@ class NetworkSpec(Spec):
     vnet: VnetSpec | None = None
     outbound_type: Literal["loadBalancer", "userDefinedRouting", "managedNATGateway", "userAssignedNATGateway"] = "loadBalancer"
 
-    @model_validator(mode="after")
-    def _rules(self) -> NetworkSpec:
+    def _rules(self) -> list[str]:
         problems = []
         if self.plugin == "kubenet" and self.pod_cidr is None:
             self.pod_cidr = "10.244.0.0/16"
@@ -223,7 +227,7 @@ class NetworkSpec(Spec):
         try:
             service = _network(self.service_cidr, "service_cidr")
         except ValueError as exc:
-            _fail(problems + [str(exc)])
+            return problems + [str(exc)]
         try:
             dns = ipaddress.ip_address(self.dns_service_ip)
         except ValueError:
@@ -246,8 +250,7 @@ class NetworkSpec(Spec):
                 continue
             if net.overlaps(service):
                 problems.append(f"service_cidr: {service} overlaps {name} {net}; choose a range used nowhere on the network")
-        _fail(problems)
-        return self
+        return problems
 
 
 class LoadBalancerSpec(Spec):
@@ -256,13 +259,12 @@ class LoadBalancerSpec(Spec):
     type: Literal["PublicIp", "InternalLoadBalancer"] = "PublicIp"
     subnet: str | None = None
 
-    @model_validator(mode="after")
-    def _subnet(self) -> LoadBalancerSpec:
+    def _rules(self) -> list[str]:
         if self.type == "InternalLoadBalancer" and not self.subnet:
-            raise ValueError("subnet: an InternalLoadBalancer needs the subnet its address comes from")
+            return ["subnet: an InternalLoadBalancer needs the subnet its address comes from"]
         if self.type == "PublicIp" and self.subnet:
-            raise ValueError("subnet: only an InternalLoadBalancer takes a subnet")
-        return self
+            return ["subnet: only an InternalLoadBalancer takes a subnet"]
+        return []
 
 
 class SslSpec(Spec):
@@ -280,8 +282,7 @@ class SslSpec(Spec):
     self_signed: bool = False
     cert_manager_issuer: str | None = None
 
-    @model_validator(mode="after")
-    def _one_source(self) -> SslSpec:
+    def _rules(self) -> list[str]:
         problems = []
         given = [n for n in ("cname", "certificate", "key") if getattr(self, n) is not None]
         if given and len(given) < 3:
@@ -292,8 +293,7 @@ class SslSpec(Spec):
             problems.append("leaf_domain_label: choose one TLS source: cname + certificate + key, leaf_domain_label, self_signed, or cert_manager_issuer")
         elif sum(sources) == 0:
             problems.append("cname: no TLS source; give cname + certificate + key, leaf_domain_label, self_signed: true or cert_manager_issuer, or drop ssl")
-        _fail(problems)
-        return self
+        return problems
 
 
 class AttachSpec(Spec):
@@ -302,16 +302,15 @@ class AttachSpec(Spec):
     resource_id: str | None = None
     kubeconfig: str | None = None
 
-    @model_validator(mode="after")
-    def _one(self) -> AttachSpec:
+    def _rules(self) -> list[str]:
         if bool(self.resource_id) == bool(self.kubeconfig):
-            raise ValueError("resource_id: attach by exactly one of resource_id or kubeconfig")
+            return ["resource_id: attach by exactly one of resource_id or kubeconfig"]
         if self.resource_id and not re.match(
             r"^/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.ContainerService/managedClusters/[^/]+$",
             self.resource_id, re.I,
         ):
-            raise ValueError("resource_id: must be /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.ContainerService/managedClusters/<name>")
-        return self
+            return ["resource_id: must be /subscriptions/<id>/resourceGroups/<rg>/providers/Microsoft.ContainerService/managedClusters/<name>"]
+        return []
 
 
 ClusterPurpose = Literal["dev_test", "fast_prod", "dense_prod"]
@@ -347,16 +346,14 @@ class ClusterSpec(Spec):
             return _PURPOSE_ALIASES.get(value.replace("_", "").lower(), value)
         return value
 
-    @model_validator(mode="after")
-    def _rules(self) -> ClusterSpec:
+    def _rules(self) -> list[str]:
         problems = []
         if self.defender is None:
             self.defender = self.cluster_purpose == "fast_prod"
         if self.attach is not None:
             if self.node_pools:
                 problems.append("node_pools: an attached cluster's pools are not managed here; remove node_pools or drop attach")
-            _fail(problems)
-            return self
+            return problems
         if not self.node_pools:
             count = 1 if self.cluster_purpose == "dev_test" else FAST_PROD_MIN_NODES
             self.node_pools = [NodePoolSpec(name="system", mode="System", count=count)]
@@ -376,8 +373,7 @@ class ClusterSpec(Spec):
                 )
         if self.load_balancer.type == "InternalLoadBalancer" and self.network.vnet is None:
             problems.append("load_balancer: an InternalLoadBalancer needs the cluster on a vnet")
-        _fail(problems)
-        return self
+        return problems
 
     def has_accelerator(self, kind: Accelerator) -> bool:
         """Attached clusters are taken at their word: their pools are not described here."""
@@ -408,15 +404,13 @@ class EnvironmentSpec(Spec):
     gpu: bool = False
     cuda_version: str | None = None
 
-    @model_validator(mode="after")
-    def _rules(self) -> EnvironmentSpec:
+    def _rules(self) -> list[str]:
         problems = []
         if self.conda_dependencies is not None and self.conda_file is not None:
             problems.append("conda_file: give conda_dependencies or conda_file, not both")
         if self.base_image is not None and self.base_dockerfile is not None:
             problems.append("base_dockerfile: give base_image or base_dockerfile, not both")
-        _fail(problems)
-        return self
+        return problems
 
     @property
     def is_custom(self) -> bool:
@@ -447,11 +441,10 @@ class ModelSpec(Spec):
     url: Annotated[str, StringConstraints(pattern=r"^https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/.+|^http://127\.0\.0\.1:\d+/.+")] | None = None
     description: str | None = None
 
-    @model_validator(mode="after")
-    def _source(self) -> ModelSpec:
+    def _rules(self) -> list[str]:
         if bool(self.path) == bool(self.url):
-            raise ValueError("path: a model comes from exactly one source: a local path or a blob url")
-        return self
+            return ["path: a model comes from exactly one source: a local path or a blob url"]
+        return []
 
     @property
     def ref(self) -> str:
@@ -488,8 +481,7 @@ class DeploymentSettings(Spec):
     collect_model_data: bool = False
     enable_app_insights: bool = False
 
-    @model_validator(mode="after")
-    def _settings(self) -> DeploymentSettings:
+    def _rules(self) -> list[str]:
         problems = []
         if not 1 <= self.autoscale_target_utilization <= 100:
             problems.append(f"autoscale_target_utilization: {self.autoscale_target_utilization} is outside 1..100 (a percentage of busy replica slots)")
@@ -505,8 +497,7 @@ class DeploymentSettings(Spec):
             problems.append(f"memory_gb_limit: {self.memory_gb_limit} is below the request memory_gb {self.memory_gb}; raise the limit or lower the request")
         if self.gpu_cores and self.fpga_cores:
             problems.append("fpga_cores: a replica uses GPU or FPGA cores, not both")
-        _fail(problems)
-        return self
+        return problems
 
     @property
     def replicas(self) -> int:
@@ -557,8 +548,7 @@ class _Deployable(DeploymentSettings):
 
     _merge_azureml = model_validator(mode="before")(_azureml_merge)
 
-    @model_validator(mode="after")
-    def _deployable(self) -> _Deployable:
+    def _rules(self) -> list[str]:
         problems = []
         if self.inference_config is None:
             problems.append("inference_config: a deployment needs an entry script (inference_config or azureml.inference_config)")
@@ -566,14 +556,12 @@ class _Deployable(DeploymentSettings):
             problems.append(f"models: {len(self.models)} models; one service holds at most {MAX_MODELS_PER_SERVICE} (split it)")
         for dup in sorted({m for m in self.models if self.models.count(m) > 1}):
             problems.append(f"models: {dup} is listed twice")
-        _fail(problems)
-        return self
+        return problems
 
 
-class ServiceSpec(_Deployable):
-    """A model web service: one version at /api/v1/service/<name>/score."""
+class AuthSettings(Spec):
+    """Key auth (primary and secondary) or token auth, per service or endpoint."""
 
-    name: ServiceName
     auth_enabled: bool = True
     token_auth_enabled: bool = False
     primary_key: SecretStr | None = None
@@ -581,16 +569,23 @@ class ServiceSpec(_Deployable):
     # Bump to regenerate the keys (Azure ML's regen_key).
     key_rotation: int = Field(0, ge=0)
 
-    @model_validator(mode="after")
-    def _auth(self) -> ServiceSpec:
-        _fail(_auth_problems(self.auth_enabled, self.token_auth_enabled))
-        return self
+    def _rules(self) -> list[str]:
+        if self.auth_enabled and self.token_auth_enabled:
+            return ["token_auth_enabled: key auth (auth_enabled) and token auth both on; Azure ML allows one: set auth_enabled: false for tokens"]
+        return []
 
 
-def _auth_problems(auth_enabled: bool, token_auth_enabled: bool) -> list[str]:
-    if auth_enabled and token_auth_enabled:
-        return ["token_auth_enabled: key auth (auth_enabled) and token auth both on; Azure ML allows one: set auth_enabled: false for tokens"]
-    return []
+class ServiceSpec(_Deployable, AuthSettings):
+    """A model web service: one version at /api/v1/service/<name>/score."""
+
+    name: ServiceName
+
+
+class WebserviceSettings(DeploymentSettings, AuthSettings):
+    """Everything a deploymentconfig.json may set, checked on its own."""
+
+    description: str | None = None
+    tags: dict[str, str] = {}
 
 
 class EndpointVersionSpec(_Deployable):
@@ -602,21 +597,15 @@ class EndpointVersionSpec(_Deployable):
     is_control_version_type: bool = False
 
 
-class EndpointSpec(Spec):
+class EndpointSpec(AuthSettings):
     """Up to 6 versions behind /api/v1/endpoint/<name>/score, split by traffic_percentile."""
 
     name: ServiceName
-    auth_enabled: bool = True
-    token_auth_enabled: bool = False
-    primary_key: SecretStr | None = None
-    secondary_key: SecretStr | None = None
-    key_rotation: int = Field(0, ge=0)
     description: str | None = None
     versions: list[EndpointVersionSpec] = Field(min_length=1)
 
-    @model_validator(mode="after")
-    def _versions(self) -> EndpointSpec:
-        problems = _auth_problems(self.auth_enabled, self.token_auth_enabled)
+    def _rules(self) -> list[str]:
+        problems = []
         n = len(self.versions)
         if n > MAX_ENDPOINT_VERSIONS:
             problems.append(f"versions: {n} versions; an endpoint holds at most {MAX_ENDPOINT_VERSIONS}")
@@ -634,10 +623,9 @@ class EndpointSpec(Spec):
         names = [v.version_name for v in self.versions]
         for dup in sorted({x for x in names if names.count(x) > 1}):
             problems.append(f"versions: version_name {dup!r} is used twice")
-        _fail(problems)
         if n == 1 and not defaults:
             self.versions[0].is_default = True
-        return self
+        return problems
 
     @property
     def default_version(self) -> EndpointVersionSpec:
@@ -659,11 +647,10 @@ class RouterSpec(Spec):
     namespace: K8sName = "azureml"
     token_algorithm: Literal["ES256", "RS256"] = "ES256"
 
-    @model_validator(mode="after")
-    def _bounds(self) -> RouterSpec:
+    def _rules(self) -> list[str]:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas: {self.min_replicas} exceeds max_replicas {self.max_replicas}")
-        return self
+            return [f"min_replicas: {self.min_replicas} exceeds max_replicas {self.max_replicas}"]
+        return []
 
 
 class LocalSpec(Spec):
@@ -700,8 +687,7 @@ class StackSpec(Spec):
         """A stack without a cluster runs only on this machine (`python -m components local`)."""
         return self.cluster is None
 
-    @model_validator(mode="after")
-    def _stack(self) -> StackSpec:
+    def _rules(self) -> list[str]:
         problems: list[str] = []
         if self.cluster is not None and self.cluster.attach is None and self.workspace is None:
             problems.append("workspace: a new cluster needs a workspace (registry, storage, monitoring)")
@@ -724,8 +710,7 @@ class StackSpec(Spec):
                 if "autoscale_enabled" in dep.model_fields_set:
                     self._warnings.append(f"{path}.autoscale_enabled: a dev_test cluster keeps replicas fixed; autoscaling is off")
                 dep.autoscale_enabled = False
-        _fail(problems)
-        return self
+        return problems
 
     def deployments(self) -> list[tuple[str, _Deployable]]:
         """Every deployable with its path in the stack: services, then endpoint versions."""

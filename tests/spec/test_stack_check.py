@@ -1,0 +1,326 @@
+"""Every example stack passes `check`; broken stacks and Azure ML files fail, naming the field."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.check import main as check
+from components.stackfile import StackError, load_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+SUBNET = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aks"
+
+BASE = {
+    "azure-native:location": "westeurope",
+    "aks-model-serving:workspace": {"name": "mlw-test", "resource_group": "rg-test"},
+    "aks-model-serving:cluster": {
+        "name": "aks-test",
+        "cluster_purpose": "fast_prod",
+        "node_pools": [
+            {"name": "system", "mode": "System", "vm_size": "Standard_D4s_v3", "count": 3},
+            {"name": "gpu", "vm_size": "Standard_NC6s_v3", "min_count": 0, "max_count": 2},
+        ],
+        "network": {"plugin": "azure", "service_cidr": "10.100.0.0/16", "dns_service_ip": "10.100.0.10",
+                    "vnet": {"address_space": "10.1.0.0/16", "subnet_prefix": "10.1.0.0/20"}},
+    },
+    "aks-model-serving:models": [
+        {"name": "m", "version": 1, "path": "models/m/1"},
+        {"name": "m", "version": 2, "path": "models/m/2"},
+    ],
+    "aks-model-serving:services": [
+        {"name": "svc", "models": ["m:1"], "inference_config": {"entry_script": "score.py", "source_directory": "src"}},
+    ],
+    "aks-model-serving:endpoints": [
+        {"name": "epx", "versions": [
+            {"version_name": "control", "models": ["m:1"], "inference_config": {"entry_script": "score.py"},
+             "traffic_percentile": 80, "is_default": True, "is_control_version_type": True},
+            {"version_name": "treat", "models": ["m:2"], "inference_config": {"entry_script": "score.py"},
+             "traffic_percentile": 20},
+        ]},
+    ],
+}
+
+W, C, S, E = ("aks-model-serving:" + k for k in ("workspace", "cluster", "services", "endpoints"))
+
+
+def write_stack(tmp_path: Path, config: dict) -> Path:
+    (tmp_path / "Pulumi.yaml").write_text("name: aks-model-serving\nruntime: python\n")
+    (tmp_path / "stacks").mkdir(exist_ok=True)
+    path = tmp_path / "stacks" / "Pulumi.t.yaml"
+    path.write_text(yaml.safe_dump({"config": config}))
+    return path
+
+
+def _set(doc: dict, keys: list, value) -> None:
+    for k in keys[:-1]:
+        doc = doc[k]
+    if value is DELETE:
+        del doc[keys[-1]]
+    else:
+        doc[keys[-1]] = value
+
+
+DELETE = object()
+SVC0 = [S, 0]
+CL = [C]
+NET = [C, "network"]
+EP0 = [E, 0]
+
+# (id, edits [(path, value)], expected "path: ..." prefix of one problem line)
+BROKEN = [
+    ("unknown-top-key", [(["aks-model-serving:clusterr"], {})], "clusterr: unknown field"),
+    ("unknown-service-field", [(SVC0 + ["cpu_core"], 1)], "services[0].cpu_core: unknown field"),
+    ("key-and-token-auth", [(SVC0 + ["token_auth_enabled"], True)], "services[0].token_auth_enabled:"),
+    ("autoscale-with-num-replicas", [(SVC0 + ["autoscale_enabled"], True), (SVC0 + ["num_replicas"], 3)], "services[0].num_replicas:"),
+    ("min-over-max", [(SVC0 + ["autoscale_min_replicas"], 5), (SVC0 + ["autoscale_max_replicas"], 2)], "services[0].autoscale_min_replicas:"),
+    ("target-zero", [(SVC0 + ["autoscale_target_utilization"], 0)], "services[0].autoscale_target_utilization:"),
+    ("target-over-100", [(SVC0 + ["autoscale_target_utilization"], 120)], "services[0].autoscale_target_utilization:"),
+    ("cpu-limit-below-request", [(SVC0 + ["cpu_cores"], 2), (SVC0 + ["cpu_cores_limit"], 1)], "services[0].cpu_cores_limit:"),
+    ("memory-limit-below-request", [(SVC0 + ["memory_gb"], 4), (SVC0 + ["memory_gb_limit"], 1)], "services[0].memory_gb_limit:"),
+    ("negative-cpu", [(SVC0 + ["cpu_cores"], -1)], "services[0].cpu_cores:"),
+    ("gpu-without-gpu-pool", [(CL + ["node_pools"], [{"name": "system", "mode": "System", "vm_size": "Standard_D4s_v3", "count": 3}]),
+                              (SVC0 + ["gpu_cores"], 1)], "services[0].gpu_cores:"),
+    ("fpga-without-fpga-pool", [(SVC0 + ["fpga_cores"], 1)], "services[0].fpga_cores:"),
+    ("too-many-models", [(["aks-model-serving:models"], [{"name": f"m{i}", "path": f"p/{i}"} for i in range(1001)]),
+                         (SVC0 + ["models"], [f"m{i}:1" for i in range(1001)])], "services[0].models:"),
+    ("undeclared-model", [(SVC0 + ["models"], ["nope:1"])], "services[0].models[0]:"),
+    ("seven-versions", [(EP0 + ["versions"], [
+        {"version_name": f"ver{i}", "inference_config": {"entry_script": "s.py"}, "is_default": i == 0} for i in range(7)])],
+     "endpoints[0].versions:"),
+    ("traffic-over-100", [(EP0 + ["versions", 1, "traffic_percentile"], 30)], "endpoints[0].versions: traffic_percentile sums to 110"),
+    ("two-defaults", [(EP0 + ["versions", 1, "is_default"], True)], "endpoints[0].versions: 2 default versions"),
+    ("no-default", [(EP0 + ["versions", 0, "is_default"], False)], "endpoints[0].versions: no version is_default"),
+    ("two-controls", [(EP0 + ["versions", 1, "is_control_version_type"], True)], "endpoints[0].versions: 2 control versions"),
+    ("duplicate-version-name", [(EP0 + ["versions", 1, "version_name"], "control")], "endpoints[0].versions: version_name 'control'"),
+    ("percentile-over-100", [(EP0 + ["versions", 1, "traffic_percentile"], 101)], "endpoints[0].versions[1].traffic_percentile:"),
+    ("endpoint-no-versions", [(EP0 + ["versions"], [])], "endpoints[0].versions:"),
+    ("dns-ip-outside-service-cidr", [(NET + ["dns_service_ip"], "10.200.0.10")], "cluster.network.dns_service_ip:"),
+    ("dns-ip-reserved", [(NET + ["dns_service_ip"], "10.100.0.1")], "cluster.network.dns_service_ip:"),
+    ("service-cidr-overlaps-vnet", [(NET + ["service_cidr"], "10.1.0.0/16"), (NET + ["dns_service_ip"], "10.1.0.10")], "cluster.network.service_cidr:"),
+    ("service-cidr-overlaps-pod-cidr", [(NET + ["plugin"], "kubenet"), (NET + ["pod_cidr"], "10.100.0.0/14")], "cluster.network.service_cidr:"),
+    ("pod-cidr-with-cni", [(NET + ["pod_cidr"], "10.244.0.0/16")], "cluster.network.pod_cidr:"),
+    ("cni-without-vnet", [(NET + ["vnet"], DELETE)], "cluster.network.vnet:"),
+    ("bad-cidr", [(NET + ["service_cidr"], "10.100.0.0/33")], "cluster.network.service_cidr:"),
+    ("subnet-outside-vnet", [(NET + ["vnet", "subnet_prefix"], "10.9.0.0/20")], "cluster.network.vnet.subnet_prefix:"),
+    ("subnet-id-and-new-vnet", [(NET + ["vnet", "subnet_id"], SUBNET)], "cluster.network.vnet.subnet_id:"),
+    ("fast-prod-too-small", [(CL + ["node_pools", 0, "count"], 1)], "cluster.node_pools:"),
+    ("no-system-pool", [(CL + ["node_pools", 0, "mode"], "User")], "cluster.node_pools:"),
+    ("pool-name-too-long", [(CL + ["node_pools", 1, "name"], "gpupoolnumberone")], "cluster.node_pools[1].name:"),
+    ("pool-min-over-max", [(CL + ["node_pools", 1, "min_count"], 3)], "cluster.node_pools[1].min_count:"),
+    ("gpu-accelerator-on-cpu-size", [(CL + ["node_pools", 1, "vm_size"], "Standard_D4s_v3"), (CL + ["node_pools", 1, "accelerator"], "gpu")],
+     "cluster.node_pools[1].accelerator:"),
+    ("bad-taint", [(CL + ["node_pools", 1, "taints"], ["sku gpu"])], "cluster.node_pools[1].taints[0]:"),
+    ("bad-purpose", [(CL + ["cluster_purpose"], "prod")], "cluster.cluster_purpose:"),
+    ("internal-lb-without-subnet", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer"})], "cluster.load_balancer.subnet:"),
+    ("tls-cname-without-key", [(CL + ["ssl"], {"cname": "a.example.com", "certificate": "PEM"})], "cluster.ssl.key:"),
+    ("tls-two-sources", [(CL + ["ssl"], {"cname": "a.example.com", "certificate": "PEM", "key": "PEM", "leaf_domain_label": "abc"})],
+     "cluster.ssl.leaf_domain_label:"),
+    ("attach-with-pools", [(CL + ["attach"], {"kubeconfig": "~/.kube/config"})], "cluster.node_pools:"),
+    ("attach-bad-resource-id", [(CL + ["node_pools"], []), (CL + ["attach"], {"resource_id": "/subscriptions/x/aks"})], "cluster.attach.resource_id:"),
+    ("uppercase-service-name", [(SVC0 + ["name"], "MySvc")], "services[0].name:"),
+    ("service-name-too-long", [(SVC0 + ["name"], "s" * 40)], "services[0].name:"),
+    ("service-name-trailing-dash", [(SVC0 + ["name"], "svc-")], "services[0].name:"),
+    ("bad-namespace", [(SVC0 + ["namespace"], "Models_NS")], "services[0].namespace:"),
+    ("bad-storage-account-name", [([W, "storage_account_name"], "My-Storage")], "workspace.storage_account_name:"),
+    ("duplicate-names", [(EP0 + ["name"], "svc")], "services: the name 'svc' is used twice"),
+    ("entry-script-not-python", [(SVC0 + ["inference_config", "entry_script"], "score.r")], "services[0].inference_config.entry_script:"),
+    ("no-inference-config", [(SVC0 + ["inference_config"], DELETE)], "services[0].inference_config:"),
+    ("model-two-sources", [(["aks-model-serving:models", 0, "url"], "https://acct1.blob.core.windows.net/m/1")], "models[0].path:"),
+    ("model-version-zero", [(["aks-model-serving:models", 0, "version"], 0)], "models[0].version:"),
+    ("unnamespaced-key", [(["services"], [])], "config.services:"),
+    ("cluster-without-workspace", [([W], DELETE)], "workspace:"),
+]
+
+
+@pytest.mark.parametrize("name,edits,expected", BROKEN, ids=[b[0] for b in BROKEN])
+def test_broken_stack_names_the_field(tmp_path, capsys, name, edits, expected):
+    config = copy.deepcopy(BASE)
+    for keys, value in edits:
+        _set(config, keys, value)
+    path = write_stack(tmp_path, config)
+    assert check([str(path)]) == 2
+    out = capsys.readouterr().out
+    problems = [line.strip() for line in out.splitlines()[1:]]
+    assert any(p.startswith(expected) for p in problems), f"{expected!r} not among:\n{out}"
+    assert "Traceback" not in out
+
+
+def test_base_stack_is_valid(tmp_path, capsys):
+    """The table's broken stacks differ from this one only by their edits."""
+    assert check([str(write_stack(tmp_path, BASE))]) == 0
+    assert "stack t: valid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("stack", sorted(p.name for p in (ROOT / "stacks").glob("Pulumi.*.yaml")))
+def test_example_stacks_pass_check(stack):
+    proc = subprocess.run([sys.executable, "-m", "components", "check", f"stacks/{stack}"],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "valid" in proc.stdout.splitlines()[0]
+
+
+def test_every_problem_is_reported_at_once(tmp_path, capsys):
+    config = copy.deepcopy(BASE)
+    config[S][0] |= {"token_auth_enabled": True, "cpu_cores": 2, "cpu_cores_limit": 1}
+    config[E][0]["versions"][1]["traffic_percentile"] = 50
+    assert check([str(write_stack(tmp_path, config))]) == 2
+    out = capsys.readouterr().out
+    for field in ("services[0].token_auth_enabled", "services[0].cpu_cores_limit", "endpoints[0].versions: traffic_percentile"):
+        assert field in out
+
+
+def test_yaml_syntax_error_is_a_message(tmp_path, capsys):
+    (tmp_path / "Pulumi.bad.yaml").write_text("config:\n  aks-model-serving:services: [\n")
+    assert check([str(tmp_path / "Pulumi.bad.yaml")]) == 2
+    out = capsys.readouterr().out
+    assert "not valid YAML at line" in out and "Traceback" not in out
+
+
+def test_missing_file_is_a_message(tmp_path, capsys):
+    assert check([str(tmp_path / "Pulumi.nope.yaml")]) == 2
+    assert "no such stack file" in capsys.readouterr().out
+
+
+def test_dev_test_cluster_turns_autoscaling_off_with_a_warning(tmp_path, capsys):
+    config = copy.deepcopy(BASE)
+    config[C]["cluster_purpose"] = "DevTest"  # Azure ML's spelling is accepted
+    config[S][0]["autoscale_enabled"] = True
+    stack = load_stack(write_stack(tmp_path, config))
+    assert stack.spec.cluster.cluster_purpose == "dev_test"
+    assert stack.spec.services[0].autoscale_enabled is False
+    assert any(w.startswith("services[0].autoscale_enabled") for w in stack.spec.warnings)
+    assert check([str(write_stack(tmp_path, config))]) == 0
+    assert "warning: services[0].autoscale_enabled" in capsys.readouterr().out
+
+
+def test_azureml_defaults():
+    stack = load_stack(ROOT / "stacks" / "Pulumi.local.yaml")
+    svc = stack.spec.services[0]
+    ep = stack.spec.endpoints[0].versions[0]
+    assert (ep.cpu_cores, ep.memory_gb, ep.scoring_timeout_ms, ep.replica_max_concurrent_requests) == (0.1, 0.5, 60000, 1)
+    assert (ep.max_request_wait_time, ep.period_seconds, ep.initial_delay_seconds, ep.timeout_seconds) == (500, 10, 310, 2)
+    assert (ep.success_threshold, ep.failure_threshold, ep.collect_model_data) == (1, 3, True)
+    assert (svc.autoscale_refresh_seconds, svc.autoscale_target_utilization, svc.auth_enabled, svc.token_auth_enabled) == (1, 70, True, False)
+    assert svc.autoscale_enabled is True and ep.autoscale_enabled is False  # ep sets num_replicas
+
+
+# ------------------------------------------------------------------ Azure ML JSON files
+
+DEPLOYMENT_CONFIG = {
+    "computeType": "aks",
+    "autoScaler": {"autoscaleEnabled": True, "minReplicas": 2, "maxReplicas": 6, "refreshPeriodInSeconds": 2, "targetUtilization": 60},
+    "containerResourceRequirements": {"cpu": 0.5, "memoryInGB": 1.5, "cpuLimit": 1, "memoryInGBLimit": 2},
+    "livenessProbeRequirements": {"periodSeconds": 5, "initialDelaySeconds": 30, "timeoutSeconds": 3, "successThreshold": 1, "failureThreshold": 4},
+    "dataCollection": {"storageEnabled": True},
+    "authEnabled": True,
+    "tokenAuthEnabled": False,
+    "appInsightsEnabled": True,
+    "scoringTimeoutMs": 30000,
+    "maxConcurrentRequestsPerContainer": 2,
+    "maxQueueWaitMs": 800,
+    "namespace": "models",
+}
+INFERENCE_CONFIG = {
+    "entryScript": "score.py",
+    "sourceDirectory": "src",
+    "environment": {
+        "name": "sk-env", "version": "1",
+        "docker": {"baseImage": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04", "enabled": True},
+        "python": {"condaDependencies": {"name": "env", "channels": ["conda-forge"],
+                                          "dependencies": ["python=3.11", {"pip": ["scikit-learn"]}]},
+                   "userManagedDependencies": False},
+        "environmentVariables": {"A": "1"},
+    },
+}
+LEGACY_INFERENCE_CONFIG = {"entryScript": "score.py", "runtime": "python", "condaFile": "env.yml",
+                           "extraDockerFileSteps": "steps.txt", "enableGpu": False, "sourceDirectory": "src"}
+
+EQUIVALENT_YAML = {
+    "autoscale_enabled": True, "autoscale_min_replicas": 2, "autoscale_max_replicas": 6, "autoscale_refresh_seconds": 2,
+    "autoscale_target_utilization": 60, "cpu_cores": 0.5, "memory_gb": 1.5, "cpu_cores_limit": 1, "memory_gb_limit": 2,
+    "period_seconds": 5, "initial_delay_seconds": 30, "timeout_seconds": 3, "success_threshold": 1, "failure_threshold": 4,
+    "collect_model_data": True, "auth_enabled": True, "token_auth_enabled": False, "enable_app_insights": True,
+    "scoring_timeout_ms": 30000, "replica_max_concurrent_requests": 2, "max_request_wait_time": 800, "namespace": "models",
+}
+
+
+def _azureml_stack(tmp_path: Path, dc: dict, ic: dict = INFERENCE_CONFIG, overrides: dict | None = None) -> Path:
+    (tmp_path / "aml").mkdir(exist_ok=True)
+    (tmp_path / "aml" / "deploymentconfig.json").write_text(json.dumps(dc))
+    (tmp_path / "aml" / "inferenceconfig.json").write_text(json.dumps(ic))
+    config = copy.deepcopy(BASE)
+    config[S] = [{"name": "svc", "models": ["m:1"],
+                  "azureml": {"inference_config": "aml/inferenceconfig.json", "deployment_config": "aml/deploymentconfig.json"},
+                  **(overrides or {})}]
+    return write_stack(tmp_path, config)
+
+
+def test_deployment_config_round_trip(tmp_path):
+    from_json = load_stack(_azureml_stack(tmp_path, DEPLOYMENT_CONFIG)).spec.services[0]
+    config = copy.deepcopy(BASE)
+    config[S] = [{"name": "svc", "models": ["m:1"], "inference_config": {"entry_script": "score.py"}, **EQUIVALENT_YAML}]
+    from_yaml = load_stack(write_stack(tmp_path, config)).spec.services[0]
+    assert from_json.model_dump(exclude={"inference_config"}) == from_yaml.model_dump(exclude={"inference_config"})
+    env = from_json.inference_config.environment
+    assert from_json.inference_config.entry_script == "score.py"
+    assert Path(from_json.inference_config.source_directory) == tmp_path / "aml" / "src"
+    assert env.base_image.startswith("mcr.microsoft.com/azureml") and env.conda_dependencies.channels == ["conda-forge"]
+    assert env.environment_variables == {"A": "1"}
+
+
+def test_stack_fields_override_azureml_files(tmp_path):
+    svc = load_stack(_azureml_stack(tmp_path, DEPLOYMENT_CONFIG, overrides={"cpu_cores": 0.75})).spec.services[0]
+    assert svc.cpu_cores == 0.75 and svc.memory_gb == 1.5
+
+
+def test_legacy_inference_config(tmp_path):
+    svc = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, LEGACY_INFERENCE_CONFIG)).spec.services[0]
+    env = svc.inference_config.environment
+    assert Path(env.conda_file) == tmp_path / "aml" / "env.yml"
+    assert Path(env.docker_steps) == tmp_path / "aml" / "steps.txt"
+    assert svc.autoscale_enabled is True and svc.autoscale_max_replicas == 10  # Azure ML defaults
+
+
+BROKEN_JSON = [
+    ("dc-unknown-key", "deploymentconfig.json", {"computeType": "aks", "cpuCores": 1}, "cpuCores"),
+    ("dc-wrong-compute", "deploymentconfig.json", {"computeType": "aci"}, "computeType"),
+    ("dc-bad-autoscaler", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"minReplicas": "two"}}, "autoScaler.minReplicas"),
+    ("dc-min-over-max", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"minReplicas": 5, "maxReplicas": 2}}, "autoscale_min_replicas"),
+    ("dc-replicas-with-autoscale", "deploymentconfig.json", {"computeType": "aks", "numReplicas": 2, "autoScaler": {"autoscaleEnabled": True}}, "num_replicas"),
+    ("dc-limit-below-request", "deploymentconfig.json", {"computeType": "aks", "containerResourceRequirements": {"cpu": 2, "cpuLimit": 1}}, "cpu_cores_limit"),
+    ("ic-missing-entry", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"docker": {"baseImagee": "x"}}}, "environment.docker.baseImagee"),
+    ("ic-legacy-runtime", "inferenceconfig.json", {"entryScript": "score.py", "runtime": "spark-py"}, "runtime"),
+]
+
+
+@pytest.mark.parametrize("name,filename,doc,expected", BROKEN_JSON, ids=[b[0] for b in BROKEN_JSON])
+def test_broken_azureml_file_names_the_field(tmp_path, capsys, name, filename, doc, expected):
+    path = tmp_path / filename
+    path.write_text(json.dumps(doc))
+    assert check([str(path)]) == 2
+    out = capsys.readouterr().out
+    assert expected in out and "Traceback" not in out
+
+
+def test_broken_azureml_file_inside_a_stack_names_the_service(tmp_path):
+    path = _azureml_stack(tmp_path, {"computeType": "aks", "autoScaler": {"minReplicass": 1}})
+    with pytest.raises(StackError) as err:
+        load_stack(path)
+    assert any(p.startswith("services[0].azureml.deployment_config: deploymentconfig.json: autoScaler.minReplicass")
+               for p in err.value.problems), err.value.problems
+
+
+def test_azureml_files_check_on_their_own(tmp_path, capsys):
+    (tmp_path / "deploymentconfig.json").write_text(json.dumps(DEPLOYMENT_CONFIG))
+    (tmp_path / "inferenceconfig.json").write_text(json.dumps(INFERENCE_CONFIG))
+    assert check([str(tmp_path / "deploymentconfig.json")]) == 0
+    assert "autoscale_max_replicas = 6" in capsys.readouterr().out
+    assert check([str(tmp_path / "inferenceconfig.json")]) == 0
+    assert "entry_script = score.py" in capsys.readouterr().out
