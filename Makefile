@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: local test setup down clean
+.PHONY: local test test-slow setup down clean
 
 # First README command: install, train the sample model, start the local stack, score one request.
 local: $(BIN)/.installed
