@@ -21,7 +21,7 @@ def deployment_name(route: str, version: str | None = None) -> str:
 
 
 def version_config(deployment: str, dep: _Deployable, *, name: str, launch: Launch | None,
-                   traffic_percentile: float = 0, is_default: bool = True, is_control: bool = False) -> VersionConfig:
+                   scale_down_delay_seconds: float, traffic_percentile: float = 0, is_default: bool = True, is_control: bool = False) -> VersionConfig:
     return VersionConfig(
         name=name,
         deployment=deployment,
@@ -38,6 +38,7 @@ def version_config(deployment: str, dep: _Deployable, *, name: str, launch: Laun
             max_replicas=dep.autoscale_max_replicas,
             target_utilization=dep.autoscale_target_utilization,
             refresh_seconds=dep.autoscale_refresh_seconds,
+            scale_down_delay_seconds=scale_down_delay_seconds,
         ),
         scorer=launch(deployment, dep) if launch else None,
     )
@@ -45,14 +46,17 @@ def version_config(deployment: str, dep: _Deployable, *, name: str, launch: Laun
 
 def routes(spec: StackSpec, launch: Launch | None = None) -> list[RouteConfig]:
     out = []
+    delay = spec.router.scale_down_delay_seconds
     for s in spec.services:
         auth = AuthConfig(key_enabled=s.auth_enabled, token_enabled=s.token_auth_enabled)
-        version = version_config(deployment_name(s.name), s, name=s.name, launch=launch)
+        version = version_config(deployment_name(s.name), s, name=s.name, launch=launch,
+                                 scale_down_delay_seconds=delay)
         out.append(RouteConfig(kind="service", name=s.name, auth=auth, versions=[version]))
     for e in spec.endpoints:
         auth = AuthConfig(key_enabled=e.auth_enabled, token_enabled=e.token_auth_enabled)
         versions = [
             version_config(deployment_name(e.name, v.version_name), v, name=v.version_name, launch=launch,
+                           scale_down_delay_seconds=delay,
                            traffic_percentile=v.traffic_percentile, is_default=v.is_default,
                            is_control=v.is_control_version_type)
             for v in e.versions

@@ -646,6 +646,9 @@ class RouterSpec(Spec):
     dns_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")] | None = None
     namespace: K8sName = "azureml"
     token_algorithm: Literal["ES256", "RS256"] = "ES256"
+    # Model replicas are removed only after utilization stayed below target this long
+    # (Azure ML: about a minute); raising it trades cost for fewer scale-downs.
+    scale_down_delay_seconds: float = Field(60, ge=0)
 
     def _rules(self) -> list[str]:
         if self.min_replicas > self.max_replicas:
