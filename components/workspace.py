@@ -1,0 +1,162 @@
+"""Workspace: what Azure ML's workspace gives a deployment, as plain Azure resources.
+
+A resource group (new, or an existing one by name), an Azure Container Registry with the admin
+user off (clusters pull with their kubelet identity: see AksCluster's AcrPull assignment), a
+storage account with a `models` container and a `modeldata` container (Azure ML's name for
+collected model data), and a Log Analytics workspace with a workspace-based Application
+Insights component for request telemetry, cluster monitoring and Defender.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pulumi
+import pulumi_azure_native.applicationinsights as appinsights
+import pulumi_azure_native.containerregistry as containerregistry
+import pulumi_azure_native.operationalinsights as operationalinsights
+import pulumi_azure_native.resources as resources
+import pulumi_azure_native.storage as storage
+
+from components.spec import WorkspaceSpec
+
+MODELS_CONTAINER = "models"
+DATA_CONTAINER = "modeldata"  # Azure ML's container for collected model data
+
+
+def _alnum(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def registry_name(spec: WorkspaceSpec) -> str:
+    """The registry's global name: given, else the workspace name's alphanumerics + "acr"."""
+    return spec.registry_name or _alnum(spec.name) + "acr"
+
+
+def storage_account_name(spec: WorkspaceSpec) -> str:
+    """The storage account's global name: given, else the workspace name's alphanumerics + "storage"
+    (3-24 lowercase alphanumerics, as Azure requires)."""
+    return spec.storage_account_name or (_alnum(spec.name) + "storage")[:24]
+
+
+class Workspace(pulumi.ComponentResource):
+    """Registry, storage and monitoring shared by a stack's clusters and services.
+
+    Outputs: resource_group_name, registry_login_server, registry_id, storage_account_name,
+    blob_endpoint, table_endpoint, models_container, data_container, log_analytics_workspace_id
+    (resource id), log_analytics_customer_id (the workspace GUID agents report to),
+    app_insights_connection_string and storage_connection_string (both secrets).
+    """
+
+    resource_group_name: pulumi.Output[str]
+    registry_login_server: pulumi.Output[str]
+    registry_id: pulumi.Output[str]
+    storage_account_name: pulumi.Output[str]
+    blob_endpoint: pulumi.Output[str]
+    table_endpoint: pulumi.Output[str]
+    models_container: pulumi.Output[str]
+    data_container: pulumi.Output[str]
+    log_analytics_workspace_id: pulumi.Output[str]
+    log_analytics_customer_id: pulumi.Output[str]
+    app_insights_connection_string: pulumi.Output[str]
+    storage_connection_string: pulumi.Output[str]
+
+    def __init__(self, name: str, spec: WorkspaceSpec, location: str, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("aks-model-serving:index:Workspace", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        location = spec.location or location
+
+        if spec.create_resource_group:
+            group = resources.ResourceGroup(
+                f"{name}-rg", resource_group_name=spec.resource_group, location=location, opts=child
+            )
+            rg_name: pulumi.Output[str] = group.name
+        else:
+            rg_name = pulumi.Output.from_input(spec.resource_group)
+
+        registry = containerregistry.Registry(
+            f"{name}-acr",
+            resource_group_name=rg_name,
+            registry_name=registry_name(spec),
+            location=location,
+            sku=containerregistry.SkuArgs(name=spec.registry_sku),
+            admin_user_enabled=False,
+            opts=child,
+        )
+
+        account = storage.StorageAccount(
+            f"{name}-storage",
+            resource_group_name=rg_name,
+            account_name=storage_account_name(spec),
+            location=location,
+            kind=storage.Kind.STORAGE_V2,
+            sku=storage.SkuArgs(name=storage.SkuName.STANDARD_LRS),
+            allow_blob_public_access=False,
+            enable_https_traffic_only=True,
+            minimum_tls_version=storage.MinimumTlsVersion.TLS1_2,
+            opts=child,
+        )
+        containers = {
+            container: storage.BlobContainer(
+                f"{name}-{container}",
+                resource_group_name=rg_name,
+                account_name=account.name,
+                container_name=container,
+                public_access=storage.PublicAccess.NONE,
+                opts=child,
+            )
+            for container in (MODELS_CONTAINER, DATA_CONTAINER)
+        }
+
+        logs = operationalinsights.Workspace(
+            f"{name}-logs",
+            resource_group_name=rg_name,
+            location=location,
+            sku=operationalinsights.WorkspaceSkuArgs(name=operationalinsights.WorkspaceSkuNameEnum.PER_GB2018),
+            retention_in_days=spec.log_retention_days,
+            opts=child,
+        )
+        insights = appinsights.Component(
+            f"{name}-insights",
+            resource_group_name=rg_name,
+            location=location,
+            kind="web",
+            application_type=appinsights.ApplicationType.WEB,
+            workspace_resource_id=logs.id,
+            ingestion_mode=appinsights.IngestionMode.LOG_ANALYTICS,
+            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["connectionString", "instrumentationKey"]),
+        )
+
+        keys = storage.list_storage_account_keys_output(resource_group_name=rg_name, account_name=account.name)
+
+        self.resource_group_name = rg_name
+        self.registry_login_server = registry.login_server
+        self.registry_id = registry.id
+        self.storage_account_name = account.name
+        self.blob_endpoint = account.primary_endpoints.blob
+        self.table_endpoint = account.primary_endpoints.table
+        self.models_container = containers[MODELS_CONTAINER].name
+        self.data_container = containers[DATA_CONTAINER].name
+        self.log_analytics_workspace_id = logs.id
+        self.log_analytics_customer_id = logs.customer_id
+        self.app_insights_connection_string = pulumi.Output.secret(insights.connection_string)
+        self.storage_connection_string = pulumi.Output.secret(
+            pulumi.Output.all(account.name, keys.keys[0].value, self.blob_endpoint, self.table_endpoint).apply(
+                lambda a: f"DefaultEndpointsProtocol=https;AccountName={a[0]};AccountKey={a[1]};"
+                f"BlobEndpoint={a[2]};TableEndpoint={a[3]}"
+            )
+        )
+        self.register_outputs({
+            "resource_group_name": self.resource_group_name,
+            "registry_login_server": self.registry_login_server,
+            "registry_id": self.registry_id,
+            "storage_account_name": self.storage_account_name,
+            "blob_endpoint": self.blob_endpoint,
+            "table_endpoint": self.table_endpoint,
+            "models_container": self.models_container,
+            "data_container": self.data_container,
+            "log_analytics_workspace_id": self.log_analytics_workspace_id,
+            "log_analytics_customer_id": self.log_analytics_customer_id,
+            "app_insights_connection_string": self.app_insights_connection_string,
+            "storage_connection_string": self.storage_connection_string,
+        })
