@@ -1,0 +1,291 @@
+"""The mandatory rules, as plain validate functions the pack and the offline plan both call.
+
+Each function has pulumi-policy's signature: `(ResourceValidationArgs, report_violation)` for a
+rule about one resource, `(StackValidationArgs, report_violation)` for a rule that relates
+resources (an HPA to the Deployment it targets, the router's Service to its config). Props are
+the camelCase form the engine (and `components.mocks`) hand over; numbers may be floats.
+
+The rules recognise the serving stack's objects by the labels the components put on them:
+`app.kubernetes.io/component` = `model` (a scorer Deployment) or `router`, the endpoint a
+version belongs to in `aks-model-serving/endpoint`, and the cluster purpose on the router's
+Service in `aks-model-serving/cluster-purpose`. The router's routes and TLS come from its
+ConfigMap's `config.json` (router_image.config.RouterConfig).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
+
+from components.accelerators import SCHEDULING
+from components.spec import MAX_ENDPOINT_VERSIONS
+
+COMPONENT = "app.kubernetes.io/component"
+ENDPOINT = "aks-model-serving/endpoint"
+CLUSTER_PURPOSE = "aks-model-serving/cluster-purpose"
+INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
+ROUTER_CONFIG_KEY = "config.json"
+
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+SERVICE = "kubernetes:core/v1:Service"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+HPA_TYPES = {f"kubernetes:autoscaling/{v}:HorizontalPodAutoscaler" for v in ("v1", "v2", "v2beta1", "v2beta2")}
+
+# Where each workload kind keeps its pod spec.
+POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
+    "kubernetes:core/v1:Pod": ("spec",),
+    "kubernetes:apps/v1:Deployment": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:DaemonSet": ("spec", "template", "spec"),
+    "kubernetes:apps/v1:ReplicaSet": ("spec", "template", "spec"),
+    "kubernetes:batch/v1:Job": ("spec", "template", "spec"),
+    "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
+
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+# A content hash as a tag: HashedImage's tags are hex digests of what went into the image.
+_HASH_TAG = re.compile(r"^[0-9a-f]{12,64}$")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _get(obj: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(obj, Mapping):
+            return None
+        obj = obj.get(key)
+    return obj
+
+
+def _labels(props: Mapping[str, Any]) -> Mapping[str, Any]:
+    return _get(props, "metadata", "labels") or {}
+
+
+def _namespace(props: Mapping[str, Any]) -> str:
+    return _get(props, "metadata", "namespace") or "default"
+
+
+def _name(props: Mapping[str, Any], fallback: str) -> str:
+    return _get(props, "metadata", "name") or fallback
+
+
+def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The pod spec of a workload, None for anything that runs no pods."""
+    path = POD_SPEC_PATHS.get(resource_type)
+    return _get(props, *path) if path else None
+
+
+def containers(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    yield from spec.get("initContainers") or []
+    yield from spec.get("containers") or []
+
+
+def _quantity_positive(value: Any) -> bool:
+    try:
+        return float(value) > 0
+    except (TypeError, ValueError):
+        return value is not None
+
+
+# ---------------------------------------------------------------- resource rules
+
+
+def requests_and_limits(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Every container states cpu and memory requests and limits.
+
+    Without requests the scheduler packs replicas blindly; without limits one model can starve
+    its neighbours on the node.
+    """
+    spec = pod_spec(args.resource_type, args.props)
+    if spec is None:
+        return
+    for c in containers(spec):
+        missing = [f"{kind}.{res}" for kind in ("requests", "limits") for res in ("cpu", "memory")
+                   if _get(c, "resources", kind, res) in (None, "")]
+        if missing:
+            report_violation(f"container {c.get('name')!r} has no resources {', '.join(missing)}", None)
+
+
+def registry_images(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Images come from the workspace's registry, pinned by digest or a content-hash tag.
+
+    `latest` or a hand-written tag can change under a running service; a hash cannot. Config:
+    `registry` (the login server; without it any *.azurecr.io registry), `allowedImages`
+    (prefixes exempted, for cluster add-ons such as the GPU device plugin).
+    """
+    spec = pod_spec(args.resource_type, args.props)
+    if spec is None:
+        return
+    config = args.get_config()
+    registry = config.get("registry")
+    allowed = config.get("allowedImages") or []
+    for c in containers(spec):
+        image = c.get("image") or ""
+        if any(image.startswith(prefix) for prefix in allowed):
+            continue
+        host = image.split("/", 1)[0] if "/" in image else ""
+        if registry and host != registry:
+            report_violation(f"container {c.get('name')!r}: image {image!r} is not from the workspace registry {registry}", None)
+            continue
+        if not registry and not host.endswith(".azurecr.io"):
+            report_violation(f"container {c.get('name')!r}: image {image!r} is not from an Azure Container Registry", None)
+            continue
+        if _DIGEST.search(image):
+            continue
+        last = image.rsplit("/", 1)[-1]
+        tag = last.split(":", 1)[1] if ":" in last else ""
+        if not _HASH_TAG.match(tag):
+            what = "untagged" if not tag else f"tagged {tag!r}"
+            report_violation(f"container {c.get('name')!r}: image {image!r} is {what}; pin it by digest or a content-hash tag", None)
+
+
+def gpu_scheduling(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """A container asking for GPU (or FPGA) cores tolerates and selects that pool.
+
+    Without the toleration the pod never fits the tainted pool; without the selector it may
+    land, and idle, on a node whose device plugin it cannot use.
+    """
+    spec = pod_spec(args.resource_type, args.props)
+    if spec is None:
+        return
+    for kind, sched in SCHEDULING.items():
+        wanting = [c.get("name") for c in containers(spec)
+                   if any(_quantity_positive(_get(c, "resources", part, sched.resource)) for part in ("limits", "requests"))]
+        if not wanting:
+            continue
+        problems = []
+        if not any(_tolerates(t, sched.toleration) for t in spec.get("tolerations") or []):
+            problems.append(f"no toleration for {sched.taint}")
+        if not _selects(spec, sched.label_key, sched.label_value):
+            problems.append(f"no node selector {sched.label_key}={sched.label_value}")
+        if problems:
+            report_violation(f"containers {', '.join(map(repr, wanting))} ask for {sched.resource} but the pod has "
+                             + " and ".join(problems), None)
+
+
+def _tolerates(toleration: Mapping[str, Any], taint: Mapping[str, str]) -> bool:
+    """Kubernetes' matching: an empty key with Exists tolerates every taint, an empty effect every effect."""
+    if toleration.get("effect") not in (None, "", taint["effect"]):
+        return False
+    if toleration.get("operator") == "Exists":
+        return toleration.get("key") in (None, "", taint["key"])
+    return toleration.get("key") == taint["key"] and toleration.get("value") == taint["value"]
+
+
+def _selects(spec: Mapping[str, Any], key: str, value: str) -> bool:
+    if (spec.get("nodeSelector") or {}).get(key) == value:
+        return True
+    terms = _get(spec, "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms") or []
+    return bool(terms) and all(
+        any(e.get("key") == key and e.get("operator") == "In" and value in (e.get("values") or [])
+            for e in term.get("matchExpressions") or [])
+        for term in terms
+    )
+
+
+# ---------------------------------------------------------------- stack rules
+
+
+def no_hpa_on_models(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """No HorizontalPodAutoscaler targets a model Deployment: the router scales those.
+
+    An HPA would fight the router's utilization autoscaler over the replica count.
+    """
+    models = {(_namespace(r.props), _name(r.props, r.name)) for r in args.resources
+              if r.resource_type == DEPLOYMENT and _labels(r.props).get(COMPONENT) == "model"}
+    for r in args.resources:
+        if r.resource_type not in HPA_TYPES:
+            continue
+        target = _get(r.props, "spec", "scaleTargetRef") or {}
+        if target.get("kind") == "Deployment" and (_namespace(r.props), target.get("name")) in models:
+            report_violation(f"HorizontalPodAutoscaler {_name(r.props, r.name)!r} targets the model Deployment "
+                             f"{target.get('name')!r}; the router scales model deployments, remove the HPA", r.urn)
+
+
+def endpoint_versions(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """An endpoint holds at most 6 versions (Azure ML's limit), counted from its Deployments."""
+    versions: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    for r in args.resources:
+        endpoint = _labels(r.props).get(ENDPOINT)
+        if r.resource_type == DEPLOYMENT and endpoint and _labels(r.props).get(COMPONENT) == "model":
+            versions[(_namespace(r.props), endpoint)].append(r)
+    for (_, endpoint), deployments in sorted(versions.items()):
+        if len(deployments) > MAX_ENDPOINT_VERSIONS:
+            report_violation(f"endpoint {endpoint!r} has {len(deployments)} versions; at most {MAX_ENDPOINT_VERSIONS}",
+                             deployments[MAX_ENDPOINT_VERSIONS].urn)
+
+
+def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | None]]:
+    """Each public router Service with its namespace's router config (None when not found)."""
+    configs = {}
+    for r in args.resources:
+        if r.resource_type == CONFIG_MAP and _labels(r.props).get(COMPONENT) == "router":
+            raw = _get(r.props, "data", ROUTER_CONFIG_KEY)
+            if raw:
+                configs[_namespace(r.props)] = json.loads(raw)
+    for r in args.resources:
+        if r.resource_type != SERVICE or _labels(r.props).get(COMPONENT) != "router":
+            continue
+        if _get(r.props, "spec", "type") != "LoadBalancer":
+            continue
+        if str(_get(r.props, "metadata", "annotations", INTERNAL_LB)).lower() == "true":
+            continue
+        yield r, configs.get(_namespace(r.props))
+
+
+def public_router_tls(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """A router on a public address in a fast_prod cluster serves TLS (Azure ML's production rule)."""
+    for service, config in _public_routers(args):
+        if _labels(service.props).get(CLUSTER_PURPOSE) != "fast_prod":
+            continue
+        if config is None:
+            report_violation(f"router Service {_name(service.props, service.name)!r} is public but its config was not found", service.urn)
+        elif not config.get("tls"):
+            report_violation(f"router Service {_name(service.props, service.name)!r} is public in a fast_prod cluster and "
+                             "serves plain HTTP; set cluster.ssl (certificate, leaf_domain_label or cert_manager_issuer)", service.urn)
+
+
+def public_auth(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """Behind a public router every service and endpoint asks for a key or a token.
+
+    A stack opts a route out by name with the policy config `allowAnonymous: [names]`.
+    """
+    allowed = set(args.get_config().get("allowAnonymous") or [])
+    for service, config in _public_routers(args):
+        for route in (config or {}).get("routes") or []:
+            auth = route.get("auth") or {}
+            if route.get("name") in allowed or auth.get("key_enabled") or auth.get("token_enabled"):
+                continue
+            report_violation(f"{route.get('kind')} {route.get('name')!r} is reachable without auth on the public router "
+                             f"{_name(service.props, service.name)!r}; enable auth or list it in allowAnonymous", service.urn)
+
+
+ResourceRule = Callable[[ResourceValidationArgs, ReportViolation], None]
+StackRule = Callable[[StackValidationArgs, ReportViolation], None]
+
+# name -> (description, function, config schema properties): the pack and the plan both read this.
+RESOURCE_RULES: dict[str, tuple[str, ResourceRule, dict[str, dict]]] = {
+    "containers-have-requests-and-limits": ("Every container states cpu and memory requests and limits.", requests_and_limits, {}),
+    "images-from-workspace-registry": (
+        "Images come from the workspace registry, pinned by digest or content-hash tag (no latest).",
+        registry_images,
+        {"registry": {"type": "string"}, "allowedImages": {"type": "array", "items": {"type": "string"}}},
+    ),
+    "gpu-containers-tolerate-and-select-gpu-pool": ("GPU/FPGA containers tolerate and select their accelerator pool.", gpu_scheduling, {}),
+}
+STACK_RULES: dict[str, tuple[str, StackRule, dict[str, dict]]] = {
+    "no-hpa-on-model-deployments": ("No HorizontalPodAutoscaler targets a model Deployment; the router scales them.", no_hpa_on_models, {}),
+    "public-router-serves-tls-in-fast-prod": ("A public router serves TLS in a fast_prod cluster.", public_router_tls, {}),
+    "auth-on-for-public-services": (
+        "Services and endpoints behind a public router require a key or token, unless allowed by name.",
+        public_auth,
+        {"allowAnonymous": {"type": "array", "items": {"type": "string"}}},
+    ),
+    "at-most-six-versions-per-endpoint": ("An endpoint holds at most 6 versions.", endpoint_versions, {}),
+}

@@ -1,0 +1,249 @@
+"""Each policy rule passes a compliant resource and fails a broken one, naming what is wrong.
+
+The props are the camelCase form the engine and the mocks hand over, numbers as floats.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from pulumi_policy import PolicyResource, PolicyResourceOptions, ResourceValidationArgs, StackValidationArgs
+
+from policy import rules
+
+REGISTRY = "mlwprod.azurecr.io"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _opts() -> PolicyResourceOptions:
+    return PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
+                                 custom_timeouts=None, additional_secret_outputs=[])
+
+
+def check_resource(rule, typ: str, props: dict, config: dict | None = None) -> list[str]:
+    found: list[str] = []
+    args = ResourceValidationArgs(typ, props, f"urn:pulumi:s::p::{typ}::x", "x", _opts(), None, config or {})
+    rule(args, lambda message, urn=None: found.append(message))
+    return found
+
+
+def check_stack(rule, resources: list[tuple[str, dict]], config: dict | None = None) -> list[tuple[str, str | None]]:
+    found: list[tuple[str, str | None]] = []
+    stack = [PolicyResource(typ, props, f"urn:pulumi:s::p::{typ}::r{i}", f"r{i}", _opts(), None, None, [], {})
+             for i, (typ, props) in enumerate(resources)]
+    rule(StackValidationArgs(stack, config or {}), lambda message, urn=None: found.append((message, urn)))
+    return found
+
+
+def container(**overrides) -> dict:
+    c = {
+        "name": "scorer",
+        "image": f"{REGISTRY}/scorer@{DIGEST}",
+        "resources": {"requests": {"cpu": "100m", "memory": "512Mi"}, "limits": {"cpu": "100m", "memory": "512Mi"}},
+    }
+    c.update(overrides)
+    return c
+
+
+def deployment(*cs: dict, labels: dict | None = None, name: str = "iris", pod: dict | None = None) -> dict:
+    spec = {"containers": list(cs) or [container()]}
+    spec.update(pod or {})
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "azureml", "labels": labels or {"app.kubernetes.io/component": "model"}},
+        "spec": {"replicas": 1.0, "template": {"spec": spec}},
+    }
+
+
+# ---------------------------------------------------------------- requests and limits
+
+
+def test_requests_and_limits_pass():
+    assert check_resource(rules.requests_and_limits, rules.DEPLOYMENT, deployment()) == []
+
+
+def test_requests_and_limits_fail_names_container_and_missing_fields():
+    init = container(name="fetch-models", resources={"requests": {"cpu": "100m"}})
+    found = check_resource(rules.requests_and_limits, rules.DEPLOYMENT, deployment(container(), pod={"initContainers": [init]}))
+    assert found == ["container 'fetch-models' has no resources requests.memory, limits.cpu, limits.memory"]
+
+
+def test_requests_and_limits_reach_cronjob_pods():
+    props = {"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [container(resources={})]}}}}}}
+    assert len(check_resource(rules.requests_and_limits, "kubernetes:batch/v1:CronJob", props)) == 1
+
+
+def test_non_workloads_are_ignored():
+    assert check_resource(rules.requests_and_limits, rules.CONFIG_MAP, {"data": {"a": "b"}}) == []
+
+
+# ---------------------------------------------------------------- images
+
+
+@pytest.mark.parametrize("image", [f"{REGISTRY}/scorer@{DIGEST}", f"{REGISTRY}/scorer:0123456789abcdef0123",
+                                   f"{REGISTRY}/scorer:0123456789ab@{DIGEST}"])
+def test_registry_images_pass(image):
+    props = deployment(container(image=image))
+    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props, {"registry": REGISTRY}) == []
+
+
+@pytest.mark.parametrize("image, message", [
+    (f"{REGISTRY}/scorer:latest", "is tagged 'latest'"),
+    (f"{REGISTRY}/scorer", "is untagged"),
+    (f"{REGISTRY}/scorer:v1.2", "is tagged 'v1.2'"),
+    (f"otherreg.azurecr.io/scorer@{DIGEST}", "is not from the workspace registry"),
+    ("python:3.11-slim", "is not from the workspace registry"),
+])
+def test_registry_images_fail(image, message):
+    found = check_resource(rules.registry_images, rules.DEPLOYMENT, deployment(container(image=image)), {"registry": REGISTRY})
+    assert len(found) == 1 and message in found[0] and image in found[0]
+
+
+def test_registry_images_without_configured_registry_want_an_acr():
+    assert check_resource(rules.registry_images, rules.DEPLOYMENT, deployment()) == []
+    found = check_resource(rules.registry_images, rules.DEPLOYMENT, deployment(container(image=f"docker.io/lib/x@{DIGEST}")))
+    assert found and "Azure Container Registry" in found[0]
+
+
+def test_registry_images_allowed_prefix_exempts_addons():
+    props = deployment(container(image="mcr.microsoft.com/oss/nvidia/k8s-device-plugin:v0.14.1"))
+    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props,
+                          {"registry": REGISTRY, "allowedImages": ["mcr.microsoft.com/oss/nvidia/"]}) == []
+    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props, {"registry": REGISTRY})
+
+
+# ---------------------------------------------------------------- GPU scheduling
+
+GPU_POD = {"tolerations": [{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}],
+           "nodeSelector": {"aks-model-serving/accelerator": "gpu"}}
+
+
+def gpu_container() -> dict:
+    return container(resources={"requests": {"cpu": 1.0, "memory": "4Gi", "nvidia.com/gpu": 1.0},
+                                "limits": {"cpu": 1.0, "memory": "4Gi", "nvidia.com/gpu": 1.0}})
+
+
+def test_gpu_scheduling_pass():
+    assert check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment(gpu_container(), pod=GPU_POD)) == []
+
+
+def test_gpu_scheduling_pass_with_exists_toleration_and_node_affinity():
+    pod = {"tolerations": [{"operator": "Exists"}],
+           "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+               {"matchExpressions": [{"key": "aks-model-serving/accelerator", "operator": "In", "values": ["gpu"]}]}]}}}}
+    assert check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment(gpu_container(), pod=pod)) == []
+
+
+def test_gpu_scheduling_fail_without_toleration_and_selector():
+    found = check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment(gpu_container()))
+    assert found == ["containers 'scorer' ask for nvidia.com/gpu but the pod has no toleration for sku=gpu:NoSchedule "
+                     "and no node selector aks-model-serving/accelerator=gpu"]
+
+
+def test_gpu_scheduling_fail_with_wrong_toleration_value():
+    pod = copy.deepcopy(GPU_POD)
+    pod["tolerations"][0]["value"] = "fpga"
+    found = check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment(gpu_container(), pod=pod))
+    assert len(found) == 1 and "no toleration" in found[0] and "node selector" not in found[0]
+
+
+def test_cpu_only_pods_need_no_gpu_pool():
+    assert check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment()) == []
+
+
+# ---------------------------------------------------------------- no HPA on models
+
+
+def hpa(target: str, namespace: str = "azureml") -> tuple[str, dict]:
+    return ("kubernetes:autoscaling/v2:HorizontalPodAutoscaler",
+            {"metadata": {"name": f"{target}-hpa", "namespace": namespace},
+             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": target},
+                      "minReplicas": 1.0, "maxReplicas": 4.0}})
+
+
+def test_hpa_on_router_passes():
+    router = deployment(labels={"app.kubernetes.io/component": "router"}, name="model-router")
+    assert check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), (rules.DEPLOYMENT, router),
+                                                hpa("model-router")]) == []
+
+
+def test_hpa_on_model_deployment_fails_naming_the_hpa():
+    found = check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), hpa("iris")])
+    assert len(found) == 1
+    message, urn = found[0]
+    assert "'iris-hpa' targets the model Deployment 'iris'" in message and urn.endswith("::r1")
+
+
+def test_hpa_in_another_namespace_is_not_on_the_model():
+    assert check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), hpa("iris", namespace="other")]) == []
+
+
+# ---------------------------------------------------------------- versions per endpoint
+
+
+def versions(n: int) -> list[tuple[str, dict]]:
+    labels = {"app.kubernetes.io/component": "model", "aks-model-serving/endpoint": "fraud"}
+    return [(rules.DEPLOYMENT, deployment(labels=labels, name=f"fraud-v{i}")) for i in range(n)]
+
+
+def test_six_versions_pass():
+    assert check_stack(rules.endpoint_versions, versions(6)) == []
+
+
+def test_seven_versions_fail():
+    found = check_stack(rules.endpoint_versions, versions(7))
+    assert found == [("endpoint 'fraud' has 7 versions; at most 6", "urn:pulumi:s::p::kubernetes:apps/v1:Deployment::r6")]
+
+
+# ---------------------------------------------------------------- public router: TLS and auth
+
+
+def router(purpose: str = "fast_prod", *, tls: bool = True, internal: bool = False, routes: list | None = None) -> list[tuple[str, dict]]:
+    labels = {"app.kubernetes.io/component": "router", "aks-model-serving/cluster-purpose": purpose}
+    annotations = {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"} if internal else {}
+    config = {"tls": {"cert_file": "/tls/tls.crt", "key_file": "/tls/tls.key"} if tls else None,
+              "routes": routes if routes is not None else []}
+    return [
+        (rules.SERVICE, {"metadata": {"name": "model-router", "namespace": "azureml", "labels": labels, "annotations": annotations},
+                         "spec": {"type": "LoadBalancer", "ports": [{"port": 443.0}]}}),
+        (rules.CONFIG_MAP, {"metadata": {"name": "model-router-config", "namespace": "azureml", "labels": labels},
+                            "data": {"config.json": json.dumps(config)}}),
+    ]
+
+
+def test_public_router_with_tls_passes():
+    assert check_stack(rules.public_router_tls, router()) == []
+
+
+def test_public_router_without_tls_in_fast_prod_fails():
+    found = check_stack(rules.public_router_tls, router(tls=False))
+    assert len(found) == 1 and "serves plain HTTP" in found[0][0] and found[0][1].endswith("::r0")
+
+
+@pytest.mark.parametrize("kw", [{"purpose": "dev_test"}, {"internal": True}])
+def test_plain_http_is_allowed_in_dev_test_or_behind_an_internal_load_balancer(kw):
+    assert check_stack(rules.public_router_tls, router(tls=False, **kw)) == []
+
+
+def route(name: str, key: bool, token: bool = False) -> dict:
+    return {"kind": "service", "name": name, "auth": {"key_enabled": key, "token_enabled": token}, "versions": []}
+
+
+def test_public_routes_with_auth_pass():
+    assert check_stack(rules.public_auth, router(routes=[route("iris", True), route("fraud", False, True)])) == []
+
+
+def test_public_route_without_auth_fails_by_name():
+    found = check_stack(rules.public_auth, router(routes=[route("iris", True), route("open", False)]))
+    assert len(found) == 1 and "service 'open' is reachable without auth" in found[0][0]
+
+
+def test_allow_anonymous_opts_a_route_out_by_name():
+    assert check_stack(rules.public_auth, router(routes=[route("open", False)]), {"allowAnonymous": ["open"]}) == []
+
+
+def test_internal_router_needs_no_auth():
+    assert check_stack(rules.public_auth, router(internal=True, routes=[route("open", False)])) == []
