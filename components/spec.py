@@ -350,6 +350,8 @@ class ClusterSpec(Spec):
         problems = []
         if self.defender is None:
             self.defender = self.cluster_purpose == "fast_prod"
+        if self.dns.private_zone_links and (self.attach is not None or self.network.vnet is None):
+            problems.append("dns.private_zone_links: private endpoints and zone links need a cluster created here on a vnet")
         if self.attach is not None:
             if self.node_pools:
                 problems.append("node_pools: an attached cluster's pools are not managed here; remove node_pools or drop attach")
@@ -694,6 +696,9 @@ class StackSpec(Spec):
         problems: list[str] = []
         if self.cluster is not None and self.cluster.attach is None and self.workspace is None:
             problems.append("workspace: a new cluster needs a workspace (registry, storage, monitoring)")
+        if (self.cluster is not None and self.cluster.dns.private_zone_links and self.workspace is not None
+                and self.workspace.registry_sku != "Premium"):
+            problems.append("workspace.registry_sku: dns.private_zone_links gives the registry a private endpoint, which needs registry_sku: Premium")
         refs = [m.ref for m in self.models]
         for dup in sorted({r for r in refs if refs.count(r) > 1}):
             problems.append(f"models: {dup} is declared twice")

@@ -1,0 +1,478 @@
+"""AksCluster: the Kubernetes cluster models are served on, created or attached.
+
+Created: an AKS ManagedCluster with the spec's System pools inline (AKS needs one at creation)
+and every User pool as its own AgentPool resource (AKS refuses to add pools to an existing
+cluster through the cluster's own PUT), kubenet or azure CNI on an existing or new subnet, a
+system-assigned identity, and for a workspace: AcrPull for the kubelet identity on its registry,
+Container Insights (the omsagent addon) and, in fast_prod, Defender's sensor, both reporting to
+its Log Analytics workspace.
+
+Attached: an existing AKS cluster by resource id (credentials from
+listManagedClusterUserCredentials, identity and FQDN from getManagedCluster), or any Kubernetes
+by kubeconfig file. Nothing Azure-side is declared for a kubeconfig cluster: it pulls from the
+registry only with an image pull secret, which is the service's business.
+
+Either way `provider` is the pulumi_kubernetes.Provider everything in the cluster is declared with.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pulumi_azure_native.authorization as authorization
+import pulumi_azure_native.containerservice as containerservice
+import pulumi_azure_native.network as network
+import pulumi_azure_native.privatedns as privatedns
+import pulumi_kubernetes as k8s
+import yaml
+
+from components.accelerators import SCHEDULING
+from components.spec import ClusterSpec, NodePoolSpec
+from components.workspace import Workspace
+
+# Built-in role definition ids (the same GUID in every subscription).
+ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+NETWORK_CONTRIBUTOR_ROLE = "4d97b98b-1d4f-4787-a291-c67834d212e7"
+
+MCR = "mcr.microsoft.com"
+# Besides the cluster's own names, a node must reach these to start at all (AKS's required
+# outbound FQDNs that are concrete names rather than wildcards).
+AKS_CONTROL_FQDNS = ["management.azure.com", "login.microsoftonline.com", "packages.microsoft.com", "acs-mirror.azureedge.net"]
+
+# NVIDIA's device plugin, as AKS documents installing it (GPU nodes with AKS's driver).
+NVIDIA_DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
+CHECK_IMAGE = "busybox:1.36.1"
+SYSTEM_NAMESPACE = "kube-system"
+
+# ARM sub-resource names (private endpoint group ids) and the privatelink zones that go with them.
+PRIVATE_LINK_ZONES = {
+    "registry": "privatelink.azurecr.io",
+    "blob": "privatelink.blob.core.windows.net",
+    "table": "privatelink.table.core.windows.net",
+}
+
+
+def _role(scope_id: str, role: str) -> str:
+    """A built-in role's definition id in the subscription of `scope_id` (an ARM resource id)."""
+    subscription = scope_id.split("/")[2]
+    return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
+
+
+def _host(url: str) -> str:
+    return url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+
+
+def pool_labels_and_taints(pool: NodePoolSpec) -> tuple[dict[str, str], list[str]]:
+    """A pool's labels and taints: the spec's, plus the accelerator's from the shared table, so
+    ModelService's selector and toleration for gpu_cores / fpga_cores always match."""
+    labels, taints = dict(pool.labels), list(pool.taints)
+    scheduling = SCHEDULING.get(pool.accelerator or "none")
+    if scheduling is not None:
+        labels |= scheduling.selector
+        if scheduling.taint not in taints:
+            taints.append(scheduling.taint)
+    return labels, taints
+
+
+def _pool_settings(pool: NodePoolSpec, version: str, subnet_id: pulumi.Input[str] | None) -> dict[str, Any]:
+    """What an inline profile and an AgentPool resource share, as keyword arguments."""
+    labels, taints = pool_labels_and_taints(pool)
+    autoscaled = pool.min_count is not None
+    settings: dict[str, Any] = {
+        "mode": pool.mode,
+        "vm_size": pool.vm_size,
+        "count": pool.node_count,
+        "enable_auto_scaling": autoscaled,
+        "os_type": containerservice.OSType.LINUX,
+        "type": containerservice.AgentPoolType.VIRTUAL_MACHINE_SCALE_SETS,
+        "orchestrator_version": version,
+        "node_labels": labels or None,
+        "node_taints": taints or None,
+        "availability_zones": pool.zones or None,
+        "vnet_subnet_id": subnet_id,
+    }
+    if autoscaled:
+        settings |= {"min_count": pool.min_count, "max_count": pool.max_count}
+    return settings
+
+
+def nvidia_device_plugin(name: str = "nvidia-device-plugin") -> dict[str, Any]:
+    """The NVIDIA device plugin DaemonSet, only on GPU nodes (the pool label) and tolerating their taint.
+
+    It advertises `nvidia.com/gpu`, the resource ModelService requests for gpu_cores.
+    """
+    gpu = SCHEDULING["gpu"]
+    labels = {"app.kubernetes.io/name": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": labels},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "priorityClassName": "system-node-critical",
+                    "nodeSelector": gpu.selector,
+                    "tolerations": [gpu.toleration, {"key": gpu.resource, "operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [{
+                        "name": name,
+                        "image": NVIDIA_DEVICE_PLUGIN_IMAGE,
+                        "env": [{"name": "FAIL_ON_INIT_ERROR", "value": "false"}],
+                        "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "100m", "memory": "128Mi"}},
+                        "volumeMounts": [{"name": "device-plugin", "mountPath": "/var/lib/kubelet/device-plugins"}],
+                    }],
+                    "volumes": [{"name": "device-plugin", "hostPath": {"path": "/var/lib/kubelet/device-plugins"}}],
+                },
+            },
+        },
+    }
+
+
+CHECK_SCRIPT = """\
+failed=""
+for host in $FQDNS; do
+  if ! nslookup "$host" >/dev/null 2>&1; then echo "FAIL $host: does not resolve"; failed="$failed $host"; continue; fi
+  if ! nc -z -w 5 "$host" 443; then echo "FAIL $host: resolves but port 443 is unreachable"; failed="$failed $host"; continue; fi
+  echo "ok   $host"
+done
+if [ -n "$failed" ]; then echo "unreachable:$failed"; exit 1; fi
+echo "all reachable"
+"""
+
+
+def connectivity_check_job(fqdns: list[str], name: str = "dns-connectivity-check") -> dict[str, Any]:
+    """A Job that resolves each FQDN and connects to its port 443; its log names each failure.
+
+    No retries: a failed check fails `pulumi up` with the log at hand rather than looping.
+    """
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": {"app.kubernetes.io/name": name}},
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": 300,
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": name}},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "securityContext": {"runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534},
+                    "containers": [{
+                        "name": "check",
+                        "image": CHECK_IMAGE,
+                        "command": ["sh", "-c", CHECK_SCRIPT],
+                        "env": [{"name": "FQDNS", "value": " ".join(fqdns)}],
+                        "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}},
+                        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "64Mi"}},
+                    }],
+                },
+            },
+        },
+    }
+
+
+def load_balancer_annotations(spec: ClusterSpec) -> dict[str, str]:
+    """Annotations a LoadBalancer Service needs for the spec's load balancer (internal + subnet)."""
+    if spec.load_balancer.type != "InternalLoadBalancer":
+        return {}
+    return {
+        "service.beta.kubernetes.io/azure-load-balancer-internal": "true",
+        "service.beta.kubernetes.io/azure-load-balancer-internal-subnet": spec.load_balancer.subnet or "",
+    }
+
+
+class AksCluster(pulumi.ComponentResource):
+    """An AKS cluster (created or attached) and the pulumi_kubernetes Provider to deploy into it.
+
+    Outputs: fqdn (API server), kubelet_object_id and node_resource_group (None for a kubeconfig
+    cluster), required_fqdns (what custom DNS on the VNet must resolve and the nodes must reach),
+    kubeconfig (secret). Plain attributes: provider, service_annotations (for the LoadBalancer
+    Service that fronts scoring).
+
+    scoring_dns_label: the router Service's Azure DNS label, when the stack gives one; its name
+    <label>.<region>.cloudapp.azure.com joins required_fqdns (ssl.cname or ssl.leaf_domain_label
+    do the same).
+    """
+
+    provider: k8s.Provider
+    fqdn: pulumi.Output[str]
+    kubelet_object_id: pulumi.Output[str | None]
+    node_resource_group: pulumi.Output[str | None]
+    required_fqdns: pulumi.Output[list[str]]
+    kubeconfig: pulumi.Output[str]
+    service_annotations: dict[str, str]
+
+    def __init__(
+        self,
+        name: str,
+        spec: ClusterSpec,
+        workspace: Workspace | None,
+        location: str,
+        opts: pulumi.ResourceOptions | None = None,
+        *,
+        scoring_dns_label: str | None = None,
+    ):
+        super().__init__("aks-model-serving:index:AksCluster", name, None, opts)
+        self._name, self._spec, self._workspace, self._location = name, spec, workspace, location
+        self.service_annotations = load_balancer_annotations(spec)
+        self._vnet_id: pulumi.Output[str] | None = None
+        self._subnet_id: pulumi.Output[str] | None = None
+
+        if spec.attach is None:
+            self._create()
+        elif spec.attach.resource_id:
+            self._attach_aks(spec.attach.resource_id)
+        else:
+            self._attach_kubeconfig(Path(spec.attach.kubeconfig or "").expanduser())
+
+        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=pulumi.ResourceOptions(parent=self))
+        self.required_fqdns = self._required_fqdns(self._scoring_fqdns(scoring_dns_label))
+
+        azure_identity = spec.attach is None or bool(spec.attach.resource_id)
+        if workspace is not None and azure_identity:
+            self._acr_pull(workspace)
+        if spec.attach is None and spec.has_accelerator("gpu"):
+            self._k8s(k8s.apps.v1.DaemonSet, "nvidia-device-plugin", nvidia_device_plugin())
+        if spec.dns.private_zone_links:
+            self._private_links()
+        if spec.dns.connectivity_check:
+            # The scoring domain exists only once the router's Service has its address: not checked here.
+            checked = self._required_fqdns([])
+            self._k8s(k8s.batch.v1.Job, "dns-connectivity-check", checked.apply(connectivity_check_job))
+
+        self.register_outputs({
+            "fqdn": self.fqdn,
+            "kubelet_object_id": self.kubelet_object_id,
+            "node_resource_group": self.node_resource_group,
+            "required_fqdns": self.required_fqdns,
+            "kubeconfig": self.kubeconfig,
+        })
+
+    # ------------------------------------------------------------------ create
+
+    def _create(self) -> None:
+        spec, ws, name = self._spec, self._workspace, self._name
+        assert ws is not None, "a new cluster needs a workspace (StackSpec enforces it)"
+        child = pulumi.ResourceOptions(parent=self)
+        rg = ws.resource_group_name
+        net = spec.network
+
+        if net.vnet is not None and net.vnet.subnet_id:
+            self._subnet_id = pulumi.Output.from_input(net.vnet.subnet_id)
+            self._vnet_id = pulumi.Output.from_input(net.vnet.subnet_id.rsplit("/subnets/", 1)[0])
+        elif net.vnet is not None:
+            vnet = network.VirtualNetwork(
+                f"{name}-vnet",
+                resource_group_name=rg,
+                location=self._location,
+                address_space=network.AddressSpaceArgs(address_prefixes=[net.vnet.address_space]),
+                dhcp_options=network.DhcpOptionsArgs(dns_servers=net.vnet.dns_servers) if net.vnet.dns_servers else None,
+                subnets=[network.SubnetArgs(name="aks", address_prefix=net.vnet.subnet_prefix)],
+                opts=child,
+            )
+            self._vnet_id = vnet.id
+            self._subnet_id = vnet.id.apply(lambda vid: f"{vid}/subnets/aks")
+
+        system = [p for p in spec.node_pools if p.mode == "System"]
+        user = [p for p in spec.node_pools if p.mode == "User"]
+        profiles = [
+            containerservice.ManagedClusterAgentPoolProfileArgs(name=p.name, **_pool_settings(p, spec.kubernetes_version, self._subnet_id))
+            for p in system
+        ]
+        # The autoscaler owns the node count of autoscaled pools; declaring it again would fight it.
+        ignored = [f"agentPoolProfiles[{i}].count" for i, p in enumerate(system) if p.min_count is not None]
+
+        monitored = spec.monitoring
+        cluster = containerservice.ManagedCluster(
+            f"{name}-aks",
+            resource_name_=spec.name,
+            resource_group_name=rg,
+            location=self._location,
+            dns_prefix=spec.name,
+            kubernetes_version=spec.kubernetes_version,
+            identity=containerservice.ManagedClusterIdentityArgs(type=containerservice.ResourceIdentityType.SYSTEM_ASSIGNED),
+            enable_rbac=True,
+            # Production purposes get the uptime SLA (the Standard tier); dev_test the free tier.
+            sku=containerservice.ManagedClusterSKUArgs(
+                name=containerservice.ManagedClusterSKUName.BASE,
+                tier=containerservice.ManagedClusterSKUTier.FREE if spec.cluster_purpose == "dev_test" else containerservice.ManagedClusterSKUTier.STANDARD,
+            ),
+            agent_pool_profiles=profiles,
+            # A dict, not the Args class: the class fills podCidr 10.244.0.0/16 in, which AKS refuses
+            # for azure CNI (pods take subnet addresses there).
+            network_profile={
+                "network_plugin": net.plugin,
+                "pod_cidr": net.pod_cidr,
+                "service_cidr": net.service_cidr,
+                "dns_service_ip": net.dns_service_ip,
+                "outbound_type": net.outbound_type,
+                "load_balancer_sku": containerservice.LoadBalancerSku.STANDARD,
+            },
+            addon_profiles={
+                "omsagent": containerservice.ManagedClusterAddonProfileArgs(
+                    enabled=True,
+                    config={"logAnalyticsWorkspaceResourceID": ws.log_analytics_workspace_id, "useAADAuth": "true"},
+                )
+            } if monitored else None,
+            security_profile=containerservice.ManagedClusterSecurityProfileArgs(
+                defender=containerservice.ManagedClusterSecurityProfileDefenderArgs(
+                    log_analytics_workspace_resource_id=ws.log_analytics_workspace_id,
+                    security_monitoring=containerservice.ManagedClusterSecurityProfileDefenderSecurityMonitoringArgs(enabled=True),
+                )
+            ) if spec.defender else None,
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignored or None),
+        )
+
+        for pool in user:
+            containerservice.AgentPool(
+                f"{name}-{pool.name}",
+                agent_pool_name=pool.name,
+                resource_group_name=rg,
+                resource_name_=cluster.name,
+                **_pool_settings(pool, spec.kubernetes_version, self._subnet_id),
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"] if pool.min_count is not None else None),
+            )
+
+        if self._subnet_id is not None:
+            # AKS manages load balancers and routes in the subnet with the cluster's own identity.
+            authorization.RoleAssignment(
+                f"{name}-subnet-network-contributor",
+                scope=self._subnet_id,
+                principal_id=cluster.identity.apply(lambda i: i.principal_id),  # type: ignore[union-attr]
+                principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+                role_definition_id=self._subnet_id.apply(lambda s: _role(s, NETWORK_CONTRIBUTOR_ROLE)),
+                opts=child,
+            )
+
+        self.fqdn = cluster.fqdn
+        self.kubelet_object_id = cluster.identity_profile.apply(lambda p: p["kubeletidentity"].object_id if p else None)
+        self.node_resource_group = cluster.node_resource_group
+        self.kubeconfig = self._user_kubeconfig(rg, cluster.name)
+
+    def _user_kubeconfig(self, rg: pulumi.Input[str], cluster_name: pulumi.Input[str]) -> pulumi.Output[str]:
+        creds = containerservice.list_managed_cluster_user_credentials_output(
+            resource_group_name=rg, resource_name=cluster_name, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        return pulumi.Output.secret(creds.kubeconfigs[0].value.apply(lambda v: base64.b64decode(v).decode()))
+
+    # ------------------------------------------------------------------ attach
+
+    def _attach_aks(self, resource_id: str) -> None:
+        parts = resource_id.split("/")
+        rg, cluster_name = parts[4], parts[8]
+        found = containerservice.get_managed_cluster_output(
+            resource_group_name=rg, resource_name=cluster_name, opts=pulumi.InvokeOutputOptions(parent=self)
+        )
+        self.fqdn = found.fqdn
+        self.kubelet_object_id = found.identity_profile.apply(
+            lambda p: p["kubeletidentity"].object_id if p and "kubeletidentity" in p else None
+        )
+        self.node_resource_group = found.node_resource_group
+        self.kubeconfig = self._user_kubeconfig(rg, cluster_name)
+
+    def _attach_kubeconfig(self, path: Path) -> None:
+        text = path.read_text()
+        config = yaml.safe_load(text)
+        contexts = {c["name"]: c["context"] for c in config.get("contexts", [])}
+        clusters = {c["name"]: c["cluster"] for c in config.get("clusters", [])}
+        current = contexts.get(config.get("current-context"), next(iter(contexts.values()), {}))
+        server = clusters.get(current.get("cluster"), {}).get("server", "")
+        self.fqdn = pulumi.Output.from_input(_host(server))
+        self.kubelet_object_id = pulumi.Output.from_input(None)
+        self.node_resource_group = pulumi.Output.from_input(None)
+        self.kubeconfig = pulumi.Output.secret(text)
+
+    # ------------------------------------------------------------------ what follows either way
+
+    def _acr_pull(self, ws: Workspace) -> None:
+        """The kubelet identity pulls images from the workspace registry (its admin user is off)."""
+        principal = self.kubelet_object_id.apply(lambda oid: oid or "")
+        authorization.RoleAssignment(
+            f"{self._name}-acr-pull",
+            scope=ws.registry_id,
+            principal_id=principal,
+            principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+            role_definition_id=ws.registry_id.apply(lambda rid: _role(rid, ACR_PULL_ROLE)),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _scoring_fqdns(self, scoring_dns_label: str | None) -> list[str]:
+        """The scoring domain: the TLS cname, or <label>.<region>.cloudapp.azure.com for a DNS label."""
+        ssl = self._spec.ssl
+        names = [ssl.cname] if ssl is not None and ssl.cname else []
+        for label in (ssl.leaf_domain_label if ssl else None, scoring_dns_label):
+            if label:
+                names.append(f"{label}.{self._location}.cloudapp.azure.com")
+        return names
+
+    def _required_fqdns(self, scoring: list[str]) -> pulumi.Output[list[str]]:
+        """The names custom DNS must resolve, from the real resources (sorted, no duplicates)."""
+        hosts: list[pulumi.Input[str | None]] = [self.fqdn]
+        if self._spec.attach is None or self._spec.attach.resource_id:
+            hosts += [pulumi.Output.from_input(h) for h in AKS_CONTROL_FQDNS]
+        ws = self._workspace
+        if ws is not None:
+            hosts += [ws.registry_login_server, ws.blob_endpoint.apply(_host), ws.table_endpoint.apply(_host)]
+        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, MCR, *scoring] if h}))
+
+    def _private_links(self) -> None:
+        """Private endpoints for the registry, blob and table in the cluster's subnet, their
+        privatelink zones, and each zone linked to the cluster's VNet, so custom DNS (forwarding
+        to Azure DNS) resolves those names to private addresses."""
+        ws = self._workspace
+        if ws is None or self._vnet_id is None or self._subnet_id is None:
+            raise ValueError("dns.private_zone_links: needs a workspace and a cluster on a vnet")
+        child = pulumi.ResourceOptions(parent=self)
+        name, rg = self._name, ws.resource_group_name
+        account_id = pulumi.Output.all(ws.registry_id, ws.storage_account_name).apply(
+            lambda a: a[0].split("/providers/")[0] + f"/providers/Microsoft.Storage/storageAccounts/{a[1]}"
+        )
+        targets = {"registry": ws.registry_id, "blob": account_id, "table": account_id}
+        for group, zone_name in PRIVATE_LINK_ZONES.items():
+            zone = privatedns.PrivateZone(f"{name}-{group}-zone", resource_group_name=rg, private_zone_name=zone_name,
+                                          location="Global", opts=child)
+            privatedns.VirtualNetworkLink(
+                f"{name}-{group}-link",
+                resource_group_name=rg,
+                private_zone_name=zone.name,
+                location="Global",
+                registration_enabled=False,
+                virtual_network=privatedns.SubResourceArgs(id=self._vnet_id),
+                opts=child,
+            )
+            endpoint = network.PrivateEndpoint(
+                f"{name}-{group}-pe",
+                resource_group_name=rg,
+                location=self._location,
+                subnet=network.SubnetArgs(id=self._subnet_id),
+                private_link_service_connections=[network.PrivateLinkServiceConnectionArgs(
+                    name=group, private_link_service_id=targets[group], group_ids=[group],
+                )],
+                opts=child,
+            )
+            network.PrivateDnsZoneGroup(
+                f"{name}-{group}-dns",
+                resource_group_name=rg,
+                private_endpoint_name=endpoint.name,
+                private_dns_zone_group_name="default",
+                private_dns_zone_configs=[network.PrivateDnsZoneConfigArgs(name=group, private_dns_zone_id=zone.id)],
+                opts=child,
+            )
+
+    def _k8s(self, cls: type[pulumi.CustomResource], name: str, manifest: pulumi.Input[dict[str, Any]]) -> None:
+        """Declare a rendered manifest (a pure function's dict, validated by the tests) in the cluster."""
+        doc = pulumi.Output.from_input(manifest)
+        cls(
+            f"{self._name}-{name}",
+            metadata=doc.apply(lambda d: d["metadata"]),
+            spec=doc.apply(lambda d: d["spec"]),
+            opts=pulumi.ResourceOptions(parent=self, provider=self.provider),
+        )
