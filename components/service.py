@@ -1,0 +1,309 @@
+"""ModelService: one version of a model web service on the cluster.
+
+A scorer Deployment and a headless Service of the same name, in the router's namespace. The
+router finds the replicas through the Service's EndpointSlices and scales the Deployment
+through its scale subresource, so there is deliberately no HorizontalPodAutoscaler here.
+Models are copied from blob storage by an init container into an emptyDir laid out as
+Azure ML lays out AZUREML_MODEL_DIR (`<root>/<name>/<version>/...`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+from pydantic import SecretStr
+
+from components.accelerators import SCHEDULING
+from components.spec import _Deployable
+from scoring_image.config import ScorerSettings
+
+SCORER_PORT = 5001
+APP_ROOT = "/var/azureml-app"  # where a service image holds the entry script's source_directory
+MODEL_ROOT = "/var/azureml-app/azureml-models"
+MANIFEST_DIR = "/etc/azureml-models"
+SPOOL_DIR = "/var/azureml-spool"
+# Keys of the namespace's workspace connection Secret (created by the program).
+STORAGE_KEY = "storage-connection-string"
+APP_INSIGHTS_KEY = "appinsights-connection-string"
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+LABEL_SERVICE = "aks-model-serving/service"
+LABEL_ENDPOINT = "aks-model-serving/endpoint"
+LABEL_VERSION = "aks-model-serving/version"
+PART_OF = "aks-model-serving"
+
+# The init container's program: list each model's blobs and copy them under MODEL_ROOT.
+# A model whose prefix holds no blob fails the pod, so a replica never starts without its model.
+FETCH_MODELS = """
+import json, os, sys
+from pathlib import Path
+from urllib.parse import urlsplit
+from azure.storage.blob import BlobServiceClient, ContainerClient
+
+root = Path(os.environ["MODEL_ROOT"])
+conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
+workspace = BlobServiceClient.from_connection_string(conn) if conn else None
+for m in json.loads(Path(os.environ["MODELS_MANIFEST"]).read_text()):
+    url = urlsplit(m["url"])
+    container, _, prefix = url.path.lstrip("/").partition("/")
+    prefix = prefix.rstrip("/") + "/"
+    account = f"{url.scheme}://{url.netloc}"
+    if workspace is not None and workspace.url.rstrip("/") == account:
+        client = workspace.get_container_client(container)
+    else:
+        client = ContainerClient(account, container, credential=url.query or None)
+    dest = root / m["name"] / str(m["version"])
+    count = 0
+    for blob in client.list_blobs(name_starts_with=prefix):
+        target = dest / blob.name[len(prefix):]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as f:
+            client.download_blob(blob.name).readinto(f)
+        count += 1
+    if not count:
+        sys.exit(f"model {m['name']}:{m['version']}: no files under {m['url']}")
+    print(f"model {m['name']}:{m['version']}: {count} files", flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A model a replica needs: copied from `url` (a blob folder) to `<root>/<name>/<version>/`."""
+
+    name: str
+    version: int
+    url: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
+class RouteAccess:
+    """How clients call a service or endpoint: what the router publishes for its route."""
+
+    scoring_uri: pulumi.Input[str]
+    swagger_uri: pulumi.Input[str]
+    primary_key: pulumi.Input[str] | None = None
+    secondary_key: pulumi.Input[str] | None = None
+
+
+@dataclass
+class ModelServiceArgs:
+    """What one version of a service needs on the cluster.
+
+    `image` runs the entry script (the scorer image, or the service's own environment image),
+    with the entry script's source_directory at APP_ROOT; `fetch_image` copies the models (the
+    scorer image: it carries azure-storage-blob). `connections_secret` names the namespace's
+    Secret holding STORAGE_KEY and APP_INSIGHTS_KEY. `access` is given for a service's own route
+    and left out for an endpoint's version (the endpoint publishes the route).
+    """
+
+    spec: _Deployable
+    namespace: pulumi.Input[str]
+    image: pulumi.Input[str]
+    fetch_image: pulumi.Input[str]
+    models: Sequence[ModelSource] = ()
+    connections_secret: pulumi.Input[str] | None = None
+    data_container: pulumi.Input[str] = "modeldata"
+    access: RouteAccess | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def cpu_quantity(cores: float) -> str:
+    return f"{round(cores * 1000)}m"
+
+
+def memory_quantity(gb: float) -> str:
+    """Azure ML's memory_gb is GiB, as Kubernetes' Gi."""
+    return f"{round(gb * 1024)}Mi"
+
+
+def model_dir(models: Sequence[ModelSource]) -> str:
+    """Azure ML's AZUREML_MODEL_DIR: the version folder of a single model, else the root."""
+    if len(models) == 1:
+        return f"{MODEL_ROOT}/{models[0].name}/{models[0].version}"
+    return MODEL_ROOT
+
+
+def scorer_env(name: str, spec: _Deployable, models: Sequence[ModelSource],
+               connections_secret: pulumi.Input[str] | None, data_container: pulumi.Input[str]) -> list[dict]:
+    """The scorer container's environment, rendered by the scorer's own settings model.
+
+    Secrets never appear as values: connection strings are references into the namespace's
+    connection Secret, so `to_env()` is given a stand-in that is then swapped for the reference.
+    """
+    collect = spec.collect_model_data
+    stand_in = SecretStr("from-secret")
+    settings = ScorerSettings(
+        entry_script=spec.inference_config.entry_script if spec.inference_config else "score.py",
+        model_dir=model_dir(models),
+        app_root=APP_ROOT,
+        port=SCORER_PORT,
+        # One worker per core of the limit: the node's core count (what the scorer sees) is not ours.
+        workers=max(1, math.ceil(spec.cpu_limit)),
+        scoring_timeout_ms=spec.scoring_timeout_ms,
+        appinsights_connection_string=stand_in if spec.enable_app_insights else None,
+        data_collection_enabled=collect,
+        data_collection_spool_dir=SPOOL_DIR,
+        data_collection_service=name,
+        data_collection_models=[f"{m.name}:{m.version}" for m in models] if collect else [],
+        data_collection_connection_string=stand_in if collect else None,
+    )
+    secret_refs = {
+        ScorerSettings.env_name("appinsights_connection_string"): APP_INSIGHTS_KEY,
+        ScorerSettings.env_name("data_collection_connection_string"): STORAGE_KEY,
+    }
+    container_env = ScorerSettings.env_name("data_collection_container")
+    env: list[dict] = []
+    for key, value in sorted(settings.to_env().items()):
+        if key in secret_refs:
+            env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": connections_secret, "key": secret_refs[key]}}})
+        elif key == container_env:
+            env.append({"name": key, "value": data_container})
+        else:
+            env.append({"name": key, "value": value})
+    env += [{"name": k, "value": v} for k, v in sorted(_environment_variables(spec).items())]
+    return env
+
+
+def _environment_variables(spec: _Deployable) -> dict[str, str]:
+    ic = spec.inference_config
+    return dict(ic.environment.environment_variables) if ic else {}
+
+
+def _resources(spec: _Deployable) -> dict:
+    requests = {"cpu": cpu_quantity(spec.cpu_cores), "memory": memory_quantity(spec.memory_gb)}
+    limits = {"cpu": cpu_quantity(spec.cpu_limit), "memory": memory_quantity(spec.memory_limit_gb)}
+    for kind, cores in (("gpu", spec.gpu_cores), ("fpga", spec.fpga_cores)):
+        if cores:
+            # Extended resources are whole devices, requested and limited alike.
+            requests[SCHEDULING[kind].resource] = limits[SCHEDULING[kind].resource] = str(cores)
+    return {"requests": requests, "limits": limits}
+
+
+def _probes(spec: _Deployable) -> dict:
+    """Azure ML's probe settings. Kubernetes takes a success threshold above 1 only for readiness."""
+    timing = {"periodSeconds": spec.period_seconds, "timeoutSeconds": spec.timeout_seconds,
+              "failureThreshold": spec.failure_threshold}
+    return {
+        "livenessProbe": {"httpGet": {"path": "/", "port": "http"}, "initialDelaySeconds": spec.initial_delay_seconds,
+                          "successThreshold": 1, **timing},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "successThreshold": spec.success_threshold, **timing},
+    }
+
+
+def _accelerator(spec: _Deployable) -> dict:
+    kind = "gpu" if spec.gpu_cores else "fpga" if spec.fpga_cores else None
+    if kind is None:
+        return {}
+    return {"nodeSelector": SCHEDULING[kind].selector, "tolerations": [SCHEDULING[kind].toleration]}
+
+
+CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"}}
+FETCH_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1000m", "memory": "512Mi"}}
+
+
+class ModelService(pulumi.ComponentResource):
+    """One version of a model web service: scorer Deployment, headless Service, models manifest.
+
+    Outputs: deployment_name; and for a service's own route scoring_uri, swagger_uri and the
+    keys (secrets; None with token auth).
+    """
+
+    deployment_name: pulumi.Output[str]
+    scoring_uri: pulumi.Output[str] | None
+    swagger_uri: pulumi.Output[str] | None
+    primary_key: pulumi.Output[str] | None
+    secondary_key: pulumi.Output[str] | None
+
+    def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("aks-model-serving:index:ModelService", name, None, opts)
+        spec = args.spec
+        labels = {LABEL_NAME: name, LABEL_COMPONENT: "model", LABEL_PART_OF: PART_OF, **args.labels}
+        selector = {LABEL_NAME: name}
+        meta = {"name": name, "namespace": args.namespace, "labels": labels}
+
+        volumes: list[dict] = [{"name": "spool", "emptyDir": {}}]
+        scorer_mounts = [{"name": "spool", "mountPath": SPOOL_DIR}]
+        init: list[dict] = []
+        annotations: dict[str, pulumi.Input[str]] = {}
+        if args.models:
+            manifest = pulumi.Output.all(*[m.url for m in args.models]).apply(
+                lambda urls: json.dumps([{"name": m.name, "version": m.version, "url": u} for m, u in zip(args.models, urls)],
+                                        indent=1, sort_keys=True))
+            models = k8s.core.v1.ConfigMap(
+                f"{name}-models", metadata={**meta, "name": f"{name}-models"}, data={"models.json": manifest},
+                opts=pulumi.ResourceOptions(parent=self))
+            # Models are read once at start: a changed list must roll the replicas.
+            annotations["aks-model-serving/models-sha256"] = manifest.apply(lambda m: hashlib.sha256(m.encode()).hexdigest()[:16])
+            volumes += [{"name": "models", "emptyDir": {}},
+                        {"name": "models-manifest", "configMap": {"name": models.metadata.name}}]
+            scorer_mounts.append({"name": "models", "mountPath": MODEL_ROOT, "readOnly": True})
+            fetch_env: list[dict] = [{"name": "MODEL_ROOT", "value": MODEL_ROOT},
+                                     {"name": "MODELS_MANIFEST", "value": f"{MANIFEST_DIR}/models.json"}]
+            if args.connections_secret is not None:
+                fetch_env.append({"name": "AZURE_STORAGE_CONNECTION_STRING",
+                                  "valueFrom": {"secretKeyRef": {"name": args.connections_secret, "key": STORAGE_KEY}}})
+            init.append({
+                "name": "fetch-models", "image": args.fetch_image, "command": ["python", "-c", FETCH_MODELS],
+                "env": fetch_env, "resources": FETCH_RESOURCES, "securityContext": CONTAINER_SECURITY,
+                "volumeMounts": [{"name": "models", "mountPath": MODEL_ROOT},
+                                 {"name": "models-manifest", "mountPath": MANIFEST_DIR, "readOnly": True}],
+            })
+
+        scorer = {
+            "name": "scorer",
+            "image": args.image,
+            "ports": [{"name": "http", "containerPort": SCORER_PORT}],
+            "env": scorer_env(name, spec, args.models, args.connections_secret, args.data_container),
+            "resources": _resources(spec),
+            "volumeMounts": scorer_mounts,
+            "securityContext": CONTAINER_SECURITY,
+            **_probes(spec),
+        }
+        # The router owns the replica count when it autoscales: Pulumi sets the starting size only.
+        autoscaled = bool(spec.autoscale_enabled)
+        deployment = k8s.apps.v1.Deployment(
+            name,
+            metadata=meta,
+            spec={
+                "replicas": spec.replicas,
+                "selector": {"matchLabels": selector},
+                "template": {
+                    "metadata": {"labels": labels, "annotations": annotations},
+                    "spec": {"initContainers": init, "containers": [scorer], "volumes": volumes,
+                             "securityContext": POD_SECURITY, **_accelerator(spec)},
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"] if autoscaled else None),
+        )
+        # Headless: the router balances over the replicas itself, from the EndpointSlices.
+        k8s.core.v1.Service(
+            name,
+            metadata=meta,
+            spec={"clusterIP": "None", "selector": selector,
+                  "ports": [{"name": "http", "port": SCORER_PORT, "targetPort": "http"}]},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+        self.deployment_name = deployment.metadata.name
+        access = args.access
+        self.scoring_uri = pulumi.Output.from_input(access.scoring_uri) if access else None
+        self.swagger_uri = pulumi.Output.from_input(access.swagger_uri) if access else None
+        self.primary_key = pulumi.Output.secret(access.primary_key) if access and access.primary_key is not None else None
+        self.secondary_key = pulumi.Output.secret(access.secondary_key) if access and access.secondary_key is not None else None
+        self.register_outputs({
+            "deployment_name": self.deployment_name,
+            "scoring_uri": self.scoring_uri,
+            "swagger_uri": self.swagger_uri,
+            "primary_key": self.primary_key,
+            "secondary_key": self.secondary_key,
+        })

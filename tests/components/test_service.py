@@ -1,0 +1,156 @@
+"""ModelService under Pulumi mocks: the Deployment and headless Service a spec yields."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+
+from components.mocks import run
+from components.service import ModelService, ModelServiceArgs, ModelSource, RouteAccess
+from components.spec import ServiceSpec
+
+IMAGE = "mlw.azurecr.io/scorer@sha256:" + "a" * 64
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+SERVICE = "kubernetes:core/v1:Service"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+
+
+def spec(**settings) -> ServiceSpec:
+    return ServiceSpec.model_validate({"name": "iris", "inference_config": {"entry_script": "score.py"}, **settings})
+
+
+def models(n: int) -> list[ModelSource]:
+    return [ModelSource(f"m{i}", 1, f"https://mlw.blob.core.windows.net/models/m{i}/1") for i in range(n)]
+
+
+def deploy(s: ServiceSpec, sources: list[ModelSource] = (), **kw):
+    def program():
+        svc = ModelService(s.name, ModelServiceArgs(spec=s, namespace="azureml", image=IMAGE, fetch_image=IMAGE,
+                                                    models=sources, connections_secret="workspace-connections", **kw))
+        return {"scoring_uri": svc.scoring_uri, "primary_key": svc.primary_key, "deployment": svc.deployment_name}
+    return run(program)
+
+
+def pod(rec) -> dict:
+    return rec.one(DEPLOYMENT).inputs["spec"]["template"]["spec"]
+
+
+def env(container: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_deployment_and_headless_service_share_the_name_the_router_watches():
+    rec = deploy(spec(), models(1))
+    d, s = rec.one(DEPLOYMENT), rec.one(SERVICE)
+    assert d.inputs["metadata"]["name"] == s.inputs["metadata"]["name"] == "iris"
+    assert d.inputs["metadata"]["labels"]["app.kubernetes.io/component"] == "model"
+    assert s.inputs["spec"]["clusterIP"] == "None"
+    assert s.inputs["spec"]["selector"] == d.inputs["spec"]["selector"]["matchLabels"]
+    assert s.inputs["spec"]["ports"] == [{"name": "http", "port": 5001, "targetPort": "http"}]
+    assert d.parent_type == s.parent_type == "aks-model-serving:index:ModelService"
+    assert not rec.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+
+
+def test_requests_and_limits_from_cpu_cores_memory_gb_and_their_limits():
+    rec = deploy(spec(cpu_cores=0.5, memory_gb=1, cpu_cores_limit=2, memory_gb_limit=1.5))
+    scorer = pod(rec)["containers"][0]
+    assert scorer["resources"] == {"requests": {"cpu": "500m", "memory": "1024Mi"}, "limits": {"cpu": "2000m", "memory": "1536Mi"}}
+    assert env(scorer)["WORKER_COUNT"] == "2"
+
+
+def test_gpu_cores_get_the_gpu_resource_toleration_and_selector():
+    rec = deploy(spec(gpu_cores=1, cpu_cores=1, memory_gb=4))
+    p = pod(rec)
+    assert p["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert p["nodeSelector"] == {"aks-model-serving/accelerator": "gpu"}
+    assert p["tolerations"] == [{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
+
+
+def test_cpu_service_has_no_accelerator_scheduling():
+    p = pod(deploy(spec()))
+    assert "nodeSelector" not in p and "tolerations" not in p
+
+
+def test_probes_from_azure_ml_settings():
+    scorer = pod(deploy(spec(period_seconds=5, initial_delay_seconds=20, timeout_seconds=3, success_threshold=2,
+                             failure_threshold=4)))["containers"][0]
+    assert scorer["livenessProbe"] == {"httpGet": {"path": "/", "port": "http"}, "initialDelaySeconds": 20, "periodSeconds": 5,
+                                       "timeoutSeconds": 3, "successThreshold": 1, "failureThreshold": 4}
+    assert scorer["readinessProbe"] == {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5, "timeoutSeconds": 3,
+                                        "successThreshold": 2, "failureThreshold": 4}
+
+
+def test_one_model_dir_is_its_version_folder_and_models_come_from_the_manifest():
+    rec = deploy(spec(), models(1))
+    p = pod(rec)
+    assert env(p["containers"][0])["AZUREML_MODEL_DIR"] == "/var/azureml-app/azureml-models/m0/1"
+    fetch = p["initContainers"][0]
+    assert fetch["name"] == "fetch-models" and fetch["image"] == IMAGE
+    assert env(fetch)["AZURE_STORAGE_CONNECTION_STRING"] == {"secretKeyRef": {"name": "workspace-connections", "key": "storage-connection-string"}}
+    manifest = json.loads(rec.one(CONFIG_MAP).inputs["data"]["models.json"])
+    assert manifest == [{"name": "m0", "version": 1, "url": "https://mlw.blob.core.windows.net/models/m0/1"}]
+
+
+def test_several_models_share_the_root_and_a_changed_list_rolls_the_pods():
+    a, b = deploy(spec(), models(3)), deploy(spec(), models(4))
+    assert env(pod(a)["containers"][0])["AZUREML_MODEL_DIR"] == "/var/azureml-app/azureml-models"
+    sha = "aks-model-serving/models-sha256"
+    annotations = [r.one(DEPLOYMENT).inputs["spec"]["template"]["metadata"]["annotations"][sha] for r in (a, b)]
+    assert annotations[0] != annotations[1]
+
+
+def test_no_models_no_init_container():
+    p = pod(deploy(spec()))
+    assert p["initContainers"] == [] and not any(v["name"] == "models" for v in p["volumes"])
+
+
+def test_data_collection_and_app_insights_read_the_connection_secret():
+    e = env(pod(deploy(spec(collect_model_data=True, enable_app_insights=True), models(2),
+                       data_container="modeldata"))["containers"][0])
+    assert e["AZUREML_DATA_COLLECTION_ENABLED"] == "true"
+    assert e["AZUREML_DATA_COLLECTION_MODELS"] == "m0:1,m1:1"
+    assert e["AZUREML_DATA_COLLECTION_CONTAINER"] == "modeldata"
+    assert e["AZUREML_DATA_COLLECTION_CONNECTION_STRING"] == {"secretKeyRef": {"name": "workspace-connections", "key": "storage-connection-string"}}
+    assert e["APPLICATIONINSIGHTS_CONNECTION_STRING"] == {"secretKeyRef": {"name": "workspace-connections", "key": "appinsights-connection-string"}}
+    assert "from-secret" not in json.dumps(e)
+
+
+def test_without_collection_no_connection_strings_reach_the_scorer():
+    e = env(pod(deploy(spec(), models(1)))["containers"][0])
+    assert e["AZUREML_DATA_COLLECTION_ENABLED"] == "false"
+    assert "AZUREML_DATA_COLLECTION_CONNECTION_STRING" not in e and "APPLICATIONINSIGHTS_CONNECTION_STRING" not in e
+    assert e["AZUREML_ENTRY_SCRIPT"] == "score.py" and e["AML_APP_ROOT"] == "/var/azureml-app"
+    assert e["SCORING_TIMEOUT_MS"] == "60000"
+
+
+def test_autoscaled_replicas_are_left_to_the_router():
+    rec = deploy(spec(autoscale_min_replicas=2, autoscale_max_replicas=5))
+    assert rec.one(DEPLOYMENT).inputs["spec"]["replicas"] == 2
+    fixed = deploy(spec(num_replicas=3))
+    assert fixed.one(DEPLOYMENT).inputs["spec"]["replicas"] == 3
+
+
+def test_runs_as_non_root():
+    p = pod(deploy(spec(), models(1)))
+    assert p["securityContext"]["runAsNonRoot"] is True
+    for c in p["containers"] + p["initContainers"]:
+        assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+        assert set(c["resources"]["requests"]) == set(c["resources"]["limits"]) >= {"cpu", "memory"}
+
+
+def test_outputs_uri_and_keys_as_secrets():
+    access = RouteAccess("https://h/api/v1/service/iris/score", "https://h/api/v1/service/iris/swagger.json", "k1", "k2")
+    rec = deploy(spec(), access=access)
+    assert rec.outputs == {"scoring_uri": "https://h/api/v1/service/iris/score", "primary_key": "k1", "deployment": "iris"}
+    assert rec.secret_outputs == ["primary_key"]
+
+
+@pytest.mark.parametrize("settings", [{}, {"gpu_cores": 1, "collect_model_data": True, "enable_app_insights": True}])
+def test_manifests_validate_against_kubernetes_1_30(settings):
+    rec = deploy(spec(**settings), models(2))
+    manifests = rec.kubernetes_manifests()
+    assert len(manifests) == 3
+    for doc in manifests:
+        kubernetes_validate.validate(doc, "1.30", strict=True)
