@@ -1,0 +1,54 @@
+"""`python -m scoring_image`: serve an Azure ML entry script.
+
+Settings come from the environment (`ScorerSettings`, Azure ML's variable names); options
+given here override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pydantic import ValidationError
+
+from scoring_image.config import ScorerSettings
+
+# option -> settings field
+_OPTIONS = {
+    "--host": ("host", str, "address to listen on"),
+    "--port": ("port", int, "port to listen on (default 5001)"),
+    "--workers": ("workers", int, "worker processes, each running init() (default: one per core)"),
+    "--entry-script": ("entry_script", str, "entry script with init() and run(), relative to --app-root"),
+    "--model-dir": ("model_dir", str, "AZUREML_MODEL_DIR: a model's version folder or a root of <name>/<version>"),
+    "--app-root": ("app_root", str, "folder the entry script path is relative to"),
+    "--scoring-timeout-ms": ("scoring_timeout_ms", int, "answer 504 and recycle the worker when run() takes longer"),
+    "--log-level": ("log_level", str, "DEBUG, INFO, WARNING or ERROR"),
+}
+
+
+def parse(argv: list[str] | None = None) -> ScorerSettings:
+    parser = argparse.ArgumentParser(
+        prog="python -m scoring_image",
+        description="Serve an Azure ML entry script (init() / run()) over HTTP. "
+        "Every option can also be set through its environment variable (in brackets).",
+    )
+    for option, (name, kind, text) in _OPTIONS.items():
+        parser.add_argument(option, dest=name, type=kind, help=f"{text} [{ScorerSettings.env_name(name)}]")
+    args = parser.parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        base = ScorerSettings.from_env()
+        return ScorerSettings.model_validate({**base.model_dump(), **overrides})
+    except ValidationError as exc:
+        parser.exit(2, f"invalid settings:\n{exc}\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = parse(argv)
+    from scoring_image import supervisor
+
+    supervisor.serve(settings)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,127 @@
+"""Azure ML's raw-HTTP entry-script API, without Flask.
+
+Existing entry scripts import `rawhttp`, `AMLRequest` and `AMLResponse` from
+`azureml_inference_server_http.api.aml_request|aml_response` or from the older
+`azureml.contrib.services.aml_request|aml_response`.  `install()` registers this module
+under those names, so such scripts run unchanged and the image needs no Flask.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import types
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+
+_ALIASES = (
+    "azureml_inference_server_http.api.aml_request",
+    "azureml_inference_server_http.api.aml_response",
+    "azureml.contrib.services.aml_request",
+    "azureml.contrib.services.aml_response",
+)
+
+_RAWHTTP_ATTR = "__aml_rawhttp__"
+
+
+def rawhttp(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Marks `run(request)` as wanting the whole request (an `AMLRequest`) instead of its body."""
+    setattr(func, _RAWHTTP_ATTR, True)
+    return func
+
+
+def is_rawhttp(func: Callable[..., Any]) -> bool:
+    return bool(getattr(func, _RAWHTTP_ATTR, False))
+
+
+class _Headers(dict[str, str]):
+    """Request headers with case-insensitive lookup, as Werkzeug's."""
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        super().__init__((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.lower())
+
+
+class AMLRequest:
+    """The subset of Flask's Request that Azure ML entry scripts use."""
+
+    def __init__(self, method: str, path: str, query_string: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.method = method
+        self.path = path
+        self.query_string = query_string
+        self.full_path = f"{path}?{query_string.decode('latin-1')}"
+        self.args: dict[str, str] = dict(parse_qsl(query_string.decode("latin-1")))
+        self.headers = _Headers(headers)
+        self.data = body
+        self.content_type = self.headers.get("content-type")
+
+    def get_data(self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False) -> bytes | str:
+        return self.data.decode() if as_text else self.data
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        try:
+            return orjson.loads(self.data)
+        except orjson.JSONDecodeError:
+            if silent:
+                return None
+            raise
+
+    @property
+    def json(self) -> Any:
+        return self.get_json()
+
+
+class AMLResponse:
+    """A response `run()` returns to choose its own body, status and headers."""
+
+    def __init__(
+        self,
+        message: Any,
+        status_code: int,
+        response_headers: Mapping[str, str] | None = None,
+        json_str: bool = False,
+    ) -> None:
+        self.status_code = status_code
+        self.headers = dict(response_headers or {})
+        if json_str:
+            self.body = orjson.dumps(message)
+            self.headers.setdefault("Content-Type", "application/json")
+        elif isinstance(message, bytes):
+            self.body = message
+        else:
+            self.body = str(message).encode()
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+
+
+def install() -> None:
+    """Make the Azure ML module names resolve to this module.
+
+    Missing parent packages become empty ones; an installed `azureml` package stays usable.
+    """
+    me = sys.modules[__name__]
+    for alias in _ALIASES:
+        parts = alias.split(".")
+        for i in range(1, len(parts)):
+            parent = ".".join(parts[:i])
+            if parent not in sys.modules and not _importable(parent):
+                package = types.ModuleType(parent)
+                package.__path__ = []
+                sys.modules[parent] = package
+        sys.modules[alias] = me

@@ -1,0 +1,312 @@
+"""The HTTP surface of one worker: Azure ML's routes and headers as a plain ASGI app.
+
+Plain ASGI rather than a framework: five fixed routes need no router, and the scoring path
+is the hot path (measured: a Starlette route costs about a fifth of the throughput here).
+Everything CPU-heavy (the entry script, encoding its result) runs on the worker's run thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from scoring_image import entry_script, logs, metrics, swagger
+from scoring_image.amlcompat import AMLRequest, AMLResponse
+from scoring_image.collection.spool import Spool
+from scoring_image.config import ScorerSettings
+from scoring_image.entry_script import BadInput, EntryScript
+from scoring_image.readiness import Board
+from scoring_image.runner import Abandoned, Runner, RunTimeout
+
+log = logging.getLogger("scoring_image")
+access = logging.getLogger("scoring_image.access")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+MAX_REQUEST_ID = 100
+_JSON = b"application/json"
+_JSON_HEADER = (b"content-type", _JSON)
+_TEXT_HEADER = (b"content-type", b"text/plain; charset=utf-8")
+_SCORE_METHODS = b"GET, POST, OPTIONS"
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _Result:
+    """What the run thread hands back: an encoded response and run()'s own duration."""
+
+    __slots__ = ("status", "headers", "body", "run_ms")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, run_ms: float) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.run_ms = run_ms
+
+
+class ScoringApp:
+    def __init__(
+        self,
+        settings: ScorerSettings,
+        runner: Runner,
+        board: Board,
+        stats: metrics.Metrics,
+        spool: Spool | None,
+        recycle: Callable[[], None],
+    ) -> None:
+        self._settings = settings
+        self._runner = runner
+        self._board = board
+        self._metrics = stats
+        self._spool = spool
+        self._recycle = recycle
+        self._timeout_s = settings.scoring_timeout_ms / 1000
+        self._access_log = settings.access_log
+        self.script: EntryScript | None = None
+        self.not_ready = "init() has not finished"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        path = scope["path"]
+        method = scope["method"]
+        if path == "/score":
+            await self._score(scope, receive, send)
+        elif method not in ("GET", "HEAD"):
+            await _send_error(send, HttpError(405, "MethodNotAllowed", f"{method} is not allowed on {path}"))
+        elif path == "/":
+            await _send(send, 200, [_TEXT_HEADER], b"Healthy")
+        elif path == "/ready":
+            await self._ready(send)
+        elif path == "/metrics":
+            await _send(send, 200, [(b"content-type", metrics.CONTENT_TYPE.encode())], metrics.scrape())
+        elif path == "/swagger.json":
+            await self._swagger(scope, send)
+        else:
+            await _send_error(send, HttpError(404, "NotFound", f"no route {path}"))
+
+    # -- /score ---------------------------------------------------------------------------
+
+    async def _score(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = client_id = content_type = None
+        length = -1
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"x-ms-client-request-id":
+                client_id = value.decode("latin-1")
+            elif name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                length = int(value)
+        if request_id is not None and len(request_id) > MAX_REQUEST_ID:
+            await _send_error(send, HttpError(
+                431, "RequestHeaderFieldsTooLarge", f"x-request-id is longer than {MAX_REQUEST_ID} characters"))
+            return
+        request_id = request_id or str(uuid.uuid4())
+        logs.request_id.set(request_id)
+        ids = [
+            (b"x-request-id", request_id.encode()),
+            (b"x-ms-request-id", request_id.encode()),
+            (b"x-ms-client-request-id", (client_id or request_id).encode()),
+        ]
+        self._metrics.in_flight.inc()
+        try:
+            result = await self._scored(scope, receive, content_type, length, request_id)
+        except HttpError as exc:
+            result = _Result(exc.status, [_JSON_HEADER], _error_body(exc), 0.0)
+        finally:
+            self._metrics.in_flight.dec()
+        await _send(send, result.status, result.headers + ids + [
+            (b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms)], result.body)
+        elapsed = time.perf_counter() - started
+        self._metrics.observe(result.status, elapsed)
+        if self._access_log:
+            access.info("%s /score %d", scope["method"], result.status,
+                        extra={"fields": {"status": result.status, "duration_ms": round(elapsed * 1000, 3)}})
+
+    async def _scored(self, scope: Scope, receive: Receive, content_type: bytes | None, length: int, request_id: str) -> _Result:
+        method = scope["method"]
+        if method == "OPTIONS":
+            return _Result(200, [(b"allow", _SCORE_METHODS)], b"", 0.0)
+        script = self.script
+        if script is None:
+            raise HttpError(503, "NotReady", self.not_ready)
+        if method == "GET" and script.form != "rawhttp":
+            return _Result(200, [_TEXT_HEADER], b"Healthy", 0.0)
+        if method not in ("GET", "POST"):
+            raise HttpError(405, "MethodNotAllowed", f"{method} is not allowed on /score")
+        if length > self._settings.max_body_bytes:
+            raise HttpError(413, "PayloadTooLarge", f"the body is over {self._settings.max_body_bytes} bytes")
+        body = await _read_body(receive, self._settings.max_body_bytes)
+
+        parsed = None
+        if script.form == "rawhttp":
+            call = _rawhttp_call(script, AMLRequest(method, "/score", scope["query_string"], scope["headers"], body))
+        else:
+            if content_type is not None and content_type.startswith(_JSON):
+                try:
+                    parsed = orjson.loads(body)
+                except orjson.JSONDecodeError as exc:
+                    raise HttpError(400, "BadRequest", f"malformed JSON: {exc}") from None
+            elif script.form == "schema":
+                raise HttpError(400, "BadRequest", "this service expects a JSON body (content-type: application/json)")
+            try:
+                payload = script.prepare(body, parsed)
+            except BadInput as exc:
+                raise HttpError(400, "BadRequest", str(exc)) from None
+            headers = _headers(scope) if script.wants_headers else None
+            call = _json_call(script, payload, headers)
+
+        try:
+            result: _Result = await self._runner.submit(call, self._timeout_s)
+        except RunTimeout:
+            log.error("run() overran scoring_timeout_ms=%d; recycling this worker", self._settings.scoring_timeout_ms)
+            self._recycle()
+            raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms") from None
+        except Abandoned:
+            raise HttpError(503, "WorkerRecycling", "this worker is being replaced; retry") from None
+        except HttpError:
+            raise
+        except Exception as exc:
+            log.error("run() failed", exc_info=exc)
+            raise HttpError(500, "ScoringError", f"run() raised {type(exc).__name__}; see the server log for the traceback") from None
+        self._metrics.observe_run(result.run_ms / 1000)
+        if self._spool is not None and result.status < 400:
+            data = orjson.Fragment(body) if parsed is not None else body.decode(errors="replace")
+            prediction = orjson.Fragment(result.body) if result.headers[0] == _JSON_HEADER else result.body.decode(errors="replace")
+            self._spool.append(request_id, data, prediction)
+        return result
+
+    # -- the other routes -----------------------------------------------------------------
+
+    async def _ready(self, send: Send) -> None:
+        waiting = self._board.not_ready()
+        if not waiting:
+            await _send(send, 200, [_JSON_HEADER], b'{"ready":true}')
+            return
+        reasons = "; ".join(f"worker {s.worker}: {s.state}{' - ' + s.reason if s.reason else ''}" for s in waiting)
+        await _send_error(send, HttpError(503, "NotReady", reasons))
+
+    async def _swagger(self, scope: Scope, send: Send) -> None:
+        script = self.script
+        if script is None:
+            await _send_error(send, HttpError(503, "NotReady", self.not_ready))
+            return
+        if script.form != "schema":
+            await _send_error(send, HttpError(404, "NotFound", "the entry script declares no inference_schema; no swagger"))
+            return
+        query = dict(part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part)
+        try:
+            document = swagger.document(script.run, self._settings.data_collection_service, query.get("version", "2"))
+        except swagger.UnsupportedVersion as exc:
+            await _send_error(send, HttpError(400, "BadRequest", str(exc)))
+            return
+        await _send(send, 200, [_JSON_HEADER], orjson.dumps(document))
+
+    # -- readiness, set by the worker -----------------------------------------------------
+
+    def initialize(self) -> None:
+        """Load the entry script and run its init() (on the run thread, before any run())."""
+        script = entry_script.load(Path(self._settings.entry_script_path))
+        if script.init is not None:
+            script.init()
+        self.script = script
+
+
+def _json_call(script: EntryScript, payload: Any, headers: dict[str, str] | None) -> Callable[[], _Result]:
+    def call() -> _Result:
+        started = time.perf_counter()
+        output = script.call(payload, headers)
+        run_ms = (time.perf_counter() - started) * 1000
+        if isinstance(output, AMLResponse):
+            return _aml_response(output, run_ms)
+        return _Result(200, [_JSON_HEADER], _dumps(output), run_ms)
+
+    return call
+
+
+def _rawhttp_call(script: EntryScript, request: AMLRequest) -> Callable[[], _Result]:
+    def call() -> _Result:
+        started = time.perf_counter()
+        output = script.run(request)
+        run_ms = (time.perf_counter() - started) * 1000
+        if isinstance(output, AMLResponse):
+            return _aml_response(output, run_ms)
+        return _Result(200, [_JSON_HEADER], _dumps(output), run_ms)
+
+    return call
+
+
+def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
+    headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers.items()]
+    if not any(name == b"content-type" for name, _ in headers):
+        headers.insert(0, _TEXT_HEADER)
+    return _Result(response.status_code, headers, response.body, run_ms)
+
+
+def _dumps(output: Any) -> bytes:
+    try:
+        return orjson.dumps(output, default=_to_builtin, option=_DUMPS_OPTIONS)
+    except TypeError as exc:
+        raise HttpError(500, "ScoringError", f"run() returned a value that is not JSON-serializable: {exc}") from None
+
+
+def _to_builtin(value: Any) -> Any:
+    """numpy scalars, pandas objects and the like: whatever they convert to."""
+    for method in ("tolist", "to_dict", "item"):
+        convert = getattr(value, method, None)
+        if callable(convert):
+            return convert()
+    raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise HttpError(413, "PayloadTooLarge", f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error_body(error: HttpError) -> bytes:
+    return orjson.dumps({"error": {"code": error.code, "message": error.message}})
+
+
+async def _send_error(send: Send, error: HttpError) -> None:
+    await _send(send, error.status, [_JSON_HEADER], _error_body(error))
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": headers + [(b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

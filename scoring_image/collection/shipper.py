@@ -1,0 +1,107 @@
+"""The supervisor's side of data collection: ship sealed spool segments, then delete them.
+
+A segment becomes one batch per model, kind and day, in Azure ML's layout
+`<service>/<model>/<version>/{inputs,predictions}/<yyyy>/<mm>/<dd>/<segment>.jsonl`
+(inside the `modeldata` container).  A segment is deleted only after all its batches were
+written; a crash in between resends them under the same names, which overwrites instead of
+duplicating.  Open segments whose process is gone (a worker killed, or the whole server
+after `kill -9`) are sealed and shipped like the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import orjson
+
+from scoring_image.collection.destinations import Destination
+from scoring_image.collection.spool import OPEN, SEALED
+from scoring_image.config import ScorerSettings
+
+log = logging.getLogger("scoring_image.collection")
+
+_KINDS = (("inputs", "data"), ("predictions", "prediction"))
+
+
+class Shipper:
+    def __init__(self, settings: ScorerSettings, destination: Destination) -> None:
+        self._folder = Path(settings.data_collection_spool_dir)
+        self._folder.mkdir(parents=True, exist_ok=True)
+        self._interval = settings.data_collection_batch_seconds
+        self._service = settings.data_collection_service
+        self._models = [tuple(m.split(":", 1)) for m in settings.data_collection_models]
+        self._destination = destination
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="shipper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the loop and ship what the (already stopped) workers sealed."""
+        self._stop.set()
+        self._thread.join()
+        self._pass()
+
+    def ship_once(self) -> int:
+        """Seal orphaned segments and ship every sealed one; returns how many were shipped."""
+        self._seal_orphans()
+        shipped = 0
+        for segment in sorted(self._folder.glob(f"*{SEALED}")):
+            self._ship(segment)
+            segment.unlink()
+            shipped += 1
+        return shipped
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._pass()
+
+    def _pass(self) -> None:
+        try:
+            shipped = self.ship_once()
+        except Exception:
+            log.exception("shipping collected data failed; will retry")
+        else:
+            if shipped:
+                log.info("shipped %d spool segment(s)", shipped)
+
+    def _seal_orphans(self) -> None:
+        for segment in self._folder.glob(f"*{OPEN}"):
+            pid = int(segment.stem.rsplit("-", 1)[1])
+            if not _alive(pid):
+                segment.rename(segment.with_suffix(SEALED))
+
+    def _ship(self, segment: Path) -> None:
+        batches: dict[str, list[bytes]] = defaultdict(list)
+        for number, line in enumerate(segment.read_bytes().splitlines(), 1):
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                log.warning("skipping unreadable record %s:%d", segment.name, number)
+                continue
+            day = time.strftime("%Y/%m/%d", time.gmtime(record["time"]))
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record["time"])) + "Z"
+            for kind, key in _KINDS:
+                line_out = orjson.dumps(
+                    {"id": record["id"], "request_id": record["request_id"], "time": stamp, "data": record[key]}
+                )
+                for name, version in self._models:
+                    batches[f"{self._service}/{name}/{version}/{kind}/{day}/{segment.stem}{SEALED}"].append(line_out)
+        for name, lines in batches.items():
+            self._destination.put(name, b"\n".join(lines) + b"\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,161 @@
+"""Every setting of the scoring server, and the environment variable that carries it.
+
+The server is configured the way Azure ML configures its inference server: through the
+environment of the container.  The Pulumi components and the router's `local` backend render
+that environment with `ScorerSettings(...).to_env()`; the server reads it back with
+`ScorerSettings.from_env()`.  One model for both sides keeps them from drifting apart.
+
+This module imports nothing but pydantic and the standard library, so that `components`
+can import it without the server's runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+_LIST_SEPARATOR = ","
+
+
+def _env(name: str) -> dict[str, Any]:
+    return {"json_schema_extra": {"env": name}}
+
+
+class ScorerSettings(BaseModel):
+    """The scorer's configuration; each field is read from the environment variable in `env_name`.
+
+    Lists travel as comma-separated strings, booleans as `true` / `false`.
+
+    Data collection ships each request's input and output to exactly one destination:
+    - Azure Blob Storage through `data_collection_connection_string`
+      (AZUREML_DATA_COLLECTION_CONNECTION_STRING, as Azure ML names it) and
+      `data_collection_container`, or through `data_collection_container_url`, a container URL
+      carrying a SAS token;
+    - or `data_collection_local_dir`, a folder that receives the same `modeldata/...` layout
+      (the local stack uses it).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Azure ML's entry-script contract.
+    entry_script: str = Field("score.py", **_env("AZUREML_ENTRY_SCRIPT"))
+    model_dir: str | None = Field(None, **_env("AZUREML_MODEL_DIR"))
+    app_root: str = Field(".", **_env("AML_APP_ROOT"))
+
+    # Serving.
+    host: str = Field("0.0.0.0", **_env("SCORER_HOST"))
+    port: int = Field(5001, ge=0, le=65535, **_env("SCORER_PORT"))
+    # None: one worker process per core available to this process.
+    workers: int | None = Field(None, ge=1, **_env("WORKER_COUNT"))
+    scoring_timeout_ms: int = Field(60_000, ge=1, **_env("SCORING_TIMEOUT_MS"))
+    # Azure ML's router accepts payloads up to 100 MB.
+    max_body_bytes: int = Field(100 * 1024 * 1024, ge=1, **_env("SCORER_MAX_BODY_BYTES"))
+    # "*" allows every origin; empty: no CORS headers at all.
+    cors_origins: list[str] = Field([], **_env("AZUREML_CORS_ORIGINS"))
+    keep_alive_seconds: float = Field(65.0, gt=0, **_env("SCORER_KEEP_ALIVE_SECONDS"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", **_env("SCORER_LOG_LEVEL"))
+    # One JSON line per scored request.
+    access_log: bool = Field(True, **_env("SCORER_ACCESS_LOG"))
+    appinsights_connection_string: SecretStr | None = Field(
+        None, **_env("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    )
+
+    # Model data collection.
+    data_collection_enabled: bool = Field(False, **_env("AZUREML_DATA_COLLECTION_ENABLED"))
+    # Survives a restart of the server (an emptyDir survives a container restart in its pod).
+    data_collection_spool_dir: str = Field(
+        "/tmp/scorer-spool", **_env("AZUREML_DATA_COLLECTION_SPOOL_DIR")
+    )
+    data_collection_service: str = Field("default", **_env("AZUREML_DATA_COLLECTION_SERVICE"))
+    # `<name>:<version>` of every model the service serves; each record is filed under each.
+    data_collection_models: list[str] = Field([], **_env("AZUREML_DATA_COLLECTION_MODELS"))
+    data_collection_connection_string: SecretStr | None = Field(
+        None, **_env("AZUREML_DATA_COLLECTION_CONNECTION_STRING")
+    )
+    data_collection_container: str = Field("modeldata", **_env("AZUREML_DATA_COLLECTION_CONTAINER"))
+    data_collection_container_url: SecretStr | None = Field(
+        None, **_env("AZUREML_DATA_COLLECTION_CONTAINER_URL")
+    )
+    data_collection_local_dir: str | None = Field(None, **_env("AZUREML_DATA_COLLECTION_LOCAL_DIR"))
+    # How often a worker seals its spool segment and the shipper uploads sealed ones.
+    data_collection_batch_seconds: float = Field(
+        5.0, gt=0, **_env("AZUREML_DATA_COLLECTION_BATCH_SECONDS")
+    )
+
+    @field_validator("cors_origins", "data_collection_models", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(_LIST_SEPARATOR) if item.strip()]
+        return value
+
+    @field_validator("data_collection_models")
+    @classmethod
+    def _name_version(cls, value: list[str]) -> list[str]:
+        for item in value:
+            name, _, version = item.partition(":")
+            if not name or not version:
+                raise ValueError(f"model {item!r} is not <name>:<version>")
+        return value
+
+    @model_validator(mode="after")
+    def _one_destination(self) -> ScorerSettings:
+        if not self.data_collection_enabled:
+            return self
+        destinations = [
+            self.data_collection_connection_string,
+            self.data_collection_container_url,
+            self.data_collection_local_dir,
+        ]
+        if sum(d is not None for d in destinations) != 1:
+            raise ValueError(
+                "data collection needs exactly one destination: "
+                "data_collection_connection_string, data_collection_container_url "
+                "or data_collection_local_dir"
+            )
+        if not self.data_collection_models:
+            raise ValueError("data collection needs data_collection_models (<name>:<version>)")
+        return self
+
+    @classmethod
+    def env_name(cls, field: str) -> str:
+        extra = cls.model_fields[field].json_schema_extra
+        assert isinstance(extra, dict)
+        return str(extra["env"])
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ScorerSettings:
+        environ = os.environ if environ is None else environ
+        values = {
+            field: environ[cls.env_name(field)]
+            for field in cls.model_fields
+            if environ.get(cls.env_name(field), "") != ""
+        }
+        return cls.model_validate(values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `from_env()` return these settings (unset fields left out)."""
+        env: dict[str, str] = {}
+        for field in type(self).model_fields:
+            value = getattr(self, field)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            elif isinstance(value, list):
+                value = _LIST_SEPARATOR.join(value)
+            env[self.env_name(field)] = str(value)
+        return env
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or len(os.sched_getaffinity(0))
+
+    @property
+    def entry_script_path(self) -> str:
+        return os.path.join(self.app_root, self.entry_script)

@@ -1,0 +1,49 @@
+"""Whether every worker's init() succeeded, shared between the worker processes.
+
+Any worker may answer `/ready`, so each publishes its state as a small file in a folder the
+supervisor created; the answer is the union.  Files are replaced atomically (rename), so a
+reader never sees half a state.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import orjson
+
+State = Literal["starting", "ready", "failed", "recycling"]
+
+
+@dataclass(frozen=True)
+class WorkerState:
+    worker: int
+    state: State
+    reason: str = ""
+
+
+class Board:
+    def __init__(self, folder: Path, workers: int) -> None:
+        self._folder = folder
+        self._workers = workers
+
+    def publish(self, worker: int, state: State, reason: str = "") -> None:
+        target = self._folder / f"worker-{worker}.json"
+        tmp = target.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(orjson.dumps({"state": state, "reason": reason}))
+        tmp.replace(target)
+
+    def read(self) -> list[WorkerState]:
+        states = []
+        for worker in range(self._workers):
+            try:
+                data = orjson.loads((self._folder / f"worker-{worker}.json").read_bytes())
+            except FileNotFoundError:
+                data = {"state": "starting", "reason": ""}
+            states.append(WorkerState(worker, data["state"], data["reason"]))
+        return states
+
+    def not_ready(self) -> list[WorkerState]:
+        return [s for s in self.read() if s.state != "ready"]

@@ -1,0 +1,143 @@
+"""The server's main process: binds the port, keeps `workers` worker processes alive, ships data.
+
+It loads no entry script and serves no request, so nothing a script does can take it down.
+A worker that exits (recycled after a timeout, or crashed) is replaced; one that keeps dying
+within a second of its start is replaced after a growing pause instead of in a tight loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from scoring_image import logs
+from scoring_image.config import ScorerSettings
+from scoring_image.readiness import Board
+
+if TYPE_CHECKING:
+    from scoring_image.collection.shipper import Shipper
+
+log = logging.getLogger("scoring_image.supervisor")
+
+_POLL_S = 0.1
+_QUICK_DEATH_S = 1.0
+_MAX_BACKOFF_S = 30.0
+_STOP_GRACE_S = 10.0
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    quick_deaths: int = 0
+    not_before: float = field(default=0.0)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: ScorerSettings) -> None:
+    logs.configure(settings.log_level, worker="supervisor", capture_print=False)
+    state = Path(tempfile.mkdtemp(prefix="scorer-"))
+    (state / "metrics").mkdir()
+    (state / "ready").mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
+    from prometheus_client import multiprocess  # after PROMETHEUS_MULTIPROC_DIR is set
+
+    sock = bind(settings.host, settings.port)
+    env = {**os.environ, **settings.to_env(), "WORKER_COUNT": str(settings.worker_count)}
+    board = Board(state / "ready", settings.worker_count)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+
+    shipper = _start_shipper(settings)
+    slots = [_Slot(i) for i in range(settings.worker_count)]
+    log.info("listening on %s:%d with %d worker(s)", settings.host, sock.getsockname()[1], len(slots),
+             extra={"fields": {"entry_script": settings.entry_script_path}})
+    try:
+        for slot in slots:
+            _spawn(slot, sock, state, env, defer=False)
+        while not stop.wait(_POLL_S):
+            for slot in slots:
+                _tend(slot, sock, state, env, board, multiprocess.mark_process_dead)
+    finally:
+        _stop_all(slots)
+        if shipper is not None:
+            shipper.stop()
+        sock.close()
+        shutil.rmtree(state, ignore_errors=True)
+        log.info("stopped")
+
+
+def _spawn(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], defer: bool) -> None:
+    command = [sys.executable, "-m", "scoring_image.worker", "--fd", str(sock.fileno()),
+               "--index", str(slot.index), "--state", str(state / "ready")]
+    if defer:
+        command.append("--defer-accept")
+    slot.process = subprocess.Popen(command, env=env, pass_fds=(sock.fileno(),))
+    slot.started = time.monotonic()
+    log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
+
+
+def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], board: Board,
+          mark_dead: Callable[[int], None]) -> None:
+    process = slot.process
+    if process is not None:
+        code = process.poll()
+        if code is None:
+            return
+        mark_dead(process.pid)
+        board.publish(slot.index, "starting", "replacing an exited worker")
+        lived = time.monotonic() - slot.started
+        slot.quick_deaths = slot.quick_deaths + 1 if lived < _QUICK_DEATH_S else 0
+        slot.not_before = time.monotonic() + min(2.0 ** slot.quick_deaths - 1, _MAX_BACKOFF_S)
+        slot.process = None
+        log.warning("worker %d (pid %d) exited with %d after %.1f s; replacing it",
+                    slot.index, process.pid, code, lived)
+    if time.monotonic() >= slot.not_before:
+        _spawn(slot, sock, state, env, defer=True)
+
+
+def _stop_all(slots: list[_Slot]) -> None:
+    running = [s.process for s in slots if s.process is not None and s.process.poll() is None]
+    for process in running:
+        process.terminate()
+    deadline = time.monotonic() + _STOP_GRACE_S
+    for process in running:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _start_shipper(settings: ScorerSettings) -> Shipper | None:
+    if not settings.data_collection_enabled:
+        return None
+    from scoring_image.collection.destinations import open_destination
+    from scoring_image.collection.shipper import Shipper
+
+    shipper = Shipper(settings, open_destination(settings))
+    shipper.start()
+    return shipper

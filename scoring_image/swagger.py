@@ -1,0 +1,123 @@
+"""`/swagger.json` from the entry script's inference_schema decorators, as Azure ML serves it.
+
+Version 2 is Swagger 2.0 with `definitions`; versions 3 and 3.1 are OpenAPI 3.0 / 3.1 with
+`components.schemas`.  Scripts without decorators have no swagger (404, as in Azure ML).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+        }
+    },
+}
+_SCORE_DESCRIPTION = "Run the service's model(s) and get the prediction output."
+_HEALTH_DESCRIPTION = "Liveness: 200 while the server process is up."
+
+
+class UnsupportedVersion(ValueError):
+    pass
+
+
+def supported_versions(run: Callable[..., Any]) -> list[str]:
+    from inference_schema.schema_util import get_supported_versions
+
+    return list(get_supported_versions(run))
+
+
+def document(run: Callable[..., Any], title: str, version: str) -> dict[str, Any]:
+    """The swagger document for `run` in `version` ("2", "3", "3.1" or their ".0" forms)."""
+    from inference_schema.schema_util import get_input_schema, get_output_schema
+
+    wanted = version if "." in version else f"{version}.0"
+    if wanted not in supported_versions(run):
+        raise UnsupportedVersion(f"swagger version {version} is not available; use one of {supported_versions(run)}")
+    schemas = {
+        "ServiceInput": _without_headers(get_input_schema(run)),
+        "ServiceOutput": copy.deepcopy(get_output_schema(run)),
+        "ErrorResponse": _ERROR,
+    }
+    info = {"title": title, "description": f"API specification for the scoring service {title}", "version": "1.0"}
+    if wanted == "2.0":
+        return _swagger2(info, schemas)
+    return _openapi3(info, schemas, "3.1.0" if wanted == "3.1" else "3.0.1")
+
+
+def _without_headers(schema: dict[str, Any]) -> dict[str, Any]:
+    """inference_schema lists a `request_headers` parameter as an input; it is not one."""
+    schema = copy.deepcopy(schema)
+    schema.get("properties", {}).pop("request_headers", None)
+    example = schema.get("example")
+    if isinstance(example, dict):
+        example.pop("request_headers", None)
+    return schema
+
+
+def _swagger2(info: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "swagger": "2.0",
+        "info": info,
+        "schemes": ["https"],
+        "consumes": ["application/json"],
+        "produces": ["application/json"],
+        "securityDefinitions": {
+            "Bearer": {"type": "apiKey", "name": "Authorization", "in": "header",
+                       "description": "For example: Bearer abc123"}
+        },
+        "paths": {
+            "/": {"get": {"operationId": "ServiceHealthCheck", "description": _HEALTH_DESCRIPTION,
+                          "responses": {"200": {"description": "Healthy", "schema": {"type": "string"}}}}},
+            "/score": {"post": {
+                "operationId": "RunMLService",
+                "description": _SCORE_DESCRIPTION,
+                "security": [{"Bearer": []}],
+                "parameters": [{"name": "serviceInputPayload", "in": "body",
+                                "description": "The input payload for the model(s).",
+                                "schema": {"$ref": "#/definitions/ServiceInput"}}],
+                "responses": {
+                    "200": {"description": "The prediction.", "schema": {"$ref": "#/definitions/ServiceOutput"}},
+                    "default": {"description": "The service failed to score.",
+                                "schema": {"$ref": "#/definitions/ErrorResponse"}},
+                },
+            }},
+        },
+        "definitions": schemas,
+    }
+
+
+def _openapi3(info: dict[str, Any], schemas: dict[str, Any], openapi: str) -> dict[str, Any]:
+    def body(ref: str) -> dict[str, Any]:
+        return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+    return {
+        "openapi": openapi,
+        "info": info,
+        "paths": {
+            "/": {"get": {"operationId": "ServiceHealthCheck", "description": _HEALTH_DESCRIPTION,
+                          "responses": {"200": {"description": "Healthy",
+                                                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/score": {"post": {
+                "operationId": "RunMLService",
+                "description": _SCORE_DESCRIPTION,
+                "security": [{"Bearer": []}],
+                "requestBody": {"description": "The input payload for the model(s).", "content": body("ServiceInput")},
+                "responses": {
+                    "200": {"description": "The prediction.", "content": body("ServiceOutput")},
+                    "default": {"description": "The service failed to score.", "content": body("ErrorResponse")},
+                },
+            }},
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"Bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "For example: Bearer abc123"}},
+        },
+    }

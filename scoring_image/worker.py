@@ -1,0 +1,138 @@
+"""One worker process: init() once, then serve on the listening socket the supervisor shares.
+
+Started by the supervisor as `python -m scoring_image.worker --fd N --index I --state DIR`.
+All workers accept from the same socket, so a connection waits in one kernel queue for
+whichever worker is free, and a recycled worker takes no queued connection down with it.
+
+The first generation serves at once, so liveness answers while init() runs and /ready says
+why it is not ready yet.  A replacement (after a timeout) starts accepting only once its
+init() finished, so that it never takes traffic it cannot score.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+
+import uvicorn
+import uvloop
+
+from scoring_image import logs, metrics, telemetry
+from scoring_image.app import ScoringApp
+from scoring_image.collection.spool import Spool
+from scoring_image.config import ScorerSettings
+from scoring_image.readiness import Board
+from scoring_image.runner import Runner
+
+log = logging.getLogger("scoring_image.worker")
+
+_PR_SET_PDEATHSIG = 1
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m scoring_image.worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--state", type=Path, required=True)
+    parser.add_argument("--defer-accept", action="store_true")
+    args = parser.parse_args(argv)
+
+    _die_with_parent()
+    settings = ScorerSettings.from_env()
+    logs.configure(settings.log_level, worker=str(args.index), capture_print=True)
+    sock = socket.socket(fileno=args.fd)
+    uvloop.run(_serve(settings, sock, args.index, Board(args.state, settings.worker_count), args.defer_accept))
+    # A recycled worker may leave run() stuck on its thread: leave without waiting for it.
+    logging.shutdown()
+    os._exit(0)
+
+
+async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, board: Board, defer: bool) -> None:
+    loop = asyncio.get_running_loop()
+    runner = Runner(loop)
+    spool = Spool(Path(settings.data_collection_spool_dir)) if settings.data_collection_enabled else None
+    server: uvicorn.Server | None = None
+
+    def recycle() -> None:
+        board.publish(index, "recycling", "run() overran scoring_timeout_ms")
+        runner.abandon()
+        if server is not None:
+            server.should_exit = True
+
+    app = ScoringApp(settings, runner, board, metrics.Metrics(), spool, recycle)
+    board.publish(index, "starting")
+    init = runner.submit(app.initialize, None)
+    init.add_done_callback(lambda f: _initialized(f, app, board, index))
+    if defer:
+        await asyncio.wait([init])
+
+    asgi = telemetry.instrument(_with_cors(app, settings), settings)
+    server = uvicorn.Server(uvicorn.Config(
+        asgi,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_keep_alive=int(settings.keep_alive_seconds),
+        timeout_graceful_shutdown=max(1, settings.scoring_timeout_ms // 1000),
+    ))
+    if spool is not None:
+        _seal_every(loop, spool, settings.data_collection_batch_seconds)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        if spool is not None:
+            spool.seal()
+
+
+def _initialized(future: asyncio.Future[None], app: ScoringApp, board: Board, index: int) -> None:
+    exc = future.exception()
+    if exc is None:
+        board.publish(index, "ready")
+        log.info("init() succeeded; worker %d ready", index)
+        return
+    reason = f"init() failed: {type(exc).__name__}: {exc}"
+    app.not_ready = reason
+    board.publish(index, "failed", reason)
+    log.error("%s; worker %d stays up, not ready", reason, index, exc_info=exc)
+
+
+def _with_cors(app: ScoringApp, settings: ScorerSettings) -> object:
+    if not settings.cors_origins:
+        return app
+    from starlette.middleware.cors import CORSMiddleware
+
+    return CORSMiddleware(
+        app,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        expose_headers=["x-request-id", "x-ms-request-id", "x-ms-client-request-id", "x-ms-run-fn-exec-ms"],
+    )
+
+
+def _seal_every(loop: asyncio.AbstractEventLoop, spool: Spool, seconds: float) -> None:
+    def tick() -> None:
+        spool.seal()
+        loop.call_later(seconds, tick)
+
+    loop.call_later(seconds, tick)
+
+
+def _die_with_parent() -> None:
+    """A supervisor killed with -9 cannot stop its workers; the kernel does it (SIGTERM)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() == 1:  # the supervisor died before prctl took effect
+        os._exit(1)
+
+
+if __name__ == "__main__":
+    main()
