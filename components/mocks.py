@@ -178,6 +178,14 @@ def _parse_cluster_id(args: dict) -> tuple[str, str]:
     return plain(args.get("resourceGroupName")) or "rg", plain(args.get("resourceName")) or "cluster"
 
 
+def _kubernetes_status(typ: str, meta: dict, inputs: dict) -> dict:
+    """What the cluster fills in that the components read: a LoadBalancer Service's address."""
+    if typ == "kubernetes:core/v1:Service" and (plain(inputs.get("spec")) or {}).get("type") == "LoadBalancer":
+        octet = int(hashlib.sha256(meta["name"].encode()).hexdigest()[:2], 16)
+        return {"status": {"loadBalancer": {"ingress": [{"ip": f"20.0.0.{octet}"}]}}}
+    return {}
+
+
 class AzureMocks(_mocks.Mocks):
     """Mocks for azure-native, kubernetes, docker, random and tls, filling what the code reads.
 
@@ -209,7 +217,7 @@ class AzureMocks(_mocks.Mocks):
             meta = plain(inputs.get("metadata")) or {}
             meta.setdefault("name", name)
             ns = meta.get("namespace")
-            return (f"{ns}/{meta['name']}" if ns else meta["name"]), {"metadata": meta}
+            return (f"{ns}/{meta['name']}" if ns else meta["name"]), {"metadata": meta, **_kubernetes_status(typ, meta, inputs)}
         if typ == "docker:index/image:Image":
             image = plain(inputs.get("imageName")) or name
             repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
