@@ -10,8 +10,8 @@ finished, so a test cannot pass by never reaching them (the pitfall of an un-awa
 inputs, leaving e.g. a cluster's `fqdn` None): ids, names, the registry login server, storage
 endpoints, the cluster's FQDN and kubelet identity, connection strings, and the invokes
 `listManagedClusterUserCredentials`, `getManagedCluster`, `listStorageAccountKeys`,
-`getClientConfig` and docker's `getRegistryImage` (an image "exists" when its name is in
-`registry_images`). Values are deterministic: derived from the resource's name, never random.
+`getClientConfig`. HashedImage's registry lookup is answered from `registry_images` (an image
+"exists" when its name is there) while `run` runs. Values are deterministic: derived from the resource's name, never random.
 
 `RecordingMonitor` records what only the engine sees (parent, provider, protect,
 additional_secret_outputs, dependencies): a mock's `new_resource` is never told the parent.
@@ -190,7 +190,7 @@ class AzureMocks(_mocks.Mocks):
     """Mocks for azure-native, kubernetes, docker, random and tls, filling what the code reads.
 
     registry_images: image name (`<login server>/<repo>:<tag>`) -> digest, for images that
-    already exist in the registry; any other `getRegistryImage` fails as a missing tag does.
+    already exist in the registry (HashedImage reuses them); any other is missing (built).
     """
 
     def __init__(self, registry_images: dict[str, str] | None = None):
@@ -198,6 +198,12 @@ class AzureMocks(_mocks.Mocks):
         self.calls: list[tuple[str, dict]] = []
         self._local = threading.local()
         self._lock = threading.Lock()
+
+    async def registry_digest(self, image_name: str) -> str | None:
+        """Stands in for components.image.registry_lookup; recorded as a call `registry:lookup`."""
+        with self._lock:
+            self.calls.append(("registry:lookup", {"name": image_name}))
+        return self.registry_images.get(image_name)
 
     # The monitor picks up what the last new_resource on its thread saw.
     def last(self) -> tuple[_mocks.MockResourceArgs, dict]:
@@ -254,11 +260,6 @@ class AzureMocks(_mocks.Mocks):
         if token == "azure-native:authorization:getClientConfig":
             return {"subscriptionId": SUBSCRIPTION_ID, "tenantId": TENANT_ID,
                     "objectId": fake_guid("deployer"), "clientId": fake_guid("deployer-client")}
-        if token == "docker:index/getRegistryImage:getRegistryImage":
-            image = plain(a.get("name"))
-            if image not in self.registry_images:
-                raise Exception(f"Got error when attempting to fetch image version {image} from registry: manifest unknown")
-            return {"id": image, "name": image, "sha256Digest": self.registry_images[image]}
         return {}
 
 
@@ -378,9 +379,15 @@ def run(
                     result.setdefault("secret", []).append(key)
         result["value"] = await pulumi.Output.from_input(returned).future()
 
+    from components import image  # the registry HashedImage asks is the mock's while this runs
+
     _settings.SETTINGS.rpc_manager.clear()
     _settings.SETTINGS.outputs.clear()
-    _sync_await(run_pulumi_func(body))
+    real_lookup, image.registry_lookup = image.registry_lookup, mocks.registry_digest
+    try:
+        _sync_await(run_pulumi_func(body))
+    finally:
+        image.registry_lookup = real_lookup
     return Recording(
         resources=sorted(monitor.records, key=lambda r: r.urn),
         calls=sorted(mocks.calls, key=repr),

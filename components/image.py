@@ -1,0 +1,287 @@
+"""HashedImage: an image tagged by what it is made of, built only when the registry lacks it.
+
+As Azure ML names environment images by a hash of their definition, the tag here is a hash of
+the Dockerfile (given, or generated from a base image, extra docker steps, a conda environment
+and pip packages, with canonical YAML so key order does not matter) and of every file in the
+build context that `.amlignore` (or, without one, `.gitignore`) does not exclude: relative
+POSIX paths, contents and the executable bit, in sorted order, so the tag is the same on any
+machine, in any checkout directory, whatever order the file system lists files in.
+
+At deploy time the registry is asked for `<repo>:<tag>` (`docker buildx imagetools inspect`,
+with the docker credentials of the machine running Pulumi: `az acr login -n <registry>`): when
+it answers, the image is reused without building; otherwise it is built from a staged copy of
+the context holding exactly the hashed files (so an ignored file can never reach an image whose
+tag did not account for it) and pushed with pulumi-docker. Either way `image_ref` pins the image
+by digest.
+
+Why not docker's `getRegistryImage` invoke: for a missing tag it fails, and a failed invoke
+fails the whole Pulumi program even when the exception is caught (the SDK's RPC manager records
+it). `registry_lookup` is the one place that asks; `components.mocks.run` swaps in the mock
+registry for tests and the offline plan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pathspec
+import pulumi
+import pulumi_docker as docker
+import yaml
+
+from components.spec import EnvironmentSpec
+
+HASH_VERSION = "aks-model-serving/hashed-image/v1"  # bump when the recipe below changes
+APP_ROOT = "/var/azureml-app"  # where a generated Dockerfile puts the context (Azure ML's app root)
+STAGED_DOCKERFILE = "Dockerfile.aks-model-serving"
+IGNORE_FILES = (".amlignore", ".gitignore")
+
+
+@dataclass(frozen=True)
+class HashedImageArgs:
+    """What an image is made of and where it goes.
+
+    Give `dockerfile` (a path; relative paths are taken from `context`) or generate one from
+    `base_image` or `base_dockerfile` (Dockerfile text) plus `environment_variables`, `conda`
+    (a conda environment as a dict, or the path of an environment.yml), `pip` packages and
+    `docker_steps` (Dockerfile lines, Azure ML's extraDockerFileSteps), then the context copied
+    to `context_target`.
+    """
+
+    repository: str
+    registry_login_server: pulumi.Input[str]
+    context: str | Path
+    dockerfile: str | Path | None = None
+    base_image: str | None = None
+    base_dockerfile: str | None = None
+    docker_steps: str | None = None
+    conda: Mapping[str, Any] | str | Path | None = None
+    pip: Sequence[str] = ()
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    context_target: str = APP_ROOT
+    platform: str = "linux/amd64"
+
+    def __post_init__(self) -> None:
+        sources = [self.dockerfile is not None, self.base_image is not None, self.base_dockerfile is not None]
+        if sum(sources) != 1:
+            raise ValueError("HashedImageArgs: give exactly one of dockerfile, base_image or base_dockerfile")
+        if self.dockerfile is not None and (self.docker_steps or self.conda or self.pip or self.environment_variables):
+            raise ValueError("HashedImageArgs: docker_steps, conda, pip and environment_variables need a generated "
+                             "Dockerfile (base_image or base_dockerfile); put them in the given dockerfile instead")
+
+    @classmethod
+    def from_environment(
+        cls, env: EnvironmentSpec, *, repository: str, registry_login_server: pulumi.Input[str],
+        context: str | Path, default_base_image: str, base_dir: str | Path = ".",
+    ) -> HashedImageArgs:
+        """A service's own environment image (EnvironmentSpec), on the scorer image unless it names a base.
+
+        `base_dir` resolves a relative conda_file or base_dockerfile path (the project directory).
+        """
+        base_dockerfile = None
+        if env.base_dockerfile is not None:
+            path = Path(base_dir) / env.base_dockerfile
+            base_dockerfile = path.read_text() if "\n" not in env.base_dockerfile and path.is_file() else env.base_dockerfile
+        conda: Mapping[str, Any] | Path | None = None
+        if env.conda_dependencies is not None:
+            conda = env.conda_dependencies.model_dump()
+        elif env.conda_file is not None:
+            conda = Path(base_dir) / env.conda_file
+        return cls(
+            repository=repository,
+            registry_login_server=registry_login_server,
+            context=context,
+            base_image=None if base_dockerfile else (env.base_image or default_base_image),
+            base_dockerfile=base_dockerfile,
+            docker_steps=env.docker_steps,
+            conda=conda,
+            pip=tuple(env.pip),
+            environment_variables=dict(env.environment_variables),
+        )
+
+
+# ------------------------------------------------------------------ the hash (pure, no engine)
+
+
+def _canonical_conda(conda: Mapping[str, Any] | str | Path, context: Path) -> str:
+    if isinstance(conda, Mapping):
+        doc = dict(conda)
+    else:
+        path = Path(conda)
+        doc = yaml.safe_load((path if path.is_absolute() else context / path).read_text()) or {}
+    return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)
+
+
+def render_dockerfile(args: HashedImageArgs) -> str:
+    """The Dockerfile the image is built from: the given file's text, or one generated from args."""
+    context = Path(args.context)
+    if args.dockerfile is not None:
+        path = Path(args.dockerfile)
+        return (path if path.is_absolute() else context / path).read_text()
+    lines = ["# syntax=docker/dockerfile:1"]
+    lines.append(args.base_dockerfile.rstrip() if args.base_dockerfile else f"FROM {args.base_image}")
+    for key in sorted(args.environment_variables):
+        lines.append(f"ENV {key}={json.dumps(args.environment_variables[key])}")
+    if args.conda is not None:
+        lines += ["COPY <<'CONDA_ENV' /tmp/conda_env.yml", _canonical_conda(args.conda, context).rstrip(), "CONDA_ENV",
+                  "RUN conda env update -n base -f /tmp/conda_env.yml && conda clean -afy && rm /tmp/conda_env.yml"]
+    if args.pip:
+        lines.append("RUN pip install --no-cache-dir " + " ".join(json.dumps(p) for p in args.pip))
+    if args.docker_steps:
+        lines.append(args.docker_steps.rstrip())
+    lines += [f"COPY . {args.context_target}", f"WORKDIR {args.context_target}"]
+    return "\n".join(lines) + "\n"
+
+
+def ignore_spec(context: Path) -> pathspec.PathSpec:
+    """The context's `.amlignore` rules, else its `.gitignore` rules (as Azure ML snapshots do)."""
+    for name in IGNORE_FILES:
+        path = context / name
+        if path.is_file():
+            return pathspec.GitIgnoreSpec.from_lines(path.read_text().splitlines())
+    return pathspec.GitIgnoreSpec.from_lines([])
+
+
+def context_files(context: str | Path) -> list[str]:
+    """Relative POSIX paths of the context's files the image holds, sorted; ignored ones left out.
+
+    `.git` is never part of a context. Symlinks count as links (their target), not followed.
+    """
+    root = Path(context)
+    spec = ignore_spec(root)
+    found: list[str] = []
+    for folder, dirs, files in os.walk(root):
+        rel_folder = Path(folder).relative_to(root).as_posix()
+        prefix = "" if rel_folder == "." else rel_folder + "/"
+        # Prune ignored folders (gitignore semantics: nothing below an excluded folder comes back).
+        dirs[:] = sorted(d for d in dirs if d != ".git" and not spec.match_file(f"{prefix}{d}/"))
+        found += [f"{prefix}{f}" for f in files if not spec.match_file(f"{prefix}{f}")]
+    return sorted(found)
+
+
+def _file_digest(path: Path) -> str:
+    if path.is_symlink():
+        return "link:" + os.readlink(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    executable = "x" if path.stat().st_mode & stat.S_IXUSR else "-"
+    return f"{executable}:{digest.hexdigest()}"
+
+
+def content_hash(args: HashedImageArgs) -> str:
+    """The image tag: 32 hex digits of a SHA-256 over the recipe, the Dockerfile and the context files."""
+    context = Path(args.context)
+    digest = hashlib.sha256()
+    digest.update(f"{HASH_VERSION}\nplatform={args.platform}\ntarget={args.context_target}\n".encode())
+    digest.update(render_dockerfile(args).encode())
+    for rel in context_files(context):
+        digest.update(f"\0{rel}\0{_file_digest(context / rel)}".encode())
+    return digest.hexdigest()[:32]
+
+
+def stage_context(args: HashedImageArgs, tag: str) -> Path:
+    """A copy of exactly the hashed files plus the Dockerfile, to build from."""
+    context = Path(args.context)
+    stage = Path(tempfile.gettempdir()) / "aks-model-serving" / "images" / f"{args.repository.replace('/', '_')}-{tag}"
+    shutil.rmtree(stage, ignore_errors=True)
+    for rel in context_files(context):
+        source, target = context / rel, stage / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(os.readlink(source))
+        else:
+            shutil.copy2(source, target)
+    stage.mkdir(parents=True, exist_ok=True)
+    (stage / STAGED_DOCKERFILE).write_text(render_dockerfile(args))
+    # Docker still reads an ignored Dockerfile; `COPY .` just leaves it out of the image.
+    ignore = stage / ".dockerignore"
+    own = [STAGED_DOCKERFILE] + ([] if ignore.exists() else [".dockerignore"])
+    ignore.write_text((ignore.read_text() + "\n" if ignore.exists() else "") + "\n".join(own) + "\n")
+    return stage
+
+
+# ------------------------------------------------------------------ the registry
+
+
+async def docker_registry_digest(image_name: str) -> str | None:
+    """The digest `image_name` has in its registry, or None when it is not there (or cannot be asked)."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            "docker", "buildx", "imagetools", "inspect", image_name, "--format", "{{json .Manifest}}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+    except (OSError, asyncio.TimeoutError) as exc:
+        pulumi.log.warn(f"cannot ask the registry for {image_name} ({exc}); building it")
+        return None
+    if proc.returncode != 0:
+        message = err.decode(errors="replace").strip()
+        if "not found" not in message.lower():
+            pulumi.log.warn(f"cannot ask the registry for {image_name} ({message}); building it")
+        return None
+    return json.loads(out).get("digest") or None
+
+
+# Swapped by components.mocks.run for the mock registry.
+registry_lookup = docker_registry_digest
+
+
+# ------------------------------------------------------------------ the component
+
+
+class HashedImage(pulumi.ComponentResource):
+    """An image in the registry named by its content hash; reused when present, else built and pushed.
+
+    Attributes: tag (str, known at construction), image_name (`<login server>/<repo>:<tag>`),
+    image_ref (`<login server>/<repo>@sha256:<digest>`, what pods should run), built (whether
+    this deployment builds it).
+    """
+
+    tag: str
+    image_name: pulumi.Output[str]
+    image_ref: pulumi.Output[str]
+    built: pulumi.Output[bool]
+
+    def __init__(self, name: str, args: HashedImageArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("aks-model-serving:index:HashedImage", name, None, opts)
+        self._name, self._args = name, args
+        self.tag = content_hash(args)
+        repo = pulumi.Output.from_input(args.registry_login_server).apply(lambda server: f"{server}/{args.repository}")
+        self.image_name = repo.apply(lambda r: f"{r}:{self.tag}")
+        digest = self.image_name.apply(self._lookup)
+        self.built = digest.apply(lambda d: d is None)
+        self.image_ref = pulumi.Output.all(repo, digest).apply(lambda a: f"{a[0]}@{a[1]}" if a[1] else self._build(a[0]))
+        self.register_outputs({"tag": self.tag, "image_name": self.image_name, "image_ref": self.image_ref, "built": self.built})
+
+    async def _lookup(self, image_name: str) -> str | None:
+        digest = await registry_lookup(image_name)
+        if digest is None:
+            pulumi.log.info(f"{image_name} is not in the registry; building it", resource=self)
+        return digest
+
+    def _build(self, repo: str) -> pulumi.Output[str]:
+        stage = stage_context(self._args, self.tag)
+        image = docker.Image(
+            f"{self._name}-build",
+            image_name=f"{repo}:{self.tag}",
+            build=docker.DockerBuildArgs(
+                context=str(stage),
+                dockerfile=str(stage / STAGED_DOCKERFILE),
+                platform=self._args.platform,
+                builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        return image.repo_digest
