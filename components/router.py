@@ -1,0 +1,321 @@
+"""ModelRouter: the scoring front end on the cluster (azureml-fe's place in Azure ML).
+
+Namespace, a ServiceAccount whose Role allows only what the router does (watch EndpointSlices,
+scale the model Deployments, hold the autoscaling Lease), its RouterConfig as a ConfigMap, the
+keys / token-signing / TLS Secrets, a Deployment spread across nodes with a
+PodDisruptionBudget, a LoadBalancer Service with an Azure DNS label, and the router's own HPA.
+
+The ConfigMap and key Secret are mounted as whole volumes, never through subPath and never
+hashed into the pod template: the kubelet refreshes the files and the router reloads them, so a
+new route or a rotated key rolls no pod.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+import pulumi_tls as tls
+
+from components.service import (
+    CONTAINER_SECURITY,
+    LABEL_COMPONENT,
+    LABEL_NAME,
+    LABEL_PART_OF,
+    PART_OF,
+    POD_SECURITY,
+    RouteAccess,
+    cpu_quantity,
+    memory_quantity,
+)
+from components.spec import AuthSettings, ClusterPurpose, RouterSpec, SslSpec
+from router_image.config import PeersConfig, RouteConfig, RouterConfig, TlsConfig, TokenConfig
+
+NAME = "model-router"
+PEERS = f"{NAME}-peers"
+LABEL_CLUSTER_PURPOSE = "aks-model-serving/cluster-purpose"
+INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
+DNS_LABEL = "service.beta.kubernetes.io/azure-dns-label-name"
+CONFIG_DIR = "/etc/model-router/config"
+CONFIG_FILE = "config.json"
+KEYS_DIR = "/etc/model-router/keys"
+TOKEN_DIR = "/etc/model-router/token"
+TLS_DIR = "/etc/model-router/tls"
+TOKEN_PUBLIC = "signing-key.pub.pem"
+TOKEN_PRIVATE = "signing-key.pem"
+KEY_LENGTH = 32
+# The router scales out on CPU as azureml-fe does; in again only after CPU stayed low a while.
+CPU_TARGET_PERCENT = 70
+SCALE_DOWN_WINDOW_S = 300
+
+
+@dataclass
+class ModelRouterArgs:
+    """The router's inputs: its spec, the routes it serves and the cluster it sits in.
+
+    `auth` holds each key-auth route's settings by RouteConfig.key_id (given keys or the
+    key_rotation counter). `service_annotations` are the cluster's LoadBalancer annotations
+    (internal load balancer + subnet). `location` names the Azure region of a DNS label.
+    """
+
+    spec: RouterSpec
+    routes: Sequence[RouteConfig]
+    image: pulumi.Input[str]
+    cluster_purpose: ClusterPurpose
+    location: str
+    auth: Mapping[str, AuthSettings] = field(default_factory=dict)
+    ssl: SslSpec | None = None
+    service_annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def dns_host(spec: RouterSpec, ssl: SslSpec | None, location: str) -> str | None:
+    """The name clients call, when it is known before the load balancer has an address."""
+    if ssl is not None and ssl.cname:
+        return ssl.cname
+    label = dns_label(spec, ssl)
+    return f"{label}.{location}.cloudapp.azure.com" if label else None
+
+
+def dns_label(spec: RouterSpec, ssl: SslSpec | None) -> str | None:
+    """Azure ML's leaf_domain_label names the public address; else the router's dns_label."""
+    return (ssl.leaf_domain_label if ssl is not None else None) or spec.dns_label
+
+
+class ModelRouter(pulumi.ComponentResource):
+    """The front end every service and endpoint is called through.
+
+    Outputs: namespace, host (DNS name, else the load balancer's address), base_url,
+    token_signing_key (secret: the private key that signs tokens the router accepts).
+    `access(route)` gives a route's URIs and keys.
+    """
+
+    namespace: pulumi.Output[str]
+    host: pulumi.Output[str]
+    base_url: pulumi.Output[str]
+    token_signing_key: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ModelRouterArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("aks-model-serving:index:ModelRouter", name, None, opts)
+        spec = args.spec
+        child = pulumi.ResourceOptions(parent=self)
+        internal = str(args.service_annotations.get(INTERNAL_LB, "")).lower() == "true"
+        labels = {LABEL_NAME: NAME, LABEL_COMPONENT: "router", LABEL_PART_OF: PART_OF,
+                  LABEL_CLUSTER_PURPOSE: args.cluster_purpose}
+        selector = {LABEL_NAME: NAME}
+
+        ns = k8s.core.v1.Namespace(name, metadata={"name": spec.namespace, "labels": {LABEL_PART_OF: PART_OF}}, opts=child)
+        self.namespace = ns.metadata.name
+
+        def meta(resource: str, **extra) -> dict:
+            return {"name": resource, "namespace": self.namespace, "labels": labels, **extra}
+
+        # ---- identity: only what routing and autoscaling need, only in this namespace
+        account = k8s.core.v1.ServiceAccount(name, metadata=meta(NAME), opts=child)
+        deployments = sorted({v.deployment for r in args.routes for v in r.versions})
+        lease = PeersConfig(service=PEERS).lease_name
+        rules = [
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease], "verbs": ["get", "update"]},
+        ]
+        if deployments:
+            rules.append({"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": deployments,
+                          "verbs": ["get", "patch", "update"]})
+        role = k8s.rbac.v1.Role(name, metadata=meta(NAME), rules=rules, opts=child)
+        k8s.rbac.v1.RoleBinding(
+            name, metadata=meta(NAME),
+            role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role.metadata.name},
+            subjects=[{"kind": "ServiceAccount", "name": account.metadata.name, "namespace": self.namespace}],
+            opts=child)
+
+        # ---- keys: given in the stack, else random; bumping key_rotation replaces both
+        self._keys: dict[str, tuple[pulumi.Output[str], pulumi.Output[str]]] = {}
+        for route in args.routes:
+            if not route.auth.key_enabled:
+                continue
+            settings = args.auth.get(route.key_id) or AuthSettings()
+            self._keys[route.key_id] = (self._key(name, route.key_id, "primary", settings),
+                                        self._key(name, route.key_id, "secondary", settings))
+        key_data = {f"{key_id}.{which}": value for key_id, pair in self._keys.items()
+                    for which, value in zip(("primary", "secondary"), pair)}
+        keys_secret = k8s.core.v1.Secret(f"{name}-keys", metadata=meta(f"{NAME}-keys"), type="Opaque",
+                                         string_data=key_data, opts=child)
+
+        # ---- token signing: ES256 (ECDSA P-256) or RS256; the router mounts only the public half
+        if spec.token_algorithm == "ES256":
+            signing = tls.PrivateKey(f"{name}-token", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        else:
+            signing = tls.PrivateKey(f"{name}-token", algorithm="RSA", rsa_bits=2048, opts=child)
+        self.token_signing_key = pulumi.Output.secret(signing.private_key_pem)
+        token_secret = k8s.core.v1.Secret(
+            f"{name}-token", metadata=meta(f"{NAME}-token"), type="Opaque",
+            string_data={TOKEN_PRIVATE: self.token_signing_key, TOKEN_PUBLIC: signing.public_key_pem}, opts=child)
+
+        # ---- the public face
+        static_host = dns_host(spec, args.ssl, args.location)
+        label = dns_label(spec, args.ssl)
+        annotations = dict(args.service_annotations)
+        if label and not internal:
+            annotations[DNS_LABEL] = label
+        serves_tls = args.ssl is not None
+        port = RouterConfig.model_fields["port"].default
+        service = k8s.core.v1.Service(
+            name,
+            metadata=meta(NAME, annotations=annotations),
+            spec={"type": "LoadBalancer", "selector": selector,
+                  "ports": [{"name": "https" if serves_tls else "http", "port": 443 if serves_tls else 80, "targetPort": "http"}]},
+            opts=child)
+        address = service.status.apply(_ingress_address)
+        self.host = pulumi.Output.from_input(static_host) if static_host else address
+        self.base_url = self.host.apply(lambda h: f"{'https' if serves_tls else 'http'}://{h}")
+        tls_secret = self._tls(name, args.ssl, static_host, address, meta) if serves_tls else None
+
+        # ---- the router's own configuration
+        config = RouterConfig(
+            backend="kubernetes",
+            namespace=spec.namespace,
+            host="0.0.0.0",
+            port=port,
+            tls=TlsConfig(cert_file=f"{TLS_DIR}/tls.crt", key_file=f"{TLS_DIR}/tls.key") if serves_tls else None,
+            keys_dir=KEYS_DIR,
+            token=TokenConfig(public_key_file=f"{TOKEN_DIR}/{TOKEN_PUBLIC}", algorithm=spec.token_algorithm),
+            autoscale_enabled=args.cluster_purpose != "dev_test",
+            peers=PeersConfig(service=PEERS, port=port),
+            routes=list(args.routes),
+        )
+        config_map = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta(f"{NAME}-config"),
+                                           data={CONFIG_FILE: config.dump()}, opts=child)
+        # Peers find each other through this headless Service's EndpointSlices.
+        k8s.core.v1.Service(
+            f"{name}-peers", metadata=meta(PEERS),
+            spec={"clusterIP": "None", "selector": selector, "ports": [{"name": "http", "port": port, "targetPort": "http"}]},
+            opts=child)
+
+        # ---- the pods
+        scheme = "HTTPS" if serves_tls else "HTTP"
+        volumes = [
+            {"name": "config", "configMap": {"name": config_map.metadata.name}},
+            {"name": "keys", "secret": {"secretName": keys_secret.metadata.name}},
+            {"name": "token", "secret": {"secretName": token_secret.metadata.name,
+                                         "items": [{"key": TOKEN_PUBLIC, "path": TOKEN_PUBLIC}]}},
+        ]
+        mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+                  {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
+                  {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True}]
+        if tls_secret is not None:
+            volumes.append({"name": "tls", "secret": {"secretName": tls_secret}})
+            mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
+        resources = {"cpu": cpu_quantity(spec.cpu_cores), "memory": memory_quantity(spec.memory_gb)}
+        container = {
+            "name": "router",
+            "image": args.image,
+            "command": ["python", "-m", "router_image", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+            "ports": [{"name": "http", "containerPort": port}],
+            "resources": {"requests": resources, "limits": resources},
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http", "scheme": scheme}, "periodSeconds": 10},
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http", "scheme": scheme}, "periodSeconds": 5},
+            "volumeMounts": mounts,
+            "securityContext": CONTAINER_SECURITY,
+        }
+        autoscaled = args.cluster_purpose != "dev_test" and spec.max_replicas > spec.min_replicas
+        deployment = k8s.apps.v1.Deployment(
+            name,
+            metadata=meta(NAME),
+            spec={
+                "replicas": spec.min_replicas,
+                "selector": {"matchLabels": selector},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "serviceAccountName": account.metadata.name,
+                        "containers": [container],
+                        "volumes": volumes,
+                        "securityContext": POD_SECURITY,
+                        # Spread over nodes so one node's loss leaves the front end up.
+                        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                            {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": selector},
+                                                                "topologyKey": "kubernetes.io/hostname"}}]}},
+                    },
+                },
+            },
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"] if autoscaled else None),
+        )
+        # maxUnavailable, not minAvailable: a single dev replica must not block node drains.
+        k8s.policy.v1.PodDisruptionBudget(
+            name, metadata=meta(NAME), spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}}, opts=child)
+        if autoscaled:
+            # The one HPA in the stack: on the router, never on a model Deployment.
+            k8s.autoscaling.v2.HorizontalPodAutoscaler(
+                name, metadata=meta(NAME),
+                spec={
+                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment.metadata.name},
+                    "minReplicas": spec.min_replicas,
+                    "maxReplicas": spec.max_replicas,
+                    "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                        "type": "Utilization", "averageUtilization": CPU_TARGET_PERCENT}}}],
+                    "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0},
+                                 "scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW_S}},
+                },
+                opts=child)
+
+        self.register_outputs({"namespace": self.namespace, "host": self.host, "base_url": self.base_url,
+                               "token_signing_key": self.token_signing_key})
+
+    def _key(self, name: str, key_id: str, which: str, settings: AuthSettings) -> pulumi.Output[str]:
+        given = settings.primary_key if which == "primary" else settings.secondary_key
+        if given is not None:
+            return pulumi.Output.secret(given.get_secret_value())
+        password = random.RandomPassword(
+            f"{name}-{key_id}-{which}", length=KEY_LENGTH, special=False,
+            keepers={"rotation": str(settings.key_rotation)}, opts=pulumi.ResourceOptions(parent=self))
+        return pulumi.Output.secret(password.result)
+
+    def _tls(self, name: str, ssl: SslSpec, host: str | None, address: pulumi.Output[str], meta) -> pulumi.Input[str]:
+        """The Secret (kubernetes.io/tls) the router serves: from the stack, self-signed, or cert-manager's."""
+        secret_name = f"{NAME}-tls"
+        child = pulumi.ResourceOptions(parent=self)
+        if ssl.cert_manager_issuer:
+            names = {"dnsNames": [host]} if host else {"ipAddresses": [address]}
+            k8s.apiextensions.CustomResource(
+                f"{name}-tls", api_version="cert-manager.io/v1", kind="Certificate", metadata=meta(secret_name),
+                spec={"secretName": secret_name, "issuerRef": {"name": ssl.cert_manager_issuer, "kind": "ClusterIssuer"},
+                      **names},
+                opts=child)
+            return secret_name
+        if ssl.cname:
+            cert = pulumi.Output.secret(ssl.certificate.get_secret_value())  # type: ignore[union-attr]
+            key = pulumi.Output.secret(ssl.key.get_secret_value())  # type: ignore[union-attr]
+        else:
+            # self_signed, and leaf_domain_label: Azure ML's Microsoft-issued certificate has no
+            # counterpart outside Azure ML, so the leaf domain gets a self-signed one too.
+            if ssl.leaf_domain_label:
+                pulumi.log.warn(f"ssl.leaf_domain_label: {host} gets a self-signed certificate; clients must trust it, "
+                                "or give certificate + key or cert_manager_issuer", self)
+            private = tls.PrivateKey(f"{name}-tls", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+            names = {"dns_names": [host]} if host else {"ip_addresses": [address]}
+            cert = tls.SelfSignedCert(
+                f"{name}-tls", private_key_pem=private.private_key_pem, validity_period_hours=24 * 365,
+                early_renewal_hours=24 * 30, subject=tls.SelfSignedCertSubjectArgs(common_name=host or NAME),
+                allowed_uses=["digital_signature", "key_encipherment", "server_auth"], opts=child, **names).cert_pem
+            key = pulumi.Output.secret(private.private_key_pem)
+        secret = k8s.core.v1.Secret(f"{name}-tls", metadata=meta(secret_name), type="kubernetes.io/tls",
+                                    string_data={"tls.crt": cert, "tls.key": key}, opts=child)
+        return secret.metadata.name
+
+    def access(self, route: RouteConfig) -> RouteAccess:
+        """Where a route is called (`<base>/api/v1/<kind>/<name>/score`) and its keys, if key auth."""
+        base = self.base_url.apply(lambda b: f"{b}/api/v1/{route.kind}/{route.name}")
+        primary, secondary = self._keys.get(route.key_id, (None, None))
+        return RouteAccess(scoring_uri=base.apply(lambda b: f"{b}/score"),
+                           swagger_uri=base.apply(lambda b: f"{b}/swagger.json"),
+                           primary_key=primary, secondary_key=secondary)
+
+
+def _ingress_address(status) -> str:
+    """The load balancer's address, once the cloud gave it one (pulumi-kubernetes waits for it)."""
+    ingress = (status.load_balancer.ingress if status and status.load_balancer else None) or []
+    return (ingress[0].ip or ingress[0].hostname) if ingress else ""

@@ -1,0 +1,201 @@
+"""ModelRouter under Pulumi mocks: RBAC, config, secrets, TLS sources, Service, scaling."""
+
+from __future__ import annotations
+
+import json
+
+import kubernetes_validate
+import pytest
+
+from components.mocks import run
+from components.router import ModelRouter, ModelRouterArgs
+from components.routes import routes
+from components.spec import AuthSettings, RouterSpec, SslSpec, StackSpec
+from router_image.config import RouterConfig
+
+IMAGE = "mlw.azurecr.io/router@sha256:" + "b" * 64
+INTERNAL = {"service.beta.kubernetes.io/azure-load-balancer-internal": "true",
+            "service.beta.kubernetes.io/azure-load-balancer-internal-subnet": "lb"}
+
+STACK = StackSpec.model_validate({
+    "services": [{"name": "iris", "inference_config": {"entry_script": "score.py"}, "key_rotation": 0}],
+    "endpoints": [{"name": "fraud", "auth_enabled": False, "token_auth_enabled": True, "versions": [
+        {"version_name": "control", "inference_config": {"entry_script": "score.py"}, "is_default": True, "traffic_percentile": 80},
+        {"version_name": "treatment", "inference_config": {"entry_script": "score.py"}, "traffic_percentile": 20}]}],
+})
+
+
+def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation=0, auth=None):
+    spec = RouterSpec.model_validate(router or {"min_replicas": 2, "max_replicas": 6, "dns_label": "mlw-scoring"})
+    ssl_spec = SslSpec.model_validate(ssl) if ssl else None
+    rs = routes(STACK)
+
+    def program():
+        r = ModelRouter("router", ModelRouterArgs(
+            spec=spec, routes=rs, image=IMAGE, cluster_purpose=purpose, location="westeurope", ssl=ssl_spec,
+            service_annotations=annotations or {},
+            auth=auth if auth is not None else {"service.iris": AuthSettings(key_rotation=rotation)}))
+        iris = r.access(rs[0])
+        return {"host": r.host, "iris_uri": iris.scoring_uri, "iris_swagger": iris.swagger_uri,
+                "iris_primary": iris.primary_key, "iris_secondary": iris.secondary_key,
+                "fraud_key": r.access(rs[1]).primary_key}
+    return run(program)
+
+
+def named(rec, typ: str, name: str):
+    found = [r for r in rec.of_type(typ) if r.inputs["metadata"]["name"] == name]
+    assert len(found) == 1, [r.inputs["metadata"]["name"] for r in rec.of_type(typ)]
+    return found[0]
+
+
+def config(rec) -> RouterConfig:
+    return RouterConfig.model_validate_json(named(rec, "kubernetes:core/v1:ConfigMap", "model-router-config").inputs["data"]["config.json"])
+
+
+def test_role_is_limited_to_endpointslices_scale_of_the_model_deployments_and_the_lease():
+    rec = build()
+    rules = rec.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs["rules"]
+    assert rules == [
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["model-router-autoscaler"], "verbs": ["get", "update"]},
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": ["fraud-control", "fraud-treatment", "iris"],
+         "verbs": ["get", "patch", "update"]},
+    ]
+    binding = rec.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "model-router", "namespace": "azureml"}]
+    assert rec.one("kubernetes:core/v1:Namespace").inputs["metadata"]["name"] == "azureml"
+    assert not rec.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+
+
+def test_config_is_the_routers_own_schema_rendered_from_the_specs():
+    c = config(build(ssl={"self_signed": True}))
+    assert c.backend == "kubernetes" and c.namespace == "azureml" and c.host == "0.0.0.0" and c.port == 8080
+    assert c.keys_dir == "/etc/model-router/keys" and c.token.public_key_file == "/etc/model-router/token/signing-key.pub.pem"
+    assert c.tls.cert_file == "/etc/model-router/tls/tls.crt"
+    assert c.peers.service == "model-router-peers" and c.autoscale_enabled
+    assert [(r.kind, r.name, [v.deployment for v in r.versions]) for r in c.routes] == [
+        ("service", "iris", ["iris"]), ("endpoint", "fraud", ["fraud-control", "fraud-treatment"])]
+    assert [v.traffic_percentile for v in c.routes[1].versions] == [80, 20]
+
+
+def test_dev_test_turns_router_autoscaling_off_and_fixes_replicas():
+    rec = build(purpose="dev_test")
+    assert config(rec).autoscale_enabled is False
+    assert not rec.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+    assert named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["replicas"] == 2
+
+
+def test_config_and_keys_are_mounted_whole_so_changes_roll_nothing():
+    rec = build()
+    spec = named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]
+    pod = spec["template"]["spec"]
+    assert "annotations" not in spec["template"]["metadata"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert all("subPath" not in m for m in mounts.values())
+    assert mounts["config"]["mountPath"] == "/etc/model-router/config" and mounts["keys"]["mountPath"] == "/etc/model-router/keys"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["config"] == {"name": "config", "configMap": {"name": "model-router-config"}}
+    assert volumes["token"]["secret"]["items"] == [{"key": "signing-key.pub.pem", "path": "signing-key.pub.pem"}]
+    assert pod["containers"][0]["command"] == ["python", "-m", "router_image", "--config", "/etc/model-router/config/config.json"]
+    assert pod["serviceAccountName"] == "model-router"
+
+
+def test_keys_are_random_per_key_route_secret_and_rotate_with_the_counter():
+    a, b = build(rotation=0), build(rotation=1)
+    passwords = a.of_type("random:index/randomPassword:RandomPassword")
+    assert sorted(p.name for p in passwords) == ["router-service.iris-primary", "router-service.iris-secondary"]
+    assert {p.inputs["keepers"]["rotation"] for p in passwords} == {"0"}
+    assert {p.inputs["keepers"]["rotation"] for p in b.of_type("random:index/randomPassword:RandomPassword")} == {"1"}
+    secret = named(a, "kubernetes:core/v1:Secret", "model-router-keys")
+    assert sorted(secret.inputs["stringData"]) == ["service.iris.primary", "service.iris.secondary"]
+    assert "stringData" in secret.secret_inputs
+    assert secret.inputs["stringData"]["service.iris.primary"] == a.outputs["iris_primary"]
+    assert a.outputs["iris_primary"] != a.outputs["iris_secondary"]
+    assert a.outputs["fraud_key"] is None  # token auth: no keys
+    assert {"iris_primary", "iris_secondary"} <= set(a.secret_outputs)
+
+
+def test_keys_given_in_the_stack_are_used_verbatim():
+    rec = build(auth={"service.iris": AuthSettings(primary_key="p" * 32, secondary_key="s" * 32)})
+    assert not rec.of_type("random:index/randomPassword:RandomPassword")
+    assert rec.outputs["iris_primary"] == "p" * 32
+
+
+@pytest.mark.parametrize("algorithm, expected", [("ES256", {"algorithm": "ECDSA", "ecdsaCurve": "P256"}),
+                                                 ("RS256", {"algorithm": "RSA", "rsaBits": 2048})])
+def test_token_signing_key_matches_the_algorithm(algorithm, expected):
+    rec = build(router={"token_algorithm": algorithm})
+    key = next(k for k in rec.of_type("tls:index/privateKey:PrivateKey") if k.name == "router-token")
+    assert {k: key.inputs[k] for k in expected} == expected
+    assert config(rec).token.algorithm == algorithm
+    assert "stringData" in named(rec, "kubernetes:core/v1:Secret", "model-router-token").secret_inputs
+
+
+def test_public_service_has_dns_label_and_https_uris_with_tls():
+    rec = build(ssl={"self_signed": True})
+    svc = named(rec, "kubernetes:core/v1:Service", "model-router")
+    assert svc.inputs["spec"]["type"] == "LoadBalancer"
+    assert svc.inputs["metadata"]["annotations"] == {"service.beta.kubernetes.io/azure-dns-label-name": "mlw-scoring"}
+    assert svc.inputs["spec"]["ports"] == [{"name": "https", "port": 443, "targetPort": "http"}]
+    assert svc.inputs["metadata"]["labels"]["aks-model-serving/cluster-purpose"] == "fast_prod"
+    assert rec.outputs["iris_uri"] == "https://mlw-scoring.westeurope.cloudapp.azure.com/api/v1/service/iris/score"
+    assert rec.outputs["iris_swagger"] == "https://mlw-scoring.westeurope.cloudapp.azure.com/api/v1/service/iris/swagger.json"
+    cert = rec.one("tls:index/selfSignedCert:SelfSignedCert").inputs
+    assert cert["dnsNames"] == ["mlw-scoring.westeurope.cloudapp.azure.com"]
+    tls_secret = named(rec, "kubernetes:core/v1:Secret", "model-router-tls")
+    assert tls_secret.inputs["type"] == "kubernetes.io/tls" and "stringData" in tls_secret.secret_inputs
+
+
+def test_internal_load_balancer_without_dns_label_serves_plain_http_on_its_address():
+    rec = build(router={"min_replicas": 1, "max_replicas": 2}, annotations=INTERNAL)
+    svc = named(rec, "kubernetes:core/v1:Service", "model-router")
+    assert svc.inputs["metadata"]["annotations"] == INTERNAL
+    assert svc.inputs["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+    assert rec.outputs["iris_uri"].startswith("http://20.0.0.") and config(rec).tls is None
+
+
+def test_stack_certificate_and_cname():
+    rec = build(ssl={"cname": "score.example.com", "certificate": "CERT", "key": "KEY"})
+    assert named(rec, "kubernetes:core/v1:Secret", "model-router-tls").inputs["stringData"] == {"tls.crt": "CERT", "tls.key": "KEY"}
+    assert rec.outputs["host"] == "score.example.com"
+    assert not rec.of_type("tls:index/selfSignedCert:SelfSignedCert")
+
+
+def test_cert_manager_certificate():
+    rec = build(ssl={"cert_manager_issuer": "letsencrypt"})
+    cert = rec.one("kubernetes:cert-manager.io/v1:Certificate").inputs
+    assert cert["spec"] == {"secretName": "model-router-tls", "issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"},
+                            "dnsNames": ["mlw-scoring.westeurope.cloudapp.azure.com"]}
+    assert not rec.of_type("kubernetes:core/v1:Secret") or all(
+        r.inputs["metadata"]["name"] != "model-router-tls" for r in rec.of_type("kubernetes:core/v1:Secret"))
+
+
+def test_leaf_domain_label_names_the_load_balancer():
+    rec = build(ssl={"leaf_domain_label": "mlw-leaf"}, router={"dns_label": "other"})
+    svc = named(rec, "kubernetes:core/v1:Service", "model-router")
+    assert svc.inputs["metadata"]["annotations"]["service.beta.kubernetes.io/azure-dns-label-name"] == "mlw-leaf"
+    assert rec.outputs["host"] == "mlw-leaf.westeurope.cloudapp.azure.com"
+
+
+def test_router_spreads_over_nodes_keeps_a_budget_and_scales_itself_on_cpu():
+    rec = build()
+    pod = named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["template"]["spec"]
+    term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "model-router"}
+    assert rec.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["maxUnavailable"] == 1
+    hpa = rec.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]
+    assert hpa["scaleTargetRef"]["name"] == "model-router" and (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
+    assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+
+
+def test_every_manifest_validates_against_kubernetes_1_30():
+    rec = build(ssl={"self_signed": True})
+    manifests = rec.kubernetes_manifests()
+    assert len(manifests) >= 10
+    for doc in manifests:
+        if doc["apiVersion"].startswith("cert-manager.io/"):
+            continue
+        kubernetes_validate.validate(doc, "1.30", strict=True)
+    json.dumps(manifests)
