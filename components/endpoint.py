@@ -1,0 +1,80 @@
+"""ModelEndpoint: up to 6 versions of a model behind one URL (Azure ML's AksEndpoint).
+
+Each version is a ModelService named `<endpoint>-<version>`; the traffic split (percentiles,
+the default taking the remainder, one control and its treatments) lives in the router's
+config, which routes `/api/v1/endpoint/<name>/score` over the versions' replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+
+from components.routes import deployment_name
+from components.service import LABEL_ENDPOINT, LABEL_VERSION, ModelService, ModelServiceArgs, ModelSource, RouteAccess
+from components.spec import MAX_ENDPOINT_VERSIONS, EndpointSpec, EndpointVersionSpec
+
+
+@dataclass(frozen=True)
+class EndpointVersion:
+    """One version's deployment inputs: its settings, the image that runs it, its models."""
+
+    spec: EndpointVersionSpec
+    image: pulumi.Input[str]
+    models: Sequence[ModelSource] = ()
+
+
+@dataclass
+class ModelEndpointArgs:
+    """An endpoint's versions and what they share (see ModelServiceArgs for the fields)."""
+
+    spec: EndpointSpec
+    namespace: pulumi.Input[str]
+    versions: Sequence[EndpointVersion]
+    fetch_image: pulumi.Input[str]
+    access: RouteAccess
+    connections_secret: pulumi.Input[str] | None = None
+    data_container: pulumi.Input[str] = "modeldata"
+
+
+class ModelEndpoint(pulumi.ComponentResource):
+    """Outputs: scoring_uri, swagger_uri, the keys (secrets; None with token auth), and
+    versions: the Deployment of each version by version_name."""
+
+    scoring_uri: pulumi.Output[str]
+    swagger_uri: pulumi.Output[str]
+    primary_key: pulumi.Output[str] | None
+    secondary_key: pulumi.Output[str] | None
+    versions: dict[str, ModelService]
+
+    def __init__(self, name: str, args: ModelEndpointArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("aks-model-serving:index:ModelEndpoint", name, None, opts)
+        spec = args.spec
+        if len(args.versions) > MAX_ENDPOINT_VERSIONS:
+            raise ValueError(f"endpoint {spec.name}: {len(args.versions)} versions; at most {MAX_ENDPOINT_VERSIONS}")
+        self.versions = {}
+        for version in args.versions:
+            deployment = deployment_name(spec.name, version.spec.version_name)
+            self.versions[version.spec.version_name] = ModelService(
+                deployment,
+                ModelServiceArgs(
+                    spec=version.spec, namespace=args.namespace, image=version.image, fetch_image=args.fetch_image,
+                    models=version.models, connections_secret=args.connections_secret,
+                    data_container=args.data_container,
+                    labels={LABEL_ENDPOINT: spec.name, LABEL_VERSION: version.spec.version_name}),
+                opts=pulumi.ResourceOptions(parent=self))
+
+        access = args.access
+        self.scoring_uri = pulumi.Output.from_input(access.scoring_uri)
+        self.swagger_uri = pulumi.Output.from_input(access.swagger_uri)
+        self.primary_key = pulumi.Output.secret(access.primary_key) if access.primary_key is not None else None
+        self.secondary_key = pulumi.Output.secret(access.secondary_key) if access.secondary_key is not None else None
+        self.register_outputs({
+            "scoring_uri": self.scoring_uri,
+            "swagger_uri": self.swagger_uri,
+            "primary_key": self.primary_key,
+            "secondary_key": self.secondary_key,
+            "versions": {v: s.deployment_name for v, s in self.versions.items()},
+        })
