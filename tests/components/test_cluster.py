@@ -1,0 +1,324 @@
+"""AksCluster under Pulumi mocks: what each cluster spec yields, created or attached."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import yaml
+
+from components.accelerators import SCHEDULING
+from components.cluster import ACR_PULL_ROLE, NETWORK_CONTRIBUTOR_ROLE, AksCluster
+from components.mocks import fake_kubeconfig, run
+from components.spec import ClusterSpec, StackSpec, WorkspaceSpec
+from components.workspace import Workspace
+
+CLUSTER = "azure-native:containerservice:ManagedCluster"
+AGENT_POOL = "azure-native:containerservice:AgentPool"
+ROLE = "azure-native:authorization:RoleAssignment"
+DAEMONSET = "kubernetes:apps/v1:DaemonSet"
+JOB = "kubernetes:batch/v1:Job"
+PROVIDER = "pulumi:providers:kubernetes"
+SUBNET = "/subscriptions/s/resourceGroups/rg-net/providers/Microsoft.Network/virtualNetworks/vnet/subnets/aks"
+MC_ID = "/subscriptions/s/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/existing"
+SYSTEM = {"name": "system", "mode": "System", "vm_size": "Standard_D4s_v3", "count": 3}
+GPU = {"name": "gpu", "vm_size": "Standard_NC6s_v3", "min_count": 1, "max_count": 4}
+FPGA = {"name": "fpga", "vm_size": "Standard_PB6", "count": 1}
+
+
+def cluster_spec(**fields) -> ClusterSpec:
+    return ClusterSpec.model_validate({"name": "aks-ml", "node_pools": [SYSTEM], **fields})
+
+
+def deploy(spec: ClusterSpec, workspace: dict | None = None, *, with_workspace=True, **kw):
+    ws_spec = WorkspaceSpec.model_validate({"name": "mlw", "resource_group": "rg-ml", **(workspace or {})})
+
+    def program():
+        ws = Workspace("ws", ws_spec, "westeurope") if with_workspace else None
+        aks = AksCluster("aks", spec, ws, "westeurope", **kw)
+        return {"fqdn": aks.fqdn, "kubelet": aks.kubelet_object_id, "fqdns": aks.required_fqdns,
+                "kubeconfig": aks.kubeconfig, "node_rg": aks.node_resource_group}
+
+    return run(program)
+
+
+def by_name(rec, typ: str, name: str):
+    return next(r for r in rec.resources if r.type == typ and r.name == name)
+
+
+# ------------------------------------------------------------------ the example stacks
+
+
+def test_prod_stack_is_azure_cni_on_the_existing_subnet_with_a_tainted_autoscaled_gpu_pool(stack):
+    st = stack("prod")
+    rec = deploy(st.spec.cluster, st.spec.workspace.model_dump(), scoring_dns_label=st.spec.router.dns_label)
+    mc = rec.one(CLUSTER).inputs
+    subnet = st.spec.cluster.network.vnet.subnet_id
+    assert mc["networkProfile"] == {
+        "networkPlugin": "azure", "serviceCidr": "10.100.0.0/16", "dnsServiceIP": "10.100.0.10",
+        "outboundType": "loadBalancer", "loadBalancerSku": "standard",
+    }  # no podCidr: AKS refuses one for azure CNI
+    [system] = mc["agentPoolProfiles"]
+    assert (system["name"], system["mode"], system["count"], system["vnetSubnetID"]) == ("system", "System", 3, subnet)
+    assert system["availabilityZones"] == ["1", "2", "3"]
+    gpu = rec.one(AGENT_POOL).inputs
+    assert gpu["agentPoolName"] == "gpu" and gpu["resourceName"] == "aks-ml-prod"
+    assert (gpu["enableAutoScaling"], gpu["minCount"], gpu["maxCount"], gpu["count"]) == (True, 1, 4, 1)
+    assert gpu["nodeTaints"] == [SCHEDULING["gpu"].taint] == ["sku=gpu:NoSchedule"]
+    assert gpu["nodeLabels"] == SCHEDULING["gpu"].selector
+    assert gpu["vnetSubnetID"] == subnet and gpu["mode"] == "User"
+    assert mc["sku"] == {"name": "Base", "tier": "Standard"}
+
+
+def test_dev_stack_is_kubenet_with_a_pod_cidr_on_the_free_tier_without_defender(stack):
+    st = stack("dev")
+    rec = deploy(st.spec.cluster, st.spec.workspace.model_dump())
+    mc = rec.one(CLUSTER).inputs
+    assert mc["networkProfile"]["networkPlugin"] == "kubenet"
+    assert mc["networkProfile"]["podCidr"] == "10.244.0.0/16"
+    assert "vnetSubnetID" not in mc["agentPoolProfiles"][0]
+    assert mc["sku"]["tier"] == "Free"
+    assert "securityProfile" not in mc  # dev_test: Defender off by default
+    assert mc["addonProfiles"]["omsagent"]["enabled"] is True
+    assert rec.of_type(AGENT_POOL) == [] and rec.of_type(DAEMONSET) == [] and rec.of_type(JOB) == []
+    assert rec.of_type("azure-native:network:VirtualNetwork") == []
+
+
+def test_every_kubernetes_object_validates_against_the_clusters_version(stack, validate):
+    st = stack("prod")
+    rec = deploy(st.spec.cluster, st.spec.workspace.model_dump())
+    manifests = rec.kubernetes_manifests()
+    assert sorted(m["kind"] for m in manifests) == ["DaemonSet", "Job"]
+    assert validate(manifests, st.spec.cluster.kubernetes_version) == 2
+
+
+def test_a_misspelled_field_fails_validation(validate):
+    """The validation above can fail: strict mode rejects an unknown field."""
+    from components.cluster import nvidia_device_plugin
+
+    doc = nvidia_device_plugin()
+    doc["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(Exception, match="imagePullPolicyy"):
+        validate([doc], "1.30")
+
+
+# ------------------------------------------------------------------ monitoring, Defender, SLA
+
+
+def test_fast_prod_turns_defender_and_container_insights_to_the_workspace_log_analytics():
+    rec = deploy(cluster_spec())
+    mc = rec.one(CLUSTER).inputs
+    logs_id = rec.one("azure-native:operationalinsights:Workspace").id
+    assert mc["securityProfile"]["defender"] == {"logAnalyticsWorkspaceResourceId": logs_id, "securityMonitoring": {"enabled": True}}
+    assert mc["addonProfiles"]["omsagent"]["config"]["logAnalyticsWorkspaceResourceID"] == logs_id
+    assert mc["identity"] == {"type": "SystemAssigned"} and mc["enableRBAC"] is True
+
+
+def test_defender_and_monitoring_can_be_turned_off():
+    mc = deploy(cluster_spec(defender=False, monitoring=False)).one(CLUSTER).inputs
+    assert "securityProfile" not in mc and "addonProfiles" not in mc
+
+
+# ------------------------------------------------------------------ pools
+
+
+def test_accelerator_pools_get_the_shared_label_and_taint_next_to_their_own():
+    spec = cluster_spec(node_pools=[SYSTEM, {**GPU, "labels": {"team": "fraud"}}, FPGA])
+    rec = deploy(spec)
+    gpu, fpga = by_name(rec, AGENT_POOL, "aks-gpu").inputs, by_name(rec, AGENT_POOL, "aks-fpga").inputs
+    assert gpu["nodeLabels"] == {"team": "fraud", "aks-model-serving/accelerator": "gpu"}
+    assert fpga["nodeLabels"] == {"aks-model-serving/accelerator": "fpga"}
+    assert fpga["nodeTaints"] == ["sku=fpga:NoSchedule"]
+    assert (fpga["count"], fpga["enableAutoScaling"]) == (1, False) and "minCount" not in fpga
+    assert "nodeTaints" not in rec.one(CLUSTER).inputs["agentPoolProfiles"][0]
+
+
+def test_device_plugin_only_with_a_gpu_pool_and_only_on_gpu_nodes():
+    assert deploy(cluster_spec(node_pools=[SYSTEM, FPGA])).of_type(DAEMONSET) == []
+    rec = deploy(cluster_spec(node_pools=[SYSTEM, GPU]))
+    plugin = rec.one(DAEMONSET)
+    pod = plugin.inputs["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == SCHEDULING["gpu"].selector
+    assert SCHEDULING["gpu"].toleration in pod["tolerations"]
+    assert plugin.parent_type == "aks-model-serving:index:AksCluster"
+    assert plugin.provider.startswith(rec.one(PROVIDER).urn)
+
+
+def test_an_autoscaled_system_pool_starts_at_its_lower_bound():
+    spec = cluster_spec(node_pools=[{**SYSTEM, "count": None, "min_count": 3, "max_count": 6}])
+    [system] = deploy(spec).one(CLUSTER).inputs["agentPoolProfiles"]
+    assert (system["count"], system["minCount"], system["maxCount"], system["enableAutoScaling"]) == (3, 3, 6, True)
+
+
+# ------------------------------------------------------------------ network
+
+
+def test_new_vnet_with_custom_dns_and_the_cluster_on_its_subnet():
+    spec = cluster_spec(network={"plugin": "azure", "vnet": {"address_space": "10.10.0.0/16", "subnet_prefix": "10.10.0.0/20",
+                                                             "dns_servers": ["10.10.0.4"]}})
+    rec = deploy(spec)
+    vnet = rec.one("azure-native:network:VirtualNetwork")
+    assert vnet.inputs["addressSpace"] == {"addressPrefixes": ["10.10.0.0/16"]}
+    assert vnet.inputs["dhcpOptions"] == {"dnsServers": ["10.10.0.4"]}
+    [subnet] = vnet.inputs["subnets"]
+    assert (subnet["name"], subnet["addressPrefix"]) == ("aks", "10.10.0.0/20")
+    assert rec.one(CLUSTER).inputs["agentPoolProfiles"][0]["vnetSubnetID"] == f"{vnet.id}/subnets/aks"
+    contributor = by_name(rec, ROLE, "aks-subnet-network-contributor").inputs
+    assert contributor["scope"] == f"{vnet.id}/subnets/aks"
+    assert contributor["roleDefinitionId"].endswith(NETWORK_CONTRIBUTOR_ROLE)
+    assert contributor["principalId"] == rec.one(CLUSTER).outputs["identity"]["principalId"]
+
+
+def test_kubenet_on_an_existing_subnet_keeps_its_pod_cidr_and_service_range():
+    spec = cluster_spec(network={"plugin": "kubenet", "pod_cidr": "172.16.0.0/16", "service_cidr": "10.2.0.0/16",
+                                 "dns_service_ip": "10.2.0.10", "outbound_type": "userDefinedRouting", "vnet": {"subnet_id": SUBNET}})
+    mc = deploy(spec).one(CLUSTER).inputs
+    assert mc["networkProfile"] == {"networkPlugin": "kubenet", "podCidr": "172.16.0.0/16", "serviceCidr": "10.2.0.0/16",
+                                    "dnsServiceIP": "10.2.0.10", "outboundType": "userDefinedRouting", "loadBalancerSku": "standard"}
+    assert mc["agentPoolProfiles"][0]["vnetSubnetID"] == SUBNET
+
+
+def test_internal_load_balancer_annotations_for_the_scoring_service():
+    spec = cluster_spec(network={"plugin": "azure", "vnet": {"subnet_id": SUBNET}},
+                        load_balancer={"type": "InternalLoadBalancer", "subnet": "ilb"})
+    holder = {}
+
+    def program():
+        ws = Workspace("ws", WorkspaceSpec(name="mlw", resource_group="rg"), "westeurope")
+        holder["annotations"] = AksCluster("aks", spec, ws, "westeurope").service_annotations
+
+    run(program)
+    assert holder["annotations"] == {"service.beta.kubernetes.io/azure-load-balancer-internal": "true",
+                                     "service.beta.kubernetes.io/azure-load-balancer-internal-subnet": "ilb"}
+
+
+# ------------------------------------------------------------------ identity and registry
+
+
+def test_kubelet_identity_gets_acr_pull_on_the_workspace_registry():
+    rec = deploy(cluster_spec())
+    pull = by_name(rec, ROLE, "aks-acr-pull").inputs
+    kubelet = rec.one(CLUSTER).outputs["identityProfile"]["kubeletidentity"]["objectId"]
+    assert pull["principalId"] == kubelet == rec.outputs["kubelet"]
+    assert pull["scope"] == rec.one("azure-native:containerregistry:Registry").id
+    assert pull["roleDefinitionId"] == f"/subscriptions/00000000-0000-0000-0000-000000000000/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL_ROLE}"
+    assert pull["principalType"] == "ServicePrincipal"
+
+
+def test_the_provider_uses_the_clusters_user_kubeconfig_as_a_secret():
+    rec = deploy(cluster_spec())
+    provider = rec.one(PROVIDER)
+    assert "kubeconfig" in provider.secret_inputs
+    server = yaml.safe_load(provider.inputs["kubeconfig"])["clusters"][0]["cluster"]["server"]
+    assert server == f"https://{rec.outputs['fqdn']}:443"
+    assert "kubeconfig" in rec.secret_outputs
+    assert ("azure-native:containerservice:listManagedClusterUserCredentials",
+            {"resourceGroupName": "rg-ml", "resourceName": "aks-ml"}) in rec.calls
+
+
+# ------------------------------------------------------------------ attach
+
+
+def test_attach_by_resource_id_declares_no_cluster_but_a_provider_and_acr_pull():
+    rec = deploy(ClusterSpec.model_validate({"name": "existing", "attach": {"resource_id": MC_ID}}))
+    assert rec.of_type(CLUSTER) == [] and rec.of_type(AGENT_POOL) == [] and rec.of_type(DAEMONSET) == []
+    tokens = [t for t, _ in rec.calls]
+    assert "azure-native:containerservice:getManagedCluster" in tokens
+    assert ("azure-native:containerservice:listManagedClusterUserCredentials",
+            {"resourceGroupName": "rg-aks", "resourceName": "existing"}) in rec.calls
+    assert rec.one(PROVIDER).inputs["kubeconfig"].startswith("apiVersion: v1")
+    assert by_name(rec, ROLE, "aks-acr-pull").inputs["principalId"] == rec.outputs["kubelet"] is not None
+    assert rec.outputs["fqdn"].endswith(".hcp.westeurope.azmk8s.io")
+    assert rec.outputs["node_rg"] == "MC_rg-aks_existing_westeurope"
+
+
+def test_attach_by_kubeconfig_uses_the_file_and_declares_nothing_in_azure(tmp_path):
+    path = tmp_path / "config"
+    path.write_text(fake_kubeconfig("https://k8s.example.internal:6443", "onprem"))
+    rec = deploy(ClusterSpec.model_validate({"name": "onprem", "attach": {"kubeconfig": str(path)}}), with_workspace=False)
+    assert sorted(r.type for r in rec.resources) == ["aks-model-serving:index:AksCluster", PROVIDER]
+    assert rec.one(PROVIDER).inputs["kubeconfig"] == path.read_text()
+    assert rec.calls == []
+    assert rec.outputs["fqdn"] == "k8s.example.internal"
+    assert rec.outputs["kubelet"] is None
+    assert rec.outputs["fqdns"] == ["k8s.example.internal", "mcr.microsoft.com"]
+
+
+# ------------------------------------------------------------------ DNS rules
+
+
+def test_required_fqdns_are_computed_from_the_real_resources(stack):
+    st = stack("prod")
+    rec = deploy(st.spec.cluster, st.spec.workspace.model_dump(), scoring_dns_label=st.spec.router.dns_label)
+    api = rec.one(CLUSTER).outputs["fqdn"]
+    assert rec.outputs["fqdns"] == sorted([
+        api,
+        "acs-mirror.azureedge.net", "login.microsoftonline.com", "management.azure.com", "packages.microsoft.com",
+        "mcr.microsoft.com",
+        "mlwprodacr.azurecr.io",
+        "mlwprodstorage.blob.core.windows.net", "mlwprodstorage.table.core.windows.net",
+        "mlw-prod-scoring.westeurope.cloudapp.azure.com",  # leaf_domain_label and dns_label agree: listed once
+    ])
+
+
+def test_a_cname_is_the_scoring_domain():
+    spec = cluster_spec(ssl={"cname": "score.example.com", "certificate": "c", "key": "k"})
+    assert "score.example.com" in deploy(spec).outputs["fqdns"]
+
+
+def test_connectivity_job_only_when_asked_and_it_checks_every_name_but_the_scoring_domain():
+    assert deploy(cluster_spec(ssl={"leaf_domain_label": "score"})).of_type(JOB) == []
+    rec = deploy(cluster_spec(ssl={"leaf_domain_label": "score"}, dns={"connectivity_check": True}))
+    job = rec.one(JOB)
+    container = job.inputs["spec"]["template"]["spec"]["containers"][0]
+    checked = next(e["value"] for e in container["env"] if e["name"] == "FQDNS").split()
+    assert checked == [h for h in rec.outputs["fqdns"] if h != "score.westeurope.cloudapp.azure.com"]
+    assert len(checked) == len(rec.outputs["fqdns"]) - 1
+    assert 'echo "FAIL $host' in container["command"][2]  # the log names the failing host
+    assert job.inputs["spec"]["backoffLimit"] == 0
+    assert job.provider.startswith(rec.one(PROVIDER).urn)
+
+
+def test_private_zone_links_give_registry_blob_and_table_endpoints_and_linked_zones():
+    spec = cluster_spec(network={"plugin": "azure", "vnet": {"subnet_id": SUBNET}}, dns={"private_zone_links": True})
+    rec = deploy(spec, {"registry_sku": "Premium"})
+    zones = sorted(r.inputs["privateZoneName"] for r in rec.of_type("azure-native:privatedns:PrivateZone"))
+    assert zones == ["privatelink.azurecr.io", "privatelink.blob.core.windows.net", "privatelink.table.core.windows.net"]
+    links = rec.of_type("azure-native:privatedns:VirtualNetworkLink")
+    assert {link.inputs["virtualNetwork"]["id"] for link in links} == {SUBNET.rsplit("/subnets/", 1)[0]}
+    endpoints = {r.name: r.inputs for r in rec.of_type("azure-native:network:PrivateEndpoint")}
+    registry_id = rec.one("azure-native:containerregistry:Registry").id
+    assert endpoints["aks-registry-pe"]["privateLinkServiceConnections"][0]["privateLinkServiceId"] == registry_id
+    assert endpoints["aks-blob-pe"]["privateLinkServiceConnections"][0]["groupIds"] == ["blob"]
+    assert {e["subnet"]["id"] for e in endpoints.values()} == {SUBNET}
+    assert len(rec.of_type("azure-native:network:PrivateDnsZoneGroup")) == 3
+
+
+def test_private_zone_links_need_a_vnet_and_a_premium_registry():
+    with pytest.raises(ValueError, match="dns.private_zone_links: .* on a vnet"):
+        cluster_spec(dns={"private_zone_links": True})
+    with pytest.raises(ValueError, match="registry_sku: .*Premium"):
+        StackSpec.model_validate({
+            "workspace": {"name": "mlw", "resource_group": "rg"},
+            "cluster": {"name": "aks", "node_pools": [SYSTEM], "dns": {"private_zone_links": True},
+                        "network": {"plugin": "azure", "vnet": {"subnet_id": SUBNET}}},
+        })
+
+
+# ------------------------------------------------------------------ the harness itself
+
+
+def test_a_failure_inside_an_apply_fails_the_run():
+    """Assertions and errors in callbacks are not swallowed: run() waits for them and raises."""
+    def program():
+        ws = Workspace("ws", WorkspaceSpec(name="mlw", resource_group="rg"), "westeurope")
+        return ws.registry_login_server.apply(lambda s: (_ for _ in ()).throw(AssertionError(f"saw {s}")))
+
+    with pytest.raises(AssertionError, match="saw mlwacr.azurecr.io"):
+        run(program)
+
+
+def test_provider_computed_outputs_are_filled_not_left_none():
+    rec = deploy(cluster_spec())
+    assert all(rec.outputs[k] for k in ("fqdn", "kubelet", "kubeconfig", "node_rg"))
+    assert base64.b64decode(base64.b64encode(rec.outputs["kubeconfig"].encode())).decode().startswith("apiVersion")
