@@ -1,0 +1,243 @@
+"""HashedImage: the content-hash tag (pure, no engine) and reuse-or-build under Pulumi mocks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from components import image as image_module
+from components.image import (
+    STAGED_DOCKERFILE,
+    HashedImage,
+    HashedImageArgs,
+    content_hash,
+    context_files,
+    render_dockerfile,
+)
+from components.mocks import AzureMocks, run
+from components.spec import EnvironmentSpec
+
+LOGIN = "mlwacr.azurecr.io"
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Path:
+    root = tmp_path / "ctx"
+    (root / "pkg").mkdir(parents=True)
+    (root / "score.py").write_text("def init(): pass\ndef run(raw): return raw\n")
+    (root / "pkg" / "util.py").write_text("X = 1\n")
+    (root / "notes.log").write_text("ignored\n")
+    (root / "cache").mkdir()
+    (root / "cache" / "big.bin").write_bytes(b"\0" * 10)
+    (root / ".gitignore").write_text("*.log\ncache/\n")
+    return root
+
+
+def args(context: Path, **fields) -> HashedImageArgs:
+    return HashedImageArgs(**{"repository": "scorer", "registry_login_server": LOGIN, "context": context,
+                              "base_image": "python:3.11-slim", **fields})
+
+
+# ------------------------------------------------------------------ the tag
+
+
+def test_ignored_files_are_left_out_and_changing_one_keeps_the_tag(ctx):
+    assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
+    before = content_hash(args(ctx))
+    (ctx / "notes.log").write_text("changed\n")
+    (ctx / "cache" / "big.bin").write_bytes(b"\1")
+    (ctx / "cache" / "new.bin").write_bytes(b"\2")
+    assert content_hash(args(ctx)) == before
+
+
+@pytest.mark.parametrize("change", [
+    lambda c: (c / "score.py").write_text("def init(): pass\n"),
+    lambda c: (c / "pkg" / "new.py").write_text(""),
+    lambda c: (c / "pkg" / "util.py").rename(c / "pkg" / "utils.py"),
+    lambda c: (c / "pkg" / "util.py").unlink(),
+    lambda c: os.chmod(c / "score.py", 0o755),
+])
+def test_any_context_change_gives_a_new_tag(ctx, change):
+    before = content_hash(args(ctx))
+    change(ctx)
+    assert content_hash(args(ctx)) != before
+
+
+@pytest.mark.parametrize("fields", [
+    {"base_image": "python:3.12-slim"},
+    {"docker_steps": "RUN apt-get update"},
+    {"pip": ["scikit-learn==1.4.2"]},
+    {"pip": ["scikit-learn==1.5.0"]},
+    {"conda": {"dependencies": ["python=3.11", "numpy"]}},
+    {"environment_variables": {"OMP_NUM_THREADS": "1"}},
+    {"platform": "linux/arm64"},
+    {"context_target": "/app"},
+    {"base_image": None, "base_dockerfile": "FROM python:3.11-slim\nRUN true"},
+])
+def test_any_recipe_change_gives_a_new_tag(ctx, fields):
+    assert content_hash(args(ctx, **fields)) != content_hash(args(ctx))
+
+
+def test_the_tag_does_not_depend_on_where_the_context_is_or_file_listing_order(ctx, tmp_path, monkeypatch):
+    before = content_hash(args(ctx))
+    elsewhere = tmp_path / "somewhere" / "else"
+    shutil.copytree(ctx, elsewhere)
+    assert content_hash(args(elsewhere)) == before
+
+    real_walk = os.walk
+
+    def reversed_walk(top):
+        for folder, dirs, files in real_walk(top):
+            dirs.reverse()
+            yield folder, dirs, list(reversed(files))
+
+    monkeypatch.setattr(image_module.os, "walk", reversed_walk)
+    assert content_hash(args(ctx)) == before
+
+
+def test_conda_key_order_does_not_matter_but_its_content_does(ctx):
+    a = {"name": "env", "channels": ["conda-forge"], "dependencies": ["python=3.11"]}
+    b = {"dependencies": ["python=3.11"], "channels": ["conda-forge"], "name": "env"}
+    assert content_hash(args(ctx, conda=a)) == content_hash(args(ctx, conda=b))
+    assert content_hash(args(ctx, conda={**a, "dependencies": ["python=3.12"]})) != content_hash(args(ctx, conda=a))
+
+
+def test_conda_file_is_hashed_by_content(ctx, tmp_path):
+    env = tmp_path / "environment.yml"
+    env.write_text("name: env\ndependencies: [python=3.11]\n")
+    from_file = content_hash(args(ctx, conda=env))
+    assert from_file == content_hash(args(ctx, conda={"dependencies": ["python=3.11"], "name": "env"}))
+    env.write_text("name: env\ndependencies: [python=3.12]\n")
+    assert content_hash(args(ctx, conda=env)) != from_file
+
+
+def test_amlignore_beats_gitignore(ctx):
+    (ctx / ".amlignore").write_text("pkg/\n")
+    assert context_files(ctx) == [".amlignore", ".gitignore", "cache/big.bin", "notes.log", "score.py"]
+    before = content_hash(args(ctx))
+    (ctx / "pkg" / "util.py").write_text("X = 2\n")  # ignored by .amlignore
+    assert content_hash(args(ctx)) == before
+    (ctx / "notes.log").write_text("now counted\n")  # .gitignore no longer applies
+    assert content_hash(args(ctx)) != before
+
+
+def test_negation_and_git_folder(ctx):
+    (ctx / ".gitignore").write_text("*.log\n!keep.log\n")
+    (ctx / "keep.log").write_text("kept\n")
+    (ctx / ".git").mkdir()
+    (ctx / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    files = context_files(ctx)
+    assert "keep.log" in files and "notes.log" not in files
+    assert not any(f.startswith(".git/") for f in files)
+
+
+def test_a_given_dockerfile_is_hashed_by_its_text(ctx):
+    (ctx / "Dockerfile").write_text("FROM python:3.11-slim\nCOPY . /app\n")
+    given = args(ctx, base_image=None, dockerfile="Dockerfile")
+    before = content_hash(given)
+    assert render_dockerfile(given) == "FROM python:3.11-slim\nCOPY . /app\n"
+    (ctx / "Dockerfile").write_text("FROM python:3.12-slim\nCOPY . /app\n")
+    assert content_hash(given) != before
+
+
+def test_generated_dockerfile_holds_the_recipe(ctx):
+    text = render_dockerfile(args(ctx, pip=["scikit-learn==1.4.2"], conda={"dependencies": ["numpy"]},
+                                  docker_steps="RUN echo hi", environment_variables={"A": "1"}))
+    assert text.splitlines()[1] == "FROM python:3.11-slim"
+    assert 'ENV A="1"' in text and 'RUN pip install --no-cache-dir "scikit-learn==1.4.2"' in text
+    assert "conda env update -n base -f /tmp/conda_env.yml" in text and "- numpy" in text
+    assert text.index("RUN echo hi") < text.index("COPY . /var/azureml-app")
+
+
+@pytest.mark.parametrize("fields", [
+    {"base_image": None},
+    {"dockerfile": "Dockerfile"},
+    {"base_image": None, "dockerfile": "Dockerfile", "pip": ["x"]},
+])
+def test_args_need_exactly_one_dockerfile_source(ctx, fields):
+    with pytest.raises(ValueError, match="HashedImageArgs"):
+        args(ctx, **fields)
+
+
+def test_from_environment_builds_on_the_scorer_image_unless_a_base_is_named(ctx):
+    env = EnvironmentSpec(pip=["lightgbm==4.3"], conda_dependencies={"dependencies": ["python=3.11"]}, docker_steps="RUN true")
+    a = HashedImageArgs.from_environment(env, repository="iris", registry_login_server=LOGIN, context=ctx,
+                                         default_base_image="mlwacr.azurecr.io/scorer@sha256:" + "a" * 64)
+    assert a.base_image.startswith("mlwacr.azurecr.io/scorer@") and a.pip == ("lightgbm==4.3",)
+    assert a.conda["dependencies"] == ["python=3.11"] and a.docker_steps == "RUN true"
+    own = HashedImageArgs.from_environment(EnvironmentSpec(base_image="python:3.12"), repository="iris",
+                                           registry_login_server=LOGIN, context=ctx, default_base_image="unused")
+    assert own.base_image == "python:3.12"
+
+
+# ------------------------------------------------------------------ reuse or build, under mocks
+
+
+def deploy(a: HashedImageArgs, existing: dict[str, str] | None = None):
+    def program():
+        img = HashedImage("scorer", a)
+        return {"ref": img.image_ref, "name": img.image_name, "built": img.built, "tag": img.tag}
+
+    return run(program, mocks=AzureMocks(registry_images=existing))
+
+
+def test_a_missing_tag_is_built_from_exactly_the_hashed_files_and_pushed(ctx):
+    a = args(ctx)
+    tag = content_hash(a)
+    rec = deploy(a)
+    build = rec.one("docker:index/image:Image")
+    assert build.parent_type == "aks-model-serving:index:HashedImage"
+    assert build.inputs["imageName"] == f"{LOGIN}/scorer:{tag}"
+    assert build.inputs["skipPush"] is False
+    stage = Path(build.inputs["build"]["context"])
+    assert build.inputs["build"]["dockerfile"] == str(stage / STAGED_DOCKERFILE)
+    staged = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
+    assert staged == sorted(context_files(ctx) + [STAGED_DOCKERFILE, ".dockerignore"])
+    assert (stage / STAGED_DOCKERFILE).read_text() == render_dockerfile(a)
+    assert rec.outputs["built"] is True and rec.outputs["tag"] == tag
+    assert rec.outputs["ref"] == build.outputs["repoDigest"]
+    assert rec.outputs["ref"].startswith(f"{LOGIN}/scorer@sha256:")
+    assert ("registry:lookup", {"name": f"{LOGIN}/scorer:{tag}"}) in rec.calls
+
+
+def test_a_tag_already_in_the_registry_is_reused_without_building(ctx):
+    a = args(ctx)
+    digest = "sha256:" + "b" * 64
+    rec = deploy(a, {f"{LOGIN}/scorer:{content_hash(a)}": digest})
+    assert rec.of_type("docker:index/image:Image") == []
+    assert rec.outputs == {"ref": f"{LOGIN}/scorer@{digest}", "name": f"{LOGIN}/scorer:{content_hash(a)}",
+                           "built": False, "tag": content_hash(a)}
+
+
+def test_the_registry_lookup_is_restored_after_a_run(ctx):
+    deploy(args(ctx))
+    assert image_module.registry_lookup is image_module.docker_registry_digest
+
+
+# ------------------------------------------------------------------ the real lookup, against a stand-in docker CLI
+
+
+@pytest.fixture
+def fake_docker(tmp_path, monkeypatch):
+    """A `docker` on PATH that knows one image, as `docker buildx imagetools inspect` answers."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "docker"
+    script.write_text(
+        "#!/bin/sh\n"
+        '[ "$1 $2 $3" = "buildx imagetools inspect" ] || exit 2\n'
+        f'if [ "$4" = "{LOGIN}/scorer:known" ]; then echo \'{{"mediaType":"x","digest":"sha256:{"c" * 64}","size":1}}\'; exit 0; fi\n'
+        'echo "ERROR: $4: not found" >&2; exit 1\n'
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_docker_lookup_returns_the_digest_of_a_known_tag_and_none_for_a_missing_one(fake_docker):
+    import asyncio
+
+    assert asyncio.run(image_module.docker_registry_digest(f"{LOGIN}/scorer:known")) == "sha256:" + "c" * 64
+    assert asyncio.run(image_module.docker_registry_digest(f"{LOGIN}/scorer:missing")) is None
