@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
+from random import getrandbits
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ class ScoringApp:
         settings: ScorerSettings,
         runner: Runner,
         board: Board,
-        stats: metrics.Metrics,
+        stats: metrics.Recorder,
         spool: Spool | None,
         recycle: Callable[[], None],
     ) -> None:
@@ -94,7 +94,7 @@ class ScoringApp:
         elif path == "/ready":
             await self._ready(send)
         elif path == "/metrics":
-            await _send(send, 200, [(b"content-type", metrics.CONTENT_TYPE.encode())], metrics.scrape())
+            await _send(send, 200, [(b"content-type", metrics.CONTENT_TYPE.encode())], metrics.scrape(self._metrics.folder))
         elif path == "/swagger.json":
             await self._swagger(scope, send)
         else:
@@ -119,20 +119,20 @@ class ScoringApp:
             await _send_error(send, HttpError(
                 431, "RequestHeaderFieldsTooLarge", f"x-request-id is longer than {MAX_REQUEST_ID} characters"))
             return
-        request_id = request_id or str(uuid.uuid4())
+        request_id = request_id or _new_request_id()
         logs.request_id.set(request_id)
         ids = [
             (b"x-request-id", request_id.encode()),
             (b"x-ms-request-id", request_id.encode()),
             (b"x-ms-client-request-id", (client_id or request_id).encode()),
         ]
-        self._metrics.in_flight.inc()
+        self._metrics.in_flight += 1
         try:
             result = await self._scored(scope, receive, content_type, length, request_id)
         except HttpError as exc:
             result = _Result(exc.status, [_JSON_HEADER], _error_body(exc), 0.0)
         finally:
-            self._metrics.in_flight.dec()
+            self._metrics.in_flight -= 1
         await _send(send, result.status, result.headers + ids + [
             (b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms)], result.body)
         elapsed = time.perf_counter() - started
@@ -275,6 +275,12 @@ def _to_builtin(value: Any) -> Any:
         if callable(convert):
             return convert()
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")
+
+
+def _new_request_id() -> str:
+    """A random UUID-shaped id; `uuid.uuid4()` costs a getrandom() syscall per request."""
+    h = f"{getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _headers(scope: Scope) -> dict[str, str]:

@@ -27,7 +27,7 @@ class Abandoned(Exception):
     """The worker is being recycled; the job never started."""
 
 
-_Job = tuple[Callable[[], Any], asyncio.Future[Any], "str | None"]
+_Job = tuple[Callable[[], Any], asyncio.Future[Any], "asyncio.TimerHandle | None", "str | None"]
 
 
 class Runner:
@@ -44,10 +44,8 @@ class Runner:
         if self._abandoned:
             future.set_exception(Abandoned())
             return future
-        if timeout_s is not None:
-            timer = self._loop.call_later(timeout_s, _expire, future)
-            future.add_done_callback(lambda _: timer.cancel())
-        self._jobs.put((fn, future, logs.request_id.get()))
+        timer = None if timeout_s is None else self._loop.call_later(timeout_s, _expire, future)
+        self._jobs.put((fn, future, timer, logs.request_id.get()))
         return future
 
     def abandon(self) -> None:
@@ -63,16 +61,16 @@ class Runner:
 
     def _work(self) -> None:
         while True:
-            fn, future, rid = self._jobs.get()
+            fn, future, timer, rid = self._jobs.get()
             if future.done():  # expired while queued
                 continue
             logs.request_id.set(rid)
             try:
                 result = fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the request that asked
-                self._loop.call_soon_threadsafe(_settle, future, None, exc)
+                self._loop.call_soon_threadsafe(_settle, future, timer, None, exc)
             else:
-                self._loop.call_soon_threadsafe(_settle, future, result, None)
+                self._loop.call_soon_threadsafe(_settle, future, timer, result, None)
             finally:
                 logs.request_id.set(None)
 
@@ -82,7 +80,9 @@ def _expire(future: asyncio.Future[Any]) -> None:
         future.set_exception(RunTimeout())
 
 
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+def _settle(future: asyncio.Future[Any], timer: asyncio.TimerHandle | None, result: Any, exc: BaseException | None) -> None:
+    if timer is not None:
+        timer.cancel()
     if future.done():
         return
     if exc is None:

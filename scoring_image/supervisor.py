@@ -17,7 +17,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -61,8 +60,6 @@ def serve(settings: ScorerSettings) -> None:
     state = Path(tempfile.mkdtemp(prefix="scorer-"))
     (state / "metrics").mkdir()
     (state / "ready").mkdir()
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(state / "metrics")
-    from prometheus_client import multiprocess  # after PROMETHEUS_MULTIPROC_DIR is set
 
     sock = bind(settings.host, settings.port)
     env = {**os.environ, **settings.to_env(), "WORKER_COUNT": str(settings.worker_count)}
@@ -80,7 +77,7 @@ def serve(settings: ScorerSettings) -> None:
             _spawn(slot, sock, state, env, defer=False)
         while not stop.wait(_POLL_S):
             for slot in slots:
-                _tend(slot, sock, state, env, board, multiprocess.mark_process_dead)
+                _tend(slot, sock, state, env, board)
     finally:
         _stop_all(slots)
         if shipper is not None:
@@ -92,7 +89,7 @@ def serve(settings: ScorerSettings) -> None:
 
 def _spawn(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], defer: bool) -> None:
     command = [sys.executable, "-m", "scoring_image.worker", "--fd", str(sock.fileno()),
-               "--index", str(slot.index), "--state", str(state / "ready")]
+               "--index", str(slot.index), "--state", str(state)]
     if defer:
         command.append("--defer-accept")
     slot.process = subprocess.Popen(command, env=env, pass_fds=(sock.fileno(),))
@@ -100,14 +97,12 @@ def _spawn(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], d
     log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
 
 
-def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], board: Board,
-          mark_dead: Callable[[int], None]) -> None:
+def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], board: Board) -> None:
     process = slot.process
     if process is not None:
         code = process.poll()
         if code is None:
             return
-        mark_dead(process.pid)
         board.publish(slot.index, "starting", "replacing an exited worker")
         lived = time.monotonic() - slot.started
         slot.quick_deaths = slot.quick_deaths + 1 if lived < _QUICK_DEATH_S else 0

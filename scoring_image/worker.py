@@ -18,6 +18,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scoring_image.worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--index", type=int, required=True)
-    parser.add_argument("--state", type=Path, required=True)
+    parser.add_argument("--state", type=Path, required=True, help="the supervisor's folder: ready/, metrics/")
     parser.add_argument("--defer-accept", action="store_true")
     args = parser.parse_args(argv)
 
@@ -47,13 +48,15 @@ def main(argv: list[str] | None = None) -> None:
     settings = ScorerSettings.from_env()
     logs.configure(settings.log_level, worker=str(args.index), capture_print=True)
     sock = socket.socket(fileno=args.fd)
-    uvloop.run(_serve(settings, sock, args.index, Board(args.state, settings.worker_count), args.defer_accept))
+    uvloop.run(_serve(settings, sock, args.index, Board(args.state / "ready", settings.worker_count), args.state / "metrics", args.defer_accept))
     # A recycled worker may leave run() stuck on its thread: leave without waiting for it.
     logging.shutdown()
     os._exit(0)
 
 
-async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, board: Board, defer: bool) -> None:
+async def _serve(
+    settings: ScorerSettings, sock: socket.socket, index: int, board: Board, metrics_dir: Path, defer: bool
+) -> None:
     loop = asyncio.get_running_loop()
     runner = Runner(loop)
     spool = Spool(Path(settings.data_collection_spool_dir)) if settings.data_collection_enabled else None
@@ -65,7 +68,8 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, boar
         if server is not None:
             server.should_exit = True
 
-    app = ScoringApp(settings, runner, board, metrics.Metrics(), spool, recycle)
+    recorder = metrics.Recorder(metrics_dir)
+    app = ScoringApp(settings, runner, board, recorder, spool, recycle)
     board.publish(index, "starting")
     init = runner.submit(app.initialize, None)
     init.add_done_callback(lambda f: _initialized(f, app, board, index))
@@ -83,11 +87,13 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, boar
         timeout_keep_alive=int(settings.keep_alive_seconds),
         timeout_graceful_shutdown=max(1, settings.scoring_timeout_ms // 1000),
     ))
+    _every(loop, metrics.PUBLISH_S, recorder.publish)
     if spool is not None:
-        _seal_every(loop, spool, settings.data_collection_batch_seconds)
+        _every(loop, settings.data_collection_batch_seconds, spool.seal)
     try:
         await server.serve(sockets=[sock])
     finally:
+        recorder.publish()
         if spool is not None:
             spool.seal()
 
@@ -118,9 +124,9 @@ def _with_cors(app: ScoringApp, settings: ScorerSettings) -> object:
     )
 
 
-def _seal_every(loop: asyncio.AbstractEventLoop, spool: Spool, seconds: float) -> None:
+def _every(loop: asyncio.AbstractEventLoop, seconds: float, action: Callable[[], None]) -> None:
     def tick() -> None:
-        spool.seal()
+        action()
         loop.call_later(seconds, tick)
 
     loop.call_later(seconds, tick)

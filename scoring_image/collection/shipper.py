@@ -11,7 +11,6 @@ after `kill -9`) are sealed and shipped like the others.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import defaultdict
@@ -22,6 +21,7 @@ import orjson
 from scoring_image.collection.destinations import Destination
 from scoring_image.collection.spool import OPEN, SEALED
 from scoring_image.config import ScorerSettings
+from scoring_image.pids import alive
 
 log = logging.getLogger("scoring_image.collection")
 
@@ -74,7 +74,7 @@ class Shipper:
     def _seal_orphans(self) -> None:
         for segment in self._folder.glob(f"*{OPEN}"):
             pid = int(segment.stem.rsplit("-", 1)[1])
-            if not _alive(pid):
+            if not alive(pid):
                 segment.rename(segment.with_suffix(SEALED))
 
     def _ship(self, segment: Path) -> None:
@@ -95,13 +95,3 @@ class Shipper:
                     batches[f"{self._service}/{name}/{version}/{kind}/{day}/{segment.stem}{SEALED}"].append(line_out)
         for name, lines in batches.items():
             self._destination.put(name, b"\n".join(lines) + b"\n")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
