@@ -47,6 +47,10 @@ POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
     "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
 }
 
+# Cluster add-ons AksCluster installs from their publishers, pinned by version: exempt unless a
+# stack's `allowedImages` says otherwise (mirror them into the registry and drop them from it).
+ADDON_IMAGES = ["nvcr.io/nvidia/k8s-device-plugin:v0.17.1", "busybox:1.36.1"]
+
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # A content hash as a tag: HashedImage's tags are hex digests of what went into the image.
 _HASH_TAG = re.compile(r"^[0-9a-f]{12,64}$")
@@ -117,14 +121,14 @@ def registry_images(args: ResourceValidationArgs, report_violation: ReportViolat
 
     `latest` or a hand-written tag can change under a running service; a hash cannot. Config:
     `registry` (the login server; without it any *.azurecr.io registry), `allowedImages`
-    (prefixes exempted, for cluster add-ons such as the GPU device plugin).
+    (prefixes exempted; default ADDON_IMAGES, the cluster add-ons).
     """
     spec = pod_spec(args.resource_type, args.props)
     if spec is None:
         return
     config = args.get_config()
     registry = config.get("registry")
-    allowed = config.get("allowedImages") or []
+    allowed = config.get("allowedImages", ADDON_IMAGES)
     for c in containers(spec):
         image = c.get("image") or ""
         if any(image.startswith(prefix) for prefix in allowed):

@@ -112,7 +112,7 @@ def test_registry_images_allowed_prefix_exempts_addons():
     props = deployment(container(image="mcr.microsoft.com/oss/nvidia/k8s-device-plugin:v0.14.1"))
     assert check_resource(rules.registry_images, rules.DEPLOYMENT, props,
                           {"registry": REGISTRY, "allowedImages": ["mcr.microsoft.com/oss/nvidia/"]}) == []
-    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props, {"registry": REGISTRY})
+    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props, {"registry": REGISTRY, "allowedImages": []})
 
 
 # ---------------------------------------------------------------- GPU scheduling
@@ -247,3 +247,12 @@ def test_allow_anonymous_opts_a_route_out_by_name():
 
 def test_internal_router_needs_no_auth():
     assert check_stack(rules.public_auth, router(internal=True, routes=[route("open", False)])) == []
+
+
+def test_addon_images_are_exempt_by_default_and_match_what_the_cluster_installs():
+    from components.cluster import CHECK_IMAGE, NVIDIA_DEVICE_PLUGIN_IMAGE
+
+    assert sorted(rules.ADDON_IMAGES) == sorted([NVIDIA_DEVICE_PLUGIN_IMAGE, CHECK_IMAGE])
+    props = deployment(container(image=NVIDIA_DEVICE_PLUGIN_IMAGE))
+    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props, {"registry": REGISTRY}) == []
+    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props, {"registry": REGISTRY, "allowedImages": []})

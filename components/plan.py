@@ -1,0 +1,243 @@
+"""`python -m components plan stacks/Pulumi.<stack>.yaml [--out DIR] [--policy-config FILE]`.
+
+A policy-checked preview with no credentials and no Pulumi CLI: the program runs under Pulumi
+mocks (components.mocks), then
+- the resource tree is printed with counts by type,
+- every Kubernetes object is validated against the cluster version's schema (strict: a
+  misspelled field fails; custom resources such as cert-manager's Certificate have no schema
+  and are skipped) and written to DIR as YAML when --out is given,
+- the policy pack's rules (policy.rules) run on the declared resources, as
+  `pulumi preview --policy-pack policy` would run them.
+Exit 0 when all passed, 1 on any schema error or policy violation (each named with its
+resource), 2 when the stack itself is unusable. A stack without a cluster (the local stack)
+has nothing to deploy on a cluster: plan says so and exits 0.
+
+--policy-config is the JSON file `pulumi preview --policy-pack-config` takes
+(`{"auth-on-for-public-services": {"allowAnonymous": ["name"]}}`); the registry rule's
+`registry` defaults to the workspace's registry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.stackfile import Stack, StackError, load_stack
+
+SECRET = "[secret]"
+
+
+@dataclass
+class Finding:
+    what: str  # "schema" or a policy rule name
+    resource: str  # "<type> <name>" or "stack"
+    message: str
+
+
+@dataclass
+class Plan:
+    recording: Any  # components.mocks.Recording
+    outputs: dict[str, Any]
+    secret_outputs: list[str]
+    findings: list[Finding] = field(default_factory=list)
+    validated: int = 0
+    skipped: list[str] = field(default_factory=list)  # manifests without a schema (custom resources)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components plan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("stack", type=Path, help="stacks/Pulumi.<stack>.yaml")
+    parser.add_argument("--out", type=Path, help="write the rendered Kubernetes manifests here")
+    parser.add_argument("--policy-config", type=Path, help="policy configuration (pulumi's --policy-pack-config format)")
+    args = parser.parse_args(argv)
+    try:
+        stack = load_stack(args.stack)
+        policy_config = json.loads(args.policy_config.read_text()) if args.policy_config else {}
+    except StackError as exc:
+        print("\n".join(exc.problems), file=sys.stderr)
+        return 2
+    except (OSError, json.JSONDecodeError) as exc:
+        print(f"--policy-config: {exc}", file=sys.stderr)
+        return 2
+    if stack.spec.is_local:
+        print(f"stack {stack.name}: no cluster declared, so nothing to deploy on a cluster.\n"
+              f"It runs on this machine: python -m components local up {args.stack}")
+        return 0
+    from components.program import deployable_problems
+
+    problems = deployable_problems(stack)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+
+    plan = make_plan(stack, policy_config)
+    print_plan(stack, plan)
+    if args.out:
+        count = write_manifests(plan, args.out)
+        print(f"\nmanifests: {count} written to {args.out}")
+    return 1 if plan.findings else 0
+
+
+def declare(stack: Stack) -> Callable[[], dict[str, Any]]:
+    """The Pulumi program of `stack`, returning what it exported (pulumi.export is caught)."""
+    import pulumi
+
+    from components.program import build
+
+    def program() -> dict[str, Any]:
+        exported: dict[str, Any] = {}
+        real = pulumi.export
+        pulumi.export = exported.__setitem__  # type: ignore[assignment]
+        try:
+            build(stack)
+        finally:
+            pulumi.export = real
+        return exported
+    return program
+
+
+def make_plan(stack: Stack, policy_config: dict[str, Any] | None = None) -> Plan:
+    from components.mocks import run
+
+    recording = run(declare(stack), stack=stack.name)
+    plan = Plan(recording, recording.outputs or {}, recording.secret_outputs)
+    version = stack.spec.cluster.kubernetes_version if stack.spec.cluster else "1.30"
+    validate_manifests(plan, version)
+    check_policies(plan, policy_config or {})
+    return plan
+
+
+def _name(r: Any) -> str:
+    return f"{r.type} {r.name}"
+
+
+@functools.cache
+def _validator() -> Callable[[dict, str], None]:
+    """kubernetes_validate.validate, with its schema files read once rather than per object."""
+    import kubernetes_validate
+    from kubernetes_validate import utils
+
+    utils.schema_contents = functools.lru_cache(maxsize=None)(utils.schema_contents)
+    return lambda doc, version: kubernetes_validate.validate(doc, version, strict=True)
+
+
+def validate_manifests(plan: Plan, version: str) -> None:
+    from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+
+    validate = _validator()
+    for r in plan.recording.resources:
+        if not r.type.startswith("kubernetes:") or "apiVersion" not in r.inputs:
+            continue
+        try:
+            validate(r.inputs, version)
+            plan.validated += 1
+        except SchemaNotFoundError:
+            plan.skipped.append(_name(r))
+        except ValidationError as exc:
+            where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+            plan.findings.append(Finding("schema", _name(r), f"{where}: {exc.message} (Kubernetes {version})"))
+
+
+def check_policies(plan: Plan, config: dict[str, Any]) -> None:
+    """Run every rule of the pack on the declared resources, as the policy engine would."""
+    from pulumi_policy import PolicyResource, PolicyResourceOptions, ResourceValidationArgs, StackValidationArgs
+
+    from policy.rules import RESOURCE_RULES, STACK_RULES
+
+    defaults = {"images-from-workspace-registry": {"registry": _registry(plan)}}
+    opts = PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
+                                 custom_timeouts=None, additional_secret_outputs=[])
+    by_urn = {r.urn: r for r in plan.recording.resources}
+    custom = [r for r in plan.recording.resources if r.custom]
+
+    def rule_config(name: str) -> dict:
+        given = config.get(name)
+        return {**defaults.get(name, {}), **(given if isinstance(given, dict) else {})}
+
+    def reporter(name: str, fallback: str) -> Callable[..., None]:
+        def report(message: str, urn: str | None = None) -> None:
+            where = _name(by_urn[urn]) if urn in by_urn else fallback
+            plan.findings.append(Finding(name, where, message))
+        return report
+
+    for name, (_, rule, _) in RESOURCE_RULES.items():
+        cfg = rule_config(name)
+        for r in custom:
+            rule(ResourceValidationArgs(r.type, r.inputs, r.urn, r.name, opts, None, cfg), reporter(name, _name(r)))
+    resources = [PolicyResource(r.type, r.inputs, r.urn, r.name, opts, None, None, [], {}) for r in custom]
+    for name, (_, rule, _) in STACK_RULES.items():
+        rule(StackValidationArgs(resources, rule_config(name)), reporter(name, "stack"))
+
+
+def _registry(plan: Plan) -> str | None:
+    registries = plan.recording.of_type("azure-native:containerregistry:Registry")
+    return registries[0].outputs.get("loginServer") if registries else None
+
+
+# ---------------------------------------------------------------- output
+
+
+def tree_lines(resources: list[Any]) -> list[str]:
+    children: dict[str, list[Any]] = defaultdict(list)
+    for r in resources:
+        children[r.parent].append(r)
+    lines: list[str] = []
+
+    def walk(parent: str, depth: int) -> None:
+        for r in children.get(parent, []):
+            lines.append(f"{'  ' * depth}{r.type}  {r.name}")
+            walk(r.urn, depth + 1)
+    roots = {r.parent for r in resources} - {r.urn for r in resources}
+    for root in sorted(roots):
+        walk(root, 1)
+    return lines
+
+
+def print_plan(stack: Stack, plan: Plan) -> None:
+    resources = plan.recording.resources
+    print(f"plan: stack {stack.name}, {len(resources)} resources (Pulumi mocks, no cloud)")
+    print("\n".join(tree_lines(resources)))
+    print("\ncounts by type:")
+    for typ, count in sorted(Counter(r.type for r in resources).items(), key=lambda kv: (-kv[1], kv[0])):
+        print(f"  {count:5d}  {typ}")
+    version = stack.spec.cluster.kubernetes_version if stack.spec.cluster else "1.30"
+    schema_errors = [f for f in plan.findings if f.what == "schema"]
+    skipped = f", {len(plan.skipped)} without a schema skipped ({', '.join(plan.skipped)})" if plan.skipped else ""
+    print(f"\nkubernetes schema {version}: {plan.validated} manifests valid, {len(schema_errors)} invalid{skipped}")
+    violations = [f for f in plan.findings if f.what != "schema"]
+    from policy.rules import RESOURCE_RULES, STACK_RULES
+
+    print(f"policy: {len(RESOURCE_RULES) + len(STACK_RULES)} rules, {len(violations)} violations")
+    for f in plan.findings:
+        print(f"  {'schema error' if f.what == 'schema' else 'violation ' + f.what}: {f.resource}: {f.message}")
+    print("\noutputs:")
+    for key in sorted(plan.outputs):
+        value = SECRET if key in plan.secret_outputs else plan.outputs[key]
+        print(f"  {key} = {value if isinstance(value, str) else json.dumps(value)}")
+
+
+def write_manifests(plan: Plan, out: Path) -> int:
+    """One YAML file per object, `<namespace>/<kind>-<name>.yaml`; secret values masked."""
+    count = 0
+    for r in plan.recording.resources:
+        if not r.type.startswith("kubernetes:") or "apiVersion" not in r.inputs:
+            continue
+        doc = dict(r.inputs)
+        for key in r.secret_inputs:
+            value = doc[key]
+            doc[key] = {k: SECRET for k in value} if isinstance(value, dict) else SECRET
+        meta = doc.get("metadata") or {}
+        path = out / (meta.get("namespace") or "_cluster") / f"{doc['kind'].lower()}-{meta.get('name', r.name)}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(doc, sort_keys=True))
+        count += 1
+    return count

@@ -1,0 +1,186 @@
+"""The whole stack, declared from a stack file: what `pulumi up` and the offline plan run.
+
+Workspace -> cluster -> images -> router -> services and endpoints. Every service and
+endpoint's scoring_uri and swagger_uri become stack outputs (`<name>_scoring_uri`, ...), its
+keys secret stack outputs (`<name>_primary_key`, ...).
+
+Images: the router and the scorer are built from their Dockerfiles; each distinct pair of
+(source_directory, environment) becomes one application image, the scorer image (or the
+environment's own base) with the entry script's folder at the Azure ML app root, as Azure ML
+builds an image per environment. Models with a local `path` are uploaded to the workspace's
+`models` container as `<name>/<version>/...`; models with a `url` are read where they are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pulumi
+import pulumi_azure_native.storage as storage
+import pulumi_kubernetes as k8s
+
+from components.cluster import AksCluster
+from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
+from components.image import HashedImage, HashedImageArgs
+from components.router import ModelRouter, ModelRouterArgs, dns_label
+from components.routes import routes
+from components.service import APP_INSIGHTS_KEY, STORAGE_KEY, ModelService, ModelServiceArgs, ModelSource
+from components.spec import ModelSpec, _Deployable
+from components.stackfile import Stack
+from components.workspace import Workspace, registry_name
+
+CONNECTIONS_SECRET = "workspace-connections"
+REPOSITORY = "aks-model-serving"
+DOCKERFILES = {"scorer": "scoring_image/Dockerfile", "router": "router_image/Dockerfile"}
+
+
+def build(stack: Stack) -> None:
+    """Declare every resource of `stack`; raise pulumi.RunError for a stack that cannot deploy."""
+    spec = stack.spec
+    problems = deployable_problems(stack)
+    if problems:
+        raise pulumi.RunError(f"stack {stack.name} cannot be deployed to a cluster:\n  " + "\n  ".join(problems))
+    assert spec.cluster is not None and spec.workspace is not None and stack.location is not None
+    location = stack.location
+
+    workspace = Workspace("workspace", spec.workspace, location)
+    cluster = AksCluster("cluster", spec.cluster, workspace, location,
+                         scoring_dns_label=dns_label(spec.router, spec.cluster.ssl))
+    in_cluster = pulumi.ResourceOptions(provider=cluster.provider)
+
+    scorer = _image("scorer", stack, workspace, DOCKERFILES["scorer"])
+    router_image = _image("router", stack, workspace, DOCKERFILES["router"])
+    app_images = _AppImages(stack, workspace, scorer)
+
+    route_configs = routes(spec)
+    router = ModelRouter("router", ModelRouterArgs(
+        spec=spec.router, routes=route_configs, image=router_image.image_ref, cluster_purpose=spec.cluster.cluster_purpose,
+        location=location, ssl=spec.cluster.ssl, service_annotations=cluster.service_annotations,
+        auth={f"service.{s.name}": s for s in spec.services} | {f"endpoint.{e.name}": e for e in spec.endpoints},
+    ), opts=in_cluster)
+    connections = k8s.core.v1.Secret(
+        CONNECTIONS_SECRET, metadata={"name": CONNECTIONS_SECRET, "namespace": router.namespace}, type="Opaque",
+        string_data={STORAGE_KEY: workspace.storage_connection_string,
+                     APP_INSIGHTS_KEY: workspace.app_insights_connection_string},
+        opts=in_cluster)
+    models = _Models(stack, workspace)
+    access = {(r.kind, r.name): router.access(r) for r in route_configs}
+    shared = dict(namespace=router.namespace, fetch_image=scorer.image_ref, connections_secret=connections.metadata.name,
+                  data_container=workspace.data_container)
+
+    published: list[tuple[str, ModelService | ModelEndpoint]] = []
+    for s in spec.services:
+        published.append((s.name, ModelService(s.name, ModelServiceArgs(
+            spec=s, image=app_images.ref(s), models=models.sources(s), access=access[("service", s.name)], **shared),
+            opts=in_cluster)))
+    for e in spec.endpoints:
+        versions = [EndpointVersion(v, app_images.ref(v), models.sources(v)) for v in e.versions]
+        published.append((e.name, ModelEndpoint(e.name, ModelEndpointArgs(
+            spec=e, versions=versions, access=access[("endpoint", e.name)], **shared), opts=in_cluster)))
+
+    pulumi.export("router_host", router.host)
+    pulumi.export("token_signing_key", router.token_signing_key)
+    pulumi.export("required_fqdns", cluster.required_fqdns)
+    for name, published_route in published:
+        pulumi.export(f"{name}_scoring_uri", published_route.scoring_uri)
+        pulumi.export(f"{name}_swagger_uri", published_route.swagger_uri)
+        if published_route.primary_key is not None:
+            pulumi.export(f"{name}_primary_key", published_route.primary_key)
+            pulumi.export(f"{name}_secondary_key", published_route.secondary_key)
+
+
+def deployable_problems(stack: Stack) -> list[str]:
+    """Why a valid stack still cannot go to a cluster (each line names the field)."""
+    spec = stack.spec
+    if spec.is_local:
+        return [f"cluster: none declared; this stack runs on this machine (python -m components local up {stack.path}); "
+                "add workspace: and cluster: to deploy it (see stacks/Pulumi.dev.yaml)"]
+    problems = []
+    if spec.workspace is None:
+        problems.append("workspace: images are pushed to the workspace's registry; an attached cluster needs one too")
+    if stack.location is None:
+        problems.append("workspace.location: no Azure region; set it or azure-native:location")
+    for dockerfile in DOCKERFILES.values():
+        if not (stack.project_dir / dockerfile).is_file():
+            problems.append(f"{dockerfile}: not found under {stack.project_dir}; the image is built from it")
+    for path, dep in spec.deployments():
+        if dep.namespace is not None and dep.namespace != spec.router.namespace:
+            problems.append(f"{path}.namespace: {dep.namespace!r} differs from router.namespace {spec.router.namespace!r}; "
+                            "the router watches and scales only its own namespace")
+    return problems
+
+
+def _image(name: str, stack: Stack, workspace: Workspace, dockerfile: str) -> HashedImage:
+    return HashedImage(f"{name}-image", HashedImageArgs(
+        repository=f"{REPOSITORY}/{name}", registry_login_server=workspace.registry_login_server,
+        context=stack.project_dir, dockerfile=stack.project_dir / dockerfile))
+
+
+class _AppImages:
+    """One image per distinct (source folder, environment): deployables that agree share it."""
+
+    def __init__(self, stack: Stack, workspace: Workspace, scorer: HashedImage):
+        self._stack, self._workspace, self._scorer = stack, workspace, scorer
+        # A generated Dockerfile names its base by tag (a plain string, part of the hash); the
+        # registry's login server is its lower-cased name in the public cloud.
+        login = f"{registry_name(stack.spec.workspace).lower()}.azurecr.io"  # type: ignore[arg-type]
+        self._base = f"{login}/{REPOSITORY}/scorer:{scorer.tag}"
+        self._images: dict[str, HashedImage] = {}
+
+    def ref(self, dep: _Deployable) -> pulumi.Output[str]:
+        ic = dep.inference_config
+        assert ic is not None  # the spec requires one
+        context = self._stack.resolve(ic.source_directory) if ic.source_directory else self._stack.resolve(ic.entry_script).parent
+        key = hashlib.sha256(json.dumps([str(context), ic.environment.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()[:12]
+        if key not in self._images:
+            # The build starts FROM the scorer image, so it waits for the scorer's push.
+            self._images[key] = HashedImage(f"app-{key}", HashedImageArgs.from_environment(
+                ic.environment, repository=f"{REPOSITORY}/app", registry_login_server=self._workspace.registry_login_server,
+                context=context, default_base_image=self._base, base_dir=self._stack.project_dir),
+                opts=pulumi.ResourceOptions(depends_on=[self._scorer]))
+        return self._images[key].image_ref
+
+
+class _Models:
+    """Where each declared model is read from; local folders are uploaded once, file by file."""
+
+    def __init__(self, stack: Stack, workspace: Workspace):
+        self._stack, self._workspace = stack, workspace
+        self._sources: dict[str, ModelSource] = {}
+
+    def sources(self, dep: _Deployable) -> list[ModelSource]:
+        return [self._source(self._stack.spec.model(ref)) for ref in dep.models]
+
+    def _source(self, model: ModelSpec) -> ModelSource:
+        if model.ref not in self._sources:
+            if model.url:
+                url: pulumi.Input[str] = model.url
+            else:
+                self._upload(model)
+                ws = self._workspace
+                url = pulumi.Output.concat(ws.blob_endpoint, ws.models_container, f"/{model.name}/{model.version}")
+            self._sources[model.ref] = ModelSource(model.name, model.version, url)
+        return self._sources[model.ref]
+
+    def _upload(self, model: ModelSpec) -> None:
+        path = self._stack.resolve(model.path)  # type: ignore[arg-type]
+        folder = path.parent if path.is_file() else path
+        files = [path.name] if path.is_file() else _files(path)
+        if not files:
+            # The replica's init container then stops with "no files under ...": the deploy fails loudly.
+            pulumi.log.warn(f"models {model.ref}: {path} holds no files here; nothing is uploaded, so its replicas "
+                            "cannot start until it is (train or copy the model, then run again)")
+        ws = self._workspace
+        for rel in files:
+            storage.Blob(
+                f"model-{model.name}-{model.version}-{rel}",
+                resource_group_name=ws.resource_group_name, account_name=ws.storage_account_name,
+                container_name=ws.models_container, blob_name=f"{model.name}/{model.version}/{rel}",
+                type=storage.BlobType.BLOCK, source=pulumi.FileAsset(str(folder / rel)))
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(Path(root, f).relative_to(folder).as_posix()) for root, _, names in os.walk(folder) for f in names)
