@@ -1,0 +1,109 @@
+"""program.build under Pulumi mocks: the example stacks, end to end, in a copy of the project."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pulumi
+import pytest
+import yaml
+
+from components.mocks import run
+from components.plan import declare, make_plan
+from components.program import build, deployable_problems
+from components.stackfile import load_stack
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The project's stacks, Dockerfiles and example source in a folder of its own.
+
+    The image tags hash their build context, so a small copy keeps each run fast and independent
+    of whatever else lies in the checkout.
+    """
+    shutil.copy(ROOT / "Pulumi.yaml", tmp_path)
+    shutil.copytree(ROOT / "stacks", tmp_path / "stacks")
+    for image in ("scoring_image", "router_image"):
+        (tmp_path / image).mkdir()
+        source = ROOT / image / "Dockerfile"
+        (tmp_path / image / "Dockerfile").write_text(source.read_text() if source.exists() else "FROM python:3.11-slim\n")
+    (tmp_path / "examples" / "sklearn").mkdir(parents=True)
+    (tmp_path / "examples" / "sklearn" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    return tmp_path
+
+
+def edit(project: Path, name: str, change) -> Path:
+    path = project / "stacks" / f"Pulumi.{name}.yaml"
+    doc = yaml.safe_load(path.read_text())
+    change(doc["config"])
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_local_stack_is_refused_with_a_clear_message():
+    stack = load_stack(ROOT / "stacks" / "Pulumi.local.yaml")
+    assert "python -m components local up" in deployable_problems(stack)[0]
+    with pytest.raises(pulumi.RunError, match="cannot be deployed to a cluster"):
+        build(stack)
+
+
+def test_dev_stack_exports_uris_and_secret_keys(project):
+    rec = run(declare(load_stack(project / "stacks" / "Pulumi.dev.yaml")))
+    base = "https://mlw-dev-scoring.westeurope.cloudapp.azure.com/api/v1/service/iris"
+    assert rec.outputs["iris_scoring_uri"] == f"{base}/score"
+    assert rec.outputs["iris_swagger_uri"] == f"{base}/swagger.json"
+    assert len(rec.outputs["iris_primary_key"]) == 32 and rec.outputs["iris_primary_key"] != rec.outputs["iris_secondary_key"]
+    assert set(rec.secret_outputs) == {"iris_primary_key", "iris_secondary_key", "token_signing_key"}
+    # dev_test: one fixed replica, the router does not autoscale, nothing has an HPA.
+    assert not [r for r in rec.resources if "HorizontalPodAutoscaler" in r.type]
+    deployment = next(r for r in rec.of_type("kubernetes:apps/v1:Deployment") if r.name == "iris")
+    assert deployment.inputs["spec"]["replicas"] == 1
+    assert deployment.provider.startswith("urn:pulumi:") and "cluster-k8s" in deployment.provider
+
+
+def test_prod_stack_endpoint_versions_share_an_image_and_run_on_the_gpu_pool(project):
+    rec = run(declare(load_stack(project / "stacks" / "Pulumi.prod.yaml")))
+    assert rec.outputs["fraud_scoring_uri"].endswith("/api/v1/endpoint/fraud/score")
+    assert "fraud_primary_key" not in rec.outputs  # token auth
+    deployments = {r.name: r.inputs for r in rec.of_type("kubernetes:apps/v1:Deployment")}
+    versions = [deployments["fraud-control"], deployments["fraud-treatment"]]
+    images = {d["spec"]["template"]["spec"]["containers"][0]["image"] for d in versions}
+    assert len(images) == 1 and "/aks-model-serving/app@sha256:" in images.pop()
+    for d in versions:
+        pod = d["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"aks-model-serving/accelerator": "gpu"}
+        assert pod["initContainers"][0]["image"].split("@")[0].endswith("/aks-model-serving/scorer")
+    # Models by URL are read where they are: no upload.
+    assert not rec.of_type("azure-native:storage:Blob")
+    connections = next(r for r in rec.of_type("kubernetes:core/v1:Secret") if r.name == "workspace-connections")
+    assert connections.secret_inputs == ["stringData"]
+    assert sorted(connections.inputs["stringData"]) == ["appinsights-connection-string", "storage-connection-string"]
+
+
+def test_local_model_folders_are_uploaded_file_by_file(project):
+    model = project / ".local" / "models" / "sklearn-iris" / "1"
+    (model / "sub").mkdir(parents=True)
+    (model / "model.pkl").write_bytes(b"x")
+    (model / "sub" / "meta.json").write_text("{}")
+    rec = run(declare(load_stack(project / "stacks" / "Pulumi.dev.yaml")))
+    blobs = sorted(b.inputs["blobName"] for b in rec.of_type("azure-native:storage:Blob"))
+    assert blobs == ["sklearn-iris/1/model.pkl", "sklearn-iris/1/sub/meta.json"]
+    manifest = next(r for r in rec.of_type("kubernetes:core/v1:ConfigMap") if r.name == "iris-models")
+    assert '"url": "https://mlwdevstorage.blob.core.windows.net/models/sklearn-iris/1"' in manifest.inputs["data"]["models.json"]
+
+
+def test_a_service_outside_the_router_namespace_is_refused(project):
+    path = edit(project, "dev", lambda c: c["aks-model-serving:services"][0].update(namespace="elsewhere"))
+    problems = deployable_problems(load_stack(path))
+    assert problems == ["services[0].namespace: 'elsewhere' differs from router.namespace 'azureml'; "
+                        "the router watches and scales only its own namespace"]
+
+
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_example_stacks_render_valid_manifests_and_pass_the_policy(project, name):
+    plan = make_plan(load_stack(project / "stacks" / f"Pulumi.{name}.yaml"))
+    assert plan.findings == []
+    assert plan.validated >= 15
