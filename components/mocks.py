@@ -22,6 +22,7 @@ without the infra extra).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import threading
@@ -348,6 +349,16 @@ class Recording:
         return [r.inputs for r in self.resources if r.type.startswith("kubernetes:") and "apiVersion" in r.inputs]
 
 
+def _usable_event_loop() -> None:
+    """The SDK runs on the thread's current loop: give it one if `asyncio.run` elsewhere left none."""
+    try:
+        if not asyncio.get_event_loop().is_closed():
+            return
+    except RuntimeError:
+        pass
+    asyncio.set_event_loop(asyncio.new_event_loop())
+
+
 def run(
     program: Callable[[], Any],
     *,
@@ -364,6 +375,7 @@ def run(
     """
     mocks = mocks or AzureMocks()
     monitor = RecordingMonitor(mocks)
+    _usable_event_loop()
     _settings.ROOT.set(None)
     pulumi.runtime.set_all_config(config or {})
     pulumi.runtime.set_mocks(mocks, project=project, stack=stack, preview=False, monitor=monitor)

@@ -239,5 +239,9 @@ def fake_docker(tmp_path, monkeypatch):
 def test_docker_lookup_returns_the_digest_of_a_known_tag_and_none_for_a_missing_one(fake_docker):
     import asyncio
 
-    assert asyncio.run(image_module.docker_registry_digest(f"{LOGIN}/scorer:known")) == "sha256:" + "c" * 64
-    assert asyncio.run(image_module.docker_registry_digest(f"{LOGIN}/scorer:missing")) is None
+    loop = asyncio.new_event_loop()  # its own loop: asyncio.run would unset the thread's current one
+    try:
+        assert loop.run_until_complete(image_module.docker_registry_digest(f"{LOGIN}/scorer:known")) == "sha256:" + "c" * 64
+        assert loop.run_until_complete(image_module.docker_registry_digest(f"{LOGIN}/scorer:missing")) is None
+    finally:
+        loop.close()
