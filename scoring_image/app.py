@@ -290,18 +290,19 @@ def _headers(scope: Scope) -> dict[str, str]:
 async def _read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
     body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
+    if not message.get("more_body", False) and len(body) <= limit:
         return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body", False):
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
+    chunks = []
+    size = 0
+    while True:
+        size += len(body)
         if size > limit:
             raise HttpError(413, "PayloadTooLarge", f"the body is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        chunks.append(body)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await receive()
+        body = message.get("body", b"")
 
 
 def _error_body(error: HttpError) -> bytes:

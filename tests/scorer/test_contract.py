@@ -1,0 +1,192 @@
+"""Azure ML's entry-script contract, live on loopback with the real scikit-learn model."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+
+import httpx
+import joblib
+import numpy as np
+import pytest
+
+from scorer_helpers import EXAMPLE, Scorer, StartScorer, wait_until
+
+ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
+
+
+def expected(model_root: Path, name: str = "sklearn-iris", version: str = "1") -> list[int]:
+    model = joblib.load(model_root / name / version / "model.pkl")
+    return model.predict(np.array(ROWS)).tolist()
+
+
+@pytest.fixture(scope="module")
+def raw_scorer(module_scorer: StartScorer, model_root: Path) -> Scorer:
+    return module_scorer(EXAMPLE / "score.py", env={"AZUREML_MODEL_DIR": str(model_root / "sklearn-iris" / "1")})
+
+
+@pytest.fixture(scope="module")
+def schema_scorer(module_scorer: StartScorer, model_root: Path) -> Scorer:
+    return module_scorer(EXAMPLE / "score_schema.py", env={
+        "AZUREML_MODEL_DIR": str(model_root / "sklearn-iris" / "1"),
+        "AZUREML_DATA_COLLECTION_SERVICE": "iris-service",
+    })
+
+
+def test_raw_script_scores_with_the_model(raw_scorer: Scorer, model_root: Path) -> None:
+    response = raw_scorer.post(json={"data": ROWS})
+    assert response.status_code == 200
+    assert response.json() == expected(model_root)
+    assert len(set(expected(model_root))) > 1  # the rows are not all one class: the model did work
+
+
+def test_azure_ml_headers(raw_scorer: Scorer) -> None:
+    generated = raw_scorer.post(json={"data": ROWS})
+    assert len(generated.headers["x-request-id"]) == 36
+    assert generated.headers["x-ms-request-id"] == generated.headers["x-request-id"]
+    assert generated.headers["x-ms-client-request-id"] == generated.headers["x-request-id"]
+    assert float(generated.headers["x-ms-run-fn-exec-ms"]) > 0
+
+    given = raw_scorer.post(json={"data": ROWS}, headers={"x-request-id": "abc-123", "x-ms-client-request-id": "client-7"})
+    assert given.headers["x-request-id"] == "abc-123"
+    assert given.headers["x-ms-client-request-id"] == "client-7"
+
+    too_long = raw_scorer.post(json={"data": ROWS}, headers={"x-request-id": "x" * 101})
+    assert too_long.status_code == 431
+    assert too_long.json()["error"]["code"] == "RequestHeaderFieldsTooLarge"
+    assert raw_scorer.post(json={"data": ROWS}, headers={"x-request-id": "x" * 100}).status_code == 200
+
+
+def test_routes(raw_scorer: Scorer) -> None:
+    assert raw_scorer.get("/").status_code == 200
+    assert raw_scorer.get("/ready").json() == {"ready": True}
+    assert raw_scorer.get("/score").status_code == 200
+    assert "POST" in httpx.options(raw_scorer.url + "/score").headers["allow"]
+    assert raw_scorer.get("/nope").status_code == 404
+    assert raw_scorer.get("/swagger.json").status_code == 404  # a raw script has no schema
+
+
+def test_keep_alive(raw_scorer: Scorer) -> None:
+    """Several requests on one connection (Azure ML's server closes each one)."""
+    connection = http.client.HTTPConnection("127.0.0.1", raw_scorer.port, timeout=10)
+    body = json.dumps({"data": ROWS})
+    for _ in range(5):
+        connection.request("POST", "/score", body, {"content-type": "application/json"})
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("connection") != "close"
+        response.read()
+    assert connection.sock is not None  # never reconnected
+    connection.close()
+
+
+def test_schema_script_and_swagger(schema_scorer: Scorer, model_root: Path) -> None:
+    response = schema_scorer.post(json={"data": ROWS})
+    assert response.status_code == 200
+    assert response.json() == expected(model_root)
+
+    bad = schema_scorer.post(json={"rows": ROWS})
+    assert bad.status_code == 400
+    assert "rows" in bad.json()["error"]["message"]
+    assert schema_scorer.post(content="data=1", headers={"content-type": "text/plain"}).status_code == 400
+
+    v2 = schema_scorer.get("/swagger.json", params={"version": "2"}).json()
+    assert v2["swagger"] == "2.0"
+    assert v2["info"]["title"] == "iris-service"
+    data_schema = v2["definitions"]["ServiceInput"]["properties"]["data"]
+    assert data_schema["type"] == "array" and data_schema["items"]["items"]["type"] == "number"
+    assert v2["definitions"]["ServiceInput"]["example"] == {"data": [[5.1, 3.5, 1.4, 0.2]]}
+    assert v2["definitions"]["ServiceOutput"]["items"]["type"] == "integer"
+    assert v2["paths"]["/score"]["post"]["parameters"][0]["schema"] == {"$ref": "#/definitions/ServiceInput"}
+
+    v3 = schema_scorer.get("/swagger.json", params={"version": "3"}).json()
+    assert v3["openapi"] == "3.0.1"
+    assert v3["components"]["schemas"]["ServiceInput"]["properties"]["data"] == data_schema
+    assert schema_scorer.get("/swagger.json", params={"version": "3.1"}).json()["openapi"] == "3.1.0"
+    assert schema_scorer.get("/swagger.json").json()["swagger"] == "2.0"
+    assert schema_scorer.get("/swagger.json", params={"version": "9"}).status_code == 400
+
+
+def test_request_headers_form(start_scorer: StartScorer) -> None:
+    server = start_scorer("with_headers.py")
+    response = server.post(json={"a": 1}, headers={"x-tenant": "contoso"})
+    assert response.json() == {"tenant": "contoso", "echo": {"a": 1}}
+
+
+def test_rawhttp_form(start_scorer: StartScorer) -> None:
+    server = start_scorer("raw_request.py")
+    response = server.post("/score?q=1", json={"x": 1}, headers={"X-Custom": "yes"})
+    assert response.status_code == 201
+    assert response.headers["x-scored-by"] == "raw_request"
+    assert response.json() == {"method": "POST", "got": {"x": 1}, "header": "yes"}
+    assert "x-request-id" in response.headers
+    got = server.get("/score", params={"q": "hello"})
+    assert got.status_code == 200 and got.text == "GET with q=hello"
+
+
+def test_two_models_in_one_service(start_scorer: StartScorer, model_root: Path) -> None:
+    server = start_scorer("two_models.py", env={"AZUREML_MODEL_DIR": str(model_root)})
+    response = server.post(json={"data": ROWS})
+    assert response.json() == {
+        "a": expected(model_root, "sklearn-iris", "1"),
+        "b": expected(model_root, "sklearn-iris-b", "2"),
+    }
+
+
+def test_non_json_body_reaches_raw_run_as_text(start_scorer: StartScorer) -> None:
+    server = start_scorer("with_headers.py")
+    response = server.post(content='{"a": 2}', headers={"content-type": "text/plain"})
+    assert response.json()["echo"] == {"a": 2}
+
+
+def test_request_id_in_every_log_line_of_the_request(start_scorer: StartScorer) -> None:
+    server = start_scorer("sum_rows.py")
+    assert server.post(json={"data": [[1, 2]]}, headers={"x-request-id": "trace-me-42"}).json()["sums"] == [3]
+    wait_until(lambda: any(line.get("request_id") == "trace-me-42" and line.get("logger") == "scoring_image.access"
+                           for line in server.logs()), 10, "access log line")
+    mine = [line for line in server.logs() if line.get("request_id") == "trace-me-42"]
+    assert any(line["message"] == "summing 1 row(s)" for line in mine)  # print() inside run()
+    assert any(line["message"] == "POST /score 200" for line in mine)
+    assert any(line.get("message") == "sum_rows ready" for line in server.logs())  # print() inside init()
+    printed = [line for line in server.logs() if "summing" in str(line.get("message"))]
+    assert all(line.get("request_id") == "trace-me-42" for line in printed)
+
+
+def test_metrics_count_the_whole_server(start_scorer: StartScorer) -> None:
+    server = start_scorer("sum_rows.py", workers=2)
+    pids = set()
+    for _ in range(40):  # new connections: the kernel spreads them over both workers
+        pids.add(server.post(json={"data": [[1]]}).json()["pid"])
+    server.post(content="{not json", headers={"content-type": "application/json"})
+
+    def scraped() -> dict[str, float]:
+        values = {}
+        for line in server.get("/metrics").text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
+    wait_until(lambda: scraped().get('scorer_requests_total{status="200"}') == 40, 10, "metrics of 40 requests")
+    values = scraped()
+    assert len(pids) == 2, "the test needs both workers to have served"
+    assert values['scorer_requests_total{status="400"}'] == 1
+    assert values["scorer_request_duration_seconds_count"] == 41
+    assert values['scorer_request_duration_seconds_bucket{le="+Inf"}'] == 41
+    assert values["scorer_run_duration_seconds_count"] == 40
+    assert values["scorer_requests_in_flight"] == 0
+
+
+def test_cors(start_scorer: StartScorer) -> None:
+    server = start_scorer("sum_rows.py", env={"AZUREML_CORS_ORIGINS": "https://app.example.com"})
+    preflight = httpx.options(server.url + "/score", headers={
+        "origin": "https://app.example.com", "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+    response = server.post(json={"data": [[1]]}, headers={"origin": "https://app.example.com"})
+    assert response.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert "x-request-id" in response.headers["access-control-expose-headers"]
+    other = server.post(json={"data": [[1]]}, headers={"origin": "https://evil.example.com"})
+    assert "access-control-allow-origin" not in other.headers

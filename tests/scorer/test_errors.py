@@ -1,0 +1,123 @@
+"""Every error of the contract: status, JSON body, and what the log says."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+
+from scorer_helpers import StartScorer, wait_until
+
+
+def test_malformed_json_is_400(start_scorer: StartScorer) -> None:
+    server = start_scorer("sum_rows.py")
+    response = server.post(content=b'{"data": [[1, 2]', headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "BadRequest"
+    assert "malformed JSON" in response.json()["error"]["message"]
+
+
+def test_body_over_the_limit_is_413(start_scorer: StartScorer) -> None:
+    server = start_scorer("sum_rows.py", env={"SCORER_MAX_BODY_BYTES": "1000"})
+    small = server.post(json={"data": [[1] * 10]})
+    assert small.status_code == 200
+    big = server.post(json={"data": [[1] * 1000]})
+    assert big.status_code == 413
+    assert big.json()["error"]["code"] == "PayloadTooLarge"
+
+    def chunks():  # no content-length: the limit holds while reading
+        yield b'{"data": [['
+        for _ in range(1000):
+            yield b"1,"
+        yield b"1]]}"
+
+    chunked = server.post(content=chunks(), headers={"content-type": "application/json"})
+    assert chunked.status_code == 413
+
+
+def test_run_raising_is_500_with_the_traceback_only_in_the_log(start_scorer: StartScorer) -> None:
+    server = start_scorer("failing.py")
+    response = server.post(json={"x": 1}, headers={"x-request-id": "fails-1"})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "ScoringError"
+    assert "ValueError" in response.json()["error"]["message"]
+    assert "secret-detail-in-traceback" not in response.text
+    assert "Traceback" not in response.text
+
+    def logged() -> bool:
+        return any("secret-detail-in-traceback" in str(line.get("traceback")) for line in server.logs())
+
+    wait_until(logged, 10, "the traceback in the log")
+    line = next(line for line in server.logs() if "secret-detail-in-traceback" in str(line.get("traceback")))
+    assert line["request_id"] == "fails-1"
+    assert line["level"] == "ERROR"
+    assert server.post(json={"x": 1}).status_code == 500  # the worker keeps serving
+
+
+def test_timeout_is_504_and_the_worker_is_replaced(start_scorer: StartScorer) -> None:
+    server = start_scorer("sleepy.py", env={"SCORING_TIMEOUT_MS": "1000"})
+    before = server.post(json={"sleep": 0}).json()["pid"]
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        stuck = pool.submit(server.post, json={"sleep": 30})
+        time.sleep(0.3)
+        queued = pool.submit(server.post, json={"sleep": 0})  # waits behind the stuck run()
+        started = time.monotonic()
+        response = stuck.result()
+        assert response.status_code == 504
+        assert time.monotonic() - started < 5  # the deadline, not the 30 s sleep
+        assert response.json()["error"]["code"] == "Timeout"
+        assert queued.result().status_code in (503, 504)
+
+    server.wait_ready(30)
+    after = server.post(json={"sleep": 0})
+    assert after.status_code == 200
+    assert after.json()["pid"] != before
+    assert any("recycling this worker" in str(line.get("message")) for line in server.logs())
+    assert any("replacing it" in str(line.get("message")) for line in server.logs())
+
+
+def test_init_failure_leaves_the_server_up_but_not_ready(start_scorer: StartScorer) -> None:
+    server = start_scorer("init_fails.py", workers=2, wait="live")
+
+    def reported() -> bool:
+        ready = server.get("/ready")
+        return ready.status_code == 503 and ready.json()["error"]["message"].count("model file is corrupt") == 2
+
+    wait_until(reported, 30, "both workers to report the failed init()")
+    assert server.get("/").status_code == 200
+    assert "RuntimeError" in server.get("/ready").json()["error"]["message"]
+    score = server.post(json={"x": 1})
+    assert score.status_code == 503
+    assert "model file is corrupt" in score.json()["error"]["message"]
+    assert any("init() failed: RuntimeError: model file is corrupt" in str(line.get("message"))
+               and "Traceback" in str(line.get("traceback")) for line in server.logs())
+    assert server.process.poll() is None
+
+
+def test_not_ready_until_every_worker_finished_init(start_scorer: StartScorer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    gate = tmp_path / "go"
+    script = tmp_path / "gated.py"
+    script.write_text(
+        "import time, pathlib\n"
+        f"GATE = pathlib.Path({str(gate)!r})\n"
+        "def init():\n"
+        "    while not GATE.exists():\n"
+        "        time.sleep(0.05)\n"
+        "def run(raw_data):\n"
+        "    return 'ok'\n"
+    )
+    server = start_scorer(script, workers=2, wait="live")
+    ready = server.get("/ready")
+    assert ready.status_code == 503
+    assert ready.json()["error"]["code"] == "NotReady"
+    assert "starting" in ready.json()["error"]["message"]
+    assert server.post(json={}).status_code == 503
+    gate.touch()
+    server.wait_ready(30)
+    assert server.post(json={}).json() == "ok"
+
+
+def test_wrong_method_and_unknown_route(start_scorer: StartScorer) -> None:
+    server = start_scorer("sum_rows.py")
+    assert server.post("/ready").status_code == 405
+    assert server.get("/missing").json()["error"]["code"] == "NotFound"
