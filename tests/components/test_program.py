@@ -107,3 +107,18 @@ def test_example_stacks_render_valid_manifests_and_pass_the_policy(project, name
     plan = make_plan(load_stack(project / "stacks" / f"Pulumi.{name}.yaml"))
     assert plan.findings == []
     assert plan.validated >= 15
+
+
+def test_pulumi_new_template_defaults_make_a_deployable_stack(tmp_path):
+    """`pulumi new` writes the template's answers as strings; the program reads them with get_object (JSON)."""
+    import json
+
+    from components.stackfile import Stack, parse_config
+
+    template = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["template"]["config"]
+    assert {"azure-native:location", "aks-model-serving:cluster", "aks-model-serving:models"} <= set(template)
+    raw = {key: json.loads(v["default"]) if v["default"][:1] in "[{" else v["default"] for key, v in template.items()}
+    spec, providers = parse_config(raw, ROOT)
+    stack = Stack("new", tmp_path / "Pulumi.new.yaml", ROOT, spec, providers)
+    assert deployable_problems(stack) == [] or all("Dockerfile" in p for p in deployable_problems(stack))
+    assert spec.cluster.cluster_purpose == "dev_test" and stack.location == "westeurope"
