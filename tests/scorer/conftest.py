@@ -68,13 +68,16 @@ def module_scorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartSco
 
 @pytest.fixture(scope="session")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An Azurite blob endpoint on a free port; yields its connection string."""
+    """An Azurite blob endpoint on a free port; yields its connection string.
+
+    `--skipApiVersionCheck`: azure-storage-blob speaks a newer API version than Azurite 3 knows.
+    """
     if not AZURITE.exists():
         pytest.fail(f"{AZURITE} is missing: run `make setup`")
     port = free_port()
     log = (tmp_path_factory.mktemp("azurite") / "azurite.log").open("wb")
     process = subprocess.Popen(
-        [str(AZURITE), "--silent", "--inMemoryPersistence", "--disableTelemetry",
+        [str(AZURITE), "--silent", "--inMemoryPersistence", "--disableTelemetry", "--skipApiVersionCheck",
          "--blobHost", "127.0.0.1", "--blobPort", str(port)],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

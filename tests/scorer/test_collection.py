@@ -1,0 +1,158 @@
+"""Model data collection: spooled before the answer, shipped in Azure ML's layout, exactly once."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import shutil
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from azure.storage.blob import ContainerClient
+
+from scoring_image.collection.destinations import BlobContainer, LocalFolder
+from scoring_image.collection.shipper import Shipper
+from scoring_image.collection.spool import Spool
+from scoring_image.config import ScorerSettings
+from scorer_helpers import StartScorer, wait_until
+
+MODELS = "sklearn-iris:1,sklearn-iris-b:2"
+
+
+def collection_env(spool: Path, **destination: str) -> dict[str, str]:
+    return {
+        "AZUREML_DATA_COLLECTION_ENABLED": "true",
+        "AZUREML_DATA_COLLECTION_SPOOL_DIR": str(spool),
+        "AZUREML_DATA_COLLECTION_SERVICE": "iris-svc",
+        "AZUREML_DATA_COLLECTION_MODELS": MODELS,
+        "AZUREML_DATA_COLLECTION_BATCH_SECONDS": "0.3",
+        **destination,
+    }
+
+
+def records(blobs: dict[str, bytes], kind: str, model: str = "sklearn-iris/1") -> list[dict[str, object]]:
+    prefix = f"iris-svc/{model}/{kind}/"
+    return [json.loads(line) for name, data in blobs.items() if name.startswith(prefix)
+            for line in data.splitlines()]
+
+
+def folder_blobs(root: Path) -> dict[str, bytes]:
+    base = root / "modeldata"
+    return {p.relative_to(base).as_posix(): p.read_bytes() for p in base.rglob("*.jsonl")} if base.exists() else {}
+
+
+def container_blobs(connection_string: str) -> dict[str, bytes]:
+    container = ContainerClient.from_connection_string(connection_string, "modeldata")
+    if not container.exists():
+        return {}
+    return {b.name: container.download_blob(b.name).readall() for b in container.list_blobs()}
+
+
+def test_records_land_in_a_local_folder_in_azure_ml_layout(start_scorer: StartScorer, tmp_path: Path) -> None:
+    out = tmp_path / "collected"
+    server = start_scorer("sum_rows.py", env=collection_env(tmp_path / "spool", AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out)))
+    ids = [server.post(json={"data": [[i, 1]]}).headers["x-request-id"] for i in range(5)]
+    server.post(content=b"{bad", headers={"content-type": "application/json"})  # a 400 is not collected
+
+    wait_until(lambda: len(records(folder_blobs(out), "predictions")) == 5, 15, "5 collected predictions")
+    blobs = folder_blobs(out)
+    day = time.strftime("%Y/%m/%d", time.gmtime())
+    assert all(name.split("/")[4:7] == day.split("/") for name in blobs)
+    inputs = {r["request_id"]: r for r in records(blobs, "inputs")}
+    predictions = {r["request_id"]: r for r in records(blobs, "predictions")}
+    assert set(inputs) == set(predictions) == set(ids)
+    first = ids[0]
+    assert inputs[first]["data"] == {"data": [[0, 1]]}
+    assert predictions[first]["data"]["sums"] == [1]
+    assert inputs[first]["id"] == predictions[first]["id"]
+    assert {r["request_id"] for r in records(blobs, "inputs", "sklearn-iris-b/2")} == set(ids)
+
+
+def test_records_land_in_blob_storage(start_scorer: StartScorer, tmp_path: Path, azurite: str) -> None:
+    server = start_scorer("sum_rows.py", env=collection_env(
+        tmp_path / "spool", AZUREML_DATA_COLLECTION_CONNECTION_STRING=azurite))
+    ids = {server.post(json={"data": [[2, 2]]}).headers["x-request-id"] for _ in range(3)}
+    wait_until(lambda: {r["request_id"] for r in records(container_blobs(azurite), "inputs")} >= ids, 20,
+               "records in Azurite")
+    blobs = container_blobs(azurite)
+    mine = [r for r in records(blobs, "predictions") if r["request_id"] in ids]
+    assert [r["data"]["sums"] for r in mine] == [[4]] * 3
+
+
+@pytest.fixture
+def clean_container(azurite: str) -> str:
+    """Azurite with no `modeldata` container: what a test finds there, it put there."""
+    container = ContainerClient.from_connection_string(azurite, "modeldata")
+    if container.exists():
+        container.delete_container()
+    return azurite
+
+
+def test_kill_9_loses_no_acknowledged_record(start_scorer: StartScorer, tmp_path: Path, clean_container: str) -> None:
+    spool = tmp_path / "spool"
+    env = collection_env(spool, AZUREML_DATA_COLLECTION_CONNECTION_STRING=clean_container)
+    # Nothing ships before the kill: every record still sits in the spool, most in open segments.
+    server = start_scorer("sum_rows.py", workers=2, env={**env, "AZUREML_DATA_COLLECTION_BATCH_SECONDS": "600"})
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda i: server.post(json={"data": [[i]]}), range(60)))
+    acknowledged = {r.headers["x-request-id"] for r in responses if r.status_code == 200}
+    assert len(acknowledged) == 60
+    server.kill9()
+    assert list(spool.glob("*.open")), "the records were spooled in open segments"
+    assert container_blobs(clean_container) == {}
+
+    restarted = start_scorer("sum_rows.py", workers=2, env=env)
+    wait_until(lambda: not list(spool.iterdir()), 30, "the spool to drain after the restart")
+    blobs = container_blobs(clean_container)
+    for kind in ("inputs", "predictions"):
+        for model in ("sklearn-iris/1", "sklearn-iris-b/2"):
+            ids = [r["request_id"] for r in records(blobs, kind, model)]
+            assert sorted(ids) == sorted(acknowledged), f"{kind} of {model}: each record exactly once"
+    restarted.stop()
+
+
+def test_resending_a_segment_does_not_duplicate_records(tmp_path: Path, clean_container: str) -> None:
+    """A crash between upload and delete resends the segment: the same names, overwritten."""
+    spool_dir = tmp_path / "spool"
+    settings = ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(spool_dir),
+        data_collection_service="iris-svc", data_collection_models=MODELS.split(","),
+        data_collection_connection_string=clean_container,
+    )
+    spool = Spool(spool_dir)
+    for i in range(10):
+        spool.append(f"req-{i}", orjson.Fragment(b'{"data":[[1]]}'), {"sums": [i]})
+    spool.seal()
+    segment = next(spool_dir.glob("*.jsonl"))
+    kept = tmp_path / "kept"
+    shutil.copy(segment, kept)
+    shipper = Shipper(settings, BlobContainer(settings))
+    assert shipper.ship_once() == 1
+    shutil.copy(kept, segment)  # as if the delete never happened
+    assert shipper.ship_once() == 1
+    blobs = container_blobs(clean_container)
+    ids = sorted(r["request_id"] for r in records(blobs, "predictions"))
+    assert ids == sorted(f"req-{i}" for i in range(10))
+
+
+def test_a_failing_destination_keeps_the_segment_for_the_next_pass(tmp_path: Path) -> None:
+    class Down:
+        def put(self, name: str, data: bytes) -> None:
+            raise ConnectionError("storage unreachable")
+
+    settings = ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
+        data_collection_models=["m:1"], data_collection_local_dir=str(tmp_path / "out"),
+    )
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", "raw text", {"ok": True})
+    spool.seal()
+    with pytest.raises(ConnectionError):
+        Shipper(settings, Down()).ship_once()
+    assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1
+    assert Shipper(settings, LocalFolder(tmp_path / "out", "modeldata")).ship_once() == 1
+    assert records(folder_blobs(tmp_path / "out"), "inputs", "m/1") == []  # service is "default"
+    shipped = [p for p in (tmp_path / "out").rglob("*.jsonl")]
+    assert len(shipped) == 2 and all("default/m/1/" in p.as_posix() for p in shipped)

@@ -1,0 +1,86 @@
+"""ScorerSettings: the one schema both the server and the infrastructure code render from."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from pydantic import ValidationError
+
+from scoring_image.config import ScorerSettings
+
+
+def test_environment_round_trip() -> None:
+    settings = ScorerSettings(
+        entry_script="score.py", model_dir="/models", workers=3, scoring_timeout_ms=5000,
+        cors_origins=["https://a.example", "https://b.example"], access_log=False,
+        data_collection_enabled=True, data_collection_models=["iris:1", "iris-b:2"],
+        data_collection_connection_string="UseDevelopmentStorage=true",
+    )
+    env = settings.to_env()
+    assert env["AZUREML_ENTRY_SCRIPT"] == "score.py"
+    assert env["AZUREML_MODEL_DIR"] == "/models"
+    assert env["WORKER_COUNT"] == "3"
+    assert env["SCORING_TIMEOUT_MS"] == "5000"
+    assert env["AZUREML_CORS_ORIGINS"] == "https://a.example,https://b.example"
+    assert env["AZUREML_DATA_COLLECTION_CONNECTION_STRING"] == "UseDevelopmentStorage=true"
+    assert env["SCORER_ACCESS_LOG"] == "false"
+    assert all(isinstance(v, str) for v in env.values())
+    assert ScorerSettings.from_env(env) == settings
+
+
+def test_azure_ml_defaults() -> None:
+    settings = ScorerSettings.from_env({})
+    assert settings.port == 5001
+    assert settings.scoring_timeout_ms == 60_000
+    assert settings.worker_count >= 1
+    assert "AZUREML_MODEL_DIR" not in settings.to_env()
+
+
+def test_entry_script_is_relative_to_the_app_root() -> None:
+    assert ScorerSettings(app_root="/app", entry_script="score.py").entry_script_path == "/app/score.py"
+    assert ScorerSettings(app_root="/app", entry_script="/abs/s.py").entry_script_path == "/abs/s.py"
+
+
+@pytest.mark.parametrize("destinations", [
+    {},
+    {"data_collection_local_dir": "/x", "data_collection_connection_string": "y"},
+])
+def test_data_collection_needs_exactly_one_destination(destinations: dict[str, str]) -> None:
+    with pytest.raises(ValidationError, match="exactly one destination"):
+        ScorerSettings(data_collection_enabled=True, data_collection_models=["m:1"], **destinations)
+
+
+def test_models_are_name_and_version() -> None:
+    with pytest.raises(ValidationError, match="<name>:<version>"):
+        ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_MODELS": "iris"})
+
+
+def test_unknown_fields_are_rejected() -> None:
+    with pytest.raises(ValidationError):
+        ScorerSettings(entry_scrip="typo.py")  # type: ignore[call-arg]
+
+
+def test_config_imports_only_pydantic_and_the_standard_library() -> None:
+    code = (
+        "import sys; before = set(sys.modules); import scoring_image.config; "
+        "new = {m.split('.')[0] for m in set(sys.modules) - before if not m.startswith('_sysconfigdata')}; "
+        "print(sorted(new - set(sys.stdlib_module_names) - {'pydantic', 'pydantic_core', 'typing_extensions', "
+        "'annotated_types', 'typing_inspection', 'scoring_image', '_virtualenv'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_cli_help_lists_the_options() -> None:
+    out = subprocess.run([sys.executable, "-m", "scoring_image", "--help"], capture_output=True, text=True, check=True).stdout
+    for option in ("--port", "--host", "--workers", "--entry-script", "--model-dir", "--scoring-timeout-ms"):
+        assert option in out
+    assert "WORKER_COUNT" in out and "AZUREML_ENTRY_SCRIPT" in out
+
+
+def test_cli_rejects_bad_settings() -> None:
+    done = subprocess.run([sys.executable, "-m", "scoring_image", "--port", "70000"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "port" in done.stderr
