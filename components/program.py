@@ -56,10 +56,11 @@ def build(stack: Stack) -> None:
     app_images = _AppImages(stack, workspace, scorer)
 
     route_configs = routes(spec)
+    published_specs = {("service", s.name): s for s in spec.services} | {("endpoint", e.name): e for e in spec.endpoints}
     router = ModelRouter("router", ModelRouterArgs(
         spec=spec.router, routes=route_configs, image=router_image.image_ref, cluster_purpose=spec.cluster.cluster_purpose,
         location=location, ssl=spec.cluster.ssl, service_annotations=cluster.service_annotations,
-        auth={f"service.{s.name}": s for s in spec.services} | {f"endpoint.{e.name}": e for e in spec.endpoints},
+        auth={r.key_id: published_specs[(r.kind, r.name)] for r in route_configs},
     ), opts=in_cluster)
     connections = k8s.core.v1.Secret(
         CONNECTIONS_SECRET, metadata={"name": CONNECTIONS_SECRET, "namespace": router.namespace}, type="Opaque",
