@@ -1,16 +1,18 @@
-# Every install step lives here: CI and a fresh clone run exactly these targets.
+# Every install step lives here: a fresh clone and CI run exactly these targets.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+MODELS := .local/models
 
 .PHONY: local test test-slow setup down clean
 
-# First README command: install, train the sample model, start the local stack, score one request.
-local: $(BIN)/.installed
+# First README command: install what the local stack needs, train the sample model,
+# start the local stack (router + scorers on loopback) and score a real request.
+local: $(BIN)/.installed-local $(MODELS)/sklearn-iris/2/model.pkl
 	$(BIN)/python -m components local up stacks/Pulumi.local.yaml
 	$(BIN)/python -m components local score stacks/Pulumi.local.yaml
 
-# Second README command: the test suite (slow load/soak runs excluded: `make test-slow`).
+# Second README command: the test suite (slow load and soak runs: make test-slow).
 test: $(BIN)/.installed node_modules/.bin/azurite-blob
 	$(BIN)/python -m pytest -q
 
@@ -22,11 +24,22 @@ down:
 
 setup: $(BIN)/.installed node_modules/.bin/azurite-blob
 
-$(BIN)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[infra,router,scorer,dev]'
+
+$(BIN)/.installed-local: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[router,scorer]'
 	touch $@
+
+$(BIN)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[infra,router,scorer,dev]'
+	touch $@ $(BIN)/.installed-local
+
+# The sample model, two versions (the local endpoint's control and treatment).
+$(MODELS)/sklearn-iris/2/model.pkl: examples/sklearn/train.py | $(BIN)/.installed-local
+	$(BIN)/python examples/sklearn/train.py --out $(MODELS) --version 1
+	$(BIN)/python examples/sklearn/train.py --out $(MODELS) --version 2
 
 node_modules/.bin/azurite-blob: package.json
 	npm install --no-audit --no-fund --silent

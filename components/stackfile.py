@@ -7,6 +7,7 @@ else there (e.g. `azure-native:location`) belongs to providers. Every problem co
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,16 @@ def _unsecure(value: Any) -> Any:
     return value
 
 
+def _structured(value: Any) -> Any:
+    """`pulumi new` and `pulumi config set` store an object as its JSON text; read it back."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
 def parse_config(config: dict[str, Any], base_dir: Path) -> tuple[StackSpec, dict[str, Any]]:
     """Validate the `config:` mapping of a stack (also what `pulumi.Config` hands the program)."""
     ours: dict[str, Any] = {}
@@ -109,7 +120,7 @@ def parse_config(config: dict[str, Any], base_dir: Path) -> tuple[StackSpec, dic
         if not sep:
             problems.append(f"config.{key}: keys are namespaced, e.g. {PROJECT}:{key}")
         elif namespace == PROJECT:
-            ours[name] = _unsecure(value)
+            ours[name] = _unsecure(_structured(value))
         else:
             providers[str(key)] = value
     if problems:

@@ -324,3 +324,12 @@ def test_azureml_files_check_on_their_own(tmp_path, capsys):
     assert "autoscale_max_replicas = 6" in capsys.readouterr().out
     assert check([str(tmp_path / "inferenceconfig.json")]) == 0
     assert "entry_script = score.py" in capsys.readouterr().out
+
+
+def test_template_answers_stored_as_json_text_are_read(tmp_path):
+    """`pulumi new` writes the template's object answers as JSON strings."""
+    template = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["template"]["config"]
+    config = {key: entry["default"] for key, entry in template.items()}
+    assert all(isinstance(v, str) for v in config.values())
+    stack = load_stack(write_stack(tmp_path, config))
+    assert stack.spec.services[0].name == "iris" and stack.location == "westeurope"
