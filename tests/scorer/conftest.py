@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make scorer_helpers importable
 
-from scorer_helpers import AZURITE, AZURITE_KEY, SCRIPTS, Scorer, StartScorer, free_port, train, wait_until  # noqa: E402
+from scorer_helpers import AZURITE, AZURITE_KEY, ROOT, SCRIPTS, Scorer, StartScorer, free_port, train, wait_until  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,8 @@ def _starter(tmp_path: Path) -> Iterator[StartScorer]:
     started: list[Scorer] = []
 
     def start(script: str | Path, *, env: dict[str, str] | None = None, args: list[str] | None = None,
-              workers: int = 1, python: str = sys.executable, wait: str | None = "ready") -> Scorer:
+              workers: int = 1, python: str = sys.executable, cwd: Path = ROOT,
+              wait: str | None = "ready") -> Scorer:
         script = Path(script)
         if not script.is_absolute():
             script = SCRIPTS / script
@@ -41,6 +42,7 @@ def _starter(tmp_path: Path) -> Iterator[StartScorer]:
             {"AZUREML_ENTRY_SCRIPT": str(script), "WORKER_COUNT": str(workers), **(env or {})},
             args or [],
             python,
+            cwd,
         )
         started.append(server)
         if wait == "ready":

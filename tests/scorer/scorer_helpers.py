@@ -55,7 +55,7 @@ def wait_until(check: Callable[[], bool], timeout: float = 30.0, what: str = "co
 class Scorer:
     """One `python -m scoring_image` process tree on 127.0.0.1."""
 
-    def __init__(self, log_path: Path, env: dict[str, str], args: list[str], python: str) -> None:
+    def __init__(self, log_path: Path, env: dict[str, str], args: list[str], python: str, cwd: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -63,7 +63,7 @@ class Scorer:
         self.process = subprocess.Popen(
             [python, "-m", "scoring_image", "--host", "127.0.0.1", "--port", str(self.port), *args],
             env={**os.environ, **env},
-            cwd=ROOT,
+            cwd=cwd,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

@@ -1,0 +1,33 @@
+"""The `scorer` extra alone is enough to serve: the image installs nothing else."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scorer_helpers import EXAMPLE, ROOT, StartScorer, train
+
+
+@pytest.mark.slow  # about 70 s: a fresh venv resolves and installs the extra (from pip's cache)
+def test_scorer_extra_alone_serves_a_request(start_scorer: StartScorer, tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", f"{ROOT}[scorer]"], check=True)
+    # Nothing beyond the extra: no Pulumi, no router, no test tooling.
+    installed = subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True, check=True).stdout
+    assert "pulumi" not in installed.lower() and "pytest" not in installed.lower()
+
+    train.train(tmp_path / "models", "sklearn-iris", "1")
+    server = start_scorer(
+        EXAMPLE / "score.py",
+        env={"AZUREML_MODEL_DIR": str(tmp_path / "models" / "sklearn-iris" / "1")},
+        python=python,
+        cwd=tmp_path,  # the installed package, not the source tree
+    )
+    response = server.post(json={"data": [[5.1, 3.5, 1.4, 0.2]]})
+    assert response.status_code == 200
+    assert response.json() == [0]
