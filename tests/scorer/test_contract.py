@@ -168,9 +168,10 @@ def test_metrics_count_the_whole_server(start_scorer: StartScorer) -> None:
                 values[name] = float(value)
         return values
 
-    wait_until(lambda: scraped().get('scorer_requests_total{status="200"}') == 40, 10, "metrics of 40 requests")
+    wait_until(lambda: scraped().get("scorer_request_duration_seconds_count") == 41, 10, "metrics of 41 requests")
     values = scraped()
     assert len(pids) == 2, "the test needs both workers to have served"
+    assert values['scorer_requests_total{status="200"}'] == 40
     assert values['scorer_requests_total{status="400"}'] == 1
     assert values["scorer_request_duration_seconds_count"] == 41
     assert values['scorer_request_duration_seconds_bucket{le="+Inf"}'] == 41
