@@ -44,6 +44,8 @@ class ScorerLaunch(_Strict):
 
     env: dict[str, str] = {}
     cwd: str | None = None
+    # Each replica's output goes to <log_dir>/<deployment>-<n>.log (else it is discarded).
+    log_dir: str | None = None
 
 
 class VersionConfig(_Strict):

@@ -1,0 +1,405 @@
+"""`python -m components local ...`: the stack's router and scorers as processes on loopback.
+
+Azure ML tells its users to debug a deployment locally before deploying it; here the same stack
+file runs on one machine. `up` renders the router's config from the stack (the same routes
+ModelRouter renders for a cluster, with the `local` backend), starts the router detached, waits
+until every service has a ready replica, and prints how to call each one. Everything lives in
+the stack's `local.state_dir`: the config, keys, token signing key, pid file and logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.routes import routes
+from components.spec import StackSpec, _Deployable
+from components.stackfile import Stack, StackError, load_stack
+from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
+from scoring_image.config import ScorerSettings
+
+READY_TIMEOUT_S = 180
+
+
+@dataclass(frozen=True)
+class State:
+    """Where a local stack keeps what it made."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "router.json"
+
+    @property
+    def pid(self) -> Path:
+        return self.root / "router.pid"
+
+    @property
+    def keys(self) -> Path:
+        return self.root / "keys"
+
+    @property
+    def token_key(self) -> Path:
+        return self.root / "token" / "signing-key.pem"
+
+    @property
+    def token_public(self) -> Path:
+        return self.root / "token" / "signing-key.pub.pem"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "model-dirs"
+
+
+def state_of(stack: Stack) -> State:
+    return State(stack.resolve(stack.spec.local.state_dir))
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def model_dir(stack: Stack, state: State, deployment: str, dep: _Deployable) -> Path | None:
+    """AZUREML_MODEL_DIR as Azure ML lays it out: one model -> its version folder;
+    several -> a root holding <name>/<version>/ (links to the models' folders here)."""
+    models = [stack.spec.model(ref) for ref in dep.models]
+    if not models:
+        return None
+    if len(models) == 1:
+        return stack.resolve(models[0].path)  # type: ignore[arg-type]
+    root = state.models / deployment
+    for m in models:
+        link = root / m.name / str(m.version)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(stack.resolve(m.path).resolve())  # type: ignore[arg-type]
+    return root
+
+
+def scorer_launch(stack: Stack, state: State):
+    def launch(deployment: str, dep: _Deployable) -> ScorerLaunch:
+        ic = dep.inference_config
+        assert ic is not None  # the spec requires one
+        source = stack.resolve(ic.source_directory or ".")
+        mdir = model_dir(stack, state, deployment, dep)
+        settings = ScorerSettings(
+            entry_script=ic.entry_script,
+            app_root=str(source),
+            model_dir=str(mdir) if mdir else None,
+            host="127.0.0.1",
+            workers=1,
+            scoring_timeout_ms=dep.scoring_timeout_ms,
+            data_collection_enabled=dep.collect_model_data,
+            data_collection_spool_dir=str(state.root / "spool" / deployment),
+            data_collection_service=deployment,
+            data_collection_models=[stack.spec.model(ref).ref for ref in dep.models],
+            data_collection_local_dir=str(stack.resolve(stack.spec.local.data_dir)) if dep.collect_model_data else None,
+        )
+        env = settings.to_env() | ic.environment.environment_variables
+        return ScorerLaunch(env=env, cwd=str(source), log_dir=str(state.logs))
+
+    return launch
+
+
+def ensure_keys(spec: StackSpec, state: State) -> None:
+    """Keys are made once and kept: `<kind>.<name>.primary|secondary`, readable by the owner only."""
+    state.keys.mkdir(parents=True, exist_ok=True)
+    os.chmod(state.keys, 0o700)
+    routes_ = [("service", s) for s in spec.services] + [("endpoint", e) for e in spec.endpoints]
+    for kind, r in routes_:
+        for which in ("primary", "secondary"):
+            path = state.keys / f"{kind}.{r.name}.{which}"
+            given = getattr(r, f"{which}_key")
+            value = given.get_secret_value() if given is not None and given.get_secret_value() != "<secure>" else None
+            if value is not None or not path.exists():
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(value or secrets.token_urlsafe(32))
+
+
+def ensure_token_key(state: State) -> None:
+    if state.token_key.exists():
+        return
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    state.token_key.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(state.token_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    state.token_public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def render(stack: Stack, state: State) -> RouterConfig:
+    spec = stack.spec
+    missing = [f"models: {m.ref} has no folder at {stack.resolve(m.path)}" for m in spec.models
+               if m.path and not stack.resolve(m.path).exists()]
+    if any(m.url for m in spec.models):
+        missing += [f"models: {m.ref} comes from {m.url}; the local stack serves local folders only" for m in spec.models if m.url]
+    if missing:
+        raise StackError(missing)
+    ensure_keys(spec, state)
+    token = None
+    if any(r.token_auth_enabled for r in [*spec.services, *spec.endpoints]):
+        ensure_token_key(state)
+        token = TokenConfig(public_key_file=str(state.token_public))
+    return RouterConfig(
+        backend="local",
+        host="127.0.0.1",
+        port=spec.local.router_port,
+        keys_dir=str(state.keys),
+        token=token,
+        routes=routes(spec, launch=scorer_launch(stack, state)),
+    )
+
+
+# ------------------------------------------------------------------ processes
+
+
+def _pid(state: State) -> int | None:
+    try:
+        pid = int(state.pid.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    return pid
+
+
+def _get(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+        try:
+            return exc.code, json.loads(body or b"{}")
+        except ValueError:
+            return exc.code, {}
+    except (OSError, ValueError):
+        return 0, {}
+
+
+def base_url(stack: Stack) -> str:
+    return f"http://127.0.0.1:{stack.spec.local.router_port}"
+
+
+def up(stack: Stack, out=sys.stdout) -> int:
+    state = state_of(stack)
+    if (pid := _pid(state)) is not None:
+        print(f"the {stack.name} stack is already running (router pid {pid}); `local down` stops it", file=out)
+        print("\n".join(summary(stack)), file=out)
+        return 0
+    config = render(stack, state)
+    state.root.mkdir(parents=True, exist_ok=True)
+    state.logs.mkdir(parents=True, exist_ok=True)
+    state.config.write_text(config.dump())
+    log = open(state.logs / "router.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            cwd=stack.project_dir, start_new_session=True)
+    state.pid.write_text(str(proc.pid))
+    print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
+    if not wait_ready(stack, proc, out):
+        print(f"Failed: see {state.logs / 'router.log'}; stopping what was started", file=out)
+        down(stack, out=open(os.devnull, "w"))
+        return 1
+    for line in summary(stack):
+        print(line, file=out)
+    return 0
+
+
+def wait_ready(stack: Stack, proc: subprocess.Popen, out) -> bool:
+    """Progress as Azure ML's wait_for_deployment(show_output=True): dots, then the outcome."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    print("Running", end="", flush=True, file=out)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"\nFailed: the router exited with code {proc.returncode}", file=out)
+            return False
+        code, _ = _get(base_url(stack) + "/readyz")
+        if code == 200:
+            print("\nSucceeded: every service has a ready replica", file=out)
+            return True
+        print(".", end="", flush=True, file=out)
+        time.sleep(0.5)
+    print(f"\nFailed: not ready after {READY_TIMEOUT_S} s", file=out)
+    return False
+
+
+def summary(stack: Stack) -> list[str]:
+    spec = stack.spec
+    lines = []
+    for kind, r in [("service", s) for s in spec.services] + [("endpoint", e) for e in spec.endpoints]:
+        uri = f"{base_url(stack)}/api/v1/{kind}/{r.name}/score"
+        lines.append(f"{kind} {r.name}: {uri}")
+        auth = ""
+        if r.token_auth_enabled:
+            lines.append(f"  token: python -m components local token {stack.path} {r.name}")
+            auth = f' -H "Authorization: Bearer $(python -m components local token {stack.path} {r.name})"'
+        elif r.auth_enabled:
+            lines.append(f"  key:   python -m components local keys {stack.path} {r.name}")
+            auth = f' -H "Authorization: Bearer $(python -m components local keys {stack.path} {r.name} --primary)"'
+        lines.append(f"  curl -s{auth} -H 'Content-Type: application/json' -d '{SAMPLE}' {uri}")
+    return lines
+
+
+SAMPLE = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+
+
+def down(stack: Stack, out=sys.stdout) -> int:
+    """Stop the router and with it every scorer: the router's session holds them all."""
+    state = state_of(stack)
+    pid = _pid(state)
+    if pid is None:
+        print(f"the {stack.name} stack is not running", file=out)
+        state.pid.unlink(missing_ok=True)
+        return 0
+    pgid = os.getpgid(pid)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _alive_group(pgid):
+        time.sleep(0.1)
+    if _alive_group(pgid):
+        os.killpg(pgid, signal.SIGKILL)
+    state.pid.unlink(missing_ok=True)
+    print(f"stopped the {stack.name} stack", file=out)
+    return 0
+
+
+def _alive_group(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def status(stack: Stack, out=sys.stdout) -> int:
+    state = state_of(stack)
+    pid = _pid(state)
+    if pid is None:
+        print(f"the {stack.name} stack is not running", file=out)
+        return 3
+    code, body = _get(base_url(stack) + "/readyz")
+    print(f"router pid {pid} on {base_url(stack)}: {'ready' if code == 200 else 'not ready'}", file=out)
+    for route in body.get("routes", []):
+        versions = ", ".join(f"{v['name']} {v['ready']}/{v['replicas']} ready" for v in route.get("versions", []))
+        print(f"  {route['kind']} {route['name']}: {versions}", file=out)
+    return 0 if code == 200 else 1
+
+
+def key_of(stack: Stack, name: str, which: str) -> str:
+    kind = "service" if any(s.name == name for s in stack.spec.services) else "endpoint"
+    path = state_of(stack).keys / f"{kind}.{name}.{which}"
+    if not path.exists():
+        raise StackError([f"{name}: no {which} key; is {name} a key-auth service of a stack that was started?"])
+    return path.read_text()
+
+
+def route_of(stack: Stack, name: str):
+    for r in [*stack.spec.services, *stack.spec.endpoints]:
+        if r.name == name:
+            return r
+    raise StackError([f"{name}: no service or endpoint of that name in {stack.path}"])
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m components local", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("up", "down", "status", "score"):
+        sub.add_parser(name).add_argument("stack", type=Path)
+    for name in ("logs", "keys", "token"):
+        p = sub.add_parser(name)
+        p.add_argument("stack", type=Path)
+        p.add_argument("service")
+        if name == "keys":
+            p.add_argument("--primary", action="store_true", help="print the primary key alone")
+    args = parser.parse_args(argv)
+    try:
+        stack = load_stack(args.stack)
+        if args.command == "up":
+            return up(stack)
+        if args.command == "down":
+            return down(stack)
+        if args.command == "status":
+            return status(stack)
+        if args.command == "score":
+            return score(stack)
+        route = route_of(stack, args.service)
+        if args.command == "keys":
+            if not route.auth_enabled:
+                raise StackError([f"{route.name}: key auth is off for it"])
+            if args.primary:
+                print(key_of(stack, route.name, "primary"))
+            else:
+                print(json.dumps({"primaryKey": key_of(stack, route.name, "primary"),
+                                  "secondaryKey": key_of(stack, route.name, "secondary")}, indent=2))
+            return 0
+        if args.command == "token":
+            return token(stack, route)
+        return logs(stack, route)
+    except StackError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 2
+
+
+def token(stack: Stack, route) -> int:
+    from router_image.tokens import mint_token
+
+    if not route.token_auth_enabled:
+        raise StackError([f"{route.name}: token auth is off for it (token_auth_enabled: false)"])
+    state = state_of(stack)
+    if not state.token_key.exists():
+        raise StackError([f"{route.name}: no signing key yet; run `local up` first"])
+    tok, refresh_by = mint_token(state.token_key.read_bytes(), route.name)
+    print(tok)
+    print(f"refresh_by: {refresh_by}", file=sys.stderr)
+    return 0
+
+
+def logs(stack: Stack, route) -> int:
+    state = state_of(stack)
+    files = sorted(state.logs.glob(f"{route.name}*.log"))
+    if not files:
+        raise StackError([f"{route.name}: no logs in {state.logs}"])
+    for f in files:
+        print(f"==> {f.name} <==")
+        sys.stdout.write(f.read_text(errors="replace"))
+    return 0
+
+
+def score(stack: Stack) -> int:
+    """One real request to each service, printed: the end of `make local`."""
+    for kind, r in [("service", s) for s in stack.spec.services] + [("endpoint", e) for e in stack.spec.endpoints]:
+        headers = {"Content-Type": "application/json"}
+        if r.auth_enabled:
+            headers["Authorization"] = f"Bearer {key_of(stack, r.name, 'primary')}"
+        req = urllib.request.Request(f"{base_url(stack)}/api/v1/{kind}/{r.name}/score", data=SAMPLE.encode(),
+                                     headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                print(f"POST /api/v1/{kind}/{r.name}/score {SAMPLE} -> {resp.status} {resp.read().decode()}")
+        except urllib.error.HTTPError as exc:
+            print(f"POST /api/v1/{kind}/{r.name}/score -> {exc.code} {exc.read().decode()}")
+            return 1
+    return 0

@@ -1,0 +1,45 @@
+"""`python -m router_image --config PATH`: serve the routes of a RouterConfig file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+import uvicorn
+
+from router_image.app import load
+
+
+class JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)), "level": record.levelname,
+                "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m router_image", description=__doc__)
+    parser.add_argument("--config", required=True, help="RouterConfig JSON file (reloaded when it changes)")
+    parser.add_argument("--host", help="override the config's host")
+    parser.add_argument("--port", type=int, help="override the config's port")
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonLines())
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    router = load(args.config)
+    config = router.config
+    tls = {"ssl_certfile": config.tls.cert_file, "ssl_keyfile": config.tls.key_file} if config.tls else {}
+    uvicorn.run(router, host=args.host or config.host, port=args.port if args.port is not None else config.port,
+                loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None,
+                timeout_keep_alive=65, **tls)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Who may call a route: its keys (primary or secondary) or a token for it, never both.
+
+Keys come from a mounted Kubernetes Secret, one file per key (`<kind>.<name>.primary`,
+`.secondary`); the directory is re-read when it changes, so rotating a key needs no restart.
+Tokens are JWTs signed with the cluster's key; audience = route name, expiry enforced, only
+the configured algorithm accepted (so `alg: none` and algorithm swaps fail). Secrets are
+compared in constant time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import time
+from pathlib import Path
+
+import jwt
+
+from router_image.config import RouteConfig, TokenConfig
+
+KEY_RELOAD_S = 1.0
+
+
+class AuthError(Exception):
+    def __init__(self, message: str, challenge: str):
+        super().__init__(message)
+        self.challenge = challenge
+
+
+class KeyStore:
+    """The mounted key files, re-read at most once a second when the folder changed."""
+
+    def __init__(self, folder: str | None):
+        self._folder = Path(folder) if folder else None
+        self._keys: dict[str, list[bytes]] = {}
+        self._stamp: tuple[float, ...] = ()
+        self._checked = 0.0
+        self.reload()
+
+    def _stamp_now(self) -> tuple[float, ...]:
+        if self._folder is None or not self._folder.is_dir():
+            return ()
+        # Kubernetes swaps the `..data` symlink on update; the folder's and files' times catch both.
+        return tuple(sorted(os.stat(p).st_mtime for p in [self._folder, *self._folder.iterdir()]))
+
+    def reload(self) -> None:
+        keys: dict[str, list[bytes]] = {}
+        if self._folder is not None and self._folder.is_dir():
+            for path in self._folder.iterdir():
+                if path.name.startswith(".") or not path.is_file():
+                    continue
+                route, _, which = path.name.rpartition(".")
+                if which in ("primary", "secondary"):
+                    value = path.read_bytes().strip()
+                    if value:
+                        keys.setdefault(route, []).append(value)
+        self._keys = keys
+        self._stamp = self._stamp_now()
+
+    def keys(self, key_id: str) -> list[bytes]:
+        now = time.monotonic()
+        if now - self._checked > KEY_RELOAD_S:
+            self._checked = now
+            if self._stamp_now() != self._stamp:
+                self.reload()
+        return self._keys.get(key_id, [])
+
+
+class Authenticator:
+    def __init__(self, keys_dir: str | None, token: TokenConfig | None):
+        self.keys = KeyStore(keys_dir)
+        self._token = token
+        self._public_key = Path(token.public_key_file).read_bytes() if token else None
+
+    def check(self, route: RouteConfig, authorization: bytes | None) -> None:
+        """Raise AuthError unless the Authorization header admits this route."""
+        auth = route.auth
+        if not auth.key_enabled and not auth.token_enabled:
+            return
+        scheme = "Bearer" if auth.key_enabled else 'Bearer error="invalid_token"'
+        if not authorization or not authorization[:7].lower() == b"bearer ":
+            raise AuthError("missing Authorization: Bearer <key or token>", "Bearer")
+        credential = authorization[7:].strip()
+        if auth.key_enabled:
+            if not any(hmac.compare_digest(credential, k) for k in self.keys.keys(route.key_id)):
+                raise AuthError("invalid key", scheme)
+            return
+        self._verify_token(route, credential)
+
+    def _verify_token(self, route: RouteConfig, credential: bytes) -> None:
+        if self._token is None or self._public_key is None:
+            raise AuthError("token auth is on but the router has no signing key", 'Bearer error="invalid_token"')
+        try:
+            jwt.decode(credential, self._public_key, algorithms=[self._token.algorithm], audience=route.name,
+                       issuer=self._token.issuer, options={"require": ["exp", "aud", "iss"]})
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token expired", 'Bearer error="invalid_token", error_description="expired"') from None
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {type(exc).__name__}", 'Bearer error="invalid_token"') from None

@@ -1,0 +1,40 @@
+"""Where replicas come from: a small interface with a `local` and a `kubernetes` implementation.
+
+A backend keeps each version's replicas at the count the autoscaler asks for and tells the
+router which addresses are ready to take requests (`on_ready(deployment, addresses)`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from router_image.config import RouterConfig, VersionConfig
+
+ReadyCallback = Callable[[str, list[str]], None]
+
+
+class Backend(Protocol):
+    async def start(self, on_ready: ReadyCallback) -> None: ...
+
+    async def apply(self, versions: list[VersionConfig]) -> None:
+        """The versions the config now declares: start new ones, stop removed ones."""
+
+    async def scale(self, deployment: str, replicas: int) -> None: ...
+
+    def replicas(self, deployment: str) -> int:
+        """The count it is working towards (ready or not)."""
+
+    async def probe(self, address: str) -> bool:
+        """Is an ejected replica healthy again?"""
+
+    async def stop(self) -> None: ...
+
+
+def backend_for(config: RouterConfig) -> Backend:
+    if config.backend == "local":
+        from router_image.backends.local import LocalBackend
+
+        return LocalBackend(config)
+    from router_image.backends.kubernetes import KubernetesBackend
+
+    return KubernetesBackend(config)

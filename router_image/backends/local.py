@@ -1,0 +1,185 @@
+"""The `local` backend: scorer replicas as `python -m scoring_image` processes on loopback.
+
+What the local stack runs. Each replica gets a free port on 127.0.0.1 and is routed to only
+once its `/ready` answers 200 (its init() ran). A replica that exits is replaced. Children die
+with the router (PR_SET_PDEATHSIG), so no scorer outlives it even after a SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from router_image.backends import ReadyCallback
+from router_image.config import RouterConfig, VersionConfig
+
+log = logging.getLogger("router.local")
+PR_SET_PDEATHSIG = 1
+HEALTH_EVERY_S = 0.2
+
+
+def _die_with_parent() -> None:
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(eq=False)
+class LocalReplica:
+    index: int
+    port: int
+    process: subprocess.Popen
+    ready: bool = False
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@dataclass
+class _Version:
+    config: VersionConfig
+    desired: int
+    replicas: list[LocalReplica] = field(default_factory=list)
+    next_index: int = 0
+
+
+class LocalBackend:
+    def __init__(self, config: RouterConfig):
+        self._versions: dict[str, _Version] = {}
+        self._on_ready: ReadyCallback = lambda d, a: None
+        self._session: aiohttp.ClientSession | None = None
+        self._task: asyncio.Task | None = None
+        self._autoscale = config.autoscale_enabled
+
+    async def start(self, on_ready: ReadyCallback) -> None:
+        self._on_ready = on_ready
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1))
+        self._task = asyncio.create_task(self._watch())
+
+    def _initial(self, v: VersionConfig) -> int:
+        return v.autoscale.min_replicas if (self._autoscale and v.autoscale.enabled) else v.num_replicas
+
+    async def apply(self, versions: list[VersionConfig]) -> None:
+        wanted = {v.deployment: v for v in versions}
+        for name in list(self._versions):
+            if name not in wanted:
+                gone = self._versions.pop(name)
+                self._on_ready(name, [])
+                for r in gone.replicas:
+                    self._terminate(r)
+        for name, v in wanted.items():
+            if v.scorer is None:
+                raise ValueError(f"version {v.name} ({name}) has no scorer launch settings for the local backend")
+            if name in self._versions:
+                self._versions[name].config = v
+            else:
+                self._versions[name] = _Version(v, self._initial(v))
+            self._converge(self._versions[name])
+
+    async def scale(self, deployment: str, replicas: int) -> None:
+        v = self._versions.get(deployment)
+        if v is not None:
+            v.desired = replicas
+            self._converge(v)
+
+    def replicas(self, deployment: str) -> int:
+        v = self._versions.get(deployment)
+        return v.desired if v else 0
+
+    def _converge(self, v: _Version) -> None:
+        while len(v.replicas) < v.desired:
+            v.replicas.append(self._spawn(v))
+        while len(v.replicas) > v.desired:
+            # Newest first; it leaves the pool now and gets SIGTERM, which lets in-flight work finish.
+            self._terminate(v.replicas.pop())
+        self._publish(v)
+
+    def _spawn(self, v: _Version) -> LocalReplica:
+        launch = v.config.scorer
+        assert launch is not None
+        port = free_port()
+        index = v.next_index
+        v.next_index += 1
+        env = {**os.environ, **launch.env, "SCORER_PORT": str(port), "SCORER_HOST": "127.0.0.1"}
+        out: int | object = subprocess.DEVNULL
+        if launch.log_dir:
+            Path(launch.log_dir).mkdir(parents=True, exist_ok=True)
+            out = open(Path(launch.log_dir) / f"{v.config.deployment}-{index}.log", "ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "scoring_image", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, cwd=launch.cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        if out is not subprocess.DEVNULL:
+            out.close()  # type: ignore[union-attr]
+        log.info("started replica %s-%d on port %d (pid %d)", v.config.deployment, index, port, process.pid)
+        return LocalReplica(index, port, process)
+
+    def _terminate(self, r: LocalReplica) -> None:
+        if r.process.poll() is None:
+            r.process.terminate()
+        asyncio.get_running_loop().run_in_executor(None, _reap, r.process)
+
+    def _publish(self, v: _Version) -> None:
+        self._on_ready(v.config.deployment, [r.address for r in v.replicas if r.ready])
+
+    async def probe(self, address: str) -> bool:
+        assert self._session is not None
+        try:
+            async with self._session.get(f"http://{address}/ready") as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+
+    async def _watch(self) -> None:
+        """Readiness of new replicas, and replacement of replicas that exited."""
+        while True:
+            for v in list(self._versions.values()):
+                changed = False
+                for r in list(v.replicas):
+                    if r.process.poll() is not None:
+                        log.warning("replica %s-%d exited with %s; replacing it", v.config.deployment, r.index, r.process.returncode)
+                        v.replicas.remove(r)
+                        changed = True
+                    elif not r.ready and await self.probe(r.address):
+                        r.ready = True
+                        changed = True
+                        log.info("replica %s-%d ready", v.config.deployment, r.index)
+                if changed:
+                    self._converge(v)
+            await asyncio.sleep(HEALTH_EVERY_S)
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+        replicas = [r for v in self._versions.values() for r in v.replicas]
+        for r in replicas:
+            if r.process.poll() is None:
+                r.process.terminate()
+        await asyncio.gather(*(asyncio.to_thread(_reap, r.process) for r in replicas))
+        self._versions.clear()
+        if self._session:
+            await self._session.close()
+
+
+def _reap(process: subprocess.Popen, grace_s: float = 10) -> None:
+    try:
+        process.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

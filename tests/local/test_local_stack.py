@@ -1,0 +1,237 @@
+"""The local stack as a user runs it: `local up`, score, split, scale, collect, `local down`.
+
+The stack is the shipped `stacks/Pulumi.local.yaml` with its ports, folders and scale-down
+delay moved so the test neither collides with a running stack nor waits a minute.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("sklearn_train", ROOT / "examples" / "sklearn" / "train.py")
+_module = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_module)
+train = _module.train
+CLI = [sys.executable, "-m", "components", "local"]
+SAMPLE = {"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
+SCALE_DOWN_DELAY_S = 4
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"local {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def scorer_pids(marker: str) -> list[int]:
+    """Processes whose command line or environment mention this test's state folder."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline or marker.encode() in environ:
+            out.append(int(pid))
+    return out
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("local-stack")
+    models = tmp / "models"
+    train(models, version="1")
+    train(models, version="2")
+    doc = yaml.safe_load((ROOT / "stacks" / "Pulumi.local.yaml").read_text())
+    config = doc["config"]
+    config["aks-model-serving:local"] = {"router_port": free_port(), "state_dir": str(tmp / "state"),
+                                         "data_dir": str(tmp / "modeldata")}
+    config["aks-model-serving:router"] = {"scale_down_delay_seconds": SCALE_DOWN_DELAY_S}
+    for m in config["aks-model-serving:models"]:
+        m["path"] = str(models / m["name"] / str(m["version"]))
+    path = ROOT / "stacks" / f"Pulumi.test-{os.getpid()}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        up = cli("up", str(path))
+        yield {"path": path, "tmp": tmp, "port": config["aks-model-serving:local"]["router_port"], "up": up.stdout}
+    finally:
+        cli("down", str(path), check=False)
+        path.unlink()
+
+
+def base(stack) -> str:
+    return f"http://127.0.0.1:{stack['port']}"
+
+
+def key(stack, name: str) -> str:
+    return cli("keys", str(stack["path"]), name, "--primary").stdout.strip()
+
+
+def replicas(stack, route: str) -> int:
+    status = httpx.get(f"{base(stack)}/readyz", timeout=5).json()
+    for r in status["routes"]:
+        if r["name"] == route:
+            return sum(v["replicas"] for v in r["versions"])
+    raise KeyError(route)
+
+
+def test_up_prints_uris_and_a_curl_command(stack):
+    out = stack["up"]
+    assert "Succeeded" in out
+    assert f"{base(stack)}/api/v1/service/iris/score" in out
+    assert f"{base(stack)}/api/v1/endpoint/iris-ab/score" in out
+    assert "curl" in out and "local keys" in out
+
+
+def test_authenticated_request_scores(stack):
+    r = httpx.post(f"{base(stack)}/api/v1/service/iris/score", json=SAMPLE,
+                   headers={"Authorization": f"Bearer {key(stack, 'iris')}"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert r.json() == [0, 2]  # setosa, virginica
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong-key"}], ids=["missing", "wrong"])
+def test_missing_or_wrong_key_is_401(stack, headers):
+    r = httpx.post(f"{base(stack)}/api/v1/service/iris/score", json=SAMPLE, headers=headers, timeout=30)
+    assert r.status_code == 401
+    assert "error" in r.json() and "WWW-Authenticate" in r.headers
+
+
+def test_secondary_key_works_and_keys_command_prints_both(stack):
+    keys = json.loads(cli("keys", str(stack["path"]), "iris").stdout)
+    assert set(keys) == {"primaryKey", "secondaryKey"} and keys["primaryKey"] != keys["secondaryKey"]
+    r = httpx.post(f"{base(stack)}/api/v1/service/iris/score", json=SAMPLE,
+                   headers={"Authorization": f"Bearer {keys['secondaryKey']}"}, timeout=30)
+    assert r.status_code == 200
+
+
+def test_endpoint_split_is_80_20(stack):
+    """400 requests: the treatment share is 20 % within +-6 points (about 3 standard deviations)."""
+    headers = {"Authorization": f"Bearer {key(stack, 'iris-ab')}"}
+    served: Counter[str] = Counter()
+    with httpx.Client(headers=headers, timeout=30) as client:
+        for _ in range(400):
+            r = client.post(f"{base(stack)}/api/v1/endpoint/iris-ab/score", json=SAMPLE)
+            assert r.status_code == 200, r.text
+            served[r.headers["azureml-model-deployment"]] += 1
+    assert set(served) == {"control", "treatment"}
+    assert abs(served["treatment"] / 400 - 0.20) <= 0.06, served
+
+
+def test_collected_records_match_the_requests(stack):
+    """Every request to the endpoint was collected: inputs and predictions on disk, same ids."""
+    headers = {"Authorization": f"Bearer {key(stack, 'iris-ab')}"}
+    sent = set()
+    with httpx.Client(headers=headers, timeout=30) as client:
+        for i in range(20):
+            rid = f"collect-{os.getpid()}-{i}"
+            r = client.post(f"{base(stack)}/api/v1/endpoint/iris-ab/score", json=SAMPLE, headers={"x-request-id": rid})
+            assert r.status_code == 200
+            sent.add(rid)
+    deadline = time.monotonic() + 30
+    found: dict[str, set[str]] = {}
+    while time.monotonic() < deadline:
+        found = {"inputs": set(), "predictions": set()}
+        for f in (stack["tmp"] / "modeldata").rglob("*"):
+            if not f.is_file():
+                continue
+            kind = "inputs" if "/inputs/" in str(f) else "predictions" if "/predictions/" in str(f) else None
+            if kind:
+                for line in f.read_text().splitlines():
+                    rid = _request_id(line)
+                    if rid in sent:
+                        found[kind].add(rid)
+        if found["inputs"] == sent and found["predictions"] == sent:
+            break
+        time.sleep(0.5)
+    assert found["inputs"] == sent and found["predictions"] == sent
+
+
+def _request_id(line: str) -> str | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record.get("request_id") or record.get("requestId")
+
+
+def test_load_burst_scales_up_then_down_after_the_quiet_period(stack):
+    """16 clients keep every slot busy: replicas rise above 1; once idle they return to 1."""
+    headers = {"Authorization": f"Bearer {key(stack, 'iris')}"}
+    assert replicas(stack, "iris") == 1
+    stop = time.monotonic() + 8
+    peak = 1
+
+    def client():
+        with httpx.Client(headers=headers, timeout=30) as c:
+            while time.monotonic() < stop:
+                c.post(f"{base(stack)}/api/v1/service/iris/score", json=SAMPLE)
+
+    threads = [threading.Thread(target=client) for _ in range(16)]
+    for t in threads:
+        t.start()
+    while time.monotonic() < stop:
+        peak = max(peak, replicas(stack, "iris"))
+        time.sleep(0.25)
+    for t in threads:
+        t.join()
+    assert peak > 1, "the burst did not scale the service up"
+    deadline = time.monotonic() + SCALE_DOWN_DELAY_S + 20
+    while time.monotonic() < deadline and replicas(stack, "iris") > 1:
+        time.sleep(0.5)
+    assert replicas(stack, "iris") == 1
+
+
+def test_status_and_logs(stack):
+    status = cli("status", str(stack["path"]))
+    assert "ready" in status.stdout and "iris" in status.stdout
+    logs = cli("logs", str(stack["path"]), "iris")
+    assert logs.stdout.strip()
+
+
+def test_down_leaves_no_process_behind(tmp_path):
+    """A second stack of its own, so that stopping it cannot disturb the module's one."""
+    models = tmp_path / "models"
+    train(models, version="1")
+    train(models, version="2")
+    doc = yaml.safe_load((ROOT / "stacks" / "Pulumi.local.yaml").read_text())
+    config = doc["config"]
+    marker = str(tmp_path / "state")
+    config["aks-model-serving:local"] = {"router_port": free_port(), "state_dir": marker, "data_dir": str(tmp_path / "data")}
+    for m in config["aks-model-serving:models"]:
+        m["path"] = str(models / m["name"] / str(m["version"]))
+    path = ROOT / "stacks" / f"Pulumi.down-{os.getpid()}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        cli("up", str(path))
+        assert len(scorer_pids(marker)) >= 4  # the router and a scorer per version
+        assert "stopped" in cli("down", str(path)).stdout
+        assert scorer_pids(marker) == []
+        assert "not running" in cli("status", str(path), check=False).stdout
+    finally:
+        cli("down", str(path), check=False)
+        path.unlink()
