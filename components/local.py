@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.routes import routes
+from components.routes import deployment_name, routes
 from components.spec import StackSpec, _Deployable
 from components.stackfile import Stack, StackError, load_stack
 from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
@@ -245,19 +245,30 @@ def wait_ready(stack: Stack, proc: subprocess.Popen, out) -> bool:
     return False
 
 
+def _cli(stack: Stack) -> str:
+    """How the user calls this CLI again: the project's venv python, by a path relative to here."""
+    exe = Path(sys.executable)
+    try:
+        exe = exe.relative_to(Path.cwd())
+    except ValueError:
+        pass
+    return f"{exe} -m components local"
+
+
 def summary(stack: Stack) -> list[str]:
     spec = stack.spec
+    cli = _cli(stack)
     lines = []
     for kind, r in [("service", s) for s in spec.services] + [("endpoint", e) for e in spec.endpoints]:
         uri = f"{base_url(stack)}/api/v1/{kind}/{r.name}/score"
         lines.append(f"{kind} {r.name}: {uri}")
         auth = ""
         if r.token_auth_enabled:
-            lines.append(f"  token: python -m components local token {stack.path} {r.name}")
-            auth = f' -H "Authorization: Bearer $(python -m components local token {stack.path} {r.name})"'
+            lines.append(f"  token: {cli} token {stack.path} {r.name}")
+            auth = f' -H "Authorization: Bearer $({cli} token {stack.path} {r.name})"'
         elif r.auth_enabled:
-            lines.append(f"  key:   python -m components local keys {stack.path} {r.name}")
-            auth = f' -H "Authorization: Bearer $(python -m components local keys {stack.path} {r.name} --primary)"'
+            lines.append(f"  key:   {cli} keys {stack.path} {r.name}")
+            auth = f' -H "Authorization: Bearer $({cli} keys {stack.path} {r.name} --primary)"'
         lines.append(f"  curl -s{auth} -H 'Content-Type: application/json' -d '{SAMPLE}' {uri}")
     return lines
 
@@ -379,7 +390,8 @@ def token(stack: Stack, route) -> int:
 
 def logs(stack: Stack, route) -> int:
     state = state_of(stack)
-    files = sorted(state.logs.glob(f"{route.name}*.log"))
+    versions = [v.version_name for v in route.versions] if hasattr(route, "versions") else [None]
+    files = sorted(f for v in versions for f in state.logs.glob(f"{deployment_name(route.name, v)}-[0-9]*.log"))
     if not files:
         raise StackError([f"{route.name}: no logs in {state.logs}"])
     for f in files:

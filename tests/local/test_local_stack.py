@@ -213,8 +213,9 @@ def test_status_and_logs(stack):
     assert logs.stdout.strip()
 
 
-def test_down_leaves_no_process_behind(tmp_path):
-    """A second stack of its own, so that stopping it cannot disturb the module's one."""
+def test_token_auth_and_down_leaves_no_process_behind(tmp_path):
+    """A second stack of its own (its service on token auth), so that stopping it cannot
+    disturb the module's one."""
     models = tmp_path / "models"
     train(models, version="1")
     train(models, version="2")
@@ -224,10 +225,18 @@ def test_down_leaves_no_process_behind(tmp_path):
     config["aks-model-serving:local"] = {"router_port": free_port(), "state_dir": marker, "data_dir": str(tmp_path / "data")}
     for m in config["aks-model-serving:models"]:
         m["path"] = str(models / m["name"] / str(m["version"]))
+    config["aks-model-serving:services"][0] |= {"auth_enabled": False, "token_auth_enabled": True}
     path = ROOT / "stacks" / f"Pulumi.down-{os.getpid()}.yaml"
     path.write_text(yaml.safe_dump(doc))
+    port = config["aks-model-serving:local"]["router_port"]
     try:
         cli("up", str(path))
+        minted = cli("token", str(path), "iris")
+        token = minted.stdout.strip()
+        assert "refresh_by" in minted.stderr
+        url = f"http://127.0.0.1:{port}/api/v1/service/iris/score"
+        assert httpx.post(url, json=SAMPLE, headers={"Authorization": f"Bearer {token}"}, timeout=30).status_code == 200
+        assert httpx.post(url, json=SAMPLE, headers={"Authorization": f"Bearer {token}x"}, timeout=30).status_code == 401
         assert len(scorer_pids(marker)) >= 4  # the router and a scorer per version
         assert "stopped" in cli("down", str(path)).stdout
         assert scorer_pids(marker) == []
