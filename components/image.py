@@ -257,6 +257,9 @@ class HashedImage(pulumi.ComponentResource):
     def __init__(self, name: str, args: HashedImageArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("aks-model-serving:index:HashedImage", name, None, opts)
         self._name, self._args = name, args
+        # The build is a child created later, inside an apply; it must wait for what this image
+        # waits for (an app image builds FROM the scorer image, so the scorer's push comes first).
+        self._depends_on = opts.depends_on if opts is not None else None
         self.tag = content_hash(args)
         repo = pulumi.Output.from_input(args.registry_login_server).apply(lambda server: f"{server}/{args.repository}")
         self.image_name = repo.apply(lambda r: f"{r}:{self.tag}")
@@ -282,6 +285,6 @@ class HashedImage(pulumi.ComponentResource):
                 platform=self._args.platform,
                 builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
             ),
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=self._depends_on),
         )
         return image.repo_digest

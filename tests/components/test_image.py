@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pulumi
 import pytest
 
 from components import image as image_module
@@ -201,6 +202,20 @@ def test_a_missing_tag_is_built_from_exactly_the_hashed_files_and_pushed(ctx):
     assert rec.outputs["ref"] == build.outputs["repoDigest"]
     assert rec.outputs["ref"].startswith(f"{LOGIN}/scorer@sha256:")
     assert ("registry:lookup", {"name": f"{LOGIN}/scorer:{tag}"}) in rec.calls
+
+
+def test_a_build_waits_for_what_its_image_depends_on(ctx):
+    """An app image builds FROM the scorer image: its build must wait for the scorer's push."""
+    def program():
+        base = HashedImage("scorer", args(ctx))
+        app = HashedImage("app", args(ctx, docker_steps="RUN true"), opts=pulumi.ResourceOptions(depends_on=[base]))
+        return {"ref": app.image_ref}
+
+    rec = run(program, mocks=AzureMocks())
+    builds = {b.name: b for b in rec.of_type("docker:index/image:Image")}
+    # depends_on a component means on its children: the scorer's build itself.
+    assert builds["scorer-build"].urn in builds["app-build"].dependencies
+    assert builds["scorer-build"].dependencies == []
 
 
 def test_a_tag_already_in_the_registry_is_reused_without_building(ctx):
