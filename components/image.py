@@ -70,6 +70,9 @@ class HashedImageArgs:
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     context_target: str = APP_ROOT
     platform: str = "linux/amd64"
+    # Top-level files or folders of the context the image is made of (all when empty), so
+    # that e.g. the router's tag does not change with the tests or the scorer's code.
+    include: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         sources = [self.dockerfile is not None, self.base_image is not None, self.base_dockerfile is not None]
@@ -152,10 +155,11 @@ def ignore_spec(context: Path) -> pathspec.PathSpec:
     return pathspec.GitIgnoreSpec.from_lines([])
 
 
-def context_files(context: str | Path) -> list[str]:
+def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]:
     """Relative POSIX paths of the context's files the image holds, sorted; ignored ones left out.
 
     `.git` is never part of a context. Symlinks count as links (their target), not followed.
+    With `include`, only those top-level files and folders count.
     """
     root = Path(context)
     spec = ignore_spec(root)
@@ -164,8 +168,10 @@ def context_files(context: str | Path) -> list[str]:
         rel_folder = Path(folder).relative_to(root).as_posix()
         prefix = "" if rel_folder == "." else rel_folder + "/"
         # Prune ignored folders (gitignore semantics: nothing below an excluded folder comes back).
-        dirs[:] = sorted(d for d in dirs if d != ".git" and not spec.match_file(f"{prefix}{d}/"))
-        found += [f"{prefix}{f}" for f in files if not spec.match_file(f"{prefix}{f}")]
+        dirs[:] = sorted(d for d in dirs if d != ".git" and not spec.match_file(f"{prefix}{d}/")
+                         and (prefix or not include or d in include))
+        found += [f"{prefix}{f}" for f in files if not spec.match_file(f"{prefix}{f}")
+                  and (prefix or not include or f in include)]
     return sorted(found)
 
 
@@ -186,7 +192,7 @@ def content_hash(args: HashedImageArgs) -> str:
     digest = hashlib.sha256()
     digest.update(f"{HASH_VERSION}\nplatform={args.platform}\ntarget={args.context_target}\n".encode())
     digest.update(render_dockerfile(args).encode())
-    for rel in context_files(context):
+    for rel in context_files(context, args.include):
         digest.update(f"\0{rel}\0{_file_digest(context / rel)}".encode())
     return digest.hexdigest()[:32]
 
@@ -196,7 +202,7 @@ def stage_context(args: HashedImageArgs, tag: str) -> Path:
     context = Path(args.context)
     stage = Path(tempfile.gettempdir()) / "aks-model-serving" / "images" / f"{args.repository.replace('/', '_')}-{tag}"
     shutil.rmtree(stage, ignore_errors=True)
-    for rel in context_files(context):
+    for rel in context_files(context, args.include):
         source, target = context / rel, stage / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_symlink():

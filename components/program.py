@@ -35,6 +35,8 @@ from components.workspace import Workspace, registry_name
 CONNECTIONS_SECRET = "workspace-connections"
 REPOSITORY = "aks-model-serving"
 DOCKERFILES = {"scorer": "scoring_image/Dockerfile", "router": "router_image/Dockerfile"}
+# What each image's Dockerfile copies from the project: its tag changes with these alone.
+IMAGE_FILES = {"scorer": ("pyproject.toml", "scoring_image"), "router": ("pyproject.toml", "router_image")}
 
 
 def build(stack: Stack) -> None:
@@ -117,7 +119,7 @@ def deployable_problems(stack: Stack) -> list[str]:
 def _image(name: str, stack: Stack, workspace: Workspace, dockerfile: str) -> HashedImage:
     return HashedImage(f"{name}-image", HashedImageArgs(
         repository=f"{REPOSITORY}/{name}", registry_login_server=workspace.registry_login_server,
-        context=stack.project_dir, dockerfile=stack.project_dir / dockerfile))
+        context=stack.project_dir, dockerfile=stack.project_dir / dockerfile, include=IMAGE_FILES[name]))
 
 
 class _AppImages:

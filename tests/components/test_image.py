@@ -260,3 +260,17 @@ def test_docker_lookup_returns_the_digest_of_a_known_tag_and_none_for_a_missing_
         assert loop.run_until_complete(image_module.docker_registry_digest(f"{LOGIN}/scorer:missing")) is None
     finally:
         loop.close()
+
+
+def test_include_limits_the_image_to_its_own_files(ctx):
+    """The router's tag must not change when the tests (or another image's code) change."""
+    (ctx / "pkg" / "__pycache__").mkdir()
+    (ctx / "pkg" / "__pycache__" / "util.pyc").write_text("compiled")
+    (ctx / ".gitignore").write_text("*.log\ncache/\n__pycache__/\n")
+    a = args(ctx, include=("pkg",))
+    assert context_files(ctx, a.include) == ["pkg/util.py"]
+    before = content_hash(a)
+    (ctx / "score.py").write_text("def init(): pass\ndef run(raw): return 1\n")
+    assert content_hash(a) == before
+    (ctx / "pkg" / "util.py").write_text("X = 2\n")
+    assert content_hash(a) != before
