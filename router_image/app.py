@@ -5,7 +5,7 @@ Routes:
   POST /api/v1/service/<name>/score      GET /api/v1/service/<name>/swagger.json
   POST /api/v1/endpoint/<name>/score     GET /api/v1/endpoint/<name>/swagger.json
   GET /healthz (process up)  GET /readyz (every version has a ready replica; JSON status)
-  GET /metrics (Prometheus)
+  GET /metrics (Prometheus)  GET /internal/load (in-flight + queued per deployment, for the scaling leader)
 The configuration file is re-read when it changes: routes are swapped whole, pools are kept by
 deployment, so a new version or a new split drops no request.
 """
@@ -151,18 +151,28 @@ class Router:
             pool.set_addresses(addresses)
 
     async def _autoscale(self) -> None:
+        """Only the backend's leader scales, on the demand of every router pod; a new leader
+        starts from the Deployments' counts."""
         last: dict[int, float] = {}
+        was_leader = False
         while True:
             await asyncio.sleep(SAMPLE_S)
             now = time.monotonic()
+            leader = self.backend.is_leader
+            if leader and not was_leader:
+                for r in list(self.routes.values()):
+                    for v in r.versions.values():
+                        if v.autoscaler is not None:
+                            v.autoscaler.resume(self.backend.replicas(v.config.deployment) or v.autoscaler.current)
+            was_leader = leader
             for r in list(self.routes.values()):
                 for v in r.versions.values():
                     metrics.QUEUED.labels(*v.labels).set(v.pool.queued)
                     metrics.REPLICAS.labels(*v.labels).set(v.pool.ready)
                     s = v.autoscaler
-                    if s is None:
+                    if s is None or not leader:
                         continue
-                    s.sample()
+                    s.sample(self.backend.remote_demand(v.config.deployment))
                     if now - last.get(id(s), 0) < s.config.refresh_seconds:
                         continue
                     last[id(s)] = now
@@ -210,6 +220,8 @@ class Router:
             elif path == "/readyz":
                 status = self.status()
                 await _json(send, 200 if status["ready"] else 503, status)
+            elif path == "/internal/load":
+                await _json(send, 200, self.load())
             elif path == "/metrics":
                 await _respond(send, 200, generate_latest(metrics.REGISTRY), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
             else:
@@ -232,6 +244,10 @@ class Router:
                 await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    def load(self) -> dict[str, int]:
+        """In-flight + queued requests per deployment: what the scaling leader adds to its own demand."""
+        return {d: p.busy_slots + p.queued for d, p in self.pools.items()}
 
     def status(self) -> dict[str, Any]:
         routes = []

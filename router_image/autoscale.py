@@ -36,14 +36,22 @@ class Autoscaler:
     config: AutoscaleConfig
     pool: ReplicaPool
     current: int
-    _samples: list[int] = field(default_factory=list)
+    _samples: list[float] = field(default_factory=list)
     _window: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
     _below_since: float | None = None
     _last_decision: float = 0.0
     utilization: float = 0.0
 
-    def sample(self) -> None:
-        self._samples.append(self.pool.busy_slots + self.pool.queued)
+    def sample(self, remote: float = 0.0) -> None:
+        """`remote`: the demand other router pods see for this version (kubernetes backend's leader)."""
+        self._samples.append(self.pool.busy_slots + self.pool.queued + remote)
+
+    def resume(self, current: int) -> None:
+        """Scaling starts (again) here: from the actual count, with no history from before."""
+        self.current = current
+        self._samples.clear()
+        self._window.clear()
+        self._below_since = None
 
     def desired_for(self, demand: float) -> int:
         per_replica = self.pool.slots_per_replica * self.config.target_utilization / 100

@@ -14,6 +14,9 @@ ReadyCallback = Callable[[str, list[str]], None]
 
 
 class Backend(Protocol):
+    # Only the leader scales: always the lone local router; the Lease holder among router pods.
+    is_leader: bool
+
     async def start(self, on_ready: ReadyCallback) -> None: ...
 
     async def apply(self, versions: list[VersionConfig]) -> None:
@@ -23,6 +26,9 @@ class Backend(Protocol):
 
     def replicas(self, deployment: str) -> int:
         """The count it is working towards (ready or not)."""
+
+    def remote_demand(self, deployment: str) -> float:
+        """In-flight + queued requests for this deployment at the other router pods (0 when alone)."""
 
     async def probe(self, address: str) -> bool:
         """Is an ejected replica healthy again?"""

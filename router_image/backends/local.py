@@ -59,6 +59,8 @@ class _Version:
 
 
 class LocalBackend:
+    is_leader = True  # the only router
+
     def __init__(self, config: RouterConfig):
         self._versions: dict[str, _Version] = {}
         self._on_ready: ReadyCallback = lambda d, a: None
@@ -100,6 +102,9 @@ class LocalBackend:
     def replicas(self, deployment: str) -> int:
         v = self._versions.get(deployment)
         return v.desired if v else 0
+
+    def remote_demand(self, deployment: str) -> float:
+        return 0.0
 
     def _converge(self, v: _Version) -> None:
         while len(v.replicas) < v.desired:
