@@ -25,7 +25,6 @@ from scoring_image.readiness import Board
 from scoring_image.runner import Abandoned, Runner, RunTimeout
 
 log = logging.getLogger("scoring_image")
-access = logging.getLogger("scoring_image.access")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -68,6 +67,7 @@ class ScoringApp:
         stats: metrics.Recorder,
         spool: Spool | None,
         recycle: Callable[[], None],
+        access_log: logs.AccessLog | None,
     ) -> None:
         self._settings = settings
         self._runner = runner
@@ -76,7 +76,7 @@ class ScoringApp:
         self._spool = spool
         self._recycle = recycle
         self._timeout_s = settings.scoring_timeout_ms / 1000
-        self._access_log = settings.access_log
+        self._access_log = access_log
         self.script: EntryScript | None = None
         self.not_ready = "init() has not finished"
 
@@ -137,9 +137,8 @@ class ScoringApp:
             (b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms)], result.body)
         elapsed = time.perf_counter() - started
         self._metrics.observe(result.status, elapsed)
-        if self._access_log:
-            access.info("%s /score %d", scope["method"], result.status,
-                        extra={"fields": {"status": result.status, "duration_ms": round(elapsed * 1000, 3)}})
+        if self._access_log is not None:
+            self._access_log.write(request_id, scope["method"], result.status, round(elapsed * 1000, 3))
 
     async def _scored(self, scope: Scope, receive: Receive, content_type: bytes | None, length: int, request_id: str) -> _Result:
         method = scope["method"]

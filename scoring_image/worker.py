@@ -69,7 +69,8 @@ async def _serve(
             server.should_exit = True
 
     recorder = metrics.Recorder(metrics_dir)
-    app = ScoringApp(settings, runner, board, recorder, spool, recycle)
+    access_log = logs.AccessLog(loop, str(index)) if settings.access_log else None
+    app = ScoringApp(settings, runner, board, recorder, spool, recycle, access_log)
     board.publish(index, "starting")
     init = runner.submit(app.initialize, None)
     init.add_done_callback(lambda f: _initialized(f, app, board, index))
@@ -84,6 +85,7 @@ async def _serve(
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # the router in front sets no X-Forwarded-For we would use
         timeout_keep_alive=int(settings.keep_alive_seconds),
         timeout_graceful_shutdown=max(1, settings.scoring_timeout_ms // 1000),
     ))
