@@ -75,7 +75,6 @@ class ScoringApp:
         self._metrics = stats
         self._spool = spool
         self._recycle = recycle
-        self._timeout_s = settings.scoring_timeout_ms / 1000
         self._access_log = access_log
         self.script: EntryScript | None = None
         self.not_ready = "init() has not finished"
@@ -174,7 +173,7 @@ class ScoringApp:
             call = _json_call(script, payload, headers)
 
         try:
-            result: _Result = await self._runner.submit(call, self._timeout_s)
+            result: _Result = await self._runner.submit(call)
         except RunTimeout:
             log.error("run() overran scoring_timeout_ms=%d; recycling this worker", self._settings.scoring_timeout_ms)
             self._recycle()

@@ -2,7 +2,8 @@
 
 One thread per worker process, as Azure ML runs one request at a time per worker: entry
 scripts keep their model in globals and are not written to be thread-safe.  Each job has a
-deadline kept by the event loop (a timer, not a task: cheap per request).  When one passes,
+deadline: every job gets the same timeout, so deadlines come in submission order and one
+periodic sweep of the oldest ones enforces them (a timer per request costs more).  When one passes,
 the caller answers 504; a thread cannot be stopped, so the worker process is recycled, and
 `abandon()` fails the jobs still queued behind the stuck one at once instead of at their
 own deadlines.
@@ -11,8 +12,10 @@ own deadlines.
 from __future__ import annotations
 
 import asyncio
+import collections
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -27,25 +30,30 @@ class Abandoned(Exception):
     """The worker is being recycled; the job never started."""
 
 
-_Job = tuple[Callable[[], Any], asyncio.Future[Any], "asyncio.TimerHandle | None", "str | None"]
+_Job = tuple[Callable[[], Any], asyncio.Future[Any], "str | None"]
 
 
 class Runner:
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
         self._loop = loop
+        self._timeout_s = timeout_s
+        self._sweep_s = min(timeout_s / 20, 0.1)
+        self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
         self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._abandoned = False
         self._thread = threading.Thread(target=self._work, name="run", daemon=True)
         self._thread.start()
+        loop.call_later(self._sweep_s, self._sweep)
 
-    def submit(self, fn: Callable[[], Any], timeout_s: float | None) -> asyncio.Future[Any]:
-        """Queue `fn` for the run thread; the future fails with RunTimeout after `timeout_s`."""
+    def submit(self, fn: Callable[[], Any], bounded: bool = True) -> asyncio.Future[Any]:
+        """Queue `fn` for the run thread; a bounded job's future fails with RunTimeout after the timeout."""
         future: asyncio.Future[Any] = self._loop.create_future()
         if self._abandoned:
             future.set_exception(Abandoned())
             return future
-        timer = None if timeout_s is None else self._loop.call_later(timeout_s, _expire, future)
-        self._jobs.put((fn, future, timer, logs.request_id.get()))
+        if bounded:
+            self._deadlines.append((time.monotonic() + self._timeout_s, future))
+        self._jobs.put((fn, future, logs.request_id.get()))
         return future
 
     def abandon(self) -> None:
@@ -59,30 +67,32 @@ class Runner:
             if not job[1].done():
                 job[1].set_exception(Abandoned())
 
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+            _, future = deadlines.popleft()
+            if not future.done():
+                future.set_exception(RunTimeout())
+        self._loop.call_later(self._sweep_s, self._sweep)
+
     def _work(self) -> None:
         while True:
-            fn, future, timer, rid = self._jobs.get()
+            fn, future, rid = self._jobs.get()
             if future.done():  # expired while queued
                 continue
             logs.request_id.set(rid)
             try:
                 result = fn()
             except BaseException as exc:  # noqa: BLE001 - handed to the request that asked
-                self._loop.call_soon_threadsafe(_settle, future, timer, None, exc)
+                self._loop.call_soon_threadsafe(_settle, future, None, exc)
             else:
-                self._loop.call_soon_threadsafe(_settle, future, timer, result, None)
+                self._loop.call_soon_threadsafe(_settle, future, result, None)
             finally:
                 logs.request_id.set(None)
 
 
-def _expire(future: asyncio.Future[Any]) -> None:
-    if not future.done():
-        future.set_exception(RunTimeout())
-
-
-def _settle(future: asyncio.Future[Any], timer: asyncio.TimerHandle | None, result: Any, exc: BaseException | None) -> None:
-    if timer is not None:
-        timer.cancel()
+def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
     if future.done():
         return
     if exc is None:

@@ -58,7 +58,7 @@ async def _serve(
     settings: ScorerSettings, sock: socket.socket, index: int, board: Board, metrics_dir: Path, defer: bool
 ) -> None:
     loop = asyncio.get_running_loop()
-    runner = Runner(loop)
+    runner = Runner(loop, settings.scoring_timeout_ms / 1000)
     spool = Spool(Path(settings.data_collection_spool_dir)) if settings.data_collection_enabled else None
     server: uvicorn.Server | None = None
 
@@ -72,7 +72,7 @@ async def _serve(
     access_log = logs.AccessLog(loop, str(index)) if settings.access_log else None
     app = ScoringApp(settings, runner, board, recorder, spool, recycle, access_log)
     board.publish(index, "starting")
-    init = runner.submit(app.initialize, None)
+    init = runner.submit(app.initialize, bounded=False)
     init.add_done_callback(lambda f: _initialized(f, app, board, index))
     if defer:
         await asyncio.wait([init])
