@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     tls = {"ssl_certfile": config.tls.cert_file, "ssl_keyfile": config.tls.key_file} if config.tls else {}
     uvicorn.run(router, host=args.host or config.host, port=args.port if args.port is not None else config.port,
                 loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None,
-                timeout_keep_alive=65, **tls)
+                # The replica's Date and Server headers pass through; no X-Forwarded-* rewriting (no middleware).
+                server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=65, **tls)
     return 0
 
 

@@ -13,6 +13,8 @@ import asyncio
 import collections
 from dataclasses import dataclass, field
 
+from router_image.upstream import ReplicaConnections
+
 
 class QueueTimeout(Exception):
     """No slot freed up within max_request_wait_time."""
@@ -24,13 +26,14 @@ class NoReplicas(Exception):
 
 @dataclass(eq=False)
 class Replica:
-    address: str  # host:port
+    address: str  # host:port ([v6]:port)
     in_flight: int = 0
     ejected: bool = False
+    connections: ReplicaConnections = field(init=False)
 
-    @property
-    def url(self) -> str:
-        return f"http://{self.address}"
+    def __post_init__(self) -> None:
+        host, _, port = self.address.rpartition(":")
+        self.connections = ReplicaConnections(host.strip("[]"), int(port))
 
 
 @dataclass
@@ -40,6 +43,11 @@ class ReplicaPool:
     replicas: dict[str, Replica] = field(default_factory=dict)
     _waiters: collections.deque[asyncio.Future[Replica]] = field(default_factory=collections.deque)
 
+    def configure(self, slots_per_replica: int, max_wait_s: float) -> None:
+        """A reloaded config's limits; more slots may let waiting requests go at once."""
+        self.slots_per_replica, self.max_wait_s = slots_per_replica, max_wait_s
+        self._wake()
+
     # ------------------------------------------------------------ membership
 
     def set_addresses(self, addresses: list[str]) -> None:
@@ -47,7 +55,7 @@ class ReplicaPool:
         wanted = set(addresses)
         for address in list(self.replicas):
             if address not in wanted:
-                del self.replicas[address]
+                self.replicas.pop(address).connections.close()
         for address in addresses:
             self.replicas.setdefault(address, Replica(address))
         self._wake()
@@ -70,33 +78,34 @@ class ReplicaPool:
                 best = r
         return best
 
-    async def acquire(self, exclude: Replica | None = None) -> Replica:
+    async def acquire(self) -> Replica:
         """A slot on the least busy replica, waiting in line when every slot is taken."""
         if not self._waiters:
             replica = self._free()
-            if replica is not None and replica is not exclude:
+            if replica is not None:
                 replica.in_flight += 1
                 return replica
-        if not any(not r.ejected for r in self.replicas.values()) and self.max_wait_s <= 0:
-            raise NoReplicas()
-        waiter: asyncio.Future[Replica] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Replica] = loop.create_future()
         self._waiters.append(waiter)
+        timer = loop.call_later(self.max_wait_s, self._expire, waiter)
         try:
-            return await asyncio.wait_for(asyncio.shield(waiter), self.max_wait_s)
-        except asyncio.TimeoutError:
-            if waiter.done() and not waiter.cancelled():
-                # Handed a slot just as time ran out: give it back to the next in line.
+            return await waiter
+        except asyncio.CancelledError:
+            # The client went away; a slot handed over in that same instant goes to the next in line.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.release(waiter.result())
-            else:
-                waiter.cancel()
-            if not any(not r.ejected for r in self.replicas.values()):
-                raise NoReplicas() from None
-            raise QueueTimeout() from None
+            raise
         finally:
+            timer.cancel()
             try:
                 self._waiters.remove(waiter)
             except ValueError:
                 pass
+
+    def _expire(self, waiter: asyncio.Future[Replica]) -> None:
+        if not waiter.done():
+            waiter.set_exception(QueueTimeout() if self.ready else NoReplicas())
 
     def release(self, replica: Replica) -> None:
         replica.in_flight -= 1

@@ -18,10 +18,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import aiohttp
-
 from router_image.backends import ReadyCallback
 from router_image.config import RouterConfig, VersionConfig
+from router_image.upstream import is_ready
 
 log = logging.getLogger("router.local")
 PR_SET_PDEATHSIG = 1
@@ -64,13 +63,11 @@ class LocalBackend:
     def __init__(self, config: RouterConfig):
         self._versions: dict[str, _Version] = {}
         self._on_ready: ReadyCallback = lambda d, a: None
-        self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task | None = None
         self._autoscale = config.autoscale_enabled
 
     async def start(self, on_ready: ReadyCallback) -> None:
         self._on_ready = on_ready
-        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1))
         self._task = asyncio.create_task(self._watch())
 
     def _initial(self, v: VersionConfig) -> int:
@@ -144,12 +141,8 @@ class LocalBackend:
         self._on_ready(v.config.deployment, [r.address for r in v.replicas if r.ready])
 
     async def probe(self, address: str) -> bool:
-        assert self._session is not None
-        try:
-            async with self._session.get(f"http://{address}/ready") as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            return False
+        host, _, port = address.rpartition(":")
+        return await is_ready(host, int(port))
 
     async def _watch(self) -> None:
         """Readiness of new replicas, and replacement of replicas that exited."""
@@ -178,8 +171,6 @@ class LocalBackend:
                 r.process.terminate()
         await asyncio.gather(*(asyncio.to_thread(_reap, r.process) for r in replicas))
         self._versions.clear()
-        if self._session:
-            await self._session.close()
 
 
 def _reap(process: subprocess.Popen, grace_s: float = 10) -> None:

@@ -1,0 +1,103 @@
+"""RouteTable: the config's routes as the request path needs them, rebuilt on every reload.
+
+A rebuild keeps each deployment's ReplicaPool and Autoscaler (its in-flight counts, queue and
+scaling history), so a new version or a new traffic split takes effect for the next request
+while requests already in flight finish where they are: a reload drops nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client.metrics import Counter, Histogram
+
+from router_image import metrics
+from router_image.autoscale import Autoscaler
+from router_image.config import RouteConfig, RouterConfig, VersionConfig
+from router_image.pool import ReplicaPool
+from router_image.traffic import TrafficSplit
+
+
+@dataclass
+class VersionState:
+    config: VersionConfig
+    pool: ReplicaPool
+    labels: tuple[str, str, str, str]  # kind, route, version, role (metrics.LABELS)
+    autoscaler: Autoscaler | None  # shared by the versions of one deployment; None: fixed replicas
+    latency: Histogram = field(init=False)
+    _requests: dict[int, Counter] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.latency = metrics.LATENCY.labels(*self.labels)
+
+    def count(self, status: int) -> None:
+        """One answered request (label lookups cached: this runs per request)."""
+        counter = self._requests.get(status)
+        if counter is None:
+            counter = self._requests[status] = metrics.REQUESTS.labels(*self.labels, str(status))
+        counter.inc()
+
+
+@dataclass
+class RouteState:
+    config: RouteConfig
+    split: TrafficSplit
+    versions: dict[str, VersionState]
+
+    @property
+    def default(self) -> VersionState:
+        return self.versions[self.split.default]
+
+
+def _role(route: RouteConfig, v: VersionConfig) -> str:
+    if route.kind == "service":
+        return "service"
+    return "control" if v.is_control else "treatment"
+
+
+@dataclass
+class RouteTable:
+    config: RouterConfig
+    routes: dict[tuple[str, str], RouteState]
+    pools: dict[str, ReplicaPool]  # by deployment
+    autoscalers: dict[str, Autoscaler]  # by deployment; none when replicas are fixed
+
+    @classmethod
+    def build(cls, config: RouterConfig, previous: RouteTable | None = None,
+              replicas: dict[str, int] | None = None) -> RouteTable:
+        """Route states for `config`, reusing `previous` pools and autoscalers by deployment.
+
+        `replicas` is what the backend currently runs, the count a new autoscaler starts from.
+        """
+        old_pools = previous.pools if previous else {}
+        old_scalers = previous.autoscalers if previous else {}
+        replicas = replicas or {}
+        routes: dict[tuple[str, str], RouteState] = {}
+        pools: dict[str, ReplicaPool] = {}
+        scalers: dict[str, Autoscaler] = {}
+        for route in config.routes:
+            versions = {}
+            for v in route.versions:
+                pool = pools.get(v.deployment) or old_pools.get(v.deployment) or ReplicaPool()
+                pool.configure(v.replica_max_concurrent_requests, v.max_request_wait_time_ms / 1000)
+                pools[v.deployment] = pool
+                if config.autoscale_enabled and v.autoscale.enabled and v.deployment not in scalers:
+                    scaler = old_scalers.get(v.deployment)
+                    if scaler is None:
+                        start = replicas.get(v.deployment, v.autoscale.min_replicas)
+                        scaler = Autoscaler(v.autoscale, v.replica_max_concurrent_requests, start)
+                    scaler.config = v.autoscale
+                    scaler.slots_per_replica = v.replica_max_concurrent_requests
+                    scalers[v.deployment] = scaler
+                versions[v.name] = VersionState(v, pool, (route.kind, route.name, v.name, _role(route, v)),
+                                                scalers.get(v.deployment))
+            split = TrafficSplit.of([(v.name, v.traffic_percentile, v.is_default) for v in route.versions])
+            routes[(route.kind, route.name)] = RouteState(route, split, versions)
+        return cls(config, routes, pools, scalers)
+
+    def versions(self) -> list[VersionConfig]:
+        return [v for r in self.config.routes for v in r.versions]
+
+    def demand(self) -> dict[str, int]:
+        """Requests in flight or queued per deployment: what this router adds to the autoscaler's view."""
+        return {d: p.busy_slots + p.queued for d, p in self.pools.items()}
