@@ -138,6 +138,8 @@ def configure(level: str, worker: str, capture_print: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The Azure SDK logs each HTTP call of the exporters at INFO: noise, and exported in turn.
+    logging.getLogger("azure").setLevel(max(logging.WARNING, root.level))
     if capture_print:
         sys.stdout = _PrintToLog(logging.getLogger("entry_script"), logging.INFO)
         sys.stderr = _PrintToLog(logging.getLogger("entry_script"), logging.WARNING)

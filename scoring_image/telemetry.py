@@ -17,5 +17,8 @@ def instrument(app: Any, settings: ScorerSettings) -> Any:
     from azure.monitor.opentelemetry import configure_azure_monitor
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    configure_azure_monitor(connection_string=settings.appinsights_connection_string.get_secret_value())
+    configure_azure_monitor(
+        connection_string=settings.appinsights_connection_string.get_secret_value(),
+        enable_live_metrics=False,  # a live stream per worker process; metrics come from /metrics
+    )
     return OpenTelemetryMiddleware(app)

@@ -1,0 +1,62 @@
+"""Application Insights: request telemetry leaves when the connection string is set, none otherwise."""
+
+from __future__ import annotations
+
+import gzip
+import time
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from scorer_helpers import StartScorer, wait_until
+
+
+@pytest.fixture
+def ingestion() -> Iterator[tuple[str, list[bytes]]]:
+    """A stand-in for the Application Insights ingestion endpoint that keeps what it receives."""
+    received: list[bytes] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = self.rfile.read(int(self.headers["content-length"]))
+            received.append(gzip.decompress(body) if self.headers.get("content-encoding") == "gzip" else body)
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"itemsReceived": 1, "itemsAccepted": 1, "errors": []}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_requests_are_traced_to_application_insights(start_scorer: StartScorer, ingestion: tuple[str, list[bytes]]) -> None:
+    endpoint, received = ingestion
+    server = start_scorer("sum_rows.py", env={
+        "APPLICATIONINSIGHTS_CONNECTION_STRING":
+            f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={endpoint}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+    })
+
+    def traced() -> bool:
+        # The default sampler is rate-limited (a few traces a second): keep asking until one is kept.
+        assert server.post(json={"data": [[1, 2]]}).json()["sums"] == [3]
+        time.sleep(0.2)
+        return any(b"RequestData" in body and b"/score" in body for body in received)
+
+    wait_until(traced, 30, "a request envelope at the ingestion endpoint")
+
+
+def test_no_connection_string_no_exporter(start_scorer: StartScorer) -> None:
+    server = start_scorer("sum_rows.py")
+    assert server.post(json={"data": [[1]]}).status_code == 200
+    assert not any("azure.monitor" in str(line.get("logger")) for line in server.logs())
