@@ -9,6 +9,7 @@ import pytest
 
 from router_image.app import Router
 from router_image.config import AutoscaleConfig, RouteConfig, RouterConfig, VersionConfig
+from stub_api import until
 
 pytestmark = pytest.mark.anyio
 
@@ -51,12 +52,6 @@ def _config() -> RouterConfig:
     return RouterConfig(routes=[RouteConfig(kind="service", name="iris", versions=[version])])
 
 
-async def _until(check, timeout: float = 3.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
-
-
 async def test_only_the_leader_scales_on_the_peers_demand() -> None:
     backend = FakeBackend()
     backend.remote = 3.0  # 3 requests at other pods, 1 slot each at 50% target -> 6 replicas
@@ -67,7 +62,7 @@ async def test_only_the_leader_scales_on_the_peers_demand() -> None:
         assert backend.scaled == []  # a follower never scales
         backend.count = 2  # the Deployment's count when leadership arrives
         backend.is_leader = True
-        await _until(lambda: backend.scaled)
+        await until(lambda: backend.scaled)
         assert backend.scaled[0] == ("iris", 6)
         assert router.routes[("service", "iris")].versions["v1"].autoscaler.current == 6
     finally:

@@ -1,0 +1,415 @@
+"""The `kubernetes` backend: replicas are a Deployment's pods, seen through EndpointSlices.
+
+- Ready addresses: each version's headless Service (named like its Deployment) has EndpointSlices
+  labelled `kubernetes.io/service-name=<deployment>`. They are listed, then watched from the
+  list's resourceVersion (listed again when the API says 410 Gone), and every change is pushed to
+  the router as `<ip>:<scorer_port>` of the endpoints whose `ready` condition holds.
+- Scaling: a merge patch of `deployments/<name>/scale`, nothing more (the Role allows no more).
+- Several router pods find each other in the EndpointSlices of the peers' headless Service. The
+  holder of a coordination.k8s.io Lease is the only one that scales; it adds the in-flight +
+  queued counts every other pod serves at `/internal/load` to its own demand.
+
+The API is called with aiohttp, the router's own HTTP client: no blocking call, no thread, and
+tests point `ApiAccess` at a stub server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from router_image.backends import ReadyCallback
+from router_image.config import RouterConfig, VersionConfig
+
+log = logging.getLogger("router.kubernetes")
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+SERVICE_LABEL = "kubernetes.io/service-name"
+MERGE_PATCH = "application/merge-patch+json"
+TOKEN_REREAD_S = 60  # projected service account tokens rotate; the kubelet rewrites the file
+WATCH_S = 300  # the API server ends each watch after this; it is resumed from the last resourceVersion
+RETRY_S = 1.0
+PEER_TIMEOUT_S = 0.5
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+
+
+class _Gone(Exception):
+    """The watch's resourceVersion is too old: list again."""
+
+
+@dataclass(frozen=True)
+class ApiAccess:
+    """Where the API server is and how to authenticate: in-cluster by default, a stub in tests."""
+
+    base_url: str
+    token_file: str | None = None
+    ca_file: str | None = None
+
+    @classmethod
+    def in_cluster(cls) -> ApiAccess:
+        host = os.environ["KUBERNETES_SERVICE_HOST"]
+        port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+        if ":" in host:
+            host = f"[{host}]"
+        return cls(f"https://{host}:{port}", str(SERVICE_ACCOUNT / "token"), str(SERVICE_ACCOUNT / "ca.crt"))
+
+
+class Api:
+    """JSON over HTTP to the API server with the service account's bearer token."""
+
+    def __init__(self, access: ApiAccess):
+        self._access = access
+        context = ssl.create_default_context(cafile=access.ca_file) if access.ca_file else None
+        # Watch events carry whole EndpointSlices (up to 100 endpoints): allow long lines.
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context) if context else None,
+                                              read_bufsize=1 << 20)
+        self._token = ""
+        self._token_read = float("-inf")
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        if self._access.token_file and time.monotonic() - self._token_read > TOKEN_REREAD_S:
+            self._token = Path(self._access.token_file).read_text().strip()
+            self._token_read = time.monotonic()
+        headers = {"Accept": "application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        return headers
+
+    async def call(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
+                   params: dict[str, str] | None = None, ok: tuple[int, ...] = (200, 201)) -> tuple[int, Any]:
+        """(status, JSON body); a status outside `ok` raises ApiError."""
+        data = None if body is None else json.dumps(body)
+        async with self._session.request(method, self._access.base_url + path, data=data, params=params,
+                                         headers=self._headers(content_type if data else None),
+                                         timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            text = await resp.text()
+            if resp.status not in ok:
+                raise ApiError(resp.status, text[:300])
+            return resp.status, json.loads(text) if text else {}
+
+    async def watch(self, path: str, params: dict[str, str]):
+        """The events of a watch, one dict per line, until the server ends the stream."""
+        params = {**params, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_S)}
+        async with self._session.get(self._access.base_url + path, params=params, headers=self._headers(),
+                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=WATCH_S + 30)) as resp:
+            if resp.status == 410:
+                raise _Gone()
+            if resp.status != 200:
+                raise ApiError(resp.status, (await resp.text())[:300])
+            async for line in resp.content:
+                if line.strip():
+                    yield json.loads(line)
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+class SliceWatch:
+    """One Service's EndpointSlices, kept current by list + watch; `on_change` after every change."""
+
+    def __init__(self, api: Api, namespace: str, service: str, on_change: Callable[[], None]):
+        self.slices: dict[str, dict] = {}
+        self._api, self._on_change = api, on_change
+        self._path = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+        self._selector = {"labelSelector": f"{SERVICE_LABEL}={service}"}
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                _, listing = await self._api.call("GET", self._path, params=self._selector)
+                self.slices = {s["metadata"]["name"]: s for s in listing.get("items") or []}
+                self._on_change()
+                version = listing["metadata"]["resourceVersion"]
+                while True:
+                    version = await self._follow(version)
+            except _Gone:
+                log.info("endpointslices %s: watch expired (410), listing again", self._selector["labelSelector"])
+            except (aiohttp.ClientError, ApiError, TimeoutError, ValueError, KeyError) as exc:
+                log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], exc)
+                await asyncio.sleep(RETRY_S)
+
+    async def _follow(self, version: str) -> str:
+        """One watch from `version`; returns the resourceVersion to resume from."""
+        # aclosing: leaving the loop early (410) closes the stream now, not when collected.
+        async with contextlib.aclosing(self._api.watch(self._path, {**self._selector, "resourceVersion": version})) as events:
+            async for event in events:
+                kind, obj = event["type"], event["object"]
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _Gone()
+                    raise ApiError(obj.get("code", 500), obj.get("message", ""))
+                version = obj["metadata"]["resourceVersion"]
+                if kind == "BOOKMARK":
+                    continue
+                if kind == "DELETED":
+                    self.slices.pop(obj["metadata"]["name"], None)
+                else:
+                    self.slices[obj["metadata"]["name"]] = obj
+                self._on_change()
+        return version
+
+    async def stop(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+def addresses(slices: list[dict], port: int, *, ready_only: bool = True, exclude_pod: str | None = None) -> list[str]:
+    """`<ip>:<port>` of each pod in `slices`, once (a dual-stack pod appears in an IPv4 and an IPv6
+    slice; IPv4 wins). An absent `ready` condition means unknown, which the API says to treat as ready."""
+    found: dict[str, str] = {}
+    for s in sorted(slices, key=lambda s: (s.get("addressType") != "IPv4", s["metadata"]["name"])):
+        if s.get("addressType") not in ("IPv4", "IPv6"):
+            continue
+        for endpoint in s.get("endpoints") or []:
+            ips = endpoint.get("addresses") or []
+            if not ips or (ready_only and (endpoint.get("conditions") or {}).get("ready") is False):
+                continue
+            pod = (endpoint.get("targetRef") or {}).get("name") or ips[0]
+            if pod != exclude_pod:
+                found.setdefault(pod, f"[{ips[0]}]:{port}" if ":" in ips[0] else f"{ips[0]}:{port}")
+    return sorted(found.values())
+
+
+def _now() -> str:
+    """A MicroTime, as Lease times are written."""
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class KubernetesBackend:
+    """Replicas, scaling and leadership through the Kubernetes API of `config.namespace`."""
+
+    def __init__(self, config: RouterConfig, access: ApiAccess | None = None, identity: str | None = None, *,
+                 lease_duration_s: int = 15, renew_every_s: float = 2.0, peer_poll_s: float = 0.5):
+        self.is_leader = False
+        self.identity = identity or os.environ.get("POD_NAME") or socket.gethostname()
+        self._config = config
+        self._access = access or ApiAccess.in_cluster()
+        self._ns = config.namespace
+        self._lease_s, self._renew_s, self._peer_poll_s = lease_duration_s, renew_every_s, peer_poll_s
+        self._on_ready: ReadyCallback = lambda d, a: None
+        self._versions: dict[str, VersionConfig] = {}
+        self._watches: dict[str, SliceWatch] = {}
+        self._published: dict[str, list[str]] = {}
+        self._replicas: dict[str, int] = {}
+        self._remote: dict[str, float] = {}
+        self._peers: SliceWatch | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._observed: tuple | None = None  # the Lease record last seen, and when (local clock: no skew)
+        self._observed_at = 0.0
+        self._renewed_at = 0.0
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def start(self, on_ready: ReadyCallback) -> None:
+        self._on_ready = on_ready
+        self._api = Api(self._access)
+        # Peers and probes get a session of their own: the API token never leaves for a pod.
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
+        if self._config.peers is None:
+            self.is_leader = True  # a lone router
+            return
+        self._peers = SliceWatch(self._api, self._ns, self._config.peers.service, lambda: None)
+        self._tasks = [asyncio.create_task(self._lead()), asyncio.create_task(self._poll_peers())]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for watch in [*self._watches.values(), *([self._peers] if self._peers else [])]:
+            await watch.stop()
+        self._watches.clear()
+        if self.is_leader and self._config.peers is not None:
+            await self._release()
+        self.is_leader = False
+        await self._http.close()
+        await self._api.close()
+
+    # ------------------------------------------------------------ replicas
+
+    async def apply(self, versions: list[VersionConfig]) -> None:
+        wanted = {v.deployment: v for v in versions}
+        for name in [n for n in self._watches if n not in wanted]:
+            await self._watches.pop(name).stop()
+            self._versions.pop(name, None)
+            self._replicas.pop(name, None)
+            self._published.pop(name, None)
+            self._on_ready(name, [])
+        for name, v in wanted.items():
+            self._versions[name] = v
+            if name in self._watches:
+                self._publish(name)  # the scorer port may have changed
+                continue
+            self._watches[name] = SliceWatch(self._api, self._ns, name, lambda name=name: self._publish(name))
+            await self._read_scale(name)
+
+    def _publish(self, deployment: str) -> None:
+        watch, version = self._watches.get(deployment), self._versions.get(deployment)
+        if watch is None or version is None:
+            return
+        ready = addresses(list(watch.slices.values()), version.scorer_port)
+        if ready != self._published.get(deployment):
+            self._published[deployment] = ready
+            self._on_ready(deployment, ready)
+
+    def _scale_path(self, deployment: str) -> str:
+        return f"/apis/apps/v1/namespaces/{self._ns}/deployments/{deployment}/scale"
+
+    async def _read_scale(self, deployment: str) -> None:
+        try:
+            _, scale = await self._api.call("GET", self._scale_path(deployment))
+            self._replicas[deployment] = int((scale.get("spec") or {}).get("replicas") or 0)
+        except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
+            log.warning("deployment %s: scale not read: %s", deployment, exc)
+
+    async def scale(self, deployment: str, replicas: int) -> None:
+        """A failed patch is logged, not raised: the autoscaler decides again next period."""
+        if not self.is_leader:
+            log.warning("deployment %s: not the scaling leader, %d replicas not applied", deployment, replicas)
+            return
+        try:
+            _, scale = await self._api.call("PATCH", self._scale_path(deployment), {"spec": {"replicas": replicas}},
+                                            content_type=MERGE_PATCH)
+            self._replicas[deployment] = int((scale.get("spec") or {}).get("replicas", replicas))
+        except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
+            log.error("deployment %s: scaling to %d failed: %s", deployment, replicas, exc)
+
+    def replicas(self, deployment: str) -> int:
+        return self._replicas.get(deployment, 0)
+
+    async def probe(self, address: str) -> bool:
+        try:
+            async with self._http.get(f"http://{address}/ready") as resp:
+                return resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    # ------------------------------------------------------------ peers
+
+    def remote_demand(self, deployment: str) -> float:
+        return self._remote.get(deployment, 0.0)
+
+    def peer_addresses(self) -> list[str]:
+        """Every other router pod, ready or not: one that is not ready may still hold queued requests."""
+        assert self._config.peers is not None and self._peers is not None
+        return addresses(list(self._peers.slices.values()), self._config.peers.port, ready_only=False,
+                         exclude_pod=self.identity)
+
+    async def _poll_peers(self) -> None:
+        """The leader's view of the other pods' demand; a pod that does not answer counts as idle."""
+        while True:
+            if self.is_leader:
+                loads = await asyncio.gather(*(self._peer_load(a) for a in self.peer_addresses()))
+                total: dict[str, float] = {}
+                for load in loads:
+                    for deployment, n in load.items():
+                        total[deployment] = total.get(deployment, 0.0) + n
+                self._remote = total
+            else:
+                self._remote = {}
+            await asyncio.sleep(self._peer_poll_s)
+
+    async def _peer_load(self, address: str) -> dict[str, float]:
+        scheme = "https" if self._config.tls else "http"
+        try:
+            # A peer's certificate names the public host, not its pod IP: these counts are not secret.
+            async with self._http.get(f"{scheme}://{address}/internal/load", ssl=False) as resp:
+                return {str(k): float(v) for k, v in (await resp.json()).items()} if resp.status == 200 else {}
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
+            log.debug("peer %s: no load: %s", address, exc)
+            return {}
+
+    # ------------------------------------------------------------ leadership
+
+    def _lease_path(self, name: str = "") -> str:
+        return f"/apis/coordination.k8s.io/v1/namespaces/{self._ns}/leases" + (f"/{name}" if name else "")
+
+    async def _lead(self) -> None:
+        """Acquire or renew the Lease every `renew_every_s`; step down when renewals fail for
+        2/3 of its duration, before another pod may take it over."""
+        while True:
+            try:
+                await self._try_lead()
+            except (aiohttp.ClientError, ApiError, TimeoutError, ValueError) as exc:
+                log.warning("lease: %s", exc)
+            if self.is_leader and time.monotonic() - self._renewed_at > self._lease_s * 2 / 3:
+                log.warning("lease not renewed for %.1f s: no longer the scaling leader", time.monotonic() - self._renewed_at)
+                self.is_leader = False
+            await asyncio.sleep(self._renew_s)
+
+    async def _try_lead(self) -> None:
+        assert self._config.peers is not None
+        name = self._config.peers.lease_name
+        status, lease = await self._api.call("GET", self._lease_path(name), ok=(200, 404))
+        if status == 404:
+            body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                    "metadata": {"name": name, "namespace": self._ns},
+                    "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self._lease_s,
+                             "acquireTime": _now(), "renewTime": _now(), "leaseTransitions": 0}}
+            status, _ = await self._api.call("POST", self._lease_path(), body, ok=(200, 201, 409))
+            await self._settle(status != 409)
+            return
+        spec = lease.get("spec") or {}
+        holder = spec.get("holderIdentity") or ""
+        record = (holder, spec.get("renewTime"), lease["metadata"].get("resourceVersion"))
+        if record != self._observed:
+            self._observed, self._observed_at = record, time.monotonic()
+        expired = time.monotonic() - self._observed_at > (spec.get("leaseDurationSeconds") or self._lease_s)
+        if holder and holder != self.identity and not expired:
+            self._lost()
+            return
+        renewed = {**spec, "holderIdentity": self.identity, "leaseDurationSeconds": self._lease_s, "renewTime": _now()}
+        if holder != self.identity:
+            renewed.update(acquireTime=_now(), leaseTransitions=int(spec.get("leaseTransitions") or 0) + 1)
+        # The GET's resourceVersion rides along: a concurrent writer makes this a 409.
+        status, _ = await self._api.call("PUT", self._lease_path(name), {**lease, "spec": renewed}, ok=(200, 409))
+        await self._settle(status == 200)
+
+    async def _settle(self, holds: bool) -> None:
+        if holds:
+            await self._won()
+        else:
+            self._lost()
+
+    async def _won(self) -> None:
+        self._renewed_at = time.monotonic()
+        if not self.is_leader:
+            for deployment in list(self._versions):  # scale from the Deployments' counts, not stale ones
+                await self._read_scale(deployment)
+            self.is_leader = True
+            log.info("%s holds lease %s: scaling leader", self.identity, self._config.peers.lease_name)  # type: ignore[union-attr]
+
+    def _lost(self) -> None:
+        if self.is_leader:
+            log.info("%s lost the lease: follower", self.identity)
+        self.is_leader = False
+
+    async def _release(self) -> None:
+        """Hand the Lease over at once on shutdown (a rolling update) instead of letting it expire."""
+        name = self._config.peers.lease_name  # type: ignore[union-attr]
+        try:
+            _, lease = await self._api.call("GET", self._lease_path(name))
+            if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+                spec = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _now()}
+                await self._api.call("PUT", self._lease_path(name), {**lease, "spec": spec})
+        except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
+            log.warning("lease not released: %s", exc)

@@ -1,0 +1,190 @@
+"""KubernetesBackend against the stub API server: the exact requests it makes and what it learns."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from router_image.backends.kubernetes import KubernetesBackend
+from router_image.config import PeersConfig, RouterConfig, VersionConfig
+from stub_api import endpoint_slice, serve, until
+
+pytestmark = pytest.mark.anyio
+SLICES = "/apis/discovery.k8s.io/v1/namespaces/models/endpointslices"
+SCALE = "/apis/apps/v1/namespaces/models/deployments/iris/scale"
+LEASE = "/apis/coordination.k8s.io/v1/namespaces/models/leases/model-router-autoscaler"
+IRIS = VersionConfig(name="v1", deployment="iris", scorer_port=5001)
+
+
+class Ready:
+    """The on_ready callback: the latest addresses per deployment."""
+
+    def __init__(self) -> None:
+        self.addresses: dict[str, list[str]] = {}
+
+    def __call__(self, deployment: str, addresses: list[str]) -> None:
+        self.addresses[deployment] = addresses
+
+
+def _backend(api, identity: str = "router-0", peers: bool = False, **timing) -> KubernetesBackend:
+    config = RouterConfig(backend="kubernetes", namespace="models",
+                          peers=PeersConfig(service="model-router-peers", port=timing.pop("peer_port", 8080)) if peers else None)
+    timing = {"lease_duration_s": 1, "renew_every_s": 0.1, "peer_poll_s": 0.1, **timing}
+    return KubernetesBackend(config, api.access, identity, **timing)
+
+
+async def test_ready_addresses_are_listed_then_watched(api) -> None:
+    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1"), ("10.0.0.2", False, "iris-2")]))
+    api.put_slice(endpoint_slice("other-a", "other", [("10.9.9.9", True, "other-1")]))
+    ready, backend = Ready(), _backend(api)
+    await backend.start(ready)
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001"])
+        listing, watch = [c for c in api.requests("GET", SLICES)][:2]
+        assert listing.query == {"labelSelector": "kubernetes.io/service-name=iris"}
+        assert watch.query["watch"] == "true" and watch.query["resourceVersion"] == "102"
+        assert watch.query["labelSelector"] == "kubernetes.io/service-name=iris"
+
+        await until(lambda: api._watchers)
+        api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1"), ("10.0.0.2", True, "iris-2")]))
+        await until(lambda: ready.addresses["iris"] == ["10.0.0.1:5001", "10.0.0.2:5001"])  # MODIFIED
+        api.put_slice(endpoint_slice("iris-b", "iris", [("10.0.1.1", True, "iris-3")]))
+        await until(lambda: len(ready.addresses["iris"]) == 3)  # ADDED
+        api.delete_slice("iris-a")
+        await until(lambda: ready.addresses["iris"] == ["10.0.1.1:5001"])  # DELETED
+        api.put_slice(endpoint_slice("other-a", "other", [("10.9.9.8", True, "other-2")]))
+        await asyncio.sleep(0.1)
+        assert ready.addresses == {"iris": ["10.0.1.1:5001"]}  # another Service's slices never show
+    finally:
+        await backend.stop()
+
+
+async def test_410_gone_lists_again(api) -> None:
+    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
+    ready, backend = Ready(), _backend(api)
+    await backend.start(ready)
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: api._watchers)
+        api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.7", True, "iris-7")]), silently=True)
+        api.expire_watches()
+        await until(lambda: ready.addresses["iris"] == ["10.0.0.7:5001"])
+        lists = [c for c in api.requests("GET", SLICES) if "watch" not in c.query]
+        assert len(lists) == 2
+        await until(lambda: api._watchers)  # and it watches again, from the new list
+        assert api.requests("GET", SLICES)[-1].query["resourceVersion"] == str(api.version)
+    finally:
+        await backend.stop()
+
+
+async def test_dual_stack_pods_count_once_and_removed_versions_empty(api) -> None:
+    api.put_slice(endpoint_slice("iris-4", "iris", [("10.0.0.1", True, "iris-1")]))
+    api.put_slice(endpoint_slice("iris-6", "iris", [("fd00::1", True, "iris-1"), ("fd00::2", True, "iris-2")], "IPv6"))
+    ready, backend = Ready(), _backend(api)
+    await backend.start(ready)
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001", "[fd00::2]:5001"])
+        await backend.apply([])
+        assert ready.addresses["iris"] == []
+    finally:
+        await backend.stop()
+
+
+async def test_scale_reads_then_merge_patches(api) -> None:
+    api.scales["iris"] = 2
+    backend = _backend(api)
+    await backend.start(Ready())
+    try:
+        await backend.apply([IRIS])
+        assert api.requests("GET", SCALE) and backend.replicas("iris") == 2
+        await backend.scale("iris", 3)
+        (patch,) = api.requests("PATCH", SCALE)
+        assert patch.body == {"spec": {"replicas": 3}}
+        assert patch.content_type == "application/merge-patch+json"
+        assert backend.replicas("iris") == 3 and api.scales["iris"] == 3
+        # Only the Role's verbs: endpointslices get/list/watch, deployments/scale get/patch.
+        assert {(c.method, c.path) for c in api.calls} == {("GET", SLICES), ("GET", SCALE), ("PATCH", SCALE)}
+    finally:
+        await backend.stop()
+
+
+async def test_only_the_lease_holder_scales_and_hands_over_on_stop(api) -> None:
+    api.scales["iris"] = 1
+    a, b = _backend(api, "router-a", peers=True), _backend(api, "router-b", peers=True)
+    await a.start(Ready())
+    await a.apply([IRIS])
+    await until(lambda: a.is_leader)
+    (create,) = api.requests("POST", "/apis/coordination.k8s.io/v1/namespaces/models/leases")
+    assert create.body["metadata"] == {"name": "model-router-autoscaler", "namespace": "models"}
+    assert create.body["spec"]["holderIdentity"] == "router-a" and create.body["spec"]["leaseDurationSeconds"] == 1
+    await b.start(Ready())
+    await b.apply([IRIS])
+    await until(lambda: len(api.requests("PUT", LEASE)) >= 3)  # renewals, resourceVersion included
+    assert all(c.body["metadata"]["resourceVersion"] for c in api.requests("PUT", LEASE))
+    assert a.is_leader and not b.is_leader
+    assert api.leases["model-router-autoscaler"]["spec"]["holderIdentity"] == "router-a"
+
+    await b.scale("iris", 5)
+    assert api.requests("PATCH", SCALE) == []
+    await a.scale("iris", 4)
+    assert [c.body for c in api.requests("PATCH", SCALE)] == [{"spec": {"replicas": 4}}]
+
+    await a.stop()  # releases the Lease: b takes over without waiting for it to expire
+    assert api.leases["model-router-autoscaler"]["spec"]["holderIdentity"] == ""
+    await until(lambda: b.is_leader, timeout=0.8)
+    assert b.replicas("iris") == 4  # a new leader reads the Deployment's count
+    await b.stop()
+
+
+async def test_a_second_instance_takes_over_an_expired_lease(api) -> None:
+    api.leases["model-router-autoscaler"] = api._bump({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "model-router-autoscaler", "namespace": "models"},
+        "spec": {"holderIdentity": "router-dead", "leaseDurationSeconds": 1, "leaseTransitions": 3,
+                 "renewTime": "2026-01-01T00:00:00.000000Z"}})
+    b = _backend(api, "router-b", peers=True)
+    await b.start(Ready())
+    try:
+        await asyncio.sleep(0.6)
+        assert not b.is_leader  # the holder may still be alive: its lease runs a full duration
+        await until(lambda: b.is_leader, timeout=2)
+        spec = api.leases["model-router-autoscaler"]["spec"]
+        assert spec["holderIdentity"] == "router-b" and spec["leaseTransitions"] == 4
+    finally:
+        await b.stop()
+
+
+async def test_the_leader_sums_its_peers_demand(api) -> None:
+    from aiohttp import web
+
+    def peer(load: dict) -> web.Application:
+        app = web.Application()
+        async def handler(request: web.Request) -> web.Response:
+            return web.json_response(load)
+
+        app.router.add_get("/internal/load", handler)
+        return app
+
+    first, port = await serve(peer({"iris": 3, "other": 1}), "127.0.0.2")
+    second, _ = await serve(peer({"iris": 2}), "127.0.0.3", port)
+    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [
+        ("127.0.0.2", True, "router-x"), ("127.0.0.3", False, "router-y"), ("127.0.0.4", True, "router-0")]))
+    leader, follower = _backend(api, "router-0", peers=True, peer_port=port), _backend(api, "router-y", peers=True, peer_port=port)
+    await leader.start(Ready())
+    await until(lambda: leader.is_leader)
+    await follower.start(Ready())
+    try:
+        # The leader skips itself (router-0); a peer not ready yet may still hold queued requests.
+        assert sorted(leader.peer_addresses()) == [f"127.0.0.2:{port}", f"127.0.0.3:{port}"]
+        await until(lambda: leader.remote_demand("iris") == 5)
+        assert leader.remote_demand("other") == 1 and leader.remote_demand("absent") == 0
+        await asyncio.sleep(0.3)
+        assert follower.remote_demand("iris") == 0  # followers do not poll
+    finally:
+        await follower.stop()
+        await leader.stop()
+        await first.cleanup()
+        await second.cleanup()
