@@ -33,6 +33,7 @@ import aiohttp
 
 from router_image.backends import ReadyCallback
 from router_image.config import RouterConfig, VersionConfig
+from router_image.upstream import is_ready
 
 log = logging.getLogger("router.kubernetes")
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -223,7 +224,7 @@ class KubernetesBackend:
     async def start(self, on_ready: ReadyCallback) -> None:
         self._on_ready = on_ready
         self._api = Api(self._access)
-        # Peers and probes get a session of their own: the API token never leaves for a pod.
+        # Peers get a session of their own: the API token never leaves for a pod.
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
         if self._config.peers is None:
             self.is_leader = True  # a lone router
@@ -297,11 +298,8 @@ class KubernetesBackend:
         return self._replicas.get(deployment, 0)
 
     async def probe(self, address: str) -> bool:
-        try:
-            async with self._http.get(f"http://{address}/ready") as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
+        host, _, port = address.rpartition(":")
+        return await is_ready(host.strip("[]"), int(port))
 
     # ------------------------------------------------------------ peers
 

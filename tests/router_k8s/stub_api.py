@@ -47,6 +47,7 @@ class StubApi:
     scales: dict[str, int] = field(default_factory=dict)
     leases: dict[str, dict] = field(default_factory=dict)
     version: int = 100
+    lease_writes_fail: bool = False  # an API server the leader cannot reach for writes
     _events: list[tuple[int, str, dict]] = field(default_factory=list)
     _watchers: list[asyncio.Queue] = field(default_factory=list)
 
@@ -76,6 +77,11 @@ class StubApi:
         for q in self._watchers:
             q.put_nowait({"type": "ERROR", "object": {"kind": "Status", "status": "Failure", "code": 410,
                                                        "reason": "Expired", "message": "too old resource version"}})
+
+    def end_watches(self) -> None:
+        """What the API server does when a watch's timeoutSeconds is up: close the stream."""
+        for q in self._watchers:
+            q.put_nowait(None)
 
     def _emit(self, kind: str, obj: dict) -> None:
         self._events.append((self.version, kind, obj))
@@ -129,6 +135,8 @@ class StubApi:
         try:
             while True:
                 event = await queue.get()
+                if event is None:
+                    return response
                 obj = event["object"]
                 if event["type"] != "ERROR" and obj["metadata"]["labels"].get(key) != value:
                     continue
@@ -173,6 +181,8 @@ class StubApi:
         lease = await request.json()
         name = request.match_info["name"]
         current = self.leases.get(name)
+        if self.lease_writes_fail:
+            return web.json_response({"code": 503}, status=503)
         if current is None:
             return web.json_response({"code": 404}, status=404)
         if lease["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:

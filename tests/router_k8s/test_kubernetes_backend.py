@@ -79,6 +79,24 @@ async def test_410_gone_lists_again(api) -> None:
         await backend.stop()
 
 
+async def test_a_watch_that_ends_resumes_from_its_last_resource_version(api) -> None:
+    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
+    ready, backend = Ready(), _backend(api)
+    await backend.start(ready)
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: api._watchers)
+        api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.2", True, "iris-2")]))
+        await until(lambda: ready.addresses["iris"] == ["10.0.0.2:5001"])
+        api.end_watches()
+        await until(lambda: len(api.requests("GET", SLICES)) == 3)
+        lists = [c for c in api.requests("GET", SLICES) if "watch" not in c.query]
+        assert len(lists) == 1  # no re-list: the watch picks up where it was
+        assert api.requests("GET", SLICES)[-1].query["resourceVersion"] == str(api.version)
+    finally:
+        await backend.stop()
+
+
 async def test_dual_stack_pods_count_once_and_removed_versions_empty(api) -> None:
     api.put_slice(endpoint_slice("iris-4", "iris", [("10.0.0.1", True, "iris-1")]))
     api.put_slice(endpoint_slice("iris-6", "iris", [("fd00::1", True, "iris-1"), ("fd00::2", True, "iris-2")], "IPv6"))
@@ -137,6 +155,20 @@ async def test_only_the_lease_holder_scales_and_hands_over_on_stop(api) -> None:
     await until(lambda: b.is_leader, timeout=0.8)
     assert b.replicas("iris") == 4  # a new leader reads the Deployment's count
     await b.stop()
+
+
+async def test_a_leader_that_cannot_renew_steps_down_before_the_lease_expires(api) -> None:
+    a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
+    await a.start(Ready())
+    try:
+        await until(lambda: a.is_leader)
+        api.lease_writes_fail = True
+        await until(lambda: not a.is_leader, timeout=1.0)  # within 2/3 of the 1 s lease
+        await a.scale("iris", 9)
+        assert api.requests("PATCH", SCALE) == []
+    finally:
+        api.lease_writes_fail = False
+        await a.stop()
 
 
 async def test_a_second_instance_takes_over_an_expired_lease(api) -> None:

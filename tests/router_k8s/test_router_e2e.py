@@ -18,9 +18,14 @@ async def _score(request: web.Request) -> web.Response:
     return web.json_response({"scored": await request.json(), "by": "fake-scorer"})
 
 
+async def _ready(request: web.Request) -> web.Response:
+    return web.json_response({"ready": True})
+
+
 async def test_a_request_flows_to_an_address_from_an_endpointslice(api) -> None:
     scorer = web.Application()
     scorer.router.add_post("/score", _score)
+    scorer.router.add_get("/ready", _ready)
     scorer_runner, port = await serve(scorer)
     api.scales["iris"] = 1
     api.put_slice(endpoint_slice("iris-a", "iris", [("127.0.0.1", True, "iris-1")]))
@@ -36,6 +41,7 @@ async def test_a_request_flows_to_an_address_from_an_endpointslice(api) -> None:
         assert response.status_code == 200
         assert response.json() == {"scored": {"data": [[1, 2, 3, 4]]}, "by": "fake-scorer"}
         assert router.backend.replicas("iris") == 1  # read from deployments/iris/scale at startup
+        assert await router.backend.probe(f"127.0.0.1:{port}")  # an ejected replica's way back
     finally:
         await router.shutdown()
         await scorer_runner.cleanup()
