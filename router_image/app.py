@@ -245,6 +245,10 @@ class Router:
         version = route.versions.get(route.split.pick(pinned))
         if version is None:
             raise HttpError(404, "UnknownVersion", f"{kind} {name} has no version {pinned!r}")
+        if not version.pool.ready and pinned is None and route.default.pool.ready:
+            # A version just added (or whose replicas all went) takes its share once it has a
+            # ready replica; until then the default serves it instead of queueing it to a 503.
+            version = route.default
         started = time.perf_counter()
         status = 500
         try:

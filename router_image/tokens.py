@@ -10,6 +10,8 @@ import time
 import uuid
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 ISSUER = "aks-model-serving"
 
@@ -22,7 +24,8 @@ def mint_token(private_key_pem: bytes | str, audience: str, *, lifetime_s: int =
     never presents an expired token.
     """
     pem = private_key_pem.encode() if isinstance(private_key_pem, str) else private_key_pem
-    algorithm = algorithm or ("RS256" if b"RSA" in pem else "ES256")
+    key = load_pem_private_key(pem, password=None)
+    algorithm = algorithm or ("RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256")
     now = int(time.time())
     claims = {"aud": audience, "iss": issuer, "iat": now, "nbf": now, "exp": now + lifetime_s, "jti": uuid.uuid4().hex}
-    return jwt.encode(claims, pem, algorithm=algorithm), now + lifetime_s / 2
+    return jwt.encode(claims, key, algorithm=algorithm), now + lifetime_s / 2

@@ -1,0 +1,98 @@
+"""Authenticator and mint_token: every key and token case, without a server."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from keys import signing_key, write_keys  # noqa: E402
+
+from router_image import auth  # noqa: E402
+from router_image.auth import AuthError, Authenticator  # noqa: E402
+from router_image.config import AuthConfig, RouteConfig, TokenConfig, VersionConfig  # noqa: E402
+from router_image.tokens import mint_token  # noqa: E402
+
+V = [VersionConfig(name="v1", deployment="d")]
+KEYED = RouteConfig(kind="service", name="iris", versions=V)
+TOKENED = RouteConfig(kind="endpoint", name="ep", auth=AuthConfig(key_enabled=False, token_enabled=True), versions=V)
+OPEN = RouteConfig(kind="service", name="open", auth=AuthConfig(key_enabled=False), versions=V)
+
+
+@pytest.fixture
+def keys(tmp_path) -> Path:
+    write_keys(tmp_path / "keys", "service.iris", "primary-key-1", "secondary-key-1")
+    return tmp_path / "keys"
+
+
+def test_primary_and_secondary_keys_admit_others_do_not(keys) -> None:
+    a = Authenticator(str(keys), None)
+    a.check(KEYED, b"Bearer primary-key-1")
+    a.check(KEYED, b"bearer secondary-key-1")
+    for header in (None, b"", b"Bearer", b"Bearer wrong", b"Basic primary-key-1", b"primary-key-1",
+                   b"Bearer primary-key-", b"Bearer primary-key-12"):
+        with pytest.raises(AuthError) as caught:
+            a.check(KEYED, header)
+        assert caught.value.challenge.startswith("Bearer")
+        assert "primary-key-1" not in str(caught.value)
+
+
+def test_a_rotated_key_applies_without_a_restart(keys, monkeypatch) -> None:
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    a = Authenticator(str(keys), None)
+    a.check(KEYED, b"Bearer primary-key-1")
+    time.sleep(0.01)
+    write_keys(keys, "service.iris", "primary-key-2", "secondary-key-1")
+    a.check(KEYED, b"Bearer primary-key-2")
+    with pytest.raises(AuthError):
+        a.check(KEYED, b"Bearer primary-key-1")
+
+
+def test_auth_off_admits_anyone(keys) -> None:
+    Authenticator(str(keys), None).check(OPEN, None)
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
+def test_tokens(tmp_path, algorithm) -> None:
+    private, public = signing_key(algorithm)
+    (tmp_path / "pub.pem").write_bytes(public)
+    a = Authenticator(None, TokenConfig(public_key_file=str(tmp_path / "pub.pem"), algorithm=algorithm))
+    token, refresh_by = mint_token(private, "ep")
+    assert time.time() + 1700 < refresh_by < time.time() + 1900  # half the hour
+    a.check(TOKENED, b"Bearer " + token.encode())
+
+    other_private, _ = signing_key(algorithm)
+    now = int(time.time())
+    claims = {"aud": "ep", "iss": "aks-model-serving", "exp": now + 60}
+    bad = {
+        "wrong audience": mint_token(private, "iris")[0],
+        "expired": mint_token(private, "ep", lifetime_s=-30)[0],
+        "wrong key": mint_token(other_private, "ep")[0],
+        "wrong issuer": mint_token(private, "ep", issuer="someone-else")[0],
+        "alg none": jwt.encode(claims, None, algorithm="none"),
+        "alg swap (HS256 keyed with the public key)": jwt.api_jws.PyJWS(algorithms=["HS256"]).encode(
+            jwt.utils.force_bytes('{"aud":"ep","iss":"aks-model-serving","exp":%d}' % (now + 60)),
+            b"k" * 32, algorithm="HS256"),
+        "no exp": jwt.encode({"aud": "ep", "iss": "aks-model-serving"}, private, algorithm=algorithm),
+        "garbage": "abc.def.ghi",
+    }
+    for case, bad_token in bad.items():
+        with pytest.raises(AuthError) as caught:
+            a.check(TOKENED, b"Bearer " + bad_token.encode())
+        assert "invalid_token" in caught.value.challenge, case
+    with pytest.raises(AuthError):
+        a.check(TOKENED, None)
+
+
+def test_a_key_is_no_token_and_a_token_no_key(keys, tmp_path) -> None:
+    private, public = signing_key()
+    (tmp_path / "pub.pem").write_bytes(public)
+    a = Authenticator(str(keys), TokenConfig(public_key_file=str(tmp_path / "pub.pem")))
+    with pytest.raises(AuthError):
+        a.check(TOKENED, b"Bearer primary-key-1")
+    with pytest.raises(AuthError):
+        a.check(KEYED, b"Bearer " + mint_token(private, "iris")[0].encode())

@@ -1,0 +1,79 @@
+"""Autoscaler: Azure ML's rule, up at once, down after the delay to the window's max, no flapping."""
+
+from __future__ import annotations
+
+from router_image.autoscale import SAMPLE_S, Autoscaler
+from router_image.config import AutoscaleConfig
+
+
+def scaler(current: int = 1, **settings) -> Autoscaler:
+    config = AutoscaleConfig(**{"min_replicas": 1, "max_replicas": 10, "target_utilization": 70,
+                                "refresh_seconds": 1.0, "scale_down_delay_seconds": 60.0, **settings})
+    return Autoscaler(config, slots_per_replica=1, current=current)
+
+
+def run(s: Autoscaler, demand, start: float, seconds: float) -> list[tuple[float, int]]:
+    """Feed `demand(t)` every SAMPLE_S; the (time, count) of each change."""
+    changes = []
+    steps = round(seconds / SAMPLE_S)
+    for i in range(1, steps + 1):
+        t = start + i * SAMPLE_S
+        decision = s.observe(demand(t), t)
+        if decision is not None:
+            changes.append((round(t - start, 2), decision.desired))
+    return changes
+
+
+def test_desired_is_demand_over_target_slots_clamped() -> None:
+    s = scaler()
+    assert s.desired_for(0) == 1  # min
+    assert s.desired_for(0.7) == 1
+    assert s.desired_for(0.71) == 2
+    assert s.desired_for(7) == 10
+    assert s.desired_for(70) == 10  # max
+    s.slots_per_replica = 4
+    assert s.desired_for(7) == 3  # ceil(7 / 2.8)
+
+
+def test_scales_up_within_a_few_samples_of_a_load_step() -> None:
+    s = scaler()
+    changes = run(s, lambda t: 32, 0.0, 1.0)
+    assert changes[0][0] <= 0.2  # first decision on the first samples
+    assert changes[-1][1] == 10 and s.current == 10
+
+
+def test_scales_down_only_after_the_delay() -> None:
+    s = scaler(current=10, scale_down_delay_seconds=60)
+    assert run(s, lambda t: 0, 0.0, 59.5) == []
+    changes = run(s, lambda t: 0, 59.5, 3.0)
+    assert len(changes) == 1 and changes[0][1] == 1
+    assert 60.0 <= 59.5 + changes[0][0] <= 61.5
+
+
+def test_steady_wobbling_load_settles_and_never_flaps() -> None:
+    s = scaler(current=1, scale_down_delay_seconds=10)
+    # 4 to 6 requests in flight, changing every 2 s: desired between 6 and 9.
+    changes = run(s, lambda t: 6 if int(t) % 4 < 2 else 4, 0.0, 120.0)
+    ups = [c for c in changes if c[1] > 1]
+    assert max(c[1] for c in changes) == 9
+    assert all(a[1] < b[1] for a, b in zip(changes, changes[1:])), f"count went down under steady load: {changes}"
+    assert changes[-1][0] < 5.0 and s.current == 9  # settled within seconds, stayed for two minutes
+    assert len(ups) <= 3
+
+
+def test_a_step_down_restarts_the_delay() -> None:
+    s = scaler(current=10, scale_down_delay_seconds=5)
+    changes = run(s, lambda t: 3 if t < 6 else 0, 0.0, 30.0)
+    # 3 in flight wants 5 replicas: down to 5 after 5 s; then idle: down to 1, each step 5 s after the last
+    counts = [c[1] for c in changes]
+    assert counts[0] == 5 and counts[-1] == 1 and counts == sorted(counts, reverse=True)
+    assert all(b[0] - a[0] >= 5.0 for a, b in zip(changes, changes[1:]))
+
+
+def test_resume_starts_from_the_given_count_without_history() -> None:
+    s = scaler(current=1, scale_down_delay_seconds=1)
+    run(s, lambda t: 5, 0.0, 1.0)
+    s.resume(3)
+    assert s.current == 3
+    changes = run(s, lambda t: 0, 10.0, 0.5)
+    assert changes == []  # no scale-down before a full delay of its own

@@ -1,0 +1,230 @@
+"""The router process in front of real scorer processes: split, pin, queue, errors, auth, metrics.
+
+One router (local backend, fixed replicas) serves every route of this module:
+  service  svc   key auth            endpoint ep   blue 30 % + green default, key auth
+  service  tok   token auth (ES256)  service  open  no auth   service typed  inference_schema script
+  service  slow  one slot, 300 ms queue wait, 800 ms scoring timeout
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import RouterProcess, launch, score  # noqa: E402
+from keys import signing_key, write_keys  # noqa: E402
+
+from router_image.config import AuthConfig, RouteConfig, RouterConfig, TokenConfig, VersionConfig  # noqa: E402
+from router_image.tokens import mint_token  # noqa: E402
+
+BLUE_SHARE = 0.30
+SPLIT_REQUESTS = 1000
+SPLIT_TOLERANCE = 0.05  # 3.4 standard deviations of a binomial(1000, 0.3)
+OFF = AuthConfig(key_enabled=False)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("router-live")
+    write_keys(tmp / "keys", "service.svc", "svc-primary", "svc-secondary")
+    write_keys(tmp / "keys", "endpoint.ep", "ep-primary", "ep-secondary")
+    private, public = signing_key("ES256")
+    (tmp / "token.pub").write_bytes(public)
+
+    def version(name: str, **kw) -> VersionConfig:
+        return VersionConfig(name=name, deployment=f"d-{name}", scorer=launch(name, tmp), **kw)
+
+    config = RouterConfig(
+        keys_dir=str(tmp / "keys"), token=TokenConfig(public_key_file=str(tmp / "token.pub")), autoscale_enabled=False,
+        routes=[
+            RouteConfig(kind="service", name="svc", versions=[version("svc", replica_max_concurrent_requests=8)]),
+            RouteConfig(kind="endpoint", name="ep", versions=[
+                version("blue", traffic_percentile=BLUE_SHARE * 100, replica_max_concurrent_requests=8),
+                version("green", is_default=True, is_control=True, replica_max_concurrent_requests=8)]),
+            RouteConfig(kind="service", name="tok", auth=AuthConfig(key_enabled=False, token_enabled=True),
+                        versions=[version("tok")]),
+            RouteConfig(kind="service", name="open", auth=OFF, versions=[version("open", replica_max_concurrent_requests=4)]),
+            RouteConfig(kind="service", name="typed", auth=OFF, versions=[VersionConfig(
+                name="typed", deployment="d-typed", scorer=launch("typed", tmp, script="schema_score.py"))]),
+            RouteConfig(kind="service", name="slow", auth=OFF, versions=[version(
+                "slow", replica_max_concurrent_requests=1, max_request_wait_time_ms=300, scoring_timeout_ms=800)]),
+        ])
+    router = RouterProcess(config, tmp)
+    try:
+        router.wait_ready()
+        yield {"router": router, "private": private, "tmp": tmp}
+    finally:
+        router.stop()
+
+
+def test_split_proportions_and_the_version_header(live) -> None:
+    router = live["router"]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: score(router.client, "endpoint/ep", authorization="Bearer ep-primary"),
+                                range(SPLIT_REQUESTS)))
+    assert all(a.status_code == 200 for a in answers)
+    for a in answers:  # the header names the version whose replica answered
+        assert a.headers["azureml-model-deployment"] == a.json()["version"]
+    counts = Counter(a.json()["version"] for a in answers)
+    assert set(counts) == {"blue", "green"}
+    assert abs(counts["blue"] / SPLIT_REQUESTS - BLUE_SHARE) <= SPLIT_TOLERANCE, counts
+
+
+def test_pinning_a_version(live) -> None:
+    router = live["router"]
+    for name in ("blue", "green"):
+        for _ in range(20):
+            answer = score(router.client, "endpoint/ep", authorization="Bearer ep-secondary",
+                           **{"azureml-model-deployment": name})
+            assert answer.status_code == 200 and answer.json()["version"] == name
+    answer = score(router.client, "endpoint/ep", authorization="Bearer ep-primary", **{"azureml-model-deployment": "red"})
+    assert answer.status_code == 404 and answer.json()["error"]["code"] == "UnknownVersion"
+
+
+def test_queueing_then_503_after_the_wait(live) -> None:
+    router = live["router"]
+    results: dict[str, httpx.Response] = {}
+
+    def call(name: str, body: dict) -> None:
+        with httpx.Client(base_url=router.base_url, timeout=30) as client:
+            results[name] = score(client, "service/slow", body)
+
+    first = threading.Thread(target=call, args=("first", {"sleep": 0.6}))
+    first.start()
+    time.sleep(0.1)
+    queued = threading.Thread(target=call, args=("queued", {}))  # waits the 300 ms, then gives up
+    started = time.monotonic()
+    queued.start()
+    queued.join()
+    waited = time.monotonic() - started
+    first.join()
+    assert results["first"].status_code == 200
+    rejected = results["queued"]
+    assert rejected.status_code == 503 and rejected.headers["retry-after"]
+    assert rejected.json()["error"]["code"] == "TooManyRequests"
+    assert 0.25 <= waited < 0.55
+
+    # A request that fits within the wait is served once the slot frees up, not rejected.
+    first = threading.Thread(target=call, args=("first", {"sleep": 0.15}))
+    first.start()
+    time.sleep(0.05)
+    call("second", {})
+    first.join()
+    assert results["first"].status_code == 200 and results["second"].status_code == 200
+
+
+def test_504_on_scoring_timeout(live) -> None:
+    router = live["router"]
+    started = time.monotonic()
+    answer = score(router.client, "service/slow", {"sleep": 2})
+    assert answer.status_code == 504 and answer.json()["error"]["code"] == "ScoringTimeout"
+    assert 0.7 <= time.monotonic() - started < 1.5
+    time.sleep(1.5)  # the replica finishes the abandoned request
+    assert score(router.client, "service/slow").status_code == 200
+
+
+def test_key_auth_cases(live) -> None:
+    client = live["router"].client
+    assert score(client, "service/svc", authorization="Bearer svc-primary").status_code == 200
+    assert score(client, "service/svc", authorization="Bearer svc-secondary").status_code == 200
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "Bearer ep-primary"},
+                    {"authorization": "svc-primary"}):
+        answer = score(client, "service/svc", **headers)
+        assert answer.status_code == 401, headers
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        assert answer.json()["error"]["code"] == "Unauthorized"
+
+
+def test_a_rotated_key_applies_without_a_restart(live) -> None:
+    router, client = live["router"], live["router"].client
+    write_keys(live["tmp"] / "keys", "service.svc", "svc-primary-2", "svc-secondary")
+    deadline = time.monotonic() + 5
+    while score(client, "service/svc", authorization="Bearer svc-primary-2").status_code != 200:
+        assert time.monotonic() < deadline, "the new key was not taken up"
+        time.sleep(0.1)
+    assert score(client, "service/svc", authorization="Bearer svc-primary").status_code == 401
+    assert score(client, "service/svc", authorization="Bearer svc-secondary").status_code == 200
+    assert "svc-primary" not in router.log() and "svc-secondary" not in router.log()
+
+
+def test_token_auth_cases(live) -> None:
+    client, private = live["router"].client, live["private"]
+    token, _ = mint_token(private, "tok")
+    assert score(client, "service/tok", authorization=f"Bearer {token}").status_code == 200
+    other, _ = signing_key("ES256")
+    now = int(time.time())
+    bad = {
+        "missing": None,
+        "alg none": jwt.encode({"aud": "tok", "iss": "aks-model-serving", "exp": now + 60}, None, algorithm="none"),
+        "wrong key": mint_token(other, "tok")[0],
+        "wrong audience": mint_token(private, "svc")[0],
+        "expired": mint_token(private, "tok", lifetime_s=-5)[0],
+        "a key": "svc-secondary",
+    }
+    for case, credential in bad.items():
+        headers = {"authorization": f"Bearer {credential}"} if credential else {}
+        answer = score(client, "service/tok", **headers)
+        assert answer.status_code == 401, case
+        assert answer.headers["www-authenticate"].startswith("Bearer"), case
+    assert token not in live["router"].log()
+
+
+def test_auth_off(live) -> None:
+    assert score(live["router"].client, "service/open").status_code == 200
+
+
+def test_unknown_routes_methods_and_health(live) -> None:
+    client = live["router"].client
+    for path in ("/api/v1/service/nope/score", "/api/v1/model/svc/score", "/api/v1/service/svc/predict", "/nope"):
+        answer = client.post(path)
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "NotFound", path
+    answer = client.get("/api/v1/service/open/score")
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json()["ready"] is True
+
+
+def test_swagger_passes_through_without_auth(live) -> None:
+    client = live["router"].client
+    answer = client.get("/api/v1/service/typed/swagger.json", params={"version": "3"})
+    assert answer.status_code == 200 and answer.json()["openapi"].startswith("3.0")
+    assert answer.headers["azureml-model-deployment"] == "typed"
+    # a script without a schema has no swagger: the replica's own 404 comes through
+    answer = client.get("/api/v1/endpoint/ep/swagger.json")
+    assert answer.status_code == 404 and "inference_schema" in answer.json()["error"]["message"]
+    assert answer.headers["azureml-model-deployment"] == "green"  # the default version's
+
+
+def test_large_bodies_stream_both_ways(live) -> None:
+    client = live["router"].client
+    big = {"blob": "y" * (20 * 1024 * 1024), "pad": 5 * 1024 * 1024}
+    body = json.dumps(big).encode()
+
+    def chunks():  # no length: the router passes it on chunked
+        for i in range(0, len(body), 256 * 1024):
+            yield body[i:i + 256 * 1024]
+
+    answer = client.post("/api/v1/service/open/score", content=chunks(), headers={"content-type": "application/json"})
+    assert answer.status_code == 200, answer.text[:300]
+    assert answer.json()["received"] == len(body) and len(answer.json()["pad"]) == 5 * 1024 * 1024
+
+
+def test_metrics(live) -> None:
+    client = live["router"].client
+    score(client, "service/open")
+    text = client.get("/metrics").text
+    assert 'router_requests_total{kind="service",role="service",route="open",status="200",version="open"}' in text
+    assert 'router_requests_total{kind="endpoint",role="treatment",route="ep",status="200",version="blue"}' in text
+    assert 'router_requests_total{kind="endpoint",role="control",route="ep",status="200",version="green"}' in text
+    assert 'router_requests_total{kind="service",role="service",route="slow",status="503",version="slow"}' in text
+    assert "router_request_duration_seconds_bucket" in text and "router_ready_replicas" in text

@@ -1,0 +1,102 @@
+"""ReplicaPool: least busy replica, FIFO queue bounded by the wait time, ejection, no leaked slots."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from router_image.pool import NoReplicas, QueueTimeout, ReplicaPool
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_least_busy_replica_with_a_free_slot() -> None:
+    pool = ReplicaPool(slots_per_replica=2, max_wait_s=0.1)
+    pool.set_addresses(["127.0.0.1:1", "127.0.0.1:2"])
+    first, second = await pool.acquire(), await pool.acquire()
+    assert {first.address, second.address} == {"127.0.0.1:1", "127.0.0.1:2"}  # spread, not stacked
+    third = await pool.acquire()  # both hold 1: either; now one holds 2
+    other = second if third is first else first
+    assert third.in_flight == 2 and other.in_flight == 1
+    pool.release(other)
+    assert (await pool.acquire()) is other  # the idle one, not the busier one
+    assert (await pool.acquire()) is other and pool.busy_slots == 4 == pool.total_slots
+
+
+async def test_waits_first_come_first_served_then_times_out() -> None:
+    pool = ReplicaPool(slots_per_replica=1, max_wait_s=0.3)
+    pool.set_addresses(["127.0.0.1:1"])
+    held = await pool.acquire()
+    order: list[int] = []
+
+    async def wait(i: int) -> None:
+        replica = await pool.acquire()
+        order.append(i)
+        await asyncio.sleep(0.01)
+        pool.release(replica)
+
+    waiters = [asyncio.create_task(wait(i)) for i in range(3)]
+    await asyncio.sleep(0.05)
+    assert pool.queued == 3
+    pool.release(held)
+    await asyncio.gather(*waiters)
+    assert order == [0, 1, 2]
+
+    held = await pool.acquire()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(QueueTimeout):
+        await pool.acquire()
+    assert 0.25 <= asyncio.get_running_loop().time() - started < 0.6
+    assert pool.queued == 0 and pool.busy_slots == 1
+
+
+async def test_no_ready_replica_after_the_wait() -> None:
+    pool = ReplicaPool(max_wait_s=0.05)
+    with pytest.raises(NoReplicas):
+        await pool.acquire()
+
+
+async def test_a_replica_arriving_during_the_wait_serves_the_queue() -> None:
+    pool = ReplicaPool(max_wait_s=1.0)
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.05)
+    pool.set_addresses(["127.0.0.1:7"])
+    assert (await waiter).address == "127.0.0.1:7"
+
+
+async def test_a_cancelled_waiter_leaks_no_slot() -> None:
+    pool = ReplicaPool(max_wait_s=1.0)
+    pool.set_addresses(["127.0.0.1:1"])
+    held = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.01)
+    pool.release(held)  # hands the slot to the waiter ...
+    waiter.cancel()  # ... which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert pool.busy_slots == 0 and pool.queued == 0
+    assert (await pool.acquire()).address == "127.0.0.1:1"
+
+
+async def test_ejected_replicas_take_nothing_until_readmitted() -> None:
+    pool = ReplicaPool(max_wait_s=0.05)
+    pool.set_addresses(["127.0.0.1:1", "127.0.0.1:2"])
+    pool.eject(pool.replicas["127.0.0.1:1"])
+    assert pool.ready == 1
+    for _ in range(3):
+        replica = await pool.acquire()
+        assert replica.address == "127.0.0.1:2"
+        pool.release(replica)
+    pool.readmit("127.0.0.1:1")
+    assert pool.ready == 2
+
+
+async def test_more_slots_on_reload_release_the_queue() -> None:
+    pool = ReplicaPool(max_wait_s=1.0)
+    pool.set_addresses(["127.0.0.1:1"])
+    await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.01)
+    pool.configure(2, 1.0)
+    assert (await asyncio.wait_for(waiter, 0.1)).in_flight == 2
