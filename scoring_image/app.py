@@ -1,7 +1,7 @@
 """The HTTP surface of one worker: Azure ML's routes and headers as a plain ASGI app.
 
 Plain ASGI rather than a framework: five fixed routes need no router, and the scoring path
-is the hot path (measured: a Starlette route costs about a fifth of the throughput here).
+is the hot path, where every microsecond per request shows in the benchmark.
 Everything CPU-heavy (the entry script, encoding its result) runs on the worker's run thread.
 """
 
