@@ -42,6 +42,8 @@ class ReplicaPool:
     max_wait_s: float = 0.5
     replicas: dict[str, Replica] = field(default_factory=dict)
     _waiters: collections.deque[asyncio.Future[Replica]] = field(default_factory=collections.deque)
+    _order: list[Replica] = field(default_factory=list)
+    _turn: int = 0
 
     def configure(self, slots_per_replica: int, max_wait_s: float) -> None:
         """A reloaded config's limits; more slots may let waiting requests go at once."""
@@ -58,6 +60,7 @@ class ReplicaPool:
                 self.replicas.pop(address).connections.close()
         for address in addresses:
             self.replicas.setdefault(address, Replica(address))
+        self._order = list(self.replicas.values())
         self._wake()
 
     def eject(self, replica: Replica) -> None:
@@ -72,10 +75,19 @@ class ReplicaPool:
     # ------------------------------------------------------------ slots
 
     def _free(self) -> Replica | None:
+        """Least busy; ties taken in turn, so light sequential load still spreads (and warms) them all."""
+        order = self._order
+        n = len(order)
+        if n == 0:
+            return None
+        self._turn = start = (self._turn + 1) % n
         best = None
-        for r in self.replicas.values():
+        for i in range(n):
+            r = order[(start + i) % n]
             if not r.ejected and r.in_flight < self.slots_per_replica and (best is None or r.in_flight < best.in_flight):
                 best = r
+                if r.in_flight == 0:
+                    break
         return best
 
     async def acquire(self) -> Replica:

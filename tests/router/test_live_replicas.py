@@ -1,0 +1,196 @@
+"""Replicas that die: retried elsewhere, ejected, readmitted, replaced; and no scorer outlives its router."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import ssl
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import ROOT, SCRIPTS, RouterProcess, free_port, launch, processes_with, score, wait_until  # noqa: E402
+
+from router_image.app import Router  # noqa: E402
+from router_image.config import AuthConfig, RouteConfig, RouterConfig, VersionConfig  # noqa: E402
+from router_image.upstream import is_ready  # noqa: E402
+
+OFF = AuthConfig(key_enabled=False)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def start_scorer(port: int, tmp: Path) -> subprocess.Popen:
+    env = {**os.environ, "AZUREML_ENTRY_SCRIPT": str(SCRIPTS / "echo_score.py"), "WORKER_COUNT": "1",
+           "TEST_VERSION": "live", "ROUTER_TEST_MARKER": str(tmp)}
+    return subprocess.Popen([sys.executable, "-m", "scoring_image", "--host", "127.0.0.1", "--port", str(port)],
+                            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(20)
+
+
+class TwoAddresses:
+    """A backend double that reports one refusing and one live replica as ready."""
+
+    is_leader = True
+
+    def __init__(self, addresses: list[str]):
+        self.addresses = addresses
+
+    async def start(self, on_ready) -> None:
+        on_ready("pair", self.addresses)
+
+    async def apply(self, versions) -> None:
+        pass
+
+    async def scale(self, deployment: str, replicas: int) -> None:
+        pass
+
+    def replicas(self, deployment: str) -> int:
+        return len(self.addresses)
+
+    def remote_demand(self, deployment: str) -> float:
+        return 0.0
+
+    async def probe(self, address: str) -> bool:
+        host, _, port = address.rpartition(":")
+        return await is_ready(host, int(port))
+
+    async def stop(self) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_a_refusing_replica_is_skipped_ejected_and_readmitted(tmp_path) -> None:
+    live_port, dead_port = free_port(), free_port()
+    live = start_scorer(live_port, tmp_path)
+    revived = None
+    try:
+        await asyncio.to_thread(wait_until, lambda: asyncio.run(is_ready("127.0.0.1", live_port)), 60, 0.2, "scorer")
+        dead, alive = f"127.0.0.1:{dead_port}", f"127.0.0.1:{live_port}"
+        config = RouterConfig(autoscale_enabled=False, routes=[RouteConfig(kind="service", name="pair", auth=OFF, versions=[
+            VersionConfig(name="v1", deployment="pair", replica_max_concurrent_requests=4)])])
+        router = Router(config, backend=TwoAddresses([dead, alive]))
+        await router.startup()
+        try:
+            transport = httpx.ASGITransport(app=router)
+            async with httpx.AsyncClient(transport=transport, base_url="http://router") as client:
+                answers = await asyncio.gather(*(client.post("/api/v1/service/pair/score", json={}) for _ in range(12)))
+                assert [a.status_code for a in answers] == [200] * 12  # none lost to the dead replica
+                assert router.pools["pair"].replicas[dead].ejected
+                revived = start_scorer(dead_port, tmp_path)
+                await asyncio.to_thread(wait_until, lambda: not router.pools["pair"].replicas[dead].ejected, 60, 0.1,
+                                        "readmission")
+                pids = {(await client.post("/api/v1/service/pair/score", json={})).json()["pid"] for _ in range(8)}
+                assert len(pids) == 2  # both replicas serve again
+        finally:
+            await router.shutdown()
+    finally:
+        stop(live)
+        if revived is not None:
+            stop(revived)
+
+
+def test_a_killed_replica_is_retried_around_and_replaced(tmp_path) -> None:
+    config = RouterConfig(autoscale_enabled=False, routes=[RouteConfig(kind="service", name="pair", auth=OFF, versions=[
+        VersionConfig(name="v1", deployment="pair", num_replicas=2, replica_max_concurrent_requests=4,
+                      scorer=launch("v1", tmp_path))])])
+    router = RouterProcess(config, tmp_path)
+    try:
+        router.wait_ready()
+        wait_until(lambda: router.version_status("v1")["ready"] == 2, 60, 0.1, "two ready replicas")
+        victim = children(router.process.pid)[0]
+        doomed = [*children(victim), victim]
+        for pid in doomed:
+            os.kill(pid, signal.SIGKILL)
+        # Dead, not dying: a connection accepted in the last instant would break mid-request (a 502
+        # the router must not retry, since the replica may have run it).
+        wait_until(lambda: all(gone(pid) for pid in doomed), 10, 0.01, "the replica dead")
+        with ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda _: score(router.client, "service/pair"), range(40)))
+        assert [a.status_code for a in answers] == [200] * 40
+        wait_until(lambda: router.version_status("v1")["ready"] == 2, 60, 0.2, "the replica replaced")
+    finally:
+        router.stop()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_no_scorer_outlives_the_router(tmp_path, how) -> None:
+    marker = f"orphan-check-{how.name}-{tmp_path}"
+    config = RouterConfig(autoscale_enabled=False, routes=[RouteConfig(kind="service", name="s", auth=OFF, versions=[
+        VersionConfig(name="v1", deployment="s", num_replicas=2, scorer=launch("v1", tmp_path, marker))])])
+    router = RouterProcess(config, tmp_path)
+    try:
+        router.wait_ready()
+        assert len(processes_with(marker)) >= 4  # 2 replicas x (supervisor + worker)
+        router.process.send_signal(how)
+        router.process.wait(30)
+        wait_until(lambda: not processes_with(marker), 20, 0.2, "every scorer process gone")
+    finally:
+        router.stop()
+
+
+def test_tls(tmp_path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from router_image.config import TlsConfig
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    import ipaddress
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    config = RouterConfig(tls=TlsConfig(cert_file=str(tmp_path / "tls.crt"), key_file=str(tmp_path / "tls.key")))
+    router = RouterProcess(config, tmp_path)
+    try:
+        router.wait_ready()
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(tmp_path / "tls.crt"))) as client:
+            assert client.get(f"https://127.0.0.1:{router.port}/healthz").status_code == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{router.port}/healthz", timeout=5)
+    finally:
+        router.stop()
+
+
+def test_help() -> None:
+    out = subprocess.run([sys.executable, "-m", "router_image", "--help"], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert "--config" in out.stdout
