@@ -88,7 +88,8 @@ class RouterProcess:
         return self.client.get("/readyz").json()
 
     def version_status(self, version: str) -> dict:
-        return next(v for r in self.status()["routes"] for v in r["versions"] if v["name"] == version)
+        """That version's entry in /readyz; {} until the config declaring it is loaded."""
+        return next((v for r in self.status()["routes"] for v in r["versions"] if v["name"] == version), {})
 
     def wait_ready(self, timeout: float = 90) -> None:
         def ready() -> bool:

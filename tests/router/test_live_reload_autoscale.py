@@ -1,0 +1,152 @@
+"""Config reload under load drops nothing; the local backend scales up at once and down after the delay."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import RouterProcess, launch, score, wait_until  # noqa: E402
+
+from router_image.config import AuthConfig, AutoscaleConfig, RouteConfig, RouterConfig, VersionConfig  # noqa: E402
+
+OFF = AuthConfig(key_enabled=False)
+
+
+class Load:
+    """Clients calling a route in a loop until stopped; every answer's status and version kept."""
+
+    def __init__(self, base_url: str, route: str, clients: int, body: dict | None = None):
+        self.answers: list[tuple[int, str | None]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(base_url, route, body)) for _ in range(clients)]
+        for t in self._threads:
+            t.start()
+
+    def _run(self, base_url: str, route: str, body: dict | None) -> None:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            while not self._stop.is_set():
+                answer = score(client, route, body)
+                self.answers.append((answer.status_code, answer.headers.get("azureml-model-deployment")))
+
+    def stop(self) -> list[tuple[int, str | None]]:
+        """Idempotent: also the cleanup of a test that failed under load."""
+        self._stop.set()
+        for t in self._threads:
+            t.join()
+        return self.answers
+
+
+def test_reload_adds_splits_and_removes_versions_without_dropping_a_request(tmp_path) -> None:
+    def endpoint(*versions: VersionConfig) -> RouterConfig:
+        return RouterConfig(autoscale_enabled=False, routes=[RouteConfig(kind="endpoint", name="ep", auth=OFF,
+                                                                         versions=list(versions))])
+
+    def version(name: str, **kw) -> VersionConfig:
+        return VersionConfig(name=name, deployment=f"r-{name}", replica_max_concurrent_requests=4,
+                             scorer=launch(name, tmp_path), **kw)
+
+    router = RouterProcess(endpoint(version("v1", is_default=True)), tmp_path)
+    load = None
+    try:
+        router.wait_ready()
+        load = Load(router.base_url, "endpoint/ep", clients=3)
+        time.sleep(0.5)
+        router.write(endpoint(version("v1", is_default=True), version("v2", traffic_percentile=50)))
+        wait_until(lambda: router.version_status("v2").get("ready") == 1, 60, 0.1, "v2 ready")
+        mark = len(load.answers)
+        time.sleep(2)
+        both = Counter(v for _, v in load.answers[mark:])
+        router.write(endpoint(version("v1"), version("v2", is_default=True)))
+        time.sleep(1.5)
+        router.write(endpoint(version("v2", is_default=True)))
+        wait_until(lambda: [v["name"] for v in router.status()["routes"][0]["versions"]] == ["v2"], 10, 0.1, "v1 gone")
+        mark = len(load.answers)
+        time.sleep(1)
+        answers = load.stop()
+        assert answers and all(status == 200 for status, _ in answers), Counter(s for s, _ in answers)
+        assert both["v1"] > 0 and both["v2"] > 0 and abs(both["v1"] - both["v2"]) < 0.3 * sum(both.values()), both
+        assert {v for _, v in answers[mark:]} == {"v2"}
+        assert "config reloaded" in router.log()
+        router.config_path.write_text("{not json")  # a broken file keeps the running config
+        time.sleep(1.5)
+        assert score(router.client, "endpoint/ep").status_code == 200
+    finally:
+        if load is not None:
+            load.stop()
+        router.stop()
+
+
+def autoscaled(tmp_path: Path, delay_s: float) -> RouterConfig:
+    scale = AutoscaleConfig(min_replicas=1, max_replicas=3, target_utilization=70, refresh_seconds=0.5,
+                            scale_down_delay_seconds=delay_s)
+    return RouterConfig(routes=[RouteConfig(kind="service", name="auto", auth=OFF, versions=[VersionConfig(
+        name="v1", deployment="auto", autoscale=scale, max_request_wait_time_ms=5000, scorer=launch("v1", tmp_path))])])
+
+
+def test_scales_up_at_once_and_down_after_the_delay(tmp_path) -> None:
+    router = RouterProcess(autoscaled(tmp_path, delay_s=3), tmp_path)
+    load = None
+    try:
+        router.wait_ready()
+        assert router.version_status("v1")["replicas"] == 1
+        load = Load(router.base_url, "service/auto", clients=2, body={"sleep": 0.2})
+        started = time.monotonic()
+        wait_until(lambda: router.version_status("v1")["replicas"] == 3, 2, 0.05, "scale-up decision")
+        decided = time.monotonic() - started
+        wait_until(lambda: router.version_status("v1")["ready"] == 3, 60, 0.2, "new replicas ready")
+        time.sleep(1)
+        answers = load.stop()
+        assert all(status == 200 for status, _ in answers)
+        assert decided < 1.5  # 2 clients on 1 slot = 200 %: up at the first samples (plus polling)
+
+        stopped = time.monotonic()
+        assert router.version_status("v1")["replicas"] == 3  # not at once
+        wait_until(lambda: router.version_status("v1")["replicas"] == 1, 15, 0.1, "scale-down")
+        waited = time.monotonic() - stopped
+        assert 2.5 <= waited < 6, waited
+        wait_until(lambda: router.version_status("v1")["ready"] == 1, 30, 0.2, "replicas stopped")
+        assert "scale auto up: 1 -> " in router.log() and "scale auto down: 3 -> 1" in router.log()
+    finally:
+        if load is not None:
+            load.stop()
+        router.stop()
+
+
+def test_dev_test_keeps_replicas_fixed(tmp_path) -> None:
+    config = autoscaled(tmp_path, delay_s=1).model_copy(update={"autoscale_enabled": False})
+    router = RouterProcess(config, tmp_path)
+    try:
+        router.wait_ready()
+        with ThreadPoolExecutor(3) as pool:
+            answers = list(pool.map(lambda _: score(router.client, "service/auto", {"sleep": 0.2}), range(15)))
+        assert all(a.status_code == 200 for a in answers)
+        assert router.version_status("v1")["replicas"] == 1 and "scale auto" not in router.log()
+    finally:
+        router.stop()
+
+
+@pytest.mark.slow
+def test_steady_load_settles_without_flapping(tmp_path) -> None:
+    router = RouterProcess(autoscaled(tmp_path, delay_s=5), tmp_path)
+    load = None
+    try:
+        router.wait_ready()
+        load = Load(router.base_url, "service/auto", clients=2, body={"sleep": 0.1})
+        time.sleep(5)
+        counts = []
+        for _ in range(40):  # 20 s of steady load, eight scale-down delays
+            counts.append(router.version_status("v1")["replicas"])
+            time.sleep(0.5)
+        assert len(set(counts)) == 1, counts
+    finally:
+        if load is not None:
+            load.stop()
+        router.stop()
