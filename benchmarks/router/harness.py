@@ -1,0 +1,164 @@
+"""What benchmarks/router/run and benchmarks/router/autoscale share: ports, processes, wrk."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+WORK = HERE / "work"
+PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
+KEY = "bench-primary-key-0123456789abcdef"
+
+
+@dataclass
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def sh(*command: str, **kwargs: object) -> None:
+    subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def ensure_packages(*tools: str) -> None:
+    """Install the Debian packages of these tools when missing (apt)."""
+    missing = [t for t in tools if not shutil.which(t) and not Path(f"/usr/sbin/{t}").exists()]
+    if not missing:
+        return
+    print("installing", " ".join(missing), "(apt)", flush=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    sh(*sudo, "apt-get", "update", "-qq")
+    sh(*sudo, "apt-get", "install", "-y", "-qq", *missing)
+
+
+def project_python() -> str:
+    return str(PROJECT_PYTHON if PROJECT_PYTHON.exists() else sys.executable)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def write_keys(folder: Path, key_id: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{key_id}.primary").write_text(KEY)
+    (folder / f"{key_id}.secondary").write_text(KEY[::-1])
+
+
+class Process:
+    """A child in its own session, output to WORK/<name>.log; stop() ends it (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, name: str, command: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.log_path = WORK / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._log,
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+class Router(Process):
+    """`python -m router_image --config WORK/<name>.json`, exactly as the local stack runs it."""
+
+    def __init__(self, name: str, config: dict) -> None:
+        self.port = config["port"]
+        self.config_path = WORK / f"{name}.json"
+        self.config_path.write_text(json.dumps(config, indent=2))
+        super().__init__(name, [project_python(), "-m", "router_image", "--config", str(self.config_path)])
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def get_json(self, path: str, timeout: float = 2) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"{}")
+
+    def wait_ready(self, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise SystemExit(f"router exited; see {self.log_path}")
+            try:
+                if self.get_json("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise SystemExit(f"router not ready within {timeout} s; see {self.log_path}")
+
+    def log_lines(self) -> list[dict]:
+        lines = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                continue
+        return lines
+
+    def replica_ports(self) -> list[int]:
+        """Ports of the scorer replicas the local backend started (from its log lines)."""
+        return [int(m.group(1)) for line in self.log_lines()
+                if (m := re.search(r"started replica \S+ on port (\d+)", line.get("message", "")))]
+
+
+def to_ms(text: str) -> float:
+    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def lua_script(name: str, body: str, headers: dict[str, str]) -> Path:
+    lines = ["wrk.method = 'POST'", f"wrk.body = '{body}'"]
+    lines += [f"wrk.headers['{k}'] = '{v}'" for k, v in headers.items()]
+    path = WORK / f"{name}.lua"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def wrk(url: str, lua: Path, connections: int, seconds: float, threads: int = 2) -> Result:
+    out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = int(non2xx.group(1)) if non2xx else 0
+    if socket_errors:
+        errors += sum(int(g) for g in socket_errors.groups())
+    return Result(rps, p50, p99, errors)
+
+
+def cpu_name() -> str:
+    return next((l.split(":", 1)[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                 if l.startswith("model name")), "unknown CPU")

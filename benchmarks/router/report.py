@@ -1,0 +1,20 @@
+"""benchmarks/router/REPORT.md holds two sections, each rewritten only by the script that measures it."""
+
+from __future__ import annotations
+
+import re
+
+from harness import HERE
+
+REPORT = HERE / "REPORT.md"
+ORDER = ("benchmark", "autoscale", "optimization")
+
+
+def write_section(name: str, lines: list[str]) -> None:
+    sections: dict[str, str] = {}
+    if REPORT.exists():
+        for m in re.finditer(r"<!-- section:(\w+) -->\n(.*?)<!-- /section:\1 -->\n", REPORT.read_text(), re.S):
+            sections[m.group(1)] = m.group(2)
+    sections[name] = "\n".join(lines).rstrip("\n") + "\n"
+    names = [n for n in ORDER if n in sections] + [n for n in sections if n not in ORDER]
+    REPORT.write_text("\n".join(f"<!-- section:{n} -->\n{sections[n]}<!-- /section:{n} -->\n" for n in names))
