@@ -212,6 +212,7 @@ class Router:
                 versions.append({
                     "name": v.config.name, "deployment": v.config.deployment, "ready": v.pool.ready,
                     "replicas": self.backend.replicas(v.config.deployment), "in_flight": v.pool.busy_slots,
+                    "addresses": [r.address for r in v.pool.replicas.values() if not r.ejected],
                     "slots": v.pool.total_slots, "queued": v.pool.queued,
                     "utilization": round(scaler.utilization, 4) if scaler else None,
                     "traffic_percentile": v.config.traffic_percentile, "is_default": v.config.is_default})
