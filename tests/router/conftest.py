@@ -39,13 +39,14 @@ def launch(version: str, tmp: Path, marker: str = "", script: str = "echo_score.
 
 
 def processes_with(marker: str) -> list[int]:
-    """Processes whose environment carries `marker` (the scorers a test started)."""
+    """Processes whose environment carries ROUTER_TEST_MARKER=`marker` (the scorers a test started)."""
+    needle = b"\0ROUTER_TEST_MARKER=" + marker.encode() + b"\0"
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit() or int(pid) == os.getpid():
             continue
         try:
-            if marker.encode() in Path(f"/proc/{pid}/environ").read_bytes():
+            if needle in b"\0" + Path(f"/proc/{pid}/environ").read_bytes():
                 found.append(int(pid))
         except OSError:
             continue
@@ -104,7 +105,8 @@ class RouterProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self) -> None:
+    def stop(self, check_scorers: bool = True) -> None:
+        """SIGTERM, then check that no scorer replica of the default marker (str(tmp)) is left."""
         self.client.close()
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -114,6 +116,8 @@ class RouterProcess:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self._log.close()
+        if check_scorers:
+            wait_until(lambda: not processes_with(str(self.tmp)), 20, 0.1, "every scorer process gone")
 
 
 def score(client: httpx.Client, route: str, body: dict | None = None, **headers: str) -> httpx.Response:

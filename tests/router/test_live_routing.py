@@ -121,6 +121,8 @@ def test_queueing_then_503_after_the_wait(live) -> None:
     call("second", {})
     first.join()
     assert results["first"].status_code == 200 and results["second"].status_code == 200
+    # autoscale_enabled false (a dev_test cluster): the queue made no replica, the count stays fixed
+    assert router.version_status("slow")["replicas"] == 1 and '"scale ' not in router.log()
 
 
 def test_504_on_scoring_timeout(live) -> None:

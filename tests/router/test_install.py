@@ -1,0 +1,88 @@
+"""The router image: its Dockerfile, and the `router` extra alone serving (what the image installs)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import ROOT, free_port, wait_until  # noqa: E402
+
+from router_image.config import RouterConfig  # noqa: E402
+
+DOCKERFILE = ROOT / "router_image" / "Dockerfile"
+IMAGE_CONFIG = "/etc/model-router/config/config.json"  # where the ModelRouter component mounts it
+
+
+def instruction(name: str) -> str:
+    """The (continuation-joined) argument of the Dockerfile's last `name` instruction."""
+    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
+    lines = [line for line in text.splitlines() if line.startswith(name + " ")]
+    assert lines, f"no {name} in {DOCKERFILE}"
+    return lines[-1][len(name) + 1:].strip()
+
+
+def test_the_dockerfile_installs_only_the_router_extra_and_runs_as_10001() -> None:
+    text = DOCKERFILE.read_text()
+    assert instruction("FROM").endswith("-slim")
+    assert "'.[router]'" in instruction("RUN") and "scorer" not in instruction("RUN") and "infra" not in instruction("RUN")
+    assert instruction("USER").split(":")[0] == "10001"  # numeric: runAsNonRoot can verify it
+    assert "--uid 10001" in text
+    assert json.loads(instruction("CMD")) == ["python", "-m", "router_image", "--config", IMAGE_CONFIG]
+    assert "/healthz" in instruction("HEALTHCHECK")
+    copied = [line.split()[1] for line in text.splitlines() if line.startswith("COPY ")]
+    assert copied == ["pyproject.toml", "router_image"]  # what the image's hash covers, nothing else
+
+
+def healthcheck_command(config_path: Path) -> list[str]:
+    """The Dockerfile's HEALTHCHECK command, pointed at `config_path` instead of the image's file."""
+    command = instruction("HEALTHCHECK").split(" CMD ", 1)[1]
+    return shlex.split(command.replace(IMAGE_CONFIG, str(config_path)))
+
+
+@pytest.mark.slow  # about a minute: a fresh venv resolves and installs the extra (from the local wheels)
+def test_router_extra_alone_serves_healthz(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", f"{ROOT}[router]"], check=True)
+    installed = subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True, check=True).stdout.lower()
+    for absent in ("pulumi", "pytest", "scikit-learn", "starlette", "azure-monitor"):
+        assert absent not in installed, absent
+
+    # Run from tmp_path: the installed package, not the source tree.
+    help_text = subprocess.run([python, "-m", "router_image", "--help"], cwd=tmp_path, capture_output=True,
+                               text=True, check=True).stdout
+    assert "--config" in help_text
+
+    port = free_port()
+    config = tmp_path / "config.json"
+    config.write_text(RouterConfig(port=port).dump())  # no routes: up, ready, nothing to route
+    log = (tmp_path / "router.log").open("wb")
+    process = subprocess.Popen([python, "-m", "router_image", "--config", str(config)], cwd=tmp_path,
+                               stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def healthy() -> bool:
+            assert process.poll() is None, (tmp_path / "router.log").read_text()
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(healthy, 30, 0.1, "router /healthz")
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").json()["ready"] is True
+        # The image's HEALTHCHECK passes against it (run with the venv's python, as in the image).
+        probe = healthcheck_command(config)
+        assert probe[0] == "python"
+        subprocess.run([python, *probe[1:]], cwd=tmp_path, check=True, timeout=10)
+    finally:
+        process.terminate()
+        process.wait(20)
+        log.close()
