@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us: float = 0.0  # CPU of the hop in front of the scorer per request (router or nginx), microseconds
 
 
 def sh(*command: str, **kwargs: object) -> None:
@@ -132,6 +134,28 @@ class Router(Process):
                 if (m := re.search(r"started replica \S+ on port (\d+)", line.get("message", "")))]
 
 
+def cpu_seconds(pid: int, with_children_of: bool = False) -> float:
+    """user+sys CPU seconds of a process (and, when asked, of its direct children: nginx's workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid]
+    if with_children_of:
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                        pids.append(int(entry.name))
+                except (OSError, IndexError, ValueError):
+                    continue
+    total = 0.0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def to_ms(text: str) -> float:
     value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()  # type: ignore[union-attr]
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
@@ -145,7 +169,9 @@ def lua_script(name: str, body: str, headers: dict[str, str]) -> Path:
     return path
 
 
-def wrk(url: str, lua: Path, connections: int, seconds: float, threads: int = 2) -> Result:
+def wrk(url: str, lua: Path, connections: int, seconds: float, threads: int = 2,
+        cpu_of: Callable[[], float] | None = None) -> Result:
+    cpu_before = cpu_of() if cpu_of else 0.0
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -156,7 +182,9 @@ def wrk(url: str, lua: Path, connections: int, seconds: float, threads: int = 2)
     errors = int(non2xx.group(1)) if non2xx else 0
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
-    return Result(rps, p50, p99, errors)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    cpu_us = (cpu_of() - cpu_before) / max(requests, 1) * 1e6 if cpu_of else 0.0
+    return Result(rps, p50, p99, errors, cpu_us)
 
 
 def cpu_name() -> str:
