@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import ssl
 import sys
 import time
 
-import uvicorn
-
+from router_image import server
 from router_image.app import load
 
 
@@ -35,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     router = load(args.config)
     config = router.config
-    tls = {"ssl_certfile": config.tls.cert_file, "ssl_keyfile": config.tls.key_file} if config.tls else {}
-    uvicorn.run(router, host=args.host or config.host, port=args.port if args.port is not None else config.port,
-                loop="uvloop", http="httptools", lifespan="on", access_log=False, log_config=None,
-                # The replica's Date and Server headers pass through; no X-Forwarded-* rewriting (no middleware).
-                server_header=False, date_header=False, proxy_headers=False, timeout_keep_alive=65, **tls)
+    tls = None
+    if config.tls:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    server.run(router, args.host or config.host, args.port if args.port is not None else config.port, tls)
     return 0
 
 

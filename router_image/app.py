@@ -243,10 +243,11 @@ class Router:
                 self.auth.check(route.config, authorization)
             except AuthError as exc:
                 raise HttpError(401, "Unauthorized", str(exc), [(b"www-authenticate", exc.challenge.encode())]) from None
-        version = route.versions.get(route.split.pick(pinned))
+        # Swagger describes the default version (or the pinned one); scoring follows the split.
+        version = route.versions.get(route.split.pick(pinned) if action == "score" else pinned or route.split.default)
         if version is None:
             raise HttpError(404, "UnknownVersion", f"{kind} {name} has no version {pinned!r}")
-        if not version.pool.ready and pinned is None and route.default.pool.ready:
+        if version is not route.default and pinned is None and not version.pool.ready and route.default.pool.ready:
             # A version just added (or whose replicas all went) takes its share once it has a
             # ready replica; until then the default serves it instead of queueing it to a 503.
             version = route.default
@@ -258,8 +259,7 @@ class Router:
             status = exc.status
             raise
         finally:
-            version.count(status)
-            version.latency.observe(time.perf_counter() - started)
+            version.stats.observe(status, time.perf_counter() - started)
 
 
 def load(path: str) -> Router:

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client.metrics import Counter, Histogram
-
 from router_image import metrics
 from router_image.autoscale import Autoscaler
 from router_image.config import RouteConfig, RouterConfig, VersionConfig
@@ -24,18 +22,10 @@ class VersionState:
     pool: ReplicaPool
     labels: tuple[str, str, str, str]  # kind, route, version, role (metrics.LABELS)
     autoscaler: Autoscaler | None  # shared by the versions of one deployment; None: fixed replicas
-    latency: Histogram = field(init=False)
-    _requests: dict[int, Counter] = field(default_factory=dict)
+    stats: metrics.RequestStats = field(init=False)
 
     def __post_init__(self) -> None:
-        self.latency = metrics.LATENCY.labels(*self.labels)
-
-    def count(self, status: int) -> None:
-        """One answered request (label lookups cached: this runs per request)."""
-        counter = self._requests.get(status)
-        if counter is None:
-            counter = self._requests[status] = metrics.REQUESTS.labels(*self.labels, str(status))
-        counter.inc()
+        self.stats = metrics.request_stats(self.labels)
 
 
 @dataclass
