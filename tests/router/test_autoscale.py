@@ -38,8 +38,8 @@ def test_desired_is_demand_over_target_slots_clamped() -> None:
 def test_scales_up_within_a_few_samples_of_a_load_step() -> None:
     s = scaler()
     changes = run(s, lambda t: 32, 0.0, 1.0)
-    assert changes[0][0] <= 0.2  # first decision on the first samples
-    assert changes[-1][1] == 10 and s.current == 10
+    assert changes == [(0.1, 10)]  # one decision, on the first sample, straight to max_replicas
+    assert s.current == 10
 
 
 def test_scales_down_only_after_the_delay() -> None:
@@ -77,3 +77,17 @@ def test_resume_starts_from_the_given_count_without_history() -> None:
     assert s.current == 3
     changes = run(s, lambda t: 0, 10.0, 0.5)
     assert changes == []  # no scale-down before a full delay of its own
+
+
+def test_scales_down_to_the_largest_count_wanted_within_the_delay() -> None:
+    s = scaler(current=10, scale_down_delay_seconds=5)
+    # 3 in flight (wants 5) for 2 s, then idle (wants 1); under the target all along
+    changes = run(s, lambda t: 3 if t < 2 else 0, 0.0, 12.0)
+    assert [c[1] for c in changes] == [5, 1]  # not straight to 1: the window still held the 5
+    assert 5.0 <= changes[0][0] <= 6.0 and changes[1][0] - changes[0][0] >= 5.0
+
+
+def test_min_and_max_clamp_the_decisions() -> None:
+    s = scaler(current=2, min_replicas=2, max_replicas=4, scale_down_delay_seconds=1)
+    assert run(s, lambda t: 100, 0.0, 1.0) == [(0.1, 4)]
+    assert [c[1] for c in run(s, lambda t: 0, 1.0, 5.0)] == [2]  # idle: down to min, not 0 or 1
