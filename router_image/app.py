@@ -4,7 +4,8 @@ A plain ASGI app: the scoring path is the hot path and carries no framework midd
 Routes:
   POST /api/v1/service/<name>/score      GET /api/v1/service/<name>/swagger.json
   POST /api/v1/endpoint/<name>/score     GET /api/v1/endpoint/<name>/swagger.json
-  GET /healthz (process up)   GET /readyz (200 once every version has a ready replica; JSON status)
+  GET /healthz (process up)   GET /readyz (JSON status; 200 locally once every version has a ready
+  replica, on kubernetes once the router runs)
   GET /metrics (Prometheus)   GET /internal/load (in-flight + queued per deployment, for the scaling leader)
 Version pinning: request header `azureml-model-deployment: <version>` (Azure ML's online
 endpoint header); every answer from a replica carries the same header naming the version.
@@ -73,6 +74,8 @@ class Router:
         except Exception as exc:  # a half-written or invalid file must not stop the router
             log.error("config %s not applied: %s", self.config_path, exc)
             return False
+        if (config.keys_dir, config.token) != (self.config.keys_dir, self.config.token):
+            self.auth = Authenticator(config.keys_dir, config.token)
         self.table = RouteTable.build(config, self.table, self._replicas(config))
         await self.backend.apply(self.table.versions())
         log.info("config reloaded: %d routes", len(config.routes))
@@ -217,7 +220,9 @@ class Router:
                     "utilization": round(scaler.utilization, 4) if scaler else None,
                     "traffic_percentile": v.config.traffic_percentile, "is_default": v.config.is_default})
             routes.append({"kind": kind, "name": name, "versions": versions})
-        ready = all(v["ready"] > 0 for r in routes for v in r["versions"])
+        # Locally, ready means every version can answer (what `local up` waits for). A router pod is
+        # ready once it runs: one model without replicas must not take every route off the load balancer.
+        ready = self.config.backend == "kubernetes" or all(v["ready"] > 0 for r in routes for v in r["versions"])
         return {"ready": ready, "leader": self.backend.is_leader, "routes": routes}
 
     async def _api(self, scope: dict, receive, send, path: str) -> None:

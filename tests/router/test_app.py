@@ -1,0 +1,83 @@
+"""The Router app in-process with a backend double: readiness per backend, auth settings on reload."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from keys import write_keys  # noqa: E402
+
+from router_image.app import Router  # noqa: E402
+from router_image.config import RouteConfig, RouterConfig, VersionConfig  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+
+class NoReplicas:
+    """A backend whose versions never get a ready replica."""
+
+    is_leader = True
+
+    async def start(self, on_ready) -> None:
+        pass
+
+    async def apply(self, versions) -> None:
+        pass
+
+    async def scale(self, deployment: str, replicas: int) -> None:
+        pass
+
+    def replicas(self, deployment: str) -> int:
+        return 1
+
+    def remote_demand(self, deployment: str) -> float:
+        return 0.0
+
+    async def probe(self, address: str) -> bool:
+        return False
+
+    async def stop(self) -> None:
+        pass
+
+
+def config(backend: str, keys_dir: str | None = None) -> RouterConfig:
+    return RouterConfig(backend=backend, keys_dir=keys_dir, routes=[RouteConfig(kind="service", name="s", versions=[
+        VersionConfig(name="v1", deployment="s", max_request_wait_time_ms=50)])])
+
+
+@pytest.mark.parametrize("backend, status", [("local", 503), ("kubernetes", 200)])
+async def test_readiness_locally_waits_for_every_version_but_a_pod_does_not(backend, status) -> None:
+    router = Router(config(backend), backend=NoReplicas())
+    await router.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
+            answer = await client.get("/readyz")
+            assert answer.status_code == status
+            assert answer.json()["routes"][0]["versions"][0]["ready"] == 0
+    finally:
+        await router.shutdown()
+
+
+async def test_a_reload_that_moves_the_keys_applies_them(tmp_path) -> None:
+    write_keys(tmp_path / "old", "service.s", "old-1", "old-2")
+    write_keys(tmp_path / "new", "service.s", "new-1", "new-2")
+    path = tmp_path / "router.json"
+    path.write_text(config("local", str(tmp_path / "old")).dump())
+    router = Router(RouterConfig.load(path), str(path), backend=NoReplicas())
+    await router.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
+            def call(key: str):
+                return client.post("/api/v1/service/s/score", headers={"authorization": f"Bearer {key}"})
+
+            assert (await call("old-1")).status_code == 503  # admitted; no replica to answer
+            path.write_text(config("local", str(tmp_path / "new")).dump())
+            assert await router.reload()
+            assert (await call("old-1")).status_code == 401
+            assert (await call("new-2")).status_code == 503
+    finally:
+        await router.shutdown()
