@@ -1,4 +1,9 @@
-"""`python -m router_image --config PATH`: serve the routes of a RouterConfig file."""
+"""`python -m router_image --config PATH`: serve the routes of a RouterConfig file.
+
+One process, on purpose: the pools' in-flight counts, the queues and the autoscaler must be one
+view (the local backend also owns its scorer processes). It scales out as pods instead, which
+share their counts with the Lease holder (backends/kubernetes.py).
+"""
 
 from __future__ import annotations
 

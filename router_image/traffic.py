@@ -14,10 +14,6 @@ from dataclasses import dataclass
 PIN_HEADER = "azureml-model-deployment"
 
 
-class UnknownVersion(KeyError):
-    pass
-
-
 @dataclass(frozen=True)
 class TrafficSplit:
     names: tuple[str, ...]

@@ -210,8 +210,8 @@ class Response:
 class ReplicaConnections:
     """The keep-alive connections to one replica."""
 
-    def __init__(self, host: str, port: int, ssl: object = None):
-        self.host, self.port, self._ssl = host, port, ssl
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
         self._idle: list[_Connection] = []
         self._closed = False
 
@@ -225,7 +225,7 @@ class ReplicaConnections:
         if connection is None:
             try:
                 _, connection = await asyncio.get_running_loop().create_connection(
-                    lambda: _Connection(self), self.host, self.port, ssl=self._ssl)
+                    lambda: _Connection(self), self.host, self.port)
             except OSError as exc:
                 raise ConnectFailed(f"{self.host}:{self.port}: {exc.strerror or exc}") from None
         try:
@@ -258,14 +258,14 @@ class ReplicaConnections:
         self._idle.clear()
 
 
-async def get(host: str, port: int, path: str, timeout_s: float, ssl: object = None) -> tuple[int, bytes]:
+async def get(host: str, port: int, path: str, timeout_s: float) -> tuple[int, bytes]:
     """One GET on a fresh connection (health checks, peers' load): status and body.
 
     Raises UpstreamError (or TimeoutError) when there is no answer.
     """
     host_header = f"[{host}]" if ":" in host else host
     head = f"GET {path} HTTP/1.1\r\nhost: {host_header}:{port}\r\nconnection: close\r\n\r\n".encode()
-    connections = ReplicaConnections(host, port, ssl)
+    connections = ReplicaConnections(host, port)
     async with asyncio.timeout(timeout_s):
         response = await connections.request(head, b"")
         try:
@@ -280,10 +280,10 @@ async def get(host: str, port: int, path: str, timeout_s: float, ssl: object = N
             connections.close()
 
 
-async def is_ready(host: str, port: int, ssl: object = None) -> bool:
+async def is_ready(host: str, port: int) -> bool:
     """Does the replica's `/ready` answer 200 (its init() ran)?"""
     try:
-        status, _ = await get(host, port, "/ready", 1.0, ssl)
+        status, _ = await get(host, port, "/ready", 1.0)
     except (UpstreamError, TimeoutError, OSError):
         return False
     return status == 200
