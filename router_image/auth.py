@@ -41,7 +41,13 @@ class KeyStore:
         if self._folder is None or not self._folder.is_dir():
             return ()
         # Kubernetes swaps the `..data` symlink on update; the folder's and files' times catch both.
-        return tuple(sorted(os.stat(p).st_mtime for p in [self._folder, *self._folder.iterdir()]))
+        stamps = []
+        for path in [self._folder, *self._folder.iterdir()]:
+            try:
+                stamps.append(os.stat(path).st_mtime)
+            except OSError:  # listed, then removed (the kubelet drops the old folder after a swap)
+                continue
+        return tuple(sorted(stamps))
 
     def reload(self) -> None:
         keys: dict[str, list[bytes]] = {}
@@ -51,7 +57,10 @@ class KeyStore:
                     continue
                 route, _, which = path.name.rpartition(".")
                 if which in ("primary", "secondary"):
-                    value = path.read_bytes().strip()
+                    try:
+                        value = path.read_bytes().strip()
+                    except OSError:  # removed since the listing
+                        continue
                     if value:
                         keys.setdefault(route, []).append(value)
         self._keys = keys

@@ -96,3 +96,53 @@ def test_a_key_is_no_token_and_a_token_no_key(keys, tmp_path) -> None:
         a.check(TOKENED, b"Bearer primary-key-1")
     with pytest.raises(AuthError):
         a.check(KEYED, b"Bearer " + mint_token(private, "iris")[0].encode())
+
+
+def _secret_volume(folder: Path, stamp: str, keys: dict[str, str]) -> None:
+    """What the kubelet does to a mounted Secret: a new timestamped folder, `..data` swapped to it
+    in one rename, the old folder removed; the key files are links through `..data`."""
+    import os
+    import shutil
+
+    folder.mkdir(exist_ok=True)
+    data = folder / f"..{stamp}"
+    data.mkdir()
+    for name, value in keys.items():
+        (data / name).write_text(value)
+    old = os.readlink(folder / "..data") if (folder / "..data").is_symlink() else None
+    os.symlink(data.name, folder / "..data_tmp")
+    os.replace(folder / "..data_tmp", folder / "..data")
+    for name in keys:
+        if not (folder / name).is_symlink():
+            os.symlink(f"..data/{name}", folder / name)
+    if old:
+        shutil.rmtree(folder / old)
+
+
+def test_a_rotated_kubernetes_secret_volume_applies(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    folder = tmp_path / "secret"
+    _secret_volume(folder, "2026_11_27_01", {"service.iris.primary": "p1", "service.iris.secondary": "s1"})
+    a = Authenticator(str(folder), None)
+    a.check(KEYED, b"Bearer p1")
+    _secret_volume(folder, "2026_11_27_02", {"service.iris.primary": "p2", "service.iris.secondary": "s1"})
+    a.check(KEYED, b"Bearer p2")
+    a.check(KEYED, b"Bearer s1")
+    with pytest.raises(AuthError):
+        a.check(KEYED, b"Bearer p1")
+
+
+def test_an_entry_vanishing_mid_swap_is_no_error(tmp_path, monkeypatch) -> None:
+    """The kubelet removes the old timestamped folder while the router lists the volume: an entry
+    listed, then gone (here: a dangling link) must not turn into a 500."""
+    import os
+
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    folder = tmp_path / "secret"
+    _secret_volume(folder, "2026_11_27_01", {"service.iris.primary": "p1", "service.iris.secondary": "s1"})
+    a = Authenticator(str(folder), None)
+    os.symlink("..2026_11_27_00", folder / "..2026_11_27_00_gone")
+    os.symlink("..data/service.iris.tertiary", folder / "service.iris.primary.old")
+    os.symlink("nowhere", folder / "service.other.primary")
+    a.check(KEYED, b"Bearer p1")  # the folder changed: re-read, the vanished entries skipped
+    assert sorted(Authenticator(str(folder), None).keys.keys("service.iris")) == [b"p1", b"s1"]
