@@ -69,6 +69,10 @@ class Autoscaler:
         slots = self.current * self.slots_per_replica
         self.utilization = average / slots if slots else (1.0 if average else 0.0)
         desired = self.desired_for(average)
+        if self.current > self.config.max_replicas:  # a reload lowered the bound: it holds at once
+            self._below_since = None
+            self._desired.clear()
+            return self._change(self.config.max_replicas, f"max_replicas is {self.config.max_replicas}")
         if desired > self.current:
             self._below_since = None
             self._desired.clear()

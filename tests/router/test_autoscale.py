@@ -91,3 +91,11 @@ def test_min_and_max_clamp_the_decisions() -> None:
     s = scaler(current=2, min_replicas=2, max_replicas=4, scale_down_delay_seconds=1)
     assert run(s, lambda t: 100, 0.0, 1.0) == [(0.1, 4)]
     assert [c[1] for c in run(s, lambda t: 0, 1.0, 5.0)] == [2]  # idle: down to min, not 0 or 1
+
+
+def test_a_lowered_max_applies_at_once_even_under_load() -> None:
+    s = scaler(current=1, scale_down_delay_seconds=60)
+    run(s, lambda t: 8, 0.0, 0.5)
+    assert s.current == 10
+    s.config = s.config.model_copy(update={"max_replicas": 3})  # what a config reload does
+    assert run(s, lambda t: 8, 0.5, 0.5) == [(0.1, 3)]

@@ -6,6 +6,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -141,4 +142,35 @@ def test_steady_load_settles_without_flapping(tmp_path) -> None:
     finally:
         if load is not None:
             load.stop()
+        router.stop()
+
+
+@pytest.mark.slow  # about 10 s: three replicas start
+def test_replicas_removed_by_a_lowered_max_finish_their_requests(tmp_path) -> None:
+    def config(replicas: int) -> RouterConfig:
+        scale = AutoscaleConfig(min_replicas=replicas, max_replicas=replicas, refresh_seconds=0.5,
+                                scale_down_delay_seconds=60)
+        return RouterConfig(routes=[RouteConfig(kind="service", name="auto", auth=OFF, versions=[VersionConfig(
+            name="v1", deployment="auto", autoscale=scale, scorer=launch("v1", tmp_path))])])
+
+    router = RouterProcess(config(3), tmp_path)
+    try:
+        router.wait_ready()
+        wait_until(lambda: router.version_status("v1")["ready"] == 3, 60, 0.1, "three ready replicas")
+        with ThreadPoolExecutor(3) as pool:
+            # one 1 s request on each replica (least busy first), then the bound drops to 1 under them
+            def slow_call() -> httpx.Response:
+                with httpx.Client(base_url=router.base_url, timeout=30) as client:
+                    return score(client, "service/auto", {"sleep": 1.0})
+
+            calls = [pool.submit(slow_call) for _ in range(3)]
+            wait_until(lambda: router.version_status("v1")["in_flight"] == 3, 10, 0.02, "three in flight")
+            router.write(config(1))
+            wait_until(lambda: router.version_status("v1")["replicas"] == 1, 5, 0.05, "max_replicas applied")
+            answers = [c.result() for c in calls]
+        assert [a.status_code for a in answers] == [200] * 3, [a.text for a in answers]
+        assert len({a.json()["pid"] for a in answers}) == 3  # two of them on replicas stopped meanwhile
+        wait_until(lambda: router.version_status("v1")["ready"] == 1, 30, 0.1, "one replica left")
+        assert "scale auto down: 3 -> 1 replicas (max_replicas is 1)" in router.log()
+    finally:
         router.stop()
