@@ -145,7 +145,7 @@ def test_steady_load_settles_without_flapping(tmp_path) -> None:
         router.stop()
 
 
-@pytest.mark.slow  # about 10 s: three replicas start
+@pytest.mark.slow  # 4-15 s (three replicas start), and the default run stays under 90 s
 def test_replicas_removed_by_a_lowered_max_finish_their_requests(tmp_path) -> None:
     def config(replicas: int) -> RouterConfig:
         scale = AutoscaleConfig(min_replicas=replicas, max_replicas=replicas, refresh_seconds=0.5,
