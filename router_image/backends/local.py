@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,10 @@ from router_image.upstream import is_ready
 log = logging.getLogger("router.local")
 PR_SET_PDEATHSIG = 1
 HEALTH_EVERY_S = 0.2
+# A replica that exits this soon after its start (bad settings, a broken environment) is
+# restarted after a pause doubling from 1 s up to 30 s, not every HEALTH_EVERY_S.
+EARLY_EXIT_S = 10.0
+MAX_BACKOFF_S = 30.0
 
 
 def _die_with_parent() -> None:
@@ -42,6 +47,7 @@ class LocalReplica:
     index: int
     port: int
     process: subprocess.Popen
+    started: float = field(default_factory=time.monotonic)
     ready: bool = False
 
     @property
@@ -55,6 +61,8 @@ class _Version:
     desired: int
     replicas: list[LocalReplica] = field(default_factory=list)
     next_index: int = 0
+    early_exits: int = 0  # in a row
+    spawn_after: float = 0.0
 
 
 class LocalBackend:
@@ -104,11 +112,16 @@ class LocalBackend:
         return 0.0
 
     def _converge(self, v: _Version) -> None:
-        while len(v.replicas) < v.desired:
-            v.replicas.append(self._spawn(v))
+        if time.monotonic() >= v.spawn_after:
+            while len(v.replicas) < v.desired:
+                v.replicas.append(self._spawn(v))
         while len(v.replicas) > v.desired:
-            # Newest first; it leaves the pool now and gets SIGTERM, which lets in-flight work finish.
-            self._terminate(v.replicas.pop())
+            # Starting ones first, then the newest; it leaves the pool now and gets SIGTERM, which
+            # lets its in-flight requests finish.
+            starting = [r for r in v.replicas if not r.ready]
+            gone = starting[-1] if starting else v.replicas[-1]
+            v.replicas.remove(gone)
+            self._terminate(gone)
         self._publish(v)
 
     def _spawn(self, v: _Version) -> LocalReplica:
@@ -151,16 +164,30 @@ class LocalBackend:
                 changed = False
                 for r in list(v.replicas):
                     if r.process.poll() is not None:
-                        log.warning("replica %s-%d exited with %s; replacing it", v.config.deployment, r.index, r.process.returncode)
                         v.replicas.remove(r)
                         changed = True
-                    elif not r.ready and await self.probe(r.address):
-                        r.ready = True
-                        changed = True
+                        self._exited(v, r)
+                starting = [r for r in v.replicas if not r.ready]
+                for r, ready in zip(starting, await asyncio.gather(*(self.probe(r.address) for r in starting))):
+                    if ready and r in v.replicas:
+                        r.ready = changed = True
                         log.info("replica %s-%d ready", v.config.deployment, r.index)
-                if changed:
+                if changed or len(v.replicas) < v.desired:
                     self._converge(v)
             await asyncio.sleep(HEALTH_EVERY_S)
+
+    def _exited(self, v: _Version, r: LocalReplica) -> None:
+        lived = time.monotonic() - r.started
+        if lived < EARLY_EXIT_S:
+            v.early_exits += 1
+            pause = min(2.0 ** (v.early_exits - 1), MAX_BACKOFF_S)
+            v.spawn_after = time.monotonic() + pause
+            log.warning("replica %s-%d exited with %s %.1f s after its start; replacing it in %g s (see its log)",
+                        v.config.deployment, r.index, r.process.returncode, lived, pause)
+        else:
+            v.early_exits = 0
+            log.warning("replica %s-%d exited with %s; replacing it", v.config.deployment, r.index,
+                        r.process.returncode)
 
     async def stop(self) -> None:
         if self._task:

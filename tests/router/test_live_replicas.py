@@ -8,6 +8,7 @@ import signal
 import ssl
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -196,3 +197,19 @@ def test_tls(tmp_path) -> None:
 def test_help() -> None:
     out = subprocess.run([sys.executable, "-m", "router_image", "--help"], cwd=ROOT, capture_output=True, text=True, check=True)
     assert "--config" in out.stdout
+
+
+def test_a_replica_that_dies_at_start_is_restarted_with_a_growing_pause(tmp_path) -> None:
+    broken = launch("v1", tmp_path).model_copy(update={"env": {**launch("v1", tmp_path).env, "WORKER_COUNT": "0"}})
+    config = RouterConfig(autoscale_enabled=False, routes=[RouteConfig(kind="service", name="b", auth=OFF, versions=[
+        VersionConfig(name="v1", deployment="b", scorer=broken, max_request_wait_time_ms=100)])])
+    router = RouterProcess(config, tmp_path)
+    try:
+        wait_until(lambda: router.log().count("after its start") >= 2, 30, 0.1, "two early exits")
+        time.sleep(3)
+        starts = router.log().count("started replica b-")
+        assert 3 <= starts <= 5, router.log()  # pauses of 1, 2, 4 s: not one start every 0.2 s
+        answer = score(router.client, "service/b")
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "NoReadyReplicas"
+    finally:
+        router.stop()
