@@ -214,6 +214,9 @@ class ModelRouter(pulumi.ComponentResource):
             "image": args.image,
             "command": ["python", "-m", "router_image", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
             "ports": [{"name": "http", "containerPort": port}],
+            # The Lease holder's identity and the name its peers skip in the EndpointSlices: the
+            # pod's name from the API, not the hostname (cut to 63 characters).
+            "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
             "resources": {"requests": resources, "limits": resources},
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http", "scheme": scheme}, "periodSeconds": 10},
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http", "scheme": scheme}, "periodSeconds": 5},

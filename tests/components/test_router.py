@@ -101,6 +101,13 @@ def test_config_and_keys_are_mounted_whole_so_changes_roll_nothing():
     assert pod["serviceAccountName"] == "model-router"
 
 
+def test_pods_know_their_own_name_for_the_lease_and_the_peer_list():
+    rec = build()
+    container = named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+
+
 def test_keys_are_random_per_key_route_secret_and_rotate_with_the_counter():
     a, b = build(rotation=0), build(rotation=1)
     passwords = a.of_type("random:index/randomPassword:RandomPassword")
