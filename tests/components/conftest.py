@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from components.stackfile import Stack, load_stack
 
-STACKS = Path(__file__).resolve().parents[2] / "stacks"
+ROOT = Path(__file__).resolve().parents[2]
+STACKS = ROOT / "stacks"
 
 
 @pytest.fixture
@@ -31,3 +34,32 @@ def validate():
             kubernetes_validate.validate(doc, version, strict=True)
         return len(manifests)
     return check
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """The project's stacks, Dockerfiles and example source in a folder of their own.
+
+    The image tags hash their build context, so a small copy keeps each run fast and independent
+    of whatever else lies in the checkout.
+    """
+    shutil.copy(ROOT / "Pulumi.yaml", tmp_path)
+    shutil.copytree(STACKS, tmp_path / "stacks")
+    for image in ("scoring_image", "router_image"):
+        (tmp_path / image).mkdir()
+        (tmp_path / image / "Dockerfile").write_text((ROOT / image / "Dockerfile").read_text())
+    (tmp_path / "examples" / "sklearn").mkdir(parents=True)
+    (tmp_path / "examples" / "sklearn" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    return tmp_path
+
+
+@pytest.fixture
+def edit(project: Path):
+    """Change the config of the copied stacks/Pulumi.<name>.yaml; returns its path."""
+    def change_stack(name: str, change) -> Path:
+        path = project / "stacks" / f"Pulumi.{name}.yaml"
+        doc = yaml.safe_load(path.read_text())
+        change(doc["config"])
+        path.write_text(yaml.safe_dump(doc))
+        return path
+    return change_stack

@@ -3,38 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import pytest
 import yaml
 
 from components.mocks import Recorded, Recording
 from components.plan import Plan, main, validate_manifests
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """Stacks, Dockerfiles and example source copied to a folder of their own (small build contexts)."""
-    shutil.copy(ROOT / "Pulumi.yaml", tmp_path)
-    shutil.copytree(ROOT / "stacks", tmp_path / "stacks")
-    for image in ("scoring_image", "router_image"):
-        (tmp_path / image).mkdir()
-        source = ROOT / image / "Dockerfile"
-        (tmp_path / image / "Dockerfile").write_text(source.read_text() if source.exists() else "FROM python:3.11-slim\n")
-    (tmp_path / "examples" / "sklearn").mkdir(parents=True)
-    (tmp_path / "examples" / "sklearn" / "score.py").write_text("def init():\n    pass\n")
-    return tmp_path
-
-
-def edit(project: Path, name: str, change) -> Path:
-    path = project / "stacks" / f"Pulumi.{name}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    change(doc["config"])
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 def test_dev_plan_passes_prints_tree_counts_and_writes_masked_manifests(project, tmp_path, capsys):
@@ -58,22 +34,22 @@ def test_local_stack_has_nothing_to_deploy_on_a_cluster(capsys):
     assert "nothing to deploy on a cluster" in capsys.readouterr().out
 
 
-def test_invalid_stack_exits_2_naming_the_field(project, capsys):
-    path = edit(project, "dev", lambda c: c["aks-model-serving:services"][0].update(cpu_cores=-1))
+def test_invalid_stack_exits_2_naming_the_field(edit, capsys):
+    path = edit("dev", lambda c: c["aks-model-serving:services"][0].update(cpu_cores=-1))
     assert main([str(path)]) == 2
     assert "services[0].cpu_cores" in capsys.readouterr().err
 
 
-def test_public_router_without_tls_in_fast_prod_fails_naming_the_service(project, capsys):
-    path = edit(project, "prod", lambda c: c["aks-model-serving:cluster"].pop("ssl"))
+def test_public_router_without_tls_in_fast_prod_fails_naming_the_service(edit, capsys):
+    path = edit("prod", lambda c: c["aks-model-serving:cluster"].pop("ssl"))
     assert main([str(path)]) == 1
     text = capsys.readouterr().out
     assert ("violation public-router-serves-tls-in-fast-prod: kubernetes:core/v1:Service router: "
             "router Service 'model-router' is public in a fast_prod cluster and serves plain HTTP") in text
 
 
-def test_anonymous_public_service_fails_unless_the_policy_config_allows_it(project, tmp_path, capsys):
-    path = edit(project, "dev", lambda c: c["aks-model-serving:services"][0].update(auth_enabled=False))
+def test_anonymous_public_service_fails_unless_the_policy_config_allows_it(edit, tmp_path, capsys):
+    path = edit("dev", lambda c: c["aks-model-serving:services"][0].update(auth_enabled=False))
     assert main([str(path)]) == 1
     assert "violation auth-on-for-public-services: kubernetes:core/v1:Service router: service 'iris'" in capsys.readouterr().out
     config = tmp_path / "policy.json"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pulumi
@@ -15,32 +14,6 @@ from components.program import build, deployable_problems
 from components.stackfile import load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """The project's stacks, Dockerfiles and example source in a folder of its own.
-
-    The image tags hash their build context, so a small copy keeps each run fast and independent
-    of whatever else lies in the checkout.
-    """
-    shutil.copy(ROOT / "Pulumi.yaml", tmp_path)
-    shutil.copytree(ROOT / "stacks", tmp_path / "stacks")
-    for image in ("scoring_image", "router_image"):
-        (tmp_path / image).mkdir()
-        source = ROOT / image / "Dockerfile"
-        (tmp_path / image / "Dockerfile").write_text(source.read_text() if source.exists() else "FROM python:3.11-slim\n")
-    (tmp_path / "examples" / "sklearn").mkdir(parents=True)
-    (tmp_path / "examples" / "sklearn" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
-    return tmp_path
-
-
-def edit(project: Path, name: str, change) -> Path:
-    path = project / "stacks" / f"Pulumi.{name}.yaml"
-    doc = yaml.safe_load(path.read_text())
-    change(doc["config"])
-    path.write_text(yaml.safe_dump(doc))
-    return path
 
 
 def test_local_stack_is_refused_with_a_clear_message():
@@ -95,8 +68,8 @@ def test_local_model_folders_are_uploaded_file_by_file(project):
     assert '"url": "https://mlwdevstorage.blob.core.windows.net/models/sklearn-iris/1"' in manifest.inputs["data"]["models.json"]
 
 
-def test_a_service_outside_the_router_namespace_is_refused(project):
-    path = edit(project, "dev", lambda c: c["aks-model-serving:services"][0].update(namespace="elsewhere"))
+def test_a_service_outside_the_router_namespace_is_refused(edit):
+    path = edit("dev", lambda c: c["aks-model-serving:services"][0].update(namespace="elsewhere"))
     problems = deployable_problems(load_stack(path))
     assert problems == ["services[0].namespace: 'elsewhere' differs from router.namespace 'azureml'; "
                         "the router watches and scales only its own namespace"]
