@@ -21,7 +21,6 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
-import uvicorn
 import uvloop
 
 from scoring_image import logs, metrics, telemetry
@@ -30,6 +29,7 @@ from scoring_image.collection.spool import Spool
 from scoring_image.config import ScorerSettings
 from scoring_image.readiness import Board
 from scoring_image.runner import Runner
+from scoring_image.server import Server
 
 log = logging.getLogger("scoring_image.worker")
 
@@ -60,13 +60,13 @@ async def _serve(
     loop = asyncio.get_running_loop()
     runner = Runner(loop, settings.scoring_timeout_ms / 1000)
     spool = Spool(Path(settings.data_collection_spool_dir)) if settings.data_collection_enabled else None
-    server: uvicorn.Server | None = None
+    server: Server | None = None
 
     def recycle() -> None:
         board.publish(index, "recycling", "run() overran scoring_timeout_ms")
         runner.abandon()
         if server is not None:
-            server.should_exit = True
+            server.stop()
 
     recorder = metrics.Recorder(metrics_dir)
     access_log = logs.AccessLog(loop, str(index)) if settings.access_log else None
@@ -78,22 +78,14 @@ async def _serve(
         await asyncio.wait([init])
 
     asgi = telemetry.instrument(_with_cors(app, settings), settings)
-    server = uvicorn.Server(uvicorn.Config(
-        asgi,
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_config=None,
-        server_header=False,
-        proxy_headers=False,  # the router in front sets no X-Forwarded-For we would use
-        timeout_keep_alive=int(settings.keep_alive_seconds),
-        timeout_graceful_shutdown=max(1, settings.scoring_timeout_ms // 1000),
-    ))
+    server = Server(asgi, settings.keep_alive_seconds, grace_s=settings.scoring_timeout_ms / 1000)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, server.stop)
     _every(loop, metrics.PUBLISH_S, recorder.publish)
     if spool is not None:
         _every(loop, settings.data_collection_batch_seconds, spool.seal)
     try:
-        await server.serve(sockets=[sock])
+        await server.serve(sock)
     finally:
         recorder.publish()
         if spool is not None:
