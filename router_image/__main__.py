@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     if config.tls:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(config.tls.cert_file, config.tls.key_file)
-    server.run(router, args.host or config.host, args.port if args.port is not None else config.port, tls)
+    server.run(router, args.host or config.host, args.port if args.port is not None else config.port, tls,
+               fast=router)
     return 0
 
 

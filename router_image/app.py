@@ -1,6 +1,7 @@
 """The router: authenticate, pick a version, pick a replica (or queue), forward, and scale.
 
-A plain ASGI app: the scoring path is the hot path and carries no framework middleware.
+A plain ASGI app: the scoring path is the hot path and carries no framework middleware; a
+whole-body score POST does not even go through ASGI (`Router.claim` and `answer`, relay.py).
 Routes:
   POST /api/v1/service/<name>/score      GET /api/v1/service/<name>/swagger.json
   POST /api/v1/endpoint/<name>/score     GET /api/v1/endpoint/<name>/swagger.json
@@ -27,10 +28,12 @@ from router_image.auth import AuthError, Authenticator
 from router_image.autoscale import SAMPLE_S
 from router_image.backends import Backend, backend_for
 from router_image.config import RouterConfig
-from router_image.proxy import VERSION_HEADER, forward
-from router_image.responses import HttpError, respond, respond_error, respond_json
 from router_image.pool import ReplicaPool
-from router_image.routes import RouteState, RouteTable
+from router_image.proxy import VERSION_HEADER, forward
+from router_image.relay import CLIENT_GONE, Deadlines, Relay
+from router_image.responses import HttpError, error_answer, respond, respond_error, respond_json
+from router_image.routes import RouteState, RouteTable, VersionState
+from router_image.server import Request
 
 log = logging.getLogger("router")
 CONFIG_POLL_S = 1.0
@@ -44,6 +47,7 @@ class Router:
         self.backend = backend or backend_for(config)
         self.auth = Authenticator(config.keys_dir, config.token)
         self.table = RouteTable.build(config)
+        self.deadlines = Deadlines()
         self._tasks: list[asyncio.Task] = []
         self._config_stamp = self._stamp()
 
@@ -99,7 +103,8 @@ class Router:
         await self.backend.apply(self.table.versions())
         for deployment, scaler in self.table.autoscalers.items():
             scaler.current = self.backend.replicas(deployment)
-        self._tasks = [asyncio.create_task(self._autoscale()), asyncio.create_task(self._readmit())]
+        self._tasks = [asyncio.create_task(self._autoscale()), asyncio.create_task(self._readmit()),
+                       asyncio.create_task(self.deadlines.run())]
         if self.config_path:
             self._tasks.append(asyncio.create_task(self._watch_config()))
 
@@ -226,36 +231,11 @@ class Router:
         return {"ready": ready, "leader": self.backend.is_leader, "routes": routes}
 
     async def _api(self, scope: dict, receive, send, path: str) -> None:
-        parts = path.split("/")  # ['', 'api', 'v1', kind, name, action]
-        if len(parts) != 6 or parts[3] not in ("service", "endpoint") or parts[5] not in ("score", "swagger.json"):
-            raise HttpError(404, "NotFound", f"no route {path}")
-        kind, name, action = parts[3], parts[4], parts[5]
-        route = self.table.routes.get((kind, name))
-        if route is None:
-            raise HttpError(404, "NotFound", f"no {kind} named {name!r}")
-        pinned = None
-        authorization = None
-        for header, value in scope["headers"]:
-            if header == VERSION_HEADER:
-                pinned = value.decode("latin-1")
-            elif header == b"authorization":
-                authorization = value
+        route, action = self._route(path)
         method, upstream_path = ("GET", b"/swagger.json") if action == "swagger.json" else ("POST", b"/score")
         if scope["method"] != method:
             raise HttpError(405, "MethodNotAllowed", f"{action} takes {method}", [(b"allow", method.encode())])
-        if action == "score":  # swagger is public, as Azure ML's swagger_uri is
-            try:
-                self.auth.check(route.config, authorization)
-            except AuthError as exc:
-                raise HttpError(401, "Unauthorized", str(exc), [(b"www-authenticate", exc.challenge.encode())]) from None
-        # Swagger describes the default version (or the pinned one); scoring follows the split.
-        version = route.versions.get(route.split.pick(pinned) if action == "score" else pinned or route.split.default)
-        if version is None:
-            raise HttpError(404, "UnknownVersion", f"{kind} {name} has no version {pinned!r}")
-        if version is not route.default and pinned is None and not version.pool.ready and route.default.pool.ready:
-            # A version just added (or whose replicas all went) takes its share once it has a
-            # ready replica; until then the default serves it instead of queueing it to a 503.
-            version = route.default
+        version = self._version(route, action, scope["headers"])
         started = time.perf_counter()
         status = 500
         try:
@@ -263,8 +243,61 @@ class Router:
         except HttpError as exc:
             status = exc.status
             raise
+        except asyncio.CancelledError:
+            status = CLIENT_GONE
+            raise
         finally:
             version.stats.observe(status, time.perf_counter() - started)
+
+    # ------------------------------------------------------------ server.FastPath: the hot path
+
+    def claim(self, path: bytes) -> RouteState | None:
+        """A POST to a score route is relayed from callbacks (relay.py), not through ASGI."""
+        return self.table.by_score_path.get(path)
+
+    def answer(self, request: Request) -> None:
+        try:
+            version = self._version(request.claim, "score", request.headers)
+        except HttpError as exc:
+            headers, body = error_answer(exc)
+            request.respond(exc.status, headers, body)
+            return
+        Relay(request, version, self.deadlines).start()
+
+    def _route(self, path: str) -> tuple[RouteState, str]:
+        """The route and action (score, swagger.json) of an /api/v1/ path."""
+        parts = path.split("/")  # ['', 'api', 'v1', kind, name, action]
+        if len(parts) != 6 or parts[3] not in ("service", "endpoint") or parts[5] not in ("score", "swagger.json"):
+            raise HttpError(404, "NotFound", f"no route {path}")
+        kind, name, action = parts[3], parts[4], parts[5]
+        route = self.table.routes.get((kind, name))
+        if route is None:
+            raise HttpError(404, "NotFound", f"no {kind} named {name!r}")
+        return route, action
+
+    def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]]) -> VersionState:
+        """Who may call (score needs auth; swagger is public, as Azure ML's swagger_uri is) and which
+        version answers: pinned by header, else scoring follows the split and swagger the default."""
+        pinned = None
+        authorization = None
+        for header, value in headers:
+            if header == VERSION_HEADER:
+                pinned = value.decode("latin-1")
+            elif header == b"authorization":
+                authorization = value
+        if action == "score":
+            try:
+                self.auth.check(route.config, authorization)
+            except AuthError as exc:
+                raise HttpError(401, "Unauthorized", str(exc), [(b"www-authenticate", exc.challenge.encode())]) from None
+        version = route.versions.get(route.split.pick(pinned) if action == "score" else pinned or route.split.default)
+        if version is None:
+            raise HttpError(404, "UnknownVersion", f"{route.config.kind} {route.config.name} has no version {pinned!r}")
+        if version is not route.default and pinned is None and not version.pool.ready and route.default.pool.ready:
+            # A version just added (or whose replicas all went) takes its share once it has a
+            # ready replica; until then the default serves it instead of queueing it to a 503.
+            version = route.default
+        return version
 
 
 def load(path: str) -> Router:

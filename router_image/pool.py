@@ -90,13 +90,20 @@ class ReplicaPool:
                     break
         return best
 
+    def take(self) -> Replica | None:
+        """A slot on the least busy replica now, or None when the request must wait in line."""
+        if self._waiters:
+            return None
+        replica = self._free()
+        if replica is not None:
+            replica.in_flight += 1
+        return replica
+
     async def acquire(self) -> Replica:
         """A slot on the least busy replica, waiting in line when every slot is taken."""
-        if not self._waiters:
-            replica = self._free()
-            if replica is not None:
-                replica.in_flight += 1
-                return replica
+        replica = self.take()
+        if replica is not None:
+            return replica
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Replica] = loop.create_future()
         self._waiters.append(waiter)

@@ -1,5 +1,9 @@
 """Forwarding one request to a version: a replica slot (or the queue), the exchange, the stream back.
 
+Two ways in, one set of rules: `forward` (a coroutine, for the ASGI app: chunked and large
+bodies, in-process tests) and relay.Relay (callbacks, for whole-body score requests: the hot
+path). Both build the upstream head, take slots, connect, retry and name their errors here.
+
 The request body is passed on as the client sends it and the answer as the replica sends it.
 A replica that refuses the connection never saw the request, so the request is retried on
 another one (that replica is ejected until its health check passes); once anything may have
@@ -14,11 +18,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 
-from router_image.pool import NoReplicas, QueueTimeout, Replica, ReplicaPool
+from router_image.pool import NoReplicas, QueueTimeout, Replica
 from router_image.responses import HttpError
 from router_image.routes import VersionState
 from router_image.traffic import PIN_HEADER
-from router_image.upstream import ConnectFailed, UpstreamBroke
+from router_image.upstream import ConnectFailed, Connection, UpstreamBroke, UpstreamError
 
 log = logging.getLogger("router.proxy")
 MAX_BODY_BYTES = 100 * 1024 * 1024  # Azure ML's payload limit
@@ -27,8 +31,7 @@ VERSION_HEADER = PIN_HEADER.encode()
 # Hop-by-hop headers stay on their hop; the client's credentials never reach a replica.
 REQUEST_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
                           b"proxy-authorization", b"host", b"content-length", b"authorization", b"expect"})
-RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-                           b"proxy-authenticate"})
+Head = tuple[bytes, bytes]
 
 
 class _Deadline:
@@ -52,34 +55,24 @@ class _Deadline:
 
 async def forward(scope: dict, receive, send, version: VersionState, path: bytes) -> int:
     """Answer the request from one of `version`'s replicas; returns the status sent."""
-    head, length = _request_head(scope, path)
+    head, length = request_head(scope["method"].encode(), path, scope.get("query_string"), scope["headers"])
     body = await _request_body(length, receive)
-    head = _with_length(head, body)
+    head = (head[0], head[1] + (b"content-length: %d\r\n\r\n" % len(body) if isinstance(body, bytes)
+                                else b"transfer-encoding: chunked\r\n\r\n"))
     pool = version.pool
     config = version.config
-    replica: Replica | None = await _acquire(pool, version)
+    replica: Replica | None = await acquire(version)
     started = False
     loop = asyncio.get_running_loop()
     deadline = _Deadline(asyncio.current_task())  # type: ignore[arg-type]
     timer = loop.call_at(loop.time() + config.scoring_timeout_ms / 1000, deadline.fire)
     try:
-        for attempt in range(1, CONNECT_TRIES + 1):
-            try:
-                response = await replica.connections.request(head[0] + replica.address.encode() + head[1], body)
-                break
-            except ConnectFailed as exc:
-                log.warning("replica %s of %s refused the connection (%s); ejected, trying another",
-                            replica.address, config.deployment, exc)
-                pool.eject(replica)
-                pool.release(replica)
-                replica = None
-                if attempt == CONNECT_TRIES:
-                    raise HttpError(502, "ReplicaUnavailable", "replicas refused the connection") from None
-                replica = await _acquire(pool, version)
+        held, replica = replica, None  # connect() owns the slot until it returns
+        replica, connection = await connect(version, held)  # type: ignore[arg-type]
+        response = await connection.exchange(head[0] + replica.address.encode() + head[1], body)
         try:
-            headers = [h for h in response.headers if h[0] not in RESPONSE_DROP]
-            headers.append((VERSION_HEADER, config.name.encode()))
-            await send({"type": "http.response.start", "status": response.status, "headers": headers})
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": response_headers(response.headers, version)})
             started = True
             while True:
                 data, last = await response.next_chunk()
@@ -94,22 +87,22 @@ async def forward(scope: dict, receive, send, version: VersionState, path: bytes
         if started:
             log.warning("%s: scoring timeout while streaming the answer; connection closed", config.deployment)
             return 504
-        raise HttpError(504, "ScoringTimeout",
-                        f"no answer from {config.name} within {config.scoring_timeout_ms} ms") from None
+        raise timeout_error(version) from None
     except UpstreamBroke as exc:
         if started:
             log.warning("%s: %s while streaming the answer", config.deployment, exc)
             return 502
-        raise HttpError(502, "ReplicaClosedConnection", f"replica of {config.name}: {exc}") from None
+        raise broke_error(version, exc) from None
     finally:
         timer.cancel()
         if replica is not None:
             pool.release(replica)
 
 
-async def _acquire(pool: ReplicaPool, version: VersionState) -> Replica:
+async def acquire(version: VersionState) -> Replica:
+    """A slot of the version, waiting in its queue; 503 when none frees up in time."""
     try:
-        return await pool.acquire()
+        return await version.pool.acquire()
     except QueueTimeout:
         raise HttpError(503, "TooManyRequests", f"every replica of {version.config.name} stayed busy for "
                         f"{version.config.max_request_wait_time_ms} ms", [(b"retry-after", b"1")]) from None
@@ -118,25 +111,60 @@ async def _acquire(pool: ReplicaPool, version: VersionState) -> Replica:
                         [(b"retry-after", b"5")]) from None
 
 
-def _request_head(scope: dict, path: bytes) -> tuple[tuple[bytes, bytes], int | None]:
+async def connect(version: VersionState, replica: Replica) -> tuple[Replica, Connection]:
+    """A connection to the replica whose slot is held, else (refused) to another one's.
+
+    Takes over that slot: returns the replica whose slot is now held with its connection, or
+    raises (502 after CONNECT_TRIES refusals, or cancelled) holding none.
+    """
+    pool = version.pool
+    held: Replica | None = replica
+    try:
+        for _ in range(CONNECT_TRIES):
+            if held is None:
+                held = await acquire(version)
+            try:
+                return held, await held.connections.connect()
+            except ConnectFailed as exc:
+                log.warning("replica %s of %s refused the connection (%s); ejected, trying another",
+                            held.address, version.config.deployment, exc)
+                pool.eject(held)
+                pool.release(held)
+                held = None
+        raise HttpError(502, "ReplicaUnavailable", "replicas refused the connection")
+    except BaseException:
+        if held is not None:
+            pool.release(held)
+        raise
+
+
+def request_head(method: bytes, path: bytes, query: bytes | None, headers) -> tuple[Head, int | None]:
     """The request head around the Host value (which names the replica, known only per try),
     without its length header yet, and the declared Content-Length (None when not declared)."""
-    query = scope.get("query_string")
     lines = []
     length = None
-    for k, v in scope["headers"]:
+    for k, v in headers:
         if k not in REQUEST_DROP:
             lines.append(b"%s: %s\r\n" % (k, v))
         elif k == b"content-length" and v.isdigit():
             length = int(v)
-    start = b"%s %s%s HTTP/1.1\r\nhost: " % (scope["method"].encode(), path, b"?" + query if query else b"")
+    start = b"%s %s%s HTTP/1.1\r\nhost: " % (method, path, b"?" + query if query else b"")
     return (start, b"\r\n" + b"".join(lines)), length
 
 
-def _with_length(head: tuple[bytes, bytes], body: bytes | AsyncIterator[bytes]) -> tuple[bytes, bytes]:
-    if isinstance(body, bytes):
-        return head[0], head[1] + b"content-length: %d\r\n\r\n" % len(body)
-    return head[0], head[1] + b"transfer-encoding: chunked\r\n\r\n"
+def response_headers(headers: list[tuple[bytes, bytes]], version: VersionState) -> list[tuple[bytes, bytes]]:
+    """The replica's headers (upstream.py left the hop-by-hop ones out) plus the version that answered."""
+    headers.append((VERSION_HEADER, version.header_value))
+    return headers
+
+
+def timeout_error(version: VersionState) -> HttpError:
+    return HttpError(504, "ScoringTimeout",
+                     f"no answer from {version.config.name} within {version.config.scoring_timeout_ms} ms")
+
+
+def broke_error(version: VersionState, exc: UpstreamError) -> HttpError:
+    return HttpError(502, "ReplicaClosedConnection", f"replica of {version.config.name}: {exc}")
 
 
 async def _request_body(length: int | None, receive) -> bytes | AsyncIterator[bytes]:

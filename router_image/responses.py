@@ -16,6 +16,13 @@ class HttpError(Exception):
         self.status, self.code, self.headers = status, code, headers or []
 
 
+def error_answer(error: HttpError) -> tuple[Headers, bytes]:
+    """The error's headers (its own and the content type; whoever sends it adds the length) and body:
+    the same on the ASGI path and the relay's."""
+    body = json.dumps({"error": {"code": error.code, "message": str(error)}}).encode()
+    return [(b"content-type", b"application/json"), *error.headers], body
+
+
 async def respond(send, status: int, body: bytes, headers: Headers) -> None:
     await send({"type": "http.response.start", "status": status,
                 "headers": [*headers, (b"content-length", str(len(body)).encode())]})
@@ -27,4 +34,5 @@ async def respond_json(send, status: int, payload: Any, headers: Headers | None 
 
 
 async def respond_error(send, error: HttpError) -> None:
-    await respond_json(send, error.status, {"error": {"code": error.code, "message": str(error)}}, error.headers)
+    headers, body = error_answer(error)
+    await respond(send, error.status, body, headers)

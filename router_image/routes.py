@@ -23,9 +23,11 @@ class VersionState:
     labels: tuple[str, str, str, str]  # kind, route, version, role (metrics.LABELS)
     autoscaler: Autoscaler | None  # shared by the versions of one deployment; None: fixed replicas
     stats: metrics.RequestStats = field(init=False)
+    header_value: bytes = field(init=False)  # the version's name as the response header names it
 
     def __post_init__(self) -> None:
         self.stats = metrics.request_stats(self.labels)
+        self.header_value = self.config.name.encode()
 
 
 @dataclass
@@ -51,6 +53,11 @@ class RouteTable:
     routes: dict[tuple[str, str], RouteState]
     pools: dict[str, ReplicaPool]  # by deployment
     autoscalers: dict[str, Autoscaler]  # by deployment; none when replicas are fixed
+    by_score_path: dict[bytes, RouteState] = field(init=False)  # the fast path's one lookup (Router.fast)
+
+    def __post_init__(self) -> None:
+        self.by_score_path = {f"/api/v1/{kind}/{name}/score".encode(): route
+                              for (kind, name), route in self.routes.items()}
 
     @classmethod
     def build(cls, config: RouterConfig, previous: RouteTable | None = None,

@@ -8,18 +8,25 @@ whole body leave in one write, headers pass as the bytes httptools parsed, keep-
 bodies both ways, pipelined requests answered in order, back-pressure, `Expect: 100-continue`,
 an idle timeout, and a client that goes away cancels its request (freeing the replica slot).
 It speaks ASGI 3 (http + lifespan), so tests can still drive the app in-process.
+
+Fast path: even lean, ASGI costs a task, a few coroutines and message dicts per request, about
+half of the router's Python time on the scoring path. An app may pass `fast` (a `FastPath`): a
+POST it claims, with a body of up to WHOLE_BODY_MAX, is read whole and handed to it as a
+`Request`, answered from callbacks (relay.py proxies score requests that way); every other
+request, and a claimed one whose body is larger, goes to the ASGI app.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import logging
 import signal
 import ssl
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 import httptools
 
@@ -29,32 +36,118 @@ KEEP_ALIVE_S = 65.0  # over Azure's load balancer idle timeout (4 min is its max
 IDLE_SWEEP_S = 5.0
 SHUTDOWN_GRACE_S = 30.0
 HIGH_WATER = 1 << 20  # stop reading a client's body with this much not yet taken by the app
+WHOLE_BODY_MAX = HIGH_WATER  # a POST body up to this is held whole for the fast path; a larger one streams
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT = {"type": "http.disconnect"}
 
 
-class _Exchange:
-    """One request and its response on a connection: the ASGI receive and send."""
+class _Answer:
+    """The response side of one exchange on a connection: the head and body framed for HTTP/1.1.
 
-    __slots__ = ("conn", "scope", "chunks", "complete", "waiter", "started", "done", "chunked", "keep_alive",
-                 "expect_continue", "head", "task", "buffered", "is_head")
+    The head waits for the first body write, so a whole body leaves with it in one write, with
+    a Content-Length when the headers had none; a body in parts goes chunked.
+    """
+
+    __slots__ = ("conn", "keep_alive", "is_head", "head", "chunked", "started", "done")
+
+    def __init__(self, conn: _Connection, keep_alive: bool, is_head: bool):
+        self.conn = conn
+        self.keep_alive = keep_alive
+        self.is_head = is_head
+        self.head: bytes | None = None
+        self.chunked = False
+        self.started = False
+        self.done = False  # the whole response is out
+
+    def start(self, status: int, headers) -> None:
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b""))]
+        length = False
+        for name, value in headers:
+            if name == b"content-length":
+                length = True
+            elif name == b"connection" and value.lower() == b"close":
+                self.keep_alive = False
+            lines.append(b"%s: %s\r\n" % (name, value))
+        if not length and status >= 200 and status not in (204, 304) and not self.is_head:
+            self.chunked = True  # decided for good at the first body write, if it is the last
+        if not self.keep_alive:
+            lines.append(b"connection: close\r\n")
+        self.head = b"".join(lines)
+        self.started = True
+
+    def write(self, body: bytes, more: bool) -> None:
+        out = b""
+        if self.head is not None:
+            head, self.head = self.head, None
+            if self.chunked and not more:  # the whole body is here: a length instead of chunks
+                self.chunked = False
+                head += b"content-length: %d\r\n" % len(body)
+            elif self.chunked:
+                head += b"transfer-encoding: chunked\r\n"
+            out = head + b"\r\n"
+        if self.is_head:
+            body = b""
+        if self.chunked:
+            if body:
+                out += b"%x\r\n%b\r\n" % (len(body), body)
+            if not more:
+                out += b"0\r\n\r\n"
+        else:
+            out += body
+        if out:
+            self.conn.write(out)
+        if not more:
+            self.done = True
+
+
+class _Exchange(_Answer):
+    """One request and its response, answered by the ASGI app in a task: its receive and send."""
+
+    __slots__ = ("scope", "chunks", "complete", "waiter", "expect_continue", "task", "buffered")
 
     def __init__(self, conn: _Connection, scope: dict, keep_alive: bool, expect_continue: bool):
-        self.conn = conn
+        super().__init__(conn, keep_alive, scope["method"] == "HEAD")
         self.scope = scope
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
         self.complete = False  # the whole request body is in
         self.waiter: asyncio.Future[None] | None = None
-        self.started = False
-        self.done = False  # the whole response is out
-        self.chunked = False
-        self.keep_alive = keep_alive
         self.expect_continue = expect_continue
-        self.is_head = scope["method"] == "HEAD"
-        self.head: bytes | None = None
         self.task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ what the connection calls
+
+    def run(self) -> None:
+        """Its turn on the connection: the app answers it in a task."""
+        self.task = self.conn.loop.create_task(self.conn._run(self))
+
+    def feed(self, body: bytes) -> None:
+        if not self.done:  # a body nobody will read is dropped
+            self.chunks.append(body)
+            self.buffered += len(body)
+            if self.buffered > HIGH_WATER:
+                self.conn.pause_reading()
+            self.wake()
+
+    def finish(self) -> None:
+        """The request's body is all in."""
+        self.complete = True
+        self.expect_continue = False
+        self.wake()
+        if self.done and self.conn._queue and self.conn._queue[0] is self:
+            self.conn._next()  # answered before its body was all in: the body's end frees the connection
+
+    def abort(self) -> None:
+        """The client went away: nobody is waiting for the answer, so the replica slot is freed."""
+        self.wake()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def writable(self) -> None:
+        pass  # send() waits on the connection's drain
+
+    # ------------------------------------------------------------ ASGI
 
     def wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -84,54 +177,113 @@ class _Exchange:
         if conn.lost or self.done:
             return
         if message["type"] == "http.response.start":
-            status = message["status"]
-            lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b""))]
-            length = False
-            for name, value in message.get("headers", ()):
-                if name == b"content-length":
-                    length = True
-                elif name == b"connection" and value.lower() == b"close":
-                    self.keep_alive = False
-                lines.append(b"%s: %s\r\n" % (name, value))
-            if not length and status >= 200 and status not in (204, 304) and not self.is_head:
-                self.chunked = True  # decided for good at the first body message, if it is the last
-            if not self.keep_alive:
-                lines.append(b"connection: close\r\n")
-            self.head = b"".join(lines)
-            self.started = True
+            self.start(message["status"], message.get("headers", ()))
             return
-        body = message.get("body", b"")
         more = message.get("more_body", False)
-        out = b""
-        if self.head is not None:
-            head, self.head = self.head, None
-            if self.chunked and not more:  # the whole body is here: a length instead of chunks
-                self.chunked = False
-                head += b"content-length: %d\r\n" % len(body)
-            elif self.chunked:
-                head += b"transfer-encoding: chunked\r\n"
-            out = head + b"\r\n"
-        if self.is_head:
-            body = b""
-        if self.chunked:
-            if body:
-                out += b"%x\r\n%b\r\n" % (len(body), body)
-            if not more:
-                out += b"0\r\n\r\n"
-        else:
-            out += body
-        if out:
-            conn.write(out)
-        if not more:
-            self.done = True
-        elif conn.paused_writing:
+        self.write(message.get("body", b""), more)
+        if more and conn.paused_writing:
             await conn.drain()
+
+
+class FastPath(Protocol):
+    """An app's way to answer some POSTs from callbacks, as `Request`s."""
+
+    def claim(self, path: bytes) -> Any:
+        """At the end of a POST's head: not None when the fast path answers it (kept as `Request.claim`)."""
+
+    def answer(self, request: Request) -> None:
+        """Once the body is in: answer it (now, or later from other callbacks)."""
+
+
+class Request(_Answer):
+    """A POST whose body is all in (up to WHOLE_BODY_MAX), for the app's fast path.
+
+    The fast path answers from callbacks (start and write, or respond), with no task and no ASGI
+    messages; the connection moves on to the next request once the answer is out. It sets
+    `handler` to hear `aborted()` when the client goes away and `writable()` once the client
+    takes data again after `paused_writing`.
+    """
+
+    __slots__ = ("path", "query", "headers", "claim", "chunks", "size", "body", "complete", "turn", "handler")
+
+    def __init__(self, conn: _Connection, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]],
+                 claim: Any, keep_alive: bool):
+        self.conn = conn  # _Answer's fields set here: no super() call per request
+        self.keep_alive = keep_alive
+        self.is_head = False
+        self.head: bytes | None = None
+        self.chunked = False
+        self.started = False
+        self.done = False
+        self.path = path  # raw, as sent
+        self.query = query
+        self.headers = headers  # names lower-cased
+        self.claim = claim  # what FastPath.claim gave for its path
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.body = b""
+        self.complete = False
+        self.turn = False  # its answer is next on the connection
+        self.handler: Any = None
+
+    # ------------------------------------------------------------ for the fast path
+
+    def respond(self, status: int, headers, body: bytes) -> None:
+        """A whole answer: head and body in one write."""
+        self.start(status, headers)
+        self.write(body, False)
+
+    def write(self, body: bytes, more: bool) -> None:
+        if self.done:
+            return
+        _Answer.write(self, body, more)
+        if not more:
+            self.conn._answered(self)
+
+    @property
+    def paused_writing(self) -> bool:
+        return self.conn.paused_writing
+
+    def close(self) -> None:
+        """Drop the connection (an answer broken off mid-body cannot be finished)."""
+        self.conn.close()
+
+    # ------------------------------------------------------------ what the connection calls
+
+    def run(self) -> None:
+        """Its turn on the connection: dispatched now if the body is in, else once it is."""
+        if not self.conn.lost:
+            self.turn = True
+            if self.complete:
+                self.conn._dispatch(self)
+
+    def feed(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.size += len(body)
+        if self.size > WHOLE_BODY_MAX:
+            self.conn._to_asgi(self)  # called while this request is parsed
+
+    def finish(self) -> None:
+        self.complete = True
+        chunks = self.chunks
+        self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if self.turn:
+            self.conn._dispatch(self)
+
+    def abort(self) -> None:
+        if self.handler is not None:
+            self.handler.aborted()
+
+    def writable(self) -> None:
+        if self.handler is not None:
+            self.handler.writable()
 
 
 class _Connection(asyncio.Protocol):
     def __init__(self, server: Server):
         self.server = server
         self.app = server.app
+        self.fast = server.fast
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -141,8 +293,8 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
-        self._current: _Exchange | None = None  # being parsed
-        self._queue: collections.deque[_Exchange] = collections.deque()  # answered in order
+        self._current: _Exchange | Request | None = None  # being parsed
+        self._queue: collections.deque[_Exchange | Request] = collections.deque()  # answered in order
         self.idle_since: float | None = None  # None while a request is being answered
         self._scheme = "https" if server.tls else "http"
         self._client: tuple[str, int] | None = None
@@ -163,9 +315,7 @@ class _Connection(asyncio.Protocol):
         self.lost = True
         self.server.connections.discard(self)
         for exchange in self._queue:
-            exchange.wake()
-            if exchange.task is not None and not exchange.task.done():
-                exchange.task.cancel()  # nobody is waiting for the answer: free the replica slot
+            exchange.abort()
         self._queue.clear()
         self.resume_writing()
 
@@ -193,11 +343,17 @@ class _Connection(asyncio.Protocol):
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         self._drain = None
+        if self._queue:
+            self._queue[0].writable()
 
     async def drain(self) -> None:
         if self.paused_writing and not self.lost:
             self._drain = self.loop.create_future()
             await self._drain
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.lost:
@@ -227,42 +383,68 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         path, _, query = self._url.partition(b"?")
-        method = parser.get_method().decode("ascii")
-        scope: dict[str, Any] = {
-            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": parser.get_http_version(), "method": method, "scheme": self._scheme,
-            "path": _unquote(path), "raw_path": path, "query_string": query, "root_path": "",
-            "headers": self._headers, "client": self._client, "server": self._local,
-        }
-        exchange = _Exchange(self, scope, parser.should_keep_alive(), self._expect)
+        method = parser.get_method()
+        exchange: _Exchange | Request
+        claim = self.fast.claim(path) if self.fast is not None and method == b"POST" and not self._expect else None
+        if claim is not None:
+            exchange = Request(self, path, query, self._headers, claim, parser.should_keep_alive())
+        else:
+            exchange = _Exchange(self, self._scope(method.decode("ascii"), parser.get_http_version(), path, query,
+                                                   self._headers), parser.should_keep_alive(), self._expect)
         self._current = exchange
         self._queue.append(exchange)
         if len(self._queue) == 1:
-            self._start(exchange)
+            exchange.run()
 
     def on_body(self, body: bytes) -> None:
-        exchange = self._current
-        if exchange is not None and not exchange.done:  # a body nobody will read is dropped
-            exchange.chunks.append(body)
-            exchange.buffered += len(body)
-            if exchange.buffered > HIGH_WATER and self.transport is not None:
-                self.transport.pause_reading()
-            exchange.wake()
+        if self._current is not None:
+            self._current.feed(body)
 
     def on_message_complete(self) -> None:
-        exchange = self._current
-        self._current = None
+        exchange, self._current = self._current, None
         if exchange is not None:
-            exchange.complete = True
-            exchange.expect_continue = False
-            exchange.wake()
-            if exchange.done and self._queue and self._queue[0] is exchange:
-                self._next()  # answered before its body was all in: the body's end frees the connection
+            exchange.finish()
 
-    # ------------------------------------------------------------ running the app
+    def _scope(self, method: str, http_version: str, path: bytes, query: bytes, headers: list) -> dict[str, Any]:
+        return {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": http_version, "method": method, "scheme": self._scheme,
+            "path": _unquote(path), "raw_path": path, "query_string": query, "root_path": "",
+            "headers": headers, "client": self._client, "server": self._local,
+        }
 
-    def _start(self, exchange: _Exchange) -> None:
-        exchange.task = self.loop.create_task(self._run(exchange))
+    # ------------------------------------------------------------ answering
+
+    def _dispatch(self, request: Request) -> None:
+        """A whole request's turn: the fast path answers it."""
+        try:
+            self.fast.answer(request)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("error answering POST %r", request.path)
+            if not request.started:
+                self.write(_error(500, b"InternalError", b"router error"))
+            self.close()
+
+    def _to_asgi(self, request: Request) -> None:
+        """Its body is too large to hold: the ASGI app takes the request over, streaming the body."""
+        exchange = _Exchange(self, self._scope("POST", self.parser.get_http_version(), request.path, request.query,
+                                               request.headers), request.keep_alive, False)
+        for chunk in request.chunks:
+            exchange.feed(chunk)
+        self._current = exchange
+        i = self._queue.index(request)
+        self._queue[i] = exchange
+        if i == 0:
+            exchange.run()
+
+    def _answered(self, request: Request) -> None:
+        """The fast path's answer is out (the body was all in before it began)."""
+        if self.lost:
+            return
+        if not request.keep_alive:
+            self.close()
+        else:
+            self._next()
 
     async def _run(self, exchange: _Exchange) -> None:
         try:
@@ -295,7 +477,11 @@ class _Connection(asyncio.Protocol):
     def _next(self) -> None:
         self._queue.popleft()
         if self._queue:
-            self._start(self._queue[0])
+            following = self._queue[0]
+            if isinstance(following, Request):  # not nested: pipelined answers given at once would recurse
+                self.loop.call_soon(following.run)
+            else:
+                following.run()
         elif not self.server.stopping:
             self.idle_since = self.loop.time()
         else:
@@ -318,10 +504,12 @@ def _unquote(path: bytes) -> str:
 
 
 class Server:
-    """Serves `app` (ASGI 3: lifespan, then http) until SIGTERM or SIGINT; then drains and stops."""
+    """Serves `app` (ASGI 3: lifespan, then http; whole POSTs offered to `fast` first) until SIGTERM
+    or SIGINT; then drains and stops."""
 
-    def __init__(self, app: App, host: str, port: int, tls: ssl.SSLContext | None = None):
-        self.app, self.host, self.port, self.tls = app, host, port, tls
+    def __init__(self, app: App, host: str, port: int, tls: ssl.SSLContext | None = None,
+                 fast: FastPath | None = None):
+        self.app, self.host, self.port, self.tls, self.fast = app, host, port, tls, fast
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._stop = asyncio.Event()
@@ -329,6 +517,10 @@ class Server:
     async def serve(self) -> None:
         lifespan = _Lifespan(self.app)
         await lifespan.startup()
+        # What start-up made (config, pydantic models, metrics, crypto) lives as long as the process:
+        # frozen, the collector's full passes no longer walk it under load.
+        gc.collect()
+        gc.freeze()
         loop = asyncio.get_running_loop()
         server = await loop.create_server(lambda: _Connection(self), self.host, self.port, ssl=self.tls,
                                           backlog=2048, reuse_address=True)
@@ -392,7 +584,7 @@ class _Lifespan:
             await self._task
 
 
-def run(app: App, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+def run(app: App, host: str, port: int, tls: ssl.SSLContext | None = None, fast: FastPath | None = None) -> None:
     import uvloop
 
-    uvloop.run(Server(app, host, port, tls).serve())
+    uvloop.run(Server(app, host, port, tls, fast).serve())

@@ -36,6 +36,8 @@ class TrafficSplit:
     def pick(self, pinned: str | None = None, draw: float | None = None) -> str:
         if pinned is not None:
             return pinned
+        if not self.bounds:
+            return self.default
         x = random.random() * 100 if draw is None else draw
         i = bisect.bisect_right(self.bounds, x)
         return self.names[i] if i < len(self.names) else self.default

@@ -5,6 +5,9 @@ the router reached a third of the scorer's direct throughput. Here a request is 
 of a prebuilt head (plus its body) and an httptools parse of the answer, on connections kept
 per replica (newest idle first, so a pool shrinks back after a burst).
 
+The parse goes to the exchange's sink (`head`, `body`, `end`, `broke`) straight from the
+parser's callbacks: the relay (relay.py) writes the answer to its client from there, with no
+task or future per request; `Response` is the sink for coroutines (proxy.forward, `get`).
 Bodies stream both ways: the request body is written as the client sends it (chunked when
 its length is unknown) and the response body is handed on as it arrives, reading from the
 replica paused while too much is buffered. What can go wrong is told apart by whether the
@@ -18,12 +21,16 @@ import asyncio
 import collections
 import time
 from collections.abc import AsyncIterator
+from typing import Protocol
 
 import httptools
 
 IDLE_TTL_S = 30.0  # well under the scorer's keep-alive (65 s), so a pooled connection is still open
 MAX_IDLE_PER_REPLICA = 256
 HIGH_WATER = 1 << 20  # pause reading the replica with this much response body unsent
+# Headers of a replica's answer that stay on its hop (the client's connection has its own).
+RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+                           b"proxy-authenticate"})
 
 
 class UpstreamError(Exception):
@@ -38,8 +45,21 @@ class UpstreamBroke(UpstreamError):
     """The connection failed after the request (or part of it) was sent."""
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection: one exchange at a time; httptools parser callbacks below."""
+class Sink(Protocol):
+    """Who takes a replica's answer, called from the parser; after `end` or `broke`, nothing more."""
+
+    def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Status and end-to-end headers (names lower-cased; RESPONSE_DROP left out); the list is the sink's."""
+
+    def body(self, data: bytes) -> None: ...
+
+    def end(self, keep_alive: bool) -> None: ...
+
+    def broke(self, error: UpstreamError) -> None: ...
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection: one exchange at a time, its answer parsed into the exchange's sink."""
 
     def __init__(self, pool: ReplicaConnections):
         self._pool = pool
@@ -47,8 +67,7 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
-        self._head: asyncio.Future[Response] | None = None
-        self._response: Response | None = None
+        self._sink: Sink | None = None
         self._headers: list[tuple[bytes, bytes]] = []
         self._can_write: asyncio.Future[None] | None = None
 
@@ -61,12 +80,12 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._fail(UpstreamBroke(f"malformed response: {exc}"))
+            self._broke(UpstreamBroke(f"malformed response: {exc}"))
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._fail(UpstreamBroke("the replica closed the connection"))
+        self._broke(UpstreamBroke("the replica closed the connection"))
         if self._can_write is not None and not self._can_write.done():
             self._can_write.set_result(None)
 
@@ -81,53 +100,63 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------ httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.lower(), value))
+        name = name.lower()
+        if name not in RESPONSE_DROP:
+            self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        response = Response(self._parser.get_status_code(), self._headers, self)
-        self._headers = []
-        self._response = response
-        if self._head is not None and not self._head.done():
-            self._head.set_result(response)
+        headers, self._headers = self._headers, []
+        if self._sink is not None:
+            self._sink.head(self._parser.get_status_code(), headers)
 
     def on_body(self, body: bytes) -> None:
-        response = self._response
-        if response is not None:
-            response._push(body)
-            if response._buffered > HIGH_WATER and self._transport is not None:
-                self._transport.pause_reading()
+        if self._sink is not None:
+            self._sink.body(body)
 
     def on_message_complete(self) -> None:
-        response = self._response
-        if response is not None:
-            response._finish(self._parser.should_keep_alive())
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.end(self._parser.should_keep_alive())
 
     # ------------------------------------------------------------ the exchange
 
-    def _fail(self, error: UpstreamError) -> None:
-        if self._head is not None and not self._head.done():
-            self._head.set_exception(error)
-        if self._response is not None and not self._response.complete:
-            self._response._break(error)
+    def _broke(self, error: UpstreamError) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.broke(error)
+
+    def send(self, head: bytes, body: bytes, sink: Sink) -> None:
+        """Write a whole request; its answer goes to `sink`."""
+        self._sink = sink
+        self._transport.write(head + body)  # type: ignore[union-attr]
 
     async def exchange(self, head: bytes, body: bytes | AsyncIterator[bytes]) -> Response:
-        assert self._transport is not None
-        self._head = asyncio.get_running_loop().create_future()
-        self._response = None
-        if isinstance(body, bytes):
-            self._transport.write(head + body)
-        else:
-            self._transport.write(head)
-            async for chunk in body:
-                if self.closed:
-                    break
-                if chunk:
-                    self._transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-                if self._can_write is not None:
-                    await self._can_write
-            if not self.closed:
-                self._transport.write(b"0\r\n\r\n")
-        return await self._head
+        """Send a request (its body whole or as a stream); returns once the response head is in."""
+        response = Response(self)
+        try:
+            if isinstance(body, bytes):
+                self.send(head, body, response)
+            else:
+                self._sink = response
+                self._transport.write(head)  # type: ignore[union-attr]
+                async for chunk in body:
+                    if self.closed:
+                        break
+                    if chunk:
+                        self._transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))  # type: ignore[union-attr]
+                    if self._can_write is not None:
+                        await self._can_write
+                if not self.closed:
+                    self._transport.write(b"0\r\n\r\n")  # type: ignore[union-attr]
+            await response.headed
+        except BaseException:
+            self.close()
+            raise
+        return response
+
+    def pause_reading(self) -> None:
+        if self._transport is not None and not self.closed:
+            self._transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self._transport is not None and not self.closed:
@@ -135,28 +164,30 @@ class _Connection(asyncio.Protocol):
 
     def done(self, reusable: bool) -> None:
         """The exchange is over: back to the pool, or closed when it cannot be reused."""
-        self._head = None
-        self._response = None
+        self._sink = None
         if reusable and not self.closed:
             self._pool._put(self)
         else:
             self.close()
 
     def close(self) -> None:
+        """Closed, and its sink hears nothing more (whoever closes it has given up on the answer)."""
+        self._sink = None
         self.closed = True
         if self._transport is not None:
             self._transport.close()
 
 
 class Response:
-    """A replica's answer: status and headers at once, the body as it arrives."""
+    """A replica's answer for a coroutine: status and headers once `headed`, the body as it arrives."""
 
-    __slots__ = ("status", "headers", "_connection", "_chunks", "_buffered", "_waiter", "complete", "_keep_alive",
-                 "_error", "_released")
+    __slots__ = ("status", "headers", "headed", "_connection", "_chunks", "_buffered", "_waiter", "complete",
+                 "_keep_alive", "_error", "_released")
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], connection: _Connection):
-        self.status = status
-        self.headers = headers
+    def __init__(self, connection: Connection):
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.headed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._connection = connection
         self._chunks: collections.deque[bytes] = collections.deque()
         self._buffered = 0
@@ -170,19 +201,32 @@ class Response:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    def _push(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._buffered += len(chunk)
+    # ------------------------------------------------------------ Sink
+
+    def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self.status, self.headers = status, headers
+        if not self.headed.done():
+            self.headed.set_result(None)
+
+    def body(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > HIGH_WATER:
+            self._connection.pause_reading()
         self._wake()
 
-    def _finish(self, keep_alive: bool) -> None:
+    def end(self, keep_alive: bool) -> None:
         self.complete = True
         self._keep_alive = keep_alive
         self._wake()
 
-    def _break(self, error: UpstreamError) -> None:
+    def broke(self, error: UpstreamError) -> None:
+        if not self.headed.done():
+            self.headed.set_exception(error)
         self._error = error
         self._wake()
+
+    # ------------------------------------------------------------ reading
 
     async def next_chunk(self) -> tuple[bytes, bool]:
         """Whatever body arrived since the last call, and whether that was the end of it."""
@@ -212,29 +256,11 @@ class ReplicaConnections:
 
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
-        self._idle: list[_Connection] = []
+        self._idle: list[Connection] = []
         self._closed = False
 
-    async def request(self, head: bytes, body: bytes | AsyncIterator[bytes]) -> Response:
-        """Send one request; returns once the response head is in.
-
-        Raises ConnectFailed when no connection could be made (nothing was sent), else
-        UpstreamBroke when the replica dropped the connection before answering.
-        """
-        connection = self._take()
-        if connection is None:
-            try:
-                _, connection = await asyncio.get_running_loop().create_connection(
-                    lambda: _Connection(self), self.host, self.port)
-            except OSError as exc:
-                raise ConnectFailed(f"{self.host}:{self.port}: {exc.strerror or exc}") from None
-        try:
-            return await connection.exchange(head, body)
-        except BaseException:
-            connection.close()
-            raise
-
-    def _take(self) -> _Connection | None:
+    def idle(self) -> Connection | None:
+        """The newest open idle connection, or None (the caller then waits for `connect`)."""
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
@@ -243,7 +269,19 @@ class ReplicaConnections:
             connection.close()
         return None
 
-    def _put(self, connection: _Connection) -> None:
+    async def connect(self) -> Connection:
+        """An idle connection, else a new one; ConnectFailed when none can be made (nothing was sent)."""
+        connection = self.idle()
+        if connection is not None:
+            return connection
+        try:
+            _, connection = await asyncio.get_running_loop().create_connection(
+                lambda: Connection(self), self.host, self.port)
+        except OSError as exc:
+            raise ConnectFailed(f"{self.host}:{self.port}: {exc.strerror or exc}") from None
+        return connection
+
+    def _put(self, connection: Connection) -> None:
         if self._closed or len(self._idle) >= MAX_IDLE_PER_REPLICA:
             connection.close()
             return
@@ -267,7 +305,7 @@ async def get(host: str, port: int, path: str, timeout_s: float) -> tuple[int, b
     head = f"GET {path} HTTP/1.1\r\nhost: {host_header}:{port}\r\nconnection: close\r\n\r\n".encode()
     connections = ReplicaConnections(host, port)
     async with asyncio.timeout(timeout_s):
-        response = await connections.request(head, b"")
+        response = await (await connections.connect()).exchange(head, b"")
         try:
             chunks = []
             while True:
