@@ -1,0 +1,307 @@
+"""The fast path (server.Request -> relay.Relay) over real sockets, against a replica this test controls.
+
+The router runs in-process behind its own HTTP server (as `python -m router_image` runs it); the
+replica is a small asyncio server whose answer each request's JSON body chooses: `hold` (answer
+only once the test says so), `status`, `pad` (that many bytes of body), `break` (close after
+half an answer or before any), `never` (no answer at all).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import free_port  # noqa: E402
+from keys import write_keys  # noqa: E402
+
+from router_image import relay, server  # noqa: E402
+from router_image.app import Router  # noqa: E402
+from router_image.config import AuthConfig, RouteConfig, RouterConfig, VersionConfig  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+OFF = AuthConfig(key_enabled=False)
+
+
+class Replica:
+    """A scorer stand-in: echoes what it got (headers, body size) as JSON, shaped by the request body."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()  # answers `hold` requests
+        self.seen: list[dict] = []  # each request's headers
+        self.closed = asyncio.Event()  # a connection ended while a request waited on it
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+                if headers.get("transfer-encoding") == "chunked":
+                    body = b""
+                    while (size := int((await reader.readline()).strip(), 16)) > 0:
+                        body += await reader.readexactly(size)
+                        await reader.readline()
+                    await reader.readline()
+                else:
+                    body = await reader.readexactly(int(headers.get("content-length", "0")))
+                headers["request-line"] = lines[0]
+                self.seen.append(headers)
+                asks = json.loads(body) if body.startswith(b"{") else {}
+                if asks.get("never"):
+                    await reader.read()  # until the router closes the connection
+                    self.closed.set()
+                    return
+                if asks.get("hold"):
+                    waiting = asyncio.ensure_future(self.release.wait())
+                    gone = asyncio.ensure_future(reader.read(1))
+                    await asyncio.wait([waiting, gone], return_when=asyncio.FIRST_COMPLETED)
+                    if gone.done():
+                        waiting.cancel()
+                        self.closed.set()
+                        return
+                    gone.cancel()
+                    await asyncio.gather(gone, return_exceptions=True)
+                answer = json.dumps({"received": len(body), "id": asks.get("id"), "pad": "x" * asks.get("pad", 0),
+                                     "request_id": headers.get("x-request-id"),
+                                     "authorization": headers.get("authorization")}).encode()
+                head = (b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\nx-request-id: %s\r\n"
+                        b"connection: keep-alive\r\ncontent-length: %d\r\n\r\n"
+                        % (asks.get("status", 200), headers.get("x-request-id", "-").encode(), len(answer)))
+                if asks.get("break") == "before":
+                    writer.close()
+                    return
+                if asks.get("break") == "during":
+                    writer.write(head + answer[: len(answer) // 2])
+                    await writer.drain()
+                    writer.close()
+                    return
+                writer.write(head + answer)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+
+class Fixed:
+    """A backend double: each deployment's replicas are the addresses given."""
+
+    is_leader = True
+
+    def __init__(self, addresses: dict[str, list[str]]):
+        self.addresses = addresses
+
+    async def start(self, on_ready) -> None:
+        for deployment, addresses in self.addresses.items():
+            on_ready(deployment, addresses)
+
+    async def apply(self, versions) -> None:
+        pass
+
+    async def scale(self, deployment: str, replicas: int) -> None:
+        pass
+
+    def replicas(self, deployment: str) -> int:
+        return len(self.addresses.get(deployment, []))
+
+    def remote_demand(self, deployment: str) -> float:
+        return 0.0
+
+    async def probe(self, address: str) -> bool:
+        return False
+
+    async def stop(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def routed(tmp_path):
+    replica = Replica()
+    await replica.start()
+    write_keys(tmp_path / "keys", "service.keyed", "key-1", "key-2")
+    dead = f"127.0.0.1:{free_port()}"
+    config = RouterConfig(keys_dir=str(tmp_path / "keys"), autoscale_enabled=False, routes=[
+        RouteConfig(kind="service", name="keyed", versions=[
+            VersionConfig(name="v1", deployment="keyed", replica_max_concurrent_requests=4, scoring_timeout_ms=300)]),
+        RouteConfig(kind="service", name="one", auth=OFF, versions=[
+            VersionConfig(name="solo", deployment="one", max_request_wait_time_ms=300)]),
+        RouteConfig(kind="service", name="pair", auth=OFF, versions=[
+            VersionConfig(name="v1", deployment="pair", replica_max_concurrent_requests=8)]),
+    ])
+    router = Router(config, backend=Fixed({"keyed": [replica.address], "one": [replica.address],
+                                           "pair": [dead, replica.address]}))
+    port = free_port()
+    srv = server.Server(router, "127.0.0.1", port, fast=router)
+    task = asyncio.create_task(srv.serve())
+    for _ in range(100):
+        try:
+            _, w = await asyncio.open_connection("127.0.0.1", port)
+            w.close()
+            break
+        except OSError:
+            await asyncio.sleep(0.02)
+    relayed = []
+    original = relay.Relay.start
+
+    def counted(self) -> None:
+        relayed.append(self)
+        original(self)
+
+    relay.Relay.start = counted  # type: ignore[method-assign]
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            yield {"router": router, "replica": replica, "port": port, "client": client, "relayed": relayed,
+                   "dead": dead}
+    finally:
+        relay.Relay.start = original  # type: ignore[method-assign]
+        srv._stop.set()
+        await asyncio.wait_for(task, 10)
+        await replica.stop()
+
+
+def post(route: str, body: dict, **headers: str) -> bytes:
+    data = json.dumps(body).encode()
+    lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return (f"POST /api/v1/service/{route}/score HTTP/1.1\r\nhost: r\r\ncontent-type: application/json\r\n{lines}"
+            f"content-length: {len(data)}\r\n\r\n").encode() + data
+
+
+async def read_answers(reader: asyncio.StreamReader, n: int) -> list[tuple[bytes, dict]]:
+    answers = []
+    for _ in range(n):
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        answers.append((head, json.loads(await reader.readexactly(length))))
+    return answers
+
+
+async def wait_for(check, timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.01)
+
+
+async def test_pipelined_requests_are_relayed_in_order_with_their_headers(routed) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", routed["port"])
+    writer.write(b"".join(post("keyed", {"id": i}, authorization="Bearer key-1", **{"x-request-id": f"r{i}"})
+                          for i in range(5)))
+    answers = await read_answers(reader, 5)
+    writer.close()
+    assert [a["id"] for _, a in answers] == [0, 1, 2, 3, 4]
+    for i, (head, answer) in enumerate(answers):
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert b"azureml-model-deployment: v1\r\n" in head and b"x-request-id: r%d\r\n" % i in head
+        assert b"connection: keep-alive" not in head  # the replica's hop-by-hop header stays on its hop
+        assert answer["request_id"] == f"r{i}" and answer["authorization"] is None  # credentials stay here
+    assert len(routed["relayed"]) == 5  # the fast path, not ASGI
+    assert routed["replica"].seen[0]["request-line"] == "POST /score HTTP/1.1"
+
+
+async def test_auth_errors_come_from_the_fast_path_and_keep_the_connection(routed) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", routed["port"])
+    writer.write(post("keyed", {}, authorization="Bearer wrong") + post("keyed", {"id": 7}, authorization="Bearer key-2"))
+    (head, error), (_, answer) = await read_answers(reader, 2)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n") and b"www-authenticate: Bearer\r\n" in head
+    assert error["error"]["code"] == "Unauthorized" and answer["id"] == 7
+    assert len(routed["relayed"]) == 1
+
+
+async def test_a_client_that_leaves_frees_its_slot_and_the_replica_connection(routed) -> None:
+    pool = routed["router"].pools["keyed"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", routed["port"])
+    writer.write(post("keyed", {"hold": True}, authorization="Bearer key-1"))
+    await wait_for(lambda: pool.busy_slots == 1)
+    writer.close()
+    await wait_for(lambda: pool.busy_slots == 0)
+    await asyncio.wait_for(routed["replica"].closed.wait(), 5)  # its answer is not wanted: connection closed
+    stats = routed["router"].routes[("service", "keyed")].versions["v1"].stats
+    assert stats.statuses.get(relay.CLIENT_GONE) == 1
+
+
+async def test_the_scoring_timeout_is_a_504_from_the_sweep(routed) -> None:
+    client, pool = routed["client"], routed["router"].pools["keyed"]
+    started = time.monotonic()
+    answer = await client.post("/api/v1/service/keyed/score", json={"never": True}, headers={"authorization": "Bearer key-1"})
+    took = time.monotonic() - started
+    assert answer.status_code == 504 and answer.json()["error"]["code"] == "ScoringTimeout"
+    assert 0.3 <= took < 0.3 + relay.SWEEP_S + 0.25
+    assert pool.busy_slots == 0
+    await asyncio.wait_for(routed["replica"].closed.wait(), 5)
+    ok = await client.post("/api/v1/service/keyed/score", json={"id": 1}, headers={"authorization": "Bearer key-1"})
+    assert ok.status_code == 200 and ok.json()["id"] == 1
+
+
+async def test_queued_requests_wait_in_order_then_get_503(routed) -> None:
+    """`one`: a single slot and a 300 ms queue."""
+    client, replica = routed["client"], routed["replica"]
+    holder = asyncio.create_task(client.post("/api/v1/service/one/score", json={"hold": True, "id": 0}))
+    await wait_for(lambda: routed["router"].pools["one"].busy_slots == 1)
+    waiting = asyncio.create_task(client.post("/api/v1/service/one/score", json={"id": 1}))
+    await wait_for(lambda: routed["router"].pools["one"].queued == 1)
+    await asyncio.sleep(0.1)
+    replica.release.set()  # the holder ends inside the queued one's 300 ms
+    assert (await holder).json()["id"] == 0 and (await waiting).json()["id"] == 1
+    replica.release.clear()
+    holder = asyncio.create_task(client.post("/api/v1/service/one/score", json={"hold": True}))
+    await wait_for(lambda: routed["router"].pools["one"].busy_slots == 1)
+    rejected = await client.post("/api/v1/service/one/score", json={})
+    assert rejected.status_code == 503 and rejected.headers["retry-after"] == "1"
+    assert rejected.json()["error"]["code"] == "TooManyRequests"
+    replica.release.set()
+    assert (await holder).status_code == 200
+
+
+async def test_a_refusing_replica_is_retried_around(routed) -> None:
+    client = routed["client"]
+    answers = await asyncio.gather(*(client.post("/api/v1/service/pair/score", json={"id": i}) for i in range(8)))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert routed["router"].pools["pair"].replicas[routed["dead"]].ejected
+
+
+async def test_a_replica_that_breaks_the_connection_is_a_502(routed) -> None:
+    client = routed["client"]
+    for when in ("before", "during"):
+        answer = await client.post("/api/v1/service/one/score", json={"break": when})
+        assert answer.status_code == 502 and answer.json()["error"]["code"] == "ReplicaClosedConnection", when
+    assert routed["router"].pools["one"].busy_slots == 0
+
+
+async def test_a_large_answer_streams_and_a_large_body_takes_the_asgi_path(routed) -> None:
+    client = routed["client"]
+    answer = await client.post("/api/v1/service/one/score", json={"pad": 3 * relay.STREAM_OVER})
+    assert answer.status_code == 200 and len(answer.json()["pad"]) == 3 * relay.STREAM_OVER
+    assert len(routed["relayed"]) == 1
+    big = json.dumps({"blob": "y" * server.WHOLE_BODY_MAX}).encode()
+    answer = await client.post("/api/v1/service/one/score", content=big)
+    assert answer.status_code == 200 and answer.json()["received"] == len(big)
+    assert len(routed["relayed"]) == 1  # the ASGI path took it (passed on as it came)
+
+
+async def test_http_1_0_is_answered_then_closed(routed) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", routed["port"])
+    writer.write(post("one", {"id": 3}).replace(b"HTTP/1.1", b"HTTP/1.0", 1))
+    out = await asyncio.wait_for(reader.read(), 5)  # until the router closes
+    writer.close()
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in out
+    assert json.loads(out.split(b"\r\n\r\n", 1)[1])["id"] == 3
