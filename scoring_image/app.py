@@ -7,9 +7,10 @@ Everything CPU-heavy (the entry script, encoding its result) runs on the worker'
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
-from random import getrandbits
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -107,37 +108,42 @@ class ScoringApp:
         length = -1
         for name, value in scope["headers"]:
             if name == b"x-request-id":
-                request_id = value.decode("latin-1")
+                request_id = value
             elif name == b"x-ms-client-request-id":
-                client_id = value.decode("latin-1")
+                client_id = value
             elif name == b"content-type":
                 content_type = value
             elif name == b"content-length":
                 length = int(value)
-        if request_id is not None and len(request_id) > MAX_REQUEST_ID:
+        if request_id is None:
+            request_id = _new_request_id()
+        elif len(request_id) > MAX_REQUEST_ID:
             await _send_error(send, HttpError(
                 431, "RequestHeaderFieldsTooLarge", f"x-request-id is longer than {MAX_REQUEST_ID} characters"))
             return
-        request_id = request_id or _new_request_id()
-        logs.request_id.set(request_id)
-        ids = [
-            (b"x-request-id", request_id.encode()),
-            (b"x-ms-request-id", request_id.encode()),
-            (b"x-ms-client-request-id", (client_id or request_id).encode()),
-        ]
+        rid = request_id.decode("latin-1")
+        logs.request_id.set(rid)
         self._metrics.in_flight += 1
         try:
-            result = await self._scored(scope, receive, content_type, length, request_id)
+            result = await self._scored(scope, receive, content_type, length, rid)
         except HttpError as exc:
             result = _Result(exc.status, [_JSON_HEADER], _error_body(exc), 0.0)
         finally:
             self._metrics.in_flight -= 1
-        await _send(send, result.status, result.headers + ids + [
-            (b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms)], result.body)
+        body = result.body
+        await send({"type": "http.response.start", "status": result.status, "headers": [
+            *result.headers,
+            (b"x-request-id", request_id),
+            (b"x-ms-request-id", request_id),
+            (b"x-ms-client-request-id", client_id or request_id),
+            (b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms),
+            (b"content-length", b"%d" % len(body)),
+        ]})
+        await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - started
         self._metrics.observe(result.status, elapsed)
         if self._access_log is not None:
-            self._access_log.write(request_id, scope["method"], result.status, round(elapsed * 1000, 3))
+            self._access_log.write(rid, scope["method"], result.status, elapsed * 1000)
 
     async def _scored(self, scope: Scope, receive: Receive, content_type: bytes | None, length: int, request_id: str) -> _Result:
         method = scope["method"]
@@ -275,10 +281,13 @@ def _to_builtin(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON-serializable")
 
 
-def _new_request_id() -> str:
-    """A random UUID-shaped id; `uuid.uuid4()` costs a getrandom() syscall per request."""
-    h = f"{getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{h[16:20]}-{h[20:]}"
+_ID_PREFIX = str(uuid.uuid4())[:24].encode()
+_id_counter = itertools.count()
+
+
+def _new_request_id() -> bytes:
+    """UUID-shaped: this process's random uuid4 prefix, then a counter (uuid4() per request costs a syscall)."""
+    return b"%s%012x" % (_ID_PREFIX, next(_id_counter))
 
 
 def _headers(scope: Scope) -> dict[str, str]:
