@@ -29,11 +29,12 @@ from router_image.autoscale import SAMPLE_S
 from router_image.backends import Backend, backend_for
 from router_image.config import RouterConfig
 from router_image.pool import ReplicaPool
-from router_image.proxy import VERSION_HEADER, forward
+from router_image.proxy import forward
 from router_image.relay import CLIENT_GONE, Deadlines, Relay
 from router_image.responses import HttpError, error_answer, respond, respond_error, respond_json
 from router_image.routes import RouteState, RouteTable, VersionState
 from router_image.server import Request
+from router_image.traffic import PIN_HEADER
 
 log = logging.getLogger("router")
 CONFIG_POLL_S = 1.0
@@ -281,7 +282,7 @@ class Router:
         pinned = None
         authorization = None
         for header, value in headers:
-            if header == VERSION_HEADER:
+            if header == PIN_HEADER:
                 pinned = value.decode("latin-1")
             elif header == b"authorization":
                 authorization = value

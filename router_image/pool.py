@@ -128,7 +128,8 @@ class ReplicaPool:
 
     def release(self, replica: Replica) -> None:
         replica.in_flight -= 1
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     def _wake(self) -> None:
         while self._waiters:

@@ -21,13 +21,11 @@ from collections.abc import AsyncIterator
 from router_image.pool import NoReplicas, QueueTimeout, Replica
 from router_image.responses import HttpError
 from router_image.routes import VersionState
-from router_image.traffic import PIN_HEADER
 from router_image.upstream import ConnectFailed, Connection, UpstreamBroke, UpstreamError
 
 log = logging.getLogger("router.proxy")
 MAX_BODY_BYTES = 100 * 1024 * 1024  # Azure ML's payload limit
 CONNECT_TRIES = 3
-VERSION_HEADER = PIN_HEADER.encode()
 # Hop-by-hop headers stay on their hop; the client's credentials never reach a replica.
 REQUEST_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
                           b"proxy-authorization", b"host", b"content-length", b"authorization", b"expect"})
@@ -71,8 +69,8 @@ async def forward(scope: dict, receive, send, version: VersionState, path: bytes
         replica, connection = await connect(version, held)  # type: ignore[arg-type]
         response = await connection.exchange(head[0] + replica.address.encode() + head[1], body)
         try:
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": response_headers(response.headers, version)})
+            response.headers.append(version.response_header)  # upstream.py left the hop-by-hop ones out
+            await send({"type": "http.response.start", "status": response.status, "headers": response.headers})
             started = True
             while True:
                 data, last = await response.next_chunk()
@@ -150,12 +148,6 @@ def request_head(method: bytes, path: bytes, query: bytes | None, headers) -> tu
             length = int(v)
     start = b"%s %s%s HTTP/1.1\r\nhost: " % (method, path, b"?" + query if query else b"")
     return (start, b"\r\n" + b"".join(lines)), length
-
-
-def response_headers(headers: list[tuple[bytes, bytes]], version: VersionState) -> list[tuple[bytes, bytes]]:
-    """The replica's headers (upstream.py left the hop-by-hop ones out) plus the version that answered."""
-    headers.append((VERSION_HEADER, version.header_value))
-    return headers
 
 
 def timeout_error(version: VersionState) -> HttpError:

@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 
-from router_image.proxy import acquire, broke_error, connect, request_head, response_headers, timeout_error
+from router_image.proxy import acquire, broke_error, connect, request_head, timeout_error
 from router_image.pool import Replica
 from router_image.responses import HttpError, error_answer
 from router_image.routes import VersionState
@@ -96,7 +96,8 @@ class Relay:
 
     def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self.status = status
-        self.headers = response_headers(headers, self.version)
+        headers.append(self.version.response_header)
+        self.headers = headers
 
     def body(self, data: bytes) -> None:
         if not self.streaming:

@@ -13,7 +13,7 @@ from router_image import metrics
 from router_image.autoscale import Autoscaler
 from router_image.config import RouteConfig, RouterConfig, VersionConfig
 from router_image.pool import ReplicaPool
-from router_image.traffic import TrafficSplit
+from router_image.traffic import PIN_HEADER, TrafficSplit
 
 
 @dataclass
@@ -23,11 +23,11 @@ class VersionState:
     labels: tuple[str, str, str, str]  # kind, route, version, role (metrics.LABELS)
     autoscaler: Autoscaler | None  # shared by the versions of one deployment; None: fixed replicas
     stats: metrics.RequestStats = field(init=False)
-    header_value: bytes = field(init=False)  # the version's name as the response header names it
+    response_header: tuple[bytes, bytes] = field(init=False)  # the one naming the version that answered
 
     def __post_init__(self) -> None:
         self.stats = metrics.request_stats(self.labels)
-        self.header_value = self.config.name.encode()
+        self.response_header = (PIN_HEADER, self.config.name.encode())
 
 
 @dataclass
@@ -35,10 +35,10 @@ class RouteState:
     config: RouteConfig
     split: TrafficSplit
     versions: dict[str, VersionState]
+    default: VersionState = field(init=False)
 
-    @property
-    def default(self) -> VersionState:
-        return self.versions[self.split.default]
+    def __post_init__(self) -> None:
+        self.default = self.versions[self.split.default]
 
 
 def _role(route: RouteConfig, v: VersionConfig) -> str:

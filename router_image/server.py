@@ -38,6 +38,7 @@ SHUTDOWN_GRACE_S = 30.0
 HIGH_WATER = 1 << 20  # stop reading a client's body with this much not yet taken by the app
 WHOLE_BODY_MAX = HIGH_WATER  # a POST body up to this is held whole for the fast path; a larger one streams
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT = {"type": "http.disconnect"}
 
@@ -61,14 +62,14 @@ class _Answer:
         self.done = False  # the whole response is out
 
     def start(self, status: int, headers) -> None:
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, REASONS.get(status, b""))]
         length = False
         for name, value in headers:
             if name == b"content-length":
                 length = True
             elif name == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
-            lines.append(b"%s: %s\r\n" % (name, value))
+        lines = [STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
+        lines += [b"%s: %s\r\n" % h for h in headers]
         if not length and status >= 200 and status not in (204, 304) and not self.is_head:
             self.chunked = True  # decided for good at the first body write, if it is the last
         if not self.keep_alive:
@@ -365,14 +366,9 @@ class _Connection(asyncio.Protocol):
 
     # ------------------------------------------------------------ httptools callbacks
 
-    def on_message_begin(self) -> None:
-        self._url = b""
-        self._headers = []
-        self._expect = False
-        self.idle_since = None
-
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        self._url += url  # reset after each head, not in on_message_begin: one callback less per request
+        self.idle_since = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -383,14 +379,16 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         parser = self.parser
         path, _, query = self._url.partition(b"?")
+        headers, expect = self._headers, self._expect
+        self._url, self._headers, self._expect = b"", [], False
         method = parser.get_method()
         exchange: _Exchange | Request
-        claim = self.fast.claim(path) if self.fast is not None and method == b"POST" and not self._expect else None
+        claim = self.fast.claim(path) if self.fast is not None and method == b"POST" and not expect else None
         if claim is not None:
-            exchange = Request(self, path, query, self._headers, claim, parser.should_keep_alive())
+            exchange = Request(self, path, query, headers, claim, parser.should_keep_alive())
         else:
             exchange = _Exchange(self, self._scope(method.decode("ascii"), parser.get_http_version(), path, query,
-                                                   self._headers), parser.should_keep_alive(), self._expect)
+                                                   headers), parser.should_keep_alive(), expect)
         self._current = exchange
         self._queue.append(exchange)
         if len(self._queue) == 1:

@@ -11,7 +11,7 @@ import bisect
 import random
 from dataclasses import dataclass
 
-PIN_HEADER = "azureml-model-deployment"
+PIN_HEADER = b"azureml-model-deployment"  # also names the version in every answer
 
 
 @dataclass(frozen=True)
