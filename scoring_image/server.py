@@ -10,8 +10,12 @@ back-pressure, `Expect: 100-continue`, and a client that goes away cancels its r
 queued run() it no longer waits for is skipped).  It speaks ASGI 3 http, so Starlette's CORS
 and OpenTelemetry's middleware wrap the app unchanged.
 
-It serves on a socket it is given (the supervisor's, shared by every worker); `stop()` stops
-accepting, lets requests in flight finish within a grace period and closes the rest.
+It serves on a socket it is given (the supervisor's, shared by every worker) and accepts one
+connection at a time instead of libuv's accept-all loop: given the workers' connection counts
+(`balance.Counts`), a worker that holds more than another leaves a new connection to the
+others for up to ACCEPT_DEFERRALS pauses of ACCEPT_PAUSE_S, then takes it anyway (the other
+may be stuck).  `stop()` stops accepting, lets requests in flight finish within a grace
+period and closes the rest.
 """
 
 from __future__ import annotations
@@ -26,9 +30,13 @@ from typing import Any
 
 import httptools
 
+from scoring_image.balance import Counts
+
 log = logging.getLogger("scoring_image.server")
 App = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 IDLE_SWEEP_S = 5.0
+ACCEPT_PAUSE_S = 0.001
+ACCEPT_DEFERRALS = 3
 HIGH_WATER = 1 << 20  # stop reading a client's body with this much not yet taken by the app
 STATUS_LINES = {s.value: b"HTTP/1.1 %d %s\r\n" % (s.value, s.phrase.encode()) for s in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -164,6 +172,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.server.connections.discard(self)
+        if self.server.counts is not None:
+            self.server.counts.add(-1)
         for exchange in self._queue:
             exchange.wake()
             if exchange.task is not None and not exchange.task.done():
@@ -321,29 +331,67 @@ def _unquote(path: bytes) -> str:
 class Server:
     """Serves `app` on `sock` until `stop()`; then drains for at most `grace_s` and returns."""
 
-    def __init__(self, app: App, keep_alive_s: float, grace_s: float):
+    def __init__(self, app: App, keep_alive_s: float, grace_s: float, counts: Counts | None = None):
         self.app = app
         self.keep_alive_s = keep_alive_s
         self.grace_s = grace_s
+        self.counts = counts
         self.loop = asyncio.get_running_loop()
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._stop = asyncio.Event()
+        self._deferred = 0
 
     def stop(self) -> None:
         self.stopping = True
         self._stop.set()
 
     async def serve(self, sock: socket.socket) -> None:
-        server = await self.loop.create_server(lambda: _Connection(self), sock=sock)
+        sock.setblocking(False)
+        self._listen(sock)
         sweeper = self.loop.create_task(self._close_idle())
         try:
             await self._stop.wait()
         finally:
             sweeper.cancel()
             self.stopping = True
-            server.close()
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
             await self._drain()
+
+    def _listen(self, sock: socket.socket) -> None:
+        if not self.stopping:
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def _pause(self, sock: socket.socket) -> None:
+        self.loop.remove_reader(sock.fileno())
+        self.loop.call_later(ACCEPT_PAUSE_S, self._listen, sock)
+
+    def _accept(self, sock: socket.socket) -> None:
+        counts = self.counts
+        if counts is not None and self._deferred < ACCEPT_DEFERRALS and counts.busier_than_another():
+            self._deferred += 1
+            self._pause(sock)
+            return
+        self._deferred = 0
+        try:
+            client, _ = sock.accept()
+        except (BlockingIOError, InterruptedError):  # another worker took it
+            return
+        except OSError as exc:  # out of file descriptors and the like: retried after a pause
+            log.warning("accept failed: %s", exc)
+            self._pause(sock)
+            return
+        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if counts is not None:
+            counts.add(1)  # now, not at connection_made: the next readiness event may come first
+        task = self.loop.create_task(self.loop.connect_accepted_socket(lambda: _Connection(self), client))
+        task.add_done_callback(self._opened)
+
+    def _opened(self, task: asyncio.Task) -> None:
+        if task.cancelled() or task.exception() is not None:  # the client was gone already
+            if self.counts is not None:
+                self.counts.add(-1)
 
     async def _close_idle(self) -> None:
         """Keep-alive connections idle for keep_alive_s are closed (one sweep, not a timer per request)."""

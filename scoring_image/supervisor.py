@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scoring_image import logs
+from scoring_image import balance, logs
 from scoring_image.config import ScorerSettings
 from scoring_image.readiness import Board
 
@@ -60,6 +60,7 @@ def serve(settings: ScorerSettings) -> None:
     state = Path(tempfile.mkdtemp(prefix="scorer-"))
     (state / "metrics").mkdir()
     (state / "ready").mkdir()
+    balance.create(state / "connections", settings.worker_count)
 
     sock = bind(settings.host, settings.port)
     env = {**os.environ, **settings.to_env(), "WORKER_COUNT": str(settings.worker_count)}

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import uvloop
 
-from scoring_image import logs, metrics, telemetry
+from scoring_image import balance, logs, metrics, telemetry
 from scoring_image.app import ScoringApp
 from scoring_image.collection.spool import Spool
 from scoring_image.config import ScorerSettings
@@ -41,7 +41,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scoring_image.worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--index", type=int, required=True)
-    parser.add_argument("--state", type=Path, required=True, help="the supervisor's folder: ready/, metrics/")
+    parser.add_argument("--state", type=Path, required=True,
+                        help="the supervisor's folder: ready/, metrics/, connections")
     parser.add_argument("--defer-accept", action="store_true")
     args = parser.parse_args(argv)
 
@@ -49,16 +50,15 @@ def main(argv: list[str] | None = None) -> None:
     settings = ScorerSettings.from_env()
     logs.configure(settings.log_level, worker=str(args.index), capture_print=True)
     sock = socket.socket(fileno=args.fd)
-    uvloop.run(_serve(settings, sock, args.index, Board(args.state / "ready", settings.worker_count), args.state / "metrics", args.defer_accept))
+    uvloop.run(_serve(settings, sock, args.index, args.state, args.defer_accept))
     # A recycled worker may leave run() stuck on its thread: leave without waiting for it.
     logging.shutdown()
     os._exit(0)
 
 
-async def _serve(
-    settings: ScorerSettings, sock: socket.socket, index: int, board: Board, metrics_dir: Path, defer: bool
-) -> None:
+async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, state: Path, defer: bool) -> None:
     loop = asyncio.get_running_loop()
+    board = Board(state / "ready", settings.worker_count)
     runner = Runner(loop, settings.scoring_timeout_ms / 1000)
     spool = Spool(Path(settings.data_collection_spool_dir)) if settings.data_collection_enabled else None
     server: Server | None = None
@@ -69,7 +69,7 @@ async def _serve(
         if server is not None:
             server.stop()
 
-    recorder = metrics.Recorder(metrics_dir)
+    recorder = metrics.Recorder(state / "metrics")
     access_log = logs.AccessLog(loop, str(index)) if settings.access_log else None
     app = ScoringApp(settings, runner, board, recorder, spool, recycle, access_log)
     board.publish(index, "starting")
@@ -79,7 +79,8 @@ async def _serve(
         await asyncio.wait([init])
 
     asgi = telemetry.instrument(_with_cors(app, settings), settings)
-    server = Server(asgi, settings.keep_alive_seconds, grace_s=settings.scoring_timeout_ms / 1000)
+    server = Server(asgi, settings.keep_alive_seconds, grace_s=settings.scoring_timeout_ms / 1000,
+                    counts=balance.Counts(state / "connections", index))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, server.stop)
     _every(loop, metrics.PUBLISH_S, recorder.publish)

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from scoring_image import server
+from scoring_image import balance, server
 
 pytestmark = pytest.mark.anyio
 
@@ -173,3 +173,46 @@ async def test_stop_finishes_requests_in_flight_and_closes_idle_connections(serv
         await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
     idle_writer.close()
     writer.close()
+
+
+async def test_a_worker_holding_more_connections_leaves_new_ones_to_the_others(tmp_path) -> None:
+    balance.create(tmp_path / "connections", 2)
+    other = balance.Counts(tmp_path / "connections", 1)  # the other worker: one connection fewer than us
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    srv = server.Server(App(), keep_alive_s=65.0, grace_s=5.0, counts=balance.Counts(tmp_path / "connections", 0))
+    task = asyncio.create_task(srv.serve(sock))
+    port = sock.getsockname()[1]
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert (await exchange(port, b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n", b"|")).endswith(b"|")  # 0 vs 0: at once
+        assert loop.time() - started < server.ACCEPT_PAUSE_S * server.ACCEPT_DEFERRALS
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)  # held: now 1 vs 0
+        writer.write(b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.wait_for(reader.readuntil(b"|"), 5)
+        started = loop.time()
+        out = await exchange(port, b"GET /c HTTP/1.1\r\nhost: x\r\n\r\n", b"|")  # nobody else takes it: we do, late
+        assert out.endswith(b"|") and loop.time() - started >= server.ACCEPT_PAUSE_S * server.ACCEPT_DEFERRALS
+        while len(srv.connections) > 1:  # /c's connection closing
+            await asyncio.sleep(0.01)
+        other.add(1)  # 1 vs 1: at once again
+        started = loop.time()
+        assert (await exchange(port, b"GET /d HTTP/1.1\r\nhost: x\r\n\r\n", b"|")).endswith(b"|")
+        assert loop.time() - started < server.ACCEPT_PAUSE_S * server.ACCEPT_DEFERRALS
+        writer.close()
+    finally:
+        srv.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def test_connection_counts_are_shared_and_a_replacement_starts_from_zero(tmp_path) -> None:
+    balance.create(tmp_path / "connections", 2)
+    first, second = balance.Counts(tmp_path / "connections", 0), balance.Counts(tmp_path / "connections", 1)
+    first.add(2)
+    assert first.busier_than_another() and not second.busier_than_another()
+    second.add(3)
+    assert second.busier_than_another() and not first.busier_than_another()
+    replacement = balance.Counts(tmp_path / "connections", 1)
+    assert not replacement.busier_than_another() and first.busier_than_another()
