@@ -58,9 +58,14 @@ class AccessLog:
     """One JSON line per scored request, in the same shape as the other log lines.
 
     It bypasses `logging` (a LogRecord and a write per request cost more than a trivial
-    request itself): lines collect during one event-loop iteration and leave in as few writes
-    as fit, each at most PIPE_BUF bytes so that they stay whole next to other processes' lines.
+    request itself), and lines collect until PIPE_BUF bytes or FLUSH_S have gathered, then
+    leave in writes of at most PIPE_BUF bytes, so that they stay whole next to other
+    processes' lines.  Flushing once per event-loop iteration instead still cost about 15 us
+    per trivial request (a write per one or two requests at wrk -c16); lines now appear up
+    to FLUSH_S late.
     """
+
+    FLUSH_S = 0.1
 
     _LINE = (b'{"time":"%s.%03dZ","level":"INFO","logger":"scoring_image.access","message":"%s /score %d",'
              b'"worker":%s,"request_id":%s,"status":%d,"duration_ms":%.3f}\n')
@@ -69,30 +74,35 @@ class AccessLog:
         self._loop = loop
         self._worker = orjson.dumps(worker)
         self._lines: list[bytes] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
         self._second = 0
         self._prefix = b""
 
     def write(self, request_id: str, method: str, status: int, duration_ms: float) -> None:
         """`method` is an HTTP token: nothing in it to escape."""
-        if not self._lines:
-            self._loop.call_soon(self._flush)
         now = time.time()
         if int(now) != self._second:  # strftime once a second, not once a request
             self._second = int(now)
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)).encode()
-        self._lines.append(self._LINE % (
-            self._prefix, int(now % 1 * 1000), method.encode(), status, self._worker,
-            orjson.dumps(request_id), status, duration_ms))
+        line = self._LINE % (self._prefix, int(now % 1 * 1000), method.encode(), status, self._worker,
+                             orjson.dumps(request_id), status, duration_ms)
+        if self._size + len(line) > _PIPE_BUF:
+            self.flush()
+        if self._timer is None:
+            self._timer = self._loop.call_later(self.FLUSH_S, self.flush)
+        self._lines.append(line)
+        self._size += len(line)
 
-    def _flush(self) -> None:
-        chunk = b""
-        for line in self._lines:
-            if len(chunk) + len(line) > _PIPE_BUF and chunk:
-                os.write(_STDOUT_FD, chunk)
-                chunk = b""
-            chunk += line
-        os.write(_STDOUT_FD, chunk)
-        self._lines.clear()
+    def flush(self) -> None:
+        """Write what has gathered (the worker calls it last, before it exits)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._lines:
+            os.write(_STDOUT_FD, b"".join(self._lines))
+            self._lines.clear()
+            self._size = 0
 
 
 class _FdHandler(logging.Handler):

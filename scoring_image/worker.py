@@ -90,6 +90,8 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
         await server.serve(sock)
     finally:
         recorder.publish()
+        if access_log is not None:
+            access_log.flush()
         if spool is not None:
             spool.seal()
 
