@@ -1,0 +1,55 @@
+"""The run thread: results and errors come back to the loop, in order; deadlines; abandon()."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from scoring_image.runner import Abandoned, Runner, RunTimeout
+
+
+def test_jobs_run_on_one_thread_in_order_and_errors_come_back() -> None:
+    async def scenario() -> None:
+        runner = Runner(asyncio.get_running_loop(), timeout_s=5)
+        seen: list[int] = []
+
+        def job(i: int):  # noqa: ANN202
+            def run() -> tuple[int, str]:
+                seen.append(i)
+                if i == 3:
+                    raise ValueError("three")
+                return i, threading.current_thread().name
+
+            return run
+
+        futures = [runner.submit(job(i)) for i in range(6)]  # one loop iteration: one batch
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert seen == list(range(6))
+        assert isinstance(results[3], ValueError)
+        assert [r for i, r in enumerate(results) if i != 3] == [(i, "run") for i in (0, 1, 2, 4, 5)]
+        assert await runner.submit(lambda: "later") == "later"  # a second batch
+
+    asyncio.run(scenario())
+
+
+def test_a_job_over_its_deadline_fails_and_abandon_fails_the_queued_ones() -> None:
+    async def scenario() -> None:
+        runner = Runner(asyncio.get_running_loop(), timeout_s=0.3)
+        release = threading.Event()
+        stuck = runner.submit(lambda: release.wait(10))
+        queued = runner.submit(lambda: "never")
+        started = time.monotonic()
+        with pytest.raises(RunTimeout):
+            await stuck
+        assert time.monotonic() - started < 2
+        runner.abandon()
+        with pytest.raises((Abandoned, RunTimeout)):
+            await queued
+        with pytest.raises(Abandoned):
+            await runner.submit(lambda: "after")
+        release.set()
+
+    asyncio.run(scenario())
