@@ -115,7 +115,10 @@ class Runner:
                     logs.request_id.set(None)
                 if not self._settle_scheduled:
                     self._settle_scheduled = True
-                    self._loop.call_soon_threadsafe(self._settle)
+                    try:
+                        self._loop.call_soon_threadsafe(self._settle)
+                    except RuntimeError:  # the loop is closed: the worker is exiting, nobody waits
+                        return
 
 
 def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:

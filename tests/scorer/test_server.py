@@ -155,6 +155,7 @@ async def test_idle_keep_alive_connections_are_closed(served) -> None:
     writer.write(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"|"), 5)
     assert await asyncio.wait_for(reader.read(), server.IDLE_SWEEP_S + 5) == b""  # closed by the sweep
+    writer.close()
 
 
 async def test_stop_finishes_requests_in_flight_and_closes_idle_connections(served) -> None:
