@@ -38,7 +38,7 @@ class Relay:
     """One request, from its slot to its answer; the replica connection's sink (upstream.Sink)."""
 
     __slots__ = ("request", "version", "deadlines", "deadline", "started", "replica", "connection", "task", "status",
-                 "headers", "chunks", "size", "streaming", "finished")
+                 "lines", "length", "chunks", "size", "streaming", "finished")
 
     def __init__(self, request: Request, version: VersionState, deadlines: Deadlines):
         self.request = request
@@ -50,7 +50,8 @@ class Relay:
         self.connection: Connection | None = None  # with the request on it
         self.task: asyncio.Task | None = None  # waiting for a slot or a connection
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        self.lines = b""  # the answer's header lines, the version's included
+        self.length = False  # whether they hold a Content-Length
         self.chunks: list[bytes] = []
         self.size = 0
         self.streaming = False
@@ -94,10 +95,10 @@ class Relay:
 
     # ------------------------------------------------------------ the replica's answer (upstream.Sink)
 
-    def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def head(self, status: int, lines: bytes, length: bool) -> None:
         self.status = status
-        headers.append(self.version.response_header)
-        self.headers = headers
+        self.lines = lines + self.version.response_line
+        self.length = length
 
     def body(self, data: bytes) -> None:
         if not self.streaming:
@@ -106,7 +107,7 @@ class Relay:
             if self.size <= STREAM_OVER:
                 return
             self.streaming = True
-            self.request.start(self.status, self.headers)
+            self.request.start_lines(self.status, self.lines, self.length)
             data = b"".join(self.chunks)
             self.chunks = []
         self.request.write(data, True)
@@ -120,7 +121,8 @@ class Relay:
             self.request.write(b"", False)
         else:
             chunks = self.chunks
-            self.request.respond(self.status, self.headers, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            self.request.start_lines(self.status, self.lines, self.length)
+            self.request.write(chunks[0] if len(chunks) == 1 else b"".join(chunks), False)
         self._finish(self.status)
 
     def broke(self, error: UpstreamError) -> None:

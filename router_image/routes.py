@@ -24,10 +24,12 @@ class VersionState:
     autoscaler: Autoscaler | None  # shared by the versions of one deployment; None: fixed replicas
     stats: metrics.RequestStats = field(init=False)
     response_header: tuple[bytes, bytes] = field(init=False)  # the one naming the version that answered
+    response_line: bytes = field(init=False)  # the same as a header line (relay.py)
 
     def __post_init__(self) -> None:
         self.stats = metrics.request_stats(self.labels)
         self.response_header = (PIN_HEADER, self.config.name.encode())
+        self.response_line = b"%s: %s\r\n" % self.response_header
 
 
 @dataclass

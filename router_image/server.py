@@ -62,19 +62,22 @@ class _Answer:
         self.done = False  # the whole response is out
 
     def start(self, status: int, headers) -> None:
+        """The head from (name, value) pairs, as ASGI gives them."""
         length = False
         for name, value in headers:
             if name == b"content-length":
                 length = True
             elif name == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
-        lines = [STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status]
-        lines += [b"%s: %s\r\n" % h for h in headers]
+        self.start_lines(status, b"".join([b"%s: %s\r\n" % h for h in headers]), length)
+
+    def start_lines(self, status: int, lines: bytes, length: bool) -> None:
+        """The head from header lines as bytes (each ending in CRLF, none a Connection header) and
+        whether they hold a Content-Length."""
         if not length and status >= 200 and status not in (204, 304) and not self.is_head:
             self.chunked = True  # decided for good at the first body write, if it is the last
-        if not self.keep_alive:
-            lines.append(b"connection: close\r\n")
-        self.head = b"".join(lines)
+        status_line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+        self.head = status_line + lines if self.keep_alive else status_line + lines + b"connection: close\r\n"
         self.started = True
 
     def write(self, body: bytes, more: bool) -> None:
