@@ -87,7 +87,7 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
     if spool is not None:
         _every(loop, settings.data_collection_batch_seconds, spool.seal)
     try:
-        await server.serve(sock)
+        await server.serve_socket(sock)
     finally:
         recorder.publish()
         if access_log is not None:

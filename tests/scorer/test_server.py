@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+import http_server
 from scoring_image import balance, server
 
 pytestmark = pytest.mark.anyio
@@ -61,7 +62,7 @@ async def served():
     sock.listen(16)
     port = sock.getsockname()[1]
     srv = server.Server(app, keep_alive_s=65.0, grace_s=5.0)
-    task = asyncio.create_task(srv.serve(sock))
+    task = asyncio.create_task(srv.serve_socket(sock))
     yield app, port, srv
     srv.stop()
     await asyncio.wait_for(task, 10)
@@ -154,7 +155,7 @@ async def test_idle_keep_alive_connections_are_closed(served) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
     await asyncio.wait_for(reader.readuntil(b"|"), 5)
-    assert await asyncio.wait_for(reader.read(), server.IDLE_SWEEP_S + 5) == b""  # closed by the sweep
+    assert await asyncio.wait_for(reader.read(), http_server.IDLE_SWEEP_S + 5) == b""  # closed by the sweep
     writer.close()
 
 
@@ -183,7 +184,7 @@ async def test_a_worker_holding_more_connections_leaves_new_ones_to_the_others(t
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
     srv = server.Server(App(), keep_alive_s=65.0, grace_s=5.0, counts=balance.Counts(tmp_path / "connections", 0))
-    task = asyncio.create_task(srv.serve(sock))
+    task = asyncio.create_task(srv.serve_socket(sock))
     port = sock.getsockname()[1]
     try:
         loop = asyncio.get_running_loop()

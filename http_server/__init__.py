@@ -1,0 +1,618 @@
+"""A small HTTP/1.1 server for ASGI apps on asyncio (uvloop) and httptools: the router's and
+every scorer worker's.
+
+Why not uvicorn: measured on 2 cores with wrk beside them, uvicorn's per-request work (header
+validation by regex, URL parsing, one write per ASGI message, its flow control and timers) was
+about half of the router's CPU and as much as the whole scoring contract in a scorer. This
+server does only what a service behind a load balancer or the router needs: the response head
+and a whole body leave in one write, headers pass as the bytes httptools parsed, keep-alive
+with one idle sweep, chunked bodies both ways, pipelined requests answered in order,
+back-pressure, `Expect: 100-continue`, and a client that goes away cancels its request (freeing
+a replica slot, skipping a queued run()). It speaks ASGI 3 (http + lifespan), so Starlette's CORS
+and OpenTelemetry's middleware wrap an app unchanged and tests can drive an app in-process.
+
+Fast path: even lean, ASGI costs a task, a few coroutines and message dicts per request, about
+half of the router's Python time on the scoring path. An app may pass `fast` (a `FastPath`): a
+POST it claims, with a body of up to WHOLE_BODY_MAX, is read whole and handed to it as a
+`Request`, answered from callbacks (the router's relay.py proxies score requests that way);
+every other request, and a claimed one whose body is larger, goes to the ASGI app.
+
+`serve()` listens on a host and port (the router); a `Server` also takes connections accepted
+elsewhere (a scorer worker accepts from the socket its supervisor shares).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import logging
+import signal
+import ssl
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+from typing import Any, Protocol
+
+import httptools
+
+log = logging.getLogger("http_server")
+App = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+KEEP_ALIVE_S = 65.0  # over Azure's load balancer idle timeout (4 min is its max; 65 s is nginx-like)
+IDLE_SWEEP_S = 5.0
+SHUTDOWN_GRACE_S = 30.0
+HIGH_WATER = 1 << 20  # stop reading a client's body with this much not yet taken by the app
+WHOLE_BODY_MAX = HIGH_WATER  # a POST body up to this is held whole for the fast path; a larger one streams
+REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
+STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DISCONNECT = {"type": "http.disconnect"}
+
+
+class _Answer:
+    """The response side of one exchange on a connection: the head and body framed for HTTP/1.1.
+
+    The head waits for the first body write, so a whole body leaves with it in one write, with
+    a Content-Length when the headers had none; a body in parts goes chunked.
+    """
+
+    __slots__ = ("conn", "keep_alive", "is_head", "head", "chunked", "started", "done")
+
+    def __init__(self, conn: _Connection, keep_alive: bool, is_head: bool):
+        self.conn = conn
+        self.keep_alive = keep_alive
+        self.is_head = is_head
+        self.head: bytes | None = None
+        self.chunked = False
+        self.started = False
+        self.done = False  # the whole response is out
+
+    def start(self, status: int, headers) -> None:
+        """The head from (name, value) pairs, as ASGI gives them."""
+        length = False
+        for name, value in headers:
+            if name == b"content-length":
+                length = True
+            elif name == b"connection" and value.lower() == b"close":
+                self.keep_alive = False
+        self.start_lines(status, b"".join([b"%s: %s\r\n" % h for h in headers]), length)
+
+    def start_lines(self, status: int, lines: bytes, length: bool) -> None:
+        """The head from header lines as bytes (each ending in CRLF, none a Connection header) and
+        whether they hold a Content-Length."""
+        if not length and status >= 200 and status not in (204, 304) and not self.is_head:
+            self.chunked = True  # decided for good at the first body write, if it is the last
+        status_line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
+        self.head = status_line + lines if self.keep_alive else status_line + lines + b"connection: close\r\n"
+        self.started = True
+
+    def write(self, body: bytes, more: bool) -> None:
+        out = b""
+        if self.head is not None:
+            head, self.head = self.head, None
+            if self.chunked and not more:  # the whole body is here: a length instead of chunks
+                self.chunked = False
+                head += b"content-length: %d\r\n" % len(body)
+            elif self.chunked:
+                head += b"transfer-encoding: chunked\r\n"
+            out = head + b"\r\n"
+        if self.is_head:
+            body = b""
+        if self.chunked:
+            if body:
+                out += b"%x\r\n%b\r\n" % (len(body), body)
+            if not more:
+                out += b"0\r\n\r\n"
+        else:
+            out += body
+        if out:
+            self.conn.write(out)
+        if not more:
+            self.done = True
+
+
+class _Exchange(_Answer):
+    """One request and its response, answered by the ASGI app in a task: its receive and send."""
+
+    __slots__ = ("scope", "chunks", "complete", "waiter", "expect_continue", "task", "buffered")
+
+    def __init__(self, conn: _Connection, scope: dict, keep_alive: bool, expect_continue: bool):
+        super().__init__(conn, keep_alive, scope["method"] == "HEAD")
+        self.scope = scope
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.complete = False  # the whole request body is in
+        self.waiter: asyncio.Future[None] | None = None
+        self.expect_continue = expect_continue
+        self.task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------ what the connection calls
+
+    def run(self) -> None:
+        """Its turn on the connection: the app answers it in a task."""
+        self.task = self.conn.loop.create_task(self.conn._run(self))
+
+    def feed(self, body: bytes) -> None:
+        if not self.done:  # a body nobody will read is dropped
+            self.chunks.append(body)
+            self.buffered += len(body)
+            if self.buffered > HIGH_WATER:
+                self.conn.pause_reading()
+            self.wake()
+
+    def finish(self) -> None:
+        """The request's body is all in."""
+        self.complete = True
+        self.expect_continue = False
+        self.wake()
+        if self.done and self.conn._queue and self.conn._queue[0] is self:
+            self.conn._next()  # answered before its body was all in: the body's end frees the connection
+
+    def abort(self) -> None:
+        """The client went away: nobody is waiting for the answer, so the replica slot is freed."""
+        self.wake()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def writable(self) -> None:
+        pass  # send() waits on the connection's drain
+
+    # ------------------------------------------------------------ ASGI
+
+    def wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def receive(self) -> dict:
+        while not self.chunks and not self.complete:
+            if self.conn.lost:
+                return _DISCONNECT
+            if self.expect_continue:
+                self.expect_continue = False
+                self.conn.write(_CONTINUE)
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+            self.waiter = None
+        if self.conn.lost and not self.chunks:
+            return _DISCONNECT
+        body = self.chunks.popleft() if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks.clear()
+        if self.buffered > HIGH_WATER:
+            self.conn.resume_reading()
+        self.buffered = 0
+        return {"type": "http.request", "body": body, "more_body": not self.complete}
+
+    async def send(self, message: dict) -> None:
+        conn = self.conn
+        if conn.lost or self.done:
+            return
+        if message["type"] == "http.response.start":
+            self.start(message["status"], message.get("headers", ()))
+            return
+        more = message.get("more_body", False)
+        self.write(message.get("body", b""), more)
+        if more and conn.paused_writing:
+            await conn.drain()
+
+
+class FastPath(Protocol):
+    """An app's way to answer some POSTs from callbacks, as `Request`s."""
+
+    def claim(self, path: bytes) -> Any:
+        """At the end of a POST's head: not None when the fast path answers it (kept as `Request.claim`)."""
+
+    def answer(self, request: Request) -> None:
+        """Once the body is in: answer it (now, or later from other callbacks)."""
+
+
+class Request(_Answer):
+    """A POST whose body is all in (up to WHOLE_BODY_MAX), for the app's fast path.
+
+    The fast path answers from callbacks (start and write, or respond), with no task and no ASGI
+    messages; the connection moves on to the next request once the answer is out. It sets
+    `handler` to hear `aborted()` when the client goes away and `writable()` once the client
+    takes data again after `paused_writing`.
+    """
+
+    __slots__ = ("path", "query", "headers", "claim", "chunks", "size", "body", "complete", "turn", "handler")
+
+    def __init__(self, conn: _Connection, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]],
+                 claim: Any, keep_alive: bool):
+        self.conn = conn  # _Answer's fields set here: no super() call per request
+        self.keep_alive = keep_alive
+        self.is_head = False
+        self.head: bytes | None = None
+        self.chunked = False
+        self.started = False
+        self.done = False
+        self.path = path  # raw, as sent
+        self.query = query
+        self.headers = headers  # names lower-cased
+        self.claim = claim  # what FastPath.claim gave for its path
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.body = b""
+        self.complete = False
+        self.turn = False  # its answer is next on the connection
+        self.handler: Any = None
+
+    # ------------------------------------------------------------ for the fast path
+
+    def respond(self, status: int, headers, body: bytes) -> None:
+        """A whole answer: head and body in one write."""
+        self.start(status, headers)
+        self.write(body, False)
+
+    def write(self, body: bytes, more: bool) -> None:
+        if self.done:
+            return
+        _Answer.write(self, body, more)
+        if not more:
+            self.conn._answered(self)
+
+    @property
+    def paused_writing(self) -> bool:
+        return self.conn.paused_writing
+
+    def close(self) -> None:
+        """Drop the connection (an answer broken off mid-body cannot be finished)."""
+        self.conn.close()
+
+    # ------------------------------------------------------------ what the connection calls
+
+    def run(self) -> None:
+        """Its turn on the connection: dispatched now if the body is in, else once it is."""
+        if not self.conn.lost:
+            self.turn = True
+            if self.complete:
+                self.conn._dispatch(self)
+
+    def feed(self, body: bytes) -> None:
+        self.chunks.append(body)
+        self.size += len(body)
+        if self.size > WHOLE_BODY_MAX:
+            self.conn._to_asgi(self)  # called while this request is parsed
+
+    def finish(self) -> None:
+        self.complete = True
+        chunks = self.chunks
+        self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if self.turn:
+            self.conn._dispatch(self)
+
+    def abort(self) -> None:
+        if self.handler is not None:
+            self.handler.aborted()
+
+    def writable(self) -> None:
+        if self.handler is not None:
+            self.handler.writable()
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, server: Server):
+        self.server = server
+        self.app = server.app
+        self.fast = server.fast
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.lost = False
+        self.paused_writing = False
+        self._drain: asyncio.Future[None] | None = None
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._expect = False
+        self._current: _Exchange | Request | None = None  # being parsed
+        self._queue: collections.deque[_Exchange | Request] = collections.deque()  # answered in order
+        self.idle_since: float | None = None  # None while a request is being answered
+        self._scheme = server.scheme
+        self._client: tuple[str, int] | None = None
+        self._local: tuple[str, int] | None = None
+
+    # ------------------------------------------------------------ transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        sock = transport.get_extra_info("sockname")
+        self._client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
+        self._local = (sock[0], sock[1]) if isinstance(sock, tuple) else None
+        self.server.connections.add(self)
+        self.idle_since = self.loop.time()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.server.closed(self)
+        for exchange in self._queue:
+            exchange.abort()
+        self._queue.clear()
+        self.resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._reject(400, b"upgrades are not supported")
+        except httptools.HttpParserError:
+            self._reject(400, b"malformed request")
+
+    def _reject(self, status: int, message: bytes) -> None:
+        self.write(_error(status, b"BadRequest", message))
+        self.close()
+
+    def write(self, data: bytes) -> None:
+        if not self.lost and self.transport is not None:
+            self.transport.write(data)
+
+    def pause_writing(self) -> None:
+        self.paused_writing = True
+
+    def resume_writing(self) -> None:
+        self.paused_writing = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+        self._drain = None
+        if self._queue:
+            self._queue[0].writable()
+
+    async def drain(self) -> None:
+        if self.paused_writing and not self.lost:
+            self._drain = self.loop.create_future()
+            await self._drain
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.lost:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    # ------------------------------------------------------------ httptools callbacks
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url  # reset after each head, not in on_message_begin: one callback less per request
+        self.idle_since = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._expect = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        path, _, query = self._url.partition(b"?")
+        headers, expect = self._headers, self._expect
+        self._url, self._headers, self._expect = b"", [], False
+        method = parser.get_method()
+        exchange: _Exchange | Request
+        claim = self.fast.claim(path) if self.fast is not None and method == b"POST" and not expect else None
+        if claim is not None:
+            exchange = Request(self, path, query, headers, claim, parser.should_keep_alive())
+        else:
+            exchange = _Exchange(self, self._scope(method.decode("ascii"), parser.get_http_version(), path, query,
+                                                   headers), parser.should_keep_alive(), expect)
+        self._current = exchange
+        self._queue.append(exchange)
+        if len(self._queue) == 1:
+            exchange.run()
+
+    def on_body(self, body: bytes) -> None:
+        if self._current is not None:
+            self._current.feed(body)
+
+    def on_message_complete(self) -> None:
+        exchange, self._current = self._current, None
+        if exchange is not None:
+            exchange.finish()
+
+    def _scope(self, method: str, http_version: str, path: bytes, query: bytes, headers: list) -> dict[str, Any]:
+        return {
+            "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": http_version, "method": method, "scheme": self._scheme,
+            "path": _unquote(path), "raw_path": path, "query_string": query, "root_path": "",
+            "headers": headers, "client": self._client, "server": self._local,
+        }
+
+    # ------------------------------------------------------------ answering
+
+    def _dispatch(self, request: Request) -> None:
+        """A whole request's turn: the fast path answers it."""
+        try:
+            self.fast.answer(request)  # type: ignore[union-attr]
+        except Exception:
+            log.exception("error answering POST %r", request.path)
+            if not request.started:
+                self.write(_error(500, b"InternalError", b"server error"))
+            self.close()
+
+    def _to_asgi(self, request: Request) -> None:
+        """Its body is too large to hold: the ASGI app takes the request over, streaming the body."""
+        exchange = _Exchange(self, self._scope("POST", self.parser.get_http_version(), request.path, request.query,
+                                               request.headers), request.keep_alive, False)
+        for chunk in request.chunks:
+            exchange.feed(chunk)
+        self._current = exchange
+        i = self._queue.index(request)
+        self._queue[i] = exchange
+        if i == 0:
+            exchange.run()
+
+    def _answered(self, request: Request) -> None:
+        """The fast path's answer is out (the body was all in before it began)."""
+        if self.lost:
+            return
+        if not request.keep_alive:
+            self.close()
+        else:
+            self._next()
+
+    async def _run(self, exchange: _Exchange) -> None:
+        try:
+            await self.app(exchange.scope, exchange.receive, exchange.send)
+        except asyncio.CancelledError:
+            return
+        except Exception:
+            log.exception("error answering %s %s", exchange.scope["method"], exchange.scope["path"])
+            if not exchange.started:
+                self.write(_error(500, b"InternalError", b"server error"))
+            self.close()
+            return
+        if self.lost:
+            return
+        if not exchange.done:  # the app returned mid-response: the client cannot tell where it ends
+            log.error("response to %s %s left unfinished; connection closed", exchange.scope["method"],
+                      exchange.scope["path"])
+            self.close()
+            return
+        if not exchange.keep_alive:
+            self.close()
+        elif exchange.complete:
+            self._next()
+        else:
+            self.resume_reading()
+        # Not complete: answered before the request body was all in (a 401, a 413): the rest of it is read
+        # and dropped, and on_message_complete moves on; closing now would reset the connection
+        # under a client still sending, which then never sees the answer.
+
+    def _next(self) -> None:
+        self._queue.popleft()
+        if self._queue:
+            following = self._queue[0]
+            if isinstance(following, Request):  # not nested: pipelined answers given at once would recurse
+                self.loop.call_soon(following.run)
+            else:
+                following.run()
+        elif not self.server.stopping:
+            self.idle_since = self.loop.time()
+        else:
+            self.close()
+
+
+def _error(status: int, code: bytes, message: bytes) -> bytes:
+    """A whole response, then the connection closes: for when the app cannot answer itself."""
+    body = b'{"error": {"code": "%s", "message": "%s"}}' % (code, message)
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+            % (status, REASONS[status], len(body), body))
+
+
+def _unquote(path: bytes) -> str:
+    if b"%" not in path:
+        return path.decode("latin-1")
+    from urllib.parse import unquote_to_bytes
+
+    return unquote_to_bytes(path).decode("latin-1")
+
+
+class Server:
+    """The connections of one ASGI app (whole POSTs offered to `fast` first), from `connection_made`
+    until `stop()`: keep-alive connections idle for `keep_alive_s` close, and on stopping, requests
+    in flight get `grace_s` to finish."""
+
+    def __init__(self, app: App, fast: FastPath | None = None, scheme: str = "http",
+                 keep_alive_s: float = KEEP_ALIVE_S, grace_s: float = SHUTDOWN_GRACE_S):
+        self.app, self.fast, self.scheme = app, fast, scheme
+        self.keep_alive_s, self.grace_s = keep_alive_s, grace_s
+        self.connections: set[_Connection] = set()
+        self.stopping = False
+        self._stop = asyncio.Event()
+
+    def connection(self) -> asyncio.Protocol:
+        """The protocol of a new connection: for `create_server` or `connect_accepted_socket`."""
+        return _Connection(self)
+
+    def closed(self, conn: _Connection) -> None:
+        """A connection is gone (a subclass counting connections hears it here)."""
+        self.connections.discard(conn)
+
+    def stop(self) -> None:
+        self.stopping = True
+        self._stop.set()
+
+    async def serve(self, stop_listening: Callable[[], None]) -> None:
+        """Until `stop()`; then `stop_listening()`, and drain."""
+        sweeper = asyncio.create_task(self._close_idle())
+        try:
+            await self._stop.wait()
+        finally:
+            sweeper.cancel()
+            self.stopping = True
+            stop_listening()
+            await self._drain()
+
+    async def _close_idle(self) -> None:
+        """One sweep every few seconds, not a timer per request."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(IDLE_SWEEP_S, self.keep_alive_s))
+            cutoff = loop.time() - self.keep_alive_s
+            for conn in list(self.connections):
+                if conn.idle_since is not None and conn.idle_since < cutoff:
+                    conn.close()
+
+    async def _drain(self) -> None:
+        """Idle keep-alive connections close now; requests in flight get grace_s to finish."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace_s
+        while self.connections and loop.time() < deadline:
+            for conn in list(self.connections):
+                if not conn._queue:
+                    conn.close()
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            conn.close()
+
+
+class _Lifespan:
+    """ASGI lifespan: the app's startup before the first request, its shutdown after the last."""
+
+    def __init__(self, app: App):
+        self.app = app
+        self._inbox: asyncio.Queue[dict] = asyncio.Queue()
+        self._outbox: asyncio.Queue[dict] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    async def startup(self) -> None:
+        self._task = asyncio.create_task(self.app({"type": "lifespan", "asgi": {"version": "3.0"}},
+                                                  self._inbox.get, self._outbox.put))
+        await self._inbox.put({"type": "lifespan.startup"})
+        reply = await self._outbox.get()
+        if reply["type"] != "lifespan.startup.complete":
+            raise SystemExit(f"startup failed: {reply.get('message', '')}")
+
+    async def shutdown(self) -> None:
+        await self._inbox.put({"type": "lifespan.shutdown"})
+        await self._outbox.get()
+        if self._task is not None:
+            await self._task
+
+
+async def serve(app: App, host: str, port: int, tls: ssl.SSLContext | None = None,
+                fast: FastPath | None = None) -> None:
+    """Serve `app` (lifespan, then http) on host:port until SIGTERM or SIGINT; then drain and stop."""
+    lifespan = _Lifespan(app)
+    await lifespan.startup()
+    # What start-up made (config, pydantic models, metrics, crypto) lives as long as the process:
+    # frozen, the collector's full passes no longer walk it under load.
+    gc.collect()
+    gc.freeze()
+    loop = asyncio.get_running_loop()
+    scheme = "https" if tls else "http"
+    server = Server(app, fast, scheme)
+    listener = await loop.create_server(server.connection, host, port, ssl=tls, backlog=2048, reuse_address=True)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.stop)
+    log.info("listening on %s://%s:%d", scheme, host, port)
+    await server.serve(listener.close)
+    await lifespan.shutdown()
+
+
+def run(app: App, host: str, port: int, tls: ssl.SSLContext | None = None, fast: FastPath | None = None) -> None:
+    import uvloop
+
+    uvloop.run(serve(app, host, port, tls, fast))
