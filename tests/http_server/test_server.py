@@ -1,0 +1,173 @@
+"""http_server: the HTTP/1.1 details the router and the scorers must get right, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import http_server
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class App:
+    """Echoes the body; /chunks streams three chunks; /early answers without reading; /slow waits."""
+
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+        self.slow_started = asyncio.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope["path"]
+        if path == "/early":
+            await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"2")]})
+            await send({"type": "http.response.body", "body": b"no"})
+            return
+        if path == "/slow":
+            self.slow_started.set()
+            try:
+                await asyncio.sleep(float(scope["query_string"] or 30))
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if path == "/chunks":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            for part in (b"a", b"bb", b"ccc"):
+                await send({"type": "http.response.body", "body": part, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-path", path.encode())]})
+        await send({"type": "http.response.body", "body": scope["query_string"] + b"|" + body})
+
+
+@pytest.fixture
+async def served():
+    app = App()
+    srv = http_server.Server(app, keep_alive_s=65.0, grace_s=5.0)
+    listener = await asyncio.get_running_loop().create_server(srv.connection, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    task = asyncio.create_task(srv.serve(listener.close))
+    yield app, port, srv
+    srv.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def exchange(port: int, data: bytes, until: bytes, timeout: float = 5) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(data)
+    out = b""
+    try:
+        async with asyncio.timeout(timeout):
+            while until not in out:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        writer.close()
+    return out
+
+
+async def test_one_write_with_a_length_and_keep_alive_serves_pipelined_requests_in_order(served) -> None:
+    _, port, _ = served
+    requests = b"".join(b"POST /p%d?q=%d HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nab%d" % (i, i, i) for i in range(3))
+    out = await exchange(port, requests, b"q=2|ab2")
+    answers = out.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert len(answers) == 3
+    for i, answer in enumerate(answers):
+        assert b"x-path: /p%d\r\n" % i in answer and b"content-length: 7\r\n" in answer
+        assert answer.endswith(b"q=%d|ab%d" % (i, i))
+
+
+async def test_chunked_both_ways(served) -> None:
+    _, port, _ = served
+    out = await exchange(port, b"POST /chunks HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                               b"3\r\nabc\r\n0\r\n\r\n", b"0\r\n\r\n")
+    assert b"transfer-encoding: chunked\r\n" in out and out.endswith(b"1\r\na\r\n2\r\nbb\r\n3\r\nccc\r\n0\r\n\r\n")
+    out = await exchange(port, b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                               b"2\r\nab\r\n1\r\nc\r\n0\r\n\r\n", b"|abc")
+    assert b"content-length: 4\r\n" in out
+
+
+async def test_expect_100_continue(served) -> None:
+    _, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /e HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
+    assert await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    writer.write(b"hi")
+    assert (await asyncio.wait_for(reader.readuntil(b"|hi"), 5)).startswith(b"HTTP/1.1 200 OK")
+    writer.close()
+
+
+async def test_an_answer_before_the_body_keeps_the_connection(served) -> None:
+    _, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345")
+    assert (await asyncio.wait_for(reader.readuntil(b"no"), 5)).startswith(b"HTTP/1.1 413 Request Entity Too Large")
+    writer.write(b"67890GET /next HTTP/1.1\r\nhost: x\r\n\r\n")  # the rest of the body, then the next request
+    assert b"x-path: /next" in await asyncio.wait_for(reader.readuntil(b"|"), 5)
+    writer.close()
+
+
+async def test_http_1_0_closes_and_head_has_no_body(served) -> None:
+    _, port, _ = served
+    out = await exchange(port, b"GET /old HTTP/1.0\r\n\r\n", b"\x00never")
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"connection: close\r\n" in out and out.endswith(b"|")
+    out = await exchange(port, b"HEAD /h HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", b"\x00never")
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"\r\n\r\n")
+
+
+async def test_malformed_requests_get_400(served) -> None:
+    _, port, _ = served
+    out = await exchange(port, b"NOT HTTP AT ALL\r\n\r\n", b"\x00never")
+    assert out.startswith(b"HTTP/1.1 400 Bad Request")
+
+
+async def test_a_client_that_goes_away_cancels_its_request(served) -> None:
+    app, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+    await writer.drain()
+    await asyncio.wait_for(app.slow_started.wait(), 5)
+    writer.close()
+    await asyncio.wait_for(app.cancelled.wait(), 5)
+
+
+async def test_idle_keep_alive_connections_are_closed(served) -> None:
+    _, port, srv = served
+    srv.keep_alive_s = 0.2  # the sweep after the one already sleeping uses it
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+    await asyncio.wait_for(reader.readuntil(b"|"), 5)
+    assert await asyncio.wait_for(reader.read(), http_server.IDLE_SWEEP_S + 5) == b""  # closed by the sweep
+    writer.close()
+
+
+async def test_stop_finishes_requests_in_flight_and_closes_idle_connections(served) -> None:
+    app, port, srv = served
+    idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+    idle_writer.write(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+    await asyncio.wait_for(idle_reader.readuntil(b"|"), 5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /slow?0.3 HTTP/1.1\r\nhost: x\r\n\r\n")
+    await asyncio.wait_for(app.slow_started.wait(), 5)
+    srv.stop()
+    assert await asyncio.wait_for(idle_reader.read(), 5) == b""
+    answer = await asyncio.wait_for(reader.read(), 5)  # answered, then closed
+    assert answer.startswith(b"HTTP/1.1 200 OK") and b"connection: close" not in answer and answer.endswith(b"|")
+    with pytest.raises(OSError):
+        await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+    idle_writer.close()
+    writer.close()
