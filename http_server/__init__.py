@@ -17,8 +17,8 @@ POST it claims, with a body of up to WHOLE_BODY_MAX, is read whole and handed to
 `Request`, answered from callbacks (the router's relay.py proxies score requests that way);
 every other request, and a claimed one whose body is larger, goes to the ASGI app.
 
-`serve()` listens on a host and port (the router); a `Server` also takes connections accepted
-elsewhere (a scorer worker accepts from the socket its supervisor shares).
+A `Server` listens on a host and port (the router), or takes connections accepted elsewhere (a
+scorer worker accepts from the socket its supervisor shares).
 """
 
 from __future__ import annotations
@@ -514,9 +514,9 @@ class Server:
     until `stop()`: keep-alive connections idle for `keep_alive_s` close, and on stopping, requests
     in flight get `grace_s` to finish."""
 
-    def __init__(self, app: App, fast: FastPath | None = None, scheme: str = "http",
-                 keep_alive_s: float = KEEP_ALIVE_S, grace_s: float = SHUTDOWN_GRACE_S):
-        self.app, self.fast, self.scheme = app, fast, scheme
+    def __init__(self, app: App, fast: FastPath | None = None, keep_alive_s: float = KEEP_ALIVE_S,
+                 grace_s: float = SHUTDOWN_GRACE_S):
+        self.app, self.fast, self.scheme = app, fast, "http"
         self.keep_alive_s, self.grace_s = keep_alive_s, grace_s
         self.connections: set[_Connection] = set()
         self.stopping = False
@@ -533,6 +533,23 @@ class Server:
     def stop(self) -> None:
         self.stopping = True
         self._stop.set()
+
+    async def serve_address(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        """Serve the app (lifespan, then http) on host:port until `stop()`, SIGTERM or SIGINT."""
+        lifespan = _Lifespan(self.app)
+        await lifespan.startup()
+        # What start-up made (config, pydantic models, metrics, crypto) lives as long as the process:
+        # frozen, the collector's full passes no longer walk it under load.
+        gc.collect()
+        gc.freeze()
+        loop = asyncio.get_running_loop()
+        self.scheme = "https" if tls else "http"
+        listener = await loop.create_server(self.connection, host, port, ssl=tls, backlog=2048, reuse_address=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        log.info("listening on %s://%s:%d", self.scheme, host, port)
+        await self.serve(listener.close)
+        await lifespan.shutdown()
 
     async def serve(self, stop_listening: Callable[[], None]) -> None:
         """Until `stop()`; then `stop_listening()`, and drain."""
@@ -592,27 +609,7 @@ class _Lifespan:
             await self._task
 
 
-async def serve(app: App, host: str, port: int, tls: ssl.SSLContext | None = None,
-                fast: FastPath | None = None) -> None:
-    """Serve `app` (lifespan, then http) on host:port until SIGTERM or SIGINT; then drain and stop."""
-    lifespan = _Lifespan(app)
-    await lifespan.startup()
-    # What start-up made (config, pydantic models, metrics, crypto) lives as long as the process:
-    # frozen, the collector's full passes no longer walk it under load.
-    gc.collect()
-    gc.freeze()
-    loop = asyncio.get_running_loop()
-    scheme = "https" if tls else "http"
-    server = Server(app, fast, scheme)
-    listener = await loop.create_server(server.connection, host, port, ssl=tls, backlog=2048, reuse_address=True)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, server.stop)
-    log.info("listening on %s://%s:%d", scheme, host, port)
-    await server.serve(listener.close)
-    await lifespan.shutdown()
-
-
 def run(app: App, host: str, port: int, tls: ssl.SSLContext | None = None, fast: FastPath | None = None) -> None:
     import uvloop
 
-    uvloop.run(serve(app, host, port, tls, fast))
+    uvloop.run(Server(app, fast).serve_address(host, port, tls))

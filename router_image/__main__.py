@@ -14,7 +14,7 @@ import ssl
 import sys
 import time
 
-from router_image import server
+import http_server
 from router_image.app import load
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.tls:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(config.tls.cert_file, config.tls.key_file)
-    server.run(router, args.host or config.host, args.port if args.port is not None else config.port, tls,
+    http_server.run(router, args.host or config.host, args.port if args.port is not None else config.port, tls,
                fast=router)
     return 0
 

@@ -33,7 +33,7 @@ from router_image.proxy import forward
 from router_image.relay import CLIENT_GONE, Deadlines, Relay
 from router_image.responses import HttpError, error_answer, respond, respond_error, respond_json
 from router_image.routes import RouteState, RouteTable, VersionState
-from router_image.server import Request
+from http_server import Request
 from router_image.traffic import PIN_HEADER
 
 log = logging.getLogger("router")
@@ -250,7 +250,7 @@ class Router:
         finally:
             version.stats.observe(status, time.perf_counter() - started)
 
-    # ------------------------------------------------------------ server.FastPath: the hot path
+    # ------------------------------------------------------------ http_server.FastPath: the hot path
 
     def claim(self, path: bytes) -> RouteState | None:
         """A POST to a score route is relayed from callbacks (relay.py), not through ASGI."""

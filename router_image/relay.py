@@ -1,6 +1,6 @@
 """The hot path: a whole-body score request relayed to a replica from callbacks.
 
-The server hands over a `Request` whose body is all in (server.py); the relay takes a slot,
+The server hands over a `Request` whose body is all in (http_server); the relay takes a slot,
 writes head and body to a pooled replica connection, and is that connection's sink
 (upstream.py): the answer's head and body go to the client in one write from the replica
 connection's own parser callback. No task, no coroutine, no ASGI message and no timer per
@@ -24,7 +24,7 @@ from router_image.proxy import acquire, broke_error, connect, request_head, time
 from router_image.pool import Replica
 from router_image.responses import HttpError, error_answer
 from router_image.routes import VersionState
-from router_image.server import Request
+from http_server import Request
 from router_image.upstream import Connection, UpstreamError
 
 log = logging.getLogger("router.relay")
@@ -133,7 +133,7 @@ class Relay:
         else:
             self._fail(broke_error(self.version, error))
 
-    # ------------------------------------------------------------ the client's side (server.Request.handler)
+    # ------------------------------------------------------------ the client's side (http_server.Request.handler)
 
     def aborted(self) -> None:
         """The client left: the answer is not wanted, so its connection is closed and the slot freed."""

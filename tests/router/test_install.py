@@ -15,6 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ROOT, free_port, wait_until  # noqa: E402
 
+from components.program import IMAGE_FILES  # noqa: E402
 from router_image.config import RouterConfig  # noqa: E402
 
 DOCKERFILE = ROOT / "router_image" / "Dockerfile"
@@ -38,7 +39,7 @@ def test_the_dockerfile_installs_only_the_router_extra_and_runs_as_10001() -> No
     assert json.loads(instruction("CMD")) == ["python", "-m", "router_image", "--config", IMAGE_CONFIG]
     assert "/healthz" in instruction("HEALTHCHECK")
     copied = [line.split()[1] for line in text.splitlines() if line.startswith("COPY ")]
-    assert copied == ["pyproject.toml", "http_server", "router_image"]  # what the image's hash covers, nothing else
+    assert tuple(copied) == IMAGE_FILES["router"]  # what the image's hash covers, nothing else
 
 
 def healthcheck_command(config_path: Path) -> list[str]:

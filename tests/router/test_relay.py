@@ -1,4 +1,4 @@
-"""The fast path (server.Request -> relay.Relay) over real sockets, against a replica this test controls.
+"""The fast path (http_server.Request -> relay.Relay) over real sockets, against a replica this test controls.
 
 The router runs in-process behind its own HTTP server (as `python -m router_image` runs it); the
 replica is a small asyncio server whose answer each request's JSON body chooses: `hold` (answer
@@ -21,7 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import free_port  # noqa: E402
 from keys import write_keys  # noqa: E402
 
-from router_image import relay, server  # noqa: E402
+import http_server  # noqa: E402
+from router_image import relay  # noqa: E402
 from router_image.app import Router  # noqa: E402
 from router_image.config import AuthConfig, RouteConfig, RouterConfig, VersionConfig  # noqa: E402
 
@@ -150,8 +151,8 @@ async def routed(tmp_path):
     router = Router(config, backend=Fixed({"keyed": [replica.address], "one": [replica.address],
                                            "pair": [dead, replica.address]}))
     port = free_port()
-    srv = server.Server(router, "127.0.0.1", port, fast=router)
-    task = asyncio.create_task(srv.serve())
+    srv = http_server.Server(router, fast=router)
+    task = asyncio.create_task(srv.serve_address("127.0.0.1", port))
     for _ in range(100):
         try:
             _, w = await asyncio.open_connection("127.0.0.1", port)
@@ -173,7 +174,7 @@ async def routed(tmp_path):
                    "dead": dead}
     finally:
         relay.Relay.start = original  # type: ignore[method-assign]
-        srv._stop.set()
+        srv.stop()
         await asyncio.wait_for(task, 10)
         await replica.stop()
 
@@ -292,7 +293,7 @@ async def test_a_large_answer_streams_and_a_large_body_takes_the_asgi_path(route
     answer = await client.post("/api/v1/service/one/score", json={"pad": 3 * relay.STREAM_OVER})
     assert answer.status_code == 200 and len(answer.json()["pad"]) == 3 * relay.STREAM_OVER
     assert len(routed["relayed"]) == 1
-    big = json.dumps({"blob": "y" * server.WHOLE_BODY_MAX}).encode()
+    big = json.dumps({"blob": "y" * http_server.WHOLE_BODY_MAX}).encode()
     answer = await client.post("/api/v1/service/one/score", content=big)
     assert answer.status_code == 200 and answer.json()["received"] == len(big)
     assert len(routed["relayed"]) == 1  # the ASGI path took it (passed on as it came)

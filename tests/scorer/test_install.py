@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from components.program import IMAGE_FILES
 from scorer_helpers import EXAMPLE, ROOT, StartScorer, train
 
 
@@ -31,3 +32,14 @@ def test_scorer_extra_alone_serves_a_request(start_scorer: StartScorer, tmp_path
     response = server.post(json={"data": [[5.1, 3.5, 1.4, 0.2]]})
     assert response.status_code == 200
     assert response.json() == [0]
+
+
+def test_the_dockerfile_copies_what_the_image_hash_covers_and_installs_only_the_scorer_extra() -> None:
+    text = (ROOT / "scoring_image" / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    assert next(line for line in lines if line.startswith("FROM ")).endswith("-slim")
+    copied = tuple(line.split()[1] for line in lines if line.startswith("COPY "))
+    assert copied == IMAGE_FILES["scorer"]
+    assert "pip install '.[scorer]'" in text and "[infra" not in text and "[router" not in text
+    assert next(line for line in lines if line.startswith("USER ")) == "USER scorer"
+    assert "HEALTHCHECK" in text and lines[-1] == 'CMD ["python", "-m", "scoring_image"]'
