@@ -123,3 +123,34 @@ class RouterProcess:
 def score(client: httpx.Client, route: str, body: dict | None = None, **headers: str) -> httpx.Response:
     return client.post(f"/api/v1/{route}/score", content=json.dumps(body or {}),
                        headers={"content-type": "application/json", **headers})
+
+
+class Fixed:
+    """A backend double: each deployment's replicas are the addresses given."""
+
+    is_leader = True
+
+    def __init__(self, addresses: dict[str, list[str]]):
+        self.addresses = addresses
+
+    async def start(self, on_ready) -> None:
+        for deployment, addresses in self.addresses.items():
+            on_ready(deployment, addresses)
+
+    async def apply(self, versions) -> None:
+        pass
+
+    async def scale(self, deployment: str, replicas: int) -> None:
+        pass
+
+    def replicas(self, deployment: str) -> int:
+        return len(self.addresses.get(deployment, []))
+
+    def remote_demand(self, deployment: str) -> float:
+        return 0.0
+
+    async def probe(self, address: str) -> bool:
+        return False
+
+    async def stop(self) -> None:
+        pass

@@ -9,39 +9,13 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import Fixed  # noqa: E402
 from keys import write_keys  # noqa: E402
 
 from router_image.app import Router  # noqa: E402
 from router_image.config import RouteConfig, RouterConfig, VersionConfig  # noqa: E402
 
 pytestmark = pytest.mark.anyio
-
-
-class NoReplicas:
-    """A backend whose versions never get a ready replica."""
-
-    is_leader = True
-
-    async def start(self, on_ready) -> None:
-        pass
-
-    async def apply(self, versions) -> None:
-        pass
-
-    async def scale(self, deployment: str, replicas: int) -> None:
-        pass
-
-    def replicas(self, deployment: str) -> int:
-        return 1
-
-    def remote_demand(self, deployment: str) -> float:
-        return 0.0
-
-    async def probe(self, address: str) -> bool:
-        return False
-
-    async def stop(self) -> None:
-        pass
 
 
 def config(backend: str, keys_dir: str | None = None) -> RouterConfig:
@@ -51,7 +25,7 @@ def config(backend: str, keys_dir: str | None = None) -> RouterConfig:
 
 @pytest.mark.parametrize("backend, status", [("local", 503), ("kubernetes", 200)])
 async def test_readiness_locally_waits_for_every_version_but_a_pod_does_not(backend, status) -> None:
-    router = Router(config(backend), backend=NoReplicas())
+    router = Router(config(backend), backend=Fixed({}))
     await router.startup()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
@@ -67,7 +41,7 @@ async def test_a_reload_that_moves_the_keys_applies_them(tmp_path) -> None:
     write_keys(tmp_path / "new", "service.s", "new-1", "new-2")
     path = tmp_path / "router.json"
     path.write_text(config("local", str(tmp_path / "old")).dump())
-    router = Router(RouterConfig.load(path), str(path), backend=NoReplicas())
+    router = Router(RouterConfig.load(path), str(path), backend=Fixed({}))
     await router.startup()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:

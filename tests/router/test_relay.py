@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import free_port  # noqa: E402
+from conftest import Fixed, free_port  # noqa: E402
 from keys import write_keys  # noqa: E402
 
 import http_server  # noqa: E402
@@ -101,37 +101,6 @@ class Replica:
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
-
-
-class Fixed:
-    """A backend double: each deployment's replicas are the addresses given."""
-
-    is_leader = True
-
-    def __init__(self, addresses: dict[str, list[str]]):
-        self.addresses = addresses
-
-    async def start(self, on_ready) -> None:
-        for deployment, addresses in self.addresses.items():
-            on_ready(deployment, addresses)
-
-    async def apply(self, versions) -> None:
-        pass
-
-    async def scale(self, deployment: str, replicas: int) -> None:
-        pass
-
-    def replicas(self, deployment: str) -> int:
-        return len(self.addresses.get(deployment, []))
-
-    def remote_demand(self, deployment: str) -> float:
-        return 0.0
-
-    async def probe(self, address: str) -> bool:
-        return False
-
-    async def stop(self) -> None:
-        pass
 
 
 @pytest.fixture
