@@ -29,7 +29,7 @@ from router_image.autoscale import SAMPLE_S
 from router_image.backends import Backend, backend_for
 from router_image.config import RouterConfig
 from router_image.pool import ReplicaPool
-from router_image.proxy import forward
+from router_image.proxy import forward, request_lines
 from router_image.relay import CLIENT_GONE, Deadlines, Relay
 from router_image.responses import HttpError, error_answer, respond, respond_error, respond_json
 from router_image.routes import RouteState, RouteTable, VersionState
@@ -257,13 +257,14 @@ class Router:
         return self.table.by_score_path.get(path)
 
     def answer(self, request: Request) -> None:
+        lines, pinned, authorization = request_lines(request.headers)
         try:
-            version = self._version(request.claim, "score", request.headers)
+            version = self._pick(request.claim, "score", pinned, authorization)
         except HttpError as exc:
             headers, body = error_answer(exc)
             request.respond(exc.status, headers, body)
             return
-        Relay(request, version, self.deadlines).start()
+        Relay(request, version, self.deadlines, lines).start()
 
     def _route(self, path: str) -> tuple[RouteState, str]:
         """The route and action (score, swagger.json) of an /api/v1/ path."""
@@ -277,8 +278,6 @@ class Router:
         return route, action
 
     def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]]) -> VersionState:
-        """Who may call (score needs auth; swagger is public, as Azure ML's swagger_uri is) and which
-        version answers: pinned by header, else scoring follows the split and swagger the default."""
         pinned = None
         authorization = None
         for header, value in headers:
@@ -286,9 +285,14 @@ class Router:
                 pinned = value.decode("latin-1")
             elif header == b"authorization":
                 authorization = value
+        return self._pick(route, action, pinned, authorization)
+
+    def _pick(self, route: RouteState, action: str, pinned: str | None, authorization: bytes | None) -> VersionState:
+        """Who may call (score needs auth; swagger is public, as Azure ML's swagger_uri is) and which
+        version answers: pinned by header, else scoring follows the split and swagger the default."""
         if action == "score":
             try:
-                self.auth.check(route.config, authorization)
+                self.auth.check(route.config, route.key_id, authorization)
             except AuthError as exc:
                 raise HttpError(401, "Unauthorized", str(exc), [(b"www-authenticate", exc.challenge.encode())]) from None
         version = route.versions.get(route.split.pick(pinned) if action == "score" else pinned or route.split.default)

@@ -81,8 +81,9 @@ class Authenticator:
         self._token = token
         self._public_key = Path(token.public_key_file).read_bytes() if token else None
 
-    def check(self, route: RouteConfig, authorization: bytes | None) -> None:
-        """Raise AuthError unless the Authorization header admits this route."""
+    def check(self, route: RouteConfig, key_id: str, authorization: bytes | None) -> None:
+        """Raise AuthError unless the Authorization header admits this route (its `key_id`, made once per
+        config load: a property of the frozen model would build it per request)."""
         auth = route.auth
         if not auth.key_enabled and not auth.token_enabled:
             return
@@ -91,7 +92,7 @@ class Authenticator:
             raise AuthError("missing Authorization: Bearer <key or token>", "Bearer")
         credential = authorization[7:].strip()
         if auth.key_enabled:
-            for key in self.keys.keys(route.key_id):  # a loop, not any(<generator>): this runs per request
+            for key in self.keys.keys(key_id):  # a loop, not any(<generator>): this runs per request
                 if hmac.compare_digest(credential, key):
                     return
             raise AuthError("invalid key", scheme)

@@ -30,8 +30,10 @@ class Replica:
     in_flight: int = 0
     ejected: bool = False
     connections: ReplicaConnections = field(init=False)
+    host: bytes = field(init=False)  # its Host header value
 
     def __post_init__(self) -> None:
+        self.host = self.address.encode()
         host, _, port = self.address.rpartition(":")
         self.connections = ReplicaConnections(host.strip("[]"), int(port))
 

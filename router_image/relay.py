@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 
-from router_image.proxy import acquire, broke_error, connect, request_head, timeout_error
+from router_image.proxy import acquire, broke_error, connect, timeout_error
 from router_image.pool import Replica
 from router_image.responses import HttpError, error_answer
 from router_image.routes import VersionState
@@ -37,13 +37,14 @@ UPSTREAM_PATH = b"/score"
 class Relay:
     """One request, from its slot to its answer; the replica connection's sink (upstream.Sink)."""
 
-    __slots__ = ("request", "version", "deadlines", "deadline", "started", "replica", "connection", "task", "status",
-                 "lines", "length", "chunks", "size", "streaming", "finished")
+    __slots__ = ("request", "version", "deadlines", "forward", "deadline", "started", "replica", "connection", "task",
+                 "status", "lines", "length", "chunks", "size", "streaming", "finished")
 
-    def __init__(self, request: Request, version: VersionState, deadlines: Deadlines):
+    def __init__(self, request: Request, version: VersionState, deadlines: Deadlines, forward: bytes):
         self.request = request
         self.version = version
         self.deadlines = deadlines
+        self.forward = forward  # the request's header lines for the replica (proxy.request_lines)
         self.deadline = 0.0  # once it holds a slot: when the scoring timeout passes (time.monotonic)
         self.started = time.perf_counter()
         self.replica: Replica | None = None  # whose slot this relay holds (while no task does)
@@ -87,11 +88,12 @@ class Relay:
 
     def _send(self, replica: Replica, connection: Connection) -> None:
         request = self.request
-        head, _ = request_head(b"POST", UPSTREAM_PATH, request.query, request.headers)
+        query = request.query
         self.replica = replica
         self.connection = connection
-        connection.send(b"%s%s%scontent-length: %d\r\n\r\n" % (head[0], replica.address.encode(), head[1],
-                                                                len(request.body)), request.body, self)
+        connection.send(b"POST %s%s HTTP/1.1\r\nhost: %s\r\n%scontent-length: %d\r\n\r\n"
+                        % (UPSTREAM_PATH, b"?" + query if query else b"", replica.host, self.forward, len(request.body)),
+                        request.body, self)
 
     # ------------------------------------------------------------ the replica's answer (upstream.Sink)
 
@@ -193,7 +195,7 @@ class Deadlines:
         self._waiting: set[Relay] = set()
 
     def add(self, relay: Relay) -> None:
-        relay.deadline = time.monotonic() + relay.version.config.scoring_timeout_ms / 1000
+        relay.deadline = time.monotonic() + relay.version.timeout_s
         self._waiting.add(relay)
 
     def remove(self, relay: Relay) -> None:

@@ -25,8 +25,10 @@ class VersionState:
     stats: metrics.RequestStats = field(init=False)
     response_header: tuple[bytes, bytes] = field(init=False)  # the one naming the version that answered
     response_line: bytes = field(init=False)  # the same as a header line (relay.py)
+    timeout_s: float = field(init=False)  # scoring_timeout_ms in seconds (relay.Deadlines)
 
     def __post_init__(self) -> None:
+        self.timeout_s = self.config.scoring_timeout_ms / 1000
         self.stats = metrics.request_stats(self.labels)
         self.response_header = (PIN_HEADER, self.config.name.encode())
         self.response_line = b"%s: %s\r\n" % self.response_header
@@ -38,9 +40,11 @@ class RouteState:
     split: TrafficSplit
     versions: dict[str, VersionState]
     default: VersionState = field(init=False)
+    key_id: str = field(init=False)  # config.key_id, made once (the auth check needs it per request)
 
     def __post_init__(self) -> None:
         self.default = self.versions[self.split.default]
+        self.key_id = self.config.key_id
 
 
 def _role(route: RouteConfig, v: VersionConfig) -> str:

@@ -14,6 +14,7 @@ from keys import write_keys  # noqa: E402
 
 from router_image.app import Router  # noqa: E402
 from router_image.config import RouteConfig, RouterConfig, VersionConfig  # noqa: E402
+from router_image.proxy import request_head, request_lines  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
@@ -55,3 +56,18 @@ async def test_a_reload_that_moves_the_keys_applies_them(tmp_path) -> None:
             assert (await call("new-2")).status_code == 503
     finally:
         await router.shutdown()
+
+
+def test_the_fast_paths_one_header_pass_matches_the_asgi_paths_rules() -> None:
+    """request_lines forwards what request_head forwards, and finds the pin and credentials _version
+    finds (the last of each)."""
+    headers = [(b"host", b"r"), (b"authorization", b"Bearer a"), (b"content-type", b"application/json"),
+               (b"azureml-model-deployment", b"v1"), (b"content-length", b"2"), (b"authorization", b"Bearer b"),
+               (b"connection", b"keep-alive"), (b"x-ms-client-request-id", b"42"), (b"azureml-model-deployment", b"v2")]
+    lines, pinned, authorization = request_lines(headers)
+    head, length = request_head(b"POST", b"/score", b"", headers)
+    assert head[1] == b"\r\n" + lines and length == 2
+    assert lines == (b"content-type: application/json\r\nazureml-model-deployment: v1\r\n"
+                     b"x-ms-client-request-id: 42\r\nazureml-model-deployment: v2\r\n")
+    assert (pinned, authorization) == ("v2", b"Bearer b")
+    assert request_lines([]) == (b"", None, None)

@@ -31,12 +31,12 @@ def keys(tmp_path) -> Path:
 
 def test_primary_and_secondary_keys_admit_others_do_not(keys) -> None:
     a = Authenticator(str(keys), None)
-    a.check(KEYED, b"Bearer primary-key-1")
-    a.check(KEYED, b"bearer secondary-key-1")
+    a.check(KEYED, KEYED.key_id, b"Bearer primary-key-1")
+    a.check(KEYED, KEYED.key_id, b"bearer secondary-key-1")
     for header in (None, b"", b"Bearer", b"Bearer wrong", b"Basic primary-key-1", b"primary-key-1",
                    b"Bearer primary-key-", b"Bearer primary-key-12"):
         with pytest.raises(AuthError) as caught:
-            a.check(KEYED, header)
+            a.check(KEYED, KEYED.key_id, header)
         assert caught.value.challenge.startswith("Bearer")
         assert "primary-key-1" not in str(caught.value)
 
@@ -44,16 +44,16 @@ def test_primary_and_secondary_keys_admit_others_do_not(keys) -> None:
 def test_a_rotated_key_applies_without_a_restart(keys, monkeypatch) -> None:
     monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
     a = Authenticator(str(keys), None)
-    a.check(KEYED, b"Bearer primary-key-1")
+    a.check(KEYED, KEYED.key_id, b"Bearer primary-key-1")
     time.sleep(0.01)
     write_keys(keys, "service.iris", "primary-key-2", "secondary-key-1")
-    a.check(KEYED, b"Bearer primary-key-2")
+    a.check(KEYED, KEYED.key_id, b"Bearer primary-key-2")
     with pytest.raises(AuthError):
-        a.check(KEYED, b"Bearer primary-key-1")
+        a.check(KEYED, KEYED.key_id, b"Bearer primary-key-1")
 
 
 def test_auth_off_admits_anyone(keys) -> None:
-    Authenticator(str(keys), None).check(OPEN, None)
+    Authenticator(str(keys), None).check(OPEN, OPEN.key_id, None)
 
 
 @pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
@@ -63,7 +63,7 @@ def test_tokens(tmp_path, algorithm) -> None:
     a = Authenticator(None, TokenConfig(public_key_file=str(tmp_path / "pub.pem"), algorithm=algorithm))
     token, refresh_by = mint_token(private, "ep")
     assert time.time() + 1700 < refresh_by < time.time() + 1900  # half the hour
-    a.check(TOKENED, b"Bearer " + token.encode())
+    a.check(TOKENED, TOKENED.key_id, b"Bearer " + token.encode())
 
     other_private, _ = signing_key(algorithm)
     now = int(time.time())
@@ -82,10 +82,10 @@ def test_tokens(tmp_path, algorithm) -> None:
     }
     for case, bad_token in bad.items():
         with pytest.raises(AuthError) as caught:
-            a.check(TOKENED, b"Bearer " + bad_token.encode())
+            a.check(TOKENED, TOKENED.key_id, b"Bearer " + bad_token.encode())
         assert "invalid_token" in caught.value.challenge, case
     with pytest.raises(AuthError):
-        a.check(TOKENED, None)
+        a.check(TOKENED, TOKENED.key_id, None)
 
 
 def test_a_key_is_no_token_and_a_token_no_key(keys, tmp_path) -> None:
@@ -93,9 +93,9 @@ def test_a_key_is_no_token_and_a_token_no_key(keys, tmp_path) -> None:
     (tmp_path / "pub.pem").write_bytes(public)
     a = Authenticator(str(keys), TokenConfig(public_key_file=str(tmp_path / "pub.pem")))
     with pytest.raises(AuthError):
-        a.check(TOKENED, b"Bearer primary-key-1")
+        a.check(TOKENED, TOKENED.key_id, b"Bearer primary-key-1")
     with pytest.raises(AuthError):
-        a.check(KEYED, b"Bearer " + mint_token(private, "iris")[0].encode())
+        a.check(KEYED, KEYED.key_id, b"Bearer " + mint_token(private, "iris")[0].encode())
 
 
 def _secret_volume(folder: Path, stamp: str, keys: dict[str, str]) -> None:
@@ -124,12 +124,12 @@ def test_a_rotated_kubernetes_secret_volume_applies(tmp_path, monkeypatch) -> No
     folder = tmp_path / "secret"
     _secret_volume(folder, "2026_11_27_01", {"service.iris.primary": "p1", "service.iris.secondary": "s1"})
     a = Authenticator(str(folder), None)
-    a.check(KEYED, b"Bearer p1")
+    a.check(KEYED, KEYED.key_id, b"Bearer p1")
     _secret_volume(folder, "2026_11_27_02", {"service.iris.primary": "p2", "service.iris.secondary": "s1"})
-    a.check(KEYED, b"Bearer p2")
-    a.check(KEYED, b"Bearer s1")
+    a.check(KEYED, KEYED.key_id, b"Bearer p2")
+    a.check(KEYED, KEYED.key_id, b"Bearer s1")
     with pytest.raises(AuthError):
-        a.check(KEYED, b"Bearer p1")
+        a.check(KEYED, KEYED.key_id, b"Bearer p1")
 
 
 def test_an_entry_vanishing_mid_swap_is_no_error(tmp_path, monkeypatch) -> None:
@@ -144,5 +144,5 @@ def test_an_entry_vanishing_mid_swap_is_no_error(tmp_path, monkeypatch) -> None:
     os.symlink("..2026_11_27_00", folder / "..2026_11_27_00_gone")
     os.symlink("..data/service.iris.tertiary", folder / "service.iris.primary.old")
     os.symlink("nowhere", folder / "service.other.primary")
-    a.check(KEYED, b"Bearer p1")  # the folder changed: re-read, the vanished entries skipped
+    a.check(KEYED, KEYED.key_id, b"Bearer p1")  # the folder changed: re-read, the vanished entries skipped
     assert sorted(Authenticator(str(folder), None).keys.keys("service.iris")) == [b"p1", b"s1"]
