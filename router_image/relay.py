@@ -45,7 +45,7 @@ class Relay:
         self.version = version
         self.deadlines = deadlines
         self.forward = forward  # the request's header lines for the replica (proxy.request_lines)
-        self.deadline = 0.0  # once it holds a slot: when the scoring timeout passes (time.monotonic)
+        self.deadline = 0.0  # once it holds a slot: when the scoring timeout passes (time.perf_counter)
         self.started = time.perf_counter()
         self.replica: Replica | None = None  # whose slot this relay holds (while no task does)
         self.connection: Connection | None = None  # with the request on it
@@ -62,7 +62,7 @@ class Relay:
     def start(self) -> None:
         replica = self.version.pool.take()
         if replica is not None:
-            self.deadlines.add(self)
+            self.deadlines.add(self, self.started)  # the slot came at once: no second clock read
             connection = replica.connections.idle()
             if connection is not None:
                 self._send(replica, connection)
@@ -75,7 +75,7 @@ class Relay:
         try:
             if replica is None:
                 replica = await acquire(version)
-                self.deadlines.add(self)  # the scoring timeout runs from the slot on, as in proxy.forward
+                self.deadlines.add(self, time.perf_counter())  # the scoring timeout runs from the slot on
             replica, connection = await connect(version, replica)
         except HttpError as exc:
             self.task = None
@@ -194,15 +194,16 @@ class Deadlines:
     def __init__(self) -> None:
         self._waiting: set[Relay] = set()
 
-    def add(self, relay: Relay) -> None:
-        relay.deadline = time.monotonic() + relay.version.timeout_s
+    def add(self, relay: Relay, now: float) -> None:
+        """From `now` (time.perf_counter, the clock of Relay.started) on."""
+        relay.deadline = now + relay.version.timeout_s
         self._waiting.add(relay)
 
     def remove(self, relay: Relay) -> None:
         self._waiting.discard(relay)
 
     def sweep(self) -> None:
-        now = time.monotonic()
+        now = time.perf_counter()
         for relay in [r for r in self._waiting if r.deadline <= now]:
             relay.expire()
 
