@@ -73,14 +73,18 @@ def stack(tmp_path_factory):
     config["aks-model-serving:router"] = {"scale_down_delay_seconds": SCALE_DOWN_DELAY_S}
     for m in config["aks-model-serving:models"]:
         m["path"] = str(models / m["name"] / str(m["version"]))
-    path = ROOT / "stacks" / f"Pulumi.test-{os.getpid()}.yaml"
+    # Outside the project (nothing left in stacks/ if the run is killed): source folders made absolute.
+    deployables = config["aks-model-serving:services"] + [
+        v for e in config["aks-model-serving:endpoints"] for v in e["versions"]]
+    for d in deployables:
+        d["inference_config"]["source_directory"] = str(ROOT / d["inference_config"]["source_directory"])
+    path = tmp / "Pulumi.test.yaml"
     path.write_text(yaml.safe_dump(doc))
     try:
         up = cli("up", str(path))
         yield {"path": path, "tmp": tmp, "port": config["aks-model-serving:local"]["router_port"], "up": up.stdout}
     finally:
         cli("down", str(path), check=False)
-        path.unlink()
 
 
 def base(stack) -> str:
