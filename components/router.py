@@ -2,8 +2,11 @@
 
 Namespace, a ServiceAccount whose Role allows only what the router does (watch EndpointSlices,
 scale the model Deployments, hold the autoscaling Lease), its RouterConfig as a ConfigMap, the
-keys / token-signing / TLS Secrets, a Deployment spread across nodes with a
-PodDisruptionBudget, a LoadBalancer Service with an Azure DNS label, and the router's own HPA.
+keys / token-signing / TLS / peer Secrets, a Deployment spread across nodes with a
+PodDisruptionBudget, and a LoadBalancer Service with an Azure DNS label. No HPA: as azureml-fe
+does, the router scales itself, out when its routing latency or CPU rises and in when CPU falls
+(`RouterScaleConfig`, decided by the pods' scaling leader, which patches this Deployment's scale
+as it does the models'); an HPA needs a custom-metrics adapter for latency and would fight it.
 
 The ConfigMap and key Secret are mounted as whole volumes, never through subPath and never
 hashed into the pod template: the kubelet refreshes the files and the router reloads them, so a
@@ -32,7 +35,15 @@ from components.service import (
     memory_quantity,
 )
 from components.spec import AuthSettings, ClusterPurpose, RouterSpec, SslSpec
-from router_image.config import PeersConfig, RouteConfig, RouterConfig, TlsConfig, TokenConfig
+from router_image.config import (
+    AutoscaleConfig,
+    PeersConfig,
+    RouteConfig,
+    RouterConfig,
+    RouterScaleConfig,
+    TlsConfig,
+    TokenConfig,
+)
 
 NAME = "model-router"
 PEERS = f"{NAME}-peers"
@@ -44,12 +55,17 @@ CONFIG_FILE = "config.json"
 KEYS_DIR = "/etc/model-router/keys"
 TOKEN_DIR = "/etc/model-router/token"
 TLS_DIR = "/etc/model-router/tls"
+PEERS_DIR = "/etc/model-router/peers"
+PEERS_SECRET = "secret"
 TOKEN_PUBLIC = "signing-key.pub.pem"
 TOKEN_PRIVATE = "signing-key.pem"
 KEY_LENGTH = 32
-# The router scales out on CPU as azureml-fe does; in again only after CPU stayed low a while.
+# The router scales out on CPU or routing latency as azureml-fe does; in again only after CPU
+# stayed low a while (as an HPA's default window).
 CPU_TARGET_PERCENT = 70
+CPU_WINDOW_S = 15
 SCALE_DOWN_WINDOW_S = 300
+MAX_ROUTING_LATENCY_MS = 5.0
 
 
 @dataclass
@@ -114,7 +130,8 @@ class ModelRouter(pulumi.ComponentResource):
 
         # ---- identity: only what routing and autoscaling need, only in this namespace
         account = k8s.core.v1.ServiceAccount(name, metadata=meta(NAME), opts=child)
-        deployments = sorted({v.deployment for r in args.routes for v in r.versions})
+        autoscaled = args.cluster_purpose != "dev_test" and spec.max_replicas > spec.min_replicas
+        deployments = sorted({v.deployment for r in args.routes for v in r.versions} | ({NAME} if autoscaled else set()))
         lease = PeersConfig(service=PEERS).lease_name
         rules = [
             {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
@@ -154,6 +171,12 @@ class ModelRouter(pulumi.ComponentResource):
             f"{name}-token", metadata=meta(f"{NAME}-token"), type="Opaque",
             string_data={TOKEN_PRIVATE: self.token_signing_key, TOKEN_PUBLIC: signing.public_key_pem}, opts=child)
 
+        # ---- what peers send to read each other's load
+        peer_secret = random.RandomPassword(f"{name}-peers", length=KEY_LENGTH, special=False, opts=child)
+        peers_secret = k8s.core.v1.Secret(f"{name}-peers", metadata=meta(PEERS), type="Opaque",
+                                          string_data={PEERS_SECRET: pulumi.Output.secret(peer_secret.result)},
+                                          opts=child)
+
         # ---- the public face
         static_host = dns_host(spec, args.ssl, args.location)
         label = dns_label(spec, args.ssl)
@@ -183,7 +206,12 @@ class ModelRouter(pulumi.ComponentResource):
             keys_dir=KEYS_DIR,
             token=TokenConfig(public_key_file=f"{TOKEN_DIR}/{TOKEN_PUBLIC}", algorithm=spec.token_algorithm),
             autoscale_enabled=args.cluster_purpose != "dev_test",
-            peers=PeersConfig(service=PEERS, port=port),
+            peers=PeersConfig(service=PEERS, port=port, secret_file=f"{PEERS_DIR}/{PEERS_SECRET}"),
+            router_scale=RouterScaleConfig(
+                deployment=NAME, cpu_cores=spec.cpu_cores, max_routing_latency_ms=MAX_ROUTING_LATENCY_MS,
+                autoscale=AutoscaleConfig(min_replicas=spec.min_replicas, max_replicas=spec.max_replicas,
+                                          target_utilization=CPU_TARGET_PERCENT, refresh_seconds=CPU_WINDOW_S,
+                                          scale_down_delay_seconds=SCALE_DOWN_WINDOW_S)) if autoscaled else None,
             routes=list(args.routes),
         )
         config_map = k8s.core.v1.ConfigMap(f"{name}-config", metadata=meta(f"{NAME}-config"),
@@ -201,10 +229,12 @@ class ModelRouter(pulumi.ComponentResource):
             {"name": "keys", "secret": {"secretName": keys_secret.metadata.name}},
             {"name": "token", "secret": {"secretName": token_secret.metadata.name,
                                          "items": [{"key": TOKEN_PUBLIC, "path": TOKEN_PUBLIC}]}},
+            {"name": "peers", "secret": {"secretName": peers_secret.metadata.name}},
         ]
         mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                   {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
-                  {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True}]
+                  {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
+                  {"name": "peers", "mountPath": PEERS_DIR, "readOnly": True}]
         if tls_secret is not None:
             volumes.append({"name": "tls", "secret": {"secretName": tls_secret}})
             mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
@@ -223,8 +253,7 @@ class ModelRouter(pulumi.ComponentResource):
             "volumeMounts": mounts,
             "securityContext": CONTAINER_SECURITY,
         }
-        autoscaled = args.cluster_purpose != "dev_test" and spec.max_replicas > spec.min_replicas
-        deployment = k8s.apps.v1.Deployment(
+        k8s.apps.v1.Deployment(
             name,
             metadata=meta(NAME),
             spec={
@@ -250,21 +279,6 @@ class ModelRouter(pulumi.ComponentResource):
         # maxUnavailable, not minAvailable: a single dev replica must not block node drains.
         k8s.policy.v1.PodDisruptionBudget(
             name, metadata=meta(NAME), spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}}, opts=child)
-        if autoscaled:
-            # The one HPA in the stack: on the router, never on a model Deployment.
-            k8s.autoscaling.v2.HorizontalPodAutoscaler(
-                name, metadata=meta(NAME),
-                spec={
-                    "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": deployment.metadata.name},
-                    "minReplicas": spec.min_replicas,
-                    "maxReplicas": spec.max_replicas,
-                    "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                        "type": "Utilization", "averageUtilization": CPU_TARGET_PERCENT}}}],
-                    "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0},
-                                 "scaleDown": {"stabilizationWindowSeconds": SCALE_DOWN_WINDOW_S}},
-                },
-                opts=child)
-
         self.register_outputs({"namespace": self.namespace, "host": self.host, "base_url": self.base_url,
                                "token_signing_key": self.token_signing_key})
 

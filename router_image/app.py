@@ -7,7 +7,8 @@ Routes:
   POST /api/v1/endpoint/<name>/score     GET /api/v1/endpoint/<name>/swagger.json
   GET /healthz (process up)   GET /readyz (JSON status; 200 locally once every version has a ready
   replica, on kubernetes once the router runs)
-  GET /metrics (Prometheus)   GET /internal/load (in-flight + queued per deployment, for the scaling leader)
+  GET /metrics (Prometheus)   GET /internal/load (for the scaling leader: in-flight + queued per
+  deployment, and the pod's own CPU and routing latency; with the peers' secret when one is set)
 Version pinning: request header `azureml-model-deployment: <version>` (Azure ML's online
 endpoint header); every answer from a replica carries the same header naming the version.
 The config file is re-read when it changes (see RouteTable for why that drops nothing).
@@ -16,16 +17,18 @@ The config file is re-read when it changes (see RouteTable for why that drops no
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router_image import metrics
 from router_image.auth import AuthError, Authenticator
-from router_image.autoscale import SAMPLE_S
+from router_image.autoscale import SAMPLE_S, OwnLoad, PodLoad, RouterScaler
 from router_image.backends import Backend, backend_for
 from router_image.config import RouterConfig
 from router_image.pool import ReplicaPool
@@ -49,6 +52,9 @@ class Router:
         self.auth = Authenticator(config.keys_dir, config.token)
         self.table = RouteTable.build(config)
         self.deadlines = Deadlines()
+        self.own_load = OwnLoad()
+        self.router_scaler = RouterScaler(config.router_scale, 0) if config.router_scale else None
+        self._peer_secret = _peer_secret(config)
         self._tasks: list[asyncio.Task] = []
         self._config_stamp = self._stamp()
 
@@ -82,6 +88,12 @@ class Router:
         if (config.keys_dir, config.token) != (self.config.keys_dir, self.config.token):
             self.auth = Authenticator(config.keys_dir, config.token)
         self.table = RouteTable.build(config, self.table, self._replicas(config))
+        self._peer_secret = _peer_secret(config)
+        if config.router_scale is None:
+            self.router_scaler = None
+        elif self.router_scaler is None or self.router_scaler.config != config.router_scale:
+            current = self.router_scaler.current if self.router_scaler else self.backend.replicas(config.router_scale.deployment)
+            self.router_scaler = RouterScaler(config.router_scale, current)
         await self.backend.apply(self.table.versions())
         log.info("config reloaded: %d routes", len(config.routes))
         return True
@@ -104,6 +116,8 @@ class Router:
         await self.backend.apply(self.table.versions())
         for deployment, scaler in self.table.autoscalers.items():
             scaler.current = self.backend.replicas(deployment)
+        if self.router_scaler is not None:
+            self.router_scaler.resume(self.backend.replicas(self.router_scaler.config.deployment))
         self._tasks = [asyncio.create_task(self._autoscale()), asyncio.create_task(self._readmit()),
                        asyncio.create_task(self.deadlines.run())]
         if self.config_path:
@@ -126,14 +140,23 @@ class Router:
         the demand of every router pod, and a new leader starts from the Deployments' counts."""
         was_leader = False
         while True:
+            due = time.monotonic() + SAMPLE_S
             await asyncio.sleep(SAMPLE_S)
             now = time.monotonic()
+            self.own_load.sample(now - due, now)  # how late the loop ran this timer: routing latency
+            own = self.own_load.figures()
+            metrics.ROUTER_CPU.set(own.cpu_cores)
+            metrics.ROUTING_LATENCY.set(own.routing_latency_ms / 1000)
             table = self.table
             leader = self.backend.is_leader
             if leader and not was_leader:
                 for deployment, scaler in table.autoscalers.items():
                     scaler.resume(self.backend.replicas(deployment))
+                if self.router_scaler is not None:
+                    self.router_scaler.resume(self.backend.replicas(self.router_scaler.config.deployment))
             was_leader = leader
+            if leader and self.router_scaler is not None:
+                await self._scale_routers(own, now)
             for route in table.routes.values():
                 for v in route.versions.values():
                     pool, scaler = v.pool, table.autoscalers.get(v.config.deployment)
@@ -158,6 +181,19 @@ class Router:
                 log.info("scale %s %s: %d -> %d replicas (%s)", deployment, decision.direction,
                          decision.current, decision.desired, decision.reason)
                 await self.backend.scale(deployment, decision.desired)
+
+    async def _scale_routers(self, own: PodLoad, now: float) -> None:
+        """The leader sizes the router Deployment on every pod's CPU and routing latency."""
+        scaler = self.router_scaler
+        assert scaler is not None
+        decision = scaler.observe([own, *self.backend.router_pods()], now)
+        metrics.ROUTER_DESIRED.set(scaler.current)
+        if decision is None:
+            return
+        metrics.ROUTER_SCALINGS.labels(decision.direction).inc()
+        log.info("scale router %s: %d -> %d pods (%s)", decision.direction, decision.current, decision.desired,
+                 decision.reason)
+        await self.backend.scale(scaler.config.deployment, decision.desired)
 
     async def _readmit(self) -> None:
         """Ejected replicas come back once their readiness check passes."""
@@ -191,10 +227,19 @@ class Router:
             await respond_json(send, 200 if status["ready"] else 503, status)
         elif path == "/metrics":
             await respond(send, 200, generate_latest(metrics.REGISTRY), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
-        elif path == LOAD_PATH:
-            await respond_json(send, 200, self.table.demand())
+        elif path == LOAD_PATH and self._peer_allowed(scope["headers"]):
+            own = self.own_load.figures()
+            await respond_json(send, 200, {"demand": self.table.demand(), "cpu_cores": own.cpu_cores,
+                                           "routing_latency_ms": own.routing_latency_ms})
         else:
             raise HttpError(404, "NotFound", f"no route {path}")
+
+    def _peer_allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Only peers read the load when the config names their secret (compared in constant time)."""
+        if self._peer_secret is None:
+            return True
+        sent = next((v for k, v in headers if k == b"authorization"), b"")
+        return hmac.compare_digest(sent, b"Bearer " + self._peer_secret)
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -303,6 +348,12 @@ class Router:
             # ready replica; until then the default serves it instead of queueing it to a 503.
             version = route.default
         return version
+
+
+def _peer_secret(config: RouterConfig) -> bytes | None:
+    if config.peers is None or config.peers.secret_file is None:
+        return None
+    return Path(config.peers.secret_file).read_bytes().strip()
 
 
 def load(path: str) -> Router:

@@ -11,17 +11,29 @@ Up: checked at every sample, so a load step is answered within a few hundred mil
 for `scale_down_delay_seconds`, and then only to the *largest* count desired during that
 window: a load that wobbles keeps its replicas, so under steady load the count settles.
 After a step down the delay starts again, so it never drops twice in one window.
+
+The router's own pods (`RouterScaler`, kubernetes backend) follow the same rule on CPU: demand
+= cores the pods use, a replica's slots = the cores each requests. And, as azureml-fe does, they
+scale out when the time to route rises: routing latency is how late a router's event loop runs
+its 100 ms sampling timer, which is the wait every request arriving then has before the router
+reads it, and it costs nothing per request. Over `max_routing_latency_ms` (the pods' mean)
+adds one pod at a time, each once the previous step's pods are ready (a pod starting takes
+seconds, during which the latency it will relieve stays high), and holds off scaling in.
 """
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
 
-from router_image.config import AutoscaleConfig
+from router_image.config import AutoscaleConfig, RouterScaleConfig
 
 SAMPLE_S = 0.1
+OWN_LOAD_WINDOW_S = 5.0  # a router pod's CPU and routing latency: averaged over this
+STEP_SETTLE_S = 60.0  # a latency step waits for the last step's pods to be ready, at most this long
 
 
 @dataclass(frozen=True)
@@ -39,7 +51,7 @@ class Decision:
 @dataclass
 class Autoscaler:
     config: AutoscaleConfig
-    slots_per_replica: int
+    slots_per_replica: float
     current: int
     utilization: float = 0.0
     _samples: collections.deque[tuple[float, float]] = field(default_factory=collections.deque)
@@ -60,15 +72,16 @@ class Autoscaler:
         self._below_since = None
         self._last_refresh = float("-inf")
 
-    def observe(self, demand: float, now: float) -> Decision | None:
-        """Record one sample of demand; returns a change of replica count, or None."""
+    def observe(self, demand: float, now: float, at_least: int = 0) -> Decision | None:
+        """Record one sample of demand; returns a change of replica count, or None.
+        `at_least`: a count wanted for another reason, counted as if the demand had asked for it."""
         self._samples.append((now, demand))
         while self._samples[0][0] <= now - self.config.refresh_seconds:
             self._samples.popleft()
         average = sum(d for _, d in self._samples) / len(self._samples)
         slots = self.current * self.slots_per_replica
         self.utilization = average / slots if slots else (1.0 if average else 0.0)
-        desired = self.desired_for(average)
+        desired = max(self.desired_for(average), min(at_least, self.config.max_replicas))
         if self.current > self.config.max_replicas:  # a reload lowered the bound: it holds at once
             self._below_since = None
             self._desired.clear()
@@ -104,4 +117,69 @@ class Autoscaler:
     def _change(self, desired: int, reason: str) -> Decision:
         decision = Decision(self.current, desired, self.utilization, reason)
         self.current = desired
+        return decision
+
+
+@dataclass(frozen=True)
+class PodLoad:
+    """One router pod's own load, as it reports it to the leader."""
+
+    cpu_cores: float
+    routing_latency_ms: float
+    ready: bool = True
+
+
+class OwnLoad:
+    """This router process's CPU and routing latency over the last OWN_LOAD_WINDOW_S."""
+
+    def __init__(self) -> None:
+        self._cpu: collections.deque[tuple[float, float]] = collections.deque()  # (now, process CPU seconds)
+        self._lag: collections.deque[tuple[float, float]] = collections.deque()  # (now, seconds late)
+
+    def sample(self, lag_s: float, now: float) -> None:
+        self._cpu.append((now, time.process_time()))
+        self._lag.append((now, max(lag_s, 0.0)))
+        for window in (self._cpu, self._lag):
+            while len(window) > 1 and window[0][0] < now - OWN_LOAD_WINDOW_S:
+                window.popleft()
+
+    def figures(self) -> PodLoad:
+        cpu = self._cpu
+        span = cpu[-1][0] - cpu[0][0] if len(cpu) > 1 else 0.0
+        cores = (cpu[-1][1] - cpu[0][1]) / span if span > 0 else 0.0
+        latency = sum(lag for _, lag in self._lag) / len(self._lag) * 1000 if self._lag else 0.0
+        return PodLoad(round(cores, 4), round(latency, 3))
+
+
+class RouterScaler:
+    """The router Deployment's replica count (see the module's docstring)."""
+
+    def __init__(self, config: RouterScaleConfig, current: int) -> None:
+        self.config = config
+        self.cpu = Autoscaler(config.autoscale, config.cpu_cores, current)
+        self.latency_ms = 0.0
+        self._stepped_at = float("-inf")
+
+    @property
+    def current(self) -> int:
+        return self.cpu.current
+
+    def resume(self, current: int) -> None:
+        self.cpu.resume(current)
+        self._stepped_at = float("-inf")
+
+    def observe(self, pods: list[PodLoad], now: float) -> Decision | None:
+        """`pods`: every router pod's load, this one's included."""
+        current = self.cpu.current
+        self.latency_ms = sum(p.routing_latency_ms for p in pods) / len(pods)
+        slow = self.latency_ms > self.config.max_routing_latency_ms
+        settled = sum(p.ready for p in pods) >= current or now - self._stepped_at >= STEP_SETTLE_S
+        decision = self.cpu.observe(sum(p.cpu_cores for p in pods), now,
+                                    at_least=(current + 1 if settled else current) if slow else 0)
+        if decision is None or decision.direction == "down":
+            return decision
+        self._stepped_at = now
+        if decision.desired > self.cpu.desired_for(sum(p.cpu_cores for p in pods)):
+            decision = dataclasses.replace(decision, reason=f"routing latency {self.latency_ms:.1f} ms over "
+                                                            f"{self.config.max_routing_latency_ms:g} ms")
         return decision

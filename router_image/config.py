@@ -122,6 +122,20 @@ class PeersConfig(_Strict):
     service: str  # headless Service of the router pods
     lease_name: str = "model-router-autoscaler"
     port: int = 8080
+    # A file holding the secret peers send to read each other's load: without it, anyone who
+    # reaches the public port could read per-deployment load figures.
+    secret_file: str | None = None
+
+
+class RouterScaleConfig(_Strict):
+    """The router pods' own count, set by the scaling leader as azureml-fe scales itself: out at
+    once when CPU or routing latency rises, in only after CPU stayed low (`autoscale`'s rule, on
+    cores used against `cpu_cores` requested per pod)."""
+
+    deployment: str  # the router's own Deployment
+    cpu_cores: float = Field(gt=0)
+    autoscale: AutoscaleConfig
+    max_routing_latency_ms: float = Field(5.0, gt=0)
 
 
 class RouterConfig(_Strict):
@@ -136,6 +150,8 @@ class RouterConfig(_Strict):
     # False in a dev_test cluster: replicas stay fixed at num_replicas.
     autoscale_enabled: bool = True
     peers: PeersConfig | None = None
+    # Absent: the router pods stay at the count they were given (one router, a dev_test cluster).
+    router_scale: RouterScaleConfig | None = None
     routes: list[RouteConfig] = []
 
     @model_validator(mode="after")
@@ -144,6 +160,8 @@ class RouterConfig(_Strict):
         dupes = sorted({k for k in seen if seen.count(k) > 1})
         if dupes:
             raise ValueError(f"routes declared twice: {', '.join(dupes)}")
+        if self.router_scale is not None and (self.backend != "kubernetes" or self.peers is None):
+            raise ValueError("router_scale needs the kubernetes backend and peers")
         return self
 
     @classmethod

@@ -72,3 +72,10 @@ UTILIZATION = Gauge("router_utilization_ratio", "Demand / all slots, averaged ov
                     registry=REGISTRY)
 SCALINGS = Counter("router_autoscale_decisions_total", "Replica count changes decided.", (*LABELS, "direction"),
                    registry=REGISTRY)
+ROUTER_CPU = Gauge("router_cpu_cores", "CPU cores this router pod used, over the last seconds.", registry=REGISTRY)
+ROUTING_LATENCY = Gauge("router_routing_latency_seconds",
+                        "How late this router's event loop runs a timer: the wait before a request is read.",
+                        registry=REGISTRY)
+ROUTER_DESIRED = Gauge("router_desired_pods", "Router pods the scaling leader asks for.", registry=REGISTRY)
+ROUTER_SCALINGS = Counter("router_pod_scalings_total", "Router pod count changes decided.", ("direction",),
+                          registry=REGISTRY)

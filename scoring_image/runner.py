@@ -120,11 +120,3 @@ class Runner:
                     except RuntimeError:  # the loop is closed: the worker is exiting, nobody waits
                         return
 
-
-def _settle(future: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
-    if future.done():
-        return
-    if exc is None:
-        future.set_result(result)
-    else:
-        future.set_exception(exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol
 
+from router_image.autoscale import PodLoad
 from router_image.config import RouterConfig, VersionConfig
 
 ReadyCallback = Callable[[str, list[str]], None]
@@ -29,6 +30,9 @@ class Backend(Protocol):
 
     def remote_demand(self, deployment: str) -> float:
         """In-flight + queued requests for this deployment at the other router pods (0 when alone)."""
+
+    def router_pods(self) -> list[PodLoad]:
+        """The other router pods' own load, as the leader last polled it ([] when alone)."""
 
     async def probe(self, address: str) -> bool:
         """Is an ejected replica healthy again?"""

@@ -7,7 +7,9 @@
 - Scaling: a merge patch of `deployments/<name>/scale`, nothing more (the Role allows no more).
 - Several router pods find each other in the EndpointSlices of the peers' headless Service. The
   holder of a coordination.k8s.io Lease is the only one that scales; it adds the in-flight +
-  queued counts every other pod serves at `/internal/load` to its own demand.
+  queued counts every other pod serves at `/internal/load` to its own demand, and sizes the
+  router Deployment itself (`router_scale`) on the CPU and routing latency they report there. A
+  ready pod that does not answer within PEER_TIMEOUT_S counts as saturated.
 
 The API is called with aiohttp, the router's own HTTP client: no blocking call, no thread, and
 tests point `ApiAccess` at a stub server.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from router_image.autoscale import PodLoad
 from router_image.backends import ReadyCallback
 from router_image.config import RouterConfig, VersionConfig
 from router_image.upstream import is_ready
@@ -213,6 +217,12 @@ class KubernetesBackend:
         self._published: dict[str, list[str]] = {}
         self._replicas: dict[str, int] = {}
         self._remote: dict[str, float] = {}
+        self._pods: list[PodLoad] = []
+        # Scaled besides the versions' Deployments: the router's own.
+        self._own = config.router_scale.deployment if config.router_scale else None
+        peers = config.peers
+        self._peer_headers = ({"Authorization": f"Bearer {Path(peers.secret_file).read_text().strip()}"}
+                              if peers is not None and peers.secret_file else {})
         self._peers: SliceWatch | None = None
         self._tasks: list[asyncio.Task] = []
         self._observed: tuple | None = None  # the Lease record last seen, and when (local clock: no skew)
@@ -230,6 +240,8 @@ class KubernetesBackend:
             self.is_leader = True  # a lone router
             return
         self._peers = SliceWatch(self._api, self._ns, self._config.peers.service, lambda: None)
+        if self._own is not None:
+            await self._read_scale(self._own)
         self._tasks = [asyncio.create_task(self._lead()), asyncio.create_task(self._poll_peers())]
 
     async def stop(self) -> None:
@@ -306,35 +318,52 @@ class KubernetesBackend:
     def remote_demand(self, deployment: str) -> float:
         return self._remote.get(deployment, 0.0)
 
-    def peer_addresses(self) -> list[str]:
+    def router_pods(self) -> list[PodLoad]:
+        return self._pods
+
+    def peer_addresses(self, ready_only: bool = False) -> list[str]:
         """Every other router pod, ready or not: one that is not ready may still hold queued requests."""
         assert self._config.peers is not None and self._peers is not None
-        return addresses(list(self._peers.slices.values()), self._config.peers.port, ready_only=False,
+        return addresses(list(self._peers.slices.values()), self._config.peers.port, ready_only=ready_only,
                          exclude_pod=self.identity)
 
     async def _poll_peers(self) -> None:
-        """The leader's view of the other pods' demand; a pod that does not answer counts as idle."""
+        """The leader's view of the other pods: their demand (one that does not answer adds none)
+        and their own load (one that is ready and does not answer counts as saturated)."""
         while True:
             if self.is_leader:
-                loads = await asyncio.gather(*(self._peer_load(a) for a in self.peer_addresses()))
+                ready = set(self.peer_addresses(ready_only=True))
+                every = self.peer_addresses()
+                loads = await asyncio.gather(*(self._peer_load(a) for a in every))
                 total: dict[str, float] = {}
-                for load in loads:
-                    for deployment, n in load.items():
+                pods = []
+                for address, load in zip(every, loads):
+                    for deployment, n in (load[0] if load else {}).items():
                         total[deployment] = total.get(deployment, 0.0) + n
-                self._remote = total
+                    if load is not None:
+                        pods.append(dataclasses.replace(load[1], ready=address in ready))
+                    elif address in ready and self._config.router_scale is not None:
+                        pods.append(PodLoad(self._config.router_scale.cpu_cores, PEER_TIMEOUT_S * 1000))
+                self._remote, self._pods = total, pods
             else:
-                self._remote = {}
+                self._remote, self._pods = {}, []
             await asyncio.sleep(self._peer_poll_s)
 
-    async def _peer_load(self, address: str) -> dict[str, float]:
+    async def _peer_load(self, address: str) -> tuple[dict[str, float], PodLoad] | None:
         scheme = "https" if self._config.tls else "http"
         try:
-            # A peer's certificate names the public host, not its pod IP: these counts are not secret.
-            async with self._http.get(f"{scheme}://{address}/internal/load", ssl=False) as resp:
-                return {str(k): float(v) for k, v in (await resp.json()).items()} if resp.status == 200 else {}
-        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError) as exc:
+            # A peer's certificate names the public host, not its pod IP; the secret is the peers' own.
+            async with self._http.get(f"{scheme}://{address}/internal/load", ssl=False,
+                                      headers=self._peer_headers) as resp:
+                if resp.status != 200:
+                    log.warning("peer %s: load answered %d", address, resp.status)
+                    return None
+                load = await resp.json()
+                demand = {str(k): float(v) for k, v in load["demand"].items()}
+                return demand, PodLoad(float(load["cpu_cores"]), float(load["routing_latency_ms"]))
+        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError, AttributeError) as exc:
             log.debug("peer %s: no load: %s", address, exc)
-            return {}
+            return None
 
     # ------------------------------------------------------------ leadership
 
@@ -391,7 +420,7 @@ class KubernetesBackend:
     async def _won(self) -> None:
         self._renewed_at = time.monotonic()
         if not self.is_leader:
-            for deployment in list(self._versions):  # scale from the Deployments' counts, not stale ones
+            for deployment in [*self._versions, *([self._own] if self._own else [])]:  # the actual counts
                 await self._read_scale(deployment)
             self.is_leader = True
             log.info("%s holds lease %s: scaling leader", self.identity, self._config.peers.lease_name)  # type: ignore[union-attr]

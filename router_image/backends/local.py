@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from router_image.autoscale import PodLoad
 from router_image.backends import ReadyCallback
 from router_image.config import RouterConfig, VersionConfig
 from router_image.upstream import is_ready
@@ -110,6 +111,9 @@ class LocalBackend:
 
     def remote_demand(self, deployment: str) -> float:
         return 0.0
+
+    def router_pods(self) -> list[PodLoad]:
+        return []
 
     def _converge(self, v: _Version) -> None:
         if time.monotonic() >= v.spawn_after:

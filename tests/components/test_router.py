@@ -52,14 +52,14 @@ def config(rec) -> RouterConfig:
     return RouterConfig.model_validate_json(named(rec, "kubernetes:core/v1:ConfigMap", "model-router-config").inputs["data"]["config.json"])
 
 
-def test_role_is_limited_to_endpointslices_scale_of_the_model_deployments_and_the_lease():
+def test_role_is_limited_to_endpointslices_scale_of_the_router_and_model_deployments_and_the_lease():
     rec = build()
     rules = rec.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs["rules"]
     assert rules == [
         {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["model-router-autoscaler"], "verbs": ["get", "update"]},
-        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": ["fraud-control", "fraud-treatment", "iris"],
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": ["fraud-control", "fraud-treatment", "iris", "model-router"],
          "verbs": ["get", "patch", "update"]},
     ]
     binding = rec.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs
@@ -81,9 +81,11 @@ def test_config_is_the_routers_own_schema_rendered_from_the_specs():
 
 def test_dev_test_turns_router_autoscaling_off_and_fixes_replicas():
     rec = build(purpose="dev_test")
-    assert config(rec).autoscale_enabled is False
+    assert config(rec).autoscale_enabled is False and config(rec).router_scale is None
     assert not rec.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
     assert named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["replicas"] == 2
+    rules = rec.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs["rules"]
+    assert "model-router" not in rules[-1]["resourceNames"]
 
 
 def test_config_and_keys_are_mounted_whole_so_changes_roll_nothing():
@@ -110,10 +112,11 @@ def test_pods_know_their_own_name_for_the_lease_and_the_peer_list():
 
 def test_keys_are_random_per_key_route_secret_and_rotate_with_the_counter():
     a, b = build(rotation=0), build(rotation=1)
-    passwords = a.of_type("random:index/randomPassword:RandomPassword")
+    passwords = [p for p in a.of_type("random:index/randomPassword:RandomPassword") if p.name != "router-peers"]
     assert sorted(p.name for p in passwords) == ["router-service.iris-primary", "router-service.iris-secondary"]
     assert {p.inputs["keepers"]["rotation"] for p in passwords} == {"0"}
-    assert {p.inputs["keepers"]["rotation"] for p in b.of_type("random:index/randomPassword:RandomPassword")} == {"1"}
+    assert {p.inputs["keepers"]["rotation"] for p in b.of_type("random:index/randomPassword:RandomPassword")
+            if p.name != "router-peers"} == {"1"}
     secret = named(a, "kubernetes:core/v1:Secret", "model-router-keys")
     assert sorted(secret.inputs["stringData"]) == ["service.iris.primary", "service.iris.secondary"]
     assert "stringData" in secret.secret_inputs
@@ -125,7 +128,7 @@ def test_keys_are_random_per_key_route_secret_and_rotate_with_the_counter():
 
 def test_keys_given_in_the_stack_are_used_verbatim():
     rec = build(auth={"service.iris": AuthSettings(primary_key="p" * 32, secondary_key="s" * 32)})
-    assert not rec.of_type("random:index/randomPassword:RandomPassword")
+    assert [p.name for p in rec.of_type("random:index/randomPassword:RandomPassword")] == ["router-peers"]
     assert rec.outputs["iris_primary"] == "p" * 32
 
 
@@ -185,16 +188,29 @@ def test_leaf_domain_label_names_the_load_balancer():
     assert rec.outputs["host"] == "mlw-leaf.westeurope.cloudapp.azure.com"
 
 
-def test_router_spreads_over_nodes_keeps_a_budget_and_scales_itself_on_cpu():
+def test_router_spreads_over_nodes_keeps_a_budget_and_scales_itself():
     rec = build()
     pod = named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["template"]["spec"]
     term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
     assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "model-router"}
     assert rec.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["maxUnavailable"] == 1
-    hpa = rec.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]
-    assert hpa["scaleTargetRef"]["name"] == "model-router" and (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 6)
-    assert hpa["metrics"][0]["resource"]["name"] == "cpu"
+    # No HPA: the scaling leader sizes the router on CPU and routing latency, from 2 pods to 6.
+    assert not rec.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
+    scale = config(rec).router_scale
+    assert scale.deployment == "model-router" and scale.cpu_cores == 0.5 and scale.max_routing_latency_ms == 5
+    assert (scale.autoscale.min_replicas, scale.autoscale.max_replicas, scale.autoscale.target_utilization) == (2, 6, 70)
+    assert scale.autoscale.scale_down_delay_seconds == 300
+
+
+def test_peers_read_each_others_load_with_a_random_secret():
+    rec = build()
+    secret = named(rec, "kubernetes:core/v1:Secret", "model-router-peers")
+    assert "stringData" in secret.secret_inputs and len(secret.inputs["stringData"]["secret"]) == 32
+    assert config(rec).peers.secret_file == "/etc/model-router/peers/secret"
+    pod = named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["template"]["spec"]
+    assert {"name": "peers", "secret": {"secretName": "model-router-peers"}} in pod["volumes"]
+    assert {"name": "peers", "mountPath": "/etc/model-router/peers", "readOnly": True} in pod["containers"][0]["volumeMounts"]
 
 
 def test_every_manifest_validates_against_kubernetes_1_30():

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from router_image.autoscale import SAMPLE_S, Autoscaler
-from router_image.config import AutoscaleConfig
+import time
+
+from router_image.autoscale import OWN_LOAD_WINDOW_S, SAMPLE_S, STEP_SETTLE_S, Autoscaler, OwnLoad, PodLoad, RouterScaler
+from router_image.config import AutoscaleConfig, RouterScaleConfig
 
 
 def scaler(current: int = 1, **settings) -> Autoscaler:
@@ -99,3 +101,84 @@ def test_a_lowered_max_applies_at_once_even_under_load() -> None:
     assert s.current == 10
     s.config = s.config.model_copy(update={"max_replicas": 3})  # what a config reload does
     assert run(s, lambda t: 8, 0.5, 0.5) == [(0.1, 3)]
+
+
+# ---------------------------------------------------------------- the router's own pods
+
+
+def router_scaler(current: int = 2, **settings) -> RouterScaler:
+    autoscale = AutoscaleConfig(**{"min_replicas": 2, "max_replicas": 6, "target_utilization": 70,
+                                   "refresh_seconds": 1.0, "scale_down_delay_seconds": 60.0, **settings})
+    config = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, autoscale=autoscale, max_routing_latency_ms=5)
+    return RouterScaler(config, current)
+
+
+def pods(n: int, cores: float, latency_ms: float, ready: int | None = None) -> list[PodLoad]:
+    ready = n if ready is None else ready
+    return [PodLoad(cores, latency_ms, ready=i < ready) for i in range(n)]
+
+
+def test_router_pods_scale_out_at_once_on_cpu_in_proportion() -> None:
+    s = router_scaler()
+    decision = s.observe(pods(2, 0.5, 1.0), 0.1)  # both at their whole request: 1 core / (0.5 x 70%)
+    assert decision is not None and (decision.current, decision.desired) == (2, 3)
+    assert "utilization" in decision.reason
+    assert s.observe(pods(2, 0.5, 1.0), 0.2) is None  # the new pod is not serving yet: no runaway
+
+
+def test_router_pods_scale_out_on_routing_latency_one_step_per_ready_step() -> None:
+    s = router_scaler()
+    decision = s.observe(pods(2, 0.2, 12.0), 0.1)  # CPU well under target, latency over 5 ms
+    assert decision is not None and decision.desired == 3 and "routing latency 12.0 ms" in decision.reason
+    t = 0.1
+    for _ in range(50):  # 5 s with the third pod still starting: no further step
+        t += SAMPLE_S
+        assert s.observe(pods(3, 0.2, 12.0, ready=2), t) is None
+    decision = s.observe(pods(3, 0.2, 12.0), t + SAMPLE_S)  # it is ready, latency still high
+    assert decision is not None and decision.desired == 4
+
+
+def test_router_latency_step_is_not_held_forever_by_a_pod_that_never_gets_ready() -> None:
+    s = router_scaler()
+    assert s.observe(pods(2, 0.2, 12.0), 0.0).desired == 3
+    assert s.observe(pods(3, 0.2, 12.0, ready=2), STEP_SETTLE_S - 1) is None
+    assert s.observe(pods(3, 0.2, 12.0, ready=2), STEP_SETTLE_S + 0.1).desired == 4
+
+
+def test_router_pods_scale_in_only_after_cpu_stayed_low_and_never_while_slow() -> None:
+    s = router_scaler(current=4)
+    t, changes = 0.0, []
+    for _ in range(round(90 / SAMPLE_S)):  # CPU low but latency high: kept
+        t += SAMPLE_S
+        decision = s.observe(pods(4, 0.05, 8.0), t)
+        if decision is not None:
+            changes.append(decision.desired)
+    assert changes == [] or min(changes) >= 4  # latency may add pods; it never removes any
+    s = router_scaler(current=4)
+    t, changes = 0.0, []
+    for _ in range(round(90 / SAMPLE_S)):
+        t += SAMPLE_S
+        decision = s.observe(pods(4, 0.05, 0.5), t)
+        if decision is not None:
+            changes.append((round(t), decision.desired))
+    assert changes and 60 <= changes[0][0] <= 62 and changes[0][1] == 2  # to min, after the delay
+
+
+def test_router_pods_stay_within_bounds() -> None:
+    s = router_scaler(current=6)
+    assert s.observe(pods(6, 0.5, 50.0), 0.1) is None  # at max: latency adds nothing
+
+
+def test_own_load_measures_cpu_used_and_how_late_the_loop_runs() -> None:
+    load = OwnLoad()
+    load.sample(0.0, 0.0)
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # a busy loop: one core
+        pass
+    load.sample(0.004, 0.2)
+    load.sample(0.002, 0.4)
+    figures = load.figures()
+    assert 0.3 <= figures.cpu_cores <= 1.2  # ~0.2 s of CPU in 0.4 s of (fake) wall time: 0.5
+    assert figures.routing_latency_ms == 2.0  # (0 + 4 + 2) / 3 ms
+    load.sample(0.0, 0.4 + OWN_LOAD_WINDOW_S + 1)  # the old samples leave the window
+    assert load.figures().routing_latency_ms == 0.0

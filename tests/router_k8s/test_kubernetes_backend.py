@@ -7,7 +7,8 @@ import asyncio
 import pytest
 
 from router_image.backends.kubernetes import KubernetesBackend
-from router_image.config import PeersConfig, RouterConfig, VersionConfig
+from router_image.autoscale import PodLoad
+from router_image.config import AutoscaleConfig, PeersConfig, RouterConfig, RouterScaleConfig, VersionConfig
 from stub_api import endpoint_slice, serve, until
 
 pytestmark = pytest.mark.anyio
@@ -28,8 +29,10 @@ class Ready:
 
 
 def _backend(api, identity: str = "router-0", peers: bool = False, **timing) -> KubernetesBackend:
-    config = RouterConfig(backend="kubernetes", namespace="models",
-                          peers=PeersConfig(service="model-router-peers", port=timing.pop("peer_port", 8080)) if peers else None)
+    peers_config = PeersConfig(service="model-router-peers", port=timing.pop("peer_port", 8080),
+                               secret_file=timing.pop("secret_file", None)) if peers else None
+    config = RouterConfig(backend="kubernetes", namespace="models", peers=peers_config,
+                          router_scale=timing.pop("router_scale", None))
     timing = {"lease_duration_s": 1, "renew_every_s": 0.1, "peer_poll_s": 0.1, **timing}
     return KubernetesBackend(config, api.access, identity, **timing)
 
@@ -189,34 +192,54 @@ async def test_a_second_instance_takes_over_an_expired_lease(api) -> None:
         await b.stop()
 
 
-async def test_the_leader_sums_its_peers_demand(api) -> None:
+async def test_the_leader_sums_its_peers_demand_and_gathers_their_own_load(api, tmp_path) -> None:
     from aiohttp import web
 
-    def peer(load: dict) -> web.Application:
+    secret = tmp_path / "peer-secret"
+    secret.write_text("s3cret-peer\n")
+    seen: list[str | None] = []
+
+    def peer(load: dict | None) -> web.Application:
         app = web.Application()
+
         async def handler(request: web.Request) -> web.Response:
+            seen.append(request.headers.get("Authorization"))
+            if load is None:
+                await asyncio.sleep(5)  # saturated: no answer within the leader's timeout
             return web.json_response(load)
 
         app.router.add_get("/internal/load", handler)
         return app
 
-    first, port = await serve(peer({"iris": 3, "other": 1}), "127.0.0.2")
-    second, _ = await serve(peer({"iris": 2}), "127.0.0.3", port)
+    first, port = await serve(peer({"demand": {"iris": 3, "other": 1}, "cpu_cores": 0.4, "routing_latency_ms": 2.5}),
+                              "127.0.0.2")
+    second, _ = await serve(peer({"demand": {"iris": 2}, "cpu_cores": 0.1, "routing_latency_ms": 0.5}), "127.0.0.3", port)
+    third, _ = await serve(peer(None), "127.0.0.5", port)
     api.put_slice(endpoint_slice("peers-a", "model-router-peers", [
-        ("127.0.0.2", True, "router-x"), ("127.0.0.3", False, "router-y"), ("127.0.0.4", True, "router-0")]))
-    leader, follower = _backend(api, "router-0", peers=True, peer_port=port), _backend(api, "router-y", peers=True, peer_port=port)
+        ("127.0.0.2", True, "router-x"), ("127.0.0.3", False, "router-y"), ("127.0.0.4", True, "router-0"),
+        ("127.0.0.5", True, "router-z")]))
+    scale = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, autoscale=AutoscaleConfig(min_replicas=2))
+    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret), router_scale=scale)
+    follower = _backend(api, "router-y", peers=True, peer_port=port, secret_file=str(secret))
+    api.scales["model-router"] = 3
     await leader.start(Ready())
     await until(lambda: leader.is_leader)
     await follower.start(Ready())
     try:
         # The leader skips itself (router-0); a peer not ready yet may still hold queued requests.
-        assert sorted(leader.peer_addresses()) == [f"127.0.0.2:{port}", f"127.0.0.3:{port}"]
+        assert sorted(leader.peer_addresses()) == [f"127.0.0.2:{port}", f"127.0.0.3:{port}", f"127.0.0.5:{port}"]
         await until(lambda: leader.remote_demand("iris") == 5)
         assert leader.remote_demand("other") == 1 and leader.remote_demand("absent") == 0
+        assert sorted(leader.router_pods(), key=lambda p: p.cpu_cores) == [
+            PodLoad(0.1, 0.5, ready=False), PodLoad(0.4, 2.5, ready=True),
+            PodLoad(0.5, 500.0, ready=True)]  # the ready pod that did not answer: saturated
+        assert set(seen) == {"Bearer s3cret-peer"}
+        assert leader.replicas("model-router") == 3  # the router's own count, read on start
         await asyncio.sleep(0.3)
-        assert follower.remote_demand("iris") == 0  # followers do not poll
+        assert follower.remote_demand("iris") == 0 and follower.router_pods() == []  # followers do not poll
     finally:
         await follower.stop()
         await leader.stop()
         await first.cleanup()
         await second.cleanup()
+        await third.cleanup()

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from router_image.app import Router
-from router_image.config import AutoscaleConfig, RouteConfig, RouterConfig, VersionConfig
+from router_image.autoscale import PodLoad
+from router_image.config import AutoscaleConfig, PeersConfig, RouteConfig, RouterConfig, RouterScaleConfig, VersionConfig
 from stub_api import until
 
 pytestmark = pytest.mark.anyio
@@ -21,6 +22,8 @@ class FakeBackend:
         self.is_leader = False
         self.remote = 0.0
         self.count = 1
+        self.routers = 2
+        self.pods: list[PodLoad] = []
         self.scaled: list[tuple[str, int]] = []
 
     async def start(self, on_ready) -> None:
@@ -31,13 +34,19 @@ class FakeBackend:
 
     async def scale(self, deployment: str, replicas: int) -> None:
         self.scaled.append((deployment, replicas))
-        self.count = replicas
+        if deployment == "model-router":
+            self.routers = replicas
+        else:
+            self.count = replicas
 
     def replicas(self, deployment: str) -> int:
-        return self.count
+        return self.routers if deployment == "model-router" else self.count
 
     def remote_demand(self, deployment: str) -> float:
         return self.remote
+
+    def router_pods(self) -> list[PodLoad]:
+        return self.pods
 
     async def probe(self, address: str) -> bool:
         return True
@@ -46,10 +55,18 @@ class FakeBackend:
         pass
 
 
-def _config() -> RouterConfig:
+def _config(**settings) -> RouterConfig:
     autoscale = AutoscaleConfig(min_replicas=1, max_replicas=10, refresh_seconds=0.2, target_utilization=50)
     version = VersionConfig(name="v1", deployment="iris", is_default=True, autoscale=autoscale)
-    return RouterConfig(routes=[RouteConfig(kind="service", name="iris", versions=[version])])
+    return RouterConfig(routes=[RouteConfig(kind="service", name="iris", versions=[version])], **settings)
+
+
+def _scaled_routers(secret_file: str | None = None) -> RouterConfig:
+    scale = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, max_routing_latency_ms=5,
+                              autoscale=AutoscaleConfig(min_replicas=2, max_replicas=6, refresh_seconds=0.2,
+                                                        target_utilization=50))
+    return _config(backend="kubernetes", peers=PeersConfig(service="model-router-peers", secret_file=secret_file),
+                   router_scale=scale)
 
 
 async def test_only_the_leader_scales_on_the_peers_demand() -> None:
@@ -78,8 +95,46 @@ async def test_internal_load_reports_in_flight_and_queued_per_deployment() -> No
         waiter = asyncio.create_task(pool.acquire())
         await asyncio.sleep(0)
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
+            await asyncio.sleep(0.35)  # a few samples of its own load
             response = await client.get("/internal/load")
-        assert response.json() == {"iris": 2}
+        load = response.json()
+        assert load["demand"] == {"iris": 2}
+        assert load["cpu_cores"] >= 0 and 0 <= load["routing_latency_ms"] < 100
         waiter.cancel()
+    finally:
+        await router.shutdown()
+
+
+async def test_internal_load_answers_only_peers_holding_the_secret(tmp_path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("peer-secret\n")
+    router = Router(_scaled_routers(str(secret)), backend=FakeBackend())
+    await router.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
+            assert (await client.get("/internal/load")).status_code == 404
+            wrong = await client.get("/internal/load", headers={"Authorization": "Bearer peer-secreT"})
+            assert wrong.status_code == 404 and "peer-secret" not in wrong.text
+            right = await client.get("/internal/load", headers={"Authorization": "Bearer peer-secret"})
+            assert right.status_code == 200 and right.json()["demand"] == {"iris": 0}
+    finally:
+        await router.shutdown()
+
+
+async def test_the_leader_scales_the_router_deployment_on_its_pods_latency_and_cpu() -> None:
+    backend = FakeBackend()
+    backend.pods = [PodLoad(0.1, 20.0)]  # the other pod: routing 20 ms late, CPU low
+    router = Router(_scaled_routers(), backend=backend)
+    await router.startup()
+    try:
+        await asyncio.sleep(0.5)
+        assert backend.scaled == []  # a follower never scales
+        backend.is_leader = True
+        await until(lambda: ("model-router", 3) in backend.scaled)  # mean latency over 5 ms: one pod more
+        await asyncio.sleep(0.5)
+        assert ("model-router", 4) not in backend.scaled  # the third pod is not ready yet
+        backend.pods = [PodLoad(0.5, 1.0), PodLoad(0.5, 1.0)]  # it is; both peers at their whole CPU request
+        await until(lambda: backend.routers >= 4)  # 1 core and more over 3 pods x 0.5 x 50%: out on CPU
+        assert router.router_scaler is not None and router.router_scaler.current == backend.routers
     finally:
         await router.shutdown()

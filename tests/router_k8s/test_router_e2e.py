@@ -8,7 +8,15 @@ from aiohttp import web
 
 from router_image.app import Router
 from router_image.backends.kubernetes import KubernetesBackend
-from router_image.config import AuthConfig, RouteConfig, RouterConfig, VersionConfig
+from router_image.config import (
+    AuthConfig,
+    AutoscaleConfig,
+    PeersConfig,
+    RouteConfig,
+    RouterConfig,
+    RouterScaleConfig,
+    VersionConfig,
+)
 from stub_api import endpoint_slice, serve, until
 
 pytestmark = pytest.mark.anyio
@@ -45,3 +53,37 @@ async def test_a_request_flows_to_an_address_from_an_endpointslice(api) -> None:
     finally:
         await router.shutdown()
         await scorer_runner.cleanup()
+
+
+async def test_the_leader_patches_the_router_deployments_scale_when_a_peer_routes_late(api, tmp_path) -> None:
+    secret = tmp_path / "peer-secret"
+    secret.write_text("peer-secret")
+
+    async def load(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer peer-secret":
+            return web.Response(status=404)
+        return web.json_response({"demand": {}, "cpu_cores": 0.2, "routing_latency_ms": 30.0})
+
+    peer = web.Application()
+    peer.router.add_get("/internal/load", load)
+    peer_runner, peer_port = await serve(peer, "127.0.0.2")
+    api.scales["model-router"] = 2
+    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [
+        ("127.0.0.2", True, "router-1"), ("127.0.0.3", True, "router-0")]))
+    scale = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, max_routing_latency_ms=5,
+                              autoscale=AutoscaleConfig(min_replicas=2, max_replicas=4))
+    config = RouterConfig(backend="kubernetes", namespace="models", router_scale=scale,
+                          peers=PeersConfig(service="model-router-peers", port=peer_port, secret_file=str(secret)))
+    backend = KubernetesBackend(config, api.access, "router-0", lease_duration_s=1, renew_every_s=0.1, peer_poll_s=0.1)
+    router = Router(config, backend=backend)
+    await router.startup()
+    path = "/apis/apps/v1/namespaces/models/deployments/model-router/scale"
+    try:
+        await until(lambda: api.requests("PATCH", path), timeout=5)
+        patch = api.requests("PATCH", path)[0]
+        assert patch.body == {"spec": {"replicas": 3}} and patch.content_type == "application/merge-patch+json"
+        assert api.scales["model-router"] == 3 and router.router_scaler.current == 3
+        assert api.requests("GET", path)  # the count it started from: the Deployment's
+    finally:
+        await router.shutdown()
+        await peer_runner.cleanup()
