@@ -64,14 +64,18 @@ def write_keys(folder: Path, key_id: str) -> None:
 
 
 class Process:
-    """A child in its own session, output to WORK/<name>.log; stop() ends it (SIGTERM, then SIGKILL)."""
+    """A child in its own process group, output to WORK/<name>.log; stop() ends it (SIGTERM, then SIGKILL).
+
+    Not in a session of its own: the kernel's autogroup scheduling shares the CPU per session, so
+    a proxy in its own session would get half the cores against wrk's whatever it needs.
+    """
 
     def __init__(self, name: str, command: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = WORK / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(command, cwd=cwd, env={**os.environ, **(env or {})}, stdout=self._log,
-                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0)
 
     def alive(self) -> bool:
         return self.process.poll() is None
