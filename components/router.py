@@ -61,7 +61,9 @@ TOKEN_PUBLIC = "signing-key.pub.pem"
 TOKEN_PRIVATE = "signing-key.pem"
 KEY_LENGTH = 32
 # The router scales out on CPU or routing latency as azureml-fe does; in again only after CPU
-# stayed low a while (as an HPA's default window).
+# stayed low a while (as an HPA's default window). Routing latency measured on a 2-core machine:
+# 0.4 ms idle (libuv's timers tick in ms), 1.3 ms with the router saturated by 64 clients (CPU
+# then asks first); 5 ms means the pod is starved or throttled: more pods, not more CPU per pod.
 CPU_TARGET_PERCENT = 70
 CPU_WINDOW_S = 15
 SCALE_DOWN_WINDOW_S = 300
