@@ -60,14 +60,11 @@ PEERS_SECRET = "secret"
 TOKEN_PUBLIC = "signing-key.pub.pem"
 TOKEN_PRIVATE = "signing-key.pem"
 KEY_LENGTH = 32
-# The router scales out on CPU or routing latency as azureml-fe does; in again only after CPU
-# stayed low a while (as an HPA's default window). Routing latency measured on a 2-core machine:
-# 0.4 ms idle (libuv's timers tick in ms), 1.3 ms with the router saturated by 64 clients (CPU
-# then asks first); 5 ms means the pod is starved or throttled: more pods, not more CPU per pod.
+# The router scales out on CPU or routing latency (RouterScaleConfig's threshold) as azureml-fe
+# does; in again only after CPU stayed low a while (as an HPA's default window).
 CPU_TARGET_PERCENT = 70
 CPU_WINDOW_S = 15
 SCALE_DOWN_WINDOW_S = 300
-MAX_ROUTING_LATENCY_MS = 5.0
 
 
 @dataclass
@@ -210,7 +207,7 @@ class ModelRouter(pulumi.ComponentResource):
             autoscale_enabled=args.cluster_purpose != "dev_test",
             peers=PeersConfig(service=PEERS, port=port, secret_file=f"{PEERS_DIR}/{PEERS_SECRET}"),
             router_scale=RouterScaleConfig(
-                deployment=NAME, cpu_cores=spec.cpu_cores, max_routing_latency_ms=MAX_ROUTING_LATENCY_MS,
+                deployment=NAME, cpu_cores=spec.cpu_cores,
                 autoscale=AutoscaleConfig(min_replicas=spec.min_replicas, max_replicas=spec.max_replicas,
                                           target_utilization=CPU_TARGET_PERCENT, refresh_seconds=CPU_WINDOW_S,
                                           scale_down_delay_seconds=SCALE_DOWN_WINDOW_S)) if autoscaled else None,

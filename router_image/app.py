@@ -21,7 +21,6 @@ import hmac
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -54,7 +53,6 @@ class Router:
         self.deadlines = Deadlines()
         self.own_load = OwnLoad()
         self.router_scaler = RouterScaler(config.router_scale, 0) if config.router_scale else None
-        self._peer_secret = _peer_secret(config)
         self._tasks: list[asyncio.Task] = []
         self._config_stamp = self._stamp()
 
@@ -88,7 +86,6 @@ class Router:
         if (config.keys_dir, config.token) != (self.config.keys_dir, self.config.token):
             self.auth = Authenticator(config.keys_dir, config.token)
         self.table = RouteTable.build(config, self.table, self._replicas(config))
-        self._peer_secret = _peer_secret(config)
         if config.router_scale is None:
             self.router_scaler = None
         elif self.router_scaler is None or self.router_scaler.config != config.router_scale:
@@ -236,10 +233,16 @@ class Router:
 
     def _peer_allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
         """Only peers read the load when the config names their secret (compared in constant time)."""
-        if self._peer_secret is None:
+        peers = self.config.peers
+        try:
+            secret = peers.secret() if peers is not None else None
+        except OSError as exc:
+            log.warning("peers' secret not readable: %s", exc)
+            return False
+        if secret is None:
             return True
         sent = next((v for k, v in headers if k == b"authorization"), b"")
-        return hmac.compare_digest(sent, b"Bearer " + self._peer_secret)
+        return hmac.compare_digest(sent, b"Bearer " + secret)
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -348,12 +351,6 @@ class Router:
             # ready replica; until then the default serves it instead of queueing it to a 503.
             version = route.default
         return version
-
-
-def _peer_secret(config: RouterConfig) -> bytes | None:
-    if config.peers is None or config.peers.secret_file is None:
-        return None
-    return Path(config.peers.secret_file).read_bytes().strip()
 
 
 def load(path: str) -> Router:

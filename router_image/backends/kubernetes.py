@@ -220,9 +220,6 @@ class KubernetesBackend:
         self._pods: list[PodLoad] = []
         # Scaled besides the versions' Deployments: the router's own.
         self._own = config.router_scale.deployment if config.router_scale else None
-        peers = config.peers
-        self._peer_headers = ({"Authorization": f"Bearer {Path(peers.secret_file).read_text().strip()}"}
-                              if peers is not None and peers.secret_file else {})
         self._peers: SliceWatch | None = None
         self._tasks: list[asyncio.Task] = []
         self._observed: tuple | None = None  # the Lease record last seen, and when (local clock: no skew)
@@ -352,16 +349,17 @@ class KubernetesBackend:
     async def _peer_load(self, address: str) -> tuple[dict[str, float], PodLoad] | None:
         scheme = "https" if self._config.tls else "http"
         try:
+            secret = self._config.peers.secret()  # type: ignore[union-attr]
+            headers = {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
             # A peer's certificate names the public host, not its pod IP; the secret is the peers' own.
-            async with self._http.get(f"{scheme}://{address}/internal/load", ssl=False,
-                                      headers=self._peer_headers) as resp:
+            async with self._http.get(f"{scheme}://{address}/internal/load", ssl=False, headers=headers) as resp:
                 if resp.status != 200:
                     log.warning("peer %s: load answered %d", address, resp.status)
                     return None
                 load = await resp.json()
                 demand = {str(k): float(v) for k, v in load["demand"].items()}
                 return demand, PodLoad(float(load["cpu_cores"]), float(load["routing_latency_ms"]))
-        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, TypeError, KeyError, AttributeError) as exc:
             log.debug("peer %s: no load: %s", address, exc)
             return None
 

@@ -117,6 +117,11 @@ async def test_internal_load_answers_only_peers_holding_the_secret(tmp_path) -> 
             assert wrong.status_code == 404 and "peer-secret" not in wrong.text
             right = await client.get("/internal/load", headers={"Authorization": "Bearer peer-secret"})
             assert right.status_code == 200 and right.json()["demand"] == {"iris": 0}
+            secret.write_text("rotated")  # a replaced Secret: no restart
+            assert (await client.get("/internal/load", headers={"Authorization": "Bearer peer-secret"})).status_code == 404
+            assert (await client.get("/internal/load", headers={"Authorization": "Bearer rotated"})).status_code == 200
+            secret.unlink()  # unreadable: nobody reads the load
+            assert (await client.get("/internal/load", headers={"Authorization": "Bearer rotated"})).status_code == 404
     finally:
         await router.shutdown()
 
