@@ -139,8 +139,8 @@ class RouterScaleConfig(_Strict):
     deployment: str  # the router's own Deployment
     cpu_cores: float = Field(gt=0)
     autoscale: AutoscaleConfig
-    # Measured on a 2-core machine: 0.4 ms idle (libuv's timers tick in ms), 1.3 ms with one router
-    # saturated by 64 clients (its CPU asks first); 5 ms means a starved or throttled pod.
+    # benchmarks/router/routing_latency, 2 cores: 0.3 ms idle (libuv's timers tick in ms), 1.6 ms
+    # with the router saturated by 64 clients (its CPU rule asks first); 5 ms: a starved or throttled pod.
     max_routing_latency_ms: float = Field(5.0, gt=0)
 
 
