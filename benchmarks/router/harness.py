@@ -21,6 +21,7 @@ ROOT = HERE.parents[1]
 WORK = HERE / "work"
 PROJECT_PYTHON = ROOT / ".venv" / "bin" / "python"
 KEY = "bench-primary-key-0123456789abcdef"
+BODY = '{"data":[[1,2,3]]}'
 
 
 @dataclass
@@ -61,6 +62,41 @@ def write_keys(folder: Path, key_id: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{key_id}.primary").write_text(KEY)
     (folder / f"{key_id}.secondary").write_text(KEY[::-1])
+
+
+def router_config(port: int, service: str, deployment: str, workers: int) -> dict:
+    """A local-backend router with one key-auth service: one replica of trivial_score.py (N workers)
+    with enough slots that the router never queues, so what is measured is the proxying."""
+    return {
+        "backend": "local", "host": "127.0.0.1", "port": port, "keys_dir": str(WORK / "keys"),
+        "autoscale_enabled": False,
+        "routes": [{
+            "kind": "service", "name": service, "auth": {"key_enabled": True},
+            "versions": [{
+                "name": "v1", "deployment": deployment, "is_default": True, "num_replicas": 1,
+                "replica_max_concurrent_requests": 1000, "max_request_wait_time_ms": 500,
+                "scorer": {"env": {"AZUREML_ENTRY_SCRIPT": str(HERE / "trivial_score.py"), "WORKER_COUNT": str(workers)},
+                           "cwd": str(WORK), "log_dir": str(WORK / "replica-logs")},
+            }],
+        }],
+    }
+
+
+def wait_answer(url: str, headers: dict[str, str], what: str, process: Process | None = None, timeout: float = 60) -> None:
+    """Until a scoring POST of BODY to `url` answers 200 (`process`, if given, must stay up)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and not process.alive():
+            raise SystemExit(f"{what} exited; see {process.log_path}")
+        try:
+            request = urllib.request.Request(url, BODY.encode(), {"Content-Type": "application/json", **headers})
+            with urllib.request.urlopen(request, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"{what} does not answer {url}")
 
 
 class Process:
