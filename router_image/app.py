@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router_image import metrics
 from router_image.auth import AuthError, Authenticator
-from router_image.autoscale import SAMPLE_S, OwnLoad, PodLoad, RouterScaler
+from router_image.autoscale import SAMPLE_S, Autoscaler, OwnLoad, PodLoad, RouterScaler
 from router_image.backends import Backend, backend_for
 from router_image.config import RouterConfig
 from router_image.pool import ReplicaPool
@@ -41,6 +41,7 @@ from router_image.traffic import PIN_HEADER
 log = logging.getLogger("router")
 CONFIG_POLL_S = 1.0
 READMIT_EVERY_S = 0.5
+SCALE_RETRY_S = 5.0  # after a scale the backend did not apply (API error, count unknown)
 LOAD_PATH = "/internal/load"
 
 
@@ -54,6 +55,7 @@ class Router:
         self.own_load = OwnLoad()
         self.router_scaler = RouterScaler(config.router_scale, 0) if config.router_scale else None
         self._tasks: list[asyncio.Task] = []
+        self._retry_at: dict[str, float] = {}  # deployment -> when scaling it is tried again
         self._config_stamp = self._stamp()
 
     @property
@@ -153,7 +155,7 @@ class Router:
                     self.router_scaler.resume(self.backend.replicas(self.router_scaler.config.deployment))
             was_leader = leader
             if leader and self.router_scaler is not None:
-                await self._scale_routers(own, now)
+                await self._scale_routers(self.router_scaler, own, now)
             for route in table.routes.values():
                 for v in route.versions.values():
                     pool, scaler = v.pool, table.autoscalers.get(v.config.deployment)
@@ -165,7 +167,7 @@ class Router:
                         metrics.DESIRED.labels(*v.labels).set(scaler.current)
             for deployment, scaler in table.autoscalers.items():
                 pool = table.pools[deployment]
-                if not leader:
+                if not leader or now < self._retry_at.get(deployment, 0.0):
                     continue
                 demand = pool.busy_slots + pool.queued + self.backend.remote_demand(deployment)
                 decision = scaler.observe(demand, now)
@@ -177,12 +179,12 @@ class Router:
                             metrics.SCALINGS.labels(*v.labels, decision.direction).inc()
                 log.info("scale %s %s: %d -> %d replicas (%s)", deployment, decision.direction,
                          decision.current, decision.desired, decision.reason)
-                await self.backend.scale(deployment, decision.desired)
+                await self._scale(scaler, deployment, decision.desired, now)
 
-    async def _scale_routers(self, own: PodLoad, now: float) -> None:
+    async def _scale_routers(self, scaler: RouterScaler, own: PodLoad, now: float) -> None:
         """The leader sizes the router Deployment on every pod's CPU and routing latency."""
-        scaler = self.router_scaler
-        assert scaler is not None
+        if now < self._retry_at.get(scaler.config.deployment, 0.0):
+            return
         decision = scaler.observe([own, *self.backend.router_pods()], now)
         metrics.ROUTER_DESIRED.set(scaler.current)
         if decision is None:
@@ -190,7 +192,16 @@ class Router:
         metrics.ROUTER_SCALINGS.labels(decision.direction).inc()
         log.info("scale router %s: %d -> %d pods (%s)", decision.direction, decision.current, decision.desired,
                  decision.reason)
-        await self.backend.scale(scaler.config.deployment, decision.desired)
+        await self._scale(scaler, scaler.config.deployment, decision.desired, now)
+
+    async def _scale(self, scaler: Autoscaler | RouterScaler, deployment: str, replicas: int, now: float) -> None:
+        """A count the backend did not apply (see its log) is not believed: the scaler starts again
+        from the real count, after SCALE_RETRY_S (not every sample against a failing API)."""
+        await self.backend.scale(deployment, replicas)
+        actual = self.backend.replicas(deployment)
+        if actual != replicas:
+            scaler.resume(actual)
+            self._retry_at[deployment] = now + SCALE_RETRY_S
 
     async def _readmit(self) -> None:
         """Ejected replicas come back once their readiness check passes."""

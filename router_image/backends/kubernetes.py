@@ -292,9 +292,14 @@ class KubernetesBackend:
             log.warning("deployment %s: scale not read: %s", deployment, exc)
 
     async def scale(self, deployment: str, replicas: int) -> None:
-        """A failed patch is logged, not raised: the autoscaler decides again next period."""
+        """A failed patch is logged, not raised: the autoscaler decides again from `replicas()`."""
         if not self.is_leader:
             log.warning("deployment %s: not the scaling leader, %d replicas not applied", deployment, replicas)
+            return
+        if deployment not in self._replicas:
+            await self._read_scale(deployment)
+        if deployment not in self._replicas:  # a decision from an unknown count could shrink a busy Deployment
+            log.error("deployment %s: count unknown (scale not readable), %d replicas not applied", deployment, replicas)
             return
         try:
             _, scale = await self._api.call("PATCH", self._scale_path(deployment), {"spec": {"replicas": replicas}},

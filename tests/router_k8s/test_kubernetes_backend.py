@@ -132,6 +132,22 @@ async def test_scale_reads_then_merge_patches(api) -> None:
         await backend.stop()
 
 
+async def test_a_deployment_whose_count_cannot_be_read_is_not_scaled(api) -> None:
+    backend = _backend(api)  # no peers: a lone leader
+    await backend.start(Ready())
+    try:
+        await backend.apply([IRIS])  # deployments/iris/scale answers 404
+        await backend.scale("iris", 1)  # from an unknown count this could shrink a busy Deployment
+        assert api.requests("PATCH", SCALE) == [] and len(api.requests("GET", SCALE)) == 2  # read again first
+        assert backend.replicas("iris") == 0
+        api.scales["iris"] = 5  # readable now
+        await backend.scale("iris", 6)
+        (patch,) = api.requests("PATCH", SCALE)
+        assert patch.body == {"spec": {"replicas": 6}} and backend.replicas("iris") == 6
+    finally:
+        await backend.stop()
+
+
 async def test_only_the_lease_holder_scales_and_hands_over_on_stop(api) -> None:
     api.scales["iris"] = 1
     a, b = _backend(api, "router-a", peers=True), _backend(api, "router-b", peers=True)

@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from router_image.app import Router
+from router_image.app import SCALE_RETRY_S, Router
 from router_image.autoscale import PodLoad
 from router_image.config import AutoscaleConfig, PeersConfig, RouteConfig, RouterConfig, RouterScaleConfig, VersionConfig
 from stub_api import until
@@ -24,6 +24,7 @@ class FakeBackend:
         self.count = 1
         self.routers = 2
         self.pods: list[PodLoad] = []
+        self.applies = True
         self.scaled: list[tuple[str, int]] = []
 
     async def start(self, on_ready) -> None:
@@ -34,6 +35,8 @@ class FakeBackend:
 
     async def scale(self, deployment: str, replicas: int) -> None:
         self.scaled.append((deployment, replicas))
+        if not self.applies:
+            return
         if deployment == "model-router":
             self.routers = replicas
         else:
@@ -141,5 +144,25 @@ async def test_the_leader_scales_the_router_deployment_on_its_pods_latency_and_c
         backend.pods = [PodLoad(0.5, 1.0), PodLoad(0.5, 1.0)]  # it is; both peers at their whole CPU request
         await until(lambda: backend.routers >= 4)  # 1 core and more over 3 pods x 0.5 x 50%: out on CPU
         assert router.router_scaler is not None and router.router_scaler.current == backend.routers
+    finally:
+        await router.shutdown()
+
+
+async def test_a_scale_the_backend_did_not_apply_is_not_believed_and_retried_later() -> None:
+    backend = FakeBackend()
+    backend.applies = False  # the API refuses every patch
+    backend.remote = 3.0
+    backend.is_leader = True
+    router = Router(_config(), backend=backend)
+    await router.startup()
+    try:
+        await until(lambda: backend.scaled)
+        scaler = router.routes[("service", "iris")].versions["v1"].autoscaler
+        await asyncio.sleep(0.5)
+        assert backend.scaled == [("iris", 6)]  # not again at every sample
+        assert scaler.current == 1  # the real count, not the refused one
+        backend.applies = True
+        await until(lambda: backend.count == 6, timeout=SCALE_RETRY_S + 2)  # tried again after the pause
+        assert backend.scaled == [("iris", 6), ("iris", 6)] and scaler.current == 6
     finally:
         await router.shutdown()
