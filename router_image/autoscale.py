@@ -157,7 +157,6 @@ class RouterScaler:
     def __init__(self, config: RouterScaleConfig, current: int) -> None:
         self.config = config
         self.cpu = Autoscaler(config.autoscale, config.cpu_cores, current)
-        self.latency_ms = 0.0
         self._stepped_at = float("-inf")
 
     @property
@@ -171,8 +170,8 @@ class RouterScaler:
     def observe(self, pods: list[PodLoad], now: float) -> Decision | None:
         """`pods`: every router pod's load, this one's included."""
         current = self.cpu.current
-        self.latency_ms = sum(p.routing_latency_ms for p in pods) / len(pods)
-        slow = self.latency_ms > self.config.max_routing_latency_ms
+        latency_ms = sum(p.routing_latency_ms for p in pods) / len(pods)
+        slow = latency_ms > self.config.max_routing_latency_ms
         settled = sum(p.ready for p in pods) >= current or now - self._stepped_at >= STEP_SETTLE_S
         decision = self.cpu.observe(sum(p.cpu_cores for p in pods), now,
                                     at_least=(current + 1 if settled else current) if slow else 0)
@@ -180,6 +179,6 @@ class RouterScaler:
             return decision
         self._stepped_at = now
         if decision.desired > self.cpu.desired_for(sum(p.cpu_cores for p in pods)):
-            decision = dataclasses.replace(decision, reason=f"routing latency {self.latency_ms:.1f} ms over "
+            decision = dataclasses.replace(decision, reason=f"routing latency {latency_ms:.1f} ms over "
                                                             f"{self.config.max_routing_latency_ms:g} ms")
         return decision
