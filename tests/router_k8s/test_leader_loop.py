@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import httpx
 import pytest
@@ -100,9 +101,13 @@ async def test_internal_load_reports_in_flight_and_queued_per_deployment() -> No
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
             await asyncio.sleep(0.35)  # a few samples of its own load
             response = await client.get("/internal/load")
+            metrics = (await client.get("/metrics")).text
         load = response.json()
         assert load["demand"] == {"iris": 2}
         assert load["cpu_cores"] >= 0 and 0 <= load["routing_latency_ms"] < 100
+        # The same figures on every pod's /metrics (what benchmarks/router/routing_latency reads).
+        assert re.search(r"^router_routing_latency_seconds [0-9.e-]+$", metrics, re.M)
+        assert re.search(r"^router_cpu_cores [0-9.e-]+$", metrics, re.M)
         waiter.cancel()
     finally:
         await router.shutdown()
