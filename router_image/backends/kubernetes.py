@@ -336,14 +336,16 @@ class KubernetesBackend:
             if self.is_leader:
                 ready = set(self.peer_addresses(ready_only=True))
                 every = self.peer_addresses()
-                loads = await asyncio.gather(*(self._peer_load(a) for a in every))
+                headers = self._peer_headers()
+                loads = await asyncio.gather(*(self._peer_load(a, headers) for a in every))
                 total: dict[str, float] = {}
                 pods = []
                 for address, load in zip(every, loads):
-                    for deployment, n in (load[0] if load else {}).items():
-                        total[deployment] = total.get(deployment, 0.0) + n
                     if load is not None:
-                        pods.append(dataclasses.replace(load[1], ready=address in ready))
+                        demand, pod = load
+                        for deployment, n in demand.items():
+                            total[deployment] = total.get(deployment, 0.0) + n
+                        pods.append(dataclasses.replace(pod, ready=address in ready))
                     elif address in ready and self._config.router_scale is not None:
                         pods.append(PodLoad(self._config.router_scale.cpu_cores, PEER_TIMEOUT_S * 1000))
                 self._remote, self._pods = total, pods
@@ -351,11 +353,18 @@ class KubernetesBackend:
                 self._remote, self._pods = {}, []
             await asyncio.sleep(self._peer_poll_s)
 
-    async def _peer_load(self, address: str) -> tuple[dict[str, float], PodLoad] | None:
-        scheme = "https" if self._config.tls else "http"
+    def _peer_headers(self) -> dict[str, str]:
+        """The peers' secret, read once per polling round (a replaced Secret needs no restart)."""
         try:
             secret = self._config.peers.secret()  # type: ignore[union-attr]
-            headers = {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
+        except OSError as exc:
+            log.warning("peers' secret not readable: %s", exc)
+            return {}
+        return {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
+
+    async def _peer_load(self, address: str, headers: dict[str, str]) -> tuple[dict[str, float], PodLoad] | None:
+        scheme = "https" if self._config.tls else "http"
+        try:
             # A peer's certificate names the public host, not its pod IP; the secret is the peers' own.
             async with self._http.get(f"{scheme}://{address}/internal/load", ssl=False, headers=headers) as resp:
                 if resp.status != 200:
@@ -364,7 +373,7 @@ class KubernetesBackend:
                 load = await resp.json()
                 demand = {str(k): float(v) for k, v in load["demand"].items()}
                 return demand, PodLoad(float(load["cpu_cores"]), float(load["routing_latency_ms"]))
-        except (aiohttp.ClientError, OSError, TimeoutError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError, AttributeError) as exc:
             log.debug("peer %s: no load: %s", address, exc)
             return None
 
