@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
+import select
 import time
 from collections.abc import AsyncIterator
 from typing import Protocol
@@ -77,11 +78,13 @@ class Connection(asyncio.Protocol):
         self._sink: Sink | None = None
         self._head: list[bytes] | None = None  # what came in of the answer so far, until its head is complete
         self._can_write: asyncio.Future[None] | None = None
+        self._readable = select.poll()
 
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        self._readable.register(transport.get_extra_info("socket").fileno(), select.POLLIN | select.POLLRDHUP)
 
     def data_received(self, data: bytes) -> None:
         if self._head is not None:
@@ -162,6 +165,16 @@ class Connection(asyncio.Protocol):
             self.close()
             raise
         return response
+
+    def dropped(self) -> bool:
+        """Did the replica close this idle connection (or send on it) where the loop has not seen it yet?
+
+        A replica that dies closes its idle connections; when the router's loop gets their end in the
+        same batch of events as a new request, the request could be written to a dead connection and
+        answered 502, though the replica never saw it. So a reused connection is asked first (one
+        poll(2), as urllib3 does before reusing one): an idle connection has nothing to read.
+        """
+        return bool(self._readable.poll(0))
 
     def pause_reading(self) -> None:
         if self._transport is not None and not self.closed:
@@ -291,7 +304,7 @@ class ReplicaConnections:
         now = time.monotonic()
         while self._idle:
             connection = self._idle.pop()
-            if not connection.closed and now - connection.idle_since < IDLE_TTL_S:
+            if not connection.closed and now - connection.idle_since < IDLE_TTL_S and not connection.dropped():
                 return connection
             connection.close()
         return None
