@@ -32,6 +32,11 @@ class Result:
     errors: int
     cpu_us: float = 0.0  # CPU of the hop in front of the scorer per request (router or nginx), microseconds
 
+    @property
+    def cores(self) -> float:
+        """How many cores the hop kept busy."""
+        return self.cpu_us * self.rps / 1e6
+
 
 def sh(*command: str, **kwargs: object) -> None:
     subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
