@@ -170,15 +170,15 @@ class RouterScaler:
     def observe(self, pods: list[PodLoad], now: float) -> Decision | None:
         """`pods`: every router pod's load, this one's included."""
         current = self.cpu.current
+        cores = sum(p.cpu_cores for p in pods)
         latency_ms = sum(p.routing_latency_ms for p in pods) / len(pods)
         slow = latency_ms > self.config.max_routing_latency_ms
         settled = sum(p.ready for p in pods) >= current or now - self._stepped_at >= STEP_SETTLE_S
-        decision = self.cpu.observe(sum(p.cpu_cores for p in pods), now,
-                                    at_least=(current + 1 if settled else current) if slow else 0)
+        decision = self.cpu.observe(cores, now, at_least=(current + 1 if settled else current) if slow else 0)
         if decision is None or decision.direction == "down":
             return decision
         self._stepped_at = now
-        if decision.desired > self.cpu.desired_for(sum(p.cpu_cores for p in pods)):
+        if decision.desired > self.cpu.desired_for(cores):
             decision = dataclasses.replace(decision, reason=f"routing latency {latency_ms:.1f} ms over "
                                                             f"{self.config.max_routing_latency_ms:g} ms")
         return decision

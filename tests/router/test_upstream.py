@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,50 +14,58 @@ from router_image.upstream import ReplicaConnections
 pytestmark = pytest.mark.anyio
 
 
-async def test_a_connection_the_replica_closed_is_not_reused_before_the_loop_sees_it() -> None:
+class Replica:
+    """A listening socket standing in for a replica; the test holds the ends it accepts."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.accepted: list[socket.socket] = []
+        self.connections = ReplicaConnections(*self.listener.getsockname())
+
+    async def accept(self) -> socket.socket:
+        conn, _ = await asyncio.get_running_loop().sock_accept(self.listener)
+        self.accepted.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.accepted:
+            conn.close()
+        self.connections.close()
+        self.listener.close()
+
+
+@pytest.fixture
+async def replica() -> AsyncIterator[Replica]:
+    r = Replica()
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+async def test_a_connection_the_replica_closed_is_not_reused_before_the_loop_sees_it(replica: Replica) -> None:
     """A replica that dies closes its idle connections. When its FIN arrives in the same batch of events
     as a new request, the loop has not yet run connection_lost, so only the poll on reuse can tell."""
-    accepted: list[socket.socket] = []
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    host, port = listener.getsockname()
-    connections = ReplicaConnections(host, port)
-    try:
-        loop = asyncio.get_running_loop()
-        stale = await connections.connect()
-        fresh = await connections.connect()
-        for _ in range(2):
-            conn, _ = await loop.sock_accept(listener)
-            accepted.append(conn)
-        fresh.done(True)  # both idle in the pool; the newest idle one is taken first: `stale`
-        stale.done(True)
-        accepted[0].close()  # the replica's end of `stale` (accepted first) goes away
-        time.sleep(0.05)  # the FIN is in, and the loop (blocked here) has not read it
-        assert not stale.closed
-        assert connections.idle() is fresh
-        assert stale.closed  # closed for good, not put back
-        assert not fresh.dropped()
-    finally:
-        for conn in accepted:
-            conn.close()
-        connections.close()
-        listener.close()
+    stale = await replica.connections.connect()
+    stale_end = await replica.accept()
+    fresh = await replica.connections.connect()
+    await replica.accept()
+    fresh.done(True)  # both idle in the pool; the newest idle one is taken first: `stale`
+    stale.done(True)
+    stale_end.close()  # the replica's end of `stale` goes away
+    time.sleep(0.05)  # the FIN is in, and the loop (blocked here) has not read it
+    assert not stale.closed
+    assert replica.connections.idle() is fresh
+    assert stale.closed  # closed for good, not put back
+    assert not fresh.dropped()
 
 
-async def test_an_idle_connection_the_replica_writes_on_is_dropped() -> None:
+async def test_an_idle_connection_the_replica_writes_on_is_dropped(replica: Replica) -> None:
     """An idle connection has nothing to read: bytes on one mean the replica broke the protocol."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.setblocking(False)
-    host, port = listener.getsockname()
-    connections = ReplicaConnections(host, port)
-    try:
-        connection = await connections.connect()
-        conn, _ = await asyncio.get_running_loop().sock_accept(listener)
-        connection.done(True)
-        conn.send(b"HTTP/1.1 200 OK\r\n")
-        time.sleep(0.05)
-        assert connections.idle() is None
-        conn.close()
-    finally:
-        connections.close()
-        listener.close()
+    connection = await replica.connections.connect()
+    end = await replica.accept()
+    connection.done(True)
+    end.send(b"HTTP/1.1 200 OK\r\n")
+    time.sleep(0.05)
+    assert replica.connections.idle() is None
