@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.routes import deployment_name
 from components.service import LABEL_ENDPOINT, LABEL_VERSION, ModelService, ModelServiceArgs, ModelSource, RouteAccess
-from components.spec import MAX_ENDPOINT_VERSIONS, EndpointSpec, EndpointVersionSpec
+from components.spec import MAX_ENDPOINT_VERSIONS, EndpointSpec, EndpointVersionSpec, deployment_name
 
 
 @dataclass(frozen=True)

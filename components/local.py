@@ -22,8 +22,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.routes import deployment_name, routes
-from components.spec import StackSpec, _Deployable
+from components.routes import routes
+from components.spec import StackSpec, _Deployable, deployment_name
 from components.stackfile import Stack, StackError, load_stack
 from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
 from scoring_image.config import ScorerSettings

@@ -34,7 +34,7 @@ from components.service import (
     cpu_quantity,
     memory_quantity,
 )
-from components.spec import AuthSettings, ClusterPurpose, RouterSpec, SslSpec
+from components.spec import ROUTER_NAME, AuthSettings, ClusterPurpose, RouterSpec, SslSpec
 from router_image.config import (
     AutoscaleConfig,
     PeersConfig,
@@ -45,7 +45,7 @@ from router_image.config import (
     TokenConfig,
 )
 
-NAME = "model-router"
+NAME = ROUTER_NAME
 PEERS = f"{NAME}-peers"
 LABEL_CLUSTER_PURPOSE = "aks-model-serving/cluster-purpose"
 INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"

@@ -9,15 +9,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from components.spec import StackSpec, _Deployable
+from components.spec import StackSpec, _Deployable, deployment_name
 from router_image.config import AuthConfig, AutoscaleConfig, RouteConfig, ScorerLaunch, VersionConfig
 
 Launch = Callable[[str, _Deployable], ScorerLaunch]
-
-
-def deployment_name(route: str, version: str | None = None) -> str:
-    """Kubernetes name of a version's Deployment and headless Service."""
-    return route if version is None else f"{route}-{version}"
 
 
 def version_config(deployment: str, dep: _Deployable, *, name: str, launch: Launch | None,

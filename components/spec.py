@@ -70,6 +70,14 @@ AzureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]
 ResourceGroupName = Annotated[str, StringConstraints(pattern=r"^[-\w.()]{0,89}[-\w()]$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")]
 Cidr = Annotated[str, StringConstraints(min_length=9)]
+# The router's Deployment, Services, ConfigMap and Secrets are named this or start with "<it>-".
+ROUTER_NAME = "model-router"
+K8S_NAME_MAX = 63  # a DNS-1035 label: Service names and the app.kubernetes.io/name label value
+
+
+def deployment_name(route: str, version: str | None = None) -> str:
+    """Kubernetes name of a version's Deployment and headless Service."""
+    return route if version is None else f"{route}-{version}"
 
 
 def _network(value: str, field: str) -> ipaddress.IPv4Network:
@@ -158,6 +166,11 @@ class NodePoolSpec(Spec):
             problems.append("min_count: cluster-autoscaler bounds need both min_count and max_count")
         elif autoscaled and self.min_count > self.max_count:  # type: ignore[operator]
             problems.append(f"min_count: {self.min_count} exceeds max_count {self.max_count}")
+        elif autoscaled and self.count is not None and not self.min_count <= self.count <= self.max_count:  # type: ignore[operator]
+            problems.append(f"count: {self.count} is outside min_count..max_count ({self.min_count}..{self.max_count})")
+        if self.mode == "System" and (self.count == 0 or self.min_count == 0):
+            field = "count" if self.count == 0 else "min_count"
+            problems.append(f"{field}: a System pool keeps at least one node for the cluster's own pods")
         if self.count is None and not autoscaled:
             self.count = 3 if self.mode == "System" else 1
         if self.mode == "System" and self.taints:
@@ -240,16 +253,21 @@ class NetworkSpec(Spec):
         others = {"pod_cidr": self.pod_cidr}
         if self.vnet is not None:
             others |= {"vnet.address_space": self.vnet.address_space, "vnet.subnet_prefix": self.vnet.subnet_prefix}
+        nets = {}
         for name, value in others.items():
             if value is None:
                 continue
             try:
-                net = _network(value, name)
+                nets[name] = net = _network(value, name)
             except ValueError as exc:
                 problems.append(str(exc))
                 continue
             if net.overlaps(service):
                 problems.append(f"service_cidr: {service} overlaps {name} {net}; choose a range used nowhere on the network")
+        pods = nets.pop("pod_cidr", None)
+        for name, net in nets.items():  # kubenet routes pod traffic off the VNet: its range must not be on it
+            if pods is not None and pods.overlaps(net):
+                problems.append(f"pod_cidr: {pods} overlaps {name} {net}; choose a range used nowhere on the network")
         return problems
 
 
@@ -375,6 +393,9 @@ class ClusterSpec(Spec):
                 )
         if self.load_balancer.type == "InternalLoadBalancer" and self.network.vnet is None:
             problems.append("load_balancer: an InternalLoadBalancer needs the cluster on a vnet")
+        if self.load_balancer.type == "InternalLoadBalancer" and self.ssl is not None and self.ssl.leaf_domain_label:
+            problems.append("ssl.leaf_domain_label: a <label>.<region>.cloudapp.azure.com name needs a public address; "
+                            "behind an InternalLoadBalancer give cname + certificate + key (or cert_manager_issuer)")
         return problems
 
     def has_accelerator(self, kind: Accelerator) -> bool:
@@ -612,7 +633,7 @@ class EndpointSpec(AuthSettings):
         if n > MAX_ENDPOINT_VERSIONS:
             problems.append(f"versions: {n} versions; an endpoint holds at most {MAX_ENDPOINT_VERSIONS}")
         total = sum(v.traffic_percentile for v in self.versions)
-        if total > 100:
+        if round(total, 6) > 100:  # 26.4 + 70.4 + 3.2 sums to 100.00000000000001 in floats
             problems.append(f"versions: traffic_percentile sums to {total:g} (over 100); lower the treatments")
         defaults = [v.version_name for v in self.versions if v.is_default]
         if len(defaults) > 1:
@@ -625,6 +646,10 @@ class EndpointSpec(AuthSettings):
         names = [v.version_name for v in self.versions]
         for dup in sorted({x for x in names if names.count(x) > 1}):
             problems.append(f"versions: version_name {dup!r} is used twice")
+        for i, version in enumerate(names):
+            if len(deployment_name(self.name, version)) > K8S_NAME_MAX:
+                problems.append(f"versions[{i}].version_name: {self.name}-{version} (the version's Deployment) is longer than "
+                                f"{K8S_NAME_MAX} characters; shorten the endpoint or version name")
         if n == 1 and not defaults:
             self.versions[0].is_default = True
         return problems
@@ -706,6 +731,10 @@ class StackSpec(Spec):
         names = [s.name for s in self.services] + [e.name for e in self.endpoints]
         for dup in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"services: the name {dup!r} is used twice among services and endpoints")
+        problems += self._kubernetes_names()
+        if self.router.dns_label and self.cluster is not None and self.cluster.load_balancer.type == "InternalLoadBalancer":
+            problems.append("router.dns_label: an Azure DNS label names a public address; an InternalLoadBalancer has none "
+                            "(drop dns_label; the router is reached at its private address, or at ssl.cname)")
         for path, dep in self.deployments():
             for i, ref in enumerate(dep.models):
                 name, _, version = ref.partition(":")
@@ -718,6 +747,23 @@ class StackSpec(Spec):
                 if "autoscale_enabled" in dep.model_fields_set:
                     self._warnings.append(f"{path}.autoscale_enabled: a dev_test cluster keeps replicas fixed; autoscaling is off")
                 dep.autoscale_enabled = False
+        return problems
+
+    def _kubernetes_names(self) -> list[str]:
+        """Resources of different Pulumi names can still share a Kubernetes name: Pulumi would not
+        notice, the cluster would (one Deployment serving two routes, the router's Service selecting
+        model pods). So every Deployment name is unique and none is the router's."""
+        problems = []
+        owners: dict[str, str] = {}
+        named = [(f"services[{i}].name", deployment_name(s.name)) for i, s in enumerate(self.services)]
+        named += [(f"endpoints[{i}].versions[{j}].version_name", deployment_name(e.name, v.version_name))
+                  for i, e in enumerate(self.endpoints) for j, v in enumerate(e.versions)]
+        for path, name in named:  # services first: two services of one name are reported above
+            other = owners.setdefault(name, path)
+            if name == ROUTER_NAME or name.startswith(f"{ROUTER_NAME}-"):
+                problems.append(f"{path}: {name!r} is the router's name ({ROUTER_NAME} and {ROUTER_NAME}-*); choose another")
+            elif other != path and path.startswith("endpoints"):
+                problems.append(f"{path}: its Deployment {name!r} is also {other}'s; rename one of them")
         return problems
 
     def deployments(self) -> list[tuple[str, _Deployable]]:

@@ -136,6 +136,21 @@ BROKEN = [
     ("model-version-zero", [(["aks-model-serving:models", 0, "version"], 0)], "models[0].version:"),
     ("unnamespaced-key", [(["services"], [])], "config.services:"),
     ("cluster-without-workspace", [([W], DELETE)], "workspace:"),
+    # Kubernetes names: Pulumi cannot see two resources of different URNs share one.
+    ("service-named-like-the-router", [(SVC0 + ["name"], "model-router")], "services[0].name: 'model-router' is the router's name"),
+    ("service-named-like-a-router-part", [(SVC0 + ["name"], "model-router-peers")], "services[0].name: 'model-router-peers' is the router's"),
+    ("service-named-like-an-endpoint-version", [(SVC0 + ["name"], "epx-treat")],
+     "endpoints[0].versions[1].version_name: its Deployment 'epx-treat' is also services[0].name's"),
+    ("endpoint-version-name-too-long", [(EP0 + ["name"], "e" * 32), (EP0 + ["versions", 1, "version_name"], "t" * 32)],
+     "endpoints[0].versions[1].version_name:"),
+    ("pool-count-outside-bounds", [(CL + ["node_pools", 1, "count"], 5)], "cluster.node_pools[1].count: 5 is outside"),
+    ("system-pool-without-nodes", [(CL + ["cluster_purpose"], "dev_test"), (CL + ["node_pools", 0, "count"], 0)],
+     "cluster.node_pools[0].count:"),
+    ("pod-cidr-overlaps-vnet", [(NET + ["plugin"], "kubenet"), (NET + ["pod_cidr"], "10.1.128.0/17")], "cluster.network.pod_cidr:"),
+    ("internal-lb-with-dns-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
+                                    (["aks-model-serving:router"], {"dns_label": "scoring"})], "router.dns_label:"),
+    ("internal-lb-with-leaf-domain-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
+                                            (CL + ["ssl"], {"leaf_domain_label": "scoring"})], "cluster.ssl.leaf_domain_label:"),
 ]
 
 
@@ -150,6 +165,15 @@ def test_broken_stack_names_the_field(tmp_path, capsys, name, edits, expected):
     problems = [line.strip() for line in out.splitlines()[1:]]
     assert any(p.startswith(expected) for p in problems), f"{expected!r} not among:\n{out}"
     assert "Traceback" not in out
+
+
+def test_traffic_that_sums_to_100_in_floats_is_accepted(tmp_path, capsys):
+    """26.4 + 70.4 + 3.2 is 100.00000000000001 as floats."""
+    config = copy.deepcopy(BASE)
+    versions = config[E][0]["versions"]
+    versions[0]["traffic_percentile"], versions[1]["traffic_percentile"] = 26.4, 70.4
+    versions.append({**versions[1], "version_name": "third", "traffic_percentile": 3.2})
+    assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
 
 
 def test_base_stack_is_valid(tmp_path, capsys):
@@ -281,10 +305,12 @@ def test_stack_fields_override_azureml_files(tmp_path):
 
 
 def test_legacy_inference_config(tmp_path):
+    (tmp_path / "aml").mkdir()
+    (tmp_path / "aml" / "steps.txt").write_text("RUN apt-get update && apt-get install -y libgomp1\n")
     svc = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, LEGACY_INFERENCE_CONFIG)).spec.services[0]
     env = svc.inference_config.environment
     assert Path(env.conda_file) == tmp_path / "aml" / "env.yml"
-    assert Path(env.docker_steps) == tmp_path / "aml" / "steps.txt"
+    assert env.docker_steps == "RUN apt-get update && apt-get install -y libgomp1\n"  # the file's lines, not its path
     assert svc.autoscale_enabled is True and svc.autoscale_max_replicas == 10  # Azure ML defaults
 
 
@@ -297,6 +323,8 @@ BROKEN_JSON = [
     ("dc-limit-below-request", "deploymentconfig.json", {"computeType": "aks", "containerResourceRequirements": {"cpu": 2, "cpuLimit": 1}}, "cpu_cores_limit"),
     ("ic-missing-entry", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"docker": {"baseImagee": "x"}}}, "environment.docker.baseImagee"),
     ("ic-legacy-runtime", "inferenceconfig.json", {"entryScript": "score.py", "runtime": "spark-py"}, "runtime"),
+    ("ic-legacy-missing-steps", "inferenceconfig.json", {"entryScript": "score.py", "extraDockerFileSteps": "steps.txt"},
+     "extraDockerFileSteps: cannot read"),
 ]
 
 
