@@ -133,6 +133,15 @@ def test_accelerator_pools_get_the_shared_label_and_taint_next_to_their_own():
     assert "nodeTaints" not in rec.one(CLUSTER).inputs["agentPoolProfiles"][0]
 
 
+def test_a_gpu_system_pool_is_labelled_but_not_tainted():
+    """Azure ML allows a GPU-only cluster; its one (System) pool must still take the router and the
+    cluster's own pods, which tolerate no accelerator taint."""
+    spec = cluster_spec(cluster_purpose="dev_test", node_pools=[{**GPU, "name": "system", "mode": "System", "count": 1}])
+    [system] = deploy(spec).one(CLUSTER).inputs["agentPoolProfiles"]
+    assert system["nodeLabels"] == SCHEDULING["gpu"].selector
+    assert "nodeTaints" not in system
+
+
 def test_device_plugin_only_with_a_gpu_pool_and_only_on_gpu_nodes():
     assert deploy(cluster_spec(node_pools=[SYSTEM, FPGA])).of_type(DAEMONSET) == []
     rec = deploy(cluster_spec(node_pools=[SYSTEM, GPU]))
