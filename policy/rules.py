@@ -244,14 +244,16 @@ def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | Non
 
 
 def public_router_tls(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    """A router on a public address in a fast_prod cluster serves TLS (Azure ML's production rule)."""
+    """A router on a public address in a production cluster (fast_prod or dense_prod) serves TLS
+    (Azure ML's production rule)."""
     for service, config in _public_routers(args):
-        if _labels(service.props).get(CLUSTER_PURPOSE) != "fast_prod":
+        purpose = _labels(service.props).get(CLUSTER_PURPOSE)
+        if purpose not in ("fast_prod", "dense_prod"):
             continue
         if config is None:
             report_violation(f"router Service {_name(service.props, service.name)!r} is public but its config was not found", service.urn)
         elif not config.get("tls"):
-            report_violation(f"router Service {_name(service.props, service.name)!r} is public in a fast_prod cluster and "
+            report_violation(f"router Service {_name(service.props, service.name)!r} is public in a {purpose} cluster and "
                              "serves plain HTTP; set cluster.ssl (certificate, leaf_domain_label or cert_manager_issuer)", service.urn)
 
 
@@ -285,7 +287,7 @@ RESOURCE_RULES: dict[str, tuple[str, ResourceRule, dict[str, dict]]] = {
 }
 STACK_RULES: dict[str, tuple[str, StackRule, dict[str, dict]]] = {
     "no-hpa-on-model-deployments": ("No HorizontalPodAutoscaler targets a model Deployment; the router scales them.", no_hpa_on_models, {}),
-    "public-router-serves-tls-in-fast-prod": ("A public router serves TLS in a fast_prod cluster.", public_router_tls, {}),
+    "public-router-serves-tls-in-production": ("A public router serves TLS in a fast_prod or dense_prod cluster.", public_router_tls, {}),
     "auth-on-for-public-services": (
         "Services and endpoints behind a public router require a key or token, unless allowed by name.",
         public_auth,

@@ -44,7 +44,7 @@ def test_public_router_without_tls_in_fast_prod_fails_naming_the_service(edit, c
     path = edit("prod", lambda c: c["aks-model-serving:cluster"].pop("ssl"))
     assert main([str(path)]) == 1
     text = capsys.readouterr().out
-    assert ("violation public-router-serves-tls-in-fast-prod: kubernetes:core/v1:Service router: "
+    assert ("violation public-router-serves-tls-in-production: kubernetes:core/v1:Service router: "
             "router Service 'model-router' is public in a fast_prod cluster and serves plain HTTP") in text
 
 

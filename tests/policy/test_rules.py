@@ -218,9 +218,11 @@ def test_public_router_with_tls_passes():
     assert check_stack(rules.public_router_tls, router()) == []
 
 
-def test_public_router_without_tls_in_fast_prod_fails():
-    found = check_stack(rules.public_router_tls, router(tls=False))
-    assert len(found) == 1 and "serves plain HTTP" in found[0][0] and found[0][1].endswith("::r0")
+@pytest.mark.parametrize("purpose", ["fast_prod", "dense_prod"])
+def test_public_router_without_tls_in_production_fails(purpose):
+    found = check_stack(rules.public_router_tls, router(purpose, tls=False))
+    assert len(found) == 1 and f"public in a {purpose} cluster and serves plain HTTP" in found[0][0]
+    assert found[0][1].endswith("::r0")
 
 
 @pytest.mark.parametrize("kw", [{"purpose": "dev_test"}, {"internal": True}])
