@@ -195,7 +195,9 @@ class LegacyInferenceConfig(_Json):
         environment = {
             "base_image": self.base_image,
             "conda_file": self.conda_file and str(_relative(base, self.conda_file)),
-            "docker_steps": self.extra_docker_file_steps and str(_relative(base, self.extra_docker_file_steps)),
+            # Azure ML's extraDockerFileSteps names a file of Dockerfile lines; the spec holds the lines.
+            "docker_steps": self.extra_docker_file_steps and _text(_relative(base, self.extra_docker_file_steps),
+                                                                   "extraDockerFileSteps"),
             "gpu": self.enable_gpu,
             "cuda_version": self.cuda_version,
         }
@@ -220,6 +222,13 @@ def _inference(entry_script: str, source_directory: str | None, environment: dic
 
 class AzureMlFileError(ValueError):
     """A problem in an Azure ML JSON file, one `field: message` line per problem."""
+
+
+def _text(path: Path, field: str) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise AzureMlFileError(f"{field}: cannot read {path} ({exc.strerror})") from None
 
 
 def _read(path: Path, field: str) -> dict[str, Any]:
