@@ -51,6 +51,8 @@ class Router:
         self.backend = backend or backend_for(config)
         self.auth = Authenticator(config.keys_dir, config.token)
         self.table = RouteTable.build(config)
+        self.table.take_effect()
+        self._ready: dict[str, list[str]] = {}  # the backend's latest ready addresses per deployment
         self.deadlines = Deadlines()
         self.own_load = OwnLoad()
         self.router_scaler = RouterScaler(config.router_scale, 0) if config.router_scale else None
@@ -78,22 +80,33 @@ class Router:
         except OSError:
             return None
 
-    async def reload(self) -> bool:
-        """Re-read the config file; keep the running config when the new one is not valid."""
+    async def reload(self, *, quiet: bool = False) -> bool:
+        """Re-read the config file and apply all of it or nothing: the authenticator, route table and
+        router scaler are built, the backend takes the versions, and only then are they swapped in.
+        Any failure (an invalid file, a key file not mounted yet, the backend refusing) keeps the
+        running config and is logged (`quiet`: not again, for a retry of the same file)."""
         try:
             config = RouterConfig.load(self.config_path)  # type: ignore[arg-type]
-        except Exception as exc:  # a half-written or invalid file must not stop the router
-            log.error("config %s not applied: %s", self.config_path, exc)
+            auth = self.auth
+            if (config.keys_dir, config.token) != (self.config.keys_dir, self.config.token):
+                auth = Authenticator(config.keys_dir, config.token)
+            table = RouteTable.build(config, self.table, self._replicas(config))
+            router_scaler = self.router_scaler
+            if config.router_scale is None:
+                router_scaler = None
+            elif router_scaler is None or router_scaler.config != config.router_scale:
+                current = router_scaler.current if router_scaler else self.backend.replicas(config.router_scale.deployment)
+                router_scaler = RouterScaler(config.router_scale, current)
+            await self.backend.apply(table.versions())
+        except Exception as exc:  # a bad file, or one landing before what it names, must not stop the router
+            if not quiet:
+                log.error("config %s not applied: %s", self.config_path, exc)
             return False
-        if (config.keys_dir, config.token) != (self.config.keys_dir, self.config.token):
-            self.auth = Authenticator(config.keys_dir, config.token)
-        self.table = RouteTable.build(config, self.table, self._replicas(config))
-        if config.router_scale is None:
-            self.router_scaler = None
-        elif self.router_scaler is None or self.router_scaler.config != config.router_scale:
-            current = self.router_scaler.current if self.router_scaler else self.backend.replicas(config.router_scale.deployment)
-            self.router_scaler = RouterScaler(config.router_scale, current)
-        await self.backend.apply(self.table.versions())
+        old, self.table, self.auth, self.router_scaler = self.table, table, auth, router_scaler
+        table.take_effect()
+        for deployment, pool in table.pools.items():  # what the backend said of them while not yet routed
+            if deployment not in old.pools:
+                pool.set_addresses(self._ready.get(deployment, []))
         log.info("config reloaded: %d routes", len(config.routes))
         return True
 
@@ -101,12 +114,18 @@ class Router:
         return {v.deployment: self.backend.replicas(v.deployment) for r in config.routes for v in r.versions}
 
     async def _watch_config(self) -> None:
+        """Apply each change of the config file. One that did not apply is tried again at every poll
+        until it does or the file changes (a ConfigMap update may land before the Secret holding a
+        file it names), its error logged once."""
+        pending = False  # the file at _config_stamp has not applied
         while True:
             await asyncio.sleep(CONFIG_POLL_S)
             stamp = self._stamp()
-            if stamp is not None and stamp != self._config_stamp:
-                self._config_stamp = stamp
-                await self.reload()
+            if stamp is None or (stamp == self._config_stamp and not pending):
+                continue
+            retry = stamp == self._config_stamp
+            self._config_stamp = stamp
+            pending = not await self.reload(quiet=retry)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -130,6 +149,7 @@ class Router:
             pool.set_addresses([])
 
     def _on_ready(self, deployment: str, addresses: list[str]) -> None:
+        self._ready[deployment] = addresses  # a reload's new pools start from it (reload)
         pool = self.table.pools.get(deployment)
         if pool is not None:
             pool.set_addresses(addresses)
@@ -243,12 +263,13 @@ class Router:
             raise HttpError(404, "NotFound", f"no route {path}")
 
     def _peer_allowed(self, headers: list[tuple[bytes, bytes]]) -> bool:
-        """Only peers read the load when the config names their secret (compared in constant time)."""
+        """Only peers read the load when the config names their secret (compared in constant time); a
+        secret file that is missing or empty admits nobody."""
         peers = self.config.peers
         try:
             secret = peers.secret() if peers is not None else None
-        except OSError as exc:
-            log.warning("peers' secret not readable: %s", exc)
+        except (OSError, ValueError) as exc:
+            log.warning("peers' secret not usable: %s", exc)
             return False
         if secret is None:
             return True

@@ -2,7 +2,8 @@
 
 Keys come from a mounted Kubernetes Secret, one file per key (`<kind>.<name>.primary`,
 `.secondary`); the directory is re-read when it changes, so rotating a key needs no restart.
-Tokens are JWTs signed with the cluster's key; audience = route name, expiry enforced, only
+Tokens are JWTs signed with the cluster's key, whose public half is re-read the same way;
+audience = route name (unique across services and endpoints, config.py), expiry enforced, only
 the configured algorithm accepted (so `alg: none` and algorithm swaps fail). Secrets are
 compared in constant time and never logged.
 """
@@ -10,6 +11,7 @@ compared in constant time and never logged.
 from __future__ import annotations
 
 import hmac
+import logging
 import os
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ import jwt
 
 from router_image.config import RouteConfig, TokenConfig
 
+log = logging.getLogger("router.auth")
 KEY_RELOAD_S = 1.0
 
 
@@ -27,15 +30,38 @@ class AuthError(Exception):
         self.challenge = challenge
 
 
-class KeyStore:
+class _Mounted:
+    """Files of a mounted Secret, re-read at most once a second when their times changed."""
+
+    def __init__(self) -> None:
+        # Taken before the files are read: a change landing during a read shows at the next check.
+        self._stamp = self._stamp_now()
+        self._checked = 0.0
+
+    def _stamp_now(self) -> tuple[float, ...]:
+        raise NotImplementedError
+
+    def _read(self) -> None:
+        raise NotImplementedError
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked > KEY_RELOAD_S:
+            self._checked = now
+            stamp = self._stamp_now()
+            if stamp != self._stamp:
+                self._stamp = stamp
+                self._read()
+
+
+class KeyStore(_Mounted):
     """The mounted key files, re-read at most once a second when the folder changed."""
 
     def __init__(self, folder: str | None):
         self._folder = Path(folder) if folder else None
         self._keys: dict[str, list[bytes]] = {}
-        self._stamp: tuple[float, ...] = ()
-        self._checked = 0.0
-        self.reload()
+        super().__init__()
+        self._read()
 
     def _stamp_now(self) -> tuple[float, ...]:
         if self._folder is None or not self._folder.is_dir():
@@ -49,7 +75,7 @@ class KeyStore:
                 continue
         return tuple(sorted(stamps))
 
-    def reload(self) -> None:
+    def _read(self) -> None:
         keys: dict[str, list[bytes]] = {}
         if self._folder is not None and self._folder.is_dir():
             for path in self._folder.iterdir():
@@ -64,22 +90,47 @@ class KeyStore:
                     if value:
                         keys.setdefault(route, []).append(value)
         self._keys = keys
-        self._stamp = self._stamp_now()
 
     def keys(self, key_id: str) -> list[bytes]:
-        now = time.monotonic()
-        if now - self._checked > KEY_RELOAD_S:
-            self._checked = now
-            if self._stamp_now() != self._stamp:
-                self.reload()
+        self._refresh()
         return self._keys.get(key_id, [])
+
+
+class PublicKey(_Mounted):
+    """The token verification key file, re-read like the keys: rotating the signing key needs no restart.
+
+    It must be readable at first (a config naming a key that is not there does not apply); later a
+    read that fails keeps the key it had, and is logged (the path only), until the file changes again.
+    """
+
+    def __init__(self, path: str):
+        self._path = path
+        super().__init__()
+        self.pem = Path(path).read_bytes()
+
+    def _stamp_now(self) -> tuple[float, ...]:
+        try:
+            stat = os.stat(self._path)  # through the `..data` link: a swapped Secret is a new file
+        except OSError:
+            return ()
+        return stat.st_mtime, stat.st_ino
+
+    def _read(self) -> None:
+        try:
+            self.pem = Path(self._path).read_bytes()
+        except OSError as exc:
+            log.warning("token public key not re-read, the previous one stays: %s", exc)
+
+    def current(self) -> bytes:
+        self._refresh()
+        return self.pem
 
 
 class Authenticator:
     def __init__(self, keys_dir: str | None, token: TokenConfig | None):
         self.keys = KeyStore(keys_dir)
         self._token = token
-        self._public_key = Path(token.public_key_file).read_bytes() if token else None
+        self._public_key = PublicKey(token.public_key_file) if token else None
 
     def check(self, route: RouteConfig, key_id: str, authorization: bytes | None) -> None:
         """Raise AuthError unless the Authorization header admits this route (its `key_id`, made once per
@@ -102,7 +153,7 @@ class Authenticator:
         if self._token is None or self._public_key is None:
             raise AuthError("token auth is on but the router has no signing key", 'Bearer error="invalid_token"')
         try:
-            jwt.decode(credential, self._public_key, algorithms=[self._token.algorithm], audience=route.name,
+            jwt.decode(credential, self._public_key.current(), algorithms=[self._token.algorithm], audience=route.name,
                        issuer=self._token.issuer, options={"require": ["exp", "aud", "iss"]})
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired", 'Bearer error="invalid_token", error_description="expired"') from None

@@ -92,7 +92,8 @@ class RouteConfig(_Strict):
     def _versions(self) -> RouteConfig:
         if sum(v.is_default for v in self.versions) > 1:
             raise ValueError(f"{self.kind} {self.name}: more than one default version")
-        if sum(v.traffic_percentile for v in self.versions) > 100:
+        # Rounded: 26.4 + 70.4 + 3.2 adds up to 100.00000000000001 in floats.
+        if round(sum(v.traffic_percentile for v in self.versions), 6) > 100:
             raise ValueError(f"{self.kind} {self.name}: traffic percentiles sum over 100")
         return self
 
@@ -127,8 +128,15 @@ class PeersConfig(_Strict):
     secret_file: str | None = None
 
     def secret(self) -> bytes | None:
-        """Read at each use, as the keys are: a replaced Secret takes effect without a restart."""
-        return Path(self.secret_file).read_bytes().strip() if self.secret_file else None
+        """None when no secret_file is set. Read at each use, as the keys are: a replaced Secret takes
+        effect without a restart. An empty file raises ValueError (a missing one OSError): a secret of
+        nothing would admit `Authorization: Bearer ` and have the leader send no header at all."""
+        if not self.secret_file:
+            return None
+        secret = Path(self.secret_file).read_bytes().strip()
+        if not secret:
+            raise ValueError(f"peers' secret file {self.secret_file} is empty")
+        return secret
 
 
 class RouterScaleConfig(_Strict):
@@ -162,10 +170,21 @@ class RouterConfig(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> RouterConfig:
-        seen = [r.key_id for r in self.routes]
-        dupes = sorted({k for k in seen if seen.count(k) > 1})
+        # One name per route across kinds, as Azure ML names are unique in a workspace: a token's
+        # audience is the bare name, so a service and an endpoint of one name would admit each other's.
+        names = [r.name for r in self.routes]
+        dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"routes declared twice: {', '.join(dupes)}")
+            raise ValueError(f"route names declared twice (services and endpoints share one namespace): "
+                             f"{', '.join(dupes)}")
+        # One Deployment runs one version: two versions naming it would share its replicas and its scaling.
+        owners: dict[str, str] = {self.router_scale.deployment: "router_scale"} if self.router_scale else {}
+        for r in self.routes:
+            for v in r.versions:
+                owner = f"{r.kind} {r.name} version {v.name}"
+                if v.deployment in owners:
+                    raise ValueError(f"deployment {v.deployment} named by both {owners[v.deployment]} and {owner}")
+                owners[v.deployment] = owner
         if self.router_scale is not None and (self.backend != "kubernetes" or self.peers is None):
             raise ValueError("router_scale needs the kubernetes backend and peers")
         return self

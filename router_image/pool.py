@@ -3,8 +3,10 @@
 Each replica takes `replica_max_concurrent_requests` requests at once. A request goes to the
 least busy ready replica with a free slot; when none has one it waits, first come first served,
 up to `max_request_wait_time`, then gives up (the router answers 503). A replica that refuses
-connections is ejected until its health check passes again. The busy-slot counts are what the
-autoscaler samples, so they live here and nowhere else.
+connections is ejected until its health check passes again. One that leaves the ready set with
+requests in flight drains: it takes no new request, its requests still count, and it is dropped
+when the last one ends, or taken back, counts and all, when it is ready again first. The busy-slot
+counts are what the autoscaler samples, so they live here and nowhere else.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class ReplicaPool:
     slots_per_replica: int = 1
     max_wait_s: float = 0.5
     replicas: dict[str, Replica] = field(default_factory=dict)
+    _draining: dict[str, Replica] = field(default_factory=dict)  # left the ready set, requests in flight
     _waiters: collections.deque[asyncio.Future[Replica]] = field(default_factory=collections.deque)
     _order: list[Replica] = field(default_factory=list)
     _turn: int = 0
@@ -55,13 +58,19 @@ class ReplicaPool:
     # ------------------------------------------------------------ membership
 
     def set_addresses(self, addresses: list[str]) -> None:
-        """The backend's current view of ready replicas; in-flight counts survive a refresh."""
+        """The backend's current view of ready replicas; in-flight counts survive a refresh, and a
+        replica that leaves it for a moment (a readiness flap) with requests in flight."""
         wanted = set(addresses)
         for address in list(self.replicas):
             if address not in wanted:
-                self.replicas.pop(address).connections.close()
+                replica = self.replicas.pop(address)
+                if replica.in_flight:
+                    self._draining[address] = replica
+                else:
+                    replica.connections.close()
         for address in addresses:
-            self.replicas.setdefault(address, Replica(address))
+            if address not in self.replicas:
+                self.replicas[address] = self._draining.pop(address, None) or Replica(address)
         self._order = list(self.replicas.values())
         self._wake()
 
@@ -130,6 +139,9 @@ class ReplicaPool:
 
     def release(self, replica: Replica) -> None:
         replica.in_flight -= 1
+        if self._draining and not replica.in_flight and self._draining.get(replica.address) is replica:
+            del self._draining[replica.address]
+            replica.connections.close()
         if self._waiters:
             self._wake()
 
@@ -150,7 +162,7 @@ class ReplicaPool:
 
     @property
     def busy_slots(self) -> int:
-        return sum(r.in_flight for r in self.replicas.values())
+        return sum(r.in_flight for r in self.replicas.values()) + sum(r.in_flight for r in self._draining.values())
 
     @property
     def total_slots(self) -> int:

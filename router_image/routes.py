@@ -21,7 +21,7 @@ class VersionState:
     config: VersionConfig
     pool: ReplicaPool
     labels: tuple[str, str, str, str]  # kind, route, version, role (metrics.LABELS)
-    autoscaler: Autoscaler | None  # shared by the versions of one deployment; None: fixed replicas
+    autoscaler: Autoscaler | None  # None: fixed replicas
     stats: metrics.RequestStats = field(init=False)
     response_header: tuple[bytes, bytes] = field(init=False)  # the one naming the version that answered
     response_line: bytes = field(init=False)  # the same as a header line (relay.py)
@@ -68,7 +68,9 @@ class RouteTable:
     @classmethod
     def build(cls, config: RouterConfig, previous: RouteTable | None = None,
               replicas: dict[str, int] | None = None) -> RouteTable:
-        """Route states for `config`, reusing `previous` pools and autoscalers by deployment.
+        """Route states for `config`, reusing `previous` pools and autoscalers by deployment (each
+        deployment is one version's, config.py). The pools and autoscalers it shares with `previous`
+        get this config's limits only from `take_effect`: building changes nothing that runs.
 
         `replicas` is what the backend currently runs, the count a new autoscaler starts from.
         """
@@ -81,22 +83,28 @@ class RouteTable:
         for route in config.routes:
             versions = {}
             for v in route.versions:
-                pool = pools.get(v.deployment) or old_pools.get(v.deployment) or ReplicaPool()
-                pool.configure(v.replica_max_concurrent_requests, v.max_request_wait_time_ms / 1000)
-                pools[v.deployment] = pool
-                if config.autoscale_enabled and v.autoscale.enabled and v.deployment not in scalers:
+                pools[v.deployment] = pool = old_pools.get(v.deployment) or ReplicaPool()
+                if config.autoscale_enabled and v.autoscale.enabled:
                     scaler = old_scalers.get(v.deployment)
                     if scaler is None:
                         start = replicas.get(v.deployment, v.autoscale.min_replicas)
                         scaler = Autoscaler(v.autoscale, v.replica_max_concurrent_requests, start)
-                    scaler.config = v.autoscale
-                    scaler.slots_per_replica = v.replica_max_concurrent_requests
                     scalers[v.deployment] = scaler
                 versions[v.name] = VersionState(v, pool, (route.kind, route.name, v.name, _role(route, v)),
                                                 scalers.get(v.deployment))
             split = TrafficSplit.of([(v.name, v.traffic_percentile, v.is_default) for v in route.versions])
             routes[(route.kind, route.name)] = RouteState(route, split, versions)
         return cls(config, routes, pools, scalers)
+
+    def take_effect(self) -> None:
+        """Give each version's pool and autoscaler this table's limits, as it goes live (a reload
+        that fails after the build leaves the running table's limits as they were)."""
+        for route in self.routes.values():
+            for v in route.versions.values():
+                slots = v.config.replica_max_concurrent_requests
+                v.pool.configure(slots, v.config.max_request_wait_time_ms / 1000)
+                if v.autoscaler is not None:
+                    v.autoscaler.config, v.autoscaler.slots_per_replica = v.config.autoscale, slots
 
     def versions(self) -> list[VersionConfig]:
         return [v for r in self.config.routes for v in r.versions]

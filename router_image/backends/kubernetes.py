@@ -46,6 +46,7 @@ MERGE_PATCH = "application/merge-patch+json"
 TOKEN_REREAD_S = 60  # projected service account tokens rotate; the kubelet rewrites the file
 WATCH_S = 300  # the API server ends each watch after this; it is resumed from the last resourceVersion
 RETRY_S = 1.0
+CALL_TIMEOUT_S = 10.0
 PEER_TIMEOUT_S = 0.5
 
 
@@ -100,12 +101,13 @@ class Api:
         return headers
 
     async def call(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
-                   params: dict[str, str] | None = None, ok: tuple[int, ...] = (200, 201)) -> tuple[int, Any]:
-        """(status, JSON body); a status outside `ok` raises ApiError."""
+                   params: dict[str, str] | None = None, ok: tuple[int, ...] = (200, 201),
+                   timeout_s: float = CALL_TIMEOUT_S) -> tuple[int, Any]:
+        """(status, JSON body); a status outside `ok` raises ApiError, no answer within `timeout_s` TimeoutError."""
         data = None if body is None else json.dumps(body)
         async with self._session.request(method, self._access.base_url + path, data=data, params=params,
                                          headers=self._headers(content_type if data else None),
-                                         timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             text = await resp.text()
             if resp.status not in ok:
                 raise ApiError(resp.status, text[:300])
@@ -205,7 +207,7 @@ class KubernetesBackend:
 
     def __init__(self, config: RouterConfig, access: ApiAccess | None = None, identity: str | None = None, *,
                  lease_duration_s: int = 15, renew_every_s: float = 2.0, peer_poll_s: float = 0.5):
-        self.is_leader = False
+        self._leading = False  # won the Lease at the last renewal (is_leader also asks how long ago)
         self.identity = identity or os.environ.get("POD_NAME") or socket.gethostname()
         self._config = config
         self._access = access or ApiAccess.in_cluster()
@@ -224,7 +226,19 @@ class KubernetesBackend:
         self._tasks: list[asyncio.Task] = []
         self._observed: tuple | None = None  # the Lease record last seen, and when (local clock: no skew)
         self._observed_at = 0.0
-        self._renewed_at = 0.0
+        self._renewed_at = 0.0  # when the last renewal that won was sent
+        self._secret_unusable = False  # logged once, until the peers' secret is usable again
+
+    @property
+    def is_leader(self) -> bool:
+        """Leadership expires on this pod's own clock, 2/3 of the Lease after the renewal that won it was
+        sent, however long the next renewal hangs: another pod may take the Lease over only after a full
+        duration without renewals, so two pods never both scale."""
+        return self._leading and (self._config.peers is None or time.monotonic() - self._renewed_at < self._valid_s)
+
+    @property
+    def _valid_s(self) -> float:
+        return self._lease_s * 2 / 3
 
     # ------------------------------------------------------------ lifecycle
 
@@ -234,7 +248,7 @@ class KubernetesBackend:
         # Peers get a session of their own: the API token never leaves for a pod.
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=PEER_TIMEOUT_S))
         if self._config.peers is None:
-            self.is_leader = True  # a lone router
+            self._leading = True  # a lone router
             return
         self._peers = SliceWatch(self._api, self._ns, self._config.peers.service, lambda: None)
         if self._own is not None:
@@ -248,9 +262,9 @@ class KubernetesBackend:
         for watch in [*self._watches.values(), *([self._peers] if self._peers else [])]:
             await watch.stop()
         self._watches.clear()
-        if self.is_leader and self._config.peers is not None:
+        if self._leading and self._config.peers is not None:
             await self._release()
-        self.is_leader = False
+        self._leading = False
         await self._http.close()
         await self._api.close()
 
@@ -333,10 +347,9 @@ class KubernetesBackend:
         """The leader's view of the other pods: their demand (one that does not answer adds none)
         and their own load (one that is ready and does not answer counts as saturated)."""
         while True:
-            if self.is_leader:
+            if self.is_leader and (headers := self._peer_headers()) is not None:
                 ready = set(self.peer_addresses(ready_only=True))
                 every = self.peer_addresses()
-                headers = self._peer_headers()
                 loads = await asyncio.gather(*(self._peer_load(a, headers) for a in every))
                 total: dict[str, float] = {}
                 pods = []
@@ -353,13 +366,18 @@ class KubernetesBackend:
                 self._remote, self._pods = {}, []
             await asyncio.sleep(self._peer_poll_s)
 
-    def _peer_headers(self) -> dict[str, str]:
-        """The peers' secret, read once per polling round (a replaced Secret needs no restart)."""
+    def _peer_headers(self) -> dict[str, str] | None:
+        """The peers' secret, read once per polling round (a replaced Secret needs no restart). None
+        when it is set but missing or empty: every peer would refuse, so the round is skipped (a ready
+        peer that refuses would count as saturated), logged once until the secret is usable again."""
         try:
             secret = self._config.peers.secret()  # type: ignore[union-attr]
-        except OSError as exc:
-            log.warning("peers' secret not readable: %s", exc)
-            return {}
+        except (OSError, ValueError) as exc:
+            if not self._secret_unusable:
+                log.warning("peers' secret not usable, their load is not polled: %s", exc)
+            self._secret_unusable = True
+            return None
+        self._secret_unusable = False
         return {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
 
     async def _peer_load(self, address: str, headers: dict[str, str]) -> tuple[dict[str, float], PodLoad] | None:
@@ -383,29 +401,36 @@ class KubernetesBackend:
         return f"/apis/coordination.k8s.io/v1/namespaces/{self._ns}/leases" + (f"/{name}" if name else "")
 
     async def _lead(self) -> None:
-        """Acquire or renew the Lease every `renew_every_s`; step down when renewals fail for
-        2/3 of its duration, before another pod may take it over."""
+        """Acquire or renew the Lease every `renew_every_s`. Leadership lapses on its own (is_leader);
+        a lapse is logged here, once the renewal that could not keep it has ended."""
         while True:
             try:
                 await self._try_lead()
             except (aiohttp.ClientError, ApiError, TimeoutError, ValueError) as exc:
-                log.warning("lease: %s", exc)
-            if self.is_leader and time.monotonic() - self._renewed_at > self._lease_s * 2 / 3:
+                log.warning("lease: %s", str(exc) or type(exc).__name__)  # a timeout says nothing
+            if self._leading and not self.is_leader:
                 log.warning("lease not renewed for %.1f s: no longer the scaling leader", time.monotonic() - self._renewed_at)
-                self.is_leader = False
+                self._leading = False
             await asyncio.sleep(self._renew_s)
+
+    def _time_left(self) -> float:
+        """How long the next Lease call may take: a leader's, what is left of its leadership (an answer
+        after that comes too late to keep it); a candidate's, 2/3 of the Lease (one that took longer
+        would win a leadership already spent)."""
+        return self._renewed_at + self._valid_s - time.monotonic() if self.is_leader else self._valid_s
 
     async def _try_lead(self) -> None:
         assert self._config.peers is not None
         name = self._config.peers.lease_name
-        status, lease = await self._api.call("GET", self._lease_path(name), ok=(200, 404))
+        status, lease = await self._api.call("GET", self._lease_path(name), ok=(200, 404), timeout_s=self._time_left())
         if status == 404:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                     "metadata": {"name": name, "namespace": self._ns},
                     "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self._lease_s,
                              "acquireTime": _now(), "renewTime": _now(), "leaseTransitions": 0}}
-            status, _ = await self._api.call("POST", self._lease_path(), body, ok=(200, 201, 409))
-            await self._settle(status != 409)
+            sent, timeout_s = time.monotonic(), self._time_left()
+            status, _ = await self._api.call("POST", self._lease_path(), body, ok=(200, 201, 409), timeout_s=timeout_s)
+            await self._settle(status != 409, sent)
             return
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
@@ -420,27 +445,30 @@ class KubernetesBackend:
         if holder != self.identity:
             renewed.update(acquireTime=_now(), leaseTransitions=int(spec.get("leaseTransitions") or 0) + 1)
         # The GET's resourceVersion rides along: a concurrent writer makes this a 409.
-        status, _ = await self._api.call("PUT", self._lease_path(name), {**lease, "spec": renewed}, ok=(200, 409))
-        await self._settle(status == 200)
+        sent, timeout_s = time.monotonic(), self._time_left()
+        status, _ = await self._api.call("PUT", self._lease_path(name), {**lease, "spec": renewed}, ok=(200, 409),
+                                         timeout_s=timeout_s)
+        await self._settle(status == 200, sent)
 
-    async def _settle(self, holds: bool) -> None:
+    async def _settle(self, holds: bool, sent: float) -> None:
+        """`sent`: when the write that won was sent; the Lease runs from no earlier than that."""
         if holds:
-            await self._won()
+            await self._won(sent)
         else:
             self._lost()
 
-    async def _won(self) -> None:
-        self._renewed_at = time.monotonic()
-        if not self.is_leader:
+    async def _won(self, sent: float) -> None:
+        self._renewed_at = sent
+        if not self._leading:
             for deployment in [*self._versions, *([self._own] if self._own else [])]:  # the actual counts
                 await self._read_scale(deployment)
-            self.is_leader = True
+            self._leading = True
             log.info("%s holds lease %s: scaling leader", self.identity, self._config.peers.lease_name)  # type: ignore[union-attr]
 
     def _lost(self) -> None:
-        if self.is_leader:
+        if self._leading:
             log.info("%s lost the lease: follower", self.identity)
-        self.is_leader = False
+        self._leading = False
 
     async def _release(self) -> None:
         """Hand the Lease over at once on shutdown (a rolling update) instead of letting it expire."""

@@ -79,11 +79,15 @@ class LocalBackend:
         self._on_ready = on_ready
         self._task = asyncio.create_task(self._watch())
 
-    def _initial(self, v: VersionConfig) -> int:
-        return v.autoscale.min_replicas if (self._autoscale and v.autoscale.enabled) else v.num_replicas
+    def _fixed(self, v: VersionConfig) -> bool:
+        """No autoscaler sizes it: it runs num_replicas, and a reload's new num_replicas applies."""
+        return not (self._autoscale and v.autoscale.enabled)
 
     async def apply(self, versions: list[VersionConfig]) -> None:
         wanted = {v.deployment: v for v in versions}
+        for name, v in wanted.items():  # checked first: a refused config changes nothing
+            if v.scorer is None:
+                raise ValueError(f"version {v.name} ({name}) has no scorer launch settings for the local backend")
         for name in list(self._versions):
             if name not in wanted:
                 gone = self._versions.pop(name)
@@ -91,13 +95,11 @@ class LocalBackend:
                 for r in gone.replicas:
                     self._terminate(r)
         for name, v in wanted.items():
-            if v.scorer is None:
-                raise ValueError(f"version {v.name} ({name}) has no scorer launch settings for the local backend")
-            if name in self._versions:
-                self._versions[name].config = v
-            else:
-                self._versions[name] = _Version(v, self._initial(v))
-            self._converge(self._versions[name])
+            current = self._versions.setdefault(name, _Version(v, v.autoscale.min_replicas))
+            current.config = v
+            if self._fixed(v):
+                current.desired = v.num_replicas
+            self._converge(current)
 
     async def scale(self, deployment: str, replicas: int) -> None:
         v = self._versions.get(deployment)

@@ -1,7 +1,10 @@
-"""The Router app in-process with a backend double: readiness per backend, auth settings on reload."""
+"""The Router app in-process with a backend double: readiness per backend, auth settings on reload,
+a reload that fails."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -12,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import Fixed  # noqa: E402
 from keys import write_keys  # noqa: E402
 
+from router_image import app  # noqa: E402
 from router_image.app import Router  # noqa: E402
-from router_image.config import RouteConfig, RouterConfig, VersionConfig  # noqa: E402
+from router_image.config import RouteConfig, RouterConfig, TokenConfig, VersionConfig  # noqa: E402
 from router_image.proxy import request_head, request_lines  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -54,6 +58,59 @@ async def test_a_reload_that_moves_the_keys_applies_them(tmp_path) -> None:
             assert await router.reload()
             assert (await call("old-1")).status_code == 401
             assert (await call("new-2")).status_code == 503
+    finally:
+        await router.shutdown()
+
+
+class Refusing(Fixed):
+    """Fixed, whose apply raises while `refuse` is set and otherwise reports each version's addresses
+    (as the kubernetes backend may, before apply returns)."""
+
+    refuse = False
+
+    async def start(self, on_ready) -> None:
+        self.on_ready = on_ready
+        await super().start(on_ready)
+
+    async def apply(self, versions) -> None:
+        if self.refuse:
+            raise RuntimeError("the API server is unavailable")
+        for v in versions:
+            self.on_ready(v.deployment, self.addresses.get(v.deployment, []))
+
+
+async def test_a_reload_that_fails_changes_nothing_and_is_retried_until_it_applies(tmp_path, monkeypatch,
+                                                                                  caplog) -> None:
+    monkeypatch.setattr(app, "CONFIG_POLL_S", 0.02)
+    path = tmp_path / "router.json"
+    path.write_text(config("local").dump())
+    backend = Refusing({"s": ["127.0.0.1:1"], "t": ["127.0.0.1:2"]})
+    router = Router(RouterConfig.load(path), str(path), backend=backend)
+    await router.startup()
+    try:
+        running = router.table
+        # The ConfigMap names a token key the Secret does not hold yet: nothing of it applies.
+        tokens = config("local").model_copy(update={"token": TokenConfig(public_key_file=str(tmp_path / "jwt.pub"))})
+        path.write_text(tokens.dump())
+        await asyncio.sleep(0.2)
+        assert router.table is running and router.config.token is None
+
+        # The backend refuses the versions: the table is not swapped, the running pools keep their limits.
+        backend.refuse = True
+        grown = RouterConfig(routes=[RouteConfig(kind="service", name=name, versions=[
+            VersionConfig(name="v1", deployment=name, max_request_wait_time_ms=900)]) for name in ("s", "t")])
+        path.write_text(grown.dump())
+        await asyncio.sleep(0.2)
+        assert router.table is running and router.pools["s"].max_wait_s == 0.05
+
+        backend.refuse = False  # the same file is tried again at each poll: it applies, unchanged
+        async with asyncio.timeout(3):
+            while ("service", "t") not in router.routes:
+                await asyncio.sleep(0.02)
+        assert router.pools["s"].max_wait_s == 0.9
+        assert list(router.pools["t"].replicas) == ["127.0.0.1:2"]  # reported during apply, before the swap
+        failures = [r for r in caplog.records if r.levelno == logging.ERROR and "not applied" in r.getMessage()]
+        assert len(failures) == 2  # once per file, not at every retry
     finally:
         await router.shutdown()
 

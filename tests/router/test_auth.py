@@ -146,3 +146,43 @@ def test_an_entry_vanishing_mid_swap_is_no_error(tmp_path, monkeypatch) -> None:
     os.symlink("nowhere", folder / "service.other.primary")
     a.check(KEYED, KEYED.key_id, b"Bearer p1")  # the folder changed: re-read, the vanished entries skipped
     assert sorted(Authenticator(str(folder), None).keys.keys("service.iris")) == [b"p1", b"s1"]
+
+
+def test_a_key_rotated_while_the_folder_is_read_is_seen_at_the_next_check(keys, monkeypatch) -> None:
+    """The folder's times are taken before its files are read: a file replaced during a read is read again."""
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    a = Authenticator(str(keys), None)
+    time.sleep(0.01)
+    (keys / "service.iris.primary").write_text("primary-key-2")  # rotation, step 1
+    read = Path.read_bytes
+
+    def read_then_rotate(path: Path) -> bytes:
+        data = read(path)
+        if path.name == "service.iris.secondary" and data == b"secondary-key-1":
+            time.sleep(0.01)
+            (keys / "service.iris.secondary").write_text("secondary-key-2")  # step 2 lands mid-read
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", read_then_rotate)
+    a.check(KEYED, KEYED.key_id, b"Bearer primary-key-2")  # the re-read that step 2 lands in
+    monkeypatch.setattr(Path, "read_bytes", read)
+    a.check(KEYED, KEYED.key_id, b"Bearer secondary-key-2")
+    with pytest.raises(AuthError):
+        a.check(KEYED, KEYED.key_id, b"Bearer secondary-key-1")
+
+
+def test_a_rotated_token_signing_key_applies_without_a_restart(tmp_path, monkeypatch, caplog) -> None:
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    (old_private, old_public), (new_private, new_public) = signing_key(), signing_key()
+    folder = tmp_path / "token"
+    _secret_volume(folder, "2026_11_27_01", {"jwt.pub": old_public.decode()})
+    a = Authenticator(None, TokenConfig(public_key_file=str(folder / "jwt.pub")))
+    a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(old_private, "ep")[0].encode())
+    _secret_volume(folder, "2026_11_27_02", {"jwt.pub": new_public.decode()})
+    a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(new_private, "ep")[0].encode())
+    with pytest.raises(AuthError):  # the retired key's tokens no longer pass
+        a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(old_private, "ep")[0].encode())
+    (folder / "jwt.pub").unlink()  # unreadable for a moment: the key it had stays, said once
+    for _ in range(3):
+        a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(new_private, "ep")[0].encode())
+    assert caplog.text.count("token public key not re-read") == 1

@@ -100,3 +100,34 @@ async def test_more_slots_on_reload_release_the_queue() -> None:
     await asyncio.sleep(0.01)
     pool.configure(2, 1.0)
     assert (await asyncio.wait_for(waiter, 0.1)).in_flight == 2
+
+
+async def test_a_replica_that_flaps_keeps_its_in_flight_count() -> None:
+    """Out of the ready set for a moment with a request in flight: that request still counts (and
+    fills its one slot) while it is out, and when it is back, as the same replica."""
+    pool = ReplicaPool(slots_per_replica=1, max_wait_s=0.05)
+    pool.set_addresses(["127.0.0.1:1"])
+    first = await pool.acquire()
+    pool.set_addresses([])  # its readiness probe failed while it was busy: draining
+    assert pool.busy_slots == 1 and pool.ready == 0 and pool.total_slots == 0
+    assert pool.take() is None  # no new request goes to a draining replica
+    pool.set_addresses(["127.0.0.1:1"])  # ready again, the first request still running there
+    assert pool.replicas["127.0.0.1:1"] is first and pool.busy_slots == 1
+    assert pool.take() is None  # its one slot is still taken
+    pool.release(first)
+    assert pool.busy_slots == 0 and (await pool.acquire()) is first
+
+
+async def test_a_draining_replica_is_dropped_when_its_last_request_ends() -> None:
+    pool = ReplicaPool(slots_per_replica=2, max_wait_s=0.05)
+    pool.set_addresses(["127.0.0.1:1", "127.0.0.1:2"])
+    gone = pool.replicas["127.0.0.1:1"]
+    held = [await pool.acquire(), await pool.acquire(), await pool.acquire()]
+    assert gone.in_flight >= 1  # spread over both
+    pool.set_addresses(["127.0.0.1:2"])
+    assert pool.busy_slots == 3  # what the autoscaler samples still sees the draining requests
+    for replica in held:
+        pool.release(replica)
+    assert pool.busy_slots == 0 and gone.connections._closed  # drained: dropped, its connections closed
+    pool.set_addresses(["127.0.0.1:1", "127.0.0.1:2"])
+    assert pool.replicas["127.0.0.1:1"] is not gone and pool.replicas["127.0.0.1:1"].in_flight == 0

@@ -48,6 +48,7 @@ class StubApi:
     leases: dict[str, dict] = field(default_factory=dict)
     version: int = 100
     lease_writes_fail: bool = False  # an API server the leader cannot reach for writes
+    lease_delay_s: float = 0.0  # an overloaded API server: Lease calls answered, but this late
     _events: list[tuple[int, str, dict]] = field(default_factory=list)
     _watchers: list[asyncio.Queue] = field(default_factory=list)
 
@@ -166,6 +167,7 @@ class StubApi:
         return self._scale(name)
 
     async def _get_lease(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.lease_delay_s)
         lease = self.leases.get(request.match_info["name"])
         return web.json_response(lease) if lease else web.json_response({"code": 404}, status=404)
 
@@ -180,6 +182,7 @@ class StubApi:
     async def _update_lease(self, request: web.Request) -> web.Response:
         lease = await request.json()
         name = request.match_info["name"]
+        await asyncio.sleep(self.lease_delay_s)
         current = self.leases.get(name)
         if self.lease_writes_fail:
             return web.json_response({"code": 503}, status=503)

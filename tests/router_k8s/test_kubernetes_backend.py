@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 
 import pytest
 
@@ -190,6 +192,29 @@ async def test_a_leader_that_cannot_renew_steps_down_before_the_lease_expires(ap
         await a.stop()
 
 
+async def test_a_leader_whose_lease_calls_hang_steps_down_on_its_own_clock(api) -> None:
+    """An overloaded API server answers, but late (here 5 s, under the 10 s any other call may take):
+    leadership ends 2/3 of the Lease after the last renewal won, while the renewal still hangs,
+    and the hung call is given up then, not at its own timeout."""
+    a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
+    await a.start(Ready())
+    try:
+        await until(lambda: a.is_leader)
+        api.lease_delay_s = 5.0
+        gets = len(api.requests("GET", LEASE))
+        slowed = time.monotonic()
+        await until(lambda: not a.is_leader, timeout=1.0)
+        assert time.monotonic() - slowed < 0.9  # 2/3 s at most after a renewal sent before the slow-down
+        await a.scale("iris", 9)
+        assert api.requests("PATCH", SCALE) == []
+        await until(lambda: len(api.requests("GET", LEASE)) >= gets + 2, timeout=2.0)  # tried again meanwhile
+        api.lease_delay_s = 0.0
+        await until(lambda: a.is_leader, timeout=2.0)  # and leads again once the API answers in time
+    finally:
+        api.lease_delay_s = 0.0
+        await a.stop()
+
+
 async def test_a_second_instance_takes_over_an_expired_lease(api) -> None:
     api.leases["model-router-autoscaler"] = api._bump({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -259,3 +284,38 @@ async def test_the_leader_sums_its_peers_demand_and_gathers_their_own_load(api, 
         await first.cleanup()
         await second.cleanup()
         await third.cleanup()
+
+
+async def test_an_empty_peers_secret_is_not_sent_and_its_warning_logged_once(api, tmp_path, caplog) -> None:
+    """A mounted but empty secret: the leader polls nobody (each peer would refuse it, and a ready peer
+    that refuses would count as saturated) until the secret is usable, and says so once."""
+    from aiohttp import web
+
+    secret = tmp_path / "peer-secret"
+    secret.write_text("\n")
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"demand": {"iris": 1}, "cpu_cores": 0.1, "routing_latency_ms": 1.0})
+
+    peer = web.Application()
+    peer.router.add_get("/internal/load", handler)
+    runner, port = await serve(peer, "127.0.0.2")
+    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
+    api.scales["model-router"] = 2
+    scale = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, autoscale=AutoscaleConfig(min_replicas=2))
+    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret), router_scale=scale)
+    caplog.set_level(logging.WARNING, logger="router.kubernetes")
+    await leader.start(Ready())
+    try:
+        await until(lambda: leader.is_leader)
+        await asyncio.sleep(0.5)  # several polling rounds
+        assert seen == [] and leader.router_pods() == [] and leader.remote_demand("iris") == 0
+        assert caplog.text.count("peers' secret not usable") == 1
+        secret.write_text("s3cret-peer\n")
+        await until(lambda: leader.remote_demand("iris") == 1)
+        assert set(seen) == {"Bearer s3cret-peer"} and "s3cret-peer" not in caplog.text
+    finally:
+        await leader.stop()
+        await runner.cleanup()

@@ -130,6 +130,9 @@ async def test_internal_load_answers_only_peers_holding_the_secret(tmp_path) -> 
             assert (await client.get("/internal/load", headers={"Authorization": "Bearer rotated"})).status_code == 200
             secret.unlink()  # unreadable: nobody reads the load
             assert (await client.get("/internal/load", headers={"Authorization": "Bearer rotated"})).status_code == 404
+            secret.write_text("\n")  # mounted but empty: `Bearer ` would match it, so nobody either
+            assert (await client.get("/internal/load", headers={"Authorization": "Bearer "})).status_code == 404
+            assert (await client.get("/internal/load", headers={"Authorization": "Bearer"})).status_code == 404
     finally:
         await router.shutdown()
 
