@@ -6,10 +6,13 @@ validation by regex, URL parsing, one write per ASGI message, its flow control a
 about half of the router's CPU and as much as the whole scoring contract in a scorer. This
 server does only what a service behind a load balancer or the router needs: the response head
 and a whole body leave in one write, headers pass as the bytes httptools parsed, keep-alive
-with one idle sweep, chunked bodies both ways, pipelined requests answered in order,
+with one sweep that also closes clients stalled mid-request, chunked bodies both ways,
+pipelined requests answered in order (a malformed one too, after those before it),
 back-pressure, `Expect: 100-continue`, and a client that goes away cancels its request (freeing
-a replica slot, skipping a queued run()). It speaks ASGI 3 (http + lifespan), so Starlette's CORS
-and OpenTelemetry's middleware wrap an app unchanged and tests can drive an app in-process.
+a replica slot, skipping a queued run()); one that only shuts down its sending side looks the same
+(a FIN cannot tell the two apart), so it gets no answer. It speaks ASGI 3 (http + lifespan), so
+Starlette's CORS and OpenTelemetry's middleware wrap an app unchanged and tests can drive an app
+in-process.
 
 Fast path: even lean, ASGI costs a task, a few coroutines and message dicts per request, about
 half of the router's Python time on the scoring path. An app may pass `fast` (a `FastPath`): a
@@ -113,13 +116,14 @@ class _Answer:
 class _Exchange(_Answer):
     """One request and its response, answered by the ASGI app in a task: its receive and send."""
 
-    __slots__ = ("scope", "chunks", "complete", "waiter", "expect_continue", "task", "buffered")
+    __slots__ = ("scope", "chunks", "complete", "waiter", "expect_continue", "task", "buffered", "size")
 
     def __init__(self, conn: _Connection, scope: dict, keep_alive: bool, expect_continue: bool):
         super().__init__(conn, keep_alive, scope["method"] == "HEAD")
         self.scope = scope
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
+        self.size = 0  # of the body so far: the sweep tells a stalled client by it
         self.complete = False  # the whole request body is in
         self.waiter: asyncio.Future[None] | None = None
         self.expect_continue = expect_continue
@@ -132,6 +136,7 @@ class _Exchange(_Answer):
         self.task = self.conn.loop.create_task(self.conn._run(self))
 
     def feed(self, body: bytes) -> None:
+        self.size += len(body)
         if not self.done:  # a body nobody will read is dropped
             self.chunks.append(body)
             self.buffered += len(body)
@@ -186,6 +191,8 @@ class _Exchange(_Answer):
         if conn.lost or self.done:
             return
         if message["type"] == "http.response.start":
+            if self.expect_continue:  # answered before it asked for the body: the client may never send it
+                self.keep_alive = False
             self.start(message["status"], message.get("headers", ()))
             return
         more = message.get("more_body", False)
@@ -288,6 +295,27 @@ class Request(_Answer):
             self.handler.writable()
 
 
+class _Rejection:
+    """A request that could not be parsed, in its place on the connection: its error goes out after the
+    answers to the requests before it, then the connection closes."""
+
+    __slots__ = ("conn", "response")
+
+    def __init__(self, conn: _Connection, response: bytes):
+        self.conn = conn
+        self.response = response
+
+    def run(self) -> None:
+        self.conn.write(self.response)
+        self.conn.close()
+
+    def abort(self) -> None:
+        pass
+
+    def writable(self) -> None:
+        pass
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, server: Server):
         self.server = server
@@ -302,9 +330,13 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
-        self._current: _Exchange | Request | None = None  # being parsed
-        self._queue: collections.deque[_Exchange | Request] = collections.deque()  # answered in order
-        self.idle_since: float | None = None  # None while a request is being answered
+        self._current: _Exchange | Request | None = None  # its body being parsed
+        self._queue: collections.deque[_Exchange | Request | _Rejection] = collections.deque()  # answered in order
+        self.idle_since: float | None = None  # None while a request is being received or answered
+        # What the sweep last saw arriving (a head's header list, a request), its size and since when.
+        self._watched: object = None
+        self._watched_size = 0
+        self._watched_since = 0.0
         self._scheme = server.scheme
         self._client: tuple[str, int] | None = None
         self._local: tuple[str, int] | None = None
@@ -337,8 +369,20 @@ class _Connection(asyncio.Protocol):
             self._reject(400, b"malformed request")
 
     def _reject(self, status: int, message: bytes) -> None:
-        self.write(_error(status, b"BadRequest", message))
-        self.close()
+        """A request that cannot be parsed: reading stops (the parser cannot go on past it), and the error
+        takes its turn after the answers to the requests before it (sent at once, it would overtake them)."""
+        self.pause_reading()
+        broken, self._current = self._current, None
+        if broken is not None:  # the error cut its body short: it is never answered
+            if broken.started:  # nothing can follow an answer begun
+                self.close()
+                return
+            self._queue.pop()  # the last one queued
+            broken.abort()
+        rejection = _Rejection(self, _error(status, b"BadRequest", message))
+        self._queue.append(rejection)
+        if len(self._queue) == 1:
+            rejection.run()
 
     def write(self, data: bytes) -> None:
         if not self.lost and self.transport is not None:
@@ -410,6 +454,32 @@ class _Connection(asyncio.Protocol):
         exchange, self._current = self._current, None
         if exchange is not None:
             exchange.finish()
+
+    # ------------------------------------------------------------ the sweep's look
+
+    def check_progress(self, now: float, cutoff: float) -> None:
+        """A connection that is not idle: close it (with a 408 if nothing was answered yet) when its client
+        sent nothing of a request's head, or of its body, since `cutoff` (a slow or stuck client would hold
+        it, and in the router a replica slot, forever). Progress is told from what the last sweep saw, so
+        receiving a request costs nothing for this; a request waits for no deadline while the answers to
+        those before it are under way."""
+        current = self._current
+        if current is None and self._url and not self._queue:
+            watched: object = self._headers  # a new list for each head: the same one means the same head
+            size = 0  # a head's clock is not reset by trickling it in
+        elif (current is not None and self._queue[0] is current and self.transport is not None
+              and self.transport.is_reading()  # not held back by our own back-pressure
+              and not (isinstance(current, _Exchange) and current.expect_continue)):  # nor waiting for our 100
+            watched, size = current, current.size
+        else:
+            self._watched = None
+            return
+        if watched is not self._watched or size != self._watched_size:
+            self._watched, self._watched_size, self._watched_since = watched, size, now
+        elif self._watched_since < cutoff:
+            if current is None or not current.started:
+                self.write(_error(408, b"RequestTimeout", b"the request did not arrive in time"))
+            self.close()
 
     def _scope(self, method: str, http_version: str, path: bytes, query: bytes, headers: list) -> dict[str, Any]:
         return {
@@ -511,8 +581,8 @@ def _unquote(path: bytes) -> str:
 
 class Server:
     """The connections of one ASGI app (whole POSTs offered to `fast` first), from `connection_made`
-    until `stop()`: keep-alive connections idle for `keep_alive_s` close, and on stopping, requests
-    in flight get `grace_s` to finish."""
+    until `stop()`: keep-alive connections idle for `keep_alive_s` close, as do those whose client sends
+    nothing of a request it began for as long; on stopping, requests in flight get `grace_s` to finish."""
 
     def __init__(self, app: App, fast: FastPath | None = None, keep_alive_s: float = KEEP_ALIVE_S,
                  grace_s: float = SHUTDOWN_GRACE_S):
@@ -553,7 +623,7 @@ class Server:
 
     async def serve(self, stop_listening: Callable[[], None]) -> None:
         """Until `stop()`; then `stop_listening()`, and drain."""
-        sweeper = asyncio.create_task(self._close_idle())
+        sweeper = asyncio.create_task(self._sweep())
         try:
             await self._stop.wait()
         finally:
@@ -562,14 +632,18 @@ class Server:
             stop_listening()
             await self._drain()
 
-    async def _close_idle(self) -> None:
-        """One sweep every few seconds, not a timer per request."""
+    async def _sweep(self) -> None:
+        """One sweep every few seconds, not a timer per request: idle connections close after keep_alive_s,
+        and so do clients that let as long pass without sending any of a request they began."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(min(IDLE_SWEEP_S, self.keep_alive_s))
-            cutoff = loop.time() - self.keep_alive_s
+            now = loop.time()
+            cutoff = now - self.keep_alive_s
             for conn in list(self.connections):
-                if conn.idle_since is not None and conn.idle_since < cutoff:
+                if conn.idle_since is None:
+                    conn.check_progress(now, cutoff)
+                elif conn.idle_since < cutoff:
                     conn.close()
 
     async def _drain(self) -> None:

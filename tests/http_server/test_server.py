@@ -52,10 +52,21 @@ class App:
         await send({"type": "http.response.body", "body": scope["query_string"] + b"|" + body})
 
 
+class Fast:
+    """The fast path for POST /fast: echoes the whole body."""
+
+    def claim(self, path: bytes) -> object:
+        return True if path == b"/fast" else None
+
+    def answer(self, request: http_server.Request) -> None:
+        request.respond(200, [], b"|" + request.body)
+
+
 @pytest.fixture
-async def served():
+async def served(request):
+    """An App server; `keep_alive_s` from an indirect parameter, 65 s without one."""
     app = App()
-    srv = http_server.Server(app, keep_alive_s=65.0, grace_s=5.0)
+    srv = http_server.Server(app, fast=Fast(), keep_alive_s=getattr(request, "param", 65.0), grace_s=5.0)
     listener = await asyncio.get_running_loop().create_server(srv.connection, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]
     task = asyncio.create_task(srv.serve(listener.close))
@@ -170,4 +181,66 @@ async def test_stop_finishes_requests_in_flight_and_closes_idle_connections(serv
     with pytest.raises(OSError):
         await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
     idle_writer.close()
+    writer.close()
+
+
+@pytest.mark.parametrize("served", [0.3], indirect=True)
+async def test_a_client_stalled_mid_request_gets_408_and_is_closed(served) -> None:
+    _, port, _ = served
+    stalled = [
+        b"GET /a HT",  # half a request line
+        b"GET /a HTTP/1.1\r\nhost: x\r\n",  # a head without its end
+        b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789",  # a tenth of a body
+        b"POST /fast HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n0123456789",  # the same, fast path
+    ]
+    for data in stalled:
+        out = await exchange(port, data, b"\x00never")  # until the server closes
+        assert out.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), data
+        assert b"connection: close\r\n" in out and out.endswith(b'{"error": {"code": "RequestTimeout", '
+                                                                  b'"message": "the request did not arrive in time"}}')
+    # Answered before the body, then stalled: closed, with no second answer.
+    out = await exchange(port, b"POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12", b"\x00never")
+    assert out.startswith(b"HTTP/1.1 413 ") and b"408" not in out
+
+
+@pytest.mark.parametrize("served", [0.3], indirect=True)
+async def test_a_head_trickled_in_is_closed_but_a_body_that_progresses_and_a_slow_answer_are_not(served) -> None:
+    _, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = b"GET /a HTTP/1.1\r\nhost: x\r\nx-pad: " + b"p" * 100
+    answer = asyncio.ensure_future(reader.read())
+    for i in range(len(head)):  # a byte every 50 ms: 5 s, far over the 0.3 s allowed for a head
+        if answer.done():
+            break
+        writer.write(head[i:i + 1])
+        await asyncio.sleep(0.05)
+    assert answer.done() and answer.result().startswith(b"HTTP/1.1 408 ")
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n")
+    for i in range(10):  # 1.5 s in all, a part every 150 ms
+        await asyncio.sleep(0.15)
+        writer.write(b"%d" % i)
+    assert (await asyncio.wait_for(reader.readuntil(b"|0123456789"), 5)).startswith(b"HTTP/1.1 200 OK")
+    writer.write(b"GET /slow?1 HTTP/1.1\r\nhost: x\r\n\r\n")  # an app slower than the deadline
+    assert (await asyncio.wait_for(reader.readuntil(b"|"), 5)).startswith(b"HTTP/1.1 200 OK")
+    writer.close()
+
+
+async def test_a_malformed_request_behind_another_is_answered_after_it(served) -> None:
+    _, port, _ = served
+    out = await exchange(port, b"GET /slow?0.2 HTTP/1.1\r\nhost: x\r\n\r\nBOGUS\r\n\r\nGET /a HTTP/1.1\r\n\r\n",
+                         b"\x00never")
+    first, _, second = out.partition(b"HTTP/1.1 400 Bad Request\r\n")
+    assert first.startswith(b"HTTP/1.1 200 OK\r\n") and first.endswith(b"\r\n\r\n0.2|")
+    assert second.endswith(b'"message": "malformed request"}}') and b"HTTP/1.1" not in second
+
+
+async def test_an_answer_before_100_continue_closes_the_connection(served) -> None:
+    _, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /early HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-length: 10\r\n\r\n")
+    out = await asyncio.wait_for(reader.read(), 5)  # the client never sends the body it was not asked for
+    assert out.startswith(b"HTTP/1.1 413 ") and b"connection: close\r\n" in out and out.endswith(b"no")
     writer.close()
