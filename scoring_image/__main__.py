@@ -40,7 +40,20 @@ def parse(argv: list[str] | None = None) -> ScorerSettings:
         base = ScorerSettings.from_env()
         return ScorerSettings.model_validate({**base.model_dump(), **overrides})
     except ValidationError as exc:
-        parser.exit(2, f"invalid settings:\n{exc}\n")
+        # Each error's place and message only: pydantic's own text quotes the input, secrets and all
+        # (a SAS token in a container URL), and this goes to the container log.
+        problems = "".join(f"  {_place(error['loc'])}: {error['msg']}\n"
+                           for error in exc.errors(include_url=False, include_input=False))
+        parser.exit(2, f"invalid settings:\n{problems}")
+
+
+def _place(loc: tuple[int | str, ...]) -> str:
+    """Where an error is: the field and its environment variable, or "settings" for the whole."""
+    if not loc:
+        return "settings"
+    where = ".".join(map(str, loc))
+    field = str(loc[0])
+    return f"{where} [{ScorerSettings.env_name(field)}]" if field in ScorerSettings.model_fields else where
 
 
 def main(argv: list[str] | None = None) -> None:

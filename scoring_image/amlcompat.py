@@ -125,3 +125,8 @@ def install() -> None:
                 package.__path__ = []
                 sys.modules[parent] = package
         sys.modules[alias] = me
+        # `import a.b.c` binds `a` and finds the rest by attribute, as an import would have set them.
+        for i in range(1, len(parts)):
+            parent, child = sys.modules.get(".".join(parts[:i])), sys.modules.get(".".join(parts[: i + 1]))
+            if parent is not None and child is not None and not hasattr(parent, parts[i]):
+                setattr(parent, parts[i], child)

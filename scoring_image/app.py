@@ -164,7 +164,7 @@ class ScoringApp:
         if script.form == "rawhttp":
             call = _rawhttp_call(script, AMLRequest(method, "/score", scope["query_string"], scope["headers"], body))
         else:
-            if content_type is not None and content_type.startswith(_JSON):
+            if content_type is not None and content_type[: len(_JSON)].lower() == _JSON:  # media types ignore case
                 try:
                     parsed = orjson.loads(body)
                 except orjson.JSONDecodeError as exc:
@@ -186,6 +186,8 @@ class ScoringApp:
             raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms") from None
         except Abandoned:
             raise HttpError(503, "WorkerRecycling", "this worker is being replaced; retry") from None
+        except BadInput as exc:  # a schema input that does not fit its declared type
+            raise HttpError(400, "BadRequest", str(exc)) from None
         except HttpError:
             raise
         except Exception as exc:
@@ -193,8 +195,13 @@ class ScoringApp:
             raise HttpError(500, "ScoringError", f"run() raised {type(exc).__name__}; see the server log for the traceback") from None
         self._metrics.observe_run(result.run_ms / 1000)
         if self._spool is not None and result.status < 400:
-            data = orjson.Fragment(body) if parsed is not None else body.decode(errors="replace")
-            prediction = orjson.Fragment(result.body) if result.headers[0] == _JSON_HEADER else result.body.decode(errors="replace")
+            data = _one_line(body) if parsed is not None else body.decode(errors="replace")
+            if result.headers[0] is _JSON_HEADER:  # run()'s value, encoded by orjson: JSON on one line
+                prediction: Any = orjson.Fragment(result.body)
+            elif result.headers[0] == _JSON_HEADER:  # an AMLResponse's body
+                prediction = _json_or_text(result.body)
+            else:
+                prediction = result.body.decode(errors="replace")
             self._spool.append(request_id, data, prediction)
         return result
 
@@ -310,6 +317,21 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
             return b"".join(chunks)
         message = await receive()
         body = message.get("body", b"")
+
+
+def _one_line(body: bytes) -> Any:
+    """A JSON body as a spool record's field: as it came when it is one line, else re-encoded (the spool holds
+    one record a line, and a pretty-printed body would split its record)."""
+    return orjson.Fragment(body) if b"\n" not in body else orjson.loads(body)
+
+
+def _json_or_text(body: bytes) -> Any:
+    """An AMLResponse's body, JSON by its content type alone, as a spool record's field: decoded, so that
+    neither its line breaks nor text that is not JSON after all get into the spool raw."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode(errors="replace")
 
 
 def _error_body(error: HttpError) -> bytes:

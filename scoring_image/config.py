@@ -18,6 +18,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 _LIST_SEPARATOR = ","
+# A worker's exit after its drain: flushing logs, metrics and its spool segment.
+_STOP_MARGIN_SECONDS = 5.0
 
 
 def _env(name: str) -> dict[str, Any]:
@@ -151,6 +153,13 @@ class ScorerSettings(BaseModel):
                 value = _LIST_SEPARATOR.join(value)
             env[self.env_name(field)] = str(value)
         return env
+
+    @property
+    def stop_grace_seconds(self) -> float:
+        """How long stopping (SIGTERM) waits for the workers before it kills them: a worker drains requests in
+        flight for up to scoring_timeout_ms, then exits. A pod's terminationGracePeriodSeconds must exceed it,
+        by the time the last data-collection upload takes where collection is on."""
+        return self.scoring_timeout_ms / 1000 + _STOP_MARGIN_SECONDS
 
     @property
     def worker_count(self) -> int:

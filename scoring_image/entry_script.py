@@ -3,7 +3,8 @@
 The forms, told apart once at load time so that a request pays nothing for the choice:
 - raw: `run(raw_data)` gets the request body as a string;
 - schema: `run(data)` decorated with inference_schema's `@input_schema`: the JSON body's keys
-  are its arguments, which the decorator turns into the declared types;
+  are its arguments, turned into the declared types before run() (a value that does not fit is
+  the client's fault, a 400, where the decorator would raise inside run(), a 500);
 - rawhttp: `@rawhttp run(request)` gets an `AMLRequest` and may return an `AMLResponse`.
 Raw and schema scripts that name a `request_headers` parameter also get the headers.
 """
@@ -21,6 +22,7 @@ from typing import Any, Literal
 from scoring_image import amlcompat
 
 Form = Literal["raw", "schema", "rawhttp"]
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 class ScriptError(Exception):
@@ -32,18 +34,33 @@ class BadInput(Exception):
 
 
 @dataclass(frozen=True)
+class SchemaInput:
+    """One `@input_schema` of run(): how inference_schema turns an input's JSON into its declared type."""
+
+    name: str
+    param_type: Any
+    convert: bool
+    optional: bool
+
+
+@dataclass(frozen=True)
 class EntryScript:
     path: Path
     init: Callable[[], Any] | None
     run: Callable[..., Any]
     form: Form
     wants_headers: bool
-    # Schema form: the arguments run() accepts, so unknown keys are a 400, not a 500.
+    # Schema form: the arguments run() accepts and needs (unknown or missing keys are a 400, not a 500),
+    # and its inputs' declared types.
     parameters: frozenset[str]
+    required: frozenset[str]
+    inputs: tuple[SchemaInput, ...]
 
     def call(self, payload: Any, headers: Mapping[str, str] | None) -> Any:
-        """Run the script on a payload prepared by `prepare` (on the run thread)."""
+        """Run the script on a payload prepared by `prepare` (on the run thread: a schema input's conversion,
+        done before run(), may be as heavy as run() itself; it raises BadInput on a value that does not fit)."""
         if self.form == "schema":
+            payload = _deserialized(payload, self.inputs)
             if self.wants_headers:
                 return self.run(**payload, request_headers=headers)
             return self.run(**payload)
@@ -59,6 +76,9 @@ class EntryScript:
             unknown = parsed.keys() - self.parameters
             if unknown:
                 raise BadInput(f"unknown input(s): {', '.join(sorted(unknown))}; expected: {', '.join(sorted(self.parameters))}")
+            missing = self.required - parsed.keys()
+            if missing:
+                raise BadInput(f"missing input(s): {', '.join(sorted(missing))}")
             return parsed
         try:
             return body.decode()
@@ -88,13 +108,18 @@ def load(path: Path) -> EntryScript:
         raise ScriptError(f"{path}: init is not a function")
 
     if amlcompat.is_rawhttp(run):
-        return EntryScript(path, init, run, "rawhttp", False, frozenset())
+        return EntryScript(path, init, run, "rawhttp", False, frozenset(), frozenset(), ())
     parameters = inspect.signature(run).parameters
     wants_headers = "request_headers" in parameters
     if _schema_decorated(run):
-        names = frozenset(_undecorated_parameters(run)) - {"request_headers"}
-        return EntryScript(path, init, run, "schema", wants_headers, names)
-    return EntryScript(path, init, run, "raw", wants_headers, frozenset())
+        undecorated = inspect.signature(inspect.unwrap(run)).parameters
+        names = frozenset(undecorated) - {"request_headers"}
+        inputs = _schema_inputs(run)
+        # The decorator needs every input it declares not optional, even one with a default.
+        required = {n for n, p in undecorated.items() if p.default is p.empty and p.kind in _NAMED}
+        required = (required | {i.name for i in inputs if not i.optional}) - {"request_headers"}
+        return EntryScript(path, init, run, "schema", wants_headers, names, frozenset(required), inputs)
+    return EntryScript(path, init, run, "raw", wants_headers, frozenset(), frozenset(), ())
 
 
 def _schema_decorated(run: Callable[..., Any]) -> bool:
@@ -105,5 +130,35 @@ def _schema_decorated(run: Callable[..., Any]) -> bool:
     return bool(is_schema_decorated(run))
 
 
-def _undecorated_parameters(run: Callable[..., Any]) -> list[str]:
-    return list(inspect.signature(inspect.unwrap(run)).parameters)
+def _schema_inputs(run: Callable[..., Any]) -> tuple[SchemaInput, ...]:
+    """run()'s `@input_schema`s, outermost first (the order they convert in).
+
+    inference_schema keeps an input's parameter type only in its decorator's closure: read from there.
+    """
+    inputs = []
+    func: Any = run
+    while func is not None:
+        wrapper = getattr(func, "_self_wrapper", None)  # a wrapt.FunctionWrapper's wrapper
+        code = getattr(wrapper, "__code__", None)
+        if code is not None and "param_type" in code.co_freevars:
+            cells = dict(zip(code.co_freevars, (cell.cell_contents for cell in wrapper.__closure__)))
+            inputs.append(SchemaInput(cells["param_name"], cells["param_type"], cells["convert_to_provided_type"],
+                                      cells["optional"]))
+        func = getattr(func, "__wrapped__", None)
+    return tuple(inputs)
+
+
+def _deserialized(parsed: dict[str, Any], inputs: tuple[SchemaInput, ...]) -> dict[str, Any]:
+    """The inputs in their declared types, as the decorators would convert them inside run(); on the already
+    converted values, the decorators' own pass finds nothing left to do."""
+    from inference_schema.schema_decorators import _deserialize_input_argument
+
+    for schema_input in inputs:
+        name = schema_input.name
+        if not schema_input.convert or (schema_input.optional and not parsed.get(name)):
+            continue
+        try:
+            parsed[name] = _deserialize_input_argument(parsed[name], schema_input.param_type, name)
+        except Exception as exc:  # whatever a parameter type raises, the value did not fit it
+            raise BadInput(f"input {name!r} does not fit its schema: {exc}") from None
+    return parsed

@@ -33,7 +33,6 @@ log = logging.getLogger("scoring_image.supervisor")
 _POLL_S = 0.1
 _QUICK_DEATH_S = 1.0
 _MAX_BACKOFF_S = 30.0
-_STOP_GRACE_S = 10.0
 
 
 @dataclass
@@ -80,7 +79,7 @@ def serve(settings: ScorerSettings) -> None:
             for slot in slots:
                 _tend(slot, sock, state, env, board)
     finally:
-        _stop_all(slots)
+        _stop_all(slots, settings.stop_grace_seconds)
         if shipper is not None:
             shipper.stop()
         sock.close()
@@ -115,11 +114,11 @@ def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], bo
         _spawn(slot, sock, state, env, defer=True)
 
 
-def _stop_all(slots: list[_Slot]) -> None:
+def _stop_all(slots: list[_Slot], grace_s: float) -> None:
     running = [s.process for s in slots if s.process is not None and s.process.poll() is None]
     for process in running:
         process.terminate()
-    deadline = time.monotonic() + _STOP_GRACE_S
+    deadline = time.monotonic() + grace_s
     for process in running:
         try:
             process.wait(max(0.0, deadline - time.monotonic()))

@@ -79,19 +79,31 @@ class Shipper:
 
     def _ship(self, segment: Path) -> None:
         batches: dict[str, list[bytes]] = defaultdict(list)
-        for number, line in enumerate(segment.read_bytes().splitlines(), 1):
-            try:
-                record = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                log.warning("skipping unreadable record %s:%d", segment.name, number)
+        # The spool ends each record with "\n" (a "\r" may be JSON whitespace inside one).
+        for number, line in enumerate(segment.read_bytes().split(b"\n"), 1):
+            if not line:
                 continue
-            day = time.strftime("%Y/%m/%d", time.gmtime(record["time"]))
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record["time"])) + "Z"
-            for kind, key in _KINDS:
-                line_out = orjson.dumps(
-                    {"id": record["id"], "request_id": record["request_id"], "time": stamp, "data": record[key]}
-                )
+            try:
+                lines_out = self._lines(line)
+            except (ValueError, TypeError, KeyError, OverflowError, OSError) as exc:
+                # One bad record (a torn write, a bug) must not hold back the segment, nor every later one.
+                log.warning("skipping unreadable record %s:%d: %s: %s", segment.name, number, type(exc).__name__, exc)
+                continue
+            for kind, day, line_out in lines_out:
                 for name, version in self._models:
                     batches[f"{self._service}/{name}/{version}/{kind}/{day}/{segment.stem}{SEALED}"].append(line_out)
         for name, lines in batches.items():
             self._destination.put(name, b"\n".join(lines) + b"\n")
+
+    @staticmethod
+    def _lines(line: bytes) -> list[tuple[str, str, bytes]]:
+        """A spool record's (kind, day, line) in each batch it goes to; raises on a record that is not one."""
+        record = orjson.loads(line)
+        when = time.gmtime(record["time"])
+        day = time.strftime("%Y/%m/%d", when)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", when) + "Z"
+        return [
+            (kind, day, orjson.dumps({"id": record["id"], "request_id": record["request_id"], "time": stamp,
+                                      "data": record[key]}))
+            for kind, key in _KINDS
+        ]

@@ -156,3 +156,46 @@ def test_a_failing_destination_keeps_the_segment_for_the_next_pass(tmp_path: Pat
     assert records(folder_blobs(tmp_path / "out"), "inputs", "m/1") == []  # service is "default"
     shipped = [p for p in (tmp_path / "out").rglob("*.jsonl")]
     assert len(shipped) == 2 and all("default/m/1/" in p.as_posix() for p in shipped)
+
+
+def test_pretty_printed_json_is_collected(start_scorer: StartScorer, tmp_path: Path) -> None:
+    """Line breaks in a JSON body or an AMLResponse's JSON answer must not split a spool record."""
+    out = tmp_path / "collected"
+    env = collection_env(tmp_path / "spool", AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out))
+    server = start_scorer("pretty_json.py", env=env)
+    sent = {str(i): {"data": [[i, 1]], "note": "a\nb"} for i in range(3)}
+    for i, value in sent.items():
+        body = json.dumps(value, indent=2 if i != "2" else None)
+        response = server.post(content=body, headers={"content-type": "application/json", "x-request-id": i})
+        assert response.status_code == 200 and b"\n" in response.content
+
+    wait_until(lambda: len(records(folder_blobs(out), "predictions")) == 3, 15, "3 collected predictions")
+    blobs = folder_blobs(out)
+    assert {r["request_id"]: r["data"] for r in records(blobs, "inputs")} == sent
+    assert {r["request_id"]: r["data"] for r in records(blobs, "predictions")} == sent
+    assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_an_unreadable_record_is_skipped_and_the_rest_shipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    settings = ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
+        data_collection_models=["m:1"], data_collection_local_dir=str(tmp_path / "out"),
+    )
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", {"a": 1}, {"ok": 1})
+    spool.seal()
+    segment = next((tmp_path / "spool").glob("*.jsonl"))
+    good = segment.read_bytes()
+    # What a torn or foreign line may look like: JSON that is no record, or no JSON at all.
+    segment.write_bytes(b'{\n  "data": [\n1]}\n"text"\n[1, 2]\n{"time": "today"}\n{"time": 1}\n{bad\n' + good)
+    later = Spool(tmp_path / "spool")
+    later.append("req-2", {"a": 2}, {"ok": 2})
+    later.seal()
+
+    shipper = Shipper(settings, LocalFolder(tmp_path / "out", "modeldata"))
+    assert shipper.ship_once() == 2
+    assert list((tmp_path / "spool").iterdir()) == []
+    shipped = [json.loads(line) for p in (tmp_path / "out").rglob("*.jsonl") if "/inputs/" in p.as_posix()
+               for line in p.read_bytes().splitlines()]
+    assert sorted(r["request_id"] for r in shipped) == ["req-1", "req-2"]
+    assert sum("skipping unreadable record" in r.getMessage() for r in caplog.records) == 8

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -84,3 +85,20 @@ def test_cli_rejects_bad_settings() -> None:
     done = subprocess.run([sys.executable, "-m", "scoring_image", "--port", "70000"], capture_output=True, text=True)
     assert done.returncode == 2
     assert "port" in done.stderr
+
+
+def test_cli_settings_errors_do_not_print_secrets() -> None:
+    signature = "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789SECRET%3D"
+    env = {
+        "AZUREML_DATA_COLLECTION_ENABLED": "true",
+        "AZUREML_DATA_COLLECTION_MODELS": "m:1",
+        # Two destinations: the error must say so without quoting either.
+        "AZUREML_DATA_COLLECTION_CONTAINER_URL": f"https://acct.blob.core.windows.net/c?sv=2022-11-02&sig={signature}",
+        "AZUREML_DATA_COLLECTION_CONNECTION_STRING": "AccountName=a;AccountKey=KEY0123456789SECRET==",
+    }
+    done = subprocess.run([sys.executable, "-m", "scoring_image"], capture_output=True, text=True,
+                          env={**os.environ, **env})
+    assert done.returncode == 2
+    assert "exactly one destination" in done.stderr
+    output = done.stdout + done.stderr
+    assert "SECRET" not in output and "sig=" not in output and "KEY0123" not in output

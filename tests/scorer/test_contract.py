@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -11,7 +13,7 @@ import joblib
 import numpy as np
 import pytest
 
-from scorer_helpers import EXAMPLE, Scorer, StartScorer, wait_until
+from scorer_helpers import EXAMPLE, ROOT, Scorer, StartScorer, wait_until
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
@@ -108,6 +110,17 @@ def test_schema_script_and_swagger(schema_scorer: Scorer, model_root: Path) -> N
     assert schema_scorer.get("/swagger.json", params={"version": "9"}).status_code == 400
 
 
+def test_schema_inputs_that_do_not_fit_are_400(schema_scorer: Scorer, model_root: Path) -> None:
+    """inference_schema converts the inputs before run(): a value it cannot convert is the client's fault."""
+    for body in ({}, {"data": "abc"}, {"data": [["a", "b", "c", "d"]]}, {"data": {"x": 1}}):
+        response = schema_scorer.post(json=body)
+        assert response.status_code == 400, body
+        assert response.json()["error"]["code"] == "BadRequest" and "data" in response.json()["error"]["message"]
+    for content_type in ("Application/JSON", "application/json; charset=utf-8"):
+        response = schema_scorer.post(content=json.dumps({"data": ROWS}), headers={"content-type": content_type})
+        assert response.status_code == 200 and response.json() == expected(model_root)
+
+
 def test_request_headers_form(start_scorer: StartScorer) -> None:
     server = start_scorer("with_headers.py")
     response = server.post(json={"a": 1}, headers={"x-tenant": "contoso"})
@@ -123,6 +136,19 @@ def test_rawhttp_form(start_scorer: StartScorer) -> None:
     assert "x-request-id" in response.headers
     got = server.get("/score", params={"q": "hello"})
     assert got.status_code == 200 and got.text == "GET with q=hello"
+
+
+def test_azure_ml_module_names_resolve_as_dotted_paths() -> None:
+    """Scripts that `import azureml.contrib.services.aml_response` use the name by its dotted path."""
+    code = (
+        "from scoring_image import amlcompat\n"
+        "amlcompat.install()\n"
+        "import azureml.contrib.services.aml_response\n"
+        "import azureml_inference_server_http.api.aml_request\n"
+        "assert azureml.contrib.services.aml_response.AMLResponse is amlcompat.AMLResponse\n"
+        "assert azureml_inference_server_http.api.aml_request.rawhttp is amlcompat.rawhttp\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
 
 
 def test_two_models_in_one_service(start_scorer: StartScorer, model_root: Path) -> None:

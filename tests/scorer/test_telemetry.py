@@ -57,6 +57,8 @@ def test_requests_are_traced_to_application_insights(start_scorer: StartScorer, 
 
 
 def test_no_connection_string_no_exporter(start_scorer: StartScorer) -> None:
-    server = start_scorer("sum_rows.py")
-    assert server.post(json={"data": [[1]]}).status_code == 200
-    assert not any("azure.monitor" in str(line.get("logger")) for line in server.logs())
+    """Off, telemetry costs nothing: the worker that serves run() loaded neither OpenTelemetry nor the exporter."""
+    server = start_scorer("telemetry_modules.py")
+    response = server.post(json={})
+    assert response.status_code == 200
+    assert response.json() == []
