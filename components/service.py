@@ -205,6 +205,17 @@ def _accelerator(spec: _Deployable) -> dict:
     return {"nodeSelector": SCHEDULING[kind].selector, "tolerations": [SCHEDULING[kind].toleration]}
 
 
+# After the scorer's own stop (it drains requests in flight, ScorerSettings.stop_grace_seconds), the
+# last upload of collected data: the spool is an emptyDir, gone with the pod.
+FINAL_UPLOAD_S = 10
+
+
+def termination_grace_seconds(spec: _Deployable) -> int:
+    """How long Kubernetes waits after SIGTERM before it kills the pod (its default, 30 s, is half of
+    Azure ML's default scoring timeout: a slow request in flight was cut off)."""
+    return math.ceil(ScorerSettings(scoring_timeout_ms=spec.scoring_timeout_ms).stop_grace_seconds) + FINAL_UPLOAD_S
+
+
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 # The scorer image's user (scoring_image/Dockerfile); numeric, so runAsNonRoot can be verified.
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
@@ -281,7 +292,8 @@ class ModelService(pulumi.ComponentResource):
                 "template": {
                     "metadata": {"labels": labels, "annotations": annotations},
                     "spec": {"initContainers": init, "containers": [scorer], "volumes": volumes,
-                             "securityContext": POD_SECURITY, **_accelerator(spec)},
+                             "securityContext": POD_SECURITY, "terminationGracePeriodSeconds": termination_grace_seconds(spec),
+                             **_accelerator(spec)},
                 },
             },
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"] if autoscaled else None),

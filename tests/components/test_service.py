@@ -132,6 +132,12 @@ def test_autoscaled_replicas_are_left_to_the_router():
     assert fixed.one(DEPLOYMENT).inputs["spec"]["replicas"] == 3
 
 
+def test_the_pod_may_finish_its_slowest_request_and_last_upload_before_it_is_killed():
+    """The scorer drains requests for up to the scoring timeout, then ships what it collected."""
+    assert pod(deploy(spec()))["terminationGracePeriodSeconds"] == 60 + 5 + 10  # Azure ML's 60 s default
+    assert pod(deploy(spec(scoring_timeout_ms=120_500)))["terminationGracePeriodSeconds"] == 126 + 10
+
+
 def test_runs_as_non_root():
     p = pod(deploy(spec(), models(1)))
     assert p["securityContext"]["runAsNonRoot"] is True
