@@ -28,9 +28,9 @@ from components.image import HashedImage, HashedImageArgs
 from components.router import ModelRouter, ModelRouterArgs, dns_label
 from components.routes import routes
 from components.service import APP_INSIGHTS_KEY, STORAGE_KEY, ModelService, ModelServiceArgs, ModelSource
-from components.spec import ModelSpec, _Deployable
+from components.spec import ModelSpec, _Deployable, registry_name
 from components.stackfile import Stack
-from components.workspace import Workspace, registry_name
+from components.workspace import Workspace
 
 CONNECTIONS_SECRET = "workspace-connections"
 REPOSITORY = "aks-model-serving"

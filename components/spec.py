@@ -104,6 +104,27 @@ class WorkspaceSpec(Spec):
     storage_account_name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{3,24}$")] | None = None
     log_retention_days: int = Field(30, ge=30, le=730)
 
+    def _rules(self) -> list[str]:
+        if len(registry_name(self)) < 5:
+            return [f"registry_name: the name derived from the workspace name, {registry_name(self)!r}, is under the "
+                    "registry's 5 characters; give registry_name"]
+        return []
+
+
+def _alnum(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def registry_name(spec: WorkspaceSpec) -> str:
+    """The registry's global name: given, else the workspace name's alphanumerics + "acr"."""
+    return spec.registry_name or _alnum(spec.name) + "acr"
+
+
+def storage_account_name(spec: WorkspaceSpec) -> str:
+    """The storage account's global name: given, else the workspace name's alphanumerics + "storage"
+    (3-24 lowercase alphanumerics, as Azure requires)."""
+    return spec.storage_account_name or (_alnum(spec.name) + "storage")[:24]
+
 
 # ---------------------------------------------------------------- cluster
 

@@ -9,7 +9,6 @@ Insights component for request telemetry, cluster monitoring and Defender.
 
 from __future__ import annotations
 
-import re
 
 import pulumi
 import pulumi_azure_native.applicationinsights as appinsights
@@ -18,25 +17,10 @@ import pulumi_azure_native.operationalinsights as operationalinsights
 import pulumi_azure_native.resources as resources
 import pulumi_azure_native.storage as storage
 
-from components.spec import WorkspaceSpec
+from components.spec import WorkspaceSpec, registry_name, storage_account_name
 
 MODELS_CONTAINER = "models"
 DATA_CONTAINER = "modeldata"  # Azure ML's container for collected model data
-
-
-def _alnum(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def registry_name(spec: WorkspaceSpec) -> str:
-    """The registry's global name: given, else the workspace name's alphanumerics + "acr"."""
-    return spec.registry_name or _alnum(spec.name) + "acr"
-
-
-def storage_account_name(spec: WorkspaceSpec) -> str:
-    """The storage account's global name: given, else the workspace name's alphanumerics + "storage"
-    (3-24 lowercase alphanumerics, as Azure requires)."""
-    return spec.storage_account_name or (_alnum(spec.name) + "storage")[:24]
 
 
 class Workspace(pulumi.ComponentResource):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from components.mocks import run
-from components.spec import WorkspaceSpec
-from components.workspace import Workspace, registry_name, storage_account_name
+from components.spec import WorkspaceSpec, registry_name, storage_account_name
+from components.workspace import Workspace
 
 WORKSPACE = "aks-model-serving:index:Workspace"
 OUTPUTS = [

@@ -129,6 +129,7 @@ BROKEN = [
     ("service-name-trailing-dash", [(SVC0 + ["name"], "svc-")], "services[0].name:"),
     ("bad-namespace", [(SVC0 + ["namespace"], "Models_NS")], "services[0].namespace:"),
     ("bad-storage-account-name", [([W, "storage_account_name"], "My-Storage")], "workspace.storage_account_name:"),
+    ("derived-registry-name-too-short", [([W, "name"], "a--")], "workspace.registry_name: the name derived"),
     ("duplicate-names", [(EP0 + ["name"], "svc")], "services: the name 'svc' is used twice"),
     ("entry-script-not-python", [(SVC0 + ["inference_config", "entry_script"], "score.r")], "services[0].inference_config.entry_script:"),
     ("no-inference-config", [(SVC0 + ["inference_config"], DELETE)], "services[0].inference_config:"),
