@@ -146,7 +146,8 @@ def test_queueing_then_503_after_the_wait(live) -> None:
 
 
 def test_the_queue_is_first_come_first_served(live) -> None:
-    """`fifo`: 1 slot, 3 s queue wait; requests queued one after the other are served in that order."""
+    """`fifo`: 1 slot, 3 s queue wait; requests queued one after the other are served in that order (each
+    takes 0.2 s, so a busy machine delaying a client thread does not reorder their finishing times)."""
     router = live["router"]
     finished: dict[str, tuple[int, float]] = {}
 
@@ -157,7 +158,7 @@ def test_the_queue_is_first_come_first_served(live) -> None:
 
     threads = []
     for i, name in enumerate(["holder", "a", "b", "c", "d"]):
-        threads.append(threading.Thread(target=call, args=(name, {"sleep": 1.5 if name == "holder" else 0.02})))
+        threads.append(threading.Thread(target=call, args=(name, {"sleep": 1.5 if name == "holder" else 0.2})))
         threads[-1].start()
         slot_taken(router, queued=i, version="fifo")  # each is in line before the next one comes
     for t in threads:
