@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -173,6 +174,8 @@ def render(stack: Stack, state: State) -> RouterConfig:
 
 
 def _pid(state: State) -> int | None:
+    """The stack's router, when its pid file names a live process that is that router: a pid file
+    left by a killed router or a reboot may name some other process by now (not to be signalled)."""
     try:
         pid = int(state.pid.read_text())
     except (OSError, ValueError):
@@ -181,7 +184,23 @@ def _pid(state: State) -> int | None:
         os.kill(pid, 0)
     except ProcessLookupError:
         return None
-    return pid
+    if not Path("/proc").is_dir():  # no procfs (macOS): the live pid is taken at its word
+        return pid
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return pid if b"router_image" in args and str(state.config).encode() in args else None
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the router binds: TIME_WAIT is no owner
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, dict]:
@@ -208,6 +227,10 @@ def up(stack: Stack, out=sys.stdout) -> int:
         print(f"the {stack.name} stack is already running (router pid {pid}); `local down` stops it", file=out)
         print("\n".join(summary(stack)), file=out)
         return 0
+    if _port_taken(stack.spec.local.router_port):  # the router would die, and whatever holds it answer /readyz
+        print(f"port {stack.spec.local.router_port} is taken (another stack's router?); stop it or set "
+              "aks-model-serving:local.router_port", file=out)
+        return 1
     config = render(stack, state)
     state.root.mkdir(parents=True, exist_ok=True)
     state.logs.mkdir(parents=True, exist_ok=True)

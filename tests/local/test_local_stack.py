@@ -248,3 +248,40 @@ def test_token_auth_and_down_leaves_no_process_behind(tmp_path):
     finally:
         cli("down", str(path), check=False)
         path.unlink()
+
+
+def _idle_stack(tmp_path: Path, port: int) -> Path:
+    """The shipped local stack with its port and state moved here; never started by these tests."""
+    doc = yaml.safe_load((ROOT / "stacks" / "Pulumi.local.yaml").read_text())
+    doc["config"]["aks-model-serving:local"] = {"router_port": port, "state_dir": str(tmp_path / "state"),
+                                                "data_dir": str(tmp_path / "data")}
+    path = tmp_path / "Pulumi.idle.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_up_refuses_a_port_another_server_holds(tmp_path):
+    """Else the new router dies on the taken port and whatever holds it answers /readyz: `up` said it succeeded."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        path = _idle_stack(tmp_path, holder.getsockname()[1])
+        result = cli("up", str(path), check=False)
+    assert result.returncode == 1 and "is taken" in result.stdout
+    assert not (tmp_path / "state" / "router.pid").exists()
+
+
+def test_a_stale_pid_file_naming_another_process_is_not_the_router(tmp_path):
+    """After a kill -9 or a reboot the pid may belong to anything: `down` must not signal it."""
+    path = _idle_stack(tmp_path, free_port())
+    # In a session of its own: `down` signals the router's whole process group.
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        (tmp_path / "state").mkdir()
+        (tmp_path / "state" / "router.pid").write_text(str(other.pid))
+        assert "is not running" in cli("down", str(path)).stdout
+        assert other.poll() is None  # still alive
+        assert "is not running" in cli("status", str(path), check=False).stdout
+    finally:
+        other.kill()
+        other.wait()
