@@ -37,7 +37,7 @@ REPOSITORY = "aks-model-serving"
 DOCKERFILES = {"scorer": "scoring_image/Dockerfile", "router": "router_image/Dockerfile"}
 # What each image's Dockerfile copies from the project: its tag changes with these alone.
 IMAGE_FILES = {"scorer": ("pyproject.toml", "http_server", "scoring_image"),
-               "router": ("pyproject.toml", "http_server", "router_image")}
+               "router": ("pyproject.toml", "setup_compiled.py", "http_server", "router_image")}
 
 
 def build(stack: Stack) -> None:

@@ -37,6 +37,7 @@ from http import HTTPStatus
 from typing import Any, Protocol
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 log = logging.getLogger("http_server")
 App = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -316,7 +317,9 @@ class _Rejection:
         pass
 
 
-class _Connection(asyncio.Protocol):
+# No asyncio.Protocol base, so that mypyc compiles it as a native class (the router's image does):
+# uvloop and httptools call the protocol's methods by name, and eof_received stands in for the base's.
+class _Connection:
     def __init__(self, server: Server):
         self.server = server
         self.app = server.app
@@ -351,6 +354,9 @@ class _Connection(asyncio.Protocol):
         self._local = (sock[0], sock[1]) if isinstance(sock, tuple) else None
         self.server.connections.add(self)
         self.idle_since = self.loop.time()
+
+    def eof_received(self) -> bool | None:
+        return None  # asyncio.Protocol's: the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -579,6 +585,7 @@ def _unquote(path: bytes) -> str:
     return unquote_to_bytes(path).decode("latin-1")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # compiled, it stays subclassable: scoring_image.server.Server
 class Server:
     """The connections of one ASGI app (whole POSTs offered to `fast` first), from `connection_made`
     until `stop()`: keep-alive connections idle for `keep_alive_s` close, as do those whose client sends
@@ -592,7 +599,7 @@ class Server:
         self.stopping = False
         self._stop = asyncio.Event()
 
-    def connection(self) -> asyncio.Protocol:
+    def connection(self) -> _Connection:
         """The protocol of a new connection: for `create_server` or `connect_accepted_socket`."""
         return _Connection(self)
 
@@ -614,7 +621,8 @@ class Server:
         gc.freeze()
         loop = asyncio.get_running_loop()
         self.scheme = "https" if tls else "http"
-        listener = await loop.create_server(self.connection, host, port, ssl=tls, backlog=2048, reuse_address=True)
+        listener = await loop.create_server(self.connection, host, port, ssl=tls, backlog=2048,  # type: ignore[arg-type]
+                                            reuse_address=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         log.info("listening on %s://%s:%d", self.scheme, host, port)
@@ -669,7 +677,7 @@ class _Lifespan:
         self._task: asyncio.Task | None = None
 
     async def startup(self) -> None:
-        self._task = asyncio.create_task(self.app({"type": "lifespan", "asgi": {"version": "3.0"}},
+        self._task = asyncio.create_task(self.app({"type": "lifespan", "asgi": {"version": "3.0"}},  # type: ignore[arg-type]
                                                   self._inbox.get, self._outbox.put))
         await self._inbox.put({"type": "lifespan.startup"})
         reply = await self._outbox.get()

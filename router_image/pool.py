@@ -70,7 +70,7 @@ class ReplicaPool:
                     replica.connections.close()
         for address in addresses:
             if address not in self.replicas:
-                self.replicas[address] = self._draining.pop(address, None) or Replica(address)
+                self.replicas[address] = self._draining.pop(address) if address in self._draining else Replica(address)
         self._order = list(self.replicas.values())
         self._wake()
 

@@ -62,7 +62,9 @@ class Sink(Protocol):
     def broke(self, error: UpstreamError) -> None: ...
 
 
-class Connection(asyncio.Protocol):
+# No asyncio.Protocol base, so that mypyc compiles it as a native class (the router's image does):
+# uvloop calls the protocol's methods by name, and eof_received stands in for the base's.
+class Connection:
     """One keep-alive connection: one exchange at a time, its answer parsed into the exchange's sink.
 
     httptools finds where the answer's head and body end; the header lines go on as the bytes the
@@ -85,6 +87,9 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._readable.register(transport.get_extra_info("socket").fileno(), select.POLLIN | select.POLLRDHUP)
+
+    def eof_received(self) -> bool | None:
+        return None  # asyncio.Protocol's: the transport closes itself
 
     def data_received(self, data: bytes) -> None:
         if self._head is not None:
@@ -315,7 +320,7 @@ class ReplicaConnections:
         if connection is not None:
             return connection
         try:
-            _, connection = await asyncio.get_running_loop().create_connection(
+            _, connection = await asyncio.get_running_loop().create_connection(  # type: ignore[type-var]
                 lambda: Connection(self), self.host, self.port)
         except OSError as exc:
             raise ConnectFailed(f"{self.host}:{self.port}: {exc.strerror or exc}") from None

@@ -57,6 +57,19 @@ def project_python() -> str:
     return str(PROJECT_PYTHON if PROJECT_PYTHON.exists() else sys.executable)
 
 
+# The router as its image ships it: its hot path compiled with mypyc (setup_compiled.py), built by
+# `make compiled` into build/compiled and selected by these (PYTHONSAFEPATH: the working directory
+# must not put the pure sources first). Its scorer replicas run pure, as the scorer image does.
+COMPILED = ROOT / "build" / "compiled"
+COMPILED_ENV = {"PYTHONSAFEPATH": "1", "PYTHONPATH": str(COMPILED)}
+PURE_ENV = {"PYTHONSAFEPATH": "", "PYTHONPATH": ""}
+
+
+def ensure_compiled() -> None:
+    """`make compiled`: builds build/compiled when missing or older than a source."""
+    subprocess.run(["make", "-s", "compiled"], cwd=ROOT, check=True)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -80,7 +93,8 @@ def router_config(port: int, service: str, deployment: str, workers: int) -> dic
             "versions": [{
                 "name": "v1", "deployment": deployment, "is_default": True, "num_replicas": 1,
                 "replica_max_concurrent_requests": 1000, "max_request_wait_time_ms": 500,
-                "scorer": {"env": {"AZUREML_ENTRY_SCRIPT": str(HERE / "trivial_score.py"), "WORKER_COUNT": str(workers)},
+                "scorer": {"env": {"AZUREML_ENTRY_SCRIPT": str(HERE / "trivial_score.py"), "WORKER_COUNT": str(workers),
+                                   **PURE_ENV},
                            "cwd": str(WORK), "log_dir": str(WORK / "replica-logs")},
             }],
         }],
@@ -133,13 +147,16 @@ class Process:
 
 
 class Router(Process):
-    """`python -m router_image --config WORK/<name>.json`, exactly as the local stack runs it."""
+    """`python -m router_image --config WORK/<name>.json`, as the local stack runs it, but compiled as the
+    router image ships it (COMPILED_ENV; built first if missing or stale)."""
 
     def __init__(self, name: str, config: dict) -> None:
         self.port = config["port"]
         self.config_path = WORK / f"{name}.json"
         self.config_path.write_text(json.dumps(config, indent=2))
-        super().__init__(name, [project_python(), "-m", "router_image", "--config", str(self.config_path)])
+        ensure_compiled()
+        super().__init__(name, [project_python(), "-m", "router_image", "--config", str(self.config_path)],
+                         env=COMPILED_ENV)
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
