@@ -34,6 +34,7 @@ HIGH_WATER = 1 << 20  # pause reading the replica with this much response body u
 RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
                            b"proxy-authenticate"})
 _DROP_LINE = re.compile(rb"\n(?:%s):" % b"|".join(sorted(RESPONSE_DROP)))  # in "\n" + lower-cased lines
+_CHUNKED = re.compile(rb"\ntransfer-encoding:[^\r]*chunked", re.I)
 
 
 class UpstreamError(Exception):
@@ -79,6 +80,8 @@ class Connection:
         self.idle_since = 0.0
         self._sink: Sink | None = None
         self._head: list[bytes] | None = None  # what came in of the answer so far, until its head is complete
+        self._interim = False  # the head parsed is a 1xx: the answer proper follows it
+        self._until_close = False  # the answer has neither length nor chunks: the replica's close ends it
         self._can_write: asyncio.Future[None] | None = None
         self._readable = select.poll()
 
@@ -102,6 +105,9 @@ class Connection:
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._until_close and exc is None and self._sink is not None:
+            sink, self._sink = self._sink, None
+            sink.end(False)
         self._broke(UpstreamBroke("the replica closed the connection"))
         if self._can_write is not None and not self._can_write.done():
             self._can_write.set_result(None)
@@ -121,14 +127,25 @@ class Connection:
         if self._sink is None or not parts:
             return
         data = parts[0] if len(parts) == 1 else b"".join(parts)  # the answer starts a data chunk: one at a time
-        lines, length = _end_to_end(data[data.find(b"\r\n") + 2:data.find(b"\r\n\r\n") + 2])
-        self._sink.head(self._parser.get_status_code(), lines, length)
+        end = data.find(b"\r\n\r\n")
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # interim (103 Early Hints, 100 Continue): not the answer, which comes after it
+            self._interim = True
+            self._head = [data[end + 4:]]
+            return
+        lines, length = _end_to_end(data[data.find(b"\r\n") + 2:end + 2])
+        self._until_close = not length and status not in (204, 304) and not _CHUNKED.search(data, 0, end)
+        self._sink.head(status, lines, length)
 
     def on_body(self, body: bytes) -> None:
         if self._sink is not None:
             self._sink.body(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        self._until_close = False
         sink, self._sink = self._sink, None
         if sink is not None:
             sink.end(self._parser.should_keep_alive())

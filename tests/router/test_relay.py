@@ -3,7 +3,8 @@
 The router runs in-process behind its own HTTP server (as `python -m router_image` runs it); the
 replica is a small asyncio server whose answer each request's JSON body chooses: `hold` (answer
 only once the test says so), `status`, `pad` (that many bytes of body), `break` (close after
-half an answer or before any), `never` (no answer at all).
+half an answer or before any), `never` (no answer at all), `interim` (a 103 before the answer),
+`until_close` (an HTTP/1.0 answer without a length, ended by closing the connection).
 """
 
 from __future__ import annotations
@@ -89,6 +90,15 @@ class Replica:
                 head = (b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\nx-request-id: %s\r\n"
                         b"connection: keep-alive\r\ncontent-length: %d\r\n\r\n"
                         % (asks.get("status", 200), headers.get("x-request-id", "-").encode(), len(answer)))
+                if asks.get("interim"):
+                    writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                if asks.get("until_close"):
+                    writer.write(b"HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n" + answer)
+                    await writer.drain()
+                    writer.close()
+                    return
                 if asks.get("break") == "before":
                     writer.close()
                     return
@@ -198,6 +208,48 @@ async def test_auth_errors_come_from_the_fast_path_and_keep_the_connection(route
     assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n") and b"www-authenticate: Bearer\r\n" in head
     assert error["error"]["code"] == "Unauthorized" and answer["id"] == 7
     assert len(routed["relayed"]) == 1
+
+
+async def test_an_interim_answer_is_not_taken_for_the_answer(routed) -> None:
+    """A 103 before the answer: were it the answer, the real one would go to the next request on that connection."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", routed["port"])
+    writer.write(post("one", {"id": 1, "interim": True}))
+    [(head, answer)] = await read_answers(reader, 1)
+    writer.write(post("one", {"id": 2}))
+    [(_, following)] = await read_answers(reader, 1)
+    writer.close()
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and b"link:" not in head
+    assert (answer["id"], following["id"]) == (1, 2)
+    assert routed["router"].pools["one"].busy_slots == 0
+
+
+@pytest.mark.parametrize("pad", [0, 300_000])  # whole, and streamed on (over relay.STREAM_OVER)
+async def test_an_answer_the_replicas_close_ends_is_relayed_whole(routed, pad) -> None:
+    answer = await routed["client"].post("/api/v1/service/one/score", json={"id": 3, "until_close": True, "pad": pad})
+    assert answer.status_code == 200 and answer.json()["id"] == 3 and len(answer.json()["pad"]) == pad
+    assert routed["router"].pools["one"].busy_slots == 0
+
+
+async def test_a_relay_cancelled_before_its_task_ran_frees_its_slot(routed, monkeypatch) -> None:
+    """A pipelined request started in the loop turn its client's connection_lost comes in."""
+    router = routed["router"]
+    pool = router.pools["one"]
+    in_task: list[bool] = []
+    original = Router.answer
+
+    def answer_then_leave(self, request) -> None:
+        original(self, request)
+        in_task.append(request.handler.task is not None and pool.busy_slots == 1)
+        request.abort()  # what connection_lost does: Relay.aborted cancels the task before its first step
+
+    monkeypatch.setattr(Router, "answer", answer_then_leave)
+    reader, writer = await asyncio.open_connection("127.0.0.1", routed["port"])
+    writer.write(post("one", {"id": 4}))  # the first request: no idle replica connection, so a task opens one
+    await wait_for(lambda: in_task)
+    writer.close()
+    assert in_task == [True]
+    await asyncio.sleep(0.05)
+    assert pool.busy_slots == 0
 
 
 async def test_a_client_that_leaves_frees_its_slot_and_the_replica_connection(routed) -> None:
