@@ -67,11 +67,15 @@ class Relay:
             if connection is not None:
                 self._send(replica, connection)
                 return
-        self.task = asyncio.get_running_loop().create_task(self._prepare(replica))
+        # The relay holds a slot taken here until the task runs: one cancelled before its first step never
+        # enters _prepare, and _finish frees the slot instead.
+        self.replica = replica
+        self.task = asyncio.get_running_loop().create_task(self._prepare())
 
-    async def _prepare(self, replica: Replica | None) -> None:
+    async def _prepare(self) -> None:
         """The part that may wait: in the version's queue, for a new connection."""
         version = self.version
+        replica, self.replica = self.replica, None  # from here on acquire and connect own the slot
         try:
             if replica is None:
                 replica = await acquire(version)
