@@ -29,7 +29,8 @@ MAX_BODY_BYTES = 100 * 1024 * 1024  # Azure ML's payload limit
 CONNECT_TRIES = 3
 # Hop-by-hop headers stay on their hop; the client's credentials never reach a replica.
 REQUEST_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-                          b"proxy-authorization", b"host", b"content-length", b"authorization", b"expect"})
+                          b"proxy-authorization", b"proxy-connection", b"host", b"content-length", b"authorization",
+                          b"expect"})
 Head = tuple[bytes, bytes]
 
 
@@ -142,11 +143,16 @@ def request_head(method: bytes, path: bytes, query: bytes | None, headers) -> tu
     without its length header yet, and the declared Content-Length (None when not declared)."""
     lines = []
     length = None
+    listed: frozenset[bytes] = frozenset()
     for k, v in headers:
         if k not in REQUEST_DROP:
             lines.append(b"%s: %s\r\n" % (k, v))
         elif k == b"content-length" and v.isdigit():
             length = int(v)
+        elif k == b"connection":
+            listed |= _hop_by_hop(v)
+    if listed:
+        lines = _without(headers, listed)
     start = b"%s %s%s HTTP/1.1\r\nhost: " % (method, path, b"?" + query if query else b"")
     return (start, b"\r\n" + b"".join(lines)), length
 
@@ -156,6 +162,7 @@ def request_lines(headers) -> tuple[bytes, str | None, bytes | None]:
     pinned version and the Authorization value (what Router._version looks for)."""
     lines = []
     pinned = authorization = None
+    listed: frozenset[bytes] = frozenset()
     for k, v in headers:
         if k not in REQUEST_DROP:
             lines.append(b"%s: %s\r\n" % (k, v))
@@ -163,7 +170,22 @@ def request_lines(headers) -> tuple[bytes, str | None, bytes | None]:
                 pinned = v.decode("latin-1")
         elif k == b"authorization":
             authorization = v
+        elif k == b"connection":
+            listed |= _hop_by_hop(v)
+    if listed:
+        lines = _without(headers, listed)
     return b"".join(lines), pinned, authorization
+
+
+def _hop_by_hop(connection: bytes) -> frozenset[bytes]:
+    """The header names a Connection header lists (RFC 9110 7.6.1: they stay on the client's hop), other than
+    its own options, which REQUEST_DROP holds."""
+    return frozenset(t.strip().lower() for t in connection.split(b",")) - {b"keep-alive", b"close", b""}
+
+
+def _without(headers, listed: frozenset[bytes]) -> list[bytes]:
+    """The forwarded lines again, without the listed ones: a second pass, only for the rare client that lists any."""
+    return [b"%s: %s\r\n" % (k, v) for k, v in headers if k not in REQUEST_DROP and k not in listed]
 
 
 def timeout_error(version: VersionState) -> HttpError:

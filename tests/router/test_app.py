@@ -128,3 +128,12 @@ def test_the_fast_paths_one_header_pass_matches_the_asgi_paths_rules() -> None:
                      b"x-ms-client-request-id: 42\r\nazureml-model-deployment: v2\r\n")
     assert (pinned, authorization) == ("v2", b"Bearer b")
     assert request_lines([]) == (b"", None, None)
+
+
+def test_headers_the_clients_connection_header_lists_stay_on_its_hop() -> None:
+    """RFC 9110 7.6.1, on both paths; Proxy-Connection too."""
+    headers = [(b"x-hop", b"secret"), (b"content-type", b"application/json"), (b"connection", b"keep-alive, X-Hop"),
+               (b"proxy-connection", b"keep-alive"), (b"x-other", b"1"), (b"connection", b"x-other")]
+    lines, _, _ = request_lines(headers)
+    head, _ = request_head(b"POST", b"/score", b"", headers)
+    assert lines == b"content-type: application/json\r\n" and head[1] == b"\r\n" + lines
