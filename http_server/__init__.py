@@ -59,12 +59,13 @@ class _Answer:
     a Content-Length when the headers had none; a body in parts goes chunked.
     """
 
-    __slots__ = ("conn", "keep_alive", "is_head", "head", "chunked", "started", "done")
+    __slots__ = ("conn", "keep_alive", "is_head", "http10", "head", "chunked", "started", "done")
 
-    def __init__(self, conn: _Connection, keep_alive: bool, is_head: bool):
+    def __init__(self, conn: _Connection, keep_alive: bool, is_head: bool, http10: bool):
         self.conn = conn
         self.keep_alive = keep_alive
         self.is_head = is_head
+        self.http10 = http10  # an HTTP/1.0 client knows no chunks: a body in parts ends with the connection
         self.head: bytes | None = None
         self.chunked = False
         self.started = False
@@ -96,6 +97,11 @@ class _Answer:
             if self.chunked and not more:  # the whole body is here: a length instead of chunks
                 self.chunked = False
                 head += b"content-length: %d\r\n" % len(body)
+            elif self.chunked and self.http10:
+                self.chunked = False
+                if self.keep_alive:
+                    self.keep_alive = False
+                    head += b"connection: close\r\n"
             elif self.chunked:
                 head += b"transfer-encoding: chunked\r\n"
             out = head + b"\r\n"
@@ -120,7 +126,7 @@ class _Exchange(_Answer):
     __slots__ = ("scope", "chunks", "complete", "waiter", "expect_continue", "task", "buffered", "size")
 
     def __init__(self, conn: _Connection, scope: dict, keep_alive: bool, expect_continue: bool):
-        super().__init__(conn, keep_alive, scope["method"] == "HEAD")
+        super().__init__(conn, keep_alive, scope["method"] == "HEAD", scope["http_version"] == "1.0")
         self.scope = scope
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
@@ -224,10 +230,11 @@ class Request(_Answer):
     __slots__ = ("path", "query", "headers", "claim", "chunks", "size", "body", "complete", "turn", "handler")
 
     def __init__(self, conn: _Connection, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]],
-                 claim: Any, keep_alive: bool):
+                 claim: Any, keep_alive: bool, http10: bool):
         self.conn = conn  # _Answer's fields set here: no super() call per request
         self.keep_alive = keep_alive
         self.is_head = False
+        self.http10 = http10
         self.head: bytes | None = None
         self.chunked = False
         self.started = False
@@ -443,7 +450,8 @@ class _Connection:
         exchange: _Exchange | Request
         claim = self.fast.claim(path) if self.fast is not None and method == b"POST" and not expect else None
         if claim is not None:
-            exchange = Request(self, path, query, headers, claim, parser.should_keep_alive())
+            exchange = Request(self, path, query, headers, claim, parser.should_keep_alive(),
+                               parser.get_http_version() == "1.0")
         else:
             exchange = _Exchange(self, self._scope(method.decode("ascii"), parser.get_http_version(), path, query,
                                                    headers), parser.should_keep_alive(), expect)

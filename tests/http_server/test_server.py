@@ -140,6 +140,15 @@ async def test_http_1_0_closes_and_head_has_no_body(served) -> None:
     assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"\r\n\r\n")
 
 
+async def test_an_http_1_0_client_gets_a_body_in_parts_unchunked_and_the_connection_closes(served) -> None:
+    """It knows no chunked encoding: the body goes as it comes and the close ends it, keep-alive asked or not."""
+    _, port, _ = served
+    for extra in (b"", b"connection: keep-alive\r\n"):
+        out = await exchange(port, b"GET /chunks HTTP/1.0\r\n" + extra + b"\r\n", b"\x00never")
+        head, _, body = out.partition(b"\r\n\r\n")
+        assert b"transfer-encoding" not in head and b"connection: close" in head and body == b"abbccc"
+
+
 async def test_malformed_requests_get_400(served) -> None:
     _, port, _ = served
     out = await exchange(port, b"NOT HTTP AT ALL\r\n\r\n", b"\x00never")
