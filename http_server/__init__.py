@@ -61,11 +61,13 @@ class _Answer:
 
     __slots__ = ("conn", "keep_alive", "is_head", "http10", "head", "chunked", "started", "done")
 
-    def __init__(self, conn: _Connection, keep_alive: bool, is_head: bool, http10: bool):
+    def __init__(self, conn: _Connection, keep_alive: bool, is_head: bool, http10: bool | None):
         self.conn = conn
         self.keep_alive = keep_alive
         self.is_head = is_head
-        self.http10 = http10  # an HTTP/1.0 client knows no chunks: a body in parts ends with the connection
+        # An HTTP/1.0 client knows no chunks: a body in parts ends with the connection. None: not asked yet
+        # (the fast path asks the parser only for a body in parts, the rare case that needs it).
+        self.http10 = http10
         self.head: bytes | None = None
         self.chunked = False
         self.started = False
@@ -97,7 +99,7 @@ class _Answer:
             if self.chunked and not more:  # the whole body is here: a length instead of chunks
                 self.chunked = False
                 head += b"content-length: %d\r\n" % len(body)
-            elif self.chunked and self.http10:
+            elif self.chunked and (self.http10 if self.http10 is not None else self.conn.http10()):
                 self.chunked = False
                 if self.keep_alive:
                     self.keep_alive = False
@@ -230,11 +232,11 @@ class Request(_Answer):
     __slots__ = ("path", "query", "headers", "claim", "chunks", "size", "body", "complete", "turn", "handler")
 
     def __init__(self, conn: _Connection, path: bytes, query: bytes, headers: list[tuple[bytes, bytes]],
-                 claim: Any, keep_alive: bool, http10: bool):
+                 claim: Any, keep_alive: bool):
         self.conn = conn  # _Answer's fields set here: no super() call per request
         self.keep_alive = keep_alive
         self.is_head = False
-        self.http10 = http10
+        self.http10: bool | None = None
         self.head: bytes | None = None
         self.chunked = False
         self.started = False
@@ -365,6 +367,10 @@ class _Connection:
     def eof_received(self) -> bool | None:
         return None  # asyncio.Protocol's: the transport closes itself
 
+    def http10(self) -> bool:
+        """Is the client speaking HTTP/1.0 (the version of the request last parsed: one client, one version)?"""
+        return self.parser.get_http_version() == "1.0"
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         self.server.closed(self)
@@ -450,8 +456,7 @@ class _Connection:
         exchange: _Exchange | Request
         claim = self.fast.claim(path) if self.fast is not None and method == b"POST" and not expect else None
         if claim is not None:
-            exchange = Request(self, path, query, headers, claim, parser.should_keep_alive(),
-                               parser.get_http_version() == "1.0")
+            exchange = Request(self, path, query, headers, claim, parser.should_keep_alive())
         else:
             exchange = _Exchange(self, self._scope(method.decode("ascii"), parser.get_http_version(), path, query,
                                                    headers), parser.should_keep_alive(), expect)

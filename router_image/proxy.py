@@ -32,6 +32,7 @@ REQUEST_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"
                           b"proxy-authorization", b"proxy-connection", b"host", b"content-length", b"authorization",
                           b"expect"})
 Head = tuple[bytes, bytes]
+NO_NAMES: frozenset[bytes] = frozenset()
 
 
 class _Deadline:
@@ -143,7 +144,7 @@ def request_head(method: bytes, path: bytes, query: bytes | None, headers) -> tu
     without its length header yet, and the declared Content-Length (None when not declared)."""
     lines = []
     length = None
-    listed: frozenset[bytes] = frozenset()
+    listed = NO_NAMES
     for k, v in headers:
         if k not in REQUEST_DROP:
             lines.append(b"%s: %s\r\n" % (k, v))
@@ -162,7 +163,7 @@ def request_lines(headers) -> tuple[bytes, str | None, bytes | None]:
     pinned version and the Authorization value (what Router._version looks for)."""
     lines = []
     pinned = authorization = None
-    listed: frozenset[bytes] = frozenset()
+    listed = NO_NAMES
     for k, v in headers:
         if k not in REQUEST_DROP:
             lines.append(b"%s: %s\r\n" % (k, v))
