@@ -15,6 +15,7 @@ new route or a rotated key rolls no pod.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -46,6 +47,7 @@ from router_image.config import (
 )
 
 NAME = ROUTER_NAME
+STOP_MARGIN_S = 5  # after the drain: the server closing its connections and the process exiting
 PEERS = f"{NAME}-peers"
 LABEL_CLUSTER_PURPOSE = "aks-model-serving/cluster-purpose"
 INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
@@ -263,6 +265,8 @@ class ModelRouter(pulumi.ComponentResource):
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": account.metadata.name,
+                        # The router drains for the slowest request's queue wait and scoring (router_image/__main__.py).
+                        "terminationGracePeriodSeconds": math.ceil(config.drain_seconds) + STOP_MARGIN_S,
                         "containers": [container],
                         "volumes": volumes,
                         "securityContext": POD_SECURITY,

@@ -704,7 +704,8 @@ class _Lifespan:
             await self._task
 
 
-def run(app: App, host: str, port: int, tls: ssl.SSLContext | None = None, fast: FastPath | None = None) -> None:
+def run(app: App, host: str, port: int, tls: ssl.SSLContext | None = None, fast: FastPath | None = None,
+        grace_s: float = SHUTDOWN_GRACE_S) -> None:
     import uvloop
 
-    uvloop.run(Server(app, fast).serve_address(host, port, tls))
+    uvloop.run(Server(app, fast, grace_s=grace_s).serve_address(host, port, tls))

@@ -44,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     if config.tls:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         tls.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    # On SIGTERM the requests in flight may finish: the slowest may still queue and then score.
     http_server.run(router, args.host or config.host, args.port if args.port is not None else config.port, tls,
-               fast=router)
+                    fast=router, grace_s=config.drain_seconds)
     return 0
 
 

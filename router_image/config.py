@@ -189,6 +189,13 @@ class RouterConfig(_Strict):
             raise ValueError("router_scale needs the kubernetes backend and peers")
         return self
 
+    @property
+    def drain_seconds(self) -> float:
+        """How long a stopping router needs for the requests in flight: the longest one may queue and then
+        score (its version's max_request_wait_time + scoring_timeout)."""
+        return max(((v.max_request_wait_time_ms + v.scoring_timeout_ms) / 1000 for r in self.routes for v in r.versions),
+                   default=0.0)
+
     @classmethod
     def load(cls, path: str | Path) -> RouterConfig:
         return cls.model_validate_json(Path(path).read_text())

@@ -203,6 +203,14 @@ def test_router_spreads_over_nodes_keeps_a_budget_and_scales_itself():
     assert scale.autoscale.scale_down_delay_seconds == 300
 
 
+def test_a_stopping_router_pod_may_finish_its_slowest_request():
+    """Queue wait + scoring timeout of the slowest version (Azure ML's defaults: 500 ms + 60 s), then the exit."""
+    rec = build()
+    pod = named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["template"]["spec"]
+    assert config(rec).drain_seconds == 60.5
+    assert pod["terminationGracePeriodSeconds"] == 61 + 5
+
+
 def test_peers_read_each_others_load_with_a_random_secret():
     rec = build()
     secret = named(rec, "kubernetes:core/v1:Secret", "model-router-peers")

@@ -43,3 +43,12 @@ def test_two_versions_naming_one_deployment_are_refused() -> None:
     with pytest.raises(ValidationError, match="deployment model-router named by both router_scale and service s"):
         RouterConfig(backend="kubernetes", peers={"service": "peers"}, routes=[route("service", "s", "model-router")],
                      router_scale=RouterScaleConfig(deployment="model-router", cpu_cores=0.5, autoscale=AutoscaleConfig()))
+
+
+def test_a_stopping_router_drains_for_its_slowest_versions_queue_wait_and_scoring() -> None:
+    slow = VersionConfig(name="slow", deployment="d-slow", scoring_timeout_ms=120_000, max_request_wait_time_ms=2_000)
+    quick = VersionConfig(name="quick", deployment="d-quick", scoring_timeout_ms=1_000)
+    config = RouterConfig(routes=[RouteConfig(kind="service", name="a", versions=[quick]),
+                                  RouteConfig(kind="service", name="b", versions=[slow])])
+    assert config.drain_seconds == 122.0
+    assert RouterConfig(routes=[]).drain_seconds == 0.0
