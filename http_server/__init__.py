@@ -349,6 +349,7 @@ class _Connection:
         self._watched: object = None
         self._watched_size = 0
         self._watched_since = 0.0
+        self._turn_waits = False  # the next queued request waits for the client to take the answers out
         self._scheme = server.scheme
         self._client: tuple[str, int] | None = None
         self._local: tuple[str, int] | None = None
@@ -415,7 +416,12 @@ class _Connection:
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
         self._drain = None
-        if self._queue:
+        if self._turn_waits:
+            self._turn_waits = False
+            self.resume_reading()
+            if self._queue:  # empty when the connection was lost meanwhile
+                self._run_next()
+        elif self._queue:
             self._queue[0].writable()
 
     async def drain(self) -> None:
@@ -572,15 +578,22 @@ class _Connection:
     def _next(self) -> None:
         self._queue.popleft()
         if self._queue:
-            following = self._queue[0]
-            if isinstance(following, Request):  # not nested: pipelined answers given at once would recurse
-                self.loop.call_soon(following.run)
+            if self.paused_writing:  # a client that pipelines and does not read: its answers would pile up here
+                self._turn_waits = True
+                self.pause_reading()  # and its requests in the queue
             else:
-                following.run()
+                self._run_next()
         elif not self.server.stopping:
             self.idle_since = self.loop.time()
         else:
             self.close()
+
+    def _run_next(self) -> None:
+        following = self._queue[0]
+        if isinstance(following, Request):  # not nested: pipelined answers given at once would recurse
+            self.loop.call_soon(following.run)
+        else:
+            following.run()
 
 
 def _error(status: int, code: bytes, message: bytes) -> bytes:

@@ -17,14 +17,21 @@ def anyio_backend() -> str:
 
 
 class App:
-    """Echoes the body; /chunks streams three chunks; /early answers without reading; /slow waits."""
+    """Echoes the body; /chunks streams three chunks; /early answers without reading; /slow waits; /big
+    answers 256 KiB (counted)."""
 
     def __init__(self) -> None:
+        self.big = 0
         self.cancelled = asyncio.Event()
         self.slow_started = asyncio.Event()
 
     async def __call__(self, scope, receive, send) -> None:
         path = scope["path"]
+        if path == "/big":
+            self.big += 1
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"b" * 256 * 1024})
+            return
         if path == "/early":
             await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"2")]})
             await send({"type": "http.response.body", "body": b"no"})
@@ -147,6 +154,23 @@ async def test_an_http_1_0_client_gets_a_body_in_parts_unchunked_and_the_connect
         out = await exchange(port, b"GET /chunks HTTP/1.0\r\n" + extra + b"\r\n", b"\x00never")
         head, _, body = out.partition(b"\r\n\r\n")
         assert b"transfer-encoding" not in head and b"connection: close" in head and body == b"abbccc"
+
+
+async def test_a_client_that_pipelines_and_does_not_read_gets_no_further_answers_until_it_does(served) -> None:
+    """Its answers would otherwise pile up in the server's memory (one such client reached 409 MiB)."""
+    app, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.transport.set_write_buffer_limits(high=1 << 24)
+    writer.write(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n" * 200)  # 50 MiB of answers asked for
+    await asyncio.sleep(1.0)
+    held = app.big
+    assert held < 100, held  # what the sockets' buffers take, then nothing until the client reads
+    received = 0
+    async with asyncio.timeout(20):
+        while received < 200 * 256 * 1024:
+            received += len(await reader.read(1 << 20))
+    assert app.big == 200
+    writer.close()
 
 
 async def test_malformed_requests_get_400(served) -> None:
