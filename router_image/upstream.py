@@ -27,12 +27,15 @@ from typing import Protocol
 
 import httptools
 
+from router_image.traffic import PIN_HEADER
+
 IDLE_TTL_S = 30.0  # well under the scorer's keep-alive (65 s), so a pooled connection is still open
 MAX_IDLE_PER_REPLICA = 256
 HIGH_WATER = 1 << 20  # pause reading the replica with this much response body unsent
-# Headers of a replica's answer that stay on its hop (the client's connection has its own).
+# Headers of a replica's answer that stay on its hop (the client's connection has its own), and the one
+# naming the version that answered, which the router adds itself (a replica's own could contradict it).
 RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-                           b"proxy-authenticate"})
+                           b"proxy-authenticate", PIN_HEADER})
 _DROP_LINE = re.compile(rb"\n(?:%s):" % b"|".join(sorted(RESPONSE_DROP)))  # in "\n" + lower-cased lines
 _CHUNKED = re.compile(rb"\ntransfer-encoding:[^\r]*chunked", re.I)
 

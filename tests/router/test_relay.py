@@ -4,7 +4,8 @@ The router runs in-process behind its own HTTP server (as `python -m router_imag
 replica is a small asyncio server whose answer each request's JSON body chooses: `hold` (answer
 only once the test says so), `status`, `pad` (that many bytes of body), `break` (close after
 half an answer or before any), `never` (no answer at all), `interim` (a 103 before the answer),
-`until_close` (an HTTP/1.0 answer without a length, ended by closing the connection).
+`until_close` (an HTTP/1.0 answer without a length, ended by closing the connection), `claims` (a
+version header of its own).
 """
 
 from __future__ import annotations
@@ -88,8 +89,10 @@ class Replica:
                                      "request_id": headers.get("x-request-id"),
                                      "authorization": headers.get("authorization")}).encode()
                 head = (b"HTTP/1.1 %d X\r\ncontent-type: application/json\r\nx-request-id: %s\r\n"
-                        b"connection: keep-alive\r\ncontent-length: %d\r\n\r\n"
-                        % (asks.get("status", 200), headers.get("x-request-id", "-").encode(), len(answer)))
+                        b"connection: keep-alive\r\n%scontent-length: %d\r\n\r\n"
+                        % (asks.get("status", 200), headers.get("x-request-id", "-").encode(),
+                           b"azureml-model-deployment: %s\r\n" % asks["claims"].encode() if "claims" in asks else b"",
+                           len(answer)))
                 if asks.get("interim"):
                     writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n")
                     await writer.drain()
@@ -208,6 +211,11 @@ async def test_auth_errors_come_from_the_fast_path_and_keep_the_connection(route
     assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n") and b"www-authenticate: Bearer\r\n" in head
     assert error["error"]["code"] == "Unauthorized" and answer["id"] == 7
     assert len(routed["relayed"]) == 1
+
+
+async def test_the_version_header_is_the_routers_not_the_replicas(routed) -> None:
+    answer = await routed["client"].post("/api/v1/service/one/score", json={"id": 5, "claims": "v9"})
+    assert answer.status_code == 200 and answer.headers.get_list("azureml-model-deployment") == ["solo"]
 
 
 async def test_an_interim_answer_is_not_taken_for_the_answer(routed) -> None:
