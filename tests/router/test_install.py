@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,7 @@ def healthcheck_command(config_path: Path) -> list[str]:
 
 
 @pytest.mark.slow  # about a minute: a fresh venv resolves and installs the extra (from the local wheels)
-def test_router_extra_alone_serves_healthz(tmp_path: Path) -> None:
+def test_router_extra_alone_serves_healthz_compiled(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
@@ -64,6 +65,18 @@ def test_router_extra_alone_serves_healthz(tmp_path: Path) -> None:
     installed = subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True, check=True).stdout.lower()
     for absent in ("pulumi", "pytest", "scikit-learn", "starlette", "azure-monitor"):
         assert absent not in installed, absent
+
+    # The image's compile stage (its command, with this project's venv standing in for that stage's
+    # `.[router]` + mypy), laid over the installed sources as the image's COPY --from=compile does.
+    compiled = tmp_path / "compiled"
+    subprocess.run([sys.executable, "setup_compiled.py", "-q", "build_ext", "--build-lib", str(compiled),
+                    "--build-temp", str(tmp_path / "compile-temp")], cwd=ROOT, check=True, capture_output=True)
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    shutil.copytree(compiled, site, dirs_exist_ok=True)
+    loaded = subprocess.run([python, "-c", "import http_server, router_image.upstream as u; print(u.__file__)"],
+                            cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert loaded.strip().endswith(".so") and loaded.startswith(site), loaded
 
     # Run from tmp_path: the installed package, not the source tree.
     help_text = subprocess.run([python, "-m", "router_image", "--help"], cwd=tmp_path, capture_output=True,
