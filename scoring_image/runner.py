@@ -1,12 +1,11 @@
 """The entry script's code runs on one dedicated thread, so the event loop never waits on it.
 
 One thread per worker process, as Azure ML runs one request at a time per worker: entry
-scripts keep their model in globals and are not written to be thread-safe.  Each job has a
-deadline: every job gets the same timeout, so deadlines come in submission order and one
-periodic sweep of the oldest ones enforces them (a timer per request costs more).  When one passes,
-the caller answers 504; a thread cannot be stopped, so the worker process is recycled, and
-`abandon()` fails the jobs still queued behind the stuck one at once instead of at their
-own deadlines.
+scripts keep their model in globals and are not written to be thread-safe.  A job's deadline
+starts when the thread takes it up (time spent queued behind other runs is not its run()
+overrunning), and one periodic sweep enforces the running job's (a timer per request costs
+more).  When it passes, the caller answers 504; a thread cannot be stopped, so the worker
+process is recycled, and `abandon()` fails the jobs still queued behind the stuck one at once.
 
 A hand-over costs more than a trivial run() (a thread wake-up, a loop wake-up, the GIL going
 back and forth), so both directions go in batches: the jobs submitted during one loop
@@ -37,7 +36,7 @@ class Abandoned(Exception):
     """The worker is being recycled; the job never started."""
 
 
-_Job = tuple[Callable[[], Any], asyncio.Future[Any], "str | None"]
+_Job = tuple[Callable[[], Any], asyncio.Future[Any], "str | None", bool]
 
 
 class Runner:
@@ -45,7 +44,8 @@ class Runner:
         self._loop = loop
         self._timeout_s = timeout_s
         self._sweep_s = min(timeout_s / 20, 0.1)
-        self._deadlines: collections.deque[tuple[float, asyncio.Future[Any]]] = collections.deque()
+        self._bounded: collections.deque[asyncio.Future[Any]] = collections.deque()  # submitted, in order
+        self._running: tuple[float, asyncio.Future[Any]] | None = None  # a bounded job on the thread: its deadline
         self._jobs: queue.SimpleQueue[list[_Job]] = queue.SimpleQueue()
         self._batch: list[_Job] = []  # submitted during this loop iteration
         self._results: collections.deque[tuple[asyncio.Future[Any], Any, BaseException | None]] = collections.deque()
@@ -62,16 +62,16 @@ class Runner:
             future.set_exception(Abandoned())
             return future
         if bounded:
-            self._deadlines.append((time.monotonic() + self._timeout_s, future))
+            self._bounded.append(future)
         if not self._batch:
             self._loop.call_soon(self._hand_over)
-        self._batch.append((fn, future, logs.request_id.get()))
+        self._batch.append((fn, future, logs.request_id.get(), bounded))
         return future
 
     def abandon(self) -> None:
         """Fail every queued job with Abandoned (the thread skips them); the running one keeps its thread."""
         self._abandoned = True
-        for _, future in self._deadlines:
+        for future in self._bounded:
             if not future.done():
                 future.set_exception(Abandoned())
 
@@ -92,26 +92,29 @@ class Runner:
                 future.set_exception(exc)
 
     def _sweep(self) -> None:
-        now = time.monotonic()
-        deadlines = self._deadlines
-        while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
-            _, future = deadlines.popleft()
-            if not future.done():
-                future.set_exception(RunTimeout())
+        bounded = self._bounded
+        while bounded and bounded[0].done():
+            bounded.popleft()
+        running = self._running  # the thread's: read once
+        if running is not None and running[0] <= time.monotonic() and not running[1].done():
+            running[1].set_exception(RunTimeout())
         self._loop.call_later(self._sweep_s, self._sweep)
 
     def _work(self) -> None:
         results = self._results
         while True:
-            for fn, future, rid in self._jobs.get():
-                if future.done():  # expired, abandoned or cancelled while queued
+            for fn, future, rid, bounded in self._jobs.get():
+                if future.done():  # abandoned or cancelled while queued
                     continue
                 logs.request_id.set(rid)
+                if bounded:
+                    self._running = (time.monotonic() + self._timeout_s, future)
                 try:
                     results.append((future, fn(), None))
                 except BaseException as exc:  # noqa: BLE001 - handed to the request that asked
                     results.append((future, None, exc))
                 finally:
+                    self._running = None
                     logs.request_id.set(None)
                 if not self._settle_scheduled:
                     self._settle_scheduled = True

@@ -35,6 +35,16 @@ def test_jobs_run_on_one_thread_in_order_and_errors_come_back() -> None:
     asyncio.run(scenario())
 
 
+def test_time_queued_behind_slow_runs_is_not_a_runs_overrun() -> None:
+    """Three runs of 0.2 s submitted at once with a 0.3 s timeout: each run() keeps to it."""
+    async def scenario() -> None:
+        runner = Runner(asyncio.get_running_loop(), timeout_s=0.3)
+        results = await asyncio.gather(*[runner.submit(lambda i=i: (time.sleep(0.2), i)[1]) for i in range(3)])
+        assert results == [0, 1, 2]
+
+    asyncio.run(scenario())
+
+
 def test_a_job_over_its_deadline_fails_and_abandon_fails_the_queued_ones() -> None:
     async def scenario() -> None:
         runner = Runner(asyncio.get_running_loop(), timeout_s=0.3)
