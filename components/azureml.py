@@ -236,6 +236,8 @@ def _read(path: Path, field: str) -> dict[str, Any]:
         data = json.loads(path.read_text())
     except FileNotFoundError:
         raise AzureMlFileError(f"{field}: file {path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise AzureMlFileError(f"{field}: {path} is not UTF-8 text (byte {exc.start})") from None
     except json.JSONDecodeError as exc:
         raise AzureMlFileError(f"{field}: {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     if not isinstance(data, dict):
@@ -270,13 +272,11 @@ def load_inference_config(path: Path, field: str = "inference_config") -> dict[s
 
 
 def kind_of(path: Path) -> Literal["deployment_config", "inference_config"] | None:
-    """Which Azure ML file a JSON is, by its keys: computeType marks a deployment config."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    if isinstance(data, dict) and "computeType" in data:
+    """Which Azure ML file a JSON is, by its keys: computeType marks a deployment config (AzureMlFileError
+    when it cannot be read as a JSON object)."""
+    data = _read(path, path.name)
+    if "computeType" in data:
         return "deployment_config"
-    if isinstance(data, dict) and "entryScript" in data:
+    if "entryScript" in data:
         return "inference_config"
     return None

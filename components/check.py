@@ -51,10 +51,10 @@ def _auth(key: bool, token: bool) -> str:
 
 def check_azureml(path: Path) -> list[str]:
     """Validate one Azure ML JSON file as the spec it maps onto."""
-    kind = kind_of(path)
-    if kind is None:
-        raise StackError([f"{path}: not a deploymentconfig.json (computeType) or inferenceconfig.json (entryScript)"])
     try:
+        kind = kind_of(path)
+        if kind is None:
+            raise StackError([f"{path}: not a deploymentconfig.json (computeType) or inferenceconfig.json (entryScript)"])
         if kind == "deployment_config":
             settings = WebserviceSettings.model_validate(load_deployment_config(path))
             return [f"{path}: valid deployment config", *(f"  {k} = {v}" for k, v in settings.model_dump(exclude={"primary_key", "secondary_key"}).items())]

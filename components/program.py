@@ -21,6 +21,7 @@ from pathlib import Path
 import pulumi
 import pulumi_azure_native.storage as storage
 import pulumi_kubernetes as k8s
+import yaml
 
 from components.cluster import AksCluster
 from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
@@ -28,7 +29,7 @@ from components.image import HashedImage, HashedImageArgs
 from components.router import ModelRouter, ModelRouterArgs, dns_label
 from components.routes import routes
 from components.service import APP_INSIGHTS_KEY, STORAGE_KEY, ModelService, ModelServiceArgs, ModelSource
-from components.spec import ModelSpec, _Deployable, registry_name
+from components.spec import InferenceConfigSpec, ModelSpec, _Deployable, registry_name
 from components.stackfile import Stack
 from components.workspace import Workspace
 
@@ -114,6 +115,33 @@ def deployable_problems(stack: Stack) -> list[str]:
         if dep.namespace is not None and dep.namespace != spec.router.namespace:
             problems.append(f"{path}.namespace: {dep.namespace!r} differs from router.namespace {spec.router.namespace!r}; "
                             "the router watches and scales only its own namespace")
+        problems += _image_sources(stack, f"{path}.inference_config", dep.inference_config)
+    for i, model in enumerate(spec.models):
+        if model.path is not None and not stack.resolve(model.path).exists():
+            problems.append(f"models[{i}].path: {stack.resolve(model.path)} does not exist; it is uploaded from there")
+    return problems
+
+
+def _image_sources(stack: Stack, path: str, ic: InferenceConfigSpec | None) -> list[str]:
+    """The files an app image is hashed and built from, there and readable (not a traceback mid-plan,
+    nor an image built from an empty folder)."""
+    if ic is None:
+        return []
+    problems = []
+    folder = stack.resolve(ic.source_directory) if ic.source_directory else stack.resolve(ic.entry_script).parent
+    script = folder / ic.entry_script if ic.source_directory else stack.resolve(ic.entry_script)
+    if not folder.is_dir():
+        problems.append(f"{path}.source_directory: {folder} is not a folder; the image is built from it")
+    elif not script.is_file():
+        problems.append(f"{path}.entry_script: {script} does not exist")
+    env = ic.environment
+    if env.conda_file is not None:
+        conda = stack.resolve(env.conda_file)
+        try:
+            if not isinstance(yaml.safe_load(conda.read_text()), dict):
+                problems.append(f"{path}.environment.conda_file: {conda} is not a conda environment (a YAML mapping)")
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            problems.append(f"{path}.environment.conda_file: {conda}: {getattr(exc, 'strerror', None) or exc}")
     return problems
 
 

@@ -138,6 +138,8 @@ def load_stack(path: str | Path) -> Stack:
         raise StackError([f"{path}: no such stack file (stacks live in stacks/Pulumi.<stack>.yaml)"])
     try:
         doc = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as exc:
+        raise StackError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

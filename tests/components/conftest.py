@@ -50,6 +50,11 @@ def project(tmp_path: Path) -> Path:
         (tmp_path / image / "Dockerfile").write_text((ROOT / image / "Dockerfile").read_text())
     (tmp_path / "examples" / "sklearn").mkdir(parents=True)
     (tmp_path / "examples" / "sklearn" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    for stack in STACKS.glob("Pulumi.*.yaml"):  # the local model folders they upload (`make local` trains them)
+        for model in yaml.safe_load(stack.read_text())["config"].get("aks-model-serving:models", []):
+            if "path" in model:
+                (tmp_path / model["path"]).mkdir(parents=True, exist_ok=True)
+                (tmp_path / model["path"] / "model.pkl").write_bytes(b"stand-in")
     return tmp_path
 
 

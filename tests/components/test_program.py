@@ -75,6 +75,32 @@ def test_a_service_outside_the_router_namespace_is_refused(edit):
                         "the router watches and scales only its own namespace"]
 
 
+def _inference(change):
+    return lambda c: change(c["aks-model-serving:services"][0]["inference_config"])
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (_inference(lambda ic: ic.update(source_directory="examples/gone")),
+     "services[0].inference_config.source_directory: {project}/examples/gone is not a folder"),
+    (_inference(lambda ic: ic.update(entry_script="missing.py")),
+     "services[0].inference_config.entry_script: {project}/examples/sklearn/missing.py does not exist"),
+    (_inference(lambda ic: ic.update(environment={"conda_file": "env.yml"})),
+     "services[0].inference_config.environment.conda_file: {project}/env.yml: No such file or directory"),
+    (lambda c: c["aks-model-serving:models"][0].update(path="models/none"),
+     "models[0].path: {project}/models/none does not exist"),
+], ids=["no-source-directory", "no-entry-script", "no-conda-file", "no-model-folder"])
+def test_missing_image_and_model_sources_are_named_before_anything_is_declared(project, edit, change, expected):
+    """Else an image is hashed from an empty folder, or plan ends in a traceback."""
+    problems = deployable_problems(load_stack(edit("dev", change)))
+    assert any(p.startswith(expected.format(project=project)) for p in problems), problems
+
+
+def test_a_conda_file_that_is_not_an_environment_is_named(project, edit):
+    (project / "env.yml").write_text("dependencies: [python=3.11\n")
+    problems = deployable_problems(load_stack(edit("dev", _inference(lambda ic: ic.update(environment={"conda_file": "env.yml"})))))
+    assert any(p.startswith("services[0].inference_config.environment.conda_file:") for p in problems), problems
+
+
 @pytest.mark.parametrize("name", ["dev", "prod"])
 def test_example_stacks_render_valid_manifests_and_pass_the_policy(project, name):
     plan = make_plan(load_stack(project / "stacks" / f"Pulumi.{name}.yaml"))

@@ -168,6 +168,17 @@ def test_broken_stack_names_the_field(tmp_path, capsys, name, edits, expected):
     assert "Traceback" not in out
 
 
+def test_a_stack_or_azure_ml_file_that_is_not_utf8_is_named_not_a_traceback(tmp_path, capsys):
+    stack = write_stack(tmp_path, BASE)
+    stack.write_bytes(stack.read_bytes() + b"# \xff\n")
+    aml = tmp_path / "deploymentconfig.json"
+    aml.write_bytes(b'{"computeType": "aks", "description": "\xff"}')
+    for path in (stack, aml):
+        assert check([str(path)]) == 2
+        out = capsys.readouterr().out
+        assert "not UTF-8 text" in out and "Traceback" not in out
+
+
 def test_traffic_that_sums_to_100_in_floats_is_accepted(tmp_path, capsys):
     """26.4 + 70.4 + 3.2 is 100.00000000000001 as floats."""
     config = copy.deepcopy(BASE)
