@@ -170,7 +170,10 @@ def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]
         # Prune ignored folders (gitignore semantics: nothing below an excluded folder comes back).
         dirs[:] = sorted(d for d in dirs if d != ".git" and not spec.match_file(f"{prefix}{d}/")
                          and (prefix or not include or d in include))
-        found += [f"{prefix}{f}" for f in files if not spec.match_file(f"{prefix}{f}")
+        # A link to a folder is one entry, as git keeps it: os.walk lists it with the folders, not below.
+        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+        dirs[:] = [d for d in dirs if d not in links]
+        found += [f"{prefix}{f}" for f in files + links if not spec.match_file(f"{prefix}{f}")
                   and (prefix or not include or f in include)]
     return sorted(found)
 

@@ -45,6 +45,20 @@ def args(context: Path, **fields) -> HashedImageArgs:
 # ------------------------------------------------------------------ the tag
 
 
+def test_a_link_to_a_folder_is_hashed_and_staged_as_a_link(ctx):
+    """os.walk lists it among the folders without going in: it was in neither the tag nor the image."""
+    before = content_hash(args(ctx))
+    (ctx / "shared").symlink_to("pkg", target_is_directory=True)
+    assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py", "shared"]
+    linked = content_hash(args(ctx))
+    assert linked != before
+    (ctx / "shared").unlink()
+    (ctx / "shared").symlink_to("cache", target_is_directory=True)
+    assert content_hash(args(ctx)) != linked  # retargeted
+    staged = image_module.stage_context(args(ctx), "t")
+    assert os.readlink(staged / "shared") == "cache"
+
+
 def test_ignored_files_are_left_out_and_changing_one_keeps_the_tag(ctx):
     assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
     before = content_hash(args(ctx))
