@@ -53,6 +53,42 @@ class _Headers(dict[str, str]):
         return isinstance(key, str) and super().__contains__(key.lower())
 
 
+class BadRequest(ValueError):
+    """A request body the script asked to read as JSON is not JSON: the client's error (Flask's 400)."""
+
+
+class _Args(dict):
+    """The query string as Flask's `request.args` reads it: the first value of a key, `get` with a `type`,
+    `getlist` for all of them."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self._all: dict[str, list[str]] = {}
+        for key, value in pairs:
+            self.setdefault(key, value)
+            self._all.setdefault(key, []).append(value)
+
+    def get(self, key: str, default: Any = None, type: Callable[[str], Any] | None = None) -> Any:  # noqa: A002
+        if key not in self:
+            return default
+        try:
+            return type(self[key]) if type is not None else self[key]
+        except (ValueError, TypeError):
+            return default
+
+    def getlist(self, key: str, type: Callable[[str], Any] | None = None) -> list[Any]:  # noqa: A002
+        values = self._all.get(key, [])
+        if type is None:
+            return list(values)
+        out = []
+        for value in values:
+            try:
+                out.append(type(value))
+            except (ValueError, TypeError):
+                continue
+        return out
+
+
 class AMLRequest:
     """The subset of Flask's Request that Azure ML entry scripts use."""
 
@@ -61,21 +97,21 @@ class AMLRequest:
         self.path = path
         self.query_string = query_string
         self.full_path = f"{path}?{query_string.decode('latin-1')}"
-        self.args: dict[str, str] = dict(parse_qsl(query_string.decode("latin-1")))
+        self.args = _Args(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
         self.headers = _Headers(headers)
         self.data = body
         self.content_type = self.headers.get("content-type")
 
     def get_data(self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False) -> bytes | str:
-        return self.data.decode() if as_text else self.data
+        return self.data.decode(errors="replace") if as_text else self.data
 
     def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
         try:
             return orjson.loads(self.data)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
             if silent:
                 return None
-            raise
+            raise BadRequest(f"malformed JSON: {exc}") from None
 
     @property
     def json(self) -> Any:

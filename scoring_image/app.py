@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from scoring_image import entry_script, logs, metrics, swagger
-from scoring_image.amlcompat import AMLRequest, AMLResponse
+from scoring_image.amlcompat import AMLRequest, AMLResponse, BadRequest
 from scoring_image.collection.spool import Spool
 from scoring_image.config import ScorerSettings
 from scoring_image.entry_script import BadInput, EntryScript
@@ -186,7 +186,7 @@ class ScoringApp:
             raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms") from None
         except Abandoned:
             raise HttpError(503, "WorkerRecycling", "this worker is being replaced; retry") from None
-        except BadInput as exc:  # a schema input that does not fit its declared type
+        except (BadInput, BadRequest) as exc:  # a schema input that does not fit; a raw body that is not JSON
             raise HttpError(400, "BadRequest", str(exc)) from None
         except HttpError:
             raise

@@ -13,6 +13,8 @@ import joblib
 import numpy as np
 import pytest
 
+from scoring_image import amlcompat
+
 from scorer_helpers import EXAMPLE, ROOT, Scorer, StartScorer, wait_until
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
@@ -217,3 +219,21 @@ def test_cors(start_scorer: StartScorer) -> None:
     assert "x-request-id" in response.headers["access-control-expose-headers"]
     other = server.post(json={"data": [[1]]}, headers={"origin": "https://evil.example.com"})
     assert "access-control-allow-origin" not in other.headers
+
+
+def test_the_raw_request_reads_as_flasks_does() -> None:
+    """What entry scripts written for Azure ML call on it: args.get with a type, getlist, text of any bytes."""
+    request = amlcompat.AMLRequest("POST", "/score", b"n=3&id=a&id=b&bad=x", [], b"\xff{not json")
+    assert request.args.get("n", default=0, type=int) == 3 and request.args.get("bad", default=0, type=int) == 0
+    assert request.args.get("id") == "a" and request.args.getlist("id") == ["a", "b"]
+    assert request.args.get("missing", "d") == "d" and request.args.getlist("missing") == []
+    assert request.get_data(as_text=True) == "\ufffd{not json"
+    assert request.get_json(silent=True) is None
+    with pytest.raises(amlcompat.BadRequest):
+        request.get_json()
+
+
+def test_a_raw_body_the_script_reads_as_json_that_is_not_json_is_400(start_scorer: StartScorer) -> None:
+    server = start_scorer("raw_request.py")
+    response = server.post(content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "BadRequest"
