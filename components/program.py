@@ -135,6 +135,10 @@ def _image_sources(stack: Stack, path: str, ic: InferenceConfigSpec | None) -> l
     elif not script.is_file():
         problems.append(f"{path}.entry_script: {script} does not exist")
     env = ic.environment
+    if (env.conda_file or env.conda_dependencies) and not (env.base_image or env.base_dockerfile):
+        field = "conda_file" if env.conda_file else "conda_dependencies"
+        problems.append(f"{path}.environment.{field}: the stock scorer image (python:3.11-slim) has no conda; list the "
+                        "packages under environment.pip, or name a base_image that has conda and runs the scorer")
     if env.conda_file is not None:
         conda = stack.resolve(env.conda_file)
         try:

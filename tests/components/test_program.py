@@ -95,6 +95,16 @@ def test_missing_image_and_model_sources_are_named_before_anything_is_declared(p
     assert any(p.startswith(expected.format(project=project)) for p in problems), problems
 
 
+def test_a_conda_environment_needs_a_base_image_with_conda(project, edit):
+    """The stock scorer image is python:3.11-slim: `conda env update` would fail mid-build."""
+    (project / "env.yml").write_text("dependencies: [python=3.11]\n")
+    conda = {"conda_file": "env.yml"}
+    problems = deployable_problems(load_stack(edit("dev", _inference(lambda ic: ic.update(environment=conda)))))
+    assert any(p.startswith("services[0].inference_config.environment.conda_file: the stock scorer image") for p in problems)
+    based = {**conda, "base_image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04"}
+    assert deployable_problems(load_stack(edit("dev", _inference(lambda ic: ic.update(environment=based))))) == []
+
+
 def test_a_conda_file_that_is_not_an_environment_is_named(project, edit):
     (project / "env.yml").write_text("dependencies: [python=3.11\n")
     problems = deployable_problems(load_stack(edit("dev", _inference(lambda ic: ic.update(environment={"conda_file": "env.yml"})))))
