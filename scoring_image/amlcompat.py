@@ -37,8 +37,9 @@ def is_rawhttp(func: Callable[..., Any]) -> bool:
     return bool(getattr(func, _RAWHTTP_ATTR, False))
 
 
-class _Headers(dict[str, str]):
-    """Request headers with case-insensitive lookup, as Werkzeug's."""
+class Headers(dict[str, str]):
+    """Request headers with case-insensitive lookup, as Werkzeug's (what Azure ML hands `request.headers`
+    and `run(data, request_headers)`: scripts ask for "X-Tenant" or "x-tenant" alike)."""
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         super().__init__((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)
@@ -98,7 +99,7 @@ class AMLRequest:
         self.query_string = query_string
         self.full_path = f"{path}?{query_string.decode('latin-1')}"
         self.args = _Args(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
-        self.headers = _Headers(headers)
+        self.headers = Headers(headers)
         self.data = body
         self.content_type = self.headers.get("content-type")
 

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from scoring_image import entry_script, logs, metrics, swagger
-from scoring_image.amlcompat import AMLRequest, AMLResponse, BadRequest
+from scoring_image.amlcompat import AMLRequest, AMLResponse, BadRequest, Headers
 from scoring_image.collection.spool import Spool
 from scoring_image.config import ScorerSettings
 from scoring_image.entry_script import BadInput, EntryScript
@@ -175,7 +175,7 @@ class ScoringApp:
                 payload = script.prepare(body, parsed)
             except BadInput as exc:
                 raise HttpError(400, "BadRequest", str(exc)) from None
-            headers = _headers(scope) if script.wants_headers else None
+            headers = Headers(scope["headers"]) if script.wants_headers else None
             call = _json_call(script, payload, headers)
 
         try:
@@ -295,10 +295,6 @@ _id_counter = itertools.count()
 def _new_request_id() -> bytes:
     """UUID-shaped: this process's random uuid4 prefix, then a counter (uuid4() per request costs a syscall)."""
     return b"%s%012x" % (_ID_PREFIX, next(_id_counter))
-
-
-def _headers(scope: Scope) -> dict[str, str]:
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:

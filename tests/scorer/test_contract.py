@@ -126,7 +126,7 @@ def test_schema_inputs_that_do_not_fit_are_400(schema_scorer: Scorer, model_root
 def test_request_headers_form(start_scorer: StartScorer) -> None:
     server = start_scorer("with_headers.py")
     response = server.post(json={"a": 1}, headers={"x-tenant": "contoso"})
-    assert response.json() == {"tenant": "contoso", "echo": {"a": 1}}
+    assert response.json() == {"tenant": "contoso", "tenant_key": "contoso", "echo": {"a": 1}}
 
 
 def test_rawhttp_form(start_scorer: StartScorer) -> None:

@@ -7,4 +7,5 @@ def init():
 
 
 def run(data, request_headers):
-    return {"tenant": request_headers.get("x-tenant"), "echo": json.loads(data)}
+    # Spelled as Azure ML's Werkzeug headers let scripts spell it: lookups ignore case.
+    return {"tenant": request_headers.get("X-Tenant"), "tenant_key": request_headers["x-TENANT"] if "X-TENANT" in request_headers else None, "echo": json.loads(data)}
