@@ -35,16 +35,17 @@ MAX_REQUEST_ID = 100
 _JSON = b"application/json"
 _JSON_HEADER = (b"content-type", _JSON)
 _TEXT_HEADER = (b"content-type", b"text/plain; charset=utf-8")
-_SCORE_METHODS = b"GET, POST, OPTIONS"
+_SCORE_METHODS = b"GET, HEAD, POST, OPTIONS"
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers  # beside content-type: json (a 405's Allow)
 
 
 class _Result:
@@ -88,7 +89,8 @@ class ScoringApp:
         if path == "/score":
             await self._score(scope, receive, send)
         elif method not in ("GET", "HEAD"):
-            await _send_error(send, HttpError(405, "MethodNotAllowed", f"{method} is not allowed on {path}"))
+            await _send_error(send, HttpError(405, "MethodNotAllowed", f"{method} is not allowed on {path}",
+                                              ((b"allow", b"GET, HEAD"),)))
         elif path == "/":
             await _send(send, 200, [_TEXT_HEADER], b"Healthy")
         elif path == "/ready":
@@ -127,7 +129,7 @@ class ScoringApp:
         try:
             result = await self._scored(scope, receive, content_type, length, rid)
         except HttpError as exc:
-            result = _Result(exc.status, [_JSON_HEADER], _error_body(exc), 0.0)
+            result = _Result(exc.status, [_JSON_HEADER, *exc.headers], _error_body(exc), 0.0)
         finally:
             self._metrics.in_flight -= 1
         body = result.body
@@ -152,10 +154,10 @@ class ScoringApp:
         script = self.script
         if script is None:
             raise HttpError(503, "NotReady", self.not_ready)
-        if method == "GET" and script.form != "rawhttp":
+        if method in ("GET", "HEAD") and script.form != "rawhttp":  # HEAD as GET, as Flask answers it
             return _Result(200, [_TEXT_HEADER], b"Healthy", 0.0)
-        if method not in ("GET", "POST"):
-            raise HttpError(405, "MethodNotAllowed", f"{method} is not allowed on /score")
+        if method not in ("GET", "HEAD", "POST"):
+            raise HttpError(405, "MethodNotAllowed", f"{method} is not allowed on /score", ((b"allow", _SCORE_METHODS),))
         if length > self._settings.max_body_bytes:
             raise HttpError(413, "PayloadTooLarge", f"the body is over {self._settings.max_body_bytes} bytes")
         body = await _read_body(receive, self._settings.max_body_bytes)
@@ -335,7 +337,7 @@ def _error_body(error: HttpError) -> bytes:
 
 
 async def _send_error(send: Send, error: HttpError) -> None:
-    await _send(send, error.status, [_JSON_HEADER], _error_body(error))
+    await _send(send, error.status, [_JSON_HEADER, *error.headers], _error_body(error))
 
 
 async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -67,6 +67,12 @@ def test_routes(raw_scorer: Scorer) -> None:
     assert raw_scorer.get("/ready").json() == {"ready": True}
     assert raw_scorer.get("/score").status_code == 200
     assert "POST" in httpx.options(raw_scorer.url + "/score").headers["allow"]
+    head = httpx.head(raw_scorer.url + "/score")  # as Flask answers HEAD on a GET route
+    assert head.status_code == 200 and head.content == b""
+    refused = httpx.delete(raw_scorer.url + "/score")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, POST, OPTIONS"
+    assert refused.json()["error"]["code"] == "MethodNotAllowed"
+    assert httpx.post(raw_scorer.url + "/ready").headers["allow"] == "GET, HEAD"
     assert raw_scorer.get("/nope").status_code == 404
     assert raw_scorer.get("/swagger.json").status_code == 404  # a raw script has no schema
 
