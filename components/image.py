@@ -125,6 +125,12 @@ def _canonical_conda(conda: Mapping[str, Any] | str | Path, context: Path) -> st
     return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)
 
 
+def _env_value(value: str) -> str:
+    """A value as Dockerfile ENV reads it back unchanged: in double quotes, with backslash, quote and `$`
+    escaped (ENV substitutes $NAME even in quotes; JSON's \\uXXXX and \\n escapes are not Docker's)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+
 def render_dockerfile(args: HashedImageArgs) -> str:
     """The Dockerfile the image is built from: the given file's text, or one generated from args."""
     context = Path(args.context)
@@ -134,7 +140,7 @@ def render_dockerfile(args: HashedImageArgs) -> str:
     lines = ["# syntax=docker/dockerfile:1"]
     lines.append(args.base_dockerfile.rstrip() if args.base_dockerfile else f"FROM {args.base_image}")
     for key in sorted(args.environment_variables):
-        lines.append(f"ENV {key}={json.dumps(args.environment_variables[key])}")
+        lines.append(f"ENV {key}={_env_value(args.environment_variables[key])}")
     if args.conda is not None:
         lines += ["COPY <<'CONDA_ENV' /tmp/conda_env.yml", _canonical_conda(args.conda, context).rstrip(), "CONDA_ENV",
                   "RUN conda env update -n base -f /tmp/conda_env.yml && conda clean -afy && rm /tmp/conda_env.yml"]

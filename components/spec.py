@@ -454,6 +454,11 @@ class EnvironmentSpec(Spec):
             problems.append("conda_file: give conda_dependencies or conda_file, not both")
         if self.base_image is not None and self.base_dockerfile is not None:
             problems.append("base_dockerfile: give base_image or base_dockerfile, not both")
+        for name, value in self.environment_variables.items():  # each becomes one Dockerfile ENV line
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+                problems.append(f"environment_variables: {name!r} is not a variable name (letters, digits, _)")
+            if "\n" in value or "\r" in value:
+                problems.append(f"environment_variables: the value of {name} holds a line break; a Dockerfile ENV is one line")
         return problems
 
     @property

@@ -45,6 +45,16 @@ def args(context: Path, **fields) -> HashedImageArgs:
 # ------------------------------------------------------------------ the tag
 
 
+def test_environment_values_reach_the_image_as_written(ctx):
+    """Docker's ENV substitutes $NAME inside quotes and knows no JSON escapes (\\u00e9 would arrive as u00e9)."""
+    text = render_dockerfile(args(ctx, environment_variables={"K": 'a$HOME "q" \\ é'}))
+    assert 'ENV K="a\\$HOME \\"q\\" \\\\ é"' in text.splitlines()
+    with pytest.raises(ValueError, match="holds a line break"):
+        EnvironmentSpec(environment_variables={"K": "a\nb"})
+    with pytest.raises(ValueError, match="not a variable name"):
+        EnvironmentSpec(environment_variables={"K-1": "a"})
+
+
 def test_a_link_to_a_folder_is_hashed_and_staged_as_a_link(ctx):
     """os.walk lists it among the folders without going in: it was in neither the tag nor the image."""
     before = content_hash(args(ctx))
