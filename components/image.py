@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -125,6 +126,9 @@ def _canonical_conda(conda: Mapping[str, Any] | str | Path, context: Path) -> st
     return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False)
 
 
+_DIRECTIVES = re.compile(r"^(?:#[ \t]*[A-Za-z]+[ \t]*=[^\n]*\n)+")  # `# syntax=...`, `# escape=...` lines first
+
+
 def _env_value(value: str) -> str:
     """A value as Dockerfile ENV reads it back unchanged: in double quotes, with backslash, quote and `$`
     escaped (ENV substitutes $NAME even in quotes; JSON's \\uXXXX and \\n escapes are not Docker's)."""
@@ -137,8 +141,14 @@ def render_dockerfile(args: HashedImageArgs) -> str:
     if args.dockerfile is not None:
         path = Path(args.dockerfile)
         return (path if path.is_absolute() else context / path).read_text()
-    lines = ["# syntax=docker/dockerfile:1"]
-    lines.append(args.base_dockerfile.rstrip() if args.base_dockerfile else f"FROM {args.base_image}")
+    base = args.base_dockerfile.rstrip() if args.base_dockerfile else f"FROM {args.base_image}"
+    # Parser directives count only at the very top: the base file's own go first (theirs, or ours for heredocs).
+    directives = _DIRECTIVES.match(base)
+    own = directives.group(0) if directives else ""
+    lines = [own.rstrip("\n") if own else "# syntax=docker/dockerfile:1"]
+    if "syntax" not in own.lower() and own:
+        lines.append("# syntax=docker/dockerfile:1")
+    lines.append(base[len(own):])
     for key in sorted(args.environment_variables):
         lines.append(f"ENV {key}={_env_value(args.environment_variables[key])}")
     if args.conda is not None:

@@ -45,6 +45,19 @@ def args(context: Path, **fields) -> HashedImageArgs:
 # ------------------------------------------------------------------ the tag
 
 
+def test_a_base_dockerfiles_parser_directives_stay_at_the_top(ctx):
+    """Docker reads `# syntax=` and `# escape=` only before any other line; below ours they were comments."""
+    base = "# syntax=docker/dockerfile:1.7\n# escape=`\nFROM python:3.11-slim\nRUN echo `\n  hi\n"
+    lines = render_dockerfile(HashedImageArgs(repository="app", registry_login_server=LOGIN, context=ctx,
+                                              base_dockerfile=base)).splitlines()
+    assert lines[:3] == ["# syntax=docker/dockerfile:1.7", "# escape=`", "FROM python:3.11-slim"]
+    escape_only = render_dockerfile(HashedImageArgs(repository="app", registry_login_server=LOGIN, context=ctx,
+                                                    base_dockerfile="#escape=`\nFROM x\n")).splitlines()
+    assert escape_only[:3] == ["#escape=`", "# syntax=docker/dockerfile:1", "FROM x"]  # ours for the heredoc
+    plain = render_dockerfile(args(ctx)).splitlines()
+    assert plain[:2] == ["# syntax=docker/dockerfile:1", "FROM python:3.11-slim"]
+
+
 def test_environment_values_reach_the_image_as_written(ctx):
     """Docker's ENV substitutes $NAME inside quotes and knows no JSON escapes (\\u00e9 would arrive as u00e9)."""
     text = render_dockerfile(args(ctx, environment_variables={"K": 'a$HOME "q" \\ é'}))
