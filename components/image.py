@@ -142,13 +142,13 @@ def render_dockerfile(args: HashedImageArgs) -> str:
         path = Path(args.dockerfile)
         return (path if path.is_absolute() else context / path).read_text()
     base = args.base_dockerfile.rstrip() if args.base_dockerfile else f"FROM {args.base_image}"
-    # Parser directives count only at the very top: the base file's own go first (theirs, or ours for heredocs).
-    directives = _DIRECTIVES.match(base)
-    own = directives.group(0) if directives else ""
-    lines = [own.rstrip("\n") if own else "# syntax=docker/dockerfile:1"]
-    if "syntax" not in own.lower() and own:
-        lines.append("# syntax=docker/dockerfile:1")
-    lines.append(base[len(own):])
+    # Parser directives count only at the very top: the base file's own first, and ours for the heredocs
+    # below unless it names a syntax of its own.
+    found = _DIRECTIVES.match(base)
+    directives = found.group(0).splitlines() if found else []
+    if not any("syntax" in line.lower() for line in directives):
+        directives.append("# syntax=docker/dockerfile:1")
+    lines = [*directives, base[found.end():] if found else base]
     for key in sorted(args.environment_variables):
         lines.append(f"ENV {key}={_env_value(args.environment_variables[key])}")
     if args.conda is not None:

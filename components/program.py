@@ -122,15 +122,20 @@ def deployable_problems(stack: Stack) -> list[str]:
     return problems
 
 
+def _app_context(stack: Stack, ic: InferenceConfigSpec) -> Path:
+    """The folder an app image is built from: source_directory, else the entry script's folder."""
+    return stack.resolve(ic.source_directory) if ic.source_directory else stack.resolve(ic.entry_script).parent
+
+
 def _image_sources(stack: Stack, path: str, ic: InferenceConfigSpec | None) -> list[str]:
     """The files an app image is hashed and built from, there and readable (not a traceback mid-plan,
     nor an image built from an empty folder)."""
     if ic is None:
         return []
     problems = []
-    folder = stack.resolve(ic.source_directory) if ic.source_directory else stack.resolve(ic.entry_script).parent
+    folder = _app_context(stack, ic)
     script = folder / ic.entry_script if ic.source_directory else stack.resolve(ic.entry_script)
-    if not folder.is_dir():
+    if ic.source_directory and not folder.is_dir():
         problems.append(f"{path}.source_directory: {folder} is not a folder; the image is built from it")
     elif not script.is_file():
         problems.append(f"{path}.entry_script: {script} does not exist")
@@ -169,7 +174,7 @@ class _AppImages:
     def ref(self, dep: _Deployable) -> pulumi.Output[str]:
         ic = dep.inference_config
         assert ic is not None  # the spec requires one
-        context = self._stack.resolve(ic.source_directory) if ic.source_directory else self._stack.resolve(ic.entry_script).parent
+        context = _app_context(self._stack, ic)
         key = hashlib.sha256(json.dumps([str(context), ic.environment.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()[:12]
         if key not in self._images:
             # The build starts FROM the scorer image, so it waits for the scorer's push.
