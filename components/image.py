@@ -42,8 +42,17 @@ import yaml
 
 from components.spec import EnvironmentSpec
 
-HASH_VERSION = "aks-model-serving/hashed-image/v1"  # bump when the recipe below changes
+HASH_VERSION = "aks-model-serving/hashed-image/v2"  # bump when the recipe below changes
 APP_ROOT = "/var/azureml-app"  # where a generated Dockerfile puts the context (Azure ML's app root)
+# Where the scorer image keeps the package it installed (scoring_image/Dockerfile): a generated image
+# on another base installs the scorer from there, with that base's own Python.
+SCORER_SOURCE = "/opt/scorer"
+# As Azure ML does: an image's conda environment in a prefix of its own, first on PATH, so it never
+# fights the base's conda for the base environment's Python.
+CONDA_ENV = "/azureml-envs/app"
+# Azure ML's bases for a conda environment that names no image (CPU, and with enable_gpu).
+AZUREML_BASE_IMAGES = {False: "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04",
+                       True: "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"}
 STAGED_DOCKERFILE = "Dockerfile.aks-model-serving"
 IGNORE_FILES = (".amlignore", ".gitignore")
 
@@ -56,7 +65,8 @@ class HashedImageArgs:
     `base_image` or `base_dockerfile` (Dockerfile text) plus `environment_variables`, `conda`
     (a conda environment as a dict, or the path of an environment.yml), `pip` packages and
     `docker_steps` (Dockerfile lines, Azure ML's extraDockerFileSteps), then the context copied
-    to `context_target`.
+    to `context_target`. With `scorer_image`, the scoring server that image carries is installed
+    with the base's own Python and the image runs it: how a custom base serves.
     """
 
     repository: str
@@ -70,6 +80,7 @@ class HashedImageArgs:
     pip: Sequence[str] = ()
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     context_target: str = APP_ROOT
+    scorer_image: str | None = None
     platform: str = "linux/amd64"
     # Top-level files or folders of the context the image is made of (all when empty), so
     # that e.g. the router's tag does not change with the tests or the scorer's code.
@@ -79,16 +90,19 @@ class HashedImageArgs:
         sources = [self.dockerfile is not None, self.base_image is not None, self.base_dockerfile is not None]
         if sum(sources) != 1:
             raise ValueError("HashedImageArgs: give exactly one of dockerfile, base_image or base_dockerfile")
-        if self.dockerfile is not None and (self.docker_steps or self.conda or self.pip or self.environment_variables):
-            raise ValueError("HashedImageArgs: docker_steps, conda, pip and environment_variables need a generated "
+        if self.dockerfile is not None and (self.docker_steps or self.conda or self.pip or self.environment_variables
+                                            or self.scorer_image):
+            raise ValueError("HashedImageArgs: docker_steps, conda, pip, environment_variables and scorer_image need a generated "
                              "Dockerfile (base_image or base_dockerfile); put them in the given dockerfile instead")
 
     @classmethod
     def from_environment(
         cls, env: EnvironmentSpec, *, repository: str, registry_login_server: pulumi.Input[str],
-        context: str | Path, default_base_image: str, base_dir: str | Path = ".",
+        context: str | Path, scorer_image: str, base_dir: str | Path = ".",
     ) -> HashedImageArgs:
-        """A service's own environment image (EnvironmentSpec), on the scorer image unless it names a base.
+        """A service's own environment image (EnvironmentSpec): on the scorer image, unless it names a
+        base or a conda environment (on Azure ML's base image, as Azure ML builds one); any other base
+        gets the scorer installed.
 
         `base_dir` resolves a relative conda_file or base_dockerfile path (the project directory).
         """
@@ -101,12 +115,14 @@ class HashedImageArgs:
             conda = env.conda_dependencies.model_dump()
         elif env.conda_file is not None:
             conda = Path(base_dir) / env.conda_file
+        base_image = None if base_dockerfile else (env.base_image or (AZUREML_BASE_IMAGES[env.gpu] if conda else scorer_image))
         return cls(
             repository=repository,
             registry_login_server=registry_login_server,
             context=context,
-            base_image=None if base_dockerfile else (env.base_image or default_base_image),
+            base_image=base_image,
             base_dockerfile=base_dockerfile,
+            scorer_image=None if base_image == scorer_image else scorer_image,
             docker_steps=env.docker_steps,
             conda=conda,
             pip=tuple(env.pip),
@@ -149,17 +165,33 @@ def render_dockerfile(args: HashedImageArgs) -> str:
     if not any("syntax" in line.lower() for line in directives):
         directives.append("# syntax=docker/dockerfile:1")
     lines = [*directives, base[found.end():] if found else base]
+    if args.scorer_image:
+        lines.append("USER root")  # a base may build as a user of its own; the pod names the user it runs as
     for key in sorted(args.environment_variables):
         lines.append(f"ENV {key}={_env_value(args.environment_variables[key])}")
     if args.conda is not None:
         lines += ["COPY <<'CONDA_ENV' /tmp/conda_env.yml", _canonical_conda(args.conda, context).rstrip(), "CONDA_ENV",
-                  "RUN conda env update -n base -f /tmp/conda_env.yml && conda clean -afy && rm /tmp/conda_env.yml"]
+                  f"RUN conda env create -p {CONDA_ENV} -f /tmp/conda_env.yml && conda clean -afy && rm /tmp/conda_env.yml",
+                  f"ENV PATH={CONDA_ENV}/bin:$PATH"]
     if args.pip:
-        lines.append("RUN pip install --no-cache-dir " + " ".join(json.dumps(p) for p in args.pip))
+        lines.append("RUN python -m pip install --no-cache-dir " + " ".join(json.dumps(p) for p in args.pip))
     if args.docker_steps:
         lines.append(args.docker_steps.rstrip())
+    if args.scorer_image:
+        lines += [f"COPY --from={args.scorer_image} {SCORER_SOURCE} {SCORER_SOURCE}", INSTALL_SCORER]
     lines += [f"COPY . {args.context_target}", f"WORKDIR {args.context_target}"]
+    if args.scorer_image:
+        lines += ["ENTRYPOINT []", 'CMD ["python", "-m", "scoring_image"]']
     return "\n".join(lines) + "\n"
+
+
+# The scorer needs Python 3.11: a base that lacks it stops the build here, saying so, rather than
+# yielding an image whose replicas crash at start.
+INSTALL_SCORER = (
+    "RUN python -c 'import sys; sys.exit(None if sys.version_info >= (3, 11) else "
+    "\"the scorer runs on Python 3.11 or later; the python on this base is \" + sys.version.split()[0])' "
+    f"&& python -m pip install --no-cache-dir '{SCORER_SOURCE}[scorer]'"
+)
 
 
 def ignore_spec(context: Path) -> pathspec.PathSpec:

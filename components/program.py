@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pulumi
@@ -140,18 +141,30 @@ def _image_sources(stack: Stack, path: str, ic: InferenceConfigSpec | None) -> l
     elif not script.is_file():
         problems.append(f"{path}.entry_script: {script} does not exist")
     env = ic.environment
-    if (env.conda_file or env.conda_dependencies) and not (env.base_image or env.base_dockerfile):
-        field = "conda_file" if env.conda_file else "conda_dependencies"
-        problems.append(f"{path}.environment.{field}: the stock scorer image (python:3.11-slim) has no conda; list the "
-                        "packages under environment.pip, or name a base_image that has conda and runs the scorer")
+    conda: object = env.conda_dependencies.model_dump() if env.conda_dependencies else None
     if env.conda_file is not None:
-        conda = stack.resolve(env.conda_file)
+        file = stack.resolve(env.conda_file)
         try:
-            if not isinstance(yaml.safe_load(conda.read_text()), dict):
-                problems.append(f"{path}.environment.conda_file: {conda} is not a conda environment (a YAML mapping)")
+            conda = yaml.safe_load(file.read_text())
+            if not isinstance(conda, dict):
+                problems.append(f"{path}.environment.conda_file: {file} is not a conda environment (a YAML mapping)")
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            problems.append(f"{path}.environment.conda_file: {conda}: {getattr(exc, 'strerror', None) or exc}")
+            problems.append(f"{path}.environment.conda_file: {file}: {getattr(exc, 'strerror', None) or exc}")
+    if isinstance(conda, dict) and not _pins_scorer_python(conda.get("dependencies")):
+        field = "conda_file" if env.conda_file else "conda_dependencies"
+        problems.append(f"{path}.environment.{field}: the scorer runs in this environment, on Python 3.11 or later; "
+                        "list python=3.11 (or later) under dependencies")
     return problems
+
+
+def _pins_scorer_python(dependencies: object) -> bool:
+    """Whether a conda environment's dependencies ask for Python 3.11 or later (`python=3.11`,
+    `python>=3.12`, `python 3.11.*`); without a pin conda may pick any Python, or none."""
+    for dep in dependencies if isinstance(dependencies, list) else []:
+        found = re.fullmatch(r"python\s*(==|=|>=|~=|\s)\s*(\d+)\.(\d+)\S*", dep.strip()) if isinstance(dep, str) else None
+        if found:
+            return (int(found.group(2)), int(found.group(3))) >= (3, 11)
+    return False
 
 
 def _image(name: str, stack: Stack, workspace: Workspace, dockerfile: str) -> HashedImage:
@@ -165,10 +178,10 @@ class _AppImages:
 
     def __init__(self, stack: Stack, workspace: Workspace, scorer: HashedImage):
         self._stack, self._workspace, self._scorer = stack, workspace, scorer
-        # A generated Dockerfile names its base by tag (a plain string, part of the hash); the
+        # A generated Dockerfile names the scorer image by tag (a plain string, part of the hash); the
         # registry's login server is its lower-cased name in the public cloud.
         login = f"{registry_name(stack.spec.workspace).lower()}.azurecr.io"  # type: ignore[arg-type]
-        self._base = f"{login}/{REPOSITORY}/scorer:{scorer.tag}"
+        self._scorer_ref = f"{login}/{REPOSITORY}/scorer:{scorer.tag}"
         self._images: dict[str, HashedImage] = {}
 
     def ref(self, dep: _Deployable) -> pulumi.Output[str]:
@@ -177,10 +190,10 @@ class _AppImages:
         context = _app_context(self._stack, ic)
         key = hashlib.sha256(json.dumps([str(context), ic.environment.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()[:12]
         if key not in self._images:
-            # The build starts FROM the scorer image, so it waits for the scorer's push.
+            # The build starts FROM the scorer image, or copies it in, so it waits for the scorer's push.
             self._images[key] = HashedImage(f"app-{key}", HashedImageArgs.from_environment(
                 ic.environment, repository=f"{REPOSITORY}/app", registry_login_server=self._workspace.registry_login_server,
-                context=context, default_base_image=self._base, base_dir=self._stack.project_dir),
+                context=context, scorer_image=self._scorer_ref, base_dir=self._stack.project_dir),
                 opts=pulumi.ResourceOptions(depends_on=[self._scorer]))
         return self._images[key].image_ref
 

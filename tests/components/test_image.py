@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pulumi
@@ -11,6 +13,7 @@ import pytest
 
 from components import image as image_module
 from components.image import (
+    INSTALL_SCORER,
     STAGED_DOCKERFILE,
     HashedImage,
     HashedImageArgs,
@@ -22,6 +25,7 @@ from components.mocks import AzureMocks, run
 from components.spec import EnvironmentSpec
 
 LOGIN = "mlwacr.azurecr.io"
+SCORER = f"{LOGIN}/aks-model-serving/scorer:" + "a" * 16
 
 
 @pytest.fixture
@@ -182,33 +186,78 @@ def test_a_given_dockerfile_is_hashed_by_its_text(ctx):
 
 
 def test_generated_dockerfile_holds_the_recipe(ctx):
-    text = render_dockerfile(args(ctx, pip=["scikit-learn==1.4.2"], conda={"dependencies": ["numpy"]},
-                                  docker_steps="RUN echo hi", environment_variables={"A": "1"}))
-    assert text.splitlines()[1] == "FROM python:3.11-slim"
-    assert 'ENV A="1"' in text and 'RUN pip install --no-cache-dir "scikit-learn==1.4.2"' in text
-    assert "conda env update -n base -f /tmp/conda_env.yml" in text and "- numpy" in text
-    assert text.index("RUN echo hi") < text.index("COPY . /var/azureml-app")
+    text = render_dockerfile(args(ctx, pip=["scikit-learn==1.4.2"], docker_steps="RUN echo hi", environment_variables={"A": "1"}))
+    lines = text.splitlines()
+    assert lines[1] == "FROM python:3.11-slim"
+    assert 'ENV A="1"' in lines and 'RUN python -m pip install --no-cache-dir "scikit-learn==1.4.2"' in lines
+    assert lines.index("RUN echo hi") < lines.index("COPY . /var/azureml-app")
+    # On the scorer image itself: its user, entrypoint and command stay the image's.
+    assert not [line for line in lines if line.startswith(("USER", "CMD", "ENTRYPOINT", "COPY --from"))]
+
+
+def test_a_conda_environment_gets_a_prefix_of_its_own_first_on_path(ctx):
+    text = render_dockerfile(args(ctx, conda={"dependencies": ["python=3.11", "numpy"]}, pip=["x"], scorer_image=SCORER))
+    lines = text.splitlines()
+    assert "- numpy" in lines
+    create = lines.index("RUN conda env create -p /azureml-envs/app -f /tmp/conda_env.yml && conda clean -afy && rm /tmp/conda_env.yml")
+    # pip and the scorer install then reach that environment's Python.
+    assert lines[create + 1] == "ENV PATH=/azureml-envs/app/bin:$PATH"
+    assert create < lines.index('RUN python -m pip install --no-cache-dir "x"') < lines.index(INSTALL_SCORER)
+
+
+def test_a_custom_base_gets_the_scorer_installed_and_runs_it(ctx):
+    base = "# escape=`\nFROM nvcr.io/nvidia/pytorch:24.05-py3\nUSER builder"
+    lines = render_dockerfile(args(ctx, base_image=None, base_dockerfile=base, docker_steps="RUN echo hi",
+                                   scorer_image=SCORER)).splitlines()
+    assert lines[:4] == ["# escape=`", "# syntax=docker/dockerfile:1", "FROM nvcr.io/nvidia/pytorch:24.05-py3", "USER builder"]
+    assert lines[4] == "USER root"  # the base's own user may not install; the pod runs as its own user
+    copy = lines.index(f"COPY --from={SCORER} /opt/scorer /opt/scorer")
+    assert lines.index("RUN echo hi") < copy and lines[copy + 1] == INSTALL_SCORER
+    assert lines[-4:] == ["COPY . /var/azureml-app", "WORKDIR /var/azureml-app", "ENTRYPOINT []", 'CMD ["python", "-m", "scoring_image"]']
+
+
+def test_the_scorer_install_step_refuses_a_python_older_than_311(tmp_path):
+    """The step's shell line as the build runs it, with a `python` that reports 3.9 on PATH."""
+    shim = tmp_path / "bin" / "python"
+    shim.parent.mkdir()
+    shim.write_text(f"#!{sys.executable}\nimport sys\nsys.version_info = (3, 9, 18, 'final', 0)\n"
+                    "sys.version = '3.9.18 (main)'\nexec(sys.argv[2])\n")
+    shim.chmod(0o755)
+    check = INSTALL_SCORER.removeprefix("RUN ").split(" && ")[0]
+    old = subprocess.run(["sh", "-c", check], capture_output=True, text=True, env={"PATH": f"{shim.parent}:/usr/bin:/bin"})
+    assert old.returncode == 1
+    assert old.stderr.strip() == "the scorer runs on Python 3.11 or later; the python on this base is 3.9.18"
+    ours = subprocess.run(["sh", "-c", check], capture_output=True, text=True, env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    assert ours.returncode == 0, ours.stderr
 
 
 @pytest.mark.parametrize("fields", [
     {"base_image": None},
     {"dockerfile": "Dockerfile"},
     {"base_image": None, "dockerfile": "Dockerfile", "pip": ["x"]},
+    {"base_image": None, "dockerfile": "Dockerfile", "scorer_image": SCORER},
 ])
 def test_args_need_exactly_one_dockerfile_source(ctx, fields):
     with pytest.raises(ValueError, match="HashedImageArgs"):
         args(ctx, **fields)
 
 
-def test_from_environment_builds_on_the_scorer_image_unless_a_base_is_named(ctx):
-    env = EnvironmentSpec(pip=["lightgbm==4.3"], conda_dependencies={"dependencies": ["python=3.11"]}, docker_steps="RUN true")
-    a = HashedImageArgs.from_environment(env, repository="iris", registry_login_server=LOGIN, context=ctx,
-                                         default_base_image="mlwacr.azurecr.io/scorer@sha256:" + "a" * 64)
-    assert a.base_image.startswith("mlwacr.azurecr.io/scorer@") and a.pip == ("lightgbm==4.3",)
-    assert a.conda["dependencies"] == ["python=3.11"] and a.docker_steps == "RUN true"
-    own = HashedImageArgs.from_environment(EnvironmentSpec(base_image="python:3.12"), repository="iris",
-                                           registry_login_server=LOGIN, context=ctx, default_base_image="unused")
-    assert own.base_image == "python:3.12"
+def test_from_environment_builds_on_the_scorer_image_unless_a_base_or_conda_is_named(ctx):
+    def from_env(**env) -> HashedImageArgs:
+        return HashedImageArgs.from_environment(EnvironmentSpec(**env), repository="iris", registry_login_server=LOGIN,
+                                                context=ctx, scorer_image=SCORER)
+
+    stock = from_env(pip=["lightgbm==4.3"], docker_steps="RUN true")
+    assert (stock.base_image, stock.scorer_image, stock.pip, stock.docker_steps) == (SCORER, None, ("lightgbm==4.3",), "RUN true")
+    own = from_env(base_image="python:3.12")
+    assert (own.base_image, own.scorer_image) == ("python:3.12", SCORER)
+    # A conda environment without an image is built on Azure ML's base, as Azure ML builds it.
+    conda = from_env(conda_dependencies={"dependencies": ["python=3.11"]})
+    assert (conda.base_image, conda.scorer_image) == ("mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04", SCORER)
+    assert conda.conda["dependencies"] == ["python=3.11"]
+    gpu = from_env(conda_dependencies={"dependencies": ["python=3.11"]}, gpu=True)
+    assert gpu.base_image == "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
+    assert from_env(base_dockerfile="FROM python:3.12\n").scorer_image == SCORER
 
 
 # ------------------------------------------------------------------ reuse or build, under mocks

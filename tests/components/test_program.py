@@ -95,14 +95,28 @@ def test_missing_image_and_model_sources_are_named_before_anything_is_declared(p
     assert any(p.startswith(expected.format(project=project)) for p in problems), problems
 
 
-def test_a_conda_environment_needs_a_base_image_with_conda(project, edit):
-    """The stock scorer image is python:3.11-slim: `conda env update` would fail mid-build."""
-    (project / "env.yml").write_text("dependencies: [python=3.11]\n")
-    conda = {"conda_file": "env.yml"}
-    problems = deployable_problems(load_stack(edit("dev", _inference(lambda ic: ic.update(environment=conda)))))
-    assert any(p.startswith("services[0].inference_config.environment.conda_file: the stock scorer image") for p in problems)
-    based = {**conda, "base_image": "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu20.04"}
-    assert deployable_problems(load_stack(edit("dev", _inference(lambda ic: ic.update(environment=based))))) == []
+@pytest.mark.parametrize(("dependencies", "pinned"), [
+    ("[python=3.11, scikit-learn]", True),
+    ("[python==3.12.4]", True),
+    ("['python>=3.11']", True),
+    ("['python 3.11.*']", True),
+    ("[python=3.8, pip]", False),
+    ("[python, numpy]", False),
+    ("[numpy, {pip: [python=3.11]}]", False),
+    ("[pythonnet=3.11]", False),
+])
+def test_a_conda_environment_must_pin_the_python_the_scorer_runs_on(project, edit, dependencies, pinned):
+    """The scorer is installed into the environment; unpinned, conda may pick an older Python or none."""
+    (project / "env.yml").write_text(f"dependencies: {dependencies}\n")
+    problems = deployable_problems(load_stack(edit("dev", _inference(lambda ic: ic.update(environment={"conda_file": "env.yml"})))))
+    expected = "services[0].inference_config.environment.conda_file: the scorer runs in this environment, on Python 3.11"
+    assert (problems == []) if pinned else any(p.startswith(expected) for p in problems), problems
+
+
+def test_conda_dependencies_in_the_stack_are_held_to_the_same_pin(project, edit):
+    env = {"conda_dependencies": {"dependencies": ["python=3.9"]}}
+    problems = deployable_problems(load_stack(edit("dev", _inference(lambda ic: ic.update(environment=env)))))
+    assert any(p.startswith("services[0].inference_config.environment.conda_dependencies: the scorer runs") for p in problems)
 
 
 def test_a_conda_file_that_is_not_an_environment_is_named(project, edit):

@@ -2,22 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from components.image import INSTALL_SCORER, SCORER_SOURCE
 from components.program import IMAGE_FILES
 from scorer_helpers import EXAMPLE, ROOT, StartScorer, train
 
 
 @pytest.mark.slow  # about 70 s: a fresh venv resolves and installs the extra (from pip's cache)
 def test_scorer_extra_alone_serves_a_request(start_scorer: StartScorer, tmp_path: Path) -> None:
+    """Installed as a custom base gets it: the step a generated Dockerfile runs, on the files the
+    scorer image keeps in /opt/scorer, with the base's Python (here a fresh venv) first on PATH."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    subprocess.run([python, "-m", "pip", "install", "-q", f"{ROOT}[scorer]"], check=True)
+    source = tmp_path / "opt-scorer"
+    source.mkdir()
+    for name in IMAGE_FILES["scorer"]:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(ROOT / name, source / name)
+    step = INSTALL_SCORER.removeprefix("RUN ").replace(SCORER_SOURCE, str(source))
+    subprocess.run(["sh", "-c", step], check=True, env={**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"})
     # Nothing beyond the extra: no Pulumi, no router, no test tooling.
     installed = subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True, check=True).stdout
     assert "pulumi" not in installed.lower() and "pytest" not in installed.lower()
