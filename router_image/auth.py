@@ -22,6 +22,10 @@ from router_image.config import RouteConfig, TokenConfig
 
 log = logging.getLogger("router.auth")
 KEY_RELOAD_S = 1.0
+# Tokens are minted on another machine (the platform team's, a CI runner): a clock a little ahead
+# of the router's would make a fresh token "not yet valid" (nbf, iat). Azure AD allows 5 minutes;
+# a minute covers NTP-synced machines without stretching an expired token far.
+CLOCK_SKEW_S = 60
 
 
 class AuthError(Exception):
@@ -154,7 +158,7 @@ class Authenticator:
             raise AuthError("token auth is on but the router has no signing key", 'Bearer error="invalid_token"')
         try:
             jwt.decode(credential, self._public_key.current(), algorithms=[self._token.algorithm], audience=route.name,
-                       issuer=self._token.issuer, options={"require": ["exp", "aud", "iss"]})
+                       issuer=self._token.issuer, options={"require": ["exp", "aud", "iss"]}, leeway=CLOCK_SKEW_S)
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired", 'Bearer error="invalid_token", error_description="expired"') from None
         except jwt.InvalidTokenError as exc:

@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from keys import signing_key, write_keys  # noqa: E402
 
 from router_image import auth  # noqa: E402
-from router_image.auth import AuthError, Authenticator  # noqa: E402
+from router_image.auth import CLOCK_SKEW_S, AuthError, Authenticator  # noqa: E402
 from router_image.config import AuthConfig, RouteConfig, TokenConfig, VersionConfig  # noqa: E402
 from router_image.tokens import mint_token  # noqa: E402
 
@@ -70,7 +70,7 @@ def test_tokens(tmp_path, algorithm) -> None:
     claims = {"aud": "ep", "iss": "aks-model-serving", "exp": now + 60}
     bad = {
         "wrong audience": mint_token(private, "iris")[0],
-        "expired": mint_token(private, "ep", lifetime_s=-30)[0],
+        "expired": mint_token(private, "ep", lifetime_s=-CLOCK_SKEW_S - 30)[0],
         "wrong key": mint_token(other_private, "ep")[0],
         "wrong issuer": mint_token(private, "ep", issuer="someone-else")[0],
         "alg none": jwt.encode(claims, None, algorithm="none"),
@@ -86,6 +86,23 @@ def test_tokens(tmp_path, algorithm) -> None:
         assert "invalid_token" in caught.value.challenge, case
     with pytest.raises(AuthError):
         a.check(TOKENED, TOKENED.key_id, None)
+
+
+def test_a_minters_clock_may_run_a_little_ahead_of_the_routers(tmp_path, monkeypatch) -> None:
+    """nbf and iat come from the minting machine's clock; within the skew the token is good, past it not."""
+    private, public = signing_key()
+    (tmp_path / "pub.pem").write_bytes(public)
+    a = Authenticator(None, TokenConfig(public_key_file=str(tmp_path / "pub.pem")))
+    real = time.time()
+    for ahead_s, accepted in [(CLOCK_SKEW_S - 15, True), (CLOCK_SKEW_S + 30, False)]:
+        monkeypatch.setattr(time, "time", lambda: real + ahead_s)
+        token = mint_token(private, "ep")[0]
+        monkeypatch.undo()
+        if accepted:
+            a.check(TOKENED, TOKENED.key_id, b"Bearer " + token.encode())
+        else:
+            with pytest.raises(AuthError, match="ImmatureSignatureError"):
+                a.check(TOKENED, TOKENED.key_id, b"Bearer " + token.encode())
 
 
 def test_a_key_is_no_token_and_a_token_no_key(keys, tmp_path) -> None:
