@@ -142,11 +142,16 @@ _V2_VCPUS = {
 
 
 def vcpus(vm_size: str) -> int | None:
-    """vCPUs of an Azure VM size, from its name; None when the name has no count."""
-    m = re.match(r"^Standard_([A-Z]+)(\d+)[a-z-]*(?:_[A-Za-z0-9]+)*?(_v(\d+))?$", vm_size, re.I)
+    """vCPUs of an Azure VM size, from its name; None when the name has no count.
+
+    A constrained-core size names its active vCPUs after the dash: Standard_E96-48ads_v5 has 48.
+    """
+    m = re.match(r"^Standard_([A-Z]+)(\d+)(?:-(\d+))?[a-z]*(?:_[A-Za-z0-9]+)*?(_v(\d+))?$", vm_size, re.I)
     if not m:
         return None
-    family, number, version = m.group(1).upper(), m.group(2), m.group(4)
+    family, number, constrained, version = m.group(1).upper(), m.group(2), m.group(3), m.group(5)
+    if constrained:
+        return int(constrained)
     if version == "2" and f"{family}{number}" in _V2_VCPUS:
         return _V2_VCPUS[f"{family}{number}"]
     return int(number)
@@ -175,7 +180,7 @@ class NodePoolSpec(Spec):
 
     def _rules(self) -> list[str]:
         problems = []
-        if not re.match(r"^Standard_[A-Za-z0-9_]+$", self.vm_size):
+        if not re.match(r"^Standard_[A-Za-z0-9_]+(?:-[0-9]+[A-Za-z0-9_]*)?$", self.vm_size):  # E96-48ads_v5: constrained cores
             problems.append(f"vm_size: {self.vm_size!r} is not an Azure VM size like Standard_D4s_v3")
         if self.accelerator is None:
             self.accelerator = accelerator_of(self.vm_size)
@@ -761,6 +766,10 @@ class StackSpec(Spec):
         if self.router.dns_label and self.cluster is not None and self.cluster.load_balancer.type == "InternalLoadBalancer":
             problems.append("router.dns_label: an Azure DNS label names a public address; an InternalLoadBalancer has none "
                             "(drop dns_label; the router is reached at its private address, or at ssl.cname)")
+        leaf = self.cluster.ssl.leaf_domain_label if self.cluster is not None and self.cluster.ssl is not None else None
+        if self.router.dns_label and leaf and self.router.dns_label != leaf:
+            problems.append(f"router.dns_label: the router's public address has one DNS label, and ssl.leaf_domain_label "
+                            f"already names it {leaf!r}; drop dns_label or make them the same")
         for path, dep in self.deployments():
             for i, ref in enumerate(dep.models):
                 name, _, version = ref.partition(":")

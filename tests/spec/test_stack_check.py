@@ -148,6 +148,8 @@ BROKEN = [
     ("system-pool-without-nodes", [(CL + ["cluster_purpose"], "dev_test"), (CL + ["node_pools", 0, "count"], 0)],
      "cluster.node_pools[0].count:"),
     ("pod-cidr-overlaps-vnet", [(NET + ["plugin"], "kubenet"), (NET + ["pod_cidr"], "10.1.128.0/17")], "cluster.network.pod_cidr:"),
+    ("router-dns-label-differs-from-leaf-label", [(CL + ["ssl"], {"leaf_domain_label": "scoring"}),
+                                                  (["aks-model-serving:router"], {"dns_label": "other"})], "router.dns_label:"),
     ("internal-lb-with-dns-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
                                     (["aks-model-serving:router"], {"dns_label": "scoring"})], "router.dns_label:"),
     ("internal-lb-with-leaf-domain-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
@@ -186,6 +188,16 @@ def test_traffic_that_sums_to_100_in_floats_is_accepted(tmp_path, capsys):
     versions[0]["traffic_percentile"], versions[1]["traffic_percentile"] = 26.4, 70.4
     versions.append({**versions[1], "version_name": "third", "traffic_percentile": 3.2})
     assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
+
+
+def test_constrained_core_sizes_count_their_active_vcpus(tmp_path, capsys):
+    """Standard_E8-4ds_v4 has 4 vCPUs: three make the 12 a fast_prod cluster needs, not 0."""
+    config = copy.deepcopy(BASE)
+    config[C]["node_pools"][0]["vm_size"] = "Standard_E8-4ds_v4"
+    assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
+    config[C]["node_pools"][0]["vm_size"] = "Standard_E4-2ds_v4"
+    assert check([str(write_stack(tmp_path, config))]) == 2
+    assert "(has 3 nodes, 6 vCPUs)" in capsys.readouterr().out
 
 
 def test_base_stack_is_valid(tmp_path, capsys):
