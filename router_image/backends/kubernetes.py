@@ -315,9 +315,15 @@ class KubernetesBackend:
         if deployment not in self._replicas:  # a decision from an unknown count could shrink a busy Deployment
             log.error("deployment %s: count unknown (scale not readable), %d replicas not applied", deployment, replicas)
             return
+        # Bounded by the leadership that sends it: a patch still unanswered when that lapses is abandoned,
+        # not left to land after a newer leader's.
+        time_left = CALL_TIMEOUT_S if self._config.peers is None else min(CALL_TIMEOUT_S, self._time_left())
+        if time_left <= 0:
+            log.warning("deployment %s: leadership lapsed, %d replicas not applied", deployment, replicas)
+            return
         try:
             _, scale = await self._api.call("PATCH", self._scale_path(deployment), {"spec": {"replicas": replicas}},
-                                            content_type=MERGE_PATCH)
+                                            content_type=MERGE_PATCH, timeout_s=time_left)
             self._replicas[deployment] = int((scale.get("spec") or {}).get("replicas", replicas))
         except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
             log.error("deployment %s: scaling to %d failed: %s", deployment, replicas, exc)

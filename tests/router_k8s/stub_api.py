@@ -49,6 +49,7 @@ class StubApi:
     version: int = 100
     lease_writes_fail: bool = False  # an API server the leader cannot reach for writes
     lease_delay_s: float = 0.0  # an overloaded API server: Lease calls answered, but this late
+    scale_delay_s: float = 0.0  # and scale patches held this long before they are applied
     _events: list[tuple[int, str, dict]] = field(default_factory=list)
     _watchers: list[asyncio.Queue] = field(default_factory=list)
 
@@ -162,8 +163,10 @@ class StubApi:
         name = request.match_info["name"]
         if request.content_type != "application/merge-patch+json":
             return web.json_response({"code": 415}, status=415)
+        body = await request.json()
+        await asyncio.sleep(self.scale_delay_s)  # cancelled, as a request handler is, when the client leaves
         if name in self.scales:
-            self.scales[name] = (await request.json())["spec"]["replicas"]
+            self.scales[name] = body["spec"]["replicas"]
         return self._scale(name)
 
     async def _get_lease(self, request: web.Request) -> web.Response:

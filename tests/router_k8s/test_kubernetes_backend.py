@@ -215,6 +215,25 @@ async def test_a_leader_whose_lease_calls_hang_steps_down_on_its_own_clock(api) 
         await a.stop()
 
 
+async def test_a_scale_patch_is_abandoned_when_the_leadership_that_sent_it_lapses(api) -> None:
+    """An API server that holds the patch: the leader gives it up within its leadership (2/3 of the
+    1 s Lease), not at the 10 s any other call may take, and does not count it as applied."""
+    api.scales["iris"] = 2
+    a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
+    await a.start(Ready())
+    try:
+        await a.apply([IRIS])
+        await until(lambda: a.is_leader and a.replicas("iris") == 2)
+        api.scale_delay_s = 5.0
+        sent = time.monotonic()
+        await a.scale("iris", 7)
+        assert time.monotonic() - sent < 0.8
+        assert a.replicas("iris") == 2 and api.scales["iris"] == 2
+    finally:
+        api.scale_delay_s = 0.0
+        await a.stop()
+
+
 async def test_a_second_instance_takes_over_an_expired_lease(api) -> None:
     api.leases["model-router-autoscaler"] = api._bump({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
