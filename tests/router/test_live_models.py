@@ -21,6 +21,7 @@ from router_image import proxy  # noqa: E402
 from router_image.app import Router  # noqa: E402
 from router_image.config import (AuthConfig, RouteConfig, RouterConfig, ScorerLaunch, TokenConfig,  # noqa: E402
                                  VersionConfig)
+from router_image.auth import CLOCK_SKEW_S  # noqa: E402
 from router_image.tokens import mint_token  # noqa: E402
 from scoring_image.config import ScorerSettings  # noqa: E402
 
@@ -70,7 +71,7 @@ def test_sklearn_model_with_rs256_tokens(tmp_path) -> None:
             "RS256 by another key": mint_token(other_rsa, "iris")[0],
             "alg none": jwt.encode({"aud": "iris", "iss": "aks-model-serving", "exp": now + 60}, None, algorithm="none"),
             "wrong audience": mint_token(private, "other")[0],
-            "expired": mint_token(private, "iris", lifetime_s=-5)[0],
+            "expired": mint_token(private, "iris", lifetime_s=-CLOCK_SKEW_S - 5)[0],
         }
         for case, credential in bad.items():
             answer = score(router.client, "service/iris", {"data": [SETOSA]}, authorization=f"Bearer {credential}")

@@ -25,6 +25,7 @@ from conftest import RouterProcess, launch, score, wait_until  # noqa: E402
 from keys import signing_key, write_keys  # noqa: E402
 
 from router_image.config import AuthConfig, RouteConfig, RouterConfig, TokenConfig, VersionConfig  # noqa: E402
+from router_image.auth import CLOCK_SKEW_S  # noqa: E402
 from router_image.tokens import mint_token  # noqa: E402
 
 BLUE_SHARE = 0.30
@@ -212,7 +213,7 @@ def test_token_auth_cases(live) -> None:
         "alg none": jwt.encode({"aud": "tok", "iss": "aks-model-serving", "exp": now + 60}, None, algorithm="none"),
         "wrong key": mint_token(other, "tok")[0],
         "wrong audience": mint_token(private, "svc")[0],
-        "expired": mint_token(private, "tok", lifetime_s=-5)[0],
+        "expired": mint_token(private, "tok", lifetime_s=-CLOCK_SKEW_S - 5)[0],
         "a key": "svc-secondary",
     }
     for case, credential in bad.items():
