@@ -169,6 +169,16 @@ class RouterConfig(_Strict):
     routes: list[RouteConfig] = []
 
     @model_validator(mode="after")
+    def _fixed_sizes(self) -> RouterConfig:
+        """autoscale_enabled false turns each version's autoscaler off, so whether a version is sized by
+        the router is read in one place (`version.autoscale.enabled`), on a reload as at start."""
+        if not self.autoscale_enabled:
+            off = [r.model_copy(update={"versions": [v.model_copy(update={"autoscale": v.autoscale.model_copy(
+                update={"enabled": False})}) for v in r.versions]}) for r in self.routes]
+            object.__setattr__(self, "routes", off)  # frozen: set once, while validating
+        return self
+
+    @model_validator(mode="after")
     def _unique(self) -> RouterConfig:
         # One name per route across kinds, as Azure ML names are unique in a workspace: a token's
         # audience is the bare name, so a service and an endpoint of one name would admit each other's.

@@ -84,7 +84,7 @@ class RouteTable:
             versions = {}
             for v in route.versions:
                 pools[v.deployment] = pool = old_pools.get(v.deployment) or ReplicaPool()
-                if config.autoscale_enabled and v.autoscale.enabled:
+                if v.autoscale.enabled:
                     scaler = old_scalers.get(v.deployment)
                     if scaler is None:
                         start = replicas.get(v.deployment, v.autoscale.min_replicas)

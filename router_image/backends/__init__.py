@@ -44,7 +44,7 @@ def backend_for(config: RouterConfig) -> Backend:
     if config.backend == "local":
         from router_image.backends.local import LocalBackend
 
-        return LocalBackend(config)
+        return LocalBackend()
     from router_image.backends.kubernetes import KubernetesBackend
 
     return KubernetesBackend(config)

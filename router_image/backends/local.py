@@ -69,19 +69,14 @@ class _Version:
 class LocalBackend:
     is_leader = True  # the only router
 
-    def __init__(self, config: RouterConfig):
+    def __init__(self) -> None:
         self._versions: dict[str, _Version] = {}
         self._on_ready: ReadyCallback = lambda d, a: None
         self._task: asyncio.Task | None = None
-        self._autoscale = config.autoscale_enabled
 
     async def start(self, on_ready: ReadyCallback) -> None:
         self._on_ready = on_ready
         self._task = asyncio.create_task(self._watch())
-
-    def _fixed(self, v: VersionConfig) -> bool:
-        """No autoscaler sizes it: it runs num_replicas, and a reload's new num_replicas applies."""
-        return not (self._autoscale and v.autoscale.enabled)
 
     async def apply(self, versions: list[VersionConfig]) -> None:
         wanted = {v.deployment: v for v in versions}
@@ -97,7 +92,7 @@ class LocalBackend:
         for name, v in wanted.items():
             current = self._versions.setdefault(name, _Version(v, v.autoscale.min_replicas))
             current.config = v
-            if self._fixed(v):
+            if not v.autoscale.enabled:  # no autoscaler sizes it: a reload's num_replicas applies
                 current.desired = v.num_replicas
             self._converge(current)
 
