@@ -3,9 +3,9 @@
 As Azure ML names environment images by a hash of their definition, the tag here is a hash of
 the Dockerfile (given, or generated from a base image, extra docker steps, a conda environment
 and pip packages, with canonical YAML so key order does not matter) and of every file in the
-build context that `.amlignore` (or, without one, `.gitignore`) does not exclude: relative
-POSIX paths, contents and the executable bit, in sorted order, so the tag is the same on any
-machine, in any checkout directory, whatever order the file system lists files in.
+build context that `.amlignore` (or, without one, `.gitignore`) does not exclude, read as git
+reads it: relative POSIX paths, contents and the executable bit, in sorted order, so the tag is
+the same on any machine, in any checkout directory, whatever order the file system lists files in.
 
 At deploy time the registry is asked for `<repo>:<tag>` (`docker buildx imagetools inspect`,
 with the docker credentials of the machine running Pulumi: `az acr login -n <registry>`): when
@@ -35,14 +35,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pathspec
 import pulumi
 import pulumi_docker as docker
 import yaml
 
 from components.spec import EnvironmentSpec
 
-HASH_VERSION = "aks-model-serving/hashed-image/v2"  # bump when the recipe below changes
+HASH_VERSION = "aks-model-serving/hashed-image/v3"  # bump when the recipe below changes
 APP_ROOT = "/var/azureml-app"  # where a generated Dockerfile puts the context (Azure ML's app root)
 # Where the scorer image keeps the package it installed (scoring_image/Dockerfile): a generated image
 # on another base installs the scorer from there, with that base's own Python.
@@ -194,36 +193,176 @@ INSTALL_SCORER = (
 )
 
 
-def ignore_spec(context: Path) -> pathspec.PathSpec:
-    """The context's `.amlignore` rules, else its `.gitignore` rules (as Azure ML snapshots do)."""
+# ------------------------------------------------------------------ which files count (git's ignore rules)
+# A port of git's own matching (dir.c, wildmatch.c), as no library agrees with git in every case: pathspec
+# says `data/**` matches the folder `data` itself and so prunes `!data/keep.txt`, dulwich errs elsewhere.
+
+# wildmatch's [:name:] classes, ASCII only as in git.
+_CLASSES = {"alnum": "a-zA-Z0-9", "alpha": "a-zA-Z", "blank": " \t", "cntrl": "\x00-\x1f\x7f", "digit": "0-9",
+            "graph": "!-~", "lower": "a-z", "print": " -~", "punct": "!-/:-@\\[-`{-~", "space": " \t\n\r",
+            "upper": "A-Z", "xdigit": "0-9A-Fa-f"}
+
+
+def _bracket(pattern: str, i: int) -> tuple[str, int] | None:
+    """The regex for the `[...]` at pattern[i] and the index after it; None when malformed (git then
+    matches nothing). As in wildmatch: `!` or `^` negates, a leading `]` is a member, never `/`."""
+    i += 1
+    negated = pattern[i:i + 1] in ("!", "^")
+    i += negated
+    members: list[str] = []
+    prev: str | None = None  # a range's low end, when the last member can be one
+    start = i
+    while True:
+        if i >= len(pattern):
+            return None
+        c = pattern[i]
+        if c == "]" and i > start:
+            break
+        if c == "\\":
+            i += 1
+            if i >= len(pattern):
+                return None
+            prev = pattern[i]
+            members.append(re.escape(prev))
+        elif c == "-" and prev is not None and pattern[i + 1:i + 2] not in ("", "]"):
+            i += 1
+            high = pattern[i]
+            if high == "\\":
+                i += 1
+                if i >= len(pattern):
+                    return None
+                high = pattern[i]
+            members[-1:] = [f"{re.escape(prev)}-{re.escape(high)}"] if prev <= high else [re.escape(prev)]
+            prev = None
+        elif c == "[" and pattern[i + 1:i + 2] == ":":
+            end = pattern.find("]", i + 2)
+            if end < 0:
+                return None
+            if end - i < 3 or pattern[end - 1] != ":":  # no `:]`: a plain `[`
+                prev = "["
+                members.append(re.escape(prev))
+            else:
+                if (cls := _CLASSES.get(pattern[i + 2:end - 1])) is None:
+                    return None
+                members.append(cls)
+                prev, i = None, end
+        else:
+            prev = c
+            members.append(re.escape(c))
+        i += 1
+    body = "".join(members)
+    return ("[^/" + body + "]" if negated else "(?!/)[" + body + "]" if body else "(?!)"), i + 1
+
+
+def _glob(pattern: str) -> re.Pattern[str] | None:
+    """wildmatch with WM_PATHNAME as a regex; None when it can match nothing.
+
+    `**` spans folders only as a whole segment: `**/` at the start or after `/` is zero or more folders,
+    a trailing `/**` everything inside. git compares the literal head (up to the first `*?[\\`) before
+    calling wildmatch, so a `**` right after it counts as at the start too (`foo**/bar` spans folders).
+    """
+    head = next((i for i, c in enumerate(pattern) if c in "*?[\\"), len(pattern))
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            end = len(pattern) - len(pattern[i:].lstrip("*"))
+            rest = pattern[end:]
+            whole_segment = (i == head or pattern[i - 1] == "/") and (rest[:1] in ("", "/") or rest[:2] == "\\/")
+            if end - i > 1 and whole_segment:
+                zero_folders = rest[:1] == "/"  # not for an escaped `\/`, as in wildmatch
+                out.append("(?:.*/)?" if zero_folders else ".*")
+                end += zero_folders
+            else:
+                out.append("[^/]*")
+            i = end
+            continue
+        if c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            if (found := _bracket(pattern, i)) is None:
+                return None
+            out.append(found[0])
+            i = found[1]
+            continue
+        else:
+            if c == "\\":
+                i += 1
+                if i == len(pattern):  # a trailing backslash: git matches nothing
+                    return None
+            out.append(re.escape(pattern[i]))
+        i += 1
+    return re.compile("".join(out), re.DOTALL)
+
+
+@dataclass(frozen=True)
+class IgnoreRule:
+    """One line of an ignore file: its glob and how git applies it."""
+
+    glob: re.Pattern[str]
+    negated: bool  # `!`: re-includes what an earlier line excluded
+    dir_only: bool  # a trailing `/`: folders only (a link to a folder is no folder)
+    anchored: bool  # a `/` in it: the path from the context root; else the name at any depth
+
+    @classmethod
+    def parse(cls, line: str) -> IgnoreRule | None:
+        """As git's add_patterns_from_buffer: None for a blank or `#` line or one that can match nothing."""
+        line = line.removesuffix("\r")
+        if not line or line.startswith("#"):
+            return None
+        # Unescaped trailing spaces go (a lone trailing backslash keeps them, as in git).
+        if trimmed := re.fullmatch(r"((?:\\.|[^\\])*?) *", line, re.DOTALL):
+            line = trimmed.group(1)
+        negated = line.startswith("!")
+        line = line[negated:]
+        dir_only = line.endswith("/")
+        line = line[:-1] if dir_only else line
+        anchored = "/" in line
+        line = line.removeprefix("/")
+        glob = _glob(line) if line else None
+        return cls(glob, negated, dir_only, anchored) if glob is not None else None
+
+    def matches(self, path: str, is_dir: bool) -> bool:
+        name = path if self.anchored else path.rpartition("/")[2]
+        return (is_dir or not self.dir_only) and self.glob.fullmatch(name) is not None
+
+
+def ignore_rules(context: Path) -> list[IgnoreRule]:
+    """The context's `.amlignore` rules, else its `.gitignore` rules (as Azure ML snapshots do); the root's
+    file only."""
     for name in IGNORE_FILES:
         path = context / name
         if path.is_file():
-            return pathspec.GitIgnoreSpec.from_lines(path.read_text().splitlines())
-    return pathspec.GitIgnoreSpec.from_lines([])
+            text = path.read_text(encoding="utf-8", errors="surrogateescape").removeprefix("\ufeff")
+            return [rule for line in text.split("\n") if (rule := IgnoreRule.parse(line)) is not None]
+    return []
+
+
+def is_ignored(rules: Sequence[IgnoreRule], path: str, is_dir: bool) -> bool:
+    """Whether `path` (relative, POSIX) is excluded: the last rule that matches it decides, as in git."""
+    return next((not rule.negated for rule in reversed(rules) if rule.matches(path, is_dir)), False)
 
 
 def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]:
     """Relative POSIX paths of the context's files the image holds, sorted; ignored ones left out.
 
     `.git` is never part of a context. Symlinks count as links (their target), not followed.
-    With `include`, only those top-level files and folders count.
+    With `include`, only those top-level files and folders count. As git, the walk never enters an
+    excluded folder: nothing below it can be re-included.
     """
     root = Path(context)
-    spec = ignore_spec(root)
+    rules = ignore_rules(root)
     found: list[str] = []
     for folder, dirs, files in os.walk(root):
         rel_folder = Path(folder).relative_to(root).as_posix()
         prefix = "" if rel_folder == "." else rel_folder + "/"
-        # Prune ignored folders (gitignore semantics: nothing below an excluded folder comes back).
-        dirs[:] = sorted(d for d in dirs if d != ".git" and not spec.match_file(f"{prefix}{d}/")
-                         and (prefix or not include or d in include))
+        wanted = [d for d in dirs if d != ".git" and (prefix or not include or d in include)]
         # A link to a folder is one entry, as git keeps it: os.walk lists it with the folders, not below.
-        links = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
-        dirs[:] = [d for d in dirs if d not in links]
-        found += [f"{prefix}{f}" for f in files + links if not spec.match_file(f"{prefix}{f}")
-                  and (prefix or not include or f in include)]
-    return sorted(found)
+        links = [d for d in wanted if os.path.islink(os.path.join(folder, d))]
+        dirs[:] = sorted(d for d in wanted if d not in links and not is_ignored(rules, prefix + d, is_dir=True))
+        found += [prefix + f for f in files if (prefix or not include or f in include)] + [prefix + d for d in links]
+    return sorted(f for f in found if not is_ignored(rules, f, is_dir=False))
 
 
 def _file_digest(path: Path) -> str:

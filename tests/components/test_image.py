@@ -176,6 +176,53 @@ def test_negation_and_git_folder(ctx):
     assert not any(f.startswith(".git/") for f in files)
 
 
+# Each rule set against git itself: the files `git ls-files --others --exclude-standard` lists.
+GIT_TREE = ("data/keep.txt", "data/x.bin", "data/sub/keep.txt", "data/sub/y.txt", "top.txt", "#x",
+            "a/b", "a/x/b", "a/x/y/b", "datax/y/keep.txt")
+
+
+@pytest.mark.parametrize("rules", [
+    "data/**\n!data/keep.txt\n",
+    "data/**\n!data/**/\n!keep.txt\n",
+    "*\n!*/\n!*.txt\n",
+    "top.txt   \n",
+    "top.txt\\ \n",
+    "data/\n!data/keep.txt\n",
+    "data\n!data/keep.txt\n",
+    "data/*\n!data/sub/\n",
+    "*.bin\ndata/**\n!data/sub/**\n",
+    "sub/\n",
+    "/data/sub\n",
+    "**/sub/*.txt\n!**/keep.txt\n",
+    "data/**/*.txt\n",
+    "x.bin\n!data/x.bin\n",
+    "a/**/b\n",
+    "\\#x\n#x\n",
+    "[xy].bin\n",
+    "*.bi?\n",
+    "data**/keep.txt\n",
+    "[!a-s]*/\n[[:digit:]]*\n",
+    "*\n!*/\n!/a/**\n/a/x/\n",
+    "[]x]*\nx[\ntop.txt\\\n**\\/*.txt\n",  # `]` first in a set; `x[`, `top.txt\` match nothing; `**\/` needs a folder
+    "lnk/\nsub\n",  # a link to a folder is no folder
+])
+def test_ignore_rules_match_git(tmp_path, rules):
+    if shutil.which("git") is None:
+        pytest.skip("git is not on PATH")
+    root = tmp_path / "repo"
+    for rel in GIT_TREE:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    (root / "lnk").symlink_to("data", target_is_directory=True)
+    (root / ".gitignore").write_text(rules)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")},  # e.g. a hook's GIT_DIR
+           "HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1"}
+    subprocess.run(["git", "init", "-q"], cwd=root, env=env, check=True)
+    listed = subprocess.run(["git", "ls-files", "-z", "--others", "--exclude-standard"], cwd=root, env=env,
+                            check=True, capture_output=True, text=True).stdout
+    assert context_files(root) == sorted(listed.split("\0")[:-1])
+
+
 def test_a_given_dockerfile_is_hashed_by_its_text(ctx):
     (ctx / "Dockerfile").write_text("FROM python:3.11-slim\nCOPY . /app\n")
     given = args(ctx, base_image=None, dockerfile="Dockerfile")
