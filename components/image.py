@@ -39,6 +39,7 @@ import pulumi
 import pulumi_docker as docker
 import yaml
 
+from components.ignore import ignore_rules, is_ignored
 from components.spec import EnvironmentSpec
 
 HASH_VERSION = "aks-model-serving/hashed-image/v3"  # bump when the recipe below changes
@@ -53,7 +54,6 @@ CONDA_ENV = "/azureml-envs/app"
 AZUREML_BASE_IMAGES = {False: "mcr.microsoft.com/azureml/openmpi4.1.0-ubuntu22.04",
                        True: "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"}
 STAGED_DOCKERFILE = "Dockerfile.aks-model-serving"
-IGNORE_FILES = (".amlignore", ".gitignore")
 
 
 @dataclass(frozen=True)
@@ -191,157 +191,6 @@ INSTALL_SCORER = (
     "\"the scorer runs on Python 3.11 or later; the python on this base is \" + sys.version.split()[0])' "
     f"&& python -m pip install --no-cache-dir '{SCORER_SOURCE}[scorer]'"
 )
-
-
-# ------------------------------------------------------------------ which files count (git's ignore rules)
-# A port of git's own matching (dir.c, wildmatch.c), as no library agrees with git in every case: pathspec
-# says `data/**` matches the folder `data` itself and so prunes `!data/keep.txt`, dulwich errs elsewhere.
-
-# wildmatch's [:name:] classes, ASCII only as in git.
-_CLASSES = {"alnum": "a-zA-Z0-9", "alpha": "a-zA-Z", "blank": " \t", "cntrl": "\x00-\x1f\x7f", "digit": "0-9",
-            "graph": "!-~", "lower": "a-z", "print": " -~", "punct": "!-/:-@\\[-`{-~", "space": " \t\n\r",
-            "upper": "A-Z", "xdigit": "0-9A-Fa-f"}
-
-
-def _bracket(pattern: str, i: int) -> tuple[str, int] | None:
-    """The regex for the `[...]` at pattern[i] and the index after it; None when malformed (git then
-    matches nothing). As in wildmatch: `!` or `^` negates, a leading `]` is a member, never `/`."""
-    i += 1
-    negated = pattern[i:i + 1] in ("!", "^")
-    i += negated
-    members: list[str] = []
-    prev: str | None = None  # a range's low end, when the last member can be one
-    start = i
-    while True:
-        if i >= len(pattern):
-            return None
-        c = pattern[i]
-        if c == "]" and i > start:
-            break
-        if c == "\\":
-            i += 1
-            if i >= len(pattern):
-                return None
-            prev = pattern[i]
-            members.append(re.escape(prev))
-        elif c == "-" and prev is not None and pattern[i + 1:i + 2] not in ("", "]"):
-            i += 1
-            high = pattern[i]
-            if high == "\\":
-                i += 1
-                if i >= len(pattern):
-                    return None
-                high = pattern[i]
-            members[-1:] = [f"{re.escape(prev)}-{re.escape(high)}"] if prev <= high else [re.escape(prev)]
-            prev = None
-        elif c == "[" and pattern[i + 1:i + 2] == ":":
-            end = pattern.find("]", i + 2)
-            if end < 0:
-                return None
-            if end - i < 3 or pattern[end - 1] != ":":  # no `:]`: a plain `[`
-                prev = "["
-                members.append(re.escape(prev))
-            else:
-                if (cls := _CLASSES.get(pattern[i + 2:end - 1])) is None:
-                    return None
-                members.append(cls)
-                prev, i = None, end
-        else:
-            prev = c
-            members.append(re.escape(c))
-        i += 1
-    body = "".join(members)
-    return ("[^/" + body + "]" if negated else "(?!/)[" + body + "]" if body else "(?!)"), i + 1
-
-
-def _glob(pattern: str) -> re.Pattern[str] | None:
-    """wildmatch with WM_PATHNAME as a regex; None when it can match nothing.
-
-    `**` spans folders only as a whole segment: `**/` at the start or after `/` is zero or more folders,
-    a trailing `/**` everything inside. git compares the literal head (up to the first `*?[\\`) before
-    calling wildmatch, so a `**` right after it counts as at the start too (`foo**/bar` spans folders).
-    """
-    head = next((i for i, c in enumerate(pattern) if c in "*?[\\"), len(pattern))
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "*":
-            end = len(pattern) - len(pattern[i:].lstrip("*"))
-            rest = pattern[end:]
-            whole_segment = (i == head or pattern[i - 1] == "/") and (rest[:1] in ("", "/") or rest[:2] == "\\/")
-            if end - i > 1 and whole_segment:
-                zero_folders = rest[:1] == "/"  # not for an escaped `\/`, as in wildmatch
-                out.append("(?:.*/)?" if zero_folders else ".*")
-                end += zero_folders
-            else:
-                out.append("[^/]*")
-            i = end
-            continue
-        if c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            if (found := _bracket(pattern, i)) is None:
-                return None
-            out.append(found[0])
-            i = found[1]
-            continue
-        else:
-            if c == "\\":
-                i += 1
-                if i == len(pattern):  # a trailing backslash: git matches nothing
-                    return None
-            out.append(re.escape(pattern[i]))
-        i += 1
-    return re.compile("".join(out), re.DOTALL)
-
-
-@dataclass(frozen=True)
-class IgnoreRule:
-    """One line of an ignore file: its glob and how git applies it."""
-
-    glob: re.Pattern[str]
-    negated: bool  # `!`: re-includes what an earlier line excluded
-    dir_only: bool  # a trailing `/`: folders only (a link to a folder is no folder)
-    anchored: bool  # a `/` in it: the path from the context root; else the name at any depth
-
-    @classmethod
-    def parse(cls, line: str) -> IgnoreRule | None:
-        """As git's add_patterns_from_buffer: None for a blank or `#` line or one that can match nothing."""
-        line = line.removesuffix("\r")
-        if not line or line.startswith("#"):
-            return None
-        # Unescaped trailing spaces go (a lone trailing backslash keeps them, as in git).
-        if trimmed := re.fullmatch(r"((?:\\.|[^\\])*?) *", line, re.DOTALL):
-            line = trimmed.group(1)
-        negated = line.startswith("!")
-        line = line[negated:]
-        dir_only = line.endswith("/")
-        line = line[:-1] if dir_only else line
-        anchored = "/" in line
-        line = line.removeprefix("/")
-        glob = _glob(line) if line else None
-        return cls(glob, negated, dir_only, anchored) if glob is not None else None
-
-    def matches(self, path: str, is_dir: bool) -> bool:
-        name = path if self.anchored else path.rpartition("/")[2]
-        return (is_dir or not self.dir_only) and self.glob.fullmatch(name) is not None
-
-
-def ignore_rules(context: Path) -> list[IgnoreRule]:
-    """The context's `.amlignore` rules, else its `.gitignore` rules (as Azure ML snapshots do); the root's
-    file only."""
-    for name in IGNORE_FILES:
-        path = context / name
-        if path.is_file():
-            text = path.read_text(encoding="utf-8", errors="surrogateescape").removeprefix("\ufeff")
-            return [rule for line in text.split("\n") if (rule := IgnoreRule.parse(line)) is not None]
-    return []
-
-
-def is_ignored(rules: Sequence[IgnoreRule], path: str, is_dir: bool) -> bool:
-    """Whether `path` (relative, POSIX) is excluded: the last rule that matches it decides, as in git."""
-    return next((not rule.negated for rule in reversed(rules) if rule.matches(path, is_dir)), False)
 
 
 def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]:
