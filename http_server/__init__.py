@@ -338,6 +338,7 @@ class _Connection:
         self.parser = httptools.HttpRequestParser(self)
         self.lost = False
         self.paused_writing = False
+        self.paused_since = 0.0  # when the client last stopped taking our writes
         self._drain: asyncio.Future[None] | None = None
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
@@ -410,6 +411,7 @@ class _Connection:
 
     def pause_writing(self) -> None:
         self.paused_writing = True
+        self.paused_since = self.loop.time()
 
     def resume_writing(self) -> None:
         self.paused_writing = False
@@ -440,6 +442,11 @@ class _Connection:
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def abort(self) -> None:
+        """Closed without flushing: what close() would flush, a client that reads nothing never takes."""
+        if self.transport is not None:
+            self.transport.abort()
 
     # ------------------------------------------------------------ httptools callbacks
 
@@ -668,14 +675,18 @@ class Server:
 
     async def _sweep(self) -> None:
         """One sweep every few seconds, not a timer per request: idle connections close after keep_alive_s,
-        and so do clients that let as long pass without sending any of a request they began."""
+        and so do clients that let as long pass without sending any of a request they began, or without
+        reading any of our answers (their buffered answers are dropped: they would never be taken)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(min(IDLE_SWEEP_S, self.keep_alive_s))
             now = loop.time()
             cutoff = now - self.keep_alive_s
             for conn in list(self.connections):
-                if conn.idle_since is None:
+                if conn.paused_writing:
+                    if conn.paused_since < cutoff:  # its client took none of our writes for as long
+                        conn.abort()
+                elif conn.idle_since is None:
                     conn.check_progress(now, cutoff)
                 elif conn.idle_since < cutoff:
                     conn.close()

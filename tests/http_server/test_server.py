@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -170,6 +171,28 @@ async def test_a_client_that_pipelines_and_does_not_read_gets_no_further_answers
         while received < 200 * 256 * 1024:
             received += len(await reader.read(1 << 20))
     assert app.big == 200
+    writer.close()
+
+
+@pytest.mark.parametrize("served", [0.3], indirect=True)
+async def test_a_client_that_reads_nothing_of_its_answers_is_dropped_after_the_keep_alive_time(served) -> None:
+    """Else its connection and the answers buffered for it stay as long as the client does."""
+    app, port, srv = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n" * 200)
+    async with asyncio.timeout(5):
+        while not any(c.paused_writing for c in srv.connections):
+            await asyncio.sleep(0.05)
+    async with asyncio.timeout(3):  # 0.3 s paused, found by a sweep (every 0.3 s)
+        while srv.connections:
+            await asyncio.sleep(0.05)
+    assert app.big < 100
+    received = 0
+    with contextlib.suppress(ConnectionResetError):  # ended: what the server still held is not delivered
+        async with asyncio.timeout(5):
+            while chunk := await reader.read(1 << 20):
+                received += len(chunk)
+    assert received < app.big * 256 * 1024
     writer.close()
 
 
