@@ -10,6 +10,7 @@ the stack's `local.state_dir`: the config, keys, token signing key, pid file and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -311,6 +312,8 @@ def down(stack: Stack, out=sys.stdout) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and _alive_group(pgid):
+        with contextlib.suppress(ChildProcessError):  # `up` stopping the router it started: reaped, no zombie
+            os.waitpid(pid, os.WNOHANG)               # is left to count as the group being alive
         time.sleep(0.1)
     if _alive_group(pgid):
         os.killpg(pgid, signal.SIGKILL)

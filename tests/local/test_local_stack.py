@@ -285,3 +285,33 @@ def test_a_stale_pid_file_naming_another_process_is_not_the_router(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_down_reaps_a_router_this_process_started_instead_of_waiting_on_its_zombie(tmp_path):
+    """`up`'s failure path stops the router it started: exited but not reaped, it kept the process
+    group alive in `down`'s eyes for 15 s, then got a SIGKILL it no longer needed."""
+    import io
+
+    from components import local
+    from components.stackfile import load_stack
+
+    stack = load_stack(_idle_stack(tmp_path, free_port()))
+    state = local.state_of(stack)
+    state.pid.parent.mkdir(parents=True, exist_ok=True)
+    # Passes for the router: its command line names router_image and the stack's router config.
+    router = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "router_image", str(state.config)],
+                              start_new_session=True)
+    try:
+        state.pid.write_text(str(router.pid))
+        deadline = time.monotonic() + 5  # right after the fork, /proc/<pid>/cmdline may still read empty
+        while b"router_image" not in Path(f"/proc/{router.pid}/cmdline").read_bytes() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        started = time.monotonic()
+        said = io.StringIO()
+        local.down(stack, out=said)
+        assert "stopped" in said.getvalue(), said.getvalue()
+        assert time.monotonic() - started < 5
+        assert router.poll() is not None  # reaped by `down` (Popen then reads it as 0), not running
+    finally:
+        router.kill()
+        router.wait()
