@@ -21,7 +21,7 @@ import orjson
 from scoring_image.collection.destinations import Destination
 from scoring_image.collection.spool import OPEN, SEALED
 from scoring_image.config import ScorerSettings
-from scoring_image.pids import alive
+from scoring_image.pids import writer_alive
 
 log = logging.getLogger("scoring_image.collection")
 
@@ -73,8 +73,7 @@ class Shipper:
 
     def _seal_orphans(self) -> None:
         for segment in self._folder.glob(f"*{OPEN}"):
-            pid = int(segment.stem.rsplit("-", 1)[1])
-            if not alive(pid):
+            if not writer_alive(segment.stem.rsplit("-", 1)[1]):
                 segment.rename(segment.with_suffix(SEALED))
 
     def _ship(self, segment: Path) -> None:

@@ -3,8 +3,8 @@
 A record is written with one `os.write` before the response is sent.  Once `write` returns,
 the bytes are in the kernel: a `kill -9` of the server cannot lose them (a crash of the whole
 machine could; fsync per request would cost more than the scoring).  Segments are named
-`<ns-timestamp>-<pid>.open` while written and renamed to `.jsonl` when sealed; the shipper
-seals the open segments of processes that died.
+`<ns-timestamp>-<pid>_<start ticks>.open` while written (scoring_image.pids.writer_id) and renamed to
+`.jsonl` when sealed; the shipper seals the open segments of processes that died.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
+from scoring_image.pids import writer_id
 
 OPEN = ".open"
 SEALED = ".jsonl"
@@ -38,7 +40,7 @@ class Spool:
             "prediction": prediction,
         }
         if self._fd is None:
-            self._path = self._folder / f"{time.time_ns():020d}-{os.getpid()}{OPEN}"
+            self._path = self._folder / f"{time.time_ns():020d}-{writer_id()}{OPEN}"
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
         os.write(self._fd, orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
 

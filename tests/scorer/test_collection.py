@@ -16,6 +16,7 @@ from scoring_image.collection.destinations import BlobContainer, LocalFolder
 from scoring_image.collection.shipper import Shipper
 from scoring_image.collection.spool import Spool
 from scoring_image.config import ScorerSettings
+from scoring_image.pids import writer_id
 from scorer_helpers import StartScorer, wait_until
 
 MODELS = "sklearn-iris:1,sklearn-iris-b:2"
@@ -156,6 +157,30 @@ def test_a_failing_destination_keeps_the_segment_for_the_next_pass(tmp_path: Pat
     assert records(folder_blobs(tmp_path / "out"), "inputs", "m/1") == []  # service is "default"
     shipped = [p for p in (tmp_path / "out").rglob("*.jsonl")]
     assert len(shipped) == 2 and all("default/m/1/" in p.as_posix() for p in shipped)
+
+
+def test_a_segment_whose_pid_a_new_process_took_is_shipped(tmp_path: Path) -> None:
+    """After a container restart the spool (an emptyDir) is still there and pids start over: the dead
+    worker's segment must not pass for the new process's that took its pid."""
+    settings = ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
+        data_collection_models=["m:1"], data_collection_local_dir=str(tmp_path / "out"),
+    )
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", {"a": 1}, {"ok": 1})  # left open, as a killed worker leaves it
+    ours = next((tmp_path / "spool").glob("*.open"))
+    assert ours.stem.endswith("-" + writer_id())
+    pid, started = writer_id().split("_")
+    before_restart = ours.with_name(ours.name.replace(f"-{pid}_{started}", f"-{pid}_{int(started) - 1}"))
+    ours.rename(before_restart)
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-2", {"a": 2}, {"ok": 2})  # this process's own, still open
+
+    assert Shipper(settings, LocalFolder(tmp_path / "out", "modeldata")).ship_once() == 1
+    shipped = [json.loads(line) for p in (tmp_path / "out").rglob("*.jsonl") if "/inputs/" in p.as_posix()
+               for line in p.read_bytes().splitlines()]
+    assert [r["request_id"] for r in shipped] == ["req-1"]
+    assert [p.stem.rsplit("-", 1)[1] for p in (tmp_path / "spool").iterdir()] == [writer_id()]
 
 
 def test_pretty_printed_json_is_collected(start_scorer: StartScorer, tmp_path: Path) -> None:
