@@ -4,7 +4,7 @@ Created: an AKS ManagedCluster with the spec's System pools inline (AKS needs on
 and every User pool as its own AgentPool resource (AKS refuses to add pools to an existing
 cluster through the cluster's own PUT), kubenet or azure CNI on an existing or new subnet, a
 system-assigned identity, and for a workspace: AcrPull for the kubelet identity on its registry,
-Container Insights (the omsagent addon) and, in fast_prod, Defender's sensor, both reporting to
+Container Insights (the omsagent addon, with the data collection rule its managed-identity auth reads) and, in fast_prod, Defender's sensor, both reporting to
 its Log Analytics workspace.
 
 Attached: an existing AKS cluster by resource id (credentials from
@@ -24,6 +24,7 @@ from typing import Any
 import pulumi
 import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.containerservice as containerservice
+import pulumi_azure_native.monitor as monitor
 import pulumi_azure_native.network as network
 import pulumi_azure_native.privatedns as privatedns
 import pulumi_kubernetes as k8s
@@ -40,6 +41,7 @@ NETWORK_CONTRIBUTOR_ROLE = "4d97b98b-1d4f-4787-a291-c67834d212e7"
 MCR = "mcr.microsoft.com"
 # Besides the cluster's own names, a node must reach these to start at all (AKS's required
 # outbound FQDNs that are concrete names rather than wildcards).
+INSIGHTS_STREAM = "Microsoft-ContainerInsights-Group-Default"  # everything Container Insights collects
 AKS_CONTROL_FQDNS = ["management.azure.com", "login.microsoftonline.com", "packages.microsoft.com", "acs-mirror.azureedge.net"]
 
 # NVIDIA's device plugin, as AKS documents installing it (GPU nodes with AKS's driver).
@@ -334,6 +336,9 @@ class AksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignored or None),
         )
 
+        if monitored:
+            self._container_insights(rg, cluster, ws)
+
         for pool in user:
             containerservice.AgentPool(
                 f"{name}-{pool.name}",
@@ -359,6 +364,33 @@ class AksCluster(pulumi.ComponentResource):
         self.kubelet_object_id = cluster.identity_profile.apply(lambda p: p["kubeletidentity"].object_id if p else None)
         self.node_resource_group = cluster.node_resource_group
         self.kubeconfig = self._user_kubeconfig(rg, cluster.name)
+
+    def _container_insights(self, rg: pulumi.Input[str], cluster: containerservice.ManagedCluster, ws: Workspace) -> None:
+        """With managed-identity auth (useAADAuth) the addon sends only what a data collection rule
+        associated with the cluster names; `az aks enable-addons` makes both, an ARM deployment must."""
+        child = pulumi.ResourceOptions(parent=self)
+        rule = monitor.DataCollectionRule(
+            f"{self._name}-container-insights",
+            data_collection_rule_name=f"MSCI-{self._spec.name}"[:64],
+            resource_group_name=rg,
+            location=self._location,
+            kind="Linux",
+            data_sources={"extensions": [{
+                "name": "ContainerInsightsExtension", "extension_name": "ContainerInsights", "streams": [INSIGHTS_STREAM],
+                "extension_settings": {"dataCollectionSettings": {"interval": "1m", "namespaceFilteringMode": "Off",
+                                                                  "enableContainerLogV2": True}},
+            }]},
+            destinations={"log_analytics": [{"name": "workspace", "workspace_resource_id": ws.log_analytics_workspace_id}]},
+            data_flows=[{"streams": [INSIGHTS_STREAM], "destinations": ["workspace"]}],
+            opts=child,
+        )
+        monitor.DataCollectionRuleAssociation(
+            f"{self._name}-container-insights",
+            association_name="ContainerInsightsExtension",
+            resource_uri=cluster.id,
+            data_collection_rule_id=rule.id,
+            opts=child,
+        )
 
     def _user_kubeconfig(self, rg: pulumi.Input[str], cluster_name: pulumi.Input[str]) -> pulumi.Output[str]:
         creds = containerservice.list_managed_cluster_user_credentials_output(

@@ -112,11 +112,23 @@ def test_fast_prod_turns_defender_and_container_insights_to_the_workspace_log_an
     assert mc["securityProfile"]["defender"] == {"logAnalyticsWorkspaceResourceId": logs_id, "securityMonitoring": {"enabled": True}}
     assert mc["addonProfiles"]["omsagent"]["config"]["logAnalyticsWorkspaceResourceID"] == logs_id
     assert mc["identity"] == {"type": "SystemAssigned"} and mc["enableRBAC"] is True
+    # With managed-identity auth the addon sends what a data collection rule on the cluster names.
+    rule = rec.one("azure-native:monitor:DataCollectionRule")
+    stream = "Microsoft-ContainerInsights-Group-Default"
+    [extension] = rule.inputs["dataSources"]["extensions"]
+    assert (extension["extensionName"], extension["streams"]) == ("ContainerInsights", [stream])
+    assert rule.inputs["destinations"]["logAnalytics"] == [{"name": "workspace", "workspaceResourceId": logs_id}]
+    assert rule.inputs["dataFlows"] == [{"streams": [stream], "destinations": ["workspace"]}]
+    association = rec.one("azure-native:monitor:DataCollectionRuleAssociation").inputs
+    assert association == {"associationName": "ContainerInsightsExtension", "resourceUri": rec.one(CLUSTER).id,
+                           "dataCollectionRuleId": rule.id}
 
 
 def test_defender_and_monitoring_can_be_turned_off():
-    mc = deploy(cluster_spec(defender=False, monitoring=False)).one(CLUSTER).inputs
+    rec = deploy(cluster_spec(defender=False, monitoring=False))
+    mc = rec.one(CLUSTER).inputs
     assert "securityProfile" not in mc and "addonProfiles" not in mc
+    assert rec.of_type("azure-native:monitor:DataCollectionRule") == []
 
 
 # ------------------------------------------------------------------ pools
