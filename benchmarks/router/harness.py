@@ -31,6 +31,7 @@ class Result:
     p99_ms: float
     errors: int
     cpu_us: float = 0.0  # CPU of the hop in front of the scorer per request (router or nginx), microseconds
+    requests: int = 0  # completed in the run
 
     @property
     def cores(self) -> float:
@@ -99,6 +100,45 @@ def router_config(port: int, service: str, deployment: str, workers: int) -> dic
             }],
         }],
     }
+
+
+def nginx_config(prefix: Path, port: int, upstream_port: int) -> Path:
+    """nginx in front of one scorer port as `run` measures it: 1 worker, keepalive upstream, no access log."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    conf = prefix / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    upstream scorer {{
+        server 127.0.0.1:{upstream_port};
+        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://scorer;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+""")
+    return conf
+
+
+def nginx_version() -> str:
+    out = subprocess.run(["nginx", "-v"], capture_output=True, text=True).stderr.strip()
+    return "nginx " + out.rsplit("/", 1)[-1]
 
 
 def wait_answer(url: str, headers: dict[str, str], what: str, process: Process | None = None, timeout: float = 60) -> None:
@@ -196,18 +236,23 @@ class Router(Process):
                 if (m := re.search(r"started replica \S+ on port (\d+)", line.get("message", "")))]
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of a process (nginx's master: its workers)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    pids.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
 def cpu_seconds(pid: int, with_children_of: bool = False) -> float:
     """user+sys CPU seconds of a process (and, when asked, of its direct children: nginx's workers)."""
     tick = os.sysconf("SC_CLK_TCK")
-    pids = [pid]
-    if with_children_of:
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                        pids.append(int(entry.name))
-                except (OSError, IndexError, ValueError):
-                    continue
+    pids = [pid, *(children(pid) if with_children_of else [])]
     total = 0.0
     for p in pids:
         try:
@@ -246,7 +291,7 @@ def wrk(url: str, lua: Path, connections: int, seconds: float, threads: int = 2,
         errors += sum(int(g) for g in socket_errors.groups())
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     cpu_us = (cpu_of() - cpu_before) / max(requests, 1) * 1e6 if cpu_of else 0.0
-    return Result(rps, p50, p99, errors, cpu_us)
+    return Result(rps, p50, p99, errors, cpu_us, requests)
 
 
 def cpu_name() -> str:

@@ -9,7 +9,7 @@ import re
 from harness import HERE
 
 REPORT = HERE / "REPORT.md"
-ORDER = ("benchmark", "benchmark_1_workers", "autoscale", "routing_latency", "inprocess", "optimization")
+ORDER = ("benchmark", "benchmark_1_workers", "autoscale", "routing_latency", "inprocess", "profile", "optimization")
 SUMMARY = re.compile(r"^router vs nginx: .*$", re.M)
 
 
