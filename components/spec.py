@@ -459,6 +459,12 @@ class EnvironmentSpec(Spec):
             problems.append("conda_file: give conda_dependencies or conda_file, not both")
         if self.base_image is not None and self.base_dockerfile is not None:
             problems.append("base_dockerfile: give base_image or base_dockerfile, not both")
+        # Else silently not what was asked for: the one GPU base (components.image) carries CUDA 11.8.
+        if self.cuda_version is not None and not self.gpu:
+            problems.append("cuda_version: it picks the GPU base image; set gpu (Azure ML's enableGpu) too")
+        elif self.cuda_version not in (None, "11.8"):
+            problems.append(f"cuda_version: {self.cuda_version!r}: Azure ML's GPU base image here carries CUDA 11.8; "
+                            "for another version name a base_image that has it")
         for name, value in self.environment_variables.items():  # each becomes one Dockerfile ENV line
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
                 problems.append(f"environment_variables: {name!r} is not a variable name (letters, digits, _)")
