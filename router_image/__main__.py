@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import ssl
 import sys
 import time
 
@@ -40,10 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     router = load(args.config)
     config = router.config
-    tls = None
-    if config.tls:
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        tls.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+    tls = router.certificate.context if router.certificate else None
     # On SIGTERM the requests in flight may finish: the slowest may still queue and then score.
     http_server.run(router, args.host or config.host, args.port if args.port is not None else config.port, tls,
                     fast=router, grace_s=config.drain_seconds)

@@ -35,6 +35,7 @@ from router_image.proxy import forward, request_lines
 from router_image.relay import CLIENT_GONE, Deadlines, Relay
 from router_image.responses import HttpError, error_answer, respond, respond_error, respond_json
 from router_image.routes import RouteState, RouteTable, VersionState
+from router_image.tls import ServingCertificate
 from http_server import Request
 from router_image.traffic import PIN_HEADER
 
@@ -59,6 +60,7 @@ class Router:
         self._tasks: list[asyncio.Task] = []
         self._retry_at: dict[str, float] = {}  # deployment -> when scaling it is tried again
         self._config_stamp = self._stamp()
+        self.certificate = ServingCertificate(config.tls) if config.tls else None
 
     @property
     def config(self) -> RouterConfig:
@@ -127,6 +129,12 @@ class Router:
             self._config_stamp = stamp
             pending = not await self.reload(quiet=retry)
 
+    async def _watch_certificate(self) -> None:
+        assert self.certificate is not None
+        while True:
+            await asyncio.sleep(CONFIG_POLL_S)
+            self.certificate.refresh()
+
     # ------------------------------------------------------------ lifecycle
 
     async def startup(self) -> None:
@@ -140,6 +148,8 @@ class Router:
                        asyncio.create_task(self.deadlines.run())]
         if self.config_path:
             self._tasks.append(asyncio.create_task(self._watch_config()))
+        if self.certificate is not None:
+            self._tasks.append(asyncio.create_task(self._watch_certificate()))
 
     async def shutdown(self) -> None:
         for task in self._tasks:

@@ -34,7 +34,7 @@ class AuthError(Exception):
         self.challenge = challenge
 
 
-class _Mounted:
+class Mounted:
     """Files of a mounted Secret, re-read at most once a second when their times changed."""
 
     def __init__(self) -> None:
@@ -58,7 +58,7 @@ class _Mounted:
                 self._read()
 
 
-class KeyStore(_Mounted):
+class KeyStore(Mounted):
     """The mounted key files, re-read at most once a second when the folder changed."""
 
     def __init__(self, folder: str | None):
@@ -100,7 +100,7 @@ class KeyStore(_Mounted):
         return self._keys.get(key_id, [])
 
 
-class PublicKey(_Mounted):
+class PublicKey(Mounted):
     """The token verification key file, re-read like the keys: rotating the signing key needs no restart.
 
     It must be readable at first (a config naming a key that is not there does not apply); later a

@@ -161,35 +161,66 @@ def test_no_scorer_outlives_a_killed_router(tmp_path) -> None:
         router.stop()
 
 
-def test_tls(tmp_path) -> None:
+def _self_signed(folder: Path, common_name: str) -> None:
+    """A certificate for 127.0.0.1 under `common_name`, swapped in as the kubelet swaps a Secret's files."""
     import datetime
+    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from router_image.config import TlsConfig
-
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
-    import ipaddress
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
             .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
             .sign(key, hashes.SHA256()))
-    (tmp_path / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (tmp_path / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                         serialization.NoEncryption()))
-    config = RouterConfig(tls=TlsConfig(cert_file=str(tmp_path / "tls.crt"), key_file=str(tmp_path / "tls.key")))
+    data = folder / f"..{common_name}"
+    data.mkdir(parents=True)
+    (data / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (data / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                     serialization.NoEncryption()))
+    os.symlink(data.name, folder / "..data_tmp")
+    os.replace(folder / "..data_tmp", folder / "..data")
+    for name_ in ("tls.crt", "tls.key"):
+        if not (folder / name_).is_symlink():
+            os.symlink(f"..data/{name_}", folder / name_)
+
+
+def _served_name(port: int) -> str:
+    import socket as socket_
+
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket_.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
+        from cryptography import x509
+        cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+    return cert.subject.rfc4514_string()
+
+
+def test_tls_and_a_renewed_certificate_is_served_without_a_restart(tmp_path) -> None:
+    """cert-manager renews in place, Pulumi replaces a self-signed pair before it expires: the kubelet
+    swaps the Secret's files and new handshakes must get the new pair."""
+    from router_image.config import TlsConfig
+
+    secret = tmp_path / "tls"
+    _self_signed(secret, "first")
+    config = RouterConfig(tls=TlsConfig(cert_file=str(secret / "tls.crt"), key_file=str(secret / "tls.key")))
     router = RouterProcess(config, tmp_path)
     try:
         router.wait_ready()
-        with httpx.Client(verify=ssl.create_default_context(cafile=str(tmp_path / "tls.crt"))) as client:
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(secret / "tls.crt"))) as client:
             assert client.get(f"https://127.0.0.1:{router.port}/healthz").status_code == 200
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{router.port}/healthz", timeout=5)
+        assert _served_name(router.port) == "CN=first"
+        _self_signed(secret, "second")
+        wait_until(lambda: _served_name(router.port) == "CN=second", 10, 0.2, "the renewed certificate served")
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(secret / "tls.crt"))) as client:
+            assert client.get(f"https://127.0.0.1:{router.port}/healthz").status_code == 200
     finally:
         router.stop()
 
