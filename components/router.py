@@ -48,6 +48,9 @@ from router_image.config import (
 
 NAME = ROUTER_NAME
 STOP_MARGIN_S = 5  # after the drain: the server closing its connections and the process exiting
+# Before SIGTERM: kube-proxy on every node and the load balancer go on sending new connections to a
+# deleted pod for a moment; a router that stopped listening at once would reset them.
+PRE_STOP_S = 5
 PEERS = f"{NAME}-peers"
 LABEL_CLUSTER_PURPOSE = "aks-model-serving/cluster-purpose"
 INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
@@ -251,6 +254,7 @@ class ModelRouter(pulumi.ComponentResource):
             "resources": {"requests": resources, "limits": resources},
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http", "scheme": scheme}, "periodSeconds": 10},
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http", "scheme": scheme}, "periodSeconds": 5},
+            "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_S)]}}},
             "volumeMounts": mounts,
             "securityContext": CONTAINER_SECURITY,
         }
@@ -266,7 +270,7 @@ class ModelRouter(pulumi.ComponentResource):
                     "spec": {
                         "serviceAccountName": account.metadata.name,
                         # The router drains for the slowest request's queue wait and scoring (router_image/__main__.py).
-                        "terminationGracePeriodSeconds": math.ceil(config.drain_seconds) + STOP_MARGIN_S,
+                        "terminationGracePeriodSeconds": PRE_STOP_S + math.ceil(config.drain_seconds) + STOP_MARGIN_S,
                         "containers": [container],
                         "volumes": volumes,
                         "securityContext": POD_SECURITY,

@@ -204,11 +204,13 @@ def test_router_spreads_over_nodes_keeps_a_budget_and_scales_itself():
 
 
 def test_a_stopping_router_pod_may_finish_its_slowest_request():
-    """Queue wait + scoring timeout of the slowest version (Azure ML's defaults: 500 ms + 60 s), then the exit."""
+    """5 s still listening while the load balancer and kube-proxy stop sending it connections, then the
+    queue wait + scoring timeout of the slowest version (Azure ML's defaults: 500 ms + 60 s), then the exit."""
     rec = build()
     pod = named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["template"]["spec"]
+    assert pod["containers"][0]["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
     assert config(rec).drain_seconds == 60.5
-    assert pod["terminationGracePeriodSeconds"] == 61 + 5
+    assert pod["terminationGracePeriodSeconds"] == 5 + 61 + 5
 
 
 def test_peers_read_each_others_load_with_a_random_secret():
