@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from components.spec import KUBERNETES_VERSION
 from components.stackfile import Stack, StackError, load_stack
 
 SECRET = "[secret]"
@@ -110,7 +111,7 @@ def make_plan(stack: Stack, policy_config: dict[str, Any] | None = None) -> Plan
 
     recording = run(declare(stack), stack=stack.name)
     plan = Plan(recording, recording.outputs or {}, recording.secret_outputs)
-    version = stack.spec.cluster.kubernetes_version if stack.spec.cluster else "1.30"
+    version = stack.spec.cluster.kubernetes_version if stack.spec.cluster else KUBERNETES_VERSION
     validate_manifests(plan, version)
     check_policies(plan, policy_config or {})
     return plan
@@ -209,7 +210,7 @@ def print_plan(stack: Stack, plan: Plan) -> None:
     print("\ncounts by type:")
     for typ, count in sorted(Counter(r.type for r in resources).items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"  {count:5d}  {typ}")
-    version = stack.spec.cluster.kubernetes_version if stack.spec.cluster else "1.30"
+    version = stack.spec.cluster.kubernetes_version if stack.spec.cluster else KUBERNETES_VERSION
     schema_errors = [f for f in plan.findings if f.what == "schema"]
     skipped = f", {len(plan.skipped)} without a schema skipped ({', '.join(plan.skipped)})" if plan.skipped else ""
     print(f"\nkubernetes schema {version}: {plan.validated} manifests valid, {len(schema_errors)} invalid{skipped}")

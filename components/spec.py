@@ -368,12 +368,17 @@ class DnsSpec(Spec):
     connectivity_check: bool = False
 
 
+# A minor AKS supports without the LTS plan (Premium tier) as of late 2026; 1.30 left standard support
+# in 2025. Stacks name theirs; this is what a stack that does not gets.
+KUBERNETES_VERSION = "1.35"
+
+
 class ClusterSpec(Spec):
     name: AzureName
     attach: AttachSpec | None = None
     # Azure ML's AksCompute cluster_purpose: FastProd by default.
     cluster_purpose: ClusterPurpose = "fast_prod"
-    kubernetes_version: Annotated[str, StringConstraints(pattern=r"^1\.\d+(\.\d+)?$")] = "1.30"
+    kubernetes_version: Annotated[str, StringConstraints(pattern=r"^1\.\d+(\.\d+)?$")] = KUBERNETES_VERSION
     node_pools: list[NodePoolSpec] = []
     network: NetworkSpec = NetworkSpec()
     load_balancer: LoadBalancerSpec = LoadBalancerSpec()

@@ -22,7 +22,7 @@ PROVIDER = "pulumi:providers:kubernetes"
 SUBNET = "/subscriptions/s/resourceGroups/rg-net/providers/Microsoft.Network/virtualNetworks/vnet/subnets/aks"
 MC_ID = "/subscriptions/s/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/existing"
 SYSTEM = {"name": "system", "mode": "System", "vm_size": "Standard_D4s_v3", "count": 3}
-GPU = {"name": "gpu", "vm_size": "Standard_NC6s_v3", "min_count": 1, "max_count": 4}
+GPU = {"name": "gpu", "vm_size": "Standard_NC4as_T4_v3", "min_count": 1, "max_count": 4}
 FPGA = {"name": "fpga", "vm_size": "Standard_PB6", "count": 1}
 
 
@@ -99,7 +99,7 @@ def test_a_misspelled_field_fails_validation(validate):
     doc = nvidia_device_plugin()
     doc["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
     with pytest.raises(Exception, match="imagePullPolicyy"):
-        validate([doc], "1.30")
+        validate([doc], "1.35")
 
 
 # ------------------------------------------------------------------ monitoring, Defender, SLA

@@ -65,7 +65,7 @@ def test_schema_errors_are_findings_named_by_resource():
                    provider="", protect=False, additional_secret_outputs=[], dependencies=[], secret_inputs=[], outputs={},
                    inputs={"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "c"}})
     plan = Plan(Recording([bad, crd], []), {}, [])
-    validate_manifests(plan, "1.30")
+    validate_manifests(plan, "1.35")
     assert [(f.what, f.resource) for f in plan.findings] == [("schema", "kubernetes:core/v1:ConfigMap cm")]
     assert "'dataa' was unexpected" in plan.findings[0].message
     assert plan.skipped == ["kubernetes:cert-manager.io/v1:Certificate cert"]

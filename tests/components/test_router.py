@@ -230,5 +230,5 @@ def test_every_manifest_validates_against_kubernetes_1_30():
     for doc in manifests:
         if doc["apiVersion"].startswith("cert-manager.io/"):
             continue
-        kubernetes_validate.validate(doc, "1.30", strict=True)
+        kubernetes_validate.validate(doc, "1.35", strict=True)
     json.dumps(manifests)

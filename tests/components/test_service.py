@@ -159,4 +159,4 @@ def test_manifests_validate_against_kubernetes_1_30(settings):
     manifests = rec.kubernetes_manifests()
     assert len(manifests) == 3
     for doc in manifests:
-        kubernetes_validate.validate(doc, "1.30", strict=True)
+        kubernetes_validate.validate(doc, "1.35", strict=True)

@@ -25,7 +25,7 @@ BASE = {
         "cluster_purpose": "fast_prod",
         "node_pools": [
             {"name": "system", "mode": "System", "vm_size": "Standard_D4s_v3", "count": 3},
-            {"name": "gpu", "vm_size": "Standard_NC6s_v3", "min_count": 0, "max_count": 2},
+            {"name": "gpu", "vm_size": "Standard_NC4as_T4_v3", "min_count": 0, "max_count": 2},
         ],
         "network": {"plugin": "azure", "service_cidr": "10.100.0.0/16", "dns_service_ip": "10.100.0.10",
                     "vnet": {"address_space": "10.1.0.0/16", "subnet_prefix": "10.1.0.0/20"}},
