@@ -42,6 +42,7 @@ class Finding:
     what: str  # "schema" or a policy rule name
     resource: str  # "<type> <name>" or "stack"
     message: str
+    level: str = "mandatory"  # or "advisory": reported, but the plan still passes (as `pulumi preview`)
 
 
 @dataclass
@@ -69,13 +70,16 @@ def main(argv: list[str]) -> int:
     except (OSError, json.JSONDecodeError) as exc:
         print(f"--policy-config: {exc}", file=sys.stderr)
         return 2
+    if args.out is not None and args.out.is_dir() and any(args.out.iterdir()) and not (args.out / OUT_MARKER).exists():
+        print(f"--out: {args.out} holds files plan did not write; give a new or empty folder", file=sys.stderr)
+        return 2
     if stack.spec.is_local:
         print(f"stack {stack.name}: no cluster declared, so nothing to deploy on a cluster.\n"
               f"It runs on this machine: python -m components local up {args.stack}")
         return 0
     from components.program import deployable_problems
 
-    problems = deployable_problems(stack)
+    problems = deployable_problems(stack) + _unvalidated_version(stack)
     if problems:
         print("\n".join(problems), file=sys.stderr)
         return 2
@@ -85,7 +89,19 @@ def main(argv: list[str]) -> int:
     if args.out:
         count = write_manifests(plan, args.out)
         print(f"\nmanifests: {count} written to {args.out}")
-    return 1 if plan.findings else 0
+    return 1 if any(f.level == "mandatory" for f in plan.findings) else 0
+
+
+def _unvalidated_version(stack: Stack) -> list[str]:
+    """The cluster's Kubernetes minor must have schemas here, or no manifest could be checked."""
+    from kubernetes_validate.utils import all_versions, major_minor
+
+    version = stack.spec.cluster.kubernetes_version if stack.spec.cluster else KUBERNETES_VERSION
+    minors = sorted({major_minor(v) for v in all_versions()}, key=lambda v: tuple(map(int, v.split("."))))
+    if major_minor(version if version.count(".") == 2 else version + ".0") not in minors:
+        return [f"cluster.kubernetes_version: {version}: kubernetes-validate has no schemas for it ({minors[0]} to "
+                f"{minors[-1]}), so the manifests cannot be checked against it"]
+    return []
 
 
 def declare(stack: Stack) -> Callable[[], dict[str, Any]]:
@@ -142,7 +158,12 @@ def validate_manifests(plan: Plan, version: str) -> None:
             validate(r.inputs, version)
             plan.validated += 1
         except SchemaNotFoundError:
-            plan.skipped.append(_name(r))
+            group = r.inputs["apiVersion"].rpartition("/")[0]
+            if "." in group and not group.endswith(".k8s.io"):  # a custom resource: no schema to check it by
+                plan.skipped.append(_name(r))
+            else:  # a built-in API this Kubernetes no longer (or not yet) serves
+                plan.findings.append(Finding("schema", _name(r), f"{r.inputs['apiVersion']} {r.inputs.get('kind')} is not "
+                                                                 f"served by Kubernetes {version}"))
         except ValidationError as exc:
             where = "/".join(str(p) for p in exc.absolute_path) or "(root)"
             plan.findings.append(Finding("schema", _name(r), f"{where}: {exc.message} (Kubernetes {version})"))
@@ -162,21 +183,38 @@ def check_policies(plan: Plan, config: dict[str, Any]) -> None:
 
     def rule_config(name: str) -> dict:
         given = config.get(name)
-        return {**defaults.get(name, {}), **(given if isinstance(given, dict) else {})}
+        settings = {k: v for k, v in given.items() if k != "enforcementLevel"} if isinstance(given, dict) else {}
+        return {**defaults.get(name, {}), **settings}
 
-    def reporter(name: str, fallback: str) -> Callable[..., None]:
+    def reporter(name: str, fallback: str, level: str) -> Callable[..., None]:
         def report(message: str, urn: str | None = None) -> None:
             where = _name(by_urn[urn]) if urn in by_urn else fallback
-            plan.findings.append(Finding(name, where, message))
+            plan.findings.append(Finding(name, where, message, level))
         return report
 
     for name, (_, rule, _) in RESOURCE_RULES.items():
+        level = enforcement_level(config, name)
+        if level == "disabled":
+            continue
         cfg = rule_config(name)
         for r in custom:
-            rule(ResourceValidationArgs(r.type, r.inputs, r.urn, r.name, opts, None, cfg), reporter(name, _name(r)))
+            rule(ResourceValidationArgs(r.type, r.inputs, r.urn, r.name, opts, None, cfg), reporter(name, _name(r), level))
     resources = [PolicyResource(r.type, r.inputs, r.urn, r.name, opts, None, None, [], {}) for r in custom]
     for name, (_, rule, _) in STACK_RULES.items():
-        rule(StackValidationArgs(resources, rule_config(name)), reporter(name, "stack"))
+        level = enforcement_level(config, name)
+        if level != "disabled":
+            rule(StackValidationArgs(resources, rule_config(name)), reporter(name, "stack", level))
+
+
+def enforcement_level(config: dict[str, Any], rule: str) -> str:
+    """As the policy engine reads --policy-pack-config: the rule's own level, else `all`'s, else the pack's
+    (mandatory); each given as a string or as {"enforcementLevel": ...}."""
+    for key in (rule, "all"):
+        given = config.get(key)
+        level = given.get("enforcementLevel") if isinstance(given, dict) else given
+        if isinstance(level, str):
+            return level
+    return "mandatory"
 
 
 def _registry(plan: Plan) -> str | None:
@@ -215,20 +253,30 @@ def print_plan(stack: Stack, plan: Plan) -> None:
     skipped = f", {len(plan.skipped)} without a schema skipped ({', '.join(plan.skipped)})" if plan.skipped else ""
     print(f"\nkubernetes schema {version}: {plan.validated} manifests valid, {len(schema_errors)} invalid{skipped}")
     violations = [f for f in plan.findings if f.what != "schema"]
+    advisory = sum(f.level == "advisory" for f in violations)
     from policy.rules import RESOURCE_RULES, STACK_RULES
 
-    print(f"policy: {len(RESOURCE_RULES) + len(STACK_RULES)} rules, {len(violations)} violations")
+    print(f"policy: {len(RESOURCE_RULES) + len(STACK_RULES)} rules, {len(violations) - advisory} violations"
+          + (f", {advisory} advisory" if advisory else ""))
     for f in plan.findings:
-        print(f"  {'schema error' if f.what == 'schema' else 'violation ' + f.what}: {f.resource}: {f.message}")
+        kind = "schema error" if f.what == "schema" else f"{'advisory' if f.level == 'advisory' else 'violation'} {f.what}"
+        print(f"  {kind}: {f.resource}: {f.message}")
     print("\noutputs:")
     for key in sorted(plan.outputs):
         value = SECRET if key in plan.secret_outputs else plan.outputs[key]
         print(f"  {key} = {value if isinstance(value, str) else json.dumps(value)}")
 
 
+OUT_MARKER = ".aks-model-serving-plan"  # a folder plan wrote: its files may be replaced
+
+
 def write_manifests(plan: Plan, out: Path) -> int:
-    """One YAML file per object, `<namespace>/<kind>-<name>.yaml`; secret values masked."""
-    count = 0
+    """One YAML file per object, `<namespace>/<kind>-<name>.yaml`; secret values masked. What an earlier
+    plan wrote there and this one does not is removed: `kubectl apply -f` on the folder must not bring
+    back an object the stack no longer declares."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / OUT_MARKER).touch()
+    written: set[Path] = set()
     for r in plan.recording.resources:
         if not r.type.startswith("kubernetes:") or "apiVersion" not in r.inputs:
             continue
@@ -240,5 +288,7 @@ def write_manifests(plan: Plan, out: Path) -> int:
         path = out / (meta.get("namespace") or "_cluster") / f"{doc['kind'].lower()}-{meta.get('name', r.name)}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(doc, sort_keys=True))
-        count += 1
-    return count
+        written.add(path)
+    for stale in set(out.glob("*/*.yaml")) - written:
+        stale.unlink()
+    return len(written)

@@ -69,3 +69,50 @@ def test_schema_errors_are_findings_named_by_resource():
     assert [(f.what, f.resource) for f in plan.findings] == [("schema", "kubernetes:core/v1:ConfigMap cm")]
     assert "'dataa' was unexpected" in plan.findings[0].message
     assert plan.skipped == ["kubernetes:cert-manager.io/v1:Certificate cert"]
+
+
+def test_a_built_in_api_the_cluster_no_longer_serves_is_a_finding_not_skipped():
+    """Only custom resources lack a schema; policy/v1beta1 left Kubernetes in 1.25."""
+    pdb = Recorded(type="kubernetes:policy/v1beta1:PodDisruptionBudget", name="router", urn="urn:p", id="p", custom=True,
+                   parent="", provider="", protect=False, additional_secret_outputs=[], dependencies=[], secret_inputs=[],
+                   outputs={}, inputs={"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget",
+                                       "metadata": {"name": "router"}, "spec": {"minAvailable": 1}})
+    plan = Plan(Recording([pdb], []), {}, [])
+    validate_manifests(plan, "1.35")
+    assert [(f.what, f.message) for f in plan.findings] == [
+        ("schema", "policy/v1beta1 PodDisruptionBudget is not served by Kubernetes 1.35")]
+    assert plan.skipped == []
+
+
+def test_policy_enforcement_levels_are_read_as_pulumi_preview_reads_them(edit, tmp_path, capsys):
+    path = edit("dev", lambda c: c["aks-model-serving:services"][0].update(auth_enabled=False))
+    config = tmp_path / "policy.json"
+    for given, code, shown in [
+        ({"auth-on-for-public-services": "disabled"}, 0, "policy: 7 rules, 0 violations\n"),
+        ({"auth-on-for-public-services": {"enforcementLevel": "advisory"}}, 0, "advisory auth-on-for-public-services:"),
+        ({"all": "advisory"}, 0, "policy: 7 rules, 0 violations, 1 advisory"),
+        ({"all": "disabled", "auth-on-for-public-services": "mandatory"}, 1, "violation auth-on-for-public-services:"),
+    ]:
+        config.write_text(json.dumps(given))
+        assert main([str(path), "--policy-config", str(config)]) == code, given
+        assert shown in capsys.readouterr().out, given
+
+
+def test_a_kubernetes_version_without_schemas_is_named_not_a_traceback(edit, capsys):
+    path = edit("dev", lambda c: c["aks-model-serving:cluster"].update(kubernetes_version="1.24"))
+    assert main([str(path)]) == 2
+    assert "cluster.kubernetes_version: 1.24: kubernetes-validate has no schemas for it (1.25 to" in capsys.readouterr().err
+
+
+def test_out_keeps_only_what_this_plan_declares_and_refuses_a_folder_it_did_not_write(project, edit, tmp_path, capsys):
+    out = tmp_path / "manifests"
+    assert main([str(project / "stacks" / "Pulumi.dev.yaml"), "--out", str(out)]) == 0
+    assert (out / "azureml" / "deployment-iris.yaml").exists()
+    path = edit("dev", lambda c: c["aks-model-serving:services"][0].update(name="iris2"))
+    assert main([str(path), "--out", str(out)]) == 0
+    assert (out / "azureml" / "deployment-iris2.yaml").exists() and not (out / "azureml" / "deployment-iris.yaml").exists()
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep")
+    assert main([str(path), "--out", str(foreign)]) == 2
+    assert "holds files plan did not write" in capsys.readouterr().err and (foreign / "notes.txt").exists()
