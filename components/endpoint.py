@@ -35,6 +35,7 @@ class ModelEndpointArgs:
     fetch_image: pulumi.Input[str]
     access: RouteAccess
     connections_secret: pulumi.Input[str] | None = None
+    connections_sha256: pulumi.Input[str] | None = None
     data_container: pulumi.Input[str] = "modeldata"
 
 
@@ -61,7 +62,7 @@ class ModelEndpoint(pulumi.ComponentResource):
                 ModelServiceArgs(
                     spec=version.spec, namespace=args.namespace, image=version.image, fetch_image=args.fetch_image,
                     models=version.models, connections_secret=args.connections_secret,
-                    data_container=args.data_container,
+                    connections_sha256=args.connections_sha256, data_container=args.data_container,
                     labels={LABEL_ENDPOINT: spec.name, LABEL_VERSION: version.spec.version_name}),
                 opts=pulumi.ResourceOptions(parent=self))
 

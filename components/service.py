@@ -100,7 +100,8 @@ class ModelServiceArgs:
     `image` runs the entry script (the scorer image, or the service's own environment image),
     with the entry script's source_directory at APP_ROOT; `fetch_image` copies the models (the
     scorer image: it carries azure-storage-blob). `connections_secret` names the namespace's
-    Secret holding STORAGE_KEY and APP_INSIGHTS_KEY. `access` is given for a service's own route
+    Secret holding STORAGE_KEY and APP_INSIGHTS_KEY, `connections_sha256` a hash of its values (read at
+    a container's start, a rotated key must roll the replicas). `access` is given for a service's own route
     and left out for an endpoint's version (the endpoint publishes the route).
     """
 
@@ -110,6 +111,7 @@ class ModelServiceArgs:
     fetch_image: pulumi.Input[str]
     models: Sequence[ModelSource] = ()
     connections_secret: pulumi.Input[str] | None = None
+    connections_sha256: pulumi.Input[str] | None = None
     data_container: pulumi.Input[str] = "modeldata"
     access: RouteAccess | None = None
     labels: dict[str, str] = field(default_factory=dict)
@@ -247,17 +249,21 @@ class ModelService(pulumi.ComponentResource):
         scorer_mounts = [{"name": "spool", "mountPath": SPOOL_DIR}]
         init: list[dict] = []
         annotations: dict[str, pulumi.Input[str]] = {}
+        if args.connections_sha256 is not None:
+            annotations["aks-model-serving/connections-sha256"] = args.connections_sha256
         if args.models:
-            manifest = pulumi.Output.all(*[m.url for m in args.models]).apply(
+            # A Secret: a model url may carry a SAS token (its query), which the fetch reads as its credential.
+            manifest = pulumi.Output.secret(pulumi.Output.all(*[m.url for m in args.models]).apply(
                 lambda urls: json.dumps([{"name": m.name, "version": m.version, "url": u} for m, u in zip(args.models, urls)],
-                                        indent=1, sort_keys=True))
-            models = k8s.core.v1.ConfigMap(
-                f"{name}-models", metadata={**meta, "name": f"{name}-models"}, data={"models.json": manifest},
-                opts=pulumi.ResourceOptions(parent=self))
+                                        indent=1, sort_keys=True)))
+            models = k8s.core.v1.Secret(
+                f"{name}-models", metadata={**meta, "name": f"{name}-models"}, type="Opaque",
+                string_data={"models.json": manifest}, opts=pulumi.ResourceOptions(parent=self))
             # Models are read once at start: a changed list must roll the replicas.
-            annotations["aks-model-serving/models-sha256"] = manifest.apply(lambda m: hashlib.sha256(m.encode()).hexdigest()[:16])
+            annotations["aks-model-serving/models-sha256"] = pulumi.Output.unsecret(
+                manifest.apply(lambda m: hashlib.sha256(m.encode()).hexdigest()[:16]))
             volumes += [{"name": "models", "emptyDir": {}},
-                        {"name": "models-manifest", "configMap": {"name": models.metadata.name}}]
+                        {"name": "models-manifest", "secret": {"secretName": models.metadata.name}}]
             scorer_mounts.append({"name": "models", "mountPath": MODEL_ROOT, "readOnly": True})
             fetch_env: list[dict] = [{"name": "MODEL_ROOT", "value": MODEL_ROOT},
                                      {"name": "MODELS_MANIFEST", "value": f"{MANIFEST_DIR}/models.json"}]

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from components.mocks import run
-from components.plan import declare, make_plan
+from components.plan import declare, make_plan, write_manifests
 from components.program import build, deployable_problems
 from components.stackfile import load_stack
 
@@ -64,8 +64,22 @@ def test_local_model_folders_are_uploaded_file_by_file(project):
     rec = run(declare(load_stack(project / "stacks" / "Pulumi.dev.yaml")))
     blobs = sorted(b.inputs["blobName"] for b in rec.of_type("azure-native:storage:Blob"))
     assert blobs == ["sklearn-iris/1/model.pkl", "sklearn-iris/1/sub/meta.json"]
-    manifest = next(r for r in rec.of_type("kubernetes:core/v1:ConfigMap") if r.name == "iris-models")
-    assert '"url": "https://mlwdevstorage.blob.core.windows.net/models/sklearn-iris/1"' in manifest.inputs["data"]["models.json"]
+    manifest = next(r for r in rec.of_type("kubernetes:core/v1:Secret") if r.name == "iris-models")
+    assert '"url": "https://mlwdevstorage.blob.core.windows.net/models/sklearn-iris/1"' in manifest.inputs["stringData"]["models.json"]
+
+
+def test_a_rotated_storage_key_rolls_the_scorers_and_sas_tokens_stay_secret(project, edit, tmp_path):
+    """Connection strings reach the scorer as env at its start; a model url's query is a credential."""
+    sas = "?sv=2022-11-02&sr=c&sig=SECRETSIGNATURE"
+    path = edit("prod", lambda c: c["aks-model-serving:models"][0].update(url=c["aks-model-serving:models"][0]["url"] + sas))
+    plan = make_plan(load_stack(path))
+    deployment = next(r for r in plan.recording.of_type("kubernetes:apps/v1:Deployment") if r.name == "fraud-control")
+    annotations = deployment.inputs["spec"]["template"]["metadata"]["annotations"]
+    assert len(annotations["aks-model-serving/connections-sha256"]) == 16
+    out = tmp_path / "manifests"
+    write_manifests(plan, out)
+    written = "".join(p.read_text() for p in out.rglob("*.yaml"))
+    assert "SECRETSIGNATURE" not in written and "fraud-control-models" in written
 
 
 def test_a_service_outside_the_router_namespace_is_refused(edit):

@@ -89,8 +89,19 @@ def test_one_model_dir_is_its_version_folder_and_models_come_from_the_manifest()
     fetch = p["initContainers"][0]
     assert fetch["name"] == "fetch-models" and fetch["image"] == IMAGE
     assert env(fetch)["AZURE_STORAGE_CONNECTION_STRING"] == {"secretKeyRef": {"name": "workspace-connections", "key": "storage-connection-string"}}
-    manifest = json.loads(rec.one(CONFIG_MAP).inputs["data"]["models.json"])
+    # A Secret: a model url may carry a SAS token.
+    secret = rec.one("kubernetes:core/v1:Secret")
+    assert secret.secret_inputs == ["stringData"] and rec.of_type(CONFIG_MAP) == []
+    manifest = json.loads(secret.inputs["stringData"]["models.json"])
     assert manifest == [{"name": "m0", "version": 1, "url": "https://mlw.blob.core.windows.net/models/m0/1"}]
+    assert {"name": "models-manifest", "secret": {"secretName": "iris-models"}} in p["volumes"]
+
+
+def test_the_connections_hash_rolls_the_pods_when_a_key_is_rotated():
+    """The connection strings are env, read once at a container's start."""
+    pod_template = deploy(spec(), connections_sha256="0123456789abcdef").one(DEPLOYMENT)
+    annotations = pod_template.inputs["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["aks-model-serving/connections-sha256"] == "0123456789abcdef"
 
 
 def test_several_models_share_the_root_and_a_changed_list_rolls_the_pods():
