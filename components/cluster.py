@@ -18,6 +18,7 @@ Either way `provider` is the pulumi_kubernetes.Provider everything in the cluste
 from __future__ import annotations
 
 import base64
+import re
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,11 @@ done
 if [ -n "$failed" ]; then echo "unreachable:$failed"; exit 1; fi
 echo "all reachable"
 """
+
+
+def dns_prefix(cluster_name: str) -> str:
+    """AKS's DNS prefix: 1-54 letters, digits and hyphens, from the cluster name (which may hold `_` and 63)."""
+    return re.sub(r"[^A-Za-z0-9-]", "-", cluster_name)[:54].strip("-")
 
 
 def connectivity_check_job(fqdns: list[str], name: str = "dns-connectivity-check") -> dict[str, Any]:
@@ -301,7 +307,7 @@ class AksCluster(pulumi.ComponentResource):
             resource_name_=spec.name,
             resource_group_name=rg,
             location=self._location,
-            dns_prefix=spec.name,
+            dns_prefix=dns_prefix(spec.name),
             kubernetes_version=spec.kubernetes_version,
             identity=containerservice.ManagedClusterIdentityArgs(type=containerservice.ResourceIdentityType.SYSTEM_ASSIGNED),
             enable_rbac=True,

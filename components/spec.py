@@ -242,6 +242,10 @@ class VnetSpec(Spec):
         return problems
 
 
+# AKS refuses these for the service, pod and VNet ranges.
+AKS_RESERVED_RANGES = [ipaddress.ip_network(n) for n in ("169.254.0.0/16", "172.30.0.0/16", "172.31.0.0/16", "192.0.2.0/24")]
+
+
 class NetworkSpec(Spec):
     """kubenet (pods on pod_cidr, NAT to the node) or azure CNI (pods on the VNet subnet)."""
 
@@ -261,8 +265,14 @@ class NetworkSpec(Spec):
             problems.append("pod_cidr: azure CNI gives pods addresses from the subnet; pod_cidr is for kubenet only")
         if self.plugin == "azure" and self.vnet is None:
             problems.append("vnet: azure CNI needs a vnet (an existing subnet_id, or address_space + subnet_prefix)")
-        if self.outbound_type == "userDefinedRouting" and self.vnet is None:
-            problems.append("outbound_type: userDefinedRouting needs a vnet whose subnet has a route table")
+        # AKS's rules for each egress type: UDR and a NAT gateway of your own live on your subnet; the
+        # managed NAT gateway only on the VNet AKS makes for itself.
+        if self.outbound_type in ("userDefinedRouting", "userAssignedNATGateway") and (self.vnet is None or not self.vnet.subnet_id):
+            problems.append(f"outbound_type: {self.outbound_type} needs an existing subnet (vnet.subnet_id) already routed "
+                            "through your firewall or NAT gateway")
+        if self.outbound_type == "managedNATGateway" and self.vnet is not None:
+            problems.append("outbound_type: managedNATGateway works only without a vnet (AKS's own); on yours use "
+                            "userAssignedNATGateway")
         try:
             service = _network(self.service_cidr, "service_cidr")
         except ValueError as exc:
@@ -290,6 +300,10 @@ class NetworkSpec(Spec):
                 continue
             if net.overlaps(service):
                 problems.append(f"service_cidr: {service} overlaps {name} {net}; choose a range used nowhere on the network")
+        for name, value in {"service_cidr": service, **nets}.items():
+            for reserved in AKS_RESERVED_RANGES:
+                if value.overlaps(reserved):
+                    problems.append(f"{name}: {value} overlaps {reserved}, which AKS reserves; choose another range")
         pods = nets.pop("pod_cidr", None)
         for name, net in nets.items():  # kubenet routes pod traffic off the VNet: its range must not be on it
             if pods is not None and pods.overlaps(net):

@@ -343,3 +343,14 @@ def test_provider_computed_outputs_are_filled_not_left_none():
     rec = deploy(cluster_spec())
     assert all(rec.outputs[k] for k in ("fqdn", "kubelet", "kubeconfig", "node_rg"))
     assert base64.b64decode(base64.b64encode(rec.outputs["kubeconfig"].encode())).decode().startswith("apiVersion")
+
+
+def test_the_dns_prefix_keeps_to_aks_rules_whatever_the_cluster_name():
+    """1-54 letters, digits and hyphens; a cluster name may hold `_` and run to 63."""
+    from components.cluster import dns_prefix
+
+    assert dns_prefix("aks_ml_prod") == "aks-ml-prod"
+    long = dns_prefix("a" * 53 + "_b" + "c" * 8)
+    assert long == "a" * 53 and len(long) <= 54
+    mc = deploy(cluster_spec(name="aks_ml_prod")).one(CLUSTER).inputs
+    assert mc["dnsPrefix"] == "aks-ml-prod" and mc["resourceName"] == "aks_ml_prod"
