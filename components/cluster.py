@@ -48,6 +48,9 @@ AKS_CONTROL_FQDNS = ["management.azure.com", "login.microsoftonline.com", "packa
 # NVIDIA's device plugin, as AKS documents installing it (GPU nodes with AKS's driver).
 NVIDIA_DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"
 CHECK_IMAGE = "busybox:1.36.1"
+# Where the nodes pull those two from: they too must resolve and be reachable.
+NVIDIA_REGISTRY_FQDNS = ["nvcr.io"]
+DOCKER_HUB_FQDNS = ["registry-1.docker.io", "auth.docker.io", "production.cloudflare.docker.com"]
 SYSTEM_NAMESPACE = "kube-system"
 
 # ARM sub-resource names (private endpoint group ids) and the privatelink zones that go with them.
@@ -236,6 +239,7 @@ class AksCluster(pulumi.ComponentResource):
         self.service_annotations = load_balancer_annotations(spec)
         self._vnet_id: pulumi.Output[str] | None = None
         self._subnet_id: pulumi.Output[str] | None = None
+        self._ready_for_pods: list[pulumi.Resource] = []  # the user pools, the AcrPull grant
 
         if spec.attach is None:
             self._create()
@@ -244,12 +248,15 @@ class AksCluster(pulumi.ComponentResource):
         else:
             self._attach_kubeconfig(Path(spec.attach.kubeconfig or "").expanduser())
 
-        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig, opts=pulumi.ResourceOptions(parent=self))
-        self.required_fqdns = self._required_fqdns(self._scoring_fqdns(scoring_dns_label))
-
         azure_identity = spec.attach is None or bool(spec.attach.resource_id)
         if workspace is not None and azure_identity:
-            self._acr_pull(workspace)
+            self._ready_for_pods.append(self._acr_pull(workspace))
+        # Pods wait for the pools they run on and for the right to pull their images: else a first
+        # `up` races a GPU pool's creation and the role assignment's propagation, and times out.
+        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig,
+                                     opts=pulumi.ResourceOptions(parent=self, depends_on=self._ready_for_pods))
+        self.required_fqdns = self._required_fqdns(self._scoring_fqdns(scoring_dns_label))
+
         if spec.attach is None and spec.has_accelerator("gpu"):
             self._k8s(k8s.apps.v1.DaemonSet, "nvidia-device-plugin", nvidia_device_plugin())
         if spec.dns.private_zone_links:
@@ -346,14 +353,14 @@ class AksCluster(pulumi.ComponentResource):
             self._container_insights(rg, cluster, ws)
 
         for pool in user:
-            containerservice.AgentPool(
+            self._ready_for_pods.append(containerservice.AgentPool(
                 f"{name}-{pool.name}",
                 agent_pool_name=pool.name,
                 resource_group_name=rg,
                 resource_name_=cluster.name,
                 **_pool_settings(pool, spec.kubernetes_version, self._subnet_id),
                 opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"] if pool.min_count is not None else None),
-            )
+            ))
 
         if self._subnet_id is not None:
             # AKS manages load balancers and routes in the subnet with the cluster's own identity.
@@ -433,10 +440,10 @@ class AksCluster(pulumi.ComponentResource):
 
     # ------------------------------------------------------------------ what follows either way
 
-    def _acr_pull(self, ws: Workspace) -> None:
+    def _acr_pull(self, ws: Workspace) -> authorization.RoleAssignment:
         """The kubelet identity pulls images from the workspace registry (its admin user is off)."""
         principal = self.kubelet_object_id.apply(lambda oid: oid or "")
-        authorization.RoleAssignment(
+        return authorization.RoleAssignment(
             f"{self._name}-acr-pull",
             scope=ws.registry_id,
             principal_id=principal,
@@ -462,7 +469,12 @@ class AksCluster(pulumi.ComponentResource):
         ws = self._workspace
         if ws is not None:
             hosts += [ws.registry_login_server, ws.blob_endpoint.apply(_host), ws.table_endpoint.apply(_host)]
-        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, MCR, *scoring] if h}))
+        pulled = [MCR]
+        if self._spec.attach is None and self._spec.has_accelerator("gpu"):
+            pulled += NVIDIA_REGISTRY_FQDNS
+        if self._spec.dns.connectivity_check:
+            pulled += DOCKER_HUB_FQDNS
+        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, *pulled, *scoring] if h}))
 
     def _private_links(self) -> None:
         """Private endpoints for the registry, blob and table in the cluster's subnet, their

@@ -276,6 +276,8 @@ def test_required_fqdns_are_computed_from_the_real_resources(stack):
         api,
         "acs-mirror.azureedge.net", "login.microsoftonline.com", "management.azure.com", "packages.microsoft.com",
         "mcr.microsoft.com",
+        "nvcr.io",  # the GPU pool's device plugin
+        "auth.docker.io", "production.cloudflare.docker.com", "registry-1.docker.io",  # the connectivity check's busybox
         "mlwprodacr.azurecr.io",
         "mlwprodstorage.blob.core.windows.net", "mlwprodstorage.table.core.windows.net",
         "mlw-prod-scoring.westeurope.cloudapp.azure.com",  # leaf_domain_label and dns_label agree: listed once
@@ -354,3 +356,13 @@ def test_the_dns_prefix_keeps_to_aks_rules_whatever_the_cluster_name():
     assert long == "a" * 53 and len(long) <= 54
     mc = deploy(cluster_spec(name="aks_ml_prod")).one(CLUSTER).inputs
     assert mc["dnsPrefix"] == "aks-ml-prod" and mc["resourceName"] == "aks_ml_prod"
+
+
+def test_pods_wait_for_the_user_pools_and_the_acr_pull_grant(stack):
+    """A first `up` otherwise races a GPU pool's creation and the role assignment's propagation."""
+    st = stack("prod")
+    rec = deploy(st.spec.cluster, st.spec.workspace.model_dump())
+    provider = rec.one("pulumi:providers:kubernetes")
+    waited = {r.urn for r in rec.of_type(AGENT_POOL)} | {r.urn for r in rec.of_type("azure-native:authorization:RoleAssignment")
+                                                       if r.name.endswith("acr-pull")}
+    assert len(waited) == 2 and waited <= set(provider.dependencies)
