@@ -109,17 +109,12 @@ def deployable_problems(stack: Stack) -> list[str]:
         return [f"cluster: none declared; this stack runs on this machine (python -m components local up {stack.path}); "
                 "add workspace: and cluster: to deploy it (see stacks/Pulumi.dev.yaml)"]
     problems = []
-    if spec.workspace is None:
-        problems.append("workspace: images are pushed to the workspace's registry; an attached cluster needs one too")
     if stack.location is None:
         problems.append("workspace.location: no Azure region; set it or azure-native:location")
     for dockerfile in DOCKERFILES.values():
         if not (stack.project_dir / dockerfile).is_file():
             problems.append(f"{dockerfile}: not found under {stack.project_dir}; the image is built from it")
     for path, dep in spec.deployments():
-        if dep.namespace is not None and dep.namespace != spec.router.namespace:
-            problems.append(f"{path}.namespace: {dep.namespace!r} differs from router.namespace {spec.router.namespace!r}; "
-                            "the router watches and scales only its own namespace")
         problems += _image_sources(stack, f"{path}.inference_config", dep.inference_config)
     for i, model in enumerate(spec.models):
         if model.path is not None and not stack.resolve(model.path).exists():

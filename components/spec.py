@@ -795,7 +795,12 @@ class StackSpec(Spec):
         if self.router.dns_label and leaf and self.router.dns_label != leaf:
             problems.append(f"router.dns_label: the router's public address has one DNS label, and ssl.leaf_domain_label "
                             f"already names it {leaf!r}; drop dns_label or make them the same")
+        if self.cluster is not None and self.workspace is None:
+            problems.append("workspace: images are pushed to the workspace's registry; an attached cluster needs one too")
         for path, dep in self.deployments():
+            if self.cluster is not None and dep.namespace is not None and dep.namespace != self.router.namespace:
+                problems.append(f"{path}.namespace: {dep.namespace!r} differs from router.namespace {self.router.namespace!r}; "
+                                "the router watches and scales only its own namespace")
             for i, ref in enumerate(dep.models):
                 name, _, version = ref.partition(":")
                 if (f"{name}:{version}" if version else f"{name}:{latest.get(name)}") not in refs:

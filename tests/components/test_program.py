@@ -82,11 +82,14 @@ def test_a_rotated_storage_key_rolls_the_scorers_and_sas_tokens_stay_secret(proj
     assert "SECRETSIGNATURE" not in written and "fraud-control-models" in written
 
 
-def test_a_service_outside_the_router_namespace_is_refused(edit):
+def test_a_service_outside_the_router_namespace_is_refused_by_check_too(edit, capsys):
+    """A rule of the stack alone: `check` exited 0 on it while `plan` refused it."""
+    from components.check import main as check
+
     path = edit("dev", lambda c: c["aks-model-serving:services"][0].update(namespace="elsewhere"))
-    problems = deployable_problems(load_stack(path))
-    assert problems == ["services[0].namespace: 'elsewhere' differs from router.namespace 'azureml'; "
-                        "the router watches and scales only its own namespace"]
+    assert check([str(path)]) == 2
+    assert ("services[0].namespace: 'elsewhere' differs from router.namespace 'azureml'; "
+            "the router watches and scales only its own namespace") in capsys.readouterr().out
 
 
 def _inference(change):

@@ -315,6 +315,7 @@ def _azureml_stack(tmp_path: Path, dc: dict, ic: dict = INFERENCE_CONFIG, overri
     config[S] = [{"name": "svc", "models": ["m:1"],
                   "azureml": {"inference_config": "aml/inferenceconfig.json", "deployment_config": "aml/deploymentconfig.json"},
                   **(overrides or {})}]
+    config["aks-model-serving:router"] = {"namespace": "models"}  # DEPLOYMENT_CONFIG's: the router serves one namespace
     return write_stack(tmp_path, config)
 
 
@@ -322,6 +323,7 @@ def test_deployment_config_round_trip(tmp_path):
     from_json = load_stack(_azureml_stack(tmp_path, DEPLOYMENT_CONFIG)).spec.services[0]
     config = copy.deepcopy(BASE)
     config[S] = [{"name": "svc", "models": ["m:1"], "inference_config": {"entry_script": "score.py"}, **EQUIVALENT_YAML}]
+    config["aks-model-serving:router"] = {"namespace": "models"}
     from_yaml = load_stack(write_stack(tmp_path, config)).spec.services[0]
     assert from_json.model_dump(exclude={"inference_config"}) == from_yaml.model_dump(exclude={"inference_config"})
     env = from_json.inference_config.environment
