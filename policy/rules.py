@@ -34,17 +34,27 @@ ROUTER_CONFIG_KEY = "config.json"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SERVICE = "kubernetes:core/v1:Service"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
-HPA_TYPES = {f"kubernetes:autoscaling/{v}:HorizontalPodAutoscaler" for v in ("v1", "v2", "v2beta1", "v2beta2")}
+# pulumi-kubernetes also declares each kind as `<Kind>Patch` (server-side apply of a part of an object
+# someone else made): a patch can add an HPA or a container as surely as the object itself.
+HPA_TYPES = {f"kubernetes:autoscaling/{v}:HorizontalPodAutoscaler{patch}"
+             for v in ("v1", "v2", "v2beta1", "v2beta2") for patch in ("", "Patch")}
 
+_TEMPLATE = ("spec", "template", "spec")
 # Where each workload kind keeps its pod spec.
 POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
-    "kubernetes:core/v1:Pod": ("spec",),
-    "kubernetes:apps/v1:Deployment": ("spec", "template", "spec"),
-    "kubernetes:apps/v1:StatefulSet": ("spec", "template", "spec"),
-    "kubernetes:apps/v1:DaemonSet": ("spec", "template", "spec"),
-    "kubernetes:apps/v1:ReplicaSet": ("spec", "template", "spec"),
-    "kubernetes:batch/v1:Job": ("spec", "template", "spec"),
-    "kubernetes:batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    f"kubernetes:{kind}{patch}": path
+    for kind, path in {
+        "core/v1:Pod": ("spec",),
+        "core/v1:PodTemplate": ("template", "spec"),
+        "core/v1:ReplicationController": _TEMPLATE,
+        "apps/v1:Deployment": _TEMPLATE,
+        "apps/v1:StatefulSet": _TEMPLATE,
+        "apps/v1:DaemonSet": _TEMPLATE,
+        "apps/v1:ReplicaSet": _TEMPLATE,
+        "batch/v1:Job": _TEMPLATE,
+        "batch/v1:CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+    }.items()
+    for patch in ("", "Patch")
 }
 
 # Cluster add-ons AksCluster installs from their publishers, pinned by version: exempt unless a

@@ -76,6 +76,17 @@ def test_requests_and_limits_reach_cronjob_pods():
     assert len(check_resource(rules.requests_and_limits, "kubernetes:batch/v1:CronJob", props)) == 1
 
 
+@pytest.mark.parametrize("typ", ["kubernetes:apps/v1:DeploymentPatch", "kubernetes:core/v1:ReplicationController"])
+def test_requests_and_limits_reach_patches_and_replication_controllers(typ):
+    """A DeploymentPatch adds a sidecar to someone's Deployment as surely as a Deployment declares one."""
+    assert len(check_resource(rules.requests_and_limits, typ, deployment(container(resources={})))) == 1
+
+
+def test_requests_and_limits_reach_pod_templates():
+    props = {"template": {"spec": {"containers": [container(resources={})]}}}
+    assert len(check_resource(rules.requests_and_limits, "kubernetes:core/v1:PodTemplate", props)) == 1
+
+
 def test_non_workloads_are_ignored():
     assert check_resource(rules.requests_and_limits, rules.CONFIG_MAP, {"data": {"a": "b"}}) == []
 
@@ -175,6 +186,11 @@ def test_hpa_on_model_deployment_fails_naming_the_hpa():
     assert len(found) == 1
     message, urn = found[0]
     assert "'iris-hpa' targets the model Deployment 'iris'" in message and urn.endswith("::r1")
+
+
+def test_an_hpa_patch_on_a_model_deployment_fails_too():
+    typ, props = hpa("iris")
+    assert len(check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), (typ + "Patch", props)])) == 1
 
 
 def test_hpa_in_another_namespace_is_not_on_the_model():
