@@ -260,10 +260,13 @@ class Router:
             await self._api(scope, receive, send, path)
         elif path == "/healthz":
             await respond_json(send, 200, {"status": "ok"})
+        # On a cluster these share the public port: its routes, replica addresses and load are told only
+        # to holders of the peers' secret (Prometheus: a bearer credentials file); a probe needs the status.
         elif path == "/readyz":
             status = self.status()
-            await respond_json(send, 200 if status["ready"] else 503, status)
-        elif path == "/metrics":
+            shown = status if self._peer_allowed(scope["headers"]) else {"ready": status["ready"]}
+            await respond_json(send, 200 if status["ready"] else 503, shown)
+        elif path == "/metrics" and self._peer_allowed(scope["headers"]):
             await respond(send, 200, generate_latest(metrics.REGISTRY), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
         elif path == LOAD_PATH and self._peer_allowed(scope["headers"]):
             own = self.own_load.figures()

@@ -137,6 +137,25 @@ async def test_internal_load_answers_only_peers_holding_the_secret(tmp_path) -> 
         await router.shutdown()
 
 
+async def test_on_a_cluster_status_details_and_metrics_are_only_for_holders_of_the_peers_secret(tmp_path) -> None:
+    """They share the public port with the routes: replica addresses and load are not the internet's."""
+    secret = tmp_path / "secret"
+    secret.write_text("peer-secret\n")
+    router = Router(_scaled_routers(str(secret)), backend=FakeBackend())
+    await router.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
+            anyone = await client.get("/readyz")
+            assert anyone.status_code == 200 and anyone.json() == {"ready": True}  # what a probe needs
+            peer = {"Authorization": "Bearer peer-secret"}
+            assert "routes" in (await client.get("/readyz", headers=peer)).json()
+            assert (await client.get("/metrics")).status_code == 404
+            metrics_text = await client.get("/metrics", headers=peer)
+            assert metrics_text.status_code == 200 and "router_requests" in metrics_text.text
+    finally:
+        await router.shutdown()
+
+
 async def test_the_leader_scales_the_router_deployment_on_its_pods_latency_and_cpu() -> None:
     backend = FakeBackend()
     backend.pods = [PodLoad(0.1, 20.0)]  # the other pod: routing 20 ms late, CPU low
