@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from components.azureml import AzureMlFileError, kind_of, load_deployment_config, load_inference_config
-from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings
+from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings, registry_name
 from components.stackfile import StackError, format_errors, load_stack
 from pydantic import ValidationError
 
@@ -17,7 +17,8 @@ from pydantic import ValidationError
 def summary(spec: StackSpec, name: str) -> list[str]:
     lines = [f"stack {name}: valid"]
     if spec.workspace:
-        lines.append(f"  workspace   {spec.workspace.name} (resource group {spec.workspace.resource_group})")
+        lines.append(f"  workspace   {spec.workspace.name} (resource group {spec.workspace.resource_group}, "
+                     f"registry {registry_name(spec.workspace)})")
     c = spec.cluster
     if c is None:
         lines.append("  cluster     none: runs on this machine (python -m components local up)")
