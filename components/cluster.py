@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pulumi
+import pulumi_azure_native as azure_native
 import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.containerservice as containerservice
 import pulumi_azure_native.monitor as monitor
@@ -153,6 +154,16 @@ done
 if [ -n "$failed" ]; then echo "unreachable:$failed"; exit 1; fi
 echo "all reachable"
 """
+
+
+def _kubelet_identity(profile: Any, resource_id: str) -> str:
+    """The attached cluster's kubelet identity, which AcrPull is granted to. A cluster on a service principal
+    (AKS's legacy mode) has none: ARM would refuse the grant with an empty principal, so say what to do."""
+    if not profile or "kubeletidentity" not in profile:
+        raise ValueError(f"cluster.attach.resource_id: {resource_id} has no kubelet managed identity (a service-principal "
+                         "cluster); grant its service principal AcrPull on the workspace registry, or update the cluster "
+                         "to managed identity (az aks update --enable-managed-identity)")
+    return profile["kubeletidentity"].object_id
 
 
 def dns_prefix(cluster_name: str) -> str:
@@ -405,9 +416,10 @@ class AksCluster(pulumi.ComponentResource):
             opts=child,
         )
 
-    def _user_kubeconfig(self, rg: pulumi.Input[str], cluster_name: pulumi.Input[str]) -> pulumi.Output[str]:
+    def _user_kubeconfig(self, rg: pulumi.Input[str], cluster_name: pulumi.Input[str],
+                         azure: pulumi.ProviderResource | None = None) -> pulumi.Output[str]:
         creds = containerservice.list_managed_cluster_user_credentials_output(
-            resource_group_name=rg, resource_name=cluster_name, opts=pulumi.InvokeOutputOptions(parent=self)
+            resource_group_name=rg, resource_name=cluster_name, opts=pulumi.InvokeOutputOptions(parent=self, provider=azure)
         )
         return pulumi.Output.secret(creds.kubeconfigs[0].value.apply(lambda v: base64.b64decode(v).decode()))
 
@@ -415,16 +427,17 @@ class AksCluster(pulumi.ComponentResource):
 
     def _attach_aks(self, resource_id: str) -> None:
         parts = resource_id.split("/")
-        rg, cluster_name = parts[4], parts[8]
+        subscription, rg, cluster_name = parts[2], parts[4], parts[8]
+        # The cluster is read in the subscription its id names, which need not be the stack's.
+        azure = azure_native.Provider(f"{self._name}-attached-subscription", subscription_id=subscription,
+                                      opts=pulumi.ResourceOptions(parent=self))
         found = containerservice.get_managed_cluster_output(
-            resource_group_name=rg, resource_name=cluster_name, opts=pulumi.InvokeOutputOptions(parent=self)
+            resource_group_name=rg, resource_name=cluster_name, opts=pulumi.InvokeOutputOptions(parent=self, provider=azure)
         )
         self.fqdn = found.fqdn
-        self.kubelet_object_id = found.identity_profile.apply(
-            lambda p: p["kubeletidentity"].object_id if p and "kubeletidentity" in p else None
-        )
+        self.kubelet_object_id = found.identity_profile.apply(lambda p: _kubelet_identity(p, resource_id))
         self.node_resource_group = found.node_resource_group
-        self.kubeconfig = self._user_kubeconfig(rg, cluster_name)
+        self.kubeconfig = self._user_kubeconfig(rg, cluster_name, azure)
 
     def _attach_kubeconfig(self, path: Path) -> None:
         text = path.read_text()

@@ -197,6 +197,7 @@ class AzureMocks(_mocks.Mocks):
     def __init__(self, registry_images: dict[str, str] | None = None):
         self.registry_images = dict(registry_images or {})
         self.calls: list[tuple[str, dict]] = []
+        self.call_providers: list[tuple[str, str]] = []  # (token, the provider reference it went through)
         self._local = threading.local()
         self._lock = threading.Lock()
 
@@ -244,6 +245,7 @@ class AzureMocks(_mocks.Mocks):
     def call(self, args: _mocks.MockCallArgs) -> dict:
         with self._lock:
             self.calls.append((args.token, plain(args.args)))
+            self.call_providers.append((args.token, args.provider or ""))
         token, a = args.token, args.args
         if token == "azure-native:containerservice:listManagedClusterUserCredentials":
             rg, name = _parse_cluster_id(a)
@@ -333,6 +335,7 @@ class Recording:
     resources: list[Recorded]
     calls: list[tuple[str, dict]]
     outputs: Any = None  # what the program returned, resolved to plain values
+    call_providers: list[tuple[str, str]] = field(default_factory=list)
     secret_outputs: list[str] = field(default_factory=list)  # keys of a returned dict that were secret
 
     def of_type(self, typ: str) -> list[Recorded]:
@@ -403,6 +406,7 @@ def run(
     return Recording(
         resources=sorted(monitor.records, key=lambda r: r.urn),
         calls=sorted(mocks.calls, key=repr),
+        call_providers=sorted(mocks.call_providers),
         outputs=plain(result.get("value")),
         secret_outputs=sorted(result.get("secret", [])),
     )

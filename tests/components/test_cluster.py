@@ -253,6 +253,24 @@ def test_attach_by_resource_id_declares_no_cluster_but_a_provider_and_acr_pull()
     assert rec.outputs["node_rg"] == "MC_rg-aks_existing_westeurope"
 
 
+def test_an_attached_cluster_is_read_in_the_subscription_its_id_names():
+    rec = deploy(ClusterSpec.model_validate({"name": "existing", "attach": {"resource_id": MC_ID}}))
+    [azure] = [r for r in rec.of_type("pulumi:providers:azure-native") if r.name == "aks-attached-subscription"]
+    assert azure.inputs["subscriptionId"] == "s"  # MC_ID's, not the stack's
+    through = {token: provider for token, provider in rec.call_providers if "containerservice" in token}
+    assert set(through) == {"azure-native:containerservice:getManagedCluster",
+                            "azure-native:containerservice:listManagedClusterUserCredentials"}
+    assert all(provider.startswith(azure.urn) for provider in through.values())
+
+
+def test_an_attached_cluster_without_a_kubelet_identity_is_named_not_granted_an_empty_principal():
+    """A service-principal cluster: ARM would refuse AcrPull for principal ''."""
+    from components.cluster import _kubelet_identity
+
+    with pytest.raises(ValueError, match="has no kubelet managed identity .* grant its service principal AcrPull"):
+        _kubelet_identity({}, MC_ID)
+
+
 def test_attach_by_kubeconfig_uses_the_file_and_declares_nothing_in_azure(tmp_path):
     path = tmp_path / "config"
     path.write_text(fake_kubeconfig("https://k8s.example.internal:6443", "onprem"))
