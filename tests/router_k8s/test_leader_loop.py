@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -113,47 +116,47 @@ async def test_internal_load_reports_in_flight_and_queued_per_deployment() -> No
         await router.shutdown()
 
 
-async def test_internal_load_answers_only_peers_holding_the_secret(tmp_path) -> None:
+@contextlib.asynccontextmanager
+async def _router_with_peers_secret(tmp_path) -> AsyncIterator[tuple[httpx.AsyncClient, Path]]:
+    """A started router whose peers' secret is a file (given back, to rotate) and a client to it."""
     secret = tmp_path / "secret"
     secret.write_text("peer-secret\n")
     router = Router(_scaled_routers(str(secret)), backend=FakeBackend())
     await router.startup()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
-            assert (await client.get("/internal/load")).status_code == 404
-            wrong = await client.get("/internal/load", headers={"Authorization": "Bearer peer-secreT"})
-            assert wrong.status_code == 404 and "peer-secret" not in wrong.text
-            right = await client.get("/internal/load", headers={"Authorization": "Bearer peer-secret"})
-            assert right.status_code == 200 and right.json()["demand"] == {"iris": 0}
-            secret.write_text("rotated")  # a replaced Secret: no restart
-            assert (await client.get("/internal/load", headers={"Authorization": "Bearer peer-secret"})).status_code == 404
-            assert (await client.get("/internal/load", headers={"Authorization": "Bearer rotated"})).status_code == 200
-            secret.unlink()  # unreadable: nobody reads the load
-            assert (await client.get("/internal/load", headers={"Authorization": "Bearer rotated"})).status_code == 404
-            secret.write_text("\n")  # mounted but empty: `Bearer ` would match it, so nobody either
-            assert (await client.get("/internal/load", headers={"Authorization": "Bearer "})).status_code == 404
-            assert (await client.get("/internal/load", headers={"Authorization": "Bearer"})).status_code == 404
+            yield client, secret
     finally:
         await router.shutdown()
+
+
+async def test_internal_load_answers_only_peers_holding_the_secret(tmp_path) -> None:
+    async with _router_with_peers_secret(tmp_path) as (client, secret):
+        assert (await client.get("/internal/load")).status_code == 404
+        wrong = await client.get("/internal/load", headers={"Authorization": "Bearer peer-secreT"})
+        assert wrong.status_code == 404 and "peer-secret" not in wrong.text
+        right = await client.get("/internal/load", headers={"Authorization": "Bearer peer-secret"})
+        assert right.status_code == 200 and right.json()["demand"] == {"iris": 0}
+        secret.write_text("rotated")  # a replaced Secret: no restart
+        assert (await client.get("/internal/load", headers={"Authorization": "Bearer peer-secret"})).status_code == 404
+        assert (await client.get("/internal/load", headers={"Authorization": "Bearer rotated"})).status_code == 200
+        secret.unlink()  # unreadable: nobody reads the load
+        assert (await client.get("/internal/load", headers={"Authorization": "Bearer rotated"})).status_code == 404
+        secret.write_text("\n")  # mounted but empty: `Bearer ` would match it, so nobody either
+        assert (await client.get("/internal/load", headers={"Authorization": "Bearer "})).status_code == 404
+        assert (await client.get("/internal/load", headers={"Authorization": "Bearer"})).status_code == 404
 
 
 async def test_on_a_cluster_status_details_and_metrics_are_only_for_holders_of_the_peers_secret(tmp_path) -> None:
     """They share the public port with the routes: replica addresses and load are not the internet's."""
-    secret = tmp_path / "secret"
-    secret.write_text("peer-secret\n")
-    router = Router(_scaled_routers(str(secret)), backend=FakeBackend())
-    await router.startup()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
-            anyone = await client.get("/readyz")
-            assert anyone.status_code == 200 and anyone.json() == {"ready": True}  # what a probe needs
-            peer = {"Authorization": "Bearer peer-secret"}
-            assert "routes" in (await client.get("/readyz", headers=peer)).json()
-            assert (await client.get("/metrics")).status_code == 404
-            metrics_text = await client.get("/metrics", headers=peer)
-            assert metrics_text.status_code == 200 and "router_requests" in metrics_text.text
-    finally:
-        await router.shutdown()
+    async with _router_with_peers_secret(tmp_path) as (client, _):
+        anyone = await client.get("/readyz")
+        assert anyone.status_code == 200 and anyone.json() == {"ready": True}  # what a probe needs
+        peer = {"Authorization": "Bearer peer-secret"}
+        assert "routes" in (await client.get("/readyz", headers=peer)).json()
+        assert (await client.get("/metrics")).status_code == 404
+        metrics_text = await client.get("/metrics", headers=peer)
+        assert metrics_text.status_code == 200 and "router_requests" in metrics_text.text
 
 
 async def test_the_leader_scales_the_router_deployment_on_its_pods_latency_and_cpu() -> None:
