@@ -174,6 +174,15 @@ def scorer_env(name: str, spec: _Deployable, models: Sequence[ModelSource],
     return env
 
 
+def _rollout(spec: _Deployable) -> dict:
+    """Accelerator replicas never surge when there are always two or more: a surge pod needs a GPU (or
+    FPGA) more than the pool may have (stuck Pending, the rollout stalls); one at a time leaves the
+    others serving. A lone replica keeps Kubernetes' surge: taking it down first would stop the service."""
+    if (spec.gpu_cores or spec.fpga_cores) and spec.replicas >= 2:
+        return {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}}
+    return {}
+
+
 def _environment_variables(spec: _Deployable) -> dict[str, str]:
     ic = spec.inference_config
     return dict(ic.environment.environment_variables) if ic else {}
@@ -295,6 +304,7 @@ class ModelService(pulumi.ComponentResource):
             spec={
                 "replicas": spec.replicas,
                 "selector": {"matchLabels": selector},
+                **_rollout(spec),
                 "template": {
                     "metadata": {"labels": labels, "annotations": annotations},
                     "spec": {"initContainers": init, "containers": [scorer], "volumes": volumes,

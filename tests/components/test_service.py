@@ -68,6 +68,18 @@ def test_gpu_cores_get_the_gpu_resource_toleration_and_selector():
     assert p["tolerations"] == [{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}]
 
 
+@pytest.mark.parametrize(("settings", "strategy"), [
+    ({"gpu_cores": 1, "autoscale_min_replicas": 2}, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+    ({"gpu_cores": 1, "num_replicas": 3}, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
+    ({"gpu_cores": 1}, None),  # one replica: a surge, or the service stops during the rollout
+    ({"autoscale_min_replicas": 2}, None),  # CPU: Kubernetes' surge
+])
+def test_accelerator_rollouts_need_no_spare_accelerator_when_others_keep_serving(settings, strategy):
+    """A surge pod on a full GPU pool stays Pending and the rollout stalls."""
+    deployment = deploy(spec(cpu_cores=1, memory_gb=4, **settings)).one(DEPLOYMENT).inputs["spec"]
+    assert deployment.get("strategy") == strategy
+
+
 def test_cpu_service_has_no_accelerator_scheduling():
     p = pod(deploy(spec()))
     assert "nodeSelector" not in p and "tolerations" not in p
