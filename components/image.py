@@ -180,7 +180,9 @@ def render_dockerfile(args: HashedImageArgs) -> str:
         lines += [f"COPY --from={args.scorer_image} {SCORER_SOURCE} {SCORER_SOURCE}", INSTALL_SCORER]
     lines += [f"COPY . {args.context_target}", f"WORKDIR {args.context_target}"]
     if args.scorer_image:
-        lines += ["ENTRYPOINT []", 'CMD ["python", "-m", "scoring_image"]']
+        # The pod's user (uid 10001) is in no passwd file of a custom base: without this its home is `/`,
+        # where libraries that cache under ~ cannot write.
+        lines += ["ENV HOME=/tmp", "ENTRYPOINT []", 'CMD ["python", "-m", "scoring_image"]']
     return "\n".join(lines) + "\n"
 
 
