@@ -34,6 +34,7 @@ ROUTER_CONFIG_KEY = "config.json"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SERVICE = "kubernetes:core/v1:Service"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
+REGISTRY = "azure-native:containerregistry:Registry"
 # pulumi-kubernetes also declares each kind as `<Kind>Patch` (server-side apply of a part of an object
 # someone else made): a patch can add an HPA or a container as surely as the object itself.
 HPA_TYPES = {f"kubernetes:autoscaling/{v}:HorizontalPodAutoscaler{patch}"
@@ -126,37 +127,41 @@ def requests_and_limits(args: ResourceValidationArgs, report_violation: ReportVi
             report_violation(f"container {c.get('name')!r} has no resources {', '.join(missing)}", None)
 
 
-def registry_images(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+def registry_images(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     """Images come from the workspace's registry, pinned by digest or a content-hash tag.
 
-    `latest` or a hand-written tag can change under a running service; a hash cannot. Config:
-    `registry` (the login server; without it any *.azurecr.io registry), `allowedImages`
-    (prefixes exempted; default ADDON_IMAGES, the cluster add-ons).
+    `latest` or a hand-written tag can change under a running service; a hash cannot. A stack rule, so
+    that the registry is the stack's own: config `registry` (the login server), else the loginServer of
+    the stack's Registry when known (a registry not created yet has none in a preview: then any
+    *.azurecr.io). `allowedImages`: prefixes exempted (default ADDON_IMAGES, the cluster add-ons).
     """
-    spec = pod_spec(args.resource_type, args.props)
-    if spec is None:
-        return
     config = args.get_config()
-    registry = config.get("registry")
+    registry = config.get("registry") or next(
+        (r.props.get("loginServer") for r in args.resources if r.resource_type == REGISTRY and r.props.get("loginServer")), None)
     allowed = config.get("allowedImages", ADDON_IMAGES)
-    for c in containers(spec):
-        image = c.get("image") or ""
-        if any(image.startswith(prefix) for prefix in allowed):
-            continue
-        host = image.split("/", 1)[0] if "/" in image else ""
-        if registry and host != registry:
-            report_violation(f"container {c.get('name')!r}: image {image!r} is not from the workspace registry {registry}", None)
-            continue
-        if not registry and not host.endswith(".azurecr.io"):
-            report_violation(f"container {c.get('name')!r}: image {image!r} is not from an Azure Container Registry", None)
-            continue
-        if _DIGEST.search(image):
-            continue
-        last = image.rsplit("/", 1)[-1]
-        tag = last.split(":", 1)[1] if ":" in last else ""
-        if not _HASH_TAG.match(tag):
-            what = "untagged" if not tag else f"tagged {tag!r}"
-            report_violation(f"container {c.get('name')!r}: image {image!r} is {what}; pin it by digest or a content-hash tag", None)
+    for r in args.resources:
+        spec = pod_spec(r.resource_type, r.props)
+        for c in containers(spec) if spec is not None else []:
+            image = c.get("image") or ""
+            if not any(image.startswith(prefix) for prefix in allowed):
+                problem = _image_problem(image, registry)
+                if problem:
+                    report_violation(f"{_name(r.props, r.name)}: container {c.get('name')!r}: image {image!r} {problem}", r.urn)
+
+
+def _image_problem(image: str, registry: str | None) -> str | None:
+    host = image.split("/", 1)[0] if "/" in image else ""
+    if registry and host != registry:
+        return f"is not from the workspace registry {registry}"
+    if not registry and not host.endswith(".azurecr.io"):
+        return "is not from an Azure Container Registry"
+    if _DIGEST.search(image):
+        return None
+    last = image.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else ""
+    if not _HASH_TAG.match(tag):
+        return f"is {'untagged' if not tag else f'tagged {tag!r}'}; pin it by digest or a content-hash tag"
+    return None
 
 
 def gpu_scheduling(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
@@ -288,11 +293,6 @@ StackRule = Callable[[StackValidationArgs, ReportViolation], None]
 # name -> (description, function, config schema properties): the pack and the plan both read this.
 RESOURCE_RULES: dict[str, tuple[str, ResourceRule, dict[str, dict]]] = {
     "containers-have-requests-and-limits": ("Every container states cpu and memory requests and limits.", requests_and_limits, {}),
-    "images-from-workspace-registry": (
-        "Images come from the workspace registry, pinned by digest or content-hash tag (no latest).",
-        registry_images,
-        {"registry": {"type": "string"}, "allowedImages": {"type": "array", "items": {"type": "string"}}},
-    ),
     "gpu-containers-tolerate-and-select-gpu-pool": ("GPU/FPGA containers tolerate and select their accelerator pool.", gpu_scheduling, {}),
 }
 STACK_RULES: dict[str, tuple[str, StackRule, dict[str, dict]]] = {
@@ -304,4 +304,9 @@ STACK_RULES: dict[str, tuple[str, StackRule, dict[str, dict]]] = {
         {"allowAnonymous": {"type": "array", "items": {"type": "string"}}},
     ),
     "at-most-six-versions-per-endpoint": ("An endpoint holds at most 6 versions.", endpoint_versions, {}),
+    "images-from-workspace-registry": (
+        "Images come from the workspace registry, pinned by digest or content-hash tag (no latest).",
+        registry_images,
+        {"registry": {"type": "string"}, "allowedImages": {"type": "array", "items": {"type": "string"}}},
+    ),
 }

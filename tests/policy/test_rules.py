@@ -94,11 +94,15 @@ def test_non_workloads_are_ignored():
 # ---------------------------------------------------------------- images
 
 
+def images(props: dict, config: dict | None = None, registry_login: str | None = None) -> list[str]:
+    resources = [(rules.DEPLOYMENT, props)] + ([(rules.REGISTRY, {"loginServer": registry_login})] if registry_login else [])
+    return [message for message, _ in check_stack(rules.registry_images, resources, config)]
+
+
 @pytest.mark.parametrize("image", [f"{REGISTRY}/scorer@{DIGEST}", f"{REGISTRY}/scorer:0123456789abcdef0123",
                                    f"{REGISTRY}/scorer:0123456789ab@{DIGEST}"])
 def test_registry_images_pass(image):
-    props = deployment(container(image=image))
-    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props, {"registry": REGISTRY}) == []
+    assert images(deployment(container(image=image)), {"registry": REGISTRY}) == []
 
 
 @pytest.mark.parametrize("image, message", [
@@ -109,21 +113,28 @@ def test_registry_images_pass(image):
     ("python:3.11-slim", "is not from the workspace registry"),
 ])
 def test_registry_images_fail(image, message):
-    found = check_resource(rules.registry_images, rules.DEPLOYMENT, deployment(container(image=image)), {"registry": REGISTRY})
-    assert len(found) == 1 and message in found[0] and image in found[0]
+    found = images(deployment(container(image=image)), {"registry": REGISTRY})
+    assert len(found) == 1 and message in found[0] and image in found[0] and found[0].startswith("iris: container")
 
 
-def test_registry_images_without_configured_registry_want_an_acr():
-    assert check_resource(rules.registry_images, rules.DEPLOYMENT, deployment()) == []
-    found = check_resource(rules.registry_images, rules.DEPLOYMENT, deployment(container(image=f"docker.io/lib/x@{DIGEST}")))
+def test_without_config_the_stacks_own_registry_is_the_one():
+    """Under `pulumi preview` (no config): another registry's image must not pass as any *.azurecr.io would."""
+    other = deployment(container(image=f"someoneelse.azurecr.io/miner@{DIGEST}"))
+    assert "is not from the workspace registry mlwprod.azurecr.io" in images(other, registry_login=REGISTRY)[0]
+    assert images(deployment(), registry_login=REGISTRY) == []
+
+
+def test_registry_images_without_a_known_registry_want_an_acr():
+    """A registry created in this very preview has no loginServer yet."""
+    assert images(deployment()) == []
+    found = images(deployment(container(image=f"docker.io/lib/x@{DIGEST}")))
     assert found and "Azure Container Registry" in found[0]
 
 
 def test_registry_images_allowed_prefix_exempts_addons():
     props = deployment(container(image="mcr.microsoft.com/oss/nvidia/k8s-device-plugin:v0.14.1"))
-    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props,
-                          {"registry": REGISTRY, "allowedImages": ["mcr.microsoft.com/oss/nvidia/"]}) == []
-    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props, {"registry": REGISTRY, "allowedImages": []})
+    assert images(props, {"registry": REGISTRY, "allowedImages": ["mcr.microsoft.com/oss/nvidia/"]}) == []
+    assert images(props, {"registry": REGISTRY, "allowedImages": []})
 
 
 # ---------------------------------------------------------------- GPU scheduling
@@ -272,5 +283,5 @@ def test_addon_images_are_exempt_by_default_and_match_what_the_cluster_installs(
 
     assert sorted(rules.ADDON_IMAGES) == sorted([NVIDIA_DEVICE_PLUGIN_IMAGE, CHECK_IMAGE])
     props = deployment(container(image=NVIDIA_DEVICE_PLUGIN_IMAGE))
-    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props, {"registry": REGISTRY}) == []
-    assert check_resource(rules.registry_images, rules.DEPLOYMENT, props, {"registry": REGISTRY, "allowedImages": []})
+    assert images(props, {"registry": REGISTRY}) == []
+    assert images(props, {"registry": REGISTRY, "allowedImages": []})
