@@ -298,17 +298,26 @@ class AksCluster(pulumi.ComponentResource):
             self._subnet_id = pulumi.Output.from_input(net.vnet.subnet_id)
             self._vnet_id = pulumi.Output.from_input(net.vnet.subnet_id.rsplit("/subnets/", 1)[0])
         elif net.vnet is not None:
+            # The subnet is a resource of its own, not inline: with kubenet AKS attaches its route table to
+            # it, and a VNet update carrying inline subnets would detach that table (pods lose their routes).
             vnet = network.VirtualNetwork(
                 f"{name}-vnet",
                 resource_group_name=rg,
                 location=self._location,
                 address_space=network.AddressSpaceArgs(address_prefixes=[net.vnet.address_space]),
                 dhcp_options=network.DhcpOptionsArgs(dns_servers=net.vnet.dns_servers) if net.vnet.dns_servers else None,
-                subnets=[network.SubnetArgs(name="aks", address_prefix=net.vnet.subnet_prefix)],
-                opts=child,
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["subnets"]),
+            )
+            subnet = network.Subnet(
+                f"{name}-subnet",
+                subnet_name="aks",
+                resource_group_name=rg,
+                virtual_network_name=vnet.name,
+                address_prefix=net.vnet.subnet_prefix,
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["routeTable"]),
             )
             self._vnet_id = vnet.id
-            self._subnet_id = vnet.id.apply(lambda vid: f"{vid}/subnets/aks")
+            self._subnet_id = subnet.id
 
         system = [p for p in spec.node_pools if p.mode == "System"]
         user = [p for p in spec.node_pools if p.mode == "User"]

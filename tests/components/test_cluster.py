@@ -181,11 +181,14 @@ def test_new_vnet_with_custom_dns_and_the_cluster_on_its_subnet():
     vnet = rec.one("azure-native:network:VirtualNetwork")
     assert vnet.inputs["addressSpace"] == {"addressPrefixes": ["10.10.0.0/16"]}
     assert vnet.inputs["dhcpOptions"] == {"dnsServers": ["10.10.0.4"]}
-    [subnet] = vnet.inputs["subnets"]
-    assert (subnet["name"], subnet["addressPrefix"]) == ("aks", "10.10.0.0/20")
-    assert rec.one(CLUSTER).inputs["agentPoolProfiles"][0]["vnetSubnetID"] == f"{vnet.id}/subnets/aks"
+    # A Subnet of its own, not inline: a VNet update would otherwise detach the route table kubenet's AKS attaches.
+    assert "subnets" not in vnet.inputs
+    subnet = rec.one("azure-native:network:Subnet")
+    assert (subnet.inputs["subnetName"], subnet.inputs["addressPrefix"]) == ("aks", "10.10.0.0/20")
+    assert subnet.id == f"{vnet.id}/subnets/aks"
+    assert rec.one(CLUSTER).inputs["agentPoolProfiles"][0]["vnetSubnetID"] == subnet.id
     contributor = by_name(rec, ROLE, "aks-subnet-network-contributor").inputs
-    assert contributor["scope"] == f"{vnet.id}/subnets/aks"
+    assert contributor["scope"] == subnet.id
     assert contributor["roleDefinitionId"].endswith(NETWORK_CONTRIBUTOR_ROLE)
     assert contributor["principalId"] == rec.one(CLUSTER).outputs["identity"]["principalId"]
 
