@@ -7,12 +7,13 @@ build context that `.amlignore` (or, without one, `.gitignore`) does not exclude
 reads it: relative POSIX paths, contents and the executable bit, in sorted order, so the tag is
 the same on any machine, in any checkout directory, whatever order the file system lists files in.
 
-At deploy time the registry is asked for `<repo>:<tag>` (`docker buildx imagetools inspect`,
-with the docker credentials of the machine running Pulumi: `az acr login -n <registry>`): when
-it answers, the image is reused without building; otherwise it is built from a staged copy of
+At deploy time the registry is asked for `<repo>:<tag>` (`docker buildx imagetools inspect`):
+when it answers, the image is reused without building; otherwise it is built from a staged copy of
 the context holding exactly the hashed files (so an ignored file can never reach an image whose
 tag did not account for it) and pushed with pulumi-docker. Either way `image_ref` pins the image
-by digest.
+by digest. Both use `registry_password` when given (Workspace gives an ACR refresh token for the
+Azure identity running Pulumi, as `az acr login` gets one, so the `up` that creates the registry can
+push to it), else the docker login of the machine running Pulumi.
 
 Why not docker's `getRegistryImage` invoke: for a missing tag it fails, and a failed invoke
 fails the whole Pulumi program even when the exception is caught (the SDK's RPC manager records
@@ -23,6 +24,7 @@ registry for tests and the offline plan.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import json
 import os
@@ -30,6 +32,8 @@ import re
 import shutil
 import stat
 import tempfile
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +84,8 @@ class HashedImageArgs:
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     context_target: str = APP_ROOT
     scorer_image: str | None = None
+    # A refresh token for registry_login_server (user ACR_TOKEN_USER); None: this machine's docker login.
+    registry_password: pulumi.Input[str | None] | None = None
     platform: str = "linux/amd64"
     # Top-level files or folders of the context the image is made of (all when empty), so
     # that e.g. the router's tag does not change with the tests or the scorer's code.
@@ -98,6 +104,7 @@ class HashedImageArgs:
     def from_environment(
         cls, env: EnvironmentSpec, *, repository: str, registry_login_server: pulumi.Input[str],
         context: str | Path, scorer_image: str, base_dir: str | Path = ".",
+        registry_password: pulumi.Input[str | None] | None = None,
     ) -> HashedImageArgs:
         """A service's own environment image (EnvironmentSpec): on the scorer image, unless it names a
         base or a conda environment (on Azure ML's base image, as Azure ML builds one); any other base
@@ -118,6 +125,7 @@ class HashedImageArgs:
         return cls(
             repository=repository,
             registry_login_server=registry_login_server,
+            registry_password=registry_password,
             context=context,
             base_image=base_image,
             base_dockerfile=base_dockerfile,
@@ -262,17 +270,43 @@ def stage_context(args: HashedImageArgs, tag: str) -> Path:
 # ------------------------------------------------------------------ the registry
 
 
-async def docker_registry_digest(image_name: str) -> str | None:
-    """The digest `image_name` has in its registry, or None when it is not there (or cannot be asked)."""
+ACR_TOKEN_USER = "00000000-0000-0000-0000-000000000000"  # the user name ACR takes with a refresh token
+
+
+def acr_refresh_token(login_server: str, arm_token: str, tenant_id: str, base_url: str | None = None) -> str | None:
+    """A refresh token for the registry, exchanged for the ARM token of the identity running Pulumi (what
+    `az acr login` does). None when the registry does not give one: this machine's docker login is used."""
+    body = urllib.parse.urlencode({"grant_type": "access_token", "service": login_server, "tenant": tenant_id,
+                                   "access_token": arm_token}).encode()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            "docker", "buildx", "imagetools", "inspect", image_name, "--format", "{{json .Manifest}}",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
-    except (OSError, asyncio.TimeoutError) as exc:
-        pulumi.log.warn(f"cannot ask the registry for {image_name} ({exc}); building it")
+        with urllib.request.urlopen(f"{base_url or 'https://' + login_server}/oauth2/exchange", body, timeout=30) as answer:
+            return str(json.load(answer)["refresh_token"])
+    except (OSError, ValueError, KeyError) as exc:  # unreachable, refused, not JSON, no token
+        pulumi.log.warn(f"no token from {login_server} ({exc}); using this machine's docker login for it")
         return None
+
+
+async def docker_registry_digest(image_name: str, password: str | None = None) -> str | None:
+    """The digest `image_name` has in its registry, or None when it is not there (or cannot be asked).
+    With `password` (a registry refresh token), asked with it rather than this machine's docker login."""
+    with tempfile.TemporaryDirectory(prefix="docker-config-") as config:
+        env = None
+        if password:
+            env = {**os.environ, "DOCKER_CONFIG": config}
+            auth = base64.b64encode(f"{ACR_TOKEN_USER}:{password}".encode()).decode()
+            Path(config, "config.json").write_text(json.dumps({"auths": {image_name.split("/", 1)[0]: {"auth": auth}}}))
+            plugins = Path(os.environ.get("DOCKER_CONFIG", "~/.docker")).expanduser() / "cli-plugins"
+            if plugins.is_dir():  # buildx may be installed there only
+                Path(config, "cli-plugins").symlink_to(plugins)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                "docker", "buildx", "imagetools", "inspect", image_name, "--format", "{{json .Manifest}}",
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            )
+            out, err = await asyncio.wait_for(proc.communicate(), timeout=120)
+        except (OSError, asyncio.TimeoutError) as exc:
+            pulumi.log.warn(f"cannot ask the registry for {image_name} ({exc}); building it")
+            return None
     if proc.returncode != 0:
         message = err.decode(errors="replace").strip()
         if "not found" not in message.lower():
@@ -281,8 +315,9 @@ async def docker_registry_digest(image_name: str) -> str | None:
     return json.loads(out).get("digest") or None
 
 
-# Swapped by components.mocks.run for the mock registry.
+# Swapped by components.mocks.run for the mock registry (no docker, no network).
 registry_lookup = docker_registry_digest
+registry_token = acr_refresh_token
 
 
 # ------------------------------------------------------------------ the component
@@ -310,18 +345,21 @@ class HashedImage(pulumi.ComponentResource):
         self.tag = content_hash(args)
         repo = pulumi.Output.from_input(args.registry_login_server).apply(lambda server: f"{server}/{args.repository}")
         self.image_name = repo.apply(lambda r: f"{r}:{self.tag}")
-        digest = self.image_name.apply(self._lookup)
+        self._password = pulumi.Output.from_input(args.registry_password)
+        # A digest is no secret, though asked for with one.
+        digest = pulumi.Output.unsecret(pulumi.Output.all(self.image_name, self._password).apply(lambda a: self._lookup(*a)))
         self.built = digest.apply(lambda d: d is None)
-        self.image_ref = pulumi.Output.all(repo, digest).apply(lambda a: f"{a[0]}@{a[1]}" if a[1] else self._build(a[0]))
+        self.image_ref = pulumi.Output.unsecret(pulumi.Output.all(repo, digest, self._password).apply(
+            lambda a: f"{a[0]}@{a[1]}" if a[1] else self._build(a[0], a[2])))
         self.register_outputs({"tag": self.tag, "image_name": self.image_name, "image_ref": self.image_ref, "built": self.built})
 
-    async def _lookup(self, image_name: str) -> str | None:
-        digest = await registry_lookup(image_name)
+    async def _lookup(self, image_name: str, password: str | None) -> str | None:
+        digest = await registry_lookup(image_name, password)
         if digest is None:
             pulumi.log.info(f"{image_name} is not in the registry; building it", resource=self)
         return digest
 
-    def _build(self, repo: str) -> pulumi.Output[str]:
+    def _build(self, repo: str, password: str | None) -> pulumi.Output[str]:
         stage = stage_context(self._args, self.tag)
         image = docker.Image(
             f"{self._name}-build",
@@ -332,6 +370,8 @@ class HashedImage(pulumi.ComponentResource):
                 platform=self._args.platform,
                 builder_version=docker.BuilderVersion.BUILDER_BUILD_KIT,
             ),
+            registry=docker.RegistryArgs(server=repo.split("/", 1)[0], username=ACR_TOKEN_USER,
+                                         password=pulumi.Output.secret(password)) if password else None,
             opts=pulumi.ResourceOptions(parent=self, depends_on=self._depends_on),
         )
         return image.repo_digest

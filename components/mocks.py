@@ -201,11 +201,16 @@ class AzureMocks(_mocks.Mocks):
         self._local = threading.local()
         self._lock = threading.Lock()
 
-    async def registry_digest(self, image_name: str) -> str | None:
+    async def registry_digest(self, image_name: str, password: str | None = None) -> str | None:
         """Stands in for components.image.registry_lookup; recorded as a call `registry:lookup`."""
         with self._lock:
-            self.calls.append(("registry:lookup", {"name": image_name}))
+            self.calls.append(("registry:lookup", {"name": image_name, "token": password is not None}))
         return self.registry_images.get(image_name)
+
+    @staticmethod
+    def registry_token(login_server: str, arm_token: str, tenant_id: str) -> str:
+        """Stands in for components.image.registry_token (the ACR token exchange)."""
+        return f"acr-refresh-token-for-{login_server}"
 
     # The monitor picks up what the last new_resource on its thread saw.
     def last(self) -> tuple[_mocks.MockResourceArgs, dict]:
@@ -260,6 +265,8 @@ class AzureMocks(_mocks.Mocks):
             account = plain(a.get("accountName")) or "account"
             key = base64.b64encode(hashlib.sha256(account.encode()).digest()).decode()
             return {"keys": [{"keyName": "key1", "value": key, "permissions": "FULL"}]}
+        if token == "azure-native:authorization:getClientToken":
+            return {"token": "arm-access-token"}
         if token == "azure-native:authorization:getClientConfig":
             return {"subscriptionId": SUBSCRIPTION_ID, "tenantId": TENANT_ID,
                     "objectId": fake_guid("deployer"), "clientId": fake_guid("deployer-client")}
@@ -398,11 +405,12 @@ def run(
 
     _settings.SETTINGS.rpc_manager.clear()
     _settings.SETTINGS.outputs.clear()
-    real_lookup, image.registry_lookup = image.registry_lookup, mocks.registry_digest
+    real = image.registry_lookup, image.registry_token
+    image.registry_lookup, image.registry_token = mocks.registry_digest, mocks.registry_token
     try:
         _sync_await(run_pulumi_func(body))
     finally:
-        image.registry_lookup = real_lookup
+        image.registry_lookup, image.registry_token = real
     return Recording(
         resources=sorted(monitor.records, key=lambda r: r.urn),
         calls=sorted(mocks.calls, key=repr),

@@ -169,6 +169,7 @@ def _pins_scorer_python(dependencies: object) -> bool:
 def _image(name: str, stack: Stack, workspace: Workspace, dockerfile: str) -> HashedImage:
     return HashedImage(f"{name}-image", HashedImageArgs(
         repository=f"{REPOSITORY}/{name}", registry_login_server=workspace.registry_login_server,
+        registry_password=workspace.registry_password,
         context=stack.project_dir, dockerfile=stack.project_dir / dockerfile, include=IMAGE_FILES[name]))
 
 
@@ -192,6 +193,7 @@ class _AppImages:
             # The build starts FROM the scorer image, or copies it in, so it waits for the scorer's push.
             self._images[key] = HashedImage(f"app-{key}", HashedImageArgs.from_environment(
                 ic.environment, repository=f"{REPOSITORY}/app", registry_login_server=self._workspace.registry_login_server,
+                registry_password=self._workspace.registry_password,
                 context=context, scorer_image=self._scorer_ref, base_dir=self._stack.project_dir),
                 opts=pulumi.ResourceOptions(depends_on=[self._scorer]))
         return self._images[key].image_ref

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import pulumi
 import pulumi_azure_native.applicationinsights as appinsights
+import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.containerregistry as containerregistry
 import pulumi_azure_native.operationalinsights as operationalinsights
 import pulumi_azure_native.resources as resources
 import pulumi_azure_native.storage as storage
 
+from components import image
 from components.spec import WorkspaceSpec, registry_name, storage_account_name
 
 MODELS_CONTAINER = "models"
@@ -34,6 +36,7 @@ class Workspace(pulumi.ComponentResource):
 
     resource_group_name: pulumi.Output[str]
     registry_login_server: pulumi.Output[str]
+    registry_password: pulumi.Output[str | None]  # secret: an ACR refresh token (image.ACR_TOKEN_USER)
     registry_id: pulumi.Output[str]
     storage_account_name: pulumi.Output[str]
     blob_endpoint: pulumi.Output[str]
@@ -116,6 +119,12 @@ class Workspace(pulumi.ComponentResource):
         self.resource_group_name = rg_name
         self.registry_login_server = registry.login_server
         self.registry_id = registry.id
+        # For the identity running Pulumi, as `az acr login` gets one: images are pushed in the very `up`
+        # that creates the registry, whatever docker login this machine has.
+        arm_token = authorization.get_client_token_output(opts=pulumi.InvokeOutputOptions(parent=self)).token
+        tenant = authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self)).tenant_id
+        self.registry_password = pulumi.Output.secret(pulumi.Output.all(registry.login_server, arm_token, tenant).apply(
+            lambda a: image.registry_token(*a)))
         self.storage_account_name = account.name
         self.blob_endpoint = account.primary_endpoints.blob
         self.table_endpoint = account.primary_endpoints.table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -335,7 +336,20 @@ def test_a_missing_tag_is_built_from_exactly_the_hashed_files_and_pushed(ctx):
     assert rec.outputs["built"] is True and rec.outputs["tag"] == tag
     assert rec.outputs["ref"] == build.outputs["repoDigest"]
     assert rec.outputs["ref"].startswith(f"{LOGIN}/scorer@sha256:")
-    assert ("registry:lookup", {"name": f"{LOGIN}/scorer:{tag}"}) in rec.calls
+    assert ("registry:lookup", {"name": f"{LOGIN}/scorer:{tag}", "token": False}) in rec.calls
+    assert "registry" not in build.inputs  # no token given: this machine's docker login
+
+
+def test_a_registry_token_is_used_for_the_lookup_and_the_push_and_stays_secret(ctx):
+    """The `up` that creates the registry has no docker login for it: the Workspace's token is the way in."""
+    a = args(ctx, registry_password=pulumi.Output.secret("acr-refresh-token"))
+    rec = deploy(a)
+    build = rec.one("docker:index/image:Image")
+    assert build.inputs["registry"] == {"server": LOGIN, "username": "00000000-0000-0000-0000-000000000000",
+                                        "password": "acr-refresh-token"}
+    assert build.secret_inputs == ["registry"]
+    assert ("registry:lookup", {"name": f"{LOGIN}/scorer:{content_hash(a)}", "token": True}) in rec.calls
+    assert rec.secret_outputs == []  # the image reference is no secret for having been asked with one
 
 
 def test_a_build_waits_for_what_its_image_depends_on(ctx):
@@ -383,6 +397,64 @@ def fake_docker(tmp_path, monkeypatch):
     )
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_docker_lookup_with_a_token_logs_in_with_it_in_a_config_of_its_own(tmp_path, monkeypatch):
+    """Not this machine's docker login: a DOCKER_CONFIG holding the token for that registry alone."""
+    import asyncio
+    import base64
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "seen.json"
+    (bin_dir / "docker").write_text(f'#!/bin/sh\ncat "$DOCKER_CONFIG/config.json" > {seen}\necho "not found" >&2; exit 1\n')
+    (bin_dir / "docker").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    loop = asyncio.new_event_loop()
+    try:
+        assert loop.run_until_complete(image_module.docker_registry_digest(f"{LOGIN}/scorer:x", "tok")) is None
+    finally:
+        loop.close()
+    auths = json.loads(seen.read_text())["auths"]
+    assert list(auths) == [LOGIN]
+    assert base64.b64decode(auths[LOGIN]["auth"]).decode() == "00000000-0000-0000-0000-000000000000:tok"
+
+
+def test_the_token_exchange_posts_what_acr_expects_and_reads_the_refresh_token():
+    """ACR's /oauth2/exchange, as `az acr login` calls it; a stand-in server on loopback."""
+    import http.server
+    import threading
+    import urllib.parse
+
+    posted: dict[str, list[str]] = {}
+
+    class Exchange(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            posted.update(urllib.parse.parse_qs(self.rfile.read(int(self.headers["content-length"])).decode()))
+            ok = self.path == "/oauth2/exchange"
+            body = json.dumps({"refresh_token": "acr-rt"} if ok else {}).encode()
+            self.send_response(200 if ok else 404)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Exchange)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        assert image_module.acr_refresh_token(LOGIN, "arm-token", "tenant-1", base_url=base) == "acr-rt"
+        assert posted == {"grant_type": ["access_token"], "service": [LOGIN], "tenant": ["tenant-1"],
+                          "access_token": ["arm-token"]}
+        # A registry that gives none: the machine's docker login is used, not an error.
+        assert image_module.acr_refresh_token(LOGIN, "arm-token", "tenant-1", base_url=base + "/nowhere") is None
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
 
 
 def test_docker_lookup_returns_the_digest_of_a_known_tag_and_none_for_a_missing_one(fake_docker):

@@ -12,7 +12,7 @@ WORKSPACE = "aks-model-serving:index:Workspace"
 OUTPUTS = [
     "resource_group_name", "registry_login_server", "registry_id", "storage_account_name", "blob_endpoint",
     "table_endpoint", "models_container", "data_container", "log_analytics_workspace_id",
-    "log_analytics_customer_id", "app_insights_connection_string", "storage_connection_string",
+    "log_analytics_customer_id", "app_insights_connection_string", "storage_connection_string", "registry_password",
 ]
 
 
@@ -82,7 +82,10 @@ def test_outputs_come_from_the_resources_and_connection_strings_are_secret():
     assert out["app_insights_connection_string"].startswith("InstrumentationKey=")
     assert "AccountName=mlwdevstorage;AccountKey=" in out["storage_connection_string"]
     assert "BlobEndpoint=https://mlwdevstorage.blob.core.windows.net/" in out["storage_connection_string"]
-    assert rec.secret_outputs == ["app_insights_connection_string", "storage_connection_string"]
+    assert rec.secret_outputs == ["app_insights_connection_string", "registry_password", "storage_connection_string"]
+    # An ACR refresh token for the identity running Pulumi: the new registry is pushed to in the same `up`.
+    assert out["registry_password"] == "acr-refresh-token-for-mlwdevacr.azurecr.io"
+    assert ("azure-native:authorization:getClientToken", {}) in rec.calls
     assert ("azure-native:storage:listStorageAccountKeys", {"accountName": "mlwdevstorage", "resourceGroupName": "rg-ml-dev"}) in rec.calls
 
 
