@@ -227,17 +227,17 @@ class AzureMlFileError(ValueError):
 def _text(path: Path, field: str) -> str:
     try:
         return path.read_text()
+    except UnicodeDecodeError as exc:
+        raise AzureMlFileError(f"{field}: {path} is not UTF-8 text (byte {exc.start})") from None
     except OSError as exc:
         raise AzureMlFileError(f"{field}: cannot read {path} ({exc.strerror})") from None
 
 
 def _read(path: Path, field: str) -> dict[str, Any]:
+    if not path.exists():  # named as such: an Azure ML file is often given by a path typed by hand
+        raise AzureMlFileError(f"{field}: file {path} does not exist")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AzureMlFileError(f"{field}: file {path} does not exist") from None
-    except UnicodeDecodeError as exc:
-        raise AzureMlFileError(f"{field}: {path} is not UTF-8 text (byte {exc.start})") from None
+        data = json.loads(_text(path, field))
     except json.JSONDecodeError as exc:
         raise AzureMlFileError(f"{field}: {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     if not isinstance(data, dict):

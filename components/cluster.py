@@ -41,9 +41,9 @@ ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 NETWORK_CONTRIBUTOR_ROLE = "4d97b98b-1d4f-4787-a291-c67834d212e7"
 
 MCR = "mcr.microsoft.com"
+INSIGHTS_STREAM = "Microsoft-ContainerInsights-Group-Default"  # everything Container Insights collects
 # Besides the cluster's own names, a node must reach these to start at all (AKS's required
 # outbound FQDNs that are concrete names rather than wildcards).
-INSIGHTS_STREAM = "Microsoft-ContainerInsights-Group-Default"  # everything Container Insights collects
 AKS_CONTROL_FQDNS = ["management.azure.com", "login.microsoftonline.com", "packages.microsoft.com", "acs-mirror.azureedge.net"]
 
 # NVIDIA's device plugin, as AKS documents installing it (GPU nodes with AKS's driver).

@@ -13,8 +13,7 @@ resource), 2 when the stack itself is unusable. A stack without a cluster (the l
 has nothing to deploy on a cluster: plan says so and exits 0.
 
 --policy-config is the JSON file `pulumi preview --policy-pack-config` takes
-(`{"auth-on-for-public-services": {"allowAnonymous": ["name"]}}`); the registry rule's
-`registry` defaults to the workspace's registry.
+(`{"auth-on-for-public-services": {"allowAnonymous": ["name"]}}`, enforcement levels included).
 """
 
 from __future__ import annotations
@@ -96,12 +95,17 @@ def _unvalidated_version(stack: Stack) -> list[str]:
     """The cluster's Kubernetes minor must have schemas here, or no manifest could be checked."""
     from kubernetes_validate.utils import all_versions, major_minor
 
-    version = stack.spec.cluster.kubernetes_version if stack.spec.cluster else KUBERNETES_VERSION
+    version = _kubernetes_version(stack)
     minors = sorted({major_minor(v) for v in all_versions()}, key=lambda v: tuple(map(int, v.split("."))))
-    if major_minor(version if version.count(".") == 2 else version + ".0") not in minors:
+    if major_minor(version) not in minors:
         return [f"cluster.kubernetes_version: {version}: kubernetes-validate has no schemas for it ({minors[0]} to "
                 f"{minors[-1]}), so the manifests cannot be checked against it"]
     return []
+
+
+def _kubernetes_version(stack: Stack) -> str:
+    """What the manifests are validated against: the cluster's version."""
+    return stack.spec.cluster.kubernetes_version if stack.spec.cluster else KUBERNETES_VERSION
 
 
 def declare(stack: Stack) -> Callable[[], dict[str, Any]]:
@@ -127,7 +131,7 @@ def make_plan(stack: Stack, policy_config: dict[str, Any] | None = None) -> Plan
 
     recording = run(declare(stack), stack=stack.name)
     plan = Plan(recording, recording.outputs or {}, recording.secret_outputs)
-    version = stack.spec.cluster.kubernetes_version if stack.spec.cluster else KUBERNETES_VERSION
+    version = _kubernetes_version(stack)
     validate_manifests(plan, version)
     check_policies(plan, policy_config or {})
     return plan
@@ -175,7 +179,6 @@ def check_policies(plan: Plan, config: dict[str, Any]) -> None:
 
     from policy.rules import RESOURCE_RULES, STACK_RULES
 
-    defaults = {"images-from-workspace-registry": {"registry": _registry(plan)}}
     opts = PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
                                  custom_timeouts=None, additional_secret_outputs=[])
     by_urn = {r.urn: r for r in plan.recording.resources}
@@ -183,8 +186,7 @@ def check_policies(plan: Plan, config: dict[str, Any]) -> None:
 
     def rule_config(name: str) -> dict:
         given = config.get(name)
-        settings = {k: v for k, v in given.items() if k != "enforcementLevel"} if isinstance(given, dict) else {}
-        return {**defaults.get(name, {}), **settings}
+        return {k: v for k, v in given.items() if k != "enforcementLevel"} if isinstance(given, dict) else {}
 
     def reporter(name: str, fallback: str, level: str) -> Callable[..., None]:
         def report(message: str, urn: str | None = None) -> None:
@@ -199,7 +201,8 @@ def check_policies(plan: Plan, config: dict[str, Any]) -> None:
         cfg = rule_config(name)
         for r in custom:
             rule(ResourceValidationArgs(r.type, r.inputs, r.urn, r.name, opts, None, cfg), reporter(name, _name(r), level))
-    resources = [PolicyResource(r.type, r.inputs, r.urn, r.name, opts, None, None, [], {}) for r in custom]
+    # A stack rule sees each resource as the engine reports it, its outputs too (the Registry's loginServer).
+    resources = [PolicyResource(r.type, {**r.inputs, **r.outputs}, r.urn, r.name, opts, None, None, [], {}) for r in custom]
     for name, (_, rule, _) in STACK_RULES.items():
         level = enforcement_level(config, name)
         if level != "disabled":
@@ -215,11 +218,6 @@ def enforcement_level(config: dict[str, Any], rule: str) -> str:
         if isinstance(level, str):
             return level
     return "mandatory"
-
-
-def _registry(plan: Plan) -> str | None:
-    registries = plan.recording.of_type("azure-native:containerregistry:Registry")
-    return registries[0].outputs.get("loginServer") if registries else None
 
 
 # ---------------------------------------------------------------- output
@@ -248,7 +246,7 @@ def print_plan(stack: Stack, plan: Plan) -> None:
     print("\ncounts by type:")
     for typ, count in sorted(Counter(r.type for r in resources).items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"  {count:5d}  {typ}")
-    version = stack.spec.cluster.kubernetes_version if stack.spec.cluster else KUBERNETES_VERSION
+    version = _kubernetes_version(stack)
     schema_errors = [f for f in plan.findings if f.what == "schema"]
     skipped = f", {len(plan.skipped)} without a schema skipped ({', '.join(plan.skipped)})" if plan.skipped else ""
     print(f"\nkubernetes schema {version}: {plan.validated} manifests valid, {len(schema_errors)} invalid{skipped}")

@@ -59,15 +59,12 @@ class _Answer:
     a Content-Length when the headers had none; a body in parts goes chunked.
     """
 
-    __slots__ = ("conn", "keep_alive", "is_head", "http10", "head", "chunked", "started", "done")
+    __slots__ = ("conn", "keep_alive", "is_head", "head", "chunked", "started", "done")
 
-    def __init__(self, conn: _Connection, keep_alive: bool, is_head: bool, http10: bool | None):
+    def __init__(self, conn: _Connection, keep_alive: bool, is_head: bool):
         self.conn = conn
         self.keep_alive = keep_alive
         self.is_head = is_head
-        # An HTTP/1.0 client knows no chunks: a body in parts ends with the connection. None: not asked yet
-        # (the fast path asks the parser only for a body in parts, the rare case that needs it).
-        self.http10 = http10
         self.head: bytes | None = None
         self.chunked = False
         self.started = False
@@ -99,7 +96,9 @@ class _Answer:
             if self.chunked and not more:  # the whole body is here: a length instead of chunks
                 self.chunked = False
                 head += b"content-length: %d\r\n" % len(body)
-            elif self.chunked and (self.http10 if self.http10 is not None else self.conn.http10()):
+            # An HTTP/1.0 client knows no chunks: a body in parts ends with the connection. The parser is
+            # asked only here, for a body in parts, the rare case that needs it.
+            elif self.chunked and self.conn.http10():
                 self.chunked = False
                 if self.keep_alive:
                     self.keep_alive = False
@@ -128,7 +127,7 @@ class _Exchange(_Answer):
     __slots__ = ("scope", "chunks", "complete", "waiter", "expect_continue", "task", "buffered", "size")
 
     def __init__(self, conn: _Connection, scope: dict, keep_alive: bool, expect_continue: bool):
-        super().__init__(conn, keep_alive, scope["method"] == "HEAD", scope["http_version"] == "1.0")
+        super().__init__(conn, keep_alive, scope["method"] == "HEAD")
         self.scope = scope
         self.chunks: collections.deque[bytes] = collections.deque()
         self.buffered = 0
@@ -236,7 +235,6 @@ class Request(_Answer):
         self.conn = conn  # _Answer's fields set here: no super() call per request
         self.keep_alive = keep_alive
         self.is_head = False
-        self.http10: bool | None = None
         self.head: bytes | None = None
         self.chunked = False
         self.started = False

@@ -180,7 +180,9 @@ def request_lines(headers) -> tuple[bytes, str | None, bytes | None]:
 
 def _hop_by_hop(connection: bytes) -> frozenset[bytes]:
     """The header names a Connection header lists (RFC 9110 7.6.1: they stay on the client's hop), other than
-    its own options, which REQUEST_DROP holds."""
+    its own options, which REQUEST_DROP holds. Most clients send only an option: answered without a set."""
+    if connection.lower() in (b"keep-alive", b"close"):
+        return NO_NAMES
     return frozenset(t.strip().lower() for t in connection.split(b",")) - {b"keep-alive", b"close", b""}
 
 

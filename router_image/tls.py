@@ -9,10 +9,9 @@ while open connections keep theirs; a pair that does not load leaves the previou
 from __future__ import annotations
 
 import logging
-import os
 import ssl
 
-from router_image.auth import Mounted
+from router_image.auth import Mounted, files_stamp
 from router_image.config import TlsConfig
 
 log = logging.getLogger("router.tls")
@@ -26,11 +25,7 @@ class ServingCertificate(Mounted):
         self.context.load_cert_chain(config.cert_file, config.key_file)
 
     def _stamp_now(self) -> tuple[float, ...]:
-        try:  # through the `..data` link: a swapped Secret is a new file
-            cert, key = os.stat(self._config.cert_file), os.stat(self._config.key_file)
-        except OSError:
-            return ()
-        return cert.st_mtime, cert.st_ino, key.st_mtime, key.st_ino
+        return files_stamp(self._config.cert_file, self._config.key_file)
 
     def _read(self) -> None:
         try:

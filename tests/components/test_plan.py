@@ -116,3 +116,22 @@ def test_out_keeps_only_what_this_plan_declares_and_refuses_a_folder_it_did_not_
     (foreign / "notes.txt").write_text("keep")
     assert main([str(path), "--out", str(foreign)]) == 2
     assert "holds files plan did not write" in capsys.readouterr().err and (foreign / "notes.txt").exists()
+
+
+def test_the_registry_rule_takes_the_stacks_own_registry_from_its_outputs():
+    """As the engine shows a stack rule each resource's outputs: the Registry's loginServer is the one."""
+    from components.plan import check_policies
+
+    def recorded(typ, name, inputs, outputs):
+        return Recorded(type=typ, name=name, urn=f"urn:{name}", id=name, custom=True, parent="", provider="", protect=False,
+                        additional_secret_outputs=[], dependencies=[], secret_inputs=[], inputs=inputs, outputs=outputs)
+
+    registry = recorded("azure-native:containerregistry:Registry", "acr", {"registryName": "mlwacr"},
+                        {"loginServer": "mlwacr.azurecr.io"})
+    pod = {"containers": [{"name": "c", "image": "someoneelse.azurecr.io/x@sha256:" + "a" * 64,
+                           "resources": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}}]}
+    deployment = recorded("kubernetes:apps/v1:Deployment", "d", {"metadata": {"name": "d"}, "spec": {"template": {"spec": pod}}}, {})
+    plan = Plan(Recording([registry, deployment], []), {}, [])
+    check_policies(plan, {})
+    assert [(f.what, f.resource) for f in plan.findings] == [("images-from-workspace-registry", "kubernetes:apps/v1:Deployment d")]
+    assert "is not from the workspace registry mlwacr.azurecr.io" in plan.findings[0].message

@@ -183,7 +183,11 @@ def test_a_stack_or_azure_ml_file_that_is_not_utf8_is_named_not_a_traceback(tmp_
     stack.write_bytes(stack.read_bytes() + b"# \xff\n")
     aml = tmp_path / "deploymentconfig.json"
     aml.write_bytes(b'{"computeType": "aks", "description": "\xff"}')
-    for path in (stack, aml):
+    # A file an inferenceconfig.json names: extraDockerFileSteps.
+    (tmp_path / "steps.txt").write_bytes(b"RUN echo \xff\n")
+    inference = tmp_path / "inferenceconfig.json"
+    inference.write_text(json.dumps({"entryScript": "score.py", "extraDockerFileSteps": "steps.txt"}))
+    for path in (stack, aml, inference):
         assert check([str(path)]) == 2
         out = capsys.readouterr().out
         assert "not UTF-8 text" in out and "Traceback" not in out
