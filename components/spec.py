@@ -157,8 +157,31 @@ def vcpus(vm_size: str) -> int | None:
     return int(number)
 
 
+# NVIDIA GPUs per node of the GPU sizes Azure offers now: what the NVIDIA device plugin advertises as
+# nvidia.com/gpu, from Azure's size pages (an NVadsA10 v5 partition is one vGPU to the node). A size not
+# listed (retired, or newer than this table) gets no capacity check.
+_NVIDIA_GPUS = {
+    **dict.fromkeys(("nc4as_t4_v3", "nc8as_t4_v3", "nc16as_t4_v3"), 1), "nc64as_t4_v3": 4,
+    "nc6s_v3": 1, "nc12s_v3": 2, "nc24s_v3": 4, "nc24rs_v3": 4,
+    "nc8ads_a10_v4": 1, "nc16ads_a10_v4": 1, "nc32ads_a10_v4": 2,
+    "nc24ads_a100_v4": 1, "nc48ads_a100_v4": 2, "nc96ads_a100_v4": 4,
+    "nc40ads_h100_v5": 1, "nc80adis_h100_v5": 2,
+    "nd40rs_v2": 8, "nd96asr_v4": 8, "nd96amsr_a100_v4": 8, "nd96isr_h100_v5": 8, "nd96isr_h200_v5": 8,
+    "nv12s_v3": 1, "nv24s_v3": 2, "nv48s_v3": 4,
+    **dict.fromkeys(("nv6ads_a10_v5", "nv12ads_a10_v5", "nv18ads_a10_v5", "nv36ads_a10_v5", "nv36adms_a10_v5"), 1),
+    "nv72ads_a10_v5": 2,
+}
+# AMD GPUs (Radeon MI25, MI300X, V620): no NVIDIA device plugin serves them, so no nvidia.com/gpu.
+_AMD_GPU_SIZE = re.compile(r"^Standard_(NV\d+as_v4|ND\d+isr_MI300X_v5|NG\d+ads_V620_v1)$", re.I)
+
+
+def gpus(vm_size: str) -> int | None:
+    """NVIDIA GPUs per node of a VM size; None when not known."""
+    return _NVIDIA_GPUS.get(vm_size.removeprefix("Standard_").lower())
+
+
 def accelerator_of(vm_size: str) -> Accelerator:
-    if _GPU_SIZE.match(vm_size):
+    if _GPU_SIZE.match(vm_size) and not _AMD_GPU_SIZE.match(vm_size):
         return "gpu"
     if _FPGA_SIZE.match(vm_size):
         return "fpga"
@@ -184,6 +207,9 @@ class NodePoolSpec(Spec):
             problems.append(f"vm_size: {self.vm_size!r} is not an Azure VM size like Standard_D4s_v3")
         if self.accelerator is None:
             self.accelerator = accelerator_of(self.vm_size)
+        elif self.accelerator == "gpu" and _AMD_GPU_SIZE.match(self.vm_size):
+            problems.append(f"accelerator: {self.vm_size} carries an AMD GPU; its nodes advertise no nvidia.com/gpu, "
+                            "which replicas with gpu_cores ask for (choose an NVIDIA size: NC, ND or NVv3/NVadsA10 v5)")
         elif self.accelerator != "none" and accelerator_of(self.vm_size) != self.accelerator:
             family = "N-series (NC, ND, NV)" if self.accelerator == "gpu" else "PB-series"
             problems.append(f"accelerator: {self.accelerator} needs a {family} vm_size, not {self.vm_size}")
@@ -812,7 +838,44 @@ class StackSpec(Spec):
                 if "autoscale_enabled" in dep.model_fields_set:
                     self._warnings.append(f"{path}.autoscale_enabled: a dev_test cluster keeps replicas fixed; autoscaling is off")
                 dep.autoscale_enabled = False
-        return problems
+        return problems + self._gpu_capacity()
+
+    def _gpu_capacity(self) -> list[str]:
+        """Replicas asking for more GPUs than the GPU pools can ever have stay Pending: refused when even the
+        replicas a deployment starts with cannot all run, a warning when autoscaling or a lone replica's
+        rollout surge can ask for more. Counted in GPUs, pools at their max_count (the cluster autoscaler's
+        bound); an attached cluster, or a pool of a size whose GPUs are not known, is not counted."""
+        if self.cluster is None or self.cluster.attach is not None:
+            return []
+        pools = [(p, gpus(p.vm_size)) for p in self.cluster.node_pools if p.accelerator == "gpu"]
+        users = [(path, dep) for path, dep in self.deployments() if dep.gpu_cores]
+        if not pools or not users or any(n is None for _, n in pools):
+            return []
+        sized = [(p, n) for p, n in pools if n is not None]
+        largest, biggest = max(sized, key=lambda pn: pn[1])
+        problems = [f"{path}.gpu_cores: {dep.gpu_cores} GPUs per replica, but the largest GPU node ({largest.vm_size}) "
+                    f"has {biggest}; its replicas could never be scheduled" for path, dep in users if dep.gpu_cores > biggest]
+        if problems:
+            return problems
+        capacity = sum(n * (p.max_count if p.max_count is not None else p.node_count) for p, n in sized)
+        held = "the GPU pools hold at most %d GPUs (%s)" % (capacity, ", ".join(
+            f"{p.name}: {p.max_count if p.max_count is not None else p.node_count} x {n}" for p, n in sized))
+        start = sum(dep.replicas * dep.gpu_cores for _, dep in users)
+        if start > capacity:
+            return [f"{users[0][0]}.gpu_cores: the deployments start with {start} GPUs "
+                    f"({', '.join(f'{path} {dep.replicas} x {dep.gpu_cores}' for path, dep in users)}), and {held}; "
+                    "raise the pools' max_count (or count) or lower the replicas"]
+        most = sum((dep.autoscale_max_replicas if dep.autoscale_enabled else dep.replicas) * dep.gpu_cores
+                   for _, dep in users)
+        if most > capacity:
+            self._warnings.append(f"gpu_cores: autoscaling can ask for {most} GPUs and {held}; replicas beyond that "
+                                  "stay Pending (lower autoscale_max_replicas or raise max_count)")
+        surge = max((dep.gpu_cores for _, dep in users if dep.replicas == 1), default=0)
+        if most <= capacity and surge and start + surge > capacity:
+            self._warnings.append(f"gpu_cores: a rollout of a lone GPU replica starts its new replica first, which "
+                                  f"needs {surge} GPUs more than the {start} in use, and {held}; that rollout waits "
+                                  "for a GPU that never frees")
+        return []
 
     def _kubernetes_names(self) -> list[str]:
         """Resources of different Pulumi names can still share a Kubernetes name: Pulumi would not

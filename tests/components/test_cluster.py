@@ -63,7 +63,7 @@ def test_prod_stack_is_azure_cni_on_the_existing_subnet_with_a_tainted_autoscale
     assert system["availabilityZones"] == ["1", "2", "3"]
     gpu = rec.one(AGENT_POOL).inputs
     assert gpu["agentPoolName"] == "gpu" and gpu["resourceName"] == "aks-ml-prod"
-    assert (gpu["enableAutoScaling"], gpu["minCount"], gpu["maxCount"], gpu["count"]) == (True, 1, 4, 1)
+    assert (gpu["enableAutoScaling"], gpu["minCount"], gpu["maxCount"], gpu["count"]) == (True, 1, 8, 1)
     assert gpu["nodeTaints"] == [SCHEDULING["gpu"].taint] == ["sku=gpu:NoSchedule"]
     assert gpu["nodeLabels"] == SCHEDULING["gpu"].selector
     assert gpu["vnetSubnetID"] == subnet and gpu["mode"] == "User"

@@ -117,6 +117,14 @@ BROKEN = [
     ("gpu-accelerator-on-cpu-size", [(CL + ["node_pools", 1, "vm_size"], "Standard_D4s_v3"), (CL + ["node_pools", 1, "accelerator"], "gpu")],
      "cluster.node_pools[1].accelerator:"),
     ("bad-taint", [(CL + ["node_pools", 1, "taints"], ["sku gpu"])], "cluster.node_pools[1].taints[0]:"),
+    ("gpu-accelerator-on-amd-size", [(CL + ["node_pools", 1, "vm_size"], "Standard_NV8as_v4"),
+                                     (CL + ["node_pools", 1, "accelerator"], "gpu")], "cluster.node_pools[1].accelerator:"),
+    ("gpu-service-on-amd-pool", [(CL + ["node_pools", 1, "vm_size"], "Standard_NV8as_v4"), (SVC0 + ["gpu_cores"], 1)],
+     "services[0].gpu_cores: the cluster has no GPU pool"),
+    ("replica-needs-more-gpus-than-a-node", [(SVC0 + ["gpu_cores"], 2)],
+     "services[0].gpu_cores: 2 GPUs per replica, but the largest GPU node (Standard_NC4as_T4_v3) has 1"),
+    ("start-needs-more-gpus-than-the-pools", [(SVC0 + ["gpu_cores"], 1), (SVC0 + ["num_replicas"], 3)],
+     "services[0].gpu_cores: the deployments start with 3 GPUs (services[0] 3 x 1), and the GPU pools hold at most 2"),
     ("bad-purpose", [(CL + ["cluster_purpose"], "prod")], "cluster.cluster_purpose:"),
     ("internal-lb-without-subnet", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer"})], "cluster.load_balancer.subnet:"),
     ("tls-cname-without-key", [(CL + ["ssl"], {"cname": "a.example.com", "certificate": "PEM"})], "cluster.ssl.key:"),
@@ -399,3 +407,37 @@ def test_template_answers_stored_as_json_text_are_read(tmp_path):
     assert all(isinstance(v, str) for v in config.values())
     stack = load_stack(write_stack(tmp_path, config))
     assert stack.spec.services[0].name == "iris" and stack.location == "westeurope"
+
+
+def _gpu_warnings(tmp_path: Path, config: dict) -> list[str]:
+    return [w for w in load_stack(write_stack(tmp_path, config)).spec.warnings if w.startswith("gpu_cores")]
+
+
+def test_gpu_capacity_warns_where_autoscaling_or_a_rollout_surge_outgrows_the_pools(tmp_path):
+    """BASE's GPU pool is 0-2 nodes of one T4 each: 2 GPUs."""
+    config = copy.deepcopy(BASE)
+    config[S][0] |= {"gpu_cores": 1, "autoscale_min_replicas": 1, "autoscale_max_replicas": 2}
+    assert _gpu_warnings(tmp_path, config) == []
+    config[S][0]["autoscale_max_replicas"] = 3
+    assert _gpu_warnings(tmp_path, config) == [
+        "gpu_cores: autoscaling can ask for 3 GPUs and the GPU pools hold at most 2 GPUs (gpu: 2 x 1); replicas beyond "
+        "that stay Pending (lower autoscale_max_replicas or raise max_count)"]
+    # Two lone replicas fill both GPUs: the new replica of a rollout has none to start on.
+    config[S][0] |= {"autoscale_enabled": False, "num_replicas": 1}
+    config[S].append({**config[S][0], "name": "svc2"})
+    assert len(_gpu_warnings(tmp_path, config)) == 1
+    assert "a rollout of a lone GPU replica" in _gpu_warnings(tmp_path, config)[0]
+    config[C]["node_pools"][1]["max_count"] = 3
+    assert _gpu_warnings(tmp_path, config) == []
+
+
+def test_gpu_capacity_counts_gpus_per_node_and_skips_sizes_it_does_not_know(tmp_path):
+    config = copy.deepcopy(BASE)
+    config[S][0] |= {"gpu_cores": 4, "num_replicas": 2}
+    config[C]["node_pools"][1]["vm_size"] = "Standard_NC64as_T4_v3"  # 4 GPUs a node, 2 nodes: 8
+    assert load_stack(write_stack(tmp_path, config)).spec.warnings == []
+    config[S][0]["num_replicas"] = 3
+    with pytest.raises(StackError, match=r"start with 12 GPUs .* at most 8 GPUs \(gpu: 2 x 4\)"):
+        load_stack(write_stack(tmp_path, config))
+    config[C]["node_pools"][1]["vm_size"] = "Standard_NC6_v9"  # not in the table: no count to check against
+    assert load_stack(write_stack(tmp_path, config)).spec.warnings == []
