@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -134,6 +135,64 @@ http {{
 }}
 """)
     return conf
+
+
+def haproxy_config(prefix: Path, port: int, upstream_port: int, service: str) -> Path:
+    """HAProxy carrying the router's per-request rules for one key-auth service of one version, as config:
+    what a native data plane under the Python router would run (`run` measures it beside the router).
+
+    Each rule is the router's: the route's path, else 404; the key compared as a SHA-256 of the
+    Authorization header against the primary's and secondary's (no early exit on a secret: only hashes
+    are compared), else 401 JSON with WWW-Authenticate; per replica `maxconn` =
+    replica_max_concurrent_requests (1000, as router_config), queued first come first served for
+    `timeout queue` = max_request_wait_time, then 503 JSON with Retry-After; least busy replica; a retry on
+    another replica only when the connection failed (nothing sent); `timeout server` = scoring_timeout
+    (504); the answer names its version; keep-alive connections to the replicas. One thread (nginx 1
+    worker, the router 1 process), no log."""
+    prefix.mkdir(parents=True, exist_ok=True)
+    keys = prefix / "keys.lst"
+    keys.write_text("".join(hashlib.sha256(f"Bearer {k}".encode()).hexdigest() + "\n" for k in (KEY, KEY[::-1])))
+    busy = json.dumps({"error": {"code": "ServiceUnavailable", "message": "every replica slot stayed busy"}})
+    (prefix / "503.http").write_bytes(f"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                                      f"retry-after: 1\r\ncontent-length: {len(busy)}\r\n\r\n{busy}".encode())
+    error = lambda code, message: json.dumps({"error": {"code": code, "message": message}})  # noqa: E731
+    conf = prefix / "haproxy.cfg"
+    conf.write_text(f"""
+global
+    nbthread 1
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 65s
+    timeout http-request 10s
+    timeout http-keep-alive 65s
+    timeout server 60s
+    timeout queue 500ms
+    http-reuse always
+frontend router
+    bind 127.0.0.1:{port}
+    acl route path /api/v1/service/{service}/score
+    acl key req.hdr(authorization),sha2(256),hex,lower -m str -f {keys}
+    http-request return status 404 content-type application/json string '{error("NotFound", "no such route")}' unless route
+    http-request return status 401 content-type application/json string '{error("Unauthorized", "a valid key is required")}' hdr www-authenticate 'Bearer realm="{service}"' unless key
+    use_backend {service}-v1
+backend {service}-v1
+    balance leastconn
+    retries 2
+    option redispatch 1
+    retry-on conn-failure
+    http-request set-path /score
+    http-response set-header azureml-model-deployment v1
+    errorfile 503 {prefix}/503.http
+    server replica 127.0.0.1:{upstream_port} maxconn 1000
+""")
+    return conf
+
+
+def haproxy_version() -> str:
+    out = subprocess.run(["haproxy", "-v"], capture_output=True, text=True).stdout
+    return "HAProxy " + out.split()[2]
 
 
 def nginx_version() -> str:
