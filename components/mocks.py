@@ -207,9 +207,12 @@ class AzureMocks(_mocks.Mocks):
             self.calls.append(("registry:lookup", {"name": image_name, "token": password is not None}))
         return self.registry_images.get(image_name)
 
-    @staticmethod
-    def registry_token(login_server: str, arm_token: str, tenant_id: str) -> str:
-        """Stands in for components.image.registry_token (the ACR token exchange)."""
+    def registry_token(self, login_server: str, arm_token: str, tenant_id: str) -> str:
+        """Stands in for components.image.registry_token (the ACR token exchange); recorded as a call
+        `registry:token`, with whether it ran on the event loop's thread (a network call must not)."""
+        with self._lock:
+            self.calls.append(("registry:token", {"login_server": login_server,
+                                                  "on_loop": threading.current_thread() is threading.main_thread()}))
         return f"acr-refresh-token-for-{login_server}"
 
     # The monitor picks up what the last new_resource on its thread saw.

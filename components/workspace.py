@@ -9,6 +9,7 @@ Insights component for request telemetry, cluster monitoring and Defender.
 
 from __future__ import annotations
 
+import asyncio
 
 import pulumi
 import pulumi_azure_native.applicationinsights as appinsights
@@ -120,11 +121,12 @@ class Workspace(pulumi.ComponentResource):
         self.registry_login_server = registry.login_server
         self.registry_id = registry.id
         # For the identity running Pulumi, as `az acr login` gets one: images are pushed in the very `up`
-        # that creates the registry, whatever docker login this machine has.
+        # that creates the registry, whatever docker login this machine has. The exchange is an HTTPS call:
+        # in a thread, so the program goes on registering resources meanwhile.
         arm_token = authorization.get_client_token_output(opts=pulumi.InvokeOutputOptions(parent=self)).token
         tenant = authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self)).tenant_id
         self.registry_password = pulumi.Output.secret(pulumi.Output.all(registry.login_server, arm_token, tenant).apply(
-            lambda a: image.registry_token(*a)))
+            lambda a: asyncio.to_thread(image.registry_token, *a)))
         self.storage_account_name = account.name
         self.blob_endpoint = account.primary_endpoints.blob
         self.table_endpoint = account.primary_endpoints.table

@@ -86,6 +86,8 @@ def test_outputs_come_from_the_resources_and_connection_strings_are_secret():
     # An ACR refresh token for the identity running Pulumi: the new registry is pushed to in the same `up`.
     assert out["registry_password"] == "acr-refresh-token-for-mlwdevacr.azurecr.io"
     assert ("azure-native:authorization:getClientToken", {}) in rec.calls
+    # The exchange (an HTTPS call) runs in a thread, not on the loop that registers the resources.
+    assert ("registry:token", {"login_server": "mlwdevacr.azurecr.io", "on_loop": False}) in rec.calls
     assert ("azure-native:storage:listStorageAccountKeys", {"accountName": "mlwdevstorage", "resourceGroupName": "rg-ml-dev"}) in rec.calls
 
 
