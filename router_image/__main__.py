@@ -15,6 +15,7 @@ import time
 
 import http_server
 from router_image.app import load
+from router_image.config import ConfigError
 
 
 class JsonLines(logging.Formatter):
@@ -37,12 +38,16 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonLines())
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
-    router = load(args.config)
+    try:
+        router = load(args.config)
+    except (ConfigError, OSError) as exc:
+        parser.exit(2, f"{args.config}: {exc}\n")
     config = router.config
     tls = router.certificate.context if router.certificate else None
-    # On SIGTERM the requests in flight may finish: the slowest may still queue and then score.
+    # On SIGTERM the requests in flight may finish: the slowest may still queue and then score (under the
+    # config in force then, which a reload may have changed).
     http_server.run(router, args.host or config.host, args.port if args.port is not None else config.port, tls,
-                    fast=router, grace_s=config.drain_seconds)
+                    fast=router, grace_s=lambda: router.config.drain_seconds)
     return 0
 
 

@@ -11,7 +11,11 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file that does not validate, told without the values it holds."""
 
 
 class _Strict(BaseModel):
@@ -90,6 +94,9 @@ class RouteConfig(_Strict):
 
     @model_validator(mode="after")
     def _versions(self) -> RouteConfig:
+        names = [v.name for v in self.versions]
+        if dupes := sorted({n for n in names if names.count(n) > 1}):  # a pin or a split names one version
+            raise ValueError(f"{self.kind} {self.name}: version names declared twice: {', '.join(dupes)}")
         if sum(v.is_default for v in self.versions) > 1:
             raise ValueError(f"{self.kind} {self.name}: more than one default version")
         # Rounded: 26.4 + 70.4 + 3.2 adds up to 100.00000000000001 in floats.
@@ -152,6 +159,11 @@ class RouterScaleConfig(_Strict):
     max_routing_latency_ms: float = Field(5.0, gt=0)
 
 
+# What the router reads once, at start: a reload that changes one is refused (tls: on or off; its files
+# may change).
+RESTART_FIELDS = ("backend", "namespace", "host", "port", "peers")
+
+
 class RouterConfig(_Strict):
     backend: Literal["local", "kubernetes"] = "local"
     namespace: str = "default"
@@ -208,7 +220,14 @@ class RouterConfig(_Strict):
 
     @classmethod
     def load(cls, path: str | Path) -> RouterConfig:
-        return cls.model_validate_json(Path(path).read_text())
+        """The config in a file; ConfigError when it does not validate."""
+        try:
+            return cls.model_validate_json(Path(path).read_text())
+        except ValidationError as exc:
+            # Each error's place and message only: pydantic's own text quotes the input, and a config
+            # holds secrets (a scorer's env, a model URL with a SAS token) that must not reach a log line.
+            raise ConfigError("; ".join(f"{'.'.join(map(str, e['loc'])) or 'config'}: {e['msg']}"
+                                        for e in exc.errors(include_url=False, include_input=False))) from None
 
     def dump(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
