@@ -61,6 +61,8 @@ class _Version:
     config: VersionConfig
     desired: int
     replicas: list[LocalReplica] = field(default_factory=list)
+    # Started with launch settings a reload replaced: they serve until as many new ones are ready.
+    outdated: list[LocalReplica] = field(default_factory=list)
     next_index: int = 0
     early_exits: int = 0  # in a row
     spawn_after: float = 0.0
@@ -81,16 +83,19 @@ class LocalBackend:
     async def apply(self, versions: list[VersionConfig]) -> None:
         wanted = {v.deployment: v for v in versions}
         for name, v in wanted.items():  # checked first: a refused config changes nothing
-            if v.scorer is None:
-                raise ValueError(f"version {v.name} ({name}) has no scorer launch settings for the local backend")
+            _check_launch(name, v)
         for name in list(self._versions):
             if name not in wanted:
                 gone = self._versions.pop(name)
                 self._on_ready(name, [])
-                for r in gone.replicas:
+                for r in gone.replicas + gone.outdated:
                     self._terminate(r)
         for name, v in wanted.items():
             current = self._versions.setdefault(name, _Version(v, v.autoscale.min_replicas))
+            if current.config.scorer != v.scorer:  # a new model, entry script or setting: replicas roll
+                current.outdated += current.replicas
+                current.replicas = []
+                current.early_exits, current.spawn_after = 0, 0.0
             current.config = v
             if not v.autoscale.enabled:  # no autoscaler sizes it: a reload's num_replicas applies
                 current.desired = v.num_replicas
@@ -115,7 +120,15 @@ class LocalBackend:
     def _converge(self, v: _Version) -> None:
         if time.monotonic() >= v.spawn_after:
             while len(v.replicas) < v.desired:
-                v.replicas.append(self._spawn(v))
+                try:
+                    v.replicas.append(self._spawn(v))
+                except OSError as exc:  # its folder went, a log that cannot be written: as an early exit
+                    self._backoff(v, f"replica {v.config.deployment} could not start ({exc})")
+                    break
+        if v.outdated and sum(r.ready for r in v.replicas) >= v.desired:
+            for r in v.outdated:
+                self._terminate(r)
+            v.outdated = []
         while len(v.replicas) > v.desired:
             # Starting ones first, then the newest; it leaves the pool now and gets SIGTERM, which
             # lets its in-flight requests finish.
@@ -152,7 +165,7 @@ class LocalBackend:
         asyncio.get_running_loop().run_in_executor(None, _reap, r.process)
 
     def _publish(self, v: _Version) -> None:
-        self._on_ready(v.config.deployment, [r.address for r in v.replicas if r.ready])
+        self._on_ready(v.config.deployment, [r.address for r in v.outdated + v.replicas if r.ready])
 
     async def probe(self, address: str) -> bool:
         host, _, port = address.rpartition(":")
@@ -161,30 +174,43 @@ class LocalBackend:
     async def _watch(self) -> None:
         """Readiness of new replicas, and replacement of replicas that exited."""
         while True:
-            for v in list(self._versions.values()):
-                changed = False
-                for r in list(v.replicas):
-                    if r.process.poll() is not None:
-                        v.replicas.remove(r)
-                        changed = True
-                        self._exited(v, r)
-                starting = [r for r in v.replicas if not r.ready]
-                for r, ready in zip(starting, await asyncio.gather(*(self.probe(r.address) for r in starting))):
-                    if ready and r in v.replicas:
-                        r.ready = changed = True
-                        log.info("replica %s-%d ready", v.config.deployment, r.index)
-                if changed or len(v.replicas) < v.desired:
-                    self._converge(v)
+            try:
+                await self._check()
+            except Exception:  # one failed pass must not end the watch: replicas would never be replaced
+                log.exception("checking the replicas failed; trying again")
             await asyncio.sleep(HEALTH_EVERY_S)
+
+    async def _check(self) -> None:
+        """One pass: exited replicas replaced, starting ones probed, ready ones published."""
+        for v in list(self._versions.values()):
+            changed = False
+            for r in [r for r in v.outdated if r.process.poll() is not None]:
+                v.outdated.remove(r)  # not replaced: new replicas are on their way
+                changed = True
+            for r in list(v.replicas):
+                if r.process.poll() is not None:
+                    v.replicas.remove(r)
+                    changed = True
+                    self._exited(v, r)
+            starting = [r for r in v.replicas if not r.ready]
+            for r, ready in zip(starting, await asyncio.gather(*(self.probe(r.address) for r in starting))):
+                if ready and r in v.replicas:
+                    r.ready = changed = True
+                    log.info("replica %s-%d ready", v.config.deployment, r.index)
+            if changed or len(v.replicas) < v.desired:
+                self._converge(v)
+
+    def _backoff(self, v: _Version, what: str) -> None:
+        v.early_exits += 1
+        pause = min(2.0 ** (v.early_exits - 1), MAX_BACKOFF_S)
+        v.spawn_after = time.monotonic() + pause
+        log.warning("%s; trying again in %g s", what, pause)
 
     def _exited(self, v: _Version, r: LocalReplica) -> None:
         lived = time.monotonic() - r.started
         if lived < EARLY_EXIT_S:
-            v.early_exits += 1
-            pause = min(2.0 ** (v.early_exits - 1), MAX_BACKOFF_S)
-            v.spawn_after = time.monotonic() + pause
-            log.warning("replica %s-%d exited with %s %.1f s after its start; replacing it in %g s (see its log)",
-                        v.config.deployment, r.index, r.process.returncode, lived, pause)
+            self._backoff(v, f"replica {v.config.deployment}-{r.index} exited with {r.process.returncode} "
+                             f"{lived:.1f} s after its start (see its log)")
         else:
             v.early_exits = 0
             log.warning("replica %s-%d exited with %s; replacing it", v.config.deployment, r.index,
@@ -193,12 +219,26 @@ class LocalBackend:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-        replicas = [r for v in self._versions.values() for r in v.replicas]
+        replicas = [r for v in self._versions.values() for r in v.replicas + v.outdated]
         for r in replicas:
             if r.process.poll() is None:
                 r.process.terminate()
         await asyncio.gather(*(asyncio.to_thread(_reap, r.process) for r in replicas))
         self._versions.clear()
+
+
+def _check_launch(deployment: str, v: VersionConfig) -> None:
+    """What would keep a replica from starting, found before a config changes anything."""
+    launch = v.scorer
+    if launch is None:
+        raise ValueError(f"version {v.name} ({deployment}) has no scorer launch settings for the local backend")
+    if launch.cwd is not None and not Path(launch.cwd).is_dir():
+        raise ValueError(f"version {v.name} ({deployment}): scorer cwd {launch.cwd} is not a folder")
+    if launch.log_dir is not None:
+        try:
+            Path(launch.log_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"version {v.name} ({deployment}): scorer log_dir {launch.log_dir}: {exc.strerror}") from None
 
 
 def _reap(process: subprocess.Popen, grace_s: float = 10) -> None:

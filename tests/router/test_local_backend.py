@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from router_image.backends import local
 from router_image.backends.local import LocalBackend, LocalReplica
 from router_image.config import AutoscaleConfig, RouteConfig, RouterConfig, ScorerLaunch, VersionConfig
 
@@ -90,3 +91,50 @@ async def test_a_version_it_cannot_start_changes_nothing() -> None:
     with pytest.raises(ValueError, match="no scorer launch settings"):
         await b.apply([VersionConfig(name="v2", deployment="other")])  # iris removed, other unstartable
     assert b.replicas("iris") == 1  # still running
+    with pytest.raises(ValueError, match="scorer cwd .* is not a folder"):  # found before iris is stopped
+        await b.apply([VersionConfig(name="v2", deployment="other", scorer=ScorerLaunch(cwd="/nonexistent/folder"))])
+    assert b.replicas("iris") == 1 and b._versions["iris"].replicas[0].process.returncode is None
+
+
+async def test_a_replica_that_cannot_be_started_is_tried_again_later_not_raised(tmp_path, monkeypatch) -> None:
+    """Its folder removed after the config applied: the spawn fails like an early exit, with a pause."""
+    monkeypatch.setattr(local, "_reap", lambda process: None)
+    b = LocalBackend()
+    v = VersionConfig(name="v1", deployment="iris", scorer=ScorerLaunch(cwd=str(tmp_path / "gone")))
+    (tmp_path / "gone").mkdir()
+    await b.apply([v])  # spawns a real process: stop it below
+    first = b._versions["iris"].replicas[0]
+    try:
+        (tmp_path / "gone").rmdir()
+        await b.scale("iris", 2)  # the second cannot start in a folder that is gone
+        assert len(b._versions["iris"].replicas) == 1 and b._versions["iris"].spawn_after > 0
+        await b._check()  # the watch's pass goes on
+    finally:
+        first.process.kill()
+        first.process.wait()
+
+
+async def test_a_reload_that_changes_how_replicas_start_rolls_them(monkeypatch) -> None:
+    """A new model or entry script under the same deployment: new replicas start, and the old ones serve
+    until as many new ones are ready, then stop (a Deployment's rollout)."""
+    b = backend()
+    published: list[list[str]] = []
+    b._on_ready = lambda deployment, addresses: published.append(addresses)  # type: ignore[method-assign]
+    v = VersionConfig(name="v1", deployment="iris", num_replicas=2, scorer=ScorerLaunch(env={"MODEL": "old"}),
+                      autoscale=AutoscaleConfig(enabled=False))
+    await b.apply([v])
+    old = list(b._versions["iris"].replicas)
+    for r in old:
+        r.ready = True
+    await b.apply([v.model_copy(update={"scorer": ScorerLaunch(env={"MODEL": "new"})})])
+    new = b._versions["iris"].replicas
+    assert len(new) == 2 and not set(new) & set(old)
+    assert published[-1] == [r.address for r in old]  # the old ones serve meanwhile
+    new[0].ready = True
+    b._converge(b._versions["iris"])
+    assert published[-1] == [r.address for r in old] + [new[0].address]
+    assert all(r.process.returncode is None for r in old)
+    new[1].ready = True
+    b._converge(b._versions["iris"])
+    assert published[-1] == [r.address for r in new]
+    assert all(r.process.returncode == -15 for r in old)
