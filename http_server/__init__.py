@@ -620,10 +620,11 @@ def _unquote(path: bytes) -> str:
 class Server:
     """The connections of one ASGI app (whole POSTs offered to `fast` first), from `connection_made`
     until `stop()`: keep-alive connections idle for `keep_alive_s` close, as do those whose client sends
-    nothing of a request it began for as long; on stopping, requests in flight get `grace_s` to finish."""
+    nothing of a request it began for as long; on stopping, requests in flight get `grace_s` to finish
+    (a function: read when stopping, so an app whose config reloads can say what its requests need then)."""
 
     def __init__(self, app: App, fast: FastPath | None = None, keep_alive_s: float = KEEP_ALIVE_S,
-                 grace_s: float = SHUTDOWN_GRACE_S):
+                 grace_s: float | Callable[[], float] = SHUTDOWN_GRACE_S):
         self.app, self.fast, self.scheme = app, fast, "http"
         self.keep_alive_s, self.grace_s = keep_alive_s, grace_s
         self.connections: set[_Connection] = set()
@@ -692,7 +693,7 @@ class Server:
     async def _drain(self) -> None:
         """Idle keep-alive connections close now; requests in flight get grace_s to finish."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.grace_s
+        deadline = loop.time() + (self.grace_s() if callable(self.grace_s) else self.grace_s)
         while self.connections and loop.time() < deadline:
             for conn in list(self.connections):
                 if not conn._queue:
@@ -727,7 +728,7 @@ class _Lifespan:
 
 
 def run(app: App, host: str, port: int, tls: ssl.SSLContext | None = None, fast: FastPath | None = None,
-        grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        grace_s: float | Callable[[], float] = SHUTDOWN_GRACE_S) -> None:
     import uvloop
 
     uvloop.run(Server(app, fast, grace_s=grace_s).serve_address(host, port, tls))

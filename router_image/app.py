@@ -29,7 +29,7 @@ from router_image import metrics
 from router_image.auth import AuthError, Authenticator
 from router_image.autoscale import SAMPLE_S, Autoscaler, OwnLoad, PodLoad, RouterScaler
 from router_image.backends import Backend, backend_for
-from router_image.config import RouterConfig
+from router_image.config import RESTART_FIELDS, RouterConfig
 from router_image.pool import ReplicaPool
 from router_image.proxy import forward, request_lines
 from router_image.relay import CLIENT_GONE, Deadlines, Relay
@@ -89,10 +89,17 @@ class Router:
         running config and is logged (`quiet`: not again, for a retry of the same file)."""
         try:
             config = RouterConfig.load(self.config_path)  # type: ignore[arg-type]
+            restart = [f for f in RESTART_FIELDS if getattr(config, f) != getattr(self.config, f)]
+            if (config.tls is None) != (self.config.tls is None):
+                restart.append("tls")
+            if restart:
+                raise ValueError(f"{', '.join(restart)} changed, which takes effect only when the router restarts")
+            if config.tls is not None and config.tls != self.config.tls:
+                ServingCertificate(config.tls)  # the new pair loads, or the reload stops here
             auth = self.auth
             if (config.keys_dir, config.token) != (self.config.keys_dir, self.config.token):
                 auth = Authenticator(config.keys_dir, config.token)
-            table = RouteTable.build(config, self.table, self._replicas(config))
+            table = RouteTable.build(config, self.table)
             router_scaler = self.router_scaler
             if config.router_scale is None:
                 router_scaler = None
@@ -104,16 +111,19 @@ class Router:
             if not quiet:
                 log.error("config %s not applied: %s", self.config_path, exc)
             return False
+        for deployment, scaler in table.autoscalers.items():
+            if deployment not in self.table.autoscalers:  # starts from what the backend now runs
+                scaler.resume(self.backend.replicas(deployment))
+        if self.certificate is not None and config.tls is not None:
+            self.certificate.use(config.tls)
         old, self.table, self.auth, self.router_scaler = self.table, table, auth, router_scaler
         table.take_effect()
+        metrics.forget(old.labels() - table.labels(), old.scaled_labels() - table.scaled_labels())
         for deployment, pool in table.pools.items():  # what the backend said of them while not yet routed
             if deployment not in old.pools:
                 pool.set_addresses(self._ready.get(deployment, []))
         log.info("config reloaded: %d routes", len(config.routes))
         return True
-
-    def _replicas(self, config: RouterConfig) -> dict[str, int]:
-        return {v.deployment: self.backend.replicas(v.deployment) for r in config.routes for v in r.versions}
 
     async def _watch_config(self) -> None:
         """Apply each change of the config file. One that did not apply is tried again at every poll
@@ -391,10 +401,10 @@ class Router:
         version = route.versions.get(route.split.pick(pinned) if action == "score" else pinned or route.split.default)
         if version is None:
             raise HttpError(404, "UnknownVersion", f"{route.config.kind} {route.config.name} has no version {pinned!r}")
-        if version is not route.default and pinned is None and not version.pool.ready and route.default.pool.ready:
-            # A version just added (or whose replicas all went) takes its share once it has a
-            # ready replica; until then the default serves it instead of queueing it to a 503.
-            version = route.default
+        if pinned is None and not version.pool.ready:
+            # A version just added or just made the default (or whose replicas all went) takes its share
+            # once it has a ready replica; until then a ready one serves it instead of queueing it to a 503.
+            version = route.stand_in(version)
         return version
 
 

@@ -79,3 +79,14 @@ ROUTING_LATENCY = Gauge("router_routing_latency_seconds",
 ROUTER_DESIRED = Gauge("router_desired_pods", "Router pods the scaling leader asks for.", registry=REGISTRY)
 ROUTER_SCALINGS = Counter("router_pod_scalings_total", "Router pod count changes decided.", ("direction",),
                           registry=REGISTRY)
+
+
+def forget(gone: set[tuple[str, ...]], unscaled: set[tuple[str, ...]]) -> None:
+    """Versions a reload removed, or stopped scaling: their gauges go rather than stay at their last value.
+    (Their request counts stay: a counter never goes back.)"""
+    for gauge in (IN_FLIGHT, QUEUED, REPLICAS, DESIRED, UTILIZATION):
+        for labels in gone | (unscaled if gauge in (DESIRED, UTILIZATION) else set()):
+            try:
+                gauge.remove(*labels)
+            except KeyError:  # never set
+                pass

@@ -46,6 +46,13 @@ class RouteState:
         self.default = self.versions[self.split.default]
         self.key_id = self.config.key_id
 
+    def stand_in(self, version: VersionState) -> VersionState:
+        """Who serves a request picked for `version` while it has no ready replica: the default, else
+        any version with one, else `version` itself (the request queues for it)."""
+        if self.default.pool.ready:
+            return self.default
+        return next((v for v in self.versions.values() if v.pool.ready), version)
+
 
 def _role(route: RouteConfig, v: VersionConfig) -> str:
     if route.kind == "service":
@@ -66,17 +73,13 @@ class RouteTable:
                               for (kind, name), route in self.routes.items()}
 
     @classmethod
-    def build(cls, config: RouterConfig, previous: RouteTable | None = None,
-              replicas: dict[str, int] | None = None) -> RouteTable:
+    def build(cls, config: RouterConfig, previous: RouteTable | None = None) -> RouteTable:
         """Route states for `config`, reusing `previous` pools and autoscalers by deployment (each
         deployment is one version's, config.py). The pools and autoscalers it shares with `previous`
-        get this config's limits only from `take_effect`: building changes nothing that runs.
-
-        `replicas` is what the backend currently runs, the count a new autoscaler starts from.
-        """
+        get this config's limits only from `take_effect`: building changes nothing that runs. A new
+        autoscaler starts at min_replicas; the router resumes it from what the backend runs."""
         old_pools = previous.pools if previous else {}
         old_scalers = previous.autoscalers if previous else {}
-        replicas = replicas or {}
         routes: dict[tuple[str, str], RouteState] = {}
         pools: dict[str, ReplicaPool] = {}
         scalers: dict[str, Autoscaler] = {}
@@ -87,8 +90,7 @@ class RouteTable:
                 if v.autoscale.enabled:
                     scaler = old_scalers.get(v.deployment)
                     if scaler is None:
-                        start = replicas.get(v.deployment, v.autoscale.min_replicas)
-                        scaler = Autoscaler(v.autoscale, v.replica_max_concurrent_requests, start)
+                        scaler = Autoscaler(v.autoscale, v.replica_max_concurrent_requests, v.autoscale.min_replicas)
                     scalers[v.deployment] = scaler
                 versions[v.name] = VersionState(v, pool, (route.kind, route.name, v.name, _role(route, v)),
                                                 scalers.get(v.deployment))
@@ -105,6 +107,14 @@ class RouteTable:
                 v.pool.configure(slots, v.config.max_request_wait_time_ms / 1000)
                 if v.autoscaler is not None:
                     v.autoscaler.config, v.autoscaler.slots_per_replica = v.config.autoscale, slots
+
+    def labels(self) -> set[tuple[str, str, str, str]]:
+        """Every version's metric labels."""
+        return {v.labels for r in self.routes.values() for v in r.versions.values()}
+
+    def scaled_labels(self) -> set[tuple[str, str, str, str]]:
+        """The metric labels of the versions the router scales."""
+        return {v.labels for r in self.routes.values() for v in r.versions.values() if v.autoscaler is not None}
 
     def versions(self) -> list[VersionConfig]:
         return [v for r in self.config.routes for v in r.versions]

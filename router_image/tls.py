@@ -37,3 +37,10 @@ class ServingCertificate(Mounted):
 
     def refresh(self) -> None:
         self._refresh()
+
+    def use(self, config: TlsConfig) -> None:
+        """A reload's files (already loaded once to check them): served from the next handshake on."""
+        if config != self._config:
+            self._config = config
+            self._stamp = self._stamp_now()
+            self._read()

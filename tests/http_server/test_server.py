@@ -240,6 +240,25 @@ async def test_stop_finishes_requests_in_flight_and_closes_idle_connections(serv
     writer.close()
 
 
+async def test_the_grace_is_what_a_function_says_when_stopping() -> None:
+    """The router's config may reload a longer scoring timeout after start: the grace is read at stop."""
+    app = App()
+    grace = {"s": 5.0}
+    srv = http_server.Server(app, grace_s=lambda: grace["s"])
+    listener = await asyncio.get_running_loop().create_server(srv.connection, "127.0.0.1", 0)
+    task = asyncio.create_task(srv.serve(listener.close))
+    reader, writer = await asyncio.open_connection("127.0.0.1", listener.sockets[0].getsockname()[1])
+    writer.write(b"GET /slow?30 HTTP/1.1\r\nhost: x\r\n\r\n")
+    await asyncio.wait_for(app.slow_started.wait(), 5)
+    grace["s"] = 0.2
+    started = asyncio.get_running_loop().time()
+    srv.stop()
+    await asyncio.wait_for(task, 5)
+    assert asyncio.get_running_loop().time() - started < 2  # 0.2 s, not 5
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # cut: it did not finish in the grace
+    writer.close()
+
+
 @pytest.mark.parametrize("served", [0.3], indirect=True)
 async def test_a_client_stalled_mid_request_gets_408_and_is_closed(served) -> None:
     _, port, _ = served

@@ -4,6 +4,7 @@ a reload that fails."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -17,7 +18,9 @@ from keys import write_keys  # noqa: E402
 
 from router_image import app  # noqa: E402
 from router_image.app import Router  # noqa: E402
-from router_image.config import RouteConfig, RouterConfig, TokenConfig, VersionConfig  # noqa: E402
+from router_image import __main__ as main_module  # noqa: E402
+from router_image.config import (AuthConfig, AutoscaleConfig, RouteConfig, RouterConfig, TokenConfig,  # noqa: E402
+                                 VersionConfig)
 from router_image.proxy import request_head, request_lines  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -137,3 +140,107 @@ def test_headers_the_clients_connection_header_lists_stay_on_its_hop() -> None:
     lines, _, _ = request_lines(headers)
     head, _ = request_head(b"POST", b"/score", b"", headers)
     assert lines == b"content-type: application/json\r\n" and head[1] == b"\r\n" + lines
+
+
+SECRET = "sig=TOPSECRET"
+
+
+async def test_a_config_that_does_not_validate_is_told_without_the_values_it_holds(tmp_path, caplog, capsys) -> None:
+    """A misspelt field holding a SAS URL: pydantic's own text would quote it into the log."""
+    path = tmp_path / "router.json"
+    path.write_text(config("local").dump())
+    router = Router(RouterConfig.load(path), str(path), backend=Fixed({}))
+    await router.startup()
+    try:
+        broken = config("local").model_dump(mode="json")
+        broken["routes"][0]["versions"][0]["scorer"] = {"environment": {"MODEL_URL": f"https://a/b?{SECRET}"}}
+        path.write_text(json.dumps(broken))
+        assert not await router.reload()
+        [failure] = [r.getMessage() for r in caplog.records if "not applied" in r.getMessage()]
+        assert "routes.0.versions.0.scorer.environment: Extra inputs are not permitted" in failure
+        assert SECRET not in caplog.text
+    finally:
+        await router.shutdown()
+    with pytest.raises(SystemExit) as exited:  # the same file at start: a message and exit 2, no traceback
+        main_module.main(["--config", str(path)])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "Extra inputs are not permitted" in err and SECRET not in err
+
+
+def test_two_versions_of_one_name_in_a_route_are_refused() -> None:
+    """A pin or a split names a version: the second of one name was unreachable, yet still run."""
+    doc = config("local").model_dump(mode="json")
+    doc["routes"][0]["versions"].append({**doc["routes"][0]["versions"][0], "deployment": "s2"})
+    with pytest.raises(ValueError, match="version names declared twice: v1"):
+        RouterConfig.model_validate(doc)
+
+
+async def test_a_reload_changing_what_is_read_at_start_is_refused(tmp_path, caplog) -> None:
+    path = tmp_path / "router.json"
+    path.write_text(config("local").dump())
+    router = Router(RouterConfig.load(path), str(path), backend=Fixed({}))
+    await router.startup()
+    try:
+        path.write_text(config("local").model_copy(update={"port": 9999, "namespace": "other"}).dump())
+        assert not await router.reload()
+        assert "namespace, port changed, which takes effect only when the router restarts" in caplog.text
+        assert router.config.port == 8080
+    finally:
+        await router.shutdown()
+
+
+def two_versions(v2: dict, v1: dict | None = None, name: str = "e") -> RouterConfig:
+    """An endpoint of two versions (metrics are per process: a test reading them names its own endpoint)."""
+    return RouterConfig(routes=[RouteConfig(kind="endpoint", name=name, auth=AuthConfig(key_enabled=False), versions=[
+        VersionConfig(name="v1", deployment=f"{name}-v1", **(v1 or {})),
+        VersionConfig(name="v2", deployment=f"{name}-v2", **v2)])])
+
+
+async def test_a_new_default_without_a_ready_replica_leaves_the_requests_to_a_ready_version() -> None:
+    """A reload making a starting version the default: the old one serves until it is ready, not 503s."""
+    router = Router(two_versions({"is_default": True, "traffic_percentile": 100}), backend=Fixed({"e-v1": ["127.0.0.1:1"]}))
+    await router.startup()
+    try:
+        route = router.routes[("endpoint", "e")]
+        assert {router._pick(route, "score", None, None).config.name for _ in range(50)} == {"v1"}
+        assert router._pick(route, "score", "v2", None).config.name == "v2"  # a pin is kept: it queues
+        router._on_ready("e-v2", ["127.0.0.1:2"])
+        assert {router._pick(route, "score", None, None).config.name for _ in range(50)} == {"v2"}
+    finally:
+        await router.shutdown()
+
+
+async def test_a_reload_drops_the_gauges_of_removed_versions_and_starts_new_autoscalers_from_the_backend(
+        tmp_path, caplog, monkeypatch) -> None:
+    caplog.set_level(logging.INFO)
+    path = tmp_path / "router.json"
+    path.write_text(two_versions({"traffic_percentile": 50}, {"is_default": True}, "g").dump())
+    backend = Fixed({"g-v1": ["127.0.0.1:1"], "g-v2": ["127.0.0.1:2"], "g-v3": ["127.0.0.1:3", "127.0.0.1:4"]})
+    router = Router(RouterConfig.load(path), str(path), backend=backend)
+    await router.startup()
+
+    async def scraped() -> str:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
+            return (await client.get("/metrics")).text
+
+    try:
+        await asyncio.sleep(0.3)  # a few samples: every version's gauges are set
+        assert 'router_ready_replicas{kind="endpoint",role="treatment",route="g",version="v2"} 1.0' in await scraped()
+        # v2 goes, v3 comes (autoscaled; the backend runs 2 of it); v1 stops being autoscaled.
+        grown = RouterConfig(routes=[RouteConfig(kind="endpoint", name="g", auth=AuthConfig(key_enabled=False), versions=[
+            VersionConfig(name="v1", deployment="g-v1", is_default=True, autoscale=AutoscaleConfig(enabled=False)),
+            VersionConfig(name="v3", deployment="g-v3", traffic_percentile=50,
+                          autoscale=AutoscaleConfig(min_replicas=1, max_replicas=4))])])
+        path.write_text(grown.dump())
+        assert await router.reload()
+        assert router.table.autoscalers["g-v3"].current == 2
+        await asyncio.sleep(0.3)
+        text = await scraped()
+        gauges = [line for line in text.splitlines() if 'route="g"' in line and not line.startswith("router_request")]
+        assert [line for line in gauges if 'version="v2"' in line] == []  # its request counts stay
+        assert [line for line in gauges if 'version="v1"' in line and line.startswith(("router_desired", "router_util"))] == []
+        assert 'router_ready_replicas{kind="endpoint",role="treatment",route="g",version="v3"} 2.0' in gauges
+        assert "scale g-v3" not in caplog.text  # idle, at what it runs: no decision
+    finally:
+        await router.shutdown()

@@ -221,6 +221,16 @@ def test_tls_and_a_renewed_certificate_is_served_without_a_restart(tmp_path) -> 
         wait_until(lambda: _served_name(router.port) == "CN=second", 10, 0.2, "the renewed certificate served")
         with httpx.Client(verify=ssl.create_default_context(cafile=str(secret / "tls.crt"))) as client:
             assert client.get(f"https://127.0.0.1:{router.port}/healthz").status_code == 200
+        # A reload naming other files serves them; one changing what is read only at start is refused.
+        other = tmp_path / "other-tls"
+        _self_signed(other, "third")
+        router.write(config.model_copy(update={"tls": TlsConfig(cert_file=str(other / "tls.crt"),
+                                                               key_file=str(other / "tls.key"))}))
+        wait_until(lambda: _served_name(router.port) == "CN=third", 10, 0.2, "the new files' certificate served")
+        router.write(config.model_copy(update={"tls": None}))
+        wait_until(lambda: "tls changed, which takes effect only when the router restarts" in router.log(), 10, 0.1,
+                   "the reload turning TLS off refused")
+        assert _served_name(router.port) == "CN=third"
     finally:
         router.stop()
 
