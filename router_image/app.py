@@ -119,6 +119,9 @@ class Router:
         old, self.table, self.auth, self.router_scaler = self.table, table, auth, router_scaler
         table.take_effect()
         metrics.forget(old.labels() - table.labels(), old.scaled_labels() - table.scaled_labels())
+        for deployment, pool in old.pools.items():
+            if deployment not in table.pools:
+                pool.retire()  # its queued requests go where the new config sends them
         for deployment, pool in table.pools.items():  # what the backend said of them while not yet routed
             if deployment not in old.pools:
                 pool.set_addresses(self._ready.get(deployment, []))
@@ -339,11 +342,17 @@ class Router:
         method, upstream_path = ("GET", b"/swagger.json") if action == "swagger.json" else ("POST", b"/score")
         if scope["method"] != method:
             raise HttpError(405, "MethodNotAllowed", f"{action} takes {method}", [(b"allow", method.encode())])
-        version = self._version(route, action, scope["headers"])
+        version, pinned = self._version(route, action, scope["headers"])
+        chosen = [version]  # what the stats count: the version a reload's reroute picked, if one did
+
+        def reroute() -> VersionState:
+            chosen[0] = self.repick(route, pinned)
+            return chosen[0]
+
         started = time.perf_counter()
         status = 500
         try:
-            status = await forward(scope, receive, send, version, upstream_path)
+            status = await forward(scope, receive, send, version, upstream_path, reroute)
         except HttpError as exc:
             status = exc.status
             raise
@@ -351,7 +360,7 @@ class Router:
             status = CLIENT_GONE
             raise
         finally:
-            version.stats.observe(status, time.perf_counter() - started)
+            chosen[0].stats.observe(status, time.perf_counter() - started)
 
     # ------------------------------------------------------------ http_server.FastPath: the hot path
 
@@ -367,7 +376,7 @@ class Router:
             headers, body = error_answer(exc)
             request.respond(exc.status, headers, body)
             return
-        Relay(request, version, self.deadlines, lines).start()
+        Relay(request, version, self.deadlines, lines, pinned, self).start()
 
     def _route(self, path: str) -> tuple[RouteState, str]:
         """The route and action (score, swagger.json) of an /api/v1/ path."""
@@ -380,7 +389,8 @@ class Router:
             raise HttpError(404, "NotFound", f"no {kind} named {name!r}")
         return route, action
 
-    def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]]) -> VersionState:
+    def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]]) -> tuple[VersionState, str | None]:
+        """The version (see _pick) and the pinned version's name, if any."""
         pinned = None
         authorization = None
         for header, value in headers:
@@ -388,16 +398,28 @@ class Router:
                 pinned = value.decode("latin-1")
             elif header == b"authorization":
                 authorization = value
-        return self._pick(route, action, pinned, authorization)
+        return self._pick(route, action, pinned, authorization), pinned
+
+    def repick(self, route: RouteState, pinned: str | None) -> VersionState:
+        """The version for a score request whose own a reload removed while it waited (it was admitted:
+        no auth again), from the routes now in force, where its route may be gone, or its pin."""
+        current = self.table.routes.get((route.config.kind, route.config.name))
+        if current is None:
+            raise HttpError(404, "NotFound", f"the {route.config.kind} {route.config.name!r} was removed")
+        return self._choose(current, "score", pinned)
 
     def _pick(self, route: RouteState, action: str, pinned: str | None, authorization: bytes | None) -> VersionState:
         """Who may call (score needs auth; swagger is public, as Azure ML's swagger_uri is) and which
-        version answers: pinned by header, else scoring follows the split and swagger the default."""
+        version answers (_choose)."""
         if action == "score":
             try:
                 self.auth.check(route.config, route.key_id, authorization)
             except AuthError as exc:
                 raise HttpError(401, "Unauthorized", str(exc), [(b"www-authenticate", exc.challenge.encode())]) from None
+        return self._choose(route, action, pinned)
+
+    def _choose(self, route: RouteState, action: str, pinned: str | None) -> VersionState:
+        """Pinned by header, else scoring follows the split and swagger the default."""
         version = route.versions.get(route.split.pick(pinned) if action == "score" else pinned or route.split.default)
         if version is None:
             raise HttpError(404, "UnknownVersion", f"{route.config.kind} {route.config.name} has no version {pinned!r}")

@@ -26,6 +26,10 @@ class NoReplicas(Exception):
     """The version has no ready replica at all."""
 
 
+class Retired(Exception):
+    """A reload removed the version: nothing was sent, so the request may be routed again."""
+
+
 @dataclass(eq=False)
 class Replica:
     address: str  # host:port ([v6]:port)
@@ -49,6 +53,7 @@ class ReplicaPool:
     _waiters: collections.deque[asyncio.Future[Replica]] = field(default_factory=collections.deque)
     _order: list[Replica] = field(default_factory=list)
     _turn: int = 0
+    retired: bool = False
 
     def configure(self, slots_per_replica: int, max_wait_s: float) -> None:
         """A reloaded config's limits; more slots may let waiting requests go at once."""
@@ -110,8 +115,17 @@ class ReplicaPool:
             replica.in_flight += 1
         return replica
 
+    def retire(self) -> None:
+        """The version left the config: those waiting in line, and any that would join it, are told so."""
+        self.retired = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(Retired())
+
     async def acquire(self) -> Replica:
         """A slot on the least busy replica, waiting in line when every slot is taken."""
+        if self.retired:
+            raise Retired()
         replica = self.take()
         if replica is not None:
             return replica

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-from router_image.pool import NoReplicas, QueueTimeout, Replica
+from router_image.pool import NoReplicas, QueueTimeout, Replica, Retired
 from router_image.responses import HttpError
 from router_image.routes import VersionState
 from router_image.traffic import PIN_HEADER
@@ -32,6 +32,7 @@ REQUEST_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"
                           b"proxy-authorization", b"proxy-connection", b"host", b"content-length", b"authorization",
                           b"expect"})
 Head = tuple[bytes, bytes]
+Reroute = Callable[[], VersionState]  # the version a request goes to when a reload removed its own
 NO_NAMES: frozenset[bytes] = frozenset()
 
 
@@ -54,15 +55,16 @@ class _Deadline:
         return self.fired and self.task.uncancel() == 0
 
 
-async def forward(scope: dict, receive, send, version: VersionState, path: bytes) -> int:
-    """Answer the request from one of `version`'s replicas; returns the status sent."""
+async def forward(scope: dict, receive, send, version: VersionState, path: bytes, reroute: Reroute) -> int:
+    """Answer the request from one of `version`'s replicas (or `reroute`'s, see acquire); returns the status sent."""
     head, length = request_head(scope["method"].encode(), path, scope.get("query_string"), scope["headers"])
     body = await _request_body(length, receive)
     head = (head[0], head[1] + (b"content-length: %d\r\n\r\n" % len(body) if isinstance(body, bytes)
                                 else b"transfer-encoding: chunked\r\n\r\n"))
+    version, first = await acquire(version, reroute)
+    replica: Replica | None = first
     pool = version.pool
     config = version.config
-    replica: Replica | None = await acquire(version)
     started = False
     loop = asyncio.get_running_loop()
     deadline = _Deadline(asyncio.current_task())  # type: ignore[arg-type]
@@ -100,16 +102,24 @@ async def forward(scope: dict, receive, send, version: VersionState, path: bytes
             pool.release(replica)
 
 
-async def acquire(version: VersionState) -> Replica:
-    """A slot of the version, waiting in its queue; 503 when none frees up in time."""
-    try:
-        return await version.pool.acquire()
-    except QueueTimeout:
-        raise HttpError(503, "TooManyRequests", f"every replica of {version.config.name} stayed busy for "
-                        f"{version.config.max_request_wait_time_ms} ms", [(b"retry-after", b"1")]) from None
-    except NoReplicas:
-        raise HttpError(503, "NoReadyReplicas", f"no ready replica of {version.config.name}",
-                        [(b"retry-after", b"5")]) from None
+async def acquire(version: VersionState, reroute: Reroute | None = None) -> tuple[VersionState, Replica]:
+    """A slot of the version, waiting in its queue; 503 when none frees up in time. When a reload removes
+    the version meanwhile, the version `reroute` picks from the new config (it may raise a 404) is
+    waited for instead; without `reroute`, a 503."""
+    while True:
+        try:
+            return version, await version.pool.acquire()
+        except Retired:
+            if reroute is None:
+                raise HttpError(503, "NoReadyReplicas", f"{version.config.name} was removed",
+                                [(b"retry-after", b"1")]) from None
+            version = reroute()
+        except QueueTimeout:
+            raise HttpError(503, "TooManyRequests", f"every replica of {version.config.name} stayed busy for "
+                            f"{version.config.max_request_wait_time_ms} ms", [(b"retry-after", b"1")]) from None
+        except NoReplicas:
+            raise HttpError(503, "NoReadyReplicas", f"no ready replica of {version.config.name}",
+                            [(b"retry-after", b"5")]) from None
 
 
 async def connect(version: VersionState, replica: Replica) -> tuple[Replica, Connection]:
@@ -123,7 +133,7 @@ async def connect(version: VersionState, replica: Replica) -> tuple[Replica, Con
     try:
         for _ in range(CONNECT_TRIES):
             if held is None:
-                held = await acquire(version)
+                _, held = await acquire(version)
             try:
                 return held, await held.connections.connect()
             except ConnectFailed as exc:

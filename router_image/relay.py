@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 from router_image.proxy import acquire, broke_error, connect, timeout_error
 from router_image.pool import Replica
 from router_image.responses import HttpError, error_answer
-from router_image.routes import VersionState
+from router_image.routes import RouteState, VersionState
 from http_server import Request
 from router_image.upstream import Connection, UpstreamError
 
@@ -34,17 +35,25 @@ CLIENT_GONE = 499  # the status recorded when the client leaves before its answe
 UPSTREAM_PATH = b"/score"
 
 
+class Rerouter(Protocol):
+    def repick(self, route: RouteState, pinned: str | None) -> VersionState:
+        """The version for a request whose own a reload removed while it waited (app.Router)."""
+
+
 class Relay:
     """One request, from its slot to its answer; the replica connection's sink (upstream.Sink)."""
 
-    __slots__ = ("request", "version", "deadlines", "forward", "deadline", "started", "replica", "connection", "task",
-                 "status", "lines", "length", "chunks", "size", "streaming", "finished")
+    __slots__ = ("request", "version", "deadlines", "forward", "pinned", "rerouter", "deadline", "started", "replica",
+                 "connection", "task", "status", "lines", "length", "chunks", "size", "streaming", "finished")
 
-    def __init__(self, request: Request, version: VersionState, deadlines: Deadlines, forward: bytes):
+    def __init__(self, request: Request, version: VersionState, deadlines: Deadlines, forward: bytes,
+                 pinned: str | None, rerouter: Rerouter):
         self.request = request
         self.version = version
         self.deadlines = deadlines
         self.forward = forward  # the request's header lines for the replica (proxy.request_lines)
+        self.pinned = pinned
+        self.rerouter = rerouter
         self.deadline = 0.0  # once it holds a slot: when the scoring timeout passes (time.perf_counter)
         self.started = time.perf_counter()
         self.replica: Replica | None = None  # whose slot this relay holds (while no task does)
@@ -78,7 +87,8 @@ class Relay:
         replica, self.replica = self.replica, None  # from here on acquire and connect own the slot
         try:
             if replica is None:
-                replica = await acquire(version)
+                version, replica = await acquire(version, self._reroute)
+                self.version = version
                 self.deadlines.add(self, time.perf_counter())  # the scoring timeout runs from the slot on
             replica, connection = await connect(version, replica)
         except HttpError as exc:
@@ -89,6 +99,9 @@ class Relay:
             return  # the client left or the deadline passed; that answered for the request
         self.task = None
         self._send(replica, connection)
+
+    def _reroute(self) -> VersionState:
+        return self.rerouter.repick(self.request.claim, self.pinned)
 
     def _send(self, replica: Replica, connection: Connection) -> None:
         request = self.request

@@ -84,6 +84,46 @@ def test_reload_adds_splits_and_removes_versions_without_dropping_a_request(tmp_
         router.stop()
 
 
+def test_requests_queued_on_a_version_a_reload_removes_go_where_the_new_config_sends_them(tmp_path) -> None:
+    """v2 takes all traffic with its one slot busy and two requests in line; a reload removes v2: the two
+    go to v1 (ready, idle) at once, not to a 503 after max_request_wait_time."""
+    def version(name: str, **kw) -> VersionConfig:
+        return VersionConfig(name=name, deployment=f"q-{name}", scorer=launch(name, tmp_path),
+                             max_request_wait_time_ms=10_000, **kw)
+
+    def endpoint(*versions: VersionConfig) -> RouterConfig:
+        return RouterConfig(autoscale_enabled=False, routes=[RouteConfig(kind="endpoint", name="ep", auth=OFF,
+                                                                         versions=list(versions))])
+
+    router = RouterProcess(endpoint(version("v1", is_default=True), version("v2", traffic_percentile=100)), tmp_path)
+    answers: list[tuple[float, int, str | None]] = []
+
+    def call(sleep: float) -> None:
+        started = time.monotonic()
+        with httpx.Client(base_url=router.base_url, timeout=30) as client:
+            answer = score(client, "endpoint/ep", {"sleep": sleep})
+        answers.append((time.monotonic() - started, answer.status_code, answer.headers.get("azureml-model-deployment")))
+
+    threads = [threading.Thread(target=call, args=(1.5,))]
+    try:
+        router.wait_ready()
+        threads[0].start()
+        wait_until(lambda: router.version_status("v2").get("in_flight") == 1, 10, 0.02, "v2's slot taken")
+        threads += [threading.Thread(target=call, args=(0,)) for _ in range(2)]
+        for t in threads[1:]:
+            t.start()
+        wait_until(lambda: router.version_status("v2").get("queued") == 2, 10, 0.02, "two in v2's line")
+        router.write(endpoint(version("v1", is_default=True)))
+        for t in threads:
+            t.join()
+        assert sorted((status, served) for _, status, served in answers) == [(200, "v1"), (200, "v1"), (200, "v2")]
+        assert max(took for took, _, served in answers if served == "v1") < 5  # not after the 10 s wait
+    finally:
+        for t in threads:
+            t.join()
+        router.stop()
+
+
 def autoscaled(tmp_path: Path, delay_s: float) -> RouterConfig:
     scale = AutoscaleConfig(min_replicas=1, max_replicas=3, target_utilization=70, refresh_seconds=0.5,
                             scale_down_delay_seconds=delay_s)

@@ -338,3 +338,40 @@ async def test_http_1_0_is_answered_then_closed(routed) -> None:
     writer.close()
     assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in out
     assert json.loads(out.split(b"\r\n\r\n", 1)[1])["id"] == 3
+
+
+async def test_a_request_waiting_on_a_version_a_reload_removes_is_routed_again_on_the_asgi_path(tmp_path) -> None:
+    """The coroutine path's turn of the live test: queued on `old`, which a reload removes, it is answered
+    by `new` (and counted there), not by a 503 after the wait."""
+    replica = Replica()
+    await replica.start()
+
+    def endpoint(*versions: VersionConfig) -> RouterConfig:
+        return RouterConfig(autoscale_enabled=False, routes=[RouteConfig(kind="endpoint", name="ep", auth=OFF,
+                                                                         versions=list(versions))])
+
+    old = VersionConfig(name="old", deployment="ep-old", traffic_percentile=100, max_request_wait_time_ms=10_000)
+    new = VersionConfig(name="new", deployment="ep-new", is_default=True)
+    path = tmp_path / "router.json"
+    path.write_text(endpoint(new, old).dump())
+    router = Router(RouterConfig.load(path), str(path),
+                    backend=Fixed({"ep-old": [replica.address], "ep-new": [replica.address]}))
+    await router.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r",
+                                     timeout=10) as client:
+            holding = asyncio.create_task(client.post("/api/v1/endpoint/ep/score", json={"hold": True}))
+            await wait_for(lambda: router.pools["ep-old"].busy_slots == 1)
+            queued = asyncio.create_task(client.post("/api/v1/endpoint/ep/score", json={"id": 2}))
+            await wait_for(lambda: router.pools["ep-old"].queued == 1)
+            served_by_new = router.routes[("endpoint", "ep")].versions["new"].stats.statuses.get(200, 0)
+            path.write_text(endpoint(new).dump())
+            assert await router.reload()
+            answer = await asyncio.wait_for(queued, 5)
+            assert answer.status_code == 200 and answer.headers["azureml-model-deployment"] == "new"
+            assert router.routes[("endpoint", "ep")].versions["new"].stats.statuses[200] == served_by_new + 1
+            replica.release.set()
+            assert (await asyncio.wait_for(holding, 5)).headers["azureml-model-deployment"] == "old"
+    finally:
+        await router.shutdown()
+        await replica.stop()
