@@ -46,6 +46,9 @@ IDLE_SWEEP_S = 5.0
 SHUTDOWN_GRACE_S = 30.0
 HIGH_WATER = 1 << 20  # stop reading a client's body with this much not yet taken by the app
 WHOLE_BODY_MAX = HIGH_WATER  # a POST body up to this is held whole for the fast path; a larger one streams
+# A request line and headers longer than this are refused (431), as nginx refuses a head over its buffers:
+# unbounded, one client streaming a header grew a worker by hundreds of MiB, kept after it left.
+MAX_HEAD_BYTES = 64 * 1024
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -341,6 +344,7 @@ class _Connection:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
+        self._head_size = 0  # bytes received since the last head ended, while no body was being read
         self._current: _Exchange | Request | None = None  # its body being parsed
         self._queue: collections.deque[_Exchange | Request | _Rejection] = collections.deque()  # answered in order
         self.idle_since: float | None = None  # None while a request is being received or answered
@@ -380,14 +384,21 @@ class _Connection:
         self.resume_writing()
 
     def data_received(self, data: bytes) -> None:
+        if self._current is None:  # a head (or the gap before one): httptools buffers it whole until it ends
+            self._head_size += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(400, b"upgrades are not supported")
+            return
         except httptools.HttpParserError:
             self._reject(400, b"malformed request")
+            return
+        if self._head_size > MAX_HEAD_BYTES and self._current is None:  # no head ended in all that
+            self._reject(431, b"the request line and headers are over %d bytes" % MAX_HEAD_BYTES,
+                         b"RequestHeaderFieldsTooLarge")
 
-    def _reject(self, status: int, message: bytes) -> None:
+    def _reject(self, status: int, message: bytes, code: bytes = b"BadRequest") -> None:
         """A request that cannot be parsed: reading stops (the parser cannot go on past it), and the error
         takes its turn after the answers to the requests before it (sent at once, it would overtake them)."""
         self.pause_reading()
@@ -398,7 +409,7 @@ class _Connection:
                 return
             self._queue.pop()  # the last one queued
             broken.abort()
-        rejection = _Rejection(self, _error(status, b"BadRequest", message))
+        rejection = _Rejection(self, _error(status, code, message))
         self._queue.append(rejection)
         if len(self._queue) == 1:
             rejection.run()
@@ -459,6 +470,7 @@ class _Connection:
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._head_size = 0
         parser = self.parser
         path, _, query = self._url.partition(b"?")
         headers, expect = self._headers, self._expect

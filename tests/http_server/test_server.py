@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 
 import pytest
@@ -257,6 +258,36 @@ async def test_the_grace_is_what_a_function_says_when_stopping() -> None:
     assert asyncio.get_running_loop().time() - started < 2  # 0.2 s, not 5
     assert await asyncio.wait_for(reader.read(), 5) == b""  # cut: it did not finish in the grace
     writer.close()
+
+
+async def test_a_head_over_the_limit_ends_the_connection_one_under_it_is_served(served) -> None:
+    """A client streaming one endless header (or URL) must not grow the process: httptools buffers a header
+    whole until it ends, so the bytes of a head are counted as they arrive, and past the limit the
+    connection gets a 431 and is closed (with the client's unread bytes, the kernel may turn that into a reset)."""
+    _, port, _ = served
+    fits = "v" * (http_server.MAX_HEAD_BYTES - 1024)
+    out = await exchange(port, f"GET /a HTTP/1.1\r\nhost: x\r\nx-big: {fits}\r\n\r\n".encode(), b"|")
+    assert out.startswith(b"HTTP/1.1 200 OK")
+    for start in (b"GET /a HTTP/1.1\r\nhost: x\r\nx-big: ", b"GET /"):  # a header, a URL: never ending
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(start)
+        sent, answer = 0, b""
+        try:
+            while sent < 64 * http_server.MAX_HEAD_BYTES:
+                writer.write(b"v" * 16384)
+                await writer.drain()
+                sent += 16384
+                try:
+                    answer += await asyncio.wait_for(reader.read(65536), 0.01)
+                except asyncio.TimeoutError:
+                    continue
+                if answer and not answer.endswith(b"}") or reader.at_eof():
+                    break
+        except ConnectionError:
+            pass
+        writer.close()
+        assert sent < 8 * http_server.MAX_HEAD_BYTES  # ended near the limit, not after 4 MiB
+        assert not answer or answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:80]
 
 
 @pytest.mark.parametrize("served", [0.3], indirect=True)
