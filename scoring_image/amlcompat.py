@@ -132,7 +132,7 @@ class AMLResponse:
         self.status_code = status_code
         self.headers = dict(response_headers or {})
         if json_str:
-            self.body = orjson.dumps(message)
+            self.body = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)  # json.dumps writes {0: ..} as {"0": ..}
             self.headers.setdefault("Content-Type", "application/json")
         elif isinstance(message, bytes):
             self.body = message

@@ -7,8 +7,11 @@ Everything CPU-heavy (the entry script, encoding its result) runs on the worker'
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -36,7 +39,12 @@ _JSON = b"application/json"
 _JSON_HEADER = (b"content-type", _JSON)
 _TEXT_HEADER = (b"content-type", b"text/plain; charset=utf-8")
 _SCORE_METHODS = b"GET, HEAD, POST, OPTIONS"
-_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY
+# numpy arrays; and keys that are not strings written as json.dumps writes them ({0: "setosa"} -> {"0": ...}).
+_DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+# A header value or name with these would end the header, or the head, early: what run() chose to send
+# could forge headers or a second response (response splitting).
+_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class HttpError(Exception):
@@ -149,14 +157,14 @@ class ScoringApp:
 
     async def _scored(self, scope: Scope, receive: Receive, content_type: bytes | None, length: int, request_id: str) -> _Result:
         method = scope["method"]
-        if method == "OPTIONS":
-            return _Result(200, [(b"allow", _SCORE_METHODS)], b"", 0.0)
         script = self.script
+        if method == "OPTIONS" and (script is None or script.form != "rawhttp"):  # a raw script answers its own
+            return _Result(200, [(b"allow", _SCORE_METHODS)], b"", 0.0)
         if script is None:
             raise HttpError(503, "NotReady", self.not_ready)
         if method in ("GET", "HEAD") and script.form != "rawhttp":  # HEAD as GET, as Flask answers it
             return _Result(200, [_TEXT_HEADER], b"Healthy", 0.0)
-        if method not in ("GET", "HEAD", "POST"):
+        if method not in ("GET", "HEAD", "POST", "OPTIONS"):
             raise HttpError(405, "MethodNotAllowed", f"{method} is not allowed on /score", ((b"allow", _SCORE_METHODS),))
         if length > self._settings.max_body_bytes:
             raise HttpError(413, "PayloadTooLarge", f"the body is over {self._settings.max_body_bytes} bytes")
@@ -167,10 +175,7 @@ class ScoringApp:
             call = _rawhttp_call(script, AMLRequest(method, "/score", scope["query_string"], scope["headers"], body))
         else:
             if content_type is not None and content_type[: len(_JSON)].lower() == _JSON:  # media types ignore case
-                try:
-                    parsed = orjson.loads(body)
-                except orjson.JSONDecodeError as exc:
-                    raise HttpError(400, "BadRequest", f"malformed JSON: {exc}") from None
+                parsed = _loads(body)
             elif script.form == "schema":
                 raise HttpError(400, "BadRequest", "this service expects a JSON body (content-type: application/json)")
             try:
@@ -192,7 +197,9 @@ class ScoringApp:
             raise HttpError(400, "BadRequest", str(exc)) from None
         except HttpError:
             raise
-        except Exception as exc:
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # SystemExit or KeyboardInterrupt from run() too: that request's 500 only
             log.error("run() failed", exc_info=exc)
             raise HttpError(500, "ScoringError", f"run() raised {type(exc).__name__}; see the server log for the traceback") from None
         self._metrics.observe_run(result.run_ms / 1000)
@@ -268,10 +275,26 @@ def _rawhttp_call(script: EntryScript, request: AMLRequest) -> Callable[[], _Res
 
 
 def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
+    for name, value in response.headers.items():
+        if not _TOKEN.fullmatch(str(name)) or _UNSAFE_IN_HEADER.search(str(value)):
+            raise HttpError(500, "ScoringError", f"run() returned a response header that is not a valid HTTP header: "
+                            f"{str(name)[:40]!r} (a line break or control character in its name or value)")
     headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers.items()]
     if not any(name == b"content-type" for name, _ in headers):
         headers.insert(0, _TEXT_HEADER)
     return _Result(response.status_code, headers, response.body, run_ms)
+
+
+def _loads(body: bytes) -> Any:
+    """A JSON body; what orjson refuses but Python's json reads (NaN, Infinity: json.dumps writes them) is read
+    as Azure ML's server reads it."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise HttpError(400, "BadRequest", f"malformed JSON: {exc}") from None
 
 
 def _dumps(output: Any) -> bytes:

@@ -73,12 +73,13 @@ class EntryScript:
         if self.form == "schema":
             if not isinstance(parsed, dict):
                 raise BadInput("this service expects a JSON object whose keys are run()'s inputs")
-            unknown = parsed.keys() - self.parameters
-            if unknown:
-                raise BadInput(f"unknown input(s): {', '.join(sorted(unknown))}; expected: {', '.join(sorted(self.parameters))}")
             missing = self.required - parsed.keys()
             if missing:
-                raise BadInput(f"missing input(s): {', '.join(sorted(missing))}")
+                other = sorted(parsed.keys() - self.parameters)  # a misspelt input, most likely
+                raise BadInput(f"missing input(s): {', '.join(sorted(missing))}"
+                               + (f"; run() takes no {', '.join(other)}" if other else ""))
+            if parsed.keys() - self.parameters:  # other keys (a client's own fields) are left out, as Azure ML does
+                return {k: v for k, v in parsed.items() if k in self.parameters}
             return parsed
         try:
             return body.decode()

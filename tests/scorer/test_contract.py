@@ -6,6 +6,7 @@ import http.client
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -127,6 +128,9 @@ def test_schema_inputs_that_do_not_fit_are_400(schema_scorer: Scorer, model_root
     for content_type in ("Application/JSON", "application/json; charset=utf-8"):
         response = schema_scorer.post(content=json.dumps({"data": ROWS}), headers={"content-type": content_type})
         assert response.status_code == 200 and response.json() == expected(model_root)
+    # Keys run() does not declare (a client's own fields) are left out, as Azure ML's server does.
+    response = schema_scorer.post(json={"data": ROWS, "client_version": "1.4"})
+    assert response.status_code == 200 and response.json() == expected(model_root)
 
 
 def test_request_headers_form(start_scorer: StartScorer) -> None:
@@ -243,3 +247,32 @@ def test_a_raw_body_the_script_reads_as_json_that_is_not_json_is_400(start_score
     server = start_scorer("raw_request.py")
     response = server.post(content=b"{not json", headers={"content-type": "application/json"})
     assert response.status_code == 400 and response.json()["error"]["code"] == "BadRequest"
+
+
+def test_the_edges_of_a_plain_script(start_scorer: StartScorer) -> None:
+    server = start_scorer("edges.py")
+    # Keys that are not strings, written as json.dumps writes them.
+    assert server.post(json={"labels": True}).json() == {"0": "setosa", "1": "versicolor"}
+    # NaN, as Python's json.dumps writes it, is read as Azure ML's server reads it.
+    nan = server.post(content=b'{"data": [[NaN, 1.0], [Infinity, 2.0]]}', headers={"content-type": "application/json"})
+    assert nan.status_code == 200 and nan.json() == {"rows": 2}
+    # sys.exit() in run(): that request's 500, at once; the worker goes on serving.
+    started = time.monotonic()
+    exited = server.post(json={"exit": True})
+    assert exited.status_code == 500 and exited.json()["error"]["code"] == "ScoringError"
+    assert server.post(json={"data": [[1]]}).json() == {"rows": 1}
+    assert time.monotonic() - started < 5  # not the 60 s the escaped SystemExit cost
+
+
+def test_the_edges_of_a_rawhttp_script(start_scorer: StartScorer) -> None:
+    server = start_scorer("raw_edges.py")
+    assert server.post(json={}).json() == {"0": "a", "1": "b"}
+    # The script answers its own preflight (Azure ML hands every method to a raw run()).
+    preflight = httpx.options(server.url + "/score")
+    assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "https://app.example.com"
+    assert server.post("/score?echo=plain", json={}).headers["x-echo"] == "plain"
+    # A header value with a line break would end the head early: refused, not sent (response splitting).
+    with httpx.Client() as client:
+        forged = client.post(server.url + "/score?echo=a%0d%0aSet-Cookie:%20s=1%0d%0a%0d%0aHTTP/1.1%20200%20OK", json={})
+    assert forged.status_code == 500 and "set-cookie" not in forged.headers
+    assert "not a valid HTTP header" in forged.json()["error"]["message"]
