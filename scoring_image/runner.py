@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scoring_image import logs
+from scoring_image.watchdog import Deadline
 
 
 class RunTimeout(Exception):
@@ -40,9 +41,11 @@ _Job = tuple[Callable[[], Any], asyncio.Future[Any], "str | None", bool]
 
 
 class Runner:
-    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, timeout_s: float, shared: Deadline | None = None) -> None:
+        """`shared`: where the running job's deadline is told to the supervisor (watchdog.py)."""
         self._loop = loop
         self._timeout_s = timeout_s
+        self._shared = shared
         self._sweep_s = min(timeout_s / 20, 0.1)
         self._bounded: collections.deque[asyncio.Future[Any]] = collections.deque()  # submitted, in order
         self._running: tuple[float, asyncio.Future[Any]] | None = None  # a bounded job on the thread: its deadline
@@ -108,13 +111,18 @@ class Runner:
                     continue
                 logs.request_id.set(rid)
                 if bounded:
-                    self._running = (time.monotonic() + self._timeout_s, future)
+                    deadline = time.monotonic() + self._timeout_s
+                    self._running = (deadline, future)
+                    if self._shared is not None:
+                        self._shared.set(deadline)
                 try:
                     results.append((future, fn(), None))
                 except BaseException as exc:  # noqa: BLE001 - handed to the request that asked
                     results.append((future, None, exc))
                 finally:
                     self._running = None
+                    if bounded and self._shared is not None:
+                        self._shared.clear()
                     logs.request_id.set(None)
                 if not self._settle_scheduled:
                     self._settle_scheduled = True

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from scoring_image import balance, logs
+from scoring_image import balance, logs, watchdog
 from scoring_image.config import ScorerSettings
 from scoring_image.readiness import Board
 
@@ -60,6 +60,8 @@ def serve(settings: ScorerSettings) -> None:
     (state / "metrics").mkdir()
     (state / "ready").mkdir()
     balance.create(state / "connections", settings.worker_count)
+    watchdog.create(state / "deadlines", settings.worker_count)
+    watch = watchdog.Watch(state / "deadlines")
 
     sock = bind(settings.host, settings.port)
     env = {**os.environ, **settings.to_env(), "WORKER_COUNT": str(settings.worker_count)}
@@ -77,7 +79,7 @@ def serve(settings: ScorerSettings) -> None:
             _spawn(slot, sock, state, env, defer=False)
         while not stop.wait(_POLL_S):
             for slot in slots:
-                _tend(slot, sock, state, env, board)
+                _tend(slot, sock, state, env, board, watch)
     finally:
         _stop_all(slots, settings.stop_grace_seconds)
         if shipper is not None:
@@ -97,11 +99,17 @@ def _spawn(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], d
     log.info("worker %d started (pid %d)", slot.index, slot.process.pid)
 
 
-def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], board: Board) -> None:
+def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], board: Board,
+          watch: watchdog.Watch) -> None:
     process = slot.process
     if process is not None:
         code = process.poll()
         if code is None:
+            if watch.overdue(slot.index, time.monotonic()):
+                log.error("worker %d (pid %d) is still in run() %.0f s past scoring_timeout_ms, its loop not "
+                          "running (run() holds the GIL?); killing it", slot.index, process.pid, watchdog.GRACE_S)
+                watch.clear(slot.index)
+                process.kill()
             return
         board.publish(slot.index, "starting", "replacing an exited worker")
         lived = time.monotonic() - slot.started

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import uvloop
 
-from scoring_image import balance, logs, metrics, telemetry
+from scoring_image import balance, logs, metrics, telemetry, watchdog
 from scoring_image.app import ScoringApp
 from scoring_image.collection.spool import Spool
 from scoring_image.config import ScorerSettings
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--state", type=Path, required=True,
-                        help="the supervisor's folder: ready/, metrics/, connections")
+                        help="the supervisor's folder: ready/, metrics/, connections, deadlines")
     parser.add_argument("--defer-accept", action="store_true")
     args = parser.parse_args(argv)
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, state: Path, defer: bool) -> None:
     loop = asyncio.get_running_loop()
     board = Board(state / "ready", settings.worker_count)
-    runner = Runner(loop, settings.scoring_timeout_ms / 1000)
+    runner = Runner(loop, settings.scoring_timeout_ms / 1000, watchdog.Deadline(state / "deadlines", index))
     spool = Spool(Path(settings.data_collection_spool_dir)) if settings.data_collection_enabled else None
     server: Server | None = None
 

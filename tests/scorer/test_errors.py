@@ -5,6 +5,9 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
+import httpx
+import pytest
+
 from scorer_helpers import StartScorer, wait_until
 
 
@@ -74,6 +77,21 @@ def test_timeout_is_504_and_the_worker_is_replaced(start_scorer: StartScorer) ->
     assert after.json()["pid"] != before
     assert any("recycling this worker" in str(line.get("message")) for line in server.logs())
     assert any("replacing it" in str(line.get("message")) for line in server.logs())
+
+
+def test_a_run_holding_the_gil_past_the_timeout_is_ended_by_the_supervisor(start_scorer: StartScorer) -> None:
+    """The worker's loop cannot answer 504 while run() holds the GIL: the supervisor kills the worker a
+    grace after the deadline, so the client is let go (without an answer) in seconds, not after run()."""
+    server = start_scorer("sleepy.py", env={"SCORING_TIMEOUT_MS": "1000"})
+    before = server.post(json={"sleep": 0}).json()["pid"]
+    started = time.monotonic()
+    with pytest.raises(httpx.TransportError):  # the connection closes unanswered
+        server.post(json={"hold_gil": 30})
+    assert time.monotonic() - started < 6  # deadline 1 s + grace 1 s + the supervisor's poll, not 30 s
+    server.wait_ready(30)
+    after = server.post(json={"sleep": 0})
+    assert after.status_code == 200 and after.json()["pid"] != before
+    assert any("holds the GIL?" in str(line.get("message")) for line in server.logs())
 
 
 def test_init_failure_leaves_the_server_up_but_not_ready(start_scorer: StartScorer) -> None:

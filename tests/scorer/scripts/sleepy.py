@@ -1,4 +1,6 @@
-"""run() sleeps as long as asked, and says which process served it."""
+"""run() sleeps as long as asked (holding the GIL, when asked, as a C extension may), and says which
+process served it."""
+import ctypes
 import json
 import os
 import time
@@ -9,5 +11,8 @@ def init():
 
 
 def run(raw_data):
-    time.sleep(json.loads(raw_data).get("sleep", 0))
+    asks = json.loads(raw_data)
+    if asks.get("hold_gil"):
+        ctypes.PyDLL(None).sleep(int(asks["hold_gil"]))  # a PyDLL call keeps the GIL: no other thread runs
+    time.sleep(asks.get("sleep", 0))
     return {"pid": os.getpid()}
