@@ -2,7 +2,9 @@
 
 Any worker may answer `/ready`, so each publishes its state as a small file in a folder the
 supervisor created; the answer is the union.  Files are replaced atomically (rename), so a
-reader never sees half a state.
+reader never sees half a state.  Once one generation was ready, a worker being replaced (after a
+timeout or a crash) does not take the pod out of service while another one serves: its init() may
+take as long as the model's load, and one slow request would otherwise empty a one-replica service.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Literal
 
 import orjson
 
-State = Literal["starting", "ready", "failed", "recycling"]
+# replacing: a worker started in place of one that exited, not yet ready; recycling: one about to exit.
+State = Literal["starting", "replacing", "ready", "failed", "recycling"]
 
 
 @dataclass(frozen=True)
@@ -46,4 +49,9 @@ class Board:
         return states
 
     def not_ready(self) -> list[WorkerState]:
-        return [s for s in self.read() if s.state != "ready"]
+        """The workers that keep the pod from being ready: none while one serves and the others are replacements."""
+        states = self.read()
+        waiting = [s for s in states if s.state != "ready"]
+        if len(waiting) < len(states) and all(s.state in ("replacing", "recycling") for s in waiting):
+            return []
+        return waiting

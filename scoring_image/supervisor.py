@@ -111,7 +111,7 @@ def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], bo
                 watch.clear(slot.index)
                 process.kill()
             return
-        board.publish(slot.index, "starting", "replacing an exited worker")
+        board.publish(slot.index, "replacing", "replacing an exited worker")
         lived = time.monotonic() - slot.started
         slot.quick_deaths = slot.quick_deaths + 1 if lived < _QUICK_DEATH_S else 0
         slot.not_before = time.monotonic() + min(2.0 ** slot.quick_deaths - 1, _MAX_BACKOFF_S)

@@ -72,7 +72,7 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
     recorder = metrics.Recorder(state / "metrics")
     access_log = logs.AccessLog(loop, str(index)) if settings.access_log else None
     app = ScoringApp(settings, runner, board, recorder, spool, recycle, access_log)
-    board.publish(index, "starting")
+    board.publish(index, "replacing" if defer else "starting")  # a replacement defers accepting (see above)
     init = runner.submit(app.initialize, bounded=False)
     init.add_done_callback(lambda f: _initialized(f, app, board, index))
     if defer:

@@ -94,6 +94,19 @@ def test_a_run_holding_the_gil_past_the_timeout_is_ended_by_the_supervisor(start
     assert any("holds the GIL?" in str(line.get("message")) for line in server.logs())
 
 
+def test_a_worker_being_replaced_leaves_the_pod_ready_while_another_serves(start_scorer: StartScorer) -> None:
+    """One slow request recycles its worker; the other serves while the replacement's init() runs."""
+    server = start_scorer("sleepy.py", workers=2, env={"SCORING_TIMEOUT_MS": "1000", "INIT_SECONDS": "3"})
+    assert server.post(json={"sleep": 30}).status_code == 504
+    seen = set()
+    deadline = time.monotonic() + 4  # the replacement's init() takes 3 s
+    while time.monotonic() < deadline:
+        seen.add(server.get("/ready").status_code)
+        time.sleep(0.1)
+    assert seen == {200}
+    assert any("replacing it" in str(line.get("message")) for line in server.logs())
+
+
 def test_init_failure_leaves_the_server_up_but_not_ready(start_scorer: StartScorer) -> None:
     server = start_scorer("init_fails.py", workers=2, wait="live")
 

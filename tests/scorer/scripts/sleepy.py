@@ -7,7 +7,7 @@ import time
 
 
 def init():
-    pass
+    time.sleep(float(os.environ.get("INIT_SECONDS", "0")))
 
 
 def run(raw_data):
