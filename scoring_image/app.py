@@ -114,23 +114,29 @@ class ScoringApp:
 
     async def _score(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        request_id = client_id = content_type = None
+        request_id = client_id = legacy_id = trace_id = content_type = None
         length = -1
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value
             elif name == b"x-ms-client-request-id":
                 client_id = value
+            elif name == b"x-ms-request-id":  # what clients sent before x-ms-client-request-id
+                legacy_id = value
+            elif name == b"traceid":
+                trace_id = value
             elif name == b"content-type":
                 content_type = value
             elif name == b"content-length":
                 length = int(value)
+        client_id = client_id or legacy_id
+        for header, value in ((b"x-request-id", request_id), (b"x-ms-client-request-id", client_id)):
+            if value is not None and len(value) > MAX_REQUEST_ID:
+                await _send_error(send, HttpError(431, "RequestHeaderFieldsTooLarge",
+                                                  f"{header.decode()} is longer than {MAX_REQUEST_ID} characters"))
+                return
         if request_id is None:
             request_id = _new_request_id()
-        elif len(request_id) > MAX_REQUEST_ID:
-            await _send_error(send, HttpError(
-                431, "RequestHeaderFieldsTooLarge", f"x-request-id is longer than {MAX_REQUEST_ID} characters"))
-            return
         rid = request_id.decode("latin-1")
         logs.request_id.set(rid)
         self._metrics.in_flight += 1
@@ -141,14 +147,18 @@ class ScoringApp:
         finally:
             self._metrics.in_flight -= 1
         body = result.body
-        await send({"type": "http.response.start", "status": result.status, "headers": [
+        # As Azure ML's server answers them: the legacy x-ms-request-id is the client's id when it sent one.
+        headers = [
             *result.headers,
             (b"x-request-id", request_id),
-            (b"x-ms-request-id", request_id),
+            (b"x-ms-request-id", legacy_id or client_id or request_id),
             (b"x-ms-client-request-id", client_id or request_id),
             (b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms),
             (b"content-length", b"%d" % len(body)),
-        ]})
+        ]
+        if trace_id is not None:
+            headers.append((b"traceid", trace_id))
+        await send({"type": "http.response.start", "status": result.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         elapsed = time.perf_counter() - started
         self._metrics.observe(result.status, elapsed)

@@ -53,9 +53,15 @@ def test_azure_ml_headers(raw_scorer: Scorer) -> None:
     assert generated.headers["x-ms-client-request-id"] == generated.headers["x-request-id"]
     assert float(generated.headers["x-ms-run-fn-exec-ms"]) > 0
 
-    given = raw_scorer.post(json={"data": ROWS}, headers={"x-request-id": "abc-123", "x-ms-client-request-id": "client-7"})
+    given = raw_scorer.post(json={"data": ROWS}, headers={"x-request-id": "abc-123", "x-ms-client-request-id": "client-7",
+                                                          "TraceId": "trace-1"})
     assert given.headers["x-request-id"] == "abc-123"
-    assert given.headers["x-ms-client-request-id"] == "client-7"
+    assert given.headers["x-ms-client-request-id"] == given.headers["x-ms-request-id"] == "client-7"
+    assert given.headers["traceid"] == "trace-1"
+    # A client of the legacy header gets its id back in both, as from Azure ML's server.
+    legacy = raw_scorer.post(json={"data": ROWS}, headers={"x-ms-request-id": "legacy-7"})
+    assert legacy.headers["x-ms-request-id"] == legacy.headers["x-ms-client-request-id"] == "legacy-7"
+    assert raw_scorer.post(json={"data": ROWS}, headers={"x-ms-client-request-id": "c" * 101}).status_code == 431
 
     too_long = raw_scorer.post(json={"data": ROWS}, headers={"x-request-id": "x" * 101})
     assert too_long.status_code == 431
