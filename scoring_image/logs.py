@@ -116,12 +116,33 @@ class _FdHandler(logging.Handler):
 
 
 class _PrintToLog(io.TextIOBase):
-    """Stands in for sys.stdout / sys.stderr: each printed line becomes a log record."""
+    """Stands in for sys.stdout / sys.stderr: each printed line becomes a log record. What is asked of a
+    real stream beyond text (its fd for faulthandler or a subprocess, its bytes buffer, its encoding)
+    is the real stream's: those bytes reach the container log as they are, not as records."""
 
-    def __init__(self, logger: logging.Logger, level: int) -> None:
+    def __init__(self, logger: logging.Logger, level: int, stream: io.TextIOBase) -> None:
         self._logger = logger
         self._level = level
+        self._stream = stream
         self._pending = ""
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self._stream.errors
+
+    @property
+    def buffer(self) -> io.BufferedIOBase:
+        return self._stream.buffer  # type: ignore[attr-defined]
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:
+        return False
 
     def writable(self) -> bool:
         return True
@@ -148,5 +169,5 @@ def configure(level: str, worker: str, capture_print: bool) -> None:
     # The Azure SDK logs each HTTP call of the exporters at INFO: noise, and exported in turn.
     logging.getLogger("azure").setLevel(max(logging.WARNING, root.level))
     if capture_print:
-        sys.stdout = _PrintToLog(logging.getLogger("entry_script"), logging.INFO)
-        sys.stderr = _PrintToLog(logging.getLogger("entry_script"), logging.WARNING)
+        sys.stdout = _PrintToLog(logging.getLogger("entry_script"), logging.INFO, sys.__stdout__)  # type: ignore[arg-type]
+        sys.stderr = _PrintToLog(logging.getLogger("entry_script"), logging.WARNING, sys.__stderr__)  # type: ignore[arg-type]

@@ -282,3 +282,12 @@ def test_the_edges_of_a_rawhttp_script(start_scorer: StartScorer) -> None:
         forged = client.post(server.url + "/score?echo=a%0d%0aSet-Cookie:%20s=1%0d%0a%0d%0aHTTP/1.1%20200%20OK", json={})
     assert forged.status_code == 500 and "set-cookie" not in forged.headers
     assert "not a valid HTTP header" in forged.json()["error"]["message"]
+
+
+def test_the_standard_streams_work_as_libraries_use_them(start_scorer: StartScorer) -> None:
+    """print becomes a log record; what libraries ask of a real stream (its fd, buffer, encoding) works."""
+    server = start_scorer("stdio.py")
+    response = server.post(json={})
+    assert response.status_code == 200 and response.json() == {"encoding": "utf-8"}
+    assert any(line.get("message") == "printed by run()" and line.get("logger") == "entry_script"
+               for line in server.logs())
