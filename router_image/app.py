@@ -423,7 +423,7 @@ class Router:
         version = route.versions.get(route.split.pick(pinned) if action == "score" else pinned or route.split.default)
         if version is None:
             raise HttpError(404, "UnknownVersion", f"{route.config.kind} {route.config.name} has no version {pinned!r}")
-        if pinned is None and not version.pool.ready:
+        if pinned is None and not version.pool.any_ready():
             # A version just added or just made the default (or whose replicas all went) takes its share
             # once it has a ready replica; until then a ready one serves it instead of queueing it to a 503.
             version = route.stand_in(version)

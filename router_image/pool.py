@@ -189,3 +189,10 @@ class ReplicaPool:
     @property
     def ready(self) -> int:
         return sum(1 for r in self.replicas.values() if not r.ejected)
+
+    def any_ready(self) -> bool:
+        """ready > 0, asked per request: stops at the first."""
+        for r in self._order:
+            if not r.ejected:
+                return True
+        return False

@@ -49,9 +49,9 @@ class RouteState:
     def stand_in(self, version: VersionState) -> VersionState:
         """Who serves a request picked for `version` while it has no ready replica: the default, else
         any version with one, else `version` itself (the request queues for it)."""
-        if self.default.pool.ready:
+        if self.default.pool.any_ready():
             return self.default
-        return next((v for v in self.versions.values() if v.pool.ready), version)
+        return next((v for v in self.versions.values() if v.pool.any_ready()), version)
 
 
 def _role(route: RouteConfig, v: VersionConfig) -> str:
