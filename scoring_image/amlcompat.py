@@ -131,7 +131,10 @@ class AMLResponse:
     ) -> None:
         self.status_code = status_code
         self.headers = dict(response_headers or {})
-        if json_str:
+        if message is None:  # an empty JSON object, as Azure ML's AMLResponse answers None
+            self.body = b"{}"
+            self.headers.setdefault("Content-Type", "application/json")
+        elif json_str:
             self.body = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)  # json.dumps writes {0: ..} as {"0": ..}
             self.headers.setdefault("Content-Type", "application/json")
         elif isinstance(message, bytes):

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 
@@ -172,8 +173,6 @@ class ScoringApp:
             return _Result(200, [(b"allow", _SCORE_METHODS)], b"", 0.0)
         if script is None:
             raise HttpError(503, "NotReady", self.not_ready)
-        if method in ("GET", "HEAD") and script.form != "rawhttp":  # HEAD as GET, as Flask answers it
-            return _Result(200, [_TEXT_HEADER], b"Healthy", 0.0)
         if method not in ("GET", "HEAD", "POST", "OPTIONS"):
             raise HttpError(405, "MethodNotAllowed", f"{method} is not allowed on /score", ((b"allow", _SCORE_METHODS),))
         if length > self._settings.max_body_bytes:
@@ -184,7 +183,10 @@ class ScoringApp:
         if script.form == "rawhttp":
             call = _rawhttp_call(script, AMLRequest(method, "/score", scope["query_string"], scope["headers"], body))
         else:
-            if content_type is not None and content_type[: len(_JSON)].lower() == _JSON:  # media types ignore case
+            if method in ("GET", "HEAD"):  # HEAD as GET, as Flask answers it
+                parsed = _query_input(scope["query_string"])
+                body = orjson.dumps(parsed)
+            elif content_type is not None and content_type[: len(_JSON)].lower() == _JSON:  # media types ignore case
                 parsed = _loads(body)
             elif script.form == "schema":
                 raise HttpError(400, "BadRequest", "this service expects a JSON body (content-type: application/json)")
@@ -239,14 +241,15 @@ class ScoringApp:
         if script is None:
             await _send_error(send, HttpError(503, "NotReady", self.not_ready))
             return
-        if script.form != "schema":
-            await _send_error(send, HttpError(404, "NotFound", "the entry script declares no inference_schema; no swagger"))
-            return
-        query = dict(part.split("=", 1) for part in scope["query_string"].decode().split("&") if "=" in part)
+        query = dict(parse_qsl(scope["query_string"].decode("latin-1")))
         try:
-            document = swagger.document(script.run, self._settings.data_collection_service, query.get("version", "2"))
-        except swagger.UnsupportedVersion as exc:
-            await _send_error(send, HttpError(400, "BadRequest", str(exc)))
+            document = swagger.document(script.run, self._settings.data_collection_service, query.get("version", "2"),
+                                        Path(self._settings.app_root), script.form == "schema")
+        except swagger.UnsupportedVersion as exc:  # a 404, as Azure ML's server answers it
+            await _send_error(send, HttpError(404, "NotFound", str(exc)))
+            return
+        except ValueError as exc:  # the app root's own file is not JSON
+            await _send_error(send, HttpError(500, "SwaggerError", str(exc)))
             return
         await _send(send, 200, [_JSON_HEADER], orjson.dumps(document))
 
@@ -293,6 +296,19 @@ def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
     if not any(name == b"content-type" for name, _ in headers):
         headers.insert(0, _TEXT_HEADER)
     return _Result(response.status_code, headers, response.body, run_ms)
+
+
+def _query_input(query: bytes) -> dict[str, Any]:
+    """A GET's input, as Azure ML's server reads it: the query's parameters as a JSON object, each value
+    read as JSON where it is JSON (`?a=1&b=[1,2]&c=x` is {"a": 1, "b": [1, 2], "c": "x"}), a repeated
+    one as a list."""
+    values: dict[str, list[Any]] = {}
+    for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        try:
+            values.setdefault(key, []).append(json.loads(value))
+        except ValueError:
+            values[key].append(value)
+    return {key: found[0] if len(found) == 1 else found for key, found in values.items()}
 
 
 def _loads(body: bytes) -> Any:

@@ -1,13 +1,16 @@
-"""`/swagger.json` from the entry script's inference_schema decorators, as Azure ML serves it.
+"""`/swagger.json` as Azure ML serves it: the app root's own `swagger2.json` (`swagger3.json`,
+`swagger3.1.json`) as it is, else one made from the entry script's inference_schema decorators.
 
 Version 2 is Swagger 2.0 with `definitions`; versions 3 and 3.1 are OpenAPI 3.0 / 3.1 with
-`components.schemas`.  Scripts without decorators have no swagger (404, as in Azure ML).
+`components.schemas`.  A run() without decorators gets empty object schemas, as in Azure ML.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _ERROR = {
@@ -33,18 +36,31 @@ def supported_versions(run: Callable[..., Any]) -> list[str]:
     return list(get_supported_versions(run))
 
 
-def document(run: Callable[..., Any], title: str, version: str) -> dict[str, Any]:
+_FILES = {"2": "swagger2.json", "2.0": "swagger2.json", "3": "swagger3.json", "3.0": "swagger3.json",
+          "3.1": "swagger3.1.json"}
+_UNDECLARED = {"type": "object", "example": {}}
+
+
+def document(run: Callable[..., Any], title: str, version: str, app_root: Path, decorated: bool) -> Any:
     """The swagger document for `run` in `version` ("2", "3", "3.1" or their ".0" forms)."""
     from inference_schema.schema_util import get_input_schema, get_output_schema
 
+    if version not in _FILES:
+        raise UnsupportedVersion(f"swagger version {version} is not valid; use 2, 3 or 3.1")
+    own = app_root / _FILES[version]
+    if own.is_file():
+        try:
+            return json.loads(own.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"{own.name} in the app root is not JSON: {exc}") from None
     wanted = version if "." in version else f"{version}.0"
-    if wanted not in supported_versions(run):
-        raise UnsupportedVersion(f"swagger version {version} is not available; use one of {supported_versions(run)}")
-    schemas = {
-        "ServiceInput": _without_headers(get_input_schema(run)),
-        "ServiceOutput": copy.deepcopy(get_output_schema(run)),
-        "ErrorResponse": _ERROR,
-    }
+    if decorated:
+        if wanted not in supported_versions(run):
+            raise UnsupportedVersion(f"swagger version {version} is not available; use one of {supported_versions(run)}")
+        inputs, outputs = _without_headers(get_input_schema(run)), copy.deepcopy(get_output_schema(run))
+    else:
+        inputs, outputs = copy.deepcopy(_UNDECLARED), copy.deepcopy(_UNDECLARED)
+    schemas = {"ServiceInput": inputs, "ServiceOutput": outputs, "ErrorResponse": _ERROR}
     info = {"title": title, "description": f"API specification for the scoring service {title}", "version": "1.0"}
     if wanted == "2.0":
         return _swagger2(info, schemas)

@@ -69,19 +69,22 @@ def test_azure_ml_headers(raw_scorer: Scorer) -> None:
     assert raw_scorer.post(json={"data": ROWS}, headers={"x-request-id": "x" * 100}).status_code == 200
 
 
-def test_routes(raw_scorer: Scorer) -> None:
+def test_routes(raw_scorer: Scorer, model_root: Path) -> None:
     assert raw_scorer.get("/").status_code == 200
     assert raw_scorer.get("/ready").json() == {"ready": True}
-    assert raw_scorer.get("/score").status_code == 200
+    # GET scores the query's parameters, read as JSON, as Azure ML's server does (liveness is /).
+    assert raw_scorer.get("/score", params={"data": json.dumps(ROWS)}).json() == expected(model_root)
+    assert raw_scorer.get("/score").status_code == 500  # run() gets {}: the example reads its "data"
     assert "POST" in httpx.options(raw_scorer.url + "/score").headers["allow"]
-    head = httpx.head(raw_scorer.url + "/score")  # as Flask answers HEAD on a GET route
+    head = httpx.head(raw_scorer.url + "/score", params={"data": json.dumps(ROWS)})  # as Flask answers HEAD on GET
     assert head.status_code == 200 and head.content == b""
     refused = httpx.delete(raw_scorer.url + "/score")
     assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD, POST, OPTIONS"
     assert refused.json()["error"]["code"] == "MethodNotAllowed"
     assert httpx.post(raw_scorer.url + "/ready").headers["allow"] == "GET, HEAD"
     assert raw_scorer.get("/nope").status_code == 404
-    assert raw_scorer.get("/swagger.json").status_code == 404  # a raw script has no schema
+    undeclared = raw_scorer.get("/swagger.json").json()  # no schema: empty objects, as Azure ML's server makes
+    assert undeclared["definitions"]["ServiceInput"] == {"type": "object", "example": {}}
 
 
 def test_keep_alive(raw_scorer: Scorer) -> None:
@@ -122,7 +125,15 @@ def test_schema_script_and_swagger(schema_scorer: Scorer, model_root: Path) -> N
     assert v3["components"]["schemas"]["ServiceInput"]["properties"]["data"] == data_schema
     assert schema_scorer.get("/swagger.json", params={"version": "3.1"}).json()["openapi"] == "3.1.0"
     assert schema_scorer.get("/swagger.json").json()["swagger"] == "2.0"
-    assert schema_scorer.get("/swagger.json", params={"version": "9"}).status_code == 400
+    assert schema_scorer.get("/swagger.json", params={"version": "9"}).status_code == 404
+
+
+def test_the_app_roots_own_swagger_file_is_served(start_scorer: StartScorer, tmp_path: Path) -> None:
+    """Azure ML serves swagger2.json (swagger3.json, ...) from the app root as it is, decorators or not."""
+    (tmp_path / "swagger2.json").write_text(json.dumps({"swagger": "2.0", "info": {"title": "hand-written"}}))
+    server = start_scorer("sum_rows.py", env={"AML_APP_ROOT": str(tmp_path)})
+    assert server.get("/swagger.json").json() == {"swagger": "2.0", "info": {"title": "hand-written"}}
+    assert server.get("/swagger.json", params={"version": "3"}).json()["openapi"] == "3.0.1"  # no file: made
 
 
 def test_schema_inputs_that_do_not_fit_are_400(schema_scorer: Scorer, model_root: Path) -> None:
@@ -137,6 +148,8 @@ def test_schema_inputs_that_do_not_fit_are_400(schema_scorer: Scorer, model_root
     # Keys run() does not declare (a client's own fields) are left out, as Azure ML's server does.
     response = schema_scorer.post(json={"data": ROWS, "client_version": "1.4"})
     assert response.status_code == 200 and response.json() == expected(model_root)
+    # A GET's query parameters are the inputs, as a POST's JSON keys are.
+    assert schema_scorer.get("/score", params={"data": json.dumps(ROWS)}).json() == expected(model_root)
 
 
 def test_request_headers_form(start_scorer: StartScorer) -> None:
@@ -291,3 +304,9 @@ def test_the_standard_streams_work_as_libraries_use_them(start_scorer: StartScor
     assert response.status_code == 200 and response.json() == {"encoding": "utf-8"}
     assert any(line.get("message") == "printed by run()" and line.get("logger") == "entry_script"
                for line in server.logs())
+
+
+
+def test_an_aml_response_of_none_is_an_empty_json_object() -> None:
+    response = amlcompat.AMLResponse(None, 202)
+    assert (response.body, response.headers["Content-Type"], response.status_code) == (b"{}", "application/json", 202)
