@@ -1,4 +1,4 @@
-"""Azure ML's raw-HTTP entry-script API, without Flask.
+"""Azure ML's raw-HTTP entry-script API, on Werkzeug without Flask.
 
 Existing entry scripts import `rawhttp`, `AMLRequest` and `AMLResponse` from
 `azureml_inference_server_http.api.aml_request|aml_response` or from the older
@@ -9,13 +9,14 @@ under those names, so such scripts run unchanged and the image needs no Flask.
 from __future__ import annotations
 
 import importlib.util
+import io
 import sys
 import types
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
 
 import orjson
+import werkzeug.wrappers
 
 _ALIASES = (
     "azureml_inference_server_http.api.aml_request",
@@ -38,85 +39,53 @@ def is_rawhttp(func: Callable[..., Any]) -> bool:
 
 
 class Headers(dict[str, str]):
-    """Request headers with case-insensitive lookup, as Werkzeug's (what Azure ML hands `request.headers`
-    and `run(data, request_headers)`: scripts ask for "X-Tenant" or "x-tenant" alike)."""
+    """What Azure ML hands `run(data, request_headers)`: `dict(request.headers)`, names in Werkzeug's
+    canonical case ("X-Tenant"), with lookups that also ignore case (scripts ask for "x-tenant" too)."""
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        super().__init__((k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw)
+        super().__init__((_canonical(k.decode("latin-1")), v.decode("latin-1")) for k, v in raw)
 
     def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
-        return super().get(key.lower(), default)
+        return super().get(_canonical(key), default)
 
     def __getitem__(self, key: str) -> str:
-        return super().__getitem__(key.lower())
+        return super().__getitem__(_canonical(key))
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and super().__contains__(key.lower())
+        return isinstance(key, str) and super().__contains__(_canonical(key))
+
+    def pop(self, key: str, *default: Any) -> Any:  # type: ignore[override]
+        return super().pop(_canonical(key), *default)
 
 
-class BadRequest(ValueError):
-    """A request body the script asked to read as JSON is not JSON: the client's error (Flask's 400)."""
+def _canonical(name: str) -> str:
+    return "-".join(part.capitalize() for part in name.split("-"))
 
 
-class _Args(dict):
-    """The query string as Flask's `request.args` reads it: the first value of a key, `get` with a `type`,
-    `getlist` for all of them."""
+class AMLRequest(werkzeug.wrappers.Request):
+    """What a @rawhttp run() gets: a Werkzeug request, as Azure ML's (Flask's Request is Werkzeug's with
+    Flask's app context on top): args, form, files, get_json, headers, url and the rest."""
 
-    def __init__(self, pairs: list[tuple[str, str]]) -> None:
-        super().__init__()
-        self._all: dict[str, list[str]] = {}
-        for key, value in pairs:
-            self.setdefault(key, value)
-            self._all.setdefault(key, []).append(value)
-
-    def get(self, key: str, default: Any = None, type: Callable[[str], Any] | None = None) -> Any:  # noqa: A002
-        if key not in self:
-            return default
-        try:
-            return type(self[key]) if type is not None else self[key]
-        except (ValueError, TypeError):
-            return default
-
-    def getlist(self, key: str, type: Callable[[str], Any] | None = None) -> list[Any]:  # noqa: A002
-        values = self._all.get(key, [])
-        if type is None:
-            return list(values)
-        out = []
-        for value in values:
-            try:
-                out.append(type(value))
-            except (ValueError, TypeError):
-                continue
-        return out
-
-
-class AMLRequest:
-    """The subset of Flask's Request that Azure ML entry scripts use."""
-
-    def __init__(self, method: str, path: str, query_string: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        self.method = method
-        self.path = path
-        self.query_string = query_string
-        self.full_path = f"{path}?{query_string.decode('latin-1')}"
-        self.args = _Args(parse_qsl(query_string.decode("latin-1"), keep_blank_values=True))
-        self.headers = Headers(headers)
-        self.data = body
-        self.content_type = self.headers.get("content-type")
-
-    def get_data(self, cache: bool = True, as_text: bool = False, parse_form_data: bool = False) -> bytes | str:
-        return self.data.decode(errors="replace") if as_text else self.data
-
-    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
-        try:
-            return orjson.loads(self.data)
-        except orjson.JSONDecodeError as exc:
-            if silent:
-                return None
-            raise BadRequest(f"malformed JSON: {exc}") from None
-
-    @property
-    def json(self) -> Any:
-        return self.get_json()
+    @classmethod
+    def of(cls, scope: dict[str, Any], body: bytes) -> AMLRequest:
+        """The request of an ASGI scope whose body was read."""
+        server = scope.get("server") or ("127.0.0.1", 80)
+        environ = {
+            "REQUEST_METHOD": scope["method"], "SCRIPT_NAME": "", "PATH_INFO": scope["path"],
+            "QUERY_STRING": scope["query_string"].decode("latin-1"), "SERVER_NAME": server[0],
+            "SERVER_PORT": str(server[1]), "SERVER_PROTOCOL": f"HTTP/{scope.get('http_version', '1.1')}",
+            "REMOTE_ADDR": (scope.get("client") or ("", 0))[0], "CONTENT_LENGTH": str(len(body)),
+            "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": scope.get("scheme", "http"), "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+        }
+        for name, value in scope["headers"]:
+            key, text = name.decode("latin-1").upper().replace("-", "_"), value.decode("latin-1")
+            if key == "CONTENT_LENGTH":
+                continue  # the body's own, above (a chunked body has none)
+            if key != "CONTENT_TYPE":
+                key = f"HTTP_{key}"
+            environ[key] = f"{environ[key]},{text}" if key in environ else text  # repeated: joined, as WSGI does
+        return cls(environ)
 
 
 class AMLResponse:

@@ -20,9 +20,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
+import werkzeug.exceptions
 
 from scoring_image import entry_script, logs, metrics, swagger
-from scoring_image.amlcompat import AMLRequest, AMLResponse, BadRequest, Headers
+from scoring_image.amlcompat import AMLRequest, AMLResponse, Headers
 from scoring_image.collection.spool import Spool
 from scoring_image.config import ScorerSettings
 from scoring_image.entry_script import BadInput, EntryScript
@@ -181,7 +182,7 @@ class ScoringApp:
 
         parsed = None
         if script.form == "rawhttp":
-            call = _rawhttp_call(script, AMLRequest(method, "/score", scope["query_string"], scope["headers"], body))
+            call = _rawhttp_call(script, AMLRequest.of(scope, body))
         else:
             if method in ("GET", "HEAD"):  # HEAD as GET, as Flask answers it
                 parsed = _query_input(scope["query_string"])
@@ -205,8 +206,10 @@ class ScoringApp:
             raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms") from None
         except Abandoned:
             raise HttpError(503, "WorkerRecycling", "this worker is being replaced; retry") from None
-        except (BadInput, BadRequest) as exc:  # a schema input that does not fit; a raw body that is not JSON
+        except BadInput as exc:  # a schema input that does not fit
             raise HttpError(400, "BadRequest", str(exc)) from None
+        except werkzeug.exceptions.HTTPException as exc:  # a raw request read as JSON that is not (400, 415), ...
+            raise HttpError(exc.code or 400, type(exc).__name__, exc.description or str(exc)) from None
         except HttpError:
             raise
         except asyncio.CancelledError:

@@ -13,6 +13,7 @@ import httpx
 import joblib
 import numpy as np
 import pytest
+import werkzeug.exceptions
 
 from scoring_image import amlcompat
 
@@ -251,15 +252,31 @@ def test_cors(start_scorer: StartScorer) -> None:
 
 
 def test_the_raw_request_reads_as_flasks_does() -> None:
-    """What entry scripts written for Azure ML call on it: args.get with a type, getlist, text of any bytes."""
-    request = amlcompat.AMLRequest("POST", "/score", b"n=3&id=a&id=b&bad=x", [], b"\xff{not json")
+    """What entry scripts written for Azure ML call on it: args, form, files, JSON, headers, url."""
+    boundary = b"b0undary"
+    form = (b"--b0undary\r\ncontent-disposition: form-data; name=\"label\"\r\n\r\ncat\r\n"
+            b"--b0undary\r\ncontent-disposition: form-data; name=\"image\"; filename=\"x.png\"\r\n"
+            b"content-type: image/png\r\n\r\n\x89PNG\r\n--b0undary--\r\n")
+    scope = {"method": "POST", "path": "/score", "query_string": b"n=3&id=a&id=b&bad=x", "server": ("127.0.0.1", 5001),
+             "headers": [(b"content-type", b"multipart/form-data; boundary=" + boundary), (b"x-tenant", b"contoso")]}
+    request = amlcompat.AMLRequest.of(scope, form)
     assert request.args.get("n", default=0, type=int) == 3 and request.args.get("bad", default=0, type=int) == 0
     assert request.args.get("id") == "a" and request.args.getlist("id") == ["a", "b"]
-    assert request.args.get("missing", "d") == "d" and request.args.getlist("missing") == []
-    assert request.get_data(as_text=True) == "\ufffd{not json"
-    assert request.get_json(silent=True) is None
-    with pytest.raises(amlcompat.BadRequest):
-        request.get_json()
+    assert request.args.to_dict() == {"n": "3", "id": "a", "bad": "x"}
+    assert request.form["label"] == "cat" and request.files["image"].read() == b"\x89PNG"
+    assert request.headers["X-Tenant"] == request.headers["x-tenant"] == "contoso"
+    assert request.url == "http://127.0.0.1:5001/score?n=3&id=a&id=b&bad=x" and not request.is_json
+    broken = amlcompat.AMLRequest.of({**scope, "headers": [(b"content-type", b"application/json")]}, b"\xff{not json")
+    assert broken.get_data(as_text=True) == "\ufffd{not json" and broken.get_json(silent=True) is None
+    with pytest.raises(werkzeug.exceptions.BadRequest):
+        broken.get_json()
+
+
+def test_request_headers_are_a_dict_in_werkzeugs_case_whose_lookups_ignore_case() -> None:
+    headers = amlcompat.Headers([(b"x-tenant", b"contoso"), (b"content-type", b"application/json")])
+    assert dict(headers) == {"X-Tenant": "contoso", "Content-Type": "application/json"}  # as dict(request.headers)
+    assert headers.get("x-TENANT") == headers["X-Tenant"] == "contoso" and "x-tenant" in headers
+    assert headers.pop("x-tenant") == "contoso" and "X-Tenant" not in headers
 
 
 def test_a_raw_body_the_script_reads_as_json_that_is_not_json_is_400(start_scorer: StartScorer) -> None:
