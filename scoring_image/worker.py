@@ -126,8 +126,12 @@ def _with_cors(app: ScoringApp, settings: ScorerSettings) -> object:
 
 
 def _every(loop: asyncio.AbstractEventLoop, seconds: float, action: Callable[[], None]) -> None:
+    """`action` every `seconds`, also after one that failed (a rename refused once must not stop sealing)."""
     def tick() -> None:
-        action()
+        try:
+            action()
+        except Exception:
+            log.exception("%s failed; again in %g s", getattr(action, "__qualname__", action), seconds)
         loop.call_later(seconds, tick)
 
     loop.call_later(seconds, tick)

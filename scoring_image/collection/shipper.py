@@ -38,6 +38,7 @@ class Shipper:
         self._destination = destination
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="shipper", daemon=True)
+        self._strays: set[str] = set()  # open files of no writer, told once
 
     def start(self) -> None:
         self._thread.start()
@@ -73,7 +74,14 @@ class Shipper:
 
     def _seal_orphans(self) -> None:
         for segment in self._folder.glob(f"*{OPEN}"):
-            if not writer_alive(segment.stem.rsplit("-", 1)[1]):
+            try:
+                gone = not writer_alive(segment.stem.rpartition("-")[2])
+            except ValueError:  # a name the spool does not give: not ours, and no reason to stop shipping
+                if segment.name not in self._strays:
+                    self._strays.add(segment.name)
+                    log.warning("%s in the spool names no writer; left alone", segment.name)
+                continue
+            if gone:
                 segment.rename(segment.with_suffix(SEALED))
 
     def _ship(self, segment: Path) -> None:

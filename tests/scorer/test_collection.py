@@ -224,3 +224,21 @@ def test_an_unreadable_record_is_skipped_and_the_rest_shipped(tmp_path: Path, ca
                for line in p.read_bytes().splitlines()]
     assert sorted(r["request_id"] for r in shipped) == ["req-1", "req-2"]
     assert sum("skipping unreadable record" in r.getMessage() for r in caplog.records) == 8
+
+
+def test_a_stray_open_file_in_the_spool_is_left_alone_and_the_rest_shipped(tmp_path: Path,
+                                                                            caplog: pytest.LogCaptureFixture) -> None:
+    """A file the spool did not write (no writer in its name) used to raise in every pass: nothing shipped."""
+    settings = ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
+        data_collection_models=["m:1"], data_collection_local_dir=str(tmp_path / "out"),
+    )
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", {"a": 1}, {"ok": 1})
+    spool.seal()
+    for stray in ("notes.open", "x-abc.open"):
+        (tmp_path / "spool" / stray).write_text("?")
+    shipper = Shipper(settings, LocalFolder(tmp_path / "out", "modeldata"))
+    assert shipper.ship_once() == 1 and shipper.ship_once() == 0
+    assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["notes.open", "x-abc.open"]
+    assert sum("names no writer" in r.getMessage() for r in caplog.records) == 2  # once each, not every pass

@@ -63,3 +63,23 @@ def test_a_job_over_its_deadline_fails_and_abandon_fails_the_queued_ones() -> No
         release.set()
 
     asyncio.run(scenario())
+
+
+def test_a_periodic_job_that_fails_once_goes_on_running() -> None:
+    """The spool's sealing and the metrics' publishing run every few seconds: one failure (a refused
+    rename) used to end the repetition for the worker's life."""
+    from scoring_image import worker
+
+    calls: list[int] = []
+
+    def seal() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError("rename refused")
+
+    async def main() -> None:
+        worker._every(asyncio.get_running_loop(), 0.01, seal)
+        await asyncio.sleep(0.2)
+
+    asyncio.run(main())
+    assert len(calls) >= 3
