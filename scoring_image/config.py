@@ -58,6 +58,9 @@ class ScorerSettings(BaseModel):
     # "*" allows every origin; empty: no CORS headers at all.
     cors_origins: list[str] = Field([], **_env("AZUREML_CORS_ORIGINS"))
     keep_alive_seconds: float = Field(65.0, gt=0, **_env("SCORER_KEEP_ALIVE_SECONDS"))
+    # A worker whose init() failed (a model download that timed out, a store not reachable yet) is
+    # replaced, and init() tried again, after this, doubling per failure in a row up to 5 minutes.
+    init_retry_seconds: float = Field(10.0, gt=0, **_env("SCORER_INIT_RETRY_SECONDS"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", **_env("SCORER_LOG_LEVEL"))
     # One JSON line per scored request.
     access_log: bool = Field(True, **_env("SCORER_ACCESS_LOG"))

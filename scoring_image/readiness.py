@@ -38,6 +38,13 @@ class Board:
         tmp.write_bytes(orjson.dumps({"state": state, "reason": reason}))
         tmp.replace(target)
 
+    def state(self, worker: int) -> State | None:
+        """The worker slot's last published state; None before any."""
+        try:
+            return orjson.loads((self._folder / f"worker-{worker}.json").read_bytes())["state"]
+        except FileNotFoundError:
+            return None
+
     def read(self) -> list[WorkerState]:
         states = []
         for worker in range(self._workers):

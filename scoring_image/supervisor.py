@@ -33,6 +33,8 @@ log = logging.getLogger("scoring_image.supervisor")
 _POLL_S = 0.1
 _QUICK_DEATH_S = 1.0
 _MAX_BACKOFF_S = 30.0
+INIT_FAILED = 4  # a worker's exit code when it leaves to have init() tried again (worker.py)
+_MAX_INIT_RETRY_S = 300.0
 
 
 @dataclass
@@ -41,6 +43,7 @@ class _Slot:
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     quick_deaths: int = 0
+    init_failures: int = 0  # in a row: the next worker waits longer before trying init() again
     not_before: float = field(default=0.0)
 
 
@@ -76,10 +79,10 @@ def serve(settings: ScorerSettings) -> None:
              extra={"fields": {"entry_script": settings.entry_script_path}})
     try:
         for slot in slots:
-            _spawn(slot, sock, state, env, defer=False)
+            _spawn(slot, sock, state, env, defer=False, init_retry_s=settings.init_retry_seconds)
         while not stop.wait(_POLL_S):
             for slot in slots:
-                _tend(slot, sock, state, env, board, watch)
+                _tend(slot, sock, state, env, board, watch, settings.init_retry_seconds)
     finally:
         _stop_all(slots, settings.stop_grace_seconds)
         if shipper is not None:
@@ -89,9 +92,10 @@ def serve(settings: ScorerSettings) -> None:
         log.info("stopped")
 
 
-def _spawn(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], defer: bool) -> None:
+def _spawn(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], defer: bool, init_retry_s: float) -> None:
+    retry_s = min(init_retry_s * 2.0 ** slot.init_failures, _MAX_INIT_RETRY_S)
     command = [sys.executable, "-m", "scoring_image.worker", "--fd", str(sock.fileno()),
-               "--index", str(slot.index), "--state", str(state)]
+               "--index", str(slot.index), "--state", str(state), "--init-retry-s", str(retry_s)]
     if defer:
         command.append("--defer-accept")
     slot.process = subprocess.Popen(command, env=env, pass_fds=(sock.fileno(),))
@@ -100,7 +104,7 @@ def _spawn(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], d
 
 
 def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], board: Board,
-          watch: watchdog.Watch) -> None:
+          watch: watchdog.Watch, init_retry_s: float) -> None:
     process = slot.process
     if process is not None:
         code = process.poll()
@@ -111,15 +115,20 @@ def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], bo
                 watch.clear(slot.index)
                 process.kill()
             return
-        board.publish(slot.index, "replacing", "replacing an exited worker")
         lived = time.monotonic() - slot.started
         slot.quick_deaths = slot.quick_deaths + 1 if lived < _QUICK_DEATH_S else 0
         slot.not_before = time.monotonic() + min(2.0 ** slot.quick_deaths - 1, _MAX_BACKOFF_S)
         slot.process = None
-        log.warning("worker %d (pid %d) exited with %d after %.1f s; replacing it",
-                    slot.index, process.pid, code, lived)
+        if code == INIT_FAILED:  # it served its not-ready answers through the wait; the board keeps why
+            slot.init_failures += 1
+            log.warning("worker %d (pid %d) left to have init() tried again; replacing it", slot.index, process.pid)
+        else:
+            slot.init_failures = 0
+            board.publish(slot.index, "replacing", "replacing an exited worker")
+            log.warning("worker %d (pid %d) exited with %d after %.1f s; replacing it",
+                        slot.index, process.pid, code, lived)
     if time.monotonic() >= slot.not_before:
-        _spawn(slot, sock, state, env, defer=True)
+        _spawn(slot, sock, state, env, defer=True, init_retry_s=init_retry_s)
 
 
 def _stop_all(slots: list[_Slot], grace_s: float) -> None:

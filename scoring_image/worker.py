@@ -31,6 +31,7 @@ from scoring_image.config import ScorerSettings
 from scoring_image.readiness import Board
 from scoring_image.runner import Runner
 from scoring_image.server import Server
+from scoring_image.supervisor import INIT_FAILED
 
 log = logging.getLogger("scoring_image.worker")
 
@@ -44,20 +45,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--state", type=Path, required=True,
                         help="the supervisor's folder: ready/, metrics/, connections, deadlines")
     parser.add_argument("--defer-accept", action="store_true")
+    parser.add_argument("--init-retry-s", type=float, default=10.0,
+                        help="after a failed init(), leave (exit INIT_FAILED) this much later to be replaced")
     args = parser.parse_args(argv)
 
     _die_with_parent()
     settings = ScorerSettings.from_env()
     logs.configure(settings.log_level, worker=str(args.index), capture_print=True)
     sock = socket.socket(fileno=args.fd)
-    uvloop.run(_serve(settings, sock, args.index, args.state, args.defer_accept))
+    code = uvloop.run(_serve(settings, sock, args.index, args.state, args.defer_accept, args.init_retry_s))
     # A recycled worker may leave run() stuck on its thread: leave without waiting for it.
     logging.shutdown()
-    os._exit(0)
+    os._exit(code)
 
 
-async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, state: Path, defer: bool) -> None:
+async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, state: Path, defer: bool,
+                 init_retry_s: float) -> int:
+    """Serve until stopped; the exit code: 0, or INIT_FAILED when it leaves to have init() tried again."""
     loop = asyncio.get_running_loop()
+    code = 0
     board = Board(state / "ready", settings.worker_count)
     runner = Runner(loop, settings.scoring_timeout_ms / 1000, watchdog.Deadline(state / "deadlines", index))
     spool = Spool(Path(settings.data_collection_spool_dir)) if settings.data_collection_enabled else None
@@ -72,9 +78,18 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
     recorder = metrics.Recorder(state / "metrics")
     access_log = logs.AccessLog(loop, str(index)) if settings.access_log else None
     app = ScoringApp(settings, runner, board, recorder, spool, recycle, access_log)
-    board.publish(index, "replacing" if defer else "starting")  # a replacement defers accepting (see above)
+    # A replacement (it defers accepting, see above) does not hold the pod back while another worker serves;
+    # one trying a failed init() again does, as the first generation does.
+    board.publish(index, "replacing" if defer and board.state(index) != "failed" else "starting")
+    def retry_init() -> None:
+        """A failed init() is tried again by a new worker (a new process: what init() left half-done goes)."""
+        nonlocal code
+        code = INIT_FAILED
+        if server is not None:
+            server.stop()
+
     init = runner.submit(app.initialize, bounded=False)
-    init.add_done_callback(lambda f: _initialized(f, app, board, index))
+    init.add_done_callback(lambda f: _initialized(f, app, board, index, lambda: loop.call_later(init_retry_s, retry_init)))
     if defer:
         await asyncio.wait([init])
 
@@ -94,9 +109,11 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
             access_log.flush()
         if spool is not None:
             spool.seal()
+    return code
 
 
-def _initialized(future: asyncio.Future[None], app: ScoringApp, board: Board, index: int) -> None:
+def _initialized(future: asyncio.Future[None], app: ScoringApp, board: Board, index: int,
+                 retry: Callable[[], object]) -> None:
     exc = future.exception()
     if exc is None:
         # What init() loaded (the model, its libraries) lives as long as the process: left out of
@@ -108,7 +125,8 @@ def _initialized(future: asyncio.Future[None], app: ScoringApp, board: Board, in
     reason = f"init() failed: {type(exc).__name__}: {exc}"
     app.not_ready = reason
     board.publish(index, "failed", reason)
-    log.error("%s; worker %d stays up, not ready", reason, index, exc_info=exc)
+    log.error("%s; worker %d stays up, not ready, until a new worker tries init() again", reason, index, exc_info=exc)
+    retry()
 
 
 def _with_cors(app: ScoringApp, settings: ScorerSettings) -> object:

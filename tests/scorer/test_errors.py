@@ -125,6 +125,18 @@ def test_init_failure_leaves_the_server_up_but_not_ready(start_scorer: StartScor
     assert server.process.poll() is None
 
 
+def test_a_failed_init_is_tried_again_by_a_new_worker(start_scorer: StartScorer, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A transient failure (a store not reachable yet) heals without a restart of the container, as Azure
+    ML's would only by exiting into a crash loop."""
+    server = start_scorer("init_flaky.py", wait="live", env={"INIT_MARKER": str(tmp_path / "tried"),
+                                                             "SCORER_INIT_RETRY_SECONDS": "1"})
+    wait_until(lambda: server.get("/ready").status_code == 503, 30, "the first init() to fail")
+    assert "model store not reachable yet" in server.get("/ready").json()["error"]["message"]
+    server.wait_ready(30)
+    assert server.post(json={}).status_code == 200
+    assert any("left to have init() tried again" in str(line.get("message")) for line in server.logs())
+
+
 def test_not_ready_until_every_worker_finished_init(start_scorer: StartScorer, tmp_path) -> None:  # type: ignore[no-untyped-def]
     gate = tmp_path / "go"
     script = tmp_path / "gated.py"
