@@ -138,15 +138,20 @@ def test_resending_a_segment_does_not_duplicate_records(tmp_path: Path, clean_co
     assert ids == sorted(f"req-{i}" for i in range(10))
 
 
+def local_settings(tmp_path: Path) -> ScorerSettings:
+    """Collection of model m:1 through tmp_path/spool into the local folder tmp_path/out."""
+    return ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
+        data_collection_models=["m:1"], data_collection_local_dir=str(tmp_path / "out"),
+    )
+
+
 def test_a_failing_destination_keeps_the_segment_for_the_next_pass(tmp_path: Path) -> None:
     class Down:
         def put(self, name: str, data: bytes) -> None:
             raise ConnectionError("storage unreachable")
 
-    settings = ScorerSettings(
-        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
-        data_collection_models=["m:1"], data_collection_local_dir=str(tmp_path / "out"),
-    )
+    settings = local_settings(tmp_path)
     spool = Spool(tmp_path / "spool")
     spool.append("req-1", "raw text", {"ok": True})
     spool.seal()
@@ -162,10 +167,7 @@ def test_a_failing_destination_keeps_the_segment_for_the_next_pass(tmp_path: Pat
 def test_a_segment_whose_pid_a_new_process_took_is_shipped(tmp_path: Path) -> None:
     """After a container restart the spool (an emptyDir) is still there and pids start over: the dead
     worker's segment must not pass for the new process's that took its pid."""
-    settings = ScorerSettings(
-        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
-        data_collection_models=["m:1"], data_collection_local_dir=str(tmp_path / "out"),
-    )
+    settings = local_settings(tmp_path)
     spool = Spool(tmp_path / "spool")
     spool.append("req-1", {"a": 1}, {"ok": 1})  # left open, as a killed worker leaves it
     ours = next((tmp_path / "spool").glob("*.open"))
@@ -202,10 +204,7 @@ def test_pretty_printed_json_is_collected(start_scorer: StartScorer, tmp_path: P
 
 
 def test_an_unreadable_record_is_skipped_and_the_rest_shipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    settings = ScorerSettings(
-        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
-        data_collection_models=["m:1"], data_collection_local_dir=str(tmp_path / "out"),
-    )
+    settings = local_settings(tmp_path)
     spool = Spool(tmp_path / "spool")
     spool.append("req-1", {"a": 1}, {"ok": 1})
     spool.seal()
@@ -229,10 +228,7 @@ def test_an_unreadable_record_is_skipped_and_the_rest_shipped(tmp_path: Path, ca
 def test_a_stray_open_file_in_the_spool_is_left_alone_and_the_rest_shipped(tmp_path: Path,
                                                                             caplog: pytest.LogCaptureFixture) -> None:
     """A file the spool did not write (no writer in its name) used to raise in every pass: nothing shipped."""
-    settings = ScorerSettings(
-        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
-        data_collection_models=["m:1"], data_collection_local_dir=str(tmp_path / "out"),
-    )
+    settings = local_settings(tmp_path)
     spool = Spool(tmp_path / "spool")
     spool.append("req-1", {"a": 1}, {"ok": 1})
     spool.seal()
