@@ -85,6 +85,8 @@ def main(argv: list[str]) -> int:
 
     plan = make_plan(stack, policy_config)
     print_plan(stack, plan)
+    for warning in stack.spec.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.out:
         count = write_manifests(plan, args.out)
         print(f"\nmanifests: {count} written to {args.out}")

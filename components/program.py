@@ -50,6 +50,8 @@ def build(stack: Stack) -> None:
         raise pulumi.RunError(f"stack {stack.name} cannot be deployed to a cluster:\n  " + "\n  ".join(problems))
     assert spec.cluster is not None and spec.workspace is not None and stack.location is not None
     location = stack.location
+    for warning in spec.warnings:  # what `check` prints, shown in the preview too
+        pulumi.log.warn(f"stack {stack.name}: {warning}")
 
     workspace = Workspace("workspace", spec.workspace, location)
     cluster = AksCluster("cluster", spec.cluster, workspace, location,

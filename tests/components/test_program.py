@@ -37,6 +37,20 @@ def test_dev_stack_exports_uris_and_secret_keys(project):
     assert deployment.provider.startswith("urn:pulumi:") and "cluster-k8s" in deployment.provider
 
 
+def test_the_stacks_warnings_reach_the_preview_and_the_offline_plan(project, monkeypatch, capsys):
+    """`check` printed them; `pulumi preview` and `plan` did not: a dev_test cluster's autoscaling quietly off."""
+    from components.plan import main as plan
+
+    path = project / "stacks" / "Pulumi.dev.yaml"
+    path.write_text(path.read_text().replace("      num_replicas: 1\n", "      autoscale_enabled: true\n"))
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warned.append(message))
+    run(declare(load_stack(path)))
+    assert warned == ["stack dev: services[0].autoscale_enabled: a dev_test cluster keeps replicas fixed; autoscaling is off"]
+    assert plan([str(path)]) == 0
+    assert "warning: services[0].autoscale_enabled: a dev_test cluster" in capsys.readouterr().err
+
+
 def test_prod_stack_endpoint_versions_share_an_image_and_run_on_the_gpu_pool(project):
     rec = run(declare(load_stack(project / "stacks" / "Pulumi.prod.yaml")))
     assert rec.outputs["fraud_scoring_uri"].endswith("/api/v1/endpoint/fraud/score")
