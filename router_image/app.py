@@ -26,7 +26,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router_image import metrics
-from router_image.auth import AuthError, Authenticator
+from router_image.auth import AuthError, Authenticator, stamp_of
 from router_image.autoscale import SAMPLE_S, Autoscaler, OwnLoad, PodLoad, RouterScaler
 from router_image.backends import Backend, backend_for
 from router_image.config import RESTART_FIELDS, RouterConfig
@@ -76,9 +76,9 @@ class Router:
 
     # ------------------------------------------------------------ configuration
 
-    def _stamp(self) -> float | None:
+    def _stamp(self) -> tuple[int, int, int] | None:
         try:
-            return os.stat(self.config_path).st_mtime if self.config_path else None
+            return stamp_of(os.stat(self.config_path)) if self.config_path else None
         except OSError:
             return None
 
@@ -395,7 +395,7 @@ class Router:
         authorization = None
         for header, value in headers:
             if header == PIN_HEADER:
-                pinned = value.decode("latin-1")
+                pinned = value.decode("latin-1") or None  # as request_lines reads it
             elif header == b"authorization":
                 authorization = value
         return self._pick(route, action, pinned, authorization), pinned

@@ -35,14 +35,19 @@ class AuthError(Exception):
         self.challenge = challenge
 
 
-def files_stamp(*paths: str) -> tuple[float, ...]:
-    """Time and inode of each file, through the Secret's `..data` link (a swapped Secret is a new file);
-    () while one is missing."""
+def stamp_of(stat: os.stat_result) -> tuple[int, int, int]:
+    """What tells that a file changed: its time, and its inode and size for a change within one tick of a
+    coarse file clock (a Secret swapped by the kubelet, or a file replaced by rename, is a new inode)."""
+    return stat.st_mtime_ns, stat.st_ino, stat.st_size
+
+
+def files_stamp(*paths: str) -> tuple[int, ...]:
+    """stamp_of each file, through the Secret's `..data` link; () while one is missing."""
     try:
         stats = [os.stat(path) for path in paths]
     except OSError:
         return ()
-    return tuple(x for stat in stats for x in (stat.st_mtime, stat.st_ino))
+    return tuple(x for stat in stats for x in stamp_of(stat))
 
 
 class Mounted:
@@ -53,7 +58,7 @@ class Mounted:
         self._stamp = self._stamp_now()
         self._checked = 0.0
 
-    def _stamp_now(self) -> tuple[float, ...]:
+    def _stamp_now(self) -> tuple[int, ...]:
         raise NotImplementedError
 
     def _read(self) -> None:
@@ -78,17 +83,17 @@ class KeyStore(Mounted):
         super().__init__()
         self._read()
 
-    def _stamp_now(self) -> tuple[float, ...]:
+    def _stamp_now(self) -> tuple[int, ...]:
         if self._folder is None or not self._folder.is_dir():
             return ()
         # Kubernetes swaps the `..data` symlink on update; the folder's and files' times catch both.
         stamps = []
         for path in [self._folder, *self._folder.iterdir()]:
             try:
-                stamps.append(os.stat(path).st_mtime)
+                stamps.append(stamp_of(os.stat(path)))
             except OSError:  # listed, then removed (the kubelet drops the old folder after a swap)
                 continue
-        return tuple(sorted(stamps))
+        return tuple(x for stamp in sorted(stamps) for x in stamp)
 
     def _read(self) -> None:
         keys: dict[str, list[bytes]] = {}
@@ -125,7 +130,7 @@ class PublicKey(Mounted):
         super().__init__()
         self.key = self._algorithm.prepare_key(Path(path).read_bytes())
 
-    def _stamp_now(self) -> tuple[float, ...]:
+    def _stamp_now(self) -> tuple[int, ...]:
         return files_stamp(self._path)
 
     def _read(self) -> None:

@@ -24,7 +24,7 @@ class ServingCertificate(Mounted):
         self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         self.context.load_cert_chain(config.cert_file, config.key_file)
 
-    def _stamp_now(self) -> tuple[float, ...]:
+    def _stamp_now(self) -> tuple[int, ...]:
         return files_stamp(self._config.cert_file, self._config.key_file)
 
     def _read(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -50,6 +51,21 @@ def test_a_rotated_key_applies_without_a_restart(keys, monkeypatch) -> None:
     a.check(KEYED, KEYED.key_id, b"Bearer primary-key-2")
     with pytest.raises(AuthError):
         a.check(KEYED, KEYED.key_id, b"Bearer primary-key-1")
+
+
+def test_a_key_file_replaced_within_one_tick_of_the_file_clock_is_seen(keys, monkeypatch) -> None:
+    """On a file system with a coarse clock a rotation can keep the time it replaced: the inode tells."""
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    a = Authenticator(str(keys), None)
+    a.check(KEYED, KEYED.key_id, b"Bearer primary-key-1")
+    times = {p: p.stat().st_mtime_ns for p in [keys, *keys.iterdir()]}
+    fresh = keys / "new.primary"
+    fresh.write_text("primary-key-2")
+    fresh.replace(keys / "service.iris.primary")  # a new inode, as a rename gives
+    for path, ns in times.items():
+        if path.exists():
+            os.utime(path, ns=(ns, ns))
+    a.check(KEYED, KEYED.key_id, b"Bearer primary-key-2")
 
 
 def test_auth_off_admits_anyone(keys) -> None:
