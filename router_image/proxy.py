@@ -178,7 +178,7 @@ def request_lines(headers) -> tuple[bytes, str | None, bytes | None]:
         if k not in REQUEST_DROP:
             lines.append(b"%s: %s\r\n" % (k, v))
             if k == PIN_HEADER:
-                pinned = v.decode("latin-1")
+                pinned = v.decode("latin-1") or None  # an empty pin pins nothing: the split decides
         elif k == b"authorization":
             authorization = v
         elif k == b"connection":

@@ -131,6 +131,15 @@ def test_the_fast_paths_one_header_pass_matches_the_asgi_paths_rules() -> None:
                      b"x-ms-client-request-id: 42\r\nazureml-model-deployment: v2\r\n")
     assert (pinned, authorization) == ("v2", b"Bearer b")
     assert request_lines([]) == (b"", None, None)
+    # An empty pin pins nothing, on both paths: the split decides, not a 404 for a version named "".
+    empty = [(b"azureml-model-deployment", b"")]
+    assert request_lines(empty)[1] is None
+    router = Router(two_versions({"traffic_percentile": 100}, {"is_default": True}, "pin"),
+                    backend=Fixed({"pin-v1": ["127.0.0.1:1"], "pin-v2": ["127.0.0.1:2"]}))
+    for deployment, addresses in router.backend.addresses.items():
+        router._on_ready(deployment, addresses)
+    version, pinned = router._version(router.routes[("endpoint", "pin")], "score", empty)
+    assert pinned is None and version.config.name == "v2"
 
 
 def test_headers_the_clients_connection_header_lists_stay_on_its_hop() -> None:
