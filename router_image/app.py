@@ -118,7 +118,7 @@ class Router:
             self.certificate.use(config.tls)
         old, self.table, self.auth, self.router_scaler = self.table, table, auth, router_scaler
         table.take_effect()
-        metrics.forget(old.labels() - table.labels(), old.scaled_labels() - table.scaled_labels())
+        metrics.forget(old.labels() - table.labels(), old.labels(scaled_only=True) - table.labels(scaled_only=True))
         for deployment, pool in old.pools.items():
             if deployment not in table.pools:
                 pool.retire()  # its queued requests go where the new config sends them

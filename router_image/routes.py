@@ -108,13 +108,10 @@ class RouteTable:
                 if v.autoscaler is not None:
                     v.autoscaler.config, v.autoscaler.slots_per_replica = v.config.autoscale, slots
 
-    def labels(self) -> set[tuple[str, str, str, str]]:
-        """Every version's metric labels."""
-        return {v.labels for r in self.routes.values() for v in r.versions.values()}
-
-    def scaled_labels(self) -> set[tuple[str, str, str, str]]:
-        """The metric labels of the versions the router scales."""
-        return {v.labels for r in self.routes.values() for v in r.versions.values() if v.autoscaler is not None}
+    def labels(self, scaled_only: bool = False) -> set[tuple[str, str, str, str]]:
+        """The metric labels of every version (or of those the router scales)."""
+        return {v.labels for r in self.routes.values() for v in r.versions.values()
+                if not scaled_only or v.autoscaler is not None}
 
     def versions(self) -> list[VersionConfig]:
         return [v for r in self.config.routes for v in r.versions]

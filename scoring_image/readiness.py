@@ -38,22 +38,16 @@ class Board:
         tmp.write_bytes(orjson.dumps({"state": state, "reason": reason}))
         tmp.replace(target)
 
-    def state(self, worker: int) -> State | None:
+    def state(self, worker: int) -> WorkerState | None:
         """The worker slot's last published state; None before any."""
         try:
-            return orjson.loads((self._folder / f"worker-{worker}.json").read_bytes())["state"]
+            data = orjson.loads((self._folder / f"worker-{worker}.json").read_bytes())
         except FileNotFoundError:
             return None
+        return WorkerState(worker, data["state"], data["reason"])
 
     def read(self) -> list[WorkerState]:
-        states = []
-        for worker in range(self._workers):
-            try:
-                data = orjson.loads((self._folder / f"worker-{worker}.json").read_bytes())
-            except FileNotFoundError:
-                data = {"state": "starting", "reason": ""}
-            states.append(WorkerState(worker, data["state"], data["reason"]))
-        return states
+        return [self.state(worker) or WorkerState(worker, "starting") for worker in range(self._workers)]
 
     def not_ready(self) -> list[WorkerState]:
         """The workers that keep the pod from being ready: none while one serves and the others are replacements."""

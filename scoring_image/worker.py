@@ -80,7 +80,8 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
     app = ScoringApp(settings, runner, board, recorder, spool, recycle, access_log)
     # A replacement (it defers accepting, see above) does not hold the pod back while another worker serves;
     # one trying a failed init() again does, as the first generation does.
-    board.publish(index, "replacing" if defer and board.state(index) != "failed" else "starting")
+    previous = board.state(index)
+    board.publish(index, "replacing" if defer and (previous is None or previous.state != "failed") else "starting")
     def retry_init() -> None:
         """A failed init() is tried again by a new worker (a new process: what init() left half-done goes)."""
         nonlocal code
