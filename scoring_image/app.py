@@ -50,12 +50,14 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class HttpError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = (),
+                 run_failed: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers  # beside content-type: json (a 405's Allow)
+        self.run_failed = run_failed  # the scoring script failed, not the request or the server
 
 
 class _Result:
@@ -144,8 +146,10 @@ class ScoringApp:
         self._metrics.in_flight += 1
         try:
             result = await self._scored(scope, receive, content_type, length, rid)
+            run_failed = result.status >= 500  # an AMLResponse of run()'s own
         except HttpError as exc:
             result = _Result(exc.status, [_JSON_HEADER, *exc.headers], _error_body(exc), 0.0)
+            run_failed = exc.run_failed
         finally:
             self._metrics.in_flight -= 1
         body = result.body
@@ -156,6 +160,8 @@ class ScoringApp:
             (b"x-ms-request-id", legacy_id or client_id or request_id),
             (b"x-ms-client-request-id", client_id or request_id),
             (b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms),
+            # As Azure ML's AMLResponse: callers tell a failing scoring script from a failing request or server.
+            (b"x-ms-run-function-failed", b"True" if run_failed else b"False"),
             (b"content-length", b"%d" % len(body)),
         ]
         if trace_id is not None:
@@ -203,7 +209,8 @@ class ScoringApp:
         except RunTimeout:
             log.error("run() overran scoring_timeout_ms=%d; recycling this worker", self._settings.scoring_timeout_ms)
             self._recycle()
-            raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms") from None
+            raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms",
+                            run_failed=True) from None
         except Abandoned:
             raise HttpError(503, "WorkerRecycling", "this worker is being replaced; retry") from None
         except BadInput as exc:  # a schema input that does not fit
@@ -216,7 +223,8 @@ class ScoringApp:
             raise
         except BaseException as exc:  # SystemExit or KeyboardInterrupt from run() too: that request's 500 only
             log.error("run() failed", exc_info=exc)
-            raise HttpError(500, "ScoringError", f"run() raised {type(exc).__name__}; see the server log for the traceback") from None
+            raise HttpError(500, "ScoringError", f"run() raised {type(exc).__name__}; see the server log for the traceback",
+                            run_failed=True) from None
         self._metrics.observe_run(result.run_ms / 1000)
         if self._spool is not None and result.status < 400:
             data = _one_line(body) if parsed is not None else body.decode(errors="replace")
@@ -294,7 +302,8 @@ def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
     for name, value in response.headers.items():
         if not _TOKEN.fullmatch(str(name)) or _UNSAFE_IN_HEADER.search(str(value)):
             raise HttpError(500, "ScoringError", f"run() returned a response header that is not a valid HTTP header: "
-                            f"{str(name)[:40]!r} (a line break or control character in its name or value)")
+                            f"{str(name)[:40]!r} (a line break or control character in its name or value)",
+                            run_failed=True)
     headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers.items()]
     if not any(name == b"content-type" for name, _ in headers):
         headers.insert(0, _TEXT_HEADER)
@@ -330,7 +339,8 @@ def _dumps(output: Any) -> bytes:
     try:
         return orjson.dumps(output, default=_to_builtin, option=_DUMPS_OPTIONS)
     except TypeError as exc:
-        raise HttpError(500, "ScoringError", f"run() returned a value that is not JSON-serializable: {exc}") from None
+        raise HttpError(500, "ScoringError", f"run() returned a value that is not JSON-serializable: {exc}",
+                        run_failed=True) from None
 
 
 def _to_builtin(value: Any) -> Any:

@@ -140,7 +140,8 @@ def _with_cors(app: ScoringApp, settings: ScorerSettings) -> object:
         allow_origins=settings.cors_origins,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["*"],
-        expose_headers=["x-request-id", "x-ms-request-id", "x-ms-client-request-id", "x-ms-run-fn-exec-ms"],
+        expose_headers=["x-request-id", "x-ms-request-id", "x-ms-client-request-id", "x-ms-run-fn-exec-ms",
+                        "x-ms-run-function-failed"],
     )
 
 

@@ -53,6 +53,7 @@ def test_azure_ml_headers(raw_scorer: Scorer) -> None:
     assert generated.headers["x-ms-request-id"] == generated.headers["x-request-id"]
     assert generated.headers["x-ms-client-request-id"] == generated.headers["x-request-id"]
     assert float(generated.headers["x-ms-run-fn-exec-ms"]) > 0
+    assert generated.headers["x-ms-run-function-failed"] == "False"
 
     given = raw_scorer.post(json={"data": ROWS}, headers={"x-request-id": "abc-123", "x-ms-client-request-id": "client-7",
                                                           "TraceId": "trace-1"})
@@ -296,6 +297,7 @@ def test_the_edges_of_a_plain_script(start_scorer: StartScorer) -> None:
     started = time.monotonic()
     exited = server.post(json={"exit": True})
     assert exited.status_code == 500 and exited.json()["error"]["code"] == "ScoringError"
+    assert exited.headers["x-ms-run-function-failed"] == "True"
     assert server.post(json={"data": [[1]]}).json() == {"rows": 1}
     assert time.monotonic() - started < 5  # not the 60 s the escaped SystemExit cost
 
@@ -307,6 +309,9 @@ def test_the_edges_of_a_rawhttp_script(start_scorer: StartScorer) -> None:
     preflight = httpx.options(server.url + "/score")
     assert preflight.status_code == 204 and preflight.headers["access-control-allow-origin"] == "https://app.example.com"
     assert server.post("/score?echo=plain", json={}).headers["x-echo"] == "plain"
+    # As Azure ML's: a 5xx of the script's own counts as the script failing; a 4xx does not.
+    assert server.post("/score?status=503", json={}).headers["x-ms-run-function-failed"] == "True"
+    assert server.post("/score?status=404", json={}).headers["x-ms-run-function-failed"] == "False"
     # A header value with a line break would end the head early: refused, not sent (response splitting).
     with httpx.Client() as client:
         forged = client.post(server.url + "/score?echo=a%0d%0aSet-Cookie:%20s=1%0d%0a%0d%0aHTTP/1.1%20200%20OK", json={})

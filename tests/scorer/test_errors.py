@@ -17,6 +17,7 @@ def test_malformed_json_is_400(start_scorer: StartScorer) -> None:
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "BadRequest"
     assert "malformed JSON" in response.json()["error"]["message"]
+    assert response.headers["x-ms-run-function-failed"] == "False"  # the request failed, not the script
 
 
 def test_body_over_the_limit_is_413(start_scorer: StartScorer) -> None:
@@ -43,6 +44,7 @@ def test_run_raising_is_500_with_the_traceback_only_in_the_log(start_scorer: Sta
     assert response.status_code == 500
     assert response.json()["error"]["code"] == "ScoringError"
     assert "ValueError" in response.json()["error"]["message"]
+    assert response.headers["x-ms-run-function-failed"] == "True"  # as Azure ML marks a failing script
     assert "secret-detail-in-traceback" not in response.text
     assert "Traceback" not in response.text
 
@@ -69,6 +71,7 @@ def test_timeout_is_504_and_the_worker_is_replaced(start_scorer: StartScorer) ->
         assert response.status_code == 504
         assert time.monotonic() - started < 5  # the deadline, not the 30 s sleep
         assert response.json()["error"]["code"] == "Timeout"
+        assert response.headers["x-ms-run-function-failed"] == "True"
         assert queued.result().status_code in (503, 504)
 
     server.wait_ready(30)
