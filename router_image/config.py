@@ -23,10 +23,14 @@ class _Strict(BaseModel):
 
 
 class AutoscaleConfig(_Strict):
-    """Azure ML's utilization autoscaler for one version (its defaults)."""
+    """Azure ML's utilization autoscaler for one version (its defaults).
+
+    At least one replica, as Azure ML's autoscale_min_replicas: demand is counted in busy slots, so a
+    version at zero, whose requests another version stands in for, would never see any to scale from.
+    """
 
     enabled: bool = True
-    min_replicas: int = Field(1, ge=0)
+    min_replicas: int = Field(1, ge=1)
     max_replicas: int = Field(10, ge=1)
     target_utilization: int = Field(70, ge=1, le=100)
     refresh_seconds: float = Field(1.0, gt=0)

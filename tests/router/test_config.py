@@ -45,6 +45,12 @@ def test_two_versions_naming_one_deployment_are_refused() -> None:
                      router_scale=RouterScaleConfig(deployment="model-router", cpu_cores=0.5, autoscale=AutoscaleConfig()))
 
 
+def test_scaling_to_zero_is_refused() -> None:
+    """The utilization autoscaler counts busy slots: at zero replicas there are none to count."""
+    with pytest.raises(ValidationError, match="min_replicas\n  Input should be greater than or equal to 1"):
+        AutoscaleConfig(min_replicas=0)
+
+
 def test_a_stopping_router_drains_for_its_slowest_versions_queue_wait_and_scoring() -> None:
     slow = VersionConfig(name="slow", deployment="d-slow", scoring_timeout_ms=120_000, max_request_wait_time_ms=2_000)
     quick = VersionConfig(name="quick", deployment="d-quick", scoring_timeout_ms=1_000)
