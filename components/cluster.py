@@ -43,8 +43,11 @@ NETWORK_CONTRIBUTOR_ROLE = "4d97b98b-1d4f-4787-a291-c67834d212e7"
 MCR = "mcr.microsoft.com"
 INSIGHTS_STREAM = "Microsoft-ContainerInsights-Group-Default"  # everything Container Insights collects
 # Besides the cluster's own names, a node must reach these to start at all (AKS's required
-# outbound FQDNs that are concrete names rather than wildcards).
-AKS_CONTROL_FQDNS = ["management.azure.com", "login.microsoftonline.com", "packages.microsoft.com", "acs-mirror.azureedge.net"]
+# outbound FQDNs that are concrete names rather than wildcards). packages.aks.azure.com is where node
+# provisioning (AgentBaker's resolve_packages_source_url) now fetches kubelet, CNI and containerd from,
+# with acs-mirror.azureedge.net as its fallback.
+AKS_CONTROL_FQDNS = ["management.azure.com", "login.microsoftonline.com", "packages.microsoft.com",
+                     "packages.aks.azure.com", "acs-mirror.azureedge.net"]
 
 # NVIDIA's device plugin, as AKS documents installing it (GPU nodes with AKS's driver).
 NVIDIA_DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.1"

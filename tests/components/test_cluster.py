@@ -296,7 +296,7 @@ def test_required_fqdns_are_computed_from_the_real_resources(stack):
     assert rec.outputs["fqdns"] == sorted([
         api,
         "acs-mirror.azureedge.net", "login.microsoftonline.com", "management.azure.com", "packages.microsoft.com",
-        "mcr.microsoft.com",
+        "packages.aks.azure.com", "mcr.microsoft.com",
         "nvcr.io",  # the GPU pool's device plugin
         "auth.docker.io", "production.cloudflare.docker.com", "registry-1.docker.io",  # the connectivity check's busybox
         "mlwprodacr.azurecr.io",
