@@ -51,6 +51,8 @@ APP_ROOT = "/var/azureml-app"  # where a generated Dockerfile puts the context (
 # Where the scorer image keeps the package it installed (scoring_image/Dockerfile): a generated image
 # on another base installs the scorer from there, with that base's own Python.
 SCORER_SOURCE = "/opt/scorer"
+# The scorer image's PID 1 (see its Dockerfile): static, so it runs on any base.
+INIT = "/usr/bin/tini-static"
 # As Azure ML does: an image's conda environment in a prefix of its own, first on PATH, so it never
 # fights the base's conda for the base environment's Python.
 CONDA_ENV = "/azureml-envs/app"
@@ -185,12 +187,13 @@ def render_dockerfile(args: HashedImageArgs) -> str:
     if args.docker_steps:
         lines.append(args.docker_steps.rstrip())
     if args.scorer_image:
-        lines += [f"COPY --from={args.scorer_image} {SCORER_SOURCE} {SCORER_SOURCE}", INSTALL_SCORER]
+        lines += [f"COPY --from={args.scorer_image} {SCORER_SOURCE} {SCORER_SOURCE}", INSTALL_SCORER,
+                  f"COPY --from={args.scorer_image} {INIT} {INIT}"]
     lines += [f"COPY . {args.context_target}", f"WORKDIR {args.context_target}"]
     if args.scorer_image:
         # The pod's user (uid 10001) is in no passwd file of a custom base: without this its home is `/`,
         # where libraries that cache under ~ cannot write.
-        lines += ["ENV HOME=/tmp", "ENTRYPOINT []", 'CMD ["python", "-m", "scoring_image"]']
+        lines += ["ENV HOME=/tmp", f'ENTRYPOINT ["{INIT}", "--"]', 'CMD ["python", "-m", "scoring_image"]']
     return "\n".join(lines) + "\n"
 
 

@@ -261,8 +261,10 @@ def test_a_custom_base_gets_the_scorer_installed_and_runs_it(ctx):
     assert lines[4] == "USER root"  # the base's own user may not install; the pod runs as its own user
     copy = lines.index(f"COPY --from={SCORER} /opt/scorer /opt/scorer")
     assert lines.index("RUN echo hi") < copy and lines[copy + 1] == INSTALL_SCORER
-    assert lines[-5:] == ["COPY . /var/azureml-app", "WORKDIR /var/azureml-app", "ENV HOME=/tmp", "ENTRYPOINT []",
-                          'CMD ["python", "-m", "scoring_image"]']
+    # The scorer image's init, which reaps what run()'s subprocesses leave: the base's entrypoint is not run.
+    assert lines[copy + 2] == f"COPY --from={SCORER} /usr/bin/tini-static /usr/bin/tini-static"
+    assert lines[-5:] == ["COPY . /var/azureml-app", "WORKDIR /var/azureml-app", "ENV HOME=/tmp",
+                          'ENTRYPOINT ["/usr/bin/tini-static", "--"]', 'CMD ["python", "-m", "scoring_image"]']
 
 
 def test_the_scorer_install_step_refuses_a_python_older_than_311(tmp_path):

@@ -56,3 +56,24 @@ def test_the_dockerfile_copies_what_the_image_hash_covers_and_installs_only_the_
     assert "pip install '.[scorer]'" in text and "[infra" not in text and "[router" not in text
     assert next(line for line in lines if line.startswith("USER ")) == "USER scorer"
     assert "HEALTHCHECK" in text and lines[-1] == 'CMD ["python", "-m", "scoring_image"]'
+    # PID 1 reaps orphans (the supervisor waits only for its workers) and passes SIGTERM on; custom-base
+    # images copy the same static binary (components/image.py).
+    assert "apt-get install -y --no-install-recommends tini " in text
+    assert lines[-2] == 'ENTRYPOINT ["/usr/bin/tini-static", "--"]'
+    assert "SCORER_PORT" in next(line for line in lines if "urlopen" in line)  # the port the scorer listens on
+
+
+def test_the_dockerfile_healthcheck_asks_the_port_the_scorer_listens_on(start_scorer: StartScorer) -> None:
+    server = start_scorer("sum_rows.py")
+    text = (ROOT / "scoring_image" / "Dockerfile").read_text().replace("\\\n", "")
+    probe = next(line for line in text.splitlines() if line.startswith("HEALTHCHECK")).split(" CMD ", 1)[1]
+    assert probe.startswith("python -c ")
+
+    def probe_rc(port: int) -> int:
+        env = {**os.environ, "SCORER_PORT": str(port)}
+        return subprocess.run(["sh", "-c", probe.replace("python", sys.executable, 1)], env=env,
+                              capture_output=True).returncode
+
+    assert probe_rc(server.port) == 0
+    server.stop()
+    assert probe_rc(server.port) != 0
