@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import sys
 import types
 from collections.abc import Callable, Mapping
@@ -104,7 +105,10 @@ class AMLResponse:
             self.body = b"{}"
             self.headers.setdefault("Content-Type", "application/json")
         elif json_str:
-            self.body = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)  # json.dumps writes {0: ..} as {"0": ..}
+            try:
+                self.body = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)  # json.dumps writes {0: ..} as {"0": ..}
+            except TypeError:  # what only Python's json writes (an int over 64 bits), as Azure ML writes it
+                self.body = json.dumps(message).encode()
             self.headers.setdefault("Content-Type", "application/json")
         elif isinstance(message, bytes):
             self.body = message

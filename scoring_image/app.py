@@ -336,11 +336,16 @@ def _loads(body: bytes) -> Any:
 
 
 def _dumps(output: Any) -> bytes:
+    """run()'s value as JSON; what orjson refuses but Python's json writes (an int over 64 bits) is written
+    as Azure ML's server writes it."""
     try:
         return orjson.dumps(output, default=_to_builtin, option=_DUMPS_OPTIONS)
     except TypeError as exc:
-        raise HttpError(500, "ScoringError", f"run() returned a value that is not JSON-serializable: {exc}",
-                        run_failed=True) from None
+        try:
+            return json.dumps(output, default=_to_builtin, separators=(",", ":")).encode()
+        except (TypeError, ValueError):
+            raise HttpError(500, "ScoringError", f"run() returned a value that is not JSON-serializable: {exc}",
+                            run_failed=True) from None
 
 
 def _to_builtin(value: Any) -> Any:

@@ -290,6 +290,8 @@ def test_the_edges_of_a_plain_script(start_scorer: StartScorer) -> None:
     server = start_scorer("edges.py")
     # Keys that are not strings, written as json.dumps writes them.
     assert server.post(json={"labels": True}).json() == {"0": "setosa", "1": "versicolor"}
+    # An int over 64 bits, exact, as json.dumps writes it (orjson refuses it).
+    assert server.post(json={"big": True}).content == b'{"id":1180591620717411303425}'
     # NaN, as Python's json.dumps writes it, is read as Azure ML's server reads it.
     nan = server.post(content=b'{"data": [[NaN, 1.0], [Infinity, 2.0]]}', headers={"content-type": "application/json"})
     assert nan.status_code == 200 and nan.json() == {"rows": 2}
@@ -327,6 +329,10 @@ def test_the_standard_streams_work_as_libraries_use_them(start_scorer: StartScor
     assert any(line.get("message") == "printed by run()" and line.get("logger") == "entry_script"
                for line in server.logs())
 
+
+
+def test_an_aml_response_of_an_int_over_64_bits_is_exact() -> None:
+    assert amlcompat.AMLResponse({"id": 2**70}, 200, json_str=True).body == b'{"id": 1180591620717411303424}'
 
 
 def test_an_aml_response_of_none_is_an_empty_json_object() -> None:
