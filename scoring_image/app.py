@@ -187,8 +187,9 @@ class ScoringApp:
         body = await _read_body(receive, self._settings.max_body_bytes)
 
         parsed = None
+        headers = Headers(scope["headers"]) if script.wants_headers else None
         if script.form == "rawhttp":
-            call = _rawhttp_call(script, AMLRequest.of(scope, body))
+            call = _call(script, AMLRequest.of(scope, body), headers)
         else:
             if method in ("GET", "HEAD"):  # HEAD as GET, as Flask answers it
                 parsed = _query_input(scope["query_string"])
@@ -201,8 +202,7 @@ class ScoringApp:
                 payload = script.prepare(body, parsed)
             except BadInput as exc:
                 raise HttpError(400, "BadRequest", str(exc)) from None
-            headers = Headers(scope["headers"]) if script.wants_headers else None
-            call = _json_call(script, payload, headers)
+            call = _call(script, payload, headers)
 
         try:
             result: _Result = await self._runner.submit(call)
@@ -274,22 +274,10 @@ class ScoringApp:
         self.script = script
 
 
-def _json_call(script: EntryScript, payload: Any, headers: dict[str, str] | None) -> Callable[[], _Result]:
+def _call(script: EntryScript, payload: Any, headers: Headers | None) -> Callable[[], _Result]:
     def call() -> _Result:
         started = time.perf_counter()
         output = script.call(payload, headers)
-        run_ms = (time.perf_counter() - started) * 1000
-        if isinstance(output, AMLResponse):
-            return _aml_response(output, run_ms)
-        return _Result(200, [_JSON_HEADER], _dumps(output), run_ms)
-
-    return call
-
-
-def _rawhttp_call(script: EntryScript, request: AMLRequest) -> Callable[[], _Result]:
-    def call() -> _Result:
-        started = time.perf_counter()
-        output = script.run(request)
         run_ms = (time.perf_counter() - started) * 1000
         if isinstance(output, AMLResponse):
             return _aml_response(output, run_ms)

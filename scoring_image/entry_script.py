@@ -49,6 +49,7 @@ class EntryScript:
     init: Callable[[], Any] | None
     run: Callable[..., Any]
     form: Form
+    argument: str  # raw and rawhttp forms: the parameter the input (or the request) is passed as, by name
     wants_headers: bool
     # Schema form: the arguments run() accepts and needs (unknown or missing keys are a 400, not a 500),
     # and its inputs' declared types.
@@ -65,8 +66,8 @@ class EntryScript:
                 return self.run(**payload, request_headers=headers)
             return self.run(**payload)
         if self.wants_headers:
-            return self.run(payload, request_headers=headers)
-        return self.run(payload)
+            return self.run(**{self.argument: payload, "request_headers": headers})
+        return self.run(**{self.argument: payload})
 
     def prepare(self, body: bytes, parsed: Any) -> Any:
         """The argument for `call` from the body (and its JSON, when it was JSON)."""
@@ -108,10 +109,17 @@ def load(path: Path) -> EntryScript:
     if init is not None and not callable(init):
         raise ScriptError(f"{path}: init is not a function")
 
-    if amlcompat.is_rawhttp(run):
-        return EntryScript(path, init, run, "rawhttp", False, frozenset(), frozenset(), ())
+    # Azure ML's server passes every argument by name: it refuses at start what it could not pass.
     parameters = inspect.signature(run).parameters
+    if any(p.kind not in _NAMED for p in parameters.values()):
+        raise ScriptError(f"{path}: run() cannot take positional-only arguments, *args or **kwargs")
     wants_headers = "request_headers" in parameters
+    argument = next((name for name in parameters if name != "request_headers"), None)
+    if argument is None:
+        raise ScriptError(f"{path}: run() takes no argument for its input"
+                          + (" besides request_headers" if wants_headers else ""))
+    if amlcompat.is_rawhttp(run):
+        return EntryScript(path, init, run, "rawhttp", argument, wants_headers, frozenset(), frozenset(), ())
     if _schema_decorated(run):
         undecorated = inspect.signature(inspect.unwrap(run)).parameters
         names = frozenset(undecorated) - {"request_headers"}
@@ -119,8 +127,8 @@ def load(path: Path) -> EntryScript:
         # The decorator needs every input it declares not optional, even one with a default.
         required = {n for n, p in undecorated.items() if p.default is p.empty and p.kind in _NAMED}
         required = (required | {i.name for i in inputs if not i.optional}) - {"request_headers"}
-        return EntryScript(path, init, run, "schema", wants_headers, names, frozenset(required), inputs)
-    return EntryScript(path, init, run, "raw", wants_headers, frozenset(), frozenset(), ())
+        return EntryScript(path, init, run, "schema", argument, wants_headers, names, frozenset(required), inputs)
+    return EntryScript(path, init, run, "raw", argument, wants_headers, frozenset(), frozenset(), ())
 
 
 def _schema_decorated(run: Callable[..., Any]) -> bool:
