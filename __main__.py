@@ -6,10 +6,11 @@ A bad stack stops here, before any resource is declared, with every problem name
 from pathlib import Path
 
 import pulumi
+import yaml
 
 from components.program import build
 from components.spec import StackSpec
-from components.stackfile import PROJECT, Stack, StackError, parse_config
+from components.stackfile import PROJECT, Stack, StackError, parse_config, secure_paths
 
 project_dir = Path(__file__).resolve().parent
 config = pulumi.Config(PROJECT)
@@ -17,11 +18,14 @@ raw = {f"{PROJECT}:{key}": value for key in StackSpec.model_fields if (value := 
 if location := pulumi.Config("azure-native").get("location"):
     raw["azure-native:location"] = location
 
+# Pulumi hands `secure:` values over decrypted; the stack file says which they are.
+name = pulumi.get_stack()
+stack_file = project_dir / "stacks" / f"Pulumi.{name}.yaml"
+secrets = secure_paths((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}) if stack_file.is_file() else []
+
 try:
-    spec, providers = parse_config(raw, project_dir)
+    spec, providers = parse_config(raw, project_dir, secrets)
 except StackError as exc:
     raise pulumi.RunError("the stack is not valid:\n  " + "\n  ".join(exc.problems)) from None
 
-name = pulumi.get_stack()
-build(Stack(name=name, path=project_dir / "stacks" / f"Pulumi.{name}.yaml", project_dir=project_dir,
-            spec=spec, provider_config=providers))
+build(Stack(name=name, path=stack_file, project_dir=project_dir, spec=spec, provider_config=providers))

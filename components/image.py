@@ -135,7 +135,7 @@ class HashedImageArgs:
             docker_steps=env.docker_steps,
             conda=conda,
             pip=tuple(env.pip),
-            environment_variables=dict(env.environment_variables),
+            environment_variables=env.image_variables,  # secrets stay out of the image (a Secret gives them)
         )
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.routes import routes
-from components.spec import StackSpec, _Deployable, deployment_name
+from components.spec import SECURE, StackSpec, _Deployable, deployment_name
 from components.stackfile import Stack, StackError, load_stack
 from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
 from scoring_image.config import ScorerSettings
@@ -112,7 +112,8 @@ def scorer_launch(stack: Stack, state: State):
             data_collection_models=[stack.spec.model(ref).ref for ref in dep.models],
             data_collection_local_dir=str(stack.resolve(stack.spec.local.data_dir)) if dep.collect_model_data else None,
         )
-        env = settings.to_env() | ic.environment.environment_variables
+        secrets = {k: v.get_secret_value() for k, v in ic.environment.secret_variables.items()}
+        env = settings.to_env() | ic.environment.image_variables | secrets
         return ScorerLaunch(env=env, cwd=str(source), log_dir=str(state.logs))
 
     return launch
@@ -127,7 +128,7 @@ def ensure_keys(spec: StackSpec, state: State) -> None:
         for which in ("primary", "secondary"):
             path = state.keys / f"{kind}.{r.name}.{which}"
             given = getattr(r, f"{which}_key")
-            value = given.get_secret_value() if given is not None and given.get_secret_value() != "<secure>" else None
+            value = given.get_secret_value() if given is not None and given.get_secret_value() != SECURE else None
             if value is not None or not path.exists():
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
                 with os.fdopen(fd, "w") as f:
@@ -154,6 +155,11 @@ def render(stack: Stack, state: State) -> RouterConfig:
                if m.path and not stack.resolve(m.path).exists()]
     if any(m.url for m in spec.models):
         missing += [f"models: {m.ref} comes from {m.url}; the local stack serves local folders only" for m in spec.models if m.url]
+    # Nothing here decrypts a stack's secrets: the local stack file gives its values in clear.
+    missing += [f"{where}.inference_config.environment.environment_variables.{k}: a secret (secure:), which the local "
+                "stack cannot decrypt; give the value in clear in the local stack file"
+                for where, dep in spec.deployments() if dep.inference_config
+                for k, v in dep.inference_config.environment.secret_variables.items() if v.get_secret_value() == SECURE]
     if missing:
         raise StackError(missing)
     ensure_keys(spec, state)

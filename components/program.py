@@ -214,7 +214,7 @@ class _Models:
     def _source(self, model: ModelSpec) -> ModelSource:
         if model.ref not in self._sources:
             if model.url:
-                url: pulumi.Input[str] = model.url
+                url: pulumi.Input[str] = model.url if isinstance(model.url, str) else pulumi.Output.secret(model.url_text)
             else:
                 self._upload(model)
                 ws = self._workspace

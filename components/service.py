@@ -134,11 +134,13 @@ def model_dir(models: Sequence[ModelSource]) -> str:
 
 
 def scorer_env(name: str, spec: _Deployable, models: Sequence[ModelSource],
-               connections_secret: pulumi.Input[str] | None, data_container: pulumi.Input[str]) -> list[dict]:
+               connections_secret: pulumi.Input[str] | None, data_container: pulumi.Input[str],
+               variables_secret: pulumi.Input[str] | None = None) -> list[dict]:
     """The scorer container's environment, rendered by the scorer's own settings model.
 
     Secrets never appear as values: connection strings are references into the namespace's
-    connection Secret, so `to_env()` is given a stand-in that is then swapped for the reference.
+    connection Secret, so `to_env()` is given a stand-in that is then swapped for the reference;
+    the environment's secret variables are references into `variables_secret`.
     """
     collect = spec.collect_model_data
     stand_in = SecretStr("from-secret")
@@ -170,7 +172,11 @@ def scorer_env(name: str, spec: _Deployable, models: Sequence[ModelSource],
             env.append({"name": key, "value": data_container})
         else:
             env.append({"name": key, "value": value})
-    env += [{"name": k, "value": v} for k, v in sorted(_environment_variables(spec).items())]
+    environment = spec.inference_config.environment if spec.inference_config else None
+    if environment is not None:
+        env += [{"name": k, "value": v} for k, v in sorted(environment.image_variables.items())]
+        env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": variables_secret, "key": k}}}
+                for k in sorted(environment.secret_variables)]
     return env
 
 
@@ -181,11 +187,6 @@ def _rollout(spec: _Deployable) -> dict:
     if (spec.gpu_cores or spec.fpga_cores) and spec.replicas >= 2:
         return {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}}
     return {}
-
-
-def _environment_variables(spec: _Deployable) -> dict[str, str]:
-    ic = spec.inference_config
-    return dict(ic.environment.environment_variables) if ic else {}
 
 
 def _resources(spec: _Deployable) -> dict:
@@ -286,11 +287,24 @@ class ModelService(pulumi.ComponentResource):
                                  {"name": "models-manifest", "mountPath": MANIFEST_DIR, "readOnly": True}],
             })
 
+        variables_secret = None
+        secret_variables = spec.inference_config.environment.secret_variables if spec.inference_config else {}
+        if secret_variables:
+            values = {k: pulumi.Output.secret(v.get_secret_value()) for k, v in secret_variables.items()}
+            variables = k8s.core.v1.Secret(
+                f"{name}-env", metadata={**meta, "name": f"{name}-env"}, type="Opaque", string_data=values,
+                opts=pulumi.ResourceOptions(parent=self))
+            variables_secret = variables.metadata.name
+            # Read at a container's start: a changed value must roll the replicas (the hash is no secret).
+            digest = hashlib.sha256(json.dumps({k: v.get_secret_value() for k, v in secret_variables.items()},
+                                               sort_keys=True).encode()).hexdigest()[:16]
+            annotations["aks-model-serving/env-sha256"] = digest
+
         scorer = {
             "name": "scorer",
             "image": args.image,
             "ports": [{"name": "http", "containerPort": SCORER_PORT}],
-            "env": scorer_env(name, spec, args.models, args.connections_secret, args.data_container),
+            "env": scorer_env(name, spec, args.models, args.connections_secret, args.data_container, variables_secret),
             "resources": _resources(spec),
             "volumeMounts": scorer_mounts,
             "securityContext": CONTAINER_SECURITY,

@@ -35,6 +35,8 @@ from pydantic import (
     model_validator,
 )
 
+SECURE = "<secure>"  # a secret still encrypted (components.stackfile): its value cannot be checked
+_MODEL_URL = re.compile(r"^https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/.+|^http://127\.0\.0\.1:\d+/.+")
 MAX_MODELS_PER_SERVICE = 1000
 MAX_ENDPOINT_VERSIONS = 6
 FAST_PROD_MIN_NODES = 3
@@ -494,7 +496,8 @@ class EnvironmentSpec(Spec):
     conda_dependencies: CondaSpec | None = None
     conda_file: str | None = None
     pip: list[str] = []
-    environment_variables: dict[str, str] = {}
+    # A secret (secure:) value is kept out of the image: a Kubernetes Secret gives it to the scorer.
+    environment_variables: dict[str, str | SecretStr] = {}
     gpu: bool = False
     cuda_version: str | None = None
 
@@ -510,12 +513,21 @@ class EnvironmentSpec(Spec):
         elif self.cuda_version not in (None, "11.8"):
             problems.append(f"cuda_version: {self.cuda_version!r}: Azure ML's GPU base image here carries CUDA 11.8; "
                             "for another version name a base_image that has it")
-        for name, value in self.environment_variables.items():  # each becomes one Dockerfile ENV line
+        for name, value in self.environment_variables.items():
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
                 problems.append(f"environment_variables: {name!r} is not a variable name (letters, digits, _)")
-            if "\n" in value or "\r" in value:
+            if isinstance(value, str) and ("\n" in value or "\r" in value):  # each becomes one Dockerfile ENV line
                 problems.append(f"environment_variables: the value of {name} holds a line break; a Dockerfile ENV is one line")
         return problems
+
+    @property
+    def image_variables(self) -> dict[str, str]:
+        """The variables the image carries: those that are not secrets."""
+        return {k: v for k, v in self.environment_variables.items() if isinstance(v, str)}
+
+    @property
+    def secret_variables(self) -> dict[str, SecretStr]:
+        return {k: v for k, v in self.environment_variables.items() if isinstance(v, SecretStr)}
 
     @property
     def is_custom(self) -> bool:
@@ -543,13 +555,22 @@ class ModelSpec(Spec):
     name: ModelName
     version: int = Field(1, ge=1)
     path: str | None = None
-    url: Annotated[str, StringConstraints(pattern=r"^https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/.+|^http://127\.0\.0\.1:\d+/.+")] | None = None
+    # A secret (secure:) when it carries a SAS token: it reaches the replicas in a Kubernetes Secret only.
+    url: str | SecretStr | None = None
     description: str | None = None
 
     def _rules(self) -> list[str]:
         if bool(self.path) == bool(self.url):
             return ["path: a model comes from exactly one source: a local path or a blob url"]
+        url = self.url_text
+        if url is not None and url != SECURE and not _MODEL_URL.match(url):
+            return ["url: a model's url is a blob folder, https://<account>.blob.core.windows.net/<container>/<path> "
+                    "(a SAS token in its query makes it a secret: give it as secure:)"]
         return []
+
+    @property
+    def url_text(self) -> str | None:
+        return self.url.get_secret_value() if isinstance(self.url, SecretStr) else self.url
 
     @property
     def ref(self) -> str:

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from components.spec import StackSpec
+from components.spec import SECURE, StackSpec
 
 PROJECT = "aks-model-serving"
 
@@ -77,6 +78,8 @@ def format_errors(exc: ValidationError) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check its spelling against the documented settings)"
+        elif isinstance(err.get("input"), SecretStr):
+            msg = "a secret (secure:) cannot go here: this setting is not kept secret, give it in clear"
         for line in msg.splitlines():
             lines.append(_join(where, line))
     return lines
@@ -89,15 +92,61 @@ def _join(where: str, line: str) -> str:
     return f"{where}: {line}" if where else line
 
 
+ConfigPath = tuple[str | int, ...]
+
+
 def _unsecure(value: Any) -> Any:
-    """Pulumi `secure:` values are ciphertext here; stand in a marker so specs still validate."""
+    """Pulumi `secure:` values are ciphertext here: a secret marker stands in, so specs still validate."""
     if isinstance(value, dict):
         if set(value) == {"secure"}:
-            return "<secure>"
+            return SecretStr(SECURE)
         return {k: _unsecure(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_unsecure(v) for v in value]
     return value
+
+
+def secure_paths(config: dict[str, Any]) -> list[ConfigPath]:
+    """Where a stack file's `config:` holds `secure:` values of ours, as (setting, field or index, ...) paths.
+
+    The program gets them decrypted from Pulumi, which marks secret only a whole setting: these paths
+    say which of its values are secrets, so that they stay secrets (SecretStr) down to the resources."""
+    found: list[ConfigPath] = []
+
+    def walk(value: Any, path: ConfigPath) -> None:
+        if isinstance(value, dict):
+            if set(value) == {"secure"}:
+                found.append(path)
+            else:
+                for k, v in value.items():
+                    walk(v, (*path, k))
+        elif isinstance(value, list):
+            for i, v in enumerate(value):
+                walk(v, (*path, i))
+
+    for key, value in config.items():
+        namespace, _, name = str(key).partition(":")
+        if namespace == PROJECT:
+            walk(value, (name,))
+    return found
+
+
+def _as_secrets(ours: dict[str, Any], paths: Sequence[ConfigPath]) -> None:
+    """Each decrypted text at `paths` becomes a SecretStr (a path the config no longer has is skipped)."""
+    for path in paths:
+        parent: Any = ours
+        for part in path[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                break
+        else:
+            last = path[-1]
+            try:
+                if isinstance(parent[last], str):
+                    parent[last] = SecretStr(parent[last])
+            except (KeyError, IndexError, TypeError):
+                pass
 
 
 def _structured(value: Any) -> Any:
@@ -110,8 +159,10 @@ def _structured(value: Any) -> Any:
     return value
 
 
-def parse_config(config: dict[str, Any], base_dir: Path) -> tuple[StackSpec, dict[str, Any]]:
-    """Validate the `config:` mapping of a stack (also what `pulumi.Config` hands the program)."""
+def parse_config(config: dict[str, Any], base_dir: Path,
+                 secrets: Sequence[ConfigPath] = ()) -> tuple[StackSpec, dict[str, Any]]:
+    """Validate the `config:` mapping of a stack (also what `pulumi.Config` hands the program, decrypted:
+    `secrets` then says where its secrets are, see `secure_paths`)."""
     ours: dict[str, Any] = {}
     providers: dict[str, Any] = {}
     problems = []
@@ -125,6 +176,7 @@ def parse_config(config: dict[str, Any], base_dir: Path) -> tuple[StackSpec, dic
             providers[str(key)] = value
     if problems:
         raise StackError(problems)
+    _as_secrets(ours, secrets)
     try:
         spec = StackSpec.model_validate(ours, context={"base_dir": base_dir})
     except ValidationError as exc:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pulumi
 import pytest
+from pydantic import SecretStr
 
 from components import image as image_module
 from components.image import (
@@ -309,6 +310,10 @@ def test_from_environment_builds_on_the_scorer_image_unless_a_base_or_conda_is_n
     gpu = from_env(conda_dependencies={"dependencies": ["python=3.11"]}, gpu=True)
     assert gpu.base_image == "mcr.microsoft.com/azureml/openmpi4.1.0-cuda11.8-cudnn8-ubuntu22.04"
     assert from_env(base_dockerfile="FROM python:3.12\n").scorer_image == SCORER
+    # A secret variable stays out of the image and its hash: the pod gets it from a Kubernetes Secret.
+    secret = from_env(pip=["x"], environment_variables={"A": "1", "DB_PASSWORD": SecretStr("hunter2")})
+    assert secret.environment_variables == {"A": "1"} and "hunter2" not in render_dockerfile(secret)
+    assert content_hash(secret) == content_hash(from_env(pip=["x"], environment_variables={"A": "1"}))
 
 
 # ------------------------------------------------------------------ reuse or build, under mocks

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import pulumi
@@ -11,7 +13,7 @@ import yaml
 from components.mocks import run
 from components.plan import declare, make_plan, write_manifests
 from components.program import build, deployable_problems
-from components.stackfile import load_stack
+from components.stackfile import Stack, load_stack, parse_config, secure_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,3 +182,26 @@ def test_pulumi_new_template_defaults_make_a_deployable_stack(project):
     stack = Stack("new", project / "stacks" / "Pulumi.new.yaml", project, spec, providers)
     assert deployable_problems(stack) == []
     assert spec.cluster.cluster_purpose == "dev_test" and stack.location == "westeurope"
+
+
+def test_a_secret_variable_reaches_no_image_manifest_or_plain_input(project, edit, tmp_path):
+    """As `pulumi up` runs it: the values decrypted, the stack file saying which were secrets."""
+    def secret_variable(config: dict) -> None:
+        environment = config["aks-model-serving:services"][0]["inference_config"].setdefault("environment", {})
+        environment["pip"] = ["lightgbm==4.3"]  # an image of the service's own
+        environment["environment_variables"] = {"MODE": "fast", "DB_PASSWORD": {"secure": "v1:abc"}}
+
+    path = edit("dev", secret_variable)
+    config = yaml.safe_load(path.read_text())["config"]
+    decrypted = copy.deepcopy(config)
+    decrypted["aks-model-serving:services"][0]["inference_config"]["environment"]["environment_variables"]["DB_PASSWORD"] = "hunter2"
+    spec, providers = parse_config(decrypted, project, secure_paths(config))
+    plan = make_plan(Stack(name="dev", path=path, project_dir=project, spec=spec, provider_config=providers))
+
+    holders = [r for r in plan.recording.resources if "hunter2" in json.dumps(r.inputs, default=str)]
+    assert [(r.type, r.name, r.secret_inputs) for r in holders] == [("kubernetes:core/v1:Secret", "iris-env", ["stringData"])]
+    dockerfiles = [Path(r.inputs["build"]["dockerfile"]).read_text() for r in plan.recording.of_type("docker:index/image:Image")
+                   if r.name.startswith("app-")]
+    assert dockerfiles and all("MODE" in d and "hunter2" not in d and "DB_PASSWORD" not in d for d in dockerfiles)
+    write_manifests(plan, tmp_path / "manifests")
+    assert "hunter2" not in "".join(p.read_text() for p in (tmp_path / "manifests").rglob("*.yaml"))

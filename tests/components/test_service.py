@@ -6,6 +6,7 @@ import json
 
 import kubernetes_validate
 import pytest
+from pydantic import SecretStr
 
 from components.mocks import run
 from components.service import ModelService, ModelServiceArgs, ModelSource, RouteAccess
@@ -183,3 +184,24 @@ def test_manifests_validate_against_kubernetes_1_30(settings):
     assert len(manifests) == 3
     for doc in manifests:
         kubernetes_validate.validate(doc, "1.35", strict=True)
+
+
+def test_secret_variables_reach_the_scorer_from_a_secret_of_their_own_and_roll_the_pods():
+    """A `secure:` environment variable: a Kubernetes Secret, never a value in the Deployment."""
+    def with_password(password: str) -> ServiceSpec:
+        return spec(inference_config={"entry_script": "score.py", "environment": {
+            "environment_variables": {"PLAIN": "1", "DB_PASSWORD": SecretStr(password)}}})
+
+    rec = deploy(with_password("hunter2"))
+    e = env(pod(rec)["containers"][0])
+    assert e["PLAIN"] == "1"
+    assert e["DB_PASSWORD"] == {"secretKeyRef": {"name": "iris-env", "key": "DB_PASSWORD"}}
+    secret = next(r for r in rec.of_type("kubernetes:core/v1:Secret") if r.name == "iris-env")
+    assert secret.inputs["stringData"] == {"DB_PASSWORD": "hunter2"} and secret.secret_inputs == ["stringData"]
+    assert secret.parent_type == "aks-model-serving:index:ModelService"
+    assert "hunter2" not in json.dumps(rec.one(DEPLOYMENT).inputs)
+    # Read at the container's start: a new value rolls the replicas.
+    annotation = [r.one(DEPLOYMENT).inputs["spec"]["template"]["metadata"]["annotations"]["aks-model-serving/env-sha256"]
+                  for r in (rec, deploy(with_password("hunter3")))]
+    assert annotation[0] != annotation[1]
+    assert not [r for r in deploy(spec()).of_type("kubernetes:core/v1:Secret") if r.name == "iris-env"]

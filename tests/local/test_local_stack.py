@@ -315,3 +315,17 @@ def test_down_reaps_a_router_this_process_started_instead_of_waiting_on_its_zomb
     finally:
         router.kill()
         router.wait()
+
+
+def test_up_refuses_a_secret_variable_it_cannot_decrypt(tmp_path):
+    """No Pulumi here to decrypt it: the scorer would get "<secure>" as the value."""
+    path = _idle_stack(tmp_path, free_port())
+    doc = yaml.safe_load(path.read_text())
+    service = doc["config"]["aks-model-serving:services"][0]
+    service["inference_config"]["environment"] = {"environment_variables": {"DB_PASSWORD": {"secure": "v1:abc"}}}
+    path.write_text(yaml.safe_dump(doc))
+    result = cli("up", str(path), check=False)
+    assert result.returncode != 0
+    assert ("services[0].inference_config.environment.environment_variables.DB_PASSWORD: a secret (secure:), which the "
+            "local stack cannot decrypt") in result.stdout + result.stderr
+    assert not (tmp_path / "state" / "router.pid").exists()

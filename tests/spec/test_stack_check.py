@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from components.check import main as check
-from components.stackfile import StackError, load_stack
+from components.stackfile import StackError, load_stack, parse_config, secure_paths
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aks"
@@ -441,3 +442,37 @@ def test_gpu_capacity_counts_gpus_per_node_and_skips_sizes_it_does_not_know(tmp_
         load_stack(write_stack(tmp_path, config))
     config[C]["node_pools"][1]["vm_size"] = "Standard_NC6_v9"  # not in the table: no count to check against
     assert load_stack(write_stack(tmp_path, config)).spec.warnings == []
+
+
+def test_secrets_are_secrets_where_a_setting_takes_them_and_named_where_it_cannot(tmp_path, capsys):
+    """A `secure:` value: ciphertext for `check`, decrypted for the program, which learns from the stack
+    file which values were secrets (Pulumi marks only the whole setting)."""
+    config = copy.deepcopy(BASE)
+    environment = {"environment_variables": {"MODE": "fast", "DB_PASSWORD": {"secure": "v1:abc"}}}
+    config[S][0]["inference_config"]["environment"] = environment
+    sas = "https://mlwtest.blob.core.windows.net/models/m/3?sv=2022&sig=SIGNATURE"
+    config["aks-model-serving:models"].append({"name": "m", "version": 3, "url": {"secure": "v1:def"}})
+    path = write_stack(tmp_path, config)
+    assert check([str(path)]) == 0, capsys.readouterr().out
+    variables = load_stack(path).spec.services[0].inference_config.environment
+    assert variables.image_variables == {"MODE": "fast"} and list(variables.secret_variables) == ["DB_PASSWORD"]
+
+    secrets = secure_paths(config)
+    assert sorted(secrets, key=str) == [
+        ("models", 2, "url"), ("services", 0, "inference_config", "environment", "environment_variables", "DB_PASSWORD")]
+    decrypted = copy.deepcopy(config)
+    decrypted[S][0]["inference_config"]["environment"]["environment_variables"]["DB_PASSWORD"] = "hunter2"
+    decrypted["aks-model-serving:models"][2]["url"] = sas
+    spec, _ = parse_config(decrypted, tmp_path, secrets)
+    assert spec.services[0].inference_config.environment.secret_variables["DB_PASSWORD"].get_secret_value() == "hunter2"
+    assert isinstance(spec.models[2].url, SecretStr) and spec.models[2].url_text == sas
+    assert "hunter2" not in repr(spec) and "SIGNATURE" not in repr(spec)
+    # Decrypted, a secret url is checked as any url.
+    decrypted["aks-model-serving:models"][2]["url"] = "https://example.com/m?sig=x"
+    with pytest.raises(StackError, match=r"models\[2\].url: a model's url is a blob folder, https://<account>"):
+        parse_config(decrypted, tmp_path, secrets)
+
+    # A setting that is not kept secret says so, rather than "Input should be a valid string".
+    config[S][0]["inference_config"]["entry_script"] = {"secure": "v1:ghi"}
+    assert check([str(write_stack(tmp_path, config))]) == 2
+    assert "services[0].inference_config.entry_script: a secret (secure:) cannot go here" in capsys.readouterr().out
