@@ -345,6 +345,10 @@ class _Connection:
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
         self._head_size = 0  # bytes received since the last head ended, while no body was being read
+        self._chunk_head = False  # a chunk's size line parsed and none of its data yet: the last one's trailer follows
+        self._trailer_size = 0  # bytes received meanwhile (a trailer is held whole, as a head is)
+        self._pipelined = False  # reading paused: a whole request waits behind the one being answered
+        self._reading_stopped = False  # the parser cannot go on (an error, an upgrade): reading never resumes
         self._current: _Exchange | Request | None = None  # its body being parsed
         self._queue: collections.deque[_Exchange | Request | _Rejection] = collections.deque()  # answered in order
         self.idle_since: float | None = None  # None while a request is being received or answered
@@ -386,21 +390,42 @@ class _Connection:
     def data_received(self, data: bytes) -> None:
         if self._current is None:  # a head (or the gap before one): httptools buffers it whole until it ends
             self._head_size += len(data)
+        elif self._chunk_head:  # the last chunk's trailer fields, buffered whole by httptools as a head is
+            self._trailer_size += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._reject(400, b"upgrades are not supported")
+            self._upgrade_refused()
             return
         except httptools.HttpParserError:
             self._reject(400, b"malformed request")
             return
-        if self._head_size > MAX_HEAD_BYTES and self._current is None:  # no head ended in all that
-            self._reject(431, b"the request line and headers are over %d bytes" % MAX_HEAD_BYTES,
-                         b"RequestHeaderFieldsTooLarge")
+        if self._current is None:
+            if self._head_size > MAX_HEAD_BYTES:  # no head ended in all that
+                self._reject(431, b"the request line and headers are over %d bytes" % MAX_HEAD_BYTES,
+                             b"RequestHeaderFieldsTooLarge")
+        elif self._chunk_head and self._trailer_size > MAX_HEAD_BYTES:
+            self._reject(431, b"the trailer fields are over %d bytes" % MAX_HEAD_BYTES, b"RequestHeaderFieldsTooLarge")
+
+    def _upgrade_refused(self) -> None:
+        """A request asking to switch protocols (Upgrade, CONNECT). httptools has already handed over a whole
+        one: it is answered as any other, ignoring the upgrade as RFC 9110 allows, and the connection closes
+        after it, since the parser cannot go on past it."""
+        self._reading_stopped = True
+        self.pause_reading()
+        if self._current is not None:  # CONNECT: no body of known length follows
+            self._reject(400, b"upgrades are not supported")
+        elif self._queue:
+            last = self._queue[-1]
+            if not isinstance(last, _Rejection):
+                last.keep_alive = False
+        else:  # answered already
+            self.close()
 
     def _reject(self, status: int, message: bytes, code: bytes = b"BadRequest") -> None:
         """A request that cannot be parsed: reading stops (the parser cannot go on past it), and the error
         takes its turn after the answers to the requests before it (sent at once, it would overtake them)."""
+        self._reading_stopped = True
         self.pause_reading()
         broken, self._current = self._current, None
         if broken is not None:  # the error cut its body short: it is never answered
@@ -445,7 +470,7 @@ class _Connection:
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self.transport is not None and not self.lost:
+        if self.transport is not None and not self.lost and not self._reading_stopped and not self._pipelined:
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -464,6 +489,8 @@ class _Connection:
         self.idle_since = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._current is not None:  # a trailer field, after a chunked body: dropped (it is no header)
+            return
         name = name.lower()
         if name == b"expect" and value.lower() == b"100-continue":
             self._expect = True
@@ -475,6 +502,10 @@ class _Connection:
         path, _, query = self._url.partition(b"?")
         headers, expect = self._headers, self._expect
         self._url, self._headers, self._expect = b"", [], False
+        if not path.startswith(b"/"):
+            path = _origin_form(path)
+        if expect and parser.get_http_version() == "1.0":  # RFC 9110 10.1.1: a 1.0 client's expectation is ignored
+            expect = False
         method = parser.get_method()
         exchange: _Exchange | Request
         claim = self.fast.claim(path) if self.fast is not None and method == b"POST" and not expect else None
@@ -489,13 +520,24 @@ class _Connection:
             exchange.run()
 
     def on_body(self, body: bytes) -> None:
+        self._chunk_head = False
         if self._current is not None:
             self._current.feed(body)
+
+    def on_chunk_header(self) -> None:
+        self._chunk_head = True
+        self._trailer_size = 0
+
+    def on_chunk_complete(self) -> None:
+        self._chunk_head = False
 
     def on_message_complete(self) -> None:
         exchange, self._current = self._current, None
         if exchange is not None:
             exchange.finish()
+        if len(self._queue) > 1:  # a whole request waits for its turn: read no more (each could hold 1 MiB)
+            self._pipelined = True
+            self.pause_reading()
 
     # ------------------------------------------------------------ the sweep's look
 
@@ -585,7 +627,8 @@ class _Connection:
         if not exchange.keep_alive:
             self.close()
         elif exchange.complete:
-            self._next()
+            if self._queue and self._queue[0] is exchange:  # not moved on already, by the body's end
+                self._next()
         else:
             self.resume_reading()
         # Not complete: answered before the request body was all in (a 401, a 413): the rest of it is read
@@ -594,6 +637,9 @@ class _Connection:
 
     def _next(self) -> None:
         self._queue.popleft()
+        if self._pipelined and len(self._queue) <= 1:  # the waiting request's turn: read what follows it
+            self._pipelined = False
+            self.resume_reading()
         if self._queue:
             if self.paused_writing:  # a client that pipelines and does not read: its answers would pile up here
                 self._turn_waits = True
@@ -618,6 +664,16 @@ def _error(status: int, code: bytes, message: bytes) -> bytes:
     body = b'{"error": {"code": "%s", "message": "%s"}}' % (code, message)
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
             % (status, REASONS[status], len(body), body))
+
+
+def _origin_form(target: bytes) -> bytes:
+    """The path of an absolute-form target (`http://host/path`), which RFC 9112 3.2.2 says a server must
+    accept; any other target (`*`) as it is."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https"):
+        return target
+    slash = rest.find(b"/")
+    return rest[slash:] if slash >= 0 else b"/"
 
 
 def _unquote(path: bytes) -> str:

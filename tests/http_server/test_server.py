@@ -20,7 +20,7 @@ def anyio_backend() -> str:
 
 class App:
     """Echoes the body; /chunks streams three chunks; /early answers without reading; /slow waits; /big
-    answers 256 KiB (counted)."""
+    answers 256 KiB (counted); /headers names the request's headers."""
 
     def __init__(self) -> None:
         self.big = 0
@@ -37,6 +37,13 @@ class App:
         if path == "/early":
             await send({"type": "http.response.start", "status": 413, "headers": [(b"content-length", b"2")]})
             await send({"type": "http.response.body", "body": b"no"})
+            if scope["query_string"] == b"linger":  # work after the answer (a log flush): the body ends meanwhile
+                await asyncio.sleep(0.3)
+            return
+        if path == "/headers":
+            names = b",".join(name for name, _ in scope["headers"])
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"|" + names})
             return
         if path == "/slow":
             self.slow_started.set()
@@ -350,3 +357,103 @@ async def test_an_answer_before_100_continue_closes_the_connection(served) -> No
     out = await asyncio.wait_for(reader.read(), 5)  # the client never sends the body it was not asked for
     assert out.startswith(b"HTTP/1.1 413 ") and b"connection: close\r\n" in out and out.endswith(b"no")
     writer.close()
+
+
+async def test_trailer_fields_are_dropped_not_added_to_the_next_requests_headers(served) -> None:
+    """httptools reports a chunked body's trailer through on_header: taken as headers, they became the next
+    request's (an Authorization in one request's trailer authenticated the next)."""
+    _, port, _ = served
+    out = await exchange(port, b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                               b"2\r\nab\r\n0\r\nauthorization: Bearer stolen\r\nexpect: 100-continue\r\n\r\n"
+                               b"GET /headers HTTP/1.1\r\nhost: x\r\n\r\n", b"|host")
+    assert b"|ab" in out and out.endswith(b"|host") and b"100 Continue" not in out
+
+
+async def test_trailer_fields_over_the_head_limit_end_the_connection(served) -> None:
+    """Held whole by httptools as a head is: without a limit a client could stream them for ever."""
+    _, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nx-t: ")
+    sent, answer = 0, b""
+    try:
+        while sent < 64 * http_server.MAX_HEAD_BYTES:
+            writer.write(b"v" * 16384)
+            await writer.drain()
+            sent += 16384
+            try:
+                answer += await asyncio.wait_for(reader.read(65536), 0.01)
+            except asyncio.TimeoutError:
+                continue
+            if answer and not answer.endswith(b"}") or reader.at_eof():
+                break
+    except ConnectionError:
+        pass
+    writer.close()
+    assert sent < 16 * http_server.MAX_HEAD_BYTES  # ended near the limit (plus a read), not after 4 MiB
+    assert not answer or answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:80]
+
+
+async def test_a_request_asking_to_upgrade_is_answered_once_and_the_connection_closes(served) -> None:
+    """httptools hands over the whole request before it stops at the upgrade: answered as any other, with
+    the upgrade ignored (RFC 9110 7.8), and nothing after it is read (a 400 sent too answered the next one)."""
+    _, port, _ = served
+    out = await exchange(port, b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n"
+                               b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n", b"never")
+    assert out.startswith(b"HTTP/1.1 200 OK\r\n") and b"connection: close\r\n" in out and out.endswith(b"|")
+    assert out.count(b"HTTP/1.1") == 1
+
+
+async def test_pipelined_requests_are_read_one_ahead_of_the_answer(served) -> None:
+    """Each could hold a 1 MiB body: one connection queueing them all could take the process's memory."""
+    app, port, srv = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /slow?1 HTTP/1.1\r\nhost: x\r\n\r\n")
+    await asyncio.wait_for(app.slow_started.wait(), 5)
+    body = b"b" * 65536
+    fast = b"POST /fast HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+    for _ in range(40):
+        writer.write(fast)
+        with contextlib.suppress(asyncio.TimeoutError):  # the socket buffers fill once the server stops reading
+            await asyncio.wait_for(writer.drain(), 0.2)
+    (connection,) = srv.connections
+    assert len(connection._queue) <= 6  # the slow one, and what one read brought in behind it
+    answers = b""
+    async with asyncio.timeout(10):
+        while answers.count(b"|" + body) < 40:  # every one answered, in the end
+            answers += await reader.read(1 << 20)
+    writer.close()
+
+
+async def test_an_app_working_on_after_its_answer_keeps_the_pipelined_answers_in_order(served) -> None:
+    """The body's end moved the connection on, and the app's return moved it on again: the second move
+    took the next request out of turn."""
+    _, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /early?linger HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n12345")
+    await asyncio.wait_for(reader.readuntil(b"no"), 5)
+    writer.write(b"67890GET /slow?0.6 HTTP/1.1\r\nhost: x\r\n\r\nGET /second HTTP/1.1\r\nhost: x\r\n\r\n"
+                 b"GET /third HTTP/1.1\r\nhost: x\r\n\r\n")
+    out = await asyncio.wait_for(reader.readuntil(b"x-path: /third"), 5)
+    writer.close()
+    assert out.index(b"x-path: /slow") < out.index(b"x-path: /second") < out.index(b"x-path: /third")
+
+
+async def test_an_http_1_0_clients_expectation_is_ignored(served) -> None:
+    """RFC 9110 10.1.1: a 100 Continue is for HTTP/1.1 clients only."""
+    _, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /e HTTP/1.0\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n")
+    with pytest.raises(asyncio.TimeoutError):  # nothing comes while the body is awaited
+        await asyncio.wait_for(reader.read(100), 0.3)
+    writer.write(b"hi")
+    out = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert out.startswith(b"HTTP/1.1 200 OK") and out.endswith(b"|hi")
+
+
+async def test_an_absolute_form_target_is_served_as_its_path(served) -> None:
+    """RFC 9112 3.2.2: a server must accept it; on both paths."""
+    _, port, _ = served
+    out = await exchange(port, b"POST http://x/fast HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi"
+                               b"GET HTTPS://x:443/p?q=1 HTTP/1.1\r\nhost: x\r\n\r\n", b"q=1|")
+    assert b"|hi" in out and b"x-path: /p\r\n" in out
