@@ -87,6 +87,9 @@ class Connection:
         self._until_close = False  # the answer has neither length nor chunks: the replica's close ends it
         self._can_write: asyncio.Future[None] | None = None
         self._readable = select.poll()
+        self._feeding = False  # in data_received: the parse of a chunk is under way
+        self._reuse = False  # the answer ended mid-chunk: back to the pool once the rest of it is parsed
+        self._stray = False  # bytes of no exchange of ours: no answer on this connection can be trusted
 
     # ------------------------------------------------------------ asyncio.Protocol
 
@@ -100,11 +103,22 @@ class Connection:
     def data_received(self, data: bytes) -> None:
         if self._head is not None:
             self._head.append(data)
+        self._feeding = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._broke(UpstreamBroke(f"malformed response: {exc}"))
+        except httptools.HttpParserUpgrade:  # a 101: not an answer the client asked for
+            self._broke(UpstreamBroke("the replica switched protocols"))
             self.close()
+        except httptools.HttpParserError as exc:  # a callback's own error is the one that says what is wrong
+            self._broke(UpstreamBroke(f"malformed response: {exc.__context__ or exc}"))
+            self.close()
+        finally:
+            self._feeding = False
+        if self._stray:
+            self.close()
+        elif self._reuse:
+            self._reuse = False
+            self._pool._put(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -125,6 +139,10 @@ class Connection:
 
     # ------------------------------------------------------------ httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self._sink is None:  # after the answer (or with no request out): whose would it be?
+            self._stray = True
+
     def on_headers_complete(self) -> None:
         parts, self._head = self._head, None
         if self._sink is None or not parts:
@@ -132,10 +150,15 @@ class Connection:
         data = parts[0] if len(parts) == 1 else b"".join(parts)  # the answer starts a data chunk: one at a time
         end = data.find(b"\r\n\r\n")
         status = self._parser.get_status_code()
-        if 100 <= status < 200:  # interim (103 Early Hints, 100 Continue): not the answer, which comes after it
+        if status < 200:
+            if status < 100:
+                raise ValueError(f"status {status} is not an HTTP status")
+            # Interim (103 Early Hints, 100 Continue): not the answer, which comes after it.
             self._interim = True
             self._head = [data[end + 4:]]
             return
+        if status > 599:
+            raise ValueError(f"status {status} is not an HTTP status")
         lines, length = _end_to_end(data[data.find(b"\r\n") + 2:end + 2])
         self._until_close = not length and status not in (204, 304) and not _CHUNKED.search(data, 0, end)
         self._sink.head(status, lines, length)
@@ -213,10 +236,12 @@ class Connection:
         """The exchange is over: back to the pool, or closed when it cannot be reused."""
         self._sink = None
         self._head = None
-        if reusable and not self.closed:
-            self._pool._put(self)
-        else:
+        if not reusable or self.closed:
             self.close()
+        elif self._feeding:  # anything after the answer in this chunk is stray: known once it is parsed
+            self._reuse = True
+        else:
+            self._pool._put(self)
 
     def close(self) -> None:
         """Closed, and its sink hears nothing more (whoever closes it has given up on the answer)."""
@@ -232,8 +257,11 @@ def _end_to_end(lines: bytes) -> tuple[bytes, bool]:
     lower = b"\n" + lines.lower()
     length = lower.find(b"\ncontent-length:") >= 0
     if _DROP_LINE.search(lower):  # rare (our scorers send none): those lines dropped one by one
-        lines = b"".join(line + b"\r\n" for line in lines.split(b"\r\n")
-                         if line and line.partition(b":")[0].strip().lower() not in RESPONSE_DROP)
+        fields = [(line.partition(b":")[0].strip().lower(), line) for line in lines.split(b"\r\n") if line]
+        # And the ones its Connection header names (RFC 9110 7.6.1), but never the length the client reads.
+        listed = {token.strip() for name, line in fields if name == b"connection"
+                  for token in line.partition(b":")[2].lower().split(b",")} - {b"content-length"}
+        lines = b"".join(line + b"\r\n" for name, line in fields if name not in RESPONSE_DROP and name not in listed)
     return lines, length
 
 

@@ -69,3 +69,64 @@ async def test_an_idle_connection_the_replica_writes_on_is_dropped(replica: Repl
     end.send(b"HTTP/1.1 200 OK\r\n")
     time.sleep(0.05)
     assert replica.connections.idle() is None
+
+
+class Sink:
+    """An exchange's end as the relay is one: the connection goes back to the pool when the answer ends."""
+
+    def __init__(self, connection) -> None:
+        self.connection = connection
+        self.status = 0
+        self.lines = b""
+        self.error: Exception | None = None
+        self.ended = asyncio.Event()
+
+    def head(self, status: int, lines: bytes, length: bool) -> None:
+        self.status, self.lines = status, lines
+
+    def body(self, data: bytes) -> None:
+        pass
+
+    def end(self, keep_alive: bool) -> None:
+        self.connection.done(keep_alive)
+        self.ended.set()
+
+    def broke(self, error: Exception) -> None:
+        self.error = error
+        self.ended.set()
+
+
+async def answered(replica: Replica, answer: bytes) -> tuple[Sink, object]:
+    connection = await replica.connections.connect()
+    end = await replica.accept()
+    sink = Sink(connection)
+    connection.send(b"POST /score HTTP/1.1\r\nhost: r\r\ncontent-length: 0\r\n\r\n", b"", sink)
+    end.sendall(answer)
+    await asyncio.wait_for(sink.ended.wait(), 5)
+    await asyncio.sleep(0.05)  # anything after the answer in the same read is parsed by now
+    return sink, connection
+
+
+async def test_bytes_after_an_answer_close_the_connection_instead_of_answering_the_next_request(replica: Replica) -> None:
+    """Whose answer would they be? Reused, the connection would hand them to another client's request."""
+    sink, connection = await answered(replica, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    assert sink.status == 200 and replica.connections.idle() is connection  # a clean answer: reused
+    for stray in (b"HTTP/1.1 200 OK\r\ncontent-le", b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext"):
+        sink, connection = await answered(replica, b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" + stray)
+        assert sink.status == 200 and sink.error is None  # the answer itself went on
+        assert connection.closed and replica.connections.idle() is None
+
+
+@pytest.mark.parametrize("status", [b"099", b"600", b"101"])
+async def test_a_status_that_is_no_answer_breaks_the_exchange(replica: Replica, status: bytes) -> None:
+    extra = b"upgrade: websocket\r\nconnection: upgrade\r\n" if status == b"101" else b""
+    sink, connection = await answered(replica, b"HTTP/1.1 %s X\r\n%scontent-length: 0\r\n\r\n" % (status, extra))
+    assert sink.error is not None and connection.closed
+    assert (f"status {int(status)} is not an HTTP status" if status != b"101"
+            else "the replica switched protocols") in str(sink.error)
+
+
+async def test_headers_the_answers_connection_header_names_stay_on_the_replicas_hop(replica: Replica) -> None:
+    sink, _ = await answered(replica, b"HTTP/1.1 200 OK\r\nconnection: keep-alive, X-Hop, content-length\r\n"
+                                      b"x-hop: secret\r\nx-ok: 1\r\ncontent-length: 2\r\n\r\nok")
+    assert sink.lines == b"x-ok: 1\r\ncontent-length: 2\r\n"  # the length the client reads is never dropped
