@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Json(BaseModel):
@@ -124,6 +124,7 @@ class Docker(_Json):
     enabled: bool | None = None
     arguments: list[str] | None = None
     shm_size: str | None = Field(None, alias="shmSize")
+    shared_volumes: bool | None = Field(None, alias="sharedVolumes")  # a training run's; nothing to serve
 
 
 class CondaDependencies(_Json):
@@ -137,6 +138,35 @@ class PythonSection(_Json):
     user_managed_dependencies: bool | None = Field(None, alias="userManagedDependencies")
     interpreter_path: str | None = Field(None, alias="interpreterPath")
     base_conda_environment: str | None = Field(None, alias="baseCondaEnvironment")
+    conda_dependencies_file: str | None = Field(None, alias="condaDependenciesFile")
+
+
+class _TrainingOnly(_Json):
+    """A section Azure ML exports with every environment, for training runs: accepted as long as it asks
+    for nothing, since a web service would not get what it lists."""
+
+    @model_validator(mode="after")
+    def _empty(self) -> _TrainingOnly:
+        asked = [field.alias or name for name, field in type(self).model_fields.items()
+                 if isinstance(getattr(self, name), list) and getattr(self, name)]
+        if asked:
+            raise ValueError(f"{', '.join(asked)}: a training run's libraries; a web service does not install them "
+                             "(give Python packages as conda dependencies or pip)")
+        return self
+
+
+class Spark(_TrainingOnly):
+    repositories: list[str] = []
+    packages: list[Any] = []
+    precache_packages: bool | None = Field(None, alias="precachePackages")
+
+
+class Databricks(_TrainingOnly):
+    maven_libraries: list[Any] = Field([], alias="mavenLibraries")
+    pypi_libraries: list[Any] = Field([], alias="pypiLibraries")
+    rcran_libraries: list[Any] = Field([], alias="rcranLibraries")
+    jar_libraries: list[Any] = Field([], alias="jarLibraries")
+    egg_libraries: list[Any] = Field([], alias="eggLibraries")
 
 
 class Environment(_Json):
@@ -146,6 +176,8 @@ class Environment(_Json):
     python: PythonSection | None = None
     environment_variables: dict[str, str] | None = Field(None, alias="environmentVariables")
     inferencing_stack_version: str | None = Field(None, alias="inferencingStackVersion")
+    spark: Spark | None = None
+    databricks: Databricks | None = None
 
 
 class InferenceConfig(_Json):
@@ -159,12 +191,14 @@ class InferenceConfig(_Json):
         env = self.environment or Environment()
         docker = env.docker or Docker()
         conda = (env.python.conda_dependencies if env.python else None)
+        conda_file = env.python.conda_dependencies_file if env.python else None
         environment = {
             "name": env.name,
             "version": env.version,
             "base_image": docker.base_image,
             "base_dockerfile": docker.base_dockerfile,
             "conda_dependencies": conda.model_dump() if conda else None,
+            "conda_file": conda_file and str(_relative(base, conda_file)),
             "environment_variables": env.environment_variables,
         }
         return _inference(self.entry_script, self.source_directory, environment, base)

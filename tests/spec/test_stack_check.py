@@ -361,7 +361,27 @@ def test_legacy_inference_config(tmp_path):
     assert svc.autoscale_enabled is True and svc.autoscale_max_replicas == 10  # Azure ML defaults
 
 
+def test_an_environment_as_azure_ml_exports_it(tmp_path):
+    """Every section an exported Environment carries: training-only ones asking for nothing pass, a conda
+    file named by condaDependenciesFile is the environment's."""
+    (tmp_path / "aml").mkdir()
+    (tmp_path / "aml" / "env.yml").write_text("dependencies:\n  - python=3.11\n")
+    exported = {"entryScript": "score.py", "environment": {
+        "name": "deploy-env", "version": "1", "environmentVariables": {"EXAMPLE_ENV_VAR": "EXAMPLE_VALUE"},
+        "python": {"userManagedDependencies": False, "interpreterPath": "python", "condaDependenciesFile": "env.yml",
+                   "baseCondaEnvironment": None},
+        "docker": {"enabled": False, "baseImage": None, "baseDockerfile": None, "sharedVolumes": True, "shmSize": "2g",
+                   "arguments": [], "baseImageRegistry": {"address": None, "username": None, "password": None}},
+        "spark": {"repositories": [], "packages": [], "precachePackages": True},
+        "databricks": {"mavenLibraries": [], "pypiLibraries": [], "rcranLibraries": [], "jarLibraries": [], "eggLibraries": []},
+        "inferencingStackVersion": None}}
+    env = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, exported)).spec.services[0].inference_config.environment
+    assert Path(env.conda_file) == tmp_path / "aml" / "env.yml" and env.image_variables == {"EXAMPLE_ENV_VAR": "EXAMPLE_VALUE"}
+
+
 BROKEN_JSON = [
+    ("ic-spark-packages", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"spark": {"packages": [{"group": "g"}]}}},
+     "environment.spark: packages: a training run's libraries; a web service does not install them"),
     ("dc-unknown-key", "deploymentconfig.json", {"computeType": "aks", "cpuCores": 1}, "cpuCores"),
     ("dc-wrong-compute", "deploymentconfig.json", {"computeType": "aci"}, "computeType"),
     ("dc-bad-autoscaler", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"minReplicas": "two"}}, "autoScaler.minReplicas"),
