@@ -53,6 +53,7 @@ APP_ROOT = "/var/azureml-app"  # where a generated Dockerfile puts the context (
 SCORER_SOURCE = "/opt/scorer"
 # The scorer image's PID 1 (see its Dockerfile): static, so it runs on any base.
 INIT = "/usr/bin/tini-static"
+SCORER_UID = 10001  # the scorer image's user (scoring_image/Dockerfile)
 # As Azure ML does: an image's conda environment in a prefix of its own, first on PATH, so it never
 # fights the base's conda for the base environment's Python.
 CONDA_ENV = "/azureml-envs/app"
@@ -174,8 +175,11 @@ def render_dockerfile(args: HashedImageArgs) -> str:
     if not any("syntax" in line.lower() for line in directives):
         directives.append("# syntax=docker/dockerfile:1")
     lines = [*directives, base[found.end():] if found else base]
-    if args.scorer_image:
-        lines.append("USER root")  # a base may build as a user of its own; the pod names the user it runs as
+    # A base may build as a user of its own (the scorer image: its non-root user), under which apt-get,
+    # conda and pip cannot install; the pod names the user it runs as.
+    as_root = bool(args.scorer_image or args.conda is not None or args.pip or args.docker_steps)
+    if as_root:
+        lines.append("USER root")
     for key in sorted(args.environment_variables):
         lines.append(f"ENV {key}={_env_value(args.environment_variables[key])}")
     if args.conda is not None:
@@ -194,6 +198,8 @@ def render_dockerfile(args: HashedImageArgs) -> str:
         # The pod's user (uid 10001) is in no passwd file of a custom base: without this its home is `/`,
         # where libraries that cache under ~ cannot write.
         lines += ["ENV HOME=/tmp", f'ENTRYPOINT ["{INIT}", "--"]', 'CMD ["python", "-m", "scoring_image"]']
+    if as_root:
+        lines.append(f"USER {SCORER_UID}")  # as the scorer image runs, and as the pod's runAsUser checks
     return "\n".join(lines) + "\n"
 
 

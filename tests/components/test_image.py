@@ -240,8 +240,12 @@ def test_generated_dockerfile_holds_the_recipe(ctx):
     assert lines[1] == "FROM python:3.11-slim"
     assert 'ENV A="1"' in lines and 'RUN python -m pip install --no-cache-dir "scikit-learn==1.4.2"' in lines
     assert lines.index("RUN echo hi") < lines.index("COPY . /var/azureml-app")
-    # On the scorer image itself: its user, entrypoint and command stay the image's.
-    assert not [line for line in lines if line.startswith(("USER", "CMD", "ENTRYPOINT", "COPY --from"))]
+    # On the scorer image itself: its entrypoint and command stay the image's; its non-root user could not
+    # install (apt-get in extra steps, pip), so they run as root and the image ends as that user again.
+    assert not [line for line in lines if line.startswith(("CMD", "ENTRYPOINT", "COPY --from"))]
+    assert lines[2] == "USER root" and lines[-1] == "USER 10001"
+    plain = render_dockerfile(args(ctx, environment_variables={"A": "1"})).splitlines()
+    assert not [line for line in plain if line.startswith("USER")]  # nothing to install: the image's user throughout
 
 
 def test_a_conda_environment_gets_a_prefix_of_its_own_first_on_path(ctx):
@@ -264,8 +268,8 @@ def test_a_custom_base_gets_the_scorer_installed_and_runs_it(ctx):
     assert lines.index("RUN echo hi") < copy and lines[copy + 1] == INSTALL_SCORER
     # The scorer image's init, which reaps what run()'s subprocesses leave: the base's entrypoint is not run.
     assert lines[copy + 2] == f"COPY --from={SCORER} /usr/bin/tini-static /usr/bin/tini-static"
-    assert lines[-5:] == ["COPY . /var/azureml-app", "WORKDIR /var/azureml-app", "ENV HOME=/tmp",
-                          'ENTRYPOINT ["/usr/bin/tini-static", "--"]', 'CMD ["python", "-m", "scoring_image"]']
+    assert lines[-6:] == ["COPY . /var/azureml-app", "WORKDIR /var/azureml-app", "ENV HOME=/tmp",
+                          'ENTRYPOINT ["/usr/bin/tini-static", "--"]', 'CMD ["python", "-m", "scoring_image"]', "USER 10001"]
 
 
 def test_the_scorer_install_step_refuses_a_python_older_than_311(tmp_path):
