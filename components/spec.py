@@ -68,10 +68,15 @@ ServiceName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,30}[a
 K8sName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 # AKS agent pool names: lowercase alphanumerics, start with a letter, at most 12 characters.
 PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,11}$")]
+# Kubernetes label syntax: an optional DNS-subdomain prefix, a name of up to 63 characters; a value likewise.
+_LABEL_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_LABEL_KEY = rf"^(?:[a-z0-9](?:[-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$"
+_LABEL_VALUE = rf"^(?:{_LABEL_NAME})?$"
 AzureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]$")]
 ResourceGroupName = Annotated[str, StringConstraints(pattern=r"^[-\w.()]{0,89}[-\w()]$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")]
 Cidr = Annotated[str, StringConstraints(min_length=9)]
+SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 # The router's Deployment, Services, ConfigMap and Secrets are named this or start with "<it>-".
 ROUTER_NAME = "model-router"
 K8S_NAME_MAX = 63  # a DNS-1035 label: Service names and the app.kubernetes.io/name label value
@@ -133,6 +138,8 @@ def storage_account_name(spec: WorkspaceSpec) -> str:
 Accelerator = Literal["none", "gpu", "fpga"]
 _GPU_SIZE = re.compile(r"^Standard_N[CDV]", re.I)
 _FPGA_SIZE = re.compile(r"^Standard_PB", re.I)
+# Azure's size names: family, vCPUs, then feature letters, where p marks an Arm64 CPU (Dpsv5, Epsv5, Bpsv2, ...).
+_ARM_SIZE = re.compile(r"^Standard_[A-Z]+\d+(?:-\d+)?[a-z]*p[a-z]*_v\d+$")
 # D-series v2 sizes are numbered by generation, not by vCPU; every later family
 # (Dv3+, Ev3+, Fsv2, NC, ND, NV, PB, ...) puts the vCPU count in the name.
 _V2_VCPUS = {
@@ -215,6 +222,19 @@ class NodePoolSpec(Spec):
         elif self.accelerator != "none" and accelerator_of(self.vm_size) != self.accelerator:
             family = "N-series (NC, ND, NV)" if self.accelerator == "gpu" else "PB-series"
             problems.append(f"accelerator: {self.accelerator} needs a {family} vm_size, not {self.vm_size}")
+        for key, value in self.labels.items():
+            if not re.match(_LABEL_KEY, key):
+                problems.append(f"labels: {key!r} is not a Kubernetes label key (an optional DNS prefix and /, then up to "
+                                "63 letters, digits, -, _ or ., beginning and ending with a letter or digit)")
+            if not re.match(_LABEL_VALUE, value):
+                problems.append(f"labels: the value of {key}, {value!r}, is not a Kubernetes label value (up to 63 letters, "
+                                "digits, -, _ or ., beginning and ending with a letter or digit)")
+        if _ARM_SIZE.match(self.vm_size):
+            problems.append(f"vm_size: {self.vm_size} is an Arm64 size (the p in it); the router and scorer images are "
+                            "built for linux/amd64, so their pods would not start there")
+        if self.accelerator in ("gpu", "fpga") and self.taints:
+            problems.append(f"taints: a {self.accelerator} pool is tainted sku={self.accelerator}:NoSchedule, which the "
+                            "scorer replicas and the device plugin tolerate; another taint would keep them off its nodes")
         autoscaled = self.min_count is not None or self.max_count is not None
         if autoscaled and (self.min_count is None or self.max_count is None):
             problems.append("min_count: cluster-autoscaler bounds need both min_count and max_count")
@@ -270,6 +290,10 @@ class VnetSpec(Spec):
         return problems
 
 
+# What AKS assumes without a max_pods: azure CNI gives each node this many pod addresses from the subnet,
+# besides its own. Azure keeps 5 addresses of every subnet.
+AZURE_CNI_MAX_PODS = 30
+AZURE_SUBNET_RESERVED = 5
 # AKS refuses these for the service, pod and VNet ranges.
 AKS_RESERVED_RANGES = [ipaddress.ip_network(n) for n in ("169.254.0.0/16", "172.30.0.0/16", "172.31.0.0/16", "192.0.2.0/24")]
 
@@ -314,6 +338,9 @@ class NetworkSpec(Spec):
                 problems.append(f"dns_service_ip: {dns} is outside service_cidr {service}; pick an address inside it, e.g. {service[10]}")
             elif dns == service.network_address or dns == service.network_address + 1:
                 problems.append(f"dns_service_ip: {dns} is reserved (the first addresses of service_cidr go to the kubernetes service); use e.g. {service[10]}")
+            elif dns == service.broadcast_address:
+                problems.append(f"dns_service_ip: {dns} is service_cidr's broadcast address, which Kubernetes never gives a "
+                                f"Service; use e.g. {service[10]}")
         others = {"pod_cidr": self.pod_cidr}
         if self.vnet is not None:
             others |= {"vnet.address_space": self.vnet.address_space, "vnet.subnet_prefix": self.vnet.subnet_prefix}
@@ -363,7 +390,7 @@ class SslSpec(Spec):
     cname: str | None = None
     certificate: SecretStr | None = None  # PEM, a stack secret
     key: SecretStr | None = None  # PEM, a stack secret
-    leaf_domain_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")] | None = None
+    leaf_domain_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")] | None = None
     overwrite_existing_domain: bool = False
     self_signed: bool = False
     cert_manager_issuer: str | None = None
@@ -464,11 +491,36 @@ class ClusterSpec(Spec):
                     f"node_pools: cluster_purpose {self.cluster_purpose} needs at least {FAST_PROD_MIN_NODES} nodes and "
                     f"{FAST_PROD_MIN_VCPUS} vCPUs in CPU pools (has {nodes} nodes, {cores} vCPUs); add nodes or use cluster_purpose: dev_test"
                 )
+        problems += self._address_room()
         if self.load_balancer.type == "InternalLoadBalancer" and self.network.vnet is None:
             problems.append("load_balancer: an InternalLoadBalancer needs the cluster on a vnet")
         if self.load_balancer.type == "InternalLoadBalancer" and self.ssl is not None and self.ssl.leaf_domain_label:
             problems.append("ssl.leaf_domain_label: a <label>.<region>.cloudapp.azure.com name needs a public address; "
                             "behind an InternalLoadBalancer give cname + certificate + key (or cert_manager_issuer)")
+        return problems
+
+    def _address_room(self) -> list[str]:
+        """Addresses for the largest the pools get, each with one node more for an upgrade's surge: a node
+        that finds none stays NotReady (kubenet: no pod range) or its pods get no address (azure CNI)."""
+        nodes = sum((p.max_count if p.max_count is not None else p.count or 0) + 1 for p in self.node_pools)
+        network, problems = self.network, []
+        try:
+            subnet = _network(network.vnet.subnet_prefix, "") if network.vnet and network.vnet.subnet_prefix else None
+            pods = _network(network.pod_cidr, "") if network.plugin == "kubenet" and network.pod_cidr else None
+        except ValueError:  # the network's own rules name it
+            return []
+        if subnet is not None:
+            per_node = 1 + (AZURE_CNI_MAX_PODS if network.plugin == "azure" else 0)
+            usable = subnet.num_addresses - AZURE_SUBNET_RESERVED
+            if usable < nodes * per_node:
+                each = f", each with its {AZURE_CNI_MAX_PODS} pods (azure CNI)" if network.plugin == "azure" else ""
+                problems.append(f"network.vnet.subnet_prefix: {subnet} has {usable} usable addresses; {nodes} nodes (every "
+                                f"pool at its largest, plus one each for upgrades){each} need {nodes * per_node}")
+        if pods is not None:
+            ranges = 2 ** (24 - pods.prefixlen) if pods.prefixlen <= 24 else 0
+            if ranges < nodes:
+                problems.append(f"network.pod_cidr: {pods} holds {ranges} node pod ranges (a /24 each, kubenet); {nodes} "
+                                f"nodes (every pool at its largest, plus one each for upgrades) need /{24 - (nodes - 1).bit_length()} or larger")
         return problems
 
     def has_accelerator(self, kind: Accelerator) -> bool:
@@ -773,17 +825,21 @@ class RouterSpec(Spec):
     cpu_cores: float = Field(0.5, gt=0)
     memory_gb: float = Field(0.5, gt=0)
     # Public LoadBalancer with an Azure DNS label (<label>.<region>.cloudapp.azure.com).
-    dns_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")] | None = None
-    namespace: K8sName = "azureml"
+    dns_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")] | None = None
+    namespace: K8sName = "azureml"  # created and deleted with the stack: never one Kubernetes keeps for itself
     token_algorithm: Literal["ES256", "RS256"] = "ES256"
     # Model replicas are removed only after utilization stayed below target this long
     # (Azure ML: about a minute); raising it trades cost for fewer scale-downs.
     scale_down_delay_seconds: float = Field(60, ge=0)
 
     def _rules(self) -> list[str]:
+        problems = []
         if self.min_replicas > self.max_replicas:
-            return [f"min_replicas: {self.min_replicas} exceeds max_replicas {self.max_replicas}"]
-        return []
+            problems.append(f"min_replicas: {self.min_replicas} exceeds max_replicas {self.max_replicas}")
+        if self.namespace in SYSTEM_NAMESPACES:
+            problems.append(f"namespace: {self.namespace!r} is Kubernetes' own; the stack creates its namespace and "
+                            "deletes it on destroy: name one of the stack's own (e.g. azureml)")
+        return problems
 
 
 class LocalSpec(Spec):

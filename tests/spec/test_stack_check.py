@@ -76,6 +76,22 @@ EP0 = [E, 0]
 
 # (id, edits [(path, value)], expected "path: ..." prefix of one problem line)
 BROKEN = [
+    # Address room: azure CNI puts every node's 30 pods on the subnet; kubenet gives each node a /24.
+    ("cni-subnet-too-small", [(NET + ["vnet", "subnet_prefix"], "10.1.0.0/25")],
+     "cluster.network.vnet.subnet_prefix: 10.1.0.0/25 has 123 usable addresses; 7 nodes (every pool at its largest, "
+     "plus one each for upgrades), each with its 30 pods (azure CNI) need 217"),
+    ("kubenet-pod-cidr-too-small", [(NET, {"plugin": "kubenet", "pod_cidr": "10.244.0.0/23"})],
+     "cluster.network.pod_cidr: 10.244.0.0/23 holds 2 node pod ranges (a /24 each, kubenet); 7 nodes (every pool at "
+     "its largest, plus one each for upgrades) need /21 or larger"),
+    ("arm64-pool", [(CL + ["node_pools", 0, "vm_size"], "Standard_D4ps_v5")], "cluster.node_pools[0].vm_size: Standard_D4ps_v5 is an Arm64 size"),
+    ("gpu-pool-with-its-own-taint", [(CL + ["node_pools", 1, "taints"], ["dedicated=ml:NoSchedule"])],
+     "cluster.node_pools[1].taints: a gpu pool is tainted sku=gpu:NoSchedule"),
+    ("label-value-with-a-space", [(CL + ["node_pools", 0, "labels"], {"team": "data science"})],
+     "cluster.node_pools[0].labels: the value of team, 'data science', is not a Kubernetes label value"),
+    ("label-key-too-long", [(CL + ["node_pools", 0, "labels"], {"k" * 64: "v"})], "cluster.node_pools[0].labels: 'kkk"),
+    ("dns-ip-broadcast", [(NET + ["dns_service_ip"], "10.100.255.255")], "cluster.network.dns_service_ip: 10.100.255.255 is service_cidr's broadcast"),
+    ("router-in-kube-system", [(["aks-model-serving:router"], {"namespace": "kube-system"})], "router.namespace: 'kube-system' is Kubernetes' own"),
+    ("dns-label-of-two", [(["aks-model-serving:router"], {"dns_label": "ml"})], "router.dns_label:"),
     ("unknown-top-key", [(["aks-model-serving:clusterr"], {})], "clusterr: unknown field"),
     ("unknown-service-field", [(SVC0 + ["cpu_core"], 1)], "services[0].cpu_core: unknown field"),
     ("key-and-token-auth", [(SVC0 + ["token_auth_enabled"], True)], "services[0].token_auth_enabled:"),
