@@ -911,6 +911,10 @@ class StackSpec(Spec):
             for kind, field in (("gpu", "gpu_cores"), ("fpga", "fpga_cores")):
                 if getattr(dep, field) and self.cluster is not None and not self.cluster.has_accelerator(kind):
                     problems.append(f"{path}.{field}: the cluster has no {kind.upper()} pool; add a node pool with accelerator: {kind} or set {field}: 0")
+            if dep.fpga_cores and self.cluster is not None and self.cluster.attach is None:
+                self._warnings.append(f"{path}.fpga_cores: nodes advertise microsoft.com/fpga only through the FPGA vendor's "
+                                      "device plugin, which this stack does not install (it does NVIDIA's for GPUs); "
+                                      "until one runs on the FPGA pool, these replicas stay Pending")
             if self.cluster is not None and self.cluster.cluster_purpose == "dev_test" and dep.autoscale_enabled:
                 if "autoscale_enabled" in dep.model_fields_set:
                     self._warnings.append(f"{path}.autoscale_enabled: a dev_test cluster keeps replicas fixed; autoscaling is off")

@@ -512,3 +512,13 @@ def test_secrets_are_secrets_where_a_setting_takes_them_and_named_where_it_canno
     config[S][0]["inference_config"]["entry_script"] = {"secure": "v1:ghi"}
     assert check([str(write_stack(tmp_path, config))]) == 2
     assert "services[0].inference_config.entry_script: a secret (secure:) cannot go here" in capsys.readouterr().out
+
+
+def test_fpga_replicas_warn_that_no_fpga_device_plugin_is_installed(tmp_path):
+    config = copy.deepcopy(BASE)
+    config[C]["node_pools"].append({"name": "fpga", "vm_size": "Standard_PB6s", "count": 1})
+    config[S][0]["fpga_cores"] = 1
+    warnings = load_stack(write_stack(tmp_path, config)).spec.warnings
+    assert any(w.startswith("services[0].fpga_cores: nodes advertise microsoft.com/fpga only through the FPGA vendor's")
+               for w in warnings), warnings
+    assert not [w for w in load_stack(write_stack(tmp_path, BASE)).spec.warnings if "fpga" in w]
