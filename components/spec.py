@@ -377,6 +377,9 @@ class LoadBalancerSpec(Spec):
             return ["subnet: an InternalLoadBalancer needs the subnet its address comes from"]
         if self.type == "PublicIp" and self.subnet:
             return ["subnet: only an InternalLoadBalancer takes a subnet"]
+        if self.subnet and "/" in self.subnet:  # the azure-load-balancer-internal-subnet annotation takes a name
+            return [f"subnet: {self.subnet!r} is a path; give the subnet's name, in the cluster's VNet "
+                    f"(e.g. {self.subnet.rstrip('/').rsplit('/', 1)[-1]!r}), as Azure ML's load_balancer_subnet"]
         return []
 
 

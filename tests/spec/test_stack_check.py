@@ -91,6 +91,9 @@ BROKEN = [
     ("label-key-too-long", [(CL + ["node_pools", 0, "labels"], {"k" * 64: "v"})], "cluster.node_pools[0].labels: 'kkk"),
     ("dns-ip-broadcast", [(NET + ["dns_service_ip"], "10.100.255.255")], "cluster.network.dns_service_ip: 10.100.255.255 is service_cidr's broadcast"),
     ("router-in-kube-system", [(["aks-model-serving:router"], {"namespace": "kube-system"})], "router.namespace: 'kube-system' is Kubernetes' own"),
+    ("internal-lb-subnet-id", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": SUBNET})],
+     "cluster.load_balancer.subnet: '/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aks' "
+     "is a path; give the subnet's name, in the cluster's VNet (e.g. 'aks')"),
     ("dns-label-of-two", [(["aks-model-serving:router"], {"dns_label": "ml"})], "router.dns_label:"),
     ("unknown-top-key", [(["aks-model-serving:clusterr"], {})], "clusterr: unknown field"),
     ("unknown-service-field", [(SVC0 + ["cpu_core"], 1)], "services[0].cpu_core: unknown field"),
