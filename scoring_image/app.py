@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import json
 import logging
+import math
 import re
 import time
 import uuid
@@ -88,6 +89,7 @@ class ScoringApp:
         self._board = board
         self._metrics = stats
         self._spool = spool
+        self._drop_logged_at = -math.inf
         self._recycle = recycle
         self._access_log = access_log
         self.script: EntryScript | None = None
@@ -234,8 +236,19 @@ class ScoringApp:
                 prediction = _json_or_text(result.body)
             else:
                 prediction = result.body.decode(errors="replace")
-            self._spool.append(request_id, data, prediction)
+            if not self._spool.append(request_id, data, prediction):
+                self._dropped_record()
         return result
+
+    def _dropped_record(self) -> None:
+        """Collection is a side channel: the client still gets its prediction. Counted, and logged at most
+        once a minute (a full disk fails every request)."""
+        self._metrics.collection_dropped += 1
+        now = time.monotonic()
+        if now - self._drop_logged_at >= 60:
+            self._drop_logged_at = now
+            log.error("a collected record could not be spooled (is the spool's disk full?); %d dropped so far",
+                      self._metrics.collection_dropped)
 
     # -- the other routes -----------------------------------------------------------------
 

@@ -45,6 +45,7 @@ class Recorder:
         self.folder = folder
         self._path = folder / f"{os.getpid()}.json"
         self.in_flight = 0
+        self.collection_dropped = 0  # collected records that could not be spooled
         self._statuses: dict[int, int] = {}
         self._latency = _Histogram()
         self._run = _Histogram()
@@ -64,6 +65,7 @@ class Recorder:
             "statuses": {str(k): v for k, v in self._statuses.items()},
             "latency": [self._latency.counts, self._latency.total],
             "run": [self._run.counts, self._run.total],
+            "collection_dropped": self.collection_dropped,
         })
         if snapshot == self._published:
             return
@@ -79,7 +81,7 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         statuses: dict[str, int] = {}
-        in_flight = 0
+        in_flight = dropped = 0
         histograms = {"latency": _Histogram(), "run": _Histogram()}
         for path in self._folder.glob("*.json"):
             snapshot = orjson.loads(path.read_bytes())
@@ -87,6 +89,7 @@ class _Collector:
                 statuses[status] = statuses.get(status, 0) + count
             if alive(snapshot["pid"]):
                 in_flight += snapshot["in_flight"]
+            dropped += snapshot["collection_dropped"]
             for name, histogram in histograms.items():
                 counts, total = snapshot[name]
                 histogram.counts = [a + b for a, b in zip(histogram.counts, counts, strict=True)]
@@ -101,6 +104,8 @@ class _Collector:
         yield _histogram_family("scorer_run_duration_seconds", "Time spent in the entry script's run().",
                                 histograms["run"])
         yield GaugeMetricFamily("scorer_requests_in_flight", "Scoring requests being served.", value=in_flight)
+        yield CounterMetricFamily("scorer_collection_dropped_records", "Collected records that could not be spooled "
+                                  "(their predictions were answered).", value=dropped)
 
 
 def _histogram_family(name: str, documentation: str, histogram: _Histogram) -> HistogramMetricFamily:

@@ -2,7 +2,9 @@
 
 A record is written with one `os.write` before the response is sent.  Once `write` returns,
 the bytes are in the kernel: a `kill -9` of the server cannot lose them (a crash of the whole
-machine could; fsync per request would cost more than the scoring).  Segments are named
+machine could; fsync per request would cost more than the scoring).  A record that cannot be
+written (a full disk) is left out whole: the segment is cut back to the records before it, and
+the caller counts it as dropped; the prediction itself is still answered.  Segments are named
 `<ns-timestamp>-<pid>_<start ticks>.open` while written (scoring_image.pids.writer_id) and renamed to
 `.jsonl` when sealed; the shipper seals the open segments of processes that died.
 """
@@ -29,26 +31,40 @@ class Spool:
         self._folder = folder
         self._fd: int | None = None
         self._path: Path | None = None
+        self._size = 0  # of the open segment: ours alone to write
 
-    def append(self, request_id: str, data: Any, prediction: Any) -> None:
-        """Spool one record; `data` / `prediction` may be `orjson.Fragment`s of JSON already encoded."""
-        record = {
+    def append(self, request_id: str, data: Any, prediction: Any) -> bool:
+        """Spool one record; `data` / `prediction` may be `orjson.Fragment`s of JSON already encoded.
+        False when it could not be written: nothing of it stays in the segment."""
+        line = orjson.dumps({
             "id": uuid.uuid4().hex,
             "request_id": request_id,
             "time": time.time(),
             "data": data,
             "prediction": prediction,
-        }
-        if self._fd is None:
-            self._path = self._folder / f"{time.time_ns():020d}-{writer_id()}{OPEN}"
-            self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
-        os.write(self._fd, orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        }, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            if self._fd is None:
+                self._path = self._folder / f"{time.time_ns():020d}-{writer_id()}{OPEN}"
+                self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+                self._size = 0
+            written = os.write(self._fd, line)
+        except OSError:
+            written = -1
+        if written == len(line):
+            self._size += written
+            return True
+        if written > 0 and self._fd is not None:  # a part of the line: the shipper would read a broken record
+            try:
+                os.ftruncate(self._fd, self._size)
+            except OSError:
+                self.seal()  # the part ends the segment, where the shipper skips it as a torn record
+        return False
 
     def seal(self) -> None:
         """Close the current segment and hand it to the shipper (a no-op when nothing was written)."""
         if self._fd is None or self._path is None:
             return
-        os.close(self._fd)
-        self._path.rename(self._path.with_suffix(SEALED))
-        self._fd = None
-        self._path = None
+        fd, path, self._fd, self._path = self._fd, self._path, None, None
+        os.close(fd)
+        path.rename(path.with_suffix(SEALED))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -238,3 +239,27 @@ def test_a_stray_open_file_in_the_spool_is_left_alone_and_the_rest_shipped(tmp_p
     assert shipper.ship_once() == 1 and shipper.ship_once() == 0
     assert sorted(p.name for p in (tmp_path / "spool").iterdir()) == ["notes.open", "x-abc.open"]
     assert sum("names no writer" in r.getMessage() for r in caplog.records) == 2  # once each, not every pass
+
+
+def test_a_full_disk_drops_whole_records_and_still_answers(start_scorer: StartScorer, tmp_path: Path) -> None:
+    """Files limited to 64 KiB (ulimit -f; Python ignores SIGXFSZ, so writes fail with EFBIG) as a full disk
+    would: every prediction is answered, the records that did not fit are counted, and the spool holds
+    only whole ones (a torn line would have spoiled the next record too). The records are large, so that
+    the spool fills long before the scorer's log, a file here too."""
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/bin/bash\nulimit -f 64\nexec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    spool = tmp_path / "spool"
+    env = collection_env(spool, AZUREML_DATA_COLLECTION_LOCAL_DIR=str(tmp_path / "collected"),
+                         AZUREML_DATA_COLLECTION_BATCH_SECONDS="3600")  # nothing shipped: the segment keeps growing
+    server = start_scorer("sum_rows.py", env=env, python=str(wrapper))
+    padding = "x" * 4000
+    answers = [server.post(json={"data": [[i, 1]], "note": padding}) for i in range(40)]
+    assert all(a.status_code == 200 for a in answers) and answers[-1].json()["sums"] == [40]
+    segments = [p for p in spool.rglob("*") if p.is_file() and p.suffix in (".open", ".jsonl")]
+    lines = [line for p in segments for line in p.read_bytes().split(b"\n") if line]
+    kept = [orjson.loads(line) for line in lines]  # every line a whole record
+    assert 0 < len(kept) < 40
+    wait_until(lambda: f"scorer_collection_dropped_records_total {40 - len(kept)}.0" in server.get("/metrics").text,
+               10, "the dropped records counted")
+    assert any("could not be spooled" in str(line.get("message")) for line in server.logs())
