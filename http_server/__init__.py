@@ -344,6 +344,7 @@ class _Connection:
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._expect = False
+        self._hosts = 0  # Host headers in the head being parsed
         self._head_size = 0  # bytes received since the last head ended, while no body was being read
         self._chunk_head = False  # a chunk's size line parsed and none of its data yet: the last one's trailer follows
         self._trailer_size = 0  # bytes received meanwhile (a trailer is held whole, as a head is)
@@ -397,8 +398,9 @@ class _Connection:
         except httptools.HttpParserUpgrade:
             self._upgrade_refused()
             return
-        except httptools.HttpParserError:
-            self._reject(400, b"malformed request")
+        except httptools.HttpParserError as exc:
+            context = exc.__context__
+            self._reject(400, context.message if isinstance(context, _BadHead) else b"malformed request")
             return
         if self._current is None:
             if self._head_size > MAX_HEAD_BYTES:  # no head ended in all that
@@ -492,7 +494,9 @@ class _Connection:
         if self._current is not None:  # a trailer field, after a chunked body: dropped (it is no header)
             return
         name = name.lower()
-        if name == b"expect" and value.lower() == b"100-continue":
+        if name == b"host":
+            self._hosts += 1
+        elif name == b"expect" and value.lower() == b"100-continue":
             self._expect = True
         self._headers.append((name, value))
 
@@ -500,8 +504,10 @@ class _Connection:
         self._head_size = 0
         parser = self.parser
         path, _, query = self._url.partition(b"?")
-        headers, expect = self._headers, self._expect
-        self._url, self._headers, self._expect = b"", [], False
+        headers, expect, hosts = self._headers, self._expect, self._hosts
+        self._url, self._headers, self._expect, self._hosts = b"", [], False, 0
+        if hosts != 1 and (hosts or parser.get_http_version() != "1.0"):  # RFC 9112 3.2: a 400
+            raise _BadHead(b"an HTTP/1.1 request carries exactly one Host header")
         if not path.startswith(b"/"):
             path = _origin_form(path)
         if expect and parser.get_http_version() == "1.0":  # RFC 9110 10.1.1: a 1.0 client's expectation is ignored
@@ -657,6 +663,14 @@ class _Connection:
             self.loop.call_soon(following.run)
         else:
             following.run()
+
+
+class _BadHead(Exception):
+    """Raised by a parser callback: the head parses, but is no request (its message goes into the 400)."""
+
+    def __init__(self, message: bytes) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 def _error(status: int, code: bytes, message: bytes) -> bytes:

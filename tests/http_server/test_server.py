@@ -457,3 +457,14 @@ async def test_an_absolute_form_target_is_served_as_its_path(served) -> None:
     out = await exchange(port, b"POST http://x/fast HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nhi"
                                b"GET HTTPS://x:443/p?q=1 HTTP/1.1\r\nhost: x\r\n\r\n", b"q=1|")
     assert b"|hi" in out and b"x-path: /p\r\n" in out
+
+
+async def test_an_http_1_1_request_without_one_host_header_is_400(served) -> None:
+    """RFC 9112 3.2: none, or two, is a 400; HTTP/1.0 may leave it out."""
+    _, port, _ = served
+    for head in (b"GET /a HTTP/1.1\r\n\r\n", b"GET /a HTTP/1.1\r\nhost: x\r\nhost: y\r\n\r\n",
+                 b"GET /a HTTP/1.0\r\nhost: x\r\nhost: y\r\n\r\n"):
+        out = await exchange(port, head, b"}}")
+        assert out.startswith(b"HTTP/1.1 400 Bad Request") and b"exactly one Host header" in out, out
+        json.loads(out.partition(b"\r\n\r\n")[2])
+    assert (await exchange(port, b"GET /a HTTP/1.0\r\n\r\n", b"|")).startswith(b"HTTP/1.1 200 OK")
