@@ -49,6 +49,9 @@ WHOLE_BODY_MAX = HIGH_WATER  # a POST body up to this is held whole for the fast
 # A request line and headers longer than this are refused (431), as nginx refuses a head over its buffers:
 # unbounded, one client streaming a header grew a worker by hundreds of MiB, kept after it left.
 MAX_HEAD_BYTES = 64 * 1024
+# After an answer that leaves a request unread and ends the connection, what the client still sends is
+# read and dropped for up to this long (nginx's lingering close), rather than reset by closing at once.
+LINGER_S = 5.0
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
@@ -318,7 +321,7 @@ class _Rejection:
 
     def run(self) -> None:
         self.conn.write(self.response)
-        self.conn.close()
+        self.conn.linger()
 
     def abort(self) -> None:
         pass
@@ -350,6 +353,7 @@ class _Connection:
         self._trailer_size = 0  # bytes received meanwhile (a trailer is held whole, as a head is)
         self._pipelined = False  # reading paused: a whole request waits behind the one being answered
         self._reading_stopped = False  # the parser cannot go on (an error, an upgrade): reading never resumes
+        self._lingering = False  # closing: our side is shut, what the client still sends is dropped
         self._current: _Exchange | Request | None = None  # its body being parsed
         self._queue: collections.deque[_Exchange | Request | _Rejection] = collections.deque()  # answered in order
         self.idle_since: float | None = None  # None while a request is being received or answered
@@ -389,6 +393,8 @@ class _Connection:
         self.resume_writing()
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
         if self._current is None:  # a head (or the gap before one): httptools buffers it whole until it ends
             self._head_size += len(data)
         elif self._chunk_head:  # the last chunk's trailer fields, buffered whole by httptools as a head is
@@ -478,6 +484,22 @@ class _Connection:
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.close()
+
+    def linger(self) -> None:
+        """Close after an answer that left the client's request unread (an early 401 or 413, a 400): closing
+        with its bytes unread resets the connection, and a reset can destroy the answer before the client
+        reads it. So our side is shut (FIN, after the answer), what the client still sends is dropped, and
+        the connection closes at its EOF, or after LINGER_S."""
+        transport = self.transport
+        if transport is None or transport.is_closing() or self.lost:
+            return
+        if not transport.can_write_eof():  # TLS: no half close
+            transport.close()
+            return
+        self._lingering = True
+        transport.write_eof()
+        transport.resume_reading()
+        self.loop.call_later(LINGER_S, self.abort)
 
     def abort(self) -> None:
         """Closed without flushing: what close() would flush, a client that reads nothing never takes."""
@@ -631,7 +653,10 @@ class _Connection:
             self.close()
             return
         if not exchange.keep_alive:
-            self.close()
+            if exchange.complete:
+                self.close()
+            else:
+                self.linger()
         elif exchange.complete:
             if self._queue and self._queue[0] is exchange:  # not moved on already, by the body's end
                 self._next()

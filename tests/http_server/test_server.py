@@ -468,3 +468,48 @@ async def test_an_http_1_1_request_without_one_host_header_is_400(served) -> Non
         assert out.startswith(b"HTTP/1.1 400 Bad Request") and b"exactly one Host header" in out, out
         json.loads(out.partition(b"\r\n\r\n")[2])
     assert (await exchange(port, b"GET /a HTTP/1.0\r\n\r\n", b"|")).startswith(b"HTTP/1.1 200 OK")
+
+
+def _send_then_read(port: int, head: bytes, body_bytes: int) -> tuple[str, bytes]:
+    """Blocking client: the head, then the body however the server answers meanwhile; then what came back."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        try:
+            sock.sendall(head + b"x" * body_bytes)
+            sent = "all"
+        except OSError as exc:
+            sent = type(exc).__name__
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return sent, answer
+
+
+async def test_an_early_answer_on_a_closing_connection_lingers_instead_of_resetting(served) -> None:
+    """Closing with the client's bytes unread resets the connection, and a reset can destroy the answer
+    before the client reads it: the rest of the request is read and dropped, then the connection closes."""
+    _, port, _ = served
+    for head in (b"POST /early HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 8388608\r\n\r\n",
+                 b"POST /early HTTP/1.0\r\ncontent-length: 8388608\r\n\r\n",
+                 b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\nZZZ\r\n"):  # a 400, then more
+        sent, answer = await asyncio.to_thread(_send_then_read, port, head, 8 << 20)
+        assert sent == "all", (head, sent)
+        assert answer.startswith((b"HTTP/1.1 413", b"HTTP/1.1 400")), answer[:60]
+
+
+async def test_lingering_ends_after_a_few_seconds_for_a_client_that_never_stops(served) -> None:
+    _, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /early HTTP/1.1\r\nhost: x\r\nconnection: close\r\ncontent-length: 100000000\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readuntil(b"no"), 5)).startswith(b"HTTP/1.1 413")
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(ConnectionError):
+        async with asyncio.timeout(15):
+            while True:  # a trickle, for ever
+                writer.write(b"x" * 1024)
+                await writer.drain()
+                await asyncio.sleep(0.05)
+    assert http_server.LINGER_S - 1 < asyncio.get_running_loop().time() - started < http_server.LINGER_S + 3
+    writer.close()
