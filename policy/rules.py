@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
+from pulumi_policy.proxy import UnknownValueError
 
 from components.accelerators import SCHEDULING
 from components.spec import MAX_ENDPOINT_VERSIONS
@@ -137,16 +138,28 @@ def registry_images(args: StackValidationArgs, report_violation: ReportViolation
     """
     config = args.get_config()
     registry = config.get("registry") or next(
-        (r.props.get("loginServer") for r in args.resources if r.resource_type == REGISTRY and r.props.get("loginServer")), None)
+        (login for r in args.resources if r.resource_type == REGISTRY and (login := _known(r.props, "loginServer"))), None)
     allowed = config.get("allowedImages", ADDON_IMAGES)
     for r in args.resources:
         spec = pod_spec(r.resource_type, r.props)
         for c in containers(spec) if spec is not None else []:
-            image = c.get("image") or ""
+            try:
+                image = c.get("image") or ""
+            except UnknownValueError:  # built by this update: checked when the update runs this rule, known
+                continue
             if not any(image.startswith(prefix) for prefix in allowed):
                 problem = _image_problem(image, registry)
                 if problem:
                     report_violation(f"{_name(r.props, r.name)}: container {c.get('name')!r}: image {image!r} {problem}", r.urn)
+
+
+def _known(props: Mapping[str, Any], key: str) -> Any:
+    """A value a first preview may not know yet, None then: pulumi-policy raises on reading one, which
+    would skip the whole rule, unknown values and known ones alike."""
+    try:
+        return props.get(key)
+    except UnknownValueError:
+        return None
 
 
 def _image_problem(image: str, registry: str | None) -> str | None:

@@ -10,6 +10,7 @@ import json
 
 import pytest
 from pulumi_policy import PolicyResource, PolicyResourceOptions, ResourceValidationArgs, StackValidationArgs
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from policy import rules
 
@@ -129,6 +130,19 @@ def test_registry_images_without_a_known_registry_want_an_acr():
     assert images(deployment()) == []
     found = images(deployment(container(image=f"docker.io/lib/x@{DIGEST}")))
     assert found and "Azure Container Registry" in found[0]
+
+
+def test_registry_images_check_what_a_first_preview_knows():
+    """In a first preview the registry's loginServer and the images this update builds are unknown, and
+    pulumi-policy raises on reading one, which skipped the whole rule: a hand-written image went unchecked."""
+    unknown = UNKNOWN_STRING_VALUE
+    built = deployment(container(image=unknown), container(name="sidecar", image="docker.io/lib/x:latest"))
+    stack = [PolicyResource(typ, unknown_checking_proxy(props), f"urn:pulumi:s::p::{typ}::r{i}", f"r{i}", _opts(),
+                            None, None, [], {})
+             for i, (typ, props) in enumerate([(rules.DEPLOYMENT, built), (rules.REGISTRY, {"loginServer": unknown})])]
+    found: list[str] = []
+    rules.registry_images(StackValidationArgs(stack, {}), lambda message, urn=None: found.append(message))
+    assert len(found) == 1 and "'sidecar'" in found[0] and "is not from an Azure Container Registry" in found[0]
 
 
 def test_registry_images_allowed_prefix_exempts_addons():
