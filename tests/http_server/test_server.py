@@ -276,25 +276,32 @@ async def test_a_head_over_the_limit_ends_the_connection_one_under_it_is_served(
     out = await exchange(port, f"GET /a HTTP/1.1\r\nhost: x\r\nx-big: {fits}\r\n\r\n".encode(), b"|")
     assert out.startswith(b"HTTP/1.1 200 OK")
     for start in (b"GET /a HTTP/1.1\r\nhost: x\r\nx-big: ", b"GET /"):  # a header, a URL: never ending
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(start)
-        sent, answer = 0, b""
-        try:
-            while sent < 64 * http_server.MAX_HEAD_BYTES:
-                writer.write(b"v" * 16384)
-                await writer.drain()
-                sent += 16384
-                try:
-                    answer += await asyncio.wait_for(reader.read(65536), 0.01)
-                except asyncio.TimeoutError:
-                    continue
-                if answer and not answer.endswith(b"}") or reader.at_eof():
-                    break
-        except ConnectionError:
-            pass
-        writer.close()
+        sent, answer = await stream_for_ever(port, start)
         assert sent < 8 * http_server.MAX_HEAD_BYTES  # ended near the limit, not after 4 MiB
         assert not answer or answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:80]
+
+
+async def stream_for_ever(port: int, start: bytes) -> tuple[int, bytes]:
+    """`start`, then bytes without end (up to 4 MiB) until the server answers and closes: what was sent
+    by then, and the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(start)
+    sent, answer = 0, b""
+    try:
+        while sent < 64 * http_server.MAX_HEAD_BYTES:
+            writer.write(b"v" * 16384)
+            await writer.drain()
+            sent += 16384
+            try:
+                answer += await asyncio.wait_for(reader.read(65536), 0.01)
+            except asyncio.TimeoutError:
+                continue
+            if answer and not answer.endswith(b"}") or reader.at_eof():
+                break
+    except ConnectionError:
+        pass
+    writer.close()
+    return sent, answer
 
 
 @pytest.mark.parametrize("served", [0.3], indirect=True)
@@ -372,23 +379,8 @@ async def test_trailer_fields_are_dropped_not_added_to_the_next_requests_headers
 async def test_trailer_fields_over_the_head_limit_end_the_connection(served) -> None:
     """Held whole by httptools as a head is: without a limit a client could stream them for ever."""
     _, port, _ = served
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nx-t: ")
-    sent, answer = 0, b""
-    try:
-        while sent < 64 * http_server.MAX_HEAD_BYTES:
-            writer.write(b"v" * 16384)
-            await writer.drain()
-            sent += 16384
-            try:
-                answer += await asyncio.wait_for(reader.read(65536), 0.01)
-            except asyncio.TimeoutError:
-                continue
-            if answer and not answer.endswith(b"}") or reader.at_eof():
-                break
-    except ConnectionError:
-        pass
-    writer.close()
+    sent, answer = await stream_for_ever(
+        port, b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n2\r\nab\r\n0\r\nx-t: ")
     assert sent < 16 * http_server.MAX_HEAD_BYTES  # ended near the limit (plus a read), not after 4 MiB
     assert not answer or answer.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n"), answer[:80]
 
