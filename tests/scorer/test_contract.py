@@ -278,6 +278,8 @@ def test_request_headers_are_a_dict_in_werkzeugs_case_whose_lookups_ignore_case(
     assert dict(headers) == {"X-Tenant": "contoso", "Content-Type": "application/json"}  # as dict(request.headers)
     assert headers.get("x-TENANT") == headers["X-Tenant"] == "contoso" and "x-tenant" in headers
     assert headers.pop("x-tenant") == "contoso" and "X-Tenant" not in headers
+    # A repeated header: its values joined, as in the WSGI environ Azure ML's Flask reads.
+    assert amlcompat.Headers([(b"x-tag", b"a"), (b"X-Tag", b"b")]) == {"X-Tag": "a,b"}
 
 
 def test_a_raw_body_the_script_reads_as_json_that_is_not_json_is_400(start_scorer: StartScorer) -> None:
