@@ -79,7 +79,7 @@ def format_errors(exc: ValidationError) -> list[str]:
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check its spelling against the documented settings)"
         elif isinstance(err.get("input"), SecretStr):
-            msg = "a secret (secure:) cannot go here: this setting is not kept secret, give it in clear"
+            msg = _SECRET_HERE
         for line in msg.splitlines():
             lines.append(_join(where, line))
     return lines
@@ -93,6 +93,7 @@ def _join(where: str, line: str) -> str:
 
 
 ConfigPath = tuple[str | int, ...]
+_SECRET_HERE = "a secret (secure:) cannot go here: this setting is not kept secret, give it in clear"
 
 
 def _unsecure(value: Any) -> Any:
@@ -131,8 +132,11 @@ def secure_paths(config: dict[str, Any]) -> list[ConfigPath]:
     return found
 
 
-def _as_secrets(ours: dict[str, Any], paths: Sequence[ConfigPath]) -> None:
-    """Each decrypted text at `paths` becomes a SecretStr (a path the config no longer has is skipped)."""
+def _as_secrets(ours: dict[str, Any], paths: Sequence[ConfigPath]) -> list[str]:
+    """Each decrypted text at `paths` becomes a SecretStr (a path the config no longer has is skipped).
+    A secret that decrypts to an object or list (a whole setting made secret) is a problem, as `check`,
+    which cannot decrypt it, finds it too."""
+    problems = []
     for path in paths:
         parent: Any = ours
         for part in path[:-1]:
@@ -143,10 +147,15 @@ def _as_secrets(ours: dict[str, Any], paths: Sequence[ConfigPath]) -> None:
         else:
             last = path[-1]
             try:
-                if isinstance(parent[last], str):
-                    parent[last] = SecretStr(parent[last])
+                value = parent[last]
             except (KeyError, IndexError, TypeError):
-                pass
+                continue
+            if isinstance(value, str):
+                parent[last] = SecretStr(value)
+            else:
+                where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).lstrip(".")
+                problems.append(f"{where}: {_SECRET_HERE}")
+    return problems
 
 
 def _structured(value: Any) -> Any:
@@ -176,7 +185,9 @@ def parse_config(config: dict[str, Any], base_dir: Path,
             providers[str(key)] = value
     if problems:
         raise StackError(problems)
-    _as_secrets(ours, secrets)
+    problems = _as_secrets(ours, secrets)
+    if problems:
+        raise StackError(problems)
     try:
         spec = StackSpec.model_validate(ours, context={"base_dir": base_dir})
     except ValidationError as exc:

@@ -511,6 +511,15 @@ def test_secrets_are_secrets_where_a_setting_takes_them_and_named_where_it_canno
     with pytest.raises(StackError, match=r"models\[2\].url: a model's url is a blob folder, https://<account>"):
         parse_config(decrypted, tmp_path, secrets)
 
+    # A whole setting made secret decrypts to an object: refused by the program as by check.
+    whole = copy.deepcopy(config)
+    whole["aks-model-serving:router"] = {"secure": "v1:jkl"}
+    assert check([str(write_stack(tmp_path, whole))]) == 2
+    assert "router: a secret (secure:) cannot go here" in capsys.readouterr().out
+    whole_decrypted = {**decrypted, "aks-model-serving:router": {"namespace": "azureml"}}
+    with pytest.raises(StackError, match=r"^router: a secret \(secure:\) cannot go here"):
+        parse_config(whole_decrypted, tmp_path, secure_paths(whole))
+
     # A setting that is not kept secret says so, rather than "Input should be a valid string".
     config[S][0]["inference_config"]["entry_script"] = {"secure": "v1:ghi"}
     assert check([str(write_stack(tmp_path, config))]) == 2
