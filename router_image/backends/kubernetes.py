@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import os
+import random
 import socket
 import ssl
 import time
@@ -46,6 +47,13 @@ MERGE_PATCH = "application/merge-patch+json"
 TOKEN_REREAD_S = 60  # projected service account tokens rotate; the kubelet rewrites the file
 WATCH_S = 300  # the API server ends each watch after this; it is resumed from the last resourceVersion
 RETRY_S = 1.0
+RETRY_MAX_S = 30.0  # a watch failing (or ending at once) again and again backs off to this
+# While leading, every Deployment's count is read again this often: one set outside the router
+# (kubectl scale, a GitOps apply) is then what the autoscaler scales from.
+SCALE_RESYNC_S = 30.0
+# A peer that refuses the peers' secret is mid-rotation (the kubelet updates each pod's Secret volume
+# in its own time, a minute or two apart): its last load counts for this long.
+REFUSING_PEER_HOLD_S = 180.0
 CALL_TIMEOUT_S = 10.0
 PEER_TIMEOUT_S = 0.5
 
@@ -91,8 +99,11 @@ class Api:
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         if self._access.token_file and time.monotonic() - self._token_read > TOKEN_REREAD_S:
-            self._token = Path(self._access.token_file).read_text().strip()
-            self._token_read = time.monotonic()
+            try:
+                self._token = Path(self._access.token_file).read_text().strip()
+                self._token_read = time.monotonic()
+            except OSError as exc:  # mid-rotation, say: the last token serves until the next read works
+                log.warning("service account token not read, the last one is used: %s", exc)
         headers = {"Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -141,6 +152,9 @@ class SliceWatch:
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
+        """List, then watch from there, for ever: any failure (a 410 too) lists again, after a pause that
+        doubles while they repeat; a watch that ended at once counts as one."""
+        pause = RETRY_S
         while True:
             try:
                 _, listing = await self._api.call("GET", self._path, params=self._selector)
@@ -148,12 +162,21 @@ class SliceWatch:
                 self._on_change()
                 version = listing["metadata"]["resourceVersion"]
                 while True:
+                    started = time.monotonic()
                     version = await self._follow(version)
+                    if time.monotonic() - started >= RETRY_S:
+                        pause = RETRY_S  # a watch that ran its course: the API server is well
+                    else:  # ended at once (an API server draining, a proxy): not again at once
+                        await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+                        pause = min(pause * 2, RETRY_MAX_S)
+            except asyncio.CancelledError:
+                raise
             except _Gone:
                 log.info("endpointslices %s: watch expired (410), listing again", self._selector["labelSelector"])
-            except (aiohttp.ClientError, ApiError, TimeoutError, ValueError, KeyError) as exc:
-                log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], exc)
-                await asyncio.sleep(RETRY_S)
+            except Exception as exc:  # never the end of the watch: its endpoints would freeze
+                log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], str(exc) or type(exc).__name__)
+            await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+            pause = min(pause * 2, RETRY_MAX_S)
 
     async def _follow(self, version: str) -> str:
         """One watch from `version`; returns the resourceVersion to resume from."""
@@ -197,6 +220,10 @@ def addresses(slices: list[dict], port: int, *, ready_only: bool = True, exclude
     return sorted(found.values())
 
 
+_PeerLoad = tuple[dict[str, float], PodLoad]  # a peer's demand per deployment, and its own load
+_REFUSED = object()
+
+
 def _now() -> str:
     """A MicroTime, as Lease times are written."""
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -228,6 +255,8 @@ class KubernetesBackend:
         self._observed_at = 0.0
         self._renewed_at = 0.0  # when the last renewal that won was sent
         self._secret_unusable = False  # logged once, until the peers' secret is usable again
+        self._answered: dict[str, tuple[float, _PeerLoad]] = {}  # each peer's last load, and when
+        self._refusing: set[str] = set()  # peers refusing the secret (logged once each)
 
     @property
     def is_leader(self) -> bool:
@@ -253,7 +282,8 @@ class KubernetesBackend:
         self._peers = SliceWatch(self._api, self._ns, self._config.peers.service, lambda: None)
         if self._own is not None:
             await self._read_scale(self._own)
-        self._tasks = [asyncio.create_task(self._lead()), asyncio.create_task(self._poll_peers())]
+        self._tasks = [asyncio.create_task(self._lead()), asyncio.create_task(self._poll_peers()),
+                       asyncio.create_task(self._resync_scales())]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -331,6 +361,15 @@ class KubernetesBackend:
     def replicas(self, deployment: str) -> int:
         return self._replicas.get(deployment, 0)
 
+    async def _resync_scales(self) -> None:
+        """While leading, the counts are read again (SCALE_RESYNC_S): the app resumes its autoscalers
+        from a count someone else set."""
+        while True:
+            await asyncio.sleep(SCALE_RESYNC_S)
+            if self.is_leader:
+                for deployment in [*self._versions, *([self._own] if self._own else [])]:
+                    await self._read_scale(deployment)
+
     async def probe(self, address: str) -> bool:
         host, _, port = address.rpartition(":")
         return await is_ready(host.strip("[]"), int(port))
@@ -351,26 +390,51 @@ class KubernetesBackend:
 
     async def _poll_peers(self) -> None:
         """The leader's view of the other pods: their demand (one that does not answer adds none)
-        and their own load (one that is ready and does not answer counts as saturated)."""
+        and their own load (one that is ready and does not answer counts as saturated). One that
+        refuses the secret is mid-rotation, not saturated: its last load stands in for a while."""
         while True:
-            if self.is_leader and (headers := self._peer_headers()) is not None:
-                ready = set(self.peer_addresses(ready_only=True))
-                every = self.peer_addresses()
-                loads = await asyncio.gather(*(self._peer_load(a, headers) for a in every))
-                total: dict[str, float] = {}
-                pods = []
-                for address, load in zip(every, loads):
-                    if load is not None:
-                        demand, pod = load
-                        for deployment, n in demand.items():
-                            total[deployment] = total.get(deployment, 0.0) + n
-                        pods.append(dataclasses.replace(pod, ready=address in ready))
-                    elif address in ready and self._config.router_scale is not None:
-                        pods.append(PodLoad(self._config.router_scale.cpu_cores, PEER_TIMEOUT_S * 1000))
-                self._remote, self._pods = total, pods
-            else:
-                self._remote, self._pods = {}, []
+            try:
+                await self._poll_peers_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never the end of the polling: the leader would scale on its own load alone
+                log.exception("polling the peers failed; polling again")
             await asyncio.sleep(self._peer_poll_s)
+
+    async def _poll_peers_once(self) -> None:
+        if not self.is_leader or (headers := self._peer_headers()) is None:
+            self._remote, self._pods = {}, []
+            return
+        ready = set(self.peer_addresses(ready_only=True))
+        every = self.peer_addresses()
+        loads = await asyncio.gather(*(self._peer_load(a, headers) for a in every))
+        now = time.monotonic()
+        total: dict[str, float] = {}
+        pods = []
+        for address, load in zip(every, loads):
+            if load is _REFUSED:
+                if address not in self._refusing:
+                    self._refusing.add(address)
+                    log.warning("peer %s refuses the peers' secret (a rotation its pod has not seen yet?); its "
+                                "last load counts for up to %.0f s", address, REFUSING_PEER_HOLD_S)
+                held = self._answered.get(address)
+                if held is None or now - held[0] > REFUSING_PEER_HOLD_S:
+                    continue  # nothing it said recently: neither demand nor saturation
+                load = held[1]
+            elif load is not None:
+                self._refusing.discard(address)
+                self._answered[address] = (now, load)
+            if load is not None:
+                demand, pod = load
+                for deployment, n in demand.items():
+                    total[deployment] = total.get(deployment, 0.0) + n
+                pods.append(dataclasses.replace(pod, ready=address in ready))
+            elif address in ready and self._config.router_scale is not None:
+                pods.append(PodLoad(self._config.router_scale.cpu_cores, PEER_TIMEOUT_S * 1000))
+        for gone in self._answered.keys() - set(every):
+            del self._answered[gone]
+        self._refusing &= set(every)
+        self._remote, self._pods = total, pods
 
     def _peer_headers(self) -> dict[str, str] | None:
         """The peers' secret, read once per polling round (a replaced Secret needs no restart). None
@@ -378,19 +442,25 @@ class KubernetesBackend:
         peer that refuses would count as saturated), logged once until the secret is usable again."""
         try:
             secret = self._config.peers.secret()  # type: ignore[union-attr]
+            if not secret.isascii() or not secret.decode().isprintable():
+                raise ValueError("it is not printable ASCII, as a header value must be (generate it as text)")
+            value = secret.decode()
         except (OSError, ValueError) as exc:
             if not self._secret_unusable:
                 log.warning("peers' secret not usable, their load is not polled: %s", exc)
             self._secret_unusable = True
             return None
         self._secret_unusable = False
-        return {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
+        return {"Authorization": f"Bearer {value}"} if value else {}
 
-    async def _peer_load(self, address: str, headers: dict[str, str]) -> tuple[dict[str, float], PodLoad] | None:
+    async def _peer_load(self, address: str, headers: dict[str, str]) -> _PeerLoad | object | None:
+        """The peer's demand and load; _REFUSED when it refuses the secret; None when it does not answer."""
         scheme = "https" if self._config.tls else "http"
         try:
             # A peer's certificate names the public host, not its pod IP; the secret is the peers' own.
             async with self._http.get(f"{scheme}://{address}/internal/load", ssl=False, headers=headers) as resp:
+                if resp.status in (401, 403, 404):  # /internal/load hides itself from a wrong secret
+                    return _REFUSED
                 if resp.status != 200:
                     log.warning("peer %s: load answered %d", address, resp.status)
                     return None
@@ -412,7 +482,9 @@ class KubernetesBackend:
         while True:
             try:
                 await self._try_lead()
-            except (aiohttp.ClientError, ApiError, TimeoutError, ValueError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # never the end of the loop: this pod could not lead again
                 log.warning("lease: %s", str(exc) or type(exc).__name__)  # a timeout says nothing
             if self._leading and not self.is_leader:
                 log.warning("lease not renewed for %.1f s: no longer the scaling leader", time.monotonic() - self._renewed_at)

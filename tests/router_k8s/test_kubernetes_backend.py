@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
+from router_image.backends import kubernetes
 from router_image.backends.kubernetes import KubernetesBackend
 from router_image.autoscale import PodLoad
 from router_image.config import AutoscaleConfig, PeersConfig, RouterConfig, RouterScaleConfig, VersionConfig
@@ -335,6 +337,137 @@ async def test_an_empty_peers_secret_is_not_sent_and_its_warning_logged_once(api
         secret.write_text("s3cret-peer\n")
         await until(lambda: leader.remote_demand("iris") == 1)
         assert set(seen) == {"Bearer s3cret-peer"} and "s3cret-peer" not in caplog.text
+    finally:
+        await leader.stop()
+        await runner.cleanup()
+
+
+async def test_a_leader_reads_the_counts_again_and_sees_one_set_outside_the_router(api, monkeypatch) -> None:
+    monkeypatch.setattr(kubernetes, "SCALE_RESYNC_S", 0.2)
+    api.scales["iris"] = 3
+    backend = _backend(api, peers=True)
+    await backend.start(Ready())
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: backend.is_leader)
+        assert backend.replicas("iris") == 3
+        api.scales["iris"] = 0  # kubectl scale --replicas=0
+        await until(lambda: backend.replicas("iris") == 0)
+    finally:
+        await backend.stop()
+
+
+async def test_a_token_that_cannot_be_read_keeps_the_last_one_and_nothing_stops(api, monkeypatch, caplog) -> None:
+    """Lease loop and watches lived through only the errors they listed: a token file missing for a moment
+    (mid-rotation) ended both for good, and the pod never led again nor saw its endpoints change."""
+    monkeypatch.setattr(kubernetes, "TOKEN_REREAD_S", 0.1)
+    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
+    ready, backend = Ready(), _backend(api, peers=True)
+    token = Path(api.access.token_file)
+    await backend.start(ready)
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: backend.is_leader and ready.addresses.get("iris") == ["10.0.0.1:5001"])
+        saved = token.read_text()
+        token.unlink()
+        await asyncio.sleep(0.5)
+        api.expire_watches()  # a relist, with the token gone
+        api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.2", True, "iris-2")]))
+        await until(lambda: ready.addresses["iris"] == ["10.0.0.2:5001"])
+        assert backend.is_leader and all(not t.done() for t in backend._tasks)
+        assert "service account token not read, the last one is used" in caplog.text
+        token.write_text(saved)
+    finally:
+        await backend.stop()
+
+
+async def test_a_watch_that_ends_at_once_is_not_reopened_in_a_tight_loop() -> None:
+    """An API server draining (or a proxy) ends each watch with no event: it was reopened thousands of
+    times a second; now after a pause that doubles while it repeats."""
+    from aiohttp import web
+
+    watches = 0
+
+    async def slices(request: web.Request) -> web.Response:
+        nonlocal watches
+        if request.query.get("watch") == "true":
+            watches += 1
+            return web.Response(status=200, content_type="application/json", body=b"")
+        return web.json_response({"metadata": {"resourceVersion": "5"}, "items": []})
+
+    app = web.Application()
+    app.router.add_get("/apis/discovery.k8s.io/v1/namespaces/{ns}/endpointslices", slices)
+    runner, port = await serve(app)
+    api = kubernetes.Api(kubernetes.ApiAccess(f"http://127.0.0.1:{port}"))
+    watch = kubernetes.SliceWatch(api, "models", "iris", lambda: None)
+    try:
+        await asyncio.sleep(3)
+        assert 1 <= watches <= 6
+    finally:
+        await watch.stop()
+        await api.close()
+        await runner.cleanup()
+
+
+async def test_a_peers_secret_that_is_no_header_value_is_unusable_and_polling_goes_on(api, tmp_path, caplog) -> None:
+    """Random bytes (head -c 32 /dev/urandom) are no header value: decoding them ended the polling task for
+    good, even after the secret was fixed."""
+    from aiohttp import web
+
+    secret = tmp_path / "peer-secret"
+    secret.write_bytes(b"\x9f\x00\xfeRANDOM\xc3(")
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.json_response({"demand": {"iris": 7}, "cpu_cores": 0.1, "routing_latency_ms": 1.0})
+
+    peer = web.Application()
+    peer.router.add_get("/internal/load", handler)
+    runner, port = await serve(peer, "127.0.0.2")
+    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
+    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret))
+    caplog.set_level(logging.WARNING, logger="router.kubernetes")
+    await leader.start(Ready())
+    try:
+        await until(lambda: leader.is_leader)
+        await asyncio.sleep(0.4)
+        assert leader.remote_demand("iris") == 0 and "it is not printable ASCII" in caplog.text
+        secret.write_text("s3cret-peer\n")
+        await until(lambda: leader.remote_demand("iris") == 7)
+    finally:
+        await leader.stop()
+        await runner.cleanup()
+
+
+async def test_a_peer_refusing_a_rotated_secret_keeps_its_last_load_and_is_not_saturated(api, tmp_path, caplog) -> None:
+    """The kubelet updates each pod's Secret volume in its own time: mid-rotation a peer refuses the
+    leader's new secret (404). It counted as saturated (scaling the routers out) and its demand as none."""
+    from aiohttp import web
+
+    secret = tmp_path / "peer-secret"
+    secret.write_text("old-secret\n")
+
+    async def handler(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") != "Bearer old-secret":
+            return web.json_response({"error": "no route"}, status=404)
+        return web.json_response({"demand": {"iris": 30}, "cpu_cores": 0.05, "routing_latency_ms": 0.3})
+
+    peer = web.Application()
+    peer.router.add_get("/internal/load", handler)
+    runner, port = await serve(peer, "127.0.0.2")
+    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
+    api.scales["model-router"] = 2
+    scale = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, autoscale=AutoscaleConfig(min_replicas=2))
+    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret), router_scale=scale)
+    caplog.set_level(logging.WARNING, logger="router.kubernetes")
+    await leader.start(Ready())
+    try:
+        await until(lambda: leader.is_leader and leader.remote_demand("iris") == 30)
+        secret.write_text("new-secret\n")  # the leader's pod sees the rotation first
+        await until(lambda: "refuses the peers' secret" in caplog.text)
+        await asyncio.sleep(0.4)
+        assert leader.remote_demand("iris") == 30  # its last load stands in
+        assert leader.router_pods() == [PodLoad(0.05, 0.3, ready=True)]  # not a saturated pod
+        assert caplog.text.count("refuses the peers' secret") == 1
     finally:
         await leader.stop()
         await runner.cleanup()
