@@ -212,6 +212,7 @@ class Router:
                 pool = table.pools[deployment]
                 if not leader or now < self._retry_at.get(deployment, 0.0):
                     continue
+                self._follow_count(scaler, deployment)
                 demand = pool.busy_slots + pool.queued + self.backend.remote_demand(deployment)
                 decision = scaler.observe(demand, now)
                 if decision is None:
@@ -228,6 +229,7 @@ class Router:
         """The leader sizes the router Deployment on every pod's CPU and routing latency."""
         if now < self._retry_at.get(scaler.config.deployment, 0.0):
             return
+        self._follow_count(scaler, scaler.config.deployment)
         decision = scaler.observe([own, *self.backend.router_pods()], now)
         metrics.ROUTER_DESIRED.set(scaler.current)
         if decision is None:
@@ -236,6 +238,16 @@ class Router:
         log.info("scale router %s: %d -> %d pods (%s)", decision.direction, decision.current, decision.desired,
                  decision.reason)
         await self._scale(scaler, scaler.config.deployment, decision.desired, now)
+
+    def _follow_count(self, scaler: Autoscaler | RouterScaler, deployment: str) -> None:
+        """A count set outside the router (kubectl scale, a GitOps apply), as the backend last read it: the
+        scaler goes on from there, so the count comes back within its bounds as its policy says (a version
+        scaled to 0 is back at once, one scaled out comes in after the scale-down delay)."""
+        actual = self.backend.replicas(deployment)
+        if actual != scaler.current:
+            log.info("deployment %s: %d replicas, set outside the router (it counted %d); scaling from there",
+                     deployment, actual, scaler.current)
+            scaler.resume(actual)
 
     async def _scale(self, scaler: Autoscaler | RouterScaler, deployment: str, replicas: int, now: float) -> None:
         """A count the backend did not apply (see its log) is not believed: the scaler starts again

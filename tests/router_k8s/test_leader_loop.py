@@ -196,3 +196,20 @@ async def test_a_scale_the_backend_did_not_apply_is_not_believed_and_retried_lat
         assert backend.scaled == [("iris", 6), ("iris", 6)] and scaler.current == 6
     finally:
         await router.shutdown()
+
+
+async def test_a_count_set_outside_the_router_is_where_its_autoscaler_goes_on_from() -> None:
+    """kubectl scale to 0 (or a GitOps apply): the router scales from the count the backend read back, so a
+    version scaled to 0 is back at once, where it stayed at 0 while the router believed its old count."""
+    backend = FakeBackend()
+    backend.is_leader = True
+    router = Router(_config(), backend=backend)
+    await router.startup()
+    try:
+        await asyncio.sleep(0.5)
+        assert backend.scaled == []  # 1 replica, idle: nothing to do
+        backend.count = 0  # what the backend read back from the API
+        await until(lambda: backend.scaled == [("iris", 1)])
+        assert router.routes[("service", "iris")].versions["v1"].autoscaler.current == 1
+    finally:
+        await router.shutdown()

@@ -37,7 +37,9 @@ async def test_a_request_flows_to_an_address_from_an_endpointslice(api) -> None:
     scorer_runner, port = await serve(scorer)
     api.scales["iris"] = 1
     api.put_slice(endpoint_slice("iris-a", "iris", [("127.0.0.1", True, "iris-1")]))
-    version = VersionConfig(name="v1", deployment="iris", is_default=True, scorer_port=port)
+    # Not autoscaled: a sample taken while the request is in flight would scale it to 2 (1 slot, 70 %).
+    version = VersionConfig(name="v1", deployment="iris", is_default=True, scorer_port=port,
+                            autoscale=AutoscaleConfig(enabled=False))
     config = RouterConfig(backend="kubernetes", namespace="models", routes=[
         RouteConfig(kind="service", name="iris", auth=AuthConfig(key_enabled=False), versions=[version])])
     router = Router(config, backend=KubernetesBackend(config, api.access, "router-0"))
