@@ -307,18 +307,10 @@ async def test_the_leader_sums_its_peers_demand_and_gathers_their_own_load(api, 
         await third.cleanup()
 
 
-async def test_an_empty_peers_secret_is_not_sent_and_its_warning_logged_once(api, tmp_path, caplog) -> None:
-    """A mounted but empty secret: the leader polls nobody (each peer would refuse it, and a ready peer
-    that refuses would count as saturated) until the secret is usable, and says so once."""
+async def _leader_with_one_peer(api, secret, handler):
+    """A leader, scaling the router Deployment too, and one ready peer at 127.0.0.2 whose /internal/load
+    `handler` answers; returns the peer's runner and the leader, not started."""
     from aiohttp import web
-
-    secret = tmp_path / "peer-secret"
-    secret.write_text("\n")
-    seen: list[str | None] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append(request.headers.get("Authorization"))
-        return web.json_response({"demand": {"iris": 1}, "cpu_cores": 0.1, "routing_latency_ms": 1.0})
 
     peer = web.Application()
     peer.router.add_get("/internal/load", handler)
@@ -326,14 +318,34 @@ async def test_an_empty_peers_secret_is_not_sent_and_its_warning_logged_once(api
     api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
     api.scales["model-router"] = 2
     scale = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, autoscale=AutoscaleConfig(min_replicas=2))
-    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret), router_scale=scale)
+    return runner, _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret), router_scale=scale)
+
+
+@pytest.mark.parametrize("content, problem", [(b"\n", "empty"), (b"\x9f\x00\xfeRANDOM\xc3(", "not printable ASCII")])
+async def test_an_unusable_peers_secret_is_not_sent_and_its_warning_logged_once(api, tmp_path, caplog, content,
+                                                                                 problem) -> None:
+    """A mounted secret that is empty, or random bytes (head -c 32 /dev/urandom: no header value): the
+    leader polls nobody (each peer would refuse it, and a ready peer that refuses would count as
+    saturated) until the secret is usable, and says so once. Decoding random bytes had ended the polling
+    for good, even after the secret was fixed."""
+    from aiohttp import web
+
+    secret = tmp_path / "peer-secret"
+    secret.write_bytes(content)
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"demand": {"iris": 1}, "cpu_cores": 0.1, "routing_latency_ms": 1.0})
+
+    runner, leader = await _leader_with_one_peer(api, secret, handler)
     caplog.set_level(logging.WARNING, logger="router.kubernetes")
     await leader.start(Ready())
     try:
         await until(lambda: leader.is_leader)
         await asyncio.sleep(0.5)  # several polling rounds
         assert seen == [] and leader.router_pods() == [] and leader.remote_demand("iris") == 0
-        assert caplog.text.count("peers' secret not usable") == 1
+        assert caplog.text.count("peers' secret not usable") == 1 and problem in caplog.text
         secret.write_text("s3cret-peer\n")
         await until(lambda: leader.remote_demand("iris") == 1)
         assert set(seen) == {"Bearer s3cret-peer"} and "s3cret-peer" not in caplog.text
@@ -409,35 +421,6 @@ async def test_a_watch_that_ends_at_once_is_not_reopened_in_a_tight_loop() -> No
         await runner.cleanup()
 
 
-async def test_a_peers_secret_that_is_no_header_value_is_unusable_and_polling_goes_on(api, tmp_path, caplog) -> None:
-    """Random bytes (head -c 32 /dev/urandom) are no header value: decoding them ended the polling task for
-    good, even after the secret was fixed."""
-    from aiohttp import web
-
-    secret = tmp_path / "peer-secret"
-    secret.write_bytes(b"\x9f\x00\xfeRANDOM\xc3(")
-
-    async def handler(request: web.Request) -> web.Response:
-        return web.json_response({"demand": {"iris": 7}, "cpu_cores": 0.1, "routing_latency_ms": 1.0})
-
-    peer = web.Application()
-    peer.router.add_get("/internal/load", handler)
-    runner, port = await serve(peer, "127.0.0.2")
-    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
-    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret))
-    caplog.set_level(logging.WARNING, logger="router.kubernetes")
-    await leader.start(Ready())
-    try:
-        await until(lambda: leader.is_leader)
-        await asyncio.sleep(0.4)
-        assert leader.remote_demand("iris") == 0 and "it is not printable ASCII" in caplog.text
-        secret.write_text("s3cret-peer\n")
-        await until(lambda: leader.remote_demand("iris") == 7)
-    finally:
-        await leader.stop()
-        await runner.cleanup()
-
-
 async def test_a_peer_refusing_a_rotated_secret_keeps_its_last_load_and_is_not_saturated(api, tmp_path, caplog) -> None:
     """The kubelet updates each pod's Secret volume in its own time: mid-rotation a peer refuses the
     leader's new secret (404). It counted as saturated (scaling the routers out) and its demand as none."""
@@ -451,13 +434,7 @@ async def test_a_peer_refusing_a_rotated_secret_keeps_its_last_load_and_is_not_s
             return web.json_response({"error": "no route"}, status=404)
         return web.json_response({"demand": {"iris": 30}, "cpu_cores": 0.05, "routing_latency_ms": 0.3})
 
-    peer = web.Application()
-    peer.router.add_get("/internal/load", handler)
-    runner, port = await serve(peer, "127.0.0.2")
-    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
-    api.scales["model-router"] = 2
-    scale = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, autoscale=AutoscaleConfig(min_replicas=2))
-    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret), router_scale=scale)
+    runner, leader = await _leader_with_one_peer(api, secret, handler)
     caplog.set_level(logging.WARNING, logger="router.kubernetes")
     await leader.start(Ready())
     try:
