@@ -150,15 +150,12 @@ class Connection:
         data = parts[0] if len(parts) == 1 else b"".join(parts)  # the answer starts a data chunk: one at a time
         end = data.find(b"\r\n\r\n")
         status = self._parser.get_status_code()
-        if status < 200:
-            if status < 100:
-                raise ValueError(f"status {status} is not an HTTP status")
-            # Interim (103 Early Hints, 100 Continue): not the answer, which comes after it.
+        if not 100 <= status <= 599:
+            raise ValueError(f"status {status} is not an HTTP status")
+        if status < 200:  # interim (103 Early Hints, 100 Continue): not the answer, which comes after it
             self._interim = True
             self._head = [data[end + 4:]]
             return
-        if status > 599:
-            raise ValueError(f"status {status} is not an HTTP status")
         lines, length = _end_to_end(data[data.find(b"\r\n") + 2:end + 2])
         self._until_close = not length and status not in (204, 304) and not _CHUNKED.search(data, 0, end)
         self._sink.head(status, lines, length)

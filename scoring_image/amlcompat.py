@@ -44,11 +44,12 @@ class Headers(dict[str, str]):
     canonical case ("X-Tenant"), with lookups that also ignore case (scripts ask for "x-tenant" too)."""
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
-        super().__init__()
+        joined: dict[str, str] = {}
         for k, v in raw:
             name, value = _canonical(k.decode("latin-1")), v.decode("latin-1")
             # Repeated: joined with commas, as the WSGI server under Azure ML's Flask hands them over.
-            super().__setitem__(name, f"{super().__getitem__(name)},{value}" if super().__contains__(name) else value)
+            joined[name] = f"{joined[name]},{value}" if name in joined else value
+        super().__init__(joined)
 
     def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
         return super().get(_canonical(key), default)

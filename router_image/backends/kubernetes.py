@@ -367,8 +367,12 @@ class KubernetesBackend:
         while True:
             await asyncio.sleep(SCALE_RESYNC_S)
             if self.is_leader:
-                for deployment in [*self._versions, *([self._own] if self._own else [])]:
+                for deployment in self._scaled():
                     await self._read_scale(deployment)
+
+    def _scaled(self) -> list[str]:
+        """Every Deployment this backend scales: the versions', and the router's own."""
+        return [*self._versions, *([self._own] if self._own else [])]
 
     async def probe(self, address: str) -> bool:
         host, _, port = address.rpartition(":")
@@ -442,16 +446,15 @@ class KubernetesBackend:
         peer that refuses would count as saturated), logged once until the secret is usable again."""
         try:
             secret = self._config.peers.secret()  # type: ignore[union-attr]
-            if not secret.isascii() or not secret.decode().isprintable():
+            if secret is not None and not (secret.isascii() and secret.decode().isprintable()):
                 raise ValueError("it is not printable ASCII, as a header value must be (generate it as text)")
-            value = secret.decode()
         except (OSError, ValueError) as exc:
             if not self._secret_unusable:
                 log.warning("peers' secret not usable, their load is not polled: %s", exc)
             self._secret_unusable = True
             return None
         self._secret_unusable = False
-        return {"Authorization": f"Bearer {value}"} if value else {}
+        return {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
 
     async def _peer_load(self, address: str, headers: dict[str, str]) -> _PeerLoad | object | None:
         """The peer's demand and load; _REFUSED when it refuses the secret; None when it does not answer."""
@@ -538,7 +541,7 @@ class KubernetesBackend:
     async def _won(self, sent: float) -> None:
         self._renewed_at = sent
         if not self._leading:
-            for deployment in [*self._versions, *([self._own] if self._own else [])]:  # the actual counts
+            for deployment in self._scaled():  # the actual counts
                 await self._read_scale(deployment)
             self._leading = True
             log.info("%s holds lease %s: scaling leader", self.identity, self._config.peers.lease_name)  # type: ignore[union-attr]

@@ -318,7 +318,8 @@ async def _leader_with_one_peer(api, secret, handler):
     api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
     api.scales["model-router"] = 2
     scale = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, autoscale=AutoscaleConfig(min_replicas=2))
-    return runner, _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret), router_scale=scale)
+    return runner, _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret) if secret else None,
+                            router_scale=scale)
 
 
 @pytest.mark.parametrize("content, problem", [(b"\n", "empty"), (b"\x9f\x00\xfeRANDOM\xc3(", "not printable ASCII")])
@@ -445,6 +446,27 @@ async def test_a_peer_refusing_a_rotated_secret_keeps_its_last_load_and_is_not_s
         assert leader.remote_demand("iris") == 30  # its last load stands in
         assert leader.router_pods() == [PodLoad(0.05, 0.3, ready=True)]  # not a saturated pod
         assert caplog.text.count("refuses the peers' secret") == 1
+    finally:
+        await leader.stop()
+        await runner.cleanup()
+
+
+async def test_peers_without_a_secret_are_polled_without_one(api) -> None:
+    """No secret_file: the peers are asked with no Authorization header (checking the secret's bytes
+    must not fail on there being none)."""
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"demand": {"iris": 4}, "cpu_cores": 0.1, "routing_latency_ms": 1.0})
+
+    runner, leader = await _leader_with_one_peer(api, None, handler)
+    await leader.start(Ready())
+    try:
+        await until(lambda: leader.is_leader and leader.remote_demand("iris") == 4)
+        assert set(seen) == {None}
     finally:
         await leader.stop()
         await runner.cleanup()
