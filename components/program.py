@@ -35,6 +35,8 @@ from components.stackfile import Stack
 from components.workspace import Workspace
 
 CONNECTIONS_SECRET = "workspace-connections"
+# https://aka.ms/aks-naming-rules: "The maximum length is 80" for the node resource group.
+NODE_RESOURCE_GROUP_MAX = 80
 REPOSITORY = "aks-model-serving"
 DOCKERFILES = {"scorer": "scoring_image/Dockerfile", "router": "router_image/Dockerfile"}
 # What each image's Dockerfile copies from the project: its tag changes with these alone.
@@ -113,6 +115,8 @@ def deployable_problems(stack: Stack) -> list[str]:
     problems = []
     if stack.location is None:
         problems.append("workspace.location: no Azure region; set it or azure-native:location")
+    elif spec.cluster is not None and spec.workspace is not None and spec.cluster.attach is None:
+        problems += _node_resource_group(spec.workspace.resource_group, spec.cluster.name, stack.location)
     for dockerfile in DOCKERFILES.values():
         if not (stack.project_dir / dockerfile).is_file():
             problems.append(f"{dockerfile}: not found under {stack.project_dir}; the image is built from it")
@@ -122,6 +126,16 @@ def deployable_problems(stack: Stack) -> list[str]:
         if model.path is not None and not stack.resolve(model.path).exists():
             problems.append(f"models[{i}].path: {stack.resolve(model.path)} does not exist; it is uploaded from there")
     return problems
+
+
+def _node_resource_group(resource_group: str, cluster: str, location: str) -> list[str]:
+    """AKS puts the nodes in a group it names MC_<group>_<cluster>_<region> and refuses a cluster whose
+    name for it passes 80 characters, after the rest of the stack has been created."""
+    name = f"MC_{resource_group}_{cluster}_{location.replace(' ', '').lower()}"
+    if len(name) <= NODE_RESOURCE_GROUP_MAX:
+        return []
+    return [f"cluster.name: AKS would name the nodes' resource group {name!r}, {len(name)} characters, and refuses "
+            f"more than {NODE_RESOURCE_GROUP_MAX}; shorten cluster.name or workspace.resource_group by {len(name) - NODE_RESOURCE_GROUP_MAX}"]
 
 
 def _app_context(stack: Stack, ic: InferenceConfigSpec) -> Path:

@@ -128,6 +128,16 @@ def test_missing_image_and_model_sources_are_named_before_anything_is_declared(p
     assert any(p.startswith(expected.format(project=project)) for p in problems), problems
 
 
+@pytest.mark.parametrize(("group", "refused"), [("rg-" + "m" * 52, False), ("rg-" + "m" * 53, True)])
+def test_a_node_resource_group_name_over_80_characters_is_named(project, edit, group, refused):
+    """MC_<group>_aks-ml-dev_westeurope: AKS refuses 81 characters once the workspace exists."""
+    problems = deployable_problems(load_stack(edit("dev", lambda c: c["aks-model-serving:workspace"].update(resource_group=group))))
+    named = [p for p in problems if p.startswith("cluster.name: AKS would name the nodes' resource group")]
+    assert named == ([f"cluster.name: AKS would name the nodes' resource group 'MC_{group}_aks-ml-dev_westeurope', 81 "
+                      "characters, and refuses more than 80; shorten cluster.name or workspace.resource_group by 1"]
+                     if refused else []), problems
+
+
 @pytest.mark.parametrize(("dependencies", "pinned"), [
     ("[python=3.11, scikit-learn]", True),
     ("[python==3.12.4]", True),
