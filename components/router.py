@@ -2,7 +2,7 @@
 
 Namespace, a ServiceAccount whose Role allows only what the router does (watch EndpointSlices,
 scale the model Deployments, hold the autoscaling Lease), its RouterConfig as a ConfigMap, the
-keys / token-signing / TLS / peer Secrets, a Deployment spread across nodes with a
+keys / TLS / peer Secrets, the token-signing public key, a Deployment spread across nodes with a
 PodDisruptionBudget, and a LoadBalancer Service with an Azure DNS label. No HPA: as azureml-fe
 does, the router scales itself, out when its routing latency or CPU rises and in when CPU falls
 (`RouterScaleConfig`, decided by the pods' scaling leader, which patches this Deployment's scale
@@ -31,9 +31,13 @@ from components.service import (
     LABEL_PART_OF,
     PART_OF,
     POD_SECURITY,
+    PRE_STOP,
+    PRE_STOP_S,
     RouteAccess,
     cpu_quantity,
+    disruption_budget,
     memory_quantity,
+    node_spread,
 )
 from components.spec import ROUTER_NAME, AuthSettings, ClusterPurpose, RouterSpec, SslSpec
 from router_image.config import (
@@ -48,9 +52,6 @@ from router_image.config import (
 
 NAME = ROUTER_NAME
 STOP_MARGIN_S = 5  # after the drain: the server closing its connections and the process exiting
-# Before SIGTERM: kube-proxy on every node and the load balancer go on sending new connections to a
-# deleted pod for a moment; a router that stopped listening at once would reset them.
-PRE_STOP_S = 5
 PEERS = f"{NAME}-peers"
 LABEL_CLUSTER_PURPOSE = "aks-model-serving/cluster-purpose"
 INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
@@ -63,7 +64,6 @@ TLS_DIR = "/etc/model-router/tls"
 PEERS_DIR = "/etc/model-router/peers"
 PEERS_SECRET = "secret"
 TOKEN_PUBLIC = "signing-key.pub.pem"
-TOKEN_PRIVATE = "signing-key.pem"
 KEY_LENGTH = 32
 # The router scales out on CPU or routing latency (RouterScaleConfig's threshold) as azureml-fe
 # does; in again only after CPU stayed low a while (as an HPA's default window).
@@ -134,17 +134,23 @@ class ModelRouter(pulumi.ComponentResource):
 
         # ---- identity: only what routing and autoscaling need, only in this namespace
         account = k8s.core.v1.ServiceAccount(name, metadata=meta(NAME), opts=child)
-        autoscaled = args.cluster_purpose != "dev_test" and spec.max_replicas > spec.min_replicas
-        deployments = sorted({v.deployment for r in args.routes for v in r.versions} | ({NAME} if autoscaled else set()))
+        scales = args.cluster_purpose != "dev_test"  # a dev_test cluster keeps every count fixed
+        autoscaled = scales and spec.max_replicas > spec.min_replicas
+        own = {NAME} if autoscaled else set()
+        # Every version's count is read (the router sizes its demand by it); only autoscaled ones are set.
+        read = sorted({v.deployment for r in args.routes for v in r.versions} | own)
+        scaled = sorted({v.deployment for r in args.routes for v in r.versions if scales and v.autoscale.enabled} | own)
         lease = PeersConfig(service=PEERS).lease_name
         rules = [
-            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": [lease], "verbs": ["get", "update"]},
         ]
-        if deployments:
-            rules.append({"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": deployments,
-                          "verbs": ["get", "patch", "update"]})
+        # A rule with no resourceNames would cover every Deployment in the namespace: none is written then.
+        if read:
+            rules.append({"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": read, "verbs": ["get"]})
+        if scaled:
+            rules.append({"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": scaled, "verbs": ["patch"]})
         role = k8s.rbac.v1.Role(name, metadata=meta(NAME), rules=rules, opts=child)
         k8s.rbac.v1.RoleBinding(
             name, metadata=meta(NAME),
@@ -170,10 +176,10 @@ class ModelRouter(pulumi.ComponentResource):
             signing = tls.PrivateKey(f"{name}-token", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
         else:
             signing = tls.PrivateKey(f"{name}-token", algorithm="RSA", rsa_bits=2048, opts=child)
+        # The private half is a stack output only: whoever reads the namespace's objects must not mint tokens.
         self.token_signing_key = pulumi.Output.secret(signing.private_key_pem)
-        token_secret = k8s.core.v1.Secret(
-            f"{name}-token", metadata=meta(f"{NAME}-token"), type="Opaque",
-            string_data={TOKEN_PRIVATE: self.token_signing_key, TOKEN_PUBLIC: signing.public_key_pem}, opts=child)
+        token_public = k8s.core.v1.ConfigMap(f"{name}-token", metadata=meta(f"{NAME}-token"),
+                                             data={TOKEN_PUBLIC: signing.public_key_pem}, opts=child)
 
         # ---- what peers send to read each other's load
         peer_secret = random.RandomPassword(f"{name}-peers", length=KEY_LENGTH, special=False, opts=child)
@@ -209,7 +215,7 @@ class ModelRouter(pulumi.ComponentResource):
             tls=TlsConfig(cert_file=f"{TLS_DIR}/tls.crt", key_file=f"{TLS_DIR}/tls.key") if serves_tls else None,
             keys_dir=KEYS_DIR,
             token=TokenConfig(public_key_file=f"{TOKEN_DIR}/{TOKEN_PUBLIC}", algorithm=spec.token_algorithm),
-            autoscale_enabled=args.cluster_purpose != "dev_test",
+            autoscale_enabled=scales,
             peers=PeersConfig(service=PEERS, port=port, secret_file=f"{PEERS_DIR}/{PEERS_SECRET}"),
             router_scale=RouterScaleConfig(
                 deployment=NAME, cpu_cores=spec.cpu_cores,
@@ -231,8 +237,7 @@ class ModelRouter(pulumi.ComponentResource):
         volumes = [
             {"name": "config", "configMap": {"name": config_map.metadata.name}},
             {"name": "keys", "secret": {"secretName": keys_secret.metadata.name}},
-            {"name": "token", "secret": {"secretName": token_secret.metadata.name,
-                                         "items": [{"key": TOKEN_PUBLIC, "path": TOKEN_PUBLIC}]}},
+            {"name": "token", "configMap": {"name": token_public.metadata.name}},
             {"name": "peers", "secret": {"secretName": peers_secret.metadata.name}},
         ]
         mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
@@ -252,9 +257,13 @@ class ModelRouter(pulumi.ComponentResource):
             # pod's name from the API, not the hostname (cut to 63 characters).
             "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
             "resources": {"requests": resources, "limits": resources},
+            # It listens once it has read every version's replica count: with many versions and a slow API
+            # server that outlasts the liveness probe's 30 s, which would restart it in a loop.
+            "startupProbe": {"httpGet": {"path": "/healthz", "port": "http", "scheme": scheme}, "periodSeconds": 2,
+                             "failureThreshold": 60},
             "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http", "scheme": scheme}, "periodSeconds": 10},
             "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http", "scheme": scheme}, "periodSeconds": 5},
-            "lifecycle": {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_S)]}}},
+            "lifecycle": PRE_STOP,
             "volumeMounts": mounts,
             "securityContext": CONTAINER_SECURITY,
         }
@@ -274,18 +283,13 @@ class ModelRouter(pulumi.ComponentResource):
                         "containers": [container],
                         "volumes": volumes,
                         "securityContext": POD_SECURITY,
-                        # Spread over nodes so one node's loss leaves the front end up.
-                        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-                            {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": selector},
-                                                                "topologyKey": "kubernetes.io/hostname"}}]}},
+                        "affinity": node_spread(selector),
                     },
                 },
             },
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"] if autoscaled else None),
         )
-        # maxUnavailable, not minAvailable: a single dev replica must not block node drains.
-        k8s.policy.v1.PodDisruptionBudget(
-            name, metadata=meta(NAME), spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}}, opts=child)
+        disruption_budget(name, meta(NAME), selector, self)
         self.register_outputs({"namespace": self.namespace, "host": self.host, "base_url": self.base_url,
                                "token_signing_key": self.token_signing_key})
 

@@ -1,7 +1,7 @@
 """ModelService: one version of a model web service on the cluster.
 
-A scorer Deployment and a headless Service of the same name, in the router's namespace. The
-router finds the replicas through the Service's EndpointSlices and scales the Deployment
+A scorer Deployment, a headless Service and a PodDisruptionBudget of the same name, in the router's
+namespace. The router finds the replicas through the Service's EndpointSlices and scales the Deployment
 through its scale subresource, so there is deliberately no HorizontalPodAutoscaler here.
 Models are copied from blob storage by an init container into an emptyDir laid out as
 Azure ML lays out AZUREML_MODEL_DIR (`<root>/<name>/<version>/...`).
@@ -217,15 +217,36 @@ def _accelerator(spec: _Deployable) -> dict:
     return {"nodeSelector": SCHEDULING[kind].selector, "tolerations": [SCHEDULING[kind].toleration]}
 
 
+# Before SIGTERM: a deleted pod leaves the EndpointSlices at once, but the router (and kube-proxy, a
+# load balancer) learns it a moment later and goes on sending it new connections; a server that
+# stopped listening at once would answer them with a reset (a 502, as the request was sent).
+PRE_STOP_S = 5
+PRE_STOP = {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_S)]}}}
+
 # After the scorer's own stop (it drains requests in flight, ScorerSettings.stop_grace_seconds), the
 # last upload of collected data: the spool is an emptyDir, gone with the pod.
 FINAL_UPLOAD_S = 10
 
 
 def termination_grace_seconds(spec: _Deployable) -> int:
-    """How long Kubernetes waits after SIGTERM before it kills the pod (its default, 30 s, is half of
-    Azure ML's default scoring timeout: a slow request in flight was cut off)."""
-    return math.ceil(ScorerSettings(scoring_timeout_ms=spec.scoring_timeout_ms).stop_grace_seconds) + FINAL_UPLOAD_S
+    """How long Kubernetes waits, counted from the preStop hook, before it kills the pod (its default,
+    30 s, is half of Azure ML's default scoring timeout: a slow request in flight was cut off)."""
+    return PRE_STOP_S + math.ceil(ScorerSettings(scoring_timeout_ms=spec.scoring_timeout_ms).stop_grace_seconds) + FINAL_UPLOAD_S
+
+
+def node_spread(selector: dict[str, str]) -> dict:
+    """Replicas on different nodes where the scheduler can (preferred, so a small pool still runs
+    them all): one node's loss or drain leaves the others serving."""
+    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": selector},
+                                            "topologyKey": "kubernetes.io/hostname"}}]}}
+
+
+def disruption_budget(name: str, metadata: dict, selector: dict[str, str], parent: pulumi.Resource) -> None:
+    """A drain or an AKS upgrade evicts one replica at a time. maxUnavailable, not minAvailable:
+    a single replica must not block the drain for good."""
+    k8s.policy.v1.PodDisruptionBudget(name, metadata=metadata, spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+                                      opts=pulumi.ResourceOptions(parent=parent))
 
 
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
@@ -308,6 +329,7 @@ class ModelService(pulumi.ComponentResource):
             "resources": _resources(spec),
             "volumeMounts": scorer_mounts,
             "securityContext": CONTAINER_SECURITY,
+            "lifecycle": PRE_STOP,
             **_probes(spec),
         }
         # The router owns the replica count when it autoscales: Pulumi sets the starting size only.
@@ -323,7 +345,9 @@ class ModelService(pulumi.ComponentResource):
                     "metadata": {"labels": labels, "annotations": annotations},
                     "spec": {"initContainers": init, "containers": [scorer], "volumes": volumes,
                              "securityContext": POD_SECURITY, "terminationGracePeriodSeconds": termination_grace_seconds(spec),
-                             **_accelerator(spec)},
+                             # A scoring script is the user's code: it gets no API credentials.
+                             "automountServiceAccountToken": False,
+                             "affinity": node_spread(selector), **_accelerator(spec)},
                 },
             },
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"] if autoscaled else None),
@@ -336,6 +360,7 @@ class ModelService(pulumi.ComponentResource):
                   "ports": [{"name": "http", "port": SCORER_PORT, "targetPort": "http"}]},
             opts=pulumi.ResourceOptions(parent=self),
         )
+        disruption_budget(name, meta, selector, self)
 
         self.deployment_name = deployment.metadata.name
         access = args.access

@@ -25,10 +25,10 @@ STACK = StackSpec.model_validate({
 })
 
 
-def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation=0, auth=None):
+def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation=0, auth=None, stack=STACK):
     spec = RouterSpec.model_validate(router or {"min_replicas": 2, "max_replicas": 6, "dns_label": "mlw-scoring"})
     ssl_spec = SslSpec.model_validate(ssl) if ssl else None
-    rs = routes(STACK)
+    rs = routes(stack)
 
     def program():
         r = ModelRouter("router", ModelRouterArgs(
@@ -56,16 +56,26 @@ def test_role_is_limited_to_endpointslices_scale_of_the_router_and_model_deploym
     rec = build()
     rules = rec.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs["rules"]
     assert rules == [
-        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["model-router-autoscaler"], "verbs": ["get", "update"]},
         {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": ["fraud-control", "fraud-treatment", "iris", "model-router"],
-         "verbs": ["get", "patch", "update"]},
+         "verbs": ["get"]},
+        {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": ["fraud-control", "fraud-treatment", "iris", "model-router"],
+         "verbs": ["patch"]},
     ]
     binding = rec.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "model-router", "namespace": "azureml"}]
     assert rec.one("kubernetes:core/v1:Namespace").inputs["metadata"]["name"] == "azureml"
     assert not rec.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
+
+
+def test_a_fixed_size_version_can_be_read_but_not_scaled():
+    fixed = STACK.model_copy(update={"services": [STACK.services[0].model_copy(update={"autoscale_enabled": False})]})
+    rules = build(stack=fixed).one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs["rules"]
+    scale = {r["verbs"][0]: r["resourceNames"] for r in rules if "deployments/scale" in r["resources"]}
+    assert scale == {"get": ["fraud-control", "fraud-treatment", "iris", "model-router"],
+                     "patch": ["fraud-control", "fraud-treatment", "model-router"]}
 
 
 def test_config_is_the_routers_own_schema_rendered_from_the_specs():
@@ -84,7 +94,9 @@ def test_dev_test_turns_router_autoscaling_off_and_fixes_replicas():
     assert config(rec).autoscale_enabled is False and config(rec).router_scale is None
     assert not rec.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
     assert named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["replicas"] == 2
+    # The counts are read, never set: no patch rule at all (one without names would cover every Deployment).
     rules = rec.one("kubernetes:rbac.authorization.k8s.io/v1:Role").inputs["rules"]
+    assert [r["verbs"] for r in rules if "deployments/scale" in r["resources"]] == [["get"]]
     assert "model-router" not in rules[-1]["resourceNames"]
 
 
@@ -98,7 +110,7 @@ def test_config_and_keys_are_mounted_whole_so_changes_roll_nothing():
     assert mounts["config"]["mountPath"] == "/etc/model-router/config" and mounts["keys"]["mountPath"] == "/etc/model-router/keys"
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"] == {"name": "config", "configMap": {"name": "model-router-config"}}
-    assert volumes["token"]["secret"]["items"] == [{"key": "signing-key.pub.pem", "path": "signing-key.pub.pem"}]
+    assert volumes["token"] == {"name": "token", "configMap": {"name": "model-router-token"}}
     assert pod["containers"][0]["command"] == ["python", "-m", "router_image", "--config", "/etc/model-router/config/config.json"]
     assert pod["serviceAccountName"] == "model-router"
 
@@ -139,7 +151,10 @@ def test_token_signing_key_matches_the_algorithm(algorithm, expected):
     key = next(k for k in rec.of_type("tls:index/privateKey:PrivateKey") if k.name == "router-token")
     assert {k: key.inputs[k] for k in expected} == expected
     assert config(rec).token.algorithm == algorithm
-    assert "stringData" in named(rec, "kubernetes:core/v1:Secret", "model-router-token").secret_inputs
+    # In the cluster only the public half: a reader of the namespace's objects cannot mint tokens.
+    public = named(rec, "kubernetes:core/v1:ConfigMap", "model-router-token").inputs["data"]
+    assert list(public) == ["signing-key.pub.pem"] and public["signing-key.pub.pem"] == key.outputs["publicKeyPem"]
+    assert not [r for r in rec.resources if key.outputs["privateKeyPem"] in json.dumps(r.inputs, default=str)]
 
 
 def test_public_service_has_dns_label_and_https_uris_with_tls():

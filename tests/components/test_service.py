@@ -157,9 +157,28 @@ def test_autoscaled_replicas_are_left_to_the_router():
 
 
 def test_the_pod_may_finish_its_slowest_request_and_last_upload_before_it_is_killed():
-    """The scorer drains requests for up to the scoring timeout, then ships what it collected."""
-    assert pod(deploy(spec()))["terminationGracePeriodSeconds"] == 60 + 5 + 10  # Azure ML's 60 s default
-    assert pod(deploy(spec(scoring_timeout_ms=120_500)))["terminationGracePeriodSeconds"] == 126 + 10
+    """The grace counts from the preStop pause; then the scorer drains requests for up to the scoring
+    timeout, then ships what it collected."""
+    assert pod(deploy(spec()))["terminationGracePeriodSeconds"] == 5 + 60 + 5 + 10  # Azure ML's 60 s default
+    assert pod(deploy(spec(scoring_timeout_ms=120_500)))["terminationGracePeriodSeconds"] == 5 + 126 + 10
+
+
+def test_a_replica_being_deleted_serves_until_the_router_has_dropped_it():
+    """SIGTERM comes after the pause; the pod left the EndpointSlices at once and the router's watch
+    drops it within it, so no request reaches a replica that has stopped listening."""
+    scorer = pod(deploy(spec()))["containers"][0]
+    assert scorer["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
+
+
+def test_replicas_spread_over_nodes_are_drained_one_at_a_time_and_get_no_api_token():
+    rec = deploy(spec(num_replicas=3))
+    p = pod(rec)
+    term = p["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+    assert term == {"labelSelector": {"matchLabels": {"app.kubernetes.io/name": "iris"}}, "topologyKey": "kubernetes.io/hostname"}
+    budget = rec.one("kubernetes:policy/v1:PodDisruptionBudget").inputs
+    assert budget["metadata"]["name"] == "iris"
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "iris"}}}
+    assert p["automountServiceAccountToken"] is False
 
 
 def test_runs_as_non_root():
@@ -178,10 +197,10 @@ def test_outputs_uri_and_keys_as_secrets():
 
 
 @pytest.mark.parametrize("settings", [{}, {"gpu_cores": 1, "collect_model_data": True, "enable_app_insights": True}])
-def test_manifests_validate_against_kubernetes_1_30(settings):
+def test_manifests_validate_against_kubernetes_1_35(settings):
     rec = deploy(spec(**settings), models(2))
     manifests = rec.kubernetes_manifests()
-    assert len(manifests) == 3
+    assert sorted(m["kind"] for m in manifests) == ["Deployment", "PodDisruptionBudget", "Secret", "Service"]
     for doc in manifests:
         kubernetes_validate.validate(doc, "1.35", strict=True)
 
