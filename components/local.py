@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -31,6 +33,7 @@ from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
 from scoring_image.config import ScorerSettings
 
 READY_TIMEOUT_S = 180
+STOP_MARGIN_S = 5  # after the router's drain and its scorers' stop: the processes exiting
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,10 @@ class State:
     @property
     def pid(self) -> Path:
         return self.root / "router.pid"
+
+    @property
+    def lock(self) -> Path:
+        return self.root / "up.lock"
 
     @property
     def keys(self) -> Path:
@@ -114,7 +121,7 @@ def scorer_launch(stack: Stack, state: State):
         )
         secrets = {k: v.get_secret_value() for k, v in ic.environment.secret_variables.items()}
         env = settings.to_env() | ic.environment.image_variables | secrets
-        return ScorerLaunch(env=env, cwd=str(source), log_dir=str(state.logs))
+        return ScorerLaunch(env=env, cwd=str(source), log_dir=str(state.logs), stop_grace_seconds=settings.stop_grace_seconds)
 
     return launch
 
@@ -228,47 +235,98 @@ def base_url(stack: Stack) -> str:
     return f"http://127.0.0.1:{stack.spec.local.router_port}"
 
 
+@contextlib.contextmanager
+def _exclusive(state: State, out):
+    """One `up` of a stack at a time: two at once would both pass the checks, and the one whose
+    router lost the port would clean up by the other's pid file."""
+    state.root.mkdir(parents=True, exist_ok=True)
+    with open(state.lock, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("another `local up` of this stack is under way; waiting for it", file=out, flush=True)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def up(stack: Stack, out=sys.stdout) -> int:
     state = state_of(stack)
-    if (pid := _pid(state)) is not None:
-        print(f"the {stack.name} stack is already running (router pid {pid}); `local down` stops it", file=out)
-        print("\n".join(summary(stack)), file=out)
-        return 0
-    if _port_taken(stack.spec.local.router_port):  # the router would die, and whatever holds it answer /readyz
-        print(f"port {stack.spec.local.router_port} is taken (another stack's router?); stop it or set "
-              "aks-model-serving:local.router_port", file=out)
-        return 1
-    config = render(stack, state)
-    state.root.mkdir(parents=True, exist_ok=True)
-    state.logs.mkdir(parents=True, exist_ok=True)
-    state.config.write_text(config.dump())
-    log = open(state.logs / "router.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
-                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            cwd=stack.project_dir, start_new_session=True)
-    state.pid.write_text(str(proc.pid))
-    print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
-    if not wait_ready(stack, proc, out):
-        print(f"Failed: see {state.logs / 'router.log'}; stopping what was started", file=out)
-        down(stack, out=open(os.devnull, "w"))
-        return 1
+    with _exclusive(state, out):
+        if (pid := _pid(state)) is not None:
+            return _apply(stack, state, pid, out)
+        if _port_taken(stack.spec.local.router_port):  # the router would die, and whatever holds it answer /readyz
+            print(f"port {stack.spec.local.router_port} is taken (another stack's router?); stop it or set "
+                  "aks-model-serving:local.router_port", file=out)
+            return 1
+        config = render(stack, state)
+        state.logs.mkdir(parents=True, exist_ok=True)
+        _write(state.config, config.dump())
+        log = open(state.logs / "router.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=stack.project_dir, start_new_session=True)
+        _write(state.pid, str(proc.pid))
+        print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
+        if not wait_ready(stack, config, proc, out):
+            print(f"Stopping what was started (the router's log: {state.logs / 'router.log'})", file=out)
+            _stop(proc.pid, _stop_seconds(config))
+            state.pid.unlink(missing_ok=True)
+            return 1
     for line in summary(stack):
         print(line, file=out)
     return 0
 
 
-def wait_ready(stack: Stack, proc: subprocess.Popen, out) -> bool:
-    """Progress as Azure ML's wait_for_deployment(show_output=True): dots, then the outcome."""
+def _apply(stack: Stack, state: State, pid: int, out) -> int:
+    """`up` of a running stack applies its file as it now reads: the router reloads its config
+    on change, so an added, changed or removed service needs no restart."""
+    running = state.config.read_text()
+    config = render(stack, state)
+    if config.port != RouterConfig.model_validate_json(running).port:
+        print(f"the {stack.name} stack's router listens on another port; `local down` first to move it to "
+              f"{config.port}", file=out)
+        return 1
+    if config.dump() == running:
+        print(f"the {stack.name} stack is already running (router pid {pid}) as its file says; `local down` stops it", file=out)
+    else:
+        _write(state.config, config.dump())
+        print(f"the {stack.name} stack is running (router pid {pid}); its router is applying the changed stack file", file=out)
+        if not wait_ready(stack, config, None, out):
+            return 1
+    for line in summary(stack):
+        print(line, file=out)
+    return 0
+
+
+def _write(path: Path, text: str) -> None:
+    """Whole or not at all: the router re-reads its config when the file changes."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None, out) -> bool:
+    """Progress as Azure ML's wait_for_deployment(show_output=True): dots, then the outcome. Ready
+    once the router serves this config's routes, each with a ready replica; failed at once when a
+    replica's init() failed or it exited at start (the reason and its log named)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
+    wanted = sorted((r.kind, r.name) for r in config.routes)
     print("Running", end="", flush=True, file=out)
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
+        if proc is not None and proc.poll() is not None:
             print(f"\nFailed: the router exited with code {proc.returncode}", file=out)
             return False
-        code, _ = _get(base_url(stack) + "/readyz")
-        if code == 200:
-            print("\nSucceeded: every service has a ready replica", file=out)
-            return True
+        code, body = _get(base_url(stack) + "/readyz")
+        routes = body.get("routes", [])
+        if sorted((r["kind"], r["name"]) for r in routes) == wanted:
+            problems = [f"{r['kind']} {r['name']}, version {v['name']}: {v['problem']}"
+                        for r in routes for v in r["versions"] if v.get("problem")]
+            if problems:
+                print("\nFailed: " + "\n        ".join(problems), file=out)
+                return False
+            if code == 200:
+                print("\nSucceeded: every service has a ready replica", file=out)
+                return True
         print(".", end="", flush=True, file=out)
         time.sleep(0.5)
     print(f"\nFailed: not ready after {READY_TIMEOUT_S} s", file=out)
@@ -307,25 +365,36 @@ SAMPLE = json.dumps({"data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
 
 
 def down(stack: Stack, out=sys.stdout) -> int:
-    """Stop the router and with it every scorer: the router's session holds them all."""
+    """Stop the router and with it every scorer: the router's session holds them all. It first
+    finishes the requests in flight, as a router pod does, so this may take up to their timeouts."""
     state = state_of(stack)
     pid = _pid(state)
     if pid is None:
         print(f"the {stack.name} stack is not running", file=out)
         state.pid.unlink(missing_ok=True)
         return 0
-    pgid = os.getpgid(pid)
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and _alive_group(pgid):
-        with contextlib.suppress(ChildProcessError):  # `up` stopping the router it started: reaped, no zombie
-            os.waitpid(pid, os.WNOHANG)               # is left to count as the group being alive
-        time.sleep(0.1)
-    if _alive_group(pgid):
-        os.killpg(pgid, signal.SIGKILL)
+    _stop(pid, _stop_seconds(RouterConfig.load(state.config)))
     state.pid.unlink(missing_ok=True)
     print(f"stopped the {stack.name} stack", file=out)
     return 0
+
+
+def _stop_seconds(config: RouterConfig) -> float:
+    """The router's drain, then its scorers' own stop."""
+    graces = [v.scorer.stop_grace_seconds for r in config.routes for v in r.versions if v.scorer is not None]
+    return config.drain_seconds + max(graces, default=0.0) + STOP_MARGIN_S
+
+
+def _stop(pid: int, wait_s: float) -> None:
+    """SIGTERM to the router, SIGKILL to its whole session (it leads it) if it outlasts wait_s."""
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and _alive_group(pid):
+        with contextlib.suppress(ChildProcessError):  # `up` stopping the router it started: reaped, no zombie
+            os.waitpid(pid, os.WNOHANG)               # is left to count as the group being alive
+        time.sleep(0.1)
+    if _alive_group(pid):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _alive_group(pgid: int) -> bool:
@@ -423,7 +492,8 @@ def token(stack: Stack, route) -> int:
 def logs(stack: Stack, route) -> int:
     state = state_of(stack)
     versions = [v.version_name for v in route.versions] if hasattr(route, "versions") else [None]
-    files = sorted(f for v in versions for f in state.logs.glob(f"{deployment_name(route.name, v)}-[0-9]*.log"))
+    names = [re.compile(rf"{re.escape(deployment_name(route.name, v))}-\d+\.log") for v in versions]
+    files = sorted(f for f in state.logs.glob("*.log") if any(n.fullmatch(f.name) for n in names))
     if not files:
         raise StackError([f"{route.name}: no logs in {state.logs}"])
     for f in files:
@@ -434,16 +504,26 @@ def logs(stack: Stack, route) -> int:
 
 def score(stack: Stack) -> int:
     """One real request to each service, printed: the end of `make local`."""
+    from router_image.tokens import mint_token
+
+    state = state_of(stack)
+    if _pid(state) is None:
+        raise StackError([f"the {stack.name} stack is not running; `local up {stack.path}` starts it"])
     for kind, r in [("service", s) for s in stack.spec.services] + [("endpoint", e) for e in stack.spec.endpoints]:
         headers = {"Content-Type": "application/json"}
-        if r.auth_enabled:
+        if r.token_auth_enabled:
+            headers["Authorization"] = f"Bearer {mint_token(state.token_key.read_bytes(), r.name)[0]}"
+        elif r.auth_enabled:
             headers["Authorization"] = f"Bearer {key_of(stack, r.name, 'primary')}"
-        req = urllib.request.Request(f"{base_url(stack)}/api/v1/{kind}/{r.name}/score", data=SAMPLE.encode(),
-                                     headers=headers, method="POST")
+        url = f"{base_url(stack)}/api/v1/{kind}/{r.name}/score"
+        req = urllib.request.Request(url, data=SAMPLE.encode(), headers=headers, method="POST")
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 print(f"POST /api/v1/{kind}/{r.name}/score {SAMPLE} -> {resp.status} {resp.read().decode()}")
         except urllib.error.HTTPError as exc:
             print(f"POST /api/v1/{kind}/{r.name}/score -> {exc.code} {exc.read().decode()}")
+            return 1
+        except OSError as exc:  # refused, reset, timed out: the router stopped meanwhile?
+            print(f"POST /api/v1/{kind}/{r.name}/score -> no answer from {base_url(stack)}: {getattr(exc, 'reason', exc)}")
             return 1
     return 0

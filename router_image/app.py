@@ -342,7 +342,8 @@ class Router:
                     "addresses": [r.address for r in v.pool.replicas.values() if not r.ejected],
                     "slots": v.pool.total_slots, "queued": v.pool.queued,
                     "utilization": round(scaler.utilization, 4) if scaler else None,
-                    "traffic_percentile": v.config.traffic_percentile, "is_default": v.config.is_default})
+                    "traffic_percentile": v.config.traffic_percentile, "is_default": v.config.is_default,
+                    "problem": self.backend.problem(v.config.deployment)})
             routes.append({"kind": kind, "name": name, "versions": versions})
         # Locally, ready means every version can answer (what `local up` waits for). A router pod is
         # ready once it runs: one model without replicas must not take every route off the load balancer.

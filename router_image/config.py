@@ -54,6 +54,9 @@ class ScorerLaunch(_Strict):
     cwd: str | None = None
     # Each replica's output goes to <log_dir>/<deployment>-<n>.log (else it is discarded).
     log_dir: str | None = None
+    # After SIGTERM, how long a replica may finish its requests before it is killed: the scorer's
+    # own stop grace (ScorerSettings.stop_grace_seconds), so a scale-down cuts no request short.
+    stop_grace_seconds: float = Field(10.0, gt=0)
 
 
 class VersionConfig(_Strict):

@@ -28,6 +28,10 @@ class Backend(Protocol):
     def replicas(self, deployment: str) -> int:
         """The count it is working towards (ready or not)."""
 
+    def problem(self, deployment: str) -> str | None:
+        """Why the version has no ready replica, where the backend sees it (None: nothing wrong, or
+        only the cluster knows: its pods' events)."""
+
     def remote_demand(self, deployment: str) -> float:
         """In-flight + queued requests for this deployment at the other router pods (0 when alone)."""
 

@@ -374,6 +374,9 @@ class KubernetesBackend:
         """Every Deployment this backend scales: the versions', and the router's own."""
         return [*self._versions, *([self._own] if self._own else [])]
 
+    def problem(self, deployment: str) -> str | None:
+        return None
+
     async def probe(self, address: str) -> bool:
         host, _, port = address.rpartition(":")
         return await is_ready(host.strip("[]"), int(port))

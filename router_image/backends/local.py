@@ -2,13 +2,16 @@
 
 What the local stack runs. Each replica gets a free port on 127.0.0.1 and is routed to only
 once its `/ready` answers 200 (its init() ran). A replica that exits is replaced. Children die
-with the router (PR_SET_PDEATHSIG), so no scorer outlives it even after a SIGKILL.
+with the router (PR_SET_PDEATHSIG), so no scorer outlives it even after a SIGKILL. Why a version
+has no ready replica (an init() that failed, a replica that exits at start) is kept for /readyz,
+where `local up` reads it rather than waiting out its timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ctypes
+import json
 import logging
 import os
 import signal
@@ -22,7 +25,7 @@ from pathlib import Path
 from router_image.autoscale import PodLoad
 from router_image.backends import ReadyCallback
 from router_image.config import RouterConfig, VersionConfig
-from router_image.upstream import is_ready
+from router_image.upstream import UpstreamError, get, is_ready
 
 log = logging.getLogger("router.local")
 PR_SET_PDEATHSIG = 1
@@ -50,10 +53,15 @@ class LocalReplica:
     process: subprocess.Popen
     started: float = field(default_factory=time.monotonic)
     ready: bool = False
+    log: Path | None = None
+    grace_s: float = 10.0  # to finish its requests after SIGTERM (the scorer's stop grace)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def named(self, deployment: str) -> str:
+        return f"{deployment}-{self.index}" + (f" (log: {self.log})" if self.log else "")
 
 
 @dataclass
@@ -63,9 +71,14 @@ class _Version:
     replicas: list[LocalReplica] = field(default_factory=list)
     # Started with launch settings a reload replaced: they serve until as many new ones are ready.
     outdated: list[LocalReplica] = field(default_factory=list)
-    next_index: int = 0
     early_exits: int = 0  # in a row
     spawn_after: float = 0.0
+    problem: str | None = None  # why none is ready, as the last failed start showed it
+
+    def free_index(self) -> int:
+        """The lowest index no live replica has: a replica that keeps failing goes on in the same log."""
+        taken = {r.index for r in self.replicas + self.outdated}
+        return next(i for i in range(len(taken) + 1) if i not in taken)
 
 
 class LocalBackend:
@@ -111,6 +124,10 @@ class LocalBackend:
         v = self._versions.get(deployment)
         return v.desired if v else 0
 
+    def problem(self, deployment: str) -> str | None:
+        v = self._versions.get(deployment)
+        return v.problem if v else None
+
     def remote_demand(self, deployment: str) -> float:
         return 0.0
 
@@ -142,13 +159,13 @@ class LocalBackend:
         launch = v.config.scorer
         assert launch is not None
         port = free_port()
-        index = v.next_index
-        v.next_index += 1
+        index = v.free_index()
         env = {**os.environ, **launch.env, "SCORER_PORT": str(port), "SCORER_HOST": "127.0.0.1"}
         out: int | object = subprocess.DEVNULL
-        if launch.log_dir:
-            Path(launch.log_dir).mkdir(parents=True, exist_ok=True)
-            out = open(Path(launch.log_dir) / f"{v.config.deployment}-{index}.log", "ab")
+        path = Path(launch.log_dir) / f"{v.config.deployment}-{index}.log" if launch.log_dir else None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = open(path, "ab")
         process = subprocess.Popen(
             [sys.executable, "-m", "scoring_image", "--host", "127.0.0.1", "--port", str(port)],
             env=env, cwd=launch.cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -157,12 +174,12 @@ class LocalBackend:
         if out is not subprocess.DEVNULL:
             out.close()  # type: ignore[union-attr]
         log.info("started replica %s-%d on port %d (pid %d)", v.config.deployment, index, port, process.pid)
-        return LocalReplica(index, port, process)
+        return LocalReplica(index, port, process, log=path, grace_s=launch.stop_grace_seconds)
 
     def _terminate(self, r: LocalReplica) -> None:
         if r.process.poll() is None:
             r.process.terminate()
-        asyncio.get_running_loop().run_in_executor(None, _reap, r.process)
+        asyncio.get_running_loop().run_in_executor(None, _reap, r.process, r.grace_s)
 
     def _publish(self, v: _Version) -> None:
         self._on_ready(v.config.deployment, [r.address for r in v.outdated + v.replicas if r.ready])
@@ -193,10 +210,15 @@ class LocalBackend:
                     changed = True
                     self._exited(v, r)
             starting = [r for r in v.replicas if not r.ready]
-            for r, ready in zip(starting, await asyncio.gather(*(self.probe(r.address) for r in starting))):
-                if ready and r in v.replicas:
+            for r, (ready, why) in zip(starting, await asyncio.gather(*(_readiness(r.address) for r in starting))):
+                if r not in v.replicas:
+                    continue
+                if ready:
                     r.ready = changed = True
+                    v.problem = None
                     log.info("replica %s-%d ready", v.config.deployment, r.index)
+                elif why:
+                    v.problem = f"replica {r.named(v.config.deployment)} is not ready: {why}"
             if changed or len(v.replicas) < v.desired:
                 self._converge(v)
 
@@ -209,8 +231,9 @@ class LocalBackend:
     def _exited(self, v: _Version, r: LocalReplica) -> None:
         lived = time.monotonic() - r.started
         if lived < EARLY_EXIT_S:
-            self._backoff(v, f"replica {v.config.deployment}-{r.index} exited with {r.process.returncode} "
-                             f"{lived:.1f} s after its start (see its log)")
+            v.problem = (f"replica {r.named(v.config.deployment)} exited with {r.process.returncode} "
+                         f"{lived:.1f} s after its start")
+            self._backoff(v, v.problem)
         else:
             v.early_exits = 0
             log.warning("replica %s-%d exited with %s; replacing it", v.config.deployment, r.index,
@@ -223,7 +246,7 @@ class LocalBackend:
         for r in replicas:
             if r.process.poll() is None:
                 r.process.terminate()
-        await asyncio.gather(*(asyncio.to_thread(_reap, r.process) for r in replicas))
+        await asyncio.gather(*(asyncio.to_thread(_reap, r.process, r.grace_s) for r in replicas))
         self._versions.clear()
 
 
@@ -241,7 +264,24 @@ def _check_launch(deployment: str, v: VersionConfig) -> None:
             raise ValueError(f"version {v.name} ({deployment}): scorer log_dir {launch.log_dir}: {exc.strerror}") from None
 
 
-def _reap(process: subprocess.Popen, grace_s: float = 10) -> None:
+async def _readiness(address: str) -> tuple[bool, str | None]:
+    """Ready, else the reason the scorer gives when one of its workers' init() failed (None while
+    it is merely starting, or does not answer yet)."""
+    host, _, port = address.rpartition(":")
+    try:
+        status, body = await get(host, int(port), "/ready", 1.0)
+    except (UpstreamError, TimeoutError, OSError):
+        return False, None
+    if status == 200:
+        return True, None
+    try:
+        message = json.loads(body)["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return False, None
+    return False, (message if ": failed" in message else None)
+
+
+def _reap(process: subprocess.Popen, grace_s: float) -> None:
     try:
         process.wait(grace_s)
     except subprocess.TimeoutExpired:

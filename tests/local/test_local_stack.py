@@ -21,6 +21,8 @@ import httpx
 import pytest
 import yaml
 
+from router_image.config import RouterConfig
+
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("sklearn_train", ROOT / "examples" / "sklearn" / "train.py")
 _module = importlib.util.module_from_spec(_spec)
@@ -298,6 +300,7 @@ def test_down_reaps_a_router_this_process_started_instead_of_waiting_on_its_zomb
     stack = load_stack(_idle_stack(tmp_path, free_port()))
     state = local.state_of(stack)
     state.pid.parent.mkdir(parents=True, exist_ok=True)
+    state.config.write_text(RouterConfig(backend="local").dump())
     # Passes for the router: its command line names router_image and the stack's router config.
     router = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "router_image", str(state.config)],
                               start_new_session=True)
@@ -329,3 +332,110 @@ def test_up_refuses_a_secret_variable_it_cannot_decrypt(tmp_path):
     assert ("services[0].inference_config.environment.environment_variables.DB_PASSWORD: a secret (secure:), which the "
             "local stack cannot decrypt") in result.stdout + result.stderr
     assert not (tmp_path / "state" / "router.pid").exists()
+
+
+def _script_stack(tmp_path: Path, services: list[dict], port: int | None = None) -> Path:
+    """A stack of test scripts (tests/router/scripts, tests/scorer/scripts): no model to train."""
+    doc = {"config": {
+        "aks-model-serving:local": {"router_port": port or free_port(), "state_dir": str(tmp_path / "state"),
+                                    "data_dir": str(tmp_path / "data")},
+        "aks-model-serving:services": [
+            {"auth_enabled": False, "num_replicas": 1, "autoscale_enabled": False,
+             **{k: v for k, v in s.items() if k not in ("script", "folder")},
+             "inference_config": {"entry_script": s["script"], "source_directory": str(ROOT / s["folder"])}}
+            for s in services],
+    }}
+    path = tmp_path / "Pulumi.scripts.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+ECHO = {"script": "echo_score.py", "folder": "tests/router/scripts"}
+
+
+def test_up_fails_at_once_naming_why_a_replica_is_not_ready(tmp_path):
+    """A failing init() kept `up` printing dots for 180 s, then it named the router's log, which does not say."""
+    path = _script_stack(tmp_path, [{"name": "broken", "script": "init_fails.py", "folder": "tests/scorer/scripts"}])
+    try:
+        started = time.monotonic()
+        result = cli("up", str(path), check=False)
+        assert result.returncode == 1
+        assert time.monotonic() - started < 60
+        assert "service broken, version broken: replica broken-0" in result.stdout
+        assert "init() failed: RuntimeError: model file is corrupt" in result.stdout
+        assert f"log: {tmp_path / 'state' / 'logs' / 'broken-0.log'}" in result.stdout
+        assert scorer_pids(str(tmp_path / "state")) == []  # what `up` started, it stopped
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_two_ups_at_once_start_one_stack_that_down_stops(tmp_path):
+    """The second `up` waits for the first: both passed the checks at once, and the one whose router lost
+    the port cleaned up by the other's pid file, leaving a stack that no command could stop; one started
+    while the other's stack came up said "already running" and returned before anything was ready."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+    marker = str(tmp_path / "state")
+    try:
+        first = subprocess.Popen([*CLI, "up", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert "Starting" in first.stdout.readline()  # its router is starting: pid file written, nothing ready
+        second = cli("up", str(path))
+        assert "waiting for it" in second.stdout and "already running" in second.stdout
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+        assert first.wait(60) == 0
+        assert "stopped" in cli("down", str(path)).stdout
+        assert scorer_pids(marker) == []
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_up_of_a_running_stack_applies_the_edited_file_and_score_covers_token_auth(tmp_path):
+    """`up` after an edit said "already running" and printed the new service's URL, which answered 404."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    try:
+        cli("up", str(path))
+        port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+        _script_stack(tmp_path, [{"name": "echo", **ECHO},
+                                 {"name": "echo2", **ECHO, "auth_enabled": False, "token_auth_enabled": True}], port)
+        again = cli("up", str(path))
+        assert "applying the changed stack file" in again.stdout and "Succeeded" in again.stdout
+        scored = cli("score", str(path)).stdout
+        assert "/api/v1/service/echo/score" in scored and "/api/v1/service/echo2/score" in scored
+        assert scored.count("-> 200") == 2, scored
+        assert "as its file says" in cli("up", str(path)).stdout
+    finally:
+        cli("down", str(path), check=False)
+    stopped = cli("score", str(path), check=False)
+    assert stopped.returncode == 2 and "stack is not running; `local up" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+
+
+def test_down_lets_a_request_in_flight_finish(tmp_path):
+    """`down` sent SIGKILL 15 s after SIGTERM, cutting off requests well inside their scoring timeout."""
+    path = _script_stack(tmp_path, [{"name": "slow", "script": "sleepy.py", "folder": "tests/scorer/scripts"}])
+    port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+    answer: dict = {}
+
+    def call() -> None:
+        answer["r"] = httpx.post(f"http://127.0.0.1:{port}/api/v1/service/slow/score", json={"sleep": 18}, timeout=60)
+
+    try:
+        cli("up", str(path))
+        caller = threading.Thread(target=call)
+        caller.start()
+        time.sleep(1)
+        assert "stopped" in cli("down", str(path)).stdout
+        caller.join(30)
+        assert answer["r"].status_code == 200
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_logs_of_a_service_leave_out_a_service_whose_name_extends_it(tmp_path):
+    path = _script_stack(tmp_path, [{"name": "iris", **ECHO}, {"name": "iris-2", **ECHO}])
+    logs = tmp_path / "state" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "iris-0.log").write_text("mine\n")
+    (logs / "iris-2-0.log").write_text("not mine\n")
+    out = cli("logs", str(path), "iris").stdout
+    assert "iris-0.log" in out and "iris-2-0.log" not in out

@@ -146,6 +146,9 @@ class Fixed:
     def replicas(self, deployment: str) -> int:
         return len(self.addresses.get(deployment, []))
 
+    def problem(self, deployment: str) -> str | None:
+        return None
+
     def remote_demand(self, deployment: str) -> float:
         return 0.0
 

@@ -78,6 +78,9 @@ class TwoAddresses:
     def replicas(self, deployment: str) -> int:
         return len(self.addresses)
 
+    def problem(self, deployment: str) -> str | None:
+        return None
+
     def remote_demand(self, deployment: str) -> float:
         return 0.0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from router_image.backends import local
@@ -34,8 +36,8 @@ def backend() -> LocalBackend:
     b = LocalBackend()
 
     def spawn(v) -> LocalReplica:
-        v.next_index += 1
-        return LocalReplica(v.next_index, 1000 + v.next_index, Process())  # type: ignore[arg-type]
+        index = v.free_index()
+        return LocalReplica(index, 1000 + index, Process())  # type: ignore[arg-type]
 
     b._spawn = spawn  # type: ignore[method-assign]
     return b
@@ -98,7 +100,7 @@ async def test_a_version_it_cannot_start_changes_nothing() -> None:
 
 async def test_a_replica_that_cannot_be_started_is_tried_again_later_not_raised(tmp_path, monkeypatch) -> None:
     """Its folder removed after the config applied: the spawn fails like an early exit, with a pause."""
-    monkeypatch.setattr(local, "_reap", lambda process: None)
+    monkeypatch.setattr(local, "_reap", lambda process, grace_s: None)
     b = LocalBackend()
     v = VersionConfig(name="v1", deployment="iris", scorer=ScorerLaunch(cwd=str(tmp_path / "gone")))
     (tmp_path / "gone").mkdir()
@@ -138,3 +140,22 @@ async def test_a_reload_that_changes_how_replicas_start_rolls_them(monkeypatch) 
     b._converge(b._versions["iris"])
     assert published[-1] == [r.address for r in new]
     assert all(r.process.returncode == -15 for r in old)
+
+
+async def test_a_replica_scaled_away_has_its_scorers_stop_grace_to_finish(monkeypatch) -> None:
+    """It was killed 10 s after SIGTERM whatever its scoring timeout: a longer request was cut off, and the
+    scorer's own stop (its collected data shipped, its state folder removed) never ran."""
+    reaped: list[float] = []
+    monkeypatch.setattr(local.subprocess, "Popen", lambda *args, **kwargs: Process())
+    monkeypatch.setattr(local, "_reap", lambda process, grace_s: reaped.append(grace_s))
+    b = LocalBackend()
+    v = VersionConfig(name="v1", deployment="iris", scorer=ScorerLaunch(stop_grace_seconds=65.0),
+                      autoscale=AutoscaleConfig(min_replicas=1, max_replicas=3))
+    await b.apply([v])
+    await b.scale("iris", 2)
+    assert [r.index for r in b._versions["iris"].replicas] == [0, 1]
+    await b.scale("iris", 1)
+    await asyncio.sleep(0.05)  # the reap runs on the executor
+    assert reaped == [65.0]
+    await b.scale("iris", 2)  # the freed index again: its log goes on in the same file
+    assert [r.index for r in b._versions["iris"].replicas] == [0, 1]

@@ -49,6 +49,9 @@ class FakeBackend:
     def replicas(self, deployment: str) -> int:
         return self.routers if deployment == "model-router" else self.count
 
+    def problem(self, deployment: str) -> str | None:
+        return None
+
     def remote_demand(self, deployment: str) -> float:
         return self.remote
 
