@@ -214,7 +214,7 @@ class ScoringApp:
             raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms",
                             run_failed=True) from None
         except Abandoned:
-            raise HttpError(503, "WorkerRecycling", "this worker is being replaced; retry") from None
+            raise HttpError(503, "WorkerStopping", "this worker is stopping (replaced, or the server shuts down); retry") from None
         except BadInput as exc:  # a schema input that does not fit
             raise HttpError(400, "BadRequest", str(exc)) from None
         except werkzeug.exceptions.HTTPException as exc:  # a raw request read as JSON that is not (400, 415), ...

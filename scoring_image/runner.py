@@ -5,7 +5,8 @@ scripts keep their model in globals and are not written to be thread-safe.  A jo
 starts when the thread takes it up (time spent queued behind other runs is not its run()
 overrunning), and one periodic sweep enforces the running job's (a timer per request costs
 more).  When it passes, the caller answers 504; a thread cannot be stopped, so the worker
-process is recycled, and `abandon()` fails the jobs still queued behind the stuck one at once.
+process is recycled, and `abandon()` fails the jobs still queued behind the stuck one at once (as it
+does, near the drain's end, those a stopping worker could not start in time).
 
 A hand-over costs more than a trivial run() (a thread wake-up, a loop wake-up, the GIL going
 back and forth), so both directions go in batches: the jobs submitted during one loop
@@ -72,10 +73,12 @@ class Runner:
         return future
 
     def abandon(self) -> None:
-        """Fail every queued job with Abandoned (the thread skips them); the running one keeps its thread."""
+        """Fail every queued job with Abandoned (the thread skips them); the running one keeps its thread
+        and its answer."""
         self._abandoned = True
+        running = self._running  # the thread's: read once
         for future in self._bounded:
-            if not future.done():
+            if not future.done() and (running is None or future is not running[1]):
                 future.set_exception(Abandoned())
 
     def _hand_over(self) -> None:

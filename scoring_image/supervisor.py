@@ -1,8 +1,9 @@
 """The server's main process: binds the port, keeps `workers` worker processes alive, ships data.
 
 It loads no entry script and serves no request, so nothing a script does can take it down.
-A worker that exits (recycled after a timeout, or crashed) is replaced; one that keeps dying
-within a second of its start is replaced after a growing pause instead of in a tight loop.
+A worker that exits after it was ready (recycled after a timeout, or crashed on a request) is
+replaced at once; one that keeps dying before it was ready (killed for memory in init(), a
+broken environment) is replaced after a growing pause instead of in a tight loop.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("scoring_image.supervisor")
 
 _POLL_S = 0.1
-_QUICK_DEATH_S = 1.0
 _MAX_BACKOFF_S = 30.0
 INIT_FAILED = 4  # a worker's exit code when it leaves to have init() tried again (worker.py)
 _MAX_INIT_RETRY_S = 300.0
@@ -42,7 +42,7 @@ class _Slot:
     index: int
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    quick_deaths: int = 0
+    early_deaths: int = 0  # in a row, before it was ready
     init_failures: int = 0  # in a row: the next worker waits longer before trying init() again
     not_before: float = field(default=0.0)
 
@@ -59,42 +59,48 @@ def bind(host: str, port: int) -> socket.socket:
 
 def serve(settings: ScorerSettings) -> None:
     logs.configure(settings.log_level, worker="supervisor", capture_print=False)
+    try:
+        sock = bind(settings.host, settings.port)
+    except OSError as exc:  # a port in use, an address not of this host: one line, not a traceback
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        sys.exit(2)
     state = Path(tempfile.mkdtemp(prefix="scorer-"))
-    (state / "metrics").mkdir()
-    (state / "ready").mkdir()
-    balance.create(state / "connections", settings.worker_count)
-    watchdog.create(state / "deadlines", settings.worker_count)
-    watch = watchdog.Watch(state / "deadlines")
-
-    sock = bind(settings.host, settings.port)
-    env = {**os.environ, **settings.to_env(), "WORKER_COUNT": str(settings.worker_count)}
-    board = Board(state / "ready", settings.worker_count)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-
-    shipper = _start_shipper(settings)
     slots = [_Slot(i) for i in range(settings.worker_count)]
-    log.info("listening on %s:%d with %d worker(s)", settings.host, sock.getsockname()[1], len(slots),
-             extra={"fields": {"entry_script": settings.entry_script_path}})
+    shipper = None
     try:
+        (state / "metrics").mkdir()
+        (state / "ready").mkdir()
+        balance.create(state / "connections", settings.worker_count)
+        watchdog.create(state / "deadlines", settings.worker_count)
+        watch = watchdog.Watch(state / "deadlines")
+        env = {**os.environ, **settings.to_env(), "WORKER_COUNT": str(settings.worker_count)}
+        board = Board(state / "ready", settings.worker_count)
+        shipper = _start_shipper(settings)
+        log.info("listening on %s:%d with %d worker(s)", settings.host, sock.getsockname()[1], len(slots),
+                 extra={"fields": {"entry_script": settings.entry_script_path}})
         for slot in slots:
             _spawn(slot, sock, state, env, defer=False, init_retry_s=settings.init_retry_seconds)
         while not stop.wait(_POLL_S):
             for slot in slots:
                 _tend(slot, sock, state, env, board, watch, settings.init_retry_seconds)
     finally:
+        # First: with every copy of the socket closed (the workers close theirs as they stop), a new
+        # connection is refused at once, and the router tries another replica, rather than waiting
+        # in a queue nobody reads until the drain ends and it is reset.
+        sock.close()
         _stop_all(slots, settings.stop_grace_seconds)
         if shipper is not None:
             shipper.stop()
-        sock.close()
         shutil.rmtree(state, ignore_errors=True)
         log.info("stopped")
 
 
 def _spawn(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], defer: bool, init_retry_s: float) -> None:
     retry_s = min(init_retry_s * 2.0 ** slot.init_failures, _MAX_INIT_RETRY_S)
-    command = [sys.executable, "-m", "scoring_image.worker", "--fd", str(sock.fileno()),
+    command = [sys.executable, "-m", "scoring_image.worker", "--fd", str(sock.fileno()), "--parent", str(os.getpid()),
                "--index", str(slot.index), "--state", str(state), "--init-retry-s", str(retry_s)]
     if defer:
         command.append("--defer-accept")
@@ -116,8 +122,13 @@ def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], bo
                 process.kill()
             return
         lived = time.monotonic() - slot.started
-        slot.quick_deaths = slot.quick_deaths + 1 if lived < _QUICK_DEATH_S else 0
-        slot.not_before = time.monotonic() + min(2.0 ** slot.quick_deaths - 1, _MAX_BACKOFF_S)
+        watch.clear(slot.index)  # a deadline it left (it died in run()) is not its replacement's
+        last = board.state(slot.index)
+        served = last is not None and last.state in ("ready", "recycling")
+        # One that left to have init() tried again paused already, for its own growing wait.
+        slot.early_deaths = 0 if served or code == INIT_FAILED else slot.early_deaths + 1
+        pause = min(2.0 ** slot.early_deaths - 1, _MAX_BACKOFF_S)
+        slot.not_before = time.monotonic() + pause
         slot.process = None
         if code == INIT_FAILED:  # it served its not-ready answers through the wait; the board keeps why
             slot.init_failures += 1
@@ -125,8 +136,8 @@ def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], bo
         else:
             slot.init_failures = 0
             board.publish(slot.index, "replacing", "replacing an exited worker")
-            log.warning("worker %d (pid %d) exited with %d after %.1f s; replacing it",
-                        slot.index, process.pid, code, lived)
+            log.warning("worker %d (pid %d) exited with %d after %.1f s%s; replacing it%s", slot.index, process.pid,
+                        code, lived, "" if served else ", before it was ready", f" in {pause:g} s" if pause else "")
     if time.monotonic() >= slot.not_before:
         _spawn(slot, sock, state, env, defer=True, init_retry_s=init_retry_s)
 

@@ -22,3 +22,18 @@ def instrument(app: Any, settings: ScorerSettings) -> Any:
         enable_live_metrics=False,  # a live stream per worker process; metrics come from /metrics
     )
     return OpenTelemetryMiddleware(app)
+
+
+def shutdown() -> None:
+    """Export what is still batched (up to OTEL_BSP_SCHEDULE_DELAY of spans and logs): a worker leaves
+    by os._exit, past OpenTelemetry's own exit handler. Nothing to do where telemetry is off."""
+    import sys
+
+    if "opentelemetry" not in sys.modules:
+        return
+    from opentelemetry import _logs, metrics, trace
+
+    for provider in (trace.get_tracer_provider(), _logs.get_logger_provider(), metrics.get_meter_provider()):
+        stop = getattr(provider, "shutdown", None)  # the no-op providers have none
+        if stop is not None:
+            stop()

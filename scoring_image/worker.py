@@ -1,12 +1,14 @@
 """One worker process: init() once, then serve on the listening socket the supervisor shares.
 
-Started by the supervisor as `python -m scoring_image.worker --fd N --index I --state DIR`.
+Started by the supervisor as `python -m scoring_image.worker --fd N --parent PID --index I --state DIR`.
 All workers accept from the same socket, so a connection waits in one kernel queue for
 whichever worker is free, and a recycled worker takes no queued connection down with it.
 
 The first generation serves at once, so liveness answers while init() runs and /ready says
-why it is not ready yet.  A replacement (after a timeout) starts accepting only once its
-init() finished, so that it never takes traffic it cannot score.
+why it is not ready yet.  A replacement (after a timeout or a crash) starts accepting only once
+its init() finished while another worker serves, so that it never takes traffic it cannot score;
+with none serving it answers at once, as the first generation does (else the liveness probe,
+unanswered through a long init(), would restart the container).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import faulthandler
 import gc
 import logging
 import os
@@ -36,11 +39,15 @@ from scoring_image.supervisor import INIT_FAILED
 log = logging.getLogger("scoring_image.worker")
 
 _PR_SET_PDEATHSIG = 1
+# Before the drain's end: the requests still queued behind a run() get a 503 to retry elsewhere,
+# written in this time, rather than their connection closed with no answer.
+_ABANDON_BEFORE_S = 1.0
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m scoring_image.worker")
     parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--parent", type=int, required=True, help="the supervisor's pid")
     parser.add_argument("--index", type=int, required=True)
     parser.add_argument("--state", type=Path, required=True,
                         help="the supervisor's folder: ready/, metrics/, connections, deadlines")
@@ -49,12 +56,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="after a failed init(), leave (exit INIT_FAILED) this much later to be replaced")
     args = parser.parse_args(argv)
 
-    _die_with_parent()
+    _die_with_parent(args.parent)
+    faulthandler.enable()  # a crash in native code (a segfault in a model's library) leaves its traceback
     settings = ScorerSettings.from_env()
     logs.configure(settings.log_level, worker=str(args.index), capture_print=True)
     sock = socket.socket(fileno=args.fd)
     code = uvloop.run(_serve(settings, sock, args.index, args.state, args.defer_accept, args.init_retry_s))
-    # A recycled worker may leave run() stuck on its thread: leave without waiting for it.
+    # A recycled worker may leave run() stuck on its thread: leave without waiting for it, which skips
+    # the exit handlers; what they would do, done here.
+    telemetry.shutdown()
     logging.shutdown()
     os._exit(code)
 
@@ -91,14 +101,19 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
 
     init = runner.submit(app.initialize, bounded=False)
     init.add_done_callback(lambda f: _initialized(f, app, board, index, lambda: loop.call_later(init_retry_s, retry_init)))
-    if defer:
+    if defer and any(s.state == "ready" for s in board.read() if s.worker != index):
         await asyncio.wait([init])
 
     asgi = telemetry.instrument(_with_cors(app, settings), settings)
-    server = Server(asgi, settings.keep_alive_seconds, grace_s=settings.scoring_timeout_ms / 1000,
-                    counts=balance.Counts(state / "connections", index))
+    grace_s = settings.scoring_timeout_ms / 1000
+    server = Server(asgi, settings.keep_alive_seconds, grace_s=grace_s, counts=balance.Counts(state / "connections", index))
+
+    def stop() -> None:
+        server.stop()
+        loop.call_later(max(grace_s - _ABANDON_BEFORE_S, 0.0), runner.abandon)
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, server.stop)
+        loop.add_signal_handler(signum, stop)
     _every(loop, metrics.PUBLISH_S, recorder.publish)
     if spool is not None:
         _every(loop, settings.data_collection_batch_seconds, spool.seal)
@@ -157,11 +172,12 @@ def _every(loop: asyncio.AbstractEventLoop, seconds: float, action: Callable[[],
     loop.call_later(seconds, tick)
 
 
-def _die_with_parent() -> None:
-    """A supervisor killed with -9 cannot stop its workers; the kernel does it (SIGTERM)."""
+def _die_with_parent(parent: int) -> None:
+    """A supervisor killed with -9 cannot stop its workers; the kernel does it (SIGTERM). The parent is
+    named, not taken to be any but pid 1: the supervisor is pid 1 where tini is bypassed (a command override)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the supervisor died before prctl took effect
+    if os.getppid() != parent:  # the supervisor died before prctl took effect
         os._exit(1)
 
 

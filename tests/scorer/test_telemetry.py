@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import signal
 import time
 import threading
 from collections.abc import Iterator
@@ -62,3 +63,19 @@ def test_no_connection_string_no_exporter(start_scorer: StartScorer) -> None:
     response = server.post(json={})
     assert response.status_code == 200
     assert response.json() == []
+
+
+def test_what_a_worker_traced_is_exported_when_it_stops(start_scorer: StartScorer, ingestion: tuple[str, list[bytes]]) -> None:
+    """A worker leaves by os._exit, past OpenTelemetry's exit handler: up to OTEL_BSP_SCHEDULE_DELAY
+    (5 s) of traces was lost at every stop and recycle, the trace of the request that caused it too."""
+    endpoint, received = ingestion
+    server = start_scorer("sum_rows.py", env={
+        "APPLICATIONINSIGHTS_CONNECTION_STRING":
+            f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={endpoint}",
+        "OTEL_TRACES_SAMPLER": "microsoft.fixed_percentage", "OTEL_TRACES_SAMPLER_ARG": "1.0",
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+    })
+    assert server.post(json={"data": [[1, 2]]}).status_code == 200
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(20) == 0
+    assert any(b"RequestData" in body and b"/score" in body for body in received)
