@@ -247,7 +247,7 @@ class ScoringApp:
         now = time.monotonic()
         if now - self._drop_logged_at >= 60:
             self._drop_logged_at = now
-            log.error("a collected record could not be spooled (is the spool's disk full?); %d dropped so far",
+            log.error("a collected record could not be spooled (its disk full, or the spool at its budget?); %d dropped so far",
                       self._metrics.collection_dropped)
 
     # -- the other routes -----------------------------------------------------------------

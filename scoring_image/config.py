@@ -85,6 +85,9 @@ class ScorerSettings(BaseModel):
         None, **_env("AZUREML_DATA_COLLECTION_CONTAINER_URL")
     )
     data_collection_local_dir: str | None = Field(None, **_env("AZUREML_DATA_COLLECTION_LOCAL_DIR"))
+    # While shipping fails, the spool grows to this and no further (new records are left out and
+    # counted): on a node's disk it would otherwise end in pods evicted for disk pressure.
+    data_collection_spool_max_mb: float = Field(1024.0, gt=0, **_env("AZUREML_DATA_COLLECTION_SPOOL_MAX_MB"))
     # How often a worker seals its spool segment and the shipper uploads sealed ones.
     data_collection_batch_seconds: float = Field(
         5.0, gt=0, **_env("AZUREML_DATA_COLLECTION_BATCH_SECONDS")

@@ -5,7 +5,8 @@ A segment becomes one batch per model, kind and day, in Azure ML's layout
 (inside the `modeldata` container).  A segment is deleted only after all its batches were
 written; a crash in between resends them under the same names, which overwrites instead of
 duplicating.  Open segments whose process is gone (a worker killed, or the whole server
-after `kill -9`) are sealed and shipped like the others.
+after `kill -9`) are sealed and shipped like the others.  Every second, beside the shipping
+(which may hang on an unreachable store), the spool is measured against its budget.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import orjson
 
 from scoring_image.collection.destinations import Destination
-from scoring_image.collection.spool import OPEN, SEALED
+from scoring_image.collection.spool import FULL, FULL_CHECK_S, OPEN, SEALED, held_bytes
 from scoring_image.config import ScorerSettings
 from scoring_image.pids import writer_alive
 
@@ -37,17 +38,39 @@ class Shipper:
         self._models = [tuple(m.split(":", 1)) for m in settings.data_collection_models]
         self._destination = destination
         self._stop = threading.Event()
+        self._budget = int(settings.data_collection_spool_max_mb * 2**20)
         self._thread = threading.Thread(target=self._loop, name="shipper", daemon=True)
+        self._guard = threading.Thread(target=self._hold_budget, name="spool-budget", daemon=True)
         self._strays: set[str] = set()  # open files of no writer, told once
 
     def start(self) -> None:
+        self._measure()  # a `full` left by an earlier run is not believed
         self._thread.start()
+        self._guard.start()
 
     def stop(self) -> None:
         """Stop the loop and ship what the (already stopped) workers sealed."""
         self._stop.set()
         self._thread.join()
+        self._guard.join()
         self._pass()
+
+    def _hold_budget(self) -> None:
+        while not self._stop.wait(FULL_CHECK_S):
+            try:
+                self._measure()
+            except OSError:
+                log.exception("measuring the spool failed; again in %g s", FULL_CHECK_S)
+
+    def _measure(self) -> None:
+        held, full = held_bytes(self._folder), self._folder / FULL
+        if held >= self._budget and not full.exists():
+            full.touch()
+            log.error("the spool holds %.1f MiB, its budget (data_collection_spool_max_mb): new records are left out "
+                      "until shipping catches up", held / 2**20)
+        elif held < self._budget and full.exists():
+            full.unlink()
+            log.warning("the spool is under its budget again (%.1f MiB): records are collected", held / 2**20)
 
     def ship_once(self) -> int:
         """Seal orphaned segments and ship every sealed one; returns how many were shipped."""

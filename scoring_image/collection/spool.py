@@ -7,6 +7,10 @@ written (a full disk) is left out whole: the segment is cut back to the records 
 the caller counts it as dropped; the prediction itself is still answered.  Segments are named
 `<ns-timestamp>-<pid>_<start ticks>.open` while written (scoring_image.pids.writer_id) and renamed to
 `.jsonl` when sealed; the shipper seals the open segments of processes that died.
+
+The spool has a budget: while shipping fails (storage unreachable), segments pile up, and on a
+node's disk that ends in the kubelet evicting pods. While the spool holds its budget's worth the
+shipper keeps a `full` file in it, and writers leave new records out, as on a full disk.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from scoring_image.pids import writer_id
 
 OPEN = ".open"
 SEALED = ".jsonl"
+FULL = "full"
+FULL_CHECK_S = 1.0  # how often a writer looks for FULL, and the shipper measures the spool
 
 
 class Spool:
@@ -32,10 +38,18 @@ class Spool:
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0  # of the open segment: ours alone to write
+        self._full = False
+        self._full_checked = 0.0
 
     def append(self, request_id: str, data: Any, prediction: Any) -> bool:
         """Spool one record; `data` / `prediction` may be `orjson.Fragment`s of JSON already encoded.
-        False when it could not be written: nothing of it stays in the segment."""
+        False when it could not be written, or the spool is full: nothing of it stays in the segment."""
+        now = time.monotonic()
+        if now - self._full_checked >= FULL_CHECK_S:
+            self._full_checked = now
+            self._full = (self._folder / FULL).exists()
+        if self._full:
+            return False
         line = orjson.dumps({
             "id": uuid.uuid4().hex,
             "request_id": request_id,
@@ -68,3 +82,15 @@ class Spool:
         fd, path, self._fd, self._path = self._fd, self._path, None, None
         os.close(fd)
         path.rename(path.with_suffix(SEALED))
+
+
+def held_bytes(folder: Path) -> int:
+    """What the spool holds, open and sealed segments (one the shipper deletes meanwhile counts 0)."""
+    total = 0
+    for segment in folder.iterdir():
+        if segment.suffix in (OPEN, SEALED):
+            try:
+                total += segment.stat().st_size
+            except FileNotFoundError:
+                pass
+    return total

@@ -263,3 +263,42 @@ def test_a_full_disk_drops_whole_records_and_still_answers(start_scorer: StartSc
     wait_until(lambda: f"scorer_collection_dropped_records_total {40 - len(kept)}.0" in server.get("/metrics").text,
                10, "the dropped records counted")
     assert any("could not be spooled" in str(line.get("message")) for line in server.logs())
+
+
+def test_the_spool_stops_at_its_budget_while_shipping_fails_and_collects_again_after(start_scorer: StartScorer,
+                                                                                       tmp_path: Path) -> None:
+    """Storage unreachable (here a file where the destination folder should be): segments piled up without
+    bound, on a node's disk in a pod, until the kubelet evicted pods. At the budget, new records are left out
+    and counted, predictions still answered; once shipping works again, records are collected again."""
+    spool, out = tmp_path / "spool", tmp_path / "collected"
+    out.write_text("not a folder")
+    env = collection_env(spool, AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out), AZUREML_DATA_COLLECTION_SPOOL_MAX_MB="0.03")
+    server = start_scorer("sum_rows.py", env=env)
+    padding = "x" * 4000
+
+    def send(count: int) -> list[str]:
+        answers = [server.post(json={"data": [[1, 1]], "note": padding}) for _ in range(count)]
+        assert all(a.status_code == 200 for a in answers)
+        return [a.headers["x-request-id"] for a in answers]
+
+    def held() -> int:
+        return sum(p.stat().st_size for p in spool.iterdir() if p.suffix in (".open", ".jsonl"))
+
+    send(10)  # ~80 KiB: past the 30 KiB budget
+    wait_until(lambda: (spool / "full").exists(), 10, "the spool marked full")
+    time.sleep(1.5)  # every worker has looked
+    before = held()
+    send(20)
+    assert held() == before
+
+    def dropped() -> float:
+        line = next(x for x in server.get("/metrics").text.splitlines() if x.startswith("scorer_collection_dropped_records_total"))
+        return float(line.split()[1])
+
+    wait_until(lambda: dropped() >= 20, 10, "the records left out counted")
+    out.unlink()  # storage is back
+    wait_until(lambda: not (spool / "full").exists(), 15, "the spool under its budget again")
+    time.sleep(1.5)
+    later = send(3)
+    wait_until(lambda: set(later) <= {r["request_id"] for r in records(folder_blobs(out), "predictions")}, 15,
+               "the records sent after recovery collected")
