@@ -36,8 +36,13 @@ EARLY_EXIT_S = 10.0
 MAX_BACKOFF_S = 30.0
 
 
+# Loaded here, not in the child: between fork and exec, a dlopen could wait forever on a lock another
+# thread of the router (the executor's reaps) held at the fork.
+_LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
+
+
 def _die_with_parent() -> None:
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def free_port() -> int:
