@@ -1,6 +1,6 @@
 """ModelEndpoint: up to 6 versions of a model behind one URL (Azure ML's AksEndpoint).
 
-Each version is a ModelService named `<endpoint>-<version>`; the traffic split (percentiles,
+Each version is a ModelService whose Deployment is named `<endpoint>-<version>`; the traffic split (percentiles,
 the default taking the remainder, one control and its treatments) lives in the router's
 config, which routes `/api/v1/endpoint/<name>/score` over the versions' replicas.
 """
@@ -54,16 +54,20 @@ class ModelEndpoint(pulumi.ComponentResource):
         spec = args.spec
         if len(args.versions) > MAX_ENDPOINT_VERSIONS:
             raise ValueError(f"endpoint {spec.name}: {len(args.versions)} versions; at most {MAX_ENDPOINT_VERSIONS}")
+        # The router splits traffic over the spec's versions: one without a Deployment would get its share.
+        given, declared = sorted(v.spec.version_name for v in args.versions), sorted(v.version_name for v in spec.versions)
+        if given != declared:
+            raise ValueError(f"ModelEndpointArgs.versions: {given} are not the versions its spec declares, {declared}")
         self.versions = {}
         for version in args.versions:
-            deployment = deployment_name(spec.name, version.spec.version_name)
             self.versions[version.spec.version_name] = ModelService(
-                deployment,
+                f"{name}-{version.spec.version_name}",
                 ModelServiceArgs(
                     spec=version.spec, namespace=args.namespace, image=version.image, fetch_image=args.fetch_image,
                     models=version.models, connections_secret=args.connections_secret,
                     connections_sha256=args.connections_sha256, data_container=args.data_container,
-                    labels={LABEL_ENDPOINT: spec.name, LABEL_VERSION: version.spec.version_name}),
+                    labels={LABEL_ENDPOINT: spec.name, LABEL_VERSION: version.spec.version_name},
+                    deployment=deployment_name(spec.name, version.spec.version_name)),
                 opts=pulumi.ResourceOptions(parent=self))
 
         access = args.access

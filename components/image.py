@@ -95,6 +95,12 @@ class HashedImageArgs:
     include: Sequence[str] = ()
 
     def __post_init__(self) -> None:
+        for field_name in ("base_image", "scorer_image", "base_dockerfile", "docker_steps"):
+            value = getattr(self, field_name)
+            if value is not None and not isinstance(value, str):  # an Output: it would be written as its repr
+                raise TypeError(f"HashedImageArgs.{field_name}: a plain string, known before anything is created, not "
+                                f"{type(value).__name__} (the tag is a hash of the Dockerfile written from it); another "
+                                "HashedImage's is '<registry login server>/<its repository>:<its tag>', its tag a string")
         sources = [self.dockerfile is not None, self.base_image is not None, self.base_dockerfile is not None]
         if sum(sources) != 1:
             raise ValueError("HashedImageArgs: give exactly one of dockerfile, base_image or base_dockerfile")

@@ -39,7 +39,7 @@ from components.service import (
     memory_quantity,
     node_spread,
 )
-from components.spec import ROUTER_NAME, AuthSettings, ClusterPurpose, RouterSpec, SslSpec
+from components.spec import ROUTER_NAME, AuthSettings, ClusterPurpose, RouterSpec, SslSpec, cluster_purpose
 from router_image.config import (
     AutoscaleConfig,
     PeersConfig,
@@ -78,7 +78,9 @@ class ModelRouterArgs:
 
     `auth` holds each key-auth route's settings by RouteConfig.key_id (given keys or the
     key_rotation counter). `service_annotations` are the cluster's LoadBalancer annotations
-    (internal load balancer + subnet). `location` names the Azure region of a DNS label.
+    (internal load balancer + subnet). `location` names the Azure region of a DNS label: a plain
+    string, as the names built from it are known before anything is created. `create_namespace`
+    false: the namespace (spec.namespace) is the platform's, made elsewhere.
     """
 
     spec: RouterSpec
@@ -89,6 +91,12 @@ class ModelRouterArgs:
     auth: Mapping[str, AuthSettings] = field(default_factory=dict)
     ssl: SslSpec | None = None
     service_annotations: Mapping[str, str] = field(default_factory=dict)
+    create_namespace: bool = True
+
+    def __post_init__(self) -> None:
+        self.cluster_purpose = cluster_purpose(self.cluster_purpose)
+        if not isinstance(self.location, str):
+            raise TypeError(f"ModelRouterArgs.location: a plain string (e.g. 'westeurope'), not {type(self.location).__name__}")
 
 
 def dns_host(spec: RouterSpec, ssl: SslSpec | None, location: str) -> str | None:
@@ -126,8 +134,11 @@ class ModelRouter(pulumi.ComponentResource):
                   LABEL_CLUSTER_PURPOSE: args.cluster_purpose}
         selector = {LABEL_NAME: NAME}
 
-        ns = k8s.core.v1.Namespace(name, metadata={"name": spec.namespace, "labels": {LABEL_PART_OF: PART_OF}}, opts=child)
-        self.namespace = ns.metadata.name
+        if args.create_namespace:
+            ns = k8s.core.v1.Namespace(name, metadata={"name": spec.namespace, "labels": {LABEL_PART_OF: PART_OF}}, opts=child)
+            self.namespace = ns.metadata.name
+        else:
+            self.namespace = pulumi.Output.from_input(spec.namespace)
 
         def meta(resource: str, **extra) -> dict:
             return {"name": resource, "namespace": self.namespace, "labels": labels, **extra}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -20,7 +21,7 @@ import pulumi_kubernetes as k8s
 from pydantic import SecretStr
 
 from components.accelerators import SCHEDULING
-from components.spec import _Deployable
+from components.spec import K8S_NAME_MAX, ServiceSpec, _Deployable, deployment_name
 from scoring_image.config import ScorerSettings
 
 SCORER_PORT = 5001
@@ -32,6 +33,7 @@ SPOOL_DIR = "/var/azureml-spool"
 STORAGE_KEY = "storage-connection-string"
 APP_INSIGHTS_KEY = "appinsights-connection-string"
 
+DNS_LABEL = rf"[a-z]([-a-z0-9]{{0,{K8S_NAME_MAX - 2}}}[a-z0-9])?"  # DNS-1035: a Service's name
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
@@ -97,6 +99,10 @@ class RouteAccess:
 class ModelServiceArgs:
     """What one version of a service needs on the cluster.
 
+    `deployment` is the Kubernetes name of its Deployment and headless Service: the name the router's
+    routes give it (`deployment_name(service)`, or `deployment_name(endpoint, version)`), which a
+    service's spec implies and an endpoint version's must be given; the component's own (Pulumi)
+    name is free, so one service can run under several routers of a program.
     `image` runs the entry script (the scorer image, or the service's own environment image),
     with the entry script's source_directory at APP_ROOT; `fetch_image` copies the models (the
     scorer image: it carries azure-storage-blob). `connections_secret` names the namespace's
@@ -115,6 +121,21 @@ class ModelServiceArgs:
     data_container: pulumi.Input[str] = "modeldata"
     access: RouteAccess | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    deployment: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.deployment is None:
+            if not isinstance(self.spec, ServiceSpec):
+                raise ValueError("ModelServiceArgs.deployment: an endpoint version's Deployment is named as the router's "
+                                 "routes name it, deployment_name(<endpoint>, <version>); give it")
+            self.deployment = deployment_name(self.spec.name)
+        if not re.fullmatch(DNS_LABEL, self.deployment):
+            raise ValueError(f"ModelServiceArgs.deployment: {self.deployment!r} is not a Kubernetes Service name "
+                             f"(lowercase letters, digits and '-', starting with a letter, at most {K8S_NAME_MAX})")
+        settings = self.spec
+        if (settings.collect_model_data or settings.enable_app_insights) and self.connections_secret is None:
+            raise ValueError("ModelServiceArgs.connections_secret: collect_model_data and enable_app_insights read their "
+                             f"connection strings from it ({STORAGE_KEY}, {APP_INSIGHTS_KEY}); give the Secret's name")
 
 
 def cpu_quantity(cores: float) -> str:
@@ -272,9 +293,12 @@ class ModelService(pulumi.ComponentResource):
     def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("aks-model-serving:index:ModelService", name, None, opts)
         spec = args.spec
-        labels = {LABEL_NAME: name, LABEL_COMPONENT: "model", LABEL_PART_OF: PART_OF, **args.labels}
-        selector = {LABEL_NAME: name}
-        meta = {"name": name, "namespace": args.namespace, "labels": labels}
+        k8s_name = args.deployment
+        assert k8s_name is not None  # __post_init__
+        # Its own labels last: a user's must not unlink the selector from the pods.
+        labels = {**args.labels, LABEL_NAME: k8s_name, LABEL_COMPONENT: "model", LABEL_PART_OF: PART_OF}
+        selector = {LABEL_NAME: k8s_name}
+        meta = {"name": k8s_name, "namespace": args.namespace, "labels": labels}
 
         volumes: list[dict] = [{"name": "spool", "emptyDir": {}}]
         scorer_mounts = [{"name": "spool", "mountPath": SPOOL_DIR}]
@@ -288,7 +312,7 @@ class ModelService(pulumi.ComponentResource):
                 lambda urls: json.dumps([{"name": m.name, "version": m.version, "url": u} for m, u in zip(args.models, urls)],
                                         indent=1, sort_keys=True)))
             models = k8s.core.v1.Secret(
-                f"{name}-models", metadata={**meta, "name": f"{name}-models"}, type="Opaque",
+                f"{name}-models", metadata={**meta, "name": f"{k8s_name}-models"}, type="Opaque",
                 string_data={"models.json": manifest}, opts=pulumi.ResourceOptions(parent=self))
             # Models are read once at start: a changed list must roll the replicas.
             annotations["aks-model-serving/models-sha256"] = pulumi.Output.unsecret(
@@ -313,7 +337,7 @@ class ModelService(pulumi.ComponentResource):
         if secret_variables:
             values = {k: pulumi.Output.secret(v.get_secret_value()) for k, v in secret_variables.items()}
             variables = k8s.core.v1.Secret(
-                f"{name}-env", metadata={**meta, "name": f"{name}-env"}, type="Opaque", string_data=values,
+                f"{name}-env", metadata={**meta, "name": f"{k8s_name}-env"}, type="Opaque", string_data=values,
                 opts=pulumi.ResourceOptions(parent=self))
             variables_secret = variables.metadata.name
             # Read at a container's start: a changed value must roll the replicas (the hash is no secret).
@@ -325,7 +349,7 @@ class ModelService(pulumi.ComponentResource):
             "name": "scorer",
             "image": args.image,
             "ports": [{"name": "http", "containerPort": SCORER_PORT}],
-            "env": scorer_env(name, spec, args.models, args.connections_secret, args.data_container, variables_secret),
+            "env": scorer_env(k8s_name, spec, args.models, args.connections_secret, args.data_container, variables_secret),
             "resources": _resources(spec),
             "volumeMounts": scorer_mounts,
             "securityContext": CONTAINER_SECURITY,

@@ -47,7 +47,9 @@ class Spec(BaseModel):
     """Base of every spec: each class adds `_rules`, and all of them run, so every problem
     of a model is reported at once rather than the first one only."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # revalidate_instances: a spec given as a field is validated as a copy, so that rules resolving
+    # it in context (a dev_test cluster turning autoscaling off) leave the caller's object alone.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, revalidate_instances="always")
 
     @model_validator(mode="after")
     def _check_rules(self) -> Spec:
@@ -433,6 +435,14 @@ ClusterPurpose = Literal["dev_test", "fast_prod", "dense_prod"]
 _PURPOSE_ALIASES = {"devtest": "dev_test", "fastprod": "fast_prod", "denseprod": "dense_prod"}
 
 
+def cluster_purpose(value: str) -> ClusterPurpose:
+    """A cluster purpose as given here or in Azure ML's spelling (DevTest, FastProd, DenseProd)."""
+    purpose = _PURPOSE_ALIASES.get(value.replace("_", "").lower())
+    if purpose is None:
+        raise ValueError(f"cluster_purpose: {value!r} is none of dev_test, fast_prod, dense_prod")
+    return purpose  # type: ignore[return-value]
+
+
 class DnsSpec(Spec):
     """What to do about custom DNS on the VNet: the FQDNs are always an output."""
 
@@ -464,7 +474,7 @@ class ClusterSpec(Spec):
     @classmethod
     def _azureml_purpose(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return _PURPOSE_ALIASES.get(value.replace("_", "").lower(), value)
+            return _PURPOSE_ALIASES.get(value.replace("_", "").lower(), value)  # what is not one: the Literal names it
         return value
 
     def _rules(self) -> list[str]:
@@ -737,6 +747,9 @@ class _Deployable(DeploymentSettings):
             problems.append(f"models: {len(self.models)} models; one service holds at most {MAX_MODELS_PER_SERVICE} (split it)")
         for dup in sorted({m for m in self.models if self.models.count(m) > 1}):
             problems.append(f"models: {dup} is listed twice")
+        if self.collect_model_data and not self.models:
+            problems.append("collect_model_data: collected records are filed under the models a deployment serves "
+                            "(modeldata/<service>/<model>/<version>/...); list them in models")
         return problems
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
 from components.mocks import run
 from components.service import ModelSource, RouteAccess
@@ -63,3 +65,29 @@ def test_no_autoscaler_on_any_version():
     rec = deploy(endpoint(6))
     assert len(rec.of_type("kubernetes:apps/v1:Deployment")) == 6
     assert not [r for r in rec.resources if "HorizontalPodAutoscaler" in r.type]
+
+
+def test_versions_not_those_of_the_spec_are_refused():
+    """The router splits traffic over the spec's versions: one left out of the args got its share and no Deployment."""
+    spec = endpoint(3)
+    versions = [EndpointVersion(v, IMAGE) for v in spec.versions[:2]]
+    with pytest.raises(ValueError, match=r"ModelEndpointArgs.versions: \['ver0', 'ver1'\] are not the versions its spec "
+                                         r"declares, \['ver0', 'ver1', 'ver2'\]"):
+        run(lambda: ModelEndpoint("fraud", ModelEndpointArgs(spec=spec, namespace="ml", versions=versions, fetch_image=IMAGE,
+                                                             access=RouteAccess(f"{URI}/score", f"{URI}/swagger.json"))))
+
+
+def test_one_endpoint_under_two_routers_declares_each_resource_once():
+    """Its versions were named by the endpoint's name alone: two components of one endpoint (two teams'
+    namespaces) declared the same URNs, which Pulumi refuses."""
+    spec = endpoint(2)
+
+    def program():
+        for team in ("a", "b"):
+            ModelEndpoint(f"{team}-fraud", ModelEndpointArgs(
+                spec=spec, namespace=f"team-{team}", versions=[EndpointVersion(v, IMAGE) for v in spec.versions],
+                fetch_image=IMAGE, access=RouteAccess(f"{URI}/score", f"{URI}/swagger.json")))
+    rec = run(program)
+    assert len({r.urn for r in rec.resources}) == len(rec.resources)
+    names = sorted((d.inputs["metadata"]["namespace"], d.inputs["metadata"]["name"]) for d in rec.of_type("kubernetes:apps/v1:Deployment"))
+    assert names == [("team-a", "fraud-ver0"), ("team-a", "fraud-ver1"), ("team-b", "fraud-ver0"), ("team-b", "fraud-ver1")]

@@ -491,3 +491,9 @@ def test_include_limits_the_image_to_its_own_files(ctx):
     assert content_hash(a) == before
     (ctx / "pkg" / "util.py").write_text("X = 2\n")
     assert content_hash(a) != before
+
+
+def test_an_output_where_the_dockerfile_needs_a_string_is_refused(ctx):
+    """Written into the Dockerfile it became 'COPY --from=Calling __str__ on an Output[T]...', hashed and built."""
+    with pytest.raises(TypeError, match=r"HashedImageArgs.scorer_image: a plain string, known before anything is created"):
+        args(ctx, scorer_image=pulumi.Output.from_input(SCORER))

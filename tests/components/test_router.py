@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import kubernetes_validate
+import pulumi
 import pytest
 
 from components.mocks import run
@@ -247,3 +248,30 @@ def test_every_manifest_validates_against_kubernetes_1_30():
             continue
         kubernetes_validate.validate(doc, "1.35", strict=True)
     json.dumps(manifests)
+
+
+@pytest.mark.parametrize("purpose", ["DevTest", "devtest"])
+def test_azure_mls_spelling_of_the_cluster_purpose_is_understood(purpose):
+    """'DevTest', as the cluster spec takes it, left the router autoscaling on a dev_test cluster."""
+    assert config(build(purpose=purpose)).autoscale_enabled is False
+
+
+def test_bad_purpose_or_a_location_not_yet_known_is_refused():
+    base = dict(spec=RouterSpec(), routes=[], image=IMAGE, cluster_purpose="fast_prod", location="westeurope")
+    with pytest.raises(ValueError, match="cluster_purpose: 'prod' is none of dev_test, fast_prod, dense_prod"):
+        ModelRouterArgs(**{**base, "cluster_purpose": "prod"})
+    # An Output here became "Calling __str__ on an Output[T]..." in the host, the URIs and the certificate.
+    with pytest.raises(TypeError, match="ModelRouterArgs.location: a plain string"):
+        ModelRouterArgs(**{**base, "location": pulumi.Output.from_input("westeurope")})
+
+
+def test_the_namespace_can_be_the_platforms_own():
+    """A platform team that manages its namespaces got a second Namespace object of the same name."""
+    def program():
+        r = ModelRouter("router", ModelRouterArgs(spec=RouterSpec(namespace="ml-team"), routes=routes(STACK), image=IMAGE,
+                                                  cluster_purpose="fast_prod", location="westeurope", create_namespace=False))
+        return {"namespace": r.namespace}
+    rec = run(program)
+    assert not rec.of_type("kubernetes:core/v1:Namespace")
+    assert rec.outputs["namespace"] == "ml-team"
+    assert {r.inputs["metadata"]["namespace"] for r in rec.resources if r.type.startswith("kubernetes:")} == {"ml-team"}

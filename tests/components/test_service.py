@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from components.mocks import run
 from components.service import ModelService, ModelServiceArgs, ModelSource, RouteAccess
-from components.spec import ServiceSpec
+from components.spec import EndpointVersionSpec, ServiceSpec
 
 IMAGE = "mlw.azurecr.io/scorer@sha256:" + "a" * 64
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -131,7 +131,7 @@ def test_no_models_no_init_container():
 
 
 def test_data_collection_and_app_insights_read_the_connection_secret():
-    e = env(pod(deploy(spec(collect_model_data=True, enable_app_insights=True), models(2),
+    e = env(pod(deploy(spec(collect_model_data=True, enable_app_insights=True, models=["m0:1", "m1:1"]), models(2),
                        data_container="modeldata"))["containers"][0])
     assert e["AZUREML_DATA_COLLECTION_ENABLED"] == "true"
     assert e["AZUREML_DATA_COLLECTION_MODELS"] == "m0:1,m1:1"
@@ -196,7 +196,8 @@ def test_outputs_uri_and_keys_as_secrets():
     assert rec.secret_outputs == ["primary_key"]
 
 
-@pytest.mark.parametrize("settings", [{}, {"gpu_cores": 1, "collect_model_data": True, "enable_app_insights": True}])
+@pytest.mark.parametrize("settings", [{}, {"gpu_cores": 1, "collect_model_data": True, "enable_app_insights": True,
+                                           "models": ["m0:1", "m1:1"]}])
 def test_manifests_validate_against_kubernetes_1_35(settings):
     rec = deploy(spec(**settings), models(2))
     manifests = rec.kubernetes_manifests()
@@ -224,3 +225,42 @@ def test_secret_variables_reach_the_scorer_from_a_secret_of_their_own_and_roll_t
                   for r in (rec, deploy(with_password("hunter3")))]
     assert annotation[0] != annotation[1]
     assert not [r for r in deploy(spec()).of_type("kubernetes:core/v1:Secret") if r.name == "iris-env"]
+
+
+def test_the_kubernetes_name_is_the_routes_so_one_service_runs_under_two_routers():
+    """The Deployment took the component's (Pulumi) name: 'iris-prod' for a spec named 'iris', which the
+    router watches and scales as 'iris'. And a program with the same service under two routers had to
+    give both components one name, which Pulumi refuses (one URN twice)."""
+    s = spec()
+
+    def program():
+        for team in ("a", "b"):
+            ModelService(f"{team}-iris", ModelServiceArgs(spec=s, namespace=f"team-{team}", image=IMAGE, fetch_image=IMAGE,
+                                                          models=models(1), connections_secret="workspace-connections"))
+    rec = run(program)
+    assert len({r.urn for r in rec.resources}) == len(rec.resources)
+    deployments = [(d.inputs["metadata"]["namespace"], d.inputs["metadata"]["name"]) for d in rec.of_type(DEPLOYMENT)]
+    assert sorted(deployments) == [("team-a", "iris"), ("team-b", "iris")]
+    secrets = sorted(r.inputs["metadata"]["name"] for r in rec.of_type("kubernetes:core/v1:Secret"))
+    assert secrets == ["iris-models", "iris-models"]
+
+
+def test_an_endpoint_versions_kubernetes_name_must_be_given_and_valid():
+    version = EndpointVersionSpec.model_validate({"version_name": "blue", "inference_config": {"entry_script": "score.py"}})
+    with pytest.raises(ValueError, match=r"ModelServiceArgs.deployment: an endpoint version's Deployment is named"):
+        ModelServiceArgs(spec=version, namespace="ml", image=IMAGE, fetch_image=IMAGE)
+    with pytest.raises(ValueError, match=r"'Fraud_Blue' is not a Kubernetes Service name"):
+        ModelServiceArgs(spec=version, namespace="ml", image=IMAGE, fetch_image=IMAGE, deployment="Fraud_Blue")
+
+
+def test_collection_or_app_insights_without_the_connections_secret_is_refused():
+    """Else the scorer's env referred to a Secret of no name: valid by the schema, refused by the API server."""
+    with pytest.raises(ValueError, match="ModelServiceArgs.connections_secret: collect_model_data and enable_app_insights"):
+        ModelServiceArgs(spec=spec(enable_app_insights=True), namespace="ml", image=IMAGE, fetch_image=IMAGE)
+
+
+def test_labels_given_cannot_unlink_the_pods_from_their_selector():
+    rec = deploy(spec(), labels={"app.kubernetes.io/name": "churn", "team": "fraud"})
+    d = rec.one(DEPLOYMENT).inputs["spec"]
+    assert d["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "iris" == d["selector"]["matchLabels"]["app.kubernetes.io/name"]
+    assert d["template"]["metadata"]["labels"]["team"] == "fraud"

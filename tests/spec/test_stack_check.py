@@ -84,6 +84,9 @@ BROKEN = [
      "cluster.network.pod_cidr: 10.244.0.0/23 holds 2 node pod ranges (a /24 each, kubenet); 7 nodes (every pool at "
      "its largest, plus one each for upgrades) need /21 or larger"),
     ("arm64-pool", [(CL + ["node_pools", 0, "vm_size"], "Standard_D4ps_v5")], "cluster.node_pools[0].vm_size: Standard_D4ps_v5 is an Arm64 size"),
+    # Valid by `check`, a traceback in plan: the scorer files records under its models.
+    ("collection-without-models", [(SVC0 + ["models"], []), (SVC0 + ["collect_model_data"], True)],
+     "services[0].collect_model_data: collected records are filed under the models a deployment serves"),
     ("gpu-pool-with-its-own-taint", [(CL + ["node_pools", 1, "taints"], ["dedicated=ml:NoSchedule"])],
      "cluster.node_pools[1].taints: a gpu pool is tainted sku=gpu:NoSchedule"),
     ("label-value-with-a-space", [(CL + ["node_pools", 0, "labels"], {"team": "data science"})],
@@ -534,3 +537,17 @@ def test_fpga_replicas_warn_that_no_fpga_device_plugin_is_installed(tmp_path):
     assert any(w.startswith("services[0].fpga_cores: nodes advertise microsoft.com/fpga only through the FPGA vendor's")
                for w in warnings), warnings
     assert not [w for w in load_stack(write_stack(tmp_path, BASE)).spec.warnings if "fpga" in w]
+
+
+def test_a_spec_used_by_two_stacks_is_not_changed_by_either():
+    """A dev_test stack turned autoscaling off on the very ServiceSpec it was given, so the same object in
+    a production stack (a platform template's) lost it too."""
+    from components.spec import ServiceSpec, StackSpec
+
+    service = ServiceSpec.model_validate({"name": "iris", "inference_config": {"entry_script": "score.py"}, "autoscale_enabled": True})
+    cluster = {"name": "aks", "node_pools": [{"name": "system", "mode": "System", "count": 3, "vm_size": "Standard_D4s_v3"}]}
+    workspace = {"name": "mlw", "resource_group": "rg"}
+    dev = StackSpec(workspace=workspace, cluster={**cluster, "cluster_purpose": "dev_test"}, services=[service])
+    prod = StackSpec(workspace=workspace, cluster={**cluster, "cluster_purpose": "fast_prod"}, services=[service])
+    assert dev.services[0].autoscale_enabled is False
+    assert prod.services[0].autoscale_enabled is True and service.autoscale_enabled is True
