@@ -21,8 +21,12 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name, help=help_, add_help=False)
     if not argv or argv[0] not in COMMANDS:
         parser.parse_args(argv)  # prints usage and exits 2
-    module = importlib.import_module(COMMANDS[argv[0]][0])
-    return module.main(argv[1:])
+    try:
+        return importlib.import_module(COMMANDS[argv[0]][0]).main(argv[1:])
+    except ModuleNotFoundError as exc:  # `make local` installs what `local` needs; plan needs Pulumi too
+        print(f"python -m components {argv[0]} needs {exc.name}, which this environment lacks; `make setup` installs "
+              "everything (the infra extra: pulumi and its providers)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

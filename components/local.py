@@ -76,7 +76,18 @@ class State:
 
 
 def state_of(stack: Stack) -> State:
-    return State(stack.resolve(stack.spec.local.state_dir))
+    """The stack's folder, refused when another stack file's is there: they would share keys, and one
+    stack's `down` would stop the other's router."""
+    state = State(stack.resolve(stack.spec.local.state_dir or f".local/{stack.name}"))
+    owner = state.root / "stack"
+    try:
+        path = owner.read_text()
+    except FileNotFoundError:
+        return state
+    if path != str(stack.path.resolve()):
+        raise StackError([f"local.state_dir: {state.root} holds the stack {path}'s keys and processes; give "
+                          f"{stack.path.name} a state_dir (and router_port) of its own under aks-model-serving:local"])
+    return state
 
 
 # ------------------------------------------------------------------ rendering
@@ -260,6 +271,7 @@ def up(stack: Stack, out=sys.stdout) -> int:
             return 1
         config = render(stack, state)
         state.logs.mkdir(parents=True, exist_ok=True)
+        _write(state.root / "stack", str(stack.path.resolve()))
         _write(state.config, config.dump())
         log = open(state.logs / "router.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
@@ -442,7 +454,7 @@ def main(argv: list[str]) -> int:
     for name in ("logs", "keys", "token"):
         p = sub.add_parser(name)
         p.add_argument("stack", type=Path)
-        p.add_argument("service")
+        p.add_argument("service", help="a service or endpoint" + (" (or `router`: the router's log)" if name == "logs" else ""))
         if name == "keys":
             p.add_argument("--primary", action="store_true", help="print the primary key alone")
     args = parser.parse_args(argv)
@@ -456,6 +468,9 @@ def main(argv: list[str]) -> int:
             return status(stack)
         if args.command == "score":
             return score(stack)
+        if args.command == "logs" and args.service == "router" and not any(
+                r.name == "router" for r in [*stack.spec.services, *stack.spec.endpoints]):
+            return _print_logs([state_of(stack).logs / "router.log"], "router")
         route = route_of(stack, args.service)
         if args.command == "keys":
             if not route.auth_enabled:
@@ -479,13 +494,15 @@ def token(stack: Stack, route) -> int:
     from router_image.tokens import mint_token
 
     if not route.token_auth_enabled:
-        raise StackError([f"{route.name}: token auth is off for it (token_auth_enabled: false)"])
+        raise StackError([f"{route.name}: token auth is off for it (token_auth_enabled: false); "
+                          + ("it takes keys: `local keys`" if route.auth_enabled else "it takes no credential")])
     state = state_of(stack)
     if not state.token_key.exists():
         raise StackError([f"{route.name}: no signing key yet; run `local up` first"])
     tok, refresh_by = mint_token(state.token_key.read_bytes(), route.name)
     print(tok)
-    print(f"refresh_by: {refresh_by}", file=sys.stderr)
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(refresh_by))
+    print(f"refresh_by: {refresh_by:.0f} ({when}): ask for a new token before then", file=sys.stderr)
     return 0
 
 
@@ -493,9 +510,13 @@ def logs(stack: Stack, route) -> int:
     state = state_of(stack)
     versions = [v.version_name for v in route.versions] if hasattr(route, "versions") else [None]
     names = [re.compile(rf"{re.escape(deployment_name(route.name, v))}-\d+\.log") for v in versions]
-    files = sorted(f for f in state.logs.glob("*.log") if any(n.fullmatch(f.name) for n in names))
+    return _print_logs(sorted(f for f in state.logs.glob("*.log") if any(n.fullmatch(f.name) for n in names)), route.name)
+
+
+def _print_logs(files: list[Path], name: str) -> int:
+    files = [f for f in files if f.exists()]
     if not files:
-        raise StackError([f"{route.name}: no logs in {state.logs}"])
+        raise StackError([f"{name}: no logs yet; run `local up` first"])
     for f in files:
         print(f"==> {f.name} <==")
         sys.stdout.write(f.read_text(errors="replace"))

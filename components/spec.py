@@ -862,7 +862,8 @@ class LocalSpec(Spec):
     """Running the stack on one machine: router and scorers as processes on loopback."""
 
     router_port: int = Field(8890, ge=1024, le=65535)
-    state_dir: str = ".local"
+    # None: .local/<stack name>, so that two stacks run on one machine keep their keys and logs apart.
+    state_dir: str | None = None
     # Collected model data goes here (same modeldata/... layout as blob storage).
     data_dir: str = ".local/modeldata"
 

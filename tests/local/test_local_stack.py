@@ -232,7 +232,9 @@ def test_token_auth_and_down_leaves_no_process_behind(tmp_path):
     for m in config["aks-model-serving:models"]:
         m["path"] = str(models / m["name"] / str(m["version"]))
     config["aks-model-serving:services"][0] |= {"auth_enabled": False, "token_auth_enabled": True}
-    path = ROOT / "stacks" / f"Pulumi.down-{os.getpid()}.yaml"
+    for d in config["aks-model-serving:services"] + [v for e in config["aks-model-serving:endpoints"] for v in e["versions"]]:
+        d["inference_config"]["source_directory"] = str(ROOT / d["inference_config"]["source_directory"])
+    path = tmp_path / "Pulumi.down.yaml"  # not in the project's stacks/: a run killed here would leave it for git
     path.write_text(yaml.safe_dump(doc))
     port = config["aks-model-serving:local"]["router_port"]
     try:
@@ -249,7 +251,6 @@ def test_token_auth_and_down_leaves_no_process_behind(tmp_path):
         assert "not running" in cli("status", str(path), check=False).stdout
     finally:
         cli("down", str(path), check=False)
-        path.unlink()
 
 
 def _idle_stack(tmp_path: Path, port: int) -> Path:
@@ -439,3 +440,45 @@ def test_logs_of_a_service_leave_out_a_service_whose_name_extends_it(tmp_path):
     (logs / "iris-2-0.log").write_text("not mine\n")
     out = cli("logs", str(path), "iris").stdout
     assert "iris-0.log" in out and "iris-2-0.log" not in out
+
+
+def test_two_stacks_on_one_state_folder_are_told_apart(tmp_path):
+    """Every stack without local settings ran from .local on port 8890: `up` of a second one took over the
+    first's router, and `down` of either stopped it. The folder is now per stack by default, and one
+    holding another stack file's keys and processes is refused."""
+    first = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    doc = yaml.safe_load(first.read_text())
+    second = tmp_path / "Pulumi.other.yaml"
+    doc["config"]["aks-model-serving:local"]["router_port"] = free_port()
+    second.write_text(yaml.safe_dump(doc))
+    try:
+        up = cli("up", str(first))
+        assert "Succeeded" in up.stdout
+        assert "router.log" in cli("logs", str(first), "router").stdout
+        refused = cli("up", str(second), check=False)
+        assert refused.returncode == 2
+        assert (f"local.state_dir: {tmp_path / 'state'} holds the stack {first}'s keys and processes; give "
+                "Pulumi.other.yaml a state_dir (and router_port) of its own") in refused.stderr
+    finally:
+        cli("down", str(first), check=False)
+    undeclared = {"config": {k: v for k, v in doc["config"].items() if k != "aks-model-serving:local"}}
+    (tmp_path / "project").mkdir()
+    (tmp_path / "project" / "Pulumi.yaml").write_text("name: p\nruntime: python\n")
+    for name in ("a", "b"):
+        (tmp_path / "project" / f"Pulumi.{name}.yaml").write_text(yaml.safe_dump(undeclared))
+    from components import local
+    from components.stackfile import load_stack
+
+    roots = {local.state_of(load_stack(tmp_path / "project" / f"Pulumi.{n}.yaml")).root for n in ("a", "b")}
+    assert roots == {tmp_path / "project" / ".local" / "a", tmp_path / "project" / ".local" / "b"}
+
+
+def test_a_command_whose_packages_are_missing_says_how_to_install_them(tmp_path):
+    """`make local` installs only what `local` needs: plan was a ModuleNotFoundError traceback."""
+    blocker = tmp_path / "pulumi"
+    blocker.mkdir()
+    (blocker / "__init__.py").write_text("raise ModuleNotFoundError('no pulumi here', name='pulumi')\n")
+    result = subprocess.run([*CLI[:-1], "plan", str(ROOT / "stacks" / "Pulumi.dev.yaml")], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "python -m components plan needs pulumi, which this environment lacks; `make setup` installs" in result.stderr

@@ -551,3 +551,9 @@ def test_a_spec_used_by_two_stacks_is_not_changed_by_either():
     prod = StackSpec(workspace=workspace, cluster={**cluster, "cluster_purpose": "fast_prod"}, services=[service])
     assert dev.services[0].autoscale_enabled is False
     assert prod.services[0].autoscale_enabled is True and service.autoscale_enabled is True
+
+
+@pytest.mark.parametrize("name", ["inferenceconfig.json", "deploymentconfig.json"])
+def test_the_example_azure_ml_files_pass_check(name, capsys):
+    """The README points at them: an Azure ML user's files, checked on their own or named by a stack (azureml:)."""
+    assert check([str(ROOT / "examples" / "azureml" / name)]) == 0, capsys.readouterr().out
