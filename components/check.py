@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from components.azureml import AzureMlFileError, kind_of, load_deployment_config, load_inference_config
+from components.sources import missing_models, source_problems
 from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings, registry_name
 from components.stackfile import StackError, format_errors, load_stack
 from pydantic import ValidationError
@@ -76,7 +77,12 @@ def main(argv: list[str]) -> int:
             lines = check_azureml(args.file)
         else:
             stack = load_stack(args.file)
+            # What plan or `local up` would refuse on this machine's files, found here first; model
+            # folders a training run makes later are only told.
+            if problems := source_problems(stack, local=stack.spec.is_local):
+                raise StackError(problems)
             lines = summary(stack.spec, stack.name)
+            lines += [f"warning: {m} (plan and local up need it)" for m in missing_models(stack, local=stack.spec.is_local)]
     except StackError as exc:
         print(f"{args.file}: {len(exc.problems)} problem(s)")
         for line in exc.problems:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.routes import routes
+from components.sources import missing_models, source_problems
 from components.spec import SECURE, StackSpec, _Deployable, deployment_name
 from components.stackfile import Stack, StackError, load_stack
 from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
@@ -169,15 +170,7 @@ def ensure_token_key(state: State) -> None:
 
 def render(stack: Stack, state: State) -> RouterConfig:
     spec = stack.spec
-    missing = [f"models: {m.ref} has no folder at {stack.resolve(m.path)}" for m in spec.models
-               if m.path and not stack.resolve(m.path).exists()]
-    if any(m.url for m in spec.models):
-        missing += [f"models: {m.ref} comes from {m.url}; the local stack serves local folders only" for m in spec.models if m.url]
-    # Nothing here decrypts a stack's secrets: the local stack file gives its values in clear.
-    missing += [f"{where}.inference_config.environment.environment_variables.{k}: a secret (secure:), which the local "
-                "stack cannot decrypt; give the value in clear in the local stack file"
-                for where, dep in spec.deployments() if dep.inference_config
-                for k, v in dep.inference_config.environment.secret_variables.items() if v.get_secret_value() == SECURE]
+    missing = source_problems(stack, local=True) + missing_models(stack, local=True)
     if missing:
         raise StackError(missing)
     ensure_keys(spec, state)

@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 import pulumi
 import pulumi_azure_native.storage as storage
 import pulumi_kubernetes as k8s
-import yaml
 
 from components.cluster import AksCluster
 from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
@@ -30,7 +28,8 @@ from components.image import HashedImage, HashedImageArgs
 from components.router import ModelRouter, ModelRouterArgs, dns_label
 from components.routes import routes
 from components.service import APP_INSIGHTS_KEY, STORAGE_KEY, ModelService, ModelServiceArgs, ModelSource
-from components.spec import InferenceConfigSpec, ModelSpec, _Deployable, registry_name
+from components.sources import app_context, missing_models, source_problems
+from components.spec import ModelSpec, _Deployable, registry_name
 from components.stackfile import Stack
 from components.workspace import Workspace
 
@@ -120,12 +119,7 @@ def deployable_problems(stack: Stack) -> list[str]:
     for dockerfile in DOCKERFILES.values():
         if not (stack.project_dir / dockerfile).is_file():
             problems.append(f"{dockerfile}: not found under {stack.project_dir}; the image is built from it")
-    for path, dep in spec.deployments():
-        problems += _image_sources(stack, f"{path}.inference_config", dep.inference_config)
-    for i, model in enumerate(spec.models):
-        if model.path is not None and not stack.resolve(model.path).exists():
-            problems.append(f"models[{i}].path: {stack.resolve(model.path)} does not exist; it is uploaded from there")
-    return problems
+    return problems + source_problems(stack, local=False) + missing_models(stack, local=False)
 
 
 def _node_resource_group(resource_group: str, cluster: str, location: str) -> list[str]:
@@ -136,50 +130,6 @@ def _node_resource_group(resource_group: str, cluster: str, location: str) -> li
         return []
     return [f"cluster.name: AKS would name the nodes' resource group {name!r}, {len(name)} characters, and refuses "
             f"more than {NODE_RESOURCE_GROUP_MAX}; shorten cluster.name or workspace.resource_group by {len(name) - NODE_RESOURCE_GROUP_MAX}"]
-
-
-def _app_context(stack: Stack, ic: InferenceConfigSpec) -> Path:
-    """The folder an app image is built from: source_directory, else the entry script's folder."""
-    return stack.resolve(ic.source_directory) if ic.source_directory else stack.resolve(ic.entry_script).parent
-
-
-def _image_sources(stack: Stack, path: str, ic: InferenceConfigSpec | None) -> list[str]:
-    """The files an app image is hashed and built from, there and readable (not a traceback mid-plan,
-    nor an image built from an empty folder)."""
-    if ic is None:
-        return []
-    problems = []
-    folder = _app_context(stack, ic)
-    script = folder / ic.entry_script if ic.source_directory else stack.resolve(ic.entry_script)
-    if ic.source_directory and not folder.is_dir():
-        problems.append(f"{path}.source_directory: {folder} is not a folder; the image is built from it")
-    elif not script.is_file():
-        problems.append(f"{path}.entry_script: {script} does not exist")
-    env = ic.environment
-    conda: object = env.conda_dependencies.model_dump() if env.conda_dependencies else None
-    if env.conda_file is not None:
-        file = stack.resolve(env.conda_file)
-        try:
-            conda = yaml.safe_load(file.read_text())
-            if not isinstance(conda, dict):
-                problems.append(f"{path}.environment.conda_file: {file} is not a conda environment (a YAML mapping)")
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            problems.append(f"{path}.environment.conda_file: {file}: {getattr(exc, 'strerror', None) or exc}")
-    if isinstance(conda, dict) and not _pins_scorer_python(conda.get("dependencies")):
-        field = "conda_file" if env.conda_file else "conda_dependencies"
-        problems.append(f"{path}.environment.{field}: the scorer runs in this environment, on Python 3.11 or later; "
-                        "list python=3.11 (or later) under dependencies")
-    return problems
-
-
-def _pins_scorer_python(dependencies: object) -> bool:
-    """Whether a conda environment's dependencies ask for Python 3.11 or later (`python=3.11`,
-    `python>=3.12`, `python 3.11.*`); without a pin conda may pick any Python, or none."""
-    for dep in dependencies if isinstance(dependencies, list) else []:
-        found = re.fullmatch(r"python\s*(==|=|>=|~=|\s)\s*(\d+)\.(\d+)\S*", dep.strip()) if isinstance(dep, str) else None
-        if found:
-            return (int(found.group(2)), int(found.group(3))) >= (3, 11)
-    return False
 
 
 def _image(name: str, stack: Stack, workspace: Workspace, dockerfile: str) -> HashedImage:
@@ -203,7 +153,7 @@ class _AppImages:
     def ref(self, dep: _Deployable) -> pulumi.Output[str]:
         ic = dep.inference_config
         assert ic is not None  # the spec requires one
-        context = _app_context(self._stack, ic)
+        context = app_context(self._stack, ic)
         key = hashlib.sha256(json.dumps([str(context), ic.environment.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()[:12]
         if key not in self._images:
             # The build starts FROM the scorer image, or copies it in, so it waits for the scorer's push.

@@ -52,7 +52,11 @@ W, C, S, E = ("aks-model-serving:" + k for k in ("workspace", "cluster", "servic
 
 
 def write_stack(tmp_path: Path, config: dict) -> Path:
+    """The stack in a project of its own, with the entry scripts BASE names (check looks for them)."""
     (tmp_path / "Pulumi.yaml").write_text("name: aks-model-serving\nruntime: python\n")
+    for script in (tmp_path / "score.py", tmp_path / "src" / "score.py"):
+        script.parent.mkdir(exist_ok=True)
+        script.write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
     (tmp_path / "stacks").mkdir(exist_ok=True)
     path = tmp_path / "stacks" / "Pulumi.t.yaml"
     path.write_text(yaml.safe_dump({"config": config}))
@@ -557,3 +561,26 @@ def test_a_spec_used_by_two_stacks_is_not_changed_by_either():
 def test_the_example_azure_ml_files_pass_check(name, capsys):
     """The README points at them: an Azure ML user's files, checked on their own or named by a stack (azureml:)."""
     assert check([str(ROOT / "examples" / "azureml" / name)]) == 0, capsys.readouterr().out
+
+
+def test_check_finds_what_plan_and_local_up_would_refuse_on_this_machines_files(tmp_path, capsys):
+    """check said "valid" to a conda file without the scorer's Python, which plan then refused, and to a
+    secret a local stack cannot decrypt, which `local up` then refused; a model folder a training run makes
+    later is told, not refused."""
+    config = copy.deepcopy(BASE)
+    (tmp_path / "env.yml").write_text("dependencies: [numpy]\n")
+    config[S][0]["inference_config"]["environment"] = {"conda_file": "env.yml"}
+    assert check([str(write_stack(tmp_path, config))]) == 2
+    assert ("services[0].inference_config.environment.conda_file: the scorer runs in this environment, on Python 3.11"
+            in capsys.readouterr().out)
+
+    local = {"aks-model-serving:models": [{"name": "m", "version": 1, "path": "models/m/1"}],
+             "aks-model-serving:services": [{"name": "svc", "models": ["m:1"], "inference_config": {
+                 "entry_script": "score.py", "environment": {"environment_variables": {"DB_PASSWORD": {"secure": "v1:abc"}}}}}]}
+    assert check([str(write_stack(tmp_path, local))]) == 2
+    assert ("services[0].inference_config.environment.environment_variables.DB_PASSWORD: a secret (secure:), which the "
+            "local stack cannot decrypt") in capsys.readouterr().out
+
+    local["aks-model-serving:services"][0]["inference_config"]["environment"] = {}
+    assert check([str(write_stack(tmp_path, local))]) == 0
+    assert f"warning: models[0].path: {tmp_path / 'models' / 'm' / '1'} does not exist" in capsys.readouterr().out
