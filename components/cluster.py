@@ -217,6 +217,26 @@ def load_balancer_annotations(spec: ClusterSpec) -> dict[str, str]:
     }
 
 
+def read_kubeconfig(path: Path) -> tuple[str, str]:
+    """A kubeconfig's text and its current context's API server; ValueError naming what is wrong."""
+    where = f"cluster.attach.kubeconfig: {path}"
+    try:
+        text = path.read_text()
+        config = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
+        clusters = {c["name"]: c["cluster"] for c in config.get("clusters") or []}
+        current = contexts.get(config.get("current-context"), next(iter(contexts.values()), {}))
+        server = clusters.get(current.get("cluster"), {}).get("server", "")
+    except (AttributeError, KeyError, TypeError):
+        server = ""
+    if not server:
+        raise ValueError(f"{where}: no API server for its current context (a kubeconfig names its clusters and contexts)")
+    return text, server
+
+
 class AksCluster(pulumi.ComponentResource):
     """An AKS cluster (created or attached) and the pulumi_kubernetes Provider to deploy into it.
 
@@ -452,12 +472,7 @@ class AksCluster(pulumi.ComponentResource):
         self.kubeconfig = self._user_kubeconfig(rg, cluster_name, azure)
 
     def _attach_kubeconfig(self, path: Path) -> None:
-        text = path.read_text()
-        config = yaml.safe_load(text)
-        contexts = {c["name"]: c["context"] for c in config.get("contexts", [])}
-        clusters = {c["name"]: c["cluster"] for c in config.get("clusters", [])}
-        current = contexts.get(config.get("current-context"), next(iter(contexts.values()), {}))
-        server = clusters.get(current.get("cluster"), {}).get("server", "")
+        text, server = read_kubeconfig(path)
         self.fqdn = pulumi.Output.from_input(_host(server))
         self.kubelet_object_id = pulumi.Output.from_input(None)
         self.node_resource_group = pulumi.Output.from_input(None)

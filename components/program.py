@@ -22,7 +22,7 @@ import pulumi
 import pulumi_azure_native.storage as storage
 import pulumi_kubernetes as k8s
 
-from components.cluster import AksCluster
+from components.cluster import AksCluster, read_kubeconfig
 from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
 from components.image import HashedImage, HashedImageArgs
 from components.router import ModelRouter, ModelRouterArgs, dns_label
@@ -54,8 +54,12 @@ def build(stack: Stack) -> None:
     for warning in spec.warnings:  # what `check` prints, shown in the preview too
         pulumi.log.warn(f"stack {stack.name}: {warning}")
 
+    cluster_spec = spec.cluster
+    if cluster_spec.attach is not None and cluster_spec.attach.kubeconfig:  # relative to the project, as every path
+        attach = cluster_spec.attach.model_copy(update={"kubeconfig": str(stack.resolve(cluster_spec.attach.kubeconfig))})
+        cluster_spec = cluster_spec.model_copy(update={"attach": attach})
     workspace = Workspace("workspace", spec.workspace, location)
-    cluster = AksCluster("cluster", spec.cluster, workspace, location,
+    cluster = AksCluster("cluster", cluster_spec, workspace, location,
                          scoring_dns_label=dns_label(spec.router, spec.cluster.ssl))
     in_cluster = pulumi.ResourceOptions(provider=cluster.provider)
 
@@ -116,6 +120,12 @@ def deployable_problems(stack: Stack) -> list[str]:
         problems.append("workspace.location: no Azure region; set it or azure-native:location")
     elif spec.cluster is not None and spec.workspace is not None and spec.cluster.attach is None:
         problems += _node_resource_group(spec.workspace.resource_group, spec.cluster.name, stack.location)
+    attach = spec.cluster.attach if spec.cluster is not None else None
+    if attach is not None and attach.kubeconfig:
+        try:
+            read_kubeconfig(stack.resolve(attach.kubeconfig))
+        except ValueError as exc:
+            problems.append(str(exc))
     for dockerfile in DOCKERFILES.values():
         if not (stack.project_dir / dockerfile).is_file():
             problems.append(f"{dockerfile}: not found under {stack.project_dir}; the image is built from it")

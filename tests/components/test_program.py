@@ -215,3 +215,21 @@ def test_a_secret_variable_reaches_no_image_manifest_or_plain_input(project, edi
     assert dockerfiles and all("MODE" in d and "hunter2" not in d and "DB_PASSWORD" not in d for d in dockerfiles)
     write_manifests(plan, tmp_path / "manifests")
     assert "hunter2" not in "".join(p.read_text() for p in (tmp_path / "manifests").rglob("*.yaml"))
+
+
+def test_an_attached_kubeconfig_is_read_from_the_project_and_named_when_it_is_not_one(project, edit, monkeypatch, tmp_path):
+    """It was read from wherever the command ran, and `contexts: null` was a TypeError mid-program."""
+    from components.mocks import fake_kubeconfig
+
+    path = edit("dev", lambda c: c.update({"aks-model-serving:cluster": {"name": "onprem", "attach": {"kubeconfig": "kube/config"}}}))
+    assert deployable_problems(load_stack(path)) == [f"cluster.attach.kubeconfig: {project / 'kube' / 'config'}: No such file or directory"]
+    (project / "kube").mkdir()
+    (project / "kube" / "config").write_text("apiVersion: v1\ncontexts: null\n")
+    assert deployable_problems(load_stack(path)) == [
+        f"cluster.attach.kubeconfig: {project / 'kube' / 'config'}: no API server for its current context "
+        "(a kubeconfig names its clusters and contexts)"]
+    (project / "kube" / "config").write_text(fake_kubeconfig("https://k8s.example.internal:6443", "onprem"))
+    monkeypatch.chdir(tmp_path.parent)  # anywhere but the project
+    rec = run(declare(load_stack(path)))
+    provider = next(r for r in rec.resources if r.type == "pulumi:providers:kubernetes")
+    assert provider.inputs["kubeconfig"] == (project / "kube" / "config").read_text()
