@@ -9,6 +9,8 @@ from typing import Any
 
 from scoring_image.config import ScorerSettings
 
+SHUTDOWN_S = 3.0  # the most a stopping worker waits for its last telemetry to leave
+
 
 def instrument(app: Any, settings: ScorerSettings) -> Any:
     """Send this worker's telemetry to Application Insights and trace every request through `app`."""
@@ -24,16 +26,23 @@ def instrument(app: Any, settings: ScorerSettings) -> Any:
     return OpenTelemetryMiddleware(app)
 
 
-def shutdown() -> None:
+def shutdown(timeout_s: float = SHUTDOWN_S) -> None:
     """Export what is still batched (up to OTEL_BSP_SCHEDULE_DELAY of spans and logs): a worker leaves
-    by os._exit, past OpenTelemetry's own exit handler. Nothing to do where telemetry is off."""
+    by os._exit, past OpenTelemetry's own exit handler. Bounded: an unreachable endpoint must not hold
+    up a recycled worker's replacement. Nothing to do where telemetry is off."""
     import sys
+    import threading
 
     if "opentelemetry" not in sys.modules:
         return
     from opentelemetry import _logs, metrics, trace
 
-    for provider in (trace.get_tracer_provider(), _logs.get_logger_provider(), metrics.get_meter_provider()):
-        stop = getattr(provider, "shutdown", None)  # the no-op providers have none
-        if stop is not None:
-            stop()
+    def stop_all() -> None:
+        for provider in (trace.get_tracer_provider(), _logs.get_logger_provider(), metrics.get_meter_provider()):
+            stop = getattr(provider, "shutdown", None)  # the no-op providers have none
+            if stop is not None:
+                stop()
+
+    flushing = threading.Thread(target=stop_all, name="telemetry-shutdown", daemon=True)
+    flushing.start()
+    flushing.join(timeout_s)

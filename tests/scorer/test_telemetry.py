@@ -79,3 +79,24 @@ def test_what_a_worker_traced_is_exported_when_it_stops(start_scorer: StartScore
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(20) == 0
     assert any(b"RequestData" in body and b"/score" in body for body in received)
+
+
+def test_an_unreachable_ingestion_endpoint_does_not_hold_up_a_stopping_worker(start_scorer: StartScorer) -> None:
+    """The last export on the way out is bounded (telemetry.SHUTDOWN_S): an endpoint that never answers
+    would otherwise keep a recycled worker from being replaced for the exporter's whole timeout."""
+    import socket
+
+    with socket.socket() as silent:  # accepts connections, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        server = start_scorer("sum_rows.py", env={
+            "APPLICATIONINSIGHTS_CONNECTION_STRING":
+                f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:{silent.getsockname()[1]}/",
+            "OTEL_TRACES_SAMPLER": "microsoft.fixed_percentage", "OTEL_TRACES_SAMPLER_ARG": "1.0",
+            "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+        })
+        assert server.post(json={"data": [[1, 2]]}).status_code == 200
+        started = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(30) == 0
+        assert time.monotonic() - started < 8
