@@ -77,7 +77,8 @@ class ModelRouterArgs:
     """The router's inputs: its spec, the routes it serves and the cluster it sits in.
 
     `auth` holds each key-auth route's settings by RouteConfig.key_id (given keys or the
-    key_rotation counter). `service_annotations` are the cluster's LoadBalancer annotations
+    key_rotation counter); `keys`, a route's (primary, secondary) from other resources (a Key
+    Vault's secrets), by the same id, wins over them. `service_annotations` are the cluster's LoadBalancer annotations
     (internal load balancer + subnet). `location` names the Azure region of a DNS label: a plain
     string, as the names built from it are known before anything is created. `create_namespace`
     false: the namespace (spec.namespace) is the platform's, made elsewhere.
@@ -92,9 +93,14 @@ class ModelRouterArgs:
     ssl: SslSpec | None = None
     service_annotations: Mapping[str, str] = field(default_factory=dict)
     create_namespace: bool = True
+    keys: Mapping[str, tuple[pulumi.Input[str], pulumi.Input[str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.cluster_purpose = cluster_purpose(self.cluster_purpose)
+        unknown = sorted(set(self.keys) - {r.key_id for r in self.routes if r.auth.key_enabled})
+        if unknown:
+            raise ValueError(f"ModelRouterArgs.keys: {', '.join(unknown)} is no key-auth route's key_id "
+                             "(<service|endpoint>.<name>, e.g. service.iris)")
         if not isinstance(self.location, str):
             raise TypeError(f"ModelRouterArgs.location: a plain string (e.g. 'westeurope'), not {type(self.location).__name__}")
 
@@ -175,8 +181,10 @@ class ModelRouter(pulumi.ComponentResource):
             if not route.auth.key_enabled:
                 continue
             settings = args.auth.get(route.key_id) or AuthSettings()
-            self._keys[route.key_id] = (self._key(name, route.key_id, "primary", settings),
-                                        self._key(name, route.key_id, "secondary", settings))
+            given = args.keys.get(route.key_id)
+            self._keys[route.key_id] = (
+                (pulumi.Output.secret(given[0]), pulumi.Output.secret(given[1])) if given is not None else
+                (self._key(name, route.key_id, "primary", settings), self._key(name, route.key_id, "secondary", settings)))
         key_data = {f"{key_id}.{which}": value for key_id, pair in self._keys.items()
                     for which, value in zip(("primary", "secondary"), pair)}
         keys_secret = k8s.core.v1.Secret(f"{name}-keys", metadata=meta(f"{NAME}-keys"), type="Opaque",

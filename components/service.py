@@ -13,7 +13,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pulumi
@@ -122,6 +122,9 @@ class ModelServiceArgs:
     access: RouteAccess | None = None
     labels: dict[str, str] = field(default_factory=dict)
     deployment: str | None = None
+    # Environment variables from other resources (a Key Vault secret), kept as the spec's secure ones are;
+    # one of a name the spec also gives wins.
+    secret_variables: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.deployment is None:
@@ -156,12 +159,12 @@ def model_dir(models: Sequence[ModelSource]) -> str:
 
 def scorer_env(name: str, spec: _Deployable, models: Sequence[ModelSource],
                connections_secret: pulumi.Input[str] | None, data_container: pulumi.Input[str],
-               variables_secret: pulumi.Input[str] | None = None) -> list[dict]:
+               variables_secret: pulumi.Input[str] | None = None, secret_names: Sequence[str] = ()) -> list[dict]:
     """The scorer container's environment, rendered by the scorer's own settings model.
 
     Secrets never appear as values: connection strings are references into the namespace's
     connection Secret, so `to_env()` is given a stand-in that is then swapped for the reference;
-    the environment's secret variables are references into `variables_secret`.
+    the secret variables (`secret_names`) are references into `variables_secret`.
     """
     collect = spec.collect_model_data
     stand_in = SecretStr("from-secret")
@@ -195,9 +198,8 @@ def scorer_env(name: str, spec: _Deployable, models: Sequence[ModelSource],
             env.append({"name": key, "value": value})
     environment = spec.inference_config.environment if spec.inference_config else None
     if environment is not None:
-        env += [{"name": k, "value": v} for k, v in sorted(environment.image_variables.items())]
-        env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": variables_secret, "key": k}}}
-                for k in sorted(environment.secret_variables)]
+        env += [{"name": k, "value": v} for k, v in sorted(environment.image_variables.items()) if k not in secret_names]
+    env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": variables_secret, "key": k}}} for k in sorted(secret_names)]
     return env
 
 
@@ -333,23 +335,25 @@ class ModelService(pulumi.ComponentResource):
             })
 
         variables_secret = None
-        secret_variables = spec.inference_config.environment.secret_variables if spec.inference_config else {}
-        if secret_variables:
-            values = {k: pulumi.Output.secret(v.get_secret_value()) for k, v in secret_variables.items()}
+        from_spec = spec.inference_config.environment.secret_variables if spec.inference_config else {}
+        given: dict[str, pulumi.Input[str]] = {k: v.get_secret_value() for k, v in from_spec.items()}
+        given |= args.secret_variables
+        if given:
+            values = {k: pulumi.Output.secret(v) for k, v in given.items()}
             variables = k8s.core.v1.Secret(
                 f"{name}-env", metadata={**meta, "name": f"{k8s_name}-env"}, type="Opaque", string_data=values,
                 opts=pulumi.ResourceOptions(parent=self))
             variables_secret = variables.metadata.name
             # Read at a container's start: a changed value must roll the replicas (the hash is no secret).
-            digest = hashlib.sha256(json.dumps({k: v.get_secret_value() for k, v in secret_variables.items()},
-                                               sort_keys=True).encode()).hexdigest()[:16]
-            annotations["aks-model-serving/env-sha256"] = digest
+            annotations["aks-model-serving/env-sha256"] = pulumi.Output.unsecret(pulumi.Output.all(**values).apply(
+                lambda resolved: hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]))
 
         scorer = {
             "name": "scorer",
             "image": args.image,
             "ports": [{"name": "http", "containerPort": SCORER_PORT}],
-            "env": scorer_env(k8s_name, spec, args.models, args.connections_secret, args.data_container, variables_secret),
+            "env": scorer_env(k8s_name, spec, args.models, args.connections_secret, args.data_container, variables_secret,
+                              sorted(given)),
             "resources": _resources(spec),
             "volumeMounts": scorer_mounts,
             "securityContext": CONTAINER_SECURITY,

@@ -275,3 +275,22 @@ def test_the_namespace_can_be_the_platforms_own():
     assert not rec.of_type("kubernetes:core/v1:Namespace")
     assert rec.outputs["namespace"] == "ml-team"
     assert {r.inputs["metadata"]["namespace"] for r in rec.resources if r.type.startswith("kubernetes:")} == {"ml-team"}
+
+
+def test_keys_from_other_resources_are_served_and_kept_secret():
+    """A platform team keeps its keys in Key Vault: they come as Outputs, which the specs (plain strings)
+    could not take."""
+    def program():
+        vault = [pulumi.Output.secret("p" * 32), pulumi.Output.secret("s" * 32)]
+        r = ModelRouter("router", ModelRouterArgs(spec=RouterSpec(), routes=routes(STACK), image=IMAGE, cluster_purpose="fast_prod",
+                                                  location="westeurope", keys={"service.iris": (vault[0], vault[1])}))
+        iris = r.access(routes(STACK)[0])
+        return {"primary": iris.primary_key, "secondary": iris.secondary_key}
+    rec = run(program)
+    secret = named(rec, "kubernetes:core/v1:Secret", "model-router-keys")
+    assert secret.inputs["stringData"] == {"service.iris.primary": "p" * 32, "service.iris.secondary": "s" * 32}
+    assert "stringData" in secret.secret_inputs and {"primary", "secondary"} <= set(rec.secret_outputs)
+    assert [p.name for p in rec.of_type("random:index/randomPassword:RandomPassword")] == ["router-peers"]
+    with pytest.raises(ValueError, match="ModelRouterArgs.keys: service.irs is no key-auth route's key_id"):
+        ModelRouterArgs(spec=RouterSpec(), routes=routes(STACK), image=IMAGE, cluster_purpose="fast_prod",
+                        location="westeurope", keys={"service.irs": ("a", "b")})

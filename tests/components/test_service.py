@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import kubernetes_validate
+import pulumi
 import pytest
 from pydantic import SecretStr
 
@@ -264,3 +265,27 @@ def test_labels_given_cannot_unlink_the_pods_from_their_selector():
     d = rec.one(DEPLOYMENT).inputs["spec"]
     assert d["template"]["metadata"]["labels"]["app.kubernetes.io/name"] == "iris" == d["selector"]["matchLabels"]["app.kubernetes.io/name"]
     assert d["template"]["metadata"]["labels"]["team"] == "fraud"
+
+
+def test_secret_variables_from_other_resources_join_the_services_secret():
+    """An Output (a Key Vault secret) for an environment variable: in the `<service>-env` Secret beside the
+    spec's secure ones, winning over a plain one of the same name, and rolling the pods when it changes."""
+    s = spec(inference_config={"entry_script": "score.py", "environment": {"environment_variables": {"API_URL": "plain"}}})
+
+    def with_vault(value: str):
+        def program():
+            vault = {"API_URL": pulumi.Output.secret(value), "TOKEN": pulumi.Output.secret("t0k")}
+            ModelService("iris", ModelServiceArgs(spec=s, namespace="azureml", image=IMAGE, fetch_image=IMAGE,
+                                                  secret_variables=vault))
+        return run(program)
+
+    rec = with_vault("https://vault")
+    secret = rec.one("kubernetes:core/v1:Secret")
+    assert secret.inputs["stringData"] == {"API_URL": "https://vault", "TOKEN": "t0k"} and "stringData" in secret.secret_inputs
+    e = env(pod(rec)["containers"][0])
+    assert e["API_URL"] == {"secretKeyRef": {"name": "iris-env", "key": "API_URL"}}
+    assert e["TOKEN"] == {"secretKeyRef": {"name": "iris-env", "key": "TOKEN"}}
+    digest = rec.one(DEPLOYMENT).inputs["spec"]["template"]["metadata"]["annotations"]["aks-model-serving/env-sha256"]
+    assert len(digest) == 16 and "https://vault" not in json.dumps(rec.one(DEPLOYMENT).inputs)
+    assert with_vault("https://other").one(DEPLOYMENT).inputs["spec"]["template"]["metadata"]["annotations"][
+        "aks-model-serving/env-sha256"] != digest
