@@ -28,7 +28,7 @@ from pathlib import Path
 
 from components.routes import routes
 from components.sources import missing_models, source_problems
-from components.spec import SECURE, StackSpec, _Deployable, deployment_name
+from components.spec import SECURE, StackSpec, Deployable, deployment_name
 from components.stackfile import Stack, StackError, load_stack
 from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
 from scoring_image.config import ScorerSettings
@@ -94,7 +94,7 @@ def state_of(stack: Stack) -> State:
 # ------------------------------------------------------------------ rendering
 
 
-def model_dir(stack: Stack, state: State, deployment: str, dep: _Deployable) -> Path | None:
+def model_dir(stack: Stack, state: State, deployment: str, dep: Deployable) -> Path | None:
     """AZUREML_MODEL_DIR as Azure ML lays it out: one model -> its version folder;
     several -> a root holding <name>/<version>/ (links to the models' folders here)."""
     models = [stack.spec.model(ref) for ref in dep.models]
@@ -113,7 +113,7 @@ def model_dir(stack: Stack, state: State, deployment: str, dep: _Deployable) -> 
 
 
 def scorer_launch(stack: Stack, state: State):
-    def launch(deployment: str, dep: _Deployable) -> ScorerLaunch:
+    def launch(deployment: str, dep: Deployable) -> ScorerLaunch:
         ic = dep.inference_config
         assert ic is not None  # the spec requires one
         source = stack.resolve(ic.source_directory or ".")

@@ -29,7 +29,7 @@ from components.router import ModelRouter, ModelRouterArgs, dns_label
 from components.routes import routes
 from components.service import APP_INSIGHTS_KEY, STORAGE_KEY, ModelService, ModelServiceArgs, ModelSource
 from components.sources import app_context, missing_models, source_problems
-from components.spec import ModelSpec, _Deployable, registry_name
+from components.spec import ModelSpec, Deployable, registry_name
 from components.stackfile import Stack
 from components.workspace import Workspace
 
@@ -160,7 +160,7 @@ class _AppImages:
         self._scorer_ref = f"{login}/{REPOSITORY}/scorer:{scorer.tag}"
         self._images: dict[str, HashedImage] = {}
 
-    def ref(self, dep: _Deployable) -> pulumi.Output[str]:
+    def ref(self, dep: Deployable) -> pulumi.Output[str]:
         ic = dep.inference_config
         assert ic is not None  # the spec requires one
         context = app_context(self._stack, ic)
@@ -182,7 +182,7 @@ class _Models:
         self._stack, self._workspace = stack, workspace
         self._sources: dict[str, ModelSource] = {}
 
-    def sources(self, dep: _Deployable) -> list[ModelSource]:
+    def sources(self, dep: Deployable) -> list[ModelSource]:
         return [self._source(self._stack.spec.model(ref)) for ref in dep.models]
 
     def _source(self, model: ModelSpec) -> ModelSource:

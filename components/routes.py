@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from typing import Callable
 
-from components.spec import StackSpec, _Deployable, deployment_name
+from components.spec import StackSpec, Deployable, deployment_name
 from router_image.config import AuthConfig, AutoscaleConfig, RouteConfig, ScorerLaunch, VersionConfig
 
-Launch = Callable[[str, _Deployable], ScorerLaunch]
+Launch = Callable[[str, Deployable], ScorerLaunch]
 
 
-def version_config(deployment: str, dep: _Deployable, *, name: str, launch: Launch | None,
+def version_config(deployment: str, dep: Deployable, *, name: str, launch: Launch | None,
                    scale_down_delay_seconds: float, traffic_percentile: float = 0, is_default: bool = True, is_control: bool = False) -> VersionConfig:
     return VersionConfig(
         name=name,

@@ -21,7 +21,7 @@ import pulumi_kubernetes as k8s
 from pydantic import SecretStr
 
 from components.accelerators import SCHEDULING
-from components.spec import K8S_NAME_MAX, ServiceSpec, _Deployable, deployment_name
+from components.spec import K8S_NAME_MAX, ServiceSpec, Deployable, deployment_name
 from scoring_image.config import ScorerSettings
 
 SCORER_PORT = 5001
@@ -111,7 +111,7 @@ class ModelServiceArgs:
     and left out for an endpoint's version (the endpoint publishes the route).
     """
 
-    spec: _Deployable
+    spec: Deployable
     namespace: pulumi.Input[str]
     image: pulumi.Input[str]
     fetch_image: pulumi.Input[str]
@@ -157,7 +157,7 @@ def model_dir(models: Sequence[ModelSource]) -> str:
     return MODEL_ROOT
 
 
-def scorer_env(name: str, spec: _Deployable, models: Sequence[ModelSource],
+def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
                connections_secret: pulumi.Input[str] | None, data_container: pulumi.Input[str],
                variables_secret: pulumi.Input[str] | None = None, secret_names: Sequence[str] = ()) -> list[dict]:
     """The scorer container's environment, rendered by the scorer's own settings model.
@@ -203,7 +203,7 @@ def scorer_env(name: str, spec: _Deployable, models: Sequence[ModelSource],
     return env
 
 
-def _rollout(spec: _Deployable) -> dict:
+def _rollout(spec: Deployable) -> dict:
     """Accelerator replicas never surge when there are always two or more: a surge pod needs a GPU (or
     FPGA) more than the pool may have (stuck Pending, the rollout stalls); one at a time leaves the
     others serving. A lone replica keeps Kubernetes' surge: taking it down first would stop the service."""
@@ -212,7 +212,7 @@ def _rollout(spec: _Deployable) -> dict:
     return {}
 
 
-def _resources(spec: _Deployable) -> dict:
+def _resources(spec: Deployable) -> dict:
     requests = {"cpu": cpu_quantity(spec.cpu_cores), "memory": memory_quantity(spec.memory_gb)}
     limits = {"cpu": cpu_quantity(spec.cpu_limit), "memory": memory_quantity(spec.memory_limit_gb)}
     for kind, cores in (("gpu", spec.gpu_cores), ("fpga", spec.fpga_cores)):
@@ -222,7 +222,7 @@ def _resources(spec: _Deployable) -> dict:
     return {"requests": requests, "limits": limits}
 
 
-def _probes(spec: _Deployable) -> dict:
+def _probes(spec: Deployable) -> dict:
     """Azure ML's probe settings. Kubernetes takes a success threshold above 1 only for readiness."""
     timing = {"periodSeconds": spec.period_seconds, "timeoutSeconds": spec.timeout_seconds,
               "failureThreshold": spec.failure_threshold}
@@ -233,7 +233,7 @@ def _probes(spec: _Deployable) -> dict:
     }
 
 
-def _accelerator(spec: _Deployable) -> dict:
+def _accelerator(spec: Deployable) -> dict:
     kind = "gpu" if spec.gpu_cores else "fpga" if spec.fpga_cores else None
     if kind is None:
         return {}
@@ -251,7 +251,7 @@ PRE_STOP = {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_S)]}}}
 FINAL_UPLOAD_S = 10
 
 
-def termination_grace_seconds(spec: _Deployable) -> int:
+def termination_grace_seconds(spec: Deployable) -> int:
     """How long Kubernetes waits, counted from the preStop hook, before it kills the pod (its default,
     30 s, is half of Azure ML's default scoring timeout: a slow request in flight was cut off)."""
     return PRE_STOP_S + math.ceil(ScorerSettings(scoring_timeout_ms=spec.scoring_timeout_ms).stop_grace_seconds) + FINAL_UPLOAD_S

@@ -731,7 +731,9 @@ def _azureml_merge(data: Any, info: ValidationInfo) -> Any:
     return merged | {k: v for k, v in data.items() if k != "azureml"}
 
 
-class _Deployable(DeploymentSettings):
+class Deployable(DeploymentSettings):
+    """What a service and an endpoint's version have in common: one Deployment's settings (ModelService's spec)."""
+
     models: list[str] = []
     inference_config: InferenceConfigSpec | None = None
     description: str | None = None
@@ -769,7 +771,7 @@ class AuthSettings(Spec):
         return []
 
 
-class ServiceSpec(_Deployable, AuthSettings):
+class ServiceSpec(Deployable, AuthSettings):
     """A model web service: one version at /api/v1/service/<name>/score."""
 
     name: ServiceName
@@ -782,7 +784,7 @@ class WebserviceSettings(DeploymentSettings, AuthSettings):
     tags: dict[str, str] = {}
 
 
-class EndpointVersionSpec(_Deployable):
+class EndpointVersionSpec(Deployable):
     """One version of an endpoint (AksEndpoint.deploy_configuration's version settings)."""
 
     version_name: ServiceName
@@ -992,9 +994,9 @@ class StackSpec(Spec):
                 problems.append(f"{path}: its Deployment {name!r} is also {other}'s; rename one of them")
         return problems
 
-    def deployments(self) -> list[tuple[str, _Deployable]]:
+    def deployments(self) -> list[tuple[str, Deployable]]:
         """Every deployable with its path in the stack: services, then endpoint versions."""
-        out: list[tuple[str, _Deployable]] = [(f"services[{i}]", s) for i, s in enumerate(self.services)]
+        out: list[tuple[str, Deployable]] = [(f"services[{i}]", s) for i, s in enumerate(self.services)]
         for i, e in enumerate(self.endpoints):
             out += [(f"endpoints[{i}].versions[{j}]", v) for j, v in enumerate(e.versions)]
         return out
