@@ -10,6 +10,7 @@ Azure ML lays out AZUREML_MODEL_DIR (`<root>/<name>/<version>/...`).
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import re
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pulumi
 import pulumi_kubernetes as k8s
+import pulumi_random as random
 from pydantic import SecretStr
 
 from components.accelerators import SCHEDULING
@@ -344,9 +346,12 @@ class ModelService(pulumi.ComponentResource):
                 f"{name}-env", metadata={**meta, "name": f"{k8s_name}-env"}, type="Opaque", string_data=values,
                 opts=pulumi.ResourceOptions(parent=self))
             variables_secret = variables.metadata.name
-            # Read at a container's start: a changed value must roll the replicas (the hash is no secret).
-            annotations["aks-model-serving/env-sha256"] = pulumi.Output.unsecret(pulumi.Output.all(**values).apply(
-                lambda resolved: hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]))
+            # Read at a container's start: a changed value must roll the replicas. The annotation is readable by
+            # whoever reads Deployments: keyed with a random key of the service's own, so that a short secret
+            # (a PIN) cannot be found by hashing guesses.
+            key = random.RandomPassword(f"{name}-env-key", length=32, special=False, opts=pulumi.ResourceOptions(parent=self))
+            annotations["aks-model-serving/env-sha256"] = pulumi.Output.unsecret(pulumi.Output.all(key.result, values).apply(
+                lambda kv: hmac.new(kv[0].encode(), json.dumps(kv[1], sort_keys=True).encode(), "sha256").hexdigest()[:16]))
 
         scorer = {
             "name": "scorer",

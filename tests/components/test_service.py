@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import kubernetes_validate
@@ -287,5 +288,8 @@ def test_secret_variables_from_other_resources_join_the_services_secret():
     assert e["TOKEN"] == {"secretKeyRef": {"name": "iris-env", "key": "TOKEN"}}
     digest = rec.one(DEPLOYMENT).inputs["spec"]["template"]["metadata"]["annotations"]["aks-model-serving/env-sha256"]
     assert len(digest) == 16 and "https://vault" not in json.dumps(rec.one(DEPLOYMENT).inputs)
+    # Keyed: whoever reads the Deployment cannot test guesses of a short secret against it.
+    unkeyed = hashlib.sha256(json.dumps({"API_URL": "https://vault", "TOKEN": "t0k"}, sort_keys=True).encode()).hexdigest()
+    assert digest != unkeyed[:16] and rec.of_type("random:index/randomPassword:RandomPassword")
     assert with_vault("https://other").one(DEPLOYMENT).inputs["spec"]["template"]["metadata"]["annotations"][
         "aks-model-serving/env-sha256"] != digest
