@@ -65,16 +65,19 @@ def test_no_connection_string_no_exporter(start_scorer: StartScorer) -> None:
     assert response.json() == []
 
 
+def every_trace_to(endpoint: str) -> dict[str, str]:
+    """A scorer's environment that sends Application Insights every trace (no rate-limited sampling)."""
+    return {"APPLICATIONINSIGHTS_CONNECTION_STRING":
+            f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={endpoint}",
+            "OTEL_TRACES_SAMPLER": "microsoft.fixed_percentage", "OTEL_TRACES_SAMPLER_ARG": "1.0",
+            "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true"}
+
+
 def test_what_a_worker_traced_is_exported_when_it_stops(start_scorer: StartScorer, ingestion: tuple[str, list[bytes]]) -> None:
     """A worker leaves by os._exit, past OpenTelemetry's exit handler: up to OTEL_BSP_SCHEDULE_DELAY
     (5 s) of traces was lost at every stop and recycle, the trace of the request that caused it too."""
     endpoint, received = ingestion
-    server = start_scorer("sum_rows.py", env={
-        "APPLICATIONINSIGHTS_CONNECTION_STRING":
-            f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={endpoint}",
-        "OTEL_TRACES_SAMPLER": "microsoft.fixed_percentage", "OTEL_TRACES_SAMPLER_ARG": "1.0",
-        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
-    })
+    server = start_scorer("sum_rows.py", env=every_trace_to(endpoint))
     assert server.post(json={"data": [[1, 2]]}).status_code == 200
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(20) == 0
@@ -89,12 +92,7 @@ def test_an_unreachable_ingestion_endpoint_does_not_hold_up_a_stopping_worker(st
     with socket.socket() as silent:  # accepts connections, never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen()
-        server = start_scorer("sum_rows.py", env={
-            "APPLICATIONINSIGHTS_CONNECTION_STRING":
-                f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint=http://127.0.0.1:{silent.getsockname()[1]}/",
-            "OTEL_TRACES_SAMPLER": "microsoft.fixed_percentage", "OTEL_TRACES_SAMPLER_ARG": "1.0",
-            "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
-        })
+        server = start_scorer("sum_rows.py", env=every_trace_to(f"http://127.0.0.1:{silent.getsockname()[1]}/"))
         assert server.post(json={"data": [[1, 2]]}).status_code == 200
         started = time.monotonic()
         server.process.send_signal(signal.SIGTERM)
