@@ -322,6 +322,9 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
             print(f"\nFailed: the router exited with code {proc.returncode}", file=out)
             return False
         code, body = _get(base_url(stack) + "/readyz")
+        if body.get("config_error"):  # the router keeps running the config it had
+            print(f"\nFailed: the router did not apply the stack's config: {body['config_error']}", file=out)
+            return False
         routes = body.get("routes", [])
         if sorted((r["kind"], r["name"]) for r in routes) == wanted:
             problems = [f"{r['kind']} {r['name']}, version {v['name']}: {v['problem']}"

@@ -61,6 +61,7 @@ class Router:
         self._retry_at: dict[str, float] = {}  # deployment -> when scaling it is tried again
         self._config_stamp = self._stamp()
         self.certificate = ServingCertificate(config.tls) if config.tls else None
+        self.config_error: str | None = None  # why the file's latest content is not applied (in /readyz)
 
     @property
     def config(self) -> RouterConfig:
@@ -108,9 +109,11 @@ class Router:
                 router_scaler = RouterScaler(config.router_scale, current)
             await self.backend.apply(table.versions())
         except Exception as exc:  # a bad file, or one landing before what it names, must not stop the router
+            self.config_error = str(exc)
             if not quiet:
                 log.error("config %s not applied: %s", self.config_path, exc)
             return False
+        self.config_error = None
         for deployment, scaler in table.autoscalers.items():
             if deployment not in self.table.autoscalers:  # starts from what the backend now runs
                 scaler.resume(self.backend.replicas(deployment))
@@ -348,7 +351,7 @@ class Router:
         # Locally, ready means every version can answer (what `local up` waits for). A router pod is
         # ready once it runs: one model without replicas must not take every route off the load balancer.
         ready = self.config.backend == "kubernetes" or all(v["ready"] > 0 for r in routes for v in r["versions"])
-        return {"ready": ready, "leader": self.backend.is_leader, "routes": routes}
+        return {"ready": ready, "leader": self.backend.is_leader, "routes": routes, "config_error": self.config_error}
 
     async def _api(self, scope: dict, receive, send, path: str) -> None:
         route, action = self._route(path)

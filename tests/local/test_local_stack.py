@@ -482,3 +482,38 @@ def test_a_command_whose_packages_are_missing_says_how_to_install_them(tmp_path)
                             text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "python -m components plan needs pulumi, which this environment lacks; `make setup` installs" in result.stderr
+
+
+def test_up_says_at_once_why_the_router_did_not_apply_the_stack(tmp_path):
+    """A config the running router refuses (it keeps the one it had) left `up` waiting out its 180 s."""
+    import io
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from components import local
+    from components.stackfile import load_stack
+
+    class Readyz(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = json.dumps({"ready": True, "routes": [], "config_error": "version v1 (echo): scorer cwd /x is not a folder"})
+            self.send_response(503)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body.encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Readyz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        stack = load_stack(_script_stack(tmp_path, [{"name": "echo", **ECHO}], port=server.server_port))
+        said = io.StringIO()
+        started = time.monotonic()
+        assert local.wait_ready(stack, RouterConfig(), None, said) is False
+        assert time.monotonic() - started < 5
+        assert "the router did not apply the stack's config: version v1 (echo): scorer cwd /x is not a folder" in said.getvalue()
+    finally:
+        server.shutdown()
+        server.server_close()

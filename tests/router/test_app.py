@@ -105,12 +105,13 @@ async def test_a_reload_that_fails_changes_nothing_and_is_retried_until_it_appli
         path.write_text(grown.dump())
         await asyncio.sleep(0.2)
         assert router.table is running and router.pools["s"].max_wait_s == 0.05
+        assert router.status()["config_error"]  # what `local up` reads to say why, rather than wait out its timeout
 
         backend.refuse = False  # the same file is tried again at each poll: it applies, unchanged
         async with asyncio.timeout(3):
             while ("service", "t") not in router.routes:
                 await asyncio.sleep(0.02)
-        assert router.pools["s"].max_wait_s == 0.9
+        assert router.pools["s"].max_wait_s == 0.9 and router.status()["config_error"] is None
         assert list(router.pools["t"].replicas) == ["127.0.0.1:2"]  # reported during apply, before the swap
         failures = [r for r in caplog.records if r.levelno == logging.ERROR and "not applied" in r.getMessage()]
         assert len(failures) == 2  # once per file, not at every retry
