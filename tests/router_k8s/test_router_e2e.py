@@ -81,10 +81,10 @@ async def test_the_leader_patches_the_router_deployments_scale_when_a_peer_route
     await router.startup()
     path = "/apis/apps/v1/namespaces/models/deployments/model-router/scale"
     try:
-        await until(lambda: api.requests("PATCH", path), timeout=5)
+        # The stub records a request before it applies it, and the router takes the answer after: wait for both.
+        await until(lambda: api.scales["model-router"] == 3 and router.router_scaler.current == 3, timeout=5)
         patch = api.requests("PATCH", path)[0]
         assert patch.body == {"spec": {"replicas": 3}} and patch.content_type == "application/merge-patch+json"
-        assert api.scales["model-router"] == 3 and router.router_scaler.current == 3
         assert api.requests("GET", path)  # the count it started from: the Deployment's
     finally:
         await router.shutdown()
