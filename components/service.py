@@ -35,7 +35,7 @@ SPOOL_DIR = "/var/azureml-spool"
 STORAGE_KEY = "storage-connection-string"
 APP_INSIGHTS_KEY = "appinsights-connection-string"
 
-DNS_LABEL = rf"[a-z]([-a-z0-9]{{0,{K8S_NAME_MAX - 2}}}[a-z0-9])?"  # DNS-1035: a Service's name
+SERVICE_NAME = rf"[a-z]([-a-z0-9]{{0,{K8S_NAME_MAX - 2}}}[a-z0-9])?"  # DNS-1035, as Kubernetes checks a Service's name
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
@@ -134,7 +134,7 @@ class ModelServiceArgs:
                 raise ValueError("ModelServiceArgs.deployment: an endpoint version's Deployment is named as the router's "
                                  "routes name it, deployment_name(<endpoint>, <version>); give it")
             self.deployment = deployment_name(self.spec.name)
-        if not re.fullmatch(DNS_LABEL, self.deployment):
+        if not re.fullmatch(SERVICE_NAME, self.deployment):
             raise ValueError(f"ModelServiceArgs.deployment: {self.deployment!r} is not a Kubernetes Service name "
                              f"(lowercase letters, digits and '-', starting with a letter, at most {K8S_NAME_MAX})")
         settings = self.spec

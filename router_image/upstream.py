@@ -408,10 +408,14 @@ async def get(host: str, port: int, path: str, timeout_s: float) -> tuple[int, b
             connections.close()
 
 
-async def is_ready(host: str, port: int) -> bool:
-    """Does the replica's `/ready` answer 200 (its init() ran)?"""
+async def readiness(host: str, port: int) -> tuple[bool, bytes]:
+    """Does the replica's `/ready` answer 200 (its init() ran)? With the answer's body (b"" when none)."""
     try:
-        status, _ = await get(host, port, "/ready", 1.0)
+        status, body = await get(host, port, "/ready", 1.0)
     except (UpstreamError, TimeoutError, OSError):
-        return False
-    return status == 200
+        return False, b""
+    return status == 200, body
+
+
+async def is_ready(host: str, port: int) -> bool:
+    return (await readiness(host, port))[0]

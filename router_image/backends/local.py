@@ -25,7 +25,7 @@ from pathlib import Path
 from router_image.autoscale import PodLoad
 from router_image.backends import ReadyCallback
 from router_image.config import RouterConfig, VersionConfig
-from router_image.upstream import UpstreamError, get, is_ready
+from router_image.upstream import is_ready, readiness
 
 log = logging.getLogger("router.local")
 PR_SET_PDEATHSIG = 1
@@ -273,12 +273,9 @@ async def _readiness(address: str) -> tuple[bool, str | None]:
     """Ready, else the reason the scorer gives when one of its workers' init() failed (None while
     it is merely starting, or does not answer yet)."""
     host, _, port = address.rpartition(":")
-    try:
-        status, body = await get(host, int(port), "/ready", 1.0)
-    except (UpstreamError, TimeoutError, OSError):
-        return False, None
-    if status == 200:
-        return True, None
+    ready, body = await readiness(host, int(port))
+    if ready or not body:
+        return ready, None
     try:
         message = json.loads(body)["error"]["message"]
     except (ValueError, KeyError, TypeError):
