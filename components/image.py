@@ -262,23 +262,39 @@ def content_hash(args: HashedImageArgs) -> str:
 
 
 def stage_context(args: HashedImageArgs, tag: str) -> Path:
-    """A copy of exactly the hashed files plus the Dockerfile, to build from."""
+    """A copy of exactly the hashed files plus the Dockerfile, to build from.
+
+    Named after the content hash, it is written once: made aside and renamed into place, so a build
+    of the same image beside this one (another stack's `pulumi up`) never reads it half-written or
+    removed under it.
+    """
     context = Path(args.context)
     stage = Path(tempfile.gettempdir()) / "aks-model-serving" / "images" / f"{args.repository.replace('/', '_')}-{tag}"
-    shutil.rmtree(stage, ignore_errors=True)
-    for rel in context_files(context, args.include):
-        source, target = context / rel, stage / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            target.symlink_to(os.readlink(source))
-        else:
-            shutil.copy2(source, target)
-    stage.mkdir(parents=True, exist_ok=True)
-    (stage / STAGED_DOCKERFILE).write_text(render_dockerfile(args))
-    # Docker still reads an ignored Dockerfile; `COPY .` just leaves it out of the image.
-    ignore = stage / ".dockerignore"
-    own = [STAGED_DOCKERFILE] + ([] if ignore.exists() else [".dockerignore"])
-    ignore.write_text((ignore.read_text() + "\n" if ignore.exists() else "") + "\n".join(own) + "\n")
+    if stage.is_dir():
+        return stage
+    stage.parent.mkdir(parents=True, exist_ok=True)
+    draft = Path(tempfile.mkdtemp(prefix=f".{stage.name}-", dir=stage.parent))
+    try:
+        for rel in context_files(context, args.include):
+            source, target = context / rel, draft / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_symlink():
+                target.symlink_to(os.readlink(source))
+            else:
+                shutil.copy2(source, target)
+        (draft / STAGED_DOCKERFILE).write_text(render_dockerfile(args))
+        # Docker still reads an ignored Dockerfile; `COPY .` just leaves it out of the image.
+        ignore = draft / ".dockerignore"
+        own = [STAGED_DOCKERFILE] + ([] if ignore.exists() else [".dockerignore"])
+        ignore.write_text((ignore.read_text() + "\n" if ignore.exists() else "") + "\n".join(own) + "\n")
+        draft.chmod(0o755)
+        try:
+            draft.rename(stage)
+        except OSError:
+            if not stage.is_dir():  # not a stage made beside this one: a real failure
+                raise
+    finally:
+        shutil.rmtree(draft, ignore_errors=True)
     return stage
 
 

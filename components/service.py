@@ -24,7 +24,7 @@ from pydantic import SecretStr
 
 from components.accelerators import SCHEDULING
 from components.spec import K8S_NAME_MAX, ServiceSpec, Deployable, deployment_name
-from scoring_image.config import ScorerSettings
+from scoring_image.config import FINAL_UPLOAD_SECONDS, ScorerSettings
 
 SCORER_PORT = 5001
 APP_ROOT = "/var/azureml-app"  # where a service image holds the entry script's source_directory
@@ -248,15 +248,12 @@ def _accelerator(spec: Deployable) -> dict:
 PRE_STOP_S = 5
 PRE_STOP = {"preStop": {"exec": {"command": ["sleep", str(PRE_STOP_S)]}}}
 
-# After the scorer's own stop (it drains requests in flight, ScorerSettings.stop_grace_seconds), the
-# last upload of collected data: the spool is an emptyDir, gone with the pod.
-FINAL_UPLOAD_S = 10
-
 
 def termination_grace_seconds(spec: Deployable) -> int:
     """How long Kubernetes waits, counted from the preStop hook, before it kills the pod (its default,
     30 s, is half of Azure ML's default scoring timeout: a slow request in flight was cut off)."""
-    return PRE_STOP_S + math.ceil(ScorerSettings(scoring_timeout_ms=spec.scoring_timeout_ms).stop_grace_seconds) + FINAL_UPLOAD_S
+    # After the scorer's own stop, the last upload of collected data: the spool is an emptyDir, gone with the pod.
+    return PRE_STOP_S + math.ceil(ScorerSettings(scoring_timeout_ms=spec.scoring_timeout_ms).stop_grace_seconds + FINAL_UPLOAD_SECONDS)
 
 
 def node_spread(selector: dict[str, str]) -> dict:

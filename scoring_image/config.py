@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 _LIST_SEPARATOR = ","
 # A worker's exit after its drain: flushing logs, metrics and its spool segment.
 _STOP_MARGIN_SECONDS = 5.0
+# After the workers stopped, the last upload of collected data gets this long; what an unreachable store
+# holds up past it stays in the spool (a pod's terminationGracePeriodSeconds counts it).
+FINAL_UPLOAD_SECONDS = 10.0
 
 
 def _env(name: str) -> dict[str, Any]:

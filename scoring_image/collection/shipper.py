@@ -21,7 +21,7 @@ import orjson
 
 from scoring_image.collection.destinations import Destination
 from scoring_image.collection.spool import FULL, FULL_CHECK_S, OPEN, SEALED, held_bytes
-from scoring_image.config import ScorerSettings
+from scoring_image.config import FINAL_UPLOAD_SECONDS, ScorerSettings
 from scoring_image.pids import writer_alive
 
 log = logging.getLogger("scoring_image.collection")
@@ -49,11 +49,16 @@ class Shipper:
         self._guard.start()
 
     def stop(self) -> None:
-        """Stop the loop and ship what the (already stopped) workers sealed."""
+        """Stop the loop, which ships what the (already stopped) workers sealed, for up to
+        FINAL_UPLOAD_SECONDS: an upload hanging on an unreachable store must not hold the stop until
+        the pod is killed. What it holds up stays in the spool, sealed, for a later start to ship."""
         self._stop.set()
-        self._thread.join()
         self._guard.join()
-        self._pass()
+        self._thread.join(FINAL_UPLOAD_SECONDS)
+        if self._thread.is_alive():
+            left = len(list(self._folder.glob(f"*{SEALED}")))
+            log.error("the last upload of collected data did not finish in %g s; %d sealed segment(s) stay in the spool",
+                      FINAL_UPLOAD_SECONDS, left)
 
     def _hold_budget(self) -> None:
         while not self._stop.wait(FULL_CHECK_S):
@@ -85,6 +90,7 @@ class Shipper:
     def _loop(self) -> None:
         while not self._stop.wait(self._interval):
             self._pass()
+        self._pass()  # the last: what the stopped workers sealed
 
     def _pass(self) -> None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
 from pathlib import Path
 
 import kubernetes_validate
@@ -13,6 +14,13 @@ from components.stackfile import Stack, load_stack
 
 ROOT = Path(__file__).resolve().parents[2]
 STACKS = ROOT / "stacks"
+
+
+@pytest.fixture(autouse=True)
+def own_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Images are staged under the temp folder by tag, once: each test stages into its own."""
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
 
 
 @pytest.fixture

@@ -88,6 +88,34 @@ def test_a_link_to_a_folder_is_hashed_and_staged_as_a_link(ctx):
     assert os.readlink(staged / "shared") == "cache"
 
 
+def test_a_stage_is_written_once_and_never_removed_under_a_build_beside(ctx):
+    """Two stacks building the same image at once: the second staging must neither rewrite nor remove
+    the stage the first one's docker build reads, nor leave its draft behind."""
+    stage = image_module.stage_context(args(ctx), "t")
+    script = stage / "score.py"
+    before = script.stat().st_ino
+    again = image_module.stage_context(args(ctx), "t")
+    assert again == stage and script.stat().st_ino == before
+    assert sorted(p.name for p in stage.parent.iterdir()) == [stage.name]
+    assert (stage / STAGED_DOCKERFILE).read_text() == render_dockerfile(args(ctx))
+
+
+def test_a_stage_made_beside_wins_the_rename(ctx, monkeypatch):
+    """The other staging renamed its copy into place first: this one's is dropped, the other's used."""
+    stage_path = []
+    real_rename = Path.rename
+
+    def beaten(self, target):
+        stage_path.append(target)
+        shutil.copytree(self, target)  # the other process's, complete
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", beaten)
+    stage = image_module.stage_context(args(ctx), "t")
+    assert stage == stage_path[0] and (stage / "score.py").exists()
+    assert sorted(p.name for p in stage.parent.iterdir()) == [stage.name]
+
+
 def test_ignored_files_are_left_out_and_changing_one_keeps_the_tag(ctx):
     assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
     before = content_hash(args(ctx))

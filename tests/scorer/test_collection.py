@@ -6,6 +6,7 @@ import concurrent.futures
 import json
 import shutil
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -163,6 +164,48 @@ def test_a_failing_destination_keeps_the_segment_for_the_next_pass(tmp_path: Pat
     assert records(folder_blobs(tmp_path / "out"), "inputs", "m/1") == []  # service is "default"
     shipped = [p for p in (tmp_path / "out").rglob("*.jsonl")]
     assert len(shipped) == 2 and all("default/m/1/" in p.as_posix() for p in shipped)
+
+
+def test_a_hanging_store_holds_the_stop_only_for_the_final_upload_bound(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """An unreachable store can hang an upload for minutes: the scorer's stop must not wait for it past
+    the time its pod's terminationGracePeriodSeconds leaves for the last upload, and keeps the segment."""
+    from scoring_image.collection import shipper as shipper_module
+
+    release = threading.Event()
+
+    class Hanging:
+        def put(self, name: str, data: bytes) -> None:
+            release.wait(30)
+            raise ConnectionError("storage unreachable")
+
+    monkeypatch.setattr(shipper_module, "FINAL_UPLOAD_SECONDS", 0.5)
+    shipper = Shipper(local_settings(tmp_path), Hanging())
+    shipper.start()
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", "raw text", {"ok": True})
+    spool.seal()
+    started = time.monotonic()
+    try:
+        shipper.stop()
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert 0.4 < took < 2.0
+    assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1
+    assert "1 sealed segment(s) stay in the spool" in caplog.text
+
+
+def test_stop_ships_what_the_stopped_workers_sealed(tmp_path: Path) -> None:
+    settings = local_settings(tmp_path).model_copy(update={"data_collection_batch_seconds": 60.0})
+    shipper = Shipper(settings, LocalFolder(tmp_path / "out", "modeldata"))
+    shipper.start()
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", {"a": 1}, {"ok": 1})
+    spool.seal()
+    shipper.stop()
+    assert len(list((tmp_path / "out").rglob("*.jsonl"))) == 2
+    assert list((tmp_path / "spool").glob("*.jsonl")) == []
 
 
 def test_a_segment_whose_pid_a_new_process_took_is_shipped(tmp_path: Path) -> None:
