@@ -47,7 +47,7 @@ class ScorerLaunch(_Strict):
     """How the `local` backend starts a scorer replica: `python -m scoring_image` with this env.
 
     `env` is `scoring_image.config.ScorerSettings.to_env()` of the version (entry script,
-    model dir, timeouts, data collection); the backend adds the port.
+    model dir, timeouts, data collection); the backend hands it a listening socket.
     """
 
     env: dict[str, str] = {}

@@ -26,7 +26,8 @@ _OPTIONS = {
 }
 
 
-def parse(argv: list[str] | None = None) -> ScorerSettings:
+def parse(argv: list[str] | None = None) -> tuple[ScorerSettings, int | None]:
+    """The settings, and the listening socket handed over, if one was."""
     parser = argparse.ArgumentParser(
         prog="python -m scoring_image",
         description="Serve an Azure ML entry script (init() / run()) over HTTP. "
@@ -34,11 +35,14 @@ def parse(argv: list[str] | None = None) -> ScorerSettings:
     )
     for option, (name, kind, text) in _OPTIONS.items():
         parser.add_argument(option, dest=name, type=kind, help=f"{text} [{ScorerSettings.env_name(name)}]")
-    args = parser.parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None}
+    parser.add_argument("--fd", type=int, help="serve on this inherited socket, bound and listening, instead of "
+                        "--host/--port: a parent that picked a free port hands it over with no race for it")
+    args = vars(parser.parse_args(argv))
+    fd = args.pop("fd")
+    overrides = {k: v for k, v in args.items() if v is not None}
     try:
         base = ScorerSettings.from_env()
-        return ScorerSettings.model_validate({**base.model_dump(), **overrides})
+        return ScorerSettings.model_validate({**base.model_dump(), **overrides}), fd
     except ValidationError as exc:
         # Each error's place and message only: pydantic's own text quotes the input, secrets and all
         # (a SAS token in a container URL), and this goes to the container log.
@@ -57,10 +61,10 @@ def _place(loc: tuple[int | str, ...]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    settings = parse(argv)
+    settings, fd = parse(argv)
     from scoring_image import supervisor
 
-    supervisor.serve(settings)
+    supervisor.serve(settings, fd)
 
 
 if __name__ == "__main__":

@@ -57,12 +57,22 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve(settings: ScorerSettings) -> None:
+def inherited(fd: int) -> socket.socket:
+    sock = socket.socket(fileno=fd)
+    if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+        sock.detach()
+        raise OSError(f"fd {fd} is not a listening socket")
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: ScorerSettings, listen_fd: int | None = None) -> None:
     logs.configure(settings.log_level, worker="supervisor", capture_print=False)
     try:
-        sock = bind(settings.host, settings.port)
+        sock = bind(settings.host, settings.port) if listen_fd is None else inherited(listen_fd)
     except OSError as exc:  # a port in use, an address not of this host: one line, not a traceback
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc.strerror or exc)
+        where = f"{settings.host}:{settings.port}" if listen_fd is None else f"fd {listen_fd}"
+        log.error("cannot listen on %s: %s", where, exc.strerror or exc)
         sys.exit(2)
     state = Path(tempfile.mkdtemp(prefix="scorer-"))
     stop = threading.Event()
@@ -79,7 +89,8 @@ def serve(settings: ScorerSettings) -> None:
         env = {**os.environ, **settings.to_env(), "WORKER_COUNT": str(settings.worker_count)}
         board = Board(state / "ready", settings.worker_count)
         shipper = _start_shipper(settings)
-        log.info("listening on %s:%d with %d worker(s)", settings.host, sock.getsockname()[1], len(slots),
+        host, port = sock.getsockname()[:2]
+        log.info("listening on %s:%d with %d worker(s)", host, port, len(slots),
                  extra={"fields": {"entry_script": settings.entry_script_path}})
         for slot in slots:
             _spawn(slot, sock, state, env, defer=False, init_retry_s=settings.init_retry_seconds)

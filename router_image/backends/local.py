@@ -45,10 +45,13 @@ def _die_with_parent() -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _listener() -> socket.socket:
+    """A listening socket on a free loopback port, for a replica to inherit: a port picked here and
+    bound by the replica later could be taken in between, and the replica would exit at start."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)
+    return sock
 
 
 @dataclass(eq=False)
@@ -163,21 +166,23 @@ class LocalBackend:
     def _spawn(self, v: _Version) -> LocalReplica:
         launch = v.config.scorer
         assert launch is not None
-        port = free_port()
         index = v.free_index()
-        env = {**os.environ, **launch.env, "SCORER_PORT": str(port), "SCORER_HOST": "127.0.0.1"}
         out: int | object = subprocess.DEVNULL
         path = Path(launch.log_dir) / f"{v.config.deployment}-{index}.log" if launch.log_dir else None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             out = open(path, "ab")
-        process = subprocess.Popen(
-            [sys.executable, "-m", "scoring_image", "--host", "127.0.0.1", "--port", str(port)],
-            env=env, cwd=launch.cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
-        if out is not subprocess.DEVNULL:
-            out.close()  # type: ignore[union-attr]
+        try:
+            with _listener() as sock:  # the replica holds it; the router's copy closes
+                port = sock.getsockname()[1]
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "scoring_image", "--fd", str(sock.fileno())],
+                    env={**os.environ, **launch.env}, cwd=launch.cwd, stdout=out, stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL, pass_fds=(sock.fileno(),), preexec_fn=_die_with_parent,
+                )
+        finally:
+            if out is not subprocess.DEVNULL:
+                out.close()  # type: ignore[union-attr]
         log.info("started replica %s-%d on port %d (pid %d)", v.config.deployment, index, port, process.pid)
         return LocalReplica(index, port, process, log=path, grace_s=launch.stop_grace_seconds)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -19,7 +20,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ROOT, SCRIPTS, RouterProcess, free_port, launch, processes_with, score, wait_until  # noqa: E402
 
 from router_image.app import Router  # noqa: E402
-from router_image.config import AuthConfig, RouteConfig, RouterConfig, VersionConfig  # noqa: E402
+from router_image.backends import local  # noqa: E402
+from router_image.config import AuthConfig, RouteConfig, RouterConfig, ScorerLaunch, VersionConfig  # noqa: E402
 from router_image.upstream import is_ready  # noqa: E402
 
 OFF = AuthConfig(key_enabled=False)
@@ -257,3 +259,44 @@ def test_a_replica_that_dies_at_start_is_restarted_with_a_growing_pause(tmp_path
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "NoReadyReplicas"
     finally:
         router.stop()
+
+
+@pytest.mark.anyio
+async def test_a_replicas_port_cannot_be_taken_before_it_listens(tmp_path, monkeypatch) -> None:
+    """The replica serves on a socket the router bound and handed over: a program binding that port
+    meanwhile (any other taking a free port) cannot make it exit at start and fail `local up`."""
+    squatted: list[socket.socket | None] = []
+    spawn = local.LocalBackend._spawn
+
+    def spawn_then_squat(self, v):
+        replica = spawn(self, v)
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", replica.port))
+        except OSError:
+            s.close()
+            squatted.append(None)
+        else:
+            squatted.append(s)
+        return replica
+
+    monkeypatch.setattr(local.LocalBackend, "_spawn", spawn_then_squat)
+    ready: dict[str, list[str]] = {}
+    backend = local.LocalBackend()
+    await backend.start(lambda deployment, addresses: ready.__setitem__(deployment, addresses))
+    env = {"AZUREML_ENTRY_SCRIPT": str(SCRIPTS / "echo_score.py"), "WORKER_COUNT": "1"}
+    try:
+        await backend.apply([VersionConfig(name="v1", deployment="echo", num_replicas=1,
+                                           scorer=ScorerLaunch(env=env, cwd=str(ROOT), log_dir=str(tmp_path)))])
+        deadline = time.monotonic() + 60
+        while not ready.get("echo"):
+            assert backend.problem("echo") is None and time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        host, _, port = ready["echo"][0].rpartition(":")
+        assert await is_ready(host, int(port))
+    finally:
+        await backend.stop()
+        for s in squatted:
+            if s is not None:
+                s.close()
+    assert squatted == [None]

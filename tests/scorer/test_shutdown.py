@@ -125,6 +125,28 @@ def test_a_port_in_use_is_one_line_and_leaves_no_state_behind(tmp_path) -> None:
     assert list(state.iterdir()) == []
 
 
+def test_it_serves_on_a_socket_handed_over_and_refuses_one_not_listening(tmp_path) -> None:
+    """--fd: the local backend binds the port and hands it over, so nothing can take it in between."""
+    env = {**os.environ, "AZUREML_ENTRY_SCRIPT": str(SCRIPTS / "sleepy.py"), "WORKER_COUNT": "1"}
+    with socket.socket() as idle:
+        result = subprocess.run([sys.executable, "-m", "scoring_image", "--fd", str(idle.fileno())], env=env,
+                                pass_fds=(idle.fileno(),), capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is not a listening socket" in result.stdout + result.stderr
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        process = subprocess.Popen([sys.executable, "-m", "scoring_image", "--fd", str(listening.fileno())], env=env,
+                                   pass_fds=(listening.fileno(),), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    try:
+        wait_until(lambda: httpx.get(f"http://127.0.0.1:{port}/ready", timeout=30).status_code == 200, 60)
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=2).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
 def test_the_supervisor_as_pid_1_starts_its_workers(tmp_path) -> None:
     """Where tini is bypassed (a command override), the supervisor is pid 1: its workers took that
     parent for a dead one and exited, again and again."""
