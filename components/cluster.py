@@ -371,6 +371,7 @@ class AksCluster(pulumi.ComponentResource):
             # for azure CNI (pods take subnet addresses there).
             network_profile={
                 "network_plugin": net.plugin,
+                "network_policy": net.policy,
                 "pod_cidr": net.pod_cidr,
                 "service_cidr": net.service_cidr,
                 "dns_service_ip": net.dns_service_ip,

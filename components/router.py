@@ -26,13 +26,13 @@ import pulumi_tls as tls
 
 from components.service import (
     CONTAINER_SECURITY,
-    LABEL_COMPONENT,
     LABEL_NAME,
     LABEL_PART_OF,
     PART_OF,
     POD_SECURITY,
     PRE_STOP,
     PRE_STOP_S,
+    ROUTER_PODS,
     RouteAccess,
     cpu_quantity,
     disruption_budget,
@@ -136,8 +136,7 @@ class ModelRouter(pulumi.ComponentResource):
         spec = args.spec
         child = pulumi.ResourceOptions(parent=self)
         internal = str(args.service_annotations.get(INTERNAL_LB, "")).lower() == "true"
-        labels = {LABEL_NAME: NAME, LABEL_COMPONENT: "router", LABEL_PART_OF: PART_OF,
-                  LABEL_CLUSTER_PURPOSE: args.cluster_purpose}
+        labels = {**ROUTER_PODS, LABEL_PART_OF: PART_OF, LABEL_CLUSTER_PURPOSE: args.cluster_purpose}
         selector = {LABEL_NAME: NAME}
 
         if args.create_namespace:

@@ -23,7 +23,7 @@ import pulumi_random as random
 from pydantic import SecretStr
 
 from components.accelerators import SCHEDULING
-from components.spec import K8S_NAME_MAX, ServiceSpec, Deployable, deployment_name
+from components.spec import K8S_NAME_MAX, ROUTER_NAME, Deployable, ServiceSpec, deployment_name
 from scoring_image.config import FINAL_UPLOAD_SECONDS, ScorerSettings
 
 SCORER_PORT = 5001
@@ -43,6 +43,7 @@ LABEL_SERVICE = "aks-model-serving/service"
 LABEL_ENDPOINT = "aks-model-serving/endpoint"
 LABEL_VERSION = "aks-model-serving/version"
 PART_OF = "aks-model-serving"
+ROUTER_PODS = {LABEL_NAME: ROUTER_NAME, LABEL_COMPONENT: "router"}
 
 # The init container's program: list each model's blobs and copy them under MODEL_ROOT.
 # A model whose prefix holds no blob fails the pod, so a replica never starts without its model.
@@ -391,6 +392,17 @@ class ModelService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         disruption_budget(name, meta, selector, self)
+        # The scorer asks for no key or token: the router does. Only the router's pods may reach it, or any
+        # pod in the cluster could score past auth, the traffic split and the queue (the cluster's
+        # network.policy engine enforces it).
+        k8s.networking.v1.NetworkPolicy(
+            name,
+            metadata=meta,
+            spec={"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress"],
+                  "ingress": [{"from": [{"podSelector": {"matchLabels": ROUTER_PODS}}],
+                               "ports": [{"protocol": "TCP", "port": SCORER_PORT}]}]},
+            opts=pulumi.ResourceOptions(parent=self),
+        )
 
         self.deployment_name = deployment.metadata.name
         access = args.access

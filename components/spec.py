@@ -304,6 +304,10 @@ class NetworkSpec(Spec):
     """kubenet (pods on pod_cidr, NAT to the node) or azure CNI (pods on the VNet subnet)."""
 
     plugin: Literal["kubenet", "azure"] = "kubenet"
+    # The engine that enforces NetworkPolicies: without one, the policy that admits only the router to
+    # the model pods (components.service) is inert, and any pod in the cluster could score past the
+    # router's auth. calico works with both plugins, azure's own only with azure CNI; AKS sets it at creation.
+    policy: Literal["calico", "azure"] = "calico"
     pod_cidr: Cidr | None = None
     # AKS defaults for both plugins.
     service_cidr: Cidr = "10.0.0.0/16"
@@ -319,6 +323,8 @@ class NetworkSpec(Spec):
             problems.append("pod_cidr: azure CNI gives pods addresses from the subnet; pod_cidr is for kubenet only")
         if self.plugin == "azure" and self.vnet is None:
             problems.append("vnet: azure CNI needs a vnet (an existing subnet_id, or address_space + subnet_prefix)")
+        if self.policy == "azure" and self.plugin != "azure":
+            problems.append("policy: azure network policy needs azure CNI (plugin: azure); with kubenet use calico")
         # AKS's rules for each egress type: UDR and a NAT gateway of your own live on your subnet; the
         # managed NAT gateway only on the VNet AKS makes for itself.
         if self.outbound_type in ("userDefinedRouting", "userAssignedNATGateway") and (self.vnet is None or not self.vnet.subnet_id):

@@ -36,6 +36,9 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 SERVICE = "kubernetes:core/v1:Service"
 CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 REGISTRY = "azure-native:containerregistry:Registry"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+CLUSTER = "azure-native:containerservice:ManagedCluster"
+ENFORCING_ENGINES = {"calico", "azure", "cilium"}  # AKS's networkPolicy values other than none
 # pulumi-kubernetes also declares each kind as `<Kind>Patch` (server-side apply of a part of an object
 # someone else made): a patch can add an HPA or a container as surely as the object itself.
 HPA_TYPES = {f"kubernetes:autoscaling/{v}:HorizontalPodAutoscaler{patch}"
@@ -221,6 +224,24 @@ def _selects(spec: Mapping[str, Any], key: str, value: str) -> bool:
     )
 
 
+def _matches(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
+    """Kubernetes' label selector: matchLabels and matchExpressions both hold ({} selects every pod)."""
+    if not (selector.get("matchLabels") or {}).items() <= labels.items():
+        return False
+    for e in selector.get("matchExpressions") or []:
+        key, op, values = e.get("key"), e.get("operator"), e.get("values") or []
+        held = {"In": key in labels and labels[key] in values, "NotIn": key not in labels or labels[key] not in values,
+                "Exists": key in labels, "DoesNotExist": key not in labels}.get(op, False)
+        if not held:
+            return False
+    return True
+
+
+def _router_only(peer: Mapping[str, Any]) -> bool:
+    """A `from` peer that admits the router's pods of the policy's own namespace and nothing else."""
+    return set(peer) == {"podSelector"} and (_get(peer, "podSelector", "matchLabels") or {}).get(COMPONENT) == "router"
+
+
 # ---------------------------------------------------------------- stack rules
 
 
@@ -300,6 +321,41 @@ def public_auth(args: StackValidationArgs, report_violation: ReportViolation) ->
                              f"{_name(service.props, service.name)!r}; enable auth or list it in allowAnonymous", service.urn)
 
 
+def models_admit_only_the_router(args: StackValidationArgs, report_violation: ReportViolation) -> None:
+    """Only the router's pods reach a model's pods, and a cluster in the stack enforces NetworkPolicies.
+
+    The scorer asks for no key or token (the router does): any other pod reaching it would score past
+    auth, the traffic split and the queue. A pod is isolated once a policy selects it for Ingress, and
+    then admits the union of those policies' rules, so every rule of every such policy must name
+    router pods only.
+    """
+    policies: dict[str, list[Any]] = defaultdict(list)
+    for r in args.resources:
+        if r.resource_type == NETWORK_POLICY:
+            policies[_namespace(r.props)].append(r)
+    for r in args.resources:
+        if r.resource_type != DEPLOYMENT or _labels(r.props).get(COMPONENT) != "model":
+            continue
+        name, pods = _name(r.props, r.name), _get(r.props, "spec", "template", "metadata", "labels") or {}
+        guarding = [p for p in policies[_namespace(r.props)]
+                    if "Ingress" in (_get(p.props, "spec", "policyTypes") or ["Ingress"])
+                    and _matches(_get(p.props, "spec", "podSelector") or {}, pods)]
+        if not guarding:
+            report_violation(f"the pods of model Deployment {name!r} are selected by no ingress NetworkPolicy: any pod "
+                             "in the cluster can reach its scorer past the router's auth", r.urn)
+        for p in guarding:
+            for rule in _get(p.props, "spec", "ingress") or []:
+                peers = rule.get("from") or []
+                if not peers or not all(_router_only(peer) for peer in peers):
+                    report_violation(f"NetworkPolicy {_name(p.props, p.name)!r} admits pods other than the router's to "
+                                     f"model Deployment {name!r}", p.urn)
+                    break
+    for r in args.resources:
+        if r.resource_type == CLUSTER and _get(r.props, "networkProfile", "networkPolicy") not in ENFORCING_ENGINES:
+            report_violation(f"cluster {r.name!r} enforces no NetworkPolicy (networkProfile.networkPolicy is "
+                             f"{_get(r.props, 'networkProfile', 'networkPolicy')!r}); set cluster.network.policy", r.urn)
+
+
 ResourceRule = Callable[[ResourceValidationArgs, ReportViolation], None]
 StackRule = Callable[[StackValidationArgs, ReportViolation], None]
 
@@ -317,6 +373,8 @@ STACK_RULES: dict[str, tuple[str, StackRule, dict[str, dict]]] = {
         {"allowAnonymous": {"type": "array", "items": {"type": "string"}}},
     ),
     "at-most-six-versions-per-endpoint": ("An endpoint holds at most 6 versions.", endpoint_versions, {}),
+    "model-pods-admit-only-the-router": ("Only the router's pods reach model pods, and the cluster enforces NetworkPolicies.",
+                                         models_admit_only_the_router, {}),
     "images-from-workspace-registry": (
         "Images come from the workspace registry, pinned by digest or content-hash tag (no latest).",
         registry_images,

@@ -55,7 +55,7 @@ def test_prod_stack_is_azure_cni_on_the_existing_subnet_with_a_tainted_autoscale
     mc = rec.one(CLUSTER).inputs
     subnet = st.spec.cluster.network.vnet.subnet_id
     assert mc["networkProfile"] == {
-        "networkPlugin": "azure", "serviceCidr": "10.100.0.0/16", "dnsServiceIP": "10.100.0.10",
+        "networkPlugin": "azure", "networkPolicy": "calico", "serviceCidr": "10.100.0.0/16", "dnsServiceIP": "10.100.0.10",
         "outboundType": "loadBalancer", "loadBalancerSku": "standard",
     }  # no podCidr: AKS refuses one for azure CNI
     [system] = mc["agentPoolProfiles"]
@@ -197,7 +197,7 @@ def test_kubenet_on_an_existing_subnet_keeps_its_pod_cidr_and_service_range():
     spec = cluster_spec(network={"plugin": "kubenet", "pod_cidr": "172.16.0.0/16", "service_cidr": "10.2.0.0/16",
                                  "dns_service_ip": "10.2.0.10", "outbound_type": "userDefinedRouting", "vnet": {"subnet_id": SUBNET}})
     mc = deploy(spec).one(CLUSTER).inputs
-    assert mc["networkProfile"] == {"networkPlugin": "kubenet", "podCidr": "172.16.0.0/16", "serviceCidr": "10.2.0.0/16",
+    assert mc["networkProfile"] == {"networkPlugin": "kubenet", "networkPolicy": "calico", "podCidr": "172.16.0.0/16", "serviceCidr": "10.2.0.0/16",
                                     "dnsServiceIP": "10.2.0.10", "outboundType": "userDefinedRouting", "loadBalancerSku": "standard"}
     assert mc["agentPoolProfiles"][0]["vnetSubnetID"] == SUBNET
 

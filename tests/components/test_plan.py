@@ -20,7 +20,7 @@ def test_dev_plan_passes_prints_tree_counts_and_writes_masked_manifests(project,
     assert "plan: stack dev," in text
     assert "  aks-model-serving:index:ModelRouter  router\n    kubernetes:apps/v1:Deployment  router" in text
     assert "      1  kubernetes:rbac.authorization.k8s.io/v1:Role" in text
-    assert "policy: 7 rules, 0 violations" in text and "0 invalid" in text
+    assert "policy: 8 rules, 0 violations" in text and "0 invalid" in text
     assert "iris_primary_key = [secret]" in text
     keys = yaml.safe_load((out / "azureml" / "secret-model-router-keys.yaml").read_text())
     assert keys["stringData"] == {"service.iris.primary": "[secret]", "service.iris.secondary": "[secret]"}
@@ -88,9 +88,9 @@ def test_policy_enforcement_levels_are_read_as_pulumi_preview_reads_them(edit, t
     path = edit("dev", lambda c: c["aks-model-serving:services"][0].update(auth_enabled=False))
     config = tmp_path / "policy.json"
     for given, code, shown in [
-        ({"auth-on-for-public-services": "disabled"}, 0, "policy: 7 rules, 0 violations\n"),
+        ({"auth-on-for-public-services": "disabled"}, 0, "policy: 8 rules, 0 violations\n"),
         ({"auth-on-for-public-services": {"enforcementLevel": "advisory"}}, 0, "advisory auth-on-for-public-services:"),
-        ({"all": "advisory"}, 0, "policy: 7 rules, 0 violations, 1 advisory"),
+        ({"all": "advisory"}, 0, "policy: 8 rules, 0 violations, 1 advisory"),
         ({"all": "disabled", "auth-on-for-public-services": "mandatory"}, 1, "violation auth-on-for-public-services:"),
     ]:
         config.write_text(json.dumps(given))

@@ -39,6 +39,29 @@ def test_dev_stack_exports_uris_and_secret_keys(project):
     assert deployment.provider.startswith("urn:pulumi:") and "cluster-k8s" in deployment.provider
 
 
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_model_pods_admit_only_the_routers_pods_and_the_cluster_enforces_it(project, name):
+    """The scorer asks for no key or token: any other pod reaching it would score past the router's auth."""
+    rec = run(declare(load_stack(project / "stacks" / f"Pulumi.{name}.yaml")))
+    pods = {r.inputs["metadata"]["name"]: r.inputs["spec"]["template"]["metadata"]["labels"]
+            for r in rec.of_type("kubernetes:apps/v1:Deployment")}
+    models = {n for n, labels in pods.items() if labels["app.kubernetes.io/component"] == "model"}
+    policies = [r.inputs["spec"] for r in rec.of_type("kubernetes:networking.k8s.io/v1:NetworkPolicy")]
+
+    def selects(selector: dict, labels: dict) -> bool:
+        return selector["matchLabels"].items() <= labels.items()
+
+    assert models and len(policies) == len(models)
+    for model in models:
+        guarding = [p for p in policies if selects(p["podSelector"], pods[model])]
+        assert len(guarding) == 1 and guarding[0]["policyTypes"] == ["Ingress"]
+        [rule] = guarding[0]["ingress"]
+        assert rule["ports"] == [{"protocol": "TCP", "port": 5001}]
+        admitted = {n for n, labels in pods.items() for peer in rule["from"] if selects(peer["podSelector"], labels)}
+        assert admitted == {"model-router"}
+    assert rec.one("azure-native:containerservice:ManagedCluster").inputs["networkProfile"]["networkPolicy"] == "calico"
+
+
 def test_the_stacks_warnings_reach_the_preview_and_the_offline_plan(project, monkeypatch, capsys):
     """`check` printed them; `pulumi preview` and `plan` did not: a dev_test cluster's autoscaling quietly off."""
     from components.plan import main as plan

@@ -203,7 +203,7 @@ def test_outputs_uri_and_keys_as_secrets():
 def test_manifests_validate_against_kubernetes_1_35(settings):
     rec = deploy(spec(**settings), models(2))
     manifests = rec.kubernetes_manifests()
-    assert sorted(m["kind"] for m in manifests) == ["Deployment", "PodDisruptionBudget", "Secret", "Service"]
+    assert sorted(m["kind"] for m in manifests) == ["Deployment", "NetworkPolicy", "PodDisruptionBudget", "Secret", "Service"]
     for doc in manifests:
         kubernetes_validate.validate(doc, "1.35", strict=True)
 

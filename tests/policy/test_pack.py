@@ -23,7 +23,7 @@ def test_pack_serves_every_rule_as_a_mandatory_policy(monkeypatch):
     runpy.run_path(str(PACK), run_name="__main__")
     assert built["name"] == "aks-model-serving" and built["level"] == pulumi_policy.EnforcementLevel.MANDATORY
     by_name = {p.name: p for p in built["policies"]}
-    assert set(by_name) == set(rules.RESOURCE_RULES) | set(rules.STACK_RULES) and len(by_name) == 7
+    assert set(by_name) == set(rules.RESOURCE_RULES) | set(rules.STACK_RULES) and len(by_name) == 8
     assert all(isinstance(by_name[n], pulumi_policy.ResourceValidationPolicy) for n in rules.RESOURCE_RULES)
     assert all(isinstance(by_name[n], pulumi_policy.StackValidationPolicy) for n in rules.STACK_RULES)
     assert set(by_name["auth-on-for-public-services"].config_schema.properties) == {"allowAnonymous"}

@@ -299,3 +299,64 @@ def test_addon_images_are_exempt_by_default_and_match_what_the_cluster_installs(
     props = deployment(container(image=NVIDIA_DEVICE_PLUGIN_IMAGE))
     assert images(props, {"registry": REGISTRY}) == []
     assert images(props, {"registry": REGISTRY, "allowedImages": []})
+
+
+# ---------------------------------------------------------------- model pods reachable from the router only
+
+
+def model_pods(name: str = "iris") -> tuple[str, dict]:
+    d = deployment(name=name)
+    d["spec"]["template"]["metadata"] = {"labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/component": "model"}}
+    return rules.DEPLOYMENT, d
+
+
+def network_policy(selector: dict, peers: list[dict] | None, namespace: str = "azureml", types=("Ingress",)) -> tuple[str, dict]:
+    spec: dict = {"podSelector": selector, "policyTypes": list(types)}
+    if peers is not None:
+        spec["ingress"] = [{"from": peers, "ports": [{"protocol": "TCP", "port": 5001.0}]}]
+    return rules.NETWORK_POLICY, {"metadata": {"name": "guard", "namespace": namespace}, "spec": spec}
+
+
+ROUTER_PEER = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "model-router", "app.kubernetes.io/component": "router"}}}
+CLUSTER_WITH = {"networkProfile": {"networkPlugin": "kubenet", "networkPolicy": "calico"}}
+
+
+def test_model_pods_guarded_by_a_router_only_policy_pass():
+    assert check_stack(rules.models_admit_only_the_router, [
+        model_pods(), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]),
+        (rules.CLUSTER, CLUSTER_WITH)]) == []
+    by_expression = {"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["model"]}]}
+    assert check_stack(rules.models_admit_only_the_router, [model_pods(), network_policy(by_expression, [ROUTER_PEER])]) == []
+
+
+@pytest.mark.parametrize("guard", [
+    None,
+    network_policy({"matchLabels": {"app.kubernetes.io/name": "other"}}, [ROUTER_PEER]),
+    network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER], namespace="other"),
+    network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER], types=("Egress",)),
+    network_policy({"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["iris"]}]}, [ROUTER_PEER]),
+])
+def test_model_pods_no_policy_selects_fail(guard):
+    found = check_stack(rules.models_admit_only_the_router, [model_pods()] + ([guard] if guard else []))
+    assert [m for m, _ in found] == ["the pods of model Deployment 'iris' are selected by no ingress NetworkPolicy: any pod "
+                                     "in the cluster can reach its scorer past the router's auth"]
+
+
+@pytest.mark.parametrize("peers", [
+    [],  # a rule with no `from`: every source
+    [ROUTER_PEER, {"podSelector": {}}],
+    [{"podSelector": ROUTER_PEER["podSelector"], "namespaceSelector": {}}],  # router-labelled pods of any namespace
+    [{"ipBlock": {"cidr": "0.0.0.0/0"}}],
+])
+def test_a_policy_admitting_more_than_the_router_fails(peers):
+    found = check_stack(rules.models_admit_only_the_router, [
+        model_pods(), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]),
+        network_policy({}, peers)])
+    assert found == [("NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris'",
+                      "urn:pulumi:s::p::kubernetes:networking.k8s.io/v1:NetworkPolicy::r2")]
+
+
+@pytest.mark.parametrize("profile", [{"networkPlugin": "kubenet"}, {"networkPlugin": "azure", "networkPolicy": "none"}])
+def test_a_cluster_enforcing_no_network_policy_fails(profile):
+    found = check_stack(rules.models_admit_only_the_router, [(rules.CLUSTER, {"networkProfile": profile})])
+    assert len(found) == 1 and "enforces no NetworkPolicy" in found[0][0] and "set cluster.network.policy" in found[0][0]

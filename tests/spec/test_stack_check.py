@@ -191,6 +191,8 @@ BROKEN = [
      "services[0].inference_config.environment.cuda_version: '10.0'"),
     ("udr-on-a-new-vnet", [(NET + ["outbound_type"], "userDefinedRouting")], "cluster.network.outbound_type: userDefinedRouting"),
     ("managed-nat-on-a-vnet", [(NET + ["outbound_type"], "managedNATGateway")], "cluster.network.outbound_type: managedNATGateway"),
+    ("azure-network-policy-on-kubenet", [(NET + ["plugin"], "kubenet"), (NET + ["policy"], "azure")],
+     "cluster.network.policy: azure network policy needs azure CNI"),
     ("service-cidr-aks-reserves", [(NET + ["service_cidr"], "172.30.0.0/16"), (NET + ["dns_service_ip"], "172.30.0.10")],
      "cluster.network.service_cidr: 172.30.0.0/16 overlaps 172.30.0.0/16, which AKS reserves"),
     ("internal-lb-with-dns-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
