@@ -1,8 +1,8 @@
 """AksCluster: the Kubernetes cluster models are served on, created or attached.
 
-Created: an AKS ManagedCluster with the spec's System pools inline (AKS needs one at creation)
-and every User pool as its own AgentPool resource (AKS refuses to add pools to an existing
-cluster through the cluster's own PUT), kubenet or azure CNI on an existing or new subnet, a
+Created: an AKS ManagedCluster with the spec's first System pool inline (AKS needs one at creation)
+and every other pool, System or User, as its own AgentPool resource (AKS refuses to add pools to an
+existing cluster through the cluster's own PUT, so a pool added later must not be inline), kubenet or azure CNI on an existing or new subnet, a
 system-assigned identity, and for a workspace: AcrPull for the kubelet identity on its registry,
 Container Insights (the omsagent addon, with the data collection rule its managed-identity auth reads) and, in fast_prod, Defender's sensor, both reporting to
 its Log Analytics workspace.
@@ -273,7 +273,7 @@ class AksCluster(pulumi.ComponentResource):
         self.service_annotations = load_balancer_annotations(spec)
         self._vnet_id: pulumi.Output[str] | None = None
         self._subnet_id: pulumi.Output[str] | None = None
-        self._ready_for_pods: list[pulumi.Resource] = []  # the user pools, the AcrPull grant
+        self._ready_for_pods: list[pulumi.Resource] = []  # the AgentPool pools, the AcrPull grant
 
         if spec.attach is None:
             self._create()
@@ -342,14 +342,12 @@ class AksCluster(pulumi.ComponentResource):
             self._vnet_id = vnet.id
             self._subnet_id = subnet.id
 
-        system = [p for p in spec.node_pools if p.mode == "System"]
-        user = [p for p in spec.node_pools if p.mode == "User"]
-        profiles = [
-            containerservice.ManagedClusterAgentPoolProfileArgs(name=p.name, **_pool_settings(p, spec.kubernetes_version, self._subnet_id))
-            for p in system
-        ]
+        inline = next(p for p in spec.node_pools if p.mode == "System")
+        pools = [p for p in spec.node_pools if p is not inline]
+        profile = containerservice.ManagedClusterAgentPoolProfileArgs(
+            name=inline.name, **_pool_settings(inline, spec.kubernetes_version, self._subnet_id))
         # The autoscaler owns the node count of autoscaled pools; declaring it again would fight it.
-        ignored = [f"agentPoolProfiles[{i}].count" for i, p in enumerate(system) if p.min_count is not None]
+        ignored = ["agentPoolProfiles[0].count"] if inline.min_count is not None else None
 
         monitored = spec.monitoring
         cluster = containerservice.ManagedCluster(
@@ -366,7 +364,7 @@ class AksCluster(pulumi.ComponentResource):
                 name=containerservice.ManagedClusterSKUName.BASE,
                 tier=containerservice.ManagedClusterSKUTier.FREE if spec.cluster_purpose == "dev_test" else containerservice.ManagedClusterSKUTier.STANDARD,
             ),
-            agent_pool_profiles=profiles,
+            agent_pool_profiles=[profile],
             # A dict, not the Args class: the class fills podCidr 10.244.0.0/16 in, which AKS refuses
             # for azure CNI (pods take subnet addresses there).
             network_profile={
@@ -390,20 +388,23 @@ class AksCluster(pulumi.ComponentResource):
                     security_monitoring=containerservice.ManagedClusterSecurityProfileDefenderSecurityMonitoringArgs(enabled=True),
                 )
             ) if spec.defender else None,
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignored or None),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignored),
         )
 
         if monitored:
             self._container_insights(rg, cluster, ws)
 
-        for pool in user:
+        for pool in pools:
             self._ready_for_pods.append(containerservice.AgentPool(
                 f"{name}-{pool.name}",
                 agent_pool_name=pool.name,
                 resource_group_name=rg,
                 resource_name_=cluster.name,
                 **_pool_settings(pool, spec.kubernetes_version, self._subnet_id),
-                opts=pulumi.ResourceOptions(parent=self, ignore_changes=["count"] if pool.min_count is not None else None),
+                # A pool's name is fixed and a change of vm_size (or another setting AKS cannot update in
+                # place) replaces it: Azure refuses a second pool of that name, so the old one goes first.
+                opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True,
+                                            ignore_changes=["count"] if pool.min_count is not None else None),
             ))
 
         if self._subnet_id is not None:
