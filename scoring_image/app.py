@@ -189,15 +189,19 @@ class ScoringApp:
         body = await _read_body(receive, self._settings.max_body_bytes)
 
         parsed = None
+        lenient = False  # a JSON body only Python's json reads
         headers = Headers(scope["headers"]) if script.wants_headers else None
         if script.form == "rawhttp":
             call = _call(script, AMLRequest.of(scope, body), headers)
         else:
             if method in ("GET", "HEAD"):  # HEAD as GET, as Flask answers it
                 parsed = _query_input(scope["query_string"])
-                body = orjson.dumps(parsed)
+                try:
+                    body = orjson.dumps(parsed)
+                except TypeError:  # an int over 64 bits: as Python's json writes it, and spooled as text
+                    body, lenient = json.dumps(parsed, separators=(",", ":")).encode(), True
             elif content_type is not None and content_type[: len(_JSON)].lower() == _JSON:  # media types ignore case
-                parsed = _loads(body)
+                parsed, lenient = _loads(body)
             elif script.form == "schema":
                 raise HttpError(400, "BadRequest", "this service expects a JSON body (content-type: application/json)")
             try:
@@ -229,7 +233,7 @@ class ScoringApp:
                             run_failed=True) from None
         self._metrics.observe_run(result.run_ms / 1000)
         if self._spool is not None and result.status < 400:
-            data = _one_line(body) if parsed is not None else body.decode(errors="replace")
+            data = _one_line(body) if parsed is not None and not lenient else body.decode(errors="replace")
             if result.headers[0] is _JSON_HEADER:  # run()'s value, encoded by orjson: JSON on one line
                 prediction: Any = orjson.Fragment(result.body)
             elif result.headers[0] == _JSON_HEADER:  # an AMLResponse's body
@@ -294,7 +298,11 @@ def _call(script: EntryScript, payload: Any, headers: Headers | None) -> Callabl
         run_ms = (time.perf_counter() - started) * 1000
         if isinstance(output, AMLResponse):
             return _aml_response(output, run_ms)
-        return _Result(200, [_JSON_HEADER], _dumps(output), run_ms)
+        try:
+            return _Result(200, [_JSON_HEADER], orjson.dumps(output, default=_to_builtin, option=_DUMPS_OPTIONS), run_ms)
+        except TypeError as exc:
+            # Not _JSON_HEADER itself: the spool reads this answer as an AMLResponse's, as text where orjson cannot.
+            return _Result(200, [(b"content-type", _JSON)], _lenient_dumps(output, exc), run_ms)
 
     return call
 
@@ -314,39 +322,37 @@ def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
 def _query_input(query: bytes) -> dict[str, Any]:
     """A GET's input, as Azure ML's server reads it: the query's parameters as a JSON object, each value
     read as JSON where it is JSON (`?a=1&b=[1,2]&c=x` is {"a": 1, "b": [1, 2], "c": "x"}), a repeated
-    one as a list."""
+    one as a list; a value nested too deeply for Python's json stays text."""
     values: dict[str, list[Any]] = {}
     for key, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
         try:
             values.setdefault(key, []).append(json.loads(value))
-        except ValueError:
+        except (ValueError, RecursionError):
             values[key].append(value)
     return {key: found[0] if len(found) == 1 else found for key, found in values.items()}
 
 
-def _loads(body: bytes) -> Any:
-    """A JSON body; what orjson refuses but Python's json reads (NaN, Infinity: json.dumps writes them) is read
-    as Azure ML's server reads it."""
+def _loads(body: bytes) -> tuple[Any, bool]:
+    """A JSON body, and whether only Python's json read it: what orjson refuses but Python's json reads (NaN,
+    Infinity: json.dumps writes them) is read as Azure ML's server reads it, and spooled as text (orjson
+    ships the spool)."""
     try:
-        return orjson.loads(body)
+        return orjson.loads(body), False
     except orjson.JSONDecodeError as exc:
         try:
-            return json.loads(body)
+            return json.loads(body), True
         except (ValueError, RecursionError):
             raise HttpError(400, "BadRequest", f"malformed JSON: {exc}") from None
 
 
-def _dumps(output: Any) -> bytes:
-    """run()'s value as JSON; what orjson refuses but Python's json writes (an int over 64 bits) is written
-    as Azure ML's server writes it."""
+def _lenient_dumps(output: Any, refused: TypeError) -> bytes:
+    """run()'s value that orjson refuses but Python's json writes (an int over 64 bits), written as Azure ML's
+    server writes it."""
     try:
-        return orjson.dumps(output, default=_to_builtin, option=_DUMPS_OPTIONS)
-    except TypeError as exc:
-        try:
-            return json.dumps(output, default=_to_builtin, separators=(",", ":")).encode()
-        except (TypeError, ValueError):
-            raise HttpError(500, "ScoringError", f"run() returned a value that is not JSON-serializable: {exc}",
-                            run_failed=True) from None
+        return json.dumps(output, default=_to_builtin, separators=(",", ":")).encode()
+    except (TypeError, ValueError):
+        raise HttpError(500, "ScoringError", f"run() returned a value that is not JSON-serializable: {refused}",
+                        run_failed=True) from None
 
 
 def _to_builtin(value: Any) -> Any:

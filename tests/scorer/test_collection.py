@@ -10,6 +10,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 from azure.storage.blob import ContainerClient
@@ -245,6 +246,31 @@ def test_pretty_printed_json_is_collected(start_scorer: StartScorer, tmp_path: P
     assert {r["request_id"]: r["data"] for r in records(blobs, "inputs")} == sent
     assert {r["request_id"]: r["data"] for r in records(blobs, "predictions")} == sent
     assert list((tmp_path / "spool").iterdir()) == []
+
+
+def test_json_only_pythons_json_reads_is_answered_and_collected(start_scorer: StartScorer, tmp_path: Path) -> None:
+    """NaN, ints over 64 bits, nesting past orjson's limit: Azure ML's server reads and writes them. Each is
+    answered 200 and its record shipped, never a 500 after run() ran nor a record the shipper must skip."""
+    out = tmp_path / "collected"
+    server = start_scorer("edges.py", env=collection_env(tmp_path / "spool", AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out)))
+    json_header = {"content-type": "application/json"}
+    sent = {
+        "nan-lines": server.post(content='{"data": [1],\n"x": NaN}', headers={**json_header, "x-request-id": "nan-lines"}),
+        "nan": server.post(content='{"data": [1], "x": NaN}', headers={**json_header, "x-request-id": "nan"}),
+        "big-answer": server.post(json={"data": [1], "big": True}, headers={"x-request-id": "big-answer"}),
+        "deep-query": httpx.get(server.url + "/score", params={"data": "[1]", "deep": "[" * 5000 + "]" * 5000},
+                                headers={"x-request-id": "deep-query"}),
+        "big-query": httpx.get(server.url + "/score", params={"data": "[1]", "n": str(2**70)},
+                               headers={"x-request-id": "big-query"}),
+    }
+    assert {k: r.status_code for k, r in sent.items()} == dict.fromkeys(sent, 200)
+    assert sent["big-answer"].content == b'{"id":%d}' % (2**70 + 1)
+
+    wait_until(lambda: len(records(folder_blobs(out), "predictions")) == len(sent), 15, "every prediction collected")
+    inputs = {r["request_id"]: r["data"] for r in records(folder_blobs(out), "inputs")}
+    assert inputs["nan-lines"] == '{"data": [1],\n"x": NaN}' and inputs["nan"] == '{"data": [1], "x": NaN}'
+    assert inputs["big-query"] == '{"data":[1],"n":%d}' % 2**70 and inputs["deep-query"]["deep"].startswith("[[[")
+    assert "skipping unreadable record" not in server.log_path.read_text()
 
 
 def test_an_unreadable_record_is_skipped_and_the_rest_shipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
