@@ -1,11 +1,13 @@
 """AksCluster: the Kubernetes cluster models are served on, created or attached.
 
-Created: an AKS ManagedCluster with the spec's first System pool inline (AKS needs one at creation)
-and every other pool, System or User, as its own AgentPool resource (AKS refuses to add pools to an
-existing cluster through the cluster's own PUT, so a pool added later must not be inline), kubenet or azure CNI on an existing or new subnet, a
-system-assigned identity, and for a workspace: AcrPull for the kubelet identity on its registry,
-Container Insights (the omsagent addon, with the data collection rule its managed-identity auth reads) and, in fast_prod, Defender's sensor, both reporting to
-its Log Analytics workspace.
+Created: an AKS ManagedCluster with the spec's first System pool inline (AKS needs one at
+creation) and every other pool, System or User, as its own AgentPool resource (AKS refuses to add
+pools to an existing cluster through the cluster's own PUT, so a pool added later must not be
+inline), kubenet or azure CNI on an existing or new subnet, a system-assigned identity with Network
+Contributor on that subnet (and on an internal load balancer's, when another), and for a workspace:
+AcrPull for the kubelet identity on its registry, Container Insights (the omsagent addon, with the
+data collection rule its managed-identity auth reads) and, in fast_prod, Defender's sensor, both
+reporting to its Log Analytics workspace.
 
 Attached: an existing AKS cluster by resource id (credentials from
 listManagedClusterUserCredentials, identity and FQDN from getManagedCluster), or any Kubernetes
@@ -33,7 +35,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.accelerators import SCHEDULING
-from components.spec import ClusterSpec, NodePoolSpec
+from components.spec import CLUSTER_SUBNET, ClusterSpec, NodePoolSpec
 from components.workspace import Workspace
 
 # Built-in role definition ids (the same GUID in every subscription).
@@ -273,7 +275,7 @@ class AksCluster(pulumi.ComponentResource):
         self.service_annotations = load_balancer_annotations(spec)
         self._vnet_id: pulumi.Output[str] | None = None
         self._subnet_id: pulumi.Output[str] | None = None
-        self._ready_for_pods: list[pulumi.Resource] = []  # the AgentPool pools, the AcrPull grant
+        self._ready_for_pods: list[pulumi.Resource] = []  # the pools not inline, the AcrPull and subnet grants
 
         if spec.attach is None:
             self._create()
@@ -285,8 +287,9 @@ class AksCluster(pulumi.ComponentResource):
         azure_identity = spec.attach is None or bool(spec.attach.resource_id)
         if workspace is not None and azure_identity:
             self._ready_for_pods.append(self._acr_pull(workspace))
-        # Pods wait for the pools they run on and for the right to pull their images: else a first
-        # `up` races a GPU pool's creation and the role assignment's propagation, and times out.
+        # Pods wait for the pools they run on, for the right to pull their images and for the cluster
+        # identity's rights on its subnets (the router's LoadBalancer Service needs them): else a first
+        # `up` races a GPU pool's creation and the role assignments' propagation, and times out.
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=self.kubeconfig,
                                      opts=pulumi.ResourceOptions(parent=self, depends_on=self._ready_for_pods))
         self.required_fqdns = self._required_fqdns(self._scoring_fqdns(scoring_dns_label))
@@ -333,7 +336,7 @@ class AksCluster(pulumi.ComponentResource):
             )
             subnet = network.Subnet(
                 f"{name}-subnet",
-                subnet_name="aks",
+                subnet_name=CLUSTER_SUBNET,
                 resource_group_name=rg,
                 virtual_network_name=vnet.name,
                 address_prefix=net.vnet.subnet_prefix,
@@ -407,16 +410,23 @@ class AksCluster(pulumi.ComponentResource):
                                             ignore_changes=["count"] if pool.min_count is not None else None),
             ))
 
-        if self._subnet_id is not None:
-            # AKS manages load balancers and routes in the subnet with the cluster's own identity.
-            authorization.RoleAssignment(
-                f"{name}-subnet-network-contributor",
-                scope=self._subnet_id,
-                principal_id=cluster.identity.apply(lambda i: i.principal_id),  # type: ignore[union-attr]
-                principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
-                role_definition_id=self._subnet_id.apply(lambda s: _role(s, NETWORK_CONTRIBUTOR_ROLE)),
-                opts=child,
-            )
+        if net.vnet is not None and self._subnet_id is not None and self._vnet_id is not None:
+            # AKS manages load balancers and routes in the subnet with the cluster's own identity; an internal
+            # load balancer takes its address from the subnet the Service names, which may be another of the VNet.
+            scopes = {"subnet": self._subnet_id}
+            own = net.vnet.subnet_id.rsplit("/", 1)[-1] if net.vnet.subnet_id else CLUSTER_SUBNET
+            lb_subnet = spec.load_balancer.subnet
+            if lb_subnet and lb_subnet.lower() != own.lower():  # Azure's names are case-insensitive
+                scopes["lb-subnet"] = self._vnet_id.apply(lambda vnet_id: f"{vnet_id}/subnets/{lb_subnet}")
+            for role_name, scope in scopes.items():
+                self._ready_for_pods.append(authorization.RoleAssignment(
+                    f"{name}-{role_name}-network-contributor",
+                    scope=scope,
+                    principal_id=cluster.identity.apply(lambda i: i.principal_id),  # type: ignore[union-attr]
+                    principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
+                    role_definition_id=scope.apply(lambda s: _role(s, NETWORK_CONTRIBUTOR_ROLE)),
+                    opts=child,
+                ))
 
         self.fqdn = cluster.fqdn
         self.kubelet_object_id = cluster.identity_profile.apply(lambda p: p["kubeletidentity"].object_id if p else None)

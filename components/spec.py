@@ -259,6 +259,10 @@ class NodePoolSpec(Spec):
         return self.count if self.count is not None else max(self.min_count or 0, 1)
 
 
+# The one subnet of a VNet the stack creates: the cluster's nodes (and pods, azure CNI) live there.
+CLUSTER_SUBNET = "aks"
+
+
 class VnetSpec(Spec):
     """An existing subnet (subnet_id) or a new VNet and subnet (address_space + subnet_prefix)."""
 
@@ -513,6 +517,11 @@ class ClusterSpec(Spec):
         problems += self._address_room()
         if self.load_balancer.type == "InternalLoadBalancer" and self.network.vnet is None:
             problems.append("load_balancer: an InternalLoadBalancer needs the cluster on a vnet")
+        elif (self.load_balancer.subnet and self.network.vnet is not None and not self.network.vnet.subnet_id
+              and self.load_balancer.subnet.lower() != CLUSTER_SUBNET):
+            problems.append(f"load_balancer.subnet: the vnet created here has one subnet, {CLUSTER_SUBNET!r}, not "
+                            f"{self.load_balancer.subnet!r}; give {CLUSTER_SUBNET!r}, or put the cluster on an existing "
+                            f"subnet (network.vnet.subnet_id) whose VNet holds {self.load_balancer.subnet!r}")
         if self.load_balancer.type == "InternalLoadBalancer" and self.ssl is not None and self.ssl.leaf_domain_label:
             problems.append("ssl.leaf_domain_label: a <label>.<region>.cloudapp.azure.com name needs a public address; "
                             "behind an InternalLoadBalancer give cname + certificate + key (or cert_manager_issuer)")

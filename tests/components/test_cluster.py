@@ -253,6 +253,22 @@ def test_internal_load_balancer_annotations_for_the_scoring_service():
                                      "service.beta.kubernetes.io/azure-load-balancer-internal-subnet": "ilb"}
 
 
+def test_an_internal_load_balancer_in_another_subnet_gets_the_cluster_identity_network_contributor_there_too():
+    """AKS puts the load balancer's address in the subnet the Service names, with the cluster's identity."""
+    spec = cluster_spec(network={"plugin": "azure", "vnet": {"subnet_id": SUBNET}},
+                        load_balancer={"type": "InternalLoadBalancer", "subnet": "ilb"})
+    rec = deploy(spec)
+    grants = {r.name: r.inputs for r in rec.of_type(ROLE) if r.inputs["roleDefinitionId"].endswith(NETWORK_CONTRIBUTOR_ROLE)}
+    assert sorted(grants) == ["aks-lb-subnet-network-contributor", "aks-subnet-network-contributor"]
+    lb = grants["aks-lb-subnet-network-contributor"]
+    assert lb["scope"] == SUBNET.rsplit("/subnets/", 1)[0] + "/subnets/ilb"
+    assert lb["principalId"] == grants["aks-subnet-network-contributor"]["principalId"] == rec.one(CLUSTER).outputs["identity"]["principalId"]
+    # The cluster's own subnet (whatever the case of its name) is granted once.
+    same = deploy(cluster_spec(network={"plugin": "azure", "vnet": {"subnet_id": SUBNET}},
+                               load_balancer={"type": "InternalLoadBalancer", "subnet": "AKS"}))
+    assert [r.name for r in same.of_type(ROLE) if r.name.endswith("network-contributor")] == ["aks-subnet-network-contributor"]
+
+
 # ------------------------------------------------------------------ identity and registry
 
 
@@ -416,11 +432,12 @@ def test_the_dns_prefix_keeps_to_aks_rules_whatever_the_cluster_name():
     assert mc["dnsPrefix"] == "aks-ml-prod" and mc["resourceName"] == "aks_ml_prod"
 
 
-def test_pods_wait_for_the_user_pools_and_the_acr_pull_grant(stack):
-    """A first `up` otherwise races a GPU pool's creation and the role assignment's propagation."""
+def test_pods_wait_for_the_user_pools_the_acr_pull_and_the_subnet_grants(stack):
+    """A first `up` otherwise races a GPU pool's creation and the role assignments' propagation: the
+    router's LoadBalancer Service needs the cluster identity's rights on the subnet."""
     st = stack("prod")
     rec = deploy(st.spec.cluster, st.spec.workspace.model_dump())
     provider = rec.one("pulumi:providers:kubernetes")
-    waited = {r.urn for r in rec.of_type(AGENT_POOL)} | {r.urn for r in rec.of_type("azure-native:authorization:RoleAssignment")
-                                                       if r.name.endswith("acr-pull")}
-    assert len(waited) == 2 and waited <= set(provider.dependencies)
+    waited = {r.urn for r in rec.of_type(AGENT_POOL)} | {r.urn for r in rec.of_type(ROLE)
+                                                       if r.name.endswith(("acr-pull", "subnet-network-contributor"))}
+    assert len(waited) == 3 and waited <= set(provider.dependencies)

@@ -197,6 +197,8 @@ BROKEN = [
      "cluster.network.service_cidr: 172.30.0.0/16 overlaps 172.30.0.0/16, which AKS reserves"),
     ("internal-lb-with-dns-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
                                     (["aks-model-serving:router"], {"dns_label": "scoring"})], "router.dns_label:"),
+    ("internal-lb-in-a-subnet-the-new-vnet-lacks", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "ilb"})],
+     "cluster.load_balancer.subnet: the vnet created here has one subnet, 'aks', not 'ilb'"),
     ("internal-lb-with-leaf-domain-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
                                             (CL + ["ssl"], {"leaf_domain_label": "scoring"})], "cluster.ssl.leaf_domain_label:"),
 ]
