@@ -42,7 +42,9 @@ from components.workspace import Workspace
 ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 NETWORK_CONTRIBUTOR_ROLE = "4d97b98b-1d4f-4787-a291-c67834d212e7"
 
-MCR = "mcr.microsoft.com"
+# Microsoft Container Registry and the CDN its storage is served from: AKS's outbound rules require both
+# for a pull from MCR (and the wildcard *.data.mcr.microsoft.com, which no list of names can hold).
+MCR_FQDNS = ["mcr.microsoft.com", "mcr-0001.mcr-msedge.net"]
 INSIGHTS_STREAM = "Microsoft-ContainerInsights-Group-Default"  # everything Container Insights collects
 # Besides the cluster's own names, a node must reach these to start at all (AKS's required
 # outbound FQDNs that are concrete names rather than wildcards). packages.aks.azure.com is where node
@@ -521,7 +523,7 @@ class AksCluster(pulumi.ComponentResource):
         ws = self._workspace
         if ws is not None:
             hosts += [ws.registry_login_server, ws.blob_endpoint.apply(_host), ws.table_endpoint.apply(_host)]
-        pulled = [MCR]
+        pulled = list(MCR_FQDNS)
         if self._spec.attach is None and self._spec.has_accelerator("gpu"):
             pulled += NVIDIA_REGISTRY_FQDNS
         if self._spec.dns.connectivity_check:

@@ -336,7 +336,7 @@ def test_attach_by_kubeconfig_uses_the_file_and_declares_nothing_in_azure(tmp_pa
     assert rec.calls == []
     assert rec.outputs["fqdn"] == "k8s.example.internal"
     assert rec.outputs["kubelet"] is None
-    assert rec.outputs["fqdns"] == ["k8s.example.internal", "mcr.microsoft.com"]
+    assert rec.outputs["fqdns"] == ["k8s.example.internal", "mcr-0001.mcr-msedge.net", "mcr.microsoft.com"]
 
 
 # ------------------------------------------------------------------ DNS rules
@@ -349,7 +349,8 @@ def test_required_fqdns_are_computed_from_the_real_resources(stack):
     assert rec.outputs["fqdns"] == sorted([
         api,
         "acs-mirror.azureedge.net", "login.microsoftonline.com", "management.azure.com", "packages.microsoft.com",
-        "packages.aks.azure.com", "mcr.microsoft.com",
+        "packages.aks.azure.com",
+        "mcr.microsoft.com", "mcr-0001.mcr-msedge.net",  # MCR and the CDN its layers come from
         "nvcr.io",  # the GPU pool's device plugin
         "auth.docker.io", "production.cloudflare.docker.com", "registry-1.docker.io",  # the connectivity check's busybox
         "mlwprodacr.azurecr.io",
