@@ -13,6 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 IGNORE_FILES = (".amlignore", ".gitignore")
+# In the folder of a local stack's state (components.local), naming its stack file: that folder holds the
+# stack's keys and token signing key, so it is never part of an image's context, whatever the ignore
+# files say (an .amlignore replaces .gitignore, which ignores .local/) and wherever state_dir points.
+STATE_MARKER = ".aks-model-serving-state"
 
 
 # wildmatch's [:name:] classes, ASCII only as in git.

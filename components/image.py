@@ -43,7 +43,7 @@ import pulumi
 import pulumi_docker as docker
 import yaml
 
-from components.ignore import ignore_rules, is_ignored
+from components.ignore import STATE_MARKER, ignore_rules, is_ignored
 from components.spec import EnvironmentSpec
 
 HASH_VERSION = "aks-model-serving/hashed-image/v3"  # bump when the recipe below changes
@@ -221,7 +221,8 @@ INSTALL_SCORER = (
 def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]:
     """Relative POSIX paths of the context's files the image holds, sorted; ignored ones left out.
 
-    `.git` is never part of a context. Symlinks count as links (their target), not followed.
+    `.git` is never part of a context, nor a local stack's state folder (its keys). Symlinks count as
+    links (their target), not followed.
     With `include`, only those top-level files and folders count. As git, the walk never enters an
     excluded folder: nothing below it can be re-included.
     """
@@ -229,6 +230,9 @@ def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]
     rules = ignore_rules(root)
     found: list[str] = []
     for folder, dirs, files in os.walk(root):
+        if STATE_MARKER in files:
+            dirs[:] = []
+            continue
         rel_folder = Path(folder).relative_to(root).as_posix()
         prefix = "" if rel_folder == "." else rel_folder + "/"
         wanted = [d for d in dirs if d != ".git" and (prefix or not include or d in include)]

@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.ignore import STATE_MARKER
 from components.routes import routes
 from components.sources import missing_models, source_problems
 from components.spec import SECURE, StackSpec, Deployable, deployment_name
@@ -80,7 +81,7 @@ def state_of(stack: Stack) -> State:
     """The stack's folder, refused when another stack file's is there: they would share keys, and one
     stack's `down` would stop the other's router."""
     state = State(stack.resolve(stack.spec.local.state_dir or f".local/{stack.name}"))
-    owner = state.root / "stack"
+    owner = state.root / STATE_MARKER
     try:
         path = owner.read_text()
     except FileNotFoundError:
@@ -138,6 +139,15 @@ def scorer_launch(stack: Stack, state: State):
     return launch
 
 
+def _claim(stack: Stack, state: State) -> None:
+    """Name the stack file in its folder: another stack file's is refused (state_of), and no image's
+    build context takes the folder in (components.image)."""
+    owner = state.root / STATE_MARKER
+    if not owner.exists():
+        state.root.mkdir(parents=True, exist_ok=True)
+        _write(owner, str(stack.path.resolve()))
+
+
 def ensure_keys(spec: StackSpec, state: State) -> None:
     """Keys are made once and kept: `<kind>.<name>.primary|secondary`, readable by the owner only."""
     state.keys.mkdir(parents=True, exist_ok=True)
@@ -173,6 +183,7 @@ def render(stack: Stack, state: State) -> RouterConfig:
     missing = source_problems(stack, local=True) + missing_models(stack, local=True)
     if missing:
         raise StackError(missing)
+    _claim(stack, state)  # before its first key
     ensure_keys(spec, state)
     token = None
     if any(r.token_auth_enabled for r in [*spec.services, *spec.endpoints]):
@@ -264,7 +275,6 @@ def up(stack: Stack, out=sys.stdout) -> int:
             return 1
         config = render(stack, state)
         state.logs.mkdir(parents=True, exist_ok=True)
-        _write(state.root / "stack", str(stack.path.resolve()))
         _write(state.config, config.dump())
         log = open(state.logs / "router.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],

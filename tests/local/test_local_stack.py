@@ -517,3 +517,18 @@ def test_up_says_at_once_why_the_router_did_not_apply_the_stack(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_stacks_state_folder_never_enters_an_image_context(tmp_path):
+    """It holds the stack's keys: an .amlignore (which replaces .gitignore and its `.local/`) or a state_dir
+    outside .local put them in the image of an app whose source_directory is the project."""
+    from components import local
+    from components.image import context_files
+    from components.stackfile import load_stack
+
+    stack = load_stack(_script_stack(tmp_path, [{"name": "echo", **ECHO, "auth_enabled": True}]))
+    local.render(stack, local.state_of(stack))
+    assert sorted(p.name for p in (tmp_path / "state" / "keys").iterdir()) == ["service.echo.primary", "service.echo.secondary"]
+    (tmp_path / ".amlignore").write_text("data/\n")
+    files = context_files(tmp_path)
+    assert "Pulumi.scripts.yaml" in files and [f for f in files if f.startswith("state/")] == []
