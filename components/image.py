@@ -265,6 +265,18 @@ def content_hash(args: HashedImageArgs) -> str:
     return digest.hexdigest()[:32]
 
 
+def _own_folder() -> Path:
+    """This user's folder for stages under the shared temp folder, private: on a shared build host,
+    another user could otherwise read a stage, or swap its files between the hash and the build."""
+    folder = Path(tempfile.gettempdir()) / f"aks-model-serving-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    mode = folder.lstat()
+    if not stat.S_ISDIR(mode.st_mode) or mode.st_uid != os.getuid() or mode.st_mode & 0o077:
+        raise RuntimeError(f"{folder} is not a private folder of this user (owner {mode.st_uid}, mode "
+                           f"{stat.filemode(mode.st_mode)}): remove it, it is where images are staged")
+    return folder
+
+
 def stage_context(args: HashedImageArgs, tag: str) -> Path:
     """A copy of exactly the hashed files plus the Dockerfile, to build from.
 
@@ -273,10 +285,9 @@ def stage_context(args: HashedImageArgs, tag: str) -> Path:
     removed under it.
     """
     context = Path(args.context)
-    stage = Path(tempfile.gettempdir()) / "aks-model-serving" / "images" / f"{args.repository.replace('/', '_')}-{tag}"
+    stage = _own_folder() / f"{args.repository.replace('/', '_')}-{tag}"
     if stage.is_dir():
         return stage
-    stage.parent.mkdir(parents=True, exist_ok=True)
     draft = Path(tempfile.mkdtemp(prefix=f".{stage.name}-", dir=stage.parent))
     try:
         for rel in context_files(context, args.include):
@@ -291,7 +302,6 @@ def stage_context(args: HashedImageArgs, tag: str) -> Path:
         ignore = draft / ".dockerignore"
         own = [STAGED_DOCKERFILE] + ([] if ignore.exists() else [".dockerignore"])
         ignore.write_text((ignore.read_text() + "\n" if ignore.exists() else "") + "\n".join(own) + "\n")
-        draft.chmod(0o755)
         try:
             draft.rename(stage)
         except OSError:

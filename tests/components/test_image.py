@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pulumi
@@ -114,6 +115,21 @@ def test_a_stage_made_beside_wins_the_rename(ctx, monkeypatch):
     stage = image_module.stage_context(args(ctx), "t")
     assert stage == stage_path[0] and (stage / "score.py").exists()
     assert sorted(p.name for p in stage.parent.iterdir()) == [stage.name]
+
+
+@pytest.mark.parametrize("planted", ["open", "link"])
+def test_stages_go_only_to_a_private_folder_of_this_user(ctx, tmp_path, planted):
+    """On a shared build host another user could make the folder first, to read a stage or swap its files."""
+    folder = Path(tempfile.gettempdir()) / f"aks-model-serving-{os.getuid()}"
+    if planted == "open":
+        folder.mkdir(mode=0o777)
+        folder.chmod(0o777)
+    else:
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        folder.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(RuntimeError, match="is not a private folder of this user"):
+        image_module.stage_context(args(ctx), "t")
+    assert not (tmp_path / "elsewhere").exists() or list((tmp_path / "elsewhere").iterdir()) == []
 
 
 def test_ignored_files_are_left_out_and_changing_one_keeps_the_tag(ctx):
