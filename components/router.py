@@ -33,6 +33,7 @@ from components.service import (
     PRE_STOP,
     PRE_STOP_S,
     ROUTER_PODS,
+    SECRET_FILE_MODE,
     RouteAccess,
     cpu_quantity,
     disruption_budget,
@@ -254,16 +255,16 @@ class ModelRouter(pulumi.ComponentResource):
         scheme = "HTTPS" if serves_tls else "HTTP"
         volumes = [
             {"name": "config", "configMap": {"name": config_map.metadata.name}},
-            {"name": "keys", "secret": {"secretName": keys_secret.metadata.name}},
+            {"name": "keys", "secret": {"secretName": keys_secret.metadata.name, "defaultMode": SECRET_FILE_MODE}},
             {"name": "token", "configMap": {"name": token_public.metadata.name}},
-            {"name": "peers", "secret": {"secretName": peers_secret.metadata.name}},
+            {"name": "peers", "secret": {"secretName": peers_secret.metadata.name, "defaultMode": SECRET_FILE_MODE}},
         ]
         mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
                   {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True},
                   {"name": "token", "mountPath": TOKEN_DIR, "readOnly": True},
                   {"name": "peers", "mountPath": PEERS_DIR, "readOnly": True}]
         if tls_secret is not None:
-            volumes.append({"name": "tls", "secret": {"secretName": tls_secret}})
+            volumes.append({"name": "tls", "secret": {"secretName": tls_secret, "defaultMode": SECRET_FILE_MODE}})
             mounts.append({"name": "tls", "mountPath": TLS_DIR, "readOnly": True})
         resources = {"cpu": cpu_quantity(spec.cpu_cores), "memory": memory_quantity(spec.memory_gb)}
         container = {

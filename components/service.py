@@ -274,6 +274,8 @@ def disruption_budget(name: str, metadata: dict, selector: dict[str, str], paren
 
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 # The scorer image's user (scoring_image/Dockerfile); numeric, so runAsNonRoot can be verified.
+# Mounted secrets: readable by the pod's group (fsGroup) only, not by every user of the container.
+SECRET_FILE_MODE = 0o440
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                 "seccompProfile": {"type": "RuntimeDefault"}}
 FETCH_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1000m", "memory": "512Mi"}}
@@ -320,7 +322,7 @@ class ModelService(pulumi.ComponentResource):
             annotations["aks-model-serving/models-sha256"] = pulumi.Output.unsecret(
                 manifest.apply(lambda m: hashlib.sha256(m.encode()).hexdigest()[:16]))
             volumes += [{"name": "models", "emptyDir": {}},
-                        {"name": "models-manifest", "secret": {"secretName": models.metadata.name}}]
+                        {"name": "models-manifest", "secret": {"secretName": models.metadata.name, "defaultMode": SECRET_FILE_MODE}}]
             scorer_mounts.append({"name": "models", "mountPath": MODEL_ROOT, "readOnly": True})
             fetch_env: list[dict] = [{"name": "MODEL_ROOT", "value": MODEL_ROOT},
                                      {"name": "MODELS_MANIFEST", "value": f"{MANIFEST_DIR}/models.json"}]

@@ -62,6 +62,14 @@ def test_model_pods_admit_only_the_routers_pods_and_the_cluster_enforces_it(proj
     assert rec.one("azure-native:containerservice:ManagedCluster").inputs["networkProfile"]["networkPolicy"] == "calico"
 
 
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_mounted_secrets_are_readable_by_the_pods_group_only(project, name):
+    rec = run(declare(load_stack(project / "stacks" / f"Pulumi.{name}.yaml")))
+    modes = {(r.name, v["name"]): v["secret"].get("defaultMode") for r in rec.of_type("kubernetes:apps/v1:Deployment")
+             for v in r.inputs["spec"]["template"]["spec"].get("volumes") or [] if "secret" in v}
+    assert len(modes) >= 3 and set(modes.values()) == {0o440}, modes
+
+
 def test_the_stacks_warnings_reach_the_preview_and_the_offline_plan(project, monkeypatch, capsys):
     """`check` printed them; `pulumi preview` and `plan` did not: a dev_test cluster's autoscaling quietly off."""
     from components.plan import main as plan

@@ -235,7 +235,7 @@ def test_peers_read_each_others_load_with_a_random_secret():
     assert "stringData" in secret.secret_inputs and len(secret.inputs["stringData"]["secret"]) == 32
     assert config(rec).peers.secret_file == "/etc/model-router/peers/secret"
     pod = named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["template"]["spec"]
-    assert {"name": "peers", "secret": {"secretName": "model-router-peers"}} in pod["volumes"]
+    assert {"name": "peers", "secret": {"secretName": "model-router-peers", "defaultMode": 0o440}} in pod["volumes"]
     assert {"name": "peers", "mountPath": "/etc/model-router/peers", "readOnly": True} in pod["containers"][0]["volumeMounts"]
 
 

@@ -109,7 +109,7 @@ def test_one_model_dir_is_its_version_folder_and_models_come_from_the_manifest()
     assert secret.secret_inputs == ["stringData"] and rec.of_type(CONFIG_MAP) == []
     manifest = json.loads(secret.inputs["stringData"]["models.json"])
     assert manifest == [{"name": "m0", "version": 1, "url": "https://mlw.blob.core.windows.net/models/m0/1"}]
-    assert {"name": "models-manifest", "secret": {"secretName": "iris-models"}} in p["volumes"]
+    assert {"name": "models-manifest", "secret": {"secretName": "iris-models", "defaultMode": 0o440}} in p["volumes"]
 
 
 def test_the_connections_hash_rolls_the_pods_when_a_key_is_rotated():
