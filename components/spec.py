@@ -142,7 +142,7 @@ _GPU_SIZE = re.compile(r"^Standard_N[CDV]", re.I)
 _FPGA_SIZE = re.compile(r"^Standard_PB", re.I)
 # Azure's size names: family, vCPUs, then feature letters, where p marks an Arm64 CPU (Dpsv5, Epsv5, Bpsv2, ...).
 _ARM_SIZE = re.compile(r"^Standard_[A-Z]+\d+(?:-\d+)?[a-z]*p[a-z]*_v\d+$")
-# D-series v2 sizes are numbered by generation, not by vCPU; every later family
+# D-series v2 and G-series sizes are numbered by generation, not by vCPU; every later family
 # (Dv3+, Ev3+, Fsv2, NC, ND, NV, PB, ...) puts the vCPU count in the name.
 _V2_VCPUS = {
     "D1": 1, "D2": 2, "D3": 4, "D4": 8, "D5": 16,
@@ -150,6 +150,11 @@ _V2_VCPUS = {
     "DS1": 1, "DS2": 2, "DS3": 4, "DS4": 8, "DS5": 16,
     "DS11": 2, "DS12": 4, "DS13": 8, "DS14": 16, "DS15": 20,
 }
+_G_VCPUS = {f"{family}{n}": 2 ** n for family in ("G", "GS") for n in range(1, 6)}  # G1 and GS1: 2 ... G5: 32
+# What AKS refuses: a node of fewer vCPUs, a System pool of burstable (B-series) sizes, a kubenet cluster of more nodes.
+AKS_MIN_VCPUS = 2
+_BURSTABLE_SIZE = re.compile(r"^Standard_B\d", re.I)
+KUBENET_MAX_NODES = 400
 
 
 def vcpus(vm_size: str) -> int | None:
@@ -165,6 +170,8 @@ def vcpus(vm_size: str) -> int | None:
         return int(constrained)
     if version == "2" and f"{family}{number}" in _V2_VCPUS:
         return _V2_VCPUS[f"{family}{number}"]
+    if version is None and f"{family}{number}" in _G_VCPUS:
+        return _G_VCPUS[f"{family}{number}"]
     return int(number)
 
 
@@ -231,6 +238,13 @@ class NodePoolSpec(Spec):
             if not re.match(_LABEL_VALUE, value):
                 problems.append(f"labels: the value of {key}, {value!r}, is not a Kubernetes label value (up to 63 letters, "
                                 "digits, -, _ or ., beginning and ending with a letter or digit)")
+        cores = vcpus(self.vm_size)
+        if cores is not None and cores < AKS_MIN_VCPUS:
+            problems.append(f"vm_size: {self.vm_size} has fewer than {AKS_MIN_VCPUS} vCPUs ({cores}), which AKS refuses "
+                            "for a node; choose e.g. Standard_D2s_v3")
+        if self.mode == "System" and _BURSTABLE_SIZE.match(self.vm_size):
+            problems.append(f"vm_size: {self.vm_size} is a B-series (burstable) size, which AKS does not support for a "
+                            "System pool; choose e.g. Standard_D4s_v3, or make this a User pool")
         if _ARM_SIZE.match(self.vm_size):
             problems.append(f"vm_size: {self.vm_size} is an Arm64 size (the p in it); the router and scorer images are "
                             "built for linux/amd64, so their pods would not start there")
@@ -300,6 +314,7 @@ class VnetSpec(Spec):
 # besides its own. Azure keeps 5 addresses of every subnet.
 AZURE_CNI_MAX_PODS = 30
 AZURE_SUBNET_RESERVED = 5
+AKS_MAX_SERVICE_PREFIX = 12  # AKS refuses a service range larger than a /12
 # AKS refuses these for the service, pod and VNet ranges.
 AKS_RESERVED_RANGES = [ipaddress.ip_network(n) for n in ("169.254.0.0/16", "172.30.0.0/16", "172.31.0.0/16", "192.0.2.0/24")]
 
@@ -341,6 +356,9 @@ class NetworkSpec(Spec):
             service = _network(self.service_cidr, "service_cidr")
         except ValueError as exc:
             return problems + [str(exc)]
+        if service.prefixlen < AKS_MAX_SERVICE_PREFIX:
+            problems.append(f"service_cidr: {service} is larger than the /{AKS_MAX_SERVICE_PREFIX} AKS allows; choose a "
+                            f"/{AKS_MAX_SERVICE_PREFIX} or smaller range (e.g. the default 10.0.0.0/16)")
         try:
             dns = ipaddress.ip_address(self.dns_service_ip)
         except ValueError:
@@ -514,6 +532,11 @@ class ClusterSpec(Spec):
                     f"node_pools: cluster_purpose {self.cluster_purpose} needs at least {FAST_PROD_MIN_NODES} nodes and "
                     f"{FAST_PROD_MIN_VCPUS} vCPUs in CPU pools (has {nodes} nodes, {cores} vCPUs); add nodes or use cluster_purpose: dev_test"
                 )
+        if self.network.plugin == "kubenet":
+            largest = sum(p.max_count if p.max_count is not None else p.node_count for p in self.node_pools)
+            if largest > KUBENET_MAX_NODES:
+                problems.append(f"node_pools: kubenet clusters hold at most {KUBENET_MAX_NODES} nodes, and these pools reach "
+                                f"{largest} at their largest; lower count / max_count, or use azure CNI (network.plugin: azure)")
         problems += self._address_room()
         if self.load_balancer.type == "InternalLoadBalancer" and self.network.vnet is None:
             problems.append("load_balancer: an InternalLoadBalancer needs the cluster on a vnet")

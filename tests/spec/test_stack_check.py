@@ -197,6 +197,14 @@ BROKEN = [
      "cluster.network.service_cidr: 172.30.0.0/16 overlaps 172.30.0.0/16, which AKS reserves"),
     ("internal-lb-with-dns-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
                                     (["aks-model-serving:router"], {"dns_label": "scoring"})], "router.dns_label:"),
+    ("service-cidr-larger-than-a-slash-12", [(NET + ["service_cidr"], "10.96.0.0/11"), (NET + ["dns_service_ip"], "10.96.0.10")],
+     "cluster.network.service_cidr: 10.96.0.0/11 is larger than the /12 AKS allows"),
+    ("pool-of-one-vcpu", [(CL + ["node_pools", 0, "vm_size"], "Standard_DS1_v2")],
+     "cluster.node_pools[0].vm_size: Standard_DS1_v2 has fewer than 2 vCPUs (1), which AKS refuses"),
+    ("burstable-system-pool", [(CL + ["node_pools", 0, "vm_size"], "Standard_B4ms")],
+     "cluster.node_pools[0].vm_size: Standard_B4ms is a B-series (burstable) size, which AKS does not support for a System pool"),
+    ("kubenet-over-400-nodes", [(NET, {"plugin": "kubenet", "pod_cidr": "10.244.0.0/14"}), (CL + ["node_pools", 1, "max_count"], 398)],
+     "cluster.node_pools: kubenet clusters hold at most 400 nodes, and these pools reach 401 at their largest"),
     ("internal-lb-in-a-subnet-the-new-vnet-lacks", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "ilb"})],
      "cluster.load_balancer.subnet: the vnet created here has one subnet, 'aks', not 'ilb'"),
     ("internal-lb-with-leaf-domain-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
@@ -249,6 +257,19 @@ def test_constrained_core_sizes_count_their_active_vcpus(tmp_path, capsys):
     config[C]["node_pools"][0]["vm_size"] = "Standard_E4-2ds_v4"
     assert check([str(write_stack(tmp_path, config))]) == 2
     assert "(has 3 nodes, 6 vCPUs)" in capsys.readouterr().out
+
+
+def test_what_aks_takes_at_the_edges_of_its_size_and_count_rules_passes(tmp_path, capsys):
+    """A G1 has 2 vCPUs (G sizes are numbered by generation), a User pool may be burstable, a kubenet
+    cluster may reach 400 nodes and the service range may be a /12."""
+    config = copy.deepcopy(BASE)
+    config[C]["cluster_purpose"] = "dev_test"
+    config[C]["node_pools"][0] |= {"vm_size": "Standard_G1", "count": 1}
+    config[C]["node_pools"][1]["max_count"] = 398  # 1 + 398 + 1
+    config[C]["node_pools"].append({"name": "burst", "vm_size": "Standard_B2s", "count": 1})
+    config[C]["network"] = {"plugin": "kubenet", "pod_cidr": "10.244.0.0/14", "service_cidr": "10.96.0.0/12",
+                            "dns_service_ip": "10.96.0.10"}
+    assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
 
 
 def test_base_stack_is_valid(tmp_path, capsys):
