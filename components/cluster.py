@@ -83,8 +83,9 @@ def pool_labels_and_taints(pool: NodePoolSpec) -> tuple[dict[str, str], list[str
     """A pool's labels and taints: the spec's, plus the accelerator's from the shared table, so
     ModelService's selector and toleration for gpu_cores / fpga_cores always match.
 
-    A System pool gets the label but not the taint: it runs the cluster's own pods and the
-    router, which tolerate nothing (a GPU-only cluster, as Azure ML allows, is one such pool)."""
+    A System pool gets the label but not the taint: it runs the cluster's own pods and, unless
+    tainted CriticalAddonsOnly, the router, which tolerate no accelerator taint (a GPU-only
+    cluster, as Azure ML allows, is one such pool)."""
     labels, taints = dict(pool.labels), list(pool.taints)
     scheduling = SCHEDULING.get(pool.accelerator or "none")
     if scheduling is not None:

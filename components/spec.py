@@ -74,6 +74,10 @@ PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,11}$")]
 _LABEL_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _LABEL_KEY = rf"^(?:[a-z0-9](?:[-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$"
 _LABEL_VALUE = rf"^(?:{_LABEL_NAME})?$"
+# AKS reserves node labels under these prefixes for its own; a pool that sets one is refused.
+AKS_RESERVED_LABEL_PREFIXES = ("kubernetes.azure.com/", "kubernetes.io/")
+# AKS's own taint for a System pool: only critical system pods run there, the rest on User pools.
+CRITICAL_ADDONS_ONLY = "CriticalAddonsOnly=true:NoSchedule"
 AzureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]$")]
 ResourceGroupName = Annotated[str, StringConstraints(pattern=r"^[-\w.()]{0,89}[-\w()]$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")]
@@ -235,6 +239,9 @@ class NodePoolSpec(Spec):
             if not re.match(_LABEL_KEY, key):
                 problems.append(f"labels: {key!r} is not a Kubernetes label key (an optional DNS prefix and /, then up to "
                                 "63 letters, digits, -, _ or ., beginning and ending with a letter or digit)")
+            elif key.startswith(AKS_RESERVED_LABEL_PREFIXES):
+                problems.append(f"labels: {key!r} is under {key.split('/')[0]}/, which AKS reserves for its own node labels; "
+                                "choose a prefix of your own")
             if not re.match(_LABEL_VALUE, value):
                 problems.append(f"labels: the value of {key}, {value!r}, is not a Kubernetes label value (up to 63 letters, "
                                 "digits, -, _ or ., beginning and ending with a letter or digit)")
@@ -248,7 +255,7 @@ class NodePoolSpec(Spec):
         if _ARM_SIZE.match(self.vm_size):
             problems.append(f"vm_size: {self.vm_size} is an Arm64 size (the p in it); the router and scorer images are "
                             "built for linux/amd64, so their pods would not start there")
-        if self.accelerator in ("gpu", "fpga") and self.taints:
+        if self.mode == "User" and self.accelerator in ("gpu", "fpga") and self.taints:
             problems.append(f"taints: a {self.accelerator} pool is tainted sku={self.accelerator}:NoSchedule, which the "
                             "scorer replicas and the device plugin tolerate; another taint would keep them off its nodes")
         autoscaled = self.min_count is not None or self.max_count is not None
@@ -263,8 +270,12 @@ class NodePoolSpec(Spec):
             problems.append(f"{field}: a System pool keeps at least one node for the cluster's own pods")
         if self.count is None and not autoscaled:
             self.count = 3 if self.mode == "System" else 1
-        if self.mode == "System" and self.taints:
-            problems.append("taints: the System pool runs the cluster's own pods; taint a User pool instead")
+        if self.mode == "System" and self.taints and self.taints != [CRITICAL_ADDONS_ONLY]:
+            problems.append(f"taints: a System pool runs the cluster's own pods, which tolerate no taint but AKS's "
+                            f"{CRITICAL_ADDONS_ONLY}; taint a User pool instead")
+        elif self.mode == "System" and self.taints and self.accelerator != "none":
+            problems.append(f"taints: {CRITICAL_ADDONS_ONLY} would keep the scorers off this {self.accelerator} pool, which "
+                            "is there for them; put it on a CPU System pool, or drop it here")
         return problems
 
     @property
@@ -523,6 +534,11 @@ class ClusterSpec(Spec):
             problems.append(f"node_pools: pool name {dup!r} is used twice")
         if not any(p.mode == "System" for p in self.node_pools):
             problems.append("node_pools: one pool must have mode: System to run the cluster's own pods")
+        critical = [i for i, p in enumerate(self.node_pools) if p.mode == "System" and p.taints == [CRITICAL_ADDONS_ONLY]]
+        if critical and not any(p.mode == "User" and p.accelerator == "none" and not p.taints for p in self.node_pools):
+            problems.append(f"node_pools[{critical[0]}].taints: {CRITICAL_ADDONS_ONLY} keeps the router and the scorers off "
+                            "the System pool, and no User pool without taints or an accelerator is left to run them; add "
+                            "one, or drop the taint")
         if self.cluster_purpose in ("fast_prod", "dense_prod"):
             nodes = sum(p.node_count for p in self.node_pools if p.accelerator == "none")
             sized = [(p.node_count, vcpus(p.vm_size)) for p in self.node_pools if p.accelerator == "none"]

@@ -17,6 +17,7 @@ from components.stackfile import StackError, load_stack, parse_config, secure_pa
 
 ROOT = Path(__file__).resolve().parents[2]
 SUBNET = "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aks"
+CRITICAL = "CriticalAddonsOnly=true:NoSchedule"
 
 BASE = {
     "azure-native:location": "westeurope",
@@ -205,6 +206,19 @@ BROKEN = [
      "cluster.node_pools[0].vm_size: Standard_B4ms is a B-series (burstable) size, which AKS does not support for a System pool"),
     ("kubenet-over-400-nodes", [(NET, {"plugin": "kubenet", "pod_cidr": "10.244.0.0/14"}), (CL + ["node_pools", 1, "max_count"], 398)],
      "cluster.node_pools: kubenet clusters hold at most 400 nodes, and these pools reach 401 at their largest"),
+    ("label-under-aks-prefix", [(CL + ["node_pools", 1, "labels"], {"kubernetes.azure.com/mode": "user"})],
+     "cluster.node_pools[1].labels: 'kubernetes.azure.com/mode' is under kubernetes.azure.com/, which AKS reserves"),
+    ("label-under-kubernetes-prefix", [(CL + ["node_pools", 0, "labels"], {"kubernetes.io/role": "ml"})],
+     "cluster.node_pools[0].labels: 'kubernetes.io/role' is under kubernetes.io/, which AKS reserves"),
+    ("system-pool-with-a-taint-of-its-own", [(CL + ["node_pools", 0, "taints"], ["dedicated=system:NoSchedule"])],
+     "cluster.node_pools[0].taints: a System pool runs the cluster's own pods"),
+    ("critical-addons-only-without-a-user-pool-for-the-router", [(CL + ["node_pools", 0, "taints"], [CRITICAL])],
+     f"cluster.node_pools[0].taints: {CRITICAL} keeps the router and the scorers off the System pool, and no User pool"),
+    ("critical-addons-only-on-a-gpu-system-pool", [
+        (CL + ["cluster_purpose"], "dev_test"),
+        (CL + ["node_pools"], [{"name": "system", "mode": "System", "vm_size": "Standard_NC4as_T4_v3", "count": 1, "taints": [CRITICAL]},
+                               {"name": "cpu", "vm_size": "Standard_D4s_v3", "count": 1}])],
+     f"cluster.node_pools[0].taints: {CRITICAL} would keep the scorers off this gpu pool"),
     ("internal-lb-in-a-subnet-the-new-vnet-lacks", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "ilb"})],
      "cluster.load_balancer.subnet: the vnet created here has one subnet, 'aks', not 'ilb'"),
     ("internal-lb-with-leaf-domain-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
@@ -269,6 +283,14 @@ def test_what_aks_takes_at_the_edges_of_its_size_and_count_rules_passes(tmp_path
     config[C]["node_pools"].append({"name": "burst", "vm_size": "Standard_B2s", "count": 1})
     config[C]["network"] = {"plugin": "kubenet", "pod_cidr": "10.244.0.0/14", "service_cidr": "10.96.0.0/12",
                             "dns_service_ip": "10.96.0.10"}
+    assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
+
+
+def test_a_system_pool_tainted_critical_addons_only_passes_beside_an_untainted_user_pool(tmp_path, capsys):
+    """AKS recommends the taint; the router and the scorers then run on the User pool."""
+    config = copy.deepcopy(BASE)
+    config[C]["node_pools"][0]["taints"] = [CRITICAL]
+    config[C]["node_pools"].append({"name": "cpu", "vm_size": "Standard_D4s_v3", "count": 2, "labels": {"node.example.com/team": "ml"}})
     assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
 
 
