@@ -31,7 +31,7 @@ from router_image.autoscale import SAMPLE_S, Autoscaler, OwnLoad, PodLoad, Route
 from router_image.backends import Backend, backend_for
 from router_image.config import RESTART_FIELDS, RouterConfig
 from router_image.pool import ReplicaPool
-from router_image.proxy import forward, request_lines
+from router_image.proxy import REPEATED_AUTHORIZATION, forward, request_lines
 from router_image.relay import CLIENT_GONE, Deadlines, Relay
 from router_image.responses import HttpError, error_answer, respond, respond_error, respond_json
 from router_image.routes import RouteState, RouteTable, VersionState
@@ -314,8 +314,8 @@ class Router:
             return False
         if secret is None:
             return True
-        sent = next((v for k, v in headers if k == b"authorization"), b"")
-        return hmac.compare_digest(sent, b"Bearer " + secret)
+        sent = [v for k, v in headers if k == b"authorization"]
+        return len(sent) == 1 and hmac.compare_digest(sent[0], b"Bearer " + secret)
 
     async def _lifespan(self, receive, send) -> None:
         while True:
@@ -385,8 +385,8 @@ class Router:
         return self.table.by_score_path.get(path)
 
     def answer(self, request: Request) -> None:
-        lines, pinned, authorization = request_lines(request.headers)
         try:
+            lines, pinned, authorization = request_lines(request.headers)
             version = self._pick(request.claim, "score", pinned, authorization)
         except HttpError as exc:
             headers, body = error_answer(exc)
@@ -413,6 +413,8 @@ class Router:
             if header == PIN_HEADER:
                 pinned = value.decode("latin-1") or None  # as request_lines reads it
             elif header == b"authorization":
+                if authorization is not None:
+                    raise HttpError(400, "BadRequest", REPEATED_AUTHORIZATION)
                 authorization = value
         return self._pick(route, action, pinned, authorization), pinned
 

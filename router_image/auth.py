@@ -171,9 +171,14 @@ class Authenticator:
         if self._token is None or self._public_key is None:
             raise AuthError("token auth is on but the router has no signing key", 'Bearer error="invalid_token"')
         try:
-            jwt.decode(credential, self._public_key.current(), algorithms=[self._token.algorithm], audience=route.name,
-                       issuer=self._token.issuer, options={"require": ["exp", "aud", "iss"]}, leeway=CLOCK_SKEW_S)
+            claims = jwt.decode(credential, self._public_key.current(), algorithms=[self._token.algorithm],
+                                audience=route.name, issuer=self._token.issuer,
+                                options={"require": ["exp", "iat", "aud", "iss"]}, leeway=CLOCK_SKEW_S)
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired", 'Bearer error="invalid_token", error_description="expired"') from None
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {type(exc).__name__}", 'Bearer error="invalid_token"') from None
+        # Whoever holds the signing key could mint a token good for years; one that leaks stays good as long.
+        if claims["exp"] - claims["iat"] > self._token.lifetime_seconds:
+            raise AuthError(f"invalid token: it lives over {self._token.lifetime_seconds} s (lifetime_seconds)",
+                            'Bearer error="invalid_token"')

@@ -128,6 +128,7 @@ class TokenConfig(_Strict):
     public_key_file: str
     algorithm: Literal["ES256", "RS256"] = "ES256"
     issuer: str = "aks-model-serving"
+    # The longest a token may live (exp - iat): a longer one is refused, however it was signed.
     lifetime_seconds: int = Field(3600, ge=60)
 
 

@@ -168,6 +168,10 @@ def request_head(method: bytes, path: bytes, query: bytes | None, headers) -> tu
     return (start, b"\r\n" + b"".join(lines)), length
 
 
+# Which of two would a front proxy have checked? Neither is taken (RFC 9110: Authorization is no list).
+REPEATED_AUTHORIZATION = "more than one Authorization header"
+
+
 def request_lines(headers) -> tuple[bytes, str | None, bytes | None]:
     """A whole POST's headers in one pass (the fast path): the lines `request_head` forwards, the
     pinned version and the Authorization value (what Router._version looks for)."""
@@ -180,6 +184,8 @@ def request_lines(headers) -> tuple[bytes, str | None, bytes | None]:
             if k == PIN_HEADER:
                 pinned = v.decode("latin-1") or None  # an empty pin pins nothing: the split decides
         elif k == b"authorization":
+            if authorization is not None:
+                raise HttpError(400, "BadRequest", REPEATED_AUTHORIZATION)
             authorization = v
         elif k == b"connection":
             listed |= _hop_by_hop(v)

@@ -22,6 +22,7 @@ from router_image import __main__ as main_module  # noqa: E402
 from router_image.config import (AuthConfig, AutoscaleConfig, RouteConfig, RouterConfig, TokenConfig,  # noqa: E402
                                  VersionConfig)
 from router_image.proxy import request_head, request_lines  # noqa: E402
+from router_image.responses import HttpError  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
@@ -120,9 +121,9 @@ async def test_a_reload_that_fails_changes_nothing_and_is_retried_until_it_appli
 
 
 def test_the_fast_paths_one_header_pass_matches_the_asgi_paths_rules() -> None:
-    """request_lines forwards what request_head forwards, and finds the pin and credentials _version
-    finds (the last of each)."""
-    headers = [(b"host", b"r"), (b"authorization", b"Bearer a"), (b"content-type", b"application/json"),
+    """request_lines forwards what request_head forwards, and finds the pin (the last) and credentials
+    _version finds; two Authorization headers are refused by both (which would a front proxy have checked?)."""
+    headers = [(b"host", b"r"), (b"content-type", b"application/json"),
                (b"azureml-model-deployment", b"v1"), (b"content-length", b"2"), (b"authorization", b"Bearer b"),
                (b"connection", b"keep-alive"), (b"x-ms-client-request-id", b"42"), (b"azureml-model-deployment", b"v2")]
     lines, pinned, authorization = request_lines(headers)
@@ -141,6 +142,12 @@ def test_the_fast_paths_one_header_pass_matches_the_asgi_paths_rules() -> None:
         router._on_ready(deployment, addresses)
     version, pinned = router._version(router.routes[("endpoint", "pin")], "score", empty)
     assert pinned is None and version.config.name == "v2"
+    twice = [(b"authorization", b"Bearer a"), *headers]
+    with pytest.raises(HttpError, match="more than one Authorization header") as caught:
+        request_lines(twice)
+    assert caught.value.status == 400
+    with pytest.raises(HttpError, match="more than one Authorization header"):
+        router._version(router.routes[("endpoint", "pin")], "score", twice)
 
 
 def test_headers_the_clients_connection_header_lists_stay_on_its_hop() -> None:

@@ -94,6 +94,9 @@ def test_tokens(tmp_path, algorithm) -> None:
             jwt.utils.force_bytes('{"aud":"ep","iss":"aks-model-serving","exp":%d}' % (now + 60)),
             b"k" * 32, algorithm="HS256"),
         "no exp": jwt.encode({"aud": "ep", "iss": "aks-model-serving"}, private, algorithm=algorithm),
+        "no iat": jwt.encode(claims, private, algorithm=algorithm),
+        "living past lifetime_seconds": mint_token(private, "ep", lifetime_s=3601)[0],
+        "living for years": mint_token(private, "ep", lifetime_s=30 * 365 * 86400)[0],
         "garbage": "abc.def.ghi",
     }
     for case, bad_token in bad.items():
@@ -102,6 +105,15 @@ def test_tokens(tmp_path, algorithm) -> None:
         assert "invalid_token" in caught.value.challenge, case
     with pytest.raises(AuthError):
         a.check(TOKENED, TOKENED.key_id, None)
+
+
+def test_lifetime_seconds_is_the_longest_a_token_may_live(tmp_path) -> None:
+    private, public = signing_key()
+    (tmp_path / "pub.pem").write_bytes(public)
+    a = Authenticator(None, TokenConfig(public_key_file=str(tmp_path / "pub.pem"), lifetime_seconds=86400))
+    a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(private, "ep", lifetime_s=86400)[0].encode())
+    with pytest.raises(AuthError, match="it lives over 86400 s"):
+        a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(private, "ep", lifetime_s=86401)[0].encode())
 
 
 def test_a_minters_clock_may_run_a_little_ahead_of_the_routers(tmp_path, monkeypatch) -> None:

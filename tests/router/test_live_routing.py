@@ -188,6 +188,9 @@ def test_key_auth_cases(live) -> None:
         assert answer.status_code == 401, headers
         assert answer.headers["www-authenticate"].startswith("Bearer")
         assert answer.json()["error"]["code"] == "Unauthorized"
+    twice = client.post("/api/v1/service/svc/score", content=b"{}", headers=[
+        ("content-type", "application/json"), ("authorization", "Bearer wrong"), ("authorization", "Bearer svc-primary")])
+    assert twice.status_code == 400 and twice.json()["error"]["message"] == "more than one Authorization header"
 
 
 def test_a_rotated_key_applies_without_a_restart(live) -> None:
