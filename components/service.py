@@ -9,7 +9,6 @@ Azure ML lays out AZUREML_MODEL_DIR (`<root>/<name>/<version>/...`).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import math
@@ -296,6 +295,7 @@ class ModelService(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: ModelServiceArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("aks-model-serving:index:ModelService", name, None, opts)
+        self._digest_key: pulumi.Output[str] | None = None
         spec = args.spec
         k8s_name = args.deployment
         assert k8s_name is not None  # __post_init__
@@ -319,8 +319,7 @@ class ModelService(pulumi.ComponentResource):
                 f"{name}-models", metadata={**meta, "name": f"{k8s_name}-models"}, type="Opaque",
                 string_data={"models.json": manifest}, opts=pulumi.ResourceOptions(parent=self))
             # Models are read once at start: a changed list must roll the replicas.
-            annotations["aks-model-serving/models-sha256"] = pulumi.Output.unsecret(
-                manifest.apply(lambda m: hashlib.sha256(m.encode()).hexdigest()[:16]))
+            annotations["aks-model-serving/models-sha256"] = self._digest(name, manifest)
             volumes += [{"name": "models", "emptyDir": {}},
                         {"name": "models-manifest", "secret": {"secretName": models.metadata.name, "defaultMode": SECRET_FILE_MODE}}]
             scorer_mounts.append({"name": "models", "mountPath": MODEL_ROOT, "readOnly": True})
@@ -346,12 +345,9 @@ class ModelService(pulumi.ComponentResource):
                 f"{name}-env", metadata={**meta, "name": f"{k8s_name}-env"}, type="Opaque", string_data=values,
                 opts=pulumi.ResourceOptions(parent=self))
             variables_secret = variables.metadata.name
-            # Read at a container's start: a changed value must roll the replicas. The annotation is readable by
-            # whoever reads Deployments: keyed with a random key of the service's own, so that a short secret
-            # (a PIN) cannot be found by hashing guesses.
-            key = random.RandomPassword(f"{name}-env-key", length=32, special=False, opts=pulumi.ResourceOptions(parent=self))
-            annotations["aks-model-serving/env-sha256"] = pulumi.Output.unsecret(pulumi.Output.all(key.result, values).apply(
-                lambda kv: hmac.new(kv[0].encode(), json.dumps(kv[1], sort_keys=True).encode(), "sha256").hexdigest()[:16]))
+            # Read at a container's start: a changed value must roll the replicas.
+            annotations["aks-model-serving/env-sha256"] = self._digest(
+                name, pulumi.Output.all(values).apply(lambda v: json.dumps(v[0], sort_keys=True)))
 
         scorer = {
             "name": "scorer",
@@ -419,3 +415,13 @@ class ModelService(pulumi.ComponentResource):
             "primary_key": self.primary_key,
             "secondary_key": self.secondary_key,
         })
+
+    def _digest(self, name: str, text: pulumi.Output[str]) -> pulumi.Output[str]:
+        """A short digest of secret text, for a pod annotation that rolls the replicas when it changes. The
+        annotation is readable by whoever reads Deployments: keyed with a random key of the service's own,
+        so that a short secret (a PIN) cannot be found by hashing guesses."""
+        if self._digest_key is None:
+            self._digest_key = random.RandomPassword(f"{name}-digest-key", length=32, special=False,
+                                                     opts=pulumi.ResourceOptions(parent=self)).result
+        return pulumi.Output.unsecret(pulumi.Output.all(self._digest_key, text).apply(
+            lambda kt: hmac.new(kt[0].encode(), kt[1].encode(), "sha256").hexdigest()[:16]))

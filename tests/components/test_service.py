@@ -125,6 +125,10 @@ def test_several_models_share_the_root_and_a_changed_list_rolls_the_pods():
     sha = "aks-model-serving/models-sha256"
     annotations = [r.one(DEPLOYMENT).inputs["spec"]["template"]["metadata"]["annotations"][sha] for r in (a, b)]
     assert annotations[0] != annotations[1]
+    # Keyed, as env-sha256: a model url's SAS token is a secret too.
+    manifest = a.one("kubernetes:core/v1:Secret").inputs["stringData"]["models.json"]
+    assert annotations[0] != hashlib.sha256(manifest.encode()).hexdigest()[:16]
+    assert len(a.of_type("random:index/randomPassword:RandomPassword")) == 1
 
 
 def test_no_models_no_init_container():
