@@ -293,6 +293,8 @@ class Recorded:
     parent: str  # the parent's URN ("" for the stack's children)
     provider: str
     protect: bool
+    delete_before_replace: bool
+    ignore_changes: list[str]
     additional_secret_outputs: list[str]
     dependencies: list[str]
     secret_inputs: list[str]  # top-level inputs that arrived as secrets
@@ -329,6 +331,8 @@ class RecordingMonitor(_mocks.MockMonitor):
             parent=request.parent,
             provider=request.provider,
             protect=request.protect,
+            delete_before_replace=request.deleteBeforeReplace,
+            ignore_changes=list(request.ignoreChanges),
             additional_secret_outputs=list(request.additionalSecretOutputs),
             dependencies=sorted(request.dependencies),
             secret_inputs=sorted(k for k, v in args.inputs.items() if is_secret(v)),

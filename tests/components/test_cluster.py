@@ -9,7 +9,7 @@ import yaml
 
 from components.accelerators import SCHEDULING
 from components.cluster import ACR_PULL_ROLE, NETWORK_CONTRIBUTOR_ROLE, AksCluster
-from components.mocks import RecordingMonitor, fake_kubeconfig, run
+from components.mocks import fake_kubeconfig, run
 from components.spec import ClusterSpec, StackSpec, WorkspaceSpec
 from components.workspace import Workspace
 
@@ -44,21 +44,6 @@ def deploy(spec: ClusterSpec, workspace: dict | None = None, *, with_workspace=T
 
 def by_name(rec, typ: str, name: str):
     return next(r for r in rec.resources if r.type == typ and r.name == name)
-
-
-@pytest.fixture
-def registered(monkeypatch):
-    """Each resource's registration request by name: the options a Recorded does not carry
-    (deleteBeforeReplace, ignoreChanges)."""
-    requests = {}
-    register = RecordingMonitor.RegisterResource
-
-    def recording(self, request):
-        requests[request.name] = request
-        return register(self, request)
-
-    monkeypatch.setattr(RecordingMonitor, "RegisterResource", recording)
-    return requests
 
 
 # ------------------------------------------------------------------ the example stacks
@@ -180,26 +165,25 @@ def test_device_plugin_only_with_a_gpu_pool_and_only_on_gpu_nodes():
     assert plugin.provider.startswith(rec.one(PROVIDER).urn)
 
 
-def test_only_the_first_system_pool_is_inline_so_a_pool_added_later_is_never_a_cluster_put(registered):
+def test_only_the_first_system_pool_is_inline_so_a_pool_added_later_is_never_a_cluster_put():
     """AKS refuses a new inline pool on an existing cluster; a second System pool is an AgentPool of mode System."""
     spare = {**SYSTEM, "name": "system2", "count": None, "min_count": 1, "max_count": 3}
     rec = deploy(cluster_spec(node_pools=[SYSTEM, GPU, spare]))
     assert [p["name"] for p in rec.one(CLUSTER).inputs["agentPoolProfiles"]] == ["system"]
-    assert list(registered["aks-aks"].ignoreChanges) == []  # the inline pool is not autoscaled
+    assert rec.one(CLUSTER).ignore_changes == []  # the inline pool is not autoscaled
     system2 = by_name(rec, AGENT_POOL, "aks-system2")
     assert (system2.inputs["agentPoolName"], system2.inputs["mode"], system2.inputs["vmSize"]) == ("system2", "System", "Standard_D4s_v3")
     assert "nodeTaints" not in system2.inputs
-    assert list(registered["aks-system2"].ignoreChanges) == ["count"]
+    assert system2.ignore_changes == ["count"]
     assert system2.urn in rec.one(PROVIDER).dependencies
 
 
-def test_a_replaced_pool_is_deleted_before_its_successor_takes_its_name(registered):
+def test_a_replaced_pool_is_deleted_before_its_successor_takes_its_name():
     """A new vm_size replaces an AgentPool; Azure refuses a second pool of the same name."""
     rec = deploy(cluster_spec(node_pools=[SYSTEM, {**SYSTEM, "name": "system2"}, GPU]))
-    pools = sorted(r.name for r in rec.of_type(AGENT_POOL))
-    assert pools == ["aks-gpu", "aks-system2"]
-    assert all(registered[name].deleteBeforeReplace for name in pools)
-    assert not registered["aks-aks"].deleteBeforeReplace
+    assert sorted(r.name for r in rec.of_type(AGENT_POOL)) == ["aks-gpu", "aks-system2"]
+    assert all(r.delete_before_replace for r in rec.of_type(AGENT_POOL))
+    assert not rec.one(CLUSTER).delete_before_replace
 
 
 def test_an_autoscaled_system_pool_starts_at_its_lower_bound():

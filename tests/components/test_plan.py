@@ -59,10 +59,10 @@ def test_anonymous_public_service_fails_unless_the_policy_config_allows_it(edit,
 
 def test_schema_errors_are_findings_named_by_resource():
     bad = Recorded(type="kubernetes:core/v1:ConfigMap", name="cm", urn="urn:x", id="cm", custom=True, parent="", provider="",
-                   protect=False, additional_secret_outputs=[], dependencies=[], secret_inputs=[], outputs={},
+                   protect=False, delete_before_replace=False, ignore_changes=[], additional_secret_outputs=[], dependencies=[], secret_inputs=[], outputs={},
                    inputs={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}, "dataa": {}})
     crd = Recorded(type="kubernetes:cert-manager.io/v1:Certificate", name="cert", urn="urn:y", id="c", custom=True, parent="",
-                   provider="", protect=False, additional_secret_outputs=[], dependencies=[], secret_inputs=[], outputs={},
+                   provider="", protect=False, delete_before_replace=False, ignore_changes=[], additional_secret_outputs=[], dependencies=[], secret_inputs=[], outputs={},
                    inputs={"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": {"name": "c"}})
     plan = Plan(Recording([bad, crd], []), {}, [])
     validate_manifests(plan, "1.35")
@@ -74,7 +74,7 @@ def test_schema_errors_are_findings_named_by_resource():
 def test_a_built_in_api_the_cluster_no_longer_serves_is_a_finding_not_skipped():
     """Only custom resources lack a schema; policy/v1beta1 left Kubernetes in 1.25."""
     pdb = Recorded(type="kubernetes:policy/v1beta1:PodDisruptionBudget", name="router", urn="urn:p", id="p", custom=True,
-                   parent="", provider="", protect=False, additional_secret_outputs=[], dependencies=[], secret_inputs=[],
+                   parent="", provider="", protect=False, delete_before_replace=False, ignore_changes=[], additional_secret_outputs=[], dependencies=[], secret_inputs=[],
                    outputs={}, inputs={"apiVersion": "policy/v1beta1", "kind": "PodDisruptionBudget",
                                        "metadata": {"name": "router"}, "spec": {"minAvailable": 1}})
     plan = Plan(Recording([pdb], []), {}, [])
@@ -123,7 +123,7 @@ def test_the_registry_rule_takes_the_stacks_own_registry_from_its_outputs():
     from components.plan import check_policies
 
     def recorded(typ, name, inputs, outputs):
-        return Recorded(type=typ, name=name, urn=f"urn:{name}", id=name, custom=True, parent="", provider="", protect=False,
+        return Recorded(type=typ, name=name, urn=f"urn:{name}", id=name, custom=True, parent="", provider="", protect=False, delete_before_replace=False, ignore_changes=[],
                         additional_secret_outputs=[], dependencies=[], secret_inputs=[], inputs=inputs, outputs=outputs)
 
     registry = recorded("azure-native:containerregistry:Registry", "acr", {"registryName": "mlwacr"},
