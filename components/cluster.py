@@ -35,7 +35,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components.accelerators import SCHEDULING
-from components.spec import CLUSTER_SUBNET, ClusterSpec, NodePoolSpec
+from components.spec import CLUSTER_SUBNET, PRIVATE_LINK_ZONES, ClusterSpec, NodePoolSpec
 from components.workspace import Workspace
 
 # Built-in role definition ids (the same GUID in every subscription).
@@ -62,13 +62,6 @@ DOCKER_HUB_FQDNS = ["registry-1.docker.io", "auth.docker.io", "production.cloudf
 SYSTEM_NAMESPACE = "kube-system"
 
 # ARM sub-resource names (private endpoint group ids) and the privatelink zones that go with them.
-PRIVATE_LINK_ZONES = {
-    "registry": "privatelink.azurecr.io",
-    "blob": "privatelink.blob.core.windows.net",
-    "table": "privatelink.table.core.windows.net",
-}
-
-
 def _role(scope_id: str, role: str) -> str:
     """A built-in role's definition id in the subscription of `scope_id` (an ARM resource id)."""
     subscription = scope_id.split("/")[2]
@@ -533,8 +526,8 @@ class AksCluster(pulumi.ComponentResource):
 
     def _private_links(self) -> None:
         """Private endpoints for the registry, blob and table in the cluster's subnet, their
-        privatelink zones, and each zone linked to the cluster's VNet, so custom DNS (forwarding
-        to Azure DNS) resolves those names to private addresses."""
+        privatelink zones (made here and linked to the cluster's VNet, or dns.private_zones' own), so
+        custom DNS (forwarding to Azure DNS) resolves those names to private addresses."""
         ws = self._workspace
         if ws is None or self._vnet_id is None or self._subnet_id is None:
             raise ValueError("dns.private_zone_links: needs a workspace and a cluster on a vnet")
@@ -545,17 +538,20 @@ class AksCluster(pulumi.ComponentResource):
         )
         targets = {"registry": ws.registry_id, "blob": account_id, "table": account_id}
         for group, zone_name in PRIVATE_LINK_ZONES.items():
-            zone = privatedns.PrivateZone(f"{name}-{group}-zone", resource_group_name=rg, private_zone_name=zone_name,
-                                          location="Global", opts=child)
-            privatedns.VirtualNetworkLink(
-                f"{name}-{group}-link",
-                resource_group_name=rg,
-                private_zone_name=zone.name,
-                location="Global",
-                registration_enabled=False,
-                virtual_network=privatedns.SubResourceArgs(id=self._vnet_id),
-                opts=child,
-            )
+            zone_id = self._spec.dns.private_zones.get(group)
+            if zone_id is None:
+                zone = privatedns.PrivateZone(f"{name}-{group}-zone", resource_group_name=rg, private_zone_name=zone_name,
+                                              location="Global", opts=child)
+                privatedns.VirtualNetworkLink(
+                    f"{name}-{group}-link",
+                    resource_group_name=rg,
+                    private_zone_name=zone.name,
+                    location="Global",
+                    registration_enabled=False,
+                    virtual_network=privatedns.SubResourceArgs(id=self._vnet_id),
+                    opts=child,
+                )
+                zone_id = zone.id
             endpoint = network.PrivateEndpoint(
                 f"{name}-{group}-pe",
                 resource_group_name=rg,
@@ -571,7 +567,7 @@ class AksCluster(pulumi.ComponentResource):
                 resource_group_name=rg,
                 private_endpoint_name=endpoint.name,
                 private_dns_zone_group_name="default",
-                private_dns_zone_configs=[network.PrivateDnsZoneConfigArgs(name=group, private_dns_zone_id=zone.id)],
+                private_dns_zone_configs=[network.PrivateDnsZoneConfigArgs(name=group, private_dns_zone_id=zone_id)],
                 opts=child,
             )
 

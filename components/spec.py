@@ -482,11 +482,35 @@ def cluster_purpose(value: str) -> ClusterPurpose:
     return purpose  # type: ignore[return-value]
 
 
+# The privatelink zone of each private endpoint's group: the registry, the storage account's blob and table.
+PRIVATE_LINK_ZONES = {
+    "registry": "privatelink.azurecr.io",
+    "blob": "privatelink.blob.core.windows.net",
+    "table": "privatelink.table.core.windows.net",
+}
+
+
 class DnsSpec(Spec):
     """What to do about custom DNS on the VNet: the FQDNs are always an output."""
 
     private_zone_links: bool = False
+    # Zones that exist already, by group (a hub's, linked to this VNet, as Azure's hub-and-spoke DNS has
+    # them): their endpoints' records go there, and no zone of that name is made or linked here. Azure links
+    # a VNet to one zone of a name only, so a second one, made here, would be refused.
+    private_zones: dict[Literal["registry", "blob", "table"], str] = {}
     connectivity_check: bool = False
+
+    def _rules(self) -> list[str]:
+        problems = []
+        if self.private_zones and not self.private_zone_links:
+            problems.append("private_zones: only used with private_zone_links: true")
+        for group, zone_id in self.private_zones.items():
+            zone = PRIVATE_LINK_ZONES[group]
+            if not re.fullmatch(rf"/subscriptions/[^/]+/resourceGroups/[^/]+/providers/Microsoft\.Network/"
+                                rf"privateDnsZones/{re.escape(zone)}", zone_id, re.I):
+                problems.append(f"private_zones.{group}: must be the resource id of a {zone} zone "
+                                f"(/subscriptions/.../resourceGroups/.../providers/Microsoft.Network/privateDnsZones/{zone})")
+        return problems
 
 
 # A minor AKS supports without the LTS plan (Premium tier) as of late 2026; 1.30 left standard support

@@ -376,6 +376,34 @@ def test_private_zone_links_give_registry_blob_and_table_endpoints_and_linked_zo
     assert len(rec.of_type("azure-native:network:PrivateDnsZoneGroup")) == 3
 
 
+def test_a_hubs_own_private_zones_are_used_not_made_and_linked_again():
+    """Azure links a VNet to one zone of a name: a hub's privatelink.blob zone, already linked, made a second
+    zone of the name here unlinkable, and the stack failed."""
+    hub = "/subscriptions/1/resourceGroups/rg-hub-dns/providers/Microsoft.Network/privateDnsZones/"
+    own = {"blob": hub + "privatelink.blob.core.windows.net", "registry": hub + "privatelink.azurecr.io"}
+    spec = cluster_spec(network={"plugin": "azure", "vnet": {"subnet_id": SUBNET}},
+                        dns={"private_zone_links": True, "private_zones": own})
+    rec = deploy(spec, {"registry_sku": "Premium"})
+    made = rec.of_type("azure-native:privatedns:PrivateZone")
+    assert [r.inputs["privateZoneName"] for r in made] == ["privatelink.table.core.windows.net"]
+    assert len(rec.of_type("azure-native:privatedns:VirtualNetworkLink")) == 1
+    groups = {r.name: r.inputs["privateDnsZoneConfigs"][0]["privateDnsZoneId"]
+              for r in rec.of_type("azure-native:network:PrivateDnsZoneGroup")}
+    assert groups == {"aks-blob-dns": own["blob"], "aks-registry-dns": own["registry"], "aks-table-dns": made[0].id}
+
+
+@pytest.mark.parametrize("dns, message", [
+    ({"private_zone_links": True, "private_zones": {"blob": "/subscriptions/1/resourceGroups/r/providers/"
+                                                            "Microsoft.Network/privateDnsZones/privatelink.azurecr.io"}},
+     "private_zones.blob: must be the resource id of a privatelink.blob.core.windows.net zone"),
+    ({"private_zones": {"table": "/subscriptions/1/resourceGroups/r/providers/Microsoft.Network/privateDnsZones/"
+                                 "privatelink.table.core.windows.net"}}, "private_zones: only used with private_zone_links"),
+])
+def test_private_zones_must_be_zones_of_their_groups_name(dns, message):
+    with pytest.raises(ValueError, match=message):
+        cluster_spec(network={"plugin": "azure", "vnet": {"subnet_id": SUBNET}}, dns=dns)
+
+
 def test_private_zone_links_need_a_vnet_and_a_premium_registry():
     with pytest.raises(ValueError, match="dns.private_zone_links: .* on a vnet"):
         cluster_spec(dns={"private_zone_links": True})
