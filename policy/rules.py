@@ -67,8 +67,10 @@ POD_SPEC_PATHS: dict[str, tuple[str, ...]] = {
 ADDON_IMAGES = ["nvcr.io/nvidia/k8s-device-plugin:v0.17.1", "busybox:1.36.1"]
 
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
-# A content hash as a tag: HashedImage's tags are hex digests of what went into the image.
-_HASH_TAG = re.compile(r"^[0-9a-f]{12,64}$")
+# A content hash as a tag: HashedImage's tags are hex digests of what went into the image. At least one
+# letter: an all-digit tag is a date or a build number (moving, like `latest`), and a real digest of
+# 12 or more hex digits is all digits with odds under 1 in 280.
+_HASH_TAG = re.compile(r"^(?=[0-9]*[a-f])[0-9a-f]{12,64}$")
 
 
 # ---------------------------------------------------------------- helpers

@@ -110,6 +110,7 @@ def test_registry_images_pass(image):
     (f"{REGISTRY}/scorer:latest", "is tagged 'latest'"),
     (f"{REGISTRY}/scorer", "is untagged"),
     (f"{REGISTRY}/scorer:v1.2", "is tagged 'v1.2'"),
+    (f"{REGISTRY}/scorer:202611270930", "is tagged '202611270930'"),
     (f"otherreg.azurecr.io/scorer@{DIGEST}", "is not from the workspace registry"),
     ("python:3.11-slim", "is not from the workspace registry"),
 ])
