@@ -46,6 +46,10 @@ SERVICE_LABEL = "kubernetes.io/service-name"
 MERGE_PATCH = "application/merge-patch+json"
 TOKEN_REREAD_S = 60  # projected service account tokens rotate; the kubelet rewrites the file
 WATCH_S = 300  # the API server ends each watch after this; it is resumed from the last resourceVersion
+# The API server sends a watch that allows bookmarks one about every minute. A watch silent this long has
+# lost its connection on the way (an Azure load balancer drops an idle flow without a reset): it is
+# resumed then, not when the socket gives up or WATCH_S is up, while pods came and went unseen.
+WATCH_SILENT_S = 90.0
 RETRY_S = 1.0
 RETRY_MAX_S = 30.0  # a watch failing (or ending at once) again and again backs off to this
 # While leading, every Deployment's count is read again this often: one set outside the router
@@ -128,14 +132,17 @@ class Api:
         """The events of a watch, one dict per line, until the server ends the stream."""
         params = {**params, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_S)}
         async with self._session.get(self._access.base_url + path, params=params, headers=self._headers(),
-                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=WATCH_S + 30)) as resp:
+                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=WATCH_SILENT_S)) as resp:
             if resp.status == 410:
                 raise _Gone()
             if resp.status != 200:
                 raise ApiError(resp.status, (await resp.text())[:300])
-            async for line in resp.content:
-                if line.strip():
-                    yield json.loads(line)
+            try:
+                async for line in resp.content:
+                    if line.strip():
+                        yield json.loads(line)
+            except asyncio.TimeoutError:
+                log.info("watch %s silent for %g s; resuming it", path, WATCH_SILENT_S)
 
     async def close(self) -> None:
         await self._session.close()

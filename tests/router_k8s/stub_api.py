@@ -85,6 +85,12 @@ class StubApi:
         for q in self._watchers:
             q.put_nowait(None)
 
+    def stall_watches(self) -> None:
+        """A connection dropped on the way without a reset (an idle flow an Azure load balancer let go):
+        the open watches deliver nothing more; a new watch replays what they missed."""
+        for q in self._watchers:
+            q.put_nowait("stall")
+
     def _emit(self, kind: str, obj: dict) -> None:
         self._events.append((self.version, kind, obj))
         for q in self._watchers:
@@ -139,6 +145,8 @@ class StubApi:
                 event = await queue.get()
                 if event is None:
                     return response
+                if event == "stall":
+                    await asyncio.Event().wait()  # until the client goes away
                 obj = event["object"]
                 if event["type"] != "ERROR" and obj["metadata"]["labels"].get(key) != value:
                     continue

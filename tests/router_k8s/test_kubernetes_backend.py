@@ -104,6 +104,26 @@ async def test_a_watch_that_ends_resumes_from_its_last_resource_version(api) -> 
         await backend.stop()
 
 
+async def test_a_silent_watch_is_resumed_and_replays_what_it_missed(api, monkeypatch) -> None:
+    """A connection an Azure load balancer dropped without a reset delivers nothing: pods came and went
+    unseen until the socket or the watch's timeoutSeconds (5 min) gave up."""
+    monkeypatch.setattr(kubernetes, "WATCH_SILENT_S", 0.5)
+    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
+    ready, backend = Ready(), _backend(api)
+    await backend.start(ready)
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: api._watchers)
+        api.stall_watches()
+        api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.2", True, "iris-2")]))
+        started = time.monotonic()
+        await until(lambda: ready.addresses["iris"] == ["10.0.0.2:5001"])
+        assert 0.4 < time.monotonic() - started < 3
+        assert len([c for c in api.requests("GET", SLICES) if "watch" not in c.query]) == 1  # resumed, not listed again
+    finally:
+        await backend.stop()
+
+
 async def test_dual_stack_pods_count_once_and_removed_versions_empty(api) -> None:
     api.put_slice(endpoint_slice("iris-4", "iris", [("10.0.0.1", True, "iris-1")]))
     api.put_slice(endpoint_slice("iris-6", "iris", [("fd00::1", True, "iris-1"), ("fd00::2", True, "iris-2")], "IPv6"))
