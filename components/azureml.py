@@ -1,6 +1,6 @@
 """Azure ML's own deployment files, read into this project's spec fields.
 
-`az ml model deploy -ic inferenceconfig.json -dc deploymentconfig.json` takes two JSON files;
+`az ml model deploy -ic inferenceconfig.json -dc deploymentconfig.json` takes two JSON (or YAML) files;
 a stack can point at them (`azureml: {inference_config: ..., deployment_config: ...}`) so an
 existing Azure ML user migrates without rewriting anything. Their keys are camelCase and
 unknown keys are refused, as in the stack.
@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import yaml
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Json(BaseModel):
@@ -54,7 +55,9 @@ class Keys(_Json):
 class DeploymentConfig(_Json):
     """deploymentconfig.json for computeType aks."""
 
-    compute_type: Literal["aks", "AKS"] = Field(alias="computeType")
+    compute_type: str = Field(alias="computeType")
+    # The cluster a file was written for: here the stack's cluster is the target.
+    compute_target_name: str | None = Field(None, alias="computeTargetName")
     auto_scaler: AutoScaler | None = Field(None, alias="autoScaler")
     container_resource_requirements: ContainerResourceRequirements | None = Field(None, alias="containerResourceRequirements")
     gpu_cores: int | None = Field(None, alias="gpuCores")
@@ -71,6 +74,32 @@ class DeploymentConfig(_Json):
     namespace: str | None = None
     description: str | None = None
     tags: dict[str, str] | None = None
+
+    @field_validator("compute_type")
+    @classmethod
+    def _aks(cls, value: str) -> str:
+        if value.lower() == "aksendpoint":
+            raise ValueError("AKSENDPOINT: an endpoint version's file; give each version under endpoints[].versions, "
+                             "with its traffic_percentile and is_default there")
+        if value.lower() != "aks":
+            raise ValueError(f"{value!r}: only aks deployments are served here")
+        return value
+
+    @model_validator(mode="after")
+    def _autoscaler(self) -> DeploymentConfig:
+        """Azure ML's rules for the autoscaler's settings (AksServiceDeploymentConfiguration.validate_configuration):
+        on only when said so, and its settings refused when it is not, rather than left unused."""
+        a = self.auto_scaler or AutoScaler()
+        if a.autoscale_enabled:
+            return self
+        problems = []
+        if a.autoscale_enabled is False and not self.num_replicas:
+            problems.append("autoScaler.autoscaleEnabled: false needs numReplicas, the replicas that run")
+        problems += [f"autoScaler.{field.alias}: given without autoScaler.autoscaleEnabled: true"
+                     for name, field in AutoScaler.model_fields.items() if name != "autoscale_enabled" and getattr(a, name)]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
 
     def to_settings(self) -> dict[str, Any]:
         """The same values under AksWebservice.deploy_configuration's names."""
@@ -115,6 +144,14 @@ class BaseImageRegistry(_Json):
     address: str | None = None
     username: str | None = None
     password: str | None = None
+    registry_identity: None = Field(None, alias="registryIdentity")  # a managed identity's pull: not here
+
+
+class Platform(_Json):
+    """The image's platform, as exports carry it: the scorer's images are Linux amd64."""
+
+    architecture: Literal["amd64", "AMD64"] = "amd64"
+    os: Literal["Linux", "linux"] = "Linux"
 
 
 class Docker(_Json):
@@ -125,6 +162,7 @@ class Docker(_Json):
     arguments: list[str] | None = None
     shm_size: str | None = Field(None, alias="shmSize")
     shared_volumes: bool | None = Field(None, alias="sharedVolumes")  # a training run's; nothing to serve
+    platform: Platform | None = None
 
 
 class CondaDependencies(_Json):
@@ -135,8 +173,10 @@ class CondaDependencies(_Json):
 
 class PythonSection(_Json):
     conda_dependencies: CondaDependencies | None = Field(None, alias="condaDependencies")
+    # True: the base image's Python as it is, no conda environment built (what exports list is not used).
     user_managed_dependencies: bool | None = Field(None, alias="userManagedDependencies")
-    interpreter_path: str | None = Field(None, alias="interpreterPath")
+    # The scorer runs on the image's `python`: another interpreter would not have it installed.
+    interpreter_path: Literal["python"] | None = Field(None, alias="interpreterPath")
     base_conda_environment: str | None = Field(None, alias="baseCondaEnvironment")
     conda_dependencies_file: str | None = Field(None, alias="condaDependenciesFile")
 
@@ -171,6 +211,7 @@ class Databricks(_TrainingOnly):
 
 class Environment(_Json):
     name: str | None = None
+    r: None = None  # an R environment: only Python entry scripts are served
     version: str | None = None
     docker: Docker | None = None
     python: PythonSection | None = None
@@ -190,8 +231,10 @@ class InferenceConfig(_Json):
     def to_spec(self, base: Path) -> dict[str, Any]:
         env = self.environment or Environment()
         docker = env.docker or Docker()
-        conda = (env.python.conda_dependencies if env.python else None)
-        conda_file = env.python.conda_dependencies_file if env.python else None
+        python = env.python or PythonSection()
+        built = not python.user_managed_dependencies
+        conda = python.conda_dependencies if built else None
+        conda_file = python.conda_dependencies_file if built else None
         environment = {
             "name": env.name,
             "version": env.version,
@@ -210,7 +253,9 @@ class LegacyInferenceConfig(_Json):
     entry_script: str = Field(alias="entryScript")
     runtime: Literal["python", "Python"] = "python"
     conda_file: str | None = Field(None, alias="condaFile")
-    extra_docker_file_steps: str | None = Field(None, alias="extraDockerFileSteps")
+    # Azure ML reads extraDockerfileSteps; its docs' table spells it extraDockerFileSteps.
+    extra_dockerfile_steps: str | None = Field(None, alias="extraDockerfileSteps",
+                                               validation_alias=AliasChoices("extraDockerfileSteps", "extraDockerFileSteps"))
     base_image: str | None = Field(None, alias="baseImage")
     base_image_registry: BaseImageRegistry | None = Field(None, alias="baseImageRegistry")
     enable_gpu: bool | None = Field(None, alias="enableGpu")
@@ -226,19 +271,21 @@ class LegacyInferenceConfig(_Json):
         return value
 
     def to_spec(self, base: Path) -> dict[str, Any]:
+        # Azure ML reads condaFile and the steps file from the source directory, when there is one.
+        source = _relative(base, self.source_directory) if self.source_directory else base
         environment = {
             "base_image": self.base_image,
-            "conda_file": self.conda_file and str(_relative(base, self.conda_file)),
-            # Azure ML's extraDockerFileSteps names a file of Dockerfile lines; the spec holds the lines.
-            "docker_steps": self.extra_docker_file_steps and _text(_relative(base, self.extra_docker_file_steps),
-                                                                   "extraDockerFileSteps"),
+            "conda_file": self.conda_file and str(_relative(source, self.conda_file)),
+            # Azure ML's extraDockerfileSteps names a file of Dockerfile lines; the spec holds the lines.
+            "docker_steps": self.extra_dockerfile_steps and _text(_relative(source, self.extra_dockerfile_steps),
+                                                                  "extraDockerfileSteps"),
             "gpu": self.enable_gpu,
             "cuda_version": self.cuda_version,
         }
         return _inference(self.entry_script, self.source_directory, environment, base)
 
 
-_LEGACY_KEYS = {"runtime", "condaFile", "extraDockerFileSteps", "baseImage", "enableGpu", "cudaVersion"}
+_LEGACY_KEYS = {"runtime", "condaFile", "extraDockerfileSteps", "extraDockerFileSteps", "baseImage", "enableGpu", "cudaVersion"}
 
 
 def _relative(base: Path, path: str) -> Path:
@@ -246,12 +293,12 @@ def _relative(base: Path, path: str) -> Path:
 
 
 def _inference(entry_script: str, source_directory: str | None, environment: dict[str, Any], base: Path) -> dict[str, Any]:
-    """The InferenceConfigSpec dict; paths in Azure ML's files are relative to the file."""
-    return {
-        "entry_script": entry_script,
-        "source_directory": str(_relative(base, source_directory)) if source_directory else str(base),
-        "environment": {k: v for k, v in environment.items() if v is not None},
-    }
+    """The InferenceConfigSpec dict; paths in Azure ML's files are relative to the file. Without a source
+    directory the app is the entry script alone, as Azure ML ships it (not the file's folder, where the
+    deployment config and its keys often are)."""
+    found = {"entry_script": entry_script, "source_directory": str(_relative(base, source_directory))} if source_directory \
+        else {"entry_script": str(_relative(base, entry_script))}
+    return found | {"environment": {k: v for k, v in environment.items() if v is not None}}
 
 
 class AzureMlFileError(ValueError):
@@ -270,12 +317,17 @@ def _text(path: Path, field: str) -> str:
 def _read(path: Path, field: str) -> dict[str, Any]:
     if not path.exists():  # named as such: an Azure ML file is often given by a path typed by hand
         raise AzureMlFileError(f"{field}: file {path} does not exist")
+    text = _text(path, field)
     try:
-        data = json.loads(_text(path, field))
+        data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise AzureMlFileError(f"{field}: {path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+        try:  # Azure ML's CLI reads its files as YAML as well
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise AzureMlFileError(f"{field}: {path} is neither JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}) "
+                                   "nor YAML") from None
     if not isinstance(data, dict):
-        raise AzureMlFileError(f"{field}: {path} must hold a JSON object")
+        raise AzureMlFileError(f"{field}: {path} must hold a JSON (or YAML) object")
     return data
 
 
@@ -298,7 +350,13 @@ def load_deployment_config(path: Path, field: str = "deployment_config") -> dict
 
 def load_inference_config(path: Path, field: str = "inference_config") -> dict[str, Any]:
     data = _read(path, field)
-    model = LegacyInferenceConfig if _LEGACY_KEYS & data.keys() else InferenceConfig
+    model: type[InferenceConfig | LegacyInferenceConfig] = LegacyInferenceConfig if _LEGACY_KEYS & data.keys() else InferenceConfig
+    if "environment" in data:  # Azure ML refuses only legacy settings that ask for something beside it
+        asked = sorted(k for k in _LEGACY_KEYS & data.keys() if data[k])
+        if asked:
+            raise AzureMlFileError(f"{field}: {path.name}: {', '.join(asked)}: cannot be given along with an environment; "
+                                   "put them in the environment (python.condaDependencies, docker.baseImage) or drop it")
+        data, model = {k: v for k, v in data.items() if k not in _LEGACY_KEYS}, InferenceConfig
     try:
         return model.model_validate(data).to_spec(path.parent)
     except ValidationError as exc:

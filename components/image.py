@@ -113,7 +113,7 @@ class HashedImageArgs:
     def from_environment(
         cls, env: EnvironmentSpec, *, repository: str, registry_login_server: pulumi.Input[str],
         context: str | Path, scorer_image: str, base_dir: str | Path = ".",
-        registry_password: pulumi.Input[str | None] | None = None,
+        registry_password: pulumi.Input[str | None] | None = None, include: Sequence[str] = (),
     ) -> HashedImageArgs:
         """A service's own environment image (EnvironmentSpec): on the scorer image, unless it names a
         base or a conda environment (on Azure ML's base image, as Azure ML builds one); any other base
@@ -136,6 +136,7 @@ class HashedImageArgs:
             registry_login_server=registry_login_server,
             registry_password=registry_password,
             context=context,
+            include=include,
             base_image=base_image,
             base_dockerfile=base_dockerfile,
             scorer_image=None if base_image == scorer_image else scorer_image,

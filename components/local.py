@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +30,7 @@ from pathlib import Path
 from components.ignore import STATE_MARKER
 from components.routes import routes
 from components.sources import missing_models, source_problems
-from components.spec import SECURE, StackSpec, Deployable, deployment_name
+from components.spec import SECURE, Deployable, InferenceConfigSpec, StackSpec, deployment_name
 from components.stackfile import Stack, StackError, load_stack
 from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
 from scoring_image.config import ScorerSettings
@@ -113,14 +114,26 @@ def model_dir(stack: Stack, state: State, deployment: str, dep: Deployable) -> P
     return root
 
 
+def app_folder(stack: Stack, state: State, deployment: str, ic: InferenceConfigSpec) -> Path:
+    """The app a replica runs, as its image holds it: the source directory, else a folder of the entry
+    script alone (its neighbours would import here and not on the cluster)."""
+    if ic.source_directory:
+        return stack.resolve(ic.source_directory)
+    folder = state.root / "apps" / deployment
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    shutil.copy2(stack.resolve(ic.entry_script), folder / ic.app_entry_script)
+    return folder
+
+
 def scorer_launch(stack: Stack, state: State):
     def launch(deployment: str, dep: Deployable) -> ScorerLaunch:
         ic = dep.inference_config
         assert ic is not None  # the spec requires one
-        source = stack.resolve(ic.source_directory or ".")
+        source = app_folder(stack, state, deployment, ic)
         mdir = model_dir(stack, state, deployment, dep)
         settings = ScorerSettings(
-            entry_script=ic.entry_script,
+            entry_script=ic.app_entry_script,
             app_root=str(source),
             model_dir=str(mdir) if mdir else None,
             host="127.0.0.1",

@@ -164,13 +164,14 @@ class _AppImages:
         ic = dep.inference_config
         assert ic is not None  # the spec requires one
         context = app_context(self._stack, ic)
-        key = hashlib.sha256(json.dumps([str(context), ic.environment.model_dump(mode="json")], sort_keys=True).encode()).hexdigest()[:12]
+        key = hashlib.sha256(json.dumps([str(context), ic.app_files, ic.environment.model_dump(mode="json")],
+                                        sort_keys=True).encode()).hexdigest()[:12]
         if key not in self._images:
             # The build starts FROM the scorer image, or copies it in, so it waits for the scorer's push.
             self._images[key] = HashedImage(f"app-{key}", HashedImageArgs.from_environment(
                 ic.environment, repository=f"{REPOSITORY}/app", registry_login_server=self._workspace.registry_login_server,
                 registry_password=self._workspace.registry_password,
-                context=context, scorer_image=self._scorer_ref, base_dir=self._stack.project_dir),
+                context=context, include=ic.app_files, scorer_image=self._scorer_ref, base_dir=self._stack.project_dir),
                 opts=pulumi.ResourceOptions(depends_on=[self._scorer]))
         return self._images[key].image_ref
 

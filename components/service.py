@@ -171,7 +171,7 @@ def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
     collect = spec.collect_model_data
     stand_in = SecretStr("from-secret")
     settings = ScorerSettings(
-        entry_script=spec.inference_config.entry_script if spec.inference_config else "score.py",
+        entry_script=spec.inference_config.app_entry_script if spec.inference_config else "score.py",
         model_dir=model_dir(models),
         app_root=APP_ROOT,
         port=SCORER_PORT,

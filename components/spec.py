@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -684,6 +684,17 @@ class InferenceConfigSpec(Spec):
     source_directory: str | None = None
     environment: EnvironmentSpec = EnvironmentSpec()
 
+    @property
+    def app_entry_script(self) -> str:
+        """The entry script's path in the app (the image's APP_ROOT)."""
+        return self.entry_script if self.source_directory else PurePosixPath(self.entry_script).name
+
+    @property
+    def app_files(self) -> list[str]:
+        """What of the app's folder (components.sources.app_context) the app holds: all of the source
+        directory, else the entry script alone, as Azure ML ships it."""
+        return [] if self.source_directory else [self.app_entry_script]
+
     @field_validator("entry_script")
     @classmethod
     def _python(cls, value: str) -> str:
@@ -740,9 +751,9 @@ class DeploymentSettings(Spec):
     num_replicas: int | None = Field(None, ge=1)
     scoring_timeout_ms: int = Field(60_000, ge=1)
     replica_max_concurrent_requests: int = Field(1, ge=1)
-    max_request_wait_time: int = Field(500, ge=0)  # ms
+    max_request_wait_time: int = Field(500, gt=0)  # ms
     period_seconds: int = Field(10, ge=1)
-    initial_delay_seconds: int = Field(310, ge=0)
+    initial_delay_seconds: int = Field(310, gt=0)
     timeout_seconds: int = Field(2, ge=1)
     success_threshold: int = Field(1, ge=1)
     failure_threshold: int = Field(3, ge=1)

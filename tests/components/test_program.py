@@ -248,6 +248,20 @@ def test_a_secret_variable_reaches_no_image_manifest_or_plain_input(project, edi
     assert "hunter2" not in "".join(p.read_text() for p in (tmp_path / "manifests").rglob("*.yaml"))
 
 
+def test_without_a_source_directory_the_image_holds_the_entry_script_alone_and_runs_it(project, edit):
+    """Its folder went in whole (keys in a deploymentconfig.json beside it too), and the scorer looked for
+    examples/sklearn/score.py under the app root, where the image had score.py."""
+    (project / "examples" / "sklearn" / "deploymentconfig.json").write_text('{"keys": {"primaryKey": "k"}}')
+    path = edit("dev", _inference(lambda ic: (ic.pop("source_directory"), ic.update(entry_script="examples/sklearn/score.py"))))
+    plan = make_plan(load_stack(path))
+    [image] = [r for r in plan.recording.of_type("docker:index/image:Image") if r.name.startswith("app-")]
+    staged = Path(image.inputs["build"]["context"])
+    assert sorted(p.name for p in staged.iterdir()) == sorted([".dockerignore", "score.py", Path(image.inputs["build"]["dockerfile"]).name])
+    [deployment] = [r for r in plan.recording.of_type("kubernetes:apps/v1:Deployment") if r.name == "iris"]
+    env = {e["name"]: e.get("value") for e in deployment.inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["AZUREML_ENTRY_SCRIPT"] == "score.py"
+
+
 def test_an_attached_kubeconfig_is_read_from_the_project_and_named_when_it_is_not_one(project, edit, monkeypatch, tmp_path):
     """It was read from wherever the command ran, and `contexts: null` was a TypeError mid-program."""
     from components.mocks import fake_kubeconfig

@@ -532,3 +532,19 @@ def test_a_stacks_state_folder_never_enters_an_image_context(tmp_path):
     (tmp_path / ".amlignore").write_text("data/\n")
     files = context_files(tmp_path)
     assert "Pulumi.scripts.yaml" in files and [f for f in files if f.startswith("state/")] == []
+
+
+def test_without_a_source_directory_a_replica_runs_the_entry_script_alone(tmp_path):
+    """As the cluster's image holds it: a neighbour importable here and not there would pass locally only."""
+    from components import local
+    from components.stackfile import load_stack
+
+    doc = yaml.safe_load(_script_stack(tmp_path, [{"name": "echo", **ECHO}]).read_text())
+    doc["config"]["aks-model-serving:services"][0]["inference_config"] = {
+        "entry_script": str(ROOT / "tests" / "router" / "scripts" / "echo_score.py")}
+    path = tmp_path / "Pulumi.alone.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    stack = load_stack(path)
+    launch = local.render(stack, local.state_of(stack)).routes[0].versions[0].scorer
+    assert launch.env["AZUREML_ENTRY_SCRIPT"] == "echo_score.py"
+    assert [p.name for p in Path(launch.cwd).iterdir()] == ["echo_score.py"] == [p.name for p in Path(launch.env["AML_APP_ROOT"]).iterdir()]

@@ -382,7 +382,7 @@ INFERENCE_CONFIG = {
     },
 }
 LEGACY_INFERENCE_CONFIG = {"entryScript": "score.py", "runtime": "python", "condaFile": "env.yml",
-                           "extraDockerFileSteps": "steps.txt", "enableGpu": False, "sourceDirectory": "src"}
+                           "extraDockerfileSteps": "steps.txt", "enableGpu": False, "sourceDirectory": "src"}
 
 EQUIVALENT_YAML = {
     "autoscale_enabled": True, "autoscale_min_replicas": 2, "autoscale_max_replicas": 6, "autoscale_refresh_seconds": 2,
@@ -424,12 +424,16 @@ def test_stack_fields_override_azureml_files(tmp_path):
     assert svc.cpu_cores == 0.75 and svc.memory_gb == 1.5
 
 
-def test_legacy_inference_config(tmp_path):
-    (tmp_path / "aml").mkdir()
-    (tmp_path / "aml" / "steps.txt").write_text("RUN apt-get update && apt-get install -y libgomp1\n")
-    svc = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, LEGACY_INFERENCE_CONFIG)).spec.services[0]
+@pytest.mark.parametrize("steps_key", ["extraDockerfileSteps", "extraDockerFileSteps"])
+def test_legacy_inference_config(tmp_path, steps_key):
+    """Azure ML reads extraDockerfileSteps (its docs' table spells it with a capital F), and the steps and
+    conda files from the source directory."""
+    (tmp_path / "aml" / "src").mkdir(parents=True)
+    (tmp_path / "aml" / "src" / "steps.txt").write_text("RUN apt-get update && apt-get install -y libgomp1\n")
+    ic = {k if k != "extraDockerfileSteps" else steps_key: v for k, v in LEGACY_INFERENCE_CONFIG.items()}
+    svc = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic)).spec.services[0]
     env = svc.inference_config.environment
-    assert Path(env.conda_file) == tmp_path / "aml" / "env.yml"
+    assert Path(env.conda_file) == tmp_path / "aml" / "src" / "env.yml"
     assert env.docker_steps == "RUN apt-get update && apt-get install -y libgomp1\n"  # the file's lines, not its path
     assert svc.autoscale_enabled is True and svc.autoscale_max_replicas == 10  # Azure ML defaults
 
@@ -444,12 +448,47 @@ def test_an_environment_as_azure_ml_exports_it(tmp_path):
         "python": {"userManagedDependencies": False, "interpreterPath": "python", "condaDependenciesFile": "env.yml",
                    "baseCondaEnvironment": None},
         "docker": {"enabled": False, "baseImage": None, "baseDockerfile": None, "sharedVolumes": True, "shmSize": "2g",
-                   "arguments": [], "baseImageRegistry": {"address": None, "username": None, "password": None}},
+                   "arguments": [], "baseImageRegistry": {"address": None, "username": None, "password": None,
+                                                          "registryIdentity": None},
+                   "platform": {"os": "Linux", "architecture": "amd64"}},
+        "r": None,
         "spark": {"repositories": [], "packages": [], "precachePackages": True},
         "databricks": {"mavenLibraries": [], "pypiLibraries": [], "rcranLibraries": [], "jarLibraries": [], "eggLibraries": []},
         "inferencingStackVersion": None}}
     env = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, exported)).spec.services[0].inference_config.environment
     assert Path(env.conda_file) == tmp_path / "aml" / "env.yml" and env.image_variables == {"EXAMPLE_ENV_VAR": "EXAMPLE_VALUE"}
+
+
+def test_user_managed_dependencies_build_no_conda_environment(tmp_path):
+    """Exports carry a default condaDependencies even then: building it would refuse its python=3.6."""
+    ic = {"entryScript": "score.py", "environment": {"docker": {"baseImage": "myacr.azurecr.io/py311:1"}, "python": {
+        "userManagedDependencies": True, "interpreterPath": "python",
+        "condaDependencies": {"name": "project_environment", "dependencies": ["python=3.6.2", {"pip": ["azureml-defaults"]}]}}}}
+    env = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic)).spec.services[0].inference_config.environment
+    assert env.conda_dependencies is None and env.conda_file is None and env.base_image == "myacr.azurecr.io/py311:1"
+
+
+def test_files_azure_ml_reads_as_it_reads_them(tmp_path):
+    """YAML as well as JSON, computeType in any case, computeTargetName (the stack picks the cluster), and
+    legacy keys that ask for nothing beside an environment."""
+    (tmp_path / "aml").mkdir()
+    (tmp_path / "aml" / "inferenceconfig.json").write_text(json.dumps(
+        {"entryScript": "score.py", "sourceDirectory": "src", "enableGpu": False, "environment": {"name": "e"}}))
+    (tmp_path / "aml" / "deploymentconfig.yml").write_text(
+        "computeType: Aks\ncomputeTargetName: aks-prod\nnumReplicas: 2\ncontainerResourceRequirements:\n  cpu: 0.5\n")
+    config = copy.deepcopy(BASE)
+    config[S] = [{"name": "svc", "models": ["m:1"], "azureml": {"inference_config": "aml/inferenceconfig.json",
+                                                                "deployment_config": "aml/deploymentconfig.yml"}}]
+    svc = load_stack(write_stack(tmp_path, config)).spec.services[0]
+    assert (svc.num_replicas, svc.cpu_cores, svc.autoscale_enabled) == (2, 0.5, False)
+
+
+def test_without_a_source_directory_the_app_is_the_entry_script_alone(tmp_path):
+    """As Azure ML ships it: the file's folder often holds deploymentconfig.json, keys and all."""
+    ic = {"entryScript": "score.py", "environment": {"name": "e"}}
+    spec = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic)).spec.services[0].inference_config
+    assert spec.source_directory is None and Path(spec.entry_script) == tmp_path / "aml" / "score.py"
+    assert (spec.app_entry_script, spec.app_files) == ("score.py", ["score.py"])
 
 
 BROKEN_JSON = [
@@ -458,13 +497,32 @@ BROKEN_JSON = [
     ("dc-unknown-key", "deploymentconfig.json", {"computeType": "aks", "cpuCores": 1}, "cpuCores"),
     ("dc-wrong-compute", "deploymentconfig.json", {"computeType": "aci"}, "computeType"),
     ("dc-bad-autoscaler", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"minReplicas": "two"}}, "autoScaler.minReplicas"),
-    ("dc-min-over-max", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"minReplicas": 5, "maxReplicas": 2}}, "autoscale_min_replicas"),
+    ("dc-min-over-max", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"autoscaleEnabled": True, "minReplicas": 5,
+                                                                             "maxReplicas": 2}}, "autoscale_min_replicas"),
+    ("dc-autoscaler-settings-not-enabled", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"minReplicas": 2}},
+     "autoScaler.minReplicas: given without autoScaler.autoscaleEnabled: true"),
+    ("dc-autoscaler-settings-with-replicas", "deploymentconfig.json",
+     {"computeType": "aks", "numReplicas": 3, "autoScaler": {"maxReplicas": 4, "targetUtilization": 50}},
+     "autoScaler.maxReplicas: given without autoScaler.autoscaleEnabled: true"),
+    ("dc-autoscale-off-without-replicas", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"autoscaleEnabled": False}},
+     "autoScaler.autoscaleEnabled: false needs numReplicas"),
+    ("dc-endpoint-file", "deploymentconfig.json", {"computeType": "AKSENDPOINT"}, "AKSENDPOINT: an endpoint version's file"),
+    ("dc-zero-queue-wait", "deploymentconfig.json", {"computeType": "aks", "maxQueueWaitMs": 0}, "max_request_wait_time"),
+    ("dc-zero-initial-delay", "deploymentconfig.json", {"computeType": "aks", "livenessProbeRequirements": {"initialDelaySeconds": 0}},
+     "initial_delay_seconds"),
+    ("ic-environment-and-runtime", "inferenceconfig.json", {"entryScript": "score.py", "runtime": "python", "environment": {}},
+     "runtime: cannot be given along with an environment"),
+    ("ic-other-interpreter", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"python": {"interpreterPath": "/opt/py"}}},
+     "environment.python.interpreterPath"),
+    ("ic-r-environment", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"r": {"rVersion": "4.0"}}}, "environment.r"),
+    ("ic-arm-platform", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"docker": {"platform": {"architecture": "arm64"}}}},
+     "environment.docker.platform.architecture"),
     ("dc-replicas-with-autoscale", "deploymentconfig.json", {"computeType": "aks", "numReplicas": 2, "autoScaler": {"autoscaleEnabled": True}}, "num_replicas"),
     ("dc-limit-below-request", "deploymentconfig.json", {"computeType": "aks", "containerResourceRequirements": {"cpu": 2, "cpuLimit": 1}}, "cpu_cores_limit"),
     ("ic-missing-entry", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"docker": {"baseImagee": "x"}}}, "environment.docker.baseImagee"),
     ("ic-legacy-runtime", "inferenceconfig.json", {"entryScript": "score.py", "runtime": "spark-py"}, "runtime"),
-    ("ic-legacy-missing-steps", "inferenceconfig.json", {"entryScript": "score.py", "extraDockerFileSteps": "steps.txt"},
-     "extraDockerFileSteps: cannot read"),
+    ("ic-legacy-missing-steps", "inferenceconfig.json", {"entryScript": "score.py", "extraDockerfileSteps": "steps.txt"},
+     "extraDockerfileSteps: cannot read"),
 ]
 
 
