@@ -231,3 +231,68 @@ def test_a_rotated_token_signing_key_applies_without_a_restart(tmp_path, monkeyp
     for _ in range(3):
         a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(new_private, "ep")[0].encode())
     assert caplog.text.count("token public key not re-read") == 1
+
+
+def test_an_empty_key_file_admits_no_one(keys) -> None:
+    """A secondary key not yet set is an empty file: it must not turn `Bearer ` with nothing after into a key."""
+    (keys / "service.iris.secondary").write_text("")
+    a = Authenticator(str(keys), None)
+    assert a.keys.keys("service.iris") == [b"primary-key-1"]
+    for header in (b"Bearer ", b"Bearer", b"Bearer   ", b"bearer \n"):
+        with pytest.raises(AuthError):
+            a.check(KEYED, KEYED.key_id, header)
+    a.check(KEYED, KEYED.key_id, b"Bearer primary-key-1")
+
+
+def test_only_primary_and_secondary_files_are_keys(keys) -> None:
+    """A leftover from a rotation done by hand (`.old`, `.bak`, `.primary.old`) is no key: only `.primary` and
+    `.secondary` count, so a retired key stops working when it is renamed away."""
+    for name, value in [("service.iris.old", "old-key"), ("service.iris.bak", "bak-key"),
+                        ("service.iris.primary.old", "primary-old-key"), ("service.iris", "bare-key")]:
+        (keys / name).write_text(value)
+    a = Authenticator(str(keys), None)
+    for value in (b"old-key", b"bak-key", b"primary-old-key", b"bare-key"):
+        with pytest.raises(AuthError):
+            a.check(KEYED, KEYED.key_id, b"Bearer " + value)
+    a.check(KEYED, KEYED.key_id, b"Bearer primary-key-1")
+    a.check(KEYED, KEYED.key_id, b"Bearer secondary-key-1")
+
+
+def test_the_clock_skew_allowed_is_about_a_minute(tmp_path, monkeypatch) -> None:
+    """Literal times, not CLOCK_SKEW_S: a skew stretched to minutes would keep an expired token good that long,
+    and one cut to nothing would refuse a fresh token from a minter whose clock is a few seconds ahead."""
+    private, public = signing_key()
+    (tmp_path / "pub.pem").write_bytes(public)
+    a = Authenticator(None, TokenConfig(public_key_file=str(tmp_path / "pub.pem")))
+    for expired_s, accepted in [(30, True), (90, False), (300, False)]:
+        token = mint_token(private, "ep", lifetime_s=-expired_s)[0]
+        if accepted:
+            a.check(TOKENED, TOKENED.key_id, b"Bearer " + token.encode())
+        else:
+            with pytest.raises(AuthError, match="expired"):
+                a.check(TOKENED, TOKENED.key_id, b"Bearer " + token.encode())
+    real = time.time()
+    for ahead_s, accepted in [(30, True), (90, False), (300, False)]:
+        monkeypatch.setattr(time, "time", lambda: real + ahead_s)
+        token = mint_token(private, "ep")[0]
+        monkeypatch.undo()
+        if accepted:
+            a.check(TOKENED, TOKENED.key_id, b"Bearer " + token.encode())
+        else:
+            with pytest.raises(AuthError, match="ImmatureSignatureError"):
+                a.check(TOKENED, TOKENED.key_id, b"Bearer " + token.encode())
+
+
+@pytest.mark.parametrize("content", [b"garbage, not a key", b"-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n",
+                                     signing_key("RS256")[1]], ids=["not PEM", "broken PEM", "RSA key for ES256"])
+def test_a_public_key_file_that_does_not_parse_keeps_the_previous_key(tmp_path, monkeypatch, caplog, content) -> None:
+    """A half-written or wrong key file (ValueError from the PEM parser, InvalidKeyError for a key of another
+    type) must not take token auth down: the key it had stays, and the failure is logged."""
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    private, public = signing_key()
+    (tmp_path / "pub.pem").write_bytes(public)
+    a = Authenticator(None, TokenConfig(public_key_file=str(tmp_path / "pub.pem")))
+    time.sleep(0.01)
+    (tmp_path / "pub.pem").write_bytes(content)
+    a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(private, "ep")[0].encode())
+    assert "token public key not re-read" in caplog.text
