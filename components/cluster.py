@@ -240,7 +240,8 @@ class AksCluster(pulumi.ComponentResource):
 
     Outputs: fqdn (API server), kubelet_object_id and node_resource_group (None for a kubeconfig
     cluster), required_fqdns (what custom DNS on the VNet must resolve and the nodes must reach),
-    kubeconfig (secret). Plain attributes: provider, service_annotations (for the LoadBalancer
+    kubeconfig (secret), network_policy (the engine that enforces NetworkPolicies: the model pods'
+    admits only the router; None for a kubeconfig cluster, whose engine is not known here). Plain attributes: provider, service_annotations (for the LoadBalancer
     Service that fronts scoring).
 
     scoring_dns_label: the router Service's Azure DNS label, when the stack gives one; its name
@@ -254,6 +255,7 @@ class AksCluster(pulumi.ComponentResource):
     node_resource_group: pulumi.Output[str | None]
     required_fqdns: pulumi.Output[list[str]]
     kubeconfig: pulumi.Output[str]
+    network_policy: pulumi.Output[str | None]
     service_annotations: dict[str, str]
 
     def __init__(
@@ -305,6 +307,7 @@ class AksCluster(pulumi.ComponentResource):
             "node_resource_group": self.node_resource_group,
             "required_fqdns": self.required_fqdns,
             "kubeconfig": self.kubeconfig,
+            "network_policy": self.network_policy,
         })
 
     # ------------------------------------------------------------------ create
@@ -428,6 +431,7 @@ class AksCluster(pulumi.ComponentResource):
         self.kubelet_object_id = cluster.identity_profile.apply(lambda p: p["kubeletidentity"].object_id if p else None)
         self.node_resource_group = cluster.node_resource_group
         self.kubeconfig = self._user_kubeconfig(rg, cluster.name)
+        self.network_policy = pulumi.Output.from_input(net.policy)
 
     def _container_insights(self, rg: pulumi.Input[str], cluster: containerservice.ManagedCluster, ws: Workspace) -> None:
         """With managed-identity auth (useAADAuth) the addon sends only what a data collection rule
@@ -478,6 +482,17 @@ class AksCluster(pulumi.ComponentResource):
         self.kubelet_object_id = found.identity_profile.apply(lambda p: _kubelet_identity(p, resource_id))
         self.node_resource_group = found.node_resource_group
         self.kubeconfig = self._user_kubeconfig(rg, cluster_name, azure)
+        self.network_policy = found.network_profile.apply(self._enforcing)
+
+    def _enforcing(self, profile: Any) -> str | None:
+        """The attached cluster's network policy engine, warned about when it has none: AKS sets it at
+        creation only, and without one any pod in the cluster reaches the scorers past the router's auth."""
+        engine = profile.network_policy if profile is not None else None
+        if engine in (None, "none"):
+            pulumi.log.warn(f"cluster {self._spec.name}: it enforces no NetworkPolicy (networkProfile.networkPolicy "
+                            f"{engine!r}), so any pod in it can reach the scorers past the router's auth; give the "
+                            "cluster a network policy engine (calico, azure or cilium)", resource=self)
+        return engine
 
     def _attach_kubeconfig(self, path: Path) -> None:
         text, server = read_kubeconfig(path)
@@ -485,6 +500,7 @@ class AksCluster(pulumi.ComponentResource):
         self.kubelet_object_id = pulumi.Output.from_input(None)
         self.node_resource_group = pulumi.Output.from_input(None)
         self.kubeconfig = pulumi.Output.secret(text)
+        self.network_policy = pulumi.Output.from_input(None)
 
     # ------------------------------------------------------------------ what follows either way
 

@@ -147,6 +147,10 @@ def _azure_outputs(short_type: str, name: str, inputs: dict) -> tuple[str, dict]
     return rid, out
 
 
+# What getManagedCluster says of an attached cluster's network (a test may change it).
+ATTACHED_NETWORK_PROFILE: dict[str, str] = {"networkPlugin": "azure", "networkPolicy": "calico"}
+
+
 def _cluster_outputs(name: str, rg: str, location: str, dns_prefix: str) -> dict:
     node_rg = f"MC_{rg}_{name}_{location}"
     return {
@@ -263,7 +267,8 @@ class AzureMocks(_mocks.Mocks):
         if token == "azure-native:containerservice:getManagedCluster":
             rg, name = _parse_cluster_id(a)
             rid = f"/subscriptions/{SUBSCRIPTION_ID}/resourceGroups/{rg}/providers/Microsoft.ContainerService/managedClusters/{name}"
-            return {"id": rid, "name": name, "location": "westeurope", **_cluster_outputs(name, rg, "westeurope", name)}
+            return {"id": rid, "name": name, "location": "westeurope", "networkProfile": ATTACHED_NETWORK_PROFILE,
+                    **_cluster_outputs(name, rg, "westeurope", name)}
         if token == "azure-native:storage:listStorageAccountKeys":
             account = plain(a.get("accountName")) or "account"
             key = base64.b64encode(hashlib.sha256(account.encode()).digest()).decode()

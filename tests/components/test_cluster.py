@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 
+import pulumi
 import pytest
 import yaml
 
@@ -37,7 +38,7 @@ def deploy(spec: ClusterSpec, workspace: dict | None = None, *, with_workspace=T
         ws = Workspace("ws", ws_spec, "westeurope") if with_workspace else None
         aks = AksCluster("aks", spec, ws, "westeurope", **kw)
         return {"fqdn": aks.fqdn, "kubelet": aks.kubelet_object_id, "fqdns": aks.required_fqdns,
-                "kubeconfig": aks.kubeconfig, "node_rg": aks.node_resource_group}
+                "kubeconfig": aks.kubeconfig, "node_rg": aks.node_resource_group, "network_policy": aks.network_policy}
 
     return run(program)
 
@@ -291,6 +292,25 @@ def test_attach_by_resource_id_declares_no_cluster_but_a_provider_and_acr_pull()
     assert by_name(rec, ROLE, "aks-acr-pull").inputs["principalId"] == rec.outputs["kubelet"] is not None
     assert rec.outputs["fqdn"].endswith(".hcp.westeurope.azmk8s.io")
     assert rec.outputs["node_rg"] == "MC_rg-aks_existing_westeurope"
+
+
+@pytest.mark.parametrize("profile, warned", [({"networkPlugin": "azure", "networkPolicy": "cilium"}, False),
+                                              ({"networkPlugin": "kubenet"}, True),
+                                              ({"networkPlugin": "azure", "networkPolicy": "none"}, True)])
+def test_an_attached_cluster_that_enforces_no_network_policy_is_warned_about(monkeypatch, profile, warned):
+    """The model pods' NetworkPolicy admits only the router; on a cluster without an engine it is inert, and
+    AKS sets the engine at creation only, so the stack cannot fix it: it says so."""
+    from components import mocks
+
+    monkeypatch.setattr(mocks, "ATTACHED_NETWORK_PROFILE", profile)
+    warnings: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warnings.append(message))
+    rec = deploy(ClusterSpec.model_validate({"name": "existing", "attach": {"resource_id": MC_ID}}))
+    assert rec.outputs["network_policy"] == profile.get("networkPolicy")
+    assert [w for w in warnings if "enforces no NetworkPolicy" in w] == (
+        [f"cluster existing: it enforces no NetworkPolicy (networkProfile.networkPolicy {profile.get('networkPolicy')!r}), "
+         "so any pod in it can reach the scorers past the router's auth; give the cluster a network policy engine "
+         "(calico, azure or cilium)"] if warned else [])
 
 
 def test_an_attached_cluster_is_read_in_the_subscription_its_id_names():
