@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from router_image.pool import NoReplicas, QueueTimeout, ReplicaPool
+from router_image.pool import NoReplicas, QueueTimeout, ReplicaPool, Retired
 
 pytestmark = pytest.mark.anyio
 
@@ -131,3 +131,47 @@ async def test_a_draining_replica_is_dropped_when_its_last_request_ends() -> Non
     assert pool.busy_slots == 0 and gone.connections._closed  # drained: dropped, its connections closed
     pool.set_addresses(["127.0.0.1:1", "127.0.0.1:2"])
     assert pool.replicas["127.0.0.1:1"] is not gone and pool.replicas["127.0.0.1:1"].in_flight == 0
+
+
+@pytest.mark.parametrize("idle", [0, 1, 2])
+@pytest.mark.parametrize("turns", [0, 1, 2])
+async def test_the_idle_replica_is_picked_wherever_the_turn_starts(idle: int, turns: int) -> None:
+    """Least busy wins over the round-robin turn: with loads (1, 1, 0) in any order, and the turn starting at any
+    of them, the idle replica gets the request, not the first one with a free slot."""
+    pool = ReplicaPool(slots_per_replica=2, max_wait_s=0.05)
+    addresses = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    pool.set_addresses(addresses)
+    held = [await pool.acquire() for _ in addresses]
+    assert sorted(r.address for r in held) == addresses  # one each
+    pool.release(pool.replicas[addresses[idle]])
+    for _ in range(turns):  # moves the turn on, loads unchanged
+        pool.release(pool.take())
+    assert [r.in_flight for r in pool.replicas.values()] == [int(i != idle) for i in range(3)]
+    assert (await pool.acquire()).address == addresses[idle]
+
+
+async def test_a_slot_freed_while_a_request_waits_goes_to_it_not_to_a_newcomer() -> None:
+    """First come, first served in the very tick a slot frees: a request arriving then (the relay's take(), no
+    await) gets nothing and waits behind the one already in line."""
+    pool = ReplicaPool(slots_per_replica=1, max_wait_s=1.0)
+    pool.set_addresses(["127.0.0.1:1"])
+    held = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.01)
+    assert pool.queued == 1
+    pool.release(held)
+    assert pool.take() is None
+    assert (await asyncio.wait_for(waiter, 0.1)) is held and held.in_flight == 1
+
+
+async def test_a_retired_pool_turns_requests_away_at_once_even_with_free_slots() -> None:
+    """A version a reload removed takes no new request: acquire raises Retired before taking a slot, so the
+    request is routed by the new config instead of going to a version that is on its way out."""
+    pool = ReplicaPool(slots_per_replica=4, max_wait_s=1.0)
+    pool.set_addresses(["127.0.0.1:1"])
+    pool.retire()
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(Retired):
+        await pool.acquire()
+    assert asyncio.get_running_loop().time() - started < 0.5
+    assert pool.busy_slots == 0 and pool.queued == 0
