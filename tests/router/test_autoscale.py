@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from router_image.autoscale import OWN_LOAD_WINDOW_S, SAMPLE_S, STEP_SETTLE_S, Autoscaler, OwnLoad, PodLoad, RouterScaler
+from router_image.autoscale import (OWN_LOAD_WINDOW_S, SAMPLE_S, STEP_SETTLE_S, Autoscaler, Decision, OwnLoad, PodLoad,
+                                   RouterScaler)
 from router_image.config import AutoscaleConfig, RouterScaleConfig
 
 
@@ -103,6 +104,34 @@ def test_a_lowered_max_applies_at_once_even_under_load() -> None:
     assert run(s, lambda t: 8, 0.5, 0.5) == [(0.1, 3)]
 
 
+def test_a_step_down_comes_exactly_delay_seconds_after_going_under_the_target() -> None:
+    """The boundary, with sample times chosen rather than stepped in floats: not a sample sooner, not one later."""
+    s = scaler(current=4, scale_down_delay_seconds=10)
+    assert s.observe(0, 0.0) is None  # under the target from here
+    assert s.observe(0, 9.0) is None
+    decision = s.observe(0, 10.0)
+    assert decision is not None and (decision.current, decision.desired) == (4, 1)
+
+
+def test_time_spent_exactly_at_the_target_does_not_count_toward_the_delay() -> None:
+    """At the target is not under it: the delay runs from when utilization went under, so a pause in the samples
+    (a stalled loop) after a while at the target does not let the count drop early."""
+    s = scaler(current=4, target_utilization=50, scale_down_delay_seconds=10)
+    for t in range(0, 21):  # 2 in flight on 4 replicas: 50 %, for twice the delay
+        assert s.observe(2, float(t)) is None
+    assert s.utilization == 0.5
+    assert s.observe(0, 25.0) is None  # under the target from here
+    assert s.observe(0, 31.0) is None  # 11 s after the last sample at the target, only 6 s under it
+    decision = s.observe(0, 35.0)
+    assert decision is not None and (decision.current, decision.desired) == (4, 1)
+
+
+def test_a_decision_is_up_only_when_it_adds_replicas() -> None:
+    assert Decision(3, 4, 0.9, "").direction == "up"
+    assert Decision(4, 3, 0.1, "").direction == "down"
+    assert Decision(3, 3, 0.7, "").direction == "down"  # no growth: RouterScaler records no step for it
+
+
 # ---------------------------------------------------------------- the router's own pods
 
 
@@ -182,3 +211,31 @@ def test_own_load_measures_cpu_used_and_how_late_the_loop_runs() -> None:
     assert figures.routing_latency_ms == 2.0  # (0 + 4 + 2) / 3 ms
     load.sample(0.0, 0.4 + OWN_LOAD_WINDOW_S + 1)  # the old samples leave the window
     assert load.figures().routing_latency_ms == 0.0
+
+
+def test_router_pods_scale_out_on_the_mean_routing_latency_of_the_pods() -> None:
+    """One pod late while the other keeps up is not the routers being short: the mean across pods decides."""
+    assert router_scaler().observe([PodLoad(0.1, 9.0), PodLoad(0.1, 0.0)], 0.1) is None  # mean 4.5 ms
+    decision = router_scaler().observe([PodLoad(0.1, 9.0), PodLoad(0.1, 2.0)], 0.1)  # mean 5.5 ms
+    assert decision is not None and decision.desired == 3 and "routing latency 5.5 ms" in decision.reason
+
+
+def test_router_latency_step_goes_through_at_once_after_resume() -> None:
+    """A new scaling leader starts without history: it does not wait for a step its predecessor took to settle."""
+    s = router_scaler()
+    assert s.observe(pods(2, 0.2, 12.0), 0.0).desired == 3
+    assert s.observe(pods(3, 0.2, 12.0, ready=2), 1.0) is None  # the last step's pod is not ready
+    s.resume(3)
+    decision = s.observe(pods(3, 0.2, 12.0, ready=2), 2.0)
+    assert decision is not None and (decision.current, decision.desired) == (3, 4)
+
+
+def test_own_load_counts_a_timer_that_fired_early_as_not_late() -> None:
+    """A timer may fire a little early (a clock's granularity): negative lag is no latency, and must not cancel out
+    the lateness of other samples."""
+    load = OwnLoad()
+    load.sample(-0.004, 0.0)
+    load.sample(-0.002, 0.1)
+    assert load.figures().routing_latency_ms == 0.0
+    load.sample(0.003, 0.2)
+    assert load.figures().routing_latency_ms == 1.0  # (0 + 0 + 3) / 3 ms
