@@ -53,6 +53,30 @@ def test_data_collection_needs_exactly_one_destination(destinations: dict[str, s
         ScorerSettings(data_collection_enabled=True, data_collection_models=["m:1"], **destinations)
 
 
+def test_data_collection_needs_the_models_it_files_records_under() -> None:
+    """Each record is filed under each model's `<name>:<version>`: with none, collected data would go nowhere."""
+    with pytest.raises(ValidationError, match="data collection needs data_collection_models"):
+        ScorerSettings(data_collection_enabled=True, data_collection_local_dir="/spool-out")
+    ScorerSettings(data_collection_enabled=True, data_collection_local_dir="/spool-out", data_collection_models=["m:1"])
+
+
+# The fields that carry credentials (an account key, a SAS signature, an instrumentation key).
+SECRET_FIELDS = {"appinsights_connection_string", "data_collection_connection_string", "data_collection_container_url"}
+
+
+def test_secret_settings_never_show_in_the_settings_repr() -> None:
+    """Settings get logged and printed (an error, a debug line): every field that carries a credential is a
+    SecretStr, masked in repr and str. The named ones and any field shaped like one (a connection string, a URL)."""
+    shaped = {f for f in ScorerSettings.model_fields if "connection_string" in f or f.endswith("_url")}
+    assert SECRET_FIELDS <= shaped
+    values = {field: f"AccountKey=SECRET-{field}" for field in shaped}
+    settings = ScorerSettings(**values)
+    for field, value in values.items():
+        assert value not in repr(settings) and value not in str(settings), field
+        assert getattr(settings, field).get_secret_value() == value, field
+        assert ScorerSettings.from_env(settings.to_env()) == settings
+
+
 def test_models_are_name_and_version() -> None:
     with pytest.raises(ValidationError, match="<name>:<version>"):
         ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_MODELS": "iris"})
