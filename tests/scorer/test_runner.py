@@ -83,3 +83,44 @@ def test_a_periodic_job_that_fails_once_goes_on_running() -> None:
 
     asyncio.run(main())
     assert len(calls) >= 3
+
+
+def test_a_job_cancelled_while_queued_never_runs() -> None:
+    """A client that left (or a request abandoned) while its job waited behind another: its run() must not run
+    at all, or the entry script would score for nobody and hold up the jobs behind it."""
+    async def scenario() -> None:
+        runner = Runner(asyncio.get_running_loop(), timeout_s=5)
+        release = threading.Event()
+        ran: list[str] = []
+        busy = runner.submit(lambda: (release.wait(5), ran.append("busy")))
+        gone = runner.submit(lambda: ran.append("gone"))
+        await asyncio.sleep(0.05)  # the thread is in the first job, the second queued behind it
+        gone.cancel()
+        release.set()
+        await busy
+        assert await runner.submit(lambda: "next") == "next"  # ran after the cancelled one's turn
+        assert ran == ["busy"]
+
+    asyncio.run(scenario())
+
+
+def test_the_shared_deadline_is_set_while_a_bounded_job_runs_and_cleared_after(tmp_path) -> None:
+    """The supervisor kills a worker whose slot holds a deadline long past: left set after its job, an idle
+    worker would be killed a timeout later for a job it had finished."""
+    from scoring_image import watchdog
+
+    watchdog.create(tmp_path / "deadlines", 1)
+    shared = watchdog.Deadline(tmp_path / "deadlines", 0)
+
+    async def scenario() -> None:
+        runner = Runner(asyncio.get_running_loop(), timeout_s=5, shared=shared)
+        before = time.monotonic()
+        during = await runner.submit(lambda: shared.slots[0])
+        assert before + 5 <= during <= time.monotonic() + 5
+        assert shared.slots[0] == 0.0
+        with pytest.raises(ValueError):
+            await runner.submit(lambda: (_ for _ in ()).throw(ValueError("fails")))
+        assert shared.slots[0] == 0.0  # a run() that raised, too
+        assert await runner.submit(lambda: shared.slots[0], bounded=False) == 0.0  # unbounded: no deadline
+
+    asyncio.run(scenario())
