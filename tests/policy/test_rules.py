@@ -111,6 +111,11 @@ def test_registry_images_pass(image):
     (f"{REGISTRY}/scorer", "is untagged"),
     (f"{REGISTRY}/scorer:v1.2", "is tagged 'v1.2'"),
     (f"{REGISTRY}/scorer:202611270930", "is tagged '202611270930'"),
+    (f"{REGISTRY}/scorer:abc", "is tagged 'abc'"),  # hex, but too short to be a content hash
+    (f"{REGISTRY}/scorer:0123456789ab-mutable", "is tagged '0123456789ab-mutable'"),  # a hash with a suffix
+    (f"{REGISTRY}/scorer@sha256:abc", "pin it by digest"),  # not a digest: 64 hex digits are
+    # The registry's name inside the path, not as its host: the image is pulled from evil.io.
+    (f"evil.io/{REGISTRY}/scorer@{DIGEST}", "is not from the workspace registry"),
     (f"otherreg.azurecr.io/scorer@{DIGEST}", "is not from the workspace registry"),
     ("python:3.11-slim", "is not from the workspace registry"),
 ])
@@ -131,6 +136,14 @@ def test_registry_images_without_a_known_registry_want_an_acr():
     assert images(deployment()) == []
     found = images(deployment(container(image=f"docker.io/lib/x@{DIGEST}")))
     assert found and "Azure Container Registry" in found[0]
+
+
+def test_without_a_known_registry_the_host_must_end_in_azurecr_io():
+    """An ACR's name inside a host of someone else's domain is not an ACR."""
+    for image in (f"x.azurecr.io.evil.com/x@{DIGEST}", f"evilazurecr.io/x@{DIGEST}", f"evil.com/x.azurecr.io/x@{DIGEST}"):
+        found = images(deployment(container(image=image)))
+        assert len(found) == 1 and "is not from an Azure Container Registry" in found[0], image
+    assert images(deployment(container(image=f"x.azurecr.io/x@{DIGEST}"))) == []
 
 
 def test_registry_images_check_what_a_first_preview_knows():
@@ -185,6 +198,46 @@ def test_gpu_scheduling_fail_with_wrong_toleration_value():
     pod["tolerations"][0]["value"] = "fpga"
     found = check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment(gpu_container(), pod=pod))
     assert len(found) == 1 and "no toleration" in found[0] and "node selector" not in found[0]
+
+
+@pytest.mark.parametrize("toleration", [
+    {"operator": "Exists", "key": "other"},  # Exists on another key tolerates that key's taints only
+    {"operator": "Exists", "effect": "NoExecute"},  # every key, but another effect
+    {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "PreferNoSchedule"},
+    {"key": "other", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"},
+])
+def test_gpu_scheduling_fail_with_a_toleration_that_misses_the_taint(toleration):
+    pod = {**GPU_POD, "tolerations": [toleration]}
+    found = check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment(gpu_container(), pod=pod))
+    assert len(found) == 1 and "no toleration for sku=gpu:NoSchedule" in found[0] and "node selector" not in found[0]
+
+
+def _affinity(*terms: list[dict]) -> dict:
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": expressions} for expressions in terms]}}}
+
+
+GPU_IN = {"key": "aks-model-serving/accelerator", "operator": "In", "values": ["gpu"]}
+
+
+@pytest.mark.parametrize("affinity", [
+    _affinity([{**GPU_IN, "operator": "NotIn"}]),  # names the pool to keep away from it
+    _affinity([GPU_IN], [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]),  # OR: any linux node
+    _affinity([GPU_IN], [{**GPU_IN, "values": ["fpga"]}]),  # OR: the FPGA pool too
+    _affinity([{**GPU_IN, "key": "accelerator"}]),
+])
+def test_gpu_scheduling_fail_with_node_affinity_that_does_not_pin_the_gpu_pool(affinity):
+    """Node selector terms are OR-ed: every one of them must require the GPU pool, or the pod may land elsewhere."""
+    pod = {"tolerations": GPU_POD["tolerations"], "affinity": affinity}
+    found = check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment(gpu_container(), pod=pod))
+    assert len(found) == 1 and "no node selector aks-model-serving/accelerator=gpu" in found[0]
+    assert "toleration" not in found[0]
+
+
+def test_gpu_scheduling_passes_with_every_ored_term_selecting_the_gpu_pool():
+    pod = {"tolerations": GPU_POD["tolerations"], "affinity": _affinity(
+        [GPU_IN], [GPU_IN, {"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}])}
+    assert check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment(gpu_container(), pod=pod)) == []
 
 
 def test_cpu_only_pods_need_no_gpu_pool():
