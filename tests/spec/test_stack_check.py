@@ -221,6 +221,25 @@ BROKEN = [
      f"cluster.node_pools[0].taints: {CRITICAL} would keep the scorers off this gpu pool"),
     ("internal-lb-in-a-subnet-the-new-vnet-lacks", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "ilb"})],
      "cluster.load_balancer.subnet: the vnet created here has one subnet, 'aks', not 'ilb'"),
+    ("attach-by-both", [(CL + ["node_pools"], []), (CL + ["attach"], {
+        "resource_id": "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks",
+        "kubeconfig": "~/.kube/config"})], "cluster.attach.resource_id: attach by exactly one of resource_id or kubeconfig"),
+    ("attach-by-neither", [(CL + ["node_pools"], []), (CL + ["attach"], {})],
+     "cluster.attach.resource_id: attach by exactly one of resource_id or kubeconfig"),
+    # fast_prod and dense_prod: at least 3 nodes and 12 vCPUs, both, in CPU pools.
+    ("fast-prod-enough-nodes-too-few-vcpus", [(CL + ["node_pools", 0, "vm_size"], "Standard_D2s_v3")],
+     "cluster.node_pools: cluster_purpose fast_prod needs at least 3 nodes and 12 vCPUs in CPU pools (has 3 nodes, 6 vCPUs)"),
+    ("fast-prod-enough-vcpus-too-few-nodes", [(CL + ["node_pools", 0, "vm_size"], "Standard_D16s_v3"), (CL + ["node_pools", 0, "count"], 2)],
+     "cluster.node_pools: cluster_purpose fast_prod needs at least 3 nodes and 12 vCPUs in CPU pools (has 2 nodes, 32 vCPUs)"),
+    ("fast-prod-gpu-nodes-do-not-count", [(CL + ["node_pools", 0, "count"], 2), (CL + ["node_pools", 1, "min_count"], 1)],
+     "cluster.node_pools: cluster_purpose fast_prod needs at least 3 nodes and 12 vCPUs in CPU pools (has 2 nodes, 8 vCPUs)"),
+    ("dense-prod-too-few-nodes", [(CL + ["cluster_purpose"], "dense_prod"), (CL + ["node_pools", 0, "count"], 2)],
+     "cluster.node_pools: cluster_purpose dense_prod needs at least 3 nodes and 12 vCPUs in CPU pools (has 2 nodes, 8 vCPUs)"),
+    ("dense-prod-too-few-vcpus", [(CL + ["cluster_purpose"], "dense_prod"), (CL + ["node_pools", 0, "vm_size"], "Standard_D2s_v3")],
+     "cluster.node_pools: cluster_purpose dense_prod needs at least 3 nodes and 12 vCPUs in CPU pools (has 3 nodes, 6 vCPUs)"),
+    ("gpu-and-fpga-cores", [(SVC0 + ["gpu_cores"], 1), (SVC0 + ["fpga_cores"], 1)],
+     "services[0].fpga_cores: a replica uses GPU or FPGA cores, not both"),
+    ("model-declared-twice", [(["aks-model-serving:models", 1, "version"], 1)], "models: m:1 is declared twice"),
     ("internal-lb-with-leaf-domain-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
                                             (CL + ["ssl"], {"leaf_domain_label": "scoring"})], "cluster.ssl.leaf_domain_label:"),
 ]
@@ -284,6 +303,21 @@ def test_what_aks_takes_at_the_edges_of_its_size_and_count_rules_passes(tmp_path
     config[C]["network"] = {"plugin": "kubenet", "pod_cidr": "10.244.0.0/14", "service_cidr": "10.96.0.0/12",
                             "dns_service_ip": "10.96.0.10"}
     assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("purpose", ["fast_prod", "dense_prod", "dev_test"])
+def test_a_cluster_without_node_pools_gets_a_system_pool_its_purpose_accepts(tmp_path, capsys, purpose):
+    """Azure ML's AksCompute defaults: 3 nodes of Standard_D3_v2 (4 vCPUs), the 12 a production cluster needs; one
+    for dev_test. A stack that leaves node_pools out must pass the size rule its own default is measured by."""
+    from components.spec import ClusterSpec
+
+    config = copy.deepcopy(BASE)
+    config[C]["cluster_purpose"] = purpose
+    del config[C]["node_pools"]
+    assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
+    pools = ClusterSpec(name="aks-test", cluster_purpose=purpose).node_pools
+    assert [(p.name, p.mode, p.vm_size, p.count) for p in pools] == [
+        ("system", "System", "Standard_D3_v2", 1 if purpose == "dev_test" else 3)]
 
 
 def test_a_system_pool_tainted_critical_addons_only_passes_beside_an_untainted_user_pool(tmp_path, capsys):
