@@ -175,6 +175,8 @@ def test_a_node_resource_group_name_over_80_characters_is_named(project, edit, g
     ("['python>=3.11']", True),
     ("['python 3.11.*']", True),
     ("[python=3.8, pip]", False),
+    ("[python=3.10]", False),  # the one just below
+    ("['python>=3.10']", False),
     ("[python, numpy]", False),
     ("[numpy, {pip: [python=3.11]}]", False),
     ("[pythonnet=3.11]", False),

@@ -723,3 +723,16 @@ def test_check_finds_what_plan_and_local_up_would_refuse_on_this_machines_files(
     local["aks-model-serving:services"][0]["inference_config"]["environment"] = {}
     assert check([str(write_stack(tmp_path, local))]) == 0
     assert f"warning: models[0].path: {tmp_path / 'models' / 'm' / '1'} does not exist" in capsys.readouterr().out
+
+
+def test_a_local_stack_serving_a_model_from_a_url_is_named(tmp_path, capsys):
+    """The local stack serves models from folders on this machine, it downloads nothing: a blob url there would
+    leave the replicas without their model. A cluster stack takes one (its replicas download it)."""
+    url = "https://acct1.blob.core.windows.net/m/1"
+    local = {"aks-model-serving:models": [{"name": "m", "version": 1, "url": url}],
+             "aks-model-serving:services": [{"name": "svc", "models": ["m:1"], "inference_config": {"entry_script": "score.py"}}]}
+    assert check([str(write_stack(tmp_path, local))]) == 2
+    assert "models[0].url: the local stack serves models from folders on this machine; give path" in capsys.readouterr().out
+    config = copy.deepcopy(BASE)
+    config["aks-model-serving:models"][0] = {"name": "m", "version": 1, "url": url}
+    assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
