@@ -42,6 +42,24 @@ def test_primary_and_secondary_keys_admit_others_do_not(keys) -> None:
         assert "primary-key-1" not in str(caught.value)
 
 
+def test_keys_are_compared_in_constant_time(keys, monkeypatch) -> None:
+    """`==` on bytes stops at the first differing byte: timing it tells a caller how much of a key is right."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = auth.hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    a = Authenticator(str(keys), None)
+    a.check(KEYED, KEYED.key_id, b"Bearer secondary-key-1")
+    with pytest.raises(AuthError):
+        a.check(KEYED, KEYED.key_id, b"Bearer wrong")
+    assert {key for sent, key in compared if sent == b"wrong"} == {b"primary-key-1", b"secondary-key-1"}
+    assert (b"secondary-key-1", b"secondary-key-1") in compared
+
+
 def test_a_rotated_key_applies_without_a_restart(keys, monkeypatch) -> None:
     monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
     a = Authenticator(str(keys), None)
