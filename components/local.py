@@ -29,7 +29,7 @@ from pathlib import Path
 
 from components.ignore import STATE_MARKER
 from components.routes import routes
-from components.sources import missing_models, source_problems
+from components.sources import app_context, missing_models, source_problems
 from components.spec import SECURE, Deployable, InferenceConfigSpec, StackSpec, deployment_name
 from components.stackfile import Stack, StackError, load_stack
 from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
@@ -122,7 +122,7 @@ def app_folder(stack: Stack, state: State, deployment: str, ic: InferenceConfigS
     folder = state.root / "apps" / deployment
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    shutil.copy2(stack.resolve(ic.entry_script), folder / ic.app_entry_script)
+    shutil.copy2(app_context(stack, ic) / ic.app_entry_script, folder / ic.app_entry_script)
     return folder
 
 

@@ -272,9 +272,9 @@ def disruption_budget(name: str, metadata: dict, selector: dict[str, str], paren
 
 
 CONTAINER_SECURITY = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-# The scorer image's user (scoring_image/Dockerfile); numeric, so runAsNonRoot can be verified.
 # Mounted secrets: readable by the pod's group (fsGroup) only, not by every user of the container.
 SECRET_FILE_MODE = 0o440
+# The scorer image's user (scoring_image/Dockerfile); numeric, so runAsNonRoot can be verified.
 POD_SECURITY = {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
                 "seccompProfile": {"type": "RuntimeDefault"}}
 FETCH_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1000m", "memory": "512Mi"}}
@@ -347,7 +347,7 @@ class ModelService(pulumi.ComponentResource):
             variables_secret = variables.metadata.name
             # Read at a container's start: a changed value must roll the replicas.
             annotations["aks-model-serving/env-sha256"] = self._digest(
-                name, pulumi.Output.all(values).apply(lambda v: json.dumps(v[0], sort_keys=True)))
+                name, pulumi.Output.all(**values).apply(lambda v: json.dumps(v, sort_keys=True)))
 
         scorer = {
             "name": "scorer",

@@ -53,7 +53,7 @@ def app_context(stack: Stack, ic: InferenceConfigSpec) -> Path:
 def _entry_script(stack: Stack, path: str, ic: InferenceConfigSpec) -> list[str]:
     """There and readable: not a traceback mid-plan, nor an image built from an empty folder."""
     folder = app_context(stack, ic)
-    script = folder / ic.entry_script if ic.source_directory else stack.resolve(ic.entry_script)
+    script = folder / ic.app_entry_script
     if ic.source_directory and not folder.is_dir():
         return [f"{path}.source_directory: {folder} is not a folder; the image is built from it"]
     if not script.is_file():

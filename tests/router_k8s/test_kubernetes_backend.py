@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -68,60 +70,56 @@ async def test_ready_addresses_are_listed_then_watched(api) -> None:
         await backend.stop()
 
 
-async def test_410_gone_lists_again(api) -> None:
+@contextlib.asynccontextmanager
+async def watching_iris(api) -> AsyncIterator[Ready]:
+    """A backend watching the iris Service's slices (one address, 10.0.0.1), stopped after."""
     api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
     ready, backend = Ready(), _backend(api)
     await backend.start(ready)
     try:
         await backend.apply([IRIS])
         await until(lambda: api._watchers)
-        api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.7", True, "iris-7")]), silently=True)
-        api.expire_watches()
-        await until(lambda: ready.addresses["iris"] == ["10.0.0.7:5001"])
-        lists = [c for c in api.requests("GET", SLICES) if "watch" not in c.query]
-        assert len(lists) == 2
-        await until(lambda: api._watchers)  # and it watches again, from the new list
-        assert api.requests("GET", SLICES)[-1].query["resourceVersion"] == str(api.version)
+        yield ready
     finally:
         await backend.stop()
 
 
+def lists(api) -> list:
+    """The slices' list requests (not watches) the backend made."""
+    return [c for c in api.requests("GET", SLICES) if "watch" not in c.query]
+
+
+async def test_410_gone_lists_again(api) -> None:
+    async with watching_iris(api) as ready:
+        api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.7", True, "iris-7")]), silently=True)
+        api.expire_watches()
+        await until(lambda: ready.addresses["iris"] == ["10.0.0.7:5001"])
+        assert len(lists(api)) == 2
+        await until(lambda: api._watchers)  # and it watches again, from the new list
+        assert api.requests("GET", SLICES)[-1].query["resourceVersion"] == str(api.version)
+
+
 async def test_a_watch_that_ends_resumes_from_its_last_resource_version(api) -> None:
-    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
-    ready, backend = Ready(), _backend(api)
-    await backend.start(ready)
-    try:
-        await backend.apply([IRIS])
-        await until(lambda: api._watchers)
+    async with watching_iris(api) as ready:
         api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.2", True, "iris-2")]))
         await until(lambda: ready.addresses["iris"] == ["10.0.0.2:5001"])
         api.end_watches()
         await until(lambda: len(api.requests("GET", SLICES)) == 3)
-        lists = [c for c in api.requests("GET", SLICES) if "watch" not in c.query]
-        assert len(lists) == 1  # no re-list: the watch picks up where it was
+        assert len(lists(api)) == 1  # no re-list: the watch picks up where it was
         assert api.requests("GET", SLICES)[-1].query["resourceVersion"] == str(api.version)
-    finally:
-        await backend.stop()
 
 
 async def test_a_silent_watch_is_resumed_and_replays_what_it_missed(api, monkeypatch) -> None:
     """A connection an Azure load balancer dropped without a reset delivers nothing: pods came and went
     unseen until the socket or the watch's timeoutSeconds (5 min) gave up."""
     monkeypatch.setattr(kubernetes, "WATCH_SILENT_S", 0.5)
-    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
-    ready, backend = Ready(), _backend(api)
-    await backend.start(ready)
-    try:
-        await backend.apply([IRIS])
-        await until(lambda: api._watchers)
+    async with watching_iris(api) as ready:
         api.stall_watches()
         api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.2", True, "iris-2")]))
         started = time.monotonic()
         await until(lambda: ready.addresses["iris"] == ["10.0.0.2:5001"])
         assert 0.4 < time.monotonic() - started < 3
-        assert len([c for c in api.requests("GET", SLICES) if "watch" not in c.query]) == 1  # resumed, not listed again
-    finally:
-        await backend.stop()
+        assert len(lists(api)) == 1  # resumed, not listed again
 
 
 async def test_dual_stack_pods_count_once_and_removed_versions_empty(api) -> None:
