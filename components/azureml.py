@@ -45,6 +45,15 @@ class LivenessProbeRequirements(_Json):
 
 class DataCollection(_Json):
     storage_enabled: bool | None = Field(None, alias="storageEnabled")
+    # Azure ML's payload has it (az ml service show prints it): false asks for nothing.
+    event_hub_enabled: bool | None = Field(None, alias="eventHubEnabled")
+
+    @field_validator("event_hub_enabled")
+    @classmethod
+    def _no_event_hub(cls, value: bool | None) -> bool | None:
+        if value:
+            raise ValueError("collected data goes to the workspace's blob storage (storageEnabled), not to an event hub")
+        return value
 
 
 class Keys(_Json):

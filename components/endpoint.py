@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pulumi
 
-from components.service import LABEL_ENDPOINT, LABEL_VERSION, ModelService, ModelServiceArgs, ModelSource, RouteAccess
+from components.service import ENDPOINT_DESCRIPTION, LABEL_ENDPOINT, LABEL_VERSION, ModelService, ModelServiceArgs, ModelSource, RouteAccess
 from components.spec import MAX_ENDPOINT_VERSIONS, EndpointSpec, EndpointVersionSpec, deployment_name
 
 
@@ -67,6 +67,7 @@ class ModelEndpoint(pulumi.ComponentResource):
                     models=version.models, connections_secret=args.connections_secret,
                     connections_sha256=args.connections_sha256, data_container=args.data_container,
                     labels={LABEL_ENDPOINT: spec.name, LABEL_VERSION: version.spec.version_name},
+                    annotations={ENDPOINT_DESCRIPTION: spec.description} if spec.description else {},
                     deployment=deployment_name(spec.name, version.spec.version_name)),
                 opts=pulumi.ResourceOptions(parent=self))
 

@@ -303,6 +303,7 @@ class Recorded:
     additional_secret_outputs: list[str]
     dependencies: list[str]
     secret_inputs: list[str]  # top-level inputs that arrived as secrets
+    custom_timeouts: dict[str, str] = field(default_factory=dict)  # create/update/delete, the ones given
 
     @property
     def parent_type(self) -> str:
@@ -338,6 +339,7 @@ class RecordingMonitor(_mocks.MockMonitor):
             protect=request.protect,
             delete_before_replace=request.deleteBeforeReplace,
             ignore_changes=list(request.ignoreChanges),
+            custom_timeouts={k: v for k in ("create", "update", "delete") if (v := getattr(request.customTimeouts, k))},
             additional_secret_outputs=list(request.additionalSecretOutputs),
             dependencies=sorted(request.dependencies),
             secret_inputs=sorted(k for k, v in args.inputs.items() if is_secret(v)),

@@ -42,6 +42,11 @@ LABEL_SERVICE = "aks-model-serving/service"
 LABEL_ENDPOINT = "aks-model-serving/endpoint"
 LABEL_VERSION = "aks-model-serving/version"
 PART_OF = "aks-model-serving"
+# Azure ML's service metadata, on the Deployment where `kubectl describe` shows it (tag keys are free
+# text, which label and annotation keys are not: the tags go as one JSON object).
+DESCRIPTION = "kubernetes.io/description"
+TAGS = "aks-model-serving/tags"
+ENDPOINT_DESCRIPTION = "aks-model-serving/endpoint-description"
 ROUTER_PODS = {LABEL_NAME: ROUTER_NAME, LABEL_COMPONENT: "router"}
 
 # The init container's program: list each model's blobs and copy them under MODEL_ROOT.
@@ -123,6 +128,7 @@ class ModelServiceArgs:
     data_container: pulumi.Input[str] = "modeldata"
     access: RouteAccess | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, str] = field(default_factory=dict)  # the Deployment's, beside the spec's description and tags
     deployment: str | None = None
     # Environment variables from other resources (a Key Vault secret), kept as the spec's secure ones are;
     # one of a name the spec also gives wins.
@@ -233,6 +239,21 @@ def _probes(spec: Deployable) -> dict:
                           "successThreshold": 1, **timing},
         "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "successThreshold": spec.success_threshold, **timing},
     }
+
+
+def _metadata(spec: Deployable, given: dict[str, str]) -> dict[str, str]:
+    annotations = dict(given)
+    if spec.description:
+        annotations[DESCRIPTION] = spec.description
+    if spec.tags:
+        annotations[TAGS] = json.dumps(spec.tags, sort_keys=True)
+    return annotations
+
+
+# Pulumi waits 10 minutes for a Deployment to be ready. An accelerator replica may first wait for the
+# cluster autoscaler's GPU (or FPGA) node, its device plugin and a CUDA image of several GB: a first
+# `up` would fail while the rollout is still on its way.
+ACCELERATOR_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="30m")
 
 
 def _accelerator(spec: Deployable) -> dict:
@@ -365,7 +386,7 @@ class ModelService(pulumi.ComponentResource):
         autoscaled = bool(spec.autoscale_enabled)
         deployment = k8s.apps.v1.Deployment(
             name,
-            metadata=meta,
+            metadata={**meta, "annotations": _metadata(spec, args.annotations)},
             spec={
                 "replicas": spec.replicas,
                 "selector": {"matchLabels": selector},
@@ -379,7 +400,8 @@ class ModelService(pulumi.ComponentResource):
                              "affinity": node_spread(selector), **_accelerator(spec)},
                 },
             },
-            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"] if autoscaled else None),
+            opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"] if autoscaled else None,
+                                        custom_timeouts=ACCELERATOR_TIMEOUTS if spec.gpu_cores or spec.fpga_cores else None),
         )
         # Headless: the router balances over the replicas itself, from the EndpointSlices.
         k8s.core.v1.Service(

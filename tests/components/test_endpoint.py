@@ -49,6 +49,17 @@ def test_each_version_is_a_model_service_named_endpoint_dash_version():
     assert sorted(s.inputs["metadata"]["name"] for s in rec.of_type("kubernetes:core/v1:Service")) == sorted(deployments)
 
 
+def test_the_endpoints_and_each_versions_description_annotate_its_deployment():
+    spec = endpoint(2).model_copy(update={"description": "fraud scoring"})
+    spec.versions[1] = spec.versions[1].model_copy(update={"description": "candidate", "tags": {"owner": "ml"}})
+    annotations = {d.inputs["metadata"]["name"]: d.inputs["metadata"]["annotations"]
+                   for d in deploy(spec).of_type("kubernetes:apps/v1:Deployment")}
+    assert annotations == {
+        "fraud-ver0": {"aks-model-serving/endpoint-description": "fraud scoring"},
+        "fraud-ver1": {"aks-model-serving/endpoint-description": "fraud scoring", "kubernetes.io/description": "candidate",
+                       "aks-model-serving/tags": '{"owner": "ml"}'}}
+
+
 def test_outputs_the_endpoint_route_and_keys_as_secrets():
     rec = deploy(endpoint())
     assert rec.outputs == {"scoring_uri": f"{URI}/score", "swagger_uri": f"{URI}/swagger.json",

@@ -83,6 +83,24 @@ def test_accelerator_rollouts_need_no_spare_accelerator_when_others_keep_serving
     assert deployment.get("strategy") == strategy
 
 
+@pytest.mark.parametrize(("settings", "timeouts"), [
+    ({"gpu_cores": 1}, {"create": "30m", "update": "30m"}),
+    ({"fpga_cores": 1}, {"create": "30m", "update": "30m"}),
+    ({}, {}),  # Pulumi's own 10 minutes
+])
+def test_accelerator_deployments_wait_for_a_new_node_longer_than_pulumis_default(settings, timeouts):
+    assert deploy(spec(cpu_cores=1, memory_gb=4, **settings)).one(DEPLOYMENT).custom_timeouts == timeouts
+
+
+def test_description_and_tags_are_the_deployments_annotations():
+    """Azure ML's service metadata: accepted from the spec (and deploymentconfig.json), so kept where kubectl shows it."""
+    tagged = deploy(spec(description="iris classifier, retrained weekly", tags={"team": "fraud ops", "cost center": "42"}))
+    assert tagged.one(DEPLOYMENT).inputs["metadata"]["annotations"] == {
+        "kubernetes.io/description": "iris classifier, retrained weekly",
+        "aks-model-serving/tags": '{"cost center": "42", "team": "fraud ops"}'}
+    assert deploy(spec()).one(DEPLOYMENT).inputs["metadata"]["annotations"] == {}
+
+
 def test_cpu_service_has_no_accelerator_scheduling():
     p = pod(deploy(spec()))
     assert "nodeSelector" not in p and "tolerations" not in p
