@@ -4,7 +4,9 @@
   labelled `kubernetes.io/service-name=<deployment>`. They are listed, then watched from the
   list's resourceVersion (listed again when the API says 410 Gone), and every change is pushed to
   the router as `<ip>:<scorer_port>` of the endpoints whose `ready` condition holds.
-- Scaling: a merge patch of `deployments/<name>/scale`, nothing more (the Role allows no more).
+- Scaling: a merge patch of `deployments/<name>/scale`, nothing more (the Role allows no more),
+  made on the resourceVersion the count was read at, as the HPA updates a scale: one that changed
+  the count since (kubectl scale, a newer leader) is not overwritten by a decision made without it.
 - Several router pods find each other in the EndpointSlices of the peers' headless Service. The
   holder of a coordination.k8s.io Lease is the only one that scales; it adds the in-flight +
   queued counts every other pod serves at `/internal/load` to its own demand, and sizes the
@@ -252,6 +254,7 @@ class KubernetesBackend:
         self._watches: dict[str, SliceWatch] = {}
         self._published: dict[str, list[str]] = {}
         self._replicas: dict[str, int] = {}
+        self._read_at: dict[str, str] = {}  # the resourceVersion each count was read at
         self._remote: dict[str, float] = {}
         self._pods: list[PodLoad] = []
         # Scaled besides the versions' Deployments: the router's own.
@@ -313,6 +316,7 @@ class KubernetesBackend:
             await self._watches.pop(name).stop()
             self._versions.pop(name, None)
             self._replicas.pop(name, None)
+            self._read_at.pop(name, None)
             self._published.pop(name, None)
             self._on_ready(name, [])
         for name, v in wanted.items():
@@ -338,9 +342,13 @@ class KubernetesBackend:
     async def _read_scale(self, deployment: str) -> None:
         try:
             _, scale = await self._api.call("GET", self._scale_path(deployment))
-            self._replicas[deployment] = int((scale.get("spec") or {}).get("replicas") or 0)
+            self._count(deployment, scale)
         except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
             log.warning("deployment %s: scale not read: %s", deployment, exc)
+
+    def _count(self, deployment: str, scale: dict) -> None:
+        self._replicas[deployment] = int((scale.get("spec") or {}).get("replicas") or 0)
+        self._read_at[deployment] = str((scale.get("metadata") or {}).get("resourceVersion") or "")
 
     async def scale(self, deployment: str, replicas: int) -> None:
         """A failed patch is logged, not raised: the autoscaler decides again from `replicas()`."""
@@ -352,18 +360,33 @@ class KubernetesBackend:
         if deployment not in self._replicas:  # a decision from an unknown count could shrink a busy Deployment
             log.error("deployment %s: count unknown (scale not readable), %d replicas not applied", deployment, replicas)
             return
-        # Bounded by the leadership that sends it: a patch still unanswered when that lapses is abandoned,
-        # not left to land after a newer leader's.
-        time_left = CALL_TIMEOUT_S if self._config.peers is None else min(CALL_TIMEOUT_S, self._time_left())
-        if time_left <= 0:
-            log.warning("deployment %s: leadership lapsed, %d replicas not applied", deployment, replicas)
-            return
-        try:
-            _, scale = await self._api.call("PATCH", self._scale_path(deployment), {"spec": {"replicas": replicas}},
-                                            content_type=MERGE_PATCH, timeout_s=time_left)
-            self._replicas[deployment] = int((scale.get("spec") or {}).get("replicas", replicas))
-        except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
-            log.error("deployment %s: scaling to %d failed: %s", deployment, replicas, exc)
+        base = self._replicas[deployment]
+        for attempt in range(2):
+            # Bounded by the leadership that sends it: a patch still unanswered when that lapses is abandoned,
+            # not left to land after a newer leader's.
+            time_left = CALL_TIMEOUT_S if self._config.peers is None else min(CALL_TIMEOUT_S, self._time_left())
+            if time_left <= 0:
+                log.warning("deployment %s: leadership lapsed, %d replicas not applied", deployment, replicas)
+                return
+            try:
+                _, scale = await self._api.call(
+                    "PATCH", self._scale_path(deployment),
+                    {"metadata": {"resourceVersion": self._read_at[deployment]}, "spec": {"replicas": replicas}},
+                    content_type=MERGE_PATCH, timeout_s=time_left)
+                self._count(deployment, scale)
+                return
+            except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
+                if not isinstance(exc, ApiError) or exc.status != 409 or attempt:
+                    log.error("deployment %s: scaling to %d failed: %s", deployment, replicas, exc)
+                    return
+            # 409: the Deployment changed since its count was read. Its status alone (pods getting ready) changes
+            # the resourceVersion too, so the patch is made again when the count is still the one decided from.
+            await self._read_scale(deployment)
+            if self._replicas.get(deployment) != base:
+                log.warning("deployment %s: scaled to %s meanwhile (kubectl scale, another router); %d replicas "
+                            "not applied, the autoscaler decides again from that count",
+                            deployment, self._replicas.get(deployment, "?"), replicas)
+                return
 
     def replicas(self, deployment: str) -> int:
         return self._replicas.get(deployment, 0)

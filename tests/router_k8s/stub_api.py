@@ -50,6 +50,9 @@ class StubApi:
     lease_writes_fail: bool = False  # an API server the leader cannot reach for writes
     lease_delay_s: float = 0.0  # an overloaded API server: Lease calls answered, but this late
     scale_delay_s: float = 0.0  # and scale patches held this long before they are applied
+    # Each Deployment's resourceVersion: bumped when its count changes (a patch, or a test setting `scales`)
+    # and by `touch` (its status changing), checked against a patch's as the API server checks it.
+    scale_versions: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (count, resourceVersion)
     _events: list[tuple[int, str, dict]] = field(default_factory=list)
     _watchers: list[asyncio.Queue] = field(default_factory=list)
 
@@ -156,12 +159,26 @@ class StubApi:
         finally:
             self._watchers.remove(queue)
 
+    def touch(self, name: str) -> None:
+        """The Deployment's status changed (a pod got ready): a new resourceVersion, the same count."""
+        self.version += 1
+        self.scale_versions[name] = (self.scales[name], self.version)
+
+    def scale_version(self, name: str) -> int:
+        count, version = self.scale_versions.get(name, (None, 0))
+        if count != self.scales[name]:
+            self.version += 1
+            self.scale_versions[name] = (self.scales[name], self.version)
+            return self.version
+        return version
+
     def _scale(self, name: str) -> web.Response:
         if name not in self.scales:
             return web.json_response({"code": 404}, status=404)
         replicas = self.scales[name]
         return web.json_response({"apiVersion": "autoscaling/v1", "kind": "Scale",
-                                  "metadata": {"name": name, "namespace": self.namespace},
+                                  "metadata": {"name": name, "namespace": self.namespace,
+                                               "resourceVersion": str(self.scale_version(name))},
                                   "spec": {"replicas": replicas}, "status": {"replicas": replicas}})
 
     async def _get_scale(self, request: web.Request) -> web.Response:
@@ -174,6 +191,11 @@ class StubApi:
         body = await request.json()
         await asyncio.sleep(self.scale_delay_s)  # cancelled, as a request handler is, when the client leaves
         if name in self.scales:
+            given = (body.get("metadata") or {}).get("resourceVersion")
+            if given is not None and given != str(self.scale_version(name)):
+                return web.json_response({"kind": "Status", "code": 409, "reason": "Conflict", "message":
+                                          "the object has been modified; please apply your changes to the latest version"},
+                                         status=409)
             self.scales[name] = body["spec"]["replicas"]
         return self._scale(name)
 

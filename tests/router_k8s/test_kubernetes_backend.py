@@ -143,13 +143,49 @@ async def test_scale_reads_then_merge_patches(api) -> None:
     try:
         await backend.apply([IRIS])
         assert api.requests("GET", SCALE) and backend.replicas("iris") == 2
+        read_at = str(api.scale_version("iris"))
         await backend.scale("iris", 3)
         (patch,) = api.requests("PATCH", SCALE)
-        assert patch.body == {"spec": {"replicas": 3}}
+        # On the count it read: the API server refuses the patch (409) when the Deployment changed since.
+        assert patch.body == {"metadata": {"resourceVersion": read_at}, "spec": {"replicas": 3}}
         assert patch.content_type == "application/merge-patch+json"
         assert backend.replicas("iris") == 3 and api.scales["iris"] == 3
         # Only the Role's verbs: endpointslices get/list/watch, deployments/scale get/patch.
         assert {(c.method, c.path) for c in api.calls} == {("GET", SLICES), ("GET", SCALE), ("PATCH", SCALE)}
+    finally:
+        await backend.stop()
+
+
+async def test_a_count_changed_since_it_was_read_is_not_overwritten(api, caplog) -> None:
+    """kubectl scale (or a newer leader) between the read and the patch: the patch is refused, and
+    the count it set is what the autoscaler decides from next."""
+    api.scales["iris"] = 2
+    backend = _backend(api)
+    await backend.start(Ready())
+    try:
+        await backend.apply([IRIS])
+        api.scales["iris"] = 7  # kubectl scale --replicas=7
+        await backend.scale("iris", 3)
+        assert api.scales["iris"] == 7 and backend.replicas("iris") == 7
+        assert len(api.requests("PATCH", SCALE)) == 1 and len(api.requests("GET", SCALE)) == 2  # read again
+        assert "scaled to 7 meanwhile" in caplog.text and "3 replicas not applied" in caplog.text
+    finally:
+        await backend.stop()
+
+
+async def test_a_status_change_since_the_read_does_not_stop_the_patch(api) -> None:
+    """Pods getting ready change the Deployment's resourceVersion, not its count: the patch is made
+    again on the new one."""
+    api.scales["iris"] = 2
+    backend = _backend(api)
+    await backend.start(Ready())
+    try:
+        await backend.apply([IRIS])
+        api.touch("iris")
+        await backend.scale("iris", 3)
+        first, second = api.requests("PATCH", SCALE)
+        assert first.body["metadata"] != second.body["metadata"]
+        assert api.scales["iris"] == 3 and backend.replicas("iris") == 3
     finally:
         await backend.stop()
 
@@ -165,7 +201,7 @@ async def test_a_deployment_whose_count_cannot_be_read_is_not_scaled(api) -> Non
         api.scales["iris"] = 5  # readable now
         await backend.scale("iris", 6)
         (patch,) = api.requests("PATCH", SCALE)
-        assert patch.body == {"spec": {"replicas": 6}} and backend.replicas("iris") == 6
+        assert patch.body["spec"] == {"replicas": 6} and backend.replicas("iris") == 6
     finally:
         await backend.stop()
 
@@ -189,7 +225,7 @@ async def test_only_the_lease_holder_scales_and_hands_over_on_stop(api) -> None:
     await b.scale("iris", 5)
     assert api.requests("PATCH", SCALE) == []
     await a.scale("iris", 4)
-    assert [c.body for c in api.requests("PATCH", SCALE)] == [{"spec": {"replicas": 4}}]
+    assert [c.body["spec"] for c in api.requests("PATCH", SCALE)] == [{"replicas": 4}]
 
     await a.stop()  # releases the Lease: b takes over without waiting for it to expire
     assert api.leases["model-router-autoscaler"]["spec"]["holderIdentity"] == ""

@@ -84,7 +84,7 @@ async def test_the_leader_patches_the_router_deployments_scale_when_a_peer_route
         # The stub records a request before it applies it, and the router takes the answer after: wait for both.
         await until(lambda: api.scales["model-router"] == 3 and router.router_scaler.current == 3, timeout=5)
         patch = api.requests("PATCH", path)[0]
-        assert patch.body == {"spec": {"replicas": 3}} and patch.content_type == "application/merge-patch+json"
+        assert patch.body["spec"] == {"replicas": 3} and patch.content_type == "application/merge-patch+json"
         assert api.requests("GET", path)  # the count it started from: the Deployment's
     finally:
         await router.shutdown()
