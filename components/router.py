@@ -38,7 +38,7 @@ from components.service import (
     cpu_quantity,
     disruption_budget,
     memory_quantity,
-    node_spread,
+    spread,
 )
 from components.spec import ROUTER_NAME, AuthSettings, ClusterPurpose, RouterSpec, SslSpec, cluster_purpose
 from router_image.config import (
@@ -302,7 +302,7 @@ class ModelRouter(pulumi.ComponentResource):
                         "containers": [container],
                         "volumes": volumes,
                         "securityContext": POD_SECURITY,
-                        "affinity": node_spread(selector),
+                        **spread(selector),
                     },
                 },
             },

@@ -212,12 +212,13 @@ def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
 
 
 def _rollout(spec: Deployable) -> dict:
-    """Accelerator replicas never surge when there are always two or more: a surge pod needs a GPU (or
-    FPGA) more than the pool may have (stuck Pending, the rollout stalls); one at a time leaves the
-    others serving. A lone replica keeps Kubernetes' surge: taking it down first would stop the service."""
+    """A rollout never takes serving replicas away before their successors are ready (Kubernetes' default
+    takes a quarter of them out while the new ones load their models), except on accelerators when
+    there are always two or more: a surge pod needs a GPU (or FPGA) more than the pool may have (stuck
+    Pending, the rollout stalls); one at a time leaves the others serving."""
     if (spec.gpu_cores or spec.fpga_cores) and spec.replicas >= 2:
         return {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}}
-    return {}
+    return {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}}
 
 
 def _resources(spec: Deployable) -> dict:
@@ -277,18 +278,29 @@ def termination_grace_seconds(spec: Deployable) -> int:
     return PRE_STOP_S + math.ceil(ScorerSettings(scoring_timeout_ms=spec.scoring_timeout_ms).stop_grace_seconds + FINAL_UPLOAD_SECONDS)
 
 
-def node_spread(selector: dict[str, str]) -> dict:
-    """Replicas on different nodes where the scheduler can (preferred, so a small pool still runs
-    them all): one node's loss or drain leaves the others serving."""
-    return {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
-        {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": selector},
-                                            "topologyKey": "kubernetes.io/hostname"}}]}}
+def spread(selector: dict[str, str]) -> dict:
+    """Replicas on different nodes and zones where the scheduler can (preferred, so a small or one-zone
+    pool still runs them all): one node's or one zone's loss leaves the others serving. The scheduler's
+    own zone default allows a skew of 5, which a handful of replicas never reaches. Only the pods of
+    one revision are counted against each other (pod-template-hash), so a rollout spreads too."""
+    return {
+        "affinity": {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": selector},
+                                                "topologyKey": "kubernetes.io/hostname"}}]}},
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": selector}, "matchLabelKeys": ["pod-template-hash"]}],
+    }
 
 
 def disruption_budget(name: str, metadata: dict, selector: dict[str, str], parent: pulumi.Resource) -> None:
     """A drain or an AKS upgrade evicts one replica at a time. maxUnavailable, not minAvailable:
-    a single replica must not block the drain for good."""
-    k8s.policy.v1.PodDisruptionBudget(name, metadata=metadata, spec={"maxUnavailable": 1, "selector": {"matchLabels": selector}},
+    a single replica must not block the drain for good. Nor may replicas that run but are not ready
+    (a scorer whose init() keeps failing stays so): by default they count as the disruption already
+    spent, and the drain, the node image upgrade with it, waits for ever (AlwaysAllow, GA in 1.31)."""
+    k8s.policy.v1.PodDisruptionBudget(name, metadata=metadata,
+                                      spec={"maxUnavailable": 1, "selector": {"matchLabels": selector},
+                                            "unhealthyPodEvictionPolicy": "AlwaysAllow"},
                                       opts=pulumi.ResourceOptions(parent=parent))
 
 
@@ -397,7 +409,7 @@ class ModelService(pulumi.ComponentResource):
                              "securityContext": POD_SECURITY, "terminationGracePeriodSeconds": termination_grace_seconds(spec),
                              # A scoring script is the user's code: it gets no API credentials.
                              "automountServiceAccountToken": False,
-                             "affinity": node_spread(selector), **_accelerator(spec)},
+                             **spread(selector), **_accelerator(spec)},
                 },
             },
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=["spec.replicas"] if autoscaled else None,

@@ -210,7 +210,9 @@ def test_router_spreads_over_nodes_keeps_a_budget_and_scales_itself():
     term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
     assert term["topologyKey"] == "kubernetes.io/hostname"
     assert term["labelSelector"]["matchLabels"] == {"app.kubernetes.io/name": "model-router"}
-    assert rec.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]["maxUnavailable"] == 1
+    assert [c["topologyKey"] for c in pod["topologySpreadConstraints"]] == ["topology.kubernetes.io/zone"]
+    budget = rec.one("kubernetes:policy/v1:PodDisruptionBudget").inputs["spec"]
+    assert (budget["maxUnavailable"], budget["unhealthyPodEvictionPolicy"]) == (1, "AlwaysAllow")
     # No HPA: the scaling leader sizes the router on CPU and routing latency, from 2 pods to 6.
     assert not rec.of_type("kubernetes:autoscaling/v2:HorizontalPodAutoscaler")
     scale = config(rec).router_scale

@@ -74,8 +74,10 @@ def test_gpu_cores_get_the_gpu_resource_toleration_and_selector():
 @pytest.mark.parametrize(("settings", "strategy"), [
     ({"gpu_cores": 1, "autoscale_min_replicas": 2}, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
     ({"gpu_cores": 1, "num_replicas": 3}, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}),
-    ({"gpu_cores": 1}, None),  # one replica: a surge, or the service stops during the rollout
-    ({"autoscale_min_replicas": 2}, None),  # CPU: Kubernetes' surge
+    # One replica: a surge, or the service stops during the rollout.
+    ({"gpu_cores": 1}, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}),
+    # CPU: a surge, and no serving replica taken out before its successor is ready (Kubernetes' default takes 25 %).
+    ({"autoscale_min_replicas": 4}, {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}}),
 ])
 def test_accelerator_rollouts_need_no_spare_accelerator_when_others_keep_serving(settings, strategy):
     """A surge pod on a full GPU pool stays Pending and the rollout stalls."""
@@ -194,14 +196,20 @@ def test_a_replica_being_deleted_serves_until_the_router_has_dropped_it():
     assert scorer["lifecycle"] == {"preStop": {"exec": {"command": ["sleep", "5"]}}}
 
 
-def test_replicas_spread_over_nodes_are_drained_one_at_a_time_and_get_no_api_token():
+def test_replicas_spread_over_nodes_and_zones_are_drained_one_at_a_time_and_get_no_api_token():
     rec = deploy(spec(num_replicas=3))
     p = pod(rec)
     term = p["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
     assert term == {"labelSelector": {"matchLabels": {"app.kubernetes.io/name": "iris"}}, "topologyKey": "kubernetes.io/hostname"}
+    # The scheduler's own zone default tolerates a skew of 5: 3 replicas could all run in one zone.
+    assert p["topologySpreadConstraints"] == [
+        {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway",
+         "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "iris"}}, "matchLabelKeys": ["pod-template-hash"]}]
     budget = rec.one("kubernetes:policy/v1:PodDisruptionBudget").inputs
     assert budget["metadata"]["name"] == "iris"
-    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "iris"}}}
+    # Replicas running but not ready (an init() that keeps failing) are evictable: else a drain waits for ever.
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": "iris"}},
+                              "unhealthyPodEvictionPolicy": "AlwaysAllow"}
     assert p["automountServiceAccountToken"] is False
 
 
