@@ -6,7 +6,7 @@ Routes:
   POST /api/v1/service/<name>/score      GET /api/v1/service/<name>/swagger.json
   POST /api/v1/endpoint/<name>/score     GET /api/v1/endpoint/<name>/swagger.json
   GET /healthz (process up)   GET /readyz (JSON status; 200 locally once every version has a ready
-  replica, on kubernetes once the router runs)
+  replica, on kubernetes once every version's replicas have been listed)
   GET /metrics (Prometheus)   GET /internal/load (for the scaling leader: in-flight + queued per
   deployment, and the pod's own CPU and routing latency; with the peers' secret when one is set)
 Version pinning: request header `azureml-model-deployment: <version>` (Azure ML's online
@@ -349,8 +349,10 @@ class Router:
                     "problem": self.backend.problem(v.config.deployment)})
             routes.append({"kind": kind, "name": name, "versions": versions})
         # Locally, ready means every version can answer (what `local up` waits for). A router pod is
-        # ready once it runs: one model without replicas must not take every route off the load balancer.
-        ready = self.config.backend == "kubernetes" or all(v["ready"] > 0 for r in routes for v in r["versions"])
+        # ready once it knows the replicas there are: one model without any must not take every route
+        # off the load balancer.
+        ready = self.backend.synced() and (
+            self.config.backend == "kubernetes" or all(v["ready"] > 0 for r in routes for v in r["versions"]))
         return {"ready": ready, "leader": self.backend.is_leader, "routes": routes, "config_error": self.config_error}
 
     async def _api(self, scope: dict, receive, send, path: str) -> None:

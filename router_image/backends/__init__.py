@@ -28,6 +28,10 @@ class Backend(Protocol):
     def replicas(self, deployment: str) -> int:
         """The count it is working towards (ready or not)."""
 
+    def synced(self) -> bool:
+        """Whether every version's replicas have been reported at least once: until then a router pod
+        takes no traffic, as every request would be a 503 while its replicas are there."""
+
     def problem(self, deployment: str) -> str | None:
         """Why the version has no ready replica, where the backend sees it (None: nothing wrong, or
         only the cluster knows: its pods' events)."""

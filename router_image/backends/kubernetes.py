@@ -155,6 +155,7 @@ class SliceWatch:
 
     def __init__(self, api: Api, namespace: str, service: str, on_change: Callable[[], None]):
         self.slices: dict[str, dict] = {}
+        self.listed = False  # once: what a failing list or watch leaves is the last known state
         self._api, self._on_change = api, on_change
         self._path = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
         self._selector = {"labelSelector": f"{SERVICE_LABEL}={service}"}
@@ -168,6 +169,7 @@ class SliceWatch:
             try:
                 _, listing = await self._api.call("GET", self._path, params=self._selector)
                 self.slices = {s["metadata"]["name"]: s for s in listing.get("items") or []}
+                self.listed = True
                 self._on_change()
                 version = listing["metadata"]["resourceVersion"]
                 while True:
@@ -403,6 +405,9 @@ class KubernetesBackend:
     def _scaled(self) -> list[str]:
         """Every Deployment this backend scales: the versions', and the router's own."""
         return [*self._versions, *([self._own] if self._own else [])]
+
+    def synced(self) -> bool:
+        return all(w.listed for w in self._watches.values())
 
     def problem(self, deployment: str) -> str | None:
         return None

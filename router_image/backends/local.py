@@ -132,6 +132,9 @@ class LocalBackend:
         v = self._versions.get(deployment)
         return v.desired if v else 0
 
+    def synced(self) -> bool:
+        return True  # it starts the replicas it reports: /readyz waits for them to be ready instead
+
     def problem(self, deployment: str) -> str | None:
         v = self._versions.get(deployment)
         return v.problem if v else None

@@ -146,6 +146,9 @@ class Fixed:
     def replicas(self, deployment: str) -> int:
         return len(self.addresses.get(deployment, []))
 
+    def synced(self) -> bool:
+        return True
+
     def problem(self, deployment: str) -> str | None:
         return None
 

@@ -80,6 +80,9 @@ class TwoAddresses:
     def replicas(self, deployment: str) -> int:
         return len(self.addresses)
 
+    def synced(self) -> bool:
+        return True
+
     def problem(self, deployment: str) -> str | None:
         return None
 

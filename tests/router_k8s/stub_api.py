@@ -50,6 +50,7 @@ class StubApi:
     lease_writes_fail: bool = False  # an API server the leader cannot reach for writes
     lease_delay_s: float = 0.0  # an overloaded API server: Lease calls answered, but this late
     scale_delay_s: float = 0.0  # and scale patches held this long before they are applied
+    refuse_lists: int = 0  # this many EndpointSlice lists answered 429, as API Priority and Fairness does under load
     # Each Deployment's resourceVersion: bumped when its count changes (a patch, or a test setting `scales`)
     # and by `touch` (its status changing), checked against a patch's as the API server checks it.
     scale_versions: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (count, resourceVersion)
@@ -131,6 +132,9 @@ class StubApi:
         return [s for s in self.slices.values() if s["metadata"]["labels"].get(key) == value]
 
     async def _slices(self, request: web.Request) -> web.StreamResponse:
+        if request.query.get("watch") != "true" and self.refuse_lists > 0:
+            self.refuse_lists -= 1
+            return web.json_response({"kind": "Status", "code": 429, "reason": "TooManyRequests"}, status=429)
         if request.query.get("watch") != "true":
             return web.json_response({"kind": "EndpointSliceList", "metadata": {"resourceVersion": str(self.version)},
                                       "items": self._selected(request)})

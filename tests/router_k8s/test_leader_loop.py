@@ -49,6 +49,9 @@ class FakeBackend:
     def replicas(self, deployment: str) -> int:
         return self.routers if deployment == "model-router" else self.count
 
+    def synced(self) -> bool:
+        return True
+
     def problem(self, deployment: str) -> str | None:
         return None
 

@@ -57,6 +57,31 @@ async def test_a_request_flows_to_an_address_from_an_endpointslice(api) -> None:
         await scorer_runner.cleanup()
 
 
+async def test_a_router_pod_is_not_ready_before_it_has_listed_its_replicas(api) -> None:
+    """A new pod (rolling update, scale-out) that the API server answers late: ready, the load balancer
+    would send it requests it can only answer 503 while its model has ready replicas."""
+    scorer = web.Application()
+    scorer.router.add_post("/score", _score)
+    scorer_runner, port = await serve(scorer)
+    api.refuse_lists = 1
+    api.put_slice(endpoint_slice("iris-a", "iris", [("127.0.0.1", True, "iris-1")]))
+    version = VersionConfig(name="v1", deployment="iris", is_default=True, scorer_port=port,
+                            autoscale=AutoscaleConfig(enabled=False))
+    config = RouterConfig(backend="kubernetes", namespace="models", routes=[
+        RouteConfig(kind="service", name="iris", auth=AuthConfig(key_enabled=False), versions=[version])])
+    router = Router(config, backend=KubernetesBackend(config, api.access, "router-new"))
+    await router.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
+            assert (await client.get("/readyz")).status_code == 503
+            await until(lambda: router.pools["iris"].ready == 1, timeout=5)  # listed again after its pause
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.post("/api/v1/service/iris/score", json={"data": [1]})).status_code == 200
+    finally:
+        await router.shutdown()
+        await scorer_runner.cleanup()
+
+
 async def test_the_leader_patches_the_router_deployments_scale_when_a_peer_routes_late(api, tmp_path) -> None:
     secret = tmp_path / "peer-secret"
     secret.write_text("peer-secret")
