@@ -257,6 +257,7 @@ class KubernetesBackend:
         self._published: dict[str, list[str]] = {}
         self._replicas: dict[str, int] = {}
         self._read_at: dict[str, str] = {}  # the resourceVersion each count was read at
+        self._synced = False
         self._remote: dict[str, float] = {}
         self._pods: list[PodLoad] = []
         # Scaled besides the versions' Deployments: the router's own.
@@ -407,7 +408,10 @@ class KubernetesBackend:
         return [*self._versions, *([self._own] if self._own else [])]
 
     def synced(self) -> bool:
-        return all(w.listed for w in self._watches.values())
+        # Once: a version added later must not take every router pod off the load balancer while its
+        # first list is slow (until it has replicas, the default version takes its share).
+        self._synced = self._synced or all(w.listed for w in self._watches.values())
+        return self._synced
 
     def problem(self, deployment: str) -> str | None:
         return None

@@ -77,6 +77,11 @@ async def test_a_router_pod_is_not_ready_before_it_has_listed_its_replicas(api) 
             await until(lambda: router.pools["iris"].ready == 1, timeout=5)  # listed again after its pause
             assert (await client.get("/readyz")).status_code == 200
             assert (await client.post("/api/v1/service/iris/score", json={"data": [1]})).status_code == 200
+            # A version added later, listed late: this pod (and every other, reloading the same config) stays ready.
+            api.refuse_lists = 1
+            await router.backend.apply([version, version.model_copy(update={"name": "v2", "deployment": "iris-v2",
+                                                                               "is_default": False})])
+            assert (await client.get("/readyz")).status_code == 200
     finally:
         await router.shutdown()
         await scorer_runner.cleanup()
