@@ -30,6 +30,11 @@ class Retired(Exception):
     """A reload removed the version: nothing was sent, so the request may be routed again."""
 
 
+class Emptied(Exception):
+    """Every replica left while the request waited (its Deployment deleted before the config that drops
+    it reached the router, a drain of its one replica): nothing was sent, so another version may serve it."""
+
+
 @dataclass(eq=False)
 class Replica:
     address: str  # host:port ([v6]:port)
@@ -77,6 +82,10 @@ class ReplicaPool:
             if address not in self.replicas:
                 self.replicas[address] = self._draining.pop(address) if address in self._draining else Replica(address)
         self._order = list(self.replicas.values())
+        if self._waiters and not self.any_ready():
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_exception(Emptied())
         self._wake()
 
     def eject(self, replica: Replica) -> None:
@@ -122,8 +131,9 @@ class ReplicaPool:
             if not waiter.done():
                 waiter.set_exception(Retired())
 
-    async def acquire(self) -> Replica:
-        """A slot on the least busy replica, waiting in line when every slot is taken."""
+    async def acquire(self, wait_s: float | None = None) -> Replica:
+        """A slot on the least busy replica, waiting in line when every slot is taken (max_wait_s, or what
+        is left of it after an Emptied)."""
         if self.retired:
             raise Retired()
         replica = self.take()
@@ -132,7 +142,7 @@ class ReplicaPool:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Replica] = loop.create_future()
         self._waiters.append(waiter)
-        timer = loop.call_later(self.max_wait_s, self._expire, waiter)
+        timer = loop.call_later(self.max_wait_s if wait_s is None else wait_s, self._expire, waiter)
         try:
             return await waiter
         except asyncio.CancelledError:

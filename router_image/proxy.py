@@ -18,7 +18,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
-from router_image.pool import NoReplicas, QueueTimeout, Replica, Retired
+from router_image.pool import Emptied, NoReplicas, QueueTimeout, Replica, Retired
 from router_image.responses import HttpError
 from router_image.routes import VersionState
 from router_image.traffic import PIN_HEADER
@@ -105,21 +105,34 @@ async def forward(scope: dict, receive, send, version: VersionState, path: bytes
 async def acquire(version: VersionState, reroute: Reroute | None = None) -> tuple[VersionState, Replica]:
     """A slot of the version, waiting in its queue; 503 when none frees up in time. When a reload removes
     the version meanwhile, the version `reroute` picks from the new config (it may raise a 404) is
-    waited for instead; without `reroute`, a 503."""
+    waited for instead; without `reroute`, a 503. When its replicas all leave meanwhile, the one
+    `reroute` picks now (a version with a ready replica stands in) is waited for, within the same wait."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + version.pool.max_wait_s
+    wait_s = None  # the pool's own wait, until an Emptied: what is left of the first
     while True:
         try:
-            return version, await version.pool.acquire()
+            return version, await version.pool.acquire(wait_s)
         except Retired:
             if reroute is None:
                 raise HttpError(503, "NoReadyReplicas", f"{version.config.name} was removed",
                                 [(b"retry-after", b"1")]) from None
             version = reroute()
+        except Emptied:
+            wait_s = deadline - loop.time()
+            if wait_s <= 0:
+                raise _no_replicas(version) from None
+            if reroute is not None:
+                version = reroute()
         except QueueTimeout:
             raise HttpError(503, "TooManyRequests", f"every replica of {version.config.name} stayed busy for "
                             f"{version.config.max_request_wait_time_ms} ms", [(b"retry-after", b"1")]) from None
         except NoReplicas:
-            raise HttpError(503, "NoReadyReplicas", f"no ready replica of {version.config.name}",
-                            [(b"retry-after", b"5")]) from None
+            raise _no_replicas(version) from None
+
+
+def _no_replicas(version: VersionState) -> HttpError:
+    return HttpError(503, "NoReadyReplicas", f"no ready replica of {version.config.name}", [(b"retry-after", b"5")])
 
 
 async def connect(version: VersionState, replica: Replica) -> tuple[Replica, Connection]:

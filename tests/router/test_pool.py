@@ -6,7 +6,11 @@ import asyncio
 
 import pytest
 
-from router_image.pool import NoReplicas, QueueTimeout, ReplicaPool, Retired
+from router_image.proxy import acquire
+from router_image.responses import HttpError
+from router_image.routes import VersionState
+from router_image.config import AutoscaleConfig, VersionConfig
+from router_image.pool import Emptied, NoReplicas, QueueTimeout, ReplicaPool, Retired
 
 pytestmark = pytest.mark.anyio
 
@@ -175,3 +179,42 @@ async def test_a_retired_pool_turns_requests_away_at_once_even_with_free_slots()
         await pool.acquire()
     assert asyncio.get_running_loop().time() - started < 0.5
     assert pool.busy_slots == 0 and pool.queued == 0
+
+
+async def test_those_waiting_are_told_when_the_last_ready_replica_leaves() -> None:
+    """Not before: while one replica is left, the queue waits for its slots."""
+    pool = ReplicaPool(slots_per_replica=1, max_wait_s=5.0)
+    pool.set_addresses(["127.0.0.1:1", "127.0.0.1:2"])
+    first, second = await pool.acquire(), await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.01)
+    pool.set_addresses([second.address])
+    await asyncio.sleep(0.01)
+    assert not waiter.done() and pool.queued == 1
+    pool.set_addresses([])
+    with pytest.raises(Emptied):
+        await waiter
+    assert pool.queued == 0
+    pool.release(first)
+    pool.release(second)
+    assert pool.busy_slots == 0
+
+
+async def test_a_request_whose_version_emptied_waits_no_longer_than_it_would_have() -> None:
+    """With no version to stand in (reroute picks the same one), what is left of the first wait, then
+    503 NoReadyReplicas: a replica gone is not a second max_request_wait_time."""
+    config = VersionConfig(name="v1", deployment="iris", is_default=True, max_request_wait_time_ms=400,
+                           autoscale=AutoscaleConfig(enabled=False))
+    version = VersionState(config, ReplicaPool(slots_per_replica=1, max_wait_s=0.4), ("service", "iris", "v1", "service"), None)
+    version.pool.set_addresses(["127.0.0.1:1"])
+    held = version.pool.take()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiting = asyncio.create_task(acquire(version, lambda: version))
+    await asyncio.sleep(0.2)
+    version.pool.set_addresses([])
+    with pytest.raises(HttpError) as refused:
+        await waiting
+    assert (refused.value.status, refused.value.code) == (503, "NoReadyReplicas")
+    assert 0.35 <= loop.time() - started < 0.55
+    version.pool.release(held)

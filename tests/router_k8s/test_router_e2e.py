@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from aiohttp import web
@@ -119,3 +121,52 @@ async def test_the_leader_patches_the_router_deployments_scale_when_a_peer_route
     finally:
         await router.shutdown()
         await peer_runner.cleanup()
+
+
+async def test_requests_queued_for_a_version_whose_replicas_all_left_go_to_the_default(api) -> None:
+    """Its Deployment deleted by `pulumi up` before the kubelet refreshed the router's ConfigMap (up to a
+    minute): the queued request was never sent, so the default version serves it instead of a 503."""
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.5)
+        return web.json_response({"by": "treatment"})
+
+    async def fast(request: web.Request) -> web.Response:
+        return web.json_response({"by": "control"})
+
+    treatment_app, control_app = web.Application(), web.Application()
+    treatment_app.router.add_post("/score", slow)
+    control_app.router.add_post("/score", fast)
+    treatment_runner, treatment_port = await serve(treatment_app)
+    control_runner, control_port = await serve(control_app)
+    api.scales.update({"fraud-control": 1, "fraud-treatment": 1})
+    api.put_slice(endpoint_slice("c-a", "fraud-control", [("127.0.0.1", True, "c-1")]))
+    api.put_slice(endpoint_slice("t-a", "fraud-treatment", [("127.0.0.1", True, "t-1")]))
+    off = AutoscaleConfig(enabled=False)
+    control = VersionConfig(name="control", deployment="fraud-control", is_default=True, scorer_port=control_port,
+                            traffic_percentile=0, autoscale=off)
+    treatment = VersionConfig(name="treatment", deployment="fraud-treatment", scorer_port=treatment_port,
+                              traffic_percentile=100, replica_max_concurrent_requests=1, max_request_wait_time_ms=3000,
+                              autoscale=off)
+    config = RouterConfig(backend="kubernetes", namespace="models", routes=[
+        RouteConfig(kind="endpoint", name="fraud", auth=AuthConfig(key_enabled=False), versions=[control, treatment])])
+    router = Router(config, backend=KubernetesBackend(config, api.access, "router-0"))
+    await router.startup()
+    try:
+        await until(lambda: router.pools["fraud-control"].ready == 1 and router.pools["fraud-treatment"].ready == 1)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router",
+                                     timeout=10) as client:
+            def post():
+                return client.post("/api/v1/endpoint/fraud/score", json={"x": 1})
+            in_flight = asyncio.create_task(post())  # holds treatment's one slot
+            await until(lambda: router.pools["fraud-treatment"].busy_slots == 1)
+            queued = asyncio.create_task(post())
+            await until(lambda: router.pools["fraud-treatment"].queued == 1)
+            api.put_slice(endpoint_slice("t-a", "fraud-treatment", [("127.0.0.1", False, "t-1")]))  # terminating
+            answered = await queued
+            assert (answered.status_code, answered.json()) == (200, {"by": "control"})
+            assert answered.headers["azureml-model-deployment"] == "control"
+            assert (await in_flight).json() == {"by": "treatment"}  # the one in flight drains where it is
+    finally:
+        await router.shutdown()
+        await treatment_runner.cleanup()
+        await control_runner.cleanup()
