@@ -20,6 +20,20 @@ def test_malformed_json_is_400(start_scorer: StartScorer) -> None:
     assert response.headers["x-ms-run-function-failed"] == "False"  # the request failed, not the script
 
 
+def test_an_undecorated_runs_body_is_checked_not_read_into_objects(start_scorer: StartScorer) -> None:
+    """It gets the text, as Azure ML passes it: read into Python objects, a 40 MB body costs the worker
+    ~400 MB more (and holds its loop for seconds); checked, about the body and its text."""
+    server = start_scorer("peak_memory.py", workers=1)
+    idle = server.post(json={"data": [[1.0]]}).json()
+    row = b"[1.23, 4.56, 7.89, 0.12]"
+    body = b'{"data": [' + b",".join([row] * 1_600_000) + b"]}"  # 40 MB of floats
+    big = server.post(content=body, headers={"content-type": "application/json"}).json()
+    assert big["pid"] == idle["pid"] and big["length"] == len(body)
+    assert (big["peak_kib"] - idle["peak_kib"]) * 1024 < 4 * len(body)
+    broken = server.post(content=body[:-1], headers={"content-type": "application/json"})
+    assert broken.status_code == 400 and broken.json()["error"]["message"].startswith("malformed JSON: ")
+
+
 def test_body_over_the_limit_is_413(start_scorer: StartScorer) -> None:
     server = start_scorer("sum_rows.py", env={"SCORER_MAX_BODY_BYTES": "1000"})
     small = server.post(json={"data": [[1] * 10]})
