@@ -31,6 +31,10 @@ from router_image.traffic import PIN_HEADER
 
 IDLE_TTL_S = 30.0  # well under the scorer's keep-alive (65 s), so a pooled connection is still open
 MAX_IDLE_PER_REPLICA = 256
+# A replica gone without a reset (a deleted pod's address, a stale watch) drops the SYN: the kernel would
+# retry for two minutes. Nothing is sent before the connection is made, so another replica is tried (Envoy's
+# default connect timeout).
+CONNECT_TIMEOUT_S = 5.0
 HIGH_WATER = 1 << 20  # pause reading the replica with this much response body unsent
 # Headers of a replica's answer that stay on its hop (the client's connection has its own), and the one
 # naming the version that answered, which the router adds itself (a replica's own could contradict it).
@@ -365,8 +369,11 @@ class ReplicaConnections:
         if connection is not None:
             return connection
         try:
-            _, connection = await asyncio.get_running_loop().create_connection(  # type: ignore[type-var]
-                lambda: Connection(self), self.host, self.port)
+            async with asyncio.timeout(CONNECT_TIMEOUT_S):
+                _, connection = await asyncio.get_running_loop().create_connection(  # type: ignore[type-var]
+                    lambda: Connection(self), self.host, self.port)
+        except TimeoutError:
+            raise ConnectFailed(f"{self.host}:{self.port}: no answer to connect within {CONNECT_TIMEOUT_S:g} s") from None
         except OSError as exc:
             raise ConnectFailed(f"{self.host}:{self.port}: {exc.strerror or exc}") from None
         return connection

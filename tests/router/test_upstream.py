@@ -9,7 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from router_image.upstream import ReplicaConnections
+from router_image import upstream
+from router_image.upstream import ConnectFailed, ReplicaConnections
 
 pytestmark = pytest.mark.anyio
 
@@ -33,6 +34,13 @@ class Replica:
             conn.close()
         self.connections.close()
         self.listener.close()
+
+
+def black_hole() -> tuple[socket.socket, socket.socket]:
+    """A listener whose accept queue is full (and the connection filling it): Linux drops further SYNs,
+    as a deleted pod's address does."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    return listener, socket.create_connection(listener.getsockname())
 
 
 @pytest.fixture
@@ -130,3 +138,17 @@ async def test_headers_the_answers_connection_header_names_stay_on_the_replicas_
     sink, _ = await answered(replica, b"HTTP/1.1 200 OK\r\nconnection: keep-alive, X-Hop, content-length\r\n"
                                       b"x-hop: secret\r\nx-ok: 1\r\ncontent-length: 2\r\n\r\nok")
     assert sink.lines == b"x-ok: 1\r\ncontent-length: 2\r\n"  # the length the client reads is never dropped
+
+
+async def test_a_replica_that_drops_the_connect_is_given_up_after_the_connect_timeout(monkeypatch) -> None:
+    """Not the kernel's two minutes of SYN retries: nothing was sent, so the caller may try another replica."""
+    monkeypatch.setattr(upstream, "CONNECT_TIMEOUT_S", 0.3)
+    listener, filler = black_hole()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ConnectFailed, match="no answer to connect within 0.3 s"):
+            await ReplicaConnections(*listener.getsockname()).connect()
+        assert 0.25 <= time.monotonic() - started < 1.5
+    finally:
+        filler.close()
+        listener.close()
