@@ -962,6 +962,20 @@ class LocalSpec(Spec):
 # ---------------------------------------------------------------- the stack
 
 
+def _unpacked(replicas: list[int], pools: list[tuple[NodePoolSpec, int]]) -> list[int]:
+    """The replicas' GPU counts that no node has room for, placed largest first on the first node with
+    room (as the scheduler may place them: a warning, as a better placement may exist)."""
+    free = [n for p, n in pools for _ in range((p.max_count if p.max_count is not None else p.node_count))]
+    left = []
+    for need in sorted(replicas, reverse=True):
+        node = next((i for i, room in enumerate(free) if room >= need), None)
+        if node is None:
+            left.append(need)
+        else:
+            free[node] -= need
+    return left
+
+
 class StackSpec(Spec):
     """Everything one stack file declares (its `aks-model-serving:*` config keys)."""
 
@@ -1054,6 +1068,12 @@ class StackSpec(Spec):
             return [f"{users[0][0]}.gpu_cores: the deployments start with {start} GPUs "
                     f"({', '.join(f'{path} {dep.replicas} x {dep.gpu_cores}' for path, dep in users)}), and {held}; "
                     "raise the pools' max_count (or count) or lower the replicas"]
+        unplaced = _unpacked([dep.gpu_cores for _, dep in users for _ in range(dep.replicas)], sized)
+        if unplaced:
+            self._warnings.append(f"gpu_cores: the deployments start with {start} GPUs, within the pools' total, but a "
+                                  f"replica takes all its GPUs on one node, and {len(unplaced)} of them "
+                                  f"({', '.join(map(str, unplaced))} GPUs) find no node with that many left; they stay "
+                                  "Pending (use sizes whose GPUs per node the replicas divide, or raise max_count)")
         most = sum((dep.autoscale_max_replicas if dep.autoscale_enabled else dep.replicas) * dep.gpu_cores
                    for _, dep in users)
         if most > capacity:

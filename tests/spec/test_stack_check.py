@@ -631,6 +631,20 @@ def test_gpu_capacity_counts_gpus_per_node_and_skips_sizes_it_does_not_know(tmp_
     assert load_stack(write_stack(tmp_path, config)).spec.warnings == []
 
 
+def test_gpu_capacity_warns_when_the_replicas_fit_the_total_but_not_the_nodes(tmp_path):
+    """2 nodes of 4 GPUs: replicas of 3, 3 and 2 GPUs sum to 8, but each node keeps 1 after a 3."""
+    config = copy.deepcopy(BASE)
+    config[C]["node_pools"][1]["vm_size"] = "Standard_NC64as_T4_v3"
+    config[S][0] |= {"gpu_cores": 3, "num_replicas": 2}
+    config[S].append({**config[S][0], "name": "svc2", "gpu_cores": 2, "num_replicas": 2})
+    config[S][1]["num_replicas"] = 1
+    warnings = _gpu_warnings(tmp_path, config)
+    assert ("gpu_cores: the deployments start with 8 GPUs, within the pools' total, but a replica takes all its GPUs on "
+            "one node, and 1 of them (2 GPUs) find no node with that many left") in warnings[0]
+    config[S][0]["gpu_cores"] = 2  # 2, 2 and 2 on two nodes of 4
+    assert not any("find no node" in w for w in _gpu_warnings(tmp_path, config))
+
+
 def test_secrets_are_secrets_where_a_setting_takes_them_and_named_where_it_cannot(tmp_path, capsys):
     """A `secure:` value: ciphertext for `check`, decrypted for the program, which learns from the stack
     file which values were secrets (Pulumi marks only the whole setting)."""
