@@ -82,7 +82,8 @@ class ModelRouterArgs:
     Vault's secrets), by the same id, wins over them. `service_annotations` are the cluster's LoadBalancer annotations
     (internal load balancer + subnet). `location` names the Azure region of a DNS label: a plain
     string, as the names built from it are known before anything is created. `create_namespace`
-    false: the namespace (spec.namespace) is the platform's, made elsewhere.
+    false: the namespace (spec.namespace) is the platform's, made elsewhere. `certificate`, the
+    (certificate, key) PEMs of `ssl.cname` from other resources (a Key Vault's secrets), as secrets.
     """
 
     spec: RouterSpec
@@ -95,9 +96,18 @@ class ModelRouterArgs:
     service_annotations: Mapping[str, str] = field(default_factory=dict)
     create_namespace: bool = True
     keys: Mapping[str, tuple[pulumi.Input[str], pulumi.Input[str]]] = field(default_factory=dict)
+    certificate: tuple[pulumi.Input[str], pulumi.Input[str]] | None = None
 
     def __post_init__(self) -> None:
         self.cluster_purpose = cluster_purpose(self.cluster_purpose)
+        cname = self.ssl.cname if self.ssl is not None else None
+        pem = self.ssl is not None and self.ssl.certificate is not None
+        if self.certificate is not None and (cname is None or pem):
+            raise ValueError("ModelRouterArgs.certificate: the certificate and key of ssl.cname, given with no "
+                             "ssl.certificate and ssl.key (SslSpec(cname=...))")
+        if cname is not None and not pem and self.certificate is None:
+            raise ValueError(f"ModelRouterArgs.certificate: ssl.cname {cname!r} has no certificate and key; give them "
+                             "here (from other resources: a Key Vault's secrets) or as ssl.certificate and ssl.key")
         unknown = sorted(set(self.keys) - {r.key_id for r in self.routes if r.auth.key_enabled})
         if unknown:
             raise ValueError(f"ModelRouterArgs.keys: {', '.join(unknown)} is no key-auth route's key_id "
@@ -223,7 +233,7 @@ class ModelRouter(pulumi.ComponentResource):
         address = service.status.apply(_ingress_address)
         self.host = pulumi.Output.from_input(static_host) if static_host else address
         self.base_url = self.host.apply(lambda h: f"{'https' if serves_tls else 'http'}://{h}")
-        tls_secret = self._tls(name, args.ssl, static_host, address, meta) if serves_tls else None
+        tls_secret = self._tls(name, args.ssl, args.certificate, static_host, address, meta) if serves_tls else None
 
         # ---- the router's own configuration
         config = RouterConfig(
@@ -321,7 +331,8 @@ class ModelRouter(pulumi.ComponentResource):
             keepers={"rotation": str(settings.key_rotation)}, opts=pulumi.ResourceOptions(parent=self))
         return pulumi.Output.secret(password.result)
 
-    def _tls(self, name: str, ssl: SslSpec, host: str | None, address: pulumi.Output[str], meta) -> pulumi.Input[str]:
+    def _tls(self, name: str, ssl: SslSpec, certificate: tuple[pulumi.Input[str], pulumi.Input[str]] | None,
+             host: str | None, address: pulumi.Output[str], meta) -> pulumi.Input[str]:
         """The Secret (kubernetes.io/tls) the router serves: from the stack, self-signed, or cert-manager's."""
         secret_name = f"{NAME}-tls"
         child = pulumi.ResourceOptions(parent=self)
@@ -334,8 +345,8 @@ class ModelRouter(pulumi.ComponentResource):
                 opts=child)
             return secret_name
         if ssl.cname:
-            cert = pulumi.Output.secret(ssl.certificate.get_secret_value())  # type: ignore[union-attr]
-            key = pulumi.Output.secret(ssl.key.get_secret_value())  # type: ignore[union-attr]
+            given = certificate or (ssl.certificate.get_secret_value(), ssl.key.get_secret_value())  # type: ignore[union-attr]
+            cert, key = pulumi.Output.secret(given[0]), pulumi.Output.secret(given[1])
         else:
             # self_signed, and leaf_domain_label: Azure ML's Microsoft-issued certificate has no
             # counterpart outside Azure ML, so the leaf domain gets a self-signed one too.

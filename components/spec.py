@@ -441,11 +441,16 @@ class SslSpec(Spec):
 
     def _rules(self) -> list[str]:
         problems = []
-        given = [n for n in ("cname", "certificate", "key") if getattr(self, n) is not None]
-        if given and len(given) < 3:
-            missing = sorted({"cname", "certificate", "key"} - set(given))
-            problems.append(f"{missing[0]}: cname, certificate and key go together; missing {', '.join(missing)}")
-        sources = [bool(given), self.leaf_domain_label is not None, self.self_signed, self.cert_manager_issuer is not None]
+        # A cname alone takes its certificate and key from a program (ModelRouterArgs.certificate); a stack
+        # gives all three (ClusterSpec's rule).
+        pem = [n for n in ("certificate", "key") if getattr(self, n) is not None]
+        if len(pem) == 1:
+            missing = "key" if pem == ["certificate"] else "certificate"
+            problems.append(f"{missing}: certificate and key go together; missing {missing}")
+        if pem and self.cname is None:
+            problems.append("cname: a certificate and key are for the name clients call; give cname")
+        sources = [self.cname is not None or bool(pem), self.leaf_domain_label is not None, self.self_signed,
+                   self.cert_manager_issuer is not None]
         if sum(sources) > 1:
             problems.append("leaf_domain_label: choose one TLS source: cname + certificate + key, leaf_domain_label, self_signed, or cert_manager_issuer")
         elif sum(sources) == 0:
@@ -544,6 +549,8 @@ class ClusterSpec(Spec):
         problems = []
         if self.defender is None:
             self.defender = self.cluster_purpose == "fast_prod"
+        if self.ssl is not None and self.ssl.cname and (self.ssl.certificate is None or self.ssl.key is None):
+            problems.append("ssl.certificate: a cname needs its certificate and key (PEM, as stack secrets)")
         if self.dns.private_zone_links and (self.attach is not None or self.network.vnet is None):
             problems.append("dns.private_zone_links: private endpoints and zone links need a cluster created here on a vnet")
         if self.attach is not None:

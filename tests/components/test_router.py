@@ -26,7 +26,7 @@ STACK = StackSpec.model_validate({
 })
 
 
-def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation=0, auth=None, stack=STACK):
+def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation=0, auth=None, stack=STACK, certificate=None):
     spec = RouterSpec.model_validate(router or {"min_replicas": 2, "max_replicas": 6, "dns_label": "mlw-scoring"})
     ssl_spec = SslSpec.model_validate(ssl) if ssl else None
     rs = routes(stack)
@@ -34,7 +34,7 @@ def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation
     def program():
         r = ModelRouter("router", ModelRouterArgs(
             spec=spec, routes=rs, image=IMAGE, cluster_purpose=purpose, location="westeurope", ssl=ssl_spec,
-            service_annotations=annotations or {},
+            service_annotations=annotations or {}, certificate=certificate() if certificate else None,
             auth=auth if auth is not None else {"service.iris": AuthSettings(key_rotation=rotation)}))
         iris = r.access(rs[0])
         return {"host": r.host, "iris_uri": iris.scoring_uri, "iris_swagger": iris.swagger_uri,
@@ -186,6 +186,26 @@ def test_stack_certificate_and_cname():
     assert named(rec, "kubernetes:core/v1:Secret", "model-router-tls").inputs["stringData"] == {"tls.crt": "CERT", "tls.key": "KEY"}
     assert rec.outputs["host"] == "score.example.com"
     assert not rec.of_type("tls:index/selfSignedCert:SelfSignedCert")
+
+
+def test_a_programs_certificate_from_other_resources_is_served_as_a_secret():
+    """A Key Vault's certificate: Outputs, which a stack's SslSpec (plain strings) cannot hold."""
+    rec = build(ssl={"cname": "score.example.com"},
+                certificate=lambda: (pulumi.Output.from_input("CERT"), pulumi.Output.secret("KEY")))
+    secret = named(rec, "kubernetes:core/v1:Secret", "model-router-tls")
+    assert secret.inputs["stringData"] == {"tls.crt": "CERT", "tls.key": "KEY"} and secret.secret_inputs == ["stringData"]
+    assert rec.outputs["host"] == "score.example.com"
+
+
+@pytest.mark.parametrize(("ssl", "certificate", "message"), [
+    ({"cname": "score.example.com"}, None, "ssl.cname 'score.example.com' has no certificate and key"),
+    ({"cname": "score.example.com", "certificate": "C", "key": "K"}, ("C", "K"), "given with no ssl.certificate"),
+    ({"self_signed": True}, ("C", "K"), "the certificate and key of ssl.cname"),
+])
+def test_a_cname_has_one_certificate(ssl, certificate, message):
+    with pytest.raises(ValueError, match=message):
+        ModelRouterArgs(spec=RouterSpec(), routes=[], image=IMAGE, cluster_purpose="fast_prod", location="westeurope",
+                        ssl=SslSpec.model_validate(ssl), certificate=certificate)
 
 
 def test_cert_manager_certificate():

@@ -156,6 +156,8 @@ BROKEN = [
     ("bad-purpose", [(CL + ["cluster_purpose"], "prod")], "cluster.cluster_purpose:"),
     ("internal-lb-without-subnet", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer"})], "cluster.load_balancer.subnet:"),
     ("tls-cname-without-key", [(CL + ["ssl"], {"cname": "a.example.com", "certificate": "PEM"})], "cluster.ssl.key:"),
+    ("tls-cname-alone", [(CL + ["ssl"], {"cname": "a.example.com"})], "cluster.ssl.certificate: a cname needs its certificate and key"),
+    ("tls-certificate-without-cname", [(CL + ["ssl"], {"certificate": "PEM", "key": "PEM"})], "cluster.ssl.cname:"),
     ("tls-two-sources", [(CL + ["ssl"], {"cname": "a.example.com", "certificate": "PEM", "key": "PEM", "leaf_domain_label": "abc"})],
      "cluster.ssl.leaf_domain_label:"),
     ("attach-with-pools", [(CL + ["attach"], {"kubeconfig": "~/.kube/config"})], "cluster.node_pools:"),
