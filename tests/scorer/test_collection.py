@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from azure.storage.blob import ContainerClient
 
 from scoring_image.collection.destinations import BlobContainer, LocalFolder
 from scoring_image.collection.shipper import Shipper
-from scoring_image.collection.spool import Spool
+from scoring_image.collection.spool import SEALED, Spool
 from scoring_image.config import ScorerSettings
 from scoring_image.pids import writer_id
 from scorer_helpers import StartScorer, wait_until
@@ -293,6 +294,43 @@ def test_an_unreadable_record_is_skipped_and_the_rest_shipped(tmp_path: Path, ca
                for line in p.read_bytes().splitlines()]
     assert sorted(r["request_id"] for r in shipped) == ["req-1", "req-2"]
     assert sum("skipping unreadable record" in r.getMessage() for r in caplog.records) == 8
+
+
+_SHIP_ONE = """
+import re, sys
+from pathlib import Path
+from scoring_image.collection.destinations import LocalFolder
+from scoring_image.collection.shipper import Shipper
+from scoring_image.config import ScorerSettings
+
+spool, root = Path(sys.argv[1]), Path(sys.argv[2])
+settings = ScorerSettings(data_collection_spool_dir=str(spool), data_collection_service="iris-svc",
+                          data_collection_models=["sklearn-iris:1"])
+shipper = Shipper(settings, LocalFolder(root, "modeldata"))
+def peak_kib():
+    return int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+
+Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from now
+before = peak_kib()
+shipper.ship_once()
+print((peak_kib() - before) * 1024)
+"""
+
+
+def test_a_large_record_is_shipped_as_its_text_not_read_into_objects(tmp_path: Path) -> None:
+    """Its data and prediction go on as the spool holds them: read into Python objects, a 20 MB record
+    cost the supervisor (which shares the pod's memory) ~300 MB more."""
+    spool, root = tmp_path / "spool", tmp_path / "out"
+    spool.mkdir()
+    body = b'{"data": [' + b",".join([b"[1.23, 4.56, 7.89, 0.12]"] * 850_000) + b"]}"
+    line = orjson.dumps({"id": "a" * 32, "request_id": "r-1", "time": 1.7e9, "data": orjson.Fragment(body),
+                         "prediction": [0.5] * 10}) + b"\n"
+    (spool / f"00000000000000000001-{writer_id()}{SEALED}").write_bytes(line)
+    rise = int(subprocess.run([sys.executable, "-c", _SHIP_ONE, str(spool), str(root)], capture_output=True, text=True,
+                              check=True).stdout)
+    assert rise < 5 * len(body)  # its lines, the line shipped, the batch: ~3x; read into objects, ~15x
+    (inputs,) = records(folder_blobs(root), "inputs")
+    assert inputs["data"] == json.loads(body) and inputs["request_id"] == "r-1"
 
 
 def test_a_stray_open_file_in_the_spool_is_left_alone_and_the_rest_shipped(tmp_path: Path,
