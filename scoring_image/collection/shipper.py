@@ -141,19 +141,19 @@ class Shipper:
         batches: dict[str, list[bytes]] = defaultdict(list)
         # The spool ends each record with "\n" (a "\r" may be JSON whitespace inside one).
         with segment.open("rb") as records:
-            numbered = [(n, line.rstrip(b"\n")) for n, line in enumerate(records, 1)]
-        for number, line in numbered:
-            if not line:
-                continue
-            try:
-                lines_out = self._lines(line)
-            except (msgspec.DecodeError, ValueError, OverflowError, OSError) as exc:
-                # One bad record (a torn write, a bug) must not hold back the segment, nor every later one.
-                log.warning("skipping unreadable record %s:%d: %s: %s", segment.name, number, type(exc).__name__, exc)
-                continue
-            for kind, day, line_out in lines_out:
-                for name, version in self._models:
-                    batches[f"{self._service}/{name}/{version}/{kind}/{day}/{segment.stem}{SEALED}"].append(line_out)
+            for number, line in enumerate(records, 1):
+                line = line.rstrip(b"\n")
+                if not line:
+                    continue
+                try:
+                    lines_out = self._lines(line)
+                except (msgspec.DecodeError, ValueError, OverflowError, OSError) as exc:
+                    # One bad record (a torn write, a bug) must not hold back the segment, nor every later one.
+                    log.warning("skipping unreadable record %s:%d: %s: %s", segment.name, number, type(exc).__name__, exc)
+                    continue
+                for kind, day, line_out in lines_out:
+                    for name, version in self._models:
+                        batches[f"{self._service}/{name}/{version}/{kind}/{day}/{segment.stem}{SEALED}"].append(line_out)
         for name, lines in batches.items():
             self._destination.put(name, b"\n".join([*lines, b""]))  # each line ended, in one copy
 
