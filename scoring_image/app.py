@@ -190,22 +190,24 @@ class ScoringApp:
         body = await _read_body(receive, self._settings.max_body_bytes)
 
         parsed = None
+        json_body = False  # collected as JSON
         lenient = False  # a JSON body only Python's json reads
         headers = Headers(scope["headers"]) if script.wants_headers else None
         if script.form == "rawhttp":
             call = _call(script, AMLRequest.of(scope, body), headers)
         else:
             if method in ("GET", "HEAD"):  # HEAD as GET, as Flask answers it
-                parsed = _query_input(scope["query_string"])
+                parsed, json_body = _query_input(scope["query_string"]), True
                 try:
                     body = orjson.dumps(parsed)
                 except TypeError:  # an int over 64 bits: as Python's json writes it, and spooled as text
                     body, lenient = json.dumps(parsed, separators=(",", ":")).encode(), True
             elif content_type is not None and content_type[: len(_JSON)].lower() == _JSON:  # media types ignore case
-                if script.form == "schema" or self._spool is not None:  # what needs the value: inputs, a record
+                json_body = True
+                if script.form == "schema":  # its inputs
                     parsed, lenient = _loads(body)
                 else:
-                    _check_json(body)
+                    lenient = _check_json(body)
             elif script.form == "schema":
                 raise HttpError(400, "BadRequest", "this service expects a JSON body (content-type: application/json)")
             try:
@@ -237,7 +239,7 @@ class ScoringApp:
                             run_failed=True) from None
         self._metrics.observe_run(result.run_ms / 1000)
         if self._spool is not None and result.status < 400:
-            data = _one_line(body) if parsed is not None and not lenient else body.decode(errors="replace")
+            data = _one_line(body) if json_body and not lenient else body.decode(errors="replace")
             if result.headers[0] is _JSON_HEADER:  # run()'s value, encoded by orjson: JSON on one line
                 prediction: Any = orjson.Fragment(result.body)
             elif result.headers[0] == _JSON_HEADER:  # an AMLResponse's body
@@ -349,15 +351,17 @@ def _loads(body: bytes) -> tuple[Any, bool]:
             raise HttpError(400, "BadRequest", f"malformed JSON: {exc}") from None
 
 
-def _check_json(body: bytes) -> None:
+def _check_json(body: bytes) -> bool:
     """An undecorated run() gets the text (as Azure ML passes it), so the body is only checked: read into
     Python objects it is ~9x its size, and it holds the loop (liveness probes too) for seconds at 100 MB;
-    checked, it is neither."""
+    checked, it is neither. Returns whether only Python's json reads it (as `_loads`)."""
     try:
         msgspec.json.decode(body, type=msgspec.Raw)
+        return False
     except (msgspec.DecodeError, RecursionError) as exc:
         try:
             json.loads(body)  # NaN, Infinity: as Azure ML's run() reads them
+            return True
         except (ValueError, RecursionError):
             raise HttpError(400, "BadRequest", f"malformed JSON: {str(exc).removeprefix('JSON is malformed: ')}") from None
 
@@ -409,9 +413,9 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 
 def _one_line(body: bytes) -> Any:
-    """A JSON body as a spool record's field: as it came when it is one line, else re-encoded (the spool holds
-    one record a line, and a pretty-printed body would split its record)."""
-    return orjson.Fragment(body) if b"\n" not in body else orjson.loads(body)
+    """A JSON body as a spool record's field, on one line (the spool holds one record a line): a line break in
+    JSON is whitespace between tokens (never raw in a string), so a space does as well."""
+    return orjson.Fragment(body.replace(b"\n", b" ") if b"\n" in body else body)
 
 
 def _json_or_text(body: bytes) -> Any:

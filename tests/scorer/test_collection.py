@@ -249,6 +249,23 @@ def test_pretty_printed_json_is_collected(start_scorer: StartScorer, tmp_path: P
     assert list((tmp_path / "spool").iterdir()) == []
 
 
+def test_a_large_body_collected_for_an_undecorated_run_is_not_read_into_objects(start_scorer: StartScorer,
+                                                                               tmp_path: Path) -> None:
+    """Collected as the text it came as (its line breaks made spaces): read into Python objects, a 40 MB
+    body cost the worker ~550 MB more."""
+    out = tmp_path / "collected"
+    server = start_scorer("peak_memory.py", workers=1,
+                          env=collection_env(tmp_path / "spool", AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out)))
+    idle = server.post(json={"data": [[1.0]]}, headers={"x-request-id": "idle"}).json()
+    body = b'{"data": [\n' + b",\n".join([b"[1.23, 4.56, 7.89, 0.12]"] * 1_600_000) + b"]}"
+    big = server.post(content=body, headers={"content-type": "application/json", "x-request-id": "big"}).json()
+    assert big["length"] == len(body) and (big["peak_kib"] - idle["peak_kib"]) * 1024 < 4 * len(body)
+    wait_until(lambda: {r["request_id"] for r in records(folder_blobs(out), "inputs")} == {"idle", "big"}, 30,
+               "both inputs collected")
+    (collected,) = [r for r in records(folder_blobs(out), "inputs") if r["request_id"] == "big"]
+    assert collected["data"] == json.loads(body)
+
+
 def test_json_only_pythons_json_reads_is_answered_and_collected(start_scorer: StartScorer, tmp_path: Path) -> None:
     """NaN, ints over 64 bits, nesting past orjson's limit: Azure ML's server reads and writes them. Each is
     answered 200 and its record shipped, never a 500 after run() ran nor a record the shipper must skip."""
