@@ -51,34 +51,51 @@ ROUTER_PODS = {LABEL_NAME: ROUTER_NAME, LABEL_COMPONENT: "router"}
 
 # The init container's program: list each model's blobs and copy them under MODEL_ROOT.
 # A model whose prefix holds no blob fails the pod, so a replica never starts without its model.
+# What it prints names a url without its query: a SAS token, the url's credential, would reach the
+# pod's log (and Log Analytics with it).
 FETCH_MODELS = """
-import json, os, sys
+import ipaddress, json, os, sys
 from pathlib import Path
 from urllib.parse import urlsplit
+from azure.core.exceptions import AzureError
 from azure.storage.blob import BlobServiceClient, ContainerClient
+
+def path_style(host):  # an emulator's url (Azurite): the account is the path's first part, as the SDK reads it
+    try:
+        return host == "localhost" or bool(ipaddress.ip_address(host))
+    except ValueError:
+        return False
 
 root = Path(os.environ["MODEL_ROOT"])
 conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
 workspace = BlobServiceClient.from_connection_string(conn) if conn else None
 for m in json.loads(Path(os.environ["MODELS_MANIFEST"]).read_text()):
     url = urlsplit(m["url"])
-    container, _, prefix = url.path.lstrip("/").partition("/")
-    prefix = prefix.rstrip("/") + "/"
+    parts = url.path.lstrip("/").split("/")
     account = f"{url.scheme}://{url.netloc}"
+    if path_style(url.hostname):
+        account += "/" + parts.pop(0)
+    container, prefix = parts[0], "/".join(parts[1:]).rstrip("/") + "/"
+    where = f"{account}/{container}/{prefix}"
     if workspace is not None and workspace.url.rstrip("/") == account:
         client = workspace.get_container_client(container)
     else:
         client = ContainerClient(account, container, credential=url.query or None)
     dest = root / m["name"] / str(m["version"])
     count = 0
-    for blob in client.list_blobs(name_starts_with=prefix):
-        target = dest / blob.name[len(prefix):]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with open(target, "wb") as f:
-            client.download_blob(blob.name).readinto(f)
-        count += 1
+    try:
+        for blob in client.list_blobs(name_starts_with=prefix):
+            target = dest / blob.name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with open(target, "wb") as f:
+                client.download_blob(blob.name).readinto(f)
+            count += 1
+    except AzureError as exc:
+        code = getattr(exc, "error_code", None) or type(exc).__name__
+        code = getattr(code, "value", code)  # a StorageErrorCode
+        sys.exit(f"model {m['name']}:{m['version']}: {code} reading {where} ({getattr(exc, 'reason', None) or 'no answer'})")
     if not count:
-        sys.exit(f"model {m['name']}:{m['version']}: no files under {m['url']}")
+        sys.exit(f"model {m['name']}:{m['version']}: no files under {where}")
     print(f"model {m['name']}:{m['version']}: {count} files", flush=True)
 """
 
