@@ -221,6 +221,8 @@ def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
             env.append({"name": key, "value": data_container})
         else:
             env.append({"name": key, "value": value})
+    if spec.enable_app_insights:  # Application Insights' cloud role: which service (endpoint version) sent it
+        env.append({"name": "OTEL_SERVICE_NAME", "value": name})
     environment = spec.inference_config.environment if spec.inference_config else None
     if environment is not None:
         env += [{"name": k, "value": v} for k, v in sorted(environment.image_variables.items()) if k not in secret_names]

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from scoring_image import logs
 from scoring_image.watchdog import Deadline
 
 
@@ -69,7 +69,9 @@ class Runner:
             self._bounded.append(future)
         if not self._batch:
             self._loop.call_soon(self._hand_over)
-        self._batch.append((fn, future, logs.request_id.get(), bounded))
+        # Its context: the request id its log lines carry, and (with telemetry) the request's trace, which
+        # what run() prints and logs must join.
+        self._batch.append((fn, future, contextvars.copy_context(), bounded))
         return future
 
     def abandon(self) -> None:
@@ -109,24 +111,22 @@ class Runner:
     def _work(self) -> None:
         results = self._results
         while True:
-            for fn, future, rid, bounded in self._jobs.get():
+            for fn, future, context, bounded in self._jobs.get():
                 if future.done():  # abandoned or cancelled while queued
                     continue
-                logs.request_id.set(rid)
                 if bounded:
                     deadline = time.monotonic() + self._timeout_s
                     self._running = (deadline, future)
                     if self._shared is not None:
                         self._shared.set(deadline)
                 try:
-                    results.append((future, fn(), None))
+                    results.append((future, context.run(fn), None))
                 except BaseException as exc:  # noqa: BLE001 - handed to the request that asked
                     results.append((future, None, exc))
                 finally:
                     self._running = None
                     if bounded and self._shared is not None:
                         self._shared.clear()
-                    logs.request_id.set(None)
                 if not self._settle_scheduled:
                     self._settle_scheduled = True
                     try:

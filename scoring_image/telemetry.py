@@ -10,6 +10,7 @@ from typing import Any
 from scoring_image.config import ScorerSettings
 
 SHUTDOWN_S = 3.0  # the most a stopping worker waits for its last telemetry to leave
+PROBES = r"//[^/]+/(ready|metrics)?(\?|$)"  # matched in the request's full url
 
 
 def instrument(app: Any, settings: ScorerSettings) -> Any:
@@ -23,7 +24,9 @@ def instrument(app: Any, settings: ScorerSettings) -> Any:
         connection_string=settings.appinsights_connection_string.get_secret_value(),
         enable_live_metrics=False,  # a live stream per worker process; metrics come from /metrics
     )
-    return OpenTelemetryMiddleware(app)
+    # Not the probes (the kubelet's GET / and /ready, Prometheus' /metrics): a request item each, every few
+    # seconds, billed. Nor a span per ASGI receive and send, which Application Insights shows as dependencies.
+    return OpenTelemetryMiddleware(app, excluded_urls=PROBES, exclude_spans=["receive", "send"])
 
 
 def shutdown(timeout_s: float = SHUTDOWN_S) -> None:

@@ -164,6 +164,7 @@ def test_data_collection_and_app_insights_read_the_connection_secret():
     assert e["AZUREML_DATA_COLLECTION_CONTAINER"] == "modeldata"
     assert e["AZUREML_DATA_COLLECTION_CONNECTION_STRING"] == {"secretKeyRef": {"name": "workspace-connections", "key": "storage-connection-string"}}
     assert e["APPLICATIONINSIGHTS_CONNECTION_STRING"] == {"secretKeyRef": {"name": "workspace-connections", "key": "appinsights-connection-string"}}
+    assert e["OTEL_SERVICE_NAME"] == "iris"  # its cloud role in Application Insights
     assert "from-secret" not in json.dumps(e)
 
 
@@ -171,6 +172,7 @@ def test_without_collection_no_connection_strings_reach_the_scorer():
     e = env(pod(deploy(spec(), models(1)))["containers"][0])
     assert e["AZUREML_DATA_COLLECTION_ENABLED"] == "false"
     assert "AZUREML_DATA_COLLECTION_CONNECTION_STRING" not in e and "APPLICATIONINSIGHTS_CONNECTION_STRING" not in e
+    assert "OTEL_SERVICE_NAME" not in e
     assert e["AZUREML_ENTRY_SCRIPT"] == "score.py" and e["AML_APP_ROOT"] == "/var/azureml-app"
     assert e["SCORING_TIMEOUT_MS"] == "60000"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import signal
 import time
 import threading
@@ -55,6 +56,41 @@ def test_requests_are_traced_to_application_insights(start_scorer: StartScorer, 
         return any(b"RequestData" in body and b"/score" in body for body in received)
 
     wait_until(traced, 30, "a request envelope at the ingestion endpoint")
+
+
+def envelopes(received: list[bytes]) -> list[dict]:
+    return [item for body in received for line in body.decode().splitlines() if line.strip()
+            for item in (lambda data: data if isinstance(data, list) else [data])(json.loads(line))]
+
+
+def test_what_run_prints_joins_its_requests_trace_and_probes_are_not_sent(start_scorer: StartScorer,
+                                                                           ingestion: tuple[str, list[bytes]]) -> None:
+    """Under the service's name (its cloud role), one request item per scored request with the lines run()
+    printed in its operation; no item for the kubelet's probes, no dependency per ASGI send and receive."""
+    endpoint, received = ingestion
+    server = start_scorer("sum_rows.py", env={
+        "APPLICATIONINSIGHTS_CONNECTION_STRING":
+            f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={endpoint}",
+        "OTEL_TRACES_SAMPLER": "microsoft.fixed_percentage", "OTEL_TRACES_SAMPLER_ARG": "1.0",
+        "OTEL_BSP_SCHEDULE_DELAY": "200", "OTEL_BLRP_SCHEDULE_DELAY": "200", "OTEL_SERVICE_NAME": "iris-svc",
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+    })
+    for path in ("/", "/ready", "/metrics"):
+        server.get(path)
+    assert server.post(json={"data": [[1, 2]]}).status_code == 200
+
+    def kinds() -> list[str]:
+        return [e["data"]["baseType"] for e in envelopes(received)]
+    wait_until(lambda: "RequestData" in kinds() and "MessageData" in kinds(), 20, "the request and its printed line")
+    time.sleep(0.5)  # what else the batch held
+    items = envelopes(received)
+    requests = [e for e in items if e["data"]["baseType"] == "RequestData"]
+    assert [r["data"]["baseData"]["url"].rsplit("/", 1)[1] for r in requests] == ["score"]
+    (printed,) = [e for e in items if e["data"]["baseType"] == "MessageData" and "summing 1 row" in e["data"]["baseData"]["message"]]
+    operation = requests[0]["tags"]["ai.operation.id"]
+    assert operation.strip("0") and printed["tags"]["ai.operation.id"] == operation
+    assert {e["tags"]["ai.cloud.role"] for e in items} == {"iris-svc"}
+    assert "RemoteDependencyData" not in kinds()
 
 
 def test_no_connection_string_no_exporter(start_scorer: StartScorer) -> None:
