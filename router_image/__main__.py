@@ -23,6 +23,9 @@ class JsonLines(logging.Formatter):
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
         line = {"time": stamp, "level": record.levelname,
                 "logger": record.name, "message": record.getMessage()}
+        request_id = getattr(record, "request_id", None)  # an answer the router gave itself
+        if request_id is not None:
+            line["request_id"] = request_id
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return json.dumps(line)

@@ -278,7 +278,7 @@ class Router:
             try:
                 await self._http(scope, receive, send)
             except HttpError as exc:
-                await respond_error(send, exc)
+                await respond_error(send, exc, scope)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -378,7 +378,8 @@ class Router:
             status = CLIENT_GONE
             raise
         finally:
-            chosen[0].stats.observe(status, time.perf_counter() - started)
+            if action == "score":  # the scoring requests' counts and latency: not swagger's
+                chosen[0].stats.observe(status, time.perf_counter() - started)
 
     # ------------------------------------------------------------ http_server.FastPath: the hot path
 
@@ -391,7 +392,7 @@ class Router:
             lines, pinned, authorization = request_lines(request.headers)
             version = self._pick(request.claim, "score", pinned, authorization)
         except HttpError as exc:
-            headers, body = error_answer(exc)
+            headers, body = error_answer(exc, request.headers, f"{request.claim.config.kind} {request.claim.config.name}")
             request.respond(exc.status, headers, body)
             return
         Relay(request, version, self.deadlines, lines, pinned, self).start()

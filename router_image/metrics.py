@@ -72,6 +72,9 @@ UTILIZATION = Gauge("router_utilization_ratio", "Demand / all slots, averaged ov
                     registry=REGISTRY)
 SCALINGS = Counter("router_autoscale_decisions_total", "Replica count changes decided.", (*LABELS, "direction"),
                    registry=REGISTRY)
+ERRORS = Counter("router_error_responses_total", "Answers the router gave itself, no replica's: by status and "
+                 "code (Unauthorized, UnknownVersion, TooManyRequests: the queue's wait passed, NoReadyReplicas, "
+                 "ScoringTimeout, ReplicaClosedConnection ...).", ("status", "code"), registry=REGISTRY)
 ROUTER_CPU = Gauge("router_cpu_cores", "CPU cores this router pod used, over the last seconds.", registry=REGISTRY)
 ROUTING_LATENCY = Gauge("router_routing_latency_seconds",
                         "How late this router's event loop runs a timer: the wait before a request is read.",

@@ -186,7 +186,8 @@ class Relay:
             self.connection = None
 
     def _fail(self, error: HttpError) -> None:
-        headers, body = error_answer(error)
+        config = self.version.config
+        headers, body = error_answer(error, self.request.headers, f"{config.deployment} ({config.name})")
         self.request.respond(error.status, headers, body)
         self._finish(error.status)
 

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import uuid
 from typing import Any
 
+from router_image import metrics
+
+log = logging.getLogger("router")
 Headers = list[tuple[bytes, bytes]]
+REQUEST_ID = b"x-request-id"
+MAX_REQUEST_ID = 100  # as the scorer takes one
 
 
 class HttpError(Exception):
@@ -16,11 +23,17 @@ class HttpError(Exception):
         self.status, self.code, self.headers = status, code, headers or []
 
 
-def error_answer(error: HttpError) -> tuple[Headers, bytes]:
-    """The error's headers (its own and the content type; whoever sends it adds the length) and body:
-    the same on the ASGI path and the relay's."""
+def error_answer(error: HttpError, request: Headers, where: str) -> tuple[Headers, bytes]:
+    """The error's headers (its own, the content type and a request id; whoever sends it adds the length)
+    and body: the same on the ASGI path and the relay's. No replica logged such a request, so the router
+    does, under the id the client gets (its own x-request-id, as the scorer takes it, else a new one),
+    and counts it by its code (401s and queue timeouts included)."""
+    rid = next((v for k, v in request if k == REQUEST_ID and len(v) <= MAX_REQUEST_ID), None) or str(uuid.uuid4()).encode()
+    log.log(logging.WARNING if error.status >= 500 else logging.INFO, "%s: %d %s: %s", where, error.status, error.code,
+            error, extra={"request_id": rid.decode("latin-1")})
+    metrics.ERRORS.labels(str(error.status), error.code).inc()
     body = json.dumps({"error": {"code": error.code, "message": str(error)}}).encode()
-    return [(b"content-type", b"application/json"), *error.headers], body
+    return [(b"content-type", b"application/json"), (REQUEST_ID, rid), *error.headers], body
 
 
 async def respond(send, status: int, body: bytes, headers: Headers) -> None:
@@ -33,6 +46,6 @@ async def respond_json(send, status: int, payload: Any, headers: Headers | None 
     await respond(send, status, json.dumps(payload).encode(), [(b"content-type", b"application/json"), *(headers or [])])
 
 
-async def respond_error(send, error: HttpError) -> None:
-    headers, body = error_answer(error)
+async def respond_error(send, error: HttpError, scope: dict) -> None:
+    headers, body = error_answer(error, scope["headers"], scope["path"])
     await respond(send, error.status, body, headers)

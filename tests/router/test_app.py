@@ -261,3 +261,11 @@ async def test_a_reload_drops_the_gauges_of_removed_versions_and_starts_new_auto
         assert "scale g-v3" not in caplog.text  # idle, at what it runs: no decision
     finally:
         await router.shutdown()
+
+
+def test_a_log_line_about_a_request_names_its_id() -> None:
+    record = logging.LogRecord("router", logging.INFO, __file__, 1, "service iris: %d %s", (401, "Unauthorized"), None)
+    assert "request_id" not in json.loads(main_module.JsonLines().format(record))
+    record.request_id = "client-rid-1"
+    line = json.loads(main_module.JsonLines().format(record))
+    assert (line["message"], line["request_id"]) == ("service iris: 401 Unauthorized", "client-rid-1")

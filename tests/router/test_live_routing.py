@@ -9,6 +9,7 @@ One router (local backend, fixed replicas) serves every route of this module:
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
@@ -288,3 +289,12 @@ def test_metrics(live) -> None:
     assert 'router_requests_total{kind="endpoint",role="control",route="ep",status="200",version="green"}' in text
     assert 'router_requests_total{kind="service",role="service",route="slow",status="503",version="slow"}' in text
     assert "router_request_duration_seconds_bucket" in text and "router_ready_replicas" in text
+    # The router's own answers by their code: the queue's 503 above, and a bad key.
+    assert 'router_error_responses_total{code="TooManyRequests",status="503"}' in text
+    assert score(client, "endpoint/ep", authorization="Bearer wrong").status_code == 401
+    assert 'router_error_responses_total{code="Unauthorized",status="401"}' in client.get("/metrics").text
+    # Swagger is no scoring request.
+    open_200 = re.compile(r'router_requests_total\{kind="service",role="service",route="open",status="200",version="open"\} (\S+)')
+    before = open_200.search(text).group(1)
+    assert client.get("/api/v1/service/open/swagger.json").status_code == 200
+    assert open_200.search(client.get("/metrics").text).group(1) == before

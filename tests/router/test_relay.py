@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -24,7 +26,7 @@ from conftest import Fixed, free_port  # noqa: E402
 from keys import write_keys  # noqa: E402
 
 import http_server  # noqa: E402
-from router_image import relay  # noqa: E402
+from router_image import metrics, relay  # noqa: E402
 from router_image.app import Router  # noqa: E402
 from router_image.config import AuthConfig, RouteConfig, RouterConfig, VersionConfig  # noqa: E402
 
@@ -211,6 +213,32 @@ async def test_auth_errors_come_from_the_fast_path_and_keep_the_connection(route
     assert head.startswith(b"HTTP/1.1 401 Unauthorized\r\n") and b"www-authenticate: Bearer\r\n" in head
     assert error["error"]["code"] == "Unauthorized" and answer["id"] == 7
     assert len(routed["relayed"]) == 1
+
+
+def errors_counted(status: str, code: str) -> float:
+    return metrics.REGISTRY.get_sample_value("router_error_responses_total", {"status": status, "code": code}) or 0.0
+
+
+async def test_an_answer_the_router_gives_itself_has_a_request_id_a_log_line_and_a_count(routed, caplog) -> None:
+    """No replica saw it, so no scorer logged it: the client's x-request-id (else a new one) is on the answer
+    and on the router's line, and its code is counted (a storm of bad keys, a queue that times out)."""
+    caplog.set_level(logging.INFO, logger="router")
+    unauthorized = errors_counted("401", "Unauthorized")
+    client = routed["client"]
+    refused = await client.post("/api/v1/service/keyed/score", json={}, headers={"authorization": "Bearer wrong",
+                                                                                  "x-request-id": "client-rid-1"})
+    assert refused.status_code == 401 and refused.headers["x-request-id"] == "client-rid-1"
+    (line,) = [r for r in caplog.records if getattr(r, "request_id", None) == "client-rid-1"]
+    assert line.levelname == "INFO" and "service keyed: 401 Unauthorized" in line.getMessage()
+    assert "wrong" not in line.getMessage()  # never the credential
+    assert errors_counted("401", "Unauthorized") == unauthorized + 1
+
+    timeouts = errors_counted("504", "ScoringTimeout")
+    late = await client.post("/api/v1/service/keyed/score", json={"never": True}, headers={"authorization": "Bearer key-1"})
+    assert late.status_code == 504 and str(uuid.UUID(late.headers["x-request-id"])) == late.headers["x-request-id"]
+    (line,) = [r for r in caplog.records if getattr(r, "request_id", None) == late.headers["x-request-id"]]
+    assert line.levelname == "WARNING" and "504 ScoringTimeout" in line.getMessage()
+    assert errors_counted("504", "ScoringTimeout") == timeouts + 1
 
 
 async def test_the_version_header_is_the_routers_not_the_replicas(routed) -> None:
