@@ -26,6 +26,10 @@ from components.spec import K8S_NAME_MAX, ROUTER_NAME, Deployable, ServiceSpec, 
 from scoring_image.config import FINAL_UPLOAD_SECONDS, ScorerSettings
 
 SCORER_PORT = 5001
+# The scorer's /metrics alone, which a cluster's Prometheus may reach (SCORER_PORT scores with no auth:
+# only the router may reach it). Pods carry the prometheus.io annotations scrapers look for.
+METRICS_PORT = 5002
+SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT), "prometheus.io/path": "/metrics"}
 APP_ROOT = "/var/azureml-app"  # where a service image holds the entry script's source_directory
 MODEL_ROOT = "/var/azureml-app/azureml-models"
 MANIFEST_DIR = "/etc/azureml-models"
@@ -198,6 +202,7 @@ def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
         model_dir=model_dir(models),
         app_root=APP_ROOT,
         port=SCORER_PORT,
+        metrics_port=METRICS_PORT,
         # One worker per core of the limit: the node's core count (what the scorer sees) is not ours.
         workers=max(1, math.ceil(spec.cpu_limit)),
         scoring_timeout_ms=spec.scoring_timeout_ms,
@@ -359,7 +364,7 @@ class ModelService(pulumi.ComponentResource):
         volumes: list[dict] = [{"name": "spool", "emptyDir": {}}]
         scorer_mounts = [{"name": "spool", "mountPath": SPOOL_DIR}]
         init: list[dict] = []
-        annotations: dict[str, pulumi.Input[str]] = {}
+        annotations: dict[str, pulumi.Input[str]] = dict(SCRAPE)
         if args.connections_sha256 is not None:
             annotations["aks-model-serving/connections-sha256"] = args.connections_sha256
         if args.models:
@@ -404,7 +409,7 @@ class ModelService(pulumi.ComponentResource):
         scorer = {
             "name": "scorer",
             "image": args.image,
-            "ports": [{"name": "http", "containerPort": SCORER_PORT}],
+            "ports": [{"name": "http", "containerPort": SCORER_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}],
             "env": scorer_env(k8s_name, spec, args.models, args.connections_secret, args.data_container, variables_secret,
                               sorted(given)),
             "resources": _resources(spec),
@@ -445,13 +450,15 @@ class ModelService(pulumi.ComponentResource):
         disruption_budget(name, meta, selector, self)
         # The scorer asks for no key or token: the router does. Only the router's pods may reach it, or any
         # pod in the cluster could score past auth, the traffic split and the queue (the cluster's
-        # network.policy engine enforces it).
+        # network.policy engine enforces it). Its metrics port serves nothing else: Prometheus, wherever
+        # it runs, may scrape it.
         k8s.networking.v1.NetworkPolicy(
             name,
             metadata=meta,
             spec={"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress"],
                   "ingress": [{"from": [{"podSelector": {"matchLabels": ROUTER_PODS}}],
-                               "ports": [{"protocol": "TCP", "port": SCORER_PORT}]}]},
+                               "ports": [{"protocol": "TCP", "port": SCORER_PORT}]},
+                              {"ports": [{"protocol": "TCP", "port": METRICS_PORT}]}]},
             opts=pulumi.ResourceOptions(parent=self),
         )
 

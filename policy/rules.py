@@ -244,6 +244,23 @@ def _router_only(peer: Mapping[str, Any]) -> bool:
     return set(peer) == {"podSelector"} and (_get(peer, "podSelector", "matchLabels") or {}).get(COMPONENT) == "router"
 
 
+def _scoring_ports(deployment: Mapping[str, Any]) -> set[Any]:
+    """The scorer's port of a model Deployment, by number and name (its container port named `http`)."""
+    return {v for c in _get(deployment, "spec", "template", "spec", "containers") or [] for p in c.get("ports") or []
+            if p.get("name") == "http" for v in (p.get("containerPort"), "http")}
+
+
+def _reaches(rule: Mapping[str, Any], scoring: set[Any]) -> bool:
+    """Whether an ingress rule admits connections to the scoring port (a rule without ports: every port;
+    a Deployment whose scoring port is not named: any port may be it)."""
+    ports = rule.get("ports") or []
+    return not ports or not scoring or any(
+        p.get("port") is None or p.get("port") in scoring
+        or (isinstance(p.get("port"), (int, float)) and p.get("endPort") is not None  # numbers arrive as floats
+            and any(isinstance(n, (int, float)) and p["port"] <= n <= p["endPort"] for n in scoring))
+        for p in ports)
+
+
 # ---------------------------------------------------------------- stack rules
 
 
@@ -328,8 +345,8 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
 
     The scorer asks for no key or token (the router does): any other pod reaching it would score past
     auth, the traffic split and the queue. A pod is isolated once a policy selects it for Ingress, and
-    then admits the union of those policies' rules, so every rule of every such policy must name
-    router pods only.
+    then admits the union of those policies' rules, so every rule of every such policy that reaches the
+    scoring port must name router pods only (others, the metrics port's, may admit anyone).
     """
     policies: dict[str, list[Any]] = defaultdict(list)
     for r in args.resources:
@@ -348,7 +365,7 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
         for p in guarding:
             for rule in _get(p.props, "spec", "ingress") or []:
                 peers = rule.get("from") or []
-                if not peers or not all(_router_only(peer) for peer in peers):
+                if _reaches(rule, _scoring_ports(r.props)) and (not peers or not all(_router_only(peer) for peer in peers)):
                     report_violation(f"NetworkPolicy {_name(p.props, p.name)!r} admits pods other than the router's to "
                                      f"model Deployment {name!r}", p.urn)
                     break

@@ -53,6 +53,9 @@ class ScorerSettings(BaseModel):
     # Serving.
     host: str = Field("0.0.0.0", **_env("SCORER_HOST"))
     port: int = Field(5001, ge=0, le=65535, **_env("SCORER_PORT"))
+    # /metrics alone, served by the supervisor: a cluster's Prometheus may reach it where only the router
+    # may reach `port` (which serves /metrics too). None: not served apart (the local stack's replicas).
+    metrics_port: int | None = Field(None, ge=1, le=65535, **_env("SCORER_METRICS_PORT"))
     # None: one worker process per core available to this process.
     workers: int | None = Field(None, ge=1, **_env("WORKER_COUNT"))
     scoring_timeout_ms: int = Field(60_000, ge=1, **_env("SCORING_TIMEOUT_MS"))

@@ -116,7 +116,12 @@ def _histogram_family(name: str, documentation: str, histogram: _Histogram) -> H
     return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=histogram.total)
 
 
+def registry(folder: Path) -> CollectorRegistry:
+    """The whole server's metrics, read from the workers' snapshots at each collect."""
+    found = CollectorRegistry(auto_describe=False)
+    found.register(_Collector(folder))
+    return found
+
+
 def scrape(folder: Path) -> bytes:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(folder))
-    return generate_latest(registry)
+    return generate_latest(registry(folder))

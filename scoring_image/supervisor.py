@@ -21,8 +21,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIServer
 
-from scoring_image import balance, logs, watchdog
+import prometheus_client
+
+from scoring_image import balance, logs, metrics, watchdog
 from scoring_image.config import ScorerSettings
 from scoring_image.readiness import Board
 
@@ -79,7 +82,7 @@ def serve(settings: ScorerSettings, listen_fd: int | None = None) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     slots = [_Slot(i) for i in range(settings.worker_count)]
-    shipper = None
+    shipper = exporter = None
     try:
         (state / "metrics").mkdir()
         (state / "ready").mkdir()
@@ -89,6 +92,8 @@ def serve(settings: ScorerSettings, listen_fd: int | None = None) -> None:
         env = {**os.environ, **settings.to_env(), "WORKER_COUNT": str(settings.worker_count)}
         board = Board(state / "ready", settings.worker_count)
         shipper = _start_shipper(settings)
+        if settings.metrics_port is not None:
+            exporter = _serve_metrics(settings.host, settings.metrics_port, state / "metrics")
         host, port = sock.getsockname()[:2]
         log.info("listening on %s:%d with %d worker(s)", host, port, len(slots),
                  extra={"fields": {"entry_script": settings.entry_script_path}})
@@ -102,11 +107,24 @@ def serve(settings: ScorerSettings, listen_fd: int | None = None) -> None:
         # connection is refused at once, and the router tries another replica, rather than waiting
         # in a queue nobody reads until the drain ends and it is reset.
         sock.close()
+        if exporter is not None:
+            exporter.shutdown()
+            exporter.server_close()
         _stop_all(slots, settings.stop_grace_seconds)
         if shipper is not None:
             shipper.stop()
         shutil.rmtree(state, ignore_errors=True)
         log.info("stopped")
+
+
+def _serve_metrics(host: str, port: int, folder: Path) -> WSGIServer:
+    """/metrics on a port of its own (prometheus_client's server, on a thread of the supervisor)."""
+    try:
+        server, _ = prometheus_client.start_http_server(port, host, metrics.registry(folder))
+    except OSError as exc:
+        log.error("cannot serve metrics on %s:%d: %s", host, port, exc.strerror or exc)
+        sys.exit(2)
+    return server
 
 
 def _spawn(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], defer: bool, init_retry_s: float) -> None:

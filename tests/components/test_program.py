@@ -55,10 +55,11 @@ def test_model_pods_admit_only_the_routers_pods_and_the_cluster_enforces_it(proj
     for model in models:
         guarding = [p for p in policies if selects(p["podSelector"], pods[model])]
         assert len(guarding) == 1 and guarding[0]["policyTypes"] == ["Ingress"]
-        [rule] = guarding[0]["ingress"]
+        rule, metrics = guarding[0]["ingress"]
         assert rule["ports"] == [{"protocol": "TCP", "port": 5001}]
         admitted = {n for n, labels in pods.items() for peer in rule["from"] if selects(peer["podSelector"], labels)}
         assert admitted == {"model-router"}
+        assert metrics == {"ports": [{"protocol": "TCP", "port": 5002}]}  # /metrics alone, for Prometheus
     assert rec.one("azure-native:containerservice:ManagedCluster").inputs["networkProfile"]["networkPolicy"] == "calico"
 
 

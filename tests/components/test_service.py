@@ -103,6 +103,15 @@ def test_description_and_tags_are_the_deployments_annotations():
     assert deploy(spec()).one(DEPLOYMENT).inputs["metadata"]["annotations"] == {}
 
 
+def test_prometheus_finds_the_scorers_metrics_on_their_own_port():
+    d = deploy(spec()).one(DEPLOYMENT).inputs["spec"]["template"]
+    scorer = d["spec"]["containers"][0]
+    assert scorer["ports"] == [{"name": "http", "containerPort": 5001}, {"name": "metrics", "containerPort": 5002}]
+    assert env(scorer)["SCORER_METRICS_PORT"] == "5002"
+    assert {k: v for k, v in d["metadata"]["annotations"].items() if k.startswith("prometheus.io/")} == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "5002", "prometheus.io/path": "/metrics"}
+
+
 def test_cpu_service_has_no_accelerator_scheduling():
     p = pod(deploy(spec()))
     assert "nodeSelector" not in p and "tolerations" not in p

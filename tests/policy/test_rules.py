@@ -396,6 +396,22 @@ def test_model_pods_no_policy_selects_fail(guard):
                                      "in the cluster can reach its scorer past the router's auth"]
 
 
+def test_a_policy_admitting_anyone_to_another_port_than_the_scorers_passes():
+    """The metrics port serves /metrics alone: Prometheus may reach it from anywhere."""
+    pods = model_pods()
+    pods[1]["spec"]["template"]["spec"]["containers"][0]["ports"] = [
+        {"name": "http", "containerPort": 5001.0}, {"name": "metrics", "containerPort": 5002.0}]
+    guard = network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER])
+    guard[1]["spec"]["ingress"].append({"ports": [{"protocol": "TCP", "port": 5002.0}]})
+    assert check_stack(rules.models_admit_only_the_router, [pods, guard, (rules.CLUSTER, CLUSTER_WITH)]) == []
+    for scoring in ({"port": "http"}, {"port": 5000.0, "endPort": 5003.0}, {"protocol": "TCP"}):
+        guard[1]["spec"]["ingress"][1]["ports"] = [scoring]
+        assert len(check_stack(rules.models_admit_only_the_router, [pods, guard])) == 1, scoring
+    pods[1]["spec"]["template"]["spec"]["containers"][0]["ports"] = []  # which port scores is not known: any may
+    guard[1]["spec"]["ingress"][1]["ports"] = [{"protocol": "TCP", "port": 5002.0}]
+    assert len(check_stack(rules.models_admit_only_the_router, [pods, guard])) == 1
+
+
 @pytest.mark.parametrize("peers", [
     [],  # a rule with no `from`: every source
     [ROUTER_PEER, {"podSelector": {}}],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import werkzeug.exceptions
 
 from scoring_image import amlcompat
 
-from scorer_helpers import EXAMPLE, ROOT, Scorer, StartScorer, wait_until
+from scorer_helpers import EXAMPLE, ROOT, Scorer, StartScorer, free_port, wait_until
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
@@ -236,6 +237,28 @@ def test_metrics_count_the_whole_server(start_scorer: StartScorer) -> None:
     assert values['scorer_request_duration_seconds_bucket{le="+Inf"}'] == 41
     assert values["scorer_run_duration_seconds_count"] == 40
     assert values["scorer_requests_in_flight"] == 0
+
+
+def test_metrics_alone_on_a_port_of_their_own(start_scorer: StartScorer) -> None:
+    """What a cluster's Prometheus scrapes: the scoring port admits the router alone, this one anyone."""
+    port = free_port()
+    server = start_scorer("sum_rows.py", env={"SCORER_METRICS_PORT": str(port)})
+    assert server.post(json={"data": [[1]]}).status_code == 200
+    metrics = f"http://127.0.0.1:{port}"
+    wait_until(lambda: 'scorer_requests_total{status="200"} 1.0' in httpx.get(f"{metrics}/metrics").text, 10,
+               "the request counted on the metrics port")
+    assert httpx.post(f"{metrics}/score", json={"data": [[1]]}).status_code != 200  # it scores nothing
+    server.stop()
+    with pytest.raises(httpx.ConnectError):  # and stops with the server
+        httpx.get(f"{metrics}/metrics")
+
+
+def test_a_metrics_port_in_use_stops_the_start_with_one_line(start_scorer: StartScorer) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        server = start_scorer("sum_rows.py", env={"SCORER_METRICS_PORT": str(port)}, wait=None)
+        assert server.process.wait(30) == 2
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in server.log_path.read_text()
 
 
 def test_cors(start_scorer: StartScorer) -> None:
