@@ -39,6 +39,7 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 MAX_REQUEST_ID = 100
+CLIENT_GONE = 499  # nginx's status for a client that left before its answer (the router's too)
 _JSON = b"application/json"
 _JSON_HEADER = (b"content-type", _JSON)
 _TEXT_HEADER = (b"content-type", b"text/plain; charset=utf-8")
@@ -146,35 +147,39 @@ class ScoringApp:
             request_id = _new_request_id()
         rid = request_id.decode("latin-1")
         logs.request_id.set(rid)
-        self._metrics.in_flight += 1
+        status = CLIENT_GONE  # unless its answer is sent: a router that gave up, a client that left (run() may have run)
         try:
-            result = await self._scored(scope, receive, content_type, length, rid)
-            run_failed = result.status >= 500  # an AMLResponse of run()'s own
-        except HttpError as exc:
-            result = _Result(exc.status, [_JSON_HEADER, *exc.headers], _error_body(exc), 0.0)
-            run_failed = exc.run_failed
+            self._metrics.in_flight += 1
+            try:
+                result = await self._scored(scope, receive, content_type, length, rid)
+                run_failed = result.status >= 500  # an AMLResponse of run()'s own
+            except HttpError as exc:
+                result = _Result(exc.status, [_JSON_HEADER, *exc.headers], _error_body(exc), 0.0)
+                run_failed = exc.run_failed
+            finally:
+                self._metrics.in_flight -= 1
+            body = result.body
+            # As Azure ML's server answers them: the legacy x-ms-request-id is the client's id when it sent one.
+            headers = [
+                *result.headers,
+                (b"x-request-id", request_id),
+                (b"x-ms-request-id", legacy_id or client_id or request_id),
+                (b"x-ms-client-request-id", client_id or request_id),
+                (b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms),
+                # As Azure ML's AMLResponse: callers tell a failing scoring script from a failing request or server.
+                (b"x-ms-run-function-failed", b"True" if run_failed else b"False"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            if trace_id is not None:
+                headers.append((b"traceid", trace_id))
+            await send({"type": "http.response.start", "status": result.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            status = result.status
         finally:
-            self._metrics.in_flight -= 1
-        body = result.body
-        # As Azure ML's server answers them: the legacy x-ms-request-id is the client's id when it sent one.
-        headers = [
-            *result.headers,
-            (b"x-request-id", request_id),
-            (b"x-ms-request-id", legacy_id or client_id or request_id),
-            (b"x-ms-client-request-id", client_id or request_id),
-            (b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms),
-            # As Azure ML's AMLResponse: callers tell a failing scoring script from a failing request or server.
-            (b"x-ms-run-function-failed", b"True" if run_failed else b"False"),
-            (b"content-length", b"%d" % len(body)),
-        ]
-        if trace_id is not None:
-            headers.append((b"traceid", trace_id))
-        await send({"type": "http.response.start", "status": result.status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        elapsed = time.perf_counter() - started
-        self._metrics.observe(result.status, elapsed)
-        if self._access_log is not None:
-            self._access_log.write(rid, scope["method"], result.status, elapsed * 1000)
+            elapsed = time.perf_counter() - started
+            self._metrics.observe(status, elapsed)
+            if self._access_log is not None:
+                self._access_log.write(rid, client_id, scope["method"], status, elapsed * 1000)
 
     async def _scored(self, scope: Scope, receive: Receive, content_type: bytes | None, length: int, request_id: str) -> _Result:
         method = scope["method"]

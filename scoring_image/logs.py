@@ -68,7 +68,7 @@ class AccessLog:
     FLUSH_S = 0.1
 
     _LINE = (b'{"time":"%s.%03dZ","level":"INFO","logger":"scoring_image.access","message":"%s /score %d",'
-             b'"worker":%s,"request_id":%s,"status":%d,"duration_ms":%.3f}\n')
+             b'"worker":%s,"request_id":%s,"client_request_id":%s,"status":%d,"duration_ms":%.3f}\n')
 
     def __init__(self, loop: asyncio.AbstractEventLoop, worker: str) -> None:
         self._loop = loop
@@ -79,14 +79,16 @@ class AccessLog:
         self._second = 0
         self._prefix = b""
 
-    def write(self, request_id: str, method: str, status: int, duration_ms: float) -> None:
-        """`method` is an HTTP token: nothing in it to escape."""
+    def write(self, request_id: str, client_id: bytes | None, method: str, status: int, duration_ms: float) -> None:
+        """`method` is an HTTP token: nothing in it to escape. `client_id`: the id the client sent for its own
+        tracing (x-ms-client-request-id, or the legacy x-ms-request-id), what its support ticket quotes."""
         now = time.time()
         if int(now) != self._second:  # strftime once a second, not once a request
             self._second = int(now)
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)).encode()
         line = self._LINE % (self._prefix, int(now % 1 * 1000), method.encode(), status, self._worker,
-                             orjson.dumps(request_id), status, duration_ms)
+                             orjson.dumps(request_id), orjson.dumps(client_id.decode("latin-1") if client_id else None),
+                             status, duration_ms)
         if self._size + len(line) > _PIPE_BUF:
             self.flush()
         if self._timer is None:

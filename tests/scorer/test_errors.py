@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import time
 
 import httpx
@@ -32,6 +33,23 @@ def test_an_undecorated_runs_body_is_checked_not_read_into_objects(start_scorer:
     assert (big["peak_kib"] - idle["peak_kib"]) * 1024 < 4 * len(body)
     broken = server.post(content=body[:-1], headers={"content-type": "application/json"})
     assert broken.status_code == 400 and broken.json()["error"]["message"].startswith("malformed JSON: ")
+
+
+def test_a_request_whose_client_left_is_logged_and_counted_as_499(start_scorer: StartScorer) -> None:
+    """A router that gave up (its scoring timeout) or a client that left: run() ran, so the request is in
+    the access log and the counts, under the id the client sent, as 499 (nginx's code, and the router's)."""
+    server = start_scorer("sleepy.py")
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/score", json={"sleep": 1.0}, timeout=0.3,
+                   headers={"x-request-id": "gone-1", "x-ms-client-request-id": "client-gone-1"})
+
+    def logged() -> list[dict]:
+        return [line for line in map(json.loads, server.log_path.read_text().splitlines())
+                if line.get("logger") == "scoring_image.access" and line.get("request_id") == "gone-1"]
+    wait_until(lambda: logged(), 10, "the access line of the request whose client left")
+    (line,) = logged()
+    assert (line["status"], line["client_request_id"]) == (499, "client-gone-1") and line["duration_ms"] >= 250
+    wait_until(lambda: 'scorer_requests_total{status="499"} 1.0' in server.get("/metrics").text, 10, "the 499 counted")
 
 
 def test_body_over_the_limit_is_413(start_scorer: StartScorer) -> None:

@@ -20,12 +20,12 @@ def test_access_lines_gather_into_whole_writes_of_at_most_pipe_buf(monkeypatch: 
 
     async def scenario() -> None:
         access = logs.AccessLog(asyncio.get_running_loop(), "3")
-        access.write('quote"id', "POST", 200, 1.5)
+        access.write('quote"id', b"client-7", "POST", 200, 1.5)
         assert writes == []  # gathered, not written per request
         await asyncio.sleep(logs.AccessLog.FLUSH_S * 2)
         assert len(writes) == 1  # the timer wrote it
         for i in range(100):
-            access.write(f"id-{i}", "POST", 200, 0.25)
+            access.write(f"id-{i}", None, "POST", 200, 0.25)
         access.flush()
 
     asyncio.run(scenario())
@@ -34,6 +34,8 @@ def test_access_lines_gather_into_whole_writes_of_at_most_pipe_buf(monkeypatch: 
         lines = [json.loads(line) for line in pipe.read().splitlines()]
     assert len(lines) == 101 and all(size <= logs._PIPE_BUF for size in writes) and len(writes) < 20
     assert lines[0]["request_id"] == 'quote"id' and lines[0]["worker"] == "3"
+    # the id the client traces by (what its support ticket quotes), when it sent one
+    assert lines[0]["client_request_id"] == "client-7" and lines[1]["client_request_id"] is None
     assert lines[0]["message"] == "POST /score 200" and lines[0]["duration_ms"] == 1.5
     assert lines[0]["logger"] == "scoring_image.access" and lines[0]["time"].endswith("Z")
     assert [line["request_id"] for line in lines[1:]] == [f"id-{i}" for i in range(100)]
