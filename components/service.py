@@ -230,6 +230,10 @@ def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
         env.append({"name": "OTEL_SERVICE_NAME", "value": name})
     environment = spec.inference_config.environment if spec.inference_config else None
     if environment is not None:
+        # A variable the user sets wins (Azure ML's WORKER_COUNT, their own OTEL_SERVICE_NAME): one entry of a
+        # name, which a server-side apply requires.
+        given = set(environment.environment_variables)
+        env = [e for e in env if e["name"] not in given]
         env += [{"name": k, "value": v} for k, v in sorted(environment.image_variables.items()) if k not in secret_names]
     env += [{"name": k, "valueFrom": {"secretKeyRef": {"name": variables_secret, "key": k}}} for k in sorted(secret_names)]
     return env
@@ -450,15 +454,15 @@ class ModelService(pulumi.ComponentResource):
         disruption_budget(name, meta, selector, self)
         # The scorer asks for no key or token: the router does. Only the router's pods may reach it, or any
         # pod in the cluster could score past auth, the traffic split and the queue (the cluster's
-        # network.policy engine enforces it). Its metrics port serves nothing else: Prometheus, wherever
-        # it runs, may scrape it.
+        # network.policy engine enforces it). Its metrics port serves nothing else: Prometheus, in whatever
+        # namespace it runs, may scrape it (pods only, not the VNet behind an azure CNI).
         k8s.networking.v1.NetworkPolicy(
             name,
             metadata=meta,
             spec={"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress"],
                   "ingress": [{"from": [{"podSelector": {"matchLabels": ROUTER_PODS}}],
                                "ports": [{"protocol": "TCP", "port": SCORER_PORT}]},
-                              {"ports": [{"protocol": "TCP", "port": METRICS_PORT}]}]},
+                              {"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": METRICS_PORT}]}]},
             opts=pulumi.ResourceOptions(parent=self),
         )
 

@@ -71,6 +71,7 @@ class ReplicaPool:
         """The backend's current view of ready replicas; in-flight counts survive a refresh, and a
         replica that leaves it for a moment (a readiness flap) with requests in flight."""
         wanted = set(addresses)
+        had_ready = self.any_ready()
         for address in list(self.replicas):
             if address not in wanted:
                 replica = self.replicas.pop(address)
@@ -82,7 +83,7 @@ class ReplicaPool:
             if address not in self.replicas:
                 self.replicas[address] = self._draining.pop(address) if address in self._draining else Replica(address)
         self._order = list(self.replicas.values())
-        if self._waiters and not self.any_ready():
+        if self._waiters and had_ready and not self.any_ready():  # the last ready one left now
             for waiter in self._waiters:
                 if not waiter.done():
                     waiter.set_exception(Emptied())

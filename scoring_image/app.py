@@ -175,6 +175,11 @@ class ScoringApp:
             await send({"type": "http.response.start", "status": result.status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             status = result.status
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            status = 500  # a fault of the server's own, not a client that left
+            raise
         finally:
             elapsed = time.perf_counter() - started
             self._metrics.observe(status, elapsed)
@@ -418,9 +423,12 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 
 def _one_line(body: bytes) -> Any:
-    """A JSON body as a spool record's field, on one line (the spool holds one record a line): a line break in
-    JSON is whitespace between tokens (never raw in a string), so a space does as well."""
-    return orjson.Fragment(body.replace(b"\n", b" ") if b"\n" in body else body)
+    """A JSON body as a spool record's field, on one line (the spool, and the readers of what is shipped, take
+    CR as well as LF for a line's end): a line break in JSON is whitespace between tokens, never raw in a
+    string, so a space does as well."""
+    if b"\n" in body or b"\r" in body:
+        body = body.replace(b"\r", b" ").replace(b"\n", b" ")
+    return orjson.Fragment(body)
 
 
 def _json_or_text(body: bytes) -> Any:

@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
 import queue
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from scoring_image import logs, telemetry
 from scoring_image.watchdog import Deadline
 
 
@@ -38,7 +38,7 @@ class Abandoned(Exception):
     """The worker is being recycled; the job never started."""
 
 
-_Job = tuple[Callable[[], Any], asyncio.Future[Any], "str | None", bool]
+_Job = tuple[Callable[[], Any], asyncio.Future[Any], "str | None", Any, bool]  # fn, its future, request id, trace, bounded
 
 
 class Runner:
@@ -69,9 +69,9 @@ class Runner:
             self._bounded.append(future)
         if not self._batch:
             self._loop.call_soon(self._hand_over)
-        # Its context: the request id its log lines carry, and (with telemetry) the request's trace, which
-        # what run() prints and logs must join.
-        self._batch.append((fn, future, contextvars.copy_context(), bounded))
+        # The request id its log lines carry, and (with telemetry) the request's trace, which what run()
+        # prints and logs must join.
+        self._batch.append((fn, future, logs.request_id.get(), telemetry.current(), bounded))
         return future
 
     def abandon(self) -> None:
@@ -111,22 +111,26 @@ class Runner:
     def _work(self) -> None:
         results = self._results
         while True:
-            for fn, future, context, bounded in self._jobs.get():
+            for fn, future, rid, trace, bounded in self._jobs.get():
                 if future.done():  # abandoned or cancelled while queued
                     continue
+                logs.request_id.set(rid)
+                token = telemetry.attach(trace)
                 if bounded:
                     deadline = time.monotonic() + self._timeout_s
                     self._running = (deadline, future)
                     if self._shared is not None:
                         self._shared.set(deadline)
                 try:
-                    results.append((future, context.run(fn), None))
+                    results.append((future, fn(), None))
                 except BaseException as exc:  # noqa: BLE001 - handed to the request that asked
                     results.append((future, None, exc))
                 finally:
                     self._running = None
                     if bounded and self._shared is not None:
                         self._shared.clear()
+                    telemetry.detach(token)
+                    logs.request_id.set(None)
                 if not self._settle_scheduled:
                     self._settle_scheduled = True
                     try:

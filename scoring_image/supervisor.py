@@ -107,10 +107,10 @@ def serve(settings: ScorerSettings, listen_fd: int | None = None) -> None:
         # connection is refused at once, and the router tries another replica, rather than waiting
         # in a queue nobody reads until the drain ends and it is reset.
         sock.close()
-        if exporter is not None:
+        _stop_all(slots, settings.stop_grace_seconds)
+        if exporter is not None:  # scraped through the drain: what the last requests counted is seen
             exporter.shutdown()
             exporter.server_close()
-        _stop_all(slots, settings.stop_grace_seconds)
         if shipper is not None:
             shipper.stop()
         shutil.rmtree(state, ignore_errors=True)

@@ -5,6 +5,7 @@ Off, it costs nothing: neither OpenTelemetry nor the Azure exporter is imported.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from scoring_image.config import ScorerSettings
@@ -49,3 +50,29 @@ def shutdown(timeout_s: float = SHUTDOWN_S) -> None:
     flushing = threading.Thread(target=stop_all, name="telemetry-shutdown", daemon=True)
     flushing.start()
     flushing.join(timeout_s)
+
+
+def current() -> Any:
+    """The request's trace context, for the run thread to carry while run() runs (None when off)."""
+    if "opentelemetry.context" not in sys.modules:
+        return None
+    from opentelemetry import context
+
+    return context.get_current()
+
+
+def attach(trace: Any) -> Any:
+    """Make `trace` (from `current`) the run thread's until `detach`: only it, as init() may have set
+    other context variables (decimal's context, numpy's error state) that every run() must keep."""
+    if trace is None:
+        return None
+    from opentelemetry import context
+
+    return context.attach(trace)
+
+
+def detach(token: Any) -> None:
+    if token is not None:
+        from opentelemetry import context
+
+        context.detach(token)

@@ -59,7 +59,8 @@ def test_model_pods_admit_only_the_routers_pods_and_the_cluster_enforces_it(proj
         assert rule["ports"] == [{"protocol": "TCP", "port": 5001}]
         admitted = {n for n, labels in pods.items() for peer in rule["from"] if selects(peer["podSelector"], labels)}
         assert admitted == {"model-router"}
-        assert metrics == {"ports": [{"protocol": "TCP", "port": 5002}]}  # /metrics alone, for Prometheus
+        # /metrics alone, for Prometheus in any namespace: pods, not the VNet
+        assert metrics == {"from": [{"namespaceSelector": {}}], "ports": [{"protocol": "TCP", "port": 5002}]}
     assert rec.one("azure-native:containerservice:ManagedCluster").inputs["networkProfile"]["networkPolicy"] == "calico"
 
 

@@ -177,6 +177,17 @@ def test_data_collection_and_app_insights_read_the_connection_secret():
     assert "from-secret" not in json.dumps(e)
 
 
+def test_a_variable_the_user_sets_is_the_one_entry_of_its_name():
+    """Azure ML's WORKER_COUNT, an OTel user's own service name: theirs wins, as one entry (a server-side
+    apply refuses two of a name)."""
+    s = spec(enable_app_insights=True, inference_config={"entry_script": "score.py", "environment": {
+        "environment_variables": {"WORKER_COUNT": "4", "OTEL_SERVICE_NAME": "fraud-scoring"}}})
+    variables = pod(deploy(s, models(1)))["containers"][0]["env"]
+    names = [e["name"] for e in variables]
+    assert len(names) == len(set(names))
+    assert env({"env": variables})["WORKER_COUNT"] == "4" and env({"env": variables})["OTEL_SERVICE_NAME"] == "fraud-scoring"
+
+
 def test_without_collection_no_connection_strings_reach_the_scorer():
     e = env(pod(deploy(spec(), models(1)))["containers"][0])
     assert e["AZUREML_DATA_COLLECTION_ENABLED"] == "false"

@@ -218,3 +218,18 @@ async def test_a_request_whose_version_emptied_waits_no_longer_than_it_would_hav
     assert (refused.value.status, refused.value.code) == (503, "NoReadyReplicas")
     assert 0.35 <= loop.time() - started < 0.55
     version.pool.release(held)
+
+
+async def test_a_refresh_that_finds_no_ready_replica_again_does_not_tell_the_waiters_again() -> None:
+    """Told once, when the last one leaves; a backend that republishes the same (all ejected) set keeps
+    those who chose to wait again where they are."""
+    pool = ReplicaPool(slots_per_replica=1, max_wait_s=5.0)
+    pool.set_addresses(["127.0.0.1:1"])
+    pool.eject(pool.replicas["127.0.0.1:1"])
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0.01)
+    pool.set_addresses(["127.0.0.1:1"])
+    await asyncio.sleep(0.01)
+    assert not waiter.done() and pool.queued == 1
+    pool.readmit("127.0.0.1:1")
+    assert (await waiter).address == "127.0.0.1:1"

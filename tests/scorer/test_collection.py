@@ -236,14 +236,17 @@ def test_pretty_printed_json_is_collected(start_scorer: StartScorer, tmp_path: P
     out = tmp_path / "collected"
     env = collection_env(tmp_path / "spool", AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out))
     server = start_scorer("pretty_json.py", env=env)
-    sent = {str(i): {"data": [[i, 1]], "note": "a\nb"} for i in range(3)}
+    sent = {str(i): {"data": [[i, 1]], "note": "a\nb"} for i in range(4)}
     for i, value in sent.items():
         body = json.dumps(value, indent=2 if i != "2" else None)
+        if i == "3":  # PowerShell's ConvertTo-Json, a Windows client: CRLF, which line readers also split on
+            body = body.replace("\n", "\r\n")
         response = server.post(content=body, headers={"content-type": "application/json", "x-request-id": i})
         assert response.status_code == 200 and b"\n" in response.content
 
-    wait_until(lambda: len(records(folder_blobs(out), "predictions")) == 3, 15, "3 collected predictions")
+    wait_until(lambda: len(records(folder_blobs(out), "predictions")) == 4, 15, "4 collected predictions")
     blobs = folder_blobs(out)
+    assert not any(b"\r" in data for data in blobs.values())
     assert {r["request_id"]: r["data"] for r in records(blobs, "inputs")} == sent
     assert {r["request_id"]: r["data"] for r in records(blobs, "predictions")} == sent
     assert list((tmp_path / "spool").iterdir()) == []

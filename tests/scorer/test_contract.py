@@ -239,6 +239,14 @@ def test_metrics_count_the_whole_server(start_scorer: StartScorer) -> None:
     assert values["scorer_requests_in_flight"] == 0
 
 
+def test_what_init_sets_in_context_variables_holds_for_run(start_scorer: StartScorer) -> None:
+    """decimal's precision, numpy's error state: context variables of the run thread, where init() and every
+    run() run (a copy per request would drop them)."""
+    server = start_scorer("context_state.py")
+    for _ in range(2):
+        assert server.post(json={}).json() == {"third": "0.33333", "numpy_divide": "raise"}
+
+
 def test_metrics_alone_on_a_port_of_their_own(start_scorer: StartScorer) -> None:
     """What a cluster's Prometheus scrapes: the scoring port admits the router alone, this one anyone."""
     port = free_port()
