@@ -32,6 +32,16 @@ async def _ready(request: web.Request) -> web.Response:
     return web.json_response({"ready": True})
 
 
+def iris_router(api, port: int, pod: str) -> Router:
+    """A router pod serving one service, iris, whose replicas listen on `port`. Not autoscaled: a sample
+    taken while a request is in flight would scale it to 2 (1 slot, 70 %)."""
+    version = VersionConfig(name="v1", deployment="iris", is_default=True, scorer_port=port,
+                            autoscale=AutoscaleConfig(enabled=False))
+    config = RouterConfig(backend="kubernetes", namespace="models", routes=[
+        RouteConfig(kind="service", name="iris", auth=AuthConfig(key_enabled=False), versions=[version])])
+    return Router(config, backend=KubernetesBackend(config, api.access, pod))
+
+
 async def test_a_request_flows_to_an_address_from_an_endpointslice(api) -> None:
     scorer = web.Application()
     scorer.router.add_post("/score", _score)
@@ -39,12 +49,7 @@ async def test_a_request_flows_to_an_address_from_an_endpointslice(api) -> None:
     scorer_runner, port = await serve(scorer)
     api.scales["iris"] = 1
     api.put_slice(endpoint_slice("iris-a", "iris", [("127.0.0.1", True, "iris-1")]))
-    # Not autoscaled: a sample taken while the request is in flight would scale it to 2 (1 slot, 70 %).
-    version = VersionConfig(name="v1", deployment="iris", is_default=True, scorer_port=port,
-                            autoscale=AutoscaleConfig(enabled=False))
-    config = RouterConfig(backend="kubernetes", namespace="models", routes=[
-        RouteConfig(kind="service", name="iris", auth=AuthConfig(key_enabled=False), versions=[version])])
-    router = Router(config, backend=KubernetesBackend(config, api.access, "router-0"))
+    router = iris_router(api, port, "router-0")
     await router.startup()
     try:
         await until(lambda: router.pools["iris"].ready == 1)
@@ -67,11 +72,7 @@ async def test_a_router_pod_is_not_ready_before_it_has_listed_its_replicas(api) 
     scorer_runner, port = await serve(scorer)
     api.refuse_lists = 1
     api.put_slice(endpoint_slice("iris-a", "iris", [("127.0.0.1", True, "iris-1")]))
-    version = VersionConfig(name="v1", deployment="iris", is_default=True, scorer_port=port,
-                            autoscale=AutoscaleConfig(enabled=False))
-    config = RouterConfig(backend="kubernetes", namespace="models", routes=[
-        RouteConfig(kind="service", name="iris", auth=AuthConfig(key_enabled=False), versions=[version])])
-    router = Router(config, backend=KubernetesBackend(config, api.access, "router-new"))
+    router = iris_router(api, port, "router-new")
     await router.startup()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
@@ -81,6 +82,7 @@ async def test_a_router_pod_is_not_ready_before_it_has_listed_its_replicas(api) 
             assert (await client.post("/api/v1/service/iris/score", json={"data": [1]})).status_code == 200
             # A version added later, listed late: this pod (and every other, reloading the same config) stays ready.
             api.refuse_lists = 1
+            (version,) = router.config.routes[0].versions
             await router.backend.apply([version, version.model_copy(update={"name": "v2", "deployment": "iris-v2",
                                                                                "is_default": False})])
             assert (await client.get("/readyz")).status_code == 200
