@@ -23,7 +23,7 @@ from scoring_image.pids import alive
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PUBLISH_S = 0.5
-BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)  # to scoring timeouts of minutes
 
 
 class _Histogram:

@@ -237,6 +237,7 @@ def test_metrics_count_the_whole_server(start_scorer: StartScorer) -> None:
     assert values['scorer_request_duration_seconds_bucket{le="+Inf"}'] == 41
     assert values["scorer_run_duration_seconds_count"] == 40
     assert values["scorer_requests_in_flight"] == 0
+    assert values['scorer_request_duration_seconds_bucket{le="300.0"}'] == 41  # timeouts of minutes are not all "+Inf"
 
 
 def test_what_init_sets_in_context_variables_holds_for_run(start_scorer: StartScorer) -> None:
