@@ -10,7 +10,7 @@ from pathlib import Path
 
 from components.azureml import AzureMlFileError, kind_of, load_deployment_config, load_inference_config
 from components.sources import missing_models, source_problems
-from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings, registry_name
+from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings, registry_name, storage_account_name
 from components.stackfile import StackError, format_errors, load_stack
 from pydantic import ValidationError
 
@@ -18,8 +18,10 @@ from pydantic import ValidationError
 def summary(spec: StackSpec, name: str) -> list[str]:
     lines = [f"stack {name}: valid"]
     if spec.workspace:
+        # Global names: Azure refuses one taken anywhere, which only `pulumi up` finds out.
         lines.append(f"  workspace   {spec.workspace.name} (resource group {spec.workspace.resource_group}, "
-                     f"registry {registry_name(spec.workspace)})")
+                     f"registry {registry_name(spec.workspace)}, storage account {storage_account_name(spec.workspace)}: "
+                     "global names; if Azure says one is taken, set registry_name / storage_account_name)")
     c = spec.cluster
     if c is None:
         lines.append("  cluster     none: runs on this machine (python -m components local up)")
