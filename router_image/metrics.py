@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 REGISTRY = CollectorRegistry()
@@ -72,6 +72,9 @@ UTILIZATION = Gauge("router_utilization_ratio", "Demand / all slots, averaged ov
                     registry=REGISTRY)
 SCALINGS = Counter("router_autoscale_decisions_total", "Replica count changes decided.", (*LABELS, "direction"),
                    registry=REGISTRY)
+QUEUE_WAIT = Histogram("router_queue_wait_seconds", "How long requests that found every slot busy waited for one (those "
+                       "that got one; the others are router_error_responses_total's TooManyRequests).", LABELS,
+                       buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=REGISTRY)
 ERRORS = Counter("router_error_responses_total", "Answers the router gave itself, no replica's: by status and "
                  "code (Unauthorized, UnknownVersion, TooManyRequests: the queue's wait passed, NoReadyReplicas, "
                  "ScoringTimeout, ReplicaClosedConnection ...).", ("status", "code"), registry=REGISTRY)

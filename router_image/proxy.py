@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 
+from router_image import metrics
 from router_image.pool import Emptied, NoReplicas, QueueTimeout, Replica, Retired
 from router_image.responses import HttpError
 from router_image.routes import VersionState
@@ -107,12 +108,18 @@ async def acquire(version: VersionState, reroute: Reroute | None = None) -> tupl
     the version meanwhile, the version `reroute` picks from the new config (it may raise a 404) is
     waited for instead; without `reroute`, a 503. When its replicas all leave meanwhile, the one
     `reroute` picks now (a version with a ready replica stands in) is waited for, within the same wait."""
+    replica = None if version.pool.retired else version.pool.take()
+    if replica is not None:
+        return version, replica
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + version.pool.max_wait_s
+    started = loop.time()
+    deadline = started + version.pool.max_wait_s
     wait_s = None  # the pool's own wait, until an Emptied: what is left of the first
     while True:
         try:
-            return version, await version.pool.acquire(wait_s)
+            replica = await version.pool.acquire(wait_s)
+            metrics.QUEUE_WAIT.labels(*version.labels).observe(loop.time() - started)
+            return version, replica
         except Retired:
             if reroute is None:
                 raise HttpError(503, "NoReadyReplicas", f"{version.config.name} was removed",

@@ -318,11 +318,18 @@ async def test_queued_requests_wait_in_order_then_get_503(routed) -> None:
     client, replica = routed["client"], routed["replica"]
     holder = asyncio.create_task(client.post("/api/v1/service/one/score", json={"hold": True, "id": 0}))
     await wait_for(lambda: routed["router"].pools["one"].busy_slots == 1)
+    labels = {"kind": "service", "route": "one", "version": "solo", "role": "service"}
+    def measured() -> tuple[float, float]:
+        return tuple(metrics.REGISTRY.get_sample_value(f"router_queue_wait_seconds_{k}", labels) or 0.0 for k in ("count", "sum"))
+    count_before, sum_before = measured()
     waiting = asyncio.create_task(client.post("/api/v1/service/one/score", json={"id": 1}))
     await wait_for(lambda: routed["router"].pools["one"].queued == 1)
     await asyncio.sleep(0.1)
     replica.release.set()  # the holder ends inside the queued one's 300 ms
     assert (await holder).json()["id"] == 0 and (await waiting).json()["id"] == 1
+    # Its wait is measured (what an alert on saturation reads); the holder, served at once, is not counted.
+    count, total = measured()
+    assert count == count_before + 1 and 0.1 <= total - sum_before < 0.3
     replica.release.clear()
     holder = asyncio.create_task(client.post("/api/v1/service/one/score", json={"hold": True}))
     await wait_for(lambda: routed["router"].pools["one"].busy_slots == 1)
