@@ -283,6 +283,11 @@ class NodePoolSpec(Spec):
         """Nodes the pool starts with (the autoscaler's lower bound when autoscaled)."""
         return self.count if self.count is not None else max(self.min_count or 0, 1)
 
+    @property
+    def most_nodes(self) -> int:
+        """Nodes the pool can have: the autoscaler's upper bound, else its count."""
+        return self.max_count if self.max_count is not None else self.node_count
+
 
 # The one subnet of a VNet the stack creates: the cluster's nodes (and pods, azure CNI) live there.
 CLUSTER_SUBNET = "aks"
@@ -580,7 +585,7 @@ class ClusterSpec(Spec):
                     f"{FAST_PROD_MIN_VCPUS} vCPUs in CPU pools (has {nodes} nodes, {cores} vCPUs); add nodes or use cluster_purpose: dev_test"
                 )
         if self.network.plugin == "kubenet":
-            largest = sum(p.max_count if p.max_count is not None else p.node_count for p in self.node_pools)
+            largest = sum(p.most_nodes for p in self.node_pools)
             if largest > KUBENET_MAX_NODES:
                 problems.append(f"node_pools: kubenet clusters hold at most {KUBENET_MAX_NODES} nodes, and these pools reach "
                                 f"{largest} at their largest; lower count / max_count, or use azure CNI (network.plugin: azure)")
@@ -972,7 +977,7 @@ class LocalSpec(Spec):
 def _unpacked(replicas: list[int], pools: list[tuple[NodePoolSpec, int]]) -> list[int]:
     """The replicas' GPU counts that no node has room for, placed largest first on the first node with
     room (as the scheduler may place them: a warning, as a better placement may exist)."""
-    free = [n for p, n in pools for _ in range((p.max_count if p.max_count is not None else p.node_count))]
+    free = [n for p, n in pools for _ in range(p.most_nodes)]
     left = []
     for need in sorted(replicas, reverse=True):
         node = next((i for i, room in enumerate(free) if room >= need), None)
@@ -1067,9 +1072,9 @@ class StackSpec(Spec):
                     f"has {biggest}; its replicas could never be scheduled" for path, dep in users if dep.gpu_cores > biggest]
         if problems:
             return problems
-        capacity = sum(n * (p.max_count if p.max_count is not None else p.node_count) for p, n in sized)
+        capacity = sum(n * p.most_nodes for p, n in sized)
         held = "the GPU pools hold at most %d GPUs (%s)" % (capacity, ", ".join(
-            f"{p.name}: {p.max_count if p.max_count is not None else p.node_count} x {n}" for p, n in sized))
+            f"{p.name}: {p.most_nodes} x {n}" for p, n in sized))
         start = sum(dep.replicas * dep.gpu_cores for _, dep in users)
         if start > capacity:
             return [f"{users[0][0]}.gpu_cores: the deployments start with {start} GPUs "

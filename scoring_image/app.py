@@ -175,9 +175,7 @@ class ScoringApp:
             await send({"type": "http.response.start", "status": result.status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
             status = result.status
-        except asyncio.CancelledError:
-            raise
-        except Exception:
+        except Exception:  # not CancelledError (a BaseException): that is the client leaving
             status = 500  # a fault of the server's own, not a client that left
             raise
         finally:
