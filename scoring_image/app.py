@@ -54,21 +54,22 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 class HttpError(Exception):
     def __init__(self, status: int, code: str, message: str, headers: tuple[tuple[bytes, bytes], ...] = (),
-                 run_failed: bool = False) -> None:
+                 run_failed: bool = False, run_ms: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers  # beside content-type: json (a 405's Allow)
         self.run_failed = run_failed  # the scoring script failed, not the request or the server
+        self.run_ms = run_ms  # how long run() ran before it raised; None: it never ran
 
 
 class _Result:
-    """What the run thread hands back: an encoded response and run()'s own duration."""
+    """What the run thread hands back: an encoded response and run()'s own duration (None: run() never ran)."""
 
     __slots__ = ("status", "headers", "body", "run_ms")
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, run_ms: float) -> None:
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, run_ms: float | None) -> None:
         self.status = status
         self.headers = headers
         self.body = body
@@ -154,7 +155,7 @@ class ScoringApp:
                 result = await self._scored(scope, receive, content_type, length, rid)
                 run_failed = result.status >= 500  # an AMLResponse of run()'s own
             except HttpError as exc:
-                result = _Result(exc.status, [_JSON_HEADER, *exc.headers], _error_body(exc), 0.0)
+                result = _Result(exc.status, [_JSON_HEADER, *exc.headers], _error_body(exc), exc.run_ms)
                 run_failed = exc.run_failed
             finally:
                 self._metrics.in_flight -= 1
@@ -165,11 +166,12 @@ class ScoringApp:
                 (b"x-request-id", request_id),
                 (b"x-ms-request-id", legacy_id or client_id or request_id),
                 (b"x-ms-client-request-id", client_id or request_id),
-                (b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms),
                 # As Azure ML's AMLResponse: callers tell a failing scoring script from a failing request or server.
                 (b"x-ms-run-function-failed", b"True" if run_failed else b"False"),
                 (b"content-length", b"%d" % len(body)),
             ]
+            if result.run_ms is not None:  # only where run() ran (a request refused before it has none, as in Azure ML)
+                headers.append((b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms))
             if trace_id is not None:
                 headers.append((b"traceid", trace_id))
             await send({"type": "http.response.start", "status": result.status, "headers": headers})
@@ -188,7 +190,7 @@ class ScoringApp:
         method = scope["method"]
         script = self.script
         if method == "OPTIONS" and (script is None or script.form != "rawhttp"):  # a raw script answers its own
-            return _Result(200, [(b"allow", _SCORE_METHODS)], b"", 0.0)
+            return _Result(200, [(b"allow", _SCORE_METHODS)], b"", None)
         if script is None:
             raise HttpError(503, "NotReady", self.not_ready)
         if method not in ("GET", "HEAD", "POST", "OPTIONS"):
@@ -202,7 +204,7 @@ class ScoringApp:
         lenient = False  # a JSON body only Python's json reads
         headers = Headers(scope["headers"]) if script.wants_headers else None
         if script.form == "rawhttp":
-            call = _call(script, AMLRequest.of(scope, body), headers)
+            call = _Call(script, AMLRequest.of(scope, body), headers)
         else:
             if method in ("GET", "HEAD"):  # HEAD as GET, as Flask answers it
                 parsed, json_body = _query_input(scope["query_string"]), True
@@ -222,7 +224,7 @@ class ScoringApp:
                 payload = script.prepare(body, parsed)
             except BadInput as exc:
                 raise HttpError(400, "BadRequest", str(exc)) from None
-            call = _call(script, payload, headers)
+            call = _Call(script, payload, headers)
 
         try:
             result: _Result = await self._runner.submit(call)
@@ -234,18 +236,22 @@ class ScoringApp:
         except Abandoned:
             raise HttpError(503, "WorkerStopping", "this worker is stopping (replaced, or the server shuts down); retry") from None
         except BadInput as exc:  # a schema input that does not fit
-            raise HttpError(400, "BadRequest", str(exc)) from None
+            raise HttpError(400, "BadRequest", str(exc), run_ms=call.run_ms) from None
         except werkzeug.exceptions.HTTPException as exc:  # a raw request read as JSON that is not (400, 415), ...
-            raise HttpError(exc.code or 400, type(exc).__name__, exc.description or str(exc)) from None
-        except HttpError:
+            raise HttpError(exc.code or 400, type(exc).__name__, exc.description or str(exc), run_ms=call.run_ms) from None
+        except HttpError as exc:  # what run() returned cannot be sent
+            exc.run_ms = call.run_ms
             raise
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # SystemExit or KeyboardInterrupt from run() too: that request's 500 only
             log.error("run() failed", exc_info=exc)
+            if call.run_ms is not None:
+                self._metrics.observe_run(call.run_ms / 1000)
             raise HttpError(500, "ScoringError", f"run() raised {type(exc).__name__}; see the server log for the traceback",
-                            run_failed=True) from None
-        self._metrics.observe_run(result.run_ms / 1000)
+                            run_failed=True, run_ms=call.run_ms) from None
+        assert call.run_ms is not None  # it returned
+        self._metrics.observe_run(call.run_ms / 1000)
         if self._spool is not None and result.status < 400:
             data = _one_line(body) if json_body and not lenient else body.decode(errors="replace")
             if result.headers[0] is _JSON_HEADER:  # run()'s value, encoded by orjson: JSON on one line
@@ -305,11 +311,24 @@ class ScoringApp:
         self.script = script
 
 
-def _call(script: EntryScript, payload: Any, headers: Headers | None) -> Callable[[], _Result]:
-    def call() -> _Result:
+class _Call:
+    """One run() on the run thread, and how long it ran: also when it raised (the answer says so, and the run
+    histogram counts it); None if it never started."""
+
+    __slots__ = ("_script", "_payload", "_headers", "run_ms")
+
+    def __init__(self, script: EntryScript, payload: Any, headers: Headers | None) -> None:
+        self._script = script
+        self._payload = payload
+        self._headers = headers
+        self.run_ms: float | None = None
+
+    def __call__(self) -> _Result:
         started = time.perf_counter()
-        output = script.call(payload, headers)
-        run_ms = (time.perf_counter() - started) * 1000
+        try:
+            output = self._script.call(self._payload, self._headers)
+        finally:
+            self.run_ms = run_ms = (time.perf_counter() - started) * 1000
         if isinstance(output, AMLResponse):
             return _aml_response(output, run_ms)
         try:
@@ -317,8 +336,6 @@ def _call(script: EntryScript, payload: Any, headers: Headers | None) -> Callabl
         except TypeError as exc:
             # Not _JSON_HEADER itself: the spool reads this answer as an AMLResponse's, as text where orjson cannot.
             return _Result(200, [(b"content-type", _JSON)], _lenient_dumps(output, exc), run_ms)
-
-    return call
 
 
 def _aml_response(response: AMLResponse, run_ms: float) -> _Result:

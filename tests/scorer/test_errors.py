@@ -19,6 +19,7 @@ def test_malformed_json_is_400(start_scorer: StartScorer) -> None:
     assert response.json()["error"]["code"] == "BadRequest"
     assert "malformed JSON" in response.json()["error"]["message"]
     assert response.headers["x-ms-run-function-failed"] == "False"  # the request failed, not the script
+    assert "x-ms-run-fn-exec-ms" not in response.headers  # run() never ran (Azure ML sends none either)
 
 
 def test_an_undecorated_runs_body_is_checked_not_read_into_objects(start_scorer: StartScorer) -> None:
@@ -88,6 +89,10 @@ def test_run_raising_is_500_with_the_traceback_only_in_the_log(start_scorer: Sta
     assert line["request_id"] == "fails-1"
     assert line["level"] == "ERROR"
     assert server.post(json={"x": 1}).status_code == 500  # the worker keeps serving
+    slow = server.post(json={"sleep": 0.05})
+    assert slow.status_code == 500 and 50 <= float(slow.headers["x-ms-run-fn-exec-ms"]) < 1000  # how long run() ran
+    wait_until(lambda: "scorer_run_duration_seconds_count 3.0" in server.get("/metrics").text, 10,
+               "the runs that raised, counted")
 
 
 def test_timeout_is_504_and_the_worker_is_replaced(start_scorer: StartScorer) -> None:

@@ -1,4 +1,6 @@
-"""run() raises: the client gets a 500 without the traceback; the log has it."""
+"""run() raises (after sleeping as long as asked): the client gets a 500 without the traceback; the log has it."""
+import json
+import time
 
 
 def init():
@@ -6,4 +8,5 @@ def init():
 
 
 def run(raw_data):
+    time.sleep(json.loads(raw_data).get("sleep", 0))
     raise ValueError("secret-detail-in-traceback")
