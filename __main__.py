@@ -7,14 +7,18 @@ from pathlib import Path
 
 import pulumi
 import yaml
+from pulumi.runtime.config import CONFIG, get_config_env
 
 from components.program import build
-from components.spec import StackSpec
 from components.stackfile import PROJECT, Stack, StackError, parse_config, secure_paths
 
 project_dir = Path(__file__).resolve().parent
 config = pulumi.Config(PROJECT)
-raw = {f"{PROJECT}:{key}": value for key in StackSpec.model_fields if (value := config.get_object(key)) is not None}
+# Every key of ours that Pulumi hands over (set in the program's context, else in PULUMI_CONFIG), not
+# only the known ones: a misspelt key is refused, as `check` refuses it, instead of deploying the stack
+# without that setting (`servces:` would delete every service).
+ours = sorted({key.partition(":")[2] for key in {**get_config_env(), **CONFIG.get()} if key.startswith(f"{PROJECT}:")})
+raw = {f"{PROJECT}:{key}": value for key in ours if (value := config.get_object(key)) is not None}
 if location := pulumi.Config("azure-native").get("location"):
     raw["azure-native:location"] = location
 

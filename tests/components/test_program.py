@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import runpy
 from pathlib import Path
 
 import pulumi
@@ -282,3 +283,30 @@ def test_an_attached_kubeconfig_is_read_from_the_project_and_named_when_it_is_no
     rec = run(declare(load_stack(path)))
     provider = next(r for r in rec.resources if r.type == "pulumi:providers:kubernetes")
     assert provider.inputs["kubeconfig"] == (project / "kube" / "config").read_text()
+
+
+def _program_config(stack_file: Path) -> dict[str, str]:
+    """A stack file's config as Pulumi hands it to the program: `project:key` -> JSON text (objects) or text."""
+    config = yaml.safe_load(stack_file.read_text())["config"]
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
+
+
+def _run_root_program(project: Path, config: dict[str, str], monkeypatch, via_environment: bool):
+    """The root __main__.py, with the config set as the SDK's own (set_all_config) or, as the language host
+    passes it, in PULUMI_CONFIG."""
+    (project / "__main__.py").write_text((ROOT / "__main__.py").read_text())
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps(config if via_environment else {}))
+    program = lambda: runpy.run_path(str(project / "__main__.py"), run_name="__main__")  # noqa: E731
+    return run(program, stack="dev", config={} if via_environment else config)
+
+
+@pytest.mark.parametrize("via_environment", [False, True])
+def test_the_pulumi_program_refuses_a_misspelt_setting_instead_of_deploying_without_it(project, monkeypatch, via_environment):
+    """`servces:` once deployed a stack without services (deleting every one a stack had): the program read
+    only the settings it knew."""
+    config = _program_config(project / "stacks" / "Pulumi.dev.yaml")
+    rec = _run_root_program(project, config, monkeypatch, via_environment)
+    assert {r.name for r in rec.of_type("kubernetes:apps/v1:Deployment")} >= {"router", "iris"}
+    config["aks-model-serving:servces"] = config.pop("aks-model-serving:services")
+    with pytest.raises(pulumi.RunError, match=r"servces: unknown field"):
+        _run_root_program(project, config, monkeypatch, via_environment)
