@@ -345,7 +345,8 @@ def _problems(exc: ValidationError, field: str, path: Path) -> AzureMlFileError:
     for err in exc.errors():
         where = ".".join(str(p) for p in err["loc"])
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"{field}: {path.name}: {where}: {msg}" if where else f"{field}: {path.name}: {msg}")
+        lines += [f"{field}: {path.name}: {where}: {line}" if where else f"{field}: {path.name}: {line}"
+                  for line in msg.splitlines()]  # a rule's several findings: each names the file
     return AzureMlFileError("\n".join(lines))
 
 

@@ -7,6 +7,7 @@ else there (e.g. `azure-native:location`) belongs to providers. Every problem co
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Sequence
@@ -57,32 +58,67 @@ def project_dir_of(path: Path) -> Path:
     return path.resolve().parent
 
 
-def _loc(parts: tuple[Any, ...]) -> str:
+# pydantic's names for union branches (`str | SecretStr` -> "str", "is-instance[SecretStr]"), validators and
+# models: noise in a path, unless the input itself has that key.
+_TYPE_TAGS = {"str", "int", "float", "bool", "bytes", "none", "list", "dict", "tuple", "set"}
+# What the spec's name patterns allow, in words.
+_PATTERNS = {
+    r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$": "3-32 lowercase letters, digits or '-', starting with a letter, not ending with '-'",
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$": "1-63 lowercase letters, digits or '-', not starting or ending with '-'",
+    r"^[a-z][a-z0-9]{0,11}$": "1-12 lowercase letters or digits, starting with a letter",
+    r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$": "3-63 lowercase letters, digits or '-', starting with a letter, not ending with '-'",
+    r"^[A-Za-z0-9]{5,50}$": "5-50 letters or digits",
+    r"^[a-z0-9]{3,24}$": "3-24 lowercase letters or digits",
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]$": "2-63 letters, digits, '_' or '-', starting and ending with a letter or digit",
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$": "3-33 letters, digits, '_' or '-', starting with a letter or digit",
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$": "1-255 letters, digits, '.', '_' or '-', starting with a letter or digit",
+}
+# Errors whose message is clearer with the value that was given (never where the value may be a secret).
+_SHOW_INPUT = {"string_pattern_mismatch", "float_parsing", "int_parsing", "bool_parsing", "int_from_float", "enum",
+               "literal_error", "float_type", "int_type", "bool_type", "string_type"}
+_MAY_BE_SECRET = re.compile(r"key|secret|password|token|cert|sas|connection|environment_variables", re.I)
+
+
+def _loc(parts: tuple[Any, ...], data: Any) -> str:
+    """The path of an error in the user's words: walked along the input, so that keys of the user's own
+    (a variable's name, a misspelt setting) are kept as written and pydantic's own names are left out."""
     out = ""
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif not re.match(r"^[a-z_][a-z0-9_]*$", str(part)):
-            # pydantic names union branches and tagged types; they are noise for a user.
+            data = data[part] if isinstance(data, list) and 0 <= part < len(data) else None
             continue
-        else:
-            out += f".{part}" if out else str(part)
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif "[" in part or part in _TYPE_TAGS or not re.match(r"^[a-z_][a-z0-9_]*$", part):
+            continue
+        else:  # a field the input lacks (missing, or one an Azure ML file gave)
+            data = None
+        out += f".{part}" if out else part
     return out
 
 
-def format_errors(exc: ValidationError) -> list[str]:
-    """`path.to.field: message` for each problem; a cross-field rule names its own field."""
+def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
+    """`path.to.field: message` for each problem; a cross-field rule names its own field. `data`: the input
+    that was validated (for paths in the user's own keys)."""
     lines: list[str] = []
     for err in exc.errors():
-        where = _loc(err["loc"])
+        where = _loc(err["loc"], data)
         msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
         if err["type"] == "extra_forbidden":
             msg = "unknown field (check its spelling against the documented settings)"
-        elif isinstance(err.get("input"), SecretStr):
+        elif isinstance(value, SecretStr):
             msg = _SECRET_HERE
+        elif err["type"] in _SHOW_INPUT and isinstance(value, str | int | float) and not _MAY_BE_SECRET.search(where):
+            pattern = (err.get("ctx") or {}).get("pattern")
+            if pattern in _PATTERNS:
+                msg = f"{value!r} is not allowed: {_PATTERNS[pattern]}"
+            else:
+                msg = f"{msg} (given: {value!r})"
         for line in msg.splitlines():
             lines.append(_join(where, line))
-    return lines
+    return list(dict.fromkeys(lines))  # each branch of a union (`str | SecretStr`) tells the same
 
 
 def _join(where: str, line: str) -> str:
@@ -181,6 +217,8 @@ def parse_config(config: dict[str, Any], base_dir: Path,
             problems.append(f"config.{key}: keys are namespaced, e.g. {PROJECT}:{key}")
         elif namespace == PROJECT:
             ours[name] = _unsecure(_structured(value))
+        elif difflib.get_close_matches(namespace, [PROJECT], cutoff=0.8):  # a provider's would be dropped unread
+            problems.append(f"config.{key}: unknown namespace {namespace}; did you mean {PROJECT}:{name}?")
         else:
             providers[str(key)] = value
     if problems:
@@ -191,7 +229,7 @@ def parse_config(config: dict[str, Any], base_dir: Path,
     try:
         spec = StackSpec.model_validate(ours, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise StackError(format_errors(exc)) from None
+        raise StackError(format_errors(exc, ours)) from None
     return spec, providers
 
 

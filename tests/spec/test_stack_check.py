@@ -242,6 +242,17 @@ BROKEN = [
     ("gpu-and-fpga-cores", [(SVC0 + ["gpu_cores"], 1), (SVC0 + ["fpga_cores"], 1)],
      "services[0].fpga_cores: a replica uses GPU or FPGA cores, not both"),
     ("model-declared-twice", [(["aks-model-serving:models", 1, "version"], 1)], "models: m:1 is declared twice"),
+    # Paths in the user's own keys, values where they say what is wrong, names in words.
+    ("namespace-misspelt", [(["aks-modelserving:services"], [])],
+     "config.aks-modelserving:services: unknown namespace aks-modelserving; did you mean aks-model-serving:services?"),
+    ("setting-with-capitals", [(["aks-model-serving:Services"], [])], "Services: unknown field"),
+    ("setting-with-a-dot", [(["aks-model-serving:local.router_port"], 8891)], "local.router_port: unknown field"),
+    ("variable-not-a-string", [(SVC0 + ["inference_config", "environment"], {"environment_variables": {"PORT": 80}})],
+     "services[0].inference_config.environment.environment_variables.PORT: Input should be a valid string"),
+    ("memory-in-kubernetes-units", [(SVC0 + ["memory_gb"], "1Gi")],
+     "services[0].memory_gb: Input should be a valid number, unable to parse string as a number (given: '1Gi')"),
+    ("service-name-with-capitals", [(SVC0 + ["name"], "Iris_svc")],
+     "services[0].name: 'Iris_svc' is not allowed: 3-32 lowercase letters, digits or '-', starting with a letter"),
     ("internal-lb-with-leaf-domain-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
                                             (CL + ["ssl"], {"leaf_domain_label": "scoring"})], "cluster.ssl.leaf_domain_label:"),
 ]
@@ -576,6 +587,26 @@ def test_broken_azureml_file_names_the_field(tmp_path, capsys, name, filename, d
     assert check([str(path)]) == 2
     out = capsys.readouterr().out
     assert expected in out and "Traceback" not in out
+
+
+def test_a_value_that_may_be_a_secret_is_not_repeated_in_its_problem(tmp_path, capsys):
+    config = copy.deepcopy(BASE)
+    _set(config, SVC0 + ["inference_config", "environment"], {"environment_variables": {"API_KEY": 31415926535}})
+    _set(config, SVC0 + ["primary_key"], 27182818284)
+    assert check([str(write_stack(tmp_path, config))]) == 2
+    out = capsys.readouterr().out
+    assert "environment_variables.API_KEY: Input should be a valid string" in out and "primary_key" in out
+    assert "31415926535" not in out and "27182818284" not in out
+
+
+def test_each_finding_of_an_azure_ml_rule_names_its_file(tmp_path, capsys):
+    path = tmp_path / "deploymentconfig.json"
+    path.write_text(json.dumps({"computeType": "aks", "autoScaler": {"minReplicas": 2, "maxReplicas": 4}}))
+    assert check([str(path)]) == 2
+    problems = capsys.readouterr().out.splitlines()[1:]
+    assert [p.strip() for p in problems] == [
+        f"deployment_config: deploymentconfig.json: autoScaler.{k}: given without autoScaler.autoscaleEnabled: true"
+        for k in ("minReplicas", "maxReplicas")]
 
 
 def test_broken_azureml_file_inside_a_stack_names_the_service(tmp_path):
