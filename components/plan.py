@@ -69,6 +69,12 @@ def main(argv: list[str]) -> int:
     except (OSError, json.JSONDecodeError) as exc:
         print(f"--policy-config: {exc}", file=sys.stderr)
         return 2
+    if problems := policy_config_problems(policy_config):
+        print("\n".join(f"--policy-config: {p}" for p in problems), file=sys.stderr)
+        return 2
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        print(f"--out: {args.out} is a file; give a new or empty folder", file=sys.stderr)
+        return 2
     if args.out is not None and args.out.is_dir() and any(args.out.iterdir()) and not (args.out / OUT_MARKER).exists():
         print(f"--out: {args.out} holds files plan did not write; give a new or empty folder", file=sys.stderr)
         return 2
@@ -209,6 +215,28 @@ def check_policies(plan: Plan, config: dict[str, Any]) -> None:
         level = enforcement_level(config, name)
         if level != "disabled":
             rule(StackValidationArgs(resources, rule_config(name)), reporter(name, "stack", level))
+
+
+LEVELS = ("advisory", "mandatory", "disabled")
+
+
+def policy_config_problems(config: Any) -> list[str]:
+    """What the policy engine would refuse in a --policy-pack-config: a misspelt level must not turn a
+    mandatory rule into one that passes, nor a misspelt rule name leave the rule at its default."""
+    from policy.rules import RESOURCE_RULES, STACK_RULES
+
+    if not isinstance(config, dict):
+        return ["must be a JSON object of rule names (or \"all\") to levels or settings"]
+    rules = {"all", *RESOURCE_RULES, *STACK_RULES}
+    problems = []
+    for name, given in config.items():
+        if name not in rules:
+            problems.append(f"{name}: no such rule; the pack's: {', '.join(sorted(rules - {'all'}))}")
+            continue
+        level = given.get("enforcementLevel", "mandatory") if isinstance(given, dict) else given
+        if level not in LEVELS:
+            problems.append(f"{name}: enforcement level {level!r}; one of {', '.join(LEVELS)}")
+    return problems
 
 
 def enforcement_level(config: dict[str, Any], rule: str) -> str:

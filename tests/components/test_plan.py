@@ -98,6 +98,29 @@ def test_policy_enforcement_levels_are_read_as_pulumi_preview_reads_them(edit, t
         assert shown in capsys.readouterr().out, given
 
 
+def test_a_policy_config_the_engine_would_refuse_is_named_before_the_plan(edit, tmp_path, capsys):
+    """A misspelt level once let a mandatory violation pass (exit 0); a list was a traceback."""
+    path = edit("dev", lambda c: c["aks-model-serving:services"][0].update(auth_enabled=False))
+    config = tmp_path / "policy.json"
+    for given, shown in [
+        ({"all": "mandtory"}, "--policy-config: all: enforcement level 'mandtory'; one of advisory, mandatory, disabled"),
+        ({"auth-on-for-public-services": {"enforcementLevel": "off"}}, "auth-on-for-public-services: enforcement level 'off'"),
+        ({"auth-on-public-services": "disabled"}, "--policy-config: auth-on-public-services: no such rule; the pack's: "),
+        ([1, 2], "--policy-config: must be a JSON object"),
+    ]:
+        config.write_text(json.dumps(given))
+        assert main([str(path), "--policy-config", str(config)]) == 2, given
+        captured = capsys.readouterr()
+        assert shown in captured.err and "plan:" not in captured.out, given
+
+
+def test_out_naming_a_file_is_named_before_the_plan(project, tmp_path, capsys):
+    (tmp_path / "afile").touch()
+    assert main([str(project / "stacks" / "Pulumi.dev.yaml"), "--out", str(tmp_path / "afile")]) == 2
+    captured = capsys.readouterr()
+    assert f"--out: {tmp_path / 'afile'} is a file" in captured.err and "plan:" not in captured.out
+
+
 def test_a_kubernetes_version_without_schemas_is_named_not_a_traceback(edit, capsys):
     path = edit("dev", lambda c: c["aks-model-serving:cluster"].update(kubernetes_version="1.24"))
     assert main([str(path)]) == 2
