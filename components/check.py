@@ -79,9 +79,14 @@ def main(argv: list[str]) -> int:
             lines = check_azureml(args.file)
         else:
             stack = load_stack(args.file)
-            # What plan or `local up` would refuse on this machine's files, found here first; model
-            # folders a training run makes later are only told.
-            if problems := source_problems(stack, local=stack.spec.is_local):
+            # What plan, `pulumi up` or `local up` would refuse, found here first; model folders a
+            # training run makes later are only told.
+            problems = source_problems(stack, local=stack.spec.is_local)
+            if not stack.spec.is_local:
+                from components.program import cluster_problems  # Pulumi's SDK: only for a cluster stack
+
+                problems = cluster_problems(stack) + problems
+            if problems:
                 raise StackError(problems)
             lines = summary(stack.spec, stack.name)
             lines += [f"warning: {m} (plan and local up need it)" for m in missing_models(stack, local=stack.spec.is_local)]

@@ -111,6 +111,12 @@ def build(stack: Stack) -> None:
 
 def deployable_problems(stack: Stack) -> list[str]:
     """Why a valid stack still cannot go to a cluster (each line names the field)."""
+    return cluster_problems(stack) + source_problems(stack, local=False) + missing_models(stack, local=False)
+
+
+def cluster_problems(stack: Stack) -> list[str]:
+    """What Azure or the image build would refuse in a valid stack, apart from its app sources and models
+    (`check` tells those missing as warnings: a training run may make them later)."""
     spec = stack.spec
     if spec.is_local:
         return [f"cluster: none declared; this stack runs on this machine (python -m components local up {stack.path}); "
@@ -129,7 +135,7 @@ def deployable_problems(stack: Stack) -> list[str]:
     for dockerfile in DOCKERFILES.values():
         if not (stack.project_dir / dockerfile).is_file():
             problems.append(f"{dockerfile}: not found under {stack.project_dir}; the image is built from it")
-    return problems + source_problems(stack, local=False) + missing_models(stack, local=False)
+    return problems
 
 
 def _node_resource_group(resource_group: str, cluster: str, location: str) -> list[str]:

@@ -55,6 +55,9 @@ W, C, S, E = ("aks-model-serving:" + k for k in ("workspace", "cluster", "servic
 def write_stack(tmp_path: Path, config: dict) -> Path:
     """The stack in a project of its own, with the entry scripts BASE names (check looks for them)."""
     (tmp_path / "Pulumi.yaml").write_text("name: aks-model-serving\nruntime: python\n")
+    for image in ("scoring_image", "router_image"):  # a cluster stack's images are built from them
+        (tmp_path / image).mkdir(exist_ok=True)
+        (tmp_path / image / "Dockerfile").write_text((ROOT / image / "Dockerfile").read_text())
     for script in (tmp_path / "score.py", tmp_path / "src" / "score.py"):
         script.parent.mkdir(exist_ok=True)
         script.write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
@@ -790,3 +793,24 @@ def test_a_local_stack_serving_a_model_from_a_url_is_named(tmp_path, capsys):
     config = copy.deepcopy(BASE)
     config["aks-model-serving:models"][0] = {"name": "m", "version": 1, "url": url}
     assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda c: c.pop("azure-native:location"), "workspace.location: no Azure region"),
+    (lambda c: c[W].update(resource_group="rg-" + "x" * 60), "cluster.name: AKS would name the nodes' resource group"),
+    (lambda c: None, None),
+], ids=["no-region", "node-resource-group-too-long", "as-given"])
+def test_check_finds_what_azure_would_refuse_as_plan_does(tmp_path, capsys, edit, expected):
+    """check once said valid (exit 0) for a stack that plan and `pulumi up` refuse."""
+    config = copy.deepcopy(BASE)
+    edit(config)
+    code = check([str(write_stack(tmp_path, config))])
+    out = capsys.readouterr().out
+    assert code == (0 if expected is None else 2) and (expected or "valid") in out, out
+
+
+def test_check_finds_a_missing_dockerfile_as_plan_does(tmp_path, capsys):
+    path = write_stack(tmp_path, BASE)
+    (tmp_path / "router_image" / "Dockerfile").unlink()
+    assert check([str(path)]) == 2
+    assert "router_image/Dockerfile: not found under" in capsys.readouterr().out
