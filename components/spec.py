@@ -1053,7 +1053,34 @@ class StackSpec(Spec):
                 if "autoscale_enabled" in dep.model_fields_set:
                     self._warnings.append(f"{path}.autoscale_enabled: a dev_test cluster keeps replicas fixed; autoscaling is off")
                 dep.autoscale_enabled = False
-        return problems + self._gpu_capacity()
+        return problems + self._node_room() + self._gpu_capacity()
+
+    def _node_room(self) -> list[str]:
+        """A replica asking for more than any node it can land on has stays Pending for ever (`cpu_cores: 8` on
+        4-vCPU nodes, `memory_gb: 1024` meant as MB). Its nodes: its accelerator's pools, for a CPU replica the
+        CPU pools no taint keeps it off. vCPUs are in Azure's size names, and AKS keeps some of each node's for
+        itself, so a replica needs fewer than the node has; memory is not in the names, so only warned about
+        past 8 GB per vCPU (the E-series'; M- and G-series aside). An attached cluster is not counted."""
+        if self.cluster is None or self.cluster.attach is not None:
+            return []
+        problems = []
+        for path, dep in self.deployments():
+            kind = "gpu" if dep.gpu_cores else "fpga" if dep.fpga_cores else "none"
+            pools = [(vcpus(p.vm_size), p) for p in self.cluster.node_pools if p.accelerator == kind
+                     and (kind != "none" or not any(t.endswith((":NoSchedule", ":NoExecute")) for t in p.taints))]
+            if not pools or any(n is None for n, _ in pools):
+                continue
+            cores, pool = max(pools, key=lambda np: np[0] or 0)
+            assert cores is not None
+            if dep.cpu_cores >= cores:
+                problems.append(f"{path}.cpu_cores: {dep.cpu_cores:g} per replica, but the largest node it can run on "
+                                f"({pool.vm_size}, pool {pool.name}) has {cores} vCPUs, some of them kept by AKS; its "
+                                "replicas could never be scheduled")
+            elif dep.memory_gb > 8 * cores and not re.match(r"^Standard_[MG]", pool.vm_size, re.I):
+                self._warnings.append(f"{path}.memory_gb: {dep.memory_gb:g} GB per replica (memory_gb is in GB), more "
+                                      f"than a {pool.vm_size} node ({cores} vCPUs, pool {pool.name}) is likely to have; "
+                                      "such replicas stay Pending")
+        return problems
 
     def _gpu_capacity(self) -> list[str]:
         """Replicas asking for more GPUs than the GPU pools can ever have stay Pending: refused when even the

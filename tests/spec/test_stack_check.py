@@ -245,6 +245,11 @@ BROKEN = [
     ("gpu-and-fpga-cores", [(SVC0 + ["gpu_cores"], 1), (SVC0 + ["fpga_cores"], 1)],
      "services[0].fpga_cores: a replica uses GPU or FPGA cores, not both"),
     ("model-declared-twice", [(["aks-model-serving:models", 1, "version"], 1)], "models: m:1 is declared twice"),
+    # A replica no node it can land on has room for: the CPU pool has 4 vCPUs, the GPU pool's nodes 4 too.
+    ("cpu-beyond-the-largest-node", [(SVC0 + ["cpu_cores"], 8)],
+     "services[0].cpu_cores: 8 per replica, but the largest node it can run on (Standard_D4s_v3, pool system) has 4 vCPUs"),
+    ("gpu-replica-cpu-beyond-its-node", [(SVC0 + ["gpu_cores"], 1), (SVC0 + ["cpu_cores"], 4)],
+     "services[0].cpu_cores: 4 per replica, but the largest node it can run on (Standard_NC4as_T4_v3, pool gpu) has 4 vCPUs"),
     # Paths in the user's own keys, values where they say what is wrong, names in words.
     ("namespace-misspelt", [(["aks-modelserving:services"], [])],
      "config.aks-modelserving:services: unknown namespace aks-modelserving; did you mean aks-model-serving:services?"),
@@ -814,3 +819,26 @@ def test_check_finds_a_missing_dockerfile_as_plan_does(tmp_path, capsys):
     (tmp_path / "router_image" / "Dockerfile").unlink()
     assert check([str(path)]) == 2
     assert "router_image/Dockerfile: not found under" in capsys.readouterr().out
+
+
+def test_memory_far_beyond_what_the_nodes_have_is_warned_about(tmp_path):
+    """memory_gb 1024, meant as MB: the nodes have 16 GB."""
+    config = copy.deepcopy(BASE)
+    config[S][0]["memory_gb"] = 1024
+    warnings = load_stack(write_stack(tmp_path, config)).spec.warnings
+    assert any(w.startswith("services[0].memory_gb: 1024 GB per replica (memory_gb is in GB), more than a Standard_D4s_v3 "
+                            "node (4 vCPUs, pool system)") for w in warnings), warnings
+    config[S][0]["memory_gb"] = 12
+    assert not [w for w in load_stack(write_stack(tmp_path, config)).spec.warnings if "memory_gb" in w]
+
+
+def test_a_cpu_replica_is_measured_against_the_pools_it_can_land_on(tmp_path, capsys):
+    """A System pool tainted CriticalAddonsOnly keeps model pods off; the untainted User pool is where they run."""
+    config = copy.deepcopy(BASE)
+    config[C]["node_pools"][0]["taints"] = [CRITICAL]
+    config[C]["node_pools"].append({"name": "big", "vm_size": "Standard_D16s_v3", "count": 1})
+    config[S][0]["cpu_cores"] = 8
+    assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
+    config[C]["node_pools"][2]["vm_size"] = "Standard_D8s_v3"
+    assert check([str(write_stack(tmp_path, config))]) == 2
+    assert "(Standard_D8s_v3, pool big) has 8 vCPUs" in capsys.readouterr().out
