@@ -277,6 +277,9 @@ def _exclusive(state: State, out):
         yield
 
 
+INTERRUPTED = 130  # a shell's code for a command ended by Ctrl-C
+
+
 def up(stack: Stack, out=sys.stdout) -> int:
     state = state_of(stack)
     with _exclusive(state, out):
@@ -295,11 +298,16 @@ def up(stack: Stack, out=sys.stdout) -> int:
                                 cwd=stack.project_dir, start_new_session=True)
         _write(state.pid, str(proc.pid))
         print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
-        if not wait_ready(stack, config, proc, out):
+        try:
+            ready = wait_ready(stack, config, proc, out)
+        except KeyboardInterrupt:  # Ctrl-C: nothing half-started is left behind
+            print("\nInterrupted", file=out)
+            ready = None
+        if not ready:
             print(f"Stopping what was started (the router's log: {state.logs / 'router.log'})", file=out)
             _stop(proc.pid, _stop_seconds(config))
             state.pid.unlink(missing_ok=True)
-            return 1
+            return INTERRUPTED if ready is None else 1
     for line in summary(stack):
         print(line, file=out)
     return 0
@@ -319,8 +327,13 @@ def _apply(stack: Stack, state: State, pid: int, out) -> int:
     else:
         _write(state.config, config.dump())
         print(f"the {stack.name} stack is running (router pid {pid}); its router is applying the changed stack file", file=out)
-        if not wait_ready(stack, config, None, out):
-            return 1
+        try:
+            if not wait_ready(stack, config, None, out):
+                return 1
+        except KeyboardInterrupt:
+            print(f"\nInterrupted; the router goes on applying the file (`local status` shows where it is, "
+                  "`local down` stops the stack)", file=out)
+            return INTERRUPTED
     for line in summary(stack):
         print(line, file=out)
     return 0
@@ -335,10 +348,11 @@ def _write(path: Path, text: str) -> None:
 
 def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None, out) -> bool:
     """Progress as Azure ML's wait_for_deployment(show_output=True): dots, then the outcome. Ready
-    once the router serves this config's routes, each with a ready replica; failed at once when a
-    replica's init() failed or it exited at start (the reason and its log named)."""
+    once the router runs this very config (its digest in /readyz: an edit is judged on its own replicas,
+    not on those it replaces), each route with a ready replica; failed at once when a replica's init()
+    failed or it exited at start (the reason and its log named)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    wanted = sorted((r.kind, r.name) for r in config.routes)
+    digest = config.digest()
     print("Running", end="", flush=True, file=out)
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
@@ -349,13 +363,13 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
             print(f"\nFailed: the router did not apply the stack's config: {body['config_error']}", file=out)
             return False
         routes = body.get("routes", [])
-        if sorted((r["kind"], r["name"]) for r in routes) == wanted:
+        if body.get("config") == digest:
             problems = [f"{r['kind']} {r['name']}, version {v['name']}: {v['problem']}"
                         for r in routes for v in r["versions"] if v.get("problem")]
             if problems:
                 print("\nFailed: " + "\n        ".join(problems), file=out)
                 return False
-            if code == 200:
+            if code == 200 and not any(v.get("rolling") for r in routes for v in r["versions"]):
                 print("\nSucceeded: every service has a ready replica", file=out)
                 return True
         print(".", end="", flush=True, file=out)
@@ -443,11 +457,19 @@ def status(stack: Stack, out=sys.stdout) -> int:
         print(f"the {stack.name} stack is not running", file=out)
         return 3
     code, body = _get(base_url(stack) + "/readyz")
-    print(f"router pid {pid} on {base_url(stack)}: {'ready' if code == 200 else 'not ready'}", file=out)
+    problems = [v for route in body.get("routes", []) for v in route.get("versions", []) if v.get("problem")]
+    print(f"router pid {pid} on {base_url(stack)}: {'ready' if code == 200 else 'not ready'}"
+          f"{f', {len(problems)} version(s) failing' if problems else ''}", file=out)
+    if body.get("config_error"):
+        print(f"  the stack file's latest config is not applied: {body['config_error']}", file=out)
     for route in body.get("routes", []):
-        versions = ", ".join(f"{v['name']} {v['ready']}/{v['replicas']} ready" for v in route.get("versions", []))
+        versions = ", ".join(f"{v['name']} {v['ready']}/{v['replicas']} ready{' (rolling out)' if v.get('rolling') else ''}"
+                             for v in route.get("versions", []))
         print(f"  {route['kind']} {route['name']}: {versions}", file=out)
-    return 0 if code == 200 else 1
+        for v in route.get("versions", []):
+            if v.get("problem"):
+                print(f"    {v['name']}: {v['problem']}", file=out)
+    return 0 if code == 200 and not problems and not body.get("config_error") else 1
 
 
 def key_of(stack: Stack, name: str, which: str) -> str:

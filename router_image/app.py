@@ -62,6 +62,7 @@ class Router:
         self._config_stamp = self._stamp()
         self.certificate = ServingCertificate(config.tls) if config.tls else None
         self.config_error: str | None = None  # why the file's latest content is not applied (in /readyz)
+        self.config_digest = config.digest()  # which config is applied (in /readyz)
 
     @property
     def config(self) -> RouterConfig:
@@ -114,6 +115,7 @@ class Router:
                 log.error("config %s not applied: %s", self.config_path, exc)
             return False
         self.config_error = None
+        self.config_digest = config.digest()
         for deployment, scaler in table.autoscalers.items():
             if deployment not in self.table.autoscalers:  # starts from what the backend now runs
                 scaler.resume(self.backend.replicas(deployment))
@@ -346,14 +348,16 @@ class Router:
                     "slots": v.pool.total_slots, "queued": v.pool.queued,
                     "utilization": round(scaler.utilization, 4) if scaler else None,
                     "traffic_percentile": v.config.traffic_percentile, "is_default": v.config.is_default,
-                    "problem": self.backend.problem(v.config.deployment)})
+                    "problem": self.backend.problem(v.config.deployment),
+                    "rolling": self.backend.rolling(v.config.deployment)})
             routes.append({"kind": kind, "name": name, "versions": versions})
         # Locally, ready means every version can answer (what `local up` waits for). A router pod is
         # ready once it knows the replicas there are: one model without any must not take every route
         # off the load balancer.
         ready = self.backend.synced() and (
             self.config.backend == "kubernetes" or all(v["ready"] > 0 for r in routes for v in r["versions"]))
-        return {"ready": ready, "leader": self.backend.is_leader, "routes": routes, "config_error": self.config_error}
+        return {"ready": ready, "leader": self.backend.is_leader, "routes": routes, "config": self.config_digest,
+                "config_error": self.config_error}
 
     async def _api(self, scope: dict, receive, send, path: str) -> None:
         route, action = self._route(path)

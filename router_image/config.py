@@ -7,6 +7,7 @@ pydantic so that `components` can depend on it without the router's runtime.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Literal
@@ -239,3 +240,7 @@ class RouterConfig(_Strict):
 
     def dump(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+
+    def digest(self) -> str:
+        """Which config a router runs (in /readyz): what wrote the file knows when its change took effect."""
+        return hashlib.sha256(self.dump().encode()).hexdigest()[:16]

@@ -36,6 +36,10 @@ class Backend(Protocol):
         """Why the version has no ready replica, where the backend sees it (None: nothing wrong, or
         only the cluster knows: its pods' events)."""
 
+    def rolling(self, deployment: str) -> bool:
+        """Whether replicas of an earlier config still serve while the new ones start, so that what wrote
+        the config judges its edit on the new ones (False where a Deployment rolls out on its own)."""
+
     def remote_demand(self, deployment: str) -> float:
         """In-flight + queued requests for this deployment at the other router pods (0 when alone)."""
 

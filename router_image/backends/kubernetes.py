@@ -416,6 +416,9 @@ class KubernetesBackend:
     def problem(self, deployment: str) -> str | None:
         return None
 
+    def rolling(self, deployment: str) -> bool:
+        return False
+
     async def probe(self, address: str) -> bool:
         host, _, port = address.rpartition(":")
         return await is_ready(host.strip("[]"), int(port))

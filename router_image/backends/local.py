@@ -139,6 +139,10 @@ class LocalBackend:
         v = self._versions.get(deployment)
         return v.problem if v else None
 
+    def rolling(self, deployment: str) -> bool:
+        v = self._versions.get(deployment)
+        return bool(v and v.outdated)
+
     def remote_demand(self, deployment: str) -> float:
         return 0.0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -409,6 +410,46 @@ def test_up_of_a_running_stack_applies_the_edited_file_and_score_covers_token_au
     stopped = cli("score", str(path), check=False)
     assert stopped.returncode == 2 and "stack is not running; `local up" in stopped.stderr
     assert "Traceback" not in stopped.stderr
+
+
+def test_up_of_a_running_stack_judges_the_edit_on_its_own_replicas_and_status_says_why_they_fail(tmp_path):
+    """`up` after an edit whose init() fails said Succeeded (exit 0) on the replicas it replaced, before the
+    router had even read the file; `status` said ready and exit 0 beside the failure in /readyz."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    try:
+        cli("up", str(path))
+        port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+        _script_stack(tmp_path, [{"name": "echo", "script": "init_fails.py", "folder": "tests/scorer/scripts"}], port)
+        again = cli("up", str(path), check=False)
+        assert again.returncode == 1 and "Succeeded" not in again.stdout, again.stdout
+        assert "init() failed: RuntimeError: model file is corrupt" in again.stdout
+        status = cli("status", str(path), check=False)
+        assert status.returncode == 1 and "1 version(s) failing" in status.stdout, status.stdout
+        assert "init() failed: RuntimeError: model file is corrupt" in status.stdout
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_ctrl_c_during_up_stops_what_it_started(tmp_path):
+    """Ctrl-C while `up` waited printed a traceback and left the router and its scorers running unsaid."""
+    path = _script_stack(tmp_path, [{"name": "slow", "script": "sleepy.py", "folder": "tests/scorer/scripts"}])
+    doc = yaml.safe_load(path.read_text())
+    doc["config"]["aks-model-serving:services"][0]["inference_config"]["environment"] = {
+        "environment_variables": {"INIT_SECONDS": "60"}}
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        up = subprocess.Popen([*CLI, "up", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert "Starting" in up.stdout.readline()
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "state" / "logs" / "slow-0.log").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # its replica started
+        up.send_signal(signal.SIGINT)
+        said = up.communicate(timeout=60)[0]
+        assert up.returncode == 130 and "Interrupted" in said and "Traceback" not in said, said
+        assert scorer_pids(str(tmp_path / "state")) == []
+        assert "not running" in cli("status", str(path), check=False).stdout
+    finally:
+        cli("down", str(path), check=False)
 
 
 def test_down_lets_a_request_in_flight_finish(tmp_path):

@@ -152,6 +152,9 @@ class Fixed:
     def problem(self, deployment: str) -> str | None:
         return None
 
+    def rolling(self, deployment: str) -> bool:
+        return False
+
     def remote_demand(self, deployment: str) -> float:
         return 0.0
 

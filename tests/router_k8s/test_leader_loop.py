@@ -55,6 +55,9 @@ class FakeBackend:
     def problem(self, deployment: str) -> str | None:
         return None
 
+    def rolling(self, deployment: str) -> bool:
+        return False
+
     def remote_demand(self, deployment: str) -> float:
         return self.remote
 
