@@ -258,11 +258,15 @@ def _file_digest(path: Path) -> str:
 def content_hash(args: HashedImageArgs) -> str:
     """The image tag: 32 hex digits of a SHA-256 over the recipe, the Dockerfile and the context files."""
     context = Path(args.context)
+    return _digest(args, context, context_files(context, args.include))
+
+
+def _digest(args: HashedImageArgs, root: Path, files: list[str]) -> str:
     digest = hashlib.sha256()
     digest.update(f"{HASH_VERSION}\nplatform={args.platform}\ntarget={args.context_target}\n".encode())
     digest.update(render_dockerfile(args).encode())
-    for rel in context_files(context, args.include):
-        digest.update(f"\0{rel}\0{_file_digest(context / rel)}".encode())
+    for rel in files:
+        digest.update(f"\0{rel}\0{_file_digest(root / rel)}".encode())
     return digest.hexdigest()[:32]
 
 
@@ -279,37 +283,40 @@ def _own_folder() -> Path:
 
 
 def stage_context(args: HashedImageArgs, tag: str) -> Path:
-    """A copy of exactly the hashed files plus the Dockerfile, to build from.
+    """A copy of exactly the hashed files plus the Dockerfile, to build from, checked against the tag.
 
-    Named after the content hash, it is written once: made aside and renamed into place, so a build
-    of the same image beside this one (another stack's `pulumi up`) never reads it half-written or
-    removed under it.
+    The tag was taken when the image was declared, the build comes after the registry was asked (minutes,
+    on a first `up`): a file saved meanwhile would be built under the tag of what it was, and reused as
+    that for ever. Each build gets a folder of its own, so a build of the same image beside it (another
+    stack's `up`) or a cleaner of old temp files never changes what it reads. Modes are made what the
+    image needs, as `COPY` keeps them and the tag counts only the executable bit: readable by the
+    scorer's user (a 0600 file from a checkout under umask 077 would not be), executable as hashed.
     """
     context = Path(args.context)
-    stage = _own_folder() / f"{args.repository.replace('/', '_')}-{tag}"
-    if stage.is_dir():
-        return stage
-    draft = Path(tempfile.mkdtemp(prefix=f".{stage.name}-", dir=stage.parent))
+    stage = Path(tempfile.mkdtemp(prefix=f"{args.repository.replace('/', '_')}-{tag}-", dir=_own_folder()))
     try:
-        for rel in context_files(context, args.include):
-            source, target = context / rel, draft / rel
+        files = context_files(context, args.include)
+        for rel in files:
+            source, target = context / rel, stage / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             if source.is_symlink():
                 target.symlink_to(os.readlink(source))
             else:
-                shutil.copy2(source, target)
-        (draft / STAGED_DOCKERFILE).write_text(render_dockerfile(args))
+                shutil.copyfile(source, target)
+                target.chmod(0o755 if source.stat().st_mode & stat.S_IXUSR else 0o644)
+        for folder, _, _ in os.walk(stage):
+            os.chmod(folder, 0o755)
+        if _digest(args, stage, files) != tag:
+            raise RuntimeError(f"{context}: its files changed after the image {args.repository} was hashed as {tag} "
+                               "(while `pulumi up` ran); run it again to build what they are now")
+        (stage / STAGED_DOCKERFILE).write_text(render_dockerfile(args))
         # Docker still reads an ignored Dockerfile; `COPY .` just leaves it out of the image.
-        ignore = draft / ".dockerignore"
+        ignore = stage / ".dockerignore"
         own = [STAGED_DOCKERFILE] + ([] if ignore.exists() else [".dockerignore"])
         ignore.write_text((ignore.read_text() + "\n" if ignore.exists() else "") + "\n".join(own) + "\n")
-        try:
-            draft.rename(stage)
-        except OSError:
-            if not stage.is_dir():  # not a stage made beside this one: a real failure
-                raise
-    finally:
-        shutil.rmtree(draft, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
     return stage
 
 

@@ -85,36 +85,44 @@ def test_a_link_to_a_folder_is_hashed_and_staged_as_a_link(ctx):
     (ctx / "shared").unlink()
     (ctx / "shared").symlink_to("cache", target_is_directory=True)
     assert content_hash(args(ctx)) != linked  # retargeted
-    staged = image_module.stage_context(args(ctx), "t")
+    staged = image_module.stage_context(args(ctx), content_hash(args(ctx)))
     assert os.readlink(staged / "shared") == "cache"
 
 
-def test_a_stage_is_written_once_and_never_removed_under_a_build_beside(ctx):
+def test_each_build_stages_a_folder_of_its_own_that_another_never_touches(ctx):
     """Two stacks building the same image at once: the second staging must neither rewrite nor remove
-    the stage the first one's docker build reads, nor leave its draft behind."""
-    stage = image_module.stage_context(args(ctx), "t")
+    the stage the first one's docker build reads."""
+    tag = content_hash(args(ctx))
+    stage = image_module.stage_context(args(ctx), tag)
     script = stage / "score.py"
     before = script.stat().st_ino
-    again = image_module.stage_context(args(ctx), "t")
-    assert again == stage and script.stat().st_ino == before
-    assert sorted(p.name for p in stage.parent.iterdir()) == [stage.name]
+    again = image_module.stage_context(args(ctx), tag)
+    assert again != stage and script.stat().st_ino == before
+    assert sorted(p.relative_to(stage) for p in stage.rglob("*")) == sorted(p.relative_to(again) for p in again.rglob("*"))
     assert (stage / STAGED_DOCKERFILE).read_text() == render_dockerfile(args(ctx))
 
 
-def test_a_stage_made_beside_wins_the_rename(ctx, monkeypatch):
-    """The other staging renamed its copy into place first: this one's is dropped, the other's used."""
-    stage_path = []
-    real_rename = Path.rename
+def test_a_file_saved_after_the_image_was_hashed_is_not_built_under_the_old_tag(ctx):
+    """The tag is taken when the image is declared, the build comes minutes later (the registry asked, a new
+    one created): the edit went into an image tagged as the file was before, reused as that for ever."""
+    tag = content_hash(args(ctx))
+    (ctx / "score.py").write_text("def init(): pass\ndef run(raw): return 'edited'\n")
+    with pytest.raises(RuntimeError, match=f"its files changed after the image scorer was hashed as {tag}"):
+        image_module.stage_context(args(ctx), tag)
+    assert not [p for p in image_module._own_folder().iterdir() if tag in p.name]  # nothing half-made left
+    assert image_module.stage_context(args(ctx), content_hash(args(ctx))).is_dir()
 
-    def beaten(self, target):
-        stage_path.append(target)
-        shutil.copytree(self, target)  # the other process's, complete
-        return real_rename(self, target)
 
-    monkeypatch.setattr(Path, "rename", beaten)
-    stage = image_module.stage_context(args(ctx), "t")
-    assert stage == stage_path[0] and (stage / "score.py").exists()
-    assert sorted(p.name for p in stage.parent.iterdir()) == [stage.name]
+def test_staged_files_are_readable_by_the_images_user_and_executable_as_hashed(ctx):
+    """COPY keeps modes and the tag counts only the executable bit: a 0600 file (a checkout under umask 077)
+    was unreadable by the scorer's user, and making it 0644 kept the tag, so the broken image stayed in use."""
+    (ctx / "score.py").chmod(0o600)
+    (ctx / "pkg").chmod(0o700)
+    (ctx / "run.sh").write_text("#!/bin/sh\n")
+    (ctx / "run.sh").chmod(0o700)
+    stage = image_module.stage_context(args(ctx), content_hash(args(ctx)))
+    modes = {rel: (stage / rel).stat().st_mode & 0o777 for rel in ("score.py", "pkg", "pkg/util.py", "run.sh")}
+    assert modes == {"score.py": 0o644, "pkg": 0o755, "pkg/util.py": 0o644, "run.sh": 0o755}
 
 
 @pytest.mark.parametrize("planted", ["open", "link"])
