@@ -7,7 +7,7 @@ MODELS := .local/models
 # PYTHONSAFEPATH=1 PYTHONPATH=build/compiled, never next to the sources.
 COMPILED := build/compiled
 
-.PHONY: local test test-slow setup down clean compiled
+.PHONY: local test test-slow setup down clean compiled locks
 
 # First README command: install what the local stack needs, train the sample model,
 # start the local stack (router + scorers on loopback) and score a real request.
@@ -25,6 +25,13 @@ test-slow: $(BIN)/.installed node_modules/.bin/azurite-blob
 	$(BIN)/python -m pytest -q -m slow
 
 compiled: $(COMPILED)/.built
+
+# What the images install, pinned with every file's hash, for any Python from 3.11 (a custom base's too):
+# run after changing a dependency in pyproject.toml (tests/components/test_locks.py says when).
+locks:
+	test -x build/uv/bin/uv || ($(PY) -m venv build/uv && build/uv/bin/pip install -q uv)
+	build/uv/bin/uv pip compile pyproject.toml --extra router --generate-hashes --universal --python-version 3.11 --no-header --no-annotate -q -o router_image/requirements.txt
+	build/uv/bin/uv pip compile pyproject.toml --extra scorer --generate-hashes --universal --python-version 3.11 --no-header --no-annotate -q -o scoring_image/requirements.txt
 
 # Rebuilt when any module the compiled ones are type-checked against changes.
 $(COMPILED)/.built: setup_compiled.py pyproject.toml $(wildcard http_server/*.py router_image/*.py) | $(BIN)/.installed

@@ -215,7 +215,8 @@ def render_dockerfile(args: HashedImageArgs) -> str:
 INSTALL_SCORER = (
     "RUN python -c 'import sys; sys.exit(None if sys.version_info >= (3, 11) else "
     "\"the scorer runs on Python 3.11 or later; the python on this base is \" + sys.version.split()[0])' "
-    f"&& python -m pip install --no-cache-dir '{SCORER_SOURCE}[scorer]'"
+    f"&& python -m pip install --no-cache-dir --require-hashes -r {SCORER_SOURCE}/scoring_image/requirements.txt "
+    f"&& python -m pip install --no-cache-dir --no-deps {SCORER_SOURCE}"
 )
 
 

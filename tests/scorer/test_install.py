@@ -15,7 +15,7 @@ from components.program import IMAGE_FILES
 from scorer_helpers import EXAMPLE, ROOT, StartScorer, train
 
 
-@pytest.mark.slow  # about 70 s: a fresh venv resolves and installs the extra (from pip's cache)
+@pytest.mark.slow  # about 70 s: a fresh venv installs the pinned dependencies (from pip's cache)
 def test_scorer_extra_alone_serves_a_request(start_scorer: StartScorer, tmp_path: Path) -> None:
     """Installed as a custom base gets it: the step a generated Dockerfile runs, on the files the
     scorer image keeps in /opt/scorer, with the base's Python (here a fresh venv) first on PATH."""
@@ -50,10 +50,12 @@ def test_scorer_extra_alone_serves_a_request(start_scorer: StartScorer, tmp_path
 def test_the_dockerfile_copies_what_the_image_hash_covers_and_installs_only_the_scorer_extra() -> None:
     text = (ROOT / "scoring_image" / "Dockerfile").read_text()
     lines = [line.strip() for line in text.splitlines()]
-    assert next(line for line in lines if line.startswith("FROM ")).endswith("-slim")
+    assert next(line for line in lines if line.startswith("FROM ")) == "FROM python:3.11-slim-bookworm"
     copied = tuple(line.split()[1] for line in lines if line.startswith("COPY "))
     assert copied == IMAGE_FILES["scorer"]
-    assert "pip install '.[scorer]'" in text and "[infra" not in text and "[router" not in text
+    # The scorer's dependencies, pinned by hash (tests/components/test_locks.py), then the project alone.
+    assert "pip install --require-hashes -r scoring_image/requirements.txt \\\n && pip install --no-deps . \\" in text
+    assert "[infra" not in text and "[router" not in text
     assert next(line for line in lines if line.startswith("USER ")) == "USER scorer"
     assert "HEALTHCHECK" in text and lines[-1] == 'CMD ["python", "-m", "scoring_image"]'
     # PID 1 reaps orphans (the supervisor waits only for its workers) and passes SIGTERM on; custom-base
