@@ -30,6 +30,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     StringConstraints,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -822,7 +823,10 @@ def _azureml_merge(data: Any, info: ValidationInfo) -> Any:
         return data
     from components.azureml import load_deployment_config, load_inference_config
 
-    files = AzureMlFiles.model_validate(data["azureml"])
+    try:
+        files = AzureMlFiles.model_validate(data["azureml"])
+    except ValidationError:
+        return data  # the `azureml` field's own validation names what is wrong, under azureml.
     base = Path((info.context or {}).get("base_dir", "."))
     merged: dict[str, Any] = {}
     if files.deployment_config:
@@ -839,6 +843,8 @@ class Deployable(DeploymentSettings):
     inference_config: InferenceConfigSpec | None = None
     description: str | None = None
     tags: dict[str, str] = {}
+    # Read into the fields above before validation (_azureml_merge); here only to name its mistakes.
+    azureml: AzureMlFiles | None = Field(None, exclude=True)
 
     _merge_azureml = model_validator(mode="before")(_azureml_merge)
 

@@ -253,6 +253,8 @@ BROKEN = [
     # Paths in the user's own keys, values where they say what is wrong, names in words.
     ("namespace-misspelt", [(["aks-modelserving:services"], [])],
      "config.aks-modelserving:services: unknown namespace aks-modelserving; did you mean aks-model-serving:services?"),
+    ("azureml-key-misspelt", [(SVC0 + ["azureml"], {"deploymnt_config": "x.json"})],
+     "services[0].azureml.deploymnt_config: unknown field"),
     ("setting-with-capitals", [(["aks-model-serving:Services"], [])], "Services: unknown field"),
     ("setting-with-a-dot", [(["aks-model-serving:local.router_port"], 8891)], "local.router_port: unknown field"),
     ("variable-not-a-string", [(SVC0 + ["inference_config", "environment"], {"environment_variables": {"PORT": 80}})],
