@@ -844,3 +844,12 @@ def test_a_cpu_replica_is_measured_against_the_pools_it_can_land_on(tmp_path, ca
     config[C]["node_pools"][2]["vm_size"] = "Standard_D8s_v3"
     assert check([str(write_stack(tmp_path, config))]) == 2
     assert "(Standard_D8s_v3, pool big) has 8 vCPUs" in capsys.readouterr().out
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly():
+    """`check ... | head -1` ended in a BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "components", "check", str(ROOT / "stacks" / "Pulumi.prod.yaml")],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before it writes: its first line meets a closed pipe
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(60) == 141 and "Traceback" not in stderr, stderr
