@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from components.azureml import AzureMlFileError, kind_of, load_deployment_config, load_inference_config
-from components.sources import missing_models, source_problems
+from components.sources import entry_script_problems, missing_models, source_problems
 from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings, registry_name, storage_account_name
 from components.stackfile import StackError, format_errors, load_stack
 from pydantic import ValidationError
@@ -63,6 +63,8 @@ def check_azureml(path: Path) -> list[str]:
             settings = WebserviceSettings.model_validate(load_deployment_config(path))
             return [f"{path}: valid deployment config", *(f"  {k} = {v}" for k, v in settings.model_dump(exclude={"primary_key", "secondary_key"}).items())]
         spec = InferenceConfigSpec.model_validate(load_inference_config(path))
+        if problems := entry_script_problems(Path, "inference_config", spec):
+            raise StackError([f"{path.name}: {line}" for line in problems])
         return [f"{path}: valid inference config", f"  entry_script = {spec.entry_script}", f"  source_directory = {spec.source_directory}"]
     except AzureMlFileError as exc:
         raise StackError(str(exc).splitlines()) from None
@@ -75,7 +77,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("file", type=Path, help="stacks/Pulumi.<stack>.yaml, deploymentconfig.json or inferenceconfig.json")
     args = parser.parse_args(argv)
     try:
-        if args.file.suffix == ".json":
+        # Pulumi names stack files Pulumi.<stack>.yaml; any other file is one of Azure ML's (JSON, or YAML as its CLI reads them).
+        if not args.file.name.startswith("Pulumi."):
             lines = check_azureml(args.file)
         else:
             stack = load_stack(args.file)

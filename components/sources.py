@@ -8,6 +8,7 @@ of them runs: each line names the field.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -25,7 +26,7 @@ def source_problems(stack: Stack, local: bool) -> list[str]:
         ic = dep.inference_config
         if ic is None:
             continue
-        problems += _entry_script(stack, f"{path}.inference_config", ic)
+        problems += entry_script_problems(stack.resolve, f"{path}.inference_config", ic)
         if local:
             problems += [f"{path}.inference_config.environment.environment_variables.{k}: a secret (secure:), which the local "
                          "stack cannot decrypt; give the value in clear in the local stack file"
@@ -47,12 +48,17 @@ def missing_models(stack: Stack, local: bool) -> list[str]:
 
 def app_context(stack: Stack, ic: InferenceConfigSpec) -> Path:
     """The folder an app image is built from: source_directory, else the entry script's folder."""
-    return stack.resolve(ic.source_directory) if ic.source_directory else stack.resolve(ic.entry_script).parent
+    return _app_folder(stack.resolve, ic)
 
 
-def _entry_script(stack: Stack, path: str, ic: InferenceConfigSpec) -> list[str]:
-    """There and readable: not a traceback mid-plan, nor an image built from an empty folder."""
-    folder = app_context(stack, ic)
+def _app_folder(resolve: Callable[[str], Path], ic: InferenceConfigSpec) -> Path:
+    return resolve(ic.source_directory) if ic.source_directory else resolve(ic.entry_script).parent
+
+
+def entry_script_problems(resolve: Callable[[str], Path], path: str, ic: InferenceConfigSpec) -> list[str]:
+    """There and readable: not a traceback mid-plan, nor an image built from an empty folder. `resolve`: where
+    the config's paths are relative to (a stack's project; for an Azure ML file alone, already its folder)."""
+    folder = _app_folder(resolve, ic)
     script = folder / ic.app_entry_script
     if ic.source_directory and not folder.is_dir():
         return [f"{path}.source_directory: {folder} is not a folder; the image is built from it"]

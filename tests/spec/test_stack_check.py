@@ -632,8 +632,18 @@ def test_azureml_files_check_on_their_own(tmp_path, capsys):
     (tmp_path / "inferenceconfig.json").write_text(json.dumps(INFERENCE_CONFIG))
     assert check([str(tmp_path / "deploymentconfig.json")]) == 0
     assert "autoscale_max_replicas = 6" in capsys.readouterr().out
+    assert check([str(tmp_path / "inferenceconfig.json")]) == 2  # its app is not there
+    assert "inferenceconfig.json: inference_config.source_directory: " in capsys.readouterr().out
+    (tmp_path / "src").mkdir()
+    assert check([str(tmp_path / "inferenceconfig.json")]) == 2
+    assert f"inference_config.entry_script: {tmp_path / 'src' / 'score.py'} does not exist" in capsys.readouterr().out
+    (tmp_path / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
     assert check([str(tmp_path / "inferenceconfig.json")]) == 0
     assert "entry_script = score.py" in capsys.readouterr().out
+    # Azure ML's CLI reads its files as YAML too: told apart from a stack file by name (Pulumi.<stack>.yaml).
+    (tmp_path / "deploymentconfig.yml").write_text(yaml.safe_dump(DEPLOYMENT_CONFIG))
+    assert check([str(tmp_path / "deploymentconfig.yml")]) == 0
+    assert "autoscale_max_replicas = 6" in capsys.readouterr().out
 
 
 def test_template_answers_stored_as_json_text_are_read(tmp_path):
