@@ -415,8 +415,13 @@ def down(stack: Stack, out=sys.stdout) -> int:
     state = state_of(stack)
     pid = _pid(state)
     if pid is None:
-        print(f"the {stack.name} stack is not running", file=out)
         state.pid.unlink(missing_ok=True)
+        if _port_taken(stack.spec.local.router_port):  # its file was edited (state_dir) after `up`, most likely
+            print(f"the {stack.name} stack has no router recorded in {state.root}, but port "
+                  f"{stack.spec.local.router_port} is taken: if it is this stack's router, started before its "
+                  "state_dir changed, run `local down` with the file as it was then", file=out)
+            return 1
+        print(f"the {stack.name} stack is not running", file=out)
         return 0
     _stop(pid, _stop_seconds(RouterConfig.load(state.config)))
     state.pid.unlink(missing_ok=True)

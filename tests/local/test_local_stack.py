@@ -275,6 +275,18 @@ def test_up_refuses_a_port_another_server_holds(tmp_path):
     assert not (tmp_path / "state" / "router.pid").exists()
 
 
+def test_down_without_a_recorded_router_but_its_port_taken_says_so(tmp_path):
+    """After `state_dir` was edited, `down` said "not running" (exit 0) beside the stack's router, still up."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        path = _idle_stack(tmp_path, port)
+        result = cli("down", str(path), check=False)
+    assert result.returncode == 1 and f"port {port} is taken" in result.stdout, result.stdout
+    assert "not running" in cli("down", str(path)).stdout  # the port free: nothing of it runs
+
+
 def test_a_stale_pid_file_naming_another_process_is_not_the_router(tmp_path):
     """After a kill -9 or a reboot the pid may belong to anything: `down` must not signal it."""
     path = _idle_stack(tmp_path, free_port())
