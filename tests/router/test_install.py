@@ -16,6 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ROOT, free_port, wait_until  # noqa: E402
 
+from components.image import HashedImageArgs, content_hash, stage_context  # noqa: E402
 from components.program import IMAGE_FILES  # noqa: E402
 from router_image.config import RouterConfig  # noqa: E402
 
@@ -67,13 +68,9 @@ def test_router_extra_alone_serves_healthz_compiled(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    source = tmp_path / "opt-router"
-    source.mkdir()
-    for name in IMAGE_FILES["router"]:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(ROOT / name, source / name)
+    image = HashedImageArgs(repository="router", registry_login_server="registry.test", context=ROOT,
+                            dockerfile=DOCKERFILE, include=IMAGE_FILES["router"])
+    source = stage_context(image, content_hash(image))  # the build context, as the image is built from it
     subprocess.run([python, "-m", "pip", "install", "-q", "--require-hashes", "-r", "router_image/requirements.txt"],
                    cwd=source, check=True)
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "."], cwd=source, check=True)

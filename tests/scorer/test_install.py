@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from components.image import INSTALL_SCORER, SCORER_SOURCE
+from components.image import INSTALL_SCORER, SCORER_SOURCE, HashedImageArgs, content_hash, stage_context
 from components.program import IMAGE_FILES
 from scorer_helpers import EXAMPLE, ROOT, StartScorer, train
 
@@ -22,13 +21,9 @@ def test_scorer_extra_alone_serves_a_request(start_scorer: StartScorer, tmp_path
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    source = tmp_path / "opt-scorer"
-    source.mkdir()
-    for name in IMAGE_FILES["scorer"]:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(ROOT / name, source / name)
+    image = HashedImageArgs(repository="scorer", registry_login_server="registry.test", context=ROOT,
+                            dockerfile=ROOT / "scoring_image" / "Dockerfile", include=IMAGE_FILES["scorer"])
+    source = stage_context(image, content_hash(image))  # the build context: what the image keeps in /opt/scorer
     step = INSTALL_SCORER.removeprefix("RUN ").replace(SCORER_SOURCE, str(source))
     subprocess.run(["sh", "-c", step], check=True, env={**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"})
     # Nothing beyond the extra: no Pulumi, no router, no test tooling.
