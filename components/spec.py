@@ -1056,9 +1056,11 @@ class StackSpec(Spec):
                                       "device plugin, which this stack does not install (it does NVIDIA's for GPUs); "
                                       "until one runs on the FPGA pool, these replicas stay Pending")
             if self.cluster is not None and self.cluster.cluster_purpose == "dev_test" and dep.autoscale_enabled:
-                if "autoscale_enabled" in dep.model_fields_set:
-                    self._warnings.append(f"{path}.autoscale_enabled: a dev_test cluster keeps replicas fixed; autoscaling is off")
+                # The fewest replicas asked for become the fixed count (a minimum of 3 is not dropped to 1).
+                self._warnings.append(f"{path}: a dev_test cluster keeps replicas fixed; autoscaling is off and it runs "
+                                      f"{dep.autoscale_min_replicas} (autoscale_min_replicas; num_replicas sets the count)")
                 dep.autoscale_enabled = False
+                dep.num_replicas = dep.autoscale_min_replicas
         return problems + self._node_room() + self._gpu_capacity()
 
     def _node_room(self) -> list[str]:

@@ -82,9 +82,10 @@ def test_the_stacks_warnings_reach_the_preview_and_the_offline_plan(project, mon
     warned: list[str] = []
     monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warned.append(message))
     run(declare(load_stack(path)))
-    assert warned == ["stack dev: services[0].autoscale_enabled: a dev_test cluster keeps replicas fixed; autoscaling is off"]
+    assert warned == ["stack dev: services[0]: a dev_test cluster keeps replicas fixed; autoscaling is off and it runs 1 "
+                      "(autoscale_min_replicas; num_replicas sets the count)"]
     assert plan([str(path)]) == 0
-    assert "warning: services[0].autoscale_enabled: a dev_test cluster" in capsys.readouterr().err
+    assert "warning: services[0]: a dev_test cluster keeps replicas fixed" in capsys.readouterr().err
 
 
 def test_prod_stack_endpoint_versions_share_an_image_and_run_on_the_gpu_pool(project):

@@ -396,12 +396,16 @@ def test_dev_test_cluster_turns_autoscaling_off_with_a_warning(tmp_path, capsys)
     config = copy.deepcopy(BASE)
     config[C]["cluster_purpose"] = "DevTest"  # Azure ML's spelling is accepted
     config[S][0]["autoscale_enabled"] = True
+    config[S][0]["autoscale_min_replicas"] = 3
     stack = load_stack(write_stack(tmp_path, config))
     assert stack.spec.cluster.cluster_purpose == "dev_test"
-    assert stack.spec.services[0].autoscale_enabled is False
-    assert any(w.startswith("services[0].autoscale_enabled") for w in stack.spec.warnings)
+    service = stack.spec.services[0]
+    assert service.autoscale_enabled is False and service.replicas == 3  # the minimum asked for, not 1
+    said = "services[0]: a dev_test cluster keeps replicas fixed; autoscaling is off and it runs 3 (autoscale_min_replicas"
+    assert any(w.startswith(said) for w in stack.spec.warnings), stack.spec.warnings
     assert check([str(write_stack(tmp_path, config))]) == 0
-    assert "warning: services[0].autoscale_enabled" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"warning: {said}" in out and "3 replicas fixed" in out
 
 
 def test_azureml_defaults():
