@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     if args.out:
         count = write_manifests(plan, args.out)
         print(f"\nmanifests: {count} written to {args.out}")
-    return 1 if any(f.level == "mandatory" for f in plan.findings) else 0
+    return 1 if any(f.level in ("mandatory", "remediate") for f in plan.findings) else 0
 
 
 def _unvalidated_version(stack: Stack) -> list[str]:
@@ -217,25 +217,34 @@ def check_policies(plan: Plan, config: dict[str, Any]) -> None:
             rule(StackValidationArgs(resources, rule_config(name)), reporter(name, "stack", level))
 
 
-LEVELS = ("advisory", "mandatory", "disabled")
+LEVELS = ("advisory", "mandatory", "remediate", "disabled")  # remediate: mandatory here (these rules fix nothing)
 
 
 def policy_config_problems(config: Any) -> list[str]:
     """What the policy engine would refuse in a --policy-pack-config: a misspelt level must not turn a
-    mandatory rule into one that passes, nor a misspelt rule name leave the rule at its default."""
+    mandatory rule into one that passes, nor a misspelt rule name or a setting of the wrong type leave the
+    rule at its default."""
+    import jsonschema
+
     from policy.rules import RESOURCE_RULES, STACK_RULES
 
     if not isinstance(config, dict):
         return ["must be a JSON object of rule names (or \"all\") to levels or settings"]
-    rules = {"all", *RESOURCE_RULES, *STACK_RULES}
+    schemas = {name: schema for name, (_, _, schema) in {**RESOURCE_RULES, **STACK_RULES}.items()}
     problems = []
     for name, given in config.items():
-        if name not in rules:
-            problems.append(f"{name}: no such rule; the pack's: {', '.join(sorted(rules - {'all'}))}")
+        if name != "all" and name not in schemas:
+            problems.append(f"{name}: no such rule; the pack's: {', '.join(sorted(schemas))}")
             continue
         level = given.get("enforcementLevel", "mandatory") if isinstance(given, dict) else given
         if level not in LEVELS:
             problems.append(f"{name}: enforcement level {level!r}; one of {', '.join(LEVELS)}")
+        for key, value in given.items() if isinstance(given, dict) and name != "all" else ():
+            if key in schemas[name]:
+                try:
+                    jsonschema.validate(value, schemas[name][key])
+                except jsonschema.ValidationError as exc:
+                    problems.append(f"{name}.{key}: {exc.message}")
     return problems
 
 

@@ -146,8 +146,12 @@ def registry_images(args: StackValidationArgs, report_violation: ReportViolation
         (login for r in args.resources if r.resource_type == REGISTRY and (login := _known(r.props, "loginServer"))), None)
     allowed = config.get("allowedImages", ADDON_IMAGES)
     for r in args.resources:
-        spec = pod_spec(r.resource_type, r.props)
-        for c in containers(spec) if spec is not None else []:
+        try:
+            spec = pod_spec(r.resource_type, r.props)
+            listed = list(containers(spec)) if spec is not None else []
+        except UnknownValueError:  # a whole spec a first preview cannot know (a Job made from outputs): this one only
+            continue
+        for c in listed:
             try:
                 image = c.get("image") or ""
             except UnknownValueError:  # built by this update: checked when the update runs this rule, known
@@ -284,9 +288,11 @@ def endpoint_versions(args: StackValidationArgs, report_violation: ReportViolati
     """An endpoint holds at most 6 versions (Azure ML's limit), counted from its Deployments."""
     versions: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for r in args.resources:
-        endpoint = _labels(r.props).get(ENDPOINT)
-        if r.resource_type == DEPLOYMENT and endpoint and _labels(r.props).get(COMPONENT) == "model":
-            versions[(_namespace(r.props), endpoint)].append(r)
+        if r.resource_type != DEPLOYMENT:  # first: another resource's metadata may be unknown in a first preview
+            continue
+        labels = _labels(r.props)
+        if labels.get(ENDPOINT) and labels.get(COMPONENT) == "model":
+            versions[(_namespace(r.props), labels[ENDPOINT])].append(r)
     for (_, endpoint), deployments in sorted(versions.items()):
         if len(deployments) > MAX_ENDPOINT_VERSIONS:
             report_violation(f"endpoint {endpoint!r} has {len(deployments)} versions; at most {MAX_ENDPOINT_VERSIONS}",

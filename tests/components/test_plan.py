@@ -92,6 +92,7 @@ def test_policy_enforcement_levels_are_read_as_pulumi_preview_reads_them(edit, t
         ({"auth-on-for-public-services": {"enforcementLevel": "advisory"}}, 0, "advisory auth-on-for-public-services:"),
         ({"all": "advisory"}, 0, "policy: 8 rules, 0 violations, 1 advisory"),
         ({"all": "disabled", "auth-on-for-public-services": "mandatory"}, 1, "violation auth-on-for-public-services:"),
+        ({"all": "remediate"}, 1, "violation auth-on-for-public-services:"),  # these rules fix nothing: mandatory
     ]:
         config.write_text(json.dumps(given))
         assert main([str(path), "--policy-config", str(config)]) == code, given
@@ -103,10 +104,12 @@ def test_a_policy_config_the_engine_would_refuse_is_named_before_the_plan(edit, 
     path = edit("dev", lambda c: c["aks-model-serving:services"][0].update(auth_enabled=False))
     config = tmp_path / "policy.json"
     for given, shown in [
-        ({"all": "mandtory"}, "--policy-config: all: enforcement level 'mandtory'; one of advisory, mandatory, disabled"),
+        ({"all": "mandtory"}, "--policy-config: all: enforcement level 'mandtory'; one of advisory, mandatory, remediate, disabled"),
         ({"auth-on-for-public-services": {"enforcementLevel": "off"}}, "auth-on-for-public-services: enforcement level 'off'"),
         ({"auth-on-public-services": "disabled"}, "--policy-config: auth-on-public-services: no such rule; the pack's: "),
         ([1, 2], "--policy-config: must be a JSON object"),
+        ({"auth-on-for-public-services": {"allowAnonymous": "iris"}},  # a name, not a list: the engine refuses it
+         "--policy-config: auth-on-for-public-services.allowAnonymous: 'iris' is not of type 'array'"),
     ]:
         config.write_text(json.dumps(given))
         assert main([str(path), "--policy-config", str(config)]) == 2, given
