@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,10 +18,12 @@ from scorer_helpers import EXAMPLE, ROOT, StartScorer, train
 @pytest.mark.slow  # about 70 s: a fresh venv installs the pinned dependencies (from pip's cache)
 def test_scorer_extra_alone_serves_a_request(start_scorer: StartScorer, tmp_path: Path) -> None:
     """Installed as a custom base gets it: the step a generated Dockerfile runs, on the files the
-    scorer image keeps in /opt/scorer, with the base's Python (here a fresh venv) first on PATH."""
+    scorer image keeps in /opt/scorer, with the base's Python (here a fresh venv) first on PATH.
+    What the base pinned for its model, within the extra's ranges, stays as it was."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
+    subprocess.run([python, "-m", "pip", "install", "-q", "packaging==24.1"], check=True)  # the lock has 26.4
     image = HashedImageArgs(repository="scorer", registry_login_server="registry.test", context=ROOT,
                             dockerfile=ROOT / "scoring_image" / "Dockerfile", include=IMAGE_FILES["scorer"])
     source = stage_context(image, content_hash(image))  # the build context: what the image keeps in /opt/scorer
@@ -29,6 +32,7 @@ def test_scorer_extra_alone_serves_a_request(start_scorer: StartScorer, tmp_path
     # Nothing beyond the extra: no Pulumi, no router, no test tooling.
     installed = subprocess.run([python, "-m", "pip", "list"], capture_output=True, text=True, check=True).stdout
     assert "pulumi" not in installed.lower() and "pytest" not in installed.lower()
+    assert re.search(r"^packaging +24\.1$", installed, re.M), installed
 
     train.train(tmp_path / "models", "sklearn-iris", "1")
     server = start_scorer(
