@@ -117,6 +117,7 @@ class LocalBackend:
                 current.outdated += current.replicas
                 current.replicas = []
                 current.early_exits, current.spawn_after = 0, 0.0
+                current.problem = None  # the replaced replicas' failure: the new ones have their own
             current.config = v
             if not v.autoscale.enabled:  # no autoscaler sizes it: a reload's num_replicas applies
                 current.desired = v.num_replicas

@@ -426,7 +426,8 @@ def test_up_of_a_running_stack_applies_the_edited_file_and_score_covers_token_au
 
 def test_up_of_a_running_stack_judges_the_edit_on_its_own_replicas_and_status_says_why_they_fail(tmp_path):
     """`up` after an edit whose init() fails said Succeeded (exit 0) on the replicas it replaced, before the
-    router had even read the file; `status` said ready and exit 0 beside the failure in /readyz."""
+    router had even read the file; `status` said ready and exit 0 beside the failure in /readyz; the next
+    edit, a fix, said Failed at once on the failure it replaced."""
     path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
     try:
         cli("up", str(path))
@@ -438,6 +439,10 @@ def test_up_of_a_running_stack_judges_the_edit_on_its_own_replicas_and_status_sa
         status = cli("status", str(path), check=False)
         assert status.returncode == 1 and "1 version(s) failing" in status.stdout, status.stdout
         assert "init() failed: RuntimeError: model file is corrupt" in status.stdout
+        # Fixed again: the failure of the replicas it replaces is not this edit's (it said Failed at once).
+        _script_stack(tmp_path, [{"name": "echo", **ECHO}], port)
+        fixed = cli("up", str(path), check=False)
+        assert fixed.returncode == 0 and "Succeeded" in fixed.stdout, fixed.stdout
     finally:
         cli("down", str(path), check=False)
 
