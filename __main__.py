@@ -17,8 +17,10 @@ config = pulumi.Config(PROJECT)
 # Every key of ours that Pulumi hands over (set in the program's context, else in PULUMI_CONFIG), not
 # only the known ones: a misspelt key is refused, as `check` refuses it, instead of deploying the stack
 # without that setting (`servces:` would delete every service).
+# Read as text (objects come as their JSON text, which parse_config reads): get_object's error on a plain
+# string would quote the value, a secret's too.
 ours = sorted({key.partition(":")[2] for key in {**get_config_env(), **CONFIG.get()} if key.startswith(f"{PROJECT}:")})
-raw = {f"{PROJECT}:{key}": value for key in ours if (value := config.get_object(key)) is not None}
+raw = {f"{PROJECT}:{key}": value for key in ours if (value := config.get(key)) is not None}
 if location := pulumi.Config("azure-native").get("location"):
     raw["azure-native:location"] = location
 

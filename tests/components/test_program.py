@@ -213,7 +213,7 @@ def test_example_stacks_render_valid_manifests_and_pass_the_policy(project, name
 
 
 def test_pulumi_new_template_defaults_make_a_deployable_stack(project):
-    """`pulumi new` writes the template's answers as strings; the program reads them with get_object (JSON).
+    """`pulumi new` writes the template's answers as strings; the program reads objects back from their JSON text.
 
     Read in a copy of the project: the template's model folder is what `make local` trains, absent
     from a fresh clone.
@@ -311,3 +311,17 @@ def test_the_pulumi_program_refuses_a_misspelt_setting_instead_of_deploying_with
     config["aks-model-serving:servces"] = config.pop("aks-model-serving:services")
     with pytest.raises(pulumi.RunError, match=r"servces: unknown field"):
         _run_root_program(project, config, monkeypatch, via_environment)
+
+
+@pytest.mark.parametrize("via_environment", [False, True])
+def test_the_pulumi_program_names_a_setting_given_as_text_without_echoing_it(project, monkeypatch, via_environment):
+    """`pulumi config set --secret aks-model-serving:api_key s3cr3t` (a setting we do not have), or text where
+    an object belongs: the program read every setting as JSON, and Pulumi's error quoted the value."""
+    config = _program_config(project / "stacks" / "Pulumi.dev.yaml")
+    config["aks-model-serving:api_key"] = "s3cr3t-value"
+    config["aks-model-serving:router"] = "s3cr3t-router"
+    with pytest.raises(pulumi.RunError) as raised:
+        _run_root_program(project, config, monkeypatch, via_environment)
+    message = str(raised.value)
+    assert "api_key: unknown field" in message and "router:" in message, message
+    assert "s3cr3t" not in message
