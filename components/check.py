@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from components.azureml import AzureMlFileError, kind_of, load_deployment_config, load_inference_config
+from components.deployable import cluster_problems
 from components.sources import entry_script_problems, missing_models, source_problems
 from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings, registry_name, storage_account_name
 from components.stackfile import StackError, format_errors, load_stack
@@ -86,8 +87,6 @@ def main(argv: list[str]) -> int:
             # training run makes later are only told.
             problems = source_problems(stack, local=stack.spec.is_local)
             if not stack.spec.is_local:
-                from components.program import cluster_problems  # Pulumi's SDK: only for a cluster stack
-
                 problems = cluster_problems(stack) + problems
             if problems:
                 raise StackError(problems)

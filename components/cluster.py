@@ -32,9 +32,9 @@ import pulumi_azure_native.monitor as monitor
 import pulumi_azure_native.network as network
 import pulumi_azure_native.privatedns as privatedns
 import pulumi_kubernetes as k8s
-import yaml
 
 from components.accelerators import SCHEDULING
+from components.sources import read_kubeconfig
 from components.spec import CLUSTER_SUBNET, PRIVATE_LINK_ZONES, ClusterSpec, NodePoolSpec
 from components.workspace import Workspace
 
@@ -213,26 +213,6 @@ def load_balancer_annotations(spec: ClusterSpec) -> dict[str, str]:
         "service.beta.kubernetes.io/azure-load-balancer-internal": "true",
         "service.beta.kubernetes.io/azure-load-balancer-internal-subnet": spec.load_balancer.subnet or "",
     }
-
-
-def read_kubeconfig(path: Path) -> tuple[str, str]:
-    """A kubeconfig's text and its current context's API server; ValueError naming what is wrong."""
-    where = f"cluster.attach.kubeconfig: {path}"
-    try:
-        text = path.read_text()
-        config = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ValueError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
-    try:
-        contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
-        clusters = {c["name"]: c["cluster"] for c in config.get("clusters") or []}
-        current = contexts.get(config.get("current-context"), next(iter(contexts.values()), {}))
-        server = clusters.get(current.get("cluster"), {}).get("server", "")
-    except (AttributeError, KeyError, TypeError):
-        server = ""
-    if not server:
-        raise ValueError(f"{where}: no API server for its current context (a kubeconfig names its clusters and contexts)")
-    return text, server
 
 
 class AksCluster(pulumi.ComponentResource):

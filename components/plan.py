@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from components.deployable import deployable_problems
 from components.spec import KUBERNETES_VERSION
 from components.stackfile import Stack, StackError, load_stack
 
@@ -82,8 +83,6 @@ def main(argv: list[str]) -> int:
         print(f"stack {stack.name}: no cluster declared, so nothing to deploy on a cluster.\n"
               f"It runs on this machine: python -m components local up {args.stack}")
         return 0
-    from components.program import deployable_problems
-
     problems = deployable_problems(stack) + _unvalidated_version(stack)
     if problems:
         print("\n".join(problems), file=sys.stderr)

@@ -22,22 +22,20 @@ import pulumi
 import pulumi_azure_native.storage as storage
 import pulumi_kubernetes as k8s
 
-from components.cluster import AksCluster, read_kubeconfig
+from components.cluster import AksCluster
+from components.deployable import DOCKERFILES, deployable_problems
 from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
 from components.image import HashedImage, HashedImageArgs
 from components.router import ModelRouter, ModelRouterArgs, dns_label
 from components.routes import routes
 from components.service import APP_INSIGHTS_KEY, STORAGE_KEY, ModelService, ModelServiceArgs, ModelSource
-from components.sources import app_context, missing_models, source_problems
+from components.sources import app_context
 from components.spec import ModelSpec, Deployable, registry_name
 from components.stackfile import Stack
 from components.workspace import Workspace
 
 CONNECTIONS_SECRET = "workspace-connections"
-# https://aka.ms/aks-naming-rules: "The maximum length is 80" for the node resource group.
-NODE_RESOURCE_GROUP_MAX = 80
 REPOSITORY = "aks-model-serving"
-DOCKERFILES = {"scorer": "scoring_image/Dockerfile", "router": "router_image/Dockerfile"}
 # What each image's Dockerfile copies from the project: its tag changes with these alone.
 IMAGE_FILES = {"scorer": ("pyproject.toml", "http_server", "scoring_image"),
                "router": ("pyproject.toml", "setup_compiled.py", "http_server", "router_image")}
@@ -107,45 +105,6 @@ def build(stack: Stack) -> None:
         if published_route.primary_key is not None:
             pulumi.export(f"{name}_primary_key", published_route.primary_key)
             pulumi.export(f"{name}_secondary_key", published_route.secondary_key)
-
-
-def deployable_problems(stack: Stack) -> list[str]:
-    """Why a valid stack still cannot go to a cluster (each line names the field)."""
-    return cluster_problems(stack) + source_problems(stack, local=False) + missing_models(stack, local=False)
-
-
-def cluster_problems(stack: Stack) -> list[str]:
-    """What Azure or the image build would refuse in a valid stack, apart from its app sources and models
-    (`check` tells those missing as warnings: a training run may make them later)."""
-    spec = stack.spec
-    if spec.is_local:
-        return [f"cluster: none declared; this stack runs on this machine (python -m components local up {stack.path}); "
-                "add workspace: and cluster: to deploy it (see stacks/Pulumi.dev.yaml)"]
-    problems = []
-    if stack.location is None:
-        problems.append("workspace.location: no Azure region; set it or azure-native:location")
-    elif spec.cluster is not None and spec.workspace is not None and spec.cluster.attach is None:
-        problems += _node_resource_group(spec.workspace.resource_group, spec.cluster.name, stack.location)
-    attach = spec.cluster.attach if spec.cluster is not None else None
-    if attach is not None and attach.kubeconfig:
-        try:
-            read_kubeconfig(stack.resolve(attach.kubeconfig))
-        except ValueError as exc:
-            problems.append(str(exc))
-    for dockerfile in DOCKERFILES.values():
-        if not (stack.project_dir / dockerfile).is_file():
-            problems.append(f"{dockerfile}: not found under {stack.project_dir}; the image is built from it")
-    return problems
-
-
-def _node_resource_group(resource_group: str, cluster: str, location: str) -> list[str]:
-    """AKS puts the nodes in a group it names MC_<group>_<cluster>_<region> and refuses a cluster whose
-    name for it passes 80 characters, after the rest of the stack has been created."""
-    name = f"MC_{resource_group}_{cluster}_{location.replace(' ', '').lower()}"
-    if len(name) <= NODE_RESOURCE_GROUP_MAX:
-        return []
-    return [f"cluster.name: AKS would name the nodes' resource group {name!r}, {len(name)} characters, and refuses "
-            f"more than {NODE_RESOURCE_GROUP_MAX}; shorten cluster.name or workspace.resource_group by {len(name) - NODE_RESOURCE_GROUP_MAX}"]
 
 
 def _image(name: str, stack: Stack, workspace: Workspace, dockerfile: str) -> HashedImage:

@@ -1,5 +1,5 @@
 """What a stack's files on this machine must hold: entry scripts, source folders, conda environments,
-model folders, and (for a run on this machine) values it can use as they are.
+model folders, an attached cluster's kubeconfig, and (for a run on this machine) values it can use as they are.
 
 Free of Pulumi, so that `check` finds these as `plan`, `pulumi up` and `local up` would, before any
 of them runs: each line names the field.
@@ -93,3 +93,23 @@ def _pins_scorer_python(dependencies: object) -> bool:
         if found:
             return (int(found.group(2)), int(found.group(3))) >= (3, 11)
     return False
+
+
+def read_kubeconfig(path: Path) -> tuple[str, str]:
+    """A kubeconfig's text and its current context's API server; ValueError naming what is wrong."""
+    where = f"cluster.attach.kubeconfig: {path}"
+    try:
+        text = path.read_text()
+        config = yaml.safe_load(text)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
+        clusters = {c["name"]: c["cluster"] for c in config.get("clusters") or []}
+        current = contexts.get(config.get("current-context"), next(iter(contexts.values()), {}))
+        server = clusters.get(current.get("cluster"), {}).get("server", "")
+    except (AttributeError, KeyError, TypeError):
+        server = ""
+    if not server:
+        raise ValueError(f"{where}: no API server for its current context (a kubeconfig names its clusters and contexts)")
+    return text, server

@@ -13,7 +13,8 @@ import yaml
 
 from components.mocks import run
 from components.plan import declare, make_plan, write_manifests
-from components.program import build, deployable_problems
+from components.deployable import deployable_problems
+from components.program import build
 from components.stackfile import Stack, load_stack, parse_config, secure_paths
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -368,6 +369,17 @@ def test_example_stacks_pass_check(stack):
                           cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "valid" in proc.stdout.splitlines()[0]
+
+
+def test_check_of_a_cluster_stack_needs_no_pulumi(tmp_path):
+    """check is what `make local` installs for (no Pulumi SDK): on a cluster stack it imported the whole program."""
+    blocker = tmp_path / "blocker" / "pulumi"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ModuleNotFoundError('no pulumi here', name='pulumi')\n")
+    proc = subprocess.run([sys.executable, "-m", "components", "check", "stacks/Pulumi.dev.yaml"], cwd=ROOT, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(blocker.parent)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "stack dev: valid" in proc.stdout
 
 
 def test_every_problem_is_reported_at_once(tmp_path, capsys):
