@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import yaml
+
 from components.azureml import AzureMlFileError, kind_of, load_deployment_config, load_inference_config
 from components.deployable import cluster_problems
 from components.sources import entry_script_problems, missing_models, source_problems
@@ -73,13 +75,24 @@ def check_azureml(path: Path) -> list[str]:
         raise StackError([f"{path.name}: {line}" for line in format_errors(exc)]) from None
 
 
+def _is_stack_file(path: Path) -> bool:
+    """A stack file holds its settings under `config:`, which no Azure ML file has (JSON, or YAML as its CLI
+    reads them); a file that cannot be read is told so by the stack's reader, when named as Pulumi names it."""
+    if path.name.startswith("Pulumi."):
+        return True
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and isinstance(data.get("config"), dict)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m components check", description=__doc__)
     parser.add_argument("file", type=Path, help="stacks/Pulumi.<stack>.yaml, deploymentconfig.json or inferenceconfig.json")
     args = parser.parse_args(argv)
     try:
-        # Pulumi names stack files Pulumi.<stack>.yaml; any other file is one of Azure ML's (JSON, or YAML as its CLI reads them).
-        if not args.file.name.startswith("Pulumi."):
+        if not _is_stack_file(args.file):
             lines = check_azureml(args.file)
         else:
             stack = load_stack(args.file)

@@ -656,10 +656,18 @@ def test_azureml_files_check_on_their_own(tmp_path, capsys):
     (tmp_path / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
     assert check([str(tmp_path / "inferenceconfig.json")]) == 0
     assert "entry_script = score.py" in capsys.readouterr().out
-    # Azure ML's CLI reads its files as YAML too: told apart from a stack file by name (Pulumi.<stack>.yaml).
+    # Azure ML's CLI reads its files as YAML too: told apart from a stack file by what it holds (a stack's
+    # settings are under config:), not by its name.
     (tmp_path / "deploymentconfig.yml").write_text(yaml.safe_dump(DEPLOYMENT_CONFIG))
     assert check([str(tmp_path / "deploymentconfig.yml")]) == 0
     assert "autoscale_max_replicas = 6" in capsys.readouterr().out
+
+
+def test_a_stack_file_named_otherwise_is_checked_as_a_stack(tmp_path, capsys):
+    """A stack kept as candidate.yaml was read as an Azure ML file: 'not a deploymentconfig.json'."""
+    write_stack(tmp_path, BASE).rename(tmp_path / "candidate.yaml")
+    assert check([str(tmp_path / "candidate.yaml")]) == 0, capsys.readouterr().out
+    assert "stack candidate: valid" in capsys.readouterr().out
 
 
 def test_template_answers_stored_as_json_text_are_read(tmp_path):
