@@ -416,10 +416,11 @@ def down(stack: Stack, out=sys.stdout) -> int:
     pid = _pid(state)
     if pid is None:
         state.pid.unlink(missing_ok=True)
-        if _port_taken(stack.spec.local.router_port):  # its file was edited (state_dir) after `up`, most likely
-            print(f"the {stack.name} stack has no router recorded in {state.root}, but port "
-                  f"{stack.spec.local.router_port} is taken: if it is this stack's router, started before its "
-                  "state_dir changed, run `local down` with the file as it was then", file=out)
+        # A router answers on the stack's port: its file was edited (state_dir) after `up`, most likely.
+        if _port_taken(stack.spec.local.router_port) and "routes" in _get(base_url(stack) + "/readyz")[1]:
+            print(f"the {stack.name} stack has no router recorded in {state.root}, but a router answers on port "
+                  f"{stack.spec.local.router_port}: if it is this stack's, started before its state_dir changed, "
+                  "run `local down` with the file as it was then", file=out)
             return 1
         print(f"the {stack.name} stack is not running", file=out)
         return 0

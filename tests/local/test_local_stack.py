@@ -275,15 +275,38 @@ def test_up_refuses_a_port_another_server_holds(tmp_path):
     assert not (tmp_path / "state" / "router.pid").exists()
 
 
-def test_down_without_a_recorded_router_but_its_port_taken_says_so(tmp_path):
-    """After `state_dir` was edited, `down` said "not running" (exit 0) beside the stack's router, still up."""
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+def test_down_without_a_recorded_router_but_one_on_its_port_says_so(tmp_path):
+    """After `state_dir` was edited, `down` said "not running" (exit 0) beside the stack's router, still up;
+    something else on the port (no router's /readyz) is not this stack's."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Router(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            body = json.dumps({"ready": True, "routes": []}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Router)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
         path = _idle_stack(tmp_path, port)
         result = cli("down", str(path), check=False)
-    assert result.returncode == 1 and f"port {port} is taken" in result.stdout, result.stdout
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.returncode == 1 and f"a router answers on port {port}" in result.stdout, result.stdout
+    with socket.socket() as holder:  # a listener of another kind: it answers no /readyz
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the server's closed connections linger
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        other = cli("down", str(path), check=False)
+    assert other.returncode == 0 and "not running" in other.stdout, other.stdout
     assert "not running" in cli("down", str(path)).stdout  # the port free: nothing of it runs
 
 
