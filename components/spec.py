@@ -147,14 +147,15 @@ _GPU_SIZE = re.compile(r"^Standard_N[CDV]", re.I)
 _FPGA_SIZE = re.compile(r"^Standard_PB", re.I)
 # Azure's size names: family, vCPUs, then feature letters, where p marks an Arm64 CPU (Dpsv5, Epsv5, Bpsv2, ...).
 _ARM_SIZE = re.compile(r"^Standard_[A-Z]+\d+(?:-\d+)?[a-z]*p[a-z]*_v\d+$")
-# D-series v2 and G-series sizes are numbered by generation, not by vCPU; every later family
-# (Dv3+, Ev3+, Fsv2, NC, ND, NV, PB, ...) puts the vCPU count in the name.
-_V2_VCPUS = {
+# D-series v1 and v2, A-series v1 and G-series sizes are numbered by generation, not by vCPU; every later
+# family (Av2, Dv3+, Ev3+, Fsv2, NC, ND, NV, PB, ...) puts the vCPU count in the name.
+_D_VCPUS = {
     "D1": 1, "D2": 2, "D3": 4, "D4": 8, "D5": 16,
     "D11": 2, "D12": 4, "D13": 8, "D14": 16, "D15": 20,
     "DS1": 1, "DS2": 2, "DS3": 4, "DS4": 8, "DS5": 16,
     "DS11": 2, "DS12": 4, "DS13": 8, "DS14": 16, "DS15": 20,
 }
+_A_VCPUS = {"A0": 1, "A1": 1, "A2": 2, "A3": 4, "A4": 8, "A5": 2, "A6": 4, "A7": 8, "A8": 8, "A9": 16, "A10": 8, "A11": 16}
 _G_VCPUS = {f"{family}{n}": 2 ** n for family in ("G", "GS") for n in range(1, 6)}  # G1 and GS1: 2 ... G5: 32
 # What AKS refuses: a node of fewer vCPUs, a System pool of burstable (B-series) sizes, a kubenet cluster of more nodes.
 AKS_MIN_VCPUS = 2
@@ -173,10 +174,11 @@ def vcpus(vm_size: str) -> int | None:
     family, number, constrained, version = m.group(1).upper(), m.group(2), m.group(3), m.group(5)
     if constrained:
         return int(constrained)
-    if version == "2" and f"{family}{number}" in _V2_VCPUS:
-        return _V2_VCPUS[f"{family}{number}"]
-    if version is None and f"{family}{number}" in _G_VCPUS:
-        return _G_VCPUS[f"{family}{number}"]
+    name = f"{family}{number}"
+    if version in (None, "2") and name in _D_VCPUS:  # D3 and D3_v2 have 4 (a _Promo suffix reads as no version)
+        return _D_VCPUS[name]
+    if version is None and name in {**_A_VCPUS, **_G_VCPUS}:
+        return {**_A_VCPUS, **_G_VCPUS}[name]
     return int(number)
 
 

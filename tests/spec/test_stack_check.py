@@ -316,6 +316,17 @@ def test_constrained_core_sizes_count_their_active_vcpus(tmp_path, capsys):
     assert "(has 3 nodes, 6 vCPUs)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("size,count", [
+    ("Standard_D4", 8), ("Standard_DS3", 4), ("Standard_D11_v2_Promo", 2), ("Standard_D3_v2", 4), ("Standard_A4", 8),
+    ("Standard_A9", 16), ("Standard_A4_v2", 4), ("Standard_GS3", 8), ("Standard_D4s_v3", 4), ("Standard_E96-48ads_v5", 48),
+])
+def test_sizes_numbered_by_generation_count_their_vcpus(size, count):
+    """Standard_D4 (v1) has 8 vCPUs, read as 4: a replica of 4 cores on it was refused as never schedulable."""
+    from components.spec import vcpus
+
+    assert vcpus(size) == count
+
+
 def test_what_aks_takes_at_the_edges_of_its_size_and_count_rules_passes(tmp_path, capsys):
     """A G1 has 2 vCPUs (G sizes are numbered by generation), a User pool may be burstable, a kubenet
     cluster may reach 400 nodes and the service range may be a /12."""
