@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -32,6 +33,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -272,6 +274,10 @@ def _digest(args: HashedImageArgs, root: Path, files: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
+# Longer than any build, so that a build beside this one (another stack's `up`) keeps its stage.
+STAGE_KEEP_S = 24 * 3600
+
+
 def _own_folder() -> Path:
     """This user's folder for stages under the shared temp folder, private: on a shared build host,
     another user could otherwise read a stage, or swap its files between the hash and the build."""
@@ -295,7 +301,12 @@ def stage_context(args: HashedImageArgs, tag: str) -> Path:
     scorer's user (a 0600 file from a checkout under umask 077 would not be), executable as hashed.
     """
     context = Path(args.context)
-    stage = Path(tempfile.mkdtemp(prefix=f"{args.repository.replace('/', '_')}-{tag}-", dir=_own_folder()))
+    folder = _own_folder()
+    for old in folder.iterdir():  # the stages of builds long done: nothing removes a stage once it is built
+        with contextlib.suppress(OSError):
+            if time.time() - old.lstat().st_mtime > STAGE_KEEP_S:
+                shutil.rmtree(old)
+    stage = Path(tempfile.mkdtemp(prefix=f"{args.repository.replace('/', '_')}-{tag}-", dir=folder))
     try:
         files = context_files(context, args.include)
         for rel in files:

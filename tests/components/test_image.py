@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pulumi
@@ -100,6 +101,16 @@ def test_each_build_stages_a_folder_of_its_own_that_another_never_touches(ctx):
     assert again != stage and script.stat().st_ino == before
     assert sorted(p.relative_to(stage) for p in stage.rglob("*")) == sorted(p.relative_to(again) for p in again.rglob("*"))
     assert (stage / STAGED_DOCKERFILE).read_text() == render_dockerfile(args(ctx))
+
+
+def test_stages_of_builds_long_done_are_removed_and_recent_ones_kept(ctx):
+    """Nothing removed a stage once built: every `up` that built an image left a copy of its context behind."""
+    tag = content_hash(args(ctx))
+    done, recent = image_module.stage_context(args(ctx), tag), image_module.stage_context(args(ctx), tag)
+    day_old = time.time() - image_module.STAGE_KEEP_S - 60
+    os.utime(done, (day_old, day_old))
+    latest = image_module.stage_context(args(ctx), tag)
+    assert not done.exists() and recent.is_dir() and latest.is_dir()
 
 
 def test_a_file_saved_after_the_image_was_hashed_is_not_built_under_the_old_tag(ctx):
