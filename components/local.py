@@ -362,6 +362,10 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
         if body.get("config_error"):  # the router keeps running the config it had
             print(f"\nFailed: the router did not apply the stack's config: {body['config_error']}", file=out)
             return False
+        if "routes" in body and "config" not in body:  # a router of an older release: it tells no digest
+            print("\nFailed: the running router is of an older release of this project, which does not say what it "
+                  f"runs; restart it: python -m components local down {stack.path}, then local up", file=out)
+            return False
         routes = body.get("routes", [])
         if body.get("config") == digest:
             problems = [f"{r['kind']} {r['name']}, version {v['name']}: {v['problem']}"

@@ -6,6 +6,7 @@ delay moved so the test neither collides with a running stack nor waits a minute
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -275,31 +276,38 @@ def test_up_refuses_a_port_another_server_holds(tmp_path):
     assert not (tmp_path / "state" / "router.pid").exists()
 
 
-def test_down_without_a_recorded_router_but_one_on_its_port_says_so(tmp_path):
-    """After `state_dir` was edited, `down` said "not running" (exit 0) beside the stack's router, still up;
-    something else on the port (no router's /readyz) is not this stack's."""
+@contextlib.contextmanager
+def _router_answering(readyz: dict, status: int = 200):
+    """A stand-in for a router on a loopback port, its /readyz answering `readyz`; yields the port."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    class Router(BaseHTTPRequestHandler):
+    class Readyz(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802
-            body = json.dumps({"ready": True, "routes": []}).encode()
-            self.send_response(200)
+            body = json.dumps(readyz).encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args) -> None:
+        def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Router)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Readyz)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        port = server.server_address[1]
-        path = _idle_stack(tmp_path, port)
-        result = cli("down", str(path), check=False)
+        yield server.server_port
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_down_without_a_recorded_router_but_one_on_its_port_says_so(tmp_path):
+    """After `state_dir` was edited, `down` said "not running" (exit 0) beside the stack's router, still up;
+    something else on the port (no router's /readyz) is not this stack's."""
+    with _router_answering({"ready": True, "routes": []}) as port:
+        path = _idle_stack(tmp_path, port)
+        result = cli("down", str(path), check=False)
     assert result.returncode == 1 and f"a router answers on port {port}" in result.stdout, result.stdout
     with socket.socket() as holder:  # a listener of another kind: it answers no /readyz
         holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the server's closed connections linger
@@ -565,39 +573,26 @@ def test_a_command_whose_packages_are_missing_says_how_to_install_them(tmp_path)
     assert "python -m components plan needs pulumi, which this environment lacks; `make setup` installs" in result.stderr
 
 
-def test_up_says_at_once_why_the_router_did_not_apply_the_stack(tmp_path):
-    """A config the running router refuses (it keeps the one it had) left `up` waiting out its 180 s."""
+@pytest.mark.parametrize("readyz,said", [
+    ({"ready": True, "routes": [], "config_error": "version v1 (echo): scorer cwd /x is not a folder"},
+     "the router did not apply the stack's config: version v1 (echo): scorer cwd /x is not a folder"),
+    ({"ready": True, "routes": []}, "the running router is of an older release of this project"),
+], ids=["config-refused", "older-router"])
+def test_up_says_at_once_why_the_router_does_not_run_the_stack(tmp_path, readyz, said):
+    """A config the running router refuses (it keeps the one it had), or a router left running from before an
+    upgrade (it tells no config digest), left `up` waiting out its 180 s."""
     import io
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from components import local
     from components.stackfile import load_stack
 
-    class Readyz(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
-            body = json.dumps({"ready": True, "routes": [], "config_error": "version v1 (echo): scorer cwd /x is not a folder"})
-            self.send_response(503)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body.encode())
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Readyz)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        stack = load_stack(_script_stack(tmp_path, [{"name": "echo", **ECHO}], port=server.server_port))
-        said = io.StringIO()
+    with _router_answering(readyz, 503) as port:
+        stack = load_stack(_script_stack(tmp_path, [{"name": "echo", **ECHO}], port=port))
+        out = io.StringIO()
         started = time.monotonic()
-        assert local.wait_ready(stack, RouterConfig(), None, said) is False
+        assert local.wait_ready(stack, RouterConfig(), None, out) is False
         assert time.monotonic() - started < 5
-        assert "the router did not apply the stack's config: version v1 (echo): scorer cwd /x is not a folder" in said.getvalue()
-    finally:
-        server.shutdown()
-        server.server_close()
+        assert said in out.getvalue(), out.getvalue()
 
 
 def test_a_stacks_state_folder_never_enters_an_image_context(tmp_path):
