@@ -31,7 +31,7 @@ compiled: $(COMPILED)/.built
 locks:
 	test -x build/uv/bin/uv || ($(PY) -m venv build/uv && build/uv/bin/pip install -q uv)
 	build/uv/bin/uv pip compile pyproject.toml --extra router --generate-hashes --universal --python-version 3.11 --no-header --no-annotate -q -o router_image/requirements.txt
-	build/uv/bin/uv pip compile pyproject.toml --extra scorer --generate-hashes --universal --python-version 3.11 --no-header --no-annotate -q -o scoring_image/requirements.txt
+	build/uv/bin/uv pip compile pyproject.toml --extra scorer --extra sklearn --generate-hashes --universal --python-version 3.11 --no-header --no-annotate -q -o scoring_image/requirements.txt
 
 # Rebuilt when any module the compiled ones are type-checked against changes.
 $(COMPILED)/.built: setup_compiled.py pyproject.toml $(wildcard http_server/*.py router_image/*.py) | $(BIN)/.installed
@@ -49,11 +49,11 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(BIN)/.installed-local: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[router,scorer]'
+	$(BIN)/python -m pip install -q -e '.[router,scorer,sklearn]'
 	touch $@
 
 $(BIN)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[infra,router,scorer,dev]'
+	$(BIN)/python -m pip install -q -e '.[infra,router,scorer,sklearn,dev]'
 	touch $@ $(BIN)/.installed-local
 
 # The sample model, two versions (the local endpoint's control and treatment).

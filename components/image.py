@@ -213,9 +213,9 @@ def render_dockerfile(args: HashedImageArgs) -> str:
 
 
 # The scorer needs Python 3.11: a base that lacks it stops the build here, saying so, rather than
-# yielding an image whose replicas crash at start. It installs by the extra's ranges, not the scorer
-# image's lock: a custom base or a conda environment pins what its model needs (numpy, scikit-learn,
-# torch), and the lock would replace those with its own versions.
+# yielding an image whose replicas crash at start. It installs the `scorer` extra by its ranges, not the
+# scorer image's lock, nor the `sklearn` extra that image carries: a custom base or a conda environment
+# pins what its model needs (numpy, scikit-learn, torch), and those would replace its versions.
 INSTALL_SCORER = (
     "RUN python -c 'import sys; sys.exit(None if sys.version_info >= (3, 11) else "
     "\"the scorer runs on Python 3.11 or later; the python on this base is \" + sys.version.split()[0])' "
