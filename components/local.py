@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import http.client
 import json
 import os
 import re
@@ -246,17 +247,19 @@ def _port_taken(port: int) -> bool:
 
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+    """The status and JSON object of a GET; {} for a body that is not one (another program on the port)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read() or b"{}")
+            code, body = resp.status, resp.read()
     except urllib.error.HTTPError as exc:
-        body = exc.read()
-        try:
-            return exc.code, json.loads(body or b"{}")
-        except ValueError:
-            return exc.code, {}
-    except (OSError, ValueError):
+        code, body = exc.code, exc.read()
+    except (OSError, http.client.HTTPException):  # refused, timed out, or not HTTP at all
         return 0, {}
+    try:
+        found = json.loads(body or b"{}")
+    except ValueError:
+        return code, {}
+    return code, found if isinstance(found, dict) else {}
 
 
 def base_url(stack: Stack) -> str:

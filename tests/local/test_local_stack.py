@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import socketserver
 import subprocess
 import sys
 import threading
@@ -277,7 +278,7 @@ def test_up_refuses_a_port_another_server_holds(tmp_path):
 
 
 @contextlib.contextmanager
-def _router_answering(readyz: dict, status: int = 200):
+def _router_answering(readyz: object, status: int = 200):
     """A stand-in for a router on a loopback port, its /readyz answering `readyz`; yields the port."""
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -316,6 +317,20 @@ def test_down_without_a_recorded_router_but_one_on_its_port_says_so(tmp_path):
         other = cli("down", str(path), check=False)
     assert other.returncode == 0 and "not running" in other.stdout, other.stdout
     assert "not running" in cli("down", str(path)).stdout  # the port free: nothing of it runs
+    for answer in (None, "routes"):  # a service whose /readyz is JSON, but not a router's object: a traceback
+        with _router_answering(answer) as port:
+            other = cli("down", str(_idle_stack(tmp_path, port)), check=False)
+        assert other.returncode == 0 and "not running" in other.stdout, other.stdout + other.stderr
+    with socketserver.TCPServer(("127.0.0.1", 0), _Greeter) as ssh:  # a server that speaks first, not HTTP
+        threading.Thread(target=ssh.serve_forever, daemon=True).start()
+        other = cli("down", str(_idle_stack(tmp_path, ssh.server_address[1])), check=False)
+        ssh.shutdown()
+    assert other.returncode == 0 and "not running" in other.stdout, other.stdout + other.stderr
+
+
+class _Greeter(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        self.request.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
 
 
 def test_a_stale_pid_file_naming_another_process_is_not_the_router(tmp_path):
