@@ -89,6 +89,8 @@ class Autoscaler:
         if desired > self.current:
             self._below_since = None
             self._desired.clear()
+            if desired == self.config.min_replicas and self.utilization * 100 <= self.config.target_utilization:
+                return self._change(desired, f"min_replicas is {self.config.min_replicas}")  # a reload raised it
             return self._change(desired, f"utilization {self.utilization:.0%} over target "
                                          f"{self.config.target_utilization}%")
         if now - self._last_refresh < self.config.refresh_seconds:

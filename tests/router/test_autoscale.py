@@ -96,6 +96,16 @@ def test_min_and_max_clamp_the_decisions() -> None:
     assert [c[1] for c in run(s, lambda t: 0, 1.0, 5.0)] == [2]  # idle: down to min, not 0 or 1
 
 
+def test_a_raised_min_scales_up_saying_so() -> None:
+    """The log said `utilization 0% over target 70%` for a reload that raised min_replicas on an idle version."""
+    s = scaler(current=1)
+    s.config = s.config.model_copy(update={"min_replicas": 2})  # what a config reload does
+    decision = s.observe(0, 0.1)
+    assert decision is not None and (decision.desired, decision.reason) == (2, "min_replicas is 2")
+    busy = scaler(current=1)
+    assert "over target 70%" in busy.observe(5, 0.1).reason  # demand still says so
+
+
 def test_a_lowered_max_applies_at_once_even_under_load() -> None:
     s = scaler(current=1, scale_down_delay_seconds=60)
     run(s, lambda t: 8, 0.0, 0.5)
