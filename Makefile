@@ -65,5 +65,7 @@ node_modules/.bin/azurite-blob: package.json
 	npm install --no-audit --no-fund --silent
 	touch $@
 
+# The local stack first: its pid and state are under .local, and nothing could stop it once they are gone.
 clean:
+	-test ! -x $(BIN)/python || $(BIN)/python -m components local down stacks/Pulumi.local.yaml
 	rm -rf $(VENV) node_modules .local
