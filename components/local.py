@@ -427,7 +427,8 @@ def down(stack: Stack, out=sys.stdout) -> int:
         if _port_taken(stack.spec.local.router_port) and "routes" in _get(base_url(stack) + "/readyz")[1]:
             print(f"the {stack.name} stack has no router recorded in {state.root}, but a router answers on port "
                   f"{stack.spec.local.router_port}: if it is this stack's, started before its state_dir changed, "
-                  "run `local down` with the file as it was then", file=out)
+                  "run `local down` with the file as it was then; if its state folder was removed, end the process "
+                  f"listening on port {stack.spec.local.router_port} (it stops its scorers)", file=out)
             return 1
         print(f"the {stack.name} stack is not running", file=out)
         return 0
