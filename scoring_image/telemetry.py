@@ -27,7 +27,29 @@ def instrument(app: Any, settings: ScorerSettings) -> Any:
     )
     # Not the probes (the kubelet's GET / and /ready, Prometheus' /metrics): a request item each, every few
     # seconds, billed. Nor a span per ASGI receive and send, which Application Insights shows as dependencies.
-    return OpenTelemetryMiddleware(app, excluded_urls=PROBES, exclude_spans=["receive", "send"])
+    traced = OpenTelemetryMiddleware(_with_query(app), excluded_urls=PROBES, exclude_spans=["receive", "send"])
+    return _without_query(traced)
+
+
+# A GET's query is the model's input (Azure ML reads it as run()'s data): it stays out of the request's url
+# in Application Insights, where who may read the telemetry may not read the data. The traced app gets it back.
+_QUERY = "aks-model-serving.query"
+
+
+def _without_query(traced: Any) -> Any:
+    async def hide(scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope.get("query_string"):
+            scope = {**scope, "query_string": b"", _QUERY: scope["query_string"]}
+        await traced(scope, receive, send)
+    return hide
+
+
+def _with_query(app: Any) -> Any:
+    async def restore(scope: dict, receive: Any, send: Any) -> None:
+        if _QUERY in scope:
+            scope = {**scope, "query_string": scope[_QUERY]}
+        await app(scope, receive, send)
+    return restore
 
 
 def shutdown(timeout_s: float = SHUTDOWN_S) -> None:

@@ -58,6 +58,27 @@ def test_requests_are_traced_to_application_insights(start_scorer: StartScorer, 
     wait_until(traced, 30, "a request envelope at the ingestion endpoint")
 
 
+def test_a_gets_query_the_models_input_stays_out_of_the_request_telemetry(start_scorer: StartScorer,
+                                                                         ingestion: tuple[str, list[bytes]]) -> None:
+    """The request's url in Application Insights carried the query, which Azure ML passes to run() as its data."""
+    endpoint, received = ingestion
+    server = start_scorer("sum_rows.py", env={
+        "APPLICATIONINSIGHTS_CONNECTION_STRING":
+            f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={endpoint}",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
+    })
+
+    def traced() -> bool:
+        answer = server.get("/score", params={"data": "[[1, 2]]", "patient": "hunter2"})
+        assert answer.status_code == 200 and answer.json()["sums"] == [3]  # run() still gets the query
+        time.sleep(0.2)
+        return any(b"RequestData" in body and b"/score" in body for body in received)
+
+    wait_until(traced, 30, "a request envelope at the ingestion endpoint")
+    assert not [body for body in received if b"hunter2" in body]
+
+
 def envelopes(received: list[bytes]) -> list[dict]:
     return [item for body in received for line in body.decode().splitlines() if line.strip()
             for item in (lambda data: data if isinstance(data, list) else [data])(json.loads(line))]
