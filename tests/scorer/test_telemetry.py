@@ -62,20 +62,11 @@ def test_a_gets_query_the_models_input_stays_out_of_the_request_telemetry(start_
                                                                          ingestion: tuple[str, list[bytes]]) -> None:
     """The request's url in Application Insights carried the query, which Azure ML passes to run() as its data."""
     endpoint, received = ingestion
-    server = start_scorer("sum_rows.py", env={
-        "APPLICATIONINSIGHTS_CONNECTION_STRING":
-            f"InstrumentationKey=00000000-0000-0000-0000-000000000000;IngestionEndpoint={endpoint}",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-        "APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL": "true",
-    })
-
-    def traced() -> bool:
-        answer = server.get("/score", params={"data": "[[1, 2]]", "patient": "hunter2"})
-        assert answer.status_code == 200 and answer.json()["sums"] == [3]  # run() still gets the query
-        time.sleep(0.2)
-        return any(b"RequestData" in body and b"/score" in body for body in received)
-
-    wait_until(traced, 30, "a request envelope at the ingestion endpoint")
+    server = start_scorer("sum_rows.py", env={**every_trace_to(endpoint), "OTEL_BSP_SCHEDULE_DELAY": "200"})
+    answer = server.get("/score", params={"data": "[[1, 2]]", "patient": "hunter2"})
+    assert answer.status_code == 200 and answer.json()["sums"] == [3]  # run() still gets the query
+    wait_until(lambda: any(b"RequestData" in body and b"/score" in body for body in received), 30,
+               "a request envelope at the ingestion endpoint")
     assert not [body for body in received if b"hunter2" in body]
 
 
