@@ -132,9 +132,9 @@ class ReplicaPool:
             if not waiter.done():
                 waiter.set_exception(Retired())
 
-    async def acquire(self, wait_s: float | None = None) -> Replica:
+    async def acquire(self, wait_s: float | None = None, front: bool = False) -> Replica:
         """A slot on the least busy replica, waiting in line when every slot is taken (max_wait_s, or what
-        is left of it after an Emptied)."""
+        is left of it after an Emptied); `front`: at the head of the line, for a request that had its turn."""
         if self.retired:
             raise Retired()
         replica = self.take()
@@ -142,7 +142,10 @@ class ReplicaPool:
             return replica
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Replica] = loop.create_future()
-        self._waiters.append(waiter)
+        if front:
+            self._waiters.appendleft(waiter)
+        else:
+            self._waiters.append(waiter)
         timer = loop.call_later(self.max_wait_s if wait_s is None else wait_s, self._expire, waiter)
         try:
             return await waiter

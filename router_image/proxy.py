@@ -103,8 +103,8 @@ async def forward(scope: dict, receive, send, version: VersionState, path: bytes
             pool.release(replica)
 
 
-async def acquire(version: VersionState, reroute: Reroute | None = None) -> tuple[VersionState, Replica]:
-    """A slot of the version, waiting in its queue; 503 when none frees up in time. When a reload removes
+async def acquire(version: VersionState, reroute: Reroute | None = None, front: bool = False) -> tuple[VersionState, Replica]:
+    """A slot of the version, waiting in its queue (at its head: `front`); 503 when none frees up in time. When a reload removes
     the version meanwhile, the version `reroute` picks from the new config (it may raise a 404) is
     waited for instead; without `reroute`, a 503. When its replicas all leave meanwhile, the one
     `reroute` picks now (a version with a ready replica stands in) is waited for, within the same wait."""
@@ -117,7 +117,7 @@ async def acquire(version: VersionState, reroute: Reroute | None = None) -> tupl
     wait_s = None  # the pool's own wait, until an Emptied: what is left of the first
     while True:
         try:
-            replica = await version.pool.acquire(wait_s)
+            replica = await version.pool.acquire(wait_s, front)
             metrics.QUEUE_WAIT.labels(*version.labels).observe(loop.time() - started)
             return version, replica
         except Retired:
@@ -152,8 +152,8 @@ async def connect(version: VersionState, replica: Replica) -> tuple[Replica, Con
     held: Replica | None = replica
     try:
         for _ in range(CONNECT_TRIES):
-            if held is None:
-                _, held = await acquire(version)
+            if held is None:  # its turn came already: ahead of those who queued meanwhile
+                _, held = await acquire(version, front=True)
             try:
                 return held, await held.connections.connect()
             except ConnectFailed as exc:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import pytest
 
-from router_image.proxy import acquire
+from router_image.proxy import acquire, connect
 from router_image.responses import HttpError
 from router_image.routes import VersionState
 from router_image.config import AutoscaleConfig, VersionConfig
@@ -233,3 +234,28 @@ async def test_a_refresh_that_finds_no_ready_replica_again_does_not_tell_the_wai
     assert not waiter.done() and pool.queued == 1
     pool.readmit("127.0.0.1:1")
     assert (await waiter).address == "127.0.0.1:1"
+
+
+async def test_a_request_whose_replica_refused_waits_ahead_of_those_that_queued_after_its_turn() -> None:
+    """It had its turn: retried on another replica, it went behind every request that had queued meanwhile."""
+    config = VersionConfig(name="v1", deployment="iris", is_default=True, max_request_wait_time_ms=2000,
+                           autoscale=AutoscaleConfig(enabled=False))
+    version = VersionState(config, ReplicaPool(slots_per_replica=1, max_wait_s=2.0), ("service", "iris", "v1", "service"), None)
+    with socket.socket() as gone, socket.socket() as live:
+        gone.bind(("127.0.0.1", 0))  # bound, not listening: refuses
+        live.bind(("127.0.0.1", 0))
+        live.listen()  # connects (the kernel's backlog), answers nothing: enough for a slot
+        dead, alive = (f"127.0.0.1:{s.getsockname()[1]}" for s in (gone, live))
+        version.pool.set_addresses([dead, alive])
+        slots = {r.address: r for r in (version.pool.take(), version.pool.take())}
+        queued = asyncio.create_task(version.pool.acquire())
+        await asyncio.sleep(0.01)
+        retried = asyncio.create_task(connect(version, slots[dead]))
+        await asyncio.sleep(0.05)
+        assert version.pool.queued == 2 and version.pool.replicas[dead].ejected
+        version.pool.release(slots[alive])
+        replica, connection = await asyncio.wait_for(retried, 1.0)
+        assert replica.address == alive and not queued.done()
+        connection.close()
+        version.pool.release(replica)
+        assert (await asyncio.wait_for(queued, 1.0)).address == alive
