@@ -497,8 +497,11 @@ def test_ctrl_c_during_up_stops_what_it_started(tmp_path):
     """Ctrl-C while `up` waited printed a traceback and left the router and its scorers running unsaid."""
     path = _script_stack(tmp_path, [{"name": "slow", "script": "sleepy.py", "folder": "tests/scorer/scripts"}])
     doc = yaml.safe_load(path.read_text())
-    doc["config"]["aks-model-serving:services"][0]["inference_config"]["environment"] = {
-        "environment_variables": {"INIT_SECONDS": "60"}}
+    service = doc["config"]["aks-model-serving:services"][0]
+    service["inference_config"]["environment"] = {"environment_variables": {"INIT_SECONDS": "60"}}
+    # What `up` waits at most before it kills what it started (drain: wait + scoring timeout, then the scorer's
+    # stop grace) kept under this test's 60 s: once in a few dozen runs a worker outlived its SIGTERM there.
+    service["scoring_timeout_ms"] = 5000
     path.write_text(yaml.safe_dump(doc))
     try:
         up = subprocess.Popen([*CLI, "up", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
