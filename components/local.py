@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -301,9 +302,15 @@ def up(stack: Stack, out=sys.stdout) -> int:
                                 cwd=stack.project_dir, start_new_session=True)
         _write(state.pid, str(proc.pid))
         print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
+        # Ctrl-C sets a flag the wait checks, not a KeyboardInterrupt: one raised in a finalizer the collector
+        # runs (a closed connection's) is printed and dropped, and `up` waited on. Nothing half-started is left.
+        interrupted = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
         try:
-            ready = wait_ready(stack, config, proc, out)
-        except KeyboardInterrupt:  # Ctrl-C: nothing half-started is left behind
+            ready: bool | None = wait_ready(stack, config, proc, out, interrupted)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if interrupted.is_set():
             print("\nInterrupted", file=out)
             ready = None
         if not ready:
@@ -349,7 +356,8 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None, out) -> bool:
+def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None, out,
+               interrupted: threading.Event | None = None) -> bool:
     """Progress as Azure ML's wait_for_deployment(show_output=True): dots, then the outcome. Ready
     once the router runs this very config (its digest in /readyz: an edit is judged on its own replicas,
     not on those it replaces), each route with a ready replica; failed at once when a replica's init()
@@ -357,7 +365,10 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
     deadline = time.monotonic() + READY_TIMEOUT_S
     digest = config.digest()
     print("Running", end="", flush=True, file=out)
+    stop = interrupted or threading.Event()
     while time.monotonic() < deadline:
+        if stop.is_set():
+            return False
         if proc is not None and proc.poll() is not None:
             print(f"\nFailed: the router exited with code {proc.returncode}", file=out)
             return False
@@ -380,7 +391,7 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
                 print("\nSucceeded: every service has a ready replica", file=out)
                 return True
         print(".", end="", flush=True, file=out)
-        time.sleep(0.5)
+        stop.wait(0.5)
     print(f"\nFailed: not ready after {READY_TIMEOUT_S} s", file=out)
     return False
 
