@@ -26,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,15 +303,9 @@ def up(stack: Stack, out=sys.stdout) -> int:
                                 cwd=stack.project_dir, start_new_session=True)
         _write(state.pid, str(proc.pid))
         print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
-        # Ctrl-C sets a flag the wait checks, not a KeyboardInterrupt: one raised in a finalizer the collector
-        # runs (a closed connection's) is printed and dropped, and `up` waited on. Nothing half-started is left.
-        interrupted = threading.Event()
-        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
-        try:
+        with _ctrl_c() as interrupted:
             ready: bool | None = wait_ready(stack, config, proc, out, interrupted)
-        finally:
-            signal.signal(signal.SIGINT, previous)
-        if interrupted.is_set():
+        if interrupted.is_set():  # nothing half-started is left behind
             print("\nInterrupted", file=out)
             ready = None
         if not ready:
@@ -337,16 +332,29 @@ def _apply(stack: Stack, state: State, pid: int, out) -> int:
     else:
         _write(state.config, config.dump())
         print(f"the {stack.name} stack is running (router pid {pid}); its router is applying the changed stack file", file=out)
-        try:
-            if not wait_ready(stack, config, None, out):
-                return 1
-        except KeyboardInterrupt:
+        with _ctrl_c() as interrupted:
+            ready = wait_ready(stack, config, None, out, interrupted)
+        if interrupted.is_set():
             print(f"\nInterrupted; the router goes on applying the file (`local status` shows where it is, "
                   "`local down` stops the stack)", file=out)
             return INTERRUPTED
+        if not ready:
+            return 1
     for line in summary(stack):
         print(line, file=out)
     return 0
+
+
+@contextlib.contextmanager
+def _ctrl_c() -> Iterator[threading.Event]:
+    """Ctrl-C as a flag that `wait_ready` checks, not a KeyboardInterrupt: one raised inside a finalizer the
+    collector runs (a closed connection's) is printed and dropped, and the wait went on."""
+    interrupted = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+    try:
+        yield interrupted
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _write(path: Path, text: str) -> None:
@@ -435,7 +443,7 @@ def down(stack: Stack, out=sys.stdout) -> int:
     if pid is None:
         state.pid.unlink(missing_ok=True)
         # A router answers on the stack's port: its file was edited (state_dir) after `up`, most likely.
-        if _port_taken(stack.spec.local.router_port) and "routes" in _get(base_url(stack) + "/readyz")[1]:
+        if "routes" in _get(base_url(stack) + "/readyz")[1]:
             print(f"the {stack.name} stack has no router recorded in {state.root}, but a router answers on port "
                   f"{stack.spec.local.router_port}: if it is this stack's, started before its state_dir changed, "
                   "run `local down` with the file as it was then; if its state folder was removed, end the process "

@@ -157,6 +157,7 @@ _D_VCPUS = {
 }
 _A_VCPUS = {"A0": 1, "A1": 1, "A2": 2, "A3": 4, "A4": 8, "A5": 2, "A6": 4, "A7": 8, "A8": 8, "A9": 16, "A10": 8, "A11": 16}
 _G_VCPUS = {f"{family}{n}": 2 ** n for family in ("G", "GS") for n in range(1, 6)}  # G1 and GS1: 2 ... G5: 32
+_UNVERSIONED_VCPUS = _A_VCPUS | _G_VCPUS
 # What AKS refuses: a node of fewer vCPUs, a System pool of burstable (B-series) sizes, a kubenet cluster of more nodes.
 AKS_MIN_VCPUS = 2
 _BURSTABLE_SIZE = re.compile(r"^Standard_B\d", re.I)
@@ -177,8 +178,8 @@ def vcpus(vm_size: str) -> int | None:
     name = f"{family}{number}"
     if version in (None, "2") and name in _D_VCPUS:  # D3 and D3_v2 have 4 (a _Promo suffix reads as no version)
         return _D_VCPUS[name]
-    if version is None and name in {**_A_VCPUS, **_G_VCPUS}:
-        return {**_A_VCPUS, **_G_VCPUS}[name]
+    if version is None and name in _UNVERSIONED_VCPUS:
+        return _UNVERSIONED_VCPUS[name]
     return int(number)
 
 
