@@ -222,7 +222,11 @@ LEVELS = ("advisory", "mandatory", "remediate", "disabled")  # remediate: mandat
 def policy_config_problems(config: Any) -> list[str]:
     """What the policy engine would refuse in a --policy-pack-config: a misspelt level must not turn a
     mandatory rule into one that passes, nor a misspelt rule name or a setting of the wrong type leave the
-    rule at its default."""
+    rule at its default.
+
+    Stricter than the engine on purpose: a setting a rule does not declare (and any setting but the
+    level under `all`) is refused here, where the engine ignores it (its schema has no
+    additionalProperties), so that a misspelt setting cannot silently leave the rule at its default."""
     import jsonschema
 
     from policy.rules import RESOURCE_RULES, STACK_RULES
@@ -238,12 +242,17 @@ def policy_config_problems(config: Any) -> list[str]:
         level = given.get("enforcementLevel", "mandatory") if isinstance(given, dict) else given
         if level not in LEVELS:
             problems.append(f"{name}: enforcement level {level!r}; one of {', '.join(LEVELS)}")
-        for key, value in given.items() if isinstance(given, dict) and name != "all" else ():
-            if key in schemas[name]:
-                try:
-                    jsonschema.validate(value, schemas[name][key])
-                except jsonschema.ValidationError as exc:
-                    problems.append(f"{name}.{key}: {exc.message}")
+        settings = {} if name == "all" else schemas[name]
+        for key, value in given.items() if isinstance(given, dict) else ():
+            if key == "enforcementLevel":
+                continue
+            if key not in settings:
+                problems.append(f"{name}.{key}: no such setting; {name} takes {', '.join(['enforcementLevel', *settings])}")
+                continue
+            try:
+                jsonschema.validate(value, settings[key])
+            except jsonschema.ValidationError as exc:
+                problems.append(f"{name}.{key}: {exc.message}")
     return problems
 
 

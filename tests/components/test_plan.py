@@ -110,6 +110,15 @@ def test_a_policy_config_the_engine_would_refuse_is_named_before_the_plan(edit, 
         ([1, 2], "--policy-config: must be a JSON object"),
         ({"auth-on-for-public-services": {"allowAnonymous": "iris"}},  # a name, not a list: the engine refuses it
          "--policy-config: auth-on-for-public-services.allowAnonymous: 'iris' is not of type 'array'"),
+        # Settings the engine ignores: refused here, as a typo would leave the rule at its default.
+        ({"at-most-six-versions-per-endpoint": {"enforcementLevel": "mandatory", "maxVersons": 3}},
+         "--policy-config: at-most-six-versions-per-endpoint.maxVersons: no such setting; "
+         "at-most-six-versions-per-endpoint takes enforcementLevel\n"),
+        ({"auth-on-for-public-services": {"allowAnonymus": ["iris"]}},
+         "--policy-config: auth-on-for-public-services.allowAnonymus: no such setting; "
+         "auth-on-for-public-services takes enforcementLevel, allowAnonymous\n"),
+        ({"all": {"enforcementLevel": "advisory", "allowAnonymous": ["iris"]}},
+         "--policy-config: all.allowAnonymous: no such setting; all takes enforcementLevel\n"),
     ]:
         config.write_text(json.dumps(given))
         assert main([str(path), "--policy-config", str(config)]) == 2, given
