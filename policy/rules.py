@@ -102,9 +102,27 @@ def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, Any] 
     return _get(props, *path) if path else None
 
 
+def _known(props: Mapping[str, Any], key: str) -> Any:
+    """A value a first preview may not know yet, None then: pulumi-policy raises on reading one, which
+    would skip the whole rule, unknown values and known ones alike."""
+    try:
+        return props.get(key)
+    except UnknownValueError:
+        return None
+
+
 def containers(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    yield from spec.get("initContainers") or []
-    yield from spec.get("containers") or []
+    """The pod's init and app containers that a preview knows. In a first preview a whole list (init
+    containers made from an output) or one container may be unknown, and pulumi-policy raises on reading
+    it: skipping just that one lets a rule check the containers it does know."""
+    for key in ("initContainers", "containers"):
+        listed = _known(spec, key) or []
+        for i in range(len(listed)):
+            try:
+                container = listed[i]
+            except UnknownValueError:
+                continue
+            yield container
 
 
 def _quantity_positive(value: Any) -> bool:
@@ -130,7 +148,7 @@ def requests_and_limits(args: ResourceValidationArgs, report_violation: ReportVi
         missing = [f"{kind}.{res}" for kind in ("requests", "limits") for res in ("cpu", "memory")
                    if _get(c, "resources", kind, res) in (None, "")]
         if missing:
-            report_violation(f"container {c.get('name')!r} has no resources {', '.join(missing)}", None)
+            report_violation(f"container {_known(c, 'name')!r} has no resources {', '.join(missing)}", None)
 
 
 def registry_images(args: StackValidationArgs, report_violation: ReportViolation) -> None:
@@ -159,16 +177,8 @@ def registry_images(args: StackValidationArgs, report_violation: ReportViolation
             if not any(image.startswith(prefix) for prefix in allowed):
                 problem = _image_problem(image, registry)
                 if problem:
-                    report_violation(f"{_name(r.props, r.name)}: container {c.get('name')!r}: image {image!r} {problem}", r.urn)
-
-
-def _known(props: Mapping[str, Any], key: str) -> Any:
-    """A value a first preview may not know yet, None then: pulumi-policy raises on reading one, which
-    would skip the whole rule, unknown values and known ones alike."""
-    try:
-        return props.get(key)
-    except UnknownValueError:
-        return None
+                    report_violation(f"{_name(r.props, r.name)}: container {_known(c, 'name')!r}: image {image!r} {problem}",
+                                     r.urn)
 
 
 def _image_problem(image: str, registry: str | None) -> str | None:
@@ -196,7 +206,7 @@ def gpu_scheduling(args: ResourceValidationArgs, report_violation: ReportViolati
     if spec is None:
         return
     for kind, sched in SCHEDULING.items():
-        wanting = [c.get("name") for c in containers(spec)
+        wanting = [_known(c, "name") for c in containers(spec)
                    if any(_quantity_positive(_get(c, "resources", part, sched.resource)) for part in ("limits", "requests"))]
         if not wanting:
             continue

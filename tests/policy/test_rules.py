@@ -10,7 +10,7 @@ import json
 
 import pytest
 from pulumi_policy import PolicyResource, PolicyResourceOptions, ResourceValidationArgs, StackValidationArgs
-from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, unknown_checking_proxy
+from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_OBJECT_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from policy import rules
 
@@ -315,6 +315,20 @@ def test_a_stack_rule_checks_the_rest_beside_a_resource_a_first_preview_cannot_k
 ], ids=["versions", "images"])
 def test_a_violation_beside_a_resource_a_first_preview_cannot_know_is_still_found(rule, resources, said):
     assert any(said in message for message, _ in check_stack(rule, [UNKNOWN_JOB, *resources]))
+
+
+def test_rules_check_the_containers_a_first_preview_knows_beside_unknown_ones():
+    """Init containers made from an output, a whole container or a container's name unknown: reading one
+    raised, which skipped the resource's other containers (the image rule) or the whole rule (an unknown
+    name in its message), so the known, broken containers went unchecked."""
+    pod = deployment(UNKNOWN_OBJECT_VALUE, container(name=UNKNOWN_STRING_VALUE, image="nginx:latest", resources={}),
+                     container(name="sidecar", image="docker.io/lib/x:latest", resources={}),
+                     pod={"initContainers": UNKNOWN_ARRAY_VALUE})
+    assert [m for m, _ in check_stack(rules.registry_images, [(rules.DEPLOYMENT, pod)])] == [
+        "iris: container None: image 'nginx:latest' is not from an Azure Container Registry",
+        "iris: container 'sidecar': image 'docker.io/lib/x:latest' is not from an Azure Container Registry"]
+    found = check_resource(rules.requests_and_limits, rules.DEPLOYMENT, unknown_checking_proxy(pod))
+    assert len(found) == 2 and "container 'sidecar' has no resources" in found[1]
 
 
 # ---------------------------------------------------------------- public router: TLS and auth
