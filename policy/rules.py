@@ -258,21 +258,28 @@ def _router_only(peer: Mapping[str, Any]) -> bool:
     return set(peer) == {"podSelector"} and (_get(peer, "podSelector", "matchLabels") or {}).get(COMPONENT) == "router"
 
 
-def _scoring_ports(deployment: Mapping[str, Any]) -> set[Any]:
-    """The scorer's port of a model Deployment, by number and name (its container port named `http`)."""
+def _metrics_ports(deployment: Mapping[str, Any]) -> set[Any]:
+    """The model pods' declared metrics port, by number and name (their container ports named `metrics`)."""
     return {v for c in _get(deployment, "spec", "template", "spec", "containers") or [] for p in c.get("ports") or []
-            if p.get("name") == "http" for v in (p.get("containerPort"), "http")}
+            if p.get("name") == "metrics" for v in (p.get("containerPort"), "metrics")}
 
 
-def _reaches(rule: Mapping[str, Any], scoring: set[Any]) -> bool:
-    """Whether an ingress rule admits connections to the scoring port (a rule without ports: every port;
-    a Deployment whose scoring port is not named: any port may be it)."""
+def _admits_only(rule: Mapping[str, Any], allowed: set[Any]) -> bool:
+    """Whether an ingress rule admits connections to the `allowed` ports alone (a rule without ports, or a
+    port without a number, admits every port; a range, more than one)."""
     ports = rule.get("ports") or []
-    return not ports or not scoring or any(
-        p.get("port") is None or p.get("port") in scoring
-        or (isinstance(p.get("port"), (int, float)) and p.get("endPort") is not None  # numbers arrive as floats
-            and any(isinstance(n, (int, float)) and p["port"] <= n <= p["endPort"] for n in scoring))
-        for p in ports)
+    return bool(ports) and all(p.get("port") in allowed and p.get("endPort") in (None, p.get("port")) for p in ports)
+
+
+def _ports_text(rule: Mapping[str, Any]) -> str:
+    """An ingress rule's ports as written (numbers arrive as floats)."""
+    def text(value: Any) -> str:
+        return str(int(value)) if isinstance(value, float) else str(value)
+    ports = rule.get("ports") or []
+    if not ports or any(p.get("port") is None for p in ports):
+        return "every port"
+    return "port " + ", ".join(text(p["port"]) + (f"-{text(p['endPort'])}" if p.get("endPort") is not None else "")
+                               for p in ports)
 
 
 # ---------------------------------------------------------------- stack rules
@@ -361,8 +368,9 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
 
     The scorer asks for no key or token (the router does): any other pod reaching it would score past
     auth, the traffic split and the queue. A pod is isolated once a policy selects it for Ingress, and
-    then admits the union of those policies' rules, so every rule of every such policy that reaches the
-    scoring port must name router pods only (others, the metrics port's, may admit anyone).
+    then admits the union of those policies' rules, so every rule of every such policy must name router
+    pods only, or admit the pods' declared `metrics` port alone (it serves /metrics and nothing else, so
+    Prometheus may reach it from anywhere). Any other port, whatever its name (a gRPC port too), scores.
     """
     policies: dict[str, list[Any]] = defaultdict(list)
     for r in args.resources:
@@ -372,6 +380,7 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
         if r.resource_type != DEPLOYMENT or _labels(r.props).get(COMPONENT) != "model":
             continue
         name, pods = _name(r.props, r.name), _get(r.props, "spec", "template", "metadata", "labels") or {}
+        metrics = _metrics_ports(r.props)
         guarding = [p for p in policies[_namespace(r.props)]
                     if "Ingress" in (_get(p.props, "spec", "policyTypes") or ["Ingress"])
                     and _matches(_get(p.props, "spec", "podSelector") or {}, pods)]
@@ -381,10 +390,12 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
         for p in guarding:
             for rule in _get(p.props, "spec", "ingress") or []:
                 peers = rule.get("from") or []
-                if _reaches(rule, _scoring_ports(r.props)) and (not peers or not all(_router_only(peer) for peer in peers)):
-                    report_violation(f"NetworkPolicy {_name(p.props, p.name)!r} admits pods other than the router's to "
-                                     f"model Deployment {name!r}", p.urn)
-                    break
+                if peers and all(_router_only(peer) for peer in peers) or _admits_only(rule, metrics):
+                    continue
+                report_violation(f"NetworkPolicy {_name(p.props, p.name)!r} admits pods other than the router's to "
+                                 f"model Deployment {name!r} on {_ports_text(rule)}; only its `metrics` port may "
+                                 "admit them", p.urn)
+                break
     for r in args.resources:
         if r.resource_type == CLUSTER and _get(r.props, "networkProfile", "networkPolicy") not in ENFORCING_ENGINES:
             report_violation(f"cluster {r.name!r} enforces no NetworkPolicy (networkProfile.networkPolicy is "

@@ -434,20 +434,51 @@ def test_model_pods_no_policy_selects_fail(guard):
                                      "in the cluster can reach its scorer past the router's auth"]
 
 
-def test_a_policy_admitting_anyone_to_another_port_than_the_scorers_passes():
-    """The metrics port serves /metrics alone: Prometheus may reach it from anywhere."""
+def guarded_pods(*ports: dict, opened: list[dict]) -> list[tuple[str, dict]]:
+    """Model pods with these container ports, the router admitted to every port and anyone to `opened`."""
     pods = model_pods()
-    pods[1]["spec"]["template"]["spec"]["containers"][0]["ports"] = [
-        {"name": "http", "containerPort": 5001.0}, {"name": "metrics", "containerPort": 5002.0}]
+    pods[1]["spec"]["template"]["spec"]["containers"][0]["ports"] = list(ports)
     guard = network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER])
-    guard[1]["spec"]["ingress"].append({"ports": [{"protocol": "TCP", "port": 5002.0}]})
-    assert check_stack(rules.models_admit_only_the_router, [pods, guard, (rules.CLUSTER, CLUSTER_WITH)]) == []
-    for scoring in ({"port": "http"}, {"port": 5000.0, "endPort": 5003.0}, {"protocol": "TCP"}):
-        guard[1]["spec"]["ingress"][1]["ports"] = [scoring]
-        assert len(check_stack(rules.models_admit_only_the_router, [pods, guard])) == 1, scoring
-    pods[1]["spec"]["template"]["spec"]["containers"][0]["ports"] = []  # which port scores is not known: any may
-    guard[1]["spec"]["ingress"][1]["ports"] = [{"protocol": "TCP", "port": 5002.0}]
-    assert len(check_stack(rules.models_admit_only_the_router, [pods, guard])) == 1
+    guard[1]["spec"]["ingress"] = [{"from": [ROUTER_PEER]}, {"from": [{"namespaceSelector": {}}], "ports": opened}]
+    return [pods, guard, (rules.CLUSTER, CLUSTER_WITH)]
+
+
+SCORER_PORTS = ({"name": "http", "containerPort": 5001.0}, {"name": "metrics", "containerPort": 5002.0})
+# Triton's ports: HTTP, gRPC and metrics.
+TRITON_PORTS = ({"name": "http", "containerPort": 8000.0}, {"name": "grpc", "containerPort": 8001.0},
+                {"name": "metrics", "containerPort": 8002.0})
+
+
+@pytest.mark.parametrize("ports, opened", [
+    (SCORER_PORTS, {"protocol": "TCP", "port": 5002.0}),  # by number, as the components render it
+    (SCORER_PORTS, {"port": 5002}),
+    (SCORER_PORTS, {"port": "metrics"}),
+    (SCORER_PORTS, {"port": 5002.0, "endPort": 5002.0}),
+    (TRITON_PORTS, {"port": 8002.0}),
+    # The scoring port goes by another name than `http`: the metrics port is still the metrics port.
+    (({"name": "scoring", "containerPort": 5001.0}, SCORER_PORTS[1]), {"port": 5002.0}),
+])
+def test_a_policy_admitting_anyone_to_the_declared_metrics_port_passes(ports, opened):
+    """The metrics port serves /metrics alone: Prometheus may reach it from anywhere."""
+    assert check_stack(rules.models_admit_only_the_router, guarded_pods(*ports, opened=[opened])) == []
+
+
+@pytest.mark.parametrize("ports, opened, said", [
+    (SCORER_PORTS, [{"port": "http"}], "port http"),
+    (SCORER_PORTS, [{"port": 5001.0}], "port 5001"),
+    (SCORER_PORTS, [{"port": 5002.0}, {"port": 5001.0}], "port 5002, 5001"),
+    (SCORER_PORTS, [{"port": 5000.0, "endPort": 5003.0}], "port 5000-5003"),
+    (SCORER_PORTS, [{"port": 5002.0, "endPort": 5003.0}], "port 5002-5003"),
+    (SCORER_PORTS, [{"protocol": "TCP"}], "every port"),
+    (SCORER_PORTS, [], "every port"),
+    (TRITON_PORTS, [{"port": 8001.0}], "port 8001"),  # gRPC scores as HTTP does
+    (TRITON_PORTS, [{"port": "grpc"}], "port grpc"),
+    (SCORER_PORTS[:1], [{"port": 5002.0}], "port 5002"),  # no declared metrics port: nothing may be open to all
+])
+def test_a_policy_admitting_anyone_to_another_port_than_the_metrics_port_fails(ports, opened, said):
+    found = check_stack(rules.models_admit_only_the_router, guarded_pods(*ports, opened=opened))
+    assert [m for m, _ in found] == [f"NetworkPolicy 'guard' admits pods other than the router's to model Deployment "
+                                     f"'iris' on {said}; only its `metrics` port may admit them"]
 
 
 @pytest.mark.parametrize("peers", [
@@ -460,8 +491,8 @@ def test_a_policy_admitting_more_than_the_router_fails(peers):
     found = check_stack(rules.models_admit_only_the_router, [
         model_pods(), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]),
         network_policy({}, peers)])
-    assert found == [("NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris'",
-                      "urn:pulumi:s::p::kubernetes:networking.k8s.io/v1:NetworkPolicy::r2")]
+    assert found == [("NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
+                      "only its `metrics` port may admit them", "urn:pulumi:s::p::kubernetes:networking.k8s.io/v1:NetworkPolicy::r2")]
 
 
 @pytest.mark.parametrize("profile", [{"networkPlugin": "kubenet"}, {"networkPlugin": "azure", "networkPolicy": "none"}])
