@@ -6,6 +6,7 @@ Free of Pulumi, as sources.py is, so that `check` finds these without Pulumi's S
 
 from __future__ import annotations
 
+from components.pyproject import PYPROJECT
 from components.sources import missing_models, read_kubeconfig, source_problems
 from components.stackfile import Stack
 
@@ -37,9 +38,9 @@ def cluster_problems(stack: Stack) -> list[str]:
             read_kubeconfig(stack.resolve(attach.kubeconfig))
         except ValueError as exc:
             problems.append(str(exc))
-    for dockerfile in DOCKERFILES.values():
-        if not (stack.project_dir / dockerfile).is_file():
-            problems.append(f"{dockerfile}: not found under {stack.project_dir}; the image is built from it")
+    for needed in (*DOCKERFILES.values(), PYPROJECT):
+        if not (stack.project_dir / needed).is_file():
+            problems.append(f"{needed}: not found under {stack.project_dir}; an image is built from it")
     return problems
 
 

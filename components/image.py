@@ -6,6 +6,8 @@ and pip packages, with canonical YAML so key order does not matter) and of every
 build context that `.amlignore` (or, without one, `.gitignore`) does not exclude, read as git
 reads it: relative POSIX paths, contents and the executable bit, in sorted order, so the tag is
 the same on any machine, in any checkout directory, whatever order the file system lists files in.
+With `pyproject`, the context's pyproject.toml counts (and is built from) reduced to the keys named
+(components.pyproject): a dev dependency or a pytest option in it changes no image's tag.
 
 At deploy time the registry is asked for `<repo>:<tag>` (`docker buildx imagetools inspect`):
 when it answers, the image is reused without building; otherwise it is built from a staged copy of
@@ -46,9 +48,12 @@ import pulumi_docker as docker
 import yaml
 
 from components.ignore import STATE_MARKER, ignore_rules, is_ignored
+from components.pyproject import PYPROJECT, reduced
 from components.spec import EnvironmentSpec
 
-HASH_VERSION = "aks-model-serving/hashed-image/v3"  # bump when the recipe below changes
+# Bump when the recipe below changes, so that no tag of the old recipe names an image of the new one.
+# v4: pyproject.toml counts reduced to `pyproject` (every image's tag changed once, on the first `up` after it).
+HASH_VERSION = "aks-model-serving/hashed-image/v4"
 APP_ROOT = "/var/azureml-app"  # where a generated Dockerfile puts the context (Azure ML's app root)
 # Where the scorer image keeps the package it installed (scoring_image/Dockerfile): a generated image
 # on another base installs the scorer from there, with that base's own Python.
@@ -95,6 +100,9 @@ class HashedImageArgs:
     # Top-level files or folders of the context the image is made of (all when empty), so
     # that e.g. the router's tag does not change with the tests or the scorer's code.
     include: Sequence[str] = ()
+    # Dotted keys of the context's pyproject.toml that the build reads (`project.dependencies`, `tool.mypy`):
+    # the image holds, and its tag counts, that file reduced to them. Empty: the file as it is, if any.
+    pyproject: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         for field_name in ("base_image", "scorer_image", "base_dockerfile", "docker_steps"):
@@ -262,15 +270,31 @@ def _file_digest(path: Path) -> str:
 def content_hash(args: HashedImageArgs) -> str:
     """The image tag: 32 hex digits of a SHA-256 over the recipe, the Dockerfile and the context files."""
     context = Path(args.context)
-    return _digest(args, context, context_files(context, args.include))
+    files = context_files(context, args.include)
+    return _digest(args, context, files, _reduced_pyproject(args, files))
 
 
-def _digest(args: HashedImageArgs, root: Path, files: list[str]) -> str:
+def _reduced_pyproject(args: HashedImageArgs, files: list[str]) -> bytes | None:
+    """The pyproject.toml the image holds in place of the context's, when `pyproject` names its keys."""
+    if not args.pyproject:
+        return None
+    if PYPROJECT not in files:
+        raise ValueError(f"{args.context}: no {PYPROJECT} in the context of the image {args.repository}, whose build "
+                         f"reads {', '.join(args.pyproject)} of it")
+    return reduced(Path(args.context) / PYPROJECT, args.pyproject)
+
+
+def _digest(args: HashedImageArgs, root: Path, files: list[str], pyproject: bytes | None = None) -> str:
+    """With `pyproject`, the pyproject.toml under `root` counts as that text, as stage_context writes it (0644)."""
     digest = hashlib.sha256()
     digest.update(f"{HASH_VERSION}\nplatform={args.platform}\ntarget={args.context_target}\n".encode())
     digest.update(render_dockerfile(args).encode())
     for rel in files:
-        digest.update(f"\0{rel}\0{_file_digest(root / rel)}".encode())
+        if rel == PYPROJECT and pyproject is not None:
+            file_digest = f"-:{hashlib.sha256(pyproject).hexdigest()}"
+        else:
+            file_digest = _file_digest(root / rel)
+        digest.update(f"\0{rel}\0{file_digest}".encode())
     return digest.hexdigest()[:32]
 
 
@@ -291,7 +315,8 @@ def _own_folder() -> Path:
 
 
 def stage_context(args: HashedImageArgs, tag: str) -> Path:
-    """A copy of exactly the hashed files plus the Dockerfile, to build from, checked against the tag.
+    """A copy of exactly the hashed files (pyproject.toml as reduced) plus the Dockerfile, to build from,
+    checked against the tag.
 
     The tag was taken when the image was declared, the build comes after the registry was asked (minutes,
     on a first `up`): a file saved meanwhile would be built under the tag of what it was, and reused as
@@ -309,10 +334,14 @@ def stage_context(args: HashedImageArgs, tag: str) -> Path:
     stage = Path(tempfile.mkdtemp(prefix=f"{args.repository.replace('/', '_')}-{tag}-", dir=folder))
     try:
         files = context_files(context, args.include)
+        pyproject = _reduced_pyproject(args, files)
         for rel in files:
             source, target = context / rel, stage / rel
             target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_symlink():
+            if rel == PYPROJECT and pyproject is not None:
+                target.write_bytes(pyproject)
+                target.chmod(0o644)
+            elif source.is_symlink():
                 target.symlink_to(os.readlink(source))
             else:
                 shutil.copyfile(source, target)

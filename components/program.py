@@ -39,6 +39,17 @@ REPOSITORY = "aks-model-serving"
 # What each image's Dockerfile copies from the project: its tag changes with these alone.
 IMAGE_FILES = {"scorer": ("pyproject.toml", "http_server", "scoring_image"),
                "router": ("pyproject.toml", "setup_compiled.py", "http_server", "router_image")}
+# What each image's build reads of pyproject.toml: the image holds it reduced to these, and its tag changes
+# with them alone (not with a dev dependency, [tool.pytest] or the infra extra). `pip install --no-deps .`
+# reads the build system, the project's metadata and setuptools' package list; the scorer image keeps the
+# file, where a custom base installs its `scorer` extra from (app images on it follow its tag); the router's
+# compile stage runs mypyc with [tool.mypy].
+_INSTALL = ("build-system", "project.name", "project.version", "project.description", "project.requires-python",
+            "project.dependencies", "tool.setuptools")
+IMAGE_PYPROJECT = {
+    "scorer": (*_INSTALL, "project.optional-dependencies.scorer", "project.optional-dependencies.sklearn"),
+    "router": (*_INSTALL, "project.optional-dependencies.router", "tool.mypy"),
+}
 
 
 def build(stack: Stack) -> None:
@@ -61,8 +72,9 @@ def build(stack: Stack) -> None:
                          scoring_dns_label=dns_label(spec.router, spec.cluster.ssl))
     in_cluster = pulumi.ResourceOptions(provider=cluster.provider)
 
-    scorer = _image("scorer", stack, workspace, DOCKERFILES["scorer"])
-    router_image = _image("router", stack, workspace, DOCKERFILES["router"])
+    registry = (workspace.registry_login_server, workspace.registry_password)
+    scorer = HashedImage("scorer-image", image_args("scorer", stack.project_dir, *registry))
+    router_image = HashedImage("router-image", image_args("router", stack.project_dir, *registry))
     app_images = _AppImages(stack, workspace, scorer)
 
     route_configs = routes(spec)
@@ -107,11 +119,13 @@ def build(stack: Stack) -> None:
             pulumi.export(f"{name}_secondary_key", published_route.secondary_key)
 
 
-def _image(name: str, stack: Stack, workspace: Workspace, dockerfile: str) -> HashedImage:
-    return HashedImage(f"{name}-image", HashedImageArgs(
-        repository=f"{REPOSITORY}/{name}", registry_login_server=workspace.registry_login_server,
-        registry_password=workspace.registry_password,
-        context=stack.project_dir, dockerfile=stack.project_dir / dockerfile, include=IMAGE_FILES[name]))
+def image_args(name: str, project_dir: Path, registry_login_server: pulumi.Input[str],
+               registry_password: pulumi.Input[str | None] | None = None) -> HashedImageArgs:
+    """The router's or the scorer's image (`name`), built from its Dockerfile in the project."""
+    return HashedImageArgs(
+        repository=f"{REPOSITORY}/{name}", registry_login_server=registry_login_server,
+        registry_password=registry_password, context=project_dir, dockerfile=project_dir / DOCKERFILES[name],
+        include=IMAGE_FILES[name], pyproject=IMAGE_PYPROJECT[name])
 
 
 class _AppImages:

@@ -46,12 +46,13 @@ def validate():
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """The project's stacks, Dockerfiles and example source in a folder of their own.
+    """The project's stacks, pyproject.toml, Dockerfiles and example source in a folder of their own.
 
     The image tags hash their build context, so a small copy keeps each run fast and independent
     of whatever else lies in the checkout.
     """
     shutil.copy(ROOT / "Pulumi.yaml", tmp_path)
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)  # what the images' builds read of it counts in their tags
     shutil.copytree(STACKS, tmp_path / "stacks")
     for image in ("scoring_image", "router_image"):
         (tmp_path / image).mkdir()

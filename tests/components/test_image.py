@@ -136,6 +136,32 @@ def test_staged_files_are_readable_by_the_images_user_and_executable_as_hashed(c
     assert modes == {"score.py": 0o644, "pkg": 0o755, "pkg/util.py": 0o644, "run.sh": 0o755}
 
 
+def test_pyproject_is_hashed_and_staged_reduced_to_what_the_build_reads(ctx):
+    """The whole file was hashed and copied: a dev dependency changed every image's tag, rolling every pod."""
+    (ctx / "pyproject.toml").write_text('[project]\nname = "p"\n[project.optional-dependencies]\ndev = ["pytest"]\n')
+    (ctx / "pyproject.toml").chmod(0o600)
+    reads = args(ctx, pyproject=("project.name",))
+    tag = content_hash(reads)
+    assert tag != content_hash(args(ctx))
+    (ctx / "pyproject.toml").write_text('[project]\nname = "p"\n[project.optional-dependencies]\ndev = ["pytest>=9"]\n')
+    assert content_hash(reads) == tag
+    stage = image_module.stage_context(reads, tag)  # saved after the hash, in a key the build does not read
+    assert (stage / "pyproject.toml").read_text() == '[project]\nname = "p"\n'
+    assert (stage / "pyproject.toml").stat().st_mode & 0o777 == 0o644
+    (ctx / "pyproject.toml").write_text('[project]\nname = "q"\n')
+    with pytest.raises(RuntimeError, match="its files changed after the image scorer was hashed"):
+        image_module.stage_context(reads, tag)
+
+
+def test_pyproject_keys_without_a_pyproject_in_the_context_are_named(ctx):
+    with pytest.raises(ValueError, match=r"no pyproject.toml in the context of the image scorer, whose build reads "
+                                         r"project.name, tool.mypy of it"):
+        content_hash(args(ctx, pyproject=("project.name", "tool.mypy")))
+    (ctx / "pyproject.toml").write_text('[project]\nname = "p"\n')
+    with pytest.raises(ValueError, match="no pyproject.toml in the context"):  # there, but left out of the image
+        content_hash(args(ctx, pyproject=("project.name",), include=("score.py",)))
+
+
 @pytest.mark.parametrize("planted", ["open", "link"])
 def test_stages_go_only_to_a_private_folder_of_this_user(ctx, tmp_path, planted):
     """On a shared build host another user could make the folder first, to read a stage or swap its files."""

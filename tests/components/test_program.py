@@ -326,3 +326,40 @@ def test_the_pulumi_program_names_a_setting_given_as_text_without_echoing_it(pro
     message = str(raised.value)
     assert "api_key: unknown field" in message and "router:" in message, message
     assert "s3cr3t" not in message
+
+
+def _image_tags(project: Path) -> dict[str, str]:
+    """The tag of each image the dev stack builds, by kind: router, scorer and its service's app image."""
+    rec = run(declare(load_stack(project / "stacks" / "Pulumi.dev.yaml")))
+    builds = {r.name.split("-")[0]: r.inputs["imageName"].rsplit(":", 1)[1] for r in rec.of_type("docker:index/image:Image")}
+    assert builds.keys() == {"router", "scorer", "app"}
+    return builds
+
+
+ALL_IMAGES = {"router", "scorer", "app"}
+
+
+@pytest.mark.parametrize(("old", "new", "changed"), [
+    ('"pytest>=8",', '"pytest>=9",', set()),
+    ("timeout = 300", "timeout = 600", set()),  # [tool.pytest.ini_options]
+    ('"pulumi-tls>=5,<6",', '"pulumi-tls>=5,<7",', set()),  # the infra extra
+    ("[build-system]", "# a comment\n[build-system]", set()),
+    ('"orjson>=3.10",', '"orjson>=3.11",', {"scorer", "app"}),
+    ('"joblib>=1.3",', '"joblib>=1.4",', {"scorer", "app"}),
+    ('"aiohttp>=3.9",', '"aiohttp>=3.10",', {"router"}),
+    ('python_version = "3.11"', 'python_version = "3.12"', {"router"}),  # [tool.mypy]: the router's compile stage
+    ('"pyyaml>=6",', '"pyyaml>=6.0.1",', ALL_IMAGES),  # project.dependencies
+    ('version = "0.1.0"', 'version = "0.2.0"', ALL_IMAGES),
+    ('"setuptools>=69"', '"setuptools>=70"', ALL_IMAGES),
+    ('"policy*"', '"policy*", "benchmarks*"', ALL_IMAGES),  # [tool.setuptools]
+], ids=["dev-extra", "tool-pytest", "infra-extra", "comment", "scorer-extra", "sklearn-extra", "router-extra",
+        "tool-mypy", "dependencies", "version", "build-system", "tool-setuptools"])
+def test_an_image_tag_changes_only_with_what_its_build_reads_of_pyproject(project, old, new, changed):
+    """The whole pyproject.toml was hashed into every tag: a dev dependency or a pytest option rolled every
+    model pod on the next `up`. App images build on the scorer image: they change with its tag."""
+    before = _image_tags(project)
+    text = (project / "pyproject.toml").read_text()
+    assert text.count(old) == 1, old
+    (project / "pyproject.toml").write_text(text.replace(old, new))
+    after = _image_tags(project)
+    assert {kind for kind in before if after[kind] != before[kind]} == changed

@@ -8,6 +8,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import httpx
@@ -16,8 +17,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ROOT, free_port, wait_until  # noqa: E402
 
-from components.image import HashedImageArgs, content_hash, stage_context  # noqa: E402
-from components.program import IMAGE_FILES  # noqa: E402
+from components.image import content_hash, stage_context  # noqa: E402
+from components.program import IMAGE_FILES, image_args  # noqa: E402
 from router_image.config import RouterConfig  # noqa: E402
 
 DOCKERFILE = ROOT / "router_image" / "Dockerfile"
@@ -68,9 +69,9 @@ def test_router_extra_alone_serves_healthz_compiled(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
-    image = HashedImageArgs(repository="router", registry_login_server="registry.test", context=ROOT,
-                            dockerfile=DOCKERFILE, include=IMAGE_FILES["router"])
+    image = image_args("router", ROOT, "registry.test")
     source = stage_context(image, content_hash(image))  # the build context, as the image is built from it
+    assert "dev" not in tomllib.loads((source / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     subprocess.run([python, "-m", "pip", "install", "-q", "--require-hashes", "-r", "router_image/requirements.txt"],
                    cwd=source, check=True)
     subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "."], cwd=source, check=True)
@@ -78,11 +79,12 @@ def test_router_extra_alone_serves_healthz_compiled(tmp_path: Path) -> None:
     for absent in ("pulumi", "pytest", "scikit-learn", "starlette", "azure-monitor"):
         assert absent not in installed, absent
 
-    # The image's compile stage (its command, with this project's venv standing in for that stage's
-    # `.[router]` + mypy), laid over the installed sources as the image's COPY --from=compile does.
+    # The image's compile stage (its command in the build context, with its reduced pyproject.toml's
+    # [tool.mypy], and this project's venv standing in for that stage's `.[router]` + mypy), laid over
+    # the installed sources as the image's COPY --from=compile does.
     compiled = tmp_path / "compiled"
     subprocess.run([sys.executable, "setup_compiled.py", "-q", "build_ext", "--build-lib", str(compiled),
-                    "--build-temp", str(tmp_path / "compile-temp")], cwd=ROOT, check=True, capture_output=True)
+                    "--build-temp", str(tmp_path / "compile-temp")], cwd=source, check=True, capture_output=True)
     site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           capture_output=True, text=True, check=True).stdout.strip()
     shutil.copytree(compiled, site, dirs_exist_ok=True)

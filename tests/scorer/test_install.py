@@ -6,12 +6,13 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from components.image import INSTALL_SCORER, SCORER_SOURCE, HashedImageArgs, content_hash, stage_context
-from components.program import IMAGE_FILES
+from components.image import INSTALL_SCORER, SCORER_SOURCE, content_hash, stage_context
+from components.program import IMAGE_FILES, image_args
 from scorer_helpers import EXAMPLE, ROOT, StartScorer
 
 
@@ -24,9 +25,9 @@ def test_scorer_extra_alone_serves_a_request(start_scorer: StartScorer, tmp_path
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = str(venv / "bin" / "python")
     subprocess.run([python, "-m", "pip", "install", "-q", "scikit-learn==1.3.2", "numpy==1.26.4"], check=True)
-    image = HashedImageArgs(repository="scorer", registry_login_server="registry.test", context=ROOT,
-                            dockerfile=ROOT / "scoring_image" / "Dockerfile", include=IMAGE_FILES["scorer"])
+    image = image_args("scorer", ROOT, "registry.test")
     source = stage_context(image, content_hash(image))  # the build context: what the image keeps in /opt/scorer
+    assert "dev" not in tomllib.loads((source / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     step = INSTALL_SCORER.removeprefix("RUN ").replace(SCORER_SOURCE, str(source))
     subprocess.run(["sh", "-c", step], check=True, env={**os.environ, "PATH": f"{venv / 'bin'}:{os.environ['PATH']}"})
     # Nothing beyond the extra: no Pulumi, no router, no test tooling.

@@ -56,6 +56,7 @@ W, C, S, E = ("aks-model-serving:" + k for k in ("workspace", "cluster", "servic
 def write_stack(tmp_path: Path, config: dict) -> Path:
     """The stack in a project of its own, with the entry scripts BASE names (check looks for them)."""
     (tmp_path / "Pulumi.yaml").write_text("name: aks-model-serving\nruntime: python\n")
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())
     for image in ("scoring_image", "router_image"):  # a cluster stack's images are built from them
         (tmp_path / image).mkdir(exist_ok=True)
         (tmp_path / image / "Dockerfile").write_text((ROOT / image / "Dockerfile").read_text())
@@ -861,11 +862,12 @@ def test_check_finds_what_azure_would_refuse_as_plan_does(tmp_path, capsys, edit
     assert code == (0 if expected is None else 2) and (expected or "valid") in out, out
 
 
-def test_check_finds_a_missing_dockerfile_as_plan_does(tmp_path, capsys):
+@pytest.mark.parametrize("needed", ["router_image/Dockerfile", "pyproject.toml"])
+def test_check_finds_a_missing_image_source_as_plan_does(tmp_path, capsys, needed):
     path = write_stack(tmp_path, BASE)
-    (tmp_path / "router_image" / "Dockerfile").unlink()
+    (tmp_path / needed).unlink()
     assert check([str(path)]) == 2
-    assert "router_image/Dockerfile: not found under" in capsys.readouterr().out
+    assert f"{needed}: not found under" in capsys.readouterr().out
 
 
 def test_memory_far_beyond_what_the_nodes_have_is_warned_about(tmp_path):
