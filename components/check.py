@@ -84,7 +84,7 @@ def _is_stack_file(path: Path) -> bool:
         data = yaml.safe_load(path.read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
-    return isinstance(data, dict) and isinstance(data.get("config"), dict)
+    return isinstance(data, dict) and "config" in data  # `config:` with nothing under it too
 
 
 def main(argv: list[str]) -> int:

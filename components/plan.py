@@ -82,6 +82,8 @@ def main(argv: list[str]) -> int:
     if stack.spec.is_local:
         print(f"stack {stack.name}: no cluster declared, so nothing to deploy on a cluster.\n"
               f"It runs on this machine: python -m components local up {args.stack}")
+        for warning in stack.spec.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         return 0
     problems = deployable_problems(stack) + _unvalidated_version(stack)
     if problems:

@@ -55,13 +55,13 @@ IMAGE_PYPROJECT = {
 def build(stack: Stack) -> None:
     """Declare every resource of `stack`; raise pulumi.RunError for a stack that cannot deploy."""
     spec = stack.spec
+    for warning in spec.warnings:  # what `check` prints, shown in the preview too (a refused one's as well)
+        pulumi.log.warn(f"stack {stack.name}: {warning}")
     problems = deployable_problems(stack)
     if problems:
         raise pulumi.RunError(f"stack {stack.name} cannot be deployed to a cluster:\n  " + "\n  ".join(problems))
     assert spec.cluster is not None and spec.workspace is not None and stack.location is not None
     location = stack.location
-    for warning in spec.warnings:  # what `check` prints, shown in the preview too
-        pulumi.log.warn(f"stack {stack.name}: {warning}")
 
     cluster_spec = spec.cluster
     if cluster_spec.attach is not None and cluster_spec.attach.kubeconfig:  # relative to the project, as every path

@@ -110,6 +110,8 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
             msg = "unknown field (check its spelling against the documented settings)"
         elif isinstance(value, SecretStr):
             msg = _SECRET_HERE
+        elif value is None and err["type"] != "missing":
+            msg = f"{msg} (given: no value)"  # `key:` with nothing after it
         elif err["type"] in _SHOW_INPUT and isinstance(value, str | int | float) and not _MAY_BE_SECRET.search(where):
             pattern = (err.get("ctx") or {}).get("pattern")
             if pattern in _PATTERNS:
@@ -215,6 +217,8 @@ def parse_config(config: dict[str, Any], base_dir: Path,
         namespace, sep, name = str(key).partition(":")
         if not sep:
             problems.append(f"config.{key}: keys are namespaced, e.g. {PROJECT}:{key}")
+        elif namespace == PROJECT and value in (None, "") and name in StackSpec.model_fields:
+            continue  # `key:` with no value (YAML's null, which Pulumi hands the program as ""): not set
         elif namespace == PROJECT:
             ours[name] = _unsecure(_structured(value))
         elif difflib.get_close_matches(namespace, [PROJECT], cutoff=0.8):  # a provider's would be dropped unread
@@ -230,6 +234,9 @@ def parse_config(config: dict[str, Any], base_dir: Path,
         spec = StackSpec.model_validate(ours, context={"base_dir": base_dir})
     except ValidationError as exc:
         raise StackError(format_errors(exc, ours)) from None
+    if not ours:
+        spec.warnings.append(f"no {PROJECT}: settings; this stack declares no cluster and nothing to serve "
+                             "(stacks/Pulumi.dev.yaml shows what a stack declares)")
     return spec, providers
 
 
@@ -246,12 +253,13 @@ def load_stack(path: str | Path) -> Stack:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise StackError([f"{path}: not valid YAML{where}: {problem}"]) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("config", {}), dict):
+    config = doc.get("config") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not isinstance({} if config is None else config, dict):  # `config:` alone: null
         raise StackError([f"{path}: a stack file is a mapping with a config: mapping inside"])
     unknown = sorted(set(doc) - {"config", "encryptionsalt", "secretsprovider", "encryptedkey", "environment"})
     if unknown:
         raise StackError([f"{k}: unknown top-level key in a Pulumi stack file" for k in unknown])
     project_dir = project_dir_of(path)
-    spec, providers = parse_config(doc.get("config") or {}, project_dir)
+    spec, providers = parse_config(config or {}, project_dir)
     name = path.name.removeprefix("Pulumi.").removesuffix(".yaml").removesuffix(".yml")
     return Stack(name=name, path=path, project_dir=project_dir, spec=spec, provider_config=providers)

@@ -363,3 +363,28 @@ def test_an_image_tag_changes_only_with_what_its_build_reads_of_pyproject(projec
     (project / "pyproject.toml").write_text(text.replace(old, new))
     after = _image_tags(project)
     assert {kind for kind in before if after[kind] != before[kind]} == changed
+
+
+@pytest.mark.parametrize("via_environment", [False, True])
+def test_the_pulumi_program_reads_a_setting_with_no_value_as_not_set(project, monkeypatch, via_environment):
+    """`aks-model-serving:endpoints:` with no value reaches the program as "", which it refused as an endpoints
+    list, where check read it as YAML's null: both are a setting not given."""
+    config = _program_config(project / "stacks" / "Pulumi.dev.yaml")
+    config["aks-model-serving:endpoints"] = ""
+    config["aks-model-serving:router"] = ""
+    rec = _run_root_program(project, config, monkeypatch, via_environment)
+    assert {r.name for r in rec.of_type("kubernetes:apps/v1:Deployment")} >= {"router", "iris"}
+    config["aks-model-serving:endpoint"] = ""  # misspelt: still refused
+    with pytest.raises(pulumi.RunError, match=r"endpoint: unknown field"):
+        _run_root_program(project, config, monkeypatch, via_environment)
+
+
+def test_the_pulumi_program_of_a_stack_without_settings_says_so(project, monkeypatch):
+    """`config:` with nothing: what check and plan warn about, the program tells too, before refusing a
+    stack without a cluster."""
+    (project / "stacks" / "Pulumi.dev.yaml").write_text("config:\n")
+    warned: list[str] = []
+    monkeypatch.setattr(pulumi.log, "warn", lambda message, *args, **kwargs: warned.append(message))
+    with pytest.raises(pulumi.RunError, match="cluster: none declared"):
+        _run_root_program(project, {}, monkeypatch, via_environment=False)
+    assert any("no aks-model-serving: settings" in w for w in warned), warned

@@ -682,6 +682,50 @@ def test_a_stack_file_named_otherwise_is_checked_as_a_stack(tmp_path, capsys):
     assert "stack candidate: valid" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("name", ["Pulumi.empty.yaml", "empty.yaml"])
+def test_a_stack_file_with_an_empty_config_is_a_stack_without_settings(tmp_path, capsys, name):
+    """`config:` with nothing under it (null) was refused as no config: mapping, or, named otherwise, read as
+    an Azure ML file: it is a stack with no settings of ours, as `config: {}` is, and check and plan say so."""
+    from components.plan import main as plan
+
+    path = tmp_path / name
+    path.write_text("encryptionsalt: v1:abc\nconfig:\n")
+    assert check([str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "stack " in out and "valid" in out and "warning: no aks-model-serving: settings" in out, out
+    assert plan([str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "nothing to deploy on a cluster" in captured.out and "warning: no aks-model-serving: settings" in captured.err
+
+
+@pytest.mark.parametrize("empty", [None, ""])
+def test_a_setting_given_with_no_value_is_not_set(tmp_path, capsys, empty):
+    """`aks-model-serving:services:` with no value is YAML's null, which Pulumi hands the program as "": both
+    were read as a value (workspace "" refused, services null refused while workspace null passed); now
+    each is a setting not given, its default, in parse_config as in check."""
+    config = copy.deepcopy(BASE)
+    config[S], config[E], config["aks-model-serving:router"] = empty, empty, empty
+    spec, _ = parse_config(config, tmp_path)
+    assert (spec.services, spec.endpoints, spec.router.min_replicas) == ([], [], 2)
+    assert parse_config({W: empty, C: empty}, tmp_path)[0].workspace is None
+    if empty is None:
+        assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
+    with pytest.raises(StackError) as err:  # a misspelt one is still no setting of ours
+        parse_config({"aks-model-serving:servces": empty}, tmp_path)
+    assert err.value.problems == ["servces: unknown field (check its spelling against the documented settings)"]
+
+
+def test_a_value_left_empty_is_named_so(tmp_path, capsys):
+    """`cpu_cores:` with nothing after it: the problem said what was expected, not that nothing was given."""
+    config = copy.deepcopy(BASE)
+    config[S][0]["cpu_cores"] = None
+    config[S][0]["name"] = None
+    assert check([str(write_stack(tmp_path, config))]) == 2
+    out = capsys.readouterr().out
+    assert "services[0].cpu_cores: Input should be a valid number (given: no value)" in out, out
+    assert "services[0].name: Input should be a valid string (given: no value)" in out, out
+
+
 def test_template_answers_stored_as_json_text_are_read(tmp_path):
     """`pulumi new` writes the template's object answers as JSON strings."""
     template = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["template"]["config"]
