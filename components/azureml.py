@@ -9,11 +9,14 @@ unknown keys are refused, as in the stack.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails
 
 
 class _Json(BaseModel):
@@ -110,43 +113,56 @@ class DeploymentConfig(_Json):
             raise ValueError("\n".join(problems))
         return self
 
+    # AksWebservice.deploy_configuration's names (the spec's) by this file's keys: what its values are read as,
+    # and what a problem with one of them is named by (the user wrote that key).
+    KEYS: ClassVar[dict[str, str]] = {
+        "autoscale_enabled": "autoScaler.autoscaleEnabled",
+        "autoscale_min_replicas": "autoScaler.minReplicas",
+        "autoscale_max_replicas": "autoScaler.maxReplicas",
+        "autoscale_refresh_seconds": "autoScaler.refreshPeriodInSeconds",
+        "autoscale_target_utilization": "autoScaler.targetUtilization",
+        "cpu_cores": "containerResourceRequirements.cpu",
+        "memory_gb": "containerResourceRequirements.memoryInGB",
+        "cpu_cores_limit": "containerResourceRequirements.cpuLimit",
+        "memory_gb_limit": "containerResourceRequirements.memoryInGBLimit",
+        "gpu_cores": "gpuCores",
+        "period_seconds": "livenessProbeRequirements.periodSeconds",
+        "initial_delay_seconds": "livenessProbeRequirements.initialDelaySeconds",
+        "timeout_seconds": "livenessProbeRequirements.timeoutSeconds",
+        "success_threshold": "livenessProbeRequirements.successThreshold",
+        "failure_threshold": "livenessProbeRequirements.failureThreshold",
+        "collect_model_data": "dataCollection.storageEnabled",
+        "auth_enabled": "authEnabled",
+        "token_auth_enabled": "tokenAuthEnabled",
+        "enable_app_insights": "appInsightsEnabled",
+        "scoring_timeout_ms": "scoringTimeoutMs",
+        "replica_max_concurrent_requests": "maxConcurrentRequestsPerContainer",
+        "max_request_wait_time": "maxQueueWaitMs",
+        "num_replicas": "numReplicas",
+        "primary_key": "keys.primaryKey",
+        "secondary_key": "keys.secondaryKey",
+        "namespace": "namespace",
+        "description": "description",
+        "tags": "tags",
+    }
+
     def to_settings(self) -> dict[str, Any]:
         """The same values under AksWebservice.deploy_configuration's names."""
-        a = self.auto_scaler or AutoScaler()
-        r = self.container_resource_requirements or ContainerResourceRequirements()
-        p = self.liveness_probe_requirements or LivenessProbeRequirements()
-        k = self.keys or Keys()
-        fields = {
-            "autoscale_enabled": a.autoscale_enabled,
-            "autoscale_min_replicas": a.min_replicas,
-            "autoscale_max_replicas": a.max_replicas,
-            "autoscale_refresh_seconds": a.refresh_period_in_seconds,
-            "autoscale_target_utilization": a.target_utilization,
-            "cpu_cores": r.cpu,
-            "memory_gb": r.memory_in_gb,
-            "cpu_cores_limit": r.cpu_limit,
-            "memory_gb_limit": r.memory_in_gb_limit,
-            "gpu_cores": self.gpu_cores,
-            "period_seconds": p.period_seconds,
-            "initial_delay_seconds": p.initial_delay_seconds,
-            "timeout_seconds": p.timeout_seconds,
-            "success_threshold": p.success_threshold,
-            "failure_threshold": p.failure_threshold,
-            "collect_model_data": self.data_collection.storage_enabled if self.data_collection else None,
-            "auth_enabled": self.auth_enabled,
-            "token_auth_enabled": self.token_auth_enabled,
-            "enable_app_insights": self.app_insights_enabled,
-            "scoring_timeout_ms": self.scoring_timeout_ms,
-            "replica_max_concurrent_requests": self.max_concurrent_requests_per_container,
-            "max_request_wait_time": self.max_queue_wait_ms,
-            "num_replicas": self.num_replicas,
-            "primary_key": k.primary_key,
-            "secondary_key": k.secondary_key,
-            "namespace": self.namespace,
-            "description": self.description,
-            "tags": self.tags,
-        }
-        return {name: value for name, value in fields.items() if value is not None}
+        given = self.model_dump(by_alias=True, exclude_none=True)
+        return {name: value for name, key in self.KEYS.items() if (value := _at(given, key)) is not None}
+
+
+def _at(given: dict[str, Any], key: str) -> Any:
+    """The value at a file's dotted key, None where it has none."""
+    value: Any = given
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _environment(given: dict[str, Any], keys: dict[str, str]) -> dict[str, Any]:
+    """An inference config's environment fields, read along its KEYS."""
+    return {spec.removeprefix("environment."): _at(given, key) for spec, key in keys.items() if spec.startswith("environment.")}
 
 
 class BaseImageRegistry(_Json):
@@ -237,22 +253,26 @@ class InferenceConfig(_Json):
     source_directory: str | None = Field(None, alias="sourceDirectory")
     environment: Environment | None = None
 
+    # InferenceConfigSpec's fields by this file's keys, as DeploymentConfig.KEYS.
+    KEYS: ClassVar[dict[str, str]] = {
+        "entry_script": "entryScript",
+        "source_directory": "sourceDirectory",
+        "environment.name": "environment.name",
+        "environment.version": "environment.version",
+        "environment.base_image": "environment.docker.baseImage",
+        "environment.base_dockerfile": "environment.docker.baseDockerfile",
+        "environment.conda_dependencies": "environment.python.condaDependencies",
+        "environment.conda_file": "environment.python.condaDependenciesFile",
+        "environment.environment_variables": "environment.environmentVariables",
+    }
+
     def to_spec(self, base: Path) -> dict[str, Any]:
-        env = self.environment or Environment()
-        docker = env.docker or Docker()
-        python = env.python or PythonSection()
-        built = not python.user_managed_dependencies
-        conda = python.conda_dependencies if built else None
-        conda_file = python.conda_dependencies_file if built else None
-        environment = {
-            "name": env.name,
-            "version": env.version,
-            "base_image": docker.base_image,
-            "base_dockerfile": docker.base_dockerfile,
-            "conda_dependencies": conda.model_dump() if conda else None,
-            "conda_file": conda_file and str(_relative(base, conda_file)),
-            "environment_variables": env.environment_variables,
-        }
+        given = self.model_dump(by_alias=True, exclude_none=True)
+        environment = _environment(given, self.KEYS)
+        if _at(given, "environment.python.userManagedDependencies"):  # the base image's Python as it is: none built
+            environment["conda_dependencies"] = environment["conda_file"] = None
+        if environment["conda_file"]:
+            environment["conda_file"] = str(_relative(base, environment["conda_file"]))
         return _inference(self.entry_script, self.source_directory, environment, base)
 
 
@@ -279,18 +299,24 @@ class LegacyInferenceConfig(_Json):
             raise ValueError(f"runtime {value!r} is not supported; only python entry scripts are")
         return value
 
+    KEYS: ClassVar[dict[str, str]] = {  # as InferenceConfig.KEYS
+        "entry_script": "entryScript",
+        "source_directory": "sourceDirectory",
+        "environment.base_image": "baseImage",
+        "environment.conda_file": "condaFile",
+        "environment.docker_steps": "extraDockerfileSteps",
+        "environment.gpu": "enableGpu",
+        "environment.cuda_version": "cudaVersion",
+    }
+
     def to_spec(self, base: Path) -> dict[str, Any]:
+        environment = _environment(self.model_dump(by_alias=True, exclude_none=True), self.KEYS)
         # Azure ML reads condaFile and the steps file from the source directory, when there is one.
         source = _relative(base, self.source_directory) if self.source_directory else base
-        environment = {
-            "base_image": self.base_image,
-            "conda_file": self.conda_file and str(_relative(source, self.conda_file)),
-            # Azure ML's extraDockerfileSteps names a file of Dockerfile lines; the spec holds the lines.
-            "docker_steps": self.extra_dockerfile_steps and _text(_relative(source, self.extra_dockerfile_steps),
-                                                                  "extraDockerfileSteps"),
-            "gpu": self.enable_gpu,
-            "cuda_version": self.cuda_version,
-        }
+        if environment["conda_file"]:
+            environment["conda_file"] = str(_relative(source, environment["conda_file"]))
+        if environment["docker_steps"]:  # it names a file of Dockerfile lines; the spec holds the lines
+            environment["docker_steps"] = _text(_relative(source, environment["docker_steps"]), "extraDockerfileSteps")
         return _inference(self.entry_script, self.source_directory, environment, base)
 
 
@@ -350,15 +376,23 @@ def _problems(exc: ValidationError, field: str, path: Path) -> AzureMlFileError:
     return AzureMlFileError("\n".join(lines))
 
 
-def load_deployment_config(path: Path, field: str = "deployment_config") -> dict[str, Any]:
+# Where a setting's value came from: the stack's field naming the file (azureml.deployment_config), the file's
+# name and its key there ("" for the inference config, whose spec names below it are the nearest).
+Origin = tuple[str, str, str]
+
+
+def load_deployment_config(path: Path, field: str = "deployment_config") -> tuple[dict[str, Any], dict[str, Origin]]:
+    """The file's settings under the spec's names, and where each came from."""
     data = _read(path, field)
     try:
-        return DeploymentConfig.model_validate(data).to_settings()
+        settings = DeploymentConfig.model_validate(data).to_settings()
     except ValidationError as exc:
         raise _problems(exc, field, path) from None
+    return settings, {name: (field, path.name, DeploymentConfig.KEYS[name]) for name in settings}
 
 
-def load_inference_config(path: Path, field: str = "inference_config") -> dict[str, Any]:
+def load_inference_config(path: Path, field: str = "inference_config") -> tuple[dict[str, Any], dict[str, Origin]]:
+    """The InferenceConfigSpec dict, and that it came from this file."""
     data = _read(path, field)
     model: type[InferenceConfig | LegacyInferenceConfig] = LegacyInferenceConfig if _LEGACY_KEYS & data.keys() else InferenceConfig
     if "environment" in data:  # Azure ML refuses only legacy settings that ask for something beside it
@@ -368,9 +402,55 @@ def load_inference_config(path: Path, field: str = "inference_config") -> dict[s
                                    "put them in the environment (python.condaDependencies, docker.baseImage) or drop it")
         data, model = {k: v for k, v in data.items() if k not in _LEGACY_KEYS}, InferenceConfig
     try:
-        return model.model_validate(data).to_spec(path.parent)
+        spec = model.model_validate(data).to_spec(path.parent)
     except ValidationError as exc:
         raise _problems(exc, field, path) from None
+    return spec, {"inference_config": (field, path.name, "")} | {
+        f"inference_config.{name}": (field, path.name, key) for name, key in model.KEYS.items()}
+
+
+def in_file(origins: dict[str, Origin], path: Sequence[str | int]) -> tuple[tuple[str, ...], str] | None:
+    """Where the value at `path` (spec names) was written, when a file gave it: the stack's field naming the
+    file, and `file: key` in the file's own keys (the nearest key that has one, the spec's names below it)."""
+    for n in range(len(path), 0, -1):
+        named = all(isinstance(p, str) for p in path[:n])
+        origin = origins.get(".".join(map(str, path[:n]))) if named else None
+        if origin is not None:
+            field, file, key = origin
+            below = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[n:])
+            return tuple(field.split(".")), f"{file}: {(key + below).lstrip('.')}"
+    return None
+
+
+def in_files(exc: ValidationError, origins: dict[str, Origin]) -> ValidationError:
+    """`exc` with each problem of a value a file gave moved to the stack's field naming that file, and told
+    in the file's key (ctx `in_file`, which stackfile.format_errors shows): the user wrote numReplicas there,
+    not num_replicas. A rule's findings (`field: message` lines) are moved one by one."""
+    details: list[InitErrorDetails] = []
+    for err in exc.errors():
+        loc, ctx = err["loc"], err.get("ctx") or {}
+        if err["type"] != "value_error":
+            moved = in_file(origins, loc)
+            detail = InitErrorDetails(type=err["type"], loc=moved[0] if moved else loc, input=err["input"])
+            if moved or ctx:
+                detail["ctx"] = ctx | {"in_file": moved[1]} if moved else ctx
+            details.append(detail)
+            continue
+        kept = []
+        for line in str(ctx["error"]).splitlines():
+            name, sep, message = line.partition(": ")
+            if not (sep and re.fullmatch(r"[a-z_][a-z0-9_.]*", name)):  # not a rule's `field: message`
+                name, message = "", line
+            moved = in_file(origins, (*loc, *filter(None, name.split("."))))
+            if moved:
+                details.append(InitErrorDetails(type="value_error", loc=moved[0], input=err["input"],
+                                                ctx={"error": ValueError(message), "in_file": moved[1]}))
+            else:
+                kept.append(line)
+        if kept:
+            details.append(InitErrorDetails(type="value_error", loc=loc, input=err["input"],
+                                            ctx={"error": ValueError("\n".join(kept))}))
+    return ValidationError.from_exception_data(exc.title, details)
 
 
 def kind_of(path: Path) -> Literal["deployment_config", "inference_config"] | None:

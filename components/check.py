@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 
-from components.azureml import AzureMlFileError, kind_of, load_deployment_config, load_inference_config
+from components.azureml import AzureMlFileError, Origin, in_files, kind_of, load_deployment_config, load_inference_config
 from components.deployable import cluster_problems
 from components.sources import entry_script_problems, missing_models, source_problems
 from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings, registry_name, storage_account_name
 from components.stackfile import StackError, format_errors, load_stack
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def summary(spec: StackSpec, name: str) -> list[str]:
@@ -63,16 +66,24 @@ def check_azureml(path: Path) -> list[str]:
         if kind is None:
             raise StackError([f"{path}: not a deploymentconfig.json (computeType) or inferenceconfig.json (entryScript)"])
         if kind == "deployment_config":
-            settings = WebserviceSettings.model_validate(load_deployment_config(path))
+            settings = _validated(WebserviceSettings, *load_deployment_config(path))
             return [f"{path}: valid deployment config", *(f"  {k} = {v}" for k, v in settings.model_dump(exclude={"primary_key", "secondary_key"}).items())]
-        spec = InferenceConfigSpec.model_validate(load_inference_config(path))
+        values, origins = load_inference_config(path)
+        # Validated on its own, not as a service's inference_config: its paths start below that field.
+        spec = _validated(InferenceConfigSpec, values, {k.removeprefix("inference_config."): o for k, o in origins.items()})
         if problems := entry_script_problems(Path, "inference_config", spec):
             raise StackError([f"{path.name}: {line}" for line in problems])
         return [f"{path}: valid inference config", f"  entry_script = {spec.entry_script}", f"  source_directory = {spec.source_directory}"]
     except AzureMlFileError as exc:
         raise StackError(str(exc).splitlines()) from None
+
+
+def _validated(model: type[M], values: dict[str, Any], origins: dict[str, Origin]) -> M:
+    """All of it is the file's: its problems are told in the file's keys, as the file's own ones are."""
+    try:
+        return model.model_validate(values)
     except ValidationError as exc:
-        raise StackError([f"{path.name}: {line}" for line in format_errors(exc)]) from None
+        raise StackError(format_errors(in_files(exc, origins))) from None
 
 
 def _is_stack_file(path: Path) -> bool:

@@ -27,6 +27,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PrivateAttr,
     SecretStr,
     StringConstraints,
@@ -35,6 +36,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from components.azureml import Origin, in_file, in_files, load_deployment_config, load_inference_config
 
 SECURE = "<secure>"  # a secret still encrypted (components.stackfile): its value cannot be checked
 _MODEL_URL = re.compile(r"^https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/.+|^http://127\.0\.0\.1:\d+/.+")
@@ -816,27 +819,31 @@ class AzureMlFiles(Spec):
     deployment_config: str | None = None
 
 
-def _azureml_merge(data: Any, info: ValidationInfo) -> Any:
-    """Fold `azureml: {inference_config, deployment_config}` files into the spec's fields.
+def _azureml_merge(data: Any, info: ValidationInfo) -> tuple[Any, dict[str, Origin]]:
+    """Fold `azureml: {inference_config, deployment_config}` files into the spec's fields, saying which
+    field each file gave.
 
     Fields written in the stack win over the files, so a stack can override one setting of
     an existing Azure ML deployment.
     """
     if not isinstance(data, dict) or "azureml" not in data:
-        return data
-    from components.azureml import load_deployment_config, load_inference_config
-
+        return data, {}
     try:
         files = AzureMlFiles.model_validate(data["azureml"])
     except ValidationError:
-        return data  # the `azureml` field's own validation names what is wrong, under azureml.
+        return data, {}  # the `azureml` field's own validation names what is wrong, under azureml.
     base = Path((info.context or {}).get("base_dir", "."))
     merged: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}
     if files.deployment_config:
-        merged |= load_deployment_config(base / files.deployment_config, field="azureml.deployment_config")
+        settings, origins = load_deployment_config(base / files.deployment_config, field="azureml.deployment_config")
+        merged |= settings
     if files.inference_config:
-        merged["inference_config"] = load_inference_config(base / files.inference_config, field="azureml.inference_config")
-    return merged | {k: v for k, v in data.items() if k != "azureml"}
+        merged["inference_config"], given = load_inference_config(base / files.inference_config,
+                                                                  field="azureml.inference_config")
+        origins |= given
+    ours = {k: v for k, v in data.items() if k != "azureml"}
+    return merged | ours, {k: v for k, v in origins.items() if k.split(".")[0] not in ours}
 
 
 class Deployable(DeploymentSettings):
@@ -846,10 +853,30 @@ class Deployable(DeploymentSettings):
     inference_config: InferenceConfigSpec | None = None
     description: str | None = None
     tags: dict[str, str] = {}
-    # Read into the fields above before validation (_azureml_merge); here only to name its mistakes.
+    # Read into the fields above before validation (_read_azureml_files); here only to name its mistakes.
     azureml: AzureMlFiles | None = Field(None, exclude=True)
 
-    _merge_azureml = model_validator(mode="before")(_azureml_merge)
+    _from_files: dict[str, Origin] = PrivateAttr(default_factory=dict)  # the fields Azure ML files gave
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _read_azureml_files(cls, data: Any, handler: ModelWrapValidatorHandler[Deployable],
+                            info: ValidationInfo) -> Deployable:
+        """A problem with a value a file gave is told in that file's key (azureml.in_files)."""
+        data, origins = _azureml_merge(data, info)
+        if isinstance(data, Deployable):  # revalidated: it was read from its files before
+            origins = data._from_files
+        try:
+            spec = handler(data)
+        except ValidationError as exc:
+            raise in_files(exc, origins) from None
+        spec._from_files = origins
+        return spec
+
+    def named(self, field: str) -> str:
+        """How a problem names `field`: by the key of the Azure ML file that gave it, if one did."""
+        moved = in_file(self._from_files, field.split("."))
+        return field if moved is None else f"{'.'.join(moved[0])}: {moved[1]}"
 
     def _rules(self) -> list[str]:
         problems = []
@@ -1045,7 +1072,7 @@ class StackSpec(Spec):
             problems.append("workspace: images are pushed to the workspace's registry; an attached cluster needs one too")
         for path, dep in self.deployments():
             if self.cluster is not None and dep.namespace is not None and dep.namespace != self.router.namespace:
-                problems.append(f"{path}.namespace: {dep.namespace!r} differs from router.namespace {self.router.namespace!r}; "
+                problems.append(f"{path}.{dep.named('namespace')}: {dep.namespace!r} differs from router.namespace {self.router.namespace!r}; "
                                 "the router watches and scales only its own namespace")
             for i, ref in enumerate(dep.models):
                 name, _, version = ref.partition(":")
@@ -1053,7 +1080,7 @@ class StackSpec(Spec):
                     problems.append(f"{path}.models[{i}]: {ref!r} is not declared under models")
             for kind, field in (("gpu", "gpu_cores"), ("fpga", "fpga_cores")):
                 if getattr(dep, field) and self.cluster is not None and not self.cluster.has_accelerator(kind):
-                    problems.append(f"{path}.{field}: the cluster has no {kind.upper()} pool; add a node pool with accelerator: {kind} or set {field}: 0")
+                    problems.append(f"{path}.{dep.named(field)}: the cluster has no {kind.upper()} pool; add a node pool with accelerator: {kind} or set {field}: 0")
             if dep.fpga_cores and self.cluster is not None and self.cluster.attach is None:
                 self._warnings.append(f"{path}.fpga_cores: nodes advertise microsoft.com/fpga only through the FPGA vendor's "
                                       "device plugin, which this stack does not install (it does NVIDIA's for GPUs); "
@@ -1084,11 +1111,11 @@ class StackSpec(Spec):
             cores, pool = max(pools, key=lambda np: np[0] or 0)
             assert cores is not None
             if dep.cpu_cores >= cores:
-                problems.append(f"{path}.cpu_cores: {dep.cpu_cores:g} per replica, but the largest node it can run on "
+                problems.append(f"{path}.{dep.named('cpu_cores')}: {dep.cpu_cores:g} per replica, but the largest node it can run on "
                                 f"({pool.vm_size}, pool {pool.name}) has {cores} vCPUs, some of them kept by AKS; its "
                                 "replicas could never be scheduled")
             elif dep.memory_gb > 8 * cores and not re.match(r"^Standard_[MG]", pool.vm_size, re.I):
-                self._warnings.append(f"{path}.memory_gb: {dep.memory_gb:g} GB per replica (memory_gb is in GB), more "
+                self._warnings.append(f"{path}.{dep.named('memory_gb')}: {dep.memory_gb:g} GB per replica (memory_gb is in GB), more "
                                       f"than a {pool.vm_size} node ({cores} vCPUs, pool {pool.name}) is likely to have; "
                                       "such replicas stay Pending")
         return problems
@@ -1106,7 +1133,7 @@ class StackSpec(Spec):
             return []
         sized = [(p, n) for p, n in pools if n is not None]
         largest, biggest = max(sized, key=lambda pn: pn[1])
-        problems = [f"{path}.gpu_cores: {dep.gpu_cores} GPUs per replica, but the largest GPU node ({largest.vm_size}) "
+        problems = [f"{path}.{dep.named('gpu_cores')}: {dep.gpu_cores} GPUs per replica, but the largest GPU node ({largest.vm_size}) "
                     f"has {biggest}; its replicas could never be scheduled" for path, dep in users if dep.gpu_cores > biggest]
         if problems:
             return problems
@@ -1115,7 +1142,7 @@ class StackSpec(Spec):
             f"{p.name}: {p.most_nodes} x {n}" for p, n in sized))
         start = sum(dep.replicas * dep.gpu_cores for _, dep in users)
         if start > capacity:
-            return [f"{users[0][0]}.gpu_cores: the deployments start with {start} GPUs "
+            return [f"{users[0][0]}.{users[0][1].named('gpu_cores')}: the deployments start with {start} GPUs "
                     f"({', '.join(f'{path} {dep.replicas} x {dep.gpu_cores}' for path, dep in users)}), and {held}; "
                     "raise the pools' max_count (or count) or lower the replicas"]
         unplaced = _unpacked([dep.gpu_cores for _, dep in users for _ in range(dep.replicas)], sized)

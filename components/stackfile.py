@@ -104,6 +104,8 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
     lines: list[str] = []
     for err in exc.errors():
         where = _loc(err["loc"], data)
+        if in_file := (err.get("ctx") or {}).get("in_file"):  # a value an Azure ML file gave (azureml.in_files)
+            where = f"{where}: {in_file}"
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
         if err["type"] == "extra_forbidden":

@@ -588,7 +588,7 @@ BROKEN_JSON = [
     ("dc-wrong-compute", "deploymentconfig.json", {"computeType": "aci"}, "computeType"),
     ("dc-bad-autoscaler", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"minReplicas": "two"}}, "autoScaler.minReplicas"),
     ("dc-min-over-max", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"autoscaleEnabled": True, "minReplicas": 5,
-                                                                             "maxReplicas": 2}}, "autoscale_min_replicas"),
+                                                                             "maxReplicas": 2}}, "autoScaler.minReplicas: 5 exceeds"),
     ("dc-autoscaler-settings-not-enabled", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"minReplicas": 2}},
      "autoScaler.minReplicas: given without autoScaler.autoscaleEnabled: true"),
     ("dc-autoscaler-settings-with-replicas", "deploymentconfig.json",
@@ -599,9 +599,10 @@ BROKEN_JSON = [
     ("dc-event-hub", "deploymentconfig.json", {"computeType": "aks", "dataCollection": {"eventHubEnabled": True}},
      "dataCollection.eventHubEnabled: collected data goes to the workspace's blob storage"),
     ("dc-endpoint-file", "deploymentconfig.json", {"computeType": "AKSENDPOINT"}, "AKSENDPOINT: an endpoint version's file"),
-    ("dc-zero-queue-wait", "deploymentconfig.json", {"computeType": "aks", "maxQueueWaitMs": 0}, "max_request_wait_time"),
+    ("dc-zero-queue-wait", "deploymentconfig.json", {"computeType": "aks", "maxQueueWaitMs": 0},
+     "deployment_config: deploymentconfig.json: maxQueueWaitMs: Input should be greater than 0"),
     ("dc-zero-initial-delay", "deploymentconfig.json", {"computeType": "aks", "livenessProbeRequirements": {"initialDelaySeconds": 0}},
-     "initial_delay_seconds"),
+     "deployment_config: deploymentconfig.json: livenessProbeRequirements.initialDelaySeconds: Input should be greater than 0"),
     ("ic-environment-and-runtime", "inferenceconfig.json", {"entryScript": "score.py", "runtime": "python", "environment": {}},
      "runtime: cannot be given along with an environment"),
     ("ic-other-interpreter", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"python": {"interpreterPath": "/opt/py"}}},
@@ -609,10 +610,16 @@ BROKEN_JSON = [
     ("ic-r-environment", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"r": {"rVersion": "4.0"}}}, "environment.r"),
     ("ic-arm-platform", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"docker": {"platform": {"architecture": "arm64"}}}},
      "environment.docker.platform.architecture"),
-    ("dc-replicas-with-autoscale", "deploymentconfig.json", {"computeType": "aks", "numReplicas": 2, "autoScaler": {"autoscaleEnabled": True}}, "num_replicas"),
-    ("dc-limit-below-request", "deploymentconfig.json", {"computeType": "aks", "containerResourceRequirements": {"cpu": 2, "cpuLimit": 1}}, "cpu_cores_limit"),
+    ("dc-replicas-with-autoscale", "deploymentconfig.json", {"computeType": "aks", "numReplicas": 2, "autoScaler": {"autoscaleEnabled": True}},
+     "deployment_config: deploymentconfig.json: numReplicas: a fixed num_replicas and autoscale_enabled exclude each other"),
+    ("dc-limit-below-request", "deploymentconfig.json", {"computeType": "aks", "containerResourceRequirements": {"cpu": 2, "cpuLimit": 1}},
+     "deployment_config: deploymentconfig.json: containerResourceRequirements.cpuLimit: 1.0 is below the request"),
     ("ic-missing-entry", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"docker": {"baseImagee": "x"}}}, "environment.docker.baseImagee"),
     ("ic-legacy-runtime", "inferenceconfig.json", {"entryScript": "score.py", "runtime": "spark-py"}, "runtime"),
+    ("ic-cuda-without-gpu", "inferenceconfig.json", {"entryScript": "score.py", "cudaVersion": "11.8"},
+     "inference_config: inferenceconfig.json: cudaVersion: it picks the GPU base image; set gpu (Azure ML's enableGpu) too"),
+    ("dc-zero-replicas", "deploymentconfig.json", {"computeType": "aks", "numReplicas": 0},
+     "deployment_config: deploymentconfig.json: numReplicas: Input should be greater than or equal to 1"),
     ("ic-legacy-missing-steps", "inferenceconfig.json", {"entryScript": "score.py", "extraDockerfileSteps": "steps.txt"},
      "extraDockerfileSteps: cannot read"),
 ]
@@ -653,6 +660,52 @@ def test_broken_azureml_file_inside_a_stack_names_the_service(tmp_path):
         load_stack(path)
     assert any(p.startswith("services[0].azureml.deployment_config: deploymentconfig.json: autoScaler.minReplicass")
                for p in err.value.problems), err.value.problems
+
+
+def test_a_problem_with_a_value_from_an_azure_ml_file_names_the_file_and_its_key(tmp_path):
+    """They were told under the stack's names (services[0].num_replicas), which the stack does not hold: the
+    file's own key, where the user can find it; a value the stack gives itself keeps the stack's name."""
+    def problems(dc: dict, overrides: dict | None = None, router: dict | None = None) -> list[str]:
+        path = _azureml_stack(tmp_path, dc, overrides=overrides)
+        if router is not None:
+            doc = yaml.safe_load(path.read_text())
+            doc["config"]["aks-model-serving:router"] = router
+            path.write_text(yaml.safe_dump(doc))
+        with pytest.raises(StackError) as err:
+            load_stack(path)
+        return err.value.problems
+
+    in_dc = "services[0].azureml.deployment_config: deploymentconfig.json: "
+    assert problems({"computeType": "aks", "numReplicas": 0}) == [
+        in_dc + "numReplicas: Input should be greater than or equal to 1"]
+    assert problems({"computeType": "aks", "numReplicas": 2, "autoScaler": {"autoscaleEnabled": True},
+                     "containerResourceRequirements": {"cpu": 2, "cpuLimit": 1}}) == [
+        in_dc + "numReplicas: a fixed num_replicas and autoscale_enabled exclude each other; drop one",
+        in_dc + "containerResourceRequirements.cpuLimit: 1.0 is below the request cpu_cores 2.0; raise the limit or lower the request"]
+    assert problems({"computeType": "aks", "tokenAuthEnabled": True}) == [
+        in_dc + "tokenAuthEnabled: key auth (auth_enabled) and token auth both on; Azure ML allows one: set auth_enabled: false for tokens"]
+    # Checked across the stack too: the file's namespace against the router's.
+    assert problems({"computeType": "aks", "namespace": "models"}, router={}) == [
+        in_dc + "namespace: 'models' differs from router.namespace 'azureml'; the router watches and scales only its own namespace"]
+    # What the stack says itself is named in the stack.
+    assert problems({"computeType": "aks", "numReplicas": 2}, overrides={"num_replicas": 0}) == [
+        "services[0].num_replicas: Input should be greater than or equal to 1"]
+
+
+def test_a_problem_with_a_value_from_an_inference_config_names_the_file_and_its_key(tmp_path):
+    """As for the deployment config: in either format's keys, not the spec's (inference_config.environment.gpu)."""
+    def problems(ic: dict) -> list[str]:
+        with pytest.raises(StackError) as err:
+            load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic))
+        return err.value.problems
+
+    in_ic = "services[0].azureml.inference_config: inferenceconfig.json: "
+    assert problems({"entryScript": "score.R"}) == [
+        f"{in_ic}entryScript: '{tmp_path / 'aml' / 'score.R'}' is not a Python file; the entry script defines init() and run()"]
+    assert problems({"entryScript": "score.py", "cudaVersion": "11.8"}) == [
+        f"{in_ic}cudaVersion: it picks the GPU base image; set gpu (Azure ML's enableGpu) too"]
+    assert problems({"entryScript": "score.py", "environment": {"environmentVariables": {"A-B": "1"}}}) == [
+        f"{in_ic}environment.environmentVariables: 'A-B' is not a variable name (letters, digits, _)"]
 
 
 def test_azureml_files_check_on_their_own(tmp_path, capsys):
