@@ -422,6 +422,12 @@ def in_file(origins: dict[str, Origin], path: Sequence[str | int]) -> tuple[tupl
     return None
 
 
+def named(origins: dict[str, Origin], field: str) -> str:
+    """How a problem names `field` (spec names, dotted): by the file and key that gave it, if a file did."""
+    moved = in_file(origins, field.split("."))
+    return field if moved is None else f"{'.'.join(moved[0])}: {moved[1]}"
+
+
 def in_files(exc: ValidationError, origins: dict[str, Origin]) -> ValidationError:
     """`exc` with each problem of a value a file gave moved to the stack's field naming that file, and told
     in the file's key (ctx `in_file`, which stackfile.format_errors shows): the user wrote numReplicas there,

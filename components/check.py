@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from components.azureml import AzureMlFileError, Origin, in_files, kind_of, load_deployment_config, load_inference_config
+from components.azureml import AzureMlFileError, Origin, in_files, kind_of, load_deployment_config, load_inference_config, named
 from components.deployable import cluster_problems
 from components.sources import entry_script_problems, missing_models, source_problems
 from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings, registry_name, storage_account_name
@@ -71,8 +71,8 @@ def check_azureml(path: Path) -> list[str]:
         values, origins = load_inference_config(path)
         # Validated on its own, not as a service's inference_config: its paths start below that field.
         spec = _validated(InferenceConfigSpec, values, {k.removeprefix("inference_config."): o for k, o in origins.items()})
-        if problems := entry_script_problems(Path, "inference_config", spec):
-            raise StackError([f"{path.name}: {line}" for line in problems])
+        if problems := entry_script_problems(Path, lambda field: named(origins, f"inference_config.{field}"), spec):
+            raise StackError(problems)
         return [f"{path}: valid inference config", f"  entry_script = {spec.entry_script}", f"  source_directory = {spec.source_directory}"]
     except AzureMlFileError as exc:
         raise StackError(str(exc).splitlines()) from None

@@ -26,13 +26,17 @@ def source_problems(stack: Stack, local: bool) -> list[str]:
         ic = dep.inference_config
         if ic is None:
             continue
-        problems += entry_script_problems(stack.resolve, f"{path}.inference_config", ic)
+
+        def name(field: str) -> str:  # used at once, in this round of the loop
+            return f"{path}.{dep.named(f'inference_config.{field}')}"
+
+        problems += entry_script_problems(stack.resolve, name, ic)
         if local:
             problems += [f"{path}.inference_config.environment.environment_variables.{k}: a secret (secure:), which the local "
                          "stack cannot decrypt; give the value in clear in the local stack file"
                          for k, v in ic.environment.secret_variables.items() if v.get_secret_value() == SECURE]
         else:
-            problems += _conda(stack, f"{path}.inference_config", ic)
+            problems += _conda(stack, name, ic)
     if local:
         problems += [f"models[{i}].url: the local stack serves models from folders on this machine; give path"
                      for i, model in enumerate(spec.models) if model.url is not None]
@@ -55,19 +59,20 @@ def _app_folder(resolve: Callable[[str], Path], ic: InferenceConfigSpec) -> Path
     return resolve(ic.source_directory) if ic.source_directory else resolve(ic.entry_script).parent
 
 
-def entry_script_problems(resolve: Callable[[str], Path], path: str, ic: InferenceConfigSpec) -> list[str]:
+def entry_script_problems(resolve: Callable[[str], Path], name: Callable[[str], str], ic: InferenceConfigSpec) -> list[str]:
     """There and readable: not a traceback mid-plan, nor an image built from an empty folder. `resolve`: where
-    the config's paths are relative to (a stack's project; for an Azure ML file alone, already its folder)."""
+    the config's paths are relative to (a stack's project; for an Azure ML file alone, already its folder);
+    `name`: how a field of the config is named (in an Azure ML file's keys, when one gave it)."""
     folder = _app_folder(resolve, ic)
     script = folder / ic.app_entry_script
     if ic.source_directory and not folder.is_dir():
-        return [f"{path}.source_directory: {folder} is not a folder; the image is built from it"]
+        return [f"{name('source_directory')}: {folder} is not a folder; the image is built from it"]
     if not script.is_file():
-        return [f"{path}.entry_script: {script} does not exist"]
+        return [f"{name('entry_script')}: {script} does not exist"]
     return []
 
 
-def _conda(stack: Stack, path: str, ic: InferenceConfigSpec) -> list[str]:
+def _conda(stack: Stack, name: Callable[[str], str], ic: InferenceConfigSpec) -> list[str]:
     env, problems = ic.environment, []
     conda: object = env.conda_dependencies.model_dump() if env.conda_dependencies else None
     if env.conda_file is not None:
@@ -75,12 +80,12 @@ def _conda(stack: Stack, path: str, ic: InferenceConfigSpec) -> list[str]:
         try:
             conda = yaml.safe_load(file.read_text())
             if not isinstance(conda, dict):
-                problems.append(f"{path}.environment.conda_file: {file} is not a conda environment (a YAML mapping)")
+                problems.append(f"{name('environment.conda_file')}: {file} is not a conda environment (a YAML mapping)")
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            problems.append(f"{path}.environment.conda_file: {file}: {getattr(exc, 'strerror', None) or exc}")
+            problems.append(f"{name('environment.conda_file')}: {file}: {getattr(exc, 'strerror', None) or exc}")
     if isinstance(conda, dict) and not _pins_scorer_python(conda.get("dependencies")):
         field = "conda_file" if env.conda_file else "conda_dependencies"
-        problems.append(f"{path}.environment.{field}: the scorer runs in this environment, on Python 3.11 or later; "
+        problems.append(f"{name(f'environment.{field}')}: the scorer runs in this environment, on Python 3.11 or later; "
                         "list python=3.11 (or later) under dependencies")
     return problems
 

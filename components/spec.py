@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from components.azureml import Origin, in_file, in_files, load_deployment_config, load_inference_config
+from components.azureml import Origin, in_files, load_deployment_config, load_inference_config, named
 
 SECURE = "<secure>"  # a secret still encrypted (components.stackfile): its value cannot be checked
 _MODEL_URL = re.compile(r"^https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/.+|^http://127\.0\.0\.1:\d+/.+")
@@ -875,8 +875,7 @@ class Deployable(DeploymentSettings):
 
     def named(self, field: str) -> str:
         """How a problem names `field`: by the key of the Azure ML file that gave it, if one did."""
-        moved = in_file(self._from_files, field.split("."))
-        return field if moved is None else f"{'.'.join(moved[0])}: {moved[1]}"
+        return named(self._from_files, field)
 
     def _rules(self) -> list[str]:
         problems = []

@@ -692,7 +692,7 @@ def test_a_problem_with_a_value_from_an_azure_ml_file_names_the_file_and_its_key
         "services[0].num_replicas: Input should be greater than or equal to 1"]
 
 
-def test_a_problem_with_a_value_from_an_inference_config_names_the_file_and_its_key(tmp_path):
+def test_a_problem_with_a_value_from_an_inference_config_names_the_file_and_its_key(tmp_path, capsys):
     """As for the deployment config: in either format's keys, not the spec's (inference_config.environment.gpu)."""
     def problems(ic: dict) -> list[str]:
         with pytest.raises(StackError) as err:
@@ -706,6 +706,10 @@ def test_a_problem_with_a_value_from_an_inference_config_names_the_file_and_its_
         f"{in_ic}cudaVersion: it picks the GPU base image; set gpu (Azure ML's enableGpu) too"]
     assert problems({"entryScript": "score.py", "environment": {"environmentVariables": {"A-B": "1"}}}) == [
         f"{in_ic}environment.environmentVariables: 'A-B' is not a variable name (letters, digits, _)"]
+    # What check finds on this machine's files: the entry script the file names is not there.
+    (tmp_path / "aml" / "inferenceconfig.json").write_text(json.dumps({"entryScript": "scor.py"}))
+    assert check([str(tmp_path / "stacks" / "Pulumi.t.yaml")]) == 2
+    assert f"{in_ic}entryScript: {tmp_path / 'aml' / 'scor.py'} does not exist" in capsys.readouterr().out
 
 
 def test_azureml_files_check_on_their_own(tmp_path, capsys):
@@ -714,10 +718,10 @@ def test_azureml_files_check_on_their_own(tmp_path, capsys):
     assert check([str(tmp_path / "deploymentconfig.json")]) == 0
     assert "autoscale_max_replicas = 6" in capsys.readouterr().out
     assert check([str(tmp_path / "inferenceconfig.json")]) == 2  # its app is not there
-    assert "inferenceconfig.json: inference_config.source_directory: " in capsys.readouterr().out
+    assert "inference_config: inferenceconfig.json: sourceDirectory: " in capsys.readouterr().out
     (tmp_path / "src").mkdir()
     assert check([str(tmp_path / "inferenceconfig.json")]) == 2
-    assert f"inference_config.entry_script: {tmp_path / 'src' / 'score.py'} does not exist" in capsys.readouterr().out
+    assert f"inference_config: inferenceconfig.json: entryScript: {tmp_path / 'src' / 'score.py'} does not exist" in capsys.readouterr().out
     (tmp_path / "src" / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
     assert check([str(tmp_path / "inferenceconfig.json")]) == 0
     assert "entry_script = score.py" in capsys.readouterr().out
