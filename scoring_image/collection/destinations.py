@@ -1,35 +1,59 @@
 """Where shipped batches land: an Azure Blob container, or a local folder with the same layout.
 
-Writes overwrite: the shipper names each batch after its spool segment, so sending a
-segment twice (after a crash between upload and delete) rewrites the same blob and each
-record lands once.
+A batch is written whole or not at all: one write when it fits in a part, else parts staged in
+order (`stage`, index 0, 1, ...) and made visible together (`commit`), so the shipper holds a part,
+never the batch.  Writes overwrite: the shipper names each batch after its spool segment, so
+sending a segment twice (after a crash between upload and delete) rewrites the same blob and each
+record lands once; a resend stages its parts anew, over any an interrupted send left.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from scoring_image.config import ScorerSettings
+
+_T = TypeVar("_T")
 
 
 class Destination(Protocol):
     def put(self, name: str, data: bytes) -> None: ...
 
+    def stage(self, name: str, index: int, part: bytes) -> None: ...
+
+    def commit(self, name: str, parts: int) -> None: ...
+
 
 class LocalFolder:
-    """`<folder>/<container>/<name>`: what the local stack uses instead of blob storage."""
+    """`<folder>/<container>/<name>`: what the local stack uses instead of blob storage.  Parts go to a
+    hidden file beside it, renamed into place on commit (one segment is shipped by one shipper at a time,
+    so the name is its alone)."""
 
     def __init__(self, folder: Path, container: str) -> None:
         self._root = folder / container
 
     def put(self, name: str, data: bytes) -> None:
+        self.stage(name, 0, data)
+        self.commit(name, 1)
+
+    def stage(self, name: str, index: int, part: bytes) -> None:
+        staged = self._staged(name)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        with staged.open("wb" if index == 0 else "ab") as file:
+            file.write(part)
+
+    def commit(self, name: str, parts: int) -> None:
+        self._staged(name).replace(self._root / name)
+
+    def _staged(self, name: str) -> Path:
         target = self._root / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
+        return target.with_name(f".{target.name}.part")
+
+
+def _block_id(index: int) -> str:
+    return f"{index:08d}"  # every id of a blob the same length, as the service requires
 
 
 class BlobContainer:
@@ -48,16 +72,26 @@ class BlobContainer:
             )
 
     def put(self, name: str, data: bytes) -> None:
+        self._creating_container(lambda: self._client.upload_blob(name, data, overwrite=True))
+
+    def stage(self, name: str, index: int, part: bytes) -> None:
+        blob = self._client.get_blob_client(name)
+        self._creating_container(lambda: blob.stage_block(_block_id(index), part, length=len(part)))
+
+    def commit(self, name: str, parts: int) -> None:
+        self._client.get_blob_client(name).commit_block_list([_block_id(i) for i in range(parts)])
+
+    def _creating_container(self, write: Callable[[], _T]) -> _T:
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
         try:
-            self._client.upload_blob(name, data, overwrite=True)
+            return write()
         except ResourceNotFoundError:  # first batch into a new storage account
             try:
                 self._client.create_container()
             except ResourceExistsError:
                 pass
-            self._client.upload_blob(name, data, overwrite=True)
+            return write()
 
 
 def open_destination(settings: ScorerSettings) -> Destination:

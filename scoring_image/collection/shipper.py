@@ -1,12 +1,16 @@
 """The supervisor's side of data collection: ship sealed spool segments, then delete them.
 
-A segment becomes one batch per model, kind and day, in Azure ML's layout
-`<service>/<model>/<version>/{inputs,predictions}/<yyyy>/<mm>/<dd>/<segment>.jsonl`
-(inside the `modeldata` container).  A segment is deleted only after all its batches were
-written; a crash in between resends them under the same names, which overwrites instead of
-duplicating.  Open segments whose process is gone (a worker killed, or the whole server
-after `kill -9`) are sealed and shipped like the others.  Every second, beside the shipping
-(which may hang on an unreachable store), the spool is measured against its budget.
+A segment becomes one batch per model, kind and day (`batches`), named like Azure ML's
+`<service>/<model>/<version>/{inputs,predictions}/<yyyy>/<mm>/<dd>/<segment>.jsonl` in the
+`modeldata` container.  Azure ML's own collector writes
+`modeldata/<subscription>/<resourcegroup>/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv`:
+ours leaves out the subscription, resource group and workspace, and writes a JSON Lines blob per
+spool segment (one object per record: id, request_id, time, data) where Azure ML appends to one
+CSV a day.  A segment is deleted only after all its batches were written; a crash in between
+resends them under the same names, which overwrites instead of duplicating.  Open segments whose
+process is gone (a worker killed, or the whole server after `kill -9`) are sealed and shipped like
+the others.  Every second, beside the shipping (which may hang on an unreachable store), the
+spool is measured against its budget.
 """
 
 from __future__ import annotations
@@ -14,11 +18,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import msgspec
 
+from scoring_image.collection.batches import Batch, run_all
 from scoring_image.collection.destinations import Destination
 from scoring_image.collection.spool import FULL, FULL_CHECK_S, OPEN, SEALED, held_bytes
 from scoring_image.config import FINAL_UPLOAD_SECONDS, ScorerSettings
@@ -138,12 +142,12 @@ class Shipper:
                 segment.rename(segment.with_suffix(SEALED))
 
     def _ship(self, segment: Path) -> None:
-        batches: dict[str, list[bytes]] = defaultdict(list)
-        # The spool ends each record with "\n" (a "\r" may be JSON whitespace inside one).
+        batches: dict[str, Batch] = {}  # by kind and day
+        # The spool ends each record with "\n" (a "\r" may be JSON whitespace inside one), which the
+        # decoder takes as whitespace: stripped, a large record would be copied once more.
         with segment.open("rb") as records:
             for number, line in enumerate(records, 1):
-                line = line.rstrip(b"\n")
-                if not line:
+                if line.isspace():
                     continue
                 try:
                     lines_out = self._lines(line)
@@ -152,10 +156,13 @@ class Shipper:
                     log.warning("skipping unreadable record %s:%d: %s: %s", segment.name, number, type(exc).__name__, exc)
                     continue
                 for kind, day, line_out in lines_out:
-                    for name, version in self._models:
-                        batches[f"{self._service}/{name}/{version}/{kind}/{day}/{segment.stem}{SEALED}"].append(line_out)
-        for name, lines in batches.items():
-            self._destination.put(name, b"\n".join([*lines, b""]))  # each line ended, in one copy
+                    key = f"{kind}/{day}"
+                    if key not in batches:
+                        names = [f"{self._service}/{name}/{version}/{key}/{segment.stem}{SEALED}"
+                                 for name, version in self._models]
+                        batches[key] = Batch(self._destination, names)
+                    batches[key].add(line_out)
+        run_all([write for batch in batches.values() for write in batch.finish()])
 
     @staticmethod
     def _lines(line: bytes) -> list[tuple[str, str, bytes]]:
