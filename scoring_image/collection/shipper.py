@@ -9,15 +9,20 @@ spool segment (one object per record: id, request_id, time, data) where Azure ML
 CSV a day.  A segment is deleted only after all its batches were written; a crash in between
 resends them under the same names, which overwrites instead of duplicating.  Open segments whose
 process is gone (a worker killed, or the whole server after `kill -9`) are sealed and shipped like
-the others.  Every second, beside the shipping (which may hang on an unreachable store), the
-spool is measured against its budget.
+the others.  Shippers may share a spool (the local stack's replicas of a deployment do): each
+segment is shipped under a lock on it, by whichever takes it first.  Every second, beside the
+shipping (which may hang on an unreachable store), the spool is measured against its budget.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
@@ -102,7 +107,7 @@ class Shipper:
             log.error("the spool holds %.1f MiB, its budget (data_collection_spool_max_mb): new records are left out "
                       "until shipping catches up", held / 2**20)
         elif held < self._budget and full.exists():
-            full.unlink()
+            full.unlink(missing_ok=True)  # another shipper on the spool may have been first
             log.warning("the spool is under its budget again (%.1f MiB): records are collected", held / 2**20)
 
     def ship_once(self) -> int:
@@ -110,9 +115,11 @@ class Shipper:
         self._seal_orphans()
         shipped = 0
         for segment in sorted(self._folder.glob(f"*{SEALED}")):
-            self._ship(segment)
-            segment.unlink()
-            shipped += 1
+            with _claimed(segment) as ours:
+                if ours:
+                    self._ship(segment)
+                    segment.unlink()
+                    shipped += 1
         return shipped
 
     def _loop(self) -> None:
@@ -139,7 +146,10 @@ class Shipper:
                     log.warning("%s in the spool names no writer; left alone", segment.name)
                 continue
             if gone:
-                segment.rename(segment.with_suffix(SEALED))
+                try:
+                    segment.rename(segment.with_suffix(SEALED))
+                except FileNotFoundError:  # another shipper on the spool sealed it first
+                    pass
 
     def _ship(self, segment: Path) -> None:
         batches: dict[str, Batch] = {}  # by kind and day
@@ -172,3 +182,28 @@ class Shipper:
         day = time.strftime("%Y/%m/%d", when)
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", when) + "Z"
         return [(kind, day, _write(_Line(record.id, record.request_id, stamp, getattr(record, key)))) for kind, key in _KINDS]
+
+
+@contextmanager
+def _claimed(segment: Path) -> Iterator[bool]:
+    """Whether this shipper holds the segment: a non-blocking lock on it, which another shipper on the
+    spool holds while it ships it (and the kernel lets go of with a killed one).  False, too, when the
+    other one already shipped and deleted it."""
+    try:
+        fd = os.open(segment, os.O_RDONLY)
+    except FileNotFoundError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            still_there = os.stat(segment).st_ino == os.fstat(fd).st_ino  # not deleted before we locked it
+        except FileNotFoundError:
+            still_there = False
+        yield still_there
+    finally:
+        os.close(fd)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import logging
 import shutil
 import subprocess
 import sys
@@ -511,3 +512,45 @@ def test_blobs_are_written_several_at_once_on_daemon_threads(tmp_path: Path) -> 
     assert Shipper(settings, Slow()).ship_once() == 1
     assert most[0] == UPLOADS_AT_ONCE and daemons == {True}
 
+
+def test_shippers_sharing_a_spool_ship_each_segment_once_and_quietly(tmp_path: Path,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """The local stack's replicas of a deployment share its spool: each shipper shipped every segment, and
+    the one that found it gone (moved or deleted by the other) logged an ERROR with a traceback."""
+    written: dict[str, int] = {}
+    lock = threading.Lock()
+
+    class Counting(LocalFolder):
+        def put(self, name: str, data: bytes) -> None:
+            time.sleep(0.005)  # a store a little away: the shippers' passes overlap
+            super().put(name, data)
+            with lock:
+                written[name] = written.get(name, 0) + 1
+
+    settings = local_settings(tmp_path).model_copy(update={"data_collection_batch_seconds": 0.01,
+                                                           "data_collection_service": "iris-svc"})
+    spool_dir = tmp_path / "spool"
+    pid, started = writer_id().split("_")
+    sent = []
+    for i in range(30):
+        spool = Spool(spool_dir)
+        spool.append(f"req-{i}", {"a": i}, {"ok": i})
+        sent.append(f"req-{i}")
+        if i % 5:
+            spool.seal()
+        else:  # left open by a worker that died: each shipper tries to seal it
+            (segment,) = spool_dir.glob(f"*-{pid}_{started}.open")
+            segment.rename(segment.with_name(segment.name.replace(f"-{pid}_{started}", f"-{pid}_{int(started) - 1}")))
+    shippers = [Shipper(settings, Counting(tmp_path / "out", "modeldata")) for _ in range(2)]
+    for shipper in shippers:
+        shipper.start()
+    try:
+        wait_until(lambda: not [p for p in spool_dir.iterdir() if p.suffix in (".open", SEALED)], 15,
+                   "the spool drained")
+    finally:
+        for shipper in shippers:
+            shipper.stop()
+    assert len(written) == 2 * 30 and set(written.values()) == {1}
+    shipped = [r["request_id"] for r in records(folder_blobs(tmp_path / "out"), "inputs", "m/1")]
+    assert sorted(shipped) == sorted(sent)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
