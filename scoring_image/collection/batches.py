@@ -24,7 +24,8 @@ UPLOADS_AT_ONCE = 8
 def run_all(calls: list[Callable[[], object]]) -> None:
     """Run `calls` on up to UPLOADS_AT_ONCE threads; after a failure no new one starts, and the first
     failure is raised once every running one ended."""
-    todo, failures = deque(calls), []
+    todo = deque(calls)
+    failures: list[Exception] = []
 
     def work() -> None:
         while not failures:

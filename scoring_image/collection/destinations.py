@@ -79,7 +79,9 @@ class BlobContainer:
         self._creating_container(lambda: blob.stage_block(_block_id(index), part, length=len(part)))
 
     def commit(self, name: str, parts: int) -> None:
-        self._client.get_blob_client(name).commit_block_list([_block_id(i) for i in range(parts)])
+        from azure.storage.blob import BlobBlock
+
+        self._client.get_blob_client(name).commit_block_list([BlobBlock(_block_id(i)) for i in range(parts)])
 
     def _creating_container(self, write: Callable[[], _T]) -> _T:
         from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
