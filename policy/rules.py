@@ -18,7 +18,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
 from pulumi_policy.proxy import UnknownValueError
@@ -72,6 +72,10 @@ _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 # 12 or more hex digits is all digits with odds under 1 in 280.
 _HASH_TAG = re.compile(r"^(?=[0-9]*[a-f])[0-9a-f]{12,64}$")
 
+T = TypeVar("T")
+# _assuming's answer where a rule must tell a value a first preview does not know from an absent one.
+UNKNOWN = object()
+
 
 # ---------------------------------------------------------------- helpers
 
@@ -84,8 +88,27 @@ def _get(obj: Any, *path: str) -> Any:
     return obj
 
 
-def _labels(props: Mapping[str, Any]) -> Mapping[str, Any]:
-    return _get(props, "metadata", "labels") or {}
+def _assuming(answer: T, check: Callable[[], T]) -> T:
+    """check()'s result, or `answer` where it reads a value a first preview does not know yet.
+
+    pulumi-policy raises on reading one, and a raise turns the whole rule (for a stack rule, every
+    resource) into one advisory note, known values and unknown alike: catching it around the one check
+    that read it lets the rule go on with the rest. `answer` is that check's conservative reading, the
+    one that reports nothing: an unknown value is checked once it is known, when the update runs the pack.
+    """
+    try:
+        return check()
+    except UnknownValueError:
+        return answer
+
+
+def _known(obj: Any, *path: str) -> Any:
+    """The value at `path`, None where it is absent or a first preview does not know it yet."""
+    return _assuming(None, lambda: _get(obj, *path))
+
+
+def _label(props: Mapping[str, Any], key: str) -> Any:
+    return _known(props, "metadata", "labels", key)
 
 
 def _namespace(props: Mapping[str, Any]) -> str:
@@ -93,7 +116,7 @@ def _namespace(props: Mapping[str, Any]) -> str:
 
 
 def _name(props: Mapping[str, Any], fallback: str) -> str:
-    return _get(props, "metadata", "name") or fallback
+    return _known(props, "metadata", "name") or fallback
 
 
 def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -102,27 +125,20 @@ def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, Any] 
     return _get(props, *path) if path else None
 
 
-def _known(props: Mapping[str, Any], key: str) -> Any:
-    """A value a first preview may not know yet, None then: pulumi-policy raises on reading one, which
-    would skip the whole rule, unknown values and known ones alike."""
-    try:
-        return props.get(key)
-    except UnknownValueError:
-        return None
+def _items(obj: Any, *path: str) -> Iterator[Any]:
+    """The elements of the list at `path` that a preview knows: in a first preview the whole list or one
+    element may be unknown (made from an output), and skipping just that one checks the others."""
+    listed = _known(obj, *path) or []
+    for i in range(len(listed)):
+        item = _assuming(UNKNOWN, lambda: listed[i])
+        if item is not UNKNOWN:
+            yield item
 
 
 def containers(spec: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    """The pod's init and app containers that a preview knows. In a first preview a whole list (init
-    containers made from an output) or one container may be unknown, and pulumi-policy raises on reading
-    it: skipping just that one lets a rule check the containers it does know."""
+    """The pod's init and app containers that a preview knows (init containers made from an output, say)."""
     for key in ("initContainers", "containers"):
-        listed = _known(spec, key) or []
-        for i in range(len(listed)):
-            try:
-                container = listed[i]
-            except UnknownValueError:
-                continue
-            yield container
+        yield from _items(spec, key)
 
 
 def _quantity_positive(value: Any) -> bool:
@@ -146,7 +162,7 @@ def requests_and_limits(args: ResourceValidationArgs, report_violation: ReportVi
         return
     for c in containers(spec):
         missing = [f"{kind}.{res}" for kind in ("requests", "limits") for res in ("cpu", "memory")
-                   if _get(c, "resources", kind, res) in (None, "")]
+                   if _assuming(False, lambda: _get(c, "resources", kind, res) in (None, ""))]
         if missing:
             report_violation(f"container {_known(c, 'name')!r} has no resources {', '.join(missing)}", None)
 
@@ -207,13 +223,14 @@ def gpu_scheduling(args: ResourceValidationArgs, report_violation: ReportViolati
         return
     for kind, sched in SCHEDULING.items():
         wanting = [_known(c, "name") for c in containers(spec)
-                   if any(_quantity_positive(_get(c, "resources", part, sched.resource)) for part in ("limits", "requests"))]
+                   if any(_quantity_positive(_known(c, "resources", part, sched.resource)) for part in ("limits", "requests"))]
         if not wanting:
             continue
+        # A toleration or selector a first preview does not know may be the right one: it passes.
         problems = []
-        if not any(_tolerates(t, sched.toleration) for t in spec.get("tolerations") or []):
+        if not _assuming(True, lambda: any(_tolerates(t, sched.toleration) for t in spec.get("tolerations") or [])):
             problems.append(f"no toleration for {sched.taint}")
-        if not _selects(spec, sched.label_key, sched.label_value):
+        if not _assuming(True, lambda: _selects(spec, sched.label_key, sched.label_value)):
             problems.append(f"no node selector {sched.label_key}={sched.label_value}")
         if problems:
             report_violation(f"containers {', '.join(map(repr, wanting))} ask for {sched.resource} but the pod has "
@@ -264,6 +281,22 @@ def _metrics_ports(deployment: Mapping[str, Any]) -> set[Any]:
             if p.get("name") == "metrics" for v in (p.get("containerPort"), "metrics")}
 
 
+def _guards(policy: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
+    """Whether a NetworkPolicy isolates a Deployment's pods for ingress."""
+    return (_namespace(policy) == _namespace(deployment)
+            and "Ingress" in (_get(policy, "spec", "policyTypes") or ["Ingress"])
+            and _matches(_get(policy, "spec", "podSelector") or {}, _get(deployment, "spec", "template", "metadata", "labels") or {}))
+
+
+def _opened_to_others(rule: Mapping[str, Any], deployment: Mapping[str, Any]) -> str | None:
+    """The ports an ingress rule admits pods other than the router's to beyond the Deployment's metrics
+    port, as written; None when it admits none."""
+    peers = rule.get("from") or []
+    if peers and all(_router_only(peer) for peer in peers) or _admits_only(rule, _metrics_ports(deployment)):
+        return None
+    return _ports_text(rule)
+
+
 def _admits_only(rule: Mapping[str, Any], allowed: set[Any]) -> bool:
     """Whether an ingress rule admits connections to the `allowed` ports alone (a rule without ports, or a
     port without a number, admits every port; a range, more than one)."""
@@ -291,7 +324,7 @@ def no_hpa_on_models(args: StackValidationArgs, report_violation: ReportViolatio
     An HPA would fight the router's utilization autoscaler over the replica count.
     """
     models = {(_namespace(r.props), _name(r.props, r.name)) for r in args.resources
-              if r.resource_type == DEPLOYMENT and _labels(r.props).get(COMPONENT) == "model"}
+              if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "model"}
     for r in args.resources:
         if r.resource_type not in HPA_TYPES:
             continue
@@ -307,9 +340,9 @@ def endpoint_versions(args: StackValidationArgs, report_violation: ReportViolati
     for r in args.resources:
         if r.resource_type != DEPLOYMENT:  # first: another resource's metadata may be unknown in a first preview
             continue
-        labels = _labels(r.props)
-        if labels.get(ENDPOINT) and labels.get(COMPONENT) == "model":
-            versions[(_namespace(r.props), labels[ENDPOINT])].append(r)
+        endpoint = _label(r.props, ENDPOINT)
+        if endpoint and _label(r.props, COMPONENT) == "model":
+            versions[(_namespace(r.props), endpoint)].append(r)
     for (_, endpoint), deployments in sorted(versions.items()):
         if len(deployments) > MAX_ENDPOINT_VERSIONS:
             report_violation(f"endpoint {endpoint!r} has {len(deployments)} versions; at most {MAX_ENDPOINT_VERSIONS}",
@@ -317,28 +350,35 @@ def endpoint_versions(args: StackValidationArgs, report_violation: ReportViolati
 
 
 def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | None]]:
-    """Each public router Service with its namespace's router config (None when not found)."""
-    configs = {}
+    """Each public router Service with its namespace's router config (None when not found).
+
+    A router a first preview does not know enough of (whether it is public, its namespace, its config: a
+    config made from outputs) is left out, to be checked once known, rather than faulted for it.
+    """
+    configs: dict[Any, Any] = {}  # namespace -> config; UNKNOWN for either where a first preview does not know it
     for r in args.resources:
-        if r.resource_type == CONFIG_MAP and _labels(r.props).get(COMPONENT) == "router":
-            raw = _get(r.props, "data", ROUTER_CONFIG_KEY)
-            if raw:
-                configs[_namespace(r.props)] = json.loads(raw)
+        if r.resource_type == CONFIG_MAP and _label(r.props, COMPONENT) == "router":
+            raw = _assuming(UNKNOWN, lambda: _get(r.props, "data", ROUTER_CONFIG_KEY))
+            if raw:  # the router's other ConfigMaps hold no config
+                configs[_assuming(UNKNOWN, lambda: _namespace(r.props))] = raw if raw is UNKNOWN else json.loads(raw)
     for r in args.resources:
-        if r.resource_type != SERVICE or _labels(r.props).get(COMPONENT) != "router":
+        if r.resource_type != SERVICE or _label(r.props, COMPONENT) != "router":
             continue
-        if _get(r.props, "spec", "type") != "LoadBalancer":
+        if not _assuming(False, lambda: _get(r.props, "spec", "type") == "LoadBalancer"
+                         and str(_get(r.props, "metadata", "annotations", INTERNAL_LB)).lower() != "true"):
             continue
-        if str(_get(r.props, "metadata", "annotations", INTERNAL_LB)).lower() == "true":
-            continue
-        yield r, configs.get(_namespace(r.props))
+        namespace = _assuming(UNKNOWN, lambda: _namespace(r.props))
+        # A config in a namespace a first preview does not know may be this router's.
+        config = UNKNOWN if namespace is UNKNOWN or UNKNOWN in configs else configs.get(namespace)
+        if config is not UNKNOWN:
+            yield r, config
 
 
 def public_router_tls(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     """A router on a public address in a production cluster (fast_prod or dense_prod) serves TLS
     (Azure ML's production rule)."""
     for service, config in _public_routers(args):
-        purpose = _labels(service.props).get(CLUSTER_PURPOSE)
+        purpose = _label(service.props, CLUSTER_PURPOSE)
         if purpose not in ("fast_prod", "dense_prod"):
             continue
         if config is None:
@@ -371,35 +411,33 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
     then admits the union of those policies' rules, so every rule of every such policy must name router
     pods only, or admit the pods' declared `metrics` port alone (it serves /metrics and nothing else, so
     Prometheus may reach it from anywhere). Any other port, whatever its name (a gRPC port too), scores.
+
+    In a first preview, whatever a value it does not know yet decides passes, to be checked once known:
+    a Deployment is unguarded only when every policy is known not to select it (a policy whose
+    namespace, types or selector is unknown, or pods whose labels are, may be its guard), a rule faults
+    only when its peers, ports and the pods' metrics port are known, and a known guard's known rules
+    are checked whatever else is unknown.
     """
-    policies: dict[str, list[Any]] = defaultdict(list)
+    policies = [p for p in args.resources if p.resource_type == NETWORK_POLICY]
     for r in args.resources:
-        if r.resource_type == NETWORK_POLICY:
-            policies[_namespace(r.props)].append(r)
-    for r in args.resources:
-        if r.resource_type != DEPLOYMENT or _labels(r.props).get(COMPONENT) != "model":
+        if r.resource_type != DEPLOYMENT or _label(r.props, COMPONENT) != "model":
             continue
-        name, pods = _name(r.props, r.name), _get(r.props, "spec", "template", "metadata", "labels") or {}
-        metrics = _metrics_ports(r.props)
-        guarding = [p for p in policies[_namespace(r.props)]
-                    if "Ingress" in (_get(p.props, "spec", "policyTypes") or ["Ingress"])
-                    and _matches(_get(p.props, "spec", "podSelector") or {}, pods)]
-        if not guarding:
+        name = _name(r.props, r.name)
+        guards = [(p, _assuming(None, lambda: _guards(p.props, r.props))) for p in policies]
+        if all(guarding is False for _, guarding in guards):
             report_violation(f"the pods of model Deployment {name!r} are selected by no ingress NetworkPolicy: any pod "
                              "in the cluster can reach its scorer past the router's auth", r.urn)
-        for p in guarding:
-            for rule in _get(p.props, "spec", "ingress") or []:
-                peers = rule.get("from") or []
-                if peers and all(_router_only(peer) for peer in peers) or _admits_only(rule, metrics):
-                    continue
-                report_violation(f"NetworkPolicy {_name(p.props, p.name)!r} admits pods other than the router's to "
-                                 f"model Deployment {name!r} on {_ports_text(rule)}; only its `metrics` port may "
-                                 "admit them", p.urn)
-                break
+        for p in (p for p, guarding in guards if guarding):
+            for rule in _items(p.props, "spec", "ingress"):
+                if opened := _assuming(None, lambda: _opened_to_others(rule, r.props)):
+                    report_violation(f"NetworkPolicy {_name(p.props, p.name)!r} admits pods other than the router's to "
+                                     f"model Deployment {name!r} on {opened}; only its `metrics` port may admit them", p.urn)
+                    break
     for r in args.resources:
-        if r.resource_type == CLUSTER and _get(r.props, "networkProfile", "networkPolicy") not in ENFORCING_ENGINES:
+        if r.resource_type == CLUSTER and not _assuming(
+                True, lambda: _get(r.props, "networkProfile", "networkPolicy") in ENFORCING_ENGINES):
             report_violation(f"cluster {r.name!r} enforces no NetworkPolicy (networkProfile.networkPolicy is "
-                             f"{_get(r.props, 'networkProfile', 'networkPolicy')!r}); set cluster.network.policy", r.urn)
+                             f"{_known(r.props, 'networkProfile', 'networkPolicy')!r}); set cluster.network.policy", r.urn)
 
 
 ResourceRule = Callable[[ResourceValidationArgs, ReportViolation], None]

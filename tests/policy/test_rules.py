@@ -331,6 +331,42 @@ def test_rules_check_the_containers_a_first_preview_knows_beside_unknown_ones():
     assert len(found) == 2 and "container 'sidecar' has no resources" in found[1]
 
 
+def test_requests_and_limits_skip_only_the_resources_a_first_preview_cannot_know():
+    """An unknown `resources`, requests or cpu is not a missing one; reading it raised, which skipped the
+    rule for the whole resource, its known, broken containers too."""
+    pod = deployment(container(name="whole", resources=UNKNOWN_OBJECT_VALUE),
+                     container(resources={"requests": UNKNOWN_OBJECT_VALUE, "limits": {"cpu": UNKNOWN_STRING_VALUE}}),
+                     container(name="sidecar", resources={}))
+    assert check_resource(rules.requests_and_limits, rules.DEPLOYMENT, unknown_checking_proxy(pod)) == [
+        "container 'scorer' has no resources limits.memory",
+        "container 'sidecar' has no resources requests.cpu, requests.memory, limits.cpu, limits.memory"]
+
+
+@pytest.mark.parametrize("pod, said", [
+    ({"tolerations": UNKNOWN_ARRAY_VALUE}, "no node selector aks-model-serving/accelerator=gpu"),
+    ({"tolerations": [UNKNOWN_OBJECT_VALUE]}, "no node selector aks-model-serving/accelerator=gpu"),
+    ({"nodeSelector": UNKNOWN_OBJECT_VALUE}, "no toleration for sku=gpu:NoSchedule"),
+    ({"affinity": {"nodeAffinity": UNKNOWN_OBJECT_VALUE}}, "no toleration for sku=gpu:NoSchedule"),
+])
+def test_gpu_scheduling_faults_what_a_first_preview_knows_and_passes_what_it_cannot(pod, said):
+    """An unknown toleration or selector may be the right one, so it passes; the known half is still checked
+    (reading the unknown one raised, which skipped the whole rule)."""
+    found = check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, unknown_checking_proxy(deployment(gpu_container(), pod=pod)))
+    assert found == [f"containers 'scorer' ask for nvidia.com/gpu but the pod has {said}"]
+
+
+def test_public_router_rules_check_the_routers_whose_config_a_first_preview_knows():
+    """A router config made from outputs raised in the shared lookup, which skipped both rules for every
+    router; its router is now left for the update, and the known one is still checked."""
+    unknown = router("fast_prod", tls=False, routes=[route("open", False)])
+    for _, props in unknown:
+        props["metadata"]["namespace"] = "other"
+    unknown[1][1]["data"]["config.json"] = UNKNOWN_STRING_VALUE
+    stack = unknown + router("fast_prod", tls=False, routes=[route("open", False)])
+    assert [urn for _, urn in check_stack(rules.public_router_tls, stack)] == ["urn:pulumi:s::p::kubernetes:core/v1:Service::r2"]
+    assert [urn for _, urn in check_stack(rules.public_auth, stack)] == ["urn:pulumi:s::p::kubernetes:core/v1:Service::r2"]
+
+
 # ---------------------------------------------------------------- public router: TLS and auth
 
 
@@ -349,6 +385,9 @@ def router(purpose: str = "fast_prod", *, tls: bool = True, internal: bool = Fal
 
 def test_public_router_with_tls_passes():
     assert check_stack(rules.public_router_tls, router()) == []
+    token = (rules.CONFIG_MAP, {"metadata": {"name": "model-router-token", "namespace": "azureml",
+                                             "labels": {"app.kubernetes.io/component": "router"}}, "data": {"public.pem": "k"}})
+    assert check_stack(rules.public_router_tls, router() + [token]) == []  # the router's other ConfigMaps hold no config
 
 
 @pytest.mark.parametrize("purpose", ["fast_prod", "dense_prod"])
@@ -499,3 +538,26 @@ def test_a_policy_admitting_more_than_the_router_fails(peers):
 def test_a_cluster_enforcing_no_network_policy_fails(profile):
     found = check_stack(rules.models_admit_only_the_router, [(rules.CLUSTER, {"networkProfile": profile})])
     assert len(found) == 1 and "enforces no NetworkPolicy" in found[0][0] and "set cluster.network.policy" in found[0][0]
+
+
+def test_model_pods_rule_checks_what_a_first_preview_knows_and_reads_the_unknown_conservatively():
+    """Reading one unknown value raised, which skipped the whole stack rule. A policy whose selector is
+    unknown may guard a Deployment (no "selected by no policy" for it), an unknown rule may be the router's
+    (no fault), and the known pods, rules and cluster are still checked."""
+    opener = network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [{"namespaceSelector": {}}])
+    opener[1]["spec"]["ingress"].insert(0, UNKNOWN_OBJECT_VALUE)
+    maybe = network_policy({"matchLabels": {"app.kubernetes.io/name": UNKNOWN_STRING_VALUE}}, [ROUTER_PEER])
+    unlabelled = model_pods("fraud")
+    unlabelled[1]["spec"]["template"]["metadata"]["labels"] = UNKNOWN_OBJECT_VALUE
+    stack = [model_pods(), unlabelled, opener, maybe, (rules.CLUSTER, {"networkProfile": UNKNOWN_OBJECT_VALUE}),
+             (rules.CLUSTER, {"networkProfile": {"networkPolicy": "none"}})]
+    found = [m for m, _ in check_stack(rules.models_admit_only_the_router, stack)]
+    assert found == ["NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
+                     "only its `metrics` port may admit them",
+                     "cluster 'r5' enforces no NetworkPolicy (networkProfile.networkPolicy is 'none'); set cluster.network.policy"]
+    # Every policy known not to select them: unguarded, whatever else is unknown.
+    other = network_policy({"matchLabels": {"app.kubernetes.io/name": "other"}}, [ROUTER_PEER])
+    other[1]["spec"]["ingress"] = UNKNOWN_ARRAY_VALUE
+    assert [m for m, _ in check_stack(rules.models_admit_only_the_router, [model_pods(), other])] == [
+        "the pods of model Deployment 'iris' are selected by no ingress NetworkPolicy: any pod "
+        "in the cluster can reach its scorer past the router's auth"]
