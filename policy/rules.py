@@ -120,9 +120,10 @@ def _name(props: Mapping[str, Any], fallback: str) -> str:
 
 
 def pod_spec(resource_type: str, props: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """The pod spec of a workload, None for anything that runs no pods."""
+    """The pod spec of a workload, None for anything that runs no pods or whose spec a first preview does
+    not know (a Job made from outputs): it is checked when the update runs the pack."""
     path = POD_SPEC_PATHS.get(resource_type)
-    return _get(props, *path) if path else None
+    return _known(props, *path) if path else None
 
 
 def _items(obj: Any, *path: str) -> Iterator[Any]:
@@ -180,15 +181,10 @@ def registry_images(args: StackValidationArgs, report_violation: ReportViolation
         (login for r in args.resources if r.resource_type == REGISTRY and (login := _known(r.props, "loginServer"))), None)
     allowed = config.get("allowedImages", ADDON_IMAGES)
     for r in args.resources:
-        try:
-            spec = pod_spec(r.resource_type, r.props)
-            listed = list(containers(spec)) if spec is not None else []
-        except UnknownValueError:  # a whole spec a first preview cannot know (a Job made from outputs): this one only
-            continue
-        for c in listed:
-            try:
-                image = c.get("image") or ""
-            except UnknownValueError:  # built by this update: checked when the update runs this rule, known
+        spec = pod_spec(r.resource_type, r.props)
+        for c in containers(spec) if spec is not None else []:
+            image = _assuming(None, lambda: c.get("image") or "")
+            if image is None:  # built by this update: checked when the update runs this rule, known
                 continue
             if not any(image.startswith(prefix) for prefix in allowed):
                 problem = _image_problem(image, registry)

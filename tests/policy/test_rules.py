@@ -309,6 +309,12 @@ def test_a_stack_rule_checks_the_rest_beside_a_resource_a_first_preview_cannot_k
     check_stack(rules.STACK_RULES[name][1], [UNKNOWN_JOB])  # raises nothing
 
 
+@pytest.mark.parametrize("name", sorted(rules.RESOURCE_RULES))
+def test_a_resource_rule_leaves_a_pod_spec_a_first_preview_cannot_know_to_the_update(name):
+    """Reading it raised: an advisory "can't run policy" note in place of the check the update makes."""
+    assert check_resource(rules.RESOURCE_RULES[name][1], UNKNOWN_JOB[0], unknown_checking_proxy(UNKNOWN_JOB[1])) == []
+
+
 @pytest.mark.parametrize("rule,resources,said", [
     (rules.endpoint_versions, versions(7), "endpoint 'fraud' has 7 versions"),
     (rules.registry_images, [(rules.DEPLOYMENT, deployment(container(image="nginx:latest")))], "is not from an Azure"),
