@@ -281,7 +281,8 @@ def _guards(policy: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
     """Whether a NetworkPolicy isolates a Deployment's pods for ingress."""
     return (_namespace(policy) == _namespace(deployment)
             and "Ingress" in (_get(policy, "spec", "policyTypes") or ["Ingress"])
-            and _matches(_get(policy, "spec", "podSelector") or {}, _get(deployment, "spec", "template", "metadata", "labels") or {}))
+            and _matches(_get(policy, "spec", "podSelector") or {},
+                         _get(deployment, "spec", "template", "metadata", "labels") or {}))
 
 
 def _opened_to_others(rule: Mapping[str, Any], deployment: Mapping[str, Any]) -> str | None:
@@ -354,7 +355,7 @@ def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | Non
     configs: dict[Any, Any] = {}  # namespace -> config; UNKNOWN for either where a first preview does not know it
     for r in args.resources:
         if r.resource_type == CONFIG_MAP and _label(r.props, COMPONENT) == "router":
-            raw = _assuming(UNKNOWN, lambda: _get(r.props, "data", ROUTER_CONFIG_KEY))
+            raw: Any = _assuming(UNKNOWN, lambda: _get(r.props, "data", ROUTER_CONFIG_KEY))
             if raw:  # the router's other ConfigMaps hold no config
                 configs[_assuming(UNKNOWN, lambda: _namespace(r.props))] = raw if raw is UNKNOWN else json.loads(raw)
     for r in args.resources:
@@ -364,10 +365,9 @@ def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | Non
                          and str(_get(r.props, "metadata", "annotations", INTERNAL_LB)).lower() != "true"):
             continue
         namespace = _assuming(UNKNOWN, lambda: _namespace(r.props))
-        # A config in a namespace a first preview does not know may be this router's.
-        config = UNKNOWN if namespace is UNKNOWN or UNKNOWN in configs else configs.get(namespace)
-        if config is not UNKNOWN:
-            yield r, config
+        if namespace is UNKNOWN or UNKNOWN in configs or configs.get(namespace) is UNKNOWN:
+            continue  # (a config in a namespace a first preview does not know may be this router's)
+        yield r, configs.get(namespace)
 
 
 def public_router_tls(args: StackValidationArgs, report_violation: ReportViolation) -> None:
