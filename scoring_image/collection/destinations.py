@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from scoring_image.config import ScorerSettings
 
@@ -52,6 +52,22 @@ class LocalFolder:
         return target.with_name(f".{target.name}.part")
 
 
+# The shipper retries a failed segment on its next pass, so the SDK's own retrying (tries 15-24 s apart, 20 s
+# to connect and 60 s to wait for an answer: 87 s to fail on a closed port, over 150 s on a store that never
+# answers) only held a pass, the spool filling behind it and the final upload at shutdown spent waiting.
+# One quick retry is kept for what a second try fixes (a keep-alive connection the store closed, one 503),
+# after 0-2 s (the SDK sleeps initial_backoff + increment_base ** n, give or take random_jitter_range).
+# `connection_timeout` bounds the connect *and* the sending of a request's body (urllib3 2 sends it under
+# the connect timeout, and a socket's send timeout counts the whole send): 10 s lets one part (PART_BYTES,
+# 4 MiB) through at ~3.4 Mbit/s per upload.  `read_timeout` bounds the wait for the answer once the body is
+# sent, which the service gives in well under a second.  A failing call, so a pass, ends within
+# 2 x (10 s + 4 s) + 2 s.
+_CLIENT_OPTIONS: dict[str, Any] = {
+    "retry_total": 1, "initial_backoff": 1, "increment_base": 0, "random_jitter_range": 1,
+    "connection_timeout": 10, "read_timeout": 4,
+}
+
+
 def _block_id(index: int) -> str:
     return f"{index:08d}"  # every id of a blob the same length, as the service requires
 
@@ -62,13 +78,14 @@ class BlobContainer:
 
         if settings.data_collection_container_url is not None:
             self._client = ContainerClient.from_container_url(
-                settings.data_collection_container_url.get_secret_value()
+                settings.data_collection_container_url.get_secret_value(), **_CLIENT_OPTIONS
             )
         else:
             assert settings.data_collection_connection_string is not None
             self._client = ContainerClient.from_connection_string(
                 settings.data_collection_connection_string.get_secret_value(),
                 settings.data_collection_container,
+                **_CLIENT_OPTIONS,
             )
 
     def put(self, name: str, data: bytes) -> None:

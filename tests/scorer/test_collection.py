@@ -7,10 +7,12 @@ import concurrent.futures
 import json
 import logging
 import shutil
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -24,7 +26,7 @@ from scoring_image.collection.shipper import Shipper
 from scoring_image.collection.spool import SEALED, Spool
 from scoring_image.config import ScorerSettings
 from scoring_image.pids import writer_id
-from scorer_helpers import StartScorer, wait_until
+from scorer_helpers import StartScorer, free_port, wait_until
 
 MODELS = "sklearn-iris:1,sklearn-iris-b:2"
 
@@ -199,6 +201,102 @@ def test_a_hanging_store_holds_the_stop_only_for_the_final_upload_bound(tmp_path
     assert 0.4 < took < 2.0
     assert len(list((tmp_path / "spool").glob("*.jsonl"))) == 1
     assert "1 sealed segment(s) stay in the spool" in caplog.text
+
+
+class Store:
+    """A loopback port in front of Azurite that is down (nothing listens), hangs (accepts and reads
+    forever, never answering), or passes through to Azurite."""
+
+    def __init__(self, azurite: str) -> None:
+        self._azurite = int(azurite.split("127.0.0.1:")[1].split("/")[0])
+        self.port = free_port()
+        self.connection_string = azurite.replace(f"127.0.0.1:{self._azurite}", f"127.0.0.1:{self.port}")
+        self._sockets: list[socket.socket] = []
+
+    def down(self) -> None:
+        for s in self._sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)  # wakes a thread blocked on it, which close() alone does not
+            except OSError:  # not connected
+                pass
+            s.close()
+        self._sockets.clear()
+
+    def hang(self) -> None:
+        self._serve(lambda client: self._pump(client, None))
+
+    def up(self) -> None:
+        def forward(client: socket.socket) -> None:
+            upstream = socket.create_connection(("127.0.0.1", self._azurite))
+            self._sockets.append(upstream)
+            threading.Thread(target=self._pump, args=(upstream, client), daemon=True).start()
+            self._pump(client, upstream)
+
+        self._serve(forward)
+
+    def _serve(self, handle: Callable[[socket.socket], None]) -> None:
+        self.down()
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen()
+        self._sockets.append(listener)
+
+        def accept() -> None:
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except OSError:  # closed by down()
+                    return
+                self._sockets.append(client)
+                threading.Thread(target=handle, args=(client,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket | None) -> None:
+        try:
+            while data := source.recv(65536):
+                if sink is not None:
+                    sink.sendall(data)
+        except OSError:
+            pass
+        if sink is not None:
+            sink.close()
+
+
+def test_a_store_down_or_never_answering_fails_a_pass_in_seconds_and_the_next_ships_once(
+        tmp_path: Path, clean_container: str) -> None:
+    """The SDK retried for 87 s against a closed port (and over 150 s against a store that never answers)
+    before the shipper, which retries on its next pass anyway, saw the error: the spool filled meanwhile and
+    the final upload at shutdown was spent waiting."""
+    store = Store(clean_container)
+    settings = ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
+        data_collection_service="iris-svc", data_collection_models=["sklearn-iris:1"],
+        data_collection_connection_string=store.connection_string,
+    )
+    spool = Spool(tmp_path / "spool")
+    for i in range(3):
+        spool.append(f"req-{i}", {"data": [[i]]}, {"sums": [i]})
+    spool.seal()
+    shipper = Shipper(settings, BlobContainer(settings))
+    try:
+        for fail in (store.down, store.hang):
+            fail()
+            started = time.monotonic()
+            with pytest.raises(Exception):
+                shipper.ship_once()
+            assert time.monotonic() - started < 15, fail.__name__
+            assert len(list((tmp_path / "spool").glob(f"*{SEALED}"))) == 1, fail.__name__
+        store.up()
+        assert shipper.ship_once() == 1
+    finally:
+        store.down()
+    assert list((tmp_path / "spool").iterdir()) == []
+    blobs = container_blobs(clean_container)
+    for kind in ("inputs", "predictions"):
+        assert sorted(r["request_id"] for r in records(blobs, kind)) == ["req-0", "req-1", "req-2"]
 
 
 def test_stop_ships_what_the_stopped_workers_sealed(tmp_path: Path) -> None:
