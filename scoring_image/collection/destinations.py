@@ -58,13 +58,14 @@ class LocalFolder:
 # One quick retry is kept for what a second try fixes (a keep-alive connection the store closed, one 503),
 # after 0-2 s (the SDK sleeps initial_backoff + increment_base ** n, give or take random_jitter_range).
 # `connection_timeout` bounds the connect *and* the sending of a request's body (urllib3 2 sends it under
-# the connect timeout, and a socket's send timeout counts the whole send): 10 s lets one part (PART_BYTES,
-# 4 MiB) through at ~3.4 Mbit/s per upload.  `read_timeout` bounds the wait for the answer once the body is
-# sent, which the service gives in well under a second.  A failing call, so a pass, ends within
-# 2 x (10 s + 4 s) + 2 s.
+# the connect timeout, and a socket's send timeout counts the whole send): 20 s lets one part (PART_BYTES,
+# 4 MiB) through at ~1.7 Mbit/s per upload, so the 8 at once of a large segment at ~14 Mbit/s together (a
+# slower link fails every pass of a large segment: kept in the spool, never shipped).  `read_timeout` bounds
+# the wait for the answer once the body is sent, which the service gives in well under a second.  A failing
+# call, so a pass, ends within 2 x (20 s + 4 s) + 2 s.
 _CLIENT_OPTIONS: dict[str, Any] = {
     "retry_total": 1, "initial_backoff": 1, "increment_base": 0, "random_jitter_range": 1,
-    "connection_timeout": 10, "read_timeout": 4,
+    "connection_timeout": 20, "read_timeout": 4,
 }
 
 
