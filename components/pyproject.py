@@ -14,13 +14,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 PYPROJECT = "pyproject.toml"  # at the top of the build context, where `pip install .` reads it
 
 
 def reduced(path: Path, keys: Sequence[str]) -> bytes:
     """The TOML of `path` holding only `keys`, each dotted from the top (`project.optional-dependencies.scorer`)."""
+    import tomli_w  # the infra extra's: `check` reads PYPROJECT's name here, from what `make local` installs
+
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -383,13 +385,17 @@ def test_example_stacks_pass_check(stack):
     assert "valid" in proc.stdout.splitlines()[0]
 
 
-def test_check_of_a_cluster_stack_needs_no_pulumi(tmp_path):
-    """check is what `make local` installs for (no Pulumi SDK): on a cluster stack it imported the whole program."""
-    blocker = tmp_path / "blocker" / "pulumi"
-    blocker.mkdir(parents=True)
-    (blocker / "__init__.py").write_text("raise ModuleNotFoundError('no pulumi here', name='pulumi')\n")
+def test_check_of_a_cluster_stack_needs_nothing_of_the_infra_extra(tmp_path):
+    """check is what `make local` installs for (not the `infra` extra): on a cluster stack it imported the whole
+    program, and once the TOML writer an image's build uses."""
+    infra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["infra"]
+    for requirement in infra:
+        module = re.match(r"[A-Za-z0-9_.-]+", requirement).group().replace("-", "_")
+        blocker = tmp_path / "blocker" / module
+        blocker.mkdir(parents=True)
+        (blocker / "__init__.py").write_text(f"raise ModuleNotFoundError('no {module} here', name={module!r})\n")
     proc = subprocess.run([sys.executable, "-m", "components", "check", "stacks/Pulumi.dev.yaml"], cwd=ROOT, capture_output=True,
-                          text=True, env={**os.environ, "PYTHONPATH": str(blocker.parent)})
+                          text=True, env={**os.environ, "PYTHONPATH": str(tmp_path / "blocker")})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "stack dev: valid" in proc.stdout
 
