@@ -263,8 +263,12 @@ def _file_digest(path: Path) -> str:
     with path.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
-    executable = "x" if path.stat().st_mode & stat.S_IXUSR else "-"
-    return f"{executable}:{digest.hexdigest()}"
+    return _entry(digest.hexdigest(), executable=bool(path.stat().st_mode & stat.S_IXUSR))
+
+
+def _entry(hexdigest: str, executable: bool) -> str:
+    """A file's part of the tag: its content and the one mode bit `COPY` carries into what runs."""
+    return f"{'x' if executable else '-'}:{hexdigest}"
 
 
 def content_hash(args: HashedImageArgs) -> str:
@@ -291,7 +295,7 @@ def _digest(args: HashedImageArgs, root: Path, files: list[str], pyproject: byte
     digest.update(render_dockerfile(args).encode())
     for rel in files:
         if rel == PYPROJECT and pyproject is not None:
-            file_digest = f"-:{hashlib.sha256(pyproject).hexdigest()}"
+            file_digest = _entry(hashlib.sha256(pyproject).hexdigest(), executable=False)
         else:
             file_digest = _file_digest(root / rel)
         digest.update(f"\0{rel}\0{file_digest}".encode())
