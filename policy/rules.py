@@ -318,28 +318,36 @@ def _ports_text(rule: Mapping[str, Any]) -> str:
 def no_hpa_on_models(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     """No HorizontalPodAutoscaler targets a model Deployment: the router scales those.
 
-    An HPA would fight the router's utilization autoscaler over the replica count.
+    An HPA would fight the router's utilization autoscaler over the replica count. In a first preview a
+    model whose namespace is unknown, or an HPA whose namespace or target is, may or may not be a match:
+    it passes, to be checked once known, and the known ones are still matched.
     """
-    models = {(_namespace(r.props), _name(r.props, r.name)) for r in args.resources
+    models = {_assuming(None, lambda: (_namespace(r.props), _name(r.props, r.name))) for r in args.resources
               if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "model"}
     for r in args.resources:
         if r.resource_type not in HPA_TYPES:
             continue
-        target = _get(r.props, "spec", "scaleTargetRef") or {}
-        if target.get("kind") == "Deployment" and (_namespace(r.props), target.get("name")) in models:
+        target = _assuming(None, lambda: (_namespace(r.props), _get(r.props, "spec", "scaleTargetRef", "name"))
+                           if _get(r.props, "spec", "scaleTargetRef", "kind") == "Deployment" else None)
+        if target is not None and target in models:
             report_violation(f"HorizontalPodAutoscaler {_name(r.props, r.name)!r} targets the model Deployment "
-                             f"{target.get('name')!r}; the router scales model deployments, remove the HPA", r.urn)
+                             f"{target[1]!r}; the router scales model deployments, remove the HPA", r.urn)
 
 
 def endpoint_versions(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    """An endpoint holds at most 6 versions (Azure ML's limit), counted from its Deployments."""
+    """An endpoint holds at most 6 versions (Azure ML's limit), counted from its Deployments.
+
+    A version whose namespace a first preview does not know is counted in no endpoint (it may be another
+    namespace's), to be counted once known.
+    """
     versions: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for r in args.resources:
         if r.resource_type != DEPLOYMENT:  # first: another resource's metadata may be unknown in a first preview
             continue
         endpoint = _label(r.props, ENDPOINT)
-        if endpoint and _label(r.props, COMPONENT) == "model":
-            versions[(_namespace(r.props), endpoint)].append(r)
+        if endpoint and _label(r.props, COMPONENT) == "model" and (
+                namespace := _assuming(None, lambda: _namespace(r.props))) is not None:
+            versions[(namespace, endpoint)].append(r)
     for (_, endpoint), deployments in sorted(versions.items()):
         if len(deployments) > MAX_ENDPOINT_VERSIONS:
             report_violation(f"endpoint {endpoint!r} has {len(deployments)} versions; at most {MAX_ENDPOINT_VERSIONS}",

@@ -323,6 +323,29 @@ def test_a_violation_beside_a_resource_a_first_preview_cannot_know_is_still_foun
     assert any(said in message for message, _ in check_stack(rule, [UNKNOWN_JOB, *resources]))
 
 
+def test_hpa_rule_matches_what_a_first_preview_knows_and_passes_what_it_cannot():
+    """An HPA whose target or namespace is an output, or a model whose namespace is, raised, which turned the
+    whole rule into an advisory note: the known HPA on a known model went unreported."""
+    unknown_name, unknown_ref, unknown_namespace = hpa("iris"), hpa("iris"), hpa("iris")
+    unknown_name[1]["spec"]["scaleTargetRef"]["name"] = UNKNOWN_STRING_VALUE
+    unknown_ref[1]["spec"]["scaleTargetRef"] = UNKNOWN_OBJECT_VALUE
+    unknown_namespace[1]["metadata"]["namespace"] = UNKNOWN_STRING_VALUE
+    hidden = deployment(name="fraud")
+    hidden["metadata"]["namespace"] = UNKNOWN_STRING_VALUE
+    found = check_stack(rules.no_hpa_on_models, [unknown_name, unknown_ref, unknown_namespace, (rules.DEPLOYMENT, hidden),
+                                                 hpa("fraud"), (rules.DEPLOYMENT, deployment()), hpa("iris")])
+    assert [urn for _, urn in found] == ["urn:pulumi:s::p::kubernetes:autoscaling/v2:HorizontalPodAutoscaler::r6"]
+
+
+def test_versions_whose_namespace_a_first_preview_cannot_know_count_in_no_endpoint():
+    """Reading one raised, which skipped the rule for every endpoint: 7 known versions went unreported."""
+    hidden = versions(1)[0][1]
+    hidden["metadata"]["namespace"] = UNKNOWN_STRING_VALUE
+    assert check_stack(rules.endpoint_versions, [(rules.DEPLOYMENT, hidden)] + versions(6)) == []
+    found = check_stack(rules.endpoint_versions, [(rules.DEPLOYMENT, hidden)] + versions(7))
+    assert found == [("endpoint 'fraud' has 7 versions; at most 6", "urn:pulumi:s::p::kubernetes:apps/v1:Deployment::r7")]
+
+
 def test_rules_check_the_containers_a_first_preview_knows_beside_unknown_ones():
     """Init containers made from an output, a whole container or a container's name unknown: reading one
     raised, which skipped the resource's other containers (the image rule) or the whole rule (an unknown
