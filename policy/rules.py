@@ -272,9 +272,16 @@ def _router_only(peer: Mapping[str, Any]) -> bool:
 
 
 def _metrics_ports(deployment: Mapping[str, Any]) -> set[Any]:
-    """The model pods' declared metrics port, by number and name (their container ports named `metrics`)."""
-    return {v for c in _get(deployment, "spec", "template", "spec", "containers") or [] for p in c.get("ports") or []
-            if p.get("name") == "metrics" for v in (p.get("containerPort"), "metrics")}
+    """The model pods' declared metrics port, by number and name: their TCP container ports named `metrics`.
+
+    Those of native sidecars too (init containers with restartPolicy Always, Kubernetes 1.29+), which serve
+    beside the app containers; other init containers have exited by then. A UDP or SCTP `metrics` port is
+    not it: the same number over TCP may be the scorer's.
+    """
+    spec = _get(deployment, "spec", "template", "spec")
+    served = [c for c in _get(spec, "initContainers") or [] if c.get("restartPolicy") == "Always"]
+    return {v for c in served + list(_get(spec, "containers") or []) for p in c.get("ports") or []
+            if p.get("name") == "metrics" and p.get("protocol") in (None, "TCP") for v in (p.get("containerPort"), "metrics")}
 
 
 def _guards(policy: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
@@ -294,22 +301,28 @@ def _opened_to_others(rule: Mapping[str, Any], deployment: Mapping[str, Any]) ->
     return _ports_text(rule)
 
 
+def _tcp(ports: Any) -> list[Any]:
+    """The entries of a rule's ports that admit TCP, the scorer's protocol: all but those known to be another
+    (UDP, SCTP); an entry without a protocol is TCP."""
+    return [p for p in ports if p.get("protocol") not in ("UDP", "SCTP")]
+
+
 def _admits_only(rule: Mapping[str, Any], allowed: set[Any]) -> bool:
-    """Whether an ingress rule admits connections to the `allowed` ports alone (a rule without ports, or a
-    port without a number, admits every port; a range, more than one)."""
+    """Whether an ingress rule admits TCP connections to the `allowed` ports alone (a rule without ports
+    admits every port; a port without a number, every port of its protocol; a range, more than one)."""
     ports = rule.get("ports") or []
-    return bool(ports) and all(p.get("port") in allowed and p.get("endPort") in (None, p.get("port")) for p in ports)
+    return bool(ports) and all(p.get("port") in allowed and p.get("endPort") in (None, p.get("port")) for p in _tcp(ports))
 
 
 def _ports_text(rule: Mapping[str, Any]) -> str:
-    """An ingress rule's ports as written (numbers arrive as floats)."""
+    """An ingress rule's TCP ports as written (numbers arrive as floats)."""
     def text(value: Any) -> str:
         return str(int(value)) if isinstance(value, float) else str(value)
     ports = rule.get("ports") or []
-    if not ports or any(p.get("port") is None for p in ports):
+    if not ports or any(p.get("port") is None for p in _tcp(ports)):
         return "every port"
     return "port " + ", ".join(text(p["port"]) + (f"-{text(p['endPort'])}" if p.get("endPort") is not None else "")
-                               for p in ports)
+                               for p in _tcp(ports))
 
 
 # ---------------------------------------------------------------- stack rules

@@ -525,6 +525,9 @@ TRITON_PORTS = ({"name": "http", "containerPort": 8000.0}, {"name": "grpc", "con
     (TRITON_PORTS, {"port": 8002.0}),
     # The scoring port goes by another name than `http`: the metrics port is still the metrics port.
     (({"name": "scoring", "containerPort": 5001.0}, SCORER_PORTS[1]), {"port": 5002.0}),
+    # UDP or SCTP reaches no TCP port: not the scorer's, whatever the number.
+    (SCORER_PORTS, {"protocol": "UDP", "port": 5001.0}),
+    (SCORER_PORTS, {"protocol": "SCTP"}),
 ])
 def test_a_policy_admitting_anyone_to_the_declared_metrics_port_passes(ports, opened):
     """The metrics port serves /metrics alone: Prometheus may reach it from anywhere."""
@@ -542,11 +545,26 @@ def test_a_policy_admitting_anyone_to_the_declared_metrics_port_passes(ports, op
     (TRITON_PORTS, [{"port": 8001.0}], "port 8001"),  # gRPC scores as HTTP does
     (TRITON_PORTS, [{"port": "grpc"}], "port grpc"),
     (SCORER_PORTS[:1], [{"port": 5002.0}], "port 5002"),  # no declared metrics port: nothing may be open to all
+    (SCORER_PORTS, [{"protocol": "UDP", "port": 5001.0}, {"port": 5001.0}], "port 5001"),
+    (SCORER_PORTS, [{"protocol": "UDP"}, {"protocol": "TCP"}], "every port"),
+    # A UDP `metrics` port (a StatsD listener, say) is not the TCP port of that number: here the scorer's.
+    (({"name": "http", "containerPort": 5001.0}, {"name": "metrics", "containerPort": 5001.0, "protocol": "UDP"}),
+     [{"port": 5001.0}], "port 5001"),
 ])
 def test_a_policy_admitting_anyone_to_another_port_than_the_metrics_port_fails(ports, opened, said):
     found = check_stack(rules.models_admit_only_the_router, guarded_pods(*ports, opened=opened))
     assert [m for m, _ in found] == [f"NetworkPolicy 'guard' admits pods other than the router's to model Deployment "
                                      f"'iris' on {said}; only its `metrics` port may admit them"]
+
+
+@pytest.mark.parametrize("sidecar, said", [({"restartPolicy": "Always"}, []), ({}, ["port 9100"])])
+def test_a_native_sidecars_metrics_port_is_the_pods_metrics_port(sidecar, said):
+    """An init container with restartPolicy Always (Kubernetes 1.29+) serves beside the scorer, so its
+    declared `metrics` port may be open to all; another init container has exited before the scorer starts."""
+    stack = guarded_pods(SCORER_PORTS[0], opened=[{"protocol": "TCP", "port": 9100.0}])
+    stack[0][1]["spec"]["template"]["spec"]["initContainers"] = [
+        container(name="exporter", ports=[{"name": "metrics", "containerPort": 9100.0}], **sidecar)]
+    assert [m.split(" on ")[1].split(";")[0] for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == said
 
 
 @pytest.mark.parametrize("peers", [
