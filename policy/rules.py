@@ -30,6 +30,7 @@ COMPONENT = "app.kubernetes.io/component"
 ENDPOINT = "aks-model-serving/endpoint"
 CLUSTER_PURPOSE = "aks-model-serving/cluster-purpose"
 INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
+NAMESPACE_NAME = "kubernetes.io/metadata.name"  # the label Kubernetes (1.22+) puts on every namespace: its name
 ROUTER_CONFIG_KEY = "config.json"
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -266,9 +267,38 @@ def _matches(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
     return True
 
 
-def _router_only(peer: Mapping[str, Any]) -> bool:
-    """A `from` peer that admits the router's pods of the policy's own namespace and nothing else."""
-    return set(peer) == {"podSelector"} and (_get(peer, "podSelector", "matchLabels") or {}).get(COMPONENT) == "router"
+def _allowed(selector: Mapping[str, Any], key: str) -> set[Any] | None:
+    """The values a label selector lets `key` have (by matchLabels and `In`), None where it lets it have any."""
+    held = selector.get("matchLabels") or {}
+    sets = [{held[key]}] if key in held else []
+    sets += [set(e.get("values") or []) for e in selector.get("matchExpressions") or []
+             if e.get("key") == key and e.get("operator") == "In"]
+    return set.intersection(*sets) if sets else None
+
+
+def _pins(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
+    """Whether everything a label selector matches carries `labels`."""
+    return bool(labels) and all((allowed := _allowed(selector, key)) is not None and allowed <= {value}
+                                for key, value in labels.items())
+
+
+def _router_only(peer: Mapping[str, Any], namespace: str, routers: list[Mapping[str, Any]]) -> bool:
+    """A `from` peer that admits the router's pods and nothing else.
+
+    Kubernetes' selectors: a podSelector alone picks pods of the policy's namespace; beside a namespaceSelector
+    (AND), pods of the namespaces that one picks, here by name (`kubernetes.io/metadata.name`); a
+    namespaceSelector alone, every pod there; an ipBlock, any address. The router's pods: those carrying
+    `component: router` in the policy's namespace (the stack's services share the router's) or in a router
+    Deployment's of the stack, and those a router Deployment owns by its selector, in its namespace.
+    """
+    pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
+    if pods is None or not set(peer) <= {"podSelector", "namespaceSelector"}:
+        return False
+    names = {namespace} if namespaces is None else _allowed(namespaces, NAMESPACE_NAME)
+    return names is not None and all(
+        _pins(pods, {COMPONENT: "router"}) and (name == namespace or any(_namespace(r) == name for r in routers))
+        or any(_pins(pods, _get(r, "spec", "selector", "matchLabels") or {}) and _namespace(r) == name for r in routers)
+        for name in names)
 
 
 def _metrics_ports(deployment: Mapping[str, Any]) -> set[Any]:
@@ -292,11 +322,12 @@ def _guards(policy: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
                          _get(deployment, "spec", "template", "metadata", "labels") or {}))
 
 
-def _opened_to_others(rule: Mapping[str, Any], deployment: Mapping[str, Any]) -> str | None:
-    """The ports an ingress rule admits pods other than the router's to beyond the Deployment's metrics
-    port, as written; None when it admits none."""
+def _opened_to_others(rule: Mapping[str, Any], deployment: Mapping[str, Any], namespace: str,
+                      routers: list[Mapping[str, Any]]) -> str | None:
+    """The ports an ingress rule of a policy in `namespace` admits pods other than the router's to beyond
+    the Deployment's metrics port, as written; None when it admits none."""
     peers = rule.get("from") or []
-    if peers and all(_router_only(peer) for peer in peers) or _admits_only(rule, _metrics_ports(deployment)):
+    if peers and all(_router_only(peer, namespace, routers) for peer in peers) or _admits_only(rule, _metrics_ports(deployment)):
         return None
     return _ports_text(rule)
 
@@ -432,10 +463,11 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
     In a first preview, whatever a value it does not know yet decides passes, to be checked once known:
     a Deployment is unguarded only when every policy is known not to select it (a policy whose
     namespace, types or selector is unknown, or pods whose labels are, may be its guard), a rule faults
-    only when its peers, ports and the pods' metrics port are known, and a known guard's known rules
-    are checked whatever else is unknown.
+    only when its peers, ports, the pods' metrics port and the router namespaces it names are known, and
+    a known guard's known rules are checked whatever else is unknown.
     """
     policies = [p for p in args.resources if p.resource_type == NETWORK_POLICY]
+    routers = [r.props for r in args.resources if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "router"]
     for r in args.resources:
         if r.resource_type != DEPLOYMENT or _label(r.props, COMPONENT) != "model":
             continue
@@ -446,7 +478,7 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
                              "in the cluster can reach its scorer past the router's auth", r.urn)
         for p in (p for p, guarding in guards if guarding):
             for rule in _items(p.props, "spec", "ingress"):
-                if opened := _assuming(None, lambda: _opened_to_others(rule, r.props)):
+                if opened := _assuming(None, lambda: _opened_to_others(rule, r.props, _namespace(p.props), routers)):
                     report_violation(f"NetworkPolicy {_name(p.props, p.name)!r} admits pods other than the router's to "
                                      f"model Deployment {name!r} on {opened}; only its `metrics` port may admit them", p.urn)
                     break

@@ -581,6 +581,81 @@ def test_a_policy_admitting_more_than_the_router_fails(peers):
                       "only its `metrics` port may admit them", "urn:pulumi:s::p::kubernetes:networking.k8s.io/v1:NetworkPolicy::r2")]
 
 
+def router_pods(namespace: str = "azureml") -> tuple[str, dict]:
+    """The router's Deployment as ModelRouter renders it: it owns its pods by their name label."""
+    labels = ROUTER_PEER["podSelector"]["matchLabels"]
+    return rules.DEPLOYMENT, {"metadata": {"name": "model-router", "namespace": namespace, "labels": labels},
+                              "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "model-router"}},
+                                       "template": {"metadata": {"labels": labels}, "spec": {"containers": [container()]}}}}
+
+
+def router_namespace(*names: str) -> dict:
+    return {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(names)}]}
+
+
+def router_by(*expressions: dict) -> dict:
+    return {"matchExpressions": list(expressions)}
+
+
+NAMED_ROUTER = {"key": "app.kubernetes.io/name", "operator": "In", "values": ["model-router"]}
+ROUTER_COMPONENT = {"key": "app.kubernetes.io/component", "operator": "In", "values": ["router"]}
+
+
+@pytest.mark.parametrize("peer, routers_in", [
+    # The router's namespace named beside its pods (AND): the policy's own, or the one its Deployment runs in.
+    ({**ROUTER_PEER, "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "azureml"}}}, "azureml"),
+    ({**ROUTER_PEER, "namespaceSelector": router_namespace("routing")}, "routing"),
+    ({"podSelector": ROUTER_PEER["podSelector"], "namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "routing"}, "matchExpressions": [{"key": "team", "operator": "Exists"}]}},
+     "routing"),
+    # Its labels by expression, or by its Deployment's selector alone.
+    ({"podSelector": router_by(ROUTER_COMPONENT)}, "elsewhere"),
+    ({"podSelector": router_by(NAMED_ROUTER)}, "azureml"),
+    ({"podSelector": router_by(NAMED_ROUTER, {"key": "tier", "operator": "NotIn", "values": ["canary"]})}, "azureml"),
+    ({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "model-router"}}}, "azureml"),
+    ({"podSelector": router_by(NAMED_ROUTER), "namespaceSelector": router_namespace("routing")}, "routing"),
+])
+def test_a_peer_naming_the_routers_namespace_or_labels_its_own_way_passes(peer, routers_in):
+    """Kubernetes' selectors say "the router's pods" more ways than matchLabels on the policy's namespace:
+    each was refused, a false "admits pods other than the router's" for a policy that admits the router alone."""
+    stack = [model_pods(), router_pods(routers_in), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer]),
+             (rules.CLUSTER, CLUSTER_WITH)]
+    assert check_stack(rules.models_admit_only_the_router, stack) == []
+
+
+@pytest.mark.parametrize("peer, routers_in", [
+    ({**ROUTER_PEER, "namespaceSelector": router_namespace("other")}, "azureml"),  # router-labelled pods, not the router's
+    ({**ROUTER_PEER, "namespaceSelector": router_namespace("azureml", "other")}, "azureml"),
+    ({**ROUTER_PEER, "namespaceSelector": {}}, "azureml"),
+    ({**ROUTER_PEER, "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                                                 "values": ["kube-system"]}]}}, "azureml"),
+    ({"namespaceSelector": router_namespace("azureml")}, "azureml"),  # every pod of the router's namespace
+    ({"podSelector": {}, "namespaceSelector": router_namespace("azureml")}, "azureml"),
+    ({"podSelector": router_by({**NAMED_ROUTER, "values": ["model-router", "iris"]})}, "azureml"),
+    ({"podSelector": router_by({**ROUTER_COMPONENT, "operator": "Exists", "values": []})}, "azureml"),
+    ({"podSelector": router_by({**ROUTER_COMPONENT, "operator": "NotIn", "values": ["model"]})}, "azureml"),
+    ({"podSelector": router_by(NAMED_ROUTER)}, "routing"),  # pods of the policy's namespace named so: not the router's
+    ({"podSelector": router_by(NAMED_ROUTER), "namespaceSelector": router_namespace("routing")}, "azureml"),
+])
+def test_a_peer_that_may_admit_other_pods_than_the_routers_fails(peer, routers_in):
+    stack = [model_pods(), router_pods(routers_in), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer]),
+             (rules.CLUSTER, CLUSTER_WITH)]
+    assert [m for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == [
+        "NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
+        "only its `metrics` port may admit them"]
+
+
+def test_a_peer_naming_the_namespace_of_a_router_a_first_preview_does_not_know_passes_until_known():
+    """The router's namespace made from an output may be the one the peer names."""
+    router = router_pods()
+    router[1]["metadata"]["namespace"] = UNKNOWN_STRING_VALUE
+    peer = {**ROUTER_PEER, "namespaceSelector": router_namespace("routing")}
+    policy = network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer])
+    assert check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy]) == []
+    policy[1]["spec"]["ingress"][0]["from"] = [{**ROUTER_PEER, "namespaceSelector": {}}]
+    assert len(check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy])) == 1
+
+
 @pytest.mark.parametrize("profile", [{"networkPlugin": "kubenet"}, {"networkPlugin": "azure", "networkPolicy": "none"}])
 def test_a_cluster_enforcing_no_network_policy_fails(profile):
     found = check_stack(rules.models_admit_only_the_router, [(rules.CLUSTER, {"networkProfile": profile})])
