@@ -366,14 +366,14 @@ def no_hpa_on_models(args: StackValidationArgs, report_violation: ReportViolatio
     model whose namespace is unknown, or an HPA whose namespace or target is, may or may not be a match:
     it passes, to be checked once known, and the known ones are still matched.
     """
-    models = {_assuming(None, lambda: (_namespace(r.props), _name(r.props, r.name))) for r in args.resources
-              if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "model"}
+    models = {model for r in args.resources if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "model"
+              and (model := _assuming(None, lambda: (_namespace(r.props), _name(r.props, r.name)))) is not None}
     for r in args.resources:
         if r.resource_type not in HPA_TYPES:
             continue
         target = _assuming(None, lambda: (_namespace(r.props), _get(r.props, "spec", "scaleTargetRef", "name"))
                            if _get(r.props, "spec", "scaleTargetRef", "kind") == "Deployment" else None)
-        if target is not None and target in models:
+        if target in models:
             report_violation(f"HorizontalPodAutoscaler {_name(r.props, r.name)!r} targets the model Deployment "
                              f"{target[1]!r}; the router scales model deployments, remove the HPA", r.urn)
 
