@@ -30,6 +30,7 @@ COMPONENT = "app.kubernetes.io/component"
 ENDPOINT = "aks-model-serving/endpoint"
 CLUSTER_PURPOSE = "aks-model-serving/cluster-purpose"
 INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
+NAMESPACE_NAME = "kubernetes.io/metadata.name"  # the label Kubernetes (1.22+) puts on every namespace: its name
 ROUTER_CONFIG_KEY = "config.json"
 
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -266,15 +267,51 @@ def _matches(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
     return True
 
 
-def _router_only(peer: Mapping[str, Any]) -> bool:
-    """A `from` peer that admits the router's pods of the policy's own namespace and nothing else."""
-    return set(peer) == {"podSelector"} and (_get(peer, "podSelector", "matchLabels") or {}).get(COMPONENT) == "router"
+def _allowed(selector: Mapping[str, Any], key: str) -> set[Any] | None:
+    """The values a label selector lets `key` have (by matchLabels and `In`), None where it lets it have any."""
+    held = selector.get("matchLabels") or {}
+    sets = [{held[key]}] if key in held else []
+    sets += [set(e.get("values") or []) for e in selector.get("matchExpressions") or []
+             if e.get("key") == key and e.get("operator") == "In"]
+    return set.intersection(*sets) if sets else None
+
+
+def _pins(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
+    """Whether everything a label selector matches carries `labels`."""
+    return bool(labels) and all((allowed := _allowed(selector, key)) is not None and allowed <= {value}
+                                for key, value in labels.items())
+
+
+def _router_only(peer: Mapping[str, Any], namespace: str, routers: list[Mapping[str, Any]]) -> bool:
+    """A `from` peer that admits the router's pods and nothing else.
+
+    Kubernetes' selectors: a podSelector alone picks pods of the policy's namespace; beside a namespaceSelector
+    (AND), pods of the namespaces that one picks, here by name (`kubernetes.io/metadata.name`); a
+    namespaceSelector alone, every pod there; an ipBlock, any address. The router's pods: those carrying
+    `component: router` in the policy's namespace (the stack's services share the router's) or in a router
+    Deployment's of the stack, and those a router Deployment owns by its selector, in its namespace.
+    """
+    pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
+    if pods is None or not set(peer) <= {"podSelector", "namespaceSelector"}:
+        return False
+    names = {namespace} if namespaces is None else _allowed(namespaces, NAMESPACE_NAME)
+    return names is not None and all(
+        _pins(pods, {COMPONENT: "router"}) and (name == namespace or any(_namespace(r) == name for r in routers))
+        or any(_pins(pods, _get(r, "spec", "selector", "matchLabels") or {}) and _namespace(r) == name for r in routers)
+        for name in names)
 
 
 def _metrics_ports(deployment: Mapping[str, Any]) -> set[Any]:
-    """The model pods' declared metrics port, by number and name (their container ports named `metrics`)."""
-    return {v for c in _get(deployment, "spec", "template", "spec", "containers") or [] for p in c.get("ports") or []
-            if p.get("name") == "metrics" for v in (p.get("containerPort"), "metrics")}
+    """The model pods' declared metrics port, by number and name: their TCP container ports named `metrics`.
+
+    Those of native sidecars too (init containers with restartPolicy Always, Kubernetes 1.29+), which serve
+    beside the app containers; other init containers have exited by then. A UDP or SCTP `metrics` port is
+    not it: the same number over TCP may be the scorer's.
+    """
+    spec = _get(deployment, "spec", "template", "spec")
+    served = [c for c in _get(spec, "initContainers") or [] if c.get("restartPolicy") == "Always"]
+    return {v for c in served + list(_get(spec, "containers") or []) for p in c.get("ports") or []
+            if p.get("name") == "metrics" and p.get("protocol") in (None, "TCP") for v in (p.get("containerPort"), "metrics")}
 
 
 def _guards(policy: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
@@ -285,31 +322,38 @@ def _guards(policy: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
                          _get(deployment, "spec", "template", "metadata", "labels") or {}))
 
 
-def _opened_to_others(rule: Mapping[str, Any], deployment: Mapping[str, Any]) -> str | None:
-    """The ports an ingress rule admits pods other than the router's to beyond the Deployment's metrics
-    port, as written; None when it admits none."""
+def _opened_to_others(rule: Mapping[str, Any], deployment: Mapping[str, Any], namespace: str,
+                      routers: list[Mapping[str, Any]]) -> str | None:
+    """The ports an ingress rule of a policy in `namespace` admits pods other than the router's to beyond
+    the Deployment's metrics port, as written; None when it admits none."""
     peers = rule.get("from") or []
-    if peers and all(_router_only(peer) for peer in peers) or _admits_only(rule, _metrics_ports(deployment)):
+    if peers and all(_router_only(peer, namespace, routers) for peer in peers) or _admits_only(rule, _metrics_ports(deployment)):
         return None
     return _ports_text(rule)
 
 
+def _tcp(ports: Any) -> list[Any]:
+    """The entries of a rule's ports that admit TCP, the scorer's protocol: all but those known to be another
+    (UDP, SCTP); an entry without a protocol is TCP."""
+    return [p for p in ports if p.get("protocol") not in ("UDP", "SCTP")]
+
+
 def _admits_only(rule: Mapping[str, Any], allowed: set[Any]) -> bool:
-    """Whether an ingress rule admits connections to the `allowed` ports alone (a rule without ports, or a
-    port without a number, admits every port; a range, more than one)."""
+    """Whether an ingress rule admits TCP connections to the `allowed` ports alone (a rule without ports
+    admits every port; a port without a number, every port of its protocol; a range, more than one)."""
     ports = rule.get("ports") or []
-    return bool(ports) and all(p.get("port") in allowed and p.get("endPort") in (None, p.get("port")) for p in ports)
+    return bool(ports) and all(p.get("port") in allowed and p.get("endPort") in (None, p.get("port")) for p in _tcp(ports))
 
 
 def _ports_text(rule: Mapping[str, Any]) -> str:
-    """An ingress rule's ports as written (numbers arrive as floats)."""
+    """An ingress rule's TCP ports as written (numbers arrive as floats)."""
     def text(value: Any) -> str:
         return str(int(value)) if isinstance(value, float) else str(value)
     ports = rule.get("ports") or []
-    if not ports or any(p.get("port") is None for p in ports):
+    if not ports or any(p.get("port") is None for p in _tcp(ports)):
         return "every port"
     return "port " + ", ".join(text(p["port"]) + (f"-{text(p['endPort'])}" if p.get("endPort") is not None else "")
-                               for p in ports)
+                               for p in _tcp(ports))
 
 
 # ---------------------------------------------------------------- stack rules
@@ -318,28 +362,36 @@ def _ports_text(rule: Mapping[str, Any]) -> str:
 def no_hpa_on_models(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     """No HorizontalPodAutoscaler targets a model Deployment: the router scales those.
 
-    An HPA would fight the router's utilization autoscaler over the replica count.
+    An HPA would fight the router's utilization autoscaler over the replica count. In a first preview a
+    model whose namespace is unknown, or an HPA whose namespace or target is, may or may not be a match:
+    it passes, to be checked once known, and the known ones are still matched.
     """
-    models = {(_namespace(r.props), _name(r.props, r.name)) for r in args.resources
-              if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "model"}
+    models = {model for r in args.resources if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "model"
+              and (model := _assuming(None, lambda: (_namespace(r.props), _name(r.props, r.name)))) is not None}
     for r in args.resources:
         if r.resource_type not in HPA_TYPES:
             continue
-        target = _get(r.props, "spec", "scaleTargetRef") or {}
-        if target.get("kind") == "Deployment" and (_namespace(r.props), target.get("name")) in models:
+        target = _assuming(None, lambda: (_namespace(r.props), _get(r.props, "spec", "scaleTargetRef", "name"))
+                           if _get(r.props, "spec", "scaleTargetRef", "kind") == "Deployment" else None)
+        if target in models:
             report_violation(f"HorizontalPodAutoscaler {_name(r.props, r.name)!r} targets the model Deployment "
-                             f"{target.get('name')!r}; the router scales model deployments, remove the HPA", r.urn)
+                             f"{target[1]!r}; the router scales model deployments, remove the HPA", r.urn)
 
 
 def endpoint_versions(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    """An endpoint holds at most 6 versions (Azure ML's limit), counted from its Deployments."""
+    """An endpoint holds at most 6 versions (Azure ML's limit), counted from its Deployments.
+
+    A version whose namespace a first preview does not know is counted in no endpoint (it may be another
+    namespace's), to be counted once known.
+    """
     versions: dict[tuple[str, str], list[Any]] = defaultdict(list)
     for r in args.resources:
         if r.resource_type != DEPLOYMENT:  # first: another resource's metadata may be unknown in a first preview
             continue
         endpoint = _label(r.props, ENDPOINT)
-        if endpoint and _label(r.props, COMPONENT) == "model":
-            versions[(_namespace(r.props), endpoint)].append(r)
+        if endpoint and _label(r.props, COMPONENT) == "model" and (
+                namespace := _assuming(None, lambda: _namespace(r.props))) is not None:
+            versions[(namespace, endpoint)].append(r)
     for (_, endpoint), deployments in sorted(versions.items()):
         if len(deployments) > MAX_ENDPOINT_VERSIONS:
             report_violation(f"endpoint {endpoint!r} has {len(deployments)} versions; at most {MAX_ENDPOINT_VERSIONS}",
@@ -411,10 +463,11 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
     In a first preview, whatever a value it does not know yet decides passes, to be checked once known:
     a Deployment is unguarded only when every policy is known not to select it (a policy whose
     namespace, types or selector is unknown, or pods whose labels are, may be its guard), a rule faults
-    only when its peers, ports and the pods' metrics port are known, and a known guard's known rules
-    are checked whatever else is unknown.
+    only when its peers, ports, the pods' metrics port and the router namespaces it names are known, and
+    a known guard's known rules are checked whatever else is unknown.
     """
     policies = [p for p in args.resources if p.resource_type == NETWORK_POLICY]
+    routers = [r.props for r in args.resources if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "router"]
     for r in args.resources:
         if r.resource_type != DEPLOYMENT or _label(r.props, COMPONENT) != "model":
             continue
@@ -425,7 +478,7 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
                              "in the cluster can reach its scorer past the router's auth", r.urn)
         for p in (p for p, guarding in guards if guarding):
             for rule in _items(p.props, "spec", "ingress"):
-                if opened := _assuming(None, lambda: _opened_to_others(rule, r.props)):
+                if opened := _assuming(None, lambda: _opened_to_others(rule, r.props, _namespace(p.props), routers)):
                     report_violation(f"NetworkPolicy {_name(p.props, p.name)!r} admits pods other than the router's to "
                                      f"model Deployment {name!r} on {opened}; only its `metrics` port may admit them", p.urn)
                     break

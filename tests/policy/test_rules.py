@@ -323,6 +323,29 @@ def test_a_violation_beside_a_resource_a_first_preview_cannot_know_is_still_foun
     assert any(said in message for message, _ in check_stack(rule, [UNKNOWN_JOB, *resources]))
 
 
+def test_hpa_rule_matches_what_a_first_preview_knows_and_passes_what_it_cannot():
+    """An HPA whose target or namespace is an output, or a model whose namespace is, raised, which turned the
+    whole rule into an advisory note: the known HPA on a known model went unreported."""
+    unknown_name, unknown_ref, unknown_namespace = hpa("iris"), hpa("iris"), hpa("iris")
+    unknown_name[1]["spec"]["scaleTargetRef"]["name"] = UNKNOWN_STRING_VALUE
+    unknown_ref[1]["spec"]["scaleTargetRef"] = UNKNOWN_OBJECT_VALUE
+    unknown_namespace[1]["metadata"]["namespace"] = UNKNOWN_STRING_VALUE
+    hidden = deployment(name="fraud")
+    hidden["metadata"]["namespace"] = UNKNOWN_STRING_VALUE
+    found = check_stack(rules.no_hpa_on_models, [unknown_name, unknown_ref, unknown_namespace, (rules.DEPLOYMENT, hidden),
+                                                 hpa("fraud"), (rules.DEPLOYMENT, deployment()), hpa("iris")])
+    assert [urn for _, urn in found] == ["urn:pulumi:s::p::kubernetes:autoscaling/v2:HorizontalPodAutoscaler::r6"]
+
+
+def test_versions_whose_namespace_a_first_preview_cannot_know_count_in_no_endpoint():
+    """Reading one raised, which skipped the rule for every endpoint: 7 known versions went unreported."""
+    hidden = versions(1)[0][1]
+    hidden["metadata"]["namespace"] = UNKNOWN_STRING_VALUE
+    assert check_stack(rules.endpoint_versions, [(rules.DEPLOYMENT, hidden)] + versions(6)) == []
+    found = check_stack(rules.endpoint_versions, [(rules.DEPLOYMENT, hidden)] + versions(7))
+    assert found == [("endpoint 'fraud' has 7 versions; at most 6", "urn:pulumi:s::p::kubernetes:apps/v1:Deployment::r7")]
+
+
 def test_rules_check_the_containers_a_first_preview_knows_beside_unknown_ones():
     """Init containers made from an output, a whole container or a container's name unknown: reading one
     raised, which skipped the resource's other containers (the image rule) or the whole rule (an unknown
@@ -502,6 +525,9 @@ TRITON_PORTS = ({"name": "http", "containerPort": 8000.0}, {"name": "grpc", "con
     (TRITON_PORTS, {"port": 8002.0}),
     # The scoring port goes by another name than `http`: the metrics port is still the metrics port.
     (({"name": "scoring", "containerPort": 5001.0}, SCORER_PORTS[1]), {"port": 5002.0}),
+    # UDP or SCTP reaches no TCP port: not the scorer's, whatever the number.
+    (SCORER_PORTS, {"protocol": "UDP", "port": 5001.0}),
+    (SCORER_PORTS, {"protocol": "SCTP"}),
 ])
 def test_a_policy_admitting_anyone_to_the_declared_metrics_port_passes(ports, opened):
     """The metrics port serves /metrics alone: Prometheus may reach it from anywhere."""
@@ -519,11 +545,26 @@ def test_a_policy_admitting_anyone_to_the_declared_metrics_port_passes(ports, op
     (TRITON_PORTS, [{"port": 8001.0}], "port 8001"),  # gRPC scores as HTTP does
     (TRITON_PORTS, [{"port": "grpc"}], "port grpc"),
     (SCORER_PORTS[:1], [{"port": 5002.0}], "port 5002"),  # no declared metrics port: nothing may be open to all
+    (SCORER_PORTS, [{"protocol": "UDP", "port": 5001.0}, {"port": 5001.0}], "port 5001"),
+    (SCORER_PORTS, [{"protocol": "UDP"}, {"protocol": "TCP"}], "every port"),
+    # A UDP `metrics` port (a StatsD listener, say) is not the TCP port of that number: here the scorer's.
+    (({"name": "http", "containerPort": 5001.0}, {"name": "metrics", "containerPort": 5001.0, "protocol": "UDP"}),
+     [{"port": 5001.0}], "port 5001"),
 ])
 def test_a_policy_admitting_anyone_to_another_port_than_the_metrics_port_fails(ports, opened, said):
     found = check_stack(rules.models_admit_only_the_router, guarded_pods(*ports, opened=opened))
     assert [m for m, _ in found] == [f"NetworkPolicy 'guard' admits pods other than the router's to model Deployment "
                                      f"'iris' on {said}; only its `metrics` port may admit them"]
+
+
+@pytest.mark.parametrize("sidecar, said", [({"restartPolicy": "Always"}, []), ({}, ["port 9100"])])
+def test_a_native_sidecars_metrics_port_is_the_pods_metrics_port(sidecar, said):
+    """An init container with restartPolicy Always (Kubernetes 1.29+) serves beside the scorer, so its
+    declared `metrics` port may be open to all; another init container has exited before the scorer starts."""
+    stack = guarded_pods(SCORER_PORTS[0], opened=[{"protocol": "TCP", "port": 9100.0}])
+    stack[0][1]["spec"]["template"]["spec"]["initContainers"] = [
+        container(name="exporter", ports=[{"name": "metrics", "containerPort": 9100.0}], **sidecar)]
+    assert [m.split(" on ")[1].split(";")[0] for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == said
 
 
 @pytest.mark.parametrize("peers", [
@@ -538,6 +579,81 @@ def test_a_policy_admitting_more_than_the_router_fails(peers):
         network_policy({}, peers)])
     assert found == [("NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
                       "only its `metrics` port may admit them", "urn:pulumi:s::p::kubernetes:networking.k8s.io/v1:NetworkPolicy::r2")]
+
+
+def router_pods(namespace: str = "azureml") -> tuple[str, dict]:
+    """The router's Deployment as ModelRouter renders it: it owns its pods by their name label."""
+    labels = ROUTER_PEER["podSelector"]["matchLabels"]
+    return rules.DEPLOYMENT, {"metadata": {"name": "model-router", "namespace": namespace, "labels": labels},
+                              "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "model-router"}},
+                                       "template": {"metadata": {"labels": labels}, "spec": {"containers": [container()]}}}}
+
+
+def router_namespace(*names: str) -> dict:
+    return {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In", "values": list(names)}]}
+
+
+def router_by(*expressions: dict) -> dict:
+    return {"matchExpressions": list(expressions)}
+
+
+NAMED_ROUTER = {"key": "app.kubernetes.io/name", "operator": "In", "values": ["model-router"]}
+ROUTER_COMPONENT = {"key": "app.kubernetes.io/component", "operator": "In", "values": ["router"]}
+
+
+@pytest.mark.parametrize("peer, routers_in", [
+    # The router's namespace named beside its pods (AND): the policy's own, or the one its Deployment runs in.
+    ({**ROUTER_PEER, "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "azureml"}}}, "azureml"),
+    ({**ROUTER_PEER, "namespaceSelector": router_namespace("routing")}, "routing"),
+    ({"podSelector": ROUTER_PEER["podSelector"], "namespaceSelector": {
+        "matchLabels": {"kubernetes.io/metadata.name": "routing"}, "matchExpressions": [{"key": "team", "operator": "Exists"}]}},
+     "routing"),
+    # Its labels by expression, or by its Deployment's selector alone.
+    ({"podSelector": router_by(ROUTER_COMPONENT)}, "elsewhere"),
+    ({"podSelector": router_by(NAMED_ROUTER)}, "azureml"),
+    ({"podSelector": router_by(NAMED_ROUTER, {"key": "tier", "operator": "NotIn", "values": ["canary"]})}, "azureml"),
+    ({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "model-router"}}}, "azureml"),
+    ({"podSelector": router_by(NAMED_ROUTER), "namespaceSelector": router_namespace("routing")}, "routing"),
+])
+def test_a_peer_naming_the_routers_namespace_or_labels_its_own_way_passes(peer, routers_in):
+    """Kubernetes' selectors say "the router's pods" more ways than matchLabels on the policy's namespace:
+    each was refused, a false "admits pods other than the router's" for a policy that admits the router alone."""
+    stack = [model_pods(), router_pods(routers_in), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer]),
+             (rules.CLUSTER, CLUSTER_WITH)]
+    assert check_stack(rules.models_admit_only_the_router, stack) == []
+
+
+@pytest.mark.parametrize("peer, routers_in", [
+    ({**ROUTER_PEER, "namespaceSelector": router_namespace("other")}, "azureml"),  # router-labelled pods, not the router's
+    ({**ROUTER_PEER, "namespaceSelector": router_namespace("azureml", "other")}, "azureml"),
+    ({**ROUTER_PEER, "namespaceSelector": {}}, "azureml"),
+    ({**ROUTER_PEER, "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn",
+                                                                 "values": ["kube-system"]}]}}, "azureml"),
+    ({"namespaceSelector": router_namespace("azureml")}, "azureml"),  # every pod of the router's namespace
+    ({"podSelector": {}, "namespaceSelector": router_namespace("azureml")}, "azureml"),
+    ({"podSelector": router_by({**NAMED_ROUTER, "values": ["model-router", "iris"]})}, "azureml"),
+    ({"podSelector": router_by({**ROUTER_COMPONENT, "operator": "Exists", "values": []})}, "azureml"),
+    ({"podSelector": router_by({**ROUTER_COMPONENT, "operator": "NotIn", "values": ["model"]})}, "azureml"),
+    ({"podSelector": router_by(NAMED_ROUTER)}, "routing"),  # pods of the policy's namespace named so: not the router's
+    ({"podSelector": router_by(NAMED_ROUTER), "namespaceSelector": router_namespace("routing")}, "azureml"),
+])
+def test_a_peer_that_may_admit_other_pods_than_the_routers_fails(peer, routers_in):
+    stack = [model_pods(), router_pods(routers_in), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer]),
+             (rules.CLUSTER, CLUSTER_WITH)]
+    assert [m for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == [
+        "NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
+        "only its `metrics` port may admit them"]
+
+
+def test_a_peer_naming_the_namespace_of_a_router_a_first_preview_does_not_know_passes_until_known():
+    """The router's namespace made from an output may be the one the peer names."""
+    router = router_pods()
+    router[1]["metadata"]["namespace"] = UNKNOWN_STRING_VALUE
+    peer = {**ROUTER_PEER, "namespaceSelector": router_namespace("routing")}
+    policy = network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer])
+    assert check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy]) == []
+    policy[1]["spec"]["ingress"][0]["from"] = [{**ROUTER_PEER, "namespaceSelector": {}}]
+    assert len(check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy])) == 1
 
 
 @pytest.mark.parametrize("profile", [{"networkPlugin": "kubenet"}, {"networkPlugin": "azure", "networkPolicy": "none"}])
