@@ -33,6 +33,9 @@ class Result:
     errors: int
     cpu_us: float = 0.0  # CPU of the hop in front of the scorer per request (router or nginx), microseconds
     requests: int = 0  # completed in the run
+    scorer_us: float = 0.0  # CPU of the scorer (supervisor and workers) per request, when asked
+    wrk_us: float = 0.0  # CPU of wrk itself per request
+    busy: float = 0.0  # the share of the machine's CPU time busy during the run (all processes, 0-1)
 
     @property
     def cores(self) -> float:
@@ -335,9 +338,19 @@ def lua_script(name: str, body: str, headers: dict[str, str]) -> Path:
     return path
 
 
+def machine_ticks() -> tuple[int, int]:
+    """Busy and all CPU ticks of the machine so far (/proc/stat; idle and iowait count as not busy)."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
 def wrk(url: str, lua: Path, connections: int, seconds: float, threads: int = 2,
-        cpu_of: Callable[[], float] | None = None) -> Result:
+        cpu_of: Callable[[], float] | None = None, scorer_of: Callable[[], float] | None = None) -> Result:
+    """One wrk run; with `cpu_of` (the hop's CPU seconds) and `scorer_of` (the scorer's), their CPU per request.
+    wrk's own CPU and how busy the machine was are measured on every run: where the CPU of a request goes."""
     cpu_before = cpu_of() if cpu_of else 0.0
+    scorer_before = scorer_of() if scorer_of else 0.0
+    wrk_before, (busy_before, all_before) = os.times(), machine_ticks()
     out = subprocess.run(["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(lua), url],
                          capture_output=True, text=True, check=True).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -349,8 +362,14 @@ def wrk(url: str, lua: Path, connections: int, seconds: float, threads: int = 2,
     if socket_errors:
         errors += sum(int(g) for g in socket_errors.groups())
     requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
-    cpu_us = (cpu_of() - cpu_before) / max(requests, 1) * 1e6 if cpu_of else 0.0
-    return Result(rps, p50, p99, errors, cpu_us, requests)
+    wrk_after, (busy_after, all_after) = os.times(), machine_ticks()
+    per_request = 1e6 / max(requests, 1)
+    cpu_us = (cpu_of() - cpu_before) * per_request if cpu_of else 0.0
+    scorer_us = (scorer_of() - scorer_before) * per_request if scorer_of else 0.0
+    wrk_us = (wrk_after.children_user + wrk_after.children_system
+              - wrk_before.children_user - wrk_before.children_system) * per_request
+    return Result(rps, p50, p99, errors, cpu_us, requests, scorer_us, wrk_us,
+                  (busy_after - busy_before) / max(all_after - all_before, 1))
 
 
 def cpu_name() -> str:
