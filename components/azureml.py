@@ -316,7 +316,7 @@ class LegacyInferenceConfig(_Json):
         if environment["conda_file"]:
             environment["conda_file"] = str(_relative(source, environment["conda_file"]))
         if environment["docker_steps"]:  # it names a file of Dockerfile lines; the spec holds the lines
-            environment["docker_steps"] = _text(_relative(source, environment["docker_steps"]), "extraDockerfileSteps")
+            environment["docker_steps"] = _text(_relative(source, environment["docker_steps"]), "environment.docker_steps")
         return _inference(self.entry_script, self.source_directory, environment, base)
 
 
@@ -401,12 +401,25 @@ def load_inference_config(path: Path, field: str = "inference_config") -> tuple[
             raise AzureMlFileError(f"{field}: {path.name}: {', '.join(asked)}: cannot be given along with an environment; "
                                    "put them in the environment (python.condaDependencies, docker.baseImage) or drop it")
         data, model = {k: v for k, v in data.items() if k not in _LEGACY_KEYS}, InferenceConfig
+    origins = {"inference_config": (field, path.name, "")} | {
+        f"inference_config.{name}": (field, path.name, key) for name, key in _as_written(model, data).items()}
     try:
         spec = model.model_validate(data).to_spec(path.parent)
     except ValidationError as exc:
         raise _problems(exc, field, path) from None
-    return spec, {"inference_config": (field, path.name, "")} | {
-        f"inference_config.{name}": (field, path.name, key) for name, key in model.KEYS.items()}
+    except AzureMlFileError as exc:  # a file it names (the legacy steps), told by the spec name of its setting
+        name, _, message = str(exc).partition(": ")
+        raise AzureMlFileError(f"{named(origins, f'inference_config.{name}')}: {message}") from None
+    return spec, origins
+
+
+def _as_written(model: type[InferenceConfig | LegacyInferenceConfig], data: dict[str, Any]) -> dict[str, str]:
+    """The model's KEYS, each spelled as this file spells it: Azure ML reads some keys under two names
+    (extraDockerfileSteps, extraDockerFileSteps: the field's alias choices), and a problem names the one the
+    user wrote. Only a file's top-level keys have two."""
+    spelt = {field.alias: next((c for c in field.validation_alias.choices if c in data), field.alias)
+             for field in model.model_fields.values() if field.alias and isinstance(field.validation_alias, AliasChoices)}
+    return {name: spelt.get(key, key) for name, key in model.KEYS.items()}
 
 
 def in_file(origins: dict[str, Origin], path: Sequence[str | int]) -> tuple[tuple[str, ...], str] | None:

@@ -698,6 +698,19 @@ def test_a_problem_with_a_value_from_an_azure_ml_file_names_the_file_and_its_key
         "services[0].num_replicas: Input should be greater than or equal to 1"]
 
 
+@pytest.mark.parametrize("steps_key", ["extraDockerfileSteps", "extraDockerFileSteps"])
+def test_the_legacy_steps_key_is_named_as_the_file_spells_it(tmp_path, capsys, steps_key):
+    """Azure ML reads either spelling: a problem with the steps file named extraDockerfileSteps whichever the
+    user wrote, and in a stack under the service's own path rather than the file's."""
+    ic = {"entryScript": "score.py", steps_key: "steps.txt"}
+    with pytest.raises(StackError) as err:
+        load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic))
+    assert err.value.problems == [f"services[0].azureml.inference_config: inferenceconfig.json: {steps_key}: cannot read "
+                                  f"{tmp_path / 'aml' / 'steps.txt'} (No such file or directory)"]
+    assert check([str(tmp_path / "aml" / "inferenceconfig.json")]) == 2
+    assert f"  inference_config: inferenceconfig.json: {steps_key}: cannot read " in capsys.readouterr().out
+
+
 def test_a_problem_with_a_value_from_an_inference_config_names_the_file_and_its_key(tmp_path, capsys):
     """As for the deployment config: in either format's keys, not the spec's (inference_config.environment.gpu)."""
     def problems(ic: dict) -> list[str]:
