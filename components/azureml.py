@@ -511,16 +511,17 @@ def told(origins: dict[str, Origin], path: str, line: str) -> str:
     return f"{path}.{name}: {message}" if name else f"{path}: {line}"
 
 
-def in_files(exc: ValidationError, origins: dict[str, Origin]) -> ValidationError:
+def in_files(exc: ValidationError, origins: dict[str, Origin], at: Sequence[str] = ()) -> ValidationError:
     """`exc` with each problem of a value a file holds moved to the stack's field naming that file, and told
     in the file's keys (ctx `in_file`, which stackfile.format_errors shows): the user wrote numReplicas there,
     not num_replicas. A rule's findings (`field: message` lines) are moved one by one, their messages naming
-    the fields they mention by the file's keys too."""
+    the fields they mention by the file's keys too. `at`: where the validated model sits in the spec names
+    `origins` uses (inference_config, for an inference config checked on its own)."""
     details: list[InitErrorDetails] = []
     for err in exc.errors():
         loc, ctx = err["loc"], err.get("ctx") or {}
         if err["type"] != "value_error":
-            place = in_file(origins, loc)
+            place = in_file(origins, (*at, *loc))
             detail = InitErrorDetails(type=err["type"], loc=place[0] if place else loc, input=err["input"])
             if place or ctx:
                 detail["ctx"] = ctx | {"in_file": _told(place)} if place else ctx
@@ -529,7 +530,7 @@ def in_files(exc: ValidationError, origins: dict[str, Origin]) -> ValidationErro
         error = ctx["error"]
         kept = []
         for line in getattr(error, "lines", None) or str(error).splitlines():
-            moved = _in_file_line(origins, loc, line)
+            moved = _in_file_line(origins, (*at, *loc), line)
             if moved:
                 place, message = moved
                 details.append(InitErrorDetails(type="value_error", loc=place[0], input=err["input"],

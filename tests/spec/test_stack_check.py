@@ -775,6 +775,24 @@ def test_the_legacy_steps_key_is_named_as_the_file_spells_it(tmp_path, capsys, s
     assert f"  inference_config: inferenceconfig.json: {steps_key}: cannot read " in capsys.readouterr().out
 
 
+def test_an_inference_config_on_its_own_is_named_through_the_stacks_key_table(tmp_path, capsys, monkeypatch):
+    """check of an inference config alone re-keyed the table, losing its root: a problem below a key the table
+    lacks was told in spec names with no file at all (environment.pip), not in the file as a stack tells it."""
+    import components.check
+    from components.azureml import load_inference_config
+
+    def with_pip(path: Path) -> tuple[dict, dict]:  # no file gives pip: what only a key the table lacks would say
+        values, origins = load_inference_config(path)
+        values["environment"]["pip"] = [1]
+        return values, origins
+
+    monkeypatch.setattr(components.check, "load_inference_config", with_pip)
+    (tmp_path / "inferenceconfig.json").write_text(json.dumps({"entryScript": "score.py", "enableGpu": True}))
+    assert check([str(tmp_path / "inferenceconfig.json")]) == 2
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  inference_config: inferenceconfig.json: environment.pip[0]: Input should be a valid string (given: 1)"]
+
+
 def test_a_problem_with_a_value_from_an_inference_config_names_the_file_and_its_key(tmp_path, capsys):
     """As for the deployment config: in either format's keys, not the spec's (inference_config.environment.gpu)."""
     def problems(ic: dict) -> list[str]:
