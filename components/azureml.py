@@ -316,7 +316,7 @@ class LegacyInferenceConfig(_Json):
         if environment["conda_file"]:
             environment["conda_file"] = str(_relative(source, environment["conda_file"]))
         if environment["docker_steps"]:  # it names a file of Dockerfile lines; the spec holds the lines
-            environment["docker_steps"] = _text(_relative(source, environment["docker_steps"]), "extraDockerfileSteps")
+            environment["docker_steps"] = _text(_relative(source, environment["docker_steps"]), "environment.docker_steps")
         return _inference(self.entry_script, self.source_directory, environment, base)
 
 
@@ -376,23 +376,25 @@ def _problems(exc: ValidationError, field: str, path: Path) -> AzureMlFileError:
     return AzureMlFileError("\n".join(lines))
 
 
-# Where a setting's value came from: the stack's field naming the file (azureml.deployment_config), the file's
-# name and its key there ("" for the inference config, whose spec names below it are the nearest).
+# Where a setting is written: the stack's field naming the file (azureml.deployment_config), the file's name
+# and its key there ("" for the inference config itself, whose spec names below a key it has not are the nearest).
 Origin = tuple[str, str, str]
 
 
 def load_deployment_config(path: Path, field: str = "deployment_config") -> tuple[dict[str, Any], dict[str, Origin]]:
-    """The file's settings under the spec's names, and where each came from."""
+    """The file's settings under the spec's names, and where each is written: every setting the file has a
+    key for, given or not, since a deployment's settings come from its file (a default's problem, or a
+    message naming one, points there, as for the inference config)."""
     data = _read(path, field)
     try:
         settings = DeploymentConfig.model_validate(data).to_settings()
     except ValidationError as exc:
         raise _problems(exc, field, path) from None
-    return settings, {name: (field, path.name, DeploymentConfig.KEYS[name]) for name in settings}
+    return settings, {name: (field, path.name, key) for name, key in DeploymentConfig.KEYS.items()}
 
 
 def load_inference_config(path: Path, field: str = "inference_config") -> tuple[dict[str, Any], dict[str, Origin]]:
-    """The InferenceConfigSpec dict, and that it came from this file."""
+    """The InferenceConfigSpec dict (under a deployable's inference_config), and that it came from this file."""
     data = _read(path, field)
     model: type[InferenceConfig | LegacyInferenceConfig] = LegacyInferenceConfig if _LEGACY_KEYS & data.keys() else InferenceConfig
     if "environment" in data:  # Azure ML refuses only legacy settings that ask for something beside it
@@ -401,56 +403,138 @@ def load_inference_config(path: Path, field: str = "inference_config") -> tuple[
             raise AzureMlFileError(f"{field}: {path.name}: {', '.join(asked)}: cannot be given along with an environment; "
                                    "put them in the environment (python.condaDependencies, docker.baseImage) or drop it")
         data, model = {k: v for k, v in data.items() if k not in _LEGACY_KEYS}, InferenceConfig
+    origins = {"inference_config": (field, path.name, "")} | {
+        f"inference_config.{name}": (field, path.name, key) for name, key in _as_written(model, data).items()}
     try:
         spec = model.model_validate(data).to_spec(path.parent)
     except ValidationError as exc:
         raise _problems(exc, field, path) from None
-    return spec, {"inference_config": (field, path.name, "")} | {
-        f"inference_config.{name}": (field, path.name, key) for name, key in model.KEYS.items()}
+    except AzureMlFileError as exc:  # a file it names (the legacy steps), told by the spec name of its setting
+        name, _, message = str(exc).partition(": ")
+        raise AzureMlFileError(f"{named(origins, f'inference_config.{name}')}: {message}") from None
+    return spec, origins
 
 
-def in_file(origins: dict[str, Origin], path: Sequence[str | int]) -> tuple[tuple[str, ...], str] | None:
-    """Where the value at `path` (spec names) was written, when a file gave it: the stack's field naming the
-    file, and `file: key` in the file's own keys (the nearest key that has one, the spec's names below it)."""
+def _as_written(model: type[InferenceConfig | LegacyInferenceConfig], data: dict[str, Any]) -> dict[str, str]:
+    """The model's KEYS, each spelled as this file spells it: Azure ML reads some keys under two names
+    (extraDockerfileSteps, extraDockerFileSteps: the field's alias choices), and a problem names the one the
+    user wrote. Only a file's top-level keys have two."""
+    spelt = {field.alias: next((c for c in field.validation_alias.choices if c in data), field.alias)
+             for field in model.model_fields.values() if field.alias and isinstance(field.validation_alias, AliasChoices)}
+    return {name: spelt.get(key, key) for name, key in model.KEYS.items()}
+
+
+class Finding(str):
+    """A rule's `field: message` line; `mentions` are the other fields (spec names, beside the line's field)
+    its message names, which a line told in an Azure ML file's keys (in_files, told) names by that file's
+    keys too: `numReplicas: a fixed numReplicas and autoScaler.autoscaleEnabled exclude each other`."""
+
+    mentions: tuple[str, ...]
+
+    def __new__(cls, line: str, *mentions: str) -> Finding:
+        finding = super().__new__(cls, line)
+        finding.mentions = mentions
+        return finding
+
+
+class Findings(ValueError):
+    """A model's findings, one line each, kept as Findings (with their mentions) for in_files."""
+
+    def __init__(self, lines: Sequence[str]):
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
+
+
+# Where a value is written in a file: the stack's field naming the file, the file's name, the key there.
+Place = tuple[tuple[str, ...], str, str]
+
+
+def in_file(origins: dict[str, Origin], path: Sequence[str | int]) -> Place | None:
+    """Where the value at `path` (spec names) is written, when a file holds it: the stack's field naming the
+    file, the file, and the key there (the nearest key that has one, the spec's names below it)."""
     for n in range(len(path), 0, -1):
         named = all(isinstance(p, str) for p in path[:n])
         origin = origins.get(".".join(map(str, path[:n]))) if named else None
         if origin is not None:
             field, file, key = origin
             below = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[n:])
-            return tuple(field.split(".")), f"{file}: {(key + below).lstrip('.')}"
+            return tuple(field.split(".")), file, (key + below).lstrip(".")
     return None
 
 
+def _told(place: Place) -> str:
+    """`file: key`, as a problem names a file's value after the stack's field naming the file."""
+    _, file, key = place
+    return f"{file}: {key}" if key else file
+
+
 def named(origins: dict[str, Origin], field: str) -> str:
-    """How a problem names `field` (spec names, dotted): by the file and key that gave it, if a file did."""
-    moved = in_file(origins, field.split("."))
-    return field if moved is None else f"{'.'.join(moved[0])}: {moved[1]}"
+    """How a problem names `field` (spec names, dotted): by the file and key that hold it, if a file does."""
+    place = in_file(origins, field.split("."))
+    return field if place is None else f"{'.'.join(place[0])}: {_told(place)}"
 
 
-def in_files(exc: ValidationError, origins: dict[str, Origin]) -> ValidationError:
-    """`exc` with each problem of a value a file gave moved to the stack's field naming that file, and told
-    in the file's key (ctx `in_file`, which stackfile.format_errors shows): the user wrote numReplicas there,
-    not num_replicas. A rule's findings (`field: message` lines) are moved one by one."""
+def _field_of(line: str) -> tuple[str, str]:
+    """A rule's line as its field (spec names, dotted) and message; "" for a line about the model itself."""
+    name, sep, message = line.partition(": ")
+    return (name, message) if sep and re.fullmatch(r"[a-z_][a-z0-9_.]*", name) else ("", line)
+
+
+def _in_file_line(origins: dict[str, Origin], loc: Sequence[str | int], line: str) -> tuple[Place, str] | None:
+    """A rule's line found at `loc`, told in a file when the file holds its field: where, and the message
+    naming its mentions (Finding) by that file's keys where the same file holds them (one the stack gives
+    keeps the stack's name). A line about a deployment as a whole is told in the file that holds all it
+    mentions, if one does."""
+    name, message = _field_of(line)
+    place = in_file(origins, (*loc, *filter(None, name.split("."))))
+    mentioned = {m: in_file(origins, (*loc, *m.split("."))) for m in getattr(line, "mentions", ())}
+    files = {there[:2] for there in mentioned.values() if there is not None}
+    if place is None and not name and len(files) == 1 and None not in mentioned.values():
+        place = (*files.pop(), "")
+    if place is None:
+        return None
+    for mention, there in mentioned.items():
+        if there is not None and there[:2] == place[:2]:
+            message = re.sub(rf"(?<![\w.]){re.escape(mention)}(?!\w|\.\w)", there[2], message)
+    return place, message
+
+
+def told(origins: dict[str, Origin], path: str, line: str) -> str:
+    """A rule's line about the deployment at `path` (in the stack) as a problem tells it: in the keys of the
+    file that holds its field, if one does (`services[0].azureml.deployment_config: deploymentconfig.json:
+    gpuCores: ... set gpuCores: 0`)."""
+    moved = _in_file_line(origins, (), line)
+    if moved is not None:
+        place, message = moved
+        return f"{path}.{'.'.join(place[0])}: {_told(place)}: {message}"
+    name, message = _field_of(line)
+    return f"{path}.{name}: {message}" if name else f"{path}: {line}"
+
+
+def in_files(exc: ValidationError, origins: dict[str, Origin], at: Sequence[str] = ()) -> ValidationError:
+    """`exc` with each problem of a value a file holds moved to the stack's field naming that file, and told
+    in the file's keys (ctx `in_file`, which stackfile.format_errors shows): the user wrote numReplicas there,
+    not num_replicas. A rule's findings (`field: message` lines) are moved one by one, their messages naming
+    the fields they mention by the file's keys too. `at`: where the validated model sits in the spec names
+    `origins` uses (inference_config, for an inference config checked on its own)."""
     details: list[InitErrorDetails] = []
     for err in exc.errors():
         loc, ctx = err["loc"], err.get("ctx") or {}
         if err["type"] != "value_error":
-            moved = in_file(origins, loc)
-            detail = InitErrorDetails(type=err["type"], loc=moved[0] if moved else loc, input=err["input"])
-            if moved or ctx:
-                detail["ctx"] = ctx | {"in_file": moved[1]} if moved else ctx
+            place = in_file(origins, (*at, *loc))
+            detail = InitErrorDetails(type=err["type"], loc=place[0] if place else loc, input=err["input"])
+            if place or ctx:
+                detail["ctx"] = ctx | {"in_file": _told(place)} if place else ctx
             details.append(detail)
             continue
+        error = ctx["error"]
         kept = []
-        for line in str(ctx["error"]).splitlines():
-            name, sep, message = line.partition(": ")
-            if not (sep and re.fullmatch(r"[a-z_][a-z0-9_.]*", name)):  # not a rule's `field: message`
-                name, message = "", line
-            moved = in_file(origins, (*loc, *filter(None, name.split("."))))
+        for line in getattr(error, "lines", None) or str(error).splitlines():
+            moved = _in_file_line(origins, (*at, *loc), line)
             if moved:
-                details.append(InitErrorDetails(type="value_error", loc=moved[0], input=err["input"],
-                                                ctx={"error": ValueError(message), "in_file": moved[1]}))
+                place, message = moved
+                details.append(InitErrorDetails(type="value_error", loc=place[0], input=err["input"],
+                                                ctx={"error": ValueError(message), "in_file": _told(place)}))
             else:
                 kept.append(line)
         if kept:

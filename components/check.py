@@ -70,7 +70,7 @@ def check_azureml(path: Path) -> list[str]:
             return [f"{path}: valid deployment config", *(f"  {k} = {v}" for k, v in settings.model_dump(exclude={"primary_key", "secondary_key"}).items())]
         values, origins = load_inference_config(path)
         # Validated on its own, not as a service's inference_config: its paths start below that field.
-        spec = _validated(InferenceConfigSpec, values, {k.removeprefix("inference_config."): o for k, o in origins.items()})
+        spec = _validated(InferenceConfigSpec, values, origins, at=("inference_config",))
         if problems := entry_script_problems(Path, lambda field: named(origins, f"inference_config.{field}"), spec):
             raise StackError(problems)
         return [f"{path}: valid inference config", f"  entry_script = {spec.entry_script}", f"  source_directory = {spec.source_directory}"]
@@ -78,12 +78,13 @@ def check_azureml(path: Path) -> list[str]:
         raise StackError(str(exc).splitlines()) from None
 
 
-def _validated(model: type[M], values: dict[str, Any], origins: dict[str, Origin]) -> M:
-    """All of it is the file's: its problems are told in the file's keys, as the file's own ones are."""
+def _validated(model: type[M], values: dict[str, Any], origins: dict[str, Origin], at: tuple[str, ...] = ()) -> M:
+    """All of it is the file's: its problems are told in the file's keys, as the file's own ones are, through
+    the origins a stack's deployment gets (`at`: where the model sits in their spec names)."""
     try:
         return model.model_validate(values)
     except ValidationError as exc:
-        raise StackError(format_errors(in_files(exc, origins))) from None
+        raise StackError(format_errors(in_files(exc, origins, at))) from None
 
 
 def _is_stack_file(path: Path) -> bool:

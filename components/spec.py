@@ -37,7 +37,7 @@ from pydantic import (
     model_validator,
 )
 
-from components.azureml import Origin, in_files, load_deployment_config, load_inference_config, named
+from components.azureml import Finding, Findings, Origin, in_files, load_deployment_config, load_inference_config, named, told
 
 SECURE = "<secure>"  # a secret still encrypted (components.stackfile): its value cannot be checked
 _MODEL_URL = re.compile(r"^https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/.+|^http://127\.0\.0\.1:\d+/.+")
@@ -49,7 +49,8 @@ FAST_PROD_MIN_VCPUS = 12
 
 class Spec(BaseModel):
     """Base of every spec: each class adds `_rules`, and all of them run, so every problem
-    of a model is reported at once rather than the first one only."""
+    of a model is reported at once rather than the first one only. A line whose message names other
+    fields is a Finding that says which, so that an Azure ML file's problem names them by its keys."""
 
     # revalidate_instances: a spec given as a field is validated as a copy, so that rules resolving
     # it in context (a dev_test cluster turning autoscaling off) leave the caller's object alone.
@@ -63,7 +64,7 @@ class Spec(BaseModel):
             if rules is not None:
                 problems += rules(self)
         if problems:
-            raise ValueError("\n".join(problems))
+            raise Findings(problems)
         return self
 
 
@@ -664,17 +665,17 @@ class EnvironmentSpec(Spec):
     cuda_version: str | None = None
 
     def _rules(self) -> list[str]:
-        problems = []
+        problems: list[str] = []
         if self.conda_dependencies is not None and self.conda_file is not None:
-            problems.append("conda_file: give conda_dependencies or conda_file, not both")
+            problems.append(Finding("conda_file: give conda_dependencies or conda_file, not both", "conda_dependencies", "conda_file"))
         if self.base_image is not None and self.base_dockerfile is not None:
-            problems.append("base_dockerfile: give base_image or base_dockerfile, not both")
+            problems.append(Finding("base_dockerfile: give base_image or base_dockerfile, not both", "base_image", "base_dockerfile"))
         # Else silently not what was asked for: the one GPU base (components.image) carries CUDA 11.8.
         if self.cuda_version is not None and not self.gpu:
-            problems.append("cuda_version: it picks the GPU base image; set gpu (Azure ML's enableGpu) too")
+            problems.append(Finding("cuda_version: it picks the GPU base image; set gpu too", "gpu"))
         elif self.cuda_version not in (None, "11.8"):
-            problems.append(f"cuda_version: {self.cuda_version!r}: Azure ML's GPU base image here carries CUDA 11.8; "
-                            "for another version name a base_image that has it")
+            problems.append(Finding(f"cuda_version: {self.cuda_version!r}: Azure ML's GPU base image here carries CUDA 11.8; "
+                                    "for another version name a base_image that has it", "base_image"))
         for name, value in self.environment_variables.items():
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
                 problems.append(f"environment_variables: {name!r} is not a variable name (letters, digits, _)")
@@ -785,15 +786,19 @@ class DeploymentSettings(Spec):
         if not 1 <= self.autoscale_target_utilization <= 100:
             problems.append(f"autoscale_target_utilization: {self.autoscale_target_utilization} is outside 1..100 (a percentage of busy replica slots)")
         if self.autoscale_enabled and self.num_replicas is not None:
-            problems.append("num_replicas: a fixed num_replicas and autoscale_enabled exclude each other; drop one")
+            problems.append(Finding("num_replicas: a fixed num_replicas and autoscale_enabled exclude each other; drop one",
+                                    "num_replicas", "autoscale_enabled"))
         if self.autoscale_enabled is None:
             self.autoscale_enabled = self.num_replicas is None
         if self.autoscale_min_replicas > self.autoscale_max_replicas:
-            problems.append(f"autoscale_min_replicas: {self.autoscale_min_replicas} exceeds autoscale_max_replicas {self.autoscale_max_replicas}")
+            problems.append(Finding(f"autoscale_min_replicas: {self.autoscale_min_replicas} exceeds autoscale_max_replicas "
+                                    f"{self.autoscale_max_replicas}", "autoscale_max_replicas"))
         if self.cpu_cores_limit is not None and self.cpu_cores_limit < self.cpu_cores:
-            problems.append(f"cpu_cores_limit: {self.cpu_cores_limit} is below the request cpu_cores {self.cpu_cores}; raise the limit or lower the request")
+            problems.append(Finding(f"cpu_cores_limit: {self.cpu_cores_limit} is below the request cpu_cores {self.cpu_cores}; "
+                                    "raise the limit or lower the request", "cpu_cores"))
         if self.memory_gb_limit is not None and self.memory_gb_limit < self.memory_gb:
-            problems.append(f"memory_gb_limit: {self.memory_gb_limit} is below the request memory_gb {self.memory_gb}; raise the limit or lower the request")
+            problems.append(Finding(f"memory_gb_limit: {self.memory_gb_limit} is below the request memory_gb {self.memory_gb}; "
+                                    "raise the limit or lower the request", "memory_gb"))
         if self.gpu_cores and self.fpga_cores:
             problems.append("fpga_cores: a replica uses GPU or FPGA cores, not both")
         return problems
@@ -874,8 +879,13 @@ class Deployable(DeploymentSettings):
         return spec
 
     def named(self, field: str) -> str:
-        """How a problem names `field`: by the key of the Azure ML file that gave it, if one did."""
+        """How a problem names `field`: by the key of the Azure ML file that holds it, if one does."""
         return named(self._from_files, field)
+
+    def told(self, path: str, line: Finding) -> str:
+        """A stack-wide rule's line about this deployment (at `path`), in the keys of the Azure ML file that
+        holds its field, its mentions too, if one does."""
+        return told(self._from_files, path, line)
 
     def _rules(self) -> list[str]:
         problems = []
@@ -903,7 +913,8 @@ class AuthSettings(Spec):
 
     def _rules(self) -> list[str]:
         if self.auth_enabled and self.token_auth_enabled:
-            return ["token_auth_enabled: key auth (auth_enabled) and token auth both on; Azure ML allows one: set auth_enabled: false for tokens"]
+            return [Finding("token_auth_enabled: key auth (auth_enabled) and token auth both on; Azure ML allows one: "
+                            "set auth_enabled: false for tokens", "auth_enabled")]
         return []
 
 
@@ -1079,15 +1090,18 @@ class StackSpec(Spec):
                     problems.append(f"{path}.models[{i}]: {ref!r} is not declared under models")
             for kind, field in (("gpu", "gpu_cores"), ("fpga", "fpga_cores")):
                 if getattr(dep, field) and self.cluster is not None and not self.cluster.has_accelerator(kind):
-                    problems.append(f"{path}.{dep.named(field)}: the cluster has no {kind.upper()} pool; add a node pool with accelerator: {kind} or set {field}: 0")
+                    problems.append(dep.told(path, Finding(
+                        f"{field}: the cluster has no {kind.upper()} pool; add a node pool with accelerator: {kind} or set {field}: 0", field)))
             if dep.fpga_cores and self.cluster is not None and self.cluster.attach is None:
                 self._warnings.append(f"{path}.fpga_cores: nodes advertise microsoft.com/fpga only through the FPGA vendor's "
                                       "device plugin, which this stack does not install (it does NVIDIA's for GPUs); "
                                       "until one runs on the FPGA pool, these replicas stay Pending")
             if self.cluster is not None and self.cluster.cluster_purpose == "dev_test" and dep.autoscale_enabled:
                 # The fewest replicas asked for become the fixed count (a minimum of 3 is not dropped to 1).
-                self._warnings.append(f"{path}: a dev_test cluster keeps replicas fixed; autoscaling is off and it runs "
-                                      f"{dep.autoscale_min_replicas} (autoscale_min_replicas; num_replicas sets the count)")
+                self._warnings.append(dep.told(path, Finding(
+                    f"a dev_test cluster keeps replicas fixed; autoscaling is off and it runs "
+                    f"{dep.autoscale_min_replicas} (autoscale_min_replicas; num_replicas sets the count)",
+                    "autoscale_min_replicas", "num_replicas")))
                 dep.autoscale_enabled = False
                 dep.num_replicas = dep.autoscale_min_replicas
         return problems + self._node_room() + self._gpu_capacity()
@@ -1114,9 +1128,9 @@ class StackSpec(Spec):
                                 f"({pool.vm_size}, pool {pool.name}) has {cores} vCPUs, some of them kept by AKS; its "
                                 "replicas could never be scheduled")
             elif dep.memory_gb > 8 * cores and not re.match(r"^Standard_[MG]", pool.vm_size, re.I):
-                self._warnings.append(f"{path}.{dep.named('memory_gb')}: {dep.memory_gb:g} GB per replica (memory_gb is in GB), more "
-                                      f"than a {pool.vm_size} node ({cores} vCPUs, pool {pool.name}) is likely to have; "
-                                      "such replicas stay Pending")
+                self._warnings.append(dep.told(path, Finding(
+                    f"memory_gb: {dep.memory_gb:g} GB per replica (memory_gb is in GB), more than a {pool.vm_size} node "
+                    f"({cores} vCPUs, pool {pool.name}) is likely to have; such replicas stay Pending", "memory_gb")))
         return problems
 
     def _gpu_capacity(self) -> list[str]:

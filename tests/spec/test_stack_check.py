@@ -617,13 +617,13 @@ BROKEN_JSON = [
     ("ic-arm-platform", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"docker": {"platform": {"architecture": "arm64"}}}},
      "environment.docker.platform.architecture"),
     ("dc-replicas-with-autoscale", "deploymentconfig.json", {"computeType": "aks", "numReplicas": 2, "autoScaler": {"autoscaleEnabled": True}},
-     "deployment_config: deploymentconfig.json: numReplicas: a fixed num_replicas and autoscale_enabled exclude each other"),
+     "deployment_config: deploymentconfig.json: numReplicas: a fixed numReplicas and autoScaler.autoscaleEnabled exclude each other"),
     ("dc-limit-below-request", "deploymentconfig.json", {"computeType": "aks", "containerResourceRequirements": {"cpu": 2, "cpuLimit": 1}},
      "deployment_config: deploymentconfig.json: containerResourceRequirements.cpuLimit: 1.0 is below the request"),
     ("ic-missing-entry", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"docker": {"baseImagee": "x"}}}, "environment.docker.baseImagee"),
     ("ic-legacy-runtime", "inferenceconfig.json", {"entryScript": "score.py", "runtime": "spark-py"}, "runtime"),
     ("ic-cuda-without-gpu", "inferenceconfig.json", {"entryScript": "score.py", "cudaVersion": "11.8"},
-     "inference_config: inferenceconfig.json: cudaVersion: it picks the GPU base image; set gpu (Azure ML's enableGpu) too"),
+     "inference_config: inferenceconfig.json: cudaVersion: it picks the GPU base image; set enableGpu too"),
     ("dc-zero-replicas", "deploymentconfig.json", {"computeType": "aks", "numReplicas": 0},
      "deployment_config: deploymentconfig.json: numReplicas: Input should be greater than or equal to 1"),
     ("ic-legacy-missing-steps", "inferenceconfig.json", {"entryScript": "score.py", "extraDockerfileSteps": "steps.txt"},
@@ -686,16 +686,111 @@ def test_a_problem_with_a_value_from_an_azure_ml_file_names_the_file_and_its_key
         in_dc + "numReplicas: Input should be greater than or equal to 1"]
     assert problems({"computeType": "aks", "numReplicas": 2, "autoScaler": {"autoscaleEnabled": True},
                      "containerResourceRequirements": {"cpu": 2, "cpuLimit": 1}}) == [
-        in_dc + "numReplicas: a fixed num_replicas and autoscale_enabled exclude each other; drop one",
-        in_dc + "containerResourceRequirements.cpuLimit: 1.0 is below the request cpu_cores 2.0; raise the limit or lower the request"]
+        in_dc + "numReplicas: a fixed numReplicas and autoScaler.autoscaleEnabled exclude each other; drop one",
+        in_dc + "containerResourceRequirements.cpuLimit: 1.0 is below the request containerResourceRequirements.cpu 2.0; "
+                "raise the limit or lower the request"]
     assert problems({"computeType": "aks", "tokenAuthEnabled": True}) == [
-        in_dc + "tokenAuthEnabled: key auth (auth_enabled) and token auth both on; Azure ML allows one: set auth_enabled: false for tokens"]
+        in_dc + "tokenAuthEnabled: key auth (authEnabled) and token auth both on; Azure ML allows one: set authEnabled: false for tokens"]
     # Checked across the stack too: the file's namespace against the router's.
     assert problems({"computeType": "aks", "namespace": "models"}, router={}) == [
         in_dc + "namespace: 'models' differs from router.namespace 'azureml'; the router watches and scales only its own namespace"]
     # What the stack says itself is named in the stack.
     assert problems({"computeType": "aks", "numReplicas": 2}, overrides={"num_replicas": 0}) == [
         "services[0].num_replicas: Input should be greater than or equal to 1"]
+
+
+def test_a_rule_moved_into_an_azure_ml_file_names_the_fields_its_message_mentions_by_the_files_keys(tmp_path, capsys):
+    """A message told in a file said `numReplicas: a fixed num_replicas and autoscale_enabled ...`: the fields
+    it mentions are named as the file spells them, a default as where the file would set it, and one the stack
+    gives itself as the stack does; on its own a file is told alike."""
+    def problems(dc: dict, ic: dict = INFERENCE_CONFIG, overrides: dict | None = None) -> list[str]:
+        with pytest.raises(StackError) as err:
+            load_stack(_azureml_stack(tmp_path, dc, ic, overrides))
+        return err.value.problems
+
+    in_dc = "services[0].azureml.deployment_config: deploymentconfig.json: "
+    assert problems({"computeType": "aks", "containerResourceRequirements": {"memoryInGB": 2, "memoryInGBLimit": 1}}) == [
+        in_dc + "containerResourceRequirements.memoryInGBLimit: 1.0 is below the request containerResourceRequirements.memoryInGB "
+                "2.0; raise the limit or lower the request"]
+    # maxReplicas not given: its default named by the key that sets it.
+    assert problems({"computeType": "aks", "autoScaler": {"autoscaleEnabled": True, "minReplicas": 11}}) == [
+        in_dc + "autoScaler.minReplicas: 11 exceeds autoScaler.maxReplicas 10"]
+    assert problems({"computeType": "aks", "numReplicas": 2}, overrides={"autoscale_enabled": True}) == [
+        in_dc + "numReplicas: a fixed numReplicas and autoscale_enabled exclude each other; drop one"]
+    in_ic = "services[0].azureml.inference_config: inferenceconfig.json: "
+    assert problems({"computeType": "aks"}, {"entryScript": "score.py", "environment": {"docker": {"baseImage": "a", "baseDockerfile": "b"}}}) == [
+        in_ic + "environment.docker.baseDockerfile: give environment.docker.baseImage or environment.docker.baseDockerfile, not both"]
+    assert problems({"computeType": "aks"}, {"entryScript": "score.py", "environment": {"python": {
+        "condaDependencies": {"dependencies": ["python=3.11"]}, "condaDependenciesFile": "env.yml"}}}) == [
+        in_ic + "environment.python.condaDependenciesFile: give environment.python.condaDependencies or "
+                "environment.python.condaDependenciesFile, not both"]
+    assert problems({"computeType": "aks"}, {"entryScript": "score.py", "enableGpu": True, "cudaVersion": "12.1"}) == [
+        in_ic + "cudaVersion: '12.1': Azure ML's GPU base image here carries CUDA 11.8; for another version name a baseImage that has it"]
+    # The stack's own settings keep the stack's names.
+    config = copy.deepcopy(BASE)
+    config[S][0] |= {"cpu_cores": 2, "cpu_cores_limit": 1}
+    with pytest.raises(StackError) as err:
+        load_stack(write_stack(tmp_path, config))
+    assert "services[0].cpu_cores_limit: 1.0 is below the request cpu_cores 2.0; raise the limit or lower the request" in err.value.problems
+    path = tmp_path / "deploymentconfig.json"
+    path.write_text(json.dumps({"computeType": "aks", "autoScaler": {"autoscaleEnabled": True, "minReplicas": 11}}))
+    assert check([str(path)]) == 2
+    assert "deployment_config: deploymentconfig.json: autoScaler.minReplicas: 11 exceeds autoScaler.maxReplicas 10" in capsys.readouterr().out
+
+
+def test_stack_rules_name_a_deployment_configs_settings_as_it_spells_them(tmp_path):
+    """The dev_test warning, the missing GPU pool and the memory warning named autoscale_min_replicas,
+    num_replicas, gpu_cores and memory_gb for a service whose settings its deploymentconfig.json gives."""
+    config = yaml.safe_load(_azureml_stack(tmp_path, {"computeType": "aks", "autoScaler": {"autoscaleEnabled": True, "minReplicas": 3},
+                                                      "containerResourceRequirements": {"memoryInGB": 100}}).read_text())["config"]
+    config[C]["cluster_purpose"] = "dev_test"
+    warnings = [w for w in load_stack(write_stack(tmp_path, config)).spec.warnings if w.startswith("services[0]")]
+    in_dc = "services[0].azureml.deployment_config: deploymentconfig.json: "
+    assert warnings == [
+        in_dc + "a dev_test cluster keeps replicas fixed; autoscaling is off and it runs 3 (autoScaler.minReplicas; "
+                "numReplicas sets the count)",
+        in_dc + "containerResourceRequirements.memoryInGB: 100 GB per replica (containerResourceRequirements.memoryInGB is in GB), "
+                "more than a Standard_D4s_v3 node (4 vCPUs, pool system) is likely to have; such replicas stay Pending"]
+    config[S][0]["autoscale_min_replicas"] = 2  # the stack's own: named as the stack names it
+    assert load_stack(write_stack(tmp_path, config)).spec.warnings[0] == (
+        "services[0]: a dev_test cluster keeps replicas fixed; autoscaling is off and it runs 2 (autoscale_min_replicas; "
+        "num_replicas sets the count)")
+    (tmp_path / "aml" / "deploymentconfig.json").write_text(json.dumps({"computeType": "aks", "gpuCores": 1}))
+    config[C]["node_pools"] = config[C]["node_pools"][:1]
+    with pytest.raises(StackError) as err:
+        load_stack(write_stack(tmp_path, config))
+    assert in_dc + "gpuCores: the cluster has no GPU pool; add a node pool with accelerator: gpu or set gpuCores: 0" in err.value.problems
+
+
+@pytest.mark.parametrize("steps_key", ["extraDockerfileSteps", "extraDockerFileSteps"])
+def test_the_legacy_steps_key_is_named_as_the_file_spells_it(tmp_path, capsys, steps_key):
+    """Azure ML reads either spelling: a problem with the steps file named extraDockerfileSteps whichever the
+    user wrote, and in a stack under the service's own path rather than the file's."""
+    ic = {"entryScript": "score.py", steps_key: "steps.txt"}
+    with pytest.raises(StackError) as err:
+        load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic))
+    assert err.value.problems == [f"services[0].azureml.inference_config: inferenceconfig.json: {steps_key}: cannot read "
+                                  f"{tmp_path / 'aml' / 'steps.txt'} (No such file or directory)"]
+    assert check([str(tmp_path / "aml" / "inferenceconfig.json")]) == 2
+    assert f"  inference_config: inferenceconfig.json: {steps_key}: cannot read " in capsys.readouterr().out
+
+
+def test_an_inference_config_on_its_own_is_named_through_the_stacks_key_table(tmp_path, capsys, monkeypatch):
+    """check of an inference config alone re-keyed the table, losing its root: a problem below a key the table
+    lacks was told in spec names with no file at all (environment.pip), not in the file as a stack tells it."""
+    import components.check
+    from components.azureml import load_inference_config
+
+    def with_pip(path: Path) -> tuple[dict, dict]:  # no file gives pip: what only a key the table lacks would say
+        values, origins = load_inference_config(path)
+        values["environment"]["pip"] = [1]
+        return values, origins
+
+    monkeypatch.setattr(components.check, "load_inference_config", with_pip)
+    (tmp_path / "inferenceconfig.json").write_text(json.dumps({"entryScript": "score.py", "enableGpu": True}))
+    assert check([str(tmp_path / "inferenceconfig.json")]) == 2
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  inference_config: inferenceconfig.json: environment.pip[0]: Input should be a valid string (given: 1)"]
 
 
 def test_a_problem_with_a_value_from_an_inference_config_names_the_file_and_its_key(tmp_path, capsys):
@@ -709,7 +804,7 @@ def test_a_problem_with_a_value_from_an_inference_config_names_the_file_and_its_
     assert problems({"entryScript": "score.R"}) == [
         f"{in_ic}entryScript: '{tmp_path / 'aml' / 'score.R'}' is not a Python file; the entry script defines init() and run()"]
     assert problems({"entryScript": "score.py", "cudaVersion": "11.8"}) == [
-        f"{in_ic}cudaVersion: it picks the GPU base image; set gpu (Azure ML's enableGpu) too"]
+        f"{in_ic}cudaVersion: it picks the GPU base image; set enableGpu too"]
     assert problems({"entryScript": "score.py", "environment": {"environmentVariables": {"A-B": "1"}}}) == [
         f"{in_ic}environment.environmentVariables: 'A-B' is not a variable name (letters, digits, _)"]
     # What check finds on this machine's files: the entry script the file names is not there.
