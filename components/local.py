@@ -248,7 +248,10 @@ def _port_taken(port: int) -> bool:
     return False
 
 
-def _get(url: str, timeout: float = 2.0) -> tuple[int, dict]:
+READYZ_TIMEOUT_S = 2.0
+
+
+def _get(url: str, timeout: float = READYZ_TIMEOUT_S) -> tuple[int, dict]:
     """The status and JSON object of a GET; {} for a body that is not one (another program on the port)."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -449,7 +452,12 @@ def down(stack: Stack, out=sys.stdout) -> int:
                   "run `local down` with the file as it was then; if its state folder was removed, end the process "
                   f"listening on port {stack.spec.local.router_port} (it stops its scorers)", file=out)
             return 1
-        print(f"the {stack.name} stack is not running", file=out)
+        port = stack.spec.local.router_port
+        # A router too busy to answer within the GET's timeout looks like any other program holding the port.
+        held = (f"; port {port} is held by a program that did not answer /readyz as a router within "
+                f"{READYZ_TIMEOUT_S:g} s (if it is this stack's router, busy, run `local down` again)"
+                if _port_taken(port) else "")
+        print(f"the {stack.name} stack is not running{held}", file=out)
         return 0
     _stop(pid, _stop_seconds(RouterConfig.load(state.config)))
     state.pid.unlink(missing_ok=True)
