@@ -2,7 +2,7 @@
 
 Every model forbids unknown fields, so a misspelled key fails before any resource is
 declared. Cross-field rules raise one line per problem in the form `field: message`;
-`components.stackfile.format_errors` turns those into `path.to.field: message`.
+`components.validation.format_errors` turns those into `path.to.field: message`.
 
 The deployment settings carry the names and defaults of Azure ML's
 `AksWebservice.deploy_configuration` / `AksServiceDeploymentConfiguration`

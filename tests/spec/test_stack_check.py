@@ -589,7 +589,7 @@ def test_without_a_source_directory_the_app_is_the_entry_script_alone(tmp_path):
 
 BROKEN_JSON = [
     ("ic-spark-packages", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"spark": {"packages": [{"group": "g"}]}}},
-     "environment.spark: packages: a training run's libraries; a web service does not install them"),
+     "environment.spark.packages: a training run's libraries; a web service does not install them"),
     ("dc-unknown-key", "deploymentconfig.json", {"computeType": "aks", "cpuCores": 1}, "cpuCores"),
     ("dc-wrong-compute", "deploymentconfig.json", {"computeType": "aci"}, "computeType"),
     ("dc-bad-autoscaler", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"minReplicas": "two"}}, "autoScaler.minReplicas"),
@@ -658,6 +658,44 @@ def test_each_finding_of_an_azure_ml_rule_names_its_file(tmp_path, capsys):
     assert [p.strip() for p in problems] == [
         f"deployment_config: deploymentconfig.json: autoScaler.{k}: given without autoScaler.autoscaleEnabled: true"
         for k in ("minReplicas", "maxReplicas")]
+
+
+def test_an_azure_ml_files_problems_are_told_as_a_stacks_are(tmp_path, capsys):
+    """A type error in an Azure ML file kept pydantic's names in its path (dependencies.0.str, .dict[str,list[str]])
+    and list indices as .0, and its messages were pydantic's own (Extra inputs are not permitted, no value
+    given): told along the file's keys, in the stack's words, on its own as in a stack; the stack's own
+    conda dependencies tell the same below their own key."""
+    ic = {"entryScript": "score.py", "environment": {
+        "python": {"condaDependencies": {"dependencies": [5, {"pip": [1]}]}}, "environmentVariables": {"DB_PORT": 5432}}}
+    told = [
+        "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[0]: "
+        "Input should be a valid string (given: 5)",
+        "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[0]: "
+        "Input should be a valid dictionary",
+        "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[1]: "
+        "Input should be a valid string",
+        "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[1].pip[0]: "
+        "Input should be a valid string (given: 1)",
+        "inference_config: inferenceconfig.json: environment.environmentVariables.DB_PORT: Input should be a valid string",
+    ]
+    (tmp_path / "inferenceconfig.json").write_text(json.dumps(ic))
+    assert check([str(tmp_path / "inferenceconfig.json")]) == 2
+    assert [line.strip() for line in capsys.readouterr().out.splitlines()[1:]] == told
+    with pytest.raises(StackError) as err:
+        load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic))
+    assert err.value.problems == [f"services[0].azureml.{line}" for line in told]
+    config = copy.deepcopy(BASE)
+    _set(config, SVC0 + ["inference_config", "environment"], {"conda_dependencies": {"dependencies": [5, {"pip": [1]}]}})
+    with pytest.raises(StackError) as err:
+        load_stack(write_stack(tmp_path, config))
+    assert err.value.problems[0] == ("services[0].inference_config.environment.conda_dependencies.dependencies[0]: "
+                                     "Input should be a valid string (given: 5)")
+    (tmp_path / "deploymentconfig.json").write_text(json.dumps({"computeType": None, "autoScaler": {"maxReplica": 2}}))
+    assert check([str(tmp_path / "deploymentconfig.json")]) == 2
+    assert [line.strip() for line in capsys.readouterr().out.splitlines()[1:]] == [
+        "deployment_config: deploymentconfig.json: computeType: Input should be a valid string (given: no value)",
+        "deployment_config: deploymentconfig.json: autoScaler.maxReplica: unknown field (check its spelling against "
+        "the documented settings)"]
 
 
 def test_broken_azureml_file_inside_a_stack_names_the_service(tmp_path):
