@@ -943,7 +943,7 @@ def test_gpu_capacity_warns_where_autoscaling_or_a_rollout_surge_outgrows_the_po
     config[S][0]["autoscale_max_replicas"] = 3
     assert _gpu_warnings(tmp_path, config) == [
         "gpu_cores: autoscaling can ask for 3 GPUs and the GPU pools hold at most 2 GPUs (gpu: 2 x 1); replicas beyond "
-        "that stay Pending (lower autoscale_max_replicas or raise max_count)"]
+        "that stay Pending (lower services[0].autoscale_max_replicas, or raise max_count)"]
     # Two lone replicas fill both GPUs: the new replica of a rollout has none to start on.
     config[S][0] |= {"autoscale_enabled": False, "num_replicas": 1}
     config[S].append({**config[S][0], "name": "svc2"})
@@ -951,6 +951,28 @@ def test_gpu_capacity_warns_where_autoscaling_or_a_rollout_surge_outgrows_the_po
     assert "a rollout of a lone GPU replica" in _gpu_warnings(tmp_path, config)[0]
     config[C]["node_pools"][1]["max_count"] = 3
     assert _gpu_warnings(tmp_path, config) == []
+
+
+def test_gpu_capacity_names_each_autoscaling_deployments_bound_as_its_source_spells_it(tmp_path):
+    """The warning said `lower autoscale_max_replicas` for a deployment whose bound its deploymentconfig.json
+    gives (autoScaler.maxReplicas), and named no deployment when several autoscale: each is named at its path,
+    as its own source spells it, a file's default too (maxReplicas 10 where the file would set it)."""
+    dc = {"computeType": "aks", "gpuCores": 1, "autoScaler": {"autoscaleEnabled": True, "minReplicas": 1, "maxReplicas": 3}}
+    config = yaml.safe_load(_azureml_stack(tmp_path, dc).read_text())["config"]
+    config[S].append({"name": "svc2", "models": ["m:1"], "inference_config": {"entry_script": "score.py"},
+                      "gpu_cores": 1, "autoscale_min_replicas": 1, "autoscale_max_replicas": 2})
+    in_dc = "services[0].azureml.deployment_config: deploymentconfig.json: "
+    assert _gpu_warnings(tmp_path, config) == [
+        "gpu_cores: autoscaling can ask for 5 GPUs and the GPU pools hold at most 2 GPUs (gpu: 2 x 1); replicas beyond "
+        f"that stay Pending (lower {in_dc}autoScaler.maxReplicas or services[1].autoscale_max_replicas, or raise max_count)"]
+    config[S][1] |= {"autoscale_enabled": False, "num_replicas": 1}  # a fixed count has no bound to lower
+    del dc["autoScaler"]["maxReplicas"]
+    (tmp_path / "aml" / "deploymentconfig.json").write_text(json.dumps(dc))
+    assert _gpu_warnings(tmp_path, config) == [
+        "gpu_cores: autoscaling can ask for 11 GPUs and the GPU pools hold at most 2 GPUs (gpu: 2 x 1); replicas beyond "
+        f"that stay Pending (lower {in_dc}autoScaler.maxReplicas, or raise max_count)"]
+    config[S][0]["autoscale_max_replicas"] = 4  # the stack's own wins, and is named as the stack names it
+    assert "(lower services[0].autoscale_max_replicas, or raise max_count)" in _gpu_warnings(tmp_path, config)[0]
 
 
 def test_gpu_capacity_counts_gpus_per_node_and_skips_sizes_it_does_not_know(tmp_path):
