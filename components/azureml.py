@@ -18,6 +18,8 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails
 
+from components.validation import format_errors, path_of
+
 
 class _Json(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -366,14 +368,10 @@ def _read(path: Path, field: str) -> dict[str, Any]:
     return data
 
 
-def _problems(exc: ValidationError, field: str, path: Path) -> AzureMlFileError:
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        lines += [f"{field}: {path.name}: {where}: {line}" if where else f"{field}: {path.name}: {line}"
-                  for line in msg.splitlines()]  # a rule's several findings: each names the file
-    return AzureMlFileError("\n".join(lines))
+def _problems(exc: ValidationError, field: str, path: Path, data: dict[str, Any]) -> AzureMlFileError:
+    """The file's problems as a stack's are told (along the keys of `data`, the file as validated), each line
+    under the stack's field naming the file and the file's name: a rule's several findings each name it."""
+    return AzureMlFileError("\n".join(f"{field}: {path.name}: {line}" for line in format_errors(exc, data)))
 
 
 # Where a setting is written: the stack's field naming the file (azureml.deployment_config), the file's name
@@ -389,7 +387,7 @@ def load_deployment_config(path: Path, field: str = "deployment_config") -> tupl
     try:
         settings = DeploymentConfig.model_validate(data).to_settings()
     except ValidationError as exc:
-        raise _problems(exc, field, path) from None
+        raise _problems(exc, field, path, data) from None
     return settings, {name: (field, path.name, key) for name, key in DeploymentConfig.KEYS.items()}
 
 
@@ -408,7 +406,7 @@ def load_inference_config(path: Path, field: str = "inference_config") -> tuple[
     try:
         spec = model.model_validate(data).to_spec(path.parent)
     except ValidationError as exc:
-        raise _problems(exc, field, path) from None
+        raise _problems(exc, field, path, data) from None
     except AzureMlFileError as exc:  # a file it names (the legacy steps), told by the spec name of its setting
         name, _, message = str(exc).partition(": ")
         raise AzureMlFileError(f"{named(origins, f'inference_config.{name}')}: {message}") from None
@@ -457,8 +455,7 @@ def in_file(origins: dict[str, Origin], path: Sequence[str | int]) -> Place | No
         origin = origins.get(".".join(map(str, path[:n]))) if named else None
         if origin is not None:
             field, file, key = origin
-            below = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path[n:])
-            return tuple(field.split(".")), file, (key + below).lstrip(".")
+            return tuple(field.split(".")), file, path_of(path[n:], root=key)
     return None
 
 
@@ -513,7 +510,7 @@ def told(origins: dict[str, Origin], path: str, line: str) -> str:
 
 def in_files(exc: ValidationError, origins: dict[str, Origin], at: Sequence[str] = ()) -> ValidationError:
     """`exc` with each problem of a value a file holds moved to the stack's field naming that file, and told
-    in the file's keys (ctx `in_file`, which stackfile.format_errors shows): the user wrote numReplicas there,
+    in the file's keys (ctx `in_file`, which validation.format_errors shows): the user wrote numReplicas there,
     not num_replicas. A rule's findings (`field: message` lines) are moved one by one, their messages naming
     the fields they mention by the file's keys too. `at`: where the validated model sits in the spec names
     `origins` uses (inference_config, for an inference config checked on its own)."""

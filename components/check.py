@@ -15,7 +15,8 @@ from components.azureml import AzureMlFileError, Origin, in_files, kind_of, load
 from components.deployable import cluster_problems
 from components.sources import entry_script_problems, missing_models, source_problems
 from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings, registry_name, storage_account_name
-from components.stackfile import StackError, format_errors, load_stack
+from components.stackfile import StackError, load_stack
+from components.validation import format_errors
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)

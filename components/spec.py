@@ -2,7 +2,7 @@
 
 Every model forbids unknown fields, so a misspelled key fails before any resource is
 declared. Cross-field rules raise one line per problem in the form `field: message`;
-`components.stackfile.format_errors` turns those into `path.to.field: message`.
+`components.validation.format_errors` turns those into `path.to.field: message`.
 
 The deployment settings carry the names and defaults of Azure ML's
 `AksWebservice.deploy_configuration` / `AksServiceDeploymentConfiguration`
@@ -1166,9 +1166,10 @@ class StackSpec(Spec):
                                   "Pending (use sizes whose GPUs per node the replicas divide, or raise max_count)")
         most = sum((dep.autoscale_max_replicas if dep.autoscale_enabled else dep.replicas) * dep.gpu_cores
                    for _, dep in users)
-        if most > capacity:
+        if most > capacity:  # each autoscaling deployment's bound named as its source spells it (autoScaler.maxReplicas)
+            bounds = " or ".join(f"{path}.{dep.named('autoscale_max_replicas')}" for path, dep in users if dep.autoscale_enabled)
             self._warnings.append(f"gpu_cores: autoscaling can ask for {most} GPUs and {held}; replicas beyond that "
-                                  "stay Pending (lower autoscale_max_replicas or raise max_count)")
+                                  f"stay Pending (lower {bounds}, or raise max_count)")
         surge = max((dep.gpu_cores for _, dep in users if dep.replicas == 1), default=0)
         if most <= capacity and surge and start + surge > capacity:
             self._warnings.append(f"gpu_cores: a rollout of a lone GPU replica starts its new replica first, which "

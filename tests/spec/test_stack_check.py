@@ -589,7 +589,7 @@ def test_without_a_source_directory_the_app_is_the_entry_script_alone(tmp_path):
 
 BROKEN_JSON = [
     ("ic-spark-packages", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"spark": {"packages": [{"group": "g"}]}}},
-     "environment.spark: packages: a training run's libraries; a web service does not install them"),
+     "environment.spark.packages: a training run's libraries; a web service does not install them"),
     ("dc-unknown-key", "deploymentconfig.json", {"computeType": "aks", "cpuCores": 1}, "cpuCores"),
     ("dc-wrong-compute", "deploymentconfig.json", {"computeType": "aci"}, "computeType"),
     ("dc-bad-autoscaler", "deploymentconfig.json", {"computeType": "aks", "autoScaler": {"minReplicas": "two"}}, "autoScaler.minReplicas"),
@@ -658,6 +658,44 @@ def test_each_finding_of_an_azure_ml_rule_names_its_file(tmp_path, capsys):
     assert [p.strip() for p in problems] == [
         f"deployment_config: deploymentconfig.json: autoScaler.{k}: given without autoScaler.autoscaleEnabled: true"
         for k in ("minReplicas", "maxReplicas")]
+
+
+def test_an_azure_ml_files_problems_are_told_as_a_stacks_are(tmp_path, capsys):
+    """A type error in an Azure ML file kept pydantic's names in its path (dependencies.0.str, .dict[str,list[str]])
+    and list indices as .0, and its messages were pydantic's own (Extra inputs are not permitted, no value
+    given): told along the file's keys, in the stack's words, on its own as in a stack; the stack's own
+    conda dependencies tell the same below their own key."""
+    ic = {"entryScript": "score.py", "environment": {
+        "python": {"condaDependencies": {"dependencies": [5, {"pip": [1]}]}}, "environmentVariables": {"DB_PORT": 5432}}}
+    told = [
+        "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[0]: "
+        "Input should be a valid string (given: 5)",
+        "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[0]: "
+        "Input should be a valid dictionary",
+        "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[1]: "
+        "Input should be a valid string",
+        "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[1].pip[0]: "
+        "Input should be a valid string (given: 1)",
+        "inference_config: inferenceconfig.json: environment.environmentVariables.DB_PORT: Input should be a valid string",
+    ]
+    (tmp_path / "inferenceconfig.json").write_text(json.dumps(ic))
+    assert check([str(tmp_path / "inferenceconfig.json")]) == 2
+    assert [line.strip() for line in capsys.readouterr().out.splitlines()[1:]] == told
+    with pytest.raises(StackError) as err:
+        load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic))
+    assert err.value.problems == [f"services[0].azureml.{line}" for line in told]
+    config = copy.deepcopy(BASE)
+    _set(config, SVC0 + ["inference_config", "environment"], {"conda_dependencies": {"dependencies": [5, {"pip": [1]}]}})
+    with pytest.raises(StackError) as err:
+        load_stack(write_stack(tmp_path, config))
+    assert err.value.problems[0] == ("services[0].inference_config.environment.conda_dependencies.dependencies[0]: "
+                                     "Input should be a valid string (given: 5)")
+    (tmp_path / "deploymentconfig.json").write_text(json.dumps({"computeType": None, "autoScaler": {"maxReplica": 2}}))
+    assert check([str(tmp_path / "deploymentconfig.json")]) == 2
+    assert [line.strip() for line in capsys.readouterr().out.splitlines()[1:]] == [
+        "deployment_config: deploymentconfig.json: computeType: Input should be a valid string (given: no value)",
+        "deployment_config: deploymentconfig.json: autoScaler.maxReplica: unknown field (check its spelling against "
+        "the documented settings)"]
 
 
 def test_broken_azureml_file_inside_a_stack_names_the_service(tmp_path):
@@ -905,7 +943,7 @@ def test_gpu_capacity_warns_where_autoscaling_or_a_rollout_surge_outgrows_the_po
     config[S][0]["autoscale_max_replicas"] = 3
     assert _gpu_warnings(tmp_path, config) == [
         "gpu_cores: autoscaling can ask for 3 GPUs and the GPU pools hold at most 2 GPUs (gpu: 2 x 1); replicas beyond "
-        "that stay Pending (lower autoscale_max_replicas or raise max_count)"]
+        "that stay Pending (lower services[0].autoscale_max_replicas, or raise max_count)"]
     # Two lone replicas fill both GPUs: the new replica of a rollout has none to start on.
     config[S][0] |= {"autoscale_enabled": False, "num_replicas": 1}
     config[S].append({**config[S][0], "name": "svc2"})
@@ -913,6 +951,28 @@ def test_gpu_capacity_warns_where_autoscaling_or_a_rollout_surge_outgrows_the_po
     assert "a rollout of a lone GPU replica" in _gpu_warnings(tmp_path, config)[0]
     config[C]["node_pools"][1]["max_count"] = 3
     assert _gpu_warnings(tmp_path, config) == []
+
+
+def test_gpu_capacity_names_each_autoscaling_deployments_bound_as_its_source_spells_it(tmp_path):
+    """The warning said `lower autoscale_max_replicas` for a deployment whose bound its deploymentconfig.json
+    gives (autoScaler.maxReplicas), and named no deployment when several autoscale: each is named at its path,
+    as its own source spells it, a file's default too (maxReplicas 10 where the file would set it)."""
+    dc = {"computeType": "aks", "gpuCores": 1, "autoScaler": {"autoscaleEnabled": True, "minReplicas": 1, "maxReplicas": 3}}
+    config = yaml.safe_load(_azureml_stack(tmp_path, dc).read_text())["config"]
+    config[S].append({"name": "svc2", "models": ["m:1"], "inference_config": {"entry_script": "score.py"},
+                      "gpu_cores": 1, "autoscale_min_replicas": 1, "autoscale_max_replicas": 2})
+    in_dc = "services[0].azureml.deployment_config: deploymentconfig.json: "
+    assert _gpu_warnings(tmp_path, config) == [
+        "gpu_cores: autoscaling can ask for 5 GPUs and the GPU pools hold at most 2 GPUs (gpu: 2 x 1); replicas beyond "
+        f"that stay Pending (lower {in_dc}autoScaler.maxReplicas or services[1].autoscale_max_replicas, or raise max_count)"]
+    config[S][1] |= {"autoscale_enabled": False, "num_replicas": 1}  # a fixed count has no bound to lower
+    del dc["autoScaler"]["maxReplicas"]
+    (tmp_path / "aml" / "deploymentconfig.json").write_text(json.dumps(dc))
+    assert _gpu_warnings(tmp_path, config) == [
+        "gpu_cores: autoscaling can ask for 11 GPUs and the GPU pools hold at most 2 GPUs (gpu: 2 x 1); replicas beyond "
+        f"that stay Pending (lower {in_dc}autoScaler.maxReplicas, or raise max_count)"]
+    config[S][0]["autoscale_max_replicas"] = 4  # the stack's own wins, and is named as the stack names it
+    assert "(lower services[0].autoscale_max_replicas, or raise max_count)" in _gpu_warnings(tmp_path, config)[0]
 
 
 def test_gpu_capacity_counts_gpus_per_node_and_skips_sizes_it_does_not_know(tmp_path):

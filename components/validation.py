@@ -1,0 +1,93 @@
+"""A pydantic ValidationError told as `path.to.field: message` lines in the user's own words.
+
+One place for both kinds of file a user writes: a stack (components.stackfile) and Azure ML's
+deploymentconfig.json / inferenceconfig.json (components.azureml), so that a problem in either is
+named the same way: along the keys the user wrote, list items as `[0]`, without pydantic's names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+# pydantic's names for union branches (`str | SecretStr` -> "str", "is-instance[SecretStr]",
+# `str | dict[str, list[str]]` -> "dict[str,list[str]]"), validators and models: noise in a path, unless
+# the input itself has that key.
+_TYPE_TAGS = {"str", "int", "float", "bool", "bytes", "none", "list", "dict", "tuple", "set"}
+# A key as a file spells it: the stack's snake_case, Azure ML's camelCase (entryScript).
+_KEY = re.compile(r"^[a-z_][A-Za-z0-9_]*$")
+# What the spec's name patterns allow, in words.
+_PATTERNS = {
+    r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$": "3-32 lowercase letters, digits or '-', starting with a letter, not ending with '-'",
+    r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$": "1-63 lowercase letters, digits or '-', not starting or ending with '-'",
+    r"^[a-z][a-z0-9]{0,11}$": "1-12 lowercase letters or digits, starting with a letter",
+    r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$": "3-63 lowercase letters, digits or '-', starting with a letter, not ending with '-'",
+    r"^[A-Za-z0-9]{5,50}$": "5-50 letters or digits",
+    r"^[a-z0-9]{3,24}$": "3-24 lowercase letters or digits",
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]$": "2-63 letters, digits, '_' or '-', starting and ending with a letter or digit",
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$": "3-33 letters, digits, '_' or '-', starting with a letter or digit",
+    r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$": "1-255 letters, digits, '.', '_' or '-', starting with a letter or digit",
+}
+# Errors whose message is clearer with the value that was given (never where the value may be a secret).
+_SHOW_INPUT = {"string_pattern_mismatch", "float_parsing", "int_parsing", "bool_parsing", "int_from_float", "enum",
+               "literal_error", "float_type", "int_type", "bool_type", "string_type"}
+# Also an Azure ML file's environmentVariables, whose values the stack's environment_variables may make secrets.
+_MAY_BE_SECRET = re.compile(r"key|secret|password|token|cert|sas|connection|environment_?variables", re.I)
+SECRET_HERE = "a secret (secure:) cannot go here: this setting is not kept secret, give it in clear"
+
+
+def path_of(parts: Sequence[Any], data: Any = None, root: str = "") -> str:
+    """The path of an error in the user's words, below `root`: walked along the input `data`, so that keys of
+    the user's own (a variable's name, a misspelt setting) are kept as written and pydantic's own names are
+    left out. Without the input, only what reads as a key is kept."""
+    out = root
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            data = data[part] if isinstance(data, list) and 0 <= part < len(data) else None
+            continue
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif "[" in part or part in _TYPE_TAGS or not _KEY.match(part):
+            continue
+        else:  # a field the input lacks (missing, or one an Azure ML file gave)
+            data = None
+        out += f".{part}" if out else part
+    return out
+
+
+def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
+    """`path.to.field: message` for each problem; a cross-field rule names its own field. `data`: the input
+    that was validated (for paths in the user's own keys)."""
+    lines: list[str] = []
+    for err in exc.errors():
+        where = path_of(err["loc"], data)
+        if in_file := (err.get("ctx") or {}).get("in_file"):  # a value an Azure ML file gave (azureml.in_files)
+            where = f"{where}: {in_file}"
+        msg = err["msg"].removeprefix("Value error, ")
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field (check its spelling against the documented settings)"
+        elif isinstance(value, SecretStr):
+            msg = SECRET_HERE
+        elif value is None and err["type"] != "missing":
+            msg = f"{msg} (given: no value)"  # `key:` with nothing after it
+        elif err["type"] in _SHOW_INPUT and isinstance(value, str | int | float) and not _MAY_BE_SECRET.search(where):
+            pattern = (err.get("ctx") or {}).get("pattern")
+            if pattern in _PATTERNS:
+                msg = f"{value!r} is not allowed: {_PATTERNS[pattern]}"
+            else:
+                msg = f"{msg} (given: {value!r})"
+        for line in msg.splitlines():
+            lines.append(_join(where, line))
+    return list(dict.fromkeys(lines))  # each branch of a union (`str | SecretStr`) tells the same
+
+
+def _join(where: str, line: str) -> str:
+    field_, sep, rest = line.partition(": ")
+    if sep and re.match(r"^[A-Za-z_][\w.\[\]]*$", field_):
+        return f"{where}.{field_}: {rest}" if where else f"{field_}: {rest}"
+    return f"{where}: {line}" if where else line
