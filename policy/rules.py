@@ -276,10 +276,23 @@ def _allowed(selector: Mapping[str, Any], key: str) -> set[Any] | None:
     return set.intersection(*sets) if sets else None
 
 
-def _pins(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
-    """Whether everything a label selector matches carries `labels`."""
-    return bool(labels) and all((allowed := _allowed(selector, key)) is not None and allowed <= {value}
-                                for key, value in labels.items())
+def _narrows(selector: Mapping[str, Any], required: Mapping[str, Any]) -> bool:
+    """Whether everything a label selector matches, the `required` selector (not empty) matches too: each
+    of its labels and `In` terms pinned within their values, each of its other terms (NotIn, Exists,
+    DoesNotExist) written alike. A Deployment's selector is all of it: pods carrying its matchLabels alone
+    need not be the ones its matchExpressions pick."""
+    expressions = list(required.get("matchExpressions") or [])
+    pinned = [(key, {value}) for key, value in (required.get("matchLabels") or {}).items()]
+    pinned += [(e.get("key"), set(e.get("values") or [])) for e in expressions if e.get("operator") == "In"]
+    own = {_term(e) for e in selector.get("matchExpressions") or []}
+    return bool(pinned or expressions) and all(
+        (allowed := _allowed(selector, key)) is not None and allowed <= values for key, values in pinned) and all(
+        _term(e) in own for e in expressions if e.get("operator") != "In")
+
+
+def _term(expression: Mapping[str, Any]) -> tuple[Any, Any, frozenset[Any]]:
+    """A matchExpressions entry, comparable (its values in any order)."""
+    return expression.get("key"), expression.get("operator"), frozenset(expression.get("values") or [])
 
 
 def _router_only(peer: Mapping[str, Any], namespace: str, routers: list[Mapping[str, Any]]) -> bool:
@@ -296,8 +309,8 @@ def _router_only(peer: Mapping[str, Any], namespace: str, routers: list[Mapping[
         return False
     names = {namespace} if namespaces is None else _allowed(namespaces, NAMESPACE_NAME)
     return names is not None and all(
-        _pins(pods, {COMPONENT: "router"}) and (name == namespace or any(_namespace(r) == name for r in routers))
-        or any(_pins(pods, _get(r, "spec", "selector", "matchLabels") or {}) and _namespace(r) == name for r in routers)
+        _narrows(pods, {"matchLabels": {COMPONENT: "router"}}) and (name == namespace or any(_namespace(r) == name for r in routers))
+        or any(_narrows(pods, _get(r, "spec", "selector") or {}) and _namespace(r) == name for r in routers)
         for name in names)
 
 

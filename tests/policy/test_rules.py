@@ -599,6 +599,7 @@ def router_by(*expressions: dict) -> dict:
 
 NAMED_ROUTER = {"key": "app.kubernetes.io/name", "operator": "In", "values": ["model-router"]}
 ROUTER_COMPONENT = {"key": "app.kubernetes.io/component", "operator": "In", "values": ["router"]}
+CANARY_OUT = {"key": "track", "operator": "NotIn", "values": ["canary"]}
 
 
 @pytest.mark.parametrize("peer, routers_in", [
@@ -643,6 +644,31 @@ def test_a_peer_that_may_admit_other_pods_than_the_routers_fails(peer, routers_i
     assert [m for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == [
         "NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
         "only its `metrics` port may admit them"]
+
+
+SERVING = {"tier": "serving"}
+BY_TIER_AND_NAME = {"matchLabels": SERVING, "matchExpressions": [NAMED_ROUTER]}
+BY_TIER_NOT_CANARY = {"matchLabels": SERVING, "matchExpressions": [CANARY_OUT]}
+
+
+@pytest.mark.parametrize("selector, peer, said", [
+    (BY_TIER_AND_NAME, {"podSelector": {"matchLabels": SERVING}}, ["port 5001"]),  # the tier's other pods too
+    (BY_TIER_AND_NAME, {"podSelector": {"matchLabels": {**SERVING, "app.kubernetes.io/name": "model-router"}}}, []),
+    (BY_TIER_AND_NAME, {"podSelector": router_by(NAMED_ROUTER, {"key": "tier", "operator": "In", "values": ["serving"]})}, []),
+    (BY_TIER_NOT_CANARY, {"podSelector": {"matchLabels": SERVING}}, ["port 5001"]),  # its canary pods too
+    (BY_TIER_NOT_CANARY, {"podSelector": {"matchLabels": SERVING, "matchExpressions": [{**CANARY_OUT, "values": ["beta"]}]}},
+     ["port 5001"]),
+    (BY_TIER_NOT_CANARY, {"podSelector": {"matchLabels": SERVING, "matchExpressions": [CANARY_OUT]}}, []),
+])
+def test_a_peer_by_the_routers_deployment_selector_holds_all_of_it(selector, peer, said):
+    """A router Deployment selecting its pods by matchLabels and matchExpressions owns only the pods both
+    pick: a peer pinning its matchLabels alone admits other pods of the tier, and was passed."""
+    router = router_pods()
+    router[1]["spec"]["selector"] = selector
+    router[1]["spec"]["template"]["metadata"]["labels"] = {**ROUTER_PEER["podSelector"]["matchLabels"], **SERVING}
+    stack = [model_pods(), router, network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer]),
+             (rules.CLUSTER, CLUSTER_WITH)]
+    assert [m.split(" on ")[1].split(";")[0] for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == said
 
 
 def test_a_peer_naming_the_namespace_of_a_router_a_first_preview_does_not_know_passes_until_known():
