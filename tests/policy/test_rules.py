@@ -671,6 +671,29 @@ def test_a_peer_by_the_routers_deployment_selector_holds_all_of_it(selector, pee
     assert [m.split(" on ")[1].split(";")[0] for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == said
 
 
+@pytest.mark.parametrize("kind, props, said", [
+    # A model named model-router: its pods carry the label ModelRouter's Deployment selects its own by.
+    (*model_pods("model-router"), ["port 5001"]),
+    (*model_pods("model-router")[:1], {**model_pods("model-router")[1], "metadata": {"name": "m", "namespace": "other"}}, []),
+    # A Job of the stack, in the router's namespace, by that label too.
+    ("kubernetes:batch/v1:Job", {"metadata": {"name": "load", "namespace": "azureml"}, "spec": {"template": {
+        "metadata": {"labels": {"app.kubernetes.io/name": "model-router"}}, "spec": {"containers": [container()]}}}},
+     ["port 5001"]),
+    # The router's own second Deployment (a canary, say): router pods by their label.
+    (*router_pods()[:1], {**router_pods()[1], "metadata": {"name": "model-router-canary", "namespace": "azureml"}}, []),
+    (*model_pods("iris")[:1], {**model_pods("iris")[1], "spec": {"template": {"metadata": {"labels": UNKNOWN_OBJECT_VALUE}}}}, []),
+])
+def test_a_peer_by_the_routers_deployment_selector_picking_the_stacks_other_pods_fails(kind, props, said):
+    """A Deployment's selector is no pod's own: other pods of its namespace may carry the labels it selects
+    by. A peer naming the router by its Deployment's selector was passed though the stack's own models (or
+    a Job) carry them, so their code reached the scorer past the router's auth."""
+    peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "model-router"}}}
+    stack = [model_pods(), router_pods(), (kind, props), (rules.CLUSTER, CLUSTER_WITH),
+             network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer])]
+    found = [m for m, _ in check_stack(rules.models_admit_only_the_router, stack) if m.startswith("NetworkPolicy")]
+    assert [m.split(" on ")[1].split(";")[0] for m in found] == said
+
+
 def test_a_peer_naming_the_namespace_of_a_router_a_first_preview_does_not_know_passes_until_known():
     """The router's namespace made from an output may be the one the peer names."""
     router = router_pods()
