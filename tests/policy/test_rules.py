@@ -703,6 +703,9 @@ def test_a_peer_naming_the_namespace_of_a_router_a_first_preview_does_not_know_p
     assert check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy]) == []
     policy[1]["spec"]["ingress"][0]["from"] = [{**ROUTER_PEER, "namespaceSelector": {}}]
     assert len(check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy])) == 1
+    # Beside it in the rule, a peer known to admit every pod of the cluster: the unknown did not hide it.
+    policy[1]["spec"]["ingress"][0]["from"] = [peer, {"namespaceSelector": {}}]
+    assert len(check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy])) == 1
 
 
 @pytest.mark.parametrize("profile", [{"networkPlugin": "kubenet"}, {"networkPlugin": "azure", "networkPolicy": "none"}])
