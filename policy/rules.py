@@ -276,29 +276,56 @@ def _allowed(selector: Mapping[str, Any], key: str) -> set[Any] | None:
     return set.intersection(*sets) if sets else None
 
 
-def _pins(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:
-    """Whether everything a label selector matches carries `labels`."""
-    return bool(labels) and all((allowed := _allowed(selector, key)) is not None and allowed <= {value}
-                                for key, value in labels.items())
+def _narrows(selector: Mapping[str, Any], required: Mapping[str, Any]) -> bool:
+    """Whether everything a label selector matches, the `required` selector (not empty) matches too: each
+    of its labels and `In` terms pinned within their values, each of its other terms (NotIn, Exists,
+    DoesNotExist) written alike. A Deployment's selector is all of it: pods carrying its matchLabels alone
+    need not be the ones its matchExpressions pick."""
+    expressions = list(required.get("matchExpressions") or [])
+    pinned = [(key, {value}) for key, value in (required.get("matchLabels") or {}).items()]
+    pinned += [(e.get("key"), set(e.get("values") or [])) for e in expressions if e.get("operator") == "In"]
+    own = {_term(e) for e in selector.get("matchExpressions") or []}
+    return bool(pinned or expressions) and all(
+        (allowed := _allowed(selector, key)) is not None and allowed <= values for key, values in pinned) and all(
+        _term(e) in own for e in expressions if e.get("operator") != "In")
 
 
-def _router_only(peer: Mapping[str, Any], namespace: str, routers: list[Mapping[str, Any]]) -> bool:
-    """A `from` peer that admits the router's pods and nothing else.
+def _term(expression: Mapping[str, Any]) -> tuple[Any, Any, frozenset[Any]]:
+    """A matchExpressions entry, comparable (its values in any order)."""
+    return expression.get("key"), expression.get("operator"), frozenset(expression.get("values") or [])
+
+
+def _router_only(peer: Mapping[str, Any], namespace: str, workloads: list[tuple[str, Mapping[str, Any]]]) -> bool:
+    """A `from` peer that admits the router's pods and nothing else, `workloads` being the stack's (type, props).
 
     Kubernetes' selectors: a podSelector alone picks pods of the policy's namespace; beside a namespaceSelector
     (AND), pods of the namespaces that one picks, here by name (`kubernetes.io/metadata.name`); a
     namespaceSelector alone, every pod there; an ipBlock, any address. The router's pods: those carrying
     `component: router` in the policy's namespace (the stack's services share the router's) or in a router
-    Deployment's of the stack, and those a router Deployment owns by its selector, in its namespace.
+    Deployment's of the stack, and those a router Deployment owns by its selector, in its namespace. A
+    selector is no pod's own: the peer must pick none of the stack's other pods there either (a model's
+    pods carrying the labels a router Deployment selects by would reach the scorer past its auth).
     """
     pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
     if pods is None or not set(peer) <= {"podSelector", "namespaceSelector"}:
         return False
     names = {namespace} if namespaces is None else _allowed(namespaces, NAMESPACE_NAME)
+    routers = [props for kind, props in workloads if kind == DEPLOYMENT and _label(props, COMPONENT) == "router"]
+    others = [(kind, props) for kind, props in workloads if not any(props is r for r in routers)]
     return names is not None and all(
-        _pins(pods, {COMPONENT: "router"}) and (name == namespace or any(_namespace(r) == name for r in routers))
-        or any(_pins(pods, _get(r, "spec", "selector", "matchLabels") or {}) and _namespace(r) == name for r in routers)
+        (_narrows(pods, {"matchLabels": {COMPONENT: "router"}}) and (name == namespace or any(_namespace(r) == name for r in routers))
+         or any(_narrows(pods, _get(r, "spec", "selector") or {}) and _namespace(r) == name for r in routers))
+        and not any(_picks_other(pods, name, kind, props) for kind, props in others)
         for name in names)
+
+
+def _picks_other(selector: Mapping[str, Any], namespace: str, kind: str, props: Mapping[str, Any]) -> bool:
+    """Whether a workload runs pods in `namespace` that a peer's podSelector picks and that are not the
+    router's (by their `component: router`); False where a first preview does not know its pods' labels."""
+    def picked() -> bool:
+        labels = _get(props, *POD_SPEC_PATHS[kind][:-1], "metadata", "labels") or {}
+        return _namespace(props) == namespace and _matches(selector, labels) and labels.get(COMPONENT) != "router"
+    return _assuming(False, picked)
 
 
 def _metrics_ports(deployment: Mapping[str, Any]) -> set[Any]:
@@ -323,11 +350,12 @@ def _guards(policy: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
 
 
 def _opened_to_others(rule: Mapping[str, Any], deployment: Mapping[str, Any], namespace: str,
-                      routers: list[Mapping[str, Any]]) -> str | None:
+                      workloads: list[tuple[str, Mapping[str, Any]]]) -> str | None:
     """The ports an ingress rule of a policy in `namespace` admits pods other than the router's to beyond
-    the Deployment's metrics port, as written; None when it admits none."""
+    the Deployment's metrics port, as written; None when it admits none. A peer naming a router whose
+    namespace a first preview does not know may be the router's, and the rule's other peers still count."""
     peers = rule.get("from") or []
-    if peers and all(_router_only(peer, namespace, routers) for peer in peers) or _admits_only(rule, _metrics_ports(deployment)):
+    if peers and all(_assuming(True, lambda: _router_only(peer, namespace, workloads)) for peer in peers) or _admits_only(rule, _metrics_ports(deployment)):
         return None
     return _ports_text(rule)
 
@@ -467,7 +495,7 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
     a known guard's known rules are checked whatever else is unknown.
     """
     policies = [p for p in args.resources if p.resource_type == NETWORK_POLICY]
-    routers = [r.props for r in args.resources if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "router"]
+    workloads = [(r.resource_type, r.props) for r in args.resources if r.resource_type in POD_SPEC_PATHS]
     for r in args.resources:
         if r.resource_type != DEPLOYMENT or _label(r.props, COMPONENT) != "model":
             continue
@@ -478,7 +506,7 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
                              "in the cluster can reach its scorer past the router's auth", r.urn)
         for p in (p for p, guarding in guards if guarding):
             for rule in _items(p.props, "spec", "ingress"):
-                if opened := _assuming(None, lambda: _opened_to_others(rule, r.props, _namespace(p.props), routers)):
+                if opened := _assuming(None, lambda: _opened_to_others(rule, r.props, _namespace(p.props), workloads)):
                     report_violation(f"NetworkPolicy {_name(p.props, p.name)!r} admits pods other than the router's to "
                                      f"model Deployment {name!r} on {opened}; only its `metrics` port may admit them", p.urn)
                     break

@@ -339,8 +339,9 @@ def lua_script(name: str, body: str, headers: dict[str, str]) -> Path:
 
 
 def machine_ticks() -> tuple[int, int]:
-    """Busy and all CPU ticks of the machine so far (/proc/stat; idle and iowait count as not busy)."""
-    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    """Busy and all CPU ticks of the machine so far (/proc/stat; idle and iowait count as not busy). The
+    first eight columns only, user to steal: the kernel counts guest and guest_nice in user and nice already."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
 
 

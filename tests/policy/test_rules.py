@@ -599,6 +599,7 @@ def router_by(*expressions: dict) -> dict:
 
 NAMED_ROUTER = {"key": "app.kubernetes.io/name", "operator": "In", "values": ["model-router"]}
 ROUTER_COMPONENT = {"key": "app.kubernetes.io/component", "operator": "In", "values": ["router"]}
+CANARY_OUT = {"key": "track", "operator": "NotIn", "values": ["canary"]}
 
 
 @pytest.mark.parametrize("peer, routers_in", [
@@ -645,6 +646,54 @@ def test_a_peer_that_may_admit_other_pods_than_the_routers_fails(peer, routers_i
         "only its `metrics` port may admit them"]
 
 
+SERVING = {"tier": "serving"}
+BY_TIER_AND_NAME = {"matchLabels": SERVING, "matchExpressions": [NAMED_ROUTER]}
+BY_TIER_NOT_CANARY = {"matchLabels": SERVING, "matchExpressions": [CANARY_OUT]}
+
+
+@pytest.mark.parametrize("selector, peer, said", [
+    (BY_TIER_AND_NAME, {"podSelector": {"matchLabels": SERVING}}, ["port 5001"]),  # the tier's other pods too
+    (BY_TIER_AND_NAME, {"podSelector": {"matchLabels": {**SERVING, "app.kubernetes.io/name": "model-router"}}}, []),
+    (BY_TIER_AND_NAME, {"podSelector": router_by(NAMED_ROUTER, {"key": "tier", "operator": "In", "values": ["serving"]})}, []),
+    (BY_TIER_NOT_CANARY, {"podSelector": {"matchLabels": SERVING}}, ["port 5001"]),  # its canary pods too
+    (BY_TIER_NOT_CANARY, {"podSelector": {"matchLabels": SERVING, "matchExpressions": [{**CANARY_OUT, "values": ["beta"]}]}},
+     ["port 5001"]),
+    (BY_TIER_NOT_CANARY, {"podSelector": {"matchLabels": SERVING, "matchExpressions": [CANARY_OUT]}}, []),
+])
+def test_a_peer_by_the_routers_deployment_selector_holds_all_of_it(selector, peer, said):
+    """A router Deployment selecting its pods by matchLabels and matchExpressions owns only the pods both
+    pick: a peer pinning its matchLabels alone admits other pods of the tier, and was passed."""
+    router = router_pods()
+    router[1]["spec"]["selector"] = selector
+    router[1]["spec"]["template"]["metadata"]["labels"] = {**ROUTER_PEER["podSelector"]["matchLabels"], **SERVING}
+    stack = [model_pods(), router, network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer]),
+             (rules.CLUSTER, CLUSTER_WITH)]
+    assert [m.split(" on ")[1].split(";")[0] for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == said
+
+
+@pytest.mark.parametrize("kind, props, said", [
+    # A model named model-router: its pods carry the label ModelRouter's Deployment selects its own by.
+    (*model_pods("model-router"), ["port 5001"]),
+    (*model_pods("model-router")[:1], {**model_pods("model-router")[1], "metadata": {"name": "m", "namespace": "other"}}, []),
+    # A Job of the stack, in the router's namespace, by that label too.
+    ("kubernetes:batch/v1:Job", {"metadata": {"name": "load", "namespace": "azureml"}, "spec": {"template": {
+        "metadata": {"labels": {"app.kubernetes.io/name": "model-router"}}, "spec": {"containers": [container()]}}}},
+     ["port 5001"]),
+    # The router's own second Deployment (a canary, say): router pods by their label.
+    (*router_pods()[:1], {**router_pods()[1], "metadata": {"name": "model-router-canary", "namespace": "azureml"}}, []),
+    (*model_pods("iris")[:1], {**model_pods("iris")[1], "spec": {"template": {"metadata": {"labels": UNKNOWN_OBJECT_VALUE}}}}, []),
+])
+def test_a_peer_by_the_routers_deployment_selector_picking_the_stacks_other_pods_fails(kind, props, said):
+    """A Deployment's selector is no pod's own: other pods of its namespace may carry the labels it selects
+    by. A peer naming the router by its Deployment's selector was passed though the stack's own models (or
+    a Job) carry them, so their code reached the scorer past the router's auth."""
+    peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "model-router"}}}
+    stack = [model_pods(), router_pods(), (kind, props), (rules.CLUSTER, CLUSTER_WITH),
+             network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer])]
+    found = [m for m, _ in check_stack(rules.models_admit_only_the_router, stack) if m.startswith("NetworkPolicy")]
+    assert [m.split(" on ")[1].split(";")[0] for m in found] == said
+
+
 def test_a_peer_naming_the_namespace_of_a_router_a_first_preview_does_not_know_passes_until_known():
     """The router's namespace made from an output may be the one the peer names."""
     router = router_pods()
@@ -653,6 +702,9 @@ def test_a_peer_naming_the_namespace_of_a_router_a_first_preview_does_not_know_p
     policy = network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer])
     assert check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy]) == []
     policy[1]["spec"]["ingress"][0]["from"] = [{**ROUTER_PEER, "namespaceSelector": {}}]
+    assert len(check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy])) == 1
+    # Beside it in the rule, a peer known to admit every pod of the cluster: the unknown did not hide it.
+    policy[1]["spec"]["ingress"][0]["from"] = [peer, {"namespaceSelector": {}}]
     assert len(check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy])) == 1
 
 
