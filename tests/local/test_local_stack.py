@@ -315,9 +315,11 @@ def test_down_without_a_recorded_router_but_one_on_its_port_says_so(tmp_path):
         holder.bind(("127.0.0.1", port))
         holder.listen()
         other = cli("down", str(path), check=False)
+        status = cli("status", str(path), check=False)
     # A router too busy to answer in time is told apart from a free port, not just "not running".
     assert other.returncode == 0 and "not running" in other.stdout, other.stdout
     assert f"port {port} is held by a program that did not answer /readyz" in other.stdout, other.stdout
+    assert status.returncode == 3 and f"port {port} is held by a program" in status.stdout, status.stdout
     free = cli("down", str(path)).stdout
     assert "not running" in free and "is held" not in free, free  # the port free: nothing of it runs
     for answer in (None, "routes"):  # a service whose /readyz is JSON, but not a router's object: a traceback
