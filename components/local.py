@@ -452,7 +452,8 @@ def down(stack: Stack, out=sys.stdout) -> int:
                   "run `local down` with the file as it was then; if its state folder was removed, end the process "
                   f"listening on port {stack.spec.local.router_port} (it stops its scorers)", file=out)
             return 1
-        print(f"the {stack.name} stack is not running{_held(stack, 'down')}", file=out)
+        asked = f"that did not answer /readyz as a router within {READYZ_TIMEOUT_S:g} s"
+        print(f"the {stack.name} stack is not running{_held(stack, 'down', asked)}", file=out)
         return 0
     _stop(pid, _stop_seconds(RouterConfig.load(state.config)))
     state.pid.unlink(missing_ok=True)
@@ -460,14 +461,13 @@ def down(stack: Stack, out=sys.stdout) -> int:
     return 0
 
 
-def _held(stack: Stack, command: str) -> str:
-    """What "not running" adds when the stack's port is held all the same: a router too busy to answer
-    within the GET's timeout looks like any other program holding the port."""
+def _held(stack: Stack, command: str, program: str) -> str:
+    """What "not running" adds when the stack's port is held all the same (`program`: what is known of its
+    holder): a router too busy to answer in time looks like any other program holding the port."""
     port = stack.spec.local.router_port
     if not _port_taken(port):
         return ""
-    return (f"; port {port} is held by a program that did not answer /readyz as a router within "
-            f"{READYZ_TIMEOUT_S:g} s (if it is this stack's router, busy, run `local {command}` again)")
+    return f"; port {port} is held by a program {program} (if it is this stack's router, busy, run `local {command}` again)"
 
 
 def _stop_seconds(config: RouterConfig) -> float:
@@ -500,7 +500,7 @@ def status(stack: Stack, out=sys.stdout) -> int:
     state = state_of(stack)
     pid = _pid(state)
     if pid is None:
-        print(f"the {stack.name} stack is not running{_held(stack, 'status')}", file=out)
+        print(f"the {stack.name} stack is not running{_held(stack, 'status', 'this stack has no record of')}", file=out)
         return 3
     code, body = _get(base_url(stack) + "/readyz")
     problems = [v for route in body.get("routes", []) for v in route.get("versions", []) if v.get("problem")]
