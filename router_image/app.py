@@ -206,13 +206,13 @@ class Router:
                 await self._scale_routers(self.router_scaler, own, now)
             for route in table.routes.values():
                 for v in route.versions.values():
-                    pool, scaler = v.pool, table.autoscalers.get(v.config.deployment)
+                    pool, version_scaler = v.pool, table.autoscalers.get(v.config.deployment)
                     metrics.QUEUED.labels(*v.labels).set(pool.queued)
                     metrics.IN_FLIGHT.labels(*v.labels).set(pool.busy_slots)
                     metrics.REPLICAS.labels(*v.labels).set(pool.ready)
-                    if scaler is not None:
-                        metrics.UTILIZATION.labels(*v.labels).set(scaler.utilization)
-                        metrics.DESIRED.labels(*v.labels).set(scaler.current)
+                    if version_scaler is not None:
+                        metrics.UTILIZATION.labels(*v.labels).set(version_scaler.utilization)
+                        metrics.DESIRED.labels(*v.labels).set(version_scaler.current)
             for deployment, scaler in table.autoscalers.items():
                 pool = table.pools[deployment]
                 if not leader or now < self._retry_at.get(deployment, 0.0):
@@ -336,7 +336,7 @@ class Router:
                 return
 
     def status(self) -> dict[str, Any]:
-        routes = []
+        routes: list[dict[str, Any]] = []
         for (kind, name), r in self.table.routes.items():
             versions = []
             for v in r.versions.values():

@@ -87,7 +87,7 @@ ROUTER_SCALINGS = Counter("router_pod_scalings_total", "Router pod count changes
                           registry=REGISTRY)
 
 
-def forget(gone: set[tuple[str, ...]], unscaled: set[tuple[str, ...]]) -> None:
+def forget(gone: set[tuple[str, str, str, str]], unscaled: set[tuple[str, str, str, str]]) -> None:
     """Versions a reload removed, or stopped scaling: their gauges go rather than stay at their last value.
     (Their request counts stay: a counter never goes back.)"""
     for gauge in (IN_FLIGHT, QUEUED, REPLICAS, DESIRED, UTILIZATION):

@@ -244,20 +244,34 @@ async def _request_body(length: int | None, receive) -> bytes | AsyncIterator[by
     first = message.get("body", b"")
     if not message.get("more_body"):
         return first
-    return _body_stream(first, receive)
+    return _BodyStream(first, receive)
 
 
-async def _body_stream(first: bytes, receive) -> AsyncIterator[bytes]:
-    yield first
-    size = len(first)
-    while True:
-        message = await receive()
+class _BodyStream:
+    """A request body as it comes in, each chunk checked against the size limit (an iterator class, not
+    an async generator: mypyc compiles this module and has no async generators)."""
+
+    def __init__(self, first: bytes, receive) -> None:
+        self._next: bytes | None = first
+        self._size = len(first)
+        self._receive = receive
+        self._more = True
+
+    def __aiter__(self) -> _BodyStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._next is not None:
+            chunk, self._next = self._next, None
+            return chunk
+        if not self._more:
+            raise StopAsyncIteration
+        message = await self._receive()
         if message["type"] == "http.disconnect":
             raise UpstreamBroke("the client went away while sending the body")
         chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
+        self._size += len(chunk)
+        if self._size > MAX_BODY_BYTES:
             raise HttpError(413, "PayloadTooLarge", f"request body over {MAX_BODY_BYTES} bytes")
-        yield chunk
-        if not message.get("more_body"):
-            return
+        self._more = bool(message.get("more_body"))
+        return chunk

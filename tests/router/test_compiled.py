@@ -34,5 +34,5 @@ def test_the_compiled_build_is_what_runs() -> None:
             f"{name} loaded from {module.__file__}, not build/compiled (PYTHONSAFEPATH=1 unset?)")
         assert Path(module.__file__).resolve().is_relative_to(BUILD)
     # What is not compiled still comes from the checkout's sources.
-    app = importlib.import_module("router_image.app")
-    assert app.__file__ is not None and Path(app.__file__).resolve() == ROOT / "router_image" / "app.py"
+    config = importlib.import_module("router_image.config")
+    assert config.__file__ is not None and Path(config.__file__).resolve() == ROOT / "router_image" / "config.py"
