@@ -1,4 +1,4 @@
-"""`python -m components <command>`: check, plan and local, each in its own module."""
+"""`python -m components <command>`: check, plan, local and policy-pack, each in its own module."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ COMMANDS = {
     "check": ("components.check", "validate a stack file or an Azure ML JSON file"),
     "plan": ("components.plan", "offline, policy-checked plan of a stack under Pulumi mocks"),
     "local": ("components.local", "run a stack's router and scorers on this machine"),
+    "policy-pack": ("components.policypack", "write the policy pack as a folder `pulumi policy publish` can upload"),
 }
 
 

@@ -7,7 +7,9 @@ rules live in `policy.rules` so the offline plan and the tests can import and ca
 import sys
 from pathlib import Path
 
-# The pack runs from policy/; the rules import the project's shared tables (components).
+# The rules import the project's tables (components): in the checkout from the folder above policy/. A
+# published copy (`python -m components policy-pack`) carries them, and runs from its own folder, first
+# on the path as for any pack.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pulumi_policy import (  # noqa: E402
