@@ -75,7 +75,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     `--skipApiVersionCheck`: azure-storage-blob speaks a newer API version than Azurite 3 knows.
     """
     if not AZURITE.exists():
-        pytest.fail(f"{AZURITE} is missing: run `make setup`")
+        pytest.fail(f"{AZURITE} is missing: run `make test` (it installs it with npm) or `npm install`")
     port = free_port()
     log = (tmp_path_factory.mktemp("azurite") / "azurite.log").open("wb")
     process = subprocess.Popen(
