@@ -366,8 +366,8 @@ class KubernetesBackend:
         base = self._replicas[deployment]
         for attempt in range(2):
             # Bounded by the leadership that sends it: a patch still unanswered when that lapses is abandoned,
-            # not left to land after a newer leader's.
-            time_left = CALL_TIMEOUT_S if self._config.peers is None else min(CALL_TIMEOUT_S, self._time_left())
+            # not left to land after a newer leader's; none is sent once it lapsed (during the read before a retry).
+            time_left = CALL_TIMEOUT_S if self._config.peers is None else min(CALL_TIMEOUT_S, self._leadership_left())
             if time_left <= 0:
                 log.warning("deployment %s: leadership lapsed, %d replicas not applied", deployment, replicas)
                 return
@@ -539,11 +539,15 @@ class KubernetesBackend:
                 self._leading = False
             await asyncio.sleep(self._renew_s)
 
+    def _leadership_left(self) -> float:
+        """Seconds of leadership left on this pod's own clock; 0 once it lapsed or was lost."""
+        return max(0.0, self._renewed_at + self._valid_s - time.monotonic()) if self.is_leader else 0.0
+
     def _time_left(self) -> float:
         """How long the next Lease call may take: a leader's, what is left of its leadership (an answer
         after that comes too late to keep it); a candidate's, 2/3 of the Lease (one that took longer
         would win a leadership already spent)."""
-        return self._renewed_at + self._valid_s - time.monotonic() if self.is_leader else self._valid_s
+        return self._leadership_left() if self.is_leader else self._valid_s
 
     async def _try_lead(self) -> None:
         assert self._config.peers is not None

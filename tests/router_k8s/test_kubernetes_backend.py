@@ -290,6 +290,28 @@ async def test_a_scale_patch_is_abandoned_when_the_leadership_that_sent_it_lapse
         await a.stop()
 
 
+async def test_no_patch_is_sent_once_leadership_lapsed_during_the_read_before_a_retry(api) -> None:
+    """A 409 (the Deployment's status changed) makes the leader read the count again; when its leadership
+    lapses during that read, the retry is not sent. It was: a pod that no longer led (another may lead
+    by then) patched the count, on the resourceVersion it had just read, so the API server took it."""
+    api.scales["iris"] = 2
+    a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
+    await a.start(Ready())
+    try:
+        await a.apply([IRIS])
+        await until(lambda: a.is_leader and a.replicas("iris") == 2)
+        api.lease_writes_fail = True  # no renewal wins from now on: leadership ends within 2/3 s
+        api.touch("iris")  # the first patch is refused (409)
+        api.scale_read_delay_s = 1.0  # and the read after it outlasts the leadership
+        await a.scale("iris", 7)
+        assert not a.is_leader
+        assert len(api.requests("PATCH", SCALE)) == 1 and api.scales["iris"] == 2
+    finally:
+        api.lease_writes_fail = False
+        api.scale_read_delay_s = 0.0
+        await a.stop()
+
+
 async def test_a_second_instance_takes_over_an_expired_lease(api) -> None:
     api.leases["model-router-autoscaler"] = api._bump({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
