@@ -97,8 +97,10 @@ class Api:
     def __init__(self, access: ApiAccess):
         self._access = access
         context = ssl.create_default_context(cafile=access.ca_file) if access.ca_file else None
+        # Each watch holds a connection for its 5 minutes: with aiohttp's default cap of 100, a hundred
+        # versions left none for the Lease and scale calls (nor the next watch), so no pod could lead.
         # Watch events carry whole EndpointSlices (up to 100 endpoints): allow long lines.
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context) if context else None,
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=context or True),
                                               read_bufsize=1 << 20)
         self._token = ""
         self._token_read = float("-inf")

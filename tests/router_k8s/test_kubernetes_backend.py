@@ -136,6 +136,21 @@ async def test_dual_stack_pods_count_once_and_removed_versions_empty(api) -> Non
         await backend.stop()
 
 
+async def test_a_hundred_versions_leave_connections_for_the_lease_and_their_watches(api) -> None:
+    """Every watch holds a connection: at aiohttp's default cap of 100, the 100 versions' watches left the
+    peers' watch and the Lease renewals waiting for one, and the leader lost its Lease for good."""
+    backend = _backend(api, peers=True)
+    await backend.start(Ready())
+    try:
+        await until(lambda: backend.is_leader)
+        await backend.apply([VersionConfig(name=f"v{i}", deployment=f"model-{i}") for i in range(100)])
+        await until(lambda: len(api._watchers) == 101, timeout=5)  # and the peers' own
+        await asyncio.sleep(1.0)  # the whole 1 s Lease
+        assert backend.is_leader
+    finally:
+        await backend.stop()
+
+
 async def test_scale_reads_then_merge_patches(api) -> None:
     api.scales["iris"] = 2
     backend = _backend(api)
