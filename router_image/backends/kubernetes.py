@@ -592,8 +592,9 @@ class KubernetesBackend:
     async def _won(self, sent: float) -> None:
         self._renewed_at = sent
         if not self._leading:
-            for deployment in self._scaled():  # the actual counts
-                await self._read_scale(deployment)
+            # The actual counts, all at once: read one after another, many versions outlasted the leadership
+            # they are read for (the Lease is not renewed meanwhile), which then never began.
+            await asyncio.gather(*(self._read_scale(d) for d in self._scaled()))
             self._leading = True
             log.info("%s holds lease %s: scaling leader", self.identity, self._config.peers.lease_name)  # type: ignore[union-attr]
 

@@ -327,6 +327,29 @@ async def test_no_patch_is_sent_once_leadership_lapsed_during_the_read_before_a_
         await a.stop()
 
 
+async def test_a_new_leader_reads_many_counts_within_its_leadership(api) -> None:
+    """A pod that wins the Lease reads every Deployment's count first. One after another, 30 reads at 50 ms
+    outlasted its leadership (2/3 of the 1 s Lease; with the 15 s default, 200 versions at 50 ms): it held
+    and renewed the Lease, so no other pod took over, yet never led, and nothing was scaled."""
+    a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
+    versions = [VersionConfig(name=f"v{i}", deployment=f"model-{i}") for i in range(30)]
+    api.scales.update({v.deployment: 1 for v in versions})
+    await a.start(Ready())
+    try:
+        await a.apply(versions)
+        await until(lambda: a.is_leader)
+        api.lease_writes_fail = True
+        await until(lambda: not a._leading, timeout=2)
+        api.scale_read_delay_s = 0.05
+        api.lease_writes_fail = False
+        await until(lambda: a.is_leader, timeout=3)
+        assert all(a.replicas(v.deployment) == 1 for v in versions)
+    finally:
+        api.lease_writes_fail = False
+        api.scale_read_delay_s = 0.0
+        await a.stop()
+
+
 async def test_a_second_instance_takes_over_an_expired_lease(api) -> None:
     api.leases["model-router-autoscaler"] = api._bump({
         "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
