@@ -361,9 +361,11 @@ class KubernetesBackend:
             log.warning("deployment %s: not the scaling leader, %d replicas not applied", deployment, replicas)
             return
         if deployment not in self._replicas:
+            # Decided from an unknown count (replicas() said 0): applied to the real one, it could shrink a busy
+            # Deployment at once. The count is read; the autoscaler decides again from it.
             await self._read_scale(deployment)
-        if deployment not in self._replicas:  # a decision from an unknown count could shrink a busy Deployment
-            log.error("deployment %s: count unknown (scale not readable), %d replicas not applied", deployment, replicas)
+            log.error("deployment %s: %d replicas not applied, decided while its count was unknown (%s)", deployment,
+                      replicas, f"{self._replicas[deployment]} now" if deployment in self._replicas else "not readable")
             return
         base = self._replicas[deployment]
         for attempt in range(2):

@@ -214,6 +214,8 @@ async def test_a_deployment_whose_count_cannot_be_read_is_not_scaled(api) -> Non
         assert api.requests("PATCH", SCALE) == [] and len(api.requests("GET", SCALE)) == 2  # read again first
         assert backend.replicas("iris") == 0
         api.scales["iris"] = 5  # readable now
+        await backend.scale("iris", 6)  # decided while the count was unknown: read, not applied
+        assert api.requests("PATCH", SCALE) == [] and backend.replicas("iris") == 5
         await backend.scale("iris", 6)
         (patch,) = api.requests("PATCH", SCALE)
         assert patch.body["spec"] == {"replicas": 6} and backend.replicas("iris") == 6
