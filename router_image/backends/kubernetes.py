@@ -324,13 +324,17 @@ class KubernetesBackend:
             self._read_at.pop(name, None)
             self._published.pop(name, None)
             self._on_ready(name, [])
+        added = []
         for name, v in wanted.items():
             self._versions[name] = v
             if name in self._watches:
                 self._publish(name)  # the scorer port may have changed
                 continue
             self._watches[name] = SliceWatch(self._api, self._ns, name, lambda name=name: self._publish(name))
-            await self._read_scale(name)
+            added.append(name)
+        # All at once: the router listens only after this, and one read after another outlasted the startup
+        # probe with many versions and a slow API server (the pod was restarted in a loop).
+        await asyncio.gather(*(self._read_scale(name) for name in added))
 
     def _publish(self, deployment: str) -> None:
         watch, version = self._watches.get(deployment), self._versions.get(deployment)
