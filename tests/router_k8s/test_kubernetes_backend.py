@@ -306,45 +306,44 @@ async def test_a_leader_whose_lease_calls_hang_steps_down_on_its_own_clock(api) 
         await a.stop()
 
 
-async def test_a_scale_patch_is_abandoned_when_the_leadership_that_sent_it_lapses(api) -> None:
-    """An API server that holds the patch: the leader gives it up within its leadership (2/3 of the
-    1 s Lease), not at the 10 s any other call may take, and does not count it as applied."""
+@contextlib.asynccontextmanager
+async def leading_on_iris(api) -> AsyncIterator[KubernetesBackend]:
+    """router-a leading on a 1 s Lease, iris's count (2) read; the stub's delays and failures undone after."""
     api.scales["iris"] = 2
     a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
     await a.start(Ready())
     try:
         await a.apply([IRIS])
         await until(lambda: a.is_leader and a.replicas("iris") == 2)
+        yield a
+    finally:
+        api.scale_delay_s = api.scale_read_delay_s = 0.0
+        api.lease_writes_fail = False
+        await a.stop()
+
+
+async def test_a_scale_patch_is_abandoned_when_the_leadership_that_sent_it_lapses(api) -> None:
+    """An API server that holds the patch: the leader gives it up within its leadership (2/3 of the
+    1 s Lease), not at the 10 s any other call may take, and does not count it as applied."""
+    async with leading_on_iris(api) as a:
         api.scale_delay_s = 5.0
         sent = time.monotonic()
         await a.scale("iris", 7)
         assert time.monotonic() - sent < 0.8
         assert a.replicas("iris") == 2 and api.scales["iris"] == 2
-    finally:
-        api.scale_delay_s = 0.0
-        await a.stop()
 
 
 async def test_no_patch_is_sent_once_leadership_lapsed_during_the_read_before_a_retry(api) -> None:
     """A 409 (the Deployment's status changed) makes the leader read the count again; when its leadership
     lapses during that read, the retry is not sent. It was: a pod that no longer led (another may lead
     by then) patched the count, on the resourceVersion it had just read, so the API server took it."""
-    api.scales["iris"] = 2
-    a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
-    await a.start(Ready())
-    try:
-        await a.apply([IRIS])
-        await until(lambda: a.is_leader and a.replicas("iris") == 2)
+    async with leading_on_iris(api) as a:
         api.lease_writes_fail = True  # no renewal wins from now on: leadership ends within 2/3 s
         api.touch("iris")  # the first patch is refused (409)
         api.scale_read_delay_s = 1.0  # and the read after it outlasts the leadership
         await a.scale("iris", 7)
         assert not a.is_leader
         assert len(api.requests("PATCH", SCALE)) == 1 and api.scales["iris"] == 2
-    finally:
-        api.lease_writes_fail = False
-        api.scale_read_delay_s = 0.0
-        await a.stop()
 
 
 async def test_a_new_leader_reads_many_counts_within_its_leadership(api) -> None:
