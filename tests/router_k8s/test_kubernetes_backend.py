@@ -50,8 +50,8 @@ async def test_ready_addresses_are_listed_then_watched(api) -> None:
     await backend.start(ready)
     try:
         await backend.apply([IRIS])
-        await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001"])
-        listing, watch = [c for c in api.requests("GET", SLICES)][:2]
+        await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001"] and len(api.requests("GET", SLICES)) >= 2)
+        listing, watch = api.requests("GET", SLICES)[:2]
         assert listing.query == {"labelSelector": "kubernetes.io/service-name=iris"}
         assert watch.query["watch"] == "true" and watch.query["resourceVersion"] == "102"
         assert watch.query["labelSelector"] == "kubernetes.io/service-name=iris"
