@@ -97,8 +97,10 @@ class Api:
     def __init__(self, access: ApiAccess):
         self._access = access
         context = ssl.create_default_context(cafile=access.ca_file) if access.ca_file else None
+        # Each watch holds a connection for its 5 minutes: with aiohttp's default cap of 100, a hundred
+        # versions left none for the Lease and scale calls (nor the next watch), so no pod could lead.
         # Watch events carry whole EndpointSlices (up to 100 endpoints): allow long lines.
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context) if context else None,
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, ssl=context or True),
                                               read_bufsize=1 << 20)
         self._token = ""
         self._token_read = float("-inf")
@@ -322,13 +324,17 @@ class KubernetesBackend:
             self._read_at.pop(name, None)
             self._published.pop(name, None)
             self._on_ready(name, [])
+        added = []
         for name, v in wanted.items():
             self._versions[name] = v
             if name in self._watches:
                 self._publish(name)  # the scorer port may have changed
                 continue
             self._watches[name] = SliceWatch(self._api, self._ns, name, lambda name=name: self._publish(name))
-            await self._read_scale(name)
+            added.append(name)
+        # All at once: the router listens only after this, and one read after another outlasted the startup
+        # probe with many versions and a slow API server (the pod was restarted in a loop).
+        await asyncio.gather(*(self._read_scale(name) for name in added))
 
     def _publish(self, deployment: str) -> None:
         watch, version = self._watches.get(deployment), self._versions.get(deployment)
@@ -359,15 +365,17 @@ class KubernetesBackend:
             log.warning("deployment %s: not the scaling leader, %d replicas not applied", deployment, replicas)
             return
         if deployment not in self._replicas:
+            # Decided from an unknown count (replicas() said 0): applied to the real one, it could shrink a busy
+            # Deployment at once. The count is read; the autoscaler decides again from it.
             await self._read_scale(deployment)
-        if deployment not in self._replicas:  # a decision from an unknown count could shrink a busy Deployment
-            log.error("deployment %s: count unknown (scale not readable), %d replicas not applied", deployment, replicas)
+            log.error("deployment %s: %d replicas not applied, decided while its count was unknown (%s)", deployment,
+                      replicas, f"{self._replicas[deployment]} now" if deployment in self._replicas else "not readable")
             return
         base = self._replicas[deployment]
         for attempt in range(2):
             # Bounded by the leadership that sends it: a patch still unanswered when that lapses is abandoned,
-            # not left to land after a newer leader's.
-            time_left = CALL_TIMEOUT_S if self._config.peers is None else min(CALL_TIMEOUT_S, self._time_left())
+            # not left to land after a newer leader's; none is sent once it lapsed (during the read before a retry).
+            time_left = CALL_TIMEOUT_S if self._config.peers is None else min(CALL_TIMEOUT_S, self._leadership_left())
             if time_left <= 0:
                 log.warning("deployment %s: leadership lapsed, %d replicas not applied", deployment, replicas)
                 return
@@ -539,11 +547,15 @@ class KubernetesBackend:
                 self._leading = False
             await asyncio.sleep(self._renew_s)
 
+    def _leadership_left(self) -> float:
+        """Seconds of leadership left on this pod's own clock; 0 once it lapsed or was lost."""
+        return max(0.0, self._renewed_at + self._valid_s - time.monotonic()) if self.is_leader else 0.0
+
     def _time_left(self) -> float:
         """How long the next Lease call may take: a leader's, what is left of its leadership (an answer
         after that comes too late to keep it); a candidate's, 2/3 of the Lease (one that took longer
         would win a leadership already spent)."""
-        return self._renewed_at + self._valid_s - time.monotonic() if self.is_leader else self._valid_s
+        return self._leadership_left() if self.is_leader else self._valid_s
 
     async def _try_lead(self) -> None:
         assert self._config.peers is not None
@@ -586,8 +598,9 @@ class KubernetesBackend:
     async def _won(self, sent: float) -> None:
         self._renewed_at = sent
         if not self._leading:
-            for deployment in self._scaled():  # the actual counts
-                await self._read_scale(deployment)
+            # The actual counts, all at once: read one after another, many versions outlasted the leadership
+            # they are read for (the Lease is not renewed meanwhile), which then never began.
+            await asyncio.gather(*(self._read_scale(d) for d in self._scaled()))
             self._leading = True
             log.info("%s holds lease %s: scaling leader", self.identity, self._config.peers.lease_name)  # type: ignore[union-attr]
 

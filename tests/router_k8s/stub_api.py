@@ -50,6 +50,7 @@ class StubApi:
     lease_writes_fail: bool = False  # an API server the leader cannot reach for writes
     lease_delay_s: float = 0.0  # an overloaded API server: Lease calls answered, but this late
     scale_delay_s: float = 0.0  # and scale patches held this long before they are applied
+    scale_read_delay_s: float = 0.0  # and scale reads answered this late
     refuse_lists: int = 0  # this many EndpointSlice lists answered 429, as API Priority and Fairness does under load
     # Each Deployment's resourceVersion: bumped when its count changes (a patch, or a test setting `scales`)
     # and by `touch` (its status changing), checked against a patch's as the API server checks it.
@@ -186,6 +187,7 @@ class StubApi:
                                   "spec": {"replicas": replicas}, "status": {"replicas": replicas}})
 
     async def _get_scale(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.scale_read_delay_s)
         return self._scale(request.match_info["name"])
 
     async def _patch_scale(self, request: web.Request) -> web.Response:

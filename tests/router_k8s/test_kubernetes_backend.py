@@ -50,8 +50,8 @@ async def test_ready_addresses_are_listed_then_watched(api) -> None:
     await backend.start(ready)
     try:
         await backend.apply([IRIS])
-        await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001"])
-        listing, watch = [c for c in api.requests("GET", SLICES)][:2]
+        await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001"] and len(api.requests("GET", SLICES)) >= 2)
+        listing, watch = api.requests("GET", SLICES)[:2]
         assert listing.query == {"labelSelector": "kubernetes.io/service-name=iris"}
         assert watch.query["watch"] == "true" and watch.query["resourceVersion"] == "102"
         assert watch.query["labelSelector"] == "kubernetes.io/service-name=iris"
@@ -136,6 +136,39 @@ async def test_dual_stack_pods_count_once_and_removed_versions_empty(api) -> Non
         await backend.stop()
 
 
+async def test_a_hundred_versions_leave_connections_for_the_lease_and_their_watches(api) -> None:
+    """Every watch holds a connection: at aiohttp's default cap of 100, the 100 versions' watches left the
+    peers' watch and the Lease renewals waiting for one, and the leader lost its Lease for good."""
+    backend = _backend(api, peers=True)
+    await backend.start(Ready())
+    try:
+        await until(lambda: backend.is_leader)
+        await backend.apply([VersionConfig(name=f"v{i}", deployment=f"model-{i}") for i in range(100)])
+        await until(lambda: len(api._watchers) == 101, timeout=5)  # and the peers' own
+        await asyncio.sleep(1.0)  # the whole 1 s Lease
+        assert backend.is_leader
+    finally:
+        await backend.stop()
+
+
+async def test_many_versions_counts_are_read_at_once(api) -> None:
+    """The router listens only once apply() has read every version's count: one after another, 120 versions
+    at 1 s each (an API server throttling under load) outlasted the startup probe's 120 s, and the pod was
+    restarted in a loop. Here 30 reads of 50 ms."""
+    versions = [VersionConfig(name=f"v{i}", deployment=f"model-{i}") for i in range(30)]
+    api.scales.update({v.deployment: 2 for v in versions})
+    api.scale_read_delay_s = 0.05
+    backend = _backend(api)
+    await backend.start(Ready())
+    try:
+        started = time.monotonic()
+        await backend.apply(versions)
+        assert time.monotonic() - started < 0.75  # not 30 x 50 ms
+        assert all(backend.replicas(v.deployment) == 2 for v in versions)
+    finally:
+        await backend.stop()
+
+
 async def test_scale_reads_then_merge_patches(api) -> None:
     api.scales["iris"] = 2
     backend = _backend(api)
@@ -199,6 +232,8 @@ async def test_a_deployment_whose_count_cannot_be_read_is_not_scaled(api) -> Non
         assert api.requests("PATCH", SCALE) == [] and len(api.requests("GET", SCALE)) == 2  # read again first
         assert backend.replicas("iris") == 0
         api.scales["iris"] = 5  # readable now
+        await backend.scale("iris", 6)  # decided while the count was unknown: read, not applied
+        assert api.requests("PATCH", SCALE) == [] and backend.replicas("iris") == 5
         await backend.scale("iris", 6)
         (patch,) = api.requests("PATCH", SCALE)
         assert patch.body["spec"] == {"replicas": 6} and backend.replicas("iris") == 6
@@ -271,22 +306,66 @@ async def test_a_leader_whose_lease_calls_hang_steps_down_on_its_own_clock(api) 
         await a.stop()
 
 
-async def test_a_scale_patch_is_abandoned_when_the_leadership_that_sent_it_lapses(api) -> None:
-    """An API server that holds the patch: the leader gives it up within its leadership (2/3 of the
-    1 s Lease), not at the 10 s any other call may take, and does not count it as applied."""
+@contextlib.asynccontextmanager
+async def leading_on_iris(api) -> AsyncIterator[KubernetesBackend]:
+    """router-a leading on a 1 s Lease, iris's count (2) read; the stub's delays and failures undone after."""
     api.scales["iris"] = 2
     a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
     await a.start(Ready())
     try:
         await a.apply([IRIS])
         await until(lambda: a.is_leader and a.replicas("iris") == 2)
+        yield a
+    finally:
+        api.scale_delay_s = api.scale_read_delay_s = 0.0
+        api.lease_writes_fail = False
+        await a.stop()
+
+
+async def test_a_scale_patch_is_abandoned_when_the_leadership_that_sent_it_lapses(api) -> None:
+    """An API server that holds the patch: the leader gives it up within its leadership (2/3 of the
+    1 s Lease), not at the 10 s any other call may take, and does not count it as applied."""
+    async with leading_on_iris(api) as a:
         api.scale_delay_s = 5.0
         sent = time.monotonic()
         await a.scale("iris", 7)
         assert time.monotonic() - sent < 0.8
         assert a.replicas("iris") == 2 and api.scales["iris"] == 2
+
+
+async def test_no_patch_is_sent_once_leadership_lapsed_during_the_read_before_a_retry(api) -> None:
+    """A 409 (the Deployment's status changed) makes the leader read the count again; when its leadership
+    lapses during that read, the retry is not sent. It was: a pod that no longer led (another may lead
+    by then) patched the count, on the resourceVersion it had just read, so the API server took it."""
+    async with leading_on_iris(api) as a:
+        api.lease_writes_fail = True  # no renewal wins from now on: leadership ends within 2/3 s
+        api.touch("iris")  # the first patch is refused (409)
+        api.scale_read_delay_s = 1.0  # and the read after it outlasts the leadership
+        await a.scale("iris", 7)
+        assert not a.is_leader
+        assert len(api.requests("PATCH", SCALE)) == 1 and api.scales["iris"] == 2
+
+
+async def test_a_new_leader_reads_many_counts_within_its_leadership(api) -> None:
+    """A pod that wins the Lease reads every Deployment's count first. One after another, 30 reads at 50 ms
+    outlasted its leadership (2/3 of the 1 s Lease; with the 15 s default, 200 versions at 50 ms): it held
+    and renewed the Lease, so no other pod took over, yet never led, and nothing was scaled."""
+    a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
+    versions = [VersionConfig(name=f"v{i}", deployment=f"model-{i}") for i in range(30)]
+    api.scales.update({v.deployment: 1 for v in versions})
+    await a.start(Ready())
+    try:
+        await a.apply(versions)
+        await until(lambda: a.is_leader)
+        api.lease_writes_fail = True
+        await until(lambda: not a._leading, timeout=2)
+        api.scale_read_delay_s = 0.05
+        api.lease_writes_fail = False
+        await until(lambda: a.is_leader, timeout=3)
+        assert all(a.replicas(v.deployment) == 1 for v in versions)
     finally:
-        api.scale_delay_s = 0.0
+        api.lease_writes_fail = False
+        api.scale_read_delay_s = 0.0
         await a.stop()
 
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from router_image import app
 from router_image.app import Router
 from router_image.backends.kubernetes import KubernetesBackend
 from router_image.config import (
@@ -172,3 +173,25 @@ async def test_requests_queued_for_a_version_whose_replicas_all_left_go_to_the_d
         await router.shutdown()
         await treatment_runner.cleanup()
         await control_runner.cleanup()
+
+
+async def test_a_decision_made_while_the_count_was_unknown_does_not_shrink_the_deployment(api, monkeypatch) -> None:
+    """The count was not readable when the version was applied (the API server late, the Deployment created
+    after the config): its autoscaler went on from 0 and asked for min_replicas. Applied once the count was
+    readable, that scaled a Deployment of 5 in to 1 at once, without the scale-down delay."""
+    monkeypatch.setattr(app, "SCALE_RETRY_S", 0.3)
+    version = VersionConfig(name="v1", deployment="iris", is_default=True,
+                            autoscale=AutoscaleConfig(refresh_seconds=0.2))
+    config = RouterConfig(backend="kubernetes", namespace="models", routes=[
+        RouteConfig(kind="service", name="iris", auth=AuthConfig(key_enabled=False), versions=[version])])
+    router = Router(config, backend=KubernetesBackend(config, api.access, "router-0"))
+    await router.startup()  # deployments/iris/scale answers 404
+    try:
+        await until(lambda: api.requests("GET", "/apis/apps/v1/namespaces/models/deployments/iris/scale")[1:])
+        api.scales["iris"] = 5  # readable now, busy
+        await until(lambda: router.backend.replicas("iris") != 0)
+        await asyncio.sleep(0.5)
+        assert api.scales["iris"] == 5 and router.table.autoscalers["iris"].current == 5
+        assert api.requests("PATCH", "/apis/apps/v1/namespaces/models/deployments/iris/scale") == []
+    finally:
+        await router.shutdown()
