@@ -5,7 +5,7 @@ whole-body score POST does not even go through ASGI (`Router.claim` and `answer`
 Routes:
   POST /api/v1/service/<name>/score      GET /api/v1/service/<name>/swagger.json
   POST /api/v1/endpoint/<name>/score     GET /api/v1/endpoint/<name>/swagger.json
-  GET /healthz (process up)   GET /readyz (JSON status; 200 locally once every version has a ready
+  GET /healthz (process up, its loops running)   GET /readyz (JSON status; 200 locally once every version has a ready
   replica, on kubernetes once every version's replicas have been listed)
   GET /metrics (Prometheus)   GET /internal/load (for the scaling leader: in-flight + queued per
   deployment, and the pod's own CPU and routing latency; with the peers' secret when one is set)
@@ -162,12 +162,24 @@ class Router:
             scaler.current = self.backend.replicas(deployment)
         if self.router_scaler is not None:
             self.router_scaler.resume(self.backend.replicas(self.router_scaler.config.deployment))
-        self._tasks = [asyncio.create_task(self._autoscale()), asyncio.create_task(self._readmit()),
-                       asyncio.create_task(self.deadlines.run())]
+        loops = {"autoscale": self._autoscale(), "readmit": self._readmit(), "scoring timeouts": self.deadlines.run()}
         if self.config_path:
-            self._tasks.append(asyncio.create_task(self._watch_config()))
+            loops["config watch"] = self._watch_config()
         if self.certificate is not None:
-            self._tasks.append(asyncio.create_task(self._watch_certificate()))
+            loops["certificate watch"] = self._watch_certificate()
+        self._tasks = [asyncio.create_task(loop, name=name) for name, loop in loops.items()]
+        for task in self._tasks:
+            task.add_done_callback(self._loop_ended)
+
+    def _loop_ended(self, task: asyncio.Task) -> None:
+        """Each loop runs until shutdown, so one that ends has raised: a router that goes on routing but
+        no longer scales (or times out requests, or reloads) fails /healthz and is restarted, and the
+        error is logged now rather than when the task is collected."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the router's %s loop stopped; /healthz now fails", task.get_name(), exc_info=task.exception())
+
+    def stopped_loops(self) -> list[str]:
+        return [task.get_name() for task in self._tasks if task.done() and not task.cancelled()]
 
     async def shutdown(self) -> None:
         for task in self._tasks:
@@ -289,7 +301,9 @@ class Router:
         if path.startswith("/api/v1/"):
             await self._api(scope, receive, send, path)
         elif path == "/healthz":
-            await respond_json(send, 200, {"status": "ok"})
+            stopped = self.stopped_loops()
+            await respond_json(send, 503 if stopped else 200, {"status": "failing", "stopped": stopped} if stopped
+                               else {"status": "ok"})
         # On a cluster these share the public port: its routes, replica addresses and load are told only
         # to holders of the peers' secret (Prometheus: a bearer credentials file); a probe needs the status.
         elif path == "/readyz":

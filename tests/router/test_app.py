@@ -269,3 +269,40 @@ def test_a_log_line_about_a_request_names_its_id() -> None:
     record.request_id = "client-rid-1"
     line = json.loads(main_module.JsonLines().format(record))
     assert (line["message"], line["request_id"]) == ("service iris: 401 Unauthorized", "client-rid-1")
+
+
+class _Breaking(Fixed):
+    """A backend whose demand read fails once the test says so: what an unexpected error does to the
+    autoscaling loop."""
+
+    broken = False
+
+    def remote_demand(self, deployment: str) -> float:
+        if self.broken:
+            raise RuntimeError("demand read broke")
+        return 0.0
+
+
+async def test_a_loop_that_stops_fails_healthz_naming_it_and_is_logged_when_it_stops(caplog) -> None:
+    backend = _Breaking({"s": []})
+    router = Router(config("local"), backend=backend)
+    await router.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+            def logged() -> bool:
+                return any("autoscale loop stopped" in r.getMessage() and r.exc_info is not None
+                           and "demand read broke" in str(r.exc_info[1]) for r in caplog.records)
+
+            with caplog.at_level(logging.ERROR, logger="router_image.app"):
+                backend.broken = True
+                for _ in range(50):  # the loop samples every SAMPLE_S (100 ms); the log line follows its end
+                    await asyncio.sleep(0.05)
+                    if router.stopped_loops() and logged():
+                        break
+            answer = await client.get("/healthz")
+            assert answer.status_code == 503 and answer.json() == {"status": "failing", "stopped": ["autoscale"]}
+            assert logged()
+    finally:
+        await router.shutdown()
+    assert router.stopped_loops() == ["autoscale"]  # the others, cancelled at shutdown, did not fail
