@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import re
 import time
 import uuid
@@ -50,6 +51,12 @@ _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 # could forge headers or a second response (response splitting).
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BODILESS = (204, 304)  # statuses whose response ends with its head, whatever it says of a length
+# What the server sets on every answer: run()'s own would frame the body twice (a second Content-Length, or
+# Transfer-Encoding beside it: the next response on the connection read from the middle of this one), or
+# send the ids twice. As Azure ML's server, the server's values win.
+_SERVER_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"x-request-id", b"x-ms-request-id",
+                             b"x-ms-client-request-id", b"x-ms-run-function-failed", b"x-ms-run-fn-exec-ms"))
 
 
 class HttpError(Exception):
@@ -168,8 +175,9 @@ class ScoringApp:
                 (b"x-ms-client-request-id", client_id or request_id),
                 # As Azure ML's AMLResponse: callers tell a failing scoring script from a failing request or server.
                 (b"x-ms-run-function-failed", b"True" if run_failed else b"False"),
-                (b"content-length", b"%d" % len(body)),
             ]
+            if result.status not in _BODILESS:  # a 204 has no Content-Length (RFC 9110 8.6); a 304's is not its own
+                headers.append((b"content-length", b"%d" % len(body)))
             if result.run_ms is not None:  # only where run() ran (a request refused before it has none, as in Azure ML)
                 headers.append((b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms))
             if trace_id is not None:
@@ -344,10 +352,26 @@ def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
             raise HttpError(500, "ScoringError", f"run() returned a response header that is not a valid HTTP header: "
                             f"{str(name)[:40]!r} (a line break or control character in its name or value)",
                             run_failed=True)
+    status = _final_status(response.status_code)
     headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers.items()]
+    headers = [header for header in headers if header[0] not in _SERVER_HEADERS]
     if not any(name == b"content-type" for name, _ in headers):
         headers.insert(0, _TEXT_HEADER)
-    return _Result(response.status_code, headers, response.body, run_ms)
+    # Sent, a body would be read as the start of the next response on the connection (as Werkzeug, dropped).
+    return _Result(status, headers, b"" if status in _BODILESS else response.body, run_ms)
+
+
+def _final_status(status: Any) -> int:
+    """An AMLResponse's status as sent: a 1xx is an interim answer, after which the client reads the body as
+    the real one, and what is not three digits no client reads at all."""
+    try:
+        code = operator.index(status)  # numpy ints too
+    except TypeError:
+        code = None
+    if code is None or not 200 <= code <= 599:
+        raise HttpError(500, "ScoringError", f"run() returned an AMLResponse whose status {str(status)[:40]!r} is "
+                        "not a final HTTP status (an int from 200 to 599)", run_failed=True)
+    return code
 
 
 def _query_input(query: bytes) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httptools
 import httpx
 import joblib
 import numpy as np
@@ -353,6 +354,58 @@ def test_the_edges_of_a_rawhttp_script(start_scorer: StartScorer) -> None:
         forged = client.post(server.url + "/score?echo=a%0d%0aSet-Cookie:%20s=1%0d%0a%0d%0aHTTP/1.1%20200%20OK", json={})
     assert forged.status_code == 500 and "set-cookie" not in forged.headers
     assert "not a valid HTTP header" in forged.json()["error"]["message"]
+
+
+def _on_one_connection(port: int, requests: list[tuple[str, str]]) -> list[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+    """Each (method, target) in turn on one keep-alive connection, as the router's pool reuses it, each answer
+    read with the router's parser (httptools): its status, headers (names lower-cased) and body."""
+    answers: list[tuple[int, list[tuple[bytes, bytes]], bytes]] = []
+
+    class Reader:
+        headers: list[tuple[bytes, bytes]] = []
+        body = b""
+
+        def on_message_begin(self) -> None:
+            self.headers, self.body = [], b""
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name.lower(), value))
+
+        def on_body(self, body: bytes) -> None:
+            self.body += body
+
+        def on_message_complete(self) -> None:
+            answers.append((parser.get_status_code(), self.headers, self.body))
+
+    parser = httptools.HttpResponseParser(Reader())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for method, target in requests:
+            sock.sendall(f"{method} {target} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         f"content-length: 2\r\n\r\n{{}}".encode())
+            wanted = len(answers) + 1
+            while len(answers) < wanted:
+                data = sock.recv(65536)
+                assert data, f"the connection closed before the answer to {method} {target}"
+                parser.feed_data(data)  # raises on bytes that do not parse as the next answer
+    return answers
+
+
+def test_what_a_rawhttp_script_answers_keeps_the_connection_framed(start_scorer: StartScorer) -> None:
+    """The router reuses connections: a body after a 204, a second Content-Length or Transfer-Encoding beside
+    it, or a 1xx status would have the next answer on the connection (another client's) read from the middle
+    of this one, or fail."""
+    server = start_scorer("raw_edges.py")
+    no_content, framed, interim, four_digits, text, healthy = _on_one_connection(server.port, [
+        ("POST", "/score?status=204"), ("POST", "/score?framed=1"), ("POST", "/score?status=101"),
+        ("POST", "/score?status=1000"), ("POST", "/score?status=ok"), ("GET", "/")])
+    assert no_content[0] == 204 and no_content[2] == b"" and b"content-length" not in dict(no_content[1])
+    names = [name for name, _ in framed[1]]
+    assert framed[0] == 200 and framed[2] == b"framed" and b"transfer-encoding" not in names
+    assert names.count(b"content-length") == names.count(b"x-request-id") == 1 and dict(framed[1])[b"x-request-id"] != b"mine"
+    for refused in interim, four_digits, text:
+        assert refused[0] == 500 and dict(refused[1])[b"x-ms-run-function-failed"] == b"True"
+        assert "not a final HTTP status" in json.loads(refused[2])["error"]["message"]
+    assert healthy[0] == 200 and healthy[2] == b"Healthy"
 
 
 def test_the_standard_streams_work_as_libraries_use_them(start_scorer: StartScorer) -> None:
