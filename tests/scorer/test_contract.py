@@ -272,7 +272,7 @@ def test_a_metrics_port_in_use_stops_the_start_with_one_line(start_scorer: Start
 
 
 def test_cors(start_scorer: StartScorer) -> None:
-    server = start_scorer("sum_rows.py", env={"AZUREML_CORS_ORIGINS": "https://app.example.com"})
+    server = start_scorer("sum_rows.py", env={"AML_CORS_ORIGINS": "https://app.example.com"})
     preflight = httpx.options(server.url + "/score", headers={
         "origin": "https://app.example.com", "access-control-request-method": "POST",
         "access-control-request-headers": "content-type"})
