@@ -417,6 +417,23 @@ def test_an_unreadable_record_is_skipped_and_the_rest_shipped(tmp_path: Path, ca
     assert sum("skipping unreadable record" in r.getMessage() for r in caplog.records) == 8
 
 
+
+def test_a_record_nested_deeper_than_the_decoder_goes_does_not_stop_shipping(tmp_path: Path) -> None:
+    """orjson reads 1024 levels, the shipper's decoder fewer: its RecursionError left the pass, every pass,
+    and no later segment was ever shipped (the spool then filled to its budget, and collection stopped)."""
+    settings = local_settings(tmp_path)
+    deep = Spool(tmp_path / "spool")
+    assert deep.append("deep", orjson.Fragment(b"[" * 1024 + b"]" * 1024), "ok")
+    deep.seal()
+    later = Spool(tmp_path / "spool")
+    later.append("later", {"a": 2}, {"ok": 2})
+    later.seal()
+
+    assert Shipper(settings, LocalFolder(tmp_path / "out", "modeldata")).ship_once() == 2
+    shipped = [json.loads(line)["request_id"] for p in (tmp_path / "out").rglob("*.jsonl") if "/inputs/" in p.as_posix()
+               for line in p.read_bytes().splitlines()]
+    assert shipped == ["later"]
+
 _SHIP_ONE = """
 import re, sys
 from pathlib import Path
