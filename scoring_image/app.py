@@ -261,11 +261,16 @@ class ScoringApp:
         assert call.run_ms is not None  # it returned
         self._metrics.observe_run(call.run_ms / 1000)
         if self._spool is not None and result.status < 400:
-            data = _one_line(body) if json_body and not lenient else body.decode(errors="replace")
+            if not json_body or lenient:
+                data: Any = body.decode(errors="replace")
+            elif script.form == "schema":  # read by orjson, which goes deeper than the shipper's decoder
+                data = _spooled_json(body)
+            else:  # checked by `_check_json`, with the shipper's decoder
+                data = _one_line(body)
             if result.headers[0] is _JSON_HEADER:  # run()'s value, encoded by orjson: JSON on one line
                 prediction: Any = orjson.Fragment(result.body)
             elif result.headers[0] == _JSON_HEADER:  # an AMLResponse's body
-                prediction = _json_or_text(result.body)
+                prediction = _spooled_json(result.body)
             else:
                 prediction = result.body.decode(errors="replace")
             if not self._spool.append(request_id, data, prediction):
@@ -470,13 +475,16 @@ def _one_line(body: bytes) -> Any:
     return orjson.Fragment(body)
 
 
-def _json_or_text(body: bytes) -> Any:
-    """An AMLResponse's body, JSON by its content type alone, as a spool record's field: decoded, so that
-    neither its line breaks nor text that is not JSON after all get into the spool raw."""
+def _spooled_json(body: bytes) -> Any:
+    """JSON by its content type, or read by orjson, as a spool record's field: as it is (on one line) where the
+    shipper's decoder reads it, else as text. Text that is not JSON after all, or JSON nested deeper than that
+    decoder goes (orjson reads 1024 levels, msgspec about 990), would be a record the shipper skips; read into
+    objects, JSON past the 254 levels orjson writes failed the request after run() had answered."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
+        msgspec.json.decode(body, type=msgspec.Raw)
+    except (msgspec.DecodeError, RecursionError):
         return body.decode(errors="replace")
+    return _one_line(body)
 
 
 def _error_body(error: HttpError) -> bytes:
