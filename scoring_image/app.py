@@ -44,6 +44,7 @@ CLIENT_GONE = 499  # nginx's status for a client that left before its answer (th
 _JSON = b"application/json"
 _JSON_HEADER = (b"content-type", _JSON)
 _TEXT_HEADER = (b"content-type", b"text/plain; charset=utf-8")
+_MEDIA_TYPE_END = (b"", b";", b" ", b"\t")  # what may follow a media type in Content-Type
 _SCORE_METHODS = b"GET, HEAD, POST, OPTIONS"
 # numpy arrays; and keys that are not strings written as json.dumps writes them ({0: "setosa"} -> {"0": ...}).
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -220,7 +221,7 @@ class ScoringApp:
                     body = orjson.dumps(parsed)
                 except TypeError:  # an int over 64 bits: as Python's json writes it, and spooled as text
                     body, lenient = json.dumps(parsed, separators=(",", ":")).encode(), True
-            elif content_type is not None and content_type[: len(_JSON)].lower() == _JSON:  # media types ignore case
+            elif content_type is not None and _is_json(content_type):
                 json_body = True
                 if script.form == "schema":  # its inputs
                     parsed, lenient = _loads(body)
@@ -377,6 +378,12 @@ def _final_status(status: Any) -> int:
         raise HttpError(500, "ScoringError", f"run() returned an AMLResponse whose status {str(status)[:40]!r} is "
                         "not a final HTTP status (an int from 200 to 599)", run_failed=True)
     return code
+
+
+def _is_json(content_type: bytes) -> bool:
+    """application/json, whatever its parameters (media types ignore case), and not application/jsonl or
+    another type it is the start of: those a raw run() gets as they are, as in Azure ML."""
+    return content_type[: len(_JSON)].lower() == _JSON and content_type[len(_JSON):len(_JSON) + 1] in _MEDIA_TYPE_END
 
 
 def _query_input(query: bytes) -> dict[str, Any]:

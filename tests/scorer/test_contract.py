@@ -201,6 +201,17 @@ def test_non_json_body_reaches_raw_run_as_text(start_scorer: StartScorer) -> Non
     assert response.json()["echo"] == {"a": 2}
 
 
+def test_only_application_json_is_checked_as_json(start_scorer: StartScorer) -> None:
+    """The media type was matched as a prefix: JSON Lines sent as application/jsonl (or x-ndjson's kin) was
+    refused as malformed JSON, where Azure ML hands a raw run() the body as it is."""
+    server = start_scorer("echo_text.py")
+    lines = '{"a": 1}\n{"a": 2}\n'
+    answered = server.post(content=lines, headers={"content-type": "application/jsonl"})
+    assert answered.status_code == 200 and answered.json() == {"text": lines}
+    for media_type in ("application/json", "Application/JSON; charset=utf-8", "application/json ;charset=utf-8"):
+        refused = server.post(content=lines, headers={"content-type": media_type})
+        assert refused.status_code == 400 and "malformed JSON" in refused.json()["error"]["message"], media_type
+
 def test_request_id_in_every_log_line_of_the_request(start_scorer: StartScorer) -> None:
     server = start_scorer("sum_rows.py")
     assert server.post(json={"data": [[1, 2]]}, headers={"x-request-id": "trace-me-42"}).json()["sums"] == [3]
