@@ -73,15 +73,18 @@ class HttpError(Exception):
 
 
 class _Result:
-    """What the run thread hands back: an encoded response and run()'s own duration (None: run() never ran)."""
+    """What the run thread hands back: an encoded response and run()'s own duration (None: run() never ran);
+    `run_failed`: an AMLResponse of run()'s own that says the script failed (a 5xx, or run_function_failed)."""
 
-    __slots__ = ("status", "headers", "body", "run_ms")
+    __slots__ = ("status", "headers", "body", "run_ms", "run_failed")
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, run_ms: float | None) -> None:
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, run_ms: float | None,
+                 run_failed: bool = False) -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.run_ms = run_ms
+        self.run_failed = run_failed
 
 
 class ScoringApp:
@@ -161,7 +164,7 @@ class ScoringApp:
             self._metrics.in_flight += 1
             try:
                 result = await self._scored(scope, receive, content_type, length, rid)
-                run_failed = result.status >= 500  # an AMLResponse of run()'s own
+                run_failed = result.run_failed
             except HttpError as exc:
                 result = _Result(exc.status, [_JSON_HEADER, *exc.headers], _error_body(exc), exc.run_ms)
                 run_failed = exc.run_failed
@@ -364,7 +367,9 @@ def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
     if not any(name == b"content-type" for name, _ in headers):
         headers.insert(0, _TEXT_HEADER)
     # Sent, a body would be read as the start of the next response on the connection (as Werkzeug, dropped).
-    return _Result(status, headers, b"" if status in _BODILESS else response.body, run_ms)
+    # As Azure ML's server: a 5xx of run()'s own counts as the script failing, as does one it says so of.
+    return _Result(status, headers, b"" if status in _BODILESS else response.body, run_ms,
+                   status >= 500 or bool(response.run_function_failed))
 
 
 def _final_status(status: Any) -> int:

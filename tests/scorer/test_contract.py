@@ -360,6 +360,9 @@ def test_the_edges_of_a_rawhttp_script(start_scorer: StartScorer) -> None:
     # As Azure ML's: a 5xx of the script's own counts as the script failing; a 4xx does not.
     assert server.post("/score?status=503", json={}).headers["x-ms-run-function-failed"] == "True"
     assert server.post("/score?status=404", json={}).headers["x-ms-run-function-failed"] == "False"
+    # Azure ML's AMLResponse takes run_function_failed: a script that passed it failed every request with a TypeError.
+    failed = server.post("/score?failed=1", json={})
+    assert failed.status_code == 409 and failed.headers["x-ms-run-function-failed"] == "True"
     # A header value with a line break would end the head early: refused, not sent (response splitting).
     with httpx.Client() as client:
         forged = client.post(server.url + "/score?echo=a%0d%0aSet-Cookie:%20s=1%0d%0a%0d%0aHTTP/1.1%20200%20OK", json={})

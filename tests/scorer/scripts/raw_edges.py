@@ -17,6 +17,8 @@ def run(request: AMLRequest):
         return AMLResponse("as asked", int(status) if status.isdigit() else status)
     if request.args.get("framed") is not None:  # its own length (right), chunking and request id
         return AMLResponse("framed", 200, {"Content-Length": "6", "Transfer-Encoding": "chunked", "X-Request-Id": "mine"})
+    if request.args.get("failed") is not None:  # a 4xx it counts as its own failure, as Azure ML's API allows
+        return AMLResponse({"error": "bad model state"}, 409, {}, json_str=True, run_function_failed=True)
     if request.args.get("echo") is not None:
         return AMLResponse("ok", 200, {"X-Echo": request.args.get("echo")})
     return AMLResponse({0: "a", 1: "b"}, 200, json_str=True)
