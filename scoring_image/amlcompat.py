@@ -103,8 +103,10 @@ class AMLResponse:
         status_code: int,
         response_headers: Mapping[str, str] | None = None,
         json_str: bool = False,
+        run_function_failed: bool = False,
     ) -> None:
         self.status_code = status_code
+        self.run_function_failed = run_function_failed  # sent as x-ms-run-function-failed (a 5xx is one anyway)
         self.headers = dict(response_headers or {})
         if message is None:  # an empty JSON object, as Azure ML's AMLResponse answers None
             self.body = b"{}"

@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import math
+import operator
 import re
 import time
 import uuid
@@ -43,6 +44,7 @@ CLIENT_GONE = 499  # nginx's status for a client that left before its answer (th
 _JSON = b"application/json"
 _JSON_HEADER = (b"content-type", _JSON)
 _TEXT_HEADER = (b"content-type", b"text/plain; charset=utf-8")
+_MEDIA_TYPE_END = (b"", b";", b" ", b"\t")  # what may follow a media type in Content-Type
 _SCORE_METHODS = b"GET, HEAD, POST, OPTIONS"
 # numpy arrays; and keys that are not strings written as json.dumps writes them ({0: "setosa"} -> {"0": ...}).
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
@@ -50,6 +52,12 @@ _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 # could forge headers or a second response (response splitting).
 _UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_BODILESS = (204, 304)  # statuses whose response ends with its head, whatever it says of a length
+# What the server sets on every answer: run()'s own would frame the body twice (a second Content-Length, or
+# Transfer-Encoding beside it: the next response on the connection read from the middle of this one), or
+# send the ids twice. As Azure ML's server, the server's values win.
+_SERVER_HEADERS = frozenset((b"content-length", b"transfer-encoding", b"x-request-id", b"x-ms-request-id",
+                             b"x-ms-client-request-id", b"x-ms-run-function-failed", b"x-ms-run-fn-exec-ms"))
 
 
 class HttpError(Exception):
@@ -65,15 +73,18 @@ class HttpError(Exception):
 
 
 class _Result:
-    """What the run thread hands back: an encoded response and run()'s own duration (None: run() never ran)."""
+    """What the run thread hands back: an encoded response and run()'s own duration (None: run() never ran);
+    `run_failed`: an AMLResponse of run()'s own that says the script failed (a 5xx, or run_function_failed)."""
 
-    __slots__ = ("status", "headers", "body", "run_ms")
+    __slots__ = ("status", "headers", "body", "run_ms", "run_failed")
 
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, run_ms: float | None) -> None:
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, run_ms: float | None,
+                 run_failed: bool = False) -> None:
         self.status = status
         self.headers = headers
         self.body = body
         self.run_ms = run_ms
+        self.run_failed = run_failed
 
 
 class ScoringApp:
@@ -153,7 +164,7 @@ class ScoringApp:
             self._metrics.in_flight += 1
             try:
                 result = await self._scored(scope, receive, content_type, length, rid)
-                run_failed = result.status >= 500  # an AMLResponse of run()'s own
+                run_failed = result.run_failed
             except HttpError as exc:
                 result = _Result(exc.status, [_JSON_HEADER, *exc.headers], _error_body(exc), exc.run_ms)
                 run_failed = exc.run_failed
@@ -168,8 +179,9 @@ class ScoringApp:
                 (b"x-ms-client-request-id", client_id or request_id),
                 # As Azure ML's AMLResponse: callers tell a failing scoring script from a failing request or server.
                 (b"x-ms-run-function-failed", b"True" if run_failed else b"False"),
-                (b"content-length", b"%d" % len(body)),
             ]
+            if result.status not in _BODILESS:  # a 204 has no Content-Length (RFC 9110 8.6); a 304's is not its own
+                headers.append((b"content-length", b"%d" % len(body)))
             if result.run_ms is not None:  # only where run() ran (a request refused before it has none, as in Azure ML)
                 headers.append((b"x-ms-run-fn-exec-ms", b"%.3f" % result.run_ms))
             if trace_id is not None:
@@ -212,7 +224,7 @@ class ScoringApp:
                     body = orjson.dumps(parsed)
                 except TypeError:  # an int over 64 bits: as Python's json writes it, and spooled as text
                     body, lenient = json.dumps(parsed, separators=(",", ":")).encode(), True
-            elif content_type is not None and content_type[: len(_JSON)].lower() == _JSON:  # media types ignore case
+            elif content_type is not None and _is_json(content_type):
                 json_body = True
                 if script.form == "schema":  # its inputs
                     parsed, lenient = _loads(body)
@@ -253,11 +265,16 @@ class ScoringApp:
         assert call.run_ms is not None  # it returned
         self._metrics.observe_run(call.run_ms / 1000)
         if self._spool is not None and result.status < 400:
-            data = _one_line(body) if json_body and not lenient else body.decode(errors="replace")
+            if not json_body or lenient:
+                data: Any = body.decode(errors="replace")
+            elif script.form == "schema":  # read by orjson, which goes deeper than the shipper's decoder
+                data = _spooled_json(body)
+            else:  # checked by `_check_json`, with the shipper's decoder
+                data = _one_line(body)
             if result.headers[0] is _JSON_HEADER:  # run()'s value, encoded by orjson: JSON on one line
                 prediction: Any = orjson.Fragment(result.body)
             elif result.headers[0] == _JSON_HEADER:  # an AMLResponse's body
-                prediction = _json_or_text(result.body)
+                prediction = _spooled_json(result.body)
             else:
                 prediction = result.body.decode(errors="replace")
             if not self._spool.append(request_id, data, prediction):
@@ -344,10 +361,34 @@ def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
             raise HttpError(500, "ScoringError", f"run() returned a response header that is not a valid HTTP header: "
                             f"{str(name)[:40]!r} (a line break or control character in its name or value)",
                             run_failed=True)
+    status = _final_status(response.status_code)
     headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers.items()]
+    headers = [header for header in headers if header[0] not in _SERVER_HEADERS]
     if not any(name == b"content-type" for name, _ in headers):
         headers.insert(0, _TEXT_HEADER)
-    return _Result(response.status_code, headers, response.body, run_ms)
+    # Sent, a body would be read as the start of the next response on the connection (as Werkzeug, dropped).
+    # As Azure ML's server: a 5xx of run()'s own counts as the script failing, as does one it says so of.
+    return _Result(status, headers, b"" if status in _BODILESS else response.body, run_ms,
+                   status >= 500 or bool(response.run_function_failed))
+
+
+def _final_status(status: Any) -> int:
+    """An AMLResponse's status as sent: a 1xx is an interim answer, after which the client reads the body as
+    the real one, and what is not three digits no client reads at all."""
+    try:
+        code = operator.index(status)  # numpy ints too
+    except TypeError:
+        code = None
+    if code is None or not 200 <= code <= 599:
+        raise HttpError(500, "ScoringError", f"run() returned an AMLResponse whose status {str(status)[:40]!r} is "
+                        "not a final HTTP status (an int from 200 to 599)", run_failed=True)
+    return code
+
+
+def _is_json(content_type: bytes) -> bool:
+    """application/json, whatever its parameters (media types ignore case), and not application/jsonl or
+    another type it is the start of: those a raw run() gets as they are, as in Azure ML."""
+    return content_type[: len(_JSON)].lower() == _JSON and content_type[len(_JSON):len(_JSON) + 1] in _MEDIA_TYPE_END
 
 
 def _query_input(query: bytes) -> dict[str, Any]:
@@ -446,13 +487,16 @@ def _one_line(body: bytes) -> Any:
     return orjson.Fragment(body)
 
 
-def _json_or_text(body: bytes) -> Any:
-    """An AMLResponse's body, JSON by its content type alone, as a spool record's field: decoded, so that
-    neither its line breaks nor text that is not JSON after all get into the spool raw."""
+def _spooled_json(body: bytes) -> Any:
+    """JSON by its content type, or read by orjson, as a spool record's field: as it is (on one line) where the
+    shipper's decoder reads it, else as text. Text that is not JSON after all, or JSON nested deeper than that
+    decoder goes (orjson reads 1024 levels, msgspec about 990), would be a record the shipper skips; read into
+    objects, JSON past the 254 levels orjson writes failed the request after run() had answered."""
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
+        msgspec.json.decode(body, type=msgspec.Raw)
+    except (msgspec.DecodeError, RecursionError):
         return body.decode(errors="replace")
+    return _one_line(body)
 
 
 def _error_body(error: HttpError) -> bytes:

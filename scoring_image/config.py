@@ -61,8 +61,8 @@ class ScorerSettings(BaseModel):
     scoring_timeout_ms: int = Field(60_000, ge=1, **_env("SCORING_TIMEOUT_MS"))
     # Azure ML's router accepts payloads up to 100 MB.
     max_body_bytes: int = Field(100 * 1024 * 1024, ge=1, **_env("SCORER_MAX_BODY_BYTES"))
-    # "*" allows every origin; empty: no CORS headers at all.
-    cors_origins: list[str] = Field([], **_env("AZUREML_CORS_ORIGINS"))
+    # "*" allows every origin; empty: no CORS headers at all (AML_CORS_ORIGINS: Azure ML's server's name).
+    cors_origins: list[str] = Field([], **_env("AML_CORS_ORIGINS"))
     keep_alive_seconds: float = Field(65.0, gt=0, **_env("SCORER_KEEP_ALIVE_SECONDS"))
     # A worker whose init() failed (a model download that timed out, a store not reachable yet) is
     # replaced, and init() tried again, after this, doubling per failure in a row up to 5 minutes.

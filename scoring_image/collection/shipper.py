@@ -161,8 +161,9 @@ class Shipper:
                     continue
                 try:
                     lines_out = self._lines(line)
-                except (msgspec.DecodeError, ValueError, OverflowError, OSError) as exc:
-                    # One bad record (a torn write, a bug) must not hold back the segment, nor every later one.
+                except (msgspec.DecodeError, ValueError, OverflowError, OSError, RecursionError) as exc:
+                    # One bad record (a torn write, a bug, JSON nested deeper than the decoder goes) must not hold
+                    # back the segment, nor every later one.
                     log.warning("skipping unreadable record %s:%d: %s: %s", segment.name, number, type(exc).__name__, exc)
                     continue
                 for kind, day, line_out in lines_out:

@@ -395,6 +395,23 @@ def test_json_only_pythons_json_reads_is_answered_and_collected(start_scorer: St
     assert "skipping unreadable record" not in server.log_path.read_text()
 
 
+def test_json_nested_deeper_than_the_shippers_decoder_goes_is_answered_and_collected(start_scorer: StartScorer,
+                                                                                   tmp_path: Path) -> None:
+    """A schema run()'s body is read by orjson (1024 levels), an AMLResponse's JSON answer was read back into
+    objects for the spool: a body past the shipper's decoder (~990 levels) was spooled as JSON the shipper had
+    to skip, and an answer past 254 levels, which orjson cannot write, was a 500 after run() had answered.
+    Both are collected, as text where the shipper cannot read them as JSON."""
+    out = tmp_path / "collected"
+    server = start_scorer("deep_json.py", env=collection_env(tmp_path / "spool", AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out)))
+    body = b'{"data": ' + b"[" * 1010 + b"]" * 1010 + b"}"
+    response = server.post(content=body, headers={"content-type": "application/json", "x-request-id": "deep"})
+    assert response.status_code == 200 and response.content.startswith(b"[[[")
+
+    wait_until(lambda: records(folder_blobs(out), "predictions"), 15, "the prediction collected")
+    (record,) = records(folder_blobs(out), "inputs")
+    assert record["request_id"] == "deep" and record["data"] == body.decode()
+    assert "skipping unreadable record" not in server.log_path.read_text()
+
 def test_an_unreadable_record_is_skipped_and_the_rest_shipped(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings = local_settings(tmp_path)
     spool = Spool(tmp_path / "spool")
@@ -416,6 +433,23 @@ def test_an_unreadable_record_is_skipped_and_the_rest_shipped(tmp_path: Path, ca
     assert sorted(r["request_id"] for r in shipped) == ["req-1", "req-2"]
     assert sum("skipping unreadable record" in r.getMessage() for r in caplog.records) == 8
 
+
+
+def test_a_record_nested_deeper_than_the_decoder_goes_does_not_stop_shipping(tmp_path: Path) -> None:
+    """orjson reads 1024 levels, the shipper's decoder fewer: its RecursionError left the pass, every pass,
+    and no later segment was ever shipped (the spool then filled to its budget, and collection stopped)."""
+    settings = local_settings(tmp_path)
+    deep = Spool(tmp_path / "spool")
+    assert deep.append("deep", orjson.Fragment(b"[" * 1024 + b"]" * 1024), "ok")
+    deep.seal()
+    later = Spool(tmp_path / "spool")
+    later.append("later", {"a": 2}, {"ok": 2})
+    later.seal()
+
+    assert Shipper(settings, LocalFolder(tmp_path / "out", "modeldata")).ship_once() == 2
+    shipped = [json.loads(line)["request_id"] for p in (tmp_path / "out").rglob("*.jsonl") if "/inputs/" in p.as_posix()
+               for line in p.read_bytes().splitlines()]
+    assert shipped == ["later"]
 
 _SHIP_ONE = """
 import re, sys

@@ -24,7 +24,7 @@ def test_environment_round_trip() -> None:
     assert env["AZUREML_MODEL_DIR"] == "/models"
     assert env["WORKER_COUNT"] == "3"
     assert env["SCORING_TIMEOUT_MS"] == "5000"
-    assert env["AZUREML_CORS_ORIGINS"] == "https://a.example,https://b.example"
+    assert env["AML_CORS_ORIGINS"] == "https://a.example,https://b.example"
     assert env["AZUREML_DATA_COLLECTION_CONNECTION_STRING"] == "UseDevelopmentStorage=true"
     assert env["SCORER_ACCESS_LOG"] == "false"
     assert all(isinstance(v, str) for v in env.values())

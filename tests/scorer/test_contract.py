@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import httptools
 import httpx
 import joblib
 import numpy as np
@@ -200,6 +201,17 @@ def test_non_json_body_reaches_raw_run_as_text(start_scorer: StartScorer) -> Non
     assert response.json()["echo"] == {"a": 2}
 
 
+def test_only_application_json_is_checked_as_json(start_scorer: StartScorer) -> None:
+    """The media type was matched as a prefix: JSON Lines sent as application/jsonl (or x-ndjson's kin) was
+    refused as malformed JSON, where Azure ML hands a raw run() the body as it is."""
+    server = start_scorer("echo_text.py")
+    lines = '{"a": 1}\n{"a": 2}\n'
+    answered = server.post(content=lines, headers={"content-type": "application/jsonl"})
+    assert answered.status_code == 200 and answered.json() == {"text": lines}
+    for media_type in ("application/json", "Application/JSON; charset=utf-8", "application/json ;charset=utf-8"):
+        refused = server.post(content=lines, headers={"content-type": media_type})
+        assert refused.status_code == 400 and "malformed JSON" in refused.json()["error"]["message"], media_type
+
 def test_request_id_in_every_log_line_of_the_request(start_scorer: StartScorer) -> None:
     server = start_scorer("sum_rows.py")
     assert server.post(json={"data": [[1, 2]]}, headers={"x-request-id": "trace-me-42"}).json()["sums"] == [3]
@@ -271,7 +283,7 @@ def test_a_metrics_port_in_use_stops_the_start_with_one_line(start_scorer: Start
 
 
 def test_cors(start_scorer: StartScorer) -> None:
-    server = start_scorer("sum_rows.py", env={"AZUREML_CORS_ORIGINS": "https://app.example.com"})
+    server = start_scorer("sum_rows.py", env={"AML_CORS_ORIGINS": "https://app.example.com"})
     preflight = httpx.options(server.url + "/score", headers={
         "origin": "https://app.example.com", "access-control-request-method": "POST",
         "access-control-request-headers": "content-type"})
@@ -348,11 +360,66 @@ def test_the_edges_of_a_rawhttp_script(start_scorer: StartScorer) -> None:
     # As Azure ML's: a 5xx of the script's own counts as the script failing; a 4xx does not.
     assert server.post("/score?status=503", json={}).headers["x-ms-run-function-failed"] == "True"
     assert server.post("/score?status=404", json={}).headers["x-ms-run-function-failed"] == "False"
+    # Azure ML's AMLResponse takes run_function_failed: a script that passed it failed every request with a TypeError.
+    failed = server.post("/score?failed=1", json={})
+    assert failed.status_code == 409 and failed.headers["x-ms-run-function-failed"] == "True"
     # A header value with a line break would end the head early: refused, not sent (response splitting).
     with httpx.Client() as client:
         forged = client.post(server.url + "/score?echo=a%0d%0aSet-Cookie:%20s=1%0d%0a%0d%0aHTTP/1.1%20200%20OK", json={})
     assert forged.status_code == 500 and "set-cookie" not in forged.headers
     assert "not a valid HTTP header" in forged.json()["error"]["message"]
+
+
+def _on_one_connection(port: int, requests: list[tuple[str, str]]) -> list[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+    """Each (method, target) in turn on one keep-alive connection, as the router's pool reuses it, each answer
+    read with the router's parser (httptools): its status, headers (names lower-cased) and body."""
+    answers: list[tuple[int, list[tuple[bytes, bytes]], bytes]] = []
+
+    class Reader:
+        headers: list[tuple[bytes, bytes]] = []
+        body = b""
+
+        def on_message_begin(self) -> None:
+            self.headers, self.body = [], b""
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name.lower(), value))
+
+        def on_body(self, body: bytes) -> None:
+            self.body += body
+
+        def on_message_complete(self) -> None:
+            answers.append((parser.get_status_code(), self.headers, self.body))
+
+    parser = httptools.HttpResponseParser(Reader())
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        for method, target in requests:
+            sock.sendall(f"{method} {target} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         f"content-length: 2\r\n\r\n{{}}".encode())
+            wanted = len(answers) + 1
+            while len(answers) < wanted:
+                data = sock.recv(65536)
+                assert data, f"the connection closed before the answer to {method} {target}"
+                parser.feed_data(data)  # raises on bytes that do not parse as the next answer
+    return answers
+
+
+def test_what_a_rawhttp_script_answers_keeps_the_connection_framed(start_scorer: StartScorer) -> None:
+    """The router reuses connections: a body after a 204, a second Content-Length or Transfer-Encoding beside
+    it, or a 1xx status would have the next answer on the connection (another client's) read from the middle
+    of this one, or fail."""
+    server = start_scorer("raw_edges.py")
+    no_content, framed, interim, four_digits, text, healthy = _on_one_connection(server.port, [
+        ("POST", "/score?status=204"), ("POST", "/score?framed=1"), ("POST", "/score?status=101"),
+        ("POST", "/score?status=1000"), ("POST", "/score?status=ok"), ("GET", "/")])
+    assert no_content[0] == 204 and no_content[2] == b"" and b"content-length" not in dict(no_content[1])
+    names = [name for name, _ in framed[1]]
+    assert framed[0] == 200 and framed[2] == b"framed" and b"transfer-encoding" not in names
+    assert names.count(b"content-length") == names.count(b"x-request-id") == 1 and dict(framed[1])[b"x-request-id"] != b"mine"
+    for refused in interim, four_digits, text:
+        assert refused[0] == 500 and dict(refused[1])[b"x-ms-run-function-failed"] == b"True"
+        assert "not a final HTTP status" in json.loads(refused[2])["error"]["message"]
+    assert healthy[0] == 200 and healthy[2] == b"Healthy"
 
 
 def test_the_standard_streams_work_as_libraries_use_them(start_scorer: StartScorer) -> None:
