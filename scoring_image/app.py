@@ -149,12 +149,13 @@ class ScoringApp:
                 content_type = value
             elif name == b"content-length":
                 length = int(value)
-        client_id = client_id or legacy_id
-        for header, value in ((b"x-request-id", request_id), (b"x-ms-client-request-id", client_id)):
+        for header, value in ((b"x-request-id", request_id), (b"x-ms-client-request-id", client_id),
+                              (b"x-ms-request-id", legacy_id)):  # each checked as sent: each is echoed back
             if value is not None and len(value) > MAX_REQUEST_ID:
                 await _send_error(send, HttpError(431, "RequestHeaderFieldsTooLarge",
                                                   f"{header.decode()} is longer than {MAX_REQUEST_ID} characters"))
                 return
+        client_id = client_id or legacy_id
         if request_id is None:
             request_id = _new_request_id()
         rid = request_id.decode("latin-1")

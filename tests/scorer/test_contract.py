@@ -66,6 +66,11 @@ def test_azure_ml_headers(raw_scorer: Scorer) -> None:
     legacy = raw_scorer.post(json={"data": ROWS}, headers={"x-ms-request-id": "legacy-7"})
     assert legacy.headers["x-ms-request-id"] == legacy.headers["x-ms-client-request-id"] == "legacy-7"
     assert raw_scorer.post(json={"data": ROWS}, headers={"x-ms-client-request-id": "c" * 101}).status_code == 431
+    # The legacy id is echoed back too, beside a client id as without one.
+    both = raw_scorer.post(json={"data": ROWS}, headers={"x-ms-client-request-id": "client-7", "x-ms-request-id": "l" * 101})
+    assert both.status_code == 431 and "x-ms-request-id is longer than 100" in both.json()["error"]["message"]
+    alone = raw_scorer.post(json={"data": ROWS}, headers={"x-ms-request-id": "l" * 101})
+    assert alone.status_code == 431 and "x-ms-request-id is longer than 100" in alone.json()["error"]["message"]
 
     too_long = raw_scorer.post(json={"data": ROWS}, headers={"x-request-id": "x" * 101})
     assert too_long.status_code == 431
