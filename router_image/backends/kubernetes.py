@@ -61,6 +61,9 @@ SCALE_RESYNC_S = 30.0
 # in its own time, a minute or two apart): its last load counts for this long.
 REFUSING_PEER_HOLD_S = 180.0
 CALL_TIMEOUT_S = 10.0
+# Releasing the Lease at shutdown only spares the next leader the wait for its expiry: it may take no more
+# than this of the pod's grace period (the drain's margin, components.router.STOP_MARGIN_S, is 5 s).
+RELEASE_S = 2.0
 PEER_TIMEOUT_S = 0.5
 
 
@@ -612,10 +615,12 @@ class KubernetesBackend:
     async def _release(self) -> None:
         """Hand the Lease over at once on shutdown (a rolling update) instead of letting it expire."""
         name = self._config.peers.lease_name  # type: ignore[union-attr]
+        deadline = time.monotonic() + RELEASE_S
         try:
-            _, lease = await self._api.call("GET", self._lease_path(name))
+            _, lease = await self._api.call("GET", self._lease_path(name), timeout_s=RELEASE_S)
             if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
                 spec = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _now()}
-                await self._api.call("PUT", self._lease_path(name), {**lease, "spec": spec})
+                await self._api.call("PUT", self._lease_path(name), {**lease, "spec": spec},
+                                     timeout_s=max(deadline - time.monotonic(), 0.01))
         except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
-            log.warning("lease not released: %s", exc)
+            log.warning("lease not released (it expires on its own): %s", str(exc) or type(exc).__name__)

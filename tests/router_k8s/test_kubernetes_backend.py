@@ -269,6 +269,23 @@ async def test_only_the_lease_holder_scales_and_hands_over_on_stop(api) -> None:
     await b.stop()
 
 
+async def test_releasing_the_lease_on_stop_takes_no_more_than_its_bound_of_the_grace_period(api, caplog) -> None:
+    """An API server that answers late (or not at all) held the stop for two 10 s calls, past the 5 s the
+    pod's grace period leaves after the drain: the kubelet killed the router mid-release."""
+    api.scales["iris"] = 1
+    a = _backend(api, "router-a", peers=True)
+    await a.start(Ready())
+    await a.apply([IRIS])
+    await until(lambda: a.is_leader)
+    api.lease_delay_s = 30
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING):
+        await a.stop()
+    assert time.monotonic() - started < 3  # RELEASE_S (2 s) and the rest of the stop
+    assert api.leases["model-router-autoscaler"]["spec"]["holderIdentity"] == "router-a"  # it expires on its own
+    assert "lease not released (it expires on its own): TimeoutError" in caplog.text
+
+
 async def test_a_leader_that_cannot_renew_steps_down_before_the_lease_expires(api) -> None:
     a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
     await a.start(Ready())
