@@ -20,6 +20,7 @@ Either way `provider` is the pulumi_kubernetes.Provider everything in the cluste
 from __future__ import annotations
 
 import base64
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,24 @@ def _kubelet_identity(profile: Any, resource_id: str) -> str:
                          "cluster); grant its service principal AcrPull on the workspace registry, or update the cluster "
                          "to managed identity (az aks update --enable-managed-identity)")
     return profile["kubeletidentity"].object_id
+
+
+def stack_azure_settings() -> dict[str, Any]:
+    """The stack's azure-native settings (how it signs in, which cloud) as Provider arguments, but the
+    subscription. An explicit provider reads none of them: a stack that signs in with azure-native:clientId
+    and clientSecret, or OIDC, would otherwise reach the attached cluster as whatever identity the machine's
+    environment has (none on a CI runner). Secret settings stay secret."""
+    config = pulumi.Config("azure-native")
+    settings: dict[str, Any] = {}
+    for arg, param in inspect.signature(azure_native.ProviderArgs.__init__).parameters.items():
+        if arg.startswith("_") or arg in ("self", "subscription_id"):
+            continue
+        key = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), arg)
+        kind = str(param.annotation)
+        value = config.get_bool(key) if "bool" in kind else config.get_object(key) if "Sequence" in kind else config.get(key)
+        if value is not None:
+            settings[arg] = pulumi.Output.secret(value) if pulumi.runtime.is_config_secret(config.full_key(key)) else value
+    return settings
 
 
 def dns_prefix(cluster_name: str) -> str:
@@ -454,7 +473,7 @@ class AksCluster(pulumi.ComponentResource):
         subscription, rg, cluster_name = parts[2], parts[4], parts[8]
         # The cluster is read in the subscription its id names, which need not be the stack's.
         azure = azure_native.Provider(f"{self._name}-attached-subscription", subscription_id=subscription,
-                                      opts=pulumi.ResourceOptions(parent=self))
+                                      **stack_azure_settings(), opts=pulumi.ResourceOptions(parent=self))
         found = containerservice.get_managed_cluster_output(
             resource_group_name=rg, resource_name=cluster_name, opts=pulumi.InvokeOutputOptions(parent=self, provider=azure)
         )

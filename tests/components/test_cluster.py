@@ -323,6 +323,25 @@ def test_an_attached_cluster_is_read_in_the_subscription_its_id_names():
     assert all(provider.startswith(azure.urn) for provider in through.values())
 
 
+def test_the_attached_clusters_provider_signs_in_as_the_stack_does():
+    """An explicit provider reads none of the stack's azure-native settings: a CI stack that signs in with a
+    service principal (azure-native:clientId, clientSecret, tenantId) read the attached cluster as whatever
+    identity the machine's environment had, or failed to sign in at all."""
+    spec = ClusterSpec.model_validate({"name": "existing", "attach": {"resource_id": MC_ID}})
+    ws_spec = WorkspaceSpec.model_validate({"name": "mlw", "resource_group": "rg-ml"})
+    config = {"azure-native:clientId": "app-id", "azure-native:clientSecret": "app-secret",
+              "azure-native:tenantId": "tenant", "azure-native:environment": "usgovernment",
+              "azure-native:useOidc": "false", "azure-native:subscriptionId": "stack-subscription"}
+    rec = run(lambda: AksCluster("aks", spec, Workspace("ws", ws_spec, "westeurope"), "westeurope") and None,
+              config=config)
+    [azure] = [r for r in rec.of_type("pulumi:providers:azure-native") if r.name == "aks-attached-subscription"]
+    assert {k: azure.inputs.get(k) for k in ("clientId", "clientSecret", "tenantId", "environment", "useOidc")} == {
+        "clientId": "app-id", "clientSecret": "app-secret", "tenantId": "tenant", "environment": "usgovernment",
+        "useOidc": "false"}
+    assert azure.inputs["subscriptionId"] == "s"  # still the cluster's own subscription, not the stack's
+    assert "clientSecret" in azure.secret_inputs
+
+
 def test_an_attached_cluster_without_a_kubelet_identity_is_named_not_granted_an_empty_principal():
     """A service-principal cluster: ARM would refuse AcrPull for principal ''."""
     from components.cluster import _kubelet_identity
