@@ -36,7 +36,7 @@ import pulumi_kubernetes as k8s
 
 from components.accelerators import SCHEDULING
 from components.sources import read_kubeconfig
-from components.spec import CLUSTER_SUBNET, PRIVATE_LINK_ZONES, ClusterSpec, NodePoolSpec
+from components.spec import CLUSTER_SUBNET, PRIVATE_LINK_ZONES, ClusterSpec, NodePoolSpec, region_name
 from components.workspace import Workspace
 
 # Built-in role definition ids (the same GUID in every subscription).
@@ -521,7 +521,7 @@ class AksCluster(pulumi.ComponentResource):
         names = [ssl.cname] if ssl is not None and ssl.cname else []
         for label in (ssl.leaf_domain_label if ssl else None, scoring_dns_label):
             if label:
-                names.append(f"{label}.{self._location}.cloudapp.azure.com")
+                names.append(f"{label}.{region_name(self._location)}.cloudapp.azure.com")
         return names
 
     def _required_fqdns(self, scoring: list[str]) -> pulumi.Output[list[str]]:

@@ -382,6 +382,16 @@ def test_required_fqdns_are_computed_from_the_real_resources(stack):
     ])
 
 
+def test_the_scoring_domain_of_a_region_given_by_its_display_name_is_a_dns_name():
+    """`West Europe` is westeurope to Azure, not in a DNS name: custom DNS was told to resolve a name with a space."""
+    spec = cluster_spec()
+    ws_spec = WorkspaceSpec.model_validate({"name": "mlw", "resource_group": "rg-ml"})
+    rec = run(lambda: {"fqdns": AksCluster("aks", spec, Workspace("ws", ws_spec, "West Europe"), "West Europe",
+                                           scoring_dns_label="mlw-scoring").required_fqdns})
+    assert "mlw-scoring.westeurope.cloudapp.azure.com" in rec.outputs["fqdns"]
+    assert all(" " not in name for name in rec.outputs["fqdns"])
+
+
 def test_a_cname_is_the_scoring_domain():
     spec = cluster_spec(ssl={"cname": "score.example.com", "certificate": "c", "key": "k"})
     assert "score.example.com" in deploy(spec).outputs["fqdns"]
