@@ -377,18 +377,22 @@ class AksCluster(pulumi.ComponentResource):
                 "outbound_type": net.outbound_type,
                 "load_balancer_sku": containerservice.LoadBalancerSku.STANDARD,
             },
+            # Off is said, not left out: AKS keeps an addon or Defender's sensor that a PUT does not mention, so
+            # turning either off later would change nothing in Azure (Defender still billed, the agent left
+            # without the data collection rule removed below).
             addon_profiles={
                 "omsagent": containerservice.ManagedClusterAddonProfileArgs(
                     enabled=True,
                     config={"logAnalyticsWorkspaceResourceID": ws.log_analytics_workspace_id, "useAADAuth": "true"},
-                )
-            } if monitored else None,
+                ) if monitored else containerservice.ManagedClusterAddonProfileArgs(enabled=False)
+            },
             security_profile=containerservice.ManagedClusterSecurityProfileArgs(
                 defender=containerservice.ManagedClusterSecurityProfileDefenderArgs(
-                    log_analytics_workspace_resource_id=ws.log_analytics_workspace_id,
-                    security_monitoring=containerservice.ManagedClusterSecurityProfileDefenderSecurityMonitoringArgs(enabled=True),
+                    log_analytics_workspace_resource_id=ws.log_analytics_workspace_id if spec.defender else None,
+                    security_monitoring=containerservice.ManagedClusterSecurityProfileDefenderSecurityMonitoringArgs(
+                        enabled=bool(spec.defender)),
                 )
-            ) if spec.defender else None,
+            ),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignored),
         )
 
