@@ -194,12 +194,15 @@ def dns_prefix(cluster_name: str) -> str:
 def connectivity_check_job(fqdns: list[str], name: str = "dns-connectivity-check") -> dict[str, Any]:
     """A Job that resolves each FQDN and connects to its port 443; its log names each failure.
 
-    No retries: a failed check fails `pulumi up` with the log at hand rather than looping.
+    No retries: a failed check fails `pulumi up` with the log at hand rather than looping. The next `up`
+    replaces it (replaceUnready), so it checks again once DNS is fixed; Pulumi would otherwise wait again for
+    the failed Job, and fail, on every `up`.
     """
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": {"app.kubernetes.io/name": name}},
+        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": {"app.kubernetes.io/name": name},
+                     "annotations": {"pulumi.com/replaceUnready": "true"}},
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": 300,

@@ -413,6 +413,13 @@ def test_connectivity_job_only_when_asked_and_it_checks_every_name_but_the_scori
     assert job.provider.startswith(rec.one(PROVIDER).urn)
 
 
+def test_a_failed_connectivity_check_runs_again_on_the_next_up():
+    """Pulumi waits again for a resource that failed to become ready, and a failed Job stays failed: once DNS
+    was fixed, every later `up` still failed on the old Job until the names it checks changed."""
+    rec = deploy(cluster_spec(dns={"connectivity_check": True}))
+    assert rec.one(JOB).inputs["metadata"]["annotations"] == {"pulumi.com/replaceUnready": "true"}
+
+
 def test_private_zone_links_give_registry_blob_and_table_endpoints_and_linked_zones():
     spec = cluster_spec(network={"plugin": "azure", "vnet": {"subnet_id": SUBNET}}, dns={"private_zone_links": True})
     rec = deploy(spec, {"registry_sku": "Premium"})
