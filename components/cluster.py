@@ -20,6 +20,7 @@ Either way `provider` is the pulumi_kubernetes.Provider everything in the cluste
 from __future__ import annotations
 
 import base64
+import inspect
 import re
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ import pulumi_kubernetes as k8s
 
 from components.accelerators import SCHEDULING
 from components.sources import read_kubeconfig
-from components.spec import CLUSTER_SUBNET, PRIVATE_LINK_ZONES, ClusterSpec, NodePoolSpec
+from components.spec import CLUSTER_SUBNET, PRIVATE_LINK_ZONES, ClusterSpec, NodePoolSpec, region_name
 from components.workspace import Workspace
 
 # Built-in role definition ids (the same GUID in every subscription).
@@ -167,6 +168,24 @@ def _kubelet_identity(profile: Any, resource_id: str) -> str:
     return profile["kubeletidentity"].object_id
 
 
+def stack_azure_settings() -> dict[str, Any]:
+    """The stack's azure-native settings (how it signs in, which cloud) as Provider arguments, but the
+    subscription. An explicit provider reads none of them: a stack that signs in with azure-native:clientId
+    and clientSecret, or OIDC, would otherwise reach the attached cluster as whatever identity the machine's
+    environment has (none on a CI runner). Secret settings stay secret."""
+    config = pulumi.Config("azure-native")
+    settings: dict[str, Any] = {}
+    for arg, param in inspect.signature(azure_native.ProviderArgs.__init__).parameters.items():
+        if arg.startswith("_") or arg in ("self", "subscription_id"):
+            continue
+        key = re.sub(r"_([a-z])", lambda m: m.group(1).upper(), arg)
+        kind = str(param.annotation)
+        value = config.get_bool(key) if "bool" in kind else config.get_object(key) if "Sequence" in kind else config.get(key)
+        if value is not None:
+            settings[arg] = pulumi.Output.secret(value) if pulumi.runtime.is_config_secret(config.full_key(key)) else value
+    return settings
+
+
 def dns_prefix(cluster_name: str) -> str:
     """AKS's DNS prefix: 1-54 letters, digits and hyphens, from the cluster name (which may hold `_` and 63)."""
     return re.sub(r"[^A-Za-z0-9-]", "-", cluster_name)[:54].strip("-")
@@ -175,12 +194,15 @@ def dns_prefix(cluster_name: str) -> str:
 def connectivity_check_job(fqdns: list[str], name: str = "dns-connectivity-check") -> dict[str, Any]:
     """A Job that resolves each FQDN and connects to its port 443; its log names each failure.
 
-    No retries: a failed check fails `pulumi up` with the log at hand rather than looping.
+    No retries: a failed check fails `pulumi up` with the log at hand rather than looping. The next `up`
+    replaces it (replaceUnready), so it checks again once DNS is fixed; Pulumi would otherwise wait again for
+    the failed Job, and fail, on every `up`.
     """
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": {"app.kubernetes.io/name": name}},
+        "metadata": {"name": name, "namespace": SYSTEM_NAMESPACE, "labels": {"app.kubernetes.io/name": name},
+                     "annotations": {"pulumi.com/replaceUnready": "true"}},
         "spec": {
             "backoffLimit": 0,
             "activeDeadlineSeconds": 300,
@@ -358,18 +380,22 @@ class AksCluster(pulumi.ComponentResource):
                 "outbound_type": net.outbound_type,
                 "load_balancer_sku": containerservice.LoadBalancerSku.STANDARD,
             },
+            # Off is said, not left out: AKS keeps an addon or Defender's sensor that a PUT does not mention, so
+            # turning either off later would change nothing in Azure (Defender still billed, the agent left
+            # without the data collection rule removed below).
             addon_profiles={
                 "omsagent": containerservice.ManagedClusterAddonProfileArgs(
                     enabled=True,
                     config={"logAnalyticsWorkspaceResourceID": ws.log_analytics_workspace_id, "useAADAuth": "true"},
-                )
-            } if monitored else None,
+                ) if monitored else containerservice.ManagedClusterAddonProfileArgs(enabled=False)
+            },
             security_profile=containerservice.ManagedClusterSecurityProfileArgs(
                 defender=containerservice.ManagedClusterSecurityProfileDefenderArgs(
-                    log_analytics_workspace_resource_id=ws.log_analytics_workspace_id,
-                    security_monitoring=containerservice.ManagedClusterSecurityProfileDefenderSecurityMonitoringArgs(enabled=True),
+                    log_analytics_workspace_resource_id=ws.log_analytics_workspace_id if spec.defender else None,
+                    security_monitoring=containerservice.ManagedClusterSecurityProfileDefenderSecurityMonitoringArgs(
+                        enabled=bool(spec.defender)),
                 )
-            ) if spec.defender else None,
+            ),
             opts=pulumi.ResourceOptions(parent=self, ignore_changes=ignored),
         )
 
@@ -454,7 +480,7 @@ class AksCluster(pulumi.ComponentResource):
         subscription, rg, cluster_name = parts[2], parts[4], parts[8]
         # The cluster is read in the subscription its id names, which need not be the stack's.
         azure = azure_native.Provider(f"{self._name}-attached-subscription", subscription_id=subscription,
-                                      opts=pulumi.ResourceOptions(parent=self))
+                                      **stack_azure_settings(), opts=pulumi.ResourceOptions(parent=self))
         found = containerservice.get_managed_cluster_output(
             resource_group_name=rg, resource_name=cluster_name, opts=pulumi.InvokeOutputOptions(parent=self, provider=azure)
         )
@@ -502,7 +528,7 @@ class AksCluster(pulumi.ComponentResource):
         names = [ssl.cname] if ssl is not None and ssl.cname else []
         for label in (ssl.leaf_domain_label if ssl else None, scoring_dns_label):
             if label:
-                names.append(f"{label}.{self._location}.cloudapp.azure.com")
+                names.append(f"{label}.{region_name(self._location)}.cloudapp.azure.com")
         return names
 
     def _required_fqdns(self, scoring: list[str]) -> pulumi.Output[list[str]]:

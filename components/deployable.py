@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from components.pyproject import PYPROJECT
 from components.sources import missing_models, read_kubeconfig, source_problems
+from components.spec import region_name
 from components.stackfile import Stack
 
 # https://aka.ms/aks-naming-rules: "The maximum length is 80" for the node resource group.
@@ -47,7 +48,7 @@ def cluster_problems(stack: Stack) -> list[str]:
 def _node_resource_group(resource_group: str, cluster: str, location: str) -> list[str]:
     """AKS puts the nodes in a group it names MC_<group>_<cluster>_<region> and refuses a cluster whose
     name for it passes 80 characters, after the rest of the stack has been created."""
-    name = f"MC_{resource_group}_{cluster}_{location.replace(' ', '').lower()}"
+    name = f"MC_{resource_group}_{cluster}_{region_name(location)}"
     if len(name) <= NODE_RESOURCE_GROUP_MAX:
         return []
     return [f"cluster.name: AKS would name the nodes' resource group {name!r}, {len(name)} characters, and refuses "

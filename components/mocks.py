@@ -37,6 +37,8 @@ from pulumi.runtime import settings as _settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from components.spec import region_name
+
 SUBSCRIPTION_ID = "00000000-0000-0000-0000-000000000000"
 TENANT_ID = "11111111-1111-1111-1111-111111111111"
 # What a serialized secret looks like in mock inputs: {SECRET_SIG_KEY: SECRET_SIG, "value": ...}.
@@ -152,6 +154,7 @@ ATTACHED_NETWORK_PROFILE: dict[str, str] = {"networkPlugin": "azure", "networkPo
 
 
 def _cluster_outputs(name: str, rg: str, location: str, dns_prefix: str) -> dict:
+    location = region_name(location)  # as Azure names it in the FQDN and the node resource group
     node_rg = f"MC_{rg}_{name}_{location}"
     return {
         "fqdn": f"{dns_prefix}-{hashlib.sha256(name.encode()).hexdigest()[:8]}.hcp.{location}.azmk8s.io",

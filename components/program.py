@@ -170,13 +170,15 @@ class _Models:
             if model.url:
                 url: pulumi.Input[str] = model.url if isinstance(model.url, str) else pulumi.Output.secret(model.url_text)
             else:
-                self._upload(model)
+                blobs = self._upload(model)
                 ws = self._workspace
-                url = pulumi.Output.concat(ws.blob_endpoint, ws.models_container, f"/{model.name}/{model.version}")
+                # Through the uploads, so the replicas that fetch the folder wait for its files.
+                url = pulumi.Output.all(ws.blob_endpoint, ws.models_container, *[b.id for b in blobs]).apply(
+                    lambda a: f"{a[0]}{a[1]}/{model.name}/{model.version}")
             self._sources[model.ref] = ModelSource(model.name, model.version, url)
         return self._sources[model.ref]
 
-    def _upload(self, model: ModelSpec) -> None:
+    def _upload(self, model: ModelSpec) -> list[storage.Blob]:
         path = self._stack.resolve(model.path)  # type: ignore[arg-type]
         folder = path.parent if path.is_file() else path
         files = [path.name] if path.is_file() else _files(path)
@@ -185,12 +187,11 @@ class _Models:
             pulumi.log.warn(f"models {model.ref}: {path} holds no files here; nothing is uploaded, so its replicas "
                             "cannot start until it is (train or copy the model, then run again)")
         ws = self._workspace
-        for rel in files:
-            storage.Blob(
-                f"model-{model.name}-{model.version}-{rel}",
-                resource_group_name=ws.resource_group_name, account_name=ws.storage_account_name,
-                container_name=ws.models_container, blob_name=f"{model.name}/{model.version}/{rel}",
-                type=storage.BlobType.BLOCK, source=pulumi.FileAsset(str(folder / rel)))
+        return [storage.Blob(
+            f"model-{model.name}-{model.version}-{rel}",
+            resource_group_name=ws.resource_group_name, account_name=ws.storage_account_name,
+            container_name=ws.models_container, blob_name=f"{model.name}/{model.version}/{rel}",
+            type=storage.BlobType.BLOCK, source=pulumi.FileAsset(str(folder / rel))) for rel in files]
 
 
 def _files(folder: Path) -> list[str]:

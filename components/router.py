@@ -40,7 +40,7 @@ from components.service import (
     memory_quantity,
     spread,
 )
-from components.spec import ROUTER_NAME, AuthSettings, ClusterPurpose, RouterSpec, SslSpec, cluster_purpose
+from components.spec import ROUTER_NAME, AuthSettings, ClusterPurpose, RouterSpec, SslSpec, cluster_purpose, region_name
 from router_image.config import (
     AutoscaleConfig,
     PeersConfig,
@@ -121,7 +121,7 @@ def dns_host(spec: RouterSpec, ssl: SslSpec | None, location: str) -> str | None
     if ssl is not None and ssl.cname:
         return ssl.cname
     label = dns_label(spec, ssl)
-    return f"{label}.{location}.cloudapp.azure.com" if label else None
+    return f"{label}.{region_name(location)}.cloudapp.azure.com" if label else None
 
 
 def dns_label(spec: RouterSpec, ssl: SslSpec | None) -> str | None:

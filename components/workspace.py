@@ -115,7 +115,8 @@ class Workspace(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["connectionString", "instrumentationKey"]),
         )
 
-        keys = storage.list_storage_account_keys_output(resource_group_name=rg_name, account_name=account.name)
+        keys = storage.list_storage_account_keys_output(resource_group_name=rg_name, account_name=account.name,
+                                                        opts=pulumi.InvokeOutputOptions(parent=self))
 
         self.resource_group_name = rg_name
         self.registry_login_server = registry.login_server

@@ -79,7 +79,7 @@ def test_dev_stack_is_kubenet_with_a_pod_cidr_on_the_free_tier_without_defender(
     assert mc["networkProfile"]["podCidr"] == "10.244.0.0/16"
     assert "vnetSubnetID" not in mc["agentPoolProfiles"][0]
     assert mc["sku"]["tier"] == "Free"
-    assert "securityProfile" not in mc  # dev_test: Defender off by default
+    assert mc["securityProfile"]["defender"]["securityMonitoring"] == {"enabled": False}  # dev_test: Defender off by default
     assert mc["addonProfiles"]["omsagent"]["enabled"] is True
     assert rec.of_type(AGENT_POOL) == [] and rec.of_type(DAEMONSET) == [] and rec.of_type(JOB) == []
     assert rec.of_type("azure-native:network:VirtualNetwork") == []
@@ -126,9 +126,12 @@ def test_fast_prod_turns_defender_and_container_insights_to_the_workspace_log_an
 
 
 def test_defender_and_monitoring_can_be_turned_off():
+    """Said off, not left out: AKS keeps an addon or Defender's sensor that a cluster PUT does not mention, so
+    a stack that turned them off changed nothing in Azure (Defender still billed, the agent still running)."""
     rec = deploy(cluster_spec(defender=False, monitoring=False))
     mc = rec.one(CLUSTER).inputs
-    assert "securityProfile" not in mc and "addonProfiles" not in mc
+    assert mc["securityProfile"] == {"defender": {"securityMonitoring": {"enabled": False}}}
+    assert mc["addonProfiles"] == {"omsagent": {"enabled": False}}
     assert rec.of_type("azure-native:monitor:DataCollectionRule") == []
 
 
@@ -323,6 +326,25 @@ def test_an_attached_cluster_is_read_in_the_subscription_its_id_names():
     assert all(provider.startswith(azure.urn) for provider in through.values())
 
 
+def test_the_attached_clusters_provider_signs_in_as_the_stack_does():
+    """An explicit provider reads none of the stack's azure-native settings: a CI stack that signs in with a
+    service principal (azure-native:clientId, clientSecret, tenantId) read the attached cluster as whatever
+    identity the machine's environment had, or failed to sign in at all."""
+    spec = ClusterSpec.model_validate({"name": "existing", "attach": {"resource_id": MC_ID}})
+    ws_spec = WorkspaceSpec.model_validate({"name": "mlw", "resource_group": "rg-ml"})
+    config = {"azure-native:clientId": "app-id", "azure-native:clientSecret": "app-secret",
+              "azure-native:tenantId": "tenant", "azure-native:environment": "usgovernment",
+              "azure-native:useOidc": "false", "azure-native:subscriptionId": "stack-subscription"}
+    rec = run(lambda: AksCluster("aks", spec, Workspace("ws", ws_spec, "westeurope"), "westeurope") and None,
+              config=config)
+    [azure] = [r for r in rec.of_type("pulumi:providers:azure-native") if r.name == "aks-attached-subscription"]
+    assert {k: azure.inputs.get(k) for k in ("clientId", "clientSecret", "tenantId", "environment", "useOidc")} == {
+        "clientId": "app-id", "clientSecret": "app-secret", "tenantId": "tenant", "environment": "usgovernment",
+        "useOidc": "false"}
+    assert azure.inputs["subscriptionId"] == "s"  # still the cluster's own subscription, not the stack's
+    assert "clientSecret" in azure.secret_inputs
+
+
 def test_an_attached_cluster_without_a_kubelet_identity_is_named_not_granted_an_empty_principal():
     """A service-principal cluster: ARM would refuse AcrPull for principal ''."""
     from components.cluster import _kubelet_identity
@@ -363,6 +385,16 @@ def test_required_fqdns_are_computed_from_the_real_resources(stack):
     ])
 
 
+def test_the_scoring_domain_of_a_region_given_by_its_display_name_is_a_dns_name():
+    """`West Europe` is westeurope to Azure, not in a DNS name: custom DNS was told to resolve a name with a space."""
+    spec = cluster_spec()
+    ws_spec = WorkspaceSpec.model_validate({"name": "mlw", "resource_group": "rg-ml"})
+    rec = run(lambda: {"fqdns": AksCluster("aks", spec, Workspace("ws", ws_spec, "West Europe"), "West Europe",
+                                           scoring_dns_label="mlw-scoring").required_fqdns})
+    assert "mlw-scoring.westeurope.cloudapp.azure.com" in rec.outputs["fqdns"]
+    assert all(" " not in name for name in rec.outputs["fqdns"])
+
+
 def test_a_cname_is_the_scoring_domain():
     spec = cluster_spec(ssl={"cname": "score.example.com", "certificate": "c", "key": "k"})
     assert "score.example.com" in deploy(spec).outputs["fqdns"]
@@ -379,6 +411,13 @@ def test_connectivity_job_only_when_asked_and_it_checks_every_name_but_the_scori
     assert 'echo "FAIL $host' in container["command"][2]  # the log names the failing host
     assert job.inputs["spec"]["backoffLimit"] == 0
     assert job.provider.startswith(rec.one(PROVIDER).urn)
+
+
+def test_a_failed_connectivity_check_runs_again_on_the_next_up():
+    """Pulumi waits again for a resource that failed to become ready, and a failed Job stays failed: once DNS
+    was fixed, every later `up` still failed on the old Job until the names it checks changed."""
+    rec = deploy(cluster_spec(dns={"connectivity_check": True}))
+    assert rec.one(JOB).inputs["metadata"]["annotations"] == {"pulumi.com/replaceUnready": "true"}
 
 
 def test_private_zone_links_give_registry_blob_and_table_endpoints_and_linked_zones():

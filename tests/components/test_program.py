@@ -120,6 +120,17 @@ def test_local_model_folders_are_uploaded_file_by_file(project):
     assert '"url": "https://mlwdevstorage.blob.core.windows.net/models/sklearn-iris/1"' in manifest.inputs["stringData"]["models.json"]
 
 
+def test_replicas_wait_for_their_models_upload(project):
+    """A first `up` created the Deployment beside the uploads: each replica's init container found no files,
+    failed, and was retried with a back-off reaching 5 minutes, outlasting a large model's upload and
+    Pulumi's 10 minutes for the rollout."""
+    rec = run(declare(load_stack(project / "stacks" / "Pulumi.dev.yaml")))
+    blobs = {b.urn for b in rec.of_type("azure-native:storage:Blob")}
+    manifest = next(r for r in rec.of_type("kubernetes:core/v1:Secret") if r.name == "iris-models")
+    deployment = next(r for r in rec.of_type("kubernetes:apps/v1:Deployment") if r.name == "iris")
+    assert blobs and blobs <= set(manifest.dependencies) and blobs <= set(deployment.dependencies)
+
+
 def test_a_rotated_storage_key_rolls_the_scorers_and_sas_tokens_stay_secret(project, edit, tmp_path):
     """Connection strings reach the scorer as env at its start; a model url's query is a credential."""
     sas = "?sv=2022-11-02&sr=c&sig=SECRETSIGNATURE"

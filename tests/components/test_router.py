@@ -26,14 +26,15 @@ STACK = StackSpec.model_validate({
 })
 
 
-def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation=0, auth=None, stack=STACK, certificate=None):
+def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation=0, auth=None, stack=STACK, certificate=None,
+          location="westeurope"):
     spec = RouterSpec.model_validate(router or {"min_replicas": 2, "max_replicas": 6, "dns_label": "mlw-scoring"})
     ssl_spec = SslSpec.model_validate(ssl) if ssl else None
     rs = routes(stack)
 
     def program():
         r = ModelRouter("router", ModelRouterArgs(
-            spec=spec, routes=rs, image=IMAGE, cluster_purpose=purpose, location="westeurope", ssl=ssl_spec,
+            spec=spec, routes=rs, image=IMAGE, cluster_purpose=purpose, location=location, ssl=ssl_spec,
             service_annotations=annotations or {}, certificate=certificate() if certificate else None,
             auth=auth if auth is not None else {"service.iris": AuthSettings(key_rotation=rotation)}))
         iris = r.access(rs[0])
@@ -171,6 +172,15 @@ def test_public_service_has_dns_label_and_https_uris_with_tls():
     assert cert["dnsNames"] == ["mlw-scoring.westeurope.cloudapp.azure.com"]
     tls_secret = named(rec, "kubernetes:core/v1:Secret", "model-router-tls")
     assert tls_secret.inputs["type"] == "kubernetes.io/tls" and "stringData" in tls_secret.secret_inputs
+
+
+def test_a_region_given_by_its_display_name_still_names_a_host():
+    """Azure takes `West Europe` for westeurope everywhere; a DNS name cannot hold it. The scoring URIs and
+    the certificate named mlw-scoring.West Europe.cloudapp.azure.com, which no client can resolve."""
+    rec = build(ssl={"self_signed": True}, location="West Europe")
+    assert rec.outputs["host"] == "mlw-scoring.westeurope.cloudapp.azure.com"
+    assert rec.outputs["iris_uri"] == "https://mlw-scoring.westeurope.cloudapp.azure.com/api/v1/service/iris/score"
+    assert rec.one("tls:index/selfSignedCert:SelfSignedCert").inputs["dnsNames"] == ["mlw-scoring.westeurope.cloudapp.azure.com"]
 
 
 def test_internal_load_balancer_without_dns_label_serves_plain_http_on_its_address():

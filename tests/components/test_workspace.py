@@ -112,3 +112,22 @@ def test_global_names_are_derived_from_the_workspace_name_unless_given(fields, r
     spec = WorkspaceSpec.model_validate({"resource_group": "rg", **fields})
     assert (registry_name(spec), storage_account_name(spec)) == (registry, account)
     assert len(storage_account_name(spec)) <= 24
+
+
+def test_the_storage_keys_are_read_through_the_provider_the_workspace_is_given():
+    """A Workspace given another subscription's provider made its account there but read its keys through the
+    stack's default provider: the connection string's listKeys failed, or named another account's key."""
+    import pulumi
+    import pulumi_azure_native as azure_native
+
+    spec = WorkspaceSpec.model_validate({"name": "mlw-dev", "resource_group": "rg-ml-dev"})
+
+    def program():
+        other = azure_native.Provider("other", subscription_id="22222222-2222-2222-2222-222222222222")
+        ws = Workspace("ws", spec, "westeurope", opts=pulumi.ResourceOptions(providers=[other]))
+        return {"connection": ws.storage_connection_string}
+
+    rec = run(program)
+    other = rec.one("pulumi:providers:azure-native").urn
+    through = [provider for token, provider in rec.call_providers if token.endswith("listStorageAccountKeys")]
+    assert through and all(provider.startswith(other) for provider in through)
