@@ -37,6 +37,7 @@ from pydantic import (
     model_validator,
 )
 
+from components.accelerators import SCHEDULING
 from components.azureml import Finding, Findings, Origin, in_files, load_deployment_config, load_inference_config, named, told
 
 SECURE = "<secure>"  # a secret still encrypted (components.stackfile): its value cannot be checked
@@ -1098,6 +1099,15 @@ class StackSpec(Spec):
                 if getattr(dep, field) and self.cluster is not None and not self.cluster.has_accelerator(kind):
                     problems.append(dep.told(path, Finding(
                         f"{field}: the cluster has no {kind.upper()} pool; add a node pool with accelerator: {kind} or set {field}: 0", field)))
+            for kind, field in (("gpu", "gpu_cores"), ("fpga", "fpga_cores")):
+                if getattr(dep, field) and self.cluster is not None and self.cluster.attach is not None:
+                    how = SCHEDULING[kind]
+                    self._warnings.append(dep.told(path, Finding(
+                        f"{field}: on an attached cluster these replicas run only on nodes labelled "
+                        f"{how.label_key}={how.label_value} whose device plugin advertises {how.resource}, which this "
+                        f"stack sets up only on pools it creates; label the cluster's {kind.upper()} nodes so "
+                        f"(az aks nodepool update --labels {how.label_key}={how.label_value}), else they stay Pending",
+                        field)))
             if dep.fpga_cores and self.cluster is not None and self.cluster.attach is None:
                 self._warnings.append(f"{path}.fpga_cores: nodes advertise microsoft.com/fpga only through the FPGA vendor's "
                                       "device plugin, which this stack does not install (it does NVIDIA's for GPUs); "

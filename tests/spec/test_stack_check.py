@@ -1162,3 +1162,19 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly():
     proc.stdout.close()  # before it writes: its first line meets a closed pipe
     stderr = proc.stderr.read().decode()
     assert proc.wait(60) == 141 and "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("field, kind, label", [("gpu_cores", "GPU", "gpu"), ("fpga_cores", "FPGA", "fpga")])
+def test_accelerator_replicas_on_an_attached_cluster_are_told_the_node_label_they_need(tmp_path, field, kind, label):
+    """Only pools this stack creates carry the label the replicas select and a device plugin: an attached
+    cluster's GPU nodes do not, and its replicas stayed Pending without a word."""
+    config = copy.deepcopy(BASE)
+    config[C]["node_pools"] = []
+    config[C]["attach"] = {"kubeconfig": "~/.kube/config"}
+    config[S][0][field] = 1
+    warnings = load_stack(write_stack(tmp_path, config)).spec.warnings
+    assert any(w.startswith(f"services[0].{field}: on an attached cluster these replicas run only on nodes labelled "
+                            f"aks-model-serving/accelerator={label}") and f"label the cluster's {kind} nodes" in w
+               for w in warnings), warnings
+    config[S][0][field] = 0
+    assert not any("on an attached cluster" in w for w in load_stack(write_stack(tmp_path, config)).spec.warnings)
