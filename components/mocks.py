@@ -307,6 +307,7 @@ class Recorded:
     dependencies: list[str]
     secret_inputs: list[str]  # top-level inputs that arrived as secrets
     custom_timeouts: dict[str, str] = field(default_factory=dict)  # create/update/delete, the ones given
+    retain_on_delete: bool = False
 
     @property
     def parent_type(self) -> str:
@@ -342,6 +343,7 @@ class RecordingMonitor(_mocks.MockMonitor):
             protect=request.protect,
             delete_before_replace=request.deleteBeforeReplace,
             ignore_changes=list(request.ignoreChanges),
+            retain_on_delete=request.retainOnDelete,
             custom_timeouts={k: v for k in ("create", "update", "delete") if (v := getattr(request.customTimeouts, k))},
             additional_secret_outputs=list(request.additionalSecretOutputs),
             dependencies=sorted(request.dependencies),

@@ -151,7 +151,11 @@ class ModelRouter(pulumi.ComponentResource):
         selector = {LABEL_NAME: NAME}
 
         if args.create_namespace:
-            ns = k8s.core.v1.Namespace(name, metadata={"name": spec.namespace, "labels": {LABEL_PART_OF: PART_OF}}, opts=child)
+            # Kept by `destroy`: with server-side apply, declaring a namespace that exists adopts it (on an
+            # attached cluster, `azureml` is the Azure ML extension's), and deleting it would delete what others
+            # run there. What the stack put in it goes with the stack; on a cluster the stack made, all of it.
+            ns = k8s.core.v1.Namespace(name, metadata={"name": spec.namespace, "labels": {LABEL_PART_OF: PART_OF}},
+                                       opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True))
             self.namespace = ns.metadata.name
         else:
             self.namespace = pulumi.Output.from_input(spec.namespace)

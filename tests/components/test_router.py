@@ -68,7 +68,12 @@ def test_role_is_limited_to_endpointslices_scale_of_the_router_and_model_deploym
     ]
     binding = rec.one("kubernetes:rbac.authorization.k8s.io/v1:RoleBinding").inputs
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "model-router", "namespace": "azureml"}]
-    assert rec.one("kubernetes:core/v1:Namespace").inputs["metadata"]["name"] == "azureml"
+    namespace = rec.one("kubernetes:core/v1:Namespace")
+    assert namespace.inputs["metadata"]["name"] == "azureml"
+    # An attached cluster's `azureml` may be the Azure ML extension's, which server-side apply adopts: destroy
+    # must not delete it (and what runs there) with the stack; every other resource is deleted as usual.
+    assert namespace.retain_on_delete
+    assert not [r.name for r in rec.resources if r.custom and r.retain_on_delete and r is not namespace]
     assert not rec.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
 
 
