@@ -443,7 +443,7 @@ async def test_a_request_whose_version_a_reload_removes_while_its_body_comes_is_
                 await asyncio.sleep(0.02)
         body = b'{"id": 7}'
         writer.write(b"POST /api/v1/endpoint/ep/score HTTP/1.1\r\nhost: r\r\ncontent-length: %d\r\n\r\n" % len(body))
-        await asyncio.sleep(0.1)  # the head is parsed and claimed
+        await wait_for(lambda: any(c._queue for c in srv.connections))  # the head is parsed: claimed
         path.write_text(config(*kept).dump())
         assert await router.reload()
         writer.write(body)
