@@ -530,6 +530,10 @@ class _Connection:
         self._url, self._headers, self._expect, self._hosts = b"", [], False, 0
         if hosts != 1 and (hosts or parser.get_http_version() != "1.0"):  # RFC 9112 3.2: a 400
             raise _BadHead(b"an HTTP/1.1 request carries exactly one Host header")
+        # httptools takes what follows the head of a request asking to upgrade for the new protocol's data:
+        # its body would never be read, and the request answered as if it had none (_upgrade_refused).
+        if parser.should_upgrade() and _declares_body(headers):
+            raise _BadHead(b"a request asking to upgrade the protocol cannot carry a body (upgrades are not supported)")
         if not path.startswith(b"/"):
             path = _origin_form(path)
         if expect and parser.get_http_version() == "1.0":  # RFC 9110 10.1.1: a 1.0 client's expectation is ignored
@@ -696,6 +700,13 @@ class _BadHead(Exception):
     def __init__(self, message: bytes) -> None:
         super().__init__(message)
         self.message = message
+
+
+def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"transfer-encoding" or (name == b"content-length" and value.lstrip(b"0")):
+            return True
+    return False
 
 
 def _error(status: int, code: bytes, message: bytes) -> bytes:

@@ -117,8 +117,9 @@ class ReplicaPool:
         return best
 
     def take(self) -> Replica | None:
-        """A slot on the least busy replica now, or None when the request must wait in line."""
-        if self._waiters:
+        """A slot on the least busy replica now, or None when the request must wait in line (or, the pool retired,
+        go where the config now sends it: acquire raises Retired)."""
+        if self._waiters or self.retired:
             return None
         replica = self._free()
         if replica is not None:

@@ -108,7 +108,7 @@ async def acquire(version: VersionState, reroute: Reroute | None = None, front: 
     the version meanwhile, the version `reroute` picks from the new config (it may raise a 404) is
     waited for instead; without `reroute`, a 503. When its replicas all leave meanwhile, the one
     `reroute` picks now (a version with a ready replica stands in) is waited for, within the same wait."""
-    replica = None if version.pool.retired else version.pool.take()
+    replica = version.pool.take()
     if replica is not None:
         return version, replica
     loop = asyncio.get_running_loop()

@@ -395,6 +395,18 @@ async def test_a_request_asking_to_upgrade_is_answered_once_and_the_connection_c
     assert out.count(b"HTTP/1.1") == 1
 
 
+@pytest.mark.parametrize("path", [b"/echo", b"/fast"])
+@pytest.mark.parametrize("framing", [b"content-length: 2\r\n\r\n{}", b"transfer-encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"])
+async def test_a_request_asking_to_upgrade_with_a_body_is_refused_not_answered_without_it(served, path, framing) -> None:
+    """httptools takes what follows an upgrade request's head for the new protocol's data, so its body would
+    never be read: answered as if empty (a scorer scoring an empty payload), on both paths. A 400 instead."""
+    _, port, _ = served
+    out = await exchange(port, b"POST %s HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: h2c\r\n%s" % (path, framing),
+                         b"never")
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n"), out[:200]
+    assert b"upgrade" in out.split(b"\r\n\r\n", 1)[1] and out.count(b"HTTP/1.1") == 1
+
+
 async def test_pipelined_requests_are_read_one_ahead_of_the_answer(served) -> None:
     """Each could hold a 1 MiB body: one connection queueing them all could take the process's memory."""
     app, port, srv = served

@@ -410,3 +410,51 @@ async def test_a_request_waiting_on_a_version_a_reload_removes_is_routed_again_o
     finally:
         await router.shutdown()
         await replica.stop()
+
+
+@pytest.mark.parametrize("kept", [["new"], []])
+async def test_a_request_whose_version_a_reload_removes_while_its_body_comes_is_routed_again(tmp_path, kept) -> None:
+    """The fast path claims a request at its head and relays it once its body is in: a reload in between
+    that removes its version (or its whole endpoint) must not leave it to the removed version's replicas,
+    which the router no longer tracks. As on the ASGI path: the new config's version answers, or a 404."""
+    replica = Replica()
+    await replica.start()
+    versions = {"old": VersionConfig(name="old", deployment="ep-old", traffic_percentile=100),
+                "new": VersionConfig(name="new", deployment="ep-new", is_default=True)}
+
+    def config(*names: str) -> RouterConfig:
+        routes = [RouteConfig(kind="endpoint", name="ep", auth=OFF, versions=[versions[n] for n in names])] if names else []
+        return RouterConfig(autoscale_enabled=False, routes=routes)
+
+    path = tmp_path / "router.json"
+    path.write_text(config("old", "new").dump())
+    router = Router(RouterConfig.load(path), str(path),
+                    backend=Fixed({"ep-old": [replica.address], "ep-new": [replica.address]}))
+    port = free_port()
+    srv = http_server.Server(router, fast=router)
+    task = asyncio.create_task(srv.serve_address("127.0.0.1", port))
+    try:
+        await wait_for(lambda: router.pools["ep-old"].any_ready())
+        for _ in range(100):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.02)
+        body = b'{"id": 7}'
+        writer.write(b"POST /api/v1/endpoint/ep/score HTTP/1.1\r\nhost: r\r\ncontent-length: %d\r\n\r\n" % len(body))
+        await wait_for(lambda: any(c._queue for c in srv.connections))  # the head is parsed: claimed
+        path.write_text(config(*kept).dump())
+        assert await router.reload()
+        writer.write(body)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        if kept:
+            assert head.startswith(b"HTTP/1.1 200 ") and b"azureml-model-deployment: new\r\n" in head, head
+        else:
+            assert head.startswith(b"HTTP/1.1 404 "), head
+        assert [r["request-line"] for r in replica.seen] == (["POST /score HTTP/1.1"] if kept else [])
+    finally:
+        srv.stop()
+        await asyncio.wait_for(task, 10)
+        await replica.stop()
