@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 
 class ConfigError(ValueError):
@@ -21,6 +21,11 @@ class ConfigError(ValueError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# A route's and a version's name: a path segment matched as sent (both paths alike) and a response header's value
+# (azureml-model-deployment), so no escapes, slashes, spaces or line breaks. The stack's names are narrower still.
+Name = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
 
 
 class AutoscaleConfig(_Strict):
@@ -63,7 +68,7 @@ class ScorerLaunch(_Strict):
 class VersionConfig(_Strict):
     """One deployable version: a pool of identical scorer replicas."""
 
-    name: str
+    name: Name
     # kubernetes: the Deployment and its headless Service; local: the name of its processes.
     deployment: str
     traffic_percentile: float = Field(0.0, ge=0, le=100)
@@ -96,7 +101,7 @@ class RouteConfig(_Strict):
     """A service (one version) at /api/v1/service/<name>/score, or an endpoint at /api/v1/endpoint/<name>/score."""
 
     kind: Literal["service", "endpoint"]
-    name: str
+    name: Name
     auth: AuthConfig = AuthConfig()
     versions: list[VersionConfig] = Field(min_length=1, max_length=6)
 

@@ -142,3 +142,22 @@ def test_router_scaling_needs_the_kubernetes_backend_and_peers() -> None:
     for backend, peers in [("kubernetes", None), ("local", {"service": "peers"}), ("local", None)]:
         with pytest.raises(ValidationError, match="router_scale needs the kubernetes backend and peers"):
             RouterConfig(backend=backend, peers=peers, router_scale=scale)
+
+
+@pytest.mark.parametrize("where, name", [("route", "a/b"), ("route", "iris%2Fx"), ("route", "two words"),
+                                         ("version", "v1\r\nx-injected: 1"), ("version", "")])
+def test_names_that_a_path_or_a_header_would_carry_otherwise_are_refused(where, name) -> None:
+    """A route's name is matched as a path segment and a version's goes back in azureml-model-deployment: a
+    hand-written config with a slash, an escape or a line break made the two paths disagree or split a header."""
+    version = VersionConfig(name="v1", deployment="d1", is_default=True).model_dump()
+    if where == "version":
+        version["name"] = name
+    with pytest.raises(ValidationError, match="versions.0.name" if where == "version" else "routes.0.name"):
+        RouterConfig.model_validate({"routes": [{"kind": "endpoint", "name": name if where == "route" else "ep",
+                                                 "versions": [version]}]})
+
+
+def test_names_of_the_stacks_kind_and_dotted_ones_are_accepted() -> None:
+    config = RouterConfig(routes=[RouteConfig(kind="endpoint", name="iris-ab", versions=[
+        VersionConfig(name="v1.2_blue-3", deployment="d1", is_default=True)])])
+    assert config.routes[0].versions[0].name == "v1.2_blue-3"
