@@ -36,6 +36,9 @@ MAX_IDLE_PER_REPLICA = 256
 # default connect timeout).
 CONNECT_TIMEOUT_S = 5.0
 HIGH_WATER = 1 << 20  # pause reading the replica with this much response body unsent
+# An answer's head is kept until it is whole: a replica sending header lines without end would grow the
+# router's memory until the scoring timeout. As the router's own server limits a request's head (431).
+MAX_ANSWER_HEAD_BYTES = 64 * 1024
 # Headers of a replica's answer that stay on its hop (the client's connection has its own), and the one
 # naming the version that answered, which the router adds itself (a replica's own could contradict it).
 RESPONSE_DROP = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade",
@@ -87,6 +90,7 @@ class Connection:
         self.idle_since = 0.0
         self._sink: Sink | None = None
         self._head: list[bytes] | None = None  # what came in of the answer so far, until its head is complete
+        self._head_bytes = 0
         self._interim = False  # the head parsed is a 1xx: the answer proper follows it
         self._until_close = False  # the answer has neither length nor chunks: the replica's close ends it
         self._can_write: asyncio.Future[None] | None = None
@@ -107,6 +111,7 @@ class Connection:
     def data_received(self, data: bytes) -> None:
         if self._head is not None:
             self._head.append(data)
+            self._head_bytes += len(data)
         self._feeding = True
         try:
             self._parser.feed_data(data)
@@ -118,7 +123,10 @@ class Connection:
             self.close()
         finally:
             self._feeding = False
-        if self._stray:
+        if self._head is not None and self._head_bytes > MAX_ANSWER_HEAD_BYTES:  # still no end of the head in them
+            self._broke(UpstreamBroke(f"the answer's head is over {MAX_ANSWER_HEAD_BYTES} bytes"))
+            self.close()
+        elif self._stray:
             self.close()
         elif self._reuse:
             self._reuse = False
@@ -159,6 +167,7 @@ class Connection:
         if status < 200:  # interim (103 Early Hints, 100 Continue): not the answer, which comes after it
             self._interim = True
             self._head = [data[end + 4:]]
+            self._head_bytes = len(self._head[0])
             return
         lines, length = _end_to_end(data[data.find(b"\r\n") + 2:end + 2])
         self._until_close = not length and status not in (204, 304) and not _CHUNKED.search(data, 0, end)
@@ -188,6 +197,7 @@ class Connection:
         """Write a whole request; its answer goes to `sink`."""
         self._sink = sink
         self._head = []
+        self._head_bytes = 0
         self._transport.write(head + body)  # type: ignore[union-attr]
 
     async def exchange(self, head: bytes, body: bytes | AsyncIterator[bytes]) -> Response:
@@ -199,6 +209,7 @@ class Connection:
             else:
                 self._sink = response
                 self._head = []
+                self._head_bytes = 0
                 self._transport.write(head)  # type: ignore[union-attr]
                 async for chunk in body:
                     if self.closed:

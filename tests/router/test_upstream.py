@@ -152,3 +152,32 @@ async def test_a_replica_that_drops_the_connect_is_given_up_after_the_connect_ti
     finally:
         filler.close()
         listener.close()
+
+
+async def test_an_answer_head_without_end_breaks_the_exchange_at_its_limit(replica: Replica) -> None:
+    """Kept until whole, header lines without end grew the router's memory until the scoring timeout."""
+    connection = await replica.connections.connect()
+    end = await replica.accept()
+    sink = Sink(connection)
+    connection.send(b"POST /score HTTP/1.1\r\nhost: r\r\ncontent-length: 0\r\n\r\n", b"", sink)
+    end.sendall(b"HTTP/1.1 200 OK\r\n")
+    line = b"x-more: " + b"y" * 1000 + b"\r\n"
+    for _ in range(70):  # 70 kB of header lines, past the 64 KiB limit
+        if sink.ended.is_set():
+            break
+        end.sendall(line)
+        await asyncio.sleep(0.001)  # one read each, as a trickling replica's
+    await asyncio.wait_for(sink.ended.wait(), 5)
+    assert connection.closed and "the answer's head is over 65536 bytes" in str(sink.error)
+    # A head under the limit still answers, and so does one whose end comes in a read with a large body.
+    sink, connection = await answered(replica, b"HTTP/1.1 200 OK\r\n" + line * 40 + b"content-length: 2\r\n\r\nok")
+    assert sink.status == 200 and sink.error is None
+    connection = await replica.connections.connect()
+    end = replica.accepted[-1] if connection is sink.connection else await replica.accept()
+    sink = Sink(connection)
+    connection.send(b"POST /score HTTP/1.1\r\nhost: r\r\ncontent-length: 0\r\n\r\n", b"", sink)
+    end.sendall(b"HTTP/1.1 200 OK\r\n")
+    await asyncio.sleep(0.05)
+    end.sendall(b"content-length: 200000\r\n\r\n" + b"z" * 200_000)
+    await asyncio.wait_for(sink.ended.wait(), 5)
+    assert sink.status == 200 and sink.error is None
