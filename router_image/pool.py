@@ -127,8 +127,11 @@ class ReplicaPool:
         return replica
 
     def retire(self) -> None:
-        """The version left the config: those waiting in line, and any that would join it, are told so."""
+        """The version left the config: those waiting in line, and any that would join it, are told so, and its
+        idle replica connections close (busy ones once their answer is in), not at the replicas' keep-alive."""
         self.retired = True
+        for replica in [*self.replicas.values(), *self._draining.values()]:
+            replica.connections.close()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.set_exception(Retired())

@@ -182,6 +182,24 @@ async def test_a_retired_pool_turns_requests_away_at_once_even_with_free_slots()
     assert pool.busy_slots == 0 and pool.queued == 0
 
 
+async def test_a_retired_pools_idle_connections_close_and_a_busy_one_after_its_answer() -> None:
+    """They stayed open until the replicas' keep-alive (65 s) closed them."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        address = "127.0.0.1:%d" % listener.getsockname()[1]
+        pool = ReplicaPool(slots_per_replica=4, max_wait_s=1.0)
+        pool.set_addresses([address])
+        connections = pool.replicas[address].connections
+        idle, busy = await connections.connect(), await connections.connect()
+        idle.done(True)  # back in the pool, idle
+        pool.retire()
+        assert idle.closed and not busy.closed
+        busy.done(True)  # its answer is in: not put back, closed
+        assert busy.closed and connections.idle() is None
+    finally:
+        listener.close()
+
+
 async def test_those_waiting_are_told_when_the_last_ready_replica_leaves() -> None:
     """Not before: while one replica is left, the queue waits for its slots."""
     pool = ReplicaPool(slots_per_replica=1, max_wait_s=5.0)
