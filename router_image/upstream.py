@@ -195,10 +195,14 @@ class Connection:
 
     def send(self, head: bytes, body: bytes, sink: Sink) -> None:
         """Write a whole request; its answer goes to `sink`."""
+        self._answer_to(sink)
+        self._transport.write(head + body)  # type: ignore[union-attr]
+
+    def _answer_to(self, sink: Sink) -> None:
+        """The next answer goes to `sink`, its head gathered from the first byte on."""
         self._sink = sink
         self._head = []
         self._head_bytes = 0
-        self._transport.write(head + body)  # type: ignore[union-attr]
 
     async def exchange(self, head: bytes, body: bytes | AsyncIterator[bytes]) -> Response:
         """Send a request (its body whole or as a stream); returns once the response head is in."""
@@ -207,9 +211,7 @@ class Connection:
             if isinstance(body, bytes):
                 self.send(head, body, response)
             else:
-                self._sink = response
-                self._head = []
-                self._head_bytes = 0
+                self._answer_to(response)
                 self._transport.write(head)  # type: ignore[union-attr]
                 async for chunk in body:
                     if self.closed:

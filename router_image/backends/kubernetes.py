@@ -615,12 +615,11 @@ class KubernetesBackend:
     async def _release(self) -> None:
         """Hand the Lease over at once on shutdown (a rolling update) instead of letting it expire."""
         name = self._config.peers.lease_name  # type: ignore[union-attr]
-        deadline = time.monotonic() + RELEASE_S
         try:
-            _, lease = await self._api.call("GET", self._lease_path(name), timeout_s=RELEASE_S)
-            if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                spec = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _now()}
-                await self._api.call("PUT", self._lease_path(name), {**lease, "spec": spec},
-                                     timeout_s=max(deadline - time.monotonic(), 0.01))
+            async with asyncio.timeout(RELEASE_S):
+                _, lease = await self._api.call("GET", self._lease_path(name))
+                if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
+                    spec = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _now()}
+                    await self._api.call("PUT", self._lease_path(name), {**lease, "spec": spec})
         except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
             log.warning("lease not released (it expires on its own): %s", str(exc) or type(exc).__name__)
