@@ -262,6 +262,7 @@ class KubernetesBackend:
         self._published: dict[str, list[str]] = {}
         self._replicas: dict[str, int] = {}
         self._read_at: dict[str, str] = {}  # the resourceVersion each count was read at
+        self._unread: set[str] = set()  # Deployments whose last count read failed (warned of once, until read)
         self._synced = False
         self._remote: dict[str, float] = {}
         self._pods: list[PodLoad] = []
@@ -354,9 +355,15 @@ class KubernetesBackend:
     async def _read_scale(self, deployment: str) -> None:
         try:
             _, scale = await self._api.call("GET", self._scale_path(deployment))
-            self._count(deployment, scale)
         except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
-            log.warning("deployment %s: scale not read: %s", deployment, exc)
+            # Once, not at every resync: a Deployment deleted before the config dropped it would warn every 5 s.
+            (log.debug if deployment in self._unread else log.warning)("deployment %s: scale not read: %s", deployment, exc)
+            self._unread.add(deployment)
+            return
+        self._count(deployment, scale)
+        if deployment in self._unread:
+            self._unread.discard(deployment)
+            log.info("deployment %s: scale read again (%d replicas)", deployment, self._replicas[deployment])
 
     def _count(self, deployment: str, scale: dict) -> None:
         self._replicas[deployment] = int((scale.get("spec") or {}).get("replicas") or 0)

@@ -520,6 +520,26 @@ async def test_a_leader_reads_the_counts_again_and_sees_one_set_outside_the_rout
         await backend.stop()
 
 
+async def test_a_count_that_cannot_be_read_is_warned_of_once_until_it_can(api, monkeypatch, caplog) -> None:
+    """A version whose Deployment is gone (deleted before the config dropped it) logged a warning at every
+    resync, every 5 s for as long as it stayed in the config."""
+    monkeypatch.setattr(kubernetes, "SCALE_RESYNC_S", 0.05)
+    caplog.set_level(logging.INFO, logger="router.kubernetes")
+    backend = _backend(api, peers=True)  # no api.scales["iris"]: the scale subresource answers 404
+    await backend.start(Ready())
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: len(api.requests("GET", SCALE)) >= 5)
+        assert caplog.text.count("deployment iris: scale not read") == 1
+        api.scales["iris"] = 2
+        await until(lambda: backend.replicas("iris") == 2)
+        assert "deployment iris: scale read again (2 replicas)" in caplog.text
+        del api.scales["iris"]
+        await until(lambda: caplog.text.count("deployment iris: scale not read") == 2)
+    finally:
+        await backend.stop()
+
+
 async def test_a_token_that_cannot_be_read_keeps_the_last_one_and_nothing_stops(api, monkeypatch, caplog) -> None:
     """Lease loop and watches lived through only the errors they listed: a token file missing for a moment
     (mid-rotation) ended both for good, and the pod never led again nor saw its endpoints change."""
