@@ -18,6 +18,7 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails
 
+from components.documents import KeyWrittenTwice, load_json, load_yaml
 from components.validation import format_errors, path_of
 
 
@@ -356,13 +357,17 @@ def _read(path: Path, field: str) -> dict[str, Any]:
         raise AzureMlFileError(f"{field}: file {path} does not exist")
     text = _text(path, field)
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        try:  # Azure ML's CLI reads its files as YAML as well
-            data = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise AzureMlFileError(f"{field}: {path} is neither JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}) "
-                                   "nor YAML") from None
+        try:
+            data = load_json(text)
+        except json.JSONDecodeError as exc:
+            try:  # Azure ML's CLI reads its files as YAML as well
+                data = load_yaml(text)
+            except yaml.YAMLError:
+                raise AzureMlFileError(f"{field}: {path} is neither JSON (line {exc.lineno}, column {exc.colno}: "
+                                       f"{exc.msg}) nor YAML") from None
+    except KeyWrittenTwice as twice:  # named as a stack's field names the file, unless the file is the field (kind_of)
+        where = field if field == path.name else f"{field}: {path.name}"
+        raise AzureMlFileError("\n".join(f"{where}: {line}" for line in twice.problems)) from None
     if not isinstance(data, dict):
         raise AzureMlFileError(f"{field}: {path} must hold a JSON (or YAML) object")
     return data

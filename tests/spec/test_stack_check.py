@@ -417,6 +417,42 @@ def test_yaml_syntax_error_is_a_message(tmp_path, capsys):
     assert "not valid YAML at line" in out and "Traceback" not in out
 
 
+def test_a_key_written_twice_is_refused_with_its_path_and_lines(tmp_path, capsys):
+    """YAML keeps the last of two equal keys: the first setting would be lost without a word (and Pulumi's
+    own reader refuses such a file at `pulumi up`)."""
+    (tmp_path / "Pulumi.twice.yaml").write_text(
+        "config:\n"
+        "  aks-model-serving:router:\n"
+        "    min_replicas: 2\n"
+        "    max_replicas: 6\n"
+        "    min_replicas: 3\n"
+        "  aks-model-serving:local: {router_port: 9000}\n"
+        "  aks-model-serving:local: {router_port: 9100}\n")
+    assert check([str(tmp_path / "Pulumi.twice.yaml")]) == 2
+    problems = [p.strip() for p in capsys.readouterr().out.splitlines()[1:]]
+    assert problems == [
+        "config.aks-model-serving:router.min_replicas: written twice (lines 3 and 5); only the last would be read "
+        "and the other lost: keep one",
+        "config.aks-model-serving:local: written twice (lines 6 and 7); only the last would be read and the other "
+        "lost: keep one"]
+
+
+def test_a_key_written_twice_in_an_azure_ml_file_is_refused(tmp_path, capsys):
+    path = tmp_path / "deploymentconfig.json"
+    path.write_text('{"computeType": "aks", "containerResourceRequirements": {"cpu": 2, "memoryInGB": 4, "cpu": 0.5}}')
+    assert check([str(path)]) == 2
+    out = capsys.readouterr().out
+    assert out.splitlines()[1:] == ["  deploymentconfig.json: containerResourceRequirements.cpu: written twice; only the "
+                                    "last would be read and the other lost: keep one"]
+    stack = _azureml_stack(tmp_path, {})
+    (tmp_path / "aml" / "deploymentconfig.json").write_text(path.read_text())
+    with pytest.raises(StackError) as refused:
+        load_stack(stack)
+    assert refused.value.problems == ["services[0].azureml.deployment_config: deploymentconfig.json: "
+                                      "containerResourceRequirements.cpu: written twice; only the last would be read "
+                                      "and the other lost: keep one"]
+
+
 def test_missing_file_is_a_message(tmp_path, capsys):
     assert check([str(tmp_path / "Pulumi.nope.yaml")]) == 2
     assert "no such stack file" in capsys.readouterr().out
