@@ -88,6 +88,12 @@ AzureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]
 ResourceGroupName = Annotated[str, StringConstraints(pattern=r"^[-\w.()]{0,89}[-\w()]$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")]
 Cidr = Annotated[str, StringConstraints(min_length=9)]
+# A Kubernetes object name (a DNS-1123 subdomain), as a ClusterIssuer's is.
+K8sObjectName = Annotated[str, StringConstraints(
+    max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]
+# A name clients call: two or more DNS labels, nothing else (no scheme, port, path or trailing dot).
+_DNS_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})+$")
 SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 # The router's Deployment, Services, ConfigMap and Secrets are named this or start with "<it>-".
 ROUTER_NAME = "model-router"
@@ -457,10 +463,14 @@ class SslSpec(Spec):
     leaf_domain_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")] | None = None
     overwrite_existing_domain: bool = False
     self_signed: bool = False
-    cert_manager_issuer: str | None = None
+    cert_manager_issuer: K8sObjectName | None = None
 
     def _rules(self) -> list[str]:
         problems = []
+        # The scoring_uri outputs and the required FQDNs are built on it: https://<cname>/api/v1/...
+        if self.cname is not None and (len(self.cname) > 253 or not _HOST_NAME.match(self.cname)):
+            problems.append(f"cname: {self.cname!r} is not a DNS name like scoring.contoso.com (no scheme, port, path or "
+                            "trailing dot): the name clients call, which the certificate is for")
         # A cname alone takes its certificate and key from a program (ModelRouterArgs.certificate); a stack
         # gives all three (ClusterSpec's rule).
         pem = [n for n in ("certificate", "key") if getattr(self, n) is not None]

@@ -167,6 +167,14 @@ BROKEN = [
     ("tls-certificate-without-cname", [(CL + ["ssl"], {"certificate": "PEM", "key": "PEM"})], "cluster.ssl.cname:"),
     ("tls-two-sources", [(CL + ["ssl"], {"cname": "a.example.com", "certificate": "PEM", "key": "PEM", "leaf_domain_label": "abc"})],
      "cluster.ssl.leaf_domain_label:"),
+    # The name clients call: a URL's scheme or path made the scoring_uri outputs https://https://...
+    ("tls-cname-a-url", [(CL + ["ssl"], {"cname": "https://scoring.example.com/", "certificate": "PEM", "key": "PEM"})],
+     "cluster.ssl.cname: 'https://scoring.example.com/' is not a DNS name"),
+    ("tls-cname-with-a-port", [(CL + ["ssl"], {"cname": "scoring.example.com:443", "certificate": "PEM", "key": "PEM"})],
+     "cluster.ssl.cname: 'scoring.example.com:443' is not a DNS name"),
+    # A Certificate's issuerRef names a ClusterIssuer (a Kubernetes name): any other never issues the router's TLS Secret.
+    ("tls-issuer-not-a-name", [(CL + ["ssl"], {"cert_manager_issuer": "Let's Encrypt"})],
+     "cluster.ssl.cert_manager_issuer: the value is not allowed: the name of a ClusterIssuer"),  # cert: not repeated
     ("attach-with-pools", [(CL + ["attach"], {"kubeconfig": "~/.kube/config"})], "cluster.node_pools:"),
     ("attach-bad-resource-id", [(CL + ["node_pools"], []), (CL + ["attach"], {"resource_id": "/subscriptions/x/aks"})], "cluster.attach.resource_id:"),
     ("uppercase-service-name", [(SVC0 + ["name"], "MySvc")], "services[0].name:"),
