@@ -1101,10 +1101,15 @@ class StackSpec(Spec):
             if self.cluster is not None and dep.namespace is not None and dep.namespace != self.router.namespace:
                 problems.append(f"{path}.{dep.named('namespace')}: {dep.namespace!r} differs from router.namespace {self.router.namespace!r}; "
                                 "the router watches and scales only its own namespace")
+            listed: dict[str, int] = {}  # each model (name:version) at the first index naming it
             for i, ref in enumerate(dep.models):
                 name, _, version = ref.partition(":")
-                if (f"{name}:{version}" if version else f"{name}:{latest.get(name)}") not in refs:
+                model = f"{name}:{version}" if version else f"{name}:{latest.get(name)}"
+                if model not in refs:
                     problems.append(f"{path}.models[{i}]: {ref!r} is not declared under models")
+                elif (first := listed.setdefault(model, i)) != i and dep.models[first] != ref:  # same text: Deployable's
+                    problems.append(f"{path}.models[{i}]: {ref!r} is models[{first}] ({dep.models[first]!r}) again, both "
+                                    f"{model} ({name} alone is its latest version); list each model once")
             for kind, field in (("gpu", "gpu_cores"), ("fpga", "fpga_cores")):
                 if getattr(dep, field) and self.cluster is not None and not self.cluster.has_accelerator(kind):
                     problems.append(dep.told(path, Finding(

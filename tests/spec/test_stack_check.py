@@ -126,6 +126,9 @@ BROKEN = [
     ("too-many-models", [(["aks-model-serving:models"], [{"name": f"m{i}", "path": f"p/{i}"} for i in range(1001)]),
                          (SVC0 + ["models"], [f"m{i}:1" for i in range(1001)])], "services[0].models:"),
     ("undeclared-model", [(SVC0 + ["models"], ["nope:1"])], "services[0].models[0]:"),
+    # Fetched twice to one folder, and AZUREML_MODEL_DIR then the root of two models, not m/2 (the entry script's path).
+    ("same-model-by-two-refs", [(SVC0 + ["models"], ["m", "m:2"])],
+     "services[0].models[1]: 'm:2' is models[0] ('m') again, both m:2 (m alone is its latest version); list each model once"),
     ("seven-versions", [(EP0 + ["versions"], [
         {"version_name": f"ver{i}", "inference_config": {"entry_script": "s.py"}, "is_default": i == 0} for i in range(7)])],
      "endpoints[0].versions:"),
