@@ -687,6 +687,41 @@ def test_broken_azureml_file_names_the_field(tmp_path, capsys, name, filename, d
     assert expected in out and "Traceback" not in out
 
 
+REGISTRY = {"address": "private.azurecr.io", "username": "puller", "password": "hunter2-s3cret"}
+
+
+@pytest.mark.parametrize("doc,expected", [
+    ({"entryScript": "score.py", "environment": {"docker": {"baseImage": "private.azurecr.io/base:1",
+                                                            "baseImageRegistry": REGISTRY}}},
+     "environment.docker.baseImageRegistry: username and password are not read here"),
+    ({"entryScript": "score.py", "baseImage": "private.azurecr.io/base:1", "baseImageRegistry": REGISTRY},
+     "baseImageRegistry: username and password are not read here"),
+    # Pulled as written, base:1 would come from Docker Hub, not from the registry the file names.
+    ({"entryScript": "score.py", "environment": {"docker": {"baseImage": "base:1",
+                                                            "baseImageRegistry": {"address": "private.azurecr.io"}}}},
+     "environment.docker.baseImage: 'base:1' is not in baseImageRegistry.address 'private.azurecr.io'; give its "
+     "full name, private.azurecr.io/base:1"),
+], ids=["environment", "legacy", "address-not-in-image"])
+def test_a_base_image_registry_is_refused_where_it_would_be_dropped(tmp_path, capsys, doc, expected):
+    """The app image is built where pulumi up runs, its base pulled with that machine's docker login: a file's
+    registry credentials were dropped without a word (a password in clear), and its address too."""
+    path = tmp_path / "inferenceconfig.json"
+    path.write_text(json.dumps(doc))
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    assert check([str(path)]) == 2
+    out = capsys.readouterr().out
+    assert f"inference_config: inferenceconfig.json: {expected}" in out
+    assert "hunter2" not in out and "puller" not in out
+
+
+def test_a_base_image_in_the_registry_it_names_passes(tmp_path, capsys):
+    path = tmp_path / "inferenceconfig.json"
+    path.write_text(json.dumps({"entryScript": "score.py", "environment": {"docker": {
+        "baseImage": "private.azurecr.io/base:1", "baseImageRegistry": {"address": "private.azurecr.io"}}}}))
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    assert check([str(path)]) == 0, capsys.readouterr().out
+
+
 def test_a_value_that_may_be_a_secret_is_not_repeated_in_its_problem(tmp_path, capsys):
     config = copy.deepcopy(BASE)
     _set(config, SVC0 + ["inference_config", "environment"], {"environment_variables": {"API_KEY": 31415926535}})
