@@ -770,6 +770,28 @@ class ModelSpec(Spec):
 
 # ---------------------------------------------------------------- deployment settings
 
+# A Kubernetes quantity's number and suffix, and each memory suffix in GiB (what memory_gb counts).
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(m|k|Ki|M|Mi|G|Gi|T|Ti)\s*$")
+_GIB = {"k": 1e3 / 2**30, "Ki": 2**-20, "M": 1e6 / 2**30, "Mi": 2**-10, "G": 1e9 / 2**30, "Gi": 1, "T": 1e12 / 2**30, "Ti": 2**10}
+
+
+def _not_a_quantity(value: Any, info: ValidationInfo) -> Any:
+    """A Kubernetes quantity ("1536Mi", "500m") where the setting is Azure ML's plain number: refused with the
+    number it means, where pydantic says only that the string is not a number."""
+    found = _QUANTITY.match(value) if isinstance(value, str) else None
+    field = info.field_name or ""
+    if found is None:
+        return value
+    number, suffix = float(found.group(1)), found.group(2)
+    if field.startswith("cpu") and suffix == "m":
+        unit, meant = "a number of cores", number / 1000
+    elif field.startswith("memory") and suffix in _GIB:
+        unit, meant = "a number of GB (GiB, as Azure ML's)", number * _GIB[suffix]
+    else:
+        return value
+    raise ValueError(f"{value!r} is a Kubernetes quantity; {field} is {unit}: write {float(f'{meant:.4g}'):g}")
+
+
 
 class DeploymentSettings(Spec):
     """Azure ML's AksWebservice.deploy_configuration, same names, same defaults."""
@@ -797,6 +819,8 @@ class DeploymentSettings(Spec):
     namespace: K8sName | None = None
     collect_model_data: bool = False
     enable_app_insights: bool = False
+
+    _quantities = field_validator("cpu_cores", "memory_gb", "cpu_cores_limit", "memory_gb_limit", mode="before")(_not_a_quantity)
 
     def _rules(self) -> list[str]:
         problems = []
@@ -1013,6 +1037,8 @@ class RouterSpec(Spec):
     # Model replicas are removed only after utilization stayed below target this long
     # (Azure ML: about a minute); raising it trades cost for fewer scale-downs.
     scale_down_delay_seconds: float = Field(60, ge=0)
+
+    _quantities = field_validator("cpu_cores", "memory_gb", mode="before")(_not_a_quantity)
 
     def _rules(self) -> list[str]:
         problems = []
