@@ -80,6 +80,8 @@ PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,11}$")]
 _LABEL_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _LABEL_KEY = rf"^(?:[a-z0-9](?:[-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$"
 _LABEL_VALUE = rf"^(?:{_LABEL_NAME})?$"
+_LABEL_KEY_WORDS = "an optional DNS prefix and /, then up to 63 letters, digits, -, _ or ., beginning and ending with a letter or digit"
+_LABEL_VALUE_WORDS = "up to 63 letters, digits, -, _ or ., beginning and ending with a letter or digit"
 # AKS reserves node labels under these prefixes for its own; a pool that sets one is refused.
 AKS_RESERVED_LABEL_PREFIXES = ("kubernetes.azure.com/", "kubernetes.io/")
 # AKS's own taint for a System pool: only critical system pods run there, the rest on User pools.
@@ -258,14 +260,19 @@ class NodePoolSpec(Spec):
             problems.append(f"accelerator: {self.accelerator} needs a {family} vm_size, not {self.vm_size}")
         for key, value in self.labels.items():
             if not re.match(_LABEL_KEY, key):
-                problems.append(f"labels: {key!r} is not a Kubernetes label key (an optional DNS prefix and /, then up to "
-                                "63 letters, digits, -, _ or ., beginning and ending with a letter or digit)")
+                problems.append(f"labels: {key!r} is not a Kubernetes label key ({_LABEL_KEY_WORDS})")
             elif key.startswith(AKS_RESERVED_LABEL_PREFIXES):
                 problems.append(f"labels: {key!r} is under {key.split('/')[0]}/, which AKS reserves for its own node labels; "
                                 "choose a prefix of your own")
             if not re.match(_LABEL_VALUE, value):
-                problems.append(f"labels: the value of {key}, {value!r}, is not a Kubernetes label value (up to 63 letters, "
-                                "digits, -, _ or ., beginning and ending with a letter or digit)")
+                problems.append(f"labels: the value of {key}, {value!r}, is not a Kubernetes label value ({_LABEL_VALUE_WORDS})")
+        for taint in self.taints:  # a taint's key and value are a label's, which AKS checks only at pulumi up
+            key, _, rest = taint.partition("=")
+            value = rest.rpartition(":")[0]
+            if not re.match(_LABEL_KEY, key):
+                problems.append(f"taints: the key of {taint!r}, {key!r}, is not a Kubernetes label key ({_LABEL_KEY_WORDS})")
+            if not re.match(_LABEL_VALUE, value):
+                problems.append(f"taints: the value of {taint!r}, {value!r}, is not a Kubernetes label value ({_LABEL_VALUE_WORDS})")
         cores = vcpus(self.vm_size)
         if cores is not None and cores < AKS_MIN_VCPUS:
             problems.append(f"vm_size: {self.vm_size} has fewer than {AKS_MIN_VCPUS} vCPUs ({cores}), which AKS refuses "

@@ -165,6 +165,13 @@ BROKEN = [
     ("gpu-accelerator-on-cpu-size", [(CL + ["node_pools", 1, "vm_size"], "Standard_D4s_v3"), (CL + ["node_pools", 1, "accelerator"], "gpu")],
      "cluster.node_pools[1].accelerator:"),
     ("bad-taint", [(CL + ["node_pools", 1, "taints"], ["sku gpu"])], "cluster.node_pools[1].taints[0]:"),
+    # AKS refuses a taint whose key or value Kubernetes would not take as a label's, at pulumi up.
+    ("taint-key-with-a-leading-dash", [(CL + ["node_pools"], BASE[C]["node_pools"] + [
+        {"name": "cpu", "vm_size": "Standard_D4s_v3", "count": 1, "taints": ["-team=ml:NoSchedule"]}])],
+     "cluster.node_pools[2].taints: the key of '-team=ml:NoSchedule', '-team', is not a Kubernetes label key"),
+    ("taint-value-too-long", [(CL + ["node_pools"], BASE[C]["node_pools"] + [
+        {"name": "cpu", "vm_size": "Standard_D4s_v3", "count": 1, "taints": ["team=" + "v" * 64 + ":NoSchedule"]}])],
+     "cluster.node_pools[2].taints: the value of 'team=vvv"),
     ("gpu-accelerator-on-amd-size", [(CL + ["node_pools", 1, "vm_size"], "Standard_NV8as_v4"),
                                      (CL + ["node_pools", 1, "accelerator"], "gpu")], "cluster.node_pools[1].accelerator:"),
     ("gpu-service-on-amd-pool", [(CL + ["node_pools", 1, "vm_size"], "Standard_NV8as_v4"), (SVC0 + ["gpu_cores"], 1)],
