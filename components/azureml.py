@@ -18,6 +18,7 @@ import yaml
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails
 
+from components.documents import KeyWrittenTwice, load_json, load_yaml
 from components.validation import format_errors, path_of
 
 
@@ -174,6 +175,23 @@ class BaseImageRegistry(_Json):
     registry_identity: None = Field(None, alias="registryIdentity")  # a managed identity's pull: not here
 
 
+def _check_base_image(base_image: str | None, registry: BaseImageRegistry | None) -> None:
+    """The app image is built where pulumi up runs, its base pulled by that machine's docker with its own login:
+    a registry's credentials would be dropped (a password in clear in the file), and an address the base
+    image's name lacks would have a namesake pulled from Docker Hub. ValueError naming each."""
+    problems = []
+    if registry is not None and (registry.username or registry.password):
+        problems.append(f"baseImageRegistry: username and password are not read here: the image is built where pulumi "
+                        f"up runs, whose docker pulls the base image with its own login (docker login "
+                        f"{registry.address or '<registry>'}); remove them (a password in this file is a secret in clear)")
+    address = registry.address if registry is not None else None
+    if address and base_image and not base_image.lower().startswith(f"{address.lower()}/"):
+        problems.append(f"baseImage: {base_image!r} is not in baseImageRegistry.address {address!r}; give its full name, "
+                        f"{address}/{base_image}")
+    if problems:
+        raise ValueError("\n".join(problems))
+
+
 class Platform(_Json):
     """The image's platform, as exports carry it: the scorer's images are Linux amd64."""
 
@@ -190,6 +208,11 @@ class Docker(_Json):
     shm_size: str | None = Field(None, alias="shmSize")
     shared_volumes: bool | None = Field(None, alias="sharedVolumes")  # a training run's; nothing to serve
     platform: Platform | None = None
+
+    @model_validator(mode="after")
+    def _registry(self) -> Docker:
+        _check_base_image(self.base_image, self.base_image_registry)
+        return self
 
 
 class CondaDependencies(_Json):
@@ -294,6 +317,11 @@ class LegacyInferenceConfig(_Json):
     source_directory: str | None = Field(None, alias="sourceDirectory")
     description: str | None = None
 
+    @model_validator(mode="after")
+    def _registry(self) -> LegacyInferenceConfig:
+        _check_base_image(self.base_image, self.base_image_registry)
+        return self
+
     @field_validator("runtime", mode="before")
     @classmethod
     def _runtime(cls, value: Any) -> Any:
@@ -356,13 +384,17 @@ def _read(path: Path, field: str) -> dict[str, Any]:
         raise AzureMlFileError(f"{field}: file {path} does not exist")
     text = _text(path, field)
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        try:  # Azure ML's CLI reads its files as YAML as well
-            data = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise AzureMlFileError(f"{field}: {path} is neither JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}) "
-                                   "nor YAML") from None
+        try:
+            data = load_json(text)
+        except json.JSONDecodeError as exc:
+            try:  # Azure ML's CLI reads its files as YAML as well
+                data = load_yaml(text)
+            except yaml.YAMLError:
+                raise AzureMlFileError(f"{field}: {path} is neither JSON (line {exc.lineno}, column {exc.colno}: "
+                                       f"{exc.msg}) nor YAML") from None
+    except KeyWrittenTwice as twice:  # named as a stack's field names the file, unless the file is the field (kind_of)
+        where = field if field == path.name else f"{field}: {path.name}"
+        raise AzureMlFileError("\n".join(f"{where}: {line}" for line in twice.problems)) from None
     if not isinstance(data, dict):
         raise AzureMlFileError(f"{field}: {path} must hold a JSON (or YAML) object")
     return data

@@ -80,6 +80,8 @@ PoolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]{0,11}$")]
 _LABEL_NAME = r"[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
 _LABEL_KEY = rf"^(?:[a-z0-9](?:[-a-z0-9.]{{0,251}}[a-z0-9])?/)?{_LABEL_NAME}$"
 _LABEL_VALUE = rf"^(?:{_LABEL_NAME})?$"
+_LABEL_KEY_WORDS = "an optional DNS prefix and /, then up to 63 letters, digits, -, _ or ., beginning and ending with a letter or digit"
+_LABEL_VALUE_WORDS = "up to 63 letters, digits, -, _ or ., beginning and ending with a letter or digit"
 # AKS reserves node labels under these prefixes for its own; a pool that sets one is refused.
 AKS_RESERVED_LABEL_PREFIXES = ("kubernetes.azure.com/", "kubernetes.io/")
 # AKS's own taint for a System pool: only critical system pods run there, the rest on User pools.
@@ -88,6 +90,12 @@ AzureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]
 ResourceGroupName = Annotated[str, StringConstraints(pattern=r"^[-\w.()]{0,89}[-\w()]$")]
 ModelName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$")]
 Cidr = Annotated[str, StringConstraints(min_length=9)]
+# A Kubernetes object name (a DNS-1123 subdomain), as a ClusterIssuer's is.
+K8sObjectName = Annotated[str, StringConstraints(
+    max_length=253, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")]
+# A name clients call: two or more DNS labels, nothing else (no scheme, port, path or trailing dot).
+_DNS_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOST_NAME = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})+$")
 SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 # The router's Deployment, Services, ConfigMap and Secrets are named this or start with "<it>-".
 ROUTER_NAME = "model-router"
@@ -252,14 +260,19 @@ class NodePoolSpec(Spec):
             problems.append(f"accelerator: {self.accelerator} needs a {family} vm_size, not {self.vm_size}")
         for key, value in self.labels.items():
             if not re.match(_LABEL_KEY, key):
-                problems.append(f"labels: {key!r} is not a Kubernetes label key (an optional DNS prefix and /, then up to "
-                                "63 letters, digits, -, _ or ., beginning and ending with a letter or digit)")
+                problems.append(f"labels: {key!r} is not a Kubernetes label key ({_LABEL_KEY_WORDS})")
             elif key.startswith(AKS_RESERVED_LABEL_PREFIXES):
                 problems.append(f"labels: {key!r} is under {key.split('/')[0]}/, which AKS reserves for its own node labels; "
                                 "choose a prefix of your own")
             if not re.match(_LABEL_VALUE, value):
-                problems.append(f"labels: the value of {key}, {value!r}, is not a Kubernetes label value (up to 63 letters, "
-                                "digits, -, _ or ., beginning and ending with a letter or digit)")
+                problems.append(f"labels: the value of {key}, {value!r}, is not a Kubernetes label value ({_LABEL_VALUE_WORDS})")
+        for taint in self.taints:  # a taint's key and value are a label's, which AKS checks only at pulumi up
+            key, _, rest = taint.partition("=")
+            value = rest.rpartition(":")[0]
+            if not re.match(_LABEL_KEY, key):
+                problems.append(f"taints: the key of {taint!r}, {key!r}, is not a Kubernetes label key ({_LABEL_KEY_WORDS})")
+            if not re.match(_LABEL_VALUE, value):
+                problems.append(f"taints: the value of {taint!r}, {value!r}, is not a Kubernetes label value ({_LABEL_VALUE_WORDS})")
         cores = vcpus(self.vm_size)
         if cores is not None and cores < AKS_MIN_VCPUS:
             problems.append(f"vm_size: {self.vm_size} has fewer than {AKS_MIN_VCPUS} vCPUs ({cores}), which AKS refuses "
@@ -457,10 +470,14 @@ class SslSpec(Spec):
     leaf_domain_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")] | None = None
     overwrite_existing_domain: bool = False
     self_signed: bool = False
-    cert_manager_issuer: str | None = None
+    cert_manager_issuer: K8sObjectName | None = None
 
     def _rules(self) -> list[str]:
         problems = []
+        # The scoring_uri outputs and the required FQDNs are built on it: https://<cname>/api/v1/...
+        if self.cname is not None and (len(self.cname) > 253 or not _HOST_NAME.match(self.cname)):
+            problems.append(f"cname: {self.cname!r} is not a DNS name like scoring.contoso.com (no scheme, port, path or "
+                            "trailing dot): the name clients call, which the certificate is for")
         # A cname alone takes its certificate and key from a program (ModelRouterArgs.certificate); a stack
         # gives all three (ClusterSpec's rule).
         pem = [n for n in ("certificate", "key") if getattr(self, n) is not None]
@@ -760,6 +777,28 @@ class ModelSpec(Spec):
 
 # ---------------------------------------------------------------- deployment settings
 
+# A Kubernetes quantity's number and suffix, and each memory suffix in GiB (what memory_gb counts).
+_QUANTITY = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(m|k|Ki|M|Mi|G|Gi|T|Ti)\s*$")
+_GIB = {"k": 1e3 / 2**30, "Ki": 2**-20, "M": 1e6 / 2**30, "Mi": 2**-10, "G": 1e9 / 2**30, "Gi": 1, "T": 1e12 / 2**30, "Ti": 2**10}
+
+
+def _not_a_quantity(value: Any, info: ValidationInfo) -> Any:
+    """A Kubernetes quantity ("1536Mi", "500m") where the setting is Azure ML's plain number: refused with the
+    number it means, where pydantic says only that the string is not a number."""
+    found = _QUANTITY.match(value) if isinstance(value, str) else None
+    field = info.field_name or ""
+    if found is None:
+        return value
+    number, suffix = float(found.group(1)), found.group(2)
+    if field.startswith("cpu") and suffix == "m":
+        unit, meant = "a number of cores", number / 1000
+    elif field.startswith("memory") and suffix in _GIB:
+        unit, meant = "a number of GB (GiB, as Azure ML's)", number * _GIB[suffix]
+    else:
+        return value
+    raise ValueError(f"{value!r} is a Kubernetes quantity; {field} is {unit}: write {float(f'{meant:.4g}'):g}")
+
+
 
 class DeploymentSettings(Spec):
     """Azure ML's AksWebservice.deploy_configuration, same names, same defaults."""
@@ -787,6 +826,8 @@ class DeploymentSettings(Spec):
     namespace: K8sName | None = None
     collect_model_data: bool = False
     enable_app_insights: bool = False
+
+    _quantities = field_validator("cpu_cores", "memory_gb", "cpu_cores_limit", "memory_gb_limit", mode="before")(_not_a_quantity)
 
     def _rules(self) -> list[str]:
         problems = []
@@ -1004,6 +1045,8 @@ class RouterSpec(Spec):
     # (Azure ML: about a minute); raising it trades cost for fewer scale-downs.
     scale_down_delay_seconds: float = Field(60, ge=0)
 
+    _quantities = field_validator("cpu_cores", "memory_gb", mode="before")(_not_a_quantity)
+
     def _rules(self) -> list[str]:
         problems = []
         if self.min_replicas > self.max_replicas:
@@ -1091,10 +1134,15 @@ class StackSpec(Spec):
             if self.cluster is not None and dep.namespace is not None and dep.namespace != self.router.namespace:
                 problems.append(f"{path}.{dep.named('namespace')}: {dep.namespace!r} differs from router.namespace {self.router.namespace!r}; "
                                 "the router watches and scales only its own namespace")
+            listed: dict[str, int] = {}  # each model (name:version) at the first index naming it
             for i, ref in enumerate(dep.models):
                 name, _, version = ref.partition(":")
-                if (f"{name}:{version}" if version else f"{name}:{latest.get(name)}") not in refs:
+                model = f"{name}:{version}" if version else f"{name}:{latest.get(name)}"
+                if model not in refs:
                     problems.append(f"{path}.models[{i}]: {ref!r} is not declared under models")
+                elif (first := listed.setdefault(model, i)) != i and dep.models[first] != ref:  # same text: Deployable's
+                    problems.append(f"{path}.models[{i}]: {ref!r} is models[{first}] ({dep.models[first]!r}) again, both "
+                                    f"{model} ({name} alone is its latest version); list each model once")
             for kind, field in (("gpu", "gpu_cores"), ("fpga", "fpga_cores")):
                 if getattr(dep, field) and self.cluster is not None and not self.cluster.has_accelerator(kind):
                     problems.append(dep.told(path, Finding(

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 
+from components.documents import KeyWrittenTwice, load_yaml
 from components.spec import SECURE, StackSpec
 from components.validation import SECRET_HERE, format_errors, path_of
 
@@ -171,7 +172,9 @@ def load_stack(path: str | Path) -> Stack:
     if not path.is_file():
         raise StackError([f"{path}: no such stack file (stacks live in stacks/Pulumi.<stack>.yaml)"])
     try:
-        doc = yaml.safe_load(path.read_text())
+        doc = load_yaml(path.read_text())
+    except KeyWrittenTwice as exc:
+        raise StackError(exc.problems) from None
     except UnicodeDecodeError as exc:
         raise StackError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     except yaml.YAMLError as exc:

@@ -30,6 +30,9 @@ _PATTERNS = {
     r"^[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]$": "2-63 letters, digits, '_' or '-', starting and ending with a letter or digit",
     r"^[A-Za-z0-9][A-Za-z0-9_-]{2,32}$": "3-33 letters, digits, '_' or '-', starting with a letter or digit",
     r"^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$": "1-255 letters, digits, '.', '_' or '-', starting with a letter or digit",
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$":
+        "the name of a ClusterIssuer (a Kubernetes name: lowercase letters, digits, '-' and '.', starting and ending "
+        "with a letter or digit)",
 }
 # Errors whose message is clearer with the value that was given (never where the value may be a secret).
 _SHOW_INPUT = {"string_pattern_mismatch", "float_parsing", "int_parsing", "bool_parsing", "int_from_float", "enum",
@@ -75,12 +78,13 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
             msg = SECRET_HERE
         elif value is None and err["type"] != "missing":
             msg = f"{msg} (given: no value)"  # `key:` with nothing after it
-        elif err["type"] in _SHOW_INPUT and isinstance(value, str | int | float) and not _MAY_BE_SECRET.search(where):
+        elif err["type"] in _SHOW_INPUT and isinstance(value, str | int | float):
             pattern = (err.get("ctx") or {}).get("pattern")
+            given = "" if _MAY_BE_SECRET.search(where) else repr(value)
             if pattern in _PATTERNS:
-                msg = f"{value!r} is not allowed: {_PATTERNS[pattern]}"
-            else:
-                msg = f"{msg} (given: {value!r})"
+                msg = f"{given or 'the value'} is not allowed: {_PATTERNS[pattern]}"
+            elif given:
+                msg = f"{msg} (given: {given})"
         for line in msg.splitlines():
             lines.append(_join(where, line))
     return list(dict.fromkeys(lines))  # each branch of a union (`str | SecretStr`) tells the same

@@ -120,12 +120,25 @@ BROKEN = [
     ("cpu-limit-below-request", [(SVC0 + ["cpu_cores"], 2), (SVC0 + ["cpu_cores_limit"], 1)], "services[0].cpu_cores_limit:"),
     ("memory-limit-below-request", [(SVC0 + ["memory_gb"], 4), (SVC0 + ["memory_gb_limit"], 1)], "services[0].memory_gb_limit:"),
     ("negative-cpu", [(SVC0 + ["cpu_cores"], -1)], "services[0].cpu_cores:"),
+    # Kubernetes' quantities, as a platform engineer writes them: told the number Azure ML's settings mean.
+    ("memory-as-a-quantity", [(SVC0 + ["memory_gb"], "1536Mi")],
+     "services[0].memory_gb: '1536Mi' is a Kubernetes quantity; memory_gb is a number of GB (GiB, as Azure ML's): write 1.5"),
+    ("memory-limit-in-decimal-gigabytes", [(SVC0 + ["memory_gb_limit"], "2G")],
+     "services[0].memory_gb_limit: '2G' is a Kubernetes quantity; memory_gb_limit is a number of GB (GiB, as Azure ML's): "
+     "write 1.863"),
+    ("cpu-in-millicores", [(SVC0 + ["cpu_cores"], "500m")],
+     "services[0].cpu_cores: '500m' is a Kubernetes quantity; cpu_cores is a number of cores: write 0.5"),
+    ("router-memory-as-a-quantity", [(["aks-model-serving:router"], {"memory_gb": "1Gi"})],
+     "router.memory_gb: '1Gi' is a Kubernetes quantity; memory_gb is a number of GB (GiB, as Azure ML's): write 1"),
     ("gpu-without-gpu-pool", [(CL + ["node_pools"], [{"name": "system", "mode": "System", "vm_size": "Standard_D4s_v3", "count": 3}]),
                               (SVC0 + ["gpu_cores"], 1)], "services[0].gpu_cores:"),
     ("fpga-without-fpga-pool", [(SVC0 + ["fpga_cores"], 1)], "services[0].fpga_cores:"),
     ("too-many-models", [(["aks-model-serving:models"], [{"name": f"m{i}", "path": f"p/{i}"} for i in range(1001)]),
                          (SVC0 + ["models"], [f"m{i}:1" for i in range(1001)])], "services[0].models:"),
     ("undeclared-model", [(SVC0 + ["models"], ["nope:1"])], "services[0].models[0]:"),
+    # Fetched twice to one folder, and AZUREML_MODEL_DIR then the root of two models, not m/2 (the entry script's path).
+    ("same-model-by-two-refs", [(SVC0 + ["models"], ["m", "m:2"])],
+     "services[0].models[1]: 'm:2' is models[0] ('m') again, both m:2 (m alone is its latest version); list each model once"),
     ("seven-versions", [(EP0 + ["versions"], [
         {"version_name": f"ver{i}", "inference_config": {"entry_script": "s.py"}, "is_default": i == 0} for i in range(7)])],
      "endpoints[0].versions:"),
@@ -152,6 +165,13 @@ BROKEN = [
     ("gpu-accelerator-on-cpu-size", [(CL + ["node_pools", 1, "vm_size"], "Standard_D4s_v3"), (CL + ["node_pools", 1, "accelerator"], "gpu")],
      "cluster.node_pools[1].accelerator:"),
     ("bad-taint", [(CL + ["node_pools", 1, "taints"], ["sku gpu"])], "cluster.node_pools[1].taints[0]:"),
+    # AKS refuses a taint whose key or value Kubernetes would not take as a label's, at pulumi up.
+    ("taint-key-with-a-leading-dash", [(CL + ["node_pools"], BASE[C]["node_pools"] + [
+        {"name": "cpu", "vm_size": "Standard_D4s_v3", "count": 1, "taints": ["-team=ml:NoSchedule"]}])],
+     "cluster.node_pools[2].taints: the key of '-team=ml:NoSchedule', '-team', is not a Kubernetes label key"),
+    ("taint-value-too-long", [(CL + ["node_pools"], BASE[C]["node_pools"] + [
+        {"name": "cpu", "vm_size": "Standard_D4s_v3", "count": 1, "taints": ["team=" + "v" * 64 + ":NoSchedule"]}])],
+     "cluster.node_pools[2].taints: the value of 'team=vvv"),
     ("gpu-accelerator-on-amd-size", [(CL + ["node_pools", 1, "vm_size"], "Standard_NV8as_v4"),
                                      (CL + ["node_pools", 1, "accelerator"], "gpu")], "cluster.node_pools[1].accelerator:"),
     ("gpu-service-on-amd-pool", [(CL + ["node_pools", 1, "vm_size"], "Standard_NV8as_v4"), (SVC0 + ["gpu_cores"], 1)],
@@ -167,6 +187,14 @@ BROKEN = [
     ("tls-certificate-without-cname", [(CL + ["ssl"], {"certificate": "PEM", "key": "PEM"})], "cluster.ssl.cname:"),
     ("tls-two-sources", [(CL + ["ssl"], {"cname": "a.example.com", "certificate": "PEM", "key": "PEM", "leaf_domain_label": "abc"})],
      "cluster.ssl.leaf_domain_label:"),
+    # The name clients call: a URL's scheme or path made the scoring_uri outputs https://https://...
+    ("tls-cname-a-url", [(CL + ["ssl"], {"cname": "https://scoring.example.com/", "certificate": "PEM", "key": "PEM"})],
+     "cluster.ssl.cname: 'https://scoring.example.com/' is not a DNS name"),
+    ("tls-cname-with-a-port", [(CL + ["ssl"], {"cname": "scoring.example.com:443", "certificate": "PEM", "key": "PEM"})],
+     "cluster.ssl.cname: 'scoring.example.com:443' is not a DNS name"),
+    # A Certificate's issuerRef names a ClusterIssuer (a Kubernetes name): any other never issues the router's TLS Secret.
+    ("tls-issuer-not-a-name", [(CL + ["ssl"], {"cert_manager_issuer": "Let's Encrypt"})],
+     "cluster.ssl.cert_manager_issuer: the value is not allowed: the name of a ClusterIssuer"),  # cert: not repeated
     ("attach-with-pools", [(CL + ["attach"], {"kubeconfig": "~/.kube/config"})], "cluster.node_pools:"),
     ("attach-bad-resource-id", [(CL + ["node_pools"], []), (CL + ["attach"], {"resource_id": "/subscriptions/x/aks"})], "cluster.attach.resource_id:"),
     ("uppercase-service-name", [(SVC0 + ["name"], "MySvc")], "services[0].name:"),
@@ -264,7 +292,7 @@ BROKEN = [
     ("variable-not-a-string", [(SVC0 + ["inference_config", "environment"], {"environment_variables": {"PORT": 80}})],
      "services[0].inference_config.environment.environment_variables.PORT: Input should be a valid string"),
     ("memory-in-kubernetes-units", [(SVC0 + ["memory_gb"], "1Gi")],
-     "services[0].memory_gb: Input should be a valid number, unable to parse string as a number (given: '1Gi')"),
+     "services[0].memory_gb: '1Gi' is a Kubernetes quantity; memory_gb is a number of GB (GiB, as Azure ML's): write 1"),
     ("service-name-with-capitals", [(SVC0 + ["name"], "Iris_svc")],
      "services[0].name: 'Iris_svc' is not allowed: 3-32 lowercase letters, digits or '-', starting with a letter"),
     ("internal-lb-with-leaf-domain-label", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": "aks"}),
@@ -415,6 +443,42 @@ def test_yaml_syntax_error_is_a_message(tmp_path, capsys):
     assert check([str(tmp_path / "Pulumi.bad.yaml")]) == 2
     out = capsys.readouterr().out
     assert "not valid YAML at line" in out and "Traceback" not in out
+
+
+def test_a_key_written_twice_is_refused_with_its_path_and_lines(tmp_path, capsys):
+    """YAML keeps the last of two equal keys: the first setting would be lost without a word (and Pulumi's
+    own reader refuses such a file at `pulumi up`)."""
+    (tmp_path / "Pulumi.twice.yaml").write_text(
+        "config:\n"
+        "  aks-model-serving:router:\n"
+        "    min_replicas: 2\n"
+        "    max_replicas: 6\n"
+        "    min_replicas: 3\n"
+        "  aks-model-serving:local: {router_port: 9000}\n"
+        "  aks-model-serving:local: {router_port: 9100}\n")
+    assert check([str(tmp_path / "Pulumi.twice.yaml")]) == 2
+    problems = [p.strip() for p in capsys.readouterr().out.splitlines()[1:]]
+    assert problems == [
+        "config.aks-model-serving:router.min_replicas: written twice (lines 3 and 5); only the last would be read "
+        "and the other lost: keep one",
+        "config.aks-model-serving:local: written twice (lines 6 and 7); only the last would be read and the other "
+        "lost: keep one"]
+
+
+def test_a_key_written_twice_in_an_azure_ml_file_is_refused(tmp_path, capsys):
+    path = tmp_path / "deploymentconfig.json"
+    path.write_text('{"computeType": "aks", "containerResourceRequirements": {"cpu": 2, "memoryInGB": 4, "cpu": 0.5}}')
+    assert check([str(path)]) == 2
+    out = capsys.readouterr().out
+    assert out.splitlines()[1:] == ["  deploymentconfig.json: containerResourceRequirements.cpu: written twice; only the "
+                                    "last would be read and the other lost: keep one"]
+    stack = _azureml_stack(tmp_path, {})
+    (tmp_path / "aml" / "deploymentconfig.json").write_text(path.read_text())
+    with pytest.raises(StackError) as refused:
+        load_stack(stack)
+    assert refused.value.problems == ["services[0].azureml.deployment_config: deploymentconfig.json: "
+                                      "containerResourceRequirements.cpu: written twice; only the last would be read "
+                                      "and the other lost: keep one"]
 
 
 def test_missing_file_is_a_message(tmp_path, capsys):
@@ -638,6 +702,41 @@ def test_broken_azureml_file_names_the_field(tmp_path, capsys, name, filename, d
     assert check([str(path)]) == 2
     out = capsys.readouterr().out
     assert expected in out and "Traceback" not in out
+
+
+REGISTRY = {"address": "private.azurecr.io", "username": "puller", "password": "hunter2-s3cret"}
+
+
+@pytest.mark.parametrize("doc,expected", [
+    ({"entryScript": "score.py", "environment": {"docker": {"baseImage": "private.azurecr.io/base:1",
+                                                            "baseImageRegistry": REGISTRY}}},
+     "environment.docker.baseImageRegistry: username and password are not read here"),
+    ({"entryScript": "score.py", "baseImage": "private.azurecr.io/base:1", "baseImageRegistry": REGISTRY},
+     "baseImageRegistry: username and password are not read here"),
+    # Pulled as written, base:1 would come from Docker Hub, not from the registry the file names.
+    ({"entryScript": "score.py", "environment": {"docker": {"baseImage": "base:1",
+                                                            "baseImageRegistry": {"address": "private.azurecr.io"}}}},
+     "environment.docker.baseImage: 'base:1' is not in baseImageRegistry.address 'private.azurecr.io'; give its "
+     "full name, private.azurecr.io/base:1"),
+], ids=["environment", "legacy", "address-not-in-image"])
+def test_a_base_image_registry_is_refused_where_it_would_be_dropped(tmp_path, capsys, doc, expected):
+    """The app image is built where pulumi up runs, its base pulled with that machine's docker login: a file's
+    registry credentials were dropped without a word (a password in clear), and its address too."""
+    path = tmp_path / "inferenceconfig.json"
+    path.write_text(json.dumps(doc))
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    assert check([str(path)]) == 2
+    out = capsys.readouterr().out
+    assert f"inference_config: inferenceconfig.json: {expected}" in out
+    assert "hunter2" not in out and "puller" not in out
+
+
+def test_a_base_image_in_the_registry_it_names_passes(tmp_path, capsys):
+    path = tmp_path / "inferenceconfig.json"
+    path.write_text(json.dumps({"entryScript": "score.py", "environment": {"docker": {
+        "baseImage": "private.azurecr.io/base:1", "baseImageRegistry": {"address": "private.azurecr.io"}}}}))
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    assert check([str(path)]) == 0, capsys.readouterr().out
 
 
 def test_a_value_that_may_be_a_secret_is_not_repeated_in_its_problem(tmp_path, capsys):
