@@ -40,6 +40,7 @@ from pydantic import (
 from components.accelerators import SCHEDULING
 from components.azureml import Finding, Findings, Origin, in_files, load_deployment_config, load_inference_config, named, told
 
+_KEY = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an Authorization header carries as one token
 SECURE = "<secure>"  # a secret still encrypted (components.stackfile): its value cannot be checked
 _MODEL_URL = re.compile(r"^https://[a-z0-9]{3,24}\.blob\.core\.windows\.net/.+|^http://127\.0\.0\.1:\d+/.+")
 MAX_MODELS_PER_SERVICE = 1000
@@ -958,6 +959,15 @@ class AuthSettings(Spec):
     secondary_key: SecretStr | None = None
     # Bump to regenerate the keys (Azure ML's regen_key).
     key_rotation: int = Field(0, ge=0)
+
+    @field_validator("primary_key", "secondary_key")
+    @classmethod
+    def _sendable(cls, value: SecretStr | None) -> SecretStr | None:
+        """A key no header can carry (a line break, a space at an end) could never be sent: no caller gets in."""
+        if value is not None and not _KEY.fullmatch(value.get_secret_value()):
+            raise ValueError("a key is sent in an Authorization header, which carries only visible ASCII "
+                             "(no spaces, line breaks or other characters); the key is not shown")
+        return value
 
     def _rules(self) -> list[str]:
         if self.auth_enabled and self.token_auth_enabled:

@@ -112,6 +112,11 @@ BROKEN = [
     ("dns-label-of-two", [(["aks-model-serving:router"], {"dns_label": "ml"})], "router.dns_label:"),
     ("unknown-top-key", [(["aks-model-serving:clusterr"], {})], "clusterr: unknown field"),
     ("unknown-service-field", [(SVC0 + ["cpu_core"], 1)], "services[0].cpu_core: unknown field"),
+    # A key is sent as `Authorization: Bearer <key>`: one that a header cannot carry could never be.
+    ("key-with-a-line-break", [(SVC0 + ["primary_key"], "s3cret\nkey")],
+     "services[0].primary_key: a key is sent in an Authorization header, which carries only visible ASCII"),
+    ("key-with-a-space-at-its-end", [(SVC0 + ["secondary_key"], "s3cret ")],
+     "services[0].secondary_key: a key is sent in an Authorization header, which carries only visible ASCII"),
     ("key-and-token-auth", [(SVC0 + ["token_auth_enabled"], True)], "services[0].token_auth_enabled:"),
     ("autoscale-with-num-replicas", [(SVC0 + ["autoscale_enabled"], True), (SVC0 + ["num_replicas"], 3)], "services[0].num_replicas:"),
     ("min-over-max", [(SVC0 + ["autoscale_min_replicas"], 5), (SVC0 + ["autoscale_max_replicas"], 2)], "services[0].autoscale_min_replicas:"),
