@@ -377,6 +377,7 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
     digest = config.digest()
     print("Running", end="", flush=True, file=out)
     stop = interrupted or threading.Event()
+    body: dict = {}
     while time.monotonic() < deadline:
         if stop.is_set():
             return False
@@ -404,7 +405,47 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
         print(".", end="", flush=True, file=out)
         stop.wait(0.5)
     print(f"\nFailed: not ready after {READY_TIMEOUT_S} s", file=out)
+    for line in _not_ready(config, body if body.get("config") == digest else {}):
+        print(line, file=out)
     return False
+
+
+LOG_TAIL_LINES = 10
+TAIL_BYTES = 64 * 1024
+
+
+def _not_ready(config: RouterConfig, body: dict) -> list[str]:
+    """Each version still without a ready replica, and the end of its replicas' logs: an init() that
+    is still loading, or hangs, says so there, and the router's log (named next) does not."""
+    if not body:
+        return ["  the router did not say it runs the stack's config (its log says why)"]
+    launches = {(r.name, v.name): (v.deployment, v.scorer) for r in config.routes for v in r.versions}
+    lines = []
+    for route in body.get("routes", []):
+        for v in route["versions"]:
+            if v["ready"]:
+                continue
+            lines.append(f"  {route['kind']} {route['name']}, version {v['name']}: {v['ready']}/{v['replicas']} ready")
+            deployment, launch = launches[(route["name"], v["name"])]
+            for f in _log_files(Path(launch.log_dir), deployment) if launch and launch.log_dir else []:
+                lines.append(f"    the end of {f}:")
+                lines += [f"      {line}" for line in _tail(f, LOG_TAIL_LINES)]
+    return lines
+
+
+def _log_files(logs: Path, deployment: str) -> list[Path]:
+    """A version's replicas' logs (<deployment>-<n>.log), not those of a version whose name extends its own."""
+    name = re.compile(rf"{re.escape(deployment)}-\d+\.log")
+    return sorted(f for f in logs.glob("*.log") if name.fullmatch(f.name))
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    """The last lines of a log, read from its end: a scorer's log may hold days of output."""
+    with open(path, "rb") as f:
+        start = max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES)
+        f.seek(start)
+        found = f.read().decode(errors="replace").splitlines()
+    return (found[1:] if start else found)[-lines:]  # not the line the read's start cut
 
 
 def _cli(stack: Stack) -> str:
@@ -596,8 +637,7 @@ def token(stack: Stack, route) -> int:
 def logs(stack: Stack, route) -> int:
     state = state_of(stack)
     versions = [v.version_name for v in route.versions] if hasattr(route, "versions") else [None]
-    names = [re.compile(rf"{re.escape(deployment_name(route.name, v))}-\d+\.log") for v in versions]
-    return _print_logs(sorted(f for f in state.logs.glob("*.log") if any(n.fullmatch(f.name) for n in names)), route.name)
+    return _print_logs(sorted(f for v in versions for f in _log_files(state.logs, deployment_name(route.name, v))), route.name)
 
 
 def _print_logs(files: list[Path], name: str) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -521,6 +522,45 @@ def test_ctrl_c_during_up_stops_what_it_started(tmp_path):
         assert "not running" in cli("status", str(path), check=False).stdout
     finally:
         cli("down", str(path), check=False)
+
+
+def test_up_that_times_out_names_the_version_not_ready_and_shows_the_end_of_its_log(tmp_path, monkeypatch):
+    """An init() still loading at the timeout got "not ready after 180 s" and the router's log, which says
+    nothing of it: which version it was and what its scorer wrote last were left to find."""
+    from components import local
+    from components.stackfile import load_stack
+
+    path = _script_stack(tmp_path, [{"name": "slow", "script": "sleepy.py", "folder": "tests/scorer/scripts"},
+                                    {"name": "quick", **ECHO}])
+    doc = yaml.safe_load(path.read_text())
+    service = doc["config"]["aks-model-serving:services"][0]
+    service["inference_config"]["environment"] = {"environment_variables": {"INIT_SECONDS": "60"}}
+    service["scoring_timeout_ms"] = 5000  # `up`'s stop of what it started: drain, then the scorer's grace
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(local, "READY_TIMEOUT_S", 8)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the router it starts runs this checkout
+    out = io.StringIO()
+    try:
+        assert local.up(load_stack(path), out=out) == 1
+        said = out.getvalue()
+        log = tmp_path / "state" / "logs" / "slow-0.log"
+        assert "Failed: not ready after 8 s\n  service slow, version slow: 0/1 ready\n" in said, said
+        assert f"    the end of {log}:\n" in said and '"message":"worker 0 started' in said, said
+        assert "quick" not in said.split("Failed")[1], said
+        assert scorer_pids(str(tmp_path / "state")) == []
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_the_end_of_a_long_log_is_its_last_whole_lines(tmp_path):
+    from components.local import TAIL_BYTES, _tail
+
+    log = tmp_path / "slow-0.log"
+    log.write_text("".join(f"line {i} " + "x" * 97 + "\n" for i in range(2 * TAIL_BYTES // 100)))
+    lines = log.read_text().splitlines()
+    assert _tail(log, 3) == lines[-3:]
+    read = _tail(log, 10_000)  # as much as the end's 64 KiB holds, whole lines only
+    assert read == lines[-len(read):] and TAIL_BYTES // 110 < len(read) < TAIL_BYTES // 100
 
 
 def test_down_lets_a_request_in_flight_finish(tmp_path):
