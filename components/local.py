@@ -298,7 +298,7 @@ def up(stack: Stack, out=sys.stdout) -> int:
                   "aks-model-serving:local.router_port", file=out)
             return 1
         config = render(stack, state)
-        state.logs.mkdir(parents=True, exist_ok=True)
+        _start_logs(state.logs)
         _write(state.config, config.dump())
         log = open(state.logs / "router.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
@@ -319,6 +319,14 @@ def up(stack: Stack, out=sys.stdout) -> int:
     for line in summary(stack):
         print(line, file=out)
     return 0
+
+
+def _start_logs(logs: Path) -> None:
+    """Each run's logs begin empty, the last run's kept beside them as <name>.log.1: appended to run after
+    run, they grew without end, and `local logs` printed every run the stack ever had."""
+    logs.mkdir(parents=True, exist_ok=True)
+    for f in logs.glob("*.log"):
+        f.replace(f.with_name(f"{f.name}.1"))
 
 
 def _apply(stack: Stack, state: State, pid: int, out) -> int:

@@ -455,6 +455,26 @@ def test_two_ups_at_once_start_one_stack_that_down_stops(tmp_path):
         cli("down", str(path), check=False)
 
 
+def test_each_run_starts_its_logs_and_keeps_the_last_runs_beside_them(tmp_path):
+    """Logs were appended to run after run: they grew without end, and `local logs` printed every run."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    logs = tmp_path / "state" / "logs"
+    try:
+        cli("up", str(path))
+        cli("down", str(path))
+        first = (logs / "echo-0.log").read_text()
+        cli("up", str(path))
+        shown = cli("logs", str(path), "echo").stdout
+        assert shown.count("listening on 127.0.0.1") == 1 and "echo-0.log.1" not in shown, shown
+        assert (logs / "echo-0.log.1").read_text() == first
+        assert (logs / "router.log").read_text().count("started replica echo-0") == 1
+        assert (logs / "router.log.1").exists()
+        cli("up", str(path))  # of the running stack: its logs go on
+        assert (logs / "router.log").read_text().count("started replica echo-0") == 1
+    finally:
+        cli("down", str(path), check=False)
+
+
 def test_up_of_a_running_stack_applies_the_edited_file_and_score_covers_token_auth(tmp_path):
     """`up` after an edit said "already running" and printed the new service's URL, which answered 404."""
     path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
