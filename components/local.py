@@ -390,7 +390,10 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
         if stop.is_set():
             return False
         if proc is not None and proc.poll() is not None:
-            print(f"\nFailed: the router exited with code {proc.returncode}", file=out)
+            router_log = state_of(stack).logs / "router.log"
+            print(f"\nFailed: the router exited with code {proc.returncode}; the end of {router_log}:", file=out)
+            for line in _tail(router_log, LOG_TAIL_LINES):
+                print(f"  {line}", file=out)
             return False
         code, body = _get(base_url(stack) + "/readyz")
         if body.get("config_error"):  # the router keeps running the config it had
@@ -526,14 +529,16 @@ def _stop_seconds(config: RouterConfig) -> float:
 
 
 def _stop(pid: int, wait_s: float) -> None:
-    """SIGTERM to the router, SIGKILL to its whole session (it leads it) if it outlasts wait_s."""
-    os.kill(pid, signal.SIGTERM)
+    """SIGTERM to the router, SIGKILL to its whole session (it leads it) if it outlasts wait_s. A router
+    that exited already (at its start, or just now) may leave scorers stopping: they are waited for too."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and _alive_group(pid):
         with contextlib.suppress(ChildProcessError):  # `up` stopping the router it started: reaped, no zombie
             os.waitpid(pid, os.WNOHANG)               # is left to count as the group being alive
         time.sleep(0.1)
-    if _alive_group(pid):
+    with contextlib.suppress(ProcessLookupError):  # its last one may exit between the look and the kill
         os.killpg(pid, signal.SIGKILL)
 
 

@@ -304,6 +304,32 @@ def _router_answering(readyz: object, status: int = 200):
         server.server_close()
 
 
+def test_up_whose_router_exits_at_start_says_why_and_leaves_no_pid_file(tmp_path, monkeypatch):
+    """A program that took the port between `up`'s look and the router's bind: the router exited, and `up`
+    ended in a ProcessLookupError traceback (stopping a router already gone), leaving its pid file, and
+    had not said why beyond an exit code."""
+    from components import local
+    from components.stackfile import load_stack
+
+    port = free_port()
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}], port=port)
+    monkeypatch.setattr(local, "_port_taken", lambda port: False)  # free when `up` looked
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the router it starts runs this checkout
+    out = io.StringIO()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        try:
+            assert local.up(load_stack(path), out=out) == 1
+            said = out.getvalue()
+            assert f"Failed: the router exited with code 1; the end of {tmp_path / 'state' / 'logs' / 'router.log'}:" in said
+            assert f"address ('127.0.0.1', {port}): address already in use" in said, said
+            assert not (tmp_path / "state" / "router.pid").exists()
+            assert scorer_pids(str(tmp_path / "state")) == []
+        finally:
+            cli("down", str(path), check=False)
+
+
 def test_down_without_a_recorded_router_but_one_on_its_port_says_so(tmp_path):
     """After `state_dir` was edited, `down` said "not running" (exit 0) beside the stack's router, still up;
     something else on the port (no router's /readyz) is not this stack's."""
