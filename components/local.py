@@ -557,6 +557,10 @@ def status(stack: Stack, out=sys.stdout) -> int:
         print(f"the {stack.name} stack is not running{_held(stack, 'status', 'this stack has no record of')}", file=out)
         return 3
     code, body = _get(base_url(stack) + "/readyz")
+    if not code:  # nothing is known of its replicas: "not ready" would say they are down
+        print(f"router pid {pid} on {base_url(stack)}: no answer to /readyz within {READYZ_TIMEOUT_S:g} s (starting, "
+              f"or too busy; its log: {state.logs / 'router.log'})", file=out)
+        return 1
     problems = [v for route in body.get("routes", []) for v in route.get("versions", []) if v.get("problem")]
     print(f"router pid {pid} on {base_url(stack)}: {'ready' if code == 200 else 'not ready'}"
           f"{f', {len(problems)} version(s) failing' if problems else ''}", file=out)

@@ -381,6 +381,26 @@ def test_a_stale_pid_file_naming_another_process_is_not_the_router(tmp_path):
         other.wait()
 
 
+def test_status_of_a_router_that_does_not_answer_says_so_rather_than_not_ready(tmp_path):
+    """A router starting, or too busy to answer /readyz in time, was reported "not ready", as if its replicas were down."""
+    path = _idle_stack(tmp_path, free_port())
+    (tmp_path / "state").mkdir()
+    config = tmp_path / "state" / "router.json"
+    # Taken for the stack's router (its command line names the module and config) but listening nowhere.
+    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "router_image", str(config)],
+                              start_new_session=True)
+    try:
+        (tmp_path / "state" / "router.pid").write_text(str(silent.pid))
+        said = cli("status", str(path), check=False)
+        assert said.returncode == 1
+        assert f"router pid {silent.pid} on http://127.0.0.1:" in said.stdout and "not ready" not in said.stdout
+        assert "no answer to /readyz within 2 s" in said.stdout, said.stdout
+        assert f"its log: {tmp_path / 'state' / 'logs' / 'router.log'}" in said.stdout
+    finally:
+        silent.kill()
+        silent.wait()
+
+
 def test_down_reaps_a_router_this_process_started_instead_of_waiting_on_its_zombie(tmp_path):
     """`up`'s failure path stops the router it started: exited but not reaped, it kept the process
     group alive in `down`'s eyes for 15 s, then got a SIGKILL it no longer needed."""
