@@ -375,13 +375,17 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+CONFIG_READ_S = 2.0  # the router reads its config file once a second (router_image.app.CONFIG_POLL_S)
+
+
 def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None, out,
                interrupted: threading.Event | None = None) -> bool:
     """Progress as Azure ML's wait_for_deployment(show_output=True): dots, then the outcome. Ready
     once the router runs this very config (its digest in /readyz: an edit is judged on its own replicas,
     not on those it replaces), each route with a ready replica; failed at once when a replica's init()
     failed or it exited at start (the reason and its log named)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    written = time.monotonic()
+    deadline = written + READY_TIMEOUT_S
     digest = config.digest()
     print("Running", end="", flush=True, file=out)
     stop = interrupted or threading.Event()
@@ -396,7 +400,9 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
                 print(f"  {line}", file=out)
             return False
         code, body = _get(base_url(stack) + "/readyz")
-        if body.get("config_error"):  # the router keeps running the config it had
+        # The router keeps running the config it had. Until it has read the file again, its error may be the
+        # replaced file's, which the edit being applied may have fixed.
+        if body.get("config_error") and time.monotonic() - written > CONFIG_READ_S:
             print(f"\nFailed: the router did not apply the stack's config: {body['config_error']}", file=out)
             return False
         if "routes" in body and "config" not in body:  # a router of an older release: it tells no digest

@@ -542,6 +542,27 @@ def test_up_of_a_running_stack_applies_the_edited_file_and_score_covers_token_au
     assert "Traceback" not in stopped.stderr
 
 
+def test_up_after_a_config_the_router_refused_is_judged_on_its_own_file(tmp_path):
+    """The router's error about the file an edit replaced was still in /readyz when `up` first asked (the router
+    reads its file once a second): `up` failed at once, naming the error its own file had fixed."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+    config = tmp_path / "state" / "router.json"
+    try:
+        cli("up", str(path))
+        refused = json.loads(config.read_text()) | {"host": "127.0.0.2"}  # a restart's change: refused by a reload
+        config.with_name("router.json.tmp").write_text(json.dumps(refused))
+        config.with_name("router.json.tmp").replace(config)
+        deadline = time.monotonic() + 10
+        while not httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json().get("config_error"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        said = cli("up", str(path)).stdout
+        assert "applying the changed stack file" in said and "Succeeded" in said, said
+    finally:
+        cli("down", str(path), check=False)
+
+
 def test_up_of_a_running_stack_judges_the_edit_on_its_own_replicas_and_status_says_why_they_fail(tmp_path):
     """`up` after an edit whose init() fails said Succeeded (exit 0) on the replicas it replaced, before the
     router had even read the file; `status` said ready and exit 0 beside the failure in /readyz; the next
@@ -703,7 +724,8 @@ def test_a_command_whose_packages_are_missing_says_how_to_install_them(tmp_path)
 
 
 @pytest.mark.parametrize("readyz,said", [
-    ({"ready": True, "routes": [], "config_error": "version v1 (echo): scorer cwd /x is not a folder"},
+    ({"ready": True, "routes": [], "config": "0123456789abcdef",  # the digest of the config it kept
+      "config_error": "version v1 (echo): scorer cwd /x is not a folder"},
      "the router did not apply the stack's config: version v1 (echo): scorer cwd /x is not a folder"),
     ({"ready": True, "routes": []}, "the running router is of an older release of this project"),
 ], ids=["config-refused", "older-router"])
