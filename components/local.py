@@ -35,7 +35,7 @@ from components.routes import routes
 from components.sources import app_context, missing_models, source_problems
 from components.spec import SECURE, Deployable, InferenceConfigSpec, StackSpec, deployment_name
 from components.stackfile import Stack, StackError, load_stack
-from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
+from router_image.config import ConfigError, RouterConfig, ScorerLaunch, TokenConfig
 from scoring_image.config import ScorerSettings
 
 READY_TIMEOUT_S = 180
@@ -334,7 +334,7 @@ def _apply(stack: Stack, state: State, pid: int, out) -> int:
     on change, so an added, changed or removed service needs no restart."""
     running = state.config.read_text()
     config = render(stack, state)
-    if config.port != RouterConfig.model_validate_json(running).port:
+    if config.port != json.loads(running).get("port"):  # as any release wrote it: the router may be of another
         print(f"the {stack.name} stack's router listens on another port; `local down` first to move it to "
               f"{config.port}", file=out)
         return 1
@@ -513,7 +513,7 @@ def down(stack: Stack, out=sys.stdout) -> int:
         asked = f"that did not answer /readyz as a router within {READYZ_TIMEOUT_S:g} s"
         print(f"the {stack.name} stack is not running{_held(stack, 'down', asked)}", file=out)
         return 0
-    _stop(pid, _stop_seconds(RouterConfig.load(state.config)))
+    _stop(pid, _running_stop_seconds(state, out))
     state.pid.unlink(missing_ok=True)
     print(f"stopped the {stack.name} stack", file=out)
     return 0
@@ -532,6 +532,20 @@ def _stop_seconds(config: RouterConfig) -> float:
     """The router's drain, then its scorers' own stop."""
     graces = [v.scorer.stop_grace_seconds for r in config.routes for v in r.versions if v.scorer is not None]
     return config.drain_seconds + max(graces, default=0.0) + STOP_MARGIN_S
+
+
+UNREAD_STOP_S = 120.0  # the default settings' drain and scorer stop take 76 s
+
+
+def _running_stop_seconds(state: State, out) -> float:
+    """How long the running router may take to stop, by the config it runs. One this release refuses (the
+    project was updated while the stack ran) must not keep `down` from stopping it: it gets a bound."""
+    try:
+        return _stop_seconds(RouterConfig.load(state.config))
+    except (ConfigError, OSError) as exc:
+        print(f"{state.config} does not read as this release's router config ({exc}); the router gets "
+              f"{UNREAD_STOP_S:g} s to stop", file=out)
+        return UNREAD_STOP_S
 
 
 def _stop(pid: int, wait_s: float) -> None:

@@ -563,6 +563,30 @@ def test_up_after_a_config_the_router_refused_is_judged_on_its_own_file(tmp_path
         cli("down", str(path), check=False)
 
 
+def test_a_running_router_whose_config_this_release_refuses_is_still_updated_and_stopped(tmp_path):
+    """The project updated while the stack ran (its config schema changed): `up` and `down` ended in a
+    validation traceback, and nothing but a kill by hand stopped the stack."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    config = tmp_path / "state" / "router.json"
+
+    def written_by_another_release() -> None:
+        fields = json.loads(config.read_text()) | {"a_setting_of_another_release": 1}
+        config.with_name("router.json.tmp").write_text(json.dumps(fields))
+        config.with_name("router.json.tmp").replace(config)
+
+    try:
+        cli("up", str(path))
+        written_by_another_release()
+        assert "applying the changed stack file" in cli("up", str(path)).stdout
+        written_by_another_release()
+        said = cli("down", str(path)).stdout
+        assert f"{config} does not read as this release's router config (a_setting_of_another_release:" in said
+        assert "stopped the scripts stack" in said
+        assert scorer_pids(str(tmp_path / "state")) == []
+    finally:
+        cli("down", str(path), check=False)
+
+
 def test_up_of_a_running_stack_judges_the_edit_on_its_own_replicas_and_status_says_why_they_fail(tmp_path):
     """`up` after an edit whose init() fails said Succeeded (exit 0) on the replicas it replaced, before the
     router had even read the file; `status` said ready and exit 0 beside the failure in /readyz; the next
