@@ -35,7 +35,7 @@ from components.routes import routes
 from components.sources import app_context, missing_models, source_problems
 from components.spec import SECURE, Deployable, InferenceConfigSpec, StackSpec, deployment_name
 from components.stackfile import Stack, StackError, load_stack
-from router_image.config import RouterConfig, ScorerLaunch, TokenConfig
+from router_image.config import ConfigError, RouterConfig, ScorerLaunch, TokenConfig
 from scoring_image.config import ScorerSettings
 
 READY_TIMEOUT_S = 180
@@ -298,7 +298,7 @@ def up(stack: Stack, out=sys.stdout) -> int:
                   "aks-model-serving:local.router_port", file=out)
             return 1
         config = render(stack, state)
-        state.logs.mkdir(parents=True, exist_ok=True)
+        _start_logs(state.logs)
         _write(state.config, config.dump())
         log = open(state.logs / "router.log", "ab")
         proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
@@ -321,12 +321,20 @@ def up(stack: Stack, out=sys.stdout) -> int:
     return 0
 
 
+def _start_logs(logs: Path) -> None:
+    """Each run's logs begin empty, the last run's kept beside them as <name>.log.1: appended to run after
+    run, they grew without end, and `local logs` printed every run the stack ever had."""
+    logs.mkdir(parents=True, exist_ok=True)
+    for f in logs.glob("*.log"):
+        f.replace(f.with_name(f"{f.name}.1"))
+
+
 def _apply(stack: Stack, state: State, pid: int, out) -> int:
     """`up` of a running stack applies its file as it now reads: the router reloads its config
     on change, so an added, changed or removed service needs no restart."""
     running = state.config.read_text()
     config = render(stack, state)
-    if config.port != RouterConfig.model_validate_json(running).port:
+    if config.port != json.loads(running).get("port"):  # as any release wrote it: the router may be of another
         print(f"the {stack.name} stack's router listens on another port; `local down` first to move it to "
               f"{config.port}", file=out)
         return 1
@@ -367,24 +375,34 @@ def _write(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
+CONFIG_READ_S = 2.0  # the router reads its config file once a second (router_image.app.CONFIG_POLL_S)
+
+
 def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None, out,
                interrupted: threading.Event | None = None) -> bool:
     """Progress as Azure ML's wait_for_deployment(show_output=True): dots, then the outcome. Ready
     once the router runs this very config (its digest in /readyz: an edit is judged on its own replicas,
     not on those it replaces), each route with a ready replica; failed at once when a replica's init()
     failed or it exited at start (the reason and its log named)."""
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    written = time.monotonic()
+    deadline = written + READY_TIMEOUT_S
     digest = config.digest()
     print("Running", end="", flush=True, file=out)
     stop = interrupted or threading.Event()
+    body: dict = {}
     while time.monotonic() < deadline:
         if stop.is_set():
             return False
         if proc is not None and proc.poll() is not None:
-            print(f"\nFailed: the router exited with code {proc.returncode}", file=out)
+            router_log = state_of(stack).logs / "router.log"
+            print(f"\nFailed: the router exited with code {proc.returncode}; the end of {router_log}:", file=out)
+            for line in _tail(router_log, LOG_TAIL_LINES):
+                print(f"  {line}", file=out)
             return False
         code, body = _get(base_url(stack) + "/readyz")
-        if body.get("config_error"):  # the router keeps running the config it had
+        # The router keeps running the config it had. Until it has read the file again, its error may be the
+        # replaced file's, which the edit being applied may have fixed.
+        if body.get("config_error") and time.monotonic() - written > CONFIG_READ_S:
             print(f"\nFailed: the router did not apply the stack's config: {body['config_error']}", file=out)
             return False
         if "routes" in body and "config" not in body:  # a router of an older release: it tells no digest
@@ -404,7 +422,47 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
         print(".", end="", flush=True, file=out)
         stop.wait(0.5)
     print(f"\nFailed: not ready after {READY_TIMEOUT_S} s", file=out)
+    for line in _not_ready(config, body if body.get("config") == digest else {}):
+        print(line, file=out)
     return False
+
+
+LOG_TAIL_LINES = 10
+TAIL_BYTES = 64 * 1024
+
+
+def _not_ready(config: RouterConfig, body: dict) -> list[str]:
+    """Each version still without a ready replica, and the end of its replicas' logs: an init() that
+    is still loading, or hangs, says so there, and the router's log (named next) does not."""
+    if not body:
+        return ["  the router did not say it runs the stack's config (its log says why)"]
+    launches = {(r.name, v.name): (v.deployment, v.scorer) for r in config.routes for v in r.versions}
+    lines = []
+    for route in body.get("routes", []):
+        for v in route["versions"]:
+            if v["ready"]:
+                continue
+            lines.append(f"  {route['kind']} {route['name']}, version {v['name']}: {v['ready']}/{v['replicas']} ready")
+            deployment, launch = launches[(route["name"], v["name"])]
+            for f in _log_files(Path(launch.log_dir), deployment) if launch and launch.log_dir else []:
+                lines.append(f"    the end of {f}:")
+                lines += [f"      {line}" for line in _tail(f, LOG_TAIL_LINES)]
+    return lines
+
+
+def _log_files(logs: Path, deployment: str) -> list[Path]:
+    """A version's replicas' logs (<deployment>-<n>.log), not those of a version whose name extends its own."""
+    name = re.compile(rf"{re.escape(deployment)}-\d+\.log")
+    return sorted(f for f in logs.glob("*.log") if name.fullmatch(f.name))
+
+
+def _tail(path: Path, lines: int) -> list[str]:
+    """The last lines of a log, read from its end: a scorer's log may hold days of output."""
+    with open(path, "rb") as f:
+        start = max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES)
+        f.seek(start)
+        found = f.read().decode(errors="replace").splitlines()
+    return (found[1:] if start else found)[-lines:]  # not the line the read's start cut
 
 
 def _cli(stack: Stack) -> str:
@@ -455,7 +513,7 @@ def down(stack: Stack, out=sys.stdout) -> int:
         asked = f"that did not answer /readyz as a router within {READYZ_TIMEOUT_S:g} s"
         print(f"the {stack.name} stack is not running{_held(stack, 'down', asked)}", file=out)
         return 0
-    _stop(pid, _stop_seconds(RouterConfig.load(state.config)))
+    _stop(pid, _running_stop_seconds(state, out))
     state.pid.unlink(missing_ok=True)
     print(f"stopped the {stack.name} stack", file=out)
     return 0
@@ -476,15 +534,31 @@ def _stop_seconds(config: RouterConfig) -> float:
     return config.drain_seconds + max(graces, default=0.0) + STOP_MARGIN_S
 
 
+UNREAD_STOP_S = 120.0  # the default settings' drain and scorer stop take 76 s
+
+
+def _running_stop_seconds(state: State, out) -> float:
+    """How long the running router may take to stop, by the config it runs. One this release refuses (the
+    project was updated while the stack ran) must not keep `down` from stopping it: it gets a bound."""
+    try:
+        return _stop_seconds(RouterConfig.load(state.config))
+    except (ConfigError, OSError) as exc:
+        print(f"{state.config} does not read as this release's router config ({exc}); the router gets "
+              f"{UNREAD_STOP_S:g} s to stop", file=out)
+        return UNREAD_STOP_S
+
+
 def _stop(pid: int, wait_s: float) -> None:
-    """SIGTERM to the router, SIGKILL to its whole session (it leads it) if it outlasts wait_s."""
-    os.kill(pid, signal.SIGTERM)
+    """SIGTERM to the router, SIGKILL to its whole session (it leads it) if it outlasts wait_s. A router
+    that exited already (at its start, or just now) may leave scorers stopping: they are waited for too."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline and _alive_group(pid):
         with contextlib.suppress(ChildProcessError):  # `up` stopping the router it started: reaped, no zombie
             os.waitpid(pid, os.WNOHANG)               # is left to count as the group being alive
         time.sleep(0.1)
-    if _alive_group(pid):
+    with contextlib.suppress(ProcessLookupError):  # its last one may exit between the look and the kill
         os.killpg(pid, signal.SIGKILL)
 
 
@@ -503,6 +577,10 @@ def status(stack: Stack, out=sys.stdout) -> int:
         print(f"the {stack.name} stack is not running{_held(stack, 'status', 'this stack has no record of')}", file=out)
         return 3
     code, body = _get(base_url(stack) + "/readyz")
+    if not code:  # nothing is known of its replicas: "not ready" would say they are down
+        print(f"router pid {pid} on {base_url(stack)}: no answer to /readyz within {READYZ_TIMEOUT_S:g} s (starting, "
+              f"or too busy; its log: {state.logs / 'router.log'})", file=out)
+        return 1
     problems = [v for route in body.get("routes", []) for v in route.get("versions", []) if v.get("problem")]
     print(f"router pid {pid} on {base_url(stack)}: {'ready' if code == 200 else 'not ready'}"
           f"{f', {len(problems)} version(s) failing' if problems else ''}", file=out)
@@ -596,8 +674,7 @@ def token(stack: Stack, route) -> int:
 def logs(stack: Stack, route) -> int:
     state = state_of(stack)
     versions = [v.version_name for v in route.versions] if hasattr(route, "versions") else [None]
-    names = [re.compile(rf"{re.escape(deployment_name(route.name, v))}-\d+\.log") for v in versions]
-    return _print_logs(sorted(f for f in state.logs.glob("*.log") if any(n.fullmatch(f.name) for n in names)), route.name)
+    return _print_logs(sorted(f for v in versions for f in _log_files(state.logs, deployment_name(route.name, v))), route.name)
 
 
 def _print_logs(files: list[Path], name: str) -> int:

@@ -249,13 +249,14 @@ class LocalBackend:
     def _exited(self, v: _Version, r: LocalReplica) -> None:
         lived = time.monotonic() - r.started
         if lived < EARLY_EXIT_S:
-            v.problem = (f"replica {r.named(v.config.deployment)} exited with {r.process.returncode} "
-                         f"{lived:.1f} s after its start")
+            v.problem = f"replica {r.named(v.config.deployment)} {_ended(r.process.returncode)} {lived:.1f} s after its start"
             self._backoff(v, v.problem)
-        else:
-            v.early_exits = 0
-            log.warning("replica %s-%d exited with %s; replacing it", v.config.deployment, r.index,
-                        r.process.returncode)
+            return
+        v.early_exits = 0
+        what = f"replica {r.named(v.config.deployment)} {_ended(r.process.returncode)} after {lived:.0f} s; replacing it"
+        log.warning("%s", what)
+        if not any(other.ready for other in v.replicas):  # why none is ready until its replacement is (a new model's load)
+            v.problem = what
 
     async def stop(self) -> None:
         if self._task:
@@ -294,6 +295,18 @@ async def _readiness(address: str) -> tuple[bool, str | None]:
     except (ValueError, KeyError, TypeError):
         return False, None
     return False, (message if ": failed" in message else None)
+
+
+def _ended(returncode: int) -> str:
+    """How a replica ended, as its user reads it: a signal by name (SIGKILL: most often the kernel's
+    out-of-memory killer), not the negative number Popen gives."""
+    if returncode >= 0:
+        return f"exited with {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    return f"was killed by {name}" + (" (out of memory?)" if -returncode == signal.SIGKILL else "")
 
 
 def _reap(process: subprocess.Popen, grace_s: float) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import os
 import signal
@@ -303,6 +304,32 @@ def _router_answering(readyz: object, status: int = 200):
         server.server_close()
 
 
+def test_up_whose_router_exits_at_start_says_why_and_leaves_no_pid_file(tmp_path, monkeypatch):
+    """A program that took the port between `up`'s look and the router's bind: the router exited, and `up`
+    ended in a ProcessLookupError traceback (stopping a router already gone), leaving its pid file, and
+    had not said why beyond an exit code."""
+    from components import local
+    from components.stackfile import load_stack
+
+    port = free_port()
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}], port=port)
+    monkeypatch.setattr(local, "_port_taken", lambda port: False)  # free when `up` looked
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the router it starts runs this checkout
+    out = io.StringIO()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        try:
+            assert local.up(load_stack(path), out=out) == 1
+            said = out.getvalue()
+            assert f"Failed: the router exited with code 1; the end of {tmp_path / 'state' / 'logs' / 'router.log'}:" in said
+            assert f"address ('127.0.0.1', {port}): address already in use" in said, said
+            assert not (tmp_path / "state" / "router.pid").exists()
+            assert scorer_pids(str(tmp_path / "state")) == []
+        finally:
+            cli("down", str(path), check=False)
+
+
 def test_down_without_a_recorded_router_but_one_on_its_port_says_so(tmp_path):
     """After `state_dir` was edited, `down` said "not running" (exit 0) beside the stack's router, still up;
     something else on the port (no router's /readyz) is not this stack's."""
@@ -352,6 +379,26 @@ def test_a_stale_pid_file_naming_another_process_is_not_the_router(tmp_path):
     finally:
         other.kill()
         other.wait()
+
+
+def test_status_of_a_router_that_does_not_answer_says_so_rather_than_not_ready(tmp_path):
+    """A router starting, or too busy to answer /readyz in time, was reported "not ready", as if its replicas were down."""
+    path = _idle_stack(tmp_path, free_port())
+    (tmp_path / "state").mkdir()
+    config = tmp_path / "state" / "router.json"
+    # Taken for the stack's router (its command line names the module and config) but listening nowhere.
+    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "router_image", str(config)],
+                              start_new_session=True)
+    try:
+        (tmp_path / "state" / "router.pid").write_text(str(silent.pid))
+        said = cli("status", str(path), check=False)
+        assert said.returncode == 1
+        assert f"router pid {silent.pid} on http://127.0.0.1:" in said.stdout and "not ready" not in said.stdout
+        assert "no answer to /readyz within 2 s" in said.stdout, said.stdout
+        assert f"its log: {tmp_path / 'state' / 'logs' / 'router.log'}" in said.stdout
+    finally:
+        silent.kill()
+        silent.wait()
 
 
 def test_down_reaps_a_router_this_process_started_instead_of_waiting_on_its_zombie(tmp_path):
@@ -454,6 +501,26 @@ def test_two_ups_at_once_start_one_stack_that_down_stops(tmp_path):
         cli("down", str(path), check=False)
 
 
+def test_each_run_starts_its_logs_and_keeps_the_last_runs_beside_them(tmp_path):
+    """Logs were appended to run after run: they grew without end, and `local logs` printed every run."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    logs = tmp_path / "state" / "logs"
+    try:
+        cli("up", str(path))
+        cli("down", str(path))
+        first = (logs / "echo-0.log").read_text()
+        cli("up", str(path))
+        shown = cli("logs", str(path), "echo").stdout
+        assert shown.count("listening on 127.0.0.1") == 1 and "echo-0.log.1" not in shown, shown
+        assert (logs / "echo-0.log.1").read_text() == first
+        assert (logs / "router.log").read_text().count("started replica echo-0") == 1
+        assert (logs / "router.log.1").exists()
+        cli("up", str(path))  # of the running stack: its logs go on
+        assert (logs / "router.log").read_text().count("started replica echo-0") == 1
+    finally:
+        cli("down", str(path), check=False)
+
+
 def test_up_of_a_running_stack_applies_the_edited_file_and_score_covers_token_auth(tmp_path):
     """`up` after an edit said "already running" and printed the new service's URL, which answered 404."""
     path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
@@ -473,6 +540,51 @@ def test_up_of_a_running_stack_applies_the_edited_file_and_score_covers_token_au
     stopped = cli("score", str(path), check=False)
     assert stopped.returncode == 2 and "stack is not running; `local up" in stopped.stderr
     assert "Traceback" not in stopped.stderr
+
+
+def test_up_after_a_config_the_router_refused_is_judged_on_its_own_file(tmp_path):
+    """The router's error about the file an edit replaced was still in /readyz when `up` first asked (the router
+    reads its file once a second): `up` failed at once, naming the error its own file had fixed."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+    config = tmp_path / "state" / "router.json"
+    try:
+        cli("up", str(path))
+        refused = json.loads(config.read_text()) | {"host": "127.0.0.2"}  # a restart's change: refused by a reload
+        config.with_name("router.json.tmp").write_text(json.dumps(refused))
+        config.with_name("router.json.tmp").replace(config)
+        deadline = time.monotonic() + 10
+        while not httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).json().get("config_error"):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        said = cli("up", str(path)).stdout
+        assert "applying the changed stack file" in said and "Succeeded" in said, said
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_a_running_router_whose_config_this_release_refuses_is_still_updated_and_stopped(tmp_path):
+    """The project updated while the stack ran (its config schema changed): `up` and `down` ended in a
+    validation traceback, and nothing but a kill by hand stopped the stack."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    config = tmp_path / "state" / "router.json"
+
+    def written_by_another_release() -> None:
+        fields = json.loads(config.read_text()) | {"a_setting_of_another_release": 1}
+        config.with_name("router.json.tmp").write_text(json.dumps(fields))
+        config.with_name("router.json.tmp").replace(config)
+
+    try:
+        cli("up", str(path))
+        written_by_another_release()
+        assert "applying the changed stack file" in cli("up", str(path)).stdout
+        written_by_another_release()
+        said = cli("down", str(path)).stdout
+        assert f"{config} does not read as this release's router config (a_setting_of_another_release:" in said
+        assert "stopped the scripts stack" in said
+        assert scorer_pids(str(tmp_path / "state")) == []
+    finally:
+        cli("down", str(path), check=False)
 
 
 def test_up_of_a_running_stack_judges_the_edit_on_its_own_replicas_and_status_says_why_they_fail(tmp_path):
@@ -521,6 +633,45 @@ def test_ctrl_c_during_up_stops_what_it_started(tmp_path):
         assert "not running" in cli("status", str(path), check=False).stdout
     finally:
         cli("down", str(path), check=False)
+
+
+def test_up_that_times_out_names_the_version_not_ready_and_shows_the_end_of_its_log(tmp_path, monkeypatch):
+    """An init() still loading at the timeout got "not ready after 180 s" and the router's log, which says
+    nothing of it: which version it was and what its scorer wrote last were left to find."""
+    from components import local
+    from components.stackfile import load_stack
+
+    path = _script_stack(tmp_path, [{"name": "slow", "script": "sleepy.py", "folder": "tests/scorer/scripts"},
+                                    {"name": "quick", **ECHO}])
+    doc = yaml.safe_load(path.read_text())
+    service = doc["config"]["aks-model-serving:services"][0]
+    service["inference_config"]["environment"] = {"environment_variables": {"INIT_SECONDS": "60"}}
+    service["scoring_timeout_ms"] = 5000  # `up`'s stop of what it started: drain, then the scorer's grace
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(local, "READY_TIMEOUT_S", 8)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the router it starts runs this checkout
+    out = io.StringIO()
+    try:
+        assert local.up(load_stack(path), out=out) == 1
+        said = out.getvalue()
+        log = tmp_path / "state" / "logs" / "slow-0.log"
+        assert "Failed: not ready after 8 s\n  service slow, version slow: 0/1 ready\n" in said, said
+        assert f"    the end of {log}:\n" in said and '"message":"worker 0 started' in said, said
+        assert "quick" not in said.split("Failed")[1], said
+        assert scorer_pids(str(tmp_path / "state")) == []
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_the_end_of_a_long_log_is_its_last_whole_lines(tmp_path):
+    from components.local import TAIL_BYTES, _tail
+
+    log = tmp_path / "slow-0.log"
+    log.write_text("".join(f"line {i} " + "x" * 97 + "\n" for i in range(2 * TAIL_BYTES // 100)))
+    lines = log.read_text().splitlines()
+    assert _tail(log, 3) == lines[-3:]
+    read = _tail(log, 10_000)  # as much as the end's 64 KiB holds, whole lines only
+    assert read == lines[-len(read):] and TAIL_BYTES // 110 < len(read) < TAIL_BYTES // 100
 
 
 def test_down_lets_a_request_in_flight_finish(tmp_path):
@@ -597,7 +748,8 @@ def test_a_command_whose_packages_are_missing_says_how_to_install_them(tmp_path)
 
 
 @pytest.mark.parametrize("readyz,said", [
-    ({"ready": True, "routes": [], "config_error": "version v1 (echo): scorer cwd /x is not a folder"},
+    ({"ready": True, "routes": [], "config": "0123456789abcdef",  # the digest of the config it kept
+      "config_error": "version v1 (echo): scorer cwd /x is not a folder"},
      "the router did not apply the stack's config: version v1 (echo): scorer cwd /x is not a folder"),
     ({"ready": True, "routes": []}, "the running router is of an older release of this project"),
 ], ids=["config-refused", "older-router"])

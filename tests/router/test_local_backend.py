@@ -159,3 +159,27 @@ async def test_a_replica_scaled_away_has_its_scorers_stop_grace_to_finish(monkey
     assert reaped == [65.0]
     await b.scale("iris", 2)  # the freed index again: its log goes on in the same file
     assert [r.index for r in b._versions["iris"].replicas] == [0, 1]
+
+
+async def test_a_replica_that_dies_after_running_says_why_none_is_ready_until_its_replacement_is(monkeypatch) -> None:
+    """Killed after running a while (the kernel's out-of-memory killer), it was replaced with no word in /readyz:
+    `local status` showed 0/1 ready and no reason while the new one loaded its model."""
+    ready = False
+    monkeypatch.setattr(local, "_readiness", lambda address: asyncio.sleep(0, (ready, None)))
+    b = backend()
+    v = VersionConfig(name="v1", deployment="iris", num_replicas=2, scorer=ScorerLaunch(),
+                      autoscale=AutoscaleConfig(enabled=False))
+    await b.apply([v])
+    first, second = b._versions["iris"].replicas
+    for r in (first, second):
+        r.ready, r.started = True, r.started - 60
+    first.process.returncode = 1
+    await b._check()
+    assert b.problem("iris") is None  # the other one serves
+    second.process.returncode = -9
+    await b._check()
+    assert b.problem("iris") == "replica iris-1 was killed by SIGKILL (out of memory?) after 60 s; replacing it"
+    assert len(b._versions["iris"].replicas) == 2  # replaced at once, no pause
+    ready = True
+    await b._check()
+    assert b.problem("iris") is None
