@@ -47,7 +47,7 @@ import pulumi
 import pulumi_docker as docker
 import yaml
 
-from components.ignore import STATE_MARKER, ignore_rules, is_ignored
+from components.ignore import NEVER_IN_CONTEXT, STATE_MARKER, ignore_rules, is_ignored
 from components.pyproject import PYPROJECT, reduced
 from components.spec import EnvironmentSpec
 
@@ -234,8 +234,8 @@ INSTALL_SCORER = (
 def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]:
     """Relative POSIX paths of the context's files the image holds, sorted; ignored ones left out.
 
-    `.git` is never part of a context, nor a local stack's state folder (its keys). Symlinks count as
-    links (their target), not followed.
+    What NEVER_IN_CONTEXT names is never part of a context, nor a local stack's state folder (its keys).
+    Symlinks count as links (their target), not followed.
     With `include`, only those top-level files and folders count. As git, the walk never enters an
     excluded folder: nothing below it can be re-included.
     """
@@ -248,11 +248,12 @@ def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]
             continue
         rel_folder = Path(folder).relative_to(root).as_posix()
         prefix = "" if rel_folder == "." else rel_folder + "/"
-        wanted = [d for d in dirs if d != ".git" and (prefix or not include or d in include)]
+        wanted = [d for d in dirs if d not in NEVER_IN_CONTEXT and (prefix or not include or d in include)]
         # A link to a folder is one entry, as git keeps it: os.walk lists it with the folders, not below.
         links = [d for d in wanted if os.path.islink(os.path.join(folder, d))]
         dirs[:] = sorted(d for d in wanted if d not in links and not is_ignored(rules, prefix + d, is_dir=True))
-        found += [prefix + f for f in files if (prefix or not include or f in include)] + [prefix + d for d in links]
+        found += [prefix + f for f in files if f not in NEVER_IN_CONTEXT and (prefix or not include or f in include)]
+        found += [prefix + d for d in links]
     return sorted(f for f in found if not is_ignored(rules, f, is_dir=False))
 
 

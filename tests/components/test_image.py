@@ -177,6 +177,17 @@ def test_stages_go_only_to_a_private_folder_of_this_user(ctx, tmp_path, planted)
     assert not (tmp_path / "elsewhere").exists() or list((tmp_path / "elsewhere").iterdir()) == []
 
 
+def test_a_git_file_never_counts(ctx, tmp_path):
+    """In a git worktree or submodule `.git` is a file naming the repository by absolute path: it made the tag
+    differ with the checkout's location (and went into the image), so every clone rebuilt and rolled the pods."""
+    before = content_hash(args(ctx))
+    (ctx / ".git").write_text("gitdir: /home/me/repo/.git/worktrees/ctx\n")
+    (ctx / "pkg" / ".git").write_text("gitdir: ../.git/modules/pkg\n")
+    assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
+    assert content_hash(args(ctx)) == before
+    assert not (image_module.stage_context(args(ctx), before) / ".git").exists()
+
+
 def test_ignored_files_are_left_out_and_changing_one_keeps_the_tag(ctx):
     assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
     before = content_hash(args(ctx))
