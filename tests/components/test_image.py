@@ -188,6 +188,21 @@ def test_a_git_file_never_counts(ctx, tmp_path):
     assert not (image_module.stage_context(args(ctx), before) / ".git").exists()
 
 
+def test_bytecode_caches_never_count(ctx):
+    """Importing the entry script (the local stack, a test) writes __pycache__/*.pyc beside it, stamped with the
+    source's mtime: with no ignore file in the source folder (the repository's .gitignore is not read), a fresh
+    clone and a machine that ran the script got different tags for the same sources. No image reads them: staged
+    sources get new mtimes, so the stamps no longer match."""
+    before = content_hash(args(ctx))
+    for folder in (ctx / "__pycache__", ctx / "pkg" / "__pycache__"):
+        folder.mkdir()
+        (folder / "util.cpython-311.pyc").write_bytes(b"\xa7\r\r\n" + os.urandom(8))
+    (ctx / ".gitignore").write_text("*.log\ncache/\n!__pycache__/\n")  # not even re-included
+    assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
+    (ctx / ".gitignore").write_text("*.log\ncache/\n")
+    assert content_hash(args(ctx)) == before
+
+
 def test_ignored_files_are_left_out_and_changing_one_keeps_the_tag(ctx):
     assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
     before = content_hash(args(ctx))
