@@ -252,9 +252,17 @@ def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]
         # A link to a folder is one entry, as git keeps it: os.walk lists it with the folders, not below.
         links = [d for d in wanted if os.path.islink(os.path.join(folder, d))]
         dirs[:] = sorted(d for d in wanted if d not in links and not is_ignored(rules, prefix + d, is_dir=True))
-        found += [prefix + f for f in files if f not in NEVER_IN_CONTEXT and (prefix or not include or f in include)]
+        found += [prefix + f for f in files if f not in NEVER_IN_CONTEXT and (prefix or not include or f in include)
+                  and _file_or_link(os.path.join(folder, f))]
         found += [prefix + d for d in links]
     return sorted(f for f in found if not is_ignored(rules, f, is_dir=False))
+
+
+def _file_or_link(path: str) -> bool:
+    """Whether git would keep it: a named pipe, socket or device is no file of a repository, and hashing
+    one blocked (a pipe with no writer) or failed."""
+    mode = os.lstat(path).st_mode
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def _file_digest(path: Path) -> str:

@@ -203,6 +203,20 @@ def test_bytecode_caches_never_count(ctx):
     assert content_hash(args(ctx)) == before
 
 
+def test_a_named_pipe_or_socket_in_the_context_is_left_out_as_git_leaves_it(ctx, monkeypatch):
+    """Hashing opened it: a named pipe blocked `pulumi up` for ever, a socket failed it with a traceback."""
+    import socket
+
+    before = content_hash(args(ctx))
+    os.mkfifo(ctx / "pkg" / "pipe")
+    monkeypatch.chdir(ctx)  # a short path: a socket's may not pass 107 bytes
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("dev.sock")
+        assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
+        assert content_hash(args(ctx)) == before
+        assert image_module.stage_context(args(ctx), before).is_dir()
+
+
 def test_ignored_files_are_left_out_and_changing_one_keeps_the_tag(ctx):
     assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
     before = content_hash(args(ctx))
