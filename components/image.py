@@ -364,11 +364,13 @@ def stage_context(args: HashedImageArgs, tag: str) -> Path:
         if _digest(args, stage, files) != tag:
             raise RuntimeError(f"{context}: its files changed after the image {args.repository} was hashed as {tag} "
                                "(while `pulumi up` ran); run it again to build what they are now")
-        (stage / STAGED_DOCKERFILE).write_text(render_dockerfile(args))
-        # Docker still reads an ignored Dockerfile; `COPY .` just leaves it out of the image.
-        ignore = stage / ".dockerignore"
-        own = [STAGED_DOCKERFILE] + ([] if ignore.exists() else [".dockerignore"])
-        ignore.write_text((ignore.read_text() + "\n" if ignore.exists() else "") + "\n".join(own) + "\n")
+        # Docker applies the context's .dockerignore to `COPY .`: ours, in place of one the context holds (written
+        # for another build; Azure ML reads none), so that every hashed file reaches the image. It leaves out the
+        # Dockerfile, which docker still reads, and itself. Unlinked first: a staged link is not written through.
+        own = {STAGED_DOCKERFILE: render_dockerfile(args), ".dockerignore": f"{STAGED_DOCKERFILE}\n.dockerignore\n"}
+        for name, text in own.items():
+            (stage / name).unlink(missing_ok=True)
+            (stage / name).write_text(text)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

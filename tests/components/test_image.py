@@ -124,6 +124,25 @@ def test_a_file_saved_after_the_image_was_hashed_is_not_built_under_the_old_tag(
     assert image_module.stage_context(args(ctx), content_hash(args(ctx))).is_dir()
 
 
+def test_a_dockerignore_in_the_context_leaves_no_hashed_file_out_of_the_image(ctx, tmp_path):
+    """Azure ML reads .amlignore or .gitignore, never .dockerignore; here docker applied the source folder's own
+    (written for another build: `*.json`, or `*` then `!app/`) to `COPY .`, so a file the tag counted was
+    missing from the image and the replicas failed, reused under that tag until the sources changed."""
+    (ctx / "config.json").write_text("{}")
+    (ctx / ".dockerignore").write_text("*.json\npkg/\n")
+    stage = image_module.stage_context(args(ctx), content_hash(args(ctx)))
+    assert (stage / ".dockerignore").read_text().split() == [STAGED_DOCKERFILE, ".dockerignore"]
+    assert (stage / "config.json").is_file() and (stage / "pkg" / "util.py").is_file()
+    # Staged as a link to a file elsewhere, it was appended to through the link.
+    shared = tmp_path / "shared.dockerignore"
+    shared.write_text("*.json\n")
+    (ctx / ".dockerignore").unlink()
+    (ctx / ".dockerignore").symlink_to(shared)
+    stage = image_module.stage_context(args(ctx), content_hash(args(ctx)))
+    assert shared.read_text() == "*.json\n"
+    assert (stage / ".dockerignore").read_text().split() == [STAGED_DOCKERFILE, ".dockerignore"]
+
+
 def test_staged_files_are_readable_by_the_images_user_and_executable_as_hashed(ctx):
     """COPY keeps modes and the tag counts only the executable bit: a 0600 file (a checkout under umask 077)
     was unreadable by the scorer's user, and making it 0644 kept the tag, so the broken image stayed in use."""
