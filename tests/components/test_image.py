@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from components import image as image_module
+from components.deployable import DOCKERFILES
 from components.image import (
     INSTALL_SCORER,
     STAGED_DOCKERFILE,
@@ -466,6 +468,19 @@ def test_from_environment_builds_on_the_scorer_image_unless_a_base_or_conda_is_n
     secret = from_env(pip=["x"], environment_variables={"A": "1", "DB_PASSWORD": SecretStr("hunter2")})
     assert secret.environment_variables == {"A": "1"} and "hunter2" not in render_dockerfile(secret)
     assert content_hash(secret) == content_hash(from_env(pip=["x"], environment_variables={"A": "1"}))
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_an_images_locked_dependencies_install_before_its_sources_are_copied(image):
+    """Docker reuses a layer only while every step above it is unchanged: with the sources copied first, each
+    change to the code reinstalled every locked dependency (the scorer's apt-get too), minutes per build."""
+    dockerfile = Path(__file__).resolve().parents[2] / DOCKERFILES[image]
+    lock = f"{Path(DOCKERFILES[image]).parent.as_posix()}/requirements.txt"
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    for stage in re.split(r"^FROM ", text, flags=re.M)[1:]:
+        steps = [line for line in stage.splitlines() if line.startswith(("COPY ", "RUN "))]
+        install = next(i for i, step in enumerate(steps) if step.startswith("RUN ") and f"-r {lock}" in step)
+        assert [step for step in steps[:install] if step.startswith("COPY ")] == [f"COPY {lock} {lock}"], steps
 
 
 # ------------------------------------------------------------------ reuse or build, under mocks
