@@ -53,7 +53,9 @@ from components.spec import EnvironmentSpec
 
 # Bump when the recipe below changes, so that no tag of the old recipe names an image of the new one.
 # v4: pyproject.toml counts reduced to `pyproject` (every image's tag changed once, on the first `up` after it).
-HASH_VERSION = "aks-model-serving/hashed-image/v4"
+# v5: a context's .dockerignore no longer applies to the build: a v4 tag of a context holding one may name an
+# image that lacks files it counted, which the registry would otherwise serve again.
+HASH_VERSION = "aks-model-serving/hashed-image/v5"
 APP_ROOT = "/var/azureml-app"  # where a generated Dockerfile puts the context (Azure ML's app root)
 # Where the scorer image keeps the package it installed (scoring_image/Dockerfile): a generated image
 # on another base installs the scorer from there, with that base's own Python.
