@@ -43,7 +43,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pulumi
 import pulumi_docker as docker
@@ -246,7 +246,7 @@ def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]
     root = Path(context)
     rules = ignore_rules(root)
     found: list[str] = []
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, onerror=_unlisted):
         if STATE_MARKER in files:
             dirs[:] = []
             continue
@@ -260,6 +260,12 @@ def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]
                   and _file_or_link(os.path.join(folder, f))]
         found += [prefix + d for d in links]
     return sorted(f for f in found if not is_ignored(rules, f, is_dir=False))
+
+
+def _unlisted(exc: OSError) -> NoReturn:
+    """os.walk skips a folder it cannot list: its files were then in neither the tag nor the image, unsaid."""
+    raise ValueError(f"{exc.filename}: cannot be listed ({exc.strerror}); make it readable, or exclude it in "
+                     f".amlignore or .gitignore: an image is built from its folder") from exc
 
 
 def _file_or_link(path: str) -> bool:

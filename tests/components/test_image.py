@@ -238,6 +238,24 @@ def test_a_named_pipe_or_socket_in_the_context_is_left_out_as_git_leaves_it(ctx,
         assert image_module.stage_context(args(ctx), before).is_dir()
 
 
+def test_a_folder_that_cannot_be_listed_is_named_not_left_out(ctx, monkeypatch):
+    """os.walk skips a folder it cannot list (one a container made as root, 0700): its files were in neither
+    the tag nor the image, without a word, and a machine that could read it got another tag."""
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == ctx / "pkg":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(ValueError, match=rf"{ctx / 'pkg'}: cannot be listed \(Permission denied\); make it readable, "
+                                         r"or exclude it in \.amlignore or \.gitignore"):
+        content_hash(args(ctx))
+    (ctx / ".gitignore").write_text("*.log\ncache/\npkg/\n")  # an excluded one is never listed
+    assert context_files(ctx) == [".gitignore", "score.py"]
+
+
 def test_ignored_files_are_left_out_and_changing_one_keeps_the_tag(ctx):
     assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
     before = content_hash(args(ctx))
@@ -283,8 +301,8 @@ def test_the_tag_does_not_depend_on_where_the_context_is_or_file_listing_order(c
 
     real_walk = os.walk
 
-    def reversed_walk(top):
-        for folder, dirs, files in real_walk(top):
+    def reversed_walk(top, **kwargs):
+        for folder, dirs, files in real_walk(top, **kwargs):
             dirs.reverse()
             yield folder, dirs, list(reversed(files))
 
