@@ -17,6 +17,11 @@ IGNORE_FILES = (".amlignore", ".gitignore")
 # stack's keys and token signing key, so it is never part of an image's context, whatever the ignore
 # files say (an .amlignore replaces .gitignore, which ignores .local/) and wherever state_dir points.
 STATE_MARKER = ".aks-model-serving-state"
+# Names never part of a context, folder or file, whatever the ignore files say: git's own, which in a worktree
+# or a submodule is a file naming the repository by absolute path (so it made the tag differ by checkout), and
+# Python's bytecode caches, stamped with their sources' mtimes (so a clone and a machine that imported the entry
+# script differed) and read by no image: staged sources get new mtimes, which the stamps no longer match.
+NEVER_IN_CONTEXT = frozenset({".git", "__pycache__"})
 
 
 # wildmatch's [:name:] classes, ASCII only as in git.

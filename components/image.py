@@ -6,6 +6,8 @@ and pip packages, with canonical YAML so key order does not matter) and of every
 build context that `.amlignore` (or, without one, `.gitignore`) does not exclude, read as git
 reads it: relative POSIX paths, contents and the executable bit, in sorted order, so the tag is
 the same on any machine, in any checkout directory, whatever order the file system lists files in.
+Never counted: `.git` (a file naming the repository's path in a worktree), `__pycache__` (stamped with
+mtimes), pipes and sockets; a `.dockerignore` counts as a file and is not applied to the build.
 With `pyproject`, the context's pyproject.toml counts (and is built from) reduced to the keys named
 (components.pyproject): a dev dependency or a pytest option in it changes no image's tag.
 
@@ -41,19 +43,21 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pulumi
 import pulumi_docker as docker
 import yaml
 
-from components.ignore import STATE_MARKER, ignore_rules, is_ignored
+from components.ignore import NEVER_IN_CONTEXT, STATE_MARKER, ignore_rules, is_ignored
 from components.pyproject import PYPROJECT, reduced
 from components.spec import EnvironmentSpec
 
 # Bump when the recipe below changes, so that no tag of the old recipe names an image of the new one.
 # v4: pyproject.toml counts reduced to `pyproject` (every image's tag changed once, on the first `up` after it).
-HASH_VERSION = "aks-model-serving/hashed-image/v4"
+# v5: a context's .dockerignore no longer applies to the build: a v4 tag of a context holding one may name an
+# image that lacks files it counted, which the registry would otherwise serve again.
+HASH_VERSION = "aks-model-serving/hashed-image/v5"
 APP_ROOT = "/var/azureml-app"  # where a generated Dockerfile puts the context (Azure ML's app root)
 # Where the scorer image keeps the package it installed (scoring_image/Dockerfile): a generated image
 # on another base installs the scorer from there, with that base's own Python.
@@ -234,26 +238,41 @@ INSTALL_SCORER = (
 def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]:
     """Relative POSIX paths of the context's files the image holds, sorted; ignored ones left out.
 
-    `.git` is never part of a context, nor a local stack's state folder (its keys). Symlinks count as
-    links (their target), not followed.
+    What NEVER_IN_CONTEXT names is never part of a context, nor a local stack's state folder (its keys).
+    Symlinks count as links (their target), not followed.
     With `include`, only those top-level files and folders count. As git, the walk never enters an
     excluded folder: nothing below it can be re-included.
     """
     root = Path(context)
     rules = ignore_rules(root)
     found: list[str] = []
-    for folder, dirs, files in os.walk(root):
+    for folder, dirs, files in os.walk(root, onerror=_unlisted):
         if STATE_MARKER in files:
             dirs[:] = []
             continue
         rel_folder = Path(folder).relative_to(root).as_posix()
         prefix = "" if rel_folder == "." else rel_folder + "/"
-        wanted = [d for d in dirs if d != ".git" and (prefix or not include or d in include)]
+        wanted = [d for d in dirs if d not in NEVER_IN_CONTEXT and (prefix or not include or d in include)]
         # A link to a folder is one entry, as git keeps it: os.walk lists it with the folders, not below.
         links = [d for d in wanted if os.path.islink(os.path.join(folder, d))]
         dirs[:] = sorted(d for d in wanted if d not in links and not is_ignored(rules, prefix + d, is_dir=True))
-        found += [prefix + f for f in files if (prefix or not include or f in include)] + [prefix + d for d in links]
+        found += [prefix + f for f in files if f not in NEVER_IN_CONTEXT and (prefix or not include or f in include)
+                  and _file_or_link(os.path.join(folder, f))]
+        found += [prefix + d for d in links]
     return sorted(f for f in found if not is_ignored(rules, f, is_dir=False))
+
+
+def _unlisted(exc: OSError) -> NoReturn:
+    """os.walk skips a folder it cannot list: its files were then in neither the tag nor the image, unsaid."""
+    raise ValueError(f"{exc.filename}: cannot be listed ({exc.strerror}); make it readable, or exclude it in "
+                     f".amlignore or .gitignore: an image is built from its folder") from exc
+
+
+def _file_or_link(path: str) -> bool:
+    """Whether git would keep it: a named pipe, socket or device is no file of a repository, and hashing
+    one blocked (a pipe with no writer) or failed."""
+    mode = os.lstat(path).st_mode
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def _file_digest(path: Path) -> str:
@@ -355,11 +374,13 @@ def stage_context(args: HashedImageArgs, tag: str) -> Path:
         if _digest(args, stage, files) != tag:
             raise RuntimeError(f"{context}: its files changed after the image {args.repository} was hashed as {tag} "
                                "(while `pulumi up` ran); run it again to build what they are now")
-        (stage / STAGED_DOCKERFILE).write_text(render_dockerfile(args))
-        # Docker still reads an ignored Dockerfile; `COPY .` just leaves it out of the image.
-        ignore = stage / ".dockerignore"
-        own = [STAGED_DOCKERFILE] + ([] if ignore.exists() else [".dockerignore"])
-        ignore.write_text((ignore.read_text() + "\n" if ignore.exists() else "") + "\n".join(own) + "\n")
+        # Docker applies the context's .dockerignore to `COPY .`: ours, in place of one the context holds (written
+        # for another build; Azure ML reads none), so that every hashed file reaches the image. It leaves out the
+        # Dockerfile, which docker still reads, and itself. Unlinked first: a staged link is not written through.
+        own = {STAGED_DOCKERFILE: render_dockerfile(args), ".dockerignore": f"{STAGED_DOCKERFILE}\n.dockerignore\n"}
+        for name, text in own.items():
+            (stage / name).unlink(missing_ok=True)
+            (stage / name).write_text(text)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from pydantic import SecretStr
 
 from components import image as image_module
+from components.deployable import DOCKERFILES
 from components.image import (
     INSTALL_SCORER,
     STAGED_DOCKERFILE,
@@ -124,6 +126,25 @@ def test_a_file_saved_after_the_image_was_hashed_is_not_built_under_the_old_tag(
     assert image_module.stage_context(args(ctx), content_hash(args(ctx))).is_dir()
 
 
+def test_a_dockerignore_in_the_context_leaves_no_hashed_file_out_of_the_image(ctx, tmp_path):
+    """Azure ML reads .amlignore or .gitignore, never .dockerignore; here docker applied the source folder's own
+    (written for another build: `*.json`, or `*` then `!app/`) to `COPY .`, so a file the tag counted was
+    missing from the image and the replicas failed, reused under that tag until the sources changed."""
+    (ctx / "config.json").write_text("{}")
+    (ctx / ".dockerignore").write_text("*.json\npkg/\n")
+    stage = image_module.stage_context(args(ctx), content_hash(args(ctx)))
+    assert (stage / ".dockerignore").read_text().split() == [STAGED_DOCKERFILE, ".dockerignore"]
+    assert (stage / "config.json").is_file() and (stage / "pkg" / "util.py").is_file()
+    # Staged as a link to a file elsewhere, it was appended to through the link.
+    shared = tmp_path / "shared.dockerignore"
+    shared.write_text("*.json\n")
+    (ctx / ".dockerignore").unlink()
+    (ctx / ".dockerignore").symlink_to(shared)
+    stage = image_module.stage_context(args(ctx), content_hash(args(ctx)))
+    assert shared.read_text() == "*.json\n"
+    assert (stage / ".dockerignore").read_text().split() == [STAGED_DOCKERFILE, ".dockerignore"]
+
+
 def test_staged_files_are_readable_by_the_images_user_and_executable_as_hashed(ctx):
     """COPY keeps modes and the tag counts only the executable bit: a 0600 file (a checkout under umask 077)
     was unreadable by the scorer's user, and making it 0644 kept the tag, so the broken image stayed in use."""
@@ -177,6 +198,64 @@ def test_stages_go_only_to_a_private_folder_of_this_user(ctx, tmp_path, planted)
     assert not (tmp_path / "elsewhere").exists() or list((tmp_path / "elsewhere").iterdir()) == []
 
 
+def test_a_git_file_never_counts(ctx, tmp_path):
+    """In a git worktree or submodule `.git` is a file naming the repository by absolute path: it made the tag
+    differ with the checkout's location (and went into the image), so every clone rebuilt and rolled the pods."""
+    before = content_hash(args(ctx))
+    (ctx / ".git").write_text("gitdir: /home/me/repo/.git/worktrees/ctx\n")
+    (ctx / "pkg" / ".git").write_text("gitdir: ../.git/modules/pkg\n")
+    assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
+    assert content_hash(args(ctx)) == before
+    assert not (image_module.stage_context(args(ctx), before) / ".git").exists()
+
+
+def test_bytecode_caches_never_count(ctx):
+    """Importing the entry script (the local stack, a test) writes __pycache__/*.pyc beside it, stamped with the
+    source's mtime: with no ignore file in the source folder (the repository's .gitignore is not read), a fresh
+    clone and a machine that ran the script got different tags for the same sources. No image reads them: staged
+    sources get new mtimes, so the stamps no longer match."""
+    before = content_hash(args(ctx))
+    for folder in (ctx / "__pycache__", ctx / "pkg" / "__pycache__"):
+        folder.mkdir()
+        (folder / "util.cpython-311.pyc").write_bytes(b"\xa7\r\r\n" + os.urandom(8))
+    (ctx / ".gitignore").write_text("*.log\ncache/\n!__pycache__/\n")  # not even re-included
+    assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
+    (ctx / ".gitignore").write_text("*.log\ncache/\n")
+    assert content_hash(args(ctx)) == before
+
+
+def test_a_named_pipe_or_socket_in_the_context_is_left_out_as_git_leaves_it(ctx, monkeypatch):
+    """Hashing opened it: a named pipe blocked `pulumi up` for ever, a socket failed it with a traceback."""
+    import socket
+
+    before = content_hash(args(ctx))
+    os.mkfifo(ctx / "pkg" / "pipe")
+    monkeypatch.chdir(ctx)  # a short path: a socket's may not pass 107 bytes
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind("dev.sock")
+        assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
+        assert content_hash(args(ctx)) == before
+        assert image_module.stage_context(args(ctx), before).is_dir()
+
+
+def test_a_folder_that_cannot_be_listed_is_named_not_left_out(ctx, monkeypatch):
+    """os.walk skips a folder it cannot list (one a container made as root, 0700): its files were in neither
+    the tag nor the image, without a word, and a machine that could read it got another tag."""
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == ctx / "pkg":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(ValueError, match=rf"{ctx / 'pkg'}: cannot be listed \(Permission denied\); make it readable, "
+                                         r"or exclude it in \.amlignore or \.gitignore"):
+        content_hash(args(ctx))
+    (ctx / ".gitignore").write_text("*.log\ncache/\npkg/\n")  # an excluded one is never listed
+    assert context_files(ctx) == [".gitignore", "score.py"]
+
+
 def test_ignored_files_are_left_out_and_changing_one_keeps_the_tag(ctx):
     assert context_files(ctx) == [".gitignore", "pkg/util.py", "score.py"]
     before = content_hash(args(ctx))
@@ -222,8 +301,8 @@ def test_the_tag_does_not_depend_on_where_the_context_is_or_file_listing_order(c
 
     real_walk = os.walk
 
-    def reversed_walk(top):
-        for folder, dirs, files in real_walk(top):
+    def reversed_walk(top, **kwargs):
+        for folder, dirs, files in real_walk(top, **kwargs):
             dirs.reverse()
             yield folder, dirs, list(reversed(files))
 
@@ -407,6 +486,19 @@ def test_from_environment_builds_on_the_scorer_image_unless_a_base_or_conda_is_n
     secret = from_env(pip=["x"], environment_variables={"A": "1", "DB_PASSWORD": SecretStr("hunter2")})
     assert secret.environment_variables == {"A": "1"} and "hunter2" not in render_dockerfile(secret)
     assert content_hash(secret) == content_hash(from_env(pip=["x"], environment_variables={"A": "1"}))
+
+
+@pytest.mark.parametrize("image", sorted(DOCKERFILES))
+def test_an_images_locked_dependencies_install_before_its_sources_are_copied(image):
+    """Docker reuses a layer only while every step above it is unchanged: with the sources copied first, each
+    change to the code reinstalled every locked dependency (the scorer's apt-get too), minutes per build."""
+    dockerfile = Path(__file__).resolve().parents[2] / DOCKERFILES[image]
+    lock = f"{Path(DOCKERFILES[image]).parent.as_posix()}/requirements.txt"
+    text = re.sub(r"\\\n\s*", " ", dockerfile.read_text())
+    for stage in re.split(r"^FROM ", text, flags=re.M)[1:]:
+        steps = [line for line in stage.splitlines() if line.startswith(("COPY ", "RUN "))]
+        install = next(i for i, step in enumerate(steps) if step.startswith("RUN ") and f"-r {lock}" in step)
+        assert [step for step in steps[:install] if step.startswith("COPY ")] == [f"COPY {lock} {lock}"], steps
 
 
 # ------------------------------------------------------------------ reuse or build, under mocks
