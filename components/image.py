@@ -208,7 +208,8 @@ def render_dockerfile(args: HashedImageArgs) -> str:
                   f"RUN conda env create -p {CONDA_ENV} -f /tmp/conda_env.yml && conda clean -afy && rm /tmp/conda_env.yml",
                   f"ENV PATH={CONDA_ENV}/bin:$PATH"]
     if args.pip:
-        lines.append("RUN python -m pip install --no-cache-dir " + " ".join(json.dumps(p) for p in args.pip))
+        # The exec form: each entry reaches pip as written, where a shell would expand a $ or ` in it.
+        lines.append("RUN " + json.dumps(["python", "-m", "pip", "install", "--no-cache-dir", *args.pip]))
     if args.docker_steps:
         lines.append(args.docker_steps.rstrip())
     if args.scorer_image:

@@ -406,7 +406,7 @@ def test_generated_dockerfile_holds_the_recipe(ctx):
     text = render_dockerfile(args(ctx, pip=["scikit-learn==1.4.2"], docker_steps="RUN echo hi", environment_variables={"A": "1"}))
     lines = text.splitlines()
     assert lines[1] == "FROM python:3.11-slim"
-    assert 'ENV A="1"' in lines and 'RUN python -m pip install --no-cache-dir "scikit-learn==1.4.2"' in lines
+    assert 'ENV A="1"' in lines and 'RUN ["python", "-m", "pip", "install", "--no-cache-dir", "scikit-learn==1.4.2"]' in lines
     assert lines.index("RUN echo hi") < lines.index("COPY . /var/azureml-app")
     # On the scorer image itself: its entrypoint and command stay the image's; its non-root user could not
     # install (apt-get in extra steps, pip), so they run as root and the image ends as that user again.
@@ -416,6 +416,14 @@ def test_generated_dockerfile_holds_the_recipe(ctx):
     assert not [line for line in plain if line.startswith("USER")]  # nothing to install: the image's user throughout
 
 
+def test_pip_entries_reach_pip_as_written_not_through_a_shell(ctx):
+    """They were quoted for JSON inside a shell's command line, where $ and ` still expand."""
+    entries = ["pkg-$HOME==1.0", "tool`id`", 'x; python_version < "3.12"']
+    run = [line for line in render_dockerfile(args(ctx, pip=entries)).splitlines() if "pip" in line]
+    assert len(run) == 1 and run[0].startswith("RUN [")
+    assert json.loads(run[0][len("RUN "):]) == ["python", "-m", "pip", "install", "--no-cache-dir", *entries]
+
+
 def test_a_conda_environment_gets_a_prefix_of_its_own_first_on_path(ctx):
     text = render_dockerfile(args(ctx, conda={"dependencies": ["python=3.11", "numpy"]}, pip=["x"], scorer_image=SCORER))
     lines = text.splitlines()
@@ -423,7 +431,7 @@ def test_a_conda_environment_gets_a_prefix_of_its_own_first_on_path(ctx):
     create = lines.index("RUN conda env create -p /azureml-envs/app -f /tmp/conda_env.yml && conda clean -afy && rm /tmp/conda_env.yml")
     # pip and the scorer install then reach that environment's Python.
     assert lines[create + 1] == "ENV PATH=/azureml-envs/app/bin:$PATH"
-    assert create < lines.index('RUN python -m pip install --no-cache-dir "x"') < lines.index(INSTALL_SCORER)
+    assert create < lines.index('RUN ["python", "-m", "pip", "install", "--no-cache-dir", "x"]') < lines.index(INSTALL_SCORER)
 
 
 def test_a_custom_base_gets_the_scorer_installed_and_runs_it(ctx):
