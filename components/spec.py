@@ -804,10 +804,10 @@ def _not_a_quantity(value: Any, info: ValidationInfo) -> Any:
 class DeploymentSettings(Spec):
     """Azure ML's AksWebservice.deploy_configuration, same names, same defaults."""
 
-    cpu_cores: float = Field(0.1, gt=0)
-    memory_gb: float = Field(0.5, gt=0)
-    cpu_cores_limit: float | None = Field(None, gt=0)  # None: equal to the request
-    memory_gb_limit: float | None = Field(None, gt=0)
+    cpu_cores: float = Field(0.1, ge=0.001)  # rendered in millicores: less would request 0
+    memory_gb: float = Field(0.5, ge=0.001)  # rendered in MiB: less would request 0
+    cpu_cores_limit: float | None = Field(None, ge=0.001)  # None: equal to the request
+    memory_gb_limit: float | None = Field(None, ge=0.001)
     gpu_cores: int = Field(0, ge=0)
     fpga_cores: int = Field(0, ge=0)
     autoscale_enabled: bool | None = None  # None: on unless num_replicas is set
@@ -1045,8 +1045,8 @@ class RouterSpec(Spec):
 
     min_replicas: int = Field(2, ge=1)
     max_replicas: int = Field(4, ge=1)
-    cpu_cores: float = Field(0.5, gt=0)
-    memory_gb: float = Field(0.5, gt=0)
+    cpu_cores: float = Field(0.5, ge=0.001)
+    memory_gb: float = Field(0.5, ge=0.001)  # rendered in MiB: less would request 0
     # Public LoadBalancer with an Azure DNS label (<label>.<region>.cloudapp.azure.com).
     dns_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")] | None = None
     namespace: K8sName = "azureml"  # created and deleted with the stack: never one Kubernetes keeps for itself

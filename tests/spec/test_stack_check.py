@@ -124,6 +124,9 @@ BROKEN = [
     ("target-over-100", [(SVC0 + ["autoscale_target_utilization"], 120)], "services[0].autoscale_target_utilization:"),
     ("cpu-limit-below-request", [(SVC0 + ["cpu_cores"], 2), (SVC0 + ["cpu_cores_limit"], 1)], "services[0].cpu_cores_limit:"),
     ("memory-limit-below-request", [(SVC0 + ["memory_gb"], 4), (SVC0 + ["memory_gb_limit"], 1)], "services[0].memory_gb_limit:"),
+    # Rendered in millicores and MiB: less than one would be a request of 0.
+    ("cpu-below-a-millicore", [(SVC0 + ["cpu_cores"], 0.0004)], "services[0].cpu_cores: Input should be greater than or equal to 0.001"),
+    ("memory-below-a-mebibyte", [(SVC0 + ["memory_gb_limit"], 0.0001)], "services[0].memory_gb_limit: Input should be greater than or equal to 0.001"),
     ("negative-cpu", [(SVC0 + ["cpu_cores"], -1)], "services[0].cpu_cores:"),
     # Kubernetes' quantities, as a platform engineer writes them: told the number Azure ML's settings mean.
     ("memory-as-a-quantity", [(SVC0 + ["memory_gb"], "1536Mi")],
