@@ -30,9 +30,12 @@ from router_image.upstream import is_ready, readiness
 log = logging.getLogger("router.local")
 PR_SET_PDEATHSIG = 1
 HEALTH_EVERY_S = 0.2
-# A replica that exits this soon after its start (bad settings, a broken environment) is
-# restarted after a pause doubling from 1 s up to 30 s, not every HEALTH_EVERY_S.
+# A replica that exits before it ran HEALTHY_S (bad settings, a broken environment, a model that loads
+# and then crashes) is restarted after a pause doubling from 1 s up to 30 s, not every HEALTH_EVERY_S;
+# one that exits after it ran that long is replaced at once, and the pauses start over. Before
+# EARLY_EXIT_S it is said to have failed at its start.
 EARLY_EXIT_S = 10.0
+HEALTHY_S = 60.0
 MAX_BACKOFF_S = 30.0
 
 
@@ -79,7 +82,7 @@ class _Version:
     replicas: list[LocalReplica] = field(default_factory=list)
     # Started with launch settings a reload replaced: they serve until as many new ones are ready.
     outdated: list[LocalReplica] = field(default_factory=list)
-    early_exits: int = 0  # in a row
+    early_exits: int = 0  # in a row, each before it ran HEALTHY_S
     spawn_after: float = 0.0
     problem: str | None = None  # why none is ready, as the last failed start showed it
 
@@ -252,11 +255,14 @@ class LocalBackend:
             v.problem = f"replica {r.named(v.config.deployment)} {_ended(r.process.returncode)} {lived:.1f} s after its start"
             self._backoff(v, v.problem)
             return
-        v.early_exits = 0
         what = f"replica {r.named(v.config.deployment)} {_ended(r.process.returncode)} after {lived:.0f} s; replacing it"
-        log.warning("%s", what)
         if not any(other.ready for other in v.replicas):  # why none is ready until its replacement is (a new model's load)
             v.problem = what
+        if lived < HEALTHY_S:
+            self._backoff(v, what)
+            return
+        v.early_exits = 0
+        log.warning("%s", what)
 
     async def stop(self) -> None:
         if self._task:

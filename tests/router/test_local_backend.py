@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -159,6 +160,30 @@ async def test_a_replica_scaled_away_has_its_scorers_stop_grace_to_finish(monkey
     assert reaped == [65.0]
     await b.scale("iris", 2)  # the freed index again: its log goes on in the same file
     assert [r.index for r in b._versions["iris"].replicas] == [0, 1]
+
+
+async def test_a_replica_that_keeps_dying_within_a_minute_is_replaced_after_growing_pauses(monkeypatch) -> None:
+    """Past its first 10 s it was replaced at once, every time: a model that loads and then crashes (a lazy
+    import, a first request it cannot take) restarted in a loop as fast as it loaded, as no pod would."""
+    monkeypatch.setattr(local, "_readiness", lambda address: asyncio.sleep(0, (True, None)))
+    b = backend()
+    await b.apply([VersionConfig(name="v1", deployment="iris", scorer=ScorerLaunch(), autoscale=AutoscaleConfig(enabled=False))])
+    pauses = []
+    for _ in range(3):
+        (r,) = b._versions["iris"].replicas
+        r.started -= 30
+        r.process.returncode = 1
+        b._versions["iris"].spawn_after = 0.0
+        await b._check()  # replaced, or paused
+        pauses.append(round(b._versions["iris"].spawn_after - time.monotonic()))
+        b._versions["iris"].spawn_after = 0.0  # the pause over
+        await b._check()
+    assert pauses == [1, 2, 4]
+    (r,) = b._versions["iris"].replicas
+    r.started -= local.HEALTHY_S  # ran a while: replaced at once, the pauses start over
+    r.process.returncode = 1
+    await b._check()
+    assert len(b._versions["iris"].replicas) == 1 and b._versions["iris"].early_exits == 0
 
 
 async def test_a_replica_that_dies_after_running_says_why_none_is_ready_until_its_replacement_is(monkeypatch) -> None:
