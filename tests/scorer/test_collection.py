@@ -395,6 +395,22 @@ def test_json_only_pythons_json_reads_is_answered_and_collected(start_scorer: St
     assert "skipping unreadable record" not in server.log_path.read_text()
 
 
+def test_a_json_answer_that_is_not_utf8_is_collected_as_text_and_the_blob_stays_utf8(start_scorer: StartScorer,
+                                                                                     tmp_path: Path) -> None:
+    """An AMLResponse's JSON answer is spooled as it is once the shipper's decoder reads it, which never looks
+    at a string's bytes: Latin-1 bytes in it made the shipped blob, every other record's line with it, not
+    UTF-8 (JSON Lines readers refuse the whole blob)."""
+    out = tmp_path / "collected"
+    server = start_scorer("raw_edges.py", env=collection_env(tmp_path / "spool", AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out)))
+    response = server.post("/score?latin1=1", content=b"{}", headers={"x-request-id": "latin1"})
+    assert response.status_code == 200 and response.content == b'{"name": "Jos\xe9"}'
+    wait_until(lambda: folder_blobs(out), 15, "the record shipped")
+    for data in folder_blobs(out).values():
+        data.decode()  # raises where the blob is not UTF-8
+    (prediction,) = records(folder_blobs(out), "predictions")
+    assert prediction["data"] == '{"name": "Jos\ufffd"}'
+
+
 def test_json_nested_deeper_than_the_shippers_decoder_goes_is_answered_and_collected(start_scorer: StartScorer,
                                                                                    tmp_path: Path) -> None:
     """A schema run()'s body is read by orjson (1024 levels), an AMLResponse's JSON answer was read back into
