@@ -196,7 +196,7 @@ def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
     the secret variables (`secret_names`) are references into `variables_secret`.
     """
     collect = spec.collect_model_data
-    stand_in = SecretStr("from-secret")
+    stand_in = SecretStr("AccountName=from-secret;AccountKey=from-secret")  # shaped as the settings check it
     settings = ScorerSettings(
         entry_script=spec.inference_config.app_entry_script if spec.inference_config else "score.py",
         model_dir=model_dir(models),
