@@ -111,10 +111,14 @@ class ScorerSettings(BaseModel):
     @field_validator("data_collection_models")
     @classmethod
     def _name_version(cls, value: list[str]) -> list[str]:
+        """Each names a folder of its blobs (<service>/<name>/<version>/...), written by one thread."""
         for item in value:
             name, _, version = item.partition(":")
-            if not name or not version:
-                raise ValueError(f"model {item!r} is not <name>:<version>")
+            if not name or not version or {name, version} & {".", ".."} or any(c in item for c in "/\\"):
+                raise ValueError(f"model {item!r} is not <name>:<version> (each a folder name)")
+        twice = sorted({item for item in value if value.count(item) > 1})
+        if twice:
+            raise ValueError(f"model {twice[0]!r} is listed twice")
         return value
 
     @model_validator(mode="after")

@@ -112,6 +112,19 @@ def test_models_are_name_and_version() -> None:
         ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_MODELS": "iris"})
 
 
+@pytest.mark.parametrize(("models", "problem"), [
+    ("iris:1,iris-b:2,iris:1", "'iris:1' is listed twice"),
+    ("../../etc:1", "'../../etc:1' is not <name>:<version>"),
+    ("iris:1/x", "'iris:1/x' is not <name>:<version>"),
+])
+def test_models_are_each_listed_once_and_name_one_folder(models: str, problem: str) -> None:
+    """Each model's records go to a blob named <service>/<name>/<version>/...: a model listed twice had two
+    threads write one blob (into a local folder, their parts interleaved, records twice, or the second's rename
+    failed the pass, one in ten), and a slash made the name other folders (outside the local folder's too)."""
+    with pytest.raises(ValidationError, match=problem):
+        ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_MODELS": models})
+
+
 def test_unknown_fields_are_rejected() -> None:
     with pytest.raises(ValidationError):
         ScorerSettings(entry_scrip="typo.py")  # type: ignore[call-arg]
