@@ -23,7 +23,7 @@ from azure.storage.blob import ContainerClient
 from scoring_image.collection.batches import PART_BYTES, UPLOADS_AT_ONCE
 from scoring_image.collection.destinations import BlobContainer, LocalFolder
 from scoring_image.collection.shipper import Shipper
-from scoring_image.collection.spool import SEALED, Spool
+from scoring_image.collection.spool import FULL, SEALED, Spool, held_bytes
 from scoring_image.config import ScorerSettings
 from scoring_image.pids import writer_id
 from scorer_helpers import StartScorer, free_port, wait_until
@@ -580,6 +580,33 @@ def test_the_spool_stops_at_its_budget_while_shipping_fails_and_collects_again_a
     later = send(3)
     wait_until(lambda: set(later) <= {r["request_id"] for r in records(folder_blobs(out), "predictions")}, 15,
                "the records sent after recovery collected")
+
+
+def test_the_budget_counts_what_segments_take_on_the_disk_not_their_length(tmp_path: Path) -> None:
+    """A quiet service seals a segment of a record or two every few seconds, each taking a whole block (4 KiB on
+    ext4, the node's disk an emptyDir is on, as the kubelet counts it) for a few hundred bytes: counted by length,
+    a store down for days let the spool take several times its budget of the node's disk."""
+    class Down:
+        def put(self, name: str, data: bytes) -> None:
+            raise ConnectionError("storage unreachable")
+
+    spool_dir = tmp_path / "spool"
+    spool = Spool(spool_dir)
+    for i in range(100):
+        spool.append(f"req-{i}", {"a": i}, {"ok": i})
+        spool.seal()
+    segments = [p.stat() for p in spool_dir.iterdir()]
+    length, taken = sum(s.st_size for s in segments), sum(s.st_blocks * 512 for s in segments)
+    if taken < 4 * length:
+        pytest.skip("this filesystem keeps small files in less than a block each")
+    assert held_bytes(spool_dir) == taken
+    budget_mb = (length + taken) / 2 / 2**20
+    shipper = Shipper(local_settings(tmp_path).model_copy(update={"data_collection_spool_max_mb": budget_mb}), Down())
+    shipper.start()
+    try:
+        assert (spool_dir / FULL).exists()
+    finally:
+        shipper.stop()
 
 
 def write_segment(spool: Path, size: int, record_bytes: int) -> list[str]:
