@@ -34,6 +34,7 @@ APP_ROOT = "/var/azureml-app"  # where a service image holds the entry script's 
 MODEL_ROOT = "/var/azureml-app/azureml-models"
 MANIFEST_DIR = "/etc/azureml-models"
 SPOOL_DIR = "/var/azureml-spool"
+SPOOL_BUDGET_MB = ScorerSettings.model_fields["data_collection_spool_max_mb"].default  # the scorer's own default
 # Keys of the namespace's workspace connection Secret (created by the program).
 STORAGE_KEY = "storage-connection-string"
 APP_INSIGHTS_KEY = "appinsights-connection-string"
@@ -196,7 +197,7 @@ def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
     the secret variables (`secret_names`) are references into `variables_secret`.
     """
     collect = spec.collect_model_data
-    stand_in = SecretStr("from-secret")
+    stand_in = SecretStr("AccountName=from-secret;AccountKey=from-secret")  # shaped as the settings check it
     settings = ScorerSettings(
         entry_script=spec.inference_config.app_entry_script if spec.inference_config else "score.py",
         model_dir=model_dir(models),
@@ -252,6 +253,11 @@ def _rollout(spec: Deployable) -> dict:
 def _resources(spec: Deployable) -> dict:
     requests = {"cpu": cpu_quantity(spec.cpu_cores), "memory": memory_quantity(spec.memory_gb)}
     limits = {"cpu": cpu_quantity(spec.cpu_limit), "memory": memory_quantity(spec.memory_limit_gb)}
+    if spec.collect_model_data:
+        # The spool (an emptyDir) fills to its budget while the store is down: the scheduler keeps that much of
+        # the node's disk for it, and under disk pressure the kubelet evicts pods over their request first.
+        # Requested, not limited: past a limit the kubelet evicts the pod, its spool with it.
+        requests["ephemeral-storage"] = f"{math.ceil(SPOOL_BUDGET_MB)}Mi"
     for kind, cores in (("gpu", spec.gpu_cores), ("fpga", spec.fpga_cores)):
         if cores:
             # Extended resources are whole devices, requested and limited alike.

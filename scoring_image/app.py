@@ -490,12 +490,16 @@ def _one_line(body: bytes) -> Any:
 
 def _spooled_json(body: bytes) -> Any:
     """JSON by its content type, or read by orjson, as a spool record's field: as it is (on one line) where the
-    shipper's decoder reads it, else as text. Text that is not JSON after all, or JSON nested deeper than that
-    decoder goes (orjson reads 1024 levels, msgspec about 990), would be a record the shipper skips; read into
-    objects, JSON past the 254 levels orjson writes failed the request after run() had answered."""
+    shipper's decoder reads it and it is UTF-8, else as text. Text that is not JSON after all, or JSON nested
+    deeper than that decoder goes (orjson reads 1024 levels, msgspec about 990), would be a record the shipper
+    skips; read into objects, JSON past the 254 levels orjson writes failed the request after run() had
+    answered. Read as Raw, the decoder never looks at a string's bytes: an AMLResponse's Latin-1 would have
+    been shipped as it is, and the blob, every record in it, would not be UTF-8."""
     try:
         msgspec.json.decode(body, type=msgspec.Raw)
-    except (msgspec.DecodeError, RecursionError):
+        if not body.isascii():
+            body.decode()
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
         return body.decode(errors="replace")
     return _one_line(body)
 

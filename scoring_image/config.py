@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
@@ -43,7 +44,8 @@ class ScorerSettings(BaseModel):
       (the local stack uses it).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # hide_input_in_errors: a ValidationError's text quotes the input otherwise, secrets and all.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     # Azure ML's entry-script contract.
     entry_script: str = Field("score.py", **_env("AZUREML_ENTRY_SCRIPT"))
@@ -109,10 +111,14 @@ class ScorerSettings(BaseModel):
     @field_validator("data_collection_models")
     @classmethod
     def _name_version(cls, value: list[str]) -> list[str]:
+        """Each names a folder of its blobs (<service>/<name>/<version>/...), written by one thread."""
         for item in value:
             name, _, version = item.partition(":")
-            if not name or not version:
-                raise ValueError(f"model {item!r} is not <name>:<version>")
+            if not name or not version or {name, version} & {".", ".."} or any(c in item for c in "/\\"):
+                raise ValueError(f"model {item!r} is not <name>:<version> (each a folder name)")
+        twice = sorted({item for item in value if value.count(item) > 1})
+        if twice:
+            raise ValueError(f"model {twice[0]!r} is listed twice")
         return value
 
     @model_validator(mode="after")
@@ -132,6 +138,12 @@ class ScorerSettings(BaseModel):
             )
         if not self.data_collection_models:
             raise ValueError("data collection needs data_collection_models (<name>:<version>)")
+        for field, problem in (("data_collection_connection_string", _connection_string_problem),
+                               ("data_collection_container_url", _container_url_problem)):
+            value = getattr(self, field)
+            told = None if value is None else problem(value.get_secret_value())
+            if told is not None:  # the value itself never told: it holds the credential
+                raise ValueError(f"{field} [{self.env_name(field)}] {told}")
         return self
 
     @classmethod
@@ -180,3 +192,32 @@ class ScorerSettings(BaseModel):
     @property
     def entry_script_path(self) -> str:
         return os.path.join(self.app_root, self.entry_script)
+
+
+def _connection_string_problem(text: str) -> str | None:
+    """Why the Blob SDK cannot write with this connection string (read as its parse_connection_str reads it):
+    it refuses one it cannot split only when the shipper starts, and takes one without a credential, every
+    upload then failing."""
+    pairs = [pair.split("=", 1) for pair in text.rstrip(";").split(";")]
+    if any(len(pair) != 2 for pair in pairs):
+        return "is not <key>=<value> pairs separated by ';'"
+    keys = {key.upper(): value for key, value in pairs}
+    if keys.get("USEDEVELOPMENTSTORAGE") == "true":
+        return None
+    if not ({"ACCOUNTNAME", "ACCOUNTKEY"} <= keys.keys() or "SHAREDACCESSSIGNATURE" in keys):
+        return "has no credential: AccountName with AccountKey, or SharedAccessSignature"
+    if not {"BLOBENDPOINT", "ACCOUNTNAME"} & keys.keys():
+        return "names no blob endpoint: BlobEndpoint or AccountName"
+    return None
+
+
+def _container_url_problem(text: str) -> str | None:
+    """Why a container URL is not one the scorer can write to: it has no credential but the URL's SAS token."""
+    url = urlsplit(text)
+    if url.scheme not in ("https", "http") or not url.netloc:
+        return "is not an http(s) URL"
+    if not url.path.strip("/"):
+        return "names no container: https://<account>.blob.core.windows.net/<container>?<SAS token>"
+    if "sig" not in parse_qs(url.query):
+        return "carries no SAS token (a query with sig=...), the only credential the scorer takes with a URL"
+    return None

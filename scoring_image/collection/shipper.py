@@ -29,7 +29,7 @@ import msgspec
 
 from scoring_image.collection.batches import Batch, run_all
 from scoring_image.collection.destinations import Destination
-from scoring_image.collection.spool import FULL, FULL_CHECK_S, OPEN, SEALED, held_bytes
+from scoring_image.collection.spool import FULL, FULL_CHECK_S, OPEN, SEALED, Usage, named
 from scoring_image.config import FINAL_UPLOAD_SECONDS, ScorerSettings
 from scoring_image.pids import writer_alive
 
@@ -72,6 +72,7 @@ class Shipper:
         self._destination = destination
         self._stop = threading.Event()
         self._budget = int(settings.data_collection_spool_max_mb * 2**20)
+        self._usage = Usage(self._folder)
         self._thread = threading.Thread(target=self._loop, name="shipper", daemon=True)
         self._guard = threading.Thread(target=self._hold_budget, name="spool-budget", daemon=True)
         self._strays: set[str] = set()  # open files of no writer, told once
@@ -89,7 +90,7 @@ class Shipper:
         self._guard.join()
         self._thread.join(FINAL_UPLOAD_SECONDS)
         if self._thread.is_alive():
-            left = len(list(self._folder.glob(f"*{SEALED}")))
+            left = len(named(self._folder, SEALED))
             log.error("the last upload of collected data did not finish in %g s; %d sealed segment(s) stay in the spool",
                       FINAL_UPLOAD_SECONDS, left)
 
@@ -101,7 +102,7 @@ class Shipper:
                 log.exception("measuring the spool failed; again in %g s", FULL_CHECK_S)
 
     def _measure(self) -> None:
-        held, full = held_bytes(self._folder), self._folder / FULL
+        held, full = self._usage.held(), self._folder / FULL
         if held >= self._budget and not full.exists():
             full.touch()
             log.error("the spool holds %.1f MiB, its budget (data_collection_spool_max_mb): new records are left out "
@@ -114,7 +115,8 @@ class Shipper:
         """Seal orphaned segments and ship every sealed one; returns how many were shipped."""
         self._seal_orphans()
         shipped = 0
-        for segment in sorted(self._folder.glob(f"*{SEALED}")):
+        for name in named(self._folder, SEALED):
+            segment = self._folder / name
             with _claimed(segment) as ours:
                 if ours:
                     self._ship(segment)
@@ -137,7 +139,8 @@ class Shipper:
                 log.info("shipped %d spool segment(s)", shipped)
 
     def _seal_orphans(self) -> None:
-        for segment in self._folder.glob(f"*{OPEN}"):
+        for name in named(self._folder, OPEN):
+            segment = self._folder / name
             try:
                 gone = not writer_alive(segment.stem.rpartition("-")[2])
             except ValueError:  # a name the spool does not give: not ours, and no reason to stop shipping

@@ -84,13 +84,42 @@ class Spool:
         path.rename(path.with_suffix(SEALED))
 
 
-def held_bytes(folder: Path) -> int:
-    """What the spool holds, open and sealed segments (one the shipper deletes meanwhile counts 0)."""
-    total = 0
-    for segment in folder.iterdir():
-        if segment.suffix in (OPEN, SEALED):
-            try:
-                total += segment.stat().st_size
-            except FileNotFoundError:
-                pass
-    return total
+def named(folder: Path, suffix: str) -> list[str]:
+    """The names of the spool's segments that end in `suffix`, oldest first (a segment is named by its start):
+    names, not paths, which took ten times as long to list and sort where a store down for days left 100,000s."""
+    with os.scandir(folder) as entries:
+        return sorted(entry.name for entry in entries if entry.name.endswith(suffix))
+
+
+class Usage:
+    """What the spool's open and sealed segments take on the disk: their blocks, as the kubelet counts an emptyDir,
+    not their length (a quiet service's segment of a record or two takes a 4 KiB block for a few hundred bytes,
+    and the budget guards the node's disk).  Measured every second: a sealed segment never changes, so its size is
+    kept and only open and new ones are looked at (stat'ing each of the 250,000 a store down for days leaves
+    took the supervisor, which shares the pod's CPU with the workers, a core)."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+        self._sealed: dict[str, int] = {}
+
+    def held(self) -> int:
+        sealed: dict[str, int] = {}
+        total = 0
+        with os.scandir(self._folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(SEALED):
+                    size = self._sealed.get(entry.name)
+                    sealed[entry.name] = size = _taken(entry) if size is None else size
+                    total += size
+                elif entry.name.endswith(OPEN):
+                    total += _taken(entry)
+        self._sealed = sealed
+        return total
+
+
+def _taken(segment: os.DirEntry[str]) -> int:
+    try:
+        found = segment.stat()
+    except FileNotFoundError:  # the shipper deleted it meanwhile
+        return 0
+    return max(found.st_blocks * 512, found.st_size)  # a filesystem that packs small files: their length

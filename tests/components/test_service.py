@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 
 import kubernetes_validate
 import pulumi
@@ -13,6 +14,7 @@ from pydantic import SecretStr
 from components.mocks import run
 from components.service import ModelService, ModelServiceArgs, ModelSource, RouteAccess
 from components.spec import EndpointVersionSpec, ServiceSpec
+from scoring_image.config import ScorerSettings
 
 IMAGE = "mlw.azurecr.io/scorer@sha256:" + "a" * 64
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
@@ -175,6 +177,19 @@ def test_data_collection_and_app_insights_read_the_connection_secret():
     assert e["APPLICATIONINSIGHTS_CONNECTION_STRING"] == {"secretKeyRef": {"name": "workspace-connections", "key": "appinsights-connection-string"}}
     assert e["OTEL_SERVICE_NAME"] == "iris"  # its cloud role in Application Insights
     assert "from-secret" not in json.dumps(e)
+
+
+def test_a_collecting_scorer_requests_the_disk_its_spool_may_fill():
+    """While the store is down the spool grows to its budget (1 GiB) on the node's disk: unrequested, the scheduler
+    packed as many collecting replicas on a node as their CPU allowed (Azure ML's default is 0.1 core), an outage
+    took more disk than the node had, and the kubelet evicted first the pods over their request: the scorers,
+    the records in their spools with them."""
+    def requested(**settings) -> dict:
+        return pod(deploy(spec(**settings), models(1)))["containers"][0]["resources"]["requests"]
+
+    budget = ScorerSettings.model_fields["data_collection_spool_max_mb"].default
+    assert requested(collect_model_data=True, models=["m0:1"])["ephemeral-storage"] == f"{math.ceil(budget)}Mi"
+    assert "ephemeral-storage" not in requested()
 
 
 def test_a_variable_the_user_sets_is_the_one_entry_of_its_name():

@@ -60,6 +60,36 @@ def test_data_collection_needs_the_models_it_files_records_under() -> None:
     ScorerSettings(data_collection_enabled=True, data_collection_local_dir="/spool-out", data_collection_models=["m:1"])
 
 
+@pytest.mark.parametrize(("destination", "problem"), [
+    ({"data_collection_connection_string": "AccountName=acct;AccountKey"}, "not <key>=<value> pairs"),
+    ({"data_collection_connection_string": "DefaultEndpointsProtocol=https;AccountName=acct"}, "no credential"),
+    ({"data_collection_connection_string": "SharedAccessSignature=sv=2022-11-02&sig=abc"}, "no blob endpoint"),
+    ({"data_collection_container_url": "https://acct.blob.core.windows.net/modeldata"}, "no SAS token"),
+    ({"data_collection_container_url": "https://acct.blob.core.windows.net/?sv=2022-11-02&sig=abc"}, "no container"),
+    ({"data_collection_container_url": "acct.blob.core.windows.net/modeldata?sv=2022-11-02&sig=abc"}, "not an http"),
+])
+def test_a_blob_destination_the_scorer_cannot_write_to_is_refused(destination: dict[str, str], problem: str) -> None:
+    """A connection string or container URL the Blob SDK cannot use, or uses without a credential, started a scorer
+    that answered as usual while every upload failed (or the supervisor died on a traceback that named no setting):
+    the spool filled to its budget and collection stopped, seen only in the logs."""
+    with pytest.raises(ValidationError, match=problem) as refused:
+        ScorerSettings(data_collection_enabled=True, data_collection_models=["m:1"], **destination)
+    assert "abc" not in str(refused.value) and "acct" not in str(refused.value)
+
+
+@pytest.mark.parametrize("destination", [
+    {"data_collection_connection_string": "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=a2V5;"
+                                          "EndpointSuffix=core.windows.net"},
+    {"data_collection_connection_string": "BlobEndpoint=https://acct.blob.core.windows.net;"
+                                          "SharedAccessSignature=sv=2022-11-02&sig=abc"},
+    {"data_collection_connection_string": "UseDevelopmentStorage=true"},
+    {"data_collection_container_url": "https://acct.blob.core.windows.net/modeldata?sv=2022-11-02&sig=abc"},
+    {"data_collection_container_url": "http://127.0.0.1:10000/devstoreaccount1/modeldata?sv=2022-11-02&sig=abc"},
+])
+def test_blob_destinations_the_sdk_writes_to_are_taken(destination: dict[str, str]) -> None:
+    ScorerSettings(data_collection_enabled=True, data_collection_models=["m:1"], **destination)
+
+
 # The fields that carry credentials (an account key, a SAS signature, an instrumentation key).
 SECRET_FIELDS = {"appinsights_connection_string", "data_collection_connection_string", "data_collection_container_url"}
 
@@ -80,6 +110,19 @@ def test_secret_settings_never_show_in_the_settings_repr() -> None:
 def test_models_are_name_and_version() -> None:
     with pytest.raises(ValidationError, match="<name>:<version>"):
         ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_MODELS": "iris"})
+
+
+@pytest.mark.parametrize(("models", "problem"), [
+    ("iris:1,iris-b:2,iris:1", "'iris:1' is listed twice"),
+    ("../../etc:1", "'../../etc:1' is not <name>:<version>"),
+    ("iris:1/x", "'iris:1/x' is not <name>:<version>"),
+])
+def test_models_are_each_listed_once_and_name_one_folder(models: str, problem: str) -> None:
+    """Each model's records go to a blob named <service>/<name>/<version>/...: a model listed twice had two
+    threads write one blob (into a local folder, their parts interleaved, records twice, or the second's rename
+    failed the pass, one in ten), and a slash made the name other folders (outside the local folder's too)."""
+    with pytest.raises(ValidationError, match=problem):
+        ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_MODELS": models})
 
 
 def test_unknown_fields_are_rejected() -> None:
@@ -126,3 +169,16 @@ def test_cli_settings_errors_do_not_print_secrets() -> None:
     assert "exactly one destination" in done.stderr
     output = done.stdout + done.stderr
     assert "SECRET" not in output and "sig=" not in output and "KEY0123" not in output
+
+
+def test_cli_refuses_a_container_url_without_a_container_naming_the_variable_not_the_signature() -> None:
+    env = {
+        "AZUREML_DATA_COLLECTION_ENABLED": "true",
+        "AZUREML_DATA_COLLECTION_MODELS": "m:1",
+        "AZUREML_DATA_COLLECTION_CONTAINER_URL": "https://acct.blob.core.windows.net/?sv=2022-11-02&sig=SECRET%3D",
+    }
+    done = subprocess.run([sys.executable, "-m", "scoring_image"], capture_output=True, text=True,
+                          env={**os.environ, **env})
+    assert done.returncode == 2
+    assert "AZUREML_DATA_COLLECTION_CONTAINER_URL" in done.stderr and "no container" in done.stderr
+    assert "SECRET" not in done.stdout + done.stderr
