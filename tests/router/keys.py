@@ -59,3 +59,32 @@ def served_name(port: int, host: str = "127.0.0.1") -> str:
     with socket.create_connection((host, port), timeout=5) as raw, context.wrap_socket(raw) as tls:
         cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))  # type: ignore[arg-type]
     return cert.subject.rfc4514_string()
+
+
+def certificate(dns_name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None, *,
+                ca: bool = False) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """(certificate, key) naming `dns_name`, signed by `issuer` (a CA's pair), else by itself; a leaf says
+    CA:FALSE and serverAuth, as cert-manager's and Pulumi's do."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(issuer[0].subject if issuer else name)
+               .public_key(key.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=1)).not_valid_after(now + datetime.timedelta(days=1))
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if not ca:
+        builder = (builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+                   .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False))
+    return builder.sign(issuer[1] if issuer else key, hashes.SHA256()), key
+
+
+def write_pair(folder: Path, chain: list[x509.Certificate], key: ec.EllipticCurvePrivateKey) -> tuple[Path, Path]:
+    """tls.crt (the chain, leaf first) and tls.key in `folder`, replaced in one step each; their paths."""
+    folder.mkdir(parents=True, exist_ok=True)
+    contents = {"tls.crt": b"".join(c.public_bytes(serialization.Encoding.PEM) for c in chain),
+                "tls.key": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption())}
+    for name, content in contents.items():
+        (folder / f"{name}.tmp").write_bytes(content)
+        os.replace(folder / f"{name}.tmp", folder / name)
+    return folder / "tls.crt", folder / "tls.key"
