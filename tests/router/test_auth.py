@@ -320,3 +320,27 @@ def test_a_token_far_longer_than_any_minted_is_refused_before_it_is_parsed(tmp_p
         a.check(TOKENED, TOKENED.key_id, b"Bearer " + junk)
     assert "invalid_token" in caught.value.challenge
     assert decoded == [token]
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
+def test_a_signing_key_is_rotated_with_both_public_keys_in_the_file_for_a_while(tmp_path, monkeypatch, algorithm) -> None:
+    """With one public key, a rotation refused tokens of one key or the other on every pod until they all had the
+    new file and every old token had expired. The file may hold several: the new key is added next to the old,
+    minted with once every pod has it, and the old one removed once its tokens expired."""
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    (old_private, old_public), (new_private, new_public) = signing_key(algorithm), signing_key(algorithm)
+    folder = tmp_path / "token"
+    _secret_volume(folder, "2026_11_29_01", {"jwt.pub": old_public.decode()})
+    a = Authenticator(None, TokenConfig(public_key_file=str(folder / "jwt.pub"), algorithm=algorithm))
+    old_token = b"Bearer " + mint_token(old_private, "ep")[0].encode()
+    a.check(TOKENED, TOKENED.key_id, old_token)
+    _secret_volume(folder, "2026_11_29_02", {"jwt.pub": (old_public + new_public).decode()})
+    a.check(TOKENED, TOKENED.key_id, old_token)
+    a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(new_private, "ep")[0].encode())
+    with pytest.raises(AuthError, match="InvalidSignatureError"):  # a key in neither is refused as before
+        a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(signing_key(algorithm)[0], "ep")[0].encode())
+    with pytest.raises(AuthError, match="InvalidAudienceError"):  # the old key still checks everything else
+        a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(old_private, "iris")[0].encode())
+    _secret_volume(folder, "2026_11_29_03", {"jwt.pub": new_public.decode()})
+    with pytest.raises(AuthError):
+        a.check(TOKENED, TOKENED.key_id, old_token)
