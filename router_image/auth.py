@@ -211,6 +211,7 @@ class Authenticator:
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {type(exc).__name__}", 'Bearer error="invalid_token"') from None
         # Whoever holds the signing key could mint a token good for years; one that leaks stays good as long.
-        if claims["exp"] - claims["iat"] > self._token.lifetime_seconds:
+        # int(): PyJWT takes a time given as a string of digits (it checked that int() of each passes).
+        if int(claims["exp"]) - int(claims["iat"]) > self._token.lifetime_seconds:
             raise AuthError(f"invalid token: it lives over {self._token.lifetime_seconds} s (lifetime_seconds)",
                             'Bearer error="invalid_token"')

@@ -344,3 +344,19 @@ def test_a_signing_key_is_rotated_with_both_public_keys_in_the_file_for_a_while(
     _secret_volume(folder, "2026_11_29_03", {"jwt.pub": new_public.decode()})
     with pytest.raises(AuthError):
         a.check(TOKENED, TOKENED.key_id, old_token)
+
+
+def test_times_given_as_strings_are_judged_not_a_server_error(tmp_path) -> None:
+    """PyJWT takes "iat": "1764400000" (int() of it passes); the lifetime check then subtracted a str from an int
+    and the request ended in a 500 with a traceback instead of a verdict."""
+    private, public = signing_key()
+    (tmp_path / "pub.pem").write_bytes(public)
+    a = Authenticator(None, TokenConfig(public_key_file=str(tmp_path / "pub.pem")))
+    now = int(time.time())
+    for iat, exp, accepted in [(str(now), now + 600, True), (now, str(now + 600), True), (str(now), str(now + 7200), False)]:
+        token = jwt.encode({"aud": "ep", "iss": "aks-model-serving", "iat": iat, "exp": exp}, private, algorithm="ES256")
+        if accepted:
+            a.check(TOKENED, TOKENED.key_id, b"Bearer " + token.encode())
+        else:
+            with pytest.raises(AuthError, match="it lives over 3600 s"):
+                a.check(TOKENED, TOKENED.key_id, b"Bearer " + token.encode())
