@@ -529,8 +529,10 @@ class KubernetesBackend:
                 load = await resp.json()
                 demand = {str(k): float(v) for k, v in load["demand"].items()}
                 return demand, PodLoad(float(load["cpu_cores"]), float(load["routing_latency_ms"]))
-        except aiohttp.ClientConnectorCertificateError:
-            return "presents a certificate this pod does not trust"
+        except aiohttp.ClientConnectorCertificateError as exc:  # the reason tells a rotation from an expiry
+            error = exc.certificate_error
+            reason = error.verify_message if isinstance(error, ssl.SSLCertVerificationError) else str(error)
+            return f"presents a certificate this pod does not trust ({reason})"
         except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError, AttributeError) as exc:
             log.debug("peer %s: no load: %s", address, exc)
             return None
