@@ -26,8 +26,13 @@ PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICAT
 
 
 def _load(config: TlsConfig) -> ssl.SSLContext:
+    """The pair's own context; an OSError naming its files when it does not load (ssl's names neither: a key
+    not mounted yet is "[Errno 2] No such file or directory")."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config.cert_file, config.key_file)
+    try:
+        context.load_cert_chain(config.cert_file, config.key_file)
+    except OSError as exc:  # ssl.SSLError too: a key that does not match, a half-written file
+        raise OSError(f"TLS certificate {config.cert_file} with key {config.key_file} does not load: {exc}") from None
     return context
 
 
@@ -50,7 +55,7 @@ class ServingCertificate(Mounted):
     def _read(self) -> None:
         try:
             self._latest = _load(self._config)
-        except (OSError, ssl.SSLError) as exc:  # a half-written pair, a key that does not match
+        except OSError as exc:
             log.warning("TLS certificate not reloaded, the previous one stays: %s", exc)
         else:
             log.info("TLS certificate reloaded from %s", self._config.cert_file)
@@ -101,7 +106,7 @@ class PeerTrust(Mounted):
         try:
             self.context = self._pinned()
         except (OSError, ValueError, ssl.SSLError) as exc:
-            log.warning("TLS certificate not re-read for the peers, the pins stay: %s", exc)
+            log.warning("TLS certificate %s not re-read for the peers, the pins stay: %s", self._cert_file, exc)
 
     def current(self) -> ssl.SSLContext:
         self._refresh()

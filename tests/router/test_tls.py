@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import Fixed  # noqa: E402
 from keys import self_signed, served_name  # noqa: E402
 
 from router_image import auth  # noqa: E402
-from router_image.config import TlsConfig  # noqa: E402
+from router_image.app import Router  # noqa: E402
+from router_image.config import RouterConfig, TlsConfig  # noqa: E402
 from router_image.tls import ServingCertificate  # noqa: E402
 
 pytestmark = pytest.mark.anyio
@@ -53,3 +55,23 @@ async def test_a_pair_that_does_not_match_leaves_the_previous_one_serving(tmp_pa
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize("case", ["key missing", "key of another pair"])
+async def test_a_reload_naming_a_pair_that_does_not_load_says_which(tmp_path, case) -> None:
+    """ssl names no file: a reload naming a key not mounted yet was refused with "[Errno 2] No such file or
+    directory" in the log and /readyz, which says neither what nor where."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    self_signed(first, "first")
+    self_signed(second, "second")
+    key = tmp_path / "absent.key" if case == "key missing" else first / "tls.key"
+    path = tmp_path / "router.json"
+    running = RouterConfig(tls=TlsConfig(cert_file=str(first / "tls.crt"), key_file=str(first / "tls.key")))
+    path.write_text(running.dump())
+    router = Router(RouterConfig.load(path), str(path), backend=Fixed({}))
+    path.write_text(running.model_copy(update={"tls": TlsConfig(cert_file=str(second / "tls.crt"),
+                                                                key_file=str(key))}).dump())
+    assert not await router.reload()
+    assert router.config == running
+    error = router.status()["config_error"]
+    assert str(second / "tls.crt") in error and str(key) in error, error
