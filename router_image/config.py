@@ -131,6 +131,7 @@ class TlsConfig(_Strict):
 class TokenConfig(_Strict):
     """JWT verification: tokens are signed with the cluster's key; audience = route name."""
 
+    # One PEM public key, or several while the signing key is rotated (auth.PublicKey says how).
     public_key_file: str
     algorithm: Literal["ES256", "RS256"] = "ES256"
     issuer: str = "aks-model-serving"

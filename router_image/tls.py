@@ -1,36 +1,61 @@
-"""The router's serving certificate, loaded again when its mounted Secret changes.
+"""The router's serving certificate, loaded again when its mounted Secret changes, and pinned by its peers.
 
 cert-manager renews a certificate in place and Pulumi replaces a self-signed one before it
 expires; the kubelet then swaps the Secret's files. Loaded once, the router would serve the old
-pair until it expired. Loaded again into the same context, new handshakes get the new pair
-while open connections keep theirs; a pair that does not load leaves the previous one serving.
+pair until it expired. Each load makes a context of its own, and the listener's context hands
+every new handshake to the latest one that loaded (its SNI callback runs for every ClientHello,
+with or without a name): open connections keep theirs, and a pair that does not load leaves the
+previous one serving. Loaded into the listener's context itself, a certificate whose key did not
+match replaced the certificate and left no key, and every handshake failed.
+
+The scaling leader reads its peers' load over the same port, at their pod IPs (PeerTrust).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import ssl
+from pathlib import Path
 
 from router_image.auth import Mounted, files_stamp
 from router_image.config import TlsConfig
 
 log = logging.getLogger("router.tls")
+PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+
+
+def _load(config: TlsConfig) -> ssl.SSLContext:
+    """The pair's own context; an OSError naming its files when it does not load (ssl's names neither: a key
+    not mounted yet is "[Errno 2] No such file or directory")."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.cert_file, config.key_file)
+    except OSError as exc:  # ssl.SSLError too: a key that does not match, a half-written file
+        raise OSError(f"TLS certificate {config.cert_file} with key {config.key_file} does not load: {exc}") from None
+    return context
 
 
 class ServingCertificate(Mounted):
     def __init__(self, config: TlsConfig):
         self._config = config
         super().__init__()
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(config.cert_file, config.key_file)
+        self._latest = _load(config)
+        self.context = self._latest  # the listener's, for good
+        self.context.sni_callback = self._hand_over
+
+    def _hand_over(self, connection: ssl.SSLObject | ssl.SSLSocket, server_name: str | None,
+                   context: ssl.SSLContext) -> None:
+        if context is not self._latest:
+            connection.context = self._latest
 
     def _stamp_now(self) -> tuple[int, ...]:
         return files_stamp(self._config.cert_file, self._config.key_file)
 
     def _read(self) -> None:
         try:
-            self.context.load_cert_chain(self._config.cert_file, self._config.key_file)
-        except (OSError, ssl.SSLError) as exc:  # a half-written pair, a key that does not match
+            self._latest = _load(self._config)
+        except OSError as exc:
             log.warning("TLS certificate not reloaded, the previous one stays: %s", exc)
         else:
             log.info("TLS certificate reloaded from %s", self._config.cert_file)
@@ -44,3 +69,45 @@ class ServingCertificate(Mounted):
             self._config = config
             self._stamp = self._stamp_now()
             self._read()
+
+
+class PeerTrust(Mounted):
+    """Whom the leader's requests to its peers trust: the router's own certificate, which every pod serves.
+
+    A peer is reached at its pod IP and the certificate names the public host, so no name can be checked:
+    the certificate itself is pinned (its first, the leaf; the issuers after it are not trusted, or any
+    certificate they issued would pass), and only a pod holding the router's private key can present it.
+    Unchecked, the peers' secret went to whoever answered at a peer's address. A renewal reaches the pods
+    a minute or two apart: the leaf this pod served before stays trusted next to the new one, and a peer
+    that already serves one this pod has not seen is refused until its files change too.
+    """
+
+    def __init__(self, cert_file: str):
+        self._cert_file = cert_file
+        self._pins: list[str] = []
+        super().__init__()
+        self.context = self._pinned()
+
+    def _stamp_now(self) -> tuple[int, ...]:
+        return files_stamp(self._cert_file)
+
+    def _pinned(self) -> ssl.SSLContext:
+        leaf = PEM_CERTIFICATE.search(Path(self._cert_file).read_text())
+        if leaf is None:
+            raise ValueError(f"{self._cert_file} holds no PEM certificate")
+        pins = [pin for pin in self._pins if pin != leaf.group()][-1:] + [leaf.group()]
+        context = ssl.create_default_context(cadata="\n".join(pins))
+        context.check_hostname = False  # the pin is the identity: see above
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a leaf issued by a CA is a trust anchor itself
+        self._pins = pins
+        return context
+
+    def _read(self) -> None:
+        try:
+            self.context = self._pinned()
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            log.warning("TLS certificate %s not re-read for the peers, the pins stay: %s", self._cert_file, exc)
+
+    def current(self) -> ssl.SSLContext:
+        self._refresh()
+        return self.context

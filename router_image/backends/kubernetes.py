@@ -11,7 +11,8 @@
   holder of a coordination.k8s.io Lease is the only one that scales; it adds the in-flight +
   queued counts every other pod serves at `/internal/load` to its own demand, and sizes the
   router Deployment itself (`router_scale`) on the CPU and routing latency they report there. A
-  ready pod that does not answer within PEER_TIMEOUT_S counts as saturated.
+  ready pod that does not answer within PEER_TIMEOUT_S counts as saturated. Over TLS, a peer must
+  present the router's own certificate (tls.PeerTrust) before the peers' secret is sent.
 
 The API is called with aiohttp, the router's own HTTP client: no blocking call, no thread, and
 tests point `ApiAccess` at a stub server.
@@ -40,6 +41,7 @@ import aiohttp
 from router_image.autoscale import PodLoad
 from router_image.backends import ReadyCallback
 from router_image.config import RouterConfig, VersionConfig
+from router_image.tls import PeerTrust
 from router_image.upstream import is_ready
 
 log = logging.getLogger("router.kubernetes")
@@ -57,8 +59,9 @@ RETRY_MAX_S = 30.0  # a watch failing (or ending at once) again and again backs 
 # While leading, every Deployment's count is read again this often: one set outside the router
 # (kubectl scale, a GitOps apply) is then what the autoscaler scales from.
 SCALE_RESYNC_S = 30.0
-# A peer that refuses the peers' secret is mid-rotation (the kubelet updates each pod's Secret volume
-# in its own time, a minute or two apart): its last load counts for this long.
+# A peer that refuses the peers' secret, or presents a certificate this pod does not trust yet, is
+# mid-rotation (the kubelet updates each pod's Secret volume in its own time, a minute or two apart):
+# its last load counts for this long.
 REFUSING_PEER_HOLD_S = 180.0
 CALL_TIMEOUT_S = 10.0
 # Releasing the Lease at shutdown only spares the next leader the wait for its expiry: it may take no more
@@ -237,7 +240,6 @@ def addresses(slices: list[dict], port: int, *, ready_only: bool = True, exclude
 
 
 _PeerLoad = tuple[dict[str, float], PodLoad]  # a peer's demand per deployment, and its own load
-_REFUSED = object()
 
 
 def _now() -> str:
@@ -275,7 +277,8 @@ class KubernetesBackend:
         self._renewed_at = 0.0  # when the last renewal that won was sent
         self._secret_unusable = False  # logged once, until the peers' secret is usable again
         self._answered: dict[str, tuple[float, _PeerLoad]] = {}  # each peer's last load, and when
-        self._refusing: set[str] = set()  # peers refusing the secret (logged once each)
+        self._refusing: set[str] = set()  # peers refusing the secret or not trusted (logged once each)
+        self._trust = PeerTrust(config.tls.cert_file) if config.tls else None
 
     @property
     def is_leader(self) -> bool:
@@ -458,7 +461,8 @@ class KubernetesBackend:
     async def _poll_peers(self) -> None:
         """The leader's view of the other pods: their demand (one that does not answer adds none)
         and their own load (one that is ready and does not answer counts as saturated). One that
-        refuses the secret is mid-rotation, not saturated: its last load stands in for a while."""
+        refuses the secret, or whose certificate is not trusted, is mid-rotation, not saturated: its
+        last load stands in for a while."""
         while True:
             try:
                 await self._poll_peers_once()
@@ -479,11 +483,11 @@ class KubernetesBackend:
         total: dict[str, float] = {}
         pods = []
         for address, load in zip(every, loads):
-            if load is _REFUSED:
+            if isinstance(load, str):
                 if address not in self._refusing:
                     self._refusing.add(address)
-                    log.warning("peer %s refuses the peers' secret (a rotation its pod has not seen yet?); its "
-                                "last load counts for up to %.0f s", address, REFUSING_PEER_HOLD_S)
+                    log.warning("peer %s %s (a rotation one of the pods has not seen yet?); its last load counts "
+                                "for up to %.0f s", address, load, REFUSING_PEER_HOLD_S)
                 held = self._answered.get(address)
                 if held is None or now - held[0] > REFUSING_PEER_HOLD_S:
                     continue  # nothing it said recently: neither demand nor saturation
@@ -519,20 +523,23 @@ class KubernetesBackend:
         self._secret_unusable = False
         return {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
 
-    async def _peer_load(self, address: str, headers: dict[str, str]) -> _PeerLoad | object | None:
-        """The peer's demand and load; _REFUSED when it refuses the secret; None when it does not answer."""
-        scheme = "https" if self._config.tls else "http"
+    async def _peer_load(self, address: str, headers: dict[str, str]) -> _PeerLoad | str | None:
+        """The peer's demand and load; why, when it refuses the secret or is not trusted; None when it does not answer."""
+        scheme, trust = ("https", self._trust.current()) if self._trust else ("http", True)
         try:
-            # A peer's certificate names the public host, not its pod IP; the secret is the peers' own.
-            async with self._http.get(f"{scheme}://{address}/internal/load", ssl=False, headers=headers) as resp:
+            async with self._http.get(f"{scheme}://{address}/internal/load", ssl=trust, headers=headers) as resp:
                 if resp.status in (401, 403, 404):  # /internal/load hides itself from a wrong secret
-                    return _REFUSED
+                    return "refuses the peers' secret"
                 if resp.status != 200:
                     log.warning("peer %s: load answered %d", address, resp.status)
                     return None
                 load = await resp.json()
                 demand = {str(k): float(v) for k, v in load["demand"].items()}
                 return demand, PodLoad(float(load["cpu_cores"]), float(load["routing_latency_ms"]))
+        except aiohttp.ClientConnectorCertificateError as exc:  # the reason tells a rotation from an expiry
+            error = exc.certificate_error
+            reason = error.verify_message if isinstance(error, ssl.SSLCertVerificationError) else str(error)
+            return f"presents a certificate this pod does not trust ({reason})"
         except (aiohttp.ClientError, TimeoutError, ValueError, TypeError, KeyError, AttributeError) as exc:
             log.debug("peer %s: no load: %s", address, exc)
             return None

@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import ROOT, SCRIPTS, RouterProcess, free_port, launch, processes_with, score, wait_until  # noqa: E402
+from keys import self_signed, served_name  # noqa: E402
 
 from router_image.app import Router  # noqa: E402
 from router_image.backends import local  # noqa: E402
@@ -172,53 +173,13 @@ def test_no_scorer_outlives_a_killed_router(tmp_path) -> None:
         router.stop()
 
 
-def _self_signed(folder: Path, common_name: str) -> None:
-    """A certificate for 127.0.0.1 under `common_name`, swapped in as the kubelet swaps a Secret's files."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .sign(key, hashes.SHA256()))
-    data = folder / f"..{common_name}"
-    data.mkdir(parents=True)
-    (data / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (data / "tls.key").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                     serialization.NoEncryption()))
-    os.symlink(data.name, folder / "..data_tmp")
-    os.replace(folder / "..data_tmp", folder / "..data")
-    for name_ in ("tls.crt", "tls.key"):
-        if not (folder / name_).is_symlink():
-            os.symlink(f"..data/{name_}", folder / name_)
-
-
-def _served_name(port: int) -> str:
-    import socket as socket_
-
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with socket_.create_connection(("127.0.0.1", port), timeout=5) as raw, context.wrap_socket(raw) as tls:
-        from cryptography import x509
-        cert = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
-    return cert.subject.rfc4514_string()
-
-
 def test_tls_and_a_renewed_certificate_is_served_without_a_restart(tmp_path) -> None:
     """cert-manager renews in place, Pulumi replaces a self-signed pair before it expires: the kubelet
     swaps the Secret's files and new handshakes must get the new pair."""
     from router_image.config import TlsConfig
 
     secret = tmp_path / "tls"
-    _self_signed(secret, "first")
+    self_signed(secret, "first")
     config = RouterConfig(tls=TlsConfig(cert_file=str(secret / "tls.crt"), key_file=str(secret / "tls.key")))
     router = RouterProcess(config, tmp_path)
     try:
@@ -227,21 +188,21 @@ def test_tls_and_a_renewed_certificate_is_served_without_a_restart(tmp_path) -> 
             assert client.get(f"https://127.0.0.1:{router.port}/healthz").status_code == 200
         with pytest.raises(httpx.TransportError):
             httpx.get(f"http://127.0.0.1:{router.port}/healthz", timeout=5)
-        assert _served_name(router.port) == "CN=first"
-        _self_signed(secret, "second")
-        wait_until(lambda: _served_name(router.port) == "CN=second", 10, 0.2, "the renewed certificate served")
+        assert served_name(router.port) == "CN=first"
+        self_signed(secret, "second")
+        wait_until(lambda: served_name(router.port) == "CN=second", 10, 0.2, "the renewed certificate served")
         with httpx.Client(verify=ssl.create_default_context(cafile=str(secret / "tls.crt"))) as client:
             assert client.get(f"https://127.0.0.1:{router.port}/healthz").status_code == 200
         # A reload naming other files serves them; one changing what is read only at start is refused.
         other = tmp_path / "other-tls"
-        _self_signed(other, "third")
+        self_signed(other, "third")
         router.write(config.model_copy(update={"tls": TlsConfig(cert_file=str(other / "tls.crt"),
                                                                key_file=str(other / "tls.key"))}))
-        wait_until(lambda: _served_name(router.port) == "CN=third", 10, 0.2, "the new files' certificate served")
+        wait_until(lambda: served_name(router.port) == "CN=third", 10, 0.2, "the new files' certificate served")
         router.write(config.model_copy(update={"tls": None}))
         wait_until(lambda: "tls changed, which takes effect only when the router restarts" in router.log(), 10, 0.1,
                    "the reload turning TLS off refused")
-        assert _served_name(router.port) == "CN=third"
+        assert served_name(router.port) == "CN=third"
     finally:
         router.stop()
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -233,11 +234,13 @@ class StubApi:
         return web.json_response(self.leases[name])
 
 
-async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0) -> tuple[web.AppRunner, int]:
-    """Start `app` on host:port (0: a free one); returns the runner (cleanup() stops it) and the port."""
+async def serve(app: web.Application, host: str = "127.0.0.1", port: int = 0,
+                tls: ssl.SSLContext | None = None) -> tuple[web.AppRunner, int]:
+    """Start `app` on host:port (0: a free one), over TLS with `tls`; returns the runner (cleanup() stops it)
+    and the port."""
     runner = web.AppRunner(app, shutdown_timeout=0.1, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=tls)
     await site.start()
     return runner, site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
 

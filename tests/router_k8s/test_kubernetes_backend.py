@@ -5,17 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from router_image import auth
 from router_image.backends import kubernetes
 from router_image.backends.kubernetes import KubernetesBackend
 from router_image.autoscale import PodLoad
-from router_image.config import AutoscaleConfig, PeersConfig, RouterConfig, RouterScaleConfig, VersionConfig
+from router_image.config import AutoscaleConfig, PeersConfig, RouterConfig, RouterScaleConfig, TlsConfig, VersionConfig
 from stub_api import endpoint_slice, serve, until
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "router"))
+from keys import certificate, write_pair  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 SLICES = "/apis/discovery.k8s.io/v1/namespaces/models/endpointslices"
@@ -38,7 +44,7 @@ def _backend(api, identity: str = "router-0", peers: bool = False, **timing) -> 
     peers_config = PeersConfig(service="model-router-peers", port=timing.pop("peer_port", 8080),
                                secret_file=timing.pop("secret_file", None)) if peers else None
     config = RouterConfig(backend="kubernetes", namespace="models", peers=peers_config,
-                          router_scale=timing.pop("router_scale", None))
+                          router_scale=timing.pop("router_scale", None), tls=timing.pop("tls", None))
     timing = {"lease_duration_s": 1, "renew_every_s": 0.1, "peer_poll_s": 0.1, **timing}
     return KubernetesBackend(config, api.access, identity, **timing)
 
@@ -637,6 +643,108 @@ async def test_peers_without_a_secret_are_polled_without_one(api) -> None:
     try:
         await until(lambda: leader.is_leader and leader.remote_demand("iris") == 4)
         assert set(seen) == {None}
+    finally:
+        await leader.stop()
+        await runner.cleanup()
+
+
+def _serving(chain, key, folder: Path) -> ssl.SSLContext:
+    cert_file, key_file = write_pair(folder, chain, key)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def _load_peer(demand: dict[str, int], seen: list[str | None]):
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.json_response({"demand": demand, "cpu_cores": 0.1, "routing_latency_ms": 1.0})
+
+    app = web.Application()
+    app.router.add_get("/internal/load", handler)
+    return app
+
+
+async def test_over_tls_only_a_peer_presenting_the_routers_own_certificate_is_asked(api, tmp_path, caplog) -> None:
+    """The leader sent the peers' secret to whatever answered at a peer's address, its certificate unchecked, and
+    summed the load it made up. A peer must now present the router's own certificate: another from the same
+    CA, or one naming the same host signed by itself, gets no request and counts for nothing."""
+    ca = certificate("cluster issuer", ca=True)
+    ours = certificate("router.example.com", ca)
+    secret = tmp_path / "peer-secret"
+    secret.write_text("s3cret-peer\n")
+    seen: dict[str, list[str | None]] = {"genuine": [], "same CA": [], "same name": []}
+    genuine, port = await serve(_load_peer({"iris": 3}, seen["genuine"]), "127.0.0.2",
+                                tls=_serving([ours[0], ca[0]], ours[1], tmp_path / "genuine"))
+    other = certificate("other.example.com", ca)
+    same_ca, _ = await serve(_load_peer({"iris": 100}, seen["same CA"]), "127.0.0.3", port,
+                             tls=_serving([other[0], ca[0]], other[1], tmp_path / "same-ca"))
+    forged = certificate("router.example.com")
+    same_name, _ = await serve(_load_peer({"iris": 100}, seen["same name"]), "127.0.0.5", port,
+                               tls=_serving([forged[0]], forged[1], tmp_path / "same-name"))
+    cert_file, key_file = write_pair(tmp_path / "own", [ours[0], ca[0]], ours[1])
+    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [
+        ("127.0.0.2", True, "router-x"), ("127.0.0.3", True, "router-y"), ("127.0.0.5", True, "router-z")]))
+    api.scales["model-router"] = 3
+    scale = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, autoscale=AutoscaleConfig(min_replicas=2))
+    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret), router_scale=scale,
+                      tls=TlsConfig(cert_file=str(cert_file), key_file=str(key_file)))
+    caplog.set_level(logging.WARNING, logger="router.kubernetes")
+    await leader.start(Ready())
+    try:
+        await until(lambda: leader.is_leader and leader.remote_demand("iris") == 3)
+        await asyncio.sleep(0.4)  # several polling rounds
+        assert leader.remote_demand("iris") == 3
+        assert leader.router_pods() == [PodLoad(0.1, 1.0, ready=True)]  # the refused ones are not saturated either
+        assert set(seen["genuine"]) == {"Bearer s3cret-peer"} and seen["same CA"] == seen["same name"] == []
+        assert caplog.text.count("presents a certificate this pod does not trust") == 2
+    finally:
+        await leader.stop()
+        for runner in (genuine, same_ca, same_name):
+            await runner.cleanup()
+
+
+async def test_a_renewed_certificate_reaching_the_pods_at_different_times_keeps_the_peers_polled(
+        api, tmp_path, monkeypatch, caplog) -> None:
+    """The kubelet swaps each pod's Secret in its own time: the leader first, its peer still on the certificate it
+    renewed is trusted; the peer first, its last load stands in (not saturated) until the leader's files change."""
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    ca = certificate("cluster issuer", ca=True)
+    first, second, third = (certificate("router.example.com", ca) for _ in range(3))
+    demand = {"iris": 1}
+    peer = _load_peer(demand, [])
+    runner, port = await serve(peer, "127.0.0.2", tls=_serving([first[0], ca[0]], first[1], tmp_path / "peer"))
+    own = tmp_path / "own"
+    cert_file, key_file = write_pair(own, [first[0], ca[0]], first[1])
+    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
+    leader = _backend(api, "router-0", peers=True, peer_port=port,
+                      tls=TlsConfig(cert_file=str(cert_file), key_file=str(key_file)))
+    caplog.set_level(logging.WARNING, logger="router.kubernetes")
+    await leader.start(Ready())
+
+    async def peer_serves(pair) -> None:
+        nonlocal runner
+        await runner.cleanup()  # its open connections go: the next request shakes hands again
+        runner, _ = await serve(peer, "127.0.0.2", port, tls=_serving([pair[0], ca[0]], pair[1], tmp_path / "peer"))
+
+    try:
+        await until(lambda: leader.is_leader and leader.remote_demand("iris") == 1)
+        write_pair(own, [second[0], ca[0]], second[1])  # the leader's pod renewed first
+        await asyncio.sleep(0.3)
+        demand["iris"] = 2
+        await until(lambda: leader.remote_demand("iris") == 2)
+        await peer_serves(second)
+        demand["iris"] = 3
+        await until(lambda: leader.remote_demand("iris") == 3)
+        await peer_serves(third)  # now the peer's pod renewed first
+        demand["iris"] = 4
+        await until(lambda: "presents a certificate this pod does not trust" in caplog.text)
+        await asyncio.sleep(0.3)
+        assert leader.remote_demand("iris") == 3 and leader.router_pods() == [PodLoad(0.1, 1.0, ready=True)]
+        write_pair(own, [third[0], ca[0]], third[1])
+        await until(lambda: leader.remote_demand("iris") == 4)
     finally:
         await leader.stop()
         await runner.cleanup()

@@ -1,0 +1,77 @@
+"""The serving certificate behind a real TLS listener on 127.0.0.1: what a change of its files does to new handshakes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import Fixed  # noqa: E402
+from keys import self_signed, served_name  # noqa: E402
+
+from router_image import auth  # noqa: E402
+from router_image.app import Router  # noqa: E402
+from router_image.config import RouterConfig, TlsConfig  # noqa: E402
+from router_image.tls import ServingCertificate  # noqa: E402
+
+pytestmark = pytest.mark.anyio
+
+
+def _install(live: Path, cert_from: Path, key_from: Path) -> None:
+    """The pair's files replaced (new inodes, as a Secret's swap gives)."""
+    for name, source in (("tls.crt", cert_from), ("tls.key", key_from)):
+        (live / f"{name}.tmp").write_bytes((source / name).read_bytes())
+        os.replace(live / f"{name}.tmp", live / name)
+
+
+async def test_a_pair_that_does_not_match_leaves_the_previous_one_serving(tmp_path, monkeypatch, caplog) -> None:
+    """A renewed certificate next to the old key (a hand-made Secret, a half-done rotation) does not load. Loaded
+    into the listener's own context it left that context with the new certificate and no key: every handshake
+    failed until the files were fixed, while the log said the previous pair stayed."""
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    caplog.set_level(logging.INFO, logger="router.tls")
+    first, second, live = tmp_path / "first", tmp_path / "second", tmp_path / "live"
+    self_signed(first, "first")
+    self_signed(second, "second")
+    live.mkdir()
+    _install(live, first, first)
+    certificate = ServingCertificate(TlsConfig(cert_file=str(live / "tls.crt"), key_file=str(live / "tls.key")))
+    server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0, ssl=certificate.context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await asyncio.to_thread(served_name, port) == "CN=first"
+        _install(live, second, first)
+        certificate.refresh()
+        assert "TLS certificate not reloaded, the previous one stays" in caplog.text
+        assert await asyncio.to_thread(served_name, port) == "CN=first"
+        _install(live, second, second)  # the rotation completed
+        certificate.refresh()
+        assert await asyncio.to_thread(served_name, port) == "CN=second"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("case", ["key missing", "key of another pair"])
+async def test_a_reload_naming_a_pair_that_does_not_load_says_which(tmp_path, case) -> None:
+    """ssl names no file: a reload naming a key not mounted yet was refused with "[Errno 2] No such file or
+    directory" in the log and /readyz, which says neither what nor where."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    self_signed(first, "first")
+    self_signed(second, "second")
+    key = tmp_path / "absent.key" if case == "key missing" else first / "tls.key"
+    path = tmp_path / "router.json"
+    running = RouterConfig(tls=TlsConfig(cert_file=str(first / "tls.crt"), key_file=str(first / "tls.key")))
+    path.write_text(running.dump())
+    router = Router(RouterConfig.load(path), str(path), backend=Fixed({}))
+    path.write_text(running.model_copy(update={"tls": TlsConfig(cert_file=str(second / "tls.crt"),
+                                                                key_file=str(key))}).dump())
+    assert not await router.reload()
+    assert router.config == running
+    error = router.status()["config_error"]
+    assert str(second / "tls.crt") in error and str(key) in error, error
