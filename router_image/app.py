@@ -61,6 +61,7 @@ class Router:
         self._retry_at: dict[str, float] = {}  # deployment -> when scaling it is tried again
         self._config_stamp = self._stamp()
         self.certificate = ServingCertificate(config.tls) if config.tls else None
+        self._peers_secret_unusable = False  # its warning logged, until it is usable again
         self.config_error: str | None = None  # why the file's latest content is not applied (in /readyz)
         self.config_digest = config.digest()  # which config is applied (in /readyz)
 
@@ -326,8 +327,13 @@ class Router:
         try:
             secret = peers.secret() if peers is not None else None
         except (OSError, ValueError) as exc:
-            log.warning("peers' secret not usable: %s", exc)
+            if not self._peers_secret_unusable:  # once, not at each request: anyone may ask, and flood the log
+                log.warning("peers' secret not usable: %s", exc)
+            self._peers_secret_unusable = True
             return False
+        if self._peers_secret_unusable:
+            self._peers_secret_unusable = False
+            log.info("peers' secret usable again")
         if secret is None:
             return True
         sent = [v for k, v in headers if k == b"authorization"]

@@ -19,7 +19,7 @@ from keys import write_keys  # noqa: E402
 from router_image import app  # noqa: E402
 from router_image.app import Router  # noqa: E402
 from router_image import __main__ as main_module  # noqa: E402
-from router_image.config import (AuthConfig, AutoscaleConfig, RouteConfig, RouterConfig, TokenConfig,  # noqa: E402
+from router_image.config import (AuthConfig, AutoscaleConfig, PeersConfig, RouteConfig, RouterConfig, TokenConfig,  # noqa: E402
                                  VersionConfig)
 from router_image.proxy import request_head, request_lines  # noqa: E402
 from router_image.responses import HttpError  # noqa: E402
@@ -306,3 +306,26 @@ async def test_a_loop_that_stops_fails_healthz_naming_it_and_is_logged_when_it_s
     finally:
         await router.shutdown()
     assert router.stopped_loops() == ["autoscale"]  # the others, cancelled at shutdown, did not fail
+
+
+async def test_a_peers_secret_that_cannot_be_read_is_warned_of_once_not_at_every_request(tmp_path, caplog) -> None:
+    """/readyz, /metrics and the load are read by the kubelet, Prometheus and the peers (and anyone else): a
+    missing secret file logged a warning at each, a log anyone could flood."""
+    secret = tmp_path / "peers-secret"
+    peers = PeersConfig(service="model-router-peers", secret_file=str(secret))
+    router = Router(config("kubernetes").model_copy(update={"peers": peers}), backend=Fixed({}))
+    caplog.set_level(logging.INFO, logger="router")
+    await router.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
+            for _ in range(5):
+                assert "routes" not in (await client.get("/readyz")).json()  # nobody is a peer
+            assert caplog.text.count("peers' secret not usable") == 1
+            secret.write_text("s3cret")
+            answer = await client.get("/readyz", headers={"authorization": "Bearer s3cret"})
+            assert "routes" in answer.json() and "peers' secret usable again" in caplog.text
+            secret.unlink()
+            await client.get("/readyz")
+            assert caplog.text.count("peers' secret not usable") == 2
+    finally:
+        await router.shutdown()
