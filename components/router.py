@@ -78,7 +78,7 @@ class ModelRouterArgs:
     """The router's inputs: its spec, the routes it serves and the cluster it sits in.
 
     `auth` holds each key-auth route's settings by RouteConfig.key_id (given keys or the
-    key_rotation counter); `keys`, a route's (primary, secondary) from other resources (a Key
+    primary_ or secondary_key_rotation counter); `keys`, a route's (primary, secondary) from other resources (a Key
     Vault's secrets), by the same id, wins over them. `service_annotations` are the cluster's LoadBalancer annotations
     (internal load balancer + subnet). `location` names the Azure region of a DNS label: a plain
     string, as the names built from it are known before anything is created. `create_namespace`
@@ -189,7 +189,7 @@ class ModelRouter(pulumi.ComponentResource):
             subjects=[{"kind": "ServiceAccount", "name": account.metadata.name, "namespace": self.namespace}],
             opts=child)
 
-        # ---- keys: given in the stack, else random; bumping key_rotation replaces both
+        # ---- keys: given in the stack, else random; bumping primary_key_rotation (or secondary_) replaces that one
         self._keys: dict[str, tuple[pulumi.Output[str], pulumi.Output[str]]] = {}
         for route in args.routes:
             if not route.auth.key_enabled:
@@ -332,7 +332,8 @@ class ModelRouter(pulumi.ComponentResource):
             return pulumi.Output.secret(given.get_secret_value())
         password = random.RandomPassword(
             f"{name}-{key_id}-{which}", length=KEY_LENGTH, special=False,
-            keepers={"rotation": str(settings.key_rotation)}, opts=pulumi.ResourceOptions(parent=self))
+            keepers={"rotation": str(settings.primary_key_rotation if which == "primary" else settings.secondary_key_rotation)},
+            opts=pulumi.ResourceOptions(parent=self))
         return pulumi.Output.secret(password.result)
 
     def _tls(self, name: str, ssl: SslSpec, certificate: tuple[pulumi.Input[str], pulumi.Input[str]] | None,

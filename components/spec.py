@@ -957,8 +957,11 @@ class AuthSettings(Spec):
     token_auth_enabled: bool = False
     primary_key: SecretStr | None = None
     secondary_key: SecretStr | None = None
-    # Bump to regenerate the keys (Azure ML's regen_key).
-    key_rotation: int = Field(0, ge=0)
+    # Bump one to regenerate that key (Azure ML's regen_key), while clients use the other.
+    primary_key_rotation: int = Field(0, ge=0)
+    secondary_key_rotation: int = Field(0, ge=0)
+    # Refused (see _rules): one counter regenerated both keys at once, and every client was refused.
+    key_rotation: int | None = Field(None, exclude=True)
 
     @field_validator("primary_key", "secondary_key")
     @classmethod
@@ -970,10 +973,16 @@ class AuthSettings(Spec):
         return value
 
     def _rules(self) -> list[str]:
+        problems = []
+        if self.key_rotation is not None:
+            problems.append(Finding(
+                "key_rotation: keys are rotated one at a time, as Azure ML's regen_key: primary_key_rotation and "
+                f"secondary_key_rotation (set both to {self.key_rotation} to keep the keys key_rotation made)",
+                "primary_key_rotation", "secondary_key_rotation"))
         if self.auth_enabled and self.token_auth_enabled:
-            return [Finding("token_auth_enabled: key auth (auth_enabled) and token auth both on; Azure ML allows one: "
-                            "set auth_enabled: false for tokens", "auth_enabled")]
-        return []
+            problems.append(Finding("token_auth_enabled: key auth (auth_enabled) and token auth both on; Azure ML allows "
+                                    "one: set auth_enabled: false for tokens", "auth_enabled"))
+        return problems
 
 
 class ServiceSpec(Deployable, AuthSettings):

@@ -19,14 +19,14 @@ INTERNAL = {"service.beta.kubernetes.io/azure-load-balancer-internal": "true",
             "service.beta.kubernetes.io/azure-load-balancer-internal-subnet": "lb"}
 
 STACK = StackSpec.model_validate({
-    "services": [{"name": "iris", "inference_config": {"entry_script": "score.py"}, "key_rotation": 0}],
+    "services": [{"name": "iris", "inference_config": {"entry_script": "score.py"}, "primary_key_rotation": 0}],
     "endpoints": [{"name": "fraud", "auth_enabled": False, "token_auth_enabled": True, "versions": [
         {"version_name": "control", "inference_config": {"entry_script": "score.py"}, "is_default": True, "traffic_percentile": 80},
         {"version_name": "treatment", "inference_config": {"entry_script": "score.py"}, "traffic_percentile": 20}]}],
 })
 
 
-def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation=0, auth=None, stack=STACK, certificate=None,
+def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation=(0, 0), auth=None, stack=STACK, certificate=None,
           location="westeurope"):
     spec = RouterSpec.model_validate(router or {"min_replicas": 2, "max_replicas": 6, "dns_label": "mlw-scoring"})
     ssl_spec = SslSpec.model_validate(ssl) if ssl else None
@@ -36,7 +36,8 @@ def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation
         r = ModelRouter("router", ModelRouterArgs(
             spec=spec, routes=rs, image=IMAGE, cluster_purpose=purpose, location=location, ssl=ssl_spec,
             service_annotations=annotations or {}, certificate=certificate() if certificate else None,
-            auth=auth if auth is not None else {"service.iris": AuthSettings(key_rotation=rotation)}))
+            auth=auth if auth is not None else {"service.iris": AuthSettings(primary_key_rotation=rotation[0],
+                                                                              secondary_key_rotation=rotation[1])}))
         iris = r.access(rs[0])
         return {"host": r.host, "iris_uri": iris.scoring_uri, "iris_swagger": iris.swagger_uri,
                 "iris_primary": iris.primary_key, "iris_secondary": iris.secondary_key,
@@ -129,13 +130,15 @@ def test_pods_know_their_own_name_for_the_lease_and_the_peer_list():
     assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
-def test_keys_are_random_per_key_route_secret_and_rotate_with_the_counter():
-    a, b = build(rotation=0), build(rotation=1)
+def test_keys_are_random_per_key_route_secret_and_rotate_one_at_a_time_with_their_counters():
+    """As Azure ML's regen_key: one key is replaced while clients use the other, so a rotation refuses no one.
+    One counter for both replaced both at once, and every client was refused until it had a new key."""
+    a, b = build(rotation=(0, 0)), build(rotation=(0, 1))
     passwords = [p for p in a.of_type("random:index/randomPassword:RandomPassword") if p.name != "router-peers"]
     assert sorted(p.name for p in passwords) == ["router-service.iris-primary", "router-service.iris-secondary"]
-    assert {p.inputs["keepers"]["rotation"] for p in passwords} == {"0"}
-    assert {p.inputs["keepers"]["rotation"] for p in b.of_type("random:index/randomPassword:RandomPassword")
-            if p.name != "router-peers"} == {"1"}
+    assert {p.inputs["keepers"]["rotation"] for p in passwords} == {"0"}  # as the one counter's 0: no key replaced
+    assert {p.name: p.inputs["keepers"]["rotation"] for p in b.of_type("random:index/randomPassword:RandomPassword")
+            if p.name != "router-peers"} == {"router-service.iris-primary": "0", "router-service.iris-secondary": "1"}
     secret = named(a, "kubernetes:core/v1:Secret", "model-router-keys")
     assert sorted(secret.inputs["stringData"]) == ["service.iris.primary", "service.iris.secondary"]
     assert "stringData" in secret.secret_inputs

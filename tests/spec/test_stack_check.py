@@ -117,6 +117,9 @@ BROKEN = [
      "services[0].primary_key: a key is sent in an Authorization header, which carries only visible ASCII"),
     ("key-with-a-space-at-its-end", [(SVC0 + ["secondary_key"], "s3cret ")],
      "services[0].secondary_key: a key is sent in an Authorization header, which carries only visible ASCII"),
+    ("one-counter-for-both-keys", [(SVC0 + ["key_rotation"], 2)],
+     "services[0].key_rotation: keys are rotated one at a time, as Azure ML's regen_key: primary_key_rotation and "
+     "secondary_key_rotation (set both to 2 to keep the keys key_rotation made)"),
     ("key-and-token-auth", [(SVC0 + ["token_auth_enabled"], True)], "services[0].token_auth_enabled:"),
     ("autoscale-with-num-replicas", [(SVC0 + ["autoscale_enabled"], True), (SVC0 + ["num_replicas"], 3)], "services[0].num_replicas:"),
     ("min-over-max", [(SVC0 + ["autoscale_min_replicas"], 5), (SVC0 + ["autoscale_max_replicas"], 2)], "services[0].autoscale_min_replicas:"),
