@@ -75,6 +75,17 @@ class Recorder:
         self._published = snapshot
 
 
+SHIPPER_STATS = "shipper.stats"  # the shipper's figures, beside the workers' snapshots (not *.json: no worker's)
+
+
+def publish_shipping(path: Path, spool_bytes: int, shipped: int, failed: int, full: bool) -> None:
+    """The collection shipper's figures (the supervisor's thread), for whichever process answers a scrape: an
+    outage of the store shows in them (failed passes, a growing spool) before records are left out."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps({"spool_bytes": spool_bytes, "shipped": shipped, "failed": failed, "full": full}))
+    tmp.replace(path)
+
+
 class _Collector:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
@@ -106,6 +117,18 @@ class _Collector:
         yield GaugeMetricFamily("scorer_requests_in_flight", "Scoring requests being served.", value=in_flight)
         yield CounterMetricFamily("scorer_collection_dropped_records", "Collected records that could not be spooled "
                                   "(their predictions were answered).", value=dropped)
+        try:
+            shipping = orjson.loads((self._folder / SHIPPER_STATS).read_bytes())
+        except FileNotFoundError:  # no collection
+            return
+        yield GaugeMetricFamily("scorer_collection_spool_bytes", "Disk the spool's segments take, waiting to be shipped.",
+                                value=shipping["spool_bytes"])
+        yield CounterMetricFamily("scorer_collection_shipped_segments", "Spool segments shipped to the store.",
+                                  value=shipping["shipped"])
+        yield CounterMetricFamily("scorer_collection_failed_passes", "Shipping passes that failed (the store unreachable "
+                                  "or refusing); their segments stay in the spool for the next.", value=shipping["failed"])
+        yield GaugeMetricFamily("scorer_collection_spool_full", "1 while the spool holds its budget and new records "
+                                "are left out.", value=int(shipping["full"]))
 
 
 def _histogram_family(name: str, documentation: str, histogram: _Histogram) -> HistogramMetricFamily:

@@ -91,7 +91,7 @@ def serve(settings: ScorerSettings, listen_fd: int | None = None) -> None:
         watch = watchdog.Watch(state / "deadlines")
         env = {**os.environ, **settings.to_env(), "WORKER_COUNT": str(settings.worker_count)}
         board = Board(state / "ready", settings.worker_count)
-        shipper = _start_shipper(settings)
+        shipper = _start_shipper(settings, state / "metrics" / metrics.SHIPPER_STATS)
         if settings.metrics_port is not None:
             exporter = _serve_metrics(settings.host, settings.metrics_port, state / "metrics")
         host, port = sock.getsockname()[:2]
@@ -184,12 +184,12 @@ def _stop_all(slots: list[_Slot], grace_s: float) -> None:
             process.wait()
 
 
-def _start_shipper(settings: ScorerSettings) -> Shipper | None:
+def _start_shipper(settings: ScorerSettings, stats: Path) -> Shipper | None:
     if not settings.data_collection_enabled:
         return None
     from scoring_image.collection.destinations import open_destination
     from scoring_image.collection.shipper import Shipper
 
-    shipper = Shipper(settings, open_destination(settings))
+    shipper = Shipper(settings, open_destination(settings), stats)
     shipper.start()
     return shipper

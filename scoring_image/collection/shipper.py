@@ -31,6 +31,7 @@ from scoring_image.collection.batches import Batch, run_all
 from scoring_image.collection.destinations import Destination
 from scoring_image.collection.spool import FULL, FULL_CHECK_S, OPEN, SEALED, Usage, named
 from scoring_image.config import FINAL_UPLOAD_SECONDS, ScorerSettings
+from scoring_image.metrics import publish_shipping
 from scoring_image.pids import writer_alive
 
 log = logging.getLogger("scoring_image.collection")
@@ -63,7 +64,9 @@ _write = msgspec.json.Encoder().encode
 
 
 class Shipper:
-    def __init__(self, settings: ScorerSettings, destination: Destination) -> None:
+    def __init__(self, settings: ScorerSettings, destination: Destination, stats: Path | None = None) -> None:
+        """`stats`: where its figures are published for /metrics each second (metrics.SHIPPER_STATS in the
+        supervisor's metrics folder)."""
         self._folder = Path(settings.data_collection_spool_dir)
         self._folder.mkdir(parents=True, exist_ok=True)
         self._interval = settings.data_collection_batch_seconds
@@ -76,6 +79,8 @@ class Shipper:
         self._thread = threading.Thread(target=self._loop, name="shipper", daemon=True)
         self._guard = threading.Thread(target=self._hold_budget, name="spool-budget", daemon=True)
         self._strays: set[str] = set()  # open files of no writer, told once
+        self._stats = stats
+        self._held = self._shipped = self._failed = 0
 
     def start(self) -> None:
         self._measure()  # a `full` left by an earlier run is not believed
@@ -98,11 +103,14 @@ class Shipper:
         while not self._stop.wait(FULL_CHECK_S):
             try:
                 self._measure()
+                if self._stats is not None:
+                    publish_shipping(self._stats, self._held, self._shipped, self._failed, (self._folder / FULL).exists())
             except OSError:
                 log.exception("measuring the spool failed; again in %g s", FULL_CHECK_S)
 
     def _measure(self) -> None:
         held, full = self._usage.held(), self._folder / FULL
+        self._held = held
         if held >= self._budget and not full.exists():
             full.touch()
             log.error("the spool holds %.1f MiB, its budget (data_collection_spool_max_mb): new records are left out "
@@ -133,8 +141,10 @@ class Shipper:
         try:
             shipped = self.ship_once()
         except Exception:
+            self._failed += 1
             log.exception("shipping collected data failed; will retry")
         else:
+            self._shipped += shipped
             if shipped:
                 log.info("shipped %d spool segment(s)", shipped)
 

@@ -759,3 +759,37 @@ def test_shippers_sharing_a_spool_ship_each_segment_once_and_quietly(tmp_path: P
     shipped = [r["request_id"] for r in records(folder_blobs(tmp_path / "out"), "inputs", "m/1")]
     assert sorted(shipped) == sorted(sent)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_the_shippers_figures_are_in_metrics_so_an_outage_can_be_alerted_on(tmp_path: Path) -> None:
+    """A store down for hours showed only in the supervisor's log, until records began to be left out."""
+    from scoring_image import metrics
+
+    class Switchable:
+        down = True
+
+        def put(self, name: str, data: bytes) -> None:
+            if self.down:
+                raise ConnectionError("storage unreachable")
+            LocalFolder(tmp_path / "out", "modeldata").put(name, data)
+
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    store = Switchable()
+    settings = local_settings(tmp_path).model_copy(update={"data_collection_batch_seconds": 0.1})
+    shipper = Shipper(settings, store, stats=folder / metrics.SHIPPER_STATS)
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", "raw text", {"ok": True})
+    spool.seal()
+    figures = lambda: {s.name: s.value for m in metrics.registry(folder).collect() for s in m.samples}  # noqa: E731
+    shipper.start()
+    try:
+        wait_until(lambda: figures().get("scorer_collection_failed_passes_total", 0) >= 2, 5)
+        assert figures()["scorer_collection_spool_bytes"] >= 4096  # a sealed segment waiting
+        assert figures()["scorer_collection_shipped_segments_total"] == 0
+        assert figures()["scorer_collection_spool_full"] == 0
+        store.down = False
+        wait_until(lambda: figures().get("scorer_collection_shipped_segments_total") == 1, 5)
+        wait_until(lambda: figures()["scorer_collection_spool_bytes"] == 0, 5)
+    finally:
+        shipper.stop()
