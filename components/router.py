@@ -204,15 +204,14 @@ class ModelRouter(pulumi.ComponentResource):
         keys_secret = k8s.core.v1.Secret(f"{name}-keys", metadata=meta(f"{NAME}-keys"), type="Opaque",
                                          string_data=key_data, opts=child)
 
-        # ---- token signing: ES256 (ECDSA P-256) or RS256; the router mounts only the public half
-        if spec.token_algorithm == "ES256":
-            signing = tls.PrivateKey(f"{name}-token", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
-        else:
-            signing = tls.PrivateKey(f"{name}-token", algorithm="RSA", rsa_bits=2048, opts=child)
+        # ---- token signing: the current key signs; the router mounts only the public halves
+        signing = [self._signing_key(name, generation, spec.token_algorithm)
+                   for generation in signing_generations(spec.token_key_rotation)]
         # The private half is a stack output only: whoever reads the namespace's objects must not mint tokens.
-        self.token_signing_key = pulumi.Output.secret(signing.private_key_pem)
+        self.token_signing_key = pulumi.Output.secret(signing[0].private_key_pem)
+        public_keys = pulumi.Output.all(*[key.public_key_pem for key in signing]).apply("".join)
         token_public = k8s.core.v1.ConfigMap(f"{name}-token", metadata=meta(f"{NAME}-token"),
-                                             data={TOKEN_PUBLIC: signing.public_key_pem}, opts=child)
+                                             data={TOKEN_PUBLIC: public_keys}, opts=child)
 
         # ---- what peers send to read each other's load
         peer_secret = random.RandomPassword(f"{name}-peers", length=KEY_LENGTH, special=False, opts=child)
@@ -336,6 +335,15 @@ class ModelRouter(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self))
         return pulumi.Output.secret(password.result)
 
+    def _signing_key(self, name: str, generation: int, algorithm: str) -> tls.PrivateKey:
+        """A generation's own resource: a rotation adds one and drops the oldest, leaving the others be.
+        Generation 0 keeps the name of the single key there was before rotation, so that upgrading replaces it not."""
+        resource = f"{name}-token" if generation == 0 else f"{name}-token-{generation}"
+        child = pulumi.ResourceOptions(parent=self)
+        if algorithm == "ES256":
+            return tls.PrivateKey(resource, algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        return tls.PrivateKey(resource, algorithm="RSA", rsa_bits=2048, opts=child)
+
     def _tls(self, name: str, ssl: SslSpec, certificate: tuple[pulumi.Input[str], pulumi.Input[str]] | None,
              host: str | None, address: pulumi.Output[str], meta) -> pulumi.Input[str]:
         """The Secret (kubernetes.io/tls) the router serves: from the stack, self-signed, or cert-manager's."""
@@ -376,6 +384,16 @@ class ModelRouter(pulumi.ComponentResource):
         return RouteAccess(scoring_uri=base.apply(lambda b: f"{b}/score"),
                            swagger_uri=base.apply(lambda b: f"{b}/swagger.json"),
                            primary_key=primary, secondary_key=secondary)
+
+
+def signing_generations(rotation: int) -> list[int]:
+    """The token keys published at `rotation`, the signing one first (the router tries them in this order).
+
+    The previous key stays for the tokens it signed; the next is published ahead, as the pods see a changed
+    ConfigMap only minutes after the `up` (the kubelet's refresh): signing at once with a key made in that
+    `up` had some pods refuse its tokens meanwhile.
+    """
+    return [rotation, *([rotation - 1] if rotation else []), rotation + 1]
 
 
 def _ingress_address(status) -> str:

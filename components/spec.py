@@ -1060,6 +1060,9 @@ class RouterSpec(Spec):
     dns_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")] | None = None
     namespace: K8sName = "azureml"  # created and deleted with the stack: never one Kubernetes keeps for itself
     token_algorithm: Literal["ES256", "RS256"] = "ES256"
+    # Bumped by one, the token-signing key is rotated: tokens are signed with the key published since the last
+    # bump, and those of the key it replaces are taken until the next bump (wait a token's lifetime, an hour).
+    token_key_rotation: int = Field(0, ge=0)
     # Model replicas are removed only after utilization stayed below target this long
     # (Azure ML: about a minute); raising it trades cost for fewer scale-downs.
     scale_down_delay_seconds: float = Field(60, ge=0)

@@ -41,7 +41,7 @@ def build(purpose="fast_prod", ssl=None, router=None, annotations=None, rotation
         iris = r.access(rs[0])
         return {"host": r.host, "iris_uri": iris.scoring_uri, "iris_swagger": iris.swagger_uri,
                 "iris_primary": iris.primary_key, "iris_secondary": iris.secondary_key,
-                "fraud_key": r.access(rs[1]).primary_key}
+                "fraud_key": r.access(rs[1]).primary_key, "token_signing_key": r.token_signing_key}
     return run(program)
 
 
@@ -154,17 +154,69 @@ def test_keys_given_in_the_stack_are_used_verbatim():
     assert rec.outputs["iris_primary"] == "p" * 32
 
 
+SIGNING_KEY = "tls:index/privateKey:PrivateKey"
+PUBLIC_KEYS = "signing-key.pub.pem"
+
+
+def signing_keys(rec) -> dict[str, object]:
+    return {k.name: k for k in rec.of_type(SIGNING_KEY) if k.name.startswith("router-token")}
+
+
+def published(rec) -> str:
+    data = named(rec, "kubernetes:core/v1:ConfigMap", "model-router-token").inputs["data"]
+    assert list(data) == [PUBLIC_KEYS]
+    return data[PUBLIC_KEYS]
+
+
 @pytest.mark.parametrize("algorithm, expected", [("ES256", {"algorithm": "ECDSA", "ecdsaCurve": "P256"}),
                                                  ("RS256", {"algorithm": "RSA", "rsaBits": 2048})])
 def test_token_signing_key_matches_the_algorithm(algorithm, expected):
     rec = build(router={"token_algorithm": algorithm})
-    key = next(k for k in rec.of_type("tls:index/privateKey:PrivateKey") if k.name == "router-token")
-    assert {k: key.inputs[k] for k in expected} == expected
+    keys = signing_keys(rec)
+    assert keys and all(k.inputs == expected for k in keys.values())
     assert config(rec).token.algorithm == algorithm
-    # In the cluster only the public half: a reader of the namespace's objects cannot mint tokens.
-    public = named(rec, "kubernetes:core/v1:ConfigMap", "model-router-token").inputs["data"]
-    assert list(public) == ["signing-key.pub.pem"] and public["signing-key.pub.pem"] == key.outputs["publicKeyPem"]
-    assert not [r for r in rec.resources if key.outputs["privateKeyPem"] in json.dumps(r.inputs, default=str)]
+    # In the cluster only the public halves: a reader of the namespace's objects cannot mint tokens.
+    assert published(rec).startswith(keys["router-token"].outputs["publicKeyPem"])
+    assert not [r for r in rec.resources for k in keys.values() if k.outputs["privateKeyPem"] in json.dumps(r.inputs, default=str)]
+
+
+def test_rotation_0_keeps_the_signing_key_a_stack_has_today():
+    """Before token_key_rotation there was one key, `router-token`: at rotation 0 it is declared with the same
+    name and inputs, so upgrading a stack replaces it not, and no outstanding token is refused."""
+    rec = build()
+    keys = signing_keys(rec)
+    assert keys["router-token"].inputs == {"algorithm": "ECDSA", "ecdsaCurve": "P256"}
+    assert rec.outputs["token_signing_key"] == keys["router-token"].outputs["privateKeyPem"]
+    assert "token_signing_key" in rec.secret_outputs
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
+def test_a_rotated_signing_key_was_published_before_it_signs_and_the_previous_one_stays_published(algorithm):
+    """One signing key could only be replaced with every outstanding token refused, and the router's pods see a
+    new public key only minutes after the `up` (the kubelet's refresh): tokens minted with a new key at once
+    were refused meanwhile too. Each rotation signs with the key published since the one before, and keeps
+    publishing the key it replaces, until the next rotation, for the tokens it signed."""
+    before = None
+    for rotation in range(4):
+        rec = build(router={"token_algorithm": algorithm, "token_key_rotation": rotation})
+        keys = signing_keys(rec)
+        name = {g: "router-token" if g == 0 else f"router-token-{g}" for g in range(rotation + 2)}
+        order = [rotation, *([rotation - 1] if rotation else []), rotation + 1]  # the signing key first
+        assert list(keys) == sorted(name[g] for g in order)
+        assert rec.outputs["token_signing_key"] == keys[name[rotation]].outputs["privateKeyPem"]
+        assert "token_signing_key" in rec.secret_outputs
+        assert published(rec) == "".join(keys[name[g]].outputs["publicKeyPem"] for g in order)
+        if before is not None:
+            signing, public = keys[name[rotation]].outputs["publicKeyPem"], before[1]
+            assert signing in public  # the pods had it before it signed
+            assert before[0] in published(rec)  # and still take the tokens of the key it replaced
+        before = (keys[name[rotation]].outputs["publicKeyPem"], published(rec))
+
+
+def test_a_signing_key_rotation_below_zero_is_refused():
+    assert RouterSpec.model_validate({"token_key_rotation": 2}).token_key_rotation == 2
+    with pytest.raises(ValueError, match=r"token_key_rotation\n  Input should be greater than or equal to 0"):
+        RouterSpec.model_validate({"token_key_rotation": -1})
 
 
 def test_public_service_has_dns_label_and_https_uris_with_tls():
