@@ -42,8 +42,12 @@ CLUSTER = "azure-native:containerservice:ManagedCluster"
 ENFORCING_ENGINES = {"calico", "azure", "cilium"}  # AKS's networkPolicy values other than none
 # pulumi-kubernetes also declares each kind as `<Kind>Patch` (server-side apply of a part of an object
 # someone else made): a patch can add an HPA or a container as surely as the object itself.
-HPA_TYPES = {f"kubernetes:autoscaling/{v}:HorizontalPodAutoscaler{patch}"
-             for v in ("v1", "v2", "v2beta1", "v2beta2") for patch in ("", "Patch")}
+# What sets a Deployment's replica count from a metric: an HPA, and a KEDA ScaledObject (a CustomResource),
+# which runs an HPA of its own. A VerticalPodAutoscaler changes requests, not replicas: it is not one.
+AUTOSCALER_TYPES = {f"kubernetes:{kind}{patch}"
+                    for kind in [f"autoscaling/{v}:HorizontalPodAutoscaler" for v in ("v1", "v2", "v2beta1", "v2beta2")]
+                    + ["keda.sh/v1alpha1:ScaledObject"]
+                    for patch in ("", "Patch")}
 
 _TEMPLATE = ("spec", "template", "spec")
 # Where each workload kind keeps its pod spec.
@@ -388,22 +392,27 @@ def _ports_text(rule: Mapping[str, Any]) -> str:
 
 
 def no_hpa_on_models(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    """No HorizontalPodAutoscaler targets a model Deployment: the router scales those.
+    """No HorizontalPodAutoscaler or KEDA ScaledObject targets a model Deployment: the router scales those.
 
-    An HPA would fight the router's utilization autoscaler over the replica count. In a first preview a
-    model whose namespace is unknown, or an HPA whose namespace or target is, may or may not be a match:
-    it passes, to be checked once known, and the known ones are still matched.
+    Either would fight the router's utilization autoscaler over the replica count (a ScaledObject through
+    the HPA KEDA makes for it). A target is matched by kind and name, whatever its apiVersion (`apps/v1`,
+    or an old `extensions/v1beta1` that still names the Deployment); a ScaledObject's kind defaults to
+    Deployment. In a first preview a model whose namespace is unknown, or an autoscaler whose namespace or
+    target is, may or may not be a match: it passes, to be checked once known, and the known ones are still
+    matched.
     """
     models = {model for r in args.resources if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "model"
               and (model := _assuming(None, lambda: (_namespace(r.props), _name(r.props, r.name)))) is not None}
     for r in args.resources:
-        if r.resource_type not in HPA_TYPES:
+        if r.resource_type not in AUTOSCALER_TYPES:
             continue
+        default_kind = "Deployment" if "ScaledObject" in r.resource_type else None
         target = _assuming(None, lambda: (_namespace(r.props), _get(r.props, "spec", "scaleTargetRef", "name"))
-                           if _get(r.props, "spec", "scaleTargetRef", "kind") == "Deployment" else None)
+                           if (_get(r.props, "spec", "scaleTargetRef", "kind") or default_kind) == "Deployment" else None)
         if target in models:
-            report_violation(f"HorizontalPodAutoscaler {_name(r.props, r.name)!r} targets the model Deployment "
-                             f"{target[1]!r}; the router scales model deployments, remove the HPA", r.urn)
+            kind = r.resource_type.rsplit(":", 1)[1].removesuffix("Patch")
+            report_violation(f"{kind} {_name(r.props, r.name)!r} targets the model Deployment "
+                             f"{target[1]!r}; the router scales model deployments, remove the {kind}", r.urn)
 
 
 def endpoint_versions(args: StackValidationArgs, report_violation: ReportViolation) -> None:
@@ -526,7 +535,8 @@ RESOURCE_RULES: dict[str, tuple[str, ResourceRule, dict[str, dict]]] = {
     "gpu-containers-tolerate-and-select-gpu-pool": ("GPU/FPGA containers tolerate and select their accelerator pool.", gpu_scheduling, {}),
 }
 STACK_RULES: dict[str, tuple[str, StackRule, dict[str, dict]]] = {
-    "no-hpa-on-model-deployments": ("No HorizontalPodAutoscaler targets a model Deployment; the router scales them.", no_hpa_on_models, {}),
+    "no-hpa-on-model-deployments": (
+        "No HorizontalPodAutoscaler or KEDA ScaledObject targets a model Deployment; the router scales them.", no_hpa_on_models, {}),
     "public-router-serves-tls-in-production": ("A public router serves TLS in a fast_prod or dense_prod cluster.", public_router_tls, {}),
     "auth-on-for-public-services": (
         "Services and endpoints behind a public router require a key or token, unless allowed by name.",

@@ -278,6 +278,45 @@ def test_hpa_in_another_namespace_is_not_on_the_model():
     assert check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), hpa("iris", namespace="other")]) == []
 
 
+SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
+
+
+def scaled_object(ref: dict, typ: str = SCALED_OBJECT) -> tuple[str, dict]:
+    """A KEDA ScaledObject as a pulumi-kubernetes CustomResource hands it over."""
+    return typ, {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "iris-so", "namespace": "azureml"},
+                 "spec": {"scaleTargetRef": ref, "triggers": [{"type": "cpu", "metadata": {"value": "60"}}]}}
+
+
+@pytest.mark.parametrize("typ, ref", [
+    (SCALED_OBJECT, {"name": "iris"}),  # KEDA's default kind: a Deployment
+    (SCALED_OBJECT, {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris"}),
+    (SCALED_OBJECT + "Patch", {"name": "iris"}),
+])
+def test_a_keda_scaled_object_on_a_model_deployment_fails(typ, ref):
+    """KEDA scales its target through an HPA of its own, which fights the router's autoscaler as an HPA does:
+    a ScaledObject on a model Deployment passed."""
+    found = check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), scaled_object(ref, typ)])
+    assert [m for m, _ in found] == ["ScaledObject 'iris-so' targets the model Deployment 'iris'; "
+                                     "the router scales model deployments, remove the ScaledObject"]
+
+
+@pytest.mark.parametrize("other", [
+    scaled_object({"kind": "StatefulSet", "name": "iris"}),
+    ("kubernetes:autoscaling.k8s.io/v1:VerticalPodAutoscaler", {  # sets requests, not replicas
+        "metadata": {"name": "iris-vpa", "namespace": "azureml"},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris"}}}),
+])
+def test_what_scales_no_model_deployments_replicas_passes(other):
+    assert check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), other]) == []
+
+
+def test_an_hpa_naming_the_model_by_an_old_api_version_still_fails():
+    """`extensions/v1beta1` names the same Deployment: the target is matched by kind and name."""
+    typ, props = hpa("iris")
+    props["spec"]["scaleTargetRef"]["apiVersion"] = "extensions/v1beta1"
+    assert len(check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), (typ, props)])) == 1
+
+
 # ---------------------------------------------------------------- versions per endpoint
 
 
