@@ -304,21 +304,24 @@ def _router_only(peer: Mapping[str, Any], namespace: str, workloads: list[tuple[
 
     Kubernetes' selectors: a podSelector alone picks pods of the policy's namespace; beside a namespaceSelector
     (AND), pods of the namespaces that one picks, here by name (`kubernetes.io/metadata.name`); a
-    namespaceSelector alone, every pod there; an ipBlock, any address. The router's pods: those carrying
-    `component: router` in the policy's namespace (the stack's services share the router's) or in a router
-    Deployment's of the stack, and those a router Deployment owns by its selector, in its namespace. A
-    selector is no pod's own: the peer must pick none of the stack's other pods there either (a model's
-    pods carrying the labels a router Deployment selects by would reach the scorer past its auth).
+    namespaceSelector alone, every pod there; an ipBlock, any address. The router's pods: those a router
+    Deployment of the stack (labelled `component: router`) owns by its selector, in its namespace. A label
+    alone names no router: pods the stack does not declare (another chart's `component: router`) carry it
+    too. A selector is no pod's own either: the peer must pick none of the stack's other workloads' pods
+    there (a model's pods carrying the labels a router Deployment selects by would reach the scorer past its
+    auth). A pack cannot see pods made outside the stack with the router Deployment's own labels: RBAC limits
+    who may create pods in the router's namespace.
     """
     pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
     if pods is None or not set(peer) <= {"podSelector", "namespaceSelector"}:
         return False
     names = {namespace} if namespaces is None else _allowed(namespaces, NAMESPACE_NAME)
-    routers = [props for kind, props in workloads if kind == DEPLOYMENT and _label(props, COMPONENT) == "router"]
+    # Read as they are: a Deployment whose labels a first preview does not know may be a router (the raise
+    # passes the peer, to be checked once known).
+    routers = [props for kind, props in workloads if kind == DEPLOYMENT and _get(props, "metadata", "labels", COMPONENT) == "router"]
     others = [(kind, props) for kind, props in workloads if not any(props is r for r in routers)]
     return names is not None and all(
-        (_narrows(pods, {"matchLabels": {COMPONENT: "router"}}) and (name == namespace or any(_namespace(r) == name for r in routers))
-         or any(_narrows(pods, _get(r, "spec", "selector") or {}) and _namespace(r) == name for r in routers))
+        any(_narrows(pods, _get(r, "spec", "selector") or {}) and _namespace(r) == name for r in routers)
         and not any(_picks_other(pods, name, kind, props) for kind, props in others)
         for name in names)
 

@@ -523,9 +523,10 @@ CLUSTER_WITH = {"networkProfile": {"networkPlugin": "kubenet", "networkPolicy": 
 def test_model_pods_guarded_by_a_router_only_policy_pass():
     assert check_stack(rules.models_admit_only_the_router, [
         model_pods(), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]),
-        (rules.CLUSTER, CLUSTER_WITH)]) == []
+        (rules.CLUSTER, CLUSTER_WITH), router_pods()]) == []
     by_expression = {"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["model"]}]}
-    assert check_stack(rules.models_admit_only_the_router, [model_pods(), network_policy(by_expression, [ROUTER_PEER])]) == []
+    assert check_stack(rules.models_admit_only_the_router, [model_pods(), network_policy(by_expression, [ROUTER_PEER]),
+                                                            router_pods()]) == []
 
 
 @pytest.mark.parametrize("guard", [
@@ -547,7 +548,7 @@ def guarded_pods(*ports: dict, opened: list[dict]) -> list[tuple[str, dict]]:
     pods[1]["spec"]["template"]["spec"]["containers"][0]["ports"] = list(ports)
     guard = network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER])
     guard[1]["spec"]["ingress"] = [{"from": [ROUTER_PEER]}, {"from": [{"namespaceSelector": {}}], "ports": opened}]
-    return [pods, guard, (rules.CLUSTER, CLUSTER_WITH)]
+    return [pods, guard, (rules.CLUSTER, CLUSTER_WITH), router_pods()]
 
 
 SCORER_PORTS = ({"name": "http", "containerPort": 5001.0}, {"name": "metrics", "containerPort": 5002.0})
@@ -615,7 +616,7 @@ def test_a_native_sidecars_metrics_port_is_the_pods_metrics_port(sidecar, said):
 def test_a_policy_admitting_more_than_the_router_fails(peers):
     found = check_stack(rules.models_admit_only_the_router, [
         model_pods(), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]),
-        network_policy({}, peers)])
+        network_policy({}, peers), router_pods()])
     assert found == [("NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
                       "only its `metrics` port may admit them", "urn:pulumi:s::p::kubernetes:networking.k8s.io/v1:NetworkPolicy::r2")]
 
@@ -648,9 +649,9 @@ CANARY_OUT = {"key": "track", "operator": "NotIn", "values": ["canary"]}
     ({"podSelector": ROUTER_PEER["podSelector"], "namespaceSelector": {
         "matchLabels": {"kubernetes.io/metadata.name": "routing"}, "matchExpressions": [{"key": "team", "operator": "Exists"}]}},
      "routing"),
-    # Its labels by expression, or by its Deployment's selector alone.
-    ({"podSelector": router_by(ROUTER_COMPONENT)}, "elsewhere"),
+    # By its Deployment's selector, alone or with more of its labels, by expression too.
     ({"podSelector": router_by(NAMED_ROUTER)}, "azureml"),
+    ({"podSelector": router_by(NAMED_ROUTER, ROUTER_COMPONENT)}, "azureml"),
     ({"podSelector": router_by(NAMED_ROUTER, {"key": "tier", "operator": "NotIn", "values": ["canary"]})}, "azureml"),
     ({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "model-router"}}}, "azureml"),
     ({"podSelector": router_by(NAMED_ROUTER), "namespaceSelector": router_namespace("routing")}, "routing"),
@@ -683,6 +684,29 @@ def test_a_peer_that_may_admit_other_pods_than_the_routers_fails(peer, routers_i
     assert [m for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == [
         "NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
         "only its `metrics` port may admit them"]
+
+
+@pytest.mark.parametrize("peer, routers", [
+    # `component: router` pods of the policy's namespace, the stack's router in another: none is its router.
+    ({"podSelector": router_by(ROUTER_COMPONENT)}, [router_pods("elsewhere")]),
+    # The router's namespace, but not the pods its Deployment owns (by their name label): another chart's too.
+    ({"podSelector": {"matchLabels": {"app.kubernetes.io/component": "router"}}}, [router_pods()]),
+    ({**ROUTER_PEER, "namespaceSelector": router_namespace("azureml")}, []),  # no router declared: none is known
+])
+def test_a_peer_by_the_router_label_alone_fails(peer, routers):
+    """A label is anyone's to put on a pod: one the stack does not declare (an ingress controller's
+    `component: router`) reached the scorer past the router's auth, and the peer was passed."""
+    stack = [model_pods(), *routers, network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer]),
+             (rules.CLUSTER, CLUSTER_WITH)]
+    assert [m.split(" on ")[1].split(";")[0] for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == [
+        "port 5001"]
+
+
+def test_a_deployment_whose_labels_a_first_preview_does_not_know_may_be_the_router():
+    router = router_pods()
+    router[1]["metadata"]["labels"] = UNKNOWN_OBJECT_VALUE
+    stack = [model_pods(), router, network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER])]
+    assert check_stack(rules.models_admit_only_the_router, stack) == []
 
 
 SERVING = {"tier": "serving"}
