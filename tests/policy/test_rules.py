@@ -9,7 +9,8 @@ import copy
 import json
 
 import pytest
-from pulumi_policy import PolicyResource, PolicyResourceOptions, ResourceValidationArgs, StackValidationArgs
+from pulumi_policy import (PolicyProviderResource, PolicyResource, PolicyResourceOptions, ResourceValidationArgs,
+                           StackValidationArgs)
 from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_OBJECT_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from policy import rules
@@ -30,10 +31,14 @@ def check_resource(rule, typ: str, props: dict, config: dict | None = None) -> l
     return found
 
 
-def check_stack(rule, resources: list[tuple[str, dict]], config: dict | None = None) -> list[tuple[str, str | None]]:
+def check_stack(rule, resources: list[tuple[str, dict]], config: dict | None = None,
+                provider: dict | None = None) -> list[tuple[str, str | None]]:
+    """`provider`: the props of the Kubernetes provider every resource is declared with (None: none said)."""
     found: list[tuple[str, str | None]] = []
     # As the engine hands them over: reading a value a preview cannot know raises UnknownValueError.
-    stack = [PolicyResource(typ, unknown_checking_proxy(props), f"urn:pulumi:s::p::{typ}::r{i}", f"r{i}", _opts(), None,
+    k8s = provider if provider is None else PolicyProviderResource(
+        "pulumi:providers:kubernetes", unknown_checking_proxy(provider), "urn:pulumi:s::p::pulumi:providers:kubernetes::k8s", "k8s")
+    stack = [PolicyResource(typ, unknown_checking_proxy(props), f"urn:pulumi:s::p::{typ}::r{i}", f"r{i}", _opts(), k8s,
                             None, [], {})
              for i, (typ, props) in enumerate(resources)]
     rule(StackValidationArgs(stack, config or {}), lambda message, urn=None: found.append((message, urn)))
@@ -798,3 +803,62 @@ def test_model_pods_rule_checks_what_a_first_preview_knows_and_reads_the_unknown
     assert [m for m, _ in check_stack(rules.models_admit_only_the_router, [model_pods(), other])] == [
         "the pods of model Deployment 'iris' are selected by no ingress NetworkPolicy: any pod "
         "in the cluster can reach its scorer past the router's auth"]
+
+
+# ---------------------------------------------------------------- a namespace left to the provider
+
+
+def unplaced(resource: tuple[str, dict]) -> tuple[str, dict]:
+    """The resource without metadata.namespace: pulumi-kubernetes puts it in its provider's."""
+    typ, props = copy.deepcopy(resource)
+    del props["metadata"]["namespace"]
+    return typ, props
+
+
+def kubeconfig(namespace: str | None) -> str:
+    """A kubeconfig whose current context is `aks` (in `namespace`), beside a context `other` in `elsewhere`."""
+    aks = {"cluster": "aks", "user": "u", **({"namespace": namespace} if namespace else {})}
+    return json.dumps({"apiVersion": "v1", "kind": "Config", "current-context": "aks",
+                       "contexts": [{"name": "aks", "context": aks},
+                                    {"name": "other", "context": {"cluster": "aks", "user": "u", "namespace": "elsewhere"}}]})
+
+
+@pytest.mark.parametrize("provider", [
+    {"namespace": "azureml"},
+    {"kubeconfig": kubeconfig("azureml")},
+    {"kubeconfig": kubeconfig("elsewhere"), "context": "other", "namespace": "azureml"},  # its own beats the context's
+])
+def test_a_resource_without_a_namespace_is_in_its_providers(provider):
+    """It was taken to be in `default`: an HPA or a policy opening the scorer to every pod, declared with a
+    provider whose namespace is the model's, passed."""
+    found = check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), unplaced(hpa("iris"))], provider=provider)
+    assert len(found) == 1 and "'iris-hpa' targets the model Deployment 'iris'" in found[0][0]
+    opener = unplaced(network_policy({}, [{"namespaceSelector": {}}]))
+    stack = [model_pods(), router_pods(), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]), opener]
+    assert [m for m, _ in check_stack(rules.models_admit_only_the_router, stack, provider=provider)] == [
+        "NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
+        "only its `metrics` port may admit them"]
+
+
+def test_a_kubeconfig_context_without_a_namespace_is_default():
+    found = check_stack(rules.no_hpa_on_models, [unplaced((rules.DEPLOYMENT, deployment())), hpa("iris", namespace="default")],
+                        provider={"kubeconfig": kubeconfig(None)})
+    assert len(found) == 1
+
+
+@pytest.mark.parametrize("provider", [
+    None,  # none said (the offline plan)
+    {},  # the ambient kubeconfig, whose context the pack cannot read
+    {"kubeconfig": "/home/me/.kube/aks.yaml"},  # a path, not the text
+    {"kubeconfig": kubeconfig("azureml"), "context": "missing"},
+    {"namespace": UNKNOWN_STRING_VALUE},
+])
+def test_a_namespace_the_pack_cannot_know_is_not_taken_for_default(provider):
+    """Taken for `default`, a model left to an ambient kubeconfig's namespace was faulted as guarded by no
+    policy though its policy may well share it; now it passes, as a first preview's unknown does."""
+    stack = [unplaced(model_pods()), router_pods(),
+             network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]), (rules.CLUSTER, CLUSTER_WITH)]
+    assert check_stack(rules.models_admit_only_the_router, stack, provider=provider) == []
+    assert check_stack(rules.endpoint_versions, [unplaced(v) for v in versions(4)] + [
+        (typ, {**props, "metadata": {**props["metadata"], "namespace": "default"}}) for typ, props in versions(3)],
+        provider=provider) == []
