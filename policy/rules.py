@@ -215,7 +215,7 @@ def registry_images(args: StackValidationArgs, report_violation: ReportViolation
     `latest` or a hand-written tag can change under a running service; a hash cannot. A stack rule, so
     that the registry is the stack's own: config `registry` (the login server), else the loginServer of
     the stack's Registry when known (a registry not created yet has none in a preview: then any
-    *.azurecr.io). `allowedImages`: prefixes exempted (default ADDON_IMAGES, the cluster add-ons).
+    *.azurecr.io). `allowedImages`: images exempted (default ADDON_IMAGES, the cluster add-ons), see _exempts.
     """
     config = args.get_config()
     registry = config.get("registry") or next(
@@ -227,11 +227,20 @@ def registry_images(args: StackValidationArgs, report_violation: ReportViolation
             image = _assuming(None, lambda: c.get("image") or "")
             if image is None:  # built by this update: checked when the update runs this rule, known
                 continue
-            if not any(image.startswith(prefix) for prefix in allowed):
+            if not any(_exempts(entry, image) for entry in allowed):
                 problem = _image_problem(image, registry)
                 if problem:
                     report_violation(f"{_name(r.props, r.name)}: container {_known(c, 'name')!r}: image {image!r} {problem}",
                                      r.urn)
+
+
+def _exempts(entry: str, image: str) -> bool:
+    """Whether an `allowedImages` entry exempts an image: one naming a tag or digest, that image alone (a
+    digest beside the tag too); any other, every image it prefixes (a registry path). A tag as a prefix
+    exempted every longer tag: `busybox:1.36.1` let `busybox:1.36.1-musl` through unpinned."""
+    if ":" in entry.rsplit("/", 1)[-1] or "@" in entry:
+        return image == entry or image.startswith(entry + "@")
+    return image.startswith(entry)
 
 
 def _image_problem(image: str, registry: str | None) -> str | None:

@@ -172,6 +172,18 @@ def test_registry_images_allowed_prefix_exempts_addons():
     assert images(props, {"registry": REGISTRY, "allowedImages": []})
 
 
+@pytest.mark.parametrize("image, said", [
+    ("busybox:1.36.1", None),
+    (f"busybox:1.36.1@{DIGEST}", None),  # the same tag, pinned
+    ("busybox:1.36.1-musl", "is not from an Azure Container Registry"),  # a moving tag of Docker Hub's
+    ("nvcr.io/nvidia/k8s-device-plugin:v0.17.10", "is not from an Azure Container Registry"),
+])
+def test_an_allowed_image_with_a_tag_exempts_that_image_alone(image, said):
+    """An add-on allowed by its tag was matched as a prefix: a longer tag beginning with it passed unchecked."""
+    found = images(deployment(container(image=image)))
+    assert found == ([] if said is None else [f"iris: container 'scorer': image {image!r} {said}"])
+
+
 # ---------------------------------------------------------------- GPU scheduling
 
 GPU_POD = {"tolerations": [{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}],
