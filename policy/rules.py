@@ -9,19 +9,22 @@ The rules recognise the serving stack's objects by the labels the components put
 `app.kubernetes.io/component` = `model` (a scorer Deployment) or `router`, the endpoint a
 version belongs to in `aks-model-serving/endpoint`, and the cluster purpose on the router's
 Service in `aks-model-serving/cluster-purpose`. The router's routes and TLS come from its
-ConfigMap's `config.json` (router_image.config.RouterConfig).
+ConfigMap's `config.json` (router_image.config.RouterConfig). An object without metadata.namespace is
+in its Kubernetes provider's (the resource's `provider` props), unknown where the pack cannot tell.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from pulumi_policy import ReportViolation, ResourceValidationArgs, StackValidationArgs
-from pulumi_policy.proxy import UnknownValueError
+import yaml
+from pulumi_policy import PolicyResource, ReportViolation, ResourceValidationArgs, StackValidationArgs
+from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from components.accelerators import SCHEDULING
 from components.spec import MAX_ENDPOINT_VERSIONS
@@ -42,8 +45,12 @@ CLUSTER = "azure-native:containerservice:ManagedCluster"
 ENFORCING_ENGINES = {"calico", "azure", "cilium"}  # AKS's networkPolicy values other than none
 # pulumi-kubernetes also declares each kind as `<Kind>Patch` (server-side apply of a part of an object
 # someone else made): a patch can add an HPA or a container as surely as the object itself.
-HPA_TYPES = {f"kubernetes:autoscaling/{v}:HorizontalPodAutoscaler{patch}"
-             for v in ("v1", "v2", "v2beta1", "v2beta2") for patch in ("", "Patch")}
+# What sets a Deployment's replica count from a metric: an HPA, and a KEDA ScaledObject (a CustomResource),
+# which runs an HPA of its own. A VerticalPodAutoscaler changes requests, not replicas: it is not one.
+AUTOSCALER_TYPES = {f"kubernetes:{kind}{patch}"
+                    for kind in [f"autoscaling/{v}:HorizontalPodAutoscaler" for v in ("v1", "v2", "v2beta1", "v2beta2")]
+                    + ["keda.sh/v1alpha1:ScaledObject"]
+                    for patch in ("", "Patch")}
 
 _TEMPLATE = ("spec", "template", "spec")
 # Where each workload kind keeps its pod spec.
@@ -112,8 +119,41 @@ def _label(props: Mapping[str, Any], key: str) -> Any:
     return _known(props, "metadata", "labels", key)
 
 
-def _namespace(props: Mapping[str, Any]) -> str:
-    return _get(props, "metadata", "namespace") or "default"
+def _namespace(resource: PolicyResource) -> str:
+    """The namespace an object lands in, in pulumi-kubernetes' order: its own, else its provider's `namespace`,
+    else that of the provider's kubeconfig context (its `context` or the current one), else `default`.
+
+    Where the pack cannot know it (no provider said, as in the offline plan; an ambient kubeconfig or a path
+    to one), it raises as a first preview's unknown value does: each rule reads that as "may be any", the
+    reading that reports nothing. `default` would be a guess, and a wrong one put a guard or an HPA beside
+    the wrong Deployment.
+    """
+    own = _get(resource.props, "metadata", "namespace")
+    if own:
+        return own
+    provider = resource.provider.props if resource.provider is not None else {}
+    if namespace := _get(provider, "namespace"):
+        return namespace
+    kubeconfig = _get(provider, "kubeconfig")
+    if isinstance(kubeconfig, str) and (namespace := _context_namespace(kubeconfig, _get(provider, "context"))):
+        return namespace
+    raise UnknownValueError(UNKNOWN_STRING_VALUE, ["metadata", "namespace"])
+
+
+@functools.lru_cache(maxsize=8)
+def _context_namespace(kubeconfig: str, context: str | None) -> str | None:
+    """The namespace of a kubeconfig's `context` (else its current one), `default` where it names none; None
+    where the text is no kubeconfig (the path of one) or lacks that context. Cached: every resource declared
+    with one provider asks with the same text."""
+    try:
+        config = yaml.safe_load(kubeconfig)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(config, Mapping):
+        return None
+    name = context or config.get("current-context")
+    found = next((c for c in config.get("contexts") or [] if isinstance(c, Mapping) and c.get("name") == name), None)
+    return None if found is None else _get(found, "context", "namespace") or "default"
 
 
 def _name(props: Mapping[str, Any], fallback: str) -> str:
@@ -175,7 +215,7 @@ def registry_images(args: StackValidationArgs, report_violation: ReportViolation
     `latest` or a hand-written tag can change under a running service; a hash cannot. A stack rule, so
     that the registry is the stack's own: config `registry` (the login server), else the loginServer of
     the stack's Registry when known (a registry not created yet has none in a preview: then any
-    *.azurecr.io). `allowedImages`: prefixes exempted (default ADDON_IMAGES, the cluster add-ons).
+    *.azurecr.io). `allowedImages`: images exempted (default ADDON_IMAGES, the cluster add-ons), see _exempts.
     """
     config = args.get_config()
     registry = config.get("registry") or next(
@@ -187,11 +227,20 @@ def registry_images(args: StackValidationArgs, report_violation: ReportViolation
             image = _assuming(None, lambda: c.get("image") or "")
             if image is None:  # built by this update: checked when the update runs this rule, known
                 continue
-            if not any(image.startswith(prefix) for prefix in allowed):
+            if not any(_exempts(entry, image) for entry in allowed):
                 problem = _image_problem(image, registry)
                 if problem:
                     report_violation(f"{_name(r.props, r.name)}: container {_known(c, 'name')!r}: image {image!r} {problem}",
                                      r.urn)
+
+
+def _exempts(entry: str, image: str) -> bool:
+    """Whether an `allowedImages` entry exempts an image: one naming a tag or digest, that image alone (a
+    digest beside the tag too); any other, every image it prefixes (a registry path). A tag as a prefix
+    exempted every longer tag: `busybox:1.36.1` let `busybox:1.36.1-musl` through unpinned."""
+    if ":" in entry.rsplit("/", 1)[-1] or "@" in entry:
+        return image == entry or image.startswith(entry + "@")
+    return image.startswith(entry)
 
 
 def _image_problem(image: str, registry: str | None) -> str | None:
@@ -295,36 +344,40 @@ def _term(expression: Mapping[str, Any]) -> tuple[Any, Any, frozenset[Any]]:
     return expression.get("key"), expression.get("operator"), frozenset(expression.get("values") or [])
 
 
-def _router_only(peer: Mapping[str, Any], namespace: str, workloads: list[tuple[str, Mapping[str, Any]]]) -> bool:
-    """A `from` peer that admits the router's pods and nothing else, `workloads` being the stack's (type, props).
+def _router_only(peer: Mapping[str, Any], namespace: str, workloads: list[PolicyResource]) -> bool:
+    """A `from` peer that admits the router's pods and nothing else, `workloads` being the stack's.
 
     Kubernetes' selectors: a podSelector alone picks pods of the policy's namespace; beside a namespaceSelector
     (AND), pods of the namespaces that one picks, here by name (`kubernetes.io/metadata.name`); a
-    namespaceSelector alone, every pod there; an ipBlock, any address. The router's pods: those carrying
-    `component: router` in the policy's namespace (the stack's services share the router's) or in a router
-    Deployment's of the stack, and those a router Deployment owns by its selector, in its namespace. A
-    selector is no pod's own: the peer must pick none of the stack's other pods there either (a model's
-    pods carrying the labels a router Deployment selects by would reach the scorer past its auth).
+    namespaceSelector alone, every pod there; an ipBlock, any address. The router's pods: those a router
+    Deployment of the stack (labelled `component: router`) owns by its selector, in its namespace. A label
+    alone names no router: pods the stack does not declare (another chart's `component: router`) carry it
+    too. A selector is no pod's own either: the peer must pick none of the stack's other workloads' pods
+    there (a model's pods carrying the labels a router Deployment selects by would reach the scorer past its
+    auth). A pack cannot see pods made outside the stack with the router Deployment's own labels: RBAC limits
+    who may create pods in the router's namespace.
     """
     pods, namespaces = peer.get("podSelector"), peer.get("namespaceSelector")
     if pods is None or not set(peer) <= {"podSelector", "namespaceSelector"}:
         return False
     names = {namespace} if namespaces is None else _allowed(namespaces, NAMESPACE_NAME)
-    routers = [props for kind, props in workloads if kind == DEPLOYMENT and _label(props, COMPONENT) == "router"]
-    others = [(kind, props) for kind, props in workloads if not any(props is r for r in routers)]
+    # Read as they are: a Deployment whose labels a first preview does not know may be a router (the raise
+    # passes the peer, to be checked once known).
+    routers = [r for r in workloads if r.resource_type == DEPLOYMENT and _get(r.props, "metadata", "labels", COMPONENT) == "router"]
+    others = [w for w in workloads if not any(w is r for r in routers)]
     return names is not None and all(
-        (_narrows(pods, {"matchLabels": {COMPONENT: "router"}}) and (name == namespace or any(_namespace(r) == name for r in routers))
-         or any(_narrows(pods, _get(r, "spec", "selector") or {}) and _namespace(r) == name for r in routers))
-        and not any(_picks_other(pods, name, kind, props) for kind, props in others)
+        any(_narrows(pods, _get(r.props, "spec", "selector") or {}) and _namespace(r) == name for r in routers)
+        and not any(_picks_other(pods, name, w) for w in others)
         for name in names)
 
 
-def _picks_other(selector: Mapping[str, Any], namespace: str, kind: str, props: Mapping[str, Any]) -> bool:
+def _picks_other(selector: Mapping[str, Any], namespace: str, workload: PolicyResource) -> bool:
     """Whether a workload runs pods in `namespace` that a peer's podSelector picks and that are not the
-    router's (by their `component: router`); False where a first preview does not know its pods' labels."""
+    router's (a workload of the stack whose pods it labels `component: router` declares them its router's);
+    False where a first preview does not know its pods' labels or namespace."""
     def picked() -> bool:
-        labels = _get(props, *POD_SPEC_PATHS[kind][:-1], "metadata", "labels") or {}
-        return _namespace(props) == namespace and _matches(selector, labels) and labels.get(COMPONENT) != "router"
+        labels = _get(workload.props, *POD_SPEC_PATHS[workload.resource_type][:-1], "metadata", "labels") or {}
+        return _namespace(workload) == namespace and _matches(selector, labels) and labels.get(COMPONENT) != "router"
     return _assuming(False, picked)
 
 
@@ -341,16 +394,16 @@ def _metrics_ports(deployment: Mapping[str, Any]) -> set[Any]:
             if p.get("name") == "metrics" and p.get("protocol") in (None, "TCP") for v in (p.get("containerPort"), "metrics")}
 
 
-def _guards(policy: Mapping[str, Any], deployment: Mapping[str, Any]) -> bool:
+def _guards(policy: PolicyResource, deployment: PolicyResource) -> bool:
     """Whether a NetworkPolicy isolates a Deployment's pods for ingress."""
     return (_namespace(policy) == _namespace(deployment)
-            and "Ingress" in (_get(policy, "spec", "policyTypes") or ["Ingress"])
-            and _matches(_get(policy, "spec", "podSelector") or {},
-                         _get(deployment, "spec", "template", "metadata", "labels") or {}))
+            and "Ingress" in (_get(policy.props, "spec", "policyTypes") or ["Ingress"])
+            and _matches(_get(policy.props, "spec", "podSelector") or {},
+                         _get(deployment.props, "spec", "template", "metadata", "labels") or {}))
 
 
 def _opened_to_others(rule: Mapping[str, Any], deployment: Mapping[str, Any], namespace: str,
-                      workloads: list[tuple[str, Mapping[str, Any]]]) -> str | None:
+                      workloads: list[PolicyResource]) -> str | None:
     """The ports an ingress rule of a policy in `namespace` admits pods other than the router's to beyond
     the Deployment's metrics port, as written; None when it admits none. A peer naming a router whose
     namespace a first preview does not know may be the router's, and the rule's other peers still count."""
@@ -388,22 +441,27 @@ def _ports_text(rule: Mapping[str, Any]) -> str:
 
 
 def no_hpa_on_models(args: StackValidationArgs, report_violation: ReportViolation) -> None:
-    """No HorizontalPodAutoscaler targets a model Deployment: the router scales those.
+    """No HorizontalPodAutoscaler or KEDA ScaledObject targets a model Deployment: the router scales those.
 
-    An HPA would fight the router's utilization autoscaler over the replica count. In a first preview a
-    model whose namespace is unknown, or an HPA whose namespace or target is, may or may not be a match:
-    it passes, to be checked once known, and the known ones are still matched.
+    Either would fight the router's utilization autoscaler over the replica count (a ScaledObject through
+    the HPA KEDA makes for it). A target is matched by kind and name, whatever its apiVersion (`apps/v1`,
+    or an old `extensions/v1beta1` that still names the Deployment); a ScaledObject's kind defaults to
+    Deployment. In a first preview a model whose namespace is unknown, or an autoscaler whose namespace or
+    target is, may or may not be a match: it passes, to be checked once known, and the known ones are still
+    matched.
     """
     models = {model for r in args.resources if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "model"
-              and (model := _assuming(None, lambda: (_namespace(r.props), _name(r.props, r.name)))) is not None}
+              and (model := _assuming(None, lambda: (_namespace(r), _name(r.props, r.name)))) is not None}
     for r in args.resources:
-        if r.resource_type not in HPA_TYPES:
+        if r.resource_type not in AUTOSCALER_TYPES:
             continue
-        target = _assuming(None, lambda: (_namespace(r.props), _get(r.props, "spec", "scaleTargetRef", "name"))
-                           if _get(r.props, "spec", "scaleTargetRef", "kind") == "Deployment" else None)
+        default_kind = "Deployment" if "ScaledObject" in r.resource_type else None
+        target = _assuming(None, lambda: (_namespace(r), _get(r.props, "spec", "scaleTargetRef", "name"))
+                           if (_get(r.props, "spec", "scaleTargetRef", "kind") or default_kind) == "Deployment" else None)
         if target in models:
-            report_violation(f"HorizontalPodAutoscaler {_name(r.props, r.name)!r} targets the model Deployment "
-                             f"{target[1]!r}; the router scales model deployments, remove the HPA", r.urn)
+            kind = r.resource_type.rsplit(":", 1)[1].removesuffix("Patch")
+            report_violation(f"{kind} {_name(r.props, r.name)!r} targets the model Deployment "
+                             f"{target[1]!r}; the router scales model deployments, remove the {kind}", r.urn)
 
 
 def endpoint_versions(args: StackValidationArgs, report_violation: ReportViolation) -> None:
@@ -418,7 +476,7 @@ def endpoint_versions(args: StackValidationArgs, report_violation: ReportViolati
             continue
         endpoint = _label(r.props, ENDPOINT)
         if endpoint and _label(r.props, COMPONENT) == "model" and (
-                namespace := _assuming(None, lambda: _namespace(r.props))) is not None:
+                namespace := _assuming(None, lambda: _namespace(r))) is not None:
             versions[(namespace, endpoint)].append(r)
     for (_, endpoint), deployments in sorted(versions.items()):
         if len(deployments) > MAX_ENDPOINT_VERSIONS:
@@ -437,14 +495,14 @@ def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | Non
         if r.resource_type == CONFIG_MAP and _label(r.props, COMPONENT) == "router":
             raw: Any = _assuming(UNKNOWN, lambda: _get(r.props, "data", ROUTER_CONFIG_KEY))
             if raw:  # the router's other ConfigMaps hold no config
-                configs[_assuming(UNKNOWN, lambda: _namespace(r.props))] = raw if raw is UNKNOWN else json.loads(raw)
+                configs[_assuming(UNKNOWN, lambda: _namespace(r))] = raw if raw is UNKNOWN else json.loads(raw)
     for r in args.resources:
         if r.resource_type != SERVICE or _label(r.props, COMPONENT) != "router":
             continue
         if not _assuming(False, lambda: _get(r.props, "spec", "type") == "LoadBalancer"
                          and str(_get(r.props, "metadata", "annotations", INTERNAL_LB)).lower() != "true"):
             continue
-        namespace = _assuming(UNKNOWN, lambda: _namespace(r.props))
+        namespace = _assuming(UNKNOWN, lambda: _namespace(r))
         if namespace is UNKNOWN or UNKNOWN in configs or configs.get(namespace) is UNKNOWN:
             continue  # (a config in a namespace a first preview does not know may be this router's)
         yield r, configs.get(namespace)
@@ -495,18 +553,18 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
     a known guard's known rules are checked whatever else is unknown.
     """
     policies = [p for p in args.resources if p.resource_type == NETWORK_POLICY]
-    workloads = [(r.resource_type, r.props) for r in args.resources if r.resource_type in POD_SPEC_PATHS]
+    workloads = [r for r in args.resources if r.resource_type in POD_SPEC_PATHS]
     for r in args.resources:
         if r.resource_type != DEPLOYMENT or _label(r.props, COMPONENT) != "model":
             continue
         name = _name(r.props, r.name)
-        guards = [(p, _assuming(None, lambda: _guards(p.props, r.props))) for p in policies]
+        guards = [(p, _assuming(None, lambda: _guards(p, r))) for p in policies]
         if all(guarding is False for _, guarding in guards):
             report_violation(f"the pods of model Deployment {name!r} are selected by no ingress NetworkPolicy: any pod "
                              "in the cluster can reach its scorer past the router's auth", r.urn)
         for p in (p for p, guarding in guards if guarding):
             for rule in _items(p.props, "spec", "ingress"):
-                if opened := _assuming(None, lambda: _opened_to_others(rule, r.props, _namespace(p.props), workloads)):
+                if opened := _assuming(None, lambda: _opened_to_others(rule, r.props, _namespace(p), workloads)):
                     report_violation(f"NetworkPolicy {_name(p.props, p.name)!r} admits pods other than the router's to "
                                      f"model Deployment {name!r} on {opened}; only its `metrics` port may admit them", p.urn)
                     break
@@ -526,7 +584,8 @@ RESOURCE_RULES: dict[str, tuple[str, ResourceRule, dict[str, dict]]] = {
     "gpu-containers-tolerate-and-select-gpu-pool": ("GPU/FPGA containers tolerate and select their accelerator pool.", gpu_scheduling, {}),
 }
 STACK_RULES: dict[str, tuple[str, StackRule, dict[str, dict]]] = {
-    "no-hpa-on-model-deployments": ("No HorizontalPodAutoscaler targets a model Deployment; the router scales them.", no_hpa_on_models, {}),
+    "no-hpa-on-model-deployments": (
+        "No HorizontalPodAutoscaler or KEDA ScaledObject targets a model Deployment; the router scales them.", no_hpa_on_models, {}),
     "public-router-serves-tls-in-production": ("A public router serves TLS in a fast_prod or dense_prod cluster.", public_router_tls, {}),
     "auth-on-for-public-services": (
         "Services and endpoints behind a public router require a key or token, unless allowed by name.",

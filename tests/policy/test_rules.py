@@ -9,7 +9,8 @@ import copy
 import json
 
 import pytest
-from pulumi_policy import PolicyResource, PolicyResourceOptions, ResourceValidationArgs, StackValidationArgs
+from pulumi_policy import (PolicyProviderResource, PolicyResource, PolicyResourceOptions, ResourceValidationArgs,
+                           StackValidationArgs)
 from pulumi_policy.proxy import UNKNOWN_ARRAY_VALUE, UNKNOWN_OBJECT_VALUE, UNKNOWN_STRING_VALUE, unknown_checking_proxy
 
 from policy import rules
@@ -30,10 +31,14 @@ def check_resource(rule, typ: str, props: dict, config: dict | None = None) -> l
     return found
 
 
-def check_stack(rule, resources: list[tuple[str, dict]], config: dict | None = None) -> list[tuple[str, str | None]]:
+def check_stack(rule, resources: list[tuple[str, dict]], config: dict | None = None,
+                provider: dict | None = None) -> list[tuple[str, str | None]]:
+    """`provider`: the props of the Kubernetes provider every resource is declared with (None: none said)."""
     found: list[tuple[str, str | None]] = []
     # As the engine hands them over: reading a value a preview cannot know raises UnknownValueError.
-    stack = [PolicyResource(typ, unknown_checking_proxy(props), f"urn:pulumi:s::p::{typ}::r{i}", f"r{i}", _opts(), None,
+    k8s = provider if provider is None else PolicyProviderResource(
+        "pulumi:providers:kubernetes", unknown_checking_proxy(provider), "urn:pulumi:s::p::pulumi:providers:kubernetes::k8s", "k8s")
+    stack = [PolicyResource(typ, unknown_checking_proxy(props), f"urn:pulumi:s::p::{typ}::r{i}", f"r{i}", _opts(), k8s,
                             None, [], {})
              for i, (typ, props) in enumerate(resources)]
     rule(StackValidationArgs(stack, config or {}), lambda message, urn=None: found.append((message, urn)))
@@ -167,6 +172,18 @@ def test_registry_images_allowed_prefix_exempts_addons():
     assert images(props, {"registry": REGISTRY, "allowedImages": []})
 
 
+@pytest.mark.parametrize("image, said", [
+    ("busybox:1.36.1", None),
+    (f"busybox:1.36.1@{DIGEST}", None),  # the same tag, pinned
+    ("busybox:1.36.1-musl", "is not from an Azure Container Registry"),  # a moving tag of Docker Hub's
+    ("nvcr.io/nvidia/k8s-device-plugin:v0.17.10", "is not from an Azure Container Registry"),
+])
+def test_an_allowed_image_with_a_tag_exempts_that_image_alone(image, said):
+    """An add-on allowed by its tag was matched as a prefix: a longer tag beginning with it passed unchecked."""
+    found = images(deployment(container(image=image)))
+    assert found == ([] if said is None else [f"iris: container 'scorer': image {image!r} {said}"])
+
+
 # ---------------------------------------------------------------- GPU scheduling
 
 GPU_POD = {"tolerations": [{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}],
@@ -276,6 +293,45 @@ def test_an_hpa_patch_on_a_model_deployment_fails_too():
 
 def test_hpa_in_another_namespace_is_not_on_the_model():
     assert check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), hpa("iris", namespace="other")]) == []
+
+
+SCALED_OBJECT = "kubernetes:keda.sh/v1alpha1:ScaledObject"
+
+
+def scaled_object(ref: dict, typ: str = SCALED_OBJECT) -> tuple[str, dict]:
+    """A KEDA ScaledObject as a pulumi-kubernetes CustomResource hands it over."""
+    return typ, {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "iris-so", "namespace": "azureml"},
+                 "spec": {"scaleTargetRef": ref, "triggers": [{"type": "cpu", "metadata": {"value": "60"}}]}}
+
+
+@pytest.mark.parametrize("typ, ref", [
+    (SCALED_OBJECT, {"name": "iris"}),  # KEDA's default kind: a Deployment
+    (SCALED_OBJECT, {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris"}),
+    (SCALED_OBJECT + "Patch", {"name": "iris"}),
+])
+def test_a_keda_scaled_object_on_a_model_deployment_fails(typ, ref):
+    """KEDA scales its target through an HPA of its own, which fights the router's autoscaler as an HPA does:
+    a ScaledObject on a model Deployment passed."""
+    found = check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), scaled_object(ref, typ)])
+    assert [m for m, _ in found] == ["ScaledObject 'iris-so' targets the model Deployment 'iris'; "
+                                     "the router scales model deployments, remove the ScaledObject"]
+
+
+@pytest.mark.parametrize("other", [
+    scaled_object({"kind": "StatefulSet", "name": "iris"}),
+    ("kubernetes:autoscaling.k8s.io/v1:VerticalPodAutoscaler", {  # sets requests, not replicas
+        "metadata": {"name": "iris-vpa", "namespace": "azureml"},
+        "spec": {"targetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "iris"}}}),
+])
+def test_what_scales_no_model_deployments_replicas_passes(other):
+    assert check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), other]) == []
+
+
+def test_an_hpa_naming_the_model_by_an_old_api_version_still_fails():
+    """`extensions/v1beta1` names the same Deployment: the target is matched by kind and name."""
+    typ, props = hpa("iris")
+    props["spec"]["scaleTargetRef"]["apiVersion"] = "extensions/v1beta1"
+    assert len(check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), (typ, props)])) == 1
 
 
 # ---------------------------------------------------------------- versions per endpoint
@@ -484,9 +540,10 @@ CLUSTER_WITH = {"networkProfile": {"networkPlugin": "kubenet", "networkPolicy": 
 def test_model_pods_guarded_by_a_router_only_policy_pass():
     assert check_stack(rules.models_admit_only_the_router, [
         model_pods(), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]),
-        (rules.CLUSTER, CLUSTER_WITH)]) == []
+        (rules.CLUSTER, CLUSTER_WITH), router_pods()]) == []
     by_expression = {"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["model"]}]}
-    assert check_stack(rules.models_admit_only_the_router, [model_pods(), network_policy(by_expression, [ROUTER_PEER])]) == []
+    assert check_stack(rules.models_admit_only_the_router, [model_pods(), network_policy(by_expression, [ROUTER_PEER]),
+                                                            router_pods()]) == []
 
 
 @pytest.mark.parametrize("guard", [
@@ -508,7 +565,7 @@ def guarded_pods(*ports: dict, opened: list[dict]) -> list[tuple[str, dict]]:
     pods[1]["spec"]["template"]["spec"]["containers"][0]["ports"] = list(ports)
     guard = network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER])
     guard[1]["spec"]["ingress"] = [{"from": [ROUTER_PEER]}, {"from": [{"namespaceSelector": {}}], "ports": opened}]
-    return [pods, guard, (rules.CLUSTER, CLUSTER_WITH)]
+    return [pods, guard, (rules.CLUSTER, CLUSTER_WITH), router_pods()]
 
 
 SCORER_PORTS = ({"name": "http", "containerPort": 5001.0}, {"name": "metrics", "containerPort": 5002.0})
@@ -576,7 +633,7 @@ def test_a_native_sidecars_metrics_port_is_the_pods_metrics_port(sidecar, said):
 def test_a_policy_admitting_more_than_the_router_fails(peers):
     found = check_stack(rules.models_admit_only_the_router, [
         model_pods(), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]),
-        network_policy({}, peers)])
+        network_policy({}, peers), router_pods()])
     assert found == [("NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
                       "only its `metrics` port may admit them", "urn:pulumi:s::p::kubernetes:networking.k8s.io/v1:NetworkPolicy::r2")]
 
@@ -609,9 +666,9 @@ CANARY_OUT = {"key": "track", "operator": "NotIn", "values": ["canary"]}
     ({"podSelector": ROUTER_PEER["podSelector"], "namespaceSelector": {
         "matchLabels": {"kubernetes.io/metadata.name": "routing"}, "matchExpressions": [{"key": "team", "operator": "Exists"}]}},
      "routing"),
-    # Its labels by expression, or by its Deployment's selector alone.
-    ({"podSelector": router_by(ROUTER_COMPONENT)}, "elsewhere"),
+    # By its Deployment's selector, alone or with more of its labels, by expression too.
     ({"podSelector": router_by(NAMED_ROUTER)}, "azureml"),
+    ({"podSelector": router_by(NAMED_ROUTER, ROUTER_COMPONENT)}, "azureml"),
     ({"podSelector": router_by(NAMED_ROUTER, {"key": "tier", "operator": "NotIn", "values": ["canary"]})}, "azureml"),
     ({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "model-router"}}}, "azureml"),
     ({"podSelector": router_by(NAMED_ROUTER), "namespaceSelector": router_namespace("routing")}, "routing"),
@@ -644,6 +701,29 @@ def test_a_peer_that_may_admit_other_pods_than_the_routers_fails(peer, routers_i
     assert [m for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == [
         "NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
         "only its `metrics` port may admit them"]
+
+
+@pytest.mark.parametrize("peer, routers", [
+    # `component: router` pods of the policy's namespace, the stack's router in another: none is its router.
+    ({"podSelector": router_by(ROUTER_COMPONENT)}, [router_pods("elsewhere")]),
+    # The router's namespace, but not the pods its Deployment owns (by their name label): another chart's too.
+    ({"podSelector": {"matchLabels": {"app.kubernetes.io/component": "router"}}}, [router_pods()]),
+    ({**ROUTER_PEER, "namespaceSelector": router_namespace("azureml")}, []),  # no router declared: none is known
+])
+def test_a_peer_by_the_router_label_alone_fails(peer, routers):
+    """A label is anyone's to put on a pod: one the stack does not declare (an ingress controller's
+    `component: router`) reached the scorer past the router's auth, and the peer was passed."""
+    stack = [model_pods(), *routers, network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [peer]),
+             (rules.CLUSTER, CLUSTER_WITH)]
+    assert [m.split(" on ")[1].split(";")[0] for m, _ in check_stack(rules.models_admit_only_the_router, stack)] == [
+        "port 5001"]
+
+
+def test_a_deployment_whose_labels_a_first_preview_does_not_know_may_be_the_router():
+    router = router_pods()
+    router[1]["metadata"]["labels"] = UNKNOWN_OBJECT_VALUE
+    stack = [model_pods(), router, network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER])]
+    assert check_stack(rules.models_admit_only_the_router, stack) == []
 
 
 SERVING = {"tier": "serving"}
@@ -735,3 +815,62 @@ def test_model_pods_rule_checks_what_a_first_preview_knows_and_reads_the_unknown
     assert [m for m, _ in check_stack(rules.models_admit_only_the_router, [model_pods(), other])] == [
         "the pods of model Deployment 'iris' are selected by no ingress NetworkPolicy: any pod "
         "in the cluster can reach its scorer past the router's auth"]
+
+
+# ---------------------------------------------------------------- a namespace left to the provider
+
+
+def unplaced(resource: tuple[str, dict]) -> tuple[str, dict]:
+    """The resource without metadata.namespace: pulumi-kubernetes puts it in its provider's."""
+    typ, props = copy.deepcopy(resource)
+    del props["metadata"]["namespace"]
+    return typ, props
+
+
+def kubeconfig(namespace: str | None) -> str:
+    """A kubeconfig whose current context is `aks` (in `namespace`), beside a context `other` in `elsewhere`."""
+    aks = {"cluster": "aks", "user": "u", **({"namespace": namespace} if namespace else {})}
+    return json.dumps({"apiVersion": "v1", "kind": "Config", "current-context": "aks",
+                       "contexts": [{"name": "aks", "context": aks},
+                                    {"name": "other", "context": {"cluster": "aks", "user": "u", "namespace": "elsewhere"}}]})
+
+
+@pytest.mark.parametrize("provider", [
+    {"namespace": "azureml"},
+    {"kubeconfig": kubeconfig("azureml")},
+    {"kubeconfig": kubeconfig("elsewhere"), "context": "other", "namespace": "azureml"},  # its own beats the context's
+])
+def test_a_resource_without_a_namespace_is_in_its_providers(provider):
+    """It was taken to be in `default`: an HPA or a policy opening the scorer to every pod, declared with a
+    provider whose namespace is the model's, passed."""
+    found = check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), unplaced(hpa("iris"))], provider=provider)
+    assert len(found) == 1 and "'iris-hpa' targets the model Deployment 'iris'" in found[0][0]
+    opener = unplaced(network_policy({}, [{"namespaceSelector": {}}]))
+    stack = [model_pods(), router_pods(), network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]), opener]
+    assert [m for m, _ in check_stack(rules.models_admit_only_the_router, stack, provider=provider)] == [
+        "NetworkPolicy 'guard' admits pods other than the router's to model Deployment 'iris' on port 5001; "
+        "only its `metrics` port may admit them"]
+
+
+def test_a_kubeconfig_context_without_a_namespace_is_default():
+    found = check_stack(rules.no_hpa_on_models, [unplaced((rules.DEPLOYMENT, deployment())), hpa("iris", namespace="default")],
+                        provider={"kubeconfig": kubeconfig(None)})
+    assert len(found) == 1
+
+
+@pytest.mark.parametrize("provider", [
+    None,  # none said (the offline plan)
+    {},  # the ambient kubeconfig, whose context the pack cannot read
+    {"kubeconfig": "/home/me/.kube/aks.yaml"},  # a path, not the text
+    {"kubeconfig": kubeconfig("azureml"), "context": "missing"},
+    {"namespace": UNKNOWN_STRING_VALUE},
+])
+def test_a_namespace_the_pack_cannot_know_is_not_taken_for_default(provider):
+    """Taken for `default`, a model left to an ambient kubeconfig's namespace was faulted as guarded by no
+    policy though its policy may well share it; now it passes, as a first preview's unknown does."""
+    stack = [unplaced(model_pods()), router_pods(),
+             network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]), (rules.CLUSTER, CLUSTER_WITH)]
+    assert check_stack(rules.models_admit_only_the_router, stack, provider=provider) == []
+    assert check_stack(rules.endpoint_versions, [unplaced(v) for v in versions(4)] + [
+        (typ, {**props, "metadata": {**props["metadata"], "namespace": "default"}}) for typ, props in versions(3)],
+        provider=provider) == []
