@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
@@ -123,21 +125,37 @@ def _namespace(resource: PolicyResource) -> str:
     """The namespace an object lands in, in pulumi-kubernetes' order: its own, else its provider's `namespace`,
     else that of the provider's kubeconfig context (its `context` or the current one), else `default`.
 
-    Where the pack cannot know it (no provider said, as in the offline plan; an ambient kubeconfig or a path
-    to one), it raises as a first preview's unknown value does: each rule reads that as "may be any", the
-    reading that reports nothing. `default` would be a guess, and a wrong one put a guard or an HPA beside
-    the wrong Deployment.
+    Where the pack cannot know it (no provider said, as in the offline plan; no kubeconfig file to read; a
+    context it lacks), it raises as a first preview's unknown value does: each rule reads that as "may be
+    any", the reading that reports nothing. `default` would be a guess, and a wrong one put a guard or an
+    HPA beside the wrong Deployment.
     """
     own = _get(resource.props, "metadata", "namespace")
     if own:
         return own
-    provider = resource.provider.props if resource.provider is not None else {}
+    if resource.provider is None:
+        raise UnknownValueError(UNKNOWN_STRING_VALUE, ["metadata", "namespace"])
+    provider = resource.provider.props
     if namespace := _get(provider, "namespace"):
         return namespace
-    kubeconfig = _get(provider, "kubeconfig")
-    if isinstance(kubeconfig, str) and (namespace := _context_namespace(kubeconfig, _get(provider, "context"))):
+    kubeconfig = _kubeconfig(_get(provider, "kubeconfig"))
+    if kubeconfig is not None and (namespace := _context_namespace(kubeconfig, _get(provider, "context"))):
         return namespace
     raise UnknownValueError(UNKNOWN_STRING_VALUE, ["metadata", "namespace"])
+
+
+def _kubeconfig(given: Any) -> str | None:
+    """The provider's kubeconfig as pulumi-kubernetes finds it: `kubeconfig` as text, or the path of a file, else
+    $KUBECONFIG's first file, else ~/.kube/config (the pack runs on the machine that runs `pulumi`); None where
+    there is no such file."""
+    if isinstance(given, str) and ("\n" in given or given.lstrip().startswith("{")):
+        return given
+    path = given if isinstance(given, str) and given else (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0]
+                                                           or "~/.kube/config")
+    try:
+        return Path(path).expanduser().read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 @functools.lru_cache(maxsize=8)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 
 import pytest
 from pulumi_policy import (PolicyProviderResource, PolicyResource, PolicyResourceOptions, ResourceValidationArgs,
@@ -858,16 +859,36 @@ def test_a_kubeconfig_context_without_a_namespace_is_default():
     assert len(found) == 1
 
 
+@pytest.mark.parametrize("ambient", ["KUBECONFIG", "HOME"])
+@pytest.mark.parametrize("given", ["nothing", "a path"])
+def test_a_kubeconfig_file_is_read_as_pulumi_kubernetes_reads_it(tmp_path, monkeypatch, ambient, given):
+    """A provider given no kubeconfig text reads the file (its `kubeconfig` path, else $KUBECONFIG's first, else
+    ~/.kube/config), as pulumi-kubernetes does on the same machine: left unknown, a namespace-less model was never
+    checked, not even by `pulumi up`."""
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text(kubeconfig("azureml"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    if ambient == "KUBECONFIG":
+        monkeypatch.setenv("KUBECONFIG", f"{tmp_path / '.kube' / 'config'}{os.pathsep}{tmp_path / 'absent'}")
+    else:
+        monkeypatch.setenv("HOME", str(tmp_path))
+    provider = {"kubeconfig": str(tmp_path / ".kube" / "config")} if given == "a path" else {}
+    found = check_stack(rules.no_hpa_on_models, [(rules.DEPLOYMENT, deployment()), unplaced(hpa("iris"))], provider=provider)
+    assert len(found) == 1 and "'iris-hpa' targets the model Deployment 'iris'" in found[0][0]
+
+
 @pytest.mark.parametrize("provider", [
     None,  # none said (the offline plan)
-    {},  # the ambient kubeconfig, whose context the pack cannot read
-    {"kubeconfig": "/home/me/.kube/aks.yaml"},  # a path, not the text
+    {},  # no kubeconfig file to be found (HOME and KUBECONFIG point nowhere below)
+    {"kubeconfig": "/nonexistent/.kube/aks.yaml"},  # a path to no file
     {"kubeconfig": kubeconfig("azureml"), "context": "missing"},
     {"namespace": UNKNOWN_STRING_VALUE},
 ])
-def test_a_namespace_the_pack_cannot_know_is_not_taken_for_default(provider):
-    """Taken for `default`, a model left to an ambient kubeconfig's namespace was faulted as guarded by no
-    policy though its policy may well share it; now it passes, as a first preview's unknown does."""
+def test_a_namespace_the_pack_cannot_know_is_not_taken_for_default(provider, tmp_path, monkeypatch):
+    """Taken for `default`, a model left to a kubeconfig's namespace was faulted as guarded by no policy though
+    its policy may well share it; where no kubeconfig says, it passes, as a first preview's unknown does."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
     stack = [unplaced(model_pods()), router_pods(),
              network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER]), (rules.CLUSTER, CLUSTER_WITH)]
     assert check_stack(rules.models_admit_only_the_router, stack, provider=provider) == []
