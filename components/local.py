@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import http.client
 import json
+import math
 import os
 import re
 import secrets
@@ -38,7 +39,7 @@ from components.stackfile import Stack, StackError, load_stack
 from router_image.config import ConfigError, RouterConfig, ScorerLaunch, TokenConfig
 from scoring_image.config import ScorerSettings
 
-READY_TIMEOUT_S = 180
+READY_TIMEOUT_S = 180  # `up --timeout` sets another: a model whose init() takes longer
 STOP_MARGIN_S = 5  # after the router's drain and its scorers' stop: the processes exiting
 
 
@@ -288,11 +289,12 @@ def _exclusive(state: State, out):
 INTERRUPTED = 130  # a shell's code for a command ended by Ctrl-C
 
 
-def up(stack: Stack, out=sys.stdout) -> int:
+def up(stack: Stack, out=sys.stdout, timeout_s: float = READY_TIMEOUT_S) -> int:
+    """Start the stack, or apply its edited file to the running one, and wait at most timeout_s for it."""
     state = state_of(stack)
     with _exclusive(state, out):
         if (pid := _pid(state)) is not None:
-            return _apply(stack, state, pid, out)
+            return _apply(stack, state, pid, out, timeout_s)
         if _port_taken(stack.spec.local.router_port):  # the router would die, and whatever holds it answer /readyz
             print(f"port {stack.spec.local.router_port} is taken (another stack's router?); stop it or set "
                   "aks-model-serving:local.router_port", file=out)
@@ -307,7 +309,7 @@ def up(stack: Stack, out=sys.stdout) -> int:
         _write(state.pid, str(proc.pid))
         print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
         with _ctrl_c() as interrupted:
-            ready: bool | None = wait_ready(stack, config, proc, out, interrupted)
+            ready: bool | None = wait_ready(stack, config, proc, out, interrupted, timeout_s)
         if interrupted.is_set():  # nothing half-started is left behind
             print("\nInterrupted", file=out)
             ready = None
@@ -329,7 +331,7 @@ def _start_logs(logs: Path) -> None:
         f.replace(f.with_name(f"{f.name}.1"))
 
 
-def _apply(stack: Stack, state: State, pid: int, out) -> int:
+def _apply(stack: Stack, state: State, pid: int, out, timeout_s: float) -> int:
     """`up` of a running stack applies its file as it now reads: the router reloads its config
     on change, so an added, changed or removed service needs no restart."""
     running = state.config.read_text()
@@ -344,7 +346,7 @@ def _apply(stack: Stack, state: State, pid: int, out) -> int:
         _write(state.config, config.dump())
         print(f"the {stack.name} stack is running (router pid {pid}); its router is applying the changed stack file", file=out)
         with _ctrl_c() as interrupted:
-            ready = wait_ready(stack, config, None, out, interrupted)
+            ready = wait_ready(stack, config, None, out, interrupted, timeout_s)
         if interrupted.is_set():
             print(f"\nInterrupted; the router goes on applying the file (`local status` shows where it is, "
                   "`local down` stops the stack)", file=out)
@@ -379,13 +381,13 @@ CONFIG_READ_S = 2.0  # the router reads its config file once a second (router_im
 
 
 def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None, out,
-               interrupted: threading.Event | None = None) -> bool:
+               interrupted: threading.Event | None = None, timeout_s: float = READY_TIMEOUT_S) -> bool:
     """Progress as Azure ML's wait_for_deployment(show_output=True): dots, then the outcome. Ready
     once the router runs this very config (its digest in /readyz: an edit is judged on its own replicas,
     not on those it replaces), each route with a ready replica; failed at once when a replica's init()
     failed or it exited at start (the reason and its log named)."""
     written = time.monotonic()
-    deadline = written + READY_TIMEOUT_S
+    deadline = written + timeout_s
     digest = config.digest()
     print("Running", end="", flush=True, file=out)
     stop = interrupted or threading.Event()
@@ -421,7 +423,7 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
                 return True
         print(".", end="", flush=True, file=out)
         stop.wait(0.5)
-    print(f"\nFailed: not ready after {READY_TIMEOUT_S} s", file=out)
+    print(f"\nFailed: not ready after {timeout_s:g} s (`local up --timeout SECONDS` waits longer)", file=out)
     for line in _not_ready(config, body if body.get("config") == digest else {}):
         print(line, file=out)
     return False
@@ -615,7 +617,12 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m components local", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("up", "down", "status", "score"):
-        sub.add_parser(name).add_argument("stack", type=Path)
+        p = sub.add_parser(name)
+        p.add_argument("stack", type=Path)
+        if name == "up":
+            p.add_argument("--timeout", type=_seconds, default=READY_TIMEOUT_S, metavar="SECONDS",
+                           help=f"how long to wait for every service to be ready (default {READY_TIMEOUT_S}); "
+                                "longer for a model whose init() takes longer")
     for name in ("logs", "keys", "token"):
         p = sub.add_parser(name)
         p.add_argument("stack", type=Path)
@@ -626,7 +633,7 @@ def main(argv: list[str]) -> int:
     try:
         stack = load_stack(args.stack)
         if args.command == "up":
-            return up(stack)
+            return up(stack, timeout_s=args.timeout)
         if args.command == "down":
             return down(stack)
         if args.command == "status":
@@ -653,6 +660,17 @@ def main(argv: list[str]) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return 2
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds, for --timeout: 0, a negative or NaN would end the wait before it began."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
 
 
 def token(stack: Stack, route) -> int:

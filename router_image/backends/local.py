@@ -1,10 +1,12 @@
 """The `local` backend: scorer replicas as `python -m scoring_image` processes on loopback.
 
 What the local stack runs. Each replica gets a free port on 127.0.0.1 and is routed to only
-once its `/ready` answers 200 (its init() ran). A replica that exits is replaced. Children die
-with the router (PR_SET_PDEATHSIG), so no scorer outlives it even after a SIGKILL. Why a version
-has no ready replica (an init() that failed, a replica that exits at start) is kept for /readyz,
-where `local up` reads it rather than waiting out its timeout.
+once its `/ready` answers 200 (its init() ran), and only while it goes on answering (a kubelet's
+readiness probe: a replica that hangs leaves the pool, not killed, and comes back when it answers
+again). A replica that exits is replaced. Children die with the router (PR_SET_PDEATHSIG), so no
+scorer outlives it even after a SIGKILL. Why a version has no ready replica (an init() that failed,
+a replica that exits at start or hangs) is kept for /readyz, where `local up` reads it rather than
+waiting out its timeout.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +40,12 @@ HEALTH_EVERY_S = 0.2
 EARLY_EXIT_S = 10.0
 HEALTHY_S = 60.0
 MAX_BACKOFF_S = 30.0
+# A ready replica is asked again every READY_PROBE_EVERY_S, all at once, each within readiness()'s 1 s: one that
+# hangs (its event loop stuck, SIGSTOPped) failed every request it got until it timed out. After READY_FAILURES
+# failures in a row it gets no traffic until it answers again, as a kubelet's readiness probe (periodSeconds,
+# failureThreshold) takes a pod out of its Service; it is not killed: a readiness failure restarts no pod.
+READY_PROBE_EVERY_S = 2.0
+READY_FAILURES = 3
 
 
 # Loaded here, not in the child: between fork and exec, a dlopen could wait forever on a lock another
@@ -63,13 +72,19 @@ class LocalReplica:
     port: int
     process: subprocess.Popen
     started: float = field(default_factory=time.monotonic)
-    ready: bool = False
+    ready: bool = False  # its init() ran: from then on it is probed every READY_PROBE_EVERY_S
+    failures: int = 0  # readiness probes in a row it failed since it was ready
     log: Path | None = None
     grace_s: float = 10.0  # to finish its requests after SIGTERM (the scorer's stop grace)
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def serving(self) -> bool:
+        """Ready and still answering its readiness probe: a replica traffic goes to."""
+        return self.ready and self.failures < READY_FAILURES
 
     def named(self, deployment: str) -> str:
         return f"{deployment}-{self.index}" + (f" (log: {self.log})" if self.log else "")
@@ -98,11 +113,12 @@ class LocalBackend:
     def __init__(self) -> None:
         self._versions: dict[str, _Version] = {}
         self._on_ready: ReadyCallback = lambda d, a: None
-        self._task: asyncio.Task | None = None
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self, on_ready: ReadyCallback) -> None:
         self._on_ready = on_ready
-        self._task = asyncio.create_task(self._watch())
+        self._tasks = [asyncio.create_task(_every(HEALTH_EVERY_S, self._check, "checking the replicas")),
+                       asyncio.create_task(_every(READY_PROBE_EVERY_S, self._reprobe, "probing the ready replicas"))]
 
     async def apply(self, versions: list[VersionConfig]) -> None:
         wanted = {v.deployment: v for v in versions}
@@ -161,14 +177,14 @@ class LocalBackend:
                 except OSError as exc:  # its folder went, a log that cannot be written: as an early exit
                     self._backoff(v, f"replica {v.config.deployment} could not start ({exc})")
                     break
-        if v.outdated and sum(r.ready for r in v.replicas) >= v.desired:
+        if v.outdated and sum(r.serving for r in v.replicas) >= v.desired:
             for r in v.outdated:
                 self._terminate(r)
             v.outdated = []
         while len(v.replicas) > v.desired:
-            # Starting ones first, then the newest; it leaves the pool now and gets SIGTERM, which
-            # lets its in-flight requests finish.
-            starting = [r for r in v.replicas if not r.ready]
+            # Starting (or unanswering) ones first, then the newest; it leaves the pool now and gets
+            # SIGTERM, which lets its in-flight requests finish.
+            starting = [r for r in v.replicas if not r.serving]
             gone = starting[-1] if starting else v.replicas[-1]
             v.replicas.remove(gone)
             self._terminate(gone)
@@ -203,20 +219,11 @@ class LocalBackend:
         asyncio.get_running_loop().run_in_executor(None, _reap, r.process, r.grace_s)
 
     def _publish(self, v: _Version) -> None:
-        self._on_ready(v.config.deployment, [r.address for r in v.outdated + v.replicas if r.ready])
+        self._on_ready(v.config.deployment, [r.address for r in v.outdated + v.replicas if r.serving])
 
     async def probe(self, address: str) -> bool:
         host, _, port = address.rpartition(":")
         return await is_ready(host, int(port))
-
-    async def _watch(self) -> None:
-        """Readiness of new replicas, and replacement of replicas that exited."""
-        while True:
-            try:
-                await self._check()
-            except Exception:  # one failed pass must not end the watch: replicas would never be replaced
-                log.exception("checking the replicas failed; trying again")
-            await asyncio.sleep(HEALTH_EVERY_S)
 
     async def _check(self) -> None:
         """One pass: exited replicas replaced, starting ones probed, ready ones published."""
@@ -243,6 +250,35 @@ class LocalBackend:
             if changed or len(v.replicas) < v.desired:
                 self._converge(v)
 
+    async def _reprobe(self) -> None:
+        """One round of the ready replicas' readiness probes: those that stopped answering leave the pool,
+        those that answer again come back (the starting ones are _check's)."""
+        asked = [(v, r) for v in self._versions.values() for r in v.outdated + v.replicas if r.ready]
+        answers = await asyncio.gather(*(self.probe(r.address) for _, r in asked))
+        changed: dict[str, _Version] = {}
+        for (v, r), ok in zip(asked, answers):
+            if self._versions.get(v.config.deployment) is not v or r not in v.outdated + v.replicas:
+                continue  # stopped meanwhile
+            serving = r.serving
+            r.failures = 0 if ok else r.failures + 1
+            if r.serving == serving:
+                continue
+            changed[v.config.deployment] = v
+            name = r.named(v.config.deployment)
+            if r.serving:
+                log.info("replica %s answers its readiness probe again; back in the pool", name)
+            else:
+                log.warning("replica %s failed its readiness probe %d times in a row; out of the pool until it "
+                            "answers (not restarted)", name, READY_FAILURES)
+        for v in changed.values():
+            unanswering = [r for r in v.outdated + v.replicas if r.ready and not r.serving]
+            if any(r.serving for r in v.outdated + v.replicas):
+                v.problem = None
+            elif unanswering:  # why none is ready while they hang
+                v.problem = (f"replica {unanswering[0].named(v.config.deployment)} does not answer its readiness "
+                             f"probe ({READY_FAILURES} failed in a row); it gets no traffic until it does")
+            self._converge(v)
+
     def _backoff(self, v: _Version, what: str) -> None:
         v.early_exits += 1
         pause = min(2.0 ** (v.early_exits - 1), MAX_BACKOFF_S)
@@ -256,7 +292,7 @@ class LocalBackend:
             self._backoff(v, v.problem)
             return
         what = f"replica {r.named(v.config.deployment)} {_ended(r.process.returncode)} after {lived:.0f} s; replacing it"
-        if not any(other.ready for other in v.replicas):  # why none is ready until its replacement is (a new model's load)
+        if not any(other.serving for other in v.replicas):  # why none is ready until its replacement is (a new model's load)
             v.problem = what
         if lived < HEALTHY_S:
             self._backoff(v, what)
@@ -265,8 +301,8 @@ class LocalBackend:
         log.warning("%s", what)
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         replicas = [r for v in self._versions.values() for r in v.replicas + v.outdated]
         for r in replicas:
             if r.process.poll() is None:
@@ -301,6 +337,17 @@ async def _readiness(address: str) -> tuple[bool, str | None]:
     except (ValueError, KeyError, TypeError):
         return False, None
     return False, (message if ": failed" in message else None)
+
+
+async def _every(period_s: float, check: Callable[[], Awaitable[None]], what: str) -> None:
+    """`check` for ever, period_s apart: one pass that fails must not end it (replicas would never be
+    replaced, or never leave the pool)."""
+    while True:
+        try:
+            await check()
+        except Exception:
+            log.exception("%s failed; trying again", what)
+        await asyncio.sleep(period_s)
 
 
 def _ended(returncode: int) -> str:

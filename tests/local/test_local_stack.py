@@ -635,32 +635,58 @@ def test_ctrl_c_during_up_stops_what_it_started(tmp_path):
         cli("down", str(path), check=False)
 
 
-def test_up_that_times_out_names_the_version_not_ready_and_shows_the_end_of_its_log(tmp_path, monkeypatch):
-    """An init() still loading at the timeout got "not ready after 180 s" and the router's log, which says
-    nothing of it: which version it was and what its scorer wrote last were left to find."""
-    from components import local
-    from components.stackfile import load_stack
-
+def _sleepy_stack(tmp_path: Path, init_seconds: int) -> Path:
+    """A service whose init() takes init_seconds, beside one ready at once."""
     path = _script_stack(tmp_path, [{"name": "slow", "script": "sleepy.py", "folder": "tests/scorer/scripts"},
                                     {"name": "quick", **ECHO}])
     doc = yaml.safe_load(path.read_text())
     service = doc["config"]["aks-model-serving:services"][0]
-    service["inference_config"]["environment"] = {"environment_variables": {"INIT_SECONDS": "60"}}
+    service["inference_config"]["environment"] = {"environment_variables": {"INIT_SECONDS": str(init_seconds)}}
     service["scoring_timeout_ms"] = 5000  # `up`'s stop of what it started: drain, then the scorer's grace
     path.write_text(yaml.safe_dump(doc))
-    monkeypatch.setattr(local, "READY_TIMEOUT_S", 8)
+    return path
+
+
+def test_up_that_times_out_names_the_version_not_ready_and_shows_the_end_of_its_log(tmp_path, monkeypatch):
+    """An init() still loading at the timeout got "not ready after 180 s" and the router's log, which says
+    nothing of it: which version it was and what its scorer wrote last were left to find. The timeout is
+    --timeout's, and the message names the option."""
+    path = _sleepy_stack(tmp_path, 60)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the router it starts runs this checkout
-    out = io.StringIO()
     try:
-        assert local.up(load_stack(path), out=out) == 1
-        said = out.getvalue()
+        started = time.monotonic()
+        result = cli("up", str(path), "--timeout", "8", check=False)
+        said = result.stdout
+        assert result.returncode == 1 and time.monotonic() - started < 60, said
         log = tmp_path / "state" / "logs" / "slow-0.log"
-        assert "Failed: not ready after 8 s\n  service slow, version slow: 0/1 ready\n" in said, said
+        assert ("Failed: not ready after 8 s (`local up --timeout SECONDS` waits longer)\n"
+                "  service slow, version slow: 0/1 ready\n") in said, said
         assert f"    the end of {log}:\n" in said and '"message":"worker 0 started' in said, said
         assert "quick" not in said.split("Failed")[1], said
         assert scorer_pids(str(tmp_path / "state")) == []
     finally:
         cli("down", str(path), check=False)
+
+
+def test_up_with_a_longer_timeout_waits_for_an_init_slower_than_the_default(tmp_path, monkeypatch):
+    """`up` gave up after 180 s whatever the model: one whose init() takes longer could never run locally."""
+    from components import local
+
+    path = _sleepy_stack(tmp_path, 4)
+    monkeypatch.setattr(local, "READY_TIMEOUT_S", 1)  # the default, shorter than the init()
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # the router it starts runs this checkout
+    try:
+        assert local.main(["up", str(path), "--timeout", "60"]) == 0
+        assert cli("status", str(path), check=False).returncode == 0
+    finally:
+        cli("down", str(path), check=False)
+
+
+@pytest.mark.parametrize("timeout", ["0", "-5", "soon", "nan", "inf"])
+def test_up_refuses_a_timeout_that_is_not_a_positive_number_of_seconds(timeout):
+    result = cli("up", "stacks/Pulumi.local.yaml", "--timeout", timeout, check=False)
+    assert result.returncode == 2
+    assert f"argument --timeout: must be a positive number of seconds, not '{timeout}'" in result.stderr, result.stderr
 
 
 def test_the_end_of_a_long_log_is_its_last_whole_lines(tmp_path):

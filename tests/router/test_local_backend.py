@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +211,79 @@ async def test_a_replica_that_dies_after_running_says_why_none_is_ready_until_it
     ready = True
     await b._check()
     assert b.problem("iris") is None
+
+
+async def test_a_ready_replica_that_stops_answering_leaves_the_pool_until_it_answers_again(caplog) -> None:
+    """Ready replicas were never asked again: one that hung (its loop stuck, SIGSTOPped) got its share of the
+    requests, each failing at its timeout. As a kubelet's readiness probe: out after READY_FAILURES in a row,
+    not killed, back when it answers, and /readyz says why while none serves."""
+    caplog.set_level("INFO", logger="router.local")
+    answers = {"127.0.0.1:1000": True, "127.0.0.1:1001": True}
+    b = backend()
+    b.probe = lambda address: asyncio.sleep(0, answers[address])  # type: ignore[method-assign]
+    published: list[list[str]] = []
+    b._on_ready = lambda deployment, addresses: published.append(addresses)  # type: ignore[method-assign]
+    await b.apply([VersionConfig(name="v1", deployment="iris", num_replicas=2, scorer=ScorerLaunch(),
+                                 autoscale=AutoscaleConfig(enabled=False))])
+    first, second = b._versions["iris"].replicas
+    first.ready = second.ready = True
+    b._converge(b._versions["iris"])
+    answers[first.address] = False
+    for _ in range(local.READY_FAILURES - 1):  # a probe that failed once or twice: still in
+        await b._reprobe()
+    assert published[-1] == [first.address, second.address]
+    await b._reprobe()
+    assert published[-1] == [second.address] and b.problem("iris") is None  # the other one serves
+    assert "replica iris-0 failed its readiness probe 3 times in a row; out of the pool" in caplog.text
+    answers[second.address] = False
+    for _ in range(local.READY_FAILURES):
+        await b._reprobe()
+    assert published[-1] == []
+    assert b.problem("iris") == ("replica iris-0 does not answer its readiness probe (3 failed in a row); "
+                                 "it gets no traffic until it does")
+    assert first.process.returncode is None and second.process.returncode is None  # not restarted
+    assert len(b._versions["iris"].replicas) == 2  # nor replaced
+    answers[second.address] = True
+    await b._reprobe()
+    assert published[-1] == [second.address] and b.problem("iris") is None
+    assert "replica iris-1 answers its readiness probe again; back in the pool" in caplog.text
+
+
+async def test_a_sigstopped_scorer_leaves_the_pool_and_comes_back_on_sigcont(tmp_path, monkeypatch) -> None:
+    """A real replica whose serving process is stopped: out of the published addresses, the other replica's
+    probes not held up by it, and back once it runs again."""
+    from scoring_image.config import ScorerSettings
+
+    monkeypatch.setattr(local, "READY_PROBE_EVERY_S", 0.2)
+    scripts = Path(__file__).resolve().parents[1] / "scorer" / "scripts"
+    env = ScorerSettings(entry_script="sleepy.py", app_root=str(scripts), host="127.0.0.1", workers=1).to_env()
+    published: dict[str, list[str]] = {}
+    b = LocalBackend()
+    await b.start(lambda deployment, addresses: published.__setitem__(deployment, addresses))
+    try:
+        await b.apply([VersionConfig(name="v1", deployment="iris", num_replicas=2, autoscale=AutoscaleConfig(enabled=False),
+                                     scorer=ScorerLaunch(env=env, cwd=str(scripts), log_dir=str(tmp_path),
+                                                         stop_grace_seconds=2.0))])
+        await until(lambda: len(published.get("iris", [])) == 2, 60)
+        stuck, other = b._versions["iris"].replicas
+        workers = [int(pid) for pid in Path(f"/proc/{stuck.process.pid}/task/{stuck.process.pid}/children").read_text().split()]
+        assert workers
+        for pid in workers:  # the worker serves; the supervisor would not answer /ready anyway
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            await until(lambda: published["iris"] == [other.address], 10)
+            assert stuck.process.poll() is None and "does not answer" not in (b.problem("iris") or "")
+            assert other.failures == 0  # its probes answered all along
+        finally:
+            for pid in workers:
+                os.kill(pid, signal.SIGCONT)
+        await until(lambda: sorted(published["iris"]) == sorted([stuck.address, other.address]), 10)
+    finally:
+        await b.stop()
+
+
+async def until(check, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
