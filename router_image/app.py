@@ -215,6 +215,8 @@ class Router:
                     scaler.resume(self.backend.replicas(deployment))
                 if self.router_scaler is not None:
                     self.router_scaler.resume(self.backend.replicas(self.router_scaler.config.deployment))
+            elif was_leader and not leader:  # its last figures would stand beside the new leader's for ever
+                metrics.forget(set(), table.labels(scaled_only=True))
             was_leader = leader
             if leader and self.router_scaler is not None:
                 await self._scale_routers(self.router_scaler, own, now)
@@ -224,7 +226,7 @@ class Router:
                     metrics.QUEUED.labels(*v.labels).set(pool.queued)
                     metrics.IN_FLIGHT.labels(*v.labels).set(pool.busy_slots)
                     metrics.REPLICAS.labels(*v.labels).set(pool.ready)
-                    if version_scaler is not None:
+                    if version_scaler is not None and leader:  # a follower's scalers do not sample
                         metrics.UTILIZATION.labels(*v.labels).set(version_scaler.utilization)
                         metrics.DESIRED.labels(*v.labels).set(version_scaler.current)
             for deployment, scaler in table.autoscalers.items():

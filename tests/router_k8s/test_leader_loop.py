@@ -263,3 +263,29 @@ async def test_a_slow_scale_of_one_deployment_holds_back_no_other_decision() -> 
     finally:
         backend.release.set()
         await router.shutdown()
+
+
+async def test_a_pod_that_lost_the_lead_exports_no_utilization_or_desired_count() -> None:
+    """A follower's scalers do not sample: its gauges stayed at what it last decided, beside the new leader's, so
+    a dashboard or alert over the pods saw a utilization and a count of long ago."""
+    backend = FakeBackend()
+    backend.remote = 3.0
+    backend.is_leader = True
+    router = Router(_config(), backend=backend)
+    await router.startup()
+
+    async def scaling_gauges() -> list[str]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
+            text = (await client.get("/metrics")).text
+        return [line for line in text.splitlines() if line.startswith(("router_desired_replicas{", "router_utilization"))
+                and 'route="iris"' in line]
+
+    try:
+        await until(lambda: backend.scaled)
+        await asyncio.sleep(0.3)
+        assert any(line.startswith("router_desired_replicas{") and line.endswith(" 6.0") for line in await scaling_gauges())
+        backend.is_leader = False
+        await asyncio.sleep(0.3)
+        assert await scaling_gauges() == []
+    finally:
+        await router.shutdown()
