@@ -59,6 +59,7 @@ class Router:
         self.router_scaler = RouterScaler(config.router_scale, 0) if config.router_scale else None
         self._tasks: list[asyncio.Task] = []
         self._retry_at: dict[str, float] = {}  # deployment -> when scaling it is tried again
+        self._scaling: dict[str, asyncio.Task] = {}  # deployment -> its latest scale, applied aside (_start_scale)
         self._config_stamp = self._stamp()
         self.certificate = ServingCertificate(config.tls) if config.tls else None
         self._peers_secret_unusable = False  # its warning logged, until it is usable again
@@ -183,7 +184,7 @@ class Router:
         return [task.get_name() for task in self._tasks if task.done() and not task.cancelled()]
 
     async def shutdown(self) -> None:
-        for task in self._tasks:
+        for task in [*self._tasks, *self._scaling.values()]:
             task.cancel()
         await self.backend.stop()
         for pool in self.table.pools.values():
@@ -214,6 +215,8 @@ class Router:
                     scaler.resume(self.backend.replicas(deployment))
                 if self.router_scaler is not None:
                     self.router_scaler.resume(self.backend.replicas(self.router_scaler.config.deployment))
+            elif was_leader and not leader:  # its last figures would stand beside the new leader's for ever
+                metrics.forget(set(), table.labels(scaled_only=True))
             was_leader = leader
             if leader and self.router_scaler is not None:
                 await self._scale_routers(self.router_scaler, own, now)
@@ -223,12 +226,12 @@ class Router:
                     metrics.QUEUED.labels(*v.labels).set(pool.queued)
                     metrics.IN_FLIGHT.labels(*v.labels).set(pool.busy_slots)
                     metrics.REPLICAS.labels(*v.labels).set(pool.ready)
-                    if version_scaler is not None:
+                    if version_scaler is not None and leader:  # a follower's scalers do not sample
                         metrics.UTILIZATION.labels(*v.labels).set(version_scaler.utilization)
                         metrics.DESIRED.labels(*v.labels).set(version_scaler.current)
             for deployment, scaler in table.autoscalers.items():
                 pool = table.pools[deployment]
-                if not leader or now < self._retry_at.get(deployment, 0.0):
+                if not leader or self._held(deployment, now):
                     continue
                 self._follow_count(scaler, deployment)
                 demand = pool.busy_slots + pool.queued + self.backend.remote_demand(deployment)
@@ -241,11 +244,11 @@ class Router:
                             metrics.SCALINGS.labels(*v.labels, decision.direction).inc()
                 log.info("scale %s %s: %d -> %d replicas (%s)", deployment, decision.direction,
                          decision.current, decision.desired, decision.reason)
-                await self._scale(scaler, deployment, decision.desired, now)
+                self._start_scale(scaler, deployment, decision.desired)
 
     async def _scale_routers(self, scaler: RouterScaler, own: PodLoad, now: float) -> None:
         """The leader sizes the router Deployment on every pod's CPU and routing latency."""
-        if now < self._retry_at.get(scaler.config.deployment, 0.0):
+        if self._held(scaler.config.deployment, now):
             return
         self._follow_count(scaler, scaler.config.deployment)
         decision = scaler.observe([own, *self.backend.router_pods()], now)
@@ -255,7 +258,7 @@ class Router:
         metrics.ROUTER_SCALINGS.labels(decision.direction).inc()
         log.info("scale router %s: %d -> %d pods (%s)", decision.direction, decision.current, decision.desired,
                  decision.reason)
-        await self._scale(scaler, scaler.config.deployment, decision.desired, now)
+        self._start_scale(scaler, scaler.config.deployment, decision.desired)
 
     def _follow_count(self, scaler: Autoscaler | RouterScaler, deployment: str) -> None:
         """A count set outside the router (kubectl scale, a GitOps apply), as the backend last read it: the
@@ -267,14 +270,33 @@ class Router:
                      deployment, actual, scaler.current)
             scaler.resume(actual)
 
-    async def _scale(self, scaler: Autoscaler | RouterScaler, deployment: str, replicas: int, now: float) -> None:
-        """A count the backend did not apply (see its log) is not believed: the scaler starts again
-        from the real count, after SCALE_RETRY_S (not every sample against a failing API)."""
-        await self.backend.scale(deployment, replicas)
-        actual = self.backend.replicas(deployment)
-        if actual != replicas:
-            scaler.resume(actual)
-            self._retry_at[deployment] = now + SCALE_RETRY_S
+    def _held(self, deployment: str, now: float) -> bool:
+        """No decision for a Deployment while its last scale is being applied (its scaler counts the new
+        count, the backend still the old one), nor for SCALE_RETRY_S after one that was not."""
+        task = self._scaling.get(deployment)
+        return (task is not None and not task.done()) or now < self._retry_at.get(deployment, 0.0)
+
+    def _start_scale(self, scaler: Autoscaler | RouterScaler, deployment: str, replicas: int) -> None:
+        """Applied aside from the sampling loop: a scale call may take the API's timeout, twice on a conflict,
+        and awaited in the loop it held back every other Deployment's decision (and the router's own)."""
+        task = asyncio.create_task(self._scale(scaler, deployment, replicas), name=f"scaling {deployment}")
+        task.add_done_callback(self._scale_ended)
+        self._scaling[deployment] = task
+
+    def _scale_ended(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s failed", task.get_name(), exc_info=task.exception())
+
+    async def _scale(self, scaler: Autoscaler | RouterScaler, deployment: str, replicas: int) -> None:
+        """A count the backend did not apply (see its log, or the error) is not believed: the scaler starts
+        again from the real count, after SCALE_RETRY_S (not every sample against a failing API)."""
+        try:
+            await self.backend.scale(deployment, replicas)
+        finally:
+            actual = self.backend.replicas(deployment)
+            if actual != replicas:
+                scaler.resume(actual)
+                self._retry_at[deployment] = time.monotonic() + SCALE_RETRY_S
 
     async def _readmit(self) -> None:
         """Ejected replicas come back once their readiness check passes."""

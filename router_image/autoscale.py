@@ -93,26 +93,36 @@ class Autoscaler:
                 return self._change(desired, f"min_replicas is {self.config.min_replicas}")  # a reload raised it
             return self._change(desired, f"utilization {self.utilization:.0%} over target "
                                          f"{self.config.target_utilization}%")
+        self._remember(desired, now)
         if now - self._last_refresh < self.config.refresh_seconds:
             return None
         self._last_refresh = now
-        return self._maybe_down(desired, now)
+        return self._maybe_down(now)
 
-    def _maybe_down(self, desired: int, now: float) -> Decision | None:
-        delay = self.config.scale_down_delay_seconds
+    def _remember(self, desired: int, now: float) -> None:
+        """Every sample's count and utilization count for a step down, not only those at the refresh: a
+        burst between two refreshes, which scaled up, was missed, so the count dropped under it and rose
+        at the next, forever. `_desired` keeps only counts no later one exceeds: its first is the window's max."""
+        while self._desired and self._desired[-1][1] <= desired:
+            self._desired.pop()
         self._desired.append((now, desired))
-        while self._desired[0][0] < now - delay:
-            self._desired.popleft()
         if self.utilization * 100 >= self.config.target_utilization:
             self._below_since = None
-            return None
-        if self._below_since is None:
+        elif self._below_since is None:
             self._below_since = now
-        if now - self._below_since < delay:
+
+    def _maybe_down(self, now: float) -> Decision | None:
+        delay = self.config.scale_down_delay_seconds
+        if self._below_since is None or now - self._below_since < delay:
             return None
-        target = max(d for _, d in self._desired)
-        if target >= self.current:
+        # A sample within refresh_seconds of going under still averages in the demand that was over the
+        # target: counted, a load that ended came down in two delays, first to a count its fading average wanted.
+        start = max(now - delay, self._below_since + self.config.refresh_seconds)
+        while self._desired and self._desired[0][0] < start:
+            self._desired.popleft()
+        if not self._desired or self._desired[0][1] >= self.current:
             return None
+        target = self._desired[0][1]
         self._below_since = now
         return self._change(target, f"utilization under {self.config.target_utilization}% for {delay:g} s")
 

@@ -73,6 +73,29 @@ def test_a_step_down_restarts_the_delay() -> None:
     assert all(b[0] - a[0] >= 5.0 for a, b in zip(changes, changes[1:]))
 
 
+def test_a_burst_between_two_refreshes_keeps_the_count_it_scaled_up_to() -> None:
+    """A burst of 3 samples every 5 s that straddles a refresh: its peak (a 1 s average of 3.75 in flight) wants 6
+    replicas, the refreshes on either side saw only 2.5 and 1.25; counted only at the refreshes, the count dropped
+    to 4 after each delay and rose to 6 at the next burst, for ever. 1/8 s samples: the refreshes stay in phase."""
+    s = scaler(current=6, scale_down_delay_seconds=10)
+    changes = []
+    for i in range(60 * 8):
+        decision = s.observe(10 if i % 40 in (7, 8, 9) else 0, i / 8)
+        if decision is not None:
+            changes.append((i / 8, decision.desired))
+    assert changes == []
+
+
+def test_a_load_over_the_target_that_ends_comes_down_in_one_step() -> None:
+    """The samples of the first refresh_seconds under the target average in the load that ended, and want
+    counts between: counted, the count came down to one of them after the delay and to min after another."""
+    for phase in (0.0, 0.03, 0.05, 0.07):
+        s = scaler(current=3, max_replicas=3, refresh_seconds=0.5, scale_down_delay_seconds=3)
+        changes = run(s, lambda t: 3 if t < 5 + phase else 0, 0.0, 20.0)
+        assert [c[1] for c in changes] == [1], (phase, changes)
+        assert 8.0 <= changes[0][0] <= 9.0
+
+
 def test_resume_starts_from_the_given_count_without_history() -> None:
     s = scaler(current=1, scale_down_delay_seconds=1)
     run(s, lambda t: 5, 0.0, 1.0)

@@ -222,3 +222,70 @@ async def test_a_count_set_outside_the_router_is_where_its_autoscaler_goes_on_fr
         assert router.routes[("service", "iris")].versions["v1"].autoscaler.current == 1
     finally:
         await router.shutdown()
+
+
+class SlowScale(FakeBackend):
+    """An API that hangs on scaling `iris` until released; each version's count on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.counts: dict[str, int] = {}
+
+    async def scale(self, deployment: str, replicas: int) -> None:
+        self.scaled.append((deployment, replicas))
+        if deployment == "iris":
+            await self.release.wait()
+        self.counts[deployment] = replicas
+
+    def replicas(self, deployment: str) -> int:
+        return self.counts.get(deployment, 1)
+
+
+async def test_a_slow_scale_of_one_deployment_holds_back_no_other_decision() -> None:
+    """A scale call may take the API's 10 s timeout: awaited in the sampling loop, it held every other version
+    (and the router's own pods) at its count, however busy, until it returned."""
+    autoscale = AutoscaleConfig(min_replicas=1, max_replicas=10, refresh_seconds=0.2, target_utilization=50)
+    routes = [RouteConfig(kind="service", name=name, versions=[
+        VersionConfig(name="v1", deployment=name, is_default=True, autoscale=autoscale)]) for name in ("iris", "wine")]
+    backend = SlowScale()
+    backend.remote = 3.0  # on each version: 6 replicas
+    backend.is_leader = True
+    router = Router(RouterConfig(routes=routes), backend=backend)
+    await router.startup()
+    try:
+        await until(lambda: backend.counts.get("wine") == 6, timeout=1.0)
+        assert backend.scaled.count(("iris", 6)) == 1  # still being applied: not decided again meanwhile
+        assert "iris" not in backend.counts
+        backend.release.set()
+        await until(lambda: backend.counts.get("iris") == 6)
+        assert router.routes[("service", "iris")].versions["v1"].autoscaler.current == 6
+    finally:
+        backend.release.set()
+        await router.shutdown()
+
+
+async def test_a_pod_that_lost_the_lead_exports_no_utilization_or_desired_count() -> None:
+    """A follower's scalers do not sample: its gauges stayed at what it last decided, beside the new leader's, so
+    a dashboard or alert over the pods saw a utilization and a count of long ago."""
+    backend = FakeBackend()
+    backend.remote = 3.0
+    backend.is_leader = True
+    router = Router(_config(), backend=backend)
+    await router.startup()
+
+    async def scaling_gauges() -> list[str]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
+            text = (await client.get("/metrics")).text
+        return [line for line in text.splitlines() if line.startswith(("router_desired_replicas{", "router_utilization"))
+                and 'route="iris"' in line]
+
+    try:
+        await until(lambda: backend.scaled)
+        await asyncio.sleep(0.3)
+        assert any(line.startswith("router_desired_replicas{") and line.endswith(" 6.0") for line in await scaling_gauges())
+        backend.is_leader = False
+        await asyncio.sleep(0.3)
+        assert await scaling_gauges() == []
+    finally:
+        await router.shutdown()
