@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -240,6 +241,15 @@ def addresses(slices: list[dict], port: int, *, ready_only: bool = True, exclude
 
 
 _PeerLoad = tuple[dict[str, float], PodLoad]  # a peer's demand per deployment, and its own load
+
+
+def _figure(value: object) -> float:
+    """A number a peer reports: finite and not negative, or ValueError (its answer counts as none). Python's JSON
+    reads NaN and Infinity, which would reach the autoscaler's sums and math.ceil."""
+    number = float(value)  # type: ignore[arg-type]
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return number
 
 
 def _now() -> str:
@@ -534,8 +544,8 @@ class KubernetesBackend:
                     log.warning("peer %s: load answered %d", address, resp.status)
                     return None
                 load = await resp.json()
-                demand = {str(k): float(v) for k, v in load["demand"].items()}
-                return demand, PodLoad(float(load["cpu_cores"]), float(load["routing_latency_ms"]))
+                demand = {str(k): _figure(v) for k, v in load["demand"].items()}
+                return demand, PodLoad(_figure(load["cpu_cores"]), _figure(load["routing_latency_ms"]))
         except aiohttp.ClientConnectorCertificateError as exc:  # the reason tells a rotation from an expiry
             error = exc.certificate_error
             reason = error.verify_message if isinstance(error, ssl.SSLCertVerificationError) else str(error)

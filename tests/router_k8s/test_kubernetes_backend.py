@@ -526,6 +526,38 @@ async def test_a_leader_reads_the_counts_again_and_sees_one_set_outside_the_rout
         await backend.stop()
 
 
+async def test_a_peer_reporting_figures_that_are_not_finite_adds_nothing(api, tmp_path) -> None:
+    """Python's JSON reads NaN and Infinity: a peer's NaN demand went into the sum and on to math.ceil, which
+    raised in the autoscale loop (and an infinite one scaled straight to max)."""
+    import math
+
+    from aiohttp import web
+
+    secret = tmp_path / "peer-secret"
+    secret.write_text("s3cret-peer\n")
+    answered = 0
+
+    async def handler(request: web.Request) -> web.Response:
+        nonlocal answered
+        answered += 1
+        return web.Response(text='{"demand": {"iris": NaN, "other": -1}, "cpu_cores": Infinity, "routing_latency_ms": 1}',
+                            content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/internal/load", handler)
+    runner, port = await serve(app, "127.0.0.2")
+    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
+    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret))
+    await leader.start(Ready())
+    try:
+        await until(lambda: leader.is_leader and answered >= 2)
+        assert leader.remote_demand("iris") == 0 and leader.remote_demand("other") == 0
+        assert all(math.isfinite(p.cpu_cores) and math.isfinite(p.routing_latency_ms) for p in leader.router_pods())
+    finally:
+        await leader.stop()
+        await runner.cleanup()
+
+
 async def test_a_count_that_cannot_be_read_is_warned_of_once_until_it_can(api, monkeypatch, caplog) -> None:
     """A version whose Deployment is gone (deleted before the config dropped it) logged a warning at every
     resync, every 5 s for as long as it stayed in the config."""
