@@ -64,6 +64,9 @@ SCALE_RESYNC_S = 30.0
 # mid-rotation (the kubelet updates each pod's Secret volume in its own time, a minute or two apart):
 # its last load counts for this long.
 REFUSING_PEER_HOLD_S = 180.0
+# A peer that does not answer in PEER_TIMEOUT_S is most often one saturated by a burst, its demand at its
+# highest: its last demand counts for this long (gone from the EndpointSlice, it counts no more).
+SILENT_PEER_HOLD_S = 10.0
 CALL_TIMEOUT_S = 10.0
 # Releasing the Lease at shutdown only spares the next leader the wait for its expiry: it may take no more
 # than this of the pod's grace period (the drain's margin, components.router.STOP_MARGIN_S, is 5 s).
@@ -469,8 +472,8 @@ class KubernetesBackend:
                          exclude_pod=self.identity)
 
     async def _poll_peers(self) -> None:
-        """The leader's view of the other pods: their demand (one that does not answer adds none)
-        and their own load (one that is ready and does not answer counts as saturated). One that
+        """The leader's view of the other pods: their demand (one that does not answer adds its last, for
+        SILENT_PEER_HOLD_S) and their own load (one that is ready and does not answer counts as saturated). One that
         refuses the secret, or whose certificate is not trusted, is mid-rotation, not saturated: its
         last load stands in for a while."""
         while True:
@@ -505,6 +508,9 @@ class KubernetesBackend:
             elif load is not None:
                 self._refusing.discard(address)
                 self._answered[address] = (now, load)
+            elif (held := self._answered.get(address)) is not None and now - held[0] <= SILENT_PEER_HOLD_S:
+                for deployment, n in held[1][0].items():  # its pod still counts as saturated, below
+                    total[deployment] = total.get(deployment, 0.0) + n
             if load is not None:
                 demand, pod = load
                 for deployment, n in demand.items():

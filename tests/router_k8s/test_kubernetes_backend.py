@@ -558,6 +558,40 @@ async def test_a_peer_reporting_figures_that_are_not_finite_adds_nothing(api, tm
         await runner.cleanup()
 
 
+async def test_a_peer_too_busy_to_answer_keeps_its_demand_for_a_while(api, tmp_path, monkeypatch) -> None:
+    """A peer saturated by a burst misses the 0.5 s poll exactly when its demand is highest: it counted none,
+    so the leader sized the versions for its own requests alone until the peer answered again."""
+    from aiohttp import web
+
+    monkeypatch.setattr(kubernetes, "SILENT_PEER_HOLD_S", 1.0)
+    secret = tmp_path / "peer-secret"
+    secret.write_text("s3cret-peer\n")
+    busy = False
+
+    async def handler(request: web.Request) -> web.Response:
+        if busy:
+            await asyncio.sleep(5)  # past the leader's timeout
+        return web.json_response({"demand": {"iris": 4}, "cpu_cores": 0.2, "routing_latency_ms": 1})
+
+    app = web.Application()
+    app.router.add_get("/internal/load", handler)
+    runner, port = await serve(app, "127.0.0.2")
+    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
+    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret))
+    await leader.start(Ready())
+    try:
+        await until(lambda: leader.remote_demand("iris") == 4)
+        busy = True
+        silent = time.monotonic()
+        await asyncio.sleep(0.8)  # polls that time out
+        assert leader.remote_demand("iris") == 4
+        await until(lambda: leader.remote_demand("iris") == 0, timeout=3)  # silent past the hold: none
+        assert time.monotonic() - silent >= 1.0
+    finally:
+        await leader.stop()
+        await runner.cleanup()
+
+
 async def test_a_count_that_cannot_be_read_is_warned_of_once_until_it_can(api, monkeypatch, caplog) -> None:
     """A version whose Deployment is gone (deleted before the config dropped it) logged a warning at every
     resync, every 5 s for as long as it stayed in the config."""
