@@ -8,7 +8,6 @@ else there (e.g. `azure-native:location`) belongs to providers. Every problem co
 from __future__ import annotations
 
 import difflib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from components.documents import KeyWrittenTwice, load_yaml
+from components.documents import KeyWrittenTwice, load_json, load_yaml
 from components.spec import SECURE, StackSpec
 from components.validation import SECRET_HERE, format_errors, path_of
 
@@ -124,10 +123,13 @@ def _as_secrets(ours: dict[str, Any], paths: Sequence[ConfigPath]) -> list[str]:
 
 
 def _structured(value: Any) -> Any:
-    """`pulumi new` and `pulumi config set` store an object as its JSON text; read it back."""
+    """`pulumi new` and `pulumi config set` store an object as its JSON text; read it back (KeyWrittenTwice
+    where it holds a key twice, as the file's own YAML would)."""
     if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
         try:
-            return json.loads(value)
+            return load_json(value)
+        except KeyWrittenTwice:
+            raise
         except ValueError:
             return value
     return value
@@ -147,7 +149,10 @@ def parse_config(config: dict[str, Any], base_dir: Path,
         elif namespace == PROJECT and value in (None, "") and name in StackSpec.model_fields:
             continue  # `key:` with no value (YAML's null, which Pulumi hands the program as ""): not set
         elif namespace == PROJECT:
-            ours[name] = _unsecure(_structured(value))
+            try:
+                ours[name] = _unsecure(_structured(value))
+            except KeyWrittenTwice as exc:
+                problems += [f"config.{key}{'' if problem.startswith('[') else '.'}{problem}" for problem in exc.problems]
         elif difflib.get_close_matches(namespace, [PROJECT], cutoff=0.8):  # a provider's would be dropped unread
             problems.append(f"config.{key}: unknown namespace {namespace}; did you mean {PROJECT}:{name}?")
         else:

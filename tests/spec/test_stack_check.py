@@ -476,6 +476,18 @@ def test_a_key_written_twice_is_refused_with_its_path_and_lines(tmp_path, capsys
         "lost: keep one"]
 
 
+def test_a_key_written_twice_in_a_setting_kept_as_json_text_is_refused(tmp_path, capsys):
+    """`pulumi config set --path` and `pulumi new` keep an object as its JSON text, read back with json.loads,
+    which keeps the last of two equal keys."""
+    (tmp_path / "Pulumi.twice.yaml").write_text(
+        "config:\n"
+        "  aks-model-serving:router: '{\"min_replicas\": 2, \"max_replicas\": 6, \"min_replicas\": 3}'\n")
+    assert check([str(tmp_path / "Pulumi.twice.yaml")]) == 2
+    problems = [p.strip() for p in capsys.readouterr().out.splitlines()[1:]]
+    assert problems == ["config.aks-model-serving:router.min_replicas: written twice; only the last would be read "
+                        "and the other lost: keep one"]
+
+
 def test_a_key_written_twice_in_an_azure_ml_file_is_refused(tmp_path, capsys):
     path = tmp_path / "deploymentconfig.json"
     path.write_text('{"computeType": "aks", "containerResourceRequirements": {"cpu": 2, "memoryInGB": 4, "cpu": 0.5}}')
