@@ -508,16 +508,17 @@ class KubernetesBackend:
             elif load is not None:
                 self._refusing.discard(address)
                 self._answered[address] = (now, load)
-            elif (held := self._answered.get(address)) is not None and now - held[0] <= SILENT_PEER_HOLD_S:
-                for deployment, n in held[1][0].items():  # its pod still counts as saturated, below
-                    total[deployment] = total.get(deployment, 0.0) + n
+            demand: dict[str, float] = {}
             if load is not None:
                 demand, pod = load
-                for deployment, n in demand.items():
-                    total[deployment] = total.get(deployment, 0.0) + n
                 pods.append(dataclasses.replace(pod, ready=address in ready))
-            elif address in ready and self._config.router_scale is not None:
-                pods.append(PodLoad(self._config.router_scale.cpu_cores, PEER_TIMEOUT_S * 1000))
+            else:
+                if (held := self._answered.get(address)) is not None and now - held[0] <= SILENT_PEER_HOLD_S:
+                    demand = held[1][0]  # its last, while its pod counts as saturated
+                if address in ready and self._config.router_scale is not None:
+                    pods.append(PodLoad(self._config.router_scale.cpu_cores, PEER_TIMEOUT_S * 1000))
+            for deployment, n in demand.items():
+                total[deployment] = total.get(deployment, 0.0) + n
         for gone in self._answered.keys() - set(every):
             del self._answered[gone]
         self._refusing &= set(every)

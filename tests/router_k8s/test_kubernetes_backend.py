@@ -526,6 +526,27 @@ async def test_a_leader_reads_the_counts_again_and_sees_one_set_outside_the_rout
         await backend.stop()
 
 
+@contextlib.asynccontextmanager
+async def leading_one_peer(api, tmp_path, load_handler) -> AsyncIterator[KubernetesBackend]:
+    """A backend (router-0) whose one peer, router-x at 127.0.0.2, answers /internal/load with `load_handler`;
+    stopped after, with the peer."""
+    from aiohttp import web
+
+    secret = tmp_path / "peer-secret"
+    secret.write_text("s3cret-peer\n")
+    app = web.Application()
+    app.router.add_get("/internal/load", load_handler)
+    runner, port = await serve(app, "127.0.0.2")
+    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
+    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret))
+    await leader.start(Ready())
+    try:
+        yield leader
+    finally:
+        await leader.stop()
+        await runner.cleanup()
+
+
 async def test_a_peer_reporting_figures_that_are_not_finite_adds_nothing(api, tmp_path) -> None:
     """Python's JSON reads NaN and Infinity: a peer's NaN demand went into the sum and on to math.ceil, which
     raised in the autoscale loop (and an infinite one scaled straight to max)."""
@@ -533,8 +554,6 @@ async def test_a_peer_reporting_figures_that_are_not_finite_adds_nothing(api, tm
 
     from aiohttp import web
 
-    secret = tmp_path / "peer-secret"
-    secret.write_text("s3cret-peer\n")
     answered = 0
 
     async def handler(request: web.Request) -> web.Response:
@@ -543,19 +562,10 @@ async def test_a_peer_reporting_figures_that_are_not_finite_adds_nothing(api, tm
         return web.Response(text='{"demand": {"iris": NaN, "other": -1}, "cpu_cores": Infinity, "routing_latency_ms": 1}',
                             content_type="application/json")
 
-    app = web.Application()
-    app.router.add_get("/internal/load", handler)
-    runner, port = await serve(app, "127.0.0.2")
-    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
-    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret))
-    await leader.start(Ready())
-    try:
+    async with leading_one_peer(api, tmp_path, handler) as leader:
         await until(lambda: leader.is_leader and answered >= 2)
         assert leader.remote_demand("iris") == 0 and leader.remote_demand("other") == 0
         assert all(math.isfinite(p.cpu_cores) and math.isfinite(p.routing_latency_ms) for p in leader.router_pods())
-    finally:
-        await leader.stop()
-        await runner.cleanup()
 
 
 async def test_a_peer_too_busy_to_answer_keeps_its_demand_for_a_while(api, tmp_path, monkeypatch) -> None:
@@ -564,8 +574,6 @@ async def test_a_peer_too_busy_to_answer_keeps_its_demand_for_a_while(api, tmp_p
     from aiohttp import web
 
     monkeypatch.setattr(kubernetes, "SILENT_PEER_HOLD_S", 1.0)
-    secret = tmp_path / "peer-secret"
-    secret.write_text("s3cret-peer\n")
     busy = False
 
     async def handler(request: web.Request) -> web.Response:
@@ -573,13 +581,7 @@ async def test_a_peer_too_busy_to_answer_keeps_its_demand_for_a_while(api, tmp_p
             await asyncio.sleep(5)  # past the leader's timeout
         return web.json_response({"demand": {"iris": 4}, "cpu_cores": 0.2, "routing_latency_ms": 1})
 
-    app = web.Application()
-    app.router.add_get("/internal/load", handler)
-    runner, port = await serve(app, "127.0.0.2")
-    api.put_slice(endpoint_slice("peers-a", "model-router-peers", [("127.0.0.2", True, "router-x")]))
-    leader = _backend(api, "router-0", peers=True, peer_port=port, secret_file=str(secret))
-    await leader.start(Ready())
-    try:
+    async with leading_one_peer(api, tmp_path, handler) as leader:
         await until(lambda: leader.remote_demand("iris") == 4)
         busy = True
         silent = time.monotonic()
@@ -587,9 +589,6 @@ async def test_a_peer_too_busy_to_answer_keeps_its_demand_for_a_while(api, tmp_p
         assert leader.remote_demand("iris") == 4
         await until(lambda: leader.remote_demand("iris") == 0, timeout=3)  # silent past the hold: none
         assert time.monotonic() - silent >= 1.0
-    finally:
-        await leader.stop()
-        await runner.cleanup()
 
 
 async def test_a_count_that_cannot_be_read_is_warned_of_once_until_it_can(api, monkeypatch, caplog) -> None:
