@@ -87,14 +87,41 @@ def write_keys(folder: Path, key_id: str) -> None:
     (folder / f"{key_id}.secondary").write_text(KEY[::-1])
 
 
-def router_config(port: int, service: str, deployment: str, workers: int) -> dict:
-    """A local-backend router with one key-auth service: one replica of trivial_score.py (N workers)
-    with enough slots that the router never queues, so what is measured is the proxying."""
+MINT = """
+import sys
+from pathlib import Path
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from router_image.tokens import mint_token
+key = ec.generate_private_key(ec.SECP256R1())
+Path(sys.argv[1]).write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                            serialization.PublicFormat.SubjectPublicKeyInfo))
+print(mint_token(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()), sys.argv[2])[0])
+"""
+
+
+def signing_token(folder: Path, audience: str) -> tuple[Path, str]:
+    """An ES256 public key file for the router's token config, and a token for `audience` minted with its key
+    (by the project's Python: the benchmarks run on the system's, without PyJWT)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    public = folder / "token.pub"
+    token = subprocess.run([project_python(), "-c", MINT, str(public), audience], cwd=ROOT, check=True,
+                           capture_output=True, text=True).stdout.strip()
+    return public, token
+
+
+def router_config(port: int, service: str, deployment: str, workers: int, token_key: Path | None = None) -> dict:
+    """A local-backend router with one service, key auth or, given a public key file, token auth: one replica of
+    trivial_score.py (N workers) with enough slots that the router never queues, so what is measured is the
+    proxying."""
     return {
         "backend": "local", "host": "127.0.0.1", "port": port, "keys_dir": str(WORK / "keys"),
         "autoscale_enabled": False,
+        **({"token": {"public_key_file": str(token_key)}} if token_key else {}),
         "routes": [{
-            "kind": "service", "name": service, "auth": {"key_enabled": True},
+            "kind": "service", "name": service,
+            "auth": {"key_enabled": False, "token_enabled": True} if token_key else {"key_enabled": True},
             "versions": [{
                 "name": "v1", "deployment": deployment, "is_default": True, "num_replicas": 1,
                 "replica_max_concurrent_requests": 1000, "max_request_wait_time_ms": 500,
