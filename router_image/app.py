@@ -123,6 +123,8 @@ class Router:
                 scaler.resume(self.backend.replicas(deployment))
         if self.certificate is not None and config.tls is not None:
             self.certificate.use(config.tls)
+        if router_scaler is not self.router_scaler:  # the leader sets it again for the new one, if any
+            metrics.ROUTER_DESIRED.clear()
         old, self.table, self.auth, self.router_scaler = self.table, table, auth, router_scaler
         table.take_effect()
         metrics.forget(old.labels() - table.labels(), old.labels(scaled_only=True) - table.labels(scaled_only=True))
@@ -217,6 +219,7 @@ class Router:
                     self.router_scaler.resume(self.backend.replicas(self.router_scaler.config.deployment))
             elif was_leader and not leader:  # its last figures would stand beside the new leader's for ever
                 metrics.forget(set(), table.labels(scaled_only=True))
+                metrics.ROUTER_DESIRED.clear()
             was_leader = leader
             if leader and self.router_scaler is not None:
                 await self._scale_routers(self.router_scaler, own, now)
@@ -252,7 +255,7 @@ class Router:
             return
         self._follow_count(scaler, scaler.config.deployment)
         decision = scaler.observe([own, *self.backend.router_pods()], now)
-        metrics.ROUTER_DESIRED.set(scaler.current)
+        metrics.ROUTER_DESIRED.labels(scaler.config.deployment).set(scaler.current)
         if decision is None:
             return
         metrics.ROUTER_SCALINGS.labels(decision.direction).inc()

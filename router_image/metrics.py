@@ -82,7 +82,10 @@ ROUTER_CPU = Gauge("router_cpu_cores", "CPU cores this router pod used, over the
 ROUTING_LATENCY = Gauge("router_routing_latency_seconds",
                         "How late this router's event loop runs a timer: the wait before a request is read.",
                         registry=REGISTRY)
-ROUTER_DESIRED = Gauge("router_desired_pods", "Router pods the scaling leader asks for.", registry=REGISTRY)
+# By the router Deployment: a label is what lets a pod that loses the lead drop the figure (clear()) rather than
+# keep its last one beside the new leader's.
+ROUTER_DESIRED = Gauge("router_desired_pods", "Router pods the scaling leader asks for.", ("deployment",),
+                       registry=REGISTRY)
 ROUTER_SCALINGS = Counter("router_pod_scalings_total", "Router pod count changes decided.", ("direction",),
                           registry=REGISTRY)
 

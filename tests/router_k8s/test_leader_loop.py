@@ -289,3 +289,28 @@ async def test_a_pod_that_lost_the_lead_exports_no_utilization_or_desired_count(
         assert await scaling_gauges() == []
     finally:
         await router.shutdown()
+
+
+async def test_a_pod_that_lost_the_lead_exports_no_desired_router_pods() -> None:
+    """`router_desired_pods` had no labels to remove: a pod that had led kept its last figure beside the new leader's,
+    and one that never led exported 0, so a max() over the pods read a count of long ago."""
+    backend = FakeBackend()
+    backend.pods = [PodLoad(0.1, 20.0)]  # routing 20 ms late: one pod more
+    backend.is_leader = True
+    router = Router(_scaled_routers(), backend=backend)
+    await router.startup()
+
+    async def desired() -> list[str]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
+            text = (await client.get("/metrics")).text
+        return [line for line in text.splitlines() if line.startswith("router_desired_pods")]
+
+    try:
+        await until(lambda: ("model-router", 3) in backend.scaled)
+        await asyncio.sleep(0.3)
+        assert await desired() == ['router_desired_pods{deployment="model-router"} 3.0']
+        backend.is_leader = False
+        await asyncio.sleep(0.3)
+        assert await desired() == []
+    finally:
+        await router.shutdown()
