@@ -108,10 +108,14 @@ class ModelRouterArgs:
         if cname is not None and not pem and self.certificate is None:
             raise ValueError(f"ModelRouterArgs.certificate: ssl.cname {cname!r} has no certificate and key; give them "
                              "here (from other resources: a Key Vault's secrets) or as ssl.certificate and ssl.key")
-        unknown = sorted(set(self.keys) - {r.key_id for r in self.routes if r.auth.key_enabled})
-        if unknown:
-            raise ValueError(f"ModelRouterArgs.keys: {', '.join(unknown)} is no key-auth route's key_id "
-                             "(<service|endpoint>.<name>, e.g. service.iris)")
+        # Else ignored: the keys given there served no route, and random ones did.
+        key_auth = {r.key_id for r in self.routes if r.auth.key_enabled}
+        for field_name, given, known, kind in (("keys", self.keys, key_auth, "key-auth route"),
+                                               ("auth", self.auth, {r.key_id for r in self.routes}, "route")):
+            unknown = sorted(set(given) - known)
+            if unknown:
+                raise ValueError(f"ModelRouterArgs.{field_name}: {', '.join(unknown)} is no {kind}'s key_id "
+                                 "(<service|endpoint>.<name>, e.g. service.iris)")
         if not isinstance(self.location, str):
             raise TypeError(f"ModelRouterArgs.location: a plain string (e.g. 'westeurope'), not {type(self.location).__name__}")
 

@@ -1,0 +1,71 @@
+"""A platform team's own Pulumi program on the components, as the README offers it: built from the public
+Args and ComponentResource classes alone, with the options (provider, protect) a program passes."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+import pytest
+
+from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
+from components.mocks import run
+from components.router import ModelRouter, ModelRouterArgs
+from components.routes import routes
+from components.service import ModelService, ModelServiceArgs
+from components.spec import AuthSettings, EndpointSpec, RouterSpec, ServiceSpec, StackSpec
+
+IMAGE = "mlw.azurecr.io/scorer@sha256:" + "a" * 64
+SECRET = "kubernetes:core/v1:Secret"
+IRIS = ServiceSpec.model_validate({"name": "iris", "inference_config": {"entry_script": "score.py"}})
+FRAUD = EndpointSpec.model_validate({"name": "fraud", "versions": [
+    {"version_name": "blue", "inference_config": {"entry_script": "score.py"}, "is_default": True, "traffic_percentile": 80},
+    {"version_name": "green", "inference_config": {"entry_script": "score.py"}, "traffic_percentile": 20}]})
+ROUTES = routes(StackSpec(services=[IRIS], endpoints=[FRAUD]))
+
+
+def router_args(namespace: str = "azureml", **kw) -> ModelRouterArgs:
+    return ModelRouterArgs(spec=RouterSpec(namespace=namespace), routes=ROUTES, image=IMAGE, cluster_purpose="fast_prod",
+                           location="westeurope", **kw)
+
+
+def test_two_teams_routers_services_and_endpoints_on_an_attached_cluster_in_one_program():
+    """Every child takes the provider and protect given to its component, no URN is declared twice, and a
+    key from another resource stays secret in every output a program would export."""
+    def program():
+        cluster = k8s.Provider("attached", kubeconfig="apiVersion: v1\nkind: Config\n")
+        out = {}
+        for team in ("a", "b"):
+            opts = pulumi.ResourceOptions(provider=cluster, protect=True)
+            vault = random.RandomPassword(f"{team}-vault-key", length=32)
+            router = ModelRouter(f"{team}-router", router_args(
+                f"team-{team}", keys={"service.iris": (vault.result, pulumi.Output.from_input("from-a-plain-output"))}),
+                opts=opts)
+            iris = ModelService(f"{team}-iris", ModelServiceArgs(spec=IRIS, namespace=router.namespace, image=IMAGE,
+                                                                 fetch_image=IMAGE, access=router.access(ROUTES[0])), opts=opts)
+            fraud = ModelEndpoint(f"{team}-fraud", ModelEndpointArgs(
+                spec=FRAUD, namespace=router.namespace, fetch_image=IMAGE, access=router.access(ROUTES[1]),
+                versions=[EndpointVersion(v, IMAGE) for v in FRAUD.versions]), opts=opts)
+            out |= {f"{team}_iris_primary": iris.primary_key, f"{team}_iris_secondary": iris.secondary_key,
+                    f"{team}_fraud_primary": fraud.primary_key, f"{team}_iris_uri": iris.scoring_uri}
+        return out
+
+    rec = run(program)
+    assert len({r.urn for r in rec.resources}) == len(rec.resources)
+    children = [r for r in rec.resources if r.parent_type.startswith("aks-model-serving:")]
+    assert {r.provider.rsplit("::", 1)[-1] for r in children if r.type.startswith("kubernetes:")} == {"attached-id"}
+    assert all(r.protect for r in children)
+    assert rec.secret_outputs == sorted(f"{t}_{k}" for t in "ab" for k in ("iris_primary", "iris_secondary", "fraud_primary"))
+    assert rec.outputs["a_iris_secondary"] == "from-a-plain-output"
+    deployments = sorted((d.inputs["metadata"]["namespace"], d.inputs["metadata"]["name"])
+                         for d in rec.of_type("kubernetes:apps/v1:Deployment"))
+    assert deployments == [(f"team-{t}", n) for t in "ab" for n in ("fraud-blue", "fraud-green", "iris", "model-router")]
+
+
+def test_auth_settings_for_no_route_are_refused_not_replaced_by_random_keys():
+    """`auth` is keyed by RouteConfig.key_id, as `keys` is: settings under the bare name ('iris') were ignored, so
+    the key given there was served by no route and a random one was made, and every client holding it got 401."""
+    given = AuthSettings(primary_key="k-primary", secondary_key="k-secondary")
+    with pytest.raises(ValueError, match=r"ModelRouterArgs.auth: iris is no route's key_id \(<service\|endpoint>.<name>"):
+        router_args(auth={"iris": given})
+    router_args(auth={"service.iris": given, "endpoint.fraud": AuthSettings()})
