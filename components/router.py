@@ -194,6 +194,7 @@ class ModelRouter(pulumi.ComponentResource):
             opts=child)
 
         # ---- keys: given in the stack, else random; bumping primary_key_rotation (or secondary_) replaces that one
+        self._served = {route.key_id for route in args.routes}
         self._keys: dict[str, tuple[pulumi.Output[str], pulumi.Output[str]]] = {}
         for route in args.routes:
             if not route.auth.key_enabled:
@@ -382,7 +383,12 @@ class ModelRouter(pulumi.ComponentResource):
         return secret.metadata.name
 
     def access(self, route: RouteConfig) -> RouteAccess:
-        """Where a route is called (`<base>/api/v1/<kind>/<name>/score`) and its keys, if key auth."""
+        """Where a route is called (`<base>/api/v1/<kind>/<name>/score`) and its keys, if key auth.
+
+        Only a route of this router's: another's would be a URI it answers 404 and, for key auth, no keys."""
+        if route.key_id not in self._served:
+            raise ValueError(f"ModelRouter.access: {route.kind} {route.name} is not a route of router "
+                             f"{self.pulumi_resource_name} (ModelRouterArgs.routes)")
         base = self.base_url.apply(lambda b: f"{b}/api/v1/{route.kind}/{route.name}")
         primary, secondary = self._keys.get(route.key_id, (None, None))
         return RouteAccess(scoring_uri=base.apply(lambda b: f"{b}/score"),

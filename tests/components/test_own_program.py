@@ -69,3 +69,17 @@ def test_auth_settings_for_no_route_are_refused_not_replaced_by_random_keys():
     with pytest.raises(ValueError, match=r"ModelRouterArgs.auth: iris is no route's key_id \(<service\|endpoint>.<name>"):
         router_args(auth={"iris": given})
     router_args(auth={"service.iris": given, "endpoint.fraud": AuthSettings()})
+
+
+def test_access_to_a_route_the_router_does_not_serve_is_refused():
+    """With two routers, the other one's route: the URIs pointed at a router that answers 404 for it and a key-auth
+    route came back with no keys, as a token-auth one does, so the service exported no keys and said nothing."""
+    other = routes(StackSpec(services=[IRIS.model_copy(update={"name": "churn"})]))[0]
+
+    def program():
+        router = ModelRouter("router", router_args())
+        with pytest.raises(ValueError, match=r"ModelRouter.access: service churn is not a route of router router"):
+            router.access(other)
+        return {"key": router.access(ROUTES[0]).primary_key}
+
+    assert run(program).outputs["key"]
