@@ -103,6 +103,11 @@ ROUTER_NAME = "model-router"
 K8S_NAME_MAX = 63  # a DNS-1035 label: Service names and the app.kubernetes.io/name label value
 
 
+def is_router_name(name: str) -> bool:
+    """The router's own Kubernetes names (its Deployment, Services, Secrets): no model's may be one."""
+    return name == ROUTER_NAME or name.startswith(f"{ROUTER_NAME}-")
+
+
 def deployment_name(route: str, version: str | None = None) -> str:
     """Kubernetes name of a version's Deployment and headless Service."""
     return route if version is None else f"{route}-{version}"
@@ -1274,7 +1279,7 @@ class StackSpec(Spec):
                   for i, e in enumerate(self.endpoints) for j, v in enumerate(e.versions)]
         for path, name in named:  # services first: two services of one name are reported above
             other = owners.setdefault(name, path)
-            if name == ROUTER_NAME or name.startswith(f"{ROUTER_NAME}-"):
+            if is_router_name(name):
                 problems.append(f"{path}: {name!r} is the router's name ({ROUTER_NAME} and {ROUTER_NAME}-*); choose another")
             elif other != path and path.startswith("endpoints"):
                 problems.append(f"{path}: its Deployment {name!r} is also {other}'s; rename one of them")

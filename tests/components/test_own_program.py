@@ -83,3 +83,12 @@ def test_access_to_a_route_the_router_does_not_serve_is_refused():
         return {"key": router.access(ROUTES[0]).primary_key}
 
     assert run(program).outputs["key"]
+
+
+def test_a_deployment_named_as_the_routers_objects_is_refused():
+    """A stack refuses these names (StackSpec); a program's Args took them, and the service's Deployment and Service
+    were the router's own ('model-router') or its peers' headless Service ('model-router-peers') in the namespace."""
+    for spec, deployment in ((IRIS.model_copy(update={"name": "model-router"}), None), (FRAUD.versions[0], "model-router-peers")):
+        with pytest.raises(ValueError, match=r"ModelServiceArgs.deployment: 'model-router(-peers)?' is the router's name "
+                                             r"\(model-router and model-router-\*\)"):
+            ModelServiceArgs(spec=spec, namespace="azureml", image=IMAGE, fetch_image=IMAGE, deployment=deployment)
