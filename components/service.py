@@ -22,7 +22,7 @@ import pulumi_random as random
 from pydantic import SecretStr
 
 from components.accelerators import SCHEDULING
-from components.spec import K8S_NAME_MAX, ROUTER_NAME, Deployable, ServiceSpec, deployment_name, is_router_name
+from components.spec import ENV_NAME, K8S_NAME_MAX, ROUTER_NAME, Deployable, ServiceSpec, deployment_name, is_router_name
 from scoring_image.config import FINAL_UPLOAD_SECONDS, ScorerSettings
 
 SCORER_PORT = 5001
@@ -168,6 +168,10 @@ class ModelServiceArgs:
         if is_router_name(self.deployment):
             raise ValueError(f"ModelServiceArgs.deployment: {self.deployment!r} is the router's name ({ROUTER_NAME} and "
                              f"{ROUTER_NAME}-*), whose objects share the namespace; name the service or endpoint otherwise")
+        for name in self.secret_variables:
+            if not re.match(ENV_NAME, name):
+                raise ValueError(f"ModelServiceArgs.secret_variables: {name!r} is not a variable name (letters, digits, _, "
+                                 "not starting with a digit)")
         settings = self.spec
         if (settings.collect_model_data or settings.enable_app_insights) and self.connections_secret is None:
             raise ValueError("ModelServiceArgs.connections_secret: collect_model_data and enable_app_insights read their "

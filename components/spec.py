@@ -100,6 +100,7 @@ _HOST_NAME = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})+$")
 SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 # The router's Deployment, Services, ConfigMap and Secrets are named this or start with "<it>-".
 ROUTER_NAME = "model-router"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # an environment variable's name, as a shell and a Dockerfile ENV take it
 K8S_NAME_MAX = 63  # a DNS-1035 label: Service names and the app.kubernetes.io/name label value
 
 
@@ -707,7 +708,7 @@ class EnvironmentSpec(Spec):
             problems.append(Finding(f"cuda_version: {self.cuda_version!r}: Azure ML's GPU base image here carries CUDA 11.8; "
                                     "for another version name a base_image that has it", "base_image"))
         for name, value in self.environment_variables.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            if not re.match(ENV_NAME, name):
                 problems.append(f"environment_variables: {name!r} is not a variable name (letters, digits, _)")
             if isinstance(value, str) and ("\n" in value or "\r" in value):  # each becomes one Dockerfile ENV line
                 problems.append(f"environment_variables: the value of {name} holds a line break; a Dockerfile ENV is one line")

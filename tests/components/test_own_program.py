@@ -92,3 +92,13 @@ def test_a_deployment_named_as_the_routers_objects_is_refused():
         with pytest.raises(ValueError, match=r"ModelServiceArgs.deployment: 'model-router(-peers)?' is the router's name "
                                              r"\(model-router and model-router-\*\)"):
             ModelServiceArgs(spec=spec, namespace="azureml", image=IMAGE, fetch_image=IMAGE, deployment=deployment)
+
+
+def test_a_secret_variable_that_is_no_variable_name_is_refused():
+    """The spec refuses such a name in environment_variables; from a program it went into the `<service>-env`
+    Secret, whose keys the API server refuses ('DB PASSWORD'), at `pulumi up` after the rest was made."""
+    for bad in ("DB PASSWORD", "db-password", "1ST"):
+        with pytest.raises(ValueError, match=rf"ModelServiceArgs.secret_variables: '{bad}' is not a variable name"):
+            ModelServiceArgs(spec=IRIS, namespace="azureml", image=IMAGE, fetch_image=IMAGE,
+                             secret_variables={bad: "s"})
+    ModelServiceArgs(spec=IRIS, namespace="azureml", image=IMAGE, fetch_image=IMAGE, secret_variables={"DB_PASSWORD": "s"})
