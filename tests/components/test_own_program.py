@@ -102,3 +102,22 @@ def test_a_secret_variable_that_is_no_variable_name_is_refused():
             ModelServiceArgs(spec=IRIS, namespace="azureml", image=IMAGE, fetch_image=IMAGE,
                              secret_variables={bad: "s"})
     ModelServiceArgs(spec=IRIS, namespace="azureml", image=IMAGE, fetch_image=IMAGE, secret_variables={"DB_PASSWORD": "s"})
+
+
+def test_an_endpoint_version_takes_secret_variables_from_other_resources_as_a_service_does():
+    """A version's scorer that reads a Key Vault secret: ModelServiceArgs.secret_variables had no counterpart for an
+    endpoint's versions, whose ModelServices the endpoint makes, so only a stack's `secure:` value could reach one."""
+    def program():
+        vault = random.RandomPassword("vault-db-password", length=16)
+        blue, green = FRAUD.versions
+        ModelEndpoint("fraud", ModelEndpointArgs(
+            spec=FRAUD, namespace="azureml", fetch_image=IMAGE, access=ModelRouter("router", router_args()).access(ROUTES[1]),
+            versions=[EndpointVersion(blue, IMAGE, secret_variables={"DB_PASSWORD": vault.result}), EndpointVersion(green, IMAGE)]))
+
+    rec = run(program)
+    [secret] = [s for s in rec.of_type(SECRET) if s.inputs["metadata"]["name"] == "fraud-blue-env"]
+    assert list(secret.inputs["stringData"]) == ["DB_PASSWORD"] and secret.secret_inputs == ["stringData"]
+    env = {d.inputs["metadata"]["name"]: d.inputs["spec"]["template"]["spec"]["containers"][0]["env"]
+           for d in rec.of_type("kubernetes:apps/v1:Deployment")}
+    assert {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "fraud-blue-env", "key": "DB_PASSWORD"}}} in env["fraud-blue"]
+    assert not [e for e in env["fraud-green"] if e["name"] == "DB_PASSWORD"]
