@@ -265,7 +265,7 @@ class AksCluster(pulumi.ComponentResource):
         name: str,
         spec: ClusterSpec,
         workspace: Workspace | None,
-        location: str,
+        location: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
         *,
         scoring_dns_label: str | None = None,
@@ -522,18 +522,20 @@ class AksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    def _scoring_fqdns(self, scoring_dns_label: str | None) -> list[str]:
-        """The scoring domain: the TLS cname, or <label>.<region>.cloudapp.azure.com for a DNS label."""
+    def _scoring_fqdns(self, scoring_dns_label: str | None) -> list[pulumi.Input[str]]:
+        """The scoring domain: the TLS cname, or <label>.<region>.cloudapp.azure.com for a DNS label (the
+        location may be another resource's, an Output)."""
         ssl = self._spec.ssl
-        names = [ssl.cname] if ssl is not None and ssl.cname else []
+        names: list[pulumi.Input[str]] = [ssl.cname] if ssl is not None and ssl.cname else []
+        region = pulumi.Output.from_input(self._location).apply(region_name)
         for label in (ssl.leaf_domain_label if ssl else None, scoring_dns_label):
             if label:
-                names.append(f"{label}.{region_name(self._location)}.cloudapp.azure.com")
+                names.append(region.apply(lambda r, label=label: f"{label}.{r}.cloudapp.azure.com"))
         return names
 
-    def _required_fqdns(self, scoring: list[str]) -> pulumi.Output[list[str]]:
+    def _required_fqdns(self, scoring: list[pulumi.Input[str]]) -> pulumi.Output[list[str]]:
         """The names custom DNS must resolve, from the real resources (sorted, no duplicates)."""
-        hosts: list[pulumi.Input[str | None]] = [self.fqdn]
+        hosts: list[pulumi.Input[str | None]] = [self.fqdn, *scoring]
         if self._spec.attach is None or self._spec.attach.resource_id:
             hosts += [pulumi.Output.from_input(h) for h in AKS_CONTROL_FQDNS]
         ws = self._workspace
@@ -544,7 +546,7 @@ class AksCluster(pulumi.ComponentResource):
             pulled += NVIDIA_REGISTRY_FQDNS
         if self._spec.dns.connectivity_check:
             pulled += DOCKER_HUB_FQDNS
-        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, *pulled, *scoring] if h}))
+        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, *pulled] if h}))
 
     def _private_links(self) -> None:
         """Private endpoints for the registry, blob and table in the cluster's subnet, their

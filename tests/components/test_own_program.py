@@ -4,16 +4,19 @@ Args and ComponentResource classes alone, with the options (provider, protect) a
 from __future__ import annotations
 
 import pulumi
+import pulumi_azure_native.resources as resources
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 import pytest
 
+from components.cluster import AksCluster
 from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
 from components.mocks import run
 from components.router import ModelRouter, ModelRouterArgs
 from components.routes import routes
 from components.service import ModelService, ModelServiceArgs
-from components.spec import AuthSettings, EndpointSpec, RouterSpec, ServiceSpec, StackSpec
+from components.spec import AuthSettings, ClusterSpec, EndpointSpec, RouterSpec, ServiceSpec, StackSpec, WorkspaceSpec
+from components.workspace import Workspace
 
 IMAGE = "mlw.azurecr.io/scorer@sha256:" + "a" * 64
 SECRET = "kubernetes:core/v1:Secret"
@@ -121,3 +124,19 @@ def test_an_endpoint_version_takes_secret_variables_from_other_resources_as_a_se
            for d in rec.of_type("kubernetes:apps/v1:Deployment")}
     assert {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "fraud-blue-env", "key": "DB_PASSWORD"}}} in env["fraud-blue"]
     assert not [e for e in env["fraud-green"] if e["name"] == "DB_PASSWORD"]
+
+
+def test_a_cluster_in_the_region_of_another_resource_names_its_scoring_domain_there():
+    """A program places the workspace and cluster in its resource group's region (`group.location`, an Output), as
+    Pulumi programs do: with a scoring DNS label (or ssl.leaf_domain_label) the cluster raised "'Output' object is
+    not callable" building <label>.<region>.cloudapp.azure.com from it."""
+    def program():
+        group = resources.ResourceGroup("ml", location="West Europe")
+        workspace = Workspace("ws", WorkspaceSpec.model_validate({"name": "mlw", "resource_group": "rg-ml"}), group.location)
+        cluster = AksCluster("aks", ClusterSpec.model_validate({
+            "name": "aks-ml", "node_pools": [{"name": "system", "mode": "System", "vm_size": "Standard_D4s_v3", "count": 3}],
+            "ssl": {"leaf_domain_label": "mlw-tls"}}), workspace, group.location, scoring_dns_label="mlw-scoring")
+        return {"fqdns": cluster.required_fqdns}
+
+    fqdns = run(program).outputs["fqdns"]
+    assert {"mlw-scoring.westeurope.cloudapp.azure.com", "mlw-tls.westeurope.cloudapp.azure.com"} <= set(fqdns)
