@@ -22,7 +22,7 @@ import pulumi_random as random
 from pydantic import SecretStr
 
 from components.accelerators import SCHEDULING
-from components.spec import ENV_NAME, K8S_NAME_MAX, ROUTER_NAME, Deployable, ServiceSpec, deployment_name, is_router_name
+from components.spec import ENV_NAME, K8S_NAME_MAX, ROUTER_NAME, Deployable, ServiceSpec, deployment_name, is_router_name, label_problems
 from scoring_image.config import FINAL_UPLOAD_SECONDS, ScorerSettings
 
 SCORER_PORT = 5001
@@ -172,6 +172,10 @@ class ModelServiceArgs:
             if not re.match(ENV_NAME, name):
                 raise ValueError(f"ModelServiceArgs.secret_variables: {name!r} is not a variable name (letters, digits, _, "
                                  "not starting with a digit)")
+        problems = label_problems("ModelServiceArgs.labels", self.labels)
+        problems += label_problems("ModelServiceArgs.annotations", self.annotations, "annotation")
+        if problems:
+            raise ValueError("; ".join(problems))
         settings = self.spec
         if (settings.collect_model_data or settings.enable_app_insights) and self.connections_secret is None:
             raise ValueError("ModelServiceArgs.connections_secret: collect_model_data and enable_app_insights read their "

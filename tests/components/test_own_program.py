@@ -140,3 +140,16 @@ def test_a_cluster_in_the_region_of_another_resource_names_its_scoring_domain_th
 
     fqdns = run(program).outputs["fqdns"]
     assert {"mlw-scoring.westeurope.cloudapp.azure.com", "mlw-tls.westeurope.cloudapp.azure.com"} <= set(fqdns)
+
+
+def test_labels_and_annotation_keys_kubernetes_would_refuse_are_refused_by_the_args():
+    """The API server refuses them at `pulumi up`, after the rest of the stack was made; a node pool's labels in a
+    stack were checked already, a program's service labels not."""
+    for labels, annotations, message in (
+            ({"cost center": "ml"}, {}, r"ModelServiceArgs.labels: 'cost center' is not a Kubernetes label key"),
+            ({"team": "Fraud Detection"}, {}, r"ModelServiceArgs.labels: the value of team, 'Fraud Detection', is not a Kubernetes label value"),
+            ({}, {"owner email": "a@b.c"}, r"ModelServiceArgs.annotations: 'owner email' is not a Kubernetes annotation key")):
+        with pytest.raises(ValueError, match=message):
+            ModelServiceArgs(spec=IRIS, namespace="azureml", image=IMAGE, fetch_image=IMAGE, labels=labels, annotations=annotations)
+    ModelServiceArgs(spec=IRIS, namespace="azureml", image=IMAGE, fetch_image=IMAGE, labels={"example.com/team": "fraud-2"},
+                     annotations={"example.com/owner": "Fraud Detection <fraud@example.com>"})
