@@ -136,8 +136,9 @@ class ModelServiceArgs:
     with the entry script's source_directory at APP_ROOT; `fetch_image` copies the models (the
     scorer image: it carries azure-storage-blob). `connections_secret` names the namespace's
     Secret holding STORAGE_KEY and APP_INSIGHTS_KEY, `connections_sha256` a hash of its values (read at
-    a container's start, a rotated key must roll the replicas). `access` is given for a service's own route
-    and left out for an endpoint's version (the endpoint publishes the route).
+    a container's start, a rotated key must roll the replicas; a pod annotation, no secret whatever it is made
+    from). `access` is given for a service's own route and left out for an endpoint's version (the endpoint
+    publishes the route).
     """
 
     spec: Deployable
@@ -387,7 +388,9 @@ class ModelService(pulumi.ComponentResource):
         init: list[dict] = []
         annotations: dict[str, pulumi.Input[str]] = dict(SCRAPE)
         if args.connections_sha256 is not None:
-            annotations["aks-model-serving/connections-sha256"] = args.connections_sha256
+            # No secret, though made from secrets: a secret annotation turned the whole spec into one in every preview.
+            annotations["aks-model-serving/connections-sha256"] = pulumi.Output.unsecret(
+                pulumi.Output.from_input(args.connections_sha256))
         if args.models:
             # A Secret: a model url may carry a SAS token (its query), which the fetch reads as its credential.
             manifest = pulumi.Output.secret(pulumi.Output.all(*[m.url for m in args.models]).apply(

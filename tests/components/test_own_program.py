@@ -3,6 +3,8 @@ Args and ComponentResource classes alone, with the options (provider, protect) a
 
 from __future__ import annotations
 
+import hashlib
+
 import pulumi
 import pulumi_azure_native.resources as resources
 import pulumi_kubernetes as k8s
@@ -153,3 +155,20 @@ def test_labels_and_annotation_keys_kubernetes_would_refuse_are_refused_by_the_a
             ModelServiceArgs(spec=IRIS, namespace="azureml", image=IMAGE, fetch_image=IMAGE, labels=labels, annotations=annotations)
     ModelServiceArgs(spec=IRIS, namespace="azureml", image=IMAGE, fetch_image=IMAGE, labels={"example.com/team": "fraud-2"},
                      annotations={"example.com/owner": "Fraud Detection <fraud@example.com>"})
+
+
+def test_a_connections_hash_computed_from_secret_connection_strings_leaves_the_deployment_reviewable():
+    """Computed as the docstring says, from the Workspace's connection strings (secrets), the hash is a secret Output
+    too: the whole Deployment spec became a secret, so every preview showed its changes (image, resources) as
+    [secret]. A hash is no secret: the stack file's program unsecreted its own, a program's was not."""
+    def program():
+        strings = pulumi.Output.secret("DefaultEndpointsProtocol=https;AccountName=mlw;AccountKey=a2V5")
+        sha = strings.apply(lambda s: hashlib.sha256(s.encode()).hexdigest()[:16])
+        ModelService("iris", ModelServiceArgs(spec=IRIS.model_copy(update={"enable_app_insights": True}), namespace="azureml",
+                                              image=IMAGE, fetch_image=IMAGE, connections_secret="workspace-connections",
+                                              connections_sha256=sha))
+
+    deployment = run(program).one("kubernetes:apps/v1:Deployment")
+    assert deployment.secret_inputs == []
+    annotations = deployment.inputs["spec"]["template"]["metadata"]["annotations"]
+    assert len(annotations["aks-model-serving/connections-sha256"]) == 16
