@@ -10,7 +10,8 @@ data collection rule its managed-identity auth reads) and, in fast_prod, Defende
 reporting to its Log Analytics workspace.
 
 Attached: an existing AKS cluster by resource id (credentials from
-listManagedClusterUserCredentials, identity and FQDN from getManagedCluster), or any Kubernetes
+listManagedClusterUserCredentials, identity and FQDN from getManagedCluster, read in the id's subscription
+or through the azure-native provider given in opts, whose subscription must be the cluster's), or any Kubernetes
 by kubeconfig file. Nothing Azure-side is declared for a kubeconfig cluster: it pulls from the
 registry only with an image pull secret, which is the service's business.
 
@@ -478,9 +479,11 @@ class AksCluster(pulumi.ComponentResource):
     def _attach_aks(self, resource_id: str) -> None:
         parts = resource_id.split("/")
         subscription, rg, cluster_name = parts[2], parts[4], parts[8]
-        # The cluster is read in the subscription its id names, which need not be the stack's.
-        azure = azure_native.Provider(f"{self._name}-attached-subscription", subscription_id=subscription,
-                                      **stack_azure_settings(), opts=pulumi.ResourceOptions(parent=self))
+        # The cluster is read in the subscription its id names, which need not be the stack's, as the stack signs
+        # in; or through the azure-native provider a program gave this component, as all else of it is declared.
+        azure = self.get_provider("azure-native:containerservice:getManagedCluster") or azure_native.Provider(
+            f"{self._name}-attached-subscription", subscription_id=subscription, **stack_azure_settings(),
+            opts=pulumi.ResourceOptions(parent=self))
         found = containerservice.get_managed_cluster_output(
             resource_group_name=rg, resource_name=cluster_name, opts=pulumi.InvokeOutputOptions(parent=self, provider=azure)
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import pulumi
+import pulumi_azure_native as azure_native
 import pulumi_azure_native.resources as resources
 import pulumi_kubernetes as k8s
 import pulumi_random as random
@@ -172,3 +173,23 @@ def test_a_connections_hash_computed_from_secret_connection_strings_leaves_the_d
     assert deployment.secret_inputs == []
     annotations = deployment.inputs["spec"]["template"]["metadata"]["annotations"]
     assert len(annotations["aks-model-serving/connections-sha256"]) == 16
+
+
+def test_an_attached_cluster_is_read_through_the_azure_provider_the_program_gives_it():
+    """A program that signs in to Azure through a provider of its own (a service principal, OIDC) and gives it to the
+    AksCluster: the attached cluster was read (its identity, its kubeconfig) through a provider made from the stack's
+    azure-native settings instead, which such a program need not have, so as whatever identity the machine had, while
+    its AcrPull grant was made through the program's."""
+    mc_id = "/subscriptions/s/resourceGroups/rg-aks/providers/Microsoft.ContainerService/managedClusters/existing"
+
+    def program():
+        azure = azure_native.Provider("platform", subscription_id="s", client_id="app-id", client_secret="app-secret")
+        workspace = Workspace("ws", WorkspaceSpec.model_validate({"name": "mlw", "resource_group": "rg-ml"}), "westeurope")
+        AksCluster("aks", ClusterSpec.model_validate({"name": "existing", "attach": {"resource_id": mc_id}}), workspace,
+                   "westeurope", opts=pulumi.ResourceOptions(provider=azure))
+
+    rec = run(program)
+    assert [p.name for p in rec.of_type("pulumi:providers:azure-native")] == ["platform"]
+    through = {provider.split("::")[-1] for token, provider in rec.call_providers if "containerservice" in token}
+    assert through == {"platform-id"}
+    assert rec.one("azure-native:authorization:RoleAssignment").provider.split("::")[-1] == "platform-id"
