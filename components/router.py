@@ -100,6 +100,15 @@ class ModelRouterArgs:
 
     def __post_init__(self) -> None:
         self.cluster_purpose = cluster_purpose(self.cluster_purpose)
+        # One value (a string, an Output) where a pair goes was indexed as the pair: its first two characters.
+        pairs = {f"keys[{key_id!r}]": (pair, "(primary, secondary)") for key_id, pair in self.keys.items()}
+        if self.certificate is not None:
+            pairs["certificate"] = (self.certificate, "(certificate, key)")
+        for where, (pair, what) in pairs.items():
+            sequence = isinstance(pair, (tuple, list))
+            if not sequence or len(pair) != 2:
+                given = f"a {type(pair).__name__} of {len(pair)}" if sequence else f"one {type(pair).__name__}"
+                raise TypeError(f"ModelRouterArgs.{where}: a {what} pair, not {given}")
         cname = self.ssl.cname if self.ssl is not None else None
         pem = self.ssl is not None and self.ssl.certificate is not None
         if self.certificate is not None and (cname is None or pem):

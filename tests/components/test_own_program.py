@@ -18,7 +18,7 @@ from components.mocks import run
 from components.router import ModelRouter, ModelRouterArgs
 from components.routes import routes
 from components.service import ModelService, ModelServiceArgs
-from components.spec import AuthSettings, ClusterSpec, EndpointSpec, RouterSpec, ServiceSpec, StackSpec, WorkspaceSpec
+from components.spec import AuthSettings, ClusterSpec, EndpointSpec, RouterSpec, ServiceSpec, SslSpec, StackSpec, WorkspaceSpec
 from components.workspace import Workspace
 
 IMAGE = "mlw.azurecr.io/scorer@sha256:" + "a" * 64
@@ -193,3 +193,21 @@ def test_an_attached_cluster_is_read_through_the_azure_provider_the_program_give
     through = {provider.split("::")[-1] for token, provider in rec.call_providers if "containerservice" in token}
     assert through == {"platform-id"}
     assert rec.one("azure-native:authorization:RoleAssignment").provider.split("::")[-1] == "platform-id"
+
+
+def test_keys_and_certificate_must_be_pairs_not_one_value_whose_characters_became_the_pair():
+    """One key (a Key Vault secret's Output, or a string) where the (primary, secondary) pair goes was indexed as the
+    pair: the router served the value's first and second characters as the route's two keys, which anyone guesses,
+    and the TLS Secret held one character of a PEM as the certificate and one as the key."""
+    for keys in ({"service.iris": "one-key-for-both"}, {"service.iris": ("only-one",)}):
+        with pytest.raises(TypeError, match=r"ModelRouterArgs.keys\['service.iris'\]: a \(primary, secondary\) pair"):
+            router_args(keys=keys)
+
+    def program():
+        vault = random.RandomPassword("vault-key", length=32)
+        with pytest.raises(TypeError, match=r"ModelRouterArgs.keys\['service.iris'\]: a \(primary, secondary\) pair"):
+            router_args(keys={"service.iris": vault.result})
+        with pytest.raises(TypeError, match=r"ModelRouterArgs.certificate: a \(certificate, key\) pair"):
+            router_args(ssl=SslSpec(cname="scoring.example.com"), certificate=vault.result)
+
+    run(program)
