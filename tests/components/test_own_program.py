@@ -14,6 +14,7 @@ import pytest
 
 from components.cluster import AksCluster
 from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
+from components.image import HashedImageArgs
 from components.mocks import run
 from components.router import ModelRouter, ModelRouterArgs
 from components.routes import routes
@@ -211,3 +212,15 @@ def test_keys_and_certificate_must_be_pairs_not_one_value_whose_characters_becam
             router_args(ssl=SslSpec(cname="scoring.example.com"), certificate=vault.result)
 
     run(program)
+
+
+def test_an_image_refuses_one_string_where_a_list_goes(tmp_path):
+    """pip='scikit-learn' (a string is a Sequence[str] too) was read letter by letter: the image ran
+    `pip install s c i k i t - l e a r n`, installing whatever PyPI holds under those names or failing the build,
+    and include='src' kept every top-level entry whose name is part of 'src' ('s', 'rc')."""
+    for field_name in ("pip", "include", "pyproject"):
+        with pytest.raises(TypeError, match=rf"HashedImageArgs.{field_name}: a list of strings, not one string"):
+            HashedImageArgs(repository="app", registry_login_server="mlw.azurecr.io", context=tmp_path,
+                            base_image="python:3.11-slim", **{field_name: "scikit-learn"})
+    HashedImageArgs(repository="app", registry_login_server="mlw.azurecr.io", context=tmp_path, base_image="python:3.11-slim",
+                    pip=["scikit-learn"], include=("src",))
