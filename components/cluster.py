@@ -271,6 +271,9 @@ class AksCluster(pulumi.ComponentResource):
         *,
         scoring_dns_label: str | None = None,
     ):
+        if spec.attach is None and workspace is None:
+            raise ValueError(f"AksCluster {name}: a new cluster (no attach) needs a workspace: it is made in the "
+                             "workspace's resource group, pulls from its registry and reports to its Log Analytics")
         super().__init__("aks-model-serving:index:AksCluster", name, None, opts)
         self._name, self._spec, self._workspace, self._location = name, spec, workspace, location
         self.service_annotations = load_balancer_annotations(spec)
@@ -317,7 +320,7 @@ class AksCluster(pulumi.ComponentResource):
 
     def _create(self) -> None:
         spec, ws, name = self._spec, self._workspace, self._name
-        assert ws is not None, "a new cluster needs a workspace (StackSpec enforces it)"
+        assert ws is not None  # __init__
         child = pulumi.ResourceOptions(parent=self)
         rg = ws.resource_group_name
         net = spec.network

@@ -224,3 +224,16 @@ def test_an_image_refuses_one_string_where_a_list_goes(tmp_path):
                             base_image="python:3.11-slim", **{field_name: "scikit-learn"})
     HashedImageArgs(repository="app", registry_login_server="mlw.azurecr.io", context=tmp_path, base_image="python:3.11-slim",
                     pip=["scikit-learn"], include=("src",))
+
+
+def test_a_new_cluster_without_a_workspace_is_refused_naming_it():
+    """A stack cannot say so (StackSpec); a program could, and got a bare AssertionError from inside the component
+    (with python -O, an AttributeError on None), naming no argument."""
+    spec = ClusterSpec.model_validate({"name": "aks-ml", "node_pools": [
+        {"name": "system", "mode": "System", "vm_size": "Standard_D4s_v3", "count": 3}]})
+
+    def program():
+        with pytest.raises(ValueError, match=r"AksCluster aks: a new cluster \(no attach\) needs a workspace"):
+            AksCluster("aks", spec, None, "westeurope")
+
+    run(program)
