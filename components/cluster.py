@@ -10,7 +10,8 @@ data collection rule its managed-identity auth reads) and, in fast_prod, Defende
 reporting to its Log Analytics workspace.
 
 Attached: an existing AKS cluster by resource id (credentials from
-listManagedClusterUserCredentials, identity and FQDN from getManagedCluster), or any Kubernetes
+listManagedClusterUserCredentials, identity and FQDN from getManagedCluster, read in the id's subscription
+or through the azure-native provider given in opts, whose subscription must be the cluster's), or any Kubernetes
 by kubeconfig file. Nothing Azure-side is declared for a kubeconfig cluster: it pulls from the
 registry only with an image pull secret, which is the service's business.
 
@@ -265,11 +266,14 @@ class AksCluster(pulumi.ComponentResource):
         name: str,
         spec: ClusterSpec,
         workspace: Workspace | None,
-        location: str,
+        location: pulumi.Input[str],
         opts: pulumi.ResourceOptions | None = None,
         *,
         scoring_dns_label: str | None = None,
     ):
+        if spec.attach is None and workspace is None:
+            raise ValueError(f"AksCluster {name}: a new cluster (no attach) needs a workspace: it is made in the "
+                             "workspace's resource group, pulls from its registry and reports to its Log Analytics")
         super().__init__("aks-model-serving:index:AksCluster", name, None, opts)
         self._name, self._spec, self._workspace, self._location = name, spec, workspace, location
         self.service_annotations = load_balancer_annotations(spec)
@@ -316,7 +320,7 @@ class AksCluster(pulumi.ComponentResource):
 
     def _create(self) -> None:
         spec, ws, name = self._spec, self._workspace, self._name
-        assert ws is not None, "a new cluster needs a workspace (StackSpec enforces it)"
+        assert ws is not None  # __init__
         child = pulumi.ResourceOptions(parent=self)
         rg = ws.resource_group_name
         net = spec.network
@@ -478,9 +482,11 @@ class AksCluster(pulumi.ComponentResource):
     def _attach_aks(self, resource_id: str) -> None:
         parts = resource_id.split("/")
         subscription, rg, cluster_name = parts[2], parts[4], parts[8]
-        # The cluster is read in the subscription its id names, which need not be the stack's.
-        azure = azure_native.Provider(f"{self._name}-attached-subscription", subscription_id=subscription,
-                                      **stack_azure_settings(), opts=pulumi.ResourceOptions(parent=self))
+        # The cluster is read in the subscription its id names, which need not be the stack's, as the stack signs
+        # in; or through the azure-native provider a program gave this component, as all else of it is declared.
+        azure = self.get_provider("azure-native:containerservice:getManagedCluster") or azure_native.Provider(
+            f"{self._name}-attached-subscription", subscription_id=subscription, **stack_azure_settings(),
+            opts=pulumi.ResourceOptions(parent=self))
         found = containerservice.get_managed_cluster_output(
             resource_group_name=rg, resource_name=cluster_name, opts=pulumi.InvokeOutputOptions(parent=self, provider=azure)
         )
@@ -522,18 +528,20 @@ class AksCluster(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
 
-    def _scoring_fqdns(self, scoring_dns_label: str | None) -> list[str]:
-        """The scoring domain: the TLS cname, or <label>.<region>.cloudapp.azure.com for a DNS label."""
+    def _scoring_fqdns(self, scoring_dns_label: str | None) -> list[pulumi.Input[str]]:
+        """The scoring domain: the TLS cname, or <label>.<region>.cloudapp.azure.com for a DNS label (the
+        location may be another resource's, an Output)."""
         ssl = self._spec.ssl
-        names = [ssl.cname] if ssl is not None and ssl.cname else []
+        names: list[pulumi.Input[str]] = [ssl.cname] if ssl is not None and ssl.cname else []
+        region = pulumi.Output.from_input(self._location).apply(region_name)
         for label in (ssl.leaf_domain_label if ssl else None, scoring_dns_label):
             if label:
-                names.append(f"{label}.{region_name(self._location)}.cloudapp.azure.com")
+                names.append(region.apply(lambda r, label=label: f"{label}.{r}.cloudapp.azure.com"))
         return names
 
-    def _required_fqdns(self, scoring: list[str]) -> pulumi.Output[list[str]]:
+    def _required_fqdns(self, scoring: list[pulumi.Input[str]]) -> pulumi.Output[list[str]]:
         """The names custom DNS must resolve, from the real resources (sorted, no duplicates)."""
-        hosts: list[pulumi.Input[str | None]] = [self.fqdn]
+        hosts: list[pulumi.Input[str | None]] = [self.fqdn, *scoring]
         if self._spec.attach is None or self._spec.attach.resource_id:
             hosts += [pulumi.Output.from_input(h) for h in AKS_CONTROL_FQDNS]
         ws = self._workspace
@@ -544,7 +552,7 @@ class AksCluster(pulumi.ComponentResource):
             pulled += NVIDIA_REGISTRY_FQDNS
         if self._spec.dns.connectivity_check:
             pulled += DOCKER_HUB_FQDNS
-        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, *pulled, *scoring] if h}))
+        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, *pulled] if h}))
 
     def _private_links(self) -> None:
         """Private endpoints for the registry, blob and table in the cluster's subnet, their

@@ -7,8 +7,8 @@ config, which routes `/api/v1/endpoint/<name>/score` over the versions' replicas
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import pulumi
 
@@ -18,11 +18,13 @@ from components.spec import MAX_ENDPOINT_VERSIONS, EndpointSpec, EndpointVersion
 
 @dataclass(frozen=True)
 class EndpointVersion:
-    """One version's deployment inputs: its settings, the image that runs it, its models."""
+    """One version's deployment inputs: its settings, the image that runs it, its models, and environment
+    variables from other resources (a Key Vault's secrets: ModelServiceArgs.secret_variables)."""
 
     spec: EndpointVersionSpec
     image: pulumi.Input[str]
     models: Sequence[ModelSource] = ()
+    secret_variables: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -64,7 +66,7 @@ class ModelEndpoint(pulumi.ComponentResource):
                 f"{name}-{version.spec.version_name}",
                 ModelServiceArgs(
                     spec=version.spec, namespace=args.namespace, image=version.image, fetch_image=args.fetch_image,
-                    models=version.models, connections_secret=args.connections_secret,
+                    models=version.models, secret_variables=version.secret_variables, connections_secret=args.connections_secret,
                     connections_sha256=args.connections_sha256, data_container=args.data_container,
                     labels={LABEL_ENDPOINT: spec.name, LABEL_VERSION: version.spec.version_name},
                     annotations={ENDPOINT_DESCRIPTION: spec.description} if spec.description else {},

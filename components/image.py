@@ -115,6 +115,9 @@ class HashedImageArgs:
                 raise TypeError(f"HashedImageArgs.{field_name}: a plain string, known before anything is created, not "
                                 f"{type(value).__name__} (the tag is a hash of the Dockerfile written from it); another "
                                 "HashedImage's is '<registry login server>/<its repository>:<its tag>', its tag a string")
+        for field_name in ("pip", "include", "pyproject"):
+            if isinstance(getattr(self, field_name), str):  # a Sequence[str] too, read letter by letter
+                raise TypeError(f"HashedImageArgs.{field_name}: a list of strings, not one string")
         sources = [self.dockerfile is not None, self.base_image is not None, self.base_dockerfile is not None]
         if sum(sources) != 1:
             raise ValueError("HashedImageArgs: give exactly one of dockerfile, base_image or base_dockerfile")

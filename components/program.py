@@ -91,10 +91,10 @@ def build(stack: Stack) -> None:
         opts=in_cluster)
     models = _Models(stack, workspace)
     access = {(r.kind, r.name): router.access(r) for r in route_configs}
-    # A hash of the connection strings, not a secret itself: a rotated storage key rolls the replicas.
-    connections_sha256 = pulumi.Output.unsecret(pulumi.Output.all(
+    # A hash of the connection strings: a rotated storage key rolls the replicas.
+    connections_sha256 = pulumi.Output.all(
         workspace.storage_connection_string, workspace.app_insights_connection_string).apply(
-        lambda values: hashlib.sha256("\n".join(values).encode()).hexdigest()[:16]))
+        lambda values: hashlib.sha256("\n".join(values).encode()).hexdigest()[:16])
     shared = dict(namespace=router.namespace, fetch_image=scorer.image_ref, connections_secret=connections.metadata.name,
                   connections_sha256=connections_sha256, data_container=workspace.data_container)
 

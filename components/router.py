@@ -100,6 +100,15 @@ class ModelRouterArgs:
 
     def __post_init__(self) -> None:
         self.cluster_purpose = cluster_purpose(self.cluster_purpose)
+        # One value (a string, an Output) where a pair goes was indexed as the pair: its first two characters.
+        pairs = {f"keys[{key_id!r}]": (pair, "(primary, secondary)") for key_id, pair in self.keys.items()}
+        if self.certificate is not None:
+            pairs["certificate"] = (self.certificate, "(certificate, key)")
+        for where, (pair, what) in pairs.items():
+            sequence = isinstance(pair, (tuple, list))
+            if not sequence or len(pair) != 2:
+                given = f"a {type(pair).__name__} of {len(pair)}" if sequence else f"one {type(pair).__name__}"
+                raise TypeError(f"ModelRouterArgs.{where}: a {what} pair, not {given}")
         cname = self.ssl.cname if self.ssl is not None else None
         pem = self.ssl is not None and self.ssl.certificate is not None
         if self.certificate is not None and (cname is None or pem):
@@ -108,10 +117,14 @@ class ModelRouterArgs:
         if cname is not None and not pem and self.certificate is None:
             raise ValueError(f"ModelRouterArgs.certificate: ssl.cname {cname!r} has no certificate and key; give them "
                              "here (from other resources: a Key Vault's secrets) or as ssl.certificate and ssl.key")
-        unknown = sorted(set(self.keys) - {r.key_id for r in self.routes if r.auth.key_enabled})
-        if unknown:
-            raise ValueError(f"ModelRouterArgs.keys: {', '.join(unknown)} is no key-auth route's key_id "
-                             "(<service|endpoint>.<name>, e.g. service.iris)")
+        # Else ignored: the keys given there served no route, and random ones did.
+        key_auth = {r.key_id for r in self.routes if r.auth.key_enabled}
+        for field_name, given, known, kind in (("keys", self.keys, key_auth, "key-auth route"),
+                                               ("auth", self.auth, {r.key_id for r in self.routes}, "route")):
+            unknown = sorted(set(given) - known)
+            if unknown:
+                raise ValueError(f"ModelRouterArgs.{field_name}: {', '.join(unknown)} is no {kind}'s key_id "
+                                 "(<service|endpoint>.<name>, e.g. service.iris)")
         if not isinstance(self.location, str):
             raise TypeError(f"ModelRouterArgs.location: a plain string (e.g. 'westeurope'), not {type(self.location).__name__}")
 
@@ -190,6 +203,7 @@ class ModelRouter(pulumi.ComponentResource):
             opts=child)
 
         # ---- keys: given in the stack, else random; bumping primary_key_rotation (or secondary_) replaces that one
+        self._served = {route.key_id for route in args.routes}
         self._keys: dict[str, tuple[pulumi.Output[str], pulumi.Output[str]]] = {}
         for route in args.routes:
             if not route.auth.key_enabled:
@@ -378,7 +392,12 @@ class ModelRouter(pulumi.ComponentResource):
         return secret.metadata.name
 
     def access(self, route: RouteConfig) -> RouteAccess:
-        """Where a route is called (`<base>/api/v1/<kind>/<name>/score`) and its keys, if key auth."""
+        """Where a route is called (`<base>/api/v1/<kind>/<name>/score`) and its keys, if key auth.
+
+        Only a route of this router's: another's would be a URI it answers 404 and, for key auth, no keys."""
+        if route.key_id not in self._served:
+            raise ValueError(f"ModelRouter.access: {route.kind} {route.name} is not a route of router "
+                             f"{self.pulumi_resource_name} (ModelRouterArgs.routes)")
         base = self.base_url.apply(lambda b: f"{b}/api/v1/{route.kind}/{route.name}")
         primary, secondary = self._keys.get(route.key_id, (None, None))
         return RouteAccess(scoring_uri=base.apply(lambda b: f"{b}/score"),

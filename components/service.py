@@ -22,7 +22,7 @@ import pulumi_random as random
 from pydantic import SecretStr
 
 from components.accelerators import SCHEDULING
-from components.spec import K8S_NAME_MAX, ROUTER_NAME, Deployable, ServiceSpec, deployment_name
+from components.spec import ENV_NAME, K8S_NAME_MAX, ROUTER_NAME, Deployable, ServiceSpec, deployment_name, is_router_name, label_problems
 from scoring_image.config import FINAL_UPLOAD_SECONDS, ScorerSettings
 
 SCORER_PORT = 5001
@@ -136,8 +136,9 @@ class ModelServiceArgs:
     with the entry script's source_directory at APP_ROOT; `fetch_image` copies the models (the
     scorer image: it carries azure-storage-blob). `connections_secret` names the namespace's
     Secret holding STORAGE_KEY and APP_INSIGHTS_KEY, `connections_sha256` a hash of its values (read at
-    a container's start, a rotated key must roll the replicas). `access` is given for a service's own route
-    and left out for an endpoint's version (the endpoint publishes the route).
+    a container's start, a rotated key must roll the replicas; a pod annotation, no secret whatever it is made
+    from). `access` is given for a service's own route and left out for an endpoint's version (the endpoint
+    publishes the route).
     """
 
     spec: Deployable
@@ -165,6 +166,17 @@ class ModelServiceArgs:
         if not re.fullmatch(SERVICE_NAME, self.deployment):
             raise ValueError(f"ModelServiceArgs.deployment: {self.deployment!r} is not a Kubernetes Service name "
                              f"(lowercase letters, digits and '-', starting with a letter, at most {K8S_NAME_MAX})")
+        if is_router_name(self.deployment):
+            raise ValueError(f"ModelServiceArgs.deployment: {self.deployment!r} is the router's name ({ROUTER_NAME} and "
+                             f"{ROUTER_NAME}-*), whose objects share the namespace; name the service or endpoint otherwise")
+        for name in self.secret_variables:
+            if not re.match(ENV_NAME, name):
+                raise ValueError(f"ModelServiceArgs.secret_variables: {name!r} is not a variable name (letters, digits, _, "
+                                 "not starting with a digit)")
+        problems = label_problems("ModelServiceArgs.labels", self.labels)
+        problems += label_problems("ModelServiceArgs.annotations", self.annotations, "annotation")
+        if problems:
+            raise ValueError("; ".join(problems))
         settings = self.spec
         if (settings.collect_model_data or settings.enable_app_insights) and self.connections_secret is None:
             raise ValueError("ModelServiceArgs.connections_secret: collect_model_data and enable_app_insights read their "
@@ -376,7 +388,9 @@ class ModelService(pulumi.ComponentResource):
         init: list[dict] = []
         annotations: dict[str, pulumi.Input[str]] = dict(SCRAPE)
         if args.connections_sha256 is not None:
-            annotations["aks-model-serving/connections-sha256"] = args.connections_sha256
+            # No secret, though made from secrets: a secret annotation turned the whole spec into one in every preview.
+            annotations["aks-model-serving/connections-sha256"] = pulumi.Output.unsecret(
+                pulumi.Output.from_input(args.connections_sha256))
         if args.models:
             # A Secret: a model url may carry a SAS token (its query), which the fetch reads as its credential.
             manifest = pulumi.Output.secret(pulumi.Output.all(*[m.url for m in args.models]).apply(

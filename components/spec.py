@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -100,7 +101,25 @@ _HOST_NAME = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})+$")
 SYSTEM_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 # The router's Deployment, Services, ConfigMap and Secrets are named this or start with "<it>-".
 ROUTER_NAME = "model-router"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"  # an environment variable's name, as a shell and a Dockerfile ENV take it
 K8S_NAME_MAX = 63  # a DNS-1035 label: Service names and the app.kubernetes.io/name label value
+
+
+def label_problems(field: str, labels: Mapping[str, Any], kind: str = "label") -> list[str]:
+    """What the API server (or AKS) would refuse in labels, or with kind "annotation" in annotations' keys (their
+    values are free text), only at `pulumi up`. A value from another resource (an Output) is left to it."""
+    problems = []
+    for key, value in labels.items():
+        if not re.match(_LABEL_KEY, key):
+            problems.append(f"{field}: {key!r} is not a Kubernetes {kind} key ({_LABEL_KEY_WORDS})")
+        if kind == "label" and isinstance(value, str) and not re.match(_LABEL_VALUE, value):
+            problems.append(f"{field}: the value of {key}, {value!r}, is not a Kubernetes label value ({_LABEL_VALUE_WORDS})")
+    return problems
+
+
+def is_router_name(name: str) -> bool:
+    """The router's own Kubernetes names (its Deployment, Services, Secrets): no model's may be one."""
+    return name == ROUTER_NAME or name.startswith(f"{ROUTER_NAME}-")
 
 
 def deployment_name(route: str, version: str | None = None) -> str:
@@ -259,14 +278,11 @@ class NodePoolSpec(Spec):
         elif self.accelerator != "none" and accelerator_of(self.vm_size) != self.accelerator:
             family = "N-series (NC, ND, NV)" if self.accelerator == "gpu" else "PB-series"
             problems.append(f"accelerator: {self.accelerator} needs a {family} vm_size, not {self.vm_size}")
-        for key, value in self.labels.items():
-            if not re.match(_LABEL_KEY, key):
-                problems.append(f"labels: {key!r} is not a Kubernetes label key ({_LABEL_KEY_WORDS})")
-            elif key.startswith(AKS_RESERVED_LABEL_PREFIXES):
+        problems += label_problems("labels", self.labels)
+        for key in self.labels:
+            if re.match(_LABEL_KEY, key) and key.startswith(AKS_RESERVED_LABEL_PREFIXES):
                 problems.append(f"labels: {key!r} is under {key.split('/')[0]}/, which AKS reserves for its own node labels; "
                                 "choose a prefix of your own")
-            if not re.match(_LABEL_VALUE, value):
-                problems.append(f"labels: the value of {key}, {value!r}, is not a Kubernetes label value ({_LABEL_VALUE_WORDS})")
         for taint in self.taints:  # a taint's key and value are a label's, which AKS checks only at pulumi up
             key, _, rest = taint.partition("=")
             value = rest.rpartition(":")[0]
@@ -702,7 +718,7 @@ class EnvironmentSpec(Spec):
             problems.append(Finding(f"cuda_version: {self.cuda_version!r}: Azure ML's GPU base image here carries CUDA 11.8; "
                                     "for another version name a base_image that has it", "base_image"))
         for name, value in self.environment_variables.items():
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
+            if not re.match(ENV_NAME, name):
                 problems.append(f"environment_variables: {name!r} is not a variable name (letters, digits, _)")
             if isinstance(value, str) and ("\n" in value or "\r" in value):  # each becomes one Dockerfile ENV line
                 problems.append(f"environment_variables: the value of {name} holds a line break; a Dockerfile ENV is one line")
@@ -1274,7 +1290,7 @@ class StackSpec(Spec):
                   for i, e in enumerate(self.endpoints) for j, v in enumerate(e.versions)]
         for path, name in named:  # services first: two services of one name are reported above
             other = owners.setdefault(name, path)
-            if name == ROUTER_NAME or name.startswith(f"{ROUTER_NAME}-"):
+            if is_router_name(name):
                 problems.append(f"{path}: {name!r} is the router's name ({ROUTER_NAME} and {ROUTER_NAME}-*); choose another")
             elif other != path and path.startswith("endpoints"):
                 problems.append(f"{path}: its Deployment {name!r} is also {other}'s; rename one of them")

@@ -49,7 +49,7 @@ class Workspace(pulumi.ComponentResource):
     app_insights_connection_string: pulumi.Output[str]
     storage_connection_string: pulumi.Output[str]
 
-    def __init__(self, name: str, spec: WorkspaceSpec, location: str, opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, spec: WorkspaceSpec, location: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None):
         super().__init__("aks-model-serving:index:Workspace", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         location = spec.location or location
