@@ -1300,3 +1300,53 @@ def test_accelerator_replicas_on_an_attached_cluster_are_told_the_node_label_the
                for w in warnings), warnings
     config[S][0][field] = 0
     assert not any("on an attached cluster" in w for w in load_stack(write_stack(tmp_path, config)).spec.warnings)
+
+
+def _endpoint_of_files(tmp_path: Path, dc: dict, endpoint: dict | None = None) -> Path:
+    """BASE with its endpoint's treatment read from Azure ML files (dc as its deploymentconfig.json)."""
+    (tmp_path / "aml").mkdir(exist_ok=True)
+    (tmp_path / "aml" / "deploymentconfig.json").write_text(json.dumps(dc))
+    (tmp_path / "aml" / "inferenceconfig.json").write_text(json.dumps({"entryScript": "../score.py"}))
+    config = copy.deepcopy(BASE)
+    config[E][0] |= endpoint or {}
+    config[E][0]["versions"][1] = {"version_name": "treat", "models": ["m:2"], "traffic_percentile": 20, "azureml": {
+        "inference_config": "aml/inferenceconfig.json", "deployment_config": "aml/deploymentconfig.json"}}
+    return write_stack(tmp_path, config)
+
+
+def test_an_endpoint_versions_deployment_config_may_say_the_endpoints_auth(tmp_path, capsys):
+    """A deploymentconfig.json carries authEnabled (the README's example does): under an endpoint's version it
+    was refused as 'unknown field (check its spelling)', so no such file could be used for a version at all.
+    An endpoint's versions share its auth (as under Azure ML's AksEndpoint): the file's auth settings pass when
+    they are the endpoint's, and are refused, naming the endpoint's setting, when they are not."""
+    example = json.loads((ROOT / "examples" / "azureml" / "deploymentconfig.json").read_text())
+    assert check([str(_endpoint_of_files(tmp_path, example))]) == 0, capsys.readouterr().out
+    token = {"auth_enabled": False, "token_auth_enabled": True}
+    assert check([str(_endpoint_of_files(tmp_path, {"computeType": "aks", "authEnabled": False,
+                                                    "tokenAuthEnabled": True}, token))]) == 0, capsys.readouterr().out
+    in_dc = "endpoints[0].versions[1].azureml.deployment_config: deploymentconfig.json: "
+    with pytest.raises(StackError) as err:
+        load_stack(_endpoint_of_files(tmp_path, {"computeType": "aks", "authEnabled": False, "tokenAuthEnabled": True}))
+    assert err.value.problems == [
+        in_dc + "authEnabled: false, where the endpoint's auth_enabled is true: an endpoint's versions share its auth, "
+                "as under Azure ML's AksEndpoint; set auth_enabled on the endpoint",
+        in_dc + "tokenAuthEnabled: true, where the endpoint's token_auth_enabled is false: an endpoint's versions share "
+                "its auth, as under Azure ML's AksEndpoint; set token_auth_enabled on the endpoint"]
+    with pytest.raises(StackError) as err:
+        load_stack(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}}))
+    assert err.value.problems == [
+        in_dc + "keys.primaryKey: not the endpoint's primary key: an endpoint's versions share its keys; give it as the "
+                "endpoint's primary_key (a secret)"]
+    # The endpoint's key still encrypted (check, plan): it cannot be compared, so it is not refused.
+    assert check([str(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}},
+                                         {"primary_key": {"secure": "v1:abc"}}))]) == 0, capsys.readouterr().out
+    # The same key given to the endpoint: the file says what the endpoint has.
+    assert load_stack(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}},
+                                         {"primary_key": "s3cret-version-key"})).spec.endpoints[0].versions[1].version_name == "treat"
+    # Written in the stack beside the version, it is still no version's setting.
+    config = yaml.safe_load(_endpoint_of_files(tmp_path, {"computeType": "aks"}).read_text())["config"]
+    config[E][0]["versions"][1]["auth_enabled"] = True
+    with pytest.raises(StackError) as err:
+        load_stack(write_stack(tmp_path, config))
+    assert err.value.problems == ["endpoints[0].versions[1].auth_enabled: unknown field (check its spelling against the "
+                                  "documented settings)"]
