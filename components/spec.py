@@ -873,7 +873,7 @@ class AzureMlFiles(Spec):
     deployment_config: str | None = None
 
 
-def _azureml_merge(data: Any, info: ValidationInfo) -> tuple[Any, dict[str, Origin]]:
+def _azureml_merge(data: Any, info: ValidationInfo, version: bool) -> tuple[Any, dict[str, Origin]]:
     """Fold `azureml: {inference_config, deployment_config}` files into the spec's fields, saying which
     field each file gave.
 
@@ -890,7 +890,8 @@ def _azureml_merge(data: Any, info: ValidationInfo) -> tuple[Any, dict[str, Orig
     merged: dict[str, Any] = {}
     origins: dict[str, Origin] = {}
     if files.deployment_config:
-        settings, origins = load_deployment_config(base / files.deployment_config, field="azureml.deployment_config")
+        settings, origins = load_deployment_config(base / files.deployment_config, field="azureml.deployment_config",
+                                                   version=version)
         merged |= settings
     if files.inference_config:
         merged["inference_config"], given = load_inference_config(base / files.inference_config,
@@ -921,7 +922,7 @@ class Deployable(DeploymentSettings):
         """A problem with a value a file gave is told in that file's key (azureml.in_files). A
         deploymentconfig.json's auth settings (authEnabled, keys) are kept aside for a version, whose
         endpoint checks them against its own (EndpointSpec), rather than refused as unknown fields."""
-        data, origins = _azureml_merge(data, info)
+        data, origins = _azureml_merge(data, info, version="version_name" in cls.model_fields)
         endpoint_auth = {}
         if isinstance(data, Deployable):  # revalidated: it was read from its files before
             origins, endpoint_auth = data._from_files, data._endpoint_auth
@@ -999,10 +1000,12 @@ class ServiceSpec(Deployable, AuthSettings):
 
 
 class WebserviceSettings(DeploymentSettings, AuthSettings):
-    """Everything a deploymentconfig.json may set, checked on its own."""
+    """Everything a deploymentconfig.json may set, checked on its own (an AKSENDPOINT one names a version)."""
 
     description: str | None = None
     tags: dict[str, str] = {}
+    version_name: ServiceName | None = None
+    traffic_percentile: float | None = Field(None, ge=0, le=100)
 
 
 class EndpointVersionSpec(Deployable):

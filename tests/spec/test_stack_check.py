@@ -691,7 +691,8 @@ BROKEN_JSON = [
      "autoScaler.autoscaleEnabled: false needs numReplicas"),
     ("dc-event-hub", "deploymentconfig.json", {"computeType": "aks", "dataCollection": {"eventHubEnabled": True}},
      "dataCollection.eventHubEnabled: collected data goes to the workspace's blob storage"),
-    ("dc-endpoint-file", "deploymentconfig.json", {"computeType": "AKSENDPOINT"}, "AKSENDPOINT: an endpoint version's file"),
+    ("dc-endpoint-file-over-100", "deploymentconfig.json", {"computeType": "AKSENDPOINT", "trafficPercentile": 101},
+     "deployment_config: deploymentconfig.json: trafficPercentile: Input should be less than or equal to 100"),
     ("dc-zero-queue-wait", "deploymentconfig.json", {"computeType": "aks", "maxQueueWaitMs": 0},
      "deployment_config: deploymentconfig.json: maxQueueWaitMs: Input should be greater than 0"),
     ("dc-zero-initial-delay", "deploymentconfig.json", {"computeType": "aks", "livenessProbeRequirements": {"initialDelaySeconds": 0}},
@@ -1350,3 +1351,35 @@ def test_an_endpoint_versions_deployment_config_may_say_the_endpoints_auth(tmp_p
         load_stack(write_stack(tmp_path, config))
     assert err.value.problems == ["endpoints[0].versions[1].auth_enabled: unknown field (check its spelling against the "
                                   "documented settings)"]
+
+
+def test_an_aksendpoint_deployment_config_is_a_versions(tmp_path, capsys):
+    """`az ml endpoint realtime create` takes a deploymentconfig.json of computeType AKSENDPOINT, which names the
+    version (versionName) and its share (trafficPercentile): it was refused everywhere, under endpoints[].versions
+    too, where its own message sent the user. It is a version's file; under a service (whose URL is
+    /api/v1/service/..., not the endpoint's) it is refused, saying where it goes."""
+    dc = {"computeType": "AKSENDPOINT", "versionName": "treat", "trafficPercentile": 20, "numReplicas": 2,
+          "authEnabled": True}
+    path = _endpoint_of_files(tmp_path, dc)
+    config = yaml.safe_load(path.read_text())["config"]
+    del config[E][0]["versions"][1]["version_name"], config[E][0]["versions"][1]["traffic_percentile"]
+    version = load_stack(write_stack(tmp_path, config)).spec.endpoints[0].versions[1]
+    assert (version.version_name, version.traffic_percentile, version.num_replicas) == ("treat", 20, 2)
+    assert check([str(tmp_path / "aml" / "deploymentconfig.json")]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "  version_name = treat" in out and "  traffic_percentile = 20.0" in out
+    (tmp_path / "aml" / "deploymentconfig.json").write_text(json.dumps(dc | {"trafficPercentile": 120}))
+    with pytest.raises(StackError) as err:
+        load_stack(write_stack(tmp_path, config))
+    assert err.value.problems == ["endpoints[0].versions[1].azureml.deployment_config: deploymentconfig.json: "
+                                  "trafficPercentile: Input should be less than or equal to 100"]
+    with pytest.raises(StackError) as err:
+        load_stack(_azureml_stack(tmp_path, dc))
+    assert err.value.problems == [
+        "services[0].azureml.deployment_config: deploymentconfig.json: computeType: AKSENDPOINT is an endpoint "
+        "version's file; give it under endpoints[].versions[].azureml (a service's computeType is aks)"]
+    with pytest.raises(StackError) as err:
+        load_stack(_azureml_stack(tmp_path, {"computeType": "aks", "versionName": "treat"}))
+    assert err.value.problems == [
+        "services[0].azureml.deployment_config: deploymentconfig.json: versionName: only an endpoint version's file "
+        "(computeType AKSENDPOINT) names a version"]
