@@ -342,6 +342,12 @@ class LegacyInferenceConfig(_Json):
     source_directory: str | None = Field(None, alias="sourceDirectory")
     description: str | None = None
 
+    @field_validator("base_image_registry", mode="before")
+    @classmethod
+    def _address(cls, value: Any) -> Any:
+        """Azure ML's custom-image how-to gives it as the registry's address ("mcr.microsoft.com")."""
+        return {"address": value} if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _registry(self) -> LegacyInferenceConfig:
         _check_base_image(self.base_image, self.base_image_registry)

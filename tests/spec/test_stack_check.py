@@ -763,6 +763,24 @@ def test_a_base_image_in_the_registry_it_names_passes(tmp_path, capsys):
     assert check([str(path)]) == 0, capsys.readouterr().out
 
 
+def test_a_legacy_base_image_registry_given_as_its_address_is_read_so(tmp_path, capsys):
+    """Azure ML's own custom-image how-to writes the legacy format's baseImageRegistry as the registry's address
+    ("mcr.microsoft.com"), which its CLI passes on as it is: a file copied from there was refused with 'Input
+    should be a valid dictionary or instance of BaseImageRegistry'. It is the address, checked as one."""
+    doc = {"entryScript": "score.py", "runtime": "python", "condaFile": "infenv.yml", "extraDockerfileSteps": None,
+           "sourceDirectory": None, "enableGpu": False,
+           "baseImage": "mcr.microsoft.com/azureml/o16n-sample-user-base/ubuntu-miniconda", "baseImageRegistry": "mcr.microsoft.com"}
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    (tmp_path / "infenv.yml").write_text("dependencies:\n  - python=3.11\n")
+    path = tmp_path / "inferenceconfig.json"
+    path.write_text(json.dumps(doc))
+    assert check([str(path)]) == 0, capsys.readouterr().out
+    path.write_text(json.dumps(doc | {"baseImage": "ubuntu-miniconda"}))
+    assert check([str(path)]) == 2
+    assert ("inference_config: inferenceconfig.json: baseImage: 'ubuntu-miniconda' is not in baseImageRegistry.address "
+            "'mcr.microsoft.com'; give its full name, mcr.microsoft.com/ubuntu-miniconda") in capsys.readouterr().out
+
+
 def test_a_value_that_may_be_a_secret_is_not_repeated_in_its_problem(tmp_path, capsys):
     config = copy.deepcopy(BASE)
     _set(config, SVC0 + ["inference_config", "environment"], {"environment_variables": {"API_KEY": 31415926535}})
