@@ -295,6 +295,14 @@ class Environment(_Json):
     spark: Spark | None = None
     databricks: Databricks | None = None
 
+    @field_validator("environment_variables", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        """Azure ML's service takes a number written here as its text, as the variable holds it."""
+        if isinstance(value, dict):
+            return {k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in value.items()}
+        return value
+
 
 class InferenceConfig(_Json):
     """inferenceconfig.json, current format: the entry script plus an Environment."""

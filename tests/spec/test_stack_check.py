@@ -781,6 +781,15 @@ def test_a_legacy_base_image_registry_given_as_its_address_is_read_so(tmp_path, 
             "'mcr.microsoft.com'; give its full name, mcr.microsoft.com/ubuntu-miniconda") in capsys.readouterr().out
 
 
+def test_an_inference_configs_environment_variables_may_be_numbers_as_azure_ml_takes_them(tmp_path):
+    """Azure ML's service reads environmentVariables as strings and takes a number written there as its text: a
+    file with {"WORKERS": 2} was refused ('Input should be a valid string'). The scorer gets the number's text;
+    the stack's own environment_variables stay strings only."""
+    ic = {"entryScript": "score.py", "environment": {"environmentVariables": {"WORKERS": 2, "RATIO": 0.5}}}
+    env = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic)).spec.services[0].inference_config.environment
+    assert env.image_variables == {"WORKERS": "2", "RATIO": "0.5"}
+
+
 def test_a_value_that_may_be_a_secret_is_not_repeated_in_its_problem(tmp_path, capsys):
     config = copy.deepcopy(BASE)
     _set(config, SVC0 + ["inference_config", "environment"], {"environment_variables": {"API_KEY": 31415926535}})
@@ -807,7 +816,7 @@ def test_an_azure_ml_files_problems_are_told_as_a_stacks_are(tmp_path, capsys):
     given): told along the file's keys, in the stack's words, on its own as in a stack; the stack's own
     conda dependencies tell the same below their own key."""
     ic = {"entryScript": "score.py", "environment": {
-        "python": {"condaDependencies": {"dependencies": [5, {"pip": [1]}]}}, "environmentVariables": {"DB_PORT": 5432}}}
+        "python": {"condaDependencies": {"dependencies": [5, {"pip": [1]}]}}, "environmentVariables": {"DB_PORT": [5432]}}}
     told = [
         "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[0]: "
         "Input should be a valid string (given: 5)",
