@@ -250,10 +250,19 @@ class PythonSection(_Json):
     conda_dependencies: CondaDependencies | None = Field(None, alias="condaDependencies")
     # True: the base image's Python as it is, no conda environment built (what exports list is not used).
     user_managed_dependencies: bool | None = Field(None, alias="userManagedDependencies")
-    # The scorer runs on the image's `python`: another interpreter would not have it installed.
-    interpreter_path: Literal["python"] | None = Field(None, alias="interpreterPath")
+    # Used only with userManagedDependencies, as Azure ML uses it.
+    interpreter_path: str | None = Field(None, alias="interpreterPath")
     base_conda_environment: str | None = Field(None, alias="baseCondaEnvironment")
     conda_dependencies_file: str | None = Field(None, alias="condaDependenciesFile")
+
+    @model_validator(mode="after")
+    def _interpreter(self) -> PythonSection:
+        """The scorer runs on the image's `python`: another interpreter would not have it installed."""
+        if self.user_managed_dependencies and self.interpreter_path not in (None, "python"):
+            raise ValueError(f"interpreterPath: {self.interpreter_path!r}: the scorer is installed into the base image's "
+                             "`python` (the first on its PATH) and runs on it; give python, and put that interpreter's "
+                             "folder first on the base image's PATH")
+        return self
 
 
 class _TrainingOnly(_Json):

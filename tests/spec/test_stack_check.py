@@ -699,7 +699,8 @@ BROKEN_JSON = [
      "deployment_config: deploymentconfig.json: livenessProbeRequirements.initialDelaySeconds: Input should be greater than 0"),
     ("ic-environment-and-runtime", "inferenceconfig.json", {"entryScript": "score.py", "runtime": "python", "environment": {}},
      "runtime: cannot be given along with an environment"),
-    ("ic-other-interpreter", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"python": {"interpreterPath": "/opt/py"}}},
+    ("ic-other-interpreter", "inferenceconfig.json",
+     {"entryScript": "score.py", "environment": {"python": {"userManagedDependencies": True, "interpreterPath": "/opt/py"}}},
      "environment.python.interpreterPath"),
     ("ic-r-environment", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"r": {"rVersion": "4.0"}}}, "environment.r"),
     ("ic-arm-platform", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"docker": {"platform": {"architecture": "arm64"}}}},
@@ -788,6 +789,26 @@ def test_an_inference_configs_environment_variables_may_be_numbers_as_azure_ml_t
     ic = {"entryScript": "score.py", "environment": {"environmentVariables": {"WORKERS": 2, "RATIO": 0.5}}}
     env = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic)).spec.services[0].inference_config.environment
     assert env.image_variables == {"WORKERS": "2", "RATIO": "0.5"}
+
+
+def test_an_interpreter_path_is_read_as_azure_ml_reads_it(tmp_path, capsys):
+    """Azure ML uses python.interpreterPath only with userManagedDependencies (its PythonSection says so) and
+    ignores it otherwise, where a file naming another was refused ('Input should be \'python\''); with it, the
+    scorer still runs on the base image's `python`, which the problem now says, and what to do."""
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    path = tmp_path / "inferenceconfig.json"
+    python = {"userManagedDependencies": False, "interpreterPath": "/usr/bin/python3"}
+    path.write_text(json.dumps({"entryScript": "score.py", "environment": {"python": python}}))
+    assert check([str(path)]) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    path.write_text(json.dumps({"entryScript": "score.py", "environment": {
+        "docker": {"baseImage": "mcr.microsoft.com/azureml/o16n-sample-user-base/ubuntu-miniconda"},
+        "python": {"userManagedDependencies": True, "interpreterPath": "/opt/miniconda/bin/python"}}}))
+    assert check([str(path)]) == 2
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  inference_config: inferenceconfig.json: environment.python.interpreterPath: '/opt/miniconda/bin/python': the "
+        "scorer is installed into the base image's `python` (the first on its PATH) and runs on it; give python, and "
+        "put that interpreter's folder first on the base image's PATH"]
 
 
 def test_a_value_that_may_be_a_secret_is_not_repeated_in_its_problem(tmp_path, capsys):
