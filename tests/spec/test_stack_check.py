@@ -1042,6 +1042,27 @@ def test_azureml_files_check_on_their_own(tmp_path, capsys):
     assert "autoscale_max_replicas = 6" in capsys.readouterr().out
 
 
+def test_an_inference_config_on_its_own_is_checked_for_the_python_its_image_needs(tmp_path, capsys):
+    """An Azure ML environment pins the Python of its day (python=3.8): check of the file alone said 'valid
+    inference config', and only a cluster stack naming it (check, plan) then refused it, since the scorer runs
+    in that environment on Python 3.11 or later. The file alone is checked for it too, as plan would."""
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    (tmp_path / "env.yml").write_text("dependencies:\n  - python=3.8.13\n  - pip:\n    - azureml-defaults\n")
+    path = tmp_path / "inferenceconfig.json"
+    path.write_text(json.dumps({"entryScript": "score.py", "runtime": "python", "condaFile": "env.yml"}))
+    assert check([str(path)]) == 2
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  inference_config: inferenceconfig.json: condaFile: the scorer runs in this environment, on Python 3.11 or "
+        "later; list python=3.11 (or later) under dependencies"]
+    path.write_text(json.dumps({"entryScript": "score.py", "environment": {"python": {"condaDependencies": {
+        "dependencies": ["python=3.8.13"]}}}}))
+    assert check([str(path)]) == 2
+    assert "inference_config: inferenceconfig.json: environment.python.condaDependencies: the scorer runs" in capsys.readouterr().out
+    (tmp_path / "env.yml").write_text("dependencies:\n  - python=3.11\n")
+    path.write_text(json.dumps({"entryScript": "score.py", "runtime": "python", "condaFile": "env.yml"}))
+    assert check([str(path)]) == 0, capsys.readouterr().out
+
+
 def test_a_stack_file_named_otherwise_is_checked_as_a_stack(tmp_path, capsys):
     """A stack kept as candidate.yaml was read as an Azure ML file: 'not a deploymentconfig.json'."""
     write_stack(tmp_path, BASE).rename(tmp_path / "candidate.yaml")
