@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails
 
 from components.documents import KeyWrittenTwice, load_json, load_yaml
@@ -68,9 +77,12 @@ class Keys(_Json):
 
 
 class DeploymentConfig(_Json):
-    """deploymentconfig.json for computeType aks."""
+    """deploymentconfig.json for computeType aks, or AKSENDPOINT: an endpoint version's, which names the version
+    and its share of the traffic (`az ml endpoint realtime create`)."""
 
     compute_type: str = Field(alias="computeType")
+    version_name: str | None = Field(None, alias="versionName")
+    traffic_percentile: float | None = Field(None, alias="trafficPercentile", ge=0, le=100)
     # The cluster a file was written for: here the stack's cluster is the target.
     compute_target_name: str | None = Field(None, alias="computeTargetName")
     auto_scaler: AutoScaler | None = Field(None, alias="autoScaler")
@@ -92,13 +104,24 @@ class DeploymentConfig(_Json):
 
     @field_validator("compute_type")
     @classmethod
-    def _aks(cls, value: str) -> str:
-        if value.lower() == "aksendpoint":
-            raise ValueError("AKSENDPOINT: an endpoint version's file; give each version under endpoints[].versions, "
-                             "with its traffic_percentile and is_default there")
-        if value.lower() != "aks":
+    def _aks(cls, value: str, info: ValidationInfo) -> str:
+        """`version` in the context: whether the file is an endpoint version's (None: either, checked alone)."""
+        version = (info.context or {}).get("version")
+        if value.lower() == "aksendpoint" and version is False:
+            raise ValueError("AKSENDPOINT is an endpoint version's file; give it under endpoints[].versions[].azureml "
+                             "(a service's computeType is aks)")
+        if value.lower() not in ("aks", "aksendpoint"):
             raise ValueError(f"{value!r}: only aks deployments are served here")
         return value
+
+    @model_validator(mode="after")
+    def _version(self) -> DeploymentConfig:
+        given = [key for name, key in (("version_name", "versionName"), ("traffic_percentile", "trafficPercentile"))
+                 if getattr(self, name) is not None]
+        if given and self.compute_type.lower() != "aksendpoint":
+            raise ValueError("\n".join(f"{key}: only an endpoint version's file (computeType AKSENDPOINT) names a version"
+                                       for key in given))
+        return self
 
     @model_validator(mode="after")
     def _autoscaler(self) -> DeploymentConfig:
@@ -147,6 +170,8 @@ class DeploymentConfig(_Json):
         "namespace": "namespace",
         "description": "description",
         "tags": "tags",
+        "version_name": "versionName",
+        "traffic_percentile": "trafficPercentile",
     }
 
     def to_settings(self) -> dict[str, Any]:
@@ -225,10 +250,19 @@ class PythonSection(_Json):
     conda_dependencies: CondaDependencies | None = Field(None, alias="condaDependencies")
     # True: the base image's Python as it is, no conda environment built (what exports list is not used).
     user_managed_dependencies: bool | None = Field(None, alias="userManagedDependencies")
-    # The scorer runs on the image's `python`: another interpreter would not have it installed.
-    interpreter_path: Literal["python"] | None = Field(None, alias="interpreterPath")
+    # Used only with userManagedDependencies, as Azure ML uses it.
+    interpreter_path: str | None = Field(None, alias="interpreterPath")
     base_conda_environment: str | None = Field(None, alias="baseCondaEnvironment")
     conda_dependencies_file: str | None = Field(None, alias="condaDependenciesFile")
+
+    @model_validator(mode="after")
+    def _interpreter(self) -> PythonSection:
+        """The scorer runs on the image's `python`: another interpreter would not have it installed."""
+        if self.user_managed_dependencies and self.interpreter_path not in (None, "python"):
+            raise ValueError(f"interpreterPath: {self.interpreter_path!r}: the scorer is installed into the base image's "
+                             "`python` (the first on its PATH) and runs on it; give python, and put that interpreter's "
+                             "folder first on the base image's PATH")
+        return self
 
 
 class _TrainingOnly(_Json):
@@ -269,6 +303,14 @@ class Environment(_Json):
     inferencing_stack_version: str | None = Field(None, alias="inferencingStackVersion")
     spark: Spark | None = None
     databricks: Databricks | None = None
+
+    @field_validator("environment_variables", mode="before")
+    @classmethod
+    def _numbers_as_text(cls, value: Any) -> Any:
+        """Azure ML's service takes a number written here as its text, as the variable holds it."""
+        if isinstance(value, dict):
+            return {k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in value.items()}
+        return value
 
 
 class InferenceConfig(_Json):
@@ -316,6 +358,12 @@ class LegacyInferenceConfig(_Json):
     cuda_version: str | None = Field(None, alias="cudaVersion")
     source_directory: str | None = Field(None, alias="sourceDirectory")
     description: str | None = None
+
+    @field_validator("base_image_registry", mode="before")
+    @classmethod
+    def _address(cls, value: Any) -> Any:
+        """Azure ML's custom-image how-to gives it as the registry's address ("mcr.microsoft.com")."""
+        return {"address": value} if isinstance(value, str) else value
 
     @model_validator(mode="after")
     def _registry(self) -> LegacyInferenceConfig:
@@ -411,13 +459,15 @@ def _problems(exc: ValidationError, field: str, path: Path, data: dict[str, Any]
 Origin = tuple[str, str, str]
 
 
-def load_deployment_config(path: Path, field: str = "deployment_config") -> tuple[dict[str, Any], dict[str, Origin]]:
+def load_deployment_config(path: Path, field: str = "deployment_config",
+                           version: bool | None = None) -> tuple[dict[str, Any], dict[str, Origin]]:
     """The file's settings under the spec's names, and where each is written: every setting the file has a
     key for, given or not, since a deployment's settings come from its file (a default's problem, or a
-    message naming one, points there, as for the inference config)."""
+    message naming one, points there, as for the inference config). `version`: whether it is read for an
+    endpoint's version (an AKSENDPOINT file is one's) or a service; None for either."""
     data = _read(path, field)
     try:
-        settings = DeploymentConfig.model_validate(data).to_settings()
+        settings = DeploymentConfig.model_validate(data, context={"version": version}).to_settings()
     except ValidationError as exc:
         raise _problems(exc, field, path, data) from None
     return settings, {name: (field, path.name, key) for name, key in DeploymentConfig.KEYS.items()}

@@ -13,7 +13,7 @@ import yaml
 
 from components.azureml import AzureMlFileError, Origin, in_files, kind_of, load_deployment_config, load_inference_config, named
 from components.deployable import cluster_problems
-from components.sources import entry_script_problems, missing_models, source_problems
+from components.sources import conda_problems, entry_script_problems, missing_models, source_problems
 from components.spec import InferenceConfigSpec, StackSpec, WebserviceSettings, registry_name, storage_account_name
 from components.stackfile import StackError, load_stack
 from components.validation import format_errors
@@ -72,7 +72,11 @@ def check_azureml(path: Path) -> list[str]:
         values, origins = load_inference_config(path)
         # Validated on its own, not as a service's inference_config: its paths start below that field.
         spec = _validated(InferenceConfigSpec, values, origins, at=("inference_config",))
-        if problems := entry_script_problems(Path, lambda field: named(origins, f"inference_config.{field}"), spec):
+        def name(field: str) -> str:
+            return named(origins, f"inference_config.{field}")
+
+        # As plan finds them for a cluster stack naming the file: its image is built from them.
+        if problems := entry_script_problems(Path, name, spec) + conda_problems(Path, name, spec):
             raise StackError(problems)
         return [f"{path}: valid inference config", f"  entry_script = {spec.entry_script}", f"  source_directory = {spec.source_directory}"]
     except AzureMlFileError as exc:

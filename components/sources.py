@@ -36,7 +36,7 @@ def source_problems(stack: Stack, local: bool) -> list[str]:
                          "stack cannot decrypt; give the value in clear in the local stack file"
                          for k, v in ic.environment.secret_variables.items() if v.get_secret_value() == SECURE]
         else:
-            problems += _conda(stack, name, ic)
+            problems += conda_problems(stack.resolve, name, ic)
     if local:
         problems += [f"models[{i}].url: the local stack serves models from folders on this machine; give path"
                      for i, model in enumerate(spec.models) if model.url is not None]
@@ -72,11 +72,13 @@ def entry_script_problems(resolve: Callable[[str], Path], name: Callable[[str], 
     return []
 
 
-def _conda(stack: Stack, name: Callable[[str], str], ic: InferenceConfigSpec) -> list[str]:
+def conda_problems(resolve: Callable[[str], Path], name: Callable[[str], str], ic: InferenceConfigSpec) -> list[str]:
+    """What an image's conda environment needs: readable, and the scorer's Python pinned (`resolve` and `name`
+    as for entry_script_problems)."""
     env, problems = ic.environment, []
     conda: object = env.conda_dependencies.model_dump() if env.conda_dependencies else None
     if env.conda_file is not None:
-        file = stack.resolve(env.conda_file)
+        file = resolve(env.conda_file)
         try:
             conda = yaml.safe_load(file.read_text())
             if not isinstance(conda, dict):

@@ -889,7 +889,7 @@ class AzureMlFiles(Spec):
     deployment_config: str | None = None
 
 
-def _azureml_merge(data: Any, info: ValidationInfo) -> tuple[Any, dict[str, Origin]]:
+def _azureml_merge(data: Any, info: ValidationInfo, version: bool) -> tuple[Any, dict[str, Origin]]:
     """Fold `azureml: {inference_config, deployment_config}` files into the spec's fields, saying which
     field each file gave.
 
@@ -906,7 +906,8 @@ def _azureml_merge(data: Any, info: ValidationInfo) -> tuple[Any, dict[str, Orig
     merged: dict[str, Any] = {}
     origins: dict[str, Origin] = {}
     if files.deployment_config:
-        settings, origins = load_deployment_config(base / files.deployment_config, field="azureml.deployment_config")
+        settings, origins = load_deployment_config(base / files.deployment_config, field="azureml.deployment_config",
+                                                   version=version)
         merged |= settings
     if files.inference_config:
         merged["inference_config"], given = load_inference_config(base / files.inference_config,
@@ -927,20 +928,27 @@ class Deployable(DeploymentSettings):
     azureml: AzureMlFiles | None = Field(None, exclude=True)
 
     _from_files: dict[str, Origin] = PrivateAttr(default_factory=dict)  # the fields Azure ML files gave
+    # Auth settings a file gave a deployment that has none of its own (an endpoint's version): its endpoint's.
+    _endpoint_auth: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="wrap")
     @classmethod
     def _read_azureml_files(cls, data: Any, handler: ModelWrapValidatorHandler[Deployable],
                             info: ValidationInfo) -> Deployable:
-        """A problem with a value a file gave is told in that file's key (azureml.in_files)."""
-        data, origins = _azureml_merge(data, info)
+        """A problem with a value a file gave is told in that file's key (azureml.in_files). A
+        deploymentconfig.json's auth settings (authEnabled, keys) are kept aside for a version, whose
+        endpoint checks them against its own (EndpointSpec), rather than refused as unknown fields."""
+        data, origins = _azureml_merge(data, info, version="version_name" in cls.model_fields)
+        endpoint_auth = {}
         if isinstance(data, Deployable):  # revalidated: it was read from its files before
-            origins = data._from_files
+            origins, endpoint_auth = data._from_files, data._endpoint_auth
+        elif isinstance(data, dict) and not issubclass(cls, AuthSettings):
+            endpoint_auth = {k: data.pop(k) for k in AuthSettings.model_fields if k in data and k in origins}
         try:
             spec = handler(data)
         except ValidationError as exc:
             raise in_files(exc, origins) from None
-        spec._from_files = origins
+        spec._from_files, spec._endpoint_auth = origins, endpoint_auth
         return spec
 
     def named(self, field: str) -> str:
@@ -1008,10 +1016,12 @@ class ServiceSpec(Deployable, AuthSettings):
 
 
 class WebserviceSettings(DeploymentSettings, AuthSettings):
-    """Everything a deploymentconfig.json may set, checked on its own."""
+    """Everything a deploymentconfig.json may set, checked on its own (an AKSENDPOINT one names a version)."""
 
     description: str | None = None
     tags: dict[str, str] = {}
+    version_name: ServiceName | None = None
+    traffic_percentile: float | None = Field(None, ge=0, le=100)
 
 
 class EndpointVersionSpec(Deployable):
@@ -1055,6 +1065,23 @@ class EndpointSpec(AuthSettings):
                                 f"{K8S_NAME_MAX} characters; shorten the endpoint or version name")
         if n == 1 and not defaults:
             self.versions[0].is_default = True
+        return problems + self._versions_auth()
+
+    def _versions_auth(self) -> list[str]:
+        """A version's deploymentconfig.json may say the endpoint's auth (Azure ML's files carry authEnabled), not
+        another: one route serves all the versions, with the endpoint's auth and keys."""
+        problems = []
+        for j, version in enumerate(self.versions):
+            for name, given in version._endpoint_auth.items():
+                ours = getattr(self, name)
+                where = f"versions[{j}].{version.named(name)}"
+                if isinstance(ours, SecretStr | None) and (ours is None or ours.get_secret_value() not in (given, SECURE)):
+                    problems.append(f"{where}: not the endpoint's {name.replace('_', ' ')}: an endpoint's versions share "
+                                    f"its keys; give it as the endpoint's {name} (a secret)")
+                elif isinstance(ours, bool) and given != ours:
+                    problems.append(f"{where}: {str(given).lower()}, where the endpoint's {name} is {str(ours).lower()}: "
+                                    f"an endpoint's versions share its auth, as under Azure ML's AksEndpoint; set {name} "
+                                    "on the endpoint")
         return problems
 
     @property

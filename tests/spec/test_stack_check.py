@@ -691,14 +691,16 @@ BROKEN_JSON = [
      "autoScaler.autoscaleEnabled: false needs numReplicas"),
     ("dc-event-hub", "deploymentconfig.json", {"computeType": "aks", "dataCollection": {"eventHubEnabled": True}},
      "dataCollection.eventHubEnabled: collected data goes to the workspace's blob storage"),
-    ("dc-endpoint-file", "deploymentconfig.json", {"computeType": "AKSENDPOINT"}, "AKSENDPOINT: an endpoint version's file"),
+    ("dc-endpoint-file-over-100", "deploymentconfig.json", {"computeType": "AKSENDPOINT", "trafficPercentile": 101},
+     "deployment_config: deploymentconfig.json: trafficPercentile: Input should be less than or equal to 100"),
     ("dc-zero-queue-wait", "deploymentconfig.json", {"computeType": "aks", "maxQueueWaitMs": 0},
      "deployment_config: deploymentconfig.json: maxQueueWaitMs: Input should be greater than 0"),
     ("dc-zero-initial-delay", "deploymentconfig.json", {"computeType": "aks", "livenessProbeRequirements": {"initialDelaySeconds": 0}},
      "deployment_config: deploymentconfig.json: livenessProbeRequirements.initialDelaySeconds: Input should be greater than 0"),
     ("ic-environment-and-runtime", "inferenceconfig.json", {"entryScript": "score.py", "runtime": "python", "environment": {}},
      "runtime: cannot be given along with an environment"),
-    ("ic-other-interpreter", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"python": {"interpreterPath": "/opt/py"}}},
+    ("ic-other-interpreter", "inferenceconfig.json",
+     {"entryScript": "score.py", "environment": {"python": {"userManagedDependencies": True, "interpreterPath": "/opt/py"}}},
      "environment.python.interpreterPath"),
     ("ic-r-environment", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"r": {"rVersion": "4.0"}}}, "environment.r"),
     ("ic-arm-platform", "inferenceconfig.json", {"entryScript": "score.py", "environment": {"docker": {"platform": {"architecture": "arm64"}}}},
@@ -762,6 +764,53 @@ def test_a_base_image_in_the_registry_it_names_passes(tmp_path, capsys):
     assert check([str(path)]) == 0, capsys.readouterr().out
 
 
+def test_a_legacy_base_image_registry_given_as_its_address_is_read_so(tmp_path, capsys):
+    """Azure ML's own custom-image how-to writes the legacy format's baseImageRegistry as the registry's address
+    ("mcr.microsoft.com"), which its CLI passes on as it is: a file copied from there was refused with 'Input
+    should be a valid dictionary or instance of BaseImageRegistry'. It is the address, checked as one."""
+    doc = {"entryScript": "score.py", "runtime": "python", "condaFile": "infenv.yml", "extraDockerfileSteps": None,
+           "sourceDirectory": None, "enableGpu": False,
+           "baseImage": "mcr.microsoft.com/azureml/o16n-sample-user-base/ubuntu-miniconda", "baseImageRegistry": "mcr.microsoft.com"}
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    (tmp_path / "infenv.yml").write_text("dependencies:\n  - python=3.11\n")
+    path = tmp_path / "inferenceconfig.json"
+    path.write_text(json.dumps(doc))
+    assert check([str(path)]) == 0, capsys.readouterr().out
+    path.write_text(json.dumps(doc | {"baseImage": "ubuntu-miniconda"}))
+    assert check([str(path)]) == 2
+    assert ("inference_config: inferenceconfig.json: baseImage: 'ubuntu-miniconda' is not in baseImageRegistry.address "
+            "'mcr.microsoft.com'; give its full name, mcr.microsoft.com/ubuntu-miniconda") in capsys.readouterr().out
+
+
+def test_an_inference_configs_environment_variables_may_be_numbers_as_azure_ml_takes_them(tmp_path):
+    """Azure ML's service reads environmentVariables as strings and takes a number written there as its text: a
+    file with {"WORKERS": 2} was refused ('Input should be a valid string'). The scorer gets the number's text;
+    the stack's own environment_variables stay strings only."""
+    ic = {"entryScript": "score.py", "environment": {"environmentVariables": {"WORKERS": 2, "RATIO": 0.5}}}
+    env = load_stack(_azureml_stack(tmp_path, {"computeType": "aks"}, ic)).spec.services[0].inference_config.environment
+    assert env.image_variables == {"WORKERS": "2", "RATIO": "0.5"}
+
+
+def test_an_interpreter_path_is_read_as_azure_ml_reads_it(tmp_path, capsys):
+    """Azure ML uses python.interpreterPath only with userManagedDependencies (its PythonSection says so) and
+    ignores it otherwise, where a file naming another was refused ('Input should be \'python\''); with it, the
+    scorer still runs on the base image's `python`, which the problem now says, and what to do."""
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    path = tmp_path / "inferenceconfig.json"
+    python = {"userManagedDependencies": False, "interpreterPath": "/usr/bin/python3"}
+    path.write_text(json.dumps({"entryScript": "score.py", "environment": {"python": python}}))
+    assert check([str(path)]) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    path.write_text(json.dumps({"entryScript": "score.py", "environment": {
+        "docker": {"baseImage": "mcr.microsoft.com/azureml/o16n-sample-user-base/ubuntu-miniconda"},
+        "python": {"userManagedDependencies": True, "interpreterPath": "/opt/miniconda/bin/python"}}}))
+    assert check([str(path)]) == 2
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  inference_config: inferenceconfig.json: environment.python.interpreterPath: '/opt/miniconda/bin/python': the "
+        "scorer is installed into the base image's `python` (the first on its PATH) and runs on it; give python, and "
+        "put that interpreter's folder first on the base image's PATH"]
+
+
 def test_a_value_that_may_be_a_secret_is_not_repeated_in_its_problem(tmp_path, capsys):
     config = copy.deepcopy(BASE)
     _set(config, SVC0 + ["inference_config", "environment"], {"environment_variables": {"API_KEY": 31415926535}})
@@ -788,7 +837,7 @@ def test_an_azure_ml_files_problems_are_told_as_a_stacks_are(tmp_path, capsys):
     given): told along the file's keys, in the stack's words, on its own as in a stack; the stack's own
     conda dependencies tell the same below their own key."""
     ic = {"entryScript": "score.py", "environment": {
-        "python": {"condaDependencies": {"dependencies": [5, {"pip": [1]}]}}, "environmentVariables": {"DB_PORT": 5432}}}
+        "python": {"condaDependencies": {"dependencies": [5, {"pip": [1]}]}}, "environmentVariables": {"DB_PORT": [5432]}}}
     told = [
         "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[0]: "
         "Input should be a valid string (given: 5)",
@@ -991,6 +1040,27 @@ def test_azureml_files_check_on_their_own(tmp_path, capsys):
     (tmp_path / "deploymentconfig.yml").write_text(yaml.safe_dump(DEPLOYMENT_CONFIG))
     assert check([str(tmp_path / "deploymentconfig.yml")]) == 0
     assert "autoscale_max_replicas = 6" in capsys.readouterr().out
+
+
+def test_an_inference_config_on_its_own_is_checked_for_the_python_its_image_needs(tmp_path, capsys):
+    """An Azure ML environment pins the Python of its day (python=3.8): check of the file alone said 'valid
+    inference config', and only a cluster stack naming it (check, plan) then refused it, since the scorer runs
+    in that environment on Python 3.11 or later. The file alone is checked for it too, as plan would."""
+    (tmp_path / "score.py").write_text("def init():\n    pass\n\ndef run(raw):\n    return raw\n")
+    (tmp_path / "env.yml").write_text("dependencies:\n  - python=3.8.13\n  - pip:\n    - azureml-defaults\n")
+    path = tmp_path / "inferenceconfig.json"
+    path.write_text(json.dumps({"entryScript": "score.py", "runtime": "python", "condaFile": "env.yml"}))
+    assert check([str(path)]) == 2
+    assert capsys.readouterr().out.splitlines()[1:] == [
+        "  inference_config: inferenceconfig.json: condaFile: the scorer runs in this environment, on Python 3.11 or "
+        "later; list python=3.11 (or later) under dependencies"]
+    path.write_text(json.dumps({"entryScript": "score.py", "environment": {"python": {"condaDependencies": {
+        "dependencies": ["python=3.8.13"]}}}}))
+    assert check([str(path)]) == 2
+    assert "inference_config: inferenceconfig.json: environment.python.condaDependencies: the scorer runs" in capsys.readouterr().out
+    (tmp_path / "env.yml").write_text("dependencies:\n  - python=3.11\n")
+    path.write_text(json.dumps({"entryScript": "score.py", "runtime": "python", "condaFile": "env.yml"}))
+    assert check([str(path)]) == 0, capsys.readouterr().out
 
 
 def test_a_stack_file_named_otherwise_is_checked_as_a_stack(tmp_path, capsys):
@@ -1300,3 +1370,85 @@ def test_accelerator_replicas_on_an_attached_cluster_are_told_the_node_label_the
                for w in warnings), warnings
     config[S][0][field] = 0
     assert not any("on an attached cluster" in w for w in load_stack(write_stack(tmp_path, config)).spec.warnings)
+
+
+def _endpoint_of_files(tmp_path: Path, dc: dict, endpoint: dict | None = None) -> Path:
+    """BASE with its endpoint's treatment read from Azure ML files (dc as its deploymentconfig.json)."""
+    (tmp_path / "aml").mkdir(exist_ok=True)
+    (tmp_path / "aml" / "deploymentconfig.json").write_text(json.dumps(dc))
+    (tmp_path / "aml" / "inferenceconfig.json").write_text(json.dumps({"entryScript": "../score.py"}))
+    config = copy.deepcopy(BASE)
+    config[E][0] |= endpoint or {}
+    config[E][0]["versions"][1] = {"version_name": "treat", "models": ["m:2"], "traffic_percentile": 20, "azureml": {
+        "inference_config": "aml/inferenceconfig.json", "deployment_config": "aml/deploymentconfig.json"}}
+    return write_stack(tmp_path, config)
+
+
+def test_an_endpoint_versions_deployment_config_may_say_the_endpoints_auth(tmp_path, capsys):
+    """A deploymentconfig.json carries authEnabled (the README's example does): under an endpoint's version it
+    was refused as 'unknown field (check its spelling)', so no such file could be used for a version at all.
+    An endpoint's versions share its auth (as under Azure ML's AksEndpoint): the file's auth settings pass when
+    they are the endpoint's, and are refused, naming the endpoint's setting, when they are not."""
+    example = json.loads((ROOT / "examples" / "azureml" / "deploymentconfig.json").read_text())
+    assert check([str(_endpoint_of_files(tmp_path, example))]) == 0, capsys.readouterr().out
+    token = {"auth_enabled": False, "token_auth_enabled": True}
+    assert check([str(_endpoint_of_files(tmp_path, {"computeType": "aks", "authEnabled": False,
+                                                    "tokenAuthEnabled": True}, token))]) == 0, capsys.readouterr().out
+    in_dc = "endpoints[0].versions[1].azureml.deployment_config: deploymentconfig.json: "
+    with pytest.raises(StackError) as err:
+        load_stack(_endpoint_of_files(tmp_path, {"computeType": "aks", "authEnabled": False, "tokenAuthEnabled": True}))
+    assert err.value.problems == [
+        in_dc + "authEnabled: false, where the endpoint's auth_enabled is true: an endpoint's versions share its auth, "
+                "as under Azure ML's AksEndpoint; set auth_enabled on the endpoint",
+        in_dc + "tokenAuthEnabled: true, where the endpoint's token_auth_enabled is false: an endpoint's versions share "
+                "its auth, as under Azure ML's AksEndpoint; set token_auth_enabled on the endpoint"]
+    with pytest.raises(StackError) as err:
+        load_stack(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}}))
+    assert err.value.problems == [
+        in_dc + "keys.primaryKey: not the endpoint's primary key: an endpoint's versions share its keys; give it as the "
+                "endpoint's primary_key (a secret)"]
+    # The endpoint's key still encrypted (check, plan): it cannot be compared, so it is not refused.
+    assert check([str(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}},
+                                         {"primary_key": {"secure": "v1:abc"}}))]) == 0, capsys.readouterr().out
+    # The same key given to the endpoint: the file says what the endpoint has.
+    assert load_stack(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}},
+                                         {"primary_key": "s3cret-version-key"})).spec.endpoints[0].versions[1].version_name == "treat"
+    # Written in the stack beside the version, it is still no version's setting.
+    config = yaml.safe_load(_endpoint_of_files(tmp_path, {"computeType": "aks"}).read_text())["config"]
+    config[E][0]["versions"][1]["auth_enabled"] = True
+    with pytest.raises(StackError) as err:
+        load_stack(write_stack(tmp_path, config))
+    assert err.value.problems == ["endpoints[0].versions[1].auth_enabled: unknown field (check its spelling against the "
+                                  "documented settings)"]
+
+
+def test_an_aksendpoint_deployment_config_is_a_versions(tmp_path, capsys):
+    """`az ml endpoint realtime create` takes a deploymentconfig.json of computeType AKSENDPOINT, which names the
+    version (versionName) and its share (trafficPercentile): it was refused everywhere, under endpoints[].versions
+    too, where its own message sent the user. It is a version's file; under a service (whose URL is
+    /api/v1/service/..., not the endpoint's) it is refused, saying where it goes."""
+    dc = {"computeType": "AKSENDPOINT", "versionName": "treat", "trafficPercentile": 20, "numReplicas": 2,
+          "authEnabled": True}
+    path = _endpoint_of_files(tmp_path, dc)
+    config = yaml.safe_load(path.read_text())["config"]
+    del config[E][0]["versions"][1]["version_name"], config[E][0]["versions"][1]["traffic_percentile"]
+    version = load_stack(write_stack(tmp_path, config)).spec.endpoints[0].versions[1]
+    assert (version.version_name, version.traffic_percentile, version.num_replicas) == ("treat", 20, 2)
+    assert check([str(tmp_path / "aml" / "deploymentconfig.json")]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "  version_name = treat" in out and "  traffic_percentile = 20.0" in out
+    (tmp_path / "aml" / "deploymentconfig.json").write_text(json.dumps(dc | {"trafficPercentile": 120}))
+    with pytest.raises(StackError) as err:
+        load_stack(write_stack(tmp_path, config))
+    assert err.value.problems == ["endpoints[0].versions[1].azureml.deployment_config: deploymentconfig.json: "
+                                  "trafficPercentile: Input should be less than or equal to 100"]
+    with pytest.raises(StackError) as err:
+        load_stack(_azureml_stack(tmp_path, dc))
+    assert err.value.problems == [
+        "services[0].azureml.deployment_config: deploymentconfig.json: computeType: AKSENDPOINT is an endpoint "
+        "version's file; give it under endpoints[].versions[].azureml (a service's computeType is aks)"]
+    with pytest.raises(StackError) as err:
+        load_stack(_azureml_stack(tmp_path, {"computeType": "aks", "versionName": "treat"}))
+    assert err.value.problems == [
+        "services[0].azureml.deployment_config: deploymentconfig.json: versionName: only an endpoint version's file "
+        "(computeType AKSENDPOINT) names a version"]
