@@ -44,6 +44,9 @@ CONFIG_POLL_S = 1.0
 READMIT_EVERY_S = 0.5
 SCALE_RETRY_S = 5.0  # after a scale the backend did not apply (API error, count unknown)
 LOAD_PATH = "/internal/load"
+# A score route takes GET as Azure ML's raw (rawhttp) scripts do, its query passed on, and OPTIONS for browsers' CORS
+# preflights, which carry no credentials: the scorer answers those (or a raw script does, as under Azure ML).
+SCORE_METHODS = ("POST", "GET", "OPTIONS")
 
 
 class Router:
@@ -406,10 +409,11 @@ class Router:
 
     async def _api(self, scope: dict, receive, send, path: str) -> None:
         route, action = self._route(path)
-        method, upstream_path = ("GET", b"/swagger.json") if action == "swagger.json" else ("POST", b"/score")
-        if scope["method"] != method:
-            raise HttpError(405, "MethodNotAllowed", f"{action} takes {method}", [(b"allow", method.encode())])
-        version, pinned = self._version(route, action, scope["headers"])
+        methods, upstream_path = (("GET",), b"/swagger.json") if action == "swagger.json" else (SCORE_METHODS, b"/score")
+        if scope["method"] not in methods:
+            allowed = ", ".join(methods)
+            raise HttpError(405, "MethodNotAllowed", f"{action} takes {allowed}", [(b"allow", allowed.encode())])
+        version, pinned = self._version(route, action, scope["headers"], preflight=scope["method"] == "OPTIONS")
         chosen = [version]  # what the stats count: the version a reload's reroute picked, if one did
 
         def reroute() -> VersionState:
@@ -457,10 +461,13 @@ class Router:
             raise HttpError(404, "NotFound", f"no {kind} named {name!r}")
         return route, action
 
-    def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]]) -> tuple[VersionState, str | None]:
-        """The version (see _pick) and the pinned version's name, if any."""
+    def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]],
+                 preflight: bool = False) -> tuple[VersionState, str | None]:
+        """The version (see _pick) and the pinned version's name, if any. `preflight`: an OPTIONS, admitted
+        without credentials when it is a CORS preflight (Origin and Access-Control-Request-Method)."""
         pinned = None
         authorization = None
+        cors: set[bytes] = set()
         for header, value in headers:
             if header == PIN_HEADER:
                 pinned = value.decode("latin-1") or None  # as request_lines reads it
@@ -468,6 +475,10 @@ class Router:
                 if authorization is not None:
                     raise HttpError(400, "BadRequest", REPEATED_AUTHORIZATION)
                 authorization = value
+            elif header in (b"origin", b"access-control-request-method"):
+                cors.add(header)
+        if preflight and len(cors) == 2:
+            return self._choose(route, action, pinned), pinned
         return self._pick(route, action, pinned, authorization), pinned
 
     def repick(self, route: RouteState, pinned: str | None) -> VersionState:

@@ -237,8 +237,11 @@ def test_unknown_routes_methods_and_health(live) -> None:
     for path in ("/api/v1/service/nope/score", "/api/v1/model/svc/score", "/api/v1/service/svc/predict", "/nope"):
         answer = client.post(path)
         assert answer.status_code == 404 and answer.json()["error"]["code"] == "NotFound", path
-    answer = client.get("/api/v1/service/open/score")
-    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    answer = client.put("/api/v1/service/open/score")
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST, GET, OPTIONS"
+    assert answer.json()["error"]["code"] == "MethodNotAllowed"
+    answer = client.post("/api/v1/service/open/swagger.json")
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET"
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["ready"] is True
 
@@ -299,3 +302,21 @@ def test_metrics(live) -> None:
     before = open_200.search(text).group(1)
     assert client.get("/api/v1/service/open/swagger.json").status_code == 200
     assert open_200.search(client.get("/metrics").text).group(1) == before
+
+
+def test_get_and_cors_preflights_reach_the_scorer_as_under_azure_ml(live) -> None:
+    """Azure ML's raw (rawhttp) scripts answer GET, query and all, and browsers ask OPTIONS before a cross-origin
+    POST: the router answered both 405, so such a script or a web page worked against the scorer and not through
+    the router. GET needs the route's key as POST does; a preflight carries no credentials (browsers send none)."""
+    client = live["router"].client
+    assert client.get("/api/v1/service/svc/score", params={"sleep": "0"}).status_code == 401
+    answer = client.get("/api/v1/service/svc/score", params={"sleep": "0"}, headers={"Authorization": "Bearer svc-primary"})
+    assert answer.status_code == 200 and answer.json()["version"] == "svc"
+    assert answer.json()["received"] == len('{"sleep":0}')  # the query, as the scorer reads it for run()
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    answer = client.options("/api/v1/service/svc/score", headers=preflight)
+    assert answer.status_code == 200 and "POST" in answer.headers["allow"]
+    assert answer.headers["azureml-model-deployment"] == "svc"
+    for partial in ({"Origin": "https://app.example"}, {}):  # no preflight: credentials as for any other method
+        answer = client.options("/api/v1/service/svc/score", headers=partial)
+        assert answer.status_code == 401 and answer.json()["error"]["code"] == "Unauthorized"
