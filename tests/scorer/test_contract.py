@@ -145,6 +145,22 @@ def test_the_app_roots_own_swagger_file_is_served(start_scorer: StartScorer, tmp
     assert server.get("/swagger.json", params={"version": "3"}).json()["openapi"] == "3.0.1"  # no file: made
 
 
+def test_the_app_roots_legacy_swagger_json_is_version_2(tmp_path: Path) -> None:
+    """Azure ML's version 2 reads the app root's swagger.json (the name Azure ML v1 services used) before
+    swagger2.json; a service brought over with its own swagger.json had it replaced by a generated one."""
+    from scoring_image import swagger
+
+    def run(data):  # type: ignore[no-untyped-def]
+        return data
+
+    (tmp_path / "swagger.json").write_text(json.dumps({"swagger": "2.0", "info": {"title": "legacy"}}))
+    for version in ("2", "2.0"):
+        assert swagger.document(run, "svc", version, tmp_path, False)["info"] == {"title": "legacy"}
+    assert swagger.document(run, "svc", "3", tmp_path, False)["openapi"] == "3.0.1"  # not version 3's file
+    (tmp_path / "swagger2.json").write_text(json.dumps({"swagger": "2.0", "info": {"title": "v2"}}))
+    assert swagger.document(run, "svc", "2", tmp_path, False)["info"] == {"title": "legacy"}  # as Azure ML: first
+
+
 def test_schema_inputs_that_do_not_fit_are_400(schema_scorer: Scorer, model_root: Path) -> None:
     """inference_schema converts the inputs before run(): a value it cannot convert is the client's fault."""
     for body in ({}, {"data": "abc"}, {"data": [["a", "b", "c", "d"]]}, {"data": {"x": 1}}):
