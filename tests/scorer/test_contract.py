@@ -460,3 +460,19 @@ def test_an_aml_response_of_an_int_over_64_bits_is_exact() -> None:
 def test_an_aml_response_of_none_is_an_empty_json_object() -> None:
     response = amlcompat.AMLResponse(None, 202)
     assert (response.body, response.headers["Content-Type"], response.status_code) == (b"{}", "application/json", 202)
+
+
+def test_an_aml_response_body_is_sent_as_flask_sends_it() -> None:
+    """Azure ML's AMLResponse is a Flask Response: a bytearray is its bytes, and an iterable of text or bytes
+    (a generator a script streams its answer from) is the parts joined; the repr of the object was sent."""
+    def parts():  # type: ignore[no-untyped-def]
+        yield "a"
+        yield b"b"
+
+    assert amlcompat.AMLResponse(bytearray(b"ba"), 200).body == b"ba"
+    assert amlcompat.AMLResponse(parts(), 200).body == b"ab"
+    assert amlcompat.AMLResponse([b"x", "\u00e9"], 200).body == "x\u00e9".encode()
+    assert amlcompat.AMLResponse("text", 200).body == b"text"
+    assert amlcompat.AMLResponse(3, 200).body == b"3"  # not iterable: as before, its text
+    with pytest.raises(TypeError, match="not int"):  # not five zero bytes
+        amlcompat.AMLResponse([5], 200)
