@@ -16,7 +16,7 @@ import operator
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 import msgspec
 import orjson
 import werkzeug.exceptions
+import werkzeug.wrappers
 
 from scoring_image import entry_script, logs, metrics, swagger
 from scoring_image.amlcompat import AMLRequest, AMLResponse, Headers
@@ -352,25 +353,34 @@ class _Call:
         try:
             return _Result(200, [_JSON_HEADER], orjson.dumps(output, default=_to_builtin, option=_DUMPS_OPTIONS), run_ms)
         except TypeError as exc:
+            if isinstance(output, werkzeug.wrappers.Response):  # Flask's too: sent as Azure ML's server sends it
+                return _own_response(output.status_code, output.headers.items(), output.get_data(), False, run_ms)
             # Not _JSON_HEADER itself: the spool reads this answer as an AMLResponse's, as text where orjson cannot.
             return _Result(200, [(b"content-type", _JSON)], _lenient_dumps(output, exc), run_ms)
 
 
 def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
-    for name, value in response.headers.items():
+    return _own_response(response.status_code, response.headers.items(), response.body,
+                         bool(response.run_function_failed), run_ms)
+
+
+def _own_response(status_code: Any, header_items: Iterable[tuple[Any, Any]], body: bytes, failed: bool,
+                  run_ms: float) -> _Result:
+    """A response run() made itself (an AMLResponse, a Flask Response), as it can be sent."""
+    given = list(header_items)
+    for name, value in given:
         if not _TOKEN.fullmatch(str(name)) or _UNSAFE_IN_HEADER.search(str(value)):
             raise HttpError(500, "ScoringError", f"run() returned a response header that is not a valid HTTP header: "
                             f"{str(name)[:40]!r} (a line break or control character in its name or value)",
                             run_failed=True)
-    status = _final_status(response.status_code)
-    headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers.items()]
+    status = _final_status(status_code)
+    headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in given]
     headers = [header for header in headers if header[0] not in _SERVER_HEADERS]
     if not any(name == b"content-type" for name, _ in headers):
         headers.insert(0, _TEXT_HEADER)
     # Sent, a body would be read as the start of the next response on the connection (as Werkzeug, dropped).
     # As Azure ML's server: a 5xx of run()'s own counts as the script failing, as does one it says so of.
-    return _Result(status, headers, b"" if status in _BODILESS else response.body, run_ms,
-                   status >= 500 or bool(response.run_function_failed))
+    return _Result(status, headers, b"" if status in _BODILESS else body, run_ms, status >= 500 or failed)
 
 
 def _final_status(status: Any) -> int:

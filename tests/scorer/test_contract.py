@@ -476,3 +476,25 @@ def test_an_aml_response_body_is_sent_as_flask_sends_it() -> None:
     assert amlcompat.AMLResponse(3, 200).body == b"3"  # not iterable: as before, its text
     with pytest.raises(TypeError, match="not int"):  # not five zero bytes
         amlcompat.AMLResponse([5], 200)
+
+
+def test_a_flask_response_from_run_is_sent_as_it_is() -> None:
+    """Azure ML's server sends any Flask Response run() returns (AMLResponse is one): a script returning
+    flask.Response (or Werkzeug's, which Flask's is) got a 500 'not JSON-serializable'."""
+    import werkzeug.wrappers
+
+    from scoring_image.app import _Call
+    from scoring_image.entry_script import EntryScript
+
+    def run(data):  # type: ignore[no-untyped-def]
+        response = werkzeug.wrappers.Response(["made ", "here"], status=201, headers={"X-Own": "1"})
+        response.headers.add("Set-Cookie", "a=1")
+        response.headers.add("Set-Cookie", "b=2")
+        return response
+
+    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), frozenset(), ())
+    result = _Call(script, "{}", None)()
+    assert (result.status, result.body, result.run_failed) == (201, b"made here", False)
+    assert (b"x-own", b"1") in result.headers and [v for k, v in result.headers if k == b"set-cookie"] == [b"a=1", b"b=2"]
+    assert dict(result.headers)[b"content-type"] == b"text/plain; charset=utf-8"
+    assert b"content-length" not in dict(result.headers)  # the server's own, added once
