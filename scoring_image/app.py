@@ -50,8 +50,8 @@ _SCORE_METHODS = b"GET, HEAD, POST, OPTIONS"
 # numpy arrays; and keys that are not strings written as json.dumps writes them ({0: "setosa"} -> {"0": ...}).
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 # A header value or name with these would end the header, or the head, early: what run() chose to send
-# could forge headers or a second response (response splitting).
-_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# could forge headers or a second response (response splitting); past Latin-1, HTTP/1.1 cannot send it.
+_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0100-\U0010ffff]")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BODILESS = (204, 304)  # statuses whose response ends with its head, whatever it says of a length
 # What the server sets on every answer: run()'s own would frame the body twice (a second Content-Length, or
@@ -371,7 +371,7 @@ def _own_response(status_code: Any, header_items: Iterable[tuple[Any, Any]], bod
     for name, value in given:
         if not _TOKEN.fullmatch(str(name)) or _UNSAFE_IN_HEADER.search(str(value)):
             raise HttpError(500, "ScoringError", f"run() returned a response header that is not a valid HTTP header: "
-                            f"{str(name)[:40]!r} (a line break or control character in its name or value)",
+                            f"{str(name)[:40]!r} (a line break, a control character or one outside Latin-1 in its name or value)",
                             run_failed=True)
     status = _final_status(status_code)
     headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in given]

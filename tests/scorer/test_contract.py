@@ -498,3 +498,18 @@ def test_a_flask_response_from_run_is_sent_as_it_is() -> None:
     assert (b"x-own", b"1") in result.headers and [v for k, v in result.headers if k == b"set-cookie"] == [b"a=1", b"b=2"]
     assert dict(result.headers)[b"content-type"] == b"text/plain; charset=utf-8"
     assert b"content-length" not in dict(result.headers)  # the server's own, added once
+
+
+def test_a_response_header_outside_latin_1_is_named_not_run_raising() -> None:
+    """HTTP/1.1 sends header values in Latin-1: a value beyond it cannot be sent, which is the header's fault,
+    not a UnicodeEncodeError that run() raised (what the answer and the log said)."""
+    from scoring_image.app import HttpError, _Call
+    from scoring_image.entry_script import EntryScript
+
+    def run(data):  # type: ignore[no-untyped-def]
+        return amlcompat.AMLResponse("ok", 200, {"X-Name": "Jos\u00e9 \u20ac"})
+
+    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), frozenset(), ())
+    with pytest.raises(HttpError, match="not a valid HTTP header: 'X-Name'") as refused:
+        _Call(script, "{}", None)()
+    assert refused.value.status == 500 and refused.value.run_failed and "Latin-1" in refused.value.message
