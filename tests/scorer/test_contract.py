@@ -492,7 +492,7 @@ def test_a_flask_response_from_run_is_sent_as_it_is() -> None:
         response.headers.add("Set-Cookie", "b=2")
         return response
 
-    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), frozenset(), ())
+    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), {}, ())
     result = _Call(script, "{}", None)()
     assert (result.status, result.body, result.run_failed) == (201, b"made here", False)
     assert (b"x-own", b"1") in result.headers and [v for k, v in result.headers if k == b"set-cookie"] == [b"a=1", b"b=2"]
@@ -509,7 +509,7 @@ def test_a_response_header_outside_latin_1_is_named_not_run_raising() -> None:
     def run(data):  # type: ignore[no-untyped-def]
         return amlcompat.AMLResponse("ok", 200, {"X-Name": "Jos\u00e9 \u20ac"})
 
-    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), frozenset(), ())
+    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), {}, ())
     with pytest.raises(HttpError, match="not a valid HTTP header: 'X-Name'") as refused:
         _Call(script, "{}", None)()
     assert refused.value.status == 500 and refused.value.run_failed and "Latin-1" in refused.value.message
