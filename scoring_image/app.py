@@ -350,6 +350,8 @@ class _Call:
             self.run_ms = run_ms = (time.perf_counter() - started) * 1000
         if isinstance(output, AMLResponse):
             return _aml_response(output, run_ms)
+        if output is None:  # {}, as Azure ML's server answers it (it wraps the value in an AMLResponse)
+            return _Result(200, [_JSON_HEADER], b"{}", run_ms)
         try:
             return _Result(200, [_JSON_HEADER], orjson.dumps(output, default=_to_builtin, option=_DUMPS_OPTIONS), run_ms)
         except TypeError as exc:

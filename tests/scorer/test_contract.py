@@ -513,3 +513,17 @@ def test_a_response_header_outside_latin_1_is_named_not_run_raising() -> None:
     with pytest.raises(HttpError, match="not a valid HTTP header: 'X-Name'") as refused:
         _Call(script, "{}", None)()
     assert refused.value.status == 500 and refused.value.run_failed and "Latin-1" in refused.value.message
+
+
+def test_a_run_returning_none_answers_an_empty_json_object() -> None:
+    """Azure ML's server wraps run()'s value in AMLResponse(value, json_str=True), which answers None as {}: a
+    run() that returns nothing answered null here, which a client reading the answer as an object fails on."""
+    from scoring_image.app import _Call
+    from scoring_image.entry_script import EntryScript
+
+    def run(data):  # type: ignore[no-untyped-def]
+        return None
+
+    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), {}, ())
+    result = _Call(script, "{}", None)()
+    assert (result.status, result.body, dict(result.headers)[b"content-type"]) == (200, b"{}", b"application/json")
