@@ -244,6 +244,7 @@ class ScoringApp:
             result: _Result = await self._runner.submit(call)
         except RunTimeout:
             log.error("run() overran scoring_timeout_ms=%d; recycling this worker", self._settings.scoring_timeout_ms)
+            self._metrics.observe_run(time.perf_counter() - call.started)  # still running: at least this long
             self._recycle()
             raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms",
                             run_failed=True) from None
@@ -332,18 +333,19 @@ class ScoringApp:
 
 class _Call:
     """One run() on the run thread, and how long it ran: also when it raised (the answer says so, and the run
-    histogram counts it); None if it never started."""
+    histogram counts it); None if it never started. `started`: when it did (perf_counter), for one that overran."""
 
-    __slots__ = ("_script", "_payload", "_headers", "run_ms")
+    __slots__ = ("_script", "_payload", "_headers", "run_ms", "started")
 
     def __init__(self, script: EntryScript, payload: Any, headers: Headers | None) -> None:
         self._script = script
         self._payload = payload
         self._headers = headers
         self.run_ms: float | None = None
+        self.started = 0.0
 
     def __call__(self) -> _Result:
-        started = time.perf_counter()
+        self.started = started = time.perf_counter()
         try:
             output = self._script.call(self._payload, self._headers)
         finally:

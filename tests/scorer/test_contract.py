@@ -253,16 +253,8 @@ def test_metrics_count_the_whole_server(start_scorer: StartScorer) -> None:
         pids.add(server.post(json={"data": [[1]]}).json()["pid"])
     server.post(content="{not json", headers={"content-type": "application/json"})
 
-    def scraped() -> dict[str, float]:
-        values = {}
-        for line in server.get("/metrics").text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
-
-    wait_until(lambda: scraped().get("scorer_request_duration_seconds_count") == 41, 10, "metrics of 41 requests")
-    values = scraped()
+    wait_until(lambda: server.metrics().get("scorer_request_duration_seconds_count") == 41, 10, "metrics of 41 requests")
+    values = server.metrics()
     assert len(pids) == 2, "the test needs both workers to have served"
     assert values['scorer_requests_total{status="200"}'] == 40
     assert values['scorer_requests_total{status="400"}'] == 1
