@@ -83,6 +83,9 @@ class AMLRequest(werkzeug.wrappers.Request):
             "REMOTE_ADDR": (scope.get("client") or ("", 0))[0], "CONTENT_LENGTH": str(len(body)),
             "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": scope.get("scheme", "http"), "wsgi.errors": sys.stderr,
             "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+            # The body is whole: Werkzeug reads one whose request says Transfer-Encoding: chunked (the router
+            # forwards a body over 1 MiB so) as empty unless its input is marked terminated, as gunicorn does.
+            "wsgi.input_terminated": True,
         }
         for name, value in scope["headers"]:
             key, text = name.decode("latin-1").upper().replace("-", "_"), value.decode("latin-1")

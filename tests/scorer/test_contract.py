@@ -194,6 +194,26 @@ def test_rawhttp_form(start_scorer: StartScorer) -> None:
     assert got.status_code == 200 and got.text == "GET with q=hello"
 
 
+def test_a_chunked_body_reaches_a_rawhttp_run_whole(start_scorer: StartScorer) -> None:
+    """The router forwards a body over 1 MiB (an image, a file: what raw scripts take) chunked: Werkzeug reads
+    a request saying Transfer-Encoding: chunked as having no body unless its input is marked terminated, as
+    Azure ML's gunicorn marks it, so run() got b'' (get_json(): a 400) for every large upload."""
+    server = start_scorer("raw_request.py")
+    rows = [[i, i + 0.5] for i in range(60_000)]
+    encoded = json.dumps({"rows": rows}).encode()
+    assert len(encoded) > 1 << 20
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for start in range(0, len(encoded), 256 * 1024):
+            yield encoded[start:start + 256 * 1024]
+
+    response = server.post(content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 201 and response.json()["got"] == {"rows": rows}
+    request = amlcompat.AMLRequest.of({"method": "POST", "path": "/score", "query_string": b"",
+                                       "headers": [(b"transfer-encoding", b"chunked")]}, b"whole")
+    assert request.get_data() == b"whole" and request.headers["Transfer-Encoding"] == "chunked"
+
+
 def test_azure_ml_module_names_resolve_as_dotted_paths() -> None:
     """Scripts that `import azureml.contrib.services.aml_response` use the name by its dotted path."""
     code = (
