@@ -253,7 +253,9 @@ class ScoringApp:
         except BadInput as exc:  # a schema input that does not fit
             raise HttpError(400, "BadRequest", str(exc), run_ms=call.run_ms) from None
         except werkzeug.exceptions.HTTPException as exc:  # a raw request read as JSON that is not (400, 415), ...
-            raise HttpError(exc.code or 400, type(exc).__name__, exc.description or str(exc), run_ms=call.run_ms) from None
+            status = exc.code or 400  # a 5xx is the script failing, as one it returns
+            raise HttpError(status, type(exc).__name__, exc.description or str(exc), run_failed=status >= 500,
+                            run_ms=call.run_ms) from None
         except HttpError as exc:  # what run() returned cannot be sent
             exc.run_ms = call.run_ms
             raise

@@ -396,6 +396,9 @@ def test_the_edges_of_a_rawhttp_script(start_scorer: StartScorer) -> None:
     # Azure ML's AMLResponse takes run_function_failed: a script that passed it failed every request with a TypeError.
     failed = server.post("/score?failed=1", json={})
     assert failed.status_code == 409 and failed.headers["x-ms-run-function-failed"] == "True"
+    aborted = server.post("/score?abort=1", json={})  # a 5xx it raised is its failure too, as a 5xx it returned
+    assert aborted.status_code == 503 and aborted.headers["x-ms-run-function-failed"] == "True"
+    assert aborted.json()["error"]["message"] == "the model is reloading"
     # A header value with a line break would end the head early: refused, not sent (response splitting).
     with httpx.Client() as client:
         forged = client.post(server.url + "/score?echo=a%0d%0aSet-Cookie:%20s=1%0d%0a%0d%0aHTTP/1.1%20200%20OK", json={})
