@@ -468,6 +468,17 @@ def test_the_standard_streams_work_as_libraries_use_them(start_scorer: StartScor
 
 
 
+def test_a_script_that_puts_a_handler_on_sys_stderr_at_the_root_logger_serves(start_scorer: StartScorer) -> None:
+    """logging.basicConfig(force=True) puts a handler on the stand-in for sys.stderr at the root, where each printed
+    line is logged: every line it wrote was logged again, without end, and the worker died of a RecursionError in
+    init(), again at each restart, never ready."""
+    server = start_scorer("logging_forced.py")
+    assert server.post(json={}).json() == {"ok": True}
+    wait_until(lambda: "printed by run()" in server.log_path.read_text(), 10, "the print in the log")
+    log = server.log_path.read_text()
+    assert "model loaded" in log and "scoring" in log and "RecursionError" not in log
+
+
 def test_an_aml_response_of_an_int_over_64_bits_is_exact() -> None:
     assert amlcompat.AMLResponse({"id": 2**70}, 200, json_str=True).body == b'{"id": 1180591620717411303424}'
 
