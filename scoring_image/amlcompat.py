@@ -13,7 +13,7 @@ import io
 import json
 import sys
 import types
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -83,6 +83,9 @@ class AMLRequest(werkzeug.wrappers.Request):
             "REMOTE_ADDR": (scope.get("client") or ("", 0))[0], "CONTENT_LENGTH": str(len(body)),
             "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": scope.get("scheme", "http"), "wsgi.errors": sys.stderr,
             "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+            # The body is whole: Werkzeug reads one whose request says Transfer-Encoding: chunked (the router
+            # forwards a body over 1 MiB so) as empty unless its input is marked terminated, as gunicorn does.
+            "wsgi.input_terminated": True,
         }
         for name, value in scope["headers"]:
             key, text = name.decode("latin-1").upper().replace("-", "_"), value.decode("latin-1")
@@ -117,10 +120,27 @@ class AMLResponse:
             except TypeError:  # what only Python's json writes (an int over 64 bits), as Azure ML writes it
                 self.body = json.dumps(message).encode()
             self.headers.setdefault("Content-Type", "application/json")
-        elif isinstance(message, bytes):
-            self.body = message
         else:
-            self.body = str(message).encode()
+            self.body = _body(message)
+
+
+def _body(message: Any) -> bytes:
+    """A message as Flask's Response sends it: text as UTF-8, bytes-like as it is, and an iterable (a generator
+    a script streams its answer from, a list of parts) as its parts joined, read here in full. What Flask
+    cannot send (a number, a mapping, whose keys it would send) is sent as its text."""
+    if isinstance(message, (str, bytes, bytearray, memoryview)):
+        return _part(message)
+    if isinstance(message, Iterable) and not isinstance(message, Mapping):
+        return b"".join(map(_part, message))
+    return str(message).encode()
+
+
+def _part(part: Any) -> bytes:
+    if isinstance(part, str):
+        return part.encode()
+    if isinstance(part, (bytes, bytearray, memoryview)):
+        return bytes(part)
+    raise TypeError(f"an AMLResponse's parts are text or bytes, not {type(part).__name__}")  # as Flask refuses them
 
 
 def _importable(name: str) -> bool:

@@ -16,7 +16,7 @@ import operator
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl
 import msgspec
 import orjson
 import werkzeug.exceptions
+import werkzeug.wrappers
 
 from scoring_image import entry_script, logs, metrics, swagger
 from scoring_image.amlcompat import AMLRequest, AMLResponse, Headers
@@ -49,8 +50,8 @@ _SCORE_METHODS = b"GET, HEAD, POST, OPTIONS"
 # numpy arrays; and keys that are not strings written as json.dumps writes them ({0: "setosa"} -> {"0": ...}).
 _DUMPS_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 # A header value or name with these would end the header, or the head, early: what run() chose to send
-# could forge headers or a second response (response splitting).
-_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# could forge headers or a second response (response splitting); past Latin-1, HTTP/1.1 cannot send it.
+_UNSAFE_IN_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f\u0100-\U0010ffff]")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BODILESS = (204, 304)  # statuses whose response ends with its head, whatever it says of a length
 # What the server sets on every answer: run()'s own would frame the body twice (a second Content-Length, or
@@ -243,6 +244,7 @@ class ScoringApp:
             result: _Result = await self._runner.submit(call)
         except RunTimeout:
             log.error("run() overran scoring_timeout_ms=%d; recycling this worker", self._settings.scoring_timeout_ms)
+            self._metrics.observe_run(time.perf_counter() - call.started)  # still running: at least this long
             self._recycle()
             raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms",
                             run_failed=True) from None
@@ -251,7 +253,9 @@ class ScoringApp:
         except BadInput as exc:  # a schema input that does not fit
             raise HttpError(400, "BadRequest", str(exc), run_ms=call.run_ms) from None
         except werkzeug.exceptions.HTTPException as exc:  # a raw request read as JSON that is not (400, 415), ...
-            raise HttpError(exc.code or 400, type(exc).__name__, exc.description or str(exc), run_ms=call.run_ms) from None
+            status = exc.code or 400  # a 5xx is the script failing, as one it returns
+            raise HttpError(status, type(exc).__name__, exc.description or str(exc), run_failed=status >= 500,
+                            run_ms=call.run_ms) from None
         except HttpError as exc:  # what run() returned cannot be sent
             exc.run_ms = call.run_ms
             raise
@@ -331,46 +335,58 @@ class ScoringApp:
 
 class _Call:
     """One run() on the run thread, and how long it ran: also when it raised (the answer says so, and the run
-    histogram counts it); None if it never started."""
+    histogram counts it); None if it never started. `started`: when it did (perf_counter), for one that overran."""
 
-    __slots__ = ("_script", "_payload", "_headers", "run_ms")
+    __slots__ = ("_script", "_payload", "_headers", "run_ms", "started")
 
     def __init__(self, script: EntryScript, payload: Any, headers: Headers | None) -> None:
         self._script = script
         self._payload = payload
         self._headers = headers
         self.run_ms: float | None = None
+        self.started = 0.0
 
     def __call__(self) -> _Result:
-        started = time.perf_counter()
+        self.started = started = time.perf_counter()
         try:
             output = self._script.call(self._payload, self._headers)
         finally:
             self.run_ms = run_ms = (time.perf_counter() - started) * 1000
         if isinstance(output, AMLResponse):
             return _aml_response(output, run_ms)
+        if output is None:  # {}, as Azure ML's server answers it (it wraps the value in an AMLResponse)
+            return _Result(200, [_JSON_HEADER], b"{}", run_ms)
         try:
             return _Result(200, [_JSON_HEADER], orjson.dumps(output, default=_to_builtin, option=_DUMPS_OPTIONS), run_ms)
         except TypeError as exc:
+            if isinstance(output, werkzeug.wrappers.Response):  # Flask's too: sent as Azure ML's server sends it
+                return _own_response(output.status_code, output.headers.items(), output.get_data(), False, run_ms)
             # Not _JSON_HEADER itself: the spool reads this answer as an AMLResponse's, as text where orjson cannot.
             return _Result(200, [(b"content-type", _JSON)], _lenient_dumps(output, exc), run_ms)
 
 
 def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
-    for name, value in response.headers.items():
+    return _own_response(response.status_code, response.headers.items(), response.body,
+                         bool(response.run_function_failed), run_ms)
+
+
+def _own_response(status_code: Any, header_items: Iterable[tuple[Any, Any]], body: bytes, failed: bool,
+                  run_ms: float) -> _Result:
+    """A response run() made itself (an AMLResponse, a Flask Response), as it can be sent."""
+    given = list(header_items)
+    for name, value in given:
         if not _TOKEN.fullmatch(str(name)) or _UNSAFE_IN_HEADER.search(str(value)):
             raise HttpError(500, "ScoringError", f"run() returned a response header that is not a valid HTTP header: "
-                            f"{str(name)[:40]!r} (a line break or control character in its name or value)",
+                            f"{str(name)[:40]!r} (a line break, a control character or one outside Latin-1 in its name or value)",
                             run_failed=True)
-    status = _final_status(response.status_code)
-    headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in response.headers.items()]
+    status = _final_status(status_code)
+    headers = [(k.lower().encode("latin-1"), str(v).encode("latin-1")) for k, v in given]
     headers = [header for header in headers if header[0] not in _SERVER_HEADERS]
     if not any(name == b"content-type" for name, _ in headers):
         headers.insert(0, _TEXT_HEADER)
     # Sent, a body would be read as the start of the next response on the connection (as Werkzeug, dropped).
     # As Azure ML's server: a 5xx of run()'s own counts as the script failing, as does one it says so of.
-    return _Result(status, headers, b"" if status in _BODILESS else response.body, run_ms,
-                   status >= 500 or bool(response.run_function_failed))
+    return _Result(status, headers, b"" if status in _BODILESS else body, run_ms, status >= 500 or failed)
 
 
 def _final_status(status: Any) -> int:

@@ -51,10 +51,11 @@ class EntryScript:
     form: Form
     argument: str  # raw and rawhttp forms: the parameter the input (or the request) is passed as, by name
     wants_headers: bool
-    # Schema form: the arguments run() accepts and needs (unknown or missing keys are a 400, not a 500),
-    # and its inputs' declared types.
+    # Schema form: the arguments run() accepts (other keys are left out), those it has a default for (passed at
+    # it when left out, as Azure ML's server does; any other left out is a 400, not a 500), and its inputs'
+    # declared types.
     parameters: frozenset[str]
-    required: frozenset[str]
+    defaults: Mapping[str, Any]
     inputs: tuple[SchemaInput, ...]
 
     def call(self, payload: Any, headers: Mapping[str, str] | None) -> Any:
@@ -74,14 +75,14 @@ class EntryScript:
         if self.form == "schema":
             if not isinstance(parsed, dict):
                 raise BadInput("this service expects a JSON object whose keys are run()'s inputs")
-            missing = self.required - parsed.keys()
+            missing = self.parameters - parsed.keys() - self.defaults.keys()
             if missing:
                 other = sorted(parsed.keys() - self.parameters)  # a misspelt input, most likely
                 raise BadInput(f"missing input(s): {', '.join(sorted(missing))}"
                                + (f"; run() takes no {', '.join(other)}" if other else ""))
-            if parsed.keys() - self.parameters:  # other keys (a client's own fields) are left out, as Azure ML does
-                return {k: v for k, v in parsed.items() if k in self.parameters}
-            return parsed
+            # Other keys (a client's own fields) are left out, as Azure ML does. Those left out are passed at
+            # their defaults, which the decorators convert (a decorator converting an input not passed fails).
+            return {**self.defaults, **{k: v for k, v in parsed.items() if k in self.parameters}}
         try:
             return body.decode()
         except UnicodeDecodeError as exc:
@@ -119,16 +120,13 @@ def load(path: Path) -> EntryScript:
         raise ScriptError(f"{path}: run() takes no argument for its input"
                           + (" besides request_headers" if wants_headers else ""))
     if amlcompat.is_rawhttp(run):
-        return EntryScript(path, init, run, "rawhttp", argument, wants_headers, frozenset(), frozenset(), ())
+        return EntryScript(path, init, run, "rawhttp", argument, wants_headers, frozenset(), {}, ())
     if _schema_decorated(run):
         undecorated = inspect.signature(inspect.unwrap(run)).parameters
         names = frozenset(undecorated) - {"request_headers"}
-        inputs = _schema_inputs(run)
-        # The decorator needs every input it declares not optional, even one with a default.
-        required = {n for n, p in undecorated.items() if p.default is p.empty and p.kind in _NAMED}
-        required = (required | {i.name for i in inputs if not i.optional}) - {"request_headers"}
-        return EntryScript(path, init, run, "schema", argument, wants_headers, names, frozenset(required), inputs)
-    return EntryScript(path, init, run, "raw", argument, wants_headers, frozenset(), frozenset(), ())
+        defaults = {n: p.default for n, p in undecorated.items() if n in names and p.default is not p.empty}
+        return EntryScript(path, init, run, "schema", argument, wants_headers, names, defaults, _schema_inputs(run))
+    return EntryScript(path, init, run, "raw", argument, wants_headers, frozenset(), {}, ())
 
 
 def _schema_decorated(run: Callable[..., Any]) -> bool:

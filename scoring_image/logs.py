@@ -13,6 +13,7 @@ import io
 import logging
 import os
 import sys
+import threading
 import time
 
 import orjson
@@ -117,6 +118,9 @@ class _FdHandler(logging.Handler):
             self.handleError(record)
 
 
+_logging_a_line = threading.local()  # set while a printed line is being logged, on the thread that printed it
+
+
 class _PrintToLog(io.TextIOBase):
     """Stands in for sys.stdout / sys.stderr: each printed line becomes a log record. What is asked of a
     real stream beyond text (its fd for faulthandler or a subprocess, its bytes buffer, its encoding)
@@ -150,16 +154,25 @@ class _PrintToLog(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
+        if getattr(_logging_a_line, "active", False):
+            # A handler of the script's own on this stream (logging.basicConfig(force=True) puts one at the root)
+            # writing the line being logged: logged again, it would come back here without end.
+            return self._stream.write(text)
         lines = (self._pending + text).split("\n")
         self._pending = lines.pop()
-        for line in lines:
-            self._logger.log(self._level, line)
+        _logging_a_line.active = True
+        try:
+            for line in lines:
+                self._logger.log(self._level, line)
+        finally:
+            _logging_a_line.active = False
         return len(text)
 
     def flush(self) -> None:
-        if self._pending:
-            self._logger.log(self._level, self._pending)
-            self._pending = ""
+        if getattr(_logging_a_line, "active", False):
+            self._stream.flush()
+        elif self._pending:
+            self.write("\n")
 
 
 def configure(level: str, worker: str, capture_print: bool) -> None:

@@ -1,5 +1,6 @@
-"""`/swagger.json` as Azure ML serves it: the app root's own `swagger2.json` (`swagger3.json`,
-`swagger3.1.json`) as it is, else one made from the entry script's inference_schema decorators.
+"""`/swagger.json` as Azure ML serves it: the app root's own `swagger.json` or `swagger2.json`
+(`swagger3.json`, `swagger3.1.json`) as it is, else one made from the entry script's inference_schema
+decorators.
 
 Version 2 is Swagger 2.0 with `definitions`; versions 3 and 3.1 are OpenAPI 3.0 / 3.1 with
 `components.schemas`.  A run() without decorators gets empty object schemas, as in Azure ML.
@@ -36,8 +37,10 @@ def supported_versions(run: Callable[..., Any]) -> list[str]:
     return list(get_supported_versions(run))
 
 
-_FILES = {"2": "swagger2.json", "2.0": "swagger2.json", "3": "swagger3.json", "3.0": "swagger3.json",
-          "3.1": "swagger3.1.json"}
+# Each version's own files in the app root, the first found served. Version 2 reads swagger.json first, as
+# Azure ML's server does: the name Azure ML v1 services gave their hand-written document.
+_FILES = {"2": ("swagger.json", "swagger2.json"), "2.0": ("swagger.json", "swagger2.json"), "3": ("swagger3.json",),
+          "3.0": ("swagger3.json",), "3.1": ("swagger3.1.json",)}
 _UNDECLARED = {"type": "object", "example": {}}
 
 
@@ -47,12 +50,12 @@ def document(run: Callable[..., Any], title: str, version: str, app_root: Path, 
 
     if version not in _FILES:
         raise UnsupportedVersion(f"swagger version {version} is not valid; use 2, 3 or 3.1")
-    own = app_root / _FILES[version]
-    if own.is_file():
-        try:
-            return json.loads(own.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            raise ValueError(f"{own.name} in the app root is not JSON: {exc}") from None
+    for own in (app_root / name for name in _FILES[version]):
+        if own.is_file():
+            try:
+                return json.loads(own.read_text(encoding="utf-8"))
+            except ValueError as exc:
+                raise ValueError(f"{own.name} in the app root is not JSON: {exc}") from None
     wanted = version if "." in version else f"{version}.0"
     if decorated:
         if wanted not in supported_versions(run):

@@ -6,9 +6,10 @@ whichever worker is free, and a recycled worker takes no queued connection down 
 
 The first generation serves at once, so liveness answers while init() runs and /ready says
 why it is not ready yet.  A replacement (after a timeout or a crash) starts accepting only once
-its init() finished while another worker serves, so that it never takes traffic it cannot score;
-with none serving it answers at once, as the first generation does (else the liveness probe,
-unanswered through a long init(), would restart the container).
+its init() succeeded while another worker serves, so that it never takes traffic it cannot score
+(one whose init() failed leaves for its retry having accepted nothing); with none serving it answers
+at once, as the first generation does (else the liveness probe, unanswered through a long init(),
+would restart the container).
 """
 
 from __future__ import annotations
@@ -92,10 +93,13 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
     # one trying a failed init() again does, as the first generation does.
     previous = board.state(index)
     board.publish(index, "replacing" if defer and (previous is None or previous.state != "failed") else "starting")
+    leaving = asyncio.Event()
+
     def retry_init() -> None:
         """A failed init() is tried again by a new worker (a new process: what init() left half-done goes)."""
         nonlocal code
         code = INIT_FAILED
+        leaving.set()
         if server is not None:
             server.stop()
 
@@ -103,6 +107,9 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
     init.add_done_callback(lambda f: _initialized(f, app, board, index, lambda: loop.call_later(init_retry_s, retry_init)))
     if defer and any(s.state == "ready" for s in board.read() if s.worker != index):
         await asyncio.wait([init])
+        if init.exception() is not None:  # another serves: it accepts nothing (each answer a 503) and leaves at its retry
+            await leaving.wait()
+            return code
 
     asgi = telemetry.instrument(_with_cors(app, settings), settings)
     grace_s = settings.scoring_timeout_ms / 1000

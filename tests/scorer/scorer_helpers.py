@@ -92,6 +92,15 @@ class Scorer:
 
         return check
 
+    def metrics(self) -> dict[str, float]:
+        """/metrics as {name with its labels: value}."""
+        values = {}
+        for line in self.get("/metrics").text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        return values
+
     def logs(self) -> list[dict[str, object]]:
         lines = []
         for line in self.log_path.read_text().splitlines():

@@ -145,6 +145,22 @@ def test_the_app_roots_own_swagger_file_is_served(start_scorer: StartScorer, tmp
     assert server.get("/swagger.json", params={"version": "3"}).json()["openapi"] == "3.0.1"  # no file: made
 
 
+def test_the_app_roots_legacy_swagger_json_is_version_2(tmp_path: Path) -> None:
+    """Azure ML's version 2 reads the app root's swagger.json (the name Azure ML v1 services used) before
+    swagger2.json; a service brought over with its own swagger.json had it replaced by a generated one."""
+    from scoring_image import swagger
+
+    def run(data):  # type: ignore[no-untyped-def]
+        return data
+
+    (tmp_path / "swagger.json").write_text(json.dumps({"swagger": "2.0", "info": {"title": "legacy"}}))
+    for version in ("2", "2.0"):
+        assert swagger.document(run, "svc", version, tmp_path, False)["info"] == {"title": "legacy"}
+    assert swagger.document(run, "svc", "3", tmp_path, False)["openapi"] == "3.0.1"  # not version 3's file
+    (tmp_path / "swagger2.json").write_text(json.dumps({"swagger": "2.0", "info": {"title": "v2"}}))
+    assert swagger.document(run, "svc", "2", tmp_path, False)["info"] == {"title": "legacy"}  # as Azure ML: first
+
+
 def test_schema_inputs_that_do_not_fit_are_400(schema_scorer: Scorer, model_root: Path) -> None:
     """inference_schema converts the inputs before run(): a value it cannot convert is the client's fault."""
     for body in ({}, {"data": "abc"}, {"data": [["a", "b", "c", "d"]]}, {"data": {"x": 1}}):
@@ -176,6 +192,26 @@ def test_rawhttp_form(start_scorer: StartScorer) -> None:
     assert "x-request-id" in response.headers
     got = server.get("/score", params={"q": "hello"})
     assert got.status_code == 200 and got.text == "GET with q=hello"
+
+
+def test_a_chunked_body_reaches_a_rawhttp_run_whole(start_scorer: StartScorer) -> None:
+    """The router forwards a body over 1 MiB (an image, a file: what raw scripts take) chunked: Werkzeug reads
+    a request saying Transfer-Encoding: chunked as having no body unless its input is marked terminated, as
+    Azure ML's gunicorn marks it, so run() got b'' (get_json(): a 400) for every large upload."""
+    server = start_scorer("raw_request.py")
+    rows = [[i, i + 0.5] for i in range(60_000)]
+    encoded = json.dumps({"rows": rows}).encode()
+    assert len(encoded) > 1 << 20
+
+    def chunks():  # type: ignore[no-untyped-def]
+        for start in range(0, len(encoded), 256 * 1024):
+            yield encoded[start:start + 256 * 1024]
+
+    response = server.post(content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 201 and response.json()["got"] == {"rows": rows}
+    request = amlcompat.AMLRequest.of({"method": "POST", "path": "/score", "query_string": b"",
+                                       "headers": [(b"transfer-encoding", b"chunked")]}, b"whole")
+    assert request.get_data() == b"whole" and request.headers["Transfer-Encoding"] == "chunked"
 
 
 def test_azure_ml_module_names_resolve_as_dotted_paths() -> None:
@@ -237,16 +273,8 @@ def test_metrics_count_the_whole_server(start_scorer: StartScorer) -> None:
         pids.add(server.post(json={"data": [[1]]}).json()["pid"])
     server.post(content="{not json", headers={"content-type": "application/json"})
 
-    def scraped() -> dict[str, float]:
-        values = {}
-        for line in server.get("/metrics").text.splitlines():
-            if line and not line.startswith("#"):
-                name, value = line.rsplit(" ", 1)
-                values[name] = float(value)
-        return values
-
-    wait_until(lambda: scraped().get("scorer_request_duration_seconds_count") == 41, 10, "metrics of 41 requests")
-    values = scraped()
+    wait_until(lambda: server.metrics().get("scorer_request_duration_seconds_count") == 41, 10, "metrics of 41 requests")
+    values = server.metrics()
     assert len(pids) == 2, "the test needs both workers to have served"
     assert values['scorer_requests_total{status="200"}'] == 40
     assert values['scorer_requests_total{status="400"}'] == 1
@@ -368,6 +396,9 @@ def test_the_edges_of_a_rawhttp_script(start_scorer: StartScorer) -> None:
     # Azure ML's AMLResponse takes run_function_failed: a script that passed it failed every request with a TypeError.
     failed = server.post("/score?failed=1", json={})
     assert failed.status_code == 409 and failed.headers["x-ms-run-function-failed"] == "True"
+    aborted = server.post("/score?abort=1", json={})  # a 5xx it raised is its failure too, as a 5xx it returned
+    assert aborted.status_code == 503 and aborted.headers["x-ms-run-function-failed"] == "True"
+    assert aborted.json()["error"]["message"] == "the model is reloading"
     # A header value with a line break would end the head early: refused, not sent (response splitting).
     with httpx.Client() as client:
         forged = client.post(server.url + "/score?echo=a%0d%0aSet-Cookie:%20s=1%0d%0a%0d%0aHTTP/1.1%20200%20OK", json={})
@@ -437,6 +468,17 @@ def test_the_standard_streams_work_as_libraries_use_them(start_scorer: StartScor
 
 
 
+def test_a_script_that_puts_a_handler_on_sys_stderr_at_the_root_logger_serves(start_scorer: StartScorer) -> None:
+    """logging.basicConfig(force=True) puts a handler on the stand-in for sys.stderr at the root, where each printed
+    line is logged: every line it wrote was logged again, without end, and the worker died of a RecursionError in
+    init(), again at each restart, never ready."""
+    server = start_scorer("logging_forced.py")
+    assert server.post(json={}).json() == {"ok": True}
+    wait_until(lambda: "printed by run()" in server.log_path.read_text(), 10, "the print in the log")
+    log = server.log_path.read_text()
+    assert "model loaded" in log and "scoring" in log and "RecursionError" not in log
+
+
 def test_an_aml_response_of_an_int_over_64_bits_is_exact() -> None:
     assert amlcompat.AMLResponse({"id": 2**70}, 200, json_str=True).body == b'{"id": 1180591620717411303424}'
 
@@ -444,3 +486,70 @@ def test_an_aml_response_of_an_int_over_64_bits_is_exact() -> None:
 def test_an_aml_response_of_none_is_an_empty_json_object() -> None:
     response = amlcompat.AMLResponse(None, 202)
     assert (response.body, response.headers["Content-Type"], response.status_code) == (b"{}", "application/json", 202)
+
+
+def test_an_aml_response_body_is_sent_as_flask_sends_it() -> None:
+    """Azure ML's AMLResponse is a Flask Response: a bytearray is its bytes, and an iterable of text or bytes
+    (a generator a script streams its answer from) is the parts joined; the repr of the object was sent."""
+    def parts():  # type: ignore[no-untyped-def]
+        yield "a"
+        yield b"b"
+
+    assert amlcompat.AMLResponse(bytearray(b"ba"), 200).body == b"ba"
+    assert amlcompat.AMLResponse(parts(), 200).body == b"ab"
+    assert amlcompat.AMLResponse([b"x", "\u00e9"], 200).body == "x\u00e9".encode()
+    assert amlcompat.AMLResponse("text", 200).body == b"text"
+    assert amlcompat.AMLResponse(3, 200).body == b"3"  # not iterable: as before, its text
+    with pytest.raises(TypeError, match="not int"):  # not five zero bytes
+        amlcompat.AMLResponse([5], 200)
+
+
+def test_a_flask_response_from_run_is_sent_as_it_is() -> None:
+    """Azure ML's server sends any Flask Response run() returns (AMLResponse is one): a script returning
+    flask.Response (or Werkzeug's, which Flask's is) got a 500 'not JSON-serializable'."""
+    import werkzeug.wrappers
+
+    from scoring_image.app import _Call
+    from scoring_image.entry_script import EntryScript
+
+    def run(data):  # type: ignore[no-untyped-def]
+        response = werkzeug.wrappers.Response(["made ", "here"], status=201, headers={"X-Own": "1"})
+        response.headers.add("Set-Cookie", "a=1")
+        response.headers.add("Set-Cookie", "b=2")
+        return response
+
+    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), {}, ())
+    result = _Call(script, "{}", None)()
+    assert (result.status, result.body, result.run_failed) == (201, b"made here", False)
+    assert (b"x-own", b"1") in result.headers and [v for k, v in result.headers if k == b"set-cookie"] == [b"a=1", b"b=2"]
+    assert dict(result.headers)[b"content-type"] == b"text/plain; charset=utf-8"
+    assert b"content-length" not in dict(result.headers)  # the server's own, added once
+
+
+def test_a_response_header_outside_latin_1_is_named_not_run_raising() -> None:
+    """HTTP/1.1 sends header values in Latin-1: a value beyond it cannot be sent, which is the header's fault,
+    not a UnicodeEncodeError that run() raised (what the answer and the log said)."""
+    from scoring_image.app import HttpError, _Call
+    from scoring_image.entry_script import EntryScript
+
+    def run(data):  # type: ignore[no-untyped-def]
+        return amlcompat.AMLResponse("ok", 200, {"X-Name": "Jos\u00e9 \u20ac"})
+
+    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), {}, ())
+    with pytest.raises(HttpError, match="not a valid HTTP header: 'X-Name'") as refused:
+        _Call(script, "{}", None)()
+    assert refused.value.status == 500 and refused.value.run_failed and "Latin-1" in refused.value.message
+
+
+def test_a_run_returning_none_answers_an_empty_json_object() -> None:
+    """Azure ML's server wraps run()'s value in AMLResponse(value, json_str=True), which answers None as {}: a
+    run() that returns nothing answered null here, which a client reading the answer as an object fails on."""
+    from scoring_image.app import _Call
+    from scoring_image.entry_script import EntryScript
+
+    def run(data):  # type: ignore[no-untyped-def]
+        return None
+
+    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), {}, ())
+    result = _Call(script, "{}", None)()
+    assert (result.status, result.body, dict(result.headers)[b"content-type"]) == (200, b"{}", b"application/json")

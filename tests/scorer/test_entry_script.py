@@ -50,3 +50,28 @@ def test_a_run_without_an_input_is_refused_at_load(tmp_path: Path) -> None:
         load(tmp_path, "def run():\n    return 1\n")
     with pytest.raises(entry_script.ScriptError, match="run\\(\\) takes no argument for its input besides request_headers"):
         load(tmp_path, "def run(request_headers):\n    return 1\n")
+
+
+def test_a_schema_input_with_a_default_may_be_left_out_as_azure_ml_passes_the_default(tmp_path: Path) -> None:
+    """AutoML's scoring scripts declare GlobalParameters (unconverted) with a default, and clients send Inputs
+    alone: Azure ML's server passes every parameter left out at its default, the decorators then convert it
+    (or not); a parameter without a default is still a missing input (400)."""
+    script = load(tmp_path, """
+        import numpy as np
+        from inference_schema.schema_decorators import input_schema
+        from inference_schema.parameter_types.numpy_parameter_type import NumpyParameterType
+        from inference_schema.parameter_types.standard_py_parameter_type import StandardPythonParameterType
+
+        @input_schema('Inputs', StandardPythonParameterType({'data': NumpyParameterType(np.array([[1.0, 2.0]]))}))
+        @input_schema('GlobalParameters', StandardPythonParameterType(1.0), convert_to_provided_type=False)
+        @input_schema('scale', StandardPythonParameterType(2.0))
+        def run(Inputs, GlobalParameters=1.0, scale=2.0):
+            return {"shape": list(Inputs['data'].shape), "global": GlobalParameters, "scale": scale}
+    """)
+    assert script.form == "schema"
+    inputs = {"Inputs": {"data": [[1.0, 2.0]]}}
+    assert script.call(script.prepare(b"", dict(inputs)), None) == {"shape": [1, 2], "global": 1.0, "scale": 2.0}
+    given = {**inputs, "GlobalParameters": {"method": "predict"}, "scale": 3.0}
+    assert script.call(script.prepare(b"", given), None) == {"shape": [1, 2], "global": {"method": "predict"}, "scale": 3.0}
+    with pytest.raises(entry_script.BadInput, match="missing input\\(s\\): Inputs"):
+        script.prepare(b"", {"GlobalParameters": 1.0})

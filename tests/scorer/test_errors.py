@@ -119,6 +119,17 @@ def test_timeout_is_504_and_the_worker_is_replaced(start_scorer: StartScorer) ->
     assert any("replacing it" in str(line.get("message")) for line in server.logs())
 
 
+def test_a_run_that_overran_counts_in_the_run_histogram_at_least_as_long_as_it_ran(start_scorer: StartScorer) -> None:
+    """The overruns are the runs a dashboard of run()'s duration is for: they were left out of it."""
+    server = start_scorer("sleepy.py", env={"SCORING_TIMEOUT_MS": "500"})
+    assert server.post(json={"sleep": 5}).status_code == 504
+    wait_until(lambda: server.metrics().get("scorer_run_duration_seconds_count") == 1, 10, "the overrun counted")
+    values = server.metrics()
+    assert values['scorer_run_duration_seconds_bucket{le="0.25"}'] == 0
+    assert values['scorer_run_duration_seconds_bucket{le="2.5"}'] == 1
+    assert values["scorer_run_duration_seconds_sum"] > 0.5
+
+
 def test_a_run_holding_the_gil_past_the_timeout_is_ended_by_the_supervisor(start_scorer: StartScorer) -> None:
     """The worker's loop cannot answer 504 while run() holds the GIL: the supervisor kills the worker a
     grace after the deadline, so the client is let go (without an answer) in seconds, not after run()."""

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -73,6 +74,19 @@ def test_a_worker_that_dies_on_a_request_is_replaced_at_once_every_time(start_sc
         server.wait_ready()
         assert time.monotonic() - started < 2.5
     assert server.post(json={}).status_code == 200
+
+
+def test_a_replacement_whose_init_failed_takes_no_connection_while_another_serves(start_scorer: StartScorer,
+                                                                                  tmp_path: Path) -> None:
+    """A replacement waits for its init() before it accepts, so that it takes no request it cannot score; one
+    whose init() failed accepted anyway (the least busy, it took most new connections) and answered them 503
+    until its retry, though the other worker served."""
+    server = start_scorer("replacement_init_fails.py", workers=2, env={"INIT_MARKER": str(tmp_path / "held"),
+                                                                        "SCORER_INIT_RETRY_SECONDS": "30"})
+    with pytest.raises(httpx.TransportError):
+        server.post(json={"die": True})
+    wait_until(lambda: "CUDA out of memory" in server.get("/ready").text, 30, "the replacement's init() to fail")
+    assert {server.post(json={}).status_code for _ in range(30)} == {200}
 
 
 def test_a_worker_that_dies_before_it_is_ready_is_replaced_after_a_growing_pause(start_scorer: StartScorer) -> None:

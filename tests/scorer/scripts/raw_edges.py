@@ -1,6 +1,7 @@
 """The @rawhttp form at its edges: a preflight it answers itself, a header value from the client,
 a JSON answer with keys that are not strings, a status of its own, headers that frame the body, a JSON answer
-in Latin-1 (a legacy system's bytes, passed through)."""
+in Latin-1 (a legacy system's bytes, passed through), an HTTP error raised."""
+import werkzeug.exceptions
 from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
 
@@ -22,6 +23,8 @@ def run(request: AMLRequest):
         return AMLResponse({"error": "bad model state"}, 409, {}, json_str=True, run_function_failed=True)
     if request.args.get("latin1") is not None:
         return AMLResponse('{"name": "Jos\u00e9"}'.encode("latin-1"), 200, {"Content-Type": "application/json"})
+    if request.args.get("abort") is not None:  # Werkzeug's (Flask's abort()): a 5xx is the script failing
+        raise werkzeug.exceptions.ServiceUnavailable("the model is reloading")
     if request.args.get("echo") is not None:
         return AMLResponse("ok", 200, {"X-Echo": request.args.get("echo")})
     return AMLResponse({0: "a", 1: "b"}, 200, json_str=True)
