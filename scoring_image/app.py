@@ -269,7 +269,7 @@ class ScoringApp:
                             run_failed=True, run_ms=call.run_ms) from None
         assert call.run_ms is not None  # it returned
         self._metrics.observe_run(call.run_ms / 1000)
-        if self._spool is not None and result.status < 400:
+        if self._spool is not None and result.status < 400 and method != "OPTIONS":  # a preflight is no scoring
             if not json_body or lenient:
                 data: Any = body.decode(errors="replace")
             elif script.form == "schema":  # read by orjson, which goes deeper than the shipper's decoder

@@ -353,6 +353,22 @@ def test_pretty_printed_json_is_collected(start_scorer: StartScorer, tmp_path: P
     assert list((tmp_path / "spool").iterdir()) == []
 
 
+def test_a_cors_preflight_a_raw_script_answers_is_not_collected(start_scorer: StartScorer, tmp_path: Path) -> None:
+    """A browser asks OPTIONS before each cross-origin POST (the router passes preflights on): recorded, the
+    preflights stood in the inputs and predictions beside the scoring requests, as empty inputs."""
+    out = tmp_path / "collected"
+    server = start_scorer("raw_request.py", env=collection_env(tmp_path / "spool", AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out)))
+    preflight = httpx.options(server.url + "/score", timeout=30, headers={"origin": "https://app.example", "access-control-request-method": "POST",
+                                                   "x-request-id": "preflight"})
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "*"
+    response = server.post(json={"a": 1}, headers={"x-request-id": "post"})
+    assert response.status_code == 201
+    wait_until(lambda: records(folder_blobs(out), "predictions"), 15, "the POST's prediction collected")
+    blobs = folder_blobs(out)
+    assert [r["request_id"] for r in records(blobs, "inputs")] == ["post"]
+    assert [r["request_id"] for r in records(blobs, "predictions")] == ["post"]
+
+
 def test_a_large_body_collected_for_an_undecorated_run_is_not_read_into_objects(start_scorer: StartScorer,
                                                                                tmp_path: Path) -> None:
     """Collected as the text it came as (its line breaks made spaces): read into Python objects, a 40 MB

@@ -9,6 +9,8 @@ def init():
 
 @rawhttp
 def run(request: AMLRequest):
+    if request.method == "OPTIONS":  # a CORS preflight, answered by the script as Azure ML's samples do
+        return AMLResponse("", 200, {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "POST"})
     if request.method == "GET":
         return AMLResponse(f"GET with q={request.args.get('q')}", 200)
     body = request.get_json()
