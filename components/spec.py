@@ -85,6 +85,14 @@ _LABEL_KEY_WORDS = "an optional DNS prefix and /, then up to 63 letters, digits,
 _LABEL_VALUE_WORDS = "up to 63 letters, digits, -, _ or ., beginning and ending with a letter or digit"
 # AKS reserves node labels under these prefixes for its own; a pool that sets one is refused.
 AKS_RESERVED_LABEL_PREFIXES = ("kubernetes.azure.com/", "kubernetes.io/")
+# Kubernetes' own label domains, and the two of them a kubelet may label its node under (NodeRestriction,
+# the kubelet's --node-labels): a node given any other such label never registers.
+KUBERNETES_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
+KUBELET_LABEL_DOMAINS = ("kubelet.kubernetes.io", "node.kubernetes.io")
+
+
+def _under(domain: str, domains: tuple[str, ...]) -> bool:
+    return any(domain == d or domain.endswith("." + d) for d in domains)
 # AKS's own taint for a System pool: only critical system pods run there, the rest on User pools.
 CRITICAL_ADDONS_ONLY = "CriticalAddonsOnly=true:NoSchedule"
 AzureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]$")]
@@ -260,11 +268,16 @@ class NodePoolSpec(Spec):
             family = "N-series (NC, ND, NV)" if self.accelerator == "gpu" else "PB-series"
             problems.append(f"accelerator: {self.accelerator} needs a {family} vm_size, not {self.vm_size}")
         for key, value in self.labels.items():
+            domain = key.rpartition("/")[0]
             if not re.match(_LABEL_KEY, key):
                 problems.append(f"labels: {key!r} is not a Kubernetes label key ({_LABEL_KEY_WORDS})")
             elif key.startswith(AKS_RESERVED_LABEL_PREFIXES):
                 problems.append(f"labels: {key!r} is under {key.split('/')[0]}/, which AKS reserves for its own node labels; "
                                 "choose a prefix of your own")
+            elif _under(domain, KUBERNETES_LABEL_DOMAINS) and not _under(domain, KUBELET_LABEL_DOMAINS):
+                problems.append(f"labels: {key!r} is under {domain}/, which the kubelet refuses to label its node with "
+                                f"(of Kubernetes' own prefixes only {'/ and '.join(KUBELET_LABEL_DOMAINS)}/), so the pool's "
+                                "nodes would never register; choose a prefix of your own")
             if not re.match(_LABEL_VALUE, value):
                 problems.append(f"labels: the value of {key}, {value!r}, is not a Kubernetes label value ({_LABEL_VALUE_WORDS})")
         for taint in self.taints:  # a taint's key and value are a label's, which AKS checks only at pulumi up

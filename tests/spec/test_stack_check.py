@@ -258,6 +258,12 @@ BROKEN = [
      "cluster.node_pools[1].labels: 'kubernetes.azure.com/mode' is under kubernetes.azure.com/, which AKS reserves"),
     ("label-under-kubernetes-prefix", [(CL + ["node_pools", 0, "labels"], {"kubernetes.io/role": "ml"})],
      "cluster.node_pools[0].labels: 'kubernetes.io/role' is under kubernetes.io/, which AKS reserves"),
+    # The kubelet sets no label of Kubernetes' own prefixes (NodeRestriction) but under kubelet.kubernetes.io/ and
+    # node.kubernetes.io/: a node given one never registers, and the pool's creation fails at pulumi up.
+    ("label-under-a-kubernetes-subdomain", [(CL + ["node_pools", 1, "labels"], {"node-role.kubernetes.io/gpu": ""})],
+     "cluster.node_pools[1].labels: 'node-role.kubernetes.io/gpu' is under node-role.kubernetes.io/, which the kubelet"),
+    ("label-under-k8s-io", [(CL + ["node_pools", 1, "labels"], {"k8s.io/team": "ml"})],
+     "cluster.node_pools[1].labels: 'k8s.io/team' is under k8s.io/, which the kubelet"),
     ("system-pool-with-a-taint-of-its-own", [(CL + ["node_pools", 0, "taints"], ["dedicated=system:NoSchedule"])],
      "cluster.node_pools[0].taints: a System pool runs the cluster's own pods"),
     ("critical-addons-only-without-a-user-pool-for-the-router", [(CL + ["node_pools", 0, "taints"], [CRITICAL])],
