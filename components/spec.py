@@ -225,6 +225,9 @@ _NVIDIA_GPUS = {
     **dict.fromkeys(("nv6ads_a10_v5", "nv12ads_a10_v5", "nv18ads_a10_v5", "nv36ads_a10_v5", "nv36adms_a10_v5"), 1),
     "nv72ads_a10_v5": 2,
 }
+# GPU series Azure retired in 2023 (NC, NCv2, ND and NV v1: K80, P100, P40, M60), which AKS no longer creates nodes
+# of; Azure ML's own GPU examples still name Standard_NC6.
+_RETIRED_GPU_SIZE = re.compile(r"^Standard_(NC(6|12|24r?)(_Promo)?|NC(6|12|24r?)s_v2|ND(6|12|24r?)s|NV(6|12|24)(_Promo)?)$", re.I)
 # AMD GPUs (Radeon MI25, MI300X, V620): no NVIDIA device plugin serves them, so no nvidia.com/gpu.
 _AMD_GPU_SIZE = re.compile(r"^Standard_(NV\d+as_v4|ND\d+isr_MI300X_v5|NG\d+ads_V620_v1)$", re.I)
 
@@ -261,6 +264,9 @@ class NodePoolSpec(Spec):
             problems.append(f"vm_size: {self.vm_size!r} is not an Azure VM size like Standard_D4s_v3")
         if self.accelerator is None:
             self.accelerator = accelerator_of(self.vm_size)
+        if _RETIRED_GPU_SIZE.match(self.vm_size):
+            problems.append(f"vm_size: {self.vm_size} is of a GPU series Azure retired in 2023 (NC, NCv2, ND and NV v1), "
+                            "which AKS no longer creates nodes of; choose a current NVIDIA size, e.g. Standard_NC4as_T4_v3")
         elif self.accelerator == "gpu" and _AMD_GPU_SIZE.match(self.vm_size):
             problems.append(f"accelerator: {self.vm_size} carries an AMD GPU; its nodes advertise no nvidia.com/gpu, "
                             "which replicas with gpu_cores ask for (choose an NVIDIA size: NC, ND or NVv3/NVadsA10 v5)")

@@ -191,6 +191,11 @@ BROKEN = [
      "services[0].gpu_cores: 2 GPUs per replica, but the largest GPU node (Standard_NC4as_T4_v3) has 1"),
     ("start-needs-more-gpus-than-the-pools", [(SVC0 + ["gpu_cores"], 1), (SVC0 + ["num_replicas"], 3)],
      "services[0].gpu_cores: the deployments start with 3 GPUs (services[0] 3 x 1), and the GPU pools hold at most 2"),
+    # Azure ML's own GPU examples name Standard_NC6, of a series Azure retired in 2023: AKS refuses it at pulumi up.
+    ("retired-gpu-size", [(CL + ["node_pools", 1, "vm_size"], "Standard_NC6")],
+     "cluster.node_pools[1].vm_size: Standard_NC6 is of a GPU series Azure retired in 2023"),
+    ("retired-gpu-size-v2", [(CL + ["node_pools", 1, "vm_size"], "Standard_NC24rs_v2")],
+     "cluster.node_pools[1].vm_size: Standard_NC24rs_v2 is of a GPU series Azure retired in 2023"),
     ("bad-purpose", [(CL + ["cluster_purpose"], "prod")], "cluster.cluster_purpose:"),
     ("internal-lb-without-subnet", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer"})], "cluster.load_balancer.subnet:"),
     ("tls-cname-without-key", [(CL + ["ssl"], {"cname": "a.example.com", "certificate": "PEM"})], "cluster.ssl.key:"),
