@@ -61,6 +61,11 @@ CHECK_IMAGE = "busybox:1.36.1"
 NVIDIA_REGISTRY_FQDNS = ["nvcr.io"]
 DOCKER_HUB_FQDNS = ["registry-1.docker.io", "auth.docker.io", "production.cloudflare.docker.com"]
 SYSTEM_NAMESPACE = "kube-system"
+# Container Insights' agent (AKS's outbound rules for Azure Monitor, the names that are not wildcards): access
+# control and its own telemetry; besides, it fetches its collection rules from <region>.handler.control.monitor.azure.com.
+MONITORING_FQDNS = ["global.handler.control.monitor.azure.com", "dc.services.visualstudio.com"]
+# Where that agent and Defender's sensor send to a Log Analytics workspace: <workspace id>.<each of these>.
+LOG_ANALYTICS_INGESTION = ["ods.opinsights.azure.com", "oms.opinsights.azure.com"]
 
 # ARM sub-resource names (private endpoint group ids) and the privatelink zones that go with them.
 def _role(scope_id: str, role: str) -> str:
@@ -532,19 +537,24 @@ class AksCluster(pulumi.ComponentResource):
         return names
 
     def _required_fqdns(self, scoring: list[str]) -> pulumi.Output[list[str]]:
-        """The names custom DNS must resolve, from the real resources (sorted, no duplicates)."""
+        """The names custom DNS must resolve, from the real resources (sorted, no duplicates): what the nodes, the
+        cluster's own agents and the scoring clients reach."""
         hosts: list[pulumi.Input[str | None]] = [self.fqdn]
         if self._spec.attach is None or self._spec.attach.resource_id:
             hosts += [pulumi.Output.from_input(h) for h in AKS_CONTROL_FQDNS]
-        ws = self._workspace
+        ws, created = self._workspace, self._spec.attach is None
         if ws is not None:
             hosts += [ws.registry_login_server, ws.blob_endpoint.apply(_host), ws.table_endpoint.apply(_host)]
-        pulled = list(MCR_FQDNS)
-        if self._spec.attach is None and self._spec.has_accelerator("gpu"):
-            pulled += NVIDIA_REGISTRY_FQDNS
+        if ws is not None and created and (self._spec.monitoring or self._spec.defender):
+            hosts += [ws.log_analytics_customer_id.apply(lambda i, s=suffix: f"{i}.{s}") for suffix in LOG_ANALYTICS_INGESTION]
+        named = list(MCR_FQDNS)
+        if created and self._spec.has_accelerator("gpu"):
+            named += NVIDIA_REGISTRY_FQDNS
+        if created and self._spec.monitoring:
+            named += [*MONITORING_FQDNS, f"{region_name(self._location)}.handler.control.monitor.azure.com"]
         if self._spec.dns.connectivity_check:
-            pulled += DOCKER_HUB_FQDNS
-        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, *pulled, *scoring] if h}))
+            named += DOCKER_HUB_FQDNS
+        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, *named, *scoring] if h}))
 
     def _private_links(self) -> None:
         """Private endpoints for the registry, blob and table in the cluster's subnet, their
