@@ -11,8 +11,8 @@ reporting to its Log Analytics workspace.
 
 Attached: an existing AKS cluster by resource id (credentials from
 listManagedClusterUserCredentials, identity and FQDN from getManagedCluster), or any Kubernetes
-by kubeconfig file. Nothing Azure-side is declared for a kubeconfig cluster: it pulls from the
-registry only with an image pull secret, which is the service's business.
+by kubeconfig file. Nothing Azure-side is declared for a kubeconfig cluster: its nodes pull from the
+workspace registry only once granted AcrPull outside the stack (check warns of it).
 
 Either way `provider` is the pulumi_kubernetes.Provider everything in the cluster is declared with.
 """

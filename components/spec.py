@@ -1171,6 +1171,14 @@ class StackSpec(Spec):
                             f"already names it {leaf!r}; drop dns_label or make them the same")
         if self.cluster is not None and self.workspace is None:
             problems.append("workspace: images are pushed to the workspace's registry; an attached cluster needs one too")
+        elif self.cluster is not None and self.cluster.attach is not None and self.cluster.attach.kubeconfig:
+            # The registry is the stack's own, new on its first up, admin user off; only an AKS cluster attached by
+            # resource id gets AcrPull here (its kubelet identity), and no pod carries a pull secret.
+            self._warnings.append(
+                f"cluster.attach.kubeconfig: the router's and the models' images are pulled from the workspace's registry "
+                f"{registry_name(self.workspace).lower()}.azurecr.io, which this stack gives a kubeconfig cluster no right "
+                "to pull from; until its nodes are granted AcrPull on it (az aks update --attach-acr; or attach an AKS "
+                "cluster by resource_id, which grants it), its pods stay in ImagePullBackOff")
         for path, dep in self.deployments():
             if self.cluster is not None and dep.namespace is not None and dep.namespace != self.router.namespace:
                 problems.append(f"{path}.{dep.named('namespace')}: {dep.namespace!r} differs from router.namespace {self.router.namespace!r}; "

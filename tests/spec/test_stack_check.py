@@ -1311,3 +1311,17 @@ def test_accelerator_replicas_on_an_attached_cluster_are_told_the_node_label_the
                for w in warnings), warnings
     config[S][0][field] = 0
     assert not any("on an attached cluster" in w for w in load_stack(write_stack(tmp_path, config)).spec.warnings)
+
+
+def test_a_cluster_attached_by_kubeconfig_is_told_it_cannot_pull_the_images_until_granted(tmp_path):
+    """The workspace's registry is made by the stack with its admin user off, and only an AKS cluster's kubelet
+    identity is granted AcrPull: a kubeconfig cluster got no credentials, so its first up timed out on pods in
+    ImagePullBackOff without a word before."""
+    config = copy.deepcopy(BASE)
+    config[C]["node_pools"] = []
+    config[C]["attach"] = {"kubeconfig": "~/.kube/config"}
+    warnings = load_stack(write_stack(tmp_path, config)).spec.warnings
+    assert any(w.startswith("cluster.attach.kubeconfig: the router's and the models' images are pulled from the "
+                            "workspace's registry mlwtestacr.azurecr.io") and "AcrPull" in w for w in warnings), warnings
+    config[C]["attach"] = {"resource_id": "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks"}
+    assert not any(w.startswith("cluster.attach") for w in load_stack(write_stack(tmp_path, config)).spec.warnings)
