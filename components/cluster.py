@@ -78,6 +78,12 @@ def _host(url: str) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
 
 
+def ingestion_host(connection_string: str) -> str:
+    """Where Application Insights' SDKs send telemetry: the connection string's IngestionEndpoint, else their default."""
+    fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    return _host(fields.get("IngestionEndpoint", "https://dc.services.visualstudio.com"))
+
+
 def pool_labels_and_taints(pool: NodePoolSpec) -> tuple[dict[str, str], list[str]]:
     """A pool's labels and taints: the spec's, plus the accelerator's from the shared table, so
     ModelService's selector and toleration for gpu_cores / fpga_cores always match.
@@ -253,7 +259,8 @@ class AksCluster(pulumi.ComponentResource):
 
     scoring_dns_label: the router Service's Azure DNS label, when the stack gives one; its name
     <label>.<region>.cloudapp.azure.com joins required_fqdns (ssl.cname or ssl.leaf_domain_label
-    do the same).
+    do the same). app_insights: services report to the workspace's Application Insights, whose
+    ingestion host joins required_fqdns.
     """
 
     provider: k8s.Provider
@@ -274,9 +281,11 @@ class AksCluster(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         scoring_dns_label: str | None = None,
+        app_insights: bool = False,
     ):
         super().__init__("aks-model-serving:index:AksCluster", name, None, opts)
         self._name, self._spec, self._workspace, self._location = name, spec, workspace, location
+        self._app_insights = app_insights
         self.service_annotations = load_balancer_annotations(spec)
         self._vnet_id: pulumi.Output[str] | None = None
         self._subnet_id: pulumi.Output[str] | None = None
@@ -547,6 +556,8 @@ class AksCluster(pulumi.ComponentResource):
             hosts += [ws.registry_login_server, ws.blob_endpoint.apply(_host), ws.table_endpoint.apply(_host)]
         if ws is not None and created and (self._spec.monitoring or self._spec.defender):
             hosts += [ws.log_analytics_customer_id.apply(lambda i, s=suffix: f"{i}.{s}") for suffix in LOG_ANALYTICS_INGESTION]
+        if ws is not None and self._app_insights:  # the host alone, not the key beside it, is no secret
+            hosts.append(pulumi.Output.unsecret(ws.app_insights_connection_string.apply(ingestion_host)))
         named = list(MCR_FQDNS)
         if created and self._spec.has_accelerator("gpu"):
             named += NVIDIA_REGISTRY_FQDNS

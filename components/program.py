@@ -69,7 +69,8 @@ def build(stack: Stack) -> None:
         cluster_spec = cluster_spec.model_copy(update={"attach": attach})
     workspace = Workspace("workspace", spec.workspace, location)
     cluster = AksCluster("cluster", cluster_spec, workspace, location,
-                         scoring_dns_label=dns_label(spec.router, spec.cluster.ssl))
+                         scoring_dns_label=dns_label(spec.router, spec.cluster.ssl),
+                         app_insights=any(dep.enable_app_insights for _, dep in spec.deployments()))
     in_cluster = pulumi.ResourceOptions(provider=cluster.provider)
 
     registry = (workspace.registry_login_server, workspace.registry_password)

@@ -108,6 +108,12 @@ def test_prod_stack_endpoint_versions_share_an_image_and_run_on_the_gpu_pool(pro
     assert sorted(connections.inputs["stringData"]) == ["appinsights-connection-string", "storage-connection-string"]
 
 
+def test_only_a_stack_whose_services_report_to_application_insights_requires_its_ingestion_host(project):
+    ingestion = "westeurope-0.in.applicationinsights.azure.com"
+    assert ingestion in run(declare(load_stack(project / "stacks" / "Pulumi.prod.yaml"))).outputs["required_fqdns"]
+    assert ingestion not in run(declare(load_stack(project / "stacks" / "Pulumi.dev.yaml"))).outputs["required_fqdns"]
+
+
 def test_local_model_folders_are_uploaded_file_by_file(project):
     model = project / ".local" / "models" / "sklearn-iris" / "1"
     (model / "sub").mkdir(parents=True)
