@@ -555,7 +555,7 @@ class AksCluster(pulumi.ComponentResource):
         if ws is not None:
             hosts += [ws.registry_login_server, ws.blob_endpoint.apply(_host), ws.table_endpoint.apply(_host)]
         if ws is not None and created and (self._spec.monitoring or self._spec.defender):
-            hosts += [ws.log_analytics_customer_id.apply(lambda i, s=suffix: f"{i}.{s}") for suffix in LOG_ANALYTICS_INGESTION]
+            hosts += [pulumi.Output.concat(ws.log_analytics_customer_id, f".{suffix}") for suffix in LOG_ANALYTICS_INGESTION]
         if ws is not None and self._app_insights:  # the host alone, not the key beside it, is no secret
             hosts.append(pulumi.Output.unsecret(ws.app_insights_connection_string.apply(ingestion_host)))
         named = list(MCR_FQDNS)

@@ -92,7 +92,10 @@ KUBELET_LABEL_DOMAINS = ("kubelet.kubernetes.io", "node.kubernetes.io")
 
 
 def _under(domain: str, domains: tuple[str, ...]) -> bool:
+    """A label domain is one of `domains` or a subdomain of one, as the kubelet and NodeRestriction compare them."""
     return any(domain == d or domain.endswith("." + d) for d in domains)
+
+
 # AKS's own taint for a System pool: only critical system pods run there, the rest on User pools.
 CRITICAL_ADDONS_ONLY = "CriticalAddonsOnly=true:NoSchedule"
 AzureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]$")]
@@ -1171,7 +1174,7 @@ class StackSpec(Spec):
                             f"already names it {leaf!r}; drop dns_label or make them the same")
         if self.cluster is not None and self.workspace is None:
             problems.append("workspace: images are pushed to the workspace's registry; an attached cluster needs one too")
-        elif self.cluster is not None and self.cluster.attach is not None and self.cluster.attach.kubeconfig:
+        elif self.cluster is not None and self.cluster.attach is not None and self.cluster.attach.kubeconfig and self.workspace:
             # The registry is the stack's own, new on its first up, admin user off; only an AKS cluster attached by
             # resource id gets AcrPull here (its kubelet identity), and no pod carries a pull secret.
             self._warnings.append(
