@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import inspect
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -259,8 +260,8 @@ class AksCluster(pulumi.ComponentResource):
 
     scoring_dns_label: the router Service's Azure DNS label, when the stack gives one; its name
     <label>.<region>.cloudapp.azure.com joins required_fqdns (ssl.cname or ssl.leaf_domain_label
-    do the same). app_insights: services report to the workspace's Application Insights, whose
-    ingestion host joins required_fqdns.
+    do the same). reached: other hosts the pods reach (Application Insights' ingestion, a model's
+    storage account), which join required_fqdns too.
     """
 
     provider: k8s.Provider
@@ -281,11 +282,11 @@ class AksCluster(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         scoring_dns_label: str | None = None,
-        app_insights: bool = False,
+        reached: Sequence[pulumi.Input[str]] = (),
     ):
         super().__init__("aks-model-serving:index:AksCluster", name, None, opts)
         self._name, self._spec, self._workspace, self._location = name, spec, workspace, location
-        self._app_insights = app_insights
+        self._reached = list(reached)
         self.service_annotations = load_balancer_annotations(spec)
         self._vnet_id: pulumi.Output[str] | None = None
         self._subnet_id: pulumi.Output[str] | None = None
@@ -556,8 +557,7 @@ class AksCluster(pulumi.ComponentResource):
             hosts += [ws.registry_login_server, ws.blob_endpoint.apply(_host), ws.table_endpoint.apply(_host)]
         if ws is not None and created and (self._spec.monitoring or self._spec.defender):
             hosts += [pulumi.Output.concat(ws.log_analytics_customer_id, f".{suffix}") for suffix in LOG_ANALYTICS_INGESTION]
-        if ws is not None and self._app_insights:  # the host alone, not the key beside it, is no secret
-            hosts.append(pulumi.Output.unsecret(ws.app_insights_connection_string.apply(ingestion_host)))
+        hosts += self._reached
         named = list(MCR_FQDNS)
         if created and self._spec.has_accelerator("gpu"):
             named += NVIDIA_REGISTRY_FQDNS

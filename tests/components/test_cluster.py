@@ -390,15 +390,11 @@ def test_required_fqdns_are_computed_from_the_real_resources(stack):
     ])
 
 
-def test_services_reporting_to_application_insights_need_its_ingestion_host_which_is_no_secret():
-    """The scorers of enable_app_insights send to the ingestion endpoint their connection string names: behind a
-    firewall opened to required_fqdns their telemetry was dropped while the connectivity check passed."""
-    rec = deploy(cluster_spec(dns={"connectivity_check": True}), app_insights=True)
-    assert "westeurope-0.in.applicationinsights.azure.com" in rec.outputs["fqdns"]
-    assert "fqdns" not in rec.secret_outputs  # the host only, not the key beside it in the connection string
+def test_the_hosts_the_pods_reach_join_required_fqdns_and_the_connectivity_check():
+    rec = deploy(cluster_spec(dns={"connectivity_check": True}), reached=["amlws.blob.core.windows.net"])
+    assert "amlws.blob.core.windows.net" in rec.outputs["fqdns"]
     checked = next(e["value"] for e in rec.one(JOB).inputs["spec"]["template"]["spec"]["containers"][0]["env"])
-    assert "westeurope-0.in.applicationinsights.azure.com" in checked.split()
-    assert not [h for h in deploy(cluster_spec()).outputs["fqdns"] if "applicationinsights" in h]
+    assert "amlws.blob.core.windows.net" in checked.split()
 
 
 def test_no_monitoring_names_are_required_where_monitoring_and_defender_are_off():
