@@ -12,8 +12,8 @@ reporting to its Log Analytics workspace.
 Attached: an existing AKS cluster by resource id (credentials from
 listManagedClusterUserCredentials, identity and FQDN from getManagedCluster, read in the id's subscription
 or through the azure-native provider given in opts, whose subscription must be the cluster's), or any Kubernetes
-by kubeconfig file. Nothing Azure-side is declared for a kubeconfig cluster: it pulls from the
-registry only with an image pull secret, which is the service's business.
+by kubeconfig file. Nothing Azure-side is declared for a kubeconfig cluster: its nodes pull from the
+workspace registry only once granted AcrPull outside the stack (check warns of it).
 
 Either way `provider` is the pulumi_kubernetes.Provider everything in the cluster is declared with.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import inspect
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,11 @@ CHECK_IMAGE = "busybox:1.36.1"
 NVIDIA_REGISTRY_FQDNS = ["nvcr.io"]
 DOCKER_HUB_FQDNS = ["registry-1.docker.io", "auth.docker.io", "production.cloudflare.docker.com"]
 SYSTEM_NAMESPACE = "kube-system"
+# Container Insights' agent (AKS's outbound rules for Azure Monitor, the names that are not wildcards): access
+# control and its own telemetry; besides, it fetches its collection rules from <region>.handler.control.monitor.azure.com.
+MONITORING_FQDNS = ["global.handler.control.monitor.azure.com", "dc.services.visualstudio.com"]
+# Where that agent and Defender's sensor send to a Log Analytics workspace: <workspace id>.<each of these>.
+LOG_ANALYTICS_INGESTION = ["ods.opinsights.azure.com", "oms.opinsights.azure.com"]
 
 # ARM sub-resource names (private endpoint group ids) and the privatelink zones that go with them.
 def _role(scope_id: str, role: str) -> str:
@@ -72,6 +78,12 @@ def _role(scope_id: str, role: str) -> str:
 
 def _host(url: str) -> str:
     return url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+
+
+def ingestion_host(connection_string: str) -> str:
+    """Where Application Insights' SDKs send telemetry: the connection string's IngestionEndpoint, else their default."""
+    fields = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    return _host(fields.get("IngestionEndpoint", "https://dc.services.visualstudio.com"))
 
 
 def pool_labels_and_taints(pool: NodePoolSpec) -> tuple[dict[str, str], list[str]]:
@@ -249,7 +261,8 @@ class AksCluster(pulumi.ComponentResource):
 
     scoring_dns_label: the router Service's Azure DNS label, when the stack gives one; its name
     <label>.<region>.cloudapp.azure.com joins required_fqdns (ssl.cname or ssl.leaf_domain_label
-    do the same).
+    do the same). reached: other hosts the pods reach (Application Insights' ingestion, a model's
+    storage account), which join required_fqdns too.
     """
 
     provider: k8s.Provider
@@ -270,12 +283,14 @@ class AksCluster(pulumi.ComponentResource):
         opts: pulumi.ResourceOptions | None = None,
         *,
         scoring_dns_label: str | None = None,
+        reached: Sequence[pulumi.Input[str]] = (),
     ):
         if spec.attach is None and workspace is None:
             raise ValueError(f"AksCluster {name}: a new cluster (no attach) needs a workspace: it is made in the "
                              "workspace's resource group, pulls from its registry and reports to its Log Analytics")
         super().__init__("aks-model-serving:index:AksCluster", name, None, opts)
         self._name, self._spec, self._workspace, self._location = name, spec, workspace, location
+        self._reached = list(reached)
         self.service_annotations = load_balancer_annotations(spec)
         self._vnet_id: pulumi.Output[str] | None = None
         self._subnet_id: pulumi.Output[str] | None = None
@@ -540,19 +555,27 @@ class AksCluster(pulumi.ComponentResource):
         return names
 
     def _required_fqdns(self, scoring: list[pulumi.Input[str]]) -> pulumi.Output[list[str]]:
-        """The names custom DNS must resolve, from the real resources (sorted, no duplicates)."""
+        """The names custom DNS must resolve, from the real resources (sorted, no duplicates): what the nodes, the
+        cluster's own agents and the scoring clients reach."""
         hosts: list[pulumi.Input[str | None]] = [self.fqdn, *scoring]
         if self._spec.attach is None or self._spec.attach.resource_id:
             hosts += [pulumi.Output.from_input(h) for h in AKS_CONTROL_FQDNS]
-        ws = self._workspace
+        ws, created = self._workspace, self._spec.attach is None
         if ws is not None:
             hosts += [ws.registry_login_server, ws.blob_endpoint.apply(_host), ws.table_endpoint.apply(_host)]
-        pulled = list(MCR_FQDNS)
-        if self._spec.attach is None and self._spec.has_accelerator("gpu"):
-            pulled += NVIDIA_REGISTRY_FQDNS
+        if ws is not None and created and (self._spec.monitoring or self._spec.defender):
+            hosts += [pulumi.Output.concat(ws.log_analytics_customer_id, f".{suffix}") for suffix in LOG_ANALYTICS_INGESTION]
+        hosts += self._reached
+        named = list(MCR_FQDNS)
+        if created and self._spec.has_accelerator("gpu"):
+            named += NVIDIA_REGISTRY_FQDNS
+        if created and self._spec.monitoring:
+            named += MONITORING_FQDNS
+            hosts.append(pulumi.Output.from_input(self._location).apply(  # another resource's location, perhaps
+                lambda location: f"{region_name(location)}.handler.control.monitor.azure.com"))
         if self._spec.dns.connectivity_check:
-            pulled += DOCKER_HUB_FQDNS
-        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, *pulled] if h}))
+            named += DOCKER_HUB_FQDNS
+        return pulumi.Output.all(*hosts).apply(lambda found: sorted({h for h in [*found, *named] if h}))
 
     def _private_links(self) -> None:
         """Private endpoints for the registry, blob and table in the cluster's subnet, their

@@ -17,12 +17,13 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pulumi
 import pulumi_azure_native.storage as storage
 import pulumi_kubernetes as k8s
 
-from components.cluster import AksCluster
+from components.cluster import AksCluster, ingestion_host
 from components.deployable import DOCKERFILES, deployable_problems
 from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
 from components.image import HashedImage, HashedImageArgs
@@ -69,7 +70,7 @@ def build(stack: Stack) -> None:
         cluster_spec = cluster_spec.model_copy(update={"attach": attach})
     workspace = Workspace("workspace", spec.workspace, location)
     cluster = AksCluster("cluster", cluster_spec, workspace, location,
-                         scoring_dns_label=dns_label(spec.router, spec.cluster.ssl))
+                         scoring_dns_label=dns_label(spec.router, spec.cluster.ssl), reached=_reached(stack, workspace))
     in_cluster = pulumi.ResourceOptions(provider=cluster.provider)
 
     registry = (workspace.registry_login_server, workspace.registry_password)
@@ -117,6 +118,19 @@ def build(stack: Stack) -> None:
         if published_route.primary_key is not None:
             pulumi.export(f"{name}_primary_key", published_route.primary_key)
             pulumi.export(f"{name}_secondary_key", published_route.secondary_key)
+
+
+def _reached(stack: Stack, workspace: Workspace) -> list[pulumi.Input[str]]:
+    """Hosts the pods reach besides the stack's own resources: the storage accounts of the models they read by url
+    (one given as a secret is not named) and Application Insights' ingestion when a deployment reports to it (the host
+    alone, not the key beside it in the connection string, so no secret)."""
+    deployables = [dep for _, dep in stack.spec.deployments()]
+    models = [stack.spec.model(ref) for dep in deployables for ref in dep.models]
+    hosts: list[pulumi.Input[str]] = []
+    hosts += sorted({urlsplit(m.url).hostname or "" for m in models if isinstance(m.url, str)})
+    if any(dep.enable_app_insights for dep in deployables):
+        hosts.append(pulumi.Output.unsecret(workspace.app_insights_connection_string.apply(ingestion_host)))
+    return hosts
 
 
 def image_args(name: str, project_dir: Path, registry_login_server: pulumi.Input[str],

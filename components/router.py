@@ -38,6 +38,7 @@ from components.service import (
     cpu_quantity,
     disruption_budget,
     memory_quantity,
+    owned_count,
     spread,
 )
 from components.spec import ROUTER_NAME, AuthSettings, ClusterPurpose, RouterSpec, SslSpec, cluster_purpose, region_name
@@ -315,7 +316,7 @@ class ModelRouter(pulumi.ComponentResource):
         }
         k8s.apps.v1.Deployment(
             name,
-            metadata=meta(NAME),
+            metadata=meta(NAME, annotations=owned_count(autoscaled)),
             spec={
                 "replicas": spec.min_replicas,
                 "selector": {"matchLabels": selector},

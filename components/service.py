@@ -297,6 +297,17 @@ def _metadata(spec: Deployable, given: dict[str, str]) -> dict[str, str]:
     return annotations
 
 
+# The router scales a Deployment through its scale subresource, which makes it the owner of spec.replicas, and
+# pulumi-kubernetes' server-side apply overwrites no field another manager owns: the `up` that fixes the count again
+# (autoscaling turned off) failed on a field conflict. A Deployment whose count Pulumi owns takes it back.
+OWN_REPLICAS = {"pulumi.com/patchForce": "true"}
+
+
+def owned_count(autoscaled: bool) -> dict[str, str]:
+    """A Deployment's annotations for who owns its count: the router's when autoscaled, else Pulumi's."""
+    return {} if autoscaled else dict(OWN_REPLICAS)
+
+
 # Pulumi waits 10 minutes for a Deployment to be ready. An accelerator replica may first wait for the
 # cluster autoscaler's GPU (or FPGA) node, its device plugin and a CUDA image of several GB: a first
 # `up` would fail while the rollout is still on its way.
@@ -446,7 +457,7 @@ class ModelService(pulumi.ComponentResource):
         autoscaled = bool(spec.autoscale_enabled)
         deployment = k8s.apps.v1.Deployment(
             name,
-            metadata={**meta, "annotations": _metadata(spec, args.annotations)},
+            metadata={**meta, "annotations": {**_metadata(spec, args.annotations), **owned_count(autoscaled)}},
             spec={
                 "replicas": spec.replicas,
                 "selector": {"matchLabels": selector},

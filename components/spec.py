@@ -86,6 +86,17 @@ _LABEL_KEY_WORDS = "an optional DNS prefix and /, then up to 63 letters, digits,
 _LABEL_VALUE_WORDS = "up to 63 letters, digits, -, _ or ., beginning and ending with a letter or digit"
 # AKS reserves node labels under these prefixes for its own; a pool that sets one is refused.
 AKS_RESERVED_LABEL_PREFIXES = ("kubernetes.azure.com/", "kubernetes.io/")
+# Kubernetes' own label domains, and the two of them a kubelet may label its node under (NodeRestriction,
+# the kubelet's --node-labels): a node given any other such label never registers.
+KUBERNETES_LABEL_DOMAINS = ("kubernetes.io", "k8s.io")
+KUBELET_LABEL_DOMAINS = ("kubelet.kubernetes.io", "node.kubernetes.io")
+
+
+def _under(domain: str, domains: tuple[str, ...]) -> bool:
+    """A label domain is one of `domains` or a subdomain of one, as the kubelet and NodeRestriction compare them."""
+    return any(domain == d or domain.endswith("." + d) for d in domains)
+
+
 # AKS's own taint for a System pool: only critical system pods run there, the rest on User pools.
 CRITICAL_ADDONS_ONLY = "CriticalAddonsOnly=true:NoSchedule"
 AzureName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,61}[A-Za-z0-9]$")]
@@ -236,6 +247,9 @@ _NVIDIA_GPUS = {
     **dict.fromkeys(("nv6ads_a10_v5", "nv12ads_a10_v5", "nv18ads_a10_v5", "nv36ads_a10_v5", "nv36adms_a10_v5"), 1),
     "nv72ads_a10_v5": 2,
 }
+# GPU series Azure retired in 2023 (NC, NCv2, ND and NV v1: K80, P100, P40, M60), which AKS no longer creates nodes
+# of; Azure ML's own GPU examples still name Standard_NC6.
+_RETIRED_GPU_SIZE = re.compile(r"^Standard_(NC(6|12|24r?)(_Promo)?|NC(6|12|24r?)s_v2|ND(6|12|24r?)s|NV(6|12|24)(_Promo)?)$", re.I)
 # AMD GPUs (Radeon MI25, MI300X, V620): no NVIDIA device plugin serves them, so no nvidia.com/gpu.
 _AMD_GPU_SIZE = re.compile(r"^Standard_(NV\d+as_v4|ND\d+isr_MI300X_v5|NG\d+ads_V620_v1)$", re.I)
 
@@ -272,6 +286,9 @@ class NodePoolSpec(Spec):
             problems.append(f"vm_size: {self.vm_size!r} is not an Azure VM size like Standard_D4s_v3")
         if self.accelerator is None:
             self.accelerator = accelerator_of(self.vm_size)
+        if _RETIRED_GPU_SIZE.match(self.vm_size):
+            problems.append(f"vm_size: {self.vm_size} is of a GPU series Azure retired in 2023 (NC, NCv2, ND and NV v1), "
+                            "which AKS no longer creates nodes of; choose a current NVIDIA size, e.g. Standard_NC4as_T4_v3")
         elif self.accelerator == "gpu" and _AMD_GPU_SIZE.match(self.vm_size):
             problems.append(f"accelerator: {self.vm_size} carries an AMD GPU; its nodes advertise no nvidia.com/gpu, "
                             "which replicas with gpu_cores ask for (choose an NVIDIA size: NC, ND or NVv3/NVadsA10 v5)")
@@ -280,9 +297,16 @@ class NodePoolSpec(Spec):
             problems.append(f"accelerator: {self.accelerator} needs a {family} vm_size, not {self.vm_size}")
         problems += label_problems("labels", self.labels)
         for key in self.labels:
-            if re.match(_LABEL_KEY, key) and key.startswith(AKS_RESERVED_LABEL_PREFIXES):
+            domain = key.rpartition("/")[0]
+            if not re.match(_LABEL_KEY, key):
+                continue  # label_problems names it
+            if key.startswith(AKS_RESERVED_LABEL_PREFIXES):
                 problems.append(f"labels: {key!r} is under {key.split('/')[0]}/, which AKS reserves for its own node labels; "
                                 "choose a prefix of your own")
+            elif _under(domain, KUBERNETES_LABEL_DOMAINS) and not _under(domain, KUBELET_LABEL_DOMAINS):
+                problems.append(f"labels: {key!r} is under {domain}/, which the kubelet refuses to label its node with "
+                                f"(of Kubernetes' own prefixes only {'/ and '.join(KUBELET_LABEL_DOMAINS)}/), so the pool's "
+                                "nodes would never register; choose a prefix of your own")
         for taint in self.taints:  # a taint's key and value are a label's, which AKS checks only at pulumi up
             key, _, rest = taint.partition("=")
             value = rest.rpartition(":")[0]
@@ -1195,6 +1219,14 @@ class StackSpec(Spec):
                             f"already names it {leaf!r}; drop dns_label or make them the same")
         if self.cluster is not None and self.workspace is None:
             problems.append("workspace: images are pushed to the workspace's registry; an attached cluster needs one too")
+        elif self.cluster is not None and self.cluster.attach is not None and self.cluster.attach.kubeconfig and self.workspace:
+            # The registry is the stack's own, new on its first up, admin user off; only an AKS cluster attached by
+            # resource id gets AcrPull here (its kubelet identity), and no pod carries a pull secret.
+            self._warnings.append(
+                f"cluster.attach.kubeconfig: the router's and the models' images are pulled from the workspace's registry "
+                f"{registry_name(self.workspace).lower()}.azurecr.io, which this stack gives a kubeconfig cluster no right "
+                "to pull from; until its nodes are granted AcrPull on it (az aks update --attach-acr; or attach an AKS "
+                "cluster by resource_id, which grants it), its pods stay in ImagePullBackOff")
         for path, dep in self.deployments():
             if self.cluster is not None and dep.namespace is not None and dep.namespace != self.router.namespace:
                 problems.append(f"{path}.{dep.named('namespace')}: {dep.namespace!r} differs from router.namespace {self.router.namespace!r}; "

@@ -372,6 +372,7 @@ def test_required_fqdns_are_computed_from_the_real_resources(stack):
     st = stack("prod")
     rec = deploy(st.spec.cluster, st.spec.workspace.model_dump(), scoring_dns_label=st.spec.router.dns_label)
     api = rec.one(CLUSTER).outputs["fqdn"]
+    logs = rec.one("azure-native:operationalinsights:Workspace").outputs["customerId"]
     assert rec.outputs["fqdns"] == sorted([
         api,
         "acs-mirror.azureedge.net", "login.microsoftonline.com", "management.azure.com", "packages.microsoft.com",
@@ -382,7 +383,26 @@ def test_required_fqdns_are_computed_from_the_real_resources(stack):
         "mlwprodacr.azurecr.io",
         "mlwprodstorage.blob.core.windows.net", "mlwprodstorage.table.core.windows.net",
         "mlw-prod-scoring.westeurope.cloudapp.azure.com",  # leaf_domain_label and dns_label agree: listed once
+        # Container Insights' agent (its rules from the region's handler) and Defender's sensor, both on in fast_prod,
+        # report to the workspace's own ingestion names
+        "global.handler.control.monitor.azure.com", "westeurope.handler.control.monitor.azure.com",
+        "dc.services.visualstudio.com", f"{logs}.ods.opinsights.azure.com", f"{logs}.oms.opinsights.azure.com",
     ])
+
+
+def test_the_hosts_the_pods_reach_join_required_fqdns_and_the_connectivity_check():
+    rec = deploy(cluster_spec(dns={"connectivity_check": True}), reached=["amlws.blob.core.windows.net"])
+    assert "amlws.blob.core.windows.net" in rec.outputs["fqdns"]
+    checked = next(e["value"] for e in rec.one(JOB).inputs["spec"]["template"]["spec"]["containers"][0]["env"])
+    assert "amlws.blob.core.windows.net" in checked.split()
+
+
+def test_no_monitoring_names_are_required_where_monitoring_and_defender_are_off():
+    fqdns = deploy(cluster_spec(monitoring=False, defender=False)).outputs["fqdns"]
+    assert [h for h in fqdns if "monitor" in h or "opinsights" in h or "visualstudio" in h] == []
+    defender_only = deploy(cluster_spec(monitoring=False, defender=True)).outputs["fqdns"]
+    assert [h for h in defender_only if "monitor" in h or "visualstudio" in h] == []
+    assert sum(h.endswith((".ods.opinsights.azure.com", ".oms.opinsights.azure.com")) for h in defender_only) == 2
 
 
 def test_the_scoring_domain_of_a_region_given_by_its_display_name_is_a_dns_name():

@@ -108,6 +108,24 @@ def test_prod_stack_endpoint_versions_share_an_image_and_run_on_the_gpu_pool(pro
     assert sorted(connections.inputs["stringData"]) == ["appinsights-connection-string", "storage-connection-string"]
 
 
+def test_only_a_stack_whose_services_report_to_application_insights_requires_its_ingestion_host(project):
+    """The scorers of enable_app_insights send to the ingestion endpoint their connection string names: behind a
+    firewall opened to required_fqdns their telemetry was dropped while the connectivity check passed."""
+    ingestion = "westeurope-0.in.applicationinsights.azure.com"
+    prod = run(declare(load_stack(project / "stacks" / "Pulumi.prod.yaml")))
+    assert ingestion in prod.outputs["required_fqdns"]
+    assert "required_fqdns" not in prod.secret_outputs  # the host, not the key beside it in the connection string
+    assert ingestion not in run(declare(load_stack(project / "stacks" / "Pulumi.dev.yaml"))).outputs["required_fqdns"]
+
+
+def test_the_storage_account_of_a_model_read_by_url_is_required(project, edit):
+    """A model kept where Azure ML kept it (its workspace's own storage) is fetched from there by each replica."""
+    def elsewhere(config):
+        config["aks-model-serving:models"][1]["url"] = "https://amlwsdefault.blob.core.windows.net/azureml/fraud-net/4"
+    fqdns = run(declare(load_stack(edit("prod", elsewhere)))).outputs["required_fqdns"]
+    assert {"amlwsdefault.blob.core.windows.net", "mlwprodstorage.blob.core.windows.net"} <= set(fqdns)
+
+
 def test_local_model_folders_are_uploaded_file_by_file(project):
     model = project / ".local" / "models" / "sklearn-iris" / "1"
     (model / "sub").mkdir(parents=True)

@@ -108,6 +108,15 @@ def test_dev_test_turns_router_autoscaling_off_and_fixes_replicas():
     assert "model-router" not in rules[-1]["resourceNames"]
 
 
+def test_a_fixed_router_count_is_taken_back_from_the_pods_that_scaled_it():
+    """The router's leader scales its own Deployment through the scale subresource: an `up` that fixes the count
+    (dev_test, or min_replicas == max_replicas) must overwrite that field, which server-side apply refuses unless forced."""
+    fixed = named(build(purpose="dev_test"), "kubernetes:apps/v1:Deployment", "model-router")
+    assert fixed.inputs["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"} and fixed.ignore_changes == []
+    autoscaled = named(build(), "kubernetes:apps/v1:Deployment", "model-router")
+    assert autoscaled.inputs["metadata"]["annotations"] == {} and autoscaled.ignore_changes == ["spec.replicas"]
+
+
 def test_config_and_keys_are_mounted_whole_so_changes_roll_nothing():
     rec = build()
     spec = named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]

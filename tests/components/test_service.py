@@ -219,6 +219,17 @@ def test_autoscaled_replicas_are_left_to_the_router():
     assert fixed.one(DEPLOYMENT).inputs["spec"]["replicas"] == 3
 
 
+def test_a_count_pulumi_owns_is_taken_back_from_the_router_that_scaled_it():
+    """The router scales through the scale subresource, which makes it the owner of spec.replicas; Pulumi's
+    server-side apply does not overwrite another manager's field, so the `up` that turned autoscaling off
+    (num_replicas, or a dev_test cluster) failed on a field conflict. An autoscaled count stays the router's."""
+    fixed = deploy(spec(num_replicas=3)).one(DEPLOYMENT)
+    assert fixed.inputs["metadata"]["annotations"] == {"pulumi.com/patchForce": "true"}
+    assert fixed.ignore_changes == []
+    autoscaled = deploy(spec()).one(DEPLOYMENT)
+    assert autoscaled.inputs["metadata"]["annotations"] == {} and autoscaled.ignore_changes == ["spec.replicas"]
+
+
 def test_the_pod_may_finish_its_slowest_request_and_last_upload_before_it_is_killed():
     """The grace counts from the preStop pause; then the scorer drains requests for up to the scoring
     timeout, then ships what it collected."""

@@ -191,6 +191,11 @@ BROKEN = [
      "services[0].gpu_cores: 2 GPUs per replica, but the largest GPU node (Standard_NC4as_T4_v3) has 1"),
     ("start-needs-more-gpus-than-the-pools", [(SVC0 + ["gpu_cores"], 1), (SVC0 + ["num_replicas"], 3)],
      "services[0].gpu_cores: the deployments start with 3 GPUs (services[0] 3 x 1), and the GPU pools hold at most 2"),
+    # Azure ML's own GPU examples name Standard_NC6, of a series Azure retired in 2023: AKS refuses it at pulumi up.
+    ("retired-gpu-size", [(CL + ["node_pools", 1, "vm_size"], "Standard_NC6")],
+     "cluster.node_pools[1].vm_size: Standard_NC6 is of a GPU series Azure retired in 2023"),
+    ("retired-gpu-size-v2", [(CL + ["node_pools", 1, "vm_size"], "Standard_NC24rs_v2")],
+     "cluster.node_pools[1].vm_size: Standard_NC24rs_v2 is of a GPU series Azure retired in 2023"),
     ("bad-purpose", [(CL + ["cluster_purpose"], "prod")], "cluster.cluster_purpose:"),
     ("internal-lb-without-subnet", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer"})], "cluster.load_balancer.subnet:"),
     ("tls-cname-without-key", [(CL + ["ssl"], {"cname": "a.example.com", "certificate": "PEM"})], "cluster.ssl.key:"),
@@ -258,6 +263,12 @@ BROKEN = [
      "cluster.node_pools[1].labels: 'kubernetes.azure.com/mode' is under kubernetes.azure.com/, which AKS reserves"),
     ("label-under-kubernetes-prefix", [(CL + ["node_pools", 0, "labels"], {"kubernetes.io/role": "ml"})],
      "cluster.node_pools[0].labels: 'kubernetes.io/role' is under kubernetes.io/, which AKS reserves"),
+    # The kubelet sets no label of Kubernetes' own prefixes (NodeRestriction) but under kubelet.kubernetes.io/ and
+    # node.kubernetes.io/: a node given one never registers, and the pool's creation fails at pulumi up.
+    ("label-under-a-kubernetes-subdomain", [(CL + ["node_pools", 1, "labels"], {"node-role.kubernetes.io/gpu": ""})],
+     "cluster.node_pools[1].labels: 'node-role.kubernetes.io/gpu' is under node-role.kubernetes.io/, which the kubelet"),
+    ("label-under-k8s-io", [(CL + ["node_pools", 1, "labels"], {"k8s.io/team": "ml"})],
+     "cluster.node_pools[1].labels: 'k8s.io/team' is under k8s.io/, which the kubelet"),
     ("system-pool-with-a-taint-of-its-own", [(CL + ["node_pools", 0, "taints"], ["dedicated=system:NoSchedule"])],
      "cluster.node_pools[0].taints: a System pool runs the cluster's own pods"),
     ("critical-addons-only-without-a-user-pool-for-the-router", [(CL + ["node_pools", 0, "taints"], [CRITICAL])],
@@ -1452,3 +1463,17 @@ def test_an_aksendpoint_deployment_config_is_a_versions(tmp_path, capsys):
     assert err.value.problems == [
         "services[0].azureml.deployment_config: deploymentconfig.json: versionName: only an endpoint version's file "
         "(computeType AKSENDPOINT) names a version"]
+
+
+def test_a_cluster_attached_by_kubeconfig_is_told_it_cannot_pull_the_images_until_granted(tmp_path):
+    """The workspace's registry is made by the stack with its admin user off, and only an AKS cluster's kubelet
+    identity is granted AcrPull: a kubeconfig cluster got no credentials, so its first up timed out on pods in
+    ImagePullBackOff without a word before."""
+    config = copy.deepcopy(BASE)
+    config[C]["node_pools"] = []
+    config[C]["attach"] = {"kubeconfig": "~/.kube/config"}
+    warnings = load_stack(write_stack(tmp_path, config)).spec.warnings
+    assert any(w.startswith("cluster.attach.kubeconfig: the router's and the models' images are pulled from the "
+                            "workspace's registry mlwtestacr.azurecr.io") and "AcrPull" in w for w in warnings), warnings
+    config[C]["attach"] = {"resource_id": "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks"}
+    assert not any(w.startswith("cluster.attach") for w in load_stack(write_stack(tmp_path, config)).spec.warnings)
