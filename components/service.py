@@ -43,7 +43,6 @@ SERVICE_NAME = rf"[a-z]([-a-z0-9]{{0,{K8S_NAME_MAX - 2}}}[a-z0-9])?"  # DNS-1035
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
-LABEL_SERVICE = "aks-model-serving/service"
 LABEL_ENDPOINT = "aks-model-serving/endpoint"
 LABEL_VERSION = "aks-model-serving/version"
 PART_OF = "aks-model-serving"
