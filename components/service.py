@@ -215,8 +215,9 @@ def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
         app_root=APP_ROOT,
         port=SCORER_PORT,
         metrics_port=METRICS_PORT,
-        # One worker per core of the limit: the node's core count (what the scorer sees) is not ours.
-        workers=max(1, math.ceil(spec.cpu_limit)),
+        # One worker per core of the limit: the node's core count (what the scorer sees) is not ours. On a GPU, one
+        # (Azure ML's default): each worker loads the model, and their copies would share the GPU's memory.
+        workers=1 if spec.gpu_cores else max(1, math.ceil(spec.cpu_limit)),
         scoring_timeout_ms=spec.scoring_timeout_ms,
         appinsights_connection_string=stand_in if spec.enable_app_insights else None,
         data_collection_enabled=collect,

@@ -65,6 +65,14 @@ def test_requests_and_limits_from_cpu_cores_memory_gb_and_their_limits():
     assert env(scorer)["WORKER_COUNT"] == "2"
 
 
+def test_a_gpu_service_runs_one_worker_whatever_its_cpu_limit():
+    """Each worker process loads the model: one per core of a 4-core limit put four copies of it on the one GPU
+    (CUDA out of memory in init(), or a quarter of the memory each). Azure ML runs one worker unless WORKER_COUNT
+    says otherwise; a CPU service keeps one per core."""
+    assert env(pod(deploy(spec(gpu_cores=1, cpu_cores=4, memory_gb=16)))["containers"][0])["WORKER_COUNT"] == "1"
+    assert env(pod(deploy(spec(cpu_cores=4, memory_gb=16)))["containers"][0])["WORKER_COUNT"] == "4"
+
+
 def test_gpu_cores_get_the_gpu_resource_toleration_and_selector():
     rec = deploy(spec(gpu_cores=1, cpu_cores=1, memory_gb=4))
     p = pod(rec)
