@@ -91,6 +91,10 @@ class _Answer:
         whether they hold a Content-Length."""
         if not length and status >= 200 and status not in (204, 304) and not self.is_head:
             self.chunked = True  # decided for good at the first body write, if it is the last
+        # Stopping, the connection closes after this answer: said so, or a keep-alive client (the router's pool of
+        # scorer connections) sends its next request into the closing socket, where it is lost.
+        if self.keep_alive and self.conn.server.stopping:
+            self.keep_alive = False
         status_line = STATUS_LINES.get(status) or b"HTTP/1.1 %d \r\n" % status
         self.head = status_line + lines if self.keep_alive else status_line + lines + b"connection: close\r\n"
         self.started = True
