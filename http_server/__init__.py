@@ -567,11 +567,18 @@ class _Connection:
     def on_chunk_header(self) -> None:
         self._chunk_head = True
         self._trailer_size = 0
+        current = self._current
+        if current is None:
+            return
+        # RFC 9112 6.1: HTTP/1.0 has no chunks, so an intermediary speaking it read this body as none and what follows
+        # as a request of its own: the framing is not to be trusted, so nothing after this request is read.
+        if current.size == 0 and current.keep_alive and self.http10():  # asked at the first chunk only
+            current.keep_alive = False
         self._chunks_apart += 1
         if self._chunks_apart >= CHUNKS_JOINED:
             self._chunks_apart = 0
-            if self._current is not None and len(self._current.chunks) > 1:
-                _join_last(self._current.chunks)
+            if len(current.chunks) > 1:
+                _join_last(current.chunks)
 
     def on_chunk_complete(self) -> None:
         self._chunk_head = False

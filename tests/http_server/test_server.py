@@ -170,6 +170,17 @@ async def test_an_answer_before_the_body_keeps_the_connection(served) -> None:
     writer.close()
 
 
+@pytest.mark.parametrize("path", [b"/fast", b"/echo"])
+async def test_an_http_1_0_chunked_request_is_answered_then_the_connection_closes(served, path) -> None:
+    """RFC 9112 6.1: HTTP/1.0 has no chunks, so an intermediary speaking it takes such a body for none and what
+    follows for a request of its own; kept alive, the request hidden in the chunks was answered too (smuggled)."""
+    _, port, _ = served
+    out = await exchange(port, b"POST %s HTTP/1.0\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n"
+                               b"2\r\nhi\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n" % path, b"\x00never")
+    assert out.startswith(b"HTTP/1.1 200 OK") and b"connection: close\r\n" in out and out.endswith(b"|hi")
+    assert b"/smuggled" not in out
+
+
 async def test_http_1_0_closes_and_head_has_no_body(served) -> None:
     _, port, _ = served
     out = await exchange(port, b"GET /old HTTP/1.0\r\n\r\n", b"\x00never")
