@@ -303,7 +303,11 @@ class Request(_Answer):
     def finish(self) -> None:
         self.complete = True
         chunks = self.chunks
-        self.body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if len(chunks) == 1:
+            self.body = chunks[0]
+        else:  # the parts are not kept beside the whole for as long as it is answered
+            self.body = b"".join(chunks)
+            self.chunks = []
         if self.turn:
             self.conn._dispatch(self)
 
