@@ -418,7 +418,10 @@ class _Connection:
             return
         except httptools.HttpParserError as exc:
             context = exc.__context__
-            self._reject(400, context.message if isinstance(context, _BadHead) else b"malformed request")
+            if isinstance(context, _BadHead):
+                self._reject(context.status, context.message, context.code)
+            else:
+                self._reject(400, b"malformed request")
             return
         if self._current is None:
             if self._head_size > MAX_HEAD_BYTES:  # no head ended in all that
@@ -574,10 +577,15 @@ class _Connection:
         current = self._current
         if current is None:
             return
-        # RFC 9112 6.1: HTTP/1.0 has no chunks, so an intermediary speaking it read this body as none and what follows
-        # as a request of its own: the framing is not to be trusted, so nothing after this request is read.
-        if current.size == 0 and current.keep_alive and self.http10():  # asked at the first chunk only
-            current.keep_alive = False
+        if current.size == 0:  # the first chunk: what its request's framing says is asked once
+            # RFC 9112 6.1: HTTP/1.0 has no chunks, so an intermediary speaking it read this body as none and what
+            # follows as a request of its own: the framing is not to be trusted, so nothing after this request is read.
+            if current.keep_alive and self.http10():
+                current.keep_alive = False
+            # httptools takes the chunks off a body in another coding too (gzip, chunked): what they hold would be
+            # handed on as the body, still coded. RFC 9112 6.1: a 501.
+            if _coded(current.headers if isinstance(current, Request) else current.scope["headers"]):
+                raise _BadHead(b"transfer codings other than chunked are not supported", 501, b"NotImplemented")
         self._chunks_apart += 1
         if self._chunks_apart >= CHUNKS_JOINED:
             self._chunks_apart = 0
@@ -719,11 +727,17 @@ class _Connection:
 
 
 class _BadHead(Exception):
-    """Raised by a parser callback: the head parses, but is no request (its message goes into the 400)."""
+    """Raised by a parser callback: the head parses, but is no request (its message goes into the error, a 400
+    unless it says otherwise)."""
 
-    def __init__(self, message: bytes) -> None:
+    def __init__(self, message: bytes, status: int = 400, code: bytes = b"BadRequest") -> None:
         super().__init__(message)
-        self.message = message
+        self.message, self.status, self.code = message, status, code
+
+
+def _coded(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Does a chunked request's Transfer-Encoding name a coding besides chunked?"""
+    return any(name == b"transfer-encoding" and value.strip().lower() != b"chunked" for name, value in headers)
 
 
 def _declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
