@@ -310,7 +310,7 @@ def test_get_and_cors_preflights_reach_the_scorer_as_under_azure_ml(live) -> Non
     the router. GET needs the route's key as POST does; a preflight carries no credentials (browsers send none)."""
     client = live["router"].client
     assert client.get("/api/v1/service/svc/score", params={"sleep": "0"}).status_code == 401
-    answer = client.get("/api/v1/service/svc/score", params={"sleep": "0"}, headers={"Authorization": "Bearer svc-primary"})
+    answer = client.get("/api/v1/service/svc/score", params={"sleep": "0"}, headers={"Authorization": "Bearer svc-secondary"})  # primary: rotated above
     assert answer.status_code == 200 and answer.json()["version"] == "svc"
     assert answer.json()["received"] == len('{"sleep":0}')  # the query, as the scorer reads it for run()
     preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
