@@ -518,7 +518,7 @@ def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | Non
         if r.resource_type != SERVICE or _label(r.props, COMPONENT) != "router":
             continue
         if not _assuming(False, lambda: _get(r.props, "spec", "type") == "LoadBalancer"
-                         and str(_get(r.props, "metadata", "annotations", INTERNAL_LB)).lower() != "true"):
+                         and str(_get(r.props, "metadata", "annotations", INTERNAL_LB)) != "true"):
             continue
         namespace = _assuming(UNKNOWN, lambda: _namespace(r))
         if namespace is UNKNOWN or UNKNOWN in configs or configs.get(namespace) is UNKNOWN:

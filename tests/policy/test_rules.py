@@ -509,6 +509,17 @@ def test_internal_router_needs_no_auth():
     assert check_stack(rules.public_auth, router(internal=True, routes=[route("open", False)])) == []
 
 
+@pytest.mark.parametrize("value", ["True", "TRUE", "yes", "false"])
+def test_a_router_is_internal_only_when_its_annotation_says_exactly_true(value):
+    """Azure's cloud provider makes a load balancer internal for the annotation value "true" alone (`l == "true"`):
+    "True" gets a public address, and a pack that read it as internal let that router serve plain HTTP, and its
+    routes without auth, on the internet."""
+    stack = router(tls=False, routes=[route("open", False)])
+    stack[0][1]["metadata"]["annotations"] = {"service.beta.kubernetes.io/azure-load-balancer-internal": value}
+    assert len(check_stack(rules.public_router_tls, stack)) == 1
+    assert len(check_stack(rules.public_auth, stack)) == 1
+
+
 def test_addon_images_are_exempt_by_default_and_match_what_the_cluster_installs():
     from components.cluster import CHECK_IMAGE, NVIDIA_DEVICE_PLUGIN_IMAGE
 
