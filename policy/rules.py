@@ -269,7 +269,7 @@ def _image_problem(image: str, registry: str | None) -> str | None:
         return "is not from an Azure Container Registry"
     if _DIGEST.search(image):
         return None
-    last = image.rsplit("/", 1)[-1]
+    last = image.rsplit("/", 1)[-1].split("@", 1)[0]  # its tag, not the hex of a digest _DIGEST refused
     tag = last.split(":", 1)[1] if ":" in last else ""
     if not _HASH_TAG.match(tag):
         return f"is {'untagged' if not tag else f'tagged {tag!r}'}; pin it by digest or a content-hash tag"

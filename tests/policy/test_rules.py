@@ -122,9 +122,11 @@ def test_registry_images_pass(image):
     (f"{REGISTRY}/scorer:abc", "is tagged 'abc'"),  # hex, but too short to be a content hash
     (f"{REGISTRY}/scorer:0123456789ab-mutable", "is tagged '0123456789ab-mutable'"),  # a hash with a suffix
     (f"{REGISTRY}/scorer@sha256:abc", "pin it by digest"),  # not a digest: 64 hex digits are
+    (f"{REGISTRY}/scorer@sha256:{'ab' * 31}", "pin it by digest"),  # nor 62 of them
     # The registry's name inside the path, not as its host: the image is pulled from evil.io.
     (f"evil.io/{REGISTRY}/scorer@{DIGEST}", "is not from the workspace registry"),
     (f"otherreg.azurecr.io/scorer@{DIGEST}", "is not from the workspace registry"),
+    (f"mlwprod.evil.io/scorer@{DIGEST}", "is not from the workspace registry"),  # the registry's name, not its host
     ("python:3.11-slim", "is not from the workspace registry"),
 ])
 def test_registry_images_fail(image, message):
