@@ -558,6 +558,10 @@ def test_model_pods_guarded_by_a_router_only_policy_pass():
     by_expression = {"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["model"]}]}
     assert check_stack(rules.models_admit_only_the_router, [model_pods(), network_policy(by_expression, [ROUTER_PEER]),
                                                             router_pods()]) == []
+    # Kubernetes' NotIn selects the pods without the label too: these carry no `team` label, so this guards them.
+    not_in = {"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["data"]}]}
+    assert check_stack(rules.models_admit_only_the_router, [model_pods(), network_policy(not_in, [ROUTER_PEER]),
+                                                            router_pods()]) == []
 
 
 @pytest.mark.parametrize("guard", [
