@@ -283,3 +283,11 @@ def test_resume_forgets_the_demand_sampled_before_it() -> None:
     s.resume(1)  # lost the Lease, won it back: the version has 1 replica and is idle
     assert s.observe(0, 0.3) is None
     assert s.current == 1 and s.utilization == 0.0
+
+
+def test_a_steady_load_keeps_one_remembered_count_not_one_per_sample() -> None:
+    """The counts remembered for a step down keep only those no later one exceeds: a load that holds its count for
+    days must not pile up a sample's entry ten times a second (a leak of ~60 MB a day per version)."""
+    s = scaler(current=2)
+    assert run(s, lambda t: 1.4, 0.0, 600.0) == []  # wants 2 (70% of 2 slots), has 2: nothing to do
+    assert len(s._desired) == 1
