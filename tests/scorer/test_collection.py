@@ -849,3 +849,21 @@ def test_segments_are_shipped_oldest_first(tmp_path: Path) -> None:
     for stamp in stamps:
         (tmp_path / f"{stamp}-1_1{SEALED}").write_bytes(b"")
     assert named(tmp_path, SEALED) == [f"{stamp}-1_1{SEALED}" for stamp in sorted(stamps)]
+
+
+def test_a_record_written_in_part_is_cut_back_and_the_next_one_is_whole(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that fills mid-record takes part of the line: left there, the next record was appended to the torn
+    one, and the shipper skipped both as one unreadable line."""
+    from scoring_image.collection import spool as spool_module
+
+    spool = Spool(tmp_path / "spool")
+    assert spool.append("req-1", {"a": 1}, {"ok": 1})
+    real = spool_module.os.write
+    monkeypatch.setattr(spool_module.os, "write", lambda fd, data: real(fd, data[:10]))
+    assert not spool.append("req-2", {"a": 2}, {"ok": 2})
+    monkeypatch.undo()
+    assert spool.append("req-3", {"a": 3}, {"ok": 3})
+    spool.seal()
+    (segment,) = (tmp_path / "spool").glob(f"*{SEALED}")
+    assert [json.loads(line)["request_id"] for line in segment.read_bytes().splitlines()] == ["req-1", "req-3"]
