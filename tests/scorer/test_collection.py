@@ -867,3 +867,21 @@ def test_a_record_written_in_part_is_cut_back_and_the_next_one_is_whole(tmp_path
     spool.seal()
     (segment,) = (tmp_path / "spool").glob(f"*{SEALED}")
     assert [json.loads(line)["request_id"] for line in segment.read_bytes().splitlines()] == ["req-1", "req-3"]
+
+
+def test_after_a_failed_upload_no_new_one_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store down fails every upload, each after its timeout: trying the rest of a pass's hundreds of blobs
+    (models x kinds x days) held the pass, and the spool's segments, for minutes instead of one timeout."""
+    from scoring_image.collection import batches
+
+    monkeypatch.setattr(batches, "UPLOADS_AT_ONCE", 1)
+    started: list[int] = []
+
+    def upload(i: int) -> None:
+        started.append(i)
+        if i == 0:
+            raise ConnectionError("store down")
+
+    with pytest.raises(ConnectionError, match="store down"):
+        batches.run_all([lambda i=i: upload(i) for i in range(5)])
+    assert started == [0]
