@@ -269,7 +269,7 @@ def _image_problem(image: str, registry: str | None) -> str | None:
         return "is not from an Azure Container Registry"
     if _DIGEST.search(image):
         return None
-    last = image.rsplit("/", 1)[-1]
+    last = image.rsplit("/", 1)[-1].split("@", 1)[0]  # its tag, not the hex of a digest _DIGEST refused
     tag = last.split(":", 1)[1] if ":" in last else ""
     if not _HASH_TAG.match(tag):
         return f"is {'untagged' if not tag else f'tagged {tag!r}'}; pin it by digest or a content-hash tag"
@@ -518,7 +518,7 @@ def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | Non
         if r.resource_type != SERVICE or _label(r.props, COMPONENT) != "router":
             continue
         if not _assuming(False, lambda: _get(r.props, "spec", "type") == "LoadBalancer"
-                         and str(_get(r.props, "metadata", "annotations", INTERNAL_LB)).lower() != "true"):
+                         and str(_get(r.props, "metadata", "annotations", INTERNAL_LB)) != "true"):
             continue
         namespace = _assuming(UNKNOWN, lambda: _namespace(r))
         if namespace is UNKNOWN or UNKNOWN in configs or configs.get(namespace) is UNKNOWN:

@@ -128,6 +128,8 @@ def test_config_and_keys_are_mounted_whole_so_changes_roll_nothing():
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"] == {"name": "config", "configMap": {"name": "model-router-config"}}
     assert volumes["token"] == {"name": "token", "configMap": {"name": "model-router-token"}}
+    # Readable by the router's group only: the kubelet's default (0644) lets any user in the container read the keys.
+    assert volumes["keys"] == {"name": "keys", "secret": {"secretName": "model-router-keys", "defaultMode": 0o440}}
     assert pod["containers"][0]["command"] == ["python", "-m", "router_image", "--config", "/etc/model-router/config/config.json"]
     assert pod["serviceAccountName"] == "model-router"
 
@@ -146,6 +148,8 @@ def test_keys_are_random_per_key_route_secret_and_rotate_one_at_a_time_with_thei
     passwords = [p for p in a.of_type("random:index/randomPassword:RandomPassword") if p.name != "router-peers"]
     assert sorted(p.name for p in passwords) == ["router-service.iris-primary", "router-service.iris-secondary"]
     assert {p.inputs["keepers"]["rotation"] for p in passwords} == {"0"}  # as the one counter's 0: no key replaced
+    # Letters and digits, as Azure ML's keys: sent in a header and pasted into shells and URLs unquoted.
+    assert all(p.inputs["length"] == 32 and p.inputs["special"] is False for p in passwords)
     assert {p.name: p.inputs["keepers"]["rotation"] for p in b.of_type("random:index/randomPassword:RandomPassword")
             if p.name != "router-peers"} == {"router-service.iris-primary": "0", "router-service.iris-secondary": "1"}
     secret = named(a, "kubernetes:core/v1:Secret", "model-router-keys")
@@ -160,7 +164,10 @@ def test_keys_are_random_per_key_route_secret_and_rotate_one_at_a_time_with_thei
 def test_keys_given_in_the_stack_are_used_verbatim():
     rec = build(auth={"service.iris": AuthSettings(primary_key="p" * 32, secondary_key="s" * 32)})
     assert [p.name for p in rec.of_type("random:index/randomPassword:RandomPassword")] == ["router-peers"]
-    assert rec.outputs["iris_primary"] == "p" * 32
+    assert rec.outputs["iris_primary"] == "p" * 32 and rec.outputs["iris_secondary"] == "s" * 32
+    # Plain strings in the stack file: the component marks them secret, or `pulumi stack output` prints them.
+    assert {"iris_primary", "iris_secondary"} <= set(rec.secret_outputs)
+    assert "stringData" in named(rec, "kubernetes:core/v1:Secret", "model-router-keys").secret_inputs
 
 
 SIGNING_KEY = "tls:index/privateKey:PrivateKey"
@@ -240,6 +247,8 @@ def test_public_service_has_dns_label_and_https_uris_with_tls():
     cert = rec.one("tls:index/selfSignedCert:SelfSignedCert").inputs
     assert cert["dnsNames"] == ["mlw-scoring.westeurope.cloudapp.azure.com"]
     tls_secret = named(rec, "kubernetes:core/v1:Secret", "model-router-tls")
+    pod = named(rec, "kubernetes:apps/v1:Deployment", "model-router").inputs["spec"]["template"]["spec"]
+    assert {"name": "tls", "secret": {"secretName": "model-router-tls", "defaultMode": 0o440}} in pod["volumes"]
     assert tls_secret.inputs["type"] == "kubernetes.io/tls" and "stringData" in tls_secret.secret_inputs
 
 
@@ -262,7 +271,9 @@ def test_internal_load_balancer_without_dns_label_serves_plain_http_on_its_addre
 
 def test_stack_certificate_and_cname():
     rec = build(ssl={"cname": "score.example.com", "certificate": "CERT", "key": "KEY"})
-    assert named(rec, "kubernetes:core/v1:Secret", "model-router-tls").inputs["stringData"] == {"tls.crt": "CERT", "tls.key": "KEY"}
+    secret = named(rec, "kubernetes:core/v1:Secret", "model-router-tls")
+    assert secret.inputs["stringData"] == {"tls.crt": "CERT", "tls.key": "KEY"}
+    assert secret.secret_inputs == ["stringData"]  # the stack file's private key, kept secret in the state
     assert rec.outputs["host"] == "score.example.com"
     assert not rec.of_type("tls:index/selfSignedCert:SelfSignedCert")
 
@@ -395,3 +406,18 @@ def test_keys_from_other_resources_are_served_and_kept_secret():
     with pytest.raises(ValueError, match="ModelRouterArgs.keys: service.irs is no key-auth route's key_id"):
         ModelRouterArgs(spec=RouterSpec(), routes=routes(STACK), image=IMAGE, cluster_purpose="fast_prod",
                         location="westeurope", keys={"service.irs": ("a", "b")})
+
+
+def test_keys_a_program_gives_as_plain_strings_are_kept_secret():
+    """ModelRouterArgs.keys takes any input: a key read from a file or an environment variable comes as a plain
+    string, and the router marks it secret itself, in its Secret and in the route's access."""
+    def program():
+        r = ModelRouter("router", ModelRouterArgs(spec=RouterSpec(), routes=routes(STACK), image=IMAGE, cluster_purpose="fast_prod",
+                                                  location="westeurope", keys={"service.iris": ("p" * 32, "s" * 32)}))
+        iris = r.access(routes(STACK)[0])
+        return {"primary": iris.primary_key, "secondary": iris.secondary_key}
+    rec = run(program)
+    secret = named(rec, "kubernetes:core/v1:Secret", "model-router-keys")
+    assert secret.inputs["stringData"] == {"service.iris.primary": "p" * 32, "service.iris.secondary": "s" * 32}
+    assert "stringData" in secret.secret_inputs
+    assert rec.secret_outputs == ["primary", "secondary"]

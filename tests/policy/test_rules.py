@@ -122,9 +122,11 @@ def test_registry_images_pass(image):
     (f"{REGISTRY}/scorer:abc", "is tagged 'abc'"),  # hex, but too short to be a content hash
     (f"{REGISTRY}/scorer:0123456789ab-mutable", "is tagged '0123456789ab-mutable'"),  # a hash with a suffix
     (f"{REGISTRY}/scorer@sha256:abc", "pin it by digest"),  # not a digest: 64 hex digits are
+    (f"{REGISTRY}/scorer@sha256:{'ab' * 31}", "pin it by digest"),  # nor 62 of them
     # The registry's name inside the path, not as its host: the image is pulled from evil.io.
     (f"evil.io/{REGISTRY}/scorer@{DIGEST}", "is not from the workspace registry"),
     (f"otherreg.azurecr.io/scorer@{DIGEST}", "is not from the workspace registry"),
+    (f"mlwprod.evil.io/scorer@{DIGEST}", "is not from the workspace registry"),  # the registry's name, not its host
     ("python:3.11-slim", "is not from the workspace registry"),
 ])
 def test_registry_images_fail(image, message):
@@ -509,6 +511,17 @@ def test_internal_router_needs_no_auth():
     assert check_stack(rules.public_auth, router(internal=True, routes=[route("open", False)])) == []
 
 
+@pytest.mark.parametrize("value", ["True", "TRUE", "yes", "false"])
+def test_a_router_is_internal_only_when_its_annotation_says_exactly_true(value):
+    """Azure's cloud provider makes a load balancer internal for the annotation value "true" alone (`l == "true"`):
+    "True" gets a public address, and a pack that read it as internal let that router serve plain HTTP, and its
+    routes without auth, on the internet."""
+    stack = router(tls=False, routes=[route("open", False)])
+    stack[0][1]["metadata"]["annotations"] = {"service.beta.kubernetes.io/azure-load-balancer-internal": value}
+    assert len(check_stack(rules.public_router_tls, stack)) == 1
+    assert len(check_stack(rules.public_auth, stack)) == 1
+
+
 def test_addon_images_are_exempt_by_default_and_match_what_the_cluster_installs():
     from components.cluster import CHECK_IMAGE, NVIDIA_DEVICE_PLUGIN_IMAGE
 
@@ -544,6 +557,10 @@ def test_model_pods_guarded_by_a_router_only_policy_pass():
         (rules.CLUSTER, CLUSTER_WITH), router_pods()]) == []
     by_expression = {"matchExpressions": [{"key": "app.kubernetes.io/component", "operator": "In", "values": ["model"]}]}
     assert check_stack(rules.models_admit_only_the_router, [model_pods(), network_policy(by_expression, [ROUTER_PEER]),
+                                                            router_pods()]) == []
+    # Kubernetes' NotIn selects the pods without the label too: these carry no `team` label, so this guards them.
+    not_in = {"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["data"]}]}
+    assert check_stack(rules.models_admit_only_the_router, [model_pods(), network_policy(not_in, [ROUTER_PEER]),
                                                             router_pods()]) == []
 
 

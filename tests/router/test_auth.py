@@ -407,3 +407,35 @@ def test_verified_tokens_kept_are_bounded_oldest_out(tmp_path, monkeypatch) -> N
     for token in reversed(tokens):
         a.check(TOKENED, TOKENED.key_id, token)
     assert decoded == [tokens[0][7:]]
+
+
+def test_a_verified_token_is_taken_a_minute_past_its_expiry_and_no_longer(tmp_path, monkeypatch) -> None:
+    """The verified-token cache judges expiry itself, with PyJWT's leeway: literal times, as a cache that stretched
+    the skew kept a token it had seen once good for minutes after it expired, where PyJWT would have refused it."""
+    private, public = signing_key()
+    (tmp_path / "pub.pem").write_bytes(public)
+    a = Authenticator(None, TokenConfig(public_key_file=str(tmp_path / "pub.pem")))
+    now = int(time.time())
+    token = b"Bearer " + jwt.encode({"aud": "ep", "iss": "aks-model-serving", "iat": now, "exp": now + 60}, private,
+                                    algorithm="ES256").encode()
+    a.check(TOKENED, TOKENED.key_id, token)  # verified, and kept
+    monkeypatch.setattr(time, "time", lambda: now + 60 + 30)
+    a.check(TOKENED, TOKENED.key_id, token)
+    monkeypatch.setattr(time, "time", lambda: now + 60 + 90)
+    with pytest.raises(AuthError, match="expired") as caught:
+        a.check(TOKENED, TOKENED.key_id, token)
+    assert caught.value.challenge == 'Bearer error="invalid_token", error_description="expired"'
+
+
+def test_a_wrong_key_is_challenged_plainly_and_a_wrong_token_as_invalid(keys, tmp_path) -> None:
+    """RFC 6750: `error="invalid_token"` tells a client its token is bad (renew it); a key route answers a plain
+    `Bearer` challenge, a wrong key being no token at all."""
+    private, public = signing_key()
+    (tmp_path / "pub.pem").write_bytes(public)
+    a = Authenticator(str(keys), TokenConfig(public_key_file=str(tmp_path / "pub.pem")))
+    with pytest.raises(AuthError) as caught:
+        a.check(KEYED, KEYED.key_id, b"Bearer wrong")
+    assert caught.value.challenge == "Bearer"
+    with pytest.raises(AuthError) as caught:
+        a.check(TOKENED, TOKENED.key_id, b"Bearer wrong")
+    assert caught.value.challenge == 'Bearer error="invalid_token"'

@@ -272,3 +272,22 @@ def test_own_load_counts_a_timer_that_fired_early_as_not_late() -> None:
     assert load.figures().routing_latency_ms == 0.0
     load.sample(0.003, 0.2)
     assert load.figures().routing_latency_ms == 1.0  # (0 + 0 + 3) / 3 ms
+
+
+def test_resume_forgets_the_demand_sampled_before_it() -> None:
+    """A router that wins the Lease back within a refresh window resumes from the count it is given: the demand it
+    sampled as the previous leader is not averaged into its first decisions, which scaled a version back up that
+    the other leader had rightly brought down."""
+    s = scaler(current=1)
+    assert s.observe(5, 0.1) is not None  # leader: a burst scales up
+    s.resume(1)  # lost the Lease, won it back: the version has 1 replica and is idle
+    assert s.observe(0, 0.3) is None
+    assert s.current == 1 and s.utilization == 0.0
+
+
+def test_a_steady_load_keeps_one_remembered_count_not_one_per_sample() -> None:
+    """The counts remembered for a step down keep only those no later one exceeds: a load that holds its count for
+    days must not pile up a sample's entry ten times a second (a leak of ~60 MB a day per version)."""
+    s = scaler(current=2)
+    assert run(s, lambda t: 1.4, 0.0, 600.0) == []  # wants 2 (70% of 2 slots), has 2: nothing to do
+    assert len(s._desired) == 1

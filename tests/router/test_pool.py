@@ -277,3 +277,29 @@ async def test_a_request_whose_replica_refused_waits_ahead_of_those_that_queued_
         connection.close()
         version.pool.release(replica)
         assert (await asyncio.wait_for(queued, 1.0)).address == alive
+
+
+async def test_light_sequential_load_takes_each_idle_replica_in_turn() -> None:
+    """One request at a time finds every replica idle: the turn moves on, so each replica gets some and stays warm
+    (a model's first requests after a long idle are slow), where always starting at the first one sent it all."""
+    pool = ReplicaPool(max_wait_s=0.05)
+    addresses = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+    pool.set_addresses(addresses)
+    picked = []
+    for _ in range(len(addresses)):
+        replica = await pool.acquire()
+        picked.append(replica.address)
+        pool.release(replica)
+    assert sorted(picked) == addresses
+
+
+async def test_an_ejected_replicas_slots_are_no_capacity_to_the_autoscaler() -> None:
+    """total_slots is the capacity utilization divides by: an ejected replica's slots serve nothing, and counted
+    they hid a version running at twice its target behind half of it, so no replica was added."""
+    pool = ReplicaPool(slots_per_replica=2, max_wait_s=0.05)
+    pool.set_addresses(["127.0.0.1:1", "127.0.0.1:2"])
+    assert pool.total_slots == 4
+    pool.eject(pool.replicas["127.0.0.1:1"])
+    assert pool.total_slots == 2
+    pool.readmit("127.0.0.1:1")
+    assert pool.total_slots == 4

@@ -809,3 +809,79 @@ def test_the_shippers_figures_are_in_metrics_so_an_outage_can_be_alerted_on(tmp_
         wait_until(lambda: figures()["scorer_collection_spool_bytes"] == 0, 5)
     finally:
         shipper.stop()
+
+
+def test_a_segment_another_shipper_deleted_before_the_lock_is_not_shipped_again(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between opening a segment and locking it, the other shipper on the spool may ship and delete it: the lock is
+    then on a file no longer there, and shipping it again would write its records twice (or fail the pass)."""
+    from scoring_image.collection import shipper as shipper_module
+
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", {"a": 1}, {"ok": 1})
+    spool.seal()
+    (segment,) = (tmp_path / "spool").glob(f"*{SEALED}")
+    real = shipper_module.fcntl.flock
+
+    def the_other_shipper_was_first(fd: int, operation: int) -> None:
+        segment.unlink(missing_ok=True)  # shipped and deleted by the other one, after our open
+        real(fd, operation)
+
+    monkeypatch.setattr(shipper_module.fcntl, "flock", the_other_shipper_was_first)
+    assert Shipper(local_settings(tmp_path), LocalFolder(tmp_path / "out", "modeldata")).ship_once() == 0
+    assert list((tmp_path / "out").rglob("*.jsonl")) == []
+
+
+def test_the_budget_counts_the_segments_still_being_written(tmp_path: Path) -> None:
+    """A busy worker's open segment is most of what a spool holds between seals: left out, the spool ran past its
+    budget by the size of every worker's open segment."""
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", {"a": "x" * 100_000}, {"ok": 1})
+    assert list((tmp_path / "spool").glob("*.open")) and Usage(tmp_path / "spool").held() >= 100_000
+
+
+def test_segments_are_shipped_oldest_first(tmp_path: Path) -> None:
+    """After an outage the oldest records go first (a segment is named by its start), whatever order the directory
+    lists them in."""
+    from scoring_image.collection.spool import named
+
+    stamps = [f"{time.time_ns() - i * 10**9:020d}" for i in range(20)]  # made newest first
+    for stamp in stamps:
+        (tmp_path / f"{stamp}-1_1{SEALED}").write_bytes(b"")
+    assert named(tmp_path, SEALED) == [f"{stamp}-1_1{SEALED}" for stamp in sorted(stamps)]
+
+
+def test_a_record_written_in_part_is_cut_back_and_the_next_one_is_whole(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A disk that fills mid-record takes part of the line: left there, the next record was appended to the torn
+    one, and the shipper skipped both as one unreadable line."""
+    from scoring_image.collection import spool as spool_module
+
+    spool = Spool(tmp_path / "spool")
+    assert spool.append("req-1", {"a": 1}, {"ok": 1})
+    real = spool_module.os.write
+    monkeypatch.setattr(spool_module.os, "write", lambda fd, data: real(fd, data[:10]))
+    assert not spool.append("req-2", {"a": 2}, {"ok": 2})
+    monkeypatch.undo()
+    assert spool.append("req-3", {"a": 3}, {"ok": 3})
+    spool.seal()
+    (segment,) = (tmp_path / "spool").glob(f"*{SEALED}")
+    assert [json.loads(line)["request_id"] for line in segment.read_bytes().splitlines()] == ["req-1", "req-3"]
+
+
+def test_after_a_failed_upload_no_new_one_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store down fails every upload, each after its timeout: trying the rest of a pass's hundreds of blobs
+    (models x kinds x days) held the pass, and the spool's segments, for minutes instead of one timeout."""
+    from scoring_image.collection import batches
+
+    monkeypatch.setattr(batches, "UPLOADS_AT_ONCE", 1)
+    started: list[int] = []
+
+    def upload(i: int) -> None:
+        started.append(i)
+        if i == 0:
+            raise ConnectionError("store down")
+
+    with pytest.raises(ConnectionError, match="store down"):
+        batches.run_all([lambda i=i: upload(i) for i in range(5)])
+    assert started == [0]
