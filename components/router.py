@@ -160,7 +160,7 @@ class ModelRouter(pulumi.ComponentResource):
         super().__init__("aks-model-serving:index:ModelRouter", name, None, opts)
         spec = args.spec
         child = pulumi.ResourceOptions(parent=self)
-        internal = str(args.service_annotations.get(INTERNAL_LB, "")).lower() == "true"
+        internal = args.service_annotations.get(INTERNAL_LB) == "true"  # exactly, as Azure reads it
         labels = {**ROUTER_PODS, LABEL_PART_OF: PART_OF, LABEL_CLUSTER_PURPOSE: args.cluster_purpose}
         selector = {LABEL_NAME: NAME}
 

@@ -269,6 +269,15 @@ def test_internal_load_balancer_without_dns_label_serves_plain_http_on_its_addre
     assert rec.outputs["iris_uri"].startswith("http://20.0.0.") and config(rec).tls is None
 
 
+def test_only_the_exact_internal_annotation_makes_the_load_balancer_internal():
+    """Azure's cloud provider takes only "true" as internal: with "True" the router's address is public, and the
+    router dropped its DNS label as if it were internal, so the public router had no name to call it by."""
+    rec = build(annotations={"service.beta.kubernetes.io/azure-load-balancer-internal": "True"})
+    svc = named(rec, "kubernetes:core/v1:Service", "model-router")
+    assert svc.inputs["metadata"]["annotations"]["service.beta.kubernetes.io/azure-dns-label-name"] == "mlw-scoring"
+    assert rec.outputs["host"] == "mlw-scoring.westeurope.cloudapp.azure.com"
+
+
 def test_stack_certificate_and_cname():
     rec = build(ssl={"cname": "score.example.com", "certificate": "CERT", "key": "KEY"})
     secret = named(rec, "kubernetes:core/v1:Secret", "model-router-tls")
