@@ -464,10 +464,12 @@ class Router:
     def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]],
                  preflight: bool = False) -> tuple[VersionState, str | None]:
         """The version (see _pick) and the pinned version's name, if any. `preflight`: an OPTIONS, admitted
-        without credentials when it is a CORS preflight (Origin and Access-Control-Request-Method)."""
+        without credentials when it is a CORS preflight (Origin and Access-Control-Request-Method, no body:
+        browsers send none, and a raw script's run() would get one as from an authenticated caller)."""
         pinned = None
         authorization = None
         cors: set[bytes] = set()
+        body = False
         for header, value in headers:
             if header == PIN_HEADER:
                 pinned = value.decode("latin-1") or None  # as request_lines reads it
@@ -477,7 +479,9 @@ class Router:
                 authorization = value
             elif header in (b"origin", b"access-control-request-method"):
                 cors.add(header)
-        if preflight and len(cors) == 2:
+            elif header == b"transfer-encoding" or header == b"content-length" and value.strip(b" \t0"):
+                body = True
+        if preflight and len(cors) == 2 and not body:
             return self._choose(route, action, pinned), pinned
         return self._pick(route, action, pinned, authorization), pinned
 

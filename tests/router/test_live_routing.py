@@ -320,3 +320,16 @@ def test_get_and_cors_preflights_reach_the_scorer_as_under_azure_ml(live) -> Non
     for partial in ({"Origin": "https://app.example"}, {}):  # no preflight: credentials as for any other method
         answer = client.options("/api/v1/service/svc/score", headers=partial)
         assert answer.status_code == 401 and answer.json()["error"]["code"] == "Unauthorized"
+
+
+def test_a_preflight_with_a_body_needs_credentials(live) -> None:
+    """A preflight reaches the scorer without credentials, and a raw script's run() gets what it carries: an
+    OPTIONS with Origin, Access-Control-Request-Method and a body was a score request anyone could send (and the
+    scorer does not collect OPTIONS). Browsers send preflights without a body, so one with a body is no preflight."""
+    client = live["router"].client
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    for extra in ({"content": b'{"sleep": 0}'}, {"content": iter([b'{"sleep": 0}'])}):  # Content-Length, chunked
+        answer = client.request("OPTIONS", "/api/v1/service/svc/score", headers=preflight, **extra)
+        assert answer.status_code == 401 and answer.json()["error"]["code"] == "Unauthorized"
+    answer = client.request("OPTIONS", "/api/v1/service/svc/score", headers=preflight, content=b"")
+    assert answer.status_code == 200  # an empty body is still none
