@@ -554,13 +554,19 @@ class _Connection:
         if expect and parser.get_http_version() == "1.0":  # RFC 9110 10.1.1: a 1.0 client's expectation is ignored
             expect = False
         method = parser.get_method()
+        keep_alive = parser.should_keep_alive()
+        # RFC 9112 6.1: HTTP/1.0 has no chunks, so an intermediary speaking it read such a body as none and what
+        # follows as a request of its own: the framing is not to be trusted, so nothing after this request is read.
+        # Decided at the head, which the app may answer before any chunk comes (the router's 401).
+        if keep_alive and parser.get_http_version() == "1.0" and any(n == b"transfer-encoding" for n, _ in headers):
+            keep_alive = False
         exchange: _Exchange | Request
         claim = self.fast.claim(path) if self.fast is not None and method == b"POST" and not expect else None
         if claim is not None:
-            exchange = Request(self, path, query, headers, claim, parser.should_keep_alive())
+            exchange = Request(self, path, query, headers, claim, keep_alive)
         else:
             exchange = _Exchange(self, self._scope(method.decode("ascii"), parser.get_http_version(), path, query,
-                                                   headers), parser.should_keep_alive(), expect)
+                                                   headers), keep_alive, expect)
         self._current = exchange
         self._queue.append(exchange)
         if len(self._queue) == 1:
@@ -578,10 +584,6 @@ class _Connection:
         if current is None:
             return
         if current.size == 0:  # the first chunk: what its request's framing says is asked once
-            # RFC 9112 6.1: HTTP/1.0 has no chunks, so an intermediary speaking it read this body as none and what
-            # follows as a request of its own: the framing is not to be trusted, so nothing after this request is read.
-            if current.keep_alive and self.http10():
-                current.keep_alive = False
             # httptools takes the chunks off a body in another coding too (gzip, chunked): what they hold would be
             # handed on as the body, still coded. RFC 9112 6.1: a 501.
             if _coded(current.headers if isinstance(current, Request) else current.scope["headers"]):

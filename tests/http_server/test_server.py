@@ -215,6 +215,19 @@ async def test_an_http_1_0_chunked_request_is_answered_then_the_connection_close
     assert b"/smuggled" not in out
 
 
+async def test_an_http_1_0_chunked_request_answered_before_its_body_closes_the_connection(served) -> None:
+    """The app may answer at the head (the router's 401, a 404), before any chunk came: the connection was kept for
+    what followed the body, so the request hidden in the chunks was answered as a request of its own (smuggled)."""
+    _, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /early HTTP/1.0\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n")
+    answer = await asyncio.wait_for(reader.readuntil(b"no"), 5)
+    assert answer.startswith(b"HTTP/1.1 413") and b"connection: close\r\n" in answer
+    writer.write(b"2\r\nhi\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert b"/smuggled" not in await asyncio.wait_for(reader.read(), 10)
+    writer.close()
+
+
 async def test_http_1_0_closes_and_head_has_no_body(served) -> None:
     _, port, _ = served
     out = await exchange(port, b"GET /old HTTP/1.0\r\n\r\n", b"\x00never")
