@@ -431,7 +431,7 @@ class Router:
             status = CLIENT_GONE
             raise
         finally:
-            if action == "score":  # the scoring requests' counts and latency: not swagger's
+            if action == "score" and scope["method"] != "OPTIONS":  # scoring requests: not swagger, nor preflights
                 chosen[0].stats.observe(status, time.perf_counter() - started)
 
     # ------------------------------------------------------------ http_server.FastPath: the hot path

@@ -333,3 +333,19 @@ def test_a_preflight_with_a_body_needs_credentials(live) -> None:
         assert answer.status_code == 401 and answer.json()["error"]["code"] == "Unauthorized"
     answer = client.request("OPTIONS", "/api/v1/service/svc/score", headers=preflight, content=b"")
     assert answer.status_code == 200  # an empty body is still none
+
+
+def test_a_preflight_is_no_scoring_request_in_the_metrics(live) -> None:
+    """A browser asks OPTIONS before each cross-origin POST, anyone may send one without credentials, and the scorer
+    does not collect it (f8e59b7): counted, it doubled a web page's scoring requests in router_requests_total and
+    put the preflights' milliseconds in the scoring latency, as swagger would."""
+    client = live["router"].client
+    count = re.compile(r'router_requests_total\{kind="service",role="service",route="open",status="200",version="open"\} (\S+)')
+    seconds = re.compile(r'router_request_duration_seconds_count\{kind="service",role="service",route="open",version="open"\} (\S+)')
+    assert score(client, "service/open").status_code == 200
+    before = client.get("/metrics").text
+    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
+    assert client.options("/api/v1/service/open/score", headers=preflight).status_code == 200
+    after = client.get("/metrics").text
+    assert count.search(after).group(1) == count.search(before).group(1)
+    assert seconds.search(after).group(1) == seconds.search(before).group(1)
