@@ -11,8 +11,20 @@ from typing import Callable
 
 from components.spec import StackSpec, Deployable, deployment_name
 from router_image.config import AuthConfig, AutoscaleConfig, RouteConfig, ScorerLaunch, VersionConfig
+from scoring_image.config import ScorerSettings
 
 Launch = Callable[[str, Deployable], ScorerLaunch]
+
+
+def cors_origins(deployables: list[Deployable]) -> tuple[str, ...]:
+    """The origins the route's scorers admit (AML_CORS_ORIGINS in their environment, read as the scorer reads it),
+    whose CORS preflights the router answers: of every version, since any of them may answer the call itself."""
+    found: list[str] = []
+    for dep in deployables:
+        value = dep.inference_config.environment.image_variables.get("AML_CORS_ORIGINS") if dep.inference_config else None
+        if value:
+            found += ScorerSettings.model_validate({"cors_origins": value}).cors_origins
+    return tuple(dict.fromkeys(found))
 
 
 def version_config(deployment: str, dep: Deployable, *, name: str, launch: Launch | None,
@@ -46,7 +58,7 @@ def routes(spec: StackSpec, launch: Launch | None = None) -> list[RouteConfig]:
         auth = AuthConfig(key_enabled=s.auth_enabled, token_enabled=s.token_auth_enabled)
         version = version_config(deployment_name(s.name), s, name=s.name, launch=launch,
                                  scale_down_delay_seconds=delay)
-        out.append(RouteConfig(kind="service", name=s.name, auth=auth, versions=[version]))
+        out.append(RouteConfig(kind="service", name=s.name, auth=auth, versions=[version], cors_origins=cors_origins([s])))
     for e in spec.endpoints:
         auth = AuthConfig(key_enabled=e.auth_enabled, token_enabled=e.token_auth_enabled)
         versions = [
@@ -56,5 +68,6 @@ def routes(spec: StackSpec, launch: Launch | None = None) -> list[RouteConfig]:
                            is_control=v.is_control_version_type)
             for v in e.versions
         ]
-        out.append(RouteConfig(kind="endpoint", name=e.name, auth=auth, versions=versions))
+        out.append(RouteConfig(kind="endpoint", name=e.name, auth=auth, versions=versions,
+                               cors_origins=cors_origins(list(e.versions))))
     return out

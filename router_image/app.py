@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from router_image import metrics
+from router_image import cors, metrics
 from router_image.auth import AuthError, Authenticator, stamp_of
 from router_image.autoscale import SAMPLE_S, Autoscaler, OwnLoad, PodLoad, RouterScaler
 from router_image.backends import Backend, backend_for
@@ -44,8 +44,8 @@ CONFIG_POLL_S = 1.0
 READMIT_EVERY_S = 0.5
 SCALE_RETRY_S = 5.0  # after a scale the backend did not apply (API error, count unknown)
 LOAD_PATH = "/internal/load"
-# A score route takes GET as Azure ML's raw (rawhttp) scripts do, its query passed on, and OPTIONS for browsers' CORS
-# preflights, which carry no credentials: the scorer answers those (or a raw script does, as under Azure ML).
+# A score route takes GET as Azure ML's raw (rawhttp) scripts do, its query passed on, and OPTIONS: browsers' CORS
+# preflights, which the router answers (cors.py), or a call with credentials as any other.
 SCORE_METHODS = ("POST", "GET", "OPTIONS")
 
 
@@ -413,7 +413,14 @@ class Router:
         if scope["method"] not in methods:
             allowed = ", ".join(methods)
             raise HttpError(405, "MethodNotAllowed", f"{action} takes {allowed}", [(b"allow", allowed.encode())])
-        version, pinned = self._version(route, action, scope["headers"], preflight=scope["method"] == "OPTIONS")
+        origins = route.config.cors_origins
+        if scope["method"] == "OPTIONS" and origins and (asked := cors.preflight(scope["headers"])) is not None:
+            if refused := cors.refusal(origins, asked):
+                raise HttpError(400, "CorsPreflightRefused", refused)
+            await respond(send, 200, b"OK", [(b"content-type", b"text/plain; charset=utf-8"),
+                                             *cors.answer_headers(origins, asked)])
+            return
+        version, pinned = self._version(route, action, scope["headers"])
         chosen = [version]  # what the stats count: the version a reload's reroute picked, if one did
 
         def reroute() -> VersionState:
@@ -431,7 +438,7 @@ class Router:
             status = CLIENT_GONE
             raise
         finally:
-            if action == "score" and scope["method"] != "OPTIONS":  # scoring requests: not swagger, nor preflights
+            if action == "score":  # the scoring requests' counts and latency: not swagger's
                 chosen[0].stats.observe(status, time.perf_counter() - started)
 
     # ------------------------------------------------------------ http_server.FastPath: the hot path
@@ -461,15 +468,10 @@ class Router:
             raise HttpError(404, "NotFound", f"no {kind} named {name!r}")
         return route, action
 
-    def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]],
-                 preflight: bool = False) -> tuple[VersionState, str | None]:
-        """The version (see _pick) and the pinned version's name, if any. `preflight`: an OPTIONS, admitted
-        without credentials when it is a CORS preflight (Origin and Access-Control-Request-Method, no body:
-        browsers send none, and a raw script's run() would get one as from an authenticated caller)."""
+    def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]]) -> tuple[VersionState, str | None]:
+        """The version (see _pick) and the pinned version's name, if any."""
         pinned = None
         authorization = None
-        cors: set[bytes] = set()
-        body = False
         for header, value in headers:
             if header == PIN_HEADER:
                 pinned = value.decode("latin-1") or None  # as request_lines reads it
@@ -477,12 +479,6 @@ class Router:
                 if authorization is not None:
                     raise HttpError(400, "BadRequest", REPEATED_AUTHORIZATION)
                 authorization = value
-            elif header in (b"origin", b"access-control-request-method"):
-                cors.add(header)
-            elif header == b"transfer-encoding" or header == b"content-length" and value.strip(b" \t0"):
-                body = True
-        if preflight and len(cors) == 2 and not body:
-            return self._choose(route, action, pinned), pinned
         return self._pick(route, action, pinned, authorization), pinned
 
     def repick(self, route: RouteState, pinned: str | None) -> VersionState:

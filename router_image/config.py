@@ -104,6 +104,9 @@ class RouteConfig(_Strict):
     name: Name
     auth: AuthConfig = AuthConfig()
     versions: list[VersionConfig] = Field(min_length=1, max_length=6)
+    # Origins whose pages may call the route ("*": any), the scorer's AML_CORS_ORIGINS: the router answers their
+    # CORS preflights (cors.py). None: an OPTIONS is a call like any other, credentials and all.
+    cors_origins: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _versions(self) -> RouteConfig:

@@ -97,6 +97,22 @@ def test_config_is_the_routers_own_schema_rendered_from_the_specs():
     assert [v.traffic_percentile for v in c.routes[1].versions] == [80, 20]
 
 
+def test_a_routes_cors_origins_are_its_scorers_aml_cors_origins():
+    """The router answers a route's CORS preflights (no replica gets an anonymous request): from the origins its
+    scorers admit, read as the scorer reads AML_CORS_ORIGINS, of every version of an endpoint."""
+    def env(origins: str | None) -> dict:
+        variables = {"AML_CORS_ORIGINS": origins} if origins is not None else {}
+        return {"entry_script": "score.py", "environment": {"environment_variables": variables}}
+    stack = StackSpec.model_validate({
+        "services": [{"name": "web", "inference_config": env("https://a.example, https://b.example")},
+                     {"name": "plain", "inference_config": env(None)}],
+        "endpoints": [{"name": "abtest", "versions": [
+            {"version_name": "one", "inference_config": env("https://a.example"), "is_default": True},
+            {"version_name": "two", "inference_config": env("*"), "traffic_percentile": 10}]}]})
+    assert {r.name: r.cors_origins for r in routes(stack)} == {
+        "web": ("https://a.example", "https://b.example"), "plain": (), "abtest": ("https://a.example", "*")}
+
+
 def test_dev_test_turns_router_autoscaling_off_and_fixes_replicas():
     rec = build(purpose="dev_test")
     assert config(rec).autoscale_enabled is False and config(rec).router_scale is None

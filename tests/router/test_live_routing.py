@@ -4,6 +4,7 @@ One router (local backend, fixed replicas) serves every route of this module:
   service  svc   key auth            endpoint ep   blue 30 % + green default, key auth
   service  tok   token auth (ES256)  service  open  no auth   service typed  inference_schema script
   service  slow  one slot, 300 ms queue wait, 1 s scoring timeout   service  fifo  one slot, 3 s queue wait
+  service  cors  key auth, CORS origin https://app.example
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def live(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("router-live")
     write_keys(tmp / "keys", "service.svc", "svc-primary", "svc-secondary")
     write_keys(tmp / "keys", "endpoint.ep", "ep-primary", "ep-secondary")
+    write_keys(tmp / "keys", "service.cors", "cors-primary", "cors-secondary")
     private, public = signing_key("ES256")
     (tmp / "token.pub").write_bytes(public)
 
@@ -56,6 +58,7 @@ def live(tmp_path_factory):
             RouteConfig(kind="service", name="tok", auth=AuthConfig(key_enabled=False, token_enabled=True),
                         versions=[version("tok")]),
             RouteConfig(kind="service", name="open", auth=OFF, versions=[version("open", replica_max_concurrent_requests=4)]),
+            RouteConfig(kind="service", name="cors", cors_origins=("https://app.example",), versions=[version("cors")]),
             RouteConfig(kind="service", name="typed", auth=OFF, versions=[VersionConfig(
                 name="typed", deployment="d-typed", scorer=launch("typed", tmp, script="schema_score.py"))]),
             RouteConfig(kind="service", name="fifo", auth=OFF, versions=[version(
@@ -304,48 +307,44 @@ def test_metrics(live) -> None:
     assert open_200.search(client.get("/metrics").text).group(1) == before
 
 
-def test_get_and_cors_preflights_reach_the_scorer_as_under_azure_ml(live) -> None:
-    """Azure ML's raw (rawhttp) scripts answer GET, query and all, and browsers ask OPTIONS before a cross-origin
-    POST: the router answered both 405, so such a script or a web page worked against the scorer and not through
-    the router. GET needs the route's key as POST does; a preflight carries no credentials (browsers send none)."""
+def test_get_reaches_the_scorer_with_its_query_and_credentials(live) -> None:
+    """Azure ML's raw (rawhttp) scripts answer GET, query and all: the router answered it 405, so such a script
+    worked against the scorer and not through the router. GET needs the route's key as POST does."""
     client = live["router"].client
     assert client.get("/api/v1/service/svc/score", params={"sleep": "0"}).status_code == 401
-    answer = client.get("/api/v1/service/svc/score", params={"sleep": "0"}, headers={"Authorization": "Bearer svc-secondary"})  # primary: rotated above
+    answer = client.get("/api/v1/service/svc/score", params={"sleep": "0"},
+                        headers={"Authorization": "Bearer svc-secondary"})  # the primary is rotated above
     assert answer.status_code == 200 and answer.json()["version"] == "svc"
     assert answer.json()["received"] == len('{"sleep":0}')  # the query, as the scorer reads it for run()
-    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
-    answer = client.options("/api/v1/service/svc/score", headers=preflight)
-    assert answer.status_code == 200 and "POST" in answer.headers["allow"]
-    assert answer.headers["azureml-model-deployment"] == "svc"
-    for partial in ({"Origin": "https://app.example"}, {}):  # no preflight: credentials as for any other method
-        answer = client.options("/api/v1/service/svc/score", headers=partial)
-        assert answer.status_code == 401 and answer.json()["error"]["code"] == "Unauthorized"
 
 
-def test_a_preflight_with_a_body_needs_credentials(live) -> None:
-    """A preflight reaches the scorer without credentials, and a raw script's run() gets what it carries: an
-    OPTIONS with Origin, Access-Control-Request-Method and a body was a score request anyone could send (and the
-    scorer does not collect OPTIONS). Browsers send preflights without a body, so one with a body is no preflight."""
+PREFLIGHT = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "authorization, content-type"}
+
+
+def test_the_router_answers_cors_preflights_from_the_routes_origins(live) -> None:
+    """A browser asks OPTIONS, without credentials, before each cross-origin call: passed on, each was an anonymous
+    request taking a replica's slot, so anyone could queue the paying requests into 503s and scale the version up.
+    The router answers them from the route's origins (the scorer's AML_CORS_ORIGINS), as the scorer would."""
     client = live["router"].client
-    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
-    for extra in ({"content": b'{"sleep": 0}'}, {"content": iter([b'{"sleep": 0}'])}):  # Content-Length, chunked
-        answer = client.request("OPTIONS", "/api/v1/service/svc/score", headers=preflight, **extra)
+    requests = re.compile(r'router_requests_total\{kind="service",role="service",route="cors",status="200",version="cors"\} (\S+)')
+    assert score(client, "service/cors", authorization="Bearer cors-primary").status_code == 200
+    before = requests.search(client.get("/metrics").text).group(1)
+
+    answer = client.options("/api/v1/service/cors/score", headers=PREFLIGHT)
+    assert answer.status_code == 200 and "azureml-model-deployment" not in answer.headers  # no replica asked
+    assert answer.headers["access-control-allow-origin"] == "https://app.example" and answer.headers["vary"] == "Origin"
+    assert answer.headers["access-control-allow-methods"] == "GET, POST, OPTIONS"
+    assert answer.headers["access-control-allow-headers"] == "authorization, content-type"
+    for refused in ({"Origin": "https://evil.example"}, {"Access-Control-Request-Method": "DELETE"}):
+        answer = client.options("/api/v1/service/cors/score", headers=PREFLIGHT | refused)
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "CorsPreflightRefused"
+    assert requests.search(client.get("/metrics").text).group(1) == before  # no scoring request counted
+
+    # Not a preflight (one header short, or a body, which browsers never send with one): a call like the others.
+    for headers, extra in (({"Origin": "https://app.example"}, {}), (PREFLIGHT, {"content": b'{"sleep": 0}'}),
+                           (PREFLIGHT, {"content": iter([b'{"sleep": 0}'])})):
+        answer = client.request("OPTIONS", "/api/v1/service/cors/score", headers=headers, **extra)
         assert answer.status_code == 401 and answer.json()["error"]["code"] == "Unauthorized"
-    answer = client.request("OPTIONS", "/api/v1/service/svc/score", headers=preflight, content=b"")
-    assert answer.status_code == 200  # an empty body is still none
-
-
-def test_a_preflight_is_no_scoring_request_in_the_metrics(live) -> None:
-    """A browser asks OPTIONS before each cross-origin POST, anyone may send one without credentials, and the scorer
-    does not collect it (f8e59b7): counted, it doubled a web page's scoring requests in router_requests_total and
-    put the preflights' milliseconds in the scoring latency, as swagger would."""
-    client = live["router"].client
-    count = re.compile(r'router_requests_total\{kind="service",role="service",route="open",status="200",version="open"\} (\S+)')
-    seconds = re.compile(r'router_request_duration_seconds_count\{kind="service",role="service",route="open",version="open"\} (\S+)')
-    assert score(client, "service/open").status_code == 200
-    before = client.get("/metrics").text
-    preflight = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST"}
-    assert client.options("/api/v1/service/open/score", headers=preflight).status_code == 200
-    after = client.get("/metrics").text
-    assert count.search(after).group(1) == count.search(before).group(1)
-    assert seconds.search(after).group(1) == seconds.search(before).group(1)
+    # A route with no origins has no CORS: its OPTIONS needs credentials, preflight or not.
+    assert client.options("/api/v1/service/svc/score", headers=PREFLIGHT).status_code == 401
