@@ -25,6 +25,20 @@ OPEN = RouteConfig(kind="service", name="open", auth=AuthConfig(key_enabled=Fals
 
 
 @pytest.fixture
+def decoded(monkeypatch) -> list[bytes]:
+    """Every token PyJWT is asked to decode (its signature checked), in order."""
+    tokens: list[bytes] = []
+    real = jwt.decode
+
+    def spy(token: bytes, *args, **kwargs):
+        tokens.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", spy)
+    return tokens
+
+
+@pytest.fixture
 def keys(tmp_path) -> Path:
     write_keys(tmp_path / "keys", "service.iris", "primary-key-1", "secondary-key-1")
     return tmp_path / "keys"
@@ -299,20 +313,12 @@ def test_a_public_key_file_that_does_not_parse_keeps_the_previous_key(tmp_path, 
     assert "token public key not re-read" in caplog.text
 
 
-def test_a_token_far_longer_than_any_minted_is_refused_before_it_is_parsed(tmp_path, monkeypatch) -> None:
+def test_a_token_far_longer_than_any_minted_is_refused_before_it_is_parsed(tmp_path, decoded) -> None:
     """PyJWT checks a token's characters one by one in Python before any signature: a 60 KB header of junk cost the
     router 3 ms of CPU, anyone's to send, against 0.2 ms for a real token. One over 8 KiB is not parsed."""
     private, public = signing_key("RS256")
     (tmp_path / "pub.pem").write_bytes(public)
     a = Authenticator(None, TokenConfig(public_key_file=str(tmp_path / "pub.pem"), algorithm="RS256"))
-    decoded: list[bytes] = []
-    real = jwt.decode
-
-    def spy(token: bytes, *args, **kwargs):
-        decoded.append(token)
-        return real(token, *args, **kwargs)
-
-    monkeypatch.setattr(jwt, "decode", spy)
     token = mint_token(private, "ep")[0].encode()
     a.check(TOKENED, TOKENED.key_id, b"Bearer " + token)
     junk = b"eyJhbGciOiJSUzI1NiJ9" + b"A" * 60_000 + b"." + token.split(b".", 1)[1]
@@ -362,20 +368,12 @@ def test_times_given_as_strings_are_judged_not_a_server_error(tmp_path) -> None:
                 a.check(TOKENED, TOKENED.key_id, b"Bearer " + token.encode())
 
 
-def test_a_token_is_verified_once_and_taken_until_it_expires(tmp_path, monkeypatch) -> None:
+def test_a_token_is_verified_once_and_taken_until_it_expires(tmp_path, monkeypatch, decoded) -> None:
     """A client sends one token for half an hour or more: verifying its signature at every request cost ~110 us
     (ES256), four times the rest of a relayed request, and once more per extra key while the signing key rotates."""
     private, public = signing_key()
     (tmp_path / "pub.pem").write_bytes(public)
     a = Authenticator(None, TokenConfig(public_key_file=str(tmp_path / "pub.pem")))
-    decoded: list[bytes] = []
-    real = jwt.decode
-
-    def spy(token: bytes, *args, **kwargs):
-        decoded.append(token)
-        return real(token, *args, **kwargs)
-
-    monkeypatch.setattr(jwt, "decode", spy)
     token = mint_token(private, "ep")[0].encode()
     for _ in range(3):
         a.check(TOKENED, TOKENED.key_id, b"Bearer " + token)
@@ -393,7 +391,7 @@ def test_a_token_is_verified_once_and_taken_until_it_expires(tmp_path, monkeypat
         a.check(TOKENED, TOKENED.key_id, b"Bearer " + late)
 
 
-def test_verified_tokens_kept_are_bounded_oldest_out(tmp_path, monkeypatch) -> None:
+def test_verified_tokens_kept_are_bounded_oldest_out(tmp_path, monkeypatch, decoded) -> None:
     monkeypatch.setattr(auth, "VERIFIED_TOKENS", 2)
     private, public = signing_key()
     (tmp_path / "pub.pem").write_bytes(public)
@@ -401,9 +399,7 @@ def test_verified_tokens_kept_are_bounded_oldest_out(tmp_path, monkeypatch) -> N
     tokens = [b"Bearer " + mint_token(private, "ep")[0].encode() for _ in range(3)]
     for token in tokens:
         a.check(TOKENED, TOKENED.key_id, token)
-    decoded: list[bytes] = []
-    real = jwt.decode
-    monkeypatch.setattr(jwt, "decode", lambda token, *args, **kw: decoded.append(token) or real(token, *args, **kw))
+    decoded.clear()
     for token in reversed(tokens):
         a.check(TOKENED, TOKENED.key_id, token)
     assert decoded == [tokens[0][7:]]

@@ -71,6 +71,13 @@ class FakeBackend:
         pass
 
 
+async def metric_lines(router: Router, *prefixes: str) -> list[str]:
+    """The lines of the router's /metrics that start with one of `prefixes`."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
+        text = (await client.get("/metrics")).text
+    return [line for line in text.splitlines() if line.startswith(prefixes)]
+
+
 def _config(**settings) -> RouterConfig:
     autoscale = AutoscaleConfig(min_replicas=1, max_replicas=10, refresh_seconds=0.2, target_utilization=50)
     version = VersionConfig(name="v1", deployment="iris", is_default=True, autoscale=autoscale)
@@ -275,10 +282,8 @@ async def test_a_pod_that_lost_the_lead_exports_no_utilization_or_desired_count(
     await router.startup()
 
     async def scaling_gauges() -> list[str]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
-            text = (await client.get("/metrics")).text
-        return [line for line in text.splitlines() if line.startswith(("router_desired_replicas{", "router_utilization"))
-                and 'route="iris"' in line]
+        return [line for line in await metric_lines(router, "router_desired_replicas{", "router_utilization")
+                if 'route="iris"' in line]
 
     try:
         await until(lambda: backend.scaled)
@@ -300,17 +305,12 @@ async def test_a_pod_that_lost_the_lead_exports_no_desired_router_pods() -> None
     router = Router(_scaled_routers(), backend=backend)
     await router.startup()
 
-    async def desired() -> list[str]:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://router") as client:
-            text = (await client.get("/metrics")).text
-        return [line for line in text.splitlines() if line.startswith("router_desired_pods")]
-
     try:
         await until(lambda: ("model-router", 3) in backend.scaled)
         await asyncio.sleep(0.3)
-        assert await desired() == ['router_desired_pods{deployment="model-router"} 3.0']
+        assert await metric_lines(router, "router_desired_pods") == ['router_desired_pods{deployment="model-router"} 3.0']
         backend.is_leader = False
         await asyncio.sleep(0.3)
-        assert await desired() == []
+        assert await metric_lines(router, "router_desired_pods") == []
     finally:
         await router.shutdown()
