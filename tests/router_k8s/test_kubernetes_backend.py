@@ -329,6 +329,45 @@ async def test_a_leader_whose_lease_calls_hang_steps_down_on_its_own_clock(api) 
         await a.stop()
 
 
+async def test_a_leader_keeps_the_lease_when_each_call_takes_a_third_of_its_leadership(api) -> None:
+    """An API server queueing the router's requests (API Priority and Fairness under load) answers each Lease
+    call in 0.8 s here, out of 2 s of leadership (a 3 s Lease): a renewal was a GET and then a PUT, which
+    together no longer landed within what was left, so leadership lapsed at every renewal and came back,
+    each time restarting every autoscaler's history. The leader renews with one PUT on the Lease its last
+    write returned (client-go's fast path), a GET only when that PUT is refused."""
+    a = _backend(api, "router-a", peers=True, lease_duration_s=3, renew_every_s=0.1)
+    await a.start(Ready())
+    try:
+        await until(lambda: a.is_leader)
+        api.lease_delay_s = 0.8
+        calls = len(api.calls)
+        watched = time.monotonic()
+        while time.monotonic() - watched < 4:
+            assert a.is_leader, f"leadership lapsed {time.monotonic() - watched:.1f} s into the slow answers"
+            await asyncio.sleep(0.02)
+        renewals = api.calls[calls:]
+        assert renewals and all(c.method == "PUT" for c in renewals)  # no GET while it holds the Lease
+        assert api.leases["model-router-autoscaler"]["spec"]["holderIdentity"] == "router-a"
+    finally:
+        api.lease_delay_s = 0.0
+        await a.stop()
+
+
+async def test_a_leader_whose_lease_was_taken_over_sees_it_at_its_next_renewal(api) -> None:
+    """The fast path's PUT carries the resourceVersion of the leader's own last write: once another pod wrote the
+    Lease (here an operator handing it over), it is refused and the leader reads the Lease and steps down."""
+    a = _backend(api, "router-a", peers=True, lease_duration_s=3, renew_every_s=0.1)
+    await a.start(Ready())
+    try:
+        await until(lambda: a.is_leader)
+        lease = api.leases["model-router-autoscaler"]
+        api.leases["model-router-autoscaler"] = api._bump({**lease, "spec": {**lease["spec"], "holderIdentity": "router-b"}})
+        await until(lambda: not a.is_leader, timeout=1)
+        assert api.leases["model-router-autoscaler"]["spec"]["holderIdentity"] == "router-b"
+    finally:
+        await a.stop()
+
+
 @contextlib.asynccontextmanager
 async def leading_on_iris(api) -> AsyncIterator[KubernetesBackend]:
     """router-a leading on a 1 s Lease, iris's count (2) read; the stub's delays and failures undone after."""
