@@ -568,9 +568,12 @@ class KubernetesBackend:
         return f"/apis/coordination.k8s.io/v1/namespaces/{self._ns}/leases" + (f"/{name}" if name else "")
 
     async def _lead(self) -> None:
-        """Acquire or renew the Lease every `renew_every_s`. Leadership lapses on its own (is_leader);
-        a lapse is logged here, once the renewal that could not keep it has ended."""
+        """Acquire or renew the Lease every `renew_every_s` from the start of the attempt before, at once after a
+        longer one: a pause after it, the win, the counts read after it and the first renewal outlasted the
+        leadership on an API server answering each call in a third of it. Leadership lapses on its own
+        (is_leader); a lapse is logged here, once the renewal that could not keep it has ended."""
         while True:
+            started = time.monotonic()
             try:
                 await self._try_lead()
             except asyncio.CancelledError:
@@ -580,7 +583,7 @@ class KubernetesBackend:
             if self._leading and not self.is_leader:
                 log.warning("lease not renewed for %.1f s: no longer the scaling leader", time.monotonic() - self._renewed_at)
                 self._leading = False
-            await asyncio.sleep(self._renew_s)
+            await asyncio.sleep(max(0.0, started + self._renew_s - time.monotonic()))
 
     def _leadership_left(self) -> float:
         """Seconds of leadership left on this pod's own clock; 0 once it lapsed or was lost."""

@@ -353,6 +353,32 @@ async def test_a_leader_keeps_the_lease_when_each_call_takes_a_third_of_its_lead
         await a.stop()
 
 
+async def test_a_pod_winning_the_lease_on_a_slow_api_server_renews_before_its_leadership_runs_out(api) -> None:
+    """Every call answered in 1.2 s, out of 4 s of leadership (a 6 s Lease, renewed every 0.8 s as 2 s of 15):
+    the win (1.2 s), the counts read after it (1.2 s), then the pause before the first renewal (0.8 s) and the
+    renewal itself (1.2 s) outlasted the leadership, which lapsed at every first renewal and was won again.
+    Renewals start every renew_every_s from the start of the attempt before, at once after a longer one."""
+    api.scales["iris"] = 2
+    api.leases["model-router-autoscaler"] = api._bump({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "model-router-autoscaler", "namespace": "models"},
+        "spec": {"holderIdentity": "router-a", "leaseDurationSeconds": 6, "leaseTransitions": 0,
+                 "renewTime": "2026-01-01T00:00:00.000000Z"}})  # this pod's, before its container restarted
+    api.lease_delay_s = api.scale_read_delay_s = 1.2
+    a = _backend(api, "router-a", peers=True, lease_duration_s=6, renew_every_s=0.8)
+    await a.start(Ready())
+    try:
+        await a.apply([IRIS])
+        await until(lambda: a.is_leader, timeout=6)
+        watched = time.monotonic()
+        while time.monotonic() - watched < 5:
+            assert a.is_leader, f"leadership lapsed {time.monotonic() - watched:.1f} s after it began"
+            await asyncio.sleep(0.02)
+    finally:
+        api.lease_delay_s = api.scale_read_delay_s = 0.0
+        await a.stop()
+
+
 async def test_a_leader_whose_lease_was_taken_over_sees_it_at_its_next_renewal(api) -> None:
     """The fast path's PUT carries the resourceVersion of the leader's own last write: once another pod wrote the
     Lease (here an operator handing it over), it is refused and the leader reads the Lease and steps down."""
