@@ -328,8 +328,8 @@ class KubernetesBackend:
         for watch in [*self._watches.values(), *([self._peers] if self._peers else [])]:
             await watch.stop()
         self._watches.clear()
-        if self._leading and self._config.peers is not None:
-            await self._release()
+        if self._held is not None and self._config.peers is not None:
+            await self._release(self._held)
         self._leading = False
         await self._http.close()
         await self._api.close()
@@ -665,14 +665,14 @@ class KubernetesBackend:
             log.info("%s lost the lease: follower", self.identity)
         self._leading = False
 
-    async def _release(self) -> None:
-        """Hand the Lease over at once on shutdown (a rolling update) instead of letting it expire."""
-        name = self._config.peers.lease_name  # type: ignore[union-attr]
+    async def _release(self, lease: dict) -> None:
+        """Hand the Lease over at once on shutdown (a rolling update) instead of letting it expire: one PUT on the
+        Lease this pod's last winning write returned (a GET before it, on an API server answering each in over a
+        second, outlasted RELEASE_S); a conflict means another pod wrote it since and holds it."""
+        spec = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _now()}
         try:
             async with asyncio.timeout(RELEASE_S):
-                _, lease = await self._api.call("GET", self._lease_path(name))
-                if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                    spec = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _now()}
-                    await self._api.call("PUT", self._lease_path(name), {**lease, "spec": spec})
+                await self._api.call("PUT", self._lease_path(lease["metadata"]["name"]), {**lease, "spec": spec},
+                                     ok=(200, 409))
         except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
             log.warning("lease not released (it expires on its own): %s", str(exc) or type(exc).__name__)

@@ -292,6 +292,21 @@ async def test_releasing_the_lease_on_stop_takes_no_more_than_its_bound_of_the_g
     assert "lease not released (it expires on its own): TimeoutError" in caplog.text
 
 
+async def test_a_leader_stopping_on_a_slow_api_server_still_hands_the_lease_over(api) -> None:
+    """Each call answered in 1.2 s: the release's GET and PUT together outlasted its 2 s bound, so at every
+    rolling update on a loaded API server the next leader waited out the whole Lease. One PUT on the Lease the
+    last renewal returned fits."""
+    a = _backend(api, "router-a", peers=True, lease_duration_s=6, renew_every_s=0.8)
+    await a.start(Ready())
+    try:
+        await until(lambda: a.is_leader)
+    finally:
+        api.lease_delay_s = 1.2
+        await a.stop()
+        api.lease_delay_s = 0.0
+    assert api.leases["model-router-autoscaler"]["spec"]["holderIdentity"] == ""
+
+
 async def test_a_leader_that_cannot_renew_steps_down_before_the_lease_expires(api) -> None:
     a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
     await a.start(Ready())
