@@ -114,6 +114,7 @@ class Api:
                                               read_bufsize=1 << 20)
         self._token = ""
         self._token_read = float("-inf")
+        self._token_unread = False  # warned of once (it is tried at every call), until it is read
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         if self._access.token_file and time.monotonic() - self._token_read > TOKEN_REREAD_S:
@@ -121,7 +122,14 @@ class Api:
                 self._token = Path(self._access.token_file).read_text().strip()
                 self._token_read = time.monotonic()
             except OSError as exc:  # mid-rotation, say: the last token serves until the next read works
-                log.warning("service account token not read, the last one is used: %s", exc)
+                if not self._token_unread:
+                    log.warning("service account token not read, %s: %s",
+                                "the last one is used" if self._token else "none is sent", exc)
+                self._token_unread = True
+            else:
+                if self._token_unread:
+                    log.info("service account token read again")
+                self._token_unread = False
         headers = {"Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"

@@ -715,6 +715,26 @@ async def test_a_token_that_cannot_be_read_keeps_the_last_one_and_nothing_stops(
         await backend.stop()
 
 
+async def test_a_token_file_missing_from_the_start_is_warned_of_once_until_it_is_read(api, tmp_path, caplog) -> None:
+    """A pod without its token (automountServiceAccountToken turned off by a policy) warned at every API call (each
+    Lease attempt, each watch) that 'the last one is used', though there was none."""
+    caplog.set_level(logging.INFO, logger="router.kubernetes")
+    token = Path(api.access.token_file)
+    saved = token.read_text()
+    token.unlink()
+    backend = _backend(api, peers=True)
+    await backend.start(Ready())
+    try:
+        await until(lambda: len(api.requests("GET", LEASE)) >= 5)
+        assert caplog.text.count("service account token not read") == 1
+        assert "service account token not read, none is sent" in caplog.text
+        token.write_text(saved)
+        await until(lambda: backend.is_leader)
+        assert "service account token read" in caplog.text.split("service account token not read")[-1]
+    finally:
+        await backend.stop()
+
+
 async def test_a_watch_that_ends_at_once_is_not_reopened_in_a_tight_loop() -> None:
     """An API server draining (or a proxy) ends each watch with no event: it was reopened thousands of
     times a second; now after a pause that doubles while it repeats."""
