@@ -114,6 +114,7 @@ class Api:
                                               read_bufsize=1 << 20)
         self._token = ""
         self._token_read = float("-inf")
+        self._token_unread = False  # warned of once (it is tried at every call), until it is read
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         if self._access.token_file and time.monotonic() - self._token_read > TOKEN_REREAD_S:
@@ -121,7 +122,14 @@ class Api:
                 self._token = Path(self._access.token_file).read_text().strip()
                 self._token_read = time.monotonic()
             except OSError as exc:  # mid-rotation, say: the last token serves until the next read works
-                log.warning("service account token not read, the last one is used: %s", exc)
+                if not self._token_unread:
+                    log.warning("service account token not read, %s: %s",
+                                "the last one is used" if self._token else "none is sent", exc)
+                self._token_unread = True
+            else:
+                if self._token_unread:
+                    log.info("service account token read again")
+                self._token_unread = False
         headers = {"Accept": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -288,6 +296,7 @@ class KubernetesBackend:
         self._observed: tuple | None = None  # the Lease record last seen, and when (local clock: no skew)
         self._observed_at = 0.0
         self._renewed_at = 0.0  # when the last renewal that won was sent
+        self._held: dict | None = None  # the Lease as this pod's last winning write returned it
         self._secret_unusable = False  # logged once, until the peers' secret is usable again
         self._answered: dict[str, tuple[float, _PeerLoad]] = {}  # each peer's last load, and when
         self._refusing: set[str] = set()  # peers refusing the secret or not trusted (logged once each)
@@ -327,8 +336,8 @@ class KubernetesBackend:
         for watch in [*self._watches.values(), *([self._peers] if self._peers else [])]:
             await watch.stop()
         self._watches.clear()
-        if self._leading and self._config.peers is not None:
-            await self._release()
+        if self._held is not None and self._config.peers is not None:
+            await self._release(self._held)
         self._leading = False
         await self._http.close()
         await self._api.close()
@@ -567,9 +576,12 @@ class KubernetesBackend:
         return f"/apis/coordination.k8s.io/v1/namespaces/{self._ns}/leases" + (f"/{name}" if name else "")
 
     async def _lead(self) -> None:
-        """Acquire or renew the Lease every `renew_every_s`. Leadership lapses on its own (is_leader);
-        a lapse is logged here, once the renewal that could not keep it has ended."""
+        """Acquire or renew the Lease every `renew_every_s` from the start of the attempt before, at once after a
+        longer one: a pause after it, the win, the counts read after it and the first renewal outlasted the
+        leadership on an API server answering each call in a third of it. Leadership lapses on its own
+        (is_leader); a lapse is logged here, once the renewal that could not keep it has ended."""
         while True:
+            started = time.monotonic()
             try:
                 await self._try_lead()
             except asyncio.CancelledError:
@@ -579,7 +591,7 @@ class KubernetesBackend:
             if self._leading and not self.is_leader:
                 log.warning("lease not renewed for %.1f s: no longer the scaling leader", time.monotonic() - self._renewed_at)
                 self._leading = False
-            await asyncio.sleep(self._renew_s)
+            await asyncio.sleep(max(0.0, started + self._renew_s - time.monotonic()))
 
     def _leadership_left(self) -> float:
         """Seconds of leadership left on this pod's own clock; 0 once it lapsed or was lost."""
@@ -594,6 +606,8 @@ class KubernetesBackend:
     async def _try_lead(self) -> None:
         assert self._config.peers is not None
         name = self._config.peers.lease_name
+        if self.is_leader and self._held is not None and await self._renew(name, self._held):
+            return
         status, lease = await self._api.call("GET", self._lease_path(name), ok=(200, 404), timeout_s=self._time_left())
         if status == 404:
             body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
@@ -601,8 +615,8 @@ class KubernetesBackend:
                     "spec": {"holderIdentity": self.identity, "leaseDurationSeconds": self._lease_s,
                              "acquireTime": _now(), "renewTime": _now(), "leaseTransitions": 0}}
             sent, timeout_s = time.monotonic(), self._time_left()
-            status, _ = await self._api.call("POST", self._lease_path(), body, ok=(200, 201, 409), timeout_s=timeout_s)
-            await self._settle(status != 409, sent)
+            status, written = await self._api.call("POST", self._lease_path(), body, ok=(200, 201, 409), timeout_s=timeout_s)
+            await self._settle(written if status != 409 else None, sent)
             return
         spec = lease.get("spec") or {}
         holder = spec.get("holderIdentity") or ""
@@ -618,13 +632,29 @@ class KubernetesBackend:
             renewed.update(acquireTime=_now(), leaseTransitions=int(spec.get("leaseTransitions") or 0) + 1)
         # The GET's resourceVersion rides along: a concurrent writer makes this a 409.
         sent, timeout_s = time.monotonic(), self._time_left()
-        status, _ = await self._api.call("PUT", self._lease_path(name), {**lease, "spec": renewed}, ok=(200, 409),
-                                         timeout_s=timeout_s)
-        await self._settle(status == 200, sent)
+        status, written = await self._api.call("PUT", self._lease_path(name), {**lease, "spec": renewed}, ok=(200, 409),
+                                               timeout_s=timeout_s)
+        await self._settle(written if status == 200 else None, sent)
 
-    async def _settle(self, holds: bool, sent: float) -> None:
-        """`sent`: when the write that won was sent; the Lease runs from no earlier than that."""
-        if holds:
+    async def _renew(self, name: str, lease: dict) -> bool:
+        """The leader renews with one PUT on the Lease its last write returned (client-go's fast path): a GET before
+        it doubled the calls that must land within what is left of the leadership, so an API server answering
+        each in a third of it (API Priority and Fairness queueing under load) ended every leadership. False when
+        refused (another pod wrote the Lease since, or it is gone): the caller reads it then."""
+        renewed = {**lease, "spec": {**lease["spec"], "renewTime": _now()}}
+        sent, timeout_s = time.monotonic(), self._time_left()
+        status, written = await self._api.call("PUT", self._lease_path(name), renewed, ok=(200, 404, 409), timeout_s=timeout_s)
+        if status != 200:
+            self._held = None
+            return False
+        await self._settle(written, sent)
+        return True
+
+    async def _settle(self, written: dict | None, sent: float) -> None:
+        """`written`: the Lease as the write that won returned it (None: refused); `sent`: when that write was sent,
+        the Lease runs from no earlier than that."""
+        self._held = written
+        if written is not None:
             await self._won(sent)
         else:
             self._lost()
@@ -643,14 +673,14 @@ class KubernetesBackend:
             log.info("%s lost the lease: follower", self.identity)
         self._leading = False
 
-    async def _release(self) -> None:
-        """Hand the Lease over at once on shutdown (a rolling update) instead of letting it expire."""
-        name = self._config.peers.lease_name  # type: ignore[union-attr]
+    async def _release(self, lease: dict) -> None:
+        """Hand the Lease over at once on shutdown (a rolling update) instead of letting it expire: one PUT on the
+        Lease this pod's last winning write returned (a GET before it, on an API server answering each in over a
+        second, outlasted RELEASE_S); a conflict means another pod wrote it since and holds it."""
+        spec = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _now()}
         try:
             async with asyncio.timeout(RELEASE_S):
-                _, lease = await self._api.call("GET", self._lease_path(name))
-                if (lease.get("spec") or {}).get("holderIdentity") == self.identity:
-                    spec = {**lease["spec"], "holderIdentity": "", "leaseDurationSeconds": 1, "renewTime": _now()}
-                    await self._api.call("PUT", self._lease_path(name), {**lease, "spec": spec})
+                await self._api.call("PUT", self._lease_path(lease["metadata"]["name"]), {**lease, "spec": spec},
+                                     ok=(200, 409))
         except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
             log.warning("lease not released (it expires on its own): %s", str(exc) or type(exc).__name__)

@@ -292,6 +292,21 @@ async def test_releasing_the_lease_on_stop_takes_no_more_than_its_bound_of_the_g
     assert "lease not released (it expires on its own): TimeoutError" in caplog.text
 
 
+async def test_a_leader_stopping_on_a_slow_api_server_still_hands_the_lease_over(api) -> None:
+    """Each call answered in 1.2 s: the release's GET and PUT together outlasted its 2 s bound, so at every
+    rolling update on a loaded API server the next leader waited out the whole Lease. One PUT on the Lease the
+    last renewal returned fits."""
+    a = _backend(api, "router-a", peers=True, lease_duration_s=6, renew_every_s=0.8)
+    await a.start(Ready())
+    try:
+        await until(lambda: a.is_leader)
+    finally:
+        api.lease_delay_s = 1.2
+        await a.stop()
+        api.lease_delay_s = 0.0
+    assert api.leases["model-router-autoscaler"]["spec"]["holderIdentity"] == ""
+
+
 async def test_a_leader_that_cannot_renew_steps_down_before_the_lease_expires(api) -> None:
     a = _backend(api, "router-a", peers=True, lease_duration_s=1, renew_every_s=0.1)
     await a.start(Ready())
@@ -326,6 +341,71 @@ async def test_a_leader_whose_lease_calls_hang_steps_down_on_its_own_clock(api) 
         await until(lambda: a.is_leader, timeout=2.0)  # and leads again once the API answers in time
     finally:
         api.lease_delay_s = 0.0
+        await a.stop()
+
+
+async def test_a_leader_keeps_the_lease_when_each_call_takes_a_third_of_its_leadership(api) -> None:
+    """An API server queueing the router's requests (API Priority and Fairness under load) answers each Lease
+    call in 0.8 s here, out of 2 s of leadership (a 3 s Lease): a renewal was a GET and then a PUT, which
+    together no longer landed within what was left, so leadership lapsed at every renewal and came back,
+    each time restarting every autoscaler's history. The leader renews with one PUT on the Lease its last
+    write returned (client-go's fast path), a GET only when that PUT is refused."""
+    a = _backend(api, "router-a", peers=True, lease_duration_s=3, renew_every_s=0.1)
+    await a.start(Ready())
+    try:
+        await until(lambda: a.is_leader)
+        api.lease_delay_s = 0.8
+        calls = len(api.calls)
+        watched = time.monotonic()
+        while time.monotonic() - watched < 4:
+            assert a.is_leader, f"leadership lapsed {time.monotonic() - watched:.1f} s into the slow answers"
+            await asyncio.sleep(0.02)
+        renewals = api.calls[calls:]
+        assert renewals and all(c.method == "PUT" for c in renewals)  # no GET while it holds the Lease
+        assert api.leases["model-router-autoscaler"]["spec"]["holderIdentity"] == "router-a"
+    finally:
+        api.lease_delay_s = 0.0
+        await a.stop()
+
+
+async def test_a_pod_winning_the_lease_on_a_slow_api_server_renews_before_its_leadership_runs_out(api) -> None:
+    """Every call answered in 1.2 s, out of 4 s of leadership (a 6 s Lease, renewed every 0.8 s as 2 s of 15):
+    the win (1.2 s), the counts read after it (1.2 s), then the pause before the first renewal (0.8 s) and the
+    renewal itself (1.2 s) outlasted the leadership, which lapsed at every first renewal and was won again.
+    Renewals start every renew_every_s from the start of the attempt before, at once after a longer one."""
+    api.scales["iris"] = 2
+    api.leases["model-router-autoscaler"] = api._bump({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "model-router-autoscaler", "namespace": "models"},
+        "spec": {"holderIdentity": "router-a", "leaseDurationSeconds": 6, "leaseTransitions": 0,
+                 "renewTime": "2026-01-01T00:00:00.000000Z"}})  # this pod's, before its container restarted
+    api.lease_delay_s = api.scale_read_delay_s = 1.2
+    a = _backend(api, "router-a", peers=True, lease_duration_s=6, renew_every_s=0.8)
+    await a.start(Ready())
+    try:
+        await a.apply([IRIS])
+        await until(lambda: a.is_leader, timeout=6)
+        watched = time.monotonic()
+        while time.monotonic() - watched < 5:
+            assert a.is_leader, f"leadership lapsed {time.monotonic() - watched:.1f} s after it began"
+            await asyncio.sleep(0.02)
+    finally:
+        api.lease_delay_s = api.scale_read_delay_s = 0.0
+        await a.stop()
+
+
+async def test_a_leader_whose_lease_was_taken_over_sees_it_at_its_next_renewal(api) -> None:
+    """The fast path's PUT carries the resourceVersion of the leader's own last write: once another pod wrote the
+    Lease (here an operator handing it over), it is refused and the leader reads the Lease and steps down."""
+    a = _backend(api, "router-a", peers=True, lease_duration_s=3, renew_every_s=0.1)
+    await a.start(Ready())
+    try:
+        await until(lambda: a.is_leader)
+        lease = api.leases["model-router-autoscaler"]
+        api.leases["model-router-autoscaler"] = api._bump({**lease, "spec": {**lease["spec"], "holderIdentity": "router-b"}})
+        await until(lambda: not a.is_leader, timeout=1)
+        assert api.leases["model-router-autoscaler"]["spec"]["holderIdentity"] == "router-b"
+    finally:
         await a.stop()
 
 
@@ -631,6 +711,26 @@ async def test_a_token_that_cannot_be_read_keeps_the_last_one_and_nothing_stops(
         assert backend.is_leader and all(not t.done() for t in backend._tasks)
         assert "service account token not read, the last one is used" in caplog.text
         token.write_text(saved)
+    finally:
+        await backend.stop()
+
+
+async def test_a_token_file_missing_from_the_start_is_warned_of_once_until_it_is_read(api, tmp_path, caplog) -> None:
+    """A pod without its token (automountServiceAccountToken turned off by a policy) warned at every API call (each
+    Lease attempt, each watch) that 'the last one is used', though there was none."""
+    caplog.set_level(logging.INFO, logger="router.kubernetes")
+    token = Path(api.access.token_file)
+    saved = token.read_text()
+    token.unlink()
+    backend = _backend(api, peers=True)
+    await backend.start(Ready())
+    try:
+        await until(lambda: len(api.requests("GET", LEASE)) >= 5)
+        assert caplog.text.count("service account token not read") == 1
+        assert "service account token not read, none is sent" in caplog.text
+        token.write_text(saved)
+        await until(lambda: backend.is_leader)
+        assert "service account token read" in caplog.text.split("service account token not read")[-1]
     finally:
         await backend.stop()
 
