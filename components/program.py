@@ -157,7 +157,10 @@ class _AppImages:
         ic = dep.inference_config
         assert ic is not None  # the spec requires one
         context = app_context(self._stack, ic)
-        key = hashlib.sha256(json.dumps([str(context), ic.app_files, ic.environment.model_dump(mode="json")],
+        # The folder as the stack names it, not where this checkout lies: the key names the image's resources,
+        # and a checkout elsewhere (a CI runner's) would replace them.
+        where = os.path.relpath(context, self._stack.project_dir)
+        key = hashlib.sha256(json.dumps([where, ic.app_files, ic.environment.model_dump(mode="json")],
                                         sort_keys=True).encode()).hexdigest()[:12]
         if key not in self._images:
             # The build starts FROM the scorer image, or copies it in, so it waits for the scorer's push.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import runpy
+import shutil
 from pathlib import Path
 
 import pulumi
@@ -417,3 +418,14 @@ def test_the_pulumi_program_of_a_stack_without_settings_says_so(project, monkeyp
     with pytest.raises(pulumi.RunError, match="cluster: none declared"):
         _run_root_program(project, {}, monkeypatch, via_environment=False)
     assert any("no aks-model-serving: settings" in w for w in warned), warned
+
+
+@pytest.mark.parametrize("name", ["dev", "prod"])
+def test_a_checkout_in_another_folder_declares_the_same_resources(project, tmp_path_factory, name):
+    """A platform team's next `up` often runs from a fresh clone elsewhere (a CI runner's work folder): the app
+    image's name held the source folder's absolute path, so each move replaced its HashedImage and build."""
+    moved = tmp_path_factory.mktemp("elsewhere") / "checkout"
+    shutil.copytree(project, moved)
+    urns = [sorted(r.urn for r in run(declare(load_stack(root / "stacks" / f"Pulumi.{name}.yaml"))).resources)
+            for root in (project, moved)]
+    assert urns[0] == urns[1]
