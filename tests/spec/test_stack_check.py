@@ -1134,6 +1134,21 @@ def test_template_answers_stored_as_json_text_are_read(tmp_path):
     assert stack.spec.services[0].name == "iris" and stack.location == "westeurope"
 
 
+def test_pulumi_yaml_describes_every_setting_of_the_flat_sections():
+    """What `pulumi config` shows of a setting is its description in Pulumi.yaml: one that omitted a field (the
+    registry_name check tells users to set, the cluster's network policy) left users to guess it exists."""
+    from components import spec
+
+    described = {key: entry["description"] for key, entry in
+                 yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"].items()}
+    sections = {"workspace": [spec.WorkspaceSpec], "router": [spec.RouterSpec], "local": [spec.LocalSpec],
+                "cluster": [spec.ClusterSpec, spec.NodePoolSpec, spec.NetworkSpec, spec.VnetSpec, spec.LoadBalancerSpec,
+                            spec.SslSpec, spec.AttachSpec]}
+    missing = [f"{section}: {name}" for section, models in sections.items() for model in models
+               for name in model.model_fields if not re.search(rf"\b{name}\b", described[f"aks-model-serving:{section}"])]
+    assert missing == []
+
+
 def _gpu_warnings(tmp_path: Path, config: dict) -> list[str]:
     return [w for w in load_stack(write_stack(tmp_path, config)).spec.warnings if w.startswith("gpu_cores")]
 
