@@ -105,7 +105,7 @@ BROKEN = [
      "cluster.node_pools[0].labels: the value of team, 'data science', is not a Kubernetes label value"),
     ("label-key-too-long", [(CL + ["node_pools", 0, "labels"], {"k" * 64: "v"})], "cluster.node_pools[0].labels: 'kkk"),
     ("dns-ip-broadcast", [(NET + ["dns_service_ip"], "10.100.255.255")], "cluster.network.dns_service_ip: 10.100.255.255 is service_cidr's broadcast"),
-    ("router-in-kube-system", [(["aks-model-serving:router"], {"namespace": "kube-system"})], "router.namespace: 'kube-system' is Kubernetes' own"),
+    ("router-in-kube-system", [(["aks-model-serving:router"], {"namespace": "kube-system"})], "router.namespace: 'kube-system' is Kubernetes' own; the stack adopts its namespace (destroy keeps it)"),
     ("internal-lb-subnet-id", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": SUBNET})],
      "cluster.load_balancer.subnet: '/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aks' "
      "is a path; give the subnet's name, in the cluster's VNet (e.g. 'aks')"),
