@@ -1125,7 +1125,7 @@ class RouterSpec(Spec):
     memory_gb: float = Field(0.5, ge=0.001)  # rendered in MiB: less would request 0
     # Public LoadBalancer with an Azure DNS label (<label>.<region>.cloudapp.azure.com).
     dns_label: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,61}[a-z0-9]$")] | None = None
-    namespace: K8sName = "azureml"  # created and deleted with the stack: never one Kubernetes keeps for itself
+    namespace: K8sName = "azureml"  # created, or adopted where it exists, and kept by destroy (components.router)
     token_algorithm: Literal["ES256", "RS256"] = "ES256"
     # Bumped by one, the token-signing key is rotated: tokens are signed with the key published since the last
     # bump, and those of the key it replaces are taken until the next bump (wait a token's lifetime, an hour).
@@ -1141,8 +1141,8 @@ class RouterSpec(Spec):
         if self.min_replicas > self.max_replicas:
             problems.append(f"min_replicas: {self.min_replicas} exceeds max_replicas {self.max_replicas}")
         if self.namespace in SYSTEM_NAMESPACES:
-            problems.append(f"namespace: {self.namespace!r} is Kubernetes' own; the stack creates its namespace and "
-                            "deletes it on destroy: name one of the stack's own (e.g. azureml)")
+            problems.append(f"namespace: {self.namespace!r} is Kubernetes' own; the stack adopts its namespace (destroy "
+                            "keeps it) and runs its router and models there: name one of the stack's own (e.g. azureml)")
         return problems
 
 

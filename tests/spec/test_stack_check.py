@@ -105,7 +105,7 @@ BROKEN = [
      "cluster.node_pools[0].labels: the value of team, 'data science', is not a Kubernetes label value"),
     ("label-key-too-long", [(CL + ["node_pools", 0, "labels"], {"k" * 64: "v"})], "cluster.node_pools[0].labels: 'kkk"),
     ("dns-ip-broadcast", [(NET + ["dns_service_ip"], "10.100.255.255")], "cluster.network.dns_service_ip: 10.100.255.255 is service_cidr's broadcast"),
-    ("router-in-kube-system", [(["aks-model-serving:router"], {"namespace": "kube-system"})], "router.namespace: 'kube-system' is Kubernetes' own"),
+    ("router-in-kube-system", [(["aks-model-serving:router"], {"namespace": "kube-system"})], "router.namespace: 'kube-system' is Kubernetes' own; the stack adopts its namespace (destroy keeps it)"),
     ("internal-lb-subnet-id", [(CL + ["load_balancer"], {"type": "InternalLoadBalancer", "subnet": SUBNET})],
      "cluster.load_balancer.subnet: '/subscriptions/0000/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aks' "
      "is a path; give the subnet's name, in the cluster's VNet (e.g. 'aks')"),
@@ -1132,6 +1132,21 @@ def test_template_answers_stored_as_json_text_are_read(tmp_path):
     assert all(isinstance(v, str) for v in config.values())
     stack = load_stack(write_stack(tmp_path, config))
     assert stack.spec.services[0].name == "iris" and stack.location == "westeurope"
+
+
+def test_pulumi_yaml_describes_every_setting_of_the_flat_sections():
+    """What `pulumi config` shows of a setting is its description in Pulumi.yaml: one that omitted a field (the
+    registry_name check tells users to set, the cluster's network policy) left users to guess it exists."""
+    from components import spec
+
+    described = {key: entry["description"] for key, entry in
+                 yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"].items()}
+    sections = {"workspace": [spec.WorkspaceSpec], "router": [spec.RouterSpec], "local": [spec.LocalSpec],
+                "cluster": [spec.ClusterSpec, spec.NodePoolSpec, spec.NetworkSpec, spec.VnetSpec, spec.LoadBalancerSpec,
+                            spec.SslSpec, spec.AttachSpec]}
+    missing = [f"{section}: {name}" for section, models in sections.items() for model in models
+               for name in model.model_fields if not re.search(rf"\b{name}\b", described[f"aks-model-serving:{section}"])]
+    assert missing == []
 
 
 def _gpu_warnings(tmp_path: Path, config: dict) -> list[str]:
