@@ -563,6 +563,8 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
     then admits the union of those policies' rules, so every rule of every such policy must name router
     pods only, or admit the pods' declared `metrics` port alone (it serves /metrics and nothing else, so
     Prometheus may reach it from anywhere). Any other port, whatever its name (a gRPC port too), scores.
+    Pods on their node's network (hostNetwork) no policy isolates (Kubernetes leaves them to the plugin,
+    and AKS's engines leave them open): whatever guards them, they fault.
 
     In a first preview, whatever a value it does not know yet decides passes, to be checked once known:
     a Deployment is unguarded only when every policy is known not to select it (a policy whose
@@ -576,6 +578,9 @@ def models_admit_only_the_router(args: StackValidationArgs, report_violation: Re
         if r.resource_type != DEPLOYMENT or _label(r.props, COMPONENT) != "model":
             continue
         name = _name(r.props, r.name)
+        if _assuming(False, lambda: _get(r.props, *_TEMPLATE, "hostNetwork") is True):
+            report_violation(f"the pods of model Deployment {name!r} run on their node's network (hostNetwork), where no "
+                             "NetworkPolicy isolates them: any pod can reach its scorer past the router's auth", r.urn)
         guards = [(p, _assuming(None, lambda: _guards(p, r))) for p in policies]
         if all(guarding is False for _, guarding in guards):
             report_violation(f"the pods of model Deployment {name!r} are selected by no ingress NetworkPolicy: any pod "

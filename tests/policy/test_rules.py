@@ -806,6 +806,20 @@ def test_a_peer_naming_the_namespace_of_a_router_a_first_preview_does_not_know_p
     assert len(check_stack(rules.models_admit_only_the_router, [model_pods(), router, policy])) == 1
 
 
+def test_model_pods_on_the_hosts_network_fail_whatever_guards_them():
+    """NetworkPolicies do not isolate a pod on its node's network (Kubernetes leaves it to the plugin, and
+    Azure NPM, Calico and Cilium leave it open): any pod reaches the scorer at the node's address, past a
+    router-only guard that passed."""
+    pods = model_pods()
+    pods[1]["spec"]["template"]["spec"]["hostNetwork"] = True
+    guard = network_policy({"matchLabels": {"app.kubernetes.io/name": "iris"}}, [ROUTER_PEER])
+    found = check_stack(rules.models_admit_only_the_router, [pods, guard, (rules.CLUSTER, CLUSTER_WITH), router_pods()])
+    assert [m for m, _ in found] == ["the pods of model Deployment 'iris' run on their node's network (hostNetwork), "
+                                     "where no NetworkPolicy isolates them: any pod can reach its scorer past the router's auth"]
+    pods[1]["spec"]["template"]["spec"]["hostNetwork"] = False
+    assert check_stack(rules.models_admit_only_the_router, [pods, guard, (rules.CLUSTER, CLUSTER_WITH), router_pods()]) == []
+
+
 @pytest.mark.parametrize("profile", [{"networkPlugin": "kubenet"}, {"networkPlugin": "azure", "networkPolicy": "none"}])
 def test_a_cluster_enforcing_no_network_policy_fails(profile):
     found = check_stack(rules.models_admit_only_the_router, [(rules.CLUSTER, {"networkProfile": profile})])
