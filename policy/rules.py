@@ -254,11 +254,13 @@ def registry_images(args: StackValidationArgs, report_violation: ReportViolation
 
 def _exempts(entry: str, image: str) -> bool:
     """Whether an `allowedImages` entry exempts an image: one naming a tag or digest, that image alone (a
-    digest beside the tag too); any other, every image it prefixes (a registry path). A tag as a prefix
-    exempted every longer tag: `busybox:1.36.1` let `busybox:1.36.1-musl` through unpinned."""
+    digest beside the tag too); any other, a registry path, the images under it and its repository's own.
+    A tag as a prefix exempted every longer tag: `busybox:1.36.1` let `busybox:1.36.1-musl` through unpinned;
+    a path as a bare prefix, every name beginning alike: `mcr.microsoft.com` let `mcr.microsoft.com.evil.io/x`."""
     if ":" in entry.rsplit("/", 1)[-1] or "@" in entry:
         return image == entry or image.startswith(entry + "@")
-    return image.startswith(entry)
+    path = entry.rstrip("/")
+    return image.startswith(path) and image[len(path):][:1] in (("/",) if entry.endswith("/") else ("", "/", ":", "@"))
 
 
 def _image_problem(image: str, registry: str | None) -> str | None:

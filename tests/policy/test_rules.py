@@ -187,6 +187,20 @@ def test_an_allowed_image_with_a_tag_exempts_that_image_alone(image, said):
     assert found == ([] if said is None else [f"iris: container 'scorer': image {image!r} {said}"])
 
 
+@pytest.mark.parametrize("entry, image, exempt", [
+    ("mcr.microsoft.com/oss/nvidia", "mcr.microsoft.com/oss/nvidia/k8s-device-plugin:v0.14.1", True),
+    ("mcr.microsoft.com/oss/nvidia/", "mcr.microsoft.com/oss/nvidia/k8s-device-plugin:v0.14.1", True),
+    ("mcr.microsoft.com/oss/nvidia", "mcr.microsoft.com/oss/nvidia:v1", True),  # the repository the entry names
+    # Another repository, or another host, whose name merely begins with the entry.
+    ("mcr.microsoft.com/oss/nvidia", "mcr.microsoft.com/oss/nvidia-miner:latest", False),
+    ("mcr.microsoft.com", "mcr.microsoft.com.evil.io/oss/nvidia/x:latest", False),
+])
+def test_an_allowed_registry_path_exempts_the_images_under_it_alone(entry, image, exempt):
+    """A path matched as a bare prefix exempted any repository or host whose name began with it."""
+    found = images(deployment(container(image=image)), {"registry": REGISTRY, "allowedImages": [entry]})
+    assert found == ([] if exempt else [f"iris: container 'scorer': image {image!r} is not from the workspace registry {REGISTRY}"])
+
+
 # ---------------------------------------------------------------- GPU scheduling
 
 GPU_POD = {"tolerations": [{"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}],
