@@ -25,12 +25,12 @@ _IMPORTED = """
 import json, sys
 import policy.rules
 print(json.dumps(sorted(m.__file__ for m in list(sys.modules.values())
-                        if getattr(m, "__file__", None) and m.__name__.split(".")[0] in ("components", "policy"))))
+                        if getattr(m, "__file__", None) and m.__name__.split(".")[0] in ("components", "policy", "router_image"))))
 """
 
 
 def imported_modules() -> list[Path]:
-    """The project's source files the rules import, policy/ and components/ alike."""
+    """The project's source files the rules import: policy/, components/ and router_image's config schema alike."""
     out = subprocess.run([sys.executable, "-c", _IMPORTED], cwd=ROOT, check=True, capture_output=True, text=True).stdout
     files = [Path(f).resolve() for f in json.loads(out)]
     outside = [f for f in files if not f.is_relative_to(ROOT)]

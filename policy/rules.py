@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from pydantic import ValidationError
 from pulumi_policy import PolicyResource, ReportViolation, ResourceValidationArgs, StackValidationArgs
 from pulumi_policy.proxy import UNKNOWN_STRING_VALUE, UnknownValueError
 
 from components.accelerators import SCHEDULING
+from router_image.config import AuthConfig
 from components.spec import MAX_ENDPOINT_VERSIONS
 
 COMPONENT = "app.kubernetes.io/component"
@@ -550,11 +552,21 @@ def public_auth(args: StackValidationArgs, report_violation: ReportViolation) ->
     allowed = set(args.get_config().get("allowAnonymous") or [])
     for service, config in _public_routers(args):
         for route in (config or {}).get("routes") or []:
-            auth = route.get("auth") or {}
-            if route.get("name") in allowed or auth.get("key_enabled") or auth.get("token_enabled"):
+            if route.get("name") in allowed or _asks_for_auth(route):
                 continue
             report_violation(f"{route.get('kind')} {route.get('name')!r} is reachable without auth on the public router "
                              f"{_name(service.props, service.name)!r}; enable auth or list it in allowAnonymous", service.urn)
+
+
+def _asks_for_auth(route: Mapping[str, Any]) -> bool:
+    """Whether the router asks a route's callers for a key or token, reading `auth` with its own schema: its
+    default is key auth, and it takes "false" or 0 for off, which truthiness took for on. An `auth` the router
+    refuses is no auth the pack can vouch for."""
+    try:
+        auth = AuthConfig.model_validate(route.get("auth", {}))
+    except ValidationError:
+        return False
+    return auth.key_enabled or auth.token_enabled
 
 
 def models_admit_only_the_router(args: StackValidationArgs, report_violation: ReportViolation) -> None:

@@ -53,7 +53,7 @@ built = {{}}
 pulumi_policy.PolicyPack = lambda name, policies, **_: built.update(name=name, policies=[p.name for p in policies])
 runpy.run_path({out!r}, run_name="__main__")
 print(json.dumps({{"built": built, "files": sorted(m.__file__ for m in list(sys.modules.values())
-                  if getattr(m, "__file__", None) and m.__name__.split(".")[0] in ("components", "policy"))}}))
+                  if getattr(m, "__file__", None) and m.__name__.split(".")[0] in ("components", "policy", "router_image"))}}))
 """
 
 
@@ -71,7 +71,7 @@ def test_the_written_pack_runs_from_a_folder_of_its_own_with_only_what_it_carrie
     assert result["built"]["name"] == "aks-model-serving"
     assert set(result["built"]["policies"]) == set(rules.RESOURCE_RULES) | set(rules.STACK_RULES)
     files = [Path(f) for f in result["files"]]
-    assert {"policy/rules.py", "components/spec.py", "components/accelerators.py"} <= {
+    assert {"policy/rules.py", "components/spec.py", "components/accelerators.py", "router_image/config.py"} <= {
         str(f.relative_to(out)) for f in files if f.is_relative_to(out)}
     assert all(f.is_relative_to(out) for f in files), [str(f) for f in files if not f.is_relative_to(out)]
 

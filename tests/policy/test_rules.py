@@ -517,6 +517,21 @@ def test_public_route_without_auth_fails_by_name():
     assert len(found) == 1 and "service 'open' is reachable without auth" in found[0][0]
 
 
+@pytest.mark.parametrize("auth, anonymous", [
+    ({"key_enabled": "false"}, True),  # the router's schema reads the string as false: no key asked
+    ({"key_enabled": 0, "token_enabled": "no"}, True),
+    ({}, False),  # the router's default: key auth
+    ({"token_enabled": True, "key_enabled": False}, False),
+])
+def test_a_routes_auth_is_read_as_the_router_reads_it(auth, anonymous):
+    """The rule read `auth` as plain truthiness: "false" passed as on while the router served the route
+    anonymously, and a route leaving key auth to its default was faulted."""
+    served = {"kind": "service", "name": "open", "auth": auth, "versions": []}
+    found = check_stack(rules.public_auth, router(routes=[served]))
+    assert [m for m, _ in found] == (["service 'open' is reachable without auth on the public router 'model-router'; "
+                                      "enable auth or list it in allowAnonymous"] if anonymous else [])
+
+
 def test_allow_anonymous_opts_a_route_out_by_name():
     assert check_stack(rules.public_auth, router(routes=[route("open", False)]), {"allowAnonymous": ["open"]}) == []
 
