@@ -506,9 +506,11 @@ def endpoint_versions(args: StackValidationArgs, report_violation: ReportViolati
                              deployments[MAX_ENDPOINT_VERSIONS].urn)
 
 
-def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | None]]:
-    """Each public router Service with its namespace's router config (None when not found).
+def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | None, Any]]:
+    """Each public router Service with its namespace's router config (None when not found) and its cluster purpose.
 
+    A router Service: one labelled so, or any whose selector picks a router Deployment's pods (Kubernetes sends
+    a Service's traffic by its selector, whatever its labels); its purpose is its own label, else its pods'.
     A router a first preview does not know enough of (whether it is public, its namespace, its config: a
     config made from outputs) is left out, to be checked once known, rather than faulted for it.
     """
@@ -518,23 +520,42 @@ def _public_routers(args: StackValidationArgs) -> Iterator[tuple[Any, dict | Non
             raw: Any = _assuming(UNKNOWN, lambda: _get(r.props, "data", ROUTER_CONFIG_KEY))
             if raw:  # the router's other ConfigMaps hold no config
                 configs[_assuming(UNKNOWN, lambda: _namespace(r))] = raw if raw is UNKNOWN else json.loads(raw)
+    routers = [r for r in args.resources if r.resource_type == DEPLOYMENT and _label(r.props, COMPONENT) == "router"]
     for r in args.resources:
-        if r.resource_type != SERVICE or _label(r.props, COMPONENT) != "router":
+        if r.resource_type != SERVICE:
             continue
         if not _assuming(False, lambda: _get(r.props, "spec", "type") == "LoadBalancer"
                          and str(_get(r.props, "metadata", "annotations", INTERNAL_LB)) != "true"):
             continue
         namespace = _assuming(UNKNOWN, lambda: _namespace(r))
-        if namespace is UNKNOWN or UNKNOWN in configs or configs.get(namespace) is UNKNOWN:
+        if namespace is UNKNOWN:
+            continue
+        pods = _router_pods(r, namespace, routers)
+        if _label(r.props, COMPONENT) != "router" and pods is None:
+            continue
+        if UNKNOWN in configs or configs.get(namespace) is UNKNOWN:
             continue  # (a config in a namespace a first preview does not know may be this router's)
-        yield r, configs.get(namespace)
+        yield r, configs.get(namespace), _label(r.props, CLUSTER_PURPOSE) or (pods or {}).get(CLUSTER_PURPOSE)
+
+
+def _router_pods(service: PolicyResource, namespace: str, routers: list[PolicyResource]) -> Mapping[str, Any] | None:
+    """The labels of the router pods a Service in `namespace` selects, None where it selects none a preview knows
+    (a Service without a selector sends to the endpoints written for it, none of the stack's)."""
+    selector = _known(service.props, "spec", "selector")
+    if not selector:
+        return None
+    for router in routers:
+        labels = _assuming(None, lambda: _namespace(router) == namespace
+                           and dict(_get(router.props, "spec", "template", "metadata", "labels") or {}))
+        if labels and _assuming(False, lambda: selector.items() <= labels.items()):
+            return labels
+    return None
 
 
 def public_router_tls(args: StackValidationArgs, report_violation: ReportViolation) -> None:
     """A router on a public address in a production cluster (fast_prod or dense_prod) serves TLS
     (Azure ML's production rule)."""
-    for service, config in _public_routers(args):
-        purpose = _label(service.props, CLUSTER_PURPOSE)
+    for service, config, purpose in _public_routers(args):
         if purpose not in ("fast_prod", "dense_prod"):
             continue
         if config is None:
@@ -550,7 +571,7 @@ def public_auth(args: StackValidationArgs, report_violation: ReportViolation) ->
     A stack opts a route out by name with the policy config `allowAnonymous: [names]`.
     """
     allowed = set(args.get_config().get("allowAnonymous") or [])
-    for service, config in _public_routers(args):
+    for service, config, _ in _public_routers(args):
         for route in (config or {}).get("routes") or []:
             if route.get("name") in allowed or _asks_for_auth(route):
                 continue

@@ -532,6 +532,30 @@ def test_a_routes_auth_is_read_as_the_router_reads_it(auth, anonymous):
                                       "enable auth or list it in allowAnonymous"] if anonymous else [])
 
 
+def test_a_public_service_selecting_the_router_pods_is_a_public_router_whatever_its_labels():
+    """Kubernetes sends a Service's traffic to the pods its selector picks: an unlabelled public LoadBalancer
+    beside the internal router's Service served its plain HTTP and open routes to the internet unchecked."""
+    pods = {"app.kubernetes.io/name": "model-router", "app.kubernetes.io/component": "router",
+            "aks-model-serving/cluster-purpose": "fast_prod"}
+    deployment = (rules.DEPLOYMENT, {"metadata": {"name": "model-router", "namespace": "azureml", "labels": pods},
+                                     "spec": {"selector": {"matchLabels": {"app.kubernetes.io/name": "model-router"}},
+                                              "template": {"metadata": {"labels": pods}, "spec": {"containers": [container()]}}}})
+    def extra(selector: dict, namespace: str = "azureml") -> tuple[str, dict]:
+        return rules.SERVICE, {"metadata": {"name": "debug", "namespace": namespace},
+                               "spec": {"type": "LoadBalancer", "selector": selector, "ports": [{"port": 80.0}]}}
+    stack = router(tls=False, internal=True, routes=[route("open", False)]) + [deployment]
+    exposed = stack + [extra({"app.kubernetes.io/name": "model-router"})]
+    assert [m for m, _ in check_stack(rules.public_router_tls, exposed)] == [
+        "router Service 'debug' is public in a fast_prod cluster and serves plain HTTP; set cluster.ssl "
+        "(certificate, leaf_domain_label or cert_manager_issuer)"]
+    assert [m for m, _ in check_stack(rules.public_auth, exposed)] == [
+        "service 'open' is reachable without auth on the public router 'debug'; enable auth or list it in allowAnonymous"]
+    # Another app's pods, another namespace's, or no selector (endpoints written by hand): not the router's.
+    for other in (extra({"app.kubernetes.io/name": "shop"}), extra({"app.kubernetes.io/name": "model-router"}, "shop"),
+                  extra({})):
+        assert check_stack(rules.public_router_tls, stack + [other]) == [] == check_stack(rules.public_auth, stack + [other])
+
+
 def test_allow_anonymous_opts_a_route_out_by_name():
     assert check_stack(rules.public_auth, router(routes=[route("open", False)]), {"allowAnonymous": ["open"]}) == []
 
