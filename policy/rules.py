@@ -217,14 +217,16 @@ def requests_and_limits(args: ResourceValidationArgs, report_violation: ReportVi
     """Every container states cpu and memory requests and limits.
 
     Without requests the scheduler packs replicas blindly; without limits one model can starve
-    its neighbours on the node.
+    its neighbours on the node. A request left out is its limit (Kubernetes copies it), stated alike.
     """
     spec = pod_spec(args.resource_type, args.props)
     if spec is None:
         return
     for c in containers(spec):
+        def stated(kind: str, res: str) -> bool:
+            return _assuming(True, lambda: _get(c, "resources", kind, res) not in (None, ""))
         missing = [f"{kind}.{res}" for kind in ("requests", "limits") for res in ("cpu", "memory")
-                   if _assuming(False, lambda: _get(c, "resources", kind, res) in (None, ""))]
+                   if not stated(kind, res) and not (kind == "requests" and stated("limits", res))]
         if missing:
             report_violation(f"container {_known(c, 'name')!r} has no resources {', '.join(missing)}", None)
 

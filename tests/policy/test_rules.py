@@ -80,6 +80,16 @@ def test_requests_and_limits_fail_names_container_and_missing_fields():
     assert found == ["container 'fetch-models' has no resources requests.memory, limits.cpu, limits.memory"]
 
 
+def test_a_limit_without_a_request_is_the_request_as_kubernetes_reads_it():
+    """Kubernetes copies a limit to the unset request: the scheduler packs the container by it, and the rule
+    refused a container stating both by its limits alone."""
+    limits = {"cpu": "1500m", "memory": "2Gi"}
+    assert check_resource(rules.requests_and_limits, rules.DEPLOYMENT, deployment(container(resources={"limits": limits}))) == []
+    found = check_resource(rules.requests_and_limits, rules.DEPLOYMENT,
+                           deployment(container(resources={"requests": limits})))
+    assert found == ["container 'scorer' has no resources limits.cpu, limits.memory"]
+
+
 def test_requests_and_limits_reach_cronjob_pods():
     props = {"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [container(resources={})]}}}}}}
     assert len(check_resource(rules.requests_and_limits, "kubernetes:batch/v1:CronJob", props)) == 1
