@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from components.documents import yaml_problem
 from components.spec import SECURE, InferenceConfigSpec
 from components.stackfile import Stack
 
@@ -108,7 +109,9 @@ def read_kubeconfig(path: Path) -> tuple[str, str]:
     try:
         text = path.read_text()
         config = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where}: {yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}
