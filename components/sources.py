@@ -84,7 +84,9 @@ def conda_problems(resolve: Callable[[str], Path], name: Callable[[str], str], i
             conda = yaml.safe_load(file.read_text())
             if not isinstance(conda, dict):
                 problems.append(f"{name('environment.conda_file')}: {file} is not a conda environment (a YAML mapping)")
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        except yaml.YAMLError as exc:
+            problems.append(f"{name('environment.conda_file')}: {file}: {yaml_problem(exc)}")
+        except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"{name('environment.conda_file')}: {file}: {getattr(exc, 'strerror', None) or exc}")
     if isinstance(conda, dict) and not _pins_scorer_python(conda.get("dependencies")):
         field = "conda_file" if env.conda_file else "conda_dependencies"
