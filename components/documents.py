@@ -40,6 +40,14 @@ def load_yaml(text: str) -> Any:
         loader.dispose()
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """Why text is not YAML, and where, without PyYAML's quote of the line it stopped at: that line may hold a
+    secret (a kubeconfig's token or key, an index url's password), and the message reaches logs."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"not valid YAML{where}: {getattr(exc, 'problem', None) or str(exc)}"
+
+
 def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 

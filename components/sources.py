@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from components.documents import yaml_problem
 from components.spec import SECURE, InferenceConfigSpec
 from components.stackfile import Stack
 
@@ -83,7 +84,9 @@ def conda_problems(resolve: Callable[[str], Path], name: Callable[[str], str], i
             conda = yaml.safe_load(file.read_text())
             if not isinstance(conda, dict):
                 problems.append(f"{name('environment.conda_file')}: {file} is not a conda environment (a YAML mapping)")
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        except yaml.YAMLError as exc:
+            problems.append(f"{name('environment.conda_file')}: {file}: {yaml_problem(exc)}")
+        except (OSError, UnicodeDecodeError) as exc:
             problems.append(f"{name('environment.conda_file')}: {file}: {getattr(exc, 'strerror', None) or exc}")
     if isinstance(conda, dict) and not _pins_scorer_python(conda.get("dependencies")):
         field = "conda_file" if env.conda_file else "conda_dependencies"
@@ -108,7 +111,9 @@ def read_kubeconfig(path: Path) -> tuple[str, str]:
     try:
         text = path.read_text()
         config = yaml.safe_load(text)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where}: {yaml_problem(exc)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{where}: {getattr(exc, 'strerror', None) or exc}") from None
     try:
         contexts = {c["name"]: c["context"] for c in config.get("contexts") or []}

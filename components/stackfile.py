@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from components.documents import KeyWrittenTwice, load_json, load_yaml
+from components.documents import KeyWrittenTwice, load_json, load_yaml, yaml_problem
 from components.spec import SECURE, StackSpec
 from components.validation import SECRET_HERE, format_errors, path_of
 
@@ -183,10 +183,7 @@ def load_stack(path: str | Path) -> Stack:
     except UnicodeDecodeError as exc:
         raise StackError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise StackError([f"{path}: not valid YAML{where}: {problem}"]) from None
+        raise StackError([f"{path}: {yaml_problem(exc)}"]) from None
     config = doc.get("config") if isinstance(doc, dict) else None
     if not isinstance(doc, dict) or not isinstance({} if config is None else config, dict):  # `config:` alone: null
         raise StackError([f"{path}: a stack file is a mapping with a config: mapping inside"])

@@ -317,6 +317,24 @@ def test_an_attached_kubeconfig_is_read_from_the_project_and_named_when_it_is_no
     assert provider.inputs["kubeconfig"] == (project / "kube" / "config").read_text()
 
 
+def test_a_kubeconfig_that_is_not_yaml_is_named_without_quoting_its_credentials(project, edit):
+    """PyYAML's message quotes the line it stopped at: a user's token reached `check`, `plan` and the preview's log."""
+    path = edit("dev", lambda c: c.update({"aks-model-serving:cluster": {"name": "onprem", "attach": {"kubeconfig": "kube/config"}}}))
+    (project / "kube").mkdir()
+    (project / "kube" / "config").write_text('users:\n- name: u\n  user:\n    token: "SECRET-BEARER-TOKEN\n')
+    assert deployable_problems(load_stack(path)) == [
+        f"cluster.attach.kubeconfig: {project / 'kube' / 'config'}: not valid YAML at line 5, column 1: "
+        "found unexpected end of stream"]
+
+
+def test_a_conda_file_that_is_not_yaml_is_named_without_quoting_its_index_password(project, edit):
+    """PyYAML's message quotes the line it stopped at: a pip index url's password reached `check` and `plan`."""
+    path = edit("dev", _inference(lambda ic: ic.update(environment={"conda_file": "env.yml"})))
+    (project / "env.yml").write_text('dependencies:\n  - pip:\n    - "--index-url https://me:SECRET-INDEX-TOKEN@pkgs.example/simple\n')
+    assert f"services[0].inference_config.environment.conda_file: {project / 'env.yml'}: not valid YAML at line 4, column 1: " \
+           "found unexpected end of stream" in deployable_problems(load_stack(path))
+
+
 def _program_config(stack_file: Path) -> dict[str, str]:
     """A stack file's config as Pulumi hands it to the program: `project:key` -> JSON text (objects) or text."""
     config = yaml.safe_load(stack_file.read_text())["config"]
