@@ -321,7 +321,8 @@ def _digest(args: HashedImageArgs, root: Path, files: list[str], pyproject: byte
             file_digest = _entry(hashlib.sha256(pyproject).hexdigest(), executable=False)
         else:
             file_digest = _file_digest(root / rel)
-        digest.update(f"\0{rel}\0{file_digest}".encode())
+        # As the file system holds them: a name or link target that is not UTF-8 comes from os as surrogates.
+        digest.update(f"\0{rel}\0{file_digest}".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:32]
 
 

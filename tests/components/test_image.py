@@ -278,6 +278,20 @@ def test_any_context_change_gives_a_new_tag(ctx, change):
     assert content_hash(args(ctx)) != before
 
 
+def test_a_file_name_that_is_not_utf8_counts_by_its_bytes(ctx):
+    """git and docker keep a file whose name is not UTF-8 (a Latin-1 `caf\\xe9.csv` from an old archive) under its
+    bytes: the tag's hash stopped on it with a UnicodeEncodeError naming no file, so no preview or up ran."""
+    name = os.fsdecode(b"caf\xe9.csv")
+    before = content_hash(args(ctx))
+    (ctx / name).write_text("a,b\n")
+    tag = content_hash(args(ctx))
+    assert tag != before
+    (ctx / name).write_text("a,c\n")
+    assert content_hash(args(ctx)) != tag
+    (ctx / name).write_text("a,b\n")
+    assert (image_module.stage_context(args(ctx), tag) / name).read_text() == "a,b\n"
+
+
 @pytest.mark.parametrize("fields", [
     {"base_image": "python:3.12-slim"},
     {"docker_steps": "RUN apt-get update"},
