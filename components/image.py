@@ -177,12 +177,14 @@ def _canonical_conda(conda: Mapping[str, Any] | str | Path, context: Path) -> st
 
 
 _DIRECTIVES = re.compile(r"^(?:#[ \t]*[A-Za-z]+[ \t]*=[^\n]*\n)+")  # `# syntax=...`, `# escape=...` lines first
+_ESCAPE = re.compile(r"#[ \t]*escape[ \t]*=[ \t]*(\S)", re.IGNORECASE)
 
 
-def _env_value(value: str) -> str:
-    """A value as Dockerfile ENV reads it back unchanged: in double quotes, with backslash, quote and `$`
-    escaped (ENV substitutes $NAME even in quotes; JSON's \\uXXXX and \\n escapes are not Docker's)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+def _env_value(value: str, escape: str) -> str:
+    """A value as Dockerfile ENV reads it back unchanged: in double quotes, with the escape character (the
+    base's `# escape=`, else backslash), quote and `$` escaped (ENV substitutes $NAME even in quotes; JSON's
+    \\uXXXX and \\n escapes are not Docker's)."""
+    return '"' + value.replace(escape, escape * 2).replace('"', escape + '"').replace("$", escape + "$") + '"'
 
 
 def render_dockerfile(args: HashedImageArgs) -> str:
@@ -199,13 +201,14 @@ def render_dockerfile(args: HashedImageArgs) -> str:
     if not any("syntax" in line.lower() for line in directives):
         directives.append("# syntax=docker/dockerfile:1")
     lines = [*directives, base[found.end():] if found else base]
+    escape = next((m.group(1) for line in directives if (m := _ESCAPE.fullmatch(line.strip()))), "\\")
     # A base may build as a user of its own (the scorer image: its non-root user), under which apt-get,
     # conda and pip cannot install; the pod names the user it runs as.
     as_root = bool(args.scorer_image or args.conda is not None or args.pip or args.docker_steps)
     if as_root:
         lines.append("USER root")
     for key in sorted(args.environment_variables):
-        lines.append(f"ENV {key}={_env_value(args.environment_variables[key])}")
+        lines.append(f"ENV {key}={_env_value(args.environment_variables[key], escape)}")
     if args.conda is not None:
         lines += ["COPY <<'CONDA_ENV' /tmp/conda_env.yml", _canonical_conda(args.conda, context).rstrip(), "CONDA_ENV",
                   f"RUN conda env create -p {CONDA_ENV} -f /tmp/conda_env.yml && conda clean -afy && rm /tmp/conda_env.yml",
@@ -321,7 +324,8 @@ def _digest(args: HashedImageArgs, root: Path, files: list[str], pyproject: byte
             file_digest = _entry(hashlib.sha256(pyproject).hexdigest(), executable=False)
         else:
             file_digest = _file_digest(root / rel)
-        digest.update(f"\0{rel}\0{file_digest}".encode())
+        # As the file system holds them: a name or link target that is not UTF-8 comes from os as surrogates.
+        digest.update(f"\0{rel}\0{file_digest}".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:32]
 
 

@@ -68,6 +68,15 @@ def test_a_base_dockerfiles_parser_directives_stay_at_the_top(ctx):
     assert plain[:2] == ["# syntax=docker/dockerfile:1", "FROM python:3.11-slim"]
 
 
+def test_environment_values_are_escaped_with_the_base_dockerfiles_escape_character(ctx):
+    """Under `# escape=` + "`" a backslash is a plain character: `\\$HOME` was the value's backslash and the build's
+    HOME, and `\\"` ended the quotes, so the image got another value or the build failed."""
+    base = "# escape=`\nFROM python:3.11-slim\n"
+    text = render_dockerfile(args(ctx, base_image=None, base_dockerfile=base,
+                                  environment_variables={"K": 'a$HOME "q" \\ `'}))
+    assert 'ENV K="a`$HOME `"q`" \\ ``"' in text.splitlines()
+
+
 def test_environment_values_reach_the_image_as_written(ctx):
     """Docker's ENV substitutes $NAME inside quotes and knows no JSON escapes (\\u00e9 would arrive as u00e9)."""
     text = render_dockerfile(args(ctx, environment_variables={"K": 'a$HOME "q" \\ é'}))
@@ -276,6 +285,20 @@ def test_any_context_change_gives_a_new_tag(ctx, change):
     before = content_hash(args(ctx))
     change(ctx)
     assert content_hash(args(ctx)) != before
+
+
+def test_a_file_name_that_is_not_utf8_counts_by_its_bytes(ctx):
+    """git and docker keep a file whose name is not UTF-8 (a Latin-1 `caf\\xe9.csv` from an old archive) under its
+    bytes: the tag's hash stopped on it with a UnicodeEncodeError naming no file, so no preview or up ran."""
+    name = os.fsdecode(b"caf\xe9.csv")
+    before = content_hash(args(ctx))
+    (ctx / name).write_text("a,b\n")
+    tag = content_hash(args(ctx))
+    assert tag != before
+    (ctx / name).write_text("a,c\n")
+    assert content_hash(args(ctx)) != tag
+    (ctx / name).write_text("a,b\n")
+    assert (image_module.stage_context(args(ctx), tag) / name).read_text() == "a,b\n"
 
 
 @pytest.mark.parametrize("fields", [
