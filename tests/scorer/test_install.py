@@ -37,9 +37,14 @@ def test_scorer_extra_alone_serves_a_request(start_scorer: StartScorer, tmp_path
 
     # The model as the base's own scikit-learn pickles it.
     subprocess.run([python, str(EXAMPLE / "train.py"), "--out", str(tmp_path / "models")], check=True)
+    # The installed package, whatever PYTHONPATH the test run has (a checkout there would be imported instead).
+    alone = {"PYTHONPATH": "", "PYTHONSAFEPATH": "1"}
+    where = subprocess.run([python, "-c", "import scoring_image; print(scoring_image.__file__)"], capture_output=True,
+                           text=True, check=True, cwd=tmp_path, env={**os.environ, **alone}).stdout
+    assert where.startswith(str(venv)), where
     server = start_scorer(
         EXAMPLE / "score.py",
-        env={"AZUREML_MODEL_DIR": str(tmp_path / "models" / "sklearn-iris" / "1")},
+        env={"AZUREML_MODEL_DIR": str(tmp_path / "models" / "sklearn-iris" / "1"), **alone},
         python=python,
         cwd=tmp_path,  # the installed package, not the source tree
     )
