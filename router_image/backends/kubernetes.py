@@ -380,12 +380,13 @@ class KubernetesBackend:
     async def _read_scale(self, deployment: str) -> None:
         try:
             _, scale = await self._api.call("GET", self._scale_path(deployment))
-        except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
+            self._count(deployment, scale)
+        except (aiohttp.ClientError, ApiError, TimeoutError, ValueError, TypeError, AttributeError) as exc:
+            # An answer that is no scale (no number of replicas) too: raised, it ended the resync loop for good.
             # Once, not at every resync: a Deployment deleted before the config dropped it would warn every 5 s.
             (log.debug if deployment in self._unread else log.warning)("deployment %s: scale not read: %s", deployment, exc)
             self._unread.add(deployment)
             return
-        self._count(deployment, scale)
         if deployment in self._unread:
             self._unread.discard(deployment)
             log.info("deployment %s: scale read again (%d replicas)", deployment, self._replicas[deployment])

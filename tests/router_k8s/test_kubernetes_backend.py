@@ -691,6 +691,25 @@ async def test_a_count_that_cannot_be_read_is_warned_of_once_until_it_can(api, m
         await backend.stop()
 
 
+async def test_a_scale_answer_that_is_no_count_ends_no_resync(api, monkeypatch, caplog) -> None:
+    """A scale answered with a replicas field that is no number (a proxy's page, a broken API server) raised out of
+    the resync loop, the one backend loop without a catch-all: the leader never again followed a count set by
+    someone else (a kubectl scale), for as long as the pod lived."""
+    monkeypatch.setattr(kubernetes, "SCALE_RESYNC_S", 0.05)
+    backend = _backend(api, peers=True)
+    api.scales["iris"] = "many"
+    await backend.start(Ready())
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: len(api.requests("GET", SCALE)) >= 3)
+        assert caplog.text.count("deployment iris: scale not read") == 1
+        api.scales["iris"] = 3
+        await until(lambda: backend.replicas("iris") == 3)
+        assert all(not t.done() for t in backend._tasks)
+    finally:
+        await backend.stop()
+
+
 async def test_a_token_that_cannot_be_read_keeps_the_last_one_and_nothing_stops(api, monkeypatch, caplog) -> None:
     """Lease loop and watches lived through only the errors they listed: a token file missing for a moment
     (mid-rotation) ended both for good, and the pod never led again nor saw its endpoints change."""
