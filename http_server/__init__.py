@@ -32,7 +32,9 @@ import gc
 import logging
 import signal
 import ssl
+import time
 from collections.abc import Awaitable, Callable
+from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Protocol
 
@@ -57,6 +59,20 @@ LINGER_S = 5.0
 CHUNKS_JOINED = 1024
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
+_date_second = 0
+_date_line = b""
+
+
+def _date() -> bytes:
+    """The Date header line, made once a second: an origin server with a clock sends one with every answer
+    (RFC 9110 6.6.1); a proxy passes its upstream's on."""
+    global _date_second, _date_line
+    now = int(time.time())
+    if now != _date_second:
+        _date_second, _date_line = now, b"date: %s\r\n" % formatdate(now, usegmt=True).encode()
+    return _date_line
+
+
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT = {"type": "http.disconnect"}
 
@@ -80,14 +96,17 @@ class _Answer:
         self.done = False  # the whole response is out
 
     def start(self, status: int, headers) -> None:
-        """The head from (name, value) pairs, as ASGI gives them."""
+        """The head from (name, value) pairs, as ASGI gives them; a Date added where they have none."""
         length = False
+        date = _date()
         for name, value in headers:
             if name == b"content-length":
                 length = True
+            elif name == b"date":
+                date = b""
             elif name == b"connection" and value.lower() == b"close":
                 self.keep_alive = False
-        self.start_lines(status, b"".join([b"%s: %s\r\n" % h for h in headers]), length)
+        self.start_lines(status, b"".join([b"%s: %s\r\n" % h for h in headers]) + date, length)
 
     def start_lines(self, status: int, lines: bytes, length: bool) -> None:
         """The head from header lines as bytes (each ending in CRLF, none a Connection header) and
@@ -759,8 +778,8 @@ def _join_last(chunks: list[bytes] | collections.deque[bytes]) -> None:
 def _error(status: int, code: bytes, message: bytes) -> bytes:
     """A whole response, then the connection closes: for when the app cannot answer itself."""
     body = b'{"error": {"code": "%s", "message": "%s"}}' % (code, message)
-    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
-            % (status, REASONS[status], len(body), body))
+    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%sconnection: close\r\n\r\n%s"
+            % (status, REASONS[status], len(body), _date(), body))
 
 
 def _origin_form(target: bytes) -> bytes:

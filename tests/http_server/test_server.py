@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import contextlib
+import time
 import tracemalloc
+from email.utils import parsedate_to_datetime
 
 import pytest
 
@@ -40,6 +42,10 @@ class App:
             await send({"type": "http.response.body", "body": b"no"})
             if scope["query_string"] == b"linger":  # work after the answer (a log flush): the body ends meanwhile
                 await asyncio.sleep(0.3)
+            return
+        if path == "/dated":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"date", b"Thu, 01 Jan 2026 00:00:00 GMT")]})
+            await send({"type": "http.response.body", "body": b"d"})
             return
         if path == "/headers":
             names = b",".join(name for name, _ in scope["headers"])
@@ -123,6 +129,30 @@ async def test_one_write_with_a_length_and_keep_alive_serves_pipelined_requests_
     for i, answer in enumerate(answers):
         assert b"x-path: /p%d\r\n" % i in answer and b"content-length: 7\r\n" in answer
         assert answer.endswith(b"q=%d|ab%d" % (i, i))
+
+
+def dates(answer: bytes) -> list[float]:
+    head = answer.partition(b"\r\n\r\n")[0].decode()
+    return [parsedate_to_datetime(line[6:]).timestamp() for line in head.split("\r\n") if line.lower().startswith("date: ")]
+
+
+@pytest.mark.parametrize("request_", [b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+                                      b"POST /fast HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\n\r\n",
+                                      b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: x\r\n\r\n"],
+                         ids=["asgi", "fast path", "refused by the server"])
+async def test_every_answer_says_when_it_was_given(served, request_) -> None:
+    """RFC 9110 6.6.1: an origin server with a clock sends a Date (caches and clients reckon ages from it)."""
+    _, port, _ = served
+    before = time.time()
+    answer = await exchange(port, request_, b"\r\n\r\n")
+    [date] = dates(answer)
+    assert int(before) <= date <= time.time()
+
+
+async def test_a_date_the_app_gives_is_sent_alone(served) -> None:
+    _, port, _ = served
+    answer = await exchange(port, b"GET /dated HTTP/1.1\r\nhost: x\r\n\r\n", b"\r\n\r\nd")
+    assert dates(answer) == [parsedate_to_datetime("Thu, 01 Jan 2026 00:00:00 GMT").timestamp()]
 
 
 async def test_chunked_both_ways(served) -> None:
