@@ -79,6 +79,10 @@ class Shipper:
         self._thread = threading.Thread(target=self._loop, name="shipper", daemon=True)
         self._guard = threading.Thread(target=self._hold_budget, name="spool-budget", daemon=True)
         self._strays: set[str] = set()  # open files of no writer, told once
+        # Failed passes by segment: a pass ends at its first failure (a store down fails every segment, each after
+        # its timeout), so a segment that fails goes after those that failed fewer times, or it alone (too large
+        # for the link, a blob the store will not overwrite) would hold back every later one for good.
+        self._tries: dict[str, int] = {}
         self._stats = stats
         self._held = self._shipped = self._failed = 0
 
@@ -120,14 +124,24 @@ class Shipper:
             log.warning("the spool is under its budget again (%.1f MiB): records are collected", held / 2**20)
 
     def ship_once(self) -> int:
-        """Seal orphaned segments and ship every sealed one; returns how many were shipped."""
+        """Seal orphaned segments and ship every sealed one, those that failed fewest times first; returns how many
+        were shipped, or raises the first failure."""
         self._seal_orphans()
+        names = named(self._folder, SEALED)
+        if self._tries:
+            present = set(names)
+            self._tries = {name: tries for name, tries in self._tries.items() if name in present}
+            names.sort(key=lambda n: self._tries.get(n, 0))  # stable: oldest first among equals
         shipped = 0
-        for name in named(self._folder, SEALED):
+        for name in names:
             segment = self._folder / name
             with _claimed(segment) as ours:
                 if ours:
-                    self._ship(segment)
+                    try:
+                        self._ship(segment)
+                    except Exception:
+                        self._tries[name] = self._tries.get(name, 0) + 1
+                        raise
                     segment.unlink()
                     shipped += 1
         return shipped

@@ -885,3 +885,28 @@ def test_after_a_failed_upload_no_new_one_starts(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ConnectionError, match="store down"):
         batches.run_all([lambda i=i: upload(i) for i in range(5)])
     assert started == [0]
+
+
+def test_a_segment_that_fails_every_pass_does_not_hold_back_the_others(tmp_path: Path) -> None:
+    """A pass ends at its first failed segment (a store down fails them all), and began with the oldest: one
+    segment the store refused every time (too large for the link, an immutable blob it would overwrite) was
+    tried first on every pass and nothing after it was shipped again, the spool filling until collection stopped."""
+    spool_dir = tmp_path / "spool"
+    write_segment(spool_dir, 100, 50)
+    (poison,) = (p.stem for p in spool_dir.glob(f"*{SEALED}"))
+    out = LocalFolder(tmp_path / "out", "modeldata")
+
+    class RefusesOne:
+        def put(self, name: str, data: bytes) -> None:
+            if poison in name:
+                raise ConnectionError("the store refuses this segment")
+            out.put(name, data)
+
+    later = [write_segment(spool_dir, 100, 50) for _ in range(2)]
+    shipper = Shipper(local_settings(tmp_path), RefusesOne())  # type: ignore[arg-type]
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            shipper.ship_once()
+    shipped = {p.stem for p in (tmp_path / "out").rglob(f"*{SEALED}")}  # an inputs and a predictions blob each
+    assert len(shipped) == len(later) and poison not in shipped
+    assert [p.stem for p in spool_dir.glob(f"*{SEALED}")] == [poison]
