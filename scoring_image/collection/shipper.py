@@ -37,6 +37,7 @@ from scoring_image.pids import writer_alive
 log = logging.getLogger("scoring_image.collection")
 
 _KINDS = (("inputs", "data"), ("predictions", "prediction"))
+FAILURE_TOLD_S = 60.0  # while passes go on failing, how often that is logged again
 
 
 class _Record(msgspec.Struct):
@@ -85,6 +86,8 @@ class Shipper:
         self._tries: dict[str, int] = {}
         self._stats = stats
         self._held = self._shipped = self._failed = 0
+        self._failing = 0  # failed passes in a row
+        self._failure_told = 0.0  # when a failing pass was last logged (time.monotonic)
 
     def start(self) -> None:
         self._measure()  # a `full` left by an earlier run is not believed
@@ -152,12 +155,27 @@ class Shipper:
         self._pass()  # the last: what the stopped workers sealed
 
     def _pass(self) -> None:
+        """Ship; a store that fails is told with its traceback once, then in a line at most once a minute while it
+        goes on failing (a store down for a day failed some 17,000 passes per replica, each a traceback in the log),
+        and its return is told."""
         try:
             shipped = self.ship_once()
-        except Exception:
+        except Exception as exc:
             self._failed += 1
-            log.exception("shipping collected data failed; will retry")
+            self._failing += 1
+            now = time.monotonic()
+            if self._failing == 1:
+                self._failure_told = now
+                log.exception("shipping collected data failed; will retry every %g s", self._interval)
+            elif now - self._failure_told >= FAILURE_TOLD_S:
+                self._failure_told = now
+                first_line = next(iter(str(exc).splitlines()), "")
+                log.error("shipping collected data still fails, %d passes in a row: %s: %s", self._failing,
+                          type(exc).__name__, first_line)
         else:
+            if self._failing:
+                log.warning("shipping collected data works again after %d failed passes", self._failing)
+                self._failing = 0
             self._shipped += shipped
             if shipped:
                 log.info("shipped %d spool segment(s)", shipped)

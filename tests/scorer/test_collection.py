@@ -910,3 +910,39 @@ def test_a_segment_that_fails_every_pass_does_not_hold_back_the_others(tmp_path:
     shipped = {p.stem for p in (tmp_path / "out").rglob(f"*{SEALED}")}  # an inputs and a predictions blob each
     assert len(shipped) == len(later) and poison not in shipped
     assert [p.stem for p in spool_dir.glob(f"*{SEALED}")] == [poison]
+
+
+def test_a_store_down_is_told_once_with_its_traceback_then_once_a_minute_and_its_return_told(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every failing pass logged the store's error with its traceback, every data_collection_batch_seconds (5 s):
+    a store down for a day left some 17,000 of them per replica, burying the rest of the log."""
+    from scoring_image.collection import shipper as shipper_module
+
+    class Switchable:
+        down = True
+
+        def put(self, name: str, data: bytes) -> None:
+            if self.down:
+                raise ConnectionError("storage unreachable")
+            LocalFolder(tmp_path / "out", "modeldata").put(name, data)
+
+    caplog.set_level(logging.INFO, "scoring_image.collection")
+    clock = [1000.0]
+    monkeypatch.setattr(shipper_module.time, "monotonic", lambda: clock[0])
+    store = Switchable()
+    shipper = Shipper(local_settings(tmp_path), store)  # type: ignore[arg-type]
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", "raw text", {"ok": True})
+    spool.seal()
+    told = lambda: [r for r in caplog.records if r.name == "scoring_image.collection"]  # noqa: E731
+    for _ in range(12):  # a minute of passes
+        shipper._pass()
+        clock[0] += 5
+    assert [(r.levelno, r.exc_info is not None) for r in told()] == [(logging.ERROR, True)]
+    shipper._pass()
+    assert [(r.levelno, r.exc_info is not None) for r in told()][1:] == [(logging.ERROR, False)]
+    assert "13 passes" in told()[-1].getMessage() and "storage unreachable" in told()[-1].getMessage()
+    store.down = False
+    shipper._pass()
+    assert "after 13 failed passes" in told()[-2].getMessage() and told()[-2].levelno == logging.WARNING
+    assert "shipped 1 spool segment(s)" in told()[-1].getMessage()
