@@ -946,3 +946,22 @@ def test_a_store_down_is_told_once_with_its_traceback_then_once_a_minute_and_its
     shipper._pass()
     assert "after 13 failed passes" in told()[-2].getMessage() and told()[-2].levelno == logging.WARNING
     assert "shipped 1 spool segment(s)" in told()[-1].getMessage()
+
+
+def test_a_stop_ships_every_acknowledged_record_those_in_flight_too(start_scorer: StartScorer, tmp_path: Path) -> None:
+    """SIGTERM, as Kubernetes stops a pod whose spool (an emptyDir) goes with it: what the workers answered, the
+    requests still running when it came included, is shipped before the scorer exits."""
+    out, spool = tmp_path / "collected", tmp_path / "spool"
+    env = collection_env(spool, AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out), AZUREML_DATA_COLLECTION_BATCH_SECONDS="600")
+    server = start_scorer("sleepy.py", workers=2, env=env)  # nothing ships before the stop
+    acknowledged = {server.post(json={"n": i}).headers["x-request-id"] for i in range(10)}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(server.post, json={"sleep": 1.0}) for _ in range(4)]
+        time.sleep(0.5)
+        server.stop()
+        answers = [f.result() for f in running]
+    assert [a.status_code for a in answers] == [200] * 4
+    acknowledged |= {a.headers["x-request-id"] for a in answers}
+    assert list(spool.iterdir()) == []
+    for kind in ("inputs", "predictions"):
+        assert sorted(r["request_id"] for r in records(folder_blobs(out), kind)) == sorted(acknowledged), kind
