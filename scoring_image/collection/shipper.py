@@ -97,14 +97,17 @@ class Shipper:
     def stop(self) -> None:
         """Stop the loop, which ships what the (already stopped) workers sealed, for up to
         FINAL_UPLOAD_SECONDS: an upload hanging on an unreachable store must not hold the stop until
-        the pod is killed. What it holds up stays in the spool, sealed, for a later start to ship."""
+        the pod is killed. What it holds up, or fails to ship, stays in the spool, sealed, for a later start to ship
+        (where the spool outlives the pod), and is told."""
         self._stop.set()
         self._guard.join()
         self._thread.join(FINAL_UPLOAD_SECONDS)
         if self._thread.is_alive():
-            left = len(named(self._folder, SEALED))
             log.error("the last upload of collected data did not finish in %g s; %d sealed segment(s) stay in the spool",
-                      FINAL_UPLOAD_SECONDS, left)
+                      FINAL_UPLOAD_SECONDS, len(named(self._folder, SEALED)))
+        elif self._failing:  # the last pass failed, told with the traceback only when the passes before it did not
+            log.error("the last upload of collected data failed; %d sealed segment(s) stay in the spool",
+                      len(named(self._folder, SEALED)))
 
     def _hold_budget(self) -> None:
         while not self._stop.wait(FULL_CHECK_S):

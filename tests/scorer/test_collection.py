@@ -965,3 +965,22 @@ def test_a_stop_ships_every_acknowledged_record_those_in_flight_too(start_scorer
     assert list(spool.iterdir()) == []
     for kind in ("inputs", "predictions"):
         assert sorted(r["request_id"] for r in records(folder_blobs(out), kind)) == sorted(acknowledged), kind
+
+
+def test_a_stop_whose_last_upload_failed_tells_what_stays_in_the_spool(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """The spool goes with the pod: a last upload that failed (a store down) loses what it held, and the stop said
+    so only when the upload was still running at its bound, not when it failed before it."""
+    class Down:
+        def put(self, name: str, data: bytes) -> None:
+            raise ConnectionError("storage unreachable")
+
+    settings = local_settings(tmp_path).model_copy(update={"data_collection_batch_seconds": 60.0})
+    shipper = Shipper(settings, Down())  # type: ignore[arg-type]
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", "raw text", {"ok": True})
+    spool.seal()
+    shipper._pass()  # the store was down before the stop too
+    shipper.start()
+    shipper.stop()
+    assert "1 sealed segment(s) stay in the spool" in caplog.text
