@@ -37,6 +37,9 @@ from scoring_image.pids import writer_alive
 log = logging.getLogger("scoring_image.collection")
 
 _KINDS = (("inputs", "data"), ("predictions", "prediction"))
+# A full spool takes records again under this share of its budget: just under it, where each segment shipped took a
+# spool whose shipping only kept pace, writers filled it again within the second, full and not every second or two.
+RESUME_AT = 0.9
 FAILURE_TOLD_S = 60.0  # while passes go on failing, how often that is logged again
 
 
@@ -90,7 +93,7 @@ class Shipper:
         self._failure_told = 0.0  # when a failing pass was last logged (time.monotonic)
 
     def start(self) -> None:
-        self._measure()  # a `full` left by an earlier run is not believed
+        self._measure()  # a `full` left by an earlier run is not believed under RESUME_AT
         self._thread.start()
         self._guard.start()
 
@@ -125,9 +128,9 @@ class Shipper:
             full.touch()
             log.error("the spool holds %.1f MiB, its budget (data_collection_spool_max_mb): new records are left out "
                       "until shipping catches up", held / 2**20)
-        elif held < self._budget and full.exists():
+        elif held < self._budget * RESUME_AT and full.exists():
             full.unlink(missing_ok=True)  # another shipper on the spool may have been first
-            log.warning("the spool is under its budget again (%.1f MiB): records are collected", held / 2**20)
+            log.warning("the spool is well under its budget again (%.1f MiB): records are collected", held / 2**20)
 
     def ship_once(self) -> int:
         """Seal orphaned segments and ship every sealed one, those that failed fewest times first; returns how many

@@ -984,3 +984,26 @@ def test_a_stop_whose_last_upload_failed_tells_what_stays_in_the_spool(tmp_path:
     shipper.start()
     shipper.stop()
     assert "1 sealed segment(s) stay in the spool" in caplog.text
+
+
+def test_collection_resumes_once_the_spool_is_well_under_its_budget_not_at_each_segment_shipped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """While shipping only kept pace with the records (a slow link), each segment shipped took the spool just under
+    its budget: writers were let in for a second and filled it again, the spool flapping full and not (two log
+    lines) every second or two."""
+    spool_dir = tmp_path / "spool"
+    for _ in range(10):
+        write_segment(spool_dir, 110 * 2**10, 1000)
+    segments = sorted(spool_dir.iterdir())
+    shipper = Shipper(local_settings(tmp_path).model_copy(update={"data_collection_spool_max_mb": 1.0}), LocalFolder(
+        tmp_path / "out", "modeldata"))
+    shipper._measure()
+    assert (spool_dir / FULL).exists()
+    segments[0].unlink()  # one shipped: just under the budget
+    shipper._measure()
+    assert (spool_dir / FULL).exists()
+    for segment in segments[1:3]:
+        segment.unlink()
+    shipper._measure()
+    assert not (spool_dir / FULL).exists()
+    assert [r.levelno for r in caplog.records if r.name == "scoring_image.collection"] == [logging.ERROR, logging.WARNING]
