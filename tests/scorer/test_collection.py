@@ -777,21 +777,26 @@ def test_shippers_sharing_a_spool_ship_each_segment_once_and_quietly(tmp_path: P
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+class Switchable:
+    """A local folder as a store that is down (each write fails) until `down` is set False."""
+
+    def __init__(self, folder: Path) -> None:
+        self.down = True
+        self._folder = LocalFolder(folder, "modeldata")
+
+    def put(self, name: str, data: bytes) -> None:
+        if self.down:
+            raise ConnectionError("storage unreachable")
+        self._folder.put(name, data)
+
+
 def test_the_shippers_figures_are_in_metrics_so_an_outage_can_be_alerted_on(tmp_path: Path) -> None:
     """A store down for hours showed only in the supervisor's log, until records began to be left out."""
     from scoring_image import metrics
 
-    class Switchable:
-        down = True
-
-        def put(self, name: str, data: bytes) -> None:
-            if self.down:
-                raise ConnectionError("storage unreachable")
-            LocalFolder(tmp_path / "out", "modeldata").put(name, data)
-
     folder = tmp_path / "metrics"
     folder.mkdir()
-    store = Switchable()
+    store = Switchable(tmp_path / "out")
     settings = local_settings(tmp_path).model_copy(update={"data_collection_batch_seconds": 0.1})
     shipper = Shipper(settings, store, stats=folder / metrics.SHIPPER_STATS)
     spool = Spool(tmp_path / "spool")
@@ -918,18 +923,10 @@ def test_a_store_down_is_told_once_with_its_traceback_then_once_a_minute_and_its
     a store down for a day left some 17,000 of them per replica, burying the rest of the log."""
     from scoring_image.collection import shipper as shipper_module
 
-    class Switchable:
-        down = True
-
-        def put(self, name: str, data: bytes) -> None:
-            if self.down:
-                raise ConnectionError("storage unreachable")
-            LocalFolder(tmp_path / "out", "modeldata").put(name, data)
-
     caplog.set_level(logging.INFO, "scoring_image.collection")
     clock = [1000.0]
     monkeypatch.setattr(shipper_module.time, "monotonic", lambda: clock[0])
-    store = Switchable()
+    store = Switchable(tmp_path / "out")
     shipper = Shipper(local_settings(tmp_path), store)  # type: ignore[arg-type]
     spool = Spool(tmp_path / "spool")
     spool.append("req-1", "raw text", {"ok": True})
