@@ -114,11 +114,19 @@ class ScorerSettings(BaseModel):
         """Each names a folder of its blobs (<service>/<name>/<version>/...), written by one thread."""
         for item in value:
             name, _, version = item.partition(":")
-            if not name or not version or {name, version} & {".", ".."} or any(c in item for c in "/\\"):
+            if not (_is_folder_name(name) and _is_folder_name(version)):
                 raise ValueError(f"model {item!r} is not <name>:<version> (each a folder name)")
         twice = sorted({item for item in value if value.count(item) > 1})
         if twice:
             raise ValueError(f"model {twice[0]!r} is listed twice")
+        return value
+
+    @field_validator("data_collection_service")
+    @classmethod
+    def _service_folder(cls, value: str) -> str:
+        """It names the folder of its blobs (<service>/<name>/<version>/...), in a local folder too."""
+        if not _is_folder_name(value):
+            raise ValueError(f"data_collection_service {value!r} is not a folder name (no '/' or '\\', not '.' or '..')")
         return value
 
     @model_validator(mode="after")
@@ -192,6 +200,11 @@ class ScorerSettings(BaseModel):
     @property
     def entry_script_path(self) -> str:
         return os.path.join(self.app_root, self.entry_script)
+
+
+def _is_folder_name(text: str) -> bool:
+    """One folder of a blob's name: joined to a local folder, "..", a separator or an absolute name leaves it."""
+    return text not in ("", ".", "..") and not any(c in text for c in "/\\")
 
 
 def _connection_string_problem(text: str) -> str | None:

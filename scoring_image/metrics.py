@@ -127,8 +127,8 @@ class _Collector:
                                   value=shipping["shipped"])
         yield CounterMetricFamily("scorer_collection_failed_passes", "Shipping passes that failed (the store unreachable "
                                   "or refusing); their segments stay in the spool for the next.", value=shipping["failed"])
-        yield GaugeMetricFamily("scorer_collection_spool_full", "1 while the spool holds its budget and new records "
-                                "are left out.", value=int(shipping["full"]))
+        yield GaugeMetricFamily("scorer_collection_spool_full", "1 while new records are left out: from when the spool "
+                                "holds its budget until it is well under it again.", value=int(shipping["full"]))
 
 
 def _histogram_family(name: str, documentation: str, histogram: _Histogram) -> HistogramMetricFamily:

@@ -37,6 +37,10 @@ from scoring_image.pids import writer_alive
 log = logging.getLogger("scoring_image.collection")
 
 _KINDS = (("inputs", "data"), ("predictions", "prediction"))
+# A full spool takes records again under this share of its budget: just under it, where each segment shipped took a
+# spool whose shipping only kept pace, writers filled it again within the second, full and not every second or two.
+RESUME_AT = 0.9
+FAILURE_TOLD_S = 60.0  # while passes go on failing, how often that is logged again
 
 
 class _Record(msgspec.Struct):
@@ -79,25 +83,34 @@ class Shipper:
         self._thread = threading.Thread(target=self._loop, name="shipper", daemon=True)
         self._guard = threading.Thread(target=self._hold_budget, name="spool-budget", daemon=True)
         self._strays: set[str] = set()  # open files of no writer, told once
+        # Failed passes by segment: a pass ends at its first failure (a store down fails every segment, each after
+        # its timeout), so a segment that fails goes after those that failed fewer times, or it alone (too large
+        # for the link, a blob the store will not overwrite) would hold back every later one for good.
+        self._tries: dict[str, int] = {}
         self._stats = stats
         self._held = self._shipped = self._failed = 0
+        self._failing = 0  # failed passes in a row
+        self._failure_told = 0.0  # when a failing pass was last logged (time.monotonic)
 
     def start(self) -> None:
-        self._measure()  # a `full` left by an earlier run is not believed
+        self._measure()  # a `full` left by an earlier run is not believed under RESUME_AT
         self._thread.start()
         self._guard.start()
 
     def stop(self) -> None:
         """Stop the loop, which ships what the (already stopped) workers sealed, for up to
         FINAL_UPLOAD_SECONDS: an upload hanging on an unreachable store must not hold the stop until
-        the pod is killed. What it holds up stays in the spool, sealed, for a later start to ship."""
+        the pod is killed. What it holds up, or fails to ship, stays in the spool, sealed, for a later start to ship
+        (where the spool outlives the pod), and is told."""
         self._stop.set()
         self._guard.join()
         self._thread.join(FINAL_UPLOAD_SECONDS)
         if self._thread.is_alive():
-            left = len(named(self._folder, SEALED))
             log.error("the last upload of collected data did not finish in %g s; %d sealed segment(s) stay in the spool",
-                      FINAL_UPLOAD_SECONDS, left)
+                      FINAL_UPLOAD_SECONDS, len(named(self._folder, SEALED)))
+        elif self._failing:  # the last pass failed, told with the traceback only when the passes before it did not
+            log.error("the last upload of collected data failed; %d sealed segment(s) stay in the spool",
+                      len(named(self._folder, SEALED)))
 
     def _hold_budget(self) -> None:
         while not self._stop.wait(FULL_CHECK_S):
@@ -115,19 +128,29 @@ class Shipper:
             full.touch()
             log.error("the spool holds %.1f MiB, its budget (data_collection_spool_max_mb): new records are left out "
                       "until shipping catches up", held / 2**20)
-        elif held < self._budget and full.exists():
+        elif held < self._budget * RESUME_AT and full.exists():
             full.unlink(missing_ok=True)  # another shipper on the spool may have been first
-            log.warning("the spool is under its budget again (%.1f MiB): records are collected", held / 2**20)
+            log.warning("the spool is well under its budget again (%.1f MiB): records are collected", held / 2**20)
 
     def ship_once(self) -> int:
-        """Seal orphaned segments and ship every sealed one; returns how many were shipped."""
+        """Seal orphaned segments and ship every sealed one, those that failed fewest times first; returns how many
+        were shipped, or raises the first failure."""
         self._seal_orphans()
+        names = named(self._folder, SEALED)
+        if self._tries:
+            present = set(names)
+            self._tries = {name: tries for name, tries in self._tries.items() if name in present}
+            names.sort(key=lambda n: self._tries.get(n, 0))  # stable: oldest first among equals
         shipped = 0
-        for name in named(self._folder, SEALED):
+        for name in names:
             segment = self._folder / name
             with _claimed(segment) as ours:
                 if ours:
-                    self._ship(segment)
+                    try:
+                        self._ship(segment)
+                    except Exception:
+                        self._tries[name] = self._tries.get(name, 0) + 1
+                        raise
                     segment.unlink()
                     shipped += 1
         return shipped
@@ -138,12 +161,27 @@ class Shipper:
         self._pass()  # the last: what the stopped workers sealed
 
     def _pass(self) -> None:
+        """Ship; a store that fails is told with its traceback once, then in a line at most once a minute while it
+        goes on failing (a store down for a day failed some 17,000 passes per replica, each a traceback in the log),
+        and its return is told."""
         try:
             shipped = self.ship_once()
-        except Exception:
+        except Exception as exc:
             self._failed += 1
-            log.exception("shipping collected data failed; will retry")
+            self._failing += 1
+            now = time.monotonic()
+            if self._failing == 1:
+                self._failure_told = now
+                log.exception("shipping collected data failed; will retry every %g s", self._interval)
+            elif now - self._failure_told >= FAILURE_TOLD_S:
+                self._failure_told = now
+                first_line = next(iter(str(exc).splitlines()), "")
+                log.error("shipping collected data still fails, %d passes in a row: %s: %s", self._failing,
+                          type(exc).__name__, first_line)
         else:
+            if self._failing:
+                log.warning("shipping collected data works again after %d failed passes", self._failing)
+                self._failing = 0
             self._shipped += shipped
             if shipped:
                 log.info("shipped %d spool segment(s)", shipped)

@@ -9,8 +9,9 @@ the caller counts it as dropped; the prediction itself is still answered.  Segme
 `.jsonl` when sealed; the shipper seals the open segments of processes that died.
 
 The spool has a budget: while shipping fails (storage unreachable), segments pile up, and on a
-node's disk that ends in the kubelet evicting pods. While the spool holds its budget's worth the
-shipper keeps a `full` file in it, and writers leave new records out, as on a full disk.
+node's disk that ends in the kubelet evicting pods. From when the spool holds its budget's worth until
+it is well under it again (shipper.RESUME_AT) the shipper keeps a `full` file in it, and writers leave
+new records out, as on a full disk.
 """
 
 from __future__ import annotations

@@ -777,21 +777,26 @@ def test_shippers_sharing_a_spool_ship_each_segment_once_and_quietly(tmp_path: P
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
+class Switchable:
+    """A local folder as a store that is down (each write fails) until `down` is set False."""
+
+    def __init__(self, folder: Path) -> None:
+        self.down = True
+        self._folder = LocalFolder(folder, "modeldata")
+
+    def put(self, name: str, data: bytes) -> None:
+        if self.down:
+            raise ConnectionError("storage unreachable")
+        self._folder.put(name, data)
+
+
 def test_the_shippers_figures_are_in_metrics_so_an_outage_can_be_alerted_on(tmp_path: Path) -> None:
     """A store down for hours showed only in the supervisor's log, until records began to be left out."""
     from scoring_image import metrics
 
-    class Switchable:
-        down = True
-
-        def put(self, name: str, data: bytes) -> None:
-            if self.down:
-                raise ConnectionError("storage unreachable")
-            LocalFolder(tmp_path / "out", "modeldata").put(name, data)
-
     folder = tmp_path / "metrics"
     folder.mkdir()
-    store = Switchable()
+    store = Switchable(tmp_path / "out")
     settings = local_settings(tmp_path).model_copy(update={"data_collection_batch_seconds": 0.1})
     shipper = Shipper(settings, store, stats=folder / metrics.SHIPPER_STATS)
     spool = Spool(tmp_path / "spool")
@@ -885,3 +890,117 @@ def test_after_a_failed_upload_no_new_one_starts(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(ConnectionError, match="store down"):
         batches.run_all([lambda i=i: upload(i) for i in range(5)])
     assert started == [0]
+
+
+def test_a_segment_that_fails_every_pass_does_not_hold_back_the_others(tmp_path: Path) -> None:
+    """A pass ends at its first failed segment (a store down fails them all), and began with the oldest: one
+    segment the store refused every time (too large for the link, an immutable blob it would overwrite) was
+    tried first on every pass and nothing after it was shipped again, the spool filling until collection stopped."""
+    spool_dir = tmp_path / "spool"
+    write_segment(spool_dir, 100, 50)
+    (poison,) = (p.stem for p in spool_dir.glob(f"*{SEALED}"))
+    out = LocalFolder(tmp_path / "out", "modeldata")
+
+    class RefusesOne:
+        def put(self, name: str, data: bytes) -> None:
+            if poison in name:
+                raise ConnectionError("the store refuses this segment")
+            out.put(name, data)
+
+    later = [write_segment(spool_dir, 100, 50) for _ in range(2)]
+    shipper = Shipper(local_settings(tmp_path), RefusesOne())  # type: ignore[arg-type]
+    for _ in range(2):
+        with pytest.raises(ConnectionError):
+            shipper.ship_once()
+    shipped = {p.stem for p in (tmp_path / "out").rglob(f"*{SEALED}")}  # an inputs and a predictions blob each
+    assert len(shipped) == len(later) and poison not in shipped
+    assert [p.stem for p in spool_dir.glob(f"*{SEALED}")] == [poison]
+
+
+def test_a_store_down_is_told_once_with_its_traceback_then_once_a_minute_and_its_return_told(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every failing pass logged the store's error with its traceback, every data_collection_batch_seconds (5 s):
+    a store down for a day left some 17,000 of them per replica, burying the rest of the log."""
+    from scoring_image.collection import shipper as shipper_module
+
+    caplog.set_level(logging.INFO, "scoring_image.collection")
+    clock = [1000.0]
+    monkeypatch.setattr(shipper_module.time, "monotonic", lambda: clock[0])
+    store = Switchable(tmp_path / "out")
+    shipper = Shipper(local_settings(tmp_path), store)  # type: ignore[arg-type]
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", "raw text", {"ok": True})
+    spool.seal()
+    told = lambda: [r for r in caplog.records if r.name == "scoring_image.collection"]  # noqa: E731
+    for _ in range(12):  # a minute of passes
+        shipper._pass()
+        clock[0] += 5
+    assert [(r.levelno, r.exc_info is not None) for r in told()] == [(logging.ERROR, True)]
+    shipper._pass()
+    assert [(r.levelno, r.exc_info is not None) for r in told()][1:] == [(logging.ERROR, False)]
+    assert "13 passes" in told()[-1].getMessage() and "storage unreachable" in told()[-1].getMessage()
+    store.down = False
+    shipper._pass()
+    assert "after 13 failed passes" in told()[-2].getMessage() and told()[-2].levelno == logging.WARNING
+    assert "shipped 1 spool segment(s)" in told()[-1].getMessage()
+
+
+def test_a_stop_ships_every_acknowledged_record_those_in_flight_too(start_scorer: StartScorer, tmp_path: Path) -> None:
+    """SIGTERM, as Kubernetes stops a pod whose spool (an emptyDir) goes with it: what the workers answered, the
+    requests still running when it came included, is shipped before the scorer exits."""
+    out, spool = tmp_path / "collected", tmp_path / "spool"
+    env = collection_env(spool, AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out), AZUREML_DATA_COLLECTION_BATCH_SECONDS="600")
+    server = start_scorer("sleepy.py", workers=2, env=env)  # nothing ships before the stop
+    acknowledged = {server.post(json={"n": i}).headers["x-request-id"] for i in range(10)}
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        running = [pool.submit(server.post, json={"sleep": 1.0}) for _ in range(4)]
+        time.sleep(0.5)
+        server.stop()
+        answers = [f.result() for f in running]
+    assert [a.status_code for a in answers] == [200] * 4
+    acknowledged |= {a.headers["x-request-id"] for a in answers}
+    assert list(spool.iterdir()) == []
+    for kind in ("inputs", "predictions"):
+        assert sorted(r["request_id"] for r in records(folder_blobs(out), kind)) == sorted(acknowledged), kind
+
+
+def test_a_stop_whose_last_upload_failed_tells_what_stays_in_the_spool(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """The spool goes with the pod: a last upload that failed (a store down) loses what it held, and the stop said
+    so only when the upload was still running at its bound, not when it failed before it."""
+    class Down:
+        def put(self, name: str, data: bytes) -> None:
+            raise ConnectionError("storage unreachable")
+
+    settings = local_settings(tmp_path).model_copy(update={"data_collection_batch_seconds": 60.0})
+    shipper = Shipper(settings, Down())  # type: ignore[arg-type]
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-1", "raw text", {"ok": True})
+    spool.seal()
+    shipper._pass()  # the store was down before the stop too
+    shipper.start()
+    shipper.stop()
+    assert "1 sealed segment(s) stay in the spool" in caplog.text
+
+
+def test_collection_resumes_once_the_spool_is_well_under_its_budget_not_at_each_segment_shipped(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """While shipping only kept pace with the records (a slow link), each segment shipped took the spool just under
+    its budget: writers were let in for a second and filled it again, the spool flapping full and not (two log
+    lines) every second or two."""
+    spool_dir = tmp_path / "spool"
+    for _ in range(10):
+        write_segment(spool_dir, 110 * 2**10, 1000)
+    segments = sorted(spool_dir.iterdir())
+    shipper = Shipper(local_settings(tmp_path).model_copy(update={"data_collection_spool_max_mb": 1.0}), LocalFolder(
+        tmp_path / "out", "modeldata"))
+    shipper._measure()
+    assert (spool_dir / FULL).exists()
+    segments[0].unlink()  # one shipped: just under the budget
+    shipper._measure()
+    assert (spool_dir / FULL).exists()
+    for segment in segments[1:3]:
+        segment.unlink()
+    shipper._measure()
+    assert not (spool_dir / FULL).exists()
+    assert [r.levelno for r in caplog.records if r.name == "scoring_image.collection"] == [logging.ERROR, logging.WARNING]

@@ -125,6 +125,14 @@ def test_models_are_each_listed_once_and_name_one_folder(models: str, problem: s
         ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_MODELS": models})
 
 
+@pytest.mark.parametrize("service", ["../../etc", "/srv/out", "a/b", "a\\b", ".."])
+def test_the_service_names_one_folder(service: str) -> None:
+    """Collected records go to <service>/<name>/<version>/...: a service named "../../etc" or "/srv/out" wrote
+    outside the local folder (an absolute one replaces the folder it is joined to), and a slash made more folders."""
+    with pytest.raises(ValidationError, match="data_collection_service .* is not a folder name"):
+        ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_SERVICE": service})
+
+
 def test_unknown_fields_are_rejected() -> None:
     with pytest.raises(ValidationError):
         ScorerSettings(entry_scrip="typo.py")  # type: ignore[call-arg]
