@@ -15,7 +15,7 @@ from keys import signing_key, write_keys  # noqa: E402
 
 from router_image import auth  # noqa: E402
 from router_image.auth import CLOCK_SKEW_S, AuthError, Authenticator  # noqa: E402
-from router_image.config import AuthConfig, RouteConfig, TokenConfig, VersionConfig  # noqa: E402
+from router_image.config import AuthConfig, ConfigError, RouteConfig, TokenConfig, VersionConfig  # noqa: E402
 from router_image.tokens import mint_token  # noqa: E402
 
 V = [VersionConfig(name="v1", deployment="d")]
@@ -299,10 +299,11 @@ def test_the_clock_skew_allowed_is_about_a_minute(tmp_path, monkeypatch) -> None
 
 
 @pytest.mark.parametrize("content", [b"garbage, not a key", b"-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n",
-                                     signing_key("RS256")[1]], ids=["not PEM", "broken PEM", "RSA key for ES256"])
+                                     signing_key("RS256")[1], signing_key()[0]],
+                         ids=["not PEM", "broken PEM", "RSA key for ES256", "private key"])
 def test_a_public_key_file_that_does_not_parse_keeps_the_previous_key(tmp_path, monkeypatch, caplog, content) -> None:
-    """A half-written or wrong key file (ValueError from the PEM parser, InvalidKeyError for a key of another
-    type) must not take token auth down: the key it had stays, and the failure is logged."""
+    """A half-written or wrong key file (a broken PEM block, a key of another type, a private key) must not take
+    token auth down: the key it had stays, and the failure is logged, naming the file."""
     monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
     private, public = signing_key()
     (tmp_path / "pub.pem").write_bytes(public)
@@ -310,7 +311,44 @@ def test_a_public_key_file_that_does_not_parse_keeps_the_previous_key(tmp_path, 
     time.sleep(0.01)
     (tmp_path / "pub.pem").write_bytes(content)
     a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(private, "ep")[0].encode())
-    assert "token public key not re-read" in caplog.text
+    assert "token public key not re-read" in caplog.text and f"token public key file {tmp_path / 'pub.pem'}" in caplog.text
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
+def test_a_private_key_where_the_public_keys_belong_is_refused_naming_the_file_not_the_key(tmp_path, algorithm) -> None:
+    """The signing key mounted in place of its public half made every router pod a minter, and PyJWT took it as a
+    verification key: ES256 tokens passed, and every RS256 token ended in a 500 (a private RSA key has no verify)."""
+    private, public = signing_key(algorithm)
+    path = tmp_path / "pub.pem"
+    path.write_bytes(public + private)
+    with pytest.raises(ConfigError) as caught:
+        Authenticator(None, TokenConfig(public_key_file=str(path), algorithm=algorithm))
+    assert str(caught.value) == f"token public key file {path}: block 2 is a PRIVATE KEY, where only public keys belong"
+    assert private.splitlines()[1].decode() not in str(caught.value)
+
+
+@pytest.mark.parametrize(("content", "told"), [
+    (b"-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n", ": block 1 does not load as an ES256 public key"),
+    (signing_key("RS256")[1], ": block 1 does not load as an ES256 public key"),
+    (signing_key()[0], ": block 1 is a PRIVATE KEY, where only public keys belong"),
+    (b"no PEM here", " holds no PEM key"),
+], ids=["broken PEM", "RSA key for ES256", "private key", "not PEM"])
+def test_a_token_key_file_that_does_not_load_stops_the_start_naming_it(tmp_path, monkeypatch, capsys, content, told) -> None:
+    """At start PyJWT's and cryptography's own errors came out as a traceback naming no file ("Expected one of
+    <generator object ...>, got: RSAPublicKey"), and a private key was served with."""
+    from router_image import __main__ as main_module
+    from router_image.config import RouterConfig
+
+    def serve(*args, **kwargs) -> None:
+        raise AssertionError("the router served with that key file")
+
+    monkeypatch.setattr(main_module.http_server, "run", serve)
+    (tmp_path / "pub.pem").write_bytes(content)
+    (tmp_path / "router.json").write_text(RouterConfig(token=TokenConfig(public_key_file=str(tmp_path / "pub.pem"))).dump())
+    with pytest.raises(SystemExit) as exited:
+        main_module.main(["--config", str(tmp_path / "router.json")])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"{tmp_path / 'router.json'}: token public key file {tmp_path / 'pub.pem'}{told}\n"
 
 
 def test_a_token_far_longer_than_any_minted_is_refused_before_it_is_parsed(tmp_path, decoded) -> None:
