@@ -9,6 +9,8 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 sys.path.insert(0, str(Path(__file__).parent))
 from keys import signing_key, write_keys  # noqa: E402
@@ -137,6 +139,19 @@ def test_tokens(tmp_path, algorithm) -> None:
         assert "invalid_token" in caught.value.challenge, case
     with pytest.raises(AuthError):
         a.check(TOKENED, TOKENED.key_id, None)
+
+
+@pytest.mark.parametrize(("key", "kind"), [(ed25519.Ed25519PrivateKey.generate(), "Ed25519"),
+                                           (ec.generate_private_key(ec.SECP384R1()), "EC secp384r1")],
+                         ids=["Ed25519", "EC P-384"])
+def test_a_token_is_minted_only_with_a_key_the_router_can_verify_with(key, kind) -> None:
+    """The router verifies ES256 (EC P-256) or RS256: any other key got ES256 picked for it and a message from deep in
+    PyJWT ("Expecting a PEM-formatted key." for an Ed25519 key that was one)."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    with pytest.raises(ValueError) as caught:
+        mint_token(pem, "ep")
+    assert str(caught.value) == (f"mint_token: the key is {kind}; the router verifies tokens signed with an EC P-256 "
+                                 "(ES256) or RSA (RS256) private key")
 
 
 def test_lifetime_seconds_is_the_longest_a_token_may_live(tmp_path) -> None:
