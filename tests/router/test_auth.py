@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import sys
 import time
@@ -106,6 +109,18 @@ def test_auth_off_admits_anyone(keys) -> None:
     Authenticator(str(keys), None).check(OPEN, OPEN.key_id, None)
 
 
+def _hs256(claims: dict, secret: bytes) -> str:
+    """A token MACed with `secret` (PyJWT refuses a PEM key as an HMAC secret, so by hand): the algorithm confusion
+    attack, where a verifier that trusts the header's alg checks the MAC with the public key it holds."""
+    head = jwt.utils.base64url_encode(b'{"alg":"HS256","typ":"JWT"}') + b"." + jwt.utils.base64url_encode(
+        json.dumps(claims).encode())
+    return (head + b"." + jwt.utils.base64url_encode(hmac.new(secret, head, hashlib.sha256).digest())).decode()
+
+
+def _public_of(private: bytes):
+    return serialization.load_pem_private_key(private, password=None).public_key()
+
+
 @pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
 def test_tokens(tmp_path, algorithm) -> None:
     private, public = signing_key(algorithm)
@@ -124,9 +139,13 @@ def test_tokens(tmp_path, algorithm) -> None:
         "wrong key": mint_token(other_private, "ep")[0],
         "wrong issuer": mint_token(private, "ep", issuer="someone-else")[0],
         "alg none": jwt.encode(claims, None, algorithm="none"),
-        "alg swap (HS256 keyed with the public key)": jwt.api_jws.PyJWS(algorithms=["HS256"]).encode(
-            jwt.utils.force_bytes('{"aud":"ep","iss":"aks-model-serving","exp":%d}' % (now + 60)),
-            b"k" * 32, algorithm="HS256"),
+        "alg swap (HS256 keyed with the public key)": _hs256({**claims, "iat": now}, public),
+        "not before, beyond the skew": jwt.encode({**claims, "iat": now, "nbf": now + 600}, private, algorithm=algorithm),
+        "kid naming a key elsewhere": jwt.encode({**claims, "iat": now}, other_private, algorithm=algorithm,
+                                                 headers={"kid": "../../../../dev/null", "jku": "https://evil.example/jwks"}),
+        "its own key in its header": jwt.encode({**claims, "iat": now}, other_private, algorithm=algorithm,
+                                                headers={"jwk": json.loads(jwt.get_algorithm_by_name(algorithm).to_jwk(
+                                                    _public_of(other_private)))}),
         "no exp": jwt.encode({"aud": "ep", "iss": "aks-model-serving"}, private, algorithm=algorithm),
         "no iat": jwt.encode(claims, private, algorithm=algorithm),
         "living past lifetime_seconds": mint_token(private, "ep", lifetime_s=3601)[0],
