@@ -368,8 +368,9 @@ class ModelRouter(pulumi.ComponentResource):
             names = {"dnsNames": [host]} if host else {"ipAddresses": [address]}
             k8s.apiextensions.CustomResource(
                 f"{name}-tls", api_version="cert-manager.io/v1", kind="Certificate", metadata=meta(secret_name),
+                # A new key at each renewal, as cert-manager 1.18 does by default: before it, the first key stayed for good.
                 spec={"secretName": secret_name, "issuerRef": {"name": ssl.cert_manager_issuer, "kind": "ClusterIssuer"},
-                      **names},
+                      **names, "privateKey": {"rotationPolicy": "Always"}},
                 opts=child)
             return secret_name
         if ssl.cname:

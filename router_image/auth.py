@@ -21,7 +21,7 @@ from typing import Any
 
 import jwt
 
-from router_image.config import RouteConfig, TokenConfig
+from router_image.config import ConfigError, RouteConfig, TokenConfig
 
 log = logging.getLogger("router.auth")
 KEY_RELOAD_S = 1.0
@@ -38,6 +38,7 @@ MAX_TOKEN_BYTES = 8192
 # verified are kept, the oldest first out.
 VERIFIED_TOKENS = 4096
 PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.DOTALL)
+PUBLIC_KEY_LABELS = ("PUBLIC KEY", "RSA PUBLIC KEY")  # SubjectPublicKeyInfo, and PKCS #1 for RSA
 
 
 class AuthError(Exception):
@@ -135,13 +136,14 @@ class PublicKey(Mounted):
     key only, each pod refused the tokens of one key or the other until every pod had the new file and
     every token of the old key had expired.
 
-    It must be readable at first (a config naming a key that is not there does not apply); later a
-    read that fails keeps the keys it had, and is logged (the path only), until the file changes again.
+    It must be readable at first (a config naming a key that is not there does not apply, a router does not
+    start); later a read that fails keeps the keys it had, and is logged, until the file changes again.
     The keys are parsed when read, not per token (about 26 us a request otherwise).
     """
 
     def __init__(self, path: str, algorithm: str):
         self._path = path
+        self._algorithm_name = algorithm
         self._algorithm = jwt.get_algorithm_by_name(algorithm)
         super().__init__()
         self.keys = self._parse()
@@ -150,15 +152,29 @@ class PublicKey(Mounted):
         return files_stamp(self._path)
 
     def _parse(self) -> list[Any]:
-        blocks = [match.group() for match in PEM_BLOCK.finditer(Path(self._path).read_bytes())]
+        """Public keys only, each named by its place when refused, never by its text: PyJWT takes a private key as
+        well (the signing key mounted in its public half's place would make every pod a minter; a private RSA key
+        cannot even verify, and each token was a 500), and its own errors name no file."""
+        blocks = list(PEM_BLOCK.finditer(Path(self._path).read_bytes()))
         if not blocks:
-            raise ValueError(f"{self._path} holds no PEM key")
-        return [self._algorithm.prepare_key(block) for block in blocks]
+            raise ConfigError(f"token public key file {self._path} holds no PEM key")
+        keys: list[Any] = []
+        for n, block in enumerate(blocks, 1):
+            label = block.group(1).decode()
+            if label not in PUBLIC_KEY_LABELS:
+                raise ConfigError(f"token public key file {self._path}: block {n} is a {label}, "
+                                  "where only public keys belong")
+            try:
+                keys.append(self._algorithm.prepare_key(block.group()))
+            except (ValueError, jwt.InvalidKeyError):
+                raise ConfigError(f"token public key file {self._path}: block {n} does not load as an "
+                                  f"{self._algorithm_name} public key") from None
+        return keys
 
     def _read(self) -> None:
         try:
             self.keys = self._parse()
-        except (OSError, ValueError, jwt.InvalidKeyError) as exc:
+        except (OSError, ConfigError) as exc:
             log.warning("token public key not re-read, the previous one stays: %s", exc)
 
     def current(self) -> list[Any]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import ssl
+import time
 from pathlib import Path
 
 from router_image.auth import Mounted, files_stamp
@@ -23,6 +24,9 @@ from router_image.config import TlsConfig
 
 log = logging.getLogger("router.tls")
 PEM_CERTIFICATE = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.DOTALL)
+# How long the leaf a renewal replaced stays pinned: the kubelet brings a Secret's change to the pods within a
+# minute or two of each other (its sync period and cache), so ten minutes leaves room for a slow node.
+PEER_PIN_OVERLAP_S = 600.0
 
 
 def _load(config: TlsConfig) -> ssl.SSLContext:
@@ -78,13 +82,16 @@ class PeerTrust(Mounted):
     the certificate itself is pinned (its first, the leaf; the issuers after it are not trusted, or any
     certificate they issued would pass), and only a pod holding the router's private key can present it.
     Unchecked, the peers' secret went to whoever answered at a peer's address. A renewal reaches the pods
-    a minute or two apart: the leaf this pod served before stays trusted next to the new one, and a peer
-    that already serves one this pod has not seen is refused until its files change too.
+    a minute or two apart: the leaf this pod served before stays trusted next to the new one for
+    PEER_PIN_OVERLAP_S (not until the next renewal: a certificate replaced because its key leaked would
+    have gone on taking the secret), and a peer that already serves one this pod has not seen is refused
+    until its files change too.
     """
 
     def __init__(self, cert_file: str):
         self._cert_file = cert_file
         self._pins: list[str] = []
+        self._renewed_at = time.monotonic()  # when the leaf last changed: the one before it goes PEER_PIN_OVERLAP_S on
         super().__init__()
         self.context = self._pinned()
 
@@ -96,9 +103,9 @@ class PeerTrust(Mounted):
         if leaf is None:
             raise ValueError(f"{self._cert_file} holds no PEM certificate")
         pins = [pin for pin in self._pins if pin != leaf.group()][-1:] + [leaf.group()]
-        context = ssl.create_default_context(cadata="\n".join(pins))
-        context.check_hostname = False  # the pin is the identity: see above
-        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a leaf issued by a CA is a trust anchor itself
+        context = _pinning(pins)
+        if self._pins[-1:] != [leaf.group()]:
+            self._renewed_at = time.monotonic()
         self._pins = pins
         return context
 
@@ -110,4 +117,15 @@ class PeerTrust(Mounted):
 
     def current(self) -> ssl.SSLContext:
         self._refresh()
+        if len(self._pins) > 1 and time.monotonic() - self._renewed_at > PEER_PIN_OVERLAP_S:
+            self._pins = self._pins[-1:]
+            self.context = _pinning(self._pins)
         return self.context
+
+
+def _pinning(pins: list[str]) -> ssl.SSLContext:
+    """A client context that trusts these certificates (PEM) and nothing else."""
+    context = ssl.create_default_context(cadata="\n".join(pins))
+    context.check_hostname = False  # the pin is the identity: see PeerTrust
+    context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # a leaf issued by a CA is a trust anchor itself
+    return context

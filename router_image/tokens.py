@@ -10,22 +10,30 @@ import time
 import uuid
 
 import jwt
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 ISSUER = "aks-model-serving"
 
 
 def mint_token(private_key_pem: bytes | str, audience: str, *, lifetime_s: int = 3600,
-               algorithm: str | None = None, issuer: str = ISSUER) -> tuple[str, float]:
+               issuer: str = ISSUER) -> tuple[str, float]:
     """A token for `audience` (the service or endpoint name) and the time to refresh it by.
 
     Like Azure ML, refresh_by is half way through the lifetime, so a client that renews then
-    never presents an expired token.
+    never presents an expired token. The key says the algorithm (router.token_algorithm made it).
     """
     pem = private_key_pem.encode() if isinstance(private_key_pem, str) else private_key_pem
     key = load_pem_private_key(pem, password=None)
-    algorithm = algorithm or ("RS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256")
+    signing: tuple[rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, str]
+    if isinstance(key, rsa.RSAPrivateKey):
+        signing = key, "RS256"
+    elif isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1):
+        signing = key, "ES256"
+    else:
+        kind = f"EC {key.curve.name}" if isinstance(key, ec.EllipticCurvePrivateKey) else type(key).__name__
+        raise ValueError(f"mint_token: the key is {kind.removesuffix('PrivateKey')}; the router verifies tokens signed "
+                         "with an EC P-256 (ES256) or RSA (RS256) private key")
     now = int(time.time())
     claims = {"aud": audience, "iss": issuer, "iat": now, "nbf": now, "exp": now + lifetime_s, "jti": uuid.uuid4().hex}
-    return jwt.encode(claims, key, algorithm=algorithm), now + lifetime_s / 2
+    return jwt.encode(claims, signing[0], algorithm=signing[1]), now + lifetime_s / 2

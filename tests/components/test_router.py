@@ -324,10 +324,13 @@ def test_a_cname_has_one_certificate(ssl, certificate, message):
 
 
 def test_cert_manager_certificate():
+    """Each renewal with a new private key: cert-manager before 1.18 kept the first key for good (rotationPolicy
+    Never), so a key that leaked from a pod's files stayed good through every renewal."""
     rec = build(ssl={"cert_manager_issuer": "letsencrypt"})
     cert = rec.one("kubernetes:cert-manager.io/v1:Certificate").inputs
     assert cert["spec"] == {"secretName": "model-router-tls", "issuerRef": {"name": "letsencrypt", "kind": "ClusterIssuer"},
-                            "dnsNames": ["mlw-scoring.westeurope.cloudapp.azure.com"]}
+                            "dnsNames": ["mlw-scoring.westeurope.cloudapp.azure.com"],
+                            "privateKey": {"rotationPolicy": "Always"}}
     assert not rec.of_type("kubernetes:core/v1:Secret") or all(
         r.inputs["metadata"]["name"] != "model-router-tls" for r in rec.of_type("kubernetes:core/v1:Secret"))
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import os
 import sys
 import time
@@ -9,13 +12,15 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 sys.path.insert(0, str(Path(__file__).parent))
 from keys import signing_key, write_keys  # noqa: E402
 
 from router_image import auth  # noqa: E402
 from router_image.auth import CLOCK_SKEW_S, AuthError, Authenticator  # noqa: E402
-from router_image.config import AuthConfig, RouteConfig, TokenConfig, VersionConfig  # noqa: E402
+from router_image.config import AuthConfig, ConfigError, RouteConfig, TokenConfig, VersionConfig  # noqa: E402
 from router_image.tokens import mint_token  # noqa: E402
 
 V = [VersionConfig(name="v1", deployment="d")]
@@ -104,6 +109,18 @@ def test_auth_off_admits_anyone(keys) -> None:
     Authenticator(str(keys), None).check(OPEN, OPEN.key_id, None)
 
 
+def _hs256(claims: dict, secret: bytes) -> str:
+    """A token MACed with `secret` (PyJWT refuses a PEM key as an HMAC secret, so by hand): the algorithm confusion
+    attack, where a verifier that trusts the header's alg checks the MAC with the public key it holds."""
+    head = jwt.utils.base64url_encode(b'{"alg":"HS256","typ":"JWT"}') + b"." + jwt.utils.base64url_encode(
+        json.dumps(claims).encode())
+    return (head + b"." + jwt.utils.base64url_encode(hmac.new(secret, head, hashlib.sha256).digest())).decode()
+
+
+def _public_of(private: bytes):
+    return serialization.load_pem_private_key(private, password=None).public_key()
+
+
 @pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
 def test_tokens(tmp_path, algorithm) -> None:
     private, public = signing_key(algorithm)
@@ -122,9 +139,13 @@ def test_tokens(tmp_path, algorithm) -> None:
         "wrong key": mint_token(other_private, "ep")[0],
         "wrong issuer": mint_token(private, "ep", issuer="someone-else")[0],
         "alg none": jwt.encode(claims, None, algorithm="none"),
-        "alg swap (HS256 keyed with the public key)": jwt.api_jws.PyJWS(algorithms=["HS256"]).encode(
-            jwt.utils.force_bytes('{"aud":"ep","iss":"aks-model-serving","exp":%d}' % (now + 60)),
-            b"k" * 32, algorithm="HS256"),
+        "alg swap (HS256 keyed with the public key)": _hs256({**claims, "iat": now}, public),
+        "not before, beyond the skew": jwt.encode({**claims, "iat": now, "nbf": now + 600}, private, algorithm=algorithm),
+        "kid naming a key elsewhere": jwt.encode({**claims, "iat": now}, other_private, algorithm=algorithm,
+                                                 headers={"kid": "../../../../dev/null", "jku": "https://evil.example/jwks"}),
+        "its own key in its header": jwt.encode({**claims, "iat": now}, other_private, algorithm=algorithm,
+                                                headers={"jwk": json.loads(jwt.get_algorithm_by_name(algorithm).to_jwk(
+                                                    _public_of(other_private)))}),
         "no exp": jwt.encode({"aud": "ep", "iss": "aks-model-serving"}, private, algorithm=algorithm),
         "no iat": jwt.encode(claims, private, algorithm=algorithm),
         "living past lifetime_seconds": mint_token(private, "ep", lifetime_s=3601)[0],
@@ -137,6 +158,19 @@ def test_tokens(tmp_path, algorithm) -> None:
         assert "invalid_token" in caught.value.challenge, case
     with pytest.raises(AuthError):
         a.check(TOKENED, TOKENED.key_id, None)
+
+
+@pytest.mark.parametrize(("key", "kind"), [(ed25519.Ed25519PrivateKey.generate(), "Ed25519"),
+                                           (ec.generate_private_key(ec.SECP384R1()), "EC secp384r1")],
+                         ids=["Ed25519", "EC P-384"])
+def test_a_token_is_minted_only_with_a_key_the_router_can_verify_with(key, kind) -> None:
+    """The router verifies ES256 (EC P-256) or RS256: any other key got ES256 picked for it and a message from deep in
+    PyJWT ("Expecting a PEM-formatted key." for an Ed25519 key that was one)."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    with pytest.raises(ValueError) as caught:
+        mint_token(pem, "ep")
+    assert str(caught.value) == (f"mint_token: the key is {kind}; the router verifies tokens signed with an EC P-256 "
+                                 "(ES256) or RSA (RS256) private key")
 
 
 def test_lifetime_seconds_is_the_longest_a_token_may_live(tmp_path) -> None:
@@ -299,10 +333,11 @@ def test_the_clock_skew_allowed_is_about_a_minute(tmp_path, monkeypatch) -> None
 
 
 @pytest.mark.parametrize("content", [b"garbage, not a key", b"-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n",
-                                     signing_key("RS256")[1]], ids=["not PEM", "broken PEM", "RSA key for ES256"])
+                                     signing_key("RS256")[1], signing_key()[0]],
+                         ids=["not PEM", "broken PEM", "RSA key for ES256", "private key"])
 def test_a_public_key_file_that_does_not_parse_keeps_the_previous_key(tmp_path, monkeypatch, caplog, content) -> None:
-    """A half-written or wrong key file (ValueError from the PEM parser, InvalidKeyError for a key of another
-    type) must not take token auth down: the key it had stays, and the failure is logged."""
+    """A half-written or wrong key file (a broken PEM block, a key of another type, a private key) must not take
+    token auth down: the key it had stays, and the failure is logged, naming the file."""
     monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
     private, public = signing_key()
     (tmp_path / "pub.pem").write_bytes(public)
@@ -310,7 +345,44 @@ def test_a_public_key_file_that_does_not_parse_keeps_the_previous_key(tmp_path, 
     time.sleep(0.01)
     (tmp_path / "pub.pem").write_bytes(content)
     a.check(TOKENED, TOKENED.key_id, b"Bearer " + mint_token(private, "ep")[0].encode())
-    assert "token public key not re-read" in caplog.text
+    assert "token public key not re-read" in caplog.text and f"token public key file {tmp_path / 'pub.pem'}" in caplog.text
+
+
+@pytest.mark.parametrize("algorithm", ["ES256", "RS256"])
+def test_a_private_key_where_the_public_keys_belong_is_refused_naming_the_file_not_the_key(tmp_path, algorithm) -> None:
+    """The signing key mounted in place of its public half made every router pod a minter, and PyJWT took it as a
+    verification key: ES256 tokens passed, and every RS256 token ended in a 500 (a private RSA key has no verify)."""
+    private, public = signing_key(algorithm)
+    path = tmp_path / "pub.pem"
+    path.write_bytes(public + private)
+    with pytest.raises(ConfigError) as caught:
+        Authenticator(None, TokenConfig(public_key_file=str(path), algorithm=algorithm))
+    assert str(caught.value) == f"token public key file {path}: block 2 is a PRIVATE KEY, where only public keys belong"
+    assert private.splitlines()[1].decode() not in str(caught.value)
+
+
+@pytest.mark.parametrize(("content", "told"), [
+    (b"-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n", ": block 1 does not load as an ES256 public key"),
+    (signing_key("RS256")[1], ": block 1 does not load as an ES256 public key"),
+    (signing_key()[0], ": block 1 is a PRIVATE KEY, where only public keys belong"),
+    (b"no PEM here", " holds no PEM key"),
+], ids=["broken PEM", "RSA key for ES256", "private key", "not PEM"])
+def test_a_token_key_file_that_does_not_load_stops_the_start_naming_it(tmp_path, monkeypatch, capsys, content, told) -> None:
+    """At start PyJWT's and cryptography's own errors came out as a traceback naming no file ("Expected one of
+    <generator object ...>, got: RSAPublicKey"), and a private key was served with."""
+    from router_image import __main__ as main_module
+    from router_image.config import RouterConfig
+
+    def serve(*args, **kwargs) -> None:
+        raise AssertionError("the router served with that key file")
+
+    monkeypatch.setattr(main_module.http_server, "run", serve)
+    (tmp_path / "pub.pem").write_bytes(content)
+    (tmp_path / "router.json").write_text(RouterConfig(token=TokenConfig(public_key_file=str(tmp_path / "pub.pem"))).dump())
+    with pytest.raises(SystemExit) as exited:
+        main_module.main(["--config", str(tmp_path / "router.json")])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"{tmp_path / 'router.json'}: token public key file {tmp_path / 'pub.pem'}{told}\n"
 
 
 def test_a_token_far_longer_than_any_minted_is_refused_before_it_is_parsed(tmp_path, decoded) -> None:

@@ -5,19 +5,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import sys
+import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import Fixed  # noqa: E402
-from keys import self_signed, served_name  # noqa: E402
+from keys import certificate, self_signed, served_name, write_pair  # noqa: E402
 
 from router_image import auth  # noqa: E402
 from router_image.app import Router  # noqa: E402
 from router_image.config import RouterConfig, TlsConfig  # noqa: E402
-from router_image.tls import ServingCertificate  # noqa: E402
+from router_image.tls import PeerTrust, ServingCertificate  # noqa: E402
 
 pytestmark = pytest.mark.anyio
 
@@ -75,3 +79,67 @@ async def test_a_reload_naming_a_pair_that_does_not_load_says_which(tmp_path, ca
     assert router.config == running
     error = router.status()["config_error"]
     assert str(second / "tls.crt") in error and str(key) in error, error
+
+
+
+def _handshake(client_context: ssl.SSLContext, server_context: ssl.SSLContext) -> ssl.SSLObject:
+    """The client's end of a handshake done in memory; ssl.SSLError when either end refused it."""
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = client_context.wrap_bio(to_client, to_server)
+    server = server_context.wrap_bio(to_server, to_client, server_side=True)
+    for _ in range(4):
+        for side in (client, server):
+            try:
+                side.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+    return client
+
+
+def _trusts(context: ssl.SSLContext, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey, folder: Path) -> bool:
+    """Whether a client with `context` completes a handshake with a server presenting this pair."""
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(*write_pair(folder, [cert], key))
+    try:
+        _handshake(context, served)
+    except ssl.SSLCertVerificationError:
+        return False
+    return True
+
+
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1:DeprecationWarning")  # the old versions are offered on purpose
+def test_the_serving_certificate_takes_tls_1_2_and_1_3_only(tmp_path) -> None:
+    """TLS 1.0 and 1.1 (deprecated by RFC 8996) are refused whatever a client offers: a guard on Python's and
+    OpenSSL's defaults, which the router relies on. The listener's context decides the version (a reloaded pair's
+    context, handed over by the SNI callback, brings its certificate, not its protocol settings)."""
+    self_signed(tmp_path, "first")
+    served = ServingCertificate(TlsConfig(cert_file=str(tmp_path / "tls.crt"), key_file=str(tmp_path / "tls.key"))).context
+    for version, name in [(ssl.TLSVersion.TLSv1, None), (ssl.TLSVersion.TLSv1_1, None),
+                          (ssl.TLSVersion.TLSv1_2, "TLSv1.2"), (ssl.TLSVersion.TLSv1_3, "TLSv1.3")]:
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+        client.set_ciphers("ALL:@SECLEVEL=0")  # an old client's offer, as far as this OpenSSL still makes one
+        client.minimum_version = client.maximum_version = version
+        if name:
+            assert _handshake(client, served).version() == name
+        else:
+            with pytest.raises(ssl.SSLError):
+                _handshake(client, served)
+
+
+def test_the_certificate_a_renewal_replaced_is_trusted_by_the_peers_for_minutes_not_until_the_next_renewal(
+        tmp_path, monkeypatch) -> None:
+    """The leaf a pod served before stays pinned while the kubelet brings the renewal to its peers (a minute or two
+    apart). It stayed until the next renewal, months later, or its expiry: a certificate replaced because its key
+    leaked still took the peers' secret from whoever held that key at a peer's address. Literal times: ten minutes."""
+    monkeypatch.setattr(auth, "KEY_RELOAD_S", 0.0)
+    first, second = certificate("router.example.com"), certificate("router.example.com")
+    trust = PeerTrust(str(write_pair(tmp_path / "own", [first[0]], first[1])[0]))
+    write_pair(tmp_path / "own", [second[0]], second[1])
+    renewed = time.monotonic()
+    assert _trusts(trust.current(), *first, tmp_path / "peer") and _trusts(trust.current(), *second, tmp_path / "peer")
+    monkeypatch.setattr(time, "monotonic", lambda: renewed + 9 * 60)
+    assert _trusts(trust.current(), *first, tmp_path / "peer")
+    monkeypatch.setattr(time, "monotonic", lambda: renewed + 11 * 60)
+    assert not _trusts(trust.current(), *first, tmp_path / "peer")
+    assert _trusts(trust.current(), *second, tmp_path / "peer")
