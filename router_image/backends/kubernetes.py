@@ -345,14 +345,10 @@ class KubernetesBackend:
     # ------------------------------------------------------------ replicas
 
     async def apply(self, versions: list[VersionConfig]) -> None:
+        """New versions are watched and their counts read before the versions leaving are dropped: the running
+        table still scales those until this returns, and a count gone meanwhile read as a Deployment scaled to 0
+        outside the router (a decision to scale it up, an error for the scale refused)."""
         wanted = {v.deployment: v for v in versions}
-        for name in [n for n in self._watches if n not in wanted]:
-            await self._watches.pop(name).stop()
-            self._versions.pop(name, None)
-            self._replicas.pop(name, None)
-            self._read_at.pop(name, None)
-            self._published.pop(name, None)
-            self._on_ready(name, [])
         added = []
         for name, v in wanted.items():
             self._versions[name] = v
@@ -364,6 +360,13 @@ class KubernetesBackend:
         # All at once: the router listens only after this, and one read after another outlasted the startup
         # probe with many versions and a slow API server (the pod was restarted in a loop).
         await asyncio.gather(*(self._read_scale(name) for name in added))
+        for name in [n for n in self._watches if n not in wanted]:
+            await self._watches.pop(name).stop()
+            self._versions.pop(name, None)
+            self._replicas.pop(name, None)
+            self._read_at.pop(name, None)
+            self._published.pop(name, None)
+            self._on_ready(name, [])
 
     def _publish(self, deployment: str) -> None:
         watch, version = self._watches.get(deployment), self._versions.get(deployment)

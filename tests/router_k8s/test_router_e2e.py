@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
 import httpx
 import pytest
@@ -194,4 +196,39 @@ async def test_a_decision_made_while_the_count_was_unknown_does_not_shrink_the_d
         assert api.scales["iris"] == 5 and router.table.autoscalers["iris"].current == 5
         assert api.requests("PATCH", "/apis/apps/v1/namespaces/models/deployments/iris/scale") == []
     finally:
+        await router.shutdown()
+
+
+async def test_a_reload_that_swaps_versions_on_a_slow_api_server_decides_nothing_for_the_one_leaving(
+        api, tmp_path, caplog) -> None:
+    """A blue-green swap (iris's version out, iris2's in) on an API server answering each call late: the
+    outgoing version's count was dropped before the incoming one's was read, while the running table still
+    scaled it, so the autoscaler took it for a Deployment scaled to 0 outside the router, decided 0 -> 1, and
+    the backend logged an error for a scale it refused, every reload of that kind."""
+    def config(deployment: str) -> RouterConfig:
+        version = VersionConfig(name="v1", deployment=deployment, is_default=True,
+                                autoscale=AutoscaleConfig(refresh_seconds=0.2))
+        return RouterConfig(backend="kubernetes", namespace="models", routes=[
+            RouteConfig(kind="service", name="iris", auth=AuthConfig(key_enabled=False), versions=[version])])
+
+    api.scales.update(iris=3, iris2=3)
+    path = tmp_path / "router.json"
+    path.write_text(config("iris").dump())
+    router = Router(config("iris"), str(path), backend=KubernetesBackend(config("iris"), api.access, "router-0"))
+    await router.startup()
+    try:
+        await until(lambda: router.table.autoscalers["iris"].current == 3)
+        path.write_text(config("iris2").dump())
+        api.scale_read_delay_s = 0.5  # several autoscale samples while iris2's count is read
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        assert await router.reload()
+        assert router.table.autoscalers["iris2"].current == 3
+        await asyncio.sleep(0.3)
+        about_iris = [r.getMessage() for r in caplog.records
+                      if r.name.startswith("router") and re.search(r"\biris\b", r.getMessage())]
+        assert about_iris == [] and [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert router.backend.replicas("iris") == 0 and api.scales == {"iris": 3, "iris2": 3}
+    finally:
+        api.scale_read_delay_s = 0.0
         await router.shutdown()
