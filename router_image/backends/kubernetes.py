@@ -84,6 +84,11 @@ class _Gone(Exception):
     """The watch's resourceVersion is too old: list again."""
 
 
+def _why(exc: BaseException) -> str:
+    """An error's text for a log line: a timeout's is empty, which left 'failed: ' naming no reason."""
+    return str(exc) or type(exc).__name__
+
+
 @dataclass(frozen=True)
 class ApiAccess:
     """Where the API server is and how to authenticate: in-cluster by default, a stub in tests."""
@@ -205,7 +210,7 @@ class SliceWatch:
             except _Gone:
                 log.info("endpointslices %s: watch expired (410), listing again", self._selector["labelSelector"])
             except Exception as exc:  # never the end of the watch: its endpoints would freeze
-                log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], str(exc) or type(exc).__name__)
+                log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], _why(exc))
             await asyncio.sleep(pause * random.uniform(0.5, 1.0))
             pause = min(pause * 2, RETRY_MAX_S)
 
@@ -387,7 +392,7 @@ class KubernetesBackend:
         except (aiohttp.ClientError, ApiError, TimeoutError, ValueError, TypeError, AttributeError) as exc:
             # An answer that is no scale (no number of replicas) too: raised, it ended the resync loop for good.
             # Once, not at every resync: a Deployment deleted before the config dropped it would warn every 5 s.
-            (log.debug if deployment in self._unread else log.warning)("deployment %s: scale not read: %s", deployment, exc)
+            (log.debug if deployment in self._unread else log.warning)("deployment %s: scale not read: %s", deployment, _why(exc))
             self._unread.add(deployment)
             return
         if deployment in self._unread:
@@ -427,7 +432,7 @@ class KubernetesBackend:
                 return
             except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
                 if not isinstance(exc, ApiError) or exc.status != 409 or attempt:
-                    log.error("deployment %s: scaling to %d failed: %s", deployment, replicas, exc)
+                    log.error("deployment %s: scaling to %d failed: %s", deployment, replicas, _why(exc))
                     return
             # 409: the Deployment changed since its count was read. Its status alone (pods getting ready) changes
             # the resourceVersion too, so the patch is made again when the count is still the one decided from.
@@ -591,7 +596,7 @@ class KubernetesBackend:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never the end of the loop: this pod could not lead again
-                log.warning("lease: %s", str(exc) or type(exc).__name__)  # a timeout says nothing
+                log.warning("lease: %s", _why(exc))
             if self._leading and not self.is_leader:
                 log.warning("lease not renewed for %.1f s: no longer the scaling leader", time.monotonic() - self._renewed_at)
                 self._leading = False
@@ -687,4 +692,4 @@ class KubernetesBackend:
                 await self._api.call("PUT", self._lease_path(lease["metadata"]["name"]), {**lease, "spec": spec},
                                      ok=(200, 409))
         except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
-            log.warning("lease not released (it expires on its own): %s", str(exc) or type(exc).__name__)
+            log.warning("lease not released (it expires on its own): %s", _why(exc))
