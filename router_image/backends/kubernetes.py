@@ -410,10 +410,12 @@ class KubernetesBackend:
             return
         if deployment not in self._replicas:
             # Decided from an unknown count (replicas() said 0): applied to the real one, it could shrink a busy
-            # Deployment at once. The count is read; the autoscaler decides again from it.
+            # Deployment at once. The count is read; the autoscaler decides again from it. One still unreadable was
+            # warned of by the read, once: said at every retry, it was an error every SCALE_RETRY_S for ever.
             await self._read_scale(deployment)
-            log.error("deployment %s: %d replicas not applied, decided while its count was unknown (%s)", deployment,
-                      replicas, f"{self._replicas[deployment]} now" if deployment in self._replicas else "not readable")
+            (log.warning if deployment in self._replicas else log.debug)(
+                "deployment %s: %d replicas not applied, decided while its count was unknown (%s)", deployment,
+                replicas, f"{self._replicas[deployment]} now" if deployment in self._replicas else "not readable")
             return
         base = self._replicas[deployment]
         for attempt in range(2):

@@ -232,3 +232,23 @@ async def test_a_reload_that_swaps_versions_on_a_slow_api_server_decides_nothing
     finally:
         api.scale_read_delay_s = 0.0
         await router.shutdown()
+
+
+async def test_a_deployment_whose_count_stays_unreadable_is_warned_of_once_not_at_every_retry(
+        api, monkeypatch, caplog) -> None:
+    """A version whose Deployment is missing (deleted by hand, or not created yet) or whose scale the Role may not
+    read: the autoscaler asks for min_replicas from the unknown count every SCALE_RETRY_S, and each refused scale
+    logged an error, 720 an hour per version on top of the one warning that the count is not read."""
+    monkeypatch.setattr(app, "SCALE_RETRY_S", 0.1)
+    version = VersionConfig(name="v1", deployment="iris", is_default=True,
+                            autoscale=AutoscaleConfig(refresh_seconds=0.2))
+    config = RouterConfig(backend="kubernetes", namespace="models", routes=[
+        RouteConfig(kind="service", name="iris", auth=AuthConfig(key_enabled=False), versions=[version])])
+    router = Router(config, backend=KubernetesBackend(config, api.access, "router-0"))
+    await router.startup()  # deployments/iris/scale answers 404
+    try:
+        await until(lambda: len(api.requests("GET", "/apis/apps/v1/namespaces/models/deployments/iris/scale")) >= 5)
+        told = [r.getMessage() for r in caplog.records if r.name == "router.kubernetes" and r.levelno >= logging.WARNING]
+        assert len(told) == 1 and told[0].startswith("deployment iris: scale not read: 404")
+    finally:
+        await router.shutdown()
