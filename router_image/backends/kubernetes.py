@@ -84,6 +84,11 @@ class _Gone(Exception):
     """The watch's resourceVersion is too old: list again."""
 
 
+def _why(exc: BaseException) -> str:
+    """An error's text for a log line: a timeout's is empty, which left 'failed: ' naming no reason."""
+    return str(exc) or type(exc).__name__
+
+
 @dataclass(frozen=True)
 class ApiAccess:
     """Where the API server is and how to authenticate: in-cluster by default, a stub in tests."""
@@ -205,7 +210,7 @@ class SliceWatch:
             except _Gone:
                 log.info("endpointslices %s: watch expired (410), listing again", self._selector["labelSelector"])
             except Exception as exc:  # never the end of the watch: its endpoints would freeze
-                log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], str(exc) or type(exc).__name__)
+                log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], _why(exc))
             await asyncio.sleep(pause * random.uniform(0.5, 1.0))
             pause = min(pause * 2, RETRY_MAX_S)
 
@@ -345,14 +350,10 @@ class KubernetesBackend:
     # ------------------------------------------------------------ replicas
 
     async def apply(self, versions: list[VersionConfig]) -> None:
+        """New versions are watched and their counts read before the versions leaving are dropped: the running
+        table still scales those until this returns, and a count gone meanwhile read as a Deployment scaled to 0
+        outside the router (a decision to scale it up, an error for the scale refused)."""
         wanted = {v.deployment: v for v in versions}
-        for name in [n for n in self._watches if n not in wanted]:
-            await self._watches.pop(name).stop()
-            self._versions.pop(name, None)
-            self._replicas.pop(name, None)
-            self._read_at.pop(name, None)
-            self._published.pop(name, None)
-            self._on_ready(name, [])
         added = []
         for name, v in wanted.items():
             self._versions[name] = v
@@ -364,6 +365,13 @@ class KubernetesBackend:
         # All at once: the router listens only after this, and one read after another outlasted the startup
         # probe with many versions and a slow API server (the pod was restarted in a loop).
         await asyncio.gather(*(self._read_scale(name) for name in added))
+        for name in [n for n in self._watches if n not in wanted]:
+            await self._watches.pop(name).stop()
+            self._versions.pop(name, None)
+            self._replicas.pop(name, None)
+            self._read_at.pop(name, None)
+            self._published.pop(name, None)
+            self._on_ready(name, [])
 
     def _publish(self, deployment: str) -> None:
         watch, version = self._watches.get(deployment), self._versions.get(deployment)
@@ -384,7 +392,7 @@ class KubernetesBackend:
         except (aiohttp.ClientError, ApiError, TimeoutError, ValueError, TypeError, AttributeError) as exc:
             # An answer that is no scale (no number of replicas) too: raised, it ended the resync loop for good.
             # Once, not at every resync: a Deployment deleted before the config dropped it would warn every 5 s.
-            (log.debug if deployment in self._unread else log.warning)("deployment %s: scale not read: %s", deployment, exc)
+            (log.debug if deployment in self._unread else log.warning)("deployment %s: scale not read: %s", deployment, _why(exc))
             self._unread.add(deployment)
             return
         if deployment in self._unread:
@@ -402,10 +410,12 @@ class KubernetesBackend:
             return
         if deployment not in self._replicas:
             # Decided from an unknown count (replicas() said 0): applied to the real one, it could shrink a busy
-            # Deployment at once. The count is read; the autoscaler decides again from it.
+            # Deployment at once. The count is read; the autoscaler decides again from it. One still unreadable was
+            # warned of by the read, once: said at every retry, it was an error every SCALE_RETRY_S for ever.
             await self._read_scale(deployment)
-            log.error("deployment %s: %d replicas not applied, decided while its count was unknown (%s)", deployment,
-                      replicas, f"{self._replicas[deployment]} now" if deployment in self._replicas else "not readable")
+            (log.warning if deployment in self._replicas else log.debug)(
+                "deployment %s: %d replicas not applied, decided while its count was unknown (%s)", deployment,
+                replicas, f"{self._replicas[deployment]} now" if deployment in self._replicas else "not readable")
             return
         base = self._replicas[deployment]
         for attempt in range(2):
@@ -424,7 +434,7 @@ class KubernetesBackend:
                 return
             except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
                 if not isinstance(exc, ApiError) or exc.status != 409 or attempt:
-                    log.error("deployment %s: scaling to %d failed: %s", deployment, replicas, exc)
+                    log.error("deployment %s: scaling to %d failed: %s", deployment, replicas, _why(exc))
                     return
             # 409: the Deployment changed since its count was read. Its status alone (pods getting ready) changes
             # the resourceVersion too, so the patch is made again when the count is still the one decided from.
@@ -588,7 +598,7 @@ class KubernetesBackend:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never the end of the loop: this pod could not lead again
-                log.warning("lease: %s", str(exc) or type(exc).__name__)  # a timeout says nothing
+                log.warning("lease: %s", _why(exc))
             if self._leading and not self.is_leader:
                 log.warning("lease not renewed for %.1f s: no longer the scaling leader", time.monotonic() - self._renewed_at)
                 self._leading = False
@@ -684,4 +694,4 @@ class KubernetesBackend:
                 await self._api.call("PUT", self._lease_path(lease["metadata"]["name"]), {**lease, "spec": spec},
                                      ok=(200, 409))
         except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
-            log.warning("lease not released (it expires on its own): %s", str(exc) or type(exc).__name__)
+            log.warning("lease not released (it expires on its own): %s", _why(exc))

@@ -229,6 +229,24 @@ async def test_a_status_change_since_the_read_does_not_stop_the_patch(api) -> No
         await backend.stop()
 
 
+async def test_a_scale_call_that_times_out_says_so(api, monkeypatch, caplog) -> None:
+    """An API server that takes the patch and does not answer in time (API Priority and Fairness queueing it): the
+    error says it timed out. A timeout's text is empty, so it read 'scaling to 3 failed: ', naming no reason."""
+    monkeypatch.setattr(kubernetes, "CALL_TIMEOUT_S", 0.2)
+    api.scales["iris"] = 2
+    backend = _backend(api)
+    await backend.start(Ready())
+    try:
+        await backend.apply([IRIS])
+        api.scale_delay_s = 1.0
+        await backend.scale("iris", 3)
+        assert [r.getMessage() for r in caplog.records if r.name == "router.kubernetes"] == [
+            "deployment iris: scaling to 3 failed: TimeoutError"]
+    finally:
+        api.scale_delay_s = 0.0
+        await backend.stop()
+
+
 async def test_a_deployment_whose_count_cannot_be_read_is_not_scaled(api) -> None:
     backend = _backend(api)  # no peers: a lone leader
     await backend.start(Ready())

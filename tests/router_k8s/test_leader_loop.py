@@ -231,6 +231,29 @@ async def test_a_count_set_outside_the_router_is_where_its_autoscaler_goes_on_fr
         await router.shutdown()
 
 
+async def test_a_leadership_changing_mid_delay_restarts_the_delay_rather_than_scaling_in_at_once() -> None:
+    """The leader idles at 4 replicas, 0.6 s into its 1 s scale-down delay, when another pod takes the lead (a rolling
+    update of the routers): the new leader has seen none of that time under the target, so it waits its own full delay
+    from its first sample, then scales in; it neither scales in at once nor carries the old leader's clock over."""
+    backend = FakeBackend()
+    backend.count, backend.is_leader = 4, True
+    autoscale = AutoscaleConfig(refresh_seconds=0.2, scale_down_delay_seconds=1.0)
+    version = VersionConfig(name="v1", deployment="iris", is_default=True, autoscale=autoscale)
+    router = Router(RouterConfig(routes=[RouteConfig(kind="service", name="iris", versions=[version])]), backend=backend)
+    await router.startup()
+    try:
+        await asyncio.sleep(0.6)
+        backend.is_leader = False  # the lead moves to another pod, and back to this one as the new leader
+        await asyncio.sleep(0.3)
+        backend.is_leader = True
+        led = asyncio.get_running_loop().time()
+        await until(lambda: backend.scaled, timeout=3.0)
+        assert backend.scaled == [("iris", 1)]
+        assert 1.0 <= asyncio.get_running_loop().time() - led <= 2.5
+    finally:
+        await router.shutdown()
+
+
 class SlowScale(FakeBackend):
     """An API that hangs on scaling `iris` until released; each version's count on its own."""
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 
 import httpx
 import pytest
@@ -175,15 +177,20 @@ async def test_requests_queued_for_a_version_whose_replicas_all_left_go_to_the_d
         await control_runner.cleanup()
 
 
+def autoscaled(deployment: str = "iris") -> RouterConfig:
+    """Service iris, autoscaled on the kubernetes backend, its version run by `deployment`."""
+    version = VersionConfig(name="v1", deployment=deployment, is_default=True,
+                            autoscale=AutoscaleConfig(refresh_seconds=0.2))
+    return RouterConfig(backend="kubernetes", namespace="models", routes=[
+        RouteConfig(kind="service", name="iris", auth=AuthConfig(key_enabled=False), versions=[version])])
+
+
 async def test_a_decision_made_while_the_count_was_unknown_does_not_shrink_the_deployment(api, monkeypatch) -> None:
     """The count was not readable when the version was applied (the API server late, the Deployment created
     after the config): its autoscaler went on from 0 and asked for min_replicas. Applied once the count was
     readable, that scaled a Deployment of 5 in to 1 at once, without the scale-down delay."""
     monkeypatch.setattr(app, "SCALE_RETRY_S", 0.3)
-    version = VersionConfig(name="v1", deployment="iris", is_default=True,
-                            autoscale=AutoscaleConfig(refresh_seconds=0.2))
-    config = RouterConfig(backend="kubernetes", namespace="models", routes=[
-        RouteConfig(kind="service", name="iris", auth=AuthConfig(key_enabled=False), versions=[version])])
+    config = autoscaled()
     router = Router(config, backend=KubernetesBackend(config, api.access, "router-0"))
     await router.startup()  # deployments/iris/scale answers 404
     try:
@@ -193,5 +200,51 @@ async def test_a_decision_made_while_the_count_was_unknown_does_not_shrink_the_d
         await asyncio.sleep(0.5)
         assert api.scales["iris"] == 5 and router.table.autoscalers["iris"].current == 5
         assert api.requests("PATCH", "/apis/apps/v1/namespaces/models/deployments/iris/scale") == []
+    finally:
+        await router.shutdown()
+
+
+async def test_a_reload_that_swaps_versions_on_a_slow_api_server_decides_nothing_for_the_one_leaving(
+        api, tmp_path, caplog) -> None:
+    """A blue-green swap (iris's version out, iris2's in) on an API server answering each call late: the
+    outgoing version's count was dropped before the incoming one's was read, while the running table still
+    scaled it, so the autoscaler took it for a Deployment scaled to 0 outside the router, decided 0 -> 1, and
+    the backend logged an error for a scale it refused, every reload of that kind."""
+    api.scales.update(iris=3, iris2=3)
+    path = tmp_path / "router.json"
+    path.write_text(autoscaled().dump())
+    router = Router(autoscaled(), str(path), backend=KubernetesBackend(autoscaled(), api.access, "router-0"))
+    await router.startup()
+    try:
+        await until(lambda: router.table.autoscalers["iris"].current == 3)
+        path.write_text(autoscaled("iris2").dump())
+        api.scale_read_delay_s = 0.5  # several autoscale samples while iris2's count is read
+        caplog.clear()
+        caplog.set_level(logging.INFO)
+        assert await router.reload()
+        assert router.table.autoscalers["iris2"].current == 3
+        await asyncio.sleep(0.3)
+        about_iris = [r.getMessage() for r in caplog.records
+                      if r.name.startswith("router") and re.search(r"\biris\b", r.getMessage())]
+        assert about_iris == [] and [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+        assert router.backend.replicas("iris") == 0 and api.scales == {"iris": 3, "iris2": 3}
+    finally:
+        api.scale_read_delay_s = 0.0
+        await router.shutdown()
+
+
+async def test_a_deployment_whose_count_stays_unreadable_is_warned_of_once_not_at_every_retry(
+        api, monkeypatch, caplog) -> None:
+    """A version whose Deployment is missing (deleted by hand, or not created yet) or whose scale the Role may not
+    read: the autoscaler asks for min_replicas from the unknown count every SCALE_RETRY_S, and each refused scale
+    logged an error, 720 an hour per version on top of the one warning that the count is not read."""
+    monkeypatch.setattr(app, "SCALE_RETRY_S", 0.1)
+    config = autoscaled()
+    router = Router(config, backend=KubernetesBackend(config, api.access, "router-0"))
+    await router.startup()  # deployments/iris/scale answers 404
+    try:
+        await until(lambda: len(api.requests("GET", "/apis/apps/v1/namespaces/models/deployments/iris/scale")) >= 5)
+        told = [r.getMessage() for r in caplog.records if r.name == "router.kubernetes" and r.levelno >= logging.WARNING]
+        assert len(told) == 1 and told[0].startswith("deployment iris: scale not read: 404")
     finally:
         await router.shutdown()
