@@ -241,7 +241,7 @@ class Router:
                     continue
                 self._follow_count(scaler, deployment)
                 demand = pool.busy_slots + pool.queued + self.backend.remote_demand(deployment)
-                decision = scaler.observe(demand, now)
+                decision = scaler.observe(demand, now, starting=max(scaler.current - pool.ready, 0))
                 if decision is None:
                     continue
                 for route in table.routes.values():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import collections
+import math
+import random
 import time
 
 from router_image.autoscale import (OWN_LOAD_WINDOW_S, SAMPLE_S, STEP_SETTLE_S, Autoscaler, Decision, OwnLoad, PodLoad,
@@ -291,3 +294,50 @@ def test_a_steady_load_keeps_one_remembered_count_not_one_per_sample() -> None:
     s = scaler(current=2)
     assert run(s, lambda t: 1.4, 0.0, 600.0) == []  # wants 2 (70% of 2 slots), has 2: nothing to do
     assert len(s._desired) == 1
+
+
+def poisson_in_flight(rate: float, seconds_each: float, seed: int = 1):
+    """Requests in flight at time t (asked in increasing t) when they arrive as a Poisson process of `rate`
+    per second and each takes `seconds_each`: a steady load's second-to-second noise, as production sees it."""
+    rnd = random.Random(seed)
+    ends: collections.deque[float] = collections.deque()
+    arrival = rnd.expovariate(rate)
+
+    def demand(t: float) -> int:
+        nonlocal arrival
+        while arrival <= t:
+            ends.append(arrival + seconds_each)
+            arrival += rnd.expovariate(rate)
+        while ends and ends[0] <= t:
+            ends.popleft()
+        return len(ends)
+    return demand
+
+
+def test_a_steady_load_with_poisson_noise_settles_and_stays() -> None:
+    """On recent averages alone the count rose to each of the noise's peaks and sank after each delay: 21
+    requests in flight on average (1 s each) made 137 changes an hour, between 39 and 54 replicas."""
+    s = scaler(current=1, max_replicas=200)
+    changes = run(s, poisson_in_flight(21, 1.0), 0.0, 3600.0)
+    late = [c for c in changes if c[0] > 300]
+    assert len(late) <= 2, late  # settled within five minutes, then (almost) no change for 55 minutes
+    assert math.ceil(21 / 0.7) <= s.current <= 1.5 * math.ceil(21 / 0.7)
+
+
+def test_a_rise_to_twice_the_count_is_answered_at_once_a_smaller_one_once_the_window_wants_it_too() -> None:
+    s = scaler(current=3, max_replicas=50)
+    assert run(s, lambda t: 2, 0.0, 120.0) == []  # 2 in flight want 3: the count
+    changes = run(s, lambda t: 3, 120.0, 60.0)  # want 5: not twice the count, and not yet the window's average
+    assert changes and changes[0][1] == 5 and 3.0 <= changes[0][0] <= 15.0, changes
+    changes = run(s, lambda t: 7, 180.0, 2.0)  # want 10: twice the count, as soon as the recent average says so
+    assert len(changes) == 1 and changes[0][1] == 10 and changes[0][0] <= 1.0, changes
+
+
+def test_replicas_not_serving_yet_are_counted_busy_so_a_slow_start_is_not_scaled_down() -> None:
+    """A step to 10 replicas whose models take minutes to load: the 4 serving take what they can and the rest
+    of the load gives up (503s), so demand looked under the target and the starting pods were deleted."""
+    s = scaler(current=10, scale_down_delay_seconds=60)
+    for i in range(1, 1800):  # three minutes at 4 in flight, 6 replicas still starting
+        assert s.observe(4, i * SAMPLE_S, starting=6) is None
+    changes = [d.desired for i in range(1800, 2600) if (d := s.observe(0, i * SAMPLE_S, starting=0))]
+    assert changes == [1]  # all serving, then idle: down after the delay, as ever
