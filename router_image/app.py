@@ -336,9 +336,9 @@ class Router:
         # On a cluster these share the public port: its routes, replica addresses and load are told only
         # to holders of the peers' secret (Prometheus: a bearer credentials file); a probe needs the status.
         elif path == "/readyz":
-            status = self.status()
-            shown = status if self._peer_allowed(scope["headers"]) else {"ready": status["ready"]}
-            await respond_json(send, 200 if status["ready"] else 503, shown)
+            # A probe's answer is made without the status: anyone may ask, and it grows with the routes.
+            status = self.status() if self._peer_allowed(scope["headers"]) else {"ready": self.ready()}
+            await respond_json(send, 200 if status["ready"] else 503, status)
         elif path == "/metrics" and self._peer_allowed(scope["headers"]):
             await respond(send, 200, generate_latest(metrics.REGISTRY), [(b"content-type", CONTENT_TYPE_LATEST.encode())])
         elif path == LOAD_PATH and self._peer_allowed(scope["headers"]):
@@ -352,6 +352,9 @@ class Router:
         """Only peers read the load when the config names their secret (compared in constant time); a
         secret file that is missing or empty admits nobody."""
         peers = self.config.peers
+        sent = [v for k, v in headers if k == b"authorization"]
+        if peers is not None and peers.secret_file and not sent:  # no file read for anonymous callers
+            return False
         try:
             secret = peers.secret() if peers is not None else None
         except (OSError, ValueError) as exc:
@@ -364,7 +367,6 @@ class Router:
             log.info("peers' secret usable again")
         if secret is None:
             return True
-        sent = [v for k, v in headers if k == b"authorization"]
         return len(sent) == 1 and hmac.compare_digest(sent[0], b"Bearer " + secret)
 
     async def _lifespan(self, receive, send) -> None:
@@ -383,6 +385,12 @@ class Router:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
+    def ready(self) -> bool:
+        """Locally, every version can answer (what `local up` waits for). A router pod is ready once it
+        knows the replicas there are: one model without any must not take every route off the load balancer."""
+        return self.backend.synced() and (self.config.backend == "kubernetes" or all(
+            v.pool.ready > 0 for r in self.table.routes.values() for v in r.versions.values()))
+
     def status(self) -> dict[str, Any]:
         routes: list[dict[str, Any]] = []
         for (kind, name), r in self.table.routes.items():
@@ -399,12 +407,7 @@ class Router:
                     "problem": self.backend.problem(v.config.deployment),
                     "rolling": self.backend.rolling(v.config.deployment)})
             routes.append({"kind": kind, "name": name, "versions": versions})
-        # Locally, ready means every version can answer (what `local up` waits for). A router pod is
-        # ready once it knows the replicas there are: one model without any must not take every route
-        # off the load balancer.
-        ready = self.backend.synced() and (
-            self.config.backend == "kubernetes" or all(v["ready"] > 0 for r in routes for v in r["versions"]))
-        return {"ready": ready, "leader": self.backend.is_leader, "routes": routes, "config": self.config_digest,
+        return {"ready": self.ready(), "leader": self.backend.is_leader, "routes": routes, "config": self.config_digest,
                 "config_error": self.config_error}
 
     async def _api(self, scope: dict, receive, send, path: str) -> None:

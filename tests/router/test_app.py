@@ -318,14 +318,32 @@ async def test_a_peers_secret_that_cannot_be_read_is_warned_of_once_not_at_every
     await router.startup()
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
+            guess = {"authorization": "Bearer guess"}
             for _ in range(5):
-                assert "routes" not in (await client.get("/readyz")).json()  # nobody is a peer
+                assert "routes" not in (await client.get("/readyz", headers=guess)).json()  # nobody is a peer
             assert caplog.text.count("peers' secret not usable") == 1
             secret.write_text("s3cret")
             answer = await client.get("/readyz", headers={"authorization": "Bearer s3cret"})
             assert "routes" in answer.json() and "peers' secret usable again" in caplog.text
             secret.unlink()
-            await client.get("/readyz")
+            await client.get("/readyz", headers=guess)
             assert caplog.text.count("peers' secret not usable") == 2
+    finally:
+        await router.shutdown()
+
+
+async def test_a_probe_without_credentials_gets_readiness_alone_without_the_secret_being_read(tmp_path, caplog) -> None:
+    """The kubelet's probe, and anyone's, at every request: the secret file read and the whole status built
+    (every route's replicas and load) only to be thrown away."""
+    secret = tmp_path / "peers-secret"  # missing: a read would warn
+    peers = PeersConfig(service="model-router-peers", secret_file=str(secret))
+    router = Router(config("kubernetes").model_copy(update={"peers": peers}), backend=Fixed({}))
+    caplog.set_level(logging.INFO, logger="router")
+    await router.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
+            answer = await client.get("/readyz")
+            assert answer.json() == {"ready": router.status()["ready"]}
+            assert "peers' secret not usable" not in caplog.text
     finally:
         await router.shutdown()

@@ -32,7 +32,7 @@ class FakeBackend:
         self.scaled: list[tuple[str, int]] = []
 
     async def start(self, on_ready) -> None:
-        on_ready("iris", ["127.0.0.1:9"])
+        on_ready("iris", [f"127.0.0.{n}:9" for n in range(1, self.count + 1)])  # every replica serving
 
     async def apply(self, versions) -> None:
         pass
