@@ -36,6 +36,15 @@ class RequestStats:
 
 
 _STATS: dict[tuple[str, ...], RequestStats] = {}
+_ERRORS: dict[tuple[tuple[str, str], int, str], int] = {}  # by (kind, route), status, code
+NO_ROUTE = ("", "")  # an error's route labels where the path names no configured route
+
+
+def count_error(route: tuple[str, str], status: int, code: str) -> None:
+    """One answer the router gave itself, under its route: bounded labels (configured routes, fixed codes),
+    never the path or a header a client chose."""
+    key = (route, status, code)
+    _ERRORS[key] = _ERRORS.get(key, 0) + 1
 
 
 def request_stats(labels: tuple[str, ...]) -> RequestStats:
@@ -48,7 +57,10 @@ def request_stats(labels: tuple[str, ...]) -> RequestStats:
 
 class _RequestCollector:
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("router_requests", "Scoring requests by outcome.", labels=(*LABELS, "status"))
+        requests = CounterMetricFamily("router_requests", "Scoring requests that reached a version (a route's, "
+                                       "its caller admitted), by status: the replica's answer, the router's own (see "
+                                       "router_error_responses_total) or 499, the caller gone first.",
+                                       labels=(*LABELS, "status"))
         latency = HistogramMetricFamily("router_request_duration_seconds",
                                         "Time from request to response, queueing included.", labels=LABELS)
         for stats in list(_STATS.values()):
@@ -61,6 +73,15 @@ class _RequestCollector:
             latency.add_metric(list(stats.labels), cumulative, stats.total_seconds)
         yield requests
         yield latency
+        errors = CounterMetricFamily(
+            "router_error_responses", "Answers the router gave itself, no replica's, by route (empty where the "
+            "path names none), status and code: Unauthorized, UnknownVersion, MethodNotAllowed, NotFound ... before "
+            "a version is chosen, counted only here; TooManyRequests (the queue's wait passed), NoReadyReplicas, "
+            "ScoringTimeout, ReplicaClosedConnection ... after, in router_requests_total too.",
+            labels=("kind", "route", "status", "code"))
+        for ((kind, route), status, code), count in list(_ERRORS.items()):
+            errors.add_metric([kind, route, str(status), code], count)
+        yield errors
 
 
 REGISTRY.register(_RequestCollector())  # type: ignore[arg-type]
@@ -75,9 +96,6 @@ SCALINGS = Counter("router_autoscale_decisions_total", "Replica count changes de
 QUEUE_WAIT = Histogram("router_queue_wait_seconds", "How long requests that found every slot busy waited for one (those "
                        "that got one; the others are router_error_responses_total's TooManyRequests).", LABELS,
                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=REGISTRY)
-ERRORS = Counter("router_error_responses_total", "Answers the router gave itself, no replica's: by status and "
-                 "code (Unauthorized, UnknownVersion, TooManyRequests: the queue's wait passed, NoReadyReplicas, "
-                 "ScoringTimeout, ReplicaClosedConnection ...).", ("status", "code"), registry=REGISTRY)
 ROUTER_CPU = Gauge("router_cpu_cores", "CPU cores this router pod used, over the last seconds.", registry=REGISTRY)
 ROUTING_LATENCY = Gauge("router_routing_latency_seconds",
                         "How late this router's event loop runs a timer: the wait before a request is read.",

@@ -215,13 +215,15 @@ async def test_auth_errors_come_from_the_fast_path_and_keep_the_connection(route
     assert len(routed["relayed"]) == 1
 
 
-def errors_counted(status: str, code: str) -> float:
-    return metrics.REGISTRY.get_sample_value("router_error_responses_total", {"status": status, "code": code}) or 0.0
+def errors_counted(status: str, code: str, route: str = "keyed") -> float:
+    labels = {"kind": "service", "route": route, "status": status, "code": code}
+    return metrics.REGISTRY.get_sample_value("router_error_responses_total", labels) or 0.0
 
 
 async def test_an_answer_the_router_gives_itself_has_a_request_id_a_log_line_and_a_count(routed, caplog) -> None:
     """No replica saw it, so no scorer logged it: the client's x-request-id (else a new one) is on the answer
-    and on the router's line, and its code is counted (a storm of bad keys, a queue that times out)."""
+    and on the router's line, and its code is counted under its route (a storm of bad keys on one service, a
+    queue that times out), the 401s of which are in no router_requests_total."""
     caplog.set_level(logging.INFO, logger="router")
     unauthorized = errors_counted("401", "Unauthorized")
     client = routed["client"]
