@@ -11,6 +11,7 @@ across a replaced worker; the in-flight gauge counts living workers only.  Value
 from __future__ import annotations
 
 import os
+import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,11 +40,12 @@ class _Histogram:
 
 
 class Recorder:
-    """One worker's counts; `publish()` writes them to `<folder>/<pid>.json`."""
+    """One worker's counts; `publish()` writes them to `<folder>/<pid>-<start ns>.json`: a worker that gets a
+    dead one's pid (pids wrap) must not overwrite its snapshot, or the sums would go back."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._path = folder / f"{os.getpid()}.json"
+        self._path = folder / f"{os.getpid()}-{time.time_ns()}.json"
         self.in_flight = 0
         self.collection_dropped = 0  # collected records that could not be spooled
         self._statuses: dict[int, int] = {}
