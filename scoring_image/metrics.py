@@ -77,15 +77,28 @@ class Recorder:
         self._published = snapshot
 
 
-SHIPPER_STATS = "shipper.stats"  # the shipper's figures, beside the workers' snapshots (not *.json: no worker's)
+# The supervisor's figures, beside the workers' snapshots (not *.json: no worker's).
+SHIPPER_STATS = "shipper.stats"
+WORKER_EXITS = "worker_exits.stats"
+
+
+def _replace(path: Path, figures: dict[str, int | bool]) -> None:
+    """Written whole, for whichever process answers a scrape: a reader never sees half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(figures))
+    tmp.replace(path)
 
 
 def publish_shipping(path: Path, spool_bytes: int, shipped: int, failed: int, full: bool) -> None:
-    """The collection shipper's figures (the supervisor's thread), for whichever process answers a scrape: an
-    outage of the store shows in them (failed passes, a growing spool) before records are left out."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps({"spool_bytes": spool_bytes, "shipped": shipped, "failed": failed, "full": full}))
-    tmp.replace(path)
+    """The collection shipper's figures (the supervisor's thread): an outage of the store shows in them
+    (failed passes, a growing spool) before records are left out."""
+    _replace(path, {"spool_bytes": spool_bytes, "shipped": shipped, "failed": failed, "full": full})
+
+
+def publish_worker_exits(folder: Path, exits: int) -> None:
+    """The workers the supervisor replaced: a crash, a kill for memory or by the watchdog, a recycle, which the
+    pod's restart count never sees."""
+    _replace(folder / WORKER_EXITS, {"exits": exits})
 
 
 class _Collector:
@@ -119,6 +132,13 @@ class _Collector:
         yield GaugeMetricFamily("scorer_requests_in_flight", "Scoring requests being served.", value=in_flight)
         yield CounterMetricFamily("scorer_collection_dropped_records", "Collected records that could not be spooled "
                                   "(their predictions were answered).", value=dropped)
+        try:
+            exits = orjson.loads((self._folder / WORKER_EXITS).read_bytes())["exits"]
+        except FileNotFoundError:  # none yet
+            exits = 0
+        yield CounterMetricFamily("scorer_worker_exits", "Worker processes that exited and were replaced: crashed, "
+                                  "killed (for memory; by the supervisor, run() holding the GIL past its timeout), "
+                                  "recycled after a run() timeout, or left to try init() again.", value=exits)
         try:
             shipping = orjson.loads((self._folder / SHIPPER_STATS).read_bytes())
         except FileNotFoundError:  # no collection
