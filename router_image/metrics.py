@@ -93,8 +93,9 @@ UTILIZATION = Gauge("router_utilization_ratio", "Demand / all slots, averaged ov
                     registry=REGISTRY)
 SCALINGS = Counter("router_autoscale_decisions_total", "Replica count changes decided.", (*LABELS, "direction"),
                    registry=REGISTRY)
-QUEUE_WAIT = Histogram("router_queue_wait_seconds", "How long requests that found every slot busy waited for one (those "
-                       "that got one; the others are router_error_responses_total's TooManyRequests).", LABELS,
+QUEUE_WAIT = Histogram("router_queue_wait_seconds", "How long requests that found every slot busy waited in the "
+                       "version's queue, however the wait ended: a slot, a 503 (TooManyRequests, NoReadyReplicas in "
+                       "router_error_responses_total) or the caller gone.", LABELS,
                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=REGISTRY)
 ROUTER_CPU = Gauge("router_cpu_cores", "CPU cores this router pod used, over the last seconds.", registry=REGISTRY)
 ROUTING_LATENCY = Gauge("router_routing_latency_seconds",
