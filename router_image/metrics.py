@@ -12,10 +12,13 @@ from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 REGISTRY = CollectorRegistry()
 LABELS = ("kind", "route", "version", "role")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)  # to scoring timeouts of minutes
+# As prometheus_client writes its own histograms' (`le="1.0"`): one query reads every histogram's bound.
+_BOUNDS = (*map(floatToGoString, BUCKETS), "+Inf")
 
 
 class RequestStats:
@@ -67,7 +70,7 @@ class _RequestCollector:
             for status, count in list(stats.statuses.items()):
                 requests.add_metric([*stats.labels, str(status)], count)
             cumulative, running = [], 0
-            for bound, count in zip((*map(str, BUCKETS), "+Inf"), stats.buckets):
+            for bound, count in zip(_BOUNDS, stats.buckets):
                 running += count
                 cumulative.append((bound, running))
             latency.add_metric(list(stats.labels), cumulative, stats.total_seconds)

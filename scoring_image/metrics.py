@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from scoring_image.pids import alive
 
@@ -155,7 +156,7 @@ class _Collector:
 
 def _histogram_family(name: str, documentation: str, histogram: _Histogram) -> HistogramMetricFamily:
     cumulative, running = [], 0
-    for bound, count in zip([*map(str, BUCKETS), "+Inf"], histogram.counts, strict=True):
+    for bound, count in zip([*map(floatToGoString, BUCKETS), "+Inf"], histogram.counts, strict=True):
         running += count
         cumulative.append((bound, running))
     return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=histogram.total)

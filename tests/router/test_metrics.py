@@ -1,0 +1,25 @@
+"""The router's exposition as a scraper reads it: the same label values for the same bounds in every
+histogram, so one query (an SLO's `le="1.0"`) reads them all."""
+
+from __future__ import annotations
+
+from prometheus_client.utils import floatToGoString
+
+from router_image import metrics
+
+
+def bounds(name: str) -> set[str]:
+    return {sample.labels["le"] for family in metrics.REGISTRY.collect() for sample in family.samples
+            if sample.name == f"{name}_bucket"}
+
+
+def test_every_histogram_writes_its_bounds_as_prometheus_does() -> None:
+    """The request histogram wrote `le="1"`, the queue wait (prometheus_client's) `le="1.0"` and the scorer's too:
+    in Prometheus 2 those are different series, and a query naming one bound missed the other histograms."""
+    labels = ("service", "bounds", "v1", "service")
+    metrics.request_stats(labels).observe(200, 0.5)
+    metrics.QUEUE_WAIT.labels(*labels).observe(0.5)
+    for name in ("router_request_duration_seconds", "router_queue_wait_seconds"):
+        written = bounds(name)
+        assert "1.0" in written and "+Inf" in written
+        assert written == {floatToGoString(float(le)) for le in written}, name
