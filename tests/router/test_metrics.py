@@ -23,3 +23,11 @@ def test_every_histogram_writes_its_bounds_as_prometheus_does() -> None:
         written = bounds(name)
         assert "1.0" in written and "+Inf" in written
         assert written == {floatToGoString(float(le)) for le in written}, name
+
+
+def test_no_counter_adds_a_created_series() -> None:
+    """prometheus_client's Counter and Histogram add a `_created` gauge beside each series in the text format the
+    router serves: a series each for nothing a dashboard reads, and only on some of the counters."""
+    metrics.SCALINGS.labels("service", "created", "v1", "service", "up").inc()
+    metrics.QUEUE_WAIT.labels("service", "created", "v1", "service").observe(0.1)
+    assert [s.name for f in metrics.REGISTRY.collect() for s in f.samples if s.name.endswith("_created")] == []
