@@ -10,12 +10,13 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
 disable_created_metrics()  # no `_created` gauge beside each Counter and Histogram series: nothing reads them
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # process_start_time_seconds (a restart: counters reset), memory, fds, CPU
 LABELS = ("kind", "route", "version", "role")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)  # to scoring timeouts of minutes
 # As prometheus_client writes its own histograms' (`le="1.0"`): one query reads every histogram's bound.

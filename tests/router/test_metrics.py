@@ -31,3 +31,10 @@ def test_no_counter_adds_a_created_series() -> None:
     metrics.SCALINGS.labels("service", "created", "v1", "service", "up").inc()
     metrics.QUEUE_WAIT.labels("service", "created", "v1", "service").observe(0.1)
     assert [s.name for f in metrics.REGISTRY.collect() for s in f.samples if s.name.endswith("_created")] == []
+
+
+def test_the_process_figures_tell_a_restart_and_the_memory() -> None:
+    """The router's counters go back only when it restarts: process_start_time_seconds says when it did, and its
+    memory (process_resident_memory_bytes) what a leak alert reads."""
+    names = {s.name for f in metrics.REGISTRY.collect() for s in f.samples}
+    assert {"process_start_time_seconds", "process_resident_memory_bytes", "process_open_fds"} <= names
