@@ -122,14 +122,15 @@ class _Collector:
                 histogram.counts = [a + b for a, b in zip(histogram.counts, counts, strict=True)]
                 histogram.total += total
 
-        requests = CounterMetricFamily("scorer_requests", "Scoring requests answered, by HTTP status.", labels=["status"])
+        requests = CounterMetricFamily("scorer_requests", "Scoring requests by the status answered (499: the caller "
+                                       "left first).", labels=["status"])
         for status, count in sorted(statuses.items()):
             requests.add_metric([status], count)
         yield requests
         yield _histogram_family("scorer_request_duration_seconds", "Time from request to response of /score.",
                                 histograms["latency"])
-        yield _histogram_family("scorer_run_duration_seconds", "Time spent in the entry script's run().",
-                                histograms["run"])
+        yield _histogram_family("scorer_run_duration_seconds", "Time spent in the entry script's run() (one past "
+                                "scoring_timeout_ms: as long as it ran until its 504).", histograms["run"])
         yield GaugeMetricFamily("scorer_requests_in_flight", "Scoring requests being served.", value=in_flight)
         yield CounterMetricFamily("scorer_collection_dropped_records", "Collected records that could not be spooled "
                                   "(their predictions were answered).", value=dropped)
