@@ -42,7 +42,7 @@ class RequestStats:
 
 _STATS: dict[tuple[str, ...], RequestStats] = {}
 _ERRORS: dict[tuple[tuple[str, str], int, str], int] = {}  # by (kind, route), status, code
-NO_ROUTE = ("", "")  # an error's route labels where the path names no configured route
+NO_ROUTE: tuple[str, str] = ("", "")  # an error's route labels where the path names no configured route
 
 
 def count_error(route: tuple[str, str], status: int, code: str) -> None:
