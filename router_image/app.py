@@ -328,7 +328,11 @@ class Router:
     async def _http(self, scope: dict, receive, send) -> None:
         path: str = scope["path"]
         if path.startswith("/api/v1/"):
-            await self._api(scope, receive, send, path)
+            route, action = self._route(path)
+            try:
+                await self._api(scope, receive, send, route, action)
+            except HttpError as exc:  # counted under its route (one a path names none of, in __call__)
+                await respond_error(send, exc, scope, route.labels)
         elif path == "/healthz":
             stopped = self.stopped_loops()
             await respond_json(send, 503 if stopped else 200, {"status": "failing", "stopped": stopped} if stopped
@@ -410,8 +414,7 @@ class Router:
         return {"ready": self.ready(), "leader": self.backend.is_leader, "routes": routes, "config": self.config_digest,
                 "config_error": self.config_error}
 
-    async def _api(self, scope: dict, receive, send, path: str) -> None:
-        route, action = self._route(path)
+    async def _api(self, scope: dict, receive, send, route: RouteState, action: str) -> None:
         methods, upstream_path = (("GET",), b"/swagger.json") if action == "swagger.json" else (SCORE_METHODS, b"/score")
         if scope["method"] not in methods:
             allowed = ", ".join(methods)
@@ -455,7 +458,8 @@ class Router:
             lines, pinned, authorization = request_lines(request.headers)
             version = self._pick(request.claim, "score", pinned, authorization)
         except HttpError as exc:
-            headers, body = error_answer(exc, request.headers, f"{request.claim.config.kind} {request.claim.config.name}")
+            route = request.claim
+            headers, body = error_answer(exc, request.headers, f"{route.config.kind} {route.config.name}", route.labels)
             request.respond(exc.status, headers, body)
             return
         Relay(request, version, self.deadlines, lines, pinned, self).start()

@@ -10,12 +10,17 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
+disable_created_metrics()  # no `_created` gauge beside each Counter and Histogram series: nothing reads them
 REGISTRY = CollectorRegistry()
+ProcessCollector(registry=REGISTRY)  # process_start_time_seconds (a restart: counters reset), memory, fds, CPU
 LABELS = ("kind", "route", "version", "role")
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)  # to scoring timeouts of minutes
+# As prometheus_client writes its own histograms' (`le="1.0"`): one query reads every histogram's bound.
+_BOUNDS = (*map(floatToGoString, BUCKETS), "+Inf")
 
 
 class RequestStats:
@@ -36,6 +41,15 @@ class RequestStats:
 
 
 _STATS: dict[tuple[str, ...], RequestStats] = {}
+_ERRORS: dict[tuple[tuple[str, str], int, str], int] = {}  # by (kind, route), status, code
+NO_ROUTE: tuple[str, str] = ("", "")  # an error's route labels where the path names no configured route
+
+
+def count_error(route: tuple[str, str], status: int, code: str) -> None:
+    """One answer the router gave itself, under its route: bounded labels (configured routes, fixed codes),
+    never the path or a header a client chose."""
+    key = (route, status, code)
+    _ERRORS[key] = _ERRORS.get(key, 0) + 1
 
 
 def request_stats(labels: tuple[str, ...]) -> RequestStats:
@@ -48,19 +62,31 @@ def request_stats(labels: tuple[str, ...]) -> RequestStats:
 
 class _RequestCollector:
     def collect(self) -> Iterator[Metric]:
-        requests = CounterMetricFamily("router_requests", "Scoring requests by outcome.", labels=(*LABELS, "status"))
+        requests = CounterMetricFamily("router_requests", "Scoring requests that reached a version (a route's, "
+                                       "its caller admitted), by status: the replica's answer, the router's own (see "
+                                       "router_error_responses_total) or 499, the caller gone first.",
+                                       labels=(*LABELS, "status"))
         latency = HistogramMetricFamily("router_request_duration_seconds",
                                         "Time from request to response, queueing included.", labels=LABELS)
         for stats in list(_STATS.values()):
             for status, count in list(stats.statuses.items()):
                 requests.add_metric([*stats.labels, str(status)], count)
             cumulative, running = [], 0
-            for bound, count in zip((*map(str, BUCKETS), "+Inf"), stats.buckets):
+            for bound, count in zip(_BOUNDS, stats.buckets):
                 running += count
                 cumulative.append((bound, running))
             latency.add_metric(list(stats.labels), cumulative, stats.total_seconds)
         yield requests
         yield latency
+        errors = CounterMetricFamily(
+            "router_error_responses", "Answers the router gave itself, no replica's, by route (empty where the "
+            "path names none), status and code: Unauthorized, UnknownVersion, MethodNotAllowed, NotFound ... before "
+            "a version is chosen, counted only here; TooManyRequests (the queue's wait passed), NoReadyReplicas, "
+            "ScoringTimeout, ReplicaClosedConnection ... after, in router_requests_total too.",
+            labels=("kind", "route", "status", "code"))
+        for ((kind, route), status, code), count in list(_ERRORS.items()):
+            errors.add_metric([kind, route, str(status), code], count)
+        yield errors
 
 
 REGISTRY.register(_RequestCollector())  # type: ignore[arg-type]
@@ -72,12 +98,10 @@ UTILIZATION = Gauge("router_utilization_ratio", "Demand / all slots, averaged ov
                     registry=REGISTRY)
 SCALINGS = Counter("router_autoscale_decisions_total", "Replica count changes decided.", (*LABELS, "direction"),
                    registry=REGISTRY)
-QUEUE_WAIT = Histogram("router_queue_wait_seconds", "How long requests that found every slot busy waited for one (those "
-                       "that got one; the others are router_error_responses_total's TooManyRequests).", LABELS,
+QUEUE_WAIT = Histogram("router_queue_wait_seconds", "How long requests that found every slot busy waited in the "
+                       "version's queue, however the wait ended: a slot, a 503 (TooManyRequests, NoReadyReplicas in "
+                       "router_error_responses_total) or the caller gone.", LABELS,
                        buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=REGISTRY)
-ERRORS = Counter("router_error_responses_total", "Answers the router gave itself, no replica's: by status and "
-                 "code (Unauthorized, UnknownVersion, TooManyRequests: the queue's wait passed, NoReadyReplicas, "
-                 "ScoringTimeout, ReplicaClosedConnection ...).", ("status", "code"), registry=REGISTRY)
 ROUTER_CPU = Gauge("router_cpu_cores", "CPU cores this router pod used, over the last seconds.", registry=REGISTRY)
 ROUTING_LATENCY = Gauge("router_routing_latency_seconds",
                         "How late this router's event loop runs a timer: the wait before a request is read.",

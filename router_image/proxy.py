@@ -115,27 +115,28 @@ async def acquire(version: VersionState, reroute: Reroute | None = None, front: 
     started = loop.time()
     deadline = started + version.pool.max_wait_s
     wait_s = None  # the pool's own wait, until an Emptied: what is left of the first
-    while True:
-        try:
-            replica = await version.pool.acquire(wait_s, front)
-            metrics.QUEUE_WAIT.labels(*version.labels).observe(loop.time() - started)
-            return version, replica
-        except Retired:
-            if reroute is None:
-                raise HttpError(503, "NoReadyReplicas", f"{version.config.name} was removed",
-                                [(b"retry-after", b"1")]) from None
-            version = reroute()
-        except Emptied:
-            wait_s = deadline - loop.time()
-            if wait_s <= 0:
-                raise _no_replicas(version) from None
-            if reroute is not None:
+    try:
+        while True:
+            try:
+                return version, await version.pool.acquire(wait_s, front)
+            except Retired:
+                if reroute is None:
+                    raise HttpError(503, "NoReadyReplicas", f"{version.config.name} was removed",
+                                    [(b"retry-after", b"1")]) from None
                 version = reroute()
-        except QueueTimeout:
-            raise HttpError(503, "TooManyRequests", f"every replica of {version.config.name} stayed busy for "
-                            f"{version.config.max_request_wait_time_ms} ms", [(b"retry-after", b"1")]) from None
-        except NoReplicas:
-            raise _no_replicas(version) from None
+            except Emptied:
+                wait_s = deadline - loop.time()
+                if wait_s <= 0:
+                    raise _no_replicas(version) from None
+                if reroute is not None:
+                    version = reroute()
+            except QueueTimeout:
+                raise HttpError(503, "TooManyRequests", f"every replica of {version.config.name} stayed busy for "
+                                f"{version.config.max_request_wait_time_ms} ms", [(b"retry-after", b"1")]) from None
+            except NoReplicas:
+                raise _no_replicas(version) from None
+    finally:  # however the wait ended (a slot, a 503, the client gone): the ones that got none waited longest
+        metrics.QUEUE_WAIT.labels(*version.labels).observe(loop.time() - started)
 
 
 def _no_replicas(version: VersionState) -> HttpError:

@@ -187,7 +187,8 @@ class Relay:
 
     def _fail(self, error: HttpError) -> None:
         config = self.version.config
-        headers, body = error_answer(error, self.request.headers, f"{config.deployment} ({config.name})")
+        headers, body = error_answer(error, self.request.headers, f"{config.deployment} ({config.name})",
+                                     self.request.claim.labels)
         self.request.respond(error.status, headers, body)
         self._finish(error.status)
 

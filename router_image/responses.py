@@ -23,15 +23,16 @@ class HttpError(Exception):
         self.status, self.code, self.headers = status, code, headers or []
 
 
-def error_answer(error: HttpError, request: Headers, where: str) -> tuple[Headers, bytes]:
+def error_answer(error: HttpError, request: Headers, where: str, route: tuple[str, str]) -> tuple[Headers, bytes]:
     """The error's headers (its own, the content type and a request id; whoever sends it adds the length)
     and body: the same on the ASGI path and the relay's. No replica logged such a request, so the router
     does, under the id the client gets (its own x-request-id, as the scorer takes it, else a new one),
-    and counts it by its code (401s and queue timeouts included)."""
+    and counts it by its route (kind, name; metrics.NO_ROUTE for none) and code (401s and queue timeouts
+    included)."""
     rid = next((v for k, v in request if k == REQUEST_ID and len(v) <= MAX_REQUEST_ID), None) or str(uuid.uuid4()).encode()
     log.log(logging.WARNING if error.status >= 500 else logging.INFO, "%s: %d %s: %s", where, error.status, error.code,
             error, extra={"request_id": rid.decode("latin-1")})
-    metrics.ERRORS.labels(str(error.status), error.code).inc()
+    metrics.count_error(route, error.status, error.code)
     body = json.dumps({"error": {"code": error.code, "message": str(error)}}).encode()
     return [(b"content-type", b"application/json"), (REQUEST_ID, rid), *error.headers], body
 
@@ -46,6 +47,6 @@ async def respond_json(send, status: int, payload: Any, headers: Headers | None 
     await respond(send, status, json.dumps(payload).encode(), [(b"content-type", b"application/json"), *(headers or [])])
 
 
-async def respond_error(send, error: HttpError, scope: dict) -> None:
-    headers, body = error_answer(error, scope["headers"], scope["path"])
+async def respond_error(send, error: HttpError, scope: dict, route: tuple[str, str] = metrics.NO_ROUTE) -> None:
+    headers, body = error_answer(error, scope["headers"], scope["path"], route)
     await respond(send, error.status, body, headers)

@@ -41,10 +41,12 @@ class RouteState:
     versions: dict[str, VersionState]
     default: VersionState = field(init=False)
     key_id: str = field(init=False)  # config.key_id, made once (the auth check needs it per request)
+    labels: tuple[str, str] = field(init=False)  # kind, name: the route's errors' labels (metrics.count_error)
 
     def __post_init__(self) -> None:
         self.default = self.versions[self.split.default]
         self.key_id = self.config.key_id
+        self.labels = (self.config.kind, self.config.name)
 
     def stand_in(self, version: VersionState) -> VersionState:
         """Who serves a request picked for `version` while it has no ready replica: the default, else

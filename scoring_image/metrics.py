@@ -11,6 +11,7 @@ across a replaced worker; the in-flight gauge counts living workers only.  Value
 from __future__ import annotations
 
 import os
+import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 from scoring_image.pids import alive
 
@@ -39,11 +41,12 @@ class _Histogram:
 
 
 class Recorder:
-    """One worker's counts; `publish()` writes them to `<folder>/<pid>.json`."""
+    """One worker's counts; `publish()` writes them to `<folder>/<pid>-<start ns>.json`: a worker that gets a
+    dead one's pid (pids wrap) must not overwrite its snapshot, or the sums would go back."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self._path = folder / f"{os.getpid()}.json"
+        self._path = folder / f"{os.getpid()}-{time.time_ns()}.json"
         self.in_flight = 0
         self.collection_dropped = 0  # collected records that could not be spooled
         self._statuses: dict[int, int] = {}
@@ -75,15 +78,28 @@ class Recorder:
         self._published = snapshot
 
 
-SHIPPER_STATS = "shipper.stats"  # the shipper's figures, beside the workers' snapshots (not *.json: no worker's)
+# The supervisor's figures, beside the workers' snapshots (not *.json: no worker's).
+SHIPPER_STATS = "shipper.stats"
+WORKER_EXITS = "worker_exits.stats"
+
+
+def _replace(path: Path, figures: dict[str, int | bool]) -> None:
+    """Written whole, for whichever process answers a scrape: a reader never sees half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(orjson.dumps(figures))
+    tmp.replace(path)
 
 
 def publish_shipping(path: Path, spool_bytes: int, shipped: int, failed: int, full: bool) -> None:
-    """The collection shipper's figures (the supervisor's thread), for whichever process answers a scrape: an
-    outage of the store shows in them (failed passes, a growing spool) before records are left out."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(orjson.dumps({"spool_bytes": spool_bytes, "shipped": shipped, "failed": failed, "full": full}))
-    tmp.replace(path)
+    """The collection shipper's figures (the supervisor's thread): an outage of the store shows in them
+    (failed passes, a growing spool) before records are left out."""
+    _replace(path, {"spool_bytes": spool_bytes, "shipped": shipped, "failed": failed, "full": full})
+
+
+def publish_worker_exits(folder: Path, exits: int) -> None:
+    """The workers the supervisor replaced: a crash, a kill for memory or by the watchdog, a recycle, which the
+    pod's restart count never sees."""
+    _replace(folder / WORKER_EXITS, {"exits": exits})
 
 
 class _Collector:
@@ -106,17 +122,25 @@ class _Collector:
                 histogram.counts = [a + b for a, b in zip(histogram.counts, counts, strict=True)]
                 histogram.total += total
 
-        requests = CounterMetricFamily("scorer_requests", "Scoring requests answered, by HTTP status.", labels=["status"])
+        requests = CounterMetricFamily("scorer_requests", "Scoring requests by the status answered (499: the caller "
+                                       "left first).", labels=["status"])
         for status, count in sorted(statuses.items()):
             requests.add_metric([status], count)
         yield requests
         yield _histogram_family("scorer_request_duration_seconds", "Time from request to response of /score.",
                                 histograms["latency"])
-        yield _histogram_family("scorer_run_duration_seconds", "Time spent in the entry script's run().",
-                                histograms["run"])
+        yield _histogram_family("scorer_run_duration_seconds", "Time spent in the entry script's run() (one past "
+                                "scoring_timeout_ms: as long as it ran until its 504).", histograms["run"])
         yield GaugeMetricFamily("scorer_requests_in_flight", "Scoring requests being served.", value=in_flight)
         yield CounterMetricFamily("scorer_collection_dropped_records", "Collected records that could not be spooled "
                                   "(their predictions were answered).", value=dropped)
+        try:
+            exits = orjson.loads((self._folder / WORKER_EXITS).read_bytes())["exits"]
+        except FileNotFoundError:  # none yet
+            exits = 0
+        yield CounterMetricFamily("scorer_worker_exits", "Worker processes that exited and were replaced: crashed, "
+                                  "killed (for memory; by the supervisor, run() holding the GIL past its timeout), "
+                                  "recycled after a run() timeout, or left to try init() again.", value=exits)
         try:
             shipping = orjson.loads((self._folder / SHIPPER_STATS).read_bytes())
         except FileNotFoundError:  # no collection
@@ -133,7 +157,7 @@ class _Collector:
 
 def _histogram_family(name: str, documentation: str, histogram: _Histogram) -> HistogramMetricFamily:
     cumulative, running = [], 0
-    for bound, count in zip([*map(str, BUCKETS), "+Inf"], histogram.counts, strict=True):
+    for bound, count in zip([*map(floatToGoString, BUCKETS), "+Inf"], histogram.counts, strict=True):
         running += count
         cumulative.append((bound, running))
     return HistogramMetricFamily(name, documentation, buckets=cumulative, sum_value=histogram.total)

@@ -45,6 +45,7 @@ class _Slot:
     index: int
     process: subprocess.Popen[bytes] | None = None
     started: float = 0.0
+    exits: int = 0  # of its workers, each replaced (metrics.publish_worker_exits)
     early_deaths: int = 0  # in a row, before it was ready
     init_failures: int = 0  # in a row: the next worker waits longer before trying init() again
     not_before: float = field(default=0.0)
@@ -99,9 +100,13 @@ def serve(settings: ScorerSettings, listen_fd: int | None = None) -> None:
                  extra={"fields": {"entry_script": settings.entry_script_path}})
         for slot in slots:
             _spawn(slot, sock, state, env, defer=False, init_retry_s=settings.init_retry_seconds)
+        exits = 0  # published as it changes (none yet reads as 0)
         while not stop.wait(_POLL_S):
             for slot in slots:
                 _tend(slot, sock, state, env, board, watch, settings.init_retry_seconds)
+            if (total := sum(slot.exits for slot in slots)) != exits:
+                exits = total
+                metrics.publish_worker_exits(state / "metrics", exits)
     finally:
         # First: with every copy of the socket closed (the workers close theirs as they stop), a new
         # connection is refused at once, and the router tries another replica, rather than waiting
@@ -151,6 +156,7 @@ def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], bo
                 process.kill()
             return
         lived = time.monotonic() - slot.started
+        slot.exits += 1
         watch.clear(slot.index)  # a deadline it left (it died in run()) is not its replacement's
         last = board.state(slot.index)
         served = last is not None and last.state in ("ready", "recycling")

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -345,5 +346,45 @@ async def test_a_probe_without_credentials_gets_readiness_alone_without_the_secr
             answer = await client.get("/readyz")
             assert answer.json() == {"ready": router.status()["ready"]}
             assert "peers' secret not usable" not in caplog.text
+    finally:
+        await router.shutdown()
+
+
+async def test_the_routers_own_answers_count_under_their_route_and_junk_adds_no_series(tmp_path) -> None:
+    """An SRE alerting on one service's refused keys needs its route on the count; what a client chooses (a
+    service name, a pinned version, a path) must not become a label value, or anyone could grow the scrape."""
+    write_keys(tmp_path / "keys", "service.counted", "key-1", "key-2")
+    config = RouterConfig(keys_dir=str(tmp_path / "keys"), routes=[RouteConfig(kind="service", name="counted", versions=[
+        VersionConfig(name="v1", deployment="counted", max_request_wait_time_ms=10)])])
+    router = Router(config, backend=Fixed({}))
+    await router.startup()
+
+    def counted(route: str, status: str, code: str, kind: str = "service") -> float:
+        labels = {"kind": kind, "route": route, "status": status, "code": code}
+        return app.metrics.REGISTRY.get_sample_value("router_error_responses_total", labels) or 0.0
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
+            async def junk(tag: str) -> None:
+                await client.post(f"/api/v1/service/{tag}/score")
+                await client.post(f"/api/v1/endpoint/{tag}/score")
+                await client.get(f"/{tag}/metrics")
+                await client.post("/api/v1/service/counted/score", headers={"authorization": f"Bearer {tag}"})
+                await client.post("/api/v1/service/counted/score", headers={"authorization": "Bearer key-1",
+                                                                             "azureml-model-deployment": tag})
+
+            before = counted("counted", "401", "Unauthorized"), counted("", "404", "NotFound", kind="")
+            await junk("first")
+            assert counted("counted", "401", "Unauthorized") == before[0] + 1
+            assert counted("counted", "404", "UnknownVersion") >= 1
+            assert counted("", "404", "NotFound", kind="") == before[1] + 3  # no route named: no route label
+
+            def series(text: str) -> int:
+                return sum(len(family.samples) for family in text_string_to_metric_families(text))
+
+            scraped = series((await client.get("/metrics")).text)
+            for i in range(20):
+                await junk(f"junk-{i}")
+            assert series((await client.get("/metrics")).text) == scraped
     finally:
         await router.shutdown()

@@ -295,11 +295,11 @@ def test_metrics(live) -> None:
     assert 'router_requests_total{kind="endpoint",role="control",route="ep",status="200",version="green"}' in text
     assert 'router_requests_total{kind="service",role="service",route="slow",status="503",version="slow"}' in text
     assert "router_request_duration_seconds_bucket" in text and "router_ready_replicas" in text
-    assert 'le="300"' in text  # scoring timeouts of minutes are not all "+Inf"
+    assert 'le="300.0"' in text  # scoring timeouts of minutes are not all "+Inf"
     # The router's own answers by their code: the queue's 503 above, and a bad key.
-    assert 'router_error_responses_total{code="TooManyRequests",status="503"}' in text
+    assert 'router_error_responses_total{code="TooManyRequests",kind="service",route="slow",status="503"}' in text
     assert score(client, "endpoint/ep", authorization="Bearer wrong").status_code == 401
-    assert 'router_error_responses_total{code="Unauthorized",status="401"}' in client.get("/metrics").text
+    assert 'router_error_responses_total{code="Unauthorized",kind="endpoint",route="ep",status="401"}' in client.get("/metrics").text
     # Swagger is no scoring request.
     open_200 = re.compile(r'router_requests_total\{kind="service",role="service",route="open",status="200",version="open"\} (\S+)')
     before = open_200.search(text).group(1)

@@ -215,13 +215,15 @@ async def test_auth_errors_come_from_the_fast_path_and_keep_the_connection(route
     assert len(routed["relayed"]) == 1
 
 
-def errors_counted(status: str, code: str) -> float:
-    return metrics.REGISTRY.get_sample_value("router_error_responses_total", {"status": status, "code": code}) or 0.0
+def errors_counted(status: str, code: str, route: str = "keyed") -> float:
+    labels = {"kind": "service", "route": route, "status": status, "code": code}
+    return metrics.REGISTRY.get_sample_value("router_error_responses_total", labels) or 0.0
 
 
 async def test_an_answer_the_router_gives_itself_has_a_request_id_a_log_line_and_a_count(routed, caplog) -> None:
     """No replica saw it, so no scorer logged it: the client's x-request-id (else a new one) is on the answer
-    and on the router's line, and its code is counted (a storm of bad keys, a queue that times out)."""
+    and on the router's line, and its code is counted under its route (a storm of bad keys on one service, a
+    queue that times out), the 401s of which are in no router_requests_total."""
     caplog.set_level(logging.INFO, logger="router")
     unauthorized = errors_counted("401", "Unauthorized")
     client = routed["client"]
@@ -336,6 +338,10 @@ async def test_queued_requests_wait_in_order_then_get_503(routed) -> None:
     rejected = await client.post("/api/v1/service/one/score", json={})
     assert rejected.status_code == 503 and rejected.headers["retry-after"] == "1"
     assert rejected.json()["error"]["code"] == "TooManyRequests"
+    # Its whole wait is measured too: left out, a saturated queue, whose requests mostly wait it out, showed
+    # only the few short waits that got a slot.
+    count, total = measured()
+    assert count == count_before + 2 and 0.1 + 0.3 <= total - sum_before < 0.3 + 0.5
     replica.release.set()
     assert (await holder).status_code == 200
 

@@ -132,9 +132,11 @@ def test_a_run_that_overran_counts_in_the_run_histogram_at_least_as_long_as_it_r
 
 def test_a_run_holding_the_gil_past_the_timeout_is_ended_by_the_supervisor(start_scorer: StartScorer) -> None:
     """The worker's loop cannot answer 504 while run() holds the GIL: the supervisor kills the worker a
-    grace after the deadline, so the client is let go (without an answer) in seconds, not after run()."""
+    grace after the deadline, so the client is let go (without an answer) in seconds, not after run().
+    The kill is counted: the pod's restart count never sees a worker the supervisor replaced."""
     server = start_scorer("sleepy.py", env={"SCORING_TIMEOUT_MS": "1000"})
     before = server.post(json={"sleep": 0}).json()["pid"]
+    assert server.metrics()["scorer_worker_exits_total"] == 0  # there from the start: increase() sees the first
     started = time.monotonic()
     with pytest.raises(httpx.TransportError):  # the connection closes unanswered
         server.post(json={"hold_gil": 30})
@@ -143,6 +145,7 @@ def test_a_run_holding_the_gil_past_the_timeout_is_ended_by_the_supervisor(start
     after = server.post(json={"sleep": 0})
     assert after.status_code == 200 and after.json()["pid"] != before
     assert any("holds the GIL?" in str(line.get("message")) for line in server.logs())
+    assert server.metrics()["scorer_worker_exits_total"] == 1
 
 
 def test_a_worker_being_replaced_leaves_the_pod_ready_while_another_serves(start_scorer: StartScorer) -> None:
