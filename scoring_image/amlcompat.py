@@ -27,6 +27,7 @@ _ALIASES = (
 )
 
 _RAWHTTP_ATTR = "__aml_rawhttp__"
+_HTML = "text/html; charset=utf-8"  # Flask's Response's default, and so an AMLResponse's
 
 
 def rawhttp(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -122,6 +123,8 @@ class AMLResponse:
             self.headers.setdefault("Content-Type", "application/json")
         else:
             self.body = _body(message)
+            if not any(name.lower() == "content-type" for name in self.headers):
+                self.headers["Content-Type"] = _HTML
 
 
 def _body(message: Any) -> bytes:
