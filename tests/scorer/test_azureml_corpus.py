@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression, Ridge
 
-from scorer_helpers import SCRIPTS, Scorer, StartScorer
+from scorer_helpers import SCRIPTS, Scorer, StartScorer, wait_until
 
 CORPUS = SCRIPTS / "azureml_corpus"
 ROWS = [[0.0199132141783263, 0.0506801187398187, 0.104808689473925, 0.0700725447072635, -0.0359677812752396,
@@ -183,3 +183,20 @@ def test_inference_server_binary(module_scorer: StartScorer) -> None:
     assert (response.status_code, response.content) == (200, b"xd8\xe1\xb7\xeb\xa8\xe5")
     assert response.headers["content-type"] == "text/html; charset=utf-8"
 
+
+def test_inference_server_echo_headers_answer_is_collected_as_json(start_scorer: StartScorer, tmp_path: Path) -> None:
+    """An AMLResponse(json_str=True) with headers of its own, as this script answers: its Content-Type came after
+    them, and the prediction was collected as a string of JSON text instead of the JSON itself."""
+    out = tmp_path / "collected"
+    server = start_scorer(CORPUS / "infsrv_echo_headers.py", env={
+        "AZUREML_DATA_COLLECTION_ENABLED": "true", "AZUREML_DATA_COLLECTION_SPOOL_DIR": str(tmp_path / "spool"),
+        "AZUREML_DATA_COLLECTION_SERVICE": "echo", "AZUREML_DATA_COLLECTION_MODELS": "echo:1",
+        "AZUREML_DATA_COLLECTION_BATCH_SECONDS": "0.3", "AZUREML_DATA_COLLECTION_LOCAL_DIR": str(out)})
+    answer = _json_answer(server.post(content=b'{"x": 1}', headers={"content-type": "application/json"}))
+
+    def predictions() -> list[dict[str, object]]:
+        return [json.loads(line) for blob in (out / "modeldata").rglob("*.jsonl") if "/predictions/" in blob.as_posix()
+                for line in blob.read_bytes().splitlines()] if out.exists() else []
+
+    wait_until(lambda: len(predictions()) == 1, 15, "the collected prediction")
+    assert predictions()[0]["data"] == answer
