@@ -200,3 +200,12 @@ def test_inference_server_echo_headers_answer_is_collected_as_json(start_scorer:
 
     wait_until(lambda: len(predictions()) == 1, 15, "the collected prediction")
     assert predictions()[0]["data"] == answer
+
+
+def test_docs_troubleshoot_json_dumps_is_sent_as_a_json_string(module_scorer: StartScorer, models: dict[str, Path]) -> None:
+    """run() returning json.dumps(...): Azure ML encodes that string once more, so clients json.loads twice."""
+    server = _start(module_scorer, "docs_troubleshoot_json_dumps.py", models["single"])
+    answer = _json_answer(server.post(json={"data": ROWS}))
+    assert isinstance(answer, str) and json.loads(answer) == {"result": pytest.approx(_predict(models, ROWS))}
+    error = _json_answer(server.post(json={"rows": ROWS}))
+    assert json.loads(error) == {"error": "'data'"}
