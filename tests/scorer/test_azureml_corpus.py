@@ -209,3 +209,17 @@ def test_docs_troubleshoot_json_dumps_is_sent_as_a_json_string(module_scorer: St
     assert isinstance(answer, str) and json.loads(answer) == {"result": pytest.approx(_predict(models, ROWS))}
     error = _json_answer(server.post(json={"rows": ROWS}))
     assert json.loads(error) == {"error": "'data'"}
+
+
+def test_docs_global_parameters_with_a_pandas_input(module_scorer: StartScorer, models: dict[str, Path]) -> None:
+    """Runs where pandas is installed (an image whose environment adds it): the scorer's own has none."""
+    pytest.importorskip("pandas")
+    server = _start(module_scorer, "docs_global_parameters_pandas.py", models["single"])
+    people = [{"name": "Ana", "age": 41}, {"name": "Bo", "age": 29}]
+    answer = _json_answer(server.post(json={"Inputs": {"input1": ROWS, "input2": people, "input3": 0.0},
+                                            "GlobalParameters": 1.0}))
+    assert answer == {"Results": pytest.approx(_predict(models, ROWS)), "oldest": "Ana"}
+    # A column of the wrong type does not fit the DataFrame sample: refused before run() (Azure ML: a 500).
+    wrong = server.post(json={"Inputs": {"input1": ROWS, "input2": [{"name": "Ana", "age": "old"}], "input3": 0.0},
+                              "GlobalParameters": 1.0})
+    assert wrong.status_code == 400 and "Inputs" in wrong.json()["error"]["message"]
