@@ -1,9 +1,10 @@
-"""Azure ML's raw-HTTP entry-script API, on Werkzeug without Flask.
+"""Azure ML's entry-script API, on Werkzeug without Flask and without azureml-core.
 
 Existing entry scripts import `rawhttp`, `AMLRequest` and `AMLResponse` from
 `azureml_inference_server_http.api.aml_request|aml_response` or from the older
-`azureml.contrib.services.aml_request|aml_response`.  `install()` registers this module
-under those names, so such scripts run unchanged and the image needs no Flask.
+`azureml.contrib.services.aml_request|aml_response`, and many find their model in init() with
+`azureml.core.model.Model.get_model_path`.  `install()` registers this module under those names,
+so such scripts run unchanged and the image needs neither Flask nor azureml-core.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -25,8 +28,12 @@ _ALIASES = (
     "azureml.contrib.services.aml_request",
     "azureml.contrib.services.aml_response",
 )
+# Where a script finds `Model`; registered only where azureml-core is not installed (where it is, its own
+# resolves under $AML_APP_ROOT/azureml-models, which is where the cluster's models are).
+_MODEL_ALIASES = ("azureml.core", "azureml.core.model")
 
 _RAWHTTP_ATTR = "__aml_rawhttp__"
+_HTML = "text/html; charset=utf-8"  # Flask's Response's default, and so an AMLResponse's
 
 
 def rawhttp(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -122,6 +129,8 @@ class AMLResponse:
             self.headers.setdefault("Content-Type", "application/json")
         else:
             self.body = _body(message)
+            if not any(name.lower() == "content-type" for name in self.headers):
+                self.headers["Content-Type"] = _HTML
 
 
 def _body(message: Any) -> bytes:
@@ -143,6 +152,49 @@ def _part(part: Any) -> bytes:
     raise TypeError(f"an AMLResponse's parts are text or bytes, not {type(part).__name__}")  # as Flask refuses them
 
 
+class ModelNotFoundException(Exception):
+    """The model asked for is not deployed with this service (azureml-core's name for it)."""
+
+
+class Model:
+    """azureml-core's Model, as far as an entry script in a deployed service uses it."""
+
+    @staticmethod
+    def get_model_path(model_name: str, version: int | None = None, _workspace: Any = None) -> str:
+        """The path of a deployed model, resolved as azureml-core resolves it in a service: under the models'
+        root, `<name>/<version>/` (version None: the highest), the one file or folder there; else a file or
+        folder of that name in the working directory. The root is AZUREML_MODEL_DIR, or with one model (where
+        AZUREML_MODEL_DIR is `<root>/<name>/<version>`) two levels up.
+
+        A version folder of several entries is the model itself: Azure ML keeps a model registered from a folder
+        in one folder under its version, where this image copies the folder's files into the version folder.
+        `_workspace` (a download from the workspace) has no meaning inside a service and is ignored."""
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise ValueError(f"version should be an int, not {version!r}")
+        root = _models_root(model_name)
+        versions = root / model_name
+        if versions.is_dir():
+            chosen = version if version is not None else max(
+                (int(v.name) for v in versions.iterdir() if v.name.isdigit()), default=None)
+            folder = versions / str(chosen)
+            if chosen is not None and folder.is_dir():
+                entries = list(folder.iterdir())
+                return str(entries[0] if len(entries) == 1 else folder)
+        if os.path.exists(model_name):
+            return model_name
+        raise ModelNotFoundException(
+            f"model {model_name!r}{'' if version is None else f' version {version}'} is not deployed with this "
+            f"service: no {versions}/{'<version>' if version is None else version}/ and no ./{model_name}")
+
+
+def _models_root(model_name: str) -> Path:
+    model_dir = os.environ.get("AZUREML_MODEL_DIR")
+    if not model_dir:  # azureml-core's own root
+        return Path(os.environ.get("AML_APP_ROOT", "")) / "azureml-models"
+    path = Path(model_dir)
+    return path.parent.parent if path.parent.name == model_name else path
+
+
 def _importable(name: str) -> bool:
     try:
         return importlib.util.find_spec(name) is not None
@@ -156,7 +208,8 @@ def install() -> None:
     Missing parent packages become empty ones; an installed `azureml` package stays usable.
     """
     me = sys.modules[__name__]
-    for alias in _ALIASES:
+    aliases = _ALIASES if _importable("azureml.core") else _ALIASES + _MODEL_ALIASES
+    for alias in aliases:
         parts = alias.split(".")
         for i in range(1, len(parts)):
             parent = ".".join(parts[:i])

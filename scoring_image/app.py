@@ -278,7 +278,7 @@ class ScoringApp:
                 data = _one_line(body)
             if result.headers[0] is _JSON_HEADER:  # run()'s value, encoded by orjson: JSON on one line
                 prediction: Any = orjson.Fragment(result.body)
-            elif result.headers[0] == _JSON_HEADER:  # an AMLResponse's body
+            elif _JSON_HEADER in result.headers:  # an AMLResponse's body, whose headers of its own may come first
                 prediction = _spooled_json(result.body)
             else:
                 prediction = result.body.decode(errors="replace")

@@ -553,3 +553,19 @@ def test_a_run_returning_none_answers_an_empty_json_object() -> None:
     script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), {}, ())
     result = _Call(script, "{}", None)()
     assert (result.status, result.body, dict(result.headers)[b"content-type"]) == (200, b"{}", b"application/json")
+
+
+def test_an_aml_response_of_text_is_html_as_from_flask() -> None:
+    """Azure ML's AMLResponse is a Flask Response, whose default mimetype is text/html: a body it is given
+    without a Content-Type goes as text/html; charset=utf-8 (JSON only with json_str)."""
+    from scoring_image.app import _Call
+    from scoring_image.entry_script import EntryScript
+
+    def run(data):  # type: ignore[no-untyped-def]
+        return amlcompat.AMLResponse(data, 200)
+
+    script = EntryScript(Path("score.py"), None, run, "raw", "data", False, frozenset(), {}, ())
+    result = _Call(script, "/score?a=1", None)()
+    assert dict(result.headers)[b"content-type"] == b"text/html; charset=utf-8"
+    own = amlcompat.AMLResponse("x", 200, {"Content-Type": "image/png"})
+    assert own.headers["Content-Type"] == "image/png"
