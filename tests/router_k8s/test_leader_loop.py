@@ -337,3 +337,33 @@ async def test_a_pod_that_lost_the_lead_exports_no_desired_router_pods() -> None
         assert await metric_lines(router, "router_desired_pods") == []
     finally:
         await router.shutdown()
+
+
+class Starting(FakeBackend):
+    """4 replicas of which only the first serves until `serve_all`: the others still load their model."""
+
+    async def start(self, on_ready) -> None:
+        self.on_ready = on_ready
+        on_ready("iris", ["127.0.0.1:9"])
+
+    def serve_all(self) -> None:
+        self.on_ready("iris", [f"127.0.0.{n}:9" for n in range(1, 5)])
+
+
+async def test_replicas_still_starting_are_not_scaled_in_until_they_serve() -> None:
+    """Idle, 1 of 4 replicas serving: the 3 starting count as busy (75% over the 70% target), so the leader waits
+    for them; once they serve, the idle version comes down after its delay."""
+    backend = Starting()
+    backend.count, backend.is_leader = 4, True
+    autoscale = AutoscaleConfig(refresh_seconds=0.2, scale_down_delay_seconds=0.5)
+    version = VersionConfig(name="v1", deployment="iris", is_default=True, autoscale=autoscale)
+    router = Router(RouterConfig(routes=[RouteConfig(kind="service", name="iris", versions=[version])]), backend=backend)
+    await router.startup()
+    try:
+        await asyncio.sleep(1.5)  # three delays
+        assert backend.scaled == []
+        backend.serve_all()
+        await until(lambda: backend.scaled, timeout=3.0)
+        assert backend.scaled == [("iris", 1)]
+    finally:
+        await router.shutdown()
