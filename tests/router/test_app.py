@@ -309,14 +309,20 @@ async def test_a_loop_that_stops_fails_healthz_naming_it_and_is_logged_when_it_s
     assert router.stopped_loops() == ["autoscale"]  # the others, cancelled at shutdown, did not fail
 
 
-async def test_a_peers_secret_that_cannot_be_read_is_warned_of_once_not_at_every_request(tmp_path, caplog) -> None:
-    """/readyz, /metrics and the load are read by the kubelet, Prometheus and the peers (and anyone else): a
-    missing secret file logged a warning at each, a log anyone could flood."""
-    secret = tmp_path / "peers-secret"
+async def _peered_router(secret: Path, caplog) -> Router:
+    """A started kubernetes router whose peers' secret is `secret`, its log caught from INFO."""
     peers = PeersConfig(service="model-router-peers", secret_file=str(secret))
     router = Router(config("kubernetes").model_copy(update={"peers": peers}), backend=Fixed({}))
     caplog.set_level(logging.INFO, logger="router")
     await router.startup()
+    return router
+
+
+async def test_a_peers_secret_that_cannot_be_read_is_warned_of_once_not_at_every_request(tmp_path, caplog) -> None:
+    """/readyz, /metrics and the load are read by the kubelet, Prometheus and the peers (and anyone else): a
+    missing secret file logged a warning at each, a log anyone could flood."""
+    secret = tmp_path / "peers-secret"
+    router = await _peered_router(secret, caplog)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
             guess = {"authorization": "Bearer guess"}
@@ -337,10 +343,7 @@ async def test_a_probe_without_credentials_gets_readiness_alone_without_the_secr
     """The kubelet's probe, and anyone's, at every request: the secret file read and the whole status built
     (every route's replicas and load) only to be thrown away."""
     secret = tmp_path / "peers-secret"  # missing: a read would warn
-    peers = PeersConfig(service="model-router-peers", secret_file=str(secret))
-    router = Router(config("kubernetes").model_copy(update={"peers": peers}), backend=Fixed({}))
-    caplog.set_level(logging.INFO, logger="router")
-    await router.startup()
+    router = await _peered_router(secret, caplog)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
             answer = await client.get("/readyz")

@@ -84,6 +84,12 @@ def _config(**settings) -> RouterConfig:
     return RouterConfig(routes=[RouteConfig(kind="service", name="iris", versions=[version])], **settings)
 
 
+def _idle_iris(backend: FakeBackend, scale_down_delay_seconds: float) -> Router:
+    autoscale = AutoscaleConfig(refresh_seconds=0.2, scale_down_delay_seconds=scale_down_delay_seconds)
+    version = VersionConfig(name="v1", deployment="iris", is_default=True, autoscale=autoscale)
+    return Router(RouterConfig(routes=[RouteConfig(kind="service", name="iris", versions=[version])]), backend=backend)
+
+
 def _scaled_routers(secret_file: str | None = None) -> RouterConfig:
     scale = RouterScaleConfig(deployment="model-router", cpu_cores=0.5, max_routing_latency_ms=5,
                               autoscale=AutoscaleConfig(min_replicas=2, max_replicas=6, refresh_seconds=0.2,
@@ -237,9 +243,7 @@ async def test_a_leadership_changing_mid_delay_restarts_the_delay_rather_than_sc
     from its first sample, then scales in; it neither scales in at once nor carries the old leader's clock over."""
     backend = FakeBackend()
     backend.count, backend.is_leader = 4, True
-    autoscale = AutoscaleConfig(refresh_seconds=0.2, scale_down_delay_seconds=1.0)
-    version = VersionConfig(name="v1", deployment="iris", is_default=True, autoscale=autoscale)
-    router = Router(RouterConfig(routes=[RouteConfig(kind="service", name="iris", versions=[version])]), backend=backend)
+    router = _idle_iris(backend, scale_down_delay_seconds=1.0)
     await router.startup()
     try:
         await asyncio.sleep(0.6)
@@ -355,9 +359,7 @@ async def test_replicas_still_starting_are_not_scaled_in_until_they_serve() -> N
     for them; once they serve, the idle version comes down after its delay."""
     backend = Starting()
     backend.count, backend.is_leader = 4, True
-    autoscale = AutoscaleConfig(refresh_seconds=0.2, scale_down_delay_seconds=0.5)
-    version = VersionConfig(name="v1", deployment="iris", is_default=True, autoscale=autoscale)
-    router = Router(RouterConfig(routes=[RouteConfig(kind="service", name="iris", versions=[version])]), backend=backend)
+    router = _idle_iris(backend, scale_down_delay_seconds=0.5)
     await router.startup()
     try:
         await asyncio.sleep(1.5)  # three delays
