@@ -6,8 +6,9 @@ Demand = requests in flight plus those queued (across all router pods), sampled 
     desired     = ceil(demand / (slots_per_replica * target_utilization / 100)), clamped to [min, max]
 
 Up: checked at every sample, on demand averaged over the last `refresh_seconds`, once the
-average over the whole window (`scale_down_delay_seconds`) wants more too; at once, on the
-recent average alone, when it wants twice the count or more (Knative's panic). A load step is
+average over the steady window (`scale_down_delay_seconds`, at most STEADY_WINDOW_S) wants more
+too; at once, on the recent average alone, when it wants twice the count or more (Knative's
+panic). A load step is
 answered within a few hundred milliseconds (Azure ML promises about a second); a steady load's
 second-to-second noise, which follows a Poisson law, is not: on recent averages alone the count
 rose to each peak and sank after each delay, 14-137 changes an hour in simulation, settled at
@@ -39,6 +40,7 @@ from router_image.config import AutoscaleConfig, RouterScaleConfig
 SAMPLE_S = 0.1
 OWN_LOAD_WINDOW_S = 5.0  # a router pod's CPU and routing latency: averaged over this
 STEP_SETTLE_S = 60.0
+STEADY_WINDOW_S = 60.0  # Knative's stable window: the router pods' 5 minutes of delay would answer a rise late
 PANIC_FACTOR = 2  # a recent average that wants this many times the count is answered at once  # a latency step waits for the last step's pods to be ready, at most this long
 
 
@@ -87,7 +89,7 @@ class Autoscaler:
         samples, config = self._samples, self.config
         samples.append((now, demand))
         self._sum += demand
-        while samples[0][0] <= now - max(config.scale_down_delay_seconds, config.refresh_seconds):
+        while samples[0][0] <= now - max(min(config.scale_down_delay_seconds, STEADY_WINDOW_S), config.refresh_seconds):
             self._sum -= samples.popleft()[1]
         recent, count = 0.0, 0
         for t, d in reversed(samples):
