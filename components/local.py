@@ -221,14 +221,15 @@ def render(stack: Stack, state: State) -> RouterConfig:
 
 def _pid(state: State) -> int | None:
     """The stack's router, when its pid file names a live process that is that router: a pid file
-    left by a killed router or a reboot may name some other process by now (not to be signalled)."""
+    left by a killed router or a reboot may name some other process by now (not to be signalled),
+    another user's among them (a system daemon's after a reboot), which refuses the look."""
     try:
         pid = int(state.pid.read_text())
     except (OSError, ValueError):
         return None
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return None
     if not Path("/proc").is_dir():  # no procfs (macOS): the live pid is taken at its word
         return pid

@@ -381,6 +381,27 @@ def test_a_stale_pid_file_naming_another_process_is_not_the_router(tmp_path):
         other.wait()
 
 
+def test_a_stale_pid_file_naming_another_users_process_is_not_the_router(tmp_path, monkeypatch):
+    """After a reboot the pid may be a system daemon's: signalling it is refused (EPERM), and every command
+    ended in a PermissionError traceback. (Run as root here, so the refusal is stood in for.)"""
+    from components import local
+    from components.stackfile import load_stack
+
+    path = _idle_stack(tmp_path, free_port())
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "router.pid").write_text("1")
+
+    def refused(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(local.os, "kill", refused)
+    stack = load_stack(path)
+    for command, code in ((local.status, 3), (local.down, 0)):
+        out = io.StringIO()
+        assert command(stack, out=out) == code
+        assert "is not running" in out.getvalue()
+
+
 def test_status_of_a_router_that_does_not_answer_says_so_rather_than_not_ready(tmp_path):
     """A router starting, or too busy to answer /readyz in time, was reported "not ready", as if its replicas were down."""
     path = _idle_stack(tmp_path, free_port())
