@@ -578,7 +578,10 @@ def status(stack: Stack, out=sys.stdout) -> int:
     pid = _pid(state)
     if pid is None:
         print(f"the {stack.name} stack is not running{_held(stack, 'status', 'this stack has no record of')}", file=out)
-        return 3
+        ended = _ended_unstopped(state)
+        for line in ended:
+            print(line, file=out)
+        return 1 if ended else 3  # LSB: dead with its pid file left, else not running
     code, body = _get(base_url(stack) + "/readyz")
     if not code:  # nothing is known of its replicas: "not ready" would say they are down
         print(f"router pid {pid} on {base_url(stack)}: no answer to /readyz within {READYZ_TIMEOUT_S:g} s (starting, "
@@ -597,6 +600,21 @@ def status(stack: Stack, out=sys.stdout) -> int:
             if v.get("problem"):
                 print(f"    {v['name']}: {v['problem']}", file=out)
     return 0 if code == 200 and not problems and not body.get("config_error") else 1
+
+
+def _ended_unstopped(state: State) -> list[str]:
+    """What is known of a router that ended without `local down` (its pid file is left): killed, crashed, or
+    the machine restarted; the end of its log says which. Nothing when `down` stopped it or none started."""
+    try:
+        pid = state.pid.read_text().strip()
+    except FileNotFoundError:
+        return []
+    log = state.logs / "router.log"
+    lines = [f"  its router (pid {pid}) ended without `local down` (killed, crashed, or the machine restarted); "
+             "`local up` starts it again"]
+    if log.exists():
+        lines += [f"  the end of {log}:", *(f"    {line}" for line in _tail(log, LOG_TAIL_LINES))]
+    return lines
 
 
 def key_of(stack: Stack, name: str, which: str) -> str:

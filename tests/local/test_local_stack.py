@@ -396,7 +396,7 @@ def test_a_stale_pid_file_naming_another_users_process_is_not_the_router(tmp_pat
 
     monkeypatch.setattr(local.os, "kill", refused)
     stack = load_stack(path)
-    for command, code in ((local.status, 3), (local.down, 0)):
+    for command, code in ((local.status, 1), (local.down, 0)):  # status: dead, its pid file left
         out = io.StringIO()
         assert command(stack, out=out) == code
         assert "is not running" in out.getvalue()
@@ -518,6 +518,28 @@ def test_two_ups_at_once_start_one_stack_that_down_stops(tmp_path):
         assert first.wait(60) == 0
         assert "stopped" in cli("down", str(path)).stdout
         assert scorer_pids(marker) == []
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_status_of_a_stack_whose_router_was_killed_says_it_ended_and_shows_its_log(tmp_path):
+    """A router killed or crashed read "not running", as a stack never started: not why, nor where to look."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    marker = str(tmp_path / "state")
+    try:
+        cli("up", str(path))
+        pid = int((tmp_path / "state" / "router.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and scorer_pids(marker):  # its replicas die with it
+            time.sleep(0.1)
+        said = cli("status", str(path), check=False)
+        assert said.returncode == 1, said.stdout  # LSB: dead, its pid file left
+        assert f"its router (pid {pid}) ended without `local down`" in said.stdout
+        assert f"the end of {tmp_path / 'state' / 'logs' / 'router.log'}:" in said.stdout
+        assert "replica echo-0 ready" in said.stdout
+        assert "is not running" in cli("down", str(path)).stdout
+        assert cli("status", str(path), check=False).returncode == 3  # now as never started
     finally:
         cli("down", str(path), check=False)
 
