@@ -316,7 +316,8 @@ def up(stack: Stack, out=sys.stdout, timeout_s: float = READY_TIMEOUT_S) -> int:
             ready = None
         if not ready:
             print(f"Stopping what was started (the router's log: {state.logs / 'router.log'})", file=out)
-            _stop(proc.pid, _stop_seconds(config))
+            if _stop(proc.pid, _stop_seconds(config)):
+                ready = None
             state.pid.unlink(missing_ok=True)
             return INTERRUPTED if ready is None else 1
     for line in summary(stack):
@@ -516,8 +517,14 @@ def down(stack: Stack, out=sys.stdout) -> int:
         asked = f"that did not answer /readyz as a router within {READYZ_TIMEOUT_S:g} s"
         print(f"the {stack.name} stack is not running{_held(stack, 'down', asked)}", file=out)
         return 0
-    _stop(pid, _running_stop_seconds(state, out))
+    wait_s = _running_stop_seconds(state, out)
+    print(f"stopping the {stack.name} stack: its requests in flight finish first (at most {wait_s:g} s; "
+          "Ctrl-C stops it at once)", file=out, flush=True)
+    interrupted = _stop(pid, wait_s)
     state.pid.unlink(missing_ok=True)
+    if interrupted:
+        print(f"Interrupted: the {stack.name} stack was stopped at once, its requests in flight cut off", file=out)
+        return INTERRUPTED
     print(f"stopped the {stack.name} stack", file=out)
     return 0
 
@@ -551,18 +558,22 @@ def _running_stop_seconds(state: State, out) -> float:
         return UNREAD_STOP_S
 
 
-def _stop(pid: int, wait_s: float) -> None:
-    """SIGTERM to the router, SIGKILL to its whole session (it leads it) if it outlasts wait_s. A router
-    that exited already (at its start, or just now) may leave scorers stopping: they are waited for too."""
+def _stop(pid: int, wait_s: float) -> bool:
+    """SIGTERM to the router, SIGKILL to its whole session (it leads it) if it outlasts wait_s or Ctrl-C
+    cuts the wait short (True then): whoever presses it wants the stack gone now, requests in flight and
+    all. A router that exited already (at its start, or just now) may leave scorers stopping: they are
+    waited for too."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and _alive_group(pid):
-        with contextlib.suppress(ChildProcessError):  # `up` stopping the router it started: reaped, no zombie
-            os.waitpid(pid, os.WNOHANG)               # is left to count as the group being alive
-        time.sleep(0.1)
+    with _ctrl_c() as interrupted:
+        while time.monotonic() < deadline and _alive_group(pid) and not interrupted.is_set():
+            with contextlib.suppress(ChildProcessError):  # `up` stopping the router it started: reaped, no zombie
+                os.waitpid(pid, os.WNOHANG)               # is left to count as the group being alive
+            interrupted.wait(0.1)
     with contextlib.suppress(ProcessLookupError):  # its last one may exit between the look and the kill
         os.killpg(pid, signal.SIGKILL)
+    return interrupted.is_set()
 
 
 def _alive_group(pgid: int) -> bool:

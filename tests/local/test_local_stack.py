@@ -764,6 +764,39 @@ def test_down_lets_a_request_in_flight_finish(tmp_path):
         cli("down", str(path), check=False)
 
 
+def test_ctrl_c_during_down_stops_the_stack_at_once(tmp_path):
+    """`down` waits for the requests in flight, silently (76 s at most by default): Ctrl-C there ended in a
+    KeyboardInterrupt traceback, leaving the router draining and `status` calling it "starting, or too busy"."""
+    path = _script_stack(tmp_path, [{"name": "slow", "script": "sleepy.py", "folder": "tests/scorer/scripts"}])
+    port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+    marker = str(tmp_path / "state")
+    caller = threading.Thread(target=_post_quietly, args=(f"http://127.0.0.1:{port}/api/v1/service/slow/score",))
+    try:
+        cli("up", str(path))
+        caller.start()
+        time.sleep(1)  # the request is in flight
+        down = subprocess.Popen([*CLI, "down", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(2)
+        down.send_signal(signal.SIGINT)
+        said, _ = down.communicate(timeout=10)
+        assert down.returncode == 130, said
+        assert "Interrupted" in said and "Traceback" not in said
+        assert not (tmp_path / "state" / "router.pid").exists()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and scorer_pids(marker):
+            time.sleep(0.1)
+        assert scorer_pids(marker) == []
+    finally:
+        cli("down", str(path), check=False)
+        caller.join(60)
+
+
+def _post_quietly(url: str) -> None:
+    """A request held 30 s, its failure expected (the stack is stopped under it)."""
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(url, json={"sleep": 30}, timeout=60)
+
+
 def test_logs_of_a_service_leave_out_a_service_whose_name_extends_it(tmp_path):
     path = _script_stack(tmp_path, [{"name": "iris", **ECHO}, {"name": "iris-2", **ECHO}])
     logs = tmp_path / "state" / "logs"
