@@ -287,3 +287,39 @@ async def until(check, timeout_s: float) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+async def test_a_replicas_log_past_its_bound_moves_aside_and_starts_empty(tmp_path, monkeypatch) -> None:
+    """A stack left running under load wrote an access line per request to its replicas' logs without end.
+    The replica goes on writing to the file it opened: at its new end, no hole of NULs before it."""
+    import httpx
+
+    from scoring_image.config import ScorerSettings
+
+    monkeypatch.setattr(local, "LOG_MAX_BYTES", 20_000)
+    monkeypatch.setattr(local, "LOG_CHECK_EVERY_S", 0.1)
+    scripts = Path(__file__).resolve().parents[1] / "scorer" / "scripts"
+    env = ScorerSettings(entry_script="sleepy.py", app_root=str(scripts), host="127.0.0.1", workers=1).to_env()
+    published: dict[str, list[str]] = {}
+    b = LocalBackend()
+    await b.start(lambda deployment, addresses: published.__setitem__(deployment, addresses))
+    try:
+        await b.apply([VersionConfig(name="v1", deployment="iris", num_replicas=1, autoscale=AutoscaleConfig(enabled=False),
+                                     scorer=ScorerLaunch(env=env, cwd=str(scripts), log_dir=str(tmp_path),
+                                                         stop_grace_seconds=2.0))])
+        await until(lambda: len(published.get("iris", [])) == 1, 60)
+        async with httpx.AsyncClient(base_url=f"http://{published['iris'][0]}") as client:
+            for _ in range(300):  # an access line each, some 250 bytes: 75 kB in all
+                assert (await client.post("/score", json={})).status_code == 200
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.3)
+            log, older = tmp_path / "iris-0.log", tmp_path / "iris-0.log.1"
+            assert log.stat().st_size < 40_000, log.stat().st_size  # the bound, and what came in until the next look
+            assert 20_000 < older.stat().st_size < 40_000
+            monkeypatch.setattr(local, "LOG_MAX_BYTES", 10**9)  # no further move: the next line stays here
+            assert (await client.post("/score", json={})).status_code == 200
+        await asyncio.sleep(0.2)
+        written = log.read_bytes()
+        assert b"\0" not in written and written.endswith(b"}\n") and b"POST /score 200" in written.splitlines()[-1]
+    finally:
+        await b.stop()
