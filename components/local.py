@@ -709,14 +709,19 @@ def token(stack: Stack, route) -> int:
     if not route.token_auth_enabled:
         raise StackError([f"{route.name}: token auth is off for it (token_auth_enabled: false); "
                           + ("it takes keys: `local keys`" if route.auth_enabled else "it takes no credential")])
-    state = state_of(stack)
-    if not state.token_key.exists():
-        raise StackError([f"{route.name}: no signing key yet; run `local up` first"])
-    tok, refresh_by = mint_token(state.token_key.read_bytes(), route.name)
+    tok, refresh_by = mint_token(_signing_key(state_of(stack), route.name), route.name)
     print(tok)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(refresh_by))
     print(f"refresh_by: {refresh_by:.0f} ({when}): ask for a new token before then", file=sys.stderr)
     return 0
+
+
+def _signing_key(state: State, name: str) -> bytes:
+    """The stack's token signing key, made by the first `up` of a stack with a token-auth service."""
+    try:
+        return state.token_key.read_bytes()
+    except FileNotFoundError:
+        raise StackError([f"{name}: no signing key yet; run `local up` first"]) from None
 
 
 def logs(stack: Stack, route) -> int:
@@ -745,7 +750,7 @@ def score(stack: Stack) -> int:
     for kind, r in [("service", s) for s in stack.spec.services] + [("endpoint", e) for e in stack.spec.endpoints]:
         headers = {"Content-Type": "application/json"}
         if r.token_auth_enabled:
-            headers["Authorization"] = f"Bearer {mint_token(state.token_key.read_bytes(), r.name)[0]}"
+            headers["Authorization"] = f"Bearer {mint_token(_signing_key(state, r.name), r.name)[0]}"
         elif r.auth_enabled:
             headers["Authorization"] = f"Bearer {key_of(stack, r.name, 'primary')}"
         url = f"{base_url(stack)}/api/v1/{kind}/{r.name}/score"

@@ -422,6 +422,24 @@ def test_status_of_a_router_that_does_not_answer_says_so_rather_than_not_ready(t
         silent.wait()
 
 
+def test_score_of_a_token_service_the_running_stack_has_not_applied_says_so(tmp_path):
+    """Token auth turned on in the file of a running stack, before `up` applied it: no signing key yet, and
+    `score` ended in a FileNotFoundError traceback where `token` said to run `local up`."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO, "auth_enabled": False, "token_auth_enabled": True}])
+    (tmp_path / "state").mkdir()
+    config = tmp_path / "state" / "router.json"
+    router = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "router_image", str(config)],
+                              start_new_session=True)
+    try:
+        (tmp_path / "state" / "router.pid").write_text(str(router.pid))
+        said = cli("score", str(path), check=False)
+        assert said.returncode == 2 and "Traceback" not in said.stderr
+        assert "echo: no signing key yet; run `local up` first" in said.stderr
+    finally:
+        router.kill()
+        router.wait()
+
+
 def test_down_reaps_a_router_this_process_started_instead_of_waiting_on_its_zombie(tmp_path):
     """`up`'s failure path stops the router it started: exited but not reaped, it kept the process
     group alive in `down`'s eyes for 15 s, then got a SIGKILL it no longer needed."""
