@@ -101,21 +101,26 @@ def state_of(stack: Stack) -> State:
 
 
 def model_dir(stack: Stack, state: State, deployment: str, dep: Deployable) -> Path | None:
-    """AZUREML_MODEL_DIR as Azure ML lays it out: one model -> its version folder;
-    several -> a root holding <name>/<version>/ (links to the models' folders here)."""
+    """AZUREML_MODEL_DIR as Azure ML lays it out: one model -> its version folder; several -> a root
+    holding <name>/<version>/ (links to the models' folders here). A model that is a file is alone in its
+    version folder, as the cluster's replica has it: Azure ML's samples open AZUREML_MODEL_DIR/<file>."""
     models = [stack.spec.model(ref) for ref in dep.models]
     if not models:
         return None
-    if len(models) == 1:
-        return stack.resolve(models[0].path)  # type: ignore[arg-type]
+    paths = [stack.resolve(m.path) for m in models]  # type: ignore[arg-type]
+    if len(models) == 1 and paths[0].is_dir():
+        return paths[0]
     root = state.models / deployment
-    for m in models:
-        link = root / m.name / str(m.version)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(stack.resolve(m.path).resolve())  # type: ignore[arg-type]
-    return root
+    shutil.rmtree(root, ignore_errors=True)  # links a changed model list or a folder now a file would keep
+    for m, path in zip(models, paths):
+        folder = root / m.name / str(m.version)
+        if path.is_file():
+            folder.mkdir(parents=True)
+            (folder / path.name).symlink_to(path.resolve())
+        else:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.symlink_to(path.resolve())
+    return root if len(models) > 1 else root / models[0].name / str(models[0].version)
 
 
 def app_folder(stack: Stack, state: State, deployment: str, ic: InferenceConfigSpec) -> Path:

@@ -919,3 +919,54 @@ def test_without_a_source_directory_a_replica_runs_the_entry_script_alone(tmp_pa
     launch = local.render(stack, local.state_of(stack)).routes[0].versions[0].scorer
     assert launch.env["AZUREML_ENTRY_SCRIPT"] == "echo_score.py"
     assert [p.name for p in Path(launch.cwd).iterdir()] == ["echo_score.py"] == [p.name for p in Path(launch.env["AML_APP_ROOT"]).iterdir()]
+
+
+READS_ITS_MODELS = '''
+import os
+from pathlib import Path
+
+found = {}
+
+
+def init():
+    root = Path(os.environ["AZUREML_MODEL_DIR"])
+    found["listing"] = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    found["weights"] = (root / os.environ["WEIGHTS"]).read_text()
+
+
+def run(raw_data):
+    return found
+'''
+
+
+def test_a_model_that_is_a_file_is_in_its_version_folder_as_on_the_cluster(tmp_path):
+    """Azure ML's own sample registers model_path="sklearn_regression_model.pkl" and its init() opens
+    AZUREML_MODEL_DIR/sklearn_regression_model.pkl, as the cluster's replica finds it (its file alone in
+    <name>/<version>/). Locally AZUREML_MODEL_DIR was the file itself, so that init() failed here alone."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "score.py").write_text(READS_ITS_MODELS)
+    (tmp_path / "trained").mkdir()
+    (tmp_path / "trained" / "weights.txt").write_text("w1")
+    (tmp_path / "trained" / "other.txt").write_text("w2")
+    (tmp_path / "trained" / "notes.md").write_text("not a model")
+    port = free_port()
+    app = {"entry_script": "score.py", "source_directory": str(tmp_path / "app")}
+    doc = {"config": {
+        "aks-model-serving:local": {"router_port": port, "state_dir": str(tmp_path / "state"), "data_dir": str(tmp_path / "data")},
+        "aks-model-serving:models": [{"name": "w", "version": 1, "path": str(tmp_path / "trained" / "weights.txt")},
+                                     {"name": "o", "version": 2, "path": str(tmp_path / "trained" / "other.txt")}],
+        "aks-model-serving:services": [
+            {"name": name, "models": models, "auth_enabled": False, "num_replicas": 1, "autoscale_enabled": False,
+             "inference_config": {**app, "environment": {"environment_variables": {"WEIGHTS": weights}}}}
+            for name, models, weights in (("one", ["w:1"], "weights.txt"), ("two", ["w:1", "o:2"], "o/2/other.txt"))],
+    }}
+    path = tmp_path / "Pulumi.files.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        cli("up", str(path))
+        one = httpx.post(f"http://127.0.0.1:{port}/api/v1/service/one/score", json={}, timeout=30).json()
+        assert one == {"listing": ["weights.txt"], "weights": "w1"}  # alone: not the files beside it
+        two = httpx.post(f"http://127.0.0.1:{port}/api/v1/service/two/score", json={}, timeout=30).json()
+        assert two == {"listing": ["o", "o/2", "o/2/other.txt", "w", "w/1", "w/1/weights.txt"], "weights": "w2"}
+    finally:
+        cli("down", str(path), check=False)
