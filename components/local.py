@@ -91,10 +91,17 @@ def state_of(stack: Stack) -> State:
         path = owner.read_text()
     except FileNotFoundError:
         return state
+    except OSError as exc:  # under a file, or not this user's to read
+        raise _unusable(state, exc) from None
     if path != str(stack.path.resolve()):
         raise StackError([f"local.state_dir: {state.root} holds the stack {path}'s keys and processes; give "
                           f"{stack.path.name} a state_dir (and router_port) of its own under aks-model-serving:local"])
     return state
+
+
+def _unusable(state: State, exc: OSError) -> StackError:
+    return StackError([f"local.state_dir: {state.root} cannot hold the stack's state: {exc.strerror}; "
+                       "name another under aks-model-serving:local"])
 
 
 # ------------------------------------------------------------------ rendering
@@ -282,8 +289,12 @@ def base_url(stack: Stack) -> str:
 def _exclusive(state: State, out):
     """One `up` of a stack at a time: two at once would both pass the checks, and the one whose
     router lost the port would clean up by the other's pid file."""
-    state.root.mkdir(parents=True, exist_ok=True)
-    with open(state.lock, "w") as lock:
+    try:
+        state.root.mkdir(parents=True, exist_ok=True)
+        lock = open(state.lock, "w")
+    except OSError as exc:
+        raise _unusable(state, exc) from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

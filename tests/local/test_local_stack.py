@@ -970,3 +970,16 @@ def test_a_model_that_is_a_file_is_in_its_version_folder_as_on_the_cluster(tmp_p
         assert two == {"listing": ["o", "o/2", "o/2/other.txt", "w", "w/1", "w/1/weights.txt"], "weights": "w2"}
     finally:
         cli("down", str(path), check=False)
+
+
+@pytest.mark.parametrize("command", ["up", "status", "down"])
+def test_a_state_dir_that_cannot_be_a_folder_is_named_not_a_traceback(tmp_path, command):
+    """A state_dir under a file (or one this user may not write): every command ended in a traceback."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    doc = yaml.safe_load(path.read_text())
+    (tmp_path / "a-file").write_text("")
+    doc["config"]["aks-model-serving:local"]["state_dir"] = str(tmp_path / "a-file" / "state")
+    path.write_text(yaml.safe_dump(doc))
+    said = cli(command, str(path), check=False)
+    assert said.returncode == 2 and "Traceback" not in said.stderr, said.stderr
+    assert f"local.state_dir: {tmp_path / 'a-file' / 'state'} cannot hold the stack's state: Not a directory" in said.stderr
