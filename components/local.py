@@ -207,9 +207,22 @@ def ensure_token_key(state: State) -> None:
     state.token_public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
+def _data_dir_problems(stack: Stack) -> list[str]:
+    """The collected data's folder, made before anything starts: a replica found it unusable only when it
+    first shipped records, in a log line it retried for ever."""
+    if not any(dep.collect_model_data for _, dep in stack.spec.deployments()):
+        return []
+    folder = stack.resolve(stack.spec.local.data_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return [f"local.data_dir: {folder} cannot hold collected data: {exc.strerror}"]
+    return []
+
+
 def render(stack: Stack, state: State) -> RouterConfig:
     spec = stack.spec
-    missing = source_problems(stack, local=True) + missing_models(stack, local=True)
+    missing = source_problems(stack, local=True) + missing_models(stack, local=True) + _data_dir_problems(stack)
     if missing:
         raise StackError(missing)
     _claim(stack, state)  # before its first key

@@ -983,3 +983,23 @@ def test_a_state_dir_that_cannot_be_a_folder_is_named_not_a_traceback(tmp_path, 
     said = cli(command, str(path), check=False)
     assert said.returncode == 2 and "Traceback" not in said.stderr, said.stderr
     assert f"local.state_dir: {tmp_path / 'a-file' / 'state'} cannot hold the stack's state: Not a directory" in said.stderr
+
+
+def test_a_data_dir_that_cannot_be_a_folder_stops_up_before_anything_starts(tmp_path):
+    """`up` succeeded; each replica found out when it first shipped collected records, in a log line retried
+    for ever, and no record reached the folder."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "a-file").write_text("")
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO, "collect_model_data": True, "models": ["m:1"]}])
+    doc = yaml.safe_load(path.read_text())
+    doc["config"]["aks-model-serving:models"] = [{"name": "m", "version": 1, "path": str(tmp_path / "model")}]
+    doc["config"]["aks-model-serving:local"]["data_dir"] = str(tmp_path / "a-file" / "data")
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        said = cli("up", str(path), check=False)
+        assert said.returncode == 2, said.stdout
+        assert (f"local.data_dir: {tmp_path / 'a-file' / 'data'} cannot hold collected data: Not a directory"
+                in said.stderr)
+        assert not (tmp_path / "state" / "router.pid").exists()
+    finally:
+        cli("down", str(path), check=False)
