@@ -299,9 +299,11 @@ def base_url(stack: Stack) -> str:
 
 
 @contextlib.contextmanager
-def _exclusive(state: State, out):
+def _exclusive(state: State, out, wait: bool = True):
     """One `up` of a stack at a time: two at once would both pass the checks, and the one whose
-    router lost the port would clean up by the other's pid file."""
+    router lost the port would clean up by the other's pid file. `down` holds it too, not waiting
+    (wait=False: the router an `up` is starting is stopped under it, and that `up` says so): an `up`
+    meanwhile took the stopping router for a running one."""
     try:
         state.root.mkdir(parents=True, exist_ok=True)
         lock = open(state.lock, "w")
@@ -311,8 +313,9 @@ def _exclusive(state: State, out):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print("another `local up` of this stack is under way; waiting for it", file=out, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            if wait:
+                print("another `local up` or `down` of this stack is under way; waiting for it", file=out, flush=True)
+                fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
@@ -546,11 +549,12 @@ def down(stack: Stack, out=sys.stdout) -> int:
         asked = f"that did not answer /readyz as a router within {READYZ_TIMEOUT_S:g} s"
         print(f"the {stack.name} stack is not running{_held(stack, 'down', asked)}", file=out)
         return 0
-    wait_s = _running_stop_seconds(state, out)
-    print(f"stopping the {stack.name} stack: its requests in flight finish first (at most {wait_s:g} s; "
-          "Ctrl-C stops it at once)", file=out, flush=True)
-    interrupted = _stop(pid, wait_s)
-    state.pid.unlink(missing_ok=True)
+    with _exclusive(state, out, wait=False):
+        wait_s = _running_stop_seconds(state, out)
+        print(f"stopping the {stack.name} stack: its requests in flight finish first (at most {wait_s:g} s; "
+              "Ctrl-C stops it at once)", file=out, flush=True)
+        interrupted = _stop(pid, wait_s)
+        state.pid.unlink(missing_ok=True)
     if interrupted:
         print(f"Interrupted: the {stack.name} stack was stopped at once, its requests in flight cut off", file=out)
         return INTERRUPTED

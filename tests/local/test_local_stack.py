@@ -809,10 +809,33 @@ def test_ctrl_c_during_down_stops_the_stack_at_once(tmp_path):
         caller.join(60)
 
 
-def _post_quietly(url: str) -> None:
-    """A request held 30 s, its failure expected (the stack is stopped under it)."""
+def _post_quietly(url: str, seconds: float = 30) -> None:
+    """A request held `seconds`, its failure expected (the stack may be stopped under it)."""
     with contextlib.suppress(httpx.HTTPError):
-        httpx.post(url, json={"sleep": 30}, timeout=60)
+        httpx.post(url, json={"sleep": seconds}, timeout=60)
+
+
+def test_up_during_a_down_waits_for_it_and_starts_the_stack_again(tmp_path):
+    """`up` while `down` waited for a request in flight took the stopping router for a running one: "already
+    running", exit 0, and then nothing ran."""
+    path = _script_stack(tmp_path, [{"name": "slow", "script": "sleepy.py", "folder": "tests/scorer/scripts"}])
+    port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+    caller = threading.Thread(target=_post_quietly, args=(f"http://127.0.0.1:{port}/api/v1/service/slow/score", 5))
+    try:
+        cli("up", str(path))
+        first = int((tmp_path / "state" / "router.pid").read_text())
+        caller.start()
+        time.sleep(1)  # the request is in flight
+        down = subprocess.Popen([*CLI, "down", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert "stopping" in down.stdout.readline()
+        again = cli("up", str(path))
+        assert "waiting for it" in again.stdout and "Succeeded" in again.stdout, again.stdout
+        assert down.wait(30) == 0 and "stopped" in down.stdout.read()
+        assert int((tmp_path / "state" / "router.pid").read_text()) != first
+        assert cli("status", str(path), check=False).returncode == 0
+    finally:
+        cli("down", str(path), check=False)
+        caller.join(60)
 
 
 def test_logs_of_a_service_leave_out_a_service_whose_name_extends_it(tmp_path):
