@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import http.client
 import json
 import math
@@ -31,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.ignore import STATE_MARKER
+from components.ignore import STATE_MARKER, context_files
 from components.routes import routes
 from components.sources import app_context, missing_models, source_problems
 from components.spec import SECURE, Deployable, InferenceConfigSpec, StackSpec, deployment_name
@@ -107,6 +108,11 @@ def _unusable(state: State, exc: OSError) -> StackError:
 # ------------------------------------------------------------------ rendering
 
 
+def model_paths(stack: Stack, dep: Deployable) -> list[Path]:
+    """The deployment's models here, a folder or a file each (a local stack's models all have a path)."""
+    return [stack.resolve(stack.spec.model(ref).path) for ref in dep.models]  # type: ignore[arg-type]
+
+
 def model_dir(stack: Stack, state: State, deployment: str, dep: Deployable) -> Path | None:
     """AZUREML_MODEL_DIR as Azure ML lays it out: one model -> its version folder; several -> a root
     holding <name>/<version>/ (links to the models' folders here). A model that is a file is alone in its
@@ -114,7 +120,7 @@ def model_dir(stack: Stack, state: State, deployment: str, dep: Deployable) -> P
     models = [stack.spec.model(ref) for ref in dep.models]
     if not models:
         return None
-    paths = [stack.resolve(m.path) for m in models]  # type: ignore[arg-type]
+    paths = model_paths(stack, dep)
     if len(models) == 1 and paths[0].is_dir():
         return paths[0]
     root = state.models / deployment
@@ -163,9 +169,25 @@ def scorer_launch(stack: Stack, state: State):
         )
         secrets = {k: v.get_secret_value() for k, v in ic.environment.secret_variables.items()}
         env = settings.to_env() | ic.environment.image_variables | secrets
-        return ScorerLaunch(env=env, cwd=str(source), log_dir=str(state.logs), stop_grace_seconds=settings.stop_grace_seconds)
+        return ScorerLaunch(env=env, cwd=str(source), log_dir=str(state.logs), stop_grace_seconds=settings.stop_grace_seconds,
+                            files_stamp=files_stamp(source, model_paths(stack, dep)))
 
     return launch
+
+
+def files_stamp(app: Path, models: list[Path]) -> str:
+    """What a replica loads, as sizes and mtimes: its app's files as its image holds them, and its models'.
+    A new stamp rolls the replicas: an edited entry script (Azure ML's LocalWebservice.reload()) or a model
+    trained again in place was applied by no `up`, the replicas running on what they had loaded."""
+    files = [app / rel for rel in context_files(app)]
+    for path in models:
+        files += [path] if path.is_file() else [Path(root, f) for root, _, names in os.walk(path) for f in names]
+    digest = hashlib.sha256()
+    for f in sorted(files):
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile, or a link to nothing
+            st = f.stat()
+            digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
 
 
 def _claim(stack: Stack, state: State) -> None:
@@ -375,10 +397,11 @@ def _apply(stack: Stack, state: State, pid: int, out, timeout_s: float) -> int:
               f"{config.port}", file=out)
         return 1
     if config.dump() == running:
-        print(f"the {stack.name} stack is already running (router pid {pid}) as its file says; `local down` stops it", file=out)
+        print(f"the {stack.name} stack is already running (router pid {pid}) as its file says, its app and models unchanged; "
+              "`local down` stops it", file=out)
     else:
         _write(state.config, config.dump())
-        print(f"the {stack.name} stack is running (router pid {pid}); its router is applying the changed stack file", file=out)
+        print(f"the {stack.name} stack is running (router pid {pid}); its router is applying the changed stack file or app", file=out)
         with _ctrl_c() as interrupted:
             ready = wait_ready(stack, config, None, out, interrupted, timeout_s)
         if interrupted.is_set():

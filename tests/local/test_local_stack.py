@@ -1026,3 +1026,26 @@ def test_a_data_dir_that_cannot_be_a_folder_stops_up_before_anything_starts(tmp_
         assert not (tmp_path / "state" / "router.pid").exists()
     finally:
         cli("down", str(path), check=False)
+
+
+def test_up_of_a_running_stack_rolls_the_replicas_of_an_edited_entry_script(tmp_path):
+    """Azure ML's LocalWebservice.reload() runs the edited score.py; here `up` said "already running as its file
+    says" and the replicas went on running the code they had loaded."""
+    app = tmp_path / "app"
+    app.mkdir()
+    script = app / "score.py"
+    script.write_text("def init():\n    pass\n\n\ndef run(raw_data):\n    return {'v': 1}\n")
+    path = _script_stack(tmp_path, [{"name": "echo", "script": "score.py", "folder": str(app)}])
+    url = f"http://127.0.0.1:{yaml.safe_load(path.read_text())['config']['aks-model-serving:local']['router_port']}/api/v1/service/echo/score"
+    try:
+        cli("up", str(path))
+        assert httpx.post(url, json={}, timeout=30).json() == {"v": 1}
+        assert "already running" in cli("up", str(path)).stdout  # nothing edited: nothing rolls
+        script.write_text(script.read_text().replace("'v': 1", "'v': 2"))
+        later = script.stat().st_mtime + 2  # a file system whose mtimes are coarse
+        os.utime(script, (later, later))
+        applied = cli("up", str(path))
+        assert "applying the changed stack file or app" in applied.stdout and "Succeeded" in applied.stdout
+        assert httpx.post(url, json={}, timeout=30).json() == {"v": 2}
+    finally:
+        cli("down", str(path), check=False)
