@@ -358,12 +358,12 @@ def up(stack: Stack, out=sys.stdout, timeout_s: float = READY_TIMEOUT_S) -> int:
         _start_logs(state.logs)
         _write(state.config, config.dump())
         log = open(state.logs / "router.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=stack.project_dir, start_new_session=True)
-        _write(state.pid, str(proc.pid))
-        print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
-        with _ctrl_c() as interrupted:
+        with _ctrl_c() as interrupted:  # from the start: a router started and not yet in its pid file is stopped too
+            proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=stack.project_dir, start_new_session=True)
+            _write(state.pid, str(proc.pid))
+            print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
             ready: bool | None = wait_ready(stack, config, proc, out, interrupted, timeout_s)
         if interrupted.is_set():  # nothing half-started is left behind
             print("\nInterrupted", file=out)
@@ -746,6 +746,9 @@ def main(argv: list[str]) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # up and down take Ctrl-C themselves from a router's start to its stop
+        print("\nInterrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _seconds(text: str) -> float:

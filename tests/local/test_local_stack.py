@@ -1049,3 +1049,21 @@ def test_up_of_a_running_stack_rolls_the_replicas_of_an_edited_entry_script(tmp_
         assert httpx.post(url, json={}, timeout=30).json() == {"v": 2}
     finally:
         cli("down", str(path), check=False)
+
+
+def test_ctrl_c_during_score_ends_it_without_a_traceback(tmp_path):
+    """A slow run(): `score` waits up to 30 s for it, and Ctrl-C there printed a KeyboardInterrupt traceback."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "slow.py").write_text("import time\n\n\ndef init():\n    pass\n\n\ndef run(raw_data):\n    time.sleep(8)\n")
+    path = _script_stack(tmp_path, [{"name": "slow", "script": "slow.py", "folder": str(tmp_path / "app"),
+                                     "scoring_timeout_ms": 60000}])
+    try:
+        cli("up", str(path))
+        score = subprocess.Popen([*CLI, "score", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        score.send_signal(signal.SIGINT)
+        out, err = score.communicate(timeout=10)
+        assert score.returncode == 130 and "Traceback" not in err, err
+        assert "Interrupted" in err
+    finally:
+        cli("down", str(path), check=False)
