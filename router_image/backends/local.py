@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import json
 import logging
 import os
@@ -60,8 +61,12 @@ LOG_CHECK_EVERY_S = 5.0
 _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(router: int) -> None:
+    """In the child, before exec. A router that died since the fork sends no death signal: the child,
+    by then the orphan of another parent, exits rather than run as a scorer nothing will stop."""
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != router:
+        os._exit(1)
 
 
 def _listener() -> socket.socket:
@@ -213,7 +218,7 @@ class LocalBackend:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "scoring_image", "--fd", str(sock.fileno())],
                     env={**os.environ, **launch.env}, cwd=launch.cwd, stdout=out, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, pass_fds=(sock.fileno(),), preexec_fn=_die_with_parent,
+                    stdin=subprocess.DEVNULL, pass_fds=(sock.fileno(),), preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                 )
         finally:
             if out is not subprocess.DEVNULL:

@@ -323,3 +323,19 @@ async def test_a_replicas_log_past_its_bound_moves_aside_and_starts_empty(tmp_pa
         assert b"\0" not in written and written.endswith(b"}\n") and b"POST /score 200" in written.splitlines()[-1]
     finally:
         await b.stop()
+
+
+def test_a_replica_whose_router_died_before_it_could_ask_to_die_with_it_exits() -> None:
+    """PR_SET_PDEATHSIG set in the child after the fork: a router killed in between left a scorer that no
+    death signal would ever reach, an orphan holding its port. Stood in for by naming another parent."""
+    import functools
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "print('ran')"], stdout=subprocess.PIPE,
+                             preexec_fn=functools.partial(local._die_with_parent, os.getppid()))
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode != 0 and out == b""
+    ours = subprocess.run([sys.executable, "-c", "print('ran')"], capture_output=True, timeout=30,
+                          preexec_fn=functools.partial(local._die_with_parent, os.getpid()))
+    assert ours.returncode == 0 and ours.stdout == b"ran\n"
