@@ -209,23 +209,28 @@ def ensure_keys(spec: StackSpec, state: State) -> None:
             path = state.keys / f"{kind}.{r.name}.{which}"
             given = getattr(r, f"{which}_key")
             value = given.get_secret_value() if given is not None and given.get_secret_value() != SECURE else None
-            if value is not None or not path.exists():
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    f.write(value or secrets.token_urlsafe(32))
+            if value is not None or not _filled(path):
+                _write(path, value or secrets.token_urlsafe(32), 0o600)
+
+
+def _filled(path: Path) -> bool:
+    """A key file there and not blank: one left empty (a full disk) opened nothing, and was kept as made."""
+    try:
+        return bool(path.read_bytes().strip())
+    except FileNotFoundError:
+        return False
 
 
 def ensure_token_key(state: State) -> None:
-    if state.token_key.exists():
+    if _filled(state.token_key):
         return
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
     state.token_key.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state.token_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    _write(state.token_key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()), 0o600)
     state.token_public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
@@ -427,10 +432,14 @@ def _ctrl_c() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _write(path: Path, text: str) -> None:
-    """Whole or not at all: the router re-reads its config when the file changes."""
+def _write(path: Path, data: str | bytes, mode: int = 0o666) -> None:
+    """Whole or not at all: the router re-reads its config and keys when they change (and reads no dot-file as
+    a key). `mode` is before the umask: 0o600 for a secret, readable by the owner only."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
+    tmp.unlink(missing_ok=True)  # one a killed writer of this pid left, with whatever mode it had
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
     tmp.replace(path)
 
 

@@ -1067,3 +1067,23 @@ def test_ctrl_c_during_score_ends_it_without_a_traceback(tmp_path):
         assert "Interrupted" in err
     finally:
         cli("down", str(path), check=False)
+
+
+def test_an_empty_key_file_is_made_again_by_up(tmp_path):
+    """A key file written empty (a full disk, an up killed mid-write) was kept as made: `local keys` printed
+    nothing and no key opened the service, for good."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO, "auth_enabled": True}])
+    port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+    keys = tmp_path / "state" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "service.echo.primary").write_text("")
+    try:
+        cli("up", str(path))
+        key = cli("keys", str(path), "echo", "--primary").stdout.strip()
+        assert len(key) > 20
+        assert (keys / "service.echo.primary").stat().st_mode & 0o777 == 0o600
+        answer = httpx.post(f"http://127.0.0.1:{port}/api/v1/service/echo/score", json={},
+                            headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert answer.status_code == 200
+    finally:
+        cli("down", str(path), check=False)
