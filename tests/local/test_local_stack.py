@@ -405,18 +405,24 @@ def test_a_stale_pid_file_naming_another_users_process_is_not_the_router(tmp_pat
 def test_status_of_a_router_that_does_not_answer_says_so_rather_than_not_ready(tmp_path):
     """A router starting, or too busy to answer /readyz in time, was reported "not ready", as if its replicas were down."""
     path = _idle_stack(tmp_path, free_port())
-    (tmp_path / "state").mkdir()
-    config = tmp_path / "state" / "router.json"
-    # Taken for the stack's router (its command line names the module and config) but listening nowhere.
-    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "router_image", str(config)],
-                              start_new_session=True)
-    try:
-        (tmp_path / "state" / "router.pid").write_text(str(silent.pid))
+    with _silent_router(tmp_path / "state") as silent:
         said = cli("status", str(path), check=False)
         assert said.returncode == 1
         assert f"router pid {silent.pid} on http://127.0.0.1:" in said.stdout and "not ready" not in said.stdout
         assert "no answer to /readyz within 2 s" in said.stdout, said.stdout
         assert f"its log: {tmp_path / 'state' / 'logs' / 'router.log'}" in said.stdout
+
+
+@contextlib.contextmanager
+def _silent_router(state: Path):
+    """A process the state folder's pid file names, taken for the stack's router (its command line names the
+    module and config) but listening nowhere; yields it, killed after."""
+    state.mkdir()
+    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "router_image",
+                               str(state / "router.json")], start_new_session=True)
+    try:
+        (state / "router.pid").write_text(str(silent.pid))
+        yield silent
     finally:
         silent.kill()
         silent.wait()
@@ -426,18 +432,10 @@ def test_score_of_a_token_service_the_running_stack_has_not_applied_says_so(tmp_
     """Token auth turned on in the file of a running stack, before `up` applied it: no signing key yet, and
     `score` ended in a FileNotFoundError traceback where `token` said to run `local up`."""
     path = _script_stack(tmp_path, [{"name": "echo", **ECHO, "auth_enabled": False, "token_auth_enabled": True}])
-    (tmp_path / "state").mkdir()
-    config = tmp_path / "state" / "router.json"
-    router = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "router_image", str(config)],
-                              start_new_session=True)
-    try:
-        (tmp_path / "state" / "router.pid").write_text(str(router.pid))
+    with _silent_router(tmp_path / "state"):
         said = cli("score", str(path), check=False)
-        assert said.returncode == 2 and "Traceback" not in said.stderr
-        assert "echo: no signing key yet; run `local up` first" in said.stderr
-    finally:
-        router.kill()
-        router.wait()
+    assert said.returncode == 2 and "Traceback" not in said.stderr
+    assert "echo: no signing key yet; run `local up` first" in said.stderr
 
 
 def test_down_reaps_a_router_this_process_started_instead_of_waiting_on_its_zombie(tmp_path):
