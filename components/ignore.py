@@ -7,10 +7,13 @@ errs elsewhere. tests/components/test_image.py holds git itself as the oracle.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 IGNORE_FILES = (".amlignore", ".gitignore")
 # In the folder of a local stack's state (components.local), naming its stack file: that folder holds the
@@ -169,3 +172,43 @@ def ignore_rules(context: Path) -> list[IgnoreRule]:
 def is_ignored(rules: Sequence[IgnoreRule], path: str, is_dir: bool) -> bool:
     """Whether `path` (relative, POSIX) is excluded: the last rule that matches it decides, as in git."""
     return next((not rule.negated for rule in reversed(rules) if rule.matches(path, is_dir)), False)
+
+
+def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]:
+    """Relative POSIX paths of the context's files the image holds, sorted; ignored ones left out.
+
+    What NEVER_IN_CONTEXT names is never part of a context, nor a local stack's state folder (its keys).
+    Symlinks count as links (their target), not followed.
+    With `include`, only those top-level files and folders count. As git, the walk never enters an
+    excluded folder: nothing below it can be re-included.
+    """
+    root = Path(context)
+    rules = ignore_rules(root)
+    found: list[str] = []
+    for folder, dirs, files in os.walk(root, onerror=_unlisted):
+        if STATE_MARKER in files:
+            dirs[:] = []
+            continue
+        rel_folder = Path(folder).relative_to(root).as_posix()
+        prefix = "" if rel_folder == "." else rel_folder + "/"
+        wanted = [d for d in dirs if d not in NEVER_IN_CONTEXT and (prefix or not include or d in include)]
+        # A link to a folder is one entry, as git keeps it: os.walk lists it with the folders, not below.
+        links = [d for d in wanted if os.path.islink(os.path.join(folder, d))]
+        dirs[:] = sorted(d for d in wanted if d not in links and not is_ignored(rules, prefix + d, is_dir=True))
+        found += [prefix + f for f in files if f not in NEVER_IN_CONTEXT and (prefix or not include or f in include)
+                  and _file_or_link(os.path.join(folder, f))]
+        found += [prefix + d for d in links]
+    return sorted(f for f in found if not is_ignored(rules, f, is_dir=False))
+
+
+def _unlisted(exc: OSError) -> NoReturn:
+    """os.walk skips a folder it cannot list: its files were then in neither the tag nor the image, unsaid."""
+    raise ValueError(f"{exc.filename}: cannot be listed ({exc.strerror}); make it readable, or exclude it in "
+                     f".amlignore or .gitignore: an image is built from its folder") from exc
+
+
+def _file_or_link(path: str) -> bool:
+    """Whether git would keep it: a named pipe, socket or device is no file of a repository, and hashing
+    one blocked (a pipe with no writer) or failed."""
+    mode = os.lstat(path).st_mode
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)

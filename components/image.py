@@ -43,13 +43,13 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
 import yaml
 
-from components.ignore import NEVER_IN_CONTEXT, STATE_MARKER, ignore_rules, is_ignored
+from components.ignore import context_files
 from components.pyproject import PYPROJECT, reduced
 from components.spec import EnvironmentSpec
 
@@ -240,46 +240,6 @@ INSTALL_SCORER = (
     "\"the scorer runs on Python 3.11 or later; the python on this base is \" + sys.version.split()[0])' "
     f"&& python -m pip install --no-cache-dir '{SCORER_SOURCE}[scorer]'"
 )
-
-
-def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]:
-    """Relative POSIX paths of the context's files the image holds, sorted; ignored ones left out.
-
-    What NEVER_IN_CONTEXT names is never part of a context, nor a local stack's state folder (its keys).
-    Symlinks count as links (their target), not followed.
-    With `include`, only those top-level files and folders count. As git, the walk never enters an
-    excluded folder: nothing below it can be re-included.
-    """
-    root = Path(context)
-    rules = ignore_rules(root)
-    found: list[str] = []
-    for folder, dirs, files in os.walk(root, onerror=_unlisted):
-        if STATE_MARKER in files:
-            dirs[:] = []
-            continue
-        rel_folder = Path(folder).relative_to(root).as_posix()
-        prefix = "" if rel_folder == "." else rel_folder + "/"
-        wanted = [d for d in dirs if d not in NEVER_IN_CONTEXT and (prefix or not include or d in include)]
-        # A link to a folder is one entry, as git keeps it: os.walk lists it with the folders, not below.
-        links = [d for d in wanted if os.path.islink(os.path.join(folder, d))]
-        dirs[:] = sorted(d for d in wanted if d not in links and not is_ignored(rules, prefix + d, is_dir=True))
-        found += [prefix + f for f in files if f not in NEVER_IN_CONTEXT and (prefix or not include or f in include)
-                  and _file_or_link(os.path.join(folder, f))]
-        found += [prefix + d for d in links]
-    return sorted(f for f in found if not is_ignored(rules, f, is_dir=False))
-
-
-def _unlisted(exc: OSError) -> NoReturn:
-    """os.walk skips a folder it cannot list: its files were then in neither the tag nor the image, unsaid."""
-    raise ValueError(f"{exc.filename}: cannot be listed ({exc.strerror}); make it readable, or exclude it in "
-                     f".amlignore or .gitignore: an image is built from its folder") from exc
-
-
-def _file_or_link(path: str) -> bool:
-    """Whether git would keep it: a named pipe, socket or device is no file of a repository, and hashing
-    one blocked (a pipe with no writer) or failed."""
-    mode = os.lstat(path).st_mode
-    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def _file_digest(path: Path) -> str:

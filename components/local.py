@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import hashlib
 import http.client
 import json
 import math
@@ -31,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.ignore import STATE_MARKER
+from components.ignore import STATE_MARKER, context_files
 from components.routes import routes
 from components.sources import app_context, missing_models, source_problems
 from components.spec import SECURE, Deployable, InferenceConfigSpec, StackSpec, deployment_name
@@ -91,31 +92,48 @@ def state_of(stack: Stack) -> State:
         path = owner.read_text()
     except FileNotFoundError:
         return state
+    except OSError as exc:  # under a file, or not this user's to read
+        raise _unusable(state, exc) from None
     if path != str(stack.path.resolve()):
         raise StackError([f"local.state_dir: {state.root} holds the stack {path}'s keys and processes; give "
                           f"{stack.path.name} a state_dir (and router_port) of its own under aks-model-serving:local"])
     return state
 
 
+def _unusable(state: State, exc: OSError) -> StackError:
+    return StackError([f"local.state_dir: {state.root} cannot hold the stack's state: {exc.strerror}; "
+                       "name another under aks-model-serving:local"])
+
+
 # ------------------------------------------------------------------ rendering
 
 
+def model_paths(stack: Stack, dep: Deployable) -> list[Path]:
+    """The deployment's models here, a folder or a file each (a local stack's models all have a path)."""
+    return [stack.resolve(stack.spec.model(ref).path) for ref in dep.models]  # type: ignore[arg-type]
+
+
 def model_dir(stack: Stack, state: State, deployment: str, dep: Deployable) -> Path | None:
-    """AZUREML_MODEL_DIR as Azure ML lays it out: one model -> its version folder;
-    several -> a root holding <name>/<version>/ (links to the models' folders here)."""
+    """AZUREML_MODEL_DIR as Azure ML lays it out: one model -> its version folder; several -> a root
+    holding <name>/<version>/ (links to the models' folders here). A model that is a file is alone in its
+    version folder, as the cluster's replica has it: Azure ML's samples open AZUREML_MODEL_DIR/<file>."""
     models = [stack.spec.model(ref) for ref in dep.models]
     if not models:
         return None
-    if len(models) == 1:
-        return stack.resolve(models[0].path)  # type: ignore[arg-type]
+    paths = model_paths(stack, dep)
+    if len(models) == 1 and paths[0].is_dir():
+        return paths[0]
     root = state.models / deployment
-    for m in models:
-        link = root / m.name / str(m.version)
-        link.parent.mkdir(parents=True, exist_ok=True)
-        if link.is_symlink() or link.exists():
-            link.unlink()
-        link.symlink_to(stack.resolve(m.path).resolve())  # type: ignore[arg-type]
-    return root
+    shutil.rmtree(root, ignore_errors=True)  # links a changed model list or a folder now a file would keep
+    for m, path in zip(models, paths):
+        folder = root / m.name / str(m.version)
+        if path.is_file():
+            folder.mkdir(parents=True)
+            (folder / path.name).symlink_to(path.resolve())
+        else:
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            folder.symlink_to(path.resolve())
+    return root if len(models) > 1 else root / models[0].name / str(models[0].version)
 
 
 def app_folder(stack: Stack, state: State, deployment: str, ic: InferenceConfigSpec) -> Path:
@@ -151,9 +169,25 @@ def scorer_launch(stack: Stack, state: State):
         )
         secrets = {k: v.get_secret_value() for k, v in ic.environment.secret_variables.items()}
         env = settings.to_env() | ic.environment.image_variables | secrets
-        return ScorerLaunch(env=env, cwd=str(source), log_dir=str(state.logs), stop_grace_seconds=settings.stop_grace_seconds)
+        return ScorerLaunch(env=env, cwd=str(source), log_dir=str(state.logs), stop_grace_seconds=settings.stop_grace_seconds,
+                            files_stamp=files_stamp(source, model_paths(stack, dep)))
 
     return launch
+
+
+def files_stamp(app: Path, models: list[Path]) -> str:
+    """What a replica loads, as sizes and mtimes: its app's files as its image holds them, and its models'.
+    A new stamp rolls the replicas: an edited entry script (Azure ML's LocalWebservice.reload()) or a model
+    trained again in place was applied by no `up`, the replicas running on what they had loaded."""
+    files = [app / rel for rel in context_files(app)]
+    for path in models:
+        files += [path] if path.is_file() else [Path(root, f) for root, _, names in os.walk(path) for f in names]
+    digest = hashlib.sha256()
+    for f in sorted(files):
+        with contextlib.suppress(FileNotFoundError):  # removed meanwhile, or a link to nothing
+            st = f.stat()
+            digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]
 
 
 def _claim(stack: Stack, state: State) -> None:
@@ -175,29 +209,47 @@ def ensure_keys(spec: StackSpec, state: State) -> None:
             path = state.keys / f"{kind}.{r.name}.{which}"
             given = getattr(r, f"{which}_key")
             value = given.get_secret_value() if given is not None and given.get_secret_value() != SECURE else None
-            if value is not None or not path.exists():
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-                with os.fdopen(fd, "w") as f:
-                    f.write(value or secrets.token_urlsafe(32))
+            if value is not None or not _filled(path):
+                _write(path, value or secrets.token_urlsafe(32), 0o600)
+
+
+def _filled(path: Path) -> bool:
+    """A key file there and not blank: one left empty (a full disk) opened nothing, and was kept as made."""
+    try:
+        return bool(path.read_bytes().strip())
+    except FileNotFoundError:
+        return False
 
 
 def ensure_token_key(state: State) -> None:
-    if state.token_key.exists():
+    if _filled(state.token_key):
         return
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     key = ec.generate_private_key(ec.SECP256R1())
     state.token_key.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(state.token_key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    _write(state.token_key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()), 0o600)
     state.token_public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+
+
+def _data_dir_problems(stack: Stack) -> list[str]:
+    """The collected data's folder, made before anything starts: a replica found it unusable only when it
+    first shipped records, in a log line it retried for ever."""
+    if not any(dep.collect_model_data for _, dep in stack.spec.deployments()):
+        return []
+    folder = stack.resolve(stack.spec.local.data_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return [f"local.data_dir: {folder} cannot hold collected data: {exc.strerror}"]
+    return []
 
 
 def render(stack: Stack, state: State) -> RouterConfig:
     spec = stack.spec
-    missing = source_problems(stack, local=True) + missing_models(stack, local=True)
+    missing = source_problems(stack, local=True) + missing_models(stack, local=True) + _data_dir_problems(stack)
     if missing:
         raise StackError(missing)
     _claim(stack, state)  # before its first key
@@ -221,14 +273,15 @@ def render(stack: Stack, state: State) -> RouterConfig:
 
 def _pid(state: State) -> int | None:
     """The stack's router, when its pid file names a live process that is that router: a pid file
-    left by a killed router or a reboot may name some other process by now (not to be signalled)."""
+    left by a killed router or a reboot may name some other process by now (not to be signalled),
+    another user's among them (a system daemon's after a reboot), which refuses the look."""
     try:
         pid = int(state.pid.read_text())
     except (OSError, ValueError):
         return None
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         return None
     if not Path("/proc").is_dir():  # no procfs (macOS): the live pid is taken at its word
         return pid
@@ -273,16 +326,23 @@ def base_url(stack: Stack) -> str:
 
 
 @contextlib.contextmanager
-def _exclusive(state: State, out):
+def _exclusive(state: State, out, wait: bool = True):
     """One `up` of a stack at a time: two at once would both pass the checks, and the one whose
-    router lost the port would clean up by the other's pid file."""
-    state.root.mkdir(parents=True, exist_ok=True)
-    with open(state.lock, "w") as lock:
+    router lost the port would clean up by the other's pid file. `down` holds it too, not waiting
+    (wait=False: the router an `up` is starting is stopped under it, and that `up` says so): an `up`
+    meanwhile took the stopping router for a running one."""
+    try:
+        state.root.mkdir(parents=True, exist_ok=True)
+        lock = open(state.lock, "w")
+    except OSError as exc:
+        raise _unusable(state, exc) from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print("another `local up` of this stack is under way; waiting for it", file=out, flush=True)
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            if wait:
+                print("another `local up` or `down` of this stack is under way; waiting for it", file=out, flush=True)
+                fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
@@ -303,19 +363,20 @@ def up(stack: Stack, out=sys.stdout, timeout_s: float = READY_TIMEOUT_S) -> int:
         _start_logs(state.logs)
         _write(state.config, config.dump())
         log = open(state.logs / "router.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=stack.project_dir, start_new_session=True)
-        _write(state.pid, str(proc.pid))
-        print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
-        with _ctrl_c() as interrupted:
+        with _ctrl_c() as interrupted:  # from the start: a router started and not yet in its pid file is stopped too
+            proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    cwd=stack.project_dir, start_new_session=True)
+            _write(state.pid, str(proc.pid))
+            print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
             ready: bool | None = wait_ready(stack, config, proc, out, interrupted, timeout_s)
         if interrupted.is_set():  # nothing half-started is left behind
             print("\nInterrupted", file=out)
             ready = None
         if not ready:
             print(f"Stopping what was started (the router's log: {state.logs / 'router.log'})", file=out)
-            _stop(proc.pid, _stop_seconds(config))
+            if _stop(proc.pid, _stop_seconds(config)):
+                ready = None
             state.pid.unlink(missing_ok=True)
             return INTERRUPTED if ready is None else 1
     for line in summary(stack):
@@ -341,10 +402,11 @@ def _apply(stack: Stack, state: State, pid: int, out, timeout_s: float) -> int:
               f"{config.port}", file=out)
         return 1
     if config.dump() == running:
-        print(f"the {stack.name} stack is already running (router pid {pid}) as its file says; `local down` stops it", file=out)
+        print(f"the {stack.name} stack is already running (router pid {pid}) as its file says, its app and models unchanged; "
+              "`local down` stops it", file=out)
     else:
         _write(state.config, config.dump())
-        print(f"the {stack.name} stack is running (router pid {pid}); its router is applying the changed stack file", file=out)
+        print(f"the {stack.name} stack is running (router pid {pid}); its router is applying the changed stack file or app", file=out)
         with _ctrl_c() as interrupted:
             ready = wait_ready(stack, config, None, out, interrupted, timeout_s)
         if interrupted.is_set():
@@ -370,10 +432,14 @@ def _ctrl_c() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _write(path: Path, text: str) -> None:
-    """Whole or not at all: the router re-reads its config when the file changes."""
+def _write(path: Path, data: str | bytes, mode: int = 0o666) -> None:
+    """Whole or not at all: the router re-reads its config and keys when they change (and reads no dot-file as
+    a key). `mode` is before the umask: 0o600 for a secret, readable by the owner only."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(text)
+    tmp.unlink(missing_ok=True)  # one a killed writer of this pid left, with whatever mode it had
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
     tmp.replace(path)
 
 
@@ -515,8 +581,15 @@ def down(stack: Stack, out=sys.stdout) -> int:
         asked = f"that did not answer /readyz as a router within {READYZ_TIMEOUT_S:g} s"
         print(f"the {stack.name} stack is not running{_held(stack, 'down', asked)}", file=out)
         return 0
-    _stop(pid, _running_stop_seconds(state, out))
-    state.pid.unlink(missing_ok=True)
+    with _exclusive(state, out, wait=False):
+        wait_s = _running_stop_seconds(state, out)
+        print(f"stopping the {stack.name} stack: its requests in flight finish first (at most {wait_s:g} s; "
+              "Ctrl-C stops it at once)", file=out, flush=True)
+        interrupted = _stop(pid, wait_s)
+        state.pid.unlink(missing_ok=True)
+    if interrupted:
+        print(f"Interrupted: the {stack.name} stack was stopped at once, its requests in flight cut off", file=out)
+        return INTERRUPTED
     print(f"stopped the {stack.name} stack", file=out)
     return 0
 
@@ -550,18 +623,22 @@ def _running_stop_seconds(state: State, out) -> float:
         return UNREAD_STOP_S
 
 
-def _stop(pid: int, wait_s: float) -> None:
-    """SIGTERM to the router, SIGKILL to its whole session (it leads it) if it outlasts wait_s. A router
-    that exited already (at its start, or just now) may leave scorers stopping: they are waited for too."""
+def _stop(pid: int, wait_s: float) -> bool:
+    """SIGTERM to the router, SIGKILL to its whole session (it leads it) if it outlasts wait_s or Ctrl-C
+    cuts the wait short (True then): whoever presses it wants the stack gone now, requests in flight and
+    all. A router that exited already (at its start, or just now) may leave scorers stopping: they are
+    waited for too."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline and _alive_group(pid):
-        with contextlib.suppress(ChildProcessError):  # `up` stopping the router it started: reaped, no zombie
-            os.waitpid(pid, os.WNOHANG)               # is left to count as the group being alive
-        time.sleep(0.1)
+    with _ctrl_c() as interrupted:
+        while time.monotonic() < deadline and _alive_group(pid) and not interrupted.is_set():
+            with contextlib.suppress(ChildProcessError):  # `up` stopping the router it started: reaped, no zombie
+                os.waitpid(pid, os.WNOHANG)               # is left to count as the group being alive
+            interrupted.wait(0.1)
     with contextlib.suppress(ProcessLookupError):  # its last one may exit between the look and the kill
         os.killpg(pid, signal.SIGKILL)
+    return interrupted.is_set()
 
 
 def _alive_group(pgid: int) -> bool:
@@ -577,7 +654,10 @@ def status(stack: Stack, out=sys.stdout) -> int:
     pid = _pid(state)
     if pid is None:
         print(f"the {stack.name} stack is not running{_held(stack, 'status', 'this stack has no record of')}", file=out)
-        return 3
+        ended = _ended_unstopped(state)
+        for line in ended:
+            print(line, file=out)
+        return 1 if ended else 3  # LSB: dead with its pid file left, else not running
     code, body = _get(base_url(stack) + "/readyz")
     if not code:  # nothing is known of its replicas: "not ready" would say they are down
         print(f"router pid {pid} on {base_url(stack)}: no answer to /readyz within {READYZ_TIMEOUT_S:g} s (starting, "
@@ -596,6 +676,21 @@ def status(stack: Stack, out=sys.stdout) -> int:
             if v.get("problem"):
                 print(f"    {v['name']}: {v['problem']}", file=out)
     return 0 if code == 200 and not problems and not body.get("config_error") else 1
+
+
+def _ended_unstopped(state: State) -> list[str]:
+    """What is known of a router that ended without `local down` (its pid file is left): killed, crashed, or
+    the machine restarted; the end of its log says which. Nothing when `down` stopped it or none started."""
+    try:
+        pid = state.pid.read_text().strip()
+    except FileNotFoundError:
+        return []
+    log = state.logs / "router.log"
+    lines = [f"  its router (pid {pid}) ended without `local down` (killed, crashed, or the machine restarted); "
+             "`local up` starts it again"]
+    if log.exists():
+        lines += [f"  the end of {log}:", *(f"    {line}" for line in _tail(log, LOG_TAIL_LINES))]
+    return lines
 
 
 def key_of(stack: Stack, name: str, which: str) -> str:
@@ -660,6 +755,9 @@ def main(argv: list[str]) -> int:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # up and down take Ctrl-C themselves from a router's start to its stop
+        print("\nInterrupted", file=sys.stderr)
+        return INTERRUPTED
 
 
 def _seconds(text: str) -> float:
@@ -679,14 +777,19 @@ def token(stack: Stack, route) -> int:
     if not route.token_auth_enabled:
         raise StackError([f"{route.name}: token auth is off for it (token_auth_enabled: false); "
                           + ("it takes keys: `local keys`" if route.auth_enabled else "it takes no credential")])
-    state = state_of(stack)
-    if not state.token_key.exists():
-        raise StackError([f"{route.name}: no signing key yet; run `local up` first"])
-    tok, refresh_by = mint_token(state.token_key.read_bytes(), route.name)
+    tok, refresh_by = mint_token(_signing_key(state_of(stack), route.name), route.name)
     print(tok)
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(refresh_by))
     print(f"refresh_by: {refresh_by:.0f} ({when}): ask for a new token before then", file=sys.stderr)
     return 0
+
+
+def _signing_key(state: State, name: str) -> bytes:
+    """The stack's token signing key, made by the first `up` of a stack with a token-auth service."""
+    try:
+        return state.token_key.read_bytes()
+    except FileNotFoundError:
+        raise StackError([f"{name}: no signing key yet; run `local up` first"]) from None
 
 
 def logs(stack: Stack, route) -> int:
@@ -715,7 +818,7 @@ def score(stack: Stack) -> int:
     for kind, r in [("service", s) for s in stack.spec.services] + [("endpoint", e) for e in stack.spec.endpoints]:
         headers = {"Content-Type": "application/json"}
         if r.token_auth_enabled:
-            headers["Authorization"] = f"Bearer {mint_token(state.token_key.read_bytes(), r.name)[0]}"
+            headers["Authorization"] = f"Bearer {mint_token(_signing_key(state, r.name), r.name)[0]}"
         elif r.auth_enabled:
             headers["Authorization"] = f"Bearer {key_of(stack, r.name, 'primary')}"
         url = f"{base_url(stack)}/api/v1/{kind}/{r.name}/score"

@@ -63,6 +63,9 @@ class ScorerLaunch(_Strict):
     # After SIGTERM, how long a replica may finish its requests before it is killed: the scorer's
     # own stop grace (ScorerSettings.stop_grace_seconds), so a scale-down cuts no request short.
     stop_grace_seconds: float = Field(10.0, gt=0)
+    # What the replicas load, as the writer of the config stamps it (components.local: the app's and models'
+    # files, their sizes and mtimes): a new stamp rolls the replicas as a changed setting does.
+    files_stamp: str = ""
 
 
 class VersionConfig(_Strict):

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,6 +48,12 @@ MAX_BACKOFF_S = 30.0
 # failureThreshold) takes a pod out of its Service; it is not killed: a readiness failure restarts no pod.
 READY_PROBE_EVERY_S = 2.0
 READY_FAILURES = 3
+# A replica's log past LOG_MAX_BYTES is copied to <log>.1 (replacing what was there) and emptied, as
+# logrotate's copytruncate and a kubelet's rotation bound a pod's: a stack left running under load wrote an
+# access line per request without end. The replica writes on to the file it opened in append mode, so at its
+# new end; what it writes between the copy and the emptying is lost.
+LOG_MAX_BYTES = 50 * 1024 * 1024
+LOG_CHECK_EVERY_S = 5.0
 
 
 # Loaded here, not in the child: between fork and exec, a dlopen could wait forever on a lock another
@@ -53,8 +61,12 @@ READY_FAILURES = 3
 _LIBC = ctypes.CDLL("libc.so.6", use_errno=True)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(router: int) -> None:
+    """In the child, before exec. A router that died since the fork sends no death signal: the child,
+    by then the orphan of another parent, exits rather than run as a scorer nothing will stop."""
     _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != router:
+        os._exit(1)
 
 
 def _listener() -> socket.socket:
@@ -118,7 +130,8 @@ class LocalBackend:
     async def start(self, on_ready: ReadyCallback) -> None:
         self._on_ready = on_ready
         self._tasks = [asyncio.create_task(_every(HEALTH_EVERY_S, self._check, "checking the replicas")),
-                       asyncio.create_task(_every(READY_PROBE_EVERY_S, self._reprobe, "probing the ready replicas"))]
+                       asyncio.create_task(_every(READY_PROBE_EVERY_S, self._reprobe, "probing the ready replicas")),
+                       asyncio.create_task(_every(LOG_CHECK_EVERY_S, self._bound_logs, "bounding the replicas' logs"))]
 
     async def apply(self, versions: list[VersionConfig]) -> None:
         wanted = {v.deployment: v for v in versions}
@@ -205,7 +218,7 @@ class LocalBackend:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "scoring_image", "--fd", str(sock.fileno())],
                     env={**os.environ, **launch.env}, cwd=launch.cwd, stdout=out, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL, pass_fds=(sock.fileno(),), preexec_fn=_die_with_parent,
+                    stdin=subprocess.DEVNULL, pass_fds=(sock.fileno(),), preexec_fn=functools.partial(_die_with_parent, os.getpid()),
                 )
         finally:
             if out is not subprocess.DEVNULL:
@@ -278,6 +291,16 @@ class LocalBackend:
                 v.problem = (f"replica {unanswering[0].named(v.config.deployment)} does not answer its readiness "
                              f"probe ({READY_FAILURES} failed in a row); it gets no traffic until it does")
             self._converge(v)
+
+    async def _bound_logs(self) -> None:
+        logs = {r.log for v in self._versions.values() for r in v.replicas + v.outdated if r.log is not None}
+        for path in logs:
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:  # removed by hand: the replica writes on to its unlinked file
+                continue
+            if size > LOG_MAX_BYTES:
+                await asyncio.to_thread(_move_aside, path)
 
     def _backoff(self, v: _Version, what: str) -> None:
         v.early_exits += 1
@@ -360,6 +383,11 @@ def _ended(returncode: int) -> str:
     except ValueError:
         name = f"signal {-returncode}"
     return f"was killed by {name}" + (" (out of memory?)" if -returncode == signal.SIGKILL else "")
+
+
+def _move_aside(log: Path) -> None:
+    shutil.copyfile(log, log.with_name(f"{log.name}.1"))
+    os.truncate(log, 0)
 
 
 def _reap(process: subprocess.Popen, grace_s: float) -> None:

@@ -381,24 +381,61 @@ def test_a_stale_pid_file_naming_another_process_is_not_the_router(tmp_path):
         other.wait()
 
 
+def test_a_stale_pid_file_naming_another_users_process_is_not_the_router(tmp_path, monkeypatch):
+    """After a reboot the pid may be a system daemon's: signalling it is refused (EPERM), and every command
+    ended in a PermissionError traceback. (Run as root here, so the refusal is stood in for.)"""
+    from components import local
+    from components.stackfile import load_stack
+
+    path = _idle_stack(tmp_path, free_port())
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "router.pid").write_text("1")
+
+    def refused(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(local.os, "kill", refused)
+    stack = load_stack(path)
+    for command, code in ((local.status, 1), (local.down, 0)):  # status: dead, its pid file left
+        out = io.StringIO()
+        assert command(stack, out=out) == code
+        assert "is not running" in out.getvalue()
+
+
 def test_status_of_a_router_that_does_not_answer_says_so_rather_than_not_ready(tmp_path):
     """A router starting, or too busy to answer /readyz in time, was reported "not ready", as if its replicas were down."""
     path = _idle_stack(tmp_path, free_port())
-    (tmp_path / "state").mkdir()
-    config = tmp_path / "state" / "router.json"
-    # Taken for the stack's router (its command line names the module and config) but listening nowhere.
-    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "router_image", str(config)],
-                              start_new_session=True)
-    try:
-        (tmp_path / "state" / "router.pid").write_text(str(silent.pid))
+    with _silent_router(tmp_path / "state") as silent:
         said = cli("status", str(path), check=False)
         assert said.returncode == 1
         assert f"router pid {silent.pid} on http://127.0.0.1:" in said.stdout and "not ready" not in said.stdout
         assert "no answer to /readyz within 2 s" in said.stdout, said.stdout
         assert f"its log: {tmp_path / 'state' / 'logs' / 'router.log'}" in said.stdout
+
+
+@contextlib.contextmanager
+def _silent_router(state: Path):
+    """A process the state folder's pid file names, taken for the stack's router (its command line names the
+    module and config) but listening nowhere; yields it, killed after."""
+    state.mkdir()
+    silent = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "router_image",
+                               str(state / "router.json")], start_new_session=True)
+    try:
+        (state / "router.pid").write_text(str(silent.pid))
+        yield silent
     finally:
         silent.kill()
         silent.wait()
+
+
+def test_score_of_a_token_service_the_running_stack_has_not_applied_says_so(tmp_path):
+    """Token auth turned on in the file of a running stack, before `up` applied it: no signing key yet, and
+    `score` ended in a FileNotFoundError traceback where `token` said to run `local up`."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO, "auth_enabled": False, "token_auth_enabled": True}])
+    with _silent_router(tmp_path / "state"):
+        said = cli("score", str(path), check=False)
+    assert said.returncode == 2 and "Traceback" not in said.stderr
+    assert "echo: no signing key yet; run `local up` first" in said.stderr
 
 
 def test_down_reaps_a_router_this_process_started_instead_of_waiting_on_its_zombie(tmp_path):
@@ -497,6 +534,28 @@ def test_two_ups_at_once_start_one_stack_that_down_stops(tmp_path):
         assert first.wait(60) == 0
         assert "stopped" in cli("down", str(path)).stdout
         assert scorer_pids(marker) == []
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_status_of_a_stack_whose_router_was_killed_says_it_ended_and_shows_its_log(tmp_path):
+    """A router killed or crashed read "not running", as a stack never started: not why, nor where to look."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    marker = str(tmp_path / "state")
+    try:
+        cli("up", str(path))
+        pid = int((tmp_path / "state" / "router.pid").read_text())
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and scorer_pids(marker):  # its replicas die with it
+            time.sleep(0.1)
+        said = cli("status", str(path), check=False)
+        assert said.returncode == 1, said.stdout  # LSB: dead, its pid file left
+        assert f"its router (pid {pid}) ended without `local down`" in said.stdout
+        assert f"the end of {tmp_path / 'state' / 'logs' / 'router.log'}:" in said.stdout
+        assert "replica echo-0 ready" in said.stdout
+        assert "is not running" in cli("down", str(path)).stdout
+        assert cli("status", str(path), check=False).returncode == 3  # now as never started
     finally:
         cli("down", str(path), check=False)
 
@@ -721,6 +780,62 @@ def test_down_lets_a_request_in_flight_finish(tmp_path):
         cli("down", str(path), check=False)
 
 
+def test_ctrl_c_during_down_stops_the_stack_at_once(tmp_path):
+    """`down` waits for the requests in flight, silently (76 s at most by default): Ctrl-C there ended in a
+    KeyboardInterrupt traceback, leaving the router draining and `status` calling it "starting, or too busy"."""
+    path = _script_stack(tmp_path, [{"name": "slow", "script": "sleepy.py", "folder": "tests/scorer/scripts"}])
+    port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+    marker = str(tmp_path / "state")
+    caller = threading.Thread(target=_post_quietly, args=(f"http://127.0.0.1:{port}/api/v1/service/slow/score",))
+    try:
+        cli("up", str(path))
+        caller.start()
+        time.sleep(1)  # the request is in flight
+        down = subprocess.Popen([*CLI, "down", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(2)
+        down.send_signal(signal.SIGINT)
+        said, _ = down.communicate(timeout=10)
+        assert down.returncode == 130, said
+        assert "Interrupted" in said and "Traceback" not in said
+        assert not (tmp_path / "state" / "router.pid").exists()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and scorer_pids(marker):
+            time.sleep(0.1)
+        assert scorer_pids(marker) == []
+    finally:
+        cli("down", str(path), check=False)
+        caller.join(60)
+
+
+def _post_quietly(url: str, seconds: float = 30) -> None:
+    """A request held `seconds`, its failure expected (the stack may be stopped under it)."""
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.post(url, json={"sleep": seconds}, timeout=60)
+
+
+def test_up_during_a_down_waits_for_it_and_starts_the_stack_again(tmp_path):
+    """`up` while `down` waited for a request in flight took the stopping router for a running one: "already
+    running", exit 0, and then nothing ran."""
+    path = _script_stack(tmp_path, [{"name": "slow", "script": "sleepy.py", "folder": "tests/scorer/scripts"}])
+    port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+    caller = threading.Thread(target=_post_quietly, args=(f"http://127.0.0.1:{port}/api/v1/service/slow/score", 5))
+    try:
+        cli("up", str(path))
+        first = int((tmp_path / "state" / "router.pid").read_text())
+        caller.start()
+        time.sleep(1)  # the request is in flight
+        down = subprocess.Popen([*CLI, "down", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert "stopping" in down.stdout.readline()
+        again = cli("up", str(path))
+        assert "waiting for it" in again.stdout and "Succeeded" in again.stdout, again.stdout
+        assert down.wait(30) == 0 and "stopped" in down.stdout.read()
+        assert int((tmp_path / "state" / "router.pid").read_text()) != first
+        assert cli("status", str(path), check=False).returncode == 0
+    finally:
+        cli("down", str(path), check=False)
+        caller.join(60)
+
+
 def test_logs_of_a_service_leave_out_a_service_whose_name_extends_it(tmp_path):
     path = _script_stack(tmp_path, [{"name": "iris", **ECHO}, {"name": "iris-2", **ECHO}])
     logs = tmp_path / "state" / "logs"
@@ -825,3 +940,148 @@ def test_without_a_source_directory_a_replica_runs_the_entry_script_alone(tmp_pa
     launch = local.render(stack, local.state_of(stack)).routes[0].versions[0].scorer
     assert launch.env["AZUREML_ENTRY_SCRIPT"] == "echo_score.py"
     assert [p.name for p in Path(launch.cwd).iterdir()] == ["echo_score.py"] == [p.name for p in Path(launch.env["AML_APP_ROOT"]).iterdir()]
+
+
+READS_ITS_MODELS = '''
+import os
+from pathlib import Path
+
+found = {}
+
+
+def init():
+    root = Path(os.environ["AZUREML_MODEL_DIR"])
+    found["listing"] = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    found["weights"] = (root / os.environ["WEIGHTS"]).read_text()
+
+
+def run(raw_data):
+    return found
+'''
+
+
+def test_a_model_that_is_a_file_is_in_its_version_folder_as_on_the_cluster(tmp_path):
+    """Azure ML's own sample registers model_path="sklearn_regression_model.pkl" and its init() opens
+    AZUREML_MODEL_DIR/sklearn_regression_model.pkl, as the cluster's replica finds it (its file alone in
+    <name>/<version>/). Locally AZUREML_MODEL_DIR was the file itself, so that init() failed here alone."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "score.py").write_text(READS_ITS_MODELS)
+    (tmp_path / "trained").mkdir()
+    (tmp_path / "trained" / "weights.txt").write_text("w1")
+    (tmp_path / "trained" / "other.txt").write_text("w2")
+    (tmp_path / "trained" / "notes.md").write_text("not a model")
+    port = free_port()
+    app = {"entry_script": "score.py", "source_directory": str(tmp_path / "app")}
+    doc = {"config": {
+        "aks-model-serving:local": {"router_port": port, "state_dir": str(tmp_path / "state"), "data_dir": str(tmp_path / "data")},
+        "aks-model-serving:models": [{"name": "w", "version": 1, "path": str(tmp_path / "trained" / "weights.txt")},
+                                     {"name": "o", "version": 2, "path": str(tmp_path / "trained" / "other.txt")}],
+        "aks-model-serving:services": [
+            {"name": name, "models": models, "auth_enabled": False, "num_replicas": 1, "autoscale_enabled": False,
+             "inference_config": {**app, "environment": {"environment_variables": {"WEIGHTS": weights}}}}
+            for name, models, weights in (("one", ["w:1"], "weights.txt"), ("two", ["w:1", "o:2"], "o/2/other.txt"))],
+    }}
+    path = tmp_path / "Pulumi.files.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        cli("up", str(path))
+        one = httpx.post(f"http://127.0.0.1:{port}/api/v1/service/one/score", json={}, timeout=30).json()
+        assert one == {"listing": ["weights.txt"], "weights": "w1"}  # alone: not the files beside it
+        two = httpx.post(f"http://127.0.0.1:{port}/api/v1/service/two/score", json={}, timeout=30).json()
+        assert two == {"listing": ["o", "o/2", "o/2/other.txt", "w", "w/1", "w/1/weights.txt"], "weights": "w2"}
+    finally:
+        cli("down", str(path), check=False)
+
+
+@pytest.mark.parametrize("command", ["up", "status", "down"])
+def test_a_state_dir_that_cannot_be_a_folder_is_named_not_a_traceback(tmp_path, command):
+    """A state_dir under a file (or one this user may not write): every command ended in a traceback."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO}])
+    doc = yaml.safe_load(path.read_text())
+    (tmp_path / "a-file").write_text("")
+    doc["config"]["aks-model-serving:local"]["state_dir"] = str(tmp_path / "a-file" / "state")
+    path.write_text(yaml.safe_dump(doc))
+    said = cli(command, str(path), check=False)
+    assert said.returncode == 2 and "Traceback" not in said.stderr, said.stderr
+    assert f"local.state_dir: {tmp_path / 'a-file' / 'state'} cannot hold the stack's state: Not a directory" in said.stderr
+
+
+def test_a_data_dir_that_cannot_be_a_folder_stops_up_before_anything_starts(tmp_path):
+    """`up` succeeded; each replica found out when it first shipped collected records, in a log line retried
+    for ever, and no record reached the folder."""
+    (tmp_path / "model").mkdir()
+    (tmp_path / "a-file").write_text("")
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO, "collect_model_data": True, "models": ["m:1"]}])
+    doc = yaml.safe_load(path.read_text())
+    doc["config"]["aks-model-serving:models"] = [{"name": "m", "version": 1, "path": str(tmp_path / "model")}]
+    doc["config"]["aks-model-serving:local"]["data_dir"] = str(tmp_path / "a-file" / "data")
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        said = cli("up", str(path), check=False)
+        assert said.returncode == 2, said.stdout
+        assert (f"local.data_dir: {tmp_path / 'a-file' / 'data'} cannot hold collected data: Not a directory"
+                in said.stderr)
+        assert not (tmp_path / "state" / "router.pid").exists()
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_up_of_a_running_stack_rolls_the_replicas_of_an_edited_entry_script(tmp_path):
+    """Azure ML's LocalWebservice.reload() runs the edited score.py; here `up` said "already running as its file
+    says" and the replicas went on running the code they had loaded."""
+    app = tmp_path / "app"
+    app.mkdir()
+    script = app / "score.py"
+    script.write_text("def init():\n    pass\n\n\ndef run(raw_data):\n    return {'v': 1}\n")
+    path = _script_stack(tmp_path, [{"name": "echo", "script": "score.py", "folder": str(app)}])
+    url = f"http://127.0.0.1:{yaml.safe_load(path.read_text())['config']['aks-model-serving:local']['router_port']}/api/v1/service/echo/score"
+    try:
+        cli("up", str(path))
+        assert httpx.post(url, json={}, timeout=30).json() == {"v": 1}
+        assert "already running" in cli("up", str(path)).stdout  # nothing edited: nothing rolls
+        script.write_text(script.read_text().replace("'v': 1", "'v': 2"))
+        later = script.stat().st_mtime + 2  # a file system whose mtimes are coarse
+        os.utime(script, (later, later))
+        applied = cli("up", str(path))
+        assert "applying the changed stack file or app" in applied.stdout and "Succeeded" in applied.stdout
+        assert httpx.post(url, json={}, timeout=30).json() == {"v": 2}
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_ctrl_c_during_score_ends_it_without_a_traceback(tmp_path):
+    """A slow run(): `score` waits up to 30 s for it, and Ctrl-C there printed a KeyboardInterrupt traceback."""
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "slow.py").write_text("import time\n\n\ndef init():\n    pass\n\n\ndef run(raw_data):\n    time.sleep(8)\n")
+    path = _script_stack(tmp_path, [{"name": "slow", "script": "slow.py", "folder": str(tmp_path / "app"),
+                                     "scoring_timeout_ms": 60000}])
+    try:
+        cli("up", str(path))
+        score = subprocess.Popen([*CLI, "score", str(path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(2)
+        score.send_signal(signal.SIGINT)
+        out, err = score.communicate(timeout=10)
+        assert score.returncode == 130 and "Traceback" not in err, err
+        assert "Interrupted" in err
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_an_empty_key_file_is_made_again_by_up(tmp_path):
+    """A key file written empty (a full disk, an up killed mid-write) was kept as made: `local keys` printed
+    nothing and no key opened the service, for good."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO, "auth_enabled": True}])
+    port = yaml.safe_load(path.read_text())["config"]["aks-model-serving:local"]["router_port"]
+    keys = tmp_path / "state" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "service.echo.primary").write_text("")
+    try:
+        cli("up", str(path))
+        key = cli("keys", str(path), "echo", "--primary").stdout.strip()
+        assert len(key) > 20
+        assert (keys / "service.echo.primary").stat().st_mode & 0o777 == 0o600
+        answer = httpx.post(f"http://127.0.0.1:{port}/api/v1/service/echo/score", json={},
+                            headers={"Authorization": f"Bearer {key}"}, timeout=30)
+        assert answer.status_code == 200
+    finally:
+        cli("down", str(path), check=False)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -252,19 +254,8 @@ async def test_a_ready_replica_that_stops_answering_leaves_the_pool_until_it_ans
 async def test_a_sigstopped_scorer_leaves_the_pool_and_comes_back_on_sigcont(tmp_path, monkeypatch) -> None:
     """A real replica whose serving process is stopped: out of the published addresses, the other replica's
     probes not held up by it, and back once it runs again."""
-    from scoring_image.config import ScorerSettings
-
     monkeypatch.setattr(local, "READY_PROBE_EVERY_S", 0.2)
-    scripts = Path(__file__).resolve().parents[1] / "scorer" / "scripts"
-    env = ScorerSettings(entry_script="sleepy.py", app_root=str(scripts), host="127.0.0.1", workers=1).to_env()
-    published: dict[str, list[str]] = {}
-    b = LocalBackend()
-    await b.start(lambda deployment, addresses: published.__setitem__(deployment, addresses))
-    try:
-        await b.apply([VersionConfig(name="v1", deployment="iris", num_replicas=2, autoscale=AutoscaleConfig(enabled=False),
-                                     scorer=ScorerLaunch(env=env, cwd=str(scripts), log_dir=str(tmp_path),
-                                                         stop_grace_seconds=2.0))])
-        await until(lambda: len(published.get("iris", [])) == 2, 60)
+    async with sleepy_replicas(tmp_path, 2) as (b, published):
         stuck, other = b._versions["iris"].replicas
         workers = [int(pid) for pid in Path(f"/proc/{stuck.process.pid}/task/{stuck.process.pid}/children").read_text().split()]
         assert workers
@@ -278,6 +269,25 @@ async def test_a_sigstopped_scorer_leaves_the_pool_and_comes_back_on_sigcont(tmp
             for pid in workers:
                 os.kill(pid, signal.SIGCONT)
         await until(lambda: sorted(published["iris"]) == sorted([stuck.address, other.address]), 10)
+
+
+@contextlib.asynccontextmanager
+async def sleepy_replicas(tmp_path: Path, count: int) -> AsyncIterator[tuple[LocalBackend, dict[str, list[str]]]]:
+    """A backend running `count` real replicas of sleepy.py (their logs in tmp_path), once all are published;
+    yields it and what it published. Stopped after."""
+    from scoring_image.config import ScorerSettings
+
+    scripts = Path(__file__).resolve().parents[1] / "scorer" / "scripts"
+    env = ScorerSettings(entry_script="sleepy.py", app_root=str(scripts), host="127.0.0.1", workers=1).to_env()
+    published: dict[str, list[str]] = {}
+    b = LocalBackend()
+    await b.start(lambda deployment, addresses: published.__setitem__(deployment, addresses))
+    try:
+        await b.apply([VersionConfig(name="v1", deployment="iris", num_replicas=count, autoscale=AutoscaleConfig(enabled=False),
+                                     scorer=ScorerLaunch(env=env, cwd=str(scripts), log_dir=str(tmp_path),
+                                                         stop_grace_seconds=2.0))])
+        await until(lambda: len(published.get("iris", [])) == count, 60)
+        yield b, published
     finally:
         await b.stop()
 
@@ -287,3 +297,42 @@ async def until(check, timeout_s: float) -> None:
     while not check():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.05)
+
+
+async def test_a_replicas_log_past_its_bound_moves_aside_and_starts_empty(tmp_path, monkeypatch) -> None:
+    """A stack left running under load wrote an access line per request to its replicas' logs without end.
+    The replica goes on writing to the file it opened: at its new end, no hole of NULs before it."""
+    import httpx
+
+    monkeypatch.setattr(local, "LOG_MAX_BYTES", 20_000)
+    monkeypatch.setattr(local, "LOG_CHECK_EVERY_S", 0.1)
+    async with sleepy_replicas(tmp_path, 1) as (_, published):
+        async with httpx.AsyncClient(base_url=f"http://{published['iris'][0]}") as client:
+            for _ in range(300):  # an access line each, some 250 bytes: 75 kB in all
+                assert (await client.post("/score", json={})).status_code == 200
+                await asyncio.sleep(0.002)
+            await asyncio.sleep(0.3)
+            log, older = tmp_path / "iris-0.log", tmp_path / "iris-0.log.1"
+            assert log.stat().st_size < 40_000, log.stat().st_size  # the bound, and what came in until the next look
+            assert 20_000 < older.stat().st_size < 40_000
+            monkeypatch.setattr(local, "LOG_MAX_BYTES", 10**9)  # no further move: the next line stays here
+            assert (await client.post("/score", json={})).status_code == 200
+        await asyncio.sleep(0.2)
+        written = log.read_bytes()
+        assert b"\0" not in written and written.endswith(b"}\n") and b"POST /score 200" in written.splitlines()[-1]
+
+
+def test_a_replica_whose_router_died_before_it_could_ask_to_die_with_it_exits() -> None:
+    """PR_SET_PDEATHSIG set in the child after the fork: a router killed in between left a scorer that no
+    death signal would ever reach, an orphan holding its port. Stood in for by naming another parent."""
+    import functools
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "print('ran')"], stdout=subprocess.PIPE,
+                             preexec_fn=functools.partial(local._die_with_parent, os.getppid()))
+    out, _ = child.communicate(timeout=30)
+    assert child.returncode != 0 and out == b""
+    ours = subprocess.run([sys.executable, "-c", "print('ran')"], capture_output=True, timeout=30,
+                          preexec_fn=functools.partial(local._die_with_parent, os.getpid()))
+    assert ours.returncode == 0 and ours.stdout == b"ran\n"
