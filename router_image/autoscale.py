@@ -8,11 +8,10 @@ Demand = requests in flight plus those queued (across all router pods), sampled 
 Up: checked at every sample, on demand averaged over the last `refresh_seconds`, once the
 average over the steady window (`scale_down_delay_seconds`, at most STEADY_WINDOW_S) wants more
 too; at once, on the recent average alone, when it wants twice the count or more (Knative's
-panic). A load step is
-answered within a few hundred milliseconds (Azure ML promises about a second); a steady load's
-second-to-second noise, which follows a Poisson law, is not: on recent averages alone the count
-rose to each peak and sank after each delay, 14-137 changes an hour in simulation, settled at
-1.3-1.8 times what the mean wants. Down: only once utilization has stayed under the target for
+panic). A load step is answered within a few hundred milliseconds (Azure ML promises about a
+second); a steady load's second-to-second noise, which follows a Poisson law, is not: on recent
+averages alone the count rose to each peak and sank after each delay, 14-137 changes an hour in
+simulation, settled at 1.3-1.8 times what the mean wants. Down: only once utilization has stayed under the target for
 `scale_down_delay_seconds`, and then only to the *largest* count the recent averages wanted
 during that window, counting replicas that are not serving yet as busy (the HPA does the same),
 so a model slow to load is not taken for a fall in load. After a step down the delay starts
@@ -39,9 +38,9 @@ from router_image.config import AutoscaleConfig, RouterScaleConfig
 
 SAMPLE_S = 0.1
 OWN_LOAD_WINDOW_S = 5.0  # a router pod's CPU and routing latency: averaged over this
-STEP_SETTLE_S = 60.0
+STEP_SETTLE_S = 60.0  # a latency step waits for the last step's pods to be ready, at most this long
 STEADY_WINDOW_S = 60.0  # Knative's stable window: the router pods' 5 minutes of delay would answer a rise late
-PANIC_FACTOR = 2  # a recent average that wants this many times the count is answered at once  # a latency step waits for the last step's pods to be ready, at most this long
+PANIC_FACTOR = 2  # a recent average that wants this many times the count is answered at once
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,6 @@ class Autoscaler:
     current: int
     utilization: float = 0.0
     _samples: collections.deque[tuple[float, float]] = field(default_factory=collections.deque)
-    _sum: float = 0.0  # of the samples' demand
     _desired: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
     _below_since: float | None = None
     _last_refresh: float = float("-inf")
@@ -77,7 +75,6 @@ class Autoscaler:
         """Scaling starts (again) here, e.g. on winning the Lease: from the actual count, no history."""
         self.current = current
         self._samples.clear()
-        self._sum = 0.0
         self._desired.clear()
         self._below_since = None
         self._last_refresh = float("-inf")
@@ -88,9 +85,8 @@ class Autoscaler:
         `starting`: replicas of the count not serving yet, counted as busy on the way down."""
         samples, config = self._samples, self.config
         samples.append((now, demand))
-        self._sum += demand
         while samples[0][0] <= now - max(min(config.scale_down_delay_seconds, STEADY_WINDOW_S), config.refresh_seconds):
-            self._sum -= samples.popleft()[1]
+            samples.popleft()
         recent, count = 0.0, 0
         for t, d in reversed(samples):
             if t <= now - config.refresh_seconds:
@@ -101,15 +97,13 @@ class Autoscaler:
         self.utilization = recent / slots if slots else (1.0 if recent else 0.0)
         wanted = max(self.desired_for(recent), min(at_least, config.max_replicas))
         if self.current > config.max_replicas:  # a reload lowered the bound: it holds at once
-            self._below_since = None
-            self._desired.clear()
-            return self._change(config.max_replicas, f"max_replicas is {config.max_replicas}")
+            return self._set(config.max_replicas, f"max_replicas is {config.max_replicas}")
         if wanted > self.current:
             if wanted == config.min_replicas and self.utilization * 100 <= config.target_utilization:
-                return self._up(wanted, f"min_replicas is {config.min_replicas}")  # a reload raised it
-            steady = self.desired_for(max(self._sum, 0.0) / len(samples))
+                return self._set(wanted, f"min_replicas is {config.min_replicas}")  # a reload raised it
+            steady = self.desired_for(sum(d for _, d in samples) / len(samples))  # only here: a step up is rare
             if wanted >= PANIC_FACTOR * self.current or steady > self.current or at_least > self.current:
-                return self._up(max(wanted, steady), f"utilization {self.utilization:.0%} over target "
+                return self._set(max(wanted, steady), f"utilization {self.utilization:.0%} over target "
                                                      f"{config.target_utilization}%")
         busy = recent + starting * self.slots_per_replica
         self._remember(self.desired_for(busy), busy / slots if slots else 1.0, now)
@@ -118,7 +112,8 @@ class Autoscaler:
         self._last_refresh = now
         return self._maybe_down(now)
 
-    def _up(self, desired: int, reason: str) -> Decision:
+    def _set(self, desired: int, reason: str) -> Decision:
+        """A change not made by the way down: the window of a step down starts afresh."""
         self._below_since = None
         self._desired.clear()
         return self._change(desired, reason)
