@@ -5,6 +5,10 @@ user off (clusters pull with their kubelet identity: see AksCluster's AcrPull as
 storage account with a `models` container and a `modeldata` container (Azure ML's name for
 collected model data), and a Log Analytics workspace with a workspace-based Application
 Insights component for request telemetry, cluster monitoring and Defender.
+
+The storage and the monitoring hold what exists nowhere else (collected data, telemetry): as deleting
+an Azure ML workspace keeps its storage account and Application Insights, `pulumi destroy` and a
+replacement (a renamed workspace derives new names) leave them, and a resource group made here, in Azure.
 """
 
 from __future__ import annotations
@@ -52,11 +56,12 @@ class Workspace(pulumi.ComponentResource):
     def __init__(self, name: str, spec: WorkspaceSpec, location: pulumi.Input[str], opts: pulumi.ResourceOptions | None = None):
         super().__init__("aks-model-serving:index:Workspace", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        kept = pulumi.ResourceOptions(parent=self, retain_on_delete=True)
         location = spec.location or location
 
         if spec.create_resource_group:
             group = resources.ResourceGroup(
-                f"{name}-rg", resource_group_name=spec.resource_group, location=location, opts=child
+                f"{name}-rg", resource_group_name=spec.resource_group, location=location, opts=kept
             )
             rg_name: pulumi.Output[str] = group.name
         else:
@@ -82,7 +87,7 @@ class Workspace(pulumi.ComponentResource):
             allow_blob_public_access=False,
             enable_https_traffic_only=True,
             minimum_tls_version=storage.MinimumTlsVersion.TLS1_2,
-            opts=child,
+            opts=kept,
         )
         containers = {
             container: storage.BlobContainer(
@@ -91,7 +96,7 @@ class Workspace(pulumi.ComponentResource):
                 account_name=account.name,
                 container_name=container,
                 public_access=storage.PublicAccess.NONE,
-                opts=child,
+                opts=kept,
             )
             for container in (MODELS_CONTAINER, DATA_CONTAINER)
         }
@@ -102,7 +107,7 @@ class Workspace(pulumi.ComponentResource):
             location=location,
             sku=operationalinsights.WorkspaceSkuArgs(name=operationalinsights.WorkspaceSkuNameEnum.PER_GB2018),
             retention_in_days=spec.log_retention_days,
-            opts=child,
+            opts=kept,
         )
         insights = appinsights.Component(
             f"{name}-insights",
@@ -112,7 +117,8 @@ class Workspace(pulumi.ComponentResource):
             application_type=appinsights.ApplicationType.WEB,
             workspace_resource_id=logs.id,
             ingestion_mode=appinsights.IngestionMode.LOG_ANALYTICS,
-            opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["connectionString", "instrumentationKey"]),
+            opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True,
+                                      additional_secret_outputs=["connectionString", "instrumentationKey"]),
         )
 
         keys = storage.list_storage_account_keys_output(resource_group_name=rg_name, account_name=account.name,

@@ -131,3 +131,19 @@ def test_the_storage_keys_are_read_through_the_provider_the_workspace_is_given()
     other = rec.one("pulumi:providers:azure-native").urn
     through = [provider for token, provider in rec.call_providers if token.endswith("listStorageAccountKeys")]
     assert through and all(provider.startswith(other) for provider in through)
+
+
+def test_destroy_and_replacement_keep_the_data_as_deleting_an_azure_ml_workspace_does():
+    # Collected model data and telemetry exist nowhere else: a `pulumi destroy`, or a workspace rename that
+    # replaces the storage account (its name is derived from the workspace's), must leave them in Azure.
+    kept = {r.type for r in deploy().resources if r.retain_on_delete}
+    assert kept == {
+        "azure-native:resources:ResourceGroup",  # deleting the group would delete what is kept in it
+        "azure-native:storage:StorageAccount",
+        "azure-native:storage:BlobContainer",
+        "azure-native:operationalinsights:Workspace",
+        "azure-native:applicationinsights:Component",
+    }
+    rec = deploy(create_resource_group=False)
+    assert not rec.of_type("azure-native:resources:ResourceGroup")
+    assert not rec.one("azure-native:containerregistry:Registry").retain_on_delete  # images are rebuilt by their hash
