@@ -140,16 +140,17 @@ def test_secondary_key_works_and_keys_command_prints_both(stack):
 
 
 def test_endpoint_split_is_80_20(stack):
-    """400 requests: the treatment share is 20 % within +-6 points (about 3 standard deviations)."""
+    """800 requests: the treatment share is 20 % within +-5 points (3.5 standard deviations of 1.4 points,
+    so about one run in 2,500 fails by chance; 400 within +-6, 3 of them, failed once in a few hundred)."""
     headers = {"Authorization": f"Bearer {key(stack, 'iris-ab')}"}
     served: Counter[str] = Counter()
     with httpx.Client(headers=headers, timeout=30) as client:
-        for _ in range(400):
+        for _ in range(800):
             r = client.post(f"{base(stack)}/api/v1/endpoint/iris-ab/score", json=SAMPLE)
             assert r.status_code == 200, r.text
             served[r.headers["azureml-model-deployment"]] += 1
     assert set(served) == {"control", "treatment"}
-    assert abs(served["treatment"] / 400 - 0.20) <= 0.06, served
+    assert abs(served["treatment"] / 800 - 0.20) <= 0.05, served
 
 
 def test_collected_records_match_the_requests(stack):
