@@ -11,8 +11,10 @@ can import it without the server's runtime.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,6 +26,9 @@ _STOP_MARGIN_SECONDS = 5.0
 # After the workers stopped, the last upload of collected data gets this long; what an unreachable store
 # holds up past it stays in the spool (a pod's terminationGracePeriodSeconds counts it).
 FINAL_UPLOAD_SECONDS = 10.0
+# A container's CPU limit (cgroup v2): `docker run --cpus=2` and a pod's limit are a quota, not an affinity, so
+# the cores the process may run on are all the host's.
+CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
 
 
 def _env(name: str) -> dict[str, Any]:
@@ -58,7 +63,7 @@ class ScorerSettings(BaseModel):
     # /metrics alone, served by the supervisor: a cluster's Prometheus may reach it where only the router
     # may reach `port` (which serves /metrics too). None: not served apart (the local stack's replicas).
     metrics_port: int | None = Field(None, ge=1, le=65535, **_env("SCORER_METRICS_PORT"))
-    # None: one worker process per core available to this process.
+    # None: one worker process per core available to this process (its container's CPU limit, rounded up).
     workers: int | None = Field(None, ge=1, **_env("WORKER_COUNT"))
     scoring_timeout_ms: int = Field(60_000, ge=1, **_env("SCORING_TIMEOUT_MS"))
     # Azure ML's router accepts payloads up to 100 MB.
@@ -195,7 +200,7 @@ class ScorerSettings(BaseModel):
 
     @property
     def worker_count(self) -> int:
-        return self.workers or len(os.sched_getaffinity(0))
+        return self.workers or _cores()
 
     @property
     def entry_script_path(self) -> str:
@@ -234,3 +239,15 @@ def _container_url_problem(text: str) -> str | None:
     if "sig" not in parse_qs(url.query):
         return "carries no SAS token (a query with sig=...), the only credential the scorer takes with a URL"
     return None
+
+
+def _cores() -> int:
+    """The cores this process may use: each worker loads the model, so a 2-CPU container on a 64-core host
+    started 64 copies of it (out of memory, or a model on one GPU 64 times)."""
+    cores = len(os.sched_getaffinity(0))
+    try:
+        quota, period = CGROUP_CPU_MAX.read_text().split()
+        limit = cores if quota == "max" else math.ceil(int(quota) / int(period))
+    except (OSError, ValueError, ZeroDivisionError):  # cgroup v1, or not in a container
+        return cores
+    return max(1, min(cores, limit))

@@ -9,6 +9,7 @@ import sys
 import pytest
 from pydantic import ValidationError
 
+from scoring_image import config
 from scoring_image.config import ScorerSettings
 
 
@@ -190,3 +191,22 @@ def test_cli_refuses_a_container_url_without_a_container_naming_the_variable_not
     assert done.returncode == 2
     assert "AZUREML_DATA_COLLECTION_CONTAINER_URL" in done.stderr and "no container" in done.stderr
     assert "SECRET" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("cpu_max, cores, workers", [
+    ("200000 100000\n", 64, 2),  # docker run --cpus=2 on a 64-core host: a quota, not an affinity
+    ("150000 100000\n", 64, 2),  # 1.5 cores: rounded up, as the components round a pod's cpu_limit
+    ("50000 100000\n", 64, 1),
+    ("max 100000\n", 64, 64),  # no quota: every core the process may run on
+    ("800000 100000\n", 4, 4),  # a quota over the cores it may run on: the cores
+    (None, 8, 8),  # no cgroup v2 file (cgroup v1, or not in a container)
+])
+def test_a_container_cpu_quota_bounds_the_default_worker_count(tmp_path, monkeypatch, cpu_max, cores, workers) -> None:
+    """Each worker loads the model: a 2-CPU container on a 64-core host must not start 64 copies of it."""
+    cpu_max_file = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        cpu_max_file.write_text(cpu_max)
+    monkeypatch.setattr(config, "CGROUP_CPU_MAX", cpu_max_file)
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert ScorerSettings.from_env({}).worker_count == workers
+    assert ScorerSettings.from_env({"WORKER_COUNT": "3"}).worker_count == 3
