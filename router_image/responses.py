@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -13,6 +14,9 @@ log = logging.getLogger("router")
 Headers = list[tuple[bytes, bytes]]
 REQUEST_ID = b"x-request-id"
 MAX_REQUEST_ID = 100  # as the scorer takes one
+# Error answers logged per route, status and code in each LOG_WINDOW_S; the rest are summed up in one line.
+LOG_BURST = 20
+LOG_WINDOW_S = 10.0
 
 
 class HttpError(Exception):
@@ -26,15 +30,52 @@ class HttpError(Exception):
 def error_answer(error: HttpError, request: Headers, where: str, route: tuple[str, str]) -> tuple[Headers, bytes]:
     """The error's headers (its own, the content type and a request id; whoever sends it adds the length)
     and body: the same on the ASGI path and the relay's. No replica logged such a request, so the router
-    does, under the id the client gets (its own x-request-id, as the scorer takes it, else a new one),
-    and counts it by its route (kind, name; metrics.NO_ROUTE for none) and code (401s and queue timeouts
+    does, under the id the client gets (its own x-request-id, as the scorer takes it, else a new one; at most
+    LOG_BURST lines per route and code in a window, see ErrorLog), and counts it by its route (kind, name; metrics.NO_ROUTE for none) and code (401s and queue timeouts
     included)."""
     rid = next((v for k, v in request if k == REQUEST_ID and len(v) <= MAX_REQUEST_ID), None) or str(uuid.uuid4()).encode()
-    log.log(logging.WARNING if error.status >= 500 else logging.INFO, "%s: %d %s: %s", where, error.status, error.code,
-            error, extra={"request_id": rid.decode("latin-1")})
+    if _errors.admit((route, error.status, error.code)):
+        log.log(_level(error.status), "%s: %d %s: %s", where, error.status, error.code, error,
+                extra={"request_id": rid.decode("latin-1")})
     metrics.count_error(route, error.status, error.code)
     body = json.dumps({"error": {"code": error.code, "message": str(error)}}).encode()
     return [(b"content-type", b"application/json"), (REQUEST_ID, rid), *error.headers], body
+
+
+def _level(status: int) -> int:
+    return logging.WARNING if status >= 500 else logging.INFO
+
+
+class ErrorLog:
+    """How many error answers of each route, status and code the current window logged: LOG_BURST each, then
+    one line when the window ends saying how many more there were (router_error_responses_total counts all).
+    A flood of junk requests (401, 404), or an overload's 503s, wrote a line each: megabytes a second into a
+    log pipeline billed by the GB, on the router's CPU when it had the least to spare."""
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[tuple[str, str], int, str], int] = {}
+        self._window: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def admit(self, key: tuple[tuple[str, str], int, str]) -> bool:
+        """Whether this answer gets its own line. Keys are bounded: a route no config names is metrics.NO_ROUTE."""
+        loop = asyncio.get_running_loop()
+        if self._window is None or self._loop is not loop:  # a window of a loop that ended never closes
+            self._counts.clear()
+            self._loop, self._window = loop, loop.call_later(LOG_WINDOW_S, self._close)
+        count = self._counts[key] = self._counts.get(key, 0) + 1
+        return count <= LOG_BURST
+
+    def _close(self) -> None:
+        self._window = None
+        for ((kind, name), status, code), count in self._counts.items():
+            if count > LOG_BURST:
+                log.log(_level(status), "%s: %d more %d %s answers in %g s, not logged one by one",
+                        f"{kind} {name}" if kind else "no route", count - LOG_BURST, status, code, LOG_WINDOW_S)
+        self._counts.clear()
+
+
+_errors = ErrorLog()
 
 
 async def respond(send, status: int, body: bytes, headers: Headers) -> None:
