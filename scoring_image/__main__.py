@@ -17,7 +17,7 @@ from scoring_image.config import ScorerSettings
 _OPTIONS = {
     "--host": ("host", str, "address to listen on"),
     "--port": ("port", int, "port to listen on (default 5001)"),
-    "--workers": ("workers", int, "worker processes, each running init() (default: one per core of its CPU limit)"),
+    "--workers": ("workers", int, "worker processes, each running init() (default: one per core of its CPU limit; one where it sees a GPU)"),
     "--entry-script": ("entry_script", str, "entry script with init() and run(), relative to --app-root"),
     "--model-dir": ("model_dir", str, "AZUREML_MODEL_DIR: a model's version folder or a root of <name>/<version>"),
     "--app-root": ("app_root", str, "folder the entry script path is relative to"),

@@ -29,6 +29,8 @@ FINAL_UPLOAD_SECONDS = 10.0
 # A container's CPU limit (cgroup v2): `docker run --cpus=2` and a pod's limit are a quota, not an affinity, so
 # the cores the process may run on are all the host's.
 CGROUP_CPU_MAX = Path("/sys/fs/cgroup/cpu.max")
+# Where a container given GPUs (the NVIDIA runtime, Kubernetes' device plugin) sees them, without importing CUDA.
+GPU_DEVICES = Path("/dev")
 
 
 def _env(name: str) -> dict[str, Any]:
@@ -63,7 +65,8 @@ class ScorerSettings(BaseModel):
     # /metrics alone, served by the supervisor: a cluster's Prometheus may reach it where only the router
     # may reach `port` (which serves /metrics too). None: not served apart (the local stack's replicas).
     metrics_port: int | None = Field(None, ge=1, le=65535, **_env("SCORER_METRICS_PORT"))
-    # None: one worker process per core available to this process (its container's CPU limit, rounded up).
+    # None: one worker process per core available to this process (its container's CPU limit, rounded up); one
+    # where it sees a GPU, as Azure ML's GPU deployments run (each worker loads the model onto the device).
     workers: int | None = Field(None, ge=1, **_env("WORKER_COUNT"))
     scoring_timeout_ms: int = Field(60_000, ge=1, **_env("SCORING_TIMEOUT_MS"))
     # Azure ML's router accepts payloads up to 100 MB.
@@ -200,7 +203,7 @@ class ScorerSettings(BaseModel):
 
     @property
     def worker_count(self) -> int:
-        return self.workers or _cores()
+        return self.workers or (1 if any(GPU_DEVICES.glob("nvidia[0-9]*")) else _cores())
 
     @property
     def entry_script_path(self) -> str:

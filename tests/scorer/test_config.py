@@ -210,3 +210,16 @@ def test_a_container_cpu_quota_bounds_the_default_worker_count(tmp_path, monkeyp
     monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(cores)))
     assert ScorerSettings.from_env({}).worker_count == workers
     assert ScorerSettings.from_env({"WORKER_COUNT": "3"}).worker_count == 3
+
+
+def test_a_process_that_sees_a_gpu_runs_one_worker_by_default(tmp_path, monkeypatch) -> None:
+    """Each worker loads the model onto the device: `docker run --gpus all` of the image on a 16-core GPU host
+    put 16 copies of it there (tests/scorer/test_gpu.py measures a copy per worker), as Azure ML never does."""
+    monkeypatch.setattr(config, "CGROUP_CPU_MAX", tmp_path / "absent")
+    monkeypatch.setattr(config.os, "sched_getaffinity", lambda pid: set(range(16)))
+    monkeypatch.setattr(config, "GPU_DEVICES", tmp_path)
+    (tmp_path / "nvidiactl").touch()  # the driver's control device alone: no GPU given to this container
+    assert ScorerSettings.from_env({}).worker_count == 16
+    (tmp_path / "nvidia0").touch()
+    assert ScorerSettings.from_env({}).worker_count == 1
+    assert ScorerSettings.from_env({"WORKER_COUNT": "4"}).worker_count == 4
