@@ -32,14 +32,14 @@ def _starter(tmp_path: Path) -> Iterator[StartScorer]:
     started: list[Scorer] = []
 
     def start(script: str | Path, *, env: dict[str, str] | None = None, args: list[str] | None = None,
-              workers: int = 1, python: str = sys.executable, cwd: Path = ROOT,
+              workers: int | None = 1, python: str = sys.executable, cwd: Path = ROOT,
               wait: str | None = "ready") -> Scorer:
         script = Path(script)
         if not script.is_absolute():
             script = SCRIPTS / script
         server = Scorer(
             tmp_path / f"scorer-{len(started)}.log",
-            {"AZUREML_ENTRY_SCRIPT": str(script), "WORKER_COUNT": str(workers), **(env or {})},
+            {"AZUREML_ENTRY_SCRIPT": str(script), **({"WORKER_COUNT": str(workers)} if workers else {}), **(env or {})},
             args or [],
             python,
             cwd,

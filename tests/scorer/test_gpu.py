@@ -112,3 +112,13 @@ def test_each_worker_holds_its_own_copy_of_the_model_on_the_device(start_scorer:
     assert {a["device"] for a in answers} == {"cuda"}
     assert len({a["pid"] for a in answers}) == 2
     assert all(a["allocated"] > 0 for a in answers)
+
+
+@needs_cuda
+def test_a_server_given_the_gpu_runs_one_worker_unless_told_otherwise(start_scorer: StartScorer, model_dir) -> None:
+    """As `docker run --gpus all` starts the image on a many-core GPU host, with no WORKER_COUNT."""
+    server = start_scorer("torch_mlp.py", workers=None, env={"AZUREML_MODEL_DIR": str(model_dir[0])}).wait_ready(120)
+    rows = {"data": [[0.5] * mlp.FEATURES]}
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = [r.json() for r in pool.map(lambda _: server.post(json=rows), range(32))]
+    assert len({a["pid"] for a in answers}) == 1
