@@ -4,6 +4,8 @@ blob per segment), exactly once."""
 from __future__ import annotations
 
 import concurrent.futures
+import csv
+import io
 import json
 import logging
 import shutil
@@ -26,7 +28,7 @@ from scoring_image.collection.shipper import Shipper
 from scoring_image.collection.spool import FULL, SEALED, Spool, Usage
 from scoring_image.config import ScorerSettings
 from scoring_image.pids import writer_id
-from scorer_helpers import StartScorer, free_port, wait_until
+from scorer_helpers import ROOT, StartScorer, free_port, wait_until
 
 MODELS = "sklearn-iris:1,sklearn-iris-b:2"
 
@@ -43,7 +45,7 @@ def collection_env(spool: Path, **destination: str) -> dict[str, str]:
 
 
 def records(blobs: dict[str, bytes], kind: str, model: str = "sklearn-iris/1") -> list[dict[str, object]]:
-    prefix = f"iris-svc/{model}/{kind}/"
+    prefix = f"default/default/default/iris-svc/{model}/{kind}/"
     return [json.loads(line) for name, data in blobs.items() if name.startswith(prefix)
             for line in data.splitlines()]
 
@@ -69,7 +71,7 @@ def test_records_land_in_a_local_folder_in_azure_ml_layout(start_scorer: StartSc
     wait_until(lambda: len(records(folder_blobs(out), "predictions")) == 5, 15, "5 collected predictions")
     blobs = folder_blobs(out)
     day = time.strftime("%Y/%m/%d", time.gmtime())
-    assert all(name.split("/")[4:7] == day.split("/") for name in blobs)
+    assert all(name.split("/")[7:10] == day.split("/") for name in blobs)
     inputs = {r["request_id"]: r for r in records(blobs, "inputs")}
     predictions = {r["request_id"]: r for r in records(blobs, "predictions")}
     assert set(inputs) == set(predictions) == set(ids)
@@ -1004,3 +1006,78 @@ def test_collection_resumes_once_the_spool_is_well_under_its_budget_not_at_each_
     shipper._measure()
     assert not (spool_dir / FULL).exists()
     assert [r.levelno for r in caplog.records if r.name == "scoring_image.collection"] == [logging.ERROR, logging.WARNING]
+
+
+# Azure ML's correlation columns, in its order (azureml.monitoring's ModelDataCollector).
+CORRELATION_HEADERS = ["$aml_dc_correlation_id", "$aml_dc_scoring_timestamp", "$aml_dc_boundary", "$aml_workspace",
+                       "$aml_service_name", "$aml_model_name", "$aml_model_version", "$aml_request_id"]
+
+
+def csv_blobs(connection_string: str, prefix: str) -> dict[str, list[dict[str, str]]]:
+    """The CSV blobs under `prefix`, each as its rows (read under its header)."""
+    return {name: list(csv.DictReader(io.StringIO(data.decode())))
+            for name, data in container_blobs(connection_string).items() if name.startswith(prefix) and name.endswith(".csv")}
+
+
+def test_a_scripts_model_data_collector_lands_as_azure_mls_csv_in_its_folders_and_survives_a_kill_9(
+        start_scorer: StartScorer, tmp_path: Path, clean_container: str) -> None:
+    """An Azure ML v1 script's ModelDataCollector: its rows as CSV under its header and the $aml_dc_* columns, in
+    Azure ML's folders (workspace lowercased, the model's deployed version), spooled before the answer; the
+    automatic records are left out, as Azure ML collects only what the script collects."""
+    spool = tmp_path / "spool"
+    env = {**collection_env(spool, AZUREML_DATA_COLLECTION_CONNECTION_STRING=clean_container),
+           "AZUREML_DATA_COLLECTION_WORKSPACE": "Sub-1/My-RG/ws1"}
+    server = start_scorer("model_data_collector.py", env={**env, "AZUREML_DATA_COLLECTION_BATCH_SECONDS": "600"})
+    answers = {}
+    for i in range(3):
+        response = server.post(json={"data": [[i, 10]]})
+        assert response.status_code == 200, response.text
+        answers[response.headers["x-request-id"]] = response.json()
+    server.kill9()
+    assert container_blobs(clean_container) == {}
+
+    start_scorer("model_data_collector.py", env=env)
+    wait_until(lambda: not list(spool.iterdir()), 30, "the spool to drain after the restart")
+    day = time.strftime("%Y/%m/%d", time.gmtime())
+    folder = "sub-1/my-rg/ws1/iris-svc/sklearn-iris/1"
+    inputs = csv_blobs(clean_container, f"{folder}/inputs/{day}/data-")
+    predictions = csv_blobs(clean_container, f"{folder}/predictions/{day}/data-")
+    assert len(inputs) == len(predictions) == 1, container_blobs(clean_container).keys()
+    assert not [name for name in container_blobs(clean_container) if name.endswith(".jsonl")]
+    [input_rows] = inputs.values()
+    [prediction_rows] = predictions.values()
+    assert list(input_rows[0]) == ["feat1", "feat2", *CORRELATION_HEADERS]
+    assert list(prediction_rows[0]) == ["prediction1", *CORRELATION_HEADERS]
+    assert {r["$aml_request_id"] for r in input_rows} == {r["$aml_request_id"] for r in prediction_rows} == set(answers)
+    for row in input_rows:
+        answer = answers[row["$aml_request_id"]]
+        assert row["$aml_dc_correlation_id"] == answer["correlations"]["$aml_dc_correlation_id"]
+        assert (row["$aml_workspace"], row["$aml_service_name"], row["$aml_model_name"], row["$aml_model_version"],
+                row["$aml_dc_boundary"]) == ("sub-1/my-rg/ws1", "iris-svc", "sklearn-iris", "1", "1440")
+        [prediction] = [p for p in prediction_rows if p["$aml_request_id"] == row["$aml_request_id"]]
+        assert prediction["$aml_dc_correlation_id"] == row["$aml_dc_correlation_id"]
+        assert int(prediction["prediction1"]) == int(row["feat1"]) + int(row["feat2"]) == answer["sums"][0]
+
+
+def test_a_model_data_collector_where_the_service_does_not_collect_collects_nothing(start_scorer: StartScorer) -> None:
+    """As Azure ML's when collection is not enabled: collect() returns None, and the script still answers."""
+    server = start_scorer("model_data_collector.py")
+    response = server.post(json={"data": [[1, 2]]})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"sums": [3], "correlations": None}
+
+
+def test_the_model_data_collector_stands_in_only_where_azureml_monitoring_is_missing(tmp_path: Path) -> None:
+    code = ("from scoring_image import amlcompat\n"
+            "amlcompat.install()\n"
+            "from azureml.monitoring import ModelDataCollector\n"
+            "print(ModelDataCollector.__module__)\n")
+    ours = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                          env={"PYTHONPATH": str(ROOT)})
+    assert ours.stdout.strip() == "scoring_image.collection.modeldatacollector"
+    installed = tmp_path / "site" / "azureml" / "monitoring"  # azureml-monitoring's package, in the azureml namespace
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("class ModelDataCollector:\n    pass\n")
+    theirs = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                            env={"PYTHONPATH": f"{ROOT}:{tmp_path / 'site'}"})
+    assert theirs.stdout.strip() == "azureml.monitoring"
