@@ -18,6 +18,8 @@ shipping (which may hang on an unreachable store), the spool is measured against
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import fcntl
 import logging
 import os
@@ -43,6 +45,9 @@ _KINDS = (("inputs", "data"), ("predictions", "prediction"))
 # spool whose shipping only kept pace, writers filled it again within the second, full and not every second or two.
 RESUME_AT = 0.9
 FAILURE_TOLD_S = 60.0  # while passes go on failing, how often that is logged again
+# A store that throttles (503 Server Busy, 429) may say when to come back (Retry-After): the next pass waits that
+# long, up to this (a store's answer must not stop shipping for hours while the spool fills).
+RETRY_AFTER_MAX_S = 300.0
 
 
 class _Collected(msgspec.Struct):
@@ -108,6 +113,7 @@ class Shipper:
         self._held = self._shipped = self._failed = 0
         self._failing = 0  # failed passes in a row
         self._failure_told = 0.0  # when a failing pass was last logged (time.monotonic)
+        self._wait_s = self._interval  # before the next pass: longer where the store said so (Retry-After)
 
     def start(self) -> None:
         self._measure()  # a `full` left by an earlier run is not believed under RESUME_AT
@@ -173,7 +179,7 @@ class Shipper:
         return shipped
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(self._wait_s):
             self._pass()
         self._pass()  # the last: what the stopped workers sealed
 
@@ -181,15 +187,20 @@ class Shipper:
         """Ship; a store that fails is told with its traceback once, then in a line at most once a minute while it
         goes on failing (a store down for a day failed some 17,000 passes per replica, each a traceback in the log),
         and its return is told."""
+        self._wait_s = self._interval
         try:
             shipped = self.ship_once()
         except Exception as exc:
             self._failed += 1
             self._failing += 1
+            asked = _retry_after(exc)
+            if asked is not None:
+                self._wait_s = min(max(asked, self._interval), RETRY_AFTER_MAX_S)
             now = time.monotonic()
             if self._failing == 1:
                 self._failure_told = now
-                log.exception("shipping collected data failed; will retry every %g s", self._interval)
+                log.exception("shipping collected data failed; will retry in %g s%s", self._wait_s,
+                              "" if asked is None else f" (the store's Retry-After: {asked:g} s)")
             elif now - self._failure_told >= FAILURE_TOLD_S:
                 self._failure_told = now
                 first_line = next(iter(str(exc).splitlines()), "")
@@ -266,6 +277,22 @@ class Shipper:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", when) + "Z"
         return [(f"{kind}/{day}", None, _write(_Line(record.id, record.request_id, stamp, getattr(record, key))))
                 for kind, key in _KINDS]
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """The seconds a store's answer asked to wait (Retry-After: seconds, or an HTTP date), if it did."""
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max((email.utils.parsedate_to_datetime(value) - datetime.datetime.now(datetime.timezone.utc)).total_seconds(), 0.0)
+    except (TypeError, ValueError):  # not a date, or one without a zone
+        return None
 
 
 @contextmanager

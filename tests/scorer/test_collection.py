@@ -207,13 +207,41 @@ def test_a_hanging_store_holds_the_stop_only_for_the_final_upload_bound(tmp_path
 
 class Store:
     """A loopback port in front of Azurite that is down (nothing listens), hangs (accepts and reads
-    forever, never answering), or passes through to Azurite."""
+    forever, never answering), throttles (answers each request 503 with a Retry-After) or passes through
+    to Azurite."""
 
     def __init__(self, azurite: str) -> None:
         self._azurite = int(azurite.split("127.0.0.1:")[1].split("/")[0])
         self.port = free_port()
         self.connection_string = azurite.replace(f"127.0.0.1:{self._azurite}", f"127.0.0.1:{self.port}")
         self._sockets: list[socket.socket] = []
+        self.throttled: list[float] = []  # when each throttled request came (time.monotonic)
+        self.throttled_changed = threading.Condition()
+
+    def throttle(self, retry_after_s: int) -> None:
+        def busy(client: socket.socket) -> None:
+            with client.makefile("rb") as reader:
+                while True:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = reader.readline()
+                        if not line:
+                            return
+                        head += line
+                    length = next((int(h.split(b":")[1]) for h in head.lower().split(b"\r\n")
+                                   if h.startswith(b"content-length:")), 0)
+                    reader.read(length)
+                    with self.throttled_changed:
+                        self.throttled.append(time.monotonic())
+                        self.throttled_changed.notify_all()
+                    client.sendall(b"HTTP/1.1 503 Server Busy\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
+                                   % retry_after_s)
+
+        self._serve(busy)
+
+    def wait_throttled(self, count: int, timeout: float) -> bool:
+        with self.throttled_changed:
+            return self.throttled_changed.wait_for(lambda: len(self.throttled) >= count, timeout)
 
     def down(self) -> None:
         for s in self._sockets:
@@ -299,6 +327,34 @@ def test_a_store_down_or_never_answering_fails_a_pass_in_seconds_and_the_next_sh
     blobs = container_blobs(clean_container)
     for kind in ("inputs", "predictions"):
         assert sorted(r["request_id"] for r in records(blobs, kind)) == ["req-0", "req-1", "req-2"]
+
+
+def test_a_throttling_store_is_not_asked_again_before_its_retry_after(tmp_path: Path, clean_container: str) -> None:
+    """A store that answers 503 Server Busy with a Retry-After was asked again at the next pass, every
+    data_collection_batch_seconds, and by every replica: the throttling went on."""
+    store = Store(clean_container)
+    settings = ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
+        data_collection_service="iris-svc", data_collection_models=["sklearn-iris:1"],
+        data_collection_connection_string=store.connection_string, data_collection_batch_seconds=0.05,
+    )
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-0", {"data": [[0]]}, {"sums": [0]})
+    spool.seal()
+    shipper = Shipper(settings, BlobContainer(settings))
+    store.throttle(retry_after_s=2)
+    shipper.start()
+    try:
+        # A pass: the inputs' and the predictions' uploads and the SDK's one quick retry of each, all answered 503;
+        # then the next pass's first.
+        assert store.wait_throttled(5, 15), store.throttled
+        assert store.throttled[4] - store.throttled[3] >= 1.9, "the next pass came before the store's Retry-After"
+        store.up()
+        wait_until(lambda: not list((tmp_path / "spool").iterdir()), 15, "the segment shipped once the store takes it")
+    finally:
+        shipper.stop()
+        store.down()
+    assert [r["request_id"] for r in records(container_blobs(clean_container), "inputs")] == ["req-0"]
 
 
 def test_stop_ships_what_the_stopped_workers_sealed(tmp_path: Path) -> None:
