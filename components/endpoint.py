@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import pulumi
 
-from components.service import ENDPOINT_DESCRIPTION, LABEL_ENDPOINT, LABEL_VERSION, ModelService, ModelServiceArgs, ModelSource, RouteAccess
+from components.service import (DEFAULT_DATA_WORKSPACE, ENDPOINT_DESCRIPTION, LABEL_ENDPOINT, LABEL_VERSION, ModelService,
+                                ModelServiceArgs, ModelSource, RouteAccess)
 from components.spec import MAX_ENDPOINT_VERSIONS, EndpointSpec, EndpointVersionSpec, deployment_name
 
 
@@ -39,6 +40,7 @@ class ModelEndpointArgs:
     connections_secret: pulumi.Input[str] | None = None
     connections_sha256: pulumi.Input[str] | None = None
     data_container: pulumi.Input[str] = "modeldata"
+    data_workspace: pulumi.Input[str] = DEFAULT_DATA_WORKSPACE
 
 
 class ModelEndpoint(pulumi.ComponentResource):
@@ -68,6 +70,7 @@ class ModelEndpoint(pulumi.ComponentResource):
                     spec=version.spec, namespace=args.namespace, image=version.image, fetch_image=args.fetch_image,
                     models=version.models, secret_variables=version.secret_variables, connections_secret=args.connections_secret,
                     connections_sha256=args.connections_sha256, data_container=args.data_container,
+                    data_workspace=args.data_workspace,
                     labels={LABEL_ENDPOINT: spec.name, LABEL_VERSION: version.spec.version_name},
                     annotations={ENDPOINT_DESCRIPTION: spec.description} if spec.description else {},
                     deployment=deployment_name(spec.name, version.spec.version_name)),

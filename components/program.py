@@ -97,7 +97,8 @@ def build(stack: Stack) -> None:
         workspace.storage_connection_string, workspace.app_insights_connection_string).apply(
         lambda values: hashlib.sha256("\n".join(values).encode()).hexdigest()[:16])
     shared = dict(namespace=router.namespace, fetch_image=scorer.image_ref, connections_secret=connections.metadata.name,
-                  connections_sha256=connections_sha256, data_container=workspace.data_container)
+                  connections_sha256=connections_sha256, data_container=workspace.data_container,
+                  data_workspace=workspace.data_collection_workspace)
 
     published: list[tuple[str, ModelService | ModelEndpoint]] = []
     for s in spec.services:

@@ -35,6 +35,7 @@ MODEL_ROOT = "/var/azureml-app/azureml-models"
 MANIFEST_DIR = "/etc/azureml-models"
 SPOOL_DIR = "/var/azureml-spool"
 SPOOL_BUDGET_MB = ScorerSettings.model_fields["data_collection_spool_max_mb"].default  # the scorer's own default
+DEFAULT_DATA_WORKSPACE = ScorerSettings.model_fields["data_collection_workspace"].default  # Azure ML's, outside a workspace
 # Keys of the namespace's workspace connection Secret (created by the program).
 STORAGE_KEY = "storage-connection-string"
 APP_INSIGHTS_KEY = "appinsights-connection-string"
@@ -148,6 +149,8 @@ class ModelServiceArgs:
     connections_secret: pulumi.Input[str] | None = None
     connections_sha256: pulumi.Input[str] | None = None
     data_container: pulumi.Input[str] = "modeldata"
+    # `<subscription>/<resource group>/<workspace>`: the first folders of the collected data (Workspace's output).
+    data_workspace: pulumi.Input[str] = DEFAULT_DATA_WORKSPACE
     access: RouteAccess | None = None
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)  # the Deployment's, beside the spec's description and tags
@@ -200,7 +203,8 @@ def model_dir(models: Sequence[ModelSource]) -> str:
 
 def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
                connections_secret: pulumi.Input[str] | None, data_container: pulumi.Input[str],
-               variables_secret: pulumi.Input[str] | None = None, secret_names: Sequence[str] = ()) -> list[dict]:
+               data_workspace: pulumi.Input[str], variables_secret: pulumi.Input[str] | None = None,
+               secret_names: Sequence[str] = ()) -> list[dict]:
     """The scorer container's environment, rendered by the scorer's own settings model.
 
     Secrets never appear as values: connection strings are references into the namespace's
@@ -230,13 +234,14 @@ def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
         ScorerSettings.env_name("appinsights_connection_string"): APP_INSIGHTS_KEY,
         ScorerSettings.env_name("data_collection_connection_string"): STORAGE_KEY,
     }
-    container_env = ScorerSettings.env_name("data_collection_container")
+    from_outputs = {ScorerSettings.env_name("data_collection_container"): data_container,
+                    ScorerSettings.env_name("data_collection_workspace"): data_workspace}
     env: list[dict] = []
     for key, value in sorted(settings.to_env().items()):
         if key in secret_refs:
             env.append({"name": key, "valueFrom": {"secretKeyRef": {"name": connections_secret, "key": secret_refs[key]}}})
-        elif key == container_env:
-            env.append({"name": key, "value": data_container})
+        elif key in from_outputs:
+            env.append({"name": key, "value": from_outputs[key]})
         else:
             env.append({"name": key, "value": value})
     if spec.enable_app_insights:  # Application Insights' cloud role: which service (endpoint version) sent it
@@ -445,8 +450,8 @@ class ModelService(pulumi.ComponentResource):
             "name": "scorer",
             "image": args.image,
             "ports": [{"name": "http", "containerPort": SCORER_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}],
-            "env": scorer_env(k8s_name, spec, args.models, args.connections_secret, args.data_container, variables_secret,
-                              sorted(given)),
+            "env": scorer_env(k8s_name, spec, args.models, args.connections_secret, args.data_container,
+                              args.data_workspace, variables_secret, sorted(given)),
             "resources": _resources(spec),
             "volumeMounts": scorer_mounts,
             "securityContext": CONTAINER_SECURITY,

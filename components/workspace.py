@@ -34,7 +34,8 @@ class Workspace(pulumi.ComponentResource):
     """Registry, storage and monitoring shared by a stack's clusters and services.
 
     Outputs: resource_group_name, registry_login_server, registry_id, storage_account_name,
-    blob_endpoint, table_endpoint, models_container, data_container, log_analytics_workspace_id
+    blob_endpoint, table_endpoint, models_container, data_container, data_collection_workspace
+    (`<subscription>/<resource group>/<workspace name>`), log_analytics_workspace_id
     (resource id), log_analytics_customer_id (the workspace GUID agents report to),
     app_insights_connection_string and storage_connection_string (both secrets).
     """
@@ -48,6 +49,7 @@ class Workspace(pulumi.ComponentResource):
     table_endpoint: pulumi.Output[str]
     models_container: pulumi.Output[str]
     data_container: pulumi.Output[str]
+    data_collection_workspace: pulumi.Output[str]
     log_analytics_workspace_id: pulumi.Output[str]
     log_analytics_customer_id: pulumi.Output[str]
     app_insights_connection_string: pulumi.Output[str]
@@ -131,7 +133,8 @@ class Workspace(pulumi.ComponentResource):
         # that creates the registry, whatever docker login this machine has. The exchange is an HTTPS call:
         # in a thread, so the program goes on registering resources meanwhile.
         arm_token = authorization.get_client_token_output(opts=pulumi.InvokeOutputOptions(parent=self)).token
-        tenant = authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self)).tenant_id
+        client = authorization.get_client_config_output(opts=pulumi.InvokeOutputOptions(parent=self))
+        tenant = client.tenant_id
         self.registry_password = pulumi.Output.secret(pulumi.Output.all(registry.login_server, arm_token, tenant).apply(
             lambda a: asyncio.to_thread(image.registry_token, *a)))
         self.storage_account_name = account.name
@@ -139,6 +142,8 @@ class Workspace(pulumi.ComponentResource):
         self.table_endpoint = account.primary_endpoints.table
         self.models_container = containers[MODELS_CONTAINER].name
         self.data_container = containers[DATA_CONTAINER].name
+        # The first folders of Azure ML's collected-data layout, where its readers look (the scorer lowercases it).
+        self.data_collection_workspace = pulumi.Output.concat(client.subscription_id, "/", rg_name, "/", spec.name)
         self.log_analytics_workspace_id = logs.id
         self.log_analytics_customer_id = logs.customer_id
         self.app_insights_connection_string = pulumi.Output.secret(insights.connection_string)
@@ -157,6 +162,7 @@ class Workspace(pulumi.ComponentResource):
             "table_endpoint": self.table_endpoint,
             "models_container": self.models_container,
             "data_container": self.data_container,
+            "data_collection_workspace": self.data_collection_workspace,
             "log_analytics_workspace_id": self.log_analytics_workspace_id,
             "log_analytics_customer_id": self.log_analytics_customer_id,
             "app_insights_connection_string": self.app_insights_connection_string,

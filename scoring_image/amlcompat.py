@@ -3,8 +3,9 @@
 Existing entry scripts import `rawhttp`, `AMLRequest` and `AMLResponse` from
 `azureml_inference_server_http.api.aml_request|aml_response` or from the older
 `azureml.contrib.services.aml_request|aml_response`, and many find their model in init() with
-`azureml.core.model.Model.get_model_path`.  `install()` registers this module under those names,
-so such scripts run unchanged and the image needs neither Flask nor azureml-core.
+`azureml.core.model.Model.get_model_path`; some collect model data with `azureml.monitoring.ModelDataCollector`
+(collection.modeldatacollector).  `install()` registers these modules under those names, so such scripts run
+unchanged and the image needs neither Flask, azureml-core nor azureml-monitoring.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from typing import Any
 import orjson
 import werkzeug.wrappers
 
+from scoring_image.collection import modeldatacollector
+
 _ALIASES = (
     "azureml_inference_server_http.api.aml_request",
     "azureml_inference_server_http.api.aml_response",
@@ -31,6 +34,8 @@ _ALIASES = (
 # Where a script finds `Model`; registered only where azureml-core is not installed (where it is, its own
 # resolves under $AML_APP_ROOT/azureml-models, which is where the cluster's models are).
 _MODEL_ALIASES = ("azureml.core", "azureml.core.model")
+# Where a script finds `ModelDataCollector`; registered only where azureml-monitoring is not installed.
+_MONITORING_ALIAS = "azureml.monitoring"
 
 _RAWHTTP_ATTR = "__aml_rawhttp__"
 _HTML = "text/html; charset=utf-8"  # Flask's Response's default, and so an AMLResponse's
@@ -203,13 +208,17 @@ def _importable(name: str) -> bool:
 
 
 def install() -> None:
-    """Make the Azure ML module names resolve to this module.
+    """Make the Azure ML module names resolve to this module (and to the ModelDataCollector's).
 
     Missing parent packages become empty ones; an installed `azureml` package stays usable.
     """
     me = sys.modules[__name__]
-    aliases = _ALIASES if _importable("azureml.core") else _ALIASES + _MODEL_ALIASES
-    for alias in aliases:
+    aliases = [(alias, me) for alias in _ALIASES]
+    if not _importable("azureml.core"):
+        aliases += [(alias, me) for alias in _MODEL_ALIASES]
+    if not _importable(_MONITORING_ALIAS):  # before a stand-in `azureml` above hides an installed one
+        aliases.append((_MONITORING_ALIAS, modeldatacollector))
+    for alias, module in aliases:
         parts = alias.split(".")
         for i in range(1, len(parts)):
             parent = ".".join(parts[:i])
@@ -217,7 +226,7 @@ def install() -> None:
                 package = types.ModuleType(parent)
                 package.__path__ = []
                 sys.modules[parent] = package
-        sys.modules[alias] = me
+        sys.modules[alias] = module
         # `import a.b.c` binds `a` and finds the rest by attribute, as an import would have set them.
         for i in range(1, len(parts)):
             parent, child = sys.modules.get(".".join(parts[:i])), sys.modules.get(".".join(parts[: i + 1]))

@@ -28,6 +28,7 @@ import werkzeug.wrappers
 
 from scoring_image import entry_script, logs, metrics, swagger
 from scoring_image.amlcompat import AMLRequest, AMLResponse, Headers
+from scoring_image.collection import modeldatacollector
 from scoring_image.collection.spool import Spool
 from scoring_image.config import ScorerSettings
 from scoring_image.entry_script import BadInput, EntryScript
@@ -239,6 +240,8 @@ class ScoringApp:
             except BadInput as exc:
                 raise HttpError(400, "BadRequest", str(exc)) from None
             call = _Call(script, payload, headers)
+        if self._spool is not None:
+            call.collected = []
 
         try:
             result: _Result = await self._runner.submit(call)
@@ -267,9 +270,13 @@ class ScoringApp:
                 self._metrics.observe_run(call.run_ms / 1000)
             raise HttpError(500, "ScoringError", f"run() raised {type(exc).__name__}; see the server log for the traceback",
                             run_failed=True, run_ms=call.run_ms) from None
+        finally:
+            if call.collected:  # what run() collected, kept whatever it then did, as Azure ML's collector writes it at once
+                self._spool_collected(call.collected)
         assert call.run_ms is not None  # it returned
         self._metrics.observe_run(call.run_ms / 1000)
-        if self._spool is not None and result.status < 400 and method != "OPTIONS":  # a preflight is no scoring
+        if self._spool is not None and not modeldatacollector.made and result.status < 400 and method != "OPTIONS":
+            # What a ModelDataCollector of the script's is not handed: a preflight is no scoring either.
             if not json_body or lenient:
                 data: Any = body.decode(errors="replace")
             elif script.form == "schema":  # read by orjson, which goes deeper than the shipper's decoder
@@ -285,6 +292,13 @@ class ScoringApp:
             if not self._spool.append(request_id, data, prediction):
                 self._dropped_record()
         return result
+
+    def _spool_collected(self, lines: list[bytes]) -> None:
+        """What run() handed the script's ModelDataCollectors."""
+        assert self._spool is not None
+        for line in lines[:]:  # a copy: run() may still go on collecting, overrun on its thread
+            if not self._spool.write(line):
+                self._dropped_record()
 
     def _dropped_record(self) -> None:
         """Collection is a side channel: the client still gets its prediction. Counted, and logged at most
@@ -337,7 +351,7 @@ class _Call:
     """One run() on the run thread, and how long it ran: also when it raised (the answer says so, and the run
     histogram counts it); None if it never started. `started`: when it did (perf_counter), for one that overran."""
 
-    __slots__ = ("_script", "_payload", "_headers", "run_ms", "started")
+    __slots__ = ("_script", "_payload", "_headers", "run_ms", "started", "collected")
 
     def __init__(self, script: EntryScript, payload: Any, headers: Headers | None) -> None:
         self._script = script
@@ -345,13 +359,18 @@ class _Call:
         self._headers = headers
         self.run_ms: float | None = None
         self.started = 0.0
+        # Where the service collects: the spool lines of what run() hands the script's ModelDataCollectors.
+        self.collected: list[bytes] | None = None
 
     def __call__(self) -> _Result:
+        collecting = None if self.collected is None else modeldatacollector.pending.set(self.collected)
         self.started = started = time.perf_counter()
         try:
             output = self._script.call(self._payload, self._headers)
         finally:
             self.run_ms = run_ms = (time.perf_counter() - started) * 1000
+            if collecting is not None:
+                modeldatacollector.pending.reset(collecting)
         if isinstance(output, AMLResponse):
             return _aml_response(output, run_ms)
         if output is None:  # {}, as Azure ML's server answers it (it wraps the value in an AMLResponse)

@@ -91,6 +91,9 @@ class ScorerSettings(BaseModel):
         "/tmp/scorer-spool", **_env("AZUREML_DATA_COLLECTION_SPOOL_DIR")
     )
     data_collection_service: str = Field("default", **_env("AZUREML_DATA_COLLECTION_SERVICE"))
+    # `<subscription id>/<resource group>/<workspace>`: the first folders of Azure ML's blob layout
+    # (modeldata/<subscription>/<resourcegroup>/<workspace>/<service>/...), where its readers look.
+    data_collection_workspace: str = Field("default/default/default", **_env("AZUREML_DATA_COLLECTION_WORKSPACE"))
     # `<name>:<version>` of every model the service serves; each record is filed under each.
     data_collection_models: list[str] = Field([], **_env("AZUREML_DATA_COLLECTION_MODELS"))
     data_collection_connection_string: SecretStr | None = Field(
@@ -122,7 +125,7 @@ class ScorerSettings(BaseModel):
         """Each names a folder of its blobs (<service>/<name>/<version>/...), written by one thread."""
         for item in value:
             name, _, version = item.partition(":")
-            if not (_is_folder_name(name) and _is_folder_name(version)):
+            if not (is_folder_name(name) and is_folder_name(version)):
                 raise ValueError(f"model {item!r} is not <name>:<version> (each a folder name)")
         twice = sorted({item for item in value if value.count(item) > 1})
         if twice:
@@ -133,9 +136,18 @@ class ScorerSettings(BaseModel):
     @classmethod
     def _service_folder(cls, value: str) -> str:
         """It names the folder of its blobs (<service>/<name>/<version>/...), in a local folder too."""
-        if not _is_folder_name(value):
+        if not is_folder_name(value):
             raise ValueError(f"data_collection_service {value!r} is not a folder name (no '/' or '\\', not '.' or '..')")
         return value
+
+    @field_validator("data_collection_workspace")
+    @classmethod
+    def _workspace_folders(cls, value: str) -> str:
+        """Lowercased, as Azure ML's collector writes it into the path."""
+        parts = value.split("/")
+        if len(parts) != 3 or not all(is_folder_name(part) for part in parts):
+            raise ValueError(f"data_collection_workspace {value!r} is not <subscription id>/<resource group>/<workspace>")
+        return value.lower()
 
     @model_validator(mode="after")
     def _one_destination(self) -> ScorerSettings:
@@ -210,7 +222,7 @@ class ScorerSettings(BaseModel):
         return os.path.join(self.app_root, self.entry_script)
 
 
-def _is_folder_name(text: str) -> bool:
+def is_folder_name(text: str) -> bool:
     """One folder of a blob's name: joined to a local folder, "..", a separator or an absolute name leaves it."""
     return text not in ("", ".", "..") and not any(c in text for c in "/\\")
 

@@ -30,6 +30,7 @@ import uvloop
 
 from scoring_image import balance, logs, metrics, telemetry, watchdog
 from scoring_image.app import ScoringApp
+from scoring_image.collection import modeldatacollector
 from scoring_image.collection.spool import Spool
 from scoring_image.config import ScorerSettings
 from scoring_image.readiness import Board
@@ -77,7 +78,10 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
     code = 0
     board = Board(state / "ready", settings.worker_count)
     runner = Runner(loop, settings.scoring_timeout_ms / 1000, watchdog.Deadline(state / "deadlines", index))
-    spool = Spool(Path(settings.data_collection_spool_dir)) if settings.data_collection_enabled else None
+    spool = None
+    if settings.data_collection_enabled:
+        spool = Spool(Path(settings.data_collection_spool_dir))
+        modeldatacollector.enable(settings)  # before the script, which may make its collectors as it is imported
     server: Server | None = None
 
     def recycle() -> None:

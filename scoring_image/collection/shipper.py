@@ -1,12 +1,14 @@
 """The supervisor's side of data collection: ship sealed spool segments, then delete them.
 
-A segment becomes one batch per model, kind and day (`batches`), named like Azure ML's
-`<service>/<model>/<version>/{inputs,predictions}/<yyyy>/<mm>/<dd>/<segment>.jsonl` in the
-`modeldata` container.  Azure ML's own collector writes
-`modeldata/<subscription>/<resourcegroup>/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/data.csv`:
-ours leaves out the subscription, resource group and workspace, and writes a JSON Lines blob per
-spool segment (one object per record: id, request_id, time, data) where Azure ML appends to one
-CSV a day.  A segment is deleted only after all its batches were written; a crash in between
+A segment becomes one batch per model, kind and day (`batches`), in Azure ML's folders of the `modeldata`
+container: `<subscription>/<resourcegroup>/<workspace>/<service>/<model>/<version>/<designation>/<yyyy>/<mm>/<dd>/`.
+A request's automatic record goes to `inputs/` and `predictions/` of every model of the service, in a JSON Lines
+blob per segment, `<segment>.jsonl` (one object per record: id, request_id, time, data): a request's body and
+answer are any JSON, not the rows of a table.  What a script's ModelDataCollector was handed goes to its model's
+and designation's folder as CSV, as Azure ML writes it: `data-<segment>.csv` (`<collection_name>-<segment>.csv`
+for "signals" and "general"), headed by its feature names.  Azure ML appends to one `data.csv` a day; a blob per
+segment is what lets a resend overwrite instead of duplicating.  A segment is deleted only after all its batches
+were written; a crash in between
 resends them under the same names, which overwrites instead of duplicating.  Open segments whose
 process is gone (a worker killed, or the whole server after `kill -9`) are sealed and shipped like
 the others.  Shippers may share a spool (the local stack's replicas of a deployment do): each
@@ -16,6 +18,8 @@ shipping (which may hang on an unreachable store), the spool is measured against
 
 from __future__ import annotations
 
+import datetime
+import email.utils
 import fcntl
 import logging
 import os
@@ -41,17 +45,35 @@ _KINDS = (("inputs", "data"), ("predictions", "prediction"))
 # spool whose shipping only kept pace, writers filled it again within the second, full and not every second or two.
 RESUME_AT = 0.9
 FAILURE_TOLD_S = 60.0  # while passes go on failing, how often that is logged again
+# A store that throttles (503 Server Busy, 429) may say when to come back (Retry-After): the next pass waits that
+# long, up to this (a store's answer must not stop shipping for hours while the spool fills).
+RETRY_AFTER_MAX_S = 300.0
+
+
+class _Collected(msgspec.Struct):
+    """What a script's ModelDataCollector was handed (modeldatacollector.py): CSV rows, and its header."""
+
+    workspace: str
+    service: str
+    model: str
+    version: str
+    designation: str
+    file: str
+    header: str | None
+    rows: str
 
 
 class _Record(msgspec.Struct):
-    """A spool line (spool.py). Its data and prediction stay JSON text, checked but never read into Python
-    objects (~9x their size: a 100 MB body cost the supervisor 1.7 GB)."""
+    """A spool line (spool.py): a request's automatic record, its data and prediction JSON text, checked but never
+    read into Python objects (~9x their size: a 100 MB body cost the supervisor 1.7 GB); or a script's collected
+    rows."""
 
     id: str
     request_id: str
     time: float
-    data: msgspec.Raw
-    prediction: msgspec.Raw
+    data: msgspec.Raw = msgspec.Raw()
+    prediction: msgspec.Raw = msgspec.Raw()
+    collected: _Collected | None = None
 
 
 class _Line(msgspec.Struct):
@@ -74,7 +96,7 @@ class Shipper:
         self._folder = Path(settings.data_collection_spool_dir)
         self._folder.mkdir(parents=True, exist_ok=True)
         self._interval = settings.data_collection_batch_seconds
-        self._service = settings.data_collection_service
+        self._folder_of_service = f"{settings.data_collection_workspace}/{settings.data_collection_service}"
         self._models = [tuple(m.split(":", 1)) for m in settings.data_collection_models]
         self._destination = destination
         self._stop = threading.Event()
@@ -91,6 +113,7 @@ class Shipper:
         self._held = self._shipped = self._failed = 0
         self._failing = 0  # failed passes in a row
         self._failure_told = 0.0  # when a failing pass was last logged (time.monotonic)
+        self._wait_s = self._interval  # before the next pass: longer where the store said so (Retry-After)
 
     def start(self) -> None:
         self._measure()  # a `full` left by an earlier run is not believed under RESUME_AT
@@ -156,7 +179,7 @@ class Shipper:
         return shipped
 
     def _loop(self) -> None:
-        while not self._stop.wait(self._interval):
+        while not self._stop.wait(self._wait_s):
             self._pass()
         self._pass()  # the last: what the stopped workers sealed
 
@@ -164,15 +187,20 @@ class Shipper:
         """Ship; a store that fails is told with its traceback once, then in a line at most once a minute while it
         goes on failing (a store down for a day failed some 17,000 passes per replica, each a traceback in the log),
         and its return is told."""
+        self._wait_s = self._interval
         try:
             shipped = self.ship_once()
         except Exception as exc:
             self._failed += 1
             self._failing += 1
+            asked = _retry_after(exc)
+            if asked is not None:
+                self._wait_s = min(max(asked, self._interval), RETRY_AFTER_MAX_S)
             now = time.monotonic()
             if self._failing == 1:
                 self._failure_told = now
-                log.exception("shipping collected data failed; will retry every %g s", self._interval)
+                log.exception("shipping collected data failed; will retry in %g s%s", self._wait_s,
+                              "" if asked is None else f" (the store's Retry-After: {asked:g} s)")
             elif now - self._failure_told >= FAILURE_TOLD_S:
                 self._failure_told = now
                 first_line = next(iter(str(exc).splitlines()), "")
@@ -203,7 +231,7 @@ class Shipper:
                     pass
 
     def _ship(self, segment: Path) -> None:
-        batches: dict[str, Batch] = {}  # by kind and day
+        batches: dict[str, Batch] = {}  # by kind and day, or by blob of a script's collector
         # The spool ends each record with "\n" (a "\r" may be JSON whitespace inside one), which the
         # decoder takes as whitespace: stripped, a large record would be copied once more.
         with segment.open("rb") as records:
@@ -211,29 +239,60 @@ class Shipper:
                 if line.isspace():
                     continue
                 try:
-                    lines_out = self._lines(line)
+                    lines_out = self._lines(line, segment.stem)
                 except (msgspec.DecodeError, ValueError, OverflowError, OSError, RecursionError) as exc:
                     # One bad record (a torn write, a bug, JSON nested deeper than the decoder goes) must not hold
                     # back the segment, nor every later one.
                     log.warning("skipping unreadable record %s:%d: %s: %s", segment.name, number, type(exc).__name__, exc)
                     continue
-                for kind, day, line_out in lines_out:
-                    key = f"{kind}/{day}"
-                    if key not in batches:
-                        names = [f"{self._service}/{name}/{version}/{key}/{segment.stem}{SEALED}"
-                                 for name, version in self._models]
-                        batches[key] = Batch(self._destination, names)
-                    batches[key].add(line_out)
+                for key, header, line_out in lines_out:
+                    batch = batches.get(key)
+                    if batch is None:
+                        if header is None:  # a request's automatic record: a blob per model of the service
+                            names = [f"{self._folder_of_service}/{name}/{version}/{key}/{segment.stem}{SEALED}"
+                                     for name, version in self._models]
+                        else:
+                            names = [key]
+                        batches[key] = batch = Batch(self._destination, names)
+                        if header:
+                            batch.add(header)
+                    batch.add(line_out)
         run_all([write for batch in batches.values() for write in batch.finish()])
 
     @staticmethod
-    def _lines(line: bytes) -> list[tuple[str, str, bytes]]:
-        """A spool record's (kind, day, line) in each batch it goes to; raises on a record that is not one."""
+    def _lines(line: bytes, stem: str) -> list[tuple[str, bytes | None, bytes]]:
+        """A spool record's (batch, header, line) in each batch it goes to: an automatic record's batches are by
+        kind and day (header None), a collector's by its blob, a CSV one of the segment's (header b"" if the
+        collector gives none); raises on a record that is not one."""
         record = _read(line)
         when = time.gmtime(record.time)
         day = time.strftime("%Y/%m/%d", when)
+        collected = record.collected
+        if collected is not None:
+            name = (f"{collected.workspace}/{collected.service}/{collected.model}/{collected.version}/"
+                    f"{collected.designation}/{day}/{collected.file}-{stem}.csv")
+            return [(name, (collected.header or "").encode(), collected.rows.encode())]
+        if not (record.data and record.prediction):
+            raise ValueError("a record of neither a request (data, prediction) nor a collector (collected)")
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", when) + "Z"
-        return [(kind, day, _write(_Line(record.id, record.request_id, stamp, getattr(record, key)))) for kind, key in _KINDS]
+        return [(f"{kind}/{day}", None, _write(_Line(record.id, record.request_id, stamp, getattr(record, key))))
+                for kind, key in _KINDS]
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """The seconds a store's answer asked to wait (Retry-After: seconds, or an HTTP date), if it did."""
+    response = getattr(exc, "response", None)
+    value = getattr(response, "headers", {}).get("Retry-After") if response is not None else None
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        return max((email.utils.parsedate_to_datetime(value) - datetime.datetime.now(datetime.timezone.utc)).total_seconds(), 0.0)
+    except (TypeError, ValueError):  # not a date, or one without a zone
+        return None
 
 
 @contextmanager

@@ -45,19 +45,22 @@ class Spool:
     def append(self, request_id: str, data: Any, prediction: Any) -> bool:
         """Spool one record; `data` / `prediction` may be `orjson.Fragment`s of JSON already encoded.
         False when it could not be written, or the spool is full: nothing of it stays in the segment."""
+        return self.write(orjson.dumps({
+            "id": uuid.uuid4().hex,
+            "request_id": request_id,
+            "time": time.time(),
+            "data": data,
+            "prediction": prediction,
+        }, option=orjson.OPT_APPEND_NEWLINE))
+
+    def write(self, line: bytes) -> bool:
+        """Spool one record already encoded (a JSON object ending in "\\n"), as `append` does."""
         now = time.monotonic()
         if now - self._full_checked >= FULL_CHECK_S:
             self._full_checked = now
             self._full = (self._folder / FULL).exists()
         if self._full:
             return False
-        line = orjson.dumps({
-            "id": uuid.uuid4().hex,
-            "request_id": request_id,
-            "time": time.time(),
-            "data": data,
-            "prediction": prediction,
-        }, option=orjson.OPT_APPEND_NEWLINE)
         try:
             if self._fd is None:
                 self._path = self._folder / f"{time.time_ns():020d}-{writer_id()}{OPEN}"

@@ -12,7 +12,7 @@ import pulumi
 import pytest
 import yaml
 
-from components.mocks import run
+from components.mocks import SUBSCRIPTION_ID, run
 from components.plan import declare, make_plan, write_manifests
 from components.deployable import deployable_problems
 from components.program import build
@@ -102,6 +102,9 @@ def test_prod_stack_endpoint_versions_share_an_image_and_run_on_the_gpu_pool(pro
         pod = d["spec"]["template"]["spec"]
         assert pod["nodeSelector"] == {"aks-model-serving/accelerator": "gpu"}
         assert pod["initContainers"][0]["image"].split("@")[0].endswith("/aks-model-serving/scorer")
+        # Collected data in Azure ML's folders: <subscription>/<resource group>/<workspace>/<service>/...
+        scorer_env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+        assert scorer_env["AZUREML_DATA_COLLECTION_WORKSPACE"] == f"{SUBSCRIPTION_ID}/rg-ml-prod/mlw-prod"
     # Models by URL are read where they are: no upload.
     assert not rec.of_type("azure-native:storage:Blob")
     connections = next(r for r in rec.of_type("kubernetes:core/v1:Secret") if r.name == "workspace-connections")

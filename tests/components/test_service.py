@@ -177,10 +177,11 @@ def test_no_models_no_init_container():
 
 def test_data_collection_and_app_insights_read_the_connection_secret():
     e = env(pod(deploy(spec(collect_model_data=True, enable_app_insights=True, models=["m0:1", "m1:1"]), models(2),
-                       data_container="modeldata"))["containers"][0])
+                       data_container="modeldata", data_workspace="sub-1/rg-1/mlw"))["containers"][0])
     assert e["AZUREML_DATA_COLLECTION_ENABLED"] == "true"
     assert e["AZUREML_DATA_COLLECTION_MODELS"] == "m0:1,m1:1"
     assert e["AZUREML_DATA_COLLECTION_CONTAINER"] == "modeldata"
+    assert e["AZUREML_DATA_COLLECTION_WORKSPACE"] == "sub-1/rg-1/mlw"  # the first folders of Azure ML's layout
     assert e["AZUREML_DATA_COLLECTION_CONNECTION_STRING"] == {"secretKeyRef": {"name": "workspace-connections", "key": "storage-connection-string"}}
     assert e["APPLICATIONINSIGHTS_CONNECTION_STRING"] == {"secretKeyRef": {"name": "workspace-connections", "key": "appinsights-connection-string"}}
     assert e["OTEL_SERVICE_NAME"] == "iris"  # its cloud role in Application Insights

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from components.mocks import run
+from components.mocks import SUBSCRIPTION_ID, run
 from components.spec import WorkspaceSpec, registry_name, storage_account_name
 from components.workspace import Workspace
 
 WORKSPACE = "aks-model-serving:index:Workspace"
 OUTPUTS = [
     "resource_group_name", "registry_login_server", "registry_id", "storage_account_name", "blob_endpoint",
-    "table_endpoint", "models_container", "data_container", "log_analytics_workspace_id",
+    "table_endpoint", "models_container", "data_container", "data_collection_workspace", "log_analytics_workspace_id",
     "log_analytics_customer_id", "app_insights_connection_string", "storage_connection_string", "registry_password",
 ]
 
@@ -78,6 +78,8 @@ def test_outputs_come_from_the_resources_and_connection_strings_are_secret():
     assert out["blob_endpoint"] == "https://mlwdevstorage.blob.core.windows.net/"
     assert out["table_endpoint"] == "https://mlwdevstorage.table.core.windows.net/"
     assert (out["models_container"], out["data_container"]) == ("models", "modeldata")
+    # Azure ML's first folders of collected data: <subscription>/<resource group>/<workspace>/...
+    assert out["data_collection_workspace"] == f"{SUBSCRIPTION_ID}/rg-ml-dev/mlw-dev"
     assert out["log_analytics_workspace_id"] == rec.one("azure-native:operationalinsights:Workspace").id
     assert out["app_insights_connection_string"].startswith("InstrumentationKey=")
     assert "AccountName=mlwdevstorage;AccountKey=" in out["storage_connection_string"]

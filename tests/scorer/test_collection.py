@@ -4,6 +4,8 @@ blob per segment), exactly once."""
 from __future__ import annotations
 
 import concurrent.futures
+import csv
+import io
 import json
 import logging
 import shutil
@@ -26,7 +28,7 @@ from scoring_image.collection.shipper import Shipper
 from scoring_image.collection.spool import FULL, SEALED, Spool, Usage
 from scoring_image.config import ScorerSettings
 from scoring_image.pids import writer_id
-from scorer_helpers import StartScorer, free_port, wait_until
+from scorer_helpers import ROOT, StartScorer, free_port, wait_until
 
 MODELS = "sklearn-iris:1,sklearn-iris-b:2"
 
@@ -43,7 +45,7 @@ def collection_env(spool: Path, **destination: str) -> dict[str, str]:
 
 
 def records(blobs: dict[str, bytes], kind: str, model: str = "sklearn-iris/1") -> list[dict[str, object]]:
-    prefix = f"iris-svc/{model}/{kind}/"
+    prefix = f"default/default/default/iris-svc/{model}/{kind}/"
     return [json.loads(line) for name, data in blobs.items() if name.startswith(prefix)
             for line in data.splitlines()]
 
@@ -69,7 +71,7 @@ def test_records_land_in_a_local_folder_in_azure_ml_layout(start_scorer: StartSc
     wait_until(lambda: len(records(folder_blobs(out), "predictions")) == 5, 15, "5 collected predictions")
     blobs = folder_blobs(out)
     day = time.strftime("%Y/%m/%d", time.gmtime())
-    assert all(name.split("/")[4:7] == day.split("/") for name in blobs)
+    assert all(name.split("/")[7:10] == day.split("/") for name in blobs)
     inputs = {r["request_id"]: r for r in records(blobs, "inputs")}
     predictions = {r["request_id"]: r for r in records(blobs, "predictions")}
     assert set(inputs) == set(predictions) == set(ids)
@@ -205,13 +207,41 @@ def test_a_hanging_store_holds_the_stop_only_for_the_final_upload_bound(tmp_path
 
 class Store:
     """A loopback port in front of Azurite that is down (nothing listens), hangs (accepts and reads
-    forever, never answering), or passes through to Azurite."""
+    forever, never answering), throttles (answers each request 503 with a Retry-After) or passes through
+    to Azurite."""
 
     def __init__(self, azurite: str) -> None:
         self._azurite = int(azurite.split("127.0.0.1:")[1].split("/")[0])
         self.port = free_port()
         self.connection_string = azurite.replace(f"127.0.0.1:{self._azurite}", f"127.0.0.1:{self.port}")
         self._sockets: list[socket.socket] = []
+        self.throttled: list[float] = []  # when each throttled request came (time.monotonic)
+        self.throttled_changed = threading.Condition()
+
+    def throttle(self, retry_after_s: int) -> None:
+        def busy(client: socket.socket) -> None:
+            with client.makefile("rb") as reader:
+                while True:
+                    head = b""
+                    while not head.endswith(b"\r\n\r\n"):
+                        line = reader.readline()
+                        if not line:
+                            return
+                        head += line
+                    length = next((int(h.split(b":")[1]) for h in head.lower().split(b"\r\n")
+                                   if h.startswith(b"content-length:")), 0)
+                    reader.read(length)
+                    with self.throttled_changed:
+                        self.throttled.append(time.monotonic())
+                        self.throttled_changed.notify_all()
+                    client.sendall(b"HTTP/1.1 503 Server Busy\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
+                                   % retry_after_s)
+
+        self._serve(busy)
+
+    def wait_throttled(self, count: int, timeout: float) -> bool:
+        with self.throttled_changed:
+            return self.throttled_changed.wait_for(lambda: len(self.throttled) >= count, timeout)
 
     def down(self) -> None:
         for s in self._sockets:
@@ -297,6 +327,34 @@ def test_a_store_down_or_never_answering_fails_a_pass_in_seconds_and_the_next_sh
     blobs = container_blobs(clean_container)
     for kind in ("inputs", "predictions"):
         assert sorted(r["request_id"] for r in records(blobs, kind)) == ["req-0", "req-1", "req-2"]
+
+
+def test_a_throttling_store_is_not_asked_again_before_its_retry_after(tmp_path: Path, clean_container: str) -> None:
+    """A store that answers 503 Server Busy with a Retry-After was asked again at the next pass, every
+    data_collection_batch_seconds, and by every replica: the throttling went on."""
+    store = Store(clean_container)
+    settings = ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
+        data_collection_service="iris-svc", data_collection_models=["sklearn-iris:1"],
+        data_collection_connection_string=store.connection_string, data_collection_batch_seconds=0.05,
+    )
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-0", {"data": [[0]]}, {"sums": [0]})
+    spool.seal()
+    shipper = Shipper(settings, BlobContainer(settings))
+    store.throttle(retry_after_s=2)
+    shipper.start()
+    try:
+        # A pass: the inputs' and the predictions' uploads and the SDK's one quick retry of each, all answered 503;
+        # then the next pass's first.
+        assert store.wait_throttled(5, 15), store.throttled
+        assert store.throttled[4] - store.throttled[3] >= 1.9, "the next pass came before the store's Retry-After"
+        store.up()
+        wait_until(lambda: not list((tmp_path / "spool").iterdir()), 15, "the segment shipped once the store takes it")
+    finally:
+        shipper.stop()
+        store.down()
+    assert [r["request_id"] for r in records(container_blobs(clean_container), "inputs")] == ["req-0"]
 
 
 def test_stop_ships_what_the_stopped_workers_sealed(tmp_path: Path) -> None:
@@ -1004,3 +1062,78 @@ def test_collection_resumes_once_the_spool_is_well_under_its_budget_not_at_each_
     shipper._measure()
     assert not (spool_dir / FULL).exists()
     assert [r.levelno for r in caplog.records if r.name == "scoring_image.collection"] == [logging.ERROR, logging.WARNING]
+
+
+# Azure ML's correlation columns, in its order (azureml.monitoring's ModelDataCollector).
+CORRELATION_HEADERS = ["$aml_dc_correlation_id", "$aml_dc_scoring_timestamp", "$aml_dc_boundary", "$aml_workspace",
+                       "$aml_service_name", "$aml_model_name", "$aml_model_version", "$aml_request_id"]
+
+
+def csv_blobs(connection_string: str, prefix: str) -> dict[str, list[dict[str, str]]]:
+    """The CSV blobs under `prefix`, each as its rows (read under its header)."""
+    return {name: list(csv.DictReader(io.StringIO(data.decode())))
+            for name, data in container_blobs(connection_string).items() if name.startswith(prefix) and name.endswith(".csv")}
+
+
+def test_a_scripts_model_data_collector_lands_as_azure_mls_csv_in_its_folders_and_survives_a_kill_9(
+        start_scorer: StartScorer, tmp_path: Path, clean_container: str) -> None:
+    """An Azure ML v1 script's ModelDataCollector: its rows as CSV under its header and the $aml_dc_* columns, in
+    Azure ML's folders (workspace lowercased, the model's deployed version), spooled before the answer; the
+    automatic records are left out, as Azure ML collects only what the script collects."""
+    spool = tmp_path / "spool"
+    env = {**collection_env(spool, AZUREML_DATA_COLLECTION_CONNECTION_STRING=clean_container),
+           "AZUREML_DATA_COLLECTION_WORKSPACE": "Sub-1/My-RG/ws1"}
+    server = start_scorer("model_data_collector.py", env={**env, "AZUREML_DATA_COLLECTION_BATCH_SECONDS": "600"})
+    answers = {}
+    for i in range(3):
+        response = server.post(json={"data": [[i, 10]]})
+        assert response.status_code == 200, response.text
+        answers[response.headers["x-request-id"]] = response.json()
+    server.kill9()
+    assert container_blobs(clean_container) == {}
+
+    start_scorer("model_data_collector.py", env=env)
+    wait_until(lambda: not list(spool.iterdir()), 30, "the spool to drain after the restart")
+    day = time.strftime("%Y/%m/%d", time.gmtime())
+    folder = "sub-1/my-rg/ws1/iris-svc/sklearn-iris/1"
+    inputs = csv_blobs(clean_container, f"{folder}/inputs/{day}/data-")
+    predictions = csv_blobs(clean_container, f"{folder}/predictions/{day}/data-")
+    assert len(inputs) == len(predictions) == 1, container_blobs(clean_container).keys()
+    assert not [name for name in container_blobs(clean_container) if name.endswith(".jsonl")]
+    [input_rows] = inputs.values()
+    [prediction_rows] = predictions.values()
+    assert list(input_rows[0]) == ["feat1", "feat2", *CORRELATION_HEADERS]
+    assert list(prediction_rows[0]) == ["prediction1", *CORRELATION_HEADERS]
+    assert {r["$aml_request_id"] for r in input_rows} == {r["$aml_request_id"] for r in prediction_rows} == set(answers)
+    for row in input_rows:
+        answer = answers[row["$aml_request_id"]]
+        assert row["$aml_dc_correlation_id"] == answer["correlations"]["$aml_dc_correlation_id"]
+        assert (row["$aml_workspace"], row["$aml_service_name"], row["$aml_model_name"], row["$aml_model_version"],
+                row["$aml_dc_boundary"]) == ("sub-1/my-rg/ws1", "iris-svc", "sklearn-iris", "1", "1440")
+        [prediction] = [p for p in prediction_rows if p["$aml_request_id"] == row["$aml_request_id"]]
+        assert prediction["$aml_dc_correlation_id"] == row["$aml_dc_correlation_id"]
+        assert int(prediction["prediction1"]) == int(row["feat1"]) + int(row["feat2"]) == answer["sums"][0]
+
+
+def test_a_model_data_collector_where_the_service_does_not_collect_collects_nothing(start_scorer: StartScorer) -> None:
+    """As Azure ML's when collection is not enabled: collect() returns None, and the script still answers."""
+    server = start_scorer("model_data_collector.py")
+    response = server.post(json={"data": [[1, 2]]})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"sums": [3], "correlations": None}
+
+
+def test_the_model_data_collector_stands_in_only_where_azureml_monitoring_is_missing(tmp_path: Path) -> None:
+    code = ("from scoring_image import amlcompat\n"
+            "amlcompat.install()\n"
+            "from azureml.monitoring import ModelDataCollector\n"
+            "print(ModelDataCollector.__module__)\n")
+    ours = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                          env={"PYTHONPATH": str(ROOT)})
+    assert ours.stdout.strip() == "scoring_image.collection.modeldatacollector"
+    installed = tmp_path / "site" / "azureml" / "monitoring"  # azureml-monitoring's package, in the azureml namespace
+    installed.mkdir(parents=True)
+    (installed / "__init__.py").write_text("class ModelDataCollector:\n    pass\n")
+    theirs = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
+                            env={"PYTHONPATH": f"{ROOT}:{tmp_path / 'site'}"})
+    assert theirs.stdout.strip() == "azureml.monitoring"

@@ -134,6 +134,15 @@ def test_the_service_names_one_folder(service: str) -> None:
         ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_SERVICE": service})
 
 
+@pytest.mark.parametrize("workspace", ["sub/rg", "sub/rg/ws/x", "sub/../ws", "sub//ws", "sub/rg/.."])
+def test_the_workspace_is_three_folders(workspace: str) -> None:
+    """Collected records go to <subscription>/<resourcegroup>/<workspace>/<service>/..., Azure ML's folders."""
+    with pytest.raises(ValidationError, match="data_collection_workspace .* is not <subscription id>/<resource group>/<workspace>"):
+        ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_WORKSPACE": workspace})
+    # Lowercased, as Azure ML's collector writes it.
+    assert ScorerSettings.from_env({"AZUREML_DATA_COLLECTION_WORKSPACE": "Sub/My-RG/WS"}).data_collection_workspace == "sub/my-rg/ws"
+
+
 def test_unknown_fields_are_rejected() -> None:
     with pytest.raises(ValidationError):
         ScorerSettings(entry_scrip="typo.py")  # type: ignore[call-arg]
