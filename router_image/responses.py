@@ -1,4 +1,5 @@
-"""The router's own answers: JSON bodies, and errors as `{"error": {"code", "message"}}`."""
+"""The router's own answers: JSON bodies, and errors as `{"error": {"code", "message"}, "message"}`, as the
+scorer's: the message also at the top, where clients written for Azure ML read it (`{"message": ...}`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from router_image import metrics
 log = logging.getLogger("router")
 Headers = list[tuple[bytes, bytes]]
 REQUEST_ID = b"x-request-id"
+CLIENT_REQUEST_ID = b"x-ms-client-request-id"
+LEGACY_REQUEST_ID = b"x-ms-request-id"  # what clients sent before x-ms-client-request-id
+_ID_HEADERS = (REQUEST_ID, CLIENT_REQUEST_ID, LEGACY_REQUEST_ID)
 MAX_REQUEST_ID = 100  # as the scorer takes one
 
 
@@ -24,17 +28,22 @@ class HttpError(Exception):
 
 
 def error_answer(error: HttpError, request: Headers, where: str, route: tuple[str, str]) -> tuple[Headers, bytes]:
-    """The error's headers (its own, the content type and a request id; whoever sends it adds the length)
+    """The error's headers (its own, the content type and the request ids; whoever sends it adds the length)
     and body: the same on the ASGI path and the relay's. No replica logged such a request, so the router
     does, under the id the client gets (its own x-request-id, as the scorer takes it, else a new one),
     and counts it by its route (kind, name; metrics.NO_ROUTE for none) and code (401s and queue timeouts
-    included)."""
-    rid = next((v for k, v in request if k == REQUEST_ID and len(v) <= MAX_REQUEST_ID), None) or str(uuid.uuid4()).encode()
+    included). The ids are those a scorer's answer carries (scoring_image/app.py), so that a client of Azure
+    ML's x-ms-request-id or x-ms-client-request-id finds its id on every answer, whoever gave it."""
+    ids = {k: v for k, v in request if k in _ID_HEADERS and len(v) <= MAX_REQUEST_ID}
+    rid = ids.get(REQUEST_ID) or str(uuid.uuid4()).encode()
+    client = ids.get(CLIENT_REQUEST_ID)
+    legacy = ids.get(LEGACY_REQUEST_ID)
     log.log(logging.WARNING if error.status >= 500 else logging.INFO, "%s: %d %s: %s", where, error.status, error.code,
             error, extra={"request_id": rid.decode("latin-1")})
     metrics.count_error(route, error.status, error.code)
-    body = json.dumps({"error": {"code": error.code, "message": str(error)}}).encode()
-    return [(b"content-type", b"application/json"), (REQUEST_ID, rid), *error.headers], body
+    body = json.dumps({"error": {"code": error.code, "message": str(error)}, "message": str(error)}).encode()
+    return [(b"content-type", b"application/json"), (REQUEST_ID, rid), (LEGACY_REQUEST_ID, legacy or client or rid),
+            (CLIENT_REQUEST_ID, client or legacy or rid), *error.headers], body
 
 
 async def respond(send, status: int, body: bytes, headers: Headers) -> None:

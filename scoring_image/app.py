@@ -246,7 +246,9 @@ class ScoringApp:
             log.error("run() overran scoring_timeout_ms=%d; recycling this worker", self._settings.scoring_timeout_ms)
             self._metrics.observe_run(time.perf_counter() - call.started)  # still running: at least this long
             self._recycle()
-            raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms",
+            # Azure ML's words (azureml_inference_server_http/server/routes.py), under the status an AKS client gets
+            # from azureml-fe for a scoring timeout, and from the router here: 504, where that server answers 500.
+            raise HttpError(504, "Timeout", f"Scoring timeout after {self._settings.scoring_timeout_ms} ms",
                             run_failed=True) from None
         except Abandoned:
             raise HttpError(503, "WorkerStopping", "this worker is stopping (replaced, or the server shuts down); retry") from None
@@ -521,7 +523,9 @@ def _spooled_json(body: bytes) -> Any:
 
 
 def _error_body(error: HttpError) -> bytes:
-    return orjson.dumps({"error": {"code": error.code, "message": error.message}})
+    """`{"error": {"code", "message"}}`, with the message also at the top, where clients written for Azure ML's
+    server read it (its errors are `{"message": ...}`, azureml_inference_server_http/server/routes.py)."""
+    return orjson.dumps({"error": {"code": error.code, "message": error.message}, "message": error.message})
 
 
 async def _send_error(send: Send, error: HttpError) -> None:
