@@ -362,13 +362,13 @@ class _Call:
             return _Result(200, [_JSON_HEADER], orjson.dumps(output, default=_to_builtin, option=_DUMPS_OPTIONS), run_ms)
         except TypeError as exc:
             if isinstance(output, werkzeug.wrappers.Response):  # Flask's too: sent as Azure ML's server sends it
-                return _own_response(output.status_code, output.headers.items(), output.get_data(), False, run_ms)
+                return _own_response(output.status_code, output.headers.items(), _whole_body(output), False, run_ms)
             # Not _JSON_HEADER itself: the spool reads this answer as an AMLResponse's, as text where orjson cannot.
             return _Result(200, [(b"content-type", _JSON)], _lenient_dumps(output, exc), run_ms)
 
 
 def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
-    return _own_response(response.status_code, response.headers.items(), response.body,
+    return _own_response(response.status_code, response.header_items(), response.body,
                          bool(response.run_function_failed), run_ms)
 
 
@@ -391,13 +391,24 @@ def _own_response(status_code: Any, header_items: Iterable[tuple[Any, Any]], bod
     return _Result(status, headers, b"" if status in _BODILESS else body, run_ms, status >= 500 or failed)
 
 
+def _whole_body(response: werkzeug.wrappers.Response) -> bytes:
+    """A Werkzeug response's body, read in full, a file's too: `send_file` answers in direct passthrough, whose
+    get_data() refuses (a WSGI server would stream the file); the file is closed after."""
+    try:
+        return b"".join(response.iter_encoded())
+    finally:
+        response.close()
+
+
 def _final_status(status: Any) -> int:
     """An AMLResponse's status as sent: a 1xx is an interim answer, after which the client reads the body as
-    the real one, and what is not three digits no client reads at all."""
+    the real one, and what is not three digits no client reads at all. A status in text ("201 CREATED", "404")
+    is its number, as Flask's Response reads it."""
     try:
         code = operator.index(status)  # numpy ints too
     except TypeError:
-        code = None
+        number = status.strip().partition(" ")[0] if isinstance(status, str) else ""
+        code = int(number) if number.isascii() and number.isdigit() else None
     if code is None or not 200 <= code <= 599:
         raise HttpError(500, "ScoringError", f"run() returned an AMLResponse whose status {str(status)[:40]!r} is "
                         "not a final HTTP status (an int from 200 to 599)", run_failed=True)
