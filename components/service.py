@@ -31,7 +31,8 @@ SCORER_PORT = 5001
 METRICS_PORT = 5002
 SCRAPE = {"prometheus.io/scrape": "true", "prometheus.io/port": str(METRICS_PORT), "prometheus.io/path": "/metrics"}
 APP_ROOT = "/var/azureml-app"  # where a service image holds the entry script's source_directory
-MODEL_ROOT = "/var/azureml-app/azureml-models"
+MODELS = "azureml-models"  # the models' folder in the app root, as Azure ML's
+MODEL_ROOT = f"{APP_ROOT}/{MODELS}"
 MANIFEST_DIR = "/etc/azureml-models"
 SPOOL_DIR = "/var/azureml-spool"
 SPOOL_BUDGET_MB = ScorerSettings.model_fields["data_collection_spool_max_mb"].default  # the scorer's own default
@@ -195,10 +196,13 @@ def memory_quantity(gb: float) -> str:
 
 
 def model_dir(models: Sequence[ModelSource]) -> str:
-    """Azure ML's AZUREML_MODEL_DIR: the version folder of a single model, else the root."""
+    """Azure ML's AZUREML_MODEL_DIR: the version folder of a single model, else the root, relative to the app root
+    (the scorer's working directory) as Azure ML sets it: `azureml-models/<name>/<version>`. A script joins a file
+    to it as to an absolute path, and MLOpsPython's (diabetes_regression/scoring/score.py) take the model's name
+    from it by position, `.split('/')[1]`, which an absolute path made "var"."""
     if len(models) == 1:
-        return f"{MODEL_ROOT}/{models[0].name}/{models[0].version}"
-    return MODEL_ROOT
+        return f"{MODELS}/{models[0].name}/{models[0].version}"
+    return MODELS
 
 
 def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
@@ -449,6 +453,7 @@ class ModelService(pulumi.ComponentResource):
         scorer = {
             "name": "scorer",
             "image": args.image,
+            "workingDir": APP_ROOT,  # what AZUREML_MODEL_DIR is relative to, whatever the image's WORKDIR
             "ports": [{"name": "http", "containerPort": SCORER_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}],
             "env": scorer_env(k8s_name, spec, args.models, args.connections_secret, args.data_container,
                               args.data_workspace, variables_secret, sorted(given)),

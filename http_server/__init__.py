@@ -777,7 +777,7 @@ def _join_last(chunks: list[bytes] | collections.deque[bytes]) -> None:
 
 def _error(status: int, code: bytes, message: bytes) -> bytes:
     """A whole response, then the connection closes: for when the app cannot answer itself."""
-    body = b'{"error": {"code": "%s", "message": "%s"}}' % (code, message)
+    body = b'{"error": {"code": "%s", "message": "%s"}, "message": "%s"}' % (code, message, message)  # as the apps' errors
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%sconnection: close\r\n\r\n%s"
             % (status, REASONS[status], len(body), _date(), body))
 

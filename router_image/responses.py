@@ -1,4 +1,5 @@
-"""The router's own answers: JSON bodies, and errors as `{"error": {"code", "message"}}`."""
+"""The router's own answers: JSON bodies, and errors as `{"error": {"code", "message"}, "message"}`, as the
+scorer's: the message also at the top, where clients written for Azure ML read it (`{"message": ...}`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ from router_image import metrics
 log = logging.getLogger("router")
 Headers = list[tuple[bytes, bytes]]
 REQUEST_ID = b"x-request-id"
+CLIENT_REQUEST_ID = b"x-ms-client-request-id"
+LEGACY_REQUEST_ID = b"x-ms-request-id"  # what clients sent before x-ms-client-request-id
+_ID_HEADERS = (REQUEST_ID, CLIENT_REQUEST_ID, LEGACY_REQUEST_ID)
 MAX_REQUEST_ID = 100  # as the scorer takes one
 # Error answers logged per route, status and code in each LOG_WINDOW_S; the rest are summed up in one line.
 LOG_BURST = 20
@@ -28,18 +32,24 @@ class HttpError(Exception):
 
 
 def error_answer(error: HttpError, request: Headers, where: str, route: tuple[str, str]) -> tuple[Headers, bytes]:
-    """The error's headers (its own, the content type and a request id; whoever sends it adds the length)
+    """The error's headers (its own, the content type and the request ids; whoever sends it adds the length)
     and body: the same on the ASGI path and the relay's. No replica logged such a request, so the router
     does, under the id the client gets (its own x-request-id, as the scorer takes it, else a new one; at most
-    LOG_BURST lines per route and code in a window, see ErrorLog), and counts it by its route (kind, name; metrics.NO_ROUTE for none) and code (401s and queue timeouts
-    included)."""
-    rid = next((v for k, v in request if k == REQUEST_ID and len(v) <= MAX_REQUEST_ID), None) or str(uuid.uuid4()).encode()
+    LOG_BURST lines per route and code in a window, see ErrorLog), and counts it by its route (kind, name;
+    metrics.NO_ROUTE for none) and code (401s and queue timeouts included). The ids are those a scorer's answer
+    carries (scoring_image/app.py), so that a client of Azure ML's x-ms-request-id or x-ms-client-request-id
+    finds its id on every answer, whoever gave it."""
+    ids = {k: v for k, v in request if k in _ID_HEADERS and len(v) <= MAX_REQUEST_ID}
+    rid = ids.get(REQUEST_ID) or str(uuid.uuid4()).encode()
+    client = ids.get(CLIENT_REQUEST_ID)
+    legacy = ids.get(LEGACY_REQUEST_ID)
     if _errors.admit((route, error.status, error.code)):
         log.log(_level(error.status), "%s: %d %s: %s", where, error.status, error.code, error,
                 extra={"request_id": rid.decode("latin-1")})
     metrics.count_error(route, error.status, error.code)
-    body = json.dumps({"error": {"code": error.code, "message": str(error)}}).encode()
-    return [(b"content-type", b"application/json"), (REQUEST_ID, rid), *error.headers], body
+    body = json.dumps({"error": {"code": error.code, "message": str(error)}, "message": str(error)}).encode()
+    return [(b"content-type", b"application/json"), (REQUEST_ID, rid), (LEGACY_REQUEST_ID, legacy or client or rid),
+            (CLIENT_REQUEST_ID, client or legacy or rid), *error.headers], body
 
 
 def _level(status: int) -> int:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import werkzeug.datastructures
 import werkzeug.wrappers
 
 from scoring_image.collection import modeldatacollector
@@ -110,7 +111,11 @@ class AMLRequest(werkzeug.wrappers.Request):
 
 
 class AMLResponse:
-    """A response `run()` returns to choose its own body, status and headers."""
+    """A response `run()` returns to choose its own body, status and headers. `headers` are Werkzeug's Headers, as
+    those of Azure ML's AMLResponse (a Flask Response): names that ignore case, `add`, `set`, `extend` and a name
+    repeated, as scripts written for it use them (`resp.headers["Access-Control-Allow-Origin"] = "*"`). They are
+    made when a script asks for them: most never do, and Headers cost several microseconds where the mapping
+    given is sent as it is."""
 
     def __init__(
         self,
@@ -122,20 +127,42 @@ class AMLResponse:
     ) -> None:
         self.status_code = status_code
         self.run_function_failed = run_function_failed  # sent as x-ms-run-function-failed (a 5xx is one anyway)
-        self.headers = dict(response_headers or {})
+        given = response_headers or {}
+        self._headers: Mapping[str, Any] = given
         if message is None:  # an empty JSON object, as Azure ML's AMLResponse answers None
             self.body = b"{}"
-            self.headers.setdefault("Content-Type", "application/json")
+            content_type = "application/json"
         elif json_str:
             try:
                 self.body = orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS)  # json.dumps writes {0: ..} as {"0": ..}
             except TypeError:  # what only Python's json writes (an int over 64 bits), as Azure ML writes it
                 self.body = json.dumps(message).encode()
-            self.headers.setdefault("Content-Type", "application/json")
+            content_type = "application/json"
         else:
             self.body = _body(message)
-            if not any(name.lower() == "content-type" for name in self.headers):
-                self.headers["Content-Type"] = _HTML
+            content_type = _HTML
+        # Added where the script's own headers name none, in whatever case.
+        self._content_type = None if any(name.lower() == "content-type" for name in given) else content_type
+
+    @property
+    def headers(self) -> werkzeug.datastructures.Headers:
+        if not isinstance(self._headers, werkzeug.datastructures.Headers):
+            headers = werkzeug.datastructures.Headers(self._headers)
+            if self._content_type is not None:
+                headers.add("Content-Type", self._content_type)
+            self._headers, self._content_type = headers, None
+        return self._headers
+
+    @headers.setter
+    def headers(self, headers: Mapping[str, Any]) -> None:  # replaced whole, Content-Type and all
+        self._headers, self._content_type = headers, None
+
+    def header_items(self) -> list[tuple[Any, Any]]:
+        """The headers as sent (name, value), repeated names included."""
+        items = list(self._headers.items())
+        if self._content_type is not None:
+            items.append(("Content-Type", self._content_type))
+        return items
 
 
 def _body(message: Any) -> bytes:

@@ -249,7 +249,9 @@ class ScoringApp:
             log.error("run() overran scoring_timeout_ms=%d; recycling this worker", self._settings.scoring_timeout_ms)
             self._metrics.observe_run(time.perf_counter() - call.started)  # still running: at least this long
             self._recycle()
-            raise HttpError(504, "Timeout", f"run() did not finish within {self._settings.scoring_timeout_ms} ms",
+            # Azure ML's words (azureml_inference_server_http/server/routes.py), under the status an AKS client gets
+            # from azureml-fe for a scoring timeout, and from the router here: 504, where that server answers 500.
+            raise HttpError(504, "Timeout", f"Scoring timeout after {self._settings.scoring_timeout_ms} ms",
                             run_failed=True) from None
         except Abandoned:
             raise HttpError(503, "WorkerStopping", "this worker is stopping (replaced, or the server shuts down); retry") from None
@@ -379,13 +381,13 @@ class _Call:
             return _Result(200, [_JSON_HEADER], orjson.dumps(output, default=_to_builtin, option=_DUMPS_OPTIONS), run_ms)
         except TypeError as exc:
             if isinstance(output, werkzeug.wrappers.Response):  # Flask's too: sent as Azure ML's server sends it
-                return _own_response(output.status_code, output.headers.items(), output.get_data(), False, run_ms)
+                return _own_response(output.status_code, output.headers.items(), _whole_body(output), False, run_ms)
             # Not _JSON_HEADER itself: the spool reads this answer as an AMLResponse's, as text where orjson cannot.
             return _Result(200, [(b"content-type", _JSON)], _lenient_dumps(output, exc), run_ms)
 
 
 def _aml_response(response: AMLResponse, run_ms: float) -> _Result:
-    return _own_response(response.status_code, response.headers.items(), response.body,
+    return _own_response(response.status_code, response.header_items(), response.body,
                          bool(response.run_function_failed), run_ms)
 
 
@@ -408,13 +410,24 @@ def _own_response(status_code: Any, header_items: Iterable[tuple[Any, Any]], bod
     return _Result(status, headers, b"" if status in _BODILESS else body, run_ms, status >= 500 or failed)
 
 
+def _whole_body(response: werkzeug.wrappers.Response) -> bytes:
+    """A Werkzeug response's body, read in full, a file's too: `send_file` answers in direct passthrough, whose
+    get_data() refuses (a WSGI server would stream the file); the file is closed after."""
+    try:
+        return b"".join(response.iter_encoded())
+    finally:
+        response.close()
+
+
 def _final_status(status: Any) -> int:
     """An AMLResponse's status as sent: a 1xx is an interim answer, after which the client reads the body as
-    the real one, and what is not three digits no client reads at all."""
+    the real one, and what is not three digits no client reads at all. A status in text ("201 CREATED", "404")
+    is its number, as Flask's Response reads it."""
     try:
         code = operator.index(status)  # numpy ints too
     except TypeError:
-        code = None
+        number = status.strip().partition(" ")[0] if isinstance(status, str) else ""
+        code = int(number) if number.isascii() and number.isdigit() else None
     if code is None or not 200 <= code <= 599:
         raise HttpError(500, "ScoringError", f"run() returned an AMLResponse whose status {str(status)[:40]!r} is "
                         "not a final HTTP status (an int from 200 to 599)", run_failed=True)
@@ -540,7 +553,9 @@ def _spooled_json(body: bytes) -> Any:
 
 
 def _error_body(error: HttpError) -> bytes:
-    return orjson.dumps({"error": {"code": error.code, "message": error.message}})
+    """`{"error": {"code", "message"}}`, with the message also at the top, where clients written for Azure ML's
+    server read it (its errors are `{"message": ...}`, azureml_inference_server_http/server/routes.py)."""
+    return orjson.dumps({"error": {"code": error.code, "message": error.message}, "message": error.message})
 
 
 async def _send_error(send: Send, error: HttpError) -> None:

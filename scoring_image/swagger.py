@@ -20,7 +20,8 @@ _ERROR = {
         "error": {
             "type": "object",
             "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        }
+        },
+        "message": {"type": "string"},  # the error's message again, where Azure ML's clients read it
     },
 }
 _SCORE_DESCRIPTION = "Run the service's model(s) and get the prediction output."

@@ -139,7 +139,10 @@ def test_probes_from_azure_ml_settings():
 def test_one_model_dir_is_its_version_folder_and_models_come_from_the_manifest():
     rec = deploy(spec(), models(1))
     p = pod(rec)
-    assert env(p["containers"][0])["AZUREML_MODEL_DIR"] == "/var/azureml-app/azureml-models/m0/1"
+    # Relative to the app root, the working directory, as Azure ML sets it: MLOpsPython's `.split('/')[1]` is the name.
+    assert env(p["containers"][0])["AZUREML_MODEL_DIR"] == "azureml-models/m0/1"
+    assert p["containers"][0]["workingDir"] == "/var/azureml-app"
+    assert {"name": "models", "mountPath": "/var/azureml-app/azureml-models", "readOnly": True} in p["containers"][0]["volumeMounts"]
     fetch = p["initContainers"][0]
     assert fetch["name"] == "fetch-models" and fetch["image"] == IMAGE
     assert env(fetch)["AZURE_STORAGE_CONNECTION_STRING"] == {"secretKeyRef": {"name": "workspace-connections", "key": "storage-connection-string"}}
@@ -160,7 +163,7 @@ def test_the_connections_hash_rolls_the_pods_when_a_key_is_rotated():
 
 def test_several_models_share_the_root_and_a_changed_list_rolls_the_pods():
     a, b = deploy(spec(), models(3)), deploy(spec(), models(4))
-    assert env(pod(a)["containers"][0])["AZUREML_MODEL_DIR"] == "/var/azureml-app/azureml-models"
+    assert env(pod(a)["containers"][0])["AZUREML_MODEL_DIR"] == "azureml-models"
     sha = "aks-model-serving/models-sha256"
     annotations = [r.one(DEPLOYMENT).inputs["spec"]["template"]["metadata"]["annotations"][sha] for r in (a, b)]
     assert annotations[0] != annotations[1]

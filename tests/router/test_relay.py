@@ -230,14 +230,23 @@ async def test_an_answer_the_router_gives_itself_has_a_request_id_a_log_line_and
     refused = await client.post("/api/v1/service/keyed/score", json={}, headers={"authorization": "Bearer wrong",
                                                                                   "x-request-id": "client-rid-1"})
     assert refused.status_code == 401 and refused.headers["x-request-id"] == "client-rid-1"
+    # Azure ML's body ({"message": ...}) beside the code; no client id sent: the request id, as a scorer answers.
+    assert refused.json()["message"] == refused.json()["error"]["message"]
+    assert refused.headers["x-ms-request-id"] == refused.headers["x-ms-client-request-id"] == "client-rid-1"
     (line,) = [r for r in caplog.records if getattr(r, "request_id", None) == "client-rid-1"]
     assert line.levelname == "INFO" and "service keyed: 401 Unauthorized" in line.getMessage()
     assert "wrong" not in line.getMessage()  # never the credential
     assert errors_counted("401", "Unauthorized") == unauthorized + 1
+    for sent, expected in (({"x-ms-client-request-id": "c-1"}, ("c-1", "c-1")),
+                           ({"x-ms-request-id": "legacy-1"}, ("legacy-1", "legacy-1")),
+                           ({"x-ms-request-id": "legacy-1", "x-ms-client-request-id": "c-1"}, ("legacy-1", "c-1"))):
+        answer = await client.post("/api/v1/service/keyed/score", json={}, headers={"authorization": "Bearer wrong", **sent})
+        assert (answer.headers["x-ms-request-id"], answer.headers["x-ms-client-request-id"]) == expected, sent
 
     timeouts = errors_counted("504", "ScoringTimeout")
     late = await client.post("/api/v1/service/keyed/score", json={"never": True}, headers={"authorization": "Bearer key-1"})
     assert late.status_code == 504 and str(uuid.UUID(late.headers["x-request-id"])) == late.headers["x-request-id"]
+    assert late.headers["x-ms-request-id"] == late.headers["x-request-id"]  # the relay's answers carry them too
     (line,) = [r for r in caplog.records if getattr(r, "request_id", None) == late.headers["x-request-id"]]
     assert line.levelname == "WARNING" and "504 ScoringTimeout" in line.getMessage()
     assert errors_counted("504", "ScoringTimeout") == timeouts + 1

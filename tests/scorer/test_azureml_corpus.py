@@ -98,7 +98,13 @@ def test_multi_model_get_model_path(module_scorer: StartScorer, models: dict[str
 
 
 def test_mlopspython_get_model_path_and_request_headers(module_scorer: StartScorer, models: dict[str, Path]) -> None:
-    server = _start(module_scorer, "mlopspython_headers.py", models["single"])
+    """AZUREML_MODEL_DIR relative to the app root, the working directory, as Azure ML (and a cluster here) sets it."""
+    app = models["single"].parents[2] / "app"
+    app.mkdir(exist_ok=True)
+    if not (app / "azureml-models").exists():
+        (app / "azureml-models").symlink_to(models["single"].parents[1])
+    server = module_scorer(CORPUS / "mlopspython_headers.py", env={"AZUREML_MODEL_DIR": f"azureml-models/{REGRESSION}/1"},
+                           cwd=app)
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     rows = [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]]  # its own test row
     answer = _json_answer(server.post(json={"data": rows}, headers={"X-Ms-Request-Id": "req-7", "traceparent": traceparent}))

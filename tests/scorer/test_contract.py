@@ -19,7 +19,7 @@ import werkzeug.exceptions
 
 from scoring_image import amlcompat
 
-from scorer_helpers import EXAMPLE, ROOT, Scorer, StartScorer, free_port, wait_until
+from scorer_helpers import EXAMPLE, ROOT, SCRIPTS, Scorer, StartScorer, free_port, wait_until
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
@@ -399,6 +399,17 @@ def test_the_edges_of_a_rawhttp_script(start_scorer: StartScorer) -> None:
     aborted = server.post("/score?abort=1", json={})  # a 5xx it raised is its failure too, as a 5xx it returned
     assert aborted.status_code == 503 and aborted.headers["x-ms-run-function-failed"] == "True"
     assert aborted.json()["error"]["message"] == "the model is reloading"
+    # Its headers are a Flask Response's (Werkzeug's Headers): a name in any case, added, repeated.
+    headers = server.post("/score?headers=1", json={})
+    assert headers.status_code == 200 and headers.headers["access-control-allow-origin"] == "*"
+    assert headers.headers.get_list("content-type") == ["text/plain"] and headers.headers["x-type-was"] == "text/plain"
+    assert headers.headers.get_list("vary") == ["Origin", "Accept"]
+    # A status in text, as a Flask Response takes it.
+    assert server.post("/score?status=201%20CREATED", json={}).status_code == 201
+    # Werkzeug's send_file (Flask's is it, in Flask's app context): the file, whole.
+    sent = server.post("/score?file=1", json={})
+    assert sent.status_code == 200 and sent.headers["content-type"].startswith("text/x-python")
+    assert sent.content == (SCRIPTS / "raw_edges.py").read_bytes()
     # A header value with a line break would end the head early: refused, not sent (response splitting).
     with httpx.Client() as client:
         forged = client.post(server.url + "/score?echo=a%0d%0aSet-Cookie:%20s=1%0d%0a%0d%0aHTTP/1.1%20200%20OK", json={})
@@ -486,6 +497,18 @@ def test_an_aml_response_of_an_int_over_64_bits_is_exact() -> None:
 def test_an_aml_response_of_none_is_an_empty_json_object() -> None:
     response = amlcompat.AMLResponse(None, 202)
     assert (response.body, response.headers["Content-Type"], response.status_code) == (b"{}", "application/json", 202)
+
+
+def test_an_aml_responses_headers_are_a_flask_responses() -> None:
+    """Werkzeug's Headers, as a Flask Response's: names in any case, repeated; a Content-Type the script gave in
+    lower case was sent beside the JSON one, two of them."""
+    response = amlcompat.AMLResponse({"a": 1}, 200, {"content-type": "application/vnd.api+json"}, json_str=True)
+    assert response.header_items() == [("content-type", "application/vnd.api+json")]
+    assert response.headers["Content-Type"] == "application/vnd.api+json"
+    response.headers.add("Set-Cookie", "a=1")
+    response.headers.add("set-cookie", "b=2")
+    assert response.headers.getlist("Set-Cookie") == ["a=1", "b=2"] and len(response.header_items()) == 3
+    assert amlcompat.AMLResponse("x", 200).header_items() == [("Content-Type", "text/html; charset=utf-8")]
 
 
 def test_an_aml_response_body_is_sent_as_flask_sends_it() -> None:

@@ -1,7 +1,9 @@
 """The @rawhttp form at its edges: a preflight it answers itself, a header value from the client,
 a JSON answer with keys that are not strings, a status of its own, headers that frame the body, a JSON answer
-in Latin-1 (a legacy system's bytes, passed through), an HTTP error raised."""
+in Latin-1 (a legacy system's bytes, passed through), an HTTP error raised, headers set as a Flask Response's,
+a file sent."""
 import werkzeug.exceptions
+import werkzeug.utils
 from azureml_inference_server_http.api.aml_request import AMLRequest, rawhttp
 from azureml_inference_server_http.api.aml_response import AMLResponse
 
@@ -25,6 +27,15 @@ def run(request: AMLRequest):
         return AMLResponse('{"name": "Jos\u00e9"}'.encode("latin-1"), 200, {"Content-Type": "application/json"})
     if request.args.get("abort") is not None:  # Werkzeug's (Flask's abort()): a 5xx is the script failing
         raise werkzeug.exceptions.ServiceUnavailable("the model is reloading")
+    if request.args.get("headers") is not None:  # set as a Flask Response's: names in any case, added, repeated
+        response = AMLResponse("ok", 200, {"content-type": "text/plain"})
+        response.headers["Access-Control-Allow-Origin"] = "*"
+        response.headers.add("Vary", "Origin")
+        response.headers.add("Vary", "Accept")
+        response.headers["X-Type-Was"] = response.headers["Content-Type"]
+        return response
+    if request.args.get("file") is not None:  # Werkzeug's send_file (Flask's wraps it): the file, in passthrough
+        return werkzeug.utils.send_file(__file__, request.environ, mimetype="text/x-python")
     if request.args.get("echo") is not None:
         return AMLResponse("ok", 200, {"X-Echo": request.args.get("echo")})
     return AMLResponse({0: "a", 1: "b"}, 200, json_str=True)

@@ -2,8 +2,10 @@
 #         @ 252207ae13007bed5ecc6a2b6bab629cb63e59e4 (MIT)
 # Contract kept: Model.get_model_path(<one model's name>) in init(), a NumpyParameterType 'data' with
 # run(data, request_headers), a JSON line printed from the request's X-Ms-Request-Id and Traceparent
-# headers, {"result": [...]} returned. (The source takes the name from AZUREML_MODEL_DIR.split('/')[1],
-# which assumes a relative AZUREML_MODEL_DIR; the name is written out here.)
+# headers, {"result": [...]} returned. The model's name from AZUREML_MODEL_DIR by position, `.split('/')[1]`,
+# which takes Azure ML's relative form (azureml-models/<name>/<version>).
+import os
+
 import joblib
 import numpy
 from azureml.core.model import Model
@@ -13,7 +15,7 @@ from inference_schema.schema_decorators import input_schema, output_schema
 
 def init():
     global model
-    model = joblib.load(Model.get_model_path("sklearn_regression_model.pkl"))
+    model = joblib.load(Model.get_model_path(os.getenv("AZUREML_MODEL_DIR").split("/")[1]))
 
 
 input_sample = numpy.array([[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], [10, 9, 8, 7, 6, 5, 4, 3, 2, 1]])
