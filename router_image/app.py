@@ -26,7 +26,7 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router_image import cors, metrics
-from router_image.auth import AuthError, Authenticator, stamp_of
+from router_image.auth import KEY_RELOAD_S, AuthError, Authenticator, stamp_of
 from router_image.autoscale import SAMPLE_S, Autoscaler, OwnLoad, PodLoad, RouterScaler
 from router_image.backends import Backend, backend_for
 from router_image.config import RESTART_FIELDS, RouterConfig
@@ -154,6 +154,13 @@ class Router:
             self._config_stamp = stamp
             pending = not await self.reload(quiet=retry)
 
+    async def _watch_credentials(self) -> None:
+        """Re-read the key files and token keys that changed, in a thread: inside a request, once a second, listing
+        the key folder held that request (and the loop) 0.5 ms with 100 routes, 5 ms with 1000."""
+        while True:
+            await asyncio.sleep(KEY_RELOAD_S)
+            await asyncio.to_thread(self.auth.refresh)
+
     async def _watch_certificate(self) -> None:
         assert self.certificate is not None
         while True:
@@ -169,7 +176,8 @@ class Router:
             scaler.current = self.backend.replicas(deployment)
         if self.router_scaler is not None:
             self.router_scaler.resume(self.backend.replicas(self.router_scaler.config.deployment))
-        loops = {"autoscale": self._autoscale(), "readmit": self._readmit(), "scoring timeouts": self.deadlines.run()}
+        loops = {"autoscale": self._autoscale(), "readmit": self._readmit(), "scoring timeouts": self.deadlines.run(),
+                 "credentials watch": self._watch_credentials()}
         if self.config_path:
             loops["config watch"] = self._watch_config()
         if self.certificate is not None:

@@ -4,8 +4,14 @@ Keys come from a mounted Kubernetes Secret, one file per key (`<kind>.<name>.pri
 `.secondary`); the directory is re-read when it changes, so rotating a key needs no restart.
 Tokens are JWTs signed with the cluster's key, whose public half is re-read the same way;
 audience = route name (unique across services and endpoints, config.py), expiry enforced, only
-the configured algorithm accepted (so `alg: none` and algorithm swaps fail). Secrets are
-compared in constant time and never logged.
+the configured algorithm accepted (so `alg: none` and algorithm swaps fail), the signature checked
+with the one published key its `kid` names. Secrets are compared in constant time and never logged.
+
+The audience is the route's name, not its instance: a token minted for a service or endpoint that is then
+deleted is good at one made under the same name until it expires (lifetime_seconds, an hour by default).
+An audience per instance would need an identifier minters look up per route, and refuse every outstanding
+token when it came in; a name reused within the hour is rare, and bumping token_key_rotation by two
+refuses every outstanding token at once where it matters.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 import jwt
 
 from router_image.config import ConfigError, RouteConfig, TokenConfig
+from router_image.tokens import thumbprint
 
 log = logging.getLogger("router.auth")
 KEY_RELOAD_S = 1.0
@@ -33,10 +40,16 @@ CLOCK_SKEW_S = 60
 # before its signature, so a 60 KB header of junk, anyone's to send, cost 3 ms of CPU (a real token 0.2 ms).
 MAX_TOKEN_BYTES = 8192
 # A client sends one token for up to its lifetime (Azure ML's clients renew at refresh_by, half way), so its
-# signature is checked once, not at every request: ES256 verification costs ~110 us, once per published key while
-# the signing key is rotated, against ~26 us for all the rest of a relayed request. Bounded: only tokens that
-# verified are kept, the oldest first out.
+# signature is checked once, not at every request: ES256 verification costs ~110 us against ~26 us for all the
+# rest of a relayed request. Bounded: only tokens that verified are kept, the oldest first out.
 VERIFIED_TOKENS = 4096
+# A token without a `kid` (minted before mint_token set one) is checked with each published key in turn (three:
+# the previous, current and next signing keys), ~290 us of ES256 for a forged one, anyone's to send. Those are
+# taken until they expire, at most this many signature checks a second (~1% of a core); beyond it they are refused
+# unchecked. A client's token is checked once (VERIFIED_TOKENS), so this is the rate of new ones, not of requests.
+KIDLESS_CHECKS_PER_S = 100.0
+INVALID_TOKEN = 'Bearer error="invalid_token"'
+
 PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----.+?-----END \1-----", re.DOTALL)
 PUBLIC_KEY_LABELS = ("PUBLIC KEY", "RSA PUBLIC KEY")  # SubjectPublicKeyInfo, and PKCS #1 for RSA
 
@@ -80,14 +93,17 @@ class Mounted:
         now = time.monotonic()
         if now - self._checked > KEY_RELOAD_S:
             self._checked = now
-            stamp = self._stamp_now()
-            if stamp != self._stamp:
-                self._stamp = stamp
-                self._read()
+            self.reread_if_changed()
+
+    def reread_if_changed(self) -> None:
+        stamp = self._stamp_now()
+        if stamp != self._stamp:
+            self._stamp = stamp
+            self._read()
 
 
 class KeyStore(Mounted):
-    """The mounted key files, re-read at most once a second when the folder changed."""
+    """The mounted key files, re-read when the folder changed (Authenticator.refresh, off the request path)."""
 
     def __init__(self, folder: str | None):
         self._folder = Path(folder) if folder else None
@@ -124,7 +140,6 @@ class KeyStore(Mounted):
         self._keys = keys
 
     def keys(self, key_id: str) -> list[bytes]:
-        self._refresh()
         return self._keys.get(key_id, [])
 
 
@@ -138,7 +153,8 @@ class PublicKey(Mounted):
 
     It must be readable at first (a config naming a key that is not there does not apply, a router does not
     start); later a read that fails keeps the keys it had, and is logged, until the file changes again.
-    The keys are parsed when read, not per token (about 26 us a request otherwise).
+    The keys are parsed when read, not per token (about 26 us a request otherwise), each under its RFC 7638
+    thumbprint, the `kid` of the tokens it signs.
     """
 
     def __init__(self, path: str, algorithm: str):
@@ -146,29 +162,30 @@ class PublicKey(Mounted):
         self._algorithm_name = algorithm
         self._algorithm = jwt.get_algorithm_by_name(algorithm)
         super().__init__()
-        self.keys = self._parse()
+        self.keys = self._parse()  # by thumbprint, in the file's order
 
     def _stamp_now(self) -> tuple[int, ...]:
         return files_stamp(self._path)
 
-    def _parse(self) -> list[Any]:
+    def _parse(self) -> dict[str, Any]:
         """Public keys only, each named by its place when refused, never by its text: PyJWT takes a private key as
         well (the signing key mounted in its public half's place would make every pod a minter; a private RSA key
         cannot even verify, and each token was a 500), and its own errors name no file."""
         blocks = list(PEM_BLOCK.finditer(Path(self._path).read_bytes()))
         if not blocks:
             raise ConfigError(f"token public key file {self._path} holds no PEM key")
-        keys: list[Any] = []
+        keys: dict[str, Any] = {}
         for n, block in enumerate(blocks, 1):
             label = block.group(1).decode()
             if label not in PUBLIC_KEY_LABELS:
                 raise ConfigError(f"token public key file {self._path}: block {n} is a {label}, "
                                   "where only public keys belong")
             try:
-                keys.append(self._algorithm.prepare_key(block.group()))
+                key = self._algorithm.prepare_key(block.group())
             except (ValueError, jwt.InvalidKeyError):
                 raise ConfigError(f"token public key file {self._path}: block {n} does not load as an "
                                   f"{self._algorithm_name} public key") from None
+            keys[thumbprint(key)] = key
         return keys
 
     def _read(self) -> None:
@@ -176,21 +193,6 @@ class PublicKey(Mounted):
             self.keys = self._parse()
         except (OSError, ConfigError) as exc:
             log.warning("token public key not re-read, the previous one stays: %s", exc)
-
-    def current(self) -> list[Any]:
-        self._refresh()
-        return self.keys
-
-
-def _claims(token: TokenConfig, keys: list[Any], credential: bytes, audience: str) -> dict[str, Any]:
-    """The token's claims, checked with each key in turn (several while the signing key is rotated): a
-    signature that one does not verify is tried with the next, anything else is the token's fault."""
-    for key in keys[:-1]:
-        try:
-            return _decode(token, key, credential, audience)
-        except jwt.InvalidSignatureError:
-            continue
-    return _decode(token, keys[-1], credential, audience)
 
 
 def _decode(token: TokenConfig, key: Any, credential: bytes, audience: str) -> dict[str, Any]:
@@ -205,7 +207,16 @@ class Authenticator:
         self._public_key = PublicKey(token.public_key_file, token.algorithm) if token else None
         # SHA-256 of (audience, token) -> its exp: a digest, so that no lookup compares a token's own bytes.
         self._verified: dict[bytes, int] = {}
-        self._verified_with: list[Any] | None = None  # the keys they verified with: a re-read list clears them
+        self._verified_with: dict[str, Any] | None = None  # the keys they verified with: a re-read clears them
+        self._kidless_checks = KIDLESS_CHECKS_PER_S  # a token bucket: the checks kid-less tokens may have now
+        self._kidless_at = time.monotonic()
+
+    def refresh(self) -> None:
+        """Re-read the key files and token keys that changed: the router's credentials watch calls it, in a thread,
+        so that no request waits on the file system (listing the key folder took 0.5 ms with 100 routes)."""
+        self.keys.reread_if_changed()
+        if self._public_key is not None:
+            self._public_key.reread_if_changed()
 
     def check(self, route: RouteConfig, key_id: str, authorization: bytes | None) -> None:
         """Raise AuthError unless the Authorization header admits this route (its `key_id`, made once per
@@ -226,10 +237,10 @@ class Authenticator:
 
     def _verify_token(self, route: RouteConfig, credential: bytes) -> None:
         if self._token is None or self._public_key is None:
-            raise AuthError("token auth is on but the router has no signing key", 'Bearer error="invalid_token"')
+            raise AuthError("token auth is on but the router has no signing key", INVALID_TOKEN)
         if len(credential) > MAX_TOKEN_BYTES:
-            raise AuthError(f"invalid token: over {MAX_TOKEN_BYTES} bytes", 'Bearer error="invalid_token"')
-        keys = self._public_key.current()
+            raise AuthError(f"invalid token: over {MAX_TOKEN_BYTES} bytes", INVALID_TOKEN)
+        keys = self._public_key.keys
         if keys is not self._verified_with:  # a key taken out of the file takes its tokens with it
             self._verified.clear()
             self._verified_with = keys
@@ -241,16 +252,49 @@ class Authenticator:
             del self._verified[digest]
             raise AuthError("token expired", 'Bearer error="invalid_token", error_description="expired"')
         try:
-            claims = _claims(self._token, keys, credential, route.name)
+            claims = self._claims(self._token, keys, credential, route.name)
         except jwt.ExpiredSignatureError:
             raise AuthError("token expired", 'Bearer error="invalid_token", error_description="expired"') from None
         except jwt.InvalidTokenError as exc:
-            raise AuthError(f"invalid token: {type(exc).__name__}", 'Bearer error="invalid_token"') from None
+            raise AuthError(f"invalid token: {type(exc).__name__}", INVALID_TOKEN) from None
         # Whoever holds the signing key could mint a token good for years; one that leaks stays good as long.
         # int(): PyJWT takes a time given as a string of digits (it checked that int() of each passes).
         if int(claims["exp"]) - int(claims["iat"]) > self._token.lifetime_seconds:
             raise AuthError(f"invalid token: it lives over {self._token.lifetime_seconds} s (lifetime_seconds)",
-                            'Bearer error="invalid_token"')
+                            INVALID_TOKEN)
         if len(self._verified) >= VERIFIED_TOKENS:
             del self._verified[next(iter(self._verified))]
         self._verified[digest] = int(claims["exp"])
+
+    def _claims(self, token: TokenConfig, keys: dict[str, Any], credential: bytes, audience: str) -> dict[str, Any]:
+        """The token's claims, its signature checked with the key its `kid` names; one without a kid with each key
+        in turn while the kid-less budget lasts (a signature that one does not verify is tried with the next,
+        anything else is the token's fault)."""
+        if b"=" in credential:  # PyJWT takes a padded signature: each token had a second form, to fill the cache with
+            raise AuthError("invalid token: base64url padding ('='), which a JWS has none of", INVALID_TOKEN)
+        kid = jwt.get_unverified_header(credential).get("kid")
+        if kid is not None:
+            key = keys.get(kid)
+            if key is None:
+                raise AuthError("invalid token: its kid names no published key", INVALID_TOKEN)
+            return _decode(token, key, credential, audience)
+        *others, last = keys.values()
+        for key in others:
+            self._spend_kidless_check()
+            try:
+                return _decode(token, key, credential, audience)
+            except jwt.InvalidSignatureError:
+                continue
+        self._spend_kidless_check()
+        return _decode(token, last, credential, audience)
+
+    def _spend_kidless_check(self) -> None:
+        """One signature check for a kid-less token, from a bucket refilled at KIDLESS_CHECKS_PER_S."""
+        now = time.monotonic()
+        self._kidless_checks = min(KIDLESS_CHECKS_PER_S,
+                                   self._kidless_checks + (now - self._kidless_at) * KIDLESS_CHECKS_PER_S)
+        self._kidless_at = now
+        if self._kidless_checks < 1:
+            raise AuthError(f"invalid token: it has no kid, and tokens without one get {KIDLESS_CHECKS_PER_S:.0f} "
+                            "signature checks a second, all spent; mint a new one (mint_token sets a kid)", INVALID_TOKEN)
+        self._kidless_checks -= 1
