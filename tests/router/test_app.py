@@ -391,3 +391,29 @@ async def test_the_routers_own_answers_count_under_their_route_and_junk_adds_no_
             assert series((await client.get("/metrics")).text) == scraped
     finally:
         await router.shutdown()
+
+
+async def test_credentials_that_do_not_reread_keep_the_last_ones_and_the_router_healthy(monkeypatch, caplog) -> None:
+    """A re-read that fails (a key file that does not load, mid-swap) ended the credentials watch: /healthz failed
+    and the kubelet restarted the pod, into a start that refuses the same file. The last keys read stay in use."""
+    monkeypatch.setattr(app, "KEY_RELOAD_S", 0.02)
+    router = Router(config("local"), backend=Fixed({}))
+    failures = 0
+
+    def refresh() -> None:
+        nonlocal failures
+        failures += 1
+        raise ValueError("token public key file /keys/jwt.pub: block 1 does not load")
+
+    monkeypatch.setattr(router.auth, "refresh", refresh)
+    await router.startup()
+    try:
+        async with asyncio.timeout(3):
+            while failures < 5:
+                await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
+            assert (await client.get("/healthz")).status_code == 200
+        told = [r for r in caplog.records if "credentials not re-read" in r.getMessage()]
+        assert len(told) == 1 and "block 1 does not load" in told[0].getMessage()  # once, not every second
+    finally:
+        await router.shutdown()
