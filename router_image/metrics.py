@@ -52,6 +52,13 @@ def count_error(route: tuple[str, str], status: int, code: str) -> None:
     _ERRORS[key] = _ERRORS.get(key, 0) + 1
 
 
+def count_server_error(status: int, code: str) -> None:
+    """One answer the HTTP server gave itself (http_server.ErrorCount): a request that did not parse (BadRequest), a
+    head too large (RequestHeaderFieldsTooLarge), one that did not arrive in time (RequestTimeout), a connection over
+    the cap (TooManyConnections), an app that failed (InternalError). No route is known for them."""
+    count_error(NO_ROUTE, status, code)
+
+
 def request_stats(labels: tuple[str, ...]) -> RequestStats:
     """The version's stats; the same object across config reloads, so counters never go back."""
     stats = _STATS.get(labels)
@@ -80,7 +87,8 @@ class _RequestCollector:
         yield latency
         errors = CounterMetricFamily(
             "router_error_responses", "Answers the router gave itself, no replica's, by route (empty where the "
-            "path names none), status and code: Unauthorized, UnknownVersion, MethodNotAllowed, NotFound ... before "
+            "path names none), status and code: BadRequest, RequestHeaderFieldsTooLarge, RequestTimeout, TooManyConnections "
+            "(the HTTP server's, without a route), Unauthorized, UnknownVersion, MethodNotAllowed, NotFound ... before "
             "a version is chosen, counted only here; TooManyRequests (the queue's wait passed), NoReadyReplicas, "
             "ScoringTimeout, ReplicaClosedConnection ... after, in router_requests_total too.",
             labels=("kind", "route", "status", "code"))

@@ -656,3 +656,55 @@ async def test_lingering_ends_after_a_few_seconds_for_a_client_that_never_stops(
                 await asyncio.sleep(0.05)
     assert http_server.LINGER_S - 1 < asyncio.get_running_loop().time() - started < http_server.LINGER_S + 3
     writer.close()
+
+
+async def test_the_servers_own_answers_carry_a_request_id_and_are_counted(served) -> None:
+    """A 400 or 431 the app never sees: a client can quote its id, and the router's dashboards count it."""
+    _, port, srv = served
+    counted: list[tuple[int, str]] = []
+    srv.errors = lambda status, code: counted.append((status, code))
+    out = await exchange(port, b"NOT HTTP AT ALL\r\n\r\n", b"\x00never")
+    head = out.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert head[0] == b"HTTP/1.1 400 Bad Request"
+    assert len([h for h in head if h.startswith(b"x-request-id: ")][0]) == len("x-request-id: ") + 36
+    await stream_for_ever(port, b"GET /")  # a head over the limit
+    assert counted == [(400, "BadRequest"), (431, "RequestHeaderFieldsTooLarge")]
+
+
+async def test_at_the_connection_cap_the_longest_idle_one_closes_and_with_none_idle_a_new_one_gets_503() -> None:
+    """Unbounded, a client opening idle connections took every file descriptor, and then every client's connection
+    failed. At the cap an idle one (a client's kept-alive connection, one that sent nothing yet) makes room, as
+    nginx reuses its keep-alive connections; one receiving or answering a request never does."""
+    app = App()
+    counted: list[tuple[int, str]] = []
+    srv = http_server.Server(app, grace_s=5.0, max_connections=2, errors=lambda status, code: counted.append((status, code)))
+    listener = await asyncio.get_running_loop().create_server(srv.connection, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    task = asyncio.create_task(srv.serve(listener.close))
+    writers = []
+
+    async def connect(request: bytes) -> asyncio.StreamReader:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.append(writer)
+        writer.write(request)
+        return reader
+
+    try:
+        await connect(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.wait_for(app.slow_started.wait(), 5)
+        idle = await connect(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.wait_for(idle.readuntil(b"|"), 5)
+        app.slow_started.clear()
+        await connect(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")  # the third: the idle one closes for it
+        await asyncio.wait_for(app.slow_started.wait(), 5)
+        assert await asyncio.wait_for(idle.read(), 5) == b""
+        refused = await connect(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")  # both held are busy
+        out = await asyncio.wait_for(refused.read(), 5)
+        assert out.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and b"\r\nx-request-id: " in out, out
+        assert json.loads(out.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "TooManyConnections"
+        assert counted == [(503, "TooManyConnections")] and len(srv.connections) == 2
+    finally:
+        for writer in writers:
+            writer.close()
+        srv.stop()
+        await asyncio.wait_for(task, 10)
