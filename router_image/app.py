@@ -31,7 +31,7 @@ from router_image.autoscale import SAMPLE_S, Autoscaler, OwnLoad, PodLoad, Route
 from router_image.backends import Backend, backend_for
 from router_image.config import RESTART_FIELDS, RouterConfig
 from router_image.pool import ReplicaPool
-from router_image.proxy import REPEATED_AUTHORIZATION, forward, request_lines
+from router_image.proxy import REPEATED_AUTHORIZATION, REPEATED_PIN, forward, request_lines
 from router_image.relay import CLIENT_GONE, Deadlines, Relay
 from router_image.responses import HttpError, error_answer, respond, respond_error, respond_json
 from router_image.routes import RouteState, RouteTable, VersionState
@@ -477,15 +477,17 @@ class Router:
 
     def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]]) -> tuple[VersionState, str | None]:
         """The version (see _pick) and the pinned version's name, if any."""
-        pinned = None
-        authorization = None
+        pin = authorization = None
         for header, value in headers:
-            if header == PIN_HEADER:
-                pinned = value.decode("latin-1") or None  # as request_lines reads it
+            if header == PIN_HEADER:  # as request_lines reads it
+                if pin is not None:
+                    raise HttpError(400, "BadRequest", REPEATED_PIN)
+                pin = value
             elif header == b"authorization":
                 if authorization is not None:
                     raise HttpError(400, "BadRequest", REPEATED_AUTHORIZATION)
                 authorization = value
+        pinned = pin.decode("latin-1") if pin else None
         return self._pick(route, action, pinned, authorization), pinned
 
     def repick(self, route: RouteState, pinned: str | None) -> VersionState:
