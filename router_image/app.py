@@ -3,8 +3,8 @@
 A plain ASGI app: the scoring path is the hot path and carries no framework middleware; a
 whole-body score POST does not even go through ASGI (`Router.claim` and `answer`, relay.py).
 Routes:
-  POST /api/v1/service/<name>/score      GET /api/v1/service/<name>/swagger.json
-  POST /api/v1/endpoint/<name>/score     GET /api/v1/endpoint/<name>/swagger.json
+  POST /api/v1/service/<name>/score      GET (HEAD) /api/v1/service/<name>/swagger.json
+  POST /api/v1/endpoint/<name>/score     GET (HEAD) /api/v1/endpoint/<name>/swagger.json
   GET /healthz (process up, its loops running)   GET /readyz (JSON status; 200 locally once every version has a ready
   replica, on kubernetes once every version's replicas have been listed)
   GET /metrics (Prometheus)   GET /internal/load (for the scaling leader: in-flight + queued per
@@ -415,7 +415,7 @@ class Router:
                 "config_error": self.config_error}
 
     async def _api(self, scope: dict, receive, send, route: RouteState, action: str) -> None:
-        methods, upstream_path = (("GET",), b"/swagger.json") if action == "swagger.json" else (SCORE_METHODS, b"/score")
+        methods, upstream_path = (("GET", "HEAD"), b"/swagger.json") if action == "swagger.json" else (SCORE_METHODS, b"/score")
         if scope["method"] not in methods:
             allowed = ", ".join(methods)
             raise HttpError(405, "MethodNotAllowed", f"{action} takes {allowed}", [(b"allow", allowed.encode())])
@@ -427,6 +427,8 @@ class Router:
                                              *cors.answer_headers(origins, asked)])
             return
         version, pinned = self._version(route, action, scope["headers"])
+        if scope["method"] == "HEAD":  # the replica is asked GET (upstream.py reads an answer's body by its framing),
+            scope = {**scope, "method": "GET"}  # and http_server sends the client the head alone
         chosen = [version]  # what the stats count: the version a reload's reroute picked, if one did
 
         def reroute() -> VersionState:

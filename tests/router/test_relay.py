@@ -480,3 +480,16 @@ async def test_a_request_whose_version_a_reload_removes_while_its_body_comes_is_
         srv.stop()
         await asyncio.wait_for(task, 10)
         await replica.stop()
+
+
+async def test_head_is_answered_wherever_get_is(routed) -> None:
+    """RFC 9110 9.3.2, and load balancers probe with HEAD: the same status and headers as GET, no body. A replica
+    is asked GET (the router reads a HEAD's answer as one with a body)."""
+    client = routed["client"]
+    for path in ("/healthz", "/readyz", "/api/v1/service/one/swagger.json"):
+        got, head = await client.get(path), await client.head(path)
+        assert (head.status_code, head.headers["content-length"], head.content) == (
+            got.status_code, got.headers["content-length"], b""), path
+    assert routed["replica"].seen[-1]["request-line"] == "GET /swagger.json HTTP/1.1"
+    refused = await client.put("/api/v1/service/one/swagger.json")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"
