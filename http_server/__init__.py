@@ -62,6 +62,10 @@ LINGER_S = 5.0
 # A chunked body's pieces held apart before the last ones are joined into one: each chunk's data is a bytes object
 # of its own, so a body in 1-byte chunks was held at about 40 times its size (100 MiB for the fast path's 1 MiB).
 CHUNKS_JOINED = 1024
+# Each chunk costs three parser callbacks, so a body in 1-byte chunks took about 50 times the CPU of the same bytes in
+# large ones (a 100 MiB body, half a minute of the router's only core): each CHUNKS_JOINED chunks must bring at least
+# this much a chunk, on average, or the request gets a 400.
+MIN_CHUNK_BYTES = 64
 # Connections held at once, at most (nginx's worker_connections), and never over half the file descriptors (the
 # router's connections to replicas take the rest): unbounded, a client opening idle connections took every descriptor,
 # and then every client's connection failed, the kubelet's probes' too. About 5 KiB each.
@@ -393,7 +397,8 @@ class _Connection:
         self._head_size = 0  # bytes received since the last head ended, while no body was being read
         self._chunk_head = False  # a chunk's size line parsed and none of its data yet: the last one's trailer follows
         self._trailer_size = 0  # bytes received meanwhile (a trailer is held whole, as a head is)
-        self._chunks_apart = 0  # chunks since the held pieces were last joined (CHUNKS_JOINED)
+        self._chunks_apart = 0  # chunks of the body being read since the held pieces were last joined (CHUNKS_JOINED)
+        self._size_joined = 0  # the body's size then
         self._pipelined = False  # reading paused: a whole request waits behind the one being answered
         self._reading_stopped = False  # the parser cannot go on (an error, an upgrade): reading never resumes
         self._lingering = False  # closing: our side is shut, what the client still sends is dropped
@@ -623,9 +628,12 @@ class _Connection:
             # handed on as the body, still coded. RFC 9112 6.1: a 501.
             if _coded(current.headers if isinstance(current, Request) else current.scope["headers"]):
                 raise _BadHead(b"transfer codings other than chunked are not supported", 501, b"NotImplemented")
+            self._chunks_apart = self._size_joined = 0
         self._chunks_apart += 1
         if self._chunks_apart >= CHUNKS_JOINED:
-            self._chunks_apart = 0
+            if current.size - self._size_joined < (CHUNKS_JOINED - 1) * MIN_CHUNK_BYTES:  # this chunk's data is to come
+                raise _BadHead(b"a chunked body's chunks average under %d bytes" % MIN_CHUNK_BYTES)
+            self._chunks_apart, self._size_joined = 0, current.size
             if len(current.chunks) > 1:
                 _join_last(current.chunks)
 
