@@ -6,7 +6,7 @@ validation by regex, URL parsing, one write per ASGI message, its flow control a
 about half of the router's CPU and as much as the whole scoring contract in a scorer. This
 server does only what a service behind a load balancer or the router needs: the response head
 and a whole body leave in one write, headers pass as the bytes httptools parsed, keep-alive
-with one sweep that also closes clients stalled mid-request, chunked bodies both ways,
+with one sweep that also closes clients stalled mid-request, a cap on connections held, chunked bodies both ways,
 pipelined requests answered in order (a malformed one too, after those before it),
 back-pressure, `Expect: 100-continue`, and a client that goes away cancels its request (freeing
 a replica slot, skipping a queued run()); one that only shuts down its sending side looks the same
@@ -29,10 +29,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import gc
+import heapq
 import logging
+import resource
 import signal
 import ssl
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from http import HTTPStatus
@@ -43,6 +46,9 @@ from mypy_extensions import mypyc_attr
 
 log = logging.getLogger("http_server")
 App = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
+# Told of each answer the server gives itself (status, code, message, request id), in place of the server's own log
+# line: the router logs and counts them with its own errors, its log lines bounded as theirs.
+ServerErrors = Callable[[int, str, str, str], None]
 KEEP_ALIVE_S = 65.0  # over Azure's load balancer idle timeout (4 min is its max; 65 s is nginx-like)
 IDLE_SWEEP_S = 5.0
 SHUTDOWN_GRACE_S = 30.0
@@ -57,6 +63,17 @@ LINGER_S = 5.0
 # A chunked body's pieces held apart before the last ones are joined into one: each chunk's data is a bytes object
 # of its own, so a body in 1-byte chunks was held at about 40 times its size (100 MiB for the fast path's 1 MiB).
 CHUNKS_JOINED = 1024
+# Each chunk costs three parser callbacks, so a body in 1-byte chunks took about 50 times the CPU of the same bytes in
+# large ones (a 100 MiB body, half a minute of the router's only core): each CHUNKS_JOINED chunks must bring at least
+# this much a chunk, on average, or the request gets a 400.
+MIN_CHUNK_BYTES = 64
+# Connections held at once, at most (nginx's worker_connections), and never over half the file descriptors (the
+# router's connections to replicas take the rest): unbounded, a client opening idle connections took every descriptor,
+# and then every client's connection failed, the kubelet's probes' too. About 5 KiB each.
+MAX_CONNECTIONS = 10_000
+# At the cap, the connections idle longest close (as nginx reuses its keep-alive ones) to make room: this share of the
+# cap at once, so that the connections are looked through once every so many new ones, not at each.
+IDLE_CLOSED_AT_CAP = 1 / 64
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
 _date_second = 0
@@ -381,7 +398,8 @@ class _Connection:
         self._head_size = 0  # bytes received since the last head ended, while no body was being read
         self._chunk_head = False  # a chunk's size line parsed and none of its data yet: the last one's trailer follows
         self._trailer_size = 0  # bytes received meanwhile (a trailer is held whole, as a head is)
-        self._chunks_apart = 0  # chunks since the held pieces were last joined (CHUNKS_JOINED)
+        self._chunks_apart = 0  # chunks of the body being read since the held pieces were last joined (CHUNKS_JOINED)
+        self._size_joined = 0  # the body's size then
         self._pipelined = False  # reading paused: a whole request waits behind the one being answered
         self._reading_stopped = False  # the parser cannot go on (an error, an upgrade): reading never resumes
         self._lingering = False  # closing: our side is shut, what the client still sends is dropped
@@ -405,8 +423,12 @@ class _Connection:
         sock = transport.get_extra_info("sockname")
         self._client = (peer[0], peer[1]) if isinstance(peer, tuple) else None
         self._local = (sock[0], sock[1]) if isinstance(sock, tuple) else None
-        self.server.connections.add(self)
         self.idle_since = self.loop.time()
+        if not self.server.admit(self):
+            self._lingering = True  # what it sends is no request of ours
+            self.write(self.server.error_answer(503, b"TooManyConnections", b"the server holds as many connections "
+                                                b"as it takes; try again"))
+            self.close()
 
     def eof_received(self) -> bool | None:
         return None  # asyncio.Protocol's: the transport closes itself
@@ -476,7 +498,7 @@ class _Connection:
                 return
             self._queue.pop()  # the last one queued
             broken.abort()
-        rejection = _Rejection(self, _error(status, code, message))
+        rejection = _Rejection(self, self.server.error_answer(status, code, message))
         self._queue.append(rejection)
         if len(self._queue) == 1:
             rejection.run()
@@ -607,9 +629,12 @@ class _Connection:
             # handed on as the body, still coded. RFC 9112 6.1: a 501.
             if _coded(current.headers if isinstance(current, Request) else current.scope["headers"]):
                 raise _BadHead(b"transfer codings other than chunked are not supported", 501, b"NotImplemented")
+            self._chunks_apart = self._size_joined = 0
         self._chunks_apart += 1
         if self._chunks_apart >= CHUNKS_JOINED:
-            self._chunks_apart = 0
+            if current.size - self._size_joined < (CHUNKS_JOINED - 1) * MIN_CHUNK_BYTES:  # this chunk's data is to come
+                raise _BadHead(b"a chunked body's chunks average under %d bytes" % MIN_CHUNK_BYTES)
+            self._chunks_apart, self._size_joined = 0, current.size
             if len(current.chunks) > 1:
                 _join_last(current.chunks)
 
@@ -647,7 +672,7 @@ class _Connection:
             self._watched, self._watched_size, self._watched_since = watched, size, now
         elif self._watched_since < cutoff:
             if current is None or not current.started:
-                self.write(_error(408, b"RequestTimeout", b"the request did not arrive in time"))
+                self.write(self.server.error_answer(408, b"RequestTimeout", b"the request did not arrive in time"))
             self.close()
 
     def _scope(self, method: str, http_version: str, path: bytes, query: bytes, headers: list) -> dict[str, Any]:
@@ -667,7 +692,7 @@ class _Connection:
         except Exception:
             log.exception("error answering POST %r", request.path)
             if not request.started:
-                self.write(_error(500, b"InternalError", b"server error"))
+                self.write(self.server.error_answer(500, b"InternalError", b"server error"))
             self.close()
 
     def _to_asgi(self, request: Request) -> None:
@@ -699,7 +724,7 @@ class _Connection:
         except Exception:
             log.exception("error answering %s %s", exchange.scope["method"], exchange.scope["path"])
             if not exchange.started:
-                self.write(_error(500, b"InternalError", b"server error"))
+                self.write(self.server.error_answer(500, b"InternalError", b"server error"))
             self.close()
             return
         if self.lost:
@@ -775,13 +800,6 @@ def _join_last(chunks: list[bytes] | collections.deque[bytes]) -> None:
     chunks.append(b"".join(tail))
 
 
-def _error(status: int, code: bytes, message: bytes) -> bytes:
-    """A whole response, then the connection closes: for when the app cannot answer itself."""
-    body = b'{"error": {"code": "%s", "message": "%s"}, "message": "%s"}' % (code, message, message)  # as the apps' errors
-    return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%sconnection: close\r\n\r\n%s"
-            % (status, REASONS[status], len(body), _date(), body))
-
-
 def _origin_form(target: bytes) -> bytes:
     """The path of an absolute-form target (`http://host/path`), which RFC 9112 3.2.2 says a server must
     accept; any other target (`*`) as it is."""
@@ -800,24 +818,71 @@ def _unquote(path: bytes) -> str:
     return unquote_to_bytes(path).decode("latin-1")
 
 
+def _idle_since(conn: _Connection) -> float:
+    return conn.idle_since or 0.0
+
+
+def connection_cap() -> int:
+    """MAX_CONNECTIONS, or half the process's file descriptors where that is less."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return MAX_CONNECTIONS if soft == resource.RLIM_INFINITY else max(1, min(MAX_CONNECTIONS, soft // 2))
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)  # compiled, it stays subclassable: scoring_image.server.Server
 class Server:
     """The connections of one ASGI app (whole POSTs offered to `fast` first), from `connection_made`
     until `stop()`: keep-alive connections idle for `keep_alive_s` close, as do those whose client sends
     nothing of a request it began for as long; on stopping, requests in flight get `grace_s` to finish
-    (a function: read when stopping, so an app whose config reloads can say what its requests need then)."""
+    (a function: read when stopping, so an app whose config reloads can say what its requests need then).
+    At most `max_connections` are held (see `admit`)."""
 
     def __init__(self, app: App, fast: FastPath | None = None, keep_alive_s: float = KEEP_ALIVE_S,
-                 grace_s: float | Callable[[], float] = SHUTDOWN_GRACE_S):
+                 grace_s: float | Callable[[], float] = SHUTDOWN_GRACE_S, max_connections: int | None = None,
+                 errors: ServerErrors | None = None):
         self.app, self.fast, self.scheme = app, fast, "http"
         self.keep_alive_s, self.grace_s = keep_alive_s, grace_s
+        self.max_connections = max_connections or connection_cap()
+        self.errors = errors
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._stop = asyncio.Event()
+        self._closed_at_cap = 0  # since the sweep last logged them
+        self._refused_at_cap = 0
 
     def connection(self) -> _Connection:
         """The protocol of a new connection: for `create_server` or `connect_accepted_socket`."""
         return _Connection(self)
+
+    def admit(self, conn: _Connection) -> bool:
+        """A new connection is held, unless the cap is reached and none of those held is idle (a request being
+        received or answered is never dropped for a new connection): then it is refused."""
+        if len(self.connections) >= self.max_connections:
+            idle = [c for c in self.connections if c.idle_since is not None]
+            if not idle:
+                self._refused_at_cap += 1
+                return False
+            longest = heapq.nsmallest(max(1, int(self.max_connections * IDLE_CLOSED_AT_CAP)), idle,
+                                      key=_idle_since)
+            for old in longest:
+                self.connections.discard(old)  # now: its transport closes at the loop's next turn
+                old.close()
+            self._closed_at_cap += len(longest)
+        self.connections.add(conn)
+        return True
+
+    def error_answer(self, status: int, code: bytes, message: bytes) -> bytes:
+        """A whole answer the server gives itself, when the app cannot (a request that does not parse, a head too
+        large, one that did not arrive, an app that failed, the connection cap), then the connection closes. With a
+        request id a client can quote, logged under it, or handed to `errors` to log and count."""
+        rid = str(uuid.uuid4())
+        if self.errors is not None:
+            self.errors(status, code.decode(), message.decode(), rid)
+        else:
+            log.log(logging.WARNING if status >= 500 else logging.INFO, "%d %s: %s", status, code.decode(),
+                    message.decode(), extra={"request_id": rid})
+        body = b'{"error": {"code": "%s", "message": "%s"}, "message": "%s"}' % (code, message, message)  # as the apps' errors
+        return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nx-request-id: %s\r\n"
+                b"%sconnection: close\r\n\r\n%s" % (status, REASONS[status], len(body), rid.encode(), _date(), body))
 
     def closed(self, conn: _Connection) -> None:
         """A connection is gone (a subclass counting connections hears it here)."""
@@ -865,6 +930,10 @@ class Server:
             await asyncio.sleep(min(IDLE_SWEEP_S, self.keep_alive_s))
             now = loop.time()
             cutoff = now - self.keep_alive_s
+            if self._closed_at_cap or self._refused_at_cap:
+                log.warning("at the cap of %d connections: %d idle ones closed, %d new ones refused", self.max_connections,
+                            self._closed_at_cap, self._refused_at_cap)
+                self._closed_at_cap = self._refused_at_cap = 0
             for conn in list(self.connections):
                 if conn.paused_writing:
                     if conn.paused_since < cutoff:  # its client took none of our writes for as long
@@ -912,7 +981,7 @@ class _Lifespan:
 
 
 def run(app: App, host: str, port: int, tls: ssl.SSLContext | None = None, fast: FastPath | None = None,
-        grace_s: float | Callable[[], float] = SHUTDOWN_GRACE_S) -> None:
+        grace_s: float | Callable[[], float] = SHUTDOWN_GRACE_S, errors: ServerErrors | None = None) -> None:
     import uvloop
 
-    uvloop.run(Server(app, fast, grace_s=grace_s).serve_address(host, port, tls))
+    uvloop.run(Server(app, fast, grace_s=grace_s, errors=errors).serve_address(host, port, tls))

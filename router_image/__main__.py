@@ -14,6 +14,7 @@ import sys
 import time
 
 import http_server
+from router_image import responses
 from router_image.app import load
 from router_image.config import ConfigError
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     # On SIGTERM the requests in flight may finish: the slowest may still queue and then score (under the
     # config in force then, which a reload may have changed).
     http_server.run(router, args.host or config.host, args.port if args.port is not None else config.port, tls,
-                    fast=router, grace_s=lambda: router.config.drain_seconds)
+                    fast=router, grace_s=lambda: router.config.drain_seconds, errors=responses.server_error)
     return 0
 
 

@@ -3,8 +3,8 @@
 A plain ASGI app: the scoring path is the hot path and carries no framework middleware; a
 whole-body score POST does not even go through ASGI (`Router.claim` and `answer`, relay.py).
 Routes:
-  POST /api/v1/service/<name>/score      GET /api/v1/service/<name>/swagger.json
-  POST /api/v1/endpoint/<name>/score     GET /api/v1/endpoint/<name>/swagger.json
+  POST /api/v1/service/<name>/score      GET (HEAD) /api/v1/service/<name>/swagger.json
+  POST /api/v1/endpoint/<name>/score     GET (HEAD) /api/v1/endpoint/<name>/swagger.json
   GET /healthz (process up, its loops running)   GET /readyz (JSON status; 200 locally once every version has a ready
   replica, on kubernetes once every version's replicas have been listed)
   GET /metrics (Prometheus)   GET /internal/load (for the scaling leader: in-flight + queued per
@@ -31,7 +31,7 @@ from router_image.autoscale import SAMPLE_S, Autoscaler, OwnLoad, PodLoad, Route
 from router_image.backends import Backend, backend_for
 from router_image.config import RESTART_FIELDS, RouterConfig
 from router_image.pool import ReplicaPool
-from router_image.proxy import REPEATED_AUTHORIZATION, forward, request_lines
+from router_image.proxy import REPEATED_AUTHORIZATION, REPEATED_PIN, forward, request_lines
 from router_image.relay import CLIENT_GONE, Deadlines, Relay
 from router_image.responses import HttpError, error_answer, respond, respond_error, respond_json
 from router_image.routes import RouteState, RouteTable, VersionState
@@ -430,7 +430,7 @@ class Router:
                 "config_error": self.config_error}
 
     async def _api(self, scope: dict, receive, send, route: RouteState, action: str) -> None:
-        methods, upstream_path = (("GET",), b"/swagger.json") if action == "swagger.json" else (SCORE_METHODS, b"/score")
+        methods, upstream_path = (("GET", "HEAD"), b"/swagger.json") if action == "swagger.json" else (SCORE_METHODS, b"/score")
         if scope["method"] not in methods:
             allowed = ", ".join(methods)
             raise HttpError(405, "MethodNotAllowed", f"{action} takes {allowed}", [(b"allow", allowed.encode())])
@@ -442,6 +442,8 @@ class Router:
                                              *cors.answer_headers(origins, asked)])
             return
         version, pinned = self._version(route, action, scope["headers"])
+        if scope["method"] == "HEAD":  # the replica is asked GET (upstream.py reads an answer's body by its framing),
+            scope = {**scope, "method": "GET"}  # and http_server sends the client the head alone
         chosen = [version]  # what the stats count: the version a reload's reroute picked, if one did
 
         def reroute() -> VersionState:
@@ -492,15 +494,17 @@ class Router:
 
     def _version(self, route: RouteState, action: str, headers: list[tuple[bytes, bytes]]) -> tuple[VersionState, str | None]:
         """The version (see _pick) and the pinned version's name, if any."""
-        pinned = None
-        authorization = None
+        pin = authorization = None
         for header, value in headers:
-            if header == PIN_HEADER:
-                pinned = value.decode("latin-1") or None  # as request_lines reads it
+            if header == PIN_HEADER:  # as request_lines reads it
+                if pin is not None:
+                    raise HttpError(400, "BadRequest", REPEATED_PIN)
+                pin = value
             elif header == b"authorization":
                 if authorization is not None:
                     raise HttpError(400, "BadRequest", REPEATED_AUTHORIZATION)
                 authorization = value
+        pinned = pin.decode("latin-1") if pin else None
         return self._pick(route, action, pinned, authorization), pinned
 
     def repick(self, route: RouteState, pinned: str | None) -> VersionState:

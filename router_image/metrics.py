@@ -80,7 +80,8 @@ class _RequestCollector:
         yield latency
         errors = CounterMetricFamily(
             "router_error_responses", "Answers the router gave itself, no replica's, by route (empty where the "
-            "path names none), status and code: Unauthorized, UnknownVersion, MethodNotAllowed, NotFound ... before "
+            "path names none), status and code: BadRequest, RequestHeaderFieldsTooLarge, RequestTimeout, TooManyConnections "
+            "(the HTTP server's, without a route), Unauthorized, UnknownVersion, MethodNotAllowed, NotFound ... before "
             "a version is chosen, counted only here; TooManyRequests (the queue's wait passed), NoReadyReplicas, "
             "ScoringTimeout, ReplicaClosedConnection ... after, in router_requests_total too.",
             labels=("kind", "route", "status", "code"))

@@ -191,19 +191,23 @@ def request_head(method: bytes, path: bytes, query: bytes | None, headers) -> tu
 
 # Which of two would a front proxy have checked? Neither is taken (RFC 9110: Authorization is no list).
 REPEATED_AUTHORIZATION = "more than one Authorization header"
+# Nor of two pins, which could name different versions (one a front proxy allowed, one it did not).
+REPEATED_PIN = f"more than one {PIN_HEADER.decode()} header"
 
 
 def request_lines(headers) -> tuple[bytes, str | None, bytes | None]:
     """A whole POST's headers in one pass (the fast path): the lines `request_head` forwards, the
     pinned version and the Authorization value (what Router._version looks for)."""
     lines = []
-    pinned = authorization = None
+    pin = authorization = None
     listed = NO_NAMES
     for k, v in headers:
         if k not in REQUEST_DROP:
             lines.append(b"%s: %s\r\n" % (k, v))
             if k == PIN_HEADER:
-                pinned = v.decode("latin-1") or None  # an empty pin pins nothing: the split decides
+                if pin is not None:
+                    raise HttpError(400, "BadRequest", REPEATED_PIN)
+                pin = v
         elif k == b"authorization":
             if authorization is not None:
                 raise HttpError(400, "BadRequest", REPEATED_AUTHORIZATION)
@@ -212,7 +216,7 @@ def request_lines(headers) -> tuple[bytes, str | None, bytes | None]:
             listed |= _hop_by_hop(v)
     if listed:
         lines = _without(headers, listed)
-    return b"".join(lines), pinned, authorization
+    return b"".join(lines), pin.decode("latin-1") if pin else None, authorization  # an empty pin pins nothing
 
 
 def _hop_by_hop(connection: bytes) -> frozenset[bytes]:

@@ -52,6 +52,15 @@ def error_answer(error: HttpError, request: Headers, where: str, route: tuple[st
             (CLIENT_REQUEST_ID, client or legacy or rid), *error.headers], body
 
 
+def server_error(status: int, code: str, message: str, request_id: str) -> None:
+    """An answer the HTTP server gave itself (http_server.ServerErrors): a request that did not parse (BadRequest), a
+    head too large (RequestHeaderFieldsTooLarge), one that did not arrive in time (RequestTimeout), a connection over
+    the cap (TooManyConnections), an app that failed (InternalError). No route is known for them."""
+    if _errors.admit((metrics.NO_ROUTE, status, code)):
+        log.log(_level(status), "%d %s: %s", status, code, message, extra={"request_id": request_id})
+    metrics.count_error(metrics.NO_ROUTE, status, code)
+
+
 def _level(status: int) -> int:
     return logging.WARNING if status >= 500 else logging.INFO
 

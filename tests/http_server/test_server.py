@@ -166,24 +166,27 @@ async def test_chunked_both_ways(served) -> None:
 
 
 @pytest.mark.parametrize("path", [b"/fast", b"/slow?0.3"])
-async def test_a_body_in_tiny_chunks_is_held_at_about_its_size(served, path) -> None:
-    """Each chunk's data comes as a piece of its own: a 1 MiB body sent in 1-byte chunks was held as a million
-    bytes objects, about 100 MiB, before the app saw it (the fast path holds a body whole; an app not reading
-    yet holds up to HIGH_WATER), so a few such clients, no key needed, took a router's memory."""
+async def test_a_body_in_chunks_too_small_for_their_cost_is_refused(served, path) -> None:
+    """Each chunk costs three parser callbacks: a body in 1-byte chunks took about 50 times the CPU of the same
+    bytes in large ones (a 100 MiB one, half a minute of a router's core), and before the pieces were joined a
+    1 MiB one was held as a million bytes objects, 100 MiB (the fast path holds a body whole; an app not reading
+    yet up to HIGH_WATER). A few small chunks are taken."""
     _, port, _ = served
-    chunks = 100_000
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    data = b"POST %s HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n%s0\r\n\r\n" % (path, b"1\r\na\r\n" * chunks)
+    head = b"POST %s HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n" % path
+    few = http_server.CHUNKS_JOINED - 2  # and the last, empty one: CHUNKS_JOINED in all
+    out = await exchange(port, head + b"1\r\na\r\n" * few + b"0\r\n\r\n", b"|" + b"a" * few)
+    assert out.startswith(b"HTTP/1.1 200 OK")
+    data = head + b"1\r\na\r\n" * 100_000 + b"0\r\n\r\n"
     tracemalloc.start()
     try:
-        writer.write(data)
-        answer = await asyncio.wait_for(reader.readuntil(b"|" + b"a" * chunks), 20)
+        out = await exchange(port, data, b"\x00never")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-        writer.close()
-    assert answer.startswith(b"HTTP/1.1 200 OK")
-    assert peak < 2 * len(data), peak  # the body, the request as sent, its join: not 40 bytes or more a chunk
+    assert out.startswith(b"HTTP/1.1 400 Bad Request\r\n"), out[:80]
+    assert peak < 2 * len(data), peak
+    assert json.loads(out.split(b"\r\n\r\n", 1)[1])["error"]["message"] == (
+        f"a chunked body's chunks average under {http_server.MIN_CHUNK_BYTES} bytes")
 
 
 async def test_a_whole_body_that_came_in_parts_is_held_once_while_it_is_answered(served) -> None:
@@ -657,3 +660,55 @@ async def test_lingering_ends_after_a_few_seconds_for_a_client_that_never_stops(
                 await asyncio.sleep(0.05)
     assert http_server.LINGER_S - 1 < asyncio.get_running_loop().time() - started < http_server.LINGER_S + 3
     writer.close()
+
+
+async def test_the_servers_own_answers_carry_a_request_id_and_are_counted(served) -> None:
+    """A 400 or 431 the app never sees: a client can quote its id, and the router's dashboards count it."""
+    _, port, srv = served
+    counted: list[tuple[int, str]] = []
+    srv.errors = lambda status, code, message, rid: counted.append((status, code))
+    out = await exchange(port, b"NOT HTTP AT ALL\r\n\r\n", b"\x00never")
+    head = out.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    assert head[0] == b"HTTP/1.1 400 Bad Request"
+    assert len([h for h in head if h.startswith(b"x-request-id: ")][0]) == len("x-request-id: ") + 36
+    await stream_for_ever(port, b"GET /")  # a head over the limit
+    assert counted == [(400, "BadRequest"), (431, "RequestHeaderFieldsTooLarge")]
+
+
+async def test_at_the_connection_cap_the_longest_idle_one_closes_and_with_none_idle_a_new_one_gets_503() -> None:
+    """Unbounded, a client opening idle connections took every file descriptor, and then every client's connection
+    failed. At the cap an idle one (a client's kept-alive connection, one that sent nothing yet) makes room, as
+    nginx reuses its keep-alive connections; one receiving or answering a request never does."""
+    app = App()
+    counted: list[tuple[int, str]] = []
+    srv = http_server.Server(app, grace_s=5.0, max_connections=2, errors=lambda status, code, message, rid: counted.append((status, code)))
+    listener = await asyncio.get_running_loop().create_server(srv.connection, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    task = asyncio.create_task(srv.serve(listener.close))
+    writers = []
+
+    async def connect(request: bytes) -> asyncio.StreamReader:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writers.append(writer)
+        writer.write(request)
+        return reader
+
+    try:
+        await connect(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.wait_for(app.slow_started.wait(), 5)
+        idle = await connect(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")
+        await asyncio.wait_for(idle.readuntil(b"|"), 5)
+        app.slow_started.clear()
+        await connect(b"GET /slow HTTP/1.1\r\nhost: x\r\n\r\n")  # the third: the idle one closes for it
+        await asyncio.wait_for(app.slow_started.wait(), 5)
+        assert await asyncio.wait_for(idle.read(), 5) == b""
+        refused = await connect(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n")  # both held are busy
+        out = await asyncio.wait_for(refused.read(), 5)
+        assert out.startswith(b"HTTP/1.1 503 Service Unavailable\r\n") and b"\r\nx-request-id: " in out, out
+        assert json.loads(out.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "TooManyConnections"
+        assert counted == [(503, "TooManyConnections")] and len(srv.connections) == 2
+    finally:
+        for writer in writers:
+            writer.close()
+        srv.stop()
+        await asyncio.wait_for(task, 10)

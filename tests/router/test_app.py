@@ -122,16 +122,15 @@ async def test_a_reload_that_fails_changes_nothing_and_is_retried_until_it_appli
 
 
 def test_the_fast_paths_one_header_pass_matches_the_asgi_paths_rules() -> None:
-    """request_lines forwards what request_head forwards, and finds the pin (the last) and credentials
-    _version finds; two Authorization headers are refused by both (which would a front proxy have checked?)."""
-    headers = [(b"host", b"r"), (b"content-type", b"application/json"),
-               (b"azureml-model-deployment", b"v1"), (b"content-length", b"2"), (b"authorization", b"Bearer b"),
-               (b"connection", b"keep-alive"), (b"x-ms-client-request-id", b"42"), (b"azureml-model-deployment", b"v2")]
+    """request_lines forwards what request_head forwards, and finds the pin and credentials _version finds;
+    two Authorization headers, or two pins, are refused by both (which would a front proxy have checked?)."""
+    headers = [(b"host", b"r"), (b"content-type", b"application/json"), (b"content-length", b"2"),
+               (b"authorization", b"Bearer b"), (b"connection", b"keep-alive"), (b"x-ms-client-request-id", b"42"),
+               (b"azureml-model-deployment", b"v2")]
     lines, pinned, authorization = request_lines(headers)
     head, length = request_head(b"POST", b"/score", b"", headers)
     assert head[1] == b"\r\n" + lines and length == 2
-    assert lines == (b"content-type: application/json\r\nazureml-model-deployment: v1\r\n"
-                     b"x-ms-client-request-id: 42\r\nazureml-model-deployment: v2\r\n")
+    assert lines == b"content-type: application/json\r\nx-ms-client-request-id: 42\r\nazureml-model-deployment: v2\r\n"
     assert (pinned, authorization) == ("v2", b"Bearer b")
     assert request_lines([]) == (b"", None, None)
     # An empty pin pins nothing, on both paths: the split decides, not a 404 for a version named "".
@@ -149,6 +148,13 @@ def test_the_fast_paths_one_header_pass_matches_the_asgi_paths_rules() -> None:
     assert caught.value.status == 400
     with pytest.raises(HttpError, match="more than one Authorization header"):
         router._version(router.routes[("endpoint", "pin")], "score", twice)
+    for pins in ((b"v1", b"v2"), (b"", b"v1"), (b"v2", b"v2")):  # the last one was taken, and both passed on
+        two_pins = [(b"azureml-model-deployment", pins[0]), *headers[:-1], (b"azureml-model-deployment", pins[1])]
+        with pytest.raises(HttpError, match="more than one azureml-model-deployment header") as caught:
+            request_lines(two_pins)
+        assert caught.value.status == 400
+        with pytest.raises(HttpError, match="more than one azureml-model-deployment header"):
+            router._version(router.routes[("endpoint", "pin")], "score", two_pins)
 
 
 def test_headers_the_clients_connection_header_lists_stay_on_its_hop() -> None:

@@ -244,7 +244,7 @@ def test_unknown_routes_methods_and_health(live) -> None:
     assert answer.status_code == 405 and answer.headers["allow"] == "POST, GET, OPTIONS"
     assert answer.json()["error"]["code"] == "MethodNotAllowed"
     answer = client.post("/api/v1/service/open/swagger.json")
-    assert answer.status_code == 405 and answer.headers["allow"] == "GET"
+    assert answer.status_code == 405 and answer.headers["allow"] == "GET, HEAD"
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["ready"] is True
 

@@ -26,7 +26,7 @@ from conftest import Fixed, free_port  # noqa: E402
 from keys import write_keys  # noqa: E402
 
 import http_server  # noqa: E402
-from router_image import metrics, relay  # noqa: E402
+from router_image import metrics, relay, responses  # noqa: E402
 from router_image.app import Router  # noqa: E402
 from router_image.config import AuthConfig, RouteConfig, RouterConfig, VersionConfig  # noqa: E402
 
@@ -135,7 +135,7 @@ async def routed(tmp_path):
     router = Router(config, backend=Fixed({"keyed": [replica.address], "one": [replica.address],
                                            "pair": [dead, replica.address]}))
     port = free_port()
-    srv = http_server.Server(router, fast=router)
+    srv = http_server.Server(router, fast=router, errors=responses.server_error)  # as __main__ serves it
     task = asyncio.create_task(srv.serve_address("127.0.0.1", port))
     for _ in range(100):
         try:
@@ -215,9 +215,25 @@ async def test_auth_errors_come_from_the_fast_path_and_keep_the_connection(route
     assert len(routed["relayed"]) == 1
 
 
-def errors_counted(status: str, code: str, route: str = "keyed") -> float:
-    labels = {"kind": "service", "route": route, "status": status, "code": code}
+def errors_counted(status: str, code: str, route: str = "keyed", kind: str = "service") -> float:
+    labels = {"kind": kind, "route": route, "status": status, "code": code}
     return metrics.REGISTRY.get_sample_value("router_error_responses_total", labels) or 0.0
+
+
+async def test_the_http_servers_own_answers_are_counted_with_the_routers(routed, caplog) -> None:
+    """A malformed request never reaches the router's code: without the server's count, a broken client or an
+    attack was invisible on the dashboards. Logged under the id its answer carries."""
+    caplog.set_level(logging.INFO, logger="router")
+    malformed = errors_counted("400", "BadRequest", route="", kind="")
+    reader, writer = await asyncio.open_connection("127.0.0.1", routed["port"])
+    writer.write(b"POST /api/v1/service/one/score HTTP/1.1\r\nhost: r\r\ncontent-length: x\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 5)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    rid = answer.split(b"\r\nx-request-id: ", 1)[1].split(b"\r\n", 1)[0].decode()
+    (line,) = [r for r in caplog.records if getattr(r, "request_id", None) == rid]
+    assert "400 BadRequest: malformed request" in line.getMessage()
+    assert errors_counted("400", "BadRequest", route="", kind="") == malformed + 1
 
 
 async def test_an_answer_the_router_gives_itself_has_a_request_id_a_log_line_and_a_count(routed, caplog) -> None:
@@ -473,3 +489,16 @@ async def test_a_request_whose_version_a_reload_removes_while_its_body_comes_is_
         srv.stop()
         await asyncio.wait_for(task, 10)
         await replica.stop()
+
+
+async def test_head_is_answered_wherever_get_is(routed) -> None:
+    """RFC 9110 9.3.2, and load balancers probe with HEAD: the same status and headers as GET, no body. A replica
+    is asked GET (the router reads a HEAD's answer as one with a body)."""
+    client = routed["client"]
+    for path in ("/healthz", "/readyz", "/api/v1/service/one/swagger.json"):
+        got, head = await client.get(path), await client.head(path)
+        assert (head.status_code, head.headers["content-length"], head.content) == (
+            got.status_code, got.headers["content-length"], b""), path
+    assert routed["replica"].seen[-1]["request-line"] == "GET /swagger.json HTTP/1.1"
+    refused = await client.put("/api/v1/service/one/swagger.json")
+    assert refused.status_code == 405 and refused.headers["allow"] == "GET, HEAD"

@@ -52,3 +52,14 @@ def test_a_window_left_open_by_an_event_loop_that_ended_does_not_silence_the_nex
     caplog.clear()
     asyncio.run(flood())
     assert len(caplog.records) == responses.LOG_BURST
+
+
+async def test_the_http_servers_own_answers_are_logged_within_the_same_bounds(monkeypatch, caplog) -> None:
+    """A client opening connections past the cap, or sending junk, is answered by the server, not the app."""
+    monkeypatch.setattr(responses, "_errors", responses.ErrorLog())
+    caplog.set_level(logging.INFO, logger="router")
+    before = metrics._ERRORS.get((metrics.NO_ROUTE, 503, "TooManyConnections"), 0)
+    for i in range(50):
+        responses.server_error(503, "TooManyConnections", "the server holds as many connections as it takes", f"r{i}")
+    assert len(caplog.records) == responses.LOG_BURST and caplog.records[0].request_id == "r0"
+    assert metrics._ERRORS[(metrics.NO_ROUTE, 503, "TooManyConnections")] - before == 50
