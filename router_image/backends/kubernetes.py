@@ -39,6 +39,7 @@ from typing import Any
 
 import aiohttp
 
+from router_image import metrics
 from router_image.autoscale import PodLoad
 from router_image.backends import ReadyCallback
 from router_image.config import RouterConfig, VersionConfig
@@ -87,6 +88,13 @@ class _Gone(Exception):
 def _why(exc: BaseException) -> str:
     """An error's text for a log line: a timeout's is empty, which left 'failed: ' naming no reason."""
     return str(exc) or type(exc).__name__
+
+
+def _reason(exc: BaseException) -> str:
+    """A failed call's reason as a metric label: one of a few values, never an error's text."""
+    if isinstance(exc, ApiError):
+        return str(exc.status)
+    return "timeout" if isinstance(exc, TimeoutError) else "connection"
 
 
 @dataclass(frozen=True)
@@ -413,6 +421,8 @@ class KubernetesBackend:
             # Deployment at once. The count is read; the autoscaler decides again from it. One still unreadable was
             # warned of by the read, once: said at every retry, it was an error every SCALE_RETRY_S for ever.
             await self._read_scale(deployment)
+            if deployment not in self._replicas:
+                metrics.SCALE_FAILURES.labels(deployment, "count unreadable").inc()
             (log.warning if deployment in self._replicas else log.debug)(
                 "deployment %s: %d replicas not applied, decided while its count was unknown (%s)", deployment,
                 replicas, f"{self._replicas[deployment]} now" if deployment in self._replicas else "not readable")
@@ -435,6 +445,7 @@ class KubernetesBackend:
             except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
                 if not isinstance(exc, ApiError) or exc.status != 409 or attempt:
                     log.error("deployment %s: scaling to %d failed: %s", deployment, replicas, _why(exc))
+                    metrics.SCALE_FAILURES.labels(deployment, _reason(exc)).inc()
                     return
             # 409: the Deployment changed since its count was read. Its status alone (pods getting ready) changes
             # the resourceVersion too, so the patch is made again when the count is still the one decided from.

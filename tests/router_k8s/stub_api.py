@@ -52,6 +52,7 @@ class StubApi:
     lease_delay_s: float = 0.0  # an overloaded API server: Lease calls answered, but this late
     scale_delay_s: float = 0.0  # and scale patches held this long before they are applied
     scale_read_delay_s: float = 0.0  # and scale reads answered this late
+    scale_patch_status: int | None = None  # scale patches refused with this status (403: a Role without patch)
     refuse_lists: int = 0  # this many EndpointSlice lists answered 429, as API Priority and Fairness does under load
     # Each Deployment's resourceVersion: bumped when its count changes (a patch, or a test setting `scales`)
     # and by `touch` (its status changing), checked against a patch's as the API server checks it.
@@ -197,6 +198,8 @@ class StubApi:
             return web.json_response({"code": 415}, status=415)
         body = await request.json()
         await asyncio.sleep(self.scale_delay_s)  # cancelled, as a request handler is, when the client leaves
+        if self.scale_patch_status is not None:
+            return web.json_response({"kind": "Status", "code": self.scale_patch_status}, status=self.scale_patch_status)
         if name in self.scales:
             given = (body.get("metadata") or {}).get("resourceVersion")
             if given is not None and given != str(self.scale_version(name)):

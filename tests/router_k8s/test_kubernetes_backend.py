@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from router_image import auth
+from router_image import auth, metrics
 from router_image.backends import kubernetes
 from router_image.backends.kubernetes import KubernetesBackend
 from router_image.autoscale import PodLoad
@@ -242,6 +242,38 @@ async def test_a_scale_call_that_times_out_says_so(api, monkeypatch, caplog) -> 
         await backend.scale("iris", 3)
         assert [r.getMessage() for r in caplog.records if r.name == "router.kubernetes"] == [
             "deployment iris: scaling to 3 failed: TimeoutError"]
+    finally:
+        api.scale_delay_s = 0.0
+        await backend.stop()
+
+
+def scale_failures(reason: str) -> float:
+    return metrics.REGISTRY.get_sample_value("router_scale_failures_total", {"deployment": "iris", "reason": reason}) or 0.0
+
+
+async def test_scale_calls_that_fail_are_counted_by_reason(api, monkeypatch) -> None:
+    """An operator alerts on the router not being able to scale: each failure only went to the log."""
+    monkeypatch.setattr(kubernetes, "CALL_TIMEOUT_S", 0.2)
+    before = {reason: scale_failures(reason) for reason in ("403", "timeout", "count unreadable")}
+    backend = _backend(api)
+    await backend.start(Ready())
+    try:
+        await backend.apply([IRIS])  # deployments/iris/scale answers 404: its count unknown
+        await backend.scale("iris", 3)
+        assert scale_failures("count unreadable") == before["count unreadable"] + 1
+        api.scales["iris"] = 2
+        await backend.scale("iris", 2)  # read now, not applied: no failure
+        api.scale_patch_status = 403  # a Role without patch on deployments/scale
+        await backend.scale("iris", 3)
+        assert scale_failures("403") == before["403"] + 1
+        api.scale_patch_status, api.scale_delay_s = None, 1.0
+        await backend.scale("iris", 3)
+        assert scale_failures("timeout") == before["timeout"] + 1
+        api.scale_delay_s = 0.0
+        await backend.scale("iris", 3)
+        assert api.scales["iris"] == 3
+        assert {reason: scale_failures(reason) - before[reason] for reason in before} == {
+            "403": 1, "timeout": 1, "count unreadable": 1}
     finally:
         api.scale_delay_s = 0.0
         await backend.stop()
