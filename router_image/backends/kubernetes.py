@@ -76,9 +76,28 @@ PEER_TIMEOUT_S = 0.5
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None):
         super().__init__(f"{status}: {message}")
         self.status = status
+        self.retry_after_s = retry_after_s
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    """The seconds a 429 or 503 asks the client to wait (API Priority and Fairness sends them), at most
+    RETRY_MAX_S: a value that is not a number of seconds is no request."""
+    try:
+        seconds = float(resp.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return min(seconds, RETRY_MAX_S) if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _pause_s(pause: float, exc: BaseException | None = None) -> float:
+    """A retry's pause: the backoff's, jittered, or longer where the API server said how long to wait (retrying
+    sooner added load to an API server that had said it was overloaded)."""
+    jittered = pause * random.uniform(0.5, 1.0)
+    retry_after = exc.retry_after_s if isinstance(exc, ApiError) else None
+    return jittered if retry_after is None else max(jittered, retry_after)
 
 
 class _Gone(Exception):
@@ -160,7 +179,7 @@ class Api:
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             text = await resp.text()
             if resp.status not in ok:
-                raise ApiError(resp.status, text[:300])
+                raise ApiError(resp.status, text[:300], _retry_after(resp))
             return resp.status, json.loads(text) if text else {}
 
     async def watch(self, path: str, params: dict[str, str]):
@@ -171,7 +190,7 @@ class Api:
             if resp.status == 410:
                 raise _Gone()
             if resp.status != 200:
-                raise ApiError(resp.status, (await resp.text())[:300])
+                raise ApiError(resp.status, (await resp.text())[:300], _retry_after(resp))
             try:
                 async for line in resp.content:
                     if line.strip():
@@ -196,9 +215,12 @@ class SliceWatch:
 
     async def _run(self) -> None:
         """List, then watch from there, for ever: any failure (a 410 too) lists again, after a pause that
-        doubles while they repeat; a watch that ended at once counts as one."""
+        doubles while they repeat (or the Retry-After the API server asked for); a watch that ended at once
+        counts as one. A watch refused with 429 is opened again from where it was, as client-go's reflector
+        does: a list is the heaviest call there is on an API server that just said it is overloaded."""
         pause = RETRY_S
         while True:
+            failure: BaseException | None = None
             try:
                 _, listing = await self._api.call("GET", self._path, params=self._selector)
                 self.slices = {s["metadata"]["name"]: s for s in listing.get("items") or []}
@@ -207,11 +229,17 @@ class SliceWatch:
                 version = listing["metadata"]["resourceVersion"]
                 while True:
                     started = time.monotonic()
-                    version = await self._follow(version)
-                    if time.monotonic() - started >= RETRY_S:
+                    throttled = None
+                    try:
+                        version = await self._follow(version)
+                    except ApiError as exc:
+                        if exc.status != 429:
+                            raise
+                        throttled = exc
+                    if throttled is None and time.monotonic() - started >= RETRY_S:
                         pause = RETRY_S  # a watch that ran its course: the API server is well
-                    else:  # ended at once (an API server draining, a proxy): not again at once
-                        await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+                    else:  # refused, or ended at once (an API server draining, a proxy): not again at once
+                        await asyncio.sleep(_pause_s(pause, throttled))
                         pause = min(pause * 2, RETRY_MAX_S)
             except asyncio.CancelledError:
                 raise
@@ -219,7 +247,8 @@ class SliceWatch:
                 log.info("endpointslices %s: watch expired (410), listing again", self._selector["labelSelector"])
             except Exception as exc:  # never the end of the watch: its endpoints would freeze
                 log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], _why(exc))
-            await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+                failure = exc
+            await asyncio.sleep(_pause_s(pause, failure))
             pause = min(pause * 2, RETRY_MAX_S)
 
     async def _follow(self, version: str) -> str:
@@ -600,20 +629,22 @@ class KubernetesBackend:
     async def _lead(self) -> None:
         """Acquire or renew the Lease every `renew_every_s` from the start of the attempt before, at once after a
         longer one: a pause after it, the win, the counts read after it and the first renewal outlasted the
-        leadership on an API server answering each call in a third of it. Leadership lapses on its own
-        (is_leader); a lapse is logged here, once the renewal that could not keep it has ended."""
+        leadership on an API server answering each call in a third of it. A refusal's Retry-After is waited
+        out. Leadership lapses on its own (is_leader); a lapse is logged here, once the renewal that could not
+        keep it has ended."""
         while True:
-            started = time.monotonic()
+            started, retry_after = time.monotonic(), 0.0
             try:
                 await self._try_lead()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never the end of the loop: this pod could not lead again
                 log.warning("lease: %s", _why(exc))
+                retry_after = (exc.retry_after_s or 0.0) if isinstance(exc, ApiError) else 0.0
             if self._leading and not self.is_leader:
                 log.warning("lease not renewed for %.1f s: no longer the scaling leader", time.monotonic() - self._renewed_at)
                 self._leading = False
-            await asyncio.sleep(max(0.0, started + self._renew_s - time.monotonic()))
+            await asyncio.sleep(max(retry_after, started + self._renew_s - time.monotonic()))
 
     def _leadership_left(self) -> float:
         """Seconds of leadership left on this pod's own clock; 0 once it lapsed or was lost."""

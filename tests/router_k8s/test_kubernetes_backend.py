@@ -128,6 +128,48 @@ async def test_a_silent_watch_is_resumed_and_replays_what_it_missed(api, monkeyp
         assert len(lists(api)) == 1  # resumed, not listed again
 
 
+async def test_a_list_refused_with_retry_after_is_retried_no_sooner(api, monkeypatch) -> None:
+    """API Priority and Fairness answers 429 with how long to wait: the list was retried at the backoff's own
+    pace, adding load to the API server that had said it was overloaded."""
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.05)
+    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
+    api.refuse_lists, api.retry_after = 1, "1"
+    ready, backend = Ready(), _backend(api)
+    await backend.start(ready)
+    try:
+        await backend.apply([IRIS])
+        started = time.monotonic()
+        await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001"])
+        assert time.monotonic() - started >= 0.9 and len(lists(api)) == 2
+    finally:
+        await backend.stop()
+
+
+async def test_a_watch_refused_with_429_is_opened_again_without_a_list(api, monkeypatch) -> None:
+    """A list is the heaviest call on an API server: a watch it throttled was answered with one more list."""
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.05)
+    api.refuse_watches = 2
+    async with watching_iris(api) as ready:
+        watches = [c for c in api.requests("GET", SLICES) if "watch" in c.query]
+        assert len(watches) == 3 and len(lists(api)) == 1
+        assert {c.query["resourceVersion"] for c in watches} == {str(api.version)}
+        api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.2", True, "iris-2")]))
+        await until(lambda: ready.addresses["iris"] == ["10.0.0.2:5001"])
+
+
+async def test_a_lease_read_refused_with_retry_after_is_tried_again_no_sooner(api) -> None:
+    api.refuse_leases, api.retry_after = 1, "1"
+    backend = _backend(api, peers=True)  # renewing every 0.1 s
+    await backend.start(Ready())
+    try:
+        await until(lambda: api.requests("GET", LEASE))
+        refused = time.monotonic()
+        await until(lambda: backend.is_leader)
+        assert time.monotonic() - refused >= 0.9 and len(api.requests("GET", LEASE)) == 2
+    finally:
+        await backend.stop()
+
+
 async def test_dual_stack_pods_count_once_and_removed_versions_empty(api) -> None:
     api.put_slice(endpoint_slice("iris-4", "iris", [("10.0.0.1", True, "iris-1")]))
     api.put_slice(endpoint_slice("iris-6", "iris", [("fd00::1", True, "iris-1"), ("fd00::2", True, "iris-2")], "IPv6"))
