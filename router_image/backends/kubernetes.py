@@ -327,6 +327,8 @@ class KubernetesBackend:
         self._published: dict[str, list[str]] = {}
         self._replicas: dict[str, int] = {}
         self._read_at: dict[str, str] = {}  # the resourceVersion each count was read at
+        self._sent = 0  # numbers the scale calls (reads and patches) in the order they are sent
+        self._counted: dict[str, int] = {}  # the number of the call each count is the answer to
         self._unread: set[str] = set()  # Deployments whose last count read failed (warned of once, until read)
         self._synced = False
         self._remote: dict[str, float] = {}
@@ -407,6 +409,7 @@ class KubernetesBackend:
             self._versions.pop(name, None)
             self._replicas.pop(name, None)
             self._read_at.pop(name, None)
+            self._counted.pop(name, None)
             self._published.pop(name, None)
             self._on_ready(name, [])
 
@@ -422,10 +425,15 @@ class KubernetesBackend:
     def _scale_path(self, deployment: str) -> str:
         return f"/apis/apps/v1/namespaces/{self._ns}/deployments/{deployment}/scale"
 
+    def _send(self) -> int:
+        self._sent += 1
+        return self._sent
+
     async def _read_scale(self, deployment: str) -> None:
         try:
+            sent = self._send()
             _, scale = await self._api.call("GET", self._scale_path(deployment))
-            self._count(deployment, scale)
+            self._count(deployment, scale, sent)
         except (aiohttp.ClientError, ApiError, TimeoutError, ValueError, TypeError, AttributeError) as exc:
             # An answer that is no scale (no number of replicas) too: raised, it ended the resync loop for good.
             # Once, not at every resync: a Deployment deleted before the config dropped it would warn every 5 s.
@@ -436,8 +444,14 @@ class KubernetesBackend:
             self._unread.discard(deployment)
             log.info("deployment %s: scale read again (%d replicas)", deployment, self._replicas[deployment])
 
-    def _count(self, deployment: str, scale: dict) -> None:
-        self._replicas[deployment] = int((scale.get("spec") or {}).get("replicas") or 0)
+    def _count(self, deployment: str, scale: dict, sent: int) -> None:
+        """The count an answer gives, unless a call sent after it answered first: a resync's read sent before a
+        patch and answered after it gave the count from before the patch, which the autoscaler took for one set
+        outside the router and scaled from again (and the next patch, on its resourceVersion, was refused)."""
+        replicas = int((scale.get("spec") or {}).get("replicas") or 0)
+        if sent < self._counted.get(deployment, 0):
+            return
+        self._replicas[deployment], self._counted[deployment] = replicas, sent
         self._read_at[deployment] = str((scale.get("metadata") or {}).get("resourceVersion") or "")
 
     async def scale(self, deployment: str, replicas: int) -> None:
@@ -465,11 +479,12 @@ class KubernetesBackend:
                 log.warning("deployment %s: leadership lapsed, %d replicas not applied", deployment, replicas)
                 return
             try:
+                sent = self._send()
                 _, scale = await self._api.call(
                     "PATCH", self._scale_path(deployment),
                     {"metadata": {"resourceVersion": self._read_at[deployment]}, "spec": {"replicas": replicas}},
                     content_type=MERGE_PATCH, timeout_s=time_left)
-                self._count(deployment, scale)
+                self._count(deployment, scale, sent)
                 return
             except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
                 if not isinstance(exc, ApiError) or exc.status != 409 or attempt:

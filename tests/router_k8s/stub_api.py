@@ -52,6 +52,7 @@ class StubApi:
     lease_delay_s: float = 0.0  # an overloaded API server: Lease calls answered, but this late
     scale_delay_s: float = 0.0  # and scale patches held this long before they are applied
     scale_read_delay_s: float = 0.0  # and scale reads answered this late
+    scale_answer_delay_s: float = 0.0  # and scale reads answered with the count when asked, this late
     scale_patch_status: int | None = None  # scale patches refused with this status (403: a Role without patch)
     refuse_lists: int = 0  # this many EndpointSlice lists answered 429, as API Priority and Fairness does under load
     refuse_watches: int = 0  # and this many EndpointSlice watches
@@ -199,6 +200,10 @@ class StubApi:
                                   "spec": {"replicas": replicas}, "status": {"replicas": replicas}})
 
     async def _get_scale(self, request: web.Request) -> web.Response:
+        answer = self._scale(request.match_info["name"])
+        await asyncio.sleep(self.scale_answer_delay_s)
+        if not self.scale_read_delay_s:
+            return answer
         await asyncio.sleep(self.scale_read_delay_s)
         return self._scale(request.match_info["name"])
 
