@@ -564,6 +564,9 @@ class KubernetesBackend:
         if not self.is_leader or (headers := self._peer_headers()) is None:
             self._remote, self._pods = {}, []
             return
+        await self._gather_peer_loads(headers)
+
+    async def _gather_peer_loads(self, headers: dict[str, str]) -> None:
         ready = set(self.peer_addresses(ready_only=True))
         every = self.peer_addresses()
         loads = await asyncio.gather(*(self._peer_load(a, headers) for a in every))
@@ -672,7 +675,9 @@ class KubernetesBackend:
         return self._leadership_left() if self.is_leader else self._valid_s
 
     async def _try_lead(self) -> None:
-        assert self._config.peers is not None
+        assert self._config.peers is not None and self._peers is not None
+        if not self._peers.listed:
+            return  # a leader that knows no peer decides on its own load alone: another pod may lead meanwhile
         name = self._config.peers.lease_name
         if self.is_leader and self._held is not None and await self._renew(name, self._held):
             return
@@ -731,8 +736,11 @@ class KubernetesBackend:
         self._renewed_at = sent
         if not self._leading:
             # The actual counts, all at once: read one after another, many versions outlasted the leadership
-            # they are read for (the Lease is not renewed meanwhile), which then never began.
-            await asyncio.gather(*(self._read_scale(d) for d in self._scaled()))
+            # they are read for (the Lease is not renewed meanwhile), which then never began. The peers' load
+            # too: the first decisions were made on this pod's demand alone, until the next polling round.
+            headers = self._peer_headers()
+            await asyncio.gather(*(self._read_scale(d) for d in self._scaled()),
+                                 *([self._gather_peer_loads(headers)] if headers is not None else []))
             self._leading = True
             log.info("%s holds lease %s: scaling leader", self.identity, self._config.peers.lease_name)  # type: ignore[union-attr]
 

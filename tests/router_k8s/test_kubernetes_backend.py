@@ -741,6 +741,25 @@ async def leading_one_peer(api, tmp_path, load_handler) -> AsyncIterator[Kuberne
         await runner.cleanup()
 
 
+async def test_a_new_leader_has_listed_and_polled_its_peers_before_it_leads(api, tmp_path, monkeypatch) -> None:
+    """The Lease was taken before the peers were listed, and the first decisions were made before their load was
+    polled: on this pod's demand alone, as if the other pods served nothing."""
+    from aiohttp import web
+
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.05)
+    api.refuse_lists, api.retry_after = 1, "0.3"  # the first list, the peers' (the versions' come later)
+
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.2)  # a busy peer, answering within the poll's timeout
+        return web.json_response({"demand": {"iris": 5}, "cpu_cores": 0.2, "routing_latency_ms": 1})
+
+    async with leading_one_peer(api, tmp_path, handler) as leader:
+        await until(lambda: leader.is_leader)
+        assert leader.remote_demand("iris") == 5
+        first_lease = next(i for i, c in enumerate(api.calls) if c.path == LEASE)
+        assert len([c for c in api.calls[:first_lease] if c.path == SLICES and "watch" not in c.query]) == 2
+
+
 async def test_a_peer_reporting_figures_that_are_not_finite_adds_nothing(api, tmp_path) -> None:
     """Python's JSON reads NaN and Infinity: a peer's NaN demand went into the sum and on to math.ceil, which
     raised in the autoscale loop (and an infinite one scaled straight to max)."""
@@ -848,9 +867,11 @@ async def test_a_token_that_cannot_be_read_keeps_the_last_one_and_nothing_stops(
         await backend.stop()
 
 
-async def test_a_token_file_missing_from_the_start_is_warned_of_once_until_it_is_read(api, tmp_path, caplog) -> None:
+async def test_a_token_file_missing_from_the_start_is_warned_of_once_until_it_is_read(api, tmp_path, caplog,
+                                                                                       monkeypatch) -> None:
     """A pod without its token (automountServiceAccountToken turned off by a policy) warned at every API call (each
     Lease attempt, each watch) that 'the last one is used', though there was none."""
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.01)  # the peers' list, refused, is tried again at once
     caplog.set_level(logging.INFO, logger="router.kubernetes")
     token = Path(api.access.token_file)
     saved = token.read_text()
@@ -858,7 +879,7 @@ async def test_a_token_file_missing_from_the_start_is_warned_of_once_until_it_is
     backend = _backend(api, peers=True)
     await backend.start(Ready())
     try:
-        await until(lambda: len(api.requests("GET", LEASE)) >= 5)
+        await until(lambda: len(api.requests("GET", SLICES)) >= 5)  # no Lease call before the peers are listed
         assert caplog.text.count("service account token not read") == 1
         assert "service account token not read, none is sent" in caplog.text
         token.write_text(saved)
