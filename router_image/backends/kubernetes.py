@@ -185,8 +185,11 @@ class Api:
     async def watch(self, path: str, params: dict[str, str]):
         """The events of a watch, one dict per line, until the server ends the stream."""
         params = {**params, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_S)}
+        # Connecting is bounded as any call is: unbounded, a black-holed API server address (a SYN or a TLS
+        # handshake left unanswered) held the watch for the kernel's retries and the 60 s handshake timeout.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CALL_TIMEOUT_S, sock_read=WATCH_SILENT_S)
         async with self._session.get(self._access.base_url + path, params=params, headers=self._headers(),
-                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=WATCH_SILENT_S)) as resp:
+                                     timeout=timeout) as resp:
             if resp.status == 410:
                 raise _Gone()
             if resp.status != 200:

@@ -170,6 +170,29 @@ async def test_a_lease_read_refused_with_retry_after_is_tried_again_no_sooner(ap
         await backend.stop()
 
 
+async def test_a_watch_whose_connection_is_never_answered_gives_up_within_a_calls_timeout(tmp_path, monkeypatch) -> None:
+    """An API server address that takes the connection and never answers the TLS handshake held the watch for
+    asyncio's 60 s handshake timeout (a dropped SYN, for the kernel's 2 minutes of retries)."""
+    monkeypatch.setattr(kubernetes, "CALL_TIMEOUT_S", 0.2)
+    accepted: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    api = kubernetes.Api(kubernetes.ApiAccess(f"https://127.0.0.1:{port}"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(3):
+                async for _ in api.watch(SLICES, {"resourceVersion": "1"}):
+                    pass
+        assert accepted and time.monotonic() - started < 1
+    finally:
+        await api.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_dual_stack_pods_count_once_and_removed_versions_empty(api) -> None:
     api.put_slice(endpoint_slice("iris-4", "iris", [("10.0.0.1", True, "iris-1")]))
     api.put_slice(endpoint_slice("iris-6", "iris", [("fd00::1", True, "iris-1"), ("fd00::2", True, "iris-2")], "IPv6"))
