@@ -294,14 +294,24 @@ async def test_a_status_change_since_the_read_does_not_stop_the_patch(api) -> No
         await backend.stop()
 
 
-async def test_a_read_sent_before_a_patch_and_answered_after_it_leaves_the_patched_count(api) -> None:
-    """The leader's resync read the count just before a decision's patch and its answer came after the patch's:
-    the count from before the patch was taken for one set outside the router, and the autoscaler scaled from it."""
+@contextlib.asynccontextmanager
+async def scaling_iris(api) -> AsyncIterator[KubernetesBackend]:
+    """A lone backend (the leader) scaling iris, read at 2 replicas; stopped after, the stub's delays undone."""
     api.scales["iris"] = 2
     backend = _backend(api)
     await backend.start(Ready())
     try:
         await backend.apply([IRIS])
+        yield backend
+    finally:
+        api.scale_delay_s = api.scale_answer_delay_s = 0.0
+        await backend.stop()
+
+
+async def test_a_read_sent_before_a_patch_and_answered_after_it_leaves_the_patched_count(api) -> None:
+    """The leader's resync read the count just before a decision's patch and its answer came after the patch's:
+    the count from before the patch was taken for one set outside the router, and the autoscaler scaled from it."""
+    async with scaling_iris(api) as backend:
         api.scale_answer_delay_s = 0.3
         read = asyncio.create_task(backend._read_scale("iris"))  # as the resync does
         await until(lambda: len(api.requests("GET", SCALE)) == 2)  # answered with 2, on its way back
@@ -311,27 +321,17 @@ async def test_a_read_sent_before_a_patch_and_answered_after_it_leaves_the_patch
         assert api.scales["iris"] == 3 and backend.replicas("iris") == 3
         await backend.scale("iris", 4)  # on the patch's resourceVersion, not the late read's: no conflict
         assert len(api.requests("PATCH", SCALE)) == 2 and api.scales["iris"] == 4
-    finally:
-        api.scale_answer_delay_s = 0.0
-        await backend.stop()
 
 
 async def test_a_scale_call_that_times_out_says_so(api, monkeypatch, caplog) -> None:
     """An API server that takes the patch and does not answer in time (API Priority and Fairness queueing it): the
     error says it timed out. A timeout's text is empty, so it read 'scaling to 3 failed: ', naming no reason."""
     monkeypatch.setattr(kubernetes, "CALL_TIMEOUT_S", 0.2)
-    api.scales["iris"] = 2
-    backend = _backend(api)
-    await backend.start(Ready())
-    try:
-        await backend.apply([IRIS])
+    async with scaling_iris(api) as backend:
         api.scale_delay_s = 1.0
         await backend.scale("iris", 3)
         assert [r.getMessage() for r in caplog.records if r.name == "router.kubernetes"] == [
             "deployment iris: scaling to 3 failed: TimeoutError"]
-    finally:
-        api.scale_delay_s = 0.0
-        await backend.stop()
 
 
 def scale_failures(reason: str) -> float:
