@@ -113,6 +113,11 @@ ROUTER_DESIRED = Gauge("router_desired_pods", "Router pods the scaling leader as
                        registry=REGISTRY)
 ROUTER_SCALINGS = Counter("router_pod_scalings_total", "Router pod count changes decided.", ("direction",),
                           registry=REGISTRY)
+# Decisions are counted when made: a leader whose every patch fails (RBAC, an API server refusing or not answering)
+# still counted them, and only its log said that nothing was scaled.
+SCALE_FAILURES = Counter("router_scale_failures_total", "Scale calls of the leader the API server did not carry out, "
+                         "by Deployment and reason: its HTTP status, timeout, connection, or count unreadable (the "
+                         "count to scale from could not be read).", ("deployment", "reason"), registry=REGISTRY)
 
 
 def forget(gone: set[tuple[str, str, str, str]], unscaled: set[tuple[str, str, str, str]]) -> None:

@@ -39,6 +39,7 @@ from typing import Any
 
 import aiohttp
 
+from router_image import metrics
 from router_image.autoscale import PodLoad
 from router_image.backends import ReadyCallback
 from router_image.config import RouterConfig, VersionConfig
@@ -75,9 +76,28 @@ PEER_TIMEOUT_S = 0.5
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, retry_after_s: float | None = None):
         super().__init__(f"{status}: {message}")
         self.status = status
+        self.retry_after_s = retry_after_s
+
+
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    """The seconds a 429 or 503 asks the client to wait (API Priority and Fairness sends them), at most
+    RETRY_MAX_S: a value that is not a number of seconds is no request."""
+    try:
+        seconds = float(resp.headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return min(seconds, RETRY_MAX_S) if math.isfinite(seconds) and seconds >= 0 else None
+
+
+def _pause_s(pause: float, exc: BaseException | None = None) -> float:
+    """A retry's pause: the backoff's, jittered, or longer where the API server said how long to wait (retrying
+    sooner added load to an API server that had said it was overloaded)."""
+    jittered = pause * random.uniform(0.5, 1.0)
+    retry_after = exc.retry_after_s if isinstance(exc, ApiError) else None
+    return jittered if retry_after is None else max(jittered, retry_after)
 
 
 class _Gone(Exception):
@@ -87,6 +107,13 @@ class _Gone(Exception):
 def _why(exc: BaseException) -> str:
     """An error's text for a log line: a timeout's is empty, which left 'failed: ' naming no reason."""
     return str(exc) or type(exc).__name__
+
+
+def _reason(exc: BaseException) -> str:
+    """A failed call's reason as a metric label: one of a few values, never an error's text."""
+    if isinstance(exc, ApiError):
+        return str(exc.status)
+    return "timeout" if isinstance(exc, TimeoutError) else "connection"
 
 
 @dataclass(frozen=True)
@@ -152,18 +179,21 @@ class Api:
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
             text = await resp.text()
             if resp.status not in ok:
-                raise ApiError(resp.status, text[:300])
+                raise ApiError(resp.status, text[:300], _retry_after(resp))
             return resp.status, json.loads(text) if text else {}
 
     async def watch(self, path: str, params: dict[str, str]):
         """The events of a watch, one dict per line, until the server ends the stream."""
         params = {**params, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_S)}
+        # Connecting is bounded as any call is: unbounded, a black-holed API server address (a SYN or a TLS
+        # handshake left unanswered) held the watch for the kernel's retries and the 60 s handshake timeout.
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=CALL_TIMEOUT_S, sock_read=WATCH_SILENT_S)
         async with self._session.get(self._access.base_url + path, params=params, headers=self._headers(),
-                                     timeout=aiohttp.ClientTimeout(total=None, sock_read=WATCH_SILENT_S)) as resp:
+                                     timeout=timeout) as resp:
             if resp.status == 410:
                 raise _Gone()
             if resp.status != 200:
-                raise ApiError(resp.status, (await resp.text())[:300])
+                raise ApiError(resp.status, (await resp.text())[:300], _retry_after(resp))
             try:
                 async for line in resp.content:
                     if line.strip():
@@ -188,9 +218,12 @@ class SliceWatch:
 
     async def _run(self) -> None:
         """List, then watch from there, for ever: any failure (a 410 too) lists again, after a pause that
-        doubles while they repeat; a watch that ended at once counts as one."""
+        doubles while they repeat (or the Retry-After the API server asked for); a watch that ended at once
+        counts as one. A watch refused with 429 is opened again from where it was, as client-go's reflector
+        does: a list is the heaviest call there is on an API server that just said it is overloaded."""
         pause = RETRY_S
         while True:
+            failure: BaseException | None = None
             try:
                 _, listing = await self._api.call("GET", self._path, params=self._selector)
                 self.slices = {s["metadata"]["name"]: s for s in listing.get("items") or []}
@@ -199,11 +232,17 @@ class SliceWatch:
                 version = listing["metadata"]["resourceVersion"]
                 while True:
                     started = time.monotonic()
-                    version = await self._follow(version)
-                    if time.monotonic() - started >= RETRY_S:
+                    throttled = None
+                    try:
+                        version = await self._follow(version)
+                    except ApiError as exc:
+                        if exc.status != 429:
+                            raise
+                        throttled = exc
+                    if throttled is None and time.monotonic() - started >= RETRY_S:
                         pause = RETRY_S  # a watch that ran its course: the API server is well
-                    else:  # ended at once (an API server draining, a proxy): not again at once
-                        await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+                    else:  # refused, or ended at once (an API server draining, a proxy): not again at once
+                        await asyncio.sleep(_pause_s(pause, throttled))
                         pause = min(pause * 2, RETRY_MAX_S)
             except asyncio.CancelledError:
                 raise
@@ -211,7 +250,8 @@ class SliceWatch:
                 log.info("endpointslices %s: watch expired (410), listing again", self._selector["labelSelector"])
             except Exception as exc:  # never the end of the watch: its endpoints would freeze
                 log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], _why(exc))
-            await asyncio.sleep(pause * random.uniform(0.5, 1.0))
+                failure = exc
+            await asyncio.sleep(_pause_s(pause, failure))
             pause = min(pause * 2, RETRY_MAX_S)
 
     async def _follow(self, version: str) -> str:
@@ -290,6 +330,8 @@ class KubernetesBackend:
         self._published: dict[str, list[str]] = {}
         self._replicas: dict[str, int] = {}
         self._read_at: dict[str, str] = {}  # the resourceVersion each count was read at
+        self._sent = 0  # numbers the scale calls (reads and patches) in the order they are sent
+        self._counted: dict[str, int] = {}  # the number of the call each count is the answer to
         self._unread: set[str] = set()  # Deployments whose last count read failed (warned of once, until read)
         self._synced = False
         self._remote: dict[str, float] = {}
@@ -370,6 +412,7 @@ class KubernetesBackend:
             self._versions.pop(name, None)
             self._replicas.pop(name, None)
             self._read_at.pop(name, None)
+            self._counted.pop(name, None)
             self._published.pop(name, None)
             self._on_ready(name, [])
 
@@ -385,10 +428,15 @@ class KubernetesBackend:
     def _scale_path(self, deployment: str) -> str:
         return f"/apis/apps/v1/namespaces/{self._ns}/deployments/{deployment}/scale"
 
+    def _send(self) -> int:
+        self._sent += 1
+        return self._sent
+
     async def _read_scale(self, deployment: str) -> None:
         try:
+            sent = self._send()
             _, scale = await self._api.call("GET", self._scale_path(deployment))
-            self._count(deployment, scale)
+            self._count(deployment, scale, sent)
         except (aiohttp.ClientError, ApiError, TimeoutError, ValueError, TypeError, AttributeError) as exc:
             # An answer that is no scale (no number of replicas) too: raised, it ended the resync loop for good.
             # Once, not at every resync: a Deployment deleted before the config dropped it would warn every 5 s.
@@ -399,8 +447,14 @@ class KubernetesBackend:
             self._unread.discard(deployment)
             log.info("deployment %s: scale read again (%d replicas)", deployment, self._replicas[deployment])
 
-    def _count(self, deployment: str, scale: dict) -> None:
-        self._replicas[deployment] = int((scale.get("spec") or {}).get("replicas") or 0)
+    def _count(self, deployment: str, scale: dict, sent: int) -> None:
+        """The count an answer gives, unless a call sent after it answered first: a resync's read sent before a
+        patch and answered after it gave the count from before the patch, which the autoscaler took for one set
+        outside the router and scaled from again (and the next patch, on its resourceVersion, was refused)."""
+        replicas = int((scale.get("spec") or {}).get("replicas") or 0)
+        if sent < self._counted.get(deployment, 0):
+            return
+        self._replicas[deployment], self._counted[deployment] = replicas, sent
         self._read_at[deployment] = str((scale.get("metadata") or {}).get("resourceVersion") or "")
 
     async def scale(self, deployment: str, replicas: int) -> None:
@@ -413,6 +467,8 @@ class KubernetesBackend:
             # Deployment at once. The count is read; the autoscaler decides again from it. One still unreadable was
             # warned of by the read, once: said at every retry, it was an error every SCALE_RETRY_S for ever.
             await self._read_scale(deployment)
+            if deployment not in self._replicas:
+                metrics.SCALE_FAILURES.labels(deployment, "count unreadable").inc()
             (log.warning if deployment in self._replicas else log.debug)(
                 "deployment %s: %d replicas not applied, decided while its count was unknown (%s)", deployment,
                 replicas, f"{self._replicas[deployment]} now" if deployment in self._replicas else "not readable")
@@ -426,15 +482,17 @@ class KubernetesBackend:
                 log.warning("deployment %s: leadership lapsed, %d replicas not applied", deployment, replicas)
                 return
             try:
+                sent = self._send()
                 _, scale = await self._api.call(
                     "PATCH", self._scale_path(deployment),
                     {"metadata": {"resourceVersion": self._read_at[deployment]}, "spec": {"replicas": replicas}},
                     content_type=MERGE_PATCH, timeout_s=time_left)
-                self._count(deployment, scale)
+                self._count(deployment, scale, sent)
                 return
             except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
                 if not isinstance(exc, ApiError) or exc.status != 409 or attempt:
                     log.error("deployment %s: scaling to %d failed: %s", deployment, replicas, _why(exc))
+                    metrics.SCALE_FAILURES.labels(deployment, _reason(exc)).inc()
                     return
             # 409: the Deployment changed since its count was read. Its status alone (pods getting ready) changes
             # the resourceVersion too, so the patch is made again when the count is still the one decided from.
@@ -509,6 +567,9 @@ class KubernetesBackend:
         if not self.is_leader or (headers := self._peer_headers()) is None:
             self._remote, self._pods = {}, []
             return
+        await self._gather_peer_loads(headers)
+
+    async def _gather_peer_loads(self, headers: dict[str, str]) -> None:
         ready = set(self.peer_addresses(ready_only=True))
         every = self.peer_addresses()
         loads = await asyncio.gather(*(self._peer_load(a, headers) for a in every))
@@ -589,20 +650,22 @@ class KubernetesBackend:
     async def _lead(self) -> None:
         """Acquire or renew the Lease every `renew_every_s` from the start of the attempt before, at once after a
         longer one: a pause after it, the win, the counts read after it and the first renewal outlasted the
-        leadership on an API server answering each call in a third of it. Leadership lapses on its own
-        (is_leader); a lapse is logged here, once the renewal that could not keep it has ended."""
+        leadership on an API server answering each call in a third of it. A refusal's Retry-After is waited
+        out. Leadership lapses on its own (is_leader); a lapse is logged here, once the renewal that could not
+        keep it has ended."""
         while True:
-            started = time.monotonic()
+            started, retry_after = time.monotonic(), 0.0
             try:
                 await self._try_lead()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never the end of the loop: this pod could not lead again
                 log.warning("lease: %s", _why(exc))
+                retry_after = (exc.retry_after_s or 0.0) if isinstance(exc, ApiError) else 0.0
             if self._leading and not self.is_leader:
                 log.warning("lease not renewed for %.1f s: no longer the scaling leader", time.monotonic() - self._renewed_at)
                 self._leading = False
-            await asyncio.sleep(max(0.0, started + self._renew_s - time.monotonic()))
+            await asyncio.sleep(max(retry_after, started + self._renew_s - time.monotonic()))
 
     def _leadership_left(self) -> float:
         """Seconds of leadership left on this pod's own clock; 0 once it lapsed or was lost."""
@@ -615,7 +678,9 @@ class KubernetesBackend:
         return self._leadership_left() if self.is_leader else self._valid_s
 
     async def _try_lead(self) -> None:
-        assert self._config.peers is not None
+        assert self._config.peers is not None and self._peers is not None
+        if not self._peers.listed:
+            return  # a leader that knows no peer decides on its own load alone: another pod may lead meanwhile
         name = self._config.peers.lease_name
         if self.is_leader and self._held is not None and await self._renew(name, self._held):
             return
@@ -674,8 +739,11 @@ class KubernetesBackend:
         self._renewed_at = sent
         if not self._leading:
             # The actual counts, all at once: read one after another, many versions outlasted the leadership
-            # they are read for (the Lease is not renewed meanwhile), which then never began.
-            await asyncio.gather(*(self._read_scale(d) for d in self._scaled()))
+            # they are read for (the Lease is not renewed meanwhile), which then never began. The peers' load
+            # too: the first decisions were made on this pod's demand alone, until the next polling round.
+            headers = self._peer_headers()
+            await asyncio.gather(*(self._read_scale(d) for d in self._scaled()),
+                                 *([self._gather_peer_loads(headers)] if headers is not None else []))
             self._leading = True
             log.info("%s holds lease %s: scaling leader", self.identity, self._config.peers.lease_name)  # type: ignore[union-attr]
 

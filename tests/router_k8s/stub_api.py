@@ -52,7 +52,12 @@ class StubApi:
     lease_delay_s: float = 0.0  # an overloaded API server: Lease calls answered, but this late
     scale_delay_s: float = 0.0  # and scale patches held this long before they are applied
     scale_read_delay_s: float = 0.0  # and scale reads answered this late
+    scale_answer_delay_s: float = 0.0  # and scale reads answered with the count when asked, this late
+    scale_patch_status: int | None = None  # scale patches refused with this status (403: a Role without patch)
     refuse_lists: int = 0  # this many EndpointSlice lists answered 429, as API Priority and Fairness does under load
+    refuse_watches: int = 0  # and this many EndpointSlice watches
+    refuse_leases: int = 0  # and this many Lease reads
+    retry_after: str | None = None  # the Retry-After header of those 429s
     # Each Deployment's resourceVersion: bumped when its count changes (a patch, or a test setting `scales`)
     # and by `touch` (its status changing), checked against a patch's as the API server checks it.
     scale_versions: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (count, resourceVersion)
@@ -133,10 +138,17 @@ class StubApi:
         key, _, value = request.query["labelSelector"].partition("=")
         return [s for s in self.slices.values() if s["metadata"]["labels"].get(key) == value]
 
+    def _too_many_requests(self) -> web.Response:
+        return web.json_response({"kind": "Status", "code": 429, "reason": "TooManyRequests"}, status=429,
+                                 headers={"Retry-After": self.retry_after} if self.retry_after is not None else None)
+
     async def _slices(self, request: web.Request) -> web.StreamResponse:
         if request.query.get("watch") != "true" and self.refuse_lists > 0:
             self.refuse_lists -= 1
-            return web.json_response({"kind": "Status", "code": 429, "reason": "TooManyRequests"}, status=429)
+            return self._too_many_requests()
+        if request.query.get("watch") == "true" and self.refuse_watches > 0:
+            self.refuse_watches -= 1
+            return self._too_many_requests()
         if request.query.get("watch") != "true":
             return web.json_response({"kind": "EndpointSliceList", "metadata": {"resourceVersion": str(self.version)},
                                       "items": self._selected(request)})
@@ -188,6 +200,10 @@ class StubApi:
                                   "spec": {"replicas": replicas}, "status": {"replicas": replicas}})
 
     async def _get_scale(self, request: web.Request) -> web.Response:
+        answer = self._scale(request.match_info["name"])
+        await asyncio.sleep(self.scale_answer_delay_s)
+        if not self.scale_read_delay_s:
+            return answer
         await asyncio.sleep(self.scale_read_delay_s)
         return self._scale(request.match_info["name"])
 
@@ -197,6 +213,8 @@ class StubApi:
             return web.json_response({"code": 415}, status=415)
         body = await request.json()
         await asyncio.sleep(self.scale_delay_s)  # cancelled, as a request handler is, when the client leaves
+        if self.scale_patch_status is not None:
+            return web.json_response({"kind": "Status", "code": self.scale_patch_status}, status=self.scale_patch_status)
         if name in self.scales:
             given = (body.get("metadata") or {}).get("resourceVersion")
             if given is not None and given != str(self.scale_version(name)):
@@ -208,6 +226,9 @@ class StubApi:
 
     async def _get_lease(self, request: web.Request) -> web.Response:
         await asyncio.sleep(self.lease_delay_s)
+        if self.refuse_leases > 0:
+            self.refuse_leases -= 1
+            return self._too_many_requests()
         lease = self.leases.get(request.match_info["name"])
         return web.json_response(lease) if lease else web.json_response({"code": 404}, status=404)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from router_image import auth
+from router_image import auth, metrics
 from router_image.backends import kubernetes
 from router_image.backends.kubernetes import KubernetesBackend
 from router_image.autoscale import PodLoad
@@ -128,6 +128,71 @@ async def test_a_silent_watch_is_resumed_and_replays_what_it_missed(api, monkeyp
         assert len(lists(api)) == 1  # resumed, not listed again
 
 
+async def test_a_list_refused_with_retry_after_is_retried_no_sooner(api, monkeypatch) -> None:
+    """API Priority and Fairness answers 429 with how long to wait: the list was retried at the backoff's own
+    pace, adding load to the API server that had said it was overloaded."""
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.05)
+    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
+    api.refuse_lists, api.retry_after = 1, "1"
+    ready, backend = Ready(), _backend(api)
+    await backend.start(ready)
+    try:
+        await backend.apply([IRIS])
+        started = time.monotonic()
+        await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001"])
+        assert time.monotonic() - started >= 0.9 and len(lists(api)) == 2
+    finally:
+        await backend.stop()
+
+
+async def test_a_watch_refused_with_429_is_opened_again_without_a_list(api, monkeypatch) -> None:
+    """A list is the heaviest call on an API server: a watch it throttled was answered with one more list."""
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.05)
+    api.refuse_watches = 2
+    async with watching_iris(api) as ready:
+        watches = [c for c in api.requests("GET", SLICES) if "watch" in c.query]
+        assert len(watches) == 3 and len(lists(api)) == 1
+        assert {c.query["resourceVersion"] for c in watches} == {str(api.version)}
+        api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.2", True, "iris-2")]))
+        await until(lambda: ready.addresses["iris"] == ["10.0.0.2:5001"])
+
+
+async def test_a_lease_read_refused_with_retry_after_is_tried_again_no_sooner(api) -> None:
+    api.refuse_leases, api.retry_after = 1, "1"
+    backend = _backend(api, peers=True)  # renewing every 0.1 s
+    await backend.start(Ready())
+    try:
+        await until(lambda: api.requests("GET", LEASE))
+        refused = time.monotonic()
+        await until(lambda: backend.is_leader)
+        assert time.monotonic() - refused >= 0.9 and len(api.requests("GET", LEASE)) == 2
+    finally:
+        await backend.stop()
+
+
+async def test_a_watch_whose_connection_is_never_answered_gives_up_within_a_calls_timeout(tmp_path, monkeypatch) -> None:
+    """An API server address that takes the connection and never answers the TLS handshake held the watch for
+    asyncio's 60 s handshake timeout (a dropped SYN, for the kernel's 2 minutes of retries)."""
+    monkeypatch.setattr(kubernetes, "CALL_TIMEOUT_S", 0.2)
+    accepted: list[asyncio.StreamWriter] = []
+    server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    api = kubernetes.Api(kubernetes.ApiAccess(f"https://127.0.0.1:{port}"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(3):
+                async for _ in api.watch(SLICES, {"resourceVersion": "1"}):
+                    pass
+        assert accepted and time.monotonic() - started < 1
+    finally:
+        await api.close()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_dual_stack_pods_count_once_and_removed_versions_empty(api) -> None:
     api.put_slice(endpoint_slice("iris-4", "iris", [("10.0.0.1", True, "iris-1")]))
     api.put_slice(endpoint_slice("iris-6", "iris", [("fd00::1", True, "iris-1"), ("fd00::2", True, "iris-2")], "IPv6"))
@@ -229,19 +294,73 @@ async def test_a_status_change_since_the_read_does_not_stop_the_patch(api) -> No
         await backend.stop()
 
 
-async def test_a_scale_call_that_times_out_says_so(api, monkeypatch, caplog) -> None:
-    """An API server that takes the patch and does not answer in time (API Priority and Fairness queueing it): the
-    error says it timed out. A timeout's text is empty, so it read 'scaling to 3 failed: ', naming no reason."""
-    monkeypatch.setattr(kubernetes, "CALL_TIMEOUT_S", 0.2)
+@contextlib.asynccontextmanager
+async def scaling_iris(api) -> AsyncIterator[KubernetesBackend]:
+    """A lone backend (the leader) scaling iris, read at 2 replicas; stopped after, the stub's delays undone."""
     api.scales["iris"] = 2
     backend = _backend(api)
     await backend.start(Ready())
     try:
         await backend.apply([IRIS])
+        yield backend
+    finally:
+        api.scale_delay_s = api.scale_answer_delay_s = 0.0
+        await backend.stop()
+
+
+async def test_a_read_sent_before_a_patch_and_answered_after_it_leaves_the_patched_count(api) -> None:
+    """The leader's resync read the count just before a decision's patch and its answer came after the patch's:
+    the count from before the patch was taken for one set outside the router, and the autoscaler scaled from it."""
+    async with scaling_iris(api) as backend:
+        api.scale_answer_delay_s = 0.3
+        read = asyncio.create_task(backend._read_scale("iris"))  # as the resync does
+        await until(lambda: len(api.requests("GET", SCALE)) == 2)  # answered with 2, on its way back
+        api.scale_answer_delay_s = 0.0
+        await backend.scale("iris", 3)
+        await read
+        assert api.scales["iris"] == 3 and backend.replicas("iris") == 3
+        await backend.scale("iris", 4)  # on the patch's resourceVersion, not the late read's: no conflict
+        assert len(api.requests("PATCH", SCALE)) == 2 and api.scales["iris"] == 4
+
+
+async def test_a_scale_call_that_times_out_says_so(api, monkeypatch, caplog) -> None:
+    """An API server that takes the patch and does not answer in time (API Priority and Fairness queueing it): the
+    error says it timed out. A timeout's text is empty, so it read 'scaling to 3 failed: ', naming no reason."""
+    monkeypatch.setattr(kubernetes, "CALL_TIMEOUT_S", 0.2)
+    async with scaling_iris(api) as backend:
         api.scale_delay_s = 1.0
         await backend.scale("iris", 3)
         assert [r.getMessage() for r in caplog.records if r.name == "router.kubernetes"] == [
             "deployment iris: scaling to 3 failed: TimeoutError"]
+
+
+def scale_failures(reason: str) -> float:
+    return metrics.REGISTRY.get_sample_value("router_scale_failures_total", {"deployment": "iris", "reason": reason}) or 0.0
+
+
+async def test_scale_calls_that_fail_are_counted_by_reason(api, monkeypatch) -> None:
+    """An operator alerts on the router not being able to scale: each failure only went to the log."""
+    monkeypatch.setattr(kubernetes, "CALL_TIMEOUT_S", 0.2)
+    before = {reason: scale_failures(reason) for reason in ("403", "timeout", "count unreadable")}
+    backend = _backend(api)
+    await backend.start(Ready())
+    try:
+        await backend.apply([IRIS])  # deployments/iris/scale answers 404: its count unknown
+        await backend.scale("iris", 3)
+        assert scale_failures("count unreadable") == before["count unreadable"] + 1
+        api.scales["iris"] = 2
+        await backend.scale("iris", 2)  # read now, not applied: no failure
+        api.scale_patch_status = 403  # a Role without patch on deployments/scale
+        await backend.scale("iris", 3)
+        assert scale_failures("403") == before["403"] + 1
+        api.scale_patch_status, api.scale_delay_s = None, 1.0
+        await backend.scale("iris", 3)
+        assert scale_failures("timeout") == before["timeout"] + 1
+        api.scale_delay_s = 0.0
+        await backend.scale("iris", 3)
+        assert api.scales["iris"] == 3
+        assert {reason: scale_failures(reason) - before[reason] for reason in before} == {
+            "403": 1, "timeout": 1, "count unreadable": 1}
     finally:
         api.scale_delay_s = 0.0
         await backend.stop()
@@ -645,6 +764,25 @@ async def leading_one_peer(api, tmp_path, load_handler) -> AsyncIterator[Kuberne
         await runner.cleanup()
 
 
+async def test_a_new_leader_has_listed_and_polled_its_peers_before_it_leads(api, tmp_path, monkeypatch) -> None:
+    """The Lease was taken before the peers were listed, and the first decisions were made before their load was
+    polled: on this pod's demand alone, as if the other pods served nothing."""
+    from aiohttp import web
+
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.05)
+    api.refuse_lists, api.retry_after = 1, "0.3"  # the first list, the peers' (the versions' come later)
+
+    async def handler(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.2)  # a busy peer, answering within the poll's timeout
+        return web.json_response({"demand": {"iris": 5}, "cpu_cores": 0.2, "routing_latency_ms": 1})
+
+    async with leading_one_peer(api, tmp_path, handler) as leader:
+        await until(lambda: leader.is_leader)
+        assert leader.remote_demand("iris") == 5
+        first_lease = next(i for i, c in enumerate(api.calls) if c.path == LEASE)
+        assert len([c for c in api.calls[:first_lease] if c.path == SLICES and "watch" not in c.query]) == 2
+
+
 async def test_a_peer_reporting_figures_that_are_not_finite_adds_nothing(api, tmp_path) -> None:
     """Python's JSON reads NaN and Infinity: a peer's NaN demand went into the sum and on to math.ceil, which
     raised in the autoscale loop (and an infinite one scaled straight to max)."""
@@ -752,9 +890,11 @@ async def test_a_token_that_cannot_be_read_keeps_the_last_one_and_nothing_stops(
         await backend.stop()
 
 
-async def test_a_token_file_missing_from_the_start_is_warned_of_once_until_it_is_read(api, tmp_path, caplog) -> None:
+async def test_a_token_file_missing_from_the_start_is_warned_of_once_until_it_is_read(api, tmp_path, caplog,
+                                                                                       monkeypatch) -> None:
     """A pod without its token (automountServiceAccountToken turned off by a policy) warned at every API call (each
     Lease attempt, each watch) that 'the last one is used', though there was none."""
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.01)  # the peers' list, refused, is tried again at once
     caplog.set_level(logging.INFO, logger="router.kubernetes")
     token = Path(api.access.token_file)
     saved = token.read_text()
@@ -762,7 +902,7 @@ async def test_a_token_file_missing_from_the_start_is_warned_of_once_until_it_is
     backend = _backend(api, peers=True)
     await backend.start(Ready())
     try:
-        await until(lambda: len(api.requests("GET", LEASE)) >= 5)
+        await until(lambda: len(api.requests("GET", SLICES)) >= 5)  # no Lease call before the peers are listed
         assert caplog.text.count("service account token not read") == 1
         assert "service account token not read, none is sent" in caplog.text
         token.write_text(saved)
