@@ -653,14 +653,19 @@ class KubernetesBackend:
         leadership on an API server answering each call in a third of it. A refusal's Retry-After is waited
         out. Leadership lapses on its own (is_leader); a lapse is logged here, once the renewal that could not
         keep it has ended."""
+        failing = 0  # attempts in a row that failed: the first is warned of, the rest counted until one works
         while True:
             started, retry_after = time.monotonic(), 0.0
             try:
                 await self._try_lead()
+                if failing:
+                    log.info("lease calls answer again, after %d that failed", failing)
+                    failing = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never the end of the loop: this pod could not lead again
-                log.warning("lease: %s", _why(exc))
+                (log.debug if failing else log.warning)("lease: %s", _why(exc))
+                failing += 1
                 retry_after = (exc.retry_after_s or 0.0) if isinstance(exc, ApiError) else 0.0
             if self._leading and not self.is_leader:
                 log.warning("lease not renewed for %.1f s: no longer the scaling leader", time.monotonic() - self._renewed_at)

@@ -1090,3 +1090,20 @@ async def test_a_renewed_certificate_reaching_the_pods_at_different_times_keeps_
     finally:
         await leader.stop()
         await runner.cleanup()
+
+
+async def test_a_lasting_lease_refusal_is_warned_of_once_and_its_end_told(api, caplog) -> None:
+    """A Role without the Lease, or an API server down for an hour, logged a warning at every attempt (each
+    renewal period, for good): 1,800 an hour a pod, the one line that mattered lost among them."""
+    caplog.set_level(logging.INFO, logger="router.kubernetes")
+    api.refuse_leases = 8
+    backend = _backend(api, peers=True)  # renewing every 0.1 s
+    await backend.start(Ready())
+    try:
+        await until(lambda: backend.is_leader)
+        assert len(api.requests("GET", LEASE)) >= 9
+        refusals = [r for r in caplog.records if r.getMessage().startswith("lease: ")]
+        assert len(refusals) == 1 and refusals[0].levelno == logging.WARNING
+        assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("lease calls answer again")]
+    finally:
+        await backend.stop()
