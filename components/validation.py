@@ -7,11 +7,13 @@ named the same way: along the keys the user wrote, list items as `[0]`, without 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ModelWrapValidatorHandler, SecretStr, ValidationError, model_validator
+from pydantic_core import InitErrorDetails
 
 # pydantic's names for union branches (`str | SecretStr` -> "str", "is-instance[SecretStr]",
 # `str | dict[str, list[str]]` -> "dict[str,list[str]]"), validators and models: noise in a path, unless
@@ -73,7 +75,8 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
         msg = err["msg"].removeprefix("Value error, ")
         value = err.get("input")
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (check its spelling against the documented settings)"
+            close = (err.get("ctx") or {}).get("did_you_mean")
+            msg = f"unknown field; did you mean {close}?" if close else "unknown field (check its spelling against the documented settings)"
         elif isinstance(value, SecretStr):
             msg = SECRET_HERE
         elif value is None and err["type"] != "missing":
@@ -88,6 +91,47 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
         for line in msg.splitlines():
             lines.append(_join(where, line))
     return list(dict.fromkeys(lines))  # each branch of a union (`str | SecretStr`) tells the same
+
+
+class KeysNamedClose(BaseModel):
+    """Base of the models a user's file is read by: a key the model does not have is told with the key it is
+    close to, as the file spells it (`num_replica: unknown field; did you mean num_replicas?`), where pydantic
+    says only that it is not permitted; a key close to none (a setting of another level) stays unknown."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _close_keys(cls, data: Any, handler: ModelWrapValidatorHandler[BaseModel]) -> BaseModel:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise _with_close_keys(exc, cls) from None
+
+
+def _with_close_keys(exc: ValidationError, model: type[BaseModel]) -> ValidationError:
+    """`exc` with each unknown key of `model`'s own (its `loc` one key long) given its close key (ctx
+    `did_you_mean`, which format_errors tells)."""
+    keys = [key for name, info in model.model_fields.items() for key in _spellings(name, info.alias, info.validation_alias)]
+    errors, found = exc.errors(), False
+    for err in errors:
+        key = err["loc"][0] if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 else None
+        if isinstance(key, str) and (close := difflib.get_close_matches(key, keys, n=1, cutoff=0.8)):
+            err["ctx"], found = {"did_you_mean": close[0]}, True
+    if not found:
+        return exc
+    details = []
+    for err in errors:
+        detail = InitErrorDetails(type=err["type"], loc=err["loc"], input=err["input"])
+        if "ctx" in err:
+            detail["ctx"] = err["ctx"]
+        details.append(detail)
+    return ValidationError.from_exception_data(exc.title, details)
+
+
+def _spellings(name: str, alias: str | None, validation_alias: Any) -> list[str]:
+    """How a file may spell a field: its alias (choices), as an Azure ML file's camelCase keys, else its name."""
+    if isinstance(validation_alias, AliasChoices):
+        return [c for c in validation_alias.choices if isinstance(c, str)]
+    return [alias or name]
 
 
 def _join(where: str, line: str) -> str:

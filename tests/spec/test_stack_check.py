@@ -876,8 +876,7 @@ def test_an_azure_ml_files_problems_are_told_as_a_stacks_are(tmp_path, capsys):
     assert check([str(tmp_path / "deploymentconfig.json")]) == 2
     assert [line.strip() for line in capsys.readouterr().out.splitlines()[1:]] == [
         "deployment_config: deploymentconfig.json: computeType: Input should be a valid string (given: no value)",
-        "deployment_config: deploymentconfig.json: autoScaler.maxReplica: unknown field (check its spelling against "
-        "the documented settings)"]
+        "deployment_config: deploymentconfig.json: autoScaler.maxReplica: unknown field; did you mean maxReplicas?"]
 
 
 def test_broken_azureml_file_inside_a_stack_names_the_service(tmp_path):
@@ -1111,7 +1110,7 @@ def test_a_setting_given_with_no_value_is_not_set(tmp_path, capsys, empty):
         assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
     with pytest.raises(StackError) as err:  # a misspelt one is still no setting of ours
         parse_config({"aks-model-serving:servces": empty}, tmp_path)
-    assert err.value.problems == ["servces: unknown field (check its spelling against the documented settings)"]
+    assert err.value.problems == ["servces: unknown field; did you mean services?"]
 
 
 def test_a_value_left_empty_is_named_so(tmp_path, capsys):
@@ -1492,3 +1491,27 @@ def test_a_cluster_attached_by_kubeconfig_is_told_it_cannot_pull_the_images_unti
                             "workspace's registry mlwtestacr.azurecr.io") and "AcrPull" in w for w in warnings), warnings
     config[C]["attach"] = {"resource_id": "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks"}
     assert not any(w.startswith("cluster.attach") for w in load_stack(write_stack(tmp_path, config)).spec.warnings)
+
+
+def test_a_misspelt_key_is_named_with_the_key_it_is_close_to_at_every_level(tmp_path, capsys):
+    """'unknown field (check its spelling ...)' left the user to find the right spelling in the docs, at every
+    level (a setting, a cluster's, a pool's, a service's, an Azure ML file's camelCase key); a key close to none
+    (auth_enabled on a version: the endpoint's) still says only that it is unknown."""
+    config = copy.deepcopy(BASE)
+    config["aks-model-serving:routr"] = {}
+    config[C]["cluster_purpse"] = config[C].pop("cluster_purpose")
+    config[C]["node_pools"][0]["vmsize"] = config[C]["node_pools"][0].pop("vm_size")
+    config[S][0]["num_replica"] = 1
+    config[E][0]["versions"][0]["auth_enabled"] = True
+    with pytest.raises(StackError) as err:
+        load_stack(write_stack(tmp_path, config))
+    assert sorted(err.value.problems) == [
+        "cluster.cluster_purpse: unknown field; did you mean cluster_purpose?",
+        "cluster.node_pools[0].vmsize: unknown field; did you mean vm_size?",
+        "endpoints[0].versions[0].auth_enabled: unknown field (check its spelling against the documented settings)",
+        "routr: unknown field; did you mean router?",
+        "services[0].num_replica: unknown field; did you mean num_replicas?",
+    ]
+    (tmp_path / "deploymentconfig.json").write_text(json.dumps({"computeType": "aks", "autoScaler": {"maxReplica": 2}}))
+    assert check([str(tmp_path / "deploymentconfig.json")]) == 2
+    assert "deployment_config: deploymentconfig.json: autoScaler.maxReplica: unknown field; did you mean maxReplicas?" in capsys.readouterr().out
