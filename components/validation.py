@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ModelWrapValidatorHandler, SecretStr, ValidationError, model_validator
@@ -81,9 +82,11 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
             msg = SECRET_HERE
         elif value is None and err["type"] != "missing":
             msg = f"{msg} (given: no value)"  # `key:` with nothing after it
-        elif err["type"] in _SHOW_INPUT and isinstance(value, str | int | float):
+        elif err["type"] == "string_type" and isinstance(value, int | float | date):
+            msg = _not_text(value, shown=not _MAY_BE_SECRET.search(where))
+        elif err["type"] in _SHOW_INPUT and isinstance(value, str | int | float | date):
             pattern = (err.get("ctx") or {}).get("pattern")
-            given = "" if _MAY_BE_SECRET.search(where) else repr(value)
+            given = "" if _MAY_BE_SECRET.search(where) else _shown(value)
             if pattern in _PATTERNS:
                 msg = f"{given or 'the value'} is not allowed: {_PATTERNS[pattern]}"
             elif given:
@@ -91,6 +94,23 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
         for line in msg.splitlines():
             lines.append(_join(where, line))
     return list(dict.fromkeys(lines))  # each branch of a union (`str | SecretStr`) tells the same
+
+
+def _shown(value: str | int | float | date) -> str:
+    return value.isoformat() if isinstance(value, date) else repr(value)
+
+
+def _not_text(value: int | float | date, shown: bool) -> str:
+    """A setting that takes text given a value YAML reads as another type (yes, 1.30, 2024-01-01 unquoted): the
+    user wrote text, and the value pydantic names (True, 1.3, a date) is not what they wrote."""
+    if isinstance(value, bool):
+        kind, why = "a boolean", " (YAML reads yes, no, on and off unquoted as booleans)"
+    elif isinstance(value, date):
+        kind, why = "a date", " (YAML reads 2024-01-01 unquoted as a date)"
+    else:
+        kind, why = "a number", " (unquoted, 1.30 reads as the number 1.3)" if isinstance(value, float) else ""
+    given = f" ({_shown(value)})" if shown else ""
+    return f"{kind}{given} where text is expected; quote it{why}"
 
 
 class KeysNamedClose(BaseModel):

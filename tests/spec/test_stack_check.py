@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
 import re
@@ -312,7 +313,7 @@ BROKEN = [
     ("setting-with-capitals", [(["aks-model-serving:Services"], [])], "Services: unknown field"),
     ("setting-with-a-dot", [(["aks-model-serving:local.router_port"], 8891)], "local.router_port: unknown field"),
     ("variable-not-a-string", [(SVC0 + ["inference_config", "environment"], {"environment_variables": {"PORT": 80}})],
-     "services[0].inference_config.environment.environment_variables.PORT: Input should be a valid string"),
+     "services[0].inference_config.environment.environment_variables.PORT: a number where text is expected; quote it"),
     ("memory-in-kubernetes-units", [(SVC0 + ["memory_gb"], "1Gi")],
      "services[0].memory_gb: '1Gi' is a Kubernetes quantity; memory_gb is a number of GB (GiB, as Azure ML's): write 1"),
     ("service-name-with-capitals", [(SVC0 + ["name"], "Iris_svc")],
@@ -828,7 +829,8 @@ def test_a_value_that_may_be_a_secret_is_not_repeated_in_its_problem(tmp_path, c
     _set(config, SVC0 + ["primary_key"], 27182818284)
     assert check([str(write_stack(tmp_path, config))]) == 2
     out = capsys.readouterr().out
-    assert "environment_variables.API_KEY: Input should be a valid string" in out and "primary_key" in out
+    assert "environment_variables.API_KEY: a number where text is expected; quote it" in out
+    assert "primary_key: a number where text is expected; quote it" in out
     assert "31415926535" not in out and "27182818284" not in out
 
 
@@ -851,13 +853,13 @@ def test_an_azure_ml_files_problems_are_told_as_a_stacks_are(tmp_path, capsys):
         "python": {"condaDependencies": {"dependencies": [5, {"pip": [1]}]}}, "environmentVariables": {"DB_PORT": [5432]}}}
     told = [
         "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[0]: "
-        "Input should be a valid string (given: 5)",
+        "a number (5) where text is expected; quote it",
         "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[0]: "
         "Input should be a valid dictionary",
         "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[1]: "
         "Input should be a valid string",
         "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[1].pip[0]: "
-        "Input should be a valid string (given: 1)",
+        "a number (1) where text is expected; quote it",
         "inference_config: inferenceconfig.json: environment.environmentVariables.DB_PORT: Input should be a valid string",
     ]
     (tmp_path / "inferenceconfig.json").write_text(json.dumps(ic))
@@ -871,7 +873,7 @@ def test_an_azure_ml_files_problems_are_told_as_a_stacks_are(tmp_path, capsys):
     with pytest.raises(StackError) as err:
         load_stack(write_stack(tmp_path, config))
     assert err.value.problems[0] == ("services[0].inference_config.environment.conda_dependencies.dependencies[0]: "
-                                     "Input should be a valid string (given: 5)")
+                                     "a number (5) where text is expected; quote it")
     (tmp_path / "deploymentconfig.json").write_text(json.dumps({"computeType": None, "autoScaler": {"maxReplica": 2}}))
     assert check([str(tmp_path / "deploymentconfig.json")]) == 2
     assert [line.strip() for line in capsys.readouterr().out.splitlines()[1:]] == [
@@ -1009,7 +1011,7 @@ def test_an_inference_config_on_its_own_is_named_through_the_stacks_key_table(tm
     (tmp_path / "inferenceconfig.json").write_text(json.dumps({"entryScript": "score.py", "enableGpu": True}))
     assert check([str(tmp_path / "inferenceconfig.json")]) == 2
     assert capsys.readouterr().out.splitlines()[1:] == [
-        "  inference_config: inferenceconfig.json: environment.pip[0]: Input should be a valid string (given: 1)"]
+        "  inference_config: inferenceconfig.json: environment.pip[0]: a number (1) where text is expected; quote it"]
 
 
 def test_a_problem_with_a_value_from_an_inference_config_names_the_file_and_its_key(tmp_path, capsys):
@@ -1515,3 +1517,26 @@ def test_a_misspelt_key_is_named_with_the_key_it_is_close_to_at_every_level(tmp_
     (tmp_path / "deploymentconfig.json").write_text(json.dumps({"computeType": "aks", "autoScaler": {"maxReplica": 2}}))
     assert check([str(tmp_path / "deploymentconfig.json")]) == 2
     assert "deployment_config: deploymentconfig.json: autoScaler.maxReplica: unknown field; did you mean maxReplicas?" in capsys.readouterr().out
+
+
+def test_a_value_yaml_reads_as_a_number_boolean_or_date_where_text_is_expected_is_told_to_be_quoted(tmp_path):
+    """kubernetes_version: 1.30 is the number 1.3 to YAML, yes a boolean, 2024-01-01 a date: 'Input should be a
+    valid string (given: 1.3)' named a value the user never wrote and did not say why, a date's not even that."""
+    config = copy.deepcopy(BASE)
+    config[C]["kubernetes_version"] = 1.3
+    config[S][0]["tags"] = {"gpu": True}
+    config[S][0]["description"] = datetime.date(2024, 1, 1)
+    config[S][0]["inference_config"]["environment"] = {"environment_variables": {"WORKERS": 4}}
+    config["aks-model-serving:models"][0]["version"] = datetime.date(2024, 1, 1)
+    path = write_stack(tmp_path, config)
+    assert "kubernetes_version: 1.3\n" in path.read_text() and "description: 2024-01-01\n" in path.read_text()
+    with pytest.raises(StackError) as err:
+        load_stack(path)
+    assert sorted(err.value.problems) == [
+        "cluster.kubernetes_version: a number (1.3) where text is expected; quote it (unquoted, 1.30 reads as the number 1.3)",
+        "models[0].version: Input should be a valid integer (given: 2024-01-01)",
+        "services[0].description: a date (2024-01-01) where text is expected; quote it (YAML reads 2024-01-01 unquoted as a date)",
+        "services[0].inference_config.environment.environment_variables.WORKERS: a number where text is expected; quote it",
+        "services[0].tags.gpu: a boolean (True) where text is expected; quote it (YAML reads yes, no, on and off "
+        "unquoted as booleans)",
+    ]
