@@ -135,6 +135,18 @@ def _structured(value: Any) -> Any:
     return value
 
 
+def _not_namespaced(key: str, value: Any) -> str:
+    """A key of config: without a namespace: our settings nested under the project (YAML's way to namespace,
+    not Pulumi's), or one of ours written without it."""
+    if key == PROJECT and isinstance(value, dict):
+        return (f"config.{key}: settings are not nested under the project; write each as its own key of config:, "
+                + ", ".join(f"{PROJECT}:{name}" for name in value))
+    close = difflib.get_close_matches(key, list(StackSpec.model_fields), n=1, cutoff=0.8)
+    if close:
+        return f"config.{key}: keys are namespaced; did you mean {PROJECT}:{close[0]}?"
+    return f"config.{key}: keys are namespaced, e.g. {PROJECT}:{key}"
+
+
 def parse_config(config: dict[str, Any], base_dir: Path,
                  secrets: Sequence[ConfigPath] = ()) -> tuple[StackSpec, dict[str, Any]]:
     """Validate the `config:` mapping of a stack (also what `pulumi.Config` hands the program, decrypted:
@@ -145,7 +157,7 @@ def parse_config(config: dict[str, Any], base_dir: Path,
     for key, value in config.items():
         namespace, sep, name = str(key).partition(":")
         if not sep:
-            problems.append(f"config.{key}: keys are namespaced, e.g. {PROJECT}:{key}")
+            problems.append(_not_namespaced(str(key), value))
         elif namespace == PROJECT and value in (None, "") and name in StackSpec.model_fields:
             continue  # `key:` with no value (YAML's null, which Pulumi hands the program as ""): not set
         elif namespace == PROJECT:

@@ -1540,3 +1540,17 @@ def test_a_value_yaml_reads_as_a_number_boolean_or_date_where_text_is_expected_i
         "services[0].tags.gpu: a boolean (True) where text is expected; quote it (YAML reads yes, no, on and off "
         "unquoted as booleans)",
     ]
+
+
+def test_settings_nested_under_the_project_or_written_without_it_are_named_as_they_should_be(tmp_path):
+    """`aks-model-serving:` as a mapping of the settings (YAML's nesting for Pulumi's namespace) was told 'keys are
+    namespaced, e.g. aks-model-serving:aks-model-serving', and `services:` alone 'e.g. aks-model-serving:services'
+    only by chance of spelling: each now says the key to write."""
+    with pytest.raises(StackError) as err:
+        parse_config({"aks-model-serving": {"services": [], "cluster": {}}, "servics": [], "location": "westeurope"}, tmp_path)
+    assert err.value.problems == [
+        "config.aks-model-serving: settings are not nested under the project; write each as its own key of config:, "
+        "aks-model-serving:services, aks-model-serving:cluster",
+        "config.servics: keys are namespaced; did you mean aks-model-serving:services?",
+        "config.location: keys are namespaced, e.g. aks-model-serving:location",
+    ]
