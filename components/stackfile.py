@@ -8,6 +8,7 @@ else there (e.g. `azure-native:location`) belongs to providers. Every problem co
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,14 +125,10 @@ def _as_secrets(ours: dict[str, Any], paths: Sequence[ConfigPath]) -> list[str]:
 
 def _structured(value: Any) -> Any:
     """`pulumi new` and `pulumi config set` store an object as its JSON text; read it back (KeyWrittenTwice
-    where it holds a key twice, as the file's own YAML would)."""
+    where it holds a key twice, as the file's own YAML would; json.JSONDecodeError where it is not JSON: every
+    setting is an object or a list, never text)."""
     if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
-        try:
-            return load_json(value)
-        except KeyWrittenTwice:
-            raise
-        except ValueError:
-            return value
+        return load_json(value)
     return value
 
 
@@ -165,6 +162,9 @@ def parse_config(config: dict[str, Any], base_dir: Path,
                 ours[name] = _unsecure(_structured(value))
             except KeyWrittenTwice as exc:
                 problems += [f"config.{key}{'' if problem.startswith('[') else '.'}{problem}" for problem in exc.problems]
+            except json.JSONDecodeError as exc:  # its message quotes none of the text, which may hold a secret
+                problems.append(f"config.{key}: JSON text (as pulumi config set stores an object) that is not JSON: "
+                                f"line {exc.lineno}, column {exc.colno}: {exc.msg}")
         elif difflib.get_close_matches(namespace, [PROJECT], cutoff=0.8):  # a provider's would be dropped unread
             problems.append(f"config.{key}: unknown namespace {namespace}; did you mean {PROJECT}:{name}?")
         else:

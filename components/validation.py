@@ -74,6 +74,8 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
         if in_file := (err.get("ctx") or {}).get("in_file"):  # a value an Azure ML file gave (azureml.in_files)
             where = f"{where}: {in_file}"
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "model_type":  # "a valid dictionary or instance of RouterSpec": a class the user never wrote
+            msg = "Input should be a mapping of settings"
         value = err.get("input")
         if err["type"] == "extra_forbidden":
             close = (err.get("ctx") or {}).get("did_you_mean")

@@ -1554,3 +1554,17 @@ def test_settings_nested_under_the_project_or_written_without_it_are_named_as_th
         "config.servics: keys are namespaced; did you mean aks-model-serving:services?",
         "config.location: keys are namespaced, e.g. aks-model-serving:location",
     ]
+
+
+def test_a_setting_of_json_text_that_is_not_json_or_a_scalar_where_settings_go_is_named_so(tmp_path):
+    """`pulumi config set aks-model-serving:services '[{"name": "iris",}]'` stores text that json.loads refuses: it
+    was validated as text ('Input should be a valid list'), and a scalar where a mapping goes named pydantic's
+    class (RouterSpec)."""
+    with pytest.raises(StackError) as err:
+        parse_config({"aks-model-serving:services": '[{"name": "iris",}]'}, tmp_path)
+    assert err.value.problems == ["config.aks-model-serving:services: JSON text (as pulumi config set stores an object) "
+                                  "that is not JSON: line 1, column 18: Expecting property name enclosed in double quotes"]
+    with pytest.raises(StackError) as err:
+        parse_config({"aks-model-serving:router": 3, "aks-model-serving:models": "m:1"}, tmp_path)
+    # Not shown: the program gets a whole setting made secret decrypted, as text.
+    assert err.value.problems == ["router: Input should be a mapping of settings", "models: Input should be a valid list"]
