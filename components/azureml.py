@@ -17,7 +17,6 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import (
     AliasChoices,
-    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -28,10 +27,10 @@ from pydantic import (
 from pydantic_core import InitErrorDetails
 
 from components.documents import KeyWrittenTwice, load_json, load_yaml
-from components.validation import format_errors, path_of
+from components.validation import KeysNamedClose, format_errors, path_of
 
 
-class _Json(BaseModel):
+class _Json(KeysNamedClose):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 

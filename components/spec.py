@@ -25,7 +25,6 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     ModelWrapValidatorHandler,
@@ -40,6 +39,7 @@ from pydantic import (
 
 from components.accelerators import SCHEDULING
 from components.azureml import Finding, Findings, Origin, in_files, load_deployment_config, load_inference_config, named, told
+from components.validation import KeysNamedClose
 
 _KEY = re.compile(r"[\x21-\x7e]+")  # visible ASCII: what an Authorization header carries as one token
 SECURE = "<secure>"  # a secret still encrypted (components.stackfile): its value cannot be checked
@@ -50,7 +50,7 @@ FAST_PROD_MIN_NODES = 3
 FAST_PROD_MIN_VCPUS = 12
 
 
-class Spec(BaseModel):
+class Spec(KeysNamedClose):
     """Base of every spec: each class adds `_rules`, and all of them run, so every problem
     of a model is reported at once rather than the first one only. A line whose message names other
     fields is a Finding that says which, so that an Azure ML file's problem names them by its keys."""

@@ -8,6 +8,7 @@ else there (e.g. `azure-native:location`) belongs to providers. Every problem co
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,15 +125,23 @@ def _as_secrets(ours: dict[str, Any], paths: Sequence[ConfigPath]) -> list[str]:
 
 def _structured(value: Any) -> Any:
     """`pulumi new` and `pulumi config set` store an object as its JSON text; read it back (KeyWrittenTwice
-    where it holds a key twice, as the file's own YAML would)."""
+    where it holds a key twice, as the file's own YAML would; json.JSONDecodeError where it is not JSON: every
+    setting is an object or a list, never text)."""
     if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
-        try:
-            return load_json(value)
-        except KeyWrittenTwice:
-            raise
-        except ValueError:
-            return value
+        return load_json(value)
     return value
+
+
+def _not_namespaced(key: str, value: Any) -> str:
+    """A key of config: without a namespace: our settings nested under the project (YAML's way to namespace,
+    not Pulumi's), or one of ours written without it."""
+    if key == PROJECT and isinstance(value, dict):
+        return (f"config.{key}: settings are not nested under the project; write each as its own key of config:, "
+                + ", ".join(f"{PROJECT}:{name}" for name in value))
+    close = difflib.get_close_matches(key, list(StackSpec.model_fields), n=1, cutoff=0.8)
+    if close:
+        return f"config.{key}: keys are namespaced; did you mean {PROJECT}:{close[0]}?"
+    return f"config.{key}: keys are namespaced, e.g. {PROJECT}:{key}"
 
 
 def parse_config(config: dict[str, Any], base_dir: Path,
@@ -145,7 +154,7 @@ def parse_config(config: dict[str, Any], base_dir: Path,
     for key, value in config.items():
         namespace, sep, name = str(key).partition(":")
         if not sep:
-            problems.append(f"config.{key}: keys are namespaced, e.g. {PROJECT}:{key}")
+            problems.append(_not_namespaced(str(key), value))
         elif namespace == PROJECT and value in (None, "") and name in StackSpec.model_fields:
             continue  # `key:` with no value (YAML's null, which Pulumi hands the program as ""): not set
         elif namespace == PROJECT:
@@ -153,6 +162,9 @@ def parse_config(config: dict[str, Any], base_dir: Path,
                 ours[name] = _unsecure(_structured(value))
             except KeyWrittenTwice as exc:
                 problems += [f"config.{key}{'' if problem.startswith('[') else '.'}{problem}" for problem in exc.problems]
+            except json.JSONDecodeError as exc:  # its message quotes none of the text, which may hold a secret
+                problems.append(f"config.{key}: JSON text (as pulumi config set stores an object) that is not JSON: "
+                                f"line {exc.lineno}, column {exc.colno}: {exc.msg}")
         elif difflib.get_close_matches(namespace, [PROJECT], cutoff=0.8):  # a provider's would be dropped unread
             problems.append(f"config.{key}: unknown namespace {namespace}; did you mean {PROJECT}:{name}?")
         else:

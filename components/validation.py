@@ -7,11 +7,14 @@ named the same way: along the keys the user wrote, list items as `[0]`, without 
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
-from pydantic import SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, ModelWrapValidatorHandler, SecretStr, ValidationError, model_validator
+from pydantic_core import InitErrorDetails
 
 # pydantic's names for union branches (`str | SecretStr` -> "str", "is-instance[SecretStr]",
 # `str | dict[str, list[str]]` -> "dict[str,list[str]]"), validators and models: noise in a path, unless
@@ -71,16 +74,21 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
         if in_file := (err.get("ctx") or {}).get("in_file"):  # a value an Azure ML file gave (azureml.in_files)
             where = f"{where}: {in_file}"
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "model_type":  # "a valid dictionary or instance of RouterSpec": a class the user never wrote
+            msg = "Input should be a mapping of settings"
         value = err.get("input")
         if err["type"] == "extra_forbidden":
-            msg = "unknown field (check its spelling against the documented settings)"
+            close = (err.get("ctx") or {}).get("did_you_mean")
+            msg = f"unknown field; did you mean {close}?" if close else "unknown field (check its spelling against the documented settings)"
         elif isinstance(value, SecretStr):
             msg = SECRET_HERE
         elif value is None and err["type"] != "missing":
             msg = f"{msg} (given: no value)"  # `key:` with nothing after it
-        elif err["type"] in _SHOW_INPUT and isinstance(value, str | int | float):
+        elif err["type"] == "string_type" and isinstance(value, int | float | date):
+            msg = _not_text(value, shown=not _MAY_BE_SECRET.search(where))
+        elif err["type"] in _SHOW_INPUT and isinstance(value, str | int | float | date):
             pattern = (err.get("ctx") or {}).get("pattern")
-            given = "" if _MAY_BE_SECRET.search(where) else repr(value)
+            given = "" if _MAY_BE_SECRET.search(where) else _shown(value)
             if pattern in _PATTERNS:
                 msg = f"{given or 'the value'} is not allowed: {_PATTERNS[pattern]}"
             elif given:
@@ -88,6 +96,64 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
         for line in msg.splitlines():
             lines.append(_join(where, line))
     return list(dict.fromkeys(lines))  # each branch of a union (`str | SecretStr`) tells the same
+
+
+def _shown(value: str | int | float | date) -> str:
+    return value.isoformat() if isinstance(value, date) else repr(value)
+
+
+def _not_text(value: int | float | date, shown: bool) -> str:
+    """A setting that takes text given a value YAML reads as another type (yes, 1.30, 2024-01-01 unquoted): the
+    user wrote text, and the value pydantic names (True, 1.3, a date) is not what they wrote."""
+    if isinstance(value, bool):
+        kind, why = "a boolean", " (YAML reads yes, no, on and off unquoted as booleans)"
+    elif isinstance(value, date):
+        kind, why = "a date", " (YAML reads 2024-01-01 unquoted as a date)"
+    else:
+        kind, why = "a number", " (unquoted, 1.30 reads as the number 1.3)" if isinstance(value, float) else ""
+    given = f" ({_shown(value)})" if shown else ""
+    return f"{kind}{given} where text is expected; quote it{why}"
+
+
+class KeysNamedClose(BaseModel):
+    """Base of the models a user's file is read by: a key the model does not have is told with the key it is
+    close to, as the file spells it (`num_replica: unknown field; did you mean num_replicas?`), where pydantic
+    says only that it is not permitted; a key close to none (a setting of another level) stays unknown."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _close_keys(cls, data: Any, handler: ModelWrapValidatorHandler[BaseModel]) -> BaseModel:
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise _with_close_keys(exc, cls) from None
+
+
+def _with_close_keys(exc: ValidationError, model: type[BaseModel]) -> ValidationError:
+    """`exc` with each unknown key of `model`'s own (its `loc` one key long) given its close key (ctx
+    `did_you_mean`, which format_errors tells)."""
+    keys = [key for name, info in model.model_fields.items() for key in _spellings(name, info.alias, info.validation_alias)]
+    errors, found = exc.errors(), False
+    for err in errors:
+        key = err["loc"][0] if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 else None
+        if isinstance(key, str) and (close := difflib.get_close_matches(key, keys, n=1, cutoff=0.8)):
+            err["ctx"], found = {"did_you_mean": close[0]}, True
+    if not found:
+        return exc
+    details = []
+    for err in errors:
+        detail = InitErrorDetails(type=err["type"], loc=err["loc"], input=err["input"])
+        if "ctx" in err:
+            detail["ctx"] = err["ctx"]
+        details.append(detail)
+    return ValidationError.from_exception_data(exc.title, details)
+
+
+def _spellings(name: str, alias: str | None, validation_alias: Any) -> list[str]:
+    """How a file may spell a field: its alias (choices), as an Azure ML file's camelCase keys, else its name."""
+    if isinstance(validation_alias, AliasChoices):
+        return [c for c in validation_alias.choices if isinstance(c, str)]
+    return [alias or name]
 
 
 def _join(where: str, line: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import os
 import re
@@ -312,7 +313,7 @@ BROKEN = [
     ("setting-with-capitals", [(["aks-model-serving:Services"], [])], "Services: unknown field"),
     ("setting-with-a-dot", [(["aks-model-serving:local.router_port"], 8891)], "local.router_port: unknown field"),
     ("variable-not-a-string", [(SVC0 + ["inference_config", "environment"], {"environment_variables": {"PORT": 80}})],
-     "services[0].inference_config.environment.environment_variables.PORT: Input should be a valid string"),
+     "services[0].inference_config.environment.environment_variables.PORT: a number where text is expected; quote it"),
     ("memory-in-kubernetes-units", [(SVC0 + ["memory_gb"], "1Gi")],
      "services[0].memory_gb: '1Gi' is a Kubernetes quantity; memory_gb is a number of GB (GiB, as Azure ML's): write 1"),
     ("service-name-with-capitals", [(SVC0 + ["name"], "Iris_svc")],
@@ -828,7 +829,8 @@ def test_a_value_that_may_be_a_secret_is_not_repeated_in_its_problem(tmp_path, c
     _set(config, SVC0 + ["primary_key"], 27182818284)
     assert check([str(write_stack(tmp_path, config))]) == 2
     out = capsys.readouterr().out
-    assert "environment_variables.API_KEY: Input should be a valid string" in out and "primary_key" in out
+    assert "environment_variables.API_KEY: a number where text is expected; quote it" in out
+    assert "primary_key: a number where text is expected; quote it" in out
     assert "31415926535" not in out and "27182818284" not in out
 
 
@@ -851,13 +853,13 @@ def test_an_azure_ml_files_problems_are_told_as_a_stacks_are(tmp_path, capsys):
         "python": {"condaDependencies": {"dependencies": [5, {"pip": [1]}]}}, "environmentVariables": {"DB_PORT": [5432]}}}
     told = [
         "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[0]: "
-        "Input should be a valid string (given: 5)",
+        "a number (5) where text is expected; quote it",
         "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[0]: "
         "Input should be a valid dictionary",
         "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[1]: "
         "Input should be a valid string",
         "inference_config: inferenceconfig.json: environment.python.condaDependencies.dependencies[1].pip[0]: "
-        "Input should be a valid string (given: 1)",
+        "a number (1) where text is expected; quote it",
         "inference_config: inferenceconfig.json: environment.environmentVariables.DB_PORT: Input should be a valid string",
     ]
     (tmp_path / "inferenceconfig.json").write_text(json.dumps(ic))
@@ -871,13 +873,12 @@ def test_an_azure_ml_files_problems_are_told_as_a_stacks_are(tmp_path, capsys):
     with pytest.raises(StackError) as err:
         load_stack(write_stack(tmp_path, config))
     assert err.value.problems[0] == ("services[0].inference_config.environment.conda_dependencies.dependencies[0]: "
-                                     "Input should be a valid string (given: 5)")
+                                     "a number (5) where text is expected; quote it")
     (tmp_path / "deploymentconfig.json").write_text(json.dumps({"computeType": None, "autoScaler": {"maxReplica": 2}}))
     assert check([str(tmp_path / "deploymentconfig.json")]) == 2
     assert [line.strip() for line in capsys.readouterr().out.splitlines()[1:]] == [
         "deployment_config: deploymentconfig.json: computeType: Input should be a valid string (given: no value)",
-        "deployment_config: deploymentconfig.json: autoScaler.maxReplica: unknown field (check its spelling against "
-        "the documented settings)"]
+        "deployment_config: deploymentconfig.json: autoScaler.maxReplica: unknown field; did you mean maxReplicas?"]
 
 
 def test_broken_azureml_file_inside_a_stack_names_the_service(tmp_path):
@@ -1010,7 +1011,7 @@ def test_an_inference_config_on_its_own_is_named_through_the_stacks_key_table(tm
     (tmp_path / "inferenceconfig.json").write_text(json.dumps({"entryScript": "score.py", "enableGpu": True}))
     assert check([str(tmp_path / "inferenceconfig.json")]) == 2
     assert capsys.readouterr().out.splitlines()[1:] == [
-        "  inference_config: inferenceconfig.json: environment.pip[0]: Input should be a valid string (given: 1)"]
+        "  inference_config: inferenceconfig.json: environment.pip[0]: a number (1) where text is expected; quote it"]
 
 
 def test_a_problem_with_a_value_from_an_inference_config_names_the_file_and_its_key(tmp_path, capsys):
@@ -1111,7 +1112,7 @@ def test_a_setting_given_with_no_value_is_not_set(tmp_path, capsys, empty):
         assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
     with pytest.raises(StackError) as err:  # a misspelt one is still no setting of ours
         parse_config({"aks-model-serving:servces": empty}, tmp_path)
-    assert err.value.problems == ["servces: unknown field (check its spelling against the documented settings)"]
+    assert err.value.problems == ["servces: unknown field; did you mean services?"]
 
 
 def test_a_value_left_empty_is_named_so(tmp_path, capsys):
@@ -1492,3 +1493,78 @@ def test_a_cluster_attached_by_kubeconfig_is_told_it_cannot_pull_the_images_unti
                             "workspace's registry mlwtestacr.azurecr.io") and "AcrPull" in w for w in warnings), warnings
     config[C]["attach"] = {"resource_id": "/subscriptions/0000/resourceGroups/rg/providers/Microsoft.ContainerService/managedClusters/aks"}
     assert not any(w.startswith("cluster.attach") for w in load_stack(write_stack(tmp_path, config)).spec.warnings)
+
+
+def test_a_misspelt_key_is_named_with_the_key_it_is_close_to_at_every_level(tmp_path, capsys):
+    """'unknown field (check its spelling ...)' left the user to find the right spelling in the docs, at every
+    level (a setting, a cluster's, a pool's, a service's, an Azure ML file's camelCase key); a key close to none
+    (auth_enabled on a version: the endpoint's) still says only that it is unknown."""
+    config = copy.deepcopy(BASE)
+    config["aks-model-serving:routr"] = {}
+    config[C]["cluster_purpse"] = config[C].pop("cluster_purpose")
+    config[C]["node_pools"][0]["vmsize"] = config[C]["node_pools"][0].pop("vm_size")
+    config[S][0]["num_replica"] = 1
+    config[E][0]["versions"][0]["auth_enabled"] = True
+    with pytest.raises(StackError) as err:
+        load_stack(write_stack(tmp_path, config))
+    assert sorted(err.value.problems) == [
+        "cluster.cluster_purpse: unknown field; did you mean cluster_purpose?",
+        "cluster.node_pools[0].vmsize: unknown field; did you mean vm_size?",
+        "endpoints[0].versions[0].auth_enabled: unknown field (check its spelling against the documented settings)",
+        "routr: unknown field; did you mean router?",
+        "services[0].num_replica: unknown field; did you mean num_replicas?",
+    ]
+    (tmp_path / "deploymentconfig.json").write_text(json.dumps({"computeType": "aks", "autoScaler": {"maxReplica": 2}}))
+    assert check([str(tmp_path / "deploymentconfig.json")]) == 2
+    assert "deployment_config: deploymentconfig.json: autoScaler.maxReplica: unknown field; did you mean maxReplicas?" in capsys.readouterr().out
+
+
+def test_a_value_yaml_reads_as_a_number_boolean_or_date_where_text_is_expected_is_told_to_be_quoted(tmp_path):
+    """kubernetes_version: 1.30 is the number 1.3 to YAML, yes a boolean, 2024-01-01 a date: 'Input should be a
+    valid string (given: 1.3)' named a value the user never wrote and did not say why, a date's not even that."""
+    config = copy.deepcopy(BASE)
+    config[C]["kubernetes_version"] = 1.3
+    config[S][0]["tags"] = {"gpu": True}
+    config[S][0]["description"] = datetime.date(2024, 1, 1)
+    config[S][0]["inference_config"]["environment"] = {"environment_variables": {"WORKERS": 4}}
+    config["aks-model-serving:models"][0]["version"] = datetime.date(2024, 1, 1)
+    path = write_stack(tmp_path, config)
+    assert "kubernetes_version: 1.3\n" in path.read_text() and "description: 2024-01-01\n" in path.read_text()
+    with pytest.raises(StackError) as err:
+        load_stack(path)
+    assert sorted(err.value.problems) == [
+        "cluster.kubernetes_version: a number (1.3) where text is expected; quote it (unquoted, 1.30 reads as the number 1.3)",
+        "models[0].version: Input should be a valid integer (given: 2024-01-01)",
+        "services[0].description: a date (2024-01-01) where text is expected; quote it (YAML reads 2024-01-01 unquoted as a date)",
+        "services[0].inference_config.environment.environment_variables.WORKERS: a number where text is expected; quote it",
+        "services[0].tags.gpu: a boolean (True) where text is expected; quote it (YAML reads yes, no, on and off "
+        "unquoted as booleans)",
+    ]
+
+
+def test_settings_nested_under_the_project_or_written_without_it_are_named_as_they_should_be(tmp_path):
+    """`aks-model-serving:` as a mapping of the settings (YAML's nesting for Pulumi's namespace) was told 'keys are
+    namespaced, e.g. aks-model-serving:aks-model-serving', and `services:` alone 'e.g. aks-model-serving:services'
+    only by chance of spelling: each now says the key to write."""
+    with pytest.raises(StackError) as err:
+        parse_config({"aks-model-serving": {"services": [], "cluster": {}}, "servics": [], "location": "westeurope"}, tmp_path)
+    assert err.value.problems == [
+        "config.aks-model-serving: settings are not nested under the project; write each as its own key of config:, "
+        "aks-model-serving:services, aks-model-serving:cluster",
+        "config.servics: keys are namespaced; did you mean aks-model-serving:services?",
+        "config.location: keys are namespaced, e.g. aks-model-serving:location",
+    ]
+
+
+def test_a_setting_of_json_text_that_is_not_json_or_a_scalar_where_settings_go_is_named_so(tmp_path):
+    """`pulumi config set aks-model-serving:services '[{"name": "iris",}]'` stores text that json.loads refuses: it
+    was validated as text ('Input should be a valid list'), and a scalar where a mapping goes named pydantic's
+    class (RouterSpec)."""
+    with pytest.raises(StackError) as err:
+        parse_config({"aks-model-serving:services": '[{"name": "iris",}]'}, tmp_path)
+    assert err.value.problems == ["config.aks-model-serving:services: JSON text (as pulumi config set stores an object) "
+                                  "that is not JSON: line 1, column 18: Expecting property name enclosed in double quotes"]
+    with pytest.raises(StackError) as err:
+        parse_config({"aks-model-serving:router": 3, "aks-model-serving:models": "m:1"}, tmp_path)
+    # Not shown: the program gets a whole setting made secret decrypted, as text.
+    assert err.value.problems == ["router: Input should be a mapping of settings", "models: Input should be a valid list"]
