@@ -130,7 +130,8 @@ class Router:
             metrics.ROUTER_DESIRED.clear()
         old, self.table, self.auth, self.router_scaler = self.table, table, auth, router_scaler
         table.take_effect()
-        metrics.forget(old.labels() - table.labels(), old.labels(scaled_only=True) - table.labels(scaled_only=True))
+        metrics.forget(old.labels() - table.labels(), old.labels(scaled_only=True) - table.labels(scaled_only=True),
+                       old.routes.keys() - table.routes.keys())
         for deployment, pool in old.pools.items():
             if deployment not in table.pools:
                 pool.retire()  # its queued requests go where the new config sends them
@@ -221,7 +222,7 @@ class Router:
                 if self.router_scaler is not None:
                     self.router_scaler.resume(self.backend.replicas(self.router_scaler.config.deployment))
             elif was_leader and not leader:  # its last figures would stand beside the new leader's for ever
-                metrics.forget(set(), table.labels(scaled_only=True))
+                metrics.forget(set(), table.labels(scaled_only=True), set())
                 metrics.ROUTER_DESIRED.clear()
             was_leader = leader
             if leader and self.router_scaler is not None:
