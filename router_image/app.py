@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router_image import cors, metrics
 from router_image.auth import AuthError, Authenticator, stamp_of
-from router_image.autoscale import SAMPLE_S, Autoscaler, OwnLoad, PodLoad, RouterScaler
+from router_image.autoscale import SAMPLE_S, Autoscaler, Decision, OwnLoad, PodLoad, RouterScaler
 from router_image.backends import Backend, backend_for
 from router_image.config import RESTART_FIELDS, RouterConfig
 from router_image.pool import ReplicaPool
@@ -63,6 +63,7 @@ class Router:
         self._tasks: list[asyncio.Task] = []
         self._retry_at: dict[str, float] = {}  # deployment -> when scaling it is tried again
         self._scaling: dict[str, asyncio.Task] = {}  # deployment -> its latest scale, applied aside (_start_scale)
+        self._unapplied: dict[str, tuple[int, int]] = {}  # deployment -> the change (from, to) its backend did not make
         self._config_stamp = self._stamp()
         self.certificate = ServingCertificate(config.tls) if config.tls else None
         self._peers_secret_unusable = False  # its warning logged, until it is usable again
@@ -245,12 +246,13 @@ class Router:
                 decision = scaler.observe(demand, now, starting=max(scaler.current - pool.ready, 0))
                 if decision is None:
                     continue
-                for route in table.routes.values():
-                    for v in route.versions.values():
-                        if v.config.deployment == deployment:
-                            metrics.SCALINGS.labels(*v.labels, decision.direction).inc()
-                log.info("scale %s %s: %d -> %d replicas (%s)", deployment, decision.direction,
-                         decision.current, decision.desired, decision.reason)
+                if self._decided_anew(deployment, decision):
+                    for route in table.routes.values():
+                        for v in route.versions.values():
+                            if v.config.deployment == deployment:
+                                metrics.SCALINGS.labels(*v.labels, decision.direction).inc()
+                    log.info("scale %s %s: %d -> %d replicas (%s)", deployment, decision.direction,
+                             decision.current, decision.desired, decision.reason)
                 self._start_scale(scaler, deployment, decision.desired)
 
     async def _scale_routers(self, scaler: RouterScaler, own: PodLoad, now: float) -> None:
@@ -262,9 +264,10 @@ class Router:
         metrics.ROUTER_DESIRED.labels(scaler.config.deployment).set(scaler.current)
         if decision is None:
             return
-        metrics.ROUTER_SCALINGS.labels(decision.direction).inc()
-        log.info("scale router %s: %d -> %d pods (%s)", decision.direction, decision.current, decision.desired,
-                 decision.reason)
+        if self._decided_anew(scaler.config.deployment, decision):
+            metrics.ROUTER_SCALINGS.labels(decision.direction).inc()
+            log.info("scale router %s: %d -> %d pods (%s)", decision.direction, decision.current, decision.desired,
+                     decision.reason)
         self._start_scale(scaler, scaler.config.deployment, decision.desired)
 
     def _follow_count(self, scaler: Autoscaler | RouterScaler, deployment: str) -> None:
@@ -276,6 +279,12 @@ class Router:
             log.info("deployment %s: %d replicas, set outside the router (it counted %d); scaling from there",
                      deployment, actual, scaler.current)
             scaler.resume(actual)
+
+    def _decided_anew(self, deployment: str, decision: Decision) -> bool:
+        """Whether a decision is a change to count and log, not the one the backend did not make (see its log, and
+        router_scale_failures_total), decided again from the same count: every SCALE_RETRY_S while its API failed or
+        its count could not be read (read as 0), it was logged and counted as a new one."""
+        return self._unapplied.get(deployment) != (decision.current, decision.desired)
 
     def _held(self, deployment: str, now: float) -> bool:
         """No decision for a Deployment while its last scale is being applied (its scaler counts the new
@@ -304,6 +313,9 @@ class Router:
             if actual != replicas:
                 scaler.resume(actual)
                 self._retry_at[deployment] = time.monotonic() + SCALE_RETRY_S
+                self._unapplied[deployment] = (actual, replicas)
+            else:
+                self._unapplied.pop(deployment, None)
 
     async def _readmit(self) -> None:
         """Ejected replicas come back once their readiness check passes."""
