@@ -27,7 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from router_image import cors, metrics
 from router_image.auth import KEY_RELOAD_S, AuthError, Authenticator, stamp_of
-from router_image.autoscale import SAMPLE_S, Autoscaler, OwnLoad, PodLoad, RouterScaler
+from router_image.autoscale import SAMPLE_S, Autoscaler, Decision, OwnLoad, PodLoad, RouterScaler
 from router_image.backends import Backend, backend_for
 from router_image.config import RESTART_FIELDS, RouterConfig
 from router_image.pool import ReplicaPool
@@ -63,6 +63,7 @@ class Router:
         self._tasks: list[asyncio.Task] = []
         self._retry_at: dict[str, float] = {}  # deployment -> when scaling it is tried again
         self._scaling: dict[str, asyncio.Task] = {}  # deployment -> its latest scale, applied aside (_start_scale)
+        self._unapplied: dict[str, tuple[int, int]] = {}  # deployment -> the change (from, to) its backend did not make
         self._config_stamp = self._stamp()
         self.certificate = ServingCertificate(config.tls) if config.tls else None
         self._peers_secret_unusable = False  # its warning logged, until it is usable again
@@ -130,7 +131,8 @@ class Router:
             metrics.ROUTER_DESIRED.clear()
         old, self.table, self.auth, self.router_scaler = self.table, table, auth, router_scaler
         table.take_effect()
-        metrics.forget(old.labels() - table.labels(), old.labels(scaled_only=True) - table.labels(scaled_only=True))
+        metrics.forget(old.labels() - table.labels(), old.labels(scaled_only=True) - table.labels(scaled_only=True),
+                       old.routes.keys() - table.routes.keys())
         for deployment, pool in old.pools.items():
             if deployment not in table.pools:
                 pool.retire()  # its queued requests go where the new config sends them
@@ -236,7 +238,7 @@ class Router:
                 if self.router_scaler is not None:
                     self.router_scaler.resume(self.backend.replicas(self.router_scaler.config.deployment))
             elif was_leader and not leader:  # its last figures would stand beside the new leader's for ever
-                metrics.forget(set(), table.labels(scaled_only=True))
+                metrics.forget(set(), table.labels(scaled_only=True), set())
                 metrics.ROUTER_DESIRED.clear()
             was_leader = leader
             if leader and self.router_scaler is not None:
@@ -259,12 +261,13 @@ class Router:
                 decision = scaler.observe(demand, now, starting=max(scaler.current - pool.ready, 0))
                 if decision is None:
                     continue
-                for route in table.routes.values():
-                    for v in route.versions.values():
-                        if v.config.deployment == deployment:
-                            metrics.SCALINGS.labels(*v.labels, decision.direction).inc()
-                log.info("scale %s %s: %d -> %d replicas (%s)", deployment, decision.direction,
-                         decision.current, decision.desired, decision.reason)
+                if self._decided_anew(deployment, decision):
+                    for route in table.routes.values():
+                        for v in route.versions.values():
+                            if v.config.deployment == deployment:
+                                metrics.SCALINGS.labels(*v.labels, decision.direction).inc()
+                    log.info("scale %s %s: %d -> %d replicas (%s)", deployment, decision.direction,
+                             decision.current, decision.desired, decision.reason)
                 self._start_scale(scaler, deployment, decision.desired)
 
     async def _scale_routers(self, scaler: RouterScaler, own: PodLoad, now: float) -> None:
@@ -276,9 +279,10 @@ class Router:
         metrics.ROUTER_DESIRED.labels(scaler.config.deployment).set(scaler.current)
         if decision is None:
             return
-        metrics.ROUTER_SCALINGS.labels(decision.direction).inc()
-        log.info("scale router %s: %d -> %d pods (%s)", decision.direction, decision.current, decision.desired,
-                 decision.reason)
+        if self._decided_anew(scaler.config.deployment, decision):
+            metrics.ROUTER_SCALINGS.labels(decision.direction).inc()
+            log.info("scale router %s: %d -> %d pods (%s)", decision.direction, decision.current, decision.desired,
+                     decision.reason)
         self._start_scale(scaler, scaler.config.deployment, decision.desired)
 
     def _follow_count(self, scaler: Autoscaler | RouterScaler, deployment: str) -> None:
@@ -290,6 +294,12 @@ class Router:
             log.info("deployment %s: %d replicas, set outside the router (it counted %d); scaling from there",
                      deployment, actual, scaler.current)
             scaler.resume(actual)
+
+    def _decided_anew(self, deployment: str, decision: Decision) -> bool:
+        """Whether a decision is a change to count and log, not the one the backend did not make (see its log, and
+        router_scale_failures_total), decided again from the same count: every SCALE_RETRY_S while its API failed or
+        its count could not be read (read as 0), it was logged and counted as a new one."""
+        return self._unapplied.get(deployment) != (decision.current, decision.desired)
 
     def _held(self, deployment: str, now: float) -> bool:
         """No decision for a Deployment while its last scale is being applied (its scaler counts the new
@@ -318,6 +328,9 @@ class Router:
             if actual != replicas:
                 scaler.resume(actual)
                 self._retry_at[deployment] = time.monotonic() + SCALE_RETRY_S
+                self._unapplied[deployment] = (actual, replicas)
+            else:
+                self._unapplied.pop(deployment, None)
 
     async def _readmit(self) -> None:
         """Ejected replicas come back once their readiness check passes."""

@@ -14,7 +14,9 @@ averages alone the count rose to each peak and sank after each delay, 14-137 cha
 simulation, settled at 1.3-1.8 times what the mean wants. Down: only once utilization has stayed under the target for
 `scale_down_delay_seconds`, and then only to the *largest* count the recent averages wanted
 during that window, counting replicas that are not serving yet as busy (the HPA does the same),
-so a model slow to load is not taken for a fall in load. After a step down the delay starts
+so a model slow to load is not taken for a fall in load; for STARTING_GRACE_S after the latest of
+them started, not for ever: a version whose replicas never get ready (a crash loop, an image that
+does not pull, no GPU node) held its count, at max_replicas, idle. After a step down the delay starts
 again, so it never drops twice in one window.
 
 The router's own pods (`RouterScaler`, kubernetes backend) follow the same rule on CPU: demand
@@ -41,6 +43,9 @@ OWN_LOAD_WINDOW_S = 5.0  # a router pod's CPU and routing latency: averaged over
 STEP_SETTLE_S = 60.0  # a latency step waits for the last step's pods to be ready, at most this long
 STEADY_WINDOW_S = 60.0  # Knative's stable window: the router pods' 5 minutes of delay would answer a rise late
 PANIC_FACTOR = 2  # a recent average that wants this many times the count is answered at once
+# How long replicas not serving yet count as busy on the way down: a GPU node the cluster autoscaler adds, a large
+# image's pull and a model's load take minutes together; the HPA waits 5 minutes for a pod's CPU to settle.
+STARTING_GRACE_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class Autoscaler:
     _desired: collections.deque[tuple[float, int]] = field(default_factory=collections.deque)
     _below_since: float | None = None
     _last_refresh: float = float("-inf")
+    _starting: int = 0  # replicas not serving yet at the last sample
+    _starting_since: float = float("-inf")  # when their count last rose: the newest of them started then
 
     def desired_for(self, demand: float) -> int:
         per_replica = self.slots_per_replica * self.config.target_utilization / 100
@@ -78,12 +85,18 @@ class Autoscaler:
         self._desired.clear()
         self._below_since = None
         self._last_refresh = float("-inf")
+        self._starting, self._starting_since = 0, float("-inf")
 
     def observe(self, demand: float, now: float, at_least: int = 0, starting: int = 0) -> Decision | None:
         """Record one sample of demand; returns a change of replica count, or None.
         `at_least`: a count wanted for another reason, counted as if the demand had asked for it.
-        `starting`: replicas of the count not serving yet, counted as busy on the way down."""
+        `starting`: replicas of the count not serving yet, counted as busy on the way down (STARTING_GRACE_S)."""
         samples, config = self._samples, self.config
+        if starting > self._starting:
+            self._starting_since = now
+        self._starting = starting
+        if now - self._starting_since >= STARTING_GRACE_S:
+            starting = 0
         samples.append((now, demand))
         while samples[0][0] <= now - max(min(config.scale_down_delay_seconds, STEADY_WINDOW_S), config.refresh_seconds):
             samples.popleft()

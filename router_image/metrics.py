@@ -120,12 +120,25 @@ SCALE_FAILURES = Counter("router_scale_failures_total", "Scale calls of the lead
                          "count to scale from could not be read).", ("deployment", "reason"), registry=REGISTRY)
 
 
-def forget(gone: set[tuple[str, str, str, str]], unscaled: set[tuple[str, str, str, str]]) -> None:
-    """Versions a reload removed, or stopped scaling: their gauges go rather than stay at their last value.
-    (Their request counts stay: a counter never goes back.)"""
-    for gauge in (IN_FLIGHT, QUEUED, REPLICAS, DESIRED, UTILIZATION):
-        for labels in gone | (unscaled if gauge in (DESIRED, UTILIZATION) else set()):
-            try:
-                gauge.remove(*labels)
-            except KeyError:  # never set
-                pass
+def queue_waited(labels: tuple[str, ...], seconds: float) -> None:
+    """A version a reload removed while the request waited for it is not counted: its series went (forget)."""
+    if labels in _STATS:
+        QUEUE_WAIT.labels(*labels).observe(seconds)
+
+
+def forget(gone: set[tuple[str, str, str, str]], unscaled: set[tuple[str, str, str, str]],
+           routes_gone: set[tuple[str, str]]) -> None:
+    """Versions (and routes) a reload removed, or stopped scaling: their gauges go rather than stay at their last
+    value, and a removed one's counters and histograms go with it: kept, every deploy's versions stayed in /metrics
+    until a restart. (A version that stays keeps its counts: its counters never go back.)"""
+    for metric in (IN_FLIGHT, QUEUED, REPLICAS, DESIRED, UTILIZATION, QUEUE_WAIT, SCALINGS):
+        for labels in gone | (unscaled if metric in (DESIRED, UTILIZATION) else set()):
+            for series in ([(*labels, "up"), (*labels, "down")] if metric is SCALINGS else [labels]):
+                try:
+                    metric.remove(*series)
+                except KeyError:  # never set
+                    pass
+    for labels in gone:
+        _STATS.pop(labels, None)
+    for key in [key for key in _ERRORS if key[0] in routes_gone]:
+        del _ERRORS[key]

@@ -136,7 +136,7 @@ async def acquire(version: VersionState, reroute: Reroute | None = None, front: 
             except NoReplicas:
                 raise _no_replicas(version) from None
     finally:  # however the wait ended (a slot, a 503, the client gone): the ones that got none waited longest
-        metrics.QUEUE_WAIT.labels(*version.labels).observe(loop.time() - started)
+        metrics.queue_waited(version.labels, loop.time() - started)
 
 
 def _no_replicas(version: VersionState) -> HttpError:

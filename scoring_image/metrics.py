@@ -3,9 +3,10 @@
 Each worker counts in plain Python (a few list increments per request: prometheus_client's
 multiprocess values cost an mmap write per increment, about a tenth of a trivial request
 here) and publishes a snapshot file every `PUBLISH_S` seconds, only when something changed.
-A scrape sums the snapshots of all workers, living and recycled, so counters stay monotonic
-across a replaced worker; the in-flight gauge counts living workers only.  Values are at most
-`PUBLISH_S` old.
+A scrape sums the snapshots of the living workers and the totals of those the supervisor replaced
+(`retire`: each dead worker's snapshot is added to them and removed, so the files do not pile up with
+every recycle), so counters stay monotonic across a replaced worker; the in-flight gauge counts living
+workers only.  Values are at most `PUBLISH_S` old.
 """
 
 from __future__ import annotations
@@ -15,13 +16,12 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
-
-from scoring_image.pids import alive
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 PUBLISH_S = 0.5
@@ -81,9 +81,10 @@ class Recorder:
 # The supervisor's figures, beside the workers' snapshots (not *.json: no worker's).
 SHIPPER_STATS = "shipper.stats"
 WORKER_EXITS = "worker_exits.stats"
+RETIRED = "retired.stats"  # the replaced workers' counts, and the names of the snapshots last added to them
 
 
-def _replace(path: Path, figures: dict[str, int | bool]) -> None:
+def _replace(path: Path, figures: dict[str, Any]) -> None:
     """Written whole, for whichever process answers a scrape: a reader never sees half a file."""
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(orjson.dumps(figures))
@@ -102,25 +103,67 @@ def publish_worker_exits(folder: Path, exits: int) -> None:
     _replace(folder / WORKER_EXITS, {"exits": exits})
 
 
+def retire(folder: Path, pid: int) -> None:
+    """The supervisor, for a worker it reaped (no process writes its snapshot again, none has its pid yet): its
+    counts go to the retired totals, then its files go. Kept, every recycled worker's snapshot stayed, each read at
+    every scrape, without end. The totals name the snapshots just added, for a scrape that listed them before."""
+    snapshots = sorted(folder.glob(f"{pid}-*.json"))
+    if snapshots:
+        retired = _read_retired(folder)
+        for path in snapshots:
+            _add(retired, orjson.loads(path.read_bytes()))
+        retired["folded"] = [path.name for path in snapshots]
+        _replace(folder / RETIRED, retired)
+    for path in [*snapshots, *folder.glob(f"{pid}-*.tmp")]:  # a .tmp: killed while it published
+        path.unlink(missing_ok=True)
+
+
+def _read_retired(folder: Path) -> dict[str, Any]:
+    try:
+        return orjson.loads((folder / RETIRED).read_bytes())
+    except FileNotFoundError:  # none replaced yet
+        empty = [[0] * (len(BUCKETS) + 1), 0.0]
+        return {"statuses": {}, "latency": empty, "run": empty, "collection_dropped": 0, "folded": []}
+
+
+def _add(into: dict[str, Any], snapshot: dict[str, Any]) -> None:
+    for status, count in snapshot["statuses"].items():
+        into["statuses"][status] = into["statuses"].get(status, 0) + count
+    into["collection_dropped"] += snapshot["collection_dropped"]
+    for name in ("latency", "run"):
+        (counts, total), (more, more_total) = into[name], snapshot[name]
+        into[name] = [[a + b for a, b in zip(counts, more, strict=True)], total + more_total]
+
+
+def _read_all(folder: Path) -> dict[str, Any]:
+    """The retired totals plus every living worker's snapshot. Listed first, then the totals read: a snapshot
+    retired in between is named in them, or gone when read, and the whole is read again."""
+    while True:
+        names = [path.name for path in folder.glob("*.json")]
+        whole = _read_retired(folder)
+        whole["in_flight"] = 0
+        try:
+            for name in names:
+                if name not in whole["folded"]:
+                    snapshot = orjson.loads((folder / name).read_bytes())
+                    _add(whole, snapshot)
+                    whole["in_flight"] += snapshot["in_flight"]
+        except FileNotFoundError:
+            continue
+        return whole
+
+
 class _Collector:
     def __init__(self, folder: Path) -> None:
         self._folder = folder
 
     def collect(self) -> Iterator[Metric]:
-        statuses: dict[str, int] = {}
-        in_flight = dropped = 0
-        histograms = {"latency": _Histogram(), "run": _Histogram()}
-        for path in self._folder.glob("*.json"):
-            snapshot = orjson.loads(path.read_bytes())
-            for status, count in snapshot["statuses"].items():
-                statuses[status] = statuses.get(status, 0) + count
-            if alive(snapshot["pid"]):
-                in_flight += snapshot["in_flight"]
-            dropped += snapshot["collection_dropped"]
-            for name, histogram in histograms.items():
-                counts, total = snapshot[name]
-                histogram.counts = [a + b for a, b in zip(histogram.counts, counts, strict=True)]
-                histogram.total += total
+        whole = _read_all(self._folder)
+        statuses: dict[str, int] = whole["statuses"]
+        in_flight, dropped = whole["in_flight"], whole["collection_dropped"]
+        histograms = {name: _Histogram() for name in ("latency", "run")}
+        for name, histogram in histograms.items():
+            histogram.counts, histogram.total = whole[name]
 
         requests = CounterMetricFamily("scorer_requests", "Scoring requests by the status answered (499: the caller "
                                        "left first).", labels=["status"])

@@ -157,6 +157,7 @@ def _tend(slot: _Slot, sock: socket.socket, state: Path, env: dict[str, str], bo
             return
         lived = time.monotonic() - slot.started
         slot.exits += 1
+        metrics.retire(state / "metrics", process.pid)
         watch.clear(slot.index)  # a deadline it left (it died in run()) is not its replacement's
         last = board.state(slot.index)
         served = last is not None and last.state in ("ready", "recycling")

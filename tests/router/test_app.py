@@ -235,7 +235,7 @@ async def test_a_new_default_without_a_ready_replica_leaves_the_requests_to_a_re
         await router.shutdown()
 
 
-async def test_a_reload_drops_the_gauges_of_removed_versions_and_starts_new_autoscalers_from_the_backend(
+async def test_a_reload_drops_the_series_of_removed_versions_and_starts_new_autoscalers_from_the_backend(
         tmp_path, caplog, monkeypatch) -> None:
     caplog.set_level(logging.INFO)
     path = tmp_path / "router.json"
@@ -251,6 +251,10 @@ async def test_a_reload_drops_the_gauges_of_removed_versions_and_starts_new_auto
     try:
         await asyncio.sleep(0.3)  # a few samples: every version's gauges are set
         assert 'router_ready_replicas{kind="endpoint",role="treatment",route="g",version="v2"} 1.0' in await scraped()
+        for version in router.routes[("endpoint", "g")].versions.values():  # answered, queued, scaled
+            version.stats.observe(200, 0.01)
+            app.metrics.queue_waited(version.labels, 0.01)
+            app.metrics.SCALINGS.labels(*version.labels, "up").inc()
         # v2 goes, v3 comes (autoscaled; the backend runs 2 of it); v1 stops being autoscaled.
         grown = RouterConfig(routes=[RouteConfig(kind="endpoint", name="g", auth=AuthConfig(key_enabled=False), versions=[
             VersionConfig(name="v1", deployment="g-v1", is_default=True, autoscale=AutoscaleConfig(enabled=False)),
@@ -262,7 +266,10 @@ async def test_a_reload_drops_the_gauges_of_removed_versions_and_starts_new_auto
         await asyncio.sleep(0.3)
         text = await scraped()
         gauges = [line for line in text.splitlines() if 'route="g"' in line and not line.startswith("router_request")]
-        assert [line for line in gauges if 'version="v2"' in line] == []  # its request counts stay
+        # Kept, every deploy's versions stayed in /metrics until a restart.
+        assert [line for line in text.splitlines() if 'route="g"' in line and 'version="v2"' in line] == []
+        assert 'router_requests_total{kind="endpoint",role="treatment",route="g",status="200",version="v1"} 1.0' in text
+        assert 'router_queue_wait_seconds_count{kind="endpoint",role="treatment",route="g",version="v1"} 1.0' in text
         assert [line for line in gauges if 'version="v1"' in line and line.startswith(("router_desired", "router_util"))] == []
         assert 'router_ready_replicas{kind="endpoint",role="treatment",route="g",version="v3"} 2.0' in gauges
         assert "scale g-v3" not in caplog.text  # idle, at what it runs: no decision

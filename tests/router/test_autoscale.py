@@ -7,8 +7,8 @@ import math
 import random
 import time
 
-from router_image.autoscale import (OWN_LOAD_WINDOW_S, SAMPLE_S, STEP_SETTLE_S, Autoscaler, Decision, OwnLoad, PodLoad,
-                                   RouterScaler)
+from router_image.autoscale import (OWN_LOAD_WINDOW_S, SAMPLE_S, STARTING_GRACE_S, STEP_SETTLE_S, Autoscaler, Decision,
+                                   OwnLoad, PodLoad, RouterScaler)
 from router_image.config import AutoscaleConfig, RouterScaleConfig
 
 
@@ -341,3 +341,27 @@ def test_replicas_not_serving_yet_are_counted_busy_so_a_slow_start_is_not_scaled
         assert s.observe(4, i * SAMPLE_S, starting=6) is None
     changes = [d.desired for i in range(1800, 2600) if (d := s.observe(0, i * SAMPLE_S, starting=0))]
     assert changes == [1]  # all serving, then idle: down after the delay, as ever
+
+
+def test_replicas_that_never_get_ready_are_counted_busy_only_for_the_grace_then_an_idle_version_scales_in() -> None:
+    """A version whose pods crash at start (or never get a GPU node) scaled out under a load, then idle: counted busy
+    for ever, it held max_replicas of GPU nodes for nothing."""
+    s = scaler(current=10, scale_down_delay_seconds=60)
+    steps = round((STARTING_GRACE_S + 60) / SAMPLE_S)
+    changes = [(i * SAMPLE_S, d.desired) for i in range(1, steps + 20) if (d := s.observe(0, i * SAMPLE_S, starting=10))]
+    assert len(changes) == 1 and changes[0][1] == 1, changes
+    assert STARTING_GRACE_S + 60 <= changes[0][0] <= STARTING_GRACE_S + 62
+
+
+def test_new_replicas_starting_get_their_own_grace() -> None:
+    """One pod that never got ready must not take the grace from those a later step up starts."""
+    s = scaler(current=2, scale_down_delay_seconds=60)
+    start = round(STARTING_GRACE_S / SAMPLE_S)
+    for i in range(1, start):  # one replica of two never ready, the other serving 1 request
+        assert s.observe(1, i * SAMPLE_S, starting=1) is None
+    for i in range(start, start + 10):  # a load step: 8 more start
+        s.observe(20, i * SAMPLE_S, starting=1)
+    assert s.current == 10
+    start += 10
+    steps = round((STARTING_GRACE_S - 10) / SAMPLE_S)
+    assert [d for i in range(start, start + steps) if (d := s.observe(0, i * SAMPLE_S, starting=9))] == []

@@ -38,3 +38,21 @@ def test_the_process_figures_tell_a_restart_and_the_memory() -> None:
     memory (process_resident_memory_bytes) what a leak alert reads."""
     names = {s.name for f in metrics.REGISTRY.collect() for s in f.samples}
     assert {"process_start_time_seconds", "process_resident_memory_bytes", "process_open_fds"} <= names
+
+
+def test_a_removed_version_and_route_leave_no_series_and_a_late_queue_wait_makes_none_again() -> None:
+    """A router that sees many deploys grew its /metrics without bound: a removed version's counts stayed until a
+    restart, and a request that waited for it, ending after the reload, made its queue's series again."""
+    gone, kept = ("service", "gone", "v1", "service"), ("service", "kept", "v1", "service")
+    for labels in (gone, kept):
+        metrics.request_stats(labels).observe(200, 0.01)
+        metrics.queue_waited(labels, 0.01)
+        metrics.SCALINGS.labels(*labels, "down").inc()
+        metrics.count_error(labels[:2], 503, "TooManyRequests")
+    metrics.forget({gone}, {gone}, {gone[:2]})
+    metrics.queue_waited(gone, 0.01)
+    series = [(s.name, s.labels) for f in metrics.REGISTRY.collect() for s in f.samples]
+    assert [s for s in series if s[1].get("route") == "gone"] == []
+    kept_series = {name for name, labels in series if labels.get("route") == "kept"}
+    assert {"router_requests_total", "router_request_duration_seconds_count", "router_queue_wait_seconds_count",
+            "router_autoscale_decisions_total", "router_error_responses_total"} <= kept_series

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from router_image import app
 from router_image.app import SCALE_RETRY_S, Router
 from router_image.autoscale import PodLoad
 from router_image.config import AutoscaleConfig, PeersConfig, RouteConfig, RouterConfig, RouterScaleConfig, VersionConfig
@@ -216,6 +218,28 @@ async def test_a_scale_the_backend_did_not_apply_is_not_believed_and_retried_lat
         backend.applies = True
         await until(lambda: backend.count == 6, timeout=SCALE_RETRY_S + 2)  # tried again after the pause
         assert backend.scaled == [("iris", 6), ("iris", 6)] and scaler.current == 6
+    finally:
+        await router.shutdown()
+
+
+async def test_a_change_retried_after_the_backend_did_not_make_it_is_logged_and_counted_once(monkeypatch, caplog) -> None:
+    """A count the backend cannot read (it says 0) and a scale it does not apply: the same change, decided again at
+    each retry, was logged and counted in router_autoscale_decisions_total every SCALE_RETRY_S, for as long as the
+    API failed."""
+    monkeypatch.setattr(app, "SCALE_RETRY_S", 0.2)
+    caplog.set_level(logging.INFO, logger="router")
+    backend = FakeBackend()
+    backend.applies, backend.count, backend.is_leader = False, 0, True
+    labels = {"kind": "service", "route": "iris", "version": "v1", "role": "service", "direction": "up"}
+    counted = app.metrics.REGISTRY.get_sample_value("router_autoscale_decisions_total", labels) or 0.0
+    router = Router(_config(), backend=backend)
+    await router.startup()
+    try:
+        await until(lambda: len(backend.scaled) >= 3)
+        assert set(backend.scaled) == {("iris", 1)}  # tried again after each pause
+        assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("scale iris")] == [
+            "scale iris up: 0 -> 1 replicas (min_replicas is 1)"]
+        assert app.metrics.REGISTRY.get_sample_value("router_autoscale_decisions_total", labels) == counted + 1
     finally:
         await router.shutdown()
 

@@ -221,3 +221,19 @@ def test_wrong_method_and_unknown_route(start_scorer: StartScorer) -> None:
     server = start_scorer("sum_rows.py")
     assert server.post("/ready").status_code == 405
     assert server.get("/missing").json()["error"]["code"] == "NotFound"
+
+
+def test_a_replaced_workers_counts_stay_and_its_snapshot_is_retired(start_scorer: StartScorer, tmp_path) -> None:
+    """Each worker the supervisor replaced left its metrics snapshot, read at every scrape, for as long as the pod
+    ran: a worker recycled at each run() timeout piled them up."""
+    server = start_scorer("sleepy.py", env={"SCORING_TIMEOUT_MS": "500", "TMPDIR": str(tmp_path)})
+    assert server.post(json={"sleep": 0}).status_code == 200
+    assert server.post(json={"sleep": 5}).status_code == 504  # its worker is recycled
+    wait_until(lambda: server.metrics().get("scorer_worker_exits_total") == 1, 20, "the worker replaced")
+    server.wait_ready(30)
+    replacement = server.post(json={"sleep": 0}).json()["pid"]
+    folder = next(tmp_path.glob("scorer-*/metrics"))
+    wait_until(lambda: list(folder.glob(f"{replacement}-*.json")), 10, "the replacement's snapshot")
+    assert [path.name.split("-")[0] for path in folder.glob("*.json")] == [str(replacement)]
+    values = server.metrics()
+    assert values['scorer_requests_total{status="200"}'] == 2 and values['scorer_requests_total{status="504"}'] == 1
