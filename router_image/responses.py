@@ -43,10 +43,7 @@ def error_answer(error: HttpError, request: Headers, where: str, route: tuple[st
     rid = ids.get(REQUEST_ID) or str(uuid.uuid4()).encode()
     client = ids.get(CLIENT_REQUEST_ID)
     legacy = ids.get(LEGACY_REQUEST_ID)
-    if _errors.admit((route, error.status, error.code)):
-        log.log(_level(error.status), "%s: %d %s: %s", where, error.status, error.code, error,
-                extra={"request_id": rid.decode("latin-1")})
-    metrics.count_error(route, error.status, error.code)
+    _tell(route, error.status, error.code, rid.decode("latin-1"), "%s: %d %s: %s", where, error.status, error.code, error)
     body = json.dumps({"error": {"code": error.code, "message": str(error)}, "message": str(error)}).encode()
     return [(b"content-type", b"application/json"), (REQUEST_ID, rid), (LEGACY_REQUEST_ID, legacy or client or rid),
             (CLIENT_REQUEST_ID, client or legacy or rid), *error.headers], body
@@ -56,9 +53,14 @@ def server_error(status: int, code: str, message: str, request_id: str) -> None:
     """An answer the HTTP server gave itself (http_server.ServerErrors): a request that did not parse (BadRequest), a
     head too large (RequestHeaderFieldsTooLarge), one that did not arrive in time (RequestTimeout), a connection over
     the cap (TooManyConnections), an app that failed (InternalError). No route is known for them."""
-    if _errors.admit((metrics.NO_ROUTE, status, code)):
-        log.log(_level(status), "%d %s: %s", status, code, message, extra={"request_id": request_id})
-    metrics.count_error(metrics.NO_ROUTE, status, code)
+    _tell(metrics.NO_ROUTE, status, code, request_id, "%d %s: %s", status, code, message)
+
+
+def _tell(route: tuple[str, str], status: int, code: str, request_id: str, line: str, *args: Any) -> None:
+    """Logged under its request id, within ErrorLog's bounds, and counted by its route and code."""
+    if _errors.admit((route, status, code)):
+        log.log(_level(status), line, *args, extra={"request_id": request_id})
+    metrics.count_error(route, status, code)
 
 
 def _level(status: int) -> int:
