@@ -269,6 +269,7 @@ def _exempts(entry: str, image: str) -> bool:
 
 def _image_problem(image: str, registry: str | None) -> str | None:
     host = image.split("/", 1)[0] if "/" in image else ""
+    host = host.removesuffix(":443")  # the registry itself, as docker pulls it: HTTPS's port
     if registry and host != registry:
         return f"is not from the workspace registry {registry}"
     if not registry and not host.endswith(".azurecr.io"):
@@ -320,11 +321,22 @@ def _selects(spec: Mapping[str, Any], key: str, value: str) -> bool:
     if (spec.get("nodeSelector") or {}).get(key) == value:
         return True
     terms = _get(spec, "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution", "nodeSelectorTerms") or []
-    return bool(terms) and all(
-        any(e.get("key") == key and e.get("operator") == "In" and value in (e.get("values") or [])
-            for e in term.get("matchExpressions") or [])
-        for term in terms
-    )
+    return bool(terms) and all(_pins(term.get("matchExpressions") or [], key, value) for term in terms)
+
+
+def _pins(expressions: list[Mapping[str, Any]], key: str, value: str) -> bool:
+    """Whether a term's expressions, AND-ed, let `key` have `value` and nothing else: `In [gpu, other]`
+    alone lets the pod land on the other pool."""
+    own = [e for e in expressions if e.get("key") == key]
+    allowed: set[Any] | None = None
+    for e in own:
+        if e.get("operator") == "In":
+            values = set(e.get("values") or [])
+            allowed = values if allowed is None else allowed & values
+    for e in own:
+        if allowed is not None and e.get("operator") == "NotIn":
+            allowed -= set(e.get("values") or [])
+    return allowed == {value}
 
 
 def _matches(selector: Mapping[str, Any], labels: Mapping[str, Any]) -> bool:

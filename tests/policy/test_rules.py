@@ -166,6 +166,14 @@ def test_without_a_known_registry_the_host_must_end_in_azurecr_io():
     assert images(deployment(container(image=f"x.azurecr.io/x@{DIGEST}"))) == []
 
 
+def test_a_registrys_default_https_port_names_the_same_registry():
+    """`x.azurecr.io:443` is the registry `x.azurecr.io`, as docker pulls it; another port is another server."""
+    assert images(deployment(container(image=f"{REGISTRY}:443/scorer@{DIGEST}")), {"registry": REGISTRY}) == []
+    assert images(deployment(container(image=f"x.azurecr.io:443/scorer@{DIGEST}"))) == []
+    found = images(deployment(container(image=f"{REGISTRY}:8443/scorer@{DIGEST}")), {"registry": REGISTRY})
+    assert len(found) == 1 and "is not from the workspace registry" in found[0]
+
+
 def test_registry_images_check_what_a_first_preview_knows():
     """In a first preview the registry's loginServer and the images this update builds are unknown, and
     pulumi-policy raises on reading one, which skipped the whole rule: a hand-written image went unchecked."""
@@ -271,6 +279,7 @@ GPU_IN = {"key": "aks-model-serving/accelerator", "operator": "In", "values": ["
     _affinity([GPU_IN], [{"key": "kubernetes.io/os", "operator": "In", "values": ["linux"]}]),  # OR: any linux node
     _affinity([GPU_IN], [{**GPU_IN, "values": ["fpga"]}]),  # OR: the FPGA pool too
     _affinity([{**GPU_IN, "key": "accelerator"}]),
+    _affinity([{**GPU_IN, "values": ["gpu", "other"]}]),  # In lets it have either: the other pool too
 ])
 def test_gpu_scheduling_fail_with_node_affinity_that_does_not_pin_the_gpu_pool(affinity):
     """Node selector terms are OR-ed: every one of them must require the GPU pool, or the pod may land elsewhere."""
@@ -278,6 +287,15 @@ def test_gpu_scheduling_fail_with_node_affinity_that_does_not_pin_the_gpu_pool(a
     found = check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment(gpu_container(), pod=pod))
     assert len(found) == 1 and "no node selector aks-model-serving/accelerator=gpu" in found[0]
     assert "toleration" not in found[0]
+
+
+@pytest.mark.parametrize("term", [
+    [{**GPU_IN, "values": ["gpu", "other"]}, GPU_IN],  # AND-ed within a term: gpu alone
+    [{**GPU_IN, "values": ["gpu", "other"]}, {**GPU_IN, "operator": "NotIn", "values": ["other"]}],
+])
+def test_gpu_scheduling_passes_where_a_terms_expressions_together_leave_the_gpu_pool_alone(term):
+    pod = {"tolerations": GPU_POD["tolerations"], "affinity": _affinity(term)}
+    assert check_resource(rules.gpu_scheduling, rules.DEPLOYMENT, deployment(gpu_container(), pod=pod)) == []
 
 
 def test_gpu_scheduling_passes_with_every_ored_term_selecting_the_gpu_pool():
