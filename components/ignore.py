@@ -25,6 +25,9 @@ STATE_MARKER = ".aks-model-serving-state"
 # Python's bytecode caches, stamped with their sources' mtimes (so a clone and a machine that imported the entry
 # script differed) and read by no image: staged sources get new mtimes, which the stamps no longer match.
 NEVER_IN_CONTEXT = frozenset({".git", "__pycache__"})
+# The context's own .dockerignore: the staged build writes ours in its place (components.image), so it never
+# reaches the image, and counting it changed the tag alone.
+NEVER_AT_ROOT = frozenset({".dockerignore"})
 
 
 # wildmatch's [:name:] classes, ASCII only as in git.
@@ -163,7 +166,8 @@ def ignore_rules(context: Path) -> list[IgnoreRule]:
     file only."""
     for name in IGNORE_FILES:
         path = context / name
-        if path.is_file():
+        # git (2.32 on) does not follow an in-tree .gitignore that is a link; Azure ML opens .amlignore as a file.
+        if path.is_file() and not (name == ".gitignore" and path.is_symlink()):
             text = path.read_text(encoding="utf-8", errors="surrogateescape").removeprefix("\ufeff")
             return [rule for line in text.split("\n") if (rule := IgnoreRule.parse(line)) is not None]
     return []
@@ -195,7 +199,8 @@ def context_files(context: str | Path, include: Sequence[str] = ()) -> list[str]
         # A link to a folder is one entry, as git keeps it: os.walk lists it with the folders, not below.
         links = [d for d in wanted if os.path.islink(os.path.join(folder, d))]
         dirs[:] = sorted(d for d in wanted if d not in links and not is_ignored(rules, prefix + d, is_dir=True))
-        found += [prefix + f for f in files if f not in NEVER_IN_CONTEXT and (prefix or not include or f in include)
+        found += [prefix + f for f in files if f not in NEVER_IN_CONTEXT
+                  and (prefix or (f not in NEVER_AT_ROOT and (not include or f in include)))
                   and _file_or_link(os.path.join(folder, f))]
         found += [prefix + d for d in links]
     return sorted(f for f in found if not is_ignored(rules, f, is_dir=False))

@@ -7,7 +7,8 @@ build context that `.amlignore` (or, without one, `.gitignore`) does not exclude
 reads it: relative POSIX paths, contents and the executable bit, in sorted order, so the tag is
 the same on any machine, in any checkout directory, whatever order the file system lists files in.
 Never counted: `.git` (a file naming the repository's path in a worktree), `__pycache__` (stamped with
-mtimes), pipes and sockets; a `.dockerignore` counts as a file and is not applied to the build.
+mtimes), pipes and sockets, nor the context's own `.dockerignore`, which the build does not apply: it
+replaces it with its own.
 With `pyproject`, the context's pyproject.toml counts (and is built from) reduced to the keys named
 (components.pyproject): a dev dependency or a pytest option in it changes no image's tag.
 

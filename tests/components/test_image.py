@@ -359,6 +359,32 @@ def test_amlignore_beats_gitignore(ctx):
     assert content_hash(args(ctx)) != before
 
 
+def test_the_contexts_own_dockerignore_is_no_file_of_the_image_nor_of_its_tag(ctx):
+    """The staged build replaces it with ours, so it never reaches the image: editing it changed the tag alone
+    and rebuilt an identical image."""
+    (ctx / ".dockerignore").write_text("*.json\n")
+    before = content_hash(args(ctx))
+    assert ".dockerignore" not in context_files(ctx)
+    (ctx / ".dockerignore").write_text("*.json\npkg/\n")
+    assert content_hash(args(ctx)) == before
+    (ctx / "pkg" / ".dockerignore").write_text("x\n")  # below the root it is a file like any other
+    assert "pkg/.dockerignore" in context_files(ctx) and content_hash(args(ctx)) != before
+
+
+def test_a_gitignore_that_is_a_link_is_not_followed_as_git_does_not(ctx, tmp_path):
+    """git (2.32 on) reads no in-tree .gitignore that is a symbolic link: following it left files out of the
+    image that the repository, and so Azure ML's snapshot of a clone, holds."""
+    rules = tmp_path / "shared-ignore"
+    rules.write_text("*.log\ncache/\npkg/\n")
+    (ctx / ".gitignore").unlink()
+    (ctx / ".gitignore").symlink_to(rules)
+    assert context_files(ctx) == [".gitignore", "cache/big.bin", "notes.log", "pkg/util.py", "score.py"]
+    subprocess.run(["git", "init", "-q", str(ctx)], check=True)
+    status = subprocess.run(["git", "-c", "core.excludesFile=/dev/null", "status", "--porcelain", "--ignored",
+                             "--untracked-files=all"], cwd=ctx, capture_output=True, text=True, check=True).stdout
+    assert "notes.log" in status and "!!" not in status  # git ignores nothing either
+
+
 def test_negation_and_git_folder(ctx):
     (ctx / ".gitignore").write_text("*.log\n!keep.log\n")
     (ctx / "keep.log").write_text("kept\n")
