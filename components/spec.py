@@ -368,7 +368,7 @@ class VnetSpec(Spec):
     subnet_id: str | None = None
     address_space: Cidr | None = None
     subnet_prefix: Cidr | None = None
-    # Custom DNS servers on the VNet: the cluster then reports the FQDNs they must resolve.
+    # Custom DNS servers on a new VNet (an existing subnet's VNet is its owner's to set).
     dns_servers: list[str] = []
 
     def _rules(self) -> list[str]:
@@ -382,6 +382,9 @@ class VnetSpec(Spec):
             self.subnet_id, re.I,
         ):
             problems.append("subnet_id: must be a subnet resource id (/subscriptions/.../virtualNetworks/<vnet>/subnets/<subnet>)")
+        if self.subnet_id and self.dns_servers:
+            problems.append("dns_servers: set on a new VNet only; an existing subnet's VNet keeps the DNS servers its owner "
+                            "gave it (set them there)")
         if self.address_space and self.subnet_prefix and not problems:
             space = _network(self.address_space, "address_space")
             subnet = _network(self.subnet_prefix, "subnet_prefix")

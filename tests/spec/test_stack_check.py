@@ -170,6 +170,10 @@ BROKEN = [
     ("bad-cidr", [(NET + ["service_cidr"], "10.100.0.0/33")], "cluster.network.service_cidr:"),
     ("subnet-outside-vnet", [(NET + ["vnet", "subnet_prefix"], "10.9.0.0/20")], "cluster.network.vnet.subnet_prefix:"),
     ("subnet-id-and-new-vnet", [(NET + ["vnet", "subnet_id"], SUBNET)], "cluster.network.vnet.subnet_id:"),
+    # The VNet of an existing subnet is someone else's: its DNS servers are set there, and these would be dropped.
+    ("dns-servers-on-an-existing-subnet", [(NET + ["vnet"], {"subnet_id": SUBNET, "dns_servers": ["10.10.0.4"]})],
+     "cluster.network.vnet.dns_servers: set on a new VNet only; an existing subnet's VNet keeps the DNS servers its "
+     "owner gave it (set them there)"),
     ("fast-prod-too-small", [(CL + ["node_pools", 0, "count"], 1)], "cluster.node_pools:"),
     ("no-system-pool", [(CL + ["node_pools", 0, "mode"], "User")], "cluster.node_pools:"),
     ("pool-name-too-long", [(CL + ["node_pools", 1, "name"], "gpupoolnumberone")], "cluster.node_pools[1].name:"),
