@@ -36,7 +36,7 @@ import signal
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -74,6 +74,12 @@ MAX_CONNECTIONS = 10_000
 # At the cap, the connections idle longest close (as nginx reuses its keep-alive ones) to make room: this share of the
 # cap at once, so that the connections are looked through once every so many new ones, not at each.
 IDLE_CLOSED_AT_CAP = 1 / 64
+# The request ids an answer the server or the router gives itself carries, as a scorer's do (scoring_image/app.py).
+REQUEST_ID = b"x-request-id"
+CLIENT_REQUEST_ID = b"x-ms-client-request-id"
+LEGACY_REQUEST_ID = b"x-ms-request-id"  # what clients sent before x-ms-client-request-id
+_ID_HEADERS = (REQUEST_ID, CLIENT_REQUEST_ID, LEGACY_REQUEST_ID)
+MAX_REQUEST_ID = 100  # a longer one is not echoed (a scorer refuses it with a 431)
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
 _date_second = 0
@@ -427,7 +433,7 @@ class _Connection:
         if not self.server.admit(self):
             self._lingering = True  # what it sends is no request of ours
             self.write(self.server.error_answer(503, b"TooManyConnections", b"the server holds as many connections "
-                                                b"as it takes; try again"))
+                                                b"as it takes; try again", ()))
             self.close()
 
     def eof_received(self) -> bool | None:
@@ -491,6 +497,7 @@ class _Connection:
         takes its turn after the answers to the requests before it (sent at once, it would overtake them)."""
         self._reading_stopped = True
         self.pause_reading()
+        headers = self._sent_headers()
         broken, self._current = self._current, None
         if broken is not None:  # the error cut its body short: it is never answered
             if broken.started:  # nothing can follow an answer begun
@@ -498,7 +505,7 @@ class _Connection:
                 return
             self._queue.pop()  # the last one queued
             broken.abort()
-        rejection = _Rejection(self, self.server.error_answer(status, code, message))
+        rejection = _Rejection(self, self.server.error_answer(status, code, message, headers))
         self._queue.append(rejection)
         if len(self._queue) == 1:
             rejection.run()
@@ -583,13 +590,14 @@ class _Connection:
         parser = self.parser
         path, _, query = self._url.partition(b"?")
         headers, expect, hosts = self._headers, self._expect, self._hosts
-        self._url, self._headers, self._expect, self._hosts = b"", [], False, 0
         if hosts != 1 and (hosts or parser.get_http_version() != "1.0"):  # RFC 9112 3.2: a 400
             raise _BadHead(b"an HTTP/1.1 request carries exactly one Host header")
         # httptools takes what follows the head of a request asking to upgrade for the new protocol's data:
         # its body would never be read, and the request answered as if it had none (_upgrade_refused).
         if parser.should_upgrade() and _declares_body(headers):
             raise _BadHead(b"a request asking to upgrade the protocol cannot carry a body (upgrades are not supported)")
+        # Reset once the head is taken (not before: a refused one's error carries the client's request ids).
+        self._url, self._headers, self._expect, self._hosts = b"", [], False, 0
         if not path.startswith(b"/"):
             path = _origin_form(path)
         if expect and parser.get_http_version() == "1.0":  # RFC 9110 10.1.1: a 1.0 client's expectation is ignored
@@ -627,7 +635,7 @@ class _Connection:
         if current.size == 0:  # the first chunk: what its request's framing says is asked once
             # httptools takes the chunks off a body in another coding too (gzip, chunked): what they hold would be
             # handed on as the body, still coded. RFC 9112 6.1: a 501.
-            if _coded(current.headers if isinstance(current, Request) else current.scope["headers"]):
+            if _coded(self._sent_headers()):
                 raise _BadHead(b"transfer codings other than chunked are not supported", 501, b"NotImplemented")
             self._chunks_apart = self._size_joined = 0
         self._chunks_apart += 1
@@ -672,8 +680,16 @@ class _Connection:
             self._watched, self._watched_size, self._watched_since = watched, size, now
         elif self._watched_since < cutoff:
             if current is None or not current.started:
-                self.write(self.server.error_answer(408, b"RequestTimeout", b"the request did not arrive in time"))
+                self.write(self.server.error_answer(408, b"RequestTimeout", b"the request did not arrive in time",
+                                                    self._sent_headers()))
             self.close()
+
+    def _sent_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers of the request being received: those of its head so far, or all of them once its body is."""
+        current = self._current
+        if current is None:
+            return self._headers
+        return current.headers if isinstance(current, Request) else current.scope["headers"]
 
     def _scope(self, method: str, http_version: str, path: bytes, query: bytes, headers: list) -> dict[str, Any]:
         return {
@@ -692,7 +708,7 @@ class _Connection:
         except Exception:
             log.exception("error answering POST %r", request.path)
             if not request.started:
-                self.write(self.server.error_answer(500, b"InternalError", b"server error"))
+                self.write(self.server.error_answer(500, b"InternalError", b"server error", request.headers))
             self.close()
 
     def _to_asgi(self, request: Request) -> None:
@@ -724,7 +740,7 @@ class _Connection:
         except Exception:
             log.exception("error answering %s %s", exchange.scope["method"], exchange.scope["path"])
             if not exchange.started:
-                self.write(self.server.error_answer(500, b"InternalError", b"server error"))
+                self.write(self.server.error_answer(500, b"InternalError", b"server error", exchange.scope["headers"]))
             self.close()
             return
         if self.lost:
@@ -822,6 +838,18 @@ def _idle_since(conn: _Connection) -> float:
     return conn.idle_since or 0.0
 
 
+def id_headers(request: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The request id headers of an answer no scorer gave (the server's own, the router's), as a scorer's answer
+    carries them, so that a client of Azure ML's x-ms-request-id or x-ms-client-request-id finds its id on every
+    answer, whoever gave it: x-request-id first (the client's own, else a new one), then the legacy x-ms-request-id
+    (the client's, else its x-ms-client-request-id, else the request id) and x-ms-client-request-id (likewise).
+    An id over MAX_REQUEST_ID bytes is taken as not sent."""
+    ids = {name: value for name, value in request if name in _ID_HEADERS and len(value) <= MAX_REQUEST_ID}
+    rid = ids.get(REQUEST_ID) or str(uuid.uuid4()).encode()
+    client, legacy = ids.get(CLIENT_REQUEST_ID), ids.get(LEGACY_REQUEST_ID)
+    return [(REQUEST_ID, rid), (LEGACY_REQUEST_ID, legacy or client or rid), (CLIENT_REQUEST_ID, client or legacy or rid)]
+
+
 def connection_cap() -> int:
     """MAX_CONNECTIONS, or half the process's file descriptors where that is less."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -870,19 +898,21 @@ class Server:
         self.connections.add(conn)
         return True
 
-    def error_answer(self, status: int, code: bytes, message: bytes) -> bytes:
+    def error_answer(self, status: int, code: bytes, message: bytes, request: Iterable[tuple[bytes, bytes]]) -> bytes:
         """A whole answer the server gives itself, when the app cannot (a request that does not parse, a head too
-        large, one that did not arrive, an app that failed, the connection cap), then the connection closes. With a
-        request id a client can quote, logged under it, or handed to `errors` to log and count."""
-        rid = str(uuid.uuid4())
+        large, one that did not arrive, an app that failed, the connection cap), then the connection closes. With
+        the request ids of `request`'s headers (those parsed), or a new one a client can quote, logged under it, or
+        handed to `errors` to log and count."""
+        ids = id_headers(request)
+        rid = ids[0][1].decode("latin-1")
         if self.errors is not None:
             self.errors(status, code.decode(), message.decode(), rid)
         else:
             log.log(logging.WARNING if status >= 500 else logging.INFO, "%d %s: %s", status, code.decode(),
                     message.decode(), extra={"request_id": rid})
         body = b'{"error": {"code": "%s", "message": "%s"}, "message": "%s"}' % (code, message, message)  # as the apps' errors
-        return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nx-request-id: %s\r\n"
-                b"%sconnection: close\r\n\r\n%s" % (status, REASONS[status], len(body), rid.encode(), _date(), body))
+        return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s%sconnection: close\r\n\r\n%s"
+                % (status, REASONS[status], len(body), b"".join([b"%s: %s\r\n" % h for h in ids]), _date(), body))
 
     def closed(self, conn: _Connection) -> None:
         """A connection is gone (a subclass counting connections hears it here)."""
