@@ -6,8 +6,8 @@ validation by regex, URL parsing, one write per ASGI message, its flow control a
 about half of the router's CPU and as much as the whole scoring contract in a scorer. This
 server does only what a service behind a load balancer or the router needs: the response head
 and a whole body leave in one write, headers pass as the bytes httptools parsed, keep-alive
-with one sweep that also closes clients stalled mid-request, a cap on connections held, chunked bodies both ways,
-pipelined requests answered in order (a malformed one too, after those before it),
+with one sweep that also closes clients stalled or trickling mid-request, a cap on connections held, chunked bodies
+both ways, pipelined requests answered in order (a malformed one too, after those before it),
 back-pressure, `Expect: 100-continue`, and a client that goes away cancels its request (freeing
 a replica slot, skipping a queued run()); one that only shuts down its sending side looks the same
 (a FIN cannot tell the two apart), so it gets no answer. It speaks ASGI 3 (http + lifespan), so
@@ -57,6 +57,11 @@ WHOLE_BODY_MAX = HIGH_WATER  # a POST body up to this is held whole for the fast
 # A request line and headers longer than this are refused (431), as nginx refuses a head over its buffers:
 # unbounded, one client streaming a header grew a worker by hundreds of MiB, kept after it left.
 MAX_HEAD_BYTES = 64 * 1024
+# A request's body must come at this many bytes a second on average, beyond the keep_alive_s it may take on top (as
+# Apache's mod_reqtimeout MinRate, Kestrel's MinRequestBodyDataRate): each byte reset the clock of a stalled body, so a
+# client sending one a minute held its connection, before any authentication, for as long as it liked. 1 KiB/s is
+# 8 kbit/s, under any client's link that is up; a 100 MiB upload may take a day.
+MIN_BODY_RATE = 1024
 # After an answer that leaves a request unread and ends the connection, what the client still sends is
 # read and dropped for up to this long (nginx's lingering close), rather than reset by closing at once.
 LINGER_S = 5.0
@@ -416,6 +421,8 @@ class _Connection:
         self._watched: object = None
         self._watched_size = 0
         self._watched_since = 0.0
+        self._arriving_since = 0.0  # when the sweep first saw it
+        self._arrived_before = 0  # its size then
         self._turn_waits = False  # the next queued request waits for the client to take the answers out
         self._scheme = server.scheme
         self._client: tuple[str, int] | None = None
@@ -662,9 +669,10 @@ class _Connection:
     def check_progress(self, now: float, cutoff: float) -> None:
         """A connection that is not idle: close it (with a 408 if nothing was answered yet) when its client
         sent nothing of a request's head, or of its body, since `cutoff` (a slow or stuck client would hold
-        it, and in the router a replica slot, forever). Progress is told from what the last sweep saw, so
-        receiving a request costs nothing for this; a request waits for no deadline while the answers to
-        those before it are under way."""
+        it, and in the router a replica slot, forever), or a body slower than MIN_BODY_RATE beyond the first
+        keep_alive_s (a trickle would). Progress is told from what the last sweep saw, so receiving a request
+        costs nothing for this; a request waits for no deadline while the answers to those before it are under
+        way, nor while our back-pressure holds its body back (its clocks start again after)."""
         current = self._current
         if current is None and self._url and not self._queue:
             watched: object = self._headers  # a new list for each head: the same one means the same head
@@ -676,13 +684,21 @@ class _Connection:
         else:
             self._watched = None
             return
-        if watched is not self._watched or size != self._watched_size:
+        if watched is not self._watched:  # a new head or body: its clocks start
             self._watched, self._watched_size, self._watched_since = watched, size, now
-        elif self._watched_since < cutoff:
-            if current is None or not current.started:
-                self.write(self.server.error_answer(408, b"RequestTimeout", b"the request did not arrive in time",
-                                                    self._sent_headers()))
-            self.close()
+            self._arriving_since, self._arrived_before = now, size
+            return
+        if size != self._watched_size:
+            self._watched_size, self._watched_since = size, now
+        if self._watched_since < cutoff:
+            message = b"the request did not arrive in time"
+        elif self._arriving_since + (size - self._arrived_before) / MIN_BODY_RATE < cutoff:  # a second for each
+            message = b"the request body arrived under %d bytes a second" % MIN_BODY_RATE
+        else:
+            return
+        if current is None or not current.started:
+            self.write(self.server.error_answer(408, b"RequestTimeout", message, self._sent_headers()))
+        self.close()
 
     def _sent_headers(self) -> list[tuple[bytes, bytes]]:
         """The headers of the request being received: those of its head so far, or all of them once its body is."""
@@ -860,7 +876,8 @@ def connection_cap() -> int:
 class Server:
     """The connections of one ASGI app (whole POSTs offered to `fast` first), from `connection_made`
     until `stop()`: keep-alive connections idle for `keep_alive_s` close, as do those whose client sends
-    nothing of a request it began for as long; on stopping, requests in flight get `grace_s` to finish
+    nothing of a request it began for as long, or its body slower than MIN_BODY_RATE past the first `keep_alive_s`
+    (see check_progress); on stopping, requests in flight get `grace_s` to finish
     (a function: read when stopping, so an app whose config reloads can say what its requests need then).
     At most `max_connections` are held (see `admit`)."""
 

@@ -473,25 +473,29 @@ async def test_a_body_trickled_in_under_the_minimum_rate_gets_408_and_is_closed(
     at the cap, a place among them) for as long as it liked: past keep_alive_s a body must average
     MIN_BODY_RATE. One answered before its body was all in (a 401) is closed, without a second answer."""
     _, port, _ = served
-    for head in (b"POST /fast HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n",
-                 b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n",
-                 b"POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n"):
+
+    async def trickle(head: bytes, part: bytes) -> bytes:
+        """`head`, then `part` every 50 ms (progress at every sweep) until the server closes, for 5 s at most."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(head)
         answer = asyncio.ensure_future(reader.read())
         started = asyncio.get_running_loop().time()
         while not answer.done() and asyncio.get_running_loop().time() - started < 5:
-            writer.write(b"1\r\na\r\n" if b"chunked" in head else b"a")  # progress at every sweep, 20 bytes a second
+            writer.write(part)
             await asyncio.sleep(0.05)
-        assert answer.done(), head
-        out = answer.result()
-        if b"/early" in head:
-            assert out.startswith(b"HTTP/1.1 413 ") and b"408" not in out
-        else:
-            assert out.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"connection: close\r\n" in out, out
-            assert json.loads(out.split(b"\r\n\r\n", 1)[1])["error"] == {
-                "code": "RequestTimeout", "message": f"the request body arrived under {http_server.MIN_BODY_RATE} bytes a second"}
         writer.close()
+        assert answer.done(), head
+        return answer.result()
+
+    fast, chunked, early = await asyncio.gather(
+        trickle(b"POST /fast HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n", b"a"),
+        trickle(b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n", b"1\r\na\r\n"),
+        trickle(b"POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n", b"a"))
+    for out in (fast, chunked):
+        assert out.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"connection: close\r\n" in out, out
+        assert json.loads(out.split(b"\r\n\r\n", 1)[1])["error"] == {
+            "code": "RequestTimeout", "message": f"the request body arrived under {http_server.MIN_BODY_RATE} bytes a second"}
+    assert early.startswith(b"HTTP/1.1 413 ") and b"408" not in early
 
 
 @pytest.mark.parametrize("served", [0.3], indirect=True)
