@@ -7,7 +7,7 @@ about half of the router's CPU and as much as the whole scoring contract in a sc
 server does only what a service behind a load balancer or the router needs: the response head
 and a whole body leave in one write, headers pass as the bytes httptools parsed, keep-alive
 with one sweep that also closes clients stalled or trickling mid-request, a cap on connections held, chunked bodies
-both ways, pipelined requests answered in order (a malformed one too, after those before it),
+both ways, pipelined requests answered in order (a malformed one too, after those before it; PIPELINED_MAX at most),
 back-pressure, `Expect: 100-continue`, and a client that goes away cancels its request (freeing
 a replica slot, skipping a queued run()); one that only shuts down its sending side looks the same
 (a FIN cannot tell the two apart), so it gets no answer. It speaks ASGI 3 (http + lifespan), so
@@ -62,6 +62,11 @@ MAX_HEAD_BYTES = 64 * 1024
 # client sending one a minute held its connection, before any authentication, for as long as it liked. 1 KiB/s is
 # 8 kbit/s, under any client's link that is up; a 100 MiB upload may take a day.
 MIN_BODY_RATE = 1024
+# Requests held per connection at most, the one being answered included: httptools parses all a read brings before
+# reading can pause, and a 128 KiB read of small pipelined requests queued 5,000 of them (10 MiB). The one that fills
+# the queue is answered with the close, and what followed it is not read: a pipelining client sends it again on a new
+# connection (RFC 9112 9.3.2).
+PIPELINED_MAX = 128
 # After an answer that leaves a request unread and ends the connection, what the client still sends is
 # read and dropped for up to this long (nginx's lingering close), rather than reset by closing at once.
 LINGER_S = 5.0
@@ -474,6 +479,8 @@ class _Connection:
             context = exc.__context__
             if isinstance(context, _BadHead):
                 self._reject(context.status, context.message, context.code)
+            elif isinstance(context, _QueueFull):
+                self._end_with_the_queue()
             else:
                 self._reject(400, b"malformed request")
             return
@@ -493,11 +500,18 @@ class _Connection:
         if self._current is not None:  # CONNECT: no body of known length follows
             self._reject(400, b"upgrades are not supported")
         elif self._queue:
-            last = self._queue[-1]
-            if not isinstance(last, _Rejection):
-                last.keep_alive = False
+            self._end_with_the_queue()
         else:  # answered already
             self.close()
+
+    def _end_with_the_queue(self) -> None:
+        """Nothing more is read (the parser cannot go on): the connection closes after the answers to the requests
+        queued."""
+        self._reading_stopped = True
+        self.pause_reading()
+        last = self._queue[-1]
+        if not isinstance(last, _Rejection):
+            last.keep_alive = False
 
     def _reject(self, status: int, message: bytes, code: bytes = b"BadRequest") -> None:
         """A request that cannot be parsed: reading stops (the parser cannot go on past it), and the error
@@ -663,6 +677,8 @@ class _Connection:
         if len(self._queue) > 1:  # a whole request waits for its turn: read no more (each could hold 1 MiB)
             self._pipelined = True
             self.pause_reading()
+            if len(self._queue) >= PIPELINED_MAX:  # but httptools goes on with the rest of this read: stopped
+                raise _QueueFull
 
     # ------------------------------------------------------------ the sweep's look
 
@@ -811,6 +827,10 @@ class _BadHead(Exception):
     def __init__(self, message: bytes, status: int = 400, code: bytes = b"BadRequest") -> None:
         super().__init__(message)
         self.message, self.status, self.code = message, status, code
+
+
+class _QueueFull(Exception):
+    """Raised by a parser callback: PIPELINED_MAX requests are queued, and nothing after them is to be parsed."""
 
 
 def _coded(headers: list[tuple[bytes, bytes]]) -> bool:
