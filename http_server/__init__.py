@@ -46,8 +46,8 @@ from mypy_extensions import mypyc_attr
 
 log = logging.getLogger("http_server")
 App = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
-# Told of each answer the server gives itself (status, code, message, request id), in place of the server's own log
-# line: the router logs and counts them with its own errors, its log lines bounded as theirs.
+# Told of each answer the server gives itself (status, code, message, request id), to log it: the router logs and
+# counts them with its own errors, its log lines bounded as theirs; a scorer logs them as `log_error` and counts them.
 ServerErrors = Callable[[int, str, str, str], None]
 KEEP_ALIVE_S = 65.0  # over Azure's load balancer idle timeout (4 min is its max; 65 s is nginx-like)
 IDLE_SWEEP_S = 5.0
@@ -886,6 +886,12 @@ def id_headers(request: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, byte
     return [(REQUEST_ID, rid), (LEGACY_REQUEST_ID, legacy or client or rid), (CLIENT_REQUEST_ID, client or legacy or rid)]
 
 
+def log_error(status: int, code: str, message: str, request_id: str) -> None:
+    """The `errors` of a server given none: an answer it gave itself, logged under its request id."""
+    log.log(logging.WARNING if status >= 500 else logging.INFO, "%d %s: %s", status, code, message,
+            extra={"request_id": request_id})
+
+
 def connection_cap() -> int:
     """MAX_CONNECTIONS, or half the process's file descriptors where that is less."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -907,7 +913,7 @@ class Server:
         self.app, self.fast, self.scheme = app, fast, "http"
         self.keep_alive_s, self.grace_s = keep_alive_s, grace_s
         self.max_connections = max_connections or connection_cap()
-        self.errors = errors
+        self.errors: ServerErrors = errors or log_error
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._stop = asyncio.Event()
@@ -938,15 +944,10 @@ class Server:
     def error_answer(self, status: int, code: bytes, message: bytes, request: Iterable[tuple[bytes, bytes]]) -> bytes:
         """A whole answer the server gives itself, when the app cannot (a request that does not parse, a head too
         large, one that did not arrive, an app that failed, the connection cap), then the connection closes. With
-        the request ids of `request`'s headers (those parsed), or a new one a client can quote, logged under it, or
-        handed to `errors` to log and count."""
+        the request ids of `request`'s headers (those parsed), or a new one a client can quote, handed to `errors`
+        to log (and count)."""
         ids = id_headers(request)
-        rid = ids[0][1].decode("latin-1")
-        if self.errors is not None:
-            self.errors(status, code.decode(), message.decode(), rid)
-        else:
-            log.log(logging.WARNING if status >= 500 else logging.INFO, "%d %s: %s", status, code.decode(),
-                    message.decode(), extra={"request_id": rid})
+        self.errors(status, code.decode(), message.decode(), ids[0][1].decode("latin-1"))
         body = b'{"error": {"code": "%s", "message": "%s"}, "message": "%s"}' % (code, message, message)  # as the apps' errors
         return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s%sconnection: close\r\n\r\n%s"
                 % (status, REASONS[status], len(body), b"".join([b"%s: %s\r\n" % h for h in ids]), _date(), body))

@@ -42,7 +42,8 @@ async def test_a_worker_holding_more_connections_leaves_new_ones_to_the_others(t
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
-    srv = server.Server(app, keep_alive_s=65.0, grace_s=5.0, counts=balance.Counts(tmp_path / "connections", 0))
+    srv = server.Server(app, keep_alive_s=65.0, grace_s=5.0, recorder=metrics.Recorder(tmp_path / "metrics"),
+                        counts=balance.Counts(tmp_path / "connections", 0))
     pauses: list[float] = []  # when the worker left a waiting connection to the others
     pause = srv._pause
     srv._pause = lambda s: (pauses.append(asyncio.get_running_loop().time()), pause(s))  # type: ignore[method-assign]
