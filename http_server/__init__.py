@@ -6,8 +6,8 @@ validation by regex, URL parsing, one write per ASGI message, its flow control a
 about half of the router's CPU and as much as the whole scoring contract in a scorer. This
 server does only what a service behind a load balancer or the router needs: the response head
 and a whole body leave in one write, headers pass as the bytes httptools parsed, keep-alive
-with one sweep that also closes clients stalled mid-request, a cap on connections held, chunked bodies both ways,
-pipelined requests answered in order (a malformed one too, after those before it),
+with one sweep that also closes clients stalled or trickling mid-request, a cap on connections held, chunked bodies
+both ways, pipelined requests answered in order (a malformed one too, after those before it; PIPELINED_MAX at most),
 back-pressure, `Expect: 100-continue`, and a client that goes away cancels its request (freeing
 a replica slot, skipping a queued run()); one that only shuts down its sending side looks the same
 (a FIN cannot tell the two apart), so it gets no answer. It speaks ASGI 3 (http + lifespan), so
@@ -36,7 +36,7 @@ import signal
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any, Protocol
@@ -46,8 +46,8 @@ from mypy_extensions import mypyc_attr
 
 log = logging.getLogger("http_server")
 App = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
-# Told of each answer the server gives itself (status, code, message, request id), in place of the server's own log
-# line: the router logs and counts them with its own errors, its log lines bounded as theirs.
+# Told of each answer the server gives itself (status, code, message, request id), to log it: the router logs and
+# counts them with its own errors, its log lines bounded as theirs; a scorer logs them as `log_error` and counts them.
 ServerErrors = Callable[[int, str, str, str], None]
 KEEP_ALIVE_S = 65.0  # over Azure's load balancer idle timeout (4 min is its max; 65 s is nginx-like)
 IDLE_SWEEP_S = 5.0
@@ -57,6 +57,16 @@ WHOLE_BODY_MAX = HIGH_WATER  # a POST body up to this is held whole for the fast
 # A request line and headers longer than this are refused (431), as nginx refuses a head over its buffers:
 # unbounded, one client streaming a header grew a worker by hundreds of MiB, kept after it left.
 MAX_HEAD_BYTES = 64 * 1024
+# A request's body must come at this many bytes a second on average, beyond the keep_alive_s it may take on top (as
+# Apache's mod_reqtimeout MinRate, Kestrel's MinRequestBodyDataRate): each byte reset the clock of a stalled body, so a
+# client sending one a minute held its connection, before any authentication, for as long as it liked. 1 KiB/s is
+# 8 kbit/s, under any client's link that is up; a 100 MiB upload may take a day.
+MIN_BODY_RATE = 1024
+# Requests held per connection at most, the one being answered included: httptools parses all a read brings before
+# reading can pause, and a 128 KiB read of small pipelined requests queued 5,000 of them (10 MiB). The one that fills
+# the queue is answered with the close, and what followed it is not read: a pipelining client sends it again on a new
+# connection (RFC 9112 9.3.2).
+PIPELINED_MAX = 128
 # After an answer that leaves a request unread and ends the connection, what the client still sends is
 # read and dropped for up to this long (nginx's lingering close), rather than reset by closing at once.
 LINGER_S = 5.0
@@ -74,6 +84,12 @@ MAX_CONNECTIONS = 10_000
 # At the cap, the connections idle longest close (as nginx reuses its keep-alive ones) to make room: this share of the
 # cap at once, so that the connections are looked through once every so many new ones, not at each.
 IDLE_CLOSED_AT_CAP = 1 / 64
+# The request ids an answer the server or the router gives itself carries, as a scorer's do (scoring_image/app.py).
+REQUEST_ID = b"x-request-id"
+CLIENT_REQUEST_ID = b"x-ms-client-request-id"
+LEGACY_REQUEST_ID = b"x-ms-request-id"  # what clients sent before x-ms-client-request-id
+_ID_HEADERS = (REQUEST_ID, CLIENT_REQUEST_ID, LEGACY_REQUEST_ID)
+MAX_REQUEST_ID = 100  # a longer one is not echoed (a scorer refuses it with a 431)
 REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 STATUS_LINES = {code: b"HTTP/1.1 %d %s\r\n" % (code, reason) for code, reason in REASONS.items()}
 _date_second = 0
@@ -410,6 +426,8 @@ class _Connection:
         self._watched: object = None
         self._watched_size = 0
         self._watched_since = 0.0
+        self._arriving_since = 0.0  # when the sweep first saw it
+        self._arrived_before = 0  # its size then
         self._turn_waits = False  # the next queued request waits for the client to take the answers out
         self._scheme = server.scheme
         self._client: tuple[str, int] | None = None
@@ -427,7 +445,7 @@ class _Connection:
         if not self.server.admit(self):
             self._lingering = True  # what it sends is no request of ours
             self.write(self.server.error_answer(503, b"TooManyConnections", b"the server holds as many connections "
-                                                b"as it takes; try again"))
+                                                b"as it takes; try again", ()))
             self.close()
 
     def eof_received(self) -> bool | None:
@@ -461,6 +479,8 @@ class _Connection:
             context = exc.__context__
             if isinstance(context, _BadHead):
                 self._reject(context.status, context.message, context.code)
+            elif isinstance(context, _QueueFull):
+                self._end_with_the_queue()
             else:
                 self._reject(400, b"malformed request")
             return
@@ -480,17 +500,25 @@ class _Connection:
         if self._current is not None:  # CONNECT: no body of known length follows
             self._reject(400, b"upgrades are not supported")
         elif self._queue:
-            last = self._queue[-1]
-            if not isinstance(last, _Rejection):
-                last.keep_alive = False
+            self._end_with_the_queue()
         else:  # answered already
             self.close()
+
+    def _end_with_the_queue(self) -> None:
+        """Nothing more is read (the parser cannot go on): the connection closes after the answers to the requests
+        queued."""
+        self._reading_stopped = True
+        self.pause_reading()
+        last = self._queue[-1]
+        if not isinstance(last, _Rejection):
+            last.keep_alive = False
 
     def _reject(self, status: int, message: bytes, code: bytes = b"BadRequest") -> None:
         """A request that cannot be parsed: reading stops (the parser cannot go on past it), and the error
         takes its turn after the answers to the requests before it (sent at once, it would overtake them)."""
         self._reading_stopped = True
         self.pause_reading()
+        headers = self._sent_headers()
         broken, self._current = self._current, None
         if broken is not None:  # the error cut its body short: it is never answered
             if broken.started:  # nothing can follow an answer begun
@@ -498,7 +526,7 @@ class _Connection:
                 return
             self._queue.pop()  # the last one queued
             broken.abort()
-        rejection = _Rejection(self, self.server.error_answer(status, code, message))
+        rejection = _Rejection(self, self.server.error_answer(status, code, message, headers))
         self._queue.append(rejection)
         if len(self._queue) == 1:
             rejection.run()
@@ -583,13 +611,14 @@ class _Connection:
         parser = self.parser
         path, _, query = self._url.partition(b"?")
         headers, expect, hosts = self._headers, self._expect, self._hosts
-        self._url, self._headers, self._expect, self._hosts = b"", [], False, 0
         if hosts != 1 and (hosts or parser.get_http_version() != "1.0"):  # RFC 9112 3.2: a 400
             raise _BadHead(b"an HTTP/1.1 request carries exactly one Host header")
         # httptools takes what follows the head of a request asking to upgrade for the new protocol's data:
         # its body would never be read, and the request answered as if it had none (_upgrade_refused).
         if parser.should_upgrade() and _declares_body(headers):
             raise _BadHead(b"a request asking to upgrade the protocol cannot carry a body (upgrades are not supported)")
+        # Reset once the head is taken (not before: a refused one's error carries the client's request ids).
+        self._url, self._headers, self._expect, self._hosts = b"", [], False, 0
         if not path.startswith(b"/"):
             path = _origin_form(path)
         if expect and parser.get_http_version() == "1.0":  # RFC 9110 10.1.1: a 1.0 client's expectation is ignored
@@ -627,7 +656,7 @@ class _Connection:
         if current.size == 0:  # the first chunk: what its request's framing says is asked once
             # httptools takes the chunks off a body in another coding too (gzip, chunked): what they hold would be
             # handed on as the body, still coded. RFC 9112 6.1: a 501.
-            if _coded(current.headers if isinstance(current, Request) else current.scope["headers"]):
+            if _coded(self._sent_headers()):
                 raise _BadHead(b"transfer codings other than chunked are not supported", 501, b"NotImplemented")
             self._chunks_apart = self._size_joined = 0
         self._chunks_apart += 1
@@ -648,15 +677,18 @@ class _Connection:
         if len(self._queue) > 1:  # a whole request waits for its turn: read no more (each could hold 1 MiB)
             self._pipelined = True
             self.pause_reading()
+            if len(self._queue) >= PIPELINED_MAX:  # but httptools goes on with the rest of this read: stopped
+                raise _QueueFull
 
     # ------------------------------------------------------------ the sweep's look
 
     def check_progress(self, now: float, cutoff: float) -> None:
         """A connection that is not idle: close it (with a 408 if nothing was answered yet) when its client
         sent nothing of a request's head, or of its body, since `cutoff` (a slow or stuck client would hold
-        it, and in the router a replica slot, forever). Progress is told from what the last sweep saw, so
-        receiving a request costs nothing for this; a request waits for no deadline while the answers to
-        those before it are under way."""
+        it, and in the router a replica slot, forever), or a body slower than MIN_BODY_RATE beyond the first
+        keep_alive_s (a trickle would). Progress is told from what the last sweep saw, so receiving a request
+        costs nothing for this; a request waits for no deadline while the answers to those before it are under
+        way, nor while our back-pressure holds its body back (its clocks start again after)."""
         current = self._current
         if current is None and self._url and not self._queue:
             watched: object = self._headers  # a new list for each head: the same one means the same head
@@ -668,12 +700,28 @@ class _Connection:
         else:
             self._watched = None
             return
-        if watched is not self._watched or size != self._watched_size:
+        if watched is not self._watched:  # a new head or body: its clocks start
             self._watched, self._watched_size, self._watched_since = watched, size, now
-        elif self._watched_since < cutoff:
-            if current is None or not current.started:
-                self.write(self.server.error_answer(408, b"RequestTimeout", b"the request did not arrive in time"))
-            self.close()
+            self._arriving_since, self._arrived_before = now, size
+            return
+        if size != self._watched_size:
+            self._watched_size, self._watched_since = size, now
+        if self._watched_since < cutoff:
+            message = b"the request did not arrive in time"
+        elif self._arriving_since + (size - self._arrived_before) / MIN_BODY_RATE < cutoff:  # a second for each
+            message = b"the request body arrived under %d bytes a second" % MIN_BODY_RATE
+        else:
+            return
+        if current is None or not current.started:
+            self.write(self.server.error_answer(408, b"RequestTimeout", message, self._sent_headers()))
+        self.close()
+
+    def _sent_headers(self) -> list[tuple[bytes, bytes]]:
+        """The headers of the request being received: those of its head so far, or all of them once its body is."""
+        current = self._current
+        if current is None:
+            return self._headers
+        return current.headers if isinstance(current, Request) else current.scope["headers"]
 
     def _scope(self, method: str, http_version: str, path: bytes, query: bytes, headers: list) -> dict[str, Any]:
         return {
@@ -692,7 +740,7 @@ class _Connection:
         except Exception:
             log.exception("error answering POST %r", request.path)
             if not request.started:
-                self.write(self.server.error_answer(500, b"InternalError", b"server error"))
+                self.write(self.server.error_answer(500, b"InternalError", b"server error", request.headers))
             self.close()
 
     def _to_asgi(self, request: Request) -> None:
@@ -724,7 +772,7 @@ class _Connection:
         except Exception:
             log.exception("error answering %s %s", exchange.scope["method"], exchange.scope["path"])
             if not exchange.started:
-                self.write(self.server.error_answer(500, b"InternalError", b"server error"))
+                self.write(self.server.error_answer(500, b"InternalError", b"server error", exchange.scope["headers"]))
             self.close()
             return
         if self.lost:
@@ -781,6 +829,10 @@ class _BadHead(Exception):
         self.message, self.status, self.code = message, status, code
 
 
+class _QueueFull(Exception):
+    """Raised by a parser callback: PIPELINED_MAX requests are queued, and nothing after them is to be parsed."""
+
+
 def _coded(headers: list[tuple[bytes, bytes]]) -> bool:
     """Does a chunked request's Transfer-Encoding name a coding besides chunked?"""
     return any(name == b"transfer-encoding" and value.strip().lower() != b"chunked" for name, value in headers)
@@ -822,6 +874,24 @@ def _idle_since(conn: _Connection) -> float:
     return conn.idle_since or 0.0
 
 
+def id_headers(request: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The request id headers of an answer no scorer gave (the server's own, the router's), as a scorer's answer
+    carries them, so that a client of Azure ML's x-ms-request-id or x-ms-client-request-id finds its id on every
+    answer, whoever gave it: x-request-id first (the client's own, else a new one), then the legacy x-ms-request-id
+    (the client's, else its x-ms-client-request-id, else the request id) and x-ms-client-request-id (likewise).
+    An id over MAX_REQUEST_ID bytes is taken as not sent."""
+    ids = {name: value for name, value in request if name in _ID_HEADERS and len(value) <= MAX_REQUEST_ID}
+    rid = ids.get(REQUEST_ID) or str(uuid.uuid4()).encode()
+    client, legacy = ids.get(CLIENT_REQUEST_ID), ids.get(LEGACY_REQUEST_ID)
+    return [(REQUEST_ID, rid), (LEGACY_REQUEST_ID, legacy or client or rid), (CLIENT_REQUEST_ID, client or legacy or rid)]
+
+
+def log_error(status: int, code: str, message: str, request_id: str) -> None:
+    """The `errors` of a server given none: an answer it gave itself, logged under its request id."""
+    log.log(logging.WARNING if status >= 500 else logging.INFO, "%d %s: %s", status, code, message,
+            extra={"request_id": request_id})
+
+
 def connection_cap() -> int:
     """MAX_CONNECTIONS, or half the process's file descriptors where that is less."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -832,7 +902,8 @@ def connection_cap() -> int:
 class Server:
     """The connections of one ASGI app (whole POSTs offered to `fast` first), from `connection_made`
     until `stop()`: keep-alive connections idle for `keep_alive_s` close, as do those whose client sends
-    nothing of a request it began for as long; on stopping, requests in flight get `grace_s` to finish
+    nothing of a request it began for as long, or its body slower than MIN_BODY_RATE past the first `keep_alive_s`
+    (see check_progress); on stopping, requests in flight get `grace_s` to finish
     (a function: read when stopping, so an app whose config reloads can say what its requests need then).
     At most `max_connections` are held (see `admit`)."""
 
@@ -842,7 +913,7 @@ class Server:
         self.app, self.fast, self.scheme = app, fast, "http"
         self.keep_alive_s, self.grace_s = keep_alive_s, grace_s
         self.max_connections = max_connections or connection_cap()
-        self.errors = errors
+        self.errors: ServerErrors = errors or log_error
         self.connections: set[_Connection] = set()
         self.stopping = False
         self._stop = asyncio.Event()
@@ -870,19 +941,16 @@ class Server:
         self.connections.add(conn)
         return True
 
-    def error_answer(self, status: int, code: bytes, message: bytes) -> bytes:
+    def error_answer(self, status: int, code: bytes, message: bytes, request: Iterable[tuple[bytes, bytes]]) -> bytes:
         """A whole answer the server gives itself, when the app cannot (a request that does not parse, a head too
-        large, one that did not arrive, an app that failed, the connection cap), then the connection closes. With a
-        request id a client can quote, logged under it, or handed to `errors` to log and count."""
-        rid = str(uuid.uuid4())
-        if self.errors is not None:
-            self.errors(status, code.decode(), message.decode(), rid)
-        else:
-            log.log(logging.WARNING if status >= 500 else logging.INFO, "%d %s: %s", status, code.decode(),
-                    message.decode(), extra={"request_id": rid})
+        large, one that did not arrive, an app that failed, the connection cap), then the connection closes. With
+        the request ids of `request`'s headers (those parsed), or a new one a client can quote, handed to `errors`
+        to log (and count)."""
+        ids = id_headers(request)
+        self.errors(status, code.decode(), message.decode(), ids[0][1].decode("latin-1"))
         body = b'{"error": {"code": "%s", "message": "%s"}, "message": "%s"}' % (code, message, message)  # as the apps' errors
-        return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nx-request-id: %s\r\n"
-                b"%sconnection: close\r\n\r\n%s" % (status, REASONS[status], len(body), rid.encode(), _date(), body))
+        return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%s%sconnection: close\r\n\r\n%s"
+                % (status, REASONS[status], len(body), b"".join([b"%s: %s\r\n" % h for h in ids]), _date(), body))
 
     def closed(self, conn: _Connection) -> None:
         """A connection is gone (a subclass counting connections hears it here)."""

@@ -44,6 +44,7 @@ CONFIG_POLL_S = 1.0
 READMIT_EVERY_S = 0.5
 SCALE_RETRY_S = 5.0  # after a scale the backend did not apply (API error, count unknown)
 LOAD_PATH = "/internal/load"
+_GET_ONLY = frozenset(("/healthz", "/readyz", "/metrics", LOAD_PATH))  # read, never changed: a 405 for other methods
 # A score route takes GET as Azure ML's raw (rawhttp) scripts do, its query passed on, and OPTIONS: browsers' CORS
 # preflights, which the router answers (cors.py), or a call with credentials as any other.
 SCORE_METHODS = ("POST", "GET", "OPTIONS")
@@ -361,6 +362,9 @@ class Router:
                 await self._api(scope, receive, send, route, action)
             except HttpError as exc:  # counted under its route (one a path names none of, in __call__)
                 await respond_error(send, exc, scope, route.labels)
+        elif path in _GET_ONLY and scope["method"] not in ("GET", "HEAD"):
+            raise HttpError(405, "MethodNotAllowed", f"{scope['method']} is not allowed on {path}",
+                            [(b"allow", b"GET, HEAD")])
         elif path == "/healthz":
             stopped = self.stopped_loops()
             await respond_json(send, 503 if stopped else 200, {"status": "failing", "stopped": stopped} if stopped

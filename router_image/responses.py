@@ -6,18 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
 from typing import Any
 
+from http_server import id_headers
 from router_image import metrics
 
 log = logging.getLogger("router")
 Headers = list[tuple[bytes, bytes]]
-REQUEST_ID = b"x-request-id"
-CLIENT_REQUEST_ID = b"x-ms-client-request-id"
-LEGACY_REQUEST_ID = b"x-ms-request-id"  # what clients sent before x-ms-client-request-id
-_ID_HEADERS = (REQUEST_ID, CLIENT_REQUEST_ID, LEGACY_REQUEST_ID)
-MAX_REQUEST_ID = 100  # as the scorer takes one
 # Error answers logged per route, status and code in each LOG_WINDOW_S; the rest are summed up in one line.
 LOG_BURST = 20
 LOG_WINDOW_S = 10.0
@@ -37,16 +32,12 @@ def error_answer(error: HttpError, request: Headers, where: str, route: tuple[st
     does, under the id the client gets (its own x-request-id, as the scorer takes it, else a new one; at most
     LOG_BURST lines per route and code in a window, see ErrorLog), and counts it by its route (kind, name;
     metrics.NO_ROUTE for none) and code (401s and queue timeouts included). The ids are those a scorer's answer
-    carries (scoring_image/app.py), so that a client of Azure ML's x-ms-request-id or x-ms-client-request-id
-    finds its id on every answer, whoever gave it."""
-    ids = {k: v for k, v in request if k in _ID_HEADERS and len(v) <= MAX_REQUEST_ID}
-    rid = ids.get(REQUEST_ID) or str(uuid.uuid4()).encode()
-    client = ids.get(CLIENT_REQUEST_ID)
-    legacy = ids.get(LEGACY_REQUEST_ID)
-    _tell(route, error.status, error.code, rid.decode("latin-1"), "%s: %d %s: %s", where, error.status, error.code, error)
+    carries, as the HTTP server's own answers do (http_server.id_headers)."""
+    ids = id_headers(request)
+    _tell(route, error.status, error.code, ids[0][1].decode("latin-1"), "%s: %d %s: %s", where, error.status, error.code,
+          error)
     body = json.dumps({"error": {"code": error.code, "message": str(error)}, "message": str(error)}).encode()
-    return [(b"content-type", b"application/json"), (REQUEST_ID, rid), (LEGACY_REQUEST_ID, legacy or client or rid),
-            (CLIENT_REQUEST_ID, client or legacy or rid), *error.headers], body
+    return [(b"content-type", b"application/json"), *ids, *error.headers], body
 
 
 def server_error(status: int, code: str, message: str, request_id: str) -> None:

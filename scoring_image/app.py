@@ -26,6 +26,7 @@ import orjson
 import werkzeug.exceptions
 import werkzeug.wrappers
 
+from http_server import MAX_REQUEST_ID
 from scoring_image import entry_script, logs, metrics, swagger
 from scoring_image.amlcompat import AMLRequest, AMLResponse, Headers
 from scoring_image.collection import modeldatacollector
@@ -41,7 +42,6 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 
-MAX_REQUEST_ID = 100
 CLIENT_GONE = 499  # nginx's status for a client that left before its answer (the router's too)
 _JSON = b"application/json"
 _JSON_HEADER = (b"content-type", _JSON)

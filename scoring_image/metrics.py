@@ -50,6 +50,7 @@ class Recorder:
         self.in_flight = 0
         self.collection_dropped = 0  # collected records that could not be spooled
         self._statuses: dict[int, int] = {}
+        self._server_errors: dict[str, int] = {}  # by "<status> <code>"
         self._latency = _Histogram()
         self._run = _Histogram()
         self._published: bytes | None = None
@@ -61,11 +62,17 @@ class Recorder:
     def observe_run(self, seconds: float) -> None:
         self._run.observe(seconds)
 
+    def count_server_error(self, status: int, code: str) -> None:
+        """An answer the worker's HTTP server gave itself (scoring_image.server): a fixed code, never a client's."""
+        key = f"{status} {code}"
+        self._server_errors[key] = self._server_errors.get(key, 0) + 1
+
     def publish(self) -> None:
         snapshot = orjson.dumps({
             "pid": os.getpid(),
             "in_flight": self.in_flight,
             "statuses": {str(k): v for k, v in self._statuses.items()},
+            "server_errors": self._server_errors,
             "latency": [self._latency.counts, self._latency.total],
             "run": [self._run.counts, self._run.total],
             "collection_dropped": self.collection_dropped,
@@ -123,12 +130,13 @@ def _read_retired(folder: Path) -> dict[str, Any]:
         return orjson.loads((folder / RETIRED).read_bytes())
     except FileNotFoundError:  # none replaced yet
         empty = [[0] * (len(BUCKETS) + 1), 0.0]
-        return {"statuses": {}, "latency": empty, "run": empty, "collection_dropped": 0, "folded": []}
+        return {"statuses": {}, "server_errors": {}, "latency": empty, "run": empty, "collection_dropped": 0, "folded": []}
 
 
 def _add(into: dict[str, Any], snapshot: dict[str, Any]) -> None:
-    for status, count in snapshot["statuses"].items():
-        into["statuses"][status] = into["statuses"].get(status, 0) + count
+    for counts in ("statuses", "server_errors"):
+        for key, count in snapshot[counts].items():
+            into[counts][key] = into[counts].get(key, 0) + count
     into["collection_dropped"] += snapshot["collection_dropped"]
     for name in ("latency", "run"):
         (counts, total), (more, more_total) = into[name], snapshot[name]
@@ -174,6 +182,13 @@ class _Collector:
                                 histograms["latency"])
         yield _histogram_family("scorer_run_duration_seconds", "Time spent in the entry script's run() (one past "
                                 "scoring_timeout_ms: as long as it ran until its 504).", histograms["run"])
+        errors = CounterMetricFamily("scorer_server_error_responses", "Answers a worker's HTTP server gave itself, the "
+                                     "app never seeing the request: 400 (it did not parse), 408 (it did not arrive in "
+                                     "time), 431 (a head too large), 501, 503 TooManyConnections (over the connection "
+                                     "cap), 500 (the app failed).", labels=["status", "code"])
+        for key, count in sorted(whole["server_errors"].items()):
+            errors.add_metric(key.split(" ", 1), count)
+        yield errors
         yield GaugeMetricFamily("scorer_requests_in_flight", "Scoring requests being served.", value=in_flight)
         yield CounterMetricFamily("scorer_collection_dropped_records", "Collected records that could not be spooled "
                                   "(their predictions were answered).", value=dropped)

@@ -16,6 +16,7 @@ import socket
 
 import http_server
 from scoring_image.balance import Counts
+from scoring_image.metrics import Recorder
 
 log = logging.getLogger("scoring_image.server")
 ACCEPT_PAUSE_S = 0.001
@@ -23,12 +24,20 @@ ACCEPT_DEFERRALS = 3
 
 
 class Server(http_server.Server):
-    """Serves `app` on a shared socket until `stop()`; then drains for at most `grace_s`."""
+    """Serves `app` on a shared socket until `stop()`; then drains for at most `grace_s`. The answers the server gives
+    itself (a request that does not parse, or did not arrive; the connection cap) are logged as `http_server` logs
+    them, and counted in `recorder` (no request reached the app, which counts those it answers)."""
 
-    def __init__(self, app: http_server.App, keep_alive_s: float, grace_s: float, counts: Counts | None = None):
-        super().__init__(app, keep_alive_s=keep_alive_s, grace_s=grace_s)
+    def __init__(self, app: http_server.App, keep_alive_s: float, grace_s: float, recorder: Recorder,
+                 counts: Counts | None = None):
+        super().__init__(app, keep_alive_s=keep_alive_s, grace_s=grace_s, errors=self._error)
+        self.recorder = recorder
         self.counts = counts
         self._deferred = 0
+
+    def _error(self, status: int, code: str, message: str, request_id: str) -> None:
+        http_server.log_error(status, code, message, request_id)
+        self.recorder.count_server_error(status, code)
 
     def closed(self, conn: asyncio.Protocol) -> None:
         super().closed(conn)

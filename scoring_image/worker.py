@@ -117,7 +117,7 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
 
     asgi = telemetry.instrument(_with_cors(app, settings), settings)
     grace_s = settings.scoring_timeout_ms / 1000
-    server = Server(asgi, settings.keep_alive_seconds, grace_s=grace_s, counts=balance.Counts(state / "connections", index))
+    server = Server(asgi, settings.keep_alive_seconds, grace_s, recorder, counts=balance.Counts(state / "connections", index))
 
     def stop() -> None:
         server.stop()

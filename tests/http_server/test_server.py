@@ -283,15 +283,16 @@ async def test_a_client_that_pipelines_and_does_not_read_gets_no_further_answers
     app, port, _ = served
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.transport.set_write_buffer_limits(high=1 << 24)
-    writer.write(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n" * 200)  # 50 MiB of answers asked for
+    asked = http_server.PIPELINED_MAX - 8  # 30 MiB of answers
+    writer.write(b"GET /big HTTP/1.1\r\nhost: x\r\n\r\n" * asked)
     await asyncio.sleep(1.0)
     held = app.big
-    assert held < 100, held  # what the sockets' buffers take, then nothing until the client reads
+    assert held < 60, held  # what the sockets' buffers take, then nothing until the client reads
     received = 0
     async with asyncio.timeout(20):
-        while received < 200 * 256 * 1024:
+        while received < asked * 256 * 1024:
             received += len(await reader.read(1 << 20))
-    assert app.big == 200
+    assert app.big == asked
     writer.close()
 
 
@@ -467,6 +468,37 @@ async def test_a_client_stalled_mid_request_gets_408_and_is_closed(served) -> No
 
 
 @pytest.mark.parametrize("served", [0.3], indirect=True)
+async def test_a_body_trickled_in_under_the_minimum_rate_gets_408_and_is_closed(served) -> None:
+    """A byte now and then reset the clock of a body's stall, so an unauthenticated client held a connection (and,
+    at the cap, a place among them) for as long as it liked: past keep_alive_s a body must average
+    MIN_BODY_RATE. One answered before its body was all in (a 401) is closed, without a second answer."""
+    _, port, _ = served
+
+    async def trickle(head: bytes, part: bytes) -> bytes:
+        """`head`, then `part` every 50 ms (progress at every sweep) until the server closes, for 5 s at most."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(head)
+        answer = asyncio.ensure_future(reader.read())
+        started = asyncio.get_running_loop().time()
+        while not answer.done() and asyncio.get_running_loop().time() - started < 5:
+            writer.write(part)
+            await asyncio.sleep(0.05)
+        writer.close()
+        assert answer.done(), head
+        return answer.result()
+
+    fast, chunked, early = await asyncio.gather(
+        trickle(b"POST /fast HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n", b"a"),
+        trickle(b"POST /echo HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n", b"1\r\na\r\n"),
+        trickle(b"POST /early HTTP/1.1\r\nhost: x\r\ncontent-length: 1000\r\n\r\n", b"a"))
+    for out in (fast, chunked):
+        assert out.startswith(b"HTTP/1.1 408 Request Timeout\r\n") and b"connection: close\r\n" in out, out
+        assert json.loads(out.split(b"\r\n\r\n", 1)[1])["error"] == {
+            "code": "RequestTimeout", "message": f"the request body arrived under {http_server.MIN_BODY_RATE} bytes a second"}
+    assert early.startswith(b"HTTP/1.1 413 ") and b"408" not in early
+
+
+@pytest.mark.parametrize("served", [0.3], indirect=True)
 async def test_a_head_trickled_in_is_closed_but_a_body_that_progresses_and_a_slow_answer_are_not(served) -> None:
     _, port, _ = served
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -481,11 +513,12 @@ async def test_a_head_trickled_in_is_closed_but_a_body_that_progresses_and_a_slo
     writer.close()
 
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 10\r\n\r\n")
-    for i in range(10):  # 1.5 s in all, a part every 150 ms
+    part = b"p" * (http_server.MIN_BODY_RATE // 2)  # a part every 150 ms: over three times the minimum rate
+    writer.write(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n" % (10 * len(part)))
+    for i in range(10):  # 1.5 s in all, five times the stall allowed
         await asyncio.sleep(0.15)
-        writer.write(b"%d" % i)
-    assert (await asyncio.wait_for(reader.readuntil(b"|0123456789"), 5)).startswith(b"HTTP/1.1 200 OK")
+        writer.write(part)
+    assert (await asyncio.wait_for(reader.readuntil(b"|" + part * 10), 5)).startswith(b"HTTP/1.1 200 OK")
     writer.write(b"GET /slow?1 HTTP/1.1\r\nhost: x\r\n\r\n")  # an app slower than the deadline
     assert (await asyncio.wait_for(reader.readuntil(b"|"), 5)).startswith(b"HTTP/1.1 200 OK")
     writer.close()
@@ -569,6 +602,20 @@ async def test_pipelined_requests_are_read_one_ahead_of_the_answer(served) -> No
         while answers.count(b"|" + body) < 40:  # every one answered, in the end
             answers += await reader.read(1 << 20)
     writer.close()
+
+
+async def test_a_client_pipelining_past_the_limit_gets_that_many_answers_and_the_close(served) -> None:
+    """httptools parses all a read brings before reading can pause: a 128 KiB read of small pipelined requests
+    queued about 5,000 of them, 10 MiB held per connection for as long as the first answer took. At
+    PIPELINED_MAX nothing more is read; the last one queued is answered with the close, and the client
+    sends the rest again on a new connection (RFC 9112 9.3.2)."""
+    _, port, srv = served
+    requests = b"GET /slow?0.2 HTTP/1.1\r\nhost: x\r\n\r\n" + b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n" * (
+        2 * http_server.PIPELINED_MAX)
+    out = await exchange(port, requests, b"\x00never")  # until the server closes
+    answers = out.split(b"HTTP/1.1 200 OK\r\n")[1:]
+    assert len(answers) == http_server.PIPELINED_MAX
+    assert [b"connection: close\r\n" in answer for answer in answers] == [False] * (len(answers) - 1) + [True]
 
 
 async def test_an_app_working_on_after_its_answer_keeps_the_pipelined_answers_in_order(served) -> None:
@@ -673,6 +720,41 @@ async def test_the_servers_own_answers_carry_a_request_id_and_are_counted(served
     assert len([h for h in head if h.startswith(b"x-request-id: ")][0]) == len("x-request-id: ") + 36
     await stream_for_ever(port, b"GET /")  # a head over the limit
     assert counted == [(400, "BadRequest"), (431, "RequestHeaderFieldsTooLarge")]
+
+
+def ids(answer: bytes) -> dict[bytes, bytes]:
+    """An answer's request id headers."""
+    lines = answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+    return {name: value for name, _, value in (line.partition(b": ") for line in lines) if name in (
+        b"x-request-id", b"x-ms-request-id", b"x-ms-client-request-id")}
+
+
+@pytest.mark.parametrize("served", [0.3], indirect=True)
+async def test_the_servers_own_answers_carry_the_clients_request_ids_where_it_sent_them(served) -> None:
+    """A client quoting its own id for an answer the app never gave (a head or body that did not parse or
+    arrive) found a fresh one there: its ids are reused where the server had read them, under the router's
+    rules (the three Azure ML ids; one over MAX_REQUEST_ID characters is not echoed)."""
+    _, port, _ = served
+    mine = b"x-request-id: mine\r\nx-ms-client-request-id: client\r\n"
+    sent = {
+        400: b"POST /echo HTTP/1.1\r\nhost: x\r\n%stransfer-encoding: chunked\r\n\r\nZZZ\r\n" % mine,
+        501: b"POST /fast HTTP/1.1\r\nhost: x\r\n%stransfer-encoding: gzip, chunked\r\n\r\n2\r\nhi\r\n" % mine,
+        408: b"POST /fast HTTP/1.1\r\nhost: x\r\n%scontent-length: 10\r\n\r\n12" % mine,
+        431: b"GET /a HTTP/1.1\r\n%sx-big: %s" % (mine, b"v" * (http_server.MAX_HEAD_BYTES + 1)),
+    }
+    for status, data in sent.items():
+        out = await exchange(port, data, b"\x00never")
+        assert out.startswith(b"HTTP/1.1 %d " % status), out[:80]
+        assert ids(out) == {b"x-request-id": b"mine", b"x-ms-request-id": b"client", b"x-ms-client-request-id": b"client"}
+    # A head that parsed but is no request (two Host headers), and a head stalled after its id.
+    for data in (b"GET /a HTTP/1.1\r\nhost: x\r\nhost: y\r\nx-request-id: mine\r\n\r\n",
+                 b"GET /a HTTP/1.1\r\nhost: x\r\nx-request-id: mine\r\nx-next: "):
+        assert ids(await exchange(port, data, b"\x00never"))[b"x-request-id"] == b"mine", data
+    too_long = b"r" * (http_server.MAX_REQUEST_ID + 1)
+    out = await exchange(port, b"GET /a HTTP/1.1\r\nhost: x\r\nx-request-id: %s\r\nhost: y\r\n\r\n" % too_long,
+                         b"\x00never")
+    fresh = ids(out)[b"x-request-id"]
+    assert len(fresh) == 36 and ids(out) == dict.fromkeys((b"x-request-id", b"x-ms-request-id", b"x-ms-client-request-id"), fresh)
 
 
 async def test_at_the_connection_cap_the_longest_idle_one_closes_and_with_none_idle_a_new_one_gets_503() -> None:

@@ -366,6 +366,24 @@ async def test_a_probe_without_credentials_gets_readiness_alone_without_the_secr
         await router.shutdown()
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", app.LOAD_PATH])
+async def test_probes_metrics_and_the_load_answer_get_and_head_alone(path) -> None:
+    """They answered any method: a POST or DELETE got the probe's 200, as if it had done something."""
+    router = Router(config("kubernetes"), backend=Fixed({}))  # no peers' secret: /metrics and the load answer anyone
+    await router.startup()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=router), base_url="http://r") as client:
+            for method in ("GET", "HEAD"):
+                assert (await client.request(method, path)).status_code == 200, method
+            for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+                answer = await client.request(method, path)
+                assert answer.status_code == 405 and answer.headers["allow"] == "GET, HEAD", (method, answer)
+                assert answer.json()["error"] == {"code": "MethodNotAllowed", "message": f"{method} is not allowed on {path}"}
+                assert answer.headers["x-request-id"]
+    finally:
+        await router.shutdown()
+
+
 async def test_the_routers_own_answers_count_under_their_route_and_junk_adds_no_series(tmp_path) -> None:
     """An SRE alerting on one service's refused keys needs its route on the count; what a client chooses (a
     service name, a pinned version, a path) must not become a label value, or anyone could grow the scrape."""

@@ -39,6 +39,7 @@ def test_a_replaced_workers_counts_stay_and_its_snapshot_goes(tmp_path: Path) ->
         worker.observe(200, 0.01)
         worker.observe_run(0.01)
         worker.collection_dropped += 1
+        worker.count_server_error(408, "RequestTimeout")
         worker.in_flight = 1  # when it died
         worker.publish()
         (tmp_path / f"{os.getpid()}-1.tmp").write_bytes(b"{")  # one killed while it published
@@ -48,6 +49,7 @@ def test_a_replaced_workers_counts_stay_and_its_snapshot_goes(tmp_path: Path) ->
         assert counted["scorer_request_duration_seconds_count[]"] == generation
         assert counted["scorer_run_duration_seconds_count[]"] == generation
         assert counted["scorer_collection_dropped_records_total[]"] == generation
+        assert counted["scorer_server_error_responses_total[('code', 'RequestTimeout'), ('status', '408')]"] == generation
         assert counted["scorer_requests_in_flight[]"] == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == [metrics.RETIRED]
 

@@ -5,11 +5,12 @@ The HTTP details are http_server's (tests/http_server)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 
 import pytest
 
-from scoring_image import balance, server
+from scoring_image import balance, metrics, server
 
 pytestmark = pytest.mark.anyio
 
@@ -41,7 +42,8 @@ async def test_a_worker_holding_more_connections_leaves_new_ones_to_the_others(t
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     sock.listen(16)
-    srv = server.Server(app, keep_alive_s=65.0, grace_s=5.0, counts=balance.Counts(tmp_path / "connections", 0))
+    srv = server.Server(app, keep_alive_s=65.0, grace_s=5.0, recorder=metrics.Recorder(tmp_path / "metrics"),
+                        counts=balance.Counts(tmp_path / "connections", 0))
     pauses: list[float] = []  # when the worker left a waiting connection to the others
     pause = srv._pause
     srv._pause = lambda s: (pauses.append(asyncio.get_running_loop().time()), pause(s))  # type: ignore[method-assign]
@@ -82,3 +84,30 @@ def test_connection_counts_are_shared_and_a_replacement_starts_from_zero(tmp_pat
     assert second.busier_than_another() and not first.busier_than_another()
     replacement = balance.Counts(tmp_path / "connections", 1)
     assert not replacement.busier_than_another() and first.busier_than_another()
+
+
+async def test_the_servers_own_answers_are_logged_and_counted_in_the_metrics(tmp_path, caplog) -> None:
+    """A request that does not parse, a head too large, one that did not arrive, a connection over the cap: the
+    app never sees them, so scorer_requests_total did not either, and nothing counted them (the router's do)."""
+    caplog.set_level(logging.INFO, logger="http_server")
+    recorder = metrics.Recorder(tmp_path)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    srv = server.Server(app, keep_alive_s=65.0, grace_s=5.0, recorder=recorder)
+    task = asyncio.create_task(srv.serve_socket(sock))
+    try:
+        for _ in range(2):
+            reader, writer = await asyncio.open_connection(*sock.getsockname())
+            writer.write(b"NOT HTTP\r\n\r\n")
+            assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 400 ")
+            writer.close()
+    finally:
+        srv.stop()
+        await asyncio.wait_for(task, 10)
+    recorder.publish()
+    counted = {sample.labels["code"]: (sample.labels["status"], sample.value) for family in metrics.registry(tmp_path).collect()
+               for sample in family.samples if sample.name == "scorer_server_error_responses_total"}
+    assert counted == {"BadRequest": ("400", 2)}
+    [line, _] = [r for r in caplog.records if r.getMessage() == "400 BadRequest: malformed request"]
+    assert len(line.request_id) == 36
