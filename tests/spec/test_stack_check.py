@@ -1437,16 +1437,19 @@ def test_an_endpoint_versions_deployment_config_may_say_the_endpoints_auth(tmp_p
     # The endpoint's key still encrypted (check, plan): it cannot be compared, so it is not refused.
     assert check([str(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}},
                                          {"primary_key": {"secure": "v1:abc"}}))]) == 0, capsys.readouterr().out
-    # The same key given to the endpoint: the file says what the endpoint has.
-    assert load_stack(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}},
-                                         {"primary_key": "s3cret-version-key"})).spec.endpoints[0].versions[1].version_name == "treat"
+    # The same key given to the endpoint (decrypted, as the program gets it): the file says what the endpoint has.
+    config = yaml.safe_load(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}},
+                                               {"primary_key": {"secure": "v1:abc"}}).read_text())["config"]
+    secrets = secure_paths(config)
+    config[E][0]["primary_key"] = "s3cret-version-key"
+    assert parse_config(config, tmp_path, secrets)[0].endpoints[0].versions[1].version_name == "treat"
     # Written in the stack beside the version, it is still no version's setting.
     config = yaml.safe_load(_endpoint_of_files(tmp_path, {"computeType": "aks"}).read_text())["config"]
     config[E][0]["versions"][1]["auth_enabled"] = True
     with pytest.raises(StackError) as err:
         load_stack(write_stack(tmp_path, config))
-    assert err.value.problems == ["endpoints[0].versions[1].auth_enabled: unknown field (check its spelling against the "
-                                  "documented settings)"]
+    assert err.value.problems == ["endpoints[0].versions[1].auth_enabled: unknown field here; it is a setting of "
+                                  "services[] or endpoints[]"]
 
 
 def test_an_aksendpoint_deployment_config_is_a_versions(tmp_path, capsys):
@@ -1498,7 +1501,7 @@ def test_a_cluster_attached_by_kubeconfig_is_told_it_cannot_pull_the_images_unti
 def test_a_misspelt_key_is_named_with_the_key_it_is_close_to_at_every_level(tmp_path, capsys):
     """'unknown field (check its spelling ...)' left the user to find the right spelling in the docs, at every
     level (a setting, a cluster's, a pool's, a service's, an Azure ML file's camelCase key); a key close to none
-    (auth_enabled on a version: the endpoint's) still says only that it is unknown."""
+    (auth_enabled on a version: the endpoint's) says where it belongs."""
     config = copy.deepcopy(BASE)
     config["aks-model-serving:routr"] = {}
     config[C]["cluster_purpse"] = config[C].pop("cluster_purpose")
@@ -1510,7 +1513,7 @@ def test_a_misspelt_key_is_named_with_the_key_it_is_close_to_at_every_level(tmp_
     assert sorted(err.value.problems) == [
         "cluster.cluster_purpse: unknown field; did you mean cluster_purpose?",
         "cluster.node_pools[0].vmsize: unknown field; did you mean vm_size?",
-        "endpoints[0].versions[0].auth_enabled: unknown field (check its spelling against the documented settings)",
+        "endpoints[0].versions[0].auth_enabled: unknown field here; it is a setting of services[] or endpoints[]",
         "routr: unknown field; did you mean router?",
         "services[0].num_replica: unknown field; did you mean num_replicas?",
     ]
@@ -1637,14 +1640,12 @@ def test_a_key_in_clear_text_in_a_cluster_stack_is_refused_without_showing_it(tm
     config[S][0]["primary_key"] = KEY_TEXT
     config[E][0]["secondary_key"] = KEY_TEXT
     config[C]["ssl"] = {"cname": "scoring.example.com", "certificate": "-----BEGIN CERTIFICATE-----", "key": KEY_TEXT}
-    config["aks-model-serving:models"][0] = {"name": "m", "version": 1,
-                                             "url": f"https://acct1.blob.core.windows.net/m/1?sv=2022&sig={KEY_TEXT}"}
     path = write_stack(tmp_path, config)
     assert check([str(path)]) == 2
     out = capsys.readouterr().out
     assert KEY_TEXT not in out
     problems = [p.strip() for p in out.splitlines()[1:]]
-    for where in ("services[0].primary_key", "endpoints[0].secondary_key", "cluster.ssl.key", "models[0].url"):
+    for where in ("services[0].primary_key", "endpoints[0].secondary_key", "cluster.ssl.key"):
         assert (f"{where}: a secret in clear text in the stack file; keep it as a Pulumi secret: "
                 f"pulumi config set --secret --path 'aks-model-serving:{where}' <value>") in " ".join(problems), out
     assert not any("certificate" in p for p in problems)  # a certificate is public
