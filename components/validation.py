@@ -65,8 +65,6 @@ def field_places(model: type[BaseModel]) -> dict[str, list[str]]:
 
     def walk(cls: type[BaseModel], at: str, seen: tuple[type, ...]) -> None:
         for name, info in cls.model_fields.items():
-            if info.exclude:  # refused or read away before validation (key_rotation, azureml)
-                continue
             places.setdefault(name, []).append(at)
             for sub, suffix in _models_in(info.annotation):
                 if sub not in seen:
