@@ -6,9 +6,9 @@ A bad stack stops here, before any resource is declared, with every problem name
 from pathlib import Path
 
 import pulumi
-import yaml
 from pulumi.runtime.config import CONFIG, get_config_env
 
+from components.documents import Misread, load_yaml
 from components.program import build
 from components.stackfile import PROJECT, Stack, StackError, parse_config, secure_paths
 
@@ -24,10 +24,15 @@ raw = {f"{PROJECT}:{key}": value for key in ours if (value := config.get(key)) i
 if location := pulumi.Config("azure-native").get("location"):
     raw["azure-native:location"] = location
 
-# Pulumi hands `secure:` values over decrypted; the stack file says which they are.
+# Pulumi hands `secure:` values over decrypted; the stack file says which they are. It is read as check reads
+# it, so that what check refuses in it (a key written twice, `count: 010`) does not deploy either.
 name = pulumi.get_stack()
 stack_file = project_dir / "stacks" / f"Pulumi.{name}.yaml"
-secrets = secure_paths((yaml.safe_load(stack_file.read_text()) or {}).get("config") or {}) if stack_file.is_file() else []
+try:
+    doc = load_yaml(stack_file.read_text()) if stack_file.is_file() else None
+except Misread as exc:
+    raise pulumi.RunError(f"{stack_file}:\n  " + "\n  ".join(exc.problems)) from None
+secrets = secure_paths((doc or {}).get("config") or {})
 
 try:
     spec, providers = parse_config(raw, project_dir, secrets)

@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from components.documents import KeyWrittenTwice, load_json, load_yaml
+from components.documents import Misread, load_json, load_yaml
 from components.validation import KeysNamedClose, format_errors, path_of
 
 
@@ -439,9 +439,9 @@ def _read(path: Path, field: str) -> dict[str, Any]:
             except yaml.YAMLError:
                 raise AzureMlFileError(f"{field}: {path} is neither JSON (line {exc.lineno}, column {exc.colno}: "
                                        f"{exc.msg}) nor YAML") from None
-    except KeyWrittenTwice as twice:  # named as a stack's field names the file, unless the file is the field (kind_of)
+    except Misread as misread:  # named as a stack's field names the file, unless the file is the field (kind_of)
         where = field if field == path.name else f"{field}: {path.name}"
-        raise AzureMlFileError("\n".join(f"{where}: {line}" for line in twice.problems)) from None
+        raise AzureMlFileError("\n".join(f"{where}: {line}" for line in misread.problems)) from None
     if not isinstance(data, dict):
         raise AzureMlFileError(f"{field}: {path} must hold a JSON (or YAML) object")
     return data

@@ -38,7 +38,8 @@ import pulumi_kubernetes as k8s
 
 from components.accelerators import SCHEDULING
 from components.sources import read_kubeconfig
-from components.spec import CLUSTER_SUBNET, PRIVATE_LINK_ZONES, ClusterSpec, NodePoolSpec, region_name
+from components.regions import region_name
+from components.spec import CLUSTER_SUBNET, PRIVATE_LINK_ZONES, ClusterSpec, NodePoolSpec
 from components.workspace import Workspace
 
 # Built-in role definition ids (the same GUID in every subscription).

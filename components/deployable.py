@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from components.pyproject import PYPROJECT
 from components.sources import missing_models, read_kubeconfig, source_problems
-from components.spec import region_name
+from components.regions import region_name, region_problem
 from components.stackfile import Stack
 
 # https://aka.ms/aks-naming-rules: "The maximum length is 80" for the node resource group.
@@ -31,6 +31,9 @@ def cluster_problems(stack: Stack) -> list[str]:
     problems = []
     if stack.location is None:
         problems.append("workspace.location: no Azure region; set it or azure-native:location")
+    elif problem := region_problem(stack.location):
+        given = spec.workspace.location if spec.workspace is not None else None
+        problems.append(f"{'workspace.location' if given else 'config.azure-native:location'}: {problem}")
     elif spec.cluster is not None and spec.workspace is not None and spec.cluster.attach is None:
         problems += _node_resource_group(spec.workspace.resource_group, spec.cluster.name, stack.location)
     attach = spec.cluster.attach if spec.cluster is not None else None

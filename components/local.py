@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from components import logcap
 from components.ignore import STATE_MARKER, context_files
 from components.routes import routes
 from components.sources import app_context, missing_models, source_problems
@@ -349,10 +350,21 @@ def _exclusive(state: State, out, wait: bool = True):
 INTERRUPTED = 130  # a shell's code for a command ended by Ctrl-C
 
 
+@contextlib.contextmanager
+def _private() -> Iterator[None]:
+    """umask 077 while `up` makes the stack's state and starts its router, whose scorers inherit it: keys, logs
+    (which show requests) and collected data (requests and predictions) are the owner's alone."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def up(stack: Stack, out=sys.stdout, timeout_s: float = READY_TIMEOUT_S) -> int:
     """Start the stack, or apply its edited file to the running one, and wait at most timeout_s for it."""
     state = state_of(stack)
-    with _exclusive(state, out):
+    with _private(), _exclusive(state, out):
         if (pid := _pid(state)) is not None:
             return _apply(stack, state, pid, out, timeout_s)
         if _port_taken(stack.spec.local.router_port):  # the router would die, and whatever holds it answer /readyz
@@ -362,14 +374,21 @@ def up(stack: Stack, out=sys.stdout, timeout_s: float = READY_TIMEOUT_S) -> int:
         config = render(stack, state)
         _start_logs(state.logs)
         _write(state.config, config.dump())
-        log = open(state.logs / "router.log", "ab")
+        # In a session of its own, as the router: no Ctrl-C of this terminal's reaches it; it ends with the router's.
+        writer = subprocess.Popen([sys.executable, logcap.__file__, str(state.logs / "router.log")],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  start_new_session=True)
+        assert writer.stdin is not None  # stdin=PIPE
         with _ctrl_c() as interrupted:  # from the start: a router started and not yet in its pid file is stopped too
-            proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
-                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    cwd=stack.project_dir, start_new_session=True)
+            try:
+                proc = subprocess.Popen([sys.executable, "-m", "router_image", "--config", str(state.config)],
+                                        stdout=writer.stdin, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                        cwd=stack.project_dir, start_new_session=True)
+            finally:
+                writer.stdin.close()  # the router's alone now: the writer ends when it (and its session) has
             _write(state.pid, str(proc.pid))
             print(f"Starting the {stack.name} stack: router on {base_url(stack)} (pid {proc.pid}), logs in {state.logs}", file=out)
-            ready: bool | None = wait_ready(stack, config, proc, out, interrupted, timeout_s)
+            ready: bool | None = wait_ready(stack, config, proc, out, interrupted, timeout_s, writer)
         if interrupted.is_set():  # nothing half-started is left behind
             print("\nInterrupted", file=out)
             ready = None
@@ -447,11 +466,12 @@ CONFIG_READ_S = 2.0  # the router reads its config file once a second (router_im
 
 
 def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None, out,
-               interrupted: threading.Event | None = None, timeout_s: float = READY_TIMEOUT_S) -> bool:
+               interrupted: threading.Event | None = None, timeout_s: float = READY_TIMEOUT_S,
+               log_writer: subprocess.Popen | None = None) -> bool:
     """Progress as Azure ML's wait_for_deployment(show_output=True): dots, then the outcome. Ready
     once the router runs this very config (its digest in /readyz: an edit is judged on its own replicas,
     not on those it replaces), each route with a ready replica; failed at once when a replica's init()
-    failed or it exited at start (the reason and its log named)."""
+    failed or it exited at start (the reason and its log named, once `log_writer` has written its last words)."""
     written = time.monotonic()
     deadline = written + timeout_s
     digest = config.digest()
@@ -462,6 +482,9 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
         if stop.is_set():
             return False
         if proc is not None and proc.poll() is not None:
+            if log_writer is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    log_writer.wait(LOG_WRITER_END_S)
             router_log = state_of(stack).logs / "router.log"
             print(f"\nFailed: the router exited with code {proc.returncode}; the end of {router_log}:", file=out)
             for line in _tail(router_log, LOG_TAIL_LINES):
@@ -497,6 +520,7 @@ def wait_ready(stack: Stack, config: RouterConfig, proc: subprocess.Popen | None
 
 LOG_TAIL_LINES = 10
 TAIL_BYTES = 64 * 1024
+LOG_WRITER_END_S = 2.0  # a router gone at its start: its log's writer ends as soon as it has written the rest
 
 
 def _not_ready(config: RouterConfig, body: dict) -> list[str]:
@@ -724,6 +748,8 @@ def main(argv: list[str]) -> int:
         p.add_argument("service", help="a service or endpoint" + (" (or `router`: the router's log)" if name == "logs" else ""))
         if name == "keys":
             p.add_argument("--primary", action="store_true", help="print the primary key alone")
+        if name == "logs":
+            p.add_argument("--tail", type=_lines, metavar="N", help="print the last N lines of each log alone")
     args = parser.parse_args(argv)
     try:
         stack = load_stack(args.stack)
@@ -737,7 +763,7 @@ def main(argv: list[str]) -> int:
             return score(stack)
         if args.command == "logs" and args.service == "router" and not any(
                 r.name == "router" for r in [*stack.spec.services, *stack.spec.endpoints]):
-            return _print_logs([state_of(stack).logs / "router.log"], "router")
+            return _print_logs([state_of(stack).logs / "router.log"], "router", args.tail)
         route = route_of(stack, args.service)
         if args.command == "keys":
             if not route.auth_enabled:
@@ -750,7 +776,7 @@ def main(argv: list[str]) -> int:
             return 0
         if args.command == "token":
             return token(stack, route)
-        return logs(stack, route)
+        return logs(stack, route, args.tail)
     except StackError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
@@ -769,6 +795,13 @@ def _seconds(text: str) -> float:
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
     return value
+
+
+def _lines(text: str) -> int:
+    """A positive number of lines, for --tail."""
+    if not text.isdigit() or int(text) == 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of lines, not {text!r}")
+    return int(text)
 
 
 def token(stack: Stack, route) -> int:
@@ -792,19 +825,24 @@ def _signing_key(state: State, name: str) -> bytes:
         raise StackError([f"{name}: no signing key yet; run `local up` first"]) from None
 
 
-def logs(stack: Stack, route) -> int:
+def logs(stack: Stack, route, tail: int | None = None) -> int:
     state = state_of(stack)
     versions = [v.version_name for v in route.versions] if hasattr(route, "versions") else [None]
-    return _print_logs(sorted(f for v in versions for f in _log_files(state.logs, deployment_name(route.name, v))), route.name)
+    return _print_logs(sorted(f for v in versions for f in _log_files(state.logs, deployment_name(route.name, v))),
+                       route.name, tail)
 
 
-def _print_logs(files: list[Path], name: str) -> int:
+def _print_logs(files: list[Path], name: str, tail: int | None = None) -> int:
+    """Each log whole, or its last `tail` lines (a log may hold days of output)."""
     files = [f for f in files if f.exists()]
     if not files:
         raise StackError([f"{name}: no logs yet; run `local up` first"])
     for f in files:
         print(f"==> {f.name} <==")
-        sys.stdout.write(f.read_text(errors="replace"))
+        if tail is None:
+            sys.stdout.write(f.read_text(errors="replace"))
+        else:
+            sys.stdout.writelines(f"{line}\n" for line in _tail(f, tail))
     return 0
 
 

@@ -41,7 +41,8 @@ from components.service import (
     owned_count,
     spread,
 )
-from components.spec import ROUTER_NAME, AuthSettings, ClusterPurpose, RouterSpec, SslSpec, cluster_purpose, region_name
+from components.regions import region_name
+from components.spec import ROUTER_NAME, AuthSettings, ClusterPurpose, RouterSpec, SslSpec, cluster_purpose
 from router_image.config import (
     AutoscaleConfig,
     PeersConfig,

@@ -138,12 +138,6 @@ def deployment_name(route: str, version: str | None = None) -> str:
     return route if version is None else f"{route}-{version}"
 
 
-def region_name(location: str) -> str:
-    """A region as names built from it carry it: Azure takes `West Europe` for westeurope, a DNS name or AKS's
-    node resource group name does not."""
-    return location.replace(" ", "").lower()
-
-
 def _network(value: str, field: str) -> ipaddress.IPv4Network:
     try:
         return ipaddress.ip_network(value, strict=True)  # type: ignore[return-value]

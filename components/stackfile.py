@@ -7,7 +7,6 @@ else there (e.g. `azure-native:location`) belongs to providers. Every problem co
 
 from __future__ import annotations
 
-import difflib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,9 +16,9 @@ from typing import Any
 import yaml
 from pydantic import SecretStr, ValidationError
 
-from components.documents import KeyWrittenTwice, load_json, load_yaml, yaml_problem
+from components.documents import Misread, load_json, load_yaml, yaml_problem
 from components.spec import SECURE, StackSpec
-from components.validation import SECRET_HERE, format_errors, path_of
+from components.validation import SECRET_HERE, close_to, format_errors, path_of
 
 PROJECT = "aks-model-serving"
 
@@ -124,7 +123,7 @@ def _as_secrets(ours: dict[str, Any], paths: Sequence[ConfigPath]) -> list[str]:
 
 
 def _structured(value: Any) -> Any:
-    """`pulumi new` and `pulumi config set` store an object as its JSON text; read it back (KeyWrittenTwice
+    """`pulumi new` and `pulumi config set` store an object as its JSON text; read it back (Misread
     where it holds a key twice, as the file's own YAML would; json.JSONDecodeError where it is not JSON: every
     setting is an object or a list, never text)."""
     if isinstance(value, str) and value.lstrip()[:1] in ("{", "["):
@@ -138,10 +137,31 @@ def _not_namespaced(key: str, value: Any) -> str:
     if key == PROJECT and isinstance(value, dict):
         return (f"config.{key}: settings are not nested under the project; write each as its own key of config:, "
                 + ", ".join(f"{PROJECT}:{name}" for name in value))
-    close = difflib.get_close_matches(key, list(StackSpec.model_fields), n=1, cutoff=0.8)
+    close = close_to(key, StackSpec.model_fields)
     if close:
-        return f"config.{key}: keys are namespaced; did you mean {PROJECT}:{close[0]}?"
+        return f"config.{key}: keys are namespaced; did you mean {PROJECT}:{close}?"
     return f"config.{key}: keys are namespaced, e.g. {PROJECT}:{key}"
+
+
+def _in_clear(ours: dict[str, Any]) -> list[str]:
+    """The secrets a cluster stack gives in clear text (a str where a secret is a SecretStr, secure: or decrypted
+    from it): service and endpoint keys and the TLS private key. Committed with the stack file, they are in
+    every clone and in its history. The value is never shown. A local stack is spared: it serves on loopback
+    only, and cannot decrypt secure: values."""
+    if ours.get("cluster") is None:
+        return []
+    found = []
+    for kind in ("services", "endpoints"):
+        routes_ = ours.get(kind)
+        for i, route in enumerate(routes_ if isinstance(routes_, list) else []):
+            found += [f"{kind}[{i}].{key}" for key in ("primary_key", "secondary_key")
+                      if isinstance(route, dict) and isinstance(route.get(key), str)]
+    ssl = ours["cluster"].get("ssl") if isinstance(ours["cluster"], dict) else None
+    if isinstance(ssl, dict) and isinstance(ssl.get("key"), str):
+        found.append("cluster.ssl.key")
+    return [f"{where}: a secret in clear text in the stack file; keep it as a Pulumi secret: pulumi config set "
+            f"--secret --path '{PROJECT}:{where}' <value> (and replace it: the old one stays in the file's history)"
+            for where in found]
 
 
 def parse_config(config: dict[str, Any], base_dir: Path,
@@ -160,12 +180,12 @@ def parse_config(config: dict[str, Any], base_dir: Path,
         elif namespace == PROJECT:
             try:
                 ours[name] = _unsecure(_structured(value))
-            except KeyWrittenTwice as exc:
+            except Misread as exc:
                 problems += [f"config.{key}{'' if problem.startswith('[') else '.'}{problem}" for problem in exc.problems]
             except json.JSONDecodeError as exc:  # its message quotes none of the text, which may hold a secret
                 problems.append(f"config.{key}: JSON text (as pulumi config set stores an object) that is not JSON: "
                                 f"line {exc.lineno}, column {exc.colno}: {exc.msg}")
-        elif difflib.get_close_matches(namespace, [PROJECT], cutoff=0.8):  # a provider's would be dropped unread
+        elif close_to(namespace, [PROJECT]):  # a provider's would be dropped unread
             problems.append(f"config.{key}: unknown namespace {namespace}; did you mean {PROJECT}:{name}?")
         else:
             providers[str(key)] = value
@@ -174,10 +194,13 @@ def parse_config(config: dict[str, Any], base_dir: Path,
     problems = _as_secrets(ours, secrets)
     if problems:
         raise StackError(problems)
+    in_clear = _in_clear(ours)
     try:
         spec = StackSpec.model_validate(ours, context={"base_dir": base_dir})
     except ValidationError as exc:
-        raise StackError(format_errors(exc, ours)) from None
+        raise StackError(format_errors(exc, ours, StackSpec) + in_clear) from None
+    if in_clear:
+        raise StackError(in_clear)
     if not ours:
         spec.warnings.append(f"no {PROJECT}: settings; this stack declares no cluster and nothing to serve "
                              "(stacks/Pulumi.dev.yaml shows what a stack declares)")
@@ -190,7 +213,7 @@ def load_stack(path: str | Path) -> Stack:
         raise StackError([f"{path}: no such stack file (stacks live in stacks/Pulumi.<stack>.yaml)"])
     try:
         doc = load_yaml(path.read_text())
-    except KeyWrittenTwice as exc:
+    except Misread as exc:
         raise StackError(exc.problems) from None
     except UnicodeDecodeError as exc:
         raise StackError([f"{path}: not UTF-8 text (byte {exc.start})"]) from None

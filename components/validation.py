@@ -8,10 +8,12 @@ named the same way: along the keys the user wrote, list items as `[0]`, without 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
-from collections.abc import Sequence
+import types
+from collections.abc import Collection, Sequence
 from datetime import date
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 from pydantic import AliasChoices, BaseModel, ModelWrapValidatorHandler, SecretStr, ValidationError, model_validator
 from pydantic_core import InitErrorDetails
@@ -45,6 +47,45 @@ _MAY_BE_SECRET = re.compile(r"key|secret|password|token|cert|sas|connection|envi
 SECRET_HERE = "a secret (secure:) cannot go here: this setting is not kept secret, give it in clear"
 
 
+def close_to(word: str, words: Collection[str]) -> str | None:
+    """The one of `words` that `word` most likely misspells (a key, a namespace, a region), if any."""
+    found = difflib.get_close_matches(word, list(words), n=1, cutoff=0.8)
+    return found[0] if found else None
+
+
+# A key that is a setting of this many places or more is told only as unknown: the list would not help.
+_MOST_PLACES = 4
+
+
+@functools.cache
+def field_places(model: type[BaseModel]) -> dict[str, list[str]]:
+    """Where in a file read by `model` each setting goes, as paths in the file's words (`cluster.node_pools[]`,
+    "" at the top): a setting written one level off is then told where it belongs."""
+    places: dict[str, list[str]] = {}
+
+    def walk(cls: type[BaseModel], at: str, seen: tuple[type, ...]) -> None:
+        for name, info in cls.model_fields.items():
+            places.setdefault(name, []).append(at)
+            for sub, suffix in _models_in(info.annotation):
+                if sub not in seen:
+                    walk(sub, f"{at}.{name}{suffix}" if at else f"{name}{suffix}", (*seen, sub))
+
+    walk(model, "", (model,))
+    return places
+
+
+def _models_in(annotation: Any, suffix: str = "") -> list[tuple[type[BaseModel], str]]:
+    """The models a field's type holds (through Optional, unions and lists), each with `[]` per list around it."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [(annotation, suffix)]
+    origin = get_origin(annotation)
+    if origin is list:
+        return [m for arg in get_args(annotation) for m in _models_in(arg, suffix + "[]")]
+    if origin in (Union, types.UnionType):
+        return [m for arg in get_args(annotation) for m in _models_in(arg, suffix)]
+    return []
+
+
 def path_of(parts: Sequence[Any], data: Any = None, root: str = "") -> str:
     """The path of an error in the user's words, below `root`: walked along the input `data`, so that keys of
     the user's own (a variable's name, a misspelt setting) are kept as written and pydantic's own names are
@@ -65,9 +106,10 @@ def path_of(parts: Sequence[Any], data: Any = None, root: str = "") -> str:
     return out
 
 
-def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
+def format_errors(exc: ValidationError, data: Any = None, model: type[BaseModel] | None = None) -> list[str]:
     """`path.to.field: message` for each problem; a cross-field rule names its own field. `data`: the input
-    that was validated (for paths in the user's own keys)."""
+    that was validated (for paths in the user's own keys); `model`: what validated it from the top, for where
+    an unknown key belongs."""
     lines: list[str] = []
     for err in exc.errors():
         where = path_of(err["loc"], data)
@@ -79,7 +121,7 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
         value = err.get("input")
         if err["type"] == "extra_forbidden":
             close = (err.get("ctx") or {}).get("did_you_mean")
-            msg = f"unknown field; did you mean {close}?" if close else "unknown field (check its spelling against the documented settings)"
+            msg = f"unknown field; did you mean {close}?" if close else _unknown(err["loc"], model)
         elif isinstance(value, SecretStr):
             msg = SECRET_HERE
         elif value is None and err["type"] != "missing":
@@ -96,6 +138,15 @@ def format_errors(exc: ValidationError, data: Any = None) -> list[str]:
         for line in msg.splitlines():
             lines.append(_join(where, line))
     return list(dict.fromkeys(lines))  # each branch of a union (`str | SecretStr`) tells the same
+
+
+def _unknown(loc: tuple[Any, ...], model: type[BaseModel] | None) -> str:
+    """An unknown key, with where it belongs when it is a setting of another level (`model`'s places of it)."""
+    key = loc[-1] if loc and isinstance(loc[-1], str) else None
+    places = field_places(model).get(key, []) if model is not None and key is not None else []
+    if 0 < len(places) < _MOST_PLACES:
+        return f"unknown field here; it is a setting of {' or '.join(p or 'the top level' for p in places)}"
+    return "unknown field (check its spelling against the documented settings)"
 
 
 def _shown(value: str | int | float | date) -> str:
@@ -136,8 +187,8 @@ def _with_close_keys(exc: ValidationError, model: type[BaseModel]) -> Validation
     errors, found = exc.errors(), False
     for err in errors:
         key = err["loc"][0] if err["type"] == "extra_forbidden" and len(err["loc"]) == 1 else None
-        if isinstance(key, str) and (close := difflib.get_close_matches(key, keys, n=1, cutoff=0.8)):
-            err["ctx"], found = {"did_you_mean": close[0]}, True
+        if isinstance(key, str) and (close := close_to(key, keys)):
+            err["ctx"], found = {"did_you_mean": close}, True
     if not found:
         return exc
     details = []

@@ -379,6 +379,22 @@ def test_the_pulumi_program_names_a_setting_given_as_text_without_echoing_it(pro
     assert "s3cr3t" not in message
 
 
+def test_the_pulumi_program_refuses_a_key_in_clear_text_or_an_octal_number_in_the_stack_file(project, monkeypatch):
+    """`pulumi up` deployed a service key written in clear in the stack file (committed with it), and read
+    `count: 010` otherwise than check did; both are refused before anything is declared, the key not shown."""
+    config = _program_config(project / "stacks" / "Pulumi.dev.yaml")
+    services = json.loads(config["aks-model-serving:services"])
+    services[0]["primary_key"] = "s3cr3t-key-value"
+    with pytest.raises(pulumi.RunError) as raised:
+        _run_root_program(project, config | {"aks-model-serving:services": json.dumps(services)}, monkeypatch, False)
+    message = str(raised.value)
+    assert "services[0].primary_key: a secret in clear text in the stack file" in message and "s3cr3t" not in message
+    stack_file = project / "stacks" / "Pulumi.dev.yaml"
+    stack_file.write_text(stack_file.read_text().replace("count: 1", "count: 01"))
+    with pytest.raises(pulumi.RunError, match=r"node_pools\[0\]\.count: 01 \(line \d+\) is an octal number to YAML 1.1"):
+        _run_root_program(project, config, monkeypatch, False)
+
+
 def _image_tags(project: Path) -> dict[str, str]:
     """The tag of each image the dev stack builds, by kind: router, scorer and its service's app image."""
     rec = run(declare(load_stack(project / "stacks" / "Pulumi.dev.yaml")))

@@ -180,6 +180,9 @@ def test_collected_records_match_the_requests(stack):
             break
         time.sleep(0.5)
     assert found["inputs"] == sent and found["predictions"] == sent
+    # Requests and predictions, for the owner alone: the router and its scorers run under umask 077.
+    shared = [f for f in (stack["tmp"] / "modeldata").rglob("*") if f.stat().st_mode & 0o077]
+    assert shared == [], [(f, oct(f.stat().st_mode)) for f in shared]
 
 
 def _request_id(line: str) -> str | None:
@@ -577,6 +580,23 @@ def test_each_run_starts_its_logs_and_keeps_the_last_runs_beside_them(tmp_path):
         assert (logs / "router.log.1").exists()
         cli("up", str(path))  # of the running stack: its logs go on
         assert (logs / "router.log").read_text().count("started replica echo-0") == 1
+    finally:
+        cli("down", str(path), check=False)
+
+
+def test_the_stacks_state_and_logs_are_the_owners_alone_and_logs_tail_shows_their_end(tmp_path):
+    """Under the user's umask (022), the router's config, its logs and every replica's were readable by any
+    user of the machine; `local logs` printed whole files, days of them."""
+    path = _script_stack(tmp_path, [{"name": "echo", **ECHO, "auth_enabled": True}])
+    state = tmp_path / "state"
+    try:
+        cli("up", str(path))
+        made = [state, state / "router.json", state / "logs", state / "logs" / "router.log", state / "logs" / "echo-0.log",
+                state / "keys"]
+        assert {p.name: oct(p.stat().st_mode & 0o077) for p in made} == {p.name: "0o0" for p in made}
+        shown = cli("logs", str(path), "router", "--tail", "2").stdout.splitlines()
+        assert shown[0] == "==> router.log <==" and len(shown) == 3, shown
+        assert shown[1:] == (state / "logs" / "router.log").read_text().splitlines()[-2:]
     finally:
         cli("down", str(path), check=False)
 

@@ -1441,16 +1441,19 @@ def test_an_endpoint_versions_deployment_config_may_say_the_endpoints_auth(tmp_p
     # The endpoint's key still encrypted (check, plan): it cannot be compared, so it is not refused.
     assert check([str(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}},
                                          {"primary_key": {"secure": "v1:abc"}}))]) == 0, capsys.readouterr().out
-    # The same key given to the endpoint: the file says what the endpoint has.
-    assert load_stack(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}},
-                                         {"primary_key": "s3cret-version-key"})).spec.endpoints[0].versions[1].version_name == "treat"
+    # The same key given to the endpoint (decrypted, as the program gets it): the file says what the endpoint has.
+    config = yaml.safe_load(_endpoint_of_files(tmp_path, {"computeType": "aks", "keys": {"primaryKey": "s3cret-version-key"}},
+                                               {"primary_key": {"secure": "v1:abc"}}).read_text())["config"]
+    secrets = secure_paths(config)
+    config[E][0]["primary_key"] = "s3cret-version-key"
+    assert parse_config(config, tmp_path, secrets)[0].endpoints[0].versions[1].version_name == "treat"
     # Written in the stack beside the version, it is still no version's setting.
     config = yaml.safe_load(_endpoint_of_files(tmp_path, {"computeType": "aks"}).read_text())["config"]
     config[E][0]["versions"][1]["auth_enabled"] = True
     with pytest.raises(StackError) as err:
         load_stack(write_stack(tmp_path, config))
-    assert err.value.problems == ["endpoints[0].versions[1].auth_enabled: unknown field (check its spelling against the "
-                                  "documented settings)"]
+    assert err.value.problems == ["endpoints[0].versions[1].auth_enabled: unknown field here; it is a setting of "
+                                  "services[] or endpoints[]"]
 
 
 def test_an_aksendpoint_deployment_config_is_a_versions(tmp_path, capsys):
@@ -1502,7 +1505,7 @@ def test_a_cluster_attached_by_kubeconfig_is_told_it_cannot_pull_the_images_unti
 def test_a_misspelt_key_is_named_with_the_key_it_is_close_to_at_every_level(tmp_path, capsys):
     """'unknown field (check its spelling ...)' left the user to find the right spelling in the docs, at every
     level (a setting, a cluster's, a pool's, a service's, an Azure ML file's camelCase key); a key close to none
-    (auth_enabled on a version: the endpoint's) still says only that it is unknown."""
+    (auth_enabled on a version: the endpoint's) says where it belongs."""
     config = copy.deepcopy(BASE)
     config["aks-model-serving:routr"] = {}
     config[C]["cluster_purpse"] = config[C].pop("cluster_purpose")
@@ -1514,7 +1517,7 @@ def test_a_misspelt_key_is_named_with_the_key_it_is_close_to_at_every_level(tmp_
     assert sorted(err.value.problems) == [
         "cluster.cluster_purpse: unknown field; did you mean cluster_purpose?",
         "cluster.node_pools[0].vmsize: unknown field; did you mean vm_size?",
-        "endpoints[0].versions[0].auth_enabled: unknown field (check its spelling against the documented settings)",
+        "endpoints[0].versions[0].auth_enabled: unknown field here; it is a setting of services[] or endpoints[]",
         "routr: unknown field; did you mean router?",
         "services[0].num_replica: unknown field; did you mean num_replicas?",
     ]
@@ -1572,3 +1575,101 @@ def test_a_setting_of_json_text_that_is_not_json_or_a_scalar_where_settings_go_i
         parse_config({"aks-model-serving:router": 3, "aks-model-serving:models": "m:1"}, tmp_path)
     # Not shown: the program gets a whole setting made secret decrypted, as text.
     assert err.value.problems == ["router: Input should be a mapping of settings", "models: Input should be a valid list"]
+
+
+def test_an_integer_written_with_a_leading_zero_is_refused_with_its_line_and_what_to_write(tmp_path, capsys):
+    """YAML 1.1 (PyYAML, and so check and plan) reads `count: 010` as the octal number 8: the stack was checked
+    and planned with 8 nodes, without a word."""
+    (tmp_path / "Pulumi.octal.yaml").write_text(
+        "config:\n"
+        "  aks-model-serving:router:\n"
+        "    min_replicas: 02\n"
+        "    max_replicas: 010\n"
+        "    cpu_cores: '010'\n")  # quoted: text, read as the number 10
+    assert check([str(tmp_path / "Pulumi.octal.yaml")]) == 2
+    problems = [p.strip() for p in capsys.readouterr().out.splitlines()[1:]]
+    assert problems == [
+        "config.aks-model-serving:router.min_replicas: 02 (line 3) is an octal number to YAML 1.1 (2); write 2, "
+        "without the leading 0",
+        "config.aks-model-serving:router.max_replicas: 010 (line 4) is an octal number to YAML 1.1 (8); write 10, "
+        "without the leading 0 (or 8, if octal was meant)"]
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda c: c.update({"azure-native:location": "westeurpe"}),
+     "config.azure-native:location: 'westeurpe' is not an Azure region; did you mean westeurope?"),
+    (lambda c: c[W].update(location="North Europ"),
+     "workspace.location: 'North Europ' is not an Azure region; did you mean northeurope?"),
+    (lambda c: c[W].update(location="moon-base-1"), "workspace.location: 'moon-base-1' is not an Azure region ("),
+], ids=["provider-misspelt", "workspace-misspelt", "none-close"])
+def test_a_location_that_is_no_azure_region_is_refused_with_the_one_it_is_close_to(tmp_path, capsys, edit, expected):
+    """`location: westeurpe` passed check and plan; Azure refused it at `pulumi up`."""
+    config = copy.deepcopy(BASE)
+    edit(config)
+    assert check([str(write_stack(tmp_path, config))]) == 2
+    problems = [p.strip() for p in capsys.readouterr().out.splitlines()[1:]]
+    assert any(p.startswith(expected) for p in problems), problems
+
+
+def test_a_region_in_its_display_name_passes(tmp_path, capsys):
+    config = copy.deepcopy(BASE)
+    config[W]["location"] = "West Europe"
+    assert check([str(write_stack(tmp_path, config))]) == 0, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("edits,expected", [
+    ([(CL + ["autoscale_max_replicas"], 4)],
+     "cluster.autoscale_max_replicas: unknown field here; it is a setting of services[] or endpoints[].versions[]"),
+    ([(["aks-model-serving:node_pools"], [])], "node_pools: unknown field here; it is a setting of cluster"),
+    ([(["aks-model-serving:router_port"], 9000)], "router_port: unknown field here; it is a setting of local"),
+    ([(CL + ["node_pools", 0, "vm_sizes"], "x")], "cluster.node_pools[0].vm_sizes: unknown field; did you mean vm_size?"),
+], ids=["deployment-setting-on-the-cluster", "pools-at-the-top", "local-setting-at-the-top", "misspelt-stays-so"])
+def test_a_setting_at_the_wrong_level_says_where_it_belongs(tmp_path, capsys, edits, expected):
+    """A setting put one level off was told only "unknown field (check its spelling ...)", though its spelling was right."""
+    config = copy.deepcopy(BASE)
+    for keys, value in edits:
+        _set(config, keys, value)
+    assert check([str(write_stack(tmp_path, config))]) == 2
+    problems = [p.strip() for p in capsys.readouterr().out.splitlines()[1:]]
+    assert expected in problems, problems
+
+
+KEY_TEXT = "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5"
+
+
+def test_a_key_in_clear_text_in_a_cluster_stack_is_refused_without_showing_it(tmp_path, capsys):
+    """A service key or the TLS private key written in clear in a stack file passed check and plan: committed with
+    the file, it is in every clone and its history. Pulumi keeps such values as `secure:` config."""
+    config = copy.deepcopy(BASE)
+    config[S][0]["primary_key"] = KEY_TEXT
+    config[E][0]["secondary_key"] = KEY_TEXT
+    config[C]["ssl"] = {"cname": "scoring.example.com", "certificate": "-----BEGIN CERTIFICATE-----", "key": KEY_TEXT}
+    path = write_stack(tmp_path, config)
+    assert check([str(path)]) == 2
+    out = capsys.readouterr().out
+    assert KEY_TEXT not in out
+    problems = [p.strip() for p in out.splitlines()[1:]]
+    for where in ("services[0].primary_key", "endpoints[0].secondary_key", "cluster.ssl.key"):
+        assert (f"{where}: a secret in clear text in the stack file; keep it as a Pulumi secret: "
+                f"pulumi config set --secret --path 'aks-model-serving:{where}' <value>") in " ".join(problems), out
+    assert not any("certificate" in p for p in problems)  # a certificate is public
+
+    decrypted = {k: v for k, v in config.items()}  # as the program gets it: secure paths decrypted, none here
+    with pytest.raises(StackError) as refused:
+        parse_config(decrypted, tmp_path, secure_paths(config))
+    assert any(p.startswith("services[0].primary_key: a secret in clear text") for p in refused.value.problems)
+
+    config[S][0]["primary_key"] = {"secure": "v1:abc"}
+    secured = secure_paths(config)
+    config[S][0]["primary_key"] = KEY_TEXT  # decrypted by Pulumi for the program: a secret, not clear text
+    with pytest.raises(StackError) as refused:
+        parse_config(config, tmp_path, secured)
+    assert not any(p.startswith("services[0].primary_key") for p in refused.value.problems)
+
+
+def test_a_local_stack_may_give_its_keys_in_clear(tmp_path, capsys):
+    """The local stack serves on loopback and cannot decrypt secure: values: its keys are given in clear or made."""
+    local = {"aks-model-serving:models": [{"name": "m", "version": 1, "path": "models/m/1"}],
+             "aks-model-serving:services": [{"name": "svc", "models": ["m:1"], "primary_key": KEY_TEXT,
+                                             "inference_config": {"entry_script": "score.py"}}]}
+    assert check([str(write_stack(tmp_path, local))]) == 0, capsys.readouterr().out
