@@ -366,6 +366,33 @@ async def test_scale_calls_that_fail_are_counted_by_reason(api, monkeypatch) -> 
         await backend.stop()
 
 
+async def test_no_scale_call_is_sent_before_a_refusals_retry_after(api) -> None:
+    """API Priority and Fairness answers 429 with how long to wait: a refused patch or read was followed by the
+    next scale call (the app's retry every SCALE_RETRY_S, a resync's read, another version's) as soon as one was
+    due, adding load to an API server that had said it was overloaded."""
+    other = VersionConfig(name="v2", deployment="other", scorer_port=5001)
+    api.scales["other"] = 4
+    async with scaling_iris(api) as backend:
+        api.refuse_scales, api.retry_after = 1, "0.4"
+        await backend.scale("iris", 3)  # refused: 429
+        refused, sent = time.monotonic(), len(api.calls)
+        await backend.scale("iris", 3)  # the patch, and another Deployment's read, are held back
+        await backend.apply([IRIS, other])
+        assert len([c for c in api.calls[sent:] if "/deployments/" in c.path]) == 0
+        assert api.scales["iris"] == 2 and backend.replicas("iris") == 2 and backend.replicas("other") == 0
+        await asyncio.sleep(0.4 - (time.monotonic() - refused))
+        await backend.scale("iris", 3)
+        assert api.scales["iris"] == 3 and backend.replicas("iris") == 3
+        api.refuse_scales = 1  # a read refused holds back a patch too
+        await backend.scale("other", 5)  # its count unknown: read first, refused
+        refused = time.monotonic()
+        await backend.scale("iris", 4)
+        assert api.scales["iris"] == 3
+        await asyncio.sleep(0.4 - (time.monotonic() - refused))
+        await backend.scale("iris", 4)
+        assert api.scales["iris"] == 4
+
+
 async def test_a_deployment_whose_count_cannot_be_read_is_not_scaled(api) -> None:
     backend = _backend(api)  # no peers: a lone leader
     await backend.start(Ready())
