@@ -104,6 +104,10 @@ class _Gone(Exception):
     """The watch's resourceVersion is too old: list again."""
 
 
+class _HeldBack(Exception):
+    """A scale call not sent: the API server asked (Retry-After) to wait longer."""
+
+
 def _why(exc: BaseException) -> str:
     """An error's text for a log line: a timeout's is empty, which left 'failed: ' naming no reason."""
     return str(exc) or type(exc).__name__
@@ -333,6 +337,7 @@ class KubernetesBackend:
         self._sent = 0  # numbers the scale calls (reads and patches) in the order they are sent
         self._counted: dict[str, int] = {}  # the number of the call each count is the answer to
         self._unread: set[str] = set()  # Deployments whose last count read failed (warned of once, until read)
+        self._scale_calm_until = float("-inf")  # no scale call before then (a refusal's Retry-After)
         self._synced = False
         self._remote: dict[str, float] = {}
         self._pods: list[PodLoad] = []
@@ -432,12 +437,28 @@ class KubernetesBackend:
         self._sent += 1
         return self._sent
 
+    async def _scale_call(self, deployment: str, patch: dict | None = None, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        """A read (or merge patch) of the Deployment's scale, its answer counted (_count): every scale call goes
+        through here. None is sent before the time a 429 or 503 of one of them asked for (API Priority and Fairness
+        throttles this service account's calls as one flow): the app's retry every SCALE_RETRY_S, a resync's read
+        and another Deployment's came as soon as they were due, adding load to an API server that had said it
+        was overloaded."""
+        if (wait_s := self._scale_calm_until - time.monotonic()) > 0:
+            raise _HeldBack(f"held back {wait_s:.1f} s more, as a refusal's Retry-After asked")
+        sent = self._send()
+        try:
+            _, scale = await self._api.call("PATCH" if patch else "GET", self._scale_path(deployment), patch,
+                                            content_type=MERGE_PATCH, timeout_s=timeout_s)
+        except ApiError as exc:
+            if exc.retry_after_s is not None:
+                self._scale_calm_until = max(self._scale_calm_until, time.monotonic() + exc.retry_after_s)
+            raise
+        self._count(deployment, scale, sent)
+
     async def _read_scale(self, deployment: str) -> None:
         try:
-            sent = self._send()
-            _, scale = await self._api.call("GET", self._scale_path(deployment))
-            self._count(deployment, scale, sent)
-        except (aiohttp.ClientError, ApiError, TimeoutError, ValueError, TypeError, AttributeError) as exc:
+            await self._scale_call(deployment)
+        except (aiohttp.ClientError, ApiError, _HeldBack, TimeoutError, ValueError, TypeError, AttributeError) as exc:
             # An answer that is no scale (no number of replicas) too: raised, it ended the resync loop for good.
             # Once, not at every resync: a Deployment deleted before the config dropped it would warn every 5 s.
             (log.debug if deployment in self._unread else log.warning)("deployment %s: scale not read: %s", deployment, _why(exc))
@@ -482,12 +503,11 @@ class KubernetesBackend:
                 log.warning("deployment %s: leadership lapsed, %d replicas not applied", deployment, replicas)
                 return
             try:
-                sent = self._send()
-                _, scale = await self._api.call(
-                    "PATCH", self._scale_path(deployment),
-                    {"metadata": {"resourceVersion": self._read_at[deployment]}, "spec": {"replicas": replicas}},
-                    content_type=MERGE_PATCH, timeout_s=time_left)
-                self._count(deployment, scale, sent)
+                await self._scale_call(deployment, {"metadata": {"resourceVersion": self._read_at[deployment]},
+                                                    "spec": {"replicas": replicas}}, time_left)
+                return
+            except _HeldBack as exc:  # not sent, so not counted: the refusal that asked for the wait was
+                log.info("deployment %s: %d replicas not applied, %s", deployment, replicas, exc)
                 return
             except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
                 if not isinstance(exc, ApiError) or exc.status != 409 or attempt:
