@@ -2,7 +2,8 @@
 
 - Ready addresses: each version's headless Service (named like its Deployment) has EndpointSlices
   labelled `kubernetes.io/service-name=<deployment>`. They are listed, then watched from the
-  list's resourceVersion (listed again when the API says 410 Gone), and every change is pushed to
+  list's resourceVersion, each watch resumed from the last one seen (listed again only when the API
+  says 410 Gone, or fails otherwise than by throttling or connection), and every change is pushed to
   the router as `<ip>:<scorer_port>` of the endpoints whose `ready` condition holds.
 - Scaling: a merge patch of `deployments/<name>/scale`, nothing more (the Role allows no more),
   made on the resourceVersion the count was read at, as the HPA updates a scale: one that changed
@@ -215,16 +216,18 @@ class SliceWatch:
     def __init__(self, api: Api, namespace: str, service: str, on_change: Callable[[], None]):
         self.slices: dict[str, dict] = {}
         self.listed = False  # once: what a failing list or watch leaves is the last known state
+        self._version = ""  # the resourceVersion of the list, then of each event: where a watch resumes
         self._api, self._on_change = api, on_change
         self._path = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
         self._selector = {"labelSelector": f"{SERVICE_LABEL}={service}"}
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        """List, then watch from there, for ever: any failure (a 410 too) lists again, after a pause that
-        doubles while they repeat (or the Retry-After the API server asked for); a watch that ended at once
-        counts as one. A watch refused with 429 is opened again from where it was, as client-go's reflector
-        does: a list is the heaviest call there is on an API server that just said it is overloaded."""
+        """List, then watch from there, for ever, after a pause that doubles while failures repeat (or the
+        Retry-After the API server asked for); a watch that ended at once counts as one. A watch refused with
+        429, or cut or refused by the connection (an API server restarting, a reset on the way), is opened again
+        from the last resourceVersion seen, as client-go's reflector does: a list is the heaviest call there is,
+        on an API server that just said it is overloaded or is just back. Any other failure (a 410 too) lists again."""
         pause = RETRY_S
         while True:
             failure: BaseException | None = None
@@ -233,21 +236,26 @@ class SliceWatch:
                 self.slices = {s["metadata"]["name"]: s for s in listing.get("items") or []}
                 self.listed = True
                 self._on_change()
-                version = listing["metadata"]["resourceVersion"]
+                self._version = listing["metadata"]["resourceVersion"]
                 while True:
                     started = time.monotonic()
-                    throttled = None
+                    interrupted: BaseException | None = None
                     try:
-                        version = await self._follow(version)
-                    except ApiError as exc:
-                        if exc.status != 429:
+                        await self._follow()
+                    except (ApiError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                        if isinstance(exc, ApiError) and exc.status != 429:
                             raise
-                        throttled = exc
-                    if throttled is None and time.monotonic() - started >= RETRY_S:
-                        pause = RETRY_S  # a watch that ran its course: the API server is well
-                    else:  # refused, or ended at once (an API server draining, a proxy): not again at once
-                        await asyncio.sleep(_pause_s(pause, throttled))
-                        pause = min(pause * 2, RETRY_MAX_S)
+                        if not isinstance(exc, ApiError):
+                            log.info("endpointslices %s: watch cut (%s); resuming it from resourceVersion %s",
+                                     self._selector["labelSelector"], _why(exc), self._version)
+                        interrupted = exc
+                    if time.monotonic() - started >= RETRY_S:
+                        pause = RETRY_S  # a watch that ran a while: the API server was well
+                        if interrupted is None:
+                            continue
+                    # Refused, cut, or ended at once (an API server draining, a proxy): not again at once.
+                    await asyncio.sleep(_pause_s(pause, interrupted))
+                    pause = min(pause * 2, RETRY_MAX_S)
             except asyncio.CancelledError:
                 raise
             except _Gone:
@@ -258,17 +266,18 @@ class SliceWatch:
             await asyncio.sleep(_pause_s(pause, failure))
             pause = min(pause * 2, RETRY_MAX_S)
 
-    async def _follow(self, version: str) -> str:
-        """One watch from `version`; returns the resourceVersion to resume from."""
+    async def _follow(self) -> None:
+        """One watch from `_version`, which follows every event's, so that the next resumes from the last seen."""
         # aclosing: leaving the loop early (410) closes the stream now, not when collected.
-        async with contextlib.aclosing(self._api.watch(self._path, {**self._selector, "resourceVersion": version})) as events:
+        params = {**self._selector, "resourceVersion": self._version}
+        async with contextlib.aclosing(self._api.watch(self._path, params)) as events:
             async for event in events:
                 kind, obj = event["type"], event["object"]
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         raise _Gone()
                     raise ApiError(obj.get("code", 500), obj.get("message", ""))
-                version = obj["metadata"]["resourceVersion"]
+                self._version = obj["metadata"]["resourceVersion"]
                 if kind == "BOOKMARK":
                     continue
                 if kind == "DELETED":
@@ -276,7 +285,6 @@ class SliceWatch:
                 else:
                     self.slices[obj["metadata"]["name"]] = obj
                 self._on_change()
-        return version
 
     async def stop(self) -> None:
         self.task.cancel()

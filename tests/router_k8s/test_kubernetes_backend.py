@@ -18,7 +18,7 @@ from router_image.backends import kubernetes
 from router_image.backends.kubernetes import KubernetesBackend
 from router_image.autoscale import PodLoad
 from router_image.config import AutoscaleConfig, PeersConfig, RouterConfig, RouterScaleConfig, TlsConfig, VersionConfig
-from stub_api import endpoint_slice, serve, until
+from stub_api import StubApi, access, endpoint_slice, serve, until
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "router"))
 from keys import certificate, write_pair  # noqa: E402
@@ -113,6 +113,29 @@ async def test_a_watch_that_ends_resumes_from_its_last_resource_version(api) -> 
         await until(lambda: len(api.requests("GET", SLICES)) == 3)
         assert len(lists(api)) == 1  # no re-list: the watch picks up where it was
         assert api.requests("GET", SLICES)[-1].query["resourceVersion"] == str(api.version)
+
+
+async def test_a_watch_cut_by_an_api_server_restart_resumes_from_its_last_resource_version(tmp_path, monkeypatch) -> None:
+    """An API server restarting ends every watch mid-stream and refuses connections a moment: each watch was listed
+    again, every version's at once, the heaviest call there is, on an API server just back. client-go resumes."""
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.05)
+    api = StubApi()
+    runner, port = await serve(api.app())
+    api.access = access(port, tmp_path)
+    try:
+        async with watching_iris(api) as ready:
+            api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.2", True, "iris-2")]))
+            await until(lambda: ready.addresses["iris"] == ["10.0.0.2:5001"])
+            seen, watches = str(api.version), len(api.requests("GET", SLICES))
+            await runner.cleanup()  # the open watch cut mid-stream, then connections refused
+            api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.3", True, "iris-3")]))  # while it was down
+            await asyncio.sleep(0.1)
+            runner, _ = await serve(api.app(), port=port)
+            await until(lambda: ready.addresses["iris"] == ["10.0.0.3:5001"])
+            assert len(lists(api)) == 1  # resumed, not listed again
+            assert api.requests("GET", SLICES)[watches].query["resourceVersion"] == seen
+    finally:
+        await runner.cleanup()
 
 
 async def test_a_silent_watch_is_resumed_and_replays_what_it_missed(api, monkeypatch) -> None:
