@@ -209,6 +209,7 @@ class Router:
         for task in [*self._tasks, *self._scaling.values()]:
             task.cancel()
         await self.backend.stop()
+        metrics.LEADER.set(0)  # the backend handed the lead over
         for pool in self.table.pools.values():
             pool.set_addresses([])
 
@@ -240,6 +241,8 @@ class Router:
             elif was_leader and not leader:  # its last figures would stand beside the new leader's for ever
                 metrics.forget(set(), table.labels(scaled_only=True), set())
                 metrics.ROUTER_DESIRED.clear()
+            if leader != was_leader:
+                metrics.LEADER.set(leader)
             was_leader = leader
             if leader and self.router_scaler is not None:
                 await self._scale_routers(self.router_scaler, own, now)

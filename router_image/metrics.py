@@ -107,6 +107,8 @@ ROUTER_CPU = Gauge("router_cpu_cores", "CPU cores this router pod used, over the
 ROUTING_LATENCY = Gauge("router_routing_latency_seconds",
                         "How late this router's event loop runs a timer: the wait before a request is read.",
                         registry=REGISTRY)
+LEADER = Gauge("router_leader", "1 on the router pod that makes the scaling decisions (the Lease holder; a lone "
+               "router always), 0 on the others.", registry=REGISTRY)
 # By the router Deployment: a label is what lets a pod that loses the lead drop the figure (clear()) rather than
 # keep its last one beside the new leader's.
 ROUTER_DESIRED = Gauge("router_desired_pods", "Router pods the scaling leader asks for.", ("deployment",),
