@@ -144,3 +144,11 @@ def forget(gone: set[tuple[str, str, str, str]], unscaled: set[tuple[str, str, s
         _STATS.pop(labels, None)
     for key in [key for key in _ERRORS if key[0] in routes_gone]:
         del _ERRORS[key]
+
+
+def forget_deployments(gone: set[str]) -> None:
+    """Deployments a reload removed (a version's, or the router's own no longer scaled): their scale failures' series
+    go, which forget() could not find by version; kept, every deploy's renamed Deployments stayed until a restart."""
+    for sample in SCALE_FAILURES.collect()[0].samples:
+        if sample.name == "router_scale_failures_total" and sample.labels["deployment"] in gone:
+            SCALE_FAILURES.remove(sample.labels["deployment"], sample.labels["reason"])

@@ -427,6 +427,7 @@ class KubernetesBackend:
             self._read_at.pop(name, None)
             self._counted.pop(name, None)
             self._published.pop(name, None)
+            self._unread.discard(name)
             self._on_ready(name, [])
 
     def _publish(self, deployment: str) -> None:
