@@ -168,6 +168,27 @@ async def test_a_list_refused_with_retry_after_is_retried_no_sooner(api, monkeyp
         await backend.stop()
 
 
+async def test_a_lasting_list_refusal_is_warned_of_once_and_its_end_told(api, monkeypatch, caplog) -> None:
+    """A Role without list on endpointslices (or an API server down for minutes): every version's watch warned at
+    each retry, a line every 30 s per version for as long as it lasted, burying the one that said why."""
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.01)
+    caplog.set_level(logging.INFO, logger="router.kubernetes")
+    api.namespace = "elsewhere"  # the stub answers 403 outside its namespace
+    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
+    ready, backend = Ready(), _backend(api)
+    await backend.start(ready)
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: len(lists(api)) >= 4)
+        told = [r.getMessage() for r in caplog.records if "endpointslices" in r.getMessage() and r.levelno >= logging.INFO]
+        assert len(told) == 1 and told[0].startswith("endpointslices kubernetes.io/service-name=iris: 403")
+        api.namespace = "models"
+        await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001"])
+        assert "endpointslices kubernetes.io/service-name=iris: listed again, after " in caplog.text
+    finally:
+        await backend.stop()
+
+
 async def test_a_watch_refused_with_429_is_opened_again_without_a_list(api, monkeypatch) -> None:
     """A list is the heaviest call on an API server: a watch it throttled was answered with one more list."""
     monkeypatch.setattr(kubernetes, "RETRY_S", 0.05)
