@@ -149,6 +149,7 @@ def forget(gone: set[tuple[str, str, str, str]], unscaled: set[tuple[str, str, s
 def forget_deployments(gone: set[str]) -> None:
     """Deployments a reload removed (a version's, or the router's own no longer scaled): their scale failures' series
     go, which forget() could not find by version; kept, every deploy's renamed Deployments stayed until a restart."""
-    for sample in SCALE_FAILURES.collect()[0].samples:
-        if sample.name == "router_scale_failures_total" and sample.labels["deployment"] in gone:
-            SCALE_FAILURES.remove(sample.labels["deployment"], sample.labels["reason"])
+    for family in SCALE_FAILURES.collect():
+        for sample in family.samples:
+            if sample.name == "router_scale_failures_total" and sample.labels["deployment"] in gone:
+                SCALE_FAILURES.remove(sample.labels["deployment"], sample.labels["reason"])

@@ -229,10 +229,14 @@ class SliceWatch:
         from the last resourceVersion seen, as client-go's reflector does: a list is the heaviest call there is,
         on an API server that just said it is overloaded or is just back. Any other failure (a 410 too) lists again."""
         pause = RETRY_S
+        failing = 0  # failures in a row: the first is warned of, the rest logged at debug until a list works
         while True:
             failure: BaseException | None = None
             try:
                 _, listing = await self._api.call("GET", self._path, params=self._selector)
+                if failing:
+                    log.info("endpointslices %s: listed again, after %d failures", self._selector["labelSelector"], failing)
+                    failing = 0
                 self.slices = {s["metadata"]["name"]: s for s in listing.get("items") or []}
                 self.listed = True
                 self._on_change()
@@ -261,7 +265,10 @@ class SliceWatch:
             except _Gone:
                 log.info("endpointslices %s: watch expired (410), listing again", self._selector["labelSelector"])
             except Exception as exc:  # never the end of the watch: its endpoints would freeze
-                log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], _why(exc))
+                # Once, not at every retry: a Role without list (an API server down) warned for every version every 30 s.
+                (log.debug if failing else log.warning)("endpointslices %s: %s; retrying", self._selector["labelSelector"],
+                                                        _why(exc))
+                failing += 1
                 failure = exc
             await asyncio.sleep(_pause_s(pause, failure))
             pause = min(pause * 2, RETRY_MAX_S)
