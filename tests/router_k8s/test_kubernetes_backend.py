@@ -266,6 +266,21 @@ async def test_a_hundred_versions_leave_connections_for_the_lease_and_their_watc
         await backend.stop()
 
 
+async def test_watches_end_at_times_spread_over_twice_their_minimum(api) -> None:
+    """Every watch asked the API server to end it after exactly 5 minutes: watches opened together (at start, or
+    resumed together after an API server restart) were reopened together every 5 minutes, by every router pod, for
+    ever. client-go spreads them over 5 to 10 minutes."""
+    backend = _backend(api)
+    await backend.start(Ready())
+    try:
+        await backend.apply([VersionConfig(name=f"v{i}", deployment=f"model-{i}") for i in range(20)])
+        await until(lambda: len(api._watchers) == 20)
+        timeouts = [int(c.query["timeoutSeconds"]) for c in api.requests("GET", SLICES) if "watch" in c.query]
+        assert all(kubernetes.WATCH_S <= t <= 2 * kubernetes.WATCH_S for t in timeouts) and len(set(timeouts)) > 5
+    finally:
+        await backend.stop()
+
+
 async def test_many_versions_counts_are_read_at_once(api) -> None:
     """The router listens only once apply() has read every version's count: one after another, 120 versions
     at 1 s each (an API server throttling under load) outlasted the startup probe's 120 s, and the pod was
