@@ -52,7 +52,10 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 SERVICE_LABEL = "kubernetes.io/service-name"
 MERGE_PATCH = "application/merge-patch+json"
 TOKEN_REREAD_S = 60  # projected service account tokens rotate; the kubelet rewrites the file
-WATCH_S = 300  # the API server ends each watch after this; it is resumed from the last resourceVersion
+# The API server ends each watch after WATCH_S to twice that (drawn per watch, as client-go does: watches opened
+# together, at start or after an API server restart, were reopened together every 5 minutes by every router pod);
+# it is resumed from the last resourceVersion.
+WATCH_S = 300
 # The API server sends a watch that allows bookmarks one about every minute. A watch silent this long has
 # lost its connection on the way (an Azure load balancer drops an idle flow without a reset): it is
 # resumed then, not when the socket gives up or WATCH_S is up, while pods came and went unseen.
@@ -189,7 +192,8 @@ class Api:
 
     async def watch(self, path: str, params: dict[str, str]):
         """The events of a watch, one dict per line, until the server ends the stream."""
-        params = {**params, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_S)}
+        params = {**params, "watch": "true", "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(round(WATCH_S * random.uniform(1, 2)))}
         # Connecting is bounded as any call is: unbounded, a black-holed API server address (a SYN or a TLS
         # handshake left unanswered) held the watch for the kernel's retries and the 60 s handshake timeout.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CALL_TIMEOUT_S, sock_read=WATCH_SILENT_S)
