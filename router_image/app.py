@@ -130,10 +130,18 @@ class Router:
             self.certificate.use(config.tls)
         if router_scaler is not self.router_scaler:  # the leader sets it again for the new one, if any
             metrics.ROUTER_DESIRED.clear()
+        gone = _deployments(self.table, self.router_scaler) - _deployments(table, router_scaler)
         old, self.table, self.auth, self.router_scaler = self.table, table, auth, router_scaler
         table.take_effect()
         metrics.forget(old.labels() - table.labels(), old.labels(scaled_only=True) - table.labels(scaled_only=True),
                        old.routes.keys() - table.routes.keys())
+        metrics.forget_deployments(gone)
+        for deployment in gone:  # kept, every deploy's renamed Deployments stayed until a restart
+            self._ready.pop(deployment, None)
+            self._retry_at.pop(deployment, None)
+            self._unapplied.pop(deployment, None)
+            if (task := self._scaling.pop(deployment, None)) is not None:
+                task.cancel()  # one on its way: a count for a Deployment no longer scaled, its end not recorded (_scale)
         for deployment, pool in old.pools.items():
             if deployment not in table.pools:
                 pool.retire()  # its queued requests go where the new config sends them
@@ -210,6 +218,7 @@ class Router:
         for task in [*self._tasks, *self._scaling.values()]:
             task.cancel()
         await self.backend.stop()
+        metrics.LEADER.set(0)  # the backend handed the lead over
         for pool in self.table.pools.values():
             pool.set_addresses([])
 
@@ -241,6 +250,8 @@ class Router:
             elif was_leader and not leader:  # its last figures would stand beside the new leader's for ever
                 metrics.forget(set(), table.labels(scaled_only=True), set())
                 metrics.ROUTER_DESIRED.clear()
+            if leader != was_leader:
+                metrics.LEADER.set(leader)
             was_leader = leader
             if leader and self.router_scaler is not None:
                 await self._scale_routers(self.router_scaler, own, now)
@@ -325,13 +336,14 @@ class Router:
         try:
             await self.backend.scale(deployment, replicas)
         finally:
-            actual = self.backend.replicas(deployment)
-            if actual != replicas:
-                scaler.resume(actual)
-                self._retry_at[deployment] = time.monotonic() + SCALE_RETRY_S
-                self._unapplied[deployment] = (actual, replicas)
-            else:
-                self._unapplied.pop(deployment, None)
+            if self._scaling.get(deployment) is asyncio.current_task():  # else a reload dropped the Deployment meanwhile
+                actual = self.backend.replicas(deployment)
+                if actual != replicas:
+                    scaler.resume(actual)
+                    self._retry_at[deployment] = time.monotonic() + SCALE_RETRY_S
+                    self._unapplied[deployment] = (actual, replicas)
+                else:
+                    self._unapplied.pop(deployment, None)
 
     async def _readmit(self) -> None:
         """Ejected replicas come back once their readiness check passes."""
@@ -552,6 +564,11 @@ class Router:
             # once it has a ready replica; until then a ready one serves it instead of queueing it to a 503.
             version = route.stand_in(version)
         return version
+
+
+def _deployments(table: RouteTable, router_scaler: RouterScaler | None) -> set[str]:
+    """Every Deployment the router routes to or scales: its versions', and its own when it sizes it."""
+    return {*table.pools, *([router_scaler.config.deployment] if router_scaler else [])}
 
 
 def load(path: str) -> Router:

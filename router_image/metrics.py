@@ -107,6 +107,8 @@ ROUTER_CPU = Gauge("router_cpu_cores", "CPU cores this router pod used, over the
 ROUTING_LATENCY = Gauge("router_routing_latency_seconds",
                         "How late this router's event loop runs a timer: the wait before a request is read.",
                         registry=REGISTRY)
+LEADER = Gauge("router_leader", "1 on the router pod that makes the scaling decisions (the Lease holder; a lone "
+               "router always), 0 on the others.", registry=REGISTRY)
 # By the router Deployment: a label is what lets a pod that loses the lead drop the figure (clear()) rather than
 # keep its last one beside the new leader's.
 ROUTER_DESIRED = Gauge("router_desired_pods", "Router pods the scaling leader asks for.", ("deployment",),
@@ -142,3 +144,12 @@ def forget(gone: set[tuple[str, str, str, str]], unscaled: set[tuple[str, str, s
         _STATS.pop(labels, None)
     for key in [key for key in _ERRORS if key[0] in routes_gone]:
         del _ERRORS[key]
+
+
+def forget_deployments(gone: set[str]) -> None:
+    """Deployments a reload removed (a version's, or the router's own no longer scaled): their scale failures' series
+    go, which forget() could not find by version; kept, every deploy's renamed Deployments stayed until a restart."""
+    for family in SCALE_FAILURES.collect():
+        for sample in family.samples:
+            if sample.name == "router_scale_failures_total" and sample.labels["deployment"] in gone:
+                SCALE_FAILURES.remove(sample.labels["deployment"], sample.labels["reason"])

@@ -2,7 +2,8 @@
 
 - Ready addresses: each version's headless Service (named like its Deployment) has EndpointSlices
   labelled `kubernetes.io/service-name=<deployment>`. They are listed, then watched from the
-  list's resourceVersion (listed again when the API says 410 Gone), and every change is pushed to
+  list's resourceVersion, each watch resumed from the last one seen (listed again only when the API
+  says 410 Gone, or fails otherwise than by throttling or connection), and every change is pushed to
   the router as `<ip>:<scorer_port>` of the endpoints whose `ready` condition holds.
 - Scaling: a merge patch of `deployments/<name>/scale`, nothing more (the Role allows no more),
   made on the resourceVersion the count was read at, as the HPA updates a scale: one that changed
@@ -51,7 +52,10 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 SERVICE_LABEL = "kubernetes.io/service-name"
 MERGE_PATCH = "application/merge-patch+json"
 TOKEN_REREAD_S = 60  # projected service account tokens rotate; the kubelet rewrites the file
-WATCH_S = 300  # the API server ends each watch after this; it is resumed from the last resourceVersion
+# The API server ends each watch after WATCH_S to twice that (drawn per watch, as client-go does: watches opened
+# together, at start or after an API server restart, were reopened together every 5 minutes by every router pod);
+# it is resumed from the last resourceVersion.
+WATCH_S = 300
 # The API server sends a watch that allows bookmarks one about every minute. A watch silent this long has
 # lost its connection on the way (an Azure load balancer drops an idle flow without a reset): it is
 # resumed then, not when the socket gives up or WATCH_S is up, while pods came and went unseen.
@@ -102,6 +106,10 @@ def _pause_s(pause: float, exc: BaseException | None = None) -> float:
 
 class _Gone(Exception):
     """The watch's resourceVersion is too old: list again."""
+
+
+class _HeldBack(Exception):
+    """A scale call not sent: the API server asked (Retry-After) to wait longer."""
 
 
 def _why(exc: BaseException) -> str:
@@ -184,7 +192,8 @@ class Api:
 
     async def watch(self, path: str, params: dict[str, str]):
         """The events of a watch, one dict per line, until the server ends the stream."""
-        params = {**params, "watch": "true", "allowWatchBookmarks": "true", "timeoutSeconds": str(WATCH_S)}
+        params = {**params, "watch": "true", "allowWatchBookmarks": "true",
+                  "timeoutSeconds": str(round(WATCH_S * random.uniform(1, 2)))}
         # Connecting is bounded as any call is: unbounded, a black-holed API server address (a SYN or a TLS
         # handshake left unanswered) held the watch for the kernel's retries and the 60 s handshake timeout.
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=CALL_TIMEOUT_S, sock_read=WATCH_SILENT_S)
@@ -211,60 +220,75 @@ class SliceWatch:
     def __init__(self, api: Api, namespace: str, service: str, on_change: Callable[[], None]):
         self.slices: dict[str, dict] = {}
         self.listed = False  # once: what a failing list or watch leaves is the last known state
+        self._version = ""  # the resourceVersion of the list, then of each event: where a watch resumes
         self._api, self._on_change = api, on_change
         self._path = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
         self._selector = {"labelSelector": f"{SERVICE_LABEL}={service}"}
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
-        """List, then watch from there, for ever: any failure (a 410 too) lists again, after a pause that
-        doubles while they repeat (or the Retry-After the API server asked for); a watch that ended at once
-        counts as one. A watch refused with 429 is opened again from where it was, as client-go's reflector
-        does: a list is the heaviest call there is on an API server that just said it is overloaded."""
+        """List, then watch from there, for ever, after a pause that doubles while failures repeat (or the
+        Retry-After the API server asked for); a watch that ended at once counts as one. A watch refused with
+        429, or cut or refused by the connection (an API server restarting, a reset on the way), is opened again
+        from the last resourceVersion seen, as client-go's reflector does: a list is the heaviest call there is,
+        on an API server that just said it is overloaded or is just back. Any other failure (a 410 too) lists again."""
         pause = RETRY_S
+        failing = 0  # failures in a row: the first is warned of, the rest logged at debug until a list works
         while True:
             failure: BaseException | None = None
             try:
                 _, listing = await self._api.call("GET", self._path, params=self._selector)
+                if failing:
+                    log.info("endpointslices %s: listed again, after %d failures", self._selector["labelSelector"], failing)
+                    failing = 0
                 self.slices = {s["metadata"]["name"]: s for s in listing.get("items") or []}
                 self.listed = True
                 self._on_change()
-                version = listing["metadata"]["resourceVersion"]
+                self._version = listing["metadata"]["resourceVersion"]
                 while True:
                     started = time.monotonic()
-                    throttled = None
+                    interrupted: BaseException | None = None
                     try:
-                        version = await self._follow(version)
-                    except ApiError as exc:
-                        if exc.status != 429:
+                        await self._follow()
+                    except (ApiError, aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                        if isinstance(exc, ApiError) and exc.status != 429:
                             raise
-                        throttled = exc
-                    if throttled is None and time.monotonic() - started >= RETRY_S:
-                        pause = RETRY_S  # a watch that ran its course: the API server is well
-                    else:  # refused, or ended at once (an API server draining, a proxy): not again at once
-                        await asyncio.sleep(_pause_s(pause, throttled))
-                        pause = min(pause * 2, RETRY_MAX_S)
+                        if not isinstance(exc, ApiError):
+                            log.info("endpointslices %s: watch cut (%s); resuming it from resourceVersion %s",
+                                     self._selector["labelSelector"], _why(exc), self._version)
+                        interrupted = exc
+                    if time.monotonic() - started >= RETRY_S:
+                        pause = RETRY_S  # a watch that ran a while: the API server was well
+                        if interrupted is None:
+                            continue
+                    # Refused, cut, or ended at once (an API server draining, a proxy): not again at once.
+                    await asyncio.sleep(_pause_s(pause, interrupted))
+                    pause = min(pause * 2, RETRY_MAX_S)
             except asyncio.CancelledError:
                 raise
             except _Gone:
                 log.info("endpointslices %s: watch expired (410), listing again", self._selector["labelSelector"])
             except Exception as exc:  # never the end of the watch: its endpoints would freeze
-                log.warning("endpointslices %s: %s; retrying", self._selector["labelSelector"], _why(exc))
+                # Once, not at every retry: a Role without list (an API server down) warned for every version every 30 s.
+                (log.debug if failing else log.warning)("endpointslices %s: %s; retrying", self._selector["labelSelector"],
+                                                        _why(exc))
+                failing += 1
                 failure = exc
             await asyncio.sleep(_pause_s(pause, failure))
             pause = min(pause * 2, RETRY_MAX_S)
 
-    async def _follow(self, version: str) -> str:
-        """One watch from `version`; returns the resourceVersion to resume from."""
+    async def _follow(self) -> None:
+        """One watch from `_version`, which follows every event's, so that the next resumes from the last seen."""
         # aclosing: leaving the loop early (410) closes the stream now, not when collected.
-        async with contextlib.aclosing(self._api.watch(self._path, {**self._selector, "resourceVersion": version})) as events:
+        params = {**self._selector, "resourceVersion": self._version}
+        async with contextlib.aclosing(self._api.watch(self._path, params)) as events:
             async for event in events:
                 kind, obj = event["type"], event["object"]
                 if kind == "ERROR":
                     if obj.get("code") == 410:
                         raise _Gone()
                     raise ApiError(obj.get("code", 500), obj.get("message", ""))
-                version = obj["metadata"]["resourceVersion"]
+                self._version = obj["metadata"]["resourceVersion"]
                 if kind == "BOOKMARK":
                     continue
                 if kind == "DELETED":
@@ -272,7 +296,6 @@ class SliceWatch:
                 else:
                     self.slices[obj["metadata"]["name"]] = obj
                 self._on_change()
-        return version
 
     async def stop(self) -> None:
         self.task.cancel()
@@ -333,6 +356,7 @@ class KubernetesBackend:
         self._sent = 0  # numbers the scale calls (reads and patches) in the order they are sent
         self._counted: dict[str, int] = {}  # the number of the call each count is the answer to
         self._unread: set[str] = set()  # Deployments whose last count read failed (warned of once, until read)
+        self._scale_calm_until = float("-inf")  # no scale call before then (a refusal's Retry-After)
         self._synced = False
         self._remote: dict[str, float] = {}
         self._pods: list[PodLoad] = []
@@ -414,6 +438,7 @@ class KubernetesBackend:
             self._read_at.pop(name, None)
             self._counted.pop(name, None)
             self._published.pop(name, None)
+            self._unread.discard(name)
             self._on_ready(name, [])
 
     def _publish(self, deployment: str) -> None:
@@ -432,12 +457,28 @@ class KubernetesBackend:
         self._sent += 1
         return self._sent
 
+    async def _scale_call(self, deployment: str, patch: dict | None = None, timeout_s: float = CALL_TIMEOUT_S) -> None:
+        """A read (or merge patch) of the Deployment's scale, its answer counted (_count): every scale call goes
+        through here. None is sent before the time a 429 or 503 of one of them asked for (API Priority and Fairness
+        throttles this service account's calls as one flow): the app's retry every SCALE_RETRY_S, a resync's read
+        and another Deployment's came as soon as they were due, adding load to an API server that had said it
+        was overloaded."""
+        if (wait_s := self._scale_calm_until - time.monotonic()) > 0:
+            raise _HeldBack(f"held back {wait_s:.1f} s more, as a refusal's Retry-After asked")
+        sent = self._send()
+        try:
+            _, scale = await self._api.call("PATCH" if patch else "GET", self._scale_path(deployment), patch,
+                                            content_type=MERGE_PATCH, timeout_s=timeout_s)
+        except ApiError as exc:
+            if exc.retry_after_s is not None:
+                self._scale_calm_until = max(self._scale_calm_until, time.monotonic() + exc.retry_after_s)
+            raise
+        self._count(deployment, scale, sent)
+
     async def _read_scale(self, deployment: str) -> None:
         try:
-            sent = self._send()
-            _, scale = await self._api.call("GET", self._scale_path(deployment))
-            self._count(deployment, scale, sent)
-        except (aiohttp.ClientError, ApiError, TimeoutError, ValueError, TypeError, AttributeError) as exc:
+            await self._scale_call(deployment)
+        except (aiohttp.ClientError, ApiError, _HeldBack, TimeoutError, ValueError, TypeError, AttributeError) as exc:
             # An answer that is no scale (no number of replicas) too: raised, it ended the resync loop for good.
             # Once, not at every resync: a Deployment deleted before the config dropped it would warn every 5 s.
             (log.debug if deployment in self._unread else log.warning)("deployment %s: scale not read: %s", deployment, _why(exc))
@@ -482,12 +523,11 @@ class KubernetesBackend:
                 log.warning("deployment %s: leadership lapsed, %d replicas not applied", deployment, replicas)
                 return
             try:
-                sent = self._send()
-                _, scale = await self._api.call(
-                    "PATCH", self._scale_path(deployment),
-                    {"metadata": {"resourceVersion": self._read_at[deployment]}, "spec": {"replicas": replicas}},
-                    content_type=MERGE_PATCH, timeout_s=time_left)
-                self._count(deployment, scale, sent)
+                await self._scale_call(deployment, {"metadata": {"resourceVersion": self._read_at[deployment]},
+                                                    "spec": {"replicas": replicas}}, time_left)
+                return
+            except _HeldBack as exc:  # not sent, so not counted: the refusal that asked for the wait was
+                log.info("deployment %s: %d replicas not applied, %s", deployment, replicas, exc)
                 return
             except (aiohttp.ClientError, ApiError, TimeoutError) as exc:
                 if not isinstance(exc, ApiError) or exc.status != 409 or attempt:

@@ -57,6 +57,7 @@ class StubApi:
     refuse_lists: int = 0  # this many EndpointSlice lists answered 429, as API Priority and Fairness does under load
     refuse_watches: int = 0  # and this many EndpointSlice watches
     refuse_leases: int = 0  # and this many Lease reads
+    refuse_scales: int = 0  # and this many scale reads or patches
     retry_after: str | None = None  # the Retry-After header of those 429s
     # Each Deployment's resourceVersion: bumped when its count changes (a patch, or a test setting `scales`)
     # and by `touch` (its status changing), checked against a patch's as the API server checks it.
@@ -199,7 +200,15 @@ class StubApi:
                                                "resourceVersion": str(self.scale_version(name))},
                                   "spec": {"replicas": replicas}, "status": {"replicas": replicas}})
 
+    def _refused_scale(self) -> web.Response | None:
+        if self.refuse_scales > 0:
+            self.refuse_scales -= 1
+            return self._too_many_requests()
+        return None
+
     async def _get_scale(self, request: web.Request) -> web.Response:
+        if refused := self._refused_scale():
+            return refused
         answer = self._scale(request.match_info["name"])
         await asyncio.sleep(self.scale_answer_delay_s)
         if not self.scale_read_delay_s:
@@ -209,6 +218,8 @@ class StubApi:
 
     async def _patch_scale(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
+        if refused := self._refused_scale():
+            return refused
         if request.content_type != "application/merge-patch+json":
             return web.json_response({"code": 415}, status=415)
         body = await request.json()

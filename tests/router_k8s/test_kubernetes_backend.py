@@ -18,7 +18,7 @@ from router_image.backends import kubernetes
 from router_image.backends.kubernetes import KubernetesBackend
 from router_image.autoscale import PodLoad
 from router_image.config import AutoscaleConfig, PeersConfig, RouterConfig, RouterScaleConfig, TlsConfig, VersionConfig
-from stub_api import endpoint_slice, serve, until
+from stub_api import StubApi, access, endpoint_slice, serve, until
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "router"))
 from keys import certificate, write_pair  # noqa: E402
@@ -115,6 +115,29 @@ async def test_a_watch_that_ends_resumes_from_its_last_resource_version(api) -> 
         assert api.requests("GET", SLICES)[-1].query["resourceVersion"] == str(api.version)
 
 
+async def test_a_watch_cut_by_an_api_server_restart_resumes_from_its_last_resource_version(tmp_path, monkeypatch) -> None:
+    """An API server restarting ends every watch mid-stream and refuses connections a moment: each watch was listed
+    again, every version's at once, the heaviest call there is, on an API server just back. client-go resumes."""
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.05)
+    api = StubApi()
+    runner, port = await serve(api.app())
+    api.access = access(port, tmp_path)
+    try:
+        async with watching_iris(api) as ready:
+            api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.2", True, "iris-2")]))
+            await until(lambda: ready.addresses["iris"] == ["10.0.0.2:5001"])
+            seen, watches = str(api.version), len(api.requests("GET", SLICES))
+            await runner.cleanup()  # the open watch cut mid-stream, then connections refused
+            api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.3", True, "iris-3")]))  # while it was down
+            await asyncio.sleep(0.1)
+            runner, _ = await serve(api.app(), port=port)
+            await until(lambda: ready.addresses["iris"] == ["10.0.0.3:5001"])
+            assert len(lists(api)) == 1  # resumed, not listed again
+            assert api.requests("GET", SLICES)[watches].query["resourceVersion"] == seen
+    finally:
+        await runner.cleanup()
+
+
 async def test_a_silent_watch_is_resumed_and_replays_what_it_missed(api, monkeypatch) -> None:
     """A connection an Azure load balancer dropped without a reset delivers nothing: pods came and went
     unseen until the socket or the watch's timeoutSeconds (5 min) gave up."""
@@ -141,6 +164,27 @@ async def test_a_list_refused_with_retry_after_is_retried_no_sooner(api, monkeyp
         started = time.monotonic()
         await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001"])
         assert time.monotonic() - started >= 0.9 and len(lists(api)) == 2
+    finally:
+        await backend.stop()
+
+
+async def test_a_lasting_list_refusal_is_warned_of_once_and_its_end_told(api, monkeypatch, caplog) -> None:
+    """A Role without list on endpointslices (or an API server down for minutes): every version's watch warned at
+    each retry, a line every 30 s per version for as long as it lasted, burying the one that said why."""
+    monkeypatch.setattr(kubernetes, "RETRY_S", 0.01)
+    caplog.set_level(logging.INFO, logger="router.kubernetes")
+    api.namespace = "elsewhere"  # the stub answers 403 outside its namespace
+    api.put_slice(endpoint_slice("iris-a", "iris", [("10.0.0.1", True, "iris-1")]))
+    ready, backend = Ready(), _backend(api)
+    await backend.start(ready)
+    try:
+        await backend.apply([IRIS])
+        await until(lambda: len(lists(api)) >= 4)
+        told = [r.getMessage() for r in caplog.records if "endpointslices" in r.getMessage() and r.levelno >= logging.INFO]
+        assert len(told) == 1 and told[0].startswith("endpointslices kubernetes.io/service-name=iris: 403")
+        api.namespace = "models"
+        await until(lambda: ready.addresses.get("iris") == ["10.0.0.1:5001"])
+        assert "endpointslices kubernetes.io/service-name=iris: listed again, after " in caplog.text
     finally:
         await backend.stop()
 
@@ -218,6 +262,21 @@ async def test_a_hundred_versions_leave_connections_for_the_lease_and_their_watc
         await until(lambda: len(api._watchers) == 101, timeout=5)  # and the peers' own
         await asyncio.sleep(1.0)  # the whole 1 s Lease
         assert backend.is_leader
+    finally:
+        await backend.stop()
+
+
+async def test_watches_end_at_times_spread_over_twice_their_minimum(api) -> None:
+    """Every watch asked the API server to end it after exactly 5 minutes: watches opened together (at start, or
+    resumed together after an API server restart) were reopened together every 5 minutes, by every router pod, for
+    ever. client-go spreads them over 5 to 10 minutes."""
+    backend = _backend(api)
+    await backend.start(Ready())
+    try:
+        await backend.apply([VersionConfig(name=f"v{i}", deployment=f"model-{i}") for i in range(20)])
+        await until(lambda: len(api._watchers) == 20)
+        timeouts = [int(c.query["timeoutSeconds"]) for c in api.requests("GET", SLICES) if "watch" in c.query]
+        assert all(kubernetes.WATCH_S <= t <= 2 * kubernetes.WATCH_S for t in timeouts) and len(set(timeouts)) > 5
     finally:
         await backend.stop()
 
@@ -364,6 +423,33 @@ async def test_scale_calls_that_fail_are_counted_by_reason(api, monkeypatch) -> 
     finally:
         api.scale_delay_s = 0.0
         await backend.stop()
+
+
+async def test_no_scale_call_is_sent_before_a_refusals_retry_after(api) -> None:
+    """API Priority and Fairness answers 429 with how long to wait: a refused patch or read was followed by the
+    next scale call (the app's retry every SCALE_RETRY_S, a resync's read, another version's) as soon as one was
+    due, adding load to an API server that had said it was overloaded."""
+    other = VersionConfig(name="v2", deployment="other", scorer_port=5001)
+    api.scales["other"] = 4
+    async with scaling_iris(api) as backend:
+        api.refuse_scales, api.retry_after = 1, "0.4"
+        await backend.scale("iris", 3)  # refused: 429
+        refused, sent = time.monotonic(), len(api.calls)
+        await backend.scale("iris", 3)  # the patch, and another Deployment's read, are held back
+        await backend.apply([IRIS, other])
+        assert len([c for c in api.calls[sent:] if "/deployments/" in c.path]) == 0
+        assert api.scales["iris"] == 2 and backend.replicas("iris") == 2 and backend.replicas("other") == 0
+        await asyncio.sleep(0.4 - (time.monotonic() - refused))
+        await backend.scale("iris", 3)
+        assert api.scales["iris"] == 3 and backend.replicas("iris") == 3
+        api.refuse_scales = 1  # a read refused holds back a patch too
+        await backend.scale("other", 5)  # its count unknown: read first, refused
+        refused = time.monotonic()
+        await backend.scale("iris", 4)
+        assert api.scales["iris"] == 3
+        await asyncio.sleep(0.4 - (time.monotonic() - refused))
+        await backend.scale("iris", 4)
+        assert api.scales["iris"] == 4
 
 
 async def test_a_deployment_whose_count_cannot_be_read_is_not_scaled(api) -> None:

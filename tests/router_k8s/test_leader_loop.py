@@ -393,3 +393,29 @@ async def test_replicas_still_starting_are_not_scaled_in_until_they_serve() -> N
         assert backend.scaled == [("iris", 1)]
     finally:
         await router.shutdown()
+
+
+async def test_router_leader_says_which_pod_leads() -> None:
+    """Nothing said which pod held the Lease but its log: `router_leader` is 1 while it leads, 0 once it lost the
+    lead (or stopped, handing it over)."""
+    backend = FakeBackend()
+    router = Router(_config(), backend=backend)
+    await router.startup()
+    stopped = False
+    try:
+        await asyncio.sleep(0.25)
+        assert await metric_lines(router, "router_leader ") == ["router_leader 0.0"]
+        backend.is_leader = True
+        await asyncio.sleep(0.25)
+        assert await metric_lines(router, "router_leader ") == ["router_leader 1.0"]
+        backend.is_leader = False
+        await asyncio.sleep(0.25)
+        assert await metric_lines(router, "router_leader ") == ["router_leader 0.0"]
+        backend.is_leader = True
+        await asyncio.sleep(0.25)
+        await router.shutdown()
+        stopped = True
+        assert await metric_lines(router, "router_leader ") == ["router_leader 0.0"]
+    finally:
+        if not stopped:
+            await router.shutdown()

@@ -248,3 +248,43 @@ async def test_a_deployment_whose_count_stays_unreadable_is_warned_of_once_not_a
         assert len(told) == 1 and told[0].startswith("deployment iris: scale not read: 404")
     finally:
         await router.shutdown()
+
+
+def scale_failure_series(deployment: str) -> list[str]:
+    from prometheus_client import generate_latest
+
+    return [line for line in generate_latest(app.metrics.REGISTRY).decode().splitlines()
+            if line.startswith(f'router_scale_failures_total{{deployment="{deployment}"')]
+
+
+async def test_a_reload_that_drops_a_deployment_forgets_what_the_router_kept_of_it(api, tmp_path, monkeypatch) -> None:
+    """A Deployment the config no longer names kept its router_scale_failures_total series, and its entries in the
+    router's and the backend's per-Deployment tables, until a restart: each deploy's renamed versions piled up. A
+    scale of it still on its way when the reload came brought them back as it ended."""
+    monkeypatch.setattr(app, "SCALE_RETRY_S", 0.1)
+    api.scales["other"] = 1
+    both = autoscaled()
+    both.routes.append(autoscaled("other").routes[0].model_copy(update={"name": "other"}))
+    other = autoscaled("other")
+    path = tmp_path / "router.json"
+    path.write_text(both.dump())
+    router = Router(both, str(path), backend=KubernetesBackend(both, api.access, "router-0"))
+    await router.startup()  # deployments/iris/scale answers 404: each scale of it fails, its count unreadable
+    iris_reads = "/apis/apps/v1/namespaces/models/deployments/iris/scale"
+    try:
+        await until(lambda: scale_failure_series("iris") and "iris" in router._unapplied)
+        api.scale_read_delay_s = 0.3
+        reads = len(api.requests("GET", iris_reads))
+        await until(lambda: len(api.requests("GET", iris_reads)) > reads)  # a scale of iris on its way
+        path.write_text(other.dump())
+        assert await router.reload()
+        await asyncio.sleep(0.4)  # and ended
+        assert scale_failure_series("iris") == []
+        backend = router.backend
+        assert isinstance(backend, KubernetesBackend)
+        for table in (router._retry_at, router._unapplied, router._scaling, router._ready, backend._unread,
+                      backend._replicas, backend._counted, backend._read_at):
+            assert "iris" not in table
+    finally:
+        api.scale_read_delay_s = 0.0
+        await router.shutdown()
