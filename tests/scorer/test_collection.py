@@ -951,8 +951,8 @@ def test_a_record_written_in_part_is_cut_back_and_the_next_one_is_whole(tmp_path
 
     spool = Spool(tmp_path / "spool")
     assert spool.append("req-1", {"a": 1}, {"ok": 1})
-    real = spool_module.os.write
-    monkeypatch.setattr(spool_module.os, "write", lambda fd, data: real(fd, data[:10]))
+    real = spool_module.os.writev
+    monkeypatch.setattr(spool_module.os, "writev", lambda fd, parts: real(fd, [b"".join(parts)[:10]]))
     assert not spool.append("req-2", {"a": 2}, {"ok": 2})
     monkeypatch.undo()
     assert spool.append("req-3", {"a": 3}, {"ok": 3})
