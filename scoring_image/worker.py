@@ -92,7 +92,7 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
     access_log = logs.AccessLog(loop, str(index)) if settings.access_log else None
     app = ScoringApp(settings, runner, board, recorder, spool, recycle, access_log)
     if spool is not None:  # before the script, which may make its collectors as it is imported
-        modeldatacollector.enable(settings)
+        modeldatacollector.enable(settings, app.spool_collected)
     # A replacement (it defers accepting, see above) does not hold the pod back while another worker serves;
     # one trying a failed init() again does, as the first generation does.
     previous = board.state(index)
