@@ -2,7 +2,8 @@
 
 Plain ASGI rather than a framework: five fixed routes need no router, and the scoring path
 is the hot path, where every microsecond per request shows in the benchmark.
-Everything CPU-heavy (the entry script, encoding its result) runs on the worker's run thread.
+Everything CPU-heavy (the entry script, encoding its result) runs on the worker's run thread, as does the spooling
+of what a request collects (a large record's write would hold the loop).
 """
 
 from __future__ import annotations

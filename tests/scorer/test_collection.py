@@ -226,23 +226,26 @@ class Store:
 
     def throttle(self, retry_after_s: int) -> None:
         def busy(client: socket.socket) -> None:
-            with client.makefile("rb") as reader:
-                while True:
-                    head = b""
-                    while not head.endswith(b"\r\n\r\n"):
-                        line = reader.readline()
-                        if not line:
-                            return
-                        head += line
-                    length = next((int(h.split(b":")[1]) for h in head.lower().split(b"\r\n")
-                                   if h.startswith(b"content-length:")), 0)
-                    reader.read(length)
-                    with self.throttled_changed:
-                        self.throttled.append(time.monotonic())
-                        self.throttled_lines.append(head.split(b"\r\n", 1)[0])
-                        self.throttled_changed.notify_all()
-                    client.sendall(b"HTTP/1.1 503 Server Busy\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
-                                   % retry_after_s)
+            try:
+                with client.makefile("rb") as reader:
+                    while True:
+                        head = b""
+                        while not head.endswith(b"\r\n\r\n"):
+                            line = reader.readline()
+                            if not line:
+                                return
+                            head += line
+                        length = next((int(h.split(b":")[1]) for h in head.lower().split(b"\r\n")
+                                       if h.startswith(b"content-length:")), 0)
+                        reader.read(length)
+                        with self.throttled_changed:
+                            self.throttled.append(time.monotonic())
+                            self.throttled_lines.append(head.split(b"\r\n", 1)[0])
+                            self.throttled_changed.notify_all()
+                        client.sendall(b"HTTP/1.1 503 Server Busy\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
+                                       % retry_after_s)
+            except OSError:  # closed by down(), a store coming up or going away
+                return
 
         self._serve(busy)
 
@@ -302,17 +305,22 @@ class Store:
             sink.close()
 
 
+def store_settings(tmp_path: Path, store: Store, **more: float) -> ScorerSettings:
+    """Collection of model sklearn-iris:1 through tmp_path/spool into the blob store behind `store`."""
+    return ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
+        data_collection_service="iris-svc", data_collection_models=["sklearn-iris:1"],
+        data_collection_connection_string=store.connection_string, **more,
+    )
+
+
 def test_a_store_down_or_never_answering_fails_a_pass_in_seconds_and_the_next_ships_once(
         tmp_path: Path, clean_container: str) -> None:
     """The SDK retried for 87 s against a closed port (and over 150 s against a store that never answers)
     before the shipper, which retries on its next pass anyway, saw the error: the spool filled meanwhile and
     the final upload at shutdown was spent waiting."""
     store = Store(clean_container)
-    settings = ScorerSettings(
-        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
-        data_collection_service="iris-svc", data_collection_models=["sklearn-iris:1"],
-        data_collection_connection_string=store.connection_string,
-    )
+    settings = store_settings(tmp_path, store)
     spool = Spool(tmp_path / "spool")
     for i in range(3):
         spool.append(f"req-{i}", {"data": [[i]]}, {"sums": [i]})
@@ -340,11 +348,7 @@ def test_a_throttling_store_is_not_asked_again_before_its_retry_after(tmp_path: 
     """A store that answers 503 Server Busy with a Retry-After was asked again at the next pass, every
     data_collection_batch_seconds, and by every replica: the throttling went on."""
     store = Store(clean_container)
-    settings = ScorerSettings(
-        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
-        data_collection_service="iris-svc", data_collection_models=["sklearn-iris:1"],
-        data_collection_connection_string=store.connection_string, data_collection_batch_seconds=0.05,
-    )
+    settings = store_settings(tmp_path, store, data_collection_batch_seconds=0.05)
     spool = Spool(tmp_path / "spool")
     spool.append("req-0", {"data": [[0]]}, {"sums": [0]})
     spool.seal()
@@ -368,11 +372,7 @@ def test_a_throttled_upload_is_not_retried_by_the_sdk_within_a_pass(tmp_path: Pa
     """The SDK's own quick retry (after 0-2 s) asked a store that answered 503 with a Retry-After again at once, which the
     shipper's next pass then waits out: one retry policy, the shipper's, which honours it."""
     store = Store(clean_container)
-    settings = ScorerSettings(
-        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
-        data_collection_service="iris-svc", data_collection_models=["sklearn-iris:1"],
-        data_collection_connection_string=store.connection_string,
-    )
+    settings = store_settings(tmp_path, store)
     spool = Spool(tmp_path / "spool")
     spool.append("req-0", {"data": [[0]]}, {"sums": [0]})
     spool.seal()
