@@ -45,8 +45,10 @@ MAX_TOKEN_BYTES = 8192
 VERIFIED_TOKENS = 4096
 # A token without a `kid` (minted before mint_token set one) is checked with each published key in turn (three:
 # the previous, current and next signing keys), ~290 us of ES256 for a forged one, anyone's to send. Those are
-# taken until they expire, at most this many signature checks a second (~1% of a core); beyond it they are refused
-# unchecked. A client's token is checked once (VERIFIED_TOKENS), so this is the rate of new ones, not of requests.
+# taken until they expire, at most this many signature checks a second per route (~1% of a core each); beyond it
+# they are refused unchecked. Per route: forged tokens sent to one route spent a pod-wide budget, and every other
+# route's legacy tokens were refused. A client's token is checked once (VERIFIED_TOKENS), so this is the rate of
+# new ones, not of requests.
 KIDLESS_CHECKS_PER_S = 100.0
 INVALID_TOKEN = 'Bearer error="invalid_token"'
 
@@ -208,8 +210,10 @@ class Authenticator:
         # SHA-256 of (audience, token) -> its exp: a digest, so that no lookup compares a token's own bytes.
         self._verified: dict[bytes, int] = {}
         self._verified_with: dict[str, Any] | None = None  # the keys they verified with: a re-read clears them
-        self._kidless_checks = KIDLESS_CHECKS_PER_S  # a token bucket: the checks kid-less tokens may have now
-        self._kidless_at = time.monotonic()
+        # Route name -> (the checks its kid-less tokens may have now, when that was): a token bucket per route, the
+        # least recently spent first. A bucket unspent for a second is full, as one never made: those are dropped, so
+        # it holds the routes (of the config, never of a request) spent on within the last second.
+        self._kidless: dict[str, tuple[float, float]] = {}
 
     def refresh(self) -> None:
         """Re-read the key files and token keys that changed: the router's credentials watch calls it, in a thread,
@@ -280,21 +284,27 @@ class Authenticator:
             return _decode(token, key, credential, audience)
         *others, last = keys.values()
         for key in others:
-            self._spend_kidless_check()
+            self._spend_kidless_check(audience)
             try:
                 return _decode(token, key, credential, audience)
             except jwt.InvalidSignatureError:
                 continue
-        self._spend_kidless_check()
+        self._spend_kidless_check(audience)
         return _decode(token, last, credential, audience)
 
-    def _spend_kidless_check(self) -> None:
-        """One signature check for a kid-less token, from a bucket refilled at KIDLESS_CHECKS_PER_S."""
+    def _spend_kidless_check(self, route: str) -> None:
+        """One signature check for a kid-less token of `route`, from its bucket refilled at KIDLESS_CHECKS_PER_S."""
         now = time.monotonic()
-        self._kidless_checks = min(KIDLESS_CHECKS_PER_S,
-                                   self._kidless_checks + (now - self._kidless_at) * KIDLESS_CHECKS_PER_S)
-        self._kidless_at = now
-        if self._kidless_checks < 1:
+        checks, at = self._kidless.pop(route, (KIDLESS_CHECKS_PER_S, now))  # re-inserted below: last in order
+        checks = min(KIDLESS_CHECKS_PER_S, checks + (now - at) * KIDLESS_CHECKS_PER_S)
+        while self._kidless:
+            oldest = next(iter(self._kidless))
+            if now - self._kidless[oldest][1] < 1.0:
+                break
+            del self._kidless[oldest]
+        if checks < 1:
+            self._kidless[route] = (checks, now)
             raise AuthError(f"invalid token: it has no kid, and tokens without one get {KIDLESS_CHECKS_PER_S:.0f} "
-                            "signature checks a second, all spent; mint a new one (mint_token sets a kid)", INVALID_TOKEN)
-        self._kidless_checks -= 1
+                            "signature checks a second on each route, all spent on this one; mint a new one "
+                            "(mint_token sets a kid)", INVALID_TOKEN)
+        self._kidless[route] = (checks - 1, now)

@@ -2,7 +2,8 @@
 
 Plain ASGI rather than a framework: five fixed routes need no router, and the scoring path
 is the hot path, where every microsecond per request shows in the benchmark.
-Everything CPU-heavy (the entry script, encoding its result) runs on the worker's run thread.
+Everything CPU-heavy (the entry script, encoding its result) runs on the worker's run thread, as does the spooling
+of what a request collects (a large record's write would hold the loop).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import logging
 import math
 import operator
 import re
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -106,6 +109,7 @@ class ScoringApp:
         self._metrics = stats
         self._spool = spool
         self._drop_logged_at = -math.inf
+        self._drop_lock = threading.Lock()
         self._recycle = recycle
         self._access_log = access_log
         self.script: EntryScript | None = None
@@ -242,10 +246,16 @@ class ScoringApp:
             call = _Call(script, payload, headers)
         if self._spool is not None:
             call.collected = []
+            call.spool = partial(self._spool_call, call, request_id, body, json_body and not lenient,
+                                 script.form == "schema", method)
 
         try:
             result: _Result = await self._runner.submit(call)
+        except asyncio.CancelledError:
+            call.unanswered = True
+            raise
         except RunTimeout:
+            call.unanswered = True
             log.error("run() overran scoring_timeout_ms=%d; recycling this worker", self._settings.scoring_timeout_ms)
             self._metrics.observe_run(time.perf_counter() - call.started)  # still running: at least this long
             self._recycle()
@@ -264,53 +274,60 @@ class ScoringApp:
         except HttpError as exc:  # what run() returned cannot be sent
             exc.run_ms = call.run_ms
             raise
-        except asyncio.CancelledError:
-            raise
         except BaseException as exc:  # SystemExit or KeyboardInterrupt from run() too: that request's 500 only
             log.error("run() failed", exc_info=exc)
             if call.run_ms is not None:
                 self._metrics.observe_run(call.run_ms / 1000)
             raise HttpError(500, "ScoringError", f"run() raised {type(exc).__name__}; see the server log for the traceback",
                             run_failed=True, run_ms=call.run_ms) from None
-        finally:
-            if call.collected:  # what run() collected, kept whatever it then did, as Azure ML's collector writes it at once
-                self._spool_collected(call.collected)
         assert call.run_ms is not None  # it returned
         self._metrics.observe_run(call.run_ms / 1000)
-        if self._spool is not None and not modeldatacollector.made and result.status < 400 and method != "OPTIONS":
-            # What a ModelDataCollector of the script's is not handed: a preflight is no scoring either.
-            if not json_body or lenient:
-                data: Any = body.decode(errors="replace")
-            elif script.form == "schema":  # read by orjson, which goes deeper than the shipper's decoder
-                data = _spooled_json(body)
-            else:  # checked by `_check_json`, with the shipper's decoder
-                data = _one_line(body)
-            if result.headers[0] is _JSON_HEADER:  # run()'s value, encoded by orjson: JSON on one line
-                prediction: Any = orjson.Fragment(result.body)
-            elif _JSON_HEADER in result.headers:  # an AMLResponse's body, whose headers of its own may come first
-                prediction = _spooled_json(result.body)
-            else:
-                prediction = result.body.decode(errors="replace")
-            if not self._spool.append(request_id, data, prediction):
-                self._dropped_record()
         return result
 
-    def _spool_collected(self, lines: list[bytes]) -> None:
-        """What run() handed the script's ModelDataCollectors."""
+    def _spool_call(self, call: _Call, request_id: str, body: bytes, as_json: bool, schema: bool, method: str,
+                    result: _Result | None) -> None:
+        """On the run thread, after run() and before the answer: what run() collected, kept whatever it then did
+        (as Azure ML's collector writes it at once), and, where the script collects nothing itself, the request's
+        body and answer (`result`: None where run() failed). Not on the loop: a 50 MB record took ~180 ms to
+        write, every other request waiting."""
+        assert self._spool is not None and call.collected is not None
+        self.spool_collected(call.collected)
+        if result is None or call.unanswered or modeldatacollector.made or result.status >= 400 or method == "OPTIONS":
+            return  # a preflight is no scoring either
+        if not as_json:
+            data: Any = body.decode(errors="replace")
+        elif schema:  # read by orjson, which goes deeper than the shipper's decoder
+            data = _spooled_json(body)
+        else:  # checked by `_check_json`, with the shipper's decoder
+            data = _one_line(body)
+        if result.headers[0] is _JSON_HEADER:  # run()'s value, encoded by orjson: JSON on one line
+            prediction: Any = result.body
+        elif _JSON_HEADER in result.headers:  # an AMLResponse's body, whose headers of its own may come first
+            prediction = _spooled_json(result.body)
+        else:
+            prediction = result.body.decode(errors="replace")
+        if not self._spool.append(request_id, data, prediction):
+            self._dropped_record()
+
+    def spool_collected(self, lines: list[bytes]) -> None:
+        """What the script's ModelDataCollectors were handed: in a request's run(), or outside one (init(), a thread
+        of the script's own), on the thread that collected it."""
         assert self._spool is not None
-        for line in lines[:]:  # a copy: run() may still go on collecting, overrun on its thread
+        for line in lines:
             if not self._spool.write(line):
                 self._dropped_record()
 
     def _dropped_record(self) -> None:
-        """Collection is a side channel: the client still gets its prediction. Counted, and logged at most
-        once a minute (a full disk fails every request)."""
-        self._metrics.collection_dropped += 1
-        now = time.monotonic()
-        if now - self._drop_logged_at >= 60:
+        """Collection is a side channel: the client still gets its prediction. Counted (from the threads that
+        write records), and logged at most once a minute (a full disk fails every request)."""
+        with self._drop_lock:
+            self._metrics.collection_dropped += 1
+            now = time.monotonic()
+            if now - self._drop_logged_at < 60:
+                return
             self._drop_logged_at = now
-            log.error("a collected record could not be spooled (its disk full, or the spool at its budget?); %d dropped so far",
-                      self._metrics.collection_dropped)
+        log.error("a collected record could not be spooled (its disk full, or the spool at its budget?); %d dropped so far",
+                  self._metrics.collection_dropped)
 
     # -- the other routes -----------------------------------------------------------------
 
@@ -353,7 +370,7 @@ class _Call:
     """One run() on the run thread, and how long it ran: also when it raised (the answer says so, and the run
     histogram counts it); None if it never started. `started`: when it did (perf_counter), for one that overran."""
 
-    __slots__ = ("_script", "_payload", "_headers", "run_ms", "started", "collected")
+    __slots__ = ("_script", "_payload", "_headers", "run_ms", "started", "collected", "spool", "unanswered")
 
     def __init__(self, script: EntryScript, payload: Any, headers: Headers | None) -> None:
         self._script = script
@@ -361,10 +378,22 @@ class _Call:
         self._headers = headers
         self.run_ms: float | None = None
         self.started = 0.0
-        # Where the service collects: the spool lines of what run() hands the script's ModelDataCollectors.
+        # Where the service collects: the spool lines of what run() hands the script's ModelDataCollectors, and what
+        # spools them and the request's record after run(), with its result (None where it failed).
         self.collected: list[bytes] | None = None
+        self.spool: Callable[[_Result | None], None] | None = None
+        self.unanswered = False  # the request was answered without its result (run() overran, the client left)
 
     def __call__(self) -> _Result:
+        result = None
+        try:
+            result = self._run()
+            return result
+        finally:
+            if self.spool is not None:
+                self.spool(result)
+
+    def _run(self) -> _Result:
         collecting = None if self.collected is None else modeldatacollector.pending.set(self.collected)
         self.started = started = time.perf_counter()
         try:
@@ -527,16 +556,16 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         body = message.get("body", b"")
 
 
-def _one_line(body: bytes) -> Any:
+def _one_line(body: bytes) -> bytes:
     """A JSON body as a spool record's field, on one line (the spool, and the readers of what is shipped, take
     CR as well as LF for a line's end): a line break in JSON is whitespace between tokens, never raw in a
     string, so a space does as well."""
     if b"\n" in body or b"\r" in body:
         body = body.replace(b"\r", b" ").replace(b"\n", b" ")
-    return orjson.Fragment(body)
+    return body
 
 
-def _spooled_json(body: bytes) -> Any:
+def _spooled_json(body: bytes) -> bytes | str:
     """JSON by its content type, or read by orjson, as a spool record's field: as it is (on one line) where the
     shipper's decoder reads it and it is UTF-8, else as text. Text that is not JSON after all, or JSON nested
     deeper than that decoder goes (orjson reads 1024 levels, msgspec about 990), would be a record the shipper

@@ -24,6 +24,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import uvloop
@@ -34,7 +35,7 @@ from scoring_image.collection import modeldatacollector
 from scoring_image.collection.spool import Spool
 from scoring_image.config import ScorerSettings
 from scoring_image.readiness import Board
-from scoring_image.runner import Runner
+from scoring_image.runner import Abandoned, Runner
 from scoring_image.server import Server
 from scoring_image.supervisor import INIT_FAILED
 
@@ -78,10 +79,7 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
     code = 0
     board = Board(state / "ready", settings.worker_count)
     runner = Runner(loop, settings.scoring_timeout_ms / 1000, watchdog.Deadline(state / "deadlines", index))
-    spool = None
-    if settings.data_collection_enabled:
-        spool = Spool(Path(settings.data_collection_spool_dir))
-        modeldatacollector.enable(settings)  # before the script, which may make its collectors as it is imported
+    spool = Spool(Path(settings.data_collection_spool_dir)) if settings.data_collection_enabled else None
     server: Server | None = None
 
     def recycle() -> None:
@@ -93,6 +91,8 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
     recorder = metrics.Recorder(state / "metrics")
     access_log = logs.AccessLog(loop, str(index)) if settings.access_log else None
     app = ScoringApp(settings, runner, board, recorder, spool, recycle, access_log)
+    if spool is not None:  # before the script, which may make its collectors as it is imported
+        modeldatacollector.enable(settings, app.spool_collected)
     # A replacement (it defers accepting, see above) does not hold the pod back while another worker serves;
     # one trying a failed init() again does, as the first generation does.
     previous = board.state(index)
@@ -127,7 +127,7 @@ async def _serve(settings: ScorerSettings, sock: socket.socket, index: int, stat
         loop.add_signal_handler(signum, stop)
     _every(loop, metrics.PUBLISH_S, recorder.publish)
     if spool is not None:
-        _every(loop, settings.data_collection_batch_seconds, spool.seal)
+        _every(loop, settings.data_collection_batch_seconds, partial(_seal, runner, spool))
     try:
         await server.serve_socket(sock)
     finally:
@@ -169,6 +169,17 @@ def _with_cors(app: ScoringApp, settings: ScorerSettings) -> object:
         expose_headers=["x-request-id", "x-ms-request-id", "x-ms-client-request-id", "x-ms-run-fn-exec-ms",
                         "x-ms-run-function-failed"],
     )
+
+
+def _seal(runner: Runner, spool: Spool) -> None:
+    """Seal the spool's segment on the run thread, where records are written: the loop never waits for one being
+    written (a 50 MB record takes ~180 ms).  A failure is logged; the next seal tries again."""
+    def told(sealed: asyncio.Future[None]) -> None:
+        failure = None if sealed.cancelled() else sealed.exception()
+        if failure is not None and not isinstance(failure, Abandoned):  # a stopping worker seals as it leaves
+            log.error("sealing the spool segment failed; again in the next period", exc_info=failure)
+
+    runner.submit(spool.seal, bounded=False).add_done_callback(told)
 
 
 def _every(loop: asyncio.AbstractEventLoop, seconds: float, action: Callable[[], None]) -> None:

@@ -55,8 +55,11 @@ class LocalFolder:
 # The shipper retries a failed segment on its next pass, so the SDK's own retrying (tries 15-24 s apart, 20 s
 # to connect and 60 s to wait for an answer: 87 s to fail on a closed port, over 150 s on a store that never
 # answers) only held a pass, the spool filling behind it and the final upload at shutdown spent waiting.
-# One quick retry is kept for what a second try fixes (a keep-alive connection the store closed, one 503),
-# after 0-2 s (the SDK sleeps initial_backoff + increment_base ** n, give or take random_jitter_range).
+# One quick retry is kept for a request that got no answer (a keep-alive connection the store closed, a
+# connection refused), after 0-2 s (the SDK sleeps initial_backoff + increment_base ** n, give or take
+# random_jitter_range).  An answer (503 Server Busy, 429, a 500) is never retried by the SDK (`retry_status`
+# 0): its retry ignores Retry-After, so a throttling store was asked again within 2 s; the shipper's next pass
+# waits what it asks (shipper.RETRY_AFTER_MAX_S).
 # `connection_timeout` bounds the connect *and* the sending of a request's body (urllib3 2 sends it under
 # the connect timeout, and a socket's send timeout counts the whole send): 20 s lets one part (PART_BYTES,
 # 4 MiB) through at ~1.7 Mbit/s per upload, so the 8 at once of a large segment at ~14 Mbit/s together (a
@@ -64,7 +67,7 @@ class LocalFolder:
 # the wait for the answer once the body is sent, which the service gives in well under a second.  A failing
 # call, so a pass, ends within 2 x (20 s + 4 s) + 2 s.
 _CLIENT_OPTIONS: dict[str, Any] = {
-    "retry_total": 1, "initial_backoff": 1, "increment_base": 0, "random_jitter_range": 1,
+    "retry_total": 1, "retry_status": 0, "initial_backoff": 1, "increment_base": 0, "random_jitter_range": 1,
     "connection_timeout": 20, "read_timeout": 4,
 }
 

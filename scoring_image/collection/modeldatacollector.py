@@ -6,7 +6,9 @@ correlation columns and returning them for `add_correlations`.  Here the rows ar
 (as Azure ML's collector formats them in run()), kept with the request, and spooled by the worker beside its
 other records before the answer is sent: they are shipped, and survive a crash, as those do (the shipper writes
 them as CSV in Azure ML's folders, shipper.py).  A script that makes a collector has its requests' automatic
-records left out: Azure ML collects what the script collects, nothing more.  Where the service does not collect,
+records left out: Azure ML collects what the script collects, nothing more.  What is collected outside a request's
+run() (in init(), on a thread of the script's own) is spooled at once, on the thread that collects it, with no
+request id (`$aml_request_id` all zeros), as Azure ML's collector writes it.  Where the service does not collect,
 `collect()` returns None and writes nothing, as Azure ML's does when collection is not enabled.
 
 `amlcompat.install()` registers this module as `azureml.monitoring` only where azureml-monitoring is missing.
@@ -23,6 +25,7 @@ import sys
 import time
 import uuid
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -47,16 +50,18 @@ _NO_REQUEST = "00000000-0000-0000-0000-000000000000"  # Azure ML's $aml_request_
 
 # What this worker's requests collect: set by `enable` in a worker whose service collects; None: nothing is.
 _settings: ScorerSettings | None = None
+# What spools lines collected outside a request (set by `enable`).
+_spool_now: Callable[[list[bytes]], None] | None = None
 # The spool lines of the request whose run() is running (the run thread's): written by the worker after it.
 pending: contextvars.ContextVar[list[bytes] | None] = contextvars.ContextVar("pending", default=None)
 made = False  # a collector was made: the script collects its own records, the automatic ones are left out
-_outside_told = False
 
 
-def enable(settings: ScorerSettings) -> None:
-    """Collect what collectors are handed, in a worker whose service collects (before the script is loaded)."""
-    global _settings
-    _settings = settings
+def enable(settings: ScorerSettings, spool_now: Callable[[list[bytes]], None]) -> None:
+    """Collect what collectors are handed, in a worker whose service collects (before the script is loaded);
+    `spool_now` spools what is collected outside a request."""
+    global _settings, _spool_now
+    _settings, _spool_now = settings, spool_now
 
 
 class ModelDataCollector:
@@ -113,16 +118,17 @@ class ModelDataCollector:
             return correlations
         if header is None and self.feature_names is not None:
             header = _csv_line(self.feature_names + (list(CORRELATION_HEADERS) if self._correlated else []))
-        lines = pending.get()
-        if lines is None:
-            _tell_outside()
-            return correlations
-        lines.append(orjson.dumps({
+        line = orjson.dumps({
             "id": uuid.uuid4().hex, "request_id": logs.request_id.get() or "", "time": time.time(),
             "collected": {"workspace": self.workspace, "service": self.service_name, "model": self.model_name,
                           "version": self.model_version, "designation": self.designation, "file": self._file,
                           "header": header, "rows": text},
-        }, option=orjson.OPT_APPEND_NEWLINE))
+        }, option=orjson.OPT_APPEND_NEWLINE)
+        lines = pending.get()
+        if lines is not None:
+            lines.append(line)
+        elif _spool_now is not None:
+            _spool_now([line])
         return correlations
 
     def add_correlations(self, input_data: Any, correlations: dict[str, Any] | None) -> Any:
@@ -190,10 +196,3 @@ def _csv_rows(data: Any) -> tuple[str | None, str] | None:
         return _csv_line(list(data.columns)), text.getvalue()[:-1]
     return None
 
-
-def _tell_outside() -> None:
-    global _outside_told
-    if not _outside_told:
-        _outside_told = True
-        log.warning("ModelDataCollector.collect() outside a request's run() (in init(), or a thread of the script's "
-                    "own) is not collected: only what run() collects is")

@@ -8,6 +8,11 @@ the caller counts it as dropped; the prediction itself is still answered.  Segme
 `<ns-timestamp>-<pid>_<start ticks>.open` while written (scoring_image.pids.writer_id) and renamed to
 `.jsonl` when sealed; the shipper seals the open segments of processes that died.
 
+A worker writes a request's records on its run thread, after run(): a 50 MB record took ~180 ms to write, which
+held the event loop (and every other request on it) where it was written there.  A record is written in parts
+(os.writev), its body and answer as they came, never copied into one line.  What a script collects outside a
+request is written on the thread that collects it; a lock keeps each record whole and the segment's end known.
+
 The spool has a budget: while shipping fails (storage unreachable), segments pile up, and on a
 node's disk that ends in the kubelet evicting pods. From when the spool holds its budget's worth until
 it is well under it again (shipper.RESUME_AT) the shipper keeps a `full` file in it, and writers leave
@@ -17,6 +22,7 @@ new records out, as on a full disk.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -41,20 +47,20 @@ class Spool:
         self._size = 0  # of the open segment: ours alone to write
         self._full = False
         self._full_checked = 0.0
+        self._lock = threading.Lock()
 
     def append(self, request_id: str, data: Any, prediction: Any) -> bool:
-        """Spool one record; `data` / `prediction` may be `orjson.Fragment`s of JSON already encoded.
+        """Spool one record; `data` / `prediction` as bytes are JSON already encoded, on one line.
         False when it could not be written, or the spool is full: nothing of it stays in the segment."""
-        return self.write(orjson.dumps({
-            "id": uuid.uuid4().hex,
-            "request_id": request_id,
-            "time": time.time(),
-            "data": data,
-            "prediction": prediction,
-        }, option=orjson.OPT_APPEND_NEWLINE))
+        head = orjson.dumps({"id": uuid.uuid4().hex, "request_id": request_id, "time": time.time()})
+        return self.write(head[:-1], b',"data":', _json(data), b',"prediction":', _json(prediction), b"}\n")
 
-    def write(self, line: bytes) -> bool:
-        """Spool one record already encoded (a JSON object ending in "\\n"), as `append` does."""
+    def write(self, *parts: bytes) -> bool:
+        """Spool one record already encoded (a JSON object ending in "\\n", in `parts`), as `append` does."""
+        with self._lock:
+            return self._write(parts)
+
+    def _write(self, parts: tuple[bytes, ...]) -> bool:
         now = time.monotonic()
         if now - self._full_checked >= FULL_CHECK_S:
             self._full_checked = now
@@ -66,26 +72,34 @@ class Spool:
                 self._path = self._folder / f"{time.time_ns():020d}-{writer_id()}{OPEN}"
                 self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
                 self._size = 0
-            written = os.write(self._fd, line)
+            written = os.writev(self._fd, parts)
         except OSError:
             written = -1
-        if written == len(line):
+        if written == sum(map(len, parts)):
             self._size += written
             return True
         if written > 0 and self._fd is not None:  # a part of the line: the shipper would read a broken record
             try:
                 os.ftruncate(self._fd, self._size)
             except OSError:
-                self.seal()  # the part ends the segment, where the shipper skips it as a torn record
+                self._seal()  # the part ends the segment, where the shipper skips it as a torn record
         return False
 
     def seal(self) -> None:
         """Close the current segment and hand it to the shipper (a no-op when nothing was written)."""
+        with self._lock:
+            self._seal()
+
+    def _seal(self) -> None:
         if self._fd is None or self._path is None:
             return
         fd, path, self._fd, self._path = self._fd, self._path, None, None
         os.close(fd)
         path.rename(path.with_suffix(SEALED))
+
+
+def _json(value: Any) -> bytes:
+    return value if isinstance(value, bytes) else orjson.dumps(value)
 
 
 def named(folder: Path, suffix: str) -> list[str]:

@@ -591,6 +591,38 @@ def test_tokens_without_a_kid_are_taken_within_a_budget_of_checks_a_second(tmp_p
     a.check(TOKENED, TOKENED.key_id, kidless(privates[0]))
 
 
+def test_each_route_has_its_own_budget_for_tokens_without_a_kid(tmp_path, monkeypatch, decoded) -> None:
+    """The budget was the pod's: forged kid-less tokens sent to one route spent it, and every other route's legacy
+    tokens were refused. Each route's is kept while it is spent, forgotten once full again (a second unspent)."""
+    monkeypatch.setattr(auth, "KIDLESS_CHECKS_PER_S", 4.0)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    privates, a = _three_published(tmp_path, "ES256")
+    now = int(time.time())
+    routes = [RouteConfig(kind="endpoint", name=f"ep{n}", auth=AuthConfig(key_enabled=False, token_enabled=True),
+                          versions=V) for n in range(3)]
+
+    def kidless(private: bytes, route: RouteConfig) -> bytes:
+        claims = {"aud": route.name, "iss": "aks-model-serving", "iat": now, "exp": now + 600, "jti": os.urandom(8).hex()}
+        return b"Bearer " + jwt.encode(claims, private, algorithm="ES256").encode()
+
+    attacked, other, third = routes
+    for _ in range(2):  # three checks, then one and refused: the attacked route's budget spent
+        with pytest.raises(AuthError):
+            a.check(attacked, attacked.key_id, kidless(signing_key()[0], attacked))
+    with pytest.raises(AuthError, match="tokens without one get 4 signature checks a second"):
+        a.check(attacked, attacked.key_id, kidless(privates[0], attacked))
+    decoded.clear()
+    a.check(other, other.key_id, kidless(privates[2], other))  # its own budget: three checks
+    assert len(decoded) == 3
+    clock[0] += 0.5
+    a.check(third, third.key_id, kidless(privates[0], third))
+    assert len(a._kidless) == 3
+    clock[0] += 1.0  # the attacked and other routes' budgets full again, as if never spent: not kept
+    a.check(third, third.key_id, kidless(privates[0], third))
+    assert list(a._kidless) == [third.name]
+
+
 def test_a_padded_token_is_refused_and_takes_no_place_among_the_verified(tmp_path, monkeypatch, decoded) -> None:
     """PyJWT takes a signature with base64 padding, which JWS compact form has none of: each token had a second form,
     both kept as verified, and the forms of a few tokens pushed the tokens of other clients out."""

@@ -3,6 +3,7 @@ blob per segment), exactly once."""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import csv
 import io
@@ -22,13 +23,17 @@ import orjson
 import pytest
 from azure.storage.blob import ContainerClient
 
+from scoring_image import metrics
+from scoring_image.app import ScoringApp
 from scoring_image.collection.batches import PART_BYTES, UPLOADS_AT_ONCE
 from scoring_image.collection.destinations import BlobContainer, LocalFolder
 from scoring_image.collection.shipper import Shipper
 from scoring_image.collection.spool import FULL, SEALED, Spool, Usage
 from scoring_image.config import ScorerSettings
 from scoring_image.pids import writer_id
-from scorer_helpers import ROOT, StartScorer, free_port, wait_until
+from scoring_image.readiness import Board
+from scoring_image.runner import Runner
+from scorer_helpers import ROOT, SCRIPTS, StartScorer, free_port, wait_until
 
 MODELS = "sklearn-iris:1,sklearn-iris-b:2"
 
@@ -216,26 +221,31 @@ class Store:
         self.connection_string = azurite.replace(f"127.0.0.1:{self._azurite}", f"127.0.0.1:{self.port}")
         self._sockets: list[socket.socket] = []
         self.throttled: list[float] = []  # when each throttled request came (time.monotonic)
+        self.throttled_lines: list[bytes] = []  # and its request line (method and path)
         self.throttled_changed = threading.Condition()
 
     def throttle(self, retry_after_s: int) -> None:
         def busy(client: socket.socket) -> None:
-            with client.makefile("rb") as reader:
-                while True:
-                    head = b""
-                    while not head.endswith(b"\r\n\r\n"):
-                        line = reader.readline()
-                        if not line:
-                            return
-                        head += line
-                    length = next((int(h.split(b":")[1]) for h in head.lower().split(b"\r\n")
-                                   if h.startswith(b"content-length:")), 0)
-                    reader.read(length)
-                    with self.throttled_changed:
-                        self.throttled.append(time.monotonic())
-                        self.throttled_changed.notify_all()
-                    client.sendall(b"HTTP/1.1 503 Server Busy\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
-                                   % retry_after_s)
+            try:
+                with client.makefile("rb") as reader:
+                    while True:
+                        head = b""
+                        while not head.endswith(b"\r\n\r\n"):
+                            line = reader.readline()
+                            if not line:
+                                return
+                            head += line
+                        length = next((int(h.split(b":")[1]) for h in head.lower().split(b"\r\n")
+                                       if h.startswith(b"content-length:")), 0)
+                        reader.read(length)
+                        with self.throttled_changed:
+                            self.throttled.append(time.monotonic())
+                            self.throttled_lines.append(head.split(b"\r\n", 1)[0])
+                            self.throttled_changed.notify_all()
+                        client.sendall(b"HTTP/1.1 503 Server Busy\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
+                                       % retry_after_s)
+            except OSError:  # closed by down(), a store coming up or going away
+                return
 
         self._serve(busy)
 
@@ -295,17 +305,22 @@ class Store:
             sink.close()
 
 
+def store_settings(tmp_path: Path, store: Store, **more: float) -> ScorerSettings:
+    """Collection of model sklearn-iris:1 through tmp_path/spool into the blob store behind `store`."""
+    return ScorerSettings(
+        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
+        data_collection_service="iris-svc", data_collection_models=["sklearn-iris:1"],
+        data_collection_connection_string=store.connection_string, **more,
+    )
+
+
 def test_a_store_down_or_never_answering_fails_a_pass_in_seconds_and_the_next_ships_once(
         tmp_path: Path, clean_container: str) -> None:
     """The SDK retried for 87 s against a closed port (and over 150 s against a store that never answers)
     before the shipper, which retries on its next pass anyway, saw the error: the spool filled meanwhile and
     the final upload at shutdown was spent waiting."""
     store = Store(clean_container)
-    settings = ScorerSettings(
-        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
-        data_collection_service="iris-svc", data_collection_models=["sklearn-iris:1"],
-        data_collection_connection_string=store.connection_string,
-    )
+    settings = store_settings(tmp_path, store)
     spool = Spool(tmp_path / "spool")
     for i in range(3):
         spool.append(f"req-{i}", {"data": [[i]]}, {"sums": [i]})
@@ -333,11 +348,7 @@ def test_a_throttling_store_is_not_asked_again_before_its_retry_after(tmp_path: 
     """A store that answers 503 Server Busy with a Retry-After was asked again at the next pass, every
     data_collection_batch_seconds, and by every replica: the throttling went on."""
     store = Store(clean_container)
-    settings = ScorerSettings(
-        data_collection_enabled=True, data_collection_spool_dir=str(tmp_path / "spool"),
-        data_collection_service="iris-svc", data_collection_models=["sklearn-iris:1"],
-        data_collection_connection_string=store.connection_string, data_collection_batch_seconds=0.05,
-    )
+    settings = store_settings(tmp_path, store, data_collection_batch_seconds=0.05)
     spool = Spool(tmp_path / "spool")
     spool.append("req-0", {"data": [[0]]}, {"sums": [0]})
     spool.seal()
@@ -345,16 +356,34 @@ def test_a_throttling_store_is_not_asked_again_before_its_retry_after(tmp_path: 
     store.throttle(retry_after_s=2)
     shipper.start()
     try:
-        # A pass: the inputs' and the predictions' uploads and the SDK's one quick retry of each, all answered 503;
-        # then the next pass's first.
-        assert store.wait_throttled(5, 15), store.throttled
-        assert store.throttled[4] - store.throttled[3] >= 1.9, "the next pass came before the store's Retry-After"
+        # A pass asks at most twice (the inputs' and the predictions' uploads, each answered 503, the second not
+        # started where the first failed before it): the third request is the next pass's.
+        assert store.wait_throttled(3, 15), store.throttled
+        assert store.throttled[2] - store.throttled[0] >= 1.9, "the next pass came before the store's Retry-After"
         store.up()
         wait_until(lambda: not list((tmp_path / "spool").iterdir()), 15, "the segment shipped once the store takes it")
     finally:
         shipper.stop()
         store.down()
     assert [r["request_id"] for r in records(container_blobs(clean_container), "inputs")] == ["req-0"]
+
+
+def test_a_throttled_upload_is_not_retried_by_the_sdk_within_a_pass(tmp_path: Path, clean_container: str) -> None:
+    """The SDK's own quick retry (after 0-2 s) asked a store that answered 503 with a Retry-After again at once, which the
+    shipper's next pass then waits out: one retry policy, the shipper's, which honours it."""
+    store = Store(clean_container)
+    settings = store_settings(tmp_path, store)
+    spool = Spool(tmp_path / "spool")
+    spool.append("req-0", {"data": [[0]]}, {"sums": [0]})
+    spool.seal()
+    store.throttle(retry_after_s=30)
+    try:
+        with pytest.raises(Exception) as caught:
+            Shipper(settings, BlobContainer(settings)).ship_once()
+    finally:
+        store.down()
+    assert caught.value.response.headers["Retry-After"] == "30"  # type: ignore[attr-defined]
+    assert store.throttled_lines and len(set(store.throttled_lines)) == len(store.throttled_lines), store.throttled_lines
 
 
 def test_stop_ships_what_the_stopped_workers_sealed(tmp_path: Path) -> None:
@@ -922,8 +951,8 @@ def test_a_record_written_in_part_is_cut_back_and_the_next_one_is_whole(tmp_path
 
     spool = Spool(tmp_path / "spool")
     assert spool.append("req-1", {"a": 1}, {"ok": 1})
-    real = spool_module.os.write
-    monkeypatch.setattr(spool_module.os, "write", lambda fd, data: real(fd, data[:10]))
+    real = spool_module.os.writev
+    monkeypatch.setattr(spool_module.os, "writev", lambda fd, parts: real(fd, [b"".join(parts)[:10]]))
     assert not spool.append("req-2", {"a": 2}, {"ok": 2})
     monkeypatch.undo()
     assert spool.append("req-3", {"a": 3}, {"ok": 3})
@@ -1137,3 +1166,78 @@ def test_the_model_data_collector_stands_in_only_where_azureml_monitoring_is_mis
     theirs = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True,
                             env={"PYTHONPATH": f"{ROOT}:{tmp_path / 'site'}"})
     assert theirs.stdout.strip() == "azureml.monitoring"
+
+
+def test_a_large_record_is_spooled_off_the_event_loop_and_before_the_answer(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 50 MB record held the worker's event loop ~164 ms while it was encoded and written (its liveness probes and
+    every other request's reads and answers waited): it is written on the run thread, after run(), and still
+    before the answer. A write that takes 0.3 s (a slow disk; os.write lets go of the GIL, as this sleep does)."""
+    settings = ScorerSettings(**{**local_settings(tmp_path).model_dump(), "app_root": str(SCRIPTS),
+                                 "entry_script": "sum_rows.py"})
+    spool = Spool(tmp_path / "spool")
+    write = Spool.write
+
+    def slow_write(self: Spool, *parts: bytes) -> bool:
+        time.sleep(0.3)
+        return write(self, *parts)
+
+    monkeypatch.setattr(Spool, "write", slow_write)
+    spooled_at_answer: list[bytes] = []
+
+    async def serve() -> list[float]:
+        loop = asyncio.get_running_loop()
+        runner = Runner(loop, 5)
+        (tmp_path / "metrics").mkdir()
+        app = ScoringApp(settings, runner, Board(tmp_path, 1), metrics.Recorder(tmp_path / "metrics"), spool,
+                         lambda: None, None)
+        await runner.submit(app.initialize, bounded=False)
+        gaps: list[float] = []
+        scored = asyncio.Event()
+
+        async def tick() -> None:
+            last = time.perf_counter()
+            while not scored.is_set():
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b'{"data": [[1, 2]]}', "more_body": False}
+
+        async def send(message: dict[str, object]) -> None:
+            if message["type"] == "http.response.start":
+                assert message["status"] == 200
+                spooled_at_answer.extend(p.read_bytes() for p in (tmp_path / "spool").glob("*.open"))
+
+        ticker = asyncio.create_task(tick())
+        await app({"type": "http", "path": "/score", "method": "POST", "query_string": b"",
+                   "headers": [(b"content-type", b"application/json"), (b"x-request-id", b"big")]}, receive, send)
+        scored.set()
+        await ticker
+        return gaps
+
+    gaps = asyncio.run(serve())
+    assert max(gaps) < 0.15, f"the loop was held {max(gaps) * 1000:.0f} ms"
+    [line] = b"".join(spooled_at_answer).splitlines()
+    assert orjson.loads(line)["request_id"] == "big" and orjson.loads(line)["prediction"]["sums"] == [3]
+
+
+def test_a_collect_outside_a_request_is_spooled_without_a_request(start_scorer: StartScorer, tmp_path: Path) -> None:
+    """What a collector was handed in init() (or on a thread of the script's own) was dropped, with a warning; Azure
+    ML's collector writes it, its $aml_request_id all zeros."""
+    out = tmp_path / "collected"
+    server = start_scorer("collects_in_init.py", env=collection_env(tmp_path / "spool",
+                                                                    AZUREML_DATA_COLLECTION_LOCAL_DIR=str(out)))
+    request_id = server.post(json={"data": [[1, 1]]}).headers["x-request-id"]
+
+    def rows() -> list[dict[str, str]]:
+        base = out / "modeldata"
+        return [row for p in base.rglob("*.csv") for row in csv.DictReader(io.StringIO(p.read_text()))] if base.exists() else []
+
+    wait_until(lambda: len(rows()) == 2, 15, "both rows shipped")
+    by_request = {row["$aml_request_id"]: row for row in rows()}
+    assert set(by_request) == {"00000000-0000-0000-0000-000000000000", request_id}
+    assert by_request["00000000-0000-0000-0000-000000000000"]["feat1"] == "0"
+    assert "not collected" not in server.log_path.read_text()
