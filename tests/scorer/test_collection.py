@@ -432,12 +432,13 @@ def test_pretty_printed_json_is_collected(start_scorer: StartScorer, tmp_path: P
         response = server.post(content=body, headers={"content-type": "application/json", "x-request-id": i})
         assert response.status_code == 200 and b"\n" in response.content
 
-    wait_until(lambda: len(records(folder_blobs(out), "predictions")) == 4, 15, "4 collected predictions")
+    # Inputs and predictions are shipped apart, and a shipped segment leaves the spool just after: all three awaited.
+    wait_until(lambda: all(len(records(folder_blobs(out), kind)) == 4 for kind in ("inputs", "predictions"))
+               and not list((tmp_path / "spool").iterdir()), 15, "4 collected inputs and predictions, the spool empty")
     blobs = folder_blobs(out)
     assert not any(b"\r" in data for data in blobs.values())
     assert {r["request_id"]: r["data"] for r in records(blobs, "inputs")} == sent
     assert {r["request_id"]: r["data"] for r in records(blobs, "predictions")} == sent
-    assert list((tmp_path / "spool").iterdir()) == []
 
 
 def test_a_cors_preflight_a_raw_script_answers_is_not_collected(start_scorer: StartScorer, tmp_path: Path) -> None:
@@ -450,7 +451,8 @@ def test_a_cors_preflight_a_raw_script_answers_is_not_collected(start_scorer: St
     assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == "*"
     response = server.post(json={"a": 1}, headers={"x-request-id": "post"})
     assert response.status_code == 201
-    wait_until(lambda: records(folder_blobs(out), "predictions"), 15, "the POST's prediction collected")
+    wait_until(lambda: all(records(folder_blobs(out), kind) for kind in ("inputs", "predictions")), 15,
+               "the POST's input and prediction collected")
     blobs = folder_blobs(out)
     assert [r["request_id"] for r in records(blobs, "inputs")] == ["post"]
     assert [r["request_id"] for r in records(blobs, "predictions")] == ["post"]
