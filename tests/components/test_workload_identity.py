@@ -139,7 +139,7 @@ def attached(project: Path) -> Path:
     doc["config"]["aks-model-serving:cluster"] = {"name": "onprem", "cluster_purpose": "dev_test",
                                                   "attach": {"kubeconfig": str(kubeconfig)}}
     for service in doc["config"]["aks-model-serving:services"]:
-        service["deployment_config"] = {**service.get("deployment_config", {}), "collect_model_data": True}
+        service["collect_model_data"] = True
     path.write_text(yaml.safe_dump(doc))
     return path
 
