@@ -101,6 +101,7 @@ def test_the_federated_credential_trusts_the_clusters_issuer_for_the_scorers_ser
         used = (d.inputs["metadata"]["namespace"], template["spec"]["serviceAccountName"])
         assert credential.inputs["subject"] == f"system:serviceaccount:{used[0]}:{used[1]}", d.name
         assert accounts[used].inputs["metadata"]["annotations"]["azure.workload.identity/client-id"] == identity.outputs["clientId"]
+        assert "cluster-k8s" in accounts[used].provider  # in the cluster the scorers run in
         assert template["metadata"]["labels"]["azure.workload.identity/use"] == "true"
         # The webhook projects its own token (audience api://AzureADTokenExchange): still no Kubernetes API token.
         assert template["spec"]["automountServiceAccountToken"] is False
