@@ -6,8 +6,8 @@ pools to an existing cluster through the cluster's own PUT, so a pool added late
 inline), kubenet or azure CNI on an existing or new subnet, a system-assigned identity with Network
 Contributor on that subnet (and on an internal load balancer's, when another), and for a workspace:
 AcrPull for the kubelet identity on its registry, an OIDC issuer and Azure AD workload identity (the scorer
-pods sign in to storage as an identity of their own, ScorerIdentity, not with the account key), Container Insights (the omsagent addon, with the
-data collection rule its managed-identity auth reads) and, in fast_prod, Defender's sensor, both
+pods sign in to storage as an identity of their own, ScorerIdentity, not with the account key), Container
+Insights (the omsagent addon, with the data collection rule its managed-identity auth reads) and, in fast_prod, Defender's sensor, both
 reporting to its Log Analytics workspace.
 
 Attached: an existing AKS cluster by resource id (credentials from

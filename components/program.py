@@ -30,7 +30,8 @@ from components.identity import ScorerIdentity, ScorerIdentityArgs
 from components.image import HashedImage, HashedImageArgs
 from components.router import ModelRouter, ModelRouterArgs, dns_label
 from components.routes import routes
-from components.service import APP_INSIGHTS_KEY, STORAGE_KEY, ModelService, ModelServiceArgs, ModelSource, WorkloadIdentity
+from components.service import (APP_INSIGHTS_KEY, STORAGE_KEY, ModelService, ModelServiceArgs, ModelSource,
+                                WorkloadIdentity)
 from components.sources import app_context
 from components.spec import ModelSpec, Deployable, registry_name
 from components.stackfile import Stack

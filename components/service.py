@@ -133,7 +133,8 @@ class ModelSource:
 @dataclass(frozen=True)
 class WorkloadIdentity:
     """How the pods reach the workspace's storage without its key: they run as `service_account`, federated with
-    an Azure AD identity granted the models and data containers (ScorerIdentity), at `account_url` (its blob endpoint)."""
+    an Azure AD identity granted the models and data containers (ScorerIdentity), at `account_url` (its blob
+    endpoint)."""
 
     service_account: pulumi.Input[str]
     account_url: pulumi.Input[str]
@@ -163,8 +164,8 @@ class ModelServiceArgs:
     Secret holding APP_INSIGHTS_KEY and, where the pods have no `workload_identity`, STORAGE_KEY;
     `connections_sha256` a hash of its values (read at a container's start, a rotated key must roll the replicas;
     a pod annotation, no secret whatever it is made from). `workload_identity`: the pods read models and write
-    collected data as their Azure AD identity, and never see the storage key. `access` is given for a service's own route and left out for an endpoint's version (the endpoint
-    publishes the route).
+    collected data as their Azure AD identity, and never see the storage key. `access` is given for a service's
+    own route and left out for an endpoint's version (the endpoint publishes the route).
     """
 
     spec: Deployable
