@@ -15,6 +15,7 @@ Kubernetes side goes through the `kubernetes` provider given in opts (`providers
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import pulumi
@@ -76,7 +77,7 @@ class ScorerIdentity(pulumi.ComponentResource):
                 scope=scope,
                 principal_id=identity.principal_id,
                 principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
-                role_definition_id=pulumi.Output.from_input(scope).apply(lambda s, role=role: builtin_role(s, role)),
+                role_definition_id=scope.apply(functools.partial(builtin_role, role=role)),
                 opts=child,
             )
             for what, scope, role in (("models-reader", ws.models_container_id, BLOB_DATA_READER_ROLE),
