@@ -5,8 +5,9 @@ creation) and every other pool, System or User, as its own AgentPool resource (A
 pools to an existing cluster through the cluster's own PUT, so a pool added later must not be
 inline), kubenet or azure CNI on an existing or new subnet, a system-assigned identity with Network
 Contributor on that subnet (and on an internal load balancer's, when another), and for a workspace:
-AcrPull for the kubelet identity on its registry, Container Insights (the omsagent addon, with the
-data collection rule its managed-identity auth reads) and, in fast_prod, Defender's sensor, both
+AcrPull for the kubelet identity on its registry, an OIDC issuer and Azure AD workload identity (the scorer
+pods sign in to storage as an identity of their own, ScorerIdentity, not with the account key), Container
+Insights (the omsagent addon, with the data collection rule its managed-identity auth reads) and, in fast_prod, Defender's sensor, both
 reporting to its Log Analytics workspace.
 
 Attached: an existing AKS cluster by resource id (credentials from
@@ -14,6 +15,9 @@ listManagedClusterUserCredentials, identity and FQDN from getManagedCluster, rea
 or through the azure-native provider given in opts, whose subscription must be the cluster's), or any Kubernetes
 by kubeconfig file. Nothing Azure-side is declared for a kubeconfig cluster: its nodes pull from the
 workspace registry only once granted AcrPull outside the stack (check warns of it).
+
+An attached cluster's OIDC issuer is not the stack's to turn on: its scorer pods use the storage key (the
+program warns of it).
 
 Either way `provider` is the pulumi_kubernetes.Provider everything in the cluster is declared with.
 """
@@ -71,7 +75,7 @@ MONITORING_FQDNS = ["global.handler.control.monitor.azure.com", "dc.services.vis
 LOG_ANALYTICS_INGESTION = ["ods.opinsights.azure.com", "oms.opinsights.azure.com"]
 
 # ARM sub-resource names (private endpoint group ids) and the privatelink zones that go with them.
-def _role(scope_id: str, role: str) -> str:
+def builtin_role(scope_id: str, role: str) -> str:
     """A built-in role's definition id in the subscription of `scope_id` (an ARM resource id)."""
     subscription = scope_id.split("/")[2]
     return f"/subscriptions/{subscription}/providers/Microsoft.Authorization/roleDefinitions/{role}"
@@ -254,11 +258,13 @@ def load_balancer_annotations(spec: ClusterSpec) -> dict[str, str]:
 class AksCluster(pulumi.ComponentResource):
     """An AKS cluster (created or attached) and the pulumi_kubernetes Provider to deploy into it.
 
-    Outputs: fqdn (API server), kubelet_object_id and node_resource_group (None for a kubeconfig
+    Outputs: fqdn (API server), oidc_issuer_url (what a federated identity credential trusts; None attached),
+    kubelet_object_id and node_resource_group (None for a kubeconfig
     cluster), required_fqdns (what custom DNS on the VNet must resolve and the nodes must reach),
     kubeconfig (secret), network_policy (the engine that enforces NetworkPolicies: the model pods'
     admits only the router; None for a kubeconfig cluster, whose engine is not known here). Plain attributes: provider, service_annotations (for the LoadBalancer
-    Service that fronts scoring).
+    Service that fronts scoring), workload_identity (the stack created it with workload identity on: its pods may
+    run as Azure AD identities federated with oidc_issuer_url).
 
     scoring_dns_label: the router Service's Azure DNS label, when the stack gives one; its name
     <label>.<region>.cloudapp.azure.com joins required_fqdns (ssl.cname or ssl.leaf_domain_label
@@ -268,6 +274,8 @@ class AksCluster(pulumi.ComponentResource):
 
     provider: k8s.Provider
     fqdn: pulumi.Output[str]
+    oidc_issuer_url: pulumi.Output[str | None]
+    workload_identity: bool
     kubelet_object_id: pulumi.Output[str | None]
     node_resource_group: pulumi.Output[str | None]
     required_fqdns: pulumi.Output[list[str]]
@@ -293,6 +301,8 @@ class AksCluster(pulumi.ComponentResource):
         self._name, self._spec, self._workspace, self._location = name, spec, workspace, location
         self._reached = list(reached)
         self.service_annotations = load_balancer_annotations(spec)
+        self.workload_identity = spec.attach is None
+        self.oidc_issuer_url = pulumi.Output.from_input(None)  # an attached cluster's is not the stack's to trust
         self._vnet_id: pulumi.Output[str] | None = None
         self._subnet_id: pulumi.Output[str] | None = None
         self._ready_for_pods: list[pulumi.Resource] = []  # the pools not inline, the AcrPull and subnet grants
@@ -325,6 +335,7 @@ class AksCluster(pulumi.ComponentResource):
 
         self.register_outputs({
             "fqdn": self.fqdn,
+            "oidc_issuer_url": self.oidc_issuer_url,
             "kubelet_object_id": self.kubelet_object_id,
             "node_resource_group": self.node_resource_group,
             "required_fqdns": self.required_fqdns,
@@ -409,7 +420,11 @@ class AksCluster(pulumi.ComponentResource):
                     config={"logAnalyticsWorkspaceResourceID": ws.log_analytics_workspace_id, "useAADAuth": "true"},
                 ) if monitored else containerservice.ManagedClusterAddonProfileArgs(enabled=False)
             },
+            # The scorer pods' storage access: an Azure AD identity federated with the cluster's service account
+            # tokens (ScorerIdentity), so no account key reaches the pods that run the user's entry script.
+            oidc_issuer_profile=containerservice.ManagedClusterOIDCIssuerProfileArgs(enabled=True),
             security_profile=containerservice.ManagedClusterSecurityProfileArgs(
+                workload_identity=containerservice.ManagedClusterSecurityProfileWorkloadIdentityArgs(enabled=True),
                 defender=containerservice.ManagedClusterSecurityProfileDefenderArgs(
                     log_analytics_workspace_resource_id=ws.log_analytics_workspace_id if spec.defender else None,
                     security_monitoring=containerservice.ManagedClusterSecurityProfileDefenderSecurityMonitoringArgs(
@@ -449,11 +464,12 @@ class AksCluster(pulumi.ComponentResource):
                     scope=scope,
                     principal_id=cluster.identity.apply(lambda i: i.principal_id),  # type: ignore[union-attr]
                     principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
-                    role_definition_id=scope.apply(lambda s: _role(s, NETWORK_CONTRIBUTOR_ROLE)),
+                    role_definition_id=scope.apply(lambda s: builtin_role(s, NETWORK_CONTRIBUTOR_ROLE)),
                     opts=child,
                 ))
 
         self.fqdn = cluster.fqdn
+        self.oidc_issuer_url = cluster.oidc_issuer_profile.apply(lambda p: p.issuer_url if p else None)
         self.kubelet_object_id = cluster.identity_profile.apply(lambda p: p["kubeletidentity"].object_id if p else None)
         self.node_resource_group = cluster.node_resource_group
         self.kubeconfig = self._user_kubeconfig(rg, cluster.name)
@@ -540,7 +556,7 @@ class AksCluster(pulumi.ComponentResource):
             scope=ws.registry_id,
             principal_id=principal,
             principal_type=authorization.PrincipalType.SERVICE_PRINCIPAL,
-            role_definition_id=ws.registry_id.apply(lambda rid: _role(rid, ACR_PULL_ROLE)),
+            role_definition_id=ws.registry_id.apply(lambda rid: builtin_role(rid, ACR_PULL_ROLE)),
             opts=pulumi.ResourceOptions(parent=self),
         )
 

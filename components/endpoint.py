@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pulumi
 
 from components.service import (DEFAULT_DATA_WORKSPACE, ENDPOINT_DESCRIPTION, LABEL_ENDPOINT, LABEL_VERSION, ModelService,
-                                ModelServiceArgs, ModelSource, RouteAccess)
+                                ModelServiceArgs, ModelSource, RouteAccess, WorkloadIdentity)
 from components.spec import MAX_ENDPOINT_VERSIONS, EndpointSpec, EndpointVersionSpec, deployment_name
 
 
@@ -41,6 +41,7 @@ class ModelEndpointArgs:
     connections_sha256: pulumi.Input[str] | None = None
     data_container: pulumi.Input[str] = "modeldata"
     data_workspace: pulumi.Input[str] = DEFAULT_DATA_WORKSPACE
+    workload_identity: WorkloadIdentity | None = None
 
 
 class ModelEndpoint(pulumi.ComponentResource):
@@ -70,7 +71,7 @@ class ModelEndpoint(pulumi.ComponentResource):
                     spec=version.spec, namespace=args.namespace, image=version.image, fetch_image=args.fetch_image,
                     models=version.models, secret_variables=version.secret_variables, connections_secret=args.connections_secret,
                     connections_sha256=args.connections_sha256, data_container=args.data_container,
-                    data_workspace=args.data_workspace,
+                    data_workspace=args.data_workspace, workload_identity=args.workload_identity,
                     labels={LABEL_ENDPOINT: spec.name, LABEL_VERSION: version.spec.version_name},
                     annotations={ENDPOINT_DESCRIPTION: spec.description} if spec.description else {},
                     deployment=deployment_name(spec.name, version.spec.version_name)),

@@ -8,7 +8,8 @@ finished, so a test cannot pass by never reaching them (the pitfall of an un-awa
 
 `AzureMocks` fills the provider-computed outputs the components read (a mock otherwise echoes
 inputs, leaving e.g. a cluster's `fqdn` None): ids, names, the registry login server, storage
-endpoints, the cluster's FQDN and kubelet identity, connection strings, and the invokes
+endpoints, the cluster's FQDN, kubelet identity and OIDC issuer, a managed identity's client and principal ids,
+connection strings, and the invokes
 `listManagedClusterUserCredentials`, `getManagedCluster`, `listStorageAccountKeys`,
 `getClientConfig`. HashedImage's registry lookup is answered from `registry_images` (an image
 "exists" when its name is there) while `run` runs. Values are deterministic: derived from the resource's name, never random.
@@ -88,6 +89,10 @@ _ARM: dict[str, tuple[str, str]] = {
     "network:Subnet": ("Microsoft.Network/virtualNetworks/{virtualNetworkName}/subnets", "subnetName"),
     "privatedns:PrivateZone": ("Microsoft.Network/privateDnsZones", "privateZoneName"),
     "privatedns:VirtualNetworkLink": ("Microsoft.Network/privateDnsZones/{privateZoneName}/virtualNetworkLinks", "virtualNetworkLinkName"),
+    "managedidentity:UserAssignedIdentity": ("Microsoft.ManagedIdentity/userAssignedIdentities", "resourceName"),
+    "managedidentity:FederatedIdentityCredential": (
+        "Microsoft.ManagedIdentity/userAssignedIdentities/{resourceName}/federatedIdentityCredentials",
+        "federatedIdentityCredentialResourceName"),
 }
 
 
@@ -144,6 +149,11 @@ def _azure_outputs(short_type: str, name: str, inputs: dict) -> tuple[str, dict]
         }
     elif short_type == "containerservice:ManagedCluster":
         out |= _cluster_outputs(azure_name, rg, location, plain(inputs.get("dnsPrefix")) or azure_name)
+        if (plain(inputs.get("oidcIssuerProfile")) or {}).get("enabled"):
+            out["oidcIssuerProfile"] = {"enabled": True, "issuerURL": f"https://{region_name(location)}.oic.prod-aks.azure.com/"
+                                        f"{TENANT_ID}/{fake_guid('issuer', azure_name)}/"}
+    elif short_type == "managedidentity:UserAssignedIdentity":
+        out |= {"clientId": fake_guid("client", name), "principalId": fake_guid("principal", name), "tenantId": TENANT_ID}
     elif short_type == "authorization:RoleAssignment":
         out["name"] = fake_guid(name)
     return rid, out

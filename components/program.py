@@ -1,6 +1,6 @@
 """The whole stack, declared from a stack file: what `pulumi up` and the offline plan run.
 
-Workspace -> cluster -> images -> router -> services and endpoints. Every service and
+Workspace -> cluster -> images -> router -> the scorer pods' identity -> services and endpoints. Every service and
 endpoint's scoring_uri and swagger_uri become stack outputs (`<name>_scoring_uri`, ...), its
 keys secret stack outputs (`<name>_primary_key`, ...).
 
@@ -26,10 +26,12 @@ import pulumi_kubernetes as k8s
 from components.cluster import AksCluster, ingestion_host
 from components.deployable import DOCKERFILES, deployable_problems
 from components.endpoint import EndpointVersion, ModelEndpoint, ModelEndpointArgs
+from components.identity import ScorerIdentity, ScorerIdentityArgs
 from components.image import HashedImage, HashedImageArgs
 from components.router import ModelRouter, ModelRouterArgs, dns_label
 from components.routes import routes
-from components.service import APP_INSIGHTS_KEY, STORAGE_KEY, ModelService, ModelServiceArgs, ModelSource
+from components.service import (APP_INSIGHTS_KEY, STORAGE_KEY, ModelService, ModelServiceArgs, ModelSource,
+                                WorkloadIdentity)
 from components.sources import app_context
 from components.spec import ModelSpec, Deployable, registry_name
 from components.stackfile import Stack
@@ -85,20 +87,33 @@ def build(stack: Stack) -> None:
         location=location, ssl=spec.cluster.ssl, service_annotations=cluster.service_annotations,
         auth={r.key_id: published_specs[(r.kind, r.name)] for r in route_configs},
     ), opts=in_cluster)
+    # The scorer pods run the user's entry script: on a cluster the stack created they reach storage as an identity
+    # of their own (the models and data containers alone), and the account key is nowhere in the cluster.
+    identity: WorkloadIdentity | None = None
+    connection_strings = {APP_INSIGHTS_KEY: workspace.app_insights_connection_string}
+    if cluster.workload_identity:
+        scorer_identity = ScorerIdentity("scorer-identity", ScorerIdentityArgs(
+            workspace=workspace, issuer=cluster.oidc_issuer_url.apply(lambda url: url or ""), namespace=router.namespace,
+            location=location), opts=pulumi.ResourceOptions(providers=[cluster.provider]))
+        identity = WorkloadIdentity(scorer_identity.service_account, workspace.blob_endpoint)
+        pulumi.export("oidc_issuer_url", cluster.oidc_issuer_url)
+    else:
+        pulumi.log.warn(f"cluster {spec.cluster.name}: an attached cluster gets no Azure AD workload identity from the "
+                        "stack, so its scorer pods read models and write collected data with the workspace storage "
+                        "account's key (every blob of the workspace, to the entry script too); create the cluster with "
+                        "the stack to give them an identity of their own")
+        connection_strings[STORAGE_KEY] = workspace.storage_connection_string
     connections = k8s.core.v1.Secret(
         CONNECTIONS_SECRET, metadata={"name": CONNECTIONS_SECRET, "namespace": router.namespace}, type="Opaque",
-        string_data={STORAGE_KEY: workspace.storage_connection_string,
-                     APP_INSIGHTS_KEY: workspace.app_insights_connection_string},
-        opts=in_cluster)
+        string_data=connection_strings, opts=in_cluster)
     models = _Models(stack, workspace)
     access = {(r.kind, r.name): router.access(r) for r in route_configs}
-    # A hash of the connection strings: a rotated storage key rolls the replicas.
-    connections_sha256 = pulumi.Output.all(
-        workspace.storage_connection_string, workspace.app_insights_connection_string).apply(
+    # A hash of the connection strings: a rotated key rolls the replicas.
+    connections_sha256 = pulumi.Output.all(*connection_strings.values()).apply(
         lambda values: hashlib.sha256("\n".join(values).encode()).hexdigest()[:16])
     shared = dict(namespace=router.namespace, fetch_image=scorer.image_ref, connections_secret=connections.metadata.name,
                   connections_sha256=connections_sha256, data_container=workspace.data_container,
-                  data_workspace=workspace.data_collection_workspace)
+                  data_workspace=workspace.data_collection_workspace, workload_identity=identity)
 
     published: list[tuple[str, ModelService | ModelEndpoint]] = []
     for s in spec.services:

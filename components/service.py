@@ -5,6 +5,8 @@ namespace. The router finds the replicas through the Service's EndpointSlices an
 through its scale subresource, so there is deliberately no HorizontalPodAutoscaler here.
 Models are copied from blob storage by an init container into an emptyDir laid out as
 Azure ML lays out AZUREML_MODEL_DIR (`<root>/<name>/<version>/...`).
+The workspace's storage is reached as the pods' Azure AD workload identity where the cluster has one
+(`ModelServiceArgs.workload_identity`), else with the connection string from the connections Secret.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ DEFAULT_DATA_WORKSPACE = ScorerSettings.model_fields["data_collection_workspace"
 # Keys of the namespace's workspace connection Secret (created by the program).
 STORAGE_KEY = "storage-connection-string"
 APP_INSIGHTS_KEY = "appinsights-connection-string"
+# On a pod: Azure AD workload identity's webhook projects its ServiceAccount's federated token and sets
+# AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and AZURE_AUTHORITY_HOST in each container.
+WORKLOAD_IDENTITY_LABEL = "azure.workload.identity/use"
 
 SERVICE_NAME = rf"[a-z]([-a-z0-9]{{0,{K8S_NAME_MAX - 2}}}[a-z0-9])?"  # DNS-1035, as Kubernetes checks a Service's name
 LABEL_NAME = "app.kubernetes.io/name"
@@ -74,7 +79,17 @@ def path_style(host):  # an emulator's url (Azurite): the account is the path's 
 
 root = Path(os.environ["MODEL_ROOT"])
 conn = os.environ.get("AZURE_STORAGE_CONNECTION_STRING")
-workspace = BlobServiceClient.from_connection_string(conn) if conn else None
+account_url = os.environ.get("AZURE_STORAGE_ACCOUNT_URL")  # signed in to as the pod's workload identity
+workspace = None
+if conn:
+    workspace = BlobServiceClient.from_connection_string(conn)
+elif account_url:
+    from azure.identity import WorkloadIdentityCredential
+    missing = [v for v in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE") if not os.environ.get(v)]
+    if missing:
+        sys.exit(f"AZURE_STORAGE_ACCOUNT_URL is read as the pod's Azure AD workload identity, but {', '.join(missing)} "
+                 "unset: the pod needs the label azure.workload.identity/use=true and its ServiceAccount's client-id")
+    workspace = BlobServiceClient(account_url, credential=WorkloadIdentityCredential())
 for m in json.loads(Path(os.environ["MODELS_MANIFEST"]).read_text()):
     url = urlsplit(m["url"])
     parts = url.path.lstrip("/").split("/")
@@ -116,6 +131,16 @@ class ModelSource:
 
 
 @dataclass(frozen=True)
+class WorkloadIdentity:
+    """How the pods reach the workspace's storage without its key: they run as `service_account`, federated with
+    an Azure AD identity granted the models and data containers (ScorerIdentity), at `account_url` (its blob
+    endpoint)."""
+
+    service_account: pulumi.Input[str]
+    account_url: pulumi.Input[str]
+
+
+@dataclass(frozen=True)
 class RouteAccess:
     """How clients call a service or endpoint: what the router publishes for its route."""
 
@@ -136,10 +161,11 @@ class ModelServiceArgs:
     `image` runs the entry script (the scorer image, or the service's own environment image),
     with the entry script's source_directory at APP_ROOT; `fetch_image` copies the models (the
     scorer image: it carries azure-storage-blob). `connections_secret` names the namespace's
-    Secret holding STORAGE_KEY and APP_INSIGHTS_KEY, `connections_sha256` a hash of its values (read at
-    a container's start, a rotated key must roll the replicas; a pod annotation, no secret whatever it is made
-    from). `access` is given for a service's own route and left out for an endpoint's version (the endpoint
-    publishes the route).
+    Secret holding APP_INSIGHTS_KEY and, where the pods have no `workload_identity`, STORAGE_KEY;
+    `connections_sha256` a hash of its values (read at a container's start, a rotated key must roll the replicas;
+    a pod annotation, no secret whatever it is made from). `workload_identity`: the pods read models and write
+    collected data as their Azure AD identity, and never see the storage key. `access` is given for a service's
+    own route and left out for an endpoint's version (the endpoint publishes the route).
     """
 
     spec: Deployable
@@ -152,6 +178,7 @@ class ModelServiceArgs:
     data_container: pulumi.Input[str] = "modeldata"
     # `<subscription>/<resource group>/<workspace>`: the first folders of the collected data (Workspace's output).
     data_workspace: pulumi.Input[str] = DEFAULT_DATA_WORKSPACE
+    workload_identity: WorkloadIdentity | None = None
     access: RouteAccess | None = None
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, str] = field(default_factory=dict)  # the Deployment's, beside the spec's description and tags
@@ -181,9 +208,11 @@ class ModelServiceArgs:
         if problems:
             raise ValueError("; ".join(problems))
         settings = self.spec
-        if (settings.collect_model_data or settings.enable_app_insights) and self.connections_secret is None:
-            raise ValueError("ModelServiceArgs.connections_secret: collect_model_data and enable_app_insights read their "
-                             f"connection strings from it ({STORAGE_KEY}, {APP_INSIGHTS_KEY}); give the Secret's name")
+        if self.connections_secret is None and (settings.enable_app_insights or (
+                settings.collect_model_data and self.workload_identity is None)):
+            raise ValueError("ModelServiceArgs.connections_secret: enable_app_insights, and collect_model_data without a "
+                             "workload_identity, read their connection strings from it "
+                             f"({APP_INSIGHTS_KEY}, {STORAGE_KEY}); give the Secret's name")
 
 
 def cpu_quantity(cores: float) -> str:
@@ -208,15 +237,17 @@ def model_dir(models: Sequence[ModelSource]) -> str:
 def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
                connections_secret: pulumi.Input[str] | None, data_container: pulumi.Input[str],
                data_workspace: pulumi.Input[str], variables_secret: pulumi.Input[str] | None = None,
-               secret_names: Sequence[str] = ()) -> list[dict]:
+               secret_names: Sequence[str] = (), account_url: pulumi.Input[str] | None = None) -> list[dict]:
     """The scorer container's environment, rendered by the scorer's own settings model.
 
     Secrets never appear as values: connection strings are references into the namespace's
     connection Secret, so `to_env()` is given a stand-in that is then swapped for the reference;
-    the secret variables (`secret_names`) are references into `variables_secret`.
+    the secret variables (`secret_names`) are references into `variables_secret`. With `account_url` collected
+    data is written as the pod's workload identity, and no storage connection string is referenced.
     """
     collect = spec.collect_model_data
     stand_in = SecretStr("AccountName=from-secret;AccountKey=from-secret")  # shaped as the settings check it
+    as_identity = collect and account_url is not None
     settings = ScorerSettings(
         entry_script=spec.inference_config.app_entry_script if spec.inference_config else "score.py",
         model_dir=model_dir(models),
@@ -232,14 +263,16 @@ def scorer_env(name: str, spec: Deployable, models: Sequence[ModelSource],
         data_collection_spool_dir=SPOOL_DIR,
         data_collection_service=name,
         data_collection_models=[f"{m.name}:{m.version}" for m in models] if collect else [],
-        data_collection_connection_string=stand_in if collect else None,
+        data_collection_connection_string=stand_in if collect and not as_identity else None,
+        data_collection_account_url=SecretStr("https://from-output/") if as_identity else None,
     )
     secret_refs = {
         ScorerSettings.env_name("appinsights_connection_string"): APP_INSIGHTS_KEY,
         ScorerSettings.env_name("data_collection_connection_string"): STORAGE_KEY,
     }
     from_outputs = {ScorerSettings.env_name("data_collection_container"): data_container,
-                    ScorerSettings.env_name("data_collection_workspace"): data_workspace}
+                    ScorerSettings.env_name("data_collection_workspace"): data_workspace,
+                    ScorerSettings.env_name("data_collection_account_url"): account_url}
     env: list[dict] = []
     for key, value in sorted(settings.to_env().items()):
         if key in secret_refs:
@@ -426,7 +459,9 @@ class ModelService(pulumi.ComponentResource):
             scorer_mounts.append({"name": "models", "mountPath": MODEL_ROOT, "readOnly": True})
             fetch_env: list[dict] = [{"name": "MODEL_ROOT", "value": MODEL_ROOT},
                                      {"name": "MODELS_MANIFEST", "value": f"{MANIFEST_DIR}/models.json"}]
-            if args.connections_secret is not None:
+            if args.workload_identity is not None:
+                fetch_env.append({"name": "AZURE_STORAGE_ACCOUNT_URL", "value": args.workload_identity.account_url})
+            elif args.connections_secret is not None:
                 fetch_env.append({"name": "AZURE_STORAGE_CONNECTION_STRING",
                                   "valueFrom": {"secretKeyRef": {"name": args.connections_secret, "key": STORAGE_KEY}}})
             init.append({
@@ -456,13 +491,19 @@ class ModelService(pulumi.ComponentResource):
             "workingDir": APP_ROOT,  # what AZUREML_MODEL_DIR is relative to, whatever the image's WORKDIR
             "ports": [{"name": "http", "containerPort": SCORER_PORT}, {"name": "metrics", "containerPort": METRICS_PORT}],
             "env": scorer_env(k8s_name, spec, args.models, args.connections_secret, args.data_container,
-                              args.data_workspace, variables_secret, sorted(given)),
+                              args.data_workspace, variables_secret, sorted(given),
+                              args.workload_identity.account_url if args.workload_identity else None),
             "resources": _resources(spec),
             "volumeMounts": scorer_mounts,
             "securityContext": CONTAINER_SECURITY,
             "lifecycle": PRE_STOP,
             **_probes(spec),
         }
+        pod_labels: dict[str, str] = dict(labels)
+        identity: dict[str, pulumi.Input[str]] = {}
+        if args.workload_identity is not None:
+            pod_labels[WORKLOAD_IDENTITY_LABEL] = "true"
+            identity["serviceAccountName"] = args.workload_identity.service_account
         # The router owns the replica count when it autoscales: Pulumi sets the starting size only.
         autoscaled = bool(spec.autoscale_enabled)
         deployment = k8s.apps.v1.Deployment(
@@ -473,11 +514,12 @@ class ModelService(pulumi.ComponentResource):
                 "selector": {"matchLabels": selector},
                 **_rollout(spec),
                 "template": {
-                    "metadata": {"labels": labels, "annotations": annotations},
+                    "metadata": {"labels": pod_labels, "annotations": annotations},
                     "spec": {"initContainers": init, "containers": [scorer], "volumes": volumes,
                              "securityContext": POD_SECURITY, "terminationGracePeriodSeconds": termination_grace_seconds(spec),
-                             # A scoring script is the user's code: it gets no API credentials.
-                             "automountServiceAccountToken": False,
+                             # A scoring script is the user's code: it gets no API credentials (the webhook's
+                             # federated token is good for Azure AD alone, as the pods' own identity).
+                             "automountServiceAccountToken": False, **identity,
                              **spread(selector), **_accelerator(spec)},
                 },
             },

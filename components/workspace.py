@@ -34,7 +34,8 @@ class Workspace(pulumi.ComponentResource):
     """Registry, storage and monitoring shared by a stack's clusters and services.
 
     Outputs: resource_group_name, registry_login_server, registry_id, storage_account_name,
-    blob_endpoint, table_endpoint, models_container, data_container, data_collection_workspace
+    blob_endpoint, table_endpoint, models_container, data_container, models_container_id and
+    data_container_id (resource ids, the scopes the scorer pods' identity is granted), data_collection_workspace
     (`<subscription>/<resource group>/<workspace name>`), log_analytics_workspace_id
     (resource id), log_analytics_customer_id (the workspace GUID agents report to),
     app_insights_connection_string and storage_connection_string (both secrets).
@@ -49,6 +50,8 @@ class Workspace(pulumi.ComponentResource):
     table_endpoint: pulumi.Output[str]
     models_container: pulumi.Output[str]
     data_container: pulumi.Output[str]
+    models_container_id: pulumi.Output[str]
+    data_container_id: pulumi.Output[str]
     data_collection_workspace: pulumi.Output[str]
     log_analytics_workspace_id: pulumi.Output[str]
     log_analytics_customer_id: pulumi.Output[str]
@@ -142,6 +145,8 @@ class Workspace(pulumi.ComponentResource):
         self.table_endpoint = account.primary_endpoints.table
         self.models_container = containers[MODELS_CONTAINER].name
         self.data_container = containers[DATA_CONTAINER].name
+        self.models_container_id = containers[MODELS_CONTAINER].id
+        self.data_container_id = containers[DATA_CONTAINER].id
         # The first folders of Azure ML's collected-data layout, where its readers look (the scorer lowercases it).
         self.data_collection_workspace = pulumi.Output.concat(client.subscription_id, "/", rg_name, "/", spec.name)
         self.log_analytics_workspace_id = logs.id
@@ -162,6 +167,8 @@ class Workspace(pulumi.ComponentResource):
             "table_endpoint": self.table_endpoint,
             "models_container": self.models_container,
             "data_container": self.data_container,
+            "models_container_id": self.models_container_id,
+            "data_container_id": self.data_container_id,
             "data_collection_workspace": self.data_collection_workspace,
             "log_analytics_workspace_id": self.log_analytics_workspace_id,
             "log_analytics_customer_id": self.log_analytics_customer_id,

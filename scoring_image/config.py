@@ -43,10 +43,11 @@ class ScorerSettings(BaseModel):
     Lists travel as comma-separated strings, booleans as `true` / `false`.
 
     Data collection ships each request's input and output to exactly one destination:
-    - Azure Blob Storage through `data_collection_connection_string`
-      (AZUREML_DATA_COLLECTION_CONNECTION_STRING, as Azure ML names it) and
-      `data_collection_container`, or through `data_collection_container_url`, a container URL
-      carrying a SAS token;
+    - Azure Blob Storage: `data_collection_container` in the account of `data_collection_account_url`,
+      signed in as the pod's Azure AD workload identity (on a cluster the stack created: no key in the
+      pod), or of `data_collection_connection_string` (AZUREML_DATA_COLLECTION_CONNECTION_STRING, as
+      Azure ML names it; the local stack, Azurite, an attached cluster); or through
+      `data_collection_container_url`, a container URL carrying a SAS token;
     - or `data_collection_local_dir`, a folder that receives the same `modeldata/...` layout
       (the local stack uses it).
     """
@@ -99,6 +100,9 @@ class ScorerSettings(BaseModel):
     data_collection_connection_string: SecretStr | None = Field(
         None, **_env("AZUREML_DATA_COLLECTION_CONNECTION_STRING")
     )
+    # The blob endpoint (https://<account>.blob.core.windows.net/), no credential in it (a SecretStr as every URL
+    # setting, so a SAS token given by mistake is never logged with the settings).
+    data_collection_account_url: SecretStr | None = Field(None, **_env("AZUREML_DATA_COLLECTION_ACCOUNT_URL"))
     data_collection_container: str = Field("modeldata", **_env("AZUREML_DATA_COLLECTION_CONTAINER"))
     data_collection_container_url: SecretStr | None = Field(
         None, **_env("AZUREML_DATA_COLLECTION_CONTAINER_URL")
@@ -153,20 +157,15 @@ class ScorerSettings(BaseModel):
     def _one_destination(self) -> ScorerSettings:
         if not self.data_collection_enabled:
             return self
-        destinations = [
-            self.data_collection_connection_string,
-            self.data_collection_container_url,
-            self.data_collection_local_dir,
-        ]
-        if sum(d is not None for d in destinations) != 1:
-            raise ValueError(
-                "data collection needs exactly one destination: "
-                "data_collection_connection_string, data_collection_container_url "
-                "or data_collection_local_dir"
-            )
+        destinations = ("data_collection_account_url", "data_collection_connection_string",
+                        "data_collection_container_url", "data_collection_local_dir")
+        if sum(getattr(self, d) is not None for d in destinations) != 1:
+            raise ValueError("data collection needs exactly one destination: "
+                             + ", ".join(f"{d} [{self.env_name(d)}]" for d in destinations))
         if not self.data_collection_models:
             raise ValueError("data collection needs data_collection_models (<name>:<version>)")
-        for field, problem in (("data_collection_connection_string", _connection_string_problem),
+        for field, problem in (("data_collection_account_url", _account_url_problem),
+                               ("data_collection_connection_string", _connection_string_problem),
                                ("data_collection_container_url", _container_url_problem)):
             value = getattr(self, field)
             told = None if value is None else problem(value.get_secret_value())
@@ -241,6 +240,18 @@ def _connection_string_problem(text: str) -> str | None:
         return "has no credential: AccountName with AccountKey, or SharedAccessSignature"
     if not {"BLOBENDPOINT", "ACCOUNTNAME"} & keys.keys():
         return "names no blob endpoint: BlobEndpoint or AccountName"
+    return None
+
+
+def _account_url_problem(text: str) -> str | None:
+    """Why this is not a blob endpoint the workload identity signs in to: a credential in it (a SAS token) would
+    be a second one, and a key reaching the pod is what this destination does without."""
+    url = urlsplit(text)
+    if url.scheme not in ("https", "http") or not url.netloc:
+        return "is not an http(s) URL"
+    if url.query:
+        return ("carries a query; the pod's workload identity is its credential (a SAS token goes with "
+                "data_collection_container_url)")
     return None
 
 

@@ -9,11 +9,15 @@ record lands once; a resend stages its parts anew, over any an interrupted send 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from scoring_image.config import ScorerSettings
+
+if TYPE_CHECKING:
+    from azure.core.credentials import TokenCredential
 
 _T = TypeVar("_T")
 
@@ -72,6 +76,27 @@ _CLIENT_OPTIONS: dict[str, Any] = {
 }
 
 
+# What Azure AD workload identity's webhook sets in a pod labelled azure.workload.identity/use=true (with
+# AZURE_AUTHORITY_HOST), from its ServiceAccount's azure.workload.identity/client-id annotation.
+WORKLOAD_IDENTITY_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE")
+
+
+def workload_identity() -> TokenCredential:
+    """The pod's workload identity, checked at start: without the webhook's variables the first upload would fail
+    (every pass, the spool filling) with what the SDK says of its arguments, not of the pod. Not
+    DefaultAzureCredential: where the webhook did not run, its chain would fall through to the node's managed
+    identity (IMDS), the kubelet's, and write as that."""
+    from azure.identity import WorkloadIdentityCredential
+
+    missing = [name for name in WORKLOAD_IDENTITY_ENV if not os.environ.get(name)]
+    if missing:
+        raise ValueError(f"data_collection_account_url [{ScorerSettings.env_name('data_collection_account_url')}] signs in "
+                         f"as the pod's Azure AD workload identity, but {', '.join(missing)} unset: the pod needs the "
+                         "label azure.workload.identity/use=true and a ServiceAccount annotated "
+                         "azure.workload.identity/client-id, on a cluster with workload identity enabled")
+    return WorkloadIdentityCredential()
+
+
 def _block_id(index: int) -> str:
     return f"{index:08d}"  # every id of a blob the same length, as the service requires
 
@@ -80,7 +105,14 @@ class BlobContainer:
     def __init__(self, settings: ScorerSettings) -> None:
         from azure.storage.blob import ContainerClient
 
-        if settings.data_collection_container_url is not None:
+        if settings.data_collection_account_url is not None:
+            self._client = ContainerClient(
+                settings.data_collection_account_url.get_secret_value(),
+                settings.data_collection_container,
+                credential=workload_identity(),
+                **_CLIENT_OPTIONS,
+            )
+        elif settings.data_collection_container_url is not None:
             self._client = ContainerClient.from_container_url(
                 settings.data_collection_container_url.get_secret_value(), **_CLIENT_OPTIONS
             )

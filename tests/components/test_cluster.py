@@ -130,7 +130,8 @@ def test_defender_and_monitoring_can_be_turned_off():
     a stack that turned them off changed nothing in Azure (Defender still billed, the agent still running)."""
     rec = deploy(cluster_spec(defender=False, monitoring=False))
     mc = rec.one(CLUSTER).inputs
-    assert mc["securityProfile"] == {"defender": {"securityMonitoring": {"enabled": False}}}
+    assert mc["securityProfile"] == {"defender": {"securityMonitoring": {"enabled": False}},
+                                     "workloadIdentity": {"enabled": True}}
     assert mc["addonProfiles"] == {"omsagent": {"enabled": False}}
     assert rec.of_type("azure-native:monitor:DataCollectionRule") == []
 

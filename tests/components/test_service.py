@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr
 
 from components.mocks import run
-from components.service import ModelService, ModelServiceArgs, ModelSource, RouteAccess
+from components.service import ModelService, ModelServiceArgs, ModelSource, RouteAccess, WorkloadIdentity
 from components.spec import EndpointVersionSpec, ServiceSpec
 from scoring_image.config import ScorerSettings
 
@@ -347,8 +347,13 @@ def test_an_endpoint_versions_kubernetes_name_must_be_given_and_valid():
 
 def test_collection_or_app_insights_without_the_connections_secret_is_refused():
     """Else the scorer's env referred to a Secret of no name: valid by the schema, refused by the API server."""
-    with pytest.raises(ValueError, match="ModelServiceArgs.connections_secret: collect_model_data and enable_app_insights"):
+    with pytest.raises(ValueError, match="ModelServiceArgs.connections_secret: enable_app_insights"):
         ModelServiceArgs(spec=spec(enable_app_insights=True), namespace="ml", image=IMAGE, fetch_image=IMAGE)
+    with pytest.raises(ValueError, match="and collect_model_data without a workload_identity"):
+        ModelServiceArgs(spec=spec(collect_model_data=True, models=["m0:1"]), namespace="ml", image=IMAGE, fetch_image=IMAGE)
+    # Collected data written as the pods' workload identity needs no connection string.
+    ModelServiceArgs(spec=spec(collect_model_data=True, models=["m0:1"]), namespace="ml", image=IMAGE, fetch_image=IMAGE,
+                     workload_identity=WorkloadIdentity("scorer", "https://a.blob.core.windows.net/"))
 
 
 def test_labels_given_cannot_unlink_the_pods_from_their_selector():

@@ -92,7 +92,8 @@ def test_blob_destinations_the_sdk_writes_to_are_taken(destination: dict[str, st
 
 
 # The fields that carry credentials (an account key, a SAS signature, an instrumentation key).
-SECRET_FIELDS = {"appinsights_connection_string", "data_collection_connection_string", "data_collection_container_url"}
+SECRET_FIELDS = {"appinsights_connection_string", "data_collection_connection_string", "data_collection_container_url",
+                 "data_collection_account_url"}
 
 
 def test_secret_settings_never_show_in_the_settings_repr() -> None:

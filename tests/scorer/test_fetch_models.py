@@ -67,3 +67,24 @@ def test_a_sas_urls_model_is_fetched_with_its_token_and_the_token_never_printed(
     assert refused.returncode != 0 and f"model iris:1: AuthorizationFailure reading {url}/iris/1/" in refused.stderr
     for run in (done, empty, refused):
         assert SIGNATURE_PART not in run.stdout + run.stderr
+
+
+WORKLOAD_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE")
+
+
+def fetch_as_identity(tmp_path: Path, identity: dict[str, str]) -> subprocess.CompletedProcess:
+    """The fetch on a cluster the stack created: the workspace's blob endpoint, no connection string; `identity`,
+    what the workload identity webhook set."""
+    (tmp_path / "models.json").write_text(json.dumps([
+        {"name": "iris", "version": 1, "url": "https://mlwstore.blob.core.windows.net/models/iris/1"}]))
+    env = {k: v for k, v in os.environ.items() if k not in WORKLOAD_ENV and k != "AZURE_STORAGE_CONNECTION_STRING"}
+    env |= {"MODEL_ROOT": str(tmp_path / "root"), "MODELS_MANIFEST": str(tmp_path / "models.json"),
+            "AZURE_STORAGE_ACCOUNT_URL": "https://mlwstore.blob.core.windows.net/", **identity}
+    return subprocess.run([sys.executable, "-c", FETCH_MODELS], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_the_account_url_without_the_pods_workload_identity_fails_naming_what_is_missing(tmp_path: Path) -> None:
+    done = fetch_as_identity(tmp_path, {"AZURE_CLIENT_ID": "22222222-2222-2222-2222-222222222222"})
+    assert done.returncode == 1
+    assert "AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE unset" in done.stderr and "azure.workload.identity/use" in done.stderr
+
