@@ -17,9 +17,9 @@ local: $(BIN)/.installed-local $(MODELS)/sklearn-iris/2/model.pkl
 
 # Second README command: the test suite (slow load and soak runs: make test-slow).
 # The router and its server run again compiled, as the router image ships them.
-# Four files at a time (pytest-xdist): most tests wait on live servers, so even 2 cores run them
-# in 40% of the time; a file stays on one worker, with its module fixtures.
-PARALLEL := -n 4 --dist loadfile
+# Three files at a time (pytest-xdist): most tests wait on live servers, so even 2 cores run them
+# in under half the time (four at a time starved timing-bound tests now and then); a file stays on one worker.
+PARALLEL := -n 3 --dist loadfile
 test: $(BIN)/.installed node_modules/.bin/azurite-blob $(COMPILED)/.built
 	$(BIN)/python -m pytest -q $(PARALLEL)
 	PYTHONSAFEPATH=1 PYTHONPATH=$(COMPILED) $(BIN)/python -m pytest -q $(PARALLEL) tests/router tests/http_server tests/router_k8s
