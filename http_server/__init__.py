@@ -468,6 +468,7 @@ class _Connection:
             return
         if self._current is None:  # a head (or the gap before one): httptools buffers it whole until it ends
             self._head_size += len(data)
+            self.idle_since = None  # a head has begun, its URL maybe not yet: the sweep watches it as one
         elif self._chunk_head:  # the last chunk's trailer fields, buffered whole by httptools as a head is
             self._trailer_size += len(data)
         try:
@@ -690,7 +691,7 @@ class _Connection:
         costs nothing for this; a request waits for no deadline while the answers to those before it are under
         way, nor while our back-pressure holds its body back (its clocks start again after)."""
         current = self._current
-        if current is None and self._url and not self._queue:
+        if current is None and self._head_size and not self._queue:
             watched: object = self._headers  # a new list for each head: the same one means the same head
             size = 0  # a head's clock is not reset by trickling it in
         elif (current is not None and self._queue[0] is current and self.transport is not None

@@ -527,6 +527,18 @@ async def test_a_head_trickled_in_is_closed_but_a_body_that_progresses_and_a_slo
     writer.close()
 
 
+@pytest.mark.parametrize("served", [0.3], indirect=True)
+async def test_a_head_stalled_before_its_url_gets_408_as_any_stalled_head(served) -> None:
+    """Until its URL was read a connection counted as idle: a client stalled after `GE` was closed without an answer,
+    where one stalled a byte later got the 408 that says why."""
+    _, port, _ = served
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GE")
+    answer = await asyncio.wait_for(reader.read(), 5)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"RequestTimeout" in answer
+    writer.close()
+
+
 async def test_a_malformed_request_behind_another_is_answered_after_it(served) -> None:
     _, port, _ = served
     out = await exchange(port, b"GET /slow?0.2 HTTP/1.1\r\nhost: x\r\n\r\nBOGUS\r\n\r\nGET /a HTTP/1.1\r\n\r\n",
