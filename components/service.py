@@ -83,13 +83,13 @@ account_url = os.environ.get("AZURE_STORAGE_ACCOUNT_URL")  # signed in to as the
 workspace = None
 if conn:
     workspace = BlobServiceClient.from_connection_string(conn)
-elif account_url:
-    from azure.identity import WorkloadIdentityCredential
-    missing = [v for v in ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE") if not os.environ.get(v)]
-    if missing:
-        sys.exit(f"AZURE_STORAGE_ACCOUNT_URL is read as the pod's Azure AD workload identity, but {', '.join(missing)} "
-                 "unset: the pod needs the label azure.workload.identity/use=true and its ServiceAccount's client-id")
-    workspace = BlobServiceClient(account_url, credential=WorkloadIdentityCredential())
+elif account_url:  # the fetch image is the scorer's: its one check of the pod's identity
+    from scoring_image.collection.destinations import workload_identity
+    try:
+        credential = workload_identity("AZURE_STORAGE_ACCOUNT_URL")
+    except ValueError as exc:
+        sys.exit(str(exc))
+    workspace = BlobServiceClient(account_url, credential=credential)
 for m in json.loads(Path(os.environ["MODELS_MANIFEST"]).read_text()):
     url = urlsplit(m["url"])
     parts = url.path.lstrip("/").split("/")

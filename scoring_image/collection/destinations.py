@@ -81,16 +81,16 @@ _CLIENT_OPTIONS: dict[str, Any] = {
 WORKLOAD_IDENTITY_ENV = ("AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_FEDERATED_TOKEN_FILE")
 
 
-def workload_identity() -> TokenCredential:
-    """The pod's workload identity, checked at start: without the webhook's variables the first upload would fail
-    (every pass, the spool filling) with what the SDK says of its arguments, not of the pod. Not
-    DefaultAzureCredential: where the webhook did not run, its chain would fall through to the node's managed
-    identity (IMDS), the kubelet's, and write as that."""
+def workload_identity(setting: str) -> TokenCredential:
+    """The pod's workload identity, checked at start (`setting` names what asked for it: the scorer's account url, or
+    the model fetch's): without the webhook's variables the first upload would fail (every pass, the spool filling)
+    with what the SDK says of its arguments, not of the pod. Not DefaultAzureCredential: where the webhook did not
+    run, its chain would fall through to the node's managed identity (IMDS), the kubelet's, and write as that."""
     from azure.identity import WorkloadIdentityCredential
 
     missing = [name for name in WORKLOAD_IDENTITY_ENV if not os.environ.get(name)]
     if missing:
-        raise ValueError(f"data_collection_account_url [{ScorerSettings.env_name('data_collection_account_url')}] signs in "
+        raise ValueError(f"{setting} signs in "
                          f"as the pod's Azure AD workload identity, but {', '.join(missing)} unset: the pod needs the "
                          "label azure.workload.identity/use=true and a ServiceAccount annotated "
                          "azure.workload.identity/client-id, on a cluster with workload identity enabled")
@@ -109,7 +109,8 @@ class BlobContainer:
             self._client = ContainerClient(
                 settings.data_collection_account_url.get_secret_value(),
                 settings.data_collection_container,
-                credential=workload_identity(),
+                credential=workload_identity("data_collection_account_url "
+                                             f"[{ScorerSettings.env_name('data_collection_account_url')}]"),
                 **_CLIENT_OPTIONS,
             )
         elif settings.data_collection_container_url is not None:
